@@ -1,0 +1,203 @@
+"""IR -> readable Python source for Pyro.
+
+The output is what a careful person would write by hand: one ``pyro.sample`` per ``~``
+with the source's names, ``pyro.plate`` where the source has plates, ``pyro.param`` with
+constraints, ``pyro.deterministic`` for derived quantities. The module also holds the
+model's data signature (for binding sizes) and its ``infer`` settings, and runs on its
+own: ``python model.py DATA.json``.
+"""
+
+from __future__ import annotations
+
+import pprint
+
+from ppl import __version__
+from ppl import lower as ir
+
+INDENT = "    "
+
+# Python precedence, for minimal parentheses.
+_PREC = {
+    "<": 1, ">": 1, "<=": 1, ">=": 1, "==": 1, "!=": 1,
+    "+": 2, "-": 2, "*": 3, "/": 3, "@": 3, "%": 3, "neg": 4, "^": 5,
+}
+_PYOP = {"^": "**"}
+
+
+def expr(e, parent: int = 0) -> str:
+    """Python source of an IR expression."""
+    if isinstance(e, ir.Lit):
+        if isinstance(e.value, str):
+            return repr(e.value)
+        return repr(e.value)
+    if isinstance(e, ir.Var):
+        return e.name
+    if isinstance(e, ir.Sym):
+        return repr(e.name)
+    if isinstance(e, ir.Neg):
+        inner = expr(e.operand, _PREC["neg"])
+        text = f"-{inner}"
+        return f"({text})" if parent > _PREC["neg"] else text
+    if isinstance(e, ir.Bin):
+        p = _PREC[e.op]
+        # ** is right-associative; the others left-associative
+        lp, rp = (p + 1, p) if e.op == "^" else (p, p + 1)
+        text = f"{expr(e.left, lp)} {_PYOP.get(e.op, e.op)} {expr(e.right, rp)}"
+        return f"({text})" if parent > p else text
+    if isinstance(e, ir.Call):
+        parts = [expr(a) for a in e.args] + [f"{k}={expr(v)}" for k, v in e.kwargs]
+        return f"{e.target}({', '.join(parts)})"
+    if isinstance(e, ir.Idx):
+        items = ", ".join(expr(i) for i in e.items)
+        return f"{expr(e.value, 9)}[{items}]"
+    if isinstance(e, ir.Sl):
+        start = expr(e.start) if e.start is not None else ""
+        stop = expr(e.stop) if e.stop is not None else ""
+        return f"{start}:{stop}"
+    if isinstance(e, ir.ListE):
+        return "[" + ", ".join(expr(i) for i in e.items) + "]"
+    raise TypeError(f"cannot emit {type(e).__name__}")
+
+
+def _dims(dims) -> str:
+    return "[" + ", ".join(expr(d) for d in dims) + "]"
+
+
+def _dist(op: ir.SampleOp) -> str:
+    d = expr(op.dist, 9)
+    if op.event:
+        if op.in_plate or op.event_rank is None:
+            d = f"rt.event({d}, {_dims(op.event)})"
+        else:
+            batch = op.event[: len(op.event) - op.event_rank]
+            if batch:
+                d = f"{d}.expand({_dims(batch)}).to_event({len(batch)})"
+    if op.constraint is not None:
+        d = f"rt.Restricted({d}, {expr(op.constraint)})"
+    return d
+
+
+class _Emitter:
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def line(self, depth: int, text: str) -> None:
+        self.lines.append(INDENT * depth + text)
+
+    def stmts(self, body, depth: int) -> None:
+        if not body:
+            self.line(depth, "pass")
+        for op in body:
+            self.stmt(op, depth)
+
+    def stmt(self, op, depth: int) -> None:
+        if isinstance(op, ir.SampleOp):
+            if op.obs is not None:
+                obs = f"rt.real({op.obs})" if op.cast_obs else op.obs
+                self.line(depth, f'pyro.sample("{op.name}", {_dist(op)}, obs={obs})')
+            else:
+                self.line(depth, f'{op.name} = pyro.sample("{op.name}", {_dist(op)})')
+        elif isinstance(op, ir.Let):
+            if op.kind == "deterministic":
+                self.line(depth, f'{op.name} = pyro.deterministic("{op.name}", '
+                                 f"{expr(op.value)})")
+            else:
+                self.line(depth, f"{op.name} = {expr(op.value)}")
+        elif isinstance(op, ir.ParamOp):
+            init = expr(op.init)
+            init = f"rt.full({_dims(op.shape)}, {init})" if op.shape else f"rt.tensor({init})"
+            extra = f", constraint={expr(op.constraint)}" if op.constraint is not None else ""
+            self.line(depth, f'{op.name} = pyro.param("{op.name}", lambda: {init}{extra})')
+        elif isinstance(op, ir.NetworkOp):
+            c = op.ctor
+            args = ", ".join([expr(a) for a in c.args] + [f"{k}={expr(v)}" for k, v in c.kwargs])
+            self.line(depth, f'{op.name} = pyro.module("{op.name}", rt.network("{op.name}", '
+                             f"{c.target}, {args}))")
+        elif isinstance(op, ir.FactorOp):
+            self.line(depth, f'pyro.factor("{op.name}", {expr(op.value)})')
+        elif isinstance(op, ir.PlateOp):
+            extra = f", subsample_size={expr(op.subsample)}" if op.subsample is not None else ""
+            alias = f" as {op.index}" if op.index else ""
+            self.line(depth, f'with pyro.plate("{op.name}", {expr(op.size)}, dim={op.dim}'
+                             f"{extra}){alias}:")
+            for data, local, axis in op.subsampled:
+                self.line(depth + 1, f"{local} = {data}.index_select({axis}, {op.index})")
+            self.stmts(op.body, depth + 1)
+        else:
+            raise TypeError(f"cannot emit {type(op).__name__}")
+
+
+def _signature(m: ir.IRModel) -> str:
+    args = []
+    for a in m.args:
+        extra = ""
+        if a.optional:
+            extra += ", optional=True"
+        if a.lower is not None:
+            extra += f", lower={a.lower!r}"
+        if a.upper is not None:
+            extra += f", upper={a.upper!r}"
+        args.append(f"        rt.ArgSpec({a.name!r}, {a.base!r}, {a.dims!r}, line={a.line}, "
+                    f"col={a.col}{extra}),")
+    checks = [f"        rt.SizeCheck({c.left!r}, {c.right!r}, line={c.line}, col={c.col}, "
+              f"what={c.what!r})," for c in m.checks]
+    out = [f"{m.name.upper()}_SIGNATURE = rt.Signature(",
+           f"    name={m.name!r},",
+           f"    source={m.filename!r},",
+           "    args=[", *args, "    ],",
+           f"    sizes={m.sizes!r},"]
+    if checks:
+        out += ["    checks=[", *checks, "    ],"]
+    out.append(")")
+    return "\n".join(out)
+
+
+def model_function(m: ir.IRModel) -> str:
+    """The Pyro model function and its transformed-data helper."""
+    e = _Emitter()
+    params = list(m.sizes) + [a.name for a in m.args if a.name not in m.sizes]
+    params += [t.name for t in m.transformed]
+    if m.transformed:
+        data_params = list(m.sizes) + [a.name for a in m.args if a.name not in m.sizes]
+        e.line(0, f"def {m.name}_transformed_data({', '.join(['*'] + data_params)}):")
+        e.line(1, '"""Transformed data: computed once from the data, before inference."""')
+        for t in m.transformed:
+            e.stmt(t, 1)
+        e.line(1, "return {" + ", ".join(f'"{t.name}": {t.name}' for t in m.transformed) + "}")
+        e.line(0, "")
+        e.line(0, "")
+    e.line(0, f"def {m.name}({', '.join(['*'] + params)}):")
+    e.stmts(m.body, 1)
+    return "\n".join(e.lines)
+
+
+def generate(models: list[ir.IRModel], source_name: str) -> str:
+    """A complete, standalone Python module for the given models."""
+    head = [
+        f'"""Pyro program generated by bdl {__version__} from {source_name}.',
+        "",
+        "Run it on its own (with ppl installed): python THIS_FILE.py DATA.json",
+        '"""',
+        "",
+        "import pyro",
+        "import pyro.distributions as dist",
+        "import torch  # noqa: F401",
+        "from pyro.distributions import constraints  # noqa: F401",
+        "",
+        "from ppl import runtime as rt",
+        "",
+    ]
+    body = []
+    for m in models:
+        body += ["", _signature(m)]
+        infer = pprint.pformat(m.infer, width=88, sort_dicts=False) if m.infer else "None"
+        body += [f"{m.name.upper()}_INFER = {infer}", "", "", model_function(m), ""]
+    last = models[-1]
+    tail = [
+        "",
+        'if __name__ == "__main__":',
+        f"    rt.main({last.name}, {last.name.upper()}_SIGNATURE, {last.name.upper()}_INFER"
+        + (f", transformed={last.name}_transformed_data" if last.transformed else "") + ")",
+        "",
+    ]
+    return "\n".join(head + body + tail)

@@ -1,0 +1,204 @@
+"""The registry of built-in functions, kernels, networks and constructs.
+
+Each entry is pure metadata (no torch import): the checker reads its signature and shape
+rule, and the code generator emits a call to ``target`` -- a name that the generated
+module can resolve (``torch.exp``, ``rt.kernels.RBF``...). A construct registers itself
+here from its own module in ``ppl/constructs/``; nothing in the parser changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+# A shape rule gets the positional and keyword argument types (objects with ``.kind``,
+# ``.shape`` and, for numbers, ``.value``) and returns the result's shape or None.
+ShapeRule = Callable[[list, dict], tuple | None]
+
+
+@dataclass(frozen=True)
+class Builtin:
+    name: str
+    target: str
+    params: tuple[str, ...] = ()
+    required: int = 0
+    kind: str = "function"  # function | kernel | network | construct
+    result: str = "real"    # type kind of the value: real | int | bool | kernel | network
+    shape: ShapeRule | None = None
+    variadic: bool = False  # zeros(N, D): any number of positional sizes
+    doc: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+REGISTRY: dict[str, Builtin] = {}
+
+
+def register(b: Builtin) -> Builtin:
+    if b.name in REGISTRY:
+        raise ValueError(f"builtin {b.name!r} registered twice")
+    REGISTRY[b.name] = b
+    return b
+
+
+def lookup(name: str) -> Builtin | None:
+    _load_constructs()
+    return REGISTRY.get(name)
+
+
+def names() -> list[str]:
+    _load_constructs()
+    return sorted(REGISTRY)
+
+
+_loaded = False
+
+
+def _load_constructs() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        from . import constructs  # noqa: F401  (each construct module registers itself)
+
+
+# ---- shape rules ----------------------------------------------------------------
+def same_as_first(args, kwargs):
+    return args[0].shape if args else None
+
+
+def scalar(args, kwargs):
+    return ()
+
+
+def _dim_arg(kwargs, default):
+    d = kwargs.get("dim")
+    if d is None:
+        return default
+    return getattr(d, "value", None)
+
+
+def reduce_rule(args, kwargs):
+    """sum/mean/max/min: over everything, or over ``dim`` (dropped)."""
+    if not args or args[0].shape is None:
+        return None
+    dim = _dim_arg(kwargs, "all")
+    if dim == "all":
+        return ()
+    if not isinstance(dim, int):
+        return None
+    shape = list(args[0].shape)
+    if not -len(shape) <= dim < len(shape):
+        return None
+    del shape[dim]
+    return tuple(shape)
+
+
+def logsumexp_rule(args, kwargs):
+    if not args or args[0].shape is None:
+        return None
+    dim = _dim_arg(kwargs, -1)
+    shape = list(args[0].shape)
+    if not isinstance(dim, int) or not shape or not -len(shape) <= dim < len(shape):
+        return None
+    del shape[dim]
+    return tuple(shape)
+
+
+def transpose_rule(args, kwargs):
+    if not args or args[0].shape is None or len(args[0].shape) < 2:
+        return None
+    s = args[0].shape
+    return tuple(s[:-2]) + (s[-1], s[-2])
+
+
+def sizes_rule(args, kwargs):
+    """zeros(N, D), ones(N), eye(N): the arguments are the sizes."""
+    dims = []
+    for a in args:
+        if getattr(a, "dim", None) is None:
+            return None
+        dims.append(a.dim)
+    return tuple(dims)
+
+
+def eye_rule(args, kwargs):
+    d = getattr(args[0], "dim", None) if args else None
+    return None if d is None else (d, d)
+
+
+def arange_rule(args, kwargs):
+    d = getattr(args[0], "dim", None) if len(args) == 1 else None
+    return None if d is None else (d,)
+
+
+def gram_rule(args, kwargs):
+    """gram(k, x[, x2]): an [n, m] covariance matrix."""
+    if len(args) < 2 or args[1].shape is None:
+        return None
+    x = args[1].shape
+    x2 = args[2].shape if len(args) > 2 else x
+    if x2 is None or not x or not x2:
+        return None
+    return (x[0], x2[0])
+
+
+_ELEMENTWISE = {
+    "exp": "torch.exp", "log": "torch.log", "log1p": "torch.log1p", "expm1": "torch.expm1",
+    "sqrt": "torch.sqrt", "abs": "torch.abs", "sin": "torch.sin", "cos": "torch.cos",
+    "tanh": "torch.tanh", "sigmoid": "torch.sigmoid", "softplus": "rt.softplus",
+    "relu": "torch.relu", "elu": "rt.elu", "gelu": "rt.gelu", "square": "torch.square",
+    "logit": "torch.logit", "erf": "torch.erf", "floor": "torch.floor", "round": "torch.round",
+}
+for _name, _target in _ELEMENTWISE.items():
+    register(Builtin(_name, _target, ("x",), 1, shape=same_as_first,
+                     doc=f"elementwise {_name}"))
+
+register(Builtin("softmax", "rt.softmax", ("x", "dim"), 1, shape=same_as_first,
+                 doc="softmax along dim (default -1)"))
+register(Builtin("log_softmax", "rt.log_softmax", ("x", "dim"), 1, shape=same_as_first,
+                 doc="log-softmax along dim (default -1)"))
+register(Builtin("logsumexp", "rt.logsumexp", ("x", "dim"), 1, shape=logsumexp_rule,
+                 doc="log-sum-exp along dim (default -1)"))
+for _name in ("sum", "mean", "max", "min", "prod"):
+    register(Builtin(_name, f"rt.{_name}", ("x", "dim"), 1, shape=reduce_rule,
+                     doc=f"{_name} over all elements, or along dim"))
+register(Builtin("matmul", "torch.matmul", ("a", "b"), 2, doc="matrix product, as @"))
+register(Builtin("transpose", "rt.transpose", ("x",), 1, shape=transpose_rule,
+                 doc="swap the last two dimensions"))
+register(Builtin("stack", "rt.stack", ("xs", "dim"), 1, doc="stack a list along a new dim"))
+register(Builtin("cat", "rt.cat", ("xs", "dim"), 1, doc="concatenate a list along dim"))
+register(Builtin("eye", "rt.eye", ("n",), 1, shape=eye_rule, doc="identity matrix"))
+register(Builtin("zeros", "rt.zeros", (), 0, shape=sizes_rule, variadic=True,
+                 doc="zeros(N, D)"))
+register(Builtin("ones", "rt.ones", (), 0, shape=sizes_rule, variadic=True, doc="ones(N, D)"))
+register(Builtin("arange", "rt.arange", ("n",), 1, shape=arange_rule, result="int",
+                 doc="0, 1, ..., n-1"))
+register(Builtin("cholesky", "torch.linalg.cholesky", ("a",), 1, shape=same_as_first,
+                 doc="lower Cholesky factor"))
+register(Builtin("diag", "torch.diag_embed", ("v",), 1, doc="diagonal matrix from a vector"))
+register(Builtin("where", "torch.where", ("cond", "a", "b"), 3, doc="elementwise choice"))
+register(Builtin("clamp", "rt.clamp", ("x", "min", "max"), 1, shape=same_as_first,
+                 doc="clamp to [min, max]"))
+register(Builtin("normal_cdf", "rt.normal_cdf", ("x",), 1, shape=same_as_first,
+                 doc="standard normal CDF"))
+
+# ---- Gaussian-process kernels (values; sums and products are kernels too) --------
+for _name, _cls, _params in (
+    ("rbf", "RBF", ("lengthscale", "variance")),
+    ("matern12", "Matern12", ("lengthscale", "variance")),
+    ("matern32", "Matern32", ("lengthscale", "variance")),
+    ("matern52", "Matern52", ("lengthscale", "variance")),
+    ("periodic", "Periodic", ("lengthscale", "period", "variance")),
+    ("linear", "Linear", ("variance",)),
+    ("white", "White", ("variance",)),
+):
+    register(Builtin(_name, f"rt.kernels.{_cls}", _params, 0, kind="kernel", result="kernel",
+                     doc=f"{_name} kernel"))
+register(Builtin("gram", "rt.gram", ("kernel", "x", "x2", "jitter"), 2, shape=gram_rule,
+                 doc="covariance matrix k(x, x2) (+ jitter on the diagonal when square)"))
+
+# ---- networks ---------------------------------------------------------------------
+register(Builtin("mlp", "rt.nn.MLP", ("in_dim", "hidden", "out_dim", "act"), 3,
+                 kind="network", result="network",
+                 doc="fully connected network; weights are point estimates (pyro.module)"))
+
+ACTIVATIONS = ("tanh", "relu", "sigmoid", "softplus", "elu", "gelu")

@@ -1,0 +1,1065 @@
+"""The checker: names, roles, types, constraints and symbolic sizes of a BDL program.
+
+It walks each model once, in order, and records for every name its :class:`Symbol`
+(role, type, shape) and for every expression its :class:`Ty`. Errors are collected, not
+raised one at a time, so a file with several mistakes reports them all. Size mismatches
+that only data can settle (``N`` vs ``K``) become :class:`DeferredCheck` entries that the
+runtime verifies when data binds the sizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy
+
+from .. import builtins
+from ..infer import methods as infer_methods
+from ..syntax import ast
+from ..syntax.diagnostics import BdlError, Diagnostic, Span
+from . import signatures, sizes
+from .types import (
+    BASE_TYPES,
+    CONSTRAINED_TYPES,
+    SUPPORT_OF_CONSTRAINT,
+    TENSOR_KINDS,
+    UNKNOWN,
+    Symbol,
+    Ty,
+)
+
+# Distribution parameters that take a distribution, not a tensor.
+_DIST_PARAMS = {"base_dist", "mixture_distribution", "component_distribution", "base"}
+
+
+@dataclass
+class DeferredCheck:
+    """Two dimensions that must agree once data fixes the sizes."""
+
+    left: str
+    right: str
+    span: Span
+    what: str
+
+
+@dataclass
+class SiteInfo:
+    """What the code generator needs to know about one statement."""
+
+    role: str
+    plates: tuple[str, ...] = ()
+    event_dims: tuple | None = None  # per-plate-element shape to make an event of
+    constraint: str | None = None    # pyro constraint source text for a restricted latent
+    bounds: dict = field(default_factory=dict)
+    obs_cast: bool = False           # observe int/bool data with a real-valued density
+
+
+@dataclass
+class PlateInfo:
+    name: str
+    size: sympy.Expr
+    dim: int
+    subsample: bool
+    subsampled: list[tuple[str, int]] = field(default_factory=list)  # (data name, axis)
+
+
+@dataclass
+class InferSpec:
+    method: str
+    options: dict
+    span: Span
+
+
+@dataclass
+class CheckedModel:
+    model: ast.Model
+    symbols: dict[str, Symbol]
+    sizes: list[str]
+    types: dict[int, Ty]
+    sites: dict[int, SiteInfo]
+    plates: dict[int, PlateInfo]
+    deferred: list[DeferredCheck]
+    infer: InferSpec | None
+    warnings: list[Diagnostic]
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def ty(self, expr: ast.Expr) -> Ty:
+        return self.types.get(id(expr), UNKNOWN)
+
+
+@dataclass
+class CheckedProgram:
+    program: ast.Program
+    models: dict[str, CheckedModel]
+    warnings: list[Diagnostic]
+
+    def model(self, name: str | None = None) -> CheckedModel:
+        if name is None:
+            return list(self.models.values())[-1]
+        return self.models[name]
+
+
+def check(program: ast.Program, filename: str = "<string>", source: str | None = None
+          ) -> CheckedProgram:
+    """Check every model and infer line; raise :class:`BdlError` listing all errors."""
+    errors: list[Diagnostic] = []
+    warnings: list[Diagnostic] = []
+    models: dict[str, CheckedModel] = {}
+    if not program.models:
+        errors.append(Diagnostic("the file defines no model (expected 'model Name(...) {')",
+                                 Span(1, 1)))
+    for m in program.models:
+        if m.name in models:
+            errors.append(Diagnostic(f"model '{m.name}' is defined twice", m.span))
+            continue
+        checker = _ModelChecker(m)
+        checker.run()
+        errors.extend(checker.errors)
+        warnings.extend(checker.warnings)
+        models[m.name] = checker.result()
+    infers = _check_infers(program, models, errors)
+    for name, spec in infers.items():
+        models[name].infer = spec
+    if errors:
+        errors.sort(key=lambda d: (d.span.line, d.span.col))
+        raise BdlError(errors, filename, source)
+    return CheckedProgram(program, models, warnings)
+
+
+# ---- infer directives ---------------------------------------------------------------
+def option_value(expr: ast.Expr):
+    """The Python value of an option literal, or raise ValueError."""
+    if isinstance(expr, ast.Number):
+        return expr.value
+    if isinstance(expr, ast.Bool):
+        return expr.value
+    if isinstance(expr, (ast.Name,)):
+        return expr.id
+    if isinstance(expr, ast.String):
+        return expr.value
+    raise ValueError("an option value must be a number, true/false or a name")
+
+
+def validate_options(method_name: str, given: list[tuple[str, object, Span]], span: Span
+                     ) -> tuple[dict, list[Diagnostic]]:
+    """Check options against the method's table; return (values, errors)."""
+    errs: list[Diagnostic] = []
+    method = infer_methods.lookup(method_name)
+    if method is None:
+        hint = signatures.suggest(method_name, infer_methods.METHODS)
+        notes = [f"did you mean '{hint}'?"] if hint else [
+            "known methods: " + ", ".join(sorted(infer_methods.METHODS))]
+        return {}, [Diagnostic(f"unknown inference method '{method_name}'", span, notes=notes)]
+    values = {}
+    for key, value, kspan in given:
+        opt = method.options.get(key)
+        if opt is None:
+            hint = signatures.suggest(key, method.options)
+            notes = [f"did you mean '{hint}'?"] if hint else [
+                f"{method_name} takes: " + ", ".join(sorted(method.options))]
+            errs.append(Diagnostic(f"unknown option '{key}' for {method_name}", kspan,
+                                   notes=notes))
+            continue
+        if key in values:
+            errs.append(Diagnostic(f"option '{key}' given twice", kspan))
+            continue
+        problem = _option_problem(opt, value)
+        if problem:
+            errs.append(Diagnostic(f"option '{key}' of {method_name}: {problem}", kspan))
+            continue
+        values[key] = float(value) if opt.kind is float else value
+    return values, errs
+
+
+def _option_problem(opt, value) -> str | None:
+    if opt.kind is bool:
+        return None if isinstance(value, bool) else "expected true or false"
+    if opt.kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"expected an integer, got {value!r}"
+    elif opt.kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"expected a number, got {value!r}"
+    elif opt.kind == "symbol":
+        if value not in opt.choices:
+            return f"expected one of {', '.join(opt.choices)}, got {value!r}"
+        return None
+    if opt.low is not None and value < opt.low:
+        return f"must be at least {opt.low:g}"
+    return None
+
+
+def _check_infers(program, models, errors) -> dict[str, InferSpec]:
+    out: dict[str, InferSpec] = {}
+    for inf in program.infers:
+        target = inf.model
+        if target is None:
+            if len(program.models) > 1:
+                errors.append(Diagnostic(
+                    "this file has several models; name one: 'infer Name with "
+                    f"{inf.method}(...)'", inf.span))
+                continue
+            target = program.models[0].name if program.models else None
+        elif target not in models:
+            hint = signatures.suggest(target, models)
+            errors.append(Diagnostic(f"'infer' names unknown model '{target}'", inf.span,
+                                     notes=[f"did you mean '{hint}'?"] if hint else []))
+            continue
+        if target is None:
+            continue
+        if target in out:
+            errors.append(Diagnostic(f"model '{target}' has more than one infer line",
+                                     inf.span))
+            continue
+        if inf.args:
+            errors.append(Diagnostic("infer options are keywords: name=value",
+                                     inf.args[0].span))
+        given = []
+        for kw in inf.options:
+            try:
+                given.append((kw.name, option_value(kw.value), kw.span))
+            except ValueError as e:
+                errors.append(Diagnostic(str(e), kw.value.span))
+        values, errs = validate_options(inf.method, given, inf.span)
+        errors.extend(errs)
+        out[target] = InferSpec(inf.method, values, inf.span)
+    return out
+
+
+# ---- models -------------------------------------------------------------------------
+class _ModelChecker:
+    def __init__(self, model: ast.Model):
+        self.model = model
+        self.errors: list[Diagnostic] = []
+        self.warnings: list[Diagnostic] = []
+        self.symbols: dict[str, Symbol] = {}
+        self.size_syms: dict[str, sympy.Symbol] = {}
+        self.types: dict[int, Ty] = {}
+        self.sites: dict[int, SiteInfo] = {}
+        self.plates_info: dict[int, PlateInfo] = {}
+        self.deferred: list[DeferredCheck] = []
+        self.plate_stack: list[PlateInfo] = []
+        self.observed: set[str] = set()
+        self.used: set[str] = set()
+        self.later: dict[str, Span] = {}
+
+    def result(self) -> CheckedModel:
+        return CheckedModel(self.model, self.symbols, list(self.size_syms), self.types,
+                            self.sites, self.plates_info, self.deferred, None, self.warnings)
+
+    def err(self, msg: str, span: Span, notes: list[str] | None = None) -> None:
+        self.errors.append(Diagnostic(msg, span, "error", notes or []))
+
+    def warn(self, msg: str, span: Span) -> None:
+        self.warnings.append(Diagnostic(msg, span, "warning"))
+
+    # ---- signature ----
+    def run(self) -> None:
+        self._collect_later(self.model.body)
+        self._declare_args()
+        self._stmts(self.model.body)
+        for arg in self.model.args:
+            if arg.name not in self.used and arg.name not in self.observed:
+                if arg.name not in self.size_syms:
+                    self.warn(f"data argument '{arg.name}' is never used", arg.span)
+
+    def _collect_later(self, body) -> None:
+        for s in body:
+            name = getattr(s, "name", None)
+            if name is not None and name not in self.later:
+                self.later[name] = getattr(s, "name_span", s.span)
+            if isinstance(s, ast.Plate):
+                self._collect_later(s.body)
+
+    def _declare_args(self) -> None:
+        # Sizes first: any bare name in an argument's dimensions.
+        for arg in self.model.args:
+            for d in arg.type.dims:
+                for n in _names_in(d):
+                    self.size_syms.setdefault(n, sizes.size_symbol(n))
+        for arg in self.model.args:
+            if arg.name in self.symbols:
+                self.err(f"argument '{arg.name}' is declared twice", arg.span,
+                         [f"first declared at {self.symbols[arg.name].span}"])
+                continue
+            ty, constraint = self._type(arg.type, allow_constrained=True)
+            if arg.name in self.size_syms:
+                if ty.kind != "int" or ty.shape != ():
+                    self.err(f"'{arg.name}' is used as a size, so it must be declared 'int'",
+                             arg.type.span)
+                self.symbols[arg.name] = Symbol(arg.name, "size", Ty("int", (), dim=self.size_syms[
+                    arg.name]), arg.span, node=arg)
+                continue
+            self.symbols[arg.name] = Symbol(arg.name, "data", ty, arg.span, random=arg.optional,
+                                            optional=arg.optional, node=arg,
+                                            constraint=constraint)
+        for n, sym in self.size_syms.items():
+            if n not in self.symbols:
+                self.symbols[n] = Symbol(n, "size", Ty("int", (), dim=sym), self.model.span)
+
+    def _dim(self, expr: ast.Expr, *, declare: bool = False) -> sympy.Expr | None:
+        """A dimension: an integer, a size name, or +, -, * of them."""
+        if isinstance(expr, ast.Number) and isinstance(expr.value, int) and expr.value >= 0:
+            return sizes.const(expr.value)
+        if isinstance(expr, ast.Name):
+            sym = self.symbols.get(expr.id)
+            if sym is not None and sym.ty.dim is not None:
+                self.used.add(expr.id)
+                return sym.ty.dim
+            if expr.id in self.size_syms:
+                return self.size_syms[expr.id]
+            if sym is not None:
+                self.err(f"'{expr.id}' is not a size (sizes are integers named in the "
+                         "model's argument shapes)", expr.span)
+                return None
+            self.err(f"unknown size '{expr.id}'", expr.span,
+                     ["sizes are bound by the shapes of the model's data arguments"])
+            return None
+        if isinstance(expr, ast.BinOp) and expr.op in "+-*/":
+            a, b = self._dim(expr.left), self._dim(expr.right)
+            if a is None or b is None:
+                return None
+            return {"+": a + b, "-": a - b, "*": a * b, "/": a / b}[expr.op]
+        self.err("a dimension must be an integer, a size name, or arithmetic of them",
+                 expr.span)
+        return None
+
+    def _type(self, t: ast.Type, allow_constrained: bool) -> tuple[Ty, str | None]:
+        dims = [self._dim(d) for d in t.dims]
+        shape = None if any(d is None for d in dims) else tuple(dims)
+        bounds = {}
+        for b in t.bounds:
+            if b.name not in ("lower", "upper"):
+                self.err(f"unknown bound '{b.name}' (expected lower or upper)", b.span)
+            elif b.name in bounds:
+                self.err(f"bound '{b.name}' given twice", b.span)
+            else:
+                bounds[b.name] = b.value
+                self._expr(b.value)
+        if t.base in BASE_TYPES:
+            if t.base == "bool" and bounds:
+                self.err("bool takes no bounds", t.span)
+            return Ty(t.base, shape), _bounds_constraint(bounds)
+        if t.base in CONSTRAINED_TYPES:
+            rank, constraint = CONSTRAINED_TYPES[t.base]
+            if bounds:
+                self.err(f"'{t.base}' takes no bounds", t.span)
+            if not t.dims:
+                self.err(f"'{t.base}' needs a size: {t.base}[K]", t.span)
+                return Ty("real", None), constraint
+            if shape is not None and rank == 2:
+                shape = shape + (shape[-1],)
+            return Ty("real", shape), constraint
+        known = list(BASE_TYPES) + list(CONSTRAINED_TYPES)
+        hint = signatures.suggest(t.base, known)
+        self.err(f"unknown type '{t.base}'", t.span,
+                 [f"did you mean '{hint}'?"] if hint else ["types: " + ", ".join(known)])
+        return UNKNOWN, None
+
+    # ---- statements ----
+    def _define(self, name: str, span: Span) -> bool:
+        prev = self.symbols.get(name)
+        if prev is not None:
+            where = f"{prev.span}" if prev.span.line else "as a size"
+            self.err(f"'{name}' is already defined", span, [f"first defined at {where}"])
+            return False
+        return True
+
+    def _stmts(self, body) -> None:
+        for s in body:
+            if isinstance(s, ast.Sample):
+                self._sample(s)
+            elif isinstance(s, ast.Assign):
+                self._assign(s)
+            elif isinstance(s, ast.Param):
+                self._param(s)
+            elif isinstance(s, ast.Factor):
+                ty = self._expr(s.value)
+                if ty.kind not in TENSOR_KINDS + ("unknown",):
+                    self.err("factor needs a numeric log-density term", s.value.span)
+                self.sites[id(s)] = SiteInfo("factor", self._plate_names())
+            elif isinstance(s, ast.Plate):
+                self._plate(s)
+
+    def _plate_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.plate_stack)
+
+    def _plate_shape(self) -> tuple:
+        return tuple(p.size for p in self.plate_stack)
+
+    def _plate(self, s: ast.Plate) -> None:
+        size = self._dim(s.size)
+        name = s.index or (s.size.id if isinstance(s.size, ast.Name) else f"plate_{s.span.line}")
+        if s.batch is not None:
+            bt = self._expr(s.batch)
+            if bt.kind != "int" or bt.shape != ():
+                self.err("batch needs an integer size", s.batch.span)
+        info = PlateInfo(name, size if size is not None else sizes.size_symbol(name), 0,
+                         s.batch is not None)
+        # The plate's position among its enclosing plates: data dims at that axis subsample.
+        axis = len(self.plate_stack)
+        if s.batch is not None and size is not None:
+            for sym in self.symbols.values():
+                if sym.role in ("data", "transformed") and sym.ty.shape is not None:
+                    if len(sym.ty.shape) > axis and sizes.compare(
+                            sym.ty.shape[axis], size) == sizes.Relation.EQUAL:
+                        info.subsampled.append((sym.name, axis))
+        self.plates_info[id(s)] = info
+        self.plate_stack.append(info)
+        defined_index = False
+        if s.index is not None and self._define(s.index, s.span):
+            self.symbols[s.index] = Symbol(s.index, "index", Ty("int", (info.size,)), s.span)
+            defined_index = True
+        self._stmts(s.body)
+        self.plate_stack.pop()
+        if defined_index:
+            del self.symbols[s.index]
+        # Plate dims: the innermost plate is -1, so dim = -(1 + nesting depth below).
+        info.dim = -1 - _depth_below(s.body)
+
+    def _sample(self, s: ast.Sample) -> None:
+        dty = self._expr(s.dist)
+        existing = self.symbols.get(s.name)
+        plates = self._plate_names()
+        if existing is not None and existing.role == "network":
+            self.err(f"'{s.name}' is a network; placing a prior on its weights needs a "
+                     "network prior construct", s.span)
+            return
+        if dty.kind not in ("dist", "unknown"):
+            self.err(f"the right of '~' must be a distribution, not a {dty.kind} value",
+                     s.dist.span, ["distributions are capitalised: Normal(0, 1)"])
+            return
+        if existing is not None and existing.role in ("data", "transformed"):
+            if s.name in self.observed:
+                self.err(f"'{s.name}' is observed twice", s.name_span)
+                return
+            self.observed.add(s.name)
+            if s.type is not None:
+                self.err(f"'{s.name}' is data; its type is declared in the model signature",
+                         s.type.span)
+            info = SiteInfo("observed", plates)
+            info.event_dims = self._fit_shape(s, existing.ty.shape, dty)
+            info.obs_cast = existing.ty.kind in ("int", "bool")
+            if dty.discrete and existing.ty.kind == "real":
+                self.warn(f"'{s.name}' is real but {dty.dist} is a discrete distribution",
+                          s.name_span)
+            self.sites[id(s)] = info
+            return
+        if not self._define(s.name, s.name_span):
+            return
+        info = SiteInfo("latent", plates)
+        constraint = None
+        if s.type is not None:
+            declared, constraint = self._type(s.type, allow_constrained=True)
+            if declared.kind == "unknown":
+                shape = None
+            else:
+                shape = declared.shape
+                info.event_dims = self._fit_shape(s, shape, dty)
+            kind = "int" if dty.discrete else "real"
+        else:
+            shape = self._latent_shape(s, dty)
+            kind = "int" if dty.discrete else "real"
+        if constraint is not None and not _support_matches(constraint, dty):
+            info.constraint = constraint
+        self.sites[id(s)] = info
+        self.symbols[s.name] = Symbol(s.name, "latent", Ty(kind, shape), s.name_span,
+                                      random=True, node=s, plates=plates)
+
+    def _latent_shape(self, s: ast.Sample, dty: Ty):
+        """Shape of an undeclared latent: the plates broadcast with the batch shape."""
+        if dty.shape is None or dty.event is None:
+            return None
+        pshape = self._plate_shape()
+        batch = dty.shape[: len(dty.shape) - dty.event]
+        event = dty.shape[len(dty.shape) - dty.event:]
+        if len(batch) > len(pshape):
+            if pshape:
+                self.err(f"inside plate {', '.join(self._plate_names())} the distribution of "
+                         f"'{s.name}' has batch shape {sizes.show(batch)}, more dimensions than "
+                         f"the plates {sizes.show(pshape)}", s.dist.span,
+                         ["declare the shape: "
+                          f"{s.name}: real{sizes.show(pshape + batch[len(pshape):])} ~ ..."])
+                return None
+            return tuple(dty.shape)
+        full, issues = sizes.broadcast(batch, pshape)
+        self._report(issues, s.dist.span, f"the distribution of '{s.name}' and the plate")
+        return None if full is None else tuple(full) + tuple(event)
+
+    def _fit_shape(self, s: ast.Sample, shape, dty: Ty):
+        """Check a declared/data shape against the distribution; return event dims."""
+        if shape is None:
+            return None
+        pshape = self._plate_shape()
+        if len(shape) < len(pshape):
+            self.err(f"'{s.name}' has shape {sizes.show(shape)} but sits inside plates "
+                     f"{sizes.show(pshape)}", s.name_span)
+            return None
+        for i, p in enumerate(pshape):
+            rel = sizes.compare(shape[i], p)
+            if rel == sizes.Relation.DIFFERENT:
+                self.err(f"'{s.name}' has leading size {shape[i]} but plate "
+                         f"{self.plate_stack[i].name} has size {p}", s.name_span)
+                return None
+            if rel == sizes.Relation.UNKNOWN:
+                self._defer(shape[i], p, s.name_span, f"dimension {i} of '{s.name}' and the plate")
+        if dty.shape is not None:
+            full, issues = sizes.broadcast(dty.shape, shape)
+            if full is not None and len(full) > len(shape):
+                self.err(f"the distribution has shape {sizes.show(dty.shape)}, which does not "
+                         f"fit '{s.name}' of shape {sizes.show(shape)}", s.dist.span)
+                return None
+            self._report(issues, s.dist.span,
+                         f"the distribution {sizes.show(dty.shape)} and '{s.name}' "
+                         f"{sizes.show(shape)}")
+        return tuple(shape[len(pshape):])
+
+    def _assign(self, s: ast.Assign) -> None:
+        ty = self._expr(s.value)
+        if not self._define(s.name, s.name_span):
+            return
+        random = _is_random(s.value, self.symbols)
+        if ty.kind == "network":
+            role = "network"
+        elif ty.kind not in TENSOR_KINDS + ("unknown",):
+            role = "value"
+        else:
+            role = "deterministic" if random else "transformed"
+        if s.type is not None:
+            declared, constraint = self._type(s.type, allow_constrained=True)
+            if declared.shape is not None and ty.shape is not None:
+                full, issues = sizes.broadcast(ty.shape, declared.shape)
+                if full is not None and len(full) > len(declared.shape):
+                    self.err(f"'{s.name}' is declared {sizes.show(declared.shape)} but its value "
+                             f"has shape {sizes.show(ty.shape)}", s.value.span)
+                self._report(issues, s.value.span, f"'{s.name}' and its value")
+            if declared.kind != "unknown":
+                ty = Ty(declared.kind if ty.kind == "unknown" else ty.kind, declared.shape)
+        self.sites[id(s)] = SiteInfo(role, self._plate_names())
+        self.symbols[s.name] = Symbol(s.name, role, ty, s.name_span, random=random or role ==
+                                      "network", node=s, plates=self._plate_names())
+
+    def _param(self, s: ast.Param) -> None:
+        init = self._expr(s.init)
+        if self.plate_stack:
+            self.err("'param' belongs at the top level of the model, not inside a plate",
+                     s.span)
+        if _is_random(s.init, self.symbols):
+            self.err(f"the initial value of param '{s.name}' must not depend on random "
+                     "quantities", s.init.span)
+        if not self._define(s.name, s.name_span):
+            return
+        declared, constraint = self._type(s.type, allow_constrained=True)
+        if init.kind not in TENSOR_KINDS + ("unknown",):
+            self.err("a param's initial value must be numeric", s.init.span)
+        elif declared.shape is not None and init.shape is not None:
+            full, issues = sizes.broadcast(init.shape, declared.shape)
+            if full is not None and len(full) > len(declared.shape):
+                self.err(f"the initial value has shape {sizes.show(init.shape)}, larger than "
+                         f"'{s.name}' {sizes.show(declared.shape)}", s.init.span)
+            self._report(issues, s.init.span, f"the initial value and '{s.name}'")
+        self.sites[id(s)] = SiteInfo("param", (), constraint=constraint)
+        self.symbols[s.name] = Symbol(s.name, "param", Ty("real", declared.shape), s.name_span,
+                                      random=True, node=s, constraint=constraint)
+
+    # ---- shape issues ----
+    def _report(self, issues, span: Span, what: str) -> None:
+        for m in issues:
+            if m.provable:
+                self.err(f"size mismatch between {what}: {m.left} vs {m.right}", span)
+            else:
+                self._defer(m.left, m.right, span, what)
+
+    def _defer(self, a, b, span: Span, what: str) -> None:
+        self.deferred.append(DeferredCheck(str(a), str(b), span, what))
+
+    # ---- expressions ----
+    def _expr(self, e: ast.Expr) -> Ty:
+        ty = self._expr_inner(e)
+        self.types[id(e)] = ty
+        return ty
+
+    def _expr_inner(self, e: ast.Expr) -> Ty:
+        if isinstance(e, ast.Number):
+            if isinstance(e.value, int):
+                return Ty("int", (), dim=sizes.const(e.value) if e.value >= 0 else None,
+                          value=e.value)
+            return Ty("real", (), value=e.value)
+        if isinstance(e, ast.Bool):
+            return Ty("bool", (), value=e.value)
+        if isinstance(e, ast.String):
+            return Ty("string", None, value=e.value)
+        if isinstance(e, ast.Name):
+            return self._name(e)
+        if isinstance(e, ast.Neg):
+            t = self._expr(e.operand)
+            if t.kind not in TENSOR_KINDS + ("unknown",):
+                self.err(f"cannot negate a {t.kind} value", e.span)
+                return UNKNOWN
+            return Ty(t.kind if t.kind != "bool" else "int", t.shape,
+                      dim=-t.dim if t.dim is not None else None)
+        if isinstance(e, ast.BinOp):
+            return self._binop(e)
+        if isinstance(e, ast.Call):
+            return self._call(e)
+        if isinstance(e, ast.Index):
+            return self._index(e)
+        if isinstance(e, ast.ListLit):
+            return self._list(e)
+        if isinstance(e, ast.Attr):
+            self._expr(e.value)
+            self.err(f"'{e.attr}': attribute access is only defined on construct values",
+                     e.span)
+            return UNKNOWN
+        if isinstance(e, ast.Slice):
+            self.err("a slice is only allowed inside [ ]", e.span)
+            return UNKNOWN
+        return UNKNOWN
+
+    def _name(self, e: ast.Name) -> Ty:
+        sym = self.symbols.get(e.id)
+        if sym is not None:
+            self.used.add(e.id)
+            return sym.ty
+        if e.id in self.later:
+            self.err(f"'{e.id}' is used before it is defined", e.span,
+                     [f"it is defined at {self.later[e.id]}"])
+            return UNKNOWN
+        b = builtins.lookup(e.id)
+        if b is not None:
+            return Ty("function", None, value=e.id)
+        if signatures.lookup(e.id) is not None:
+            return Ty("function", None, value=e.id)
+        hint = signatures.suggest(e.id, list(self.symbols))
+        self.err(f"'{e.id}' is not defined", e.span,
+                 [f"did you mean '{hint}'?"] if hint else [])
+        return UNKNOWN
+
+    def _binop(self, e: ast.BinOp) -> Ty:
+        a, b = self._expr(e.left), self._expr(e.right)
+        if "unknown" in (a.kind, b.kind):
+            return UNKNOWN
+        if a.kind == "kernel" and b.kind == "kernel" and e.op in "+*":
+            return Ty("kernel", None)
+        if a.kind == "kernel" or b.kind == "kernel":
+            if e.op == "*" and TENSOR_KINDS.count(a.kind if b.kind == "kernel" else b.kind):
+                return Ty("kernel", None)
+            other = a.kind if a.kind != "kernel" else b.kind
+            self.err(f"kernels combine with + and * only, not '{e.op}' with a {other}", e.span)
+            return UNKNOWN
+        for t, side in ((a, e.left), (b, e.right)):
+            if t.kind not in TENSOR_KINDS:
+                self.err(f"operator '{e.op}' needs numbers or tensors, not a {t.kind} value",
+                         side.span)
+                return UNKNOWN
+        if e.op == "@":
+            shape, issues = sizes.matmul(a.shape, b.shape)
+            if a.shape == () or b.shape == ():
+                self.err("'@' needs tensors with at least one dimension; use '*' for scalars",
+                         e.span)
+                return UNKNOWN
+            self._report(issues, e.span,
+                         f"the operands of '@' {sizes.show(a.shape)} and {sizes.show(b.shape)}")
+            return Ty("real", shape)
+        shape, issues = sizes.broadcast(a.shape, b.shape)
+        self._report(issues, e.span,
+                     f"the operands of '{e.op}' {sizes.show(a.shape)} and {sizes.show(b.shape)}")
+        dim = None
+        if a.dim is not None and b.dim is not None and e.op in "+-*":
+            dim = {"+": a.dim + b.dim, "-": a.dim - b.dim, "*": a.dim * b.dim}[e.op]
+        if e.op in ("<", ">", "<=", ">=", "==", "!="):
+            kind = "bool"
+        elif e.op in "/^" or "real" in (a.kind, b.kind):
+            kind = "real"
+        else:
+            kind = "int"
+        value = None
+        if isinstance(a.value, (int, float)) and isinstance(b.value, (int, float)):
+            value = None
+        return Ty(kind, shape, dim=dim, value=value)
+
+    def _list(self, e: ast.ListLit) -> Ty:
+        tys = [self._expr(x) for x in e.items]
+        if not tys:
+            self.err("an empty list has no shape", e.span)
+            return UNKNOWN
+        if any(t.kind not in TENSOR_KINDS for t in tys):
+            if all(t.kind in TENSOR_KINDS + ("unknown",) for t in tys):
+                return UNKNOWN
+            return Ty("list", None)
+        shape = tys[0].shape
+        for t, x in zip(tys[1:], e.items[1:], strict=False):
+            shape, issues = sizes.broadcast(shape, t.shape)
+            self._report(issues, x.span, "the items of a list")
+        kind = "real" if any(t.kind == "real" for t in tys) else tys[0].kind
+        dims = None
+        if all(t.dim is not None for t in tys):
+            dims = None
+        return Ty(kind, None if shape is None else (sizes.const(len(tys)),) + tuple(shape),
+                  dim=dims)
+
+    def _index(self, e: ast.Index) -> Ty:
+        base = self._expr(e.value)
+        item_tys = []
+        for item in e.indices:
+            if isinstance(item, ast.Slice):
+                for part in (item.start, item.stop):
+                    if part is not None:
+                        t = self._expr(part)
+                        if t.kind not in ("int", "unknown") or t.shape not in ((), None):
+                            self.err("slice bounds must be integers", part.span)
+                item_tys.append(None)
+            else:
+                t = self._expr(item)
+                if t.kind not in ("int", "bool", "unknown"):
+                    self.err(f"an index must be an integer, not {t.kind}", item.span)
+                item_tys.append(t)
+        if base.kind == "unknown":
+            return UNKNOWN
+        if base.kind not in TENSOR_KINDS:
+            self.err(f"cannot index a {base.kind} value", e.span)
+            return UNKNOWN
+        if base.shape is None:
+            return Ty(base.kind, None)
+        if len(e.indices) > len(base.shape):
+            self.err(f"too many indices: the value has {len(base.shape)} "
+                     f"dimension{'s' if len(base.shape) != 1 else ''} "
+                     f"{sizes.show(base.shape)}", e.span)
+            return UNKNOWN
+        out: list = []
+        for i, (item, t) in enumerate(zip(e.indices, item_tys, strict=False)):
+            dim = base.shape[i]
+            if t is None:
+                start = self._static_dim(item.start, sizes.const(0))
+                stop = self._static_dim(item.stop, dim)
+                if start is None or stop is None:
+                    return Ty(base.kind, None)
+                if stop.is_number and start.is_number and stop < 0:
+                    stop = dim + stop
+                out.append(sympy.simplify(stop - start))
+            elif t.shape == ():
+                if t.value is not None and dim.is_number and not (-dim <= t.value < dim):
+                    self.err(f"index {t.value} is out of range for size {dim}", item.span)
+            elif t.shape is None:
+                return Ty(base.kind, None)
+            else:
+                out.extend(t.shape)
+        out.extend(base.shape[len(e.indices):])
+        return Ty(base.kind, tuple(out))
+
+    def _static_dim(self, expr, default):
+        if expr is None:
+            return default
+        t = self.types.get(id(expr))
+        if t is not None and t.dim is not None:
+            return t.dim
+        if isinstance(expr, ast.Number) and isinstance(expr.value, int):
+            return sizes.const(expr.value)
+        return None
+
+    # ---- calls ----
+    def _call(self, e: ast.Call) -> Ty:
+        name = e.func_name
+        if name is None:
+            self._expr(e.func)
+            self.err("only named functions, distributions and networks can be called",
+                     e.func.span)
+            return UNKNOWN
+        sym = self.symbols.get(name)
+        if sym is not None:
+            self.used.add(name)
+            return self._apply_value(e, sym)
+        sig = signatures.lookup(name)
+        if sig is not None:
+            return self._dist_call(e, sig)
+        b = builtins.lookup(name)
+        if b is not None:
+            return self._builtin_call(e, b)
+        for a in e.args:
+            self._expr(a)
+        for kw in e.kwargs:
+            self._expr(kw.value)
+        if name in self.later:
+            self.err(f"'{name}' is used before it is defined", e.func.span,
+                     [f"it is defined at {self.later[name]}"])
+            return UNKNOWN
+        pool = list(signatures.table()) if name[:1].isupper() else builtins.names()
+        hint = signatures.suggest(name, pool)
+        kind = "distribution" if name[:1].isupper() else "function"
+        self.err(f"unknown {kind} '{name}'", e.func.span,
+                 [f"did you mean '{hint}'?"] if hint else [])
+        return UNKNOWN
+
+    def _apply_value(self, e: ast.Call, sym: Symbol) -> Ty:
+        args = [self._expr(a) for a in e.args]
+        for kw in e.kwargs:
+            self._expr(kw.value)
+        if sym.role != "network":
+            self.err(f"'{sym.name}' is a {sym.ty.kind} value and cannot be called", e.func.span)
+            return UNKNOWN
+        if len(args) != 1 or e.kwargs:
+            self.err(f"network '{sym.name}' takes one input", e.span)
+            return UNKNOWN
+        net = sym.ty.value or {}
+        x = args[0]
+        if x.shape is None or not net:
+            return Ty("real", None)
+        if len(x.shape) == 0:
+            self.err(f"network '{sym.name}' needs an input with a feature dimension", e.span)
+            return UNKNOWN
+        if net.get("in") is not None:
+            rel = sizes.compare(x.shape[-1], net["in"])
+            if rel == sizes.Relation.DIFFERENT:
+                self.err(f"network '{sym.name}' takes {net['in']} input features but gets "
+                         f"{sizes.show(x.shape)}", e.args[0].span)
+            elif rel == sizes.Relation.UNKNOWN:
+                self._defer(x.shape[-1], net["in"], e.args[0].span,
+                            f"the input of network '{sym.name}'")
+        if net.get("out") is None:
+            return Ty("real", None)
+        return Ty("real", tuple(x.shape[:-1]) + (net["out"],))
+
+    def _bind_args(self, e: ast.Call, params: tuple[str, ...], fname: str, variadic=False
+                   ) -> dict[str, tuple[ast.Expr, Ty]] | None:
+        bound: dict[str, tuple[ast.Expr, Ty]] = {}
+        ok = True
+        if len(e.args) > len(params) and not variadic:
+            self.err(f"{fname} takes at most {len(params)} positional argument"
+                     f"{'s' if len(params) != 1 else ''} ({', '.join(params)}), got "
+                     f"{len(e.args)}", e.args[len(params)].span)
+            ok = False
+        for i, a in enumerate(e.args):
+            t = self._expr(a)
+            key = params[i] if i < len(params) else f"#{i}"
+            bound[key] = (a, t)
+        for kw in e.kwargs:
+            t = self._expr(kw.value)
+            if kw.name not in params:
+                hint = signatures.suggest(kw.name, params)
+                notes = [f"did you mean '{hint}'?"] if hint else (
+                    [f"{fname} takes: {', '.join(params)}"] if params else [])
+                self.err(f"{fname} has no argument '{kw.name}'", kw.span, notes)
+                ok = False
+                continue
+            if kw.name in bound:
+                self.err(f"argument '{kw.name}' of {fname} given twice", kw.span)
+                ok = False
+                continue
+            bound[kw.name] = (kw.value, t)
+        return bound if ok else None
+
+    def _dist_call(self, e: ast.Call, sig) -> Ty:
+        bound = self._bind_args(e, sig.params, sig.name)
+        if bound is None:
+            return UNKNOWN
+        ok = True
+        grouped = {p for g in sig.one_of for p in g}
+        missing = [p for p in sig.required if p not in bound and p not in grouped]
+        if missing:
+            self.err(f"{sig.name} needs argument{'s' if len(missing) > 1 else ''} "
+                     f"{', '.join(missing)}", e.span,
+                     [f"{sig.name}({', '.join(sig.params)})"])
+            ok = False
+        for group in sig.one_of:
+            given = [p for p in group if p in bound]
+            if len(given) != 1:
+                self.err(f"{sig.name} needs exactly one of {', '.join(group)}", e.span)
+                ok = False
+        for pname, (node, t) in bound.items():
+            wants_dist = pname in _DIST_PARAMS or pname.endswith("distribution")
+            if wants_dist and t.kind not in ("dist", "unknown"):
+                self.err(f"argument '{pname}' of {sig.name} must be a distribution", node.span)
+                ok = False
+            elif not wants_dist and t.kind in ("dist", "kernel", "network", "function"):
+                self.err(f"argument '{pname}' of {sig.name} must be numeric, not a {t.kind} "
+                         "value", node.span)
+                ok = False
+        if not ok:
+            return UNKNOWN
+        return Ty("dist", _dist_shape(sig, bound, self), event=sig.event_rank, dist=sig.name,
+                  discrete=sig.discrete)
+
+    def _builtin_call(self, e: ast.Call, b) -> Ty:
+        bound = self._bind_args(e, b.params, b.name, b.variadic)
+        if bound is None:
+            return UNKNOWN
+        positional = [t for k, (_, t) in bound.items() if k.startswith("#") or
+                      k in b.params[: len(e.args)]]
+        given = [k for k in b.params if k in bound]
+        if len(given) < b.required and not b.variadic:
+            need = ", ".join(b.params[: b.required])
+            self.err(f"{b.name} needs {b.required} argument{'s' if b.required > 1 else ''} "
+                     f"({need})", e.span)
+            return UNKNOWN
+        if b.kind == "kernel":
+            for k, (node, t) in bound.items():
+                if t.kind not in TENSOR_KINDS + ("unknown",):
+                    self.err(f"kernel argument '{k}' must be numeric", node.span)
+            return Ty("kernel", None)
+        if b.kind == "network":
+            return self._network_ty(e, b, bound)
+        if b.name in ("stack", "cat"):
+            xs = bound.get("xs")
+            if xs is not None and not isinstance(xs[0], ast.ListLit):
+                self.err(f"{b.name} takes a list: {b.name}([a, b])", xs[0].span)
+            return Ty("real", None)
+        if b.name == "gram":
+            k = bound.get("kernel")
+            if k is not None and k[1].kind not in ("kernel", "unknown"):
+                self.err("the first argument of gram must be a kernel", k[0].span)
+                return UNKNOWN
+        else:
+            for k, (node, t) in bound.items():
+                if t.kind not in TENSOR_KINDS + ("unknown",):
+                    self.err(f"argument '{k.lstrip('#')}' of {b.name} must be numeric, not a "
+                             f"{t.kind} value", node.span)
+                    return UNKNOWN
+        kwargs = {k: t for k, (_, t) in bound.items()}
+        shape = None
+        if b.shape is not None and all(t.kind != "unknown" for t in kwargs.values()):
+            shape = b.shape(positional, kwargs)
+        kind = b.result
+        if kind == "real" and b.name in ("abs", "sum", "max", "min", "prod", "clamp", "round",
+                                          "floor") and positional:
+            kind = positional[0].kind if positional[0].kind in TENSOR_KINDS else "real"
+        return Ty(kind, shape)
+
+    def _network_ty(self, e, b, bound) -> Ty:
+        def dim_of(key):
+            if key not in bound:
+                return None
+            node, t = bound[key]
+            if t.dim is None:
+                self.err(f"'{key}' of {b.name} must be a size (an integer or a size name)",
+                         node.span)
+            return t.dim
+        in_dim, out_dim = dim_of("in_dim"), dim_of("out_dim")
+        hidden = bound.get("hidden")
+        if hidden is not None:
+            node, t = hidden
+            items = node.items if isinstance(node, ast.ListLit) else [node]
+            for it in items:
+                if self.types.get(id(it), UNKNOWN).dim is None:
+                    self.err(f"hidden layer sizes of {b.name} must be integers", it.span)
+        act = bound.get("act")
+        if act is not None:
+            node, t = act
+            if not (isinstance(node, ast.Name) and node.id in builtins.ACTIVATIONS):
+                self.err(f"act must be one of {', '.join(builtins.ACTIVATIONS)}", node.span)
+        return Ty("network", None, value={"in": in_dim, "out": out_dim})
+
+
+# ---- helpers ------------------------------------------------------------------------
+def _bounds_constraint(bounds: dict) -> str | None:
+    if not bounds:
+        return None
+    lo, hi = bounds.get("lower"), bounds.get("upper")
+
+    def lit(x):
+        return x.value if isinstance(x, ast.Number) else None
+
+    if lo is not None and hi is not None:
+        if lit(lo) == 0 and lit(hi) == 1:
+            return "constraints.unit_interval"
+        return ("interval", lo, hi)
+    if lo is not None:
+        return "constraints.positive" if lit(lo) == 0 else ("greater_than", lo)
+    return ("less_than", hi)
+
+
+def _support_matches(constraint, dty: Ty) -> bool:
+    if not isinstance(constraint, str) or dty.dist is None:
+        return False
+    sig = signatures.lookup(dty.dist)
+    return sig is not None and sig.support in SUPPORT_OF_CONSTRAINT.get(constraint, ())
+
+
+def _names_in(e: ast.Expr) -> list[str]:
+    if isinstance(e, ast.Name):
+        return [e.id]
+    if isinstance(e, ast.BinOp):
+        return _names_in(e.left) + _names_in(e.right)
+    return []
+
+
+def _depth_below(body) -> int:
+    depth = 0
+    for s in body:
+        if isinstance(s, ast.Plate):
+            depth = max(depth, 1 + _depth_below(s.body))
+    return depth
+
+
+def _walk_names(e: ast.Expr):
+    if isinstance(e, ast.Name):
+        yield e.id
+    elif isinstance(e, ast.Call):
+        if not isinstance(e.func, ast.Name):
+            yield from _walk_names(e.func)
+        else:
+            yield e.func.id
+        for a in e.args:
+            yield from _walk_names(a)
+        for k in e.kwargs:
+            yield from _walk_names(k.value)
+    elif isinstance(e, ast.BinOp):
+        yield from _walk_names(e.left)
+        yield from _walk_names(e.right)
+    elif isinstance(e, (ast.Neg,)):
+        yield from _walk_names(e.operand)
+    elif isinstance(e, ast.Index):
+        yield from _walk_names(e.value)
+        for i in e.indices:
+            yield from _walk_names(i)
+    elif isinstance(e, ast.Slice):
+        for p in (e.start, e.stop):
+            if p is not None:
+                yield from _walk_names(p)
+    elif isinstance(e, ast.ListLit):
+        for i in e.items:
+            yield from _walk_names(i)
+    elif isinstance(e, ast.Attr):
+        yield from _walk_names(e.value)
+
+
+def _is_random(e: ast.Expr, symbols: dict[str, Symbol]) -> bool:
+    return any(symbols[n].random for n in _walk_names(e) if n in symbols)
+
+
+def _dist_shape(sig, bound, checker) -> tuple | None:
+    """Batch + event shape of a distribution from its arguments' shapes."""
+    shapes = {k: t.shape for k, (_, t) in bound.items()}
+    if sig.name in ("MultivariateNormal", "MultivariateStudentT", "LowRankMultivariateNormal"):
+        return shapes.get("loc")
+    if sig.name in ("Dirichlet",):
+        return shapes.get("concentration")
+    if sig.name in ("Categorical", "OrderedLogistic"):
+        key = "probs" if "probs" in shapes else ("logits" if "logits" in shapes else "cutpoints")
+        s = shapes.get(key)
+        if sig.name == "OrderedLogistic":
+            return shapes.get("predictor")
+        return None if s is None or not s else tuple(s[:-1])
+    if sig.name in ("OneHotCategorical", "Multinomial"):
+        return shapes.get("probs", shapes.get("logits"))
+    if sig.name in ("LKJCholesky", "LKJ"):
+        node, t = bound.get("dim", (None, UNKNOWN))
+        return None if t.dim is None else (t.dim, t.dim)
+    if sig.name == "MixtureSameFamily":
+        comp = bound.get("component_distribution")
+        if comp is None or comp[1].shape is None or comp[1].event is None:
+            return None
+        s, ev = comp[1].shape, comp[1].event
+        batch = s[: len(s) - ev]
+        return None if not batch else tuple(batch[:-1]) + tuple(s[len(s) - ev:])
+    if sig.event_rank != 0:
+        return None
+    out: tuple | None = ()
+    for k, (_, t) in bound.items():
+        if t.kind not in TENSOR_KINDS:
+            continue
+        out, issues = sizes.broadcast(out, t.shape)
+        checker._report(issues, bound[k][0].span, f"the arguments of {sig.name}")
+    return out

@@ -1,0 +1,49 @@
+"""Distribution signatures, read from the table generated off ``pyro.distributions``.
+
+No torch import here: ``bdl check`` stays linter-fast. See ``gen_signatures.py``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+from dataclasses import dataclass
+from importlib import resources
+
+
+@dataclass(frozen=True)
+class DistSig:
+    name: str
+    params: tuple[str, ...]
+    required: tuple[str, ...]
+    one_of: tuple[tuple[str, ...], ...]
+    support: str | None
+    event_rank: int | None
+    discrete: bool
+
+
+@functools.lru_cache(maxsize=1)
+def table() -> dict[str, DistSig]:
+    raw = json.loads(resources.files("ppl.check").joinpath("distributions.json").read_text())
+    return {
+        name: DistSig(
+            name, tuple(e["params"]), tuple(e["required"]),
+            tuple(tuple(g) for g in e["one_of"]), e["support"], e["event_rank"], e["discrete"],
+        )
+        for name, e in raw.items()
+    }
+
+
+def lookup(name: str) -> DistSig | None:
+    return table().get(name)
+
+
+def suggest(name: str, candidates) -> str | None:
+    """The closest known spelling, for "did you mean" notes."""
+    cands = list(candidates)
+    lower = {c.lower(): c for c in cands}
+    if name.lower() in lower and lower[name.lower()] != name:
+        return lower[name.lower()]
+    close = difflib.get_close_matches(name, cands, n=1, cutoff=0.6)
+    return close[0] if close else None

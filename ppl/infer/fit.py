@@ -1,0 +1,72 @@
+"""The results of fitting a model: draws, summary, predictions."""
+
+from __future__ import annotations
+
+import pyro
+import torch
+from pyro.infer import Predictive
+
+from .summary import Summary, summarise
+
+
+class Fit:
+    """Posterior draws of one fit.
+
+    ``samples[name]`` has the draws first (chains concatenated); ``chains[name]`` keeps
+    them apart as [chains, draws, ...]. ``params`` holds the fitted ``pyro.param`` and
+    network weights; ``elbo`` the ELBO trace for SVI/MAP.
+    """
+
+    def __init__(self, model, kwargs, *, chains, latents, deterministics):
+        self.model = model
+        self.kwargs = kwargs
+        self.chains = chains
+        self.latents = latents
+        self.deterministics = deterministics
+        self.param_state = pyro.get_param_store().get_state()
+        self.params = {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
+        self.elbo: list[float] | None = None
+        self.divergences = 0
+        self.wall_time = 0.0
+        self.method = ""
+        self.options: dict = {}
+        self.guide = None
+        self.binder = None   # data dict -> model kwargs (set by ppl.Model)
+        self.sites: dict = {}
+
+    @property
+    def samples(self) -> dict[str, torch.Tensor]:
+        return {k: v.reshape((-1,) + v.shape[2:]) for k, v in self.chains.items()}
+
+    @property
+    def num_draws(self) -> int:
+        v = next(iter(self.chains.values()), None)
+        return 0 if v is None else v.shape[0] * v.shape[1]
+
+    def summary(self, sites: list[str] | None = None) -> Summary:
+        names = sites or [k for k in self.latents + self.deterministics if k in self.chains]
+        return summarise(self.chains, names)
+
+    def predict(self, data: dict | None = None, num_samples: int | None = None,
+                sites: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """Posterior predictive: sample every site not fixed by ``data`` (optional data
+        left out, deterministic sites) once per posterior draw."""
+        kwargs = self.binder(data) if (self.binder is not None and data is not None) \
+            else self.kwargs
+        post = {k: v for k, v in self.samples.items() if k in self.latents}
+        if num_samples is not None:
+            post = {k: v[:num_samples] for k, v in post.items()}
+        store = pyro.get_param_store()
+        saved = store.get_state()
+        store.set_state(self.param_state)
+        try:
+            with torch.no_grad():
+                if post:
+                    pred = Predictive(self.model, posterior_samples=post,
+                                      return_sites=sites)(**kwargs)
+                else:
+                    pred = Predictive(self.model, num_samples=num_samples or 1000,
+                                      return_sites=sites)(**kwargs)
+        finally:
+            store.set_state(saved)
+        return {k: v.detach() for k, v in pred.items() if k not in post or sites}

@@ -1,0 +1,178 @@
+"""Run an inference method on a bound model through Pyro: MCMC (NUTS/HMC), SVI, MAP.
+
+Chains run one after another in this process, each seeded ``seed + chain``, so runs are
+reproducible and need no multiprocessing. Deterministic sites are recomputed from the
+draws with ``pyro.infer.Predictive``, as Pyro recommends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+
+import pyro
+import torch
+from pyro.infer import HMC, MCMC, NUTS, SVI, Predictive, Trace_ELBO, autoguide
+from pyro.optim import Adam
+
+from .fit import Fit
+from .methods import METHODS
+
+RUNNERS = {}
+
+
+def runner(name):
+    def deco(fn):
+        RUNNERS[name] = fn
+        return fn
+    return deco
+
+
+@contextlib.contextmanager
+def torch_defaults(device: str, dtype: str):
+    """Every tensor the model creates (constants included) follows device and dtype."""
+    old_dtype = torch.get_default_dtype()
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but CUDA is not available here")
+    torch.set_default_dtype(getattr(torch, dtype))
+    try:
+        with torch.device(dev):
+            yield
+    finally:
+        torch.set_default_dtype(old_dtype)
+
+
+def resolve_options(method: str, options: dict) -> dict:
+    """Defaults of the method, overridden by ``options`` (already validated)."""
+    spec = METHODS[method]
+    out = {k: o.default for k, o in spec.options.items()}
+    out.update(options)
+    return out
+
+
+def fit(model, kwargs: dict, method: str, opts: dict, *, progress: bool = False,
+        sites: dict | None = None) -> Fit:
+    fn = RUNNERS[method]
+    pyro.clear_param_store()
+    from ..runtime import reset_networks
+
+    reset_networks()
+    pyro.set_rng_seed(opts["seed"])
+    t0 = time.perf_counter()
+    result = fn(model, kwargs, opts, progress=progress)
+    result.wall_time = time.perf_counter() - t0
+    result.method, result.options = method, dict(opts)
+    result.sites = sites or {}
+    return result
+
+
+def _hidden_sites(model, kwargs) -> tuple[list[str], list[str]]:
+    """Names of latent and deterministic sites from one prior trace."""
+    tr = pyro.poutine.trace(model).get_trace(**kwargs)
+    latents, dets = [], []
+    for name, site in tr.nodes.items():
+        if site["type"] != "sample":
+            continue
+        if site["infer"].get("_deterministic"):
+            dets.append(name)
+        elif not site["is_observed"]:
+            latents.append(name)
+    return latents, dets
+
+
+@runner("nuts")
+def _nuts(model, kwargs, opts, progress=False):
+    def kernel():
+        return NUTS(model, target_accept_prob=opts["target_accept"],
+                    max_tree_depth=opts["max_tree_depth"], full_mass=opts["dense_mass"],
+                    jit_compile=opts["jit"], ignore_jit_warnings=True)
+    return _mcmc(kernel, model, kwargs, opts, progress)
+
+
+@runner("hmc")
+def _hmc(model, kwargs, opts, progress=False):
+    def kernel():
+        return HMC(model, step_size=opts["step_size"], num_steps=opts["num_steps"],
+                   target_accept_prob=opts["target_accept"], full_mass=opts["dense_mass"],
+                   jit_compile=opts["jit"], ignore_jit_warnings=True)
+    return _mcmc(kernel, model, kwargs, opts, progress)
+
+
+def _mcmc(make_kernel, model, kwargs, opts, progress) -> Fit:
+    """Run ``opts['chains']`` chains one after another, a fresh kernel each."""
+    latents, dets = _hidden_sites(model, kwargs)
+    per_chain = []
+    diverging = []
+    for c in range(opts["chains"]):
+        pyro.set_rng_seed(opts["seed"] + c)
+        mcmc = MCMC(make_kernel(), num_samples=opts["samples"], warmup_steps=opts["warmup"],
+                    num_chains=1, disable_progbar=not progress)
+        if progress:
+            print(f"chain {c + 1}/{opts['chains']}", file=sys.stderr)
+        mcmc.run(**kwargs)
+        per_chain.append({k: v.detach() for k, v in mcmc.get_samples().items()})
+        div = mcmc.diagnostics().get("divergences", {})
+        diverging.append(sum(len(v) for v in div.values()) if isinstance(div, dict) else 0)
+    chains = {k: torch.stack([pc[k] for pc in per_chain]) for k in per_chain[0]}
+    if dets:
+        flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in chains.items()}
+        pred = Predictive(model, posterior_samples=flat, return_sites=dets)(**kwargs)
+        n_chains, n_draws = opts["chains"], opts["samples"]
+        for k in dets:
+            v = pred[k].detach()
+            chains[k] = v.reshape((n_chains, n_draws) + v.shape[1:])
+    f = Fit(model, kwargs, chains=chains, latents=latents, deterministics=dets)
+    f.divergences = sum(diverging)
+    return f
+
+
+_GUIDES = {
+    "normal": autoguide.AutoNormal,
+    "delta": autoguide.AutoDelta,
+    "lowrank": autoguide.AutoLowRankMultivariateNormal,
+    "iaf": autoguide.AutoIAFNormal,
+}
+
+
+def _svi_fit(model, kwargs, opts, guide_name, progress) -> Fit:
+    latents, dets = _hidden_sites(model, kwargs)
+    if not latents:
+        guide = _empty_guide
+    elif guide_name == "lowrank" and opts.get("rank"):
+        guide = autoguide.AutoLowRankMultivariateNormal(model, rank=opts["rank"])
+    else:
+        guide = _GUIDES[guide_name](model)
+    svi = SVI(model, guide, Adam({"lr": opts["lr"]}),
+              loss=Trace_ELBO(num_particles=opts["particles"]))
+    losses = []
+    every = max(1, opts["steps"] // 20)
+    for step in range(opts["steps"]):
+        loss = svi.step(**kwargs)
+        losses.append(loss)
+        if progress and (step % every == 0 or step == opts["steps"] - 1):
+            print(f"step {step + 1}/{opts['steps']}  loss {loss:.4g}", file=sys.stderr)
+    n = opts["samples"]
+    with torch.no_grad():
+        pred = Predictive(model, guide=guide, num_samples=n,
+                          return_sites=latents + dets)(**kwargs)
+    chains = {k: v.detach().unsqueeze(0) for k, v in pred.items()}
+    f = Fit(model, kwargs, chains=chains, latents=latents, deterministics=dets)
+    f.guide = guide
+    f.elbo = [-x for x in losses]
+    return f
+
+
+def _empty_guide(*args, **kwargs):
+    return None
+
+
+@runner("svi")
+def _svi(model, kwargs, opts, progress=False):
+    return _svi_fit(model, kwargs, opts, opts["guide"], progress)
+
+
+@runner("map")
+def _map(model, kwargs, opts, progress=False):
+    return _svi_fit(model, kwargs, opts, "delta", progress)

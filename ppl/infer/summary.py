@@ -1,0 +1,87 @@
+"""Posterior summary table: mean, sd, 5/50/95% quantiles, split R-hat and ESS per element.
+
+R-hat is the split Gelman-Rubin statistic and ESS the effective sample size, both from
+``pyro.ops.stats`` over draws laid out as [chains, draws, ...].
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+from pyro.ops.stats import effective_sample_size, split_gelman_rubin
+
+COLUMNS = ("mean", "sd", "5%", "50%", "95%", "r_hat", "ess")
+
+
+def _element_names(name: str, shape) -> list[str]:
+    if len(shape) == 0:
+        return [name]
+    return [f"{name}[{', '.join(map(str, idx))}]"
+            for idx in itertools.product(*(range(s) for s in shape))]
+
+
+class Summary:
+    """Rows keyed by element name (``theta[0]``, 0-based as in the language)."""
+
+    def __init__(self, rows: dict[str, dict[str, float]]):
+        self.rows = rows
+
+    def __getitem__(self, key: str) -> dict[str, float]:
+        return self.rows[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.rows
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def to_dict(self) -> dict[str, dict[str, float]]:
+        return {k: dict(v) for k, v in self.rows.items()}
+
+    def to_csv(self) -> str:
+        lines = ["name," + ",".join(COLUMNS)]
+        for k, row in self.rows.items():
+            lines.append(f'"{k}",' + ",".join(f"{row[c]:.6g}" for c in COLUMNS))
+        return "\n".join(lines) + "\n"
+
+    def __str__(self) -> str:
+        width = max([len(k) for k in self.rows] + [4])
+        head = f"{'':<{width}} " + " ".join(f"{c:>9}" for c in COLUMNS)
+        out = [head]
+        for k, row in self.rows.items():
+            cells = []
+            for c in COLUMNS:
+                v = row[c]
+                cells.append(f"{v:>9.0f}" if c == "ess" and math.isfinite(v) else f"{v:>9.3g}")
+            out.append(f"{k:<{width}} " + " ".join(cells))
+        return "\n".join(out)
+
+    __repr__ = __str__
+
+
+def summarise(chains: dict[str, torch.Tensor], names: list[str]) -> Summary:
+    """``chains[name]`` is [chains, draws, *shape]."""
+    rows: dict[str, dict[str, float]] = {}
+    for name in names:
+        x = chains[name].detach().to(torch.float64).cpu()
+        n_chains, n_draws = x.shape[:2]
+        shape = x.shape[2:]
+        flat = x.reshape(n_chains, n_draws, -1)
+        pooled = flat.reshape(n_chains * n_draws, -1)
+        q = torch.quantile(pooled, torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64), dim=0)
+        if n_draws >= 4:
+            rhat = split_gelman_rubin(flat, chain_dim=0, sample_dim=1)
+            ess = effective_sample_size(flat, chain_dim=0, sample_dim=1)
+        else:
+            rhat = torch.full((flat.shape[-1],), math.nan)
+            ess = torch.full((flat.shape[-1],), math.nan)
+        mean, sd = pooled.mean(0), pooled.std(0) if pooled.shape[0] > 1 else pooled[0] * 0
+        for j, el in enumerate(_element_names(name, shape)):
+            rows[el] = {
+                "mean": float(mean[j]), "sd": float(sd[j]), "5%": float(q[0, j]),
+                "50%": float(q[1, j]), "95%": float(q[2, j]), "r_hat": float(rhat[j]),
+                "ess": float(ess[j]),
+            }
+    return Summary(rows)

@@ -1,0 +1,346 @@
+"""Lowering: a checked model -> a small IR that backends turn into code.
+
+The IR resolves what the AST leaves open: which names are data, sizes, latents or
+networks; which distribution or runtime function a call means; which data a subsampled
+plate indexes; which dimensions become event dimensions. Backends never look at the AST.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import builtins
+from .check import signatures
+from .check.checker import CheckedModel
+from .syntax import ast
+
+
+# ---- IR expressions -----------------------------------------------------------------
+@dataclass
+class Lit:
+    value: object
+
+
+@dataclass
+class Var:
+    name: str
+
+
+@dataclass
+class Sym:
+    """A bare word used as a value, e.g. an activation name: emitted as a string."""
+
+    name: str
+
+
+@dataclass
+class Bin:
+    op: str
+    left: object
+    right: object
+
+
+@dataclass
+class Neg:
+    operand: object
+
+
+@dataclass
+class Call:
+    target: str  # dotted name the backend resolves: dist.Normal, torch.exp, rt.gram, f
+    args: list
+    kwargs: list[tuple[str, object]]
+
+
+@dataclass
+class Idx:
+    value: object
+    items: list
+
+
+@dataclass
+class Sl:
+    start: object | None
+    stop: object | None
+
+
+@dataclass
+class ListE:
+    items: list
+
+
+# ---- IR statements --------------------------------------------------------------------
+@dataclass
+class ArgSpec:
+    name: str
+    base: str
+    dims: list[str]
+    optional: bool
+    line: int
+    col: int
+    lower: float | None = None
+    upper: float | None = None
+
+
+@dataclass
+class Let:
+    name: str
+    value: object
+    kind: str  # transformed | deterministic | value
+
+
+@dataclass
+class SampleOp:
+    name: str
+    dist: object
+    obs: str | None
+    event: list | None       # dims to expand and make an event (None: leave as is)
+    event_rank: int | None   # the distribution's own event rank when known
+    in_plate: bool
+    constraint: object | None
+    cast_obs: bool = False
+
+
+@dataclass
+class ParamOp:
+    name: str
+    init: object
+    shape: list
+    constraint: object | None
+
+
+@dataclass
+class NetworkOp:
+    name: str
+    ctor: Call
+
+
+@dataclass
+class FactorOp:
+    name: str
+    value: object
+
+
+@dataclass
+class PlateOp:
+    name: str
+    size: object
+    subsample: object | None
+    dim: int
+    index: str | None
+    subsampled: list[tuple[str, str, int]]  # (data name, local name, axis)
+    body: list
+
+
+@dataclass
+class SizeCheckSpec:
+    left: str
+    right: str
+    line: int
+    col: int
+    what: str
+
+
+@dataclass
+class IRModel:
+    name: str
+    filename: str
+    args: list[ArgSpec]
+    sizes: list[str]
+    transformed: list[Let]
+    body: list
+    checks: list[SizeCheckSpec]
+    infer: dict | None
+    latents: list[str] = field(default_factory=list)
+    deterministics: list[str] = field(default_factory=list)
+    params: list[str] = field(default_factory=list)
+    observed: list[str] = field(default_factory=list)
+
+
+def lower(cm: CheckedModel, filename: str = "<string>") -> IRModel:
+    return _Lowerer(cm, filename).run()
+
+
+class _Lowerer:
+    def __init__(self, cm: CheckedModel, filename: str):
+        self.cm = cm
+        self.filename = filename
+        self.rename: dict[str, str] = {}
+        self.taken = set(cm.symbols) | {"dist", "torch", "pyro", "rt", "constraints"}
+        self.ir = IRModel(cm.name, filename, [], list(cm.sizes), [], [], [], None)
+
+    def run(self) -> IRModel:
+        for a in self.cm.model.args:
+            self.ir.args.append(self._arg(a))
+        self.ir.body = self._stmts(self.cm.model.body, top=True)
+        self.ir.checks = [SizeCheckSpec(d.left, d.right, d.span.line, d.span.col, d.what)
+                          for d in self.cm.deferred]
+        if self.cm.infer is not None:
+            self.ir.infer = {"method": self.cm.infer.method, **self.cm.infer.options}
+        return self.ir
+
+    def _arg(self, a: ast.Arg) -> ArgSpec:
+        sym = self.cm.symbols[a.name]
+        dims = []
+        for d in a.type.dims:
+            dims.append(_dim_text(d))
+        lower = upper = None
+        for b in a.type.bounds:
+            if isinstance(b.value, ast.Number):
+                if b.name == "lower":
+                    lower = b.value.value
+                else:
+                    upper = b.value.value
+        base = a.type.base if a.type.base in ("real", "int", "bool") else "real"
+        return ArgSpec(a.name, base if sym.role != "size" else "int", dims, a.optional,
+                       a.span.line, a.span.col, lower, upper)
+
+    def _fresh(self, base: str) -> str:
+        name = base
+        while name in self.taken:
+            name += "_"
+        self.taken.add(name)
+        return name
+
+    # ---- statements ----
+    def _stmts(self, body, top: bool = False) -> list:
+        out = []
+        for s in body:
+            info = self.cm.sites.get(id(s))
+            if isinstance(s, ast.Sample):
+                out.append(self._sample(s, info))
+                if info.role == "latent":
+                    self.ir.latents.append(s.name)
+                else:
+                    self.ir.observed.append(s.name)
+            elif isinstance(s, ast.Assign):
+                value = self._expr(s.value)
+                if info.role == "network":
+                    out.append(NetworkOp(s.name, value))
+                elif info.role == "transformed" and top:
+                    self.ir.transformed.append(Let(s.name, value, "transformed"))
+                else:
+                    out.append(Let(s.name, value, info.role))
+                    if info.role == "deterministic":
+                        self.ir.deterministics.append(s.name)
+            elif isinstance(s, ast.Param):
+                sym = self.cm.symbols[s.name]
+                shape = [_dim_code(d) for d in (sym.ty.shape or ())]
+                out.append(ParamOp(s.name, self._expr(s.init), shape,
+                                   self._constraint(info.constraint)))
+                self.ir.params.append(s.name)
+            elif isinstance(s, ast.Factor):
+                out.append(FactorOp(f"factor_{s.span.line}", self._expr(s.value)))
+            elif isinstance(s, ast.Plate):
+                out.append(self._plate(s))
+        return out
+
+    def _plate(self, s: ast.Plate) -> PlateOp:
+        info = self.cm.plates[id(s)]
+        saved = dict(self.rename)
+        subsampled = []
+        for data, axis in info.subsampled:
+            local = self._fresh(f"{data}_{info.name}")
+            subsampled.append((self.rename.get(data, data), local, axis))
+            self.rename[data] = local
+        index = s.index
+        if info.subsample and index is None:
+            index = self._fresh(f"idx_{info.name}")
+        size = self._expr(s.size)
+        batch = self._expr(s.batch) if s.batch is not None else None
+        body = self._stmts(s.body)
+        self.rename = saved
+        return PlateOp(info.name, size, batch, info.dim, index, subsampled, body)
+
+    def _sample(self, s: ast.Sample, info) -> SampleOp:
+        d = self._expr(s.dist)
+        dty = self.cm.ty(s.dist)
+        event = None
+        if info.event_dims is not None and len(info.event_dims) > 0:
+            event = [_dim_code(x) for x in info.event_dims]
+        elif info.role == "latent" and not info.plates and dty.shape is not None \
+                and dty.event is not None and len(dty.shape) > dty.event:
+            # an undeclared latent outside plates: its whole batch is one event
+            event = [_dim_code(x) for x in dty.shape]
+        obs = self.rename.get(s.name, s.name) if info.role == "observed" else None
+        return SampleOp(s.name, d, obs, event, dty.event, bool(info.plates),
+                        self._constraint(info.constraint), info.obs_cast)
+
+    def _constraint(self, c):
+        if c is None:
+            return None
+        if isinstance(c, str):
+            return Var(c)
+        kind, *bounds = c
+        return Call(f"constraints.{kind}", [self._expr(b) for b in bounds], [])
+
+    # ---- expressions ----
+    def _expr(self, e: ast.Expr):
+        if isinstance(e, ast.Number):
+            return Lit(e.value)
+        if isinstance(e, ast.Bool):
+            return Lit(e.value)
+        if isinstance(e, ast.String):
+            return Lit(e.value)
+        if isinstance(e, ast.Name):
+            if e.id in self.cm.symbols:
+                return Var(self.rename.get(e.id, e.id))
+            return Sym(e.id)
+        if isinstance(e, ast.Neg):
+            return Neg(self._expr(e.operand))
+        if isinstance(e, ast.BinOp):
+            return Bin(e.op, self._expr(e.left), self._expr(e.right))
+        if isinstance(e, ast.Index):
+            return Idx(self._expr(e.value), [self._expr(i) for i in e.indices])
+        if isinstance(e, ast.Slice):
+            return Sl(self._expr(e.start) if e.start is not None else None,
+                      self._expr(e.stop) if e.stop is not None else None)
+        if isinstance(e, ast.ListLit):
+            return ListE([self._expr(i) for i in e.items])
+        if isinstance(e, ast.Call):
+            return self._call(e)
+        raise NotImplementedError(type(e).__name__)
+
+    def _call(self, e: ast.Call) -> Call:
+        name = e.func_name
+        args = [self._expr(a) for a in e.args]
+        kwargs = [(k.name, self._expr(k.value)) for k in e.kwargs]
+        if name in self.cm.symbols:
+            return Call(self.rename.get(name, name), args, kwargs)
+        if signatures.lookup(name) is not None:
+            return Call(f"dist.{name}", args, kwargs)
+        b = builtins.lookup(name)
+        if b.kind == "network":
+            return Call(b.target, args, kwargs)
+        if b.name in ("stack", "cat") and args and isinstance(args[0], ListE):
+            return Call(b.target, args, kwargs)
+        args = [_tensorise(a) for a in args]
+        return Call(b.target, args, kwargs)
+
+
+def _tensorise(x):
+    """torch functions need tensors; literal numbers become rt.tensor(...)."""
+    if isinstance(x, Lit) and isinstance(x.value, (int, float)) and not isinstance(x.value, bool):
+        return Call("rt.tensor", [x], [])
+    return x
+
+
+def _dim_text(d: ast.Expr) -> str:
+    if isinstance(d, ast.Number):
+        return str(d.value)
+    if isinstance(d, ast.Name):
+        return d.id
+    if isinstance(d, ast.BinOp):
+        return f"({_dim_text(d.left)} {d.op} {_dim_text(d.right)})"
+    return "?"
+
+
+def _dim_code(d):
+    """A sympy dimension as an IR expression over size variables."""
+    import sympy
+
+    if d.is_Integer:
+        return Lit(int(d))
+    if d.is_Symbol:
+        return Var(str(d))
+    return Call("int", [Var(sympy.pycode(d))], [])

@@ -1,0 +1,167 @@
+"""``ppl.compile`` / ``ppl.load`` and the :class:`Model` they return."""
+
+from __future__ import annotations
+
+import builtins
+import linecache
+from pathlib import Path
+
+from .pipeline import Compiled, compile_source
+from .syntax.diagnostics import BdlError, Diagnostic, Span
+
+
+class Model:
+    """A compiled BDL model: its generated Pyro source, the Pyro callable, and ``fit``."""
+
+    def __init__(self, compiled: Compiled, name: str | None = None):
+        models = compiled.checked.models
+        if name is not None and name not in models:
+            raise BdlError([Diagnostic(f"no model named '{name}' in this file (it has: "
+                                       f"{', '.join(models)})", Span(0, 0))],
+                           compiled.filename, compiled.text)
+        self.compiled = compiled
+        self.name = name or list(models)[-1]
+        self.checked = models[self.name]
+        self.ir = compiled.ir[self.name]
+        self.source = compiled.python
+        self.bdl_source = compiled.text
+        self.filename = compiled.filename
+        self.warnings = compiled.checked.warnings
+        self.namespace = _execute(compiled.python, compiled.filename, self.name)
+        self.pyro_model = self.namespace[self.name]
+        self.signature = self.namespace[f"{self.name.upper()}_SIGNATURE"]
+        self.infer = self.namespace[f"{self.name.upper()}_INFER"]
+        self._transformed = self.namespace.get(f"{self.name}_transformed_data")
+
+    def __repr__(self) -> str:
+        return f"<ppl.Model {self.name} from {self.filename}>"
+
+    # ---- data ----
+    def bind(self, data: dict) -> dict:
+        """Data -> the keyword arguments of :attr:`pyro_model` (sizes, transformed data)."""
+        from .runtime import bind
+
+        kwargs = bind(self.signature, data or {}, source_text=self.bdl_source)
+        if self._transformed is not None:
+            kwargs.update(self._transformed(**kwargs))
+        return kwargs
+
+    # ---- inference ----
+    def resolve_infer(self, infer: str | None = None, **options) -> tuple[str, dict]:
+        """Method and options: the file's infer line, then ``infer``, then ``options``."""
+        from .check.checker import validate_options
+        from .infer.run import resolve_options
+
+        base = dict(self.infer or {"method": "nuts"})
+        method = base.pop("method")
+        given: dict = {}
+        if infer is not None:
+            m, spec_opts = parse_infer_spec(infer)
+            if m != method:
+                base = {}
+            method = m
+            given.update(spec_opts)
+        given.update(options)
+        values, errs = validate_options(
+            method, [(k, v, Span(0, 0)) for k, v in given.items()], Span(0, 0))
+        if errs:
+            raise BdlError(errs, "infer")
+        return method, resolve_options(method, {**base, **values})
+
+    def fit(self, data: dict | None = None, infer: str | None = None, *,
+            progress: bool = False, **options):
+        """Fit with NUTS/HMC/SVI/MAP; returns a :class:`ppl.infer.fit.Fit`."""
+        from .infer.run import fit as run_fit
+        from .infer.run import torch_defaults
+
+        method, opts = self.resolve_infer(infer, **options)
+        with torch_defaults(opts["device"], opts["dtype"]):
+            kwargs = self.bind(data or {})
+            result = run_fit(self.pyro_model, kwargs, method, opts, progress=progress)
+        device, dtype = opts["device"], opts["dtype"]
+
+        def binder(d):
+            with torch_defaults(device, dtype):
+                return self.bind(d)
+
+        result.binder = binder
+        _predict = result.predict
+
+        def predict(d=None, num_samples=None, sites=None):
+            with torch_defaults(device, dtype):
+                return _predict(d, num_samples, sites)
+
+        result.predict = predict
+        return result
+
+    def sample_prior(self, data: dict | None = None, num_samples: int = 1000, seed: int = 0,
+                     dtype: str = "float64", device: str = "cpu") -> dict:
+        """Prior (and prior predictive, for optional data left out) draws."""
+        import pyro
+        from pyro.infer import Predictive
+
+        from .infer.run import torch_defaults
+        from .runtime import reset_networks
+
+        pyro.set_rng_seed(seed)
+        pyro.clear_param_store()
+        reset_networks()
+        with torch_defaults(device, dtype):
+            kwargs = self.bind(data or {})
+            out = Predictive(self.pyro_model, num_samples=num_samples)(**kwargs)
+        return {k: v.detach() for k, v in out.items()}
+
+    def log_density(self, trace_values: dict, data: dict) -> float:
+        """log p(values, data) of one full assignment of the latent sites."""
+        import pyro
+
+        kwargs = self.bind(data)
+        conditioned = pyro.poutine.condition(self.pyro_model, data=trace_values)
+        tr = pyro.poutine.trace(conditioned).get_trace(**kwargs)
+        return float(tr.log_prob_sum())
+
+
+def parse_infer_spec(spec: str) -> tuple[str, dict]:
+    """``"svi(steps=500, lr=0.01)"`` or ``"svi"`` -> ("svi", {...})."""
+    from .check.checker import option_value
+    from .syntax.parser import parse
+
+    text = spec.strip()
+    if "(" not in text:
+        text += "()"
+    program = parse("infer " + text, "--infer")
+    if len(program.infers) != 1 or program.models:
+        raise BdlError([Diagnostic("expected METHOD(option=value, ...)", Span(1, 1))],
+                       "--infer", text)
+    inf = program.infers[0]
+    opts = {}
+    for kw in inf.options:
+        try:
+            opts[kw.name] = option_value(kw.value)
+        except ValueError as e:
+            raise BdlError([Diagnostic(str(e), kw.span)], "--infer", "infer " + text) from None
+    return inf.method, opts
+
+
+_counter = [0]
+
+
+def _execute(python: str, filename: str, name: str) -> dict:
+    """Execute generated source; register it with linecache so tracebacks show it."""
+    _counter[0] += 1
+    pseudo = f"<bdl-generated:{Path(filename).name}:{_counter[0]}>"
+    linecache.cache[pseudo] = (len(python), None, python.splitlines(True), pseudo)
+    ns: dict = {"__name__": f"ppl_generated_{name}"}
+    exec(builtins.compile(python, pseudo, "exec"), ns)
+    return ns
+
+
+def compile(text: str, filename: str = "<string>", model: str | None = None) -> Model:  # noqa: A001
+    """Compile BDL source text; the last model of the text unless ``model`` is given."""
+    return Model(compile_source(text, filename), model)
+
+
+def load(path: str | Path, model: str | None = None) -> Model:
+    """Compile a ``.bdl`` file."""
+    p = Path(path)
+    return compile(p.read_text(), str(p), model)

@@ -1,0 +1,41 @@
+"""The one pipeline: source -> parse -> check -> lower -> generate Pyro source.
+
+The CLI and the Python API both come through here; the embedded path executes exactly
+the source this returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .check.checker import CheckedProgram, check
+from .lower import IRModel, lower
+from .syntax.diagnostics import BdlError
+from .syntax.parser import parse
+
+
+@dataclass
+class Compiled:
+    filename: str
+    text: str
+    checked: CheckedProgram
+    ir: dict[str, IRModel]
+    python: str
+
+
+def front(text: str, filename: str = "<string>") -> CheckedProgram:
+    """Parse and check; raise :class:`BdlError` with every error found."""
+    program = parse(text, filename)
+    return check(program, filename, text)
+
+
+def compile_source(text: str, filename: str = "<string>") -> Compiled:
+    from .backends.pyro import generate
+
+    checked = front(text, filename)
+    irs = {name: lower(cm, filename) for name, cm in checked.models.items()}
+    python = generate(list(irs.values()), filename)
+    return Compiled(filename, text, checked, irs, python)
+
+
+__all__ = ["BdlError", "Compiled", "compile_source", "front"]

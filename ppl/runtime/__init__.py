@@ -1,0 +1,44 @@
+"""What generated Pyro code calls: data binding, shape helpers, functions, kernels, networks.
+
+Generated modules do ``from ppl import runtime as rt``; everything they reference is
+re-exported here so the generated source stays short and readable.
+"""
+
+from . import kernels, nn
+from .data import ArgSpec, Signature, SizeCheck, bind
+from .functions import (
+    arange,
+    cat,
+    clamp,
+    elu,
+    eye,
+    full,
+    gelu,
+    log_softmax,
+    logsumexp,
+    normal_cdf,
+    ones,
+    real,
+    softmax,
+    softplus,
+    stack,
+    tensor,
+    transpose,
+    zeros,
+)
+from .functions import max_ as max  # noqa: A001
+from .functions import mean_ as mean
+from .functions import min_ as min  # noqa: A001
+from .functions import prod_ as prod
+from .functions import sum_ as sum  # noqa: A001
+from .kernels import gram
+from .main import main
+from .nn import network, reset_networks
+from .shapes import Restricted, event
+
+__all__ = [
+    "ArgSpec", "Restricted", "Signature", "SizeCheck", "arange", "bind", "cat", "clamp", "elu",
+    "event", "eye", "full", "gelu", "gram", "kernels", "log_softmax", "logsumexp", "main",
+    "max", "mean", "min", "network", "nn", "normal_cdf", "ones", "prod", "real",
+    "reset_networks", "softmax", "softplus", "stack", "sum", "tensor", "transpose", "zeros",
+]

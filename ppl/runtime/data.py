@@ -1,0 +1,213 @@
+"""Binding data to a model's signature: tensors, sizes and the checks only data can settle.
+
+Sizes (``N`` in ``real[N, D]``) are read off the shapes of the data actually passed. A
+size bound differently by two arguments, a data key named like a size that disagrees
+with the shapes, a wrong rank, a non-integer for ``int`` data, a value outside declared
+bounds, or a deferred size equality from the checker is an error that names both sources
+and points at the declaration in the model file.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import sympy
+import torch
+
+from ..syntax.diagnostics import BdlError, Diagnostic, Span
+
+
+@dataclass
+class ArgSpec:
+    name: str
+    base: str
+    dims: list[str]
+    line: int = 0
+    col: int = 0
+    optional: bool = False
+    lower: float | None = None
+    upper: float | None = None
+
+
+@dataclass
+class SizeCheck:
+    left: str
+    right: str
+    line: int = 0
+    col: int = 0
+    what: str = ""
+
+
+@dataclass
+class Signature:
+    name: str
+    source: str
+    args: list[ArgSpec]
+    sizes: list[str]
+    checks: list[SizeCheck] = field(default_factory=list)
+
+
+def _err(msg: str, line: int = 0, col: int = 0, notes=None) -> Diagnostic:
+    return Diagnostic(msg, Span(line, col) if line else Span(0, 0), "error", notes or [])
+
+
+def _to_tensor(spec: ArgSpec, value, dtype, device) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        arr = value.detach().cpu().numpy()
+    else:
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"cannot read it as an array ({e})") from None
+    if arr.dtype == object:
+        raise ValueError("it is a ragged or non-numeric array")
+    if spec.base == "int":
+        if arr.dtype.kind == "f":
+            if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+                raise ValueError("it is declared int but holds non-integer values")
+        elif arr.dtype.kind not in "iub":
+            raise ValueError(f"it is declared int but holds {arr.dtype} values")
+        return torch.as_tensor(arr.astype(np.int64), device=device)
+    if spec.base == "bool":
+        if arr.dtype.kind not in "biu" or not np.all((arr == 0) | (arr == 1)):
+            raise ValueError("it is declared bool but holds values other than 0/1")
+        return torch.as_tensor(arr.astype(bool), device=device)
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"it is declared real but holds {arr.dtype} values")
+    return torch.as_tensor(arr.astype(np.float64), device=device).to(dtype)
+
+
+def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: str | None = None
+         ) -> dict:
+    """Data dict -> keyword arguments of the generated model (sizes included).
+
+    Raises :class:`BdlError` (rendered with the model file) listing every problem.
+    """
+    dtype = dtype or torch.get_default_dtype()
+    device = torch.device(device) if device is not None else torch.empty(0).device
+    errors: list[Diagnostic] = []
+    out: dict = {}
+    bound: dict[str, tuple[int, str]] = {}
+    syms = {n: sympy.Symbol(n, integer=True, positive=True) for n in sig.sizes}
+    arg_names = {a.name for a in sig.args}
+    pending: list[tuple[ArgSpec, int, sympy.Expr, int]] = []
+
+    for spec in sig.args:
+        if spec.name in sig.sizes:
+            continue
+        value = data.get(spec.name)
+        if value is None:
+            if not spec.optional:
+                errors.append(_err(f"missing data for '{spec.name}'", spec.line, spec.col,
+                                   ["it is a required argument of the model; mark it optional "
+                                    "with '?' to sample it instead"]))
+            out[spec.name] = None
+            continue
+        try:
+            t = _to_tensor(spec, value, dtype, device)
+        except ValueError as e:
+            errors.append(_err(f"data '{spec.name}': {e}", spec.line, spec.col))
+            continue
+        if t.dim() != len(spec.dims):
+            want = f"[{', '.join(spec.dims)}]" if spec.dims else "a scalar"
+            errors.append(_err(f"data '{spec.name}' has {t.dim()} dimension"
+                               f"{'s' if t.dim() != 1 else ''} {list(t.shape)} but is declared "
+                               f"{want}", spec.line, spec.col))
+            continue
+        msg = _bounds_problem(spec, t)
+        if msg:
+            errors.append(_err(f"data '{spec.name}' {msg}", spec.line, spec.col))
+        out[spec.name] = t
+        for axis, (dim_text, n) in enumerate(zip(spec.dims, t.shape, strict=False)):
+            expr = sympy.sympify(dim_text, locals=syms)
+            if expr.is_Symbol:
+                prev = bound.get(str(expr))
+                if prev is None:
+                    bound[str(expr)] = (int(n), f"'{spec.name}' (dimension {axis})")
+                elif prev[0] != n:
+                    errors.append(_err(
+                        f"size {expr} is {prev[0]} from {prev[1]} but {n} from '{spec.name}' "
+                        f"(dimension {axis})", spec.line, spec.col))
+            else:
+                pending.append((spec, axis, expr, int(n)))
+
+    # Sizes given as data keys (posteriordb files carry N, J, K...)
+    for name in sig.sizes:
+        if name not in data or data[name] is None:
+            continue
+        try:
+            v = int(np.asarray(data[name]).item())
+        except (ValueError, TypeError):
+            errors.append(_err(f"size '{name}' must be an integer, got {data[name]!r}"))
+            continue
+        prev = bound.get(name)
+        spec = next((a for a in sig.args if a.name == name), None)
+        line, col = (spec.line, spec.col) if spec else (0, 0)
+        if prev is None:
+            bound[name] = (v, f"data key '{name}'")
+        elif prev[0] != v:
+            errors.append(_err(f"size {name} is {prev[0]} from {prev[1]} but the data key "
+                               f"'{name}' says {v}", line, col))
+
+    # Composite dimensions (K + 1): check, or solve for a size bound nowhere else.
+    for spec, axis, expr, n in pending:
+        values = {syms[k]: v for k, (v, _) in bound.items() if k in syms}
+        free = [s for s in expr.free_symbols if s not in values]
+        if not free:
+            want = int(expr.subs(values))
+            if want != n:
+                errors.append(_err(f"'{spec.name}' dimension {axis} is {n} but is declared "
+                                   f"{expr} = {want}", spec.line, spec.col))
+        elif len(free) == 1:
+            sol = [s for s in sympy.solve(sympy.Eq(expr.subs(values), n), free[0])
+                   if s.is_integer and s > 0]
+            if sol:
+                bound[str(free[0])] = (int(sol[0]), f"'{spec.name}' (dimension {axis})")
+            else:
+                errors.append(_err(f"no positive integer {free[0]} makes {expr} = {n} for "
+                                   f"'{spec.name}'", spec.line, spec.col))
+
+    for name in sig.sizes:
+        if name not in bound and not errors:
+            errors.append(_err(f"size '{name}' is not bound: no data argument given has it as a "
+                               "dimension, and the data has no key of that name"))
+    sizes_now = {syms[k]: v for k, (v, _) in bound.items() if k in syms}
+    for chk in sig.checks:
+        left = sympy.sympify(chk.left, locals=syms).subs(sizes_now)
+        right = sympy.sympify(chk.right, locals=syms).subs(sizes_now)
+        if left.is_number and right.is_number and left != right:
+            errors.append(_err(f"size mismatch between {chk.what}: {chk.left} = {left} but "
+                               f"{chk.right} = {right} (sizes from the data)", chk.line, chk.col))
+
+    extra = sorted(k for k in data if k not in arg_names and k not in sig.sizes)
+    if extra:
+        warnings.warn(f"data keys not used by model {sig.name}: {', '.join(extra)}",
+                      stacklevel=2)
+    if errors:
+        text = source_text
+        if text is None and sig.source and not sig.source.startswith("<"):
+            try:
+                with open(sig.source) as f:
+                    text = f.read()
+            except OSError:
+                text = None
+        raise BdlError(errors, sig.source, text)
+    for name in sig.sizes:
+        out[name] = bound[name][0]
+    return out
+
+
+def _bounds_problem(spec: ArgSpec, t: torch.Tensor) -> str | None:
+    if t.numel() == 0:
+        return None
+    if spec.lower is not None and bool((t < spec.lower).any()):
+        i = int((t < spec.lower).flatten().nonzero()[0])
+        return (f"must be >= {spec.lower:g} (declared lower={spec.lower:g}) but element {i} is "
+                f"{t.flatten()[i].item():g}")
+    if spec.upper is not None and bool((t > spec.upper).any()):
+        i = int((t > spec.upper).flatten().nonzero()[0])
+        return (f"must be <= {spec.upper:g} (declared upper={spec.upper:g}) but element {i} is "
+                f"{t.flatten()[i].item():g}")
+    return None

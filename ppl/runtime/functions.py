@@ -1,0 +1,113 @@
+"""Elementwise and reduction functions of the language, on the current default device."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def tensor(x) -> torch.Tensor:
+    """A number as a tensor of the default dtype (tensors pass through)."""
+    if isinstance(x, torch.Tensor):
+        return x
+    return torch.as_tensor(x, dtype=torch.get_default_dtype())
+
+
+def real(x: torch.Tensor) -> torch.Tensor:
+    """Integer/boolean data observed under a real-valued density."""
+    return x.to(torch.get_default_dtype())
+
+
+def full(shape, value) -> torch.Tensor:
+    """An initial value broadcast to ``shape`` (copied, so params own their storage)."""
+    return torch.zeros(tuple(int(s) for s in shape)) + tensor(value)
+
+
+def stack(xs, dim: int = 0) -> torch.Tensor:
+    return torch.stack(torch.broadcast_tensors(*[tensor(x) for x in xs]), dim=dim)
+
+
+def cat(xs, dim: int = 0) -> torch.Tensor:
+    return torch.cat([tensor(x) for x in xs], dim=dim)
+
+
+def softplus(x):
+    return F.softplus(tensor(x))
+
+
+def elu(x):
+    return F.elu(tensor(x))
+
+
+def gelu(x):
+    return F.gelu(tensor(x))
+
+
+def softmax(x, dim: int = -1):
+    return torch.softmax(tensor(x), dim=dim)
+
+
+def log_softmax(x, dim: int = -1):
+    return torch.log_softmax(tensor(x), dim=dim)
+
+
+def logsumexp(x, dim: int = -1):
+    return torch.logsumexp(tensor(x), dim=dim)
+
+
+def _reduce(fn, x, dim):
+    x = tensor(x)
+    return fn(x) if dim is None else fn(x, dim=dim)
+
+
+def sum_(x, dim=None):
+    return _reduce(torch.sum, x, dim)
+
+
+def mean_(x, dim=None):
+    return _reduce(torch.mean, x, dim)
+
+
+def prod_(x, dim=None):
+    return _reduce(torch.prod, x, dim)
+
+
+def max_(x, dim=None):
+    x = tensor(x)
+    return x.max() if dim is None else x.max(dim=dim).values
+
+
+def min_(x, dim=None):
+    x = tensor(x)
+    return x.min() if dim is None else x.min(dim=dim).values
+
+
+def transpose(x):
+    return tensor(x).transpose(-1, -2)
+
+
+def eye(n) -> torch.Tensor:
+    return torch.eye(int(n))
+
+
+def zeros(*shape) -> torch.Tensor:
+    return torch.zeros(tuple(int(s) for s in shape))
+
+
+def ones(*shape) -> torch.Tensor:
+    return torch.ones(tuple(int(s) for s in shape))
+
+
+def arange(n) -> torch.Tensor:
+    return torch.arange(int(n))
+
+
+def clamp(x, min=None, max=None):  # noqa: A002
+    return torch.clamp(tensor(x), min=min, max=max)
+
+
+def normal_cdf(x):
+    """Phi(x) = (1 + erf(x / sqrt 2)) / 2."""
+    return 0.5 * (1 + torch.erf(tensor(x) / math.sqrt(2.0)))

@@ -1,0 +1,1 @@
+"""Front end: source text -> lark parse tree -> AST with source spans."""

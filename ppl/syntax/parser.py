@@ -1,0 +1,346 @@
+"""Parse BDL source into an AST, reporting every independent syntax error.
+
+The grammar (``grammar/bdl.lark``, installed as ``ppl.grammar``) is LALR. A small
+post-lexer drops newlines inside ``( )`` and ``[ ]`` so that calls may wrap. On a syntax
+error the parser records a located, readable message, blanks the offending statement
+(keeping line and column numbers intact) and parses again, so one run reports several
+independent errors, as stanc and compilers do.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
+
+from . import ast
+from .diagnostics import BdlError, Diagnostic, Span
+
+MAX_SYNTAX_ERRORS = 20
+
+_OPEN = {"LPAR": "(", "LSQB": "["}
+_CLOSE = {"RPAR", "RSQB"}
+_BRACES = {"LBRACE", "RBRACE"}
+
+# How expected tokens read in a message.
+_TOKEN_WORDS = {
+    "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "_NL": "end of line",
+    "$END": "end of file", "COMPOP": "a comparison", "MULOP": "an operator",
+    "OPTIONAL": "'?'", "LT": "'<'", "GT": "'>'", "PLUS": "'+'", "MINUS": "'-'",
+}
+
+
+class _BracketNewlines:
+    """Post-lexer: newlines inside brackets do not end a statement."""
+
+    always_accept = ("_NL",)
+
+    def __init__(self) -> None:
+        self.open: list[Token] = []
+
+    def process(self, stream):
+        self.open = []
+        for tok in stream:
+            if tok.type in _OPEN:
+                self.open.append(tok)
+            elif tok.type in _CLOSE:
+                if self.open:
+                    self.open.pop()
+            elif tok.type in _BRACES:
+                self.open = []
+            elif tok.type == "_NL" and self.open:
+                continue
+            yield tok
+
+
+@functools.lru_cache(maxsize=1)
+def grammar_text() -> str:
+    return resources.files("ppl.grammar").joinpath("bdl.lark").read_text()
+
+
+@functools.lru_cache(maxsize=1)
+def _lark() -> tuple[Lark, _BracketNewlines]:
+    post = _BracketNewlines()
+    comments: list[Token] = []
+    parser = Lark(
+        grammar_text(), parser="lalr", postlex=post, propagate_positions=True,
+        maybe_placeholders=True, lexer_callbacks={"COMMENT": comments.append},
+    )
+    parser._bdl_comments = comments  # collected per parse for the formatter
+    return parser, post
+
+
+def _span_of(meta) -> Span:
+    if getattr(meta, "empty", True):
+        return Span(0, 0)
+    return Span(meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+def _tok_span(tok: Token) -> Span:
+    return Span(tok.line, tok.column, tok.end_line, tok.end_column)
+
+
+def _parse_number(text: str) -> int | float:
+    if any(c in text for c in ".eE"):
+        return float(text)
+    return int(text)
+
+
+@v_args(meta=True)
+class _Build(Transformer):
+    """Parse tree -> AST, one method per grammar rule."""
+
+    def start(self, meta, items):
+        models = [i for i in items if isinstance(i, ast.Model)]
+        infers = [i for i in items if isinstance(i, ast.Infer)]
+        return ast.Program(models, infers, span=_span_of(meta))
+
+    def model(self, meta, c):
+        name, args, body = c
+        return ast.Model(str(name), args or [], body, span=_tok_span(name))
+
+    def args(self, meta, c):
+        return list(c)
+
+    def arg(self, meta, c):
+        name, typ, opt = c[0], c[1], (c[2] if len(c) > 2 else None)
+        return ast.Arg(str(name), typ, opt is not None, span=_tok_span(name))
+
+    def type(self, meta, c):
+        name = c[0]
+        bounds, dims = [], []
+        for item in c[1:]:
+            if isinstance(item, tuple) and item[0] == "constraint":
+                bounds = item[1]
+            elif isinstance(item, tuple) and item[0] == "dims":
+                dims = item[1]
+        return ast.Type(str(name), bounds, dims, span=_span_of(meta))
+
+    def constraint(self, meta, c):
+        return ("constraint", [x for x in c if isinstance(x, ast.Bound)])
+
+    def bound(self, meta, c):
+        return ast.Bound(str(c[0]), c[1], span=_tok_span(c[0]))
+
+    def signed_number(self, meta, c):
+        num = c[-1]
+        value = _parse_number(str(num))
+        if len(c) == 2:
+            return ast.Number(-value, "-" + str(num), span=_span_of(meta))
+        return ast.Number(value, str(num), span=_span_of(meta))
+
+    def dims(self, meta, c):
+        return ("dims", list(c))
+
+    def block(self, meta, c):
+        return [s for s in c if isinstance(s, ast.Stmt)]
+
+    def sample(self, meta, c):
+        name, typ, dist = c
+        return ast.Sample(str(name), typ, dist, span=_span_of(meta), name_span=_tok_span(name))
+
+    def assign(self, meta, c):
+        name, typ, value = c
+        return ast.Assign(str(name), typ, value, span=_span_of(meta), name_span=_tok_span(name))
+
+    def param(self, meta, c):
+        name, typ, init = c
+        return ast.Param(str(name), typ, init, span=_span_of(meta), name_span=_tok_span(name))
+
+    def factor(self, meta, c):
+        return ast.Factor(c[0], span=_span_of(meta))
+
+    def plate(self, meta, c):
+        index, size, batch, body = c
+        return ast.Plate(str(index) if index is not None else None, size, batch, body,
+                         span=_span_of(meta))
+
+    def infer(self, meta, c):
+        model, method, callargs = c
+        args, kwargs = callargs if callargs is not None else ([], [])
+        return ast.Infer(str(model) if model is not None else None, str(method), args, kwargs,
+                         span=_tok_span(method))
+
+    # ---- expressions ----
+    def binop(self, meta, c):
+        left, op, right = c
+        return ast.BinOp(str(op), left, right, span=_span_of(meta))
+
+    def neg(self, meta, c):
+        operand = c[-1]
+        if isinstance(operand, ast.Number):
+            return ast.Number(-operand.value, "-" + operand.text, span=_span_of(meta))
+        return ast.Neg(operand, span=_span_of(meta))
+
+    def pow(self, meta, c):
+        return ast.BinOp("^", c[0], c[1], span=_span_of(meta))
+
+    def call(self, meta, c):
+        func, callargs = c
+        args, kwargs = callargs if callargs is not None else ([], [])
+        return ast.Call(func, args, kwargs, span=_span_of(meta))
+
+    def callargs(self, meta, c):
+        args = [x for x in c if not isinstance(x, ast.Keyword)]
+        kwargs = [x for x in c if isinstance(x, ast.Keyword)]
+        return args, kwargs
+
+    def kwarg(self, meta, c):
+        return ast.Keyword(str(c[0]), c[1], span=_tok_span(c[0]))
+
+    def index(self, meta, c):
+        return ast.Index(c[0], c[1], span=_span_of(meta))
+
+    def indices(self, meta, c):
+        return list(c)
+
+    def slice(self, meta, c):
+        start, stop = c
+        return ast.Slice(start, stop, span=_span_of(meta))
+
+    def attr(self, meta, c):
+        return ast.Attr(c[0], str(c[1]), span=_span_of(meta))
+
+    def number(self, meta, c):
+        return ast.Number(_parse_number(str(c[0])), str(c[0]), span=_tok_span(c[0]))
+
+    def string(self, meta, c):
+        raw = str(c[0])[1:-1]
+        return ast.String(bytes(raw, "utf-8").decode("unicode_escape"), span=_tok_span(c[0]))
+
+    def true(self, meta, c):
+        return ast.Bool(True, span=_span_of(meta))
+
+    def false(self, meta, c):
+        return ast.Bool(False, span=_span_of(meta))
+
+    def name(self, meta, c):
+        return ast.Name(str(c[0]), span=_tok_span(c[0]))
+
+    def listlit(self, meta, c):
+        return ast.ListLit([x for x in c if x is not None], span=_span_of(meta))
+
+
+def _describe_token(tok: Token) -> str:
+    if tok.type == "$END":
+        return "end of file"
+    if tok.type == "_NL":
+        return "end of line"
+    if tok.type == "NAME":
+        return f"name '{tok}'"
+    if tok.type == "NUMBER":
+        return f"number {tok}"
+    return f"'{tok}'"
+
+
+_EXPR_START = {"NAME", "NUMBER", "STRING", "LPAR", "LSQB", "MINUS", "TRUE", "FALSE"}
+_CONTINUE = {"PLUS", "MINUS", "MULOP", "COMPOP", "LT", "GT", "CIRCUMFLEX", "DOT", "LPAR", "LSQB"}
+_CLOSERS = {"RPAR", "RSQB", "COMMA", "RBRACE", "_NL", "SEMICOLON"}
+
+
+def _describe_expected(parser: Lark, names) -> str:
+    names = set(names)
+    words = set()
+    if {"NAME", "NUMBER"} <= names:
+        names -= _EXPR_START
+        words.add("an expression")
+    if names & _CLOSERS:
+        names -= _CONTINUE
+    for n in names:
+        if n in _TOKEN_WORDS:
+            words.add(_TOKEN_WORDS[n])
+            continue
+        try:
+            pattern = parser.get_terminal(n).pattern
+        except KeyError:
+            continue
+        if pattern.type == "str":
+            words.add(f"'{pattern.value}'")
+    if not words:
+        return ""
+    ordered = sorted(words, key=lambda w: (not w.startswith("'"), w))
+    if len(ordered) > 6:
+        ordered = ordered[:6] + ["..."]
+    if len(ordered) == 1:
+        return "expected " + ordered[0]
+    return "expected " + ", ".join(ordered[:-1]) + " or " + ordered[-1]
+
+
+def _syntax_message(parser: Lark, e: UnexpectedInput) -> str:
+    if isinstance(e, UnexpectedCharacters):
+        ch = e.char if e.char.isprintable() else repr(e.char)
+        return f"unexpected character '{ch}'"
+    tok = getattr(e, "token", None)
+    if isinstance(e, UnexpectedEOF) or tok is None or tok.type == "$END":
+        return "unexpected end of file (is a '}' or ')' missing?)"
+    names = getattr(e, "accepts", None) or getattr(e, "expected", ()) or ()
+    expected = _describe_expected(parser, names)
+    msg = f"unexpected {_describe_token(tok)}"
+    if tok.type in ("TILDE", "EQUAL") and "NAME" not in (getattr(e, "expected", ()) or ()):
+        msg += "; a '~' or '=' statement must start with a single name"
+    return f"{msg}; {expected}" if expected else msg
+
+
+def _blank(text: str, start_line: int, end_line: int, keep_braces: bool) -> str:
+    lines = text.split("\n")
+    for i in range(max(start_line, 1) - 1, min(end_line, len(lines))):
+        line = lines[i]
+        if keep_braces:
+            lines[i] = "".join(ch if ch in "{}" else " " for ch in line)
+        else:
+            lines[i] = " " * len(line)
+    return "\n".join(lines)
+
+
+def parse(text: str, filename: str = "<string>") -> ast.Program:
+    """Parse ``text``; raise :class:`BdlError` holding every syntax error found."""
+    parser, post = _lark()
+    work = text
+    diags: list[Diagnostic] = []
+    seen: dict[tuple[int, int], int] = {}
+    tree = None
+    for _ in range(MAX_SYNTAX_ERRORS):
+        parser._bdl_comments.clear()
+        try:
+            tree = parser.parse(work)
+            break
+        except UnexpectedInput as e:
+            line = getattr(e, "line", None) or 0
+            col = getattr(e, "column", None) or 0
+            if line <= 0 or (getattr(e, "token", None) is not None and e.token.type == "$END"):
+                line, col = _eof_position(text)
+            tries = seen.get((line, col), 0)
+            seen[(line, col)] = tries + 1
+            if tries == 0:
+                notes = []
+                if (post.open and not isinstance(e, UnexpectedCharacters)
+                        and post.open[0].line < line):
+                    o = post.open[0]
+                    notes.append(f"the '{o}' opened at {o.line}:{o.column} is not closed")
+                span = Span(line, col, line, col + _token_width(e))
+                diags.append(Diagnostic(_syntax_message(parser, e), span, "error", notes))
+            if tries >= 2 or line > text.count("\n") + 1:
+                break
+            first = post.open[0].line if post.open else line
+            work = _blank(work, min(first, line), line, keep_braces=tries == 0)
+    if diags:
+        raise BdlError(diags, filename, text)
+    program = _Build().transform(tree)
+    program.comments = [(c.line, c.column, str(c)) for c in parser._bdl_comments]
+    return program
+
+
+def _token_width(e: UnexpectedInput) -> int:
+    tok = getattr(e, "token", None)
+    if tok is not None and tok.type not in ("$END", "_NL"):
+        return max(1, len(str(tok)))
+    return 1
+
+
+def _eof_position(text: str) -> tuple[int, int]:
+    lines = text.split("\n")
+    while len(lines) > 1 and not lines[-1].strip():
+        lines.pop()
+    return len(lines), len(lines[-1]) + 1
