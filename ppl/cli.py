@@ -1,7 +1,8 @@
-"""The ``bdl`` command: check, compile, run.
+"""The ``bdl`` command: check, compile, run, predict, fmt, info, tex.
 
-Exit status, as in stanc: 0 success, 1 the model or its data is wrong (located errors on
-stderr, never a traceback), 124 the command line is wrong, 125 an internal error.
+Exit status: 0 success, 1 the model, its data or its options are wrong (located errors
+on stderr, never a traceback), 2 the command line is wrong, 3 an internal error (a short
+"please report" message; the traceback is saved to a file, not printed).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-EXIT_USER, EXIT_USAGE, EXIT_INTERNAL = 1, 124, 125
+EXIT_USER, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,7 +126,7 @@ def cmd_run(args) -> int:
         raise _UserError(f"{out} exists and is not empty; use --force to overwrite it")
     print(f"{model.name}: {method}({', '.join(f'{k}={v}' for k, v in opts.items())})",
           file=sys.stderr)
-    fit = model.fit(data, method, progress=not args.quiet, **opts)
+    fit = model.fit(data, method, progress=_progress(args), **opts)
     summary = fit.summary()
     print(summary)
     if fit.elbo:
@@ -154,7 +155,99 @@ def cmd_run(args) -> int:
         "samples_layout": "[chains, draws, ...] per site",
     }
     (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+    torch.save(fit.param_state, out / "params.pt")
     print(f"\nwrote {out}/ (summary.csv, samples.npz, run.json)", file=sys.stderr)
+    return 0
+
+
+def _progress(args) -> bool:
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+    import torch
+
+    from .model import Model
+    from .pipeline import compile_source
+
+    text = _read(args.file)
+    post_dir = Path(args.posterior)
+    if not (post_dir / "samples.npz").exists() or not (post_dir / "run.json").exists():
+        raise _UserError(f"{post_dir}: not a run folder (expected samples.npz and run.json "
+                         "from 'bdl run')")
+    run = json.loads((post_dir / "run.json").read_text())
+    model = Model(compile_source(text, args.file), args.model or run.get("model"))
+    data = _load_data(args.data)
+    opts = run.get("infer", {})
+    with np.load(post_dir / "samples.npz") as z:
+        chains = {k: torch.as_tensor(z[k]) for k in z.files}
+    from .infer.predict import posterior_predictive
+
+    params = None
+    if (post_dir / "params.pt").exists():
+        params = torch.load(post_dir / "params.pt", weights_only=False)
+    pred = posterior_predictive(model, chains, data, params, device=opts.get("device", "cpu"),
+                                dtype=opts.get("dtype", "float64"), seed=args.seed)
+    out = Path(args.out) if args.out else post_dir
+    target = out / "predictive.npz"
+    if target.exists() and not args.force:
+        raise _UserError(f"{target} exists; use --force to overwrite it")
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(target, **{k: v.cpu().numpy() for k, v in pred.items()})
+    from .infer.summary import summarise
+
+    shown = {k: v.unsqueeze(0) for k, v in pred.items() if v.dim() >= 1}
+    if shown:
+        print(summarise(shown, list(shown)))
+    print(f"\nwrote {target}", file=sys.stderr)
+    return 0
+
+
+def cmd_fmt(args) -> int:
+    from .syntax.format import fmt
+
+    status = 0
+    for path in args.files:
+        text = _read(path)
+        new = fmt(text, path)
+        if args.check:
+            if new != text:
+                print(f"{path}: would reformat", file=sys.stderr)
+                status = EXIT_USER
+        elif args.in_place:
+            if new != text:
+                Path(path).write_text(new)
+                print(f"reformatted {path}", file=sys.stderr)
+        else:
+            sys.stdout.write(new)
+    return status
+
+
+def cmd_info(args) -> int:
+    from .info import model_info
+    from .pipeline import front
+
+    text = _read(args.file)
+    checked = front(text, args.file)
+    names = [args.model] if args.model else list(checked.models)
+    for n in names:
+        if n not in checked.models:
+            raise _UserError(f"{args.file}: no model named '{n}'")
+    info = {n: model_info(checked.models[n]) for n in names}
+    print(json.dumps(info if len(info) > 1 else info[names[0]], indent=2))
+    return 0
+
+
+def cmd_tex(args) -> int:
+    from .pipeline import front
+    from .tex import model_tex
+
+    text = _read(args.file)
+    checked = front(text, args.file)
+    for name, cm in checked.models.items():
+        if args.model is None or args.model == name:
+            sys.stdout.write(model_tex(cm.model))
     return 0
 
 
@@ -189,7 +282,49 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--force", action="store_true")
     c.add_argument("-q", "--quiet", action="store_true")
     c.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("predict", help="posterior predictive from a saved run")
+    c.add_argument("file")
+    c.add_argument("--posterior", required=True, help="a run folder written by 'bdl run'")
+    c.add_argument("--data", required=True)
+    c.add_argument("--model")
+    c.add_argument("--out")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--force", action="store_true")
+    c.set_defaults(func=cmd_predict)
+
+    c = sub.add_parser("fmt", help="print (or apply) the canonical layout")
+    c.add_argument("files", nargs="+")
+    g = c.add_mutually_exclusive_group()
+    g.add_argument("--check", action="store_true", help="exit 1 if a file would change")
+    g.add_argument("--in-place", action="store_true")
+    c.set_defaults(func=cmd_fmt)
+
+    c = sub.add_parser("info", help="JSON description of data, latents, params")
+    c.add_argument("file")
+    c.add_argument("--model")
+    c.set_defaults(func=cmd_info)
+
+    c = sub.add_parser("tex", help="the model as LaTeX")
+    c.add_argument("file")
+    c.add_argument("--model")
+    c.set_defaults(func=cmd_tex)
+
+    c = sub.add_parser("help", help="help on a verb")
+    c.add_argument("topic", nargs="?")
+    c.set_defaults(func=lambda a: _help(p, a.topic))
     return p
+
+
+def _help(parser, topic) -> int:
+    if topic is None:
+        parser.print_help()
+        return 0
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if topic not in sub.choices:
+        raise _UserError(f"no verb '{topic}' (verbs: {', '.join(sub.choices)})")
+    sub.choices[topic].print_help()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,7 +347,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bdl: error while running the model: {e}", file=sys.stderr)
         return EXIT_USER
     except Exception as e:  # noqa: BLE001
-        print(f"bdl: internal error ({type(e).__name__}: {e}); please report it",
+        import tempfile
+        import traceback
+
+        where = Path(getattr(args, "out", None) or tempfile.gettempdir())
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            log = where / "bdl-internal-error.txt"
+            log.write_text(traceback.format_exc())
+            saved = f"; traceback saved to {log}"
+        except OSError:
+            saved = ""
+        print(f"bdl: internal error ({type(e).__name__}: {e}); please report it{saved}",
               file=sys.stderr)
         return EXIT_INTERNAL
 

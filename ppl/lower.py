@@ -166,6 +166,12 @@ class _Lowerer:
         self.cm = cm
         self.filename = filename
         self.rename: dict[str, str] = {}
+        # plate index variables in scope, and for each subsampled local the name it
+        # subsamples, the plate index and the axis: x[i] in `plate i in N batch B` is the
+        # original x indexed by the subsample indices i (not the subsample indexed again)
+        self.indices: set[str] = set()
+        self.sub_origin: dict[str, tuple[str, str, int]] = {}
+        self.used: set[str] = set()  # names the lowered code reads
         self.taken = set(cm.symbols) | {"dist", "torch", "pyro", "rt", "constraints"}
         self.ir = IRModel(cm.name, filename, [], list(cm.sizes), [], [], [], None)
 
@@ -238,18 +244,25 @@ class _Lowerer:
     def _plate(self, s: ast.Plate) -> PlateOp:
         info = self.cm.plates[id(s)]
         saved = dict(self.rename)
-        subsampled = []
-        for data, axis in info.subsampled:
-            local = self._fresh(f"{data}_{info.name}")
-            subsampled.append((self.rename.get(data, data), local, axis))
-            self.rename[data] = local
+        saved_indices = set(self.indices)
+        size = self._expr(s.size)
+        batch = self._expr(s.batch) if s.batch is not None else None
         index = s.index
         if info.subsample and index is None:
             index = self._fresh(f"idx_{info.name}")
-        size = self._expr(s.size)
-        batch = self._expr(s.batch) if s.batch is not None else None
+        subsampled = []
+        for data, axis in info.subsampled:
+            local = self._fresh(f"{data}_{info.name}")
+            origin = self.rename.get(data, data)
+            subsampled.append((origin, local, axis))
+            self.rename[data] = local
+            self.sub_origin[local] = (origin, index, axis)
+        if s.index is not None:
+            self.indices.add(s.index)
         body = self._stmts(s.body)
+        subsampled = [t for t in subsampled if t[1] in self.used]  # no unused locals
         self.rename = saved
+        self.indices = saved_indices
         return PlateOp(info.name, size, batch, info.dim, index, subsampled, body)
 
     def _sample(self, s: ast.Sample, info) -> SampleOp:
@@ -263,6 +276,8 @@ class _Lowerer:
             # an undeclared latent outside plates: its whole batch is one event
             event = [_dim_code(x) for x in dty.shape]
         obs = self.rename.get(s.name, s.name) if info.role == "observed" else None
+        if obs is not None:
+            self.used.add(obs)
         return SampleOp(s.name, d, obs, event, dty.event, bool(info.plates),
                         self._constraint(info.constraint), info.obs_cast)
 
@@ -283,7 +298,8 @@ class _Lowerer:
         if isinstance(e, ast.String):
             return Lit(e.value)
         if isinstance(e, ast.Name):
-            if e.id in self.cm.symbols:
+            if e.id in self.cm.symbols or e.id in self.indices:
+                self.used.add(self.rename.get(e.id, e.id))
                 return Var(self.rename.get(e.id, e.id))
             return Sym(e.id)
         if isinstance(e, ast.Neg):
@@ -291,7 +307,15 @@ class _Lowerer:
         if isinstance(e, ast.BinOp):
             return Bin(e.op, self._expr(e.left), self._expr(e.right))
         if isinstance(e, ast.Index):
-            return Idx(self._expr(e.value), [self._expr(i) for i in e.indices])
+            local = self.rename.get(e.value.id) if isinstance(e.value, ast.Name) else None
+            origin, index, axis = self.sub_origin.get(local, (None, None, -1))
+            item = e.indices[axis] if 0 <= axis < len(e.indices) else None
+            if origin is not None and isinstance(item, ast.Name) and item.id == index:
+                self.used.add(origin)
+                value = Var(origin)
+            else:
+                value = self._expr(e.value)
+            return Idx(value, [self._expr(i) for i in e.indices])
         if isinstance(e, ast.Slice):
             return Sl(self._expr(e.start) if e.start is not None else None,
                       self._expr(e.stop) if e.stop is not None else None)
@@ -306,9 +330,10 @@ class _Lowerer:
         args = [self._expr(a) for a in e.args]
         kwargs = [(k.name, self._expr(k.value)) for k in e.kwargs]
         if name in self.cm.symbols:
+            self.used.add(self.rename.get(name, name))
             return Call(self.rename.get(name, name), args, kwargs)
         if signatures.lookup(name) is not None:
-            return Call(f"dist.{name}", args, kwargs)
+            return Call(signatures.target(name), args, kwargs)
         b = builtins.lookup(name)
         if b.kind == "network":
             return Call(b.target, args, kwargs)

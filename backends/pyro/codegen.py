@@ -116,7 +116,10 @@ class _Emitter:
         elif isinstance(op, ir.FactorOp):
             self.line(depth, f'pyro.factor("{op.name}", {expr(op.value)})')
         elif isinstance(op, ir.PlateOp):
-            extra = f", subsample_size={expr(op.subsample)}" if op.subsample is not None else ""
+            extra = ""
+            if op.subsample is not None:
+                # a batch larger than the plate is the whole plate (pyro.plate would fail)
+                extra = f", subsample_size=min({expr(op.subsample)}, {expr(op.size)})"
             alias = f" as {op.index}" if op.index else ""
             self.line(depth, f'with pyro.plate("{op.name}", {expr(op.size)}, dim={op.dim}'
                              f"{extra}){alias}:")

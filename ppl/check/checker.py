@@ -174,18 +174,29 @@ def validate_options(method_name: str, given: list[tuple[str, object, Span]], sp
     return values, errs
 
 
+def _show_option(value) -> str:
+    """An option value as BDL spells it (true, not Python's True)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"'{value}'"
+    return repr(value)
+
+
 def _option_problem(opt, value) -> str | None:
     if opt.kind is bool:
-        return None if isinstance(value, bool) else "expected true or false"
+        if isinstance(value, bool):
+            return None
+        return f"expected true or false, got {_show_option(value)}"
     if opt.kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            return f"expected an integer, got {value!r}"
+            return f"expected an integer, got {_show_option(value)}"
     elif opt.kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return f"expected a number, got {value!r}"
+            return f"expected a number, got {_show_option(value)}"
     elif opt.kind == "symbol":
         if value not in opt.choices:
-            return f"expected one of {', '.join(opt.choices)}, got {value!r}"
+            return f"expected one of {', '.join(opt.choices)}, got {_show_option(value)}"
         return None
     if opt.low is not None and value < opt.low:
         return f"must be at least {opt.low:g}"
@@ -220,7 +231,10 @@ def _check_infers(program, models, errors) -> dict[str, InferSpec]:
         given = []
         for kw in inf.options:
             try:
-                given.append((kw.name, option_value(kw.value), kw.span))
+                span = kw.span
+                if kw.value.span.end_line == span.line and kw.value.span.end_col:
+                    span = Span(span.line, span.col, span.line, kw.value.span.end_col)
+                given.append((kw.name, option_value(kw.value), span))
             except ValueError as e:
                 errors.append(Diagnostic(str(e), kw.value.span))
         values, errs = validate_options(inf.method, given, inf.span)
@@ -787,7 +801,9 @@ class _ModelChecker:
                      [f"it is defined at {self.later[name]}"])
             return UNKNOWN
         pool = list(signatures.table()) if name[:1].isupper() else builtins.names()
-        hint = signatures.suggest(name, pool)
+        other = builtins.names() if name[:1].isupper() else list(signatures.table())
+        same = [c for c in other if c.lower() == name.lower()]
+        hint = same[0] if same else signatures.suggest(name, pool)
         kind = "distribution" if name[:1].isupper() else "function"
         self.err(f"unknown {kind} '{name}'", e.func.span,
                  [f"did you mean '{hint}'?"] if hint else [])
@@ -866,7 +882,11 @@ class _ModelChecker:
         for group in sig.one_of:
             given = [p for p in group if p in bound]
             if len(given) != 1:
-                self.err(f"{sig.name} needs exactly one of {', '.join(group)}", e.span)
+                got = "neither" if not given else " and ".join(given)
+                if len(group) > 2 and not given:
+                    got = "none"
+                self.err(f"{sig.name} needs exactly one of {', '.join(group)}; got {got}",
+                         e.span)
                 ok = False
         for pname, (node, t) in bound.items():
             wants_dist = pname in _DIST_PARAMS or pname.endswith("distribution")

@@ -23,10 +23,22 @@ class DistSig:
     discrete: bool
 
 
+# Distributions the language adds to Pyro's, with the runtime class generated code uses.
+BDL_DISTRIBUTIONS = {
+    "Flat": (DistSig("Flat", (), (), (), "Real()", 0, False), "rt.Flat"),
+}
+
+
+def target(name: str) -> str:
+    """How generated code spells the distribution ``name``."""
+    extra = BDL_DISTRIBUTIONS.get(name)
+    return extra[1] if extra else f"dist.{name}"
+
+
 @functools.lru_cache(maxsize=1)
 def table() -> dict[str, DistSig]:
     raw = json.loads(resources.files("ppl.check").joinpath("distributions.json").read_text())
-    return {
+    return {name: sig for name, (sig, _) in BDL_DISTRIBUTIONS.items()} | {
         name: DistSig(
             name, tuple(e["params"]), tuple(e["required"]),
             tuple(tuple(g) for g in e["one_of"]), e["support"], e["event_rank"], e["discrete"],

@@ -34,10 +34,10 @@ from .functions import sum_ as sum  # noqa: A001
 from .kernels import gram
 from .main import main
 from .nn import network, reset_networks
-from .shapes import Restricted, event
+from .shapes import Flat, Restricted, event
 
 __all__ = [
-    "ArgSpec", "Restricted", "Signature", "SizeCheck", "arange", "bind", "cat", "clamp", "elu",
+    "ArgSpec", "Flat", "Restricted", "Signature", "SizeCheck", "arange", "bind", "cat", "clamp", "elu",
     "event", "eye", "full", "gelu", "gram", "kernels", "log_softmax", "logsumexp", "main",
     "max", "mean", "min", "network", "nn", "normal_cdf", "ones", "prod", "real",
     "reset_networks", "softmax", "softplus", "stack", "sum", "tensor", "transpose", "zeros",

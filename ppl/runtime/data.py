@@ -59,24 +59,29 @@ def _to_tensor(spec: ArgSpec, value, dtype, device) -> torch.Tensor:
     else:
         try:
             arr = np.asarray(value)
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"cannot read it as an array ({e})") from None
+        except (ValueError, TypeError):
+            raise ValueError("it is a ragged (non-rectangular) or non-numeric array") from None
     if arr.dtype == object:
-        raise ValueError("it is a ragged or non-numeric array")
+        raise ValueError("it is a ragged (non-rectangular) or non-numeric array")
     if spec.base == "int":
         if arr.dtype.kind == "f":
             if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
                 raise ValueError("it is declared int but holds non-integer values")
         elif arr.dtype.kind not in "iub":
-            raise ValueError(f"it is declared int but holds {arr.dtype} values")
+            raise ValueError(f"it is declared int but holds {_kind_words(arr)}")
         return torch.as_tensor(arr.astype(np.int64), device=device)
     if spec.base == "bool":
         if arr.dtype.kind not in "biu" or not np.all((arr == 0) | (arr == 1)):
             raise ValueError("it is declared bool but holds values other than 0/1")
         return torch.as_tensor(arr.astype(bool), device=device)
     if arr.dtype.kind not in "biuf":
-        raise ValueError(f"it is declared real but holds {arr.dtype} values")
+        raise ValueError(f"it is declared real but holds {_kind_words(arr)}")
     return torch.as_tensor(arr.astype(np.float64), device=device).to(dtype)
+
+
+def _kind_words(arr) -> str:
+    return {"U": "strings", "S": "strings", "c": "complex numbers"}.get(
+        arr.dtype.kind, f"{arr.dtype} values")
 
 
 def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: str | None = None
@@ -90,6 +95,7 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
     errors: list[Diagnostic] = []
     out: dict = {}
     bound: dict[str, tuple[int, str]] = {}
+    bound_by: dict[str, ArgSpec] = {}  # the argument whose shape bound a size
     syms = {n: sympy.Symbol(n, integer=True, positive=True) for n in sig.sizes}
     arg_names = {a.name for a in sig.args}
     pending: list[tuple[ArgSpec, int, sympy.Expr, int]] = []
@@ -126,10 +132,14 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
                 prev = bound.get(str(expr))
                 if prev is None:
                     bound[str(expr)] = (int(n), f"'{spec.name}' (dimension {axis})")
+                    bound_by[str(expr)] = spec
                 elif prev[0] != n:
+                    first = bound_by[str(expr)]
                     errors.append(_err(
                         f"size {expr} is {prev[0]} from {prev[1]} but {n} from '{spec.name}' "
-                        f"(dimension {axis})", spec.line, spec.col))
+                        f"(dimension {axis})", spec.line, spec.col,
+                        [f"'{first.name}' is declared at {first.line}:{first.col}"]
+                        if first.line and first is not spec else None))
             else:
                 pending.append((spec, axis, expr, int(n)))
 
@@ -137,14 +147,20 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
     for name in sig.sizes:
         if name not in data or data[name] is None:
             continue
+        spec = next((a for a in sig.args if a.name == name), None)
         try:
-            v = int(np.asarray(data[name]).item())
+            raw = np.asarray(data[name])
+            v = int(raw.item())
+            if raw.dtype.kind not in "biuf" or v != raw.item():
+                raise ValueError
         except (ValueError, TypeError):
-            errors.append(_err(f"size '{name}' must be an integer, got {data[name]!r}"))
+            errors.append(_err(f"size '{name}' must be an integer, got {data[name]!r}",
+                               spec.line if spec else 0, spec.col if spec else 0))
             continue
         prev = bound.get(name)
-        spec = next((a for a in sig.args if a.name == name), None)
-        line, col = (spec.line, spec.col) if spec else (0, 0)
+        # Point at the declaration of the size, else at the argument whose shape bound it.
+        where = spec or bound_by.get(name)
+        line, col = (where.line, where.col) if where else (0, 0)
         if prev is None:
             bound[name] = (v, f"data key '{name}'")
         elif prev[0] != v:
@@ -158,8 +174,10 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
         if not free:
             want = int(expr.subs(values))
             if want != n:
+                notes = [f"{k} is {bound[k][0]} from {bound[k][1]}"
+                         for k in sorted(str(x) for x in expr.free_symbols) if k in bound]
                 errors.append(_err(f"'{spec.name}' dimension {axis} is {n} but is declared "
-                                   f"{expr} = {want}", spec.line, spec.col))
+                                   f"{expr} = {want}", spec.line, spec.col, notes))
         elif len(free) == 1:
             sol = [s for s in sympy.solve(sympy.Eq(expr.subs(values), n), free[0])
                    if s.is_integer and s > 0]

@@ -72,3 +72,25 @@ def _broadcast_ok(ok, x):
     while ok.dim() < x.dim():
         ok = ok.unsqueeze(-1)
     return ok.expand_as(x)
+
+
+class Flat(TorchDistribution):
+    """The improper uniform prior on the real line (Stan's default for an unbounded
+    parameter with no ``~``): log density 0. Declare its shape: ``beta: real[K] ~ Flat()``.
+
+    It has no normalised draws; ``sample`` returns Uniform(-2, 2) values, which is what
+    samplers use to initialise (as Stan does), never a prior predictive draw.
+    """
+
+    arg_constraints: dict = {}
+    support = constraints.real
+
+    def __init__(self, validate_args=None):
+        super().__init__(torch.Size(), torch.Size(), validate_args=False)
+
+    def log_prob(self, value):
+        return torch.zeros_like(value)
+
+    def sample(self, sample_shape=()):
+        shape = torch.Size(sample_shape) + self.batch_shape + self.event_shape
+        return torch.rand(shape) * 4 - 2

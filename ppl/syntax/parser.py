@@ -39,9 +39,11 @@ class _BracketNewlines:
 
     def __init__(self) -> None:
         self.open: list[Token] = []
+        self.braces: list[Token] = []  # unclosed '{', for end-of-file messages
 
     def process(self, stream):
         self.open = []
+        self.braces = []
         for tok in stream:
             if tok.type in _OPEN:
                 self.open.append(tok)
@@ -50,6 +52,10 @@ class _BracketNewlines:
                     self.open.pop()
             elif tok.type in _BRACES:
                 self.open = []
+                if tok.type == "LBRACE":
+                    self.braces.append(tok)
+                elif self.braces:
+                    self.braces.pop()
             elif tok.type == "_NL" and self.open:
                 continue
             yield tok
@@ -99,7 +105,9 @@ class _Build(Transformer):
 
     def model(self, meta, c):
         name, args, body = c
-        return ast.Model(str(name), args or [], body, span=_tok_span(name))
+        model = ast.Model(str(name), args or [], body, span=_tok_span(name))
+        model.end_line = meta.end_line  # the closing brace, for the formatter's comments
+        return model
 
     def args(self, meta, c):
         return list(c)
@@ -268,14 +276,32 @@ def _describe_expected(parser: Lark, names) -> str:
     return "expected " + ", ".join(ordered[:-1]) + " or " + ordered[-1]
 
 
-def _syntax_message(parser: Lark, e: UnexpectedInput) -> str:
+def _syntax_message(parser: Lark, e: UnexpectedInput, post: _BracketNewlines
+                    ) -> tuple[str, list[str]]:
+    """The message and notes for one syntax error."""
     if isinstance(e, UnexpectedCharacters):
+        if e.char == '"':
+            return "unterminated string (a string must end with '\"' on the same line)", []
         ch = e.char if e.char.isprintable() else repr(e.char)
-        return f"unexpected character '{ch}'"
+        return f"unexpected character '{ch}'", []
     tok = getattr(e, "token", None)
-    if isinstance(e, UnexpectedEOF) or tok is None or tok.type == "$END":
-        return "unexpected end of file (is a '}' or ')' missing?)"
     names = getattr(e, "accepts", None) or getattr(e, "expected", ()) or ()
+    if isinstance(e, UnexpectedEOF) or tok is None or tok.type == "$END":
+        if post.open:
+            o = post.open[-1]
+            closer = ")" if o.type == "LPAR" else "]"
+            return (f"unexpected end of file: missing '{closer}'",
+                    [f"the '{o}' opened at {o.line}:{o.column} is not closed"])
+        if post.braces:
+            o = post.braces[-1]
+            return ("unexpected end of file: missing '}'",
+                    [f"the '{{' opened at {o.line}:{o.column} is not closed"])
+        expected = _describe_expected(parser, names)
+        return "unexpected end of file" + (f"; {expected}" if expected else ""), []
+    return _token_message(parser, e, tok, names), []
+
+
+def _token_message(parser: Lark, e: UnexpectedInput, tok: Token, names) -> str:
     expected = _describe_expected(parser, names)
     msg = f"unexpected {_describe_token(tok)}"
     if tok.type in ("TILDE", "EQUAL") and "NAME" not in (getattr(e, "expected", ()) or ()):
@@ -283,14 +309,76 @@ def _syntax_message(parser: Lark, e: UnexpectedInput) -> str:
     return f"{msg}; {expected}" if expected else msg
 
 
-def _blank(text: str, start_line: int, end_line: int, keep_braces: bool) -> str:
+def _code_part(line: str) -> str:
+    """A line without its comment and string contents (for counting braces)."""
+    out, in_str = [], False
+    for ch in line:
+        if ch == '"':
+            in_str = not in_str
+        elif ch == "#" and not in_str:
+            break
+        elif not in_str:
+            out.append(ch)
+    return "".join(out)
+
+
+def _brace_depth(lines: list[str], line: int, col: int) -> int:
+    """How many '{' are open before 1-based (line, col)."""
+    depth = 0
+    for i in range(min(line, len(lines) + 1) - 1):
+        code = _code_part(lines[i])
+        depth += code.count("{") - code.count("}")
+    if 0 < line <= len(lines):
+        code = _code_part(lines[line - 1][: max(col - 1, 0)])
+        depth += code.count("{") - code.count("}")
+    return depth
+
+
+def _blank(text: str, start_line: int, end_line: int, stub: bool) -> str:
+    """Blank lines ``start_line..end_line``, keeping line and column numbers elsewhere.
+
+    With ``stub``, the braces of the blanked statement survive: a '}' that closes an
+    earlier '{' stays, and a '{' left open becomes a valid block opener (``model _() {``
+    at the top level, ``plate 1 {`` inside a model), so that the body after a broken
+    model or plate header still parses and reports only its own errors.
+    """
     lines = text.split("\n")
-    for i in range(max(start_line, 1) - 1, min(end_line, len(lines))):
-        line = lines[i]
-        if keep_braces:
-            lines[i] = "".join(ch if ch in "{}" else " " for ch in line)
-        else:
-            lines[i] = " " * len(line)
+    lo, hi = max(start_line, 1) - 1, min(end_line, len(lines))
+    if not stub:
+        for i in range(lo, hi):
+            lines[i] = " " * len(lines[i])
+        return "\n".join(lines)
+    depth = max(_brace_depth(lines, lo + 1, 1), 0)
+    # Braces matched inside the blanked range vanish together.
+    keep: list[tuple[int, str]] = []
+    stack: list[int] = []
+    for i in range(lo, hi):
+        for ch in _code_part(lines[i]):
+            if ch == "{":
+                stack.append(len(keep))
+                keep.append((i, "{"))
+            elif ch == "}" and stack:
+                keep[stack.pop()] = (-1, "")
+            elif ch == "}":
+                keep.append((i, "}"))
+    parts: dict[int, list[str]] = {}
+    for i, ch in keep:
+        if ch == "}":
+            depth = max(depth - 1, 0)
+            parts.setdefault(i, []).append("}")
+        elif ch == "{":
+            parts.setdefault(i, []).append("model _() {" if depth == 0 else "plate 1 {")
+            depth += 1
+    for i in range(lo, hi):
+        stubbed = " ".join(parts.get(i, []))
+        lines[i] = stubbed + " " * max(len(lines[i]) - len(stubbed), 0)
+    return "\n".join(lines)
+
+
+def _blank_char(text: str, line: int, col: int) -> str:
+    lines = text.split("\n")
+    row = lines[line - 1]
+    lines[line - 1] = row[: col - 1] + " " + row[col:]
     return "\n".join(lines)
 
 
@@ -301,30 +389,42 @@ def parse(text: str, filename: str = "<string>") -> ast.Program:
     diags: list[Diagnostic] = []
     seen: dict[tuple[int, int], int] = {}
     tree = None
+    stubbed: set[int] = set()  # lines replaced by recovery stubs
     for _ in range(MAX_SYNTAX_ERRORS):
         parser._bdl_comments.clear()
         try:
             tree = parser.parse(work)
             break
         except UnexpectedInput as e:
+            tok = getattr(e, "token", None)
+            at_eof = isinstance(e, UnexpectedEOF) or (tok is not None and tok.type == "$END")
             line = getattr(e, "line", None) or 0
             col = getattr(e, "column", None) or 0
-            if line <= 0 or (getattr(e, "token", None) is not None and e.token.type == "$END"):
+            if line <= 0 or at_eof:
                 line, col = _eof_position(text)
             tries = seen.get((line, col), 0)
             seen[(line, col)] = tries + 1
-            if tries == 0:
-                notes = []
-                if (post.open and not isinstance(e, UnexpectedCharacters)
-                        and post.open[0].line < line):
-                    o = post.open[0]
+            stray = (tok is not None and tok.type == "RBRACE"
+                     and _brace_depth(work.split("\n"), line, col) <= 0)
+            if tries == 0 and (at_eof or line not in stubbed):
+                message, notes = _syntax_message(parser, e, post)
+                if stray:
+                    message = "unexpected '}': no '{' is open here"
+                if (not notes and post.open and not isinstance(e, UnexpectedCharacters)
+                        and post.open[-1].line < line):
+                    o = post.open[-1]
                     notes.append(f"the '{o}' opened at {o.line}:{o.column} is not closed")
                 span = Span(line, col, line, col + _token_width(e))
-                diags.append(Diagnostic(_syntax_message(parser, e), span, "error", notes))
-            if tries >= 2 or line > text.count("\n") + 1:
+                diags.append(Diagnostic(message, span, "error", notes))
+            if tries >= 2 or at_eof or line > text.count("\n") + 1:
                 break
+            if tries == 0 and stray:
+                work = _blank_char(work, line, col)  # a stray '}': drop just that
+                continue
             first = post.open[0].line if post.open else line
-            work = _blank(work, min(first, line), line, keep_braces=tries == 0)
+            start = min(first, line)
+            work = _blank(work, start, line, stub=tries == 0)
+            stubbed.update(range(start, line + 1))
     if diags:
         raise BdlError(diags, filename, text)
     program = _Build().transform(tree)

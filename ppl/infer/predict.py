@@ -1,0 +1,35 @@
+"""Posterior predictive from saved draws (``bdl predict``), via ``pyro.infer.Predictive``."""
+
+from __future__ import annotations
+
+import pyro
+import torch
+from pyro.infer import Predictive
+
+from .run import torch_defaults
+
+
+def posterior_predictive(model, chains: dict, data: dict, params: dict | None = None, *,
+                         device: str = "cpu", dtype: str = "float64", seed: int = 0) -> dict:
+    """One draw of every site not fixed by ``data`` per saved posterior draw.
+
+    ``chains[name]`` is [chains, draws, ...] as written by ``bdl run``; only latent sites
+    of ``model`` are conditioned on. ``params`` is a saved Pyro param-store state.
+    """
+    latents = set(model.ir.latents)
+    with torch_defaults(device, dtype):
+        post = {k: v.reshape((-1,) + tuple(v.shape[2:])).to(torch.get_default_dtype())
+                if v.is_floating_point() else v.reshape((-1,) + tuple(v.shape[2:]))
+                for k, v in chains.items() if k in latents}
+        pyro.set_rng_seed(seed)
+        store = pyro.get_param_store()
+        if params is not None:
+            store.set_state(params)
+        kwargs = model.bind(data)
+        with torch.no_grad():
+            if post:
+                pred = Predictive(model.pyro_model, posterior_samples=post)(**kwargs)
+            else:
+                pred = Predictive(model.pyro_model, num_samples=1000)(**kwargs)
+    given = {n for n in model.ir.observed if kwargs.get(n) is not None}
+    return {k: v.detach() for k, v in pred.items() if k not in post and k not in given}

@@ -1,0 +1,167 @@
+"""``bdl fmt``: the canonical layout of a BDL file, comments kept.
+
+Two-space indentation, one statement a line, single spaces around binary operators
+(none around ``^``), ``name=value`` keywords, one blank line between top-level items.
+Comments stay where they were relative to statements (own-line comments before the next
+statement, end-of-line comments after theirs). The output parses to the same AST, and
+formatting is idempotent: ``fmt(fmt(x)) == fmt(x)``.
+"""
+
+from __future__ import annotations
+
+from . import ast
+from .parser import parse
+
+INDENT = "  "
+_PREC = {
+    "<": 1, ">": 1, "<=": 1, ">=": 1, "==": 1, "!=": 1,
+    "+": 2, "-": 2, "*": 3, "/": 3, "@": 3, "%": 3, "neg": 4, "^": 5,
+}
+
+
+def expr(e: ast.Expr, parent: int = 0) -> str:
+    if isinstance(e, ast.Number):
+        text = e.text
+        return f"({text})" if text.startswith("-") and parent >= _PREC["neg"] else text
+    if isinstance(e, ast.String):
+        return '"' + e.value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(e, ast.Bool):
+        return "true" if e.value else "false"
+    if isinstance(e, ast.Name):
+        return e.id
+    if isinstance(e, ast.Neg):
+        text = "-" + expr(e.operand, _PREC["neg"])
+        return f"({text})" if parent > _PREC["neg"] else text
+    if isinstance(e, ast.BinOp):
+        p = _PREC[e.op]
+        if e.op == "^":
+            text = f"{expr(e.left, p + 1)}^{expr(e.right, p)}"
+        else:
+            text = f"{expr(e.left, p)} {e.op} {expr(e.right, p + 1)}"
+        return f"({text})" if parent > p else text
+    if isinstance(e, ast.Call):
+        parts = [expr(a) for a in e.args] + [f"{k.name}={expr(k.value)}" for k in e.kwargs]
+        return f"{expr(e.func, 9)}({', '.join(parts)})"
+    if isinstance(e, ast.Index):
+        return f"{expr(e.value, 9)}[{', '.join(expr(i) for i in e.indices)}]"
+    if isinstance(e, ast.Slice):
+        start = expr(e.start) if e.start is not None else ""
+        stop = expr(e.stop) if e.stop is not None else ""
+        return f"{start}:{stop}"
+    if isinstance(e, ast.Attr):
+        return f"{expr(e.value, 9)}.{e.attr}"
+    if isinstance(e, ast.ListLit):
+        return "[" + ", ".join(expr(i) for i in e.items) + "]"
+    raise TypeError(type(e).__name__)
+
+
+def type_text(t: ast.Type) -> str:
+    out = t.base
+    if t.bounds:
+        out += "<" + ", ".join(f"{b.name}={_bound(b.value)}" for b in t.bounds) + ">"
+    if t.dims:
+        out += "[" + ", ".join(expr(d) for d in t.dims) + "]"
+    return out
+
+
+def _bound(v: ast.Expr) -> str:
+    if isinstance(v, (ast.Number, ast.Name)):
+        return expr(v)
+    return f"({expr(v)})"
+
+
+def stmt_text(s: ast.Stmt) -> str:
+    if isinstance(s, ast.Sample):
+        t = f": {type_text(s.type)}" if s.type is not None else ""
+        return f"{s.name}{t} ~ {expr(s.dist)}"
+    if isinstance(s, ast.Assign):
+        t = f": {type_text(s.type)}" if s.type is not None else ""
+        return f"{s.name}{t} = {expr(s.value)}"
+    if isinstance(s, ast.Param):
+        return f"param {s.name}: {type_text(s.type)} = {expr(s.init)}"
+    if isinstance(s, ast.Factor):
+        return f"factor {expr(s.value)}"
+    raise TypeError(type(s).__name__)
+
+
+class _Writer:
+    def __init__(self, comments: list[tuple[int, int, str]]):
+        self.lines: list[str] = []
+        self.comments = sorted(comments)
+        self.i = 0
+
+    def flush_before(self, line: int, depth: int) -> None:
+        while self.i < len(self.comments) and self.comments[self.i][0] < line:
+            self.lines.append(INDENT * depth + self.comments[self.i][2].rstrip())
+            self.i += 1
+
+    def trailing(self, line: int) -> str:
+        if self.i < len(self.comments) and self.comments[self.i][0] == line:
+            text = self.comments[self.i][2].rstrip()
+            self.i += 1
+            return "  " + text
+        return ""
+
+    def emit(self, depth: int, text: str, line: int, end_line: int | None = None) -> None:
+        self.flush_before(line, depth)
+        # comments inside a multi-line statement move above it
+        while end_line and self.i < len(self.comments) and line <= self.comments[self.i][0] \
+                < end_line:
+            self.lines.append(INDENT * depth + self.comments[self.i][2].rstrip())
+            self.i += 1
+        self.lines.append(INDENT * depth + text + self.trailing(end_line or line))
+
+    def body(self, stmts, depth: int, close_line: int | None) -> None:
+        for s in stmts:
+            if isinstance(s, ast.Plate):
+                head = "plate " + (f"{s.index} in " if s.index else "") + expr(s.size)
+                if s.batch is not None:
+                    head += f" batch {expr(s.batch)}"
+                self.emit(depth, head + " {", s.span.line)
+                self.body(s.body, depth + 1, s.span.end_line)
+                self.flush_before(s.span.end_line or s.span.line, depth + 1)
+                self.lines.append(INDENT * depth + "}" + self.trailing(s.span.end_line or 0))
+            else:
+                self.emit(depth, stmt_text(s), s.span.line, s.span.end_line)
+
+
+def format_program(program: ast.Program) -> str:
+    w = _Writer(program.comments)
+    items = sorted([*program.models, *program.infers], key=lambda n: (n.span.line, n.span.col))
+    for k, item in enumerate(items):
+        if k > 0:
+            w.lines.append("")
+        if isinstance(item, ast.Model):
+            args = ", ".join(f"{a.name}: {type_text(a.type)}{'?' if a.optional else ''}"
+                             for a in item.args)
+            w.emit(0, f"model {item.name}({args}) {{", item.span.line)
+            end = _model_end(item)
+            w.body(item.body, 1, end)
+            w.flush_before(end + 1 if end else 10**9, 1)
+            w.lines.append("}" + w.trailing(end or 0))
+        else:
+            target = f"{item.model} with " if item.model else ""
+            opts = ", ".join(f"{k.name}={expr(k.value)}" for k in item.options)
+            w.emit(0, f"infer {target}{item.method}({opts})", item.span.line)
+    w.flush_before(10**9, 0)
+    while w.lines and w.lines[0] == "":
+        w.lines.pop(0)
+    return "\n".join(_squeeze(w.lines)) + "\n"
+
+
+def _model_end(m: ast.Model) -> int | None:
+    return getattr(m, "end_line", None)
+
+
+def _squeeze(lines: list[str]) -> list[str]:
+    out: list[str] = []
+    for line in lines:
+        if line == "" and out and out[-1] == "":
+            continue
+        out.append(line)
+    return out
+
+
+def fmt(text: str, filename: str = "<string>") -> str:
+    """Canonical layout of ``text`` (raises BdlError when it does not parse)."""
+    return format_program(parse(text, filename))
