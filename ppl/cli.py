@@ -155,7 +155,7 @@ def cmd_run(args) -> int:
         "samples_layout": "[chains, draws, ...] per site",
     }
     (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
-    torch.save(fit.param_state, out / "params.pt")
+    torch.save({k: v.cpu() for k, v in fit.params.items()}, out / "params.pt")
     print(f"\nwrote {out}/ (summary.csv, samples.npz, run.json)", file=sys.stderr)
     return 0
 
@@ -186,7 +186,7 @@ def cmd_predict(args) -> int:
 
     params = None
     if (post_dir / "params.pt").exists():
-        params = torch.load(post_dir / "params.pt", weights_only=False)
+        params = torch.load(post_dir / "params.pt", weights_only=True)
     pred = posterior_predictive(model, chains, data, params, device=opts.get("device", "cpu"),
                                 dtype=opts.get("dtype", "float64"), seed=args.seed)
     out = Path(args.out) if args.out else post_dir

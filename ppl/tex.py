@@ -12,6 +12,7 @@ import sympy
 
 from .syntax import ast
 
+
 def _symbol(name: str) -> sympy.Symbol:
     """sympy prints ``theta_raw`` as ``\\theta_{raw}``; Greek names become letters."""
     return sympy.Symbol(name)

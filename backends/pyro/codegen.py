@@ -112,7 +112,7 @@ class _Emitter:
             c = op.ctor
             args = ", ".join([expr(a) for a in c.args] + [f"{k}={expr(v)}" for k, v in c.kwargs])
             self.line(depth, f'{op.name} = pyro.module("{op.name}", rt.network("{op.name}", '
-                             f"{c.target}, {args}))")
+                             f"{c.target}, {args}), update_module_params=True)")
         elif isinstance(op, ir.FactorOp):
             self.line(depth, f'pyro.factor("{op.name}", {expr(op.value)})')
         elif isinstance(op, ir.PlateOp):

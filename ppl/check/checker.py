@@ -332,11 +332,19 @@ class _ModelChecker:
             self.err(f"unknown size '{expr.id}'", expr.span,
                      ["sizes are bound by the shapes of the model's data arguments"])
             return None
-        if isinstance(expr, ast.BinOp) and expr.op in "+-*/":
+        if isinstance(expr, ast.BinOp) and expr.op in ("+", "-", "*", "/"):
             a, b = self._dim(expr.left), self._dim(expr.right)
             if a is None or b is None:
                 return None
-            return {"+": a + b, "-": a - b, "*": a * b, "/": a / b}[expr.op]
+            if expr.op == "/" and sympy.simplify(b) == 0:
+                self.err("division by zero in a dimension", expr.span)
+                return None
+            value = {"+": a + b, "-": a - b, "*": a * b, "/": a / b}[expr.op]
+            if value.is_number and not (value.is_Integer and value >= 0):
+                self.err(f"a dimension must be a whole number of at least 0, but this one is "
+                         f"{value}", expr.span)
+                return None
+            return value
         self.err("a dimension must be an integer, a size name, or arithmetic of them",
                  expr.span)
         return None
@@ -443,7 +451,7 @@ class _ModelChecker:
                      "network prior construct", s.span)
             return
         if dty.kind not in ("dist", "unknown"):
-            self.err(f"the right of '~' must be a distribution, not a {dty.kind} value",
+            self.err(f"the right of '~' must be a distribution, not {_a(dty.kind)} value",
                      s.dist.span, ["distributions are capitalised: Normal(0, 1)"])
             return
         if existing is not None and existing.role in ("data", "transformed"):
@@ -611,7 +619,7 @@ class _ModelChecker:
         if isinstance(e, ast.Neg):
             t = self._expr(e.operand)
             if t.kind not in TENSOR_KINDS + ("unknown",):
-                self.err(f"cannot negate a {t.kind} value", e.span)
+                self.err(f"cannot negate {_a(t.kind)} value", e.span)
                 return UNKNOWN
             return Ty(t.kind if t.kind != "bool" else "int", t.shape,
                       dim=-t.dim if t.dim is not None else None)
@@ -662,11 +670,11 @@ class _ModelChecker:
             if e.op == "*" and TENSOR_KINDS.count(a.kind if b.kind == "kernel" else b.kind):
                 return Ty("kernel", None)
             other = a.kind if a.kind != "kernel" else b.kind
-            self.err(f"kernels combine with + and * only, not '{e.op}' with a {other}", e.span)
+            self.err(f"kernels combine with + and * only, not '{e.op}' with {_a(other)}", e.span)
             return UNKNOWN
         for t, side in ((a, e.left), (b, e.right)):
             if t.kind not in TENSOR_KINDS:
-                self.err(f"operator '{e.op}' needs numbers or tensors, not a {t.kind} value",
+                self.err(f"operator '{e.op}' needs numbers or tensors, not {_a(t.kind)} value",
                          side.span)
                 return UNKNOWN
         if e.op == "@":
@@ -729,12 +737,12 @@ class _ModelChecker:
             else:
                 t = self._expr(item)
                 if t.kind not in ("int", "bool", "unknown"):
-                    self.err(f"an index must be an integer, not {t.kind}", item.span)
+                    self.err(f"an index must be an integer, not {_a(t.kind)} value", item.span)
                 item_tys.append(t)
         if base.kind == "unknown":
             return UNKNOWN
         if base.kind not in TENSOR_KINDS:
-            self.err(f"cannot index a {base.kind} value", e.span)
+            self.err(f"cannot index {_a(base.kind)} value", e.span)
             return UNKNOWN
         if base.shape is None:
             return Ty(base.kind, None)
@@ -751,11 +759,10 @@ class _ModelChecker:
                 stop = self._static_dim(item.stop, dim)
                 if start is None or stop is None:
                     return Ty(base.kind, None)
-                if stop.is_number and start.is_number and stop < 0:
-                    stop = dim + stop
-                out.append(sympy.simplify(stop - start))
+                out.append(_slice_length(start, stop, dim))
             elif t.shape == ():
-                if t.value is not None and dim.is_number and not (-dim <= t.value < dim):
+                if (isinstance(t.value, int) and dim.is_Integer
+                        and not (-dim <= t.value < dim)):
                     self.err(f"index {t.value} is out of range for size {dim}", item.span)
             elif t.shape is None:
                 return Ty(base.kind, None)
@@ -814,7 +821,7 @@ class _ModelChecker:
         for kw in e.kwargs:
             self._expr(kw.value)
         if sym.role != "network":
-            self.err(f"'{sym.name}' is a {sym.ty.kind} value and cannot be called", e.func.span)
+            self.err(f"'{sym.name}' is {_a(sym.ty.kind)} value and cannot be called", e.func.span)
             return UNKNOWN
         if len(args) != 1 or e.kwargs:
             self.err(f"network '{sym.name}' takes one input", e.span)
@@ -934,8 +941,9 @@ class _ModelChecker:
         else:
             for k, (node, t) in bound.items():
                 if t.kind not in TENSOR_KINDS + ("unknown",):
-                    self.err(f"argument '{k.lstrip('#')}' of {b.name} must be numeric, not a "
-                             f"{t.kind} value", node.span)
+                    which = f"{int(k[1:]) + 1}" if k.startswith("#") else f"'{k}'"
+                    self.err(f"argument {which} of {b.name} must be numeric, not "
+                             f"{_a(t.kind)} value", node.span)
                     return UNKNOWN
         kwargs = {k: t for k, (_, t) in bound.items()}
         shape = None
@@ -973,6 +981,26 @@ class _ModelChecker:
 
 
 # ---- helpers ------------------------------------------------------------------------
+def _slice_length(start, stop, dim):
+    """Length of ``x[start:stop]`` along a dimension of size ``dim``, as Python counts it."""
+    ends = []
+    for end in (start, stop):
+        if end.is_number and end < 0:
+            end = dim + end  # from the end, as in Python
+        if end.is_number and dim.is_number:
+            end = min(max(end, sizes.const(0)), dim)
+        ends.append(end)
+    length = sympy.simplify(ends[1] - ends[0])
+    if length.is_number and length < 0:
+        return sizes.const(0)
+    return length
+
+
+def _a(kind: str) -> str:
+    """``a real``, ``an int``: a kind with its article."""
+    return f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"
+
+
 def _bounds_constraint(bounds: dict) -> str | None:
     if not bounds:
         return None

@@ -14,7 +14,8 @@ def posterior_predictive(model, chains: dict, data: dict, params: dict | None = 
     """One draw of every site not fixed by ``data`` per saved posterior draw.
 
     ``chains[name]`` is [chains, draws, ...] as written by ``bdl run``; only latent sites
-    of ``model`` are conditioned on. ``params`` is a saved Pyro param-store state.
+    of ``model`` are conditioned on. ``params`` maps param names (``pyro.param`` sites and
+    network weights) to their fitted, constrained values.
     """
     latents = set(model.ir.latents)
     with torch_defaults(device, dtype):
@@ -23,8 +24,12 @@ def posterior_predictive(model, chains: dict, data: dict, params: dict | None = 
                 for k, v in chains.items() if k in latents}
         pyro.set_rng_seed(seed)
         store = pyro.get_param_store()
-        if params is not None:
-            store.set_state(params)
+        store.clear()
+        from ..runtime import reset_networks
+
+        reset_networks()
+        for name, value in (params or {}).items():
+            store[name] = value.to(torch.get_default_dtype())
         kwargs = model.bind(data)
         with torch.no_grad():
             if post:

@@ -37,8 +37,8 @@ from .nn import network, reset_networks
 from .shapes import Flat, Restricted, event
 
 __all__ = [
-    "ArgSpec", "Flat", "Restricted", "Signature", "SizeCheck", "arange", "bind", "cat", "clamp", "elu",
-    "event", "eye", "full", "gelu", "gram", "kernels", "log_softmax", "logsumexp", "main",
+    "ArgSpec", "Flat", "Restricted", "Signature", "SizeCheck", "arange", "bind", "cat", "clamp",
+    "elu", "event", "eye", "full", "gelu", "gram", "kernels", "log_softmax", "logsumexp", "main",
     "max", "mean", "min", "network", "nn", "normal_cdf", "ones", "prod", "real",
     "reset_networks", "softmax", "softplus", "stack", "sum", "tensor", "transpose", "zeros",
 ]

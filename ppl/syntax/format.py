@@ -13,6 +13,7 @@ from . import ast
 from .parser import parse
 
 INDENT = "  "
+LINE_LIMIT = 88
 _PREC = {
     "<": 1, ">": 1, "<=": 1, ">=": 1, "==": 1, "!=": 1,
     "+": 2, "-": 2, "*": 3, "/": 3, "@": 3, "%": 3, "neg": 4, "^": 5,
@@ -70,6 +71,25 @@ def _bound(v: ast.Expr) -> str:
     return f"({expr(v)})"
 
 
+def _wrapped(head: str, call: ast.Call, depth: int) -> list[str]:
+    """``head f(`` / one argument a line / ``)``: the layout of a call too long for a line."""
+    parts = [expr(a) for a in call.args] + [f"{k.name}={expr(k.value)}" for k in call.kwargs]
+    lines = [INDENT * depth + f"{head}{expr(call.func, 9)}("]
+    lines += [INDENT * (depth + 1) + f"{part}," for part in parts]
+    lines.append(INDENT * depth + ")")
+    return lines
+
+
+def stmt_lines(s: ast.Stmt, depth: int) -> list[str]:
+    """One line, or a wrapped call when the line would pass LINE_LIMIT."""
+    text = INDENT * depth + stmt_text(s)
+    value = getattr(s, "dist", None) or getattr(s, "value", None) or getattr(s, "init", None)
+    if len(text) <= LINE_LIMIT or not isinstance(value, ast.Call):
+        return [text]
+    head = stmt_text(s)[: -len(expr(value))]
+    return _wrapped(head, value, depth)
+
+
 def stmt_text(s: ast.Stmt) -> str:
     if isinstance(s, ast.Sample):
         t = f": {type_text(s.type)}" if s.type is not None else ""
@@ -102,14 +122,17 @@ class _Writer:
             return "  " + text
         return ""
 
-    def emit(self, depth: int, text: str, line: int, end_line: int | None = None) -> None:
+    def emit(self, depth: int, text: str | list[str], line: int, end_line: int | None = None
+             ) -> None:
         self.flush_before(line, depth)
         # comments inside a multi-line statement move above it
         while end_line and self.i < len(self.comments) and line <= self.comments[self.i][0] \
                 < end_line:
             self.lines.append(INDENT * depth + self.comments[self.i][2].rstrip())
             self.i += 1
-        self.lines.append(INDENT * depth + text + self.trailing(end_line or line))
+        lines = [INDENT * depth + text] if isinstance(text, str) else list(text)
+        lines[-1] += self.trailing(end_line or line)
+        self.lines.extend(lines)
 
     def body(self, stmts, depth: int, close_line: int | None) -> None:
         for s in stmts:
@@ -122,7 +145,7 @@ class _Writer:
                 self.flush_before(s.span.end_line or s.span.line, depth + 1)
                 self.lines.append(INDENT * depth + "}" + self.trailing(s.span.end_line or 0))
             else:
-                self.emit(depth, stmt_text(s), s.span.line, s.span.end_line)
+                self.emit(depth, stmt_lines(s, depth), s.span.line, s.span.end_line)
 
 
 def format_program(program: ast.Program) -> str:
@@ -132,9 +155,12 @@ def format_program(program: ast.Program) -> str:
         if k > 0:
             w.lines.append("")
         if isinstance(item, ast.Model):
-            args = ", ".join(f"{a.name}: {type_text(a.type)}{'?' if a.optional else ''}"
-                             for a in item.args)
-            w.emit(0, f"model {item.name}({args}) {{", item.span.line)
+            args = [f"{a.name}: {type_text(a.type)}{'?' if a.optional else ''}"
+                    for a in item.args]
+            head = f"model {item.name}({', '.join(args)}) {{"
+            if len(head) > LINE_LIMIT:
+                head = [f"model {item.name}(", *(f"{INDENT}{a}," for a in args), ") {"]
+            w.emit(0, head, item.span.line)
             end = _model_end(item)
             w.body(item.body, 1, end)
             w.flush_before(end + 1 if end else 10**9, 1)

@@ -1,0 +1,183 @@
+"""The bdl command end to end, through subprocess, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ppl.io.data import DataError, load_data
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "examples").glob("*.bdl"))
+
+LINREG = """\
+# a small regression with a posterior predictive for new inputs
+model LinReg(x: real[N], y: real[N], x_new: real[M], y_new: real[M]?) {
+  alpha ~ Normal(0, 10)
+  beta ~ Normal(0, 10)
+  sigma ~ HalfNormal(5)
+  y ~ Normal(alpha + beta * x, sigma)
+  y_new ~ Normal(alpha + beta * x_new, sigma)
+}
+
+infer nuts(samples=150, warmup=150, chains=2)
+"""
+
+
+def bdl(*args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ppl.cli", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture
+def linreg(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=30)
+    y = 1.0 + 2.0 * x + 0.5 * rng.normal(size=30)
+    f = tmp_path / "linreg.bdl"
+    f.write_text(LINREG)
+    (tmp_path / "linreg.data.json").write_text(
+        json.dumps({"x": x.tolist(), "y": y.tolist(), "x_new": [0.0, 1.0]}))
+    (tmp_path / "new.json").write_text(
+        json.dumps({"x": x.tolist(), "y": y.tolist(), "x_new": [2.0, 3.0, 4.0]}))
+    return f
+
+
+def test_check_ok_and_error_exit_codes(tmp_path):
+    ok = bdl("check", ROOT / "examples" / "eight_schools.bdl")
+    assert ok.returncode == 0 and "ok (EightSchools)" in ok.stdout
+    bad = tmp_path / "bad.bdl"
+    bad.write_text("model M(y: real[N]) {\n  mu ~ Normall(0, 1)\n  y ~ Normal(mu, 1)\n}\n")
+    r = bdl("check", bad)
+    assert r.returncode == 1
+    assert r.stderr == (f"{bad}:2:8: error: unknown distribution 'Normall'\n"
+                        "    mu ~ Normall(0, 1)\n"
+                        "         ^~~~~~~\n"
+                        "  note: did you mean 'Normal'?\n")
+    assert "Traceback" not in r.stderr
+
+
+def test_usage_error_exit_code_is_2():
+    r = bdl("run")
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_file_is_a_user_error(tmp_path):
+    r = bdl("check", tmp_path / "nope.bdl")
+    assert r.returncode == 1
+    assert r.stderr.strip() == f"bdl: error: {tmp_path / 'nope.bdl'}: no such file"
+
+
+def test_compile_then_run_the_emitted_file(linreg, tmp_path):
+    out = tmp_path / "linreg.py"
+    r = bdl("compile", linreg, "-o", out)
+    assert r.returncode == 0, r.stderr
+    # the generated module runs on its own with ppl installed
+    run = subprocess.run([sys.executable, str(out), str(tmp_path / "linreg.data.json")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "beta" in run.stdout and "r_hat" in run.stdout
+    beta_row = next(line for line in run.stdout.splitlines() if line.startswith("beta"))
+    assert abs(float(beta_row.split()[1]) - 2.0) < 0.5
+    # never overwrite without --force
+    again = bdl("compile", linreg, "-o", out)
+    assert again.returncode == 1 and "use --force" in again.stderr
+    assert bdl("compile", linreg, "-o", out, "--force").returncode == 0
+
+
+def test_run_writes_outputs_and_predict_uses_them(linreg, tmp_path):
+    out = tmp_path / "run1"
+    r = bdl("run", linreg, "--out", out, "--seed", "3", "-q")
+    assert r.returncode == 0, r.stderr
+    assert {"summary.csv", "samples.npz", "run.json"} <= {p.name for p in out.iterdir()}
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["seed"] == 3 and meta["infer"]["method"] == "nuts"
+    assert meta["versions"]["ppl"] == "0.1.0" and len(meta["model_hash"]) == 64
+    with np.load(out / "samples.npz") as z:
+        assert z["beta"].shape == (2, 150)  # chains kept apart
+    summary = (out / "summary.csv").read_text().splitlines()
+    assert summary[0] == "name,mean,sd,5%,50%,95%,r_hat,ess"
+    beta = next(line for line in summary if line.startswith('"beta"'))
+    assert abs(float(beta.split(",")[1]) - 2.0) < 0.5
+    # an existing, non-empty run folder is not overwritten
+    again = bdl("run", linreg, "--out", out, "-q")
+    assert again.returncode == 1 and "--force" in again.stderr
+    pred = bdl("predict", linreg, "--posterior", out, "--data", tmp_path / "new.json")
+    assert pred.returncode == 0, pred.stderr
+    with np.load(out / "predictive.npz") as z:
+        assert z["y_new"].shape == (300, 3)
+        # E[y_new | x=4] = 1 + 2*4 = 9 (within posterior + noise spread)
+        assert abs(z["y_new"][:, 2].mean() - 9.0) < 0.6
+        assert "y" not in z.files
+
+
+def test_run_infer_override_and_bad_option(linreg, tmp_path):
+    r = bdl("run", linreg, "--infer", "svi(steps=300, lr=0.05, samples=200)", "--out",
+            tmp_path / "svi", "-q")
+    assert r.returncode == 0, r.stderr
+    assert "final ELBO" in r.stdout
+    bad = bdl("run", linreg, "--infer", "svi(stepz=3)", "--out", tmp_path / "x")
+    assert bad.returncode == 1
+    assert "unknown option 'stepz' for svi" in bad.stderr
+    assert "did you mean 'steps'?" in bad.stderr
+
+
+def test_bad_data_is_a_located_error(linreg, tmp_path):
+    data = tmp_path / "bad.json"
+    data.write_text(json.dumps({"x": [1.0, 2.0], "y": [1.0, 2.0, 3.0], "x_new": [0.0]}))
+    r = bdl("run", linreg, "--data", data, "--out", tmp_path / "o")
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[-4:] == [
+        f"{linreg}:2:26: error: size N is 2 from 'x' (dimension 0) but 3 from 'y' (dimension 0)",
+        "  model LinReg(x: real[N], y: real[N], x_new: real[M], y_new: real[M]?) {",
+        "                           ^",
+        "  note: 'x' is declared at 2:14",
+    ]
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"x": [1, 2,}')
+    r = bdl("run", linreg, "--data", broken, "--out", tmp_path / "o2")
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"bdl: error: {broken}:1:13: invalid JSON")
+
+
+def test_fmt_check_info_tex(tmp_path, linreg):
+    for ex in EXAMPLES:
+        r = bdl("fmt", "--check", ex)
+        assert r.returncode == 0, f"{ex.name} is not in canonical layout:\n{r.stderr}"
+    messy = tmp_path / "messy.bdl"
+    messy.write_text(LINREG.replace("alpha ~ Normal(0, 10)", "alpha~Normal( 0,10 )  # a"))
+    assert bdl("fmt", "--check", messy).returncode == 1
+    assert bdl("fmt", "--in-place", messy).returncode == 0
+    assert "  alpha ~ Normal(0, 10)  # a\n" in messy.read_text()
+    assert bdl("fmt", "--check", messy).returncode == 0
+    info = json.loads(bdl("info", linreg).stdout)
+    assert info["data"]["y_new"] == {"type": "real", "dims": ["M"], "optional": True}
+    assert set(info["latents"]) == {"alpha", "beta", "sigma"}
+    assert info["sizes"] == ["N", "M"]
+    tex = bdl("tex", linreg).stdout
+    assert r"\alpha &\sim \mathrm{Normal}{\left(0,10 \right)}" in tex
+
+
+def test_data_formats_round_trip(tmp_path):
+    (tmp_path / "d.json").write_text('{"n": 3, "y": [1, 2, 3], "z": [0.5, 1.5]}')
+    d = load_data(tmp_path / "d.json")
+    assert d["n"] == 3 and d["y"] == [1, 2, 3]
+    (tmp_path / "d.csv").write_text("y,x[0],x[1],k\n1.5,1,2,3\n2.5,3,4,5\n")
+    d = load_data(tmp_path / "d.csv")
+    assert d["y"].tolist() == [1.5, 2.5]
+    assert d["x"].tolist() == [[1, 2], [3, 4]] and d["x"].dtype == np.int64
+    assert d["k"].dtype == np.int64
+    np.savez(tmp_path / "d.npz", a=np.arange(6).reshape(2, 3), b=np.ones(2))
+    d = load_data(tmp_path / "d.npz")
+    assert d["a"].shape == (2, 3) and d["a"].dtype.kind == "i"
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n3\n")
+    with pytest.raises(DataError, match=r"bad.csv:3: expected 2 values, found 1"):
+        load_data(tmp_path / "bad.csv")
+    with pytest.raises(DataError, match="unknown data format"):
+        load_data(tmp_path / "d.txt") if (tmp_path / "d.txt").write_text("1") else None
