@@ -28,6 +28,16 @@ class Builtin:
     variadic: bool = False  # zeros(N, D): any number of positional sizes
     doc: str = ""
     extra: dict = field(default_factory=dict)
+    # Construct hooks (see docs/language.md, "Adding a construct"):
+    # tilde: how ``NAME ~ this(...)`` reads: "network" -- NAME is an existing network and
+    #   this is a prior on its weights; "new" -- NAME is a new latent the construct samples.
+    #   Generated code: ``NAME = target("NAME", [NAME,] args...)``.
+    tilde: str | None = None
+    # call_result: kind of ``v(...)`` for a value v built by this entry ("dist" for a
+    #   neural process whose call is a predictive distribution); None: a tensor.
+    call_result: str | None = None
+    # attrs: attribute name -> kind of ``v.attr`` ("dist", "real", ...).
+    attrs: dict = field(default_factory=dict)
 
 
 REGISTRY: dict[str, Builtin] = {}

@@ -116,6 +116,21 @@ class NetworkOp:
 
 
 @dataclass
+class ConstructOp:
+    """``name ~ construct(...)``: ``name = target("name", [name,] args...)``."""
+
+    name: str
+    call: Call
+    on_existing: bool  # the construct takes the current value of ``name`` (a network)
+
+
+@dataclass
+class Attr:
+    value: object
+    name: str
+
+
+@dataclass
 class FactorOp:
     name: str
     value: object
@@ -213,7 +228,9 @@ class _Lowerer:
         out = []
         for s in body:
             info = self.cm.sites.get(id(s))
-            if isinstance(s, ast.Sample):
+            if isinstance(s, ast.Sample) and info.role == "construct":
+                out.append(self._construct(s))
+            elif isinstance(s, ast.Sample):
                 out.append(self._sample(s, info))
                 if info.role == "latent":
                     self.ir.latents.append(s.name)
@@ -264,6 +281,13 @@ class _Lowerer:
         self.rename = saved
         self.indices = saved_indices
         return PlateOp(info.name, size, batch, info.dim, index, subsampled, body)
+
+    def _construct(self, s: ast.Sample) -> ConstructOp:
+        b = builtins.lookup(s.dist.func_name)
+        call = self._call(s.dist)
+        if b.tilde == "new":
+            self.ir.latents.append(s.name)
+        return ConstructOp(s.name, call, b.tilde == "network")
 
     def _sample(self, s: ast.Sample, info) -> SampleOp:
         d = self._expr(s.dist)
@@ -319,8 +343,12 @@ class _Lowerer:
         if isinstance(e, ast.Slice):
             return Sl(self._expr(e.start) if e.start is not None else None,
                       self._expr(e.stop) if e.stop is not None else None)
+        if isinstance(e, ast.Attr):
+            return Attr(self._expr(e.value), e.attr)
         if isinstance(e, ast.ListLit):
-            return ListE([self._expr(i) for i in e.items])
+            # a list literal stacks its items into one tensor (along a new first dim);
+            # where a Python list is wanted (stack/cat, network sizes) _call unwraps it
+            return Call("rt.stack", [ListE([self._expr(i) for i in e.items])], [])
         if isinstance(e, ast.Call):
             return self._call(e)
         raise NotImplementedError(type(e).__name__)
@@ -336,11 +364,21 @@ class _Lowerer:
             return Call(signatures.target(name), args, kwargs)
         b = builtins.lookup(name)
         if b.kind == "network":
+            args = [_unstack(a) for a in args]
+            kwargs = [(k, _unstack(v)) for k, v in kwargs]
             return Call(b.target, args, kwargs)
-        if b.name in ("stack", "cat") and args and isinstance(args[0], ListE):
-            return Call(b.target, args, kwargs)
+        if b.name in ("stack", "cat") and args and isinstance(_unstack(args[0]), ListE):
+            return Call(b.target, [_unstack(args[0]), *args[1:]], kwargs)
         args = [_tensorise(a) for a in args]
         return Call(b.target, args, kwargs)
+
+
+def _unstack(x):
+    """The Python list of a list literal (``rt.stack([...])`` -> ``[...]``)."""
+    if isinstance(x, Call) and x.target == "rt.stack" and len(x.args) == 1 and not x.kwargs \
+            and isinstance(x.args[0], ListE):
+        return x.args[0]
+    return x
 
 
 def _tensorise(x):

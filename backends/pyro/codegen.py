@@ -54,6 +54,8 @@ def expr(e, parent: int = 0) -> str:
         start = expr(e.start) if e.start is not None else ""
         stop = expr(e.stop) if e.stop is not None else ""
         return f"{start}:{stop}"
+    if isinstance(e, ir.Attr):
+        return f"{expr(e.value, 9)}.{e.name}"
     if isinstance(e, ir.ListE):
         return "[" + ", ".join(expr(i) for i in e.items) + "]"
     raise TypeError(f"cannot emit {type(e).__name__}")
@@ -113,6 +115,11 @@ class _Emitter:
             args = ", ".join([expr(a) for a in c.args] + [f"{k}={expr(v)}" for k, v in c.kwargs])
             self.line(depth, f'{op.name} = pyro.module("{op.name}", rt.network("{op.name}", '
                              f"{c.target}, {args}), update_module_params=True)")
+        elif isinstance(op, ir.ConstructOp):
+            c = op.call
+            parts = [f'"{op.name}"'] + ([op.name] if op.on_existing else [])
+            parts += [expr(a) for a in c.args] + [f"{k}={expr(v)}" for k, v in c.kwargs]
+            self.line(depth, f"{op.name} = {c.target}({', '.join(parts)})")
         elif isinstance(op, ir.FactorOp):
             self.line(depth, f'pyro.factor("{op.name}", {expr(op.value)})')
         elif isinstance(op, ir.PlateOp):

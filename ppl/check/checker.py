@@ -259,6 +259,8 @@ class _ModelChecker:
         self.observed: set[str] = set()
         self.used: set[str] = set()
         self.later: dict[str, Span] = {}
+        self._tilde_ok: set[int] = set()  # construct calls that sit on the right of '~'
+        self.size_origin: dict[str, ast.Arg] = {}  # the first argument whose shape names a size
 
     def result(self) -> CheckedModel:
         return CheckedModel(self.model, self.symbols, list(self.size_syms), self.types,
@@ -294,6 +296,7 @@ class _ModelChecker:
             for d in arg.type.dims:
                 for n in _names_in(d):
                     self.size_syms.setdefault(n, sizes.size_symbol(n))
+                    self.size_origin.setdefault(n, arg)
         for arg in self.model.args:
             if arg.name in self.symbols:
                 self.err(f"argument '{arg.name}' is declared twice", arg.span,
@@ -385,8 +388,13 @@ class _ModelChecker:
     def _define(self, name: str, span: Span) -> bool:
         prev = self.symbols.get(name)
         if prev is not None:
-            where = f"{prev.span}" if prev.span.line else "as a size"
-            self.err(f"'{name}' is already defined", span, [f"first defined at {where}"])
+            origin = self.size_origin.get(name)
+            if prev.role == "size" and prev.node is None and origin is not None:
+                note = (f"'{name}' is a size, named in the shape of '{origin.name}' at "
+                        f"{origin.span}")
+            else:
+                note = f"first defined at {prev.span}" if prev.span.line else "it is a size"
+            self.err(f"'{name}' is already defined", span, [note])
             return False
         return True
 
@@ -442,7 +450,51 @@ class _ModelChecker:
         # Plate dims: the innermost plate is -1, so dim = -(1 + nesting depth below).
         info.dim = -1 - _depth_below(s.body)
 
+    def _tilde_construct(self, s: ast.Sample):
+        """The construct on the right of ``~``, when it is one (``f ~ gp_prior(...)``)."""
+        if not isinstance(s.dist, ast.Call) or s.dist.func_name is None:
+            return None
+        if s.dist.func_name in self.symbols:
+            return None
+        b = builtins.lookup(s.dist.func_name)
+        return b if b is not None and b.tilde else None
+
+    def _construct_sample(self, s: ast.Sample, b) -> None:
+        self._tilde_ok.add(id(s.dist))
+        ty = self._expr(s.dist)
+        existing = self.symbols.get(s.name)
+        plates = self._plate_names()
+        if b.tilde == "network":
+            if existing is None or existing.role != "network":
+                what = "not defined" if existing is None else f"{_a(existing.ty.kind)} value"
+                self.err(f"{b.name} is a prior on a network's weights, and '{s.name}' is "
+                         f"{what}", s.name_span,
+                         [f"define the network first: {s.name} = mlp(...)"])
+                return
+            if existing.ty.value and existing.ty.value.get("prior"):
+                self.err(f"network '{s.name}' already has a prior", s.name_span)
+                return
+            net = dict(existing.ty.value or {})
+            net["prior"] = b.name
+            existing.ty = Ty("network", None, value=net)
+            self.sites[id(s)] = SiteInfo("construct", plates)
+            return
+        if not self._define(s.name, s.name_span):
+            return
+        if s.type is not None:
+            declared, _ = self._type(s.type, allow_constrained=False)
+            if declared.kind != "unknown":
+                ty = Ty(declared.kind, declared.shape)
+        kind = ty.kind if ty.kind in TENSOR_KINDS else "real"
+        self.sites[id(s)] = SiteInfo("construct", plates)
+        self.symbols[s.name] = Symbol(s.name, "latent", Ty(kind, ty.shape), s.name_span,
+                                      random=True, node=s, plates=plates)
+
     def _sample(self, s: ast.Sample) -> None:
+        construct = self._tilde_construct(s)
+        if construct is not None:
+            self._construct_sample(s, construct)
+            return
         dty = self._expr(s.dist)
         existing = self.symbols.get(s.name)
         plates = self._plate_names()
@@ -632,14 +684,30 @@ class _ModelChecker:
         if isinstance(e, ast.ListLit):
             return self._list(e)
         if isinstance(e, ast.Attr):
-            self._expr(e.value)
-            self.err(f"'{e.attr}': attribute access is only defined on construct values",
-                     e.span)
-            return UNKNOWN
+            return self._attr(e)
         if isinstance(e, ast.Slice):
             self.err("a slice is only allowed inside [ ]", e.span)
             return UNKNOWN
         return UNKNOWN
+
+    def _construct_of(self, ty: Ty):
+        """The registry entry that built a construct value, if any."""
+        if isinstance(ty.value, dict) and ty.value.get("builtin"):
+            return builtins.lookup(ty.value["builtin"])
+        return None
+
+    def _attr(self, e: ast.Attr) -> Ty:
+        base = self._expr(e.value)
+        if base.kind == "unknown":
+            return UNKNOWN
+        b = self._construct_of(base)
+        if b is None or e.attr not in b.attrs:
+            have = f"; {b.name} values have: {', '.join(sorted(b.attrs))}" if b and b.attrs \
+                else ""
+            self.err(f"'{e.attr}': no such attribute{have}", e.span)
+            return UNKNOWN
+        kind = b.attrs[e.attr]
+        return Ty(kind, None, event=None) if kind == "dist" else Ty(kind, None)
 
     def _name(self, e: ast.Name) -> Ty:
         sym = self.symbols.get(e.id)
@@ -823,6 +891,10 @@ class _ModelChecker:
         if sym.role != "network":
             self.err(f"'{sym.name}' is {_a(sym.ty.kind)} value and cannot be called", e.func.span)
             return UNKNOWN
+        b = self._construct_of(sym.ty)
+        if b is not None and b.call_result is not None:
+            kind = b.call_result
+            return Ty(kind, None, event=None) if kind == "dist" else Ty(kind, None)
         if len(args) != 1 or e.kwargs:
             self.err(f"network '{sym.name}' takes one input", e.span)
             return UNKNOWN
@@ -926,8 +998,13 @@ class _ModelChecker:
                 if t.kind not in TENSOR_KINDS + ("unknown",):
                     self.err(f"kernel argument '{k}' must be numeric", node.span)
             return Ty("kernel", None)
+        if b.tilde and id(e) not in self._tilde_ok:
+            self.err(f"{b.name} is used on the right of '~': NAME ~ {b.name}(...)", e.func.span)
+            return UNKNOWN
         if b.kind == "network":
             return self._network_ty(e, b, bound)
+        if b.kind == "construct":
+            return self._construct_ty(e, b, bound, positional)
         if b.name in ("stack", "cat"):
             xs = bound.get("xs")
             if xs is not None and not isinstance(xs[0], ast.ListLit):
@@ -955,6 +1032,17 @@ class _ModelChecker:
             kind = positional[0].kind if positional[0].kind in TENSOR_KINDS else "real"
         return Ty(kind, shape)
 
+    def _construct_ty(self, e, b, bound, positional) -> Ty:
+        """A construct call: its own shape rule, else an unknown shape of its result kind."""
+        kwargs = {k: t for k, (_, t) in bound.items()}
+        shape = None
+        if b.shape is not None and all(t.kind != "unknown" for t in kwargs.values()):
+            shape = b.shape(positional, kwargs)
+        value = {"builtin": b.name}
+        if b.result == "dist":
+            return Ty("dist", shape, event=None, value=value)
+        return Ty(b.result, shape, value=value)
+
     def _network_ty(self, e, b, bound) -> Ty:
         def dim_of(key):
             if key not in bound:
@@ -977,7 +1065,7 @@ class _ModelChecker:
             node, t = act
             if not (isinstance(node, ast.Name) and node.id in builtins.ACTIVATIONS):
                 self.err(f"act must be one of {', '.join(builtins.ACTIVATIONS)}", node.span)
-        return Ty("network", None, value={"in": in_dim, "out": out_dim})
+        return Ty("network", None, value={"builtin": b.name, "in": in_dim, "out": out_dim})
 
 
 # ---- helpers ------------------------------------------------------------------------

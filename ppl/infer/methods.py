@@ -23,6 +23,9 @@ class Method:
     name: str
     options: dict[str, Option] = field(default_factory=dict)
     doc: str = ""
+    # "module:function" of the runner, imported on first use (constructs add methods
+    # without touching ppl/infer/run.py); None for the built-in runners of run.py.
+    runner: str | None = None
 
 
 METHODS: dict[str, Method] = {}
@@ -59,6 +62,10 @@ _SVI = {
     "steps": Option(2000, int, low=1, doc="optimisation steps"),
     "lr": Option(0.01, float, low=0.0, doc="Adam learning rate"),
     "particles": Option(1, int, low=1, doc="ELBO particles per step"),
+    "lr_decay": Option(1.0, float, low=0.0,
+                       doc="learning rate at the last step, as a fraction of lr (decayed "
+                           "exponentially; 1: constant). Below 1 it damps the step-to-step "
+                           "noise of the final guide parameters"),
     "samples": Option(1000, int, low=1, doc="posterior draws taken from the fitted guide"),
 }
 register(Method("svi", {**_SVI, "guide": Option("normal", "symbol",

@@ -42,3 +42,16 @@ __all__ = [
     "max", "mean", "min", "network", "nn", "normal_cdf", "ones", "prod", "real",
     "reset_networks", "softmax", "softplus", "stack", "sum", "tensor", "transpose", "zeros",
 ]
+
+
+def __getattr__(name: str):
+    """``rt.<module>``: construct runtimes (``ppl/runtime/<module>.py``) load on first use,
+    so a new construct needs no edit here."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None

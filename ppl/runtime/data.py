@@ -196,8 +196,13 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
         left = sympy.sympify(chk.left, locals=syms).subs(sizes_now)
         right = sympy.sympify(chk.right, locals=syms).subs(sizes_now)
         if left.is_number and right.is_number and left != right:
+            names = [str(x) for side in (chk.left, chk.right)
+                     for x in sorted(sympy.sympify(side, locals=syms).free_symbols, key=str)]
+            notes = [f"{k} is {bound[k][0]} from {bound[k][1]}" for k in dict.fromkeys(names)
+                     if k in bound]
             errors.append(_err(f"size mismatch between {chk.what}: {chk.left} = {left} but "
-                               f"{chk.right} = {right} (sizes from the data)", chk.line, chk.col))
+                               f"{chk.right} = {right} (sizes from the data)", chk.line, chk.col,
+                               notes))
 
     extra = sorted(k for k in data if k not in arg_names and k not in sig.sizes)
     if extra:

@@ -40,9 +40,10 @@ class Diagnostic:
             return "\n".join([head, *(f"  note: {n}" for n in self.notes)])
         head = f"{filename}:{self.span.line}:{self.span.col}: {self.severity}: {self.message}"
         out = [head]
-        lines = source.splitlines() if source is not None else []
-        if 0 < self.span.line <= len(lines):
-            text = lines[self.span.line - 1].replace("\t", " ")
+        # Lines as the parser counts them: only '\n' ends one (not '\f', '\u2028', ...).
+        lines = source.split("\n") if source is not None else []
+        if 0 < self.span.line <= len(lines) and lines[self.span.line - 1].strip():
+            text = _visible(lines[self.span.line - 1].rstrip("\r"))
             out.append(f"  {text}")
             width = 1
             if self.span.end_line == self.span.line and self.span.end_col:
@@ -51,6 +52,11 @@ class Diagnostic:
             out.append("  " + " " * (self.span.col - 1) + "^" + "~" * (width - 1))
         out.extend(f"  note: {n}" for n in self.notes)
         return "\n".join(out)
+
+
+def _visible(line: str) -> str:
+    """The line with one visible character per invisible one, so the caret still lines up."""
+    return "".join(c if c.isprintable() else " " if c == "\t" else "?" for c in line)
 
 
 class BdlError(Exception):

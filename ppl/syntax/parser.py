@@ -40,10 +40,12 @@ class _BracketNewlines:
     def __init__(self) -> None:
         self.open: list[Token] = []
         self.braces: list[Token] = []  # unclosed '{', for end-of-file messages
+        self.closed: Token | None = None  # the '}' that last closed a model
 
     def process(self, stream):
         self.open = []
         self.braces = []
+        self.closed = None
         for tok in stream:
             if tok.type in _OPEN:
                 self.open.append(tok)
@@ -56,6 +58,8 @@ class _BracketNewlines:
                     self.braces.append(tok)
                 elif self.braces:
                     self.braces.pop()
+                    if not self.braces:
+                        self.closed = tok
             elif tok.type == "_NL" and self.open:
                 continue
             yield tok
@@ -282,8 +286,9 @@ def _syntax_message(parser: Lark, e: UnexpectedInput, post: _BracketNewlines
     if isinstance(e, UnexpectedCharacters):
         if e.char == '"':
             return "unterminated string (a string must end with '\"' on the same line)", []
-        ch = e.char if e.char.isprintable() else repr(e.char)
-        return f"unexpected character '{ch}'", []
+        if not e.char.isprintable():
+            return f"unexpected invisible character U+{ord(e.char):04X}", []
+        return f"unexpected character '{e.char}'", []
     tok = getattr(e, "token", None)
     names = getattr(e, "accepts", None) or getattr(e, "expected", ()) or ()
     if isinstance(e, UnexpectedEOF) or tok is None or tok.type == "$END":
@@ -385,7 +390,7 @@ def _blank_char(text: str, line: int, col: int) -> str:
 def parse(text: str, filename: str = "<string>") -> ast.Program:
     """Parse ``text``; raise :class:`BdlError` holding every syntax error found."""
     parser, post = _lark()
-    work = text
+    work = " " + text[1:] if text.startswith("\ufeff") else text  # a byte-order mark
     diags: list[Diagnostic] = []
     seen: dict[tuple[int, int], int] = {}
     tree = None
@@ -410,6 +415,11 @@ def parse(text: str, filename: str = "<string>") -> ast.Program:
                 message, notes = _syntax_message(parser, e, post)
                 if stray:
                     message = "unexpected '}': no '{' is open here"
+                if (tok is not None and tok.type == "NAME" and not post.braces and post.closed
+                        and "MODEL" in getattr(e, "expected", ())):
+                    c = post.closed
+                    notes.append(f"this is outside any model: the '}}' at {c.line}:{c.column} "
+                                 "closed the model before it")
                 if (not notes and post.open and not isinstance(e, UnexpectedCharacters)
                         and post.open[-1].line < line):
                     o = post.open[-1]
