@@ -119,6 +119,8 @@ def cmd_run(args) -> int:
         overrides["device"] = args.device
     if args.dtype is not None:
         overrides["dtype"] = args.dtype
+    if args.backend == "pyro-compiled":
+        overrides["jit"] = True
     method, opts = model.resolve_infer(args.infer, **overrides)
     out = Path(args.out) if args.out else Path("runs") / (
         f"{model.name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -278,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", choices=["cpu", "cuda"])
     c.add_argument("--dtype", choices=["float32", "float64"])
     c.add_argument("--seed", type=int)
+    c.add_argument("--backend", choices=["pyro", "pyro-compiled"], default="pyro",
+                   help="pyro-compiled: JIT-compiled potential (NUTS/HMC) or ELBO (SVI/MAP)")
     c.add_argument("--out")
     c.add_argument("--force", action="store_true")
     c.add_argument("-q", "--quiet", action="store_true")

@@ -12,3 +12,18 @@ def data_dir() -> Path:
     if not DATA.exists():
         pytest.skip(f"benchmark data not found at {DATA} (set BDL_DATA)")
     return DATA
+
+
+def _devices() -> list:
+    import torch
+
+    out = ["cpu"]
+    out.append(pytest.param("cuda", marks=pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="CUDA is not available on this machine")))
+    return out
+
+
+@pytest.fixture(params=_devices())
+def device(request) -> str:
+    """Device-parametrised tests run on the CPU everywhere and on CUDA where it exists."""
+    return request.param

@@ -26,7 +26,7 @@ model.bdl:3:3: error: unexpected name 'y'; expected ')' or ','
     y ~ Normal(mu, 1)
     ^
   note: the '(' opened at 2:14 is not closed""",
-        id='syntax_missing_paren',
+        id="syntax_missing_paren",
     ),
     pytest.param(
         """\
@@ -41,7 +41,7 @@ model.bdl:4:3: error: unexpected name 'y'; expected ',' or ']'
     y ~ Normal(mu, 1)
     ^
   note: the '[' opened at 3:15 is not closed""",
-        id='syntax_unclosed_bracket_in_wrapped_call',
+        id="syntax_unclosed_bracket_in_wrapped_call",
     ),
     pytest.param(
         """\
@@ -54,7 +54,7 @@ model M(y: real[N]) {
 model.bdl:2:21: error: unexpected ')'; expected ';', '}' or end of line
     mu ~ Normal(0, 1) )
                       ^""",
-        id='syntax_stray_token',
+        id="syntax_stray_token",
     ),
     pytest.param(
         """\
@@ -67,7 +67,7 @@ model M(y: real[N]) {
 model.bdl:2:21: error: unexpected character '$'
     mu ~ Normal(0, 1) $
                       ^""",
-        id='syntax_junk_character',
+        id="syntax_junk_character",
     ),
     pytest.param(
         """\
@@ -83,7 +83,7 @@ model.bdl:2:21: error: unexpected character 'é'
 model.bdl:3:20: error: unexpected invisible character U+0007
     y ~ Normal(mu, 1)?
                      ^""",
-        id='syntax_non_ascii_and_control_characters',
+        id="syntax_non_ascii_and_control_characters",
     ),
     pytest.param(
         """\
@@ -97,7 +97,7 @@ model.bdl:3:20: error: unexpected end of file: missing '}'
     y ~ Normal(mu, 1)
                      ^
   note: the '{' opened at 1:21 is not closed""",
-        id='syntax_missing_brace_at_eof',
+        id="syntax_missing_brace_at_eof",
     ),
     pytest.param(
         """\
@@ -109,7 +109,7 @@ model.bdl:2:16: error: unexpected end of file: missing ')'
     y ~ Normal(0,
                  ^
   note: the '(' opened at 2:13 is not closed""",
-        id='syntax_missing_paren_at_eof',
+        id="syntax_missing_paren_at_eof",
     ),
     pytest.param(
         """\
@@ -136,7 +136,7 @@ model.bdl:7:22: error: unexpected end of file: missing ')'
   infer nuts(samples=10
                        ^
   note: the '(' opened at 7:11 is not closed""",
-        id='syntax_several_independent_errors',
+        id="syntax_several_independent_errors",
     ),
     pytest.param(
         """\
@@ -152,7 +152,7 @@ model.bdl:1:20: error: unexpected '{'; expected ')', ',' or '?'
 model.bdl:3:21: error: unexpected character '$'
     y ~ Normal(mu, 1) $
                       ^""",
-        id='syntax_broken_header_recovers_body',
+        id="syntax_broken_header_recovers_body",
     ),
     pytest.param(
         """\
@@ -167,7 +167,22 @@ model M(y: real[N]) {
 model.bdl:3:22: error: unexpected '{'; expected an expression
     plate i in N batch {
                        ^""",
-        id='syntax_broken_plate_header',
+        id="syntax_broken_plate_header",
+    ),
+    pytest.param(
+        """\
+model M(y: real[N] {
+  y ~ Normal(0, 1)
+""",
+        """\
+model.bdl:1:20: error: unexpected '{'; expected ')', ',' or '?'
+  model M(y: real[N] {
+                     ^
+model.bdl:2:19: error: unexpected end of file: missing '}'
+    y ~ Normal(0, 1)
+                    ^
+  note: the '{' opened at 1:20 is not closed""",
+        id="syntax_broken_header_and_missing_brace",
     ),
     pytest.param(
         """\
@@ -179,7 +194,7 @@ model M(y: real[N]) {
 model.bdl:3:2: error: unexpected '}': no '{' is open here
   }}
    ^""",
-        id='syntax_stray_closing_brace',
+        id="syntax_stray_closing_brace",
     ),
     pytest.param(
         """\
@@ -191,7 +206,7 @@ model M(y: real[N]) {
 model.bdl:2:17: error: unterminated string (a string must end with '"' on the same line)
     y ~ Normal(0, "abc)
                   ^""",
-        id='syntax_unterminated_string',
+        id="syntax_unterminated_string",
     ),
     pytest.param(
         """\
@@ -204,7 +219,7 @@ model M(y: real[N]) {
 model.bdl:2:6: error: unexpected '+'; expected ':', '=' or '~'
     mu + 1 ~ Normal(0, 1)
        ^""",
-        id='syntax_expression_on_the_left',
+        id="syntax_expression_on_the_left",
     ),
     pytest.param(
         """\
@@ -218,7 +233,7 @@ model.bdl:3:17: error: 'sgima' is not defined
     y ~ Normal(0, sgima)
                   ^~~~~
   note: did you mean 'sigma'?""",
-        id='name_undefined_did_you_mean',
+        id="name_undefined_did_you_mean",
     ),
     pytest.param(
         """\
@@ -230,7 +245,7 @@ model M(y: real[N]) {
 model.bdl:2:17: error: 'zzz' is not defined
     y ~ Normal(0, zzz)
                   ^~~""",
-        id='name_undefined_no_suggestion',
+        id="name_undefined_no_suggestion",
     ),
     pytest.param(
         """\
@@ -244,7 +259,7 @@ model.bdl:2:14: error: 'mu' is used before it is defined
     y ~ Normal(mu, 1)
                ^~
   note: it is defined at 3:3""",
-        id='name_used_before_definition',
+        id="name_used_before_definition",
     ),
     pytest.param(
         """\
@@ -259,7 +274,7 @@ model.bdl:3:3: error: 'mu' is already defined
     mu = 2
     ^~
   note: first defined at 2:3""",
-        id='name_redefinition',
+        id="name_redefinition",
     ),
     pytest.param(
         """\
@@ -273,7 +288,7 @@ model.bdl:2:3: error: 'N' is already defined
     N = 3
     ^
   note: 'N' is a size, named in the shape of 'y' at 1:9""",
-        id='name_redefines_a_size',
+        id="name_redefines_a_size",
     ),
     pytest.param(
         """\
@@ -286,7 +301,7 @@ model.bdl:1:21: error: argument 'y' is declared twice
   model M(y: real[N], y: real[N]) {
                       ^
   note: first declared at 1:9""",
-        id='name_duplicate_argument',
+        id="name_duplicate_argument",
     ),
     pytest.param(
         """\
@@ -299,7 +314,7 @@ model M(y: real[N]) {
 model.bdl:3:3: error: 'y' is observed twice
     y ~ Normal(1, 1)
     ^""",
-        id='name_observed_twice',
+        id="name_observed_twice",
     ),
     pytest.param(
         """\
@@ -313,7 +328,7 @@ model.bdl:2:8: error: unknown distribution 'Normall'
     mu ~ Normall(0, 1)
          ^~~~~~~
   note: did you mean 'Normal'?""",
-        id='dist_unknown_name',
+        id="dist_unknown_name",
     ),
     pytest.param(
         """\
@@ -326,7 +341,7 @@ model.bdl:2:7: error: unknown function 'normal'
     y ~ normal(0, 1)
         ^~~~~~
   note: did you mean 'Normal'?""",
-        id='dist_lower_case_name',
+        id="dist_lower_case_name",
     ),
     pytest.param(
         """\
@@ -338,7 +353,7 @@ model M(y: real[N]) {
 model.bdl:2:20: error: Normal takes at most 2 positional arguments (loc, scale), got 3
     y ~ Normal(0, 1, 2)
                      ^""",
-        id='dist_too_many_positional',
+        id="dist_too_many_positional",
     ),
     pytest.param(
         """\
@@ -351,7 +366,7 @@ model.bdl:2:17: error: Normal has no argument 'scal'
     y ~ Normal(0, scal=1)
                   ^~~~
   note: did you mean 'scale'?""",
-        id='dist_unknown_keyword',
+        id="dist_unknown_keyword",
     ),
     pytest.param(
         """\
@@ -364,7 +379,7 @@ model.bdl:2:7: error: Normal needs argument scale
     y ~ Normal(0)
         ^~~~~~~~~
   note: Normal(loc, scale)""",
-        id='dist_missing_required',
+        id="dist_missing_required",
     ),
     pytest.param(
         """\
@@ -380,7 +395,7 @@ model.bdl:2:7: error: Categorical needs exactly one of probs, logits; got probs 
 model.bdl:3:7: error: Categorical needs exactly one of probs, logits; got neither
     y ~ Categorical()
         ^~~~~~~~~~~~~""",
-        id='dist_categorical_both_and_neither',
+        id="dist_categorical_both_and_neither",
     ),
     pytest.param(
         """\
@@ -392,7 +407,7 @@ model M(y: real[N]) {
 model.bdl:2:20: error: argument 'scale' of Normal given twice
     y ~ Normal(0, 1, scale=2)
                      ^~~~~""",
-        id='dist_keyword_given_twice',
+        id="dist_keyword_given_twice",
     ),
     pytest.param(
         """\
@@ -405,7 +420,7 @@ model.bdl:2:7: error: the right of '~' must be a distribution, not a real value
     y ~ exp(1)
         ^~~~~~
   note: distributions are capitalised: Normal(0, 1)""",
-        id='dist_not_a_distribution',
+        id="dist_not_a_distribution",
     ),
     pytest.param(
         """\
@@ -420,7 +435,7 @@ model M(y: real[N]) {
 model.bdl:4:7: error: size mismatch between the operands of '+' [3] and [4]: 3 vs 4
     c = a + b
         ^~~~~""",
-        id='shape_broadcast_provably_wrong',
+        id="shape_broadcast_provably_wrong",
     ),
     pytest.param(
         """\
@@ -433,7 +448,7 @@ model M(x: real[N, 3], y: real[N]) {
 model.bdl:3:14: error: size mismatch between the operands of '@' [N, 3] and [4]: 3 vs 4
     y ~ Normal(x @ w, 1)
                ^~~~~""",
-        id='shape_matmul_inner_sizes',
+        id="shape_matmul_inner_sizes",
     ),
     pytest.param(
         """\
@@ -450,7 +465,7 @@ model.bdl:2:17: error: size mismatch between the distribution [2] and 'mu' [3]: 
 model.bdl:3:17: error: the distribution has shape [2, 3], which does not fit 'nu' of shape [3]
     nu: real[3] ~ Normal(zeros(2, 3), 1)
                   ^~~~~~~~~~~~~~~~~~~~~~""",
-        id='shape_declared_shape_does_not_fit_distribution',
+        id="shape_declared_shape_does_not_fit_distribution",
     ),
     pytest.param(
         """\
@@ -463,7 +478,7 @@ model.bdl:1:12: error: unknown type 'reel'
   model M(y: reel[N]) {
              ^~~~~~~
   note: did you mean 'real'?""",
-        id='shape_unknown_type',
+        id="shape_unknown_type",
     ),
     pytest.param(
         """\
@@ -476,7 +491,7 @@ model M(y: real[N]) {
 model.bdl:3:14: error: too many indices: the value has 1 dimension [3]
     y ~ Normal(mu[0, 1], 1)
                ^~~~~~~~""",
-        id='shape_too_many_indices',
+        id="shape_too_many_indices",
     ),
     pytest.param(
         """\
@@ -490,7 +505,7 @@ model.bdl:2:11: error: unknown size 'K'
     z: real[K] ~ Normal(0, 1)
             ^
   note: sizes are bound by the shapes of the model's data arguments""",
-        id='shape_unknown_size',
+        id="shape_unknown_size",
     ),
     pytest.param(
         """\
@@ -507,7 +522,7 @@ model.bdl:2:11: error: a dimension must be a whole number of at least 0, but thi
 model.bdl:3:11: error: division by zero in a dimension
     w: real[N / 0] ~ Normal(0, 1)
             ^~~~~""",
-        id='shape_negative_dimension',
+        id="shape_negative_dimension",
     ),
     pytest.param(
         """\
@@ -521,7 +536,7 @@ model.bdl:4:7: error: unknown inference method 'nutz'
   infer nutz(samples=10)
         ^~~~
   note: did you mean 'nuts'?""",
-        id='infer_unknown_method',
+        id="infer_unknown_method",
     ),
     pytest.param(
         """\
@@ -535,7 +550,7 @@ model.bdl:4:12: error: unknown option 'sample' for nuts
   infer nuts(sample=10)
              ^~~~~~~~~
   note: did you mean 'samples'?""",
-        id='infer_unknown_option',
+        id="infer_unknown_option",
     ),
     pytest.param(
         """\
@@ -554,7 +569,7 @@ model.bdl:4:22: error: option 'guide' of svi: expected one of normal, delta, low
 model.bdl:4:33: error: option 'lr' of svi: expected a number, got true
   infer svi(steps=1.5, guide=foo, lr=true)
                                   ^~~~~~~""",
-        id='infer_bad_option_values',
+        id="infer_bad_option_values",
     ),
     pytest.param(
         """\
@@ -568,7 +583,7 @@ model.bdl:4:19: error: 'infer' names unknown model 'Lienar'
   infer Lienar with nuts()
                     ^~~~
   note: did you mean 'Linear'?""",
-        id='infer_unknown_model',
+        id="infer_unknown_model",
     ),
     pytest.param(
         """\
@@ -593,7 +608,7 @@ model.bdl:4:21: error: 'sigma' is not defined
 model.bdl:6:12: error: option 'chains' of nuts: must be at least 1
   infer nuts(chains=0)
              ^~~~~~~~""",
-        id='several_checker_errors_all_reported',
+        id="several_checker_errors_all_reported",
     ),
 ]
 
@@ -613,13 +628,13 @@ model M(y: real[N], sigma: real<lower=0>[N]) {
   y ~ Normal(0, sigma)
 }
 """,
-        {'y': [1.0, 2.0]},
+        {"y": [1.0, 2.0]},
         """\
 model.bdl:1:21: error: missing data for 'sigma'
   model M(y: real[N], sigma: real<lower=0>[N]) {
                       ^
   note: it is a required argument of the model; mark it optional with '?' to sample it instead""",
-        id='bind_missing_data',
+        id="bind_missing_data",
     ),
     pytest.param(
         """\
@@ -629,13 +644,13 @@ model M(y: real[N],
   x ~ Normal(0, 1)
 }
 """,
-        {'y': [1.0, 2.0], 'x': [[1.0], [2.0], [3.0]]},
+        {"y": [1.0, 2.0], "x": [[1.0], [2.0], [3.0]]},
         """\
 model.bdl:2:9: error: size N is 2 from 'y' (dimension 0) but 3 from 'x' (dimension 0)
           x: real[N, D]) {
           ^
   note: 'y' is declared at 1:9""",
-        id='bind_size_bound_twice',
+        id="bind_size_bound_twice",
     ),
     pytest.param(
         """\
@@ -643,12 +658,12 @@ model M(y: real[N]) {
   y ~ Normal(0, 1)
 }
 """,
-        {'y': [1.0, 2.0], 'N': 3},
+        {"y": [1.0, 2.0], "N": 3},
         """\
 model.bdl:1:9: error: size N is 2 from 'y' (dimension 0) but the data key 'N' says 3
   model M(y: real[N]) {
           ^""",
-        id='bind_size_data_key_disagrees',
+        id="bind_size_data_key_disagrees",
     ),
     pytest.param(
         """\
@@ -656,12 +671,12 @@ model M(N: int, y: real[N]) {
   y ~ Normal(0, 1)
 }
 """,
-        {'y': [1.0, 2.0], 'N': 3},
+        {"y": [1.0, 2.0], "N": 3},
         """\
 model.bdl:1:9: error: size N is 2 from 'y' (dimension 0) but the data key 'N' says 3
   model M(N: int, y: real[N]) {
           ^""",
-        id='bind_size_argument_disagrees',
+        id="bind_size_argument_disagrees",
     ),
     pytest.param(
         """\
@@ -670,14 +685,14 @@ model M(x: real[N, D], y: real[K]) {
   y ~ Normal(x @ w, 1)
 }
 """,
-        {'y': [1.0, 2.0], 'x': [[1.0], [2.0], [3.0]]},
+        {"y": [1.0, 2.0], "x": [[1.0], [2.0], [3.0]]},
         """\
 model.bdl:3:7: error: size mismatch between the distribution [N] and 'y' [K]: N = 3 but K = 2 (sizes from the data)
     y ~ Normal(x @ w, 1)
         ^
   note: N is 3 from 'x' (dimension 0)
   note: K is 2 from 'y' (dimension 0)""",
-        id='bind_deferred_size_check',
+        id="bind_deferred_size_check",
     ),
     pytest.param(
         """\
@@ -685,12 +700,12 @@ model M(y: int[N]) {
   y ~ Poisson(3)
 }
 """,
-        {'y': [1, 2.5]},
+        {"y": [1, 2.5]},
         """\
 model.bdl:1:9: error: data 'y': it is declared int but holds non-integer values
   model M(y: int[N]) {
           ^""",
-        id='bind_int_data_not_integer',
+        id="bind_int_data_not_integer",
     ),
     pytest.param(
         """\
@@ -698,12 +713,12 @@ model M(y: real<lower=0>[N]) {
   y ~ HalfNormal(1)
 }
 """,
-        {'y': [1.0, -2.5]},
+        {"y": [1.0, -2.5]},
         """\
 model.bdl:1:9: error: data 'y' must be >= 0 (declared lower=0) but element 1 is -2.5
   model M(y: real<lower=0>[N]) {
           ^""",
-        id='bind_lower_bound_violated',
+        id="bind_lower_bound_violated",
     ),
     pytest.param(
         """\
@@ -711,12 +726,12 @@ model M(p: real<lower=0, upper=1>[N]) {
   p ~ Beta(1, 1)
 }
 """,
-        {'p': [0.5, 1.5]},
+        {"p": [0.5, 1.5]},
         """\
 model.bdl:1:9: error: data 'p' must be <= 1 (declared upper=1) but element 1 is 1.5
   model M(p: real<lower=0, upper=1>[N]) {
           ^""",
-        id='bind_upper_bound_violated',
+        id="bind_upper_bound_violated",
     ),
     pytest.param(
         """\
@@ -724,12 +739,12 @@ model M(y: real[N]) {
   y ~ Normal(0, 1)
 }
 """,
-        {'y': [[1.0, 2.0]]},
+        {"y": [[1.0, 2.0]]},
         """\
 model.bdl:1:9: error: data 'y' has 2 dimensions [1, 2] but is declared [N]
   model M(y: real[N]) {
           ^""",
-        id='bind_wrong_rank',
+        id="bind_wrong_rank",
     ),
     pytest.param(
         """\
@@ -738,13 +753,13 @@ model M(y: real[K + 1], z: real[K]) {
   z ~ Normal(0, 1)
 }
 """,
-        {'y': [1.0, 2.0, 3.0], 'z': [1.0]},
+        {"y": [1.0, 2.0, 3.0], "z": [1.0]},
         """\
 model.bdl:1:9: error: 'y' dimension 0 is 3 but is declared K + 1 = 2
   model M(y: real[K + 1], z: real[K]) {
           ^
   note: K is 1 from 'z' (dimension 0)""",
-        id='bind_composite_dimension',
+        id="bind_composite_dimension",
     ),
     pytest.param(
         """\
@@ -752,10 +767,10 @@ model M(y: real[N]) {
   y ~ Normal(0, 1)
 }
 """,
-        {'y': [1.0], 'N': 1.5},
+        {"y": [1.0], "N": 1.5},
         """\
 model.bdl: error: size 'N' must be an integer, got 1.5""",
-        id='bind_size_not_an_integer',
+        id="bind_size_not_an_integer",
     ),
     pytest.param(
         """\
@@ -763,12 +778,12 @@ model M(y: real[N]) {
   y ~ Normal(0, 1)
 }
 """,
-        {'y': ['a', 'b']},
+        {"y": ["a", "b"]},
         """\
 model.bdl:1:9: error: data 'y': it is declared real but holds strings
   model M(y: real[N]) {
           ^""",
-        id='bind_strings_for_real',
+        id="bind_strings_for_real",
     ),
 ]
 

@@ -297,6 +297,11 @@ class _ModelChecker:
                 for n in _names_in(d):
                     self.size_syms.setdefault(n, sizes.size_symbol(n))
                     self.size_origin.setdefault(n, arg)
+        # A scalar int argument is a size too (bound by its value), so it can shape
+        # latents: `model M(y: real[N], G: int) { a: real[G] ~ ... }`.
+        for arg in self.model.args:
+            if arg.type.base == "int" and not arg.type.dims and not arg.optional:
+                self.size_syms.setdefault(arg.name, sizes.size_symbol(arg.name))
         for arg in self.model.args:
             if arg.name in self.symbols:
                 self.err(f"argument '{arg.name}' is declared twice", arg.span,

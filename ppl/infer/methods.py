@@ -67,6 +67,7 @@ _SVI = {
                            "exponentially; 1: constant). Below 1 it damps the step-to-step "
                            "noise of the final guide parameters"),
     "samples": Option(1000, int, low=1, doc="posterior draws taken from the fitted guide"),
+    "jit": Option(False, bool, doc="JIT-compile the ELBO (JitTrace_ELBO)"),
 }
 register(Method("svi", {**_SVI, "guide": Option("normal", "symbol",
                                                 ("normal", "delta", "lowrank", "iaf")),

@@ -13,7 +13,7 @@ import time
 
 import pyro
 import torch
-from pyro.infer import HMC, MCMC, NUTS, SVI, Predictive, Trace_ELBO, autoguide
+from pyro.infer import HMC, MCMC, NUTS, SVI, JitTrace_ELBO, Predictive, Trace_ELBO, autoguide
 from pyro.optim import Adam, ExponentialLR
 
 from .fit import Fit
@@ -163,7 +163,10 @@ def _svi_fit(model, kwargs, opts, guide_name, progress) -> Fit:
         gamma = decay ** (1.0 / max(1, opts["steps"] - 1))
         optim = ExponentialLR({"optimizer": torch.optim.Adam,
                                "optim_args": {"lr": opts["lr"]}, "gamma": gamma})
-    svi = SVI(model, guide, optim, loss=Trace_ELBO(num_particles=opts["particles"]))
+    elbo = JitTrace_ELBO if opts.get("jit") else Trace_ELBO
+    svi = SVI(model, guide, optim, loss=elbo(num_particles=opts["particles"],
+                                              ignore_jit_warnings=True)
+              if opts.get("jit") else elbo(num_particles=opts["particles"]))
     losses = []
     every = max(1, opts["steps"] // 20)
     for step in range(opts["steps"]):

@@ -314,17 +314,22 @@ def _token_message(parser: Lark, e: UnexpectedInput, tok: Token, names) -> str:
     return f"{msg}; {expected}" if expected else msg
 
 
-def _code_part(line: str) -> str:
-    """A line without its comment and string contents (for counting braces)."""
+def _braces(line: str) -> list[tuple[int, str]]:
+    """The braces of a line outside strings and comments, with their 0-based columns."""
     out, in_str = [], False
-    for ch in line:
+    for j, ch in enumerate(line):
         if ch == '"':
             in_str = not in_str
         elif ch == "#" and not in_str:
             break
-        elif not in_str:
-            out.append(ch)
-    return "".join(out)
+        elif not in_str and ch in "{}":
+            out.append((j, ch))
+    return out
+
+
+def _code_part(line: str) -> str:
+    """The braces of a line outside strings and comments (for counting them)."""
+    return "".join(ch for _, ch in _braces(line))
 
 
 def _brace_depth(lines: list[str], line: int, col: int) -> int:
@@ -355,28 +360,36 @@ def _blank(text: str, start_line: int, end_line: int, stub: bool) -> str:
         return "\n".join(lines)
     depth = max(_brace_depth(lines, lo + 1, 1), 0)
     # Braces matched inside the blanked range vanish together.
-    keep: list[tuple[int, str]] = []
+    keep: list[tuple[int, int, str]] = []
     stack: list[int] = []
     for i in range(lo, hi):
-        for ch in _code_part(lines[i]):
+        for j, ch in _braces(lines[i]):
             if ch == "{":
                 stack.append(len(keep))
-                keep.append((i, "{"))
-            elif ch == "}" and stack:
-                keep[stack.pop()] = (-1, "")
-            elif ch == "}":
-                keep.append((i, "}"))
-    parts: dict[int, list[str]] = {}
-    for i, ch in keep:
+                keep.append((i, j, "{"))
+            elif stack:
+                keep[stack.pop()] = (-1, 0, "")
+            else:
+                keep.append((i, j, "}"))
+    rows = {i: [" "] * len(lines[i]) for i in range(lo, hi)}
+    cursor = dict.fromkeys(rows, 0)
+    for i, j, ch in keep:
         if ch == "}":
             depth = max(depth - 1, 0)
-            parts.setdefault(i, []).append("}")
+            piece = "}"
         elif ch == "{":
-            parts.setdefault(i, []).append("model _() {" if depth == 0 else "plate 1 {")
+            piece = "model _() {" if depth == 0 else "plate 1 {"
             depth += 1
-    for i in range(lo, hi):
-        stubbed = " ".join(parts.get(i, []))
-        lines[i] = stubbed + " " * max(len(lines[i]) - len(stubbed), 0)
+        else:
+            continue
+        # End the piece at the brace's own column when it fits, so positions stay true.
+        at = max(j - len(piece) + 1, cursor[i])
+        row = rows[i]
+        row.extend(" " * max(at + len(piece) - len(row), 0))
+        row[at:at + len(piece)] = piece
+        cursor[i] = at + len(piece) + 1
+    for i, row in rows.items():
+        lines[i] = "".join(row)
     return "\n".join(lines)
 
 

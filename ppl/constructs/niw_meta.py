@@ -1,0 +1,52 @@
+"""NIW hierarchical meta-learning (Kim & Hospedales, ICLR 2024; METHODS.md §4) and the
+``meta`` inference method. Registration only: no torch import here.
+
+``f ~ niw_meta(n0=1, gamma0=1e6, sgld_steps=3)`` on a network ``f = mlp(...)`` makes all
+of f's weights one latent vector theta, an episode-specific draw around a global NIW;
+``infer meta(episodes="sine_line", ...)`` meta-trains the global NIW over episodes with
+the one-time closed-form local update, then adapts to the support set of the data.
+"""
+
+from __future__ import annotations
+
+from ..builtins import Builtin, register
+from ..infer.methods import _COMMON, METHODS, Method, Option
+from ..infer.methods import register as register_method
+
+register(Builtin(
+    "niw_meta", "rt.niw_meta.prior",
+    ("n0", "gamma0", "l0", "sgld_steps", "sgld_lr", "sgld_temp", "a_max"), 0,
+    kind="construct", result="network", tilde="network",
+    doc="NIW hierarchical prior over all of a network's weights: theta_i ~ N(mu, Sigma), "
+        "(mu, Sigma) ~ NIW with diagonal q(phi) = NIW(m0, l0, gamma0, n0); "
+        "n0 = 1, gamma0 = 1e6, l0 = 1 at init; sgld_steps (3), sgld_lr (1e-3), "
+        "sgld_temp (1) and a_max (1e3) set the one-time local update"))
+
+_META = {
+    "episodes": Option("sine_line", str,
+                       doc="episode source: sine_line, digits, gauss, or a .npz file "
+                           "(train_xs, train_ys, train_xq, train_yq, test_...)"),
+    "steps": Option(400, int, low=1, doc="meta-training steps (one batch of episodes each)"),
+    "batch": Option(4, int, low=1, doc="episodes per step"),
+    "lr": Option(5e-3, float, low=0.0, doc="Adam learning rate of m0"),
+    "lr_hyper": Option(0.1, float, low=0.0,
+                       doc="Adam learning rate of log gamma0, log n0, log l0"),
+    "variant": Option("niw", "symbol", ("niw", "no_adapt", "no_share"),
+                      doc="niw; no_adapt: gamma0 frozen at its init (1e6); "
+                          "no_share: n0 gamma0 -> 0 (1e-8)"),
+    "test_episodes": Option(100, int, low=1, doc="meta-test episodes for fit.meta['test']"),
+    "test_samples": Option(2, int, low=1,
+                           doc="draws of theta ~ q* averaged in meta-test predictions"),
+    "samples": Option(100, int, low=1,
+                      doc="draws of theta ~ q* (adapted to the data's support) kept"),
+    **_COMMON,
+    "dtype": Option("float32", "symbol", ("float32", "float64")),
+}
+
+# 'meta' is the method name the issue asks for; if another construct took it first, this
+# one is reachable as 'niw_meta' instead (its runner needs a niw_meta site in the model).
+register_method(Method(
+    "meta" if "meta" not in METHODS else "niw_meta", _META,
+    doc="NIW hierarchical meta-learning (Kim & Hospedales 2024): meta-train the global "
+        "NIW over episodes with the one-time local update, adapt to the data's support",
+    runner="ppl.infer.meta:run"))

@@ -1,0 +1,448 @@
+"""Meta-training: NIW hierarchical Bayes with the one-time episodic update (Kim &
+Hospedales, ICLR 2024; METHODS.md §4), and the baselines MAML (first/second order) and
+ProtoNet in the same harness; the ``meta`` inference method's runner.
+
+A *task* gives the episode likelihood as a function of the flat weight vector theta:
+``task.loss(theta, ep, part)`` is -log p(D | theta) summed over the support
+(``part="support"``) or query (``part="query"``) points of one episode, and
+``task.outputs(thetas, ep)`` the query predictions for a batch of draws. Trainers hold the
+global parameters and give ``episode_loss(task, ep)`` (what meta-training minimises) and
+``predictive(task, ep)`` (test-time adaptation on the support set, then draws).
+
+NIW per episode (all closed form, METHODS.md §4): SGLD on the support loss, warm-started
+at m0, gives (mbar_i, A_i) as constants; q_i* = N(m_i*, 1/gamma_i*) with
+gamma_i* = A_i + n0 gamma0, m_i* = (A_i mbar_i + n0 gamma0 m0)/gamma_i*; the episode loss
+is f_i + g_i with f_i = -log p(query | theta), theta ~ q_i* (reparameterised) and g_i the
+expected KL; plus KL(q(phi) || p(phi)) / N over the objective. Gradients reach
+(m0, gamma0, n0, l0) through the closed forms only, so memory is flat in the SGLD steps.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import torch
+
+from ..runtime import niw_meta as rtn
+
+
+# ---- trainers --------------------------------------------------------------------------
+class NIW:
+    """Global variational NIW q(phi) = prod_j NIW(m0_j, l0, gamma0_j, n0) (diagonal).
+
+    ``variant``: "niw" learns everything; "no_adapt" freezes gamma0 at its initial value
+    (1e6: theta_i ~= m0, no episode adaptation); "no_share" freezes n0 gamma0 near 0
+    (1e-8: q_i* = N(mbar_i, 1/A_i), the episodes share nothing but the SGLD start).
+    Hyperprior p(phi) = NIW(0, prior_l, prior_gamma, prior_n) per coordinate.
+    """
+
+    def __init__(self, theta_init, *, n0=1.0, gamma0=1e6, l0=1.0, sgld_steps=3,
+                 sgld_lr=1e-3, sgld_temp=1.0, a_max=1e3, variant="niw", lr=5e-3,
+                 lr_hyper=0.1, kl_episodes=1e4, prior_gamma=1.0, prior_n=1.0,
+                 prior_l=1e-3, test_samples=2):
+        dt, dev = theta_init.dtype, theta_init.device
+        if variant == "no_share":
+            gamma0 = 1e-8
+        self.m0 = torch.nn.Parameter(theta_init.detach().clone())
+        self.log_gamma0 = torch.nn.Parameter(torch.full_like(self.m0, math.log(gamma0)))
+        self.log_n0 = torch.nn.Parameter(torch.tensor(math.log(n0), dtype=dt, device=dev))
+        self.log_l0 = torch.nn.Parameter(torch.tensor(math.log(l0), dtype=dt, device=dev))
+        hyper = [self.log_n0, self.log_l0]
+        if variant == "niw":
+            hyper.append(self.log_gamma0)
+        else:
+            self.log_gamma0.requires_grad_(False)
+        groups = [{"params": [self.m0], "lr": lr}, {"params": hyper, "lr": lr_hyper}]
+        self.opt = torch.optim.Adam(groups)
+        self.sgld = dict(steps=sgld_steps, lr=sgld_lr, temp=sgld_temp, a_max=a_max)
+        self.variant = variant
+        self.kl_weight = 1.0 / kl_episodes
+        self.prior = (torch.zeros_like(self.m0), prior_gamma, prior_n, prior_l)
+        self.test_samples = test_samples
+
+    def globals(self):
+        return (self.m0, self.log_gamma0.exp(), self.log_n0.exp(), self.log_l0.exp())
+
+    def local(self, task, ep, generator=None):
+        """(m_i*, v_i*) from SGLD on the support set (constants) and the closed form."""
+        m0, gamma0, n0, _ = self.globals()
+        s = self.sgld
+        mbar, A, _, _ = rtn.sgld(lambda th: task.loss(th, ep, "support"), m0.detach(),
+                                 s["steps"], s["lr"], s["temp"], a_max=s["a_max"],
+                                 generator=generator)
+        return rtn.local_posterior(mbar, A, m0, gamma0, n0)
+
+    def episode_loss(self, task, ep, generator=None):
+        m0, gamma0, n0, l0 = self.globals()
+        m, v = self.local(task, ep, generator)
+        eps = torch.randn(m.shape, dtype=m.dtype, device=m.device, generator=generator)
+        theta = m + v.sqrt() * eps
+        return task.loss(theta, ep, "query") + rtn.expected_kl(m, v, m0, gamma0, n0, l0)
+
+    def step(self, task, batch, generator=None) -> float:
+        self.opt.zero_grad()
+        loss = sum(self.episode_loss(task, ep, generator) for ep in batch) / len(batch)
+        m0, gamma0, n0, l0 = self.globals()
+        mp, gp, np_, lp = self.prior
+        loss = loss + self.kl_weight * rtn.kl_niw(m0, gamma0, n0, l0, mp, gp, np_, lp)
+        loss.backward()
+        self.opt.step()
+        return float(loss.detach())
+
+    def draws(self, task, ep, n=None, generator=None):
+        """Test time: q_i* on the support set at the mean of q(phi), then n draws."""
+        with torch.no_grad():
+            m, v = self.local(task, ep, generator)
+        n = n or self.test_samples
+        eps = torch.randn((n,) + m.shape, dtype=m.dtype, device=m.device, generator=generator)
+        return m + v.sqrt() * eps
+
+
+class MAML:
+    """MAML (Finn et al. 2017): ``inner_steps`` gradient steps of size ``inner_lr`` on the
+    support NLL from the meta-learned theta, then the query NLL; second order
+    differentiates through the inner steps (graph kept: memory grows with the steps),
+    first order treats the inner gradients as constants."""
+
+    def __init__(self, theta_init, *, inner_steps=3, inner_lr=1e-3, first_order=False,
+                 lr=5e-3):
+        self.theta = torch.nn.Parameter(theta_init.detach().clone())
+        self.inner_steps, self.inner_lr, self.first_order = inner_steps, inner_lr, first_order
+        self.opt = torch.optim.Adam([self.theta], lr=lr)
+
+    def adapt(self, task, ep, train=True):
+        th = self.theta if train else self.theta.detach().requires_grad_(True)
+        for _ in range(self.inner_steps):
+            with torch.enable_grad():
+                loss = task.loss(th, ep, "support")
+                (g,) = torch.autograd.grad(loss, th,
+                                           create_graph=train and not self.first_order)
+            if self.first_order or not train:
+                g = g.detach()
+            th = th - self.inner_lr * g
+        return th
+
+    def episode_loss(self, task, ep, generator=None):
+        return task.loss(self.adapt(task, ep), ep, "query")
+
+    def step(self, task, batch, generator=None) -> float:
+        self.opt.zero_grad()
+        loss = sum(self.episode_loss(task, ep) for ep in batch) / len(batch)
+        loss.backward()
+        self.opt.step()
+        return float(loss.detach())
+
+    def draws(self, task, ep, n=None, generator=None):
+        return self.adapt(task, ep, train=False).detach()[None]
+
+
+class Plain:
+    """One shared theta trained on the query loss with no adaptation: with the
+    prototype likelihood this is ProtoNet (Snell et al. 2017)."""
+
+    def __init__(self, theta_init, *, lr=5e-3):
+        self.theta = torch.nn.Parameter(theta_init.detach().clone())
+        self.opt = torch.optim.Adam([self.theta], lr=lr)
+
+    def episode_loss(self, task, ep, generator=None):
+        return task.loss(self.theta, ep, "query")
+
+    step = MAML.step
+
+    def draws(self, task, ep, n=None, generator=None):
+        return self.theta.detach()[None]
+
+
+# ---- tasks: the episode likelihood -----------------------------------------------------
+class RegressionTask:
+    """y ~ N(f_theta(x)[:, 0], sigma^2) on support/query points."""
+
+    kind = "regression"
+
+    def __init__(self, net, sigma=0.3):
+        self.flat, self.sigma = rtn.FlatNet(net), sigma
+
+    def mean(self, theta, x):
+        return self.flat(theta, x)[..., 0]
+
+    def loss(self, theta, ep, part):
+        x, y = (ep["xs"], ep["ys"]) if part == "support" else (ep["xq"], ep["yq"])
+        r = (y - self.mean(theta, x)) / self.sigma
+        return 0.5 * (r ** 2).sum() + y.numel() * (math.log(self.sigma)
+                                                   + 0.5 * math.log(2 * math.pi))
+
+    def metrics(self, thetas, ep):
+        mu = self.mean(thetas, ep["xq"])          # [S, Q]
+        y = ep["yq"]
+        normal = torch.distributions.Normal(mu, self.sigma)
+        logp = torch.logsumexp(normal.log_prob(y), 0) - math.log(mu.shape[0])
+        pit = normal.cdf(y).mean(0)               # predictive CDF at y (mixture)
+        return {"err": float(((mu.mean(0) - y) ** 2).mean()), "nll": float(-logp.mean()),
+                "pit": pit}
+
+
+class ProtoTask:
+    """Prototype likelihood: embeddings e = f_theta(x); class prototypes are the mean
+    support embeddings; p(y = c | x) = softmax_c(-||e - proto_c||^2). The support loss
+    classifies the support points themselves."""
+
+    kind = "classification"
+
+    def __init__(self, net, ways):
+        self.flat, self.ways = rtn.FlatNet(net), ways
+
+    def logits(self, theta, ep, x):
+        es = self.flat(theta, ep["xs"])
+        onehot = torch.nn.functional.one_hot(ep["ys"], self.ways).to(es.dtype)
+        protos = (onehot.transpose(-1, -2) @ es) / onehot.sum(0)[:, None]
+        e = self.flat(theta, x)
+        return -((e[..., :, None, :] - protos[..., None, :, :]) ** 2).sum(-1)
+
+    def loss(self, theta, ep, part):
+        x, y = (ep["xs"], ep["ys"]) if part == "support" else (ep["xq"], ep["yq"])
+        return torch.nn.functional.cross_entropy(self.logits(theta, ep, x), y,
+                                                 reduction="sum")
+
+    def metrics(self, thetas, ep):
+        probs = torch.stack([self.logits(t, ep, ep["xq"]).softmax(-1) for t in thetas]).mean(0)
+        y = ep["yq"]
+        conf, pred = probs.max(-1)
+        return {"err": float((pred != y).to(probs.dtype).mean()),
+                "nll": float(-probs.gather(-1, y[:, None]).clamp_min(1e-12).log().mean()),
+                "conf": conf, "correct": (pred == y).to(probs.dtype)}
+
+
+def split(batch: dict) -> list[dict]:
+    """A dict of [n, ...] tensors -> n episode dicts."""
+    n = next(iter(batch.values())).shape[0]
+    return [{k: v[i] for k, v in batch.items()} for i in range(n)]
+
+
+def calibration(task, parts: list[dict]) -> float:
+    """ECE. Classification: 15 equal-width confidence bins, sum_b |acc_b - conf_b| n_b/n.
+    Regression: the quantile calibration error of the predictive, mean over levels
+    p = 0.05, 0.10, ..., 0.95 of |P(F(y) <= p) - p| (F the predictive CDF)."""
+    if task.kind == "classification":
+        conf = torch.cat([p["conf"] for p in parts])
+        correct = torch.cat([p["correct"] for p in parts])
+        bins = torch.clamp((conf * 15).long(), max=14)
+        ece = conf.new_zeros(())
+        for b in range(15):
+            sel = bins == b
+            if sel.any():
+                ece = ece + sel.sum() / conf.numel() * (correct[sel].mean() - conf[sel].mean()).abs()
+        return float(ece)
+    pit = torch.cat([p["pit"] for p in parts])
+    levels = torch.arange(1, 20, dtype=pit.dtype, device=pit.device) / 20
+    cover = (pit[None, :] <= levels[:, None]).to(pit.dtype).mean(1)
+    return float((cover - levels).abs().mean())
+
+
+def evaluate(trainer, task, episodes: list[dict], generator=None) -> dict:
+    """Query error with a 95% interval over episodes, NLL, ECE on meta-test episodes."""
+    parts = []
+    for ep in episodes:
+        th = trainer.draws(task, ep, generator=generator)
+        with torch.no_grad():
+            parts.append(task.metrics(th, ep))
+    errs = torch.tensor([p["err"] for p in parts], dtype=torch.float64)
+    ci = 1.96 * float(errs.std()) / math.sqrt(len(errs)) if len(errs) > 1 else float("nan")
+    return {"err": float(errs.mean()), "err_ci": ci,
+            "nll": sum(p["nll"] for p in parts) / len(parts),
+            "ece": calibration(task, parts)}
+
+
+class SavedTensorMeter:
+    """Peak bytes of tensors held for backward (autograd's saved tensors), tracked live
+    through ``torch.autograd.graph.saved_tensors_hooks``: the memory that MAML's unrolled
+    inner loop grows and NIW's one-time update does not. Device-independent."""
+
+    def __init__(self):
+        self.live = 0
+        self.peak = 0
+        meter = self
+
+        class _Handle:
+            __slots__ = ("t", "n")
+
+            def __init__(self, t):
+                self.t = t
+                self.n = t.numel() * t.element_size()
+                meter.live += self.n
+                meter.peak = max(meter.peak, meter.live)
+
+            def __del__(self):
+                meter.live -= self.n
+
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(_Handle, lambda h: h.t)
+
+    def __enter__(self):
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._hooks.__exit__(*exc)
+
+
+def meta_train(trainer, task, src, *, steps, batch, generator=None, progress=False,
+               measure_memory=True) -> dict:
+    """``steps`` updates of ``batch`` fresh meta-train episodes each. Returns the loss
+    history, wall seconds per episode and the peak MB of saved tensors per episode
+    (measured on one extra single-episode forward/backward, plus the CUDA allocator's
+    peak on a GPU)."""
+    history = []
+    every = max(1, steps // 10)
+    t0 = time.perf_counter()
+    for s in range(steps):
+        eps = split(src.sample(batch, "train", generator))
+        history.append(trainer.step(task, eps, generator))
+        if progress and (s % every == 0 or s == steps - 1):
+            print(f"meta step {s + 1}/{steps}  loss {history[-1]:.4g}", file=sys.stderr)
+    wall = time.perf_counter() - t0
+    peak_mb = float("nan")
+    if measure_memory:
+        ep = split(src.sample(1, "train", generator))[0]
+        cuda = ep["xs"].is_cuda
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        with SavedTensorMeter() as meter:
+            loss = trainer.episode_loss(task, ep, generator)
+            loss.backward()
+        peak_mb = meter.peak / 2 ** 20
+        if cuda:
+            torch.cuda.synchronize()
+            peak_mb = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+        for p in getattr(trainer, "opt").param_groups:
+            for q in p["params"]:
+                q.grad = None
+    return {"history": history, "s_per_episode": wall / (steps * batch), "peak_mb": peak_mb}
+
+
+# ---- the ``meta`` inference method on a BDL model --------------------------------------
+class ModelTask:
+    """The episode likelihood of a BDL model: the model is traced with the episode's data
+    (keys xs, ys, xq, yq replacing the model arguments of those names) and the weights
+    site fixed at theta; the support loss is -log p of the site ``ys``, the query loss of
+    ``yq``."""
+
+    def __init__(self, model, kwargs, site, kind):
+        self.model, self.kwargs, self.site, self.kind = model, kwargs, site, kind
+
+    def trace(self, theta, ep):
+        import pyro
+
+        kw = dict(self.kwargs)
+        kw.update(ep)
+        cond = pyro.poutine.condition(self.model, data={self.site: theta})
+        return pyro.poutine.trace(cond).get_trace(**kw)
+
+    def loss(self, theta, ep, part):
+        node = self.trace(theta, ep).nodes["ys" if part == "support" else "yq"]
+        return -node["fn"].log_prob(node["value"]).sum()
+
+    @staticmethod
+    def _pointwise(fn):
+        """The per-point distribution under ``.to_event`` (Independent) wrappers."""
+        import torch.distributions as td
+
+        while isinstance(fn, td.Independent):
+            fn = fn.base_dist
+        return fn
+
+    def metrics(self, thetas, ep):
+        logps, means = [], []
+        scales = []
+        for th in thetas:
+            node = self.trace(th, ep).nodes["yq"]
+            fn = self._pointwise(node["fn"])
+            logps.append(fn.log_prob(node["value"]))
+            means.append(fn.probs if self.kind == "classification" else fn.mean)
+            if self.kind != "classification":
+                scales.append(fn.stddev)
+        logp = torch.logsumexp(torch.stack(logps), 0) - math.log(len(logps))
+        mean = torch.stack(means).mean(0)
+        y = ep["yq"]
+        out = {"nll": float(-logp.mean())}
+        if self.kind == "classification":
+            conf, pred = mean.max(-1)
+            correct = (pred == y).to(mean.dtype)
+            out.update(err=float(1 - correct.mean()), conf=conf, correct=correct)
+        else:
+            out["err"] = float(((mean - y) ** 2).mean())
+            loc, scale = torch.stack(means), torch.stack(scales)
+            out["pit"] = torch.distributions.Normal(loc, scale).cdf(y).mean(0)
+        return out
+
+
+def _check_model(kwargs):
+    for k in ("xs", "ys", "xq", "yq"):
+        if kwargs.get(k) is None:
+            raise ValueError("infer meta needs the model's data arguments xs, ys (support) "
+                             f"and xq, yq (query); '{k}' is missing from the data")
+
+
+def run(model, kwargs, opts, progress=False):
+    """The ``meta`` runner: meta-train the single ``f ~ niw_meta(...)`` of the model on
+    episodes from ``opts['episodes']``, evaluate on meta-test episodes, then adapt to the
+    support set of the data given (xs, ys) and return ``samples`` draws of the weights
+    from q*. ``fit.meta`` holds the learned globals, the loss history and the meta-test
+    metrics."""
+    import pyro
+
+    from .fit import Fit
+
+    _check_model(kwargs)
+    rtn.SITES.clear()
+    tr = pyro.poutine.trace(model).get_trace(**kwargs)
+    names = [n for n in tr.nodes if n in rtn.SITES]
+    if len(names) != 1:
+        raise ValueError("infer meta needs exactly one 'f ~ niw_meta(...)' in the model, "
+                         f"found {len(names)}")
+    name = names[0]
+    cfg = rtn.SITES[name]
+    o = cfg.options
+    ys = kwargs["ys"]
+    classify = not torch.is_floating_point(ys)
+    ways = int(ys.max()) + 1 if classify else 0
+    shots = ys.shape[0] // ways if classify else ys.shape[0]
+    queries = kwargs["yq"].shape[0] // ways if classify else kwargs["yq"].shape[0]
+    src = rtn.source(opts["episodes"], shots=shots, ways=max(ways, 1), queries=queries)
+    probe = src.sample(1, "train")
+    for k in ("xs", "ys", "xq", "yq"):
+        if tuple(probe[k].shape[1:]) != tuple(kwargs[k].shape):
+            raise ValueError(f"episodes '{opts['episodes']}' give {k} of shape "
+                             f"{tuple(probe[k].shape[1:])}, the model's data has "
+                             f"{tuple(kwargs[k].shape)}")
+    device = kwargs["xs"].device
+
+    def to_dev(b):
+        return {k: v.to(device) for k, v in b.items()}
+
+    class _Src:
+        kind = src.kind
+
+        def sample(self, n, split_="train", generator=None):
+            return to_dev(src.sample(n, split_, generator))
+
+    task = ModelTask(model, kwargs, name, src.kind)
+    trainer = NIW(cfg.flat.vector().to(device), n0=o["n0"], gamma0=o["gamma0"], l0=o["l0"],
+                  sgld_steps=o["sgld_steps"], sgld_lr=o["sgld_lr"], sgld_temp=o["sgld_temp"],
+                  a_max=o["a_max"], variant=opts["variant"], lr=opts["lr"],
+                  lr_hyper=opts["lr_hyper"], kl_episodes=opts["steps"] * opts["batch"],
+                  test_samples=opts["test_samples"])
+    info = meta_train(trainer, task, _Src(), steps=opts["steps"], batch=opts["batch"],
+                      progress=progress, measure_memory=False)
+    test = split(_Src().sample(opts["test_episodes"], "test"))
+    info["test"] = evaluate(trainer, task, test)
+    m0, gamma0, n0, l0 = (x.detach() for x in trainer.globals())
+    cfg.state = {"m0": m0, "gamma0": gamma0, "n0": float(n0), "l0": float(l0)}
+    data_ep = {k: kwargs[k] for k in ("xs", "ys", "xq", "yq")}
+    draws = trainer.draws(task, data_ep, n=opts["samples"])
+    fit = Fit(model, kwargs, chains={name: draws[None]}, latents=[name], deterministics=[])
+    info.update(m0=m0, gamma0=gamma0, n0=float(n0), l0=float(l0))
+    fit.meta = info
+    return fit

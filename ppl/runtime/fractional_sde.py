@@ -1,0 +1,303 @@
+"""Latent SDEs driven by fractional noise: the ``fractional_sde`` construct's runtime.
+
+Maths: ``../shared/METHODS.md`` section 2 (Daems et al., ICLR 2024). Per latent dimension
+the augmented state ``Z = (X, Y_1..Y_K)`` is Markov with one shared Brownian motion W:
+
+    prior      dY_k = -gamma_k Y_k dt + dW,        dX = [b - s sum_k w_k gamma_k Y_k] dt + s wbar dW
+    posterior  dY_k = (-gamma_k Y_k + u) dt + dW,  dX = [b + s sum_k w_k (u - gamma_k Y_k)] dt
+                                                         + s wbar dW
+
+with ``b = drift(X, t)``, ``s = diffusion(X, t)`` (elementwise), ``w = omega(H)`` the MA-fBM
+weights (:mod:`ppl.runtime.mafbm`), ``wbar = sum_k w_k`` and ``u(Z, t)`` a control network
+(one scalar per latent dimension, last layer zero so that q = p at the start). By Girsanov
+``KL(Q || P) = E_Q 1/2 int |u|^2 dt + KL(q(x0) || p(x0))``; the integrand ``1/2 |u|^2`` is
+carried as one extra state. The SDE is solved with ``torchsde.sdeint`` (Euler-Maruyama;
+``noise_type="general"``: the D Brownian motions drive X and every Y_k of their dimension).
+
+Inside a model, :func:`fractional_sde` simulates one posterior path, registers the control
+network with ``pyro.module``, adds ``pyro.factor(name + "_kl", -(path KL + x0 KL))`` and
+returns the path [T, D] (also recorded as ``pyro.deterministic(name)``); with the
+observation sites of the model, Trace_ELBO with an empty guide is then the ELBO of
+METHODS.md section 2.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torchsde
+from pyro.distributions import constraints
+from torch import nn
+
+from . import mafbm
+from .nn import network
+
+
+class Control(nn.Module):
+    """u(Z, t): an MLP on [tau, sin(pi f tau), cos(pi f tau) (f = 1..F), x, y] -> D, with
+    tau = (t - t0) / (t1 - t0) and the last layer zero-initialised (q = p at the start)."""
+
+    def __init__(self, D: int, K: int, hidden=(64, 64), n_freq: int = 6):
+        super().__init__()
+        self.D, self.K, self.n_freq = D, K, n_freq
+        sizes = [1 + 2 * n_freq + D + D * K, *hidden, D]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            layers.append(nn.Linear(a, b))
+            if i < len(sizes) - 2:
+                layers.append(nn.Tanh())
+        nn.init.zeros_(layers[-1].weight)
+        nn.init.zeros_(layers[-1].bias)
+        self.net = nn.Sequential(*layers)
+        self.t0, self.t1 = 0.0, 1.0
+
+    def forward(self, tau: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        B = x.shape[0]
+        f = torch.arange(1, self.n_freq + 1, dtype=x.dtype, device=x.device) * math.pi
+        tt = tau.to(x.dtype).reshape(1, 1).expand(B, 1)
+        feats = torch.cat([tt, torch.sin(tt * f), torch.cos(tt * f), x, y.reshape(B, -1)], -1)
+        return self.net(feats)
+
+
+def _as_field(spec, D: int, what: str) -> Callable:
+    """drift/diffusion: a number/tensor (constant), a network of x ([D] in) or of (x, t)
+    ([D+1] in), or a Python callable f(x, t); the result is broadcast to [B, D]."""
+    if isinstance(spec, nn.Module):
+        in_dim = getattr(spec, "in_dim", None)
+        if in_dim is None:
+            lin = next((m for m in spec.modules() if isinstance(m, nn.Linear)), None)
+            in_dim = lin.in_features if lin is not None else D
+        if in_dim == D:
+            return lambda x, t: spec(x)
+        if in_dim == D + 1:
+            return lambda x, t: spec(torch.cat([x, t.to(x.dtype).expand(x.shape[0], 1)], -1))
+        raise ValueError(f"fractional_sde: the {what} network takes {in_dim} inputs; it must "
+                         f"take the state ({D}) or the state and time ({D + 1})")
+    if callable(spec):
+        return spec
+    c = torch.as_tensor(spec, dtype=torch.get_default_dtype())
+    return lambda x, t: c.to(x.dtype).expand(x.shape[0], D) if c.dim() <= 1 else c
+
+
+class FractionalSDE(nn.Module):
+    """The augmented prior (``control=None``) or controlled posterior SDE for torchsde.
+
+    State: [X (D), Y (D x K, row-major), kl (1)]; Brownian motion: D-dimensional.
+    """
+
+    sde_type = "ito"
+    noise_type = "general"
+
+    def __init__(self, drift, diffusion, w: torch.Tensor, gamma: torch.Tensor, D: int,
+                 control: Control | None = None, t0: float = 0.0, t1: float = 1.0):
+        super().__init__()
+        self.drift, self.diffusion = drift, diffusion
+        self.w, self.gamma, self.D, self.K = w, gamma, D, len(gamma)
+        self.control = control
+        self.t0, self.span = t0, max(t1 - t0, 1e-12)
+
+    def _split(self, z):
+        D, K = self.D, self.K
+        return z[:, :D], z[:, D:D + D * K].reshape(-1, D, K)
+
+    def u(self, t, z):
+        x, y = self._split(z)
+        if self.control is None:
+            return torch.zeros_like(x)
+        return self.control((t - self.t0) / self.span, x, y)
+
+    def f(self, t, z):
+        x, y = self._split(z)
+        u = self.u(t, z)
+        b = self.drift(x, t)
+        s = self.diffusion(x, t)
+        dy = -self.gamma * y + u.unsqueeze(-1)
+        dx = b + s * (self.w * (u.unsqueeze(-1) - self.gamma * y)).sum(-1)
+        dkl = 0.5 * (u ** 2).sum(-1, keepdim=True)
+        return torch.cat([dx, dy.reshape(z.shape[0], -1), dkl], -1)
+
+    def g(self, t, z):
+        B, D, K = z.shape[0], self.D, self.K
+        x, _ = self._split(z)
+        s = self.diffusion(x, t) * self.w.sum()
+        eye = torch.eye(D, dtype=z.dtype, device=z.device)
+        gx = torch.diag_embed(s.expand(B, D))                                  # [B, D, D]
+        gy = eye.unsqueeze(1).expand(D, K, D).reshape(1, D * K, D).expand(B, -1, -1)
+        gk = torch.zeros(B, 1, D, dtype=z.dtype, device=z.device)
+        return torch.cat([gx, gy, gk], 1)
+
+
+class GridBrownian(torchsde.BrownianInterval.__mro__[1]):  # torchsde's BaseBrownian
+    """Brownian motion pre-sampled on the Euler grid t0, t0 + dt, ..., t1 (and the output
+    times): ``bm(ta, tb)`` is W(tb) - W(ta) at grid points. torchsde's BrownianInterval
+    builds a search tree over the whole interval first, which dominates the cost of a
+    fixed-step Euler solve; a fixed grid needs only the increments."""
+
+    __slots__ = ("_index", "_w", "_shape")
+
+    def __init__(self, times: torch.Tensor, dt: float, shape: tuple[int, int], dtype, device):
+        # the points torchsde's fixed-step loop visits, computed with the same tensor
+        # arithmetic (so that the queries match bit for bit)
+        cur, pts = times[0], [times[0]]
+        for out in times[1:]:
+            while cur < out:
+                cur = min(cur + dt, times[-1])
+                pts.append(cur)
+        t = torch.stack(pts).to(torch.float64)
+        dw = torch.randn(len(pts) - 1, *shape, dtype=dtype, device=device)
+        dw = dw * (t[1:] - t[:-1]).clamp(min=0).sqrt().to(dtype).reshape(-1, 1, 1)
+        self._index = {float(p): i for i, p in enumerate(pts)}
+        self._w = torch.cat([torch.zeros(1, *shape, dtype=dtype, device=device),
+                             dw.cumsum(0)])
+        self._shape = shape
+
+    def _at(self, t) -> torch.Tensor:
+        i = self._index.get(float(t))
+        if i is None:
+            raise ValueError(f"GridBrownian queried off its grid at t = {float(t)}")
+        return self._w[i]
+
+    def __call__(self, ta, tb=None, return_U=False, return_A=False):
+        if tb is None:
+            return self._at(ta)
+        return self._at(tb) - self._at(ta)
+
+    def __repr__(self):
+        return f"GridBrownian(points={len(self._index)}, shape={self._shape})"
+
+    @property
+    def dtype(self):
+        return self._w.dtype
+
+    @property
+    def device(self):
+        return self._w.device
+
+    @property
+    def shape(self):
+        return self._shape
+
+    @property
+    def levy_area_approximation(self):
+        return "none"
+
+
+def check_stability(gamma_max: float, dt: float) -> None:
+    """Euler on dY = -gamma Y dt needs gamma_max * dt < 0.5 (METHODS.md section 2)."""
+    if gamma_max * dt >= 0.5:
+        raise ValueError(
+            f"fractional_sde: gamma_max * dt = {gamma_max:g} * {dt:g} = {gamma_max * dt:.3g} "
+            f"is not below 0.5, so the Euler steps of the fastest OU process are unstable; "
+            f"use dt < {0.5 / gamma_max:.3g} or a smaller gamma_max")
+
+
+def default_dt(times: torch.Tensor, gamma_max: float) -> float:
+    """The smallest gap of the time grid, capped at 0.25 / gamma_max."""
+    gaps = (times[1:] - times[:-1]).abs()
+    gap = float(gaps.min()) if len(gaps) else 1.0
+    return min(gap, 0.25 / gamma_max)
+
+
+def weights(hurst, K: int, kind: int, T: float, gamma_max: float = 20.0,
+            gamma_min: float | None = None, dtype=None, device=None):
+    """gamma grid, omega(H) (float64 solve, differentiable in H, cast to ``dtype``), eps."""
+    H64 = torch.as_tensor(hurst).to(torch.float64)
+    g = mafbm.gamma_grid(K, gamma_max, gamma_min, device=device or H64.device)
+    w, eps = mafbm.omega(H64, g, T, kind)
+    dtype = dtype or torch.get_default_dtype()
+    return g.to(dtype), w.to(dtype), eps
+
+
+def simulate(times: torch.Tensor, x0: torch.Tensor, drift, diffusion, hurst, *, K: int = 5,
+             kind: int = 2, gamma_max: float = 20.0, gamma_min: float | None = None,
+             dt: float | None = None, control: Control | None = None, bm=None):
+    """Solve the prior (``control=None``) or posterior SDE from x0 [B, D] over ``times``.
+
+    Returns (paths [T, B, D], path KL [B] = int 1/2 |u|^2 dt, eps).
+    """
+    times = torch.as_tensor(times, dtype=x0.dtype, device=x0.device)
+    B, D = x0.shape
+    if dt is None:
+        dt = default_dt(times, gamma_max)
+    check_stability(gamma_max, float(dt))
+    t0, t1 = float(times[0]), float(times[-1])
+    g, w, eps = weights(hurst, K, kind, t1 - t0, gamma_max, gamma_min, x0.dtype, x0.device)
+    Kk = len(g)
+    if kind == 1:  # stationary start Y(0) ~ N(0, Sigma), Sigma_ij = 1 / (gi + gj)
+        S = 1.0 / (g[:, None] + g[None, :]).to(torch.float64)
+        L = torch.linalg.cholesky(S + 1e-12 * torch.eye(Kk, dtype=S.dtype, device=S.device))
+        y0 = torch.randn(B, D, Kk, dtype=torch.float64, device=x0.device) @ L.T
+        y0 = y0.to(x0.dtype)
+    else:
+        y0 = torch.zeros(B, D, Kk, dtype=x0.dtype, device=x0.device)
+    # type I: B_hat = sum w (Y - Y(0)) and dB_hat = -sum w g Y dt + wbar dW for any Y(0)
+    z0 = torch.cat([x0, y0.reshape(B, -1), torch.zeros(B, 1, dtype=x0.dtype,
+                                                        device=x0.device)], -1)
+    sde = FractionalSDE(_as_field(drift, D, "drift"), _as_field(diffusion, D, "diffusion"),
+                        w, g, D, control, t0, t1)
+    if bm is None:
+        bm = GridBrownian(times, float(dt), (B, D), x0.dtype, x0.device)
+    zs = torchsde.sdeint(sde, z0, times, method="euler", dt=float(dt), bm=bm)
+    return zs[..., :D], zs[-1, :, -1], eps
+
+
+def _x0_posterior(name: str, x0, D: int, dtype, device):
+    """x0 and KL(q(x0) || p(x0)): a distribution gets q = Normal(loc, scale) (pyro.params,
+    started at the prior's moments), sampled by reparameterisation; a number is fixed."""
+    if isinstance(x0, torch.distributions.Distribution):
+        try:
+            m0 = x0.mean.to(dtype).expand(D).clone()
+            s0 = x0.stddev.to(dtype).expand(D).clone()
+        except (NotImplementedError, RuntimeError):
+            m0, s0 = torch.zeros(D, dtype=dtype), torch.ones(D, dtype=dtype)
+        m0 = torch.where(torch.isfinite(m0), m0, torch.zeros_like(m0))
+        s0 = torch.where(torch.isfinite(s0) & (s0 > 0), s0, torch.ones_like(s0))
+        loc = pyro.param(f"{name}_x0_loc", m0.to(device))
+        scale = pyro.param(f"{name}_x0_scale", s0.to(device), constraint=constraints.positive)
+        q = dist.Normal(loc, scale)
+        x = q.rsample()
+        try:
+            kl = torch.distributions.kl_divergence(q, x0).sum()
+        except NotImplementedError:
+            kl = (q.log_prob(x) - x0.log_prob(x)).sum()
+        return x.reshape(1, D), kl
+    x = torch.as_tensor(x0, dtype=dtype, device=device).expand(D).reshape(1, D)
+    return x, torch.zeros((), dtype=dtype, device=device)
+
+
+def fractional_sde(name: str, times, drift=0.0, diffusion=1.0, hurst=None, K: int = 5,
+                   kind: int = 2, x0=0.0, gamma_max: float = 20.0, gamma_min=None, dt=None,
+                   dim: int = 1, hidden=(64, 64), n_freq: int = 6):
+    """``name ~ fractional_sde(times=t, ...)`` inside a model: one posterior path [T, dim].
+
+    ``hurst``: a number or tensor (fixed / a ``param``), or None: learned as
+    ``pyro.param(name + "_hurst")`` in (0, 1) (sigmoid transform, start 0.5).
+    Adds ``pyro.factor(name + "_kl", -(1/2 int |u|^2 dt + KL(q(x0) || p(x0))))``.
+    """
+    kind, K, D = int(kind), int(K), int(dim)
+    if kind not in (1, 2):
+        raise ValueError(f"fractional_sde: kind must be 1 or 2, got {kind}")
+    times = torch.as_tensor(times, dtype=torch.get_default_dtype())
+    if times.dim() != 1 or len(times) < 2:
+        raise ValueError("fractional_sde: times must be a vector of at least 2 time points")
+    if not bool((times[1:] > times[:-1]).all()):
+        raise ValueError("fractional_sde: times must be strictly increasing")
+    if hurst is None:
+        hurst = pyro.param(f"{name}_hurst", torch.tensor(0.5, device=times.device),
+                           constraint=constraints.interval(0.0, 1.0))
+    H = torch.as_tensor(hurst).clamp(0.01, 0.99)
+    hidden = [int(hidden)] if isinstance(hidden, (int, float)) else [int(h) for h in hidden]
+    # cached like every network (rt.reset_networks at the start of a fit gives q = p again)
+    ctrl = pyro.module(f"{name}_control",
+                       network(f"{name}_control", Control, D, K, tuple(hidden), int(n_freq)))
+    x, kl0 = _x0_posterior(name, x0, D, times.dtype, times.device)
+    paths, kl, _ = simulate(times, x, drift, diffusion, H, K=K, kind=kind,
+                            gamma_max=float(gamma_max),
+                            gamma_min=None if gamma_min is None else float(gamma_min),
+                            dt=None if dt is None else float(dt), control=ctrl)
+    pyro.factor(f"{name}_kl", -(kl.sum() + kl0))
+    return pyro.deterministic(name, paths[:, 0, :])

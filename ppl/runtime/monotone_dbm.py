@@ -1,0 +1,779 @@
+"""Monotone deep Boltzmann machines: mean-field inference with a unique fixed point.
+
+Maths in ``shared/METHODS.md`` §5 (Feng, Winston & Kolter, TMLR 2023). Units are
+categorical, ``x_i`` one-hot in ``{0,1}^{k_i}``; the energy couples units through a
+symmetric, block-hollow matrix ``Phi`` (``Phi_ii = 0`` for every unit block). Mean-field
+inference is the fixed point ``q = blockwise_softmax(Phi q + b)`` with observed units
+clamped to their one-hot values.
+
+Monotone parametrisation: ``Phi = s (D - A^T A)``, ``D = blockdiag_i((A^T A)_ii)``, one
+global scale ``s = min(1, (1 - m) / max_i ||(A^T A)_ii||_2)``. Then ``I - Phi >= m I``,
+the mean-field free energy ``F(q) = -1/2 q^T Phi q - b^T q + sum q log q`` is m-strongly
+convex on the product of simplices and the fixed point is unique for every clamping
+pattern (a principal submatrix keeps the bound).
+
+Splitting ``F = g + f`` with ``g(q) = 1/2 q^T (I - Phi) q - b^T q`` and
+``f(q) = sum q log q - 1/2 ||q||^2`` (whose prox is softmax): forward-backward is
+``q <- prox_{alpha f}((1 - alpha) q + alpha (Phi q + b))``; Peaceman-Rachford uses the
+resolvent ``(I + alpha (I - Phi))^{-1}`` (a cached Cholesky factor) and ``prox_{alpha f}``.
+Gradients: implicit differentiation through the fixed point (the adjoint fixed point
+``u = J_T(q*)^T u + dl/dq`` solved with the same Anderson iteration).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+
+# ---------------------------------------------------------------------------------------
+# Units and layout
+class Units(NamedTuple):
+    """``n`` categorical units with ``k`` states each (binary units: ``k = 2``)."""
+
+    n: int
+    k: int
+
+
+def units(n, k) -> Units:
+    """The language builtin ``categorical(n, k)``: a group of ``n`` units of ``k`` states."""
+    n, k = int(n), int(k)
+    if n < 1 or k < 2:
+        raise ValueError(f"categorical(n, k) needs n >= 1 units and k >= 2 states; "
+                         f"got n={n}, k={k}")
+    return Units(n, k)
+
+
+def _as_units(u) -> list[Units]:
+    """A units value, a list of them, or a stacked ``[L, 2]`` tensor of (n, k) rows."""
+    if u is None:
+        return []
+    if isinstance(u, Units):
+        return [u]
+    if isinstance(u, torch.Tensor):
+        t = u.reshape(-1, 2) if u.numel() % 2 == 0 else None
+        if t is None:
+            raise ValueError("units must be categorical(n, k) values")
+        return [units(int(a), int(b)) for a, b in t.tolist()]
+    if isinstance(u, (list, tuple)) and len(u) == 2 and all(
+            isinstance(x, (int, float)) for x in u):
+        return [units(*u)]
+    out: list[Units] = []
+    for x in u:
+        out += _as_units(x)
+    return out
+
+
+class Layout:
+    """Groups of units laid out in one vector of ``d = sum n_g k_g`` coordinates."""
+
+    def __init__(self, groups: list[tuple[str, Units]]):
+        self.groups = groups
+        self.segments = []  # (name, offset, n, k)
+        off = 0
+        unit_k = []
+        for name, u in groups:
+            self.segments.append((name, off, u.n, u.k))
+            off += u.n * u.k
+            unit_k += [u.k] * u.n
+        self.d = off
+        self.unit_k = unit_k
+        self.n_units = len(unit_k)
+        # unit index of each coordinate, and each unit's first coordinate
+        owner = []
+        for i, k in enumerate(unit_k):
+            owner += [i] * k
+        self.owner = torch.tensor(owner, dtype=torch.long)
+
+    def segment(self, name: str):
+        for s in self.segments:
+            if s[0] == name:
+                return s
+        raise KeyError(name)
+
+    def block_mask(self, device=None) -> torch.Tensor:
+        """``[d, d]`` boolean, True inside a unit's own diagonal block."""
+        o = self.owner.to(device)
+        return o[:, None] == o[None, :]
+
+
+# ---------------------------------------------------------------------------------------
+# The alpha-proximal softmax and sigmoid
+def _prox_softmax_solve(y: torch.Tensor, alpha: float, tol: float) -> torch.Tensor:
+    """``q_i = (alpha/(1-alpha)) W0(((1-alpha)/alpha) exp((y_i - nu)/alpha - 1))``.
+
+    Solved in Newton form: ``u = log q_i`` from ``(1-alpha) e^u + alpha u = y_i - alpha - nu``
+    (convex increasing in u; Newton from the right converges monotonically), and the
+    multiplier ``nu`` from ``sum_i q_i(nu) = 1`` (convex decreasing in nu; Newton from the
+    left end of the bracket ``[max y - 1, ...]`` converges monotonically). The bracket's
+    left end is where the largest ``q_i`` equals 1.
+    """
+    a = alpha
+    c = y - a
+    nu = y.max(dim=-1, keepdim=True).values - 1.0
+    r = c - nu
+    u = torch.minimum(torch.zeros_like(r), r / a)
+    for _ in range(100):
+        for _ in range(4):
+            e = torch.exp(u)
+            u = u - ((1 - a) * e + a * u - r) / ((1 - a) * e + a)
+        q = torch.exp(u)
+        g = q / ((1 - a) * q + a)
+        phi = q.sum(-1, keepdim=True) - 1.0
+        if float(phi.abs().max()) < tol:
+            break
+        nu = nu + phi / g.sum(-1, keepdim=True)
+        r = c - nu
+    for _ in range(3):
+        e = torch.exp(u)
+        u = u - ((1 - a) * e + a * u - r) / ((1 - a) * e + a)
+    q = torch.exp(u)
+    return q / q.sum(-1, keepdim=True)
+
+
+class _ProxSoftmax(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y, alpha, tol):
+        if alpha == 1.0:
+            q = torch.softmax(y, dim=-1)
+        else:
+            q = _prox_softmax_solve(y, alpha, tol)
+        ctx.save_for_backward(q)
+        ctx.alpha = alpha
+        return q
+
+    @staticmethod
+    def backward(ctx, v):
+        (q,) = ctx.saved_tensors
+        g = _prox_g(q, ctx.alpha)
+        return g * v - g * (g * v).sum(-1, keepdim=True) / g.sum(-1, keepdim=True), None, None
+
+
+def _prox_g(q: torch.Tensor, alpha: float) -> torch.Tensor:
+    return q / (alpha + (1 - alpha) * q)
+
+
+def prox_softmax(y: torch.Tensor, alpha: float = 1.0, tol: float | None = None) -> torch.Tensor:
+    """``prox_{alpha f}(y)`` over the last dimension, ``f(q) = sum q log q - 1/2 ||q||^2`` on
+    the simplex; ``alpha = 1`` is softmax. Differentiable with the closed-form Jacobian
+    ``diag(g) - g g^T / sum g``, ``g_i = q_i / (alpha + (1 - alpha) q_i)`` (METHODS §5)."""
+    alpha = float(alpha)
+    if not 0.0 < alpha <= 1.0:
+        raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+    if tol is None:
+        tol = 1e-13 if y.dtype == torch.float64 else 1e-6
+    return _ProxSoftmax.apply(y, alpha, tol)
+
+
+def prox_softmax_jacobian(q: torch.Tensor, alpha: float) -> torch.Tensor:
+    """The Jacobian ``d prox / d y`` at the output ``q``: ``diag(g) - g g^T / sum g``."""
+    g = _prox_g(q, alpha)
+    return torch.diag_embed(g) - g[..., :, None] * g[..., None, :] / g.sum(-1)[..., None, None]
+
+
+class _ProxSigmoid(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, alpha, tol):
+        a = alpha
+        if a == 1.0:
+            p = torch.sigmoid(x)
+        else:
+            # (1-a)(2p-1) + a logit(p) = x, Newton on l = logit(p) kept in its bracket
+            lo, hi = (x - (1 - a)) / a, (x + (1 - a)) / a
+            lgt = x
+            for _ in range(100):
+                s = torch.sigmoid(lgt)
+                G = (1 - a) * (2 * s - 1) + a * lgt - x
+                lo = torch.where(G < 0, lgt, lo)
+                hi = torch.where(G > 0, lgt, hi)
+                step = lgt - G / (2 * (1 - a) * s * (1 - s) + a)
+                inside = (step > lo) & (step < hi)
+                lgt = torch.where(inside, step, 0.5 * (lo + hi))
+                if float(G.abs().max()) < tol:
+                    break
+            p = torch.sigmoid(lgt)
+        ctx.save_for_backward(p)
+        ctx.alpha = a
+        return p
+
+    @staticmethod
+    def backward(ctx, v):
+        (p,) = ctx.saved_tensors
+        return v * prox_sigmoid_derivative(p, ctx.alpha), None, None
+
+
+def prox_sigmoid(x: torch.Tensor, alpha: float = 1.0, tol: float | None = None) -> torch.Tensor:
+    """The binary prox: ``p`` with ``(1-alpha)(2p-1) + alpha log(p/(1-p)) = x``, i.e. the
+    first coordinate of ``prox_softmax([x, 0], alpha)``; ``alpha = 1`` is the sigmoid."""
+    alpha = float(alpha)
+    if not 0.0 < alpha <= 1.0:
+        raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+    if tol is None:
+        tol = 1e-13 if x.dtype == torch.float64 else 1e-6
+    return _ProxSigmoid.apply(x, alpha, tol)
+
+
+def prox_sigmoid_derivative(p: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``dp/dx = 1 / (2 (1 - alpha) + alpha / (p (1 - p)))``."""
+    return 1.0 / (2 * (1 - alpha) + alpha / (p * (1 - p)))
+
+
+# ---------------------------------------------------------------------------------------
+# Coupling matrices
+def monotone_phi(A: torch.Tensor, layout: Layout, margin: float):
+    """``Phi = s (D - A^T A)`` with the global scale ``s``; returns ``(Phi, s)``."""
+    AtA = A.T @ A
+    blocks = layout.block_mask(A.device)
+    D = AtA * blocks
+    # the spectral norm of each unit's diagonal block, grouped by block size
+    norms = []
+    for _, off, n, k in layout.segments:
+        idx = torch.arange(off, off + n * k, device=A.device).view(n, k)
+        blk = AtA[idx[:, :, None], idx[:, None, :]]
+        norms.append(torch.linalg.matrix_norm(blk, ord=2))
+    top = torch.cat(norms).max()
+    s = torch.clamp((1.0 - margin) / top, max=1.0)
+    return s * (D - AtA), s
+
+
+def free_phi(W: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """The unconstrained control: ``Phi = (W + W^T)/2`` with the unit blocks zeroed."""
+    S = 0.5 * (W + W.T)
+    return S.masked_fill(layout.block_mask(W.device), 0.0)
+
+
+# ---------------------------------------------------------------------------------------
+# Clamping and the fixed-point maps
+class Problem:
+    """One batch of mean-field problems sharing ``Phi`` and ``b``.
+
+    ``clamp_mask``: ``[B, d]`` boolean, True on the coordinates of observed units;
+    ``clamp_value``: ``[B, d]``, their one-hot values (ignored elsewhere).
+    """
+
+    def __init__(self, Phi, b, layout: Layout, clamp_mask=None, clamp_value=None):
+        self.Phi, self.b, self.layout = Phi, b, layout
+        self.clamp_mask, self.clamp_value = clamp_mask, clamp_value
+        self._chol: dict = {}
+
+    def prox(self, y: torch.Tensor, alpha: float) -> torch.Tensor:
+        parts = []
+        for _, off, n, k in self.layout.segments:
+            seg = y[:, off:off + n * k].reshape(y.shape[0], n, k)
+            parts.append(prox_softmax(seg, alpha).reshape(y.shape[0], n * k))
+        q = torch.cat(parts, dim=1)
+        if self.clamp_mask is not None:
+            q = torch.where(self.clamp_mask, self.clamp_value.to(q.dtype), q)
+        return q
+
+    def field(self, z: torch.Tensor) -> torch.Tensor:
+        return z @ self.Phi + self.b
+
+    def fb(self, z: torch.Tensor, alpha: float) -> torch.Tensor:
+        """Damped forward-backward: ``prox_{alpha f}((1-alpha) z + alpha (Phi z + b))``."""
+        return self.prox((1 - alpha) * z + alpha * self.field(z), alpha)
+
+    def mean_field(self, z: torch.Tensor) -> torch.Tensor:
+        """Plain parallel mean-field (the alpha = 1 step): ``softmax(Phi z + b)``."""
+        return self.prox(self.field(z), 1.0)
+
+    def residual(self, z: torch.Tensor) -> torch.Tensor:
+        """Per-problem relative mean-field residual ``||z - T_MF(z)|| / ||z||``."""
+        return (z - self.mean_field(z)).norm(dim=1) / z.norm(dim=1).clamp_min(1e-12)
+
+    def cholesky(self, alpha: float) -> torch.Tensor:
+        """Cached lower Cholesky factor of ``I + alpha (I - Phi)``."""
+        if alpha not in self._chol:
+            d = self.Phi.shape[0]
+            eye = torch.eye(d, dtype=self.Phi.dtype, device=self.Phi.device)
+            self._chol[alpha] = torch.linalg.cholesky((1 + alpha) * eye - alpha * self.Phi)
+        return self._chol[alpha]
+
+    def random_start(self, batch: int, generator=None) -> torch.Tensor:
+        """A random point of the product of simplices (observed units clamped)."""
+        e = torch.empty(batch, self.layout.d, dtype=self.Phi.dtype, device=self.Phi.device)
+        e.exponential_(generator=generator)
+        y = torch.log(e)  # softmax(log Exp) is a Dirichlet(1) draw per unit
+        return self.prox(y, 1.0)
+
+
+# ---------------------------------------------------------------------------------------
+# Fixed-point iteration with optional Anderson acceleration
+def iterate(f, x0: torch.Tensor, *, anderson: int = 0, tol: float = 1e-4, max_iter: int = 50,
+            lam: float = 1e-8, residual=None, stall: tuple | None = None):
+    """Iterate ``x <- f(x)`` (rows are independent problems) until the relative residual
+    ``||f(x) - x|| / ||f(x)||`` of every row is below ``tol``; with ``anderson = M > 0`` the
+    next point mixes the last M images by Anderson's least-squares weights (type II).
+
+    Returns ``(x, info)``: ``info`` has ``iters``, ``res`` (per row, of the returned x) and
+    ``history`` (the largest row residual, or ``residual(x)`` when given, per iteration);
+    ``stall = (factor, window)`` stops early (``info["stalled"]``) when the largest row
+    residual has not fallen by ``factor`` over ``window`` iterations.
+    """
+    B = x0.shape[0]
+    x = x0
+    fx = f(x)
+    hist, own = [], []
+    stalled = False
+    best_x, best_res = fx, torch.full((B,), math.inf, dtype=x0.dtype, device=x0.device)
+    Xs, Fs = [x], [fx]
+    it = 0
+    for it in range(1, max_iter + 1):
+        res = (fx - x).norm(dim=1) / fx.norm(dim=1).clamp_min(1e-12)
+        better = res < best_res
+        best_x = torch.where(better[:, None], fx, best_x)
+        best_res = torch.where(better, res, best_res)
+        hist.append(float(residual(fx).max()) if residual is not None else float(res.max()))
+        own.append(float(res.max()))
+        if own[-1] < tol:
+            break
+        if stall is not None and len(own) > stall[1] and own[-1] > stall[0] * own[-1 - stall[1]]:
+            stalled = True
+            break
+        if anderson and len(Xs) > 1:
+            n = len(Xs)
+            X = torch.stack(Xs, 1)
+            F = torch.stack(Fs, 1)
+            G = F - X  # [B, n, d]
+            H = G @ G.transpose(1, 2)
+            scale = H.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-300)[:, None, None]
+            H = H + lam * scale * torch.eye(n, dtype=H.dtype, device=H.device)
+            ones = torch.ones(B, n, 1, dtype=H.dtype, device=H.device)
+            w = torch.linalg.solve(H, ones)
+            w = w / w.sum(1, keepdim=True)
+            x = (w.transpose(1, 2) @ F)[:, 0]
+        else:
+            x = fx
+        fx = f(x)
+        Xs.append(x)
+        Fs.append(fx)
+        if len(Xs) > max(anderson, 1):
+            Xs.pop(0)
+            Fs.pop(0)
+    res = (fx - x).norm(dim=1) / fx.norm(dim=1).clamp_min(1e-12)
+    better = res < best_res
+    best_x = torch.where(better[:, None], fx, best_x)
+    best_res = torch.where(better, res, best_res)
+    return best_x, {"iters": it, "res": best_res, "history": hist, "stalled": stalled}
+
+
+# ---------------------------------------------------------------------------------------
+# Solvers
+def solve_fb(p: Problem, z0: torch.Tensor, *, alpha: float = 0.125, anderson: int = 5,
+             tol: float = 1e-4, max_iter: int = 50, stall: float = 0.95, window: int = 10,
+             residual=None):
+    """Damped forward-backward (Anderson-accelerated when ``anderson > 0``); alpha is halved
+    and the run restarted from the best point when the residual stalls (fails to fall by
+    the factor ``stall`` over ``window`` iterations). Converges for alpha < 2/L(I - Phi)."""
+    z, used, hist = z0, 0, []
+    info: dict = {}
+    a = float(alpha)
+    while used < max_iter:
+        z, info = iterate(lambda v, a=a: p.fb(v, a), z, anderson=anderson, tol=tol,
+                          max_iter=max_iter - used, residual=residual,
+                          stall=(stall, window))
+        hist += info["history"]
+        used += info["iters"]
+        if not info["stalled"]:
+            break
+        a /= 2
+    info = dict(info)
+    info.update(iters=used, history=hist, alpha=a)
+    return z, info
+
+
+def solve_pr(p: Problem, z0: torch.Tensor, *, alpha: float = 1.0, anderson: int = 0,
+             tol: float = 1e-4, max_iter: int = 50, residual=None):
+    """Peaceman-Rachford: ``x = (I + alpha(I - Phi))^{-1}(u + alpha b)``,
+    ``y = prox_{alpha f}(2x - u)``, ``u <- u + 2(y - x)``; converges for every alpha > 0
+    since g is strongly convex. The resolvent uses a cached Cholesky factor."""
+    L = p.cholesky(float(alpha))
+
+    def res_g(u):
+        rhs = (u + alpha * p.b).T
+        return torch.cholesky_solve(rhs, L).T
+
+    def step(u):
+        x = res_g(u)
+        y = p.prox(2 * x - u, alpha)
+        return u + 2 * (y - x)
+
+    def z_of(u):
+        return p.prox(2 * res_g(u) - u, alpha)
+
+    res_fn = (lambda u: residual(z_of(u))) if residual is not None else None
+    u, info = iterate(step, z0, anderson=anderson, tol=tol, max_iter=max_iter,
+                      residual=res_fn)
+    return z_of(u), info
+
+
+def solve_mf(p: Problem, z0: torch.Tensor, *, tol: float = 1e-4, max_iter: int = 50,
+             anderson: int = 0, residual=None):
+    """Plain (undamped, parallel) mean-field iteration ``z <- softmax(Phi z + b)``."""
+    return iterate(p.mean_field, z0, anderson=anderson, tol=tol, max_iter=max_iter,
+                   residual=residual)
+
+
+SOLVERS = {"fb": solve_fb, "pr": solve_pr, "mf": solve_mf}
+
+
+def solve(p: Problem, z0=None, solver: str = "fb", **opts):
+    if z0 is None:
+        z0 = p.prox(p.b.expand(_batch(p), -1), 1.0)
+    return SOLVERS[solver](p, z0, **opts)
+
+
+def _batch(p: Problem) -> int:
+    return p.clamp_mask.shape[0] if p.clamp_mask is not None else 1
+
+
+# ---------------------------------------------------------------------------------------
+# Implicit differentiation
+def implicit_fixed_point(p: Problem, z_star: torch.Tensor, *, alpha: float = 0.125,
+                         anderson: int = 5, tol: float = 1e-6, max_iter: int = 500,
+                         direct: bool = False) -> torch.Tensor:
+    """Attach gradients to the fixed point ``z* = T(z*)`` of the FB map ``T`` (any alpha:
+    the fixed point does not depend on it) by implicit differentiation: the incoming
+    gradient ``v`` is replaced by the solution ``u`` of the adjoint fixed point
+    ``u = J_T(z*)^T u + v`` (Anderson iteration, or a dense solve when ``direct``), then
+    pulled back through one application of ``T`` to ``Phi`` and ``b``."""
+    z_star = z_star.detach()
+    z = p.fb(z_star, alpha)
+    if not z.requires_grad:
+        return z
+    z0 = z_star.clone().requires_grad_()
+    with torch.enable_grad():
+        f0 = p.fb(z0, alpha)
+
+    def vjp(u):
+        return torch.autograd.grad(f0, z0, u, retain_graph=True)[0]
+
+    def hook(v):
+        if direct:
+            d = v.shape[1]
+            eye = torch.eye(d, dtype=v.dtype, device=v.device)
+            J = torch.stack([vjp(eye[i].expand_as(v)) for i in range(d)], 1)  # [B, d, d]
+            return torch.linalg.solve(eye - J, v.unsqueeze(-1)).squeeze(-1)
+        u, _ = iterate(lambda u: vjp(u) + v, v, anderson=anderson, tol=tol,
+                       max_iter=max_iter)
+        return u
+
+    z.register_hook(hook)
+    return z
+
+
+def unrolled_fixed_point(p: Problem, z0: torch.Tensor, *, alpha: float = 1.0,
+                         steps: int = 200) -> torch.Tensor:
+    """The fixed point by backpropagating through ``steps`` FB iterations (the control
+    used to check implicit gradients, and the baseline's training gradient)."""
+    z = z0
+    for _ in range(steps):
+        z = p.fb(z, alpha) if alpha != 1.0 else p.mean_field(z)
+    return z
+
+
+# ---------------------------------------------------------------------------------------
+# The model
+class MonotoneDBM(nn.Module):
+    """A DBM over ``visible``, ``hidden`` tiers and an optional ``label`` unit group.
+
+    ``monotone=True``: ``Phi = s (D - A^T A)`` (dense ``A`` of ``rank`` rows; margin
+    guaranteed); ``monotone=False``: the unconstrained control ``Phi = sym(W)`` with zero
+    unit blocks and plain mean-field. Data: ``visible`` as integer states ``[B, n_v]`` with
+    ``-1`` (or NaN) for missing; ``label`` ``[B]`` with ``-1`` for unknown.
+    """
+
+    def __init__(self, visible, hidden=None, label=None, margin: float = 0.01,
+                 rank: int | None = None, monotone: bool = True, solver: str = "fb",
+                 alpha: float = 0.125, tol: float = 1e-4, max_iter: int = 50,
+                 anderson: int = 5, observed: float = 0.4, mask: str = "random",
+                 init_scale: float = 1.0, seed: int | None = None):
+        super().__init__()
+        groups = [("visible", _as_units(visible)[0])]
+        for i, h in enumerate(_as_units(hidden)):
+            groups.append((f"hidden{i}", h))
+        if label is not None:
+            groups.append(("label", _as_units(label)[0]))
+        self.layout = Layout(groups)
+        self.margin = float(margin)
+        self.monotone = bool(monotone)
+        self.solver, self.alpha, self.tol = solver, float(alpha), float(tol)
+        self.max_iter, self.anderson = int(max_iter), int(anderson)
+        self.observed, self.mask = float(observed), str(mask)
+        d = self.layout.d
+        gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+        if self.monotone:
+            r = int(rank) if rank is not None else d
+            A = torch.randn(r, d, generator=gen) * (float(init_scale) / math.sqrt(r))
+            self.A = nn.Parameter(A.to(torch.get_default_dtype()))
+        else:
+            W = torch.randn(d, d, generator=gen) * (float(init_scale) / math.sqrt(d))
+            self.W = nn.Parameter(W.to(torch.get_default_dtype()))
+        self.b = nn.Parameter(torch.zeros(d))
+        self.check_margin()
+
+    # ---- structure ----
+    def phi(self) -> torch.Tensor:
+        if self.monotone:
+            return monotone_phi(self.A, self.layout, self.margin)[0]
+        return free_phi(self.W, self.layout)
+
+    def check_margin(self, exact: bool = True) -> float:
+        """``lambda_min(I - Phi)``; raises when the monotone model violates the margin."""
+        with torch.no_grad():
+            Phi = self.phi()
+            eye = torch.eye(Phi.shape[0], dtype=Phi.dtype, device=Phi.device)
+            lam = float(torch.linalg.eigvalsh(eye - Phi)[0]) if exact else math.nan
+        if self.monotone and lam < self.margin - 1e-5:
+            raise RuntimeError(f"monotone DBM margin violated: lambda_min(I - Phi) = {lam:.3g}"
+                               f" < m = {self.margin}")
+        return lam
+
+    # ---- data ----
+    def clamp(self, visible: torch.Tensor, label: torch.Tensor | None = None):
+        """``(mask [B, d], one-hot values [B, d])`` for observed visible states and labels."""
+        lay = self.layout
+        B = visible.shape[0]
+        dev = self.b.device
+        mask = torch.zeros(B, lay.d, dtype=torch.bool, device=dev)
+        val = torch.zeros(B, lay.d, dtype=self.b.dtype, device=dev)
+        for name, x in (("visible", visible), ("label", label)):
+            if x is None:
+                continue
+            _, off, n, k = lay.segment(name)
+            x = _states(x, dev).reshape(B, n)
+            obs = x >= 0
+            oh = torch.nn.functional.one_hot(x.clamp_min(0), k).to(val.dtype)
+            oh = oh * obs[..., None]
+            mask[:, off:off + n * k] = obs.repeat_interleave(k, dim=1)
+            val[:, off:off + n * k] = oh.reshape(B, n * k)
+        return mask, val
+
+    def problem(self, visible, label=None) -> Problem:
+        mask, val = self.clamp(visible, label)
+        return Problem(self.phi(), self.b, self.layout, mask, val)
+
+    # ---- inference ----
+    def infer(self, visible, label=None, *, solver: str | None = None, z0=None,
+              grad: bool | None = None, **opts):
+        """The mean-field fixed point for this clamping. With gradients enabled the
+        monotone model differentiates implicitly; the control unrolls its iterations."""
+        p = self.problem(visible, label)
+        solver = solver or self.solver
+        o = {"tol": self.tol, "max_iter": self.max_iter}
+        if solver == "fb":
+            o.update(alpha=self.alpha, anderson=self.anderson)
+        o.update(opts)
+        if z0 is None:
+            z0 = p.prox(p.b.detach().expand(visible.shape[0], -1), 1.0)
+        grad = torch.is_grad_enabled() if grad is None else grad
+        if not grad:
+            with torch.no_grad():
+                z, info = solve(_detached(p), z0, solver, **o)
+            return z, info, p
+        if not self.monotone:
+            steps = o.get("max_iter", self.max_iter)
+            with torch.no_grad():
+                _, info = solve(_detached(p), z0, "mf", tol=o["tol"], max_iter=steps)
+            return unrolled_fixed_point(p, z0, steps=steps), info, p
+        with torch.no_grad():
+            z, info = solve(_detached(p), z0, solver, **o)
+        return implicit_fixed_point(p, z, alpha=self.alpha), info, p
+
+    def logits(self, z: torch.Tensor, p: Problem, name: str) -> torch.Tensor:
+        """``Phi z + b`` over the units of group ``name``: ``[B, n, k]``."""
+        _, off, n, k = self.layout.segment(name)
+        return p.field(z)[:, off:off + n * k].reshape(z.shape[0], n, k)
+
+    def training_mask(self, visible: torch.Tensor, generator=None) -> torch.Tensor:
+        """Which of the given (non-missing) pixels are shown as inputs: a random fraction
+        ``observed``, or everything outside one random square patch."""
+        return make_mask(visible.shape, self.observed, self.mask, generator=generator,
+                         device=visible.device) & (_states(visible, visible.device) >= 0)
+
+    def loss(self, visible, label=None, shown=None, generator=None, **opts):
+        """``0.5 CE(hidden pixels) + 0.5 CE(label)`` on the logits ``Phi q* + b``, with the
+        pixels outside ``shown`` (default: a fresh training mask) and the label hidden."""
+        x = _states(visible, self.b.device)
+        if shown is None:
+            shown = self.training_mask(x, generator)
+        inp = torch.where(shown, x, torch.full_like(x, -1))
+        z, info, p = self.infer(inp, None, **opts)
+        target = (~shown) & (x >= 0)
+        lv = torch.log_softmax(self.logits(z, p, "visible"), -1)
+        nll_v = -lv.gather(-1, x.clamp_min(0)[..., None])[..., 0]
+        loss = 0.5 * (nll_v * target).sum() / target.sum().clamp_min(1)
+        if label is not None and "label" in [g[0] for g in self.layout.groups]:
+            y = _states(label, self.b.device).reshape(-1)
+            ll = torch.log_softmax(self.logits(z, p, "label")[:, 0], -1)
+            loss = loss + 0.5 * torch.nn.functional.nll_loss(ll, y)
+        return loss, info
+
+    @torch.no_grad()
+    def predict(self, visible, **opts):
+        """``(pixel marginals [B, n_v, k], label marginals [B, k_label] or None, info)``
+        with every non-missing pixel clamped."""
+        z, info, p = self.infer(_states(visible, self.b.device), None, grad=False, **opts)
+        _, off, n, k = self.layout.segment("visible")
+        pv = z[:, off:off + n * k].reshape(z.shape[0], n, k)
+        pl = None
+        if "label" in [g[0] for g in self.layout.groups]:
+            _, off, n, k = self.layout.segment("label")
+            pl = z[:, off:off + k]
+        return pv, pl, info
+
+    # ---- language sites ----
+    @property
+    def visible(self):
+        self._session = _Session(self)
+        return _VisibleSite(self._session)
+
+    @property
+    def label(self):
+        s = getattr(self, "_session", None)
+        if s is None or s.model is not self:
+            raise RuntimeError("m.label is conditioned on the pixels: write 'pixels ~ "
+                               "m.visible' before 'label ~ m.label'")
+        return _LabelSite(s)
+
+
+def _detached(p: Problem) -> Problem:
+    q = Problem(p.Phi.detach(), p.b.detach(), p.layout, p.clamp_mask, p.clamp_value)
+    q._chol = p._chol
+    return q
+
+
+def _states(x, device) -> torch.Tensor:
+    """Integer states with -1 for missing (NaN in real data)."""
+    x = torch.as_tensor(x, device=device)
+    if x.is_floating_point():
+        x = torch.where(torch.isnan(x), torch.full_like(x, -1), x).round().long()
+    return x.long()
+
+
+def make_mask(shape, observed: float, kind: str = "random", generator=None,
+              device=None) -> torch.Tensor:
+    """``[B, n]`` boolean, True = shown. ``random``: each pixel shown with probability
+    ``observed``; ``patch``: a random square of side ``round(sqrt((1-observed) n))``
+    hidden (images are square, ``n = side^2``)."""
+    B, n = shape
+    if kind == "random":
+        u = torch.rand(B, n, generator=generator)
+        return (u < observed).to(device)
+    if kind == "patch":
+        side = int(round(math.sqrt(n)))
+        p = int(round(math.sqrt((1 - observed) * n)))
+        m = torch.ones(B, side, side, dtype=torch.bool)
+        if p > 0:
+            r = torch.randint(0, side - p + 1, (B,), generator=generator)
+            c = torch.randint(0, side - p + 1, (B,), generator=generator)
+            for i in range(B):
+                m[i, r[i]:r[i] + p, c[i]:c[i] + p] = False
+        return m.reshape(B, n).to(device)
+    raise ValueError(f"mask must be 'random' or 'patch', got {kind!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# Distributions for 'pixels ~ m.visible' and 'label ~ m.label'
+class _Session:
+    """One model execution: both sites share one fixed point, solved once.
+
+    Training (the label observed or absent from the model): a random fraction
+    ``observed`` of the non-missing pixels is clamped and the rest is scored. Prediction
+    (the label sampled): every non-missing pixel is clamped."""
+
+    def __init__(self, model: MonotoneDBM):
+        self.model = model
+        self.pixels = None
+        self.mode = "train"
+        self._solved = None
+
+    def find_pixels(self):
+        if self.pixels is not None:
+            return self.pixels
+        from pyro.poutine.runtime import _PYRO_STACK
+
+        for frame in reversed(_PYRO_STACK):
+            trace = getattr(frame, "trace", None)
+            if trace is None:
+                continue
+            for node in trace.nodes.values():
+                fn = node.get("fn")
+                while fn is not None and not isinstance(fn, _VisibleSite):
+                    fn = getattr(fn, "base_dist", None)
+                if fn is not None and fn.session is self and node.get("is_observed"):
+                    self.pixels = node["value"]
+                    return self.pixels
+        raise RuntimeError("m.label needs the pixels: observe them with 'pixels ~ m.visible' "
+                           "inside a Pyro inference or Predictive run")
+
+    def solved(self):
+        x = self.find_pixels()
+        if self._solved is None or self._solved[0] is not x:
+            m = self.model
+            st = _states(x, m.b.device).reshape(-1, m.layout.segment("visible")[2])
+            shown = st >= 0 if self.mode == "predict" else m.training_mask(st)
+            inp = torch.where(shown, st, torch.full_like(st, -1))
+            z, info, p = m.infer(inp, None)
+            self._solved = (x, st, shown, z, p)
+        return self._solved
+
+
+class _Site(torch.distributions.Distribution):
+    arg_constraints: dict = {}
+    has_enumerate_support = False
+
+    def __init__(self, session: _Session, batch_shape=torch.Size()):
+        self.session = session
+        super().__init__(torch.Size(batch_shape), torch.Size(), validate_args=False)
+
+    def expand(self, batch_shape, _instance=None):
+        return type(self)(self.session, batch_shape)
+
+
+class _VisibleSite(_Site):
+    """Scores the hidden non-missing pixels: ``0.5 log q*(x_i)`` per pixel (the reference
+    training loss, METHODS §5); clamped and missing pixels contribute 0."""
+
+    support = torch.distributions.constraints.real
+
+    def log_prob(self, value):
+        s = self.session
+        s.pixels = value
+        _, st, shown, z, p = s.solved()
+        m = s.model
+        lv = torch.log_softmax(m.logits(z, p, "visible"), -1)
+        ll = lv.gather(-1, st.clamp_min(0)[..., None])[..., 0]
+        target = (~shown) & (st >= 0)
+        out = 0.5 * torch.where(target, ll, torch.zeros_like(ll))
+        return out.reshape(value.shape)
+
+    def sample(self, sample_shape=torch.Size()):
+        raise NotImplementedError("pixels are data: pass them with NaN for missing values; "
+                                  "imputations come from MonotoneDBM.predict")
+
+
+class _LabelSite(_Site):
+    """``0.5 log q*(label)`` when observed; a draw from the mean-field label marginal,
+    given every non-missing pixel, when sampled."""
+
+    support = torch.distributions.constraints.nonnegative_integer
+
+    def _probs(self):
+        _, _, _, z, p = self.session.solved()
+        return torch.softmax(self.session.model.logits(z, p, "label")[:, 0], -1)
+
+    def log_prob(self, value):
+        pr = self._probs()
+        y = _states(value, pr.device).reshape(-1)
+        return 0.5 * torch.log(pr.gather(-1, y[:, None])[:, 0]).reshape(value.shape)
+
+    def sample(self, sample_shape=torch.Size()):
+        self.session.mode = "predict"
+        with torch.no_grad():
+            pr = self._probs()
+        draw = torch.distributions.Categorical(probs=pr).sample(sample_shape)
+        return draw.reshape(torch.Size(sample_shape) + self.batch_shape)

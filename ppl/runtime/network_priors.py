@@ -1,0 +1,409 @@
+"""Priors over the weights of a network, and their matching to a Gaussian process.
+
+Maths: METHODS.md §1 (Tran, Rossi, Milios, Filippone, JMLR 2022).
+
+The network is the MLP of ``rt.nn.MLP`` evaluated functionally with fan-in scaling,
+h <- act(W h / sqrt(n_in) + b), so a prior scale means the same at every width. Every
+weight is a Pyro sample site (``f.W0``, ``f.b0``, ..., one per layer), so NUTS, SVI and
+SGHMC all apply:
+
+* FG  ``gaussian_prior(s)``:        W_l, b_l ~ N(0, s^2).
+* FH  ``hierarchical_prior(a, b)``: v_l ~ IG(a, b) (separately for W_l and b_l),
+  W_l | v_l ~ N(0, v_l).
+* GPiG ``gp_prior(k, inputs=x)``:  W_l ~ N(0, softplus(rho_W,l)^2), b_l likewise, with
+  psi = {rho} fitted by Wasserstein-1 matching to GP(0, k).
+* GPiH ``gp_prior(k, inputs=x, family="hierarchical")``: v_l ~ IG(alpha_l, beta_l),
+  alpha, beta = softplus(raw), fitted the same way; the variance is drawn per function
+  sample during matching (the reference shares one draw per batch).
+* ``scale_mixture_prior(a, b)``: hidden layers N(0, s^2); the output layer's variance
+  v ~ IG(a, b) shared by W_L and b_L (a Student-t process in the wide limit).
+
+Variance sites carry ``infer={"bdl_gibbs": ...}`` naming the weights they scale, so that
+SGHMC can update them by their conjugate conditional IG(a + n/2, b + ||W||^2 / 2).
+
+Matching (``match_gp``): minimise over psi the W1 distance between GP and network function
+values at random measurement sets, W1 estimated in its dual form by a critic with a
+gradient penalty (WGAN-GP, lambda = 10), network samples reparameterised so the gradient
+flows to psi, RMSprop on psi, GP samples by a float64 Cholesky with jitter. Unlike the
+reference, the critic is warm-started across outer steps (``critic_init_steps`` steps at
+the first, ``critic_steps`` afterwards). The fitted psi is cached on disk under
+``$BDL_CACHE_DIR`` (default ``~/.cache/bdl``) keyed by network, kernel, inputs, settings
+and seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+_ACT = {
+    nn.Tanh: torch.tanh, nn.ReLU: torch.relu, nn.Sigmoid: torch.sigmoid,
+    nn.Softplus: nn.functional.softplus, nn.ELU: nn.functional.elu,
+    nn.GELU: nn.functional.gelu,
+}
+_CACHE_VERSION = 1
+
+
+# ---- the functional network ---------------------------------------------------------
+def structure(net) -> tuple[list[int], object, str]:
+    """Layer sizes [in, hidden..., out] and the activation of an ``rt.nn.MLP``."""
+    sizes, act, act_name = [], None, "tanh"
+    for layer in net.modules():
+        if isinstance(layer, nn.Linear):
+            if not sizes:
+                sizes.append(layer.in_features)
+            sizes.append(layer.out_features)
+        elif type(layer) in _ACT and act is None:
+            act, act_name = _ACT[type(layer)], type(layer).__name__.lower()
+    if not sizes:
+        raise TypeError("a network prior needs a network built by mlp(...)")
+    return sizes, (act or torch.tanh), act_name
+
+
+def forward(x: torch.Tensor, weights, act) -> torch.Tensor:
+    """h <- act(h W^T / sqrt(n_in) + b), no activation after the last layer.
+
+    ``weights`` is a list of (W [..., out, in], b [..., out]); leading batch dimensions of
+    the weights (draws) come first in the result: x [N, in] -> [..., N, out].
+    """
+    h = x.to(weights[0][0].dtype)
+    last = len(weights) - 1
+    for i, (w, b) in enumerate(weights):
+        h = torch.matmul(h, w.transpose(-1, -2)) / math.sqrt(w.shape[-1]) + b.unsqueeze(-2)
+        if i < last:
+            h = act(h)
+    return h
+
+
+class BayesianNetwork:
+    """A network whose weights are the values of Pyro sample sites; ``f(x)`` applies it."""
+
+    def __init__(self, name, sizes, act, weights):
+        self.name, self.sizes, self.act, self.weights = name, sizes, act, weights
+        self.in_dim, self.out_dim = sizes[0], sizes[-1]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 0 or x.shape[-1] != self.in_dim:
+            raise ValueError(f"network expects {self.in_dim} input features, got shape "
+                             f"{tuple(x.shape)}")
+        return forward(x, self.weights, self.act)
+
+
+def _t(v) -> torch.Tensor:
+    """A number or tensor as a tensor of the default dtype and device."""
+    like = torch.empty(0)
+    if isinstance(v, torch.Tensor):
+        return v.to(device=like.device, dtype=like.dtype)
+    return torch.tensor(float(v), dtype=like.dtype, device=like.device)
+
+
+def _layer_sites(name, sizes):
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        yield i, f"{name}.W{i}", (n_out, n_in), f"{name}.b{i}", (n_out,)
+
+
+def _normal(site, scale, shape):
+    return pyro.sample(site, dist.Normal(_t(0.0), scale).expand(shape).to_event(len(shape)))
+
+
+def _ig_variance(site, a, b, targets):
+    return pyro.sample(site, dist.InverseGamma(a, b),
+                       infer={"bdl_gibbs": {"alpha": a, "beta": b, "targets": targets}})
+
+
+def _finish(name, net, sizes, act, weights):
+    if isinstance(net, BayesianNetwork):
+        raise ValueError(f"network '{name}' already has a prior")
+    return BayesianNetwork(name, sizes, act, weights)
+
+
+# ---- the priors -----------------------------------------------------------------------
+def gaussian_prior(name: str, net, scale=1.0) -> BayesianNetwork:
+    """FG: every W_l and b_l ~ N(0, scale^2) (METHODS.md §1)."""
+    sizes, act, _ = structure(net)
+    s = _t(scale)
+    weights = [(_normal(wn, s, ws), _normal(bn, s, bs))
+               for _, wn, ws, bn, bs in _layer_sites(name, sizes)]
+    return _finish(name, net, sizes, act, weights)
+
+
+def hierarchical_prior(name: str, net, a=1.0, b=1.0) -> BayesianNetwork:
+    """FH: per layer v ~ IG(a, b) for W_l and (separately) for b_l, W_l | v ~ N(0, v)."""
+    sizes, act, _ = structure(net)
+    a, b = _t(a), _t(b)
+    weights = []
+    for i, wn, ws, bn, bs in _layer_sites(name, sizes):
+        vw = _ig_variance(f"{name}.vW{i}", a, b, [wn])
+        vb = _ig_variance(f"{name}.vb{i}", a, b, [bn])
+        weights.append((_normal(wn, vw.sqrt(), ws), _normal(bn, vb.sqrt(), bs)))
+    return _finish(name, net, sizes, act, weights)
+
+
+def scale_mixture_prior(name: str, net, a=1.0, b=1.0, scale=1.0) -> BayesianNetwork:
+    """Hidden layers N(0, scale^2); the output layer's variance v ~ IG(a, b) is shared by
+    W_L and b_L, W_L, b_L | v ~ N(0, v) (METHODS.md §1, scale mixture)."""
+    sizes, act, _ = structure(net)
+    s, a, b = _t(scale), _t(a), _t(b)
+    layers = list(_layer_sites(name, sizes))
+    weights = [(_normal(wn, s, ws), _normal(bn, s, bs)) for _, wn, ws, bn, bs in layers[:-1]]
+    _, wn, ws, bn, bs = layers[-1]
+    v = _ig_variance(f"{name}.v", a, b, [wn, bn])
+    weights.append((_normal(wn, v.sqrt(), ws), _normal(bn, v.sqrt(), bs)))
+    return _finish(name, net, sizes, act, weights)
+
+
+def gp_prior(name: str, net, kernel, inputs, family: str = "gaussian", steps: int = 200,
+             samples: int = 128, points: int = 100, critic_steps: int = 20,
+             critic_init_steps: int = 200, lr: float = 0.05, measure: str = "data",
+             seed: int = 0, cache: bool = True) -> BayesianNetwork:
+    """GPiG / GPiH: the prior of ``family`` whose psi is fitted to GP(0, kernel) by
+    :func:`match_gp` (memoised in memory and on disk)."""
+    sizes, act, act_name = structure(net)
+    psi = fitted_psi(sizes, act_name, kernel, inputs, family=family, steps=int(steps),
+                     samples=int(samples), points=int(points), critic_steps=int(critic_steps),
+                     critic_init_steps=int(critic_init_steps), lr=float(lr), measure=measure,
+                     seed=int(seed), cache=bool(cache))["psi"]
+    sp = nn.functional.softplus
+    weights = []
+    for i, wn, ws, bn, bs in _layer_sites(name, sizes):
+        if family == "gaussian":
+            sw, sb = sp(_t(psi["rho_W"][i])), sp(_t(psi["rho_b"][i]))
+        else:
+            aw, bw = sp(_t(psi["a_W"][i])), sp(_t(psi["b_W"][i]))
+            ab, bb = sp(_t(psi["a_b"][i])), sp(_t(psi["b_b"][i]))
+            sw = _ig_variance(f"{name}.vW{i}", aw, bw, [wn]).sqrt()
+            sb = _ig_variance(f"{name}.vb{i}", ab, bb, [bn]).sqrt()
+        weights.append((_normal(wn, sw, ws), _normal(bn, sb, bs)))
+    return _finish(name, net, sizes, act, weights)
+
+
+# ---- matching to a GP -------------------------------------------------------------------
+def _init_psi(n_layers: int, family: str, dtype, device) -> dict[str, torch.Tensor]:
+    """Start at FG (sigma = 1) or at IG(2, 1) (prior mean variance 1)."""
+    def inv_sp(v):
+        return torch.full((n_layers,), math.log(math.expm1(v)), dtype=dtype, device=device)
+    if family == "gaussian":
+        return {"rho_W": inv_sp(1.0), "rho_b": inv_sp(1.0)}
+    if family == "hierarchical":
+        return {"a_W": inv_sp(2.0), "b_W": inv_sp(1.0), "a_b": inv_sp(2.0), "b_b": inv_sp(1.0)}
+    raise ValueError(f"gp_prior family must be \"gaussian\" or \"hierarchical\", not {family!r}")
+
+
+def prior_weights(psi: dict, family: str, sizes: list[int], n: int,
+                  generator: torch.Generator | None = None):
+    """n reparameterised weight draws [(W [n, out, in], b [n, out]) per layer] from the
+    prior of ``family`` with hyperparameters psi (variances drawn per function sample)."""
+    sp = nn.functional.softplus
+    ref = next(iter(psi.values()))
+    weights = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        ew = torch.randn(n, n_out, n_in, dtype=ref.dtype, device=ref.device, generator=generator)
+        eb = torch.randn(n, n_out, dtype=ref.dtype, device=ref.device, generator=generator)
+        if family == "gaussian":
+            sw = sp(psi["rho_W"][i]).expand(n)
+            sb = sp(psi["rho_b"][i]).expand(n)
+        else:  # v = 1 / Gamma(alpha, beta) ~ IG(alpha, beta), reparameterised (implicit grads)
+            sw = dist.Gamma(sp(psi["a_W"][i]), sp(psi["b_W"][i])).rsample((n,)).rsqrt()
+            sb = dist.Gamma(sp(psi["a_b"][i]), sp(psi["b_b"][i])).rsample((n,)).rsqrt()
+        weights.append((sw[:, None, None] * ew, sb[:, None] * eb))
+    return weights
+
+
+def _as_matrix(x: torch.Tensor) -> torch.Tensor:
+    return x.unsqueeze(-1) if x.dim() == 1 else x
+
+
+def measurement_set(inputs: torch.Tensor, m: int, measure: str,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """M points: ``data`` -- 70% random training inputs, 30% uniform in their box;
+    ``grid`` -- an M-point grid over [min, max] of 1-D inputs (fixed)."""
+    x = _as_matrix(inputs)
+    lo, hi = x.min(0).values, x.max(0).values
+    if measure == "grid":
+        if x.shape[-1] != 1:
+            raise ValueError("measure=\"grid\" needs 1-D inputs")
+        return torch.linspace(float(lo[0]), float(hi[0]), m, dtype=x.dtype,
+                              device=x.device).unsqueeze(-1)
+    if measure != "data":
+        raise ValueError(f"measure must be \"data\" or \"grid\", not {measure!r}")
+    n_data = min(int(round(0.7 * m)), x.shape[0])
+    idx = torch.randperm(x.shape[0], device=x.device, generator=generator)[:n_data]
+    u = torch.rand(m - n_data, x.shape[-1], dtype=x.dtype, device=x.device, generator=generator)
+    return torch.cat([x[idx], lo + (hi - lo) * u])
+
+
+def gp_sampler(kernel, xm: torch.Tensor, jitter: float = 1e-6):
+    """n draws [n, M] of GP(0, k) at xm: Cholesky of K + jitter I in float64, jitter
+    raised tenfold until it succeeds."""
+    k = kernel(xm.double())
+    k = k.to(torch.float64)
+    eye = torch.eye(k.shape[-1], dtype=torch.float64, device=k.device)
+    for _ in range(8):
+        chol, info = torch.linalg.cholesky_ex(k + jitter * eye)
+        if int(info) == 0:
+            break
+        jitter *= 10
+    else:
+        raise ValueError("the GP covariance at the measurement set is not positive definite")
+
+    def draw(n, generator=None):
+        z = torch.randn(k.shape[-1], n, dtype=torch.float64, device=k.device,
+                        generator=generator)
+        return (chol @ z).T.to(xm.dtype)
+    return draw
+
+
+def make_critic(m: int, hidden: int = 200, dtype=None, device=None) -> nn.Module:
+    """The reference critic: M -> 200 -> 200 -> 1 with softplus activations."""
+    return nn.Sequential(nn.Linear(m, hidden), nn.Softplus(), nn.Linear(hidden, hidden),
+                         nn.Softplus(), nn.Linear(hidden, 1)).to(dtype=dtype, device=device)
+
+
+def critic_loss(critic, f_p, f_q, lam: float = 10.0, generator=None):
+    """-(E_p phi - E_q phi) + lam * E (||grad phi(f_hat)|| - 1)^2 with f_hat a random
+    interpolate of p and q samples (WGAN-GP). Returns (loss, W1 estimate)."""
+    w = critic(f_p).mean() - critic(f_q).mean()
+    t = torch.rand(f_p.shape[0], 1, dtype=f_p.dtype, device=f_p.device, generator=generator)
+    f_hat = (t * f_p + (1 - t) * f_q).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(f_hat).sum(), f_hat, create_graph=True)
+    penalty = (grad.norm(dim=-1) - 1).pow(2).mean()
+    return -w + lam * penalty, w.detach()
+
+
+def estimate_w1(sample_p, sample_q, dim: int, steps: int = 500, n: int = 256,
+                lr: float = 0.02, lam: float = 10.0, eval_n: int = 4096, seed: int = 0,
+                dtype=None, device=None, critic=None) -> float:
+    """W1(p, q) by training a fresh critic (Adagrad) for ``steps`` steps on fresh samples,
+    then evaluating E_p phi - E_q phi on ``eval_n`` new samples. ``sample_p(n)`` and
+    ``sample_q(n)`` return [n, dim] tensors."""
+    g = torch.Generator(device=device or "cpu").manual_seed(seed)
+    critic = critic or make_critic(dim, dtype=dtype, device=device)
+    opt = torch.optim.Adagrad(critic.parameters(), lr=lr)
+    for _ in range(steps):
+        loss, _ = critic_loss(critic, sample_p(n).detach(), sample_q(n).detach(), lam, g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return float(critic(sample_p(eval_n)).mean() - critic(sample_q(eval_n)).mean())
+
+
+def match_gp(sizes: list[int], act, kernel, inputs: torch.Tensor, family: str = "gaussian",
+             steps: int = 200, samples: int = 128, points: int = 100, critic_steps: int = 20,
+             critic_init_steps: int = 200, lr: float = 0.05, measure: str = "data",
+             seed: int = 0, critic_lr: float = 0.02, lam: float = 10.0,
+             warm_start: bool = True) -> dict:
+    """Fit psi: min_psi E_X W1(p_gp(f(X)), p_nn(f(X); psi)) (METHODS.md §1).
+
+    Each outer step draws a measurement set X, trains the critic (warm-started unless
+    ``warm_start`` is False, when it is re-initialised as in the reference), then takes one
+    RMSprop step on psi through reparameterised network samples. Returns
+    ``{"psi": {...}, "w1": [W1 estimate per outer step]}``.
+    """
+    x = _as_matrix(inputs).detach()
+    dtype, device = x.dtype, x.device
+    g = torch.Generator(device=device).manual_seed(seed)
+    torch_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)  # the critic's initialisation
+    try:
+        psi = {k: v.requires_grad_(True) for k, v in
+               _init_psi(len(sizes) - 1, family, dtype, device).items()}
+        opt_psi = torch.optim.RMSprop(list(psi.values()), lr=lr)
+        critic, opt_c = None, None
+        history = []
+        for t in range(steps):
+            xm = measurement_set(x, points, measure, g)
+            draw_gp = gp_sampler(kernel, xm)
+            if critic is None or not warm_start:
+                critic = make_critic(xm.shape[0], dtype=dtype, device=device)
+                opt_c = torch.optim.Adagrad(critic.parameters(), lr=critic_lr)
+                n_c = critic_init_steps
+            else:
+                n_c = critic_steps
+            for _ in range(n_c):
+                with torch.no_grad():
+                    f_nn = forward(xm, prior_weights(psi, family, sizes, samples, g), act)[..., 0]
+                loss, _ = critic_loss(critic, f_nn, draw_gp(samples, g), lam, g)
+                opt_c.zero_grad()
+                loss.backward()
+                opt_c.step()
+            f_nn = forward(xm, prior_weights(psi, family, sizes, samples, g), act)[..., 0]
+            w = critic(f_nn).mean() - critic(draw_gp(samples, g)).mean()
+            opt_psi.zero_grad()
+            w.backward()
+            opt_psi.step()
+            history.append(float(w))
+    finally:
+        torch.random.set_rng_state(torch_state)
+    return {"psi": {k: v.detach() for k, v in psi.items()}, "w1": history}
+
+
+# ---- caching ------------------------------------------------------------------------------
+def cache_dir() -> Path:
+    root = os.environ.get("BDL_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                           "bdl")
+    return Path(root) / "network_priors"
+
+
+def _describe(v):
+    """A JSON-able description of a kernel (its class and parameter values)."""
+    if isinstance(v, torch.Tensor):
+        return v.detach().double().cpu().tolist()
+    if isinstance(v, (int, float, str, bool)) or v is None:
+        return v
+    if isinstance(v, (list, tuple)):
+        return [_describe(a) for a in v]
+    return {"class": type(v).__name__, **{k: _describe(a) for k, a in sorted(vars(v).items())}}
+
+
+def settings_key(sizes, act_name, kernel, inputs, **settings) -> str:
+    x = _as_matrix(inputs).detach().double().cpu().contiguous()
+    desc = {"version": _CACHE_VERSION, "sizes": list(sizes), "act": act_name,
+            "kernel": _describe(kernel), "inputs": hashlib.sha256(x.numpy().tobytes()).hexdigest(),
+            "inputs_shape": list(x.shape), "dtype": str(inputs.dtype),
+            "device": inputs.device.type, **settings}
+    return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:32]
+
+
+_MEMO: dict[str, dict] = {}
+FIT_COUNT = {"n": 0}  # how many times match_gp actually ran (the cache is tested by it)
+
+
+def fitted_psi(sizes, act_name, kernel, inputs, *, cache: bool = True, **settings) -> dict:
+    """psi for these settings: from memory, else from the disk cache, else fitted."""
+    inputs = _t(inputs) if not isinstance(inputs, torch.Tensor) else inputs
+    key = settings_key(sizes, act_name, kernel, inputs, **settings)
+    if key in _MEMO:
+        return _MEMO[key]
+    path = cache_dir() / f"{key}.pt"
+    result = None
+    if cache and path.exists():
+        try:
+            result = torch.load(path, map_location=inputs.device)
+        except Exception:  # a corrupt cache file is refitted
+            result = None
+    if result is None:
+        result = match_gp(sizes, _act_by_name(act_name), kernel, inputs, **settings)
+        FIT_COUNT["n"] += 1
+        if cache:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            torch.save(result, tmp)
+            os.replace(tmp, path)
+    _MEMO[key] = result
+    return result
+
+
+def _act_by_name(name: str):
+    for cls, fn in _ACT.items():
+        if cls.__name__.lower() == name:
+            return fn
+    raise ValueError(f"unknown activation {name!r}")

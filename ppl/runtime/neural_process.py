@@ -1,0 +1,527 @@
+"""Neural processes (CNP, NP, ANP, MPNP) and the 1-D GP task sources (METHODS.md section 3).
+
+Every model maps a context set (xc, yc) and target inputs xt to Gaussian predictives
+
+    p(y | x, theta) = N(y; mu_theta(x), sigma_theta(x)^2),  sigma = 0.1 + 0.9 softplus(.)
+
+from a decoder MLP of depth 3 (hidden 128 by default) on [x, representation]. They differ
+in where the representation and its uncertainty come from:
+
+* CNP: theta = post(mean_i pre(x_i, y_i)) (mean-pooled, deterministic).
+* NP: CNP path plus a latent z ~ N(m, s^2) from a second mean-pooled encoder
+  (s = 0.1 + 0.9 sigmoid); trained with the K-sample importance-weighted bound
+  -log (1/K) sum_k exp[sum_i log p(y_i | z_k) + log p(z_k | ctx) - log q(z_k | all)],
+  q the same encoder applied to all points.
+* ANP: NP with the deterministic path replaced by multi-head cross-attention from the
+  target inputs to the context representations.
+* MPNP: CNP whose uncertainty comes from M pseudo-context representations R' generated
+  in one shot by an induced set-attention block on the encoded context and noise
+  eps ~ N(0, I); theta_k = post(mean(R_c u R'_k)). Training loss per task (n = all points,
+  context u target):
+      n L = -sum_i log p(y_i | theta_c)
+            - log (1/K) sum_k exp sum_i log p(y_i | theta_k)
+            - log (1/K) sum_k exp sum_i log p(y_i | theta'_k),
+  theta_c from the real context alone and theta'_k from pseudo set k alone
+  (docs/constructs/neural_process.md derives it).
+
+All predictives with latent draws or pseudo sets are mixtures over them. Inputs may be
+one task ([N, d]) or a batch of tasks ([B, N, d]); tensors follow the module's device and
+the inputs' dtype is cast to the module's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pyro.distributions as dist
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+# ---- building blocks ----------------------------------------------------------------
+
+
+def mlp(d_in: int, hidden: int, d_out: int, depth: int) -> nn.Sequential:
+    """``depth`` linear layers with ReLU between them."""
+    sizes = [d_in] + [hidden] * (depth - 1) + [d_out]
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < depth - 1:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def sigma_floor(raw: torch.Tensor) -> torch.Tensor:
+    """sigma = 0.1 + 0.9 softplus(raw): the decoder's predictive scale (METHODS.md 3)."""
+    return 0.1 + 0.9 * F.softplus(raw)
+
+
+def logmeanexp(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    return torch.logsumexp(x, dim) - math.log(x.shape[dim])
+
+
+class MAB(nn.Module):
+    """Multihead attention block (Set Transformer): H = LN(Q + MHA(Q, K, K)),
+    out = LN(H + rFF(H)). Row-wise in Q, permutation invariant in K."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.att = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.ff = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        h = self.ln1(q + self.att(q, k, k, need_weights=False)[0])
+        return self.ln2(h + self.ff(h))
+
+
+class PoolingEncoder(nn.Module):
+    """r = post(mean_i pre([x_i, y_i])): permutation invariant in the context points."""
+
+    def __init__(self, x_dim: int, y_dim: int, hidden: int, out: int):
+        super().__init__()
+        self.pre = mlp(x_dim + y_dim, hidden, hidden, 3)
+        self.post = mlp(hidden, hidden, out, 2)
+
+    def embed(self, x, y):
+        return self.pre(torch.cat([x, y], -1))
+
+    def pool(self, r):
+        return self.post(r.mean(-2))
+
+    def forward(self, x, y):
+        return self.pool(self.embed(x, y))
+
+
+class CrossAttnEncoder(nn.Module):
+    """r*(x_t) = LN(h + rFF(h)), h = LN(q + MHA(q(x_t), k(x_c), v([x_c, y_c]))): ANP's
+    deterministic path; permutation invariant in the context points."""
+
+    def __init__(self, x_dim: int, y_dim: int, hidden: int, heads: int):
+        super().__init__()
+        self.q = mlp(x_dim, hidden, hidden, 2)
+        self.k = mlp(x_dim, hidden, hidden, 2)
+        self.v = mlp(x_dim + y_dim, hidden, hidden, 3)
+        self.att = nn.MultiheadAttention(hidden, heads, batch_first=True)
+        self.ln1, self.ln2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+        self.ff = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
+
+    def forward(self, xc, yc, xt):
+        lead = xt.shape[:-2]
+        q, k = self.q(xt), self.k(xc)
+        v = self.v(torch.cat([xc, yc], -1))
+        q, k, v = (t.reshape((-1,) + t.shape[-2:]) for t in (q, k, v))
+        h = self.ln1(q + self.att(q, k, v, need_weights=False)[0])
+        h = self.ln2(h + self.ff(h))
+        return h.reshape(lead + h.shape[-2:])
+
+
+class Decoder(nn.Module):
+    """[x, r] -> (mu, sigma), depth 3, sigma = 0.1 + 0.9 softplus."""
+
+    def __init__(self, x_dim: int, r_dim: int, y_dim: int, hidden: int):
+        super().__init__()
+        self.net = mlp(x_dim + r_dim, hidden, 2 * y_dim, 3)
+
+    def forward(self, x, r):
+        out = self.net(torch.cat([x, r], -1))
+        mu, raw = out.chunk(2, -1)
+        return mu, sigma_floor(raw)
+
+
+def _mark(d):
+    """Tag a predictive so the np_train runner finds the sites it feeds."""
+    d._bdl_np = True
+    return d
+
+
+def _gauss_ll(mu, sigma, y):
+    """sum over y_dim of log N(y; mu, sigma^2), shape [..., N]."""
+    return dist.Normal(mu, sigma).log_prob(y).sum(-1)
+
+
+# ---- the models ---------------------------------------------------------------------
+
+
+class NeuralProcess(nn.Module):
+    """Common interface: ``predict`` (mu, sigma of shape [S, B, N, y]), ``loss`` (the
+    per-point training objective of one batch) and ``forward`` (a Pyro distribution)."""
+
+    stochastic = True
+
+    def __init__(self, x_dim, y_dim, hidden=128, pseudo=16, samples=50, heads=8):
+        super().__init__()
+        self.x_dim, self.y_dim, self.hidden = int(x_dim), int(y_dim), int(hidden)
+        self.pseudo, self.samples, self.heads = int(pseudo), int(samples), int(heads)
+
+    # -- helpers
+    def _dtype(self):
+        return next(self.parameters()).dtype
+
+    def _cast(self, *ts):
+        dt = self._dtype()
+        return [t.to(dt) for t in ts]
+
+    def predict(self, xc, yc, xt, num_samples=None):
+        raise NotImplementedError
+
+    def loss(self, xc, yc, x, y, num_samples=4):
+        raise NotImplementedError
+
+    def forward(self, xc, yc, xt, num_samples=None):
+        """The predictive of the targets: N(mu, sigma^2) over [N, y] for a CNP, else the
+        equal-weight mixture over the S draws of Independent normals (joint over the
+        targets of one draw)."""
+        single = xc.dim() == 2
+        if single:
+            xc, yc, xt = xc.unsqueeze(0), yc.unsqueeze(0), xt.unsqueeze(0)
+        mu, sigma = self.predict(xc, yc, xt, num_samples)
+        if single:
+            mu, sigma = mu[:, 0], sigma[:, 0]
+        if mu.shape[0] == 1:
+            return _mark(dist.Normal(mu[0], sigma[0]).to_event(2))
+        # mixture over the leading draw dimension, moved last in the batch: [(B), S]
+        comp = dist.Normal(mu.movedim(0, -3), sigma.movedim(0, -3)).to_event(2)
+        mix = dist.Categorical(logits=torch.zeros(comp.batch_shape, dtype=mu.dtype,
+                                                  device=mu.device))
+        return _mark(dist.MixtureSameFamily(mix, comp))
+
+    @torch.no_grad()
+    def pointwise_ll(self, xc, yc, x, y, num_samples=None):
+        """Per-point log-likelihood log (1/S) sum_s N(y_i; mu_s(x_i), sigma_s(x_i)^2),
+        shape [B, N] (the benchmark's log-mean-exp over S draws)."""
+        xc, yc, x, y = self._cast(xc, yc, x, y)
+        mu, sigma = self.predict(xc, yc, x, num_samples)
+        return logmeanexp(_gauss_ll(mu, sigma, y), 0)
+
+
+class CNP(NeuralProcess):
+    stochastic = False
+
+    def __init__(self, x_dim, y_dim, hidden=128, pseudo=16, samples=50, heads=8):
+        super().__init__(x_dim, y_dim, hidden, pseudo, samples, heads)
+        self.enc = PoolingEncoder(self.x_dim, self.y_dim, self.hidden, self.hidden)
+        self.dec = Decoder(self.x_dim, self.hidden, self.y_dim, self.hidden)
+
+    def predict(self, xc, yc, xt, num_samples=None):
+        xc, yc, xt = self._cast(xc, yc, xt)
+        r = self.enc(xc, yc)
+        r = r.unsqueeze(-2).expand(xt.shape[:-1] + r.shape[-1:])
+        mu, sigma = self.dec(xt, r)
+        return mu.unsqueeze(0), sigma.unsqueeze(0)
+
+    def loss(self, xc, yc, x, y, num_samples=4):
+        xc, yc, x, y = self._cast(xc, yc, x, y)
+        mu, sigma = self.predict(xc, yc, x)
+        return -_gauss_ll(mu[0], sigma[0], y).mean()
+
+
+class LatentEncoder(nn.Module):
+    """q(z | set) = N(m, s^2), s = 0.1 + 0.9 sigmoid(.), from a mean-pooled encoder."""
+
+    def __init__(self, x_dim, y_dim, hidden):
+        super().__init__()
+        self.enc = PoolingEncoder(x_dim, y_dim, hidden, 2 * hidden)
+
+    def forward(self, x, y):
+        m, raw = self.enc(x, y).chunk(2, -1)
+        return dist.Normal(m, 0.1 + 0.9 * torch.sigmoid(raw))
+
+
+class NP(NeuralProcess):
+    """Latent NP: deterministic path (``_det``) plus z in R^hidden."""
+
+    def __init__(self, x_dim, y_dim, hidden=128, pseudo=16, samples=50, heads=8):
+        super().__init__(x_dim, y_dim, hidden, pseudo, samples, heads)
+        self._build_det()
+        self.lat = LatentEncoder(self.x_dim, self.y_dim, self.hidden)
+        self.dec = Decoder(self.x_dim, 2 * self.hidden, self.y_dim, self.hidden)
+
+    def _build_det(self):
+        self.enc = PoolingEncoder(self.x_dim, self.y_dim, self.hidden, self.hidden)
+
+    def _det(self, xc, yc, xt):
+        r = self.enc(xc, yc)
+        return r.unsqueeze(-2).expand(xt.shape[:-1] + r.shape[-1:])
+
+    def _decode(self, xc, yc, xt, z):
+        """z: [S, B, h] -> mu, sigma [S, B, N, y]."""
+        S = z.shape[0]
+        r = self._det(xc, yc, xt).unsqueeze(0).expand((S,) + xt.shape[:-1] + (self.hidden,))
+        zz = z.unsqueeze(-2).expand(r.shape)
+        x = xt.unsqueeze(0).expand((S,) + xt.shape)
+        return self.dec(x, torch.cat([r, zz], -1))
+
+    def predict(self, xc, yc, xt, num_samples=None):
+        xc, yc, xt = self._cast(xc, yc, xt)
+        S = num_samples or self.samples
+        z = self.lat(xc, yc).sample((S,))
+        return self._decode(xc, yc, xt, z)
+
+    def loss(self, xc, yc, x, y, num_samples=4):
+        """-(1/n) log (1/K) sum_k exp[sum_i log p(y_i | z_k) + log p(z_k|c) - log q(z_k|all)],
+        z_k ~ q(z | all points) (importance-weighted bound; x, y are context u target)."""
+        xc, yc, x, y = self._cast(xc, yc, x, y)
+        pz, qz = self.lat(xc, yc), self.lat(x, y)
+        z = qz.rsample((num_samples,))
+        mu, sigma = self._decode(xc, yc, x, z)
+        log_w = _gauss_ll(mu, sigma, y).sum(-1) + pz.log_prob(z).sum(-1) \
+            - qz.log_prob(z).sum(-1)
+        return -(logmeanexp(log_w, 0) / x.shape[-2]).mean()
+
+
+class ANP(NP):
+    """Attentive NP: cross-attention deterministic path + mean-pooled latent path."""
+
+    def _build_det(self):
+        self.enc = CrossAttnEncoder(self.x_dim, self.y_dim, self.hidden, self.heads)
+
+    def _det(self, xc, yc, xt):
+        return self.enc(xc, yc, xt)
+
+
+class PseudoContextGenerator(nn.Module):
+    """R' = rows M of ISAB([R_c + e_c ; W eps + e_p]), ISAB(X) = MAB(X, MAB(I, X)).
+
+    The inducing points I attend to the encoded context and the noise, so the output is
+    invariant to permutations of the context and equivariant to permutations of eps
+    (exchangeable pseudo-context: eps_{1:M} are iid)."""
+
+    def __init__(self, hidden, heads, inducing=16):
+        super().__init__()
+        self.inducing = nn.Parameter(torch.randn(inducing, hidden) / math.sqrt(hidden))
+        self.noise_in = nn.Linear(hidden, hidden)
+        self.tag = nn.Parameter(torch.zeros(2, hidden))
+        self.mab1, self.mab2 = MAB(hidden, heads), MAB(hidden, heads)
+        self.out = nn.Linear(hidden, hidden)
+
+    def forward(self, rc: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """rc: [..., C, h], eps: [..., M, h] (same leading dims) -> R' [..., M, h]."""
+        lead, M = eps.shape[:-2], eps.shape[-2]
+        x = torch.cat([rc + self.tag[0], self.noise_in(eps) + self.tag[1]], -2)
+        x = x.reshape((-1,) + x.shape[-2:])
+        ind = self.inducing.unsqueeze(0).expand(x.shape[0], -1, -1)
+        h = self.mab1(ind, x)
+        pseudo = self.mab2(x[:, -M:], h)
+        return self.out(pseudo).reshape(lead + (M, rc.shape[-1]))
+
+
+class MPNP(NeuralProcess):
+    """Martingale posterior NP: a CNP whose uncertainty comes from generated pseudo
+    context (METHODS.md section 3)."""
+
+    def __init__(self, x_dim, y_dim, hidden=128, pseudo=16, samples=50, heads=8):
+        super().__init__(x_dim, y_dim, hidden, pseudo, samples, heads)
+        self.enc = PoolingEncoder(self.x_dim, self.y_dim, self.hidden, self.hidden)
+        self.gen = PseudoContextGenerator(self.hidden, self.heads)
+        self.dec = Decoder(self.x_dim, self.hidden, self.y_dim, self.hidden)
+
+    def thetas(self, xc, yc, num_samples):
+        """(theta_c [B, h], theta_k [K, B, h], theta'_k [K, B, h])."""
+        rc = self.enc.embed(xc, yc)                                     # [B, C, h]
+        K = num_samples
+        eps = torch.randn((K,) + rc.shape[:-2] + (self.pseudo, self.hidden),
+                          dtype=rc.dtype, device=rc.device)
+        rp = self.gen(rc.unsqueeze(0).expand((K,) + rc.shape), eps)     # [K, B, M, h]
+        theta_c = self.enc.post(rc.mean(-2))
+        both = torch.cat([rc.unsqueeze(0).expand((K,) + rc.shape), rp], -2)
+        return theta_c, self.enc.post(both.mean(-2)), self.enc.post(rp.mean(-2))
+
+    def _decode(self, x, theta):
+        """theta [..., h] with x [B, N, dx] -> mu, sigma [..., B, N, y]."""
+        t = theta.unsqueeze(-2).expand(theta.shape[:-1] + (x.shape[-2], theta.shape[-1]))
+        return self.dec(x.expand(t.shape[:-1] + x.shape[-1:]), t)
+
+    def predict(self, xc, yc, xt, num_samples=None):
+        xc, yc, xt = self._cast(xc, yc, xt)
+        _, theta_k, _ = self.thetas(xc, yc, num_samples or self.samples)
+        return self._decode(xt, theta_k)
+
+    def loss(self, xc, yc, x, y, num_samples=4):
+        xc, yc, x, y = self._cast(xc, yc, x, y)
+        theta_c, theta_k, theta_p = self.thetas(xc, yc, num_samples)
+        return mpnp_loss(*self._decode(x, theta_c.unsqueeze(0)),
+                         *self._decode(x, theta_k), *self._decode(x, theta_p), y)
+
+
+def mpnp_loss(mu_c, s_c, mu_k, s_k, mu_p, s_p, y):
+    """The three-term MPNP loss per point, averaged over tasks (shapes [S, B, N, y])."""
+    n = y.shape[-2]
+    amort = _gauss_ll(mu_c[0], s_c[0], y).sum(-1)
+    marg = logmeanexp(_gauss_ll(mu_k, s_k, y).sum(-1), 0)
+    pseudo = logmeanexp(_gauss_ll(mu_p, s_p, y).sum(-1), 0)
+    return -((amort + marg + pseudo) / n).mean()
+
+
+MODELS = {"cnp": CNP, "np": NP, "anp": ANP, "mpnp": MPNP, "martingale_np": MPNP}
+
+
+# ---- task sources -------------------------------------------------------------------
+
+KERNELS = ("rbf", "matern52", "periodic", "tnoise")
+
+
+def kernel_matrix(kind: str, x: torch.Tensor, lengthscale, scale, period=None):
+    """k(x, x') for x [B, N, 1] and per-task hyperparameters [B]: RBF
+    s^2 exp(-d^2/(2 l^2)), Matern-5/2 s^2 (1 + r + r^2/3) exp(-r) with r = sqrt5 d/l,
+    periodic s^2 exp(-2 sin^2(pi d / p) / l^2)."""
+    d = (x - x.transpose(-1, -2)).abs()
+    ls, s2 = lengthscale[:, None, None], (scale ** 2)[:, None, None]
+    if kind in ("rbf", "tnoise"):
+        return s2 * torch.exp(-0.5 * (d / ls) ** 2)
+    if kind == "matern52":
+        r = math.sqrt(5.0) * d / ls
+        return s2 * (1 + r + r ** 2 / 3) * torch.exp(-r)
+    if kind == "periodic":
+        return s2 * torch.exp(-2 * torch.sin(math.pi * d / period[:, None, None]) ** 2 / ls ** 2)
+    raise ValueError(f"unknown GP kernel {kind!r} (expected one of {', '.join(KERNELS)})")
+
+
+@dataclass
+class Batch:
+    """A batch of tasks: context (xc, yc) and all points (x, y) = context u target, the
+    context first (xt, yt are the targets alone)."""
+
+    xc: torch.Tensor
+    yc: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+
+    @property
+    def num_ctx(self) -> int:
+        return self.xc.shape[-2]
+
+    @property
+    def xt(self):
+        return self.x[..., self.num_ctx:, :]
+
+    @property
+    def yt(self):
+        return self.y[..., self.num_ctx:, :]
+
+
+class GPTasks:
+    """1-D GP regression tasks (METHODS.md 3): x ~ U(-2, 2), up to ``max_points`` points,
+    3..max_points-4 context points, at least 3 targets; per task l ~ U(lengthscale),
+    s ~ U(scale), p ~ U(period); y = f + noise with noise N(0, noise^2) or, for
+    ``tnoise``, gamma * StudentT(2.1), gamma ~ U(0, tnoise_scale), on an RBF f."""
+
+    def __init__(self, kernel="rbf", lengthscale=(0.1, 0.6), scale=(0.1, 1.0),
+                 period=(0.1, 0.5), noise=0.02, tnoise_scale=0.15, max_points=50,
+                 x_range=(-2.0, 2.0)):
+        if kernel not in KERNELS:
+            raise ValueError(f"unknown GP kernel {kernel!r} (expected one of "
+                             f"{', '.join(KERNELS)})")
+        self.kernel, self.lengthscale, self.scale = kernel, lengthscale, scale
+        self.period, self.noise, self.tnoise_scale = period, noise, tnoise_scale
+        self.max_points, self.x_range = int(max_points), x_range
+
+    @staticmethod
+    def _uniform(n, lo_hi, gen):
+        lo, hi = lo_hi
+        return lo + (hi - lo) * torch.rand(n, generator=gen)
+
+    def sample_f(self, x: torch.Tensor, gen=None, hyper=None):
+        """GP draws at x [B, N, 1] with per-task hyperparameters (plus the Gaussian noise
+        sd ``noise`` on the diagonal); returns (y, hyper)."""
+        B = x.shape[0]
+        if hyper is None:
+            hyper = {"lengthscale": self._uniform(B, self.lengthscale, gen),
+                     "scale": self._uniform(B, self.scale, gen),
+                     "period": self._uniform(B, self.period, gen)}
+        hyper = {k: v.to(x) for k, v in hyper.items()}
+        cov = kernel_matrix(self.kernel, x, hyper["lengthscale"], hyper["scale"],
+                            hyper["period"])
+        noise = self.noise if self.kernel != "tnoise" else 0.0
+        cov = cov + (noise ** 2 + 1e-5) * torch.eye(x.shape[-2], dtype=x.dtype,
+                                                     device=x.device)
+        L = torch.linalg.cholesky(cov)
+        eps = torch.randn(x.shape, generator=gen).to(x)
+        return L @ eps, hyper
+
+    def sample(self, batch: int, gen: torch.Generator | None = None,
+               device=None, dtype=None) -> Batch:
+        n_ctx = int(torch.randint(3, self.max_points - 3, (1,), generator=gen))
+        n_tar = int(torch.randint(3, self.max_points - n_ctx + 1, (1,), generator=gen))
+        n = n_ctx + n_tar
+        lo, hi = self.x_range
+        x = (lo + (hi - lo) * torch.rand(batch, n, 1, generator=gen)).to(
+            device=device, dtype=dtype or torch.get_default_dtype())
+        y, _ = self.sample_f(x, gen)
+        if self.kernel == "tnoise":
+            gamma = self.tnoise_scale * torch.rand(batch, 1, 1, generator=gen)
+            y = y + (gamma * _student_t(2.1, y.shape, gen)).to(y)
+        return Batch(x[:, :n_ctx], y[:, :n_ctx], x, y)
+
+
+def _student_t(df: float, shape, gen) -> torch.Tensor:
+    """StudentT(df) draws reproducible from ``gen``: torch's gamma sampler takes no
+    generator, so the global stream is forked and seeded from ``gen``."""
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=gen))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return dist.StudentT(torch.tensor(float(df))).sample(shape)
+
+
+class FileTasks:
+    """Tasks from an ``.npz`` with arrays xc [T, C, dx], yc [T, C, dy], xt [T, N, dx],
+    yt [T, N, dy]; a batch is ``batch`` tasks drawn with replacement."""
+
+    def __init__(self, path):
+        import numpy as np
+
+        with np.load(path) as z:
+            missing = [k for k in ("xc", "yc", "xt", "yt") if k not in z.files]
+            if missing:
+                raise ValueError(f"{path}: task file lacks arrays {', '.join(missing)} "
+                                 "(expected xc, yc, xt, yt, each [tasks, points, dim])")
+            self.arrays = {k: torch.as_tensor(z[k]) for k in ("xc", "yc", "xt", "yt")}
+        self.num_tasks = self.arrays["xc"].shape[0]
+
+    def sample(self, batch: int, gen=None, device=None, dtype=None) -> Batch:
+        idx = torch.randint(0, self.num_tasks, (batch,), generator=gen)
+        a = {k: v[idx].to(device=device, dtype=dtype or torch.get_default_dtype())
+             for k, v in self.arrays.items()}
+        return Batch(a["xc"], a["yc"], torch.cat([a["xc"], a["xt"]], -2),
+                     torch.cat([a["yc"], a["yt"]], -2))
+
+
+def save_tasks(path, batch: Batch) -> None:
+    """Write a batch of tasks as an ``.npz`` task file."""
+    import numpy as np
+
+    np.savez(path, xc=batch.xc.cpu().numpy(), yc=batch.yc.cpu().numpy(),
+             xt=batch.xt.cpu().numpy(), yt=batch.yt.cpu().numpy())
+
+
+def train(model: NeuralProcess, tasks, steps: int, batch: int, lr: float = 5e-4,
+          num_samples: int = 4, gen: torch.Generator | None = None, callback=None):
+    """Adam with cosine decay to 0 over ``steps``; returns the loss per step."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    p = next(model.parameters())
+    losses = []
+    model.train()
+    for step in range(steps):
+        b = tasks.sample(batch, gen, device=p.device, dtype=p.dtype)
+        loss = model.loss(b.xc, b.yc, b.x, b.y, num_samples)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if callback is not None:
+            callback(step, losses[-1])
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def evaluate(model: NeuralProcess, batch: Batch, num_samples: int = 50):
+    """Per-task mean per-point log-likelihood (log-mean-exp over draws) of the context
+    and of the targets: two tensors of shape [B]."""
+    ll = model.pointwise_ll(batch.xc, batch.yc, batch.x, batch.y, num_samples)
+    c = batch.num_ctx
+    return ll[:, :c].mean(-1), ll[:, c:].mean(-1)

@@ -1,0 +1,349 @@
+"""NIW hierarchical meta-learning (Kim & Hospedales, ICLR 2024; METHODS.md §4).
+
+Model: global phi = (mu, Sigma) ~ NIW; per episode theta_i | phi ~ N(mu, Sigma), theta_i the
+whole network (all weights flattened into one vector of length d); the episode's data
+D_i | theta_i from the likelihood written in the model.
+
+Variational family, diagonal: q(phi) is a product over the d coordinates of 1-D NIWs
+(a Normal-Gamma): lambda_j ~ Wishart_1(n0, gamma0_j) = Gamma(n0/2, rate 1/(2 gamma0_j)),
+mu_j | lambda_j ~ N(m0_j, 1/(l0 lambda_j)). q_i(theta) = N(m_i, diag v_i).
+
+This module holds the maths (closed forms, SGLD), the network as a function of a flat
+weight vector, the ``niw_meta`` site function the generated code calls, and the episode
+sources (sine/line regression, N-way K-shot digits and Gaussian classes, .npz files).
+The meta-training loop and the baselines live in :mod:`ppl.infer.meta`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch.func import functional_call
+
+LOG2 = math.log(2.0)
+
+
+# ---- closed forms ------------------------------------------------------------------
+def expected_kl(m, v, m0, gamma0, n0, l0):
+    """g_i = E_q(phi) KL(N(m, diag v) || N(mu, Sigma)), diagonal NIW (METHODS.md §4).
+
+    Per coordinate (the d = 1 case of the dense formula, summed over coordinates):
+    2 g = n0 gamma0 v + n0 gamma0 (m - m0)^2 + 1/l0 - log v - log gamma0 - psi(n0/2)
+    - log 2 - 1. Broadcasts over leading dimensions; sums the last one.
+    """
+    n0 = torch.as_tensor(n0, dtype=m.dtype, device=m.device)
+    l0 = torch.as_tensor(l0, dtype=m.dtype, device=m.device)
+    d = m.shape[-1]
+    two_g = (n0 * (gamma0 * v).sum(-1) + n0 * (gamma0 * (m - m0) ** 2).sum(-1) + d / l0
+             - torch.log(v).sum(-1) - torch.log(gamma0).sum(-1)
+             - d * (torch.digamma(n0 / 2) + LOG2 + 1.0))
+    return 0.5 * two_g
+
+
+def expected_kl_dense(m, V, m0, V0, n0, l0):
+    """The dense formula of METHODS.md §4 (q(phi) = NIW(m0, l0, V0, n0), Lambda ~
+    Wishart(n0, V0)): 2 g = n0 tr(V0 V) + n0 (m - m0)^T V0 (m - m0) + d/l0 - log|V|
+    - log|V0| - sum_j psi((n0 - j + 1)/2) - d log 2 - d. Used to check the diagonal form."""
+    d = m.shape[-1]
+    n0 = torch.as_tensor(n0, dtype=m.dtype, device=m.device)
+    j = torch.arange(1, d + 1, dtype=m.dtype, device=m.device)
+    diff = m - m0
+    two_g = (n0 * torch.trace(V0 @ V) + n0 * diff @ V0 @ diff + d / l0
+             - torch.logdet(V) - torch.logdet(V0)
+             - torch.digamma((n0 - j + 1) / 2).sum() - d * LOG2 - d)
+    return 0.5 * two_g
+
+
+def kl_niw(m0, gamma0, n0, l0, mp, gp, np_, lp):
+    """KL(q(phi) || p(phi)) for diagonal NIWs (Normal-Gamma per coordinate), summed.
+
+    KL = KL(Gamma(a, b) || Gamma(ap, bp)) + E_lambda KL(N(m0, 1/(l0 l)) || N(mp, 1/(lp l)))
+    with a = n0/2, b = 1/(2 gamma0) (rates), E[lambda] = n0 gamma0:
+    KL_Gamma = (a - ap) psi(a) - lgamma(a) + lgamma(ap) + ap (log b - log bp) + a (bp - b)/b;
+    the Normal part = (lp/l0 + lp n0 gamma0 (m0 - mp)^2 - 1 - log(lp/l0)) / 2.
+    """
+    t = m0
+    n0, l0, np_, lp = (torch.as_tensor(x, dtype=t.dtype, device=t.device)
+                       for x in (n0, l0, np_, lp))
+    gp = torch.as_tensor(gp, dtype=t.dtype, device=t.device)
+    a, ap = n0 / 2, np_ / 2
+    log_b, log_bp = -torch.log(2 * gamma0), -torch.log(2 * gp)
+    kl_gamma = ((a - ap) * torch.digamma(a) - torch.lgamma(a) + torch.lgamma(ap)
+                + ap * (log_b - log_bp) + a * (torch.exp(log_bp - log_b) - 1))
+    kl_normal = 0.5 * (lp / l0 + lp * n0 * gamma0 * (m0 - mp) ** 2 - 1 - torch.log(lp / l0))
+    return (kl_gamma + kl_normal).sum(-1)
+
+
+def local_posterior(mbar, A, m0, gamma0, n0):
+    """The one-time local update: the minimiser of f_i + g_i when -log p(D_i | theta) is
+    the quadratic (theta - mbar)^T A (theta - mbar)/2 (diagonal A):
+    precision gamma_i* = A + n0 gamma0, m_i* = (A mbar + n0 gamma0 m0) / gamma_i*.
+    Returns (m_i*, v_i* = 1/gamma_i*)."""
+    prior_prec = n0 * gamma0
+    prec = A + prior_prec
+    return (A * mbar + prior_prec * m0) / prec, 1.0 / prec
+
+
+def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=0,
+         generator=None):
+    """Stochastic-gradient Langevin dynamics on U = potential(theta), warm-started at
+    theta0: theta <- theta - lr grad U + sqrt(2 lr temp) xi, xi ~ N(0, I).
+
+    Returns (mbar, A, mean, var): the mean and variance of the iterates (the warm start
+    and every step after ``burn``), A = 1/var clipped to [a_min, a_max] (METHODS.md §4).
+    The iterates are constants: no graph is kept across steps, so memory does not grow
+    with ``steps``.
+    """
+    theta = theta0.detach().clone()
+    kept = [theta] if burn == 0 else []
+    noise_sd = math.sqrt(2.0 * lr * temp)
+    for t in range(steps):
+        th = theta.requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(potential(th), th)
+        xi = torch.randn(theta.shape, dtype=theta.dtype, device=theta.device,
+                         generator=generator)
+        theta = (th.detach() - lr * grad + noise_sd * xi).detach()
+        if t + 1 > burn:
+            kept.append(theta)
+    it = torch.stack(kept)
+    mean = it.mean(0)
+    var = it.var(0, unbiased=True) if it.shape[0] > 1 else torch.full_like(mean, 1.0 / a_max)
+    A = (1.0 / var.clamp_min(1e-30)).clamp(a_min, a_max)
+    return mean, A, mean, var
+
+
+# ---- a network as a function of its flat weight vector ---------------------------------
+class FlatNet:
+    """``net`` applied with the weights taken from a vector theta of length d
+    (``torch.func.functional_call``); a batch of thetas [S, d] maps over S."""
+
+    def __init__(self, net: torch.nn.Module):
+        self.net = net
+        self.names = [n for n, _ in net.named_parameters()]
+        self.shapes = [p.shape for _, p in net.named_parameters()]
+        self.numels = [p.numel() for _, p in net.named_parameters()]
+        self.d = sum(self.numels)
+
+    def vector(self) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in self.net.parameters()])
+
+    def params(self, theta: torch.Tensor) -> dict:
+        out, i = {}, 0
+        for n, s, k in zip(self.names, self.shapes, self.numels, strict=True):
+            out[n] = theta[i:i + k].reshape(s)
+            i += k
+        return out
+
+    def __call__(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if theta.dim() > 1:
+            return torch.stack([self(t, x) for t in theta])
+        return functional_call(self.net, self.params(theta), (x,))
+
+
+class BoundNet:
+    """The network with its weights fixed at one draw theta: what ``f`` is in the model
+    after ``f ~ niw_meta(...)``."""
+
+    def __init__(self, flat: FlatNet, theta: torch.Tensor):
+        self.flat, self.theta = flat, theta
+
+    def __call__(self, x):
+        return self.flat(self.theta, x)
+
+
+# ---- the site the generated code calls -------------------------------------------------
+@dataclass
+class SiteConfig:
+    name: str
+    flat: FlatNet
+    options: dict
+    # learned global parameters after meta-training: m0, gamma0 (vectors), n0, l0 (floats)
+    state: dict = field(default_factory=dict)
+
+
+SITES: dict[str, SiteConfig] = {}
+
+DEFAULTS = {"n0": 1.0, "gamma0": 1e6, "l0": 1.0, "sgld_steps": 3, "sgld_lr": 1e-3,
+            "sgld_temp": 1.0, "a_max": 1e3, "samples": 2}
+
+
+def prior(name: str, net: torch.nn.Module, n0=1.0, gamma0=1e6, l0=1.0, sgld_steps=3,
+          sgld_lr=1e-3, sgld_temp=1.0, a_max=1e3, samples=2):
+    """``f ~ niw_meta(...)``: the weights of ``f`` become one latent vector theta (site
+    ``name``), theta ~ N(m0, diag 1/(n0 gamma0)) -- the episode prior at the mean of the
+    global NIW (E[Lambda] = n0 gamma0); m0 starts at the network's initial weights.
+    The ``meta`` inference method replaces this by the learned q(phi) and the one-time
+    local posterior (see :mod:`ppl.infer.meta`)."""
+    opts = {"n0": float(n0), "gamma0": float(gamma0), "l0": float(l0),
+            "sgld_steps": int(sgld_steps), "sgld_lr": float(sgld_lr),
+            "sgld_temp": float(sgld_temp), "a_max": float(a_max), "samples": int(samples)}
+    cfg = SITES.get(name)
+    if cfg is None or cfg.flat.net is not net:
+        cfg = SiteConfig(name, FlatNet(net), opts)
+        SITES[name] = cfg
+    cfg.options = opts
+    if cfg.state:
+        m0, prec = cfg.state["m0"], cfg.state["n0"] * cfg.state["gamma0"]
+    else:
+        m0 = cfg.flat.vector()
+        prec = torch.full_like(m0, opts["n0"] * opts["gamma0"])
+    theta = pyro.sample(name, dist.Normal(m0, prec.rsqrt()).to_event(1))
+    return BoundNet(cfg.flat, theta)
+
+
+# ---- episode sources -------------------------------------------------------------------
+class Episodes:
+    """A source of episodes: ``sample(n, split, generator)`` -> dict of tensors
+    xs [n, S, D], ys [n, S(, 1)], xq, yq. ``kind`` is "regression" or "classification"."""
+
+    kind = "regression"
+    ways = 0
+
+    def sample(self, n, split="train", generator=None) -> dict:  # pragma: no cover
+        raise NotImplementedError
+
+
+class SineLine(Episodes):
+    """METHODS.md §4: with probability 1/2 y = A sin(x + phi), A ~ U(0.1, 5),
+    phi ~ U(0, pi), else y = a x + b, a, b ~ U(-3, 3); noise N(0, 0.3^2); x on a 50-point
+    grid over [-5, 5]; ``shots`` support points, the rest are queries."""
+
+    def __init__(self, shots=5, points=50, noise=0.3):
+        self.shots, self.points, self.noise = shots, points, noise
+
+    def sample(self, n, split="train", generator=None):
+        dt = torch.get_default_dtype()
+
+        def u(lo, hi, *shape):
+            return lo + (hi - lo) * torch.rand(*shape, generator=generator, dtype=dt)
+
+        x = torch.linspace(-5, 5, self.points, dtype=dt).expand(n, -1)
+        is_sine = torch.rand(n, 1, generator=generator, dtype=dt) < 0.5
+        amp, phase = u(0.1, 5.0, n, 1), u(0.0, math.pi, n, 1)
+        a, b = u(-3.0, 3.0, n, 1), u(-3.0, 3.0, n, 1)
+        f = torch.where(is_sine, amp * torch.sin(x + phase), a * x + b)
+        y = f + self.noise * torch.randn(n, self.points, generator=generator, dtype=dt)
+        perm = torch.argsort(torch.rand(n, self.points, generator=generator), dim=1)
+        xs_, ys_ = x.gather(1, perm), y.gather(1, perm)
+        k = self.shots
+        return {"xs": xs_[:, :k, None], "ys": ys_[:, :k], "xq": xs_[:, k:, None],
+                "yq": ys_[:, k:]}
+
+
+class Classes(Episodes):
+    """N-way K-shot classification from a labelled pool: each episode picks ``ways``
+    classes of the split (meta-train and meta-test classes are disjoint), ``shots``
+    support and ``queries`` query points per class; labels are 0..ways-1 in episode
+    order."""
+
+    kind = "classification"
+
+    def __init__(self, x, y, train_classes, test_classes, ways=5, shots=1, queries=15):
+        self.x, self.y = x, y
+        self.split_classes = {"train": list(train_classes), "test": list(test_classes)}
+        self.ways, self.shots, self.queries = ways, shots, queries
+        self.by_class = {int(c): torch.nonzero(y == c).flatten() for c in torch.unique(y)}
+
+    def sample(self, n, split="train", generator=None):
+        classes = self.split_classes[split]
+        if len(classes) < self.ways:
+            raise ValueError(f"{split} split has {len(classes)} classes, fewer than "
+                             f"ways={self.ways}")
+        out = {k: [] for k in ("xs", "ys", "xq", "yq")}
+        k, q = self.shots, self.queries
+        for _ in range(n):
+            pick = torch.randperm(len(classes), generator=generator)[: self.ways]
+            xs, xq = [], []
+            for c in pick.tolist():
+                idx = self.by_class[classes[c]]
+                sel = idx[torch.randperm(len(idx), generator=generator)[: k + q]]
+                xs.append(self.x[sel[:k]])
+                xq.append(self.x[sel[k:]])
+            out["xs"].append(torch.cat(xs))
+            out["xq"].append(torch.cat(xq))
+            out["ys"].append(torch.arange(self.ways).repeat_interleave(k))
+            out["yq"].append(torch.arange(self.ways).repeat_interleave(q))
+        return {key: torch.stack(v) for key, v in out.items()}
+
+
+def digits(ways=5, shots=1, queries=15, test_classes=(5, 6, 7, 8, 9)):
+    """sklearn's 8x8 digits (1797 images, shipped with scikit-learn): pixels / 16;
+    digits 0-4 for meta-training and 5-9 for meta-testing by default."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.as_tensor(d.data, dtype=torch.get_default_dtype()) / 16.0
+    y = torch.as_tensor(d.target)
+    train = [c for c in range(10) if c not in test_classes]
+    return Classes(x, y, train, list(test_classes), ways, shots, queries)
+
+
+def gaussian_classes(ways=5, shots=1, queries=15, dim=16, classes=40, per_class=60,
+                     spread=1.0, seed=0):
+    """Synthetic Gaussian classes: class means ~ N(0, I_dim) (fixed by ``seed``), points
+    mean + spread * N(0, I); the first half of the classes for meta-training, the rest
+    for meta-testing."""
+    g = torch.Generator().manual_seed(seed)
+    dt = torch.get_default_dtype()
+    means = torch.randn(classes, dim, generator=g, dtype=dt)
+    x = means.repeat_interleave(per_class, 0) + spread * torch.randn(
+        classes * per_class, dim, generator=g, dtype=dt)
+    y = torch.arange(classes).repeat_interleave(per_class)
+    half = classes // 2
+    return Classes(x, y, range(half), range(half, classes), ways, shots, queries)
+
+
+class NpzEpisodes(Episodes):
+    """Episodes from a file: arrays train_xs, train_ys, train_xq, train_yq, test_xs, ...
+    each [episodes, points, dim] (ys may be [episodes, points]); integer ys mean
+    classification. ``sample`` draws episodes with replacement."""
+
+    def __init__(self, path):
+        import numpy as np
+
+        z = np.load(path)
+        need = [f"{s}_{k}" for s in ("train", "test") for k in ("xs", "ys", "xq", "yq")]
+        missing = [k for k in need if k not in z.files]
+        if missing:
+            raise ValueError(f"{path}: missing arrays {', '.join(missing)}")
+        dt = torch.get_default_dtype()
+        self.data = {}
+        classify = np.issubdtype(z["train_ys"].dtype, np.integer)
+        self.kind = "classification" if classify else "regression"
+        for s in ("train", "test"):
+            part = {}
+            for k in ("xs", "ys", "xq", "yq"):
+                a = torch.as_tensor(z[f"{s}_{k}"])
+                if k in ("ys", "yq"):
+                    if a.dim() == 3 and a.shape[-1] == 1:
+                        a = a[..., 0]
+                    a = a.long() if classify else a.to(dt)
+                else:
+                    a = a.to(dt)
+                part[k] = a
+            self.data[s] = part
+        if classify:
+            self.ways = int(self.data["train"]["ys"].max()) + 1
+
+    def sample(self, n, split="train", generator=None):
+        part = self.data[split]
+        idx = torch.randint(part["xs"].shape[0], (n,), generator=generator)
+        return {k: v[idx] for k, v in part.items()}
+
+
+def source(spec: str, shots=5, ways=5, queries=15) -> Episodes:
+    """``sine_line`` | ``digits`` | ``gauss`` | a path ending in ``.npz``."""
+    if spec.endswith(".npz"):
+        return NpzEpisodes(spec)
+    if spec == "sine_line":
+        return SineLine(shots=shots)
+    if spec == "digits":
+        return digits(ways, shots, queries)
+    if spec == "gauss":
+        return gaussian_classes(ways, shots, queries)
+    raise ValueError(f"unknown episode source {spec!r} (sine_line, digits, gauss or a .npz)")
