@@ -51,6 +51,8 @@ def make_task(src, seed):
 def make_trainer(method, theta, steps, args, n_episodes):
     if method in ("niw", "no_adapt", "no_share"):
         return M.NIW(theta, variant="niw" if method == "niw" else method, sgld_steps=steps,
+                     gamma0=1e6 if method == "no_adapt" else args.gamma0,
+                     sgld_temp=args.sgld_temp,
                      sgld_lr=args.inner_lr, lr=args.lr, lr_hyper=args.lr_hyper,
                      kl_episodes=n_episodes, test_samples=args.test_samples)
     if method in ("maml1", "maml2"):
@@ -76,8 +78,11 @@ def main(argv=None):
     p.add_argument("--test-samples", type=int, default=2, help="NIW draws per prediction")
     p.add_argument("--lr", type=float, default=5e-3, help="Adam lr of the shared weights")
     p.add_argument("--lr-hyper", type=float, default=0.1, help="Adam lr of NIW log-params")
-    p.add_argument("--inner-lr", type=float, default=1e-3,
+    p.add_argument("--inner-lr", type=float, default=3e-4,
                    help="SGLD step / MAML inner step on the summed support NLL")
+    p.add_argument("--gamma0", type=float, default=1e6,
+                   help="NIW gamma0 at init (the no_adapt ablation freezes it here)")
+    p.add_argument("--sgld-temp", type=float, default=1.0, help="SGLD temperature")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
@@ -97,8 +102,11 @@ def main(argv=None):
         class OnDevice:
             kind = src.kind
 
+            def __init__(self, base):
+                self.base = base
+
             def sample(self, n, split="train", generator=None):
-                return {k: v.to(dev) for k, v in src.sample(n, split, generator).items()}
+                return {k: v.to(dev) for k, v in self.base.sample(n, split, generator).items()}
 
         for method in args.methods.split(","):
             if method == "protonet" and src.kind != "classification":
@@ -111,7 +119,7 @@ def main(argv=None):
                 gen = torch.Generator().manual_seed(args.seed + 1)
                 torch.manual_seed(args.seed + 1)
                 t0 = time.perf_counter()
-                info = M.meta_train(trainer, task, OnDevice(), steps=steps_meta,
+                info = M.meta_train(trainer, task, OnDevice(src), steps=steps_meta,
                                     batch=args.batch, generator=gen)
                 res = M.evaluate(trainer, task, test, torch.Generator().manual_seed(7))
                 row = f"{name}/{shots}shot/{method}" + (f"/k{k}" if k else "")

@@ -7,12 +7,19 @@ plate indexes; which dimensions become event dimensions. Backends never look at 
 
 from __future__ import annotations
 
+import keyword
 from dataclasses import dataclass, field
 
 from . import builtins
 from .check import signatures
 from .check.checker import CheckedModel
 from .syntax import ast
+from .syntax.diagnostics import BdlError, Diagnostic
+
+# Names a model's own names must not take in the generated Python: keywords, the
+# module's imports, and the builtins generated code calls.
+RESERVED = frozenset(keyword.kwlist) | {"dist", "torch", "pyro", "rt", "constraints", "int",
+                                        "min"}
 
 
 # ---- IR expressions -----------------------------------------------------------------
@@ -87,6 +94,7 @@ class Let:
     name: str
     value: object
     kind: str  # transformed | deterministic | value
+    var: str = ""
 
 
 @dataclass
@@ -99,6 +107,7 @@ class SampleOp:
     in_plate: bool
     constraint: object | None
     cast_obs: bool = False
+    var: str = ""  # the Python variable when it cannot be ``name`` (``lambda`` -> ``lambda_``)
 
 
 @dataclass
@@ -107,12 +116,14 @@ class ParamOp:
     init: object
     shape: list
     constraint: object | None
+    var: str = ""
 
 
 @dataclass
 class NetworkOp:
     name: str
     ctor: Call
+    var: str = ""
 
 
 @dataclass
@@ -122,6 +133,7 @@ class ConstructOp:
     name: str
     call: Call
     on_existing: bool  # the construct takes the current value of ``name`` (a network)
+    var: str = ""
 
 
 @dataclass
@@ -187,8 +199,26 @@ class _Lowerer:
         self.indices: set[str] = set()
         self.sub_origin: dict[str, tuple[str, str, int]] = {}
         self.used: set[str] = set()  # names the lowered code reads
-        self.taken = set(cm.symbols) | {"dist", "torch", "pyro", "rt", "constraints"}
+        self.taken = set(cm.symbols) | set(RESERVED)
         self.ir = IRModel(cm.name, filename, [], list(cm.sizes), [], [], [], None)
+        bad = []
+        for name, sym in cm.symbols.items():
+            if name not in RESERVED:
+                continue
+            if sym.role in ("data", "size"):
+                # data keys are the generated function's keyword arguments
+                bad.append(Diagnostic(
+                    f"'{name}' cannot name a data argument or size: it is reserved in the "
+                    "generated Python", sym.span, notes=[f"rename it, e.g. '{name}_'"]))
+            else:
+                self.rename[name] = self._fresh(name + "_")
+        if bad:
+            raise BdlError(bad, filename)
+
+    def _var(self, name: str) -> str:
+        """The Python variable of a model name ('' when it is the name itself)."""
+        v = self.rename.get(name, name)
+        return "" if v == name else v
 
     def run(self) -> IRModel:
         for a in self.cm.model.args:
@@ -239,18 +269,19 @@ class _Lowerer:
             elif isinstance(s, ast.Assign):
                 value = self._expr(s.value)
                 if info.role == "network":
-                    out.append(NetworkOp(s.name, value))
+                    out.append(NetworkOp(s.name, value, self._var(s.name)))
                 elif info.role == "transformed" and top:
-                    self.ir.transformed.append(Let(s.name, value, "transformed"))
+                    self.ir.transformed.append(Let(s.name, value, "transformed",
+                                                   self._var(s.name)))
                 else:
-                    out.append(Let(s.name, value, info.role))
+                    out.append(Let(s.name, value, info.role, self._var(s.name)))
                     if info.role == "deterministic":
                         self.ir.deterministics.append(s.name)
             elif isinstance(s, ast.Param):
                 sym = self.cm.symbols[s.name]
                 shape = [_dim_code(d) for d in (sym.ty.shape or ())]
                 out.append(ParamOp(s.name, self._expr(s.init), shape,
-                                   self._constraint(info.constraint)))
+                                   self._constraint(info.constraint), self._var(s.name)))
                 self.ir.params.append(s.name)
             elif isinstance(s, ast.Factor):
                 out.append(FactorOp(f"factor_{s.span.line}", self._expr(s.value)))
@@ -265,6 +296,9 @@ class _Lowerer:
         size = self._expr(s.size)
         batch = self._expr(s.batch) if s.batch is not None else None
         index = s.index
+        if index is not None and index in RESERVED:
+            self.rename[index] = self._fresh(index + "_")
+            index = self.rename[index]
         if info.subsample and index is None:
             index = self._fresh(f"idx_{info.name}")
         subsampled = []
@@ -273,7 +307,7 @@ class _Lowerer:
             origin = self.rename.get(data, data)
             subsampled.append((origin, local, axis))
             self.rename[data] = local
-            self.sub_origin[local] = (origin, index, axis)
+            self.sub_origin[local] = (origin, s.index or index, axis)
         if s.index is not None:
             self.indices.add(s.index)
         body = self._stmts(s.body)
@@ -287,7 +321,7 @@ class _Lowerer:
         call = self._call(s.dist)
         if b.tilde == "new":
             self.ir.latents.append(s.name)
-        return ConstructOp(s.name, call, b.tilde == "network")
+        return ConstructOp(s.name, call, b.tilde == "network", self._var(s.name))
 
     def _sample(self, s: ast.Sample, info) -> SampleOp:
         d = self._expr(s.dist)
@@ -303,7 +337,7 @@ class _Lowerer:
         if obs is not None:
             self.used.add(obs)
         return SampleOp(s.name, d, obs, event, dty.event, bool(info.plates),
-                        self._constraint(info.constraint), info.obs_cast)
+                        self._constraint(info.constraint), info.obs_cast, self._var(s.name))
 
     def _constraint(self, c):
         if c is None:

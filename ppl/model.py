@@ -77,6 +77,14 @@ class Model:
         method, opts = self.resolve_infer(infer, **options)
         with torch_defaults(opts["device"], opts["dtype"]):
             kwargs = self.bind(data or {})
+            # a fresh start before the model first runs (below, or in the runner)
+            import pyro
+
+            from .runtime import reset_networks
+
+            pyro.clear_param_store()
+            reset_networks()
+            pyro.set_rng_seed(opts["seed"])
             missing = [a.name for a in self.ir.args
                        if a.optional and kwargs.get(a.name) is None and a.name in self.ir.observed]
             infer_model = _generated_quantities(self.pyro_model, kwargs, missing)
@@ -158,8 +166,11 @@ def _generated_quantities(model, kwargs: dict, names: list[str]):
 
 def _add_predictions(result, names: list[str]) -> None:
     """Posterior predictive draws of ``names``, one per posterior draw, kept by chain."""
-    n_chains, n_draws = next(iter(result.chains.values())).shape[:2]
-    pred = result.predict(None, sites=names)
+    if result.chains:
+        n_chains, n_draws = next(iter(result.chains.values())).shape[:2]
+    else:  # nothing latent: one chain of as many draws as the method keeps
+        n_chains, n_draws = 1, int(result.options.get("samples", 1000))
+    pred = result.predict(None, num_samples=n_chains * n_draws, sites=names)
     for n in names:
         v = pred[n]
         result.chains[n] = v.reshape((n_chains, n_draws) + tuple(v.shape[1:]))

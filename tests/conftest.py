@@ -27,3 +27,11 @@ def _devices() -> list:
 def device(request) -> str:
     """Device-parametrised tests run on the CPU everywhere and on CUDA where it exists."""
     return request.param
+
+
+def pytest_configure(config):
+    # The suite's models are small: one intra-op thread is faster for them and keeps
+    # timings steady when the two CI cores are shared.
+    import torch
+
+    torch.set_num_threads(1)

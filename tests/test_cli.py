@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,9 +30,12 @@ infer nuts(samples=150, warmup=150, chains=2)
 """
 
 
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # small models: one thread is fastest
+
+
 def bdl(*args, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ppl.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=300)
+                          capture_output=True, text=True, cwd=cwd, timeout=300, env=ENV)
 
 
 @pytest.fixture
@@ -80,7 +84,7 @@ def test_compile_then_run_the_emitted_file(linreg, tmp_path):
     assert r.returncode == 0, r.stderr
     # the generated module runs on its own with ppl installed
     run = subprocess.run([sys.executable, str(out), str(tmp_path / "linreg.data.json")],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, env=ENV)
     assert run.returncode == 0, run.stderr
     assert "beta" in run.stdout and "r_hat" in run.stdout
     beta_row = next(line for line in run.stdout.splitlines() if line.startswith("beta"))

@@ -61,6 +61,96 @@ def expr(e, parent: int = 0) -> str:
     raise TypeError(f"cannot emit {type(e).__name__}")
 
 
+WIDTH = 99  # generated lines stay within ruff's default E501 limit, as written by hand
+
+_PAIRS = {"(": ")", "[": "]", "{": "}"}
+_BREAK_OPS = (" + ", " - ", " @ ", " * ", " / ")
+
+
+def _scan(text: str):
+    """(index, char, depth) of every bracket outside string literals."""
+    depth, quote, i = 0, None, 0
+    while i < len(text):
+        c = text[i]
+        if quote:
+            if c == "\\":
+                i += 1
+            elif c == quote:
+                quote = None
+        elif c in "'\"":
+            quote = c
+        elif c in _PAIRS:
+            yield i, c, depth
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+            yield i, c, depth
+        i += 1
+
+
+def _split_top(text: str, seps) -> list[str]:
+    """Split at separators that sit outside brackets and strings."""
+    parts, start, depth, quote, i = [], 0, 0, None, 0
+    while i < len(text):
+        c = text[i]
+        if quote:
+            if c == "\\":
+                i += 1
+            elif c == quote:
+                quote = None
+        elif c in "'\"":
+            quote = c
+        elif c in _PAIRS:
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif depth == 0:
+            for sep in seps:
+                if text.startswith(sep, i) and i > start:
+                    parts.append(text[start:i].strip())
+                    start = i + (1 if sep == "," else 0)
+                    break
+        i += 1
+    parts.append(text[start:].strip())
+    return [p for p in parts if p]
+
+
+def wrap(line: str, width: int = WIDTH) -> list[str]:
+    """Break a long line of generated code inside its widest bracket pair, one argument
+    per line (recursively), or before top-level operators; short lines pass unchanged."""
+    if len(line) <= width:
+        return [line]
+    indent = line[: len(line) - len(line.lstrip())]
+    body = line[len(indent):]
+    opens, best = [], None
+    for i, c, depth in _scan(body):
+        if c in _PAIRS and depth == 0:
+            opens.append(i)
+        elif c in ")]}" and depth == 0 and opens:
+            start = opens.pop()
+            if best is None or i - start > best[1] - best[0]:
+                best = (start, i)
+    if best is None or best[1] - best[0] < 2:
+        return [line]
+    start, end = best
+    head, inner, tail = body[: start + 1], body[start + 1: end], body[end:]
+    inner_indent = indent + INDENT
+    items = _split_top(inner, (",",))
+    if len(items) == 1:
+        terms = _split_top(inner, _BREAK_OPS)
+        if len(terms) > 1:
+            out = [indent + head]
+            first, rest = terms[0], terms[1:]
+            out += wrap(inner_indent + first, width)
+            out += [ln for t in rest for ln in wrap(inner_indent + t, width)]
+            return out + [indent + tail]
+    out = [indent + head]
+    for item in items:
+        # a trailing comma only after several items: "(x,)" would make a tuple
+        out += wrap(inner_indent + item + ("," if len(items) > 1 else ""), width)
+    return out + [indent + tail]
+
+
 def _dims(dims) -> str:
     return "[" + ", ".join(expr(d) for d in dims) + "]"
 
@@ -79,12 +169,17 @@ def _dist(op: ir.SampleOp) -> str:
     return d
 
 
+def _var(op) -> str:
+    """The Python variable a statement assigns (its name unless that is reserved)."""
+    return getattr(op, "var", "") or op.name
+
+
 class _Emitter:
     def __init__(self):
         self.lines: list[str] = []
 
     def line(self, depth: int, text: str) -> None:
-        self.lines.append(INDENT * depth + text)
+        self.lines.extend(wrap(INDENT * depth + text))
 
     def stmts(self, body, depth: int) -> None:
         if not body:
@@ -98,35 +193,35 @@ class _Emitter:
                 obs = f"rt.real({op.obs})" if op.cast_obs else op.obs
                 self.line(depth, f'pyro.sample("{op.name}", {_dist(op)}, obs={obs})')
             else:
-                self.line(depth, f'{op.name} = pyro.sample("{op.name}", {_dist(op)})')
+                self.line(depth, f'{_var(op)} = pyro.sample("{op.name}", {_dist(op)})')
         elif isinstance(op, ir.Let):
             if op.kind == "deterministic":
-                self.line(depth, f'{op.name} = pyro.deterministic("{op.name}", '
+                self.line(depth, f'{_var(op)} = pyro.deterministic("{op.name}", '
                                  f"{expr(op.value)})")
             else:
-                self.line(depth, f"{op.name} = {expr(op.value)}")
+                self.line(depth, f"{_var(op)} = {expr(op.value)}")
         elif isinstance(op, ir.ParamOp):
             init = expr(op.init)
             init = f"rt.full({_dims(op.shape)}, {init})" if op.shape else f"rt.tensor({init})"
             extra = f", constraint={expr(op.constraint)}" if op.constraint is not None else ""
-            self.line(depth, f'{op.name} = pyro.param("{op.name}", lambda: {init}{extra})')
+            self.line(depth, f'{_var(op)} = pyro.param("{op.name}", lambda: {init}{extra})')
         elif isinstance(op, ir.NetworkOp):
             c = op.ctor
             args = ", ".join([expr(a) for a in c.args] + [f"{k}={expr(v)}" for k, v in c.kwargs])
-            self.line(depth, f'{op.name} = pyro.module("{op.name}", rt.network("{op.name}", '
+            self.line(depth, f'{_var(op)} = pyro.module("{op.name}", rt.network("{op.name}", '
                              f"{c.target}, {args}), update_module_params=True)")
         elif isinstance(op, ir.ConstructOp):
             c = op.call
-            parts = [f'"{op.name}"'] + ([op.name] if op.on_existing else [])
+            parts = [f'"{op.name}"'] + ([_var(op)] if op.on_existing else [])
             parts += [expr(a) for a in c.args] + [f"{k}={expr(v)}" for k, v in c.kwargs]
-            self.line(depth, f"{op.name} = {c.target}({', '.join(parts)})")
+            self.line(depth, f"{_var(op)} = {c.target}({', '.join(parts)})")
         elif isinstance(op, ir.FactorOp):
             self.line(depth, f'pyro.factor("{op.name}", {expr(op.value)})')
         elif isinstance(op, ir.PlateOp):
             extra = ""
             if op.subsample is not None:
                 # a batch larger than the plate is the whole plate (pyro.plate would fail)
-                extra = f", subsample_size=min({expr(op.subsample)}, {expr(op.size)})"
+                extra = f", subsample_size=rt.batch_size({expr(op.subsample)}, {expr(op.size)})"
             alias = f" as {op.index}" if op.index else ""
             self.line(depth, f'with pyro.plate("{op.name}", {expr(op.size)}, dim={op.dim}'
                              f"{extra}){alias}:")
@@ -166,14 +261,14 @@ def model_function(m: ir.IRModel) -> str:
     """The Pyro model function and its transformed-data helper."""
     e = _Emitter()
     params = list(m.sizes) + [a.name for a in m.args if a.name not in m.sizes]
-    params += [t.name for t in m.transformed]
+    params += [_var(t) for t in m.transformed]
     if m.transformed:
         data_params = list(m.sizes) + [a.name for a in m.args if a.name not in m.sizes]
         e.line(0, f"def {m.name}_transformed_data({', '.join(['*'] + data_params)}):")
         e.line(1, '"""Transformed data: computed once from the data, before inference."""')
         for t in m.transformed:
             e.stmt(t, 1)
-        e.line(1, "return {" + ", ".join(f'"{t.name}": {t.name}' for t in m.transformed) + "}")
+        e.line(1, "return {" + ", ".join(f'"{_var(t)}": {_var(t)}' for t in m.transformed) + "}")
         e.line(0, "")
         e.line(0, "")
     e.line(0, f"def {m.name}({', '.join(['*'] + params)}):")
@@ -190,7 +285,7 @@ def generate(models: list[ir.IRModel], source_name: str) -> str:
         '"""',
         "",
         "import pyro",
-        "import pyro.distributions as dist",
+        "import pyro.distributions as dist  # noqa: F401",
         "import torch  # noqa: F401",
         "from pyro.distributions import constraints  # noqa: F401",
         "",

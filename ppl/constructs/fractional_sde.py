@@ -13,7 +13,7 @@ import sympy
 from ..builtins import Builtin, register
 
 PARAMS = ("times", "drift", "diffusion", "hurst", "K", "kind", "x0", "gamma_max", "gamma_min",
-          "dt", "dim", "hidden", "n_freq")
+          "dt", "dim", "hidden", "n_freq", "data", "data_index")
 
 
 def _path_shape(args, kwargs):

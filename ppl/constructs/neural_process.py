@@ -53,8 +53,6 @@ register_method(Method("np_train", {
     "max_points": Option(50, int, low=6, doc="points per task (context + target)"),
     "train_samples": Option(4, int, low=1,
                             doc="latent draws / pseudo sets per task in training (K)"),
-    "samples": Option(1000, int, low=1,
-                      doc="predictive draws of the model's NP sites kept in the fit"),
     **_COMMON,
     "dtype": Option("float32", "symbol", ("float32", "float64")),
 }, doc="meta-train neural processes over a task source (Adam, cosine decay)",

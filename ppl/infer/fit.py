@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pyro
 import torch
-from pyro.infer import Predictive
 
+from .draws import site_draws
 from .summary import Summary, summarise
 
 
@@ -60,13 +60,7 @@ class Fit:
         saved = store.get_state()
         store.set_state(self.param_state)
         try:
-            with torch.no_grad():
-                if post:
-                    pred = Predictive(self.model, posterior_samples=post,
-                                      return_sites=sites)(**kwargs)
-                else:
-                    pred = Predictive(self.model, num_samples=num_samples or 1000,
-                                      return_sites=sites)(**kwargs)
+            return site_draws(self.model, kwargs, posterior=post or None,
+                              num_samples=num_samples, sites=sites)
         finally:
             store.set_state(saved)
-        return {k: v.detach() for k, v in pred.items() if k not in post or sites}

@@ -77,7 +77,7 @@ class NIW:
     def episode_loss(self, task, ep, generator=None):
         m0, gamma0, n0, l0 = self.globals()
         m, v = self.local(task, ep, generator)
-        eps = torch.randn(m.shape, dtype=m.dtype, device=m.device, generator=generator)
+        eps = rtn.randn_like(m, generator)
         theta = m + v.sqrt() * eps
         return task.loss(theta, ep, "query") + rtn.expected_kl(m, v, m0, gamma0, n0, l0)
 
@@ -96,7 +96,7 @@ class NIW:
         with torch.no_grad():
             m, v = self.local(task, ep, generator)
         n = n or self.test_samples
-        eps = torch.randn((n,) + m.shape, dtype=m.dtype, device=m.device, generator=generator)
+        eps = rtn.randn_like(m, generator, (n,) + m.shape)
         return m + v.sqrt() * eps
 
 
@@ -176,7 +176,7 @@ class RegressionTask:
     def metrics(self, thetas, ep):
         mu = self.mean(thetas, ep["xq"])          # [S, Q]
         y = ep["yq"]
-        normal = torch.distributions.Normal(mu, self.sigma)
+        normal = torch.distributions.Normal(mu, self.sigma, validate_args=False)
         logp = torch.logsumexp(normal.log_prob(y), 0) - math.log(mu.shape[0])
         pit = normal.cdf(y).mean(0)               # predictive CDF at y (mixture)
         return {"err": float(((mu.mean(0) - y) ** 2).mean()), "nll": float(-logp.mean()),
@@ -232,7 +232,8 @@ def calibration(task, parts: list[dict]) -> float:
         for b in range(15):
             sel = bins == b
             if sel.any():
-                ece = ece + sel.sum() / conf.numel() * (correct[sel].mean() - conf[sel].mean()).abs()
+                gap = (correct[sel].mean() - conf[sel].mean()).abs()
+                ece = ece + sel.sum() / conf.numel() * gap
         return float(ece)
     pit = torch.cat([p["pit"] for p in parts])
     levels = torch.arange(1, 20, dtype=pit.dtype, device=pit.device) / 20
@@ -316,7 +317,7 @@ def meta_train(trainer, task, src, *, steps, batch, generator=None, progress=Fal
         if cuda:
             torch.cuda.synchronize()
             peak_mb = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
-        for p in getattr(trainer, "opt").param_groups:
+        for p in trainer.opt.param_groups:
             for q in p["params"]:
                 q.grad = None
     return {"history": history, "s_per_episode": wall / (steps * batch), "peak_mb": peak_mb}

@@ -6,8 +6,8 @@ The model is run once on its data to build its networks; every ``cnp``/``np``/``
 (METHODS.md section 3; docs/constructs/neural_process.md). The weights stay registered
 with Pyro (``pyro.module``), so they land in ``Fit.params`` and in a run folder's
 ``params.pt``, and ``bdl predict`` conditions the trained network on new context.
-The fit keeps ``samples`` draws of each site whose distribution is a neural-process
-predictive, as deterministic draws [1, samples, ...].
+The fit keeps 1000 draws (the number ``Fit.predict`` makes) of each site whose
+distribution is a neural-process predictive, as deterministic draws [1, 1000, ...].
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import torch
 from ..runtime import neural_process as npr
 from ..runtime.nn import _CACHE
 from .fit import Fit
+
+PREDICTIVE_DRAWS = 1000
 
 
 def task_source(opts: dict, x_dim: int, y_dim: int):
@@ -80,7 +82,7 @@ def run(model, kwargs, opts, progress=False) -> Fit:
         chains = {}
         for name, site in tr.nodes.items():
             if site["type"] == "sample" and getattr(site["fn"], "_bdl_np", False):
-                chains[name] = site["fn"].sample((opts["samples"],)).unsqueeze(0)
+                chains[name] = site["fn"].sample((PREDICTIVE_DRAWS,)).unsqueeze(0)
     f = Fit(model, kwargs, chains=chains, latents=[], deterministics=list(chains))
     f.train_loss = losses
     f.np_eval = evals

@@ -1,11 +1,11 @@
-"""Posterior predictive from saved draws (``bdl predict``), via ``pyro.infer.Predictive``."""
+"""Posterior predictive from saved draws (``bdl predict``)."""
 
 from __future__ import annotations
 
 import pyro
 import torch
-from pyro.infer import Predictive
 
+from .draws import site_draws
 from .run import torch_defaults
 
 
@@ -13,11 +13,14 @@ def posterior_predictive(model, chains: dict, data: dict, params: dict | None = 
                          device: str = "cpu", dtype: str = "float64", seed: int = 0) -> dict:
     """One draw of every site not fixed by ``data`` per saved posterior draw.
 
-    ``chains[name]`` is [chains, draws, ...] as written by ``bdl run``; only latent sites
-    of ``model`` are conditioned on. ``params`` maps param names (``pyro.param`` sites and
-    network weights) to their fitted, constrained values.
+    ``chains[name]`` is [chains, draws, ...] as written by ``bdl run``; every saved latent
+    (weights of network priors included) is conditioned on. ``params`` maps param names
+    (``pyro.param`` sites and network weights) to their fitted, constrained values.
     """
-    latents = set(model.ir.latents)
+    # condition on every saved draw except what is re-derived or re-sampled here:
+    # deterministic sites and data sites (optional data left out is predicted)
+    redo = set(model.ir.deterministics) | set(model.ir.observed)
+    latents = {k for k in chains if k not in redo}
     with torch_defaults(device, dtype):
         post = {k: v.reshape((-1,) + tuple(v.shape[2:])).to(torch.get_default_dtype())
                 if v.is_floating_point() else v.reshape((-1,) + tuple(v.shape[2:]))
@@ -31,10 +34,6 @@ def posterior_predictive(model, chains: dict, data: dict, params: dict | None = 
         for name, value in (params or {}).items():
             store[name] = value.to(torch.get_default_dtype())
         kwargs = model.bind(data)
-        with torch.no_grad():
-            if post:
-                pred = Predictive(model.pyro_model, posterior_samples=post)(**kwargs)
-            else:
-                pred = Predictive(model.pyro_model, num_samples=1000)(**kwargs)
+        pred = site_draws(model.pyro_model, kwargs, posterior=post or None)
     given = {n for n in model.ir.observed if kwargs.get(n) is not None}
     return {k: v.detach() for k, v in pred.items() if k not in post and k not in given}

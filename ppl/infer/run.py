@@ -13,9 +13,11 @@ import time
 
 import pyro
 import torch
-from pyro.infer import HMC, MCMC, NUTS, SVI, JitTrace_ELBO, Predictive, Trace_ELBO, autoguide
+from pyro.infer import HMC, MCMC, NUTS, SVI, JitTrace_ELBO, Trace_ELBO, autoguide
 from pyro.optim import Adam, ExponentialLR
+from pyro.poutine.util import prune_subsample_sites
 
+from .draws import site_draws
 from .fit import Fit
 from .methods import METHODS
 
@@ -82,7 +84,7 @@ def _import_runner(path: str):
 
 def _hidden_sites(model, kwargs) -> tuple[list[str], list[str]]:
     """Names of latent and deterministic sites from one prior trace."""
-    tr = pyro.poutine.trace(model).get_trace(**kwargs)
+    tr = prune_subsample_sites(pyro.poutine.trace(model).get_trace(**kwargs))
     latents, dets = [], []
     for name, site in tr.nodes.items():
         if site["type"] != "sample":
@@ -97,7 +99,7 @@ def _hidden_sites(model, kwargs) -> tuple[list[str], list[str]]:
 @runner("nuts")
 def _nuts(model, kwargs, opts, progress=False):
     def kernel():
-        return NUTS(model, target_accept_prob=opts["target_accept"],
+        return NUTS(_on_full_data(model), target_accept_prob=opts["target_accept"],
                     max_tree_depth=opts["max_tree_depth"], full_mass=opts["dense_mass"],
                     jit_compile=opts["jit"], ignore_jit_warnings=True)
     return _mcmc(kernel, model, kwargs, opts, progress)
@@ -106,10 +108,20 @@ def _nuts(model, kwargs, opts, progress=False):
 @runner("hmc")
 def _hmc(model, kwargs, opts, progress=False):
     def kernel():
-        return HMC(model, step_size=opts["step_size"], num_steps=opts["num_steps"],
+        return HMC(_on_full_data(model), step_size=opts["step_size"], num_steps=opts["num_steps"],
                    target_accept_prob=opts["target_accept"], full_mass=opts["dense_mass"],
                    jit_compile=opts["jit"], ignore_jit_warnings=True)
     return _mcmc(kernel, model, kwargs, opts, progress)
+
+
+def _on_full_data(model):
+    """NUTS/HMC need exact gradients: subsampled plates (``batch``) use all their data."""
+    from ..runtime import full_data
+
+    def full(**kw):
+        with full_data():
+            return model(**kw)
+    return full
 
 
 def _mcmc(make_kernel, model, kwargs, opts, progress) -> Fit:
@@ -130,7 +142,7 @@ def _mcmc(make_kernel, model, kwargs, opts, progress) -> Fit:
     chains = {k: torch.stack([pc[k] for pc in per_chain]) for k in per_chain[0]}
     if dets:
         flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in chains.items()}
-        pred = Predictive(model, posterior_samples=flat, return_sites=dets)(**kwargs)
+        pred = site_draws(model, kwargs, posterior=flat, sites=dets)
         n_chains, n_draws = opts["chains"], opts["samples"]
         for k in dets:
             v = pred[k].detach()
@@ -178,8 +190,8 @@ def _svi_fit(model, kwargs, opts, guide_name, progress) -> Fit:
             print(f"step {step + 1}/{opts['steps']}  loss {loss:.4g}", file=sys.stderr)
     n = opts["samples"]
     with torch.no_grad():
-        pred = Predictive(model, guide=guide, num_samples=n,
-                          return_sites=latents + dets)(**kwargs)
+        pred = site_draws(model, kwargs, guide=guide, num_samples=n,
+                          sites=latents + dets)
     chains = {k: v.detach().unsqueeze(0) for k, v in pred.items()}
     f = Fit(model, kwargs, chains=chains, latents=latents, deterministics=dets)
     f.guide = guide

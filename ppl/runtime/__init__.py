@@ -8,11 +8,13 @@ from . import kernels, nn
 from .data import ArgSpec, Signature, SizeCheck, bind
 from .functions import (
     arange,
+    batch_size,
     cat,
     clamp,
     elu,
     eye,
     full,
+    full_data,
     gelu,
     log_softmax,
     logsumexp,
@@ -37,7 +39,8 @@ from .nn import network, reset_networks
 from .shapes import Flat, Restricted, event
 
 __all__ = [
-    "ArgSpec", "Flat", "Restricted", "Signature", "SizeCheck", "arange", "bind", "cat", "clamp",
+    "ArgSpec", "Flat", "Restricted", "Signature", "SizeCheck", "arange", "batch_size", "bind",
+    "cat", "clamp", "full_data",
     "elu", "event", "eye", "full", "gelu", "gram", "kernels", "log_softmax", "logsumexp", "main",
     "max", "mean", "min", "network", "nn", "normal_cdf", "ones", "prod", "real",
     "reset_networks", "softmax", "softplus", "stack", "sum", "tensor", "transpose", "zeros",

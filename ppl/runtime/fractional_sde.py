@@ -39,12 +39,22 @@ from .nn import network
 
 class Control(nn.Module):
     """u(Z, t): an MLP on [tau, sin(pi f tau), cos(pi f tau) (f = 1..F), x, y] -> D, with
-    tau = (t - t0) / (t1 - t0) and the last layer zero-initialised (q = p at the start)."""
+    tau = (t - t0) / (t1 - t0) and the last layer zero-initialised (q = p at the start).
 
-    def __init__(self, D: int, K: int, hidden=(64, 64), n_freq: int = 6):
+    With ``data=True`` the inputs also hold ``d(t) - x``, ``y_next - x`` and
+    ``tau_next - tau``, where d is the piecewise-linear interpolant of the observations and
+    y_next the next observation, at tau_next (set by :meth:`set_data`). (A hand-made
+    bridge term ``(y_next - x) / (tau_next - tau)`` added to u is unstable here: the control
+    acts on X through the fractional kernel sum_k w_k e^(-g_k s), which has memory.) The data
+    are fixed, so u is still a function of (t, Z) and the Girsanov KL holds; the features
+    only make tracking the observations easy to learn instead of fitting it from time
+    features alone.
+    """
+
+    def __init__(self, D: int, K: int, hidden=(64, 64), n_freq: int = 6, data: bool = False):
         super().__init__()
-        self.D, self.K, self.n_freq = D, K, n_freq
-        sizes = [1 + 2 * n_freq + D + D * K, *hidden, D]
+        self.D, self.K, self.n_freq, self.data = D, K, n_freq, bool(data)
+        sizes = [1 + 2 * n_freq + D + D * K + (2 * D + 1 if data else 0), *hidden, D]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
             layers.append(nn.Linear(a, b))
@@ -53,14 +63,38 @@ class Control(nn.Module):
         nn.init.zeros_(layers[-1].weight)
         nn.init.zeros_(layers[-1].bias)
         self.net = nn.Sequential(*layers)
-        self.t0, self.t1 = 0.0, 1.0
+        self._obs_tau = self._obs_y = None
+
+    def set_data(self, obs_tau: torch.Tensor, obs_y: torch.Tensor) -> None:
+        """Observation times (rescaled to tau in [0, 1], increasing) [N] and values [N, D]."""
+        self._obs_tau, self._obs_y = obs_tau, obs_y
+
+    def _data_features(self, tau: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """[d(t) - x, y_next - x, tau_next - tau]: the interpolant, the next observation
+        (strictly after tau; the last one beyond it) and the time to it."""
+        ot, oy = self._obs_tau.to(x.dtype), self._obs_y.to(x.dtype)
+        tau = tau.to(x.dtype).reshape(1)
+        j = torch.searchsorted(ot, tau).clamp(1, len(ot) - 1)   # ot[j-1] <= tau < ot[j]
+        t0, t1 = ot[j - 1], ot[j]
+        wgt = ((tau - t0) / (t1 - t0).clamp(min=1e-12)).clamp(0.0, 1.0)
+        d = oy[j - 1] * (1 - wgt) + oy[j] * wgt                 # [1, D]
+        # (tau within 1e-6 of an observation time counts as on it: float round-off)
+        nxt = torch.searchsorted(ot, tau + 1e-6, right=True).clamp(max=len(ot) - 1)
+        gap = (ot[nxt] - tau).clamp(min=0.0)
+        B = x.shape[0]
+        return torch.cat([d.expand(B, -1) - x, oy[nxt].expand(B, -1) - x,
+                          gap.reshape(1, 1).expand(B, 1)], -1)
 
     def forward(self, tau: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]
         f = torch.arange(1, self.n_freq + 1, dtype=x.dtype, device=x.device) * math.pi
         tt = tau.to(x.dtype).reshape(1, 1).expand(B, 1)
-        feats = torch.cat([tt, torch.sin(tt * f), torch.cos(tt * f), x, y.reshape(B, -1)], -1)
-        return self.net(feats)
+        parts = [tt, torch.sin(tt * f), torch.cos(tt * f), x, y.reshape(B, -1)]
+        if self.data:
+            if self._obs_tau is None:
+                raise RuntimeError("Control(data=True) needs set_data(...) before use")
+            parts.append(self._data_features(tau, x))
+        return self.net(torch.cat(parts, -1))
 
 
 def _as_field(spec, D: int, what: str) -> Callable:
@@ -80,7 +114,12 @@ def _as_field(spec, D: int, what: str) -> Callable:
     if callable(spec):
         return spec
     c = torch.as_tensor(spec, dtype=torch.get_default_dtype())
-    return lambda x, t: c.to(x.dtype).expand(x.shape[0], D) if c.dim() <= 1 else c
+
+    def const(x, t):
+        return c.to(x.dtype).expand(x.shape[0], D) if c.dim() <= 1 else c
+
+    const.constant = True
+    return const
 
 
 class FractionalSDE(nn.Module):
@@ -99,6 +138,9 @@ class FractionalSDE(nn.Module):
         self.w, self.gamma, self.D, self.K = w, gamma, D, len(gamma)
         self.control = control
         self.t0, self.span = t0, max(t1 - t0, 1e-12)
+        # a diffusion that depends on neither state nor time: g is built once per solve
+        self.constant_diffusion = getattr(diffusion, "constant", False)
+        self._g = None
 
     def _split(self, z):
         D, K = self.D, self.K
@@ -122,13 +164,18 @@ class FractionalSDE(nn.Module):
 
     def g(self, t, z):
         B, D, K = z.shape[0], self.D, self.K
+        if self.constant_diffusion and self._g is not None and self._g.shape[0] == B:
+            return self._g
         x, _ = self._split(z)
         s = self.diffusion(x, t) * self.w.sum()
         eye = torch.eye(D, dtype=z.dtype, device=z.device)
         gx = torch.diag_embed(s.expand(B, D))                                  # [B, D, D]
         gy = eye.unsqueeze(1).expand(D, K, D).reshape(1, D * K, D).expand(B, -1, -1)
         gk = torch.zeros(B, 1, D, dtype=z.dtype, device=z.device)
-        return torch.cat([gx, gy, gk], 1)
+        out = torch.cat([gx, gy, gk], 1)
+        if self.constant_diffusion:
+            self._g = out
+        return out
 
 
 class GridBrownian(torchsde.BrownianInterval.__mro__[1]):  # torchsde's BaseBrownian
@@ -271,12 +318,16 @@ def _x0_posterior(name: str, x0, D: int, dtype, device):
 
 def fractional_sde(name: str, times, drift=0.0, diffusion=1.0, hurst=None, K: int = 5,
                    kind: int = 2, x0=0.0, gamma_max: float = 20.0, gamma_min=None, dt=None,
-                   dim: int = 1, hidden=(64, 64), n_freq: int = 6):
+                   dim: int = 1, hidden=(64, 64), n_freq: int = 6, data=None,
+                   data_index=None):
     """``name ~ fractional_sde(times=t, ...)`` inside a model: one posterior path [T, dim].
 
     ``hurst``: a number or tensor (fixed / a ``param``), or None: learned as
     ``pyro.param(name + "_hurst")`` in (0, 1) (sigmoid transform, start 0.5).
-    Adds ``pyro.factor(name + "_kl", -(1/2 int |u|^2 dt + KL(q(x0) || p(x0))))``.
+    ``data`` (optional, [N] or [N, dim]) observed at ``times[data_index]`` (all times when
+    no index is given) adds data features to the control network (see :class:`Control`).
+    Adds ``pyro.factor(name + "_kl", -(1/2 int |u|^2 dt + KL(q(x0) || p(x0))))`` and
+    records ``name + "_eps"``, the MA-fBM relative error at the current H.
     """
     kind, K, D = int(kind), int(K), int(dim)
     if kind not in (1, 2):
@@ -290,14 +341,26 @@ def fractional_sde(name: str, times, drift=0.0, diffusion=1.0, hurst=None, K: in
         hurst = pyro.param(f"{name}_hurst", torch.tensor(0.5, device=times.device),
                            constraint=constraints.interval(0.0, 1.0))
     H = torch.as_tensor(hurst).clamp(0.01, 0.99)
-    hidden = [int(hidden)] if isinstance(hidden, (int, float)) else [int(h) for h in hidden]
+    hidden = [int(h) for h in torch.as_tensor(hidden).reshape(-1).tolist()]
+    use_data = data is not None
     # cached like every network (rt.reset_networks at the start of a fit gives q = p again)
     ctrl = pyro.module(f"{name}_control",
-                       network(f"{name}_control", Control, D, K, tuple(hidden), int(n_freq)))
+                       network(f"{name}_control", Control, D, K, tuple(hidden), int(n_freq),
+                               data=use_data))
+    if use_data:
+        obs = torch.as_tensor(data, dtype=times.dtype).reshape(-1, D)
+        ot = times if data_index is None else times[torch.as_tensor(data_index).long()]
+        if len(ot) != len(obs):
+            raise ValueError(f"fractional_sde: data has {len(obs)} rows but "
+                             f"{len(ot)} observation times")
+        order = torch.argsort(ot)
+        ctrl.set_data((ot[order] - times[0]) / (times[-1] - times[0]), obs[order])
     x, kl0 = _x0_posterior(name, x0, D, times.dtype, times.device)
-    paths, kl, _ = simulate(times, x, drift, diffusion, H, K=K, kind=kind,
+    paths, kl, eps = simulate(times, x, drift, diffusion, H, K=K, kind=kind,
                             gamma_max=float(gamma_max),
                             gamma_min=None if gamma_min is None else float(gamma_min),
                             dt=None if dt is None else float(dt), control=ctrl)
     pyro.factor(f"{name}_kl", -(kl.sum() + kl0))
+    # the relative error of the MA-fBM at the current H, reported beside the path
+    pyro.deterministic(f"{name}_eps", eps.detach().to(times.dtype))
     return pyro.deterministic(name, paths[:, 0, :])

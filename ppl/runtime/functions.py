@@ -16,8 +16,9 @@ def tensor(x) -> torch.Tensor:
 
 
 def real(x: torch.Tensor) -> torch.Tensor:
-    """Integer/boolean data observed under a real-valued density."""
-    return x.to(torch.get_default_dtype())
+    """Integer/boolean data observed under a real-valued density (None: optional data
+    left out, so the site is sampled)."""
+    return None if x is None else x.to(torch.get_default_dtype())
 
 
 def full(shape, value) -> torch.Tensor:
@@ -111,3 +112,26 @@ def clamp(x, min=None, max=None):  # noqa: A002
 def normal_cdf(x):
     """Phi(x) = (1 + erf(x / sqrt 2)) / 2."""
     return 0.5 * (1 + torch.erf(tensor(x) / math.sqrt(2.0)))
+
+
+_FULL_DATA = [False]
+
+
+def batch_size(batch, n) -> int:
+    """The subsample size of ``plate N batch B``: min(B, N), or N when samplers that need
+    the whole data set (NUTS/HMC) run the model inside :func:`full_data`."""
+    n = int(n)
+    return n if _FULL_DATA[0] else min(int(batch), n)
+
+
+class full_data:
+    """Context in which subsampled plates use all their data (exact-gradient samplers)."""
+
+    def __enter__(self):
+        self._old = _FULL_DATA[0]
+        _FULL_DATA[0] = True
+        return self
+
+    def __exit__(self, *exc):
+        _FULL_DATA[0] = self._old
+        return False

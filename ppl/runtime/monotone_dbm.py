@@ -26,6 +26,7 @@ import math
 from typing import NamedTuple
 
 import torch
+from pyro.distributions import TorchDistribution
 from torch import nn
 
 
@@ -113,24 +114,33 @@ def _prox_softmax_solve(y: torch.Tensor, alpha: float, tol: float) -> torch.Tens
     """
     a = alpha
     c = y - a
+    # exp below the smallest normal number is slow (subnormals) and changes nothing
+    floor = math.log(torch.finfo(y.dtype).tiny) + 1.0
+
+    def exp(u):
+        return torch.exp(u.clamp_min(floor))
+
     nu = y.max(dim=-1, keepdim=True).values - 1.0
     r = c - nu
     u = torch.minimum(torch.zeros_like(r), r / a)
-    for _ in range(100):
+    prev = math.inf
+    for _ in range(50):
         for _ in range(4):
-            e = torch.exp(u)
+            e = exp(u)
             u = u - ((1 - a) * e + a * u - r) / ((1 - a) * e + a)
-        q = torch.exp(u)
+        q = exp(u)
         g = q / ((1 - a) * q + a)
         phi = q.sum(-1, keepdim=True) - 1.0
-        if float(phi.abs().max()) < tol:
+        worst = float(phi.abs().max())
+        if worst < tol or worst >= prev:  # converged, or at the rounding floor
             break
+        prev = worst
         nu = nu + phi / g.sum(-1, keepdim=True)
         r = c - nu
     for _ in range(3):
-        e = torch.exp(u)
+        e = exp(u)
         u = u - ((1 - a) * e + a * u - r) / ((1 - a) * e + a)
-    q = torch.exp(u)
+    q = exp(u)
     return q / q.sum(-1, keepdim=True)
 
 
@@ -163,8 +173,8 @@ def prox_softmax(y: torch.Tensor, alpha: float = 1.0, tol: float | None = None) 
     alpha = float(alpha)
     if not 0.0 < alpha <= 1.0:
         raise ValueError(f"alpha must be in (0, 1], got {alpha}")
-    if tol is None:
-        tol = 1e-13 if y.dtype == torch.float64 else 1e-6
+    if tol is None:  # Newton stops at the rounding floor of a sum of k terms
+        tol = 16 * y.shape[-1] * torch.finfo(y.dtype).eps
     return _ProxSoftmax.apply(y, alpha, tol)
 
 
@@ -212,7 +222,7 @@ def prox_sigmoid(x: torch.Tensor, alpha: float = 1.0, tol: float | None = None) 
     if not 0.0 < alpha <= 1.0:
         raise ValueError(f"alpha must be in (0, 1], got {alpha}")
     if tol is None:
-        tol = 1e-13 if x.dtype == torch.float64 else 1e-6
+        tol = 64 * torch.finfo(x.dtype).eps
     return _ProxSigmoid.apply(x, alpha, tol)
 
 
@@ -320,8 +330,7 @@ def iterate(f, x0: torch.Tensor, *, anderson: int = 0, tol: float = 1e-4, max_it
     stalled = False
     best_x, best_res = fx, torch.full((B,), math.inf, dtype=x0.dtype, device=x0.device)
     Xs, Fs = [x], [fx]
-    it = 0
-    for it in range(1, max_iter + 1):
+    for _ in range(max_iter):
         res = (fx - x).norm(dim=1) / fx.norm(dim=1).clamp_min(1e-12)
         better = res < best_res
         best_x = torch.where(better[:, None], fx, best_x)
@@ -357,7 +366,7 @@ def iterate(f, x0: torch.Tensor, *, anderson: int = 0, tol: float = 1e-4, max_it
     better = res < best_res
     best_x = torch.where(better[:, None], fx, best_x)
     best_res = torch.where(better, res, best_res)
-    return best_x, {"iters": it, "res": best_res, "history": hist, "stalled": stalled}
+    return best_x, {"iters": len(own), "res": best_res, "history": hist, "stalled": stalled}
 
 
 # ---------------------------------------------------------------------------------------
@@ -433,7 +442,7 @@ def _batch(p: Problem) -> int:
 # ---------------------------------------------------------------------------------------
 # Implicit differentiation
 def implicit_fixed_point(p: Problem, z_star: torch.Tensor, *, alpha: float = 0.125,
-                         anderson: int = 5, tol: float = 1e-6, max_iter: int = 500,
+                         anderson: int = 5, tol: float | None = None, max_iter: int = 500,
                          direct: bool = False) -> torch.Tensor:
     """Attach gradients to the fixed point ``z* = T(z*)`` of the FB map ``T`` (any alpha:
     the fixed point does not depend on it) by implicit differentiation: the incoming
@@ -455,10 +464,11 @@ def implicit_fixed_point(p: Problem, z_star: torch.Tensor, *, alpha: float = 0.1
         if direct:
             d = v.shape[1]
             eye = torch.eye(d, dtype=v.dtype, device=v.device)
+            # row i of J_T is J_T^T e_i
             J = torch.stack([vjp(eye[i].expand_as(v)) for i in range(d)], 1)  # [B, d, d]
-            return torch.linalg.solve(eye - J, v.unsqueeze(-1)).squeeze(-1)
-        u, _ = iterate(lambda u: vjp(u) + v, v, anderson=anderson, tol=tol,
-                       max_iter=max_iter)
+            return torch.linalg.solve(eye - J.transpose(1, 2), v.unsqueeze(-1)).squeeze(-1)
+        t = tol if tol is not None else max(1e-6, 100 * torch.finfo(v.dtype).eps)
+        u, _ = iterate(lambda u: vjp(u) + v, v, anderson=anderson, tol=t, max_iter=max_iter)
         return u
 
     z.register_hook(hook)
@@ -722,11 +732,11 @@ class _Session:
         return self._solved
 
 
-class _Site(torch.distributions.Distribution):
+class _Site(TorchDistribution):
     arg_constraints: dict = {}
     has_enumerate_support = False
 
-    def __init__(self, session: _Session, batch_shape=torch.Size()):
+    def __init__(self, session: _Session, batch_shape=()):
         self.session = session
         super().__init__(torch.Size(batch_shape), torch.Size(), validate_args=False)
 
@@ -751,7 +761,7 @@ class _VisibleSite(_Site):
         out = 0.5 * torch.where(target, ll, torch.zeros_like(ll))
         return out.reshape(value.shape)
 
-    def sample(self, sample_shape=torch.Size()):
+    def sample(self, sample_shape=()):
         raise NotImplementedError("pixels are data: pass them with NaN for missing values; "
                                   "imputations come from MonotoneDBM.predict")
 
@@ -771,7 +781,7 @@ class _LabelSite(_Site):
         y = _states(value, pr.device).reshape(-1)
         return 0.5 * torch.log(pr.gather(-1, y[:, None])[:, 0]).reshape(value.shape)
 
-    def sample(self, sample_shape=torch.Size()):
+    def sample(self, sample_shape=()):
         self.session.mode = "predict"
         with torch.no_grad():
             pr = self._probs()

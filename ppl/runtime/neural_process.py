@@ -525,3 +525,27 @@ def evaluate(model: NeuralProcess, batch: Batch, num_samples: int = 50):
     ll = model.pointwise_ll(batch.xc, batch.yc, batch.x, batch.y, num_samples)
     c = batch.num_ctx
     return ll[:, :c].mean(-1), ll[:, c:].mean(-1)
+
+
+# ---- saving and loading trained networks --------------------------------------------
+
+
+def save_trained(path, model: NeuralProcess, source: str = "") -> None:
+    """Save a trained network: its family, constructor arguments, state dict and the
+    model source it came from (``bdl run`` saves the same weights in ``params.pt``)."""
+    family = {v: k for k, v in MODELS.items() if k != "martingale_np"}[type(model)]
+    torch.save({"family": family, "source": source,
+                "config": {"x_dim": model.x_dim, "y_dim": model.y_dim,
+                           "hidden": model.hidden, "pseudo": model.pseudo,
+                           "samples": model.samples, "heads": model.heads},
+                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}},
+               path)
+
+
+def load_trained(path, device=None) -> tuple[NeuralProcess, str]:
+    """(network, model source) saved by :func:`save_trained`; the network is in eval mode
+    with the default dtype (or the saved one) on ``device``."""
+    blob = torch.load(path, weights_only=True, map_location="cpu")
+    model = MODELS[blob["family"]](**blob["config"])
+    model.load_state_dict(blob["state_dict"])
+    return model.to(device=device).eval(), blob["source"]

@@ -88,6 +88,14 @@ def local_posterior(mbar, A, m0, gamma0, n0):
     return (A * mbar + prior_prec * m0) / prec, 1.0 / prec
 
 
+def randn_like(t, generator=None, shape=None):
+    """Standard normal draws with t's dtype and device; a generator on another device
+    (a CPU generator for CUDA tensors) draws there and the result is moved."""
+    shape = t.shape if shape is None else shape
+    dev = t.device if generator is None else generator.device
+    return torch.randn(shape, dtype=t.dtype, device=dev, generator=generator).to(t.device)
+
+
 def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=0,
          generator=None):
     """Stochastic-gradient Langevin dynamics on U = potential(theta), warm-started at
@@ -102,11 +110,10 @@ def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=0,
     kept = [theta] if burn == 0 else []
     noise_sd = math.sqrt(2.0 * lr * temp)
     for t in range(steps):
-        th = theta.requires_grad_(True)
+        th = theta.detach().requires_grad_(True)
         with torch.enable_grad():
             (grad,) = torch.autograd.grad(potential(th), th)
-        xi = torch.randn(theta.shape, dtype=theta.dtype, device=theta.device,
-                         generator=generator)
+        xi = randn_like(theta, generator)
         theta = (th.detach() - lr * grad + noise_sd * xi).detach()
         if t + 1 > burn:
             kept.append(theta)
@@ -220,15 +227,18 @@ class SineLine(Episodes):
         dt = torch.get_default_dtype()
 
         def u(lo, hi, *shape):
-            return lo + (hi - lo) * torch.rand(*shape, generator=generator, dtype=dt)
+            return lo + (hi - lo) * torch.rand(*shape, generator=generator, dtype=dt,
+                                               device=cpu)
 
-        x = torch.linspace(-5, 5, self.points, dtype=dt).expand(n, -1)
-        is_sine = torch.rand(n, 1, generator=generator, dtype=dt) < 0.5
+        cpu = "cpu"  # sources make CPU tensors (seeded by CPU generators); callers move them
+        x = torch.linspace(-5, 5, self.points, dtype=dt, device=cpu).expand(n, -1)
+        is_sine = torch.rand(n, 1, generator=generator, dtype=dt, device=cpu) < 0.5
         amp, phase = u(0.1, 5.0, n, 1), u(0.0, math.pi, n, 1)
         a, b = u(-3.0, 3.0, n, 1), u(-3.0, 3.0, n, 1)
         f = torch.where(is_sine, amp * torch.sin(x + phase), a * x + b)
-        y = f + self.noise * torch.randn(n, self.points, generator=generator, dtype=dt)
-        perm = torch.argsort(torch.rand(n, self.points, generator=generator), dim=1)
+        y = f + self.noise * torch.randn(n, self.points, generator=generator, dtype=dt,
+                                         device=cpu)
+        perm = torch.argsort(torch.rand(n, self.points, generator=generator, device=cpu), dim=1)
         xs_, ys_ = x.gather(1, perm), y.gather(1, perm)
         k = self.shots
         return {"xs": xs_[:, :k, None], "ys": ys_[:, :k], "xq": xs_[:, k:, None],
@@ -244,10 +254,11 @@ class Classes(Episodes):
     kind = "classification"
 
     def __init__(self, x, y, train_classes, test_classes, ways=5, shots=1, queries=15):
-        self.x, self.y = x, y
+        self.x, self.y = x.cpu(), y.cpu()
         self.split_classes = {"train": list(train_classes), "test": list(test_classes)}
         self.ways, self.shots, self.queries = ways, shots, queries
-        self.by_class = {int(c): torch.nonzero(y == c).flatten() for c in torch.unique(y)}
+        self.by_class = {int(c): torch.nonzero(self.y == c).flatten()
+                         for c in torch.unique(self.y)}
 
     def sample(self, n, split="train", generator=None):
         classes = self.split_classes[split]
@@ -257,17 +268,17 @@ class Classes(Episodes):
         out = {k: [] for k in ("xs", "ys", "xq", "yq")}
         k, q = self.shots, self.queries
         for _ in range(n):
-            pick = torch.randperm(len(classes), generator=generator)[: self.ways]
+            pick = torch.randperm(len(classes), generator=generator, device="cpu")[: self.ways]
             xs, xq = [], []
             for c in pick.tolist():
                 idx = self.by_class[classes[c]]
-                sel = idx[torch.randperm(len(idx), generator=generator)[: k + q]]
+                sel = idx[torch.randperm(len(idx), generator=generator, device="cpu")[: k + q]]
                 xs.append(self.x[sel[:k]])
                 xq.append(self.x[sel[k:]])
             out["xs"].append(torch.cat(xs))
             out["xq"].append(torch.cat(xq))
-            out["ys"].append(torch.arange(self.ways).repeat_interleave(k))
-            out["yq"].append(torch.arange(self.ways).repeat_interleave(q))
+            out["ys"].append(torch.arange(self.ways, device="cpu").repeat_interleave(k))
+            out["yq"].append(torch.arange(self.ways, device="cpu").repeat_interleave(q))
         return {key: torch.stack(v) for key, v in out.items()}
 
 
@@ -290,10 +301,10 @@ def gaussian_classes(ways=5, shots=1, queries=15, dim=16, classes=40, per_class=
     for meta-testing."""
     g = torch.Generator().manual_seed(seed)
     dt = torch.get_default_dtype()
-    means = torch.randn(classes, dim, generator=g, dtype=dt)
+    means = torch.randn(classes, dim, generator=g, dtype=dt, device="cpu")
     x = means.repeat_interleave(per_class, 0) + spread * torch.randn(
-        classes * per_class, dim, generator=g, dtype=dt)
-    y = torch.arange(classes).repeat_interleave(per_class)
+        classes * per_class, dim, generator=g, dtype=dt, device="cpu")
+    y = torch.arange(classes, device="cpu").repeat_interleave(per_class)
     half = classes // 2
     return Classes(x, y, range(half), range(half, classes), ways, shots, queries)
 
@@ -318,7 +329,7 @@ class NpzEpisodes(Episodes):
         for s in ("train", "test"):
             part = {}
             for k in ("xs", "ys", "xq", "yq"):
-                a = torch.as_tensor(z[f"{s}_{k}"])
+                a = torch.as_tensor(z[f"{s}_{k}"], device="cpu")
                 if k in ("ys", "yq"):
                     if a.dim() == 3 and a.shape[-1] == 1:
                         a = a[..., 0]
@@ -332,7 +343,7 @@ class NpzEpisodes(Episodes):
 
     def sample(self, n, split="train", generator=None):
         part = self.data[split]
-        idx = torch.randint(part["xs"].shape[0], (n,), generator=generator)
+        idx = torch.randint(part["xs"].shape[0], (n,), generator=generator, device="cpu")
         return {k: v[idx] for k, v in part.items()}
 
 

@@ -45,13 +45,21 @@ def network(name: str, cls, *args, **kwargs) -> nn.Module:
     """The cached module ``name`` built as ``cls(*args, **kwargs)`` on the default device."""
     key = (name, cls, tuple(int(a) if isinstance(a, (int, torch.Tensor)) and not isinstance(
         a, list) else tuple(a) if isinstance(a, list) else a for a in args),
-        tuple(sorted(kwargs.items())), torch.get_default_dtype(),
+        tuple(sorted((k, _small_key(v)) for k, v in kwargs.items())),
+        torch.get_default_dtype(),
         str(torch.empty(0).device))
     mod = _CACHE.get(key)
     if mod is None:
         mod = cls(*args, **kwargs)
         _CACHE[key] = mod
     return mod
+
+
+def _small_key(v):
+    """Small tensor arguments (sizes stacked from a list literal) compare by value."""
+    if isinstance(v, torch.Tensor) and v.numel() <= 64:
+        return ("tensor", tuple(v.shape), tuple(v.flatten().tolist()))
+    return v
 
 
 def reset_networks() -> None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from pyro.distributions import TorchDistribution, constraints
+from pyro.distributions.transforms import CholeskyTransform
+from torch.distributions import biject_to
+from torch.distributions.transforms import ComposeTransform, Transform
 
 
 def event(d, shape) -> TorchDistribution:
@@ -60,12 +65,115 @@ class Restricted(TorchDistribution):
             return x.sort(dim=-1).values
         if c is constraints.positive_ordered_vector:
             return x.abs().sort(dim=-1).values
+        if not bool(c.check(x).all()):
+            mapped = _into_set(c, x)
+            if mapped is not None:  # a set rejection cannot hit: a point of it, not exact
+                return mapped
         for _ in range(1000):
             ok = c.check(x)
             if bool(ok.all()):
                 return x
             x = torch.where(_broadcast_ok(ok, x), x, self.base.sample(sample_shape))
         raise ValueError(f"could not draw a sample inside {c} by rejection")
+
+
+def _into_set(c, x):
+    """Map a base draw into a set that rejection cannot hit (a sphere, triangular or
+    positive-definite matrices, a simplex); None for sets rejection handles."""
+    if c is constraints.sphere:
+        return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    if c is constraints.lower_cholesky:
+        tril = x.tril(-1)
+        return tril + torch.diag_embed(x.diagonal(dim1=-2, dim2=-1).abs().clamp_min(1e-3))
+    if c is constraints.positive_definite:
+        k = x.shape[-1]
+        return x @ x.transpose(-1, -2) / k + torch.eye(k, dtype=x.dtype, device=x.device)
+    if c is constraints.corr_cholesky or c is constraints.corr_matrix:
+        rows, cols = torch.tril_indices(x.shape[-1], x.shape[-1], -1, device=x.device)
+        return biject_to(c)(x[..., rows, cols])
+    if c is constraints.simplex:
+        a = x.abs() + 1e-6
+        return a / a.sum(-1, keepdim=True)
+    return None
+
+
+class LowerCholeskyVec(Transform):
+    """R^(K(K+1)/2) -> lower-triangular matrices with a positive diagonal, as Stan
+    parametrises ``cholesky_factor_cov``: fill the lower triangle row by row, exp the
+    diagonal; log |J| is the sum of the unconstrained diagonal entries."""
+
+    domain = constraints.real_vector
+    codomain = constraints.lower_cholesky
+    bijective = True
+
+    def __eq__(self, other):
+        return isinstance(other, LowerCholeskyVec)
+
+    @staticmethod
+    def _k(n: int) -> int:
+        return int(round((math.sqrt(8 * n + 1) - 1) / 2))
+
+    @staticmethod
+    def _idx(k: int, device):
+        rows, cols = torch.tril_indices(k, k, device=device)
+        return rows, cols, rows == cols
+
+    def _call(self, x):
+        k = self._k(x.shape[-1])
+        rows, cols, diag = self._idx(k, x.device)
+        vals = torch.where(diag, x.exp(), x)
+        out = x.new_zeros(x.shape[:-1] + (k, k))
+        out[..., rows, cols] = vals
+        return out
+
+    def _inverse(self, y):
+        k = y.shape[-1]
+        rows, cols, diag = self._idx(k, y.device)
+        vals = y[..., rows, cols]
+        return torch.where(diag, vals.clamp_min(1e-30).log(), vals)
+
+    def log_abs_det_jacobian(self, x, y):
+        k = self._k(x.shape[-1])
+        _, _, diag = self._idx(k, x.device)
+        return (x * diag).sum(-1)
+
+    def forward_shape(self, shape):
+        k = self._k(shape[-1])
+        return torch.Size(shape[:-1]) + (k, k)
+
+    def inverse_shape(self, shape):
+        k = shape[-1]
+        return torch.Size(shape[:-2]) + (k * (k + 1) // 2,)
+
+
+class SphereVec(Transform):
+    """R^K -> the unit sphere, x / |x|, with Stan's ``unit_vector`` device: the log
+    Jacobian term is -|x|^2 / 2, so the radius has a proper distribution and the
+    direction has the model's density."""
+
+    domain = constraints.real_vector
+    codomain = constraints.sphere
+    bijective = True
+
+    def __eq__(self, other):
+        return isinstance(other, SphereVec)
+
+    def _call(self, x):
+        return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    def _inverse(self, y):
+        return y
+
+    def log_abs_det_jacobian(self, x, y):
+        return -0.5 * x.pow(2).sum(-1)
+
+
+# torch registers no bijection onto these sets, so samplers and autoguides could not
+# handle a latent of type cholesky_factor_cov, cov_matrix or unit_vector (or a Wishart)
+biject_to.register(constraints.lower_cholesky)(lambda c: LowerCholeskyVec())
+biject_to.register(constraints.positive_definite)(
+    lambda c: ComposeTransform([LowerCholeskyVec(), CholeskyTransform().inv]))
+biject_to.register(constraints.sphere)(lambda c: SphereVec())
 
 
 def _broadcast_ok(ok, x):

@@ -1,0 +1,35 @@
+"""Monotone deep Boltzmann machines: ``monotone_dbm`` and its unit groups (METHODS.md §5).
+
+Registration only (no torch)::
+
+    m = monotone_dbm(visible=categorical(64, 4), hidden=[categorical(64, 4)],
+                     label=categorical(1, 10), margin=0.01)
+    pixels ~ m.visible      # NaN = missing
+    label ~ m.label         # optional: observed trains, absent classifies
+
+``categorical(n, k)`` is ``n`` units of ``k`` states (binary units: ``k = 2``). ``m`` is a
+network value (an ``nn.Module`` registered with ``pyro.module``); its attributes
+``visible`` and ``label`` are the distributions of the two observed groups under the
+mean-field fixed point. Runtime in ``ppl/runtime/monotone_dbm.py``; docs in
+``docs/constructs/monotone_dbm.md``.
+"""
+
+from __future__ import annotations
+
+from ..builtins import Builtin, register
+
+
+def _units_shape(args, kwargs):
+    return (2,)
+
+
+register(Builtin("categorical", "rt.monotone_dbm.units", ("n", "k"), 2, result="int",
+                 shape=_units_shape,
+                 doc="a group of n categorical units with k states (monotone_dbm)"))
+
+register(Builtin(
+    "monotone_dbm", "rt.monotone_dbm.MonotoneDBM",
+    ("visible", "hidden", "label", "margin", "rank", "monotone", "solver", "alpha", "tol",
+     "max_iter", "anderson", "observed", "mask", "init_scale", "seed"),
+    1, kind="construct", result="network", attrs={"visible": "dist", "label": "dist"},
+    doc="deep Boltzmann machine with a unique mean-field fixed point (Phi = s(D - A^T A))"))

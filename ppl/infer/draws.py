@@ -1,0 +1,54 @@
+"""Draws of model sites, one model run per posterior draw, with the sites' own shapes.
+
+``pyro.infer.Predictive`` pads global sites with singleton plate dimensions (``[n, 1, D]``
+for a ``[D]`` latent in a model with one plate) so that its vectorised mode broadcasts;
+replaying those padded values into a model breaks ``x @ w``. BDL's results keep each
+site's declared shape (``[n, D]``), so draws are made here sequentially: condition the
+model on draw i (or trace the guide), run it once, read the sites.
+"""
+
+from __future__ import annotations
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.poutine.util import prune_subsample_sites
+
+
+def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None,
+               num_samples: int | None = None, sites: list[str] | None = None
+               ) -> dict[str, torch.Tensor]:
+    """Stack ``sites`` over draws; ``sites=None``: every unobserved sample site and every
+    deterministic site that the posterior does not fix.
+
+    ``posterior[name]`` is [draws, ...]; with ``guide`` each draw comes from the guide.
+    """
+    if posterior:
+        n = next(iter(posterior.values())).shape[0]
+        if num_samples is not None:
+            n = min(n, num_samples)
+    else:
+        n = num_samples or 1000
+    out: dict[str, list] = {}
+    with torch.no_grad():
+        for i in range(n):
+            if guide is not None:
+                g = poutine.trace(guide).get_trace(**kwargs)
+                run = poutine.replay(model, trace=g)
+            elif posterior:
+                run = poutine.condition(model, {k: v[i] for k, v in posterior.items()})
+            else:
+                run = model
+            tr = prune_subsample_sites(poutine.trace(run).get_trace(**kwargs))
+            for name, site in tr.nodes.items():
+                if site["type"] != "sample":
+                    continue
+                wanted = name in sites if sites is not None else (
+                    (not site["is_observed"] or site["infer"].get("_deterministic"))
+                    and not (posterior and name in posterior and guide is None))
+                if wanted:
+                    out.setdefault(name, []).append(site["value"].detach())
+    return {k: torch.stack(v) for k, v in out.items()}
+
+
+__all__ = ["pyro", "site_draws"]

@@ -1,0 +1,402 @@
+"""Monotone DBMs (METHODS.md §5): structure and margin, the alpha-prox and its Jacobian,
+uniqueness of the mean-field fixed point under random starts, masks and label clamping,
+implicit against unrolled gradients, the period-2 oscillation of the unconstrained
+control, and the language surface end to end."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ppl.runtime import monotone_dbm as M
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _double_one_thread():
+    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+    torch.set_default_dtype(torch.float64)
+    torch.set_num_threads(1)
+    yield
+    torch.set_default_dtype(dtype)
+    torch.set_num_threads(threads)
+
+
+def _tiny(seed=0, **kw):
+    m = M.MonotoneDBM(visible=M.units(5, 3), hidden=[M.units(4, 2), M.units(3, 3)],
+                      label=M.units(1, 4), margin=0.01, seed=seed, **kw)
+    with torch.no_grad():
+        m.b.normal_(generator=torch.Generator().manual_seed(seed + 1))
+    return m
+
+
+def _data(B=6, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 3, (B, 5), generator=g)
+    hide = torch.rand(B, 5, generator=g) < 0.5
+    return torch.where(hide, torch.full_like(x, -1), x), torch.randint(0, 4, (B,), generator=g)
+
+
+# ---- structure -----------------------------------------------------------------------
+@pytest.mark.parametrize("init_scale", [0.3, 1.0, 30.0])
+def test_phi_symmetric_hollow_margin(init_scale):
+    m = _tiny(init_scale=init_scale)
+    Phi = m.phi().detach()
+    assert torch.allclose(Phi, Phi.T, atol=1e-12)
+    assert Phi[m.layout.block_mask()].abs().max() == 0
+    lam = torch.linalg.eigvalsh(torch.eye(Phi.shape[0]) - Phi)[0]
+    assert lam >= 0.01 - 1e-10
+    assert m.check_margin() == pytest.approx(float(lam))
+    # the global scale binds (s < 1) for large A: the bound is then the closest one
+    _, s = M.monotone_phi(m.A.detach(), m.layout, 0.01)
+    if init_scale == 30.0:
+        assert s < 1
+
+
+def test_margin_holds_after_updates():
+    m = _tiny()
+    opt = torch.optim.Adam(m.parameters(), lr=0.3)
+    x, y = _data()
+    for _ in range(5):
+        opt.zero_grad()
+        loss, _ = m.loss(torch.where(x < 0, 0, x), y, shown=x >= 0, solver="pr", tol=1e-8,
+                         max_iter=500)
+        loss.backward()
+        opt.step()
+        assert m.check_margin() >= 0.01 - 1e-10
+
+
+def test_margin_violation_is_reported():
+    m = _tiny(monotone=False, init_scale=20.0)
+    free = m.phi().detach()
+    assert m.check_margin() < 0  # the control has no margin, and is allowed not to
+    mono = _tiny()
+    mono.phi = lambda: free  # a coupling that escaped the parametrisation
+    with pytest.raises(RuntimeError, match="margin violated"):
+        mono.check_margin()
+
+
+# ---- the alpha-prox ----------------------------------------------------------------
+@pytest.mark.parametrize("alpha", [1.0, 0.5, 0.125, 0.03])
+def test_prox_matches_constrained_optimiser(alpha):
+    from scipy.optimize import minimize
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(4, 5, generator=g) * 2
+    q = M.prox_softmax(y, alpha)
+    for i in range(4):
+        yi = y[i].numpy()
+
+        def obj(v, yi=yi):
+            v = np.clip(v, 1e-300, None)
+            return 0.5 * ((v - yi) ** 2).sum() + alpha * ((v * np.log(v)).sum()
+                                                         - 0.5 * (v ** 2).sum())
+
+        r = minimize(obj, np.full(5, 0.2), method="SLSQP", bounds=[(0, 1)] * 5,
+                     constraints=[{"type": "eq", "fun": lambda v: v.sum() - 1}],
+                     options={"ftol": 1e-14, "maxiter": 500})
+        assert np.abs(r.x - q[i].numpy()).max() < 2e-5
+    if alpha == 1.0:
+        assert torch.allclose(q, torch.softmax(y, -1), atol=1e-14)
+    # the Lambert-W closed form with the solved multiplier
+    if alpha < 1:
+        from scipy.special import lambertw
+
+        nu = (y - alpha - (1 - alpha) * q - alpha * torch.log(q))[:, :1].numpy()
+        arg = (1 - alpha) / alpha * np.exp((y.numpy() - nu) / alpha - 1)
+        qw = alpha / (1 - alpha) * lambertw(arg, 0).real
+        assert np.abs(qw - q.numpy()).max() < 1e-10
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.3, 0.125])
+def test_prox_jacobian(alpha):
+    y = torch.randn(3, 4, generator=torch.Generator().manual_seed(1))
+    J = torch.autograd.functional.jacobian(lambda v: M.prox_softmax(v, alpha), y[0])
+    Jc = M.prox_softmax_jacobian(M.prox_softmax(y[0], alpha), alpha)
+    assert torch.allclose(J, Jc, atol=1e-12)
+    # central finite differences of the forward solve
+    eps = 1e-6
+    Jfd = torch.stack([(M.prox_softmax(y[0] + eps * e, alpha)
+                        - M.prox_softmax(y[0] - eps * e, alpha)) / (2 * eps)
+                       for e in torch.eye(4)], 1)
+    assert torch.allclose(Jfd, Jc, atol=1e-7)
+    assert torch.autograd.gradcheck(lambda v: M.prox_softmax(v, alpha),
+                                    (y.clone().requires_grad_(),))
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.4, 0.125])
+def test_prox_sigmoid(alpha):
+    x = torch.linspace(-6, 6, 13)
+    p = M.prox_sigmoid(x, alpha)
+    q = M.prox_softmax(torch.stack([x, torch.zeros_like(x)], -1), alpha)[:, 0]
+    assert torch.allclose(p, q, atol=1e-11)
+    if alpha == 1.0:
+        assert torch.allclose(p, torch.sigmoid(x), atol=1e-15)
+    eps = 1e-6
+    fd = (M.prox_sigmoid(x + eps, alpha) - M.prox_sigmoid(x - eps, alpha)) / (2 * eps)
+    xr = x.clone().requires_grad_()
+    (g,) = torch.autograd.grad(M.prox_sigmoid(xr, alpha).sum(), xr)
+    assert torch.allclose(g, fd, atol=1e-8)
+    assert torch.allclose(g, M.prox_sigmoid_derivative(p, alpha), atol=1e-15)
+
+
+# ---- uniqueness and the fixed-point identity -----------------------------------------
+SOLVES = [("fb", {"alpha": 0.125, "anderson": 0}), ("fb", {"alpha": 0.125, "anderson": 5}),
+          ("fb", {"alpha": 1.0, "anderson": 5}), ("pr", {"alpha": 1.0}),
+          ("pr", {"alpha": 0.3}), ("mf", {})]
+
+
+@pytest.mark.parametrize("clamp_label", [False, True])
+def test_unique_fixed_point_all_solvers(clamp_label):
+    m = _tiny(init_scale=5.0)
+    x, y = _data()
+    p1 = M._detached(m.problem(x, y if clamp_label else None))
+    # five random starts per problem, solved together (rows are independent problems)
+    R, B = 5, x.shape[0]
+    p = M.Problem(p1.Phi, p1.b, p1.layout, p1.clamp_mask.repeat(R, 1),
+                  p1.clamp_value.repeat(R, 1))
+    g = torch.Generator().manual_seed(7)
+    ref = None
+    for solver, o in SOLVES:
+        z, info = M.solve(p, p.random_start(R * B, g), solver, tol=1e-12, max_iter=3000, **o)
+        assert float(info["res"].max()) < 1e-11
+        z = z.view(R, B, -1)
+        assert (z - z[0]).abs().max() < 1e-8, (solver, o)  # start-independent
+        if ref is None:
+            ref = z[0]
+        assert (z - ref).abs().max() < 1e-8, (solver, o)   # solver-independent
+    p = p1
+    # q* = softmax(Phi q* + b) on the free units; observed units keep their one-hot values
+    assert torch.allclose(ref, p.mean_field(ref), atol=1e-10)
+    mask, val = p.clamp_mask, p.clamp_value
+    assert torch.equal(ref[mask], val[mask])
+    _, off, n, k = m.layout.segment("visible")
+    free = ~mask
+    raw = torch.cat([torch.softmax(s.reshape(len(x), -1, kk), -1).reshape(len(x), -1)
+                     for s, kk in _segments(p.field(ref), m.layout)], 1)
+    assert torch.allclose(ref[free], raw[free], atol=1e-10)
+    if clamp_label:
+        _, off, _, k = m.layout.segment("label")
+        assert torch.equal(ref[:, off:off + k].argmax(1), y)
+
+
+def _segments(v, layout):
+    for _, off, n, k in layout.segments:
+        yield v[:, off:off + n * k], k
+
+
+def test_linear_convergence_of_fb():
+    m = _tiny(init_scale=5.0)
+    x, _ = _data()
+    p = M._detached(m.problem(x))
+    _, info = M.solve(p, p.random_start(6), "fb", alpha=0.5, anderson=0, tol=1e-12,
+                      max_iter=3000)
+    h = np.array(info["history"])
+    ratios = h[1:] / h[:-1]
+    assert ratios[5:].max() < 1.0  # monotone decrease after a short transient
+    # a linear (geometric) rate: log-residual is close to a line
+    k = np.arange(len(h))[5:]
+    slope, icept = np.polyfit(k, np.log(h[5:]), 1)
+    assert slope < 0
+    assert np.abs(np.log(h[5:]) - (slope * k + icept)).max() < 3.0
+
+
+def test_alpha_halving_when_fb_stalls():
+    # five binary units with aligned columns of A: lambda_max(I - Phi) ~ 5 > 2, so the
+    # undamped step (alpha = 1, plain mean-field) oscillates and alpha must be halved
+    lay = M.Layout([("visible", M.Units(5, 2))])
+    A = 3.0 * torch.tensor([[1.0, -1.0] * 5])
+    Phi, _ = M.monotone_phi(A, lay, 0.01)
+    p = M.Problem(Phi, 0.1 * torch.arange(10.0), lay)
+    assert float(torch.linalg.eigvalsh(torch.eye(10) - Phi)[-1]) > 4
+    z0 = p.random_start(4, torch.Generator().manual_seed(0))
+    _, mf = M.solve(p, z0, "mf", tol=1e-10, max_iter=300)
+    assert float(mf["res"].max()) > 1e-3  # plain mean-field does not converge
+    z, info = M.solve(p, z0, "fb", alpha=1.0, anderson=0, tol=1e-10, max_iter=3000,
+                      stall=0.99, window=20)
+    assert float(info["res"].max()) < 1e-10
+    assert info["alpha"] < 1.0
+    zr, _ = M.solve(p, z0, "pr", tol=1e-12, max_iter=3000)
+    assert (z - zr).abs().max() < 1e-8
+
+
+# ---- gradients ---------------------------------------------------------------------
+def _loss(m, z, p, y):
+    lv = torch.log_softmax(m.logits(z, p, "visible"), -1)
+    ll = torch.log_softmax(m.logits(z, p, "label")[:, 0], -1)
+    return -lv[..., 1].sum() - ll.gather(-1, y[:, None]).sum()
+
+
+@pytest.mark.parametrize("direct", [False, True])
+def test_implicit_vs_unrolled_gradients(direct):
+    m = _tiny(init_scale=3.0)
+    x, y = _data()
+    grads = []
+    for mode in ("implicit", "unrolled"):
+        m.zero_grad()
+        p = m.problem(x)
+        z0 = p.prox(p.b.detach().expand(len(x), -1), 1.0)
+        if mode == "unrolled":
+            z = M.unrolled_fixed_point(p, z0, alpha=0.5, steps=400)
+        else:
+            with torch.no_grad():
+                zs, _ = M.solve(M._detached(p), z0, "pr", tol=1e-13, max_iter=2000)
+            z = M.implicit_fixed_point(p, zs, alpha=0.5, tol=1e-12, max_iter=3000,
+                                       direct=direct)
+        _loss(m, z, p, y).backward()
+        grads.append((m.A.grad.clone(), m.b.grad.clone()))
+    (ga, gb), (ua, ub) = grads
+    assert ub.abs().max() > 0.1
+    assert torch.allclose(ga, ua, atol=1e-9)
+    assert torch.allclose(gb, ub, atol=1e-9)
+
+
+def test_model_loss_gradient_matches_finite_differences():
+    m = _tiny(init_scale=3.0, tol=1e-12, max_iter=3000)
+    m.solver = "pr"
+    x, y = _data()
+    shown = x >= 0
+    xf = torch.where(shown, x, 1)
+    loss, _ = m.loss(xf, y, shown=shown)
+    loss.backward()
+    i = 3
+    eps = 1e-6
+    with torch.no_grad():
+        m.b[i] += eps
+        lp, _ = m.loss(xf, y, shown=shown)
+        m.b[i] -= 2 * eps
+        lm, _ = m.loss(xf, y, shown=shown)
+        m.b[i] += eps
+    assert float(m.b.grad[i]) == pytest.approx(float(lp - lm) / (2 * eps), abs=1e-7)
+
+
+# ---- the unconstrained control -------------------------------------------------------
+def test_unconstrained_mean_field_oscillates_monotone_does_not():
+    # two binary units that want to agree, strongly: parallel mean-field flips both each
+    # step from a disagreeing start (period 2); the monotone model converges from anywhere
+    lay = M.Layout([("visible", M.Units(2, 2))])
+    w = 4.0
+    Phi = torch.zeros(4, 4)
+    Phi[0:2, 2:4] = w * torch.tensor([[1.0, -1.0], [-1.0, 1.0]])
+    Phi[2:4, 0:2] = Phi[0:2, 2:4].T
+    p = M.Problem(Phi, torch.zeros(4), lay)
+    z = torch.tensor([[0.9, 0.1, 0.1, 0.9]])
+    traj = [z]
+    for _ in range(60):
+        traj.append(p.mean_field(traj[-1]))
+    a, b, c = traj[-3], traj[-2], traj[-1]
+    assert torch.allclose(a, c, atol=1e-9)           # period 2
+    assert (a - b).abs().max() > 0.9                 # and not a fixed point
+    _, info = M.solve(p, z, "mf", tol=1e-6, max_iter=200)
+    assert float(info["res"].max()) > 0.5            # never converges
+    # start dependence: symmetric-breaking starts reach different fixed points
+    z1, _ = M.solve(p, torch.tensor([[0.9, 0.1, 0.9, 0.1]]), "mf", tol=1e-12, max_iter=500)
+    z2, _ = M.solve(p, torch.tensor([[0.1, 0.9, 0.1, 0.9]]), "mf", tol=1e-12, max_iter=500)
+    assert (z1 - z2).abs().max() > 0.9
+    # the monotone parametrisation of the same coupling pattern: unique, from every start
+    A = torch.tensor([[1.0, -1.0, -1.0, 1.0]]) * 3.0
+    Pm, s = M.monotone_phi(A, lay, 0.01)
+    pm = M.Problem(Pm, torch.zeros(4), lay)
+    zs = [M.solve(pm, st, "mf", tol=1e-12, max_iter=2000)[0] for st in
+          (z, torch.tensor([[0.9, 0.1, 0.9, 0.1]]), torch.tensor([[0.1, 0.9, 0.1, 0.9]]))]
+    for zz in zs:
+        assert (zz - zs[0]).abs().max() < 1e-8
+
+
+def test_control_model_runs_unrolled():
+    m = _tiny(monotone=False, init_scale=0.5)
+    x, y = _data()
+    loss, info = m.loss(torch.where(x < 0, 0, x), y, shown=x >= 0)
+    loss.backward()
+    assert m.W.grad.abs().max() > 0
+    Phi = m.phi().detach()
+    assert torch.allclose(Phi, Phi.T) and Phi[m.layout.block_mask()].abs().max() == 0
+
+
+# ---- masks and the language surface --------------------------------------------------
+def test_masks():
+    g = torch.Generator().manual_seed(0)
+    r = M.make_mask((2000, 64), 0.4, "random", generator=g)
+    assert abs(float(r.float().mean()) - 0.4) < 4 * (0.4 * 0.6 / (2000 * 64)) ** 0.5
+    pm = M.make_mask((50, 64), 0.4, "patch", generator=g)
+    side = round((0.6 * 64) ** 0.5)
+    assert (pm.sum(1) == 64 - side * side).all()
+    img = pm[0].reshape(8, 8)
+    rows, cols = torch.where(~img)
+    assert rows.max() - rows.min() + 1 == side and cols.max() - cols.min() + 1 == side
+
+
+def test_digits_example_end_to_end(tmp_path):
+    import ppl
+
+    torch.set_default_dtype(torch.float32)
+    src = ROOT / "examples" / "mdbm_digits.bdl"
+    model = ppl.load(src)
+    assert "rt.monotone_dbm.MonotoneDBM" in model.source
+    assert 'pyro.sample("pixels"' in model.source
+    from sklearn.datasets import load_digits
+
+    X, Y = load_digits(return_X_y=True)
+    px = np.floor(X[:64] * 4 / 17)
+    px[np.random.default_rng(0).random(px.shape) < 0.2] = np.nan
+    fit = model.fit({"pixels": px, "label": Y[:64]}, infer="map", steps=3, lr=1e-3,
+                    dtype="float32")
+    assert len(fit.elbo) == 3 and np.isfinite(np.asarray(fit.elbo, dtype=float)).all()
+    pred = fit.predict({"pixels": px[:8]}, num_samples=10)
+    lab = pred["label"]
+    assert lab.shape[-1] == 8 and int(lab.min()) >= 0 and int(lab.max()) <= 9
+
+
+def test_language_sites_score_the_reference_loss():
+    """'pixels ~ m.visible' and 'label ~ m.label' share one fixed point: their log
+    densities are -0.5 CE of the held-out pixels and -0.5 CE of the labels (summed), with
+    a training mask over the non-missing pixels; sampling the label clamps every pixel."""
+    import pyro
+
+    import ppl
+
+    torch.set_default_dtype(torch.float32)
+    model = ppl.load(ROOT / "examples" / "mdbm_digits.bdl")
+    from sklearn.datasets import load_digits
+
+    X, Y = load_digits(return_X_y=True)
+    px = np.floor(X[:16] * 4 / 17)
+    px[np.random.default_rng(1).random(px.shape) < 0.25] = np.nan
+    fit = model.fit({"pixels": px, "label": Y[:16]}, infer="map", steps=1, lr=1e-3,
+                    dtype="float32")
+    kw = dict(fit.binder({"pixels": px, "label": Y[:16]}))
+    torch.manual_seed(3)
+    tr = pyro.poutine.trace(model.pyro_model).get_trace(**kw)
+    tr.compute_log_prob()
+    fn = tr.nodes["pixels"]["fn"]
+    while not isinstance(fn, M._VisibleSite):
+        fn = fn.base_dist
+    m = fn.session.model
+    st = M._states(kw["pixels"], m.b.device)
+    torch.manual_seed(3)
+    shown = m.training_mask(st)  # the same draw as inside the model run
+    assert 0.25 < float(shown.float().mean()) < 0.4  # 40% of the ~75% non-missing
+    assert not shown[st < 0].any()
+    with torch.no_grad():
+        z, _, p = m.infer(torch.where(shown, st, torch.full_like(st, -1)), grad=False,
+                          tol=1e-6, max_iter=500)
+        lv = torch.log_softmax(m.logits(z, p, "visible"), -1)
+        target = (~shown) & (st >= 0)
+        want_v = 0.5 * lv.gather(-1, st.clamp_min(0)[..., None])[..., 0][target].sum()
+        ll = torch.log_softmax(m.logits(z, p, "label")[:, 0], -1)
+        want_l = 0.5 * ll.gather(-1, torch.as_tensor(Y[:16])[:, None]).sum()
+    got_v = float(tr.nodes["pixels"]["log_prob_sum"].detach())
+    got_l = float(tr.nodes["label"]["log_prob_sum"].detach())
+    assert got_v == pytest.approx(float(want_v), rel=1e-3)
+    assert got_l == pytest.approx(float(want_l), rel=1e-3)
+    # prediction: the label is sampled, every non-missing pixel is clamped
+    kw["label"] = None
+    tr = pyro.poutine.trace(model.pyro_model).get_trace(**kw)
+    fn = tr.nodes["label"]["fn"]
+    while not isinstance(fn, M._LabelSite):
+        fn = fn.base_dist
+    _, st2, shown2, _, _ = fn.session.solved()
+    assert torch.equal(shown2, st2 >= 0)
+    assert tr.nodes["label"]["value"].shape == (16,)

@@ -1,0 +1,211 @@
+"""Network priors (METHODS.md §1): densities, W1 estimator, GP matching, cache, NUTS/SVI."""
+
+import math
+
+import pyro
+import pytest
+import torch
+from pyro import poutine
+
+import ppl
+from ppl.runtime import network_priors as npr
+from ppl.runtime.kernels import RBF
+from ppl.runtime.nn import MLP
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("BDL_CACHE_DIR", str(tmp_path))
+    npr._MEMO.clear()
+    torch.set_num_threads(1)
+    yield
+    npr._MEMO.clear()
+
+
+def _normal_lp(w, s):
+    s = torch.as_tensor(s, dtype=w.dtype)
+    return float((-0.5 * math.log(2 * math.pi) - torch.log(s) - w.pow(2) / (2 * s * s)).sum())
+
+
+def _ig_lp(v, a, b):
+    a, b, v = float(a), float(b), float(v)
+    return a * math.log(b) - math.lgamma(a) - (a + 1) * math.log(v) - b / v
+
+
+def _trace(prior, *args, **kwargs):
+    net = MLP(2, [3, 4], 1)
+
+    def model():
+        return prior("f", net, *args, **kwargs)
+    pyro.set_rng_seed(3)
+    return poutine.trace(model).get_trace()
+
+
+def test_gaussian_prior_density_and_fan_in_forward():
+    tr = _trace(npr.gaussian_prior, 0.7)
+    ws = {n: tr.nodes[n]["value"] for n in tr.nodes if n.startswith("f.")}
+    assert sorted(ws) == ["f.W0", "f.W1", "f.W2", "f.b0", "f.b1", "f.b2"]
+    assert ws["f.W1"].shape == (4, 3)
+    expect = sum(_normal_lp(w, 0.7) for w in ws.values())
+    assert tr.log_prob_sum().item() == pytest.approx(expect, rel=1e-6)
+    # f(x) = W2 tanh(W1 tanh(W0 x / sqrt 2 + b0) / sqrt 3 + b1) / sqrt 4 + b2
+    x = torch.tensor([[0.3, -1.2]])
+    h = torch.tanh(x @ ws["f.W0"].T / math.sqrt(2) + ws["f.b0"])
+    h = torch.tanh(h @ ws["f.W1"].T / math.sqrt(3) + ws["f.b1"])
+    out = h @ ws["f.W2"].T / 2 + ws["f.b2"]
+    f = tr.nodes["_RETURN"]["value"]
+    assert torch.allclose(f(x), out, atol=1e-6)
+
+
+def test_hierarchical_prior_density():
+    tr = _trace(npr.hierarchical_prior, 2.0, 1.5)
+    expect = 0.0
+    for i in range(3):
+        for kind in "Wb":
+            v = tr.nodes[f"f.v{kind}{i}"]["value"]
+            assert tr.nodes[f"f.v{kind}{i}"]["infer"]["bdl_gibbs"]["targets"] == [f"f.{kind}{i}"]
+            expect += _ig_lp(v, 2.0, 1.5) + _normal_lp(tr.nodes[f"f.{kind}{i}"]["value"],
+                                                       v.sqrt())
+    assert tr.log_prob_sum().item() == pytest.approx(expect, rel=1e-6)
+
+
+def test_scale_mixture_prior_density():
+    tr = _trace(npr.scale_mixture_prior, 3.0, 2.0)
+    v = tr.nodes["f.v"]["value"]
+    expect = _ig_lp(v, 3.0, 2.0)
+    for i in range(3):
+        s = v.sqrt() if i == 2 else 1.0
+        expect += _normal_lp(tr.nodes[f"f.W{i}"]["value"], s)
+        expect += _normal_lp(tr.nodes[f"f.b{i}"]["value"], s)
+    assert tr.log_prob_sum().item() == pytest.approx(expect, rel=1e-6)
+
+
+def _w1_closed(m1, s1, m2, s2):
+    """W1(N(m1, s1^2), N(m2, s2^2)) = E|a + bZ|, a = m1 - m2, b = |s1 - s2|."""
+    a, b = m1 - m2, abs(s1 - s2)
+    phi = 0.5 * (1 + math.erf(-a / b / math.sqrt(2)))
+    return b * math.sqrt(2 / math.pi) * math.exp(-a * a / (2 * b * b)) + a * (1 - 2 * phi)
+
+
+@pytest.mark.parametrize("m1,s1,m2,s2", [(0.0, 1.0, 1.5, 1.0001), (1.0, 0.5, 0.0, 1.0)])
+def test_w1_estimator_two_gaussians(m1, s1, m2, s2):
+    g = torch.Generator().manual_seed(1)
+
+    def p(n):
+        return m1 + s1 * torch.randn(n, 1, generator=g)
+
+    def q(n):
+        return m2 + s2 * torch.randn(n, 1, generator=g)
+    # lam = 100 keeps the penalty's Lipschitz slack (slope 1 + W/(2 lam)) under 1%
+    w = npr.estimate_w1(p, q, 1, steps=300, lr=0.1, lam=100.0, hidden=64, seed=0)
+    assert w == pytest.approx(_w1_closed(m1, s1, m2, s2), rel=0.06)
+
+
+def _fn_var(psi, family, sizes, xm, n=4000):
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        f = npr.forward(xm, npr.prior_weights(psi, family, sizes, n, g), torch.tanh)[..., 0]
+    return f.var(0).mean().item()
+
+
+def test_gp_matching_reduces_w1_and_matches_variance():
+    sizes, kernel = [1, 20, 1], RBF(lengthscale=0.6, variance=0.25)
+    x = torch.linspace(-2, 2, 40).unsqueeze(-1)
+    settings = dict(family="gaussian", steps=60, samples=128, points=30, critic_steps=10,
+                    critic_init_steps=100, lr=0.05, measure="grid", seed=0)
+    before = npr.FIT_COUNT["n"]
+    out = npr.fitted_psi(sizes, "tanh", kernel, x, **settings)
+    assert npr.FIT_COUNT["n"] == before + 1
+    psi0 = npr._init_psi(2, "gaussian", torch.float32, "cpu")
+    xm = npr.measurement_set(x, 30, "grid")
+    draw_gp = npr.gp_sampler(kernel, xm)
+    var0, var1 = _fn_var(psi0, "gaussian", sizes, xm), _fn_var(out["psi"], "gaussian", sizes, xm)
+    # FG (sigma = 1) has function variance ~1.3 here; the GP has 0.25
+    assert abs(var0 - 0.25) > 0.8
+    assert abs(var1 - 0.25) < 0.25 * abs(var0 - 0.25)
+
+    def w1(psi):
+        g = torch.Generator().manual_seed(9)
+
+        def p(n):
+            return npr.forward(xm, npr.prior_weights(psi, "gaussian", sizes, n, g),
+                               torch.tanh)[..., 0]
+        return npr.estimate_w1(p, lambda n: draw_gp(n, g), 30, steps=150, lr=0.05, seed=0,
+                               hidden=64, eval_n=2000)
+    assert w1(out["psi"]) < 0.5 * w1(psi0)
+    # the W1 trace of the fit falls too
+    h = out["w1"]
+    assert sum(h[-10:]) / 10 < 0.5 * h[0]
+    # cached: in memory, then on disk (a fresh process would find it there)
+    npr.fitted_psi(sizes, "tanh", kernel, x, **settings)
+    npr._MEMO.clear()
+    again = npr.fitted_psi(sizes, "tanh", kernel, x, **settings)
+    assert npr.FIT_COUNT["n"] == before + 1
+    assert torch.equal(again["psi"]["rho_W"], out["psi"]["rho_W"])
+    # another seed is another fit
+    npr.fitted_psi(sizes, "tanh", kernel, x, **{**settings, "seed": 1, "steps": 2})
+    assert npr.FIT_COUNT["n"] == before + 2
+
+
+def test_gp_prior_sites_use_fitted_psi_hierarchical():
+    x = torch.linspace(-2, 2, 10).unsqueeze(-1)
+    net = MLP(1, [5], 1)
+    k = RBF(lengthscale=1.0, variance=1.0)
+    kw = dict(family="hierarchical", steps=3, points=10, critic_init_steps=5, critic_steps=2)
+
+    def model():
+        return npr.gp_prior("f", net, k, x, **kw)
+    pyro.set_rng_seed(0)
+    tr = poutine.trace(model).get_trace()
+    psi = npr.fitted_psi([1, 5, 1], "tanh", k, x, **{**kw, "samples": 128, "lr": 0.05,
+                                                         "measure": "data", "seed": 0})["psi"]
+    sp = torch.nn.functional.softplus
+    expect = 0.0
+    for i in range(2):
+        for kind in "Wb":
+            v = tr.nodes[f"f.v{kind}{i}"]["value"]
+            a, b = sp(psi[f"a_{kind}"][i]), sp(psi[f"b_{kind}"][i])
+            expect += _ig_lp(v, a, b) + _normal_lp(tr.nodes[f"f.{kind}{i}"]["value"], v.sqrt())
+    assert tr.log_prob_sum().item() == pytest.approx(expect, rel=1e-5)
+
+
+SRC = """
+model BNN(x: real[N, 1], y: real[N]) {
+  f = mlp(1, [8], 1, act=tanh)
+  f ~ PRIOR
+  sigma ~ HalfNormal(1)
+  y ~ Normal(f(x)[:, 0], sigma)
+}
+"""
+
+
+@pytest.mark.parametrize("prior", [
+    "gaussian_prior(1)", "hierarchical_prior(1, 1)", "scale_mixture_prior(2, 2)",
+    'gp_prior(rbf(lengthscale=0.6, variance=1), inputs=x, steps=3, critic_init_steps=5, '
+    'points=10, family="gaussian")'])
+def test_bnn_runs_with_svi(prior):
+    torch.manual_seed(0)
+    x = torch.linspace(-2, 2, 16).unsqueeze(-1)
+    y = torch.sin(2 * x[:, 0]) + 0.1 * torch.randn(16)
+    m = ppl.compile(SRC.replace("PRIOR", prior))
+    fit = m.fit({"x": x, "y": y}, infer="svi", steps=80, lr=0.05, samples=50)
+    assert fit.samples["f.W0"].shape == (50, 8, 1)
+    assert sum(fit.elbo[-10:]) / 10 > sum(fit.elbo[:10]) / 10 + 5
+
+
+def test_bnn_runs_with_nuts():
+    torch.manual_seed(0)
+    x = torch.linspace(-2, 2, 16).unsqueeze(-1)
+    y = torch.sin(2 * x[:, 0]) + 0.1 * torch.randn(16)
+    m = ppl.compile(SRC.replace("PRIOR", "gaussian_prior(1)"))
+    fit = m.fit({"x": x, "y": y}, infer="nuts", samples=15, warmup=15, chains=1,
+                max_tree_depth=4)
+    assert fit.samples["f.W1"].shape == (15, 1, 8)
+    assert torch.isfinite(fit.samples["sigma"]).all()
+
+
+def test_prior_on_non_network_is_an_error():
+    from ppl.syntax.diagnostics import BdlError
+
+    with pytest.raises(BdlError, match="prior on a network"):
+        ppl.compile("model M(y: real) {\n  f ~ gaussian_prior(1)\n  y ~ Normal(0, 1)\n}\n")

@@ -1,0 +1,428 @@
+"""Neural processes (METHODS.md section 3): encoders, generator, losses, GP tasks, training,
+the language surface and saving/loading."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import ppl
+from ppl.runtime import neural_process as npr
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "np_gp.bdl"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_fresh_store():
+    import pyro
+
+    from ppl.runtime import reset_networks
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    pyro.clear_param_store()
+    reset_networks()
+    yield
+    pyro.clear_param_store()
+    reset_networks()
+    torch.set_num_threads(old)
+
+
+def _batch(B=3, C=5, T=7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    xc, yc = torch.randn(B, C, 1, generator=g), torch.randn(B, C, 1, generator=g)
+    xt, yt = torch.randn(B, T, 1, generator=g), torch.randn(B, T, 1, generator=g)
+    return xc, yc, xt, yt
+
+
+# ---- shapes and the sigma floor -----------------------------------------------------
+
+@pytest.mark.parametrize("family", ["cnp", "np", "anp", "mpnp"])
+def test_shapes(family):
+    torch.manual_seed(0)
+    m = npr.MODELS[family](1, 1, hidden=16, pseudo=4, samples=6, heads=2)
+    xc, yc, xt, yt = _batch()
+    mu, sigma = m.predict(xc, yc, xt)
+    S = 1 if family == "cnp" else 6
+    assert mu.shape == sigma.shape == (S, 3, 7, 1)
+    d = m(xc, yc, xt)
+    assert d.batch_shape == (3,) and d.event_shape == (7, 1)
+    d1 = m(xc[0], yc[0], xt[0])
+    assert d1.batch_shape == () and d1.event_shape == (7, 1)
+    assert d1.sample().shape == (7, 1) and d1.log_prob(yt[0]).shape == ()
+    assert m.pointwise_ll(xc, yc, xt, yt).shape == (3, 7)
+    loss = m.loss(xc, yc, torch.cat([xc, xt], 1), torch.cat([yc, yt], 1), 3)
+    assert loss.shape == () and torch.isfinite(loss)
+
+
+def test_sigma_floor():
+    raw = torch.tensor([-1e4, 0.0, 3.0], dtype=torch.float64)
+    s = npr.sigma_floor(raw)
+    assert s[0].item() == pytest.approx(0.1, abs=1e-12)
+    assert s[1].item() == pytest.approx(0.1 + 0.9 * math.log(2.0), rel=1e-6)
+    assert s[2].item() == pytest.approx(0.1 + 0.9 * math.log1p(math.exp(3.0)), rel=1e-6)
+    # the decoder never goes under 0.1, even driven far negative
+    dec = npr.Decoder(1, 4, 1, 8)
+    with torch.no_grad():
+        dec.net[-1].bias.fill_(-1e3)
+    _, sigma = dec(torch.randn(5, 1), torch.randn(5, 4))
+    assert torch.all(sigma >= 0.1) and sigma.min().item() == pytest.approx(0.1, abs=1e-6)
+
+
+# ---- permutation invariance / equivariance -------------------------------------------
+
+def test_encoders_permutation_invariant():
+    torch.manual_seed(1)
+    xc, yc, xt, _ = _batch(C=9)
+    perm = torch.randperm(9)
+    pool = npr.PoolingEncoder(1, 1, 16, 16)
+    torch.testing.assert_close(pool(xc, yc), pool(xc[:, perm], yc[:, perm]))
+    lat = npr.LatentEncoder(1, 1, 16)
+    a, b = lat(xc, yc), lat(xc[:, perm], yc[:, perm])
+    torch.testing.assert_close(a.loc, b.loc)
+    torch.testing.assert_close(a.scale, b.scale)
+    cross = npr.CrossAttnEncoder(1, 1, 16, 2)
+    torch.testing.assert_close(cross(xc, yc, xt), cross(xc[:, perm], yc[:, perm], xt))
+    # ... and equivariant in the targets
+    tperm = torch.randperm(7)
+    torch.testing.assert_close(cross(xc, yc, xt)[:, tperm], cross(xc, yc, xt[:, tperm]))
+
+
+def test_pseudo_context_generator_equivariant():
+    torch.manual_seed(2)
+    gen = npr.PseudoContextGenerator(16, 2, inducing=4)
+    rc, eps = torch.randn(3, 9, 16), torch.randn(3, 5, 16)
+    out = gen(rc, eps)
+    assert out.shape == (3, 5, 16)
+    cperm, pperm = torch.randperm(9), torch.randperm(5)
+    torch.testing.assert_close(gen(rc[:, cperm], eps), out)           # context: invariant
+    torch.testing.assert_close(gen(rc, eps[:, pperm]), out[:, pperm])  # noise: equivariant
+    # the pseudo set depends on the context (it is not a function of the noise alone)
+    assert not torch.allclose(gen(rc + 1.0, eps), out)
+
+
+def test_mpnp_predictive_invariant_to_context_order():
+    torch.manual_seed(3)
+    m = npr.MPNP(1, 1, hidden=16, pseudo=4, samples=5, heads=2)
+    xc, yc, xt, _ = _batch(C=8)
+    perm = torch.randperm(8)
+    torch.manual_seed(9)
+    a = m.predict(xc, yc, xt)
+    torch.manual_seed(9)
+    b = m.predict(xc[:, perm], yc[:, perm], xt)
+    torch.testing.assert_close(a[0], b[0])
+    torch.testing.assert_close(a[1], b[1])
+
+
+# ---- losses and log-likelihoods on hand-computed cases ------------------------------
+
+def _lognorm(y, m, s):
+    return -0.5 * math.log(2 * math.pi) - math.log(s) - 0.5 * ((y - m) / s) ** 2
+
+
+def test_mpnp_loss_hand_computed():
+    # one task, n = 2 points, K = 2 pseudo sets, y_dim = 1
+    y = torch.tensor([[[0.5], [-1.0]]])
+    mu_c, s_c = torch.tensor([[[[0.0], [0.0]]]]), torch.tensor([[[[1.0], [2.0]]]])
+    mu_k = torch.tensor([[[[0.5], [-0.5]]], [[[1.0], [0.0]]]])
+    s_k = torch.tensor([[[[0.5], [0.5]]], [[[1.0], [1.0]]]])
+    mu_p = torch.tensor([[[[0.0], [-1.0]]], [[[0.2], [-0.8]]]])
+    s_p = torch.tensor([[[[2.0], [0.3]]], [[[0.4], [0.4]]]])
+    got = npr.mpnp_loss(mu_c, s_c, mu_k, s_k, mu_p, s_p, y).item()
+    ys = [0.5, -1.0]
+    amort = _lognorm(0.5, 0, 1) + _lognorm(-1.0, 0, 2)
+
+    def lme(rows):  # rows: per pseudo set, (means, sds) of the two points
+        return math.log(0.5 * sum(math.exp(sum(_lognorm(yv, m, s) for yv, m, s in
+                                               zip(ys, ms, ss, strict=True)))
+                                  for ms, ss in rows))
+
+    marg = lme([([0.5, -0.5], [0.5, 0.5]), ([1.0, 0.0], [1.0, 1.0])])
+    pseudo = lme([([0.0, -1.0], [2.0, 0.3]), ([0.2, -0.8], [0.4, 0.4])])
+    assert got == pytest.approx(-(amort + marg + pseudo) / 2, rel=1e-6)
+
+
+def test_mpnp_loss_uses_context_pseudo_and_union():
+    """MPNP.loss is mpnp_loss of the decoder at theta_c, theta_k (context u pseudo) and
+    theta'_k (pseudo alone), with the same noise."""
+    torch.manual_seed(4)
+    m = npr.MPNP(1, 1, hidden=16, pseudo=3, heads=2)
+    xc, yc, xt, yt = _batch(B=2, C=4, T=3)
+    x, y = torch.cat([xc, xt], 1), torch.cat([yc, yt], 1)
+    torch.manual_seed(5)
+    got = m.loss(xc, yc, x, y, num_samples=3)
+    torch.manual_seed(5)
+    rc = m.enc.embed(xc, yc)
+    eps = torch.randn(3, 2, 3, 16)
+    rp = m.gen(rc.expand(3, -1, -1, -1), eps)
+    lls = []
+    for theta in (m.enc.post(rc.mean(1)).unsqueeze(0),
+                  m.enc.post(torch.cat([rc.expand(3, -1, -1, -1), rp], 2).mean(2)),
+                  m.enc.post(rp.mean(2))):
+        mu, s = m.dec(x.expand(theta.shape[0], -1, -1, -1),
+                      theta.unsqueeze(2).expand(-1, -1, x.shape[1], -1))
+        lls.append(torch.distributions.Normal(mu, s).log_prob(y).sum((-1, -2)))
+    want = -(lls[0][0] + torch.logsumexp(lls[1], 0) - math.log(3)
+             + torch.logsumexp(lls[2], 0) - math.log(3)) / x.shape[1]
+    torch.testing.assert_close(got, want.mean())
+
+
+def test_np_loss_importance_weighted():
+    torch.manual_seed(6)
+    m = npr.NP(1, 1, hidden=8)
+    xc, yc, xt, yt = _batch(B=2, C=4, T=3)
+    x, y = torch.cat([xc, xt], 1), torch.cat([yc, yt], 1)
+    torch.manual_seed(7)
+    got = m.loss(xc, yc, x, y, num_samples=5)
+    torch.manual_seed(7)
+    pz, qz = m.lat(xc, yc), m.lat(x, y)
+    z = qz.rsample((5,))
+    mu, s = m._decode(xc, yc, x, z)
+    log_w = torch.distributions.Normal(mu, s).log_prob(y).sum((-1, -2)) \
+        + pz.log_prob(z).sum(-1) - qz.log_prob(z).sum(-1)
+    want = -((torch.logsumexp(log_w, 0) - math.log(5)) / 7).mean()
+    torch.testing.assert_close(got, want)
+
+
+def test_loglik_known_answer():
+    """A CNP whose decoder outputs mu = 0.3 and raw sigma = b everywhere: the per-point
+    log-likelihood is log N(y; 0.3, (0.1 + 0.9 softplus b)^2) exactly; the mixture
+    predictive of a stochastic model is the log-mean-exp of its components' joints."""
+    m = npr.CNP(1, 1, hidden=8)
+    with torch.no_grad():
+        last = m.dec.net[-1]
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([0.3, -0.5]))
+    xc, yc, xt, yt = _batch(B=2, C=3, T=4)
+    s = 0.1 + 0.9 * math.log1p(math.exp(-0.5))
+    want = torch.tensor([[_lognorm(float(v), 0.3, s) for v in row.reshape(-1)] for row in yt])
+    torch.testing.assert_close(m.pointwise_ll(xc, yc, xt, yt), want.to(torch.float32))
+    torch.testing.assert_close(m(xc, yc, xt).log_prob(yt), want.sum(-1).to(torch.float32))
+    # mixture: MPNP predictive of one task = logmeanexp over the S draws of the joint
+    torch.manual_seed(8)
+    mp = npr.MPNP(1, 1, hidden=8, pseudo=2, samples=4, heads=2)
+    torch.manual_seed(11)
+    d = mp(xc[0], yc[0], xt[0])
+    torch.manual_seed(11)
+    mu, sig = mp.predict(xc[:1], yc[:1], xt[:1])
+    joint = torch.distributions.Normal(mu, sig).log_prob(yt[:1]).sum((-1, -2))[:, 0]
+    torch.testing.assert_close(d.log_prob(yt[0]), torch.logsumexp(joint, 0) - math.log(4))
+
+
+# ---- GP task sources ----------------------------------------------------------------
+
+@pytest.mark.parametrize("kernel", ["rbf", "matern52", "periodic"])
+def test_gp_sampler_covariance_matches_kernel(kernel):
+    src = npr.GPTasks(kernel, noise=0.02)
+    n = 20000
+    x = torch.tensor([-1.0, -0.8, -0.5, 0.1, 0.3], dtype=torch.float64)
+    xs = x.reshape(1, 5, 1).expand(n, 5, 1)
+    hyper = {"lengthscale": torch.full((n,), 0.4, dtype=torch.float64),
+             "scale": torch.full((n,), 0.7, dtype=torch.float64),
+             "period": torch.full((n,), 0.9, dtype=torch.float64)}
+    y, _ = src.sample_f(xs, torch.Generator().manual_seed(0), hyper=hyper)
+    emp = torch.cov(y[..., 0].T)
+    d = (x[:, None] - x[None, :]).abs()
+    if kernel == "rbf":
+        k = 0.49 * torch.exp(-0.5 * (d / 0.4) ** 2)
+    elif kernel == "matern52":
+        r = math.sqrt(5) * d / 0.4
+        k = 0.49 * (1 + r + r ** 2 / 3) * torch.exp(-r)
+    else:
+        k = 0.49 * torch.exp(-2 * torch.sin(math.pi * d / 0.9) ** 2 / 0.4 ** 2)
+    k = k + (0.02 ** 2 + 1e-5) * torch.eye(5, dtype=torch.float64)
+    se = torch.sqrt((torch.diag(k)[:, None] * torch.diag(k)[None, :] + k ** 2) / n)
+    assert torch.all((emp - k).abs() < 4.5 * se), (emp - k).abs() / se
+
+
+def test_gp_tasks_protocol():
+    g = torch.Generator().manual_seed(0)
+    for kernel in npr.KERNELS:
+        src = npr.GPTasks(kernel)
+        for _ in range(5):
+            b = src.sample(4, g)
+            assert 3 <= b.num_ctx <= 46 and b.xt.shape[1] >= 3 and b.x.shape[1] <= 50
+            assert b.x.min() >= -2 and b.x.max() <= 2
+            torch.testing.assert_close(b.x[:, :b.num_ctx], b.xc)
+    # per-task hyperparameters are drawn in their ranges
+    _, hyper = npr.GPTasks("rbf", lengthscale=(0.2, 0.3)).sample_f(
+        torch.zeros(500, 2, 1), torch.Generator().manual_seed(1))
+    ls = hyper["lengthscale"]
+    assert ls.min() >= 0.2 and ls.max() <= 0.3 and ls.std() > 0.02
+    # Student-t noise: heavier tails than the Gaussian-noise RBF tasks at the same f
+    t = npr._student_t(2.1, (200000,), torch.Generator().manual_seed(2))
+    # P(|T| > 3) for nu = 2.1 is about 0.090 (vs 0.0027 for a normal)
+    frac = (t.abs() > 3).double().mean().item()
+    assert abs(frac - 0.0904) < 4 * math.sqrt(0.0904 * 0.91 / 200000)
+
+
+def test_task_file_roundtrip(tmp_path):
+    b = npr.GPTasks("rbf").sample(6, torch.Generator().manual_seed(0))
+    npr.save_tasks(tmp_path / "t.npz", b)
+    src = npr.FileTasks(tmp_path / "t.npz")
+    assert src.num_tasks == 6
+    got = src.sample(3, torch.Generator().manual_seed(1))
+    assert got.xc.shape == (3, b.num_ctx, 1) and got.x.shape == (3, b.x.shape[1], 1)
+
+
+# ---- training ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("family,steps", [("cnp", 150), ("mpnp", 80)])
+def test_training_improves_target_loglik(family, steps):
+    torch.manual_seed(0)
+    m = npr.MODELS[family](1, 1, hidden=32, pseudo=4, samples=10, heads=2)
+    ev = npr.GPTasks().sample(32, torch.Generator().manual_seed(123))
+    torch.manual_seed(1)
+    _, before = npr.evaluate(m, ev, 10)
+    losses = npr.train(m, npr.GPTasks(), steps, 16, lr=3e-3,
+                       gen=torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    _, after = npr.evaluate(m, ev, 10)
+    assert sum(losses[-10:]) < sum(losses[:10])
+    # same 32 held-out tasks before and after: a paired comparison
+    diff = after - before
+    assert diff.mean() > 0.1 and diff.mean() / (diff.std() / 32 ** 0.5) > 2, diff
+
+
+def test_save_load_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    m = npr.ANP(1, 1, hidden=8, heads=2, samples=3).eval()
+    npr.save_trained(tmp_path / "anp.pt", m, "model X() {}")
+    m2, src = npr.load_trained(tmp_path / "anp.pt")
+    assert src == "model X() {}" and isinstance(m2, npr.ANP)
+    xc, yc, xt, _ = _batch()
+    torch.manual_seed(3)
+    a = m.predict(xc, yc, xt)
+    torch.manual_seed(3)
+    b = m2.predict(xc, yc, xt)
+    torch.testing.assert_close(a, b)
+
+
+# ---- the language surface ------------------------------------------------------------
+
+SRC = """
+model P(xc: real[C, 1], yc: real[C, 1], xt: real[T, 1], yt: real[T, 1]?) {
+  g = FAMILY(x_dim=1, y_dim=1, hidden=8, pseudo=3, heads=2)
+  yt ~ g(xc, yc, xt)
+}
+infer np_train(steps=5, batch=4, tasks=rbf)
+"""
+
+
+@pytest.mark.parametrize("family,cls", [("cnp", "CNP"), ("np", "NP"), ("anp", "ANP"),
+                                        ("martingale_np", "MPNP")])
+def test_family_switches_in_one_word(family, cls):
+    m = ppl.compile(SRC.replace("FAMILY", family))
+    assert f"rt.neural_process.{cls}" in m.source
+    assert 'pyro.sample("yt", rt.event(g(xc, yc, xt), [T, 1]), obs=yt)' in m.source
+
+
+def test_bad_task_source_is_a_user_error():
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile(SRC.replace("FAMILY", "cnp").replace("tasks=rbf", "tasks=sinc"))
+    assert "rbf, matern52, periodic, tnoise, file" in str(e.value)
+
+
+def test_np_train_fit_and_params_reload():
+    """np_train trains the model's network; its weights (Fit.params) reloaded into a fresh
+    param store give the same predictive (what ``bdl predict`` does)."""
+    import pyro
+
+    from ppl.runtime import reset_networks
+
+    m = ppl.compile(SRC.replace("FAMILY", "cnp"))
+    data = {"xc": [[-1.0], [0.0], [1.0]], "yc": [[0.2], [0.4], [0.1]], "xt": [[0.5], [1.5]],
+            "yt": [[0.3], [0.0]]}
+    fit = m.fit(data, steps=30, batch=8, seed=0)
+    assert fit.chains["yt"].shape == (1, 1000, 2, 1)
+    assert len(fit.train_loss["g"]) == 30
+    assert set(fit.np_eval["g"]) == {"ctx_ll", "tgt_ll"}
+    trained = {k: v.clone() for k, v in fit.params.items()}
+    kwargs = m.bind(data)
+    tr = pyro.poutine.trace(m.pyro_model).get_trace(**kwargs)
+    want = tr.nodes["yt"]["fn"].log_prob(kwargs["yt"])
+    pyro.clear_param_store()
+    reset_networks()
+    for k, v in trained.items():
+        pyro.get_param_store()[k] = v
+    tr2 = pyro.poutine.trace(m.pyro_model).get_trace(**kwargs)
+    torch.testing.assert_close(tr2.nodes["yt"]["fn"].log_prob(kwargs["yt"]).double(),
+                               want.double())
+    # a fresh network (no loaded weights) predicts differently
+    pyro.clear_param_store()
+    reset_networks()
+    tr3 = pyro.poutine.trace(m.pyro_model).get_trace(**kwargs)
+    assert not torch.allclose(tr3.nodes["yt"]["fn"].log_prob(kwargs["yt"]).double(), want.double())
+
+
+def test_example_runs_end_to_end():
+    """examples/np_gp.bdl as written (martingale_np, hidden 64), 100 training steps; the
+    targets are given here so that the run stays short (left out, model.fit draws 1000
+    posterior-predictive runs of the network)."""
+    import json
+
+    m = ppl.load(EXAMPLE)
+    data = json.loads(EXAMPLE.with_suffix(".data.json").read_text())
+    data["yt"] = [[0.0]] * len(data["xt"])
+    fit = m.fit(data, steps=100, seed=0)
+    assert fit.method == "np_train" and fit.options["batch"] == 16
+    losses = fit.train_loss["g"]
+    assert len(losses) == 100 and sum(losses[-20:]) < sum(losses[:20])
+    assert fit.chains["yt"].shape == (1, 1000, 20, 1)
+    assert torch.isfinite(fit.chains["yt"]).all()
+    assert -3 < fit.np_eval["g"]["tgt_ll"] < 1.5
+
+
+def test_np_train_from_task_file(tmp_path):
+    b = npr.GPTasks("matern52").sample(8, torch.Generator().manual_seed(0))
+    npr.save_tasks(tmp_path / "tasks.npz", b)
+    src = SRC.replace("FAMILY", "np").replace(
+        "tasks=rbf", f'tasks=file, task_file="{tmp_path / "tasks.npz"}"')
+    m = ppl.compile(src)
+    data = {"xc": [[-1.0], [0.0]], "yc": [[0.2], [0.4]], "xt": [[0.5]], "yt": [[0.3]]}
+    fit = m.fit(data, steps=5, batch=4)
+    assert len(fit.train_loss["g"]) == 5
+    assert fit.options["tasks"] == "file"
+    with pytest.raises(ValueError, match="task_file"):
+        ppl.compile(SRC.replace("FAMILY", "np").replace("tasks=rbf", "tasks=file")).fit(
+            data, steps=5)
+
+
+def test_bdl_run_then_predict_on_new_context(tmp_path):
+    """``bdl run`` saves the trained weights (params.pt); ``bdl predict`` conditions the
+    trained CNP on a new context: its draws match the reloaded network's predictive."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    model = tmp_path / "p.bdl"
+    model.write_text(SRC.replace("FAMILY", "cnp").replace("steps=5", "steps=20"))
+    (tmp_path / "p.data.json").write_text(json.dumps(
+        {"xc": [[-1.0], [0.0]], "yc": [[0.2], [0.4]], "xt": [[0.5]], "yt": [[0.3]]}))
+    new = {"xc": [[-1.5], [0.3], [1.0]], "yc": [[0.9], [-0.2], [0.4]], "xt": [[0.0], [2.0]]}
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cli = [sys.executable, "-m", "ppl.cli"]
+    r = subprocess.run(cli + ["run", str(model), "--out", str(tmp_path / "run")],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(cli + ["predict", str(model), "--posterior", str(tmp_path / "run"),
+                              "--data", str(tmp_path / "new.json"), "--out",
+                              str(tmp_path / "pred")], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    draws = torch.as_tensor(np.load(tmp_path / "pred" / "predictive.npz")["yt"])
+    assert draws.shape == (1000, 2, 1)
+    params = torch.load(tmp_path / "run" / "params.pt", weights_only=True)
+    net = npr.CNP(1, 1, hidden=8, heads=2)
+    net.load_state_dict({k.split("$$$")[1]: v for k, v in params.items()})
+    mu, sigma = net.predict(*(torch.tensor(new[k]) for k in ("xc", "yc", "xt")))
+    se = sigma[0].detach() / math.sqrt(1000)
+    assert ((draws.mean(0) - mu[0].detach()).abs() < 4 * se).all()
+    sd = draws.std(0)
+    assert ((sd - sigma[0].detach()).abs() < 4 * sigma[0].detach() / math.sqrt(2 * 999)).all()
