@@ -343,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     except _UserError as e:
         print(f"bdl: error: {e}", file=sys.stderr)
         return EXIT_USER
+    except BrokenPipeError:  # `bdl info FILE | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("bdl: interrupted", file=sys.stderr)
         return 130

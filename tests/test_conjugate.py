@@ -25,10 +25,12 @@ AutoNormal fits an independent normal per coordinate on the *unconstrained* scal
   cent). SVI is held to that optimum; the check against the exact posterior is therefore
   looser by exactly that, documented, approximation error.
 On top of the Monte Carlo error of the guide draws, SVI's answer carries optimiser noise:
-it is the last iterate of stochastic gradient steps. The learning rate is decayed to 2 %
-of its start (``lr_decay``) to damp it; over 8 seeds the remaining error was at most
-0.12 sd on means and 6 % on sds, so the allowance is 0.15 sd and 8 % on top of the Monte
-Carlo term.
+it is the last iterate of stochastic gradient steps (with Adam, its spread scales like
+sqrt(lr * sd) on the unconstrained scale). The learning rate is therefore decayed to 2 %
+of its start (``lr_decay``); with that, over seeds 1-8 the distance to the optimum was at
+most 0.14 sd on means (the correlated regression, in units of its mean-field sd; 0.09 sd
+elsewhere) and 5.5 % on sds, about half of what a constant lr of 0.01 leaves. The
+allowance is 0.15 sd and 5 % on top of the Monte Carlo term of the 2000 guide draws.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ MIN_ESS = 150
 NUTS = dict(infer="nuts", samples=1000, warmup=500, chains=1, seed=1)
 SVI = dict(infer="svi", steps=1500, lr=0.05, lr_decay=0.02, samples=2000, seed=1)
 SVI_MEAN_ALLOWANCE = 0.15   # optimiser noise, in posterior sds
-SVI_SD_ALLOWANCE = 0.08     # optimiser noise, relative
+SVI_SD_ALLOWANCE = 0.05     # optimiser noise, relative
 
 
 # ---- the models ------------------------------------------------------------------

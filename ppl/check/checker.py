@@ -368,7 +368,15 @@ class _ModelChecker:
                 self.err(f"bound '{b.name}' given twice", b.span)
             else:
                 bounds[b.name] = b.value
-                self._expr(b.value)
+                bty = self._expr(b.value)
+                if bty.kind not in ("real", "int", "unknown") or bty.shape not in ((), None):
+                    self.err(f"bound '{b.name}' must be a number", b.value.span)
+                elif _is_random(b.value, self.symbols):
+                    # Pyro fixes a support's transform when the site is set up, so a
+                    # bound that moves with another latent would give wrong posteriors.
+                    self.err(f"bound '{b.name}' must not depend on random quantities; "
+                             "write the bounded variable as a transform of an unbounded or "
+                             "unit-interval latent instead", b.value.span)
         if t.base in BASE_TYPES:
             if t.base == "bool" and bounds:
                 self.err("bool takes no bounds", t.span)

@@ -134,7 +134,10 @@ class _Build(Transformer):
         return ("constraint", [x for x in c if isinstance(x, ast.Bound)])
 
     def bound(self, meta, c):
-        return ast.Bound(str(c[0]), c[1], span=_tok_span(c[0]))
+        value = c[1]
+        if isinstance(value, Token):  # a bare name: real<lower=a>
+            value = ast.Name(str(value), span=_tok_span(value))
+        return ast.Bound(str(c[0]), value, span=_tok_span(c[0]))
 
     def signed_number(self, meta, c):
         num = c[-1]
