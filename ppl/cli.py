@@ -158,6 +158,20 @@ def cmd_run(args) -> int:
     }
     (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
     torch.save({k: v.cpu() for k, v in fit.params.items()}, out / "params.pt")
+    from .plots import write_plots
+
+    written = write_plots(fit, out, fit.kwargs)
+    if written is None:
+        print("note: plots skipped (matplotlib is not installed: pip install 'ppl[plots]')",
+              file=sys.stderr)
+    if args.arviz:
+        from .io.arviz import ArvizMissing
+
+        try:
+            fit.observed = model.ir.observed
+            fit.to_inference_data().to_netcdf(out / "posterior.nc")
+        except ArvizMissing as e:
+            raise _UserError(str(e)) from None
     print(f"\nwrote {out}/ (summary.csv, samples.npz, run.json)", file=sys.stderr)
     return 0
 
@@ -284,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pyro-compiled: JIT-compiled potential (NUTS/HMC) or ELBO (SVI/MAP)")
     c.add_argument("--out")
     c.add_argument("--force", action="store_true")
+    c.add_argument("--arviz", action="store_true", help="also write posterior.nc (ArviZ)")
     c.add_argument("-q", "--quiet", action="store_true")
     c.set_defaults(func=cmd_run)
 

@@ -45,7 +45,7 @@ from pyro.ops.stats import effective_sample_size
 import ppl
 
 Z = 4.0
-MIN_ESS = 150
+MIN_ESS = 100
 NUTS = dict(infer="nuts", samples=1000, warmup=500, chains=1, seed=1)
 SVI = dict(infer="svi", steps=1500, lr=0.05, lr_decay=0.02, samples=2000, seed=1)
 SVI_MEAN_ALLOWANCE = 0.15   # optimiser noise, in posterior sds

@@ -1022,7 +1022,10 @@ class _ModelChecker:
             xs = bound.get("xs")
             if xs is not None and not isinstance(xs[0], ast.ListLit):
                 self.err(f"{b.name} takes a list: {b.name}([a, b])", xs[0].span)
-            return Ty("real", None)
+            items = [self.types.get(id(i), UNKNOWN) for i in getattr(xs[0], "items", [])] \
+                if xs is not None else []
+            kind = "int" if items and all(t.kind == "int" for t in items) else "real"
+            return Ty(kind, None)
         if b.name == "gram":
             k = bound.get("kernel")
             if k is not None and k[1].kind not in ("kernel", "unknown"):
@@ -1041,7 +1044,7 @@ class _ModelChecker:
             shape = b.shape(positional, kwargs)
         kind = b.result
         if kind == "real" and b.name in ("abs", "sum", "max", "min", "prod", "clamp", "round",
-                                          "floor") and positional:
+                                          "floor", "transpose") and positional:
             kind = positional[0].kind if positional[0].kind in TENSOR_KINDS else "real"
         return Ty(kind, shape)
 

@@ -34,6 +34,12 @@ class Fit:
         self.binder = None   # data dict -> model kwargs (set by ppl.Model)
         self.sites: dict = {}
 
+    def to_inference_data(self):
+        """The draws as an ArviZ DataTree (needs the optional extra ``arviz``)."""
+        from ..io.arviz import to_inference_data
+
+        return to_inference_data(self)
+
     @property
     def samples(self) -> dict[str, torch.Tensor]:
         return {k: v.reshape((-1,) + v.shape[2:]) for k, v in self.chains.items()}

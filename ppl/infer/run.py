@@ -180,14 +180,20 @@ def _svi_fit(model, kwargs, opts, guide_name, progress) -> Fit:
                                               ignore_jit_warnings=True)
               if opts.get("jit") else elbo(num_particles=opts["particles"]))
     losses = []
-    every = max(1, opts["steps"] // 20)
+    from tqdm.auto import tqdm  # pyro's own dependency; MCMC's progress bar too
+
+    bar = tqdm(total=opts["steps"], desc=guide_name, disable=not progress, file=sys.stderr,
+               mininterval=0.5)
+    every = max(1, opts["steps"] // 100)
     for step in range(opts["steps"]):
         loss = svi.step(**kwargs)
         if decay != 1.0:
             optim.step()
         losses.append(loss)
-        if progress and (step % every == 0 or step == opts["steps"] - 1):
-            print(f"step {step + 1}/{opts['steps']}  loss {loss:.4g}", file=sys.stderr)
+        if step % every == 0 or step == opts["steps"] - 1:
+            bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+            bar.update(step + 1 - bar.n)
+    bar.close()
     n = opts["samples"]
     with torch.no_grad():
         pred = site_draws(model, kwargs, guide=guide, num_samples=n,

@@ -1,0 +1,31 @@
+"""ArviZ interoperability: a fit as an ArviZ DataTree (optional extra ``arviz``).
+
+Groups: ``posterior`` (latent and deterministic sites, [chain, draw, ...]),
+``observed_data`` (the observed data sites), ``sample_stats`` with the ELBO trace for
+SVI. Written to ``posterior.nc`` by ``bdl run --arviz``.
+"""
+
+from __future__ import annotations
+
+
+class ArvizMissing(ImportError):
+    pass
+
+
+def to_inference_data(fit):
+    try:
+        import arviz_base as az
+    except ImportError:
+        raise ArvizMissing("ArviZ export needs the optional extra: pip install 'ppl[arviz]' "
+                           "(arviz-base, xarray, h5netcdf, h5py)") from None
+    posterior = {k: v.detach().cpu().numpy() for k, v in fit.chains.items()}
+    observed = {}
+    for name in getattr(fit, "observed", []) or []:
+        v = fit.kwargs.get(name)
+        if v is not None and hasattr(v, "detach"):
+            observed[name] = v.detach().cpu().numpy()
+    groups = {"posterior": posterior}
+    if observed:
+        groups["observed_data"] = observed
+    attrs = {"inference_library": "pyro", "bdl_method": fit.method}
+    return az.from_dict(groups, attrs=attrs)

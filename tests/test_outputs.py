@@ -1,0 +1,56 @@
+"""Run-folder extras: plots (matplotlib) and ArviZ export, when those extras are there."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import ppl
+from ppl.plots import write_plots
+
+SRC = """\
+model LinReg(x: real[N], y: real[N], x_new: real[M], y_new: real[M]?) {
+  alpha ~ Normal(0, 10)
+  beta ~ Normal(0, 10)
+  sigma ~ HalfNormal(5)
+  y ~ Normal(alpha + beta * x, sigma)
+  y_new ~ Normal(alpha + beta * x_new, sigma)
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def fits():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=30)
+    data = {"x": x, "y": 1 + 2 * x + 0.5 * rng.normal(size=30), "x_new": np.linspace(-2, 2, 9)}
+    m = ppl.compile(SRC)
+    nuts = m.fit(data, infer="nuts", samples=60, warmup=60, chains=2, seed=0)
+    svi = m.fit(data, infer="svi", steps=100, lr=0.05, samples=50, seed=0)
+    nuts.observed = svi.observed = m.ir.observed
+    return nuts, svi
+
+
+def test_plots(fits, tmp_path):
+    pytest.importorskip("matplotlib")
+    nuts, svi = fits
+    assert write_plots(nuts, tmp_path, nuts.kwargs) == ["trace.png", "predictive_y_new.png"]
+    assert write_plots(svi, tmp_path, svi.kwargs)[0] == "elbo.png"
+    for name in ("trace.png", "predictive_y_new.png", "elbo.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_arviz_export_round_trip(fits, tmp_path):
+    pytest.importorskip("arviz_base")
+    xr = pytest.importorskip("xarray")
+    nuts, _ = fits
+    dt = nuts.to_inference_data()
+    post = dt["posterior"]
+    assert post["beta"].shape == (2, 60)
+    assert post["y_new"].shape == (2, 60, 9)
+    np.testing.assert_allclose(post["beta"].values, nuts.chains["beta"].numpy())
+    np.testing.assert_allclose(dt["observed_data"]["y"].values, nuts.kwargs["y"].numpy())
+    pytest.importorskip("h5netcdf")
+    dt.to_netcdf(tmp_path / "posterior.nc")
+    back = xr.open_datatree(tmp_path / "posterior.nc")
+    np.testing.assert_allclose(back["posterior"]["alpha"].values, nuts.chains["alpha"].numpy())
