@@ -433,11 +433,9 @@ def _dim_text(d: ast.Expr) -> str:
 
 
 def _dim_code(d):
-    """A sympy dimension as an IR expression over size variables."""
-    import sympy
-
+    """A size expression (``ppl.check.sizes.Dim``) as IR over the size variables."""
     if d.is_Integer:
         return Lit(int(d))
     if d.is_Symbol:
         return Var(str(d))
-    return Call("int", [Var(sympy.pycode(d))], [])
+    return Call("int", [Var(str(d))], [])

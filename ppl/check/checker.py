@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import sympy
-
 from .. import builtins
 from ..infer import methods as infer_methods
 from ..syntax import ast
@@ -57,7 +55,7 @@ class SiteInfo:
 @dataclass
 class PlateInfo:
     name: str
-    size: sympy.Expr
+    size: sizes.Dim
     dim: int
     subsample: bool
     subsampled: list[tuple[str, int]] = field(default_factory=list)  # (data name, axis)
@@ -250,7 +248,7 @@ class _ModelChecker:
         self.errors: list[Diagnostic] = []
         self.warnings: list[Diagnostic] = []
         self.symbols: dict[str, Symbol] = {}
-        self.size_syms: dict[str, sympy.Symbol] = {}
+        self.size_syms: dict[str, sizes.Dim] = {}
         self.types: dict[int, Ty] = {}
         self.sites: dict[int, SiteInfo] = {}
         self.plates_info: dict[int, PlateInfo] = {}
@@ -322,7 +320,7 @@ class _ModelChecker:
             if n not in self.symbols:
                 self.symbols[n] = Symbol(n, "size", Ty("int", (), dim=sym), self.model.span)
 
-    def _dim(self, expr: ast.Expr, *, declare: bool = False) -> sympy.Expr | None:
+    def _dim(self, expr: ast.Expr, *, declare: bool = False) -> sizes.Dim | None:
         """A dimension: an integer, a size name, or +, -, * of them."""
         if isinstance(expr, ast.Number) and isinstance(expr.value, int) and expr.value >= 0:
             return sizes.const(expr.value)
@@ -344,7 +342,7 @@ class _ModelChecker:
             a, b = self._dim(expr.left), self._dim(expr.right)
             if a is None or b is None:
                 return None
-            if expr.op == "/" and sympy.simplify(b) == 0:
+            if expr.op == "/" and b == 0:
                 self.err("division by zero in a dimension", expr.span)
                 return None
             value = {"+": a + b, "-": a - b, "*": a * b, "/": a / b}[expr.op]
@@ -1094,7 +1092,7 @@ def _slice_length(start, stop, dim):
         if end.is_number and dim.is_number:
             end = min(max(end, sizes.const(0)), dim)
         ends.append(end)
-    length = sympy.simplify(ends[1] - ends[0])
+    length = ends[1] - ends[0]
     if length.is_number and length < 0:
         return sizes.const(0)
     return length

@@ -1,30 +1,184 @@
-"""Symbolic tensor shapes with sympy.
+"""Symbolic tensor shapes for the checker.
 
-A shape is a tuple of sympy expressions (``(N, D)``, ``(K + 1,)``) or ``None`` when it is
-not known at compile time. Broadcasting and matrix products are checked dimension by
+A shape is a tuple of :class:`Dim` (``(N, D)``, ``(K + 1,)``) or ``None`` when it is not
+known at compile time. Broadcasting and matrix products are checked dimension by
 dimension: two dimensions that are provably different (``3`` vs ``4``, ``N`` vs ``N + 1``)
 are a compile-time error; two that are different symbols (``N`` vs ``K``) become a
-*deferred* equality that is checked when data binds the sizes.
+*deferred* equality that is checked when data binds the sizes (there sympy solves
+composite dimensions such as ``K + 1``, see ``ppl.runtime.data``).
+
+Dimensions are polynomials in the size names with rational coefficients, so equality is
+decided exactly by comparing canonical forms. This small algebra stands in for sympy in
+the checker because ``import sympy`` alone costs ~0.3 s, three times the budget of
+``bdl check`` (see benchmarks/RESULTS.md); ``bdl tex`` and binding still use sympy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
-import sympy
-
-Shape = tuple  # tuple[sympy.Expr, ...]
-
-ONE = sympy.Integer(1)
+Shape = tuple  # tuple[Dim, ...]
 
 
-def size_symbol(name: str) -> sympy.Symbol:
-    """Size names are positive integers, so sympy can simplify ``N - N + 1`` etc."""
-    return sympy.Symbol(name, integer=True, positive=True)
+class Dim:
+    """A size expression: {monomial (sorted tuple of names): coefficient}."""
+
+    __slots__ = ("terms",)
+
+    def __init__(self, terms: dict):
+        self.terms = {k: Fraction(v) for k, v in terms.items() if v != 0}
+
+    # ---- construction / coercion ----
+    @staticmethod
+    def _of(x) -> Dim:
+        if isinstance(x, Dim):
+            return x
+        if isinstance(x, (int, Fraction)) and not isinstance(x, bool):
+            return Dim({(): x})
+        return NotImplemented
+
+    # ---- properties used by the checker (named as in sympy) ----
+    @property
+    def is_number(self) -> bool:
+        return all(k == () for k in self.terms)
+
+    @property
+    def value(self) -> Fraction:
+        return self.terms.get((), Fraction(0))
+
+    @property
+    def is_Integer(self) -> bool:  # noqa: N802
+        return self.is_number and self.value.denominator == 1
+
+    @property
+    def is_Symbol(self) -> bool:  # noqa: N802
+        return len(self.terms) == 1 and all(len(k) == 1 and v == 1
+                                            for k, v in self.terms.items())
+
+    @property
+    def free_symbols(self) -> set[str]:
+        return {n for k in self.terms for n in k}
+
+    # ---- arithmetic ----
+    def __add__(self, other):
+        o = Dim._of(other)
+        if o is NotImplemented:
+            return o
+        out = dict(self.terms)
+        for k, v in o.terms.items():
+            out[k] = out.get(k, 0) + v
+        return Dim(out)
+
+    __radd__ = __add__
+
+    def __neg__(self):
+        return Dim({k: -v for k, v in self.terms.items()})
+
+    def __sub__(self, other):
+        o = Dim._of(other)
+        return o if o is NotImplemented else self + (-o)
+
+    def __rsub__(self, other):
+        o = Dim._of(other)
+        return o if o is NotImplemented else o + (-self)
+
+    def __mul__(self, other):
+        o = Dim._of(other)
+        if o is NotImplemented:
+            return o
+        out: dict = {}
+        for k1, v1 in self.terms.items():
+            for k2, v2 in o.terms.items():
+                k = tuple(sorted(k1 + k2))
+                out[k] = out.get(k, 0) + v1 * v2
+        return Dim(out)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        o = Dim._of(other)
+        if o is NotImplemented:
+            return o
+        if o.is_number:
+            if o.value == 0:
+                raise ZeroDivisionError("division by zero in a dimension")
+            return Dim({k: v / o.value for k, v in self.terms.items()})
+        # a quotient of sizes is kept as one opaque size name, e.g. "(N/K)"
+        return Dim({(f"({self}/{o})",): 1})
+
+    # ---- comparison ----
+    def __eq__(self, other):
+        o = Dim._of(other)
+        return False if o is NotImplemented else self.terms == o.terms
+
+    def __hash__(self):
+        return hash(frozenset(self.terms.items()))
+
+    def _number(self) -> Fraction:
+        if not self.is_number:
+            raise TypeError(f"cannot order the symbolic size {self}")
+        return self.value
+
+    def __lt__(self, other):
+        return self._number() < Dim._of(other)._number()
+
+    def __le__(self, other):
+        return self._number() <= Dim._of(other)._number()
+
+    def __gt__(self, other):
+        return self._number() > Dim._of(other)._number()
+
+    def __ge__(self, other):
+        return self._number() >= Dim._of(other)._number()
+
+    def __int__(self):
+        return int(self._number())
+
+    def __index__(self):
+        if not self.is_Integer:
+            raise TypeError(f"{self} is not an integer")
+        return int(self.value)
+
+    # ---- printing: "K + 1", "2*N", "N*T", "N/2" (also valid Python over the sizes) ----
+    def __str__(self) -> str:
+        if not self.terms:
+            return "0"
+        parts = []
+        for k in sorted(self.terms, key=lambda m: (-len(m), m)):
+            v = self.terms[k]
+            mono = "*".join(k)
+            if not k:
+                text = str(abs(v.numerator)) if v.denominator == 1 else f"{abs(v)}"
+            elif abs(v) == 1:
+                text = mono
+            elif v.denominator == 1:
+                text = f"{abs(v.numerator)}*{mono}"
+            elif abs(v.numerator) == 1:
+                text = f"{mono}/{v.denominator}"
+            else:
+                text = f"{abs(v.numerator)}*{mono}/{v.denominator}"
+            sign = "-" if v < 0 else "+"
+            parts.append((sign, text))
+        first_sign, first = parts[0]
+        out = ("-" if first_sign == "-" else "") + first
+        for sign, text in parts[1:]:
+            out += f" {sign} {text}"
+        return out
+
+    __repr__ = __str__
 
 
-def const(n: int) -> sympy.Integer:
-    return sympy.Integer(n)
+ONE = Dim({(): 1})
+
+
+def size_symbol(name: str) -> Dim:
+    """A size name (a positive integer bound by data)."""
+    return Dim({(name,): 1})
+
+
+def const(n: int) -> Dim:
+    return Dim({(): n})
 
 
 def show(shape: Shape | None) -> str:
@@ -37,13 +191,9 @@ class Relation:
     EQUAL, DIFFERENT, UNKNOWN = "equal", "different", "unknown"
 
 
-def compare(a: sympy.Expr, b: sympy.Expr) -> str:
+def compare(a: Dim, b: Dim) -> str:
     """Are two dimensions equal, provably different, or unknown until data binds them?"""
-    # dims are polynomials in the sizes: expanding decides equality (simplify is ~100x
-    # slower); a quotient that does not cancel is simplified as a last resort
-    diff = sympy.expand(a - b)
-    if diff != 0 and not diff.is_number and diff.has(sympy.Pow):
-        diff = sympy.simplify(diff)
+    diff = a - b
     if diff == 0:
         return Relation.EQUAL
     if diff.is_number:
@@ -55,8 +205,8 @@ def compare(a: sympy.Expr, b: sympy.Expr) -> str:
 class Mismatch:
     """A pair of dimensions that must agree; ``provable`` when they never can."""
 
-    left: sympy.Expr
-    right: sympy.Expr
+    left: Dim
+    right: Dim
     provable: bool
 
 
@@ -101,8 +251,3 @@ def matmul(a: Shape | None, b: Shape | None) -> tuple[Shape | None, list[Mismatc
         return tuple(a[:-1]), issues
     batch, more = broadcast(tuple(a[:-2]), tuple(b[:-2]))
     return tuple(batch) + (a[-2], b[-1]), issues + more
-
-
-def parse_dim(text: str, names: dict[str, sympy.Symbol] | None = None) -> sympy.Expr:
-    """Inverse of ``str(dim)``, used by the runtime when it binds sizes."""
-    return sympy.sympify(text, locals=names or {})

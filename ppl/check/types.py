@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import sympy
-
 from ..syntax import ast
 from ..syntax.diagnostics import Span
 
@@ -18,15 +16,16 @@ class Ty:
 
     ``kind`` is one of real, int, bool (tensors), dist, kernel, network, string, symbol
     (a bare word such as ``tanh`` or ``normal`` used as an option), function, unknown.
-    ``shape`` is a tuple of sympy expressions or None (unknown). For a distribution the
-    shape is batch + event shape and ``event`` is its event rank. ``dim`` is set when the
-    value is a size expression usable as a dimension; ``value`` for literal numbers.
+    ``shape`` is a tuple of size expressions (``sizes.Dim``) or None (unknown). For a
+    distribution the shape is batch + event shape and ``event`` is its event rank. ``dim``
+    is set when the value is a size expression usable as a dimension; ``value`` for
+    literal numbers.
     """
 
     kind: str
     shape: tuple | None = ()
     event: int | None = 0
-    dim: sympy.Expr | None = None
+    dim: object | None = None  # a ppl.check.sizes.Dim
     value: object = None
     dist: str | None = None
     discrete: bool = False

@@ -8,9 +8,8 @@ section 2). Registration only (no torch here): the runtime is
 
 from __future__ import annotations
 
-import sympy
-
 from ..builtins import Builtin, register
+from ..check import sizes
 
 PARAMS = ("times", "drift", "diffusion", "hurst", "K", "kind", "x0", "gamma_max", "gamma_min",
           "dt", "dim", "hidden", "n_freq", "data", "data_index")
@@ -23,11 +22,11 @@ def _path_shape(args, kwargs):
         return None
     d = kwargs.get("dim")
     if d is None:
-        D = sympy.Integer(1)
+        D = sizes.const(1)
     else:
         D = d.dim if getattr(d, "dim", None) is not None else None
         if D is None and isinstance(getattr(d, "value", None), int):
-            D = sympy.Integer(d.value)
+            D = sizes.const(d.value)
         if D is None:
             return None
     return (t.shape[0], D)
