@@ -346,9 +346,20 @@ def _help(parser, topic) -> int:
     return 0
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings about the user's model or data read as ``bdl: warning: ...``."""
+    print(f"bdl: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     from .syntax.diagnostics import BdlError
 
+    warnings.showwarning = _show_warning
+    # library deprecation notices (torch.jit, Pyro) are not the user's concern here
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

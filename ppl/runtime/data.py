@@ -19,6 +19,10 @@ import torch
 from ..syntax.diagnostics import BdlError, Diagnostic, Span
 
 
+class DataWarning(UserWarning):
+    """Data that binding ignores (keys that are not arguments of the model)."""
+
+
 @dataclass
 class ArgSpec:
     name: str
@@ -206,7 +210,8 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
 
     extra = sorted(k for k in data if k not in arg_names and k not in sig.sizes)
     if extra:
-        warnings.warn(f"data keys not used by model {sig.name}: {', '.join(extra)}",
+        warnings.warn(DataWarning(f"data keys not used by model {sig.name}: "
+                                  f"{', '.join(extra)} (ignored)"),
                       stacklevel=2)
     if errors:
         text = source_text

@@ -167,7 +167,8 @@ def format_program(program: ast.Program) -> str:
             w.lines.append("}" + w.trailing(end or 0))
         else:
             target = f"{item.model} with " if item.model else ""
-            opts = ", ".join(f"{k.name}={expr(k.value)}" for k in item.options)
+            opts = ", ".join([expr(a) for a in item.args]
+                             + [f"{k.name}={expr(k.value)}" for k in item.options])
             w.emit(0, f"infer {target}{item.method}({opts})", item.span.line)
     w.flush_before(10**9, 0)
     while w.lines and w.lines[0] == "":
