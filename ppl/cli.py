@@ -160,7 +160,9 @@ def cmd_run(args) -> int:
     torch.save({k: v.cpu() for k, v in fit.params.items()}, out / "params.pt")
     from .plots import write_plots
 
-    written = write_plots(fit, out, fit.kwargs)
+    observed = set(model.ir.observed)
+    covariates = {k: v for k, v in fit.kwargs.items() if k not in observed}
+    written = write_plots(fit, out, covariates, [s for s in fit.deterministics if s in observed])
     if written is None:
         print("note: plots skipped (matplotlib is not installed: pip install 'ppl[plots]')",
               file=sys.stderr)

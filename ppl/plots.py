@@ -25,8 +25,13 @@ def _pyplot():
     return plt
 
 
-def write_plots(fit, out: Path, data_args: dict) -> list[str] | None:
-    """Write PNGs into ``out``; None when matplotlib is not installed."""
+def write_plots(fit, out: Path, data_args: dict, predicted: list[str] | None = None
+                ) -> list[str] | None:
+    """Write PNGs into ``out``; None when matplotlib is not installed.
+
+    ``predicted``: the sites drawn from the posterior predictive (optional data left
+    out); ``data_args``: the covariates they may be plotted against.
+    """
     plt = _pyplot()
     if plt is None:
         return None
@@ -67,7 +72,9 @@ def write_plots(fit, out: Path, data_args: dict) -> list[str] | None:
         written.append("trace.png")
     inputs = {k: np.asarray(v.detach().cpu()) for k, v in data_args.items()
               if hasattr(v, "dim") and v.dim() == 1 and v.is_floating_point()}
-    for name in fit.deterministics:
+    for name in fit.deterministics if predicted is None else predicted:
+        if name not in fit.chains:
+            continue
         draws = fit.samples[name].detach().cpu().numpy()
         if draws.ndim != 2:
             continue

@@ -34,7 +34,11 @@ def fits():
 def test_plots(fits, tmp_path):
     pytest.importorskip("matplotlib")
     nuts, svi = fits
-    assert write_plots(nuts, tmp_path, nuts.kwargs) == ["trace.png", "predictive_y_new.png"]
+    covariates = {k: v for k, v in nuts.kwargs.items() if k != "y"}
+    assert write_plots(nuts, tmp_path, covariates, ["y_new"]) == ["trace.png",
+                                                                 "predictive_y_new.png"]
+    # nothing predicted, no predictive plot
+    assert write_plots(nuts, tmp_path, covariates, []) == ["trace.png"]
     assert write_plots(svi, tmp_path, svi.kwargs)[0] == "elbo.png"
     for name in ("trace.png", "predictive_y_new.png", "elbo.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
