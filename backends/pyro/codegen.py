@@ -67,8 +67,10 @@ _PAIRS = {"(": ")", "[": "]", "{": "}"}
 _BREAK_OPS = (" + ", " - ", " @ ", " * ", " / ")
 
 
-def _scan(text: str):
-    """(index, char, depth) of every bracket outside string literals."""
+def _scan(text: str, every: bool = False):
+    """(index, char, depth) of every bracket outside string literals -- or, with
+    ``every``, of every character outside them; ``depth`` counts the brackets open
+    before the character."""
     depth, quote, i = 0, None, 0
     while i < len(text):
         c = text[i]
@@ -85,32 +87,22 @@ def _scan(text: str):
         elif c in ")]}":
             depth -= 1
             yield i, c, depth
+        elif every:
+            yield i, c, depth
         i += 1
 
 
 def _split_top(text: str, seps) -> list[str]:
     """Split at separators that sit outside brackets and strings."""
-    parts, start, depth, quote, i = [], 0, 0, None, 0
-    while i < len(text):
-        c = text[i]
-        if quote:
-            if c == "\\":
-                i += 1
-            elif c == quote:
-                quote = None
-        elif c in "'\"":
-            quote = c
-        elif c in _PAIRS:
-            depth += 1
-        elif c in ")]}":
-            depth -= 1
-        elif depth == 0:
-            for sep in seps:
-                if text.startswith(sep, i) and i > start:
-                    parts.append(text[start:i].strip())
-                    start = i + (1 if sep == "," else 0)
-                    break
-        i += 1
+    parts, start = [], 0
+    for i, c, depth in _scan(text, every=True):
+        if depth != 0 or c in _PAIRS or c in ")]}":
+            continue
+        for sep in seps:
+            if text.startswith(sep, i) and i > start:
+                parts.append(text[start:i].strip())
+                start = i + (1 if sep == "," else 0)
+                break
     parts.append(text[start:].strip())
     return [p for p in parts if p]
 
