@@ -170,7 +170,6 @@ def cmd_run(args) -> int:
         from .io.arviz import ArvizMissing
 
         try:
-            fit.observed = model.ir.observed
             fit.to_inference_data().to_netcdf(out / "posterior.nc")
         except ArvizMissing as e:
             raise _UserError(str(e)) from None

@@ -90,6 +90,7 @@ class Model:
             infer_model = _generated_quantities(self.pyro_model, kwargs, missing)
             result = run_fit(infer_model, kwargs, method, opts, progress=progress)
             result.model = self.pyro_model
+            result.observed = list(self.ir.observed)
             if missing:
                 _add_predictions(result, missing)
         device, dtype = opts["device"], opts["dtype"]

@@ -17,13 +17,6 @@ from ppl.runtime import mafbm
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_path_kl_of_a_constant_control_is_half_u_squared_T():
     torch.manual_seed(0)

@@ -11,14 +11,6 @@ from ppl.runtime import mafbm as m
 G5 = m.gamma_grid(5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine is shared: one thread avoids oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_gamma_grid_is_geometric_on_the_default_range():
     g = m.gamma_grid(5, 20.0)

@@ -15,13 +15,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
-def _double_one_thread():
-    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+def _double():
+    dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)
     yield
     torch.set_default_dtype(dtype)
-    torch.set_num_threads(threads)
 
 
 def _tiny(seed=0, **kw):

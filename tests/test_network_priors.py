@@ -17,7 +17,6 @@ from ppl.runtime.nn import MLP
 def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("BDL_CACHE_DIR", str(tmp_path))
     npr._MEMO.clear()
-    torch.set_num_threads(1)
     yield
     npr._MEMO.clear()
 

@@ -21,14 +21,11 @@ def _one_thread_fresh_store():
 
     from ppl.runtime import reset_networks
 
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
     pyro.clear_param_store()
     reset_networks()
     yield
     pyro.clear_param_store()
     reset_networks()
-    torch.set_num_threads(old)
 
 
 def _batch(B=3, C=5, T=7, seed=0):

@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_cli import LINREG
 
 import ppl
 from ppl.plots import write_plots
-
-SRC = """\
-model LinReg(x: real[N], y: real[N], x_new: real[M], y_new: real[M]?) {
-  alpha ~ Normal(0, 10)
-  beta ~ Normal(0, 10)
-  sigma ~ HalfNormal(5)
-  y ~ Normal(alpha + beta * x, sigma)
-  y_new ~ Normal(alpha + beta * x_new, sigma)
-}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +15,9 @@ def fits():
     rng = np.random.default_rng(0)
     x = rng.normal(size=30)
     data = {"x": x, "y": 1 + 2 * x + 0.5 * rng.normal(size=30), "x_new": np.linspace(-2, 2, 9)}
-    m = ppl.compile(SRC)
+    m = ppl.compile(LINREG)
     nuts = m.fit(data, infer="nuts", samples=60, warmup=60, chains=2, seed=0)
     svi = m.fit(data, infer="svi", steps=100, lr=0.05, samples=50, seed=0)
-    nuts.observed = svi.observed = m.ir.observed
     return nuts, svi
 
 

@@ -31,7 +31,6 @@ def _data():
 
 @pytest.mark.parametrize("adaptive,batch,eta", [(False, "", 1e-3), (True, "batch 25 ", 0.02)])
 def test_sghmc_recovers_conjugate_gaussian_posterior(adaptive, batch, eta):
-    torch.set_num_threads(1)
     x, y, mean, sd = _data()
     m = ppl.compile(LINEAR.replace("BATCH", batch))
     fit = m.fit({"x": x, "y": y}, infer="sghmc", adaptive=adaptive, step_size=eta,
@@ -57,7 +56,6 @@ def test_sghmc_gibbs_step_samples_hierarchical_variance():
     IG(a, b): Gibbs (v | W) alternating with SGHMC (W | v) must reproduce E[1/v] = a/b and
     E[log v] = log b - digamma(a). (A layer of 3 weights keeps the chain mixing fast; the
     conditional itself is checked exactly by the next test.)"""
-    torch.set_num_threads(1)
     src = """
 model H(x: real[N, 1], y: real[N]) {
   f = mlp(1, [3], 1, act=tanh)

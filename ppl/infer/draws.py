@@ -9,7 +9,6 @@ model on draw i (or trace the guide), run it once, read the sites.
 
 from __future__ import annotations
 
-import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
@@ -51,4 +50,4 @@ def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None
     return {k: torch.stack(v) for k, v in out.items()}
 
 
-__all__ = ["pyro", "site_draws"]
+__all__ = ["site_draws"]

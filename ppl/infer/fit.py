@@ -33,6 +33,7 @@ class Fit:
         self.guide = None
         self.binder = None   # data dict -> model kwargs (set by ppl.Model)
         self.sites: dict = {}
+        self.observed: list[str] = []  # observed data sites (set by ppl.Model)
 
     def to_inference_data(self):
         """The draws as an ArviZ DataTree (needs the optional extra ``arviz``)."""

@@ -1,8 +1,8 @@
 """ArviZ interoperability: a fit as an ArviZ DataTree (optional extra ``arviz``).
 
-Groups: ``posterior`` (latent and deterministic sites, [chain, draw, ...]),
-``observed_data`` (the observed data sites), ``sample_stats`` with the ELBO trace for
-SVI. Written to ``posterior.nc`` by ``bdl run --arviz``.
+Groups: ``posterior`` (latent and deterministic sites, [chain, draw, ...]) and
+``observed_data`` (the observed data sites). Written to ``posterior.nc`` by
+``bdl run --arviz``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def to_inference_data(fit):
                            "(arviz-base, xarray, h5netcdf, h5py)") from None
     posterior = {k: v.detach().cpu().numpy() for k, v in fit.chains.items()}
     observed = {}
-    for name in getattr(fit, "observed", []) or []:
+    for name in fit.observed:
         v = fit.kwargs.get(name)
         if v is not None and hasattr(v, "detach"):
             observed[name] = v.detach().cpu().numpy()
