@@ -6,11 +6,16 @@ Trains every model of ``--models`` on the same stream of tasks from ``--train-ke
 of the targets, log-mean-exp over ``--samples`` draws (latent samples / pseudo-context
 sets; one for the CNP), mean and standard error over tasks. Optionally (``--bo-tasks``)
 a Bayesian-optimisation loop with expected improvement from each model's predictive on
-GP functions of the training kernel, reporting the normalised simple regret.
+GP functions of the training kernel, reporting the normalised simple regret. With
+``--plots DIR``, one PNG per evaluation kernel (``np_KERNEL.png``): the same three tasks
+(10 context points) for every model, with the task's function and the predictive mean
+and +-2 sd of each model. ``--device cuda`` trains and evaluates on the GPU (an error
+when CUDA is not available); the task streams are drawn on the CPU from seeded
+generators, so both devices see the same tasks.
 
     python benchmarks/np_gp.py --models cnp,np,anp,mpnp --train-kernel rbf \
-        --eval-kernels rbf,matern52,periodic,tnoise --steps 2000 --eval-tasks 200 \
-        --json out.json
+        --eval-kernels rbf,matern52,periodic,tnoise --lengthscale-range 0.1,0.6 \
+        --steps 2000 --eval-tasks 200 --plots figs --json out.json
 
 JSON: ``{"MODEL/KERNEL": {"ctx_ll", "ctx_ll_se", "tgt_ll", "tgt_ll_se"}, "MODEL/bo":
 {"regret", "regret_se"}, "MODEL/train": {"seconds", "final_loss"}}``.
@@ -39,7 +44,8 @@ def _pair(text: str) -> tuple[float, float]:
 def eval_tasks(kernel, n_tasks, args, seed):
     """The evaluation tasks of one kernel: batches of 10 (each with its own context size)."""
     src = npr.GPTasks(kernel, lengthscale=args.lengthscale_range, scale=args.scale_range,
-                      period=args.period_range, max_points=args.max_points)
+                      period=args.period_range, noise=args.noise,
+                      tnoise_scale=args.tnoise_scale, max_points=args.max_points)
     gen = torch.Generator().manual_seed(seed)
     out, left = [], n_tasks
     while left > 0:
@@ -59,6 +65,73 @@ def evaluate(model, batches, samples, device):
     n = ctx.shape[0]
     return {"ctx_ll": float(ctx.mean()), "ctx_ll_se": float(ctx.std() / math.sqrt(n)),
             "tgt_ll": float(tgt.mean()), "tgt_ll_se": float(tgt.std() / math.sqrt(n))}
+
+
+def plot_tasks(kernel, n_tasks, n_ctx, args, seed):
+    """Tasks for the figures: ``n_ctx`` context points and the function on a 200-point
+    grid of [-2, 2], drawn jointly from the kernel's GP (per-task hyperparameters as in
+    training); the context gets the source's noise, the grid is the function itself
+    (plus the 0.02 Gaussian noise sd of ``sample_f``, invisible at this scale)."""
+    src = npr.GPTasks(kernel, lengthscale=args.lengthscale_range, scale=args.scale_range,
+                      period=args.period_range, noise=args.noise,
+                      tnoise_scale=args.tnoise_scale)
+    gen = torch.Generator().manual_seed(seed)
+    grid = torch.linspace(-2, 2, 200).reshape(1, 200, 1).expand(n_tasks, 200, 1)
+    xc = -2 + 4 * torch.rand(n_tasks, n_ctx, 1, generator=gen)
+    y, _ = src.sample_f(torch.cat([xc, grid], 1), gen)
+    yc = src.heavy_noise(y[:, :n_ctx], gen)
+    return xc, yc, grid, y[:, n_ctx:]
+
+
+@torch.no_grad()
+def mixture_moments(model, xc, yc, xt, samples):
+    """Mean and sd of the model's predictive at xt: for a mixture over S draws,
+    m = (1/S) sum_s mu_s and v = (1/S) sum_s (sigma_s^2 + mu_s^2) - m^2."""
+    mu, sigma = model.predict(xc, yc, xt, samples)
+    m = mu.mean(0)
+    v = (sigma ** 2 + mu ** 2).mean(0) - m ** 2
+    return m, v.clamp_min(0).sqrt()
+
+
+def write_plots(out_dir, trained, kernels, args, device, n_tasks=3, n_ctx=10):
+    """One PNG per evaluation kernel: rows are tasks, columns models (the same tasks for
+    every model): context points, the task's function, predictive mean and +-2 sd."""
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for i, k in enumerate(kernels):
+        xc, yc, grid, f = plot_tasks(k, n_tasks, n_ctx, args, 5000 + i)
+        fig, axes = plt.subplots(n_tasks, len(trained), squeeze=False, sharex=True,
+                                 figsize=(3.2 * len(trained), 2.4 * n_tasks))
+        for j, (name, model) in enumerate(trained.items()):
+            torch.manual_seed(args.seed + 3)
+            m, sd = mixture_moments(model, xc.to(device), yc.to(device), grid.to(device),
+                                    args.samples)
+            m, sd = m.cpu(), sd.cpu()
+            for t in range(n_tasks):
+                ax, g = axes[t, j], grid[t, :, 0]
+                ax.plot(g, f[t, :, 0], color="0.3", lw=1, ls="--", label="function")
+                ax.plot(g, m[t, :, 0], color="C0", lw=1.5, label="predictive mean")
+                ax.fill_between(g, m[t, :, 0] - 2 * sd[t, :, 0], m[t, :, 0] + 2 * sd[t, :, 0],
+                                color="C0", alpha=0.25, label="±2 sd")
+                ax.scatter(xc[t, :, 0], yc[t, :, 0], s=12, color="k", zorder=3,
+                           label="context")
+                if t == 0:
+                    ax.set_title(f"{name} ({k})")
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper center", ncol=4, fontsize=8)
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / n_tasks))
+        path = os.path.join(out_dir, f"np_{k}.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
 
 
 @torch.no_grad()
@@ -101,12 +174,16 @@ def main(argv=None) -> int:
     p.add_argument("--lengthscale-range", type=_pair, default=(0.1, 0.6))
     p.add_argument("--scale-range", type=_pair, default=(0.1, 1.0))
     p.add_argument("--period-range", type=_pair, default=(0.1, 0.5))
+    p.add_argument("--noise", type=float, default=0.02, help="Gaussian noise sd")
+    p.add_argument("--tnoise-scale", type=float, default=0.15,
+                   help="t-noise tasks: Student-t scale ~ U(0, this)")
     p.add_argument("--max-points", type=int, default=50)
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--hidden", type=int, default=128, help="width (128 as in METHODS)")
-    p.add_argument("--pseudo", type=int, default=16, help="MPNP pseudo-context size M")
+    p.add_argument("--pseudo", type=int, default=0,
+                   help="MPNP pseudo-context size M (0: as many as context points)")
     p.add_argument("--train-samples", type=int, default=4, help="K in training")
     p.add_argument("--samples", type=int, default=50, help="draws at evaluation")
     p.add_argument("--eval-tasks", type=int, default=200)
@@ -114,11 +191,15 @@ def main(argv=None) -> int:
     p.add_argument("--bo-iters", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--plots", default=None, metavar="DIR",
+                   help="write one PNG per evaluation kernel (np_KERNEL.png) here")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: CUDA is not available on this machine")
     device = torch.device(args.device)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     kernels = [k.strip() for k in args.eval_kernels.split(",") if k.strip()]
@@ -127,12 +208,14 @@ def main(argv=None) -> int:
             p.error(f"unknown model {m!r} (expected some of {', '.join(FAMILIES)})")
     evals = {k: eval_tasks(k, args.eval_tasks, args, 1000 + i) for i, k in enumerate(kernels)}
     rows: dict[str, dict[str, float]] = {}
+    trained = {}
     for name in models:
         torch.manual_seed(args.seed)
         model = npr.MODELS[FAMILIES[name]](1, 1, hidden=args.hidden, pseudo=args.pseudo,
                                            samples=args.samples).to(device)
         train = npr.GPTasks(args.train_kernel, lengthscale=args.lengthscale_range,
                             scale=args.scale_range, period=args.period_range,
+                            noise=args.noise, tnoise_scale=args.tnoise_scale,
                             max_points=args.max_points)
         t0 = time.perf_counter()
         losses = npr.train(model, train, args.steps, args.batch, lr=args.lr,
@@ -141,6 +224,7 @@ def main(argv=None) -> int:
         if device.type == "cuda":
             torch.cuda.synchronize()
         secs = time.perf_counter() - t0
+        trained[name] = model
         rows[f"{name}/train"] = {"seconds": secs,
                                  "final_loss": sum(losses[-50:]) / len(losses[-50:])}
         print(f"{name}: trained {args.steps} steps in {secs:.1f}s, final loss "
@@ -157,6 +241,9 @@ def main(argv=None) -> int:
                                            args.bo_iters, args.samples, args, device)
             print(f"  BO regret {rows[name + '/bo']['regret']:.4f} +- "
                   f"{rows[name + '/bo']['regret_se']:.4f}", file=sys.stderr)
+    if args.plots:
+        for path in write_plots(args.plots, trained, kernels, args, device):
+            print(f"wrote {path}", file=sys.stderr)
     print(f"\n{'MODEL/KERNEL':20s} {'ctx_ll':>16s} {'tgt_ll':>16s}")
     for key, r in rows.items():
         if "tgt_ll" in r:

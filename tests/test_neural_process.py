@@ -317,10 +317,69 @@ def test_family_switches_in_one_word(family, cls):
     assert 'pyro.sample("yt", rt.event(g(xc, yc, xt), [T, 1]), obs=yt)' in m.source
 
 
-def test_bad_task_source_is_a_user_error():
+@pytest.mark.parametrize("tasks,message", [
+    ("sinc", "expected a kernel (rbf, matern52, periodic, tnoise), gp_tasks(...)"),
+    ("gp_tasks(kernal=rbf)", "gp_tasks has no argument 'kernal' (did you mean 'kernel'?)"),
+    ("gp_tasks(kernel=perodic)", "got 'perodic' (did you mean 'periodic'?)"),
+    ("gp_tasks(lengthscale=[0.6, 0.1])", "range [0.6, 0.1] must have 0 < lo <= hi"),
+    ("gp_tasks(scale=[0.1, 0.5, 1])", "scale must be a range [lo, hi] of two numbers"),
+    ("gp_tasks(max_points=6)", "max_points must be at least 7"),
+    ("gp_tasks(noise=-0.1)", "noise must be at least 0"),
+    ("gp_tasks(rbf)", "gp_tasks takes keyword arguments only"),
+    ("task_file()", 'task_file takes one path string: task_file("tasks.npz")'),
+    ("taskfile(\"t.npz\")", "unknown task source taskfile(...)"),
+    ("gp_tasks(kernel=rbf) + 1", "an option value must be"),
+])
+def test_bad_task_source_is_a_located_user_error(tasks, message):
+    src = SRC.replace("FAMILY", "cnp").replace("tasks=rbf", f"\n    tasks={tasks}")
     with pytest.raises(ppl.BdlError) as e:
-        ppl.compile(SRC.replace("FAMILY", "cnp").replace("tasks=rbf", "tasks=sinc"))
-    assert "rbf, matern52, periodic, tnoise, file" in str(e.value)
+        ppl.compile(src, "p.bdl")
+    text = str(e.value)
+    assert message in text
+    assert "p.bdl:7:" in text, text  # the line and column of the tasks option
+
+
+def test_gp_tasks_spelling_reaches_the_sampler():
+    """tasks=gp_tasks(...) through ppl.compile: the runner's task source has the given
+    kernel and ranges, and its tasks obey them (per-task lengthscales in [0.2, 0.25])."""
+    from ppl.infer import np_meta
+
+    src = SRC.replace("FAMILY", "cnp").replace(
+        "tasks=rbf", "tasks=gp_tasks(kernel=periodic, lengthscale=[0.2, 0.25], "
+                     "period=[0.3, 0.4], noise=0.05, max_points=20)")
+    m = ppl.compile(src)
+    method, opts = m.resolve_infer()
+    assert method == "np_train"
+    tasks = np_meta.task_source(opts["tasks"], 1, 1)
+    assert isinstance(tasks, npr.GPTasks) and tasks.kernel == "periodic"
+    assert (tasks.lengthscale, tasks.period, tasks.noise, tasks.max_points) == (
+        (0.2, 0.25), (0.3, 0.4), 0.05, 20)
+    assert tasks.scale == (0.1, 1.0)  # unspecified: the METHODS default
+    g = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        assert tasks.sample(2, g).x.shape[1] <= 20
+    _, hyper = tasks.sample_f(torch.zeros(300, 2, 1), g)
+    assert 0.2 <= hyper["lengthscale"].min() and hyper["lengthscale"].max() <= 0.25
+    assert 0.3 <= hyper["period"].min() and hyper["period"].max() <= 0.4
+    # a bare kernel name is gp_tasks with that kernel and the default ranges
+    plain = np_meta.task_source("tnoise", 1, 1)
+    assert (plain.kernel, plain.lengthscale, plain.tnoise_scale) == ("tnoise", (0.1, 0.6), 0.15)
+    # the option can be overridden like any other, in BDL syntax or from Python
+    _, opts = m.resolve_infer("np_train(tasks=gp_tasks(kernel=matern52))")
+    assert np_meta.task_source(opts["tasks"], 1, 1).kernel == "matern52"
+    _, opts = m.resolve_infer(tasks=npr.GPTasks("rbf", lengthscale=(0.3, 0.3)))
+    assert np_meta.task_source(opts["tasks"], 1, 1).lengthscale == (0.3, 0.3)
+
+
+def test_np_train_with_gp_tasks_trains_end_to_end():
+    src = SRC.replace("FAMILY", "martingale_np").replace(
+        "tasks=rbf", "tasks=gp_tasks(kernel=matern52, lengthscale=[0.3, 0.5], max_points=30)")
+    m = ppl.compile(src)
+    data = {"xc": [[-1.0], [0.0]], "yc": [[0.2], [0.4]], "xt": [[0.5]], "yt": [[0.3]]}
+    fit = m.fit(data, steps=5, batch=4)
+    assert len(fit.train_loss["g"]) == 5 and all(math.isfinite(v) for v in fit.train_loss["g"])
+    assert fit.options["tasks"] == {"call": "gp_tasks", "args": [], "kwargs": {
+        "kernel": "matern52", "lengthscale": [0.3, 0.5], "max_points": 30}}
 
 
 def test_np_train_fit_and_params_reload():
@@ -374,18 +433,26 @@ def test_example_runs_end_to_end():
 
 
 def test_np_train_from_task_file(tmp_path):
+    """tasks=task_file("PATH") trains on the file's tasks; a missing file, or one whose
+    dimensions are not the network's, is an error naming the file."""
     b = npr.GPTasks("matern52").sample(8, torch.Generator().manual_seed(0))
     npr.save_tasks(tmp_path / "tasks.npz", b)
-    src = SRC.replace("FAMILY", "np").replace(
-        "tasks=rbf", f'tasks=file, task_file="{tmp_path / "tasks.npz"}"')
+    path = tmp_path / "tasks.npz"
+    src = SRC.replace("FAMILY", "np").replace("tasks=rbf", f'tasks=task_file("{path}")')
     m = ppl.compile(src)
     data = {"xc": [[-1.0], [0.0]], "yc": [[0.2], [0.4]], "xt": [[0.5]], "yt": [[0.3]]}
     fit = m.fit(data, steps=5, batch=4)
     assert len(fit.train_loss["g"]) == 5
-    assert fit.options["tasks"] == "file"
-    with pytest.raises(ValueError, match="task_file"):
-        ppl.compile(SRC.replace("FAMILY", "np").replace("tasks=rbf", "tasks=file")).fit(
-            data, steps=5)
+    assert fit.options["tasks"] == {"call": "task_file", "args": [str(path)], "kwargs": {}}
+    with pytest.raises(ValueError, match="no file"):
+        ppl.compile(SRC.replace("FAMILY", "np").replace(
+            "tasks=rbf", f'tasks=task_file(path="{tmp_path / "nope.npz"}")')).fit(data, steps=5)
+    wide = npr.Batch(torch.zeros(2, 3, 2), torch.zeros(2, 3, 1), torch.zeros(2, 5, 2),
+                     torch.zeros(2, 5, 1))
+    npr.save_tasks(tmp_path / "wide.npz", wide)
+    with pytest.raises(ValueError, match="wide.npz has x_dim, y_dim = \\(2, 1\\)"):
+        ppl.compile(SRC.replace("FAMILY", "np").replace(
+            "tasks=rbf", f'tasks=task_file("{tmp_path / "wide.npz"}")')).fit(data, steps=5)
 
 
 def test_bdl_run_then_predict_on_new_context(tmp_path):
@@ -423,3 +490,69 @@ def test_bdl_run_then_predict_on_new_context(tmp_path):
     assert ((draws.mean(0) - mu[0].detach()).abs() < 4 * se).all()
     sd = draws.std(0)
     assert ((sd - sigma[0].detach()).abs() < 4 * sigma[0].detach() / math.sqrt(2 * 999)).all()
+
+
+# ---- the benchmark script (benchmarks/np_gp.py) ---------------------------------------
+
+def _np_gp():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "np_gp.py"
+    spec = importlib.util.spec_from_file_location("np_gp_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_mixture_moments_exact():
+    """Mean and sd of an equal-weight mixture of N(0, 1) and N(2, 0.5^2): mean 1,
+    variance (1 + 0.25)/2 + (0 + 4)/2 - 1 = 1.625."""
+    bench = _np_gp()
+
+    class Fixed:
+        def predict(self, xc, yc, xt, samples):
+            mu = torch.tensor([0.0, 2.0]).reshape(2, 1, 1, 1).expand(2, 1, 3, 1)
+            sd = torch.tensor([1.0, 0.5]).reshape(2, 1, 1, 1).expand(2, 1, 3, 1)
+            return mu, sd
+
+    m, sd = bench.mixture_moments(Fixed(), None, None, None, 2)
+    torch.testing.assert_close(m, torch.ones(1, 3, 1))
+    torch.testing.assert_close(sd, torch.full((1, 3, 1), math.sqrt(1.625)))
+
+
+def test_benchmark_smoke_json_and_plots(tmp_path):
+    """A tiny run of the benchmark: JSON rows MODEL/KERNEL with the issue's columns, one
+    PNG per evaluation kernel, and --device cuda refused cleanly without CUDA."""
+    import json
+
+    bench = _np_gp()
+    out = tmp_path / "r.json"
+    rc = bench.main(["--models", "cnp,mpnp", "--eval-kernels", "rbf,tnoise", "--steps", "3",
+                     "--hidden", "8", "--eval-tasks", "10", "--samples", "4",
+                     "--lengthscale-range", "0.2,0.4", "--json", str(out),
+                     "--plots", str(tmp_path / "figs")])
+    assert rc == 0
+    rows = json.loads(out.read_text())
+    for key in ("cnp/rbf", "cnp/tnoise", "mpnp/rbf", "mpnp/tnoise"):
+        assert {"ctx_ll", "tgt_ll", "tgt_ll_se"} <= set(rows[key])
+        assert all(math.isfinite(v) for v in rows[key].values())
+    for k in ("rbf", "tnoise"):
+        png = tmp_path / "figs" / f"np_{k}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            bench.main(["--device", "cuda", "--steps", "1"])
+
+
+def test_mpnp_pseudo_size_follows_context_by_default():
+    """pseudo=0 (the default): each pseudo set has as many points as the context, so
+    theta_k pools C real and C generated representations; pseudo=M fixes M."""
+    xc, yc, xt, _ = _batch(B=2, C=6)
+    for pseudo, want in ((0, 6), (4, 4)):
+        torch.manual_seed(0)
+        m = npr.MPNP(1, 1, hidden=16, pseudo=pseudo, samples=3, heads=2)
+        seen: list = []
+        forward = m.gen.forward
+        m.gen.forward = lambda rc, eps, f=forward, s=seen: s.append(eps.shape) or f(rc, eps)
+        m.predict(xc, yc, xt)
+        assert seen == [torch.Size([3, 2, want, 16])]

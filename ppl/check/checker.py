@@ -138,7 +138,17 @@ def option_value(expr: ast.Expr):
         return expr.id
     if isinstance(expr, ast.String):
         return expr.value
-    raise ValueError("an option value must be a number, true/false or a name")
+    if isinstance(expr, ast.Neg) and isinstance(expr.operand, ast.Number):
+        return -expr.operand.value
+    # structured values, for options of kind "spec" (e.g. np_train's task source):
+    # [a, b] is a list, f(a, k=v) is {"call": "f", "args": [a], "kwargs": {"k": v}}
+    if isinstance(expr, ast.ListLit):
+        return [option_value(e) for e in expr.items]
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name):
+        return {"call": expr.func.id, "args": [option_value(a) for a in expr.args],
+                "kwargs": {k.name: option_value(k.value) for k in expr.kwargs}}
+    raise ValueError("an option value must be a number, true/false, a name, a string, "
+                     "a list or a call")
 
 
 def validate_options(method_name: str, given: list[tuple[str, object, Span]], span: Span
@@ -178,6 +188,12 @@ def _show_option(value) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return f"'{value}'"
+    if isinstance(value, list):
+        return "[" + ", ".join(_show_option(v) for v in value) + "]"
+    if isinstance(value, dict) and "call" in value:
+        parts = [_show_option(a) for a in value.get("args", [])]
+        parts += [f"{k}={_show_option(v)}" for k, v in value.get("kwargs", {}).items()]
+        return f"{value['call']}({', '.join(parts)})"
     return repr(value)
 
 
@@ -196,6 +212,8 @@ def _option_problem(opt, value) -> str | None:
         if value not in opt.choices:
             return f"expected one of {', '.join(opt.choices)}, got {_show_option(value)}"
         return None
+    elif opt.kind == "spec":
+        return opt.check(value) if opt.check is not None else None
     if opt.low is not None and value < opt.low:
         return f"must be at least {opt.low:g}"
     return None

@@ -17,6 +17,7 @@ xt)`` is the predictive distribution of the targets given the context (a mixture
 from __future__ import annotations
 
 from ..builtins import Builtin, register
+from ..check.signatures import suggest
 from ..infer.methods import _COMMON, Method, Option
 from ..infer.methods import register as register_method
 
@@ -32,25 +33,99 @@ for _name, _cls, _doc in (
     register(Builtin(_name, f"rt.neural_process.{_cls}", _PARAMS, 2, kind="construct",
                      result="network", call_result="dist", doc=_doc))
 
-TASK_SOURCES = ("rbf", "matern52", "periodic", "tnoise", "file")
+KERNELS = ("rbf", "matern52", "periodic", "tnoise")
+
+# gp_tasks(...) arguments: (default, kind, lowest value); ranges are [lo, hi] lists
+GP_TASK_ARGS: dict[str, tuple[object, str, float]] = {
+    "kernel": ("rbf", "kernel", 0.0),
+    "lengthscale": ([0.1, 0.6], "range", 0.0),
+    "scale": ([0.1, 1.0], "range", 0.0),
+    "period": ([0.1, 0.5], "range", 0.0),
+    "noise": (0.02, "number", 0.0),
+    "tnoise_scale": (0.15, "number", 0.0),
+    "max_points": (50, "int", 7),
+}
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _gp_arg_problem(key: str, value) -> str | None:
+    default, kind, low = GP_TASK_ARGS[key]
+    if kind == "kernel":
+        if value not in KERNELS:
+            hint = suggest(str(value), KERNELS)
+            return (f"gp_tasks kernel must be one of {', '.join(KERNELS)}, got {value!r}"
+                    + (f" (did you mean '{hint}'?)" if hint else ""))
+        return None
+    if kind == "range":
+        if not (isinstance(value, list) and len(value) == 2 and all(map(_is_number, value))):
+            return f"gp_tasks {key} must be a range [lo, hi] of two numbers"
+        lo, hi = value
+        if not low < lo <= hi:
+            return f"gp_tasks {key} range [{lo:g}, {hi:g}] must have 0 < lo <= hi"
+        return None
+    if kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
+        return f"gp_tasks {key} must be an integer"
+    if not _is_number(value):
+        return f"gp_tasks {key} must be a number"
+    if value < low:
+        return f"gp_tasks {key} must be at least {low:g} (got {value:g})"
+    return None
+
+
+def task_source_problem(value) -> str | None:
+    """Why ``value`` is not a task source, or None. A task source is a kernel name
+    (``rbf``: GP tasks with the default ranges), ``gp_tasks(kernel=..., lengthscale=[lo,
+    hi], scale=[lo, hi], period=[lo, hi], noise=..., tnoise_scale=..., max_points=...)``,
+    ``task_file("PATH.npz")``, or (from Python) an object with a ``sample`` method."""
+    if isinstance(value, str):
+        if value in KERNELS:
+            return None
+        hint = suggest(value, KERNELS)
+        return (f"expected a kernel ({', '.join(KERNELS)}), gp_tasks(...) or "
+                f"task_file(\"PATH.npz\"), got '{value}'"
+                + (f" (did you mean '{hint}'?)" if hint else ""))
+    if isinstance(value, dict) and "call" in value:
+        name, args, kwargs = value["call"], value.get("args", []), value.get("kwargs", {})
+        if name == "gp_tasks":
+            if args:
+                return ("gp_tasks takes keyword arguments only (kernel=rbf, "
+                        "lengthscale=[lo, hi], ...)")
+            for key, v in kwargs.items():
+                if key not in GP_TASK_ARGS:
+                    hint = suggest(key, GP_TASK_ARGS)
+                    return (f"gp_tasks has no argument '{key}'"
+                            + (f" (did you mean '{hint}'?)" if hint else
+                               f"; it takes {', '.join(GP_TASK_ARGS)}"))
+                problem = _gp_arg_problem(key, v)
+                if problem:
+                    return problem
+            return None
+        if name == "task_file":
+            paths = list(args) + [v for k, v in kwargs.items() if k == "path"]
+            extra = [k for k in kwargs if k != "path"]
+            if extra:
+                return f"task_file has no argument '{extra[0]}'; it takes one path"
+            if len(paths) != 1 or not isinstance(paths[0], str) or not paths[0]:
+                return 'task_file takes one path string: task_file("tasks.npz")'
+            return None
+        hint = suggest(name, ("gp_tasks", "task_file"))
+        return (f"unknown task source {name}(...); expected gp_tasks(...) or task_file(...)"
+                + (f" (did you mean '{hint}'?)" if hint else ""))
+    if hasattr(value, "sample"):
+        return None
+    return "expected a kernel name, gp_tasks(...) or task_file(\"PATH.npz\")"
+
 
 register_method(Method("np_train", {
     "steps": Option(2000, int, low=1, doc="meta-training steps (one batch of tasks each)"),
     "batch": Option(16, int, low=1, doc="tasks per step"),
     "lr": Option(5e-4, float, low=0.0, doc="Adam learning rate (cosine decay to 0)"),
-    "tasks": Option("rbf", "symbol", TASK_SOURCES,
-                    doc="task source: 1-D GP tasks with this kernel, or 'file'"),
-    "task_file": Option("", str, doc="the .npz of tasks when tasks=file (arrays xc, yc, "
-                                     "xt, yt, each [tasks, points, dim])"),
-    "lengthscale_lo": Option(0.1, float, low=0.0, doc="GP lengthscale ~ U(lo, hi)"),
-    "lengthscale_hi": Option(0.6, float, low=0.0),
-    "scale_lo": Option(0.1, float, low=0.0, doc="GP output scale ~ U(lo, hi)"),
-    "scale_hi": Option(1.0, float, low=0.0),
-    "period_lo": Option(0.1, float, low=0.0, doc="periodic kernel period ~ U(lo, hi)"),
-    "period_hi": Option(0.5, float, low=0.0),
-    "noise": Option(0.02, float, low=0.0, doc="Gaussian observation noise sd"),
-    "tnoise_scale": Option(0.15, float, low=0.0, doc="Student-t noise scale ~ U(0, this)"),
-    "max_points": Option(50, int, low=6, doc="points per task (context + target)"),
+    "tasks": Option("rbf", "spec", check=task_source_problem,
+                    doc="task source: a kernel name, gp_tasks(kernel=..., lengthscale=[lo, "
+                        "hi], ...) or task_file(\"PATH.npz\")"),
     "train_samples": Option(4, int, low=1,
                             doc="latent draws / pseudo sets per task in training (K)"),
     **_COMMON,

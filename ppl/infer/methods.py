@@ -6,16 +6,20 @@ An option's default also fixes its type (int, float, bool, or a symbol from ``ch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
 class Option:
     default: object
-    kind: type | str  # int | float | bool | "symbol" | "number_or_none"
+    kind: type | str  # int | float | bool | "symbol" | "number_or_none" | "spec"
     choices: tuple[str, ...] = ()
     low: float | None = None
     doc: str = ""
+    # kind "spec": a name or a call such as gp_tasks(kernel=rbf, lengthscale=[0.1, 0.6])
+    # (see ppl.check.checker.option_value); check(value) returns a problem or None
+    check: Callable[[object], str | None] | None = None
 
 
 @dataclass(frozen=True)

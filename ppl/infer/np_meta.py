@@ -13,10 +13,12 @@ distribution is a neural-process predictive, as deterministic draws [1, 1000, ..
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pyro
 import torch
 
+from ..constructs.neural_process import GP_TASK_ARGS
 from ..runtime import neural_process as npr
 from ..runtime.nn import _CACHE
 from .fit import Fit
@@ -24,24 +26,34 @@ from .fit import Fit
 PREDICTIVE_DRAWS = 1000
 
 
-def task_source(opts: dict, x_dim: int, y_dim: int):
-    """The task source named by the options (``tasks=rbf|matern52|periodic|tnoise|file``)."""
-    if opts["tasks"] == "file":
-        if not opts["task_file"]:
-            raise ValueError("np_train: tasks=file needs task_file=\"PATH.npz\"")
-        src = npr.FileTasks(opts["task_file"])
+def task_source(spec, x_dim: int, y_dim: int):
+    """The task source an ``np_train(tasks=...)`` value names (checked already by
+    ``ppl.constructs.neural_process.task_source_problem``): a kernel name, a
+    ``gp_tasks(...)`` or ``task_file(...)`` call (as :func:`ppl.check.checker.option_value`
+    gives it), or a task source object (``npr.GPTasks``/``npr.FileTasks``) from Python."""
+    if hasattr(spec, "sample"):
+        return spec
+    if isinstance(spec, str):
+        spec = {"call": "gp_tasks", "args": [], "kwargs": {"kernel": spec}}
+    if spec["call"] == "task_file":
+        path = (spec["args"] or [spec["kwargs"].get("path")])[0]
+        if not Path(path).is_file():
+            raise ValueError(f"np_train: task_file: no file {path!r}")
+        src = npr.FileTasks(path)
         got = (src.arrays["xc"].shape[-1], src.arrays["yc"].shape[-1])
         if got != (x_dim, y_dim):
-            raise ValueError(f"np_train: {opts['task_file']} has x_dim, y_dim = {got}, the "
-                             f"network expects {(x_dim, y_dim)}")
+            raise ValueError(f"np_train: {path} has x_dim, y_dim = {got}, the network "
+                             f"expects {(x_dim, y_dim)}")
         return src
     if (x_dim, y_dim) != (1, 1):
         raise ValueError(f"np_train: GP tasks are 1-D (x_dim=1, y_dim=1); the network has "
-                         f"x_dim={x_dim}, y_dim={y_dim}: use tasks=file")
-    return npr.GPTasks(opts["tasks"], lengthscale=(opts["lengthscale_lo"], opts["lengthscale_hi"]),
-                       scale=(opts["scale_lo"], opts["scale_hi"]),
-                       period=(opts["period_lo"], opts["period_hi"]), noise=opts["noise"],
-                       tnoise_scale=opts["tnoise_scale"], max_points=opts["max_points"])
+                         f"x_dim={x_dim}, y_dim={y_dim}: use tasks=task_file(\"PATH.npz\")")
+    args = {k: v[0] for k, v in GP_TASK_ARGS.items()}
+    args.update(spec["kwargs"])
+    return npr.GPTasks(args["kernel"], lengthscale=tuple(args["lengthscale"]),
+                       scale=tuple(args["scale"]), period=tuple(args["period"]),
+                       noise=args["noise"], tnoise_scale=args["tnoise_scale"],
+                       max_points=args["max_points"])
 
 
 def neural_processes() -> dict[str, npr.NeuralProcess]:
@@ -61,7 +73,7 @@ def run(model, kwargs, opts, progress=False) -> Fit:
     evals: dict[str, dict[str, float]] = {}
     every = max(1, opts["steps"] // 20)
     for name, net in nets.items():
-        tasks = task_source(opts, net.x_dim, net.y_dim)
+        tasks = task_source(opts["tasks"], net.x_dim, net.y_dim)
 
         def report(step, loss, name=name):
             if progress and (step % every == 0 or step == opts["steps"] - 1):

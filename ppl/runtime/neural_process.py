@@ -151,7 +151,7 @@ class NeuralProcess(nn.Module):
 
     stochastic = True
 
-    def __init__(self, x_dim, y_dim, hidden=128, pseudo=16, samples=50, heads=8):
+    def __init__(self, x_dim, y_dim, hidden=128, pseudo=0, samples=50, heads=8):
         super().__init__()
         self.x_dim, self.y_dim, self.hidden = int(x_dim), int(y_dim), int(hidden)
         self.pseudo, self.samples, self.heads = int(pseudo), int(samples), int(heads)
@@ -200,7 +200,7 @@ class NeuralProcess(nn.Module):
 class CNP(NeuralProcess):
     stochastic = False
 
-    def __init__(self, x_dim, y_dim, hidden=128, pseudo=16, samples=50, heads=8):
+    def __init__(self, x_dim, y_dim, hidden=128, pseudo=0, samples=50, heads=8):
         super().__init__(x_dim, y_dim, hidden, pseudo, samples, heads)
         self.enc = PoolingEncoder(self.x_dim, self.y_dim, self.hidden, self.hidden)
         self.dec = Decoder(self.x_dim, self.hidden, self.y_dim, self.hidden)
@@ -233,7 +233,7 @@ class LatentEncoder(nn.Module):
 class NP(NeuralProcess):
     """Latent NP: deterministic path (``_det``) plus z in R^hidden."""
 
-    def __init__(self, x_dim, y_dim, hidden=128, pseudo=16, samples=50, heads=8):
+    def __init__(self, x_dim, y_dim, hidden=128, pseudo=0, samples=50, heads=8):
         super().__init__(x_dim, y_dim, hidden, pseudo, samples, heads)
         self._build_det()
         self.lat = LatentEncoder(self.x_dim, self.y_dim, self.hidden)
@@ -310,9 +310,11 @@ class PseudoContextGenerator(nn.Module):
 
 class MPNP(NeuralProcess):
     """Martingale posterior NP: a CNP whose uncertainty comes from generated pseudo
-    context (METHODS.md section 3)."""
+    context (METHODS.md section 3). ``pseudo`` = M, the size of each pseudo set; 0 (the
+    default) makes M equal to the context size C, as METHODS suggests, so the real and
+    the generated points carry equal weight in the pooled mean of theta_k."""
 
-    def __init__(self, x_dim, y_dim, hidden=128, pseudo=16, samples=50, heads=8):
+    def __init__(self, x_dim, y_dim, hidden=128, pseudo=0, samples=50, heads=8):
         super().__init__(x_dim, y_dim, hidden, pseudo, samples, heads)
         self.enc = PoolingEncoder(self.x_dim, self.y_dim, self.hidden, self.hidden)
         self.gen = PseudoContextGenerator(self.hidden, self.heads)
@@ -321,8 +323,8 @@ class MPNP(NeuralProcess):
     def thetas(self, xc, yc, num_samples):
         """(theta_c [B, h], theta_k [K, B, h], theta'_k [K, B, h])."""
         rc = self.enc.embed(xc, yc)                                     # [B, C, h]
-        K = num_samples
-        eps = torch.randn((K,) + rc.shape[:-2] + (self.pseudo, self.hidden),
+        K, M = num_samples, self.pseudo or rc.shape[-2]
+        eps = torch.randn((K,) + rc.shape[:-2] + (M, self.hidden),
                           dtype=rc.dtype, device=rc.device)
         rp = self.gen(rc.unsqueeze(0).expand((K,) + rc.shape), eps)     # [K, B, M, h]
         theta_c = self.enc.post(rc.mean(-2))
@@ -449,11 +451,17 @@ class GPTasks:
         lo, hi = self.x_range
         x = (lo + (hi - lo) * torch.rand(batch, n, 1, generator=gen)).to(
             device=device, dtype=dtype or torch.get_default_dtype())
-        y, _ = self.sample_f(x, gen)
-        if self.kernel == "tnoise":
-            gamma = self.tnoise_scale * torch.rand(batch, 1, 1, generator=gen)
-            y = y + (gamma * _student_t(2.1, y.shape, gen)).to(y)
+        y = self.heavy_noise(self.sample_f(x, gen)[0], gen)
         return Batch(x[:, :n_ctx], y[:, :n_ctx], x, y)
+
+    def heavy_noise(self, y: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        """y plus the source's non-Gaussian noise: for ``tnoise``, gamma * StudentT(2.1)
+        with gamma ~ U(0, tnoise_scale) per task (y [B, N, d]); y itself otherwise (the
+        Gaussian noise is already in :meth:`sample_f`)."""
+        if self.kernel != "tnoise":
+            return y
+        gamma = self.tnoise_scale * torch.rand(y.shape[0], 1, 1, generator=gen)
+        return y + (gamma * _student_t(2.1, y.shape, gen)).to(y)
 
 
 def _student_t(df: float, shape, gen) -> torch.Tensor:
