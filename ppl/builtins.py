@@ -17,6 +17,23 @@ ShapeRule = Callable[[list, dict], tuple | None]
 
 
 @dataclass(frozen=True)
+class FunctionParam:
+    """An argument of a builtin that takes a function literal ``(x, t) => body``.
+
+    ``params`` says what each of the literal's parameters is (``("state", "time")``), for
+    the arity check and its message. ``shapes(args, kwargs)`` gives each parameter's shape
+    (the parameters are real tensors) from the call's other arguments, as a shape rule
+    does; ``result(args, kwargs)`` the shape the body's value must broadcast to. Either
+    may return None (unknown). The same argument may still take the construct's other
+    forms (a number, a network): a literal is one more form, not the only one.
+    """
+
+    params: tuple[str, ...]
+    shapes: Callable[[list, dict], tuple | None] | None = None
+    result: ShapeRule | None = None
+
+
+@dataclass(frozen=True)
 class Builtin:
     name: str
     target: str
@@ -38,6 +55,12 @@ class Builtin:
     call_result: str | None = None
     # attrs: attribute name -> kind of ``v.attr`` ("dist", "real", ...).
     attrs: dict = field(default_factory=dict)
+    # functions: argument name -> FunctionParam, for arguments that take a function
+    #   literal (``drift=(x, t) => -theta * x``); generated code passes a Python lambda.
+    functions: dict = field(default_factory=dict)
+    # choices: argument name -> the bare words it takes (``noise=additive``), passed to
+    #   the target as strings.
+    choices: dict = field(default_factory=dict)
 
 
 REGISTRY: dict[str, Builtin] = {}

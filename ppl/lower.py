@@ -76,6 +76,14 @@ class ListE:
     items: list
 
 
+@dataclass
+class Fn:
+    """A function literal: ``lambda x, t: body`` in Python."""
+
+    params: list[str]
+    body: object
+
+
 # ---- IR statements --------------------------------------------------------------------
 @dataclass
 class ArgSpec:
@@ -199,6 +207,7 @@ class _Lowerer:
         self.indices: set[str] = set()
         self.sub_origin: dict[str, tuple[str, str, int]] = {}
         self.used: set[str] = set()  # names the lowered code reads
+        self.locals: dict[str, str] = {}  # function literal parameters -> Python names
         self.taken = set(cm.symbols) | set(RESERVED)
         self.ir = IRModel(cm.name, filename, [], list(cm.sizes), [], [], [], None)
         bad = []
@@ -356,6 +365,8 @@ class _Lowerer:
         if isinstance(e, ast.String):
             return Lit(e.value)
         if isinstance(e, ast.Name):
+            if e.id in self.locals:
+                return Var(self.locals[e.id])
             if e.id in self.cm.symbols or e.id in self.indices:
                 self.used.add(self.rename.get(e.id, e.id))
                 return Var(self.rename.get(e.id, e.id))
@@ -385,18 +396,40 @@ class _Lowerer:
             return Call("rt.stack", [ListE([self._expr(i) for i in e.items])], [])
         if isinstance(e, ast.Call):
             return self._call(e)
+        if isinstance(e, ast.FunctionLit):
+            return self._function(e)
         raise NotImplementedError(type(e).__name__)
+
+    def _function(self, e: ast.FunctionLit) -> Fn:
+        """Parameters are locals of the body; one named like the module's imports or a
+        Python keyword gets a trailing underscore, as model names do."""
+        saved = dict(self.locals)
+        params = []
+        for p in e.params:
+            py = p
+            # a keyword, an import, or a generated name the body may read (``lambda_``)
+            if p in RESERVED or (p in self.taken and p not in self.cm.symbols):
+                py = p + "_"
+                while py in self.taken or py in e.params:
+                    py += "_"
+            self.locals[p] = py
+            params.append(py)
+        body = self._expr(e.body)
+        self.locals = saved
+        return Fn(params, body)
 
     def _call(self, e: ast.Call) -> Call:
         name = e.func_name
-        args = [self._expr(a) for a in e.args]
-        kwargs = [(k.name, self._expr(k.value)) for k in e.kwargs]
+        b = builtins.lookup(name) if name not in self.cm.symbols else None
+        params = b.params if b is not None else ()
+        args = [self._call_arg(a, params[i] if i < len(params) else "", b)
+                for i, a in enumerate(e.args)]
+        kwargs = [(k.name, self._call_arg(k.value, k.name, b)) for k in e.kwargs]
         if name in self.cm.symbols:
             self.used.add(self.rename.get(name, name))
             return Call(self.rename.get(name, name), args, kwargs)
         if signatures.lookup(name) is not None:
             return Call(signatures.target(name), args, kwargs)
-        b = builtins.lookup(name)
         if b.kind == "network":
             args = [_unstack(a) for a in args]
             kwargs = [(k, _unstack(v)) for k, v in kwargs]
@@ -405,6 +438,14 @@ class _Lowerer:
             return Call(b.target, [_unstack(args[0]), *args[1:]], kwargs)
         args = [_tensorise(a) for a in args]
         return Call(b.target, args, kwargs)
+
+
+    def _call_arg(self, e: ast.Expr, key: str, b):
+        """A call argument; a word at a builtin's choice argument is a string, even when
+        the model has a name like it (the checker reads it the same way)."""
+        if b is not None and key in b.choices and isinstance(e, ast.Name):
+            return Sym(e.id)
+        return self._expr(e)
 
 
 def _unstack(x):

@@ -610,6 +610,112 @@ model.bdl:6:12: error: option 'chains' of nuts: must be at least 1
              ^~~~~~~~""",
         id="several_checker_errors_all_reported",
     ),
+    pytest.param(
+        """\
+model M(t: real[T], y: real[T]) {
+  z ~ fractional_sde(times=t, drift=(x) => -x)
+  y ~ Normal(z[:, 0], 0.1)
+}
+""",
+        """\
+model.bdl:2:37: error: 'drift' of fractional_sde takes a function of 2 parameters (state, time), but this one has 1
+    z ~ fractional_sde(times=t, drift=(x) => -x)
+                                      ^~~~~~~~~""",
+        id="function_literal_wrong_arity",
+    ),
+    pytest.param(
+        """\
+model M(t: real[T], y: real[T]) {
+  param theta: real<lower=0> = 1.0
+  z ~ fractional_sde(times=t, drift=(x, s) => -theta * (x - mu))
+  y ~ Normal(z[:, 0], 0.1)
+}
+""",
+        """\
+model.bdl:3:61: error: 'mu' is not defined
+    z ~ fractional_sde(times=t, drift=(x, s) => -theta * (x - mu))
+                                                              ^~
+  note: in a function literal's body a name is one of its parameters (x, s) or a name of the model""",
+        id="function_literal_unknown_name",
+    ),
+    pytest.param(
+        """\
+model M(t: real[T], y: real[T]) {
+  b = (x, s) => -x
+  y ~ Normal((x) => x, 1)
+}
+""",
+        """\
+model.bdl:2:7: error: a function literal is allowed only as an argument that takes a function
+    b = (x, s) => -x
+        ^~~~~~~~~~~~
+  note: such as drift=, diffusion= of fractional_sde
+model.bdl:3:14: error: a function literal is allowed only as an argument that takes a function
+    y ~ Normal((x) => x, 1)
+               ^~~~~~~~
+  note: such as drift=, diffusion= of fractional_sde""",
+        id="function_literal_outside_a_function_argument",
+    ),
+    pytest.param(
+        """\
+model M(t: real[T], y: real[T]) {
+  z ~ fractional_sde(times=t, drift=(x[0], s) => -x, diffusion=(x, x) => 1.0)
+  y ~ Normal(z[:, 0], 0.1)
+}
+""",
+        """\
+model.bdl:2:38: error: a function literal's parameters must be names: (x, t) => ...
+    z ~ fractional_sde(times=t, drift=(x[0], s) => -x, diffusion=(x, x) => 1.0)
+                                       ^~~~
+model.bdl:2:68: error: parameter 'x' is named twice
+    z ~ fractional_sde(times=t, drift=(x[0], s) => -x, diffusion=(x, x) => 1.0)
+                                                                     ^""",
+        id="function_literal_parameter_not_a_name",
+    ),
+    pytest.param(
+        """\
+model M(t: real[T], y: real[T]) {
+  z ~ fractional_sde(times=t, drift=(x, s) => [x, x], diffusion=(x, s) => Normal(x, 1))
+  y ~ Normal(z[:, 0], 0.1)
+}
+""",
+        """\
+model.bdl:2:47: error: 'drift' of fractional_sde must give a value of shape [1], but this body has shape [2, 1]
+    z ~ fractional_sde(times=t, drift=(x, s) => [x, x], diffusion=(x, s) => Normal(x, 1))
+                                                ^~~~~~
+model.bdl:2:75: error: the body of 'diffusion' of fractional_sde must be numeric, not a dist value
+    z ~ fractional_sde(times=t, drift=(x, s) => [x, x], diffusion=(x, s) => Normal(x, 1))
+                                                                            ^~~~~~~~~~~~""",
+        id="function_literal_body_shape_and_kind",
+    ),
+    pytest.param(
+        """\
+model M(t: real[T], y: real[T]) {
+  z ~ fractional_sde(times=t, noise=addtive)
+  y ~ Normal(z[:, 0], 0.1)
+}
+""",
+        """\
+model.bdl:2:37: error: argument 'noise' of fractional_sde must be one of general, additive
+    z ~ fractional_sde(times=t, noise=addtive)
+                                      ^~~~~~~
+  note: did you mean 'additive'?""",
+        id="construct_choice_unknown_word",
+    ),
+    pytest.param(
+        """\
+model M(t: real[T], y: real[T]) {
+  z ~ fractional_sde(times=t, drift=tanh)
+  y ~ Normal(z[:, 0], 0.1)
+}
+""",
+        """\
+model.bdl:2:37: error: 'drift' of fractional_sde takes a function literal, not the name of a built-in function
+    z ~ fractional_sde(times=t, drift=tanh)
+                                      ^~~~
+  note: write (state, time) => tanh(state)""",
+        id="function_argument_given_a_builtin_name",
+    ),
 ]
 
 

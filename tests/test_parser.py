@@ -4,6 +4,8 @@ AST nodes compare without their spans, so expected trees are written with the no
 constructors; positions are checked separately on ``.span`` / ``.name_span``.
 """
 
+import re
+
 import pytest
 
 from ppl.syntax.ast import (
@@ -14,6 +16,7 @@ from ppl.syntax.ast import (
     Bound,
     Call,
     Factor,
+    FunctionLit,
     Index,
     Infer,
     Keyword,
@@ -169,9 +172,30 @@ def test_numbers(text, value):
     # parentheses override, postfix binds tightest
     ("(a + b) * c", BinOp("*", BinOp("+", n("a"), n("b")), n("c"))),
     ("-x[0] ^ 2", Neg(BinOp("^", Index(n("x"), [num(0)]), num(2)))),
+    # a function literal is loosest: its body takes everything to its right
+    ("(x, t) => -a * x + t < 1",
+     FunctionLit(["x", "t"], BinOp("<", BinOp("+", BinOp("*", Neg(n("a")), n("x")), n("t")),
+                                   num(1)))),
+    ("(x) => (y) => x", FunctionLit(["x"], FunctionLit(["y"], n("x")))),
+    ("() => 1", FunctionLit([], num(1))),
+    # `(x)` alone stays a parenthesised name; parenthesised, a literal is an operand
+    ("(x) * 2", BinOp("*", n("x"), num(2))),
+    ("((x) => x)(1)", Call(FunctionLit(["x"], n("x")), [num(1)], [])),
 ])
 def test_precedence(src, tree):
     assert expr(src) == tree
+
+
+@pytest.mark.parametrize("src, message", [
+    ("(x + 1, t) => x", "2:6: error: a function literal's parameters must be names"),
+    ("(x, 2) => x", "2:9: error: a function literal's parameters must be names"),
+    ("(x, x) => x", "2:9: error: parameter 'x' is named twice"),
+    ("1 + (x) => x", "2:13: error: unexpected '=>'"),
+    ("(x, t)", "2:11: error: unexpected end of line; expected '=>'"),
+])
+def test_malformed_function_literals_are_located_syntax_errors(src, message):
+    with pytest.raises(BdlError, match=re.escape(message)):
+        expr(src)
 
 
 def test_negative_literal_is_folded_into_the_number():

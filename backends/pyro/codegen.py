@@ -22,6 +22,7 @@ _PREC = {
     "+": 2, "-": 2, "*": 3, "/": 3, "@": 3, "%": 3, "neg": 4, "^": 5,
 }
 _PYOP = {"^": "**"}
+_LONG_LAMBDA = 60  # a lambda body longer than this is parenthesised
 
 
 def expr(e, parent: int = 0) -> str:
@@ -58,6 +59,12 @@ def expr(e, parent: int = 0) -> str:
         return f"{expr(e.value, 9)}.{e.name}"
     if isinstance(e, ir.ListE):
         return "[" + ", ".join(expr(i) for i in e.items) + "]"
+    if isinstance(e, ir.Fn):
+        body = expr(e.body)
+        if len(body) > _LONG_LAMBDA:  # brackets give wrap() a place to break the body
+            body = f"({body})"
+        text = f"lambda {', '.join(e.params)}: {body}" if e.params else f"lambda: {body}"
+        return f"({text})" if parent > 0 else text
     raise TypeError(f"cannot emit {type(e).__name__}")
 
 
@@ -93,10 +100,16 @@ def _scan(text: str, every: bool = False):
 
 
 def _split_top(text: str, seps) -> list[str]:
-    """Split at separators that sit outside brackets and strings."""
-    parts, start = [], 0
+    """Split at separators that sit outside brackets and strings (and outside a lambda's
+    parameter list: ``lambda x, t: ...`` is one item)."""
+    parts, start, in_lambda = [], 0, False
     for i, c, depth in _scan(text, every=True):
         if depth != 0 or c in _PAIRS or c in ")]}":
+            continue
+        if text.startswith("lambda ", i) and (i == 0 or not _is_word(text[i - 1])):
+            in_lambda = True
+        elif in_lambda:
+            in_lambda = c != ":"
             continue
         for sep in seps:
             if text.startswith(sep, i) and i > start:
@@ -105,6 +118,10 @@ def _split_top(text: str, seps) -> list[str]:
                 break
     parts.append(text[start:].strip())
     return [p for p in parts if p]
+
+
+def _is_word(c: str) -> bool:
+    return c.isalnum() or c == "_"
 
 
 def wrap(line: str, width: int = WIDTH) -> list[str]:

@@ -276,6 +276,7 @@ class _ModelChecker:
         self.used: set[str] = set()
         self.later: dict[str, Span] = {}
         self._tilde_ok: set[int] = set()  # construct calls that sit on the right of '~'
+        self._fn_params: list[list[str]] = []  # parameters of the function literals entered
         self.size_origin: dict[str, ast.Arg] = {}  # the first argument whose shape names a size
 
     def result(self) -> CheckedModel:
@@ -717,6 +718,10 @@ class _ModelChecker:
         if isinstance(e, ast.Slice):
             self.err("a slice is only allowed inside [ ]", e.span)
             return UNKNOWN
+        if isinstance(e, ast.FunctionLit):
+            self.err("a function literal is allowed only as an argument that takes a "
+                     "function", e.span, [f"such as {_function_args()}"])
+            return UNKNOWN
         return UNKNOWN
 
     def _construct_of(self, ty: Ty):
@@ -753,8 +758,11 @@ class _ModelChecker:
         if signatures.lookup(e.id) is not None:
             return Ty("function", None, value=e.id)
         hint = signatures.suggest(e.id, list(self.symbols))
-        self.err(f"'{e.id}' is not defined", e.span,
-                 [f"did you mean '{hint}'?"] if hint else [])
+        notes = [f"did you mean '{hint}'?"] if hint else []
+        if self._fn_params:
+            notes.append(f"in a function literal's body a name is one of its parameters "
+                         f"({', '.join(self._fn_params[-1])}) or a name of the model")
+        self.err(f"'{e.id}' is not defined", e.span, notes)
         return UNKNOWN
 
     def _binop(self, e: ast.BinOp) -> Ty:
@@ -946,8 +954,8 @@ class _ModelChecker:
             return Ty("real", None)
         return Ty("real", tuple(x.shape[:-1]) + (net["out"],))
 
-    def _bind_args(self, e: ast.Call, params: tuple[str, ...], fname: str, variadic=False
-                   ) -> dict[str, tuple[ast.Expr, Ty]] | None:
+    def _bind_args(self, e: ast.Call, params: tuple[str, ...], fname: str, variadic=False,
+                   b=None) -> dict[str, tuple[ast.Expr, Ty]] | None:
         bound: dict[str, tuple[ast.Expr, Ty]] = {}
         ok = True
         if len(e.args) > len(params) and not variadic:
@@ -956,11 +964,11 @@ class _ModelChecker:
                      f"{len(e.args)}", e.args[len(params)].span)
             ok = False
         for i, a in enumerate(e.args):
-            t = self._expr(a)
             key = params[i] if i < len(params) else f"#{i}"
+            t = self._arg(a, key, b)
             bound[key] = (a, t)
         for kw in e.kwargs:
-            t = self._expr(kw.value)
+            t = self._arg(kw.value, kw.name, b)
             if kw.name not in params:
                 hint = signatures.suggest(kw.name, params)
                 notes = [f"did you mean '{hint}'?"] if hint else (
@@ -974,6 +982,84 @@ class _ModelChecker:
                 continue
             bound[kw.name] = (kw.value, t)
         return bound if ok else None
+
+    def _arg(self, node: ast.Expr, key: str, b) -> Ty:
+        """The type of one call argument; a builtin's function and choice arguments take
+        forms that are not expressions elsewhere (a literal ``(x, t) => ...``, a word)."""
+        if b is not None and key in b.functions and isinstance(node, ast.FunctionLit):
+            ty = Ty("function", None)  # its body is checked once every argument is bound
+            self.types[id(node)] = ty
+            return ty
+        if b is not None and key in b.choices:
+            choices = b.choices[key]
+            word = node.id if isinstance(node, ast.Name) else (
+                node.value if isinstance(node, ast.String) else None)
+            if word in choices:
+                ty = Ty("symbol", None, value=word)
+                self.types[id(node)] = ty
+                return ty
+            hint = signatures.suggest(word, choices) if word is not None else None
+            self.err(f"argument '{key}' of {b.name} must be one of {', '.join(choices)}",
+                     node.span, [f"did you mean '{hint}'?"] if hint else [])
+            return UNKNOWN
+        return self._expr(node)
+
+    def _function_lit(self, e: ast.FunctionLit, spec, where: str, positional: list,
+                      kwargs: dict) -> None:
+        """Check ``(x, t) => body`` given for a function argument: its arity against the
+        registered parameters, then the body with the parameters as local real tensors
+        of the registered shapes (free names are the model's), and the body's shape."""
+        want = len(spec.params)
+        if len(e.params) != want:
+            self.err(f"{where} takes a function of {want} parameter{'s' if want != 1 else ''}"
+                     f" ({', '.join(spec.params)}), but this one has {len(e.params)}", e.span)
+            return
+        known = all(t.kind != "unknown" for t in kwargs.values())
+        shapes = spec.shapes(positional, kwargs) if spec.shapes and known else None
+        saved = {}
+        spans = e.param_spans if len(e.param_spans) == len(e.params) else [e.span] * want
+        for i, (p, span) in enumerate(zip(e.params, spans, strict=True)):
+            saved[p] = (self.symbols.get(p), p in self.used)
+            shape = shapes[i] if shapes is not None else None
+            self.symbols[p] = Symbol(p, "local", Ty("real", shape), span)
+        self._fn_params.append(e.params)
+        try:
+            ty = self._expr(e.body)
+        finally:
+            self._fn_params.pop()
+            # the parameters shadow model names only inside the body
+            for p, (sym, used) in saved.items():
+                if sym is None:
+                    del self.symbols[p]
+                else:
+                    self.symbols[p] = sym
+                if not used:
+                    self.used.discard(p)
+        if ty.kind not in TENSOR_KINDS + ("unknown",):
+            self.err(f"the body of {where} must be numeric, not {_a(ty.kind)} value",
+                     e.body.span)
+            return
+        out = spec.result(positional, kwargs) if spec.result and known else None
+        if out is None or ty.shape is None:
+            return
+        full, issues = sizes.broadcast(ty.shape, out)
+        what = f"the body of {where} {sizes.show(ty.shape)} and its result {sizes.show(out)}"
+        if full is not None and len(full) > len(out):
+            self.err(f"{where} must give a value of shape {sizes.show(out)}, but this body "
+                     f"has shape {sizes.show(ty.shape)}", e.body.span)
+            return
+        self._report(issues, e.body.span, what)
+        if full is None:
+            return
+        # broadcasting may also grow a size-1 dimension of the result: [T] into [1]
+        for have, need in zip(full, out, strict=True):
+            rel = sizes.compare(have, need)
+            if rel == sizes.Relation.DIFFERENT:
+                self.err(f"{where} must give a value of shape {sizes.show(out)}, but this "
+                         f"body has shape {sizes.show(ty.shape)}", e.body.span)
+                return
+            if rel == sizes.Relation.UNKNOWN:
+                self._defer(have, need, e.body.span, what)
 
     def _dist_call(self, e: ast.Call, sig) -> Ty:
         bound = self._bind_args(e, sig.params, sig.name)
@@ -1011,11 +1097,23 @@ class _ModelChecker:
                   discrete=sig.discrete)
 
     def _builtin_call(self, e: ast.Call, b) -> Ty:
-        bound = self._bind_args(e, b.params, b.name, b.variadic)
+        bound = self._bind_args(e, b.params, b.name, b.variadic, b)
         if bound is None:
             return UNKNOWN
         positional = [t for k, (_, t) in bound.items() if k.startswith("#") or
                       k in b.params[: len(e.args)]]
+        for k, spec in b.functions.items():
+            if k not in bound:
+                continue
+            node, t = bound[k]
+            if isinstance(node, ast.FunctionLit):
+                self._function_lit(node, spec, f"'{k}' of {b.name}", positional,
+                                   {j: t for j, (_, t) in bound.items()})
+            elif t.kind == "function" and isinstance(node, ast.Name):  # `drift=tanh`
+                first = spec.params[0] if spec.params else ""
+                self.err(f"'{k}' of {b.name} takes a function literal, not the name of a "
+                         "built-in function", node.span,
+                         [f"write ({', '.join(spec.params)}) => {node.id}({first})"])
         given = [k for k in b.params if k in bound]
         if len(given) < b.required and not b.variadic:
             need = ", ".join(b.params[: b.required])
@@ -1191,6 +1289,18 @@ def _walk_names(e: ast.Expr):
             yield from _walk_names(i)
     elif isinstance(e, ast.Attr):
         yield from _walk_names(e.value)
+    elif isinstance(e, ast.FunctionLit):
+        yield from (n for n in _walk_names(e.body) if n not in e.params)
+
+
+def _function_args() -> str:
+    """The arguments that take function literals, from the registry: 'drift= of ...'."""
+    by_builtin = {}
+    for name in builtins.names():
+        b = builtins.lookup(name)
+        if b.functions:
+            by_builtin[name] = ", ".join(f"{k}=" for k in b.functions)
+    return "; ".join(f"{ks} of {n}" for n, ks in by_builtin.items()) or "none"
 
 
 def _is_random(e: ast.Expr, symbols: dict[str, Symbol]) -> bool:

@@ -44,7 +44,7 @@ class Symbol:
 
     Roles: data, size, transformed (computed from data only), latent, deterministic,
     param, network, value (kernels, distributions and other non-tensor locals), index
-    (a plate's index variable).
+    (a plate's index variable), local (a function literal's parameter, inside its body).
     """
 
     name: str

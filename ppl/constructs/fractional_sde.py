@@ -1,5 +1,9 @@
 """``z ~ fractional_sde(times=t, drift=..., diffusion=..., hurst=H, K=5, kind=2, x0=...)``.
 
+``drift`` and ``diffusion`` take numbers, networks, params or function literals of the
+state and time (``drift=(x, t) => -theta * (x - mu)``); ``noise=general|additive`` is the
+torchsde noise type.
+
 A latent path driven by (Markov-approximated) fractional Brownian motion, fitted by
 path-space variational inference (Daems et al., ICLR 2024; ``../shared/METHODS.md``
 section 2). Registration only (no torch here): the runtime is
@@ -8,11 +12,25 @@ section 2). Registration only (no torch here): the runtime is
 
 from __future__ import annotations
 
-from ..builtins import Builtin, register
+from ..builtins import Builtin, FunctionParam, register
 from ..check import sizes
 
 PARAMS = ("times", "drift", "diffusion", "hurst", "K", "kind", "x0", "gamma_max", "gamma_min",
-          "dt", "dim", "hidden", "n_freq", "data", "data_index")
+          "dt", "dim", "hidden", "n_freq", "data", "data_index", "noise")
+
+NOISE = ("general", "additive")
+
+
+def _state_dim(kwargs):
+    """D, the latent dimension: ``dim`` (1 when absent), or None when not a known size."""
+    d = kwargs.get("dim")
+    if d is None:
+        return sizes.const(1)
+    if getattr(d, "dim", None) is not None:
+        return d.dim
+    if isinstance(getattr(d, "value", None), int):
+        return sizes.const(d.value)
+    return None
 
 
 def _path_shape(args, kwargs):
@@ -20,20 +38,26 @@ def _path_shape(args, kwargs):
     t = kwargs.get("times", args[0] if args else None)
     if t is None or t.shape is None or len(t.shape) != 1:
         return None
-    d = kwargs.get("dim")
-    if d is None:
-        D = sizes.const(1)
-    else:
-        D = d.dim if getattr(d, "dim", None) is not None else None
-        if D is None and isinstance(getattr(d, "value", None), int):
-            D = sizes.const(d.value)
-        if D is None:
-            return None
-    return (t.shape[0], D)
+    D = _state_dim(kwargs)
+    return None if D is None else (t.shape[0], D)
 
+
+def _field_params(args, kwargs):
+    """drift/diffusion literals ``(x, t) => ...``: the state x is real[dim], t a real."""
+    D = _state_dim(kwargs)
+    return (None if D is None else (D,)), ()
+
+
+def _field_result(args, kwargs):
+    D = _state_dim(kwargs)
+    return None if D is None else (D,)
+
+
+_FIELD = FunctionParam(("state", "time"), _field_params, _field_result)
 
 register(Builtin(
     "fractional_sde", "rt.fractional_sde.fractional_sde", PARAMS, 1,
     kind="construct", result="real", shape=_path_shape, tilde="new",
+    functions={"drift": _FIELD, "diffusion": _FIELD}, choices={"noise": NOISE},
     doc="latent SDE path [T, dim] driven by MA-fBM with Hurst index hurst (learned by "
         "default); path-space VI (METHODS.md section 2)"))

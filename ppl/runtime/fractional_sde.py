@@ -122,6 +122,27 @@ def _as_field(spec, D: int, what: str) -> Callable:
     return const
 
 
+def per_state(f: Callable, D: int) -> Callable:
+    """A BDL function literal ``(x, t) => body`` as a drift/diffusion field on [B, D].
+
+    In the language the body sees one state x [D] and the time t [] (docs/language.md,
+    "Function literals"), so that indexing and reductions mean what they say; the solver
+    holds a batch of states, so the literal is applied per row (``torch.func.vmap``; a
+    single row is called directly). The value is broadcast to [D].
+    """
+    def field(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        def one(xi):
+            return torch.as_tensor(f(xi, t), dtype=x.dtype, device=x.device).expand(D)
+        if x.shape[0] == 1:
+            return one(x[0]).unsqueeze(0)
+        return torch.func.vmap(one)(x)
+
+    return field
+
+
+NOISE_TYPES = ("general", "additive")
+
+
 class FractionalSDE(nn.Module):
     """The augmented prior (``control=None``) or controlled posterior SDE for torchsde.
 
@@ -132,8 +153,15 @@ class FractionalSDE(nn.Module):
     noise_type = "general"
 
     def __init__(self, drift, diffusion, w: torch.Tensor, gamma: torch.Tensor, D: int,
-                 control: Control | None = None, t0: float = 0.0, t1: float = 1.0):
+                 control: Control | None = None, t0: float = 0.0, t1: float = 1.0,
+                 noise: str = "general"):
         super().__init__()
+        if noise not in NOISE_TYPES:
+            raise ValueError(f"fractional_sde: noise must be one of {', '.join(NOISE_TYPES)}, "
+                             f"got {noise!r}")
+        # torchsde's noise type; Euler steps are the same for both, "additive" declares
+        # that g does not depend on the state (checked in simulate)
+        self.noise_type = noise
         self.drift, self.diffusion = drift, diffusion
         self.w, self.gamma, self.D, self.K = w, gamma, D, len(gamma)
         self.control = control
@@ -261,8 +289,12 @@ def weights(hurst, K: int, kind: int, T: float, gamma_max: float = 20.0,
 
 def simulate(times: torch.Tensor, x0: torch.Tensor, drift, diffusion, hurst, *, K: int = 5,
              kind: int = 2, gamma_max: float = 20.0, gamma_min: float | None = None,
-             dt: float | None = None, control: Control | None = None, bm=None):
+             dt: float | None = None, control: Control | None = None, bm=None,
+             noise: str = "general"):
     """Solve the prior (``control=None``) or posterior SDE from x0 [B, D] over ``times``.
+
+    ``noise``: torchsde's noise type, ``"general"`` or ``"additive"`` (a diffusion that
+    does not depend on the state; a ValueError otherwise).
 
     Returns (paths [T, B, D], path KL [B] = int 1/2 |u|^2 dt, eps).
     """
@@ -285,7 +317,13 @@ def simulate(times: torch.Tensor, x0: torch.Tensor, drift, diffusion, hurst, *, 
     z0 = torch.cat([x0, y0.reshape(B, -1), torch.zeros(B, 1, dtype=x0.dtype,
                                                         device=x0.device)], -1)
     sde = FractionalSDE(_as_field(drift, D, "drift"), _as_field(diffusion, D, "diffusion"),
-                        w, g, D, control, t0, t1)
+                        w, g, D, control, t0, t1, noise=noise)
+    if noise == "additive" and not sde.constant_diffusion:
+        with torch.no_grad():  # a probe: the diffusion at two different states
+            s0, s1 = sde.diffusion(x0, times[0]), sde.diffusion(x0 + 1.0, times[0])
+        if not torch.allclose(torch.as_tensor(s0), torch.as_tensor(s1)):
+            raise ValueError("fractional_sde: noise=additive needs a diffusion that does not "
+                             "depend on the state; use noise=general")
     if bm is None:
         bm = GridBrownian(times, float(dt), (B, D), x0.dtype, x0.device)
     zs = torchsde.sdeint(sde, z0, times, method="euler", dt=float(dt), bm=bm)
@@ -319,7 +357,7 @@ def _x0_posterior(name: str, x0, D: int, dtype, device):
 def fractional_sde(name: str, times, drift=0.0, diffusion=1.0, hurst=None, K: int = 5,
                    kind: int = 2, x0=0.0, gamma_max: float = 20.0, gamma_min=None, dt=None,
                    dim: int = 1, hidden=(64, 64), n_freq: int = 6, data=None,
-                   data_index=None):
+                   data_index=None, noise: str = "general"):
     """``name ~ fractional_sde(times=t, ...)`` inside a model: one posterior path [T, dim].
 
     ``hurst``: a number or tensor (fixed / a ``param``), or None: learned as
@@ -328,8 +366,12 @@ def fractional_sde(name: str, times, drift=0.0, diffusion=1.0, hurst=None, K: in
     no index is given) adds data features to the control network (see :class:`Control`).
     Adds ``pyro.factor(name + "_kl", -(1/2 int |u|^2 dt + KL(q(x0) || p(x0))))`` and
     records ``name + "_eps"``, the MA-fBM relative error at the current H.
+    ``drift``/``diffusion`` given as Python callables are BDL function literals: f(x [dim],
+    t []) per state (:func:`per_state`). ``noise``: ``"general"`` or ``"additive"``.
     """
     kind, K, D = int(kind), int(K), int(dim)
+    drift, diffusion = (per_state(f, D) if callable(f) and not isinstance(f, nn.Module)
+                        else f for f in (drift, diffusion))
     if kind not in (1, 2):
         raise ValueError(f"fractional_sde: kind must be 1 or 2, got {kind}")
     times = torch.as_tensor(times, dtype=torch.get_default_dtype())
@@ -359,7 +401,7 @@ def fractional_sde(name: str, times, drift=0.0, diffusion=1.0, hurst=None, K: in
     paths, kl, eps = simulate(times, x, drift, diffusion, H, K=K, kind=kind,
                             gamma_max=float(gamma_max),
                             gamma_min=None if gamma_min is None else float(gamma_min),
-                            dt=None if dt is None else float(dt), control=ctrl)
+                            dt=None if dt is None else float(dt), control=ctrl, noise=noise)
     pyro.factor(f"{name}_kl", -(kl.sum() + kl0))
     # the relative error of the MA-fBM at the current H, reported beside the path
     pyro.deterministic(f"{name}_eps", eps.detach().to(times.dtype))

@@ -91,6 +91,17 @@ class ListLit(Expr):
     items: list[Expr]
 
 
+@dataclass
+class FunctionLit(Expr):
+    """``(x, t) => body``: a function literal. ``params`` are local names of the body;
+    every other name in it refers to the model's names (docs/language.md, "Function
+    literals")."""
+
+    params: list[str]
+    body: Expr
+    param_spans: list[Span] = field(default_factory=list, compare=False, repr=False)
+
+
 # ---- types ---------------------------------------------------------------------
 @dataclass
 class Bound(Node):

@@ -53,6 +53,10 @@ def expr(e: ast.Expr, parent: int = 0) -> str:
         return f"{expr(e.value, 9)}.{e.attr}"
     if isinstance(e, ast.ListLit):
         return "[" + ", ".join(expr(i) for i in e.items) + "]"
+    if isinstance(e, ast.FunctionLit):
+        # the lowest precedence: parenthesised wherever it is an operand
+        text = f"({', '.join(e.params)}) => {expr(e.body)}"
+        return f"({text})" if parent > 0 else text
     raise TypeError(type(e).__name__)
 
 

@@ -29,6 +29,7 @@ _TOKEN_WORDS = {
     "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "_NL": "end of line",
     "$END": "end of file", "COMPOP": "a comparison", "MULOP": "an operator",
     "OPTIONAL": "'?'", "LT": "'<'", "GT": "'>'", "PLUS": "'+'", "MINUS": "'-'",
+    "ARROW": "'=>'",
 }
 
 
@@ -39,21 +40,33 @@ class _BracketNewlines:
 
     def __init__(self) -> None:
         self.open: list[Token] = []
+        self.grouping: list[bool] = []  # per open bracket: a '(' that is not a call's
+        self.cut: list[bool] = []
         self.braces: list[Token] = []  # unclosed '{', for end-of-file messages
         self.closed: Token | None = None  # the '}' that last closed a model
 
     def process(self, stream):
         self.open = []
+        self.grouping = []
+        self.cut = []
         self.braces = []
         self.closed = None
+        prev = None
         for tok in stream:
             if tok.type in _OPEN:
                 self.open.append(tok)
+                # a '(' that does not follow a callee groups an expression (or starts a
+                # function literal's parameters); messages use it to word what is expected
+                self.grouping.append(tok.type == "LPAR" and (
+                    prev is None or prev.type not in ("NAME", "RPAR", "RSQB")))
             elif tok.type in _CLOSE:
                 if self.open:
                     self.open.pop()
+                    self.grouping.pop()
             elif tok.type in _BRACES:
+                self.cut = self.grouping  # what was open when a brace cut it short
                 self.open = []
+                self.grouping = []
                 if tok.type == "LBRACE":
                     self.braces.append(tok)
                 elif self.braces:
@@ -62,6 +75,7 @@ class _BracketNewlines:
                         self.closed = tok
             elif tok.type == "_NL" and self.open:
                 continue
+            prev = tok
             yield tok
 
 
@@ -101,6 +115,12 @@ def _parse_number(text: str) -> int | float:
 @v_args(meta=True)
 class _Build(Transformer):
     """Parse tree -> AST, one method per grammar rule."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Errors the grammar cannot express: a function literal's parameter list is
+        # parsed as expressions (see grammar/bdl.lark) and must hold bare names only.
+        self.errors: list[Diagnostic] = []
 
     def start(self, meta, items):
         models = [i for i in items if isinstance(i, ast.Model)]
@@ -237,6 +257,22 @@ class _Build(Transformer):
     def listlit(self, meta, c):
         return ast.ListLit([x for x in c if x is not None], span=_span_of(meta))
 
+    def function(self, meta, c):
+        params, spans = [], []
+        for p in c[:-1]:
+            if p is None:
+                continue
+            if not isinstance(p, ast.Name):
+                self.errors.append(Diagnostic(
+                    "a function literal's parameters must be names: (x, t) => ...", p.span))
+                continue
+            if p.id in params:
+                self.errors.append(Diagnostic(f"parameter '{p.id}' is named twice", p.span))
+                continue
+            params.append(p.id)
+            spans.append(p.span)
+        return ast.FunctionLit(params, c[-1], spans, span=_span_of(meta))
+
 
 def _describe_token(tok: Token) -> str:
     if tok.type == "$END":
@@ -251,7 +287,8 @@ def _describe_token(tok: Token) -> str:
 
 
 _EXPR_START = {"NAME", "NUMBER", "STRING", "LPAR", "LSQB", "MINUS", "TRUE", "FALSE"}
-_CONTINUE = {"PLUS", "MINUS", "MULOP", "COMPOP", "LT", "GT", "CIRCUMFLEX", "DOT", "LPAR", "LSQB"}
+_CONTINUE = {"PLUS", "MINUS", "MULOP", "COMPOP", "LT", "GT", "CIRCUMFLEX", "DOT", "LPAR", "LSQB",
+             "ARROW"}
 _CLOSERS = {"RPAR", "RSQB", "COMMA", "RBRACE", "_NL", "SEMICOLON"}
 
 
@@ -294,6 +331,11 @@ def _syntax_message(parser: Lark, e: UnexpectedInput, post: _BracketNewlines
         return f"unexpected character '{e.char}'", []
     tok = getattr(e, "token", None)
     names = getattr(e, "accepts", None) or getattr(e, "expected", ()) or ()
+    grouping = post.grouping or (post.cut if tok is not None and tok.type in _BRACES else [])
+    if grouping and grouping[-1] and "RPAR" in names:
+        # inside `( expr` the grammar also allows ',' (a function literal's parameters,
+        # `(x, t) => ...`), which is rarely what a missing ')' means
+        names = set(names) - {"COMMA"}
     if isinstance(e, UnexpectedEOF) or tok is None or tok.type == "$END":
         if post.open:
             o = post.open[-1]
@@ -453,7 +495,10 @@ def parse(text: str, filename: str = "<string>") -> ast.Program:
             stubbed.update(range(start, line + 1))
     if diags:
         raise BdlError(diags, filename, text)
-    program = _Build().transform(tree)
+    builder = _Build()
+    program = builder.transform(tree)
+    if builder.errors:
+        raise BdlError(builder.errors, filename, text)
     program.comments = [(c.line, c.column, str(c)) for c in parser._bdl_comments]
     return program
 
