@@ -61,6 +61,8 @@ def to_sympy(e: ast.Expr):
         return sympy.Matrix([to_sympy(i) for i in e.items]).T
     if isinstance(e, ast.Attr):
         return sympy.Symbol(f"{to_sympy(e.value)}.{e.attr}")
+    if isinstance(e, ast.FunctionLit):  # (x, t) => body prints as (x, t) \mapsto body
+        return sympy.Lambda(tuple(_symbol(p) for p in e.params), to_sympy(e.body))
     raise TypeError(type(e).__name__)
 
 

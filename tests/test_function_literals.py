@@ -95,6 +95,13 @@ def test_fmt_writes_the_canonical_spelling_and_round_trips():
     assert parse(fmt(called)) == parse(called)
 
 
+def test_tex_prints_a_literal_as_a_map():
+    from ppl.tex import model_tex
+
+    assert r"drift = \left( \left( x, \  s\right) \mapsto - \theta" in model_tex(
+        parse(OU).models[0])
+
+
 # ---- checker -----------------------------------------------------------------------------
 def _types_of_params(src: str) -> dict[str, object]:
     from ppl.pipeline import front
