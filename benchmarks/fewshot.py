@@ -52,7 +52,8 @@ def make_trainer(method, theta, steps, args, n_episodes):
     if method in ("niw", "no_adapt", "no_share"):
         return M.NIW(theta, variant="niw" if method == "niw" else method, sgld_steps=steps,
                      gamma0=1e6 if method == "no_adapt" else args.gamma0,
-                     sgld_temp=args.sgld_temp,
+                     sgld_temp=args.sgld_temp, sgld_burn=args.sgld_burn,
+                     sgld_detrend=bool(args.sgld_detrend),
                      sgld_lr=args.inner_lr, lr=args.lr, lr_hyper=args.lr_hyper,
                      kl_episodes=n_episodes, test_samples=args.test_samples)
     if method in ("maml1", "maml2"):
@@ -84,10 +85,17 @@ def main(argv=None):
                    help="NIW gamma0 at init (the no_adapt ablation freezes it here)")
     p.add_argument("--sgld-temp", type=float, default=1.0, help="SGLD temperature")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--sgld-burn", type=int, default=1,
+                   help="SGLD iterates not averaged (1: only the warm start)")
+    p.add_argument("--sgld-detrend", type=int, default=0, choices=(0, 1),
+                   help="1: SGLD variance about each coordinate's linear trend in t")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="where the network, the NIW/MAML parameters and the episodes live")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: CUDA is not available on this machine")
     torch.set_default_dtype(getattr(torch, args.dtype))
     dev = torch.device(args.device)
     steps_meta = max(1, args.episodes // args.batch)

@@ -133,34 +133,75 @@ def test_local_posterior_is_the_conjugate_normal_update():
 
 def test_sgld_gaussian_target_mean_and_variance():
     """4000 independent coordinates, each Langevin on N(mu, s^2) with step lr: the pooled
-    iterates match the exact stationary law of the discretised chain,
-    mean mu, variance s^2 / (1 - lr/(2 s^2))."""
+    iterates match the exact stationary law of the discretised chain, mean mu, variance
+    tau s^2 / (1 - lr/(2 s^2)) at temperature tau, and A = tau/var (the target's
+    precision, not the tempered one)."""
     d, s, lr, steps, burn = 4000, 0.8, 0.05, 400, 150
     mu = torch.linspace(-2, 2, d, dtype=D64)
-    g = torch.Generator().manual_seed(3)
+    n = steps - burn + 1
+    for temp in (1.0, 0.25):
+        g = torch.Generator().manual_seed(3)
+        with torch.no_grad():
+            _, A, mean, var = rtn.sgld(lambda th: 0.5 * (((th - mu) / s) ** 2).sum(),
+                                       mu.clone(), steps, lr, temp=temp, burn=burn,
+                                       a_max=1e9, detrend=False, generator=g)
+        within = (var * (n - 1) / n).mean()
+        pooled = within + ((mean - mu) ** 2).mean()
+        target = temp * s ** 2 / (1 - lr / (2 * s ** 2))
+        # pooled over d chains of ~n/tau effective draws each: a few-percent tolerance is
+        # many standard errors of the estimate (sd ~ target * sqrt(2 tau / (n d)) ~ 0.3%).
+        assert float(pooled) == pytest.approx(target, rel=0.03)
+        assert abs(float((mean - mu).mean())) < 0.01
+        assert torch.allclose(A, temp / var)
+    # lr = s^2: each step lands on an independent draw (variance 2 lr); the detrended
+    # variance (n - 2 dof) of 20 iterates is then unbiased: sd of the mean over d
+    # coordinates ~ 2 lr sqrt(2 / (18 d)) ~ 0.5%.
+    s2 = lr
     with torch.no_grad():
-        _, A, mean, var = rtn.sgld(lambda th: 0.5 * (((th - mu) / s) ** 2).sum(), mu.clone(),
-                                   steps, lr, burn=burn, a_max=1e9, generator=g)
-    n = steps - burn
-    within = (var * (n - 1) / n).mean()
-    pooled = within + ((mean - mu) ** 2).mean()
-    target = s ** 2 / (1 - lr / (2 * s ** 2))
-    # pooled over d chains of ~n/tau effective draws each: a few-percent tolerance is
-    # many standard errors of the estimate (sd ~ target * sqrt(2 tau / (n d)) ~ 0.3%).
-    assert float(pooled) == pytest.approx(target, rel=0.03)
-    assert abs(float((mean - mu).mean())) < 0.01
-    assert torch.allclose(A, 1 / var)
+        _, A, _, var = rtn.sgld(lambda th: 0.5 * ((th - mu) ** 2).sum() / s2, mu.clone(), 20,
+                                lr, a_max=1e9, detrend=True,
+                                generator=torch.Generator().manual_seed(4))
+    assert float(var.mean()) == pytest.approx(2 * lr, rel=0.03)
+
+
+def test_sgld_detrended_variance_ignores_the_drift():
+    """A constant force (U = c theta) at temperature 0: the iterates theta_t = -t lr c lie
+    on a line, so the plain variance is all drift, (lr c)^2 Var(t), and the detrended one
+    is 0; with noise, the detrended variance does not depend on the force."""
+    c = torch.tensor([1.0, 10.0, 100.0], dtype=D64)
+    theta0 = torch.zeros(3, dtype=D64)
+    lr, steps = 1e-3, 4
+    _, A, mean, var = rtn.sgld(lambda th: (c * th).sum(), theta0, steps, lr, temp=0.0,
+                               a_max=1e3, detrend=False)
+    t = torch.arange(1.0, steps + 1, dtype=D64)
+    assert torch.allclose(mean, -lr * c * t.mean())
+    assert torch.allclose(var, (lr * c) ** 2 * t.var())
+    _, A, _, var = rtn.sgld(lambda th: (c * th).sum(), theta0, steps, lr, temp=1.0,
+                            a_max=1e3, detrend=True, generator=torch.Generator().manual_seed(0))
+    # with noise the residual variance is the noise's, whatever the force
+    _, A0, _, var0 = rtn.sgld(lambda th: (0 * th).sum(), theta0, steps, lr, temp=1.0,
+                              a_max=1e3, detrend=True, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(var, var0, rtol=1e-9, atol=1e-15)
+    _, A, _, var = rtn.sgld(lambda th: (c * th).sum(), theta0, steps, lr, temp=0.0,
+                            a_max=1e3, detrend=True)
+    assert torch.all(var <= 1e-12 * (lr * c) ** 2 * t.var())  # zero up to roundoff
 
 
 def test_sgld_moves_towards_the_mode_and_clips_A():
     g = torch.Generator().manual_seed(4)
     theta0 = torch.zeros(3, dtype=D64)
-    mbar, A, _, _ = rtn.sgld(lambda th: 50.0 * ((th - 1.0) ** 2).sum(), theta0, 3, 1e-3,
-                             temp=0.0, a_max=1e3, generator=g)
-    # deterministic gradient steps: theta_t = 1 - 0.9^t; mean of t = 0..3
-    exact = sum(1 - 0.9 ** t for t in range(4)) / 4
-    assert torch.allclose(mbar, torch.full((3,), exact, dtype=D64))
-    assert torch.all(A <= 1e3) and torch.all(A >= 1e-4)
+    for burn, first in ((0, 0), (1, 1)):
+        mbar, A, _, _ = rtn.sgld(lambda th: 50.0 * ((th - 1.0) ** 2).sum(), theta0, 3,
+                                 1e-3, temp=0.0, a_max=1e3, burn=burn, generator=g)
+        # deterministic gradient steps: theta_t = 1 - 0.9^t; mean of t = first..3
+        exact = sum(1 - 0.9 ** t for t in range(first, 4)) / (4 - first)
+        assert torch.allclose(mbar, torch.full((3,), exact, dtype=D64))
+        # temperature 0 carries no curvature information: A at its floor
+        assert torch.allclose(A, torch.full((3,), 1e-4, dtype=D64))
+    # one kept iterate has no variance: A = a_max
+    _, A, _, _ = rtn.sgld(lambda th: (th ** 2).sum(), theta0, 1, 1e-3, a_max=1e3,
+                          generator=g)
+    assert torch.allclose(A, torch.full((3,), 1e3, dtype=D64))
 
 
 def _sine_setup(seed=0):
@@ -275,11 +316,11 @@ def test_protonet_likelihood_and_calibration():
 
 
 def test_fewshot_sine_example_end_to_end():
-    m = ppl.load(str(ROOT / "examples" / "niw_fewshot_sine.bdl"))
+    m = ppl.load(str(ROOT / "examples" / "fewshot_sine.bdl"))
     assert "rt.niw_meta.prior(\"f\", f" in m.source
     import json
 
-    data = json.loads((ROOT / "examples" / "niw_fewshot_sine.data.json").read_text())
+    data = json.loads((ROOT / "examples" / "fewshot_sine.data.json").read_text())
     fit = m.fit(data, steps=40, test_episodes=10, samples=5)
     d = sum(p.numel() for p in MLP(1, [32, 32], 1).parameters())
     assert fit.samples["f"].shape == (5, d)
@@ -300,3 +341,55 @@ infer meta(variant=maybe)
     with pytest.raises(ppl.BdlError if hasattr(ppl, "BdlError") else Exception) as e:
         ppl.compile(src)
     assert "variant" in str(e.value)
+
+
+PROTO_SRC = """model ProtoGauss(xs: real[S, D], ys: int[S], xq: real[Q, D], yq: int[Q]) {
+  f = mlp(D, [32], 16, act=relu)
+  f ~ niw_meta(n0=1, gamma0=1e6, sgld_steps=2, sgld_lr=3e-4)
+  ys ~ Categorical(logits=prototype_logits(f(xs), ys, f(xs), 5))
+  yq ~ Categorical(logits=prototype_logits(f(xs), ys, f(xq)))
+}
+
+infer meta(episodes="gauss", steps=30, batch=2, test_episodes=40, samples=3)
+"""
+
+
+def test_prototype_logits_against_explicit_prototypes():
+    g = torch.Generator().manual_seed(5)
+    es = torch.randn(2, 6, 3, generator=g, dtype=D64)      # two draws of the weights
+    eq = torch.randn(2, 4, 3, generator=g, dtype=D64)
+    ys = torch.tensor([2, 0, 1, 2, 0, 2])
+    out = rtn.prototype_logits(es, ys, eq)
+    assert out.shape == (2, 4, 3)
+    for s in range(2):
+        for c in range(3):
+            proto = es[s][ys == c].mean(0)
+            assert torch.allclose(out[s, :, c], -((eq[s] - proto) ** 2).sum(-1))
+    # an explicit number of ways adds classes with no support point (prototype 0)
+    assert rtn.prototype_logits(es[0], ys, eq[0], 4).shape == (4, 4)
+
+
+def test_prototype_likelihood_in_a_bdl_model_end_to_end():
+    """A ProtoNet episode likelihood written in the model: `infer meta` trains it, and its
+    query loss at any weights equals the harness's ProtoTask loss."""
+    m = ppl.compile(PROTO_SRC)
+    ep = rtn.gaussian_classes(ways=5, shots=1, queries=3).sample(
+        1, "test", torch.Generator().manual_seed(0))
+    data = {k: v[0].tolist() for k, v in ep.items()}
+    fit = m.fit(data, seed=0)
+    cfg = rtn.SITES["f"]
+    d = cfg.flat.d
+    assert fit.samples["f"].shape == (3, d)
+    test = fit.meta["test"]
+    assert math.isfinite(test["nll"]) and 0.0 <= test["ece"] <= 1.0
+    assert test["err"] < 0.5, test  # chance is 0.8 for 5 ways
+    # the model's likelihood is the prototype likelihood of the harness, exactly
+    kwargs = m.bind(data)
+    task = M.ModelTask(m.pyro_model, kwargs, "f", "classification")
+    proto = M.ProtoTask(cfg.flat.net, ways=5)
+    e = {k: kwargs[k] for k in ("xs", "ys", "xq", "yq")}
+    e["ys"], e["yq"] = e["ys"].long(), e["yq"].long()
+    for theta in (cfg.state["m0"], fit.samples["f"][0]):
+        for part in ("support", "query"):
+            assert float(task.loss(theta, e, part)) == pytest.approx(
+                float(proto.loss(theta, e, part)), rel=1e-5)

@@ -15,12 +15,34 @@ from ..infer.methods import register as register_method
 
 register(Builtin(
     "niw_meta", "rt.niw_meta.prior",
-    ("n0", "gamma0", "l0", "sgld_steps", "sgld_lr", "sgld_temp", "a_max"), 0,
+    ("n0", "gamma0", "l0", "sgld_steps", "sgld_lr", "sgld_temp", "a_max", "sgld_burn"), 0,
     kind="construct", result="network", tilde="network",
     doc="NIW hierarchical prior over all of a network's weights: theta_i ~ N(mu, Sigma), "
         "(mu, Sigma) ~ NIW with diagonal q(phi) = NIW(m0, l0, gamma0, n0); "
         "n0 = 1, gamma0 = 1e6, l0 = 1 at init; sgld_steps (3), sgld_lr (1e-3), "
-        "sgld_temp (1) and a_max (1e3) set the one-time local update"))
+        "sgld_temp (1), a_max (1e3) and sgld_burn (1: the warm start is not "
+        "averaged) set the one-time local update"))
+
+
+
+def _prototype_shape(args, kwargs):
+    """[Q, ways] from the query embeddings [Q, E] and ``ways`` (a size or an integer);
+    unknown (checked at run time) without ``ways``."""
+    query = args[2] if len(args) > 2 else kwargs.get("query")
+    ways = args[3] if len(args) > 3 else kwargs.get("ways")
+    qs = getattr(query, "shape", None)
+    k = getattr(ways, "dim", None)
+    if qs is None or len(qs) < 2 or k is None:
+        return None
+    return tuple(qs[:-1]) + (k,)
+
+
+register(Builtin(
+    "prototype_logits", "rt.niw_meta.prototype_logits", ("support", "labels", "query", "ways"),
+    3, shape=_prototype_shape,
+    doc="ProtoNet class scores: -||query - prototype_c||^2 with prototype_c the mean "
+        "support embedding of class c (labels 0..ways-1; ways defaults to max(labels)+1); "
+        "Categorical(logits=prototype_logits(f(xs), ys, f(xq))) is the prototype likelihood"))
 
 _META = {
     "episodes": Option("sine_line", str,

@@ -39,7 +39,8 @@ class NIW:
     """
 
     def __init__(self, theta_init, *, n0=1.0, gamma0=1e6, l0=1.0, sgld_steps=3,
-                 sgld_lr=1e-3, sgld_temp=1.0, a_max=1e3, variant="niw", lr=5e-3,
+                 sgld_lr=1e-3, sgld_temp=1.0, a_max=1e3, sgld_burn=1, sgld_detrend=False,
+                 variant="niw", lr=5e-3,
                  lr_hyper=0.1, kl_episodes=1e4, prior_gamma=1.0, prior_n=1.0,
                  prior_l=1e-3, test_samples=2):
         dt, dev = theta_init.dtype, theta_init.device
@@ -56,7 +57,8 @@ class NIW:
             self.log_gamma0.requires_grad_(False)
         groups = [{"params": [self.m0], "lr": lr}, {"params": hyper, "lr": lr_hyper}]
         self.opt = torch.optim.Adam(groups)
-        self.sgld = dict(steps=sgld_steps, lr=sgld_lr, temp=sgld_temp, a_max=a_max)
+        self.sgld = dict(steps=sgld_steps, lr=sgld_lr, temp=sgld_temp, a_max=a_max,
+                         burn=sgld_burn, detrend=sgld_detrend)
         self.variant = variant
         self.kl_weight = 1.0 / kl_episodes
         self.prior = (torch.zeros_like(self.m0), prior_gamma, prior_n, prior_l)
@@ -71,6 +73,7 @@ class NIW:
         s = self.sgld
         mbar, A, _, _ = rtn.sgld(lambda th: task.loss(th, ep, "support"), m0.detach(),
                                  s["steps"], s["lr"], s["temp"], a_max=s["a_max"],
+                                 burn=s["burn"], detrend=s["detrend"],
                                  generator=generator)
         return rtn.local_posterior(mbar, A, m0, gamma0, n0)
 
@@ -194,11 +197,8 @@ class ProtoTask:
         self.flat, self.ways = rtn.FlatNet(net), ways
 
     def logits(self, theta, ep, x):
-        es = self.flat(theta, ep["xs"])
-        onehot = torch.nn.functional.one_hot(ep["ys"], self.ways).to(es.dtype)
-        protos = (onehot.transpose(-1, -2) @ es) / onehot.sum(0)[:, None]
-        e = self.flat(theta, x)
-        return -((e[..., :, None, :] - protos[..., None, :, :]) ** 2).sum(-1)
+        return rtn.prototype_logits(self.flat(theta, ep["xs"]), ep["ys"], self.flat(theta, x),
+                                    self.ways)
 
     def loss(self, theta, ep, part):
         x, y = (ep["xs"], ep["ys"]) if part == "support" else (ep["xq"], ep["yq"])
@@ -295,12 +295,18 @@ def meta_train(trainer, task, src, *, steps, batch, generator=None, progress=Fal
     peak on a GPU)."""
     history = []
     every = max(1, steps // 10)
+    params = [q for g in trainer.opt.param_groups for q in g["params"]]
+    on_cuda = params[0].is_cuda
+    if on_cuda:  # CUDA kernels run asynchronously: time only completed work
+        torch.cuda.synchronize(params[0].device)
     t0 = time.perf_counter()
     for s in range(steps):
         eps = split(src.sample(batch, "train", generator))
         history.append(trainer.step(task, eps, generator))
         if progress and (s % every == 0 or s == steps - 1):
             print(f"meta step {s + 1}/{steps}  loss {history[-1]:.4g}", file=sys.stderr)
+    if on_cuda:
+        torch.cuda.synchronize(params[0].device)
     wall = time.perf_counter() - t0
     peak_mb = float("nan")
     if measure_memory:
@@ -432,7 +438,8 @@ def run(model, kwargs, opts, progress=False):
     task = ModelTask(model, kwargs, name, src.kind)
     trainer = NIW(cfg.flat.vector().to(device), n0=o["n0"], gamma0=o["gamma0"], l0=o["l0"],
                   sgld_steps=o["sgld_steps"], sgld_lr=o["sgld_lr"], sgld_temp=o["sgld_temp"],
-                  a_max=o["a_max"], variant=opts["variant"], lr=opts["lr"],
+                  a_max=o["a_max"], sgld_burn=o["sgld_burn"], variant=opts["variant"],
+                  lr=opts["lr"],
                   lr_hyper=opts["lr_hyper"], kl_episodes=opts["steps"] * opts["batch"],
                   test_samples=opts["test_samples"])
     info = meta_train(trainer, task, _Src(), steps=opts["steps"], batch=opts["batch"],

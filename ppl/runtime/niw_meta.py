@@ -96,31 +96,65 @@ def randn_like(t, generator=None, shape=None):
     return torch.randn(shape, dtype=t.dtype, device=dev, generator=generator).to(t.device)
 
 
-def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=0,
-         generator=None):
+def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=1,
+         detrend=False, generator=None):
     """Stochastic-gradient Langevin dynamics on U = potential(theta), warm-started at
-    theta0: theta <- theta - lr grad U + sqrt(2 lr temp) xi, xi ~ N(0, I).
+    theta0: theta_t = theta_{t-1} - lr grad U(theta_{t-1}) + sqrt(2 lr temp) xi_t,
+    xi_t ~ N(0, I), t = 1..steps.
 
-    Returns (mbar, A, mean, var): the mean and variance of the iterates (the warm start
-    and every step after ``burn``), A = 1/var clipped to [a_min, a_max] (METHODS.md §4).
-    The iterates are constants: no graph is kept across steps, so memory does not grow
-    with ``steps``.
+    Returns (mbar, A, mean, var): the mean of the kept iterates theta_t, t >= ``burn``
+    (burn = 1, the default, drops only the warm start theta_0, which is not a draw),
+    their variance, and A = temp/var clipped to [a_min, a_max] (METHODS.md §4): Langevin at
+    temperature temp samples exp(-U/temp), whose covariance is temp times that of the
+    Gaussian approximation N(mbar, A^-1) of exp(-U) the closed form needs.
+
+    ``detrend`` (off by default, as in the reference): a chain of a few steps from theta_0
+    has not reached equilibrium, and its systematic drift towards the mode is not
+    posterior spread -- counted as variance, it makes A smallest where the support data
+    pull hardest. With ``detrend`` the variance is the residual variance of each
+    coordinate about its least-squares line in t (n - 2 degrees of freedom); at 3 steps
+    that leaves one degree of freedom, too noisy to help (benchmarks/RESULTS.md, Issue 7).
+    Too few kept iterates for a variance (1, or 2 when detrending) give A = a_max. The
+    iterates are constants summarised on the fly, so memory does not
+    grow with ``steps``.
     """
     theta = theta0.detach().clone()
-    kept = [theta] if burn == 0 else []
-    noise_sd = math.sqrt(2.0 * lr * temp)
-    for t in range(steps):
+    noise_sd = math.sqrt(2.0 * lr * max(temp, 0.0))
+    # running means and co-moments of (t, theta_t - theta_0) (Welford)
+    zero = torch.zeros_like(theta)
+    mt, mx, m2t, m2x, ctx = 0.0, zero, 0.0, zero, zero
+    n = 0
+
+    def keep(t, x):
+        nonlocal mt, mx, m2t, m2x, ctx, n
+        n += 1
+        dt, dx = t - mt, x - mx
+        mt += dt / n
+        mx = mx + dx / n
+        m2t += dt * (t - mt)
+        m2x = m2x + dx * (x - mx)
+        ctx = ctx + dt * (x - mx)
+
+    burn = min(burn, steps)  # with no steps the warm start is all there is
+    if burn <= 0:
+        keep(0, zero)
+    for t in range(1, steps + 1):
         th = theta.detach().requires_grad_(True)
         with torch.enable_grad():
             (grad,) = torch.autograd.grad(potential(th), th)
         xi = randn_like(theta, generator)
         theta = (th.detach() - lr * grad + noise_sd * xi).detach()
-        if t + 1 > burn:
-            kept.append(theta)
-    it = torch.stack(kept)
-    mean = it.mean(0)
-    var = it.var(0, unbiased=True) if it.shape[0] > 1 else torch.full_like(mean, 1.0 / a_max)
-    A = (1.0 / var.clamp_min(1e-30)).clamp(a_min, a_max)
+        if t >= burn:
+            keep(t, theta - theta0)
+    mean = theta0.detach() + mx
+    dof = n - 2 if detrend else n - 1
+    if dof < 1:
+        var = torch.zeros_like(mean)
+        A = torch.full_like(mean, a_max)
+    else:
+        rss = (m2x - ctx ** 2 / m2t).clamp_min(0.0) if detrend else m2x
+        var = rss / dof
+        A = (max(temp, 0.0) / var.clamp_min(1e-30)).clamp(a_min, a_max)
     return mean, A, mean, var
 
 
@@ -163,6 +197,27 @@ class BoundNet:
         return self.flat(self.theta, x)
 
 
+# ---- the prototype likelihood as a language function -----------------------------------
+def prototype_logits(support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor,
+                     ways: int | None = None) -> torch.Tensor:
+    """``prototype_logits(f(xs), ys, f(xq))``: ProtoNet's class scores (Snell et al. 2017),
+    the episode likelihood METHODS.md §4 names for few-shot classification.
+
+    Prototypes are the mean support embeddings of each class,
+    p_c = sum_{k: y_k = c} e_k / #{k: y_k = c}, and the logit of query point q for class c
+    is -||e_q - p_c||^2, so ``Categorical(logits=...)`` is softmax over negative squared
+    distances. support [..., S, E], labels int [S] (0..ways-1), query [..., Q, E] ->
+    [..., Q, ways]; ``ways`` defaults to max(labels) + 1. Leading dimensions (draws of the
+    weights) broadcast.
+    """
+    k = int(labels.max()) + 1 if ways is None else int(ways)
+    onehot = torch.nn.functional.one_hot(labels.long(), k).to(support.dtype)  # [S, K]
+    counts = onehot.sum(0).clamp_min(1.0)
+    protos = (onehot.transpose(-1, -2) @ support) / counts[:, None]         # [..., K, E]
+    diff = query[..., :, None, :] - protos[..., None, :, :]
+    return -(diff ** 2).sum(-1)
+
+
 # ---- the site the generated code calls -------------------------------------------------
 @dataclass
 class SiteConfig:
@@ -176,11 +231,11 @@ class SiteConfig:
 SITES: dict[str, SiteConfig] = {}
 
 DEFAULTS = {"n0": 1.0, "gamma0": 1e6, "l0": 1.0, "sgld_steps": 3, "sgld_lr": 1e-3,
-            "sgld_temp": 1.0, "a_max": 1e3, "samples": 2}
+            "sgld_temp": 1.0, "a_max": 1e3, "sgld_burn": 1, "samples": 2}
 
 
 def prior(name: str, net: torch.nn.Module, n0=1.0, gamma0=1e6, l0=1.0, sgld_steps=3,
-          sgld_lr=1e-3, sgld_temp=1.0, a_max=1e3, samples=2):
+          sgld_lr=1e-3, sgld_temp=1.0, a_max=1e3, sgld_burn=1, samples=2):
     """``f ~ niw_meta(...)``: the weights of ``f`` become one latent vector theta (site
     ``name``), theta ~ N(m0, diag 1/(n0 gamma0)) -- the episode prior at the mean of the
     global NIW (E[Lambda] = n0 gamma0); m0 starts at the network's initial weights.
@@ -188,7 +243,8 @@ def prior(name: str, net: torch.nn.Module, n0=1.0, gamma0=1e6, l0=1.0, sgld_step
     local posterior (see :mod:`ppl.infer.meta`)."""
     opts = {"n0": float(n0), "gamma0": float(gamma0), "l0": float(l0),
             "sgld_steps": int(sgld_steps), "sgld_lr": float(sgld_lr),
-            "sgld_temp": float(sgld_temp), "a_max": float(a_max), "samples": int(samples)}
+            "sgld_temp": float(sgld_temp), "a_max": float(a_max),
+            "sgld_burn": int(sgld_burn), "samples": int(samples)}
     cfg = SITES.get(name)
     if cfg is None or cfg.flat.net is not net:
         cfg = SiteConfig(name, FlatNet(net), opts)
