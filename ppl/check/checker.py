@@ -1043,22 +1043,18 @@ class _ModelChecker:
         if out is None or ty.shape is None:
             return
         full, issues = sizes.broadcast(ty.shape, out)
-        what = f"the body of {where} {sizes.show(ty.shape)} and its result {sizes.show(out)}"
-        if full is not None and len(full) > len(out):
+        # the body may have fewer dimensions, or size 1 where the result has more, but
+        # broadcasting must not grow the result: [2, 1] or [T] does not fit [1]
+        if full is not None and (len(full) > len(out) or any(
+                sizes.compare(have, need) == sizes.Relation.DIFFERENT
+                for have, need in zip(full, out, strict=True))):
             self.err(f"{where} must give a value of shape {sizes.show(out)}, but this body "
                      f"has shape {sizes.show(ty.shape)}", e.body.span)
             return
+        what = f"the body of {where} {sizes.show(ty.shape)} and its result {sizes.show(out)}"
         self._report(issues, e.body.span, what)
-        if full is None:
-            return
-        # broadcasting may also grow a size-1 dimension of the result: [T] into [1]
-        for have, need in zip(full, out, strict=True):
-            rel = sizes.compare(have, need)
-            if rel == sizes.Relation.DIFFERENT:
-                self.err(f"{where} must give a value of shape {sizes.show(out)}, but this "
-                         f"body has shape {sizes.show(ty.shape)}", e.body.span)
-                return
-            if rel == sizes.Relation.UNKNOWN:
+        for have, need in zip(full or (), out, strict=False):
+            if sizes.compare(have, need) == sizes.Relation.UNKNOWN:
                 self._defer(have, need, e.body.span, what)
 
     def _dist_call(self, e: ast.Call, sig) -> Ty:
