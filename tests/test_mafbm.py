@@ -210,3 +210,87 @@ def test_cholesky_fbm_sampler_covariance():
         ref = m.fbm_cov(t, 0.7, kind)
         sd = (ref.diag()[:, None] * ref.diag()[None, :] + ref ** 2).sqrt() / math.sqrt(n)
         assert bool(((C - ref).abs() < 4 * sd).all())
+
+
+# ---- exact and MA-fBM sampling ----------------------------------------------------
+@pytest.mark.parametrize("H", [0.2, 0.5, 0.7, 0.9])
+def test_davies_harte_implied_covariance_is_exact(H):
+    # the sampler is linear in its Gaussian noise, so pushing every basis vector through
+    # it gives its exact covariance: it must equal the type I fBM covariance
+    n = 12
+    sq = m._dh_sqrt_eigenvalues(n, H, 1.0 / n, torch.float64, None)
+    eye = torch.eye(2 * n, dtype=torch.float64)
+    z = torch.cat([torch.complex(eye, 0 * eye), torch.complex(0 * eye, eye)])   # [4n, 2n]
+    x = m._dh_paths(sq, z, n)                                # rows: real parts, imag parts
+    re, im = x[:4 * n], x[4 * n:]
+    ref = m.fbm_cov(torch.arange(1, n + 1, dtype=torch.float64) / n, H, kind=1)
+    assert torch.allclose(re.T @ re, ref, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(im.T @ im, ref, rtol=1e-10, atol=1e-12)
+    assert float((re.T @ im).abs().max()) < 1e-12          # the two draws are independent
+
+
+def test_davies_harte_against_exact_covariance_and_cholesky():
+    g = torch.Generator().manual_seed(3)
+    n, N, H = 64, 20000, 0.7
+    t = torch.arange(1, n + 1, dtype=torch.float64) / n
+    dh = m.sample_fbm_davies_harte(n, H, N, generator=g)
+    ch = m.sample_fbm_cholesky(t, H, N, kind=1, generator=g)
+    assert dh.shape == (N, n)
+    ref = m.fbm_cov(t, H, kind=1)
+    idx = torch.tensor([0, 15, 40, 63])
+    sd = ((ref.diag()[:, None] * ref.diag()[None, :] + ref ** 2) / N).sqrt()
+    for x in (dh, ch):
+        C = torch.cov(x[:, idx].T)
+        assert bool(((C - ref[idx][:, idx]).abs() < 4 * sd[idx][:, idx]).all())
+    # lag-1 correlation of two increments: 2^(2H-1) - 1 for both samplers; the product of
+    # two unit normals with correlation rho has variance 1 + rho^2
+    rho = 2 ** (2 * H - 1) - 1
+    v = float(m.v_h(H)) * (1 / n) ** (2 * H)
+    se = math.sqrt((1 + rho ** 2) / N)
+    est = [float((x[:, 31] - x[:, 30]).mul(x[:, 32] - x[:, 31]).mean()) / v for x in (dh, ch)]
+    assert abs(est[0] - rho) < 4 * se and abs(est[1] - rho) < 4 * se
+    assert abs(est[0] - est[1]) < 4 * se * math.sqrt(2)
+
+
+def test_ou_scan_matches_the_step_by_step_recursion():
+    g = m.gamma_grid(4, 50.0)
+    torch.manual_seed(0)
+    t = torch.cat([torch.tensor([0.05]), 0.05 + torch.rand(300).cumsum(0) / 100,
+                   torch.tensor([4.0, 4.01, 4.3])]).double()   # one step longer than a block
+    xi = torch.randn(3, len(t), 4, dtype=torch.float64)
+    y0 = torch.randn(3, 4, dtype=torch.float64)
+    got = m._ou_scan(xi, y0, t, 0.0, g)
+    y, prev, ref = y0, 0.0, []
+    for k in range(len(t)):
+        y = torch.exp(-g * (float(t[k]) - prev)) * y + xi[:, k]
+        prev = float(t[k])
+        ref.append(y)
+    assert torch.allclose(got, torch.stack(ref, 1), rtol=1e-10, atol=1e-12)
+    # float32 uses shorter blocks, so it stays within its own round-off
+    got32 = m._ou_scan(xi.float(), y0.float(), t, 0.0, g)
+    assert got32.dtype == torch.float32
+    assert torch.allclose(got32.double(), got, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind,H", [(2, 0.7), (1, 0.3)])
+def test_mafbm_sampler_covariance_on_an_uneven_grid(kind, H):
+    torch.manual_seed(2)
+    N = 20000
+    t = torch.tensor([0.0, 0.01, 0.07, 0.3, 0.31, 0.8, 1.0], dtype=torch.float64)
+    x = m.sample_mafbm(t, H, N, K=5, kind=kind)
+    g = m.gamma_grid(5)
+    w, _ = m.omega(H, g, 1.0, kind)
+    ref = m.mafbm_cov(t, w, g, kind)
+    assert torch.allclose(m.mafbm_var(t, w, g, kind), ref.diag(), rtol=1e-12, atol=1e-15)
+    assert float(x[:, 0].abs().max()) == 0.0                    # B_hat(0) = 0
+    C = torch.cov(x[:, 1:].T)
+    r = ref[1:, 1:]
+    sd = ((r.diag()[:, None] * r.diag()[None, :] + r ** 2) / N).sqrt()
+    assert bool(((C - r).abs() < 4 * sd).all())
+
+
+def test_fbm_var_is_the_covariance_diagonal():
+    t = torch.tensor([0.1, 0.5, 1.0, 2.0], dtype=torch.float64)
+    for kind in (1, 2):
+        assert torch.allclose(m.fbm_var(t, 0.3, kind), m.fbm_cov(t, 0.3, kind).diag(),
+                              rtol=1e-12)

@@ -22,8 +22,10 @@ fraction directly, so it never overflows. ``d omega / dH`` then follows by autog
 
 from __future__ import annotations
 
+import bisect
 import math
 
+import numpy as np
 import torch
 
 _SERIES_TERMS = 60   # z < a + 1 <= 3.5 here: z^n / n! < 1e-20 by n = 60
@@ -257,7 +259,7 @@ def fbm_cov(times: torch.Tensor, H, kind: int = 2) -> torch.Tensor:
     """Exact covariance of fBM at ``times`` (> 0). Type I: V_H/2 (t^2H + s^2H - |t-s|^2H).
     Type II (Riemann-Liouville): Gamma(H+1/2)^-2 int_0^min (t-u)^(H-1/2) (s-u)^(H-1/2) du
     = Gamma(H+1/2)^-2 d^al m^(al+1) / (al+1) 2F1(-al, al+1; al+2; -m/d), al = H - 1/2,
-    m = min(t, s), d = |t - s| (and m^2H / 2H on the diagonal)."""
+    m = min(t, s), d = |t - s| (and m^2H / 2H on the diagonal). METHODS.md section 2."""
     t = times.to(torch.float64)
     H = float(H)
     if kind == 1:
@@ -269,23 +271,87 @@ def fbm_cov(times: torch.Tensor, H, kind: int = 2) -> torch.Tensor:
 
     tn = t.cpu().numpy()
     al = H - 0.5
-    n = len(tn)
-    import numpy as np
-
-    C = np.empty((n, n))
     g2 = math.gamma(H + 0.5) ** 2
-    for i in range(n):
-        for j in range(n):
-            m, d = min(tn[i], tn[j]), abs(tn[i] - tn[j])
-            if d == 0:
-                C[i, j] = m ** (2 * H) / (2 * H) / g2
-            else:
-                C[i, j] = d ** al * m ** (al + 1) / (al + 1) * hyp2f1(-al, al + 1, al + 2,
-                                                                      -m / d) / g2
+    # one scipy ufunc call over the upper triangle (a Python double loop took minutes at
+    # T = 2000); the matrix is symmetric
+    iu, ju = np.triu_indices(len(tn), 1)
+    m = np.minimum(tn[iu], tn[ju])
+    d = np.abs(tn[iu] - tn[ju])
+    off = d ** al * m ** (al + 1) / (al + 1) * hyp2f1(-al, al + 1, al + 2, -m / d) / g2
+    C = np.empty((len(tn), len(tn)))
+    C[iu, ju] = off
+    C[ju, iu] = off
+    np.fill_diagonal(C, tn ** (2 * H) / (2 * H) / g2)
     return torch.as_tensor(C, dtype=torch.float64, device=times.device)
 
 
+def fbm_var(times: torch.Tensor, H, kind: int = 2) -> torch.Tensor:
+    """Var B(t) of exact fBM: t^2H / (2H Gamma(H+1/2)^2) (type II), V_H t^2H (type I)."""
+    t = times.to(torch.float64)
+    H = float(H)
+    if kind == 2:
+        return t ** (2 * H) / (2 * H * math.gamma(H + 0.5) ** 2)
+    if kind == 1:
+        return float(v_h(H)) * t ** (2 * H)
+    raise ValueError(f"kind must be 1 or 2, got {kind}")
+
+
+def mafbm_var(times: torch.Tensor, w: torch.Tensor, gamma: torch.Tensor,
+              kind: int = 2) -> torch.Tensor:
+    """Exact variance of the MA-fBM B_hat(t) = w'Y(t) (the diagonal of :func:`mafbm_cov`
+    in O(T K^2) memory instead of O(T^2 K^2))."""
+    t = times.to(torch.float64)[:, None, None]
+    g = gamma.to(torch.float64)
+    C = _cov_ou(g[:, None], g[None, :], t, t, kind)
+    return torch.einsum("i,tij,j->t", w.to(torch.float64), C, w.to(torch.float64))
+
+
 # ---- sampling ---------------------------------------------------------------------
+def _dh_sqrt_eigenvalues(n: int, H: float, h: float, dtype, device) -> torch.Tensor:
+    """sqrt(lambda / 2n) of the circulant embedding of the type I fGn autocovariance
+    r(k) = V_H h^2H / 2 (|k+1|^2H - 2|k|^2H + |k-1|^2H), lags 0..n then n-1..1."""
+    k = torch.arange(n + 1, dtype=torch.float64, device=device)
+    r = 0.5 * float(v_h(H)) * h ** (2 * H) * (
+        (k + 1) ** (2 * H) - 2 * k ** (2 * H) + (k - 1).abs() ** (2 * H))
+    c = torch.cat([r, r[1:n].flip(0)])
+    lam = torch.fft.fft(c).real
+    # fGn's circulant embedding is non-negative definite for every H in (0, 1) (Craigmile
+    # 2003); what is left below zero is round-off
+    if float(lam.min()) < -1e-10 * float(lam.abs().max()):
+        raise RuntimeError(f"Davies-Harte: negative circulant eigenvalue {float(lam.min()):.3g}")
+    return (lam.clamp(min=0) / (2 * n)).sqrt().to(dtype)
+
+
+def _dh_paths(sq: torch.Tensor, z: torch.Tensor, n: int) -> torch.Tensor:
+    """fBM paths from complex standard noise z [P, 2n] (real and imaginary parts
+    independent N(0, 1)): the real and imaginary parts of FFT(sq * z)[:n] are two
+    independent fGn sequences; their cumulative sums are the paths, [2P, n]."""
+    x = torch.fft.fft(sq * z)[:, :n]
+    return torch.cat([x.real, x.imag]).cumsum(-1)
+
+
+def sample_fbm_davies_harte(n: int, H, n_paths: int, T: float = 1.0, generator=None,
+                            dtype=torch.float64, device=None) -> torch.Tensor:
+    """Exact type I (Mandelbrot-van Ness, stationary increments) fBM at t_k = k T / n,
+    k = 1..n, by circulant embedding of fractional Gaussian noise (Davies & Harte 1987;
+    Dietrich & Newsam 1997): with c the first row of the 2n x 2n circulant that embeds
+    the Toeplitz covariance of the increments and lambda = FFT(c) >= 0, the first n entries
+    of FFT(sqrt(lambda / 2n) (Z1 + i Z2)) have real and imaginary parts that are two
+    independent draws of the increments, exactly. O(n log n) per pair of paths, against
+    O(n^3) + O(n^2) per path for Cholesky. Type II (Riemann-Liouville) fBM has
+    non-stationary increments, so no circulant embedding applies: its exact reference is
+    :func:`sample_fbm_cholesky`. Var B(t) = V_H t^2H as in :func:`fbm_cov` (METHODS.md s2).
+    Returns [n_paths, n] in ``dtype``."""
+    n, H = int(n), float(H)
+    if not 0 < H < 1:
+        raise ValueError(f"H must be in (0, 1), got {H}")
+    sq = _dh_sqrt_eigenvalues(n, H, float(T) / n, torch.float64, device)
+    m = (n_paths + 1) // 2
+    zr = torch.randn(m, 2 * n, dtype=torch.float64, device=device, generator=generator)
+    zi = torch.randn(m, 2 * n, dtype=torch.float64, device=device, generator=generator)
+    return _dh_paths(sq, torch.complex(zr, zi), n)[:n_paths].to(dtype)
+
+
 def sample_fbm_cholesky(times: torch.Tensor, H, n_paths: int, kind: int = 2,
                         generator=None) -> torch.Tensor:
     """Exact fBM paths at ``times`` (> 0) by the Cholesky factor of :func:`fbm_cov`:
@@ -296,40 +362,78 @@ def sample_fbm_cholesky(times: torch.Tensor, H, n_paths: int, kind: int = 2,
     return e @ L.T
 
 
+# gamma * (time span of a scan block): the weights stay below e^span; float32 has 7
+# digits, so its blocks are shorter
+_SCAN_SPAN = {torch.float64: 10.0, torch.float32: 2.0}
+_CHUNK = 1 << 22      # paths x times x K elements per chunk of the sampler
+
+
+def _ou_scan(xi: torch.Tensor, y0: torch.Tensor, t: torch.Tensor, t_start: float,
+             g: torch.Tensor) -> torch.Tensor:
+    """Y(t_n) = e^(-g (t_n - t_start)) y0 + sum_(j<=n) e^(-g (t_n - t_j)) xi_j for all n,
+    without a loop over time: within a block, Y = e^(-g (t - r)) (carry + cumsum(e^(g (t_j
+    - r)) xi_j)) with r the block's reference time. Blocks span at most _SCAN_SPAN / g_max
+    in time so the weights e^(g (t_j - r)) stay below e^10 in float64 (no overflow, no
+    cancellation beyond 1e-11 relative), e^2 in float32. xi [P, T, K], y0 [P, K], t [T]
+    -> [P, T, K], in xi's dtype."""
+    span = _SCAN_SPAN.get(xi.dtype, 2.0)
+    g, t = g.to(xi.dtype), t.to(xi.dtype)
+    gmax = float(g.max())
+    out = torch.empty_like(xi)
+    carry, ref, s, n = y0, t_start, 0, len(t)
+    tl = t.tolist()
+    while s < n:
+        e = max(s + 1, bisect.bisect_right(tl, ref + span / gmax, s, n))
+        dtb = t[s:e, None] - ref                                     # [b, 1]
+        if gmax * float(dtb[-1]) <= span:
+            acc = (xi[:, s:e] * torch.exp(g * dtb)).cumsum(1)
+            out[:, s:e] = torch.exp(-g * dtb) * (carry[:, None] + acc)
+        else:   # one step longer than a block: the plain transition
+            out[:, s] = torch.exp(-g * dtb[0]) * carry + xi[:, s]
+            e = s + 1
+        carry, ref, s = out[:, e - 1], tl[e - 1], e
+    return out
+
+
 def sample_mafbm(times: torch.Tensor, H, n_paths: int, K: int = 5, kind: int = 2,
                  gamma_max: float = 20.0, gamma_min: float | None = None,
-                 generator=None) -> torch.Tensor:
+                 generator=None, dtype=torch.float64) -> torch.Tensor:
     """MA-fBM paths at ``times`` (increasing, >= 0; B_hat(0) = 0 at t = 0) by the exact
     Gaussian transition of the K coupled OU processes:
     Y(t+h) = e^(-gamma h) Y(t) + xi, xi ~ N(0, S), S_ij = (1 - e^-(gi+gj)h) / (gi+gj)
-    (one shared W, so xi is correlated over k). O(T K^2) per path. Returns [n_paths, T]."""
+    (one shared W, so xi is correlated over k). The linear recursion is summed by
+    :func:`_ou_scan` (no loop over time steps), so the cost is O(T K^2) per path and
+    linear in T. omega and the noise factors are computed in float64; the noise and the
+    scan run in ``dtype``. Returns [n_paths, T] on ``times.device``. METHODS.md s2 (b)."""
     t = times.to(torch.float64)
     dev = t.device
     g = gamma_grid(K, gamma_max, gamma_min, device=dev)
     T_end = float(t[-1]) if float(t[-1]) > 0 else 1.0
     w, _ = omega(H, g, T_end, kind)
-    w = w.detach()
+    w = w.detach().to(dtype)
     sm = g[:, None] + g[None, :]
     eye = torch.eye(K, dtype=torch.float64, device=dev)
-    if kind == 1:
-        L0 = torch.linalg.cholesky(1.0 / sm + 1e-12 * eye)
-        y = torch.randn(n_paths, K, dtype=torch.float64, device=dev, generator=generator) @ L0.T
-    else:
-        y = torch.zeros(n_paths, K, dtype=torch.float64, device=dev)
-    y0 = y.clone()
-    prev = torch.tensor(0.0, dtype=torch.float64, device=dev)
+    h = torch.diff(t, prepend=t.new_zeros(1))
+    # the noise factor of every step, computed once per distinct step length
+    key = torch.round(h / h.max().clamp(min=1e-300) * 1e12)
+    uniq, inv = torch.unique(key, return_inverse=True)
+    hu = torch.zeros(len(uniq), dtype=torch.float64, device=dev).scatter_(0, inv, h)
+    S = -torch.expm1(-sm * hu[:, None, None]) / sm
+    L = (torch.linalg.cholesky(S + 1e-14 * eye) * (hu > 0)[:, None, None]).to(dtype)
+    L0 = torch.linalg.cholesky(1.0 / sm + 1e-12 * eye).to(dtype)
+    chunk = max(1, _CHUNK // max(1, len(t) * K))
     out = []
-    chol = {}
-    for k in range(len(t)):
-        h = float(t[k] - prev)
-        if h > 0:
-            key = round(h, 15)
-            if key not in chol:
-                S = -torch.expm1(-sm * h) / sm
-                chol[key] = (torch.exp(-g * h), torch.linalg.cholesky(S + 1e-14 * eye))
-            decay, L = chol[key]
-            e = torch.randn(n_paths, K, dtype=torch.float64, device=dev, generator=generator)
-            y = y * decay + e @ L.T
-        prev = t[k]
-        out.append((y - y0) @ w if kind == 1 else y @ w)
-    return torch.stack(out, -1)
+    for p0 in range(0, n_paths, chunk):
+        p = min(chunk, n_paths - p0)
+        if kind == 1:
+            y0 = torch.randn(p, K, dtype=dtype, device=dev, generator=generator) @ L0.T
+        else:
+            y0 = torch.zeros(p, K, dtype=dtype, device=dev)
+        e = torch.randn(p, len(t), K, dtype=dtype, device=dev, generator=generator)
+        if len(uniq) == 1:     # an even grid (the common case): one factor for all steps
+            xi = e @ L[0].T if float(hu[0]) > 0 else torch.zeros_like(e)
+        else:
+            xi = torch.einsum("ptj,tkj->ptk", e, L[inv])
+        y = _ou_scan(xi, y0, t, 0.0, g)
+        out.append(((y - y0[:, None]) if kind == 1 else y) @ w)
+    return torch.cat(out)
