@@ -17,7 +17,9 @@ generators, so both devices see the same tasks.
         --eval-kernels rbf,matern52,periodic,tnoise --lengthscale-range 0.1,0.6 \
         --steps 2000 --eval-tasks 200 --plots figs --json out.json
 
-JSON: ``{"MODEL/KERNEL": {"ctx_ll", "ctx_ll_se", "tgt_ll", "tgt_ll_se"}, "MODEL/bo":
+JSON: ``{"MODEL/KERNEL": {"ctx_ll", "ctx_ll_se", "tgt_ll", "tgt_ll_se"} (plus, for models
+other than cnp, the paired differences ``ctx_vs_cnp``, ``tgt_vs_cnp`` and their s.e.),
+"MODEL/bo":
 {"regret", "regret_se"}, "MODEL/train": {"seconds", "final_loss"}}``.
 """
 
@@ -55,6 +57,8 @@ def eval_tasks(kernel, n_tasks, args, seed):
 
 
 def evaluate(model, batches, samples, device):
+    """Per-task context and target log-likelihoods of one model on the evaluation
+    batches: (row of means and standard errors over tasks, per-task (ctx, tgt))."""
     ctx, tgt = [], []
     for b in batches:
         b = npr.Batch(*(t.to(device) for t in (b.xc, b.yc, b.x, b.y)))
@@ -64,7 +68,22 @@ def evaluate(model, batches, samples, device):
     ctx, tgt = torch.cat(ctx).double(), torch.cat(tgt).double()
     n = ctx.shape[0]
     return {"ctx_ll": float(ctx.mean()), "ctx_ll_se": float(ctx.std() / math.sqrt(n)),
-            "tgt_ll": float(tgt.mean()), "tgt_ll_se": float(tgt.std() / math.sqrt(n))}
+            "tgt_ll": float(tgt.mean()), "tgt_ll_se": float(tgt.std() / math.sqrt(n))}, \
+        (ctx, tgt)
+
+
+def paired(rows, per_task, models, kernels, base="cnp"):
+    """Differences to ``base`` on the same tasks (paired): for every other model and
+    kernel, ``ctx_vs_BASE``/``tgt_vs_BASE`` = mean over tasks of (model - base) and
+    their standard errors, added to the MODEL/KERNEL rows."""
+    for name in models:
+        if name == base or base not in models:
+            continue
+        for k in kernels:
+            for i, col in enumerate(("ctx", "tgt")):
+                d = per_task[name, k][i] - per_task[base, k][i]
+                rows[f"{name}/{k}"][f"{col}_vs_{base}"] = float(d.mean())
+                rows[f"{name}/{k}"][f"{col}_vs_{base}_se"] = float(d.std() / math.sqrt(len(d)))
 
 
 def plot_tasks(kernel, n_tasks, n_ctx, args, seed):
@@ -126,7 +145,7 @@ def write_plots(out_dir, trained, kernels, args, device, n_tasks=3, n_ctx=10):
                     ax.set_title(f"{name} ({k})")
         handles, labels = axes[0, 0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="upper center", ncol=4, fontsize=8)
-        fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / n_tasks))
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.1 / n_tasks))
         path = os.path.join(out_dir, f"np_{k}.png")
         fig.savefig(path, dpi=110)
         plt.close(fig)
@@ -208,7 +227,7 @@ def main(argv=None) -> int:
             p.error(f"unknown model {m!r} (expected some of {', '.join(FAMILIES)})")
     evals = {k: eval_tasks(k, args.eval_tasks, args, 1000 + i) for i, k in enumerate(kernels)}
     rows: dict[str, dict[str, float]] = {}
-    trained = {}
+    trained, per_task = {}, {}
     for name in models:
         torch.manual_seed(args.seed)
         model = npr.MODELS[FAMILIES[name]](1, 1, hidden=args.hidden, pseudo=args.pseudo,
@@ -231,7 +250,8 @@ def main(argv=None) -> int:
               f"{rows[name + '/train']['final_loss']:.3f}", file=sys.stderr)
         for k in kernels:
             torch.manual_seed(args.seed + 1)
-            rows[f"{name}/{k}"] = evaluate(model, evals[k], args.samples, device)
+            rows[f"{name}/{k}"], per_task[name, k] = evaluate(model, evals[k],
+                                                              args.samples, device)
             r = rows[f"{name}/{k}"]
             print(f"  {k:9s} ctx {r['ctx_ll']:7.3f} +- {r['ctx_ll_se']:.3f}   tgt "
                   f"{r['tgt_ll']:7.3f} +- {r['tgt_ll_se']:.3f}", file=sys.stderr)
@@ -244,11 +264,13 @@ def main(argv=None) -> int:
     if args.plots:
         for path in write_plots(args.plots, trained, kernels, args, device):
             print(f"wrote {path}", file=sys.stderr)
-    print(f"\n{'MODEL/KERNEL':20s} {'ctx_ll':>16s} {'tgt_ll':>16s}")
+    paired(rows, per_task, models, kernels)
+    print(f"\n{'MODEL/KERNEL':20s} {'ctx_ll':>16s} {'tgt_ll':>16s} {'tgt - cnp (paired)':>20s}")
     for key, r in rows.items():
         if "tgt_ll" in r:
+            vs = f"{r['tgt_vs_cnp']:+8.3f} ± {r['tgt_vs_cnp_se']:.3f}" if "tgt_vs_cnp" in r else ""
             print(f"{key:20s} {r['ctx_ll']:8.3f} ± {r['ctx_ll_se']:.3f} "
-                  f"{r['tgt_ll']:8.3f} ± {r['tgt_ll_se']:.3f}")
+                  f"{r['tgt_ll']:8.3f} ± {r['tgt_ll_se']:.3f} {vs:>20s}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)

@@ -92,7 +92,11 @@ def test_pseudo_context_generator_equivariant():
     torch.manual_seed(2)
     gen = npr.PseudoContextGenerator(16, 2, inducing=4)
     rc, eps = torch.randn(3, 9, 16), torch.randn(3, 5, 16)
+    # untrained, every pseudo point is the context's mean representation
+    torch.testing.assert_close(gen(rc, eps), rc.mean(1, keepdim=True).expand(3, 5, 16))
+    torch.nn.init.normal_(gen.out.weight)  # as after training: the noise matters
     out = gen(rc, eps)
+    assert out.std(1).min() > 0.1  # pseudo points differ from each other
     assert out.shape == (3, 5, 16)
     cperm, pperm = torch.randperm(9), torch.randperm(5)
     torch.testing.assert_close(gen(rc[:, cperm], eps), out)           # context: invariant
@@ -267,7 +271,7 @@ def test_task_file_roundtrip(tmp_path):
 
 # ---- training ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("family,steps", [("cnp", 150), ("mpnp", 80)])
+@pytest.mark.parametrize("family,steps", [("cnp", 150), ("mpnp", 150)])
 def test_training_improves_target_loglik(family, steps):
     torch.manual_seed(0)
     m = npr.MODELS[family](1, 1, hidden=32, pseudo=4, samples=10, heads=2)
@@ -536,6 +540,13 @@ def test_benchmark_smoke_json_and_plots(tmp_path):
     for key in ("cnp/rbf", "cnp/tnoise", "mpnp/rbf", "mpnp/tnoise"):
         assert {"ctx_ll", "tgt_ll", "tgt_ll_se"} <= set(rows[key])
         assert all(math.isfinite(v) for v in rows[key].values())
+    # paired differences to the CNP on the same tasks: the mean difference is the
+    # difference of the means
+    for k in ("rbf", "tnoise"):
+        r, base = rows[f"mpnp/{k}"], rows[f"cnp/{k}"]
+        assert r["tgt_vs_cnp"] == pytest.approx(r["tgt_ll"] - base["tgt_ll"], abs=1e-9)
+        assert r["ctx_vs_cnp"] == pytest.approx(r["ctx_ll"] - base["ctx_ll"], abs=1e-9)
+        assert r["tgt_vs_cnp_se"] > 0 and "tgt_vs_cnp" not in base
     for k in ("rbf", "tnoise"):
         png = tmp_path / "figs" / f"np_{k}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
