@@ -349,7 +349,8 @@ def test_digits_example_end_to_end(tmp_path):
 
 def test_language_sites_score_the_reference_loss():
     """'pixels ~ m.visible' and 'label ~ m.label' share one fixed point: their log
-    densities are -0.5 CE of the held-out pixels and -0.5 CE of the labels (summed), with
+    densities are -0.5 CE of the held-out pixels and -0.5 CE of the labels (summed, on the
+    readout logits tau^2 (Phi q* + b)), with
     a training mask over the non-missing pixels; sampling the label clamps every pixel."""
     import pyro
 
@@ -380,10 +381,10 @@ def test_language_sites_score_the_reference_loss():
     with torch.no_grad():
         z, _, p = m.infer(torch.where(shown, st, torch.full_like(st, -1)), grad=False,
                           tol=1e-6, max_iter=500)
-        lv = torch.log_softmax(m.logits(z, p, "visible"), -1)
+        lv = torch.log_softmax(m.readout_logits(z, p, "visible"), -1)
         target = (~shown) & (st >= 0)
         want_v = 0.5 * lv.gather(-1, st.clamp_min(0)[..., None])[..., 0][target].sum()
-        ll = torch.log_softmax(m.logits(z, p, "label")[:, 0], -1)
+        ll = torch.log_softmax(m.readout_logits(z, p, "label")[:, 0], -1)
         want_l = 0.5 * ll.gather(-1, torch.as_tensor(Y[:16])[:, None]).sum()
     got_v = float(tr.nodes["pixels"]["log_prob_sum"].detach())
     got_l = float(tr.nodes["label"]["log_prob_sum"].detach())
@@ -398,3 +399,202 @@ def test_language_sites_score_the_reference_loss():
     _, st2, shown2, _, _ = fn.session.solved()
     assert torch.equal(shown2, st2 >= 0)
     assert tr.nodes["label"]["value"].shape == (16,)
+
+
+# ---- the readout temperatures ------------------------------------------------------
+def test_readout_rescales_logits_not_the_fixed_point():
+    """The loss scores softmax(tau^2 (Phi q* + b)) (tau per visible unit, one for the
+    label); the fixed point and every most probable state are those of q*."""
+    m = _tiny(readout=10.0, tol=1e-12, max_iter=3000)
+    with torch.no_grad():
+        m.tau_visible.copy_(torch.linspace(0.5, 4.0, 5)[:, None])
+        m.tau_label.fill_(1.7)
+    x, y = _data()
+    shown = x >= 0
+    xf = torch.where(shown, x, 1)
+    loss, _ = m.loss(xf, y, shown=shown)
+    with torch.no_grad():
+        z, _, p = m.infer(torch.where(shown, xf, -1), grad=False)
+        lg = p.field(z)
+        _, off, n, k = m.layout.segment("visible")
+        lv = torch.log_softmax(lg[:, off:off + n * k].reshape(-1, n, k)
+                               * torch.linspace(0.5, 4.0, 5)[:, None] ** 2, -1)
+        nll_v = -lv.gather(-1, xf[..., None])[..., 0][~shown].mean()
+        _, off, _, k = m.layout.segment("label")
+        ll = torch.log_softmax(1.7 ** 2 * lg[:, off:off + k], -1)
+        want = 0.5 * nll_v - 0.5 * ll.gather(-1, y[:, None]).mean()
+    assert float(loss.detach()) == pytest.approx(float(want), rel=1e-10)
+    loss.backward()
+    assert m.tau_visible.grad.abs().max() > 0 and m.tau_label.grad.abs() > 0
+    # prediction: clamped pixels one-hot, the rest the readout distribution, whose most
+    # probable state is q*'s (softmax is monotone, tau^2 > 0)
+    pv, pl, _ = m.predict(x)
+    _, voff, vn, vk = m.layout.segment("visible")
+    qv = z[:, voff:voff + vn * vk].reshape(-1, vn, vk)
+    assert torch.equal(pv[shown], qv[shown])
+    assert torch.equal(pv.argmax(-1)[~shown], qv.argmax(-1)[~shown])
+    assert not torch.allclose(pv[~shown], qv[~shown], atol=1e-3)
+    assert torch.equal(pl.argmax(-1), z[:, off:off + k].argmax(-1))
+    # readout=None: tau = 1 and no parameters, the logits are Phi q* + b
+    m0 = _tiny(readout=None)
+    assert not hasattr(m0, "tau_visible")
+    assert torch.equal(m0.readout_logits(z, p, "visible"), m0.logits(z, p, "visible"))
+
+
+def test_readout_lifts_the_margin_cap_on_confidence():
+    """Why the readout exists: two binary pixels that are always equal. I - Phi >= mI
+    caps the coupling between them, so the mean-field logit gap of the hidden pixel, and
+    with it the held-out cross-entropy, is bounded away from 0; a learned readout scale
+    lets the same monotone coupling make confident (near-zero CE) predictions."""
+    lay_units = M.units(2, 2)
+    # both values of both pixels, each pixel held out in turn: the bias alone cannot help
+    x = torch.tensor([[0, 0], [1, 1], [0, 0], [1, 1]])
+    shown = torch.tensor([[True, False], [True, False], [False, True], [False, True]])
+    ces = {}
+    for readout in (None, 10.0):
+        m = M.MonotoneDBM(visible=lay_units, margin=0.01, seed=0, readout=readout,
+                          solver="pr", tol=1e-10, max_iter=500)
+        opt = torch.optim.Adam(m.parameters(), lr=0.05)
+        for _ in range(300):
+            opt.zero_grad()
+            loss, _ = m.loss(x, None, shown=shown)
+            loss.backward()
+            opt.step()
+        assert m.check_margin() >= 0.01 - 1e-10
+        ces[readout] = 2 * float(loss.detach())  # the loss is 0.5 CE
+    # without a readout the coupling block M has ||M||_2 <= lambda_max(Phi) <= 1 - m, so
+    # the two conditional logit gaps differ by (1,-1) M (1,-1)^T <= 2(1 - m), and by
+    # convexity the mean CE is at least softplus(-(1 - m))
+    assert ces[None] > float(torch.nn.functional.softplus(torch.tensor(-0.99))) - 1e-6
+    assert ces[10.0] < 0.02
+
+
+# ---- the benchmark -------------------------------------------------------------------
+def test_benchmark_rows_and_columns(tmp_path):
+    import importlib.util
+    import json
+
+    torch.set_default_dtype(torch.float32)
+    spec = importlib.util.spec_from_file_location("mdbm_digits",
+                                                  ROOT / "benchmarks" / "mdbm_digits.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "out.json"
+    bench.main(["--train", "32", "--test", "16", "--batch", "16", "--epochs", "1",
+                "--hidden", "8", "--fractions", "0.4", "--solver-iters", "30",
+                "--json", str(out)])
+    res = json.loads(out.read_text())
+    for row in ("monotone", "baseline"):
+        assert {"imput_err", "label_acc", "converged_frac", "max_disagreement"} <= set(res[row])
+        assert 0 <= res[row]["imput_err"] <= 1 and 0 <= res[row]["label_acc"] <= 1
+    assert res["monotone"]["converged_frac"] == 1.0
+    assert res["monotone"]["max_disagreement"] < 1e-4
+    assert res["monotone"]["lambda_min"] >= 0.01 - 1e-5
+    for row in ("fb", "fb_anderson", "pr", "mf"):
+        assert res[row]["iters"] >= 1 and res[row]["ms_per_batch"] > 0
+    assert 0 <= res["marginal_mode"]["imput_err"] <= 1
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            bench.main(["--device", "cuda"])
+
+
+# ---- convolutional coupling ----------------------------------------------------------
+def _conv_model(init_scale=1.0, seed=0, **kw):
+    m = M.MonotoneDBM(visible=M.units(16, 2), hidden=[M.units(16, 3)], label=M.units(1, 3),
+                      margin=0.01, coupling="conv", kernel=3, channels=2,
+                      init_scale=init_scale, seed=seed, **kw)
+    with torch.no_grad():
+        m.b.normal_(generator=torch.Generator().manual_seed(seed + 1))
+    return m
+
+
+def test_conv_operator_is_the_convolution():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(3, 2, 3, 3, generator=g)
+    A = M.conv_operator(w, 4, 2)
+    assert A.shape == (3 * 16, 16 * 2)
+    x = torch.randn(5, 16, 2, generator=g)  # [B, pixel, state], the layout's order
+    img = x.permute(0, 2, 1).reshape(5, 2, 4, 4)
+    want = torch.nn.functional.conv2d(img, w, padding=1).reshape(5, -1)
+    assert torch.allclose(x.reshape(5, -1) @ A.T, want, atol=1e-12)
+
+
+@pytest.mark.parametrize("init_scale", [0.5, 1.0, 20.0])
+def test_conv_phi_symmetric_hollow_margin_local(init_scale):
+    m = _conv_model(init_scale)
+    Phi = m.phi().detach()
+    assert torch.allclose(Phi, Phi.T, atol=1e-12)
+    assert Phi[m.layout.block_mask()].abs().max() == 0
+    assert float(torch.linalg.eigvalsh(torch.eye(Phi.shape[0]) - Phi)[0]) >= 0.01 - 1e-10
+    # locality and weight sharing between visible pixels (4x4 grid, 2 states): pixels more
+    # than kernel - 1 = 2 apart do not interact; equal offsets give equal blocks in the
+    # interior
+    blk = Phi[:32, :32].reshape(16, 2, 16, 2).permute(0, 2, 1, 3)
+    rc = [(i // 4, i % 4) for i in range(16)]
+    for i, (r1, c1) in enumerate(rc):
+        for j, (r2, c2) in enumerate(rc):
+            if max(abs(r1 - r2), abs(c1 - c2)) > 2:
+                assert blk[i, j].abs().max() == 0
+    # pixels (1,1)-(1,2) and (2,1)-(2,2): same offset, both pairs away from the border
+    assert torch.allclose(blk[5, 6], blk[9, 10], atol=1e-12)
+    assert blk[5, 6].abs().max() > 0
+
+
+@pytest.mark.parametrize("solver,opts", [("fb", {"alpha": 0.125, "anderson": 5}),
+                                          ("pr", {"alpha": 1.0})])
+def test_conv_unique_fixed_point_under_masks(solver, opts):
+    m = _conv_model(init_scale=5.0)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 2, (4, 16), generator=g)
+    x = torch.where(torch.rand(4, 16, generator=g) < 0.5, x, -1)
+    p1 = M._detached(m.problem(x))
+    R = 5
+    p = M.Problem(p1.Phi, p1.b, p1.layout, p1.clamp_mask.repeat(R, 1),
+                  p1.clamp_value.repeat(R, 1))
+    z, info = M.solve(p, p.random_start(R * 4, g), solver, tol=1e-12, max_iter=3000, **opts)
+    assert float(info["res"].max()) < 1e-11
+    z = z.view(R, 4, -1)
+    assert (z - z[0]).abs().max() < 1e-8
+    assert torch.allclose(z[0], p1.mean_field(z[0]), atol=1e-10)
+
+
+def test_conv_model_trains_within_the_margin():
+    m = _conv_model()
+    opt = torch.optim.Adam(m.parameters(), lr=0.3)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randint(0, 2, (6, 16), generator=g)
+    y = torch.randint(0, 3, (6,), generator=g)
+    shown = torch.rand(6, 16, generator=g) < 0.5
+    for _ in range(4):
+        opt.zero_grad()
+        loss, _ = m.loss(x, y, shown=shown, solver="pr", tol=1e-8, max_iter=500)
+        loss.backward()
+        assert all(w.grad.abs().max() > 0 for w in m.conv) and m.A_label.grad.abs().max() > 0
+        opt.step()
+        assert m.check_margin() >= 0.01 - 1e-10
+    with pytest.raises(ValueError, match="square"):
+        M.MonotoneDBM(visible=M.units(10, 2), coupling="conv")
+    with pytest.raises(ValueError, match="dense"):
+        M.MonotoneDBM(visible=M.units(16, 2), coupling="conv", monotone=False)
+
+
+def test_conv_implicit_gradient_matches_finite_differences():
+    m = _conv_model(init_scale=3.0, tol=1e-12, max_iter=3000)
+    m.solver = "pr"
+    g = torch.Generator().manual_seed(5)
+    x = torch.randint(0, 2, (4, 16), generator=g)
+    y = torch.randint(0, 3, (4,), generator=g)
+    shown = torch.rand(4, 16, generator=g) < 0.5
+    loss, _ = m.loss(x, y, shown=shown)
+    loss.backward()
+    w = m.conv[1]
+    eps = 1e-6
+    with torch.no_grad():
+        w[0, 2, 1, 0] += eps
+        lp, _ = m.loss(x, y, shown=shown)
+        w[0, 2, 1, 0] -= 2 * eps
+        lm, _ = m.loss(x, y, shown=shown)
+        w[0, 2, 1, 0] += eps
+    fd = float(lp - lm) / (2 * eps)
+    assert abs(fd) > 1e-4
+    assert float(w.grad[0, 2, 1, 0]) == pytest.approx(fd, abs=1e-7)

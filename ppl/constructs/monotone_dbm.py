@@ -30,6 +30,7 @@ register(Builtin("categorical", "rt.monotone_dbm.units", ("n", "k"), 2, result="
 register(Builtin(
     "monotone_dbm", "rt.monotone_dbm.MonotoneDBM",
     ("visible", "hidden", "label", "margin", "rank", "monotone", "solver", "alpha", "tol",
-     "max_iter", "anderson", "observed", "mask", "init_scale", "seed"),
+     "max_iter", "anderson", "observed", "mask", "init_scale", "seed",
+     "readout", "coupling", "kernel", "channels"),
     1, kind="construct", result="network", attrs={"visible": "dist", "label": "dist"},
     doc="deep Boltzmann machine with a unique mean-field fixed point (Phi = s(D - A^T A))"))

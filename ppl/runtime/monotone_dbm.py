@@ -88,6 +88,7 @@ class Layout:
         for i, k in enumerate(unit_k):
             owner += [i] * k
         self.owner = torch.tensor(owner, dtype=torch.long)
+        self._block_masks: dict = {}
 
     def segment(self, name: str):
         for s in self.segments:
@@ -96,9 +97,13 @@ class Layout:
         raise KeyError(name)
 
     def block_mask(self, device=None) -> torch.Tensor:
-        """``[d, d]`` boolean, True inside a unit's own diagonal block."""
-        o = self.owner.to(device)
-        return o[:, None] == o[None, :]
+        """``[d, d]`` boolean, True inside a unit's own diagonal block (cached per device:
+        it is needed at every evaluation of ``Phi``)."""
+        key = str(torch.device(device) if device is not None else self.owner.device)
+        if key not in self._block_masks:
+            o = self.owner.to(device)
+            self._block_masks[key] = o[:, None] == o[None, :]
+        return self._block_masks[key]
 
 
 # ---------------------------------------------------------------------------------------
@@ -249,6 +254,22 @@ def monotone_phi(A: torch.Tensor, layout: Layout, margin: float):
     return s * (D - AtA), s
 
 
+def conv_operator(w: torch.Tensor, side: int, k: int) -> torch.Tensor:
+    """The matrix of the zero-padded 'same' convolution with kernel ``w``
+    ``[C_out, k, h, h]`` (odd ``h``) on a ``side x side`` grid of ``k``-state units:
+    ``[C_out * side^2, side^2 * k]``, columns in the layout's unit-major order (unit = pixel
+    in row-major order, then its state = input channel). Differentiable in ``w``; each
+    column is the kernel's response to one one-hot state of one pixel, so ``A^T A``
+    couples only pixels within ``h - 1`` of each other, with shared weights."""
+    n = side * side
+    idx = torch.arange(n * k, device=w.device)
+    pos, c = idx // k, idx % k
+    basis = torch.zeros(n * k, k, side, side, dtype=w.dtype, device=w.device)
+    basis[idx, c, pos // side, pos % side] = 1.0
+    out = torch.nn.functional.conv2d(basis, w, padding=w.shape[-1] // 2)
+    return out.reshape(n * k, -1).T
+
+
 def free_phi(W: torch.Tensor, layout: Layout) -> torch.Tensor:
     """The unconstrained control: ``Phi = (W + W^T)/2`` with the unit blocks zeroed."""
     S = 0.5 * (W + W.T)
@@ -304,8 +325,10 @@ class Problem:
 
     def random_start(self, batch: int, generator=None) -> torch.Tensor:
         """A random point of the product of simplices (observed units clamped)."""
-        e = torch.empty(batch, self.layout.d, dtype=self.Phi.dtype, device=self.Phi.device)
-        e.exponential_(generator=generator)
+        # drawn where the generator lives, so a CPU generator seeds CUDA runs too
+        gdev = generator.device if generator is not None else self.Phi.device
+        e = torch.empty(batch, self.layout.d, dtype=self.Phi.dtype, device=gdev)
+        e = e.exponential_(generator=generator).to(self.Phi.device)
         y = torch.log(e)  # softmax(log Exp) is a Dirichlet(1) draw per unit
         return self.prox(y, 1.0)
 
@@ -490,7 +513,8 @@ def unrolled_fixed_point(p: Problem, z0: torch.Tensor, *, alpha: float = 1.0,
 class MonotoneDBM(nn.Module):
     """A DBM over ``visible``, ``hidden`` tiers and an optional ``label`` unit group.
 
-    ``monotone=True``: ``Phi = s (D - A^T A)`` (dense ``A`` of ``rank`` rows; margin
+    ``monotone=True``: ``Phi = s (D - A^T A)`` (dense ``A`` of ``rank`` rows, or with
+    ``coupling="conv"`` the convolution operators of :func:`conv_operator`; margin
     guaranteed); ``monotone=False``: the unconstrained control ``Phi = sym(W)`` with zero
     unit blocks and plain mean-field. Data: ``visible`` as integer states ``[B, n_v]`` with
     ``-1`` (or NaN) for missing; ``label`` ``[B]`` with ``-1`` for unknown.
@@ -500,7 +524,9 @@ class MonotoneDBM(nn.Module):
                  rank: int | None = None, monotone: bool = True, solver: str = "fb",
                  alpha: float = 0.125, tol: float = 1e-4, max_iter: int = 50,
                  anderson: int = 5, observed: float = 0.4, mask: str = "random",
-                 init_scale: float = 1.0, seed: int | None = None):
+                 init_scale: float = 1.0, seed: int | None = None,
+                 readout: float | None = 10.0, coupling: str = "dense", kernel: int = 3,
+                 channels: int = 8):
         super().__init__()
         groups = [("visible", _as_units(visible)[0])]
         for i, h in enumerate(_as_units(hidden)):
@@ -515,20 +541,78 @@ class MonotoneDBM(nn.Module):
         self.observed, self.mask = float(observed), str(mask)
         d = self.layout.d
         gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
-        if self.monotone:
+        # drawn on the CPU (the seed's generator), then placed on the default device
+        place = {"dtype": torch.get_default_dtype(), "device": torch.empty(0).device}
+        self.coupling = str(coupling)
+        if self.coupling not in ("dense", "conv"):
+            raise ValueError(f"coupling must be 'dense' or 'conv', got {coupling!r}")
+        if self.coupling == "conv":
+            if not self.monotone:
+                raise ValueError("coupling='conv' is a monotone parametrisation of A; the "
+                                 "unconstrained control is dense")
+            self._init_conv(int(kernel), int(channels), float(init_scale), gen, place)
+        elif self.monotone:
             r = int(rank) if rank is not None else d
-            A = torch.randn(r, d, generator=gen) * (float(init_scale) / math.sqrt(r))
-            self.A = nn.Parameter(A.to(torch.get_default_dtype()))
+            A = torch.randn(r, d, generator=gen, device="cpu") * (float(init_scale) / math.sqrt(r))
+            self.A = nn.Parameter(A.to(**place))
         else:
-            W = torch.randn(d, d, generator=gen) * (float(init_scale) / math.sqrt(d))
-            self.W = nn.Parameter(W.to(torch.get_default_dtype()))
+            W = torch.randn(d, d, generator=gen, device="cpu") * (float(init_scale) / math.sqrt(d))
+            self.W = nn.Parameter(W.to(**place))
         self.b = nn.Parameter(torch.zeros(d))
+        # Readout temperatures (the reference's tau, clftau): the loss scores
+        # softmax(tau^2 (Phi q* + b)). The margin bounds how strong the couplings, and so
+        # the mean-field logits, can be; without a learned scale the pixel term's gradient
+        # is too weak beside the label's and the couplings learn the label alone.
+        self.readout = float(readout) if readout else None  # 0 / None: tau = 1, fixed
+        if self.readout is not None:
+            _, _, n_v, _ = self.layout.segment("visible")
+            self.tau_visible = nn.Parameter(torch.full((n_v, 1), math.sqrt(self.readout)))
+            self.tau_label = nn.Parameter(torch.ones(()))
         self.check_margin()
 
+    def _init_conv(self, kernel: int, channels: int, init_scale: float, gen, place) -> None:
+        """Convolutional ``A``: ``channels`` feature maps on the visible grid; every grid
+        group (the visible units and each hidden tier of the same size) enters through a
+        ``kernel x kernel`` convolution, the label through dense columns."""
+        if kernel % 2 != 1:
+            raise ValueError(f"kernel must be odd, got {kernel}")
+        _, _, n_v, _ = self.layout.segment("visible")
+        side = int(round(math.sqrt(n_v)))
+        if side * side != n_v:
+            raise ValueError(f"coupling='conv' needs a square visible grid; got {n_v} units")
+        self.side, self.channels = side, channels
+        r = channels * n_v
+        self.conv = nn.ParameterList()
+        for name, _, n, k in self.layout.segments:
+            if name == "label":
+                continue
+            if n != n_v:
+                raise ValueError(f"coupling='conv': hidden tier {name} needs {n_v} units "
+                                 f"(one per pixel), got {n}")
+            # columns of A (one per one-hot state) start with norm ~ init_scale, as dense
+            w = torch.randn(channels, k, kernel, kernel, generator=gen, device="cpu")
+            self.conv.append(nn.Parameter((w * init_scale / math.sqrt(channels * kernel ** 2))
+                                          .to(**place)))
+        if "label" in [g[0] for g in self.layout.groups]:
+            k_l = self.layout.segment("label")[3]
+            a = torch.randn(r, k_l, generator=gen, device="cpu") * (init_scale / math.sqrt(r))
+            self.A_label = nn.Parameter(a.to(**place))
+
     # ---- structure ----
+    def a_matrix(self) -> torch.Tensor:
+        """``A`` (monotone model): the dense parameter, or the convolution operators of
+        the grid groups beside the label's dense columns, in the layout's column order."""
+        if self.coupling == "dense":
+            return self.A
+        cols, convs = [], iter(self.conv)
+        for name, _, _, k in self.layout.segments:
+            cols.append(self.A_label if name == "label"
+                        else conv_operator(next(convs), self.side, k))
+        return torch.cat(cols, dim=1)
+
     def phi(self) -> torch.Tensor:
         if self.monotone:
-            return monotone_phi(self.A, self.layout, self.margin)[0]
+            return monotone_phi(self.a_matrix(), self.layout, self.margin)[0]
         return free_phi(self.W, self.layout)
 
     def check_margin(self, exact: bool = True) -> float:
@@ -598,6 +682,17 @@ class MonotoneDBM(nn.Module):
         _, off, n, k = self.layout.segment(name)
         return p.field(z)[:, off:off + n * k].reshape(z.shape[0], n, k)
 
+    def readout_logits(self, z: torch.Tensor, p: Problem, name: str) -> torch.Tensor:
+        """``tau^2 (Phi z + b)`` for ``visible`` (one learned ``tau`` per unit) or ``label``
+        (one scalar): the logits the loss scores (the reference's readout temperatures).
+        At the fixed point an unclamped unit's ``q*`` is ``softmax(Phi q* + b)``, so the
+        readout keeps its most probable state; only the confidence is rescaled."""
+        lg = self.logits(z, p, name)
+        if self.readout is None or name not in ("visible", "label"):
+            return lg
+        tau = self.tau_visible if name == "visible" else self.tau_label
+        return tau.square() * lg
+
     def training_mask(self, visible: torch.Tensor, generator=None) -> torch.Tensor:
         """Which of the given (non-missing) pixels are shown as inputs: a random fraction
         ``observed``, or everything outside one random square patch."""
@@ -605,7 +700,8 @@ class MonotoneDBM(nn.Module):
                          device=visible.device) & (_states(visible, visible.device) >= 0)
 
     def loss(self, visible, label=None, shown=None, generator=None, **opts):
-        """``0.5 CE(hidden pixels) + 0.5 CE(label)`` on the logits ``Phi q* + b``, with the
+        """``0.5 CE(hidden pixels) + 0.5 CE(label)`` on the readout logits
+        ``tau^2 (Phi q* + b)`` (METHODS §5; ``tau = 1`` when ``readout=None``), with the
         pixels outside ``shown`` (default: a fresh training mask) and the label hidden."""
         x = _states(visible, self.b.device)
         if shown is None:
@@ -613,26 +709,30 @@ class MonotoneDBM(nn.Module):
         inp = torch.where(shown, x, torch.full_like(x, -1))
         z, info, p = self.infer(inp, None, **opts)
         target = (~shown) & (x >= 0)
-        lv = torch.log_softmax(self.logits(z, p, "visible"), -1)
+        lv = torch.log_softmax(self.readout_logits(z, p, "visible"), -1)
         nll_v = -lv.gather(-1, x.clamp_min(0)[..., None])[..., 0]
         loss = 0.5 * (nll_v * target).sum() / target.sum().clamp_min(1)
         if label is not None and "label" in [g[0] for g in self.layout.groups]:
             y = _states(label, self.b.device).reshape(-1)
-            ll = torch.log_softmax(self.logits(z, p, "label")[:, 0], -1)
+            ll = torch.log_softmax(self.readout_logits(z, p, "label")[:, 0], -1)
             loss = loss + 0.5 * torch.nn.functional.nll_loss(ll, y)
         return loss, info
 
     @torch.no_grad()
     def predict(self, visible, **opts):
-        """``(pixel marginals [B, n_v, k], label marginals [B, k_label] or None, info)``
-        with every non-missing pixel clamped."""
-        z, info, p = self.infer(_states(visible, self.b.device), None, grad=False, **opts)
+        """``(pixel distributions [B, n_v, k], label distribution [B, k_label] or None,
+        info)`` with every non-missing pixel clamped: ``softmax`` of the readout logits
+        ``tau^2 (Phi q* + b)`` (what the loss is trained on; same most probable state as
+        the mean-field marginal ``q*``), one-hot on the clamped pixels."""
+        st = _states(visible, self.b.device)
+        z, info, p = self.infer(st, None, grad=False, **opts)
+        pv = torch.softmax(self.readout_logits(z, p, "visible"), -1)
         _, off, n, k = self.layout.segment("visible")
-        pv = z[:, off:off + n * k].reshape(z.shape[0], n, k)
+        clamped = (st >= 0).reshape(z.shape[0], n)[..., None]
+        pv = torch.where(clamped, z[:, off:off + n * k].reshape(z.shape[0], n, k), pv)
         pl = None
         if "label" in [g[0] for g in self.layout.groups]:
-            _, off, n, k = self.layout.segment("label")
-            pl = z[:, off:off + k]
+            pl = torch.softmax(self.readout_logits(z, p, "label")[:, 0], -1)
         return pv, pl, info
 
     # ---- language sites ----
@@ -745,8 +845,9 @@ class _Site(TorchDistribution):
 
 
 class _VisibleSite(_Site):
-    """Scores the hidden non-missing pixels: ``0.5 log q*(x_i)`` per pixel (the reference
-    training loss, METHODS §5); clamped and missing pixels contribute 0."""
+    """Scores the hidden non-missing pixels: ``0.5 log softmax(tau^2 (Phi q* + b))_i[x_i]``
+    per pixel (the reference training loss, METHODS §5); clamped and missing pixels
+    contribute 0."""
 
     support = torch.distributions.constraints.real
 
@@ -755,7 +856,7 @@ class _VisibleSite(_Site):
         s.pixels = value
         _, st, shown, z, p = s.solved()
         m = s.model
-        lv = torch.log_softmax(m.logits(z, p, "visible"), -1)
+        lv = torch.log_softmax(m.readout_logits(z, p, "visible"), -1)
         ll = lv.gather(-1, st.clamp_min(0)[..., None])[..., 0]
         target = (~shown) & (st >= 0)
         out = 0.5 * torch.where(target, ll, torch.zeros_like(ll))
@@ -767,14 +868,14 @@ class _VisibleSite(_Site):
 
 
 class _LabelSite(_Site):
-    """``0.5 log q*(label)`` when observed; a draw from the mean-field label marginal,
-    given every non-missing pixel, when sampled."""
+    """``0.5 log softmax(tau^2 (Phi q* + b))[label]`` when observed; a draw from that
+    readout distribution, given every non-missing pixel, when sampled."""
 
     support = torch.distributions.constraints.nonnegative_integer
 
     def _probs(self):
         _, _, _, z, p = self.session.solved()
-        return torch.softmax(self.session.model.logits(z, p, "label")[:, 0], -1)
+        return torch.softmax(self.session.model.readout_logits(z, p, "label")[:, 0], -1)
 
     def log_prob(self, value):
         pr = self._probs()
