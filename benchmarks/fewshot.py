@@ -52,7 +52,7 @@ def make_trainer(method, theta, steps, args, n_episodes):
     if method in ("niw", "no_adapt", "no_share"):
         return M.NIW(theta, variant="niw" if method == "niw" else method, sgld_steps=steps,
                      gamma0=1e6 if method == "no_adapt" else args.gamma0,
-                     sgld_temp=args.sgld_temp, sgld_burn=args.sgld_burn,
+                     sgld_temp=args.sgld_temp, sgld_burn=args.sgld_burn, a_max=args.a_max,
                      sgld_detrend=bool(args.sgld_detrend),
                      sgld_lr=args.inner_lr, lr=args.lr, lr_hyper=args.lr_hyper,
                      kl_episodes=n_episodes, test_samples=args.test_samples)
@@ -84,6 +84,7 @@ def main(argv=None):
     p.add_argument("--gamma0", type=float, default=1e6,
                    help="NIW gamma0 at init (the no_adapt ablation freezes it here)")
     p.add_argument("--sgld-temp", type=float, default=1.0, help="SGLD temperature")
+    p.add_argument("--a-max", type=float, default=1e3, help="NIW clip of A_i (reference 1e3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sgld-burn", type=int, default=1,
                    help="SGLD iterates not averaged (1: only the warm start)")
@@ -136,6 +137,7 @@ def main(argv=None):
                 print(f"{row:34s} err {res['err']:.4f} ± {res['err_ci']:.4f}  "
                       f"nll {res['nll']:.3f}  ece {res['ece']:.3f}  "
                       f"s/ep {info['s_per_episode']:.4f}  peak_mb {info['peak_mb']:.3f}  "
+                      f"skipped {info['skipped']}  "
                       f"({time.perf_counter() - t0:.0f}s)", flush=True)
     if args.json:
         with open(args.json, "w") as f:

@@ -393,3 +393,61 @@ def test_prototype_likelihood_in_a_bdl_model_end_to_end():
         for part in ("support", "query"):
             assert float(task.loss(theta, e, part)) == pytest.approx(
                 float(proto.loss(theta, e, part)), rel=1e-5)
+
+
+def _fewshot_bench():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fewshot_bench",
+                                                  ROOT / "benchmarks" / "fewshot.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_fewshot_benchmark_rows_columns_and_device(tmp_path, capsys):
+    bench = _fewshot_bench()
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            bench.main(["--device", "cuda"])
+        assert "CUDA is not available" in capsys.readouterr().err
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    old = torch.get_default_dtype()
+    try:
+        out = tmp_path / "r.json"
+        rows = bench.main(["--task", "gauss", "--methods", "niw,protonet", "--shots", "1",
+                           "--inner", "1", "--episodes", "4", "--batch", "2",
+                           "--test-episodes", "3", "--device", device, "--json", str(out)])
+    finally:
+        torch.set_default_dtype(old)
+    import json
+
+    saved = json.loads(out.read_text())
+    assert set(saved) == {"gauss/1shot/niw/k1", "gauss/1shot/protonet"} == set(rows)
+    for r in saved.values():
+        assert set(r) == {"err", "err_ci", "nll", "ece", "s_per_episode", "peak_mb"}
+        assert 0.0 <= r["err"] <= 1.0 and r["s_per_episode"] > 0
+
+
+def test_divergent_inner_loop_neither_poisons_sgld_nor_the_globals():
+    """U = 50 theta^2 with step 0.1 (past 2/curvature = 0.02) blows up geometrically: the
+    chain stops at its last finite iterate; a meta step whose loss is not finite is
+    skipped and counted instead of writing NaN into the parameters."""
+    theta0 = torch.ones(2, dtype=D64)
+    mbar, A, _, _ = rtn.sgld(lambda th: 50.0 * (th ** 2).sum(), theta0, 400, 0.1, temp=0.0)
+    assert torch.isfinite(mbar).all() and torch.isfinite(A).all()
+    assert float(mbar.abs().max()) > 1e100  # it did run until the next step overflowed
+
+    class Q:
+        kind = "regression"
+
+        def loss(self, theta, ep, part):
+            return (theta ** 2).sum() * ep["scale"]
+
+    tr = M.NIW(torch.zeros(3, dtype=D64), sgld_steps=1)
+    before = [p.detach().clone() for g in tr.opt.param_groups for p in g["params"]]
+    tr.step(Q(), [{"scale": torch.tensor(float("inf"), dtype=D64)}])
+    after = [p.detach() for g in tr.opt.param_groups for p in g["params"]]
+    assert tr.skipped == 1 and all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    tr.step(Q(), [{"scale": torch.tensor(1.0, dtype=D64)}])
+    assert tr.skipped == 1 and not torch.equal(before[0], tr.m0.detach())

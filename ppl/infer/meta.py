@@ -91,8 +91,7 @@ class NIW:
         mp, gp, np_, lp = self.prior
         loss = loss + self.kl_weight * rtn.kl_niw(m0, gamma0, n0, l0, mp, gp, np_, lp)
         loss.backward()
-        self.opt.step()
-        return float(loss.detach())
+        return _guarded_step(self, loss)
 
     def draws(self, task, ep, n=None, generator=None):
         """Test time: q_i* on the support set at the mean of q(phi), then n draws."""
@@ -101,6 +100,20 @@ class NIW:
         n = n or self.test_samples
         eps = rtn.randn_like(m, generator, (n,) + m.shape)
         return m + v.sqrt() * eps
+
+
+def _guarded_step(trainer, loss) -> float:
+    """Apply the optimiser step unless the loss or a gradient is not finite (one episode
+    whose inner loop diverged would otherwise turn every parameter into NaN); skipped
+    steps are counted in ``trainer.skipped``."""
+    params = [q for g in trainer.opt.param_groups for q in g["params"]]
+    finite = torch.isfinite(loss) & torch.stack(
+        [torch.isfinite(q.grad).all() for q in params if q.grad is not None]).all()
+    if bool(finite):
+        trainer.opt.step()
+    else:
+        trainer.skipped = getattr(trainer, "skipped", 0) + 1
+    return float(loss.detach())
 
 
 class MAML:
@@ -134,8 +147,7 @@ class MAML:
         self.opt.zero_grad()
         loss = sum(self.episode_loss(task, ep) for ep in batch) / len(batch)
         loss.backward()
-        self.opt.step()
-        return float(loss.detach())
+        return _guarded_step(self, loss)
 
     def draws(self, task, ep, n=None, generator=None):
         return self.adapt(task, ep, train=False).detach()[None]
@@ -290,7 +302,8 @@ class SavedTensorMeter:
 def meta_train(trainer, task, src, *, steps, batch, generator=None, progress=False,
                measure_memory=True) -> dict:
     """``steps`` updates of ``batch`` fresh meta-train episodes each. Returns the loss
-    history, wall seconds per episode and the peak MB of saved tensors per episode
+    history, the number of steps skipped for a non-finite loss or gradient
+    (``skipped``), wall seconds per episode and the peak MB of saved tensors per episode
     (measured on one extra single-episode forward/backward, plus the CUDA allocator's
     peak on a GPU)."""
     history = []
@@ -326,7 +339,8 @@ def meta_train(trainer, task, src, *, steps, batch, generator=None, progress=Fal
         for p in trainer.opt.param_groups:
             for q in p["params"]:
                 q.grad = None
-    return {"history": history, "s_per_episode": wall / (steps * batch), "peak_mb": peak_mb}
+    return {"history": history, "s_per_episode": wall / (steps * batch), "peak_mb": peak_mb,
+            "skipped": getattr(trainer, "skipped", 0)}
 
 
 # ---- the ``meta`` inference method on a BDL model --------------------------------------

@@ -114,7 +114,8 @@ def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=1,
     pull hardest. With ``detrend`` the variance is the residual variance of each
     coordinate about its least-squares line in t (n - 2 degrees of freedom); at 3 steps
     that leaves one degree of freedom, too noisy to help (benchmarks/RESULTS.md, Issue 7).
-    Too few kept iterates for a variance (1, or 2 when detrending) give A = a_max. The
+    Too few kept iterates for a variance (1, or 2 when detrending) give A = a_max. A step
+    that is not finite ends the chain (the iterates so far are kept). The
     iterates are constants summarised on the fly, so memory does not
     grow with ``steps``.
     """
@@ -143,9 +144,14 @@ def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=1,
         with torch.enable_grad():
             (grad,) = torch.autograd.grad(potential(th), th)
         xi = randn_like(theta, generator)
-        theta = (th.detach() - lr * grad + noise_sd * xi).detach()
+        step = (th.detach() - lr * grad + noise_sd * xi).detach()
+        if not bool(torch.isfinite(step).all()):
+            break  # diverged (lr past 2/curvature somewhere): keep the finite iterates
+        theta = step
         if t >= burn:
             keep(t, theta - theta0)
+    if n == 0:  # diverged before the first kept iterate: the last finite one
+        keep(0, theta - theta0)
     mean = theta0.detach() + mx
     dof = n - 2 if detrend else n - 1
     if dof < 1:
