@@ -35,6 +35,8 @@ from ppl.runtime import network_priors as npr
 BUDGETS = {
     # hidden units, matching (outer steps, critic steps after the first, first critic
     # steps, function samples), SGHMC (chains, burn-in, thin, kept draws, dropped, eta)
+    "tiny": dict(hidden=10, steps=5, critic_steps=2, critic_init=5, fsamples=16,
+                 chains=2, warmup=40, thin=2, samples=6, drop=1, eta=0.05),  # CI smoke
     "small": dict(hidden=50, steps=100, critic_steps=5, critic_init=50, fsamples=128,
                   chains=2, warmup=1000, thin=25, samples=20, drop=4, eta=0.05),
     "paper": dict(hidden=100, steps=200, critic_steps=20, critic_init=200, fsamples=128,
@@ -52,16 +54,20 @@ model UCIBNN(x: real[N, D], y: real[N]) {
 """
 
 
-def prior_source(name: str, dim: int, b: dict, seed: int) -> str:
+def prior_source(name: str, b: dict, seed: int, kernel: str, inputs: str = "x",
+                 measure: str = "data", points: int = 100, lr: float = 0.05) -> str:
+    """The right-hand side of ``f ~ ...`` for prior ``name`` (fg, fh, gpig, gpih); the GP
+    priors match ``kernel`` (BDL source) at measurement sets built from ``inputs``, with
+    the budget ``b``'s matching settings."""
     if name == "fg":
         return "gaussian_prior(1)"
     if name == "fh":
         return "hierarchical_prior(1, 1)"
     family = {"gpig": "gaussian", "gpih": "hierarchical"}[name]
-    return (f"gp_prior(rbf(lengthscale={math.sqrt(2 * dim):.6g}, variance=1), inputs=x, "
-            f'family="{family}", steps={b["steps"]}, samples={b["fsamples"]}, points=100, '
-            f'critic_steps={b["critic_steps"]}, critic_init_steps={b["critic_init"]}, '
-            f'lr=0.05, measure="data", seed={seed})')
+    return (f"gp_prior({kernel}, inputs={inputs}, "
+            f'family="{family}", steps={b["steps"]}, samples={b["fsamples"]}, '
+            f'points={points}, critic_steps={b["critic_steps"]}, '
+            f'critic_init_steps={b["critic_init"]}, lr={lr}, measure="{measure}", seed={seed})')
 
 
 def load(folder: Path, split: int):
@@ -74,23 +80,25 @@ def load(folder: Path, split: int):
 
 
 def run_split(folder: Path, split: int, prior: str, b: dict, noise_var: float, seed: int,
-              step_size: float = 0.01):
+              step_size: float = 0.01, device: str = "cpu"):
     xtr, ytr, xte, yte = load(folder, split)
     xm, xs = xtr.mean(0), xtr.std(0)
     xs[xs == 0] = 1.0
     ym, ys = ytr.mean(), ytr.std()
     x = torch.tensor((xtr - xm) / xs, dtype=torch.float32)
     y = torch.tensor((ytr - ym) / ys, dtype=torch.float32)
-    xt = torch.tensor((xte - xm) / xs, dtype=torch.float32)
+    xt = torch.tensor((xte - xm) / xs, dtype=torch.float32, device=device)
     dim = x.shape[1]
     src = (SOURCE.replace("HIDDEN", str(b["hidden"]))
-           .replace("PRIOR", prior_source(prior, dim, b, seed))
+           .replace("PRIOR", prior_source(prior, b, seed,
+                                          f"rbf(lengthscale={math.sqrt(2 * dim):.6g}, "
+                                          "variance=1)"))
            .replace("NOISE", f"{math.sqrt(noise_var):.6g}"))
     model = ppl.compile(src)
     npr._MEMO.clear()
     fit = model.fit({"x": x, "y": y}, infer="sghmc", chains=b["chains"], warmup=b["warmup"],
                     thin=b["thin"], samples=b["samples"], drop=b["drop"], step_size=step_size,
-                    friction=0.05, adaptive=True, seed=seed, dtype="float32")
+                    friction=0.05, adaptive=True, seed=seed, dtype="float32", device=device)
     fit_s = sum(r.get("fit_s", 0.0) for r in npr._MEMO.values())
     sample_s = fit.wall_time - fit_s
     n_layers = 2
@@ -98,7 +106,7 @@ def run_split(folder: Path, split: int, prior: str, b: dict, noise_var: float, s
     with torch.no_grad():
         f = npr.forward(xt, weights, torch.tanh)[..., 0]  # [chains, draws, Ntest]
     rhat = split_gelman_rubin(f, chain_dim=0, sample_dim=1)
-    f = f.reshape(-1, f.shape[-1]).double() * ys + ym
+    f = f.reshape(-1, f.shape[-1]).double().cpu() * ys + ym
     yt = torch.tensor(yte, dtype=torch.float64)
     var_n = noise_var * ys ** 2
     mu = f.mean(0)
@@ -127,18 +135,23 @@ def main(argv=None):
     ap.add_argument("--cache", default=None,
                     help="cache folder for fitted priors (default: a fresh temporary one, "
                          "so fit_s is measured)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="where data, weights, prior parameters, the critic and the SGHMC "
+                         "state live")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("uci_bnn: --device cuda was asked for, but CUDA is not available here")
     if a.threads:
         torch.set_num_threads(a.threads)
     os.environ["BDL_CACHE_DIR"] = a.cache or tempfile.mkdtemp(prefix="uci_bnn_")
     folder, b = Path(a.data), BUDGETS[a.budget]
     rows = {}
-    print(f"{folder.name}: budget {a.budget}, {a.splits} split(s), "
+    print(f"{folder.name}: budget {a.budget}, {a.splits} split(s), device {a.device}, "
           f"{torch.get_num_threads()} torch threads", file=sys.stderr)
     for prior in a.priors.split(","):
         eta = a.step_size if a.step_size is not None else b["eta"]
-        res = [run_split(folder, k, prior, b, a.noise_var, a.seed + k, eta)
+        res = [run_split(folder, k, prior, b, a.noise_var, a.seed + k, eta, a.device)
                for k in range(a.splits)]
         row = {}
         for col in ("rmse", "ll", "ll_moment", "fit_s", "sample_s", "rhat_max", "rhat_mean"):

@@ -208,3 +208,57 @@ def test_prior_on_non_network_is_an_error():
 
     with pytest.raises(BdlError, match="prior on a network"):
         ppl.compile("model M(y: real) {\n  f ~ gaussian_prior(1)\n  y ~ Normal(0, 1)\n}\n")
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_match_gp_critic_schemes(monkeypatch, warm):
+    """Warm start: one critic, critic_init_steps then critic_steps per outer step; the
+    reference scheme: a fresh critic with critic_init_steps at every outer step."""
+    made, steps = [], []
+    make, loss = npr.make_critic, npr.critic_loss
+
+    def counting_make(*a, **k):
+        made.append(make(*a, **k))
+        return made[-1]
+
+    def counting_loss(critic, *a, **k):
+        steps.append(id(critic))
+        return loss(critic, *a, **k)
+    monkeypatch.setattr(npr, "make_critic", counting_make)
+    monkeypatch.setattr(npr, "critic_loss", counting_loss)
+    x = torch.linspace(-1, 1, 12).unsqueeze(-1)
+    npr.match_gp([1, 4, 1], torch.tanh, RBF(lengthscale=0.5, variance=1.0), x, steps=4,
+                 samples=16, points=8, critic_steps=3, critic_init_steps=7, measure="grid",
+                 warm_start=warm)
+    if warm:
+        assert len(made) == 1 and len(steps) == 7 + 3 * 3
+    else:
+        assert len(made) == 4 and len(steps) == 4 * 7
+        assert [steps.count(id(c)) for c in made] == [7] * 4
+
+
+def test_gp_prior_bnn_with_sghmc_lives_on_the_device(device):
+    """Data, matched prior parameters, the critic (it must share the inputs' device for
+    matching to run at all), weights and SGHMC draws all on ``device``."""
+    src = """
+model B(x: real[N, 1], y: real[N], x_new: real[K, 1]) {
+  f = mlp(1, [6], 1, act=tanh)
+  f ~ gp_prior(rbf(lengthscale=0.8, variance=1), inputs=x, steps=4, samples=16, points=8,
+               critic_init_steps=5, critic_steps=2, family="hierarchical")
+  plate N batch 8 {
+    y ~ Normal(f(x)[:, 0], 0.3)
+  }
+  mu_new = f(x_new)[:, 0]
+}
+"""
+    x = torch.linspace(-2, 2, 20).unsqueeze(-1)
+    y = torch.sin(2 * x[:, 0])
+    fit = ppl.compile(src).fit({"x": x, "y": y, "x_new": x[:5]}, infer="sghmc", samples=4,
+                               warmup=10, thin=2, chains=2, gibbs_every=3, seed=0,
+                               device=device)
+    (matched,) = npr._MEMO.values()
+    assert {v.device.type for v in matched["psi"].values()} == {device}
+    assert {v.device.type for v in fit.chains.values()} == {device}
+    assert fit.chains["mu_new"].shape == (2, 4, 5)
+    assert fit.chains["f.vW0"].shape == (2, 4)
+    assert all(torch.isfinite(v).all() for v in fit.chains.values())

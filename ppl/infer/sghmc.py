@@ -50,12 +50,12 @@ def _init(site):
 
 def _sites(model, kwargs):
     tr = poutine.trace(InitMessenger(_init)(model)).get_trace(**kwargs)
-    free, gibbs, dets = {}, {}, []
+    free, gibbs, dets = {}, {}, {}
     for name, site in tr.nodes.items():
         if site["type"] != "sample" or type(site["fn"]).__name__ == "_Subsample":
             continue
         if site["infer"].get("_deterministic"):
-            dets.append(name)
+            dets[name] = tuple(site["value"].shape)
         elif site["is_observed"]:
             continue
         elif "bdl_gibbs" in site["infer"]:
@@ -157,7 +157,7 @@ def run_chain(model, kwargs, opts, progress=False, chain=0):
 def run(model, kwargs, opts, progress=False) -> Fit:
     if opts["drop"] >= opts["samples"]:
         raise ValueError("sghmc: drop must be smaller than samples")
-    per_chain, dets = [], []
+    per_chain, dets = [], {}
     latents = None
     for c in range(opts["chains"]):
         pyro.set_rng_seed(opts["seed"] + c)
@@ -170,9 +170,9 @@ def run(model, kwargs, opts, progress=False) -> Fit:
 
         flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in chains.items()}
         with torch.no_grad():
-            pred = Predictive(model, posterior_samples=flat, return_sites=dets)(**kwargs)
+            pred = Predictive(model, posterior_samples=flat, return_sites=list(dets))(**kwargs)
         n_chains, n_draws = next(iter(chains.values())).shape[:2]
-        for k in dets:
-            v = pred[k].detach()
-            chains[k] = v.reshape((n_chains, n_draws) + v.shape[1:])
-    return Fit(model, kwargs, chains=chains, latents=latents, deterministics=dets)
+        for k, shape in dets.items():
+            # Predictive pads sites outside the model's plates with singleton plate dims
+            chains[k] = pred[k].detach().reshape((n_chains, n_draws) + shape)
+    return Fit(model, kwargs, chains=chains, latents=latents, deterministics=list(dets))

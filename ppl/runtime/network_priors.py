@@ -50,7 +50,7 @@ _ACT = {
     nn.Softplus: nn.functional.softplus, nn.ELU: nn.functional.elu,
     nn.GELU: nn.functional.gelu,
 }
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: results carry psi_trace
 
 
 # ---- the functional network ---------------------------------------------------------
@@ -322,7 +322,9 @@ def match_gp(sizes: list[int], act, kernel, inputs: torch.Tensor, family: str = 
     Each outer step draws a measurement set X, trains the critic (warm-started unless
     ``warm_start`` is False, when it is re-initialised as in the reference), then takes one
     RMSprop step on psi through reparameterised network samples. Returns
-    ``{"psi": {...}, "w1": [W1 estimate per outer step]}``.
+    ``{"psi": {...}, "w1": [W1 estimate per outer step], "psi_trace": {name: [steps + 1,
+    layers]}}`` (psi before the first step and after every step, so that W1 along the way
+    can be measured afterwards by a fresh critic).
     """
     x = _as_matrix(inputs).detach()
     dtype, device = x.dtype, x.device
@@ -334,7 +336,7 @@ def match_gp(sizes: list[int], act, kernel, inputs: torch.Tensor, family: str = 
                _init_psi(len(sizes) - 1, family, dtype, device).items()}
         opt_psi = torch.optim.RMSprop(list(psi.values()), lr=lr)
         critic, opt_c = None, None
-        history = []
+        history, path = [], [{k: v.detach().clone() for k, v in psi.items()}]
         for _ in range(steps):
             xm = measurement_set(x, points, measure, g)
             draw_gp = gp_sampler(kernel, xm)
@@ -357,9 +359,11 @@ def match_gp(sizes: list[int], act, kernel, inputs: torch.Tensor, family: str = 
             w.backward()
             opt_psi.step()
             history.append(float(w.detach()))
+            path.append({k: v.detach().clone() for k, v in psi.items()})
     finally:
         torch.random.set_rng_state(torch_state)
-    return {"psi": {k: v.detach() for k, v in psi.items()}, "w1": history}
+    return {"psi": {k: v.detach() for k, v in psi.items()}, "w1": history,
+            "psi_trace": {k: torch.stack([p[k] for p in path]) for k in psi}}
 
 
 # ---- caching ------------------------------------------------------------------------------
