@@ -1,0 +1,130 @@
+"""The issue 5 benchmark helpers against independent dense computations: the Kalman
+likelihood of benchmarks/fsde_hurst.py, the Euler-prior moments of benchmarks/fbm_bridge.py
+and the K choice / rows of benchmarks/fbm_sampling.py (METHODS.md s2)."""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ppl.runtime import fractional_sde as fs
+from ppl.runtime import mafbm
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench(name, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))   # the scripts import each other
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", ROOT / "benchmarks" /
+                                                  f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _dense_euler(tt, w, g, theta, mu, sigma, kind, dt):
+    """X at the output times as an affine map of (x0, Y(0), the Euler increments): the
+    same recursion written out, so mean and covariance come without any filtering."""
+    K = len(g)
+    D = K + 1
+    M = torch.zeros(D, D, dtype=torch.float64)
+    M[0, 0] = -theta
+    M[0, 1:] = -sigma * w * g
+    M[1:, 1:] = -torch.diag(g)
+    c = torch.zeros(D, dtype=torch.float64)
+    c[0] = theta * mu
+    G = torch.cat([torch.tensor([sigma * float(w.sum())], dtype=torch.float64),
+                   torch.ones(K, dtype=torch.float64)])
+    # the solver's step points
+    pts, cur = [float(tt[0])], float(tt[0])
+    for t in tt[1:].tolist():
+        while cur < t - 1e-12:
+            cur = min(cur + dt, t)
+            pts.append(cur)
+    n_noise = len(pts) - 1
+    # Z = m + B @ [x0, Y0 (K), dW_1..dW_n]
+    B = torch.zeros(D, D + n_noise, dtype=torch.float64)
+    B[:, :D] = torch.eye(D, dtype=torch.float64)
+    m = torch.zeros(D, dtype=torch.float64)
+    rows_m, rows_B = [], []
+    out = set(round(t, 9) for t in tt.tolist())
+    if round(pts[0], 9) in out:
+        rows_m.append(m[0].clone())
+        rows_B.append(B[0].clone())
+    for j in range(n_noise):
+        h = pts[j + 1] - pts[j]
+        A = torch.eye(D, dtype=torch.float64) + h * M
+        m = A @ m + h * c
+        B = A @ B
+        B[:, D + j] += G * math.sqrt(h)
+        if round(pts[j + 1], 9) in out:
+            rows_m.append(m[0].clone())
+            rows_B.append(B[0].clone())
+    var0 = torch.zeros(D + n_noise, dtype=torch.float64)
+    var0[0] = 1.0
+    var0[D:] = 1.0
+    S0 = torch.diag(var0)
+    if kind == 1:
+        S0[1:D, 1:D] = 1.0 / (g[:, None] + g[None, :])
+    Bx = torch.stack(rows_B)
+    return torch.stack(rows_m), Bx @ S0 @ Bx.T
+
+
+@pytest.mark.parametrize("kind,H", [(2, 0.3), (2, 0.8), (1, 0.6)])
+def test_kalman_loglik_equals_the_dense_gaussian_density(kind, H, monkeypatch):
+    fh = _bench("fsde_hurst", monkeypatch)
+    torch.manual_seed(0)
+    tt = torch.tensor([0.0, 0.013, 0.05, 0.2, 0.21, 0.5, 1.0], dtype=torch.float64)
+    yt = torch.randn(len(tt), dtype=torch.float64)
+    g = mafbm.gamma_grid(3, 20.0)
+    w, _ = mafbm.omega(H, g, 1.0, kind)
+    theta, mu, sigma, obs = 1.7, 0.3, 0.8, 0.05
+    f64 = dict(dtype=torch.float64)
+    ll = fh.kalman_loglik(tt, yt, w[None], g, torch.tensor([theta], **f64),
+                          torch.tensor([mu], **f64), torch.tensor([sigma], **f64),
+                          kind, obs, 20.0)
+    mean, cov = _dense_euler(tt, w, g, theta, mu, sigma, kind, fs.default_dt(tt, 20.0))
+    ref = torch.distributions.MultivariateNormal(
+        mean, cov + obs ** 2 * torch.eye(len(tt), dtype=torch.float64)).log_prob(yt)
+    assert math.isclose(float(ll[0]), float(ref), rel_tol=1e-9, abs_tol=1e-9)
+
+
+def test_bridge_euler_moments_against_the_dense_recursion(monkeypatch):
+    fb = _bench("fbm_bridge", monkeypatch)
+    t = torch.linspace(0.0, 1.0, 11, dtype=torch.float64)
+    g = mafbm.gamma_grid(4, 20.0)
+    w, _ = mafbm.omega(0.7, g, 1.0, 2)
+    var, cross = fb.euler_moments(t, w, g, 0.02)
+    # X_n = sum_j w'diag(1 - g dt)^(n-1-j) 1 dW_j with Var dW = dt
+    a = 1 - g * 0.02
+    N = 50
+    coef = torch.zeros(N + 1, N, dtype=torch.float64)
+    for n in range(1, N + 1):
+        for j in range(n):
+            coef[n, j] = (w * a ** (n - 1 - j)).sum()
+    C = 0.02 * coef @ coef.T
+    idx = torch.arange(0, N + 1, 5)
+    assert torch.allclose(var, C.diag()[idx], rtol=1e-10, atol=1e-14)
+    assert torch.allclose(cross, C[idx, N], rtol=1e-10, atol=1e-14)
+    # and the Gaussian conditioning formula on a 2-point toy: Var(X | X + e) = v s2 / (v + s2)
+    m, v = fb.conditional(torch.tensor([2.0]).double(), torch.tensor([2.0]).double(), 1.0, 1.0)
+    assert math.isclose(float(v), 2.0 / 3.0) and math.isclose(float(m), 2.0 / 3.0)
+
+
+def test_fbm_sampling_picks_K_and_reports_rows(monkeypatch, tmp_path):
+    fsm = _bench("fbm_sampling", monkeypatch)
+    K, eps = fsm.smallest_K(0.7, 1e-2)
+    assert K == 3 and eps <= 1e-2
+    assert float(mafbm.omega(0.7, mafbm.gamma_grid(K - 1), 1.0, 2)[1]) > 1e-2
+    torch.manual_seed(0)
+    rows = fsm.main(["--T", "50,100", "--paths", "400", "--repeats", "1",
+                     "--json", str(tmp_path / "r.json")])
+    for name in ("mafbm", "davies_harte", "cholesky"):
+        for T in (50, 100):
+            r = rows[f"{name}/T={T}"]
+            assert r["var1_rel_err"] < 4 * r["var1_mc_se"] + r["var_bias_max"]
+        assert np.isfinite(rows[f"slope/{name}"]["total_s"])
+    assert (tmp_path / "r.json").exists()
