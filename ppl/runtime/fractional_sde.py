@@ -116,7 +116,9 @@ def _as_field(spec, D: int, what: str) -> Callable:
     c = torch.as_tensor(spec, dtype=torch.get_default_dtype())
 
     def const(x, t):
-        return c.to(x.dtype).expand(x.shape[0], D) if c.dim() <= 1 else c
+        # follow the state's device too: an expanded CPU constant cannot meet a CUDA state
+        cc = c.to(device=x.device, dtype=x.dtype)
+        return cc.expand(x.shape[0], D) if cc.dim() <= 1 else cc
 
     const.constant = True
     return const
