@@ -120,6 +120,7 @@ def run_prior(name: str, s: dict, data: dict, device: str, seed: int, eta: float
         out["w1_trace"] = matched[0]["w1"]
         out["psi"] = matched[0]["psi"]
         out["psi_trace"] = matched[0]["psi_trace"]
+        out["skipped"] = matched[0]["skipped"]
     return out
 
 
@@ -257,10 +258,14 @@ def main(argv=None):
                "sample_s": r["sample_s"], "rhat_max": float(rhat.max())}
         if "w1_trace" in r:
             tr = r["w1_trace"]
+            row["skipped_steps"] = r["skipped"]
             row.update(w1_trace_first=tr[0], w1_trace_last=float(np.mean(tr[-10:])),
                        s_per_outer_step=r["fit_s"] / len(tr),
                        **{f"w1_at_{k}": v for k, v in r["w1_curve"]})
         rows[name] = row
+        print(f"{name}: {json.dumps(row)}", file=sys.stderr, flush=True)
+        if a.json:  # after every prior, so a long run that stops early keeps what it has
+            Path(a.json).write_text(json.dumps(rows, indent=2))
     cols = ["train_rmse", "gap_rmse", "w1", "w1_drop", "fit_s", "sample_s", "rhat_max"]
     print("| prior | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")

@@ -262,3 +262,18 @@ model B(x: real[N, 1], y: real[N], x_new: real[K, 1]) {
     assert fit.chains["mu_new"].shape == (2, 4, 5)
     assert fit.chains["f.vW0"].shape == (2, 4)
     assert all(torch.isfinite(v).all() for v in fit.chains.values())
+
+
+def test_step_if_finite_skips_nan_gradients_and_keeps_state():
+    p = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    opt = torch.optim.RMSprop([p], lr=0.1)
+    (p * torch.tensor([1.0, 1.0])).sum().backward()
+    assert npr.step_if_finite(opt)
+    after, state = p.detach().clone(), opt.state[p]["square_avg"].clone()
+    assert not torch.equal(after, torch.tensor([1.0, 2.0]))
+    opt.zero_grad()
+    (p * torch.tensor([float("nan"), 1.0])).sum().backward()
+    assert not npr.step_if_finite(opt)
+    assert torch.equal(p.detach(), after)
+    assert torch.equal(opt.state[p]["square_avg"], state)
+    assert p.grad is None or not p.grad.any()

@@ -324,7 +324,8 @@ def match_gp(sizes: list[int], act, kernel, inputs: torch.Tensor, family: str = 
     RMSprop step on psi through reparameterised network samples. Returns
     ``{"psi": {...}, "w1": [W1 estimate per outer step], "psi_trace": {name: [steps + 1,
     layers]}}`` (psi before the first step and after every step, so that W1 along the way
-    can be measured afterwards by a fresh critic).
+    can be measured afterwards by a fresh critic), and ``"skipped"``: optimiser steps left
+    out because a gradient was not finite (:func:`step_if_finite`).
     """
     x = _as_matrix(inputs).detach()
     dtype, device = x.dtype, x.device
@@ -337,6 +338,7 @@ def match_gp(sizes: list[int], act, kernel, inputs: torch.Tensor, family: str = 
         opt_psi = torch.optim.RMSprop(list(psi.values()), lr=lr)
         critic, opt_c = None, None
         history, path = [], [{k: v.detach().clone() for k, v in psi.items()}]
+        skipped = 0
         for _ in range(steps):
             xm = measurement_set(x, points, measure, g)
             draw_gp = gp_sampler(kernel, xm)
@@ -352,18 +354,35 @@ def match_gp(sizes: list[int], act, kernel, inputs: torch.Tensor, family: str = 
                 loss, _ = critic_loss(critic, f_nn, draw_gp(samples, g), lam, g)
                 opt_c.zero_grad()
                 loss.backward()
-                opt_c.step()
+                skipped += not step_if_finite(opt_c)
             f_nn = forward(xm, prior_weights(psi, family, sizes, samples, g), act)[..., 0]
             w = critic(f_nn).mean() - critic(draw_gp(samples, g)).mean()
             opt_psi.zero_grad()
             w.backward()
-            opt_psi.step()
+            skipped += not step_if_finite(opt_psi)
             history.append(float(w.detach()))
             path.append({k: v.detach().clone() for k, v in psi.items()})
     finally:
         torch.random.set_rng_state(torch_state)
     return {"psi": {k: v.detach() for k, v in psi.items()}, "w1": history,
-            "psi_trace": {k: torch.stack([p[k] for p in path]) for k in psi}}
+            "psi_trace": {k: torch.stack([p[k] for p in path]) for k in psi},
+            "skipped": skipped}
+
+
+def step_if_finite(opt: torch.optim.Optimizer) -> bool:
+    """``opt.step()`` unless a gradient is NaN/inf; then the step is skipped (gradients
+    zeroed, parameters and optimiser state untouched) and False returned.
+
+    GPiH draws v = 1/Gamma(alpha, beta) per function sample: with a small alpha a Gamma
+    draw can underflow to 0, v and the network's output become inf, and one such sample
+    would otherwise turn the critic's or psi's parameters (and Adagrad/RMSprop state) NaN
+    for good."""
+    params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
+    if all(bool(torch.isfinite(p.grad).all()) for p in params):
+        opt.step()
+        return True
+    opt.zero_grad()
+    return False
 
 
 # ---- caching ------------------------------------------------------------------------------
