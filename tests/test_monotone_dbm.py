@@ -598,3 +598,26 @@ def test_conv_implicit_gradient_matches_finite_differences():
     fd = float(lp - lm) / (2 * eps)
     assert abs(fd) > 1e-4
     assert float(w.grad[0, 2, 1, 0]) == pytest.approx(fd, abs=1e-7)
+
+
+def test_conv_coupling_from_the_language(tmp_path):
+    import ppl
+
+    torch.set_default_dtype(torch.float32)
+    src = (ROOT / "examples" / "mdbm_digits.bdl").read_text().replace(
+        "margin=0.01,", 'margin=0.01, coupling="conv", kernel=3, channels=2,')
+    assert 'coupling="conv"' in src
+    path = tmp_path / "conv.bdl"
+    path.write_text(src)
+    model = ppl.load(path)
+    from sklearn.datasets import load_digits
+
+    X, Y = load_digits(return_X_y=True)
+    px = np.floor(X[:16] * 4 / 17)
+    fit = model.fit({"pixels": px, "label": Y[:16]}, infer="map", steps=2, lr=1e-3,
+                    dtype="float32")
+    assert np.isfinite(np.asarray(fit.elbo, dtype=float)).all()
+    import pyro
+
+    net = [v for k, v in pyro.get_param_store().items() if "conv" in k]
+    assert len(net) == 2 and tuple(net[0].shape) == (2, 4, 3, 3)
