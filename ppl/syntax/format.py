@@ -171,9 +171,13 @@ def format_program(program: ast.Program) -> str:
             w.lines.append("}" + w.trailing(end or 0))
         else:
             target = f"{item.model} with " if item.model else ""
-            opts = ", ".join([expr(a) for a in item.args]
-                             + [f"{k.name}={expr(k.value)}" for k in item.options])
-            w.emit(0, f"infer {target}{item.method}({opts})", item.span.line)
+            parts = [expr(a) for a in item.args] + [f"{k.name}={expr(k.value)}"
+                                                    for k in item.options]
+            line = f"infer {target}{item.method}({', '.join(parts)})"
+            if len(line) > LINE_LIMIT:
+                line = [f"infer {target}{item.method}(",
+                        *(f"{INDENT}{part}," for part in parts), ")"]
+            w.emit(0, line, item.span.line, item.span.end_line)
     w.flush_before(10**9, 0)
     while w.lines and w.lines[0] == "":
         w.lines.pop(0)
