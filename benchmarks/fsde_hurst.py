@@ -286,6 +286,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--column", help="column of --series")
     ap.add_argument("--hs", default="0.3,0.5,0.7,0.85", help="synthetic Hurst indices")
     ap.add_argument("--n", type=int, default=100, help="points per synthetic series")
+    ap.add_argument("--series-seed", type=int,
+                    help="seed of the first synthetic series (default 100; the i-th of --hs "
+                         "gets seed + i)")
     ap.add_argument("--steps", type=int, default=300, help="optimiser steps (size knob)")
     ap.add_argument("--paths", type=int, default=32, help="posterior paths per step")
     ap.add_argument("--seeds", type=int, default=1, help="independent fits per series")
@@ -307,7 +310,8 @@ def main(argv=None) -> dict:
     out = {}
     if args.synthetic:
         for i, H in enumerate(float(h) for h in args.hs.split(",")):
-            t, y = make_fou(H, args.n, seed=100 + i)
+            t, y = make_fou(H, args.n, seed=(100 + i) if args.series_seed is None
+                            else args.series_seed + i)
             print(f"h={H:.2f}", flush=True)
             out[f"h={H:.2f}"] = run_row(t, y, H, args)
     if args.series:
