@@ -54,6 +54,8 @@ def make_trainer(method, theta, steps, args, n_episodes):
                      gamma0=1e6 if method == "no_adapt" else args.gamma0,
                      sgld_temp=args.sgld_temp, sgld_burn=args.sgld_burn, a_max=args.a_max,
                      sgld_detrend=bool(args.sgld_detrend),
+                     sgld_power_iters=args.sgld_power_iters,
+                     sgld_step_scale=args.sgld_step_scale,
                      sgld_lr=args.inner_lr, lr=args.lr, lr_hyper=args.lr_hyper,
                      kl_episodes=n_episodes, test_samples=args.test_samples)
     if method in ("maml1", "maml2"):
@@ -90,6 +92,12 @@ def main(argv=None):
                    help="SGLD iterates not averaged (1: only the warm start)")
     p.add_argument("--sgld-detrend", type=int, default=0, choices=(0, 1),
                    help="1: SGLD variance about each coordinate's linear trend in t")
+    p.add_argument("--sgld-power-iters", type=int, default=3,
+                   help="NIW: power iterations for the support NLL's top curvature L at m0; "
+                        "the SGLD step is min(inner-lr, step-scale/L) (0: fixed inner-lr)")
+    p.add_argument("--sgld-step-scale", type=float, default=1.0,
+                   help="NIW: SGLD step cap in units of 1/L (1: Newton step in the stiffest "
+                        "direction; Langevin is unstable past 2)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                    help="where the network, the NIW/MAML parameters and the episodes live")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
@@ -131,13 +139,16 @@ def main(argv=None):
                 info = M.meta_train(trainer, task, OnDevice(src), steps=steps_meta,
                                     batch=args.batch, generator=gen)
                 res = M.evaluate(trainer, task, test, torch.Generator().manual_seed(7))
+                log = getattr(trainer, "sgld_log", None)
+                sg = (f"sgld capped {log['capped']}/{log['chains']} mean step "
+                      f"{log['lr_sum'] / max(log['chains'], 1):.2g}  " if log else "")
                 row = f"{name}/{shots}shot/{method}" + (f"/k{k}" if k else "")
                 rows[row] = {**res, "s_per_episode": info["s_per_episode"],
                              "peak_mb": info["peak_mb"]}
                 print(f"{row:34s} err {res['err']:.4f} ± {res['err_ci']:.4f}  "
                       f"nll {res['nll']:.3f}  ece {res['ece']:.3f}  "
                       f"s/ep {info['s_per_episode']:.4f}  peak_mb {info['peak_mb']:.3f}  "
-                      f"skipped {info['skipped']}  "
+                      f"skipped {info['skipped']}  {sg}"
                       f"({time.perf_counter() - t0:.0f}s)", flush=True)
     if args.json:
         with open(args.json, "w") as f:

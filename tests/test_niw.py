@@ -451,3 +451,61 @@ def test_divergent_inner_loop_neither_poisons_sgld_nor_the_globals():
     assert tr.skipped == 1 and all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
     tr.step(Q(), [{"scale": torch.tensor(1.0, dtype=D64)}])
     assert tr.skipped == 1 and not torch.equal(before[0], tr.m0.detach())
+
+
+def test_top_curvature_and_stable_sgld_step_on_a_stiff_quadratic():
+    """U = sum_j h_j (theta_j - u_j)^2 / 2 with h = (400, 1, 0.1): the power iteration
+    from grad U finds h_max; lr = 0.1 (lr h_max = 40, far past the stability limit 2)
+    blows the plain chain up, while the capped step lr_i = 1/h_max is the Newton step in
+    the stiff coordinate: at temperature 0 one step lands on its mode exactly."""
+    h = torch.tensor([400.0, 1.0, 0.1], dtype=D64)
+    u = torch.tensor([1.0, -2.0, 3.0], dtype=D64)
+
+    def U(th):
+        return 0.5 * (h * (th - u) ** 2).sum()
+
+    theta0 = torch.zeros(3, dtype=D64)
+    L, g = rtn.top_curvature(U, theta0, iters=6)
+    assert torch.allclose(g, h * (theta0 - u))
+    assert L == pytest.approx(400.0, rel=1e-6)
+    info = {}
+    mbar, _, _, _ = rtn.sgld(U, theta0, 400, 0.1, temp=0.0, burn=0, info=info)
+    assert info["steps"] < 400 and float(mbar.abs().max()) > 1e100  # plain ULA diverged
+    info = {}
+    mbar, _, _, _ = rtn.sgld(U, theta0, 1, 0.1, temp=0.0, power_iters=6, info=info)
+    assert info["lr"] == pytest.approx(1 / 400.0, rel=1e-6) and info["steps"] == 1
+    assert float(mbar[0]) == pytest.approx(1.0, rel=1e-9)
+    exact = theta0 - (1 / 400.0) * h * (theta0 - u)
+    assert torch.allclose(mbar, exact)
+    # a step already below 1/L is left alone
+    info = {}
+    rtn.sgld(U, theta0, 2, 1e-3, temp=1.0, power_iters=6, info=info,
+             generator=torch.Generator().manual_seed(0))
+    assert info["lr"] == 1e-3 and info["curvature"] == pytest.approx(400.0, rel=1e-6)
+
+
+def test_niw_predictions_stay_finite_when_the_sgld_step_is_past_the_curvature_limit():
+    """The divergence of benchmarks/RESULTS.md (Issue 7) at small scale: 10 SGLD steps of
+    1e-2 on the summed support NLL of the 2x32 ReLU net at its initial weights, where the
+    top curvature is ~600-2700, so lr L = 6-27 > 2. With the fixed step (power_iters=0,
+    the previous behaviour) the chains overflow and the adapted predictions' query MSE is
+    astronomically large or inf; with the curvature-capped step (the default) every chain
+    is capped, the predictions are finite and adaptation lowers the query MSE below the
+    unadapted network's."""
+    task = _sine_setup()
+    test = M.split(rtn.SineLine(shots=5).sample(8, "test", torch.Generator().manual_seed(3)))
+    theta = task.flat.vector()
+    with torch.no_grad():
+        base = sum(task.metrics(theta[None], ep)["err"] for ep in test) / len(test)
+    res = {}
+    for iters in (0, 3):
+        # gamma0 = 1e-2: the episode prior is weak, so q_i* follows the chain
+        tr = M.NIW(theta, gamma0=1e-2, sgld_steps=10, sgld_lr=1e-2, sgld_power_iters=iters)
+        res[iters] = M.evaluate(tr, task, test, torch.Generator().manual_seed(2))
+        res[iters]["log"] = dict(tr.sgld_log)
+    assert not res[0]["err"] < 1e6, res[0]  # reproduces the failure (inf or overflowed)
+    assert res[0]["log"]["capped"] == 0
+    assert math.isfinite(res[3]["err"]) and math.isfinite(res[3]["nll"])
+    assert res[3]["log"] == {"chains": 8, "capped": 8, "lr_sum": res[3]["log"]["lr_sum"]}
+    assert res[3]["log"]["lr_sum"] / 8 < 1e-2 / 4
+    assert res[3]["err"] < base, (res[3]["err"], base)

@@ -36,11 +36,17 @@ class NIW:
     (1e6: theta_i ~= m0, no episode adaptation); "no_share" freezes n0 gamma0 near 0
     (1e-8: q_i* = N(mbar_i, 1/A_i), the episodes share nothing but the SGLD start).
     Hyperprior p(phi) = NIW(0, prior_l, prior_gamma, prior_n) per coordinate.
+
+    SGLD step: ``sgld_lr`` capped per episode at ``sgld_step_scale`` / (top curvature of
+    the support NLL at m0, ``sgld_power_iters`` power iterations; 0 turns the cap off) --
+    without it the chain diverges wherever sgld_lr is past 2/curvature
+    (:func:`ppl.runtime.niw_meta.sgld`). ``sgld_log`` counts the chains run (``chains``),
+    those whose step was capped (``capped``) and the sum of the steps used (``lr_sum``).
     """
 
     def __init__(self, theta_init, *, n0=1.0, gamma0=1e6, l0=1.0, sgld_steps=3,
                  sgld_lr=1e-3, sgld_temp=1.0, a_max=1e3, sgld_burn=1, sgld_detrend=False,
-                 variant="niw", lr=5e-3,
+                 sgld_power_iters=3, sgld_step_scale=1.0, variant="niw", lr=5e-3,
                  lr_hyper=0.1, kl_episodes=1e4, prior_gamma=1.0, prior_n=1.0,
                  prior_l=1e-3, test_samples=2):
         dt, dev = theta_init.dtype, theta_init.device
@@ -58,7 +64,9 @@ class NIW:
         groups = [{"params": [self.m0], "lr": lr}, {"params": hyper, "lr": lr_hyper}]
         self.opt = torch.optim.Adam(groups)
         self.sgld = dict(steps=sgld_steps, lr=sgld_lr, temp=sgld_temp, a_max=a_max,
-                         burn=sgld_burn, detrend=sgld_detrend)
+                         burn=sgld_burn, detrend=sgld_detrend, power_iters=sgld_power_iters,
+                         step_scale=sgld_step_scale)
+        self.sgld_log = {"chains": 0, "capped": 0, "lr_sum": 0.0}
         self.variant = variant
         self.kl_weight = 1.0 / kl_episodes
         self.prior = (torch.zeros_like(self.m0), prior_gamma, prior_n, prior_l)
@@ -71,10 +79,16 @@ class NIW:
         """(m_i*, v_i*) from SGLD on the support set (constants) and the closed form."""
         m0, gamma0, n0, _ = self.globals()
         s = self.sgld
+        info = {}
         mbar, A, _, _ = rtn.sgld(lambda th: task.loss(th, ep, "support"), m0.detach(),
                                  s["steps"], s["lr"], s["temp"], a_max=s["a_max"],
                                  burn=s["burn"], detrend=s["detrend"],
-                                 generator=generator)
+                                 power_iters=s["power_iters"], step_scale=s["step_scale"],
+                                 generator=generator, info=info)
+        log = self.sgld_log
+        log["chains"] += 1
+        log["capped"] += int(info["lr"] < s["lr"])
+        log["lr_sum"] += info["lr"]
         return rtn.local_posterior(mbar, A, m0, gamma0, n0)
 
     def episode_loss(self, task, ep, generator=None):
@@ -303,7 +317,8 @@ def meta_train(trainer, task, src, *, steps, batch, generator=None, progress=Fal
                measure_memory=True) -> dict:
     """``steps`` updates of ``batch`` fresh meta-train episodes each. Returns the loss
     history, the number of steps skipped for a non-finite loss or gradient
-    (``skipped``), wall seconds per episode and the peak MB of saved tensors per episode
+    (``skipped``), NIW's SGLD step log (``sgld``: chains, capped, lr_sum), wall seconds per
+    episode and the peak MB of saved tensors per episode
     (measured on one extra single-episode forward/backward, plus the CUDA allocator's
     peak on a GPU)."""
     history = []
@@ -340,7 +355,8 @@ def meta_train(trainer, task, src, *, steps, batch, generator=None, progress=Fal
             for q in p["params"]:
                 q.grad = None
     return {"history": history, "s_per_episode": wall / (steps * batch), "peak_mb": peak_mb,
-            "skipped": getattr(trainer, "skipped", 0)}
+            "skipped": getattr(trainer, "skipped", 0),
+            "sgld": dict(getattr(trainer, "sgld_log", {}))}
 
 
 # ---- the ``meta`` inference method on a BDL model --------------------------------------

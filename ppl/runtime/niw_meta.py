@@ -96,8 +96,35 @@ def randn_like(t, generator=None, shape=None):
     return torch.randn(shape, dtype=t.dtype, device=dev, generator=generator).to(t.device)
 
 
+def top_curvature(potential, theta: torch.Tensor, iters: int = 3
+                  ) -> tuple[float, torch.Tensor]:
+    """(L, grad U(theta)): L estimates the largest |eigenvalue| of the Hessian of U at theta
+    by ``iters`` power iterations v <- H v / ||H v|| started from v = grad U(theta)
+    (gradients of a network loss lie mostly in its stiffest directions), L = ||H v|| for
+    the last unit v -- a lower bound on the spectral radius that the power iteration
+    tightens. Hessian-vector products are double backward through one gradient graph
+    (``iters`` extra backward passes); the gradient is returned for the first SGLD step.
+    A Hessian that is zero or not finite gives L = 0."""
+    th = theta.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(potential(th), th, create_graph=True)
+        v, L = g.detach(), 0.0
+        for i in range(iters):
+            nv = v.norm()
+            if not (bool(torch.isfinite(nv)) and float(nv) > 0.0) or not g.requires_grad:
+                L = 0.0
+                break
+            (hv,) = torch.autograd.grad(g, th, grad_outputs=v / nv, retain_graph=i < iters - 1,
+                                        allow_unused=True)
+            if hv is None:  # U linear in theta: no curvature
+                break
+            v = hv.detach()
+            L = float(v.norm())
+    return (L if math.isfinite(L) else 0.0), g.detach()
+
+
 def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=1,
-         detrend=False, generator=None):
+         detrend=False, generator=None, power_iters=0, step_scale=1.0, info=None):
     """Stochastic-gradient Langevin dynamics on U = potential(theta), warm-started at
     theta0: theta_t = theta_{t-1} - lr grad U(theta_{t-1}) + sqrt(2 lr temp) xi_t,
     xi_t ~ N(0, I), t = 1..steps.
@@ -118,8 +145,25 @@ def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=1,
     that is not finite ends the chain (the iterates so far are kept). The
     iterates are constants summarised on the fly, so memory does not
     grow with ``steps``.
+
+    Stable step (``power_iters`` > 0): the unadjusted Langevin step is stable only if
+    lr L < 2, L the largest curvature of U (on a quadratic, the stiff coordinate's
+    deviation from the mode is multiplied by 1 - lr L per step; past 2 it grows
+    geometrically, and a network's curvature grows with its weights, so the chain
+    overflows). The step used is then lr_i = min(lr, step_scale / L_i), L_i the top
+    curvature at theta0 (:func:`top_curvature`); step_scale = 1 is the Newton step in the
+    stiffest direction and keeps the stationary variance of a quadratic within a factor
+    1/(1 - lr_i h/2) <= 2 of tau/h in every direction h. ``info`` (a dict), when given,
+    receives ``lr`` (the step used), ``curvature`` (L_i, nan when not estimated) and
+    ``steps`` (iterates taken before any non-finite step). METHODS.md §4; the divergence it
+    prevents is in benchmarks/RESULTS.md, Issue 7.
     """
     theta = theta0.detach().clone()
+    grad0, curv = None, float("nan")
+    if power_iters > 0 and steps > 0:
+        curv, grad0 = top_curvature(potential, theta, power_iters)
+        if curv > 0.0:
+            lr = min(lr, step_scale / curv)
     noise_sd = math.sqrt(2.0 * lr * max(temp, 0.0))
     # running means and co-moments of (t, theta_t - theta_0) (Welford)
     zero = torch.zeros_like(theta)
@@ -139,17 +183,24 @@ def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=1,
     burn = min(burn, steps)  # with no steps the warm start is all there is
     if burn <= 0:
         keep(0, zero)
+    taken = 0
     for t in range(1, steps + 1):
         th = theta.detach().requires_grad_(True)
-        with torch.enable_grad():
-            (grad,) = torch.autograd.grad(potential(th), th)
+        if t == 1 and grad0 is not None:
+            grad = grad0
+        else:
+            with torch.enable_grad():
+                (grad,) = torch.autograd.grad(potential(th), th)
         xi = randn_like(theta, generator)
         step = (th.detach() - lr * grad + noise_sd * xi).detach()
         if not bool(torch.isfinite(step).all()):
             break  # diverged (lr past 2/curvature somewhere): keep the finite iterates
         theta = step
+        taken = t
         if t >= burn:
             keep(t, theta - theta0)
+    if info is not None:
+        info.update(lr=lr, curvature=curv, steps=taken)
     if n == 0:  # diverged before the first kept iterate: the last finite one
         keep(0, theta - theta0)
     mean = theta0.detach() + mx
