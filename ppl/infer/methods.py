@@ -70,6 +70,10 @@ _SVI = {
                        doc="learning rate at the last step, as a fraction of lr (decayed "
                            "exponentially; 1: constant). Below 1 it damps the step-to-step "
                            "noise of the final guide parameters"),
+    "lr_scalars": Option(0.0, float, low=0.0,
+                         doc="Adam learning rate of every one-number parameter (a param, a "
+                             "construct's learned scalar such as a Hurst index, the guide's "
+                             "loc and scale of a scalar latent); 0: lr"),
     "samples": Option(1000, int, low=1, doc="posterior draws taken from the fitted guide"),
     "jit": Option(False, bool, doc="JIT-compile the ELBO (JitTrace_ELBO)"),
 }

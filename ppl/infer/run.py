@@ -160,6 +160,25 @@ _GUIDES = {
 }
 
 
+def _lr_per_param(lr: float, lr_scalars: float):
+    """Adam's arguments: ``lr``, or ``lr_scalars`` (when > 0) for one-number parameters.
+
+    Adam moves every parameter by about its learning rate per step whatever its scale, so
+    a structural scalar (a learned Hurst index, a noise scale, the guide's loc of a scalar
+    latent) trained beside network weights crawls at the weights' rate; Pyro's per-parameter
+    optimiser arguments let it have its own.
+    """
+    if not lr_scalars:
+        return {"lr": lr}
+
+    def args(name: str) -> dict:
+        store = pyro.get_param_store()
+        scalar = name in store and store[name].numel() == 1
+        return {"lr": lr_scalars if scalar else lr}
+
+    return args
+
+
 def _svi_fit(model, kwargs, opts, guide_name, progress) -> Fit:
     latents, dets = _hidden_sites(model, kwargs)
     if not latents:
@@ -169,12 +188,13 @@ def _svi_fit(model, kwargs, opts, guide_name, progress) -> Fit:
     else:
         guide = _GUIDES[guide_name](model)
     decay = opts.get("lr_decay", 1.0)
+    lr_args = _lr_per_param(opts["lr"], opts.get("lr_scalars", 0.0))
     if decay == 1.0:
-        optim = Adam({"lr": opts["lr"]})
+        optim = Adam(lr_args)
     else:  # exponential schedule reaching lr * decay at the last step
         gamma = decay ** (1.0 / max(1, opts["steps"] - 1))
         optim = ExponentialLR({"optimizer": torch.optim.Adam,
-                               "optim_args": {"lr": opts["lr"]}, "gamma": gamma})
+                               "optim_args": lr_args, "gamma": gamma})
     elbo = JitTrace_ELBO if opts.get("jit") else Trace_ELBO
     svi = SVI(model, guide, optim, loss=elbo(num_particles=opts["particles"],
                                               ignore_jit_warnings=True)
