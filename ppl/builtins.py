@@ -233,5 +233,11 @@ register(Builtin("gram", "rt.gram", ("kernel", "x", "x2", "jitter"), 2, shape=gr
 register(Builtin("mlp", "rt.nn.MLP", ("in_dim", "hidden", "out_dim", "act"), 3,
                  kind="network", result="network",
                  doc="fully connected network; weights are point estimates (pyro.module)"))
+register(Builtin("cnn", "rt.nn.CNN",
+                 ("in_shape", "channels", "out_dim", "kernel_size", "act", "pool"), 3,
+                 kind="network", result="network",
+                 doc="small convolutional network on images [..., C, H, W]: conv -> act "
+                     "(-> max-pool) per channel count, then flatten -> linear; weights are "
+                     "point estimates (pyro.module)"))
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "softplus", "elu", "gelu")

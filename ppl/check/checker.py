@@ -939,6 +939,10 @@ class _ModelChecker:
         x = args[0]
         if x.shape is None or not net:
             return Ty("real", None)
+        if net.get("builtin") == "cnn":
+            if net.get("in_shape") is None:  # already reported at the cnn(...) call
+                return Ty("real", None)
+            return self._image_input(e, sym, x, net)
         if len(x.shape) == 0:
             self.err(f"network '{sym.name}' needs an input with a feature dimension", e.span)
             return UNKNOWN
@@ -953,6 +957,27 @@ class _ModelChecker:
         if net.get("out") is None:
             return Ty("real", None)
         return Ty("real", tuple(x.shape[:-1]) + (net["out"],))
+
+    def _image_input(self, e: ast.Call, sym: Symbol, x: Ty, net: dict) -> Ty:
+        """``f(x)`` for a cnn: x is [..., C, H, W] with (C, H, W) its in_shape; the result
+        is [..., out]."""
+        want = net["in_shape"]
+        if len(x.shape) < 3:
+            self.err(f"network '{sym.name}' takes images [..., {sizes.show(want)[1:-1]}] but "
+                     f"gets {sizes.show(x.shape)}", e.args[0].span,
+                     ["a cnn's input is real[N, C, H, W] (channels, height, width)"])
+            return UNKNOWN
+        for got, need in zip(x.shape[-3:], want, strict=True):
+            rel = sizes.compare(got, need)
+            if rel == sizes.Relation.DIFFERENT:
+                self.err(f"network '{sym.name}' takes images [..., {sizes.show(want)[1:-1]}] "
+                         f"but gets {sizes.show(x.shape)}", e.args[0].span)
+                return UNKNOWN
+            if rel == sizes.Relation.UNKNOWN:
+                self._defer(got, need, e.args[0].span, f"the input of network '{sym.name}'")
+        if net.get("out") is None:
+            return Ty("real", None)
+        return Ty("real", tuple(x.shape[:-3]) + (net["out"],))
 
     def _bind_args(self, e: ast.Call, params: tuple[str, ...], fname: str, variadic=False,
                    b=None) -> dict[str, tuple[ast.Expr, Ty]] | None:
@@ -1179,19 +1204,43 @@ class _ModelChecker:
                          node.span)
             return t.dim
         in_dim, out_dim = dim_of("in_dim"), dim_of("out_dim")
-        hidden = bound.get("hidden")
-        if hidden is not None:
-            node, t = hidden
+        layers = bound.get("hidden") or bound.get("channels")
+        if layers is not None:
+            node, t = layers
+            what = "hidden layer sizes" if "hidden" in bound else "channel counts"
             items = node.items if isinstance(node, ast.ListLit) else [node]
             for it in items:
                 if self.types.get(id(it), UNKNOWN).dim is None:
-                    self.err(f"hidden layer sizes of {b.name} must be integers", it.span)
+                    self.err(f"{what} of {b.name} must be integers", it.span)
         act = bound.get("act")
         if act is not None:
             node, t = act
             if not (isinstance(node, ast.Name) and node.id in builtins.ACTIVATIONS):
                 self.err(f"act must be one of {', '.join(builtins.ACTIVATIONS)}", node.span)
-        return Ty("network", None, value={"builtin": b.name, "in": in_dim, "out": out_dim})
+        value = {"builtin": b.name, "in": in_dim, "out": out_dim}
+        if b.name == "cnn":
+            value["in_shape"] = self._cnn_in_shape(bound)
+            for key, odd in (("kernel_size", True), ("pool", False)):
+                if key in bound:
+                    node, t = bound[key]
+                    v = t.value if t.kind == "int" else None
+                    if not isinstance(v, int) or v < 1 or (odd and v % 2 == 0):
+                        self.err(f"'{key}' of cnn must be a positive "
+                                 f"{'odd ' if odd else ''}integer literal", node.span)
+        return Ty("network", None, value=value)
+
+    def _cnn_in_shape(self, bound) -> tuple | None:
+        """The (C, H, W) size triple of ``cnn(in_shape=[C, H, W], ...)``."""
+        if "in_shape" not in bound:
+            return None
+        node, _ = bound["in_shape"]
+        dims = [self.types.get(id(it), UNKNOWN).dim for it in node.items] \
+            if isinstance(node, ast.ListLit) else []
+        if len(dims) != 3 or any(d is None for d in dims):
+            self.err("'in_shape' of cnn must be a list of three sizes [C, H, W] (channels, "
+                     "height, width)", node.span)
+            return None
+        return tuple(dims)
 
 
 # ---- helpers ------------------------------------------------------------------------

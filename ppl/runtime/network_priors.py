@@ -3,9 +3,11 @@
 Maths: METHODS.md §1 (Tran, Rossi, Milios, Filippone, JMLR 2022).
 
 The network is the MLP of ``rt.nn.MLP`` evaluated functionally with fan-in scaling,
-h <- act(W h / sqrt(n_in) + b), so a prior scale means the same at every width. Every
-weight is a Pyro sample site (``f.W0``, ``f.b0``, ..., one per layer), so NUTS, SVI and
-SGHMC all apply:
+h <- act(W h / sqrt(n_in) + b), so a prior scale means the same at every width. The CNN
+of ``rt.nn.CNN`` is scaled the same way, a convolution's fan-in being C_in * k * k:
+h <- act(conv(h, W) / sqrt(C_in k^2) + b) [-> max-pool], then the flattened features go
+through the linear output layer. Every weight is a Pyro sample site (``f.W0``, ``f.b0``,
+..., one per layer, convolutions first), so NUTS, SVI and SGHMC all apply:
 
 * FG  ``gaussian_prior(s)``:        W_l, b_l ~ N(0, s^2).
 * FH  ``hierarchical_prior(a, b)``: v_l ~ IG(a, b) (separately for W_l and b_l),
@@ -38,6 +40,7 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyro
@@ -54,9 +57,60 @@ _CACHE_VERSION = 2  # 2: results carry psi_trace
 
 
 # ---- the functional network ---------------------------------------------------------
-def structure(net) -> tuple[list[int], object, str]:
-    """Layer sizes [in, hidden..., out] and the activation of an ``rt.nn.MLP``."""
+@dataclass(frozen=True)
+class ConvArch:
+    """The shape of an ``rt.nn.CNN``: input (C, H, W), channels (C, c_1, ..., c_L), the
+    output width, the (odd) kernel size and the max-pooling factor after each convolution.
+
+    Where an MLP is described by its layer sizes ``[in, hidden..., out]``, a CNN is
+    described by this; every function below that takes ``sizes`` takes either."""
+
+    in_shape: tuple[int, int, int]
+    channels: tuple[int, ...]
+    out_dim: int
+    kernel_size: int = 3
+    pool: int = 1
+
+    def features(self) -> int:
+        """Flattened features entering the output layer: c_L * H' * W'."""
+        h, w = self.in_shape[1:]
+        for _ in self.channels[1:]:
+            h, w = h // self.pool, w // self.pool
+        return self.channels[-1] * h * w
+
+    def layer_shapes(self) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+        """(W shape, b shape) per layer: [c_out, c_in, k, k] per convolution, then
+        [out, features] for the output layer."""
+        k = self.kernel_size
+        shapes = [((c_out, c_in, k, k), (c_out,))
+                  for c_in, c_out in zip(self.channels[:-1], self.channels[1:], strict=True)]
+        return shapes + [((self.out_dim, self.features()), (self.out_dim,))]
+
+    def describe(self) -> dict:
+        return {"cnn": list(self.in_shape), "channels": list(self.channels),
+                "out": self.out_dim, "kernel_size": self.kernel_size, "pool": self.pool}
+
+
+def _layer_shapes(sizes) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    if isinstance(sizes, ConvArch):
+        return sizes.layer_shapes()
+    return [((n_out, n_in), (n_out,)) for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True)]
+
+
+def structure(net) -> tuple[list[int] | ConvArch, object, str]:
+    """Layer sizes [in, hidden..., out] and the activation of an ``rt.nn.MLP``; for an
+    ``rt.nn.CNN`` its :class:`ConvArch` in place of the sizes."""
+    from .nn import CNN
+
     sizes, act, act_name = [], None, "tanh"
+    if isinstance(net, CNN):
+        for layer in net.features:
+            if type(layer) in _ACT:
+                act, act_name = _ACT[type(layer)], type(layer).__name__.lower()
+                break
+        arch = ConvArch(net.in_shape, tuple(net.channels), net.out_dim, net.kernel_size,
+                        net.pool)
+        return arch, act, act_name
     for layer in net.modules():
         if isinstance(layer, nn.Linear):
             if not sizes:
@@ -65,16 +119,19 @@ def structure(net) -> tuple[list[int], object, str]:
         elif type(layer) in _ACT and act is None:
             act, act_name = _ACT[type(layer)], type(layer).__name__.lower()
     if not sizes:
-        raise TypeError("a network prior needs a network built by mlp(...)")
+        raise TypeError("a network prior needs a network built by mlp(...) or cnn(...)")
     return sizes, (act or torch.tanh), act_name
 
 
-def forward(x: torch.Tensor, weights, act) -> torch.Tensor:
+def forward(x: torch.Tensor, weights, act, arch: ConvArch | None = None) -> torch.Tensor:
     """h <- act(h W^T / sqrt(n_in) + b), no activation after the last layer.
 
     ``weights`` is a list of (W [..., out, in], b [..., out]); leading batch dimensions of
-    the weights (draws) come first in the result: x [N, in] -> [..., N, out].
+    the weights (draws) come first in the result: x [N, in] -> [..., N, out]. With a
+    :class:`ConvArch` the network is that CNN (:func:`conv_forward`).
     """
+    if arch is not None:
+        return conv_forward(x, weights, act, arch)
     h = x.to(weights[0][0].dtype)
     last = len(weights) - 1
     for i, (w, b) in enumerate(weights):
@@ -84,18 +141,55 @@ def forward(x: torch.Tensor, weights, act) -> torch.Tensor:
     return h
 
 
+def conv_forward(x: torch.Tensor, weights, act, arch: ConvArch) -> torch.Tensor:
+    """The CNN with fan-in scaling: per convolution h <- act(conv(h, W) / sqrt(C_in k^2)
+    + b) (padding k // 2) then max-pooling by ``arch.pool``; then the flattened features
+    F go through out = h W^T / sqrt(F) + b.
+
+    x [..., C, H, W]; the weights may carry the same leading draw dimensions S on every
+    layer (W [S..., c_out, c_in, k, k]); all draws run in one grouped convolution.
+    Returns [S..., ..., out]."""
+    *convs, (w_out, b_out) = weights
+    draws = w_out.shape[:-2]
+    s = math.prod(draws)
+    lead = x.shape[:-3]
+    h = x.reshape(-1, *arch.in_shape).to(w_out.dtype)
+    n = h.shape[0]
+    # draw d owns channels [d*C, (d+1)*C) so that groups=s convolves each with its own W
+    h = h.repeat(1, s, 1, 1)
+    pad = arch.kernel_size // 2
+    for w, b in convs:
+        c_out, c_in, k, _ = w.shape[-4:]
+        h = torch.nn.functional.conv2d(h, w.reshape(s * c_out, c_in, k, k), padding=pad,
+                                       groups=s) / math.sqrt(c_in * k * k)
+        h = act(h + b.reshape(1, s * c_out, 1, 1))
+        if arch.pool > 1:
+            h = torch.nn.functional.max_pool2d(h, arch.pool)
+    feats = h.reshape(n, s, -1).transpose(0, 1).reshape(*draws, n, -1)
+    out = torch.matmul(feats, w_out.transpose(-1, -2)) / math.sqrt(feats.shape[-1])
+    out = out + b_out.unsqueeze(-2)
+    return out.reshape(*draws, *lead, out.shape[-1])
+
+
 class BayesianNetwork:
     """A network whose weights are the values of Pyro sample sites; ``f(x)`` applies it."""
 
     def __init__(self, name, sizes, act, weights):
         self.name, self.sizes, self.act, self.weights = name, sizes, act, weights
-        self.in_dim, self.out_dim = sizes[0], sizes[-1]
+        self.arch = sizes if isinstance(sizes, ConvArch) else None
+        if self.arch is not None:
+            self.in_dim, self.out_dim = None, self.arch.out_dim
+        else:
+            self.in_dim, self.out_dim = sizes[0], sizes[-1]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 0 or x.shape[-1] != self.in_dim:
+        if self.arch is not None:
+            from .nn import check_image_input
+            check_image_input(x, self.arch.in_shape)
+        elif x.dim() == 0 or x.shape[-1] != self.in_dim:
             raise ValueError(f"network expects {self.in_dim} input features, got shape "
                              f"{tuple(x.shape)}")
-        return forward(x, self.weights, self.act)
+        return forward(x, self.weights, self.act, self.arch)
 
 
 def _t(v) -> torch.Tensor:
@@ -107,8 +201,8 @@ def _t(v) -> torch.Tensor:
 
 
 def _layer_sites(name, sizes):
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        yield i, f"{name}.W{i}", (n_out, n_in), f"{name}.b{i}", (n_out,)
+    for i, (ws, bs) in enumerate(_layer_shapes(sizes)):
+        yield i, f"{name}.W{i}", ws, f"{name}.b{i}", bs
 
 
 def _normal(site, scale, shape):
@@ -198,23 +292,23 @@ def _init_psi(n_layers: int, family: str, dtype, device) -> dict[str, torch.Tens
     raise ValueError(f"gp_prior family must be \"gaussian\" or \"hierarchical\", not {family!r}")
 
 
-def prior_weights(psi: dict, family: str, sizes: list[int], n: int,
+def prior_weights(psi: dict, family: str, sizes: list[int] | ConvArch, n: int,
                   generator: torch.Generator | None = None):
     """n reparameterised weight draws [(W [n, out, in], b [n, out]) per layer] from the
     prior of ``family`` with hyperparameters psi (variances drawn per function sample)."""
     sp = nn.functional.softplus
     ref = next(iter(psi.values()))
     weights = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        ew = torch.randn(n, n_out, n_in, dtype=ref.dtype, device=ref.device, generator=generator)
-        eb = torch.randn(n, n_out, dtype=ref.dtype, device=ref.device, generator=generator)
+    for i, (ws, bs) in enumerate(_layer_shapes(sizes)):
+        ew = torch.randn(n, *ws, dtype=ref.dtype, device=ref.device, generator=generator)
+        eb = torch.randn(n, *bs, dtype=ref.dtype, device=ref.device, generator=generator)
         if family == "gaussian":
             sw = sp(psi["rho_W"][i]).expand(n)
             sb = sp(psi["rho_b"][i]).expand(n)
         else:  # v = 1 / Gamma(alpha, beta) ~ IG(alpha, beta), reparameterised (implicit grads)
             sw = dist.Gamma(sp(psi["a_W"][i]), sp(psi["b_W"][i])).rsample((n,)).rsqrt()
             sb = dist.Gamma(sp(psi["a_b"][i]), sp(psi["b_b"][i])).rsample((n,)).rsqrt()
-        weights.append((sw[:, None, None] * ew, sb[:, None] * eb))
+        weights.append((sw.reshape(n, *[1] * len(ws)) * ew, sb[:, None] * eb))
     return weights
 
 
@@ -312,7 +406,10 @@ def estimate_w1(sample_p, sample_q, dim: int, steps: int = 500, n: int = 256,
         return float(critic(sample_p(eval_n)).mean() - critic(sample_q(eval_n)).mean())
 
 
-def match_gp(sizes: list[int], act, kernel, inputs: torch.Tensor, family: str = "gaussian",
+# the fit needs gradients even when the model runs under no_grad (Predictive, sample_prior)
+@torch.enable_grad()
+def match_gp(sizes: list[int] | ConvArch, act, kernel, inputs: torch.Tensor,
+             family: str = "gaussian",
              steps: int = 200, samples: int = 128, points: int = 100, critic_steps: int = 20,
              critic_init_steps: int = 200, lr: float = 0.05, measure: str = "data",
              seed: int = 0, critic_lr: float = 0.02, lam: float = 10.0,
@@ -326,15 +423,26 @@ def match_gp(sizes: list[int], act, kernel, inputs: torch.Tensor, family: str = 
     layers]}}`` (psi before the first step and after every step, so that W1 along the way
     can be measured afterwards by a fresh critic), and ``"skipped"``: optimiser steps left
     out because a gradient was not finite (:func:`step_if_finite`).
+
+    For a CNN (``sizes`` a :class:`ConvArch`) the inputs are images [N, C, H, W]: the
+    measurement set and the kernel see them flattened to C*H*W features, and the function
+    matched is the network's first output unit (the units are exchangeable a priori).
     """
+    arch = sizes if isinstance(sizes, ConvArch) else None
     x = _as_matrix(inputs).detach()
+    if arch is not None:
+        x = x.reshape(x.shape[0], -1)
+
+    def net_at(xm, weights):
+        return forward(xm if arch is None else xm.reshape(-1, *arch.in_shape), weights, act,
+                       arch)[..., 0]
     dtype, device = x.dtype, x.device
     g = torch.Generator(device=device).manual_seed(seed)
     torch_state = torch.random.get_rng_state()
     torch.manual_seed(seed)  # the critic's initialisation
     try:
         psi = {k: v.requires_grad_(True) for k, v in
-               _init_psi(len(sizes) - 1, family, dtype, device).items()}
+               _init_psi(len(_layer_shapes(sizes)), family, dtype, device).items()}
         opt_psi = torch.optim.RMSprop(list(psi.values()), lr=lr)
         critic, opt_c = None, None
         history, path = [], [{k: v.detach().clone() for k, v in psi.items()}]
@@ -350,12 +458,12 @@ def match_gp(sizes: list[int], act, kernel, inputs: torch.Tensor, family: str = 
                 n_c = critic_steps
             for _ in range(n_c):
                 with torch.no_grad():
-                    f_nn = forward(xm, prior_weights(psi, family, sizes, samples, g), act)[..., 0]
+                    f_nn = net_at(xm, prior_weights(psi, family, sizes, samples, g))
                 loss, _ = critic_loss(critic, f_nn, draw_gp(samples, g), lam, g)
                 opt_c.zero_grad()
                 loss.backward()
                 skipped += not step_if_finite(opt_c)
-            f_nn = forward(xm, prior_weights(psi, family, sizes, samples, g), act)[..., 0]
+            f_nn = net_at(xm, prior_weights(psi, family, sizes, samples, g))
             w = critic(f_nn).mean() - critic(draw_gp(samples, g)).mean()
             opt_psi.zero_grad()
             w.backward()
@@ -405,7 +513,8 @@ def _describe(v):
 
 def settings_key(sizes, act_name, kernel, inputs, **settings) -> str:
     x = _as_matrix(inputs).detach().double().cpu().contiguous()
-    desc = {"version": _CACHE_VERSION, "sizes": list(sizes), "act": act_name,
+    shape = sizes.describe() if isinstance(sizes, ConvArch) else list(sizes)
+    desc = {"version": _CACHE_VERSION, "sizes": shape, "act": act_name,
             "kernel": _describe(kernel), "inputs": hashlib.sha256(x.numpy().tobytes()).hexdigest(),
             "inputs_shape": list(x.shape), "dtype": str(inputs.dtype),
             "device": inputs.device.type, **settings}

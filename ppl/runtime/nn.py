@@ -1,4 +1,5 @@
-"""Networks as values: ``mlp(in, hidden, out, act=tanh)``.
+"""Networks as values: ``mlp(in, hidden, out, act=tanh)`` and
+``cnn(in_shape, channels, out, kernel_size=3, act=relu, pool=1)``.
 
 A network is an ``nn.Module`` whose weights are registered with Pyro by ``pyro.module``
 in the generated code, so SVI/MAP fit them as point estimates. Instances are cached by
@@ -38,6 +39,54 @@ class MLP(nn.Module):
         return self.net(x.to(self.net[0].weight.dtype))
 
 
+class CNN(nn.Module):
+    """x [..., C, H, W] -> (Conv2d(k, padding k // 2) -> act [-> MaxPool(pool)]) per entry
+    of ``channels`` -> flatten -> Linear -> [..., out].
+
+    Odd ``kernel_size`` keeps the spatial size through every convolution; ``pool`` > 1
+    max-pools by that factor after each one (floor division of H and W)."""
+
+    def __init__(self, in_shape, channels, out_dim, kernel_size: int = 3, act: str = "relu",
+                 pool: int = 1):
+        super().__init__()
+        channels = [channels] if isinstance(channels, (int, float)) else list(channels)
+        c, h, w = (int(v) for v in in_shape)
+        self.in_shape, self.out_dim = (c, h, w), int(out_dim)
+        self.kernel_size, self.pool = int(kernel_size), int(pool)
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(f"cnn kernel_size must be a positive odd integer, got "
+                             f"{self.kernel_size}")
+        if self.pool < 1:
+            raise ValueError(f"cnn pool must be a positive integer, got {self.pool}")
+        layers: list[nn.Module] = []
+        for c_out in (int(v) for v in channels):
+            layers += [nn.Conv2d(c, c_out, self.kernel_size, padding=self.kernel_size // 2),
+                       _ACTIVATIONS[act]()]
+            if self.pool > 1:
+                layers.append(nn.MaxPool2d(self.pool))
+                h, w = h // self.pool, w // self.pool
+            c = c_out
+        if h < 1 or w < 1:
+            raise ValueError(f"cnn: pooling by {self.pool} after {len(channels)} convolutions "
+                             f"leaves no pixels of a {tuple(in_shape)} input")
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(c * h * w, self.out_dim)
+        self.channels = [self.in_shape[0], *(int(v) for v in channels)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_input(x, self.in_shape)
+        lead = x.shape[:-3]
+        h = self.features(x.reshape(-1, *self.in_shape).to(self.head.weight.dtype))
+        return self.head(h.flatten(1)).reshape(*lead, self.out_dim)
+
+
+def check_image_input(x: torch.Tensor, in_shape: tuple[int, int, int]) -> None:
+    """A clear error unless x is [..., C, H, W] with (C, H, W) == in_shape."""
+    if x.dim() < 3 or tuple(x.shape[-3:]) != tuple(in_shape):
+        raise ValueError(f"network expects inputs [..., {', '.join(map(str, in_shape))}] "
+                         f"(channels, height, width), got shape {tuple(x.shape)}")
+
+
 _CACHE: dict[tuple, nn.Module] = {}
 
 
@@ -59,6 +108,8 @@ def _small_key(v):
     """Small tensor arguments (sizes stacked from a list literal) compare by value."""
     if isinstance(v, torch.Tensor) and v.numel() <= 64:
         return ("tensor", tuple(v.shape), tuple(v.flatten().tolist()))
+    if isinstance(v, (list, tuple)):  # sizes given by keyword: cnn(in_shape=[1, 8, 8])
+        return tuple(_small_key(a) for a in v)
     return v
 
 
