@@ -105,6 +105,8 @@ def test_checker_types_cnn_call():
      r"'kernel_size' of cnn must be a positive odd integer", 2, 43),
     ("cnn([1, 8, 8], [4, 0.5], 10)", "f(x)", r"channel counts of cnn must be integers", 2, 26),
     ("cnn([1, 8, 8], [4], 10, act=sin)", "f(x)", r"act must be one of", 2, 35),
+    ("cnn([1, 8, 8], [4, 4, 4, 4], 10, pool=2)", "f(x)",
+     r"4 max-poolings by 2 leave no pixels of 8x8 images", 2, 22),
 ])
 def test_checker_errors_are_located(net, call, message, line, col):
     err = _error(net=net, call=call)

@@ -1220,6 +1220,7 @@ class _ModelChecker:
         value = {"builtin": b.name, "in": in_dim, "out": out_dim}
         if b.name == "cnn":
             value["in_shape"] = self._cnn_in_shape(bound)
+            pool = 1
             for key, odd in (("kernel_size", True), ("pool", False)):
                 if key in bound:
                     node, t = bound[key]
@@ -1227,7 +1228,25 @@ class _ModelChecker:
                     if not isinstance(v, int) or v < 1 or (odd and v % 2 == 0):
                         self.err(f"'{key}' of cnn must be a positive "
                                  f"{'odd ' if odd else ''}integer literal", node.span)
+                    elif key == "pool":
+                        pool = v
+            self._cnn_pooling_leaves_pixels(value["in_shape"], layers, pool, e)
         return Ty("network", None, value=value)
+
+    def _cnn_pooling_leaves_pixels(self, in_shape, layers, pool, e) -> None:
+        """With known H, W: L poolings by ``pool`` must leave at least one pixel."""
+        if pool <= 1 or in_shape is None or layers is None:
+            return
+        node = layers[0]
+        n_conv = len(node.items) if isinstance(node, ast.ListLit) else 1
+        h, w = in_shape[1:]
+        if not (h.is_number and w.is_number):
+            return
+        if min(int(h), int(w)) < pool ** n_conv:
+            self.err(f"cnn: {n_conv} max-poolings by {pool} leave no pixels of "
+                     f"{int(h)}x{int(w)} images", node.span,
+                     [f"pooling by {pool} after each of {n_conv} convolutions needs H and "
+                      f"W of at least {pool ** n_conv}"])
 
     def _cnn_in_shape(self, bound) -> tuple | None:
         """The (C, H, W) size triple of ``cnn(in_shape=[C, H, W], ...)``."""
