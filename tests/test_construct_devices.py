@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # example -> the infer options that shrink its budget to a few seconds
 CONSTRUCT_EXAMPLES = {
     "bnn_regression": {"samples": 2, "warmup": 4, "thin": 1, "chains": 1},
+    "bnn_cnn_digits": {"samples": 2, "warmup": 4, "thin": 1, "chains": 1},
     "fou": {"steps": 2, "samples": 2},
     "np_gp": {"steps": 2, "batch": 2},
     "fewshot_sine": {"steps": 2, "batch": 2, "test_episodes": 2, "samples": 2},
