@@ -15,13 +15,16 @@ from ..infer.methods import register as register_method
 
 register(Builtin(
     "niw_meta", "rt.niw_meta.prior",
-    ("n0", "gamma0", "l0", "sgld_steps", "sgld_lr", "sgld_temp", "a_max", "sgld_burn"), 0,
+    ("n0", "gamma0", "l0", "sgld_steps", "sgld_lr", "sgld_temp", "a_max", "sgld_burn",
+     "sgld_power_iters"), 0,
     kind="construct", result="network", tilde="network",
     doc="NIW hierarchical prior over all of a network's weights: theta_i ~ N(mu, Sigma), "
         "(mu, Sigma) ~ NIW with diagonal q(phi) = NIW(m0, l0, gamma0, n0); "
         "n0 = 1, gamma0 = 1e6, l0 = 1 at init; sgld_steps (3), sgld_lr (1e-3), "
-        "sgld_temp (1), a_max (1e3) and sgld_burn (1: the warm start is not "
-        "averaged) set the one-time local update"))
+        "sgld_temp (1), a_max (1e3), sgld_burn (1: the warm start is not "
+        "averaged) and sgld_power_iters (3: the SGLD step is capped per episode at "
+        "1/top curvature of the support loss at m0, estimated by this many power "
+        "iterations; 0: no cap) set the one-time local update"))
 
 
 

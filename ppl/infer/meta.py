@@ -468,7 +468,8 @@ def run(model, kwargs, opts, progress=False):
     task = ModelTask(model, kwargs, name, src.kind)
     trainer = NIW(cfg.flat.vector().to(device), n0=o["n0"], gamma0=o["gamma0"], l0=o["l0"],
                   sgld_steps=o["sgld_steps"], sgld_lr=o["sgld_lr"], sgld_temp=o["sgld_temp"],
-                  a_max=o["a_max"], sgld_burn=o["sgld_burn"], variant=opts["variant"],
+                  a_max=o["a_max"], sgld_burn=o["sgld_burn"],
+                  sgld_power_iters=o["sgld_power_iters"], variant=opts["variant"],
                   lr=opts["lr"],
                   lr_hyper=opts["lr_hyper"], kl_episodes=opts["steps"] * opts["batch"],
                   test_samples=opts["test_samples"])

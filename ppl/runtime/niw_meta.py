@@ -292,7 +292,8 @@ DEFAULTS = {"n0": 1.0, "gamma0": 1e6, "l0": 1.0, "sgld_steps": 3, "sgld_lr": 1e-
 
 
 def prior(name: str, net: torch.nn.Module, n0=1.0, gamma0=1e6, l0=1.0, sgld_steps=3,
-          sgld_lr=1e-3, sgld_temp=1.0, a_max=1e3, sgld_burn=1, samples=2):
+          sgld_lr=1e-3, sgld_temp=1.0, a_max=1e3, sgld_burn=1, sgld_power_iters=3,
+          samples=2):
     """``f ~ niw_meta(...)``: the weights of ``f`` become one latent vector theta (site
     ``name``), theta ~ N(m0, diag 1/(n0 gamma0)) -- the episode prior at the mean of the
     global NIW (E[Lambda] = n0 gamma0); m0 starts at the network's initial weights.
@@ -301,7 +302,8 @@ def prior(name: str, net: torch.nn.Module, n0=1.0, gamma0=1e6, l0=1.0, sgld_step
     opts = {"n0": float(n0), "gamma0": float(gamma0), "l0": float(l0),
             "sgld_steps": int(sgld_steps), "sgld_lr": float(sgld_lr),
             "sgld_temp": float(sgld_temp), "a_max": float(a_max),
-            "sgld_burn": int(sgld_burn), "samples": int(samples)}
+            "sgld_burn": int(sgld_burn), "sgld_power_iters": int(sgld_power_iters),
+            "samples": int(samples)}
     cfg = SITES.get(name)
     if cfg is None or cfg.flat.net is not net:
         cfg = SiteConfig(name, FlatNet(net), opts)
