@@ -32,7 +32,7 @@ def runs(scale: float, tmp: Path) -> dict[str, list[str]]:
     out = {
         "toy1d": ["toy1d.py", "--size", "tiny", "--priors", "fg,gpig"],
         "prior_fit_speed": ["prior_fit_speed.py", "--steps", n(5), "--warm-steps", "5",
-                            "--eval-sets", "1"],
+                            "--eval-sets", "2"],
         "fbm_sampling": ["fbm_sampling.py", "--paths", n(200), "--repeats", "1",
                          "--chol-max", "2000"],
         "fbm_bridge": ["fbm_bridge.py", "--steps", n(200), "--paths", "32",

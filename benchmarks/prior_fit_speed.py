@@ -120,7 +120,7 @@ def main(argv=None):
         v = np.array(w1[name])
         rows[name] = {"s_per_step": r["seconds"] / a.steps, "fit_s": r["seconds"],
                       "w1": float(v.mean()), "w1_se": float(v.std(ddof=1) / math.sqrt(len(v))),
-                      "w1_trace_last": float(np.mean(r["w1"][-10:])),
+                      "w1_trace_last": float(np.nanmean(r["w1"][-10:])),
                       "critic_steps": REF_CRITIC_STEPS * a.steps if name == "reference"
                       else REF_CRITIC_STEPS + a.warm_steps * (a.steps - 1)}
     rows["warm"]["speedup"] = speed

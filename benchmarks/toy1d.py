@@ -204,7 +204,8 @@ def main(argv=None):
     if a.device == "cuda" and not torch.cuda.is_available():
         sys.exit("toy1d: --device cuda was asked for, but CUDA is not available here")
     torch.set_num_threads(a.threads)
-    os.environ.setdefault("BDL_CACHE_DIR", tempfile.mkdtemp(prefix="toy1d_"))
+    if "BDL_CACHE_DIR" not in os.environ:
+        os.environ["BDL_CACHE_DIR"] = tempfile.mkdtemp(prefix="toy1d_")
     s = SIZES[a.size]
     raw = make_data(a.seed)
     std = {"xm": float(raw["x"].mean()), "xs": float(raw["x"].std()),
@@ -259,7 +260,7 @@ def main(argv=None):
         if "w1_trace" in r:
             tr = r["w1_trace"]
             row["skipped_steps"] = r["skipped"]
-            row.update(w1_trace_first=tr[0], w1_trace_last=float(np.mean(tr[-10:])),
+            row.update(w1_trace_first=tr[0], w1_trace_last=float(np.nanmean(tr[-10:])),
                        s_per_outer_step=r["fit_s"] / len(tr),
                        **{f"w1_at_{k}": v for k, v in r["w1_curve"]})
         rows[name] = row

@@ -116,6 +116,25 @@ model M(t: real[T], y: real[T]) {
     assert re.search(r'pyro\.sample\(\s*"y",\s*dist\.Normal\(z\[:, 0\], 0\.1\)', m.source)
 
 
+def test_network_with_a_prior_is_a_drift():
+    # f ~ gaussian_prior(...) makes f a network of sampled weights; as a drift it is a
+    # network of the state (not a function literal of (x, t))
+    src = """
+model M(t: real[T], y: real[T]) {
+  f = mlp(1, [8], 1, act=tanh)
+  f ~ gaussian_prior(1)
+  z ~ fractional_sde(times=t, drift=f, diffusion=0.5, K=3, kind=2, x0=Normal(0, 1))
+  y ~ Normal(z[:, 0], 0.1)
+}
+"""
+    m = ppl.compile(src)
+    t = torch.linspace(0, 1, 11)
+    draws = m.sample_prior({"t": t, "y": torch.zeros(11)}, num_samples=3, seed=0)
+    assert draws["z"].shape[-2:] == (11, 1)
+    assert torch.isfinite(draws["z"]).all()
+    assert draws["f.W0"].shape[-2:] == (8, 1)
+
+
 def test_fou_example_fits_end_to_end():
     """examples/fou.bdl on its bundled series (standardised fOU, 47 of 60 points observed):
     SVI with the empty guide tracks the observations (the prior mean path misses them by

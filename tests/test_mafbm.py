@@ -161,6 +161,16 @@ def test_type_II_fbm_covariance_formula_against_quadrature():
     assert math.isclose(float(C[1, 1]), 1 / (2 * H * math.gamma(H + 0.5) ** 2), rel_tol=1e-12)
 
 
+def test_type_II_fbm_covariance_with_repeated_times_is_the_variance():
+    # equal time points off the diagonal: Cov(B(t), B(t)) = Var B(t), not 0/0
+    t = torch.tensor([0.2, 0.5, 0.5, 1.0], dtype=torch.float64)
+    C = m.fbm_cov(t, 0.3, kind=2)
+    assert torch.isfinite(C).all()
+    assert math.isclose(float(C[1, 2]), float(C[1, 1]), rel_tol=1e-12)
+    ref = m.fbm_cov(t[[0, 1, 3]], 0.3, kind=2)
+    assert torch.allclose(C[[0, 2, 3]][:, [0, 2, 3]], ref, rtol=1e-12)
+
+
 @pytest.mark.parametrize("kind,H", [(2, 0.3), (2, 0.7), (1, 0.3)])
 def test_mafbm_covariance_approaches_exact_fbm_as_K_grows(kind, H):
     t = torch.linspace(0.05, 1.0, 20, dtype=torch.float64)

@@ -32,3 +32,16 @@ def test_lr_scalars_moves_only_one_number_parameters_at_their_rate():
     s, w = _fit(lr=0.01)
     assert abs(s - 0.01) < 1e-6
     assert torch.allclose(w, torch.full((3,), 0.01), atol=1e-6)
+
+
+def test_lr_scalars_reaches_one_number_parameters_inside_modules():
+    from ppl.infer.run import _lr_per_param
+
+    pyro.clear_param_store()
+    net = torch.nn.Linear(3, 1)
+    pyro.module("net", net)
+    pyro.param("h", torch.tensor(0.5))
+    args = _lr_per_param(0.001, 0.1)
+    assert args("h") == {"lr": 0.1}
+    assert args("net.bias") == {"lr": 0.1}  # the store's "net$$$bias", one element
+    assert args("net.weight") == {"lr": 0.001}

@@ -121,9 +121,9 @@ def _guarded_step(trainer, loss) -> float:
     whose inner loop diverged would otherwise turn every parameter into NaN); skipped
     steps are counted in ``trainer.skipped``."""
     params = [q for g in trainer.opt.param_groups for q in g["params"]]
-    finite = torch.isfinite(loss) & torch.stack(
-        [torch.isfinite(q.grad).all() for q in params if q.grad is not None]).all()
-    if bool(finite):
+    finite = bool(torch.isfinite(loss)) and all(
+        bool(torch.isfinite(q.grad).all()) for q in params if q.grad is not None)
+    if finite:
         trainer.opt.step()
     else:
         trainer.skipped = getattr(trainer, "skipped", 0) + 1
@@ -323,6 +323,10 @@ def meta_train(trainer, task, src, *, steps, batch, generator=None, progress=Fal
     peak on a GPU)."""
     history = []
     every = max(1, steps // 10)
+    # the counters report this run (a trainer may be trained again: a warm start)
+    trainer.skipped = 0
+    if hasattr(trainer, "sgld_log"):
+        trainer.sgld_log = {k: type(v)(0) for k, v in trainer.sgld_log.items()}
     params = [q for g in trainer.opt.param_groups for q in g["params"]]
     on_cuda = params[0].is_cuda
     if on_cuda:  # CUDA kernels run asynchronously: time only completed work

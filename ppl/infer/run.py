@@ -171,9 +171,13 @@ def _lr_per_param(lr: float, lr_scalars: float):
     if not lr_scalars:
         return {"lr": lr}
 
+    from pyro.params.param_store import normalize_param_name
+
     def args(name: str) -> dict:
+        # Pyro passes the normalised name ("net.tau" for the store's "net$$$tau")
         store = pyro.get_param_store()
-        scalar = name in store and store[name].numel() == 1
+        scalar = any(normalize_param_name(k) == name and v.numel() == 1
+                     for k, v in store.items())
         return {"lr": lr_scalars if scalar else lr}
 
     return args

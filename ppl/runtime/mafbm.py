@@ -277,7 +277,10 @@ def fbm_cov(times: torch.Tensor, H, kind: int = 2) -> torch.Tensor:
     iu, ju = np.triu_indices(len(tn), 1)
     m = np.minimum(tn[iu], tn[ju])
     d = np.abs(tn[iu] - tn[ju])
-    off = d ** al * m ** (al + 1) / (al + 1) * hyp2f1(-al, al + 1, al + 2, -m / d) / g2
+    tie = d == 0  # repeated time points: Cov = Var(m)
+    dd = np.where(tie, 1.0, d)
+    off = dd ** al * m ** (al + 1) / (al + 1) * hyp2f1(-al, al + 1, al + 2, -m / dd) / g2
+    off = np.where(tie, m ** (2 * H) / (2 * H) / g2, off)
     C = np.empty((len(tn), len(tn)))
     C[iu, ju] = off
     C[ju, iu] = off

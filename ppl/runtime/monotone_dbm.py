@@ -770,16 +770,18 @@ def make_mask(shape, observed: float, kind: str = "random", generator=None,
     ``observed``; ``patch``: a random square of side ``round(sqrt((1-observed) n))``
     hidden (images are square, ``n = side^2``)."""
     B, n = shape
+    # drawn where the generator lives (a CPU one under a CUDA default device too)
+    gdev = generator.device if generator is not None else torch.device("cpu")
     if kind == "random":
-        u = torch.rand(B, n, generator=generator)
+        u = torch.rand(B, n, generator=generator, device=gdev)
         return (u < observed).to(device)
     if kind == "patch":
         side = int(round(math.sqrt(n)))
         p = int(round(math.sqrt((1 - observed) * n)))
-        m = torch.ones(B, side, side, dtype=torch.bool)
+        m = torch.ones(B, side, side, dtype=torch.bool, device=gdev)
         if p > 0:
-            r = torch.randint(0, side - p + 1, (B,), generator=generator)
-            c = torch.randint(0, side - p + 1, (B,), generator=generator)
+            r = torch.randint(0, side - p + 1, (B,), generator=generator, device=gdev)
+            c = torch.randint(0, side - p + 1, (B,), generator=generator, device=gdev)
             for i in range(B):
                 m[i, r[i]:r[i] + p, c[i]:c[i] + p] = False
         return m.reshape(B, n).to(device)

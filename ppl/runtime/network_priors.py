@@ -467,8 +467,10 @@ def match_gp(sizes: list[int] | ConvArch, act, kernel, inputs: torch.Tensor,
             w = critic(f_nn).mean() - critic(draw_gp(samples, g)).mean()
             opt_psi.zero_grad()
             w.backward()
-            skipped += not step_if_finite(opt_psi)
-            history.append(float(w.detach()))
+            ok = step_if_finite(opt_psi)
+            skipped += not ok
+            # a skipped step's estimate is not a W1 value: NaN keeps the trace aligned
+            history.append(float(w.detach()) if ok else float("nan"))
             path.append({k: v.detach().clone() for k, v in psi.items()})
     finally:
         torch.random.set_rng_state(torch_state)

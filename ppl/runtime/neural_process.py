@@ -431,7 +431,7 @@ class GPTasks:
     @staticmethod
     def _uniform(n, lo_hi, gen):
         lo, hi = lo_hi
-        return lo + (hi - lo) * torch.rand(n, generator=gen)
+        return lo + (hi - lo) * torch.rand(n, generator=gen, device="cpu")
 
     def sample_f(self, x: torch.Tensor, gen=None, hyper=None):
         """GP draws at x [B, N, 1] with per-task hyperparameters (plus the Gaussian noise
@@ -448,16 +448,17 @@ class GPTasks:
         cov = cov + (noise ** 2 + 1e-5) * torch.eye(x.shape[-2], dtype=x.dtype,
                                                      device=x.device)
         L = torch.linalg.cholesky(cov)
-        eps = torch.randn(x.shape, generator=gen).to(x)
+        eps = torch.randn(x.shape, generator=gen, device="cpu").to(x)
         return L @ eps, hyper
 
     def sample(self, batch: int, gen: torch.Generator | None = None,
                device=None, dtype=None) -> Batch:
-        n_ctx = int(torch.randint(3, self.max_points - 3, (1,), generator=gen))
-        n_tar = int(torch.randint(3, self.max_points - n_ctx + 1, (1,), generator=gen))
+        n_ctx = int(torch.randint(3, self.max_points - 3, (1,), generator=gen, device="cpu"))
+        n_tar = int(torch.randint(3, self.max_points - n_ctx + 1, (1,), generator=gen,
+                                  device="cpu"))
         n = n_ctx + n_tar
         lo, hi = self.x_range
-        x = (lo + (hi - lo) * torch.rand(batch, n, 1, generator=gen)).to(
+        x = (lo + (hi - lo) * torch.rand(batch, n, 1, generator=gen, device="cpu")).to(
             device=device, dtype=dtype or torch.get_default_dtype())
         y = self.heavy_noise(self.sample_f(x, gen)[0], gen)
         return Batch(x[:, :n_ctx], y[:, :n_ctx], x, y)
@@ -468,17 +469,17 @@ class GPTasks:
         Gaussian noise is already in :meth:`sample_f`)."""
         if self.kernel != "tnoise":
             return y
-        gamma = self.tnoise_scale * torch.rand(y.shape[0], 1, 1, generator=gen)
+        gamma = self.tnoise_scale * torch.rand(y.shape[0], 1, 1, generator=gen, device="cpu")
         return y + (gamma * _student_t(2.1, y.shape, gen)).to(y)
 
 
 def _student_t(df: float, shape, gen) -> torch.Tensor:
     """StudentT(df) draws reproducible from ``gen``: torch's gamma sampler takes no
     generator, so the global stream is forked and seeded from ``gen``."""
-    seed = int(torch.randint(0, 2 ** 62, (1,), generator=gen))
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=gen, device="cpu"))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return dist.StudentT(torch.tensor(float(df))).sample(shape)
+        return dist.StudentT(torch.tensor(float(df), device="cpu")).sample(shape)
 
 
 class FileTasks:
@@ -497,7 +498,7 @@ class FileTasks:
         self.num_tasks = self.arrays["xc"].shape[0]
 
     def sample(self, batch: int, gen=None, device=None, dtype=None) -> Batch:
-        idx = torch.randint(0, self.num_tasks, (batch,), generator=gen)
+        idx = torch.randint(0, self.num_tasks, (batch,), generator=gen, device="cpu")
         a = {k: v[idx].to(device=device, dtype=dtype or torch.get_default_dtype())
              for k, v in self.arrays.items()}
         return Batch(a["xc"], a["yc"], torch.cat([a["xc"], a["xt"]], -2),

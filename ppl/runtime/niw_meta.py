@@ -287,10 +287,6 @@ class SiteConfig:
 
 SITES: dict[str, SiteConfig] = {}
 
-DEFAULTS = {"n0": 1.0, "gamma0": 1e6, "l0": 1.0, "sgld_steps": 3, "sgld_lr": 1e-3,
-            "sgld_temp": 1.0, "a_max": 1e3, "sgld_burn": 1, "samples": 2}
-
-
 def prior(name: str, net: torch.nn.Module, n0=1.0, gamma0=1e6, l0=1.0, sgld_steps=3,
           sgld_lr=1e-3, sgld_temp=1.0, a_max=1e3, sgld_burn=1, sgld_power_iters=3,
           samples=2):
