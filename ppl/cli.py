@@ -134,6 +134,11 @@ def cmd_run(args) -> int:
     if fit.elbo:
         print(f"\nfinal ELBO: {fit.elbo[-1]:.6g} (mean of last 10%: "
               f"{np.mean(fit.elbo[-max(1, len(fit.elbo) // 10):]):.6g})")
+    points = _point_estimates(fit.params)
+    if points:
+        print("\npoint estimates (param and construct-learned values):")
+        for k, v in points.items():
+            print(f"  {k} = {_short(v)}")
     if getattr(fit, "divergences", 0):
         print(f"\nwarning: {fit.divergences} divergent transitions", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
@@ -155,6 +160,7 @@ def cmd_run(args) -> int:
                      "pyro": pyro.__version__},
         "wall_time_s": fit.wall_time, "device": opts["device"],
         "samples_layout": "[chains, draws, ...] per site",
+        "point_estimates": points,
     }
     (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
     torch.save({k: v.cpu() for k, v in fit.params.items()}, out / "params.pt")
@@ -175,6 +181,24 @@ def cmd_run(args) -> int:
             raise _UserError(str(e)) from None
     print(f"\nwrote {out}/ (summary.csv, samples.npz, run.json)", file=sys.stderr)
     return 0
+
+
+def _point_estimates(params: dict, max_size: int = 8) -> dict:
+    """Small fitted ``pyro.param`` values by name (a ``param``, a learned Hurst index):
+    what a user reads off a fit. Network weights (``net$$$...``) and autoguide parameters
+    (``AutoNormal.locs...``) are the fit's machinery, kept in params.pt only."""
+    out = {}
+    for k, v in params.items():
+        if "$$$" in k or k.startswith("Auto") or v.numel() > max_size:
+            continue
+        out[k] = v.detach().cpu().tolist()
+    return out
+
+
+def _short(v) -> str:
+    if isinstance(v, list):
+        return "[" + ", ".join(_short(x) for x in v) + "]"
+    return f"{v:.4g}"
 
 
 def _progress(args) -> bool:

@@ -130,6 +130,9 @@ def test_run_infer_override_and_bad_option(linreg, tmp_path):
             tmp_path / "svi", "-q")
     assert r.returncode == 0, r.stderr
     assert "final ELBO" in r.stdout
+    # autoguide parameters are machinery, not point estimates of the model
+    assert "point estimates" not in r.stdout
+    assert json.loads((tmp_path / "svi" / "run.json").read_text())["point_estimates"] == {}
     bad = bdl("run", linreg, "--infer", "svi(stepz=3)", "--out", tmp_path / "x")
     assert bad.returncode == 1
     assert "unknown option 'stepz' for svi" in bad.stderr
@@ -189,3 +192,15 @@ def test_data_formats_round_trip(tmp_path):
         load_data(tmp_path / "bad.csv")
     with pytest.raises(DataError, match="unknown data format"):
         load_data(tmp_path / "d.txt") if (tmp_path / "d.txt").write_text("1") else None
+
+
+def test_run_prints_and_records_point_estimates(tmp_path):
+    src = tmp_path / "p.bdl"
+    src.write_text("model P(y: real[N]) {\n  param m: real = 0.0\n  y ~ Normal(m, 1)\n}\n"
+                   "infer map(steps=300, lr=0.05)\n")
+    (tmp_path / "p.data.json").write_text(json.dumps({"y": [1.0, 2.0, 3.0]}))
+    r = bdl("run", src, "--out", tmp_path / "run", "-q")
+    assert r.returncode == 0, r.stderr
+    assert "point estimates" in r.stdout
+    m = json.loads((tmp_path / "run" / "run.json").read_text())["point_estimates"]["m"]
+    assert abs(m - 2.0) < 0.05  # the MLE: the mean of y
