@@ -112,7 +112,6 @@ def run_prior(name: str, s: dict, data: dict, device: str, seed: int, eta: float
     fit_s = sum(r.get("fit_s", 0.0) for r in matched)
     prior = model.sample_prior(data, num_samples=200, seed=seed, dtype="float32",
                                device=device)["mu_new"]
-    # (Predictive pads a site outside the model's plates with a singleton plate dim)
     out = {"fit": fit, "prior_mu": prior.reshape(prior.shape[0], -1).cpu().double(),
            "fit_s": fit_s,
            "sample_s": fit.wall_time - fit_s}

@@ -111,19 +111,27 @@ class Model:
 
     def sample_prior(self, data: dict | None = None, num_samples: int = 1000, seed: int = 0,
                      dtype: str = "float64", device: str = "cpu") -> dict:
-        """Prior (and prior predictive, for optional data left out) draws."""
-        import pyro
-        from pyro.infer import Predictive
+        """Prior and prior-predictive draws, ``[num_samples, ...declared shape]`` per site.
 
+        Every sample site is drawn from the prior, observed ones included (``y`` is a
+        simulated data set, not the data; :class:`ppl.infer.draws.simulate_observed`),
+        with subsampled plates over all their data; deterministic sites come with them.
+        The data still fix the sizes and the covariates.
+        """
+        import pyro
+
+        from .infer.draws import simulate_observed, site_draws
         from .infer.run import torch_defaults
         from .runtime import reset_networks
+        from .runtime.functions import full_data
 
         pyro.set_rng_seed(seed)
         pyro.clear_param_store()
         reset_networks()
-        with torch_defaults(device, dtype):
+        with torch_defaults(device, dtype), full_data():
             kwargs = self.bind(data or {})
-            out = Predictive(self.pyro_model, num_samples=num_samples)(**kwargs)
+            out = site_draws(simulate_observed()(self.pyro_model), kwargs,
+                             num_samples=num_samples)
         return {k: v.detach() for k, v in out.items()}
 
     def log_density(self, trace_values: dict, data: dict) -> float:

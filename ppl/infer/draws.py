@@ -11,7 +11,25 @@ from __future__ import annotations
 
 import torch
 from pyro import poutine
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
+
+
+class simulate_observed(Messenger):
+    """Observed sites draw a fresh value from their distribution instead (a prior-predictive
+    data set), like ``poutine.uncondition``, except where the distribution cannot be
+    sampled: a conditional construct (the monotone DBM's pixels) keeps its data."""
+
+    def _pyro_sample(self, msg):
+        infer = msg["infer"]
+        if not msg["is_observed"] or infer.get("_deterministic") or infer.get("is_auxiliary"):
+            return  # deterministic and factor sites stay as they are
+        try:
+            value = msg["fn"](*msg["args"], **msg["kwargs"])
+        except NotImplementedError:
+            return
+        msg["value"] = value
+        msg["is_observed"] = False
 
 
 def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None,
