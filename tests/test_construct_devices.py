@@ -14,6 +14,7 @@ from pathlib import Path
 import pyro
 import pytest
 import torch
+from test_devices import trace_tensors
 
 import ppl
 from ppl.infer.run import torch_defaults
@@ -29,19 +30,6 @@ CONSTRUCT_EXAMPLES = {
     "fewshot_sine": {"steps": 2, "batch": 2, "test_episodes": 2, "samples": 2},
     "mdbm_digits": {"steps": 2},
 }
-
-
-def _trace_tensors(trace):
-    for site in trace.nodes.values():
-        if site["type"] not in ("sample", "param"):
-            continue
-        if isinstance(site["value"], torch.Tensor):
-            yield site["name"], site["value"]
-        fn = site.get("fn")
-        base = getattr(fn, "base_dist", fn)
-        for attr, v in vars(base).items() if base is not None else ():
-            if isinstance(v, torch.Tensor):
-                yield f"{site['name']}.{attr}", v
 
 
 def _example(name: str) -> Path:
@@ -69,6 +57,6 @@ def test_construct_fit_lives_on_the_device(name, device, tmp_path, monkeypatch):
         kwargs = m.bind(data)
         tr = pyro.poutine.trace(m.pyro_model).get_trace(**kwargs)
         logp = tr.log_prob_sum()
-    wrong = [(n, str(v.device)) for n, v in _trace_tensors(tr) if v.device.type != device]
+    wrong = [(n, str(v.device)) for n, v in trace_tensors(tr) if v.device.type != device]
     assert wrong == []
     assert torch.isfinite(logp)

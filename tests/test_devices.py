@@ -16,14 +16,17 @@ ROOT = Path(__file__).resolve().parent.parent
 CHEAP = ["eight_schools", "linear_regression", "logistic_regression", "mlp_regression"]
 
 
-def _tensors_of(trace):
+def trace_tensors(trace):
+    """(name, tensor) for every site value of ``trace`` and every tensor its distribution
+    holds (priors' constants included)."""
     for site in trace.nodes.values():
         if site["type"] not in ("sample", "param"):
             continue
-        yield site["name"], site["value"]
+        if isinstance(site["value"], torch.Tensor):
+            yield site["name"], site["value"]
         fn = site.get("fn")
-        for attr in ("loc", "scale", "probs", "logits", "rate", "concentration"):
-            v = getattr(getattr(fn, "base_dist", fn), attr, None)
+        base = getattr(fn, "base_dist", fn)
+        for attr, v in vars(base).items() if base is not None else ():
             if isinstance(v, torch.Tensor):
                 yield f"{site['name']}.{attr}", v
 
@@ -40,7 +43,7 @@ def test_fitted_trace_lives_on_the_device(name, device):
     with torch_defaults(device, "float32"):
         kwargs = m.bind(data)
         tr = pyro.poutine.trace(m.pyro_model).get_trace(**kwargs)
-    wrong = [(n, str(v.device)) for n, v in _tensors_of(tr) if v.device.type != device]
+    wrong = [(n, str(v.device)) for n, v in trace_tensors(tr) if v.device.type != device]
     assert wrong == []
     assert torch.isfinite(tr.log_prob_sum())
 
