@@ -447,16 +447,58 @@ def test_np_train_from_task_file(tmp_path):
     data = {"xc": [[-1.0], [0.0]], "yc": [[0.2], [0.4]], "xt": [[0.5]], "yt": [[0.3]]}
     fit = m.fit(data, steps=5, batch=4)
     assert len(fit.train_loss["g"]) == 5
-    assert fit.options["tasks"] == {"call": "task_file", "args": [str(path)], "kwargs": {}}
-    with pytest.raises(ValueError, match="no file"):
+    assert fit.options["tasks"] == {"call": "task_file", "args": [str(path)], "kwargs": {},
+                                    "at": ["<string>", 6, 34]}
+    with pytest.raises(ppl.BdlError, match="<string>:6:34: error: np_train: task_file: no file"):
         ppl.compile(SRC.replace("FAMILY", "np").replace(
             "tasks=rbf", f'tasks=task_file(path="{tmp_path / "nope.npz"}")')).fit(data, steps=5)
     wide = npr.Batch(torch.zeros(2, 3, 2), torch.zeros(2, 3, 1), torch.zeros(2, 5, 2),
                      torch.zeros(2, 5, 1))
     npr.save_tasks(tmp_path / "wide.npz", wide)
-    with pytest.raises(ValueError, match="wide.npz has x_dim, y_dim = \\(2, 1\\)"):
+    with pytest.raises(ppl.BdlError, match="wide.npz has x_dim, y_dim = \\(2, 1\\)"):
         ppl.compile(SRC.replace("FAMILY", "np").replace(
             "tasks=rbf", f'tasks=task_file("{tmp_path / "wide.npz"}")')).fit(data, steps=5)
+
+
+def test_task_file_is_relative_to_the_model_file(tmp_path, monkeypatch):
+    """task_file("tasks.npz") in a model file names the file next to the model, from any
+    working directory; missing, it is an error at the option's line and column when the
+    fit starts (bdl check and bdl predict do not need the file); a path given with
+    --infer or from Python stays relative to the working directory."""
+    from ppl.infer import np_meta
+
+    folder, elsewhere = tmp_path / "models", tmp_path / "elsewhere"
+    folder.mkdir()
+    elsewhere.mkdir()
+    b = npr.GPTasks("rbf").sample(6, torch.Generator().manual_seed(0))
+    npr.save_tasks(folder / "tasks.npz", b)
+    model_file = folder / "p.bdl"
+    model_file.write_text(SRC.replace("FAMILY", "cnp").replace(
+        "tasks=rbf", 'tasks=task_file("tasks.npz")'))
+    monkeypatch.chdir(elsewhere)
+    m = ppl.load(model_file)
+    data = {"xc": [[-1.0], [0.0]], "yc": [[0.2], [0.4]], "xt": [[0.5]], "yt": [[0.3]]}
+    fit = m.fit(data, steps=3, batch=2)
+    assert len(fit.train_loss["g"]) == 3
+    assert fit.options["tasks"]["file"] == str(folder.resolve() / "tasks.npz")
+    # the source's tasks are the file's: every drawn context is one of the 6 saved ones
+    src = np_meta.task_source(fit.options["tasks"], 1, 1)
+    drawn = src.sample(20, torch.Generator().manual_seed(1)).xc
+    assert all(any(torch.equal(d, s) for s in b.xc) for d in drawn)
+    # a file of that name in the working directory is not a fallback
+    (folder / "tasks.npz").rename(elsewhere / "tasks.npz")
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.load(model_file).fit(data, steps=3, batch=2)
+    text = str(e.value)
+    assert f"{model_file}:6:34: error: np_train: task_file: no file 'tasks.npz'" in text
+    assert str(folder.resolve() / "tasks.npz") in text and "model file's folder" in text
+    assert 'tasks=task_file("tasks.npz")' in text and "^" in text  # the line and a caret
+    # the same path from the command line is relative to the working directory
+    _, opts = m.resolve_infer('np_train(tasks=task_file("tasks.npz"))')
+    assert "file" not in opts["tasks"] and "at" not in opts["tasks"]
+    assert np_meta.task_source(opts["tasks"], 1, 1).num_tasks == 6
+    with pytest.raises(ValueError, match="no file 'gone.npz' .*relative to the current"):
+        np_meta.task_source({"call": "task_file", "args": ["gone.npz"], "kwargs": {}}, 1, 1)
 
 
 def test_bdl_run_then_predict_on_new_context(tmp_path):

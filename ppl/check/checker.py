@@ -118,7 +118,7 @@ def check(program: ast.Program, filename: str = "<string>", source: str | None =
         errors.extend(checker.errors)
         warnings.extend(checker.warnings)
         models[m.name] = checker.result()
-    infers = _check_infers(program, models, errors)
+    infers = _check_infers(program, models, errors, filename)
     for name, spec in infers.items():
         models[name].infer = spec
     if errors:
@@ -219,7 +219,7 @@ def _option_problem(opt, value) -> str | None:
     return None
 
 
-def _check_infers(program, models, errors) -> dict[str, InferSpec]:
+def _check_infers(program, models, errors, filename="<string>") -> dict[str, InferSpec]:
     out: dict[str, InferSpec] = {}
     for inf in program.infers:
         target = inf.model
@@ -255,6 +255,12 @@ def _check_infers(program, models, errors) -> dict[str, InferSpec]:
                 errors.append(Diagnostic(str(e), kw.value.span))
         values, errs = validate_options(inf.method, given, inf.span)
         errors.extend(errs)
+        method = infer_methods.lookup(inf.method)
+        spans = {key: kspan for key, _, kspan in reversed(given)}  # the first one kept
+        for key in values:
+            opt = method.options[key]
+            if opt.resolve is not None:
+                values[key] = opt.resolve(values[key], filename, spans[key])
         out[target] = InferSpec(inf.method, values, inf.span)
     return out
 

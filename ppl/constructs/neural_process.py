@@ -16,6 +16,8 @@ xt)`` is the predictive distribution of the targets given the context (a mixture
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..builtins import Builtin, register
 from ..check.signatures import suggest
 from ..infer.methods import _COMMON, Method, Option
@@ -119,11 +121,29 @@ def task_source_problem(value) -> str | None:
     return "expected a kernel name, gp_tasks(...) or task_file(\"PATH.npz\")"
 
 
+def anchor_task_file(value, filename: str, span) -> object:
+    """``task_file("PATH")`` written in a model file: remember where it was written and,
+    for a real file, anchor PATH to the model file's folder (as CmdStan users expect of a
+    data file kept next to the model), so the fit finds it from any working directory.
+
+    Adds ``"file"`` (the anchored absolute path; absent for source text not from a file,
+    ``ppl.compile(text)``, whose paths stay relative to the working directory) and
+    ``"at"`` ([model file, line, column] of the option, for a located error when the fit
+    starts and the file is missing). Other task sources are returned unchanged."""
+    if not (isinstance(value, dict) and value.get("call") == "task_file"):
+        return value
+    written = (list(value.get("args", [])) or [value.get("kwargs", {}).get("path")])[0]
+    out = dict(value, at=[filename, span.line, span.col])
+    if isinstance(written, str) and filename and not filename.startswith("<"):
+        out["file"] = str(Path(filename).resolve().parent / written)
+    return out
+
+
 register_method(Method("np_train", {
     "steps": Option(2000, int, low=1, doc="meta-training steps (one batch of tasks each)"),
     "batch": Option(16, int, low=1, doc="tasks per step"),
     "lr": Option(5e-4, float, low=0.0, doc="Adam learning rate (cosine decay to 0)"),
-    "tasks": Option("rbf", "spec", check=task_source_problem,
+    "tasks": Option("rbf", "spec", check=task_source_problem, resolve=anchor_task_file,
                     doc="task source: a kernel name, gp_tasks(kernel=..., lengthscale=[lo, "
                         "hi], ...) or task_file(\"PATH.npz\")"),
     "train_samples": Option(4, int, low=1,

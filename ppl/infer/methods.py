@@ -20,6 +20,11 @@ class Option:
     # kind "spec": a name or a call such as gp_tasks(kernel=rbf, lengthscale=[0.1, 0.6])
     # (see ppl.check.checker.option_value); check(value) returns a problem or None
     check: Callable[[object], str | None] | None = None
+    # kind "spec": resolve(value, filename, span) -> the value to keep, called by the
+    # checker for an option written in a model file (not for --infer or Python overrides),
+    # e.g. to anchor a file path to the model file's folder and remember where it was
+    # written, for a located error when the fit starts
+    resolve: Callable[[object, str, object], object] | None = None
 
 
 @dataclass(frozen=True)

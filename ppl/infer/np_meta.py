@@ -21,6 +21,7 @@ import torch
 from ..constructs.neural_process import GP_TASK_ARGS
 from ..runtime import neural_process as npr
 from ..runtime.nn import _CACHE
+from ..syntax.diagnostics import BdlError, Diagnostic, Span
 from .fit import Fit
 
 PREDICTIVE_DRAWS = 1000
@@ -36,14 +37,18 @@ def task_source(spec, x_dim: int, y_dim: int):
     if isinstance(spec, str):
         spec = {"call": "gp_tasks", "args": [], "kwargs": {"kernel": spec}}
     if spec["call"] == "task_file":
-        path = (spec["args"] or [spec["kwargs"].get("path")])[0]
+        written = (spec["args"] or [spec["kwargs"].get("path")])[0]
+        path = spec.get("file", written)
         if not Path(path).is_file():
-            raise ValueError(f"np_train: task_file: no file {path!r}")
+            where = ("a path in a model file is relative to the model file's folder"
+                     if "file" in spec else "relative to the current directory")
+            _task_file_error(spec, f"np_train: task_file: no file {written!r} (looked for "
+                                   f"{str(Path(path).absolute())!r}; {where})")
         src = npr.FileTasks(path)
         got = (src.arrays["xc"].shape[-1], src.arrays["yc"].shape[-1])
         if got != (x_dim, y_dim):
-            raise ValueError(f"np_train: {path} has x_dim, y_dim = {got}, the network "
-                             f"expects {(x_dim, y_dim)}")
+            _task_file_error(spec, f"np_train: {path} has x_dim, y_dim = {got}, the network "
+                                   f"expects {(x_dim, y_dim)}")
         return src
     if (x_dim, y_dim) != (1, 1):
         raise ValueError(f"np_train: GP tasks are 1-D (x_dim=1, y_dim=1); the network has "
@@ -54,6 +59,20 @@ def task_source(spec, x_dim: int, y_dim: int):
                        scale=tuple(args["scale"]), period=tuple(args["period"]),
                        noise=args["noise"], tnoise_scale=args["tnoise_scale"],
                        max_points=args["max_points"])
+
+
+def _task_file_error(spec: dict, message: str):
+    """Raise ``message`` at the ``tasks=task_file(...)`` option of the model file (a
+    :class:`BdlError` with its line and column, as the checker's errors), or as a plain
+    ValueError for a spec from ``--infer`` or Python."""
+    if "at" not in spec:
+        raise ValueError(message)
+    filename, line, col = spec["at"]
+    try:
+        source = Path(filename).read_text() if not filename.startswith("<") else None
+    except OSError:
+        source = None
+    raise BdlError([Diagnostic(message, Span(line, col))], filename, source)
 
 
 def neural_processes() -> dict[str, npr.NeuralProcess]:
