@@ -13,12 +13,16 @@ and +-2 sd of each model. ``--device cuda`` trains and evaluates on the GPU (an 
 when CUDA is not available); the task streams are drawn on the CPU from seeded
 generators, so both devices see the same tasks.
 
-    python benchmarks/np_gp.py --models cnp,np,anp,mpnp --train-kernel rbf \
+    python benchmarks/np_gp.py --models cnp,np,anp,mpnp,ampnp --train-kernel rbf \
         --eval-kernels rbf,matern52,periodic,tnoise --lengthscale-range 0.1,0.6 \
         --steps 2000 --eval-tasks 200 --plots figs --json out.json
 
+Models: cnp, np, anp, mpnp (``martingale_np``) and ampnp (``martingale_anp``, the
+attentive MPNP).
+
 JSON: ``{"MODEL/KERNEL": {"ctx_ll", "ctx_ll_se", "tgt_ll", "tgt_ll_se"} (plus, for models
-other than cnp, the paired differences ``ctx_vs_cnp``, ``tgt_vs_cnp`` and their s.e.),
+other than cnp, the paired differences ``ctx_vs_cnp``, ``tgt_vs_cnp`` and their s.e.;
+mpnp also ``*_vs_np`` and ampnp ``*_vs_anp`` when those models ran),
 "MODEL/bo":
 {"regret", "regret_se"}, "MODEL/train": {"seconds", "final_loss"}}``.
 """
@@ -35,7 +39,10 @@ import torch
 
 from ppl.runtime import neural_process as npr
 
-FAMILIES = {"cnp": "cnp", "np": "np", "anp": "anp", "mpnp": "mpnp"}
+FAMILIES = {"cnp": "cnp", "np": "np", "anp": "anp", "mpnp": "mpnp", "ampnp": "ampnp"}
+# paired differences each model row gets, when the base was run too: every model against
+# the CNP, and each martingale model against its latent-variable peer
+PAIRED_BASES = {"cnp": ("np", "anp", "mpnp", "ampnp"), "np": ("mpnp",), "anp": ("ampnp",)}
 
 
 def _pair(text: str) -> tuple[float, float]:
@@ -72,12 +79,12 @@ def evaluate(model, batches, samples, device):
         (ctx, tgt)
 
 
-def paired(rows, per_task, models, kernels, base="cnp"):
-    """Differences to ``base`` on the same tasks (paired): for every other model and
-    kernel, ``ctx_vs_BASE``/``tgt_vs_BASE`` = mean over tasks of (model - base) and
-    their standard errors, added to the MODEL/KERNEL rows."""
+def paired(rows, per_task, models, kernels, base="cnp", against=None):
+    """Differences to ``base`` on the same tasks (paired): for every model of ``against``
+    (default: every other model) and kernel, ``ctx_vs_BASE``/``tgt_vs_BASE`` = mean over
+    tasks of (model - base) and their standard errors, added to the MODEL/KERNEL rows."""
     for name in models:
-        if name == base or base not in models:
+        if name == base or base not in models or (against and name not in against):
             continue
         for k in kernels:
             for i, col in enumerate(("ctx", "tgt")):
@@ -187,7 +194,7 @@ def bayes_opt(model, kernel, n_funcs, iters, samples, args, device, seed=7):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--models", default="cnp,np,anp,mpnp")
+    p.add_argument("--models", default="cnp,np,anp,mpnp,ampnp")
     p.add_argument("--train-kernel", default="rbf", choices=npr.KERNELS)
     p.add_argument("--eval-kernels", default="rbf,matern52,periodic,tnoise")
     p.add_argument("--lengthscale-range", type=_pair, default=(0.1, 0.6))
@@ -264,13 +271,16 @@ def main(argv=None) -> int:
     if args.plots:
         for path in write_plots(args.plots, trained, kernels, args, device):
             print(f"wrote {path}", file=sys.stderr)
-    paired(rows, per_task, models, kernels)
-    print(f"\n{'MODEL/KERNEL':20s} {'ctx_ll':>16s} {'tgt_ll':>16s} {'tgt - cnp (paired)':>20s}")
+    for base, against in PAIRED_BASES.items():
+        paired(rows, per_task, models, kernels, base, against)
+    print(f"\n{'MODEL/KERNEL':20s} {'ctx_ll':>16s} {'tgt_ll':>16s} {'tgt - cnp (paired)':>20s}"
+          f" {'tgt - np/anp (paired)':>22s}")
     for key, r in rows.items():
         if "tgt_ll" in r:
-            vs = f"{r['tgt_vs_cnp']:+8.3f} ± {r['tgt_vs_cnp_se']:.3f}" if "tgt_vs_cnp" in r else ""
+            vs = [f"{r[c]:+8.3f} ± {r[c + '_se']:.3f}" if c in r else ""
+                  for c in ("tgt_vs_cnp", "tgt_vs_np" if "tgt_vs_np" in r else "tgt_vs_anp")]
             print(f"{key:20s} {r['ctx_ll']:8.3f} ± {r['ctx_ll_se']:.3f} "
-                  f"{r['tgt_ll']:8.3f} ± {r['tgt_ll_se']:.3f} {vs:>20s}")
+                  f"{r['tgt_ll']:8.3f} ± {r['tgt_ll_se']:.3f} {vs[0]:>20s} {vs[1]:>22s}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)

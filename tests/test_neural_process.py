@@ -37,7 +37,7 @@ def _batch(B=3, C=5, T=7, seed=0):
 
 # ---- shapes and the sigma floor -----------------------------------------------------
 
-@pytest.mark.parametrize("family", ["cnp", "np", "anp", "mpnp"])
+@pytest.mark.parametrize("family", ["cnp", "np", "anp", "mpnp", "ampnp"])
 def test_shapes(family):
     torch.manual_seed(0)
     m = npr.MODELS[family](1, 1, hidden=16, pseudo=4, samples=6, heads=2)
@@ -105,17 +105,57 @@ def test_pseudo_context_generator_equivariant():
     assert not torch.allclose(gen(rc + 1.0, eps), out)
 
 
-def test_mpnp_predictive_invariant_to_context_order():
+@pytest.mark.parametrize("cls", [npr.MPNP, npr.AMPNP])
+def test_mpnp_predictive_invariant_to_context_order(cls):
+    """Same noise: the predictive of every pseudo set is invariant to the order of the
+    context and equivariant to the order of the targets (MPNP and the attentive AMPNP)."""
     torch.manual_seed(3)
-    m = npr.MPNP(1, 1, hidden=16, pseudo=4, samples=5, heads=2)
+    m = cls(1, 1, hidden=16, pseudo=4, samples=5, heads=2)
+    torch.nn.init.normal_(m.gen.out.weight)  # as after training: the noise matters
     xc, yc, xt, _ = _batch(C=8)
-    perm = torch.randperm(8)
+    perm, tperm = torch.randperm(8), torch.randperm(7)
     torch.manual_seed(9)
     a = m.predict(xc, yc, xt)
+    assert (a[0].std(0) > 1e-3).all()  # the pseudo sets give different predictives
     torch.manual_seed(9)
     b = m.predict(xc[:, perm], yc[:, perm], xt)
-    torch.testing.assert_close(a[0], b[0])
-    torch.testing.assert_close(a[1], b[1])
+    torch.manual_seed(9)
+    c = m.predict(xc, yc, xt[:, tperm])
+    for i in (0, 1):
+        torch.testing.assert_close(a[i], b[i])
+        torch.testing.assert_close(a[i][:, :, tperm], c[i])
+
+
+def test_ampnp_generator_equivariant_and_attention_path():
+    """AMPNP's pseudo-context generator is exchangeable (invariant to the encoded
+    context's order, equivariant to the noise's), and its predictive depends on the
+    context through the cross-attention path too: two contexts with the same mean
+    representation but different points give different predictives, which a mean-pooled
+    MPNP cannot tell apart."""
+    torch.manual_seed(12)
+    m = npr.AMPNP(1, 1, hidden=16, pseudo=4, samples=3, heads=2)
+    torch.nn.init.normal_(m.gen.out.weight)
+    xc, yc, xt, _ = _batch(C=6)
+    rc, eps = m.enc.embed(xc, yc), torch.randn(3, 4, 16)
+    out = m.gen(rc, eps)
+    cperm, pperm = torch.randperm(6), torch.randperm(4)
+    torch.testing.assert_close(m.gen(rc[:, cperm], eps), out)
+    torch.testing.assert_close(m.gen(rc, eps[:, pperm]), out[:, pperm])
+    # untrained generator (zero output layer): every pseudo set gives theta_c, so all K
+    # components coincide and equal the decoder at [x, r*(x), theta_c]
+    fresh = npr.AMPNP(1, 1, hidden=16, samples=3, heads=2)
+    mu, sig = fresh.predict(xc, yc, xt)
+    theta_c = fresh.enc(xc, yc)
+    want = fresh.dec(xt, torch.cat([fresh.att(xc, yc, xt),
+                                    theta_c.unsqueeze(1).expand(-1, 7, -1)], -1))
+    for k in range(3):
+        torch.testing.assert_close(mu[k], want[0])
+        torch.testing.assert_close(sig[k], want[1])
+    # the attention path sees the points: changing the context's mean representation
+    # alone (through the pooled theta) is not all that matters
+    mu_no_att = fresh.dec(xt, torch.cat([torch.zeros(3, 7, 16),
+                                         theta_c.unsqueeze(1).expand(-1, 7, -1)], -1))[0]
+    assert (mu[0] - mu_no_att).abs().max() > 1e-3
 
 
 # ---- losses and log-likelihoods on hand-computed cases ------------------------------
@@ -146,11 +186,14 @@ def test_mpnp_loss_hand_computed():
     assert got == pytest.approx(-(amort + marg + pseudo) / 2, rel=1e-6)
 
 
-def test_mpnp_loss_uses_context_pseudo_and_union():
+@pytest.mark.parametrize("cls", [npr.MPNP, npr.AMPNP])
+def test_mpnp_loss_uses_context_pseudo_and_union(cls):
     """MPNP.loss is mpnp_loss of the decoder at theta_c, theta_k (context u pseudo) and
-    theta'_k (pseudo alone), with the same noise."""
+    theta'_k (pseudo alone), with the same noise; AMPNP's decoder also sees r*(x), the
+    cross-attention to the real context, beside every theta."""
     torch.manual_seed(4)
-    m = npr.MPNP(1, 1, hidden=16, pseudo=3, heads=2)
+    m = cls(1, 1, hidden=16, pseudo=3, heads=2)
+    torch.nn.init.normal_(m.gen.out.weight, std=0.3)  # pseudo sets that differ
     xc, yc, xt, yt = _batch(B=2, C=4, T=3)
     x, y = torch.cat([xc, xt], 1), torch.cat([yc, yt], 1)
     torch.manual_seed(5)
@@ -163,12 +206,15 @@ def test_mpnp_loss_uses_context_pseudo_and_union():
     for theta in (m.enc.post(rc.mean(1)).unsqueeze(0),
                   m.enc.post(torch.cat([rc.expand(3, -1, -1, -1), rp], 2).mean(2)),
                   m.enc.post(rp.mean(2))):
-        mu, s = m.dec(x.expand(theta.shape[0], -1, -1, -1),
-                      theta.unsqueeze(2).expand(-1, -1, x.shape[1], -1))
+        rep = theta.unsqueeze(2).expand(-1, -1, x.shape[1], -1)
+        if cls is npr.AMPNP:
+            rep = torch.cat([m.att(xc, yc, x).expand(theta.shape[0], -1, -1, -1), rep], -1)
+        mu, s = m.dec(x.expand(theta.shape[0], -1, -1, -1), rep)
         lls.append(torch.distributions.Normal(mu, s).log_prob(y).sum((-1, -2)))
     want = -(lls[0][0] + torch.logsumexp(lls[1], 0) - math.log(3)
              + torch.logsumexp(lls[2], 0) - math.log(3)) / x.shape[1]
     torch.testing.assert_close(got, want.mean())
+    assert lls[1].std(0).min() > 1e-3  # the K pseudo sets differ: the mixture matters
 
 
 def test_np_loss_importance_weighted():
@@ -271,7 +317,7 @@ def test_task_file_roundtrip(tmp_path):
 
 # ---- training ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("family,steps", [("cnp", 150), ("mpnp", 150)])
+@pytest.mark.parametrize("family,steps", [("cnp", 150), ("mpnp", 150), ("ampnp", 150)])
 def test_training_improves_target_loglik(family, steps):
     torch.manual_seed(0)
     m = npr.MODELS[family](1, 1, hidden=32, pseudo=4, samples=10, heads=2)
@@ -288,12 +334,13 @@ def test_training_improves_target_loglik(family, steps):
     assert diff.mean() > 0.1 and diff.mean() / (diff.std() / 32 ** 0.5) > 2, diff
 
 
-def test_save_load_roundtrip(tmp_path):
+@pytest.mark.parametrize("cls", [npr.ANP, npr.AMPNP])
+def test_save_load_roundtrip(tmp_path, cls):
     torch.manual_seed(0)
-    m = npr.ANP(1, 1, hidden=8, heads=2, samples=3).eval()
-    npr.save_trained(tmp_path / "anp.pt", m, "model X() {}")
-    m2, src = npr.load_trained(tmp_path / "anp.pt")
-    assert src == "model X() {}" and isinstance(m2, npr.ANP)
+    m = cls(1, 1, hidden=8, heads=2, samples=3).eval()
+    npr.save_trained(tmp_path / "m.pt", m, "model X() {}")
+    m2, src = npr.load_trained(tmp_path / "m.pt")
+    assert src == "model X() {}" and type(m2) is cls
     xc, yc, xt, _ = _batch()
     torch.manual_seed(3)
     a = m.predict(xc, yc, xt)
@@ -314,7 +361,8 @@ infer np_train(steps=5, batch=4, tasks=rbf)
 
 
 @pytest.mark.parametrize("family,cls", [("cnp", "CNP"), ("np", "NP"), ("anp", "ANP"),
-                                        ("martingale_np", "MPNP")])
+                                        ("martingale_np", "MPNP"),
+                                        ("martingale_anp", "AMPNP")])
 def test_family_switches_in_one_word(family, cls):
     m = ppl.compile(SRC.replace("FAMILY", family))
     assert f"rt.neural_process.{cls}" in m.source
@@ -573,22 +621,27 @@ def test_benchmark_smoke_json_and_plots(tmp_path):
 
     bench = _np_gp()
     out = tmp_path / "r.json"
-    rc = bench.main(["--models", "cnp,mpnp", "--eval-kernels", "rbf,tnoise", "--steps", "3",
+    rc = bench.main(["--models", "cnp,anp,mpnp,ampnp", "--eval-kernels", "rbf,tnoise",
+                     "--steps", "3",
                      "--hidden", "8", "--eval-tasks", "10", "--samples", "4",
                      "--lengthscale-range", "0.2,0.4", "--json", str(out),
                      "--plots", str(tmp_path / "figs")])
     assert rc == 0
     rows = json.loads(out.read_text())
-    for key in ("cnp/rbf", "cnp/tnoise", "mpnp/rbf", "mpnp/tnoise"):
-        assert {"ctx_ll", "tgt_ll", "tgt_ll_se"} <= set(rows[key])
-        assert all(math.isfinite(v) for v in rows[key].values())
-    # paired differences to the CNP on the same tasks: the mean difference is the
-    # difference of the means
+    for model in ("cnp", "anp", "mpnp", "ampnp"):
+        for k in ("rbf", "tnoise"):
+            assert {"ctx_ll", "tgt_ll", "tgt_ll_se"} <= set(rows[f"{model}/{k}"])
+            assert all(math.isfinite(v) for v in rows[f"{model}/{k}"].values())
+    # paired differences on the same tasks (every model against the CNP, AMPNP against
+    # the ANP): the mean difference is the difference of the means
     for k in ("rbf", "tnoise"):
-        r, base = rows[f"mpnp/{k}"], rows[f"cnp/{k}"]
-        assert r["tgt_vs_cnp"] == pytest.approx(r["tgt_ll"] - base["tgt_ll"], abs=1e-9)
-        assert r["ctx_vs_cnp"] == pytest.approx(r["ctx_ll"] - base["ctx_ll"], abs=1e-9)
-        assert r["tgt_vs_cnp_se"] > 0 and "tgt_vs_cnp" not in base
+        for model, b in (("mpnp", "cnp"), ("ampnp", "cnp"), ("ampnp", "anp")):
+            r, base = rows[f"{model}/{k}"], rows[f"{b}/{k}"]
+            assert r[f"tgt_vs_{b}"] == pytest.approx(r["tgt_ll"] - base["tgt_ll"], abs=1e-9)
+            assert r[f"ctx_vs_{b}"] == pytest.approx(r["ctx_ll"] - base["ctx_ll"], abs=1e-9)
+            assert r[f"tgt_vs_{b}_se"] > 0 and f"tgt_vs_{b}" not in base
+        assert "tgt_vs_np" not in rows[f"mpnp/{k}"]  # np did not run
+        assert "tgt_vs_anp" not in rows[f"mpnp/{k}"]  # not mpnp's peer
     for k in ("rbf", "tnoise"):
         png = tmp_path / "figs" / f"np_{k}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,4 +1,5 @@
-"""Neural processes: ``cnp``, ``np``, ``anp`` and ``martingale_np`` (METHODS.md section 3).
+"""Neural processes: ``cnp``, ``np``, ``anp``, ``martingale_np`` and ``martingale_anp``
+(METHODS.md section 3).
 
 Registration only (no torch): the checker reads these signatures. One spelling for the
 whole family, so a model switches family in one word::
@@ -8,9 +9,9 @@ whole family, so a model switches family in one word::
 
 ``g`` is a network value (an ``nn.Module`` registered with ``pyro.module``); ``g(xc, yc,
 xt)`` is the predictive distribution of the targets given the context (a mixture over
-``samples`` latent draws / pseudo-context sets for np, anp and martingale_np). The
-``np_train`` inference method meta-trains ``g`` on a task source (1-D GP tasks or an
-``.npz`` file of tasks); runtime in ``ppl/runtime/neural_process.py``, runner in
+``samples`` latent draws / pseudo-context sets for np, anp, martingale_np and
+martingale_anp). The ``np_train`` inference method meta-trains ``g`` on a task source
+(1-D GP tasks or an ``.npz`` file of tasks); runtime in ``ppl/runtime/neural_process.py``, runner in
 ``ppl/infer/np_meta.py``, docs in ``docs/constructs/neural_process.md``.
 """
 
@@ -31,6 +32,8 @@ for _name, _cls, _doc in (
     ("anp", "ANP", "attentive neural process (cross-attention + latent path)"),
     ("martingale_np", "MPNP",
      "martingale posterior neural process (ISAB pseudo-context generator)"),
+    ("martingale_anp", "AMPNP",
+     "attentive martingale posterior neural process (cross-attention + pseudo-context)"),
 ):
     register(Builtin(_name, f"rt.neural_process.{_cls}", _PARAMS, 2, kind="construct",
                      result="network", call_result="dist", doc=_doc))

@@ -1,9 +1,10 @@
 """``infer np_train(...)``: meta-train the neural processes of a model over a task source.
 
 The model is run once on its data to build its networks; every ``cnp``/``np``/``anp``/
-``martingale_np`` network in it is then trained on batches of tasks (1-D GP tasks or an
-``.npz`` task file) with Adam and cosine decay, minimising its per-point training loss
-(METHODS.md section 3; docs/constructs/neural_process.md). The weights stay registered
+``martingale_np``/``martingale_anp`` network in it is then trained on batches of tasks
+(1-D GP tasks or an ``.npz`` task file) with Adam and cosine decay, minimising its
+per-point training loss (METHODS.md section 3; docs/constructs/neural_process.md). The
+weights stay registered
 with Pyro (``pyro.module``), so they land in ``Fit.params`` and in a run folder's
 ``params.pt``, and ``bdl predict`` conditions the trained network on new context.
 The fit keeps 1000 draws (the number ``Fit.predict`` makes) of each site whose
@@ -86,7 +87,7 @@ def run(model, kwargs, opts, progress=False) -> Fit:
     nets = neural_processes()
     if not nets:
         raise ValueError("np_train: the model has no neural process network (cnp, np, anp, "
-                         "martingale_np)")
+                         "martingale_np, martingale_anp)")
     gen = torch.Generator().manual_seed(int(opts["seed"]))
     losses: dict[str, list[float]] = {}
     evals: dict[str, dict[str, float]] = {}

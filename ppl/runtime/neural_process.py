@@ -14,6 +14,8 @@ in where the representation and its uncertainty come from:
   q the same encoder applied to all points.
 * ANP: NP with the deterministic path replaced by multi-head cross-attention from the
   target inputs to the context representations.
+* AMPNP: MPNP with ANP's cross-attention path beside theta in the decoder input
+  ([x, r*(x), theta]); same generator and three-term loss.
 * MPNP: CNP whose uncertainty comes from M pseudo-context representations R' generated
   in one shot by an induced set-attention block on the encoded context and noise
   eps ~ N(0, I); theta_k = post(mean(R_c u R'_k)). Training loss per task (n = all points,
@@ -339,21 +341,47 @@ class MPNP(NeuralProcess):
         both = torch.cat([rc.unsqueeze(0).expand((K,) + rc.shape), rp], -2)
         return theta_c, self.enc.post(both.mean(-2)), self.enc.post(rp.mean(-2))
 
-    def _decode(self, x, theta):
-        """theta [..., h] with x [B, N, dx] -> mu, sigma [..., B, N, y]."""
+    def _det(self, xc, yc, x):
+        """A deterministic per-target representation [B, N, h] fed to the decoder beside
+        theta (AMPNP's cross-attention), or None."""
+        return None
+
+    def _decode(self, x, theta, det=None):
+        """theta [..., h] with x [B, N, dx] (and det [B, N, h]) -> mu, sigma
+        [..., B, N, y]."""
         t = theta.unsqueeze(-2).expand(theta.shape[:-1] + (x.shape[-2], theta.shape[-1]))
+        if det is not None:
+            t = torch.cat([det.expand(t.shape[:-1] + det.shape[-1:]), t], -1)
         return self.dec(x.expand(t.shape[:-1] + x.shape[-1:]), t)
 
     def predict(self, xc, yc, xt, num_samples=None):
         xc, yc, xt = self._cast(xc, yc, xt)
         _, theta_k, _ = self.thetas(xc, yc, num_samples or self.samples)
-        return self._decode(xt, theta_k)
+        return self._decode(xt, theta_k, self._det(xc, yc, xt))
 
     def loss(self, xc, yc, x, y, num_samples=4):
         xc, yc, x, y = self._cast(xc, yc, x, y)
         theta_c, theta_k, theta_p = self.thetas(xc, yc, num_samples)
-        return mpnp_loss(*self._decode(x, theta_c.unsqueeze(0)),
-                         *self._decode(x, theta_k), *self._decode(x, theta_p), y)
+        det = self._det(xc, yc, x)
+        return mpnp_loss(*self._decode(x, theta_c.unsqueeze(0), det),
+                         *self._decode(x, theta_k, det), *self._decode(x, theta_p, det), y)
+
+
+class AMPNP(MPNP):
+    """Attentive MPNP: the decoder sees [x, r*(x), theta], with r*(x) ANP's multi-head
+    cross-attention from the target input to the real context (deterministic path) and
+    theta MPNP's pooled representation of context u pseudo-context (theta_c, theta_k or
+    theta'_k in the three-term loss). So AMPNP is to MPNP what ANP is to NP: attention
+    gives the local fit, and the pseudo-context, in place of ANP's latent z, gives the
+    spread of the predictive (a mixture over the K pseudo sets)."""
+
+    def __init__(self, x_dim, y_dim, hidden=128, pseudo=0, samples=50, heads=8):
+        super().__init__(x_dim, y_dim, hidden, pseudo, samples, heads)
+        self.att = CrossAttnEncoder(self.x_dim, self.y_dim, self.hidden, self.heads)
+        self.dec = Decoder(self.x_dim, 2 * self.hidden, self.y_dim, self.hidden)
+
+    def _det(self, xc, yc, x):
+        return self.att(xc, yc, x)
 
 
 def mpnp_loss(mu_c, s_c, mu_k, s_k, mu_p, s_p, y):
@@ -365,7 +393,8 @@ def mpnp_loss(mu_c, s_c, mu_k, s_k, mu_p, s_p, y):
     return -((amort + marg + pseudo) / n).mean()
 
 
-MODELS = {"cnp": CNP, "np": NP, "anp": ANP, "mpnp": MPNP, "martingale_np": MPNP}
+MODELS = {"cnp": CNP, "np": NP, "anp": ANP, "mpnp": MPNP, "ampnp": AMPNP,
+          "martingale_np": MPNP, "martingale_anp": AMPNP}
 
 
 # ---- task sources -------------------------------------------------------------------
@@ -550,7 +579,7 @@ def evaluate(model: NeuralProcess, batch: Batch, num_samples: int = 50):
 def save_trained(path, model: NeuralProcess, source: str = "") -> None:
     """Save a trained network: its family, constructor arguments, state dict and the
     model source it came from (``bdl run`` saves the same weights in ``params.pt``)."""
-    family = {v: k for k, v in MODELS.items() if k != "martingale_np"}[type(model)]
+    family = {v: k for k, v in MODELS.items() if not k.startswith("martingale")}[type(model)]
     torch.save({"family": family, "source": source,
                 "config": {"x_dim": model.x_dim, "y_dim": model.y_dim,
                            "hidden": model.hidden, "pseudo": model.pseudo,
