@@ -1,23 +1,28 @@
 """Monotone DBM on 8x8 digits: joint imputation + classification (METHODS.md §5).
 
-Trains the monotone model (Phi = s(D - A^T A), FB + Anderson, implicit gradients) and the
-unconstrained control (the same units, Phi = sym(W) with zero unit blocks, plain parallel
-mean-field, unrolled gradients) on sklearn's digits (shipped with the package, no
-download), pixel intensities in K bins, with the same loss, readout temperatures
-(``--readout``), seed, optimiser and budget. Reports, per model, the imputation error (the
-fraction of hidden pixels whose most probable bin is wrong) and label accuracy against the
-observed fraction, the fraction of test problems whose solver converged, and the largest
-disagreement between fixed points from 5 random starts; per solver, iterations and time
-per batch on the trained monotone model; and the no-model reference ``marginal_mode``
-(each hidden pixel imputed by its most frequent training bin at that position).
+Trains the monotone model (Phi = s(D - A^T A), FB + Anderson, implicit gradients) and two
+unconstrained controls on the same units, both with plain parallel mean-field and unrolled
+gradients: ``baseline``, the plain RBM of METHODS §5 (Phi = sym(W) on the visible-hidden
+and hidden-label blocks only: a restricted Boltzmann machine with the label beside the
+visible units, as in a classification RBM; every other block zero), and
+``baseline_dense`` (Phi = sym(W) over every pair of distinct units). Data: sklearn's
+digits (shipped with the package, no download), pixel intensities in K bins; every model
+has the same loss, readout temperatures (``--readout``), seed, optimiser and budget.
+Reports, per model, the imputation error (the fraction of hidden pixels whose most
+probable bin is wrong) and label accuracy against the observed fraction, the fraction of
+test problems whose solver converged, and the largest disagreement between fixed points
+from 5 random starts; per solver, iterations and time per batch on the trained monotone
+model; and the no-model reference ``marginal_mode`` (each hidden pixel imputed by its
+most frequent training bin at that position).
 
     python benchmarks/mdbm_digits.py --mask random --observed 0.4 --epochs 3 --json out.json
 
-JSON rows ``monotone``, ``baseline`` (columns ``imput_err``, ``label_acc``,
-``converged_frac``, ``max_disagreement``, at ``--observed``), ``<model>@<fraction>`` for
-the sweep, ``marginal_mode`` (``imput_err``, ``label_acc``), and ``fb``, ``fb_anderson``,
-``pr``, ``mf`` (columns ``iters``, ``ms_per_batch``). ``--device cuda`` places the data,
-the couplings, the solver state (Anderson buffers, the cached Cholesky factor) on the GPU.
+JSON rows ``monotone``, ``baseline`` (the RBM), ``baseline_dense`` (columns ``imput_err``,
+``label_acc``, ``converged_frac``, ``max_disagreement``, at ``--observed``),
+``<model>@<fraction>`` for the sweep, ``marginal_mode`` (``imput_err``, ``label_acc``), and
+``fb``, ``fb_anderson``, ``pr``, ``mf`` (columns ``iters``, ``ms_per_batch``).
+``--device cuda`` places the data, the couplings, the solver state (Anderson buffers, the
+cached Cholesky factor) on the GPU.
 """
 
 from __future__ import annotations
@@ -46,19 +51,31 @@ def load(K: int, n_train: int, n_test: int, seed: int):
     return t(bins[tr]), t(Y[tr]), t(bins[te]), t(Y[te])
 
 
-def build(monotone: bool, K: int, hidden: int, args) -> M.MonotoneDBM:
+MODELS = {"monotone": (True, "full"), "baseline": (False, "layered"),
+          "baseline_dense": (False, "full")}
+
+
+def build(kind: str, K: int, hidden: int, args) -> M.MonotoneDBM:
+    """``kind``: a key of ``MODELS`` (monotone, the RBM ``baseline``, ``baseline_dense``)."""
+    monotone, pattern = MODELS[kind]
     return M.MonotoneDBM(
-        visible=M.units(64, K), hidden=[M.units(hidden, K)], label=M.units(1, 10),
+        visible=M.units(64, K), hidden=[M.units(hidden, K)] * args.tiers, label=M.units(1, 10),
         margin=args.margin, monotone=monotone, solver="fb" if monotone else "mf",
         alpha=args.alpha, tol=args.tol, max_iter=args.max_iter, anderson=5,
         observed=args.observed, mask=args.mask, init_scale=1.0 if monotone else 0.5,
-        seed=args.seed, readout=args.readout, rank=args.rank,
+        seed=args.seed, readout=args.readout, label_readout=args.label_readout,
+        rank=args.rank, pattern=pattern,
         **({"coupling": "conv", "kernel": args.kernel, "channels": args.channels}
            if monotone and args.coupling == "conv" else {})).to(args.device)
 
 
 def train(m: M.MonotoneDBM, X, Y, args, name: str):
-    opt = torch.optim.Adam(m.parameters(), lr=args.lr)
+    taus = [p for n, p in m.named_parameters() if n.startswith("tau_")]
+    rest = [p for n, p in m.named_parameters() if not n.startswith("tau_")]
+    groups = [{"params": rest}]
+    if taus:
+        groups.append({"params": taus, "lr": args.readout_lr or args.lr})
+    opt = torch.optim.Adam(groups, lr=args.lr)
     g = torch.Generator().manual_seed(args.seed)
     for ep in range(args.epochs):
         perm = torch.randperm(len(X), generator=g).to(X.device)
@@ -237,22 +254,30 @@ def main(argv=None):
     ap.add_argument("--test", type=int, default=256)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--K", type=int, default=4, help="intensity bins")
-    ap.add_argument("--hidden", type=int, default=64, help="hidden units (K states each)")
+    ap.add_argument("--hidden", type=int, default=64, help="hidden units per tier (K states)")
+    ap.add_argument("--tiers", type=int, default=1, help="hidden tiers (every model)")
     ap.add_argument("--margin", type=float, default=0.01)
     ap.add_argument("--rank", type=int, default=None, help="rows of A (default: d)")
     ap.add_argument("--coupling", choices=("dense", "conv"), default="dense",
-                    help="monotone model's A (the baseline stays dense)")
+                    help="monotone model's A (the baselines are unconstrained W)")
     ap.add_argument("--kernel", type=int, default=3)
     ap.add_argument("--channels", type=int, default=8)
     ap.add_argument("--alpha", type=float, default=0.125)
     ap.add_argument("--tol", type=float, default=1e-4)
     ap.add_argument("--max-iter", dest="max_iter", type=int, default=50)
     ap.add_argument("--solver-iters", dest="solver_iters", type=int, default=500)
+    ap.add_argument("--no-solver-table", dest="solver_table", action="store_false",
+                    help="skip the per-solver timing rows")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--readout", type=float, default=10.0,
                     help="initial pixel readout scale tau^2 (learned; 0: none)")
+    ap.add_argument("--label-readout", dest="label_readout", type=float, default=1.0,
+                    help="initial label readout scale tau^2 (learned)")
+    ap.add_argument("--readout-lr", dest="readout_lr", type=float, default=None,
+                    help="Adam rate of the readout temperatures (default: --lr)")
     ap.add_argument("--fractions", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")
-    ap.add_argument("--models", default="monotone,baseline")
+    ap.add_argument("--models", default="monotone,baseline,baseline_dense",
+                    help="rows to train: monotone, baseline (RBM), baseline_dense")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -261,6 +286,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: CUDA is not available on this machine")
+    unknown = set(args.models.split(",")) - set(MODELS)
+    if unknown:
+        ap.error(f"--models: unknown rows {sorted(unknown)}; choose from {list(MODELS)}")
     args.device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -270,10 +298,11 @@ def main(argv=None):
     err, acc = marginal_mode(Xtr, Ytr, Xte, Yte, args.observed, args)
     out["marginal_mode"] = {"imput_err": err, "label_acc": acc}
     models = {}
-    for name, mono in (("monotone", True), ("baseline", False)):
+    for name in MODELS:
         if name not in args.models.split(","):
             continue
-        m = build(mono, args.K, args.hidden, args)
+        mono = MODELS[name][0]
+        m = build(name, args.K, args.hidden, args)
         t0 = time.time()
         train(m, Xtr, Ytr, args, name)
         m.eval()
@@ -292,7 +321,7 @@ def main(argv=None):
         e, a = marginal_mode(Xtr, Ytr, Xte, Yte, f, args)
         out[f"marginal_mode@{f:g}"] = {"imput_err": e, "label_acc": a}
     rows, hists = solver_table(models["monotone"], Xte, args.observed, args) \
-        if "monotone" in models else ({}, {})
+        if "monotone" in models and args.solver_table else ({}, {})
     out.update(rows)
     out["residual_history"] = {k: {str(i): v for i, v in enumerate(h)} for k, h in
                                hists.items()}

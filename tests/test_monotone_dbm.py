@@ -313,6 +313,86 @@ def test_control_model_runs_unrolled():
     assert torch.allclose(Phi, Phi.T) and Phi[m.layout.block_mask()].abs().max() == 0
 
 
+# ---- the plain RBM baseline (pattern="layered") --------------------------------------
+def _blocks(m, Phi):
+    """``{(group, group): block}`` of ``Phi`` by the layout's unit groups."""
+    segs = {name: slice(off, off + n * k) for name, off, n, k in m.layout.segments}
+    return {(a, b): Phi[sa, sb] for a, sa in segs.items() for b, sb in segs.items()}
+
+
+@pytest.mark.parametrize("tiers", [1, 2])
+def test_rbm_couples_consecutive_layers_only(tiers):
+    hidden = [M.units(4, 2), M.units(3, 3)][:tiers]
+    m = M.MonotoneDBM(visible=M.units(5, 3), hidden=hidden, label=M.units(1, 4),
+                      monotone=False, pattern="layered", init_scale=0.7, seed=0)
+    order = [g[0] for g in m.layout.groups]  # visible, hidden0[, hidden1], label
+    x, y = _data()
+    loss, _ = m.loss(torch.where(x < 0, 0, x), y, shown=x >= 0)
+    loss.backward()
+    Phi = m.phi().detach()
+    assert torch.allclose(Phi, Phi.T)
+    for (a, b), blk in _blocks(m, Phi).items():
+        if abs(order.index(a) - order.index(b)) == 1:
+            assert blk.abs().min() > 0, (a, b)  # every entry of a layer pair is free
+        else:  # intra-layer (visible-visible, hidden-hidden, ...) and skipped layers
+            assert blk.abs().max() == 0, (a, b)
+    # no gradient, hence no Adam step, can reach the entries outside the layers
+    for (a, b), blk in _blocks(m, m.W.grad).items():
+        if abs(order.index(a) - order.index(b)) != 1:
+            assert blk.abs().max() == 0
+    if tiers == 1:  # the RBM with its label on the visible side: no label-visible block
+        assert _blocks(m, Phi)[("visible", "label")].abs().max() == 0
+    with pytest.raises(ValueError, match="layered"):
+        M.MonotoneDBM(visible=M.units(5, 3), hidden=hidden, pattern="layered")
+
+
+def test_rbm_parallel_mean_field_oscillates_at_large_weights():
+    # Phi bipartite: parallel mean-field splits into two independent alternating chains,
+    # (v0, h1, v2, ...) and (h0, v1, h2, ...). With large weights the two land on
+    # different fixed points of the alternating updates, so the iterates have period 2
+    # and the limit depends on the start; the monotone model's does not.
+    m = M.MonotoneDBM(visible=M.units(16, 2), hidden=[M.units(8, 2)], label=M.units(1, 3),
+                      monotone=False, pattern="layered", init_scale=12.0, seed=3)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randint(0, 2, (16, 16), generator=g)
+    x = torch.where(torch.rand(16, 16, generator=g) < 0.6, -1, x)  # 40% observed
+    p = M._detached(m.problem(x))
+    z0, z0b = p.random_start(16, g), p.random_start(16, g)
+    _, off, n, k = m.layout.segment("hidden0")
+    h = slice(off, off + n * k)
+    # the decoupling, exactly: the even iterates do not depend on the start's hidden part
+    z0_mixed = z0.clone()
+    z0_mixed[:, h] = z0b[:, h]
+    traj, traj_mixed = [z0], [z0_mixed]
+    for _ in range(300):
+        traj.append(p.mean_field(traj[-1]))
+        traj_mixed.append(p.mean_field(traj_mixed[-1]))
+    for t in (2, 50, 300):
+        assert torch.equal(traj[t][:, ~_hidden_cols(m, h)], traj_mixed[t][:, ~_hidden_cols(m, h)])
+    a, b, c = traj[-3], traj[-2], traj[-1]
+    assert (a - c).abs().max() < 1e-9                   # period 2 (or fixed) on every problem
+    swing = (b - c).abs().amax(1)
+    assert int((swing > 0.5).sum()) >= 3               # and not fixed on several problems
+    _, info = M.solve(p, z0, "mf", tol=1e-4, max_iter=300)
+    assert float((info["res"] >= 1e-4).float().mean()) == float((swing > 1e-4).float().mean())
+    # start dependence: the even chain's limit follows the start's visible part
+    z1, _ = M.solve(p, z0b, "mf", tol=1e-12, max_iter=300)
+    assert float((traj[-1] - z1).abs().max()) > 0.5
+    # the monotone model on the same units and pixels: one fixed point from every start
+    mono = M.MonotoneDBM(visible=M.units(16, 2), hidden=[M.units(8, 2)], label=M.units(1, 3),
+                         init_scale=12.0, seed=3)
+    pm = M._detached(mono.problem(x))
+    zs = [M.solve(pm, st, "fb", alpha=0.5, anderson=5, tol=1e-10, max_iter=2000)[0]
+          for st in (z0, z0b)]
+    assert float((zs[0] - zs[1]).abs().max()) < 1e-7
+
+
+def _hidden_cols(m, h: slice) -> torch.Tensor:
+    cols = torch.zeros(m.layout.d, dtype=torch.bool)
+    cols[h] = True
+    return cols
+
+
 # ---- masks and the language surface --------------------------------------------------
 def test_masks():
     g = torch.Generator().manual_seed(0)
@@ -484,7 +564,7 @@ def test_benchmark_rows_and_columns(tmp_path):
                 "--hidden", "8", "--fractions", "0.4", "--solver-iters", "30",
                 "--json", str(out)])
     res = json.loads(out.read_text())
-    for row in ("monotone", "baseline"):
+    for row in ("monotone", "baseline", "baseline_dense"):
         assert {"imput_err", "label_acc", "converged_frac", "max_disagreement"} <= set(res[row])
         assert 0 <= res[row]["imput_err"] <= 1 and 0 <= res[row]["label_acc"] <= 1
     assert res["monotone"]["converged_frac"] == 1.0
@@ -600,14 +680,18 @@ def test_conv_implicit_gradient_matches_finite_differences():
     assert float(w.grad[0, 2, 1, 0]) == pytest.approx(fd, abs=1e-7)
 
 
-def test_conv_coupling_from_the_language(tmp_path):
+def _fit_example_with(tmp_path, options: str) -> dict:
+    """Fit the digits example with ``options`` added to its ``monotone_dbm(...)`` call
+    (2 MAP steps on 16 images); returns Pyro's parameter store."""
+    import pyro
+
     import ppl
 
     torch.set_default_dtype(torch.float32)
     src = (ROOT / "examples" / "mdbm_digits.bdl").read_text().replace(
-        "margin=0.01,", 'margin=0.01, coupling="conv", kernel=3, channels=2,')
-    assert 'coupling="conv"' in src
-    path = tmp_path / "conv.bdl"
+        "margin=0.01,", "margin=0.01, " + options)
+    assert options in src
+    path = tmp_path / "variant.bdl"
     path.write_text(src)
     model = ppl.load(path)
     from sklearn.datasets import load_digits
@@ -617,7 +701,21 @@ def test_conv_coupling_from_the_language(tmp_path):
     fit = model.fit({"pixels": px, "label": Y[:16]}, infer="map", steps=2, lr=1e-3,
                     dtype="float32")
     assert np.isfinite(np.asarray(fit.elbo, dtype=float)).all()
-    import pyro
+    return dict(pyro.get_param_store().items())
 
-    net = [v for k, v in pyro.get_param_store().items() if "conv" in k]
+
+def test_conv_coupling_from_the_language(tmp_path):
+    params = _fit_example_with(tmp_path, 'coupling="conv", kernel=3, channels=2,')
+    net = [v for k, v in params.items() if "conv" in k]
     assert len(net) == 2 and tuple(net[0].shape) == (2, 4, 3, 3)
+
+
+def test_rbm_baseline_from_the_language(tmp_path):
+    params = _fit_example_with(tmp_path, 'monotone=false, pattern="layered",')
+    (W,) = [v for k, v in params.items() if k.endswith("W")]
+    # 64 visible x 4 + 64 hidden x 4 + 10 label: only visible-hidden and hidden-label
+    # entries of W are free (the rest stay at their zero start through the fit)
+    free = torch.zeros(522, 522, dtype=torch.bool)
+    free[:256, 256:512] = free[256:512, :256] = True
+    free[256:512, 512:] = free[512:, 256:512] = True
+    assert W.detach()[~free].abs().max() == 0 and W.detach()[free].abs().min() > 0

@@ -96,6 +96,21 @@ class Layout:
                 return s
         raise KeyError(name)
 
+    def layer_mask(self, device=None) -> torch.Tensor:
+        """``[d, d]`` boolean, True where two coordinates belong to groups in consecutive
+        layers of the order ``visible, hidden0, ..., label`` (the groups' order): the
+        couplings a layered Boltzmann machine keeps. One hidden tier gives a restricted
+        Boltzmann machine with a label on the visible side (visible-hidden and
+        hidden-label blocks only); more tiers give a layered DBM."""
+        key = ("layers", str(torch.device(device) if device is not None else self.owner.device))
+        if key not in self._block_masks:
+            layer = []
+            for i, (_, _, n, k) in enumerate(self.segments):
+                layer += [i] * (n * k)
+            t = torch.tensor(layer, dtype=torch.long, device=device)
+            self._block_masks[key] = (t[:, None] - t[None, :]).abs() == 1
+        return self._block_masks[key]
+
     def block_mask(self, device=None) -> torch.Tensor:
         """``[d, d]`` boolean, True inside a unit's own diagonal block (cached per device:
         it is needed at every evaluation of ``Phi``)."""
@@ -270,9 +285,15 @@ def conv_operator(w: torch.Tensor, side: int, k: int) -> torch.Tensor:
     return out.reshape(n * k, -1).T
 
 
-def free_phi(W: torch.Tensor, layout: Layout) -> torch.Tensor:
-    """The unconstrained control: ``Phi = (W + W^T)/2`` with the unit blocks zeroed."""
+def free_phi(W: torch.Tensor, layout: Layout, pattern: str = "full") -> torch.Tensor:
+    """The unconstrained control: ``Phi = (W + W^T)/2`` with the unit blocks zeroed
+    (``pattern="full"``: every pair of distinct units coupled, METHODS §5), or with every
+    block outside consecutive layers zeroed (``pattern="layered"``,
+    :meth:`Layout.layer_mask`: with one hidden tier, the plain RBM of METHODS §5's
+    baseline and negative control)."""
     S = 0.5 * (W + W.T)
+    if pattern == "layered":
+        return S * layout.layer_mask(W.device)
     return S.masked_fill(layout.block_mask(W.device), 0.0)
 
 
@@ -516,7 +537,9 @@ class MonotoneDBM(nn.Module):
     ``monotone=True``: ``Phi = s (D - A^T A)`` (dense ``A`` of ``rank`` rows, or with
     ``coupling="conv"`` the convolution operators of :func:`conv_operator`; margin
     guaranteed); ``monotone=False``: the unconstrained control ``Phi = sym(W)`` with zero
-    unit blocks and plain mean-field. Data: ``visible`` as integer states ``[B, n_v]`` with
+    unit blocks (``pattern="full"``) or only the blocks between consecutive layers
+    (``pattern="layered"``: one hidden tier is a plain RBM with a label) and plain
+    mean-field. Data: ``visible`` as integer states ``[B, n_v]`` with
     ``-1`` (or NaN) for missing; ``label`` ``[B]`` with ``-1`` for unknown.
     """
 
@@ -526,7 +549,7 @@ class MonotoneDBM(nn.Module):
                  anderson: int = 5, observed: float = 0.4, mask: str = "random",
                  init_scale: float = 1.0, seed: int | None = None,
                  readout: float | None = 10.0, coupling: str = "dense", kernel: int = 3,
-                 channels: int = 8):
+                 channels: int = 8, pattern: str = "full", label_readout: float = 1.0):
         super().__init__()
         groups = [("visible", _as_units(visible)[0])]
         for i, h in enumerate(_as_units(hidden)):
@@ -543,7 +566,14 @@ class MonotoneDBM(nn.Module):
         gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
         # drawn on the CPU (the seed's generator), then placed on the default device
         place = {"dtype": torch.get_default_dtype(), "device": torch.empty(0).device}
-        self.coupling = str(coupling)
+        self.coupling, self.pattern = str(coupling), str(pattern)
+        if self.pattern not in ("full", "layered"):
+            raise ValueError(f"pattern must be 'full' or 'layered', got {pattern!r}")
+        if self.pattern == "layered" and self.monotone:
+            # D - A^T A couples every pair that two columns of A both reach; a layered
+            # monotone Phi would need a constrained A, which is not implemented
+            raise ValueError("pattern='layered' is the unconstrained control's (RBM) "
+                             "structure; use it with monotone=false")
         if self.coupling not in ("dense", "conv"):
             raise ValueError(f"coupling must be 'dense' or 'conv', got {coupling!r}")
         if self.coupling == "conv":
@@ -557,6 +587,8 @@ class MonotoneDBM(nn.Module):
             self.A = nn.Parameter(A.to(**place))
         else:
             W = torch.randn(d, d, generator=gen, device="cpu") * (float(init_scale) / math.sqrt(d))
+            if self.pattern == "layered":  # entries outside the layers never enter Phi
+                W = W * self.layout.layer_mask("cpu")
             self.W = nn.Parameter(W.to(**place))
         self.b = nn.Parameter(torch.zeros(d))
         # Readout temperatures (the reference's tau, clftau): the loss scores
@@ -567,7 +599,7 @@ class MonotoneDBM(nn.Module):
         if self.readout is not None:
             _, _, n_v, _ = self.layout.segment("visible")
             self.tau_visible = nn.Parameter(torch.full((n_v, 1), math.sqrt(self.readout)))
-            self.tau_label = nn.Parameter(torch.ones(()))
+            self.tau_label = nn.Parameter(torch.full((), math.sqrt(float(label_readout))))
         self.check_margin()
 
     def _init_conv(self, kernel: int, channels: int, init_scale: float, gen, place) -> None:
@@ -613,7 +645,7 @@ class MonotoneDBM(nn.Module):
     def phi(self) -> torch.Tensor:
         if self.monotone:
             return monotone_phi(self.a_matrix(), self.layout, self.margin)[0]
-        return free_phi(self.W, self.layout)
+        return free_phi(self.W, self.layout, self.pattern)
 
     def check_margin(self, exact: bool = True) -> float:
         """``lambda_min(I - Phi)``; raises when the monotone model violates the margin."""
@@ -670,9 +702,13 @@ class MonotoneDBM(nn.Module):
             return z, info, p
         if not self.monotone:
             steps = o.get("max_iter", self.max_iter)
+            z = unrolled_fixed_point(p, z0, steps=steps)
+            # the residual of the last unrolled iterate (a separate no-grad solve for it
+            # would double the control's cost: a bipartite RBM needs all 50 steps)
             with torch.no_grad():
-                _, info = solve(_detached(p), z0, "mf", tol=o["tol"], max_iter=steps)
-            return unrolled_fixed_point(p, z0, steps=steps), info, p
+                fz = p.mean_field(z.detach())
+                res = (fz - z.detach()).norm(dim=1) / fz.norm(dim=1).clamp_min(1e-12)
+            return z, {"iters": steps, "res": res, "history": [], "stalled": False}, p
         with torch.no_grad():
             z, info = solve(_detached(p), z0, solver, **o)
         return implicit_fixed_point(p, z, alpha=self.alpha), info, p
