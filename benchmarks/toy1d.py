@@ -45,9 +45,13 @@ SIZES = {
                  critic_init=50, lr=0.1, chains=2, warmup=200, thin=10, samples=10, drop=2),
     "small": dict(hidden=[50, 50, 50], points=100, fsamples=128, steps=300, critic_steps=10,
                   critic_init=200, lr=0.1, chains=2, warmup=1500, thin=50, samples=30, drop=5),
-    "paper": dict(hidden=[50, 50, 50], points=200, fsamples=512, steps=800, critic_steps=50,
-                  critic_init=1000, lr=0.01, chains=4, warmup=2000, thin=200, samples=40,
-                  drop=10),
+    # the reference's matching (METHODS §1: 200-point grid, 512 samples, 800 outer steps,
+    # RMSprop lr 0.01, psi starting at its raw rho = 1, i.e. sigma = softplus(1)) with the
+    # warm critic (1000 steps at the first outer step, then 5 on that step's own network
+    # draws) in place of 1000 fresh critic steps per outer step; the reference's SGHMC
+    "paper": dict(hidden=[50, 50, 50], points=200, fsamples=512, steps=800, critic_steps=5,
+                  critic_init=1000, lr=0.01, init_scale=npr.REFERENCE_INIT_SCALE,
+                  share_samples=True, chains=4, warmup=2000, thin=200, samples=40, drop=10),
 }
 DATA_KERNEL = dict(lengthscale=1.8, variance=1.6)
 PRIOR_KERNEL = dict(lengthscale=0.6, variance=1.0)
@@ -83,20 +87,35 @@ def make_data(seed: int, n: int = 64) -> dict:
 
 
 def fresh_w1(psi: dict, family: str, sizes: list[int], xm: torch.Tensor, steps: int,
-             seed: int) -> float:
+             seed: int, bag: int = 4096, eval_n: int = 2000, min_shape: float = 0.0) -> float:
     """W1(GP, prior) at the measurement grid xm by a critic trained from scratch
-    (``npr.estimate_w1``; its estimate is evaluated on held-out samples)."""
+    (``npr.estimate_w1``, 256 samples a step, Adagrad lr 0.02).
+
+    The prior's functions are drawn once, ``bag`` for training (minibatches resampled from
+    it) and ``eval_n`` held out for the estimate: at 200 points and a 3x50 net one draw of
+    the network costs far more than a critic step. GP draws are fresh at every step."""
     g = torch.Generator(device=xm.device).manual_seed(seed)
     kernel = RBF(**PRIOR_KERNEL)
     draw_gp = npr.gp_sampler(kernel, xm)
+    with torch.no_grad():
+        draws = torch.cat([
+            npr.forward(xm, npr.prior_weights(psi, family, sizes, 512, g, min_shape),
+                        torch.tanh)[..., 0]
+            for _ in range(math.ceil((bag + eval_n) / 512))])
+    train, held = draws[:bag], draws[bag:bag + eval_n]
 
     def p(n):
-        return npr.forward(xm, npr.prior_weights(psi, family, sizes, n, g), torch.tanh)[..., 0]
+        return train[torch.randint(bag, (n,), generator=g, device=xm.device)]
     return npr.estimate_w1(p, lambda n: draw_gp(n, g), xm.shape[0], steps=steps, n=256,
-                           lr=0.02, seed=seed, eval_n=2000, dtype=xm.dtype, device=xm.device)
+                           lr=0.02, seed=seed, eval_n=eval_n, dtype=xm.dtype,
+                           device=xm.device, eval_p=lambda n: held[:n])
 
 
-def run_prior(name: str, s: dict, data: dict, device: str, seed: int, eta: float) -> dict:
+def run_prior(name: str, s: dict, data: dict, device: str, seed: int, eta: float,
+              sample: bool = True) -> dict:
+    """Compile the toy's BDL program with prior ``name``; fit it by SGHMC (matching the GP
+    first for gpig/gpih), or with ``sample=False`` only draw from its prior (which runs
+    the matching through the same program)."""
     src = (SOURCE.replace("HIDDEN", str(s["hidden"]))
            .replace("PRIOR", prior_source(
                name, s, seed, f"rbf(lengthscale={PRIOR_KERNEL['lengthscale']}, "
@@ -105,16 +124,18 @@ def run_prior(name: str, s: dict, data: dict, device: str, seed: int, eta: float
            .replace("NOISE", f"{math.sqrt(NOISE_VAR):.6g}"))
     model = ppl.compile(src)
     npr._MEMO.clear()
-    fit = model.fit(data, infer="sghmc", chains=s["chains"], warmup=s["warmup"],
-                    thin=s["thin"], samples=s["samples"], drop=s["drop"], step_size=eta,
-                    friction=0.05, adaptive=True, seed=seed, dtype="float32", device=device)
-    matched = list(npr._MEMO.values())
-    fit_s = sum(r.get("fit_s", 0.0) for r in matched)
+    fit = None
+    if sample:
+        fit = model.fit(data, infer="sghmc", chains=s["chains"], warmup=s["warmup"],
+                        thin=s["thin"], samples=s["samples"], drop=s["drop"], step_size=eta,
+                        friction=0.05, adaptive=True, seed=seed, dtype="float32",
+                        device=device)
     prior = model.sample_prior(data, num_samples=200, seed=seed, dtype="float32",
                                device=device)["mu_new"]
+    matched = list(npr._MEMO.values())
+    fit_s = sum(r.get("fit_s", 0.0) for r in matched)
     out = {"fit": fit, "prior_mu": prior.reshape(prior.shape[0], -1).cpu().double(),
-           "fit_s": fit_s,
-           "sample_s": fit.wall_time - fit_s}
+           "fit_s": fit_s, "sample_s": fit.wall_time - fit_s if fit else float("nan")}
     if matched:
         out["w1_trace"] = matched[0]["w1"]
         out["psi"] = matched[0]["psi"]
@@ -170,6 +191,8 @@ def plots(out: Path, res: dict, data: dict, std: dict, xs_new: torch.Tensor,
     fig.savefig(out / "prior_bands.png", dpi=120)
     plt.close(fig)
 
+    if any(r["fit"] is None for r in res.values()):  # --match-only: no posterior
+        return
     xr = xs * std["xs"] + std["xm"]
     fig, axes = plt.subplots(1, len(res), figsize=(4 * len(res), 3.2), sharey=True)
     for ax, (name, r) in zip(np.atleast_1d(axes), res.items(), strict=True):
@@ -194,6 +217,11 @@ def main(argv=None):
                     help="training steps of the fresh critic that measures W1 after fitting")
     ap.add_argument("--curve-points", type=int, default=6,
                     help="fresh-critic W1 measurements along the matching (plus the ends)")
+    ap.add_argument("--gpih-min-shape", type=float, default=0.0,
+                    help="GPiH's IG shape floor: alpha = floor + softplus(raw) (0: the "
+                         "reference's family)")
+    ap.add_argument("--match-only", action="store_true",
+                    help="fit the GP-matched priors and measure W1, without SGHMC")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -227,38 +255,53 @@ def main(argv=None):
     in_gap = raw["grid"].abs() < 4
     gap_x = ((raw["grid"][in_gap] - std["xm"]) / std["xs"]).unsqueeze(-1)
     for name in a.priors.split(","):
-        r = run_prior(name, s, data, a.device, a.seed, a.step_size)
+        s_prior = dict(s, min_shape=a.gpih_min_shape) if name == "gpih" and a.gpih_min_shape \
+            else s
+        r = run_prior(name, s_prior, data, a.device, a.seed, a.step_size,
+                      sample=not a.match_only)
         res[name] = r
+        row = {}
         fit = r["fit"]
-        mu_tr = fit.samples["mu_train"].double().mean(0).cpu() * std["ys"] + std["ym"]
-        train_rmse = float((mu_tr - raw["y"]).pow(2).mean().sqrt())
-        n_layers = len(sizes) - 1
-        weights = [(fit.samples[f"f.W{i}"], fit.samples[f"f.b{i}"]) for i in range(n_layers)]
-        with torch.no_grad():
-            f_gap = npr.forward(gap_x.to(device=a.device, dtype=torch.float32), weights,
-                                torch.tanh)[..., 0].double().cpu() * std["ys"] + std["ym"]
-        gap_rmse = float((f_gap.mean(0) - raw["f_grid"][in_gap]).pow(2).mean().sqrt())
+        if fit is not None:
+            mu_tr = fit.samples["mu_train"].double().mean(0).cpu() * std["ys"] + std["ym"]
+            row["train_rmse"] = float((mu_tr - raw["y"]).pow(2).mean().sqrt())
+            n_layers = len(sizes) - 1
+            weights = [(fit.samples[f"f.W{i}"], fit.samples[f"f.b{i}"])
+                       for i in range(n_layers)]
+            with torch.no_grad():
+                f_gap = npr.forward(gap_x.to(device=a.device, dtype=torch.float32), weights,
+                                    torch.tanh)[..., 0].double().cpu() * std["ys"] + std["ym"]
+            row["gap_rmse"] = float((f_gap.mean(0) - raw["f_grid"][in_gap]).pow(2).mean().sqrt())
         if name != "fg":
             family = "gaussian" if name == "gpig" else "hierarchical"
-            w1[name] = fresh_w1(r["psi"], family, sizes, xm_dev, a.w1_steps, a.seed + 100)
+            floor = s_prior.get("min_shape", 0.0)
+
+            def w1_at(psi, family=family, floor=floor):
+                return fresh_w1(psi, family, sizes, xm_dev, a.w1_steps, a.seed + 100,
+                                min_shape=floor)
+            w1[name] = w1_at(r["psi"])
             # W1 along the way: psi after k outer steps, measured by the same fresh critic
             n_steps = len(r["w1_trace"])
             # geometric spacing: most of the fall happens in the first tens of steps
             at = sorted({round(n_steps ** (j / a.curve_points)) for j in range(1, a.curve_points)}
                         - {0, n_steps})
-            r["w1_curve"] = [(0, w1["fg"] if family == "gaussian" else fresh_w1(
-                {k: v[0] for k, v in r["psi_trace"].items()}, family, sizes, xm_dev,
-                a.w1_steps, a.seed + 100))]
-            r["w1_curve"] += [(k, fresh_w1({n: v[k] for n, v in r["psi_trace"].items()},
-                                           family, sizes, xm_dev, a.w1_steps, a.seed + 100))
+            start = s.get("init_scale", 1.0) == 1.0 and family == "gaussian"
+            r["w1_curve"] = [(0, w1["fg"] if start else w1_at(
+                {k: v[0] for k, v in r["psi_trace"].items()}))]
+            r["w1_curve"] += [(k, w1_at({n: v[k] for n, v in r["psi_trace"].items()}))
                               for k in at] + [(n_steps, w1[name])]
-        rhat = split_gelman_rubin(fit.chains["mu_train"], chain_dim=0, sample_dim=1)
-        row = {"train_rmse": train_rmse, "gap_rmse": gap_rmse, "w1": w1[name],
-               "w1_drop": w1["fg"] / w1[name], "fit_s": r["fit_s"],
-               "sample_s": r["sample_s"], "rhat_max": float(rhat.max())}
+        row.update(w1=w1[name], w1_drop=w1["fg"] / w1[name], fit_s=r["fit_s"],
+                   sample_s=r["sample_s"])
+        if fit is not None:
+            rhat = split_gelman_rubin(fit.chains["mu_train"], chain_dim=0, sample_dim=1)
+            row["rhat_max"] = float(rhat.max())
         if "w1_trace" in r:
             tr = r["w1_trace"]
             row["skipped_steps"] = r["skipped"]
+            # the fall from the fit's own starting prior (the reference's ratio; equal to
+            # w1_drop when the fit starts at FG)
+            row["w1_start"] = r["w1_curve"][0][1]
+            row["w1_drop_start"] = row["w1_start"] / w1[name]
             row.update(w1_trace_first=tr[0], w1_trace_last=float(np.nanmean(tr[-10:])),
                        s_per_outer_step=r["fit_s"] / len(tr),
                        **{f"w1_at_{k}": v for k, v in r["w1_curve"]})
@@ -270,12 +313,14 @@ def main(argv=None):
     print("| prior | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
     for name, row in rows.items():
-        print(f"| {name} | " + " | ".join(f"{row[c]:.3f}" for c in cols) + " |")
+        print(f"| {name} | " + " | ".join(f"{row[c]:.3f}" if c in row else "-" for c in cols)
+              + " |")
     for name, row in rows.items():
         if "w1_trace_first" in row:
             print(f"{name}: W1 trace (warm critic) first {row['w1_trace_first']:.2f}, last-10 "
                   f"mean {row['w1_trace_last']:.2f}; fresh critic FG {w1['fg']:.2f} -> "
-                  f"{row['w1']:.2f} ({row['w1_drop']:.2f}x); "
+                  f"{row['w1']:.2f} ({row['w1_drop']:.2f}x), from the fit's start "
+                  f"{row['w1_start']:.2f} ({row['w1_drop_start']:.2f}x); "
                   f"{row['s_per_outer_step']:.3f} s per outer step; fresh-critic W1 along "
                   f"the fit: " + ", ".join(f"{k}: {v:.2f}" for k, v in res[name]["w1_curve"]))
     print(f"(fresh-critic W1 of FG took {w1_s:.1f} s)", file=sys.stderr)

@@ -67,7 +67,11 @@ def prior_source(name: str, b: dict, seed: int, kernel: str, inputs: str = "x",
     return (f"gp_prior({kernel}, inputs={inputs}, "
             f'family="{family}", steps={b["steps"]}, samples={b["fsamples"]}, '
             f'points={points}, critic_steps={b["critic_steps"]}, '
-            f'critic_init_steps={b["critic_init"]}, lr={lr}, measure="{measure}", seed={seed})')
+            f'critic_init_steps={b["critic_init"]}, lr={lr}, measure="{measure}", seed={seed}'
+            + "".join(f", {k}={str(b[k]).lower() if isinstance(b[k], bool) else b[k]}"
+                      for k in ("critic_lr", "init_scale", "share_samples", "min_shape")
+                      if k in b)
+            + ")")
 
 
 def load(folder: Path, split: int):

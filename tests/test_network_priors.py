@@ -277,3 +277,89 @@ def test_step_if_finite_skips_nan_gradients_and_keeps_state():
     assert torch.equal(p.detach(), after)
     assert torch.equal(opt.state[p]["square_avg"], state)
     assert p.grad is None or not p.grad.any()
+
+
+def test_reference_initial_psi_is_raw_rho_one():
+    """Tran et al.'s code starts every layer's raw rho at 1 (sigma = softplus(1) = 1.3133);
+    init_scale=REFERENCE_INIT_SCALE reproduces that start, and a zero-step fit returns it."""
+    psi = npr._init_psi(3, "gaussian", torch.float64, "cpu", npr.REFERENCE_INIT_SCALE)
+    assert torch.allclose(psi["rho_W"], torch.ones(3, dtype=torch.float64))
+    assert torch.allclose(psi["rho_b"], torch.ones(3, dtype=torch.float64))
+    x = torch.linspace(-2, 2, 10, dtype=torch.float64).unsqueeze(-1)
+    out = npr.match_gp([1, 4, 1], torch.tanh, RBF(lengthscale=1.0, variance=1.0), x, steps=0,
+                       points=10, measure="grid", init_scale=npr.REFERENCE_INIT_SCALE)
+    assert torch.allclose(out["psi"]["rho_W"], torch.ones(2, dtype=torch.float64))
+    # the hierarchical start IG(2, s^2) keeps its prior mean variance s^2 under a shape floor
+    h = npr._init_psi(2, "hierarchical", torch.float64, "cpu", 2.0, min_shape=1.0)
+    sp = torch.nn.functional.softplus
+    a, b = 1.0 + sp(h["a_W"]), sp(h["b_W"])
+    assert torch.allclose(b / (a - 1), torch.full((2,), 4.0, dtype=torch.float64))
+
+
+def test_matching_with_shared_critic_samples_matches_variance():
+    """share_samples (the critic's steps train on the outer step's own network draws) still
+    brings the function variance to the GP's, as the default fit does (test above)."""
+    sizes, kernel = [1, 20, 1], RBF(lengthscale=0.6, variance=0.25)
+    x = torch.linspace(-2, 2, 40).unsqueeze(-1)
+    out = npr.match_gp(sizes, torch.tanh, kernel, x, steps=60, samples=128, points=30,
+                       critic_steps=10, critic_init_steps=100, lr=0.05, measure="grid",
+                       share_samples=True)
+    xm = npr.measurement_set(x, 30, "grid")
+    var0 = _fn_var(npr._init_psi(2, "gaussian", torch.float32, "cpu"), "gaussian", sizes, xm)
+    var1 = _fn_var(out["psi"], "gaussian", sizes, xm)
+    assert abs(var1 - 0.25) < 0.25 * abs(var0 - 0.25)
+    assert sum(out["w1"][-10:]) / 10 < 0.5 * out["w1"][0]
+
+
+def test_ig_shape_floor_keeps_float32_variance_draws_in_range():
+    """At a fitted IG shape alpha = 0.05 (GPiH on the 1-D toy went to 0.08) a float32 Gamma
+    draw G falls below float32's smallest normal (1.18e-38, where torch clamps it) with
+    probability (beta * 1.18e-38)^alpha / Gamma(1 + alpha), about 1.4%: those v = 1/G are
+    wrong (clamped) and ~1e37, and the weights ~1e19 overflow the critic's gradient
+    penalty. With the floor alpha = 1 + softplus(raw) no draw is clamped, and the draws
+    have the floored family's moments: 1/v ~ Gamma(alpha, beta), mean alpha / beta."""
+    sp = torch.nn.functional.softplus
+    raw_a = torch.log(torch.expm1(torch.tensor([0.05])))
+    psi = {"a_W": raw_a, "b_W": torch.log(torch.expm1(torch.tensor([3.0]))),
+           "a_b": raw_a, "b_b": raw_a}
+    n, tiny = 100_000, torch.finfo(torch.float32).tiny
+
+    def gamma_draws(min_shape):
+        # W = eps / sqrt(G), eps the generator's first draw: G = (eps / W)^2
+        torch.manual_seed(0)
+        eps = torch.randn(n, 1, 1, generator=torch.Generator().manual_seed(0))
+        (w, _), = npr.prior_weights(psi, "hierarchical", [1, 1], n,
+                                    torch.Generator().manual_seed(0), min_shape=min_shape)
+        return w, (eps / w).pow(2).double().reshape(-1)
+    w, gam = gamma_draws(0.0)
+    clamped = (gam <= tiny * 1.01).double().mean().item()
+    p = (3.0 * tiny) ** 0.05 / math.gamma(1.05)
+    assert clamped == pytest.approx(p, abs=4 * math.sqrt(p / n))
+    assert w.abs().max().item() > 1e15
+    w, gam = gamma_draws(1.0)
+    assert not bool((gam <= tiny * 1.01).any())
+    assert w.abs().max().item() < 1e4
+    alpha = 1.0 + float(sp(raw_a))
+    assert gam.mean().item() == pytest.approx(alpha / 3.0,
+                                              abs=4 * math.sqrt(alpha) / 3.0 / n ** 0.5)
+
+
+def test_gp_prior_min_shape_enters_the_variance_sites():
+    """gp_prior(..., family="hierarchical", min_shape=1) in BDL: every variance site is
+    IG(1 + softplus(a), softplus(b)) with the fitted raw a, b."""
+    x = torch.linspace(-2, 2, 10).unsqueeze(-1)
+    src = SRC.replace("PRIOR", 'gp_prior(rbf(lengthscale=1, variance=1), inputs=x, steps=3, '
+                               'critic_init_steps=5, critic_steps=2, points=10, '
+                               'family="hierarchical", min_shape=1)')
+    m = ppl.compile(src)
+    pyro.set_rng_seed(0)
+    tr = poutine.trace(m.pyro_model).get_trace(**m.bind({"x": x, "y": torch.zeros(10)}))
+    psi = npr.fitted_psi([1, 8, 1], "tanh", RBF(lengthscale=1.0, variance=1.0), x,
+                         family="hierarchical", steps=3, samples=128, points=10,
+                         critic_steps=2, critic_init_steps=5, lr=0.05, measure="data", seed=0,
+                         min_shape=1.0)["psi"]
+    sp = torch.nn.functional.softplus
+    for i in range(2):
+        d = tr.nodes[f"f.vW{i}"]["fn"]
+        assert float(d.concentration) == pytest.approx(1.0 + float(sp(psi["a_W"][i])), rel=1e-6)
+        assert float(d.rate) == pytest.approx(float(sp(psi["b_W"][i])), rel=1e-6)

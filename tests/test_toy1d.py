@@ -59,6 +59,38 @@ def test_toy1d_tiny_run_tables_plots_and_w1(tmp_path):
         assert (tmp_path / "figs" / png).stat().st_size > 5000
 
 
+def test_toy1d_match_only_reports_the_fall_from_the_fits_start(tmp_path):
+    """--match-only: matched priors fitted through the BDL program without SGHMC; w1_start
+    is the fresh-critic W1 of the starting psi (FG for tiny) and w1_drop_start its ratio."""
+    bench = _bench("toy1d")
+    rows = bench.main(["--size", "tiny", "--priors", "gpig,gpih", "--match-only",
+                       "--gpih-min-shape", "1", "--w1-steps", "50", "--curve-points", "2"])
+    for name in ("gpig", "gpih"):
+        row = rows[name]
+        assert "train_rmse" not in row and "rhat_max" not in row and row["fit_s"] > 0
+        assert row["w1_start"] == row["w1_at_0"]
+        assert row["w1_drop_start"] == pytest.approx(row["w1_start"] / row["w1"])
+        assert row["skipped_steps"] == 0
+    # the tiny fit starts at FG: the two ratios agree
+    assert rows["gpig"]["w1_drop_start"] == pytest.approx(rows["gpig"]["w1_drop"])
+
+
+def test_toy1d_paper_size_is_the_reference_matching_setting():
+    """METHODS §1: 200-point grid, 512 samples, 800 outer steps, RMSprop lr 0.01, psi from
+    the reference code's raw rho = 1; the generated BDL carries the options and compiles."""
+    bench = _bench("toy1d")
+    s = bench.SIZES["paper"]
+    assert (s["points"], s["fsamples"], s["steps"], s["lr"]) == (200, 512, 800, 0.01)
+    assert s["init_scale"] == pytest.approx(math.log1p(math.e))
+    src = bench.prior_source("gpig", s, 0, "rbf(lengthscale=0.6, variance=1)", inputs="x_meas",
+                             measure="grid", points=s["points"], lr=s["lr"])
+    assert "init_scale=1.3132616" in src and "share_samples=true" in src
+    import ppl
+
+    ppl.compile(bench.SOURCE.replace("HIDDEN", "[50, 50, 50]").replace("PRIOR", src)
+                .replace("NOISE", "0.3"))
+
+
 def test_benchmarks_refuse_cuda_without_cuda():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

@@ -26,7 +26,8 @@ register(Builtin(
 register(Builtin(
     "gp_prior", f"{_RT}.gp_prior",
     ("kernel", "inputs", "family", "steps", "samples", "points", "critic_steps",
-     "critic_init_steps", "lr", "measure", "seed", "cache"), 2,
+     "critic_init_steps", "lr", "measure", "seed", "cache", "critic_lr", "init_scale",
+     "share_samples", "min_shape"), 2,
     kind="construct", result="network", tilde="network",
     doc="GP-induced prior (GPiG, or GPiH with family=\"hierarchical\"): the per-layer "
         "prior hyperparameters are fitted so that the network's function distribution "

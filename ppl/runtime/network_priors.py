@@ -258,22 +258,35 @@ def scale_mixture_prior(name: str, net, a=1.0, b=1.0, scale=1.0) -> BayesianNetw
 def gp_prior(name: str, net, kernel, inputs, family: str = "gaussian", steps: int = 200,
              samples: int = 128, points: int = 100, critic_steps: int = 20,
              critic_init_steps: int = 200, lr: float = 0.05, measure: str = "data",
-             seed: int = 0, cache: bool = True) -> BayesianNetwork:
+             seed: int = 0, cache: bool = True, critic_lr: float = 0.02,
+             init_scale: float = 1.0, share_samples: bool = False,
+             min_shape: float = 0.0) -> BayesianNetwork:
     """GPiG / GPiH: the prior of ``family`` whose psi is fitted to GP(0, kernel) by
     :func:`match_gp` (memoised in memory and on disk)."""
     sizes, act, act_name = structure(net)
+    # defaults stay out of the settings so that caches written before the option existed
+    # keep their keys
+    extra = {}
+    if float(critic_lr) != 0.02:
+        extra["critic_lr"] = float(critic_lr)
+    if float(init_scale) != 1.0:
+        extra["init_scale"] = float(init_scale)
+    if share_samples:
+        extra["share_samples"] = True
+    if float(min_shape) != 0.0:
+        extra["min_shape"] = float(min_shape)
     psi = fitted_psi(sizes, act_name, kernel, inputs, family=family, steps=int(steps),
                      samples=int(samples), points=int(points), critic_steps=int(critic_steps),
                      critic_init_steps=int(critic_init_steps), lr=float(lr), measure=measure,
-                     seed=int(seed), cache=bool(cache))["psi"]
+                     seed=int(seed), cache=bool(cache), **extra)["psi"]
     sp = nn.functional.softplus
     weights = []
     for i, wn, ws, bn, bs in _layer_sites(name, sizes):
         if family == "gaussian":
             sw, sb = sp(_t(psi["rho_W"][i])), sp(_t(psi["rho_b"][i]))
         else:
-            aw, bw = sp(_t(psi["a_W"][i])), sp(_t(psi["b_W"][i]))
-            ab, bb = sp(_t(psi["a_b"][i])), sp(_t(psi["b_b"][i]))
+            aw, bw = sp(_t(psi["a_W"][i])) + float(min_shape), sp(_t(psi["b_W"][i]))
+            ab, bb = sp(_t(psi["a_b"][i])) + float(min_shape), sp(_t(psi["b_b"][i]))
             sw = _ig_variance(f"{name}.vW{i}", aw, bw, [wn]).sqrt()
             sb = _ig_variance(f"{name}.vb{i}", ab, bb, [bn]).sqrt()
         weights.append((_normal(wn, sw, ws), _normal(bn, sb, bs)))
@@ -281,21 +294,33 @@ def gp_prior(name: str, net, kernel, inputs, family: str = "gaussian", steps: in
 
 
 # ---- matching to a GP -------------------------------------------------------------------
-def _init_psi(n_layers: int, family: str, dtype, device) -> dict[str, torch.Tensor]:
-    """Start at FG (sigma = 1) or at IG(2, 1) (prior mean variance 1)."""
+# the reference (Tran et al.'s GaussianMLPReparameterization) starts its raw rho at 1, so
+# sigma = softplus(1) on every layer; ``gp_prior(init_scale=...)`` reproduces that start
+REFERENCE_INIT_SCALE = math.log1p(math.e)
+
+
+def _init_psi(n_layers: int, family: str, dtype, device, scale: float = 1.0,
+              min_shape: float = 0.0) -> dict[str, torch.Tensor]:
+    """Start at N(0, scale^2) on every layer (scale 1: FG), or at IG(2, scale^2) (prior
+    mean variance scale^2; the shape is min_shape + softplus(raw), min_shape < 2)."""
     def inv_sp(v):
         return torch.full((n_layers,), math.log(math.expm1(v)), dtype=dtype, device=device)
     if family == "gaussian":
-        return {"rho_W": inv_sp(1.0), "rho_b": inv_sp(1.0)}
+        return {"rho_W": inv_sp(scale), "rho_b": inv_sp(scale)}
     if family == "hierarchical":
-        return {"a_W": inv_sp(2.0), "b_W": inv_sp(1.0), "a_b": inv_sp(2.0), "b_b": inv_sp(1.0)}
+        v = scale * scale
+        if not 0.0 <= min_shape < 2.0:
+            raise ValueError(f"gp_prior min_shape must be in [0, 2), not {min_shape}")
+        a = 2.0 - min_shape
+        return {"a_W": inv_sp(a), "b_W": inv_sp(v), "a_b": inv_sp(a), "b_b": inv_sp(v)}
     raise ValueError(f"gp_prior family must be \"gaussian\" or \"hierarchical\", not {family!r}")
 
 
 def prior_weights(psi: dict, family: str, sizes: list[int] | ConvArch, n: int,
-                  generator: torch.Generator | None = None):
+                  generator: torch.Generator | None = None, min_shape: float = 0.0):
     """n reparameterised weight draws [(W [n, out, in], b [n, out]) per layer] from the
-    prior of ``family`` with hyperparameters psi (variances drawn per function sample)."""
+    prior of ``family`` with hyperparameters psi (variances drawn per function sample;
+    hierarchical: v ~ IG(min_shape + softplus(a), softplus(b)))."""
     sp = nn.functional.softplus
     ref = next(iter(psi.values()))
     weights = []
@@ -306,8 +331,10 @@ def prior_weights(psi: dict, family: str, sizes: list[int] | ConvArch, n: int,
             sw = sp(psi["rho_W"][i]).expand(n)
             sb = sp(psi["rho_b"][i]).expand(n)
         else:  # v = 1 / Gamma(alpha, beta) ~ IG(alpha, beta), reparameterised (implicit grads)
-            sw = dist.Gamma(sp(psi["a_W"][i]), sp(psi["b_W"][i])).rsample((n,)).rsqrt()
-            sb = dist.Gamma(sp(psi["a_b"][i]), sp(psi["b_b"][i])).rsample((n,)).rsqrt()
+            sw = dist.Gamma(sp(psi["a_W"][i]) + min_shape,
+                            sp(psi["b_W"][i])).rsample((n,)).rsqrt()
+            sb = dist.Gamma(sp(psi["a_b"][i]) + min_shape,
+                            sp(psi["b_b"][i])).rsample((n,)).rsqrt()
         weights.append((sw.reshape(n, *[1] * len(ws)) * ew, sb[:, None] * eb))
     return weights
 
@@ -383,10 +410,13 @@ def critic_loss(critic, f_p, f_q, lam: float = 10.0, generator=None):
 
 def estimate_w1(sample_p, sample_q, dim: int, steps: int = 500, n: int = 256,
                 lr: float = 0.02, lam: float = 10.0, eval_n: int = 4096, seed: int = 0,
-                dtype=None, device=None, hidden: int = 200) -> float:
+                dtype=None, device=None, hidden: int = 200, eval_p=None,
+                eval_q=None) -> float:
     """W1(p, q) by training a fresh critic (Adagrad) for ``steps`` steps on fresh samples,
     then evaluating E_p phi - E_q phi on ``eval_n`` new samples. ``sample_p(n)`` and
-    ``sample_q(n)`` return [n, dim] tensors.
+    ``sample_q(n)`` return [n, dim] tensors; ``eval_p``/``eval_q`` (default: the same
+    samplers) draw the evaluation samples, e.g. from a held-out bag when ``sample_p``
+    resamples a fixed bag of draws.
 
     The penalised critic is only softly 1-Lipschitz: for two 1-D Gaussians a distance d
     apart the optimum of d*s - lam*(s - 1)^2 is the slope s = 1 + d/(2 lam), so the
@@ -403,7 +433,8 @@ def estimate_w1(sample_p, sample_q, dim: int, steps: int = 500, n: int = 256,
         loss.backward()
         opt.step()
     with torch.no_grad():
-        return float(critic(sample_p(eval_n)).mean() - critic(sample_q(eval_n)).mean())
+        return float(critic((eval_p or sample_p)(eval_n)).mean()
+                     - critic((eval_q or sample_q)(eval_n)).mean())
 
 
 # the fit needs gradients even when the model runs under no_grad (Predictive, sample_prior)
@@ -413,12 +444,23 @@ def match_gp(sizes: list[int] | ConvArch, act, kernel, inputs: torch.Tensor,
              steps: int = 200, samples: int = 128, points: int = 100, critic_steps: int = 20,
              critic_init_steps: int = 200, lr: float = 0.05, measure: str = "data",
              seed: int = 0, critic_lr: float = 0.02, lam: float = 10.0,
-             warm_start: bool = True) -> dict:
+             warm_start: bool = True, init_scale: float = 1.0,
+             share_samples: bool = False, min_shape: float = 0.0) -> dict:
     """Fit psi: min_psi E_X W1(p_gp(f(X)), p_nn(f(X); psi)) (METHODS.md §1).
 
     Each outer step draws a measurement set X, trains the critic (warm-started unless
     ``warm_start`` is False, when it is re-initialised as in the reference), then takes one
-    RMSprop step on psi through reparameterised network samples. Returns
+    RMSprop step on psi through reparameterised network samples; psi starts at
+    ``init_scale`` (:func:`_init_psi`) and the critic's Adagrad rate is ``critic_lr``.
+    With ``share_samples`` the critic's steps at an outer step train on that step's
+    network draws (detached; GP draws stay fresh per critic step) instead of drawing new
+    ones per critic step: one network forward per outer step instead of
+    ``critic_steps + 1``, which is most of the cost at the 1-D toy's 512 samples x 200
+    points (the reference likewise trains its critic on one bag of draws per outer step).
+    ``min_shape`` floors the hierarchical family's IG shape, alpha = min_shape +
+    softplus(raw) (the reference's family is min_shape = 0; see
+    docs/constructs/network_priors.md on GPiH for why 1 is the useful floor).
+    Returns
     ``{"psi": {...}, "w1": [W1 estimate per outer step], "psi_trace": {name: [steps + 1,
     layers]}}`` (psi before the first step and after every step, so that W1 along the way
     can be measured afterwards by a fresh critic), and ``"skipped"``: optimiser steps left
@@ -442,7 +484,8 @@ def match_gp(sizes: list[int] | ConvArch, act, kernel, inputs: torch.Tensor,
     torch.manual_seed(seed)  # the critic's initialisation
     try:
         psi = {k: v.requires_grad_(True) for k, v in
-               _init_psi(len(_layer_shapes(sizes)), family, dtype, device).items()}
+               _init_psi(len(_layer_shapes(sizes)), family, dtype, device, init_scale,
+                         min_shape).items()}
         opt_psi = torch.optim.RMSprop(list(psi.values()), lr=lr)
         critic, opt_c = None, None
         history, path = [], [{k: v.detach().clone() for k, v in psi.items()}]
@@ -456,14 +499,20 @@ def match_gp(sizes: list[int] | ConvArch, act, kernel, inputs: torch.Tensor,
                 n_c = critic_init_steps
             else:
                 n_c = critic_steps
+            if share_samples:
+                f_nn = net_at(xm, prior_weights(psi, family, sizes, samples, g, min_shape))
             for _ in range(n_c):
-                with torch.no_grad():
-                    f_nn = net_at(xm, prior_weights(psi, family, sizes, samples, g))
-                loss, _ = critic_loss(critic, f_nn, draw_gp(samples, g), lam, g)
+                if share_samples:
+                    f_c = f_nn.detach()
+                else:
+                    with torch.no_grad():
+                        f_c = net_at(xm, prior_weights(psi, family, sizes, samples, g, min_shape))
+                loss, _ = critic_loss(critic, f_c, draw_gp(samples, g), lam, g)
                 opt_c.zero_grad()
                 loss.backward()
                 skipped += not step_if_finite(opt_c)
-            f_nn = net_at(xm, prior_weights(psi, family, sizes, samples, g))
+            if not share_samples:
+                f_nn = net_at(xm, prior_weights(psi, family, sizes, samples, g, min_shape))
             w = critic(f_nn).mean() - critic(draw_gp(samples, g)).mean()
             opt_psi.zero_grad()
             w.backward()
