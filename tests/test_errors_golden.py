@@ -641,19 +641,19 @@ model.bdl:3:61: error: 'mu' is not defined
     pytest.param(
         """\
 model M(t: real[T], y: real[T]) {
-  b = (x, s) => -x
+  b = 2 * ((x, s) => -x)
   y ~ Normal((x) => x, 1)
 }
 """,
         """\
-model.bdl:2:7: error: a function literal is allowed only as an argument that takes a function
-    b = (x, s) => -x
-        ^~~~~~~~~~~~
-  note: such as drift=, diffusion= of fractional_sde
-model.bdl:3:14: error: a function literal is allowed only as an argument that takes a function
+model.bdl:2:12: error: a function literal is allowed only as an argument that takes a function or as the value of a name
+    b = 2 * ((x, s) => -x)
+             ^~~~~~~~~~~~
+  note: such as drift=, diffusion= of fractional_sde; or b = (x, t) => ..., then drift=b
+model.bdl:3:14: error: a function literal is allowed only as an argument that takes a function or as the value of a name
     y ~ Normal((x) => x, 1)
                ^~~~~~~~
-  note: such as drift=, diffusion= of fractional_sde""",
+  note: such as drift=, diffusion= of fractional_sde; or b = (x, t) => ..., then drift=b""",
         id="function_literal_outside_a_function_argument",
     ),
     pytest.param(
@@ -715,6 +715,69 @@ model.bdl:2:37: error: 'drift' of fractional_sde takes a function literal, not t
                                       ^~~~
   note: write (state, time) => tanh(state)""",
         id="function_argument_given_a_builtin_name",
+    ),
+    pytest.param(
+        """\
+model M(t: real[T], y: real[T]) {
+  b = (x) => -x
+  c = b + 1
+  z ~ fractional_sde(times=t, drift=b, diffusion=Normal(b, 1))
+  y ~ Normal(z[:, 0], 0.1)
+}
+""",
+        """\
+model.bdl:3:7: error: 'b' is a function: it can only be given as an argument that takes a function
+    c = b + 1
+        ^
+  note: such as drift=, diffusion= of fractional_sde; it is defined at 2:3
+model.bdl:4:37: error: 'drift' of fractional_sde takes a function of 2 parameters (state, time), but 'b' has 1
+    z ~ fractional_sde(times=t, drift=b, diffusion=Normal(b, 1))
+                                      ^
+  note: 'b' is defined at 2:3
+model.bdl:4:57: error: 'b' is a function: it can only be given as an argument that takes a function
+    z ~ fractional_sde(times=t, drift=b, diffusion=Normal(b, 1))
+                                                          ^
+  note: such as drift=, diffusion= of fractional_sde; it is defined at 2:3""",
+        id="named_function_misused_and_wrong_arity_at_its_use",
+    ),
+    pytest.param(
+        """\
+model M(t: real[T], y: real[T]) {
+  b = (x, s) => [x, x]
+  z ~ fractional_sde(times=t, drift=b)
+  y ~ Normal(z[:, 0], 0.1)
+}
+""",
+        """\
+model.bdl:2:17: error: 'drift' of fractional_sde must give a value of shape [1], but this body has shape [2, 1]
+    b = (x, s) => [x, x]
+                  ^~~~~~
+  note: in function 'b', given as 'drift' of fractional_sde at 3:37""",
+        id="named_function_body_shape_checked_at_its_use",
+    ),
+    pytest.param(
+        """\
+model M(t: real[T], y: real[T]) {
+  b: real = (x, s) => -x * mu
+  w = b(1.0, 2.0)
+  z ~ fractional_sde(times=t, drift=b)
+  y ~ Normal(z[:, 0], 0.1)
+}
+""",
+        """\
+model.bdl:2:6: error: 'b' is a function and takes no declared type
+    b: real = (x, s) => -x * mu
+       ^~~~
+  note: write b = (x, s) => ...
+model.bdl:2:28: error: 'mu' is not defined
+    b: real = (x, s) => -x * mu
+                             ^~
+  note: in a function literal's body a name is one of its parameters (x, s) or a name of the model
+model.bdl:3:7: error: 'b' is a function: it can only be given as an argument that takes a function, not called
+    w = b(1.0, 2.0)
+        ^
+  note: such as drift=, diffusion= of fractional_sde; it is defined at 2:3""",
+        id="named_function_declared_type_unknown_name_once_and_called",
     ),
 ]
 

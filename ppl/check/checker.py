@@ -628,6 +628,9 @@ class _ModelChecker:
         return tuple(shape[len(pshape):])
 
     def _assign(self, s: ast.Assign) -> None:
+        if isinstance(s.value, ast.FunctionLit):
+            self._named_function(s)
+            return
         ty = self._expr(s.value)
         if not self._define(s.name, s.name_span):
             return
@@ -651,6 +654,26 @@ class _ModelChecker:
         self.sites[id(s)] = SiteInfo(role, self._plate_names())
         self.symbols[s.name] = Symbol(s.name, role, ty, s.name_span, random=random or role ==
                                       "network", node=s, plates=self._plate_names())
+
+    def _named_function(self, s: ast.Assign) -> None:
+        """``b = (x, t) => body``: a name for a function literal, given later where a
+        construct takes a function (``drift=b``). The body's names are resolved here, in
+        the scope of the definition, with parameters of unknown shape; the construct's
+        shapes are known only where it is used, so the body is checked again there
+        (:meth:`_function_lit` with ``use=``)."""
+        lit = s.value
+        if s.type is not None:
+            self.err(f"'{s.name}' is a function and takes no declared type", s.type.span,
+                     [f"write {s.name} = ({', '.join(lit.params)}) => ..."])
+        ty = self._lit_body(lit, None)
+        if ty.kind not in TENSOR_KINDS + ("unknown",):
+            self.err(f"the body of function '{s.name}' must be numeric, not {_a(ty.kind)} "
+                     "value", lit.body.span)
+        if not self._define(s.name, s.name_span):
+            return
+        self.sites[id(s)] = SiteInfo("function", self._plate_names())
+        self.symbols[s.name] = Symbol(s.name, "function", Ty("function", None), s.name_span,
+                                      node=s, plates=self._plate_names())
 
     def _param(self, s: ast.Param) -> None:
         init = self._expr(s.init)
@@ -726,7 +749,8 @@ class _ModelChecker:
             return UNKNOWN
         if isinstance(e, ast.FunctionLit):
             self.err("a function literal is allowed only as an argument that takes a "
-                     "function", e.span, [f"such as {_function_args()}"])
+                     "function or as the value of a name", e.span,
+                     [f"such as {_function_args()}; or b = (x, t) => ..., then drift=b"])
             return UNKNOWN
         return UNKNOWN
 
@@ -753,6 +777,11 @@ class _ModelChecker:
         sym = self.symbols.get(e.id)
         if sym is not None:
             self.used.add(e.id)
+            if sym.role == "function":  # a function argument takes it in _arg, not here
+                self.err(f"'{e.id}' is a function: it can only be given as an argument "
+                         "that takes a function", e.span,
+                         [f"such as {_function_args()}; it is defined at {sym.span}"])
+                return UNKNOWN
             return sym.ty
         if e.id in self.later:
             self.err(f"'{e.id}' is used before it is defined", e.span,
@@ -931,6 +960,11 @@ class _ModelChecker:
         args = [self._expr(a) for a in e.args]
         for kw in e.kwargs:
             self._expr(kw.value)
+        if sym.role == "function":
+            self.err(f"'{sym.name}' is a function: it can only be given as an argument that "
+                     "takes a function, not called", e.func.span,
+                     [f"such as {_function_args()}; it is defined at {sym.span}"])
+            return UNKNOWN
         if sym.role != "network":
             self.err(f"'{sym.name}' is {_a(sym.ty.kind)} value and cannot be called", e.func.span)
             return UNKNOWN
@@ -1017,7 +1051,10 @@ class _ModelChecker:
     def _arg(self, node: ast.Expr, key: str, b) -> Ty:
         """The type of one call argument; a builtin's function and choice arguments take
         forms that are not expressions elsewhere (a literal ``(x, t) => ...``, a word)."""
-        if b is not None and key in b.functions and isinstance(node, ast.FunctionLit):
+        if b is not None and key in b.functions and (
+                isinstance(node, ast.FunctionLit) or self._function_name(node) is not None):
+            if isinstance(node, ast.Name):
+                self.used.add(node.id)
             ty = Ty("function", None)  # its body is checked once every argument is bound
             self.types[id(node)] = ty
             return ty
@@ -1035,30 +1072,29 @@ class _ModelChecker:
             return UNKNOWN
         return self._expr(node)
 
-    def _function_lit(self, e: ast.FunctionLit, spec, where: str, positional: list,
-                      kwargs: dict) -> None:
-        """Check ``(x, t) => body`` given for a function argument: its arity against the
-        registered parameters, then the body with the parameters as local real tensors
-        of the registered shapes (free names are the model's), and the body's shape."""
-        want = len(spec.params)
-        if len(e.params) != want:
-            self.err(f"{where} takes a function of {want} parameter{'s' if want != 1 else ''}"
-                     f" ({', '.join(spec.params)}), but this one has {len(e.params)}", e.span)
-            return
-        known = all(t.kind != "unknown" for t in kwargs.values())
-        shapes = spec.shapes(positional, kwargs) if spec.shapes and known else None
+    def _function_name(self, node: ast.Expr) -> Symbol | None:
+        """The symbol of a named function literal (``b`` of ``b = (x, t) => ...``)."""
+        if isinstance(node, ast.Name):
+            sym = self.symbols.get(node.id)
+            if sym is not None and sym.role == "function":
+                return sym
+        return None
+
+    def _lit_body(self, e: ast.FunctionLit, shapes) -> Ty:
+        """The type of a literal's body with its parameters bound as local real tensors
+        (of ``shapes``, or of unknown shape); they shadow model names only in the body."""
         saved = {}
-        spans = e.param_spans if len(e.param_spans) == len(e.params) else [e.span] * want
+        spans = e.param_spans if len(e.param_spans) == len(e.params) else [e.span] * len(
+            e.params)
         for i, (p, span) in enumerate(zip(e.params, spans, strict=True)):
             saved[p] = (self.symbols.get(p), p in self.used)
             shape = shapes[i] if shapes is not None else None
             self.symbols[p] = Symbol(p, "local", Ty("real", shape), span)
         self._fn_params.append(e.params)
         try:
-            ty = self._expr(e.body)
+            return self._expr(e.body)
         finally:
             self._fn_params.pop()
-            # the parameters shadow model names only inside the body
             for p, (sym, used) in saved.items():
                 if sym is None:
                     del self.symbols[p]
@@ -1066,13 +1102,49 @@ class _ModelChecker:
                     self.symbols[p] = sym
                 if not used:
                     self.used.discard(p)
+
+    def _function_lit(self, e: ast.FunctionLit, spec, where: str, positional: list,
+                      kwargs: dict, use: ast.Name | None = None) -> None:
+        """Check ``(x, t) => body`` given for a function argument: its arity against the
+        registered parameters, then the body with the parameters as local real tensors
+        of the registered shapes (free names are the model's), and the body's shape.
+
+        ``use``: the literal was named (``b = (x, t) => ...``) and is given here as
+        ``drift=b``; the arity error is then located at the use, and a shape error in the
+        body (located in the definition) says where the function was used. The body's
+        other errors were reported at its definition and are not repeated."""
+        want = len(spec.params)
+        if len(e.params) != want:
+            have = f"'{use.id}' has" if use is not None else "this one has"
+            self.err(f"{where} takes a function of {want} parameter{'s' if want != 1 else ''}"
+                     f" ({', '.join(spec.params)}), but {have} {len(e.params)}",
+                     e.span if use is None else use.span,
+                     [] if use is None else [f"'{use.id}' is defined at "
+                                             f"{self.symbols[use.id].span}"])
+            return
+        known = all(t.kind != "unknown" for t in kwargs.values())
+        shapes = spec.shapes(positional, kwargs) if spec.shapes and known else None
+        first = len(self.errors)
+        ty = self._lit_body(e, shapes)
         if ty.kind not in TENSOR_KINDS + ("unknown",):
-            self.err(f"the body of {where} must be numeric, not {_a(ty.kind)} value",
-                     e.body.span)
+            if use is None:
+                self.err(f"the body of {where} must be numeric, not {_a(ty.kind)} value",
+                         e.body.span)
+            else:
+                del self.errors[first:]  # reported at the definition
             return
         out = spec.result(positional, kwargs) if spec.result and known else None
-        if out is None or ty.shape is None:
-            return
+        if out is not None and ty.shape is not None:
+            self._lit_shape(e, ty, out, where)
+        if use is not None:
+            seen = {(d.message, d.span) for d in self.errors[:first]}
+            new = [d for d in self.errors[first:] if (d.message, d.span) not in seen]
+            for d in new:
+                d.notes.append(f"in function '{use.id}', given as {where} at {use.span}")
+            self.errors[first:] = new
+
+    def _lit_shape(self, e: ast.FunctionLit, ty: Ty, out, where: str) -> None:
+        """The body's shape against the registered result shape."""
         full, issues = sizes.broadcast(ty.shape, out)
         # the body may have fewer dimensions, or size 1 where the result has more, but
         # broadcasting must not grow the result: [2, 1] or [T] does not fit [1]
@@ -1133,9 +1205,13 @@ class _ModelChecker:
             if k not in bound:
                 continue
             node, t = bound[k]
+            named = self._function_name(node)
             if isinstance(node, ast.FunctionLit):
                 self._function_lit(node, spec, f"'{k}' of {b.name}", positional,
                                    {j: t for j, (_, t) in bound.items()})
+            elif named is not None:  # `b = (x, t) => ...`, then `drift=b`
+                self._function_lit(named.node.value, spec, f"'{k}' of {b.name}", positional,
+                                   {j: t for j, (_, t) in bound.items()}, use=node)
             elif t.kind == "function" and isinstance(node, ast.Name):  # `drift=tanh`
                 first = spec.params[0] if spec.params else ""
                 self.err(f"'{k}' of {b.name} takes a function literal, not the name of a "
