@@ -78,7 +78,7 @@ def main(argv=None):
     p.add_argument("--episodes", type=int, default=1600, help="meta-training episodes")
     p.add_argument("--batch", type=int, default=4, help="episodes per meta step")
     p.add_argument("--test-episodes", type=int, default=200)
-    p.add_argument("--test-samples", type=int, default=2, help="NIW draws per prediction")
+    p.add_argument("--test-samples", type=int, default=20, help="NIW draws per prediction")
     p.add_argument("--lr", type=float, default=5e-3, help="Adam lr of the shared weights")
     p.add_argument("--lr-hyper", type=float, default=0.1, help="Adam lr of NIW log-params")
     p.add_argument("--inner-lr", type=float, default=3e-4,
@@ -88,8 +88,9 @@ def main(argv=None):
     p.add_argument("--sgld-temp", type=float, default=1.0, help="SGLD temperature")
     p.add_argument("--a-max", type=float, default=1e3, help="NIW clip of A_i (reference 1e3)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sgld-burn", type=int, default=1,
-                   help="SGLD iterates not averaged (1: only the warm start)")
+    p.add_argument("--sgld-burn", type=float, default=0.5,
+                   help="SGLD iterates t >= burn averaged (1: all but the warm start; "
+                        "a fraction 0.5: the second half of the chain)")
     p.add_argument("--sgld-detrend", type=int, default=0, choices=(0, 1),
                    help="1: SGLD variance about each coordinate's linear trend in t")
     p.add_argument("--sgld-power-iters", type=int, default=3,

@@ -21,10 +21,11 @@ register(Builtin(
     doc="NIW hierarchical prior over all of a network's weights: theta_i ~ N(mu, Sigma), "
         "(mu, Sigma) ~ NIW with diagonal q(phi) = NIW(m0, l0, gamma0, n0); "
         "n0 = 1, gamma0 = 1e6, l0 = 1 at init; sgld_steps (3), sgld_lr (1e-3), "
-        "sgld_temp (1), a_max (1e3), sgld_burn (1: the warm start is not "
-        "averaged) and sgld_power_iters (3: the SGLD step is capped per episode at "
+        "sgld_temp (1), a_max (1e3), sgld_burn (0.5: iterates t >= ceil(0.5 k) are "
+        "averaged, the first half of the chain is burn-in; 1: all but the warm start) "
+        "and sgld_power_iters (3: the SGLD step is capped per episode at "
         "1/top curvature of the support loss at m0, estimated by this many power "
-        "iterations; 0: no cap) set the one-time local update"))
+        "iterations, each one extra gradient; 0: no cap) set the one-time local update"))
 
 
 
@@ -60,7 +61,7 @@ _META = {
                       doc="niw; no_adapt: gamma0 frozen at its init (1e6); "
                           "no_share: n0 gamma0 -> 0 (1e-8)"),
     "test_episodes": Option(100, int, low=1, doc="meta-test episodes for fit.meta['test']"),
-    "test_samples": Option(2, int, low=1,
+    "test_samples": Option(20, int, low=1,
                            doc="draws of theta ~ q* averaged in meta-test predictions"),
     "samples": Option(100, int, low=1,
                       doc="draws of theta ~ q* (adapted to the data's support) kept"),

@@ -88,6 +88,25 @@ def local_posterior(mbar, A, m0, gamma0, n0):
     return (A * mbar + prior_prec * m0) / prec, 1.0 / prec
 
 
+def local_posterior_kl(mbar, A, m0, log_gamma0, n0, l0):
+    """The local posterior and its expected KL in one pass, for the meta-training loop:
+    (m_i*, sd_i*, g_i) with m_i*, v_i* = sd_i*^2 from :func:`local_posterior` and
+    g_i = :func:`expected_kl` (m_i*, v_i*, m0, gamma0, n0, l0), gamma0 = exp(log_gamma0).
+    Same maths, fewer tensor operations (METHODS.md §4): with the precision
+    gamma_i* = A + n0 gamma0 and m_i* - m0 = A (mbar - m0) / gamma_i*,
+    2 g_i = sum_j [n0 gamma0 (1/gamma_i* + (m_i* - m0)^2) + log gamma_i* - log gamma0]
+    + d (1/l0 - psi(n0/2) - log 2 - 1)."""
+    n0 = torch.as_tensor(n0, dtype=m0.dtype, device=m0.device)
+    l0 = torch.as_tensor(l0, dtype=m0.dtype, device=m0.device)
+    prior_prec = n0 * log_gamma0.exp()
+    prec = A + prior_prec
+    shift = A * (mbar - m0) / prec
+    per_coord = prior_prec * (prec.reciprocal() + shift ** 2) + prec.log() - log_gamma0
+    d = m0.shape[-1]
+    two_g = per_coord.sum(-1) + d * (l0.reciprocal() - torch.digamma(n0 / 2) - (LOG2 + 1.0))
+    return m0 + shift, prec.rsqrt(), 0.5 * two_g
+
+
 def randn_like(t, generator=None, shape=None):
     """Standard normal draws with t's dtype and device; a generator on another device
     (a CPU generator for CUDA tensors) draws there and the result is moved."""
@@ -96,31 +115,63 @@ def randn_like(t, generator=None, shape=None):
     return torch.randn(shape, dtype=t.dtype, device=dev, generator=generator).to(t.device)
 
 
-def top_curvature(potential, theta: torch.Tensor, iters: int = 3
-                  ) -> tuple[float, torch.Tensor]:
-    """(L, grad U(theta)): L estimates the largest |eigenvalue| of the Hessian of U at theta
-    by ``iters`` power iterations v <- H v / ||H v|| started from v = grad U(theta)
-    (gradients of a network loss lie mostly in its stiffest directions), L = ||H v|| for
-    the last unit v -- a lower bound on the spectral radius that the power iteration
-    tightens. Hessian-vector products are double backward through one gradient graph
-    (``iters`` extra backward passes); the gradient is returned for the first SGLD step.
-    A Hessian that is zero or not finite gives L = 0."""
+def _grad(potential, theta: torch.Tensor, create_graph: bool = False):
     th = theta.detach().requires_grad_(True)
     with torch.enable_grad():
-        (g,) = torch.autograd.grad(potential(th), th, create_graph=True)
-        v, L = g.detach(), 0.0
-        for i in range(iters):
-            nv = v.norm()
-            if not (bool(torch.isfinite(nv)) and float(nv) > 0.0) or not g.requires_grad:
-                L = 0.0
-                break
-            (hv,) = torch.autograd.grad(g, th, grad_outputs=v / nv, retain_graph=i < iters - 1,
-                                        allow_unused=True)
-            if hv is None:  # U linear in theta: no curvature
-                break
+        (g,) = torch.autograd.grad(potential(th), th, create_graph=create_graph)
+    return th, g
+
+
+def top_curvature(potential, theta: torch.Tensor, iters: int = 1,
+                  fd_step: float | None = None) -> tuple[float, torch.Tensor]:
+    """(L, grad U(theta)): L estimates the largest |eigenvalue| of the Hessian H of U at
+    theta by ``iters`` power iterations v <- H v / ||H v|| started from v = grad U(theta)
+    (gradients of a network loss lie mostly in its stiffest directions), L = ||H v|| for
+    the last unit v -- a lower bound on the spectral radius that more iterations tighten.
+
+    ``fd_step`` = None: exact Hessian-vector products, double backward through one
+    gradient graph. ``fd_step`` = delta: each H v is the finite difference
+    (grad U(theta + h v) - grad U(theta)) / h, h = delta max(||theta||, 1), one plain
+    gradient instead of a double backward (which costs about 2.3 gradients on the 2x32
+    MLP); exact on a quadratic, and with delta = 1e-3 in float32 (difference accurate to
+    ~1e-4) equal to the exact estimate to 3 digits at a meta-trained sine/line m0
+    (benchmarks/RESULTS.md, Issue 7). Where h crosses a ReLU kink the difference sees it
+    (a larger, more cautious L). A probe whose gradient is not finite is retried 8x closer.
+    A zero or non-finite Hessian or gradient gives L = 0 (METHODS.md §4; the stable SGLD
+    step of :func:`sgld`)."""
+    if fd_step is None:
+        th, g = _grad(potential, theta, create_graph=True)
+    else:
+        th, g = _grad(potential, theta)
+    gd = g.detach()
+    v, L = gd, 0.0
+    gnorm = float(gd.norm())
+    if not (math.isfinite(gnorm) and gnorm > 0.0):
+        return 0.0, gd
+    h = None if fd_step is None else fd_step * max(float(theta.detach().norm()), 1.0)
+    for i in range(iters):
+        nv = float(v.norm())
+        if not (math.isfinite(nv) and nv > 0.0):
+            return 0.0, gd
+        u = v / nv
+        if h is None:
+            if not g.requires_grad:  # U linear in theta: no curvature
+                return 0.0, gd
+            with torch.enable_grad():
+                (hv,) = torch.autograd.grad(g, th, grad_outputs=u,
+                                            retain_graph=i < iters - 1, allow_unused=True)
+            if hv is None:
+                return 0.0, gd
             v = hv.detach()
-            L = float(v.norm())
-    return (L if math.isfinite(L) else 0.0), g.detach()
+        else:
+            for _ in range(10):
+                probe = _grad(potential, theta.detach() + h * u)[1]
+                if bool(torch.isfinite(probe).all()):
+                    break
+                h /= 8.0
+            v = (probe - gd) / h
+        L = float(v.norm())
+    return (L if math.isfinite(L) else 0.0), gd
 
 
 def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=1,
@@ -130,7 +181,9 @@ def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=1,
     xi_t ~ N(0, I), t = 1..steps.
 
     Returns (mbar, A, mean, var): the mean of the kept iterates theta_t, t >= ``burn``
-    (burn = 1, the default, drops only the warm start theta_0, which is not a draw),
+    (burn = 1 drops only the warm start theta_0, which is not a draw; a fraction
+    0 < burn < 1 means t >= ceil(burn * steps): 0.5 treats the first half of the chain,
+    the drift from the warm start, as burn-in),
     their variance, and A = temp/var clipped to [a_min, a_max] (METHODS.md §4): Langevin at
     temperature temp samples exp(-U/temp), whose covariance is temp times that of the
     Gaussian approximation N(mbar, A^-1) of exp(-U) the closed form needs.
@@ -143,7 +196,7 @@ def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=1,
     that leaves one degree of freedom, too noisy to help (benchmarks/RESULTS.md, Issue 7).
     Too few kept iterates for a variance (1, or 2 when detrending) give A = a_max. A step
     that is not finite ends the chain (the iterates so far are kept). The
-    iterates are constants summarised on the fly, so memory does not
+    iterates are constants summarised on the fly (Welford, in place), so memory does not
     grow with ``steps``.
 
     Stable step (``power_iters`` > 0): the unadjusted Langevin step is stable only if
@@ -151,48 +204,53 @@ def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=1,
     deviation from the mode is multiplied by 1 - lr L per step; past 2 it grows
     geometrically, and a network's curvature grows with its weights, so the chain
     overflows). The step used is then lr_i = min(lr, step_scale / L_i), L_i the top
-    curvature at theta0 (:func:`top_curvature`); step_scale = 1 is the Newton step in the
+    curvature at theta0 by ``power_iters`` power iterations with finite-difference
+    Hessian-vector products (:func:`top_curvature`, ``fd_step=1e-3``: one extra gradient
+    each; the gradient at theta0 is the chain's first); step_scale = 1 is the Newton step in the
     stiffest direction and keeps the stationary variance of a quadratic within a factor
     1/(1 - lr_i h/2) <= 2 of tau/h in every direction h. ``info`` (a dict), when given,
     receives ``lr`` (the step used), ``curvature`` (L_i, nan when not estimated) and
     ``steps`` (iterates taken before any non-finite step). METHODS.md §4; the divergence it
     prevents is in benchmarks/RESULTS.md, Issue 7.
     """
-    theta = theta0.detach().clone()
+    theta0 = theta0.detach()
+    theta = theta0.clone()
     grad0, curv = None, float("nan")
     if power_iters > 0 and steps > 0:
-        curv, grad0 = top_curvature(potential, theta, power_iters)
+        curv, grad0 = top_curvature(potential, theta, power_iters, fd_step=1e-3)
         if curv > 0.0:
             lr = min(lr, step_scale / curv)
     noise_sd = math.sqrt(2.0 * lr * max(temp, 0.0))
-    # running means and co-moments of (t, theta_t - theta_0) (Welford)
-    zero = torch.zeros_like(theta)
-    mt, mx, m2t, m2x, ctx = 0.0, zero, 0.0, zero, zero
-    n = 0
+    # running mean and second moment of x_t = theta_t - theta_0 (and, to detrend, of t and
+    # the co-moment of (t, x_t)): Welford's updates, in place on three d-vectors
+    mx, m2x = torch.zeros_like(theta), torch.zeros_like(theta)
+    ctx = torch.zeros_like(theta) if detrend else None
+    mt, m2t, n = 0.0, 0.0, 0
 
     def keep(t, x):
-        nonlocal mt, mx, m2t, m2x, ctx, n
+        nonlocal mt, m2t, n
         n += 1
-        dt, dx = t - mt, x - mx
+        dt = t - mt
         mt += dt / n
-        mx = mx + dx / n
         m2t += dt * (t - mt)
-        m2x = m2x + dx * (x - mx)
-        ctx = ctx + dt * (x - mx)
+        dx = x - mx
+        mx.add_(dx, alpha=1.0 / n)
+        resid = x - mx
+        m2x.addcmul_(dx, resid)
+        if ctx is not None:
+            ctx.add_(resid, alpha=dt)
 
+    if 0.0 < burn < 1.0:
+        burn = max(1, math.ceil(burn * steps))
     burn = min(burn, steps)  # with no steps the warm start is all there is
     if burn <= 0:
-        keep(0, zero)
+        keep(0, torch.zeros_like(theta))
     taken = 0
     for t in range(1, steps + 1):
-        th = theta.detach().requires_grad_(True)
-        if t == 1 and grad0 is not None:
-            grad = grad0
-        else:
-            with torch.enable_grad():
-                (grad,) = torch.autograd.grad(potential(th), th)
-        xi = randn_like(theta, generator)
-        step = (th.detach() - lr * grad + noise_sd * xi).detach()
+        grad = grad0 if (t == 1 and grad0 is not None) else _grad(potential, theta)[1]
+        step = torch.add(theta, grad.detach(), alpha=-lr)
+        if noise_sd > 0.0:
+            step.add_(randn_like(theta, generator), alpha=noise_sd)
         if not bool(torch.isfinite(step).all()):
             break  # diverged (lr past 2/curvature somewhere): keep the finite iterates
         theta = step
@@ -203,7 +261,7 @@ def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=1,
         info.update(lr=lr, curvature=curv, steps=taken)
     if n == 0:  # diverged before the first kept iterate: the last finite one
         keep(0, theta - theta0)
-    mean = theta0.detach() + mx
+    mean = theta0 + mx
     dof = n - 2 if detrend else n - 1
     if dof < 1:
         var = torch.zeros_like(mean)
@@ -216,9 +274,43 @@ def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=1,
 
 
 # ---- a network as a function of its flat weight vector ---------------------------------
+_ELEMENTWISE = {torch.nn.ReLU: torch.relu, torch.nn.Tanh: torch.tanh,
+                torch.nn.Sigmoid: torch.sigmoid}
+
+
+def _linear_plan(net: torch.nn.Module):
+    """For a chain of ``nn.Linear`` layers and elementwise activations (``mlp(...)``, an
+    ``nn.Sequential``): the layers as (weight index, bias index, weight shape) or an
+    activation function, in order; None for any other network."""
+    from .nn import MLP
+
+    seq = net.net if isinstance(net, MLP) else net
+    if not isinstance(seq, torch.nn.Sequential):
+        return None
+    index = {id(p): i for i, p in enumerate(net.parameters())}
+    plan = []
+    for mod in seq:
+        if type(mod) is torch.nn.Linear:
+            plan.append((index[id(mod.weight)],
+                         None if mod.bias is None else index[id(mod.bias)],
+                         tuple(mod.weight.shape)))
+        elif type(mod) in _ELEMENTWISE:
+            plan.append(_ELEMENTWISE[type(mod)])
+        elif not any(True for _ in mod.parameters()) and not any(True for _ in mod.buffers()):
+            plan.append(mod.forward)  # another parameter-free activation (Softplus, GELU..)
+        else:
+            return None
+    return plan
+
+
 class FlatNet:
-    """``net`` applied with the weights taken from a vector theta of length d
-    (``torch.func.functional_call``); a batch of thetas [S, d] maps over S."""
+    """``net`` applied with the weights taken from a vector theta of length d; a batch of
+    thetas [S, d] maps over S.
+
+    A chain of Linear layers and activations (every ``mlp(...)``) is applied directly with
+    ``F.linear`` on views of theta: ``torch.func.functional_call`` swaps the module's
+    parameters on every call, which costs ~5x the forward pass of a small MLP and is paid on
+    every SGLD / MAML inner gradient. Other networks (``cnn(...)``) use functional_call."""
 
     def __init__(self, net: torch.nn.Module):
         self.net = net
@@ -226,20 +318,36 @@ class FlatNet:
         self.shapes = [p.shape for _, p in net.named_parameters()]
         self.numels = [p.numel() for _, p in net.named_parameters()]
         self.d = sum(self.numels)
+        self.plan = _linear_plan(net)
+        self.in_dim = getattr(net, "in_dim", None)
 
     def vector(self) -> torch.Tensor:
         return torch.cat([p.detach().reshape(-1) for p in self.net.parameters()])
 
     def params(self, theta: torch.Tensor) -> dict:
-        out, i = {}, 0
-        for n, s, k in zip(self.names, self.shapes, self.numels, strict=True):
-            out[n] = theta[i:i + k].reshape(s)
-            i += k
-        return out
+        return {n: t.view(s) for n, s, t in zip(self.names, self.shapes,
+                                                 theta.split(self.numels), strict=True)}
+
+    def _direct(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.in_dim is not None and (x.dim() == 0 or x.shape[-1] != self.in_dim):
+            raise ValueError(f"network expects {self.in_dim} input features, got shape "
+                             f"{tuple(x.shape)}")
+        parts = theta.split(self.numels)
+        h = x.to(theta.dtype)
+        for op in self.plan:
+            if isinstance(op, tuple):
+                w, b, shape = op
+                h = torch.nn.functional.linear(h, parts[w].view(shape),
+                                               None if b is None else parts[b])
+            else:
+                h = op(h)
+        return h
 
     def __call__(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if theta.dim() > 1:
             return torch.stack([self(t, x) for t in theta])
+        if self.plan is not None:
+            return self._direct(theta, x)
         return functional_call(self.net, self.params(theta), (x,))
 
 
@@ -288,7 +396,7 @@ class SiteConfig:
 SITES: dict[str, SiteConfig] = {}
 
 def prior(name: str, net: torch.nn.Module, n0=1.0, gamma0=1e6, l0=1.0, sgld_steps=3,
-          sgld_lr=1e-3, sgld_temp=1.0, a_max=1e3, sgld_burn=1, sgld_power_iters=3,
+          sgld_lr=1e-3, sgld_temp=1.0, a_max=1e3, sgld_burn=0.5, sgld_power_iters=3,
           samples=2):
     """``f ~ niw_meta(...)``: the weights of ``f`` become one latent vector theta (site
     ``name``), theta ~ N(m0, diag 1/(n0 gamma0)) -- the episode prior at the mean of the
@@ -298,7 +406,7 @@ def prior(name: str, net: torch.nn.Module, n0=1.0, gamma0=1e6, l0=1.0, sgld_step
     opts = {"n0": float(n0), "gamma0": float(gamma0), "l0": float(l0),
             "sgld_steps": int(sgld_steps), "sgld_lr": float(sgld_lr),
             "sgld_temp": float(sgld_temp), "a_max": float(a_max),
-            "sgld_burn": int(sgld_burn), "sgld_power_iters": int(sgld_power_iters),
+            "sgld_burn": float(sgld_burn), "sgld_power_iters": int(sgld_power_iters),
             "samples": int(samples)}
     cfg = SITES.get(name)
     if cfg is None or cfg.flat.net is not net:
