@@ -294,6 +294,10 @@ def test_reference_initial_psi_is_raw_rho_one():
     sp = torch.nn.functional.softplus
     a, b = 1.0 + sp(h["a_W"]), sp(h["b_W"])
     assert torch.allclose(b / (a - 1), torch.full((2,), 4.0, dtype=torch.float64))
+    with pytest.raises(ValueError, match="init_scale"):
+        npr._init_psi(2, "gaussian", torch.float64, "cpu", 0.0)
+    with pytest.raises(ValueError, match="min_shape"):
+        npr._init_psi(2, "hierarchical", torch.float64, "cpu", min_shape=2.0)
 
 
 def test_matching_with_shared_critic_samples_matches_variance():

@@ -305,6 +305,8 @@ def _init_psi(n_layers: int, family: str, dtype, device, scale: float = 1.0,
     mean variance scale^2; the shape is min_shape + softplus(raw), min_shape < 2)."""
     def inv_sp(v):
         return torch.full((n_layers,), math.log(math.expm1(v)), dtype=dtype, device=device)
+    if not scale > 0:
+        raise ValueError(f"gp_prior init_scale must be positive, not {scale}")
     if family == "gaussian":
         return {"rho_W": inv_sp(scale), "rho_b": inv_sp(scale)}
     if family == "hierarchical":
