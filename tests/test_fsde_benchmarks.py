@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from ppl.runtime import fractional_sde as fs
 from ppl.runtime import mafbm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,23 +72,56 @@ def _dense_euler(tt, w, g, theta, mu, sigma, kind, dt):
     return torch.stack(rows_m), Bx @ S0 @ Bx.T
 
 
-@pytest.mark.parametrize("kind,H", [(2, 0.3), (2, 0.8), (1, 0.6)])
-def test_kalman_loglik_equals_the_dense_gaussian_density(kind, H, monkeypatch):
+@pytest.mark.parametrize("kind,H,gmax", [(2, 0.3, 20.0), (2, 0.8, 20.0), (1, 0.6, 20.0),
+                                         (2, 0.3, 80.0), (1, 0.7, 80.0)])
+def test_kalman_loglik_equals_the_dense_gaussian_density(kind, H, gmax, monkeypatch):
+    """With gamma_max = 80 the Euler step is a quarter of the smallest gap, so several
+    steps (composed once per distinct sequence of step lengths) lie between observations."""
     fh = _bench("fsde_hurst", monkeypatch)
     torch.manual_seed(0)
     tt = torch.tensor([0.0, 0.013, 0.05, 0.2, 0.21, 0.5, 1.0], dtype=torch.float64)
     yt = torch.randn(len(tt), dtype=torch.float64)
-    g = mafbm.gamma_grid(3, 20.0)
+    g = mafbm.gamma_grid(3, gmax)
     w, _ = mafbm.omega(H, g, 1.0, kind)
     theta, mu, sigma, obs = 1.7, 0.3, 0.8, 0.05
     f64 = dict(dtype=torch.float64)
+    dt = fh.grid_dt(tt, gmax)
+    assert dt == pytest.approx(0.01 if gmax == 20.0 else 0.0025)
     ll = fh.kalman_loglik(tt, yt, w[None], g, torch.tensor([theta], **f64),
                           torch.tensor([mu], **f64), torch.tensor([sigma], **f64),
-                          kind, obs, 20.0)
-    mean, cov = _dense_euler(tt, w, g, theta, mu, sigma, kind, fs.default_dt(tt, 20.0))
+                          kind, obs, gmax)
+    mean, cov = _dense_euler(tt, w, g, theta, mu, sigma, kind, dt)
     ref = torch.distributions.MultivariateNormal(
         mean, cov + obs ** 2 * torch.eye(len(tt), dtype=torch.float64)).log_prob(yt)
     assert math.isclose(float(ll[0]), float(ref), rel_tol=1e-9, abs_tol=1e-9)
+
+
+def test_mle_profile_is_the_maximum_over_the_other_parameters(monkeypatch):
+    """mle_hurst's profile log-likelihood at each H is the maximum of the Kalman
+    likelihood over (theta, mu, sigma): Nelder-Mead from several starts, run separately
+    for each H, does not beat it (by more than 1e-3 nats); and the profile is that
+    likelihood at some parameters, so it cannot exceed the best found by more either."""
+    from scipy.optimize import minimize
+
+    fh = _bench("fsde_hurst", monkeypatch)
+    t, y = fh.make_fou(0.7, 24, seed=5, noise=0.05)
+    grid = [0.3, 0.6, 0.85]
+    prof = []
+    fh.mle_hurst(t, y, K=3, grid=grid, profile=prof)
+    tt = torch.tensor((t - t[0]) / (t[-1] - t[0]), dtype=torch.float64)
+    yt = torch.tensor((y - y.mean()) / y.std(), dtype=torch.float64)
+    g = mafbm.gamma_grid(3, 20.0)
+    for H, p in zip(grid, prof, strict=True):
+        w = mafbm.omega(H, g, 1.0, 2)[0][None]
+
+        def nll(v, w=w):
+            th, mu, sg = (torch.tensor([float(x)], dtype=torch.float64) for x in v)
+            sp = torch.nn.functional.softplus
+            return -float(fh.kalman_loglik(tt, yt, w, g, sp(th + 1.0), mu, sp(sg + 0.5))[0])
+        best = min(minimize(nll, x0, method="Nelder-Mead",
+                            options={"xatol": 1e-6, "fatol": 1e-8, "maxiter": 4000}).fun
+                   for x0 in ([0.0, 0.0, 0.0], [2.0, 0.5, -1.0], [-1.0, -0.5, 1.0]))
+        assert p >= -best - 1e-3 and p <= -best + 1e-3, (H, p, -best)
 
 
 def test_bridge_euler_moments_against_the_dense_recursion(monkeypatch):
