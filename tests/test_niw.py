@@ -652,3 +652,20 @@ def test_fused_local_posterior_and_kl_equal_the_separate_closed_forms():
                               (m0, lg, n0, l0))
     for a, b in zip(fused, ref, strict=True):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_batched_episode_loss_equals_the_sum_of_single_episode_losses():
+    """``NIW.episodes_loss`` (one [batch, d] closed form per meta step) draws the chains'
+    and q_i*'s noise in the order of episode-by-episode ``episode_loss`` calls, so with
+    the same generator it equals their sum, and so do the gradients."""
+    task = _sine_setup()
+    batch = M.split(rtn.SineLine(shots=5).sample(3, "train", torch.Generator().manual_seed(0)))
+    tr = M.NIW(task.flat.vector(), gamma0=10.0, sgld_steps=3, sgld_lr=3e-4)
+    loss = tr.episodes_loss(task, batch, torch.Generator().manual_seed(4))
+    grads = torch.autograd.grad(loss, (tr.m0, tr.log_gamma0, tr.log_n0))
+    g = torch.Generator().manual_seed(4)
+    single = sum(tr.episode_loss(task, ep, g) for ep in batch)
+    ref = torch.autograd.grad(single, (tr.m0, tr.log_gamma0, tr.log_n0))
+    assert float(loss) == pytest.approx(float(single), rel=1e-5)
+    for a, b in zip(grads, ref, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6 * float(b.abs().max()))

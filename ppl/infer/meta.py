@@ -104,18 +104,29 @@ class NIW:
         mbar, A = self.chain(task, ep, generator)
         return rtn.local_posterior(mbar, A, m0, gamma0, n0)
 
-    def episode_loss(self, task, ep, generator=None):
-        """f_i + g_i: the query NLL at one reparameterised draw of q_i* plus the expected
-        KL, differentiable in the globals through the closed forms only."""
-        mbar, A = self.chain(task, ep, generator)
+    def episodes_loss(self, task, batch, generator=None):
+        """sum_i (f_i + g_i) over a batch of episodes: the query NLL at one reparameterised
+        draw of q_i* plus the expected KL, differentiable in the globals through the
+        closed forms only. The chains and draws' noise come episode by episode (the
+        generator's order of ``episode_loss`` repeated); the closed forms of the whole
+        batch are one [batch, d] evaluation."""
+        chains = []
+        for ep in batch:
+            mbar, A = self.chain(task, ep, generator)
+            chains.append((mbar, A, rtn.randn_like(mbar, generator)))
+        mbar, A, xi = (torch.stack(t) for t in zip(*chains, strict=True))
         m, sd, g = rtn.local_posterior_kl(mbar, A, self.m0, self.log_gamma0,
                                           self.log_n0.exp(), self.log_l0.exp())
-        theta = m + sd * rtn.randn_like(m, generator)
-        return task.loss(theta, ep, "query") + g
+        theta = m + sd * xi
+        return sum(task.loss(theta[i], ep, "query") for i, ep in enumerate(batch)) + g.sum()
+
+    def episode_loss(self, task, ep, generator=None):
+        """f_i + g_i of one episode (:meth:`episodes_loss`)."""
+        return self.episodes_loss(task, [ep], generator)
 
     def step(self, task, batch, generator=None) -> float:
         self.opt.zero_grad()
-        loss = sum(self.episode_loss(task, ep, generator) for ep in batch) / len(batch)
+        loss = self.episodes_loss(task, batch, generator) / len(batch)
         m0, gamma0, n0, l0 = self.globals()
         mp, gp, np_, lp = self.prior
         loss = loss + self.kl_weight * rtn.kl_niw(m0, gamma0, n0, l0, mp, gp, np_, lp)

@@ -95,7 +95,8 @@ def local_posterior_kl(mbar, A, m0, log_gamma0, n0, l0):
     Same maths, fewer tensor operations (METHODS.md §4): with the precision
     gamma_i* = A + n0 gamma0 and m_i* - m0 = A (mbar - m0) / gamma_i*,
     2 g_i = sum_j [n0 gamma0 (1/gamma_i* + (m_i* - m0)^2) + log gamma_i* - log gamma0]
-    + d (1/l0 - psi(n0/2) - log 2 - 1)."""
+    + d (1/l0 - psi(n0/2) - log 2 - 1). mbar, A may carry leading (episode) dimensions:
+    a batch of episodes is one evaluation, g_i per episode."""
     n0 = torch.as_tensor(n0, dtype=m0.dtype, device=m0.device)
     l0 = torch.as_tensor(l0, dtype=m0.dtype, device=m0.device)
     prior_prec = n0 * log_gamma0.exp()
@@ -144,16 +145,12 @@ def top_curvature(potential, theta: torch.Tensor, iters: int = 1,
     else:
         th, g = _grad(potential, theta)
     gd = g.detach()
-    v, L = gd, 0.0
     gnorm = float(gd.norm())
     if not (math.isfinite(gnorm) and gnorm > 0.0):
         return 0.0, gd
+    u, L = gd / gnorm, 0.0
     h = None if fd_step is None else fd_step * max(float(theta.detach().norm()), 1.0)
     for i in range(iters):
-        nv = float(v.norm())
-        if not (math.isfinite(nv) and nv > 0.0):
-            return 0.0, gd
-        u = v / nv
         if h is None:
             if not g.requires_grad:  # U linear in theta: no curvature
                 return 0.0, gd
@@ -162,16 +159,21 @@ def top_curvature(potential, theta: torch.Tensor, iters: int = 1,
                                             retain_graph=i < iters - 1, allow_unused=True)
             if hv is None:
                 return 0.0, gd
-            v = hv.detach()
+            hv = hv.detach()
+            L = float(hv.norm())
         else:
             for _ in range(10):
-                probe = _grad(potential, theta.detach() + h * u)[1]
-                if bool(torch.isfinite(probe).all()):
+                probe = _grad(potential, torch.add(theta.detach(), u, alpha=h))[1]
+                hv = (probe - gd).div_(h)
+                L = float(hv.norm())
+                if math.isfinite(L):
                     break
                 h /= 8.0
-            v = (probe - gd) / h
-        L = float(v.norm())
-    return (L if math.isfinite(L) else 0.0), gd
+        if not (math.isfinite(L) and L > 0.0):
+            return 0.0, gd
+        if i < iters - 1:
+            u = hv / L
+    return L, gd
 
 
 def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=1,
