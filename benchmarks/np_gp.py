@@ -211,6 +211,9 @@ def main(argv=None) -> int:
     p.add_argument("--pseudo", type=int, default=0,
                    help="MPNP pseudo-context size M (0: as many as context points)")
     p.add_argument("--train-samples", type=int, default=4, help="K in training")
+    p.add_argument("--generator", default="mean", choices=("mean", "resample"),
+                   help="pseudo-context base of mpnp/ampnp: the context's mean "
+                        "representation (default) or a soft resampling of the context")
     p.add_argument("--samples", type=int, default=50, help="draws at evaluation")
     p.add_argument("--eval-tasks", type=int, default=200)
     p.add_argument("--bo-tasks", type=int, default=0, help="GP functions for the BO loop")
@@ -239,6 +242,8 @@ def main(argv=None) -> int:
         torch.manual_seed(args.seed)
         model = npr.MODELS[FAMILIES[name]](1, 1, hidden=args.hidden, pseudo=args.pseudo,
                                            samples=args.samples).to(device)
+        if hasattr(model, "gen"):
+            model.gen.resample = args.generator == "resample"
         train = npr.GPTasks(args.train_kernel, lengthscale=args.lengthscale_range,
                             scale=args.scale_range, period=args.period_range,
                             noise=args.noise, tnoise_scale=args.tnoise_scale,

@@ -92,25 +92,41 @@ def test_pseudo_context_generator_equivariant():
     torch.manual_seed(2)
     gen = npr.PseudoContextGenerator(16, 2, inducing=4)
     rc, eps = torch.randn(3, 9, 16), torch.randn(3, 5, 16)
-    # untrained, every pseudo point is the context's mean representation
+    # untrained (Out = 0), every pseudo point is the context's mean representation
     torch.testing.assert_close(gen(rc, eps), rc.mean(1, keepdim=True).expand(3, 5, 16))
+    # with resample, a soft pick of the context: a convex combination of its
+    # representations, so inside their coordinate-wise range, equal to the common value
+    # when they all agree, and different from point to point
+    gen.resample = True
+    soft = gen(rc, eps)
+    assert (soft <= rc.max(1, keepdim=True).values + 1e-6).all()
+    assert (soft >= rc.min(1, keepdim=True).values - 1e-6).all()
+    assert soft.std(1).min() > 0.05
+    same = rc[:, :1].expand(3, 9, 16)
+    torch.testing.assert_close(gen(same, eps), same[:, :1].expand(3, 5, 16))
     torch.nn.init.normal_(gen.out.weight)  # as after training: the noise matters
     out = gen(rc, eps)
     assert out.std(1).min() > 0.1  # pseudo points differ from each other
     assert out.shape == (3, 5, 16)
     cperm, pperm = torch.randperm(9), torch.randperm(5)
-    torch.testing.assert_close(gen(rc[:, cperm], eps), out)           # context: invariant
-    torch.testing.assert_close(gen(rc, eps[:, pperm]), out[:, pperm])  # noise: equivariant
+    for resample in (True, False):
+        gen.resample = resample
+        out = gen(rc, eps)
+        torch.testing.assert_close(gen(rc[:, cperm], eps), out)           # context: invariant
+        torch.testing.assert_close(gen(rc, eps[:, pperm]), out[:, pperm])  # noise: equivariant
     # the pseudo set depends on the context (it is not a function of the noise alone)
     assert not torch.allclose(gen(rc + 1.0, eps), out)
 
 
-@pytest.mark.parametrize("cls", [npr.MPNP, npr.AMPNP])
-def test_mpnp_predictive_invariant_to_context_order(cls):
+@pytest.mark.parametrize("cls,resample", [(npr.MPNP, False), (npr.MPNP, True),
+                                          (npr.AMPNP, False)])
+def test_mpnp_predictive_invariant_to_context_order(cls, resample):
     """Same noise: the predictive of every pseudo set is invariant to the order of the
-    context and equivariant to the order of the targets (MPNP and the attentive AMPNP)."""
+    context and equivariant to the order of the targets (MPNP with either generator
+    base, and the attentive AMPNP)."""
     torch.manual_seed(3)
     m = cls(1, 1, hidden=16, pseudo=4, samples=5, heads=2)
+    m.gen.resample = resample
     torch.nn.init.normal_(m.gen.out.weight)  # as after training: the noise matters
     xc, yc, xt, _ = _batch(C=8)
     perm, tperm = torch.randperm(8), torch.randperm(7)
@@ -141,8 +157,8 @@ def test_ampnp_generator_equivariant_and_attention_path():
     cperm, pperm = torch.randperm(6), torch.randperm(4)
     torch.testing.assert_close(m.gen(rc[:, cperm], eps), out)
     torch.testing.assert_close(m.gen(rc, eps[:, pperm]), out[:, pperm])
-    # untrained generator (zero output layer): every pseudo set gives theta_c, so all K
-    # components coincide and equal the decoder at [x, r*(x), theta_c]
+    # untrained generator (zero output layer) with the mean base: every pseudo set gives
+    # theta_c, so all K components coincide and equal the decoder at [x, r*(x), theta_c]
     fresh = npr.AMPNP(1, 1, hidden=16, samples=3, heads=2)
     mu, sig = fresh.predict(xc, yc, xt)
     theta_c = fresh.enc(xc, yc)
@@ -624,7 +640,8 @@ def test_benchmark_smoke_json_and_plots(tmp_path):
     rc = bench.main(["--models", "cnp,anp,mpnp,ampnp", "--eval-kernels", "rbf,tnoise",
                      "--steps", "3",
                      "--hidden", "8", "--eval-tasks", "10", "--samples", "4",
-                     "--lengthscale-range", "0.2,0.4", "--json", str(out),
+                     "--lengthscale-range", "0.2,0.4", "--generator", "resample",
+                     "--json", str(out),
                      "--plots", str(tmp_path / "figs")])
     assert rc == 0
     rows = json.loads(out.read_text())

@@ -285,24 +285,38 @@ class ANP(NP):
 
 
 class PseudoContextGenerator(nn.Module):
-    """R'_j = mean_i R_c,i + Out(rows M of ISAB([R_c + e_c ; W eps + e_p]))_j,
-    ISAB(X) = MAB(X, MAB(I, X)).
+    """R'_j = B_j + Out(P_j), P = rows M of ISAB([R_c + e_c ; W eps + e_p]),
+    ISAB(X) = MAB(X, MAB(I, X)), with the base B_j the context's mean representation
+    mean_i R_c,i (the default) or, with ``resample = True``, a soft resampling of the
+    context, B_j = sum_i softmax_i(q(P_j) . k(R_c,i) / sqrt(h)) R_c,i.
 
     The inducing points I attend to the encoded context and the noise, so the output is
     invariant to permutations of the context and equivariant to permutations of eps
-    (exchangeable pseudo-context: eps_{1:M} are iid). The pseudo points are residuals
-    around the context's mean representation and ``Out`` starts at zero, so an untrained
-    generator imputes points that agree with the context (theta_k = theta_c): without
-    this, its LayerNorm-scaled outputs are ~4x larger than the encoded context and their
-    spread across draws ~7x the spread of mean R_c across tasks, so theta_k carries no
-    task information early on and the marginal term trains a decoder that ignores x."""
+    (exchangeable pseudo-context: eps_{1:M} are iid). ``Out`` starts at zero, so an
+    untrained generator imputes the context's mean (theta_k = theta_c), or points inside
+    the context's convex hull, and theta_k carries the task's information from the first
+    step: a free generator's LayerNorm-scaled outputs are ~4x larger than the encoded
+    context and their spread across draws ~7x the spread of mean R_c across tasks, so
+    the marginal term trained a decoder that ignores x. The resampling base ties the
+    spread of the pseudo sets to the spread of the context's own representations, as a
+    bootstrap does; measured, it fits the training kernel faster but is no better under
+    the periodic mismatch (docs/constructs/neural_process.md, "Periodic mismatch"), so it
+    is an option. Its layers are built in both modes so that the two start from the same
+    weights everywhere else (a paired ablation)."""
 
     def __init__(self, hidden, heads, inducing=16):
         super().__init__()
+        self.resample = False
         self.inducing = nn.Parameter(torch.randn(inducing, hidden) / math.sqrt(hidden))
         self.noise_in = nn.Linear(hidden, hidden)
         self.tag = nn.Parameter(torch.zeros(2, hidden))
         self.mab1, self.mab2 = MAB(hidden, heads), MAB(hidden, heads)
+        self.pick_q = nn.Linear(hidden, hidden, bias=False)
+        self.pick_k = nn.Sequential(nn.LayerNorm(hidden, elementwise_affine=False),
+                                    nn.Linear(hidden, hidden, bias=False))
+        # attention logits of sd ~1.5 at the start: soft picks, neither uniform (the mean)
+        # nor one-hot
+        nn.init.normal_(self.pick_q.weight, std=2.5 / math.sqrt(hidden))
         self.out = nn.Linear(hidden, hidden)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -314,8 +328,14 @@ class PseudoContextGenerator(nn.Module):
         x = x.reshape((-1,) + x.shape[-2:])
         ind = self.inducing.unsqueeze(0).expand(x.shape[0], -1, -1)
         h = self.mab1(ind, x)
-        pseudo = self.mab2(x[:, -M:], h)
-        return rc.mean(-2, keepdim=True) + self.out(pseudo).reshape(lead + (M, rc.shape[-1]))
+        pseudo = self.mab2(x[:, -M:], h)                                  # [L, M, h]
+        rcf = rc.reshape((-1,) + rc.shape[-2:])                            # [L, C, h]
+        if self.resample:
+            logits = self.pick_q(pseudo) @ self.pick_k(rcf).transpose(-1, -2)
+            base = torch.softmax(logits / math.sqrt(rc.shape[-1]), -1) @ rcf
+        else:
+            base = rcf.mean(-2, keepdim=True)
+        return (base + self.out(pseudo)).reshape(lead + (M, rc.shape[-1]))
 
 
 class MPNP(NeuralProcess):
