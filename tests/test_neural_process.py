@@ -142,12 +142,29 @@ def test_mpnp_predictive_invariant_to_context_order(cls, resample):
         torch.testing.assert_close(a[i][:, :, tperm], c[i])
 
 
+def _ampnp_attention_ref(m, xc, yc, x, rp=None, real=True):
+    """r*(x; S) of one task and one set S, written out point by point: keys k(x_i) and
+    values v([x_i, y_i]) for the real points, W_k R'_j and W_v R'_j for the pseudo ones,
+    then ANP's attention block on the concatenation."""
+    keys, vals = [], []
+    if real:
+        keys += [m.att.k(xc[i]) for i in range(xc.shape[0])]
+        vals += [m.att.v(torch.cat([xc[i], yc[i]])) for i in range(xc.shape[0])]
+    if rp is not None:
+        keys += [m.pseudo_k(r) for r in rp]
+        vals += [m.pseudo_v(r) for r in rp]
+    q = m.att.q(x).unsqueeze(0)
+    k, v = torch.stack(keys).unsqueeze(0), torch.stack(vals).unsqueeze(0)
+    h = m.att.ln1(q + m.att.att(q, k, v, need_weights=False)[0])
+    return m.att.ln2(h + m.att.ff(h))[0]
+
+
 def test_ampnp_generator_equivariant_and_attention_path():
     """AMPNP's pseudo-context generator is exchangeable (invariant to the encoded
-    context's order, equivariant to the noise's), and its predictive depends on the
-    context through the cross-attention path too: two contexts with the same mean
-    representation but different points give different predictives, which a mean-pooled
-    MPNP cannot tell apart."""
+    context's order, equivariant to the noise's); the attention path of pseudo set k
+    reads the real context and that set's pseudo points (checked against a point-by-point
+    reference), is invariant to the order of both, and differs across sets, so each
+    mixture component has its own attention output."""
     torch.manual_seed(12)
     m = npr.AMPNP(1, 1, hidden=16, pseudo=4, samples=3, heads=2)
     torch.nn.init.normal_(m.gen.out.weight)
@@ -157,21 +174,33 @@ def test_ampnp_generator_equivariant_and_attention_path():
     cperm, pperm = torch.randperm(6), torch.randperm(4)
     torch.testing.assert_close(m.gen(rc[:, cperm], eps), out)
     torch.testing.assert_close(m.gen(rc, eps[:, pperm]), out[:, pperm])
-    # untrained generator (zero output layer) with the mean base: every pseudo set gives
-    # theta_c, so all K components coincide and equal the decoder at [x, r*(x), theta_c]
+    # K = 2 pseudo sets of the 3 tasks
+    rp = m.gen(rc.expand(2, -1, -1, -1), torch.randn(2, 3, 4, 16))
+    both = m.attend(xc, yc, xt, rp)
+    alone = m.attend(xc, yc, xt, rp, real=False)
+    real = m.attend(xc, yc, xt)
+    assert both.shape == alone.shape == (2, 3, 7, 16) and real.shape == (3, 7, 16)
+    for b in range(3):
+        torch.testing.assert_close(real[b], _ampnp_attention_ref(m, xc[b], yc[b], xt[b]))
+        for k in range(2):
+            torch.testing.assert_close(
+                both[k, b], _ampnp_attention_ref(m, xc[b], yc[b], xt[b], rp[k, b]))
+            torch.testing.assert_close(
+                alone[k, b], _ampnp_attention_ref(m, xc[b], yc[b], xt[b], rp[k, b], False))
+    # invariant to the order of the context and of the points within a pseudo set
+    torch.testing.assert_close(m.attend(xc[:, cperm], yc[:, cperm], xt, rp[:, :, pperm]), both)
+    # the sets' attention outputs differ, and from the real context's alone
+    assert (both[0] - both[1]).abs().max() > 1e-2
+    assert (both[0] - real).abs().max() > 1e-2
+    # the pseudo-only path does not see the real points except through R'
+    torch.testing.assert_close(m.attend(xc + 5.0, -yc, xt, rp, real=False), alone)
+    # an untrained generator (zero output layer, mean base) makes every pseudo point the
+    # context's mean representation: all K components coincide
     fresh = npr.AMPNP(1, 1, hidden=16, samples=3, heads=2)
     mu, sig = fresh.predict(xc, yc, xt)
-    theta_c = fresh.enc(xc, yc)
-    want = fresh.dec(xt, torch.cat([fresh.att(xc, yc, xt),
-                                    theta_c.unsqueeze(1).expand(-1, 7, -1)], -1))
-    for k in range(3):
-        torch.testing.assert_close(mu[k], want[0])
-        torch.testing.assert_close(sig[k], want[1])
-    # the attention path sees the points: changing the context's mean representation
-    # alone (through the pooled theta) is not all that matters
-    mu_no_att = fresh.dec(xt, torch.cat([torch.zeros(3, 7, 16),
-                                         theta_c.unsqueeze(1).expand(-1, 7, -1)], -1))[0]
-    assert (mu[0] - mu_no_att).abs().max() > 1e-3
+    for k in (1, 2):
+        torch.testing.assert_close(mu[k], mu[0])
+        torch.testing.assert_close(sig[k], sig[0])
 
 
 # ---- losses and log-likelihoods on hand-computed cases ------------------------------
@@ -206,7 +235,8 @@ def test_mpnp_loss_hand_computed():
 def test_mpnp_loss_uses_context_pseudo_and_union(cls):
     """MPNP.loss is mpnp_loss of the decoder at theta_c, theta_k (context u pseudo) and
     theta'_k (pseudo alone), with the same noise; AMPNP's decoder also sees r*(x), the
-    cross-attention to the real context, beside every theta."""
+    cross-attention to the same set as its theta (real context / context u pseudo set k /
+    pseudo set k alone), beside it."""
     torch.manual_seed(4)
     m = cls(1, 1, hidden=16, pseudo=3, heads=2)
     torch.nn.init.normal_(m.gen.out.weight, std=0.3)  # pseudo sets that differ
@@ -223,8 +253,14 @@ def test_mpnp_loss_uses_context_pseudo_and_union(cls):
                   m.enc.post(torch.cat([rc.expand(3, -1, -1, -1), rp], 2).mean(2)),
                   m.enc.post(rp.mean(2))):
         rep = theta.unsqueeze(2).expand(-1, -1, x.shape[1], -1)
-        if cls is npr.AMPNP:
-            rep = torch.cat([m.att(xc, yc, x).expand(theta.shape[0], -1, -1, -1), rep], -1)
+        if cls is npr.AMPNP:  # the attention reads the same set as theta
+            sets = {0: lambda k, b: (xc[b], yc[b], x[b]),
+                    1: lambda k, b: (xc[b], yc[b], x[b], rp[k, b]),
+                    2: lambda k, b: (xc[b], yc[b], x[b], rp[k, b], False)}[len(lls)]
+            att = torch.stack([torch.stack([_ampnp_attention_ref(m, *sets(k, b))
+                                            for b in range(2)])
+                               for k in range(theta.shape[0])])
+            rep = torch.cat([att, rep], -1)
         mu, s = m.dec(x.expand(theta.shape[0], -1, -1, -1), rep)
         lls.append(torch.distributions.Normal(mu, s).log_prob(y).sum((-1, -2)))
     want = -(lls[0][0] + torch.logsumexp(lls[1], 0) - math.log(3)

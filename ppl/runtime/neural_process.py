@@ -14,8 +14,9 @@ in where the representation and its uncertainty come from:
   q the same encoder applied to all points.
 * ANP: NP with the deterministic path replaced by multi-head cross-attention from the
   target inputs to the context representations.
-* AMPNP: MPNP with ANP's cross-attention path beside theta in the decoder input
-  ([x, r*(x), theta]); same generator and three-term loss.
+* AMPNP: MPNP with a cross-attention path beside theta in the decoder input
+  ([x, r*(x), theta]) whose keys/values are the same set as theta's (real context,
+  context u pseudo set k, or pseudo set k alone); same generator and three-term loss.
 * MPNP: CNP whose uncertainty comes from M pseudo-context representations R' generated
   in one shot by an induced set-attention block on the encoded context and noise
   eps ~ N(0, I); theta_k = post(mean(R_c u R'_k)). Training loss per task (n = all points,
@@ -350,25 +351,25 @@ class MPNP(NeuralProcess):
         self.gen = PseudoContextGenerator(self.hidden, self.heads)
         self.dec = Decoder(self.x_dim, self.hidden, self.y_dim, self.hidden)
 
-    def thetas(self, xc, yc, num_samples):
-        """(theta_c [B, h], theta_k [K, B, h], theta'_k [K, B, h])."""
+    def _sets(self, xc, yc, num_samples):
+        """(theta_c [B, h], theta_k [K, B, h], theta'_k [K, B, h], R' [K, B, M, h])."""
         rc = self.enc.embed(xc, yc)                                     # [B, C, h]
         K, M = num_samples, self.pseudo or rc.shape[-2]
         eps = torch.randn((K,) + rc.shape[:-2] + (M, self.hidden),
                           dtype=rc.dtype, device=rc.device)
-        rp = self.gen(rc.unsqueeze(0).expand((K,) + rc.shape), eps)     # [K, B, M, h]
+        rce = rc.unsqueeze(0).expand((K,) + rc.shape)
+        rp = self.gen(rce, eps)                                         # [K, B, M, h]
         theta_c = self.enc.post(rc.mean(-2))
-        both = torch.cat([rc.unsqueeze(0).expand((K,) + rc.shape), rp], -2)
-        return theta_c, self.enc.post(both.mean(-2)), self.enc.post(rp.mean(-2))
+        both = torch.cat([rce, rp], -2)
+        return theta_c, self.enc.post(both.mean(-2)), self.enc.post(rp.mean(-2)), rp
 
-    def _det(self, xc, yc, x):
-        """A deterministic per-target representation [B, N, h] fed to the decoder beside
-        theta (AMPNP's cross-attention), or None."""
-        return None
+    def thetas(self, xc, yc, num_samples):
+        """(theta_c [B, h], theta_k [K, B, h], theta'_k [K, B, h])."""
+        return self._sets(xc, yc, num_samples)[:3]
 
     def _decode(self, x, theta, det=None):
-        """theta [..., h] with x [B, N, dx] (and det [B, N, h]) -> mu, sigma
-        [..., B, N, y]."""
+        """theta [..., h] with x [B, N, dx] (and AMPNP's attention output det, [B, N, h]
+        or [..., B, N, h]) -> mu, sigma [..., B, N, y]."""
         t = theta.unsqueeze(-2).expand(theta.shape[:-1] + (x.shape[-2], theta.shape[-1]))
         if det is not None:
             t = torch.cat([det.expand(t.shape[:-1] + det.shape[-1:]), t], -1)
@@ -377,31 +378,74 @@ class MPNP(NeuralProcess):
     def predict(self, xc, yc, xt, num_samples=None):
         xc, yc, xt = self._cast(xc, yc, xt)
         _, theta_k, _ = self.thetas(xc, yc, num_samples or self.samples)
-        return self._decode(xt, theta_k, self._det(xc, yc, xt))
+        return self._decode(xt, theta_k)
 
     def loss(self, xc, yc, x, y, num_samples=4):
         xc, yc, x, y = self._cast(xc, yc, x, y)
         theta_c, theta_k, theta_p = self.thetas(xc, yc, num_samples)
-        det = self._det(xc, yc, x)
-        return mpnp_loss(*self._decode(x, theta_c.unsqueeze(0), det),
-                         *self._decode(x, theta_k, det), *self._decode(x, theta_p, det), y)
+        return mpnp_loss(*self._decode(x, theta_c.unsqueeze(0)),
+                         *self._decode(x, theta_k), *self._decode(x, theta_p), y)
 
 
 class AMPNP(MPNP):
-    """Attentive MPNP: the decoder sees [x, r*(x), theta], with r*(x) ANP's multi-head
-    cross-attention from the target input to the real context (deterministic path) and
-    theta MPNP's pooled representation of context u pseudo-context (theta_c, theta_k or
-    theta'_k in the three-term loss). So AMPNP is to MPNP what ANP is to NP: attention
-    gives the local fit, and the pseudo-context, in place of ANP's latent z, gives the
-    spread of the predictive (a mixture over the K pseudo sets)."""
+    """Attentive MPNP: the pseudo-context enters both paths. The decoder sees
+    [x, r*(x; S), theta(S)] for a set S of encoded points, with
+
+        r*(x; S) = LN(h + rFF(h)), h = LN(q + MHA(q(x), keys(S), values(S))),
+        keys/values of a real point (x_i, y_i): k(x_i), v([x_i, y_i]) (ANP's block),
+        keys/values of a pseudo point R'_j:     W_k R'_j, W_v R'_j (learned linear maps),
+
+    and S one of: the real context (theta_c, r*_c: the amortised term), the context u the
+    k-th pseudo set (theta_k, r*_k: the marginal term and the predictive) or the k-th
+    pseudo set alone (theta'_k, r*'_k: the pseudo term). So every mixture component has
+    its own attention output, and the attention path, which carries the local fit,
+    carries the pseudo-context's spread too; with r* from the real context alone (the
+    first construction) the K components shared the attention output and the bands
+    collapsed at the context points under mismatch (docs/constructs/neural_process.md,
+    "Attentive MPNP"). The generator makes representations, not (x, y) points, so the
+    pseudo keys/values are linear read-outs of R'_j, the counterpart of k(x_i) and
+    v([x_i, y_i]) for points whose x is only implicit in their representation."""
 
     def __init__(self, x_dim, y_dim, hidden=128, pseudo=0, samples=50, heads=8):
         super().__init__(x_dim, y_dim, hidden, pseudo, samples, heads)
         self.att = CrossAttnEncoder(self.x_dim, self.y_dim, self.hidden, self.heads)
+        self.pseudo_k = nn.Linear(self.hidden, self.hidden)
+        self.pseudo_v = nn.Linear(self.hidden, self.hidden)
         self.dec = Decoder(self.x_dim, 2 * self.hidden, self.y_dim, self.hidden)
 
-    def _det(self, xc, yc, x):
-        return self.att(xc, yc, x)
+    def attend(self, xc, yc, x, rp=None, real=True):
+        """r*(x; S) [..., B, N, h]: cross-attention from x [B, N, dx] to the real
+        context (``real``) and/or the pseudo sets rp [K, B, M, h] (one output per set)."""
+        keys, vals = [], []
+        lead = x.shape[:-2] if rp is None else rp.shape[:-3] + x.shape[:-2]
+        if real:
+            keys.append(self.att.k(xc).expand(lead + xc.shape[-2:-1] + (self.hidden,)))
+            vals.append(self.att.v(torch.cat([xc, yc], -1))
+                        .expand(lead + xc.shape[-2:-1] + (self.hidden,)))
+        if rp is not None:
+            keys.append(self.pseudo_k(rp))
+            vals.append(self.pseudo_v(rp))
+        q = self.att.q(x).expand(lead + x.shape[-2:-1] + (self.hidden,))
+        k, v = torch.cat(keys, -2), torch.cat(vals, -2)
+        q, k, v = (t.reshape((-1,) + t.shape[-2:]) for t in (q, k, v))
+        h = self.att.ln1(q + self.att.att(q, k, v, need_weights=False)[0])
+        h = self.att.ln2(h + self.att.ff(h))
+        return h.reshape(lead + h.shape[-2:])
+
+    def predict(self, xc, yc, xt, num_samples=None):
+        xc, yc, xt = self._cast(xc, yc, xt)
+        _, theta_k, _, rp = self._sets(xc, yc, num_samples or self.samples)
+        return self._decode(xt, theta_k, self.attend(xc, yc, xt, rp))
+
+    def loss(self, xc, yc, x, y, num_samples=4):
+        """The three-term loss with (real context) / (context u pseudo_k) / (pseudo_k)
+        in both the pooled and the attention path."""
+        xc, yc, x, y = self._cast(xc, yc, x, y)
+        theta_c, theta_k, theta_p, rp = self._sets(xc, yc, num_samples)
+        return mpnp_loss(*self._decode(x, theta_c.unsqueeze(0), self.attend(xc, yc, x)),
+                         *self._decode(x, theta_k, self.attend(xc, yc, x, rp)),
+                         *self._decode(x, theta_p, self.attend(xc, yc, x, rp, real=False)),
+                         y)
 
 
 def mpnp_loss(mu_c, s_c, mu_k, s_k, mu_p, s_p, y):
