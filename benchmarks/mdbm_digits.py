@@ -18,8 +18,10 @@ most frequent training bin at that position).
     python benchmarks/mdbm_digits.py --mask random --observed 0.4 --epochs 3 --json out.json
 
 JSON rows ``monotone``, ``baseline`` (the RBM), ``baseline_dense`` (columns ``imput_err``,
-``label_acc``, ``converged_frac``, ``max_disagreement``, at ``--observed``),
-``<model>@<fraction>`` for the sweep, ``marginal_mode`` (``imput_err``, ``label_acc``), and
+``label_acc``, ``converged_frac``, ``max_disagreement``, at ``--observed``, and
+``lambda_min`` = lambda_min(I - Phi), below 0 outside the monotone class),
+``<model>@<fraction>`` for the sweep (``max_disagreement`` too with
+``--sweep-disagreement``), ``marginal_mode`` (``imput_err``, ``label_acc``), and
 ``fb``, ``fb_anderson``, ``pr``, ``mf`` (columns ``iters``, ``ms_per_batch``).
 ``--device cuda`` places the data, the couplings, the solver state (Anderson buffers, the
 cached Cholesky factor) on the GPU.
@@ -266,6 +268,8 @@ def main(argv=None):
     ap.add_argument("--tol", type=float, default=1e-4)
     ap.add_argument("--max-iter", dest="max_iter", type=int, default=50)
     ap.add_argument("--solver-iters", dest="solver_iters", type=int, default=500)
+    ap.add_argument("--sweep-disagreement", dest="sweep_disagreement", action="store_true",
+                    help="max_disagreement at every fraction of the sweep too")
     ap.add_argument("--no-solver-table", dest="solver_table", action="store_false",
                     help="skip the per-solver timing rows")
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -301,7 +305,6 @@ def main(argv=None):
     for name in MODELS:
         if name not in args.models.split(","):
             continue
-        mono = MODELS[name][0]
         m = build(name, args.K, args.hidden, args)
         t0 = time.time()
         train(m, Xtr, Ytr, args, name)
@@ -311,12 +314,15 @@ def main(argv=None):
         dis = disagreement(m, Xte, args.observed, args)
         out[name] = {"imput_err": err, "label_acc": acc, "converged_frac": conv,
                      "max_disagreement": dis, "train_s": time.time() - t0}
-        if mono:
-            out[name]["lambda_min"] = m.check_margin()
+        # lambda_min(I - Phi): >= margin for the monotone model; below 0 a control has
+        # left the monotone class (mean-field no longer provably unique)
+        out[name]["lambda_min"] = m.check_margin()
         print(name, out[name], flush=True)
         for f in (float(s) for s in args.fractions.split(",")):
             e, a, c = evaluate(m, Xte, Yte, f, args)
             out[f"{name}@{f:g}"] = {"imput_err": e, "label_acc": a, "converged_frac": c}
+            if args.sweep_disagreement:
+                out[f"{name}@{f:g}"]["max_disagreement"] = disagreement(m, Xte, f, args)
     for f in (float(s) for s in args.fractions.split(",")):
         e, a = marginal_mode(Xtr, Ytr, Xte, Yte, f, args)
         out[f"marginal_mode@{f:g}"] = {"imput_err": e, "label_acc": a}

@@ -562,10 +562,12 @@ def test_benchmark_rows_and_columns(tmp_path):
     out = tmp_path / "out.json"
     bench.main(["--train", "32", "--test", "16", "--batch", "16", "--epochs", "1",
                 "--hidden", "8", "--fractions", "0.4", "--solver-iters", "30",
-                "--json", str(out)])
+                "--sweep-disagreement", "--json", str(out)])
     res = json.loads(out.read_text())
     for row in ("monotone", "baseline", "baseline_dense"):
-        assert {"imput_err", "label_acc", "converged_frac", "max_disagreement"} <= set(res[row])
+        assert {"imput_err", "label_acc", "converged_frac", "max_disagreement",
+                "lambda_min"} <= set(res[row])
+        assert res[f"{row}@0.4"]["max_disagreement"] >= 0
         assert 0 <= res[row]["imput_err"] <= 1 and 0 <= res[row]["label_acc"] <= 1
     assert res["monotone"]["converged_frac"] == 1.0
     assert res["monotone"]["max_disagreement"] < 1e-4
