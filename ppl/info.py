@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .check.checker import CheckedModel
 from .check.sizes import show
+from .infer.methods import without_site
 
 
 def _type(sym) -> dict:
@@ -37,7 +38,7 @@ def model_info(cm: CheckedModel) -> dict:
         elif sym.role == "network":
             out["networks"].append(name)
     if cm.infer is not None:
-        out["infer"] = {"method": cm.infer.method, **cm.infer.options}
+        out["infer"] = {"method": cm.infer.method, **without_site(cm.infer.options)}
     out["shape_text"] = {n: show(s.ty.shape) for n, s in cm.symbols.items()
                          if s.role in ("data", "latent", "deterministic", "param")}
     return out

@@ -30,7 +30,9 @@ class Model:
         self.namespace = _execute(compiled.python, compiled.filename, self.name)
         self.pyro_model = self.namespace[self.name]
         self.signature = self.namespace[f"{self.name.upper()}_SIGNATURE"]
-        self.infer = self.namespace[f"{self.name.upper()}_INFER"]
+        # the IR's options: the generated module's, plus the compile-site data that
+        # Option.resolve hooks recorded (ppl.infer.methods.without_site)
+        self.infer = self.ir.infer
         self._transformed = self.namespace.get(f"{self.name}_transformed_data")
 
     def __repr__(self) -> str:

@@ -548,7 +548,7 @@ def test_np_train_from_task_file(tmp_path):
     fit = m.fit(data, steps=5, batch=4)
     assert len(fit.train_loss["g"]) == 5
     assert fit.options["tasks"] == {"call": "task_file", "args": [str(path)], "kwargs": {},
-                                    "at": ["<string>", 6, 34]}
+                                    "site": {"at": ["<string>", 6, 34]}}
     with pytest.raises(ppl.BdlError, match="<string>:6:34: error: np_train: task_file: no file"):
         ppl.compile(SRC.replace("FAMILY", "np").replace(
             "tasks=rbf", f'tasks=task_file(path="{tmp_path / "nope.npz"}")')).fit(data, steps=5)
@@ -580,7 +580,14 @@ def test_task_file_is_relative_to_the_model_file(tmp_path, monkeypatch):
     data = {"xc": [[-1.0], [0.0]], "yc": [[0.2], [0.4]], "xt": [[0.5]], "yt": [[0.3]]}
     fit = m.fit(data, steps=3, batch=2)
     assert len(fit.train_loss["g"]) == 3
-    assert fit.options["tasks"]["file"] == str(folder.resolve() / "tasks.npz")
+    assert fit.options["tasks"]["site"]["file"] == str(folder.resolve() / "tasks.npz")
+    # the generated module and `bdl info` keep the path as written: they do not depend on
+    # the folder the model was compiled in
+    infer_src = m.source[m.source.index("_INFER = "):m.source.index("def ")]
+    assert "'args': ['tasks.npz']" in infer_src
+    assert "site" not in infer_src and str(tmp_path) not in infer_src
+    from ppl.info import model_info
+    assert "site" not in model_info(m.checked)["infer"]["tasks"]
     # the source's tasks are the file's: every drawn context is one of the 6 saved ones
     src = np_meta.task_source(fit.options["tasks"], 1, 1)
     drawn = src.sample(20, torch.Generator().manual_seed(1)).xc
@@ -595,7 +602,7 @@ def test_task_file_is_relative_to_the_model_file(tmp_path, monkeypatch):
     assert 'tasks=task_file("tasks.npz")' in text and "^" in text  # the line and a caret
     # the same path from the command line is relative to the working directory
     _, opts = m.resolve_infer('np_train(tasks=task_file("tasks.npz"))')
-    assert "file" not in opts["tasks"] and "at" not in opts["tasks"]
+    assert "site" not in opts["tasks"]
     assert np_meta.task_source(opts["tasks"], 1, 1).num_tasks == 6
     with pytest.raises(ValueError, match="no file 'gone.npz' .*relative to the current"):
         np_meta.task_source({"call": "task_file", "args": ["gone.npz"], "kwargs": {}}, 1, 1)

@@ -13,6 +13,7 @@ import pprint
 
 from ppl import __version__
 from ppl import lower as ir
+from ppl.infer.methods import without_site
 
 INDENT = "    "
 
@@ -304,7 +305,8 @@ def generate(models: list[ir.IRModel], source_name: str) -> str:
     body = []
     for m in models:
         body += ["", _signature(m)]
-        infer = pprint.pformat(m.infer, width=88, sort_dicts=False) if m.infer else "None"
+        infer = (pprint.pformat(without_site(m.infer), width=88, sort_dicts=False)
+                 if m.infer else "None")
         body += [f"{m.name.upper()}_INFER = {infer}", "", "", model_function(m), ""]
     last = models[-1]
     tail = [

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..builtins import Builtin, register
 from ..check.signatures import suggest
-from ..infer.methods import _COMMON, Method, Option
+from ..infer.methods import _COMMON, SITE, Method, Option
 from ..infer.methods import register as register_method
 
 _PARAMS = ("x_dim", "y_dim", "hidden", "pseudo", "samples", "heads")
@@ -124,22 +124,26 @@ def task_source_problem(value) -> str | None:
     return "expected a kernel name, gp_tasks(...) or task_file(\"PATH.npz\")"
 
 
-def anchor_task_file(value, filename: str, span) -> object:
+def anchor_task_file(value, filename, span) -> object:
     """``task_file("PATH")`` written in a model file: remember where it was written and,
     for a real file, anchor PATH to the model file's folder (as CmdStan users expect of a
     data file kept next to the model), so the fit finds it from any working directory.
 
-    Adds ``"file"`` (the anchored absolute path; absent for source text not from a file,
-    ``ppl.compile(text)``, whose paths stay relative to the working directory) and
-    ``"at"`` ([model file, line, column] of the option, for a located error when the fit
-    starts and the file is missing). Other task sources are returned unchanged."""
+    Adds ``value[SITE]`` (compile-site data, kept by the compiled model but not written
+    into generated source: ``ppl.infer.methods.without_site``): ``"at"`` ([model file,
+    line, column] of the option, for a located error when the fit starts and the file is
+    missing) and ``"file"`` (the anchored absolute path; absent for source text not from
+    a file, ``ppl.compile(text)``, whose paths stay relative to the working directory, as
+    they are for a generated module run on its own). Other task sources are returned
+    unchanged."""
     if not (isinstance(value, dict) and value.get("call") == "task_file"):
         return value
+    filename = str(filename)
     written = (list(value.get("args", [])) or [value.get("kwargs", {}).get("path")])[0]
-    out = dict(value, at=[filename, span.line, span.col])
+    site = {"at": [filename, span.line, span.col]}
     if isinstance(written, str) and filename and not filename.startswith("<"):
-        out["file"] = str(Path(filename).resolve().parent / written)
-    return out
+        site["file"] = str(Path(filename).resolve().parent / written)
+    return dict(value, **{SITE: site})
 
 
 register_method(Method("np_train", {

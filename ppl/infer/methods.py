@@ -23,8 +23,23 @@ class Option:
     # kind "spec": resolve(value, filename, span) -> the value to keep, called by the
     # checker for an option written in a model file (not for --infer or Python overrides),
     # e.g. to anchor a file path to the model file's folder and remember where it was
-    # written, for a located error when the fit starts
+    # written, for a located error when the fit starts. What it adds about the compile
+    # site goes under the key SITE of the value's dict: the compiled model keeps it,
+    # generated source and `bdl info` do not (see without_site)
     resolve: Callable[[object, str, object], object] | None = None
+
+
+SITE = "site"
+
+
+def without_site(options: dict | None) -> dict | None:
+    """``options`` without the compile-site data that ``Option.resolve`` hooks record
+    (absolute paths, model-file positions), so generated Pyro source and ``bdl info`` do
+    not depend on the folder the model was compiled in."""
+    if options is None:
+        return None
+    return {k: ({a: b for a, b in v.items() if a != SITE} if isinstance(v, dict) else v)
+            for k, v in options.items()}
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from ..runtime import neural_process as npr
 from ..runtime.nn import _CACHE
 from ..syntax.diagnostics import BdlError, Diagnostic, Span
 from .fit import Fit
+from .methods import SITE
 
 PREDICTIVE_DRAWS = 1000
 
@@ -39,10 +40,11 @@ def task_source(spec, x_dim: int, y_dim: int):
         spec = {"call": "gp_tasks", "args": [], "kwargs": {"kernel": spec}}
     if spec["call"] == "task_file":
         written = (spec["args"] or [spec["kwargs"].get("path")])[0]
-        path = spec.get("file", written)
+        site = spec.get(SITE, {})
+        path = site.get("file", written)
         if not Path(path).is_file():
             where = ("a path in a model file is relative to the model file's folder"
-                     if "file" in spec else "relative to the current directory")
+                     if "file" in site else "relative to the current directory")
             _task_file_error(spec, f"np_train: task_file: no file {written!r} (looked for "
                                    f"{str(Path(path).absolute())!r}; {where})")
         src = npr.FileTasks(path)
@@ -66,9 +68,9 @@ def _task_file_error(spec: dict, message: str):
     """Raise ``message`` at the ``tasks=task_file(...)`` option of the model file (a
     :class:`BdlError` with its line and column, as the checker's errors), or as a plain
     ValueError for a spec from ``--infer`` or Python."""
-    if "at" not in spec:
+    if "at" not in spec.get(SITE, {}):
         raise ValueError(message)
-    filename, line, col = spec["at"]
+    filename, line, col = spec[SITE]["at"]
     try:
         source = Path(filename).read_text() if not filename.startswith("<") else None
     except OSError:
