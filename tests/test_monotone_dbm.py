@@ -721,3 +721,23 @@ def test_rbm_baseline_from_the_language(tmp_path):
     free[:256, 256:512] = free[256:512, :256] = True
     free[256:512, 512:] = free[512:, 256:512] = True
     assert W.detach()[~free].abs().max() == 0 and W.detach()[free].abs().min() > 0
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"label_readout": 0.0}, "label_readout must be > 0"),
+    ({"label_readout": -1.0}, "label_readout must be > 0"),
+    ({"readout": -2.0}, "readout must be >= 0"),
+])
+def test_readout_temperatures_must_be_valid(kw, message):
+    """tau_label = 0 would never move (d tau^2 / d tau = 0 there) and a negative initial
+    tau^2 has no square root: both are clear errors, not a silent dead label or a
+    math domain error."""
+    with pytest.raises(ValueError, match=message):
+        _tiny(**kw)
+
+
+def test_layer_mask_follows_the_model_when_no_device_is_given():
+    m = _tiny(pattern="layered", monotone=False)
+    mask = m.layout.layer_mask()
+    assert mask.device == m.layout.owner.device
+    assert torch.equal(mask, m.layout.layer_mask(m.layout.owner.device))

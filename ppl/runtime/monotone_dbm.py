@@ -102,7 +102,8 @@ class Layout:
         couplings a layered Boltzmann machine keeps. One hidden tier gives a restricted
         Boltzmann machine with a label on the visible side (visible-hidden and
         hidden-label blocks only); more tiers give a layered DBM."""
-        key = ("layers", str(torch.device(device) if device is not None else self.owner.device))
+        device = torch.device(device) if device is not None else self.owner.device
+        key = ("layers", str(device))
         if key not in self._block_masks:
             layer = []
             for i, (_, _, n, k) in enumerate(self.segments):
@@ -595,6 +596,13 @@ class MonotoneDBM(nn.Module):
         # softmax(tau^2 (Phi q* + b)). The margin bounds how strong the couplings, and so
         # the mean-field logits, can be; without a learned scale the pixel term's gradient
         # is too weak beside the label's and the couplings learn the label alone.
+        if readout is not None and not float(readout) >= 0.0:
+            raise ValueError(f"monotone_dbm: readout must be >= 0 (the pixels' initial tau^2; "
+                             f"0 fixes tau = 1), got {readout}")
+        if not float(label_readout) > 0.0:
+            # tau_label = 0 would be a stationary point of tau^2: the label logits stay 0
+            raise ValueError(f"monotone_dbm: label_readout must be > 0 (the label's initial "
+                             f"tau^2), got {label_readout}")
         self.readout = float(readout) if readout else None  # 0 / None: tau = 1, fixed
         if self.readout is not None:
             _, _, n_v, _ = self.layout.segment("visible")
