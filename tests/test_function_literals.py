@@ -155,7 +155,17 @@ model M(t: real[T], s: real) {
 def test_a_body_that_broadcasts_beyond_the_state_fails_when_data_binds_the_size(body):
     m = ppl.compile("model M(t: real[T]) {\n" + body + "}\n", "m.bdl")
     with pytest.raises(ppl.BdlError, match=r"the body of 'drift' of fractional_sde \[T\] "
+                                           r"(\(function 'b', given at 3:37\) )?"
                                            r"and its result \[1\]: T = 3 but 1 = 1"):
+        m.bind({"t": [0.0, 0.5, 1.0]})
+
+
+def test_a_deferred_size_error_in_a_named_function_says_which_use_failed():
+    m = ppl.compile("model M(t: real[T]) {\n  b = (x, s) => x * t\n"
+                    "  z ~ fractional_sde(times=t, drift=b)\n}\n", "m.bdl")
+    with pytest.raises(ppl.BdlError, match=r"m.bdl:2:17: error: size mismatch between the "
+                                           r"body of 'drift' of fractional_sde \[T\] "
+                                           r"\(function 'b', given at 3:37\)"):
         m.bind({"t": [0.0, 0.5, 1.0]})
 
 

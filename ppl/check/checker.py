@@ -1135,7 +1135,7 @@ class _ModelChecker:
             return
         out = spec.result(positional, kwargs) if spec.result and known else None
         if out is not None and ty.shape is not None:
-            self._lit_shape(e, ty, out, where)
+            self._lit_shape(e, ty, out, where, use)
         if use is not None:
             seen = {(d.message, d.span) for d in self.errors[:first]}
             new = [d for d in self.errors[first:] if (d.message, d.span) not in seen]
@@ -1143,8 +1143,10 @@ class _ModelChecker:
                 d.notes.append(f"in function '{use.id}', given as {where} at {use.span}")
             self.errors[first:] = new
 
-    def _lit_shape(self, e: ast.FunctionLit, ty: Ty, out, where: str) -> None:
-        """The body's shape against the registered result shape."""
+    def _lit_shape(self, e: ast.FunctionLit, ty: Ty, out, where: str,
+                   use: ast.Name | None = None) -> None:
+        """The body's shape against the registered result shape (a size check deferred to
+        data binding says, for a named function, which use it came from)."""
         full, issues = sizes.broadcast(ty.shape, out)
         # the body may have fewer dimensions, or size 1 where the result has more, but
         # broadcasting must not grow the result: [2, 1] or [T] does not fit [1]
@@ -1156,6 +1158,9 @@ class _ModelChecker:
             return
         what = f"the body of {where} {sizes.show(ty.shape)} and its result {sizes.show(out)}"
         self._report(issues, e.body.span, what)
+        if use is not None:  # the deferred check is located at the body: name the use too
+            what = (f"the body of {where} {sizes.show(ty.shape)} (function '{use.id}', "
+                    f"given at {use.span}) and its result {sizes.show(out)}")
         for have, need in zip(full or (), out, strict=False):
             if sizes.compare(have, need) == sizes.Relation.UNKNOWN:
                 self._defer(have, need, e.body.span, what)
