@@ -17,12 +17,13 @@ generators, so both devices see the same tasks.
         --eval-kernels rbf,matern52,periodic,tnoise --lengthscale-range 0.1,0.6 \
         --steps 2000 --eval-tasks 200 --plots figs --json out.json
 
-Models: cnp, np, anp, mpnp (``martingale_np``) and ampnp (``martingale_anp``, the
-attentive MPNP).
+Models: cnp, np, anp, mpnp (``martingale_np``), ampnp (``martingale_anp``, the
+attentive MPNP) and ampnp_pa (the attentive MPNP whose attention also reads the
+pseudo-context; Python only).
 
 JSON: ``{"MODEL/KERNEL": {"ctx_ll", "ctx_ll_se", "tgt_ll", "tgt_ll_se"} (plus, for models
 other than cnp, the paired differences ``ctx_vs_cnp``, ``tgt_vs_cnp`` and their s.e.;
-mpnp also ``*_vs_np`` and ampnp ``*_vs_anp`` when those models ran),
+mpnp also ``*_vs_np`` and ampnp/ampnp_pa ``*_vs_anp`` when those models ran),
 "MODEL/bo":
 {"regret", "regret_se"}, "MODEL/train": {"seconds", "final_loss"}}``.
 """
@@ -39,10 +40,12 @@ import torch
 
 from ppl.runtime import neural_process as npr
 
-FAMILIES = {"cnp": "cnp", "np": "np", "anp": "anp", "mpnp": "mpnp", "ampnp": "ampnp"}
+FAMILIES = {"cnp": "cnp", "np": "np", "anp": "anp", "mpnp": "mpnp", "ampnp": "ampnp",
+            "ampnp_pa": "ampnp_pa"}
 # paired differences each model row gets, when the base was run too: every model against
 # the CNP, and each martingale model against its latent-variable peer
-PAIRED_BASES = {"cnp": ("np", "anp", "mpnp", "ampnp"), "np": ("mpnp",), "anp": ("ampnp",)}
+PAIRED_BASES = {"cnp": ("np", "anp", "mpnp", "ampnp", "ampnp_pa"), "np": ("mpnp",),
+                "anp": ("ampnp", "ampnp_pa")}
 
 
 def _pair(text: str) -> tuple[float, float]:

@@ -37,7 +37,7 @@ def _batch(B=3, C=5, T=7, seed=0):
 
 # ---- shapes and the sigma floor -----------------------------------------------------
 
-@pytest.mark.parametrize("family", ["cnp", "np", "anp", "mpnp", "ampnp"])
+@pytest.mark.parametrize("family", ["cnp", "np", "anp", "mpnp", "ampnp", "ampnp_pa"])
 def test_shapes(family):
     torch.manual_seed(0)
     m = npr.MODELS[family](1, 1, hidden=16, pseudo=4, samples=6, heads=2)
@@ -119,7 +119,8 @@ def test_pseudo_context_generator_equivariant():
 
 
 @pytest.mark.parametrize("cls,resample", [(npr.MPNP, False), (npr.MPNP, True),
-                                          (npr.AMPNP, False)])
+                                          (npr.AMPNP, False),
+                                          (npr.AMPNPPseudoAttention, False)])
 def test_mpnp_predictive_invariant_to_context_order(cls, resample):
     """Same noise: the predictive of every pseudo set is invariant to the order of the
     context and equivariant to the order of the targets (MPNP with either generator
@@ -161,10 +162,10 @@ def _ampnp_attention_ref(m, xc, yc, x, rp=None, real=True):
 
 def test_ampnp_generator_equivariant_and_attention_path():
     """AMPNP's pseudo-context generator is exchangeable (invariant to the encoded
-    context's order, equivariant to the noise's); the attention path of pseudo set k
-    reads the real context and that set's pseudo points (checked against a point-by-point
-    reference), is invariant to the order of both, and differs across sets, so each
-    mixture component has its own attention output."""
+    context's order, equivariant to the noise's), and its predictive depends on the
+    context through the cross-attention path too: two contexts with the same mean
+    representation but different points give different predictives, which a mean-pooled
+    MPNP cannot tell apart."""
     torch.manual_seed(12)
     m = npr.AMPNP(1, 1, hidden=16, pseudo=4, samples=3, heads=2)
     torch.nn.init.normal_(m.gen.out.weight)
@@ -174,6 +175,34 @@ def test_ampnp_generator_equivariant_and_attention_path():
     cperm, pperm = torch.randperm(6), torch.randperm(4)
     torch.testing.assert_close(m.gen(rc[:, cperm], eps), out)
     torch.testing.assert_close(m.gen(rc, eps[:, pperm]), out[:, pperm])
+    # untrained generator (zero output layer) with the mean base: every pseudo set gives
+    # theta_c, so all K components coincide and equal the decoder at [x, r*(x), theta_c]
+    fresh = npr.AMPNP(1, 1, hidden=16, samples=3, heads=2)
+    mu, sig = fresh.predict(xc, yc, xt)
+    theta_c = fresh.enc(xc, yc)
+    want = fresh.dec(xt, torch.cat([fresh.att(xc, yc, xt),
+                                    theta_c.unsqueeze(1).expand(-1, 7, -1)], -1))
+    for k in range(3):
+        torch.testing.assert_close(mu[k], want[0])
+        torch.testing.assert_close(sig[k], want[1])
+    # the attention path sees the points: changing the context's mean representation
+    # alone (through the pooled theta) is not all that matters
+    mu_no_att = fresh.dec(xt, torch.cat([torch.zeros(3, 7, 16),
+                                         theta_c.unsqueeze(1).expand(-1, 7, -1)], -1))[0]
+    assert (mu[0] - mu_no_att).abs().max() > 1e-3
+
+
+def test_ampnp_pseudo_attention_reads_each_set():
+    """AMPNPPseudoAttention (same generator as AMPNP, tested above): the attention path
+    of pseudo set k reads the real context and that set's pseudo points (checked against
+    a point-by-point reference), is invariant to the order of both, and differs across
+    sets, so each mixture component has its own attention output."""
+    torch.manual_seed(12)
+    m = npr.AMPNPPseudoAttention(1, 1, hidden=16, pseudo=4, samples=3, heads=2)
+    torch.nn.init.normal_(m.gen.out.weight)
+    xc, yc, xt, _ = _batch(C=6)
+    rc = m.enc.embed(xc, yc)
+    cperm, pperm = torch.randperm(6), torch.randperm(4)
     # K = 2 pseudo sets of the 3 tasks
     rp = m.gen(rc.expand(2, -1, -1, -1), torch.randn(2, 3, 4, 16))
     both = m.attend(xc, yc, xt, rp)
@@ -196,7 +225,7 @@ def test_ampnp_generator_equivariant_and_attention_path():
     torch.testing.assert_close(m.attend(xc + 5.0, -yc, xt, rp, real=False), alone)
     # an untrained generator (zero output layer, mean base) makes every pseudo point the
     # context's mean representation: all K components coincide
-    fresh = npr.AMPNP(1, 1, hidden=16, samples=3, heads=2)
+    fresh = npr.AMPNPPseudoAttention(1, 1, hidden=16, samples=3, heads=2)
     mu, sig = fresh.predict(xc, yc, xt)
     for k in (1, 2):
         torch.testing.assert_close(mu[k], mu[0])
@@ -231,12 +260,13 @@ def test_mpnp_loss_hand_computed():
     assert got == pytest.approx(-(amort + marg + pseudo) / 2, rel=1e-6)
 
 
-@pytest.mark.parametrize("cls", [npr.MPNP, npr.AMPNP])
+@pytest.mark.parametrize("cls", [npr.MPNP, npr.AMPNP, npr.AMPNPPseudoAttention])
 def test_mpnp_loss_uses_context_pseudo_and_union(cls):
     """MPNP.loss is mpnp_loss of the decoder at theta_c, theta_k (context u pseudo) and
     theta'_k (pseudo alone), with the same noise; AMPNP's decoder also sees r*(x), the
-    cross-attention to the same set as its theta (real context / context u pseudo set k /
-    pseudo set k alone), beside it."""
+    cross-attention to the real context, beside every theta, and AMPNPPseudoAttention's
+    the cross-attention to the same set as its theta (real context / context u pseudo
+    set k / pseudo set k alone)."""
     torch.manual_seed(4)
     m = cls(1, 1, hidden=16, pseudo=3, heads=2)
     torch.nn.init.normal_(m.gen.out.weight, std=0.3)  # pseudo sets that differ
@@ -253,7 +283,9 @@ def test_mpnp_loss_uses_context_pseudo_and_union(cls):
                   m.enc.post(torch.cat([rc.expand(3, -1, -1, -1), rp], 2).mean(2)),
                   m.enc.post(rp.mean(2))):
         rep = theta.unsqueeze(2).expand(-1, -1, x.shape[1], -1)
-        if cls is npr.AMPNP:  # the attention reads the same set as theta
+        if cls is npr.AMPNP:
+            rep = torch.cat([m.att(xc, yc, x).expand(theta.shape[0], -1, -1, -1), rep], -1)
+        if cls is npr.AMPNPPseudoAttention:  # the attention reads the same set as theta
             sets = {0: lambda k, b: (xc[b], yc[b], x[b]),
                     1: lambda k, b: (xc[b], yc[b], x[b], rp[k, b]),
                     2: lambda k, b: (xc[b], yc[b], x[b], rp[k, b], False)}[len(lls)]
@@ -369,7 +401,8 @@ def test_task_file_roundtrip(tmp_path):
 
 # ---- training ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("family,steps", [("cnp", 150), ("mpnp", 150), ("ampnp", 150)])
+@pytest.mark.parametrize("family,steps", [("cnp", 150), ("mpnp", 150), ("ampnp", 150),
+                                          ("ampnp_pa", 150)])
 def test_training_improves_target_loglik(family, steps):
     torch.manual_seed(0)
     m = npr.MODELS[family](1, 1, hidden=32, pseudo=4, samples=10, heads=2)
@@ -386,7 +419,7 @@ def test_training_improves_target_loglik(family, steps):
     assert diff.mean() > 0.1 and diff.mean() / (diff.std() / 32 ** 0.5) > 2, diff
 
 
-@pytest.mark.parametrize("cls", [npr.ANP, npr.AMPNP])
+@pytest.mark.parametrize("cls", [npr.ANP, npr.AMPNP, npr.AMPNPPseudoAttention])
 def test_save_load_roundtrip(tmp_path, cls):
     torch.manual_seed(0)
     m = cls(1, 1, hidden=8, heads=2, samples=3).eval()

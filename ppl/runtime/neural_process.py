@@ -14,9 +14,10 @@ in where the representation and its uncertainty come from:
   q the same encoder applied to all points.
 * ANP: NP with the deterministic path replaced by multi-head cross-attention from the
   target inputs to the context representations.
-* AMPNP: MPNP with a cross-attention path beside theta in the decoder input
-  ([x, r*(x), theta]) whose keys/values are the same set as theta's (real context,
-  context u pseudo set k, or pseudo set k alone); same generator and three-term loss.
+* AMPNP: MPNP with ANP's cross-attention path (to the real context) beside theta in the
+  decoder input ([x, r*(x), theta]); same generator and three-term loss.
+  AMPNPPseudoAttention: the attention also reads the pseudo points, the same set as
+  theta (real context, context u pseudo set k, or pseudo set k alone).
 * MPNP: CNP whose uncertainty comes from M pseudo-context representations R' generated
   in one shot by an induced set-attention block on the encoded context and noise
   eps ~ N(0, I); theta_k = post(mean(R_c u R'_k)). Training loss per task (n = all points,
@@ -388,34 +389,29 @@ class MPNP(NeuralProcess):
 
 
 class AMPNP(MPNP):
-    """Attentive MPNP: the pseudo-context enters both paths. The decoder sees
-    [x, r*(x; S), theta(S)] for a set S of encoded points, with
+    """Attentive MPNP: the decoder sees [x, r*(x), theta], with r*(x) ANP's multi-head
+    cross-attention from the target input to the real context (deterministic path) and
+    theta MPNP's pooled representation of context u pseudo-context (theta_c, theta_k or
+    theta'_k in the three-term loss). So AMPNP is to MPNP what ANP is to NP: attention
+    gives the local fit, and the pseudo-context, in place of ANP's latent z, gives the
+    spread of the predictive (a mixture over the K pseudo sets).
 
-        r*(x; S) = LN(h + rFF(h)), h = LN(q + MHA(q(x), keys(S), values(S))),
-        keys/values of a real point (x_i, y_i): k(x_i), v([x_i, y_i]) (ANP's block),
-        keys/values of a pseudo point R'_j:     W_k R'_j, W_v R'_j (learned linear maps),
+    The attention here reads the real context only; :class:`AMPNPPseudoAttention` lets
+    it read the pseudo-context too. Measured at 3000 steps (benchmarks/RESULTS.md, issue
+    6), that variant fits the training kernel better but is further below ANP under the
+    periodic and t-noise mismatches, so this one stays the default (``martingale_anp``)."""
 
-    and S one of: the real context (theta_c, r*_c: the amortised term), the context u the
-    k-th pseudo set (theta_k, r*_k: the marginal term and the predictive) or the k-th
-    pseudo set alone (theta'_k, r*'_k: the pseudo term). So every mixture component has
-    its own attention output, and the attention path, which carries the local fit,
-    carries the pseudo-context's spread too; with r* from the real context alone (the
-    first construction) the K components shared the attention output and the bands
-    collapsed at the context points under mismatch (docs/constructs/neural_process.md,
-    "Attentive MPNP"). The generator makes representations, not (x, y) points, so the
-    pseudo keys/values are linear read-outs of R'_j, the counterpart of k(x_i) and
-    v([x_i, y_i]) for points whose x is only implicit in their representation."""
+    pseudo_attention = False
 
     def __init__(self, x_dim, y_dim, hidden=128, pseudo=0, samples=50, heads=8):
         super().__init__(x_dim, y_dim, hidden, pseudo, samples, heads)
         self.att = CrossAttnEncoder(self.x_dim, self.y_dim, self.hidden, self.heads)
-        self.pseudo_k = nn.Linear(self.hidden, self.hidden)
-        self.pseudo_v = nn.Linear(self.hidden, self.hidden)
         self.dec = Decoder(self.x_dim, 2 * self.hidden, self.y_dim, self.hidden)
 
     def attend(self, xc, yc, x, rp=None, real=True):
         """r*(x; S) [..., B, N, h]: cross-attention from x [B, N, dx] to the real
-        context (``real``) and/or the pseudo sets rp [K, B, M, h] (one output per set)."""
+        context (``real``) and/or the pseudo sets rp [K, B, M, h] (one output per set;
+        pseudo keys/values need :class:`AMPNPPseudoAttention`'s read-outs)."""
         keys, vals = [], []
         lead = x.shape[:-2] if rp is None else rp.shape[:-3] + x.shape[:-2]
         if real:
@@ -435,17 +431,48 @@ class AMPNP(MPNP):
     def predict(self, xc, yc, xt, num_samples=None):
         xc, yc, xt = self._cast(xc, yc, xt)
         _, theta_k, _, rp = self._sets(xc, yc, num_samples or self.samples)
-        return self._decode(xt, theta_k, self.attend(xc, yc, xt, rp))
+        return self._decode(xt, theta_k,
+                            self.attend(xc, yc, xt, rp if self.pseudo_attention else None))
 
     def loss(self, xc, yc, x, y, num_samples=4):
-        """The three-term loss with (real context) / (context u pseudo_k) / (pseudo_k)
-        in both the pooled and the attention path."""
+        """The three-term loss; the attention path reads the real context in every term,
+        or (``pseudo_attention``) the same set as theta: real context / context u
+        pseudo_k / pseudo_k."""
         xc, yc, x, y = self._cast(xc, yc, x, y)
         theta_c, theta_k, theta_p, rp = self._sets(xc, yc, num_samples)
-        return mpnp_loss(*self._decode(x, theta_c.unsqueeze(0), self.attend(xc, yc, x)),
-                         *self._decode(x, theta_k, self.attend(xc, yc, x, rp)),
-                         *self._decode(x, theta_p, self.attend(xc, yc, x, rp, real=False)),
-                         y)
+        r_c = self.attend(xc, yc, x)
+        r_k = self.attend(xc, yc, x, rp) if self.pseudo_attention else r_c
+        r_p = self.attend(xc, yc, x, rp, real=False) if self.pseudo_attention else r_c
+        return mpnp_loss(*self._decode(x, theta_c.unsqueeze(0), r_c),
+                         *self._decode(x, theta_k, r_k), *self._decode(x, theta_p, r_p), y)
+
+
+class AMPNPPseudoAttention(AMPNP):
+    """Attentive MPNP whose pseudo-context enters both paths. The decoder sees
+    [x, r*(x; S), theta(S)] for a set S of encoded points, with
+
+        r*(x; S) = LN(h + rFF(h)), h = LN(q + MHA(q(x), keys(S), values(S))),
+        keys/values of a real point (x_i, y_i): k(x_i), v([x_i, y_i]) (ANP's block),
+        keys/values of a pseudo point R'_j:     W_k R'_j, W_v R'_j (learned linear maps),
+
+    and S one of: the real context (theta_c, r*_c: the amortised term), the context u the
+    k-th pseudo set (theta_k, r*_k: the marginal term and the predictive) or the k-th
+    pseudo set alone (theta'_k, r*'_k: the pseudo term), so every mixture component has
+    its own attention output. Lee et al.'s attentive MPNP as far as it can be
+    reconstructed; the generator makes representations, not (x, y) points, so the
+    pseudo keys/values are linear read-outs of R'_j. Benchmark model ``ampnp_pa``;
+    docs/constructs/neural_process.md."""
+
+    pseudo_attention = True
+
+    def __init__(self, x_dim, y_dim, hidden=128, pseudo=0, samples=50, heads=8):
+        # layers in the order of the recorded run (RESULTS, issue 6), so that its seed
+        # reproduces it: attention, pseudo read-outs, then the decoder
+        MPNP.__init__(self, x_dim, y_dim, hidden, pseudo, samples, heads)
+        self.att = CrossAttnEncoder(self.x_dim, self.y_dim, self.hidden, self.heads)
+        self.pseudo_k = nn.Linear(self.hidden, self.hidden)
+        self.pseudo_v = nn.Linear(self.hidden, self.hidden)
+        self.dec = Decoder(self.x_dim, 2 * self.hidden, self.y_dim, self.hidden)
 
 
 def mpnp_loss(mu_c, s_c, mu_k, s_k, mu_p, s_p, y):
@@ -458,6 +485,7 @@ def mpnp_loss(mu_c, s_c, mu_k, s_k, mu_p, s_p, y):
 
 
 MODELS = {"cnp": CNP, "np": NP, "anp": ANP, "mpnp": MPNP, "ampnp": AMPNP,
+          "ampnp_pa": AMPNPPseudoAttention,
           "martingale_np": MPNP, "martingale_anp": AMPNP}
 
 
