@@ -676,6 +676,7 @@ def save_trained(path, model: NeuralProcess, source: str = "") -> None:
                 "config": {"x_dim": model.x_dim, "y_dim": model.y_dim,
                            "hidden": model.hidden, "pseudo": model.pseudo,
                            "samples": model.samples, "heads": model.heads},
+                "resample": bool(getattr(getattr(model, "gen", None), "resample", False)),
                 "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}},
                path)
 
@@ -685,5 +686,15 @@ def load_trained(path, device=None) -> tuple[NeuralProcess, str]:
     with the default dtype (or the saved one) on ``device``."""
     blob = torch.load(path, weights_only=True, map_location="cpu")
     model = MODELS[blob["family"]](**blob["config"])
-    model.load_state_dict(blob["state_dict"])
+    resample = blob.get("resample", False)
+    if resample:
+        model.gen.resample = True
+    missing, unexpected = model.load_state_dict(blob["state_dict"], strict=False)
+    # the generator's resampling read-outs (gen.pick_*) are used only with resample =
+    # True; files saved before they existed lack them and load exactly without them
+    missing = [k for k in missing if resample or not k.startswith("gen.pick_")]
+    if missing or unexpected:
+        raise ValueError(f"{path}: the saved {blob['family']} does not match this version's "
+                         f"network (missing {missing[:3]}, unexpected {unexpected[:3]}); "
+                         "retrain it")
     return model.to(device=device).eval(), blob["source"]
