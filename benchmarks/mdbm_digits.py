@@ -19,7 +19,8 @@ most frequent training bin at that position).
 
 JSON rows ``monotone``, ``baseline`` (the RBM), ``baseline_dense`` (columns ``imput_err``,
 ``label_acc``, ``converged_frac``, ``max_disagreement``, at ``--observed``, and
-``lambda_min`` = lambda_min(I - Phi), below 0 outside the monotone class),
+``lambda_min`` = lambda_min(I - Phi): the monotone class needs >= margin; below 0 the
+free energy is no longer convex and mean-field is no longer provably unique),
 ``<model>@<fraction>`` for the sweep (``max_disagreement`` too with
 ``--sweep-disagreement``), ``marginal_mode`` (``imput_err``, ``label_acc``), and
 ``fb``, ``fb_anderson``, ``pr``, ``mf`` (columns ``iters``, ``ms_per_batch``).
@@ -314,8 +315,9 @@ def main(argv=None):
         dis = disagreement(m, Xte, args.observed, args)
         out[name] = {"imput_err": err, "label_acc": acc, "converged_frac": conv,
                      "max_disagreement": dis, "train_s": time.time() - t0}
-        # lambda_min(I - Phi): >= margin for the monotone model; below 0 a control has
-        # left the monotone class (mean-field no longer provably unique)
+        # lambda_min(I - Phi): >= margin for the monotone model; a control below the
+        # margin is outside the monotone class, and below 0 mean-field is no longer
+        # provably unique
         out[name]["lambda_min"] = m.check_margin()
         print(name, out[name], flush=True)
         for f in (float(s) for s in args.fractions.split(",")):

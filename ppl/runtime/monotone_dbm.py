@@ -96,14 +96,13 @@ class Layout:
                 return s
         raise KeyError(name)
 
-    def layer_mask(self, device=None) -> torch.Tensor:
+    def layer_mask(self, device) -> torch.Tensor:
         """``[d, d]`` boolean, True where two coordinates belong to groups in consecutive
         layers of the order ``visible, hidden0, ..., label`` (the groups' order): the
         couplings a layered Boltzmann machine keeps. One hidden tier gives a restricted
         Boltzmann machine with a label on the visible side (visible-hidden and
         hidden-label blocks only); more tiers give a layered DBM."""
-        device = torch.device(device) if device is not None else self.owner.device
-        key = ("layers", str(device))
+        key = ("layers", str(torch.device(device)))
         if key not in self._block_masks:
             layer = []
             for i, (_, _, n, k) in enumerate(self.segments):
@@ -599,7 +598,7 @@ class MonotoneDBM(nn.Module):
         if readout is not None and not float(readout) >= 0.0:
             raise ValueError(f"monotone_dbm: readout must be >= 0 (the pixels' initial tau^2; "
                              f"0 fixes tau = 1), got {readout}")
-        if not float(label_readout) > 0.0:
+        if readout and not float(label_readout) > 0.0:
             # tau_label = 0 would be a stationary point of tau^2: the label logits stay 0
             raise ValueError(f"monotone_dbm: label_readout must be > 0 (the label's initial "
                              f"tau^2), got {label_readout}")
