@@ -163,7 +163,7 @@ def _ampnp_attention_ref(m, xc, yc, x, rp=None, real=True):
 def test_ampnp_generator_equivariant_and_attention_path():
     """AMPNP's pseudo-context generator is exchangeable (invariant to the encoded
     context's order, equivariant to the noise's), and its predictive depends on the
-    context through the cross-attention path too: two contexts with the same mean
+    context through the cross-attention path too: two contexts with the same pooled
     representation but different points give different predictives, which a mean-pooled
     MPNP cannot tell apart."""
     torch.manual_seed(12)
@@ -185,11 +185,17 @@ def test_ampnp_generator_equivariant_and_attention_path():
     for k in range(3):
         torch.testing.assert_close(mu[k], want[0])
         torch.testing.assert_close(sig[k], want[1])
-    # the attention path sees the points: changing the context's mean representation
-    # alone (through the pooled theta) is not all that matters
-    mu_no_att = fresh.dec(xt, torch.cat([torch.zeros(3, 7, 16),
-                                         theta_c.unsqueeze(1).expand(-1, 7, -1)], -1))[0]
-    assert (mu[0] - mu_no_att).abs().max() > 1e-3
+    # the attention path sees the points: with the pooled path made blind (the encoder's
+    # last layer zeroed, so theta is the same for every context) AMPNP still tells two
+    # contexts apart, while a mean-pooled MPNP with the same blind encoder cannot
+    xc2, yc2 = xc.flip(-2) * 0.5 + 0.3, -yc
+    for net in (fresh, mpnp := npr.MPNP(1, 1, hidden=16, samples=3, heads=2)):
+        last = [mod for mod in net.enc.post.modules() if isinstance(mod, torch.nn.Linear)][-1]
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.zeros_(last.bias)
+    torch.testing.assert_close(fresh.enc(xc, yc), fresh.enc(xc2, yc2))
+    assert (fresh.predict(xc, yc, xt)[0] - fresh.predict(xc2, yc2, xt)[0]).abs().max() > 1e-3
+    torch.testing.assert_close(mpnp.predict(xc, yc, xt)[0], mpnp.predict(xc2, yc2, xt)[0])
 
 
 def test_ampnp_pseudo_attention_reads_each_set():
@@ -456,11 +462,19 @@ def test_save_load_keeps_the_generator_mode_and_reads_files_without_its_readouts
                           if not k.startswith("gen.pick_")}
     del blob["resample"]
     torch.save(blob, tmp_path / "old.pt")
-    m3, _ = npr.load_trained(tmp_path / "old.pt")
+    with pytest.warns(UserWarning, match="the default \\(mean\\) base is assumed"):
+        m3, _ = npr.load_trained(tmp_path / "old.pt")
     torch.manual_seed(3)
     a = m.predict(xc, yc, xt)
     torch.manual_seed(3)
     torch.testing.assert_close(a, m3.predict(xc, yc, xt))
+    # a pseudo-attention model saved while it was called "ampnp" loads as ampnp_pa
+    pa = npr.AMPNPPseudoAttention(1, 1, hidden=8, heads=2, samples=3)
+    npr.save_trained(tmp_path / "pa.pt", pa)
+    old_pa = torch.load(tmp_path / "pa.pt", weights_only=True)
+    old_pa["family"] = "ampnp"
+    torch.save(old_pa, tmp_path / "pa.pt")
+    assert type(npr.load_trained(tmp_path / "pa.pt")[0]) is npr.AMPNPPseudoAttention
     del blob["state_dict"]["enc.post.0.weight"]
     torch.save(blob, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="does not match this version's network"):

@@ -36,6 +36,7 @@ the inputs' dtype is cast to the module's.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import pyro.distributions as dist
@@ -401,50 +402,23 @@ class AMPNP(MPNP):
     6), that variant fits the training kernel better but is further below ANP under the
     periodic and t-noise mismatches, so this one stays the default (``martingale_anp``)."""
 
-    pseudo_attention = False
-
     def __init__(self, x_dim, y_dim, hidden=128, pseudo=0, samples=50, heads=8):
         super().__init__(x_dim, y_dim, hidden, pseudo, samples, heads)
         self.att = CrossAttnEncoder(self.x_dim, self.y_dim, self.hidden, self.heads)
         self.dec = Decoder(self.x_dim, 2 * self.hidden, self.y_dim, self.hidden)
 
-    def attend(self, xc, yc, x, rp=None, real=True):
-        """r*(x; S) [..., B, N, h]: cross-attention from x [B, N, dx] to the real
-        context (``real``) and/or the pseudo sets rp [K, B, M, h] (one output per set;
-        pseudo keys/values need :class:`AMPNPPseudoAttention`'s read-outs)."""
-        keys, vals = [], []
-        lead = x.shape[:-2] if rp is None else rp.shape[:-3] + x.shape[:-2]
-        if real:
-            keys.append(self.att.k(xc).expand(lead + xc.shape[-2:-1] + (self.hidden,)))
-            vals.append(self.att.v(torch.cat([xc, yc], -1))
-                        .expand(lead + xc.shape[-2:-1] + (self.hidden,)))
-        if rp is not None:
-            keys.append(self.pseudo_k(rp))
-            vals.append(self.pseudo_v(rp))
-        q = self.att.q(x).expand(lead + x.shape[-2:-1] + (self.hidden,))
-        k, v = torch.cat(keys, -2), torch.cat(vals, -2)
-        q, k, v = (t.reshape((-1,) + t.shape[-2:]) for t in (q, k, v))
-        h = self.att.ln1(q + self.att.att(q, k, v, need_weights=False)[0])
-        h = self.att.ln2(h + self.att.ff(h))
-        return h.reshape(lead + h.shape[-2:])
-
     def predict(self, xc, yc, xt, num_samples=None):
         xc, yc, xt = self._cast(xc, yc, xt)
-        _, theta_k, _, rp = self._sets(xc, yc, num_samples or self.samples)
-        return self._decode(xt, theta_k,
-                            self.attend(xc, yc, xt, rp if self.pseudo_attention else None))
+        _, theta_k, _, _ = self._sets(xc, yc, num_samples or self.samples)
+        return self._decode(xt, theta_k, self.att(xc, yc, xt))
 
     def loss(self, xc, yc, x, y, num_samples=4):
-        """The three-term loss; the attention path reads the real context in every term,
-        or (``pseudo_attention``) the same set as theta: real context / context u
-        pseudo_k / pseudo_k."""
+        """The three-term loss; the attention path reads the real context in every term."""
         xc, yc, x, y = self._cast(xc, yc, x, y)
-        theta_c, theta_k, theta_p, rp = self._sets(xc, yc, num_samples)
-        r_c = self.attend(xc, yc, x)
-        r_k = self.attend(xc, yc, x, rp) if self.pseudo_attention else r_c
-        r_p = self.attend(xc, yc, x, rp, real=False) if self.pseudo_attention else r_c
-        return mpnp_loss(*self._decode(x, theta_c.unsqueeze(0), r_c),
-                         *self._decode(x, theta_k, r_k), *self._decode(x, theta_p, r_p), y)
+        theta_c, theta_k, theta_p, _ = self._sets(xc, yc, num_samples)
+        r = self.att(xc, yc, x)
+        return mpnp_loss(*self._decode(x, theta_c.unsqueeze(0), r),
+                         *self._decode(x, theta_k, r), *self._decode(x, theta_p, r), y)
 
 
 class AMPNPPseudoAttention(AMPNP):
@@ -463,8 +437,6 @@ class AMPNPPseudoAttention(AMPNP):
     pseudo keys/values are linear read-outs of R'_j. Benchmark model ``ampnp_pa``;
     docs/constructs/neural_process.md."""
 
-    pseudo_attention = True
-
     def __init__(self, x_dim, y_dim, hidden=128, pseudo=0, samples=50, heads=8):
         # layers in the order of the recorded run (RESULTS, issue 6), so that its seed
         # reproduces it: attention, pseudo read-outs, then the decoder
@@ -473,6 +445,43 @@ class AMPNPPseudoAttention(AMPNP):
         self.pseudo_k = nn.Linear(self.hidden, self.hidden)
         self.pseudo_v = nn.Linear(self.hidden, self.hidden)
         self.dec = Decoder(self.x_dim, 2 * self.hidden, self.y_dim, self.hidden)
+
+    def attend(self, xc, yc, x, rp=None, real=True):
+        """r*(x; S) [..., B, N, h]: cross-attention from x [B, N, dx] to the real
+        context (``real``) and/or the pseudo sets rp [K, B, M, h] (one output per set);
+        with the real context alone it is ``self.att(xc, yc, x)``."""
+        if rp is None:
+            return self.att(xc, yc, x)
+        keys, vals = [], []
+        lead = rp.shape[:-3] + x.shape[:-2]
+        if real:
+            keys.append(self.att.k(xc).expand(lead + xc.shape[-2:-1] + (self.hidden,)))
+            vals.append(self.att.v(torch.cat([xc, yc], -1))
+                        .expand(lead + xc.shape[-2:-1] + (self.hidden,)))
+        keys.append(self.pseudo_k(rp))
+        vals.append(self.pseudo_v(rp))
+        q = self.att.q(x).expand(lead + x.shape[-2:-1] + (self.hidden,))
+        k, v = torch.cat(keys, -2), torch.cat(vals, -2)
+        q, k, v = (t.reshape((-1,) + t.shape[-2:]) for t in (q, k, v))
+        h = self.att.ln1(q + self.att.att(q, k, v, need_weights=False)[0])
+        h = self.att.ln2(h + self.att.ff(h))
+        return h.reshape(lead + h.shape[-2:])
+
+    def predict(self, xc, yc, xt, num_samples=None):
+        xc, yc, xt = self._cast(xc, yc, xt)
+        _, theta_k, _, rp = self._sets(xc, yc, num_samples or self.samples)
+        return self._decode(xt, theta_k, self.attend(xc, yc, xt, rp))
+
+    def loss(self, xc, yc, x, y, num_samples=4):
+        """The three-term loss with the same set in both paths: real context / context u
+        pseudo_k / pseudo_k."""
+        xc, yc, x, y = self._cast(xc, yc, x, y)
+        theta_c, theta_k, theta_p, rp = self._sets(xc, yc, num_samples)
+        r_c = self.attend(xc, yc, x)
+        r_k = self.attend(xc, yc, x, rp)
+        r_p = self.attend(xc, yc, x, rp, real=False)
+        return mpnp_loss(*self._decode(x, theta_c.unsqueeze(0), r_c),
+                         *self._decode(x, theta_k, r_k), *self._decode(x, theta_p, r_p), y)
 
 
 def mpnp_loss(mu_c, s_c, mu_k, s_k, mu_p, s_p, y):
@@ -685,8 +694,14 @@ def load_trained(path, device=None) -> tuple[NeuralProcess, str]:
     """(network, model source) saved by :func:`save_trained`; the network is in eval mode
     with the default dtype (or the saved one) on ``device``."""
     blob = torch.load(path, weights_only=True, map_location="cpu")
-    model = MODELS[blob["family"]](**blob["config"])
+    family = blob["family"]
+    if family == "ampnp" and any(k.startswith("pseudo_k.") for k in blob["state_dict"]):
+        family = "ampnp_pa"  # saved while ampnp named the pseudo-attention variant
+    model = MODELS[family](**blob["config"])
     resample = blob.get("resample", False)
+    if "resample" not in blob and hasattr(model, "gen"):
+        warnings.warn(f"{path}: saved before the generator's base mode was recorded; "
+                      "the default (mean) base is assumed", stacklevel=2)
     if resample:
         model.gen.resample = True
     missing, unexpected = model.load_state_dict(blob["state_dict"], strict=False)
@@ -694,7 +709,7 @@ def load_trained(path, device=None) -> tuple[NeuralProcess, str]:
     # True; files saved before they existed lack them and load exactly without them
     missing = [k for k in missing if resample or not k.startswith("gen.pick_")]
     if missing or unexpected:
-        raise ValueError(f"{path}: the saved {blob['family']} does not match this version's "
+        raise ValueError(f"{path}: the saved {family} does not match this version's "
                          f"network (missing {missing[:3]}, unexpected {unexpected[:3]}); "
                          "retrain it")
     return model.to(device=device).eval(), blob["source"]
