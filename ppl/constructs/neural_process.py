@@ -138,7 +138,7 @@ def anchor_task_file(value, filename, span) -> object:
     unchanged."""
     if not (isinstance(value, dict) and value.get("call") == "task_file"):
         return value
-    filename = str(filename)
+    filename = "<string>" if filename is None else str(filename)
     written = (list(value.get("args", [])) or [value.get("kwargs", {}).get("path")])[0]
     site = {"at": [filename, span.line, span.col]}
     if isinstance(written, str) and filename and not filename.startswith("<"):
