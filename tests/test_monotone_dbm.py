@@ -146,18 +146,16 @@ SOLVES = [("fb", {"alpha": 0.125, "anderson": 0}), ("fb", {"alpha": 0.125, "ande
           ("pr", {"alpha": 0.3}), ("mf", {})]
 
 
-@pytest.mark.parametrize("clamp_label", [False, True])
-def test_unique_fixed_point_all_solvers(clamp_label):
-    m = _tiny(init_scale=5.0)
-    x, y = _data()
-    p1 = M._detached(m.problem(x, y if clamp_label else None))
-    # five random starts per problem, solved together (rows are independent problems)
-    R, B = 5, x.shape[0]
+def _fixed_point_from_starts(p1, solves, seed: int, R: int = 5) -> torch.Tensor:
+    """Solve ``p1`` from ``R`` random starts with each solver of ``solves`` (all starts
+    solved together: rows are independent problems); asserts every start and every solver
+    reach the same point, and returns it."""
+    B = p1.clamp_mask.shape[0]
     p = M.Problem(p1.Phi, p1.b, p1.layout, p1.clamp_mask.repeat(R, 1),
                   p1.clamp_value.repeat(R, 1))
-    g = torch.Generator().manual_seed(7)
+    g = torch.Generator().manual_seed(seed)
     ref = None
-    for solver, o in SOLVES:
+    for solver, o in solves:
         z, info = M.solve(p, p.random_start(R * B, g), solver, tol=1e-12, max_iter=3000, **o)
         assert float(info["res"].max()) < 1e-11
         z = z.view(R, B, -1)
@@ -165,7 +163,15 @@ def test_unique_fixed_point_all_solvers(clamp_label):
         if ref is None:
             ref = z[0]
         assert (z - ref).abs().max() < 1e-8, (solver, o)   # solver-independent
-    p = p1
+    return ref
+
+
+@pytest.mark.parametrize("clamp_label", [False, True])
+def test_unique_fixed_point_all_solvers(clamp_label):
+    m = _tiny(init_scale=5.0)
+    x, y = _data()
+    p = M._detached(m.problem(x, y if clamp_label else None))
+    ref = _fixed_point_from_starts(p, SOLVES, seed=7)
     # q* = softmax(Phi q* + b) on the free units; observed units keep their one-hot values
     assert torch.allclose(ref, p.mean_field(ref), atol=1e-10)
     mask, val = p.clamp_mask, p.clamp_value
@@ -342,8 +348,105 @@ def test_rbm_couples_consecutive_layers_only(tiers):
             assert blk.abs().max() == 0
     if tiers == 1:  # the RBM with its label on the visible side: no label-visible block
         assert _blocks(m, Phi)[("visible", "label")].abs().max() == 0
-    with pytest.raises(ValueError, match="layered"):
-        M.MonotoneDBM(visible=M.units(5, 3), hidden=hidden, pattern="layered")
+    with pytest.raises(ValueError, match="layered"):  # the monotone layered A is dense
+        M.MonotoneDBM(visible=M.units(16, 2), hidden=[M.units(16, 2)], pattern="layered",
+                      coupling="conv")
+
+
+# ---- the layered monotone model (pattern="layered", monotone=true) -------------------
+def _layered(init_scale=1.0, seed=0, **kw):
+    return _tiny(seed=seed, pattern="layered", init_scale=init_scale, **kw)
+
+
+@pytest.mark.parametrize("init_scale", [1.0, 30.0])
+def test_layered_monotone_phi_structure_and_margin(init_scale):
+    m = _layered(init_scale)
+    order = [g[0] for g in m.layout.groups]  # visible, hidden0, hidden1, label
+    Phi = m.phi().detach()
+    assert torch.allclose(Phi, Phi.T, atol=1e-12)
+    assert Phi[m.layout.block_mask()].abs().max() == 0
+    lam = float(torch.linalg.eigvalsh(torch.eye(Phi.shape[0]) - Phi)[0])
+    assert lam >= 0.01 - 1e-10 and m.check_margin() == pytest.approx(lam)
+    if init_scale == 30.0:  # the global scale binds, as for the full pattern
+        assert M.monotone_phi(m.a_matrix().detach(), m.layout, 0.01)[1] < 1
+    x, y = _data()
+    loss, _ = m.loss(torch.where(x < 0, 0, x), y, shown=x >= 0, solver="pr",
+                     tol=1e-10, max_iter=2000)
+    loss.backward()
+    for (a, b), blk in _blocks(m, Phi).items():
+        gap = abs(order.index(a) - order.index(b))
+        if gap > 1:  # skipped layers and visible-label: exactly zero
+            assert blk.abs().max() == 0, (a, b)
+        elif (a, b) != ("label", "label"):  # the one label unit's block is hollow
+            # within a group (off the unit blocks) and consecutive groups: coupled
+            assert blk.abs().max() > 1e-3, (a, b)
+    # the gradient of A lives on the row-block mask only, and is nonzero there
+    mask = m.a_mask.bool()
+    assert m.A.grad[~mask].abs().max() == 0 and m.A.grad[mask].abs().max() > 0
+    # the default row split: rank d = 36 rows in proportion to the pairs' dimensions
+    # (15+8, 8+9, 9+4 = 23, 17, 13): one row each, 33 * (23, 17, 13)/53 -> 15, 12, 9
+    starts = [int(r.nonzero()[0]) for r in mask]
+    assert [starts.count(off) for _, off, _, _ in m.layout.segments[:3]] == [15, 12, 9]
+
+
+def test_layered_monotone_stays_within_margin_and_row_options():
+    m = _layered(layer_ranks=[2, 3, 4], init_scale=3.0)
+    assert m.A.shape == (9, 36) and m.a_mask.sum(1).tolist() == [23] * 2 + [17] * 3 + [13] * 4
+    opt = torch.optim.Adam(m.parameters(), lr=0.3)
+    x, y = _data()
+    for _ in range(4):
+        opt.zero_grad()
+        loss, _ = m.loss(torch.where(x < 0, 0, x), y, shown=x >= 0, solver="pr",
+                         tol=1e-8, max_iter=500)
+        loss.backward()
+        opt.step()
+        assert m.check_margin() >= 0.01 - 1e-10
+        # Adam moves only masked-in entries: the rest keep their zero start
+        assert m.A.detach()[~m.a_mask.bool()].abs().max() == 0
+    with pytest.raises(ValueError, match="3 positive row counts"):
+        _layered(layer_ranks=[2, 3])
+    with pytest.raises(ValueError, match="layer_ranks"):
+        _tiny(layer_ranks=[2, 3, 4])
+    with pytest.raises(ValueError, match="two groups"):
+        M.MonotoneDBM(visible=M.units(4, 2), pattern="layered")
+
+
+@pytest.mark.parametrize("clamp_label", [False, True])
+def test_layered_monotone_unique_fixed_point(clamp_label):
+    m = _layered(init_scale=5.0)
+    x, y = _data()
+    p1 = M._detached(m.problem(x, y if clamp_label else None))
+    ref = _fixed_point_from_starts(
+        p1, [("fb", {"alpha": 0.125, "anderson": 5}), ("pr", {"alpha": 1.0})], seed=11)
+    assert torch.allclose(ref, p1.mean_field(ref), atol=1e-10)
+    assert torch.equal(ref[p1.clamp_mask], p1.clamp_value[p1.clamp_mask])
+    if clamp_label:
+        _, off, _, k = m.layout.segment("label")
+        assert torch.equal(ref[:, off:off + k].argmax(1), y)
+
+
+def test_layered_monotone_implicit_gradient_matches_finite_differences():
+    m = _layered(init_scale=3.0, tol=1e-12, max_iter=3000)
+    m.solver = "fb"  # the implicit (adjoint) gradient of the FB fixed point
+    x, y = _data()
+    shown = x >= 0
+    xf = torch.where(shown, x, 1)
+    loss, _ = m.loss(xf, y, shown=shown)
+    loss.backward()
+    mask = m.a_mask.bool()
+    # one entry in each row block: visible-hidden0, hidden0-hidden1, hidden1-label
+    for i, j in ((0, 2), (20, 18), (35, 33)):
+        assert mask[i, j]
+        eps = 1e-6
+        with torch.no_grad():
+            m.A[i, j] += eps
+            lp, _ = m.loss(xf, y, shown=shown)
+            m.A[i, j] -= 2 * eps
+            lm, _ = m.loss(xf, y, shown=shown)
+            m.A[i, j] += eps
+        fd = float(lp - lm) / (2 * eps)
+        assert abs(fd) > 1e-5, (i, j)
+        assert float(m.A.grad[i, j]) == pytest.approx(fd, abs=1e-7), (i, j)
 
 
 def test_rbm_parallel_mean_field_oscillates_at_large_weights():
@@ -721,6 +824,17 @@ def test_rbm_baseline_from_the_language(tmp_path):
     free[:256, 256:512] = free[256:512, :256] = True
     free[256:512, 512:] = free[512:, 256:512] = True
     assert W.detach()[~free].abs().max() == 0 and W.detach()[free].abs().min() > 0
+
+
+def test_layered_monotone_from_the_language(tmp_path):
+    params = _fit_example_with(tmp_path, 'pattern="layered", layer_ranks=[40, 30],')
+    (A,) = [v for k, v in params.items() if k.endswith("A")]
+    # 64 visible x 4 + 64 hidden x 4 + 10 label; rows 0-39 see visible and hidden, rows
+    # 40-69 hidden and label: the rest of A stays at its zero start through the fit
+    free = torch.zeros(70, 522, dtype=torch.bool)
+    free[:40, :512] = free[40:, 256:] = True
+    assert A.shape == (70, 522)
+    assert A.detach()[~free].abs().max() == 0 and A.detach()[free].abs().min() > 0
 
 
 @pytest.mark.parametrize("kw, message", [

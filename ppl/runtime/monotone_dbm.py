@@ -111,6 +111,46 @@ class Layout:
             self._block_masks[key] = (t[:, None] - t[None, :]).abs() == 1
         return self._block_masks[key]
 
+    def layered_rows(self, rank: int, layer_ranks=None) -> torch.Tensor:
+        """``[rank, d]`` boolean row-block pattern of a layered monotone ``A``: one row
+        block per pair of consecutive groups ``(g, g+1)`` (visible-hidden0, ...,
+        last hidden-label), nonzero only on the columns of its two groups. Then
+        ``A^T A = sum_g A_g^T A_g`` couples only coordinates within one group or in
+        consecutive groups, and so does ``Phi = s (D - A^T A)`` (METHODS §5: the layered
+        structure is a block pattern of ``A``).
+
+        Row-block sizes: ``layer_ranks`` (one positive int per pair) when given, else
+        ``rank`` split in proportion to the pairs' one-hot dimensions ``d_g + d_{g+1}``
+        (largest remainders, at least one row each)."""
+        dims = [n * k for _, _, n, k in self.segments]
+        offs = [off for _, off, _, _ in self.segments]
+        pairs = len(dims) - 1
+        if pairs < 1:
+            raise ValueError("pattern='layered' needs at least two groups (visible and a "
+                             "hidden tier or the label)")
+        if layer_ranks is not None:
+            rows = [int(r) for r in _flat_ints(layer_ranks)]
+            if len(rows) != pairs or min(rows) < 1:
+                raise ValueError(f"layer_ranks needs {pairs} positive row counts (one per "
+                                 f"pair of consecutive groups), got {rows}")
+        else:
+            if rank < pairs:
+                raise ValueError(f"rank={rank} is below the {pairs} row blocks of the "
+                                 f"layered pattern")
+            w = [dims[g] + dims[g + 1] for g in range(pairs)]
+            extra = rank - pairs  # one row each first, the rest in proportion
+            share = [extra * x / sum(w) for x in w]
+            rows = [1 + int(math.floor(x)) for x in share]
+            order = sorted(range(pairs), key=lambda g: -(share[g] - math.floor(share[g])))
+            for g in order[:rank - sum(rows)]:
+                rows[g] += 1
+        mask = torch.zeros(sum(rows), self.d, dtype=torch.bool)
+        r0 = 0
+        for g, r in enumerate(rows):
+            mask[r0:r0 + r, offs[g]:offs[g + 1] + dims[g + 1]] = True
+            r0 += r
+        return mask
+
     def block_mask(self, device=None) -> torch.Tensor:
         """``[d, d]`` boolean, True inside a unit's own diagonal block (cached per device:
         it is needed at every evaluation of ``Phi``)."""
@@ -119,6 +159,13 @@ class Layout:
             o = self.owner.to(device)
             self._block_masks[key] = o[:, None] == o[None, :]
         return self._block_masks[key]
+
+
+def _flat_ints(x) -> list:
+    """A list of ints from a Python list or a (language-side) tensor."""
+    if isinstance(x, torch.Tensor):
+        return [int(v) for v in x.reshape(-1).tolist()]
+    return [int(v) for v in x]
 
 
 # ---------------------------------------------------------------------------------------
@@ -536,7 +583,9 @@ class MonotoneDBM(nn.Module):
 
     ``monotone=True``: ``Phi = s (D - A^T A)`` (dense ``A`` of ``rank`` rows, or with
     ``coupling="conv"`` the convolution operators of :func:`conv_operator`; margin
-    guaranteed); ``monotone=False``: the unconstrained control ``Phi = sym(W)`` with zero
+    guaranteed; with ``pattern="layered"`` a dense ``A`` restricted to the row blocks of
+    :meth:`Layout.layered_rows`, so ``Phi`` couples only within a group and between
+    consecutive groups); ``monotone=False``: the unconstrained control ``Phi = sym(W)`` with zero
     unit blocks (``pattern="full"``) or only the blocks between consecutive layers
     (``pattern="layered"``: one hidden tier is a plain RBM with a label) and plain
     mean-field. Data: ``visible`` as integer states ``[B, n_v]`` with
@@ -549,7 +598,8 @@ class MonotoneDBM(nn.Module):
                  anderson: int = 5, observed: float = 0.4, mask: str = "random",
                  init_scale: float = 1.0, seed: int | None = None,
                  readout: float | None = 10.0, coupling: str = "dense", kernel: int = 3,
-                 channels: int = 8, pattern: str = "full", label_readout: float = 1.0):
+                 channels: int = 8, pattern: str = "full", label_readout: float = 1.0,
+                 layer_ranks=None):
         super().__init__()
         groups = [("visible", _as_units(visible)[0])]
         for i, h in enumerate(_as_units(hidden)):
@@ -569,11 +619,12 @@ class MonotoneDBM(nn.Module):
         self.coupling, self.pattern = str(coupling), str(pattern)
         if self.pattern not in ("full", "layered"):
             raise ValueError(f"pattern must be 'full' or 'layered', got {pattern!r}")
-        if self.pattern == "layered" and self.monotone:
-            # D - A^T A couples every pair that two columns of A both reach; a layered
-            # monotone Phi would need a constrained A, which is not implemented
-            raise ValueError("pattern='layered' is the unconstrained control's (RBM) "
-                             "structure; use it with monotone=false")
+        if self.pattern == "layered" and self.monotone and coupling != "dense":
+            raise ValueError("pattern='layered' with the monotone model needs "
+                             "coupling='dense' (a row-block pattern of a dense A)")
+        if layer_ranks is not None and not (self.monotone and self.pattern == "layered"):
+            raise ValueError("layer_ranks sets the row blocks of a layered monotone A; "
+                             "use it with pattern='layered' and monotone=true")
         if self.coupling not in ("dense", "conv"):
             raise ValueError(f"coupling must be 'dense' or 'conv', got {coupling!r}")
         if self.coupling == "conv":
@@ -583,7 +634,20 @@ class MonotoneDBM(nn.Module):
             self._init_conv(int(kernel), int(channels), float(init_scale), gen, place)
         elif self.monotone:
             r = int(rank) if rank is not None else d
-            A = torch.randn(r, d, generator=gen, device="cpu") * (float(init_scale) / math.sqrt(r))
+            if self.pattern == "layered":
+                mask = self.layout.layered_rows(r, layer_ranks)
+                # every column starts with norm ~ init_scale, as in the full pattern,
+                # though only the row blocks of its (one or two) layer pairs reach it
+                reach = mask.sum(0, keepdim=True).to(torch.get_default_dtype())
+                A = (torch.randn(mask.shape, generator=gen, device="cpu") * mask
+                     * (float(init_scale) / reach.sqrt()))
+                # a buffer, so it follows the model's device; not saved (it is derived
+                # from the layout and the row split, which the constructor rebuilds)
+                self.register_buffer("a_mask", mask.to(place["dtype"]).to(place["device"]),
+                                     persistent=False)
+            else:
+                A = torch.randn(r, d, generator=gen, device="cpu") * (
+                    float(init_scale) / math.sqrt(r))
             self.A = nn.Parameter(A.to(**place))
         else:
             W = torch.randn(d, d, generator=gen, device="cpu") * (float(init_scale) / math.sqrt(d))
@@ -642,7 +706,8 @@ class MonotoneDBM(nn.Module):
         """``A`` (monotone model): the dense parameter, or the convolution operators of
         the grid groups beside the label's dense columns, in the layout's column order."""
         if self.coupling == "dense":
-            return self.A
+            # the fixed row-block mask: entries outside it never enter Phi, get no gradient
+            return self.A * self.a_mask if hasattr(self, "a_mask") else self.A
         cols, convs = [], iter(self.conv)
         for name, _, _, k in self.layout.segments:
             cols.append(self.A_label if name == "label"
