@@ -476,6 +476,7 @@ def test_save_load_keeps_the_generator_mode_and_reads_files_without_its_readouts
     torch.save(old_pa, tmp_path / "pa.pt")
     assert type(npr.load_trained(tmp_path / "pa.pt")[0]) is npr.AMPNPPseudoAttention
     del blob["state_dict"]["enc.post.0.weight"]
+    blob["resample"] = False
     torch.save(blob, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="does not match this version's network"):
         npr.load_trained(tmp_path / "bad.pt")
