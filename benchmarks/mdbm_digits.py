@@ -61,6 +61,8 @@ MODELS = {"monotone": (True, "full"), "baseline": (False, "layered"),
 def build(kind: str, K: int, hidden: int, args) -> M.MonotoneDBM:
     """``kind``: a key of ``MODELS`` (monotone, the RBM ``baseline``, ``baseline_dense``)."""
     monotone, pattern = MODELS[kind]
+    if monotone:  # the monotone model's A: full, or in row blocks per pair of layers
+        pattern = args.pattern
     return M.MonotoneDBM(
         visible=M.units(64, K), hidden=[M.units(hidden, K)] * args.tiers, label=M.units(1, 10),
         margin=args.margin, monotone=monotone, solver="fb" if monotone else "mf",
@@ -263,6 +265,9 @@ def main(argv=None):
     ap.add_argument("--rank", type=int, default=None, help="rows of A (default: d)")
     ap.add_argument("--coupling", choices=("dense", "conv"), default="dense",
                     help="monotone model's A (the baselines are unconstrained W)")
+    ap.add_argument("--pattern", choices=("full", "layered"), default="full",
+                    help="monotone model's A: dense, or one row block per pair of "
+                         "consecutive layers (dense coupling only)")
     ap.add_argument("--kernel", type=int, default=3)
     ap.add_argument("--channels", type=int, default=8)
     ap.add_argument("--alpha", type=float, default=0.125)
