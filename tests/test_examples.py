@@ -234,3 +234,31 @@ def test_constrained_latents_sample_and_fit(decl):
     assert torch.isfinite(draws["v"]).all()
     fit = m.fit({"y": 0.5}, infer="nuts", samples=5, warmup=5, chains=1)
     assert fit.samples["v"].shape[0] == 5
+
+
+def test_standalone_module_command_line(tmp_path):
+    """A generated module run on its own (`python model.py DATA`): it fits and prints the
+    summary; --help works; a missing, malformed or ill-fitting data file is one error
+    line and exit status 1, never a traceback."""
+    m = ppl.compile("model M(y: real[N]) {\n  mu ~ Normal(0, 10)\n  y ~ Normal(mu, 1)\n}\n"
+                    "infer map(steps=30, lr=0.1)\n", "m.bdl")
+    gen = tmp_path / "m.py"
+    gen.write_text(m.source)
+    (tmp_path / "d.json").write_text(json.dumps({"y": [1.0, 2.0, 3.0]}))
+    (tmp_path / "bad.json").write_text('{"y": [1.0, 2.0')
+    (tmp_path / "wrong.json").write_text(json.dumps({"y": [[1.0], [2.0]]}))
+
+    def run(*args):
+        return subprocess.run([sys.executable, str(gen), *args], capture_output=True,
+                              text=True, cwd=tmp_path, timeout=300)
+
+    ok = run("d.json", "--quiet")
+    assert ok.returncode == 0, ok.stderr
+    assert "mu" in ok.stdout
+    assert run("--help").returncode == 0
+    for args, message in ((["nope.json"], "nope.json: no such data file"),
+                          (["bad.json"], "bad.json:1:"),
+                          (["wrong.json"], "error:")):
+        r = run(*args)
+        assert r.returncode == 1 and message in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr

@@ -1,20 +1,54 @@
-"""Entry point of a generated module run on its own: ``python model.py DATA.json``."""
+"""Entry point of a generated module run on its own: ``python model.py [DATA]``.
+
+DATA is read like ``bdl run``'s (JSON, CSV or NPZ; ``ppl.io.data.load_data``). Bad input
+(a missing or malformed data file, data that do not fit the signature, a model that fails
+on them) is one ``error:`` line on stderr and exit status 1, never a traceback.
+"""
 
 from __future__ import annotations
 
-import json
+import argparse
 import sys
 
+EXIT_USER = 1
 
-def main(model, signature, infer: dict | None, transformed=None) -> None:
-    """Bind DATA.json (argv[1]), run the module's infer settings, print the summary."""
+
+def main(model, signature, infer: dict | None, transformed=None,
+         argv: list[str] | None = None) -> None:
+    """Bind DATA, run the module's infer settings (``--method``-free: the settings the
+    model file wrote), print the posterior summary."""
+    name = getattr(signature, "name", None) or getattr(model, "__name__", "model")
+    method_name = (infer or {}).get("method", "nuts")
+    parser = argparse.ArgumentParser(
+        prog=sys.argv[0] if argv is None else "model.py",
+        description=f"Fit the BDL model {name} (generated Pyro module) with {method_name} "
+                    "and print the posterior summary.")
+    parser.add_argument("data", nargs="?", help="data file (.json, .csv or .npz); omit for "
+                                                "a model without data")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    from ..io.data import DataError, load_data
+    from ..syntax.diagnostics import BdlError
+
+    try:
+        data = load_data(args.data) if args.data is not None else {}
+        summary = _fit(model, signature, infer, transformed, data, not args.quiet)
+    except (DataError, OSError) as e:
+        _fail(str(e))
+    except BdlError as e:
+        print(e.render(), file=sys.stderr)
+        sys.exit(EXIT_USER)
+    except (RuntimeError, ValueError) as e:
+        # torch/pyro errors while evaluating the model: the model or data is at fault
+        _fail(f"while running the model: {e}")
+    print(summary)
+
+
+def _fit(model, signature, infer, transformed, data: dict, progress: bool) -> str:
     from ..infer.run import fit, resolve_options, torch_defaults
     from .data import bind
 
-    data = {}
-    if len(sys.argv) > 1:
-        with open(sys.argv[1]) as f:
-            data = json.load(f)
     spec = dict(infer or {"method": "nuts"})
     method = spec.pop("method")
     opts = resolve_options(method, spec)
@@ -22,5 +56,10 @@ def main(model, signature, infer: dict | None, transformed=None) -> None:
         kwargs = bind(signature, data)
         if transformed is not None:
             kwargs.update(transformed(**kwargs))
-        result = fit(model, kwargs, method, opts, progress=True)
-    print(result.summary())
+        result = fit(model, kwargs, method, opts, progress=progress and sys.stderr.isatty())
+    return result.summary()
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(EXIT_USER)
