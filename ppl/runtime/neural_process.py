@@ -114,9 +114,12 @@ class CrossAttnEncoder(nn.Module):
         self.ff = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
 
     def forward(self, xc, yc, xt):
-        lead = xt.shape[:-2]
-        q, k = self.q(xt), self.k(xc)
-        v = self.v(torch.cat([xc, yc], -1))
+        return self.block(self.q(xt), self.k(xc), self.v(torch.cat([xc, yc], -1)))
+
+    def block(self, q, k, v):
+        """LN(h + rFF(h)), h = LN(q + MHA(q, k, v)) for queries q [..., N, h] and keys and
+        values k, v [..., C, h] with the same leading dimensions -> [..., N, h]."""
+        lead = q.shape[:-2]
         q, k, v = (t.reshape((-1,) + t.shape[-2:]) for t in (q, k, v))
         h = self.ln1(q + self.att(q, k, v, need_weights=False)[0])
         h = self.ln2(h + self.ff(h))
@@ -461,11 +464,7 @@ class AMPNPPseudoAttention(AMPNP):
         keys.append(self.pseudo_k(rp))
         vals.append(self.pseudo_v(rp))
         q = self.att.q(x).expand(lead + x.shape[-2:-1] + (self.hidden,))
-        k, v = torch.cat(keys, -2), torch.cat(vals, -2)
-        q, k, v = (t.reshape((-1,) + t.shape[-2:]) for t in (q, k, v))
-        h = self.att.ln1(q + self.att.att(q, k, v, need_weights=False)[0])
-        h = self.att.ln2(h + self.att.ff(h))
-        return h.reshape(lead + h.shape[-2:])
+        return self.att.block(q, torch.cat(keys, -2), torch.cat(vals, -2))
 
     def predict(self, xc, yc, xt, num_samples=None):
         xc, yc, xt = self._cast(xc, yc, xt)
