@@ -48,11 +48,8 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-_ACT = {
-    nn.Tanh: torch.tanh, nn.ReLU: torch.relu, nn.Sigmoid: torch.sigmoid,
-    nn.Softplus: nn.functional.softplus, nn.ELU: nn.functional.elu,
-    nn.GELU: nn.functional.gelu,
-}
+from .nn import ACT_FUNCTIONS
+
 _CACHE_VERSION = 2  # 2: results carry psi_trace
 
 
@@ -105,8 +102,8 @@ def structure(net) -> tuple[list[int] | ConvArch, object, str]:
     sizes, act, act_name = [], None, "tanh"
     if isinstance(net, CNN):
         for layer in net.features:
-            if type(layer) in _ACT:
-                act, act_name = _ACT[type(layer)], type(layer).__name__.lower()
+            if type(layer) in ACT_FUNCTIONS:
+                act, act_name = ACT_FUNCTIONS[type(layer)], type(layer).__name__.lower()
                 break
         arch = ConvArch(net.in_shape, tuple(net.channels), net.out_dim, net.kernel_size,
                         net.pool)
@@ -116,8 +113,8 @@ def structure(net) -> tuple[list[int] | ConvArch, object, str]:
             if not sizes:
                 sizes.append(layer.in_features)
             sizes.append(layer.out_features)
-        elif type(layer) in _ACT and act is None:
-            act, act_name = _ACT[type(layer)], type(layer).__name__.lower()
+        elif type(layer) in ACT_FUNCTIONS and act is None:
+            act, act_name = ACT_FUNCTIONS[type(layer)], type(layer).__name__.lower()
     if not sizes:
         raise TypeError("a network prior needs a network built by mlp(...) or cnn(...)")
     return sizes, (act or torch.tanh), act_name
@@ -606,7 +603,7 @@ def fitted_psi(sizes, act_name, kernel, inputs, *, cache: bool = True, **setting
 
 
 def _act_by_name(name: str):
-    for cls, fn in _ACT.items():
+    for cls, fn in ACT_FUNCTIONS.items():
         if cls.__name__.lower() == name:
             return fn
     raise ValueError(f"unknown activation {name!r}")

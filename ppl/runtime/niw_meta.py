@@ -279,15 +279,11 @@ def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=1,
 
 
 # ---- a network as a function of its flat weight vector ---------------------------------
-_ELEMENTWISE = {torch.nn.ReLU: torch.relu, torch.nn.Tanh: torch.tanh,
-                torch.nn.Sigmoid: torch.sigmoid}
-
-
 def _linear_plan(net: torch.nn.Module):
     """For a chain of ``nn.Linear`` layers and elementwise activations (``mlp(...)``, an
     ``nn.Sequential``): the layers as (weight index, bias index, weight shape) or an
     activation function, in order; None for any other network."""
-    from .nn import MLP
+    from .nn import ACT_FUNCTIONS, MLP
 
     seq = net.net if isinstance(net, MLP) else net
     if not isinstance(seq, torch.nn.Sequential):
@@ -299,8 +295,8 @@ def _linear_plan(net: torch.nn.Module):
             plan.append((index[id(mod.weight)],
                          None if mod.bias is None else index[id(mod.bias)],
                          tuple(mod.weight.shape)))
-        elif type(mod) in _ELEMENTWISE:
-            plan.append(_ELEMENTWISE[type(mod)])
+        elif type(mod) in ACT_FUNCTIONS:
+            plan.append(ACT_FUNCTIONS[type(mod)])
         elif not any(True for _ in mod.parameters()) and not any(True for _ in mod.buffers()):
             plan.append(mod.forward)  # another parameter-free activation (Softplus, GELU..)
         else:

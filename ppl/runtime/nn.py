@@ -15,6 +15,13 @@ _ACTIVATIONS = {
     "tanh": nn.Tanh, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "softplus": nn.Softplus,
     "elu": nn.ELU, "gelu": nn.GELU,
 }
+# each activation module's elementwise function, for forward passes that take the weights
+# as tensors (network priors, the NIW flat-weight network)
+ACT_FUNCTIONS = {
+    nn.Tanh: torch.tanh, nn.ReLU: torch.relu, nn.Sigmoid: torch.sigmoid,
+    nn.Softplus: nn.functional.softplus, nn.ELU: nn.functional.elu,
+    nn.GELU: nn.functional.gelu,
+}
 
 
 class MLP(nn.Module):
