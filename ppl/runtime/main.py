@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 EXIT_USER = 1
 
@@ -60,6 +61,6 @@ def _fit(model, signature, infer, transformed, data: dict, progress: bool) -> st
     return result.summary()
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(EXIT_USER)
