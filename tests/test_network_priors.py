@@ -367,3 +367,21 @@ def test_gp_prior_min_shape_enters_the_variance_sites():
         d = tr.nodes[f"f.vW{i}"]["fn"]
         assert float(d.concentration) == pytest.approx(1.0 + float(sp(psi["a_W"][i])), rel=1e-6)
         assert float(d.rate) == pytest.approx(float(sp(psi["b_W"][i])), rel=1e-6)
+
+
+def test_settings_key_memo_follows_the_inputs():
+    """The per-tensor memo of the cache key returns the full hash's key, and a changed
+    inputs tensor (in place, or another tensor) gets its own key."""
+    from ppl.runtime.kernels import RBF
+
+    k = RBF(lengthscale=1.0, variance=1.0)
+    x = torch.linspace(0, 1, 12).unsqueeze(-1)
+    first = npr._cached_key([1, 4, 1], "tanh", k, x, {"steps": 3})
+    assert first == npr.settings_key([1, 4, 1], "tanh", k, x, steps=3)
+    assert npr._cached_key([1, 4, 1], "tanh", k, x, {"steps": 3}) == first
+    assert npr._cached_key([1, 4, 1], "tanh", k, x, {"steps": 4}) != first
+    x.mul_(2)
+    changed = npr._cached_key([1, 4, 1], "tanh", k, x, {"steps": 3})
+    assert changed != first
+    assert changed == npr.settings_key([1, 4, 1], "tanh", k, x, steps=3)
+    assert npr._cached_key([1, 4, 1], "tanh", k, x.clone(), {"steps": 3}) == changed

@@ -45,7 +45,12 @@ register_method(Method(
         "samples": Option(50, int, low=1, doc="draws kept per chain"),
         "warmup": Option(2000, int, low=0, doc="burn-in steps per chain (discarded)"),
         "thin": Option(20, int, low=1, doc="steps between kept draws"),
-        "chains": Option(4, int, low=1, doc="independent chains, run one after another"),
+        "chains": Option(4, int, low=1,
+                         doc="independent chains; chain c starts from the prior draw "
+                             "seeded seed + c"),
+        "vectorize": Option(True, bool,
+                            doc="move all chains in one batched step (torch.func.vmap over "
+                                "the chains' potentials) instead of one after another"),
         "step_size": Option(0.01, float, low=0.0,
                             doc="eta: the learning rate (plain) or its square root "
                                 "(adaptive, where eta enters squared)"),

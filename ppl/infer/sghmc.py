@@ -20,14 +20,34 @@ diverges. Any fixed M leaves the target invariant; the cap only matters where gr
 are below 1. Variance sites of hierarchical priors (marked ``infer={"bdl_gibbs": ...}`` by
 ``rt.network_priors``) are not moved by the dynamics: every ``gibbs_every`` steps they are
 drawn from their conjugate conditional IG(a + n/2, b + ||W||^2 / 2).
-Chains start from a prior draw (hierarchical variances at their prior median) and run one
-after another, seeded ``seed + chain``; after ``warmup`` burn-in steps a
-draw is kept every ``thin`` steps, and the first ``drop`` kept draws are discarded.
+Chains start from a prior draw (hierarchical variances at their prior median); after
+``warmup`` burn-in steps a draw is kept every ``thin`` steps, and the first ``drop`` kept
+draws are discarded.
+
+Chains. With ``vectorize`` (the default) the C chains move together: their unconstrained
+values carry a leading chain dimension and one step evaluates all C potentials and their
+gradients at once, ``torch.func.vmap`` over the per-chain potential (the generated
+model's own indexing, e.g. ``f(x)[:, 0]``, sees one chain's values, so every model that
+the sequential sampler runs is eligible; a model that vmap cannot batch falls back to a
+loop over the chains inside each step, with a warning). Each chain draws its own minibatch
+(uniform without replacement, the plate's ``_Subsample`` law; the indices are drawn here
+and conditioned into the plate's subsample site), its own momentum noise and its own Gibbs
+draws, so the chains stay independent. Seeds: chain c's starting point is the prior draw
+made after ``pyro.set_rng_seed(seed + c)``, in both modes, so the batched and the
+sequential runs start from the same C points; the dynamics' randomness (noise, minibatches,
+Gibbs) of a batched run then comes from one stream seeded ``seed``, whereas the sequential
+run (``vectorize=false``) reseeds ``seed + c`` before chain c's dynamics. Chain c of the
+two runs therefore follows different paths with the same law (tests/test_sghmc.py checks
+the laws); a batched run with one chain is the sequential run's chain 0, step for step.
+During the sampler loop Pyro's validation is off (values stay in their supports through
+the bijections; the starting trace is still validated).
 """
 
 from __future__ import annotations
 
+import math
 import sys
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -37,6 +57,9 @@ from pyro.infer.autoguide.initialization import InitMessenger, init_to_median, i
 from torch.distributions import biject_to
 
 from .fit import Fit
+
+#: evaluate a batched step's chains by vmap (False: a loop over chains; for benchmarks)
+VMAP_CHAINS = True
 
 
 def _init(site):
@@ -49,12 +72,18 @@ def _init(site):
 
 
 def _sites(model, kwargs):
+    """One prior trace: free latents (bijection, value), Gibbs sites (spec, value),
+    deterministic sites' shapes and subsampled plates' (size, subsample size)."""
     tr = poutine.trace(InitMessenger(_init)(model)).get_trace(**kwargs)
-    free, gibbs, dets = {}, {}, {}
+    free, gibbs, dets, plates = {}, {}, {}, {}
     for name, site in tr.nodes.items():
-        if site["type"] != "sample" or type(site["fn"]).__name__ == "_Subsample":
+        if site["type"] != "sample":
             continue
-        if site["infer"].get("_deterministic"):
+        if type(site["fn"]).__name__ == "_Subsample":
+            size, sub = site["fn"].size, site["fn"].subsample_size
+            if sub is not None and sub < size:
+                plates[name] = (int(size), int(sub))
+        elif site["infer"].get("_deterministic"):
             dets[name] = tuple(site["value"].shape)
         elif site["is_observed"]:
             continue
@@ -62,109 +91,159 @@ def _sites(model, kwargs):
             gibbs[name] = (site["infer"]["bdl_gibbs"], site["value"].detach())
         else:
             free[name] = (biject_to(site["fn"].support), site["value"].detach())
-    return free, gibbs, dets
+    return free, gibbs, dets, plates
 
 
 class _Potential:
-    """U(u) and its gradient for unconstrained values u, given the Gibbs-held values."""
+    """U(u) = -log p(T(u), held, data on the minibatch idx) - log|det J_T(u)| of one chain,
+    through Pyro's own trace (plates scale the minibatch term by N/B)."""
 
     def __init__(self, model, kwargs, transforms):
         self.model, self.kwargs, self.transforms = model, kwargs, transforms
 
-    def __call__(self, u: dict, held: dict):
-        values, logdet = dict(held), 0.0
+    def __call__(self, u: dict, held: dict, idx: dict) -> torch.Tensor:
+        values, logdet = {**held, **idx}, 0.0
         for name, t in self.transforms.items():
             x = t(u[name])
             logdet = logdet + t.log_abs_det_jacobian(u[name], x).sum()
             values[name] = x
         tr = poutine.trace(poutine.condition(self.model, data=values)).get_trace(**self.kwargs)
-        return -(tr.log_prob_sum() + logdet), tr
+        return -(tr.log_prob_sum() + logdet)
 
 
-def _gibbs_update(specs: dict, held: dict, u: dict, transforms: dict):
-    """v | W ~ IG(a + n/2, b + sum W^2 / 2) for every Gibbs-marked variance site."""
+class _BatchedGrad:
+    """Energies [C] and gradients [C, ...] of C chains' potentials at once: vmap over the
+    chain dimension, or (one chain, or a model vmap cannot batch) a loop over chains."""
+
+    def __init__(self, pot: _Potential, chains: int):
+        self.pot, self.vmapped = pot, None
+        if chains > 1 and VMAP_CHAINS:
+            self.vmapped = torch.func.vmap(torch.func.grad_and_value(pot))
+
+    def _loop(self, u, held, idx):
+        grads, energies = {k: [] for k in u}, []
+        for c in range(next(iter(u.values())).shape[0]):
+            uc = {k: v[c].detach().requires_grad_(True) for k, v in u.items()}
+            e = self.pot(uc, {k: v[c] for k, v in held.items()},
+                         {k: v[c] for k, v in idx.items()})
+            gs = torch.autograd.grad(e, list(uc.values()), allow_unused=True)
+            for (k, v), g in zip(uc.items(), gs, strict=True):
+                grads[k].append(torch.zeros_like(v) if g is None else g)
+            energies.append(e.detach())
+        return {k: torch.stack(v) for k, v in grads.items()}, torch.stack(energies)
+
+    def __call__(self, u: dict, held: dict, idx: dict):
+        if self.vmapped is not None:
+            try:
+                grads, energy = self.vmapped(u, held, idx)
+                return grads, energy.detach()
+            except (RuntimeError, ValueError, TypeError, NotImplementedError) as e:
+                # data-dependent Python control flow, .item(), an op without a batching rule
+                warnings.warn(f"sghmc: the model cannot be vmapped over chains ({e}); "
+                              "evaluating the chains one by one in each step", stacklevel=3)
+                self.vmapped = None
+        return self._loop(u, held, idx)
+
+
+def _gibbs_update(specs: dict, held: dict, u: dict, transforms: dict, batch_dims: int = 0):
+    """v | W ~ IG(a + n/2, b + sum W^2 / 2) for every Gibbs-marked (scalar) variance site;
+    the first ``batch_dims`` dimensions of the values are chains, each with its own draw."""
     for name, spec in specs.items():
         ws = [transforms[t](u[t]) for t in spec["targets"]]
-        n = sum(w.numel() for w in ws)
-        ss = sum(w.pow(2).sum() for w in ws)
+        n = sum(math.prod(w.shape[batch_dims:]) for w in ws)
+        ss = sum(w.pow(2).reshape(w.shape[:batch_dims] + (-1,)).sum(-1) for w in ws)
         a = torch.as_tensor(spec["alpha"]) + n / 2
         b = torch.as_tensor(spec["beta"]) + ss / 2
         held[name] = dist.InverseGamma(a, b).sample()
 
 
-def run_chain(model, kwargs, opts, progress=False, chain=0):
-    free, gibbs, dets = _sites(model, kwargs)
+def _draw_minibatches(plates: dict, chains: int, device) -> dict:
+    """Per chain, a uniform subset of B of the N indices (without replacement, as the
+    plate's own ``_Subsample`` draws): [chains, B] per subsampled plate."""
+    return {name: torch.rand(chains, n, device=device).argsort(-1)[:, :b]
+            for name, (n, b) in plates.items()}
+
+
+def run_chains(model, kwargs, opts, chain_ids, progress=False):
+    """Run the chains ``chain_ids`` together (one batched step for all of them); returns
+    kept draws {site: [C, S, ...]} and deterministic sites' shapes."""
+    inits = []
+    for c in chain_ids:
+        pyro.set_rng_seed(opts["seed"] + c)
+        inits.append(_sites(model, kwargs))
+    free, gibbs, dets, plates = inits[0]
+    n_chains = len(chain_ids)
     transforms = {k: t for k, (t, _) in free.items()}
-    u = {k: t.inv(v).clone() for k, (t, v) in free.items()}
-    held = {k: v for k, (_, v) in gibbs.items()}
+    u = {k: torch.stack([t.inv(s[0][k][1]) for s in inits]) for k, t in transforms.items()}
+    held = {k: torch.stack([s[1][k][1] for s in inits]) for k in gibbs}
     specs = {k: spec for k, (spec, _) in gibbs.items()}
     missing = [t for spec in specs.values() for t in spec["targets"] if t not in transforms]
     if missing:
         raise ValueError(f"sghmc: Gibbs targets {missing} are not free latents")
-    pot = _Potential(model, kwargs, transforms)
+    device = next(iter(u.values())).device if u else torch.empty(0).device
+    grad_fn = _BatchedGrad(_Potential(model, kwargs, transforms), n_chains)
+    pyro.set_rng_seed(opts["seed"] + chain_ids[0])
     eta, alpha = opts["step_size"], opts["friction"]
     adaptive, floor = opts["adaptive"], 1.0
+    names = list(u)
     mom = {k: torch.zeros_like(v) for k, v in u.items()}
     tau = {k: torch.ones_like(v) for k, v in u.items()}
     g = {k: torch.ones_like(v) for k, v in u.items()}
     vhat = {k: torch.ones_like(v) for k, v in u.items()}
     total = opts["warmup"] + opts["samples"] * opts["thin"]
-    kept = {k: [] for k in list(u) + list(held)}
+    kept = {k: [] for k in names + list(held)}
     every = max(1, total // 10)
-    for step in range(total):
-        for v in u.values():
-            v.requires_grad_(True)
-        energy, tr = pot(u, held)
-        grads = torch.autograd.grad(energy, list(u.values()), allow_unused=True)
-        burn = step < opts["warmup"]
-        with torch.no_grad():
-            for (k, v), gr in zip(list(u.items()), grads, strict=True):
-                gr = torch.zeros_like(v) if gr is None else gr
-                if not torch.isfinite(gr).all():
-                    raise FloatingPointError(f"sghmc: gradient of '{k}' is not finite at step "
-                                             f"{step} (try a smaller step_size)")
-                if adaptive:
-                    if step == 0:  # start the estimates at the first gradient, not at 1
-                        g[k], vhat[k] = gr.clone(), gr.pow(2)
-                    minv = 1.0 / (vhat[k].sqrt() + floor)
-                    if burn:
-                        r = 1.0 / (tau[k] + 1.0)
-                        tau[k] = tau[k] - tau[k] * g[k].pow(2) / vhat[k] + 1.0
-                        g[k] = g[k] + (gr - g[k]) * r
-                        vhat[k] = vhat[k] + (gr.pow(2) - vhat[k]) * r
-                    var = (2 * eta ** 2 * alpha * minv - eta ** 4).clamp_min(0.0)
-                    mom[k] = (mom[k] - eta ** 2 * minv * gr - alpha * mom[k]
-                              + var.sqrt() * torch.randn_like(v))
-                else:
-                    mom[k] = (mom[k] - eta * gr - alpha * mom[k]
-                              + (2 * alpha * eta) ** 0.5 * torch.randn_like(v))
-                u[k] = (v + mom[k]).detach()
-        if held and (step + 1) % opts["gibbs_every"] == 0:
+    with pyro.validation_enabled(False):
+        for step in range(total):
+            grads, energy = grad_fn(u, held, _draw_minibatches(plates, n_chains, device))
+            burn = step < opts["warmup"]
             with torch.no_grad():
-                _gibbs_update(specs, held, u, transforms)
-        if not burn and (step + 1 - opts["warmup"]) % opts["thin"] == 0:
-            with torch.no_grad():
-                for k, t in transforms.items():
-                    kept[k].append(t(u[k]).detach().clone())
-                for k, v in held.items():
-                    kept[k].append(v.detach().clone())
-        if progress and (step % every == 0 or step == total - 1):
-            print(f"chain {chain + 1} step {step + 1}/{total}  U {float(energy):.4g}",
-                  file=sys.stderr)
-    return {k: torch.stack(v[opts["drop"]:]) for k, v in kept.items()}, dets
+                for k in names:
+                    v, gr = u[k], grads[k]
+                    if not torch.isfinite(gr).all():
+                        raise FloatingPointError(
+                            f"sghmc: gradient of '{k}' is not finite at step {step} "
+                            "(try a smaller step_size)")
+                    if adaptive:
+                        if step == 0:  # start the estimates at the first gradient, not at 1
+                            g[k], vhat[k] = gr.clone(), gr.pow(2)
+                        minv = 1.0 / (vhat[k].sqrt() + floor)
+                        if burn:
+                            r = 1.0 / (tau[k] + 1.0)
+                            tau[k] = tau[k] - tau[k] * g[k].pow(2) / vhat[k] + 1.0
+                            g[k] = g[k] + (gr - g[k]) * r
+                            vhat[k] = vhat[k] + (gr.pow(2) - vhat[k]) * r
+                        var = (2 * eta ** 2 * alpha * minv - eta ** 4).clamp_min(0.0)
+                        mom[k] = (mom[k] - eta ** 2 * minv * gr - alpha * mom[k]
+                                  + var.sqrt() * torch.randn_like(v))
+                    else:
+                        mom[k] = (mom[k] - eta * gr - alpha * mom[k]
+                                  + (2 * alpha * eta) ** 0.5 * torch.randn_like(v))
+                    u[k] = v + mom[k]
+                if held and (step + 1) % opts["gibbs_every"] == 0:
+                    _gibbs_update(specs, held, u, transforms, batch_dims=1)
+                if not burn and (step + 1 - opts["warmup"]) % opts["thin"] == 0:
+                    for k, t in transforms.items():
+                        kept[k].append(t(u[k]).clone())
+                    for k, v in held.items():
+                        kept[k].append(v.clone())
+            if progress and (step % every == 0 or step == total - 1):
+                us = " ".join(f"{float(e):.4g}" for e in energy)
+                print(f"chains {[c + 1 for c in chain_ids]} step {step + 1}/{total}  U {us}",
+                      file=sys.stderr)
+    return {k: torch.stack(v[opts["drop"]:], dim=1) for k, v in kept.items()}, dets
 
 
 def run(model, kwargs, opts, progress=False) -> Fit:
     if opts["drop"] >= opts["samples"]:
         raise ValueError("sghmc: drop must be smaller than samples")
-    per_chain, dets = [], {}
-    latents = None
-    for c in range(opts["chains"]):
-        pyro.set_rng_seed(opts["seed"] + c)
-        draws, dets = run_chain(model, kwargs, opts, progress, c)
-        per_chain.append(draws)
-        latents = list(draws)
-    chains = {k: torch.stack([pc[k] for pc in per_chain]) for k in latents}
+    if opts.get("vectorize", True):
+        chains, dets = run_chains(model, kwargs, opts, list(range(opts["chains"])), progress)
+    else:
+        runs = [run_chains(model, kwargs, opts, [c], progress) for c in range(opts["chains"])]
+        dets = runs[0][1]
+        chains = {k: torch.cat([r[0][k] for r in runs]) for k in runs[0][0]}
+    latents = list(chains)
     if dets:
         from pyro.infer import Predictive
 

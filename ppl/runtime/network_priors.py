@@ -40,6 +40,7 @@ import json
 import math
 import os
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -573,12 +574,30 @@ def settings_key(sizes, act_name, kernel, inputs, **settings) -> str:
 
 _MEMO: dict[str, dict] = {}
 FIT_COUNT = {"n": 0}  # how many times match_gp actually ran (the cache is tested by it)
+# settings_key per inputs tensor object (unchanged since: same torch _version): the model
+# calls gp_prior at every SGHMC step, and hashing the inputs each time cost ~1 ms per step
+# on a few thousand rows (and cannot run inside torch.func transforms, which wrap tensors)
+_KEY_MEMO: dict[int, tuple] = {}
+
+
+def _cached_key(sizes, act_name, kernel, inputs, settings) -> str:
+    rest = json.dumps({"sizes": sizes.describe() if isinstance(sizes, ConvArch)
+                       else list(sizes), "act": act_name, "kernel": _describe(kernel),
+                       **settings}, sort_keys=True)
+    hit = _KEY_MEMO.get(id(inputs))
+    if hit is not None and hit[0]() is inputs and hit[1] == inputs._version and hit[2] == rest:
+        return hit[3]
+    key = settings_key(sizes, act_name, kernel, inputs, **settings)
+    for k in [k for k, v in _KEY_MEMO.items() if v[0]() is None]:  # freed tensors
+        del _KEY_MEMO[k]
+    _KEY_MEMO[id(inputs)] = (weakref.ref(inputs), inputs._version, rest, key)
+    return key
 
 
 def fitted_psi(sizes, act_name, kernel, inputs, *, cache: bool = True, **settings) -> dict:
     """psi for these settings: from memory, else from the disk cache, else fitted."""
     inputs = _t(inputs) if not isinstance(inputs, torch.Tensor) else inputs
-    key = settings_key(sizes, act_name, kernel, inputs, **settings)
+    key = _cached_key(sizes, act_name, kernel, inputs, settings)
     if key in _MEMO:
         return _MEMO[key]
     path = cache_dir() / f"{key}.pt"
