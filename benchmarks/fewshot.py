@@ -56,8 +56,10 @@ def make_trainer(method, theta, steps, args, n_episodes):
                      sgld_detrend=bool(args.sgld_detrend),
                      sgld_power_iters=args.sgld_power_iters,
                      sgld_step_scale=args.sgld_step_scale,
+                     sgld_precision=args.sgld_precision,
                      sgld_lr=args.inner_lr, lr=args.lr, lr_hyper=args.lr_hyper,
-                     kl_episodes=n_episodes, test_samples=args.test_samples)
+                     kl_episodes=args.kl_episodes or n_episodes,
+                     test_samples=args.test_samples)
     if method in ("maml1", "maml2"):
         return M.MAML(theta, inner_steps=steps, inner_lr=args.inner_lr,
                       first_order=method == "maml1", lr=args.lr)
@@ -99,6 +101,12 @@ def main(argv=None):
     p.add_argument("--sgld-step-scale", type=float, default=1.0,
                    help="NIW: SGLD step cap in units of 1/L (1: Newton step in the stiffest "
                         "direction; Langevin is unstable past 2)")
+    p.add_argument("--sgld-precision", default="variance", choices=("variance", "fisher", "newton"),
+                   help="NIW: A_i from the SGLD iterates' variance (tau/var) or the Fisher "
+                        "(Gauss-Newton) diagonal of the summed support NLL at mbar_i")
+    p.add_argument("--kl-episodes", type=float, default=None,
+                   help="NIW: N in KL(q(phi) || p(phi)) / N (default: the number of "
+                        "meta-training episodes)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                    help="where the network, the NIW/MAML parameters and the episodes live")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))

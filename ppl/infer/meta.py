@@ -5,16 +5,20 @@ ProtoNet in the same harness; the ``meta`` inference method's runner.
 A *task* gives the episode likelihood as a function of the flat weight vector theta:
 ``task.loss(theta, ep, part)`` is -log p(D | theta) summed over the support
 (``part="support"``) or query (``part="query"``) points of one episode, and
-``task.outputs(thetas, ep)`` the query predictions for a batch of draws. Trainers hold the
+``task.outputs(thetas, ep)`` the query predictions for a batch of draws (and, for NIW's
+``sgld_precision`` "fisher" / "newton", ``task.fisher_diag(theta, ep, part)`` the
+diagonal Fisher information of that summed NLL). Trainers hold the
 global parameters and give ``episode_loss(task, ep)`` (what meta-training minimises) and
 ``predictive(task, ep)`` (test-time adaptation on the support set, then draws).
 
 NIW per episode (all closed form, METHODS.md §4): SGLD on the support loss, warm-started
-at m0, gives (mbar_i, A_i) as constants; q_i* = N(m_i*, 1/gamma_i*) with
-gamma_i* = A_i + n0 gamma0, m_i* = (A_i mbar_i + n0 gamma0 m0)/gamma_i*; the episode loss
-is f_i + g_i with f_i = -log p(query | theta), theta ~ q_i* (reparameterised) and g_i the
-expected KL; plus KL(q(phi) || p(phi)) / N over the objective. Gradients reach
-(m0, gamma0, n0, l0) through the closed forms only, so memory is flat in the SGLD steps.
+at m0, gives (mbar_i, A_i) as constants (iterate mean and variance, or, with
+``sgld_precision="newton"``, the Fisher diagonal and the Newton centre at the chain
+mean); q_i* = N(m_i*, 1/gamma_i*) with gamma_i* = A_i + n0 gamma0,
+m_i* = (A_i mbar_i + n0 gamma0 m0)/gamma_i*; the episode loss is f_i + g_i with
+f_i = -log p(query | theta), theta ~ q_i* (reparameterised) and g_i the expected KL; plus
+KL(q(phi) || p(phi)) / N over the objective. Gradients reach (m0, gamma0, n0, l0) through
+the closed forms only, so memory is flat in the SGLD steps.
 """
 
 from __future__ import annotations
@@ -43,6 +47,19 @@ class NIW:
     Carlo variance in the predictive mean that raised the query MSE (benchmarks/RESULTS.md,
     Issue 7).
 
+    ``sgld_precision`` -- how the chain becomes the quadratic
+    (theta - mbar_i)^T A_i (theta - mbar_i)/2 of the support NLL U (METHODS.md §4):
+    "variance" (default, METHODS' estimator): mbar_i the mean of the kept iterates,
+    A_i = tau/their variance clipped to [1e-4, a_max]; "fisher": mbar_i that mean, A_i the
+    Fisher diagonal of U at it (``task.fisher_diag``: the Gauss-Newton diagonal for a
+    Gaussian likelihood, the exact Hessian diagonal of a ReLU MLP's summed squared error),
+    floored at 1e-4 and not clipped; "newton": that A_i, and the centre of the Taylor
+    expansion of U at the chain mean thetabar, mbar_i = thetabar - grad U(thetabar)/A_i
+    (one more gradient), so that m_i* = m0 + (A_i (thetabar - m0) - grad U(thetabar)) /
+    (A_i + n0 gamma0): a chain that has not reached its mode still tells where the mode
+    is, and the per-weight move is damped by the curvature instead of discarded by a
+    noisy variance (benchmarks/RESULTS.md, Issue 7, fourth slice).
+
     SGLD step: ``sgld_lr`` capped per episode at ``sgld_step_scale`` / (top curvature of
     the support NLL at m0, ``sgld_power_iters`` power iterations with finite-difference
     Hessian-vector products, one gradient each; 0 turns the cap off) --
@@ -53,7 +70,8 @@ class NIW:
 
     def __init__(self, theta_init, *, n0=1.0, gamma0=1e6, l0=1.0, sgld_steps=3,
                  sgld_lr=1e-3, sgld_temp=1.0, a_max=1e3, sgld_burn=0.5, sgld_detrend=False,
-                 sgld_power_iters=3, sgld_step_scale=1.0, variant="niw", lr=5e-3,
+                 sgld_power_iters=3, sgld_step_scale=1.0, sgld_precision="variance",
+                 variant="niw", lr=5e-3,
                  lr_hyper=0.1, kl_episodes=1e4, prior_gamma=1.0, prior_n=1.0,
                  prior_l=1e-3, test_samples=20):
         dt, dev = theta_init.dtype, theta_init.device
@@ -73,6 +91,10 @@ class NIW:
         self.sgld = dict(steps=sgld_steps, lr=sgld_lr, temp=sgld_temp, a_max=a_max,
                          burn=sgld_burn, detrend=sgld_detrend, power_iters=sgld_power_iters,
                          step_scale=sgld_step_scale)
+        if sgld_precision not in ("variance", "fisher", "newton"):
+            raise ValueError(f"sgld_precision must be 'variance', 'fisher' or 'newton', not "
+                             f"{sgld_precision!r}")
+        self.precision = sgld_precision
         self.sgld_log = {"chains": 0, "capped": 0, "lr_sum": 0.0}
         self.variant = variant
         self.kl_weight = 1.0 / kl_episodes
@@ -83,7 +105,8 @@ class NIW:
         return (self.m0, self.log_gamma0.exp(), self.log_n0.exp(), self.log_l0.exp())
 
     def chain(self, task, ep, generator=None):
-        """(mbar_i, A_i): SGLD on the support set from m0, as constants."""
+        """(mbar_i, A_i): SGLD on the support set from m0, as constants, summarised as
+        ``sgld_precision`` says (class docstring)."""
         m0 = self.m0
         s = self.sgld
         info = {}
@@ -96,6 +119,15 @@ class NIW:
         log["chains"] += 1
         log["capped"] += int(info["lr"] < s["lr"])
         log["lr_sum"] += info["lr"]
+        if self.precision != "variance":
+            theta_bar = mbar
+            # an exact curvature, not a noisy variance: only floored, not clipped at a_max
+            # (clipping a stiff coordinate's curvature would make the Newton centre
+            # overshoot it by the clip ratio)
+            A = task.fisher_diag(theta_bar, ep, "support").clamp_min(1e-4)
+            if self.precision == "newton":
+                grad = rtn._grad(lambda th: task.loss(th, ep, "support"), theta_bar)[1]
+                mbar = theta_bar - grad / A
         return mbar, A
 
     def local(self, task, ep, generator=None):
@@ -211,6 +243,19 @@ class Plain:
 
 
 # ---- tasks: the episode likelihood -----------------------------------------------------
+def _jacobian(fn, theta: torch.Tensor) -> torch.Tensor:
+    """d fn(theta) / d theta, shape fn(theta).shape + theta.shape, by one batched
+    backward (``is_grads_batched``; ``torch.func.jacrev`` refuses to run under the
+    saved-tensor hooks of :class:`SavedTensorMeter`)."""
+    th = theta.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = fn(th)
+        eye = torch.eye(out.numel(), dtype=out.dtype, device=out.device)
+        (jac,) = torch.autograd.grad(out.reshape(-1), th, grad_outputs=eye,
+                                     is_grads_batched=True)
+    return jac.reshape(out.shape + theta.shape)
+
+
 class RegressionTask:
     """y ~ N(f_theta(x)[:, 0], sigma^2) on support/query points."""
 
@@ -227,6 +272,16 @@ class RegressionTask:
         r = (y - self.mean(theta, x)) / self.sigma
         return 0.5 * (r ** 2).sum() + y.numel() * (math.log(self.sigma)
                                                    + 0.5 * math.log(2 * math.pi))
+
+    def fisher_diag(self, theta, ep, part="support"):
+        """Diagonal of the Fisher information of the summed NLL at theta, which for a
+        Gaussian likelihood is the Gauss-Newton matrix J^T J / sigma^2 (J = d mu / d theta,
+        one row per point): F_j = sum_n (d mu_n / d theta_j)^2 / sigma^2. For a ReLU MLP
+        each output is linear in any single weight, so this is also the exact Hessian
+        diagonal (METHODS.md §4: the precision A_i of the quadratic approximation)."""
+        x = ep["xs"] if part == "support" else ep["xq"]
+        jac = _jacobian(lambda th: self.mean(th, x), theta)
+        return (jac ** 2).sum(0) / self.sigma ** 2
 
     def metrics(self, thetas, ep):
         mu = self.mean(thetas, ep["xq"])          # [S, Q]
@@ -251,6 +306,18 @@ class ProtoTask:
     def logits(self, theta, ep, x):
         return rtn.prototype_logits(self.flat(theta, ep["xs"]), ep["ys"], self.flat(theta, x),
                                     self.ways)
+
+    def fisher_diag(self, theta, ep, part="support"):
+        """Diagonal of the Fisher information of the summed categorical NLL at theta:
+        with logits z_n (the points of ``part`` scored against the support prototypes),
+        p_n = softmax(z_n) and J_n = d z_n / d theta [ways, d],
+        F_j = sum_n [sum_c p_nc J_ncj^2 - (sum_c p_nc J_ncj)^2] (METHODS.md §4: A_i)."""
+        x = ep["xs"] if part == "support" else ep["xq"]
+        th = theta.detach()
+        jac = _jacobian(lambda t: self.logits(t, ep, x), th)              # [n, C, d]
+        with torch.no_grad():
+            p = self.logits(th, ep, x).softmax(-1)[..., None]           # [n, C, 1]
+        return ((p * jac ** 2).sum(1) - (p * jac).sum(1) ** 2).clamp_min(0.0).sum(0)
 
     def loss(self, theta, ep, part):
         x, y = (ep["xs"], ep["ys"]) if part == "support" else (ep["xq"], ep["yq"])
@@ -411,6 +478,47 @@ class ModelTask:
         node = self.trace(theta, ep).nodes["ys" if part == "support" else "yq"]
         return -node["fn"].log_prob(node["value"]).sum()
 
+    def fisher_diag(self, theta, ep, part="support"):
+        """Diagonal Fisher information of the summed NLL of the site ``ys`` (support) or
+        ``yq`` at theta, for the likelihoods with a closed-form Fisher: Normal(mu, s)
+        gives sum_n (d mu_n/d theta)^2 / s_n^2 + 2 (d log s_n/d theta)^2 (the Gauss-Newton
+        matrix when s is fixed), Categorical(logits z) gives
+        sum_n [sum_c p_nc J_ncj^2 - (sum_c p_nc J_ncj)^2], J = d z/d theta
+        (METHODS.md §4: A_i of the quadratic approximation)."""
+        import torch.distributions as td
+
+        site = "ys" if part == "support" else "yq"
+        th = theta.detach()
+
+        def pointwise(t):
+            return self._pointwise(self.trace(t, ep).nodes[site]["fn"])
+
+        fn = pointwise(th)
+        if isinstance(fn, td.Normal):
+            out = torch.zeros_like(th)
+            for attr, weight in (("loc", 1.0 / fn.scale.detach() ** 2), ("scale", 2.0)):
+                def f(t, attr=attr):
+                    v = getattr(pointwise(t), attr)
+                    return v if attr == "loc" else v.log()
+                with torch.enable_grad():
+                    needs = f(th.requires_grad_(True)).requires_grad
+                th = th.detach()
+                if needs:
+                    jac = _jacobian(f, th)
+                    w = torch.broadcast_to(torch.as_tensor(weight, dtype=th.dtype,
+                                                           device=th.device),
+                                           jac.shape[:-1])
+                    out += (w[..., None] * jac ** 2).reshape(-1, th.shape[-1]).sum(0)
+            return out
+        if isinstance(fn, td.Categorical):
+            jac = _jacobian(lambda t: pointwise(t).logits, th)            # [n, C, d]
+            p = fn.probs.detach()[..., None]
+            return ((p * jac ** 2).sum(-2) - (p * jac).sum(-2) ** 2).clamp_min(0.0) \
+                .reshape(-1, th.shape[-1]).sum(0)
+        raise ValueError(f"sgld_precision 'fisher'/'newton' needs a Normal or Categorical "
+                         f"likelihood for '{site}', not {type(fn).__name__}; use "
+                         f"sgld_precision=\"variance\"")
+
     @staticmethod
     def _pointwise(fn):
         """The per-point distribution under ``.to_event`` (Independent) wrappers."""
@@ -499,7 +607,8 @@ def run(model, kwargs, opts, progress=False):
     trainer = NIW(cfg.flat.vector().to(device), n0=o["n0"], gamma0=o["gamma0"], l0=o["l0"],
                   sgld_steps=o["sgld_steps"], sgld_lr=o["sgld_lr"], sgld_temp=o["sgld_temp"],
                   a_max=o["a_max"], sgld_burn=o["sgld_burn"],
-                  sgld_power_iters=o["sgld_power_iters"], variant=opts["variant"],
+                  sgld_power_iters=o["sgld_power_iters"],
+                  sgld_precision=o["sgld_precision"], variant=opts["variant"],
                   lr=opts["lr"],
                   lr_hyper=opts["lr_hyper"], kl_episodes=opts["steps"] * opts["batch"],
                   test_samples=opts["test_samples"])

@@ -398,17 +398,21 @@ SITES: dict[str, SiteConfig] = {}
 
 def prior(name: str, net: torch.nn.Module, n0=1.0, gamma0=1e6, l0=1.0, sgld_steps=3,
           sgld_lr=1e-3, sgld_temp=1.0, a_max=1e3, sgld_burn=0.5, sgld_power_iters=3,
-          samples=2):
+          sgld_precision="variance", samples=2):
     """``f ~ niw_meta(...)``: the weights of ``f`` become one latent vector theta (site
     ``name``), theta ~ N(m0, diag 1/(n0 gamma0)) -- the episode prior at the mean of the
     global NIW (E[Lambda] = n0 gamma0); m0 starts at the network's initial weights.
     The ``meta`` inference method replaces this by the learned q(phi) and the one-time
-    local posterior (see :mod:`ppl.infer.meta`)."""
+    local posterior (see :mod:`ppl.infer.meta`; ``sgld_precision`` "variance", "fisher"
+    or "newton" picks how the chain gives (mbar_i, A_i): :class:`ppl.infer.meta.NIW`)."""
+    if sgld_precision not in ("variance", "fisher", "newton"):
+        raise ValueError(f"niw_meta: sgld_precision must be \"variance\", \"fisher\" or "
+                         f"\"newton\", not {sgld_precision!r}")
     opts = {"n0": float(n0), "gamma0": float(gamma0), "l0": float(l0),
             "sgld_steps": int(sgld_steps), "sgld_lr": float(sgld_lr),
             "sgld_temp": float(sgld_temp), "a_max": float(a_max),
             "sgld_burn": float(sgld_burn), "sgld_power_iters": int(sgld_power_iters),
-            "samples": int(samples)}
+            "sgld_precision": str(sgld_precision), "samples": int(samples)}
     cfg = SITES.get(name)
     if cfg is None or cfg.flat.net is not net:
         cfg = SiteConfig(name, FlatNet(net), opts)
