@@ -24,6 +24,11 @@ free energy is no longer convex and mean-field is no longer provably unique),
 ``<model>@<fraction>`` for the sweep (``max_disagreement`` too with
 ``--sweep-disagreement``), ``marginal_mode`` (``imput_err``, ``label_acc``), and
 ``fb``, ``fb_anderson``, ``pr``, ``mf`` (columns ``iters``, ``ms_per_batch``).
+How much the hidden tiers carry (unless ``--no-hidden-use``): model rows get
+``hidden_entropy`` (mean entropy of the hidden units' ``q*`` over ``log k``; 1 = uniform,
+unused) and ``hidden_probe_acc`` (a logistic regression of the label on the hidden
+``q*``), and the row ``pixel_logreg`` (``label_acc`` of a logistic regression on the
+one-hot shown pixels: the linear reference).
 ``--device cuda`` places the data, the couplings, the solver state (Anderson buffers, the
 cached Cholesky factor) on the GPU.
 """
@@ -175,6 +180,58 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _shown_states(X, frac, args, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    shown = M.make_mask(tuple(X.shape), frac, args.mask, generator=g, device=X.device)
+    return shown, torch.where(shown, X, torch.full_like(X, -1))
+
+
+def _logreg_acc(Ftr: torch.Tensor, Ytr, Fte: torch.Tensor, Yte) -> float:
+    """Test accuracy of a multinomial logistic regression fitted to training features."""
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(max_iter=3000, C=1.0)
+    clf.fit(Ftr.cpu().double().numpy(), Ytr.cpu().numpy())
+    return float(clf.score(Fte.cpu().double().numpy(), Yte.cpu().numpy()))
+
+
+@torch.no_grad()
+def hidden_use(m, Xtr, Ytr, Xte, Yte, frac, args) -> dict:
+    """How much the hidden tiers carry, at the observed fraction ``frac``:
+    ``hidden_entropy``, the mean entropy of the hidden units' fixed-point marginals ``q*``
+    over ``log k`` (1 = every hidden unit uniform, i.e. unused), and ``hidden_probe_acc``,
+    the test accuracy of a logistic regression of the label on the hidden ``q*`` (fitted on
+    the training images under their own random masks). A model whose classifier uses its
+    hidden units as features has a probe near or above its ``label_acc``."""
+    hidden = [s for s in m.layout.segments if s[0].startswith("hidden")]
+    if not hidden:
+        return {}
+    feats, ent = [], []
+    for X, seed in ((Xtr, args.seed + 21), (Xte, args.seed + 22)):
+        _, inp = _shown_states(X, frac, args, seed)
+        zs = [m.infer(inp[i:i + args.batch], None, grad=False)[0]
+              for i in range(0, len(X), args.batch)]
+        z = torch.cat(zs)
+        f = torch.cat([z[:, off:off + n * k] for _, off, n, k in hidden], 1)
+        feats.append(f)
+        h = [(-(q * q.clamp_min(1e-30).log()).sum(-1) / math.log(q.shape[-1]))
+             for q in (z[:, off:off + n * k].reshape(-1, n, k) for _, off, n, k in hidden)]
+        ent.append(torch.cat(h, 1).mean().item())
+    return {"hidden_entropy": ent[1], "hidden_probe_acc": _logreg_acc(feats[0], Ytr, feats[1], Yte)}
+
+
+@torch.no_grad()
+def pixel_logreg(Xtr, Ytr, Xte, Yte, frac, args) -> float:
+    """The linear reference for the label: a logistic regression on the one-hot shown
+    pixels (zero for hidden ones), trained and tested under random masks at ``frac``."""
+    out = []
+    for X, seed in ((Xtr, args.seed + 21), (Xte, args.seed + 22)):
+        shown, _ = _shown_states(X, frac, args, seed)
+        oh = torch.nn.functional.one_hot(X, args.K) * shown[..., None]
+        out.append(oh.reshape(len(X), -1))
+    return _logreg_acc(out[0], Ytr, out[1], Yte)
+
+
 def marginal_mode(Xtr, Ytr, Xte, Yte, frac, args):
     """The no-model reference: every hidden pixel imputed by its most frequent training
     bin at that position, every label by the most frequent training class."""
@@ -278,6 +335,9 @@ def main(argv=None):
                     help="max_disagreement at every fraction of the sweep too")
     ap.add_argument("--no-solver-table", dest="solver_table", action="store_false",
                     help="skip the per-solver timing rows")
+    ap.add_argument("--no-hidden-use", dest="hidden_use", action="store_false",
+                    help="skip the hidden-tier diagnostics (hidden_entropy, hidden_probe_acc, "
+                         "the pixel_logreg row)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--readout", type=float, default=10.0,
                     help="initial pixel readout scale tau^2 (learned; 0: none)")
@@ -307,6 +367,8 @@ def main(argv=None):
     out: dict = {}
     err, acc = marginal_mode(Xtr, Ytr, Xte, Yte, args.observed, args)
     out["marginal_mode"] = {"imput_err": err, "label_acc": acc}
+    if args.hidden_use:
+        out["pixel_logreg"] = {"label_acc": pixel_logreg(Xtr, Ytr, Xte, Yte, args.observed, args)}
     models = {}
     for name in MODELS:
         if name not in args.models.split(","):
@@ -324,6 +386,8 @@ def main(argv=None):
         # margin is outside the monotone class, and below 0 mean-field is no longer
         # provably unique
         out[name]["lambda_min"] = m.check_margin()
+        if args.hidden_use:
+            out[name].update(hidden_use(m, Xtr, Ytr, Xte, Yte, args.observed, args))
         print(name, out[name], flush=True)
         for f in (float(s) for s in args.fractions.split(",")):
             e, a, c = evaluate(m, Xte, Yte, f, args)
@@ -338,12 +402,14 @@ def main(argv=None):
     out.update(rows)
     out["residual_history"] = {k: {str(i): v for i, v in enumerate(h)} for k, h in
                                hists.items()}
-    print(f"{'row':<20}{'imput_err':>10}{'label_acc':>10}{'conv':>8}{'disagree':>11}")
+    print(f"{'row':<20}{'imput_err':>10}{'label_acc':>10}{'conv':>8}{'disagree':>11}"
+          f"{'hid_ent':>9}{'probe':>8}")
     for k, v in out.items():
-        if "imput_err" in v:
-            dis = v.get("max_disagreement", math.nan)
-            print(f"{k:<20}{v['imput_err']:>10.4f}{v['label_acc']:>10.4f}"
-                  f"{v.get('converged_frac', math.nan):>8.3f}{dis:>11.2e}")
+        if "label_acc" in v:
+            nan = math.nan
+            print(f"{k:<20}{v.get('imput_err', nan):>10.4f}{v['label_acc']:>10.4f}"
+                  f"{v.get('converged_frac', nan):>8.3f}{v.get('max_disagreement', nan):>11.2e}"
+                  f"{v.get('hidden_entropy', nan):>9.4f}{v.get('hidden_probe_acc', nan):>8.4f}")
     for k in ("fb", "fb_anderson", "pr", "mf"):
         if k not in out:
             continue

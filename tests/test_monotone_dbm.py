@@ -53,6 +53,24 @@ def test_phi_symmetric_hollow_margin(init_scale):
         assert s < 1
 
 
+def test_monotone_class_is_every_hollow_phi_below_the_cap():
+    """With dense A of rank d the parametrisation reaches every symmetric block-hollow Phi
+    with lambda_max(Phi) <= 1 - m: A = (c I - Phi)^(1/2), c = 1 - m, has D = c I and s = 1."""
+    m = _tiny()
+    lay, d = m.layout, m.layout.d
+    g = torch.Generator().manual_seed(9)
+    W = torch.randn(d, d, generator=g, dtype=torch.float64)
+    Phi = (0.5 * (W + W.T)).masked_fill(lay.block_mask(), 0.0)
+    Phi = Phi * (0.99 / torch.linalg.eigvalsh(Phi)[-1])  # lambda_max exactly 1 - m
+    e, U = torch.linalg.eigh(0.99 * torch.eye(d, dtype=torch.float64) - Phi)
+    A = (U * e.clamp_min(0).sqrt()) @ U.T
+    out, s = M.monotone_phi(A, lay, 0.01)
+    assert float(s) == pytest.approx(1.0, abs=1e-10)
+    assert torch.allclose(out, Phi, atol=1e-10)
+    # and nothing beyond the cap: every s (D - A^T A) has lambda_max <= 1 - m
+    assert torch.linalg.eigvalsh(M.monotone_phi(W, lay, 0.01)[0])[-1] <= 0.99 + 1e-10
+
+
 def test_margin_holds_after_updates():
     m = _tiny()
     opt = torch.optim.Adam(m.parameters(), lr=0.3)
@@ -653,15 +671,22 @@ def test_readout_lifts_the_margin_cap_on_confidence():
 
 
 # ---- the benchmark -------------------------------------------------------------------
-def test_benchmark_rows_and_columns(tmp_path):
+def _bench():
+    """The benchmark script as a module."""
     import importlib.util
-    import json
 
-    torch.set_default_dtype(torch.float32)
     spec = importlib.util.spec_from_file_location("mdbm_digits",
                                                   ROOT / "benchmarks" / "mdbm_digits.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_benchmark_rows_and_columns(tmp_path):
+    import json
+
+    torch.set_default_dtype(torch.float32)
+    bench = _bench()
     out = tmp_path / "out.json"
     bench.main(["--train", "32", "--test", "16", "--batch", "16", "--epochs", "1",
                 "--hidden", "8", "--fractions", "0.4", "--solver-iters", "30",
@@ -678,9 +703,41 @@ def test_benchmark_rows_and_columns(tmp_path):
     for row in ("fb", "fb_anderson", "pr", "mf"):
         assert res[row]["iters"] >= 1 and res[row]["ms_per_batch"] > 0
     assert 0 <= res["marginal_mode"]["imput_err"] <= 1
+    for row in ("monotone", "baseline"):
+        assert 0 <= res[row]["hidden_entropy"] <= 1 + 1e-6
+        assert 0 <= res[row]["hidden_probe_acc"] <= 1
+    assert 0 <= res["pixel_logreg"]["label_acc"] <= 1
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit):
             bench.main(["--device", "cuda"])
+
+
+def test_hidden_use_diagnostics_exact_cases():
+    from types import SimpleNamespace
+
+    bench = _bench()
+    args = SimpleNamespace(mask="random", seed=0, batch=8, K=3)
+    g = torch.Generator().manual_seed(4)
+    Xtr, Xte = torch.randint(0, 3, (40, 5), generator=g), torch.randint(0, 3, (24, 5), generator=g)
+    # the label is pixel 0's state: with every pixel shown a linear probe on the one-hot
+    # pixels is exact
+    assert bench.pixel_logreg(Xtr, Xtr[:, 0], Xte, Xte[:, 0], 1.0, args) == 1.0
+    Ytr, Yte = torch.randint(0, 4, (40,), generator=g), torch.randint(0, 4, (24,), generator=g)
+    m = _tiny()
+    _, off, n, k = m.layout.segment("hidden0")
+    _, off1, n1, k1 = m.layout.segment("hidden1")
+    with torch.no_grad():  # hidden units decoupled and unbiased: q* uniform, no information
+        m.A[:, off:off1 + n1 * k1] = 0.0
+        m.b[off:off1 + n1 * k1] = 0.0
+    out = bench.hidden_use(m, Xtr, Ytr, Xte, Yte, 0.5, args)
+    assert out["hidden_entropy"] == pytest.approx(1.0, abs=1e-12)
+    # constant features: the probe predicts the training majority class
+    majority = torch.bincount(Ytr).argmax()
+    assert out["hidden_probe_acc"] == pytest.approx(float((Yte == majority).double().mean()))
+    with torch.no_grad():  # one state forced on: entropy 0
+        m.b[off:off1 + n1 * k1] = torch.cat([torch.tensor([60.0] + [0.0] * (k - 1)).repeat(n),
+                                             torch.tensor([60.0] + [0.0] * (k1 - 1)).repeat(n1)])
+    assert bench.hidden_use(m, Xtr, Ytr, Xte, Yte, 0.5, args)["hidden_entropy"] < 1e-20
 
 
 # ---- convolutional coupling ----------------------------------------------------------
