@@ -101,9 +101,12 @@ def main(argv=None):
     p.add_argument("--sgld-step-scale", type=float, default=1.0,
                    help="NIW: SGLD step cap in units of 1/L (1: Newton step in the stiffest "
                         "direction; Langevin is unstable past 2)")
-    p.add_argument("--sgld-precision", default="variance", choices=("variance", "fisher", "newton"),
-                   help="NIW: A_i from the SGLD iterates' variance (tau/var) or the Fisher "
-                        "(Gauss-Newton) diagonal of the summed support NLL at mbar_i")
+    p.add_argument("--sgld-precision", default="variance",
+                   choices=("variance", "fisher", "newton", "gauss_newton"),
+                   help="NIW local update: A_i = tau/variance of the SGLD iterates (METHODS); "
+                        "fisher: A_i the Fisher diagonal at the chain mean; newton: that and "
+                        "the Newton centre; gauss_newton: the low-rank Gauss-Newton matrix "
+                        "and the Newton centre (docs/constructs/niw_meta.md)")
     p.add_argument("--kl-episodes", type=float, default=None,
                    help="NIW: N in KL(q(phi) || p(phi)) / N (default: the number of "
                         "meta-training episodes)")

@@ -6,8 +6,8 @@ A *task* gives the episode likelihood as a function of the flat weight vector th
 ``task.loss(theta, ep, part)`` is -log p(D | theta) summed over the support
 (``part="support"``) or query (``part="query"``) points of one episode, and
 ``task.outputs(thetas, ep)`` the query predictions for a batch of draws (and, for NIW's
-``sgld_precision`` "fisher" / "newton", ``task.fisher_diag(theta, ep, part)`` the
-diagonal Fisher information of that summed NLL). Trainers hold the
+``sgld_precision`` other than "variance", ``task.fisher_factor(theta, ep, part)``: U with
+U^T U the Fisher information of that summed NLL). Trainers hold the
 global parameters and give ``episode_loss(task, ep)`` (what meta-training minimises) and
 ``predictive(task, ep)`` (test-time adaptation on the support set, then draws).
 
@@ -51,14 +51,18 @@ class NIW:
     (theta - mbar_i)^T A_i (theta - mbar_i)/2 of the support NLL U (METHODS.md §4):
     "variance" (default, METHODS' estimator): mbar_i the mean of the kept iterates,
     A_i = tau/their variance clipped to [1e-4, a_max]; "fisher": mbar_i that mean, A_i the
-    Fisher diagonal of U at it (``task.fisher_diag``: the Gauss-Newton diagonal for a
+    Fisher diagonal of U at it (of ``task.fisher_factor``: the Gauss-Newton diagonal for a
     Gaussian likelihood, the exact Hessian diagonal of a ReLU MLP's summed squared error),
     floored at 1e-4 and not clipped; "newton": that A_i, and the centre of the Taylor
     expansion of U at the chain mean thetabar, mbar_i = thetabar - grad U(thetabar)/A_i
     (one more gradient), so that m_i* = m0 + (A_i (thetabar - m0) - grad U(thetabar)) /
     (A_i + n0 gamma0): a chain that has not reached its mode still tells where the mode
     is, and the per-weight move is damped by the curvature instead of discarded by a
-    noisy variance (benchmarks/RESULTS.md, Issue 7, fourth slice).
+    noisy variance; "gauss_newton": the same centre with the whole low-rank Fisher
+    A_i = U^T U (U = ``task.fisher_factor`` at thetabar, r rows) in METHODS' dense closed
+    form, by Woodbury in O(d r^2) (:func:`ppl.runtime.niw_meta.lowrank_posterior_kl`):
+    the diagonal overstates each weight's information, this does not (sine/line:
+    benchmarks/RESULTS.md, Issue 7, fourth slice).
 
     SGLD step: ``sgld_lr`` capped per episode at ``sgld_step_scale`` / (top curvature of
     the support NLL at m0, ``sgld_power_iters`` power iterations with finite-difference
@@ -91,8 +95,9 @@ class NIW:
         self.sgld = dict(steps=sgld_steps, lr=sgld_lr, temp=sgld_temp, a_max=a_max,
                          burn=sgld_burn, detrend=sgld_detrend, power_iters=sgld_power_iters,
                          step_scale=sgld_step_scale)
-        if sgld_precision not in ("variance", "fisher", "newton"):
-            raise ValueError(f"sgld_precision must be 'variance', 'fisher' or 'newton', not "
+        if sgld_precision not in ("variance", "fisher", "newton", "gauss_newton"):
+            raise ValueError(f"sgld_precision must be 'variance', 'fisher', 'newton' or "
+                             f"'gauss_newton', not "
                              f"{sgld_precision!r}")
         self.precision = sgld_precision
         self.sgld_log = {"chains": 0, "capped": 0, "lr_sum": 0.0}
@@ -119,20 +124,30 @@ class NIW:
         log["chains"] += 1
         log["capped"] += int(info["lr"] < s["lr"])
         log["lr_sum"] += info["lr"]
+        if self.precision == "gauss_newton":
+            # the chain mean, the gradient there and the Fisher factor: the low-rank
+            # quadratic of :func:`ppl.runtime.niw_meta.lowrank_posterior_kl`
+            grad = rtn._grad(lambda th: task.loss(th, ep, "support"), mbar)[1]
+            return mbar, grad, task.fisher_factor(mbar, ep, "support")
         if self.precision != "variance":
             theta_bar = mbar
             # an exact curvature, not a noisy variance: only floored, not clipped at a_max
             # (clipping a stiff coordinate's curvature would make the Newton centre
             # overshoot it by the clip ratio)
-            A = task.fisher_diag(theta_bar, ep, "support").clamp_min(1e-4)
+            A = fisher_diag(task, theta_bar, ep, "support").clamp_min(1e-4)
             if self.precision == "newton":
                 grad = rtn._grad(lambda th: task.loss(th, ep, "support"), theta_bar)[1]
                 mbar = theta_bar - grad / A
         return mbar, A
 
     def local(self, task, ep, generator=None):
-        """(m_i*, v_i*) from SGLD on the support set (constants) and the closed form."""
-        m0, gamma0, n0, _ = self.globals()
+        """(m_i*, v_i*) from SGLD on the support set (constants) and the closed form
+        (v_i* the diagonal of V_i* for "gauss_newton")."""
+        m0, gamma0, n0, l0 = self.globals()
+        if self.precision == "gauss_newton":
+            m, v, _, _ = rtn.lowrank_posterior_kl(*self.chain(task, ep, generator), m0,
+                                                  self.log_gamma0, n0, l0)
+            return m, v
         mbar, A = self.chain(task, ep, generator)
         return rtn.local_posterior(mbar, A, m0, gamma0, n0)
 
@@ -142,6 +157,8 @@ class NIW:
         closed forms only. The chains and draws' noise come episode by episode (the
         generator's order of ``episode_loss`` repeated); the closed forms of the whole
         batch are one [batch, d] evaluation."""
+        if self.precision == "gauss_newton":
+            return self._lowrank_loss(task, batch, generator)
         chains = []
         for ep in batch:
             mbar, A = self.chain(task, ep, generator)
@@ -150,6 +167,19 @@ class NIW:
         m, sd, g = rtn.local_posterior_kl(mbar, A, self.m0, self.log_gamma0,
                                           self.log_n0.exp(), self.log_l0.exp())
         theta = m + sd * xi
+        return sum(task.loss(theta[i], ep, "query") for i, ep in enumerate(batch)) + g.sum()
+
+    def _lowrank_loss(self, task, batch, generator=None):
+        """:meth:`episodes_loss` with the low-rank Gauss-Newton closed form."""
+        chains = []
+        for ep in batch:
+            theta_bar, grad, U = self.chain(task, ep, generator)
+            chains.append((theta_bar, grad, U, rtn.randn_like(theta_bar, generator),
+                           rtn.randn_like(theta_bar, generator, U.shape[:1])))
+        theta_bar, grad, U, xi, eps = (torch.stack(t) for t in zip(*chains, strict=True))
+        _, _, g, theta = rtn.lowrank_posterior_kl(theta_bar, grad, U, self.m0,
+                                                  self.log_gamma0, self.log_n0.exp(),
+                                                  self.log_l0.exp(), xi, eps)
         return sum(task.loss(theta[i], ep, "query") for i, ep in enumerate(batch)) + g.sum()
 
     def episode_loss(self, task, ep, generator=None):
@@ -167,9 +197,17 @@ class NIW:
 
     def draws(self, task, ep, n=None, generator=None):
         """Test time: q_i* on the support set at the mean of q(phi), then n draws."""
+        n = n or self.test_samples
+        if self.precision == "gauss_newton":
+            with torch.no_grad():
+                theta_bar, grad, U = self.chain(task, ep, generator)
+                xi = rtn.randn_like(theta_bar, generator, (n,) + theta_bar.shape)
+                eps = rtn.randn_like(theta_bar, generator, (n, U.shape[0]))
+                m0, _, n0, l0 = self.globals()
+                return rtn.lowrank_posterior_kl(theta_bar, grad, U, m0, self.log_gamma0,
+                                                n0, l0, xi, eps)[3]
         with torch.no_grad():
             m, v = self.local(task, ep, generator)
-        n = n or self.test_samples
         eps = rtn.randn_like(m, generator, (n,) + m.shape)
         return m + v.sqrt() * eps
 
@@ -243,6 +281,24 @@ class Plain:
 
 
 # ---- tasks: the episode likelihood -----------------------------------------------------
+def categorical_fisher_factor(jac: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """U [n * C, d] with U^T U = sum_n J_n^T (diag p_n - p_n p_n^T) J_n, the Fisher
+    information of n categorical points with logits' Jacobians J_n = jac[n] [C, d] and
+    probabilities p_n: diag p - p p^T = D (I - q q^T) D with D = diag sqrt(p), q = sqrt(p)
+    a unit vector, and I - q q^T is a projector (its own square root), so
+    U_n = (I - q q^T) D J_n. The diagonal of U^T U is
+    sum_n [sum_c p_nc J_ncj^2 - (sum_c p_nc J_ncj)^2]."""
+    q = p.clamp_min(0.0).sqrt()[..., None]                  # [n, C, 1]
+    dj = q * jac
+    u = dj - q * (q * dj).sum(-2, keepdim=True)
+    return u.reshape(-1, jac.shape[-1])
+
+
+def fisher_diag(task, theta: torch.Tensor, ep: dict, part: str = "support") -> torch.Tensor:
+    """The diagonal of the Fisher information U^T U, U = ``task.fisher_factor``."""
+    return (task.fisher_factor(theta, ep, part) ** 2).sum(-2)
+
+
 def _jacobian(fn, theta: torch.Tensor) -> torch.Tensor:
     """d fn(theta) / d theta, shape fn(theta).shape + theta.shape, by one batched
     backward (``is_grads_batched``; ``torch.func.jacrev`` refuses to run under the
@@ -273,15 +329,14 @@ class RegressionTask:
         return 0.5 * (r ** 2).sum() + y.numel() * (math.log(self.sigma)
                                                    + 0.5 * math.log(2 * math.pi))
 
-    def fisher_diag(self, theta, ep, part="support"):
-        """Diagonal of the Fisher information of the summed NLL at theta, which for a
-        Gaussian likelihood is the Gauss-Newton matrix J^T J / sigma^2 (J = d mu / d theta,
-        one row per point): F_j = sum_n (d mu_n / d theta_j)^2 / sigma^2. For a ReLU MLP
-        each output is linear in any single weight, so this is also the exact Hessian
-        diagonal (METHODS.md §4: the precision A_i of the quadratic approximation)."""
+    def fisher_factor(self, theta, ep, part="support"):
+        """U [points, d] with U^T U the Fisher information of the summed NLL at theta:
+        for a Gaussian likelihood the Gauss-Newton matrix J^T J / sigma^2, U = J / sigma
+        (J = d mu / d theta, one row per point). Its diagonal
+        F_j = sum_n (d mu_n / d theta_j)^2 / sigma^2 is, for a ReLU MLP (each output linear
+        in any single weight), the exact Hessian diagonal (METHODS.md §4: A_i)."""
         x = ep["xs"] if part == "support" else ep["xq"]
-        jac = _jacobian(lambda th: self.mean(th, x), theta)
-        return (jac ** 2).sum(0) / self.sigma ** 2
+        return _jacobian(lambda th: self.mean(th, x), theta) / self.sigma
 
     def metrics(self, thetas, ep):
         mu = self.mean(thetas, ep["xq"])          # [S, Q]
@@ -307,17 +362,16 @@ class ProtoTask:
         return rtn.prototype_logits(self.flat(theta, ep["xs"]), ep["ys"], self.flat(theta, x),
                                     self.ways)
 
-    def fisher_diag(self, theta, ep, part="support"):
-        """Diagonal of the Fisher information of the summed categorical NLL at theta:
-        with logits z_n (the points of ``part`` scored against the support prototypes),
-        p_n = softmax(z_n) and J_n = d z_n / d theta [ways, d],
-        F_j = sum_n [sum_c p_nc J_ncj^2 - (sum_c p_nc J_ncj)^2] (METHODS.md §4: A_i)."""
+    def fisher_factor(self, theta, ep, part="support"):
+        """U [points * ways, d] with U^T U the Fisher information of the summed categorical
+        NLL at theta (the points of ``part`` scored against the support prototypes):
+        :func:`categorical_fisher_factor` of the logits' Jacobian (METHODS.md §4: A_i)."""
         x = ep["xs"] if part == "support" else ep["xq"]
         th = theta.detach()
         jac = _jacobian(lambda t: self.logits(t, ep, x), th)              # [n, C, d]
         with torch.no_grad():
-            p = self.logits(th, ep, x).softmax(-1)[..., None]           # [n, C, 1]
-        return ((p * jac ** 2).sum(1) - (p * jac).sum(1) ** 2).clamp_min(0.0).sum(0)
+            p = self.logits(th, ep, x).softmax(-1)
+        return categorical_fisher_factor(jac, p)
 
     def loss(self, theta, ep, part):
         x, y = (ep["xs"], ep["ys"]) if part == "support" else (ep["xq"], ep["yq"])
@@ -478,13 +532,12 @@ class ModelTask:
         node = self.trace(theta, ep).nodes["ys" if part == "support" else "yq"]
         return -node["fn"].log_prob(node["value"]).sum()
 
-    def fisher_diag(self, theta, ep, part="support"):
-        """Diagonal Fisher information of the summed NLL of the site ``ys`` (support) or
-        ``yq`` at theta, for the likelihoods with a closed-form Fisher: Normal(mu, s)
-        gives sum_n (d mu_n/d theta)^2 / s_n^2 + 2 (d log s_n/d theta)^2 (the Gauss-Newton
-        matrix when s is fixed), Categorical(logits z) gives
-        sum_n [sum_c p_nc J_ncj^2 - (sum_c p_nc J_ncj)^2], J = d z/d theta
-        (METHODS.md §4: A_i of the quadratic approximation)."""
+    def fisher_factor(self, theta, ep, part="support"):
+        """U with U^T U the Fisher information of the summed NLL of the site ``ys``
+        (support) or ``yq`` at theta, for the likelihoods with a closed-form Fisher:
+        Normal(mu, s): rows (d mu_n/d theta)/s_n and sqrt(2) d log s_n/d theta (the
+        latter only when s depends on theta; without them the Gauss-Newton matrix);
+        Categorical(logits z): :func:`categorical_fisher_factor` (METHODS.md §4: A_i)."""
         import torch.distributions as td
 
         site = "ys" if part == "support" else "yq"
@@ -494,29 +547,26 @@ class ModelTask:
             return self._pointwise(self.trace(t, ep).nodes[site]["fn"])
 
         fn = pointwise(th)
+        d = th.shape[-1]
         if isinstance(fn, td.Normal):
-            out = torch.zeros_like(th)
-            for attr, weight in (("loc", 1.0 / fn.scale.detach() ** 2), ("scale", 2.0)):
+            rows = []
+            for attr, weight in (("loc", fn.scale.detach().reciprocal()), ("scale", 2 ** 0.5)):
                 def f(t, attr=attr):
                     v = getattr(pointwise(t), attr)
                     return v if attr == "loc" else v.log()
                 with torch.enable_grad():
-                    needs = f(th.requires_grad_(True)).requires_grad
-                th = th.detach()
+                    needs = f(th.detach().requires_grad_(True)).requires_grad
                 if needs:
                     jac = _jacobian(f, th)
                     w = torch.broadcast_to(torch.as_tensor(weight, dtype=th.dtype,
-                                                           device=th.device),
-                                           jac.shape[:-1])
-                    out += (w[..., None] * jac ** 2).reshape(-1, th.shape[-1]).sum(0)
-            return out
+                                                           device=th.device), jac.shape[:-1])
+                    rows.append((w[..., None] * jac).reshape(-1, d))
+            return torch.cat(rows) if rows else th.new_zeros(1, d)
         if isinstance(fn, td.Categorical):
             jac = _jacobian(lambda t: pointwise(t).logits, th)            # [n, C, d]
-            p = fn.probs.detach()[..., None]
-            return ((p * jac ** 2).sum(-2) - (p * jac).sum(-2) ** 2).clamp_min(0.0) \
-                .reshape(-1, th.shape[-1]).sum(0)
-        raise ValueError(f"sgld_precision 'fisher'/'newton' needs a Normal or Categorical "
-                         f"likelihood for '{site}', not {type(fn).__name__}; use "
+            return categorical_fisher_factor(jac, fn.probs.detach())
+        raise ValueError(f"sgld_precision 'fisher'/'newton'/'gauss_newton' needs a Normal or "
+                         f"Categorical likelihood for '{site}', not {type(fn).__name__}; use "
                          f"sgld_precision=\"variance\"")
 
     @staticmethod

@@ -108,6 +108,48 @@ def local_posterior_kl(mbar, A, m0, log_gamma0, n0, l0):
     return m0 + shift, prec.rsqrt(), 0.5 * two_g
 
 
+def lowrank_posterior_kl(theta_bar, grad, U, m0, log_gamma0, n0, l0, xi=None, eps=None):
+    """The closed form of METHODS.md §4 with a dense, low-rank A_i = U^T U (U [r, d], the
+    Fisher factor of the support NLL at the chain mean theta_bar; r = support points for
+    a Gaussian likelihood) and the quadratic's centre at the Newton point,
+    A_i mbar_i = A_i theta_bar - grad (grad = grad U(theta_bar)); the prior precision
+    P = n0 gamma0 stays diagonal. By Woodbury, with K = I_r + U P^-1 U^T:
+    V_i* = (A_i + P)^-1 = P^-1 - P^-1 U^T K^-1 U P^-1,
+    m_i* = m0 + V_i* (A_i (theta_bar - m0) - grad),
+    2 g_i = sum_j P_j ([V_i*]_jj + (m_i* - m0)_j^2) - log|V_i*| - sum_j log gamma0_j
+    + d (1/l0 - psi(n0/2) - log 2 - 1), log|V_i*| = -sum_j log P_j - log|K| (the expected
+    KL of the diagonal q(phi), :func:`expected_kl`, with a dense V_i*): O(d r^2), no d x d
+    matrix. With ``xi`` [..., d] and ``eps`` [..., r] standard normal, also a draw
+    theta = m_i* + z - P^-1 U^T K^-1 (U z + eps), z = P^-1/2 xi (Matheron's rule: the
+    posterior draw of a linear-Gaussian model, covariance exactly V_i*).
+    Leading (episode) dimensions broadcast. Returns (m_i*, diag V_i*, g_i, theta or None).
+    """
+    n0 = torch.as_tensor(n0, dtype=m0.dtype, device=m0.device)
+    l0 = torch.as_tensor(l0, dtype=m0.dtype, device=m0.device)
+    prior_prec = n0 * log_gamma0.exp()
+    pinv = prior_prec.reciprocal()
+    ut = U.transpose(-1, -2)
+    up = U * pinv                                                   # U P^-1 [..., r, d]
+    eye = torch.eye(U.shape[-2], dtype=U.dtype, device=U.device)
+    chol = torch.linalg.cholesky(eye + up @ ut)                     # K = L L^T
+    b = (ut @ (U @ (theta_bar - m0)[..., None]))[..., 0] - grad
+    pb = pinv * b
+    shift = pb - pinv * (ut @ torch.cholesky_solve(U @ pb[..., None], chol))[..., 0]
+    z = torch.linalg.solve_triangular(chol, up, upper=False)       # L^-1 U P^-1
+    var = (pinv - (z ** 2).sum(-2)).clamp_min(torch.finfo(m0.dtype).tiny)
+    logdet_v = -prior_prec.log().sum(-1) - 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    d = m0.shape[-1]
+    two_g = ((prior_prec * (var + shift ** 2)).sum(-1) - logdet_v - log_gamma0.sum(-1)
+             + d * (l0.reciprocal() - torch.digamma(n0 / 2) - (LOG2 + 1.0)))
+    m = m0 + shift
+    theta = None
+    if xi is not None:
+        zs = pinv.sqrt() * xi
+        t = (U @ zs[..., None])[..., 0] + eps
+        theta = m + zs - pinv * (ut @ torch.cholesky_solve(t[..., None], chol))[..., 0]
+    return m, var, 0.5 * two_g, theta
+
+
 def randn_like(t, generator=None, shape=None):
     """Standard normal draws with t's dtype and device; a generator on another device
     (a CPU generator for CUDA tensors) draws there and the result is moved."""
@@ -405,9 +447,9 @@ def prior(name: str, net: torch.nn.Module, n0=1.0, gamma0=1e6, l0=1.0, sgld_step
     The ``meta`` inference method replaces this by the learned q(phi) and the one-time
     local posterior (see :mod:`ppl.infer.meta`; ``sgld_precision`` "variance", "fisher"
     or "newton" picks how the chain gives (mbar_i, A_i): :class:`ppl.infer.meta.NIW`)."""
-    if sgld_precision not in ("variance", "fisher", "newton"):
-        raise ValueError(f"niw_meta: sgld_precision must be \"variance\", \"fisher\" or "
-                         f"\"newton\", not {sgld_precision!r}")
+    if sgld_precision not in ("variance", "fisher", "newton", "gauss_newton"):
+        raise ValueError(f"niw_meta: sgld_precision must be \"variance\", \"fisher\", "
+                         f"\"newton\" or \"gauss_newton\", not {sgld_precision!r}")
     opts = {"n0": float(n0), "gamma0": float(gamma0), "l0": float(l0),
             "sgld_steps": int(sgld_steps), "sgld_lr": float(sgld_lr),
             "sgld_temp": float(sgld_temp), "a_max": float(a_max),
