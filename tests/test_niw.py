@@ -923,3 +923,18 @@ def test_gauss_newton_update_is_the_exact_posterior_of_a_correlated_quadratic_an
             tr.episode_loss(sine, ep, torch.Generator().manual_seed(0)).backward()
         peaks.append(meter.peak)
     assert peaks[0] == peaks[1] > 0
+
+
+def test_gauss_newton_update_in_a_bdl_model_end_to_end():
+    """`niw_meta(..., sgld_precision="gauss_newton")` in the language: `infer meta` trains
+    through the model's own likelihood (ModelTask's Fisher factor) and returns draws."""
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    m = ppl.compile(FISHER_SRC.replace('"newton"', '"gauss_newton"'))
+    ep = rtn.SineLine(5).sample(1, "test", torch.Generator().manual_seed(5))
+    fit = m.fit({k: v[0].tolist() for k, v in ep.items()}, seed=0)
+    assert fit.samples["f"].shape == (2, rtn.SITES["f"].flat.d)
+    assert torch.isfinite(fit.samples["f"]).all()
+    test = fit.meta["test"]
+    assert math.isfinite(test["err"]) and math.isfinite(test["nll"])
+    assert float(fit.meta["gamma0"].median()) < 1e6  # the globals moved
