@@ -28,8 +28,9 @@ register(Builtin(
         "iterations, each one extra gradient; 0: no cap) and sgld_precision (\"variance\": "
         "A_i = tau/variance of the iterates, clipped to a_max; \"fisher\": A_i the Fisher "
         "(Gauss-Newton) diagonal of the support NLL at the chain mean; \"newton\": that "
-        "A_i and the quadratic's centre mbar_i = chain mean - gradient / A_i) set the "
-        "one-time local update"))
+        "A_i and the quadratic's centre mbar_i = chain mean - gradient / A_i; "
+        "\"gauss_newton\": the whole low-rank Fisher matrix with that centre, the dense "
+        "closed form by Woodbury) set the one-time local update"))
 
 
 
