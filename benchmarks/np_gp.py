@@ -11,7 +11,11 @@ GP functions of the training kernel, reporting the normalised simple regret. Wit
 (10 context points) for every model, with the task's function and the predictive mean
 and +-2 sd of each model. ``--device cuda`` trains and evaluates on the GPU (an error
 when CUDA is not available); the task streams are drawn on the CPU from seeded
-generators, so both devices see the same tasks.
+generators, so both devices see the same tasks. ``--reference`` adds two rows per
+kernel that are not neural processes: ``bayes`` (the GP Bayes predictive under the
+training prior, hyperparameters averaged on a grid: what a neural process trained to
+convergence approximates) and ``bayes_noise`` (the same with the noise sd inferred per
+task), see :func:`gp_reference`. ``--save DIR`` keeps each trained model (``MODEL.pt``).
 
     python benchmarks/np_gp.py --models cnp,np,anp,mpnp,ampnp --train-kernel rbf \
         --eval-kernels rbf,matern52,periodic,tnoise --lengthscale-range 0.1,0.6 \
@@ -24,8 +28,8 @@ pseudo-context; Python only).
 JSON: ``{"MODEL/KERNEL": {"ctx_ll", "ctx_ll_se", "tgt_ll", "tgt_ll_se"} (plus, for models
 other than cnp, the paired differences ``ctx_vs_cnp``, ``tgt_vs_cnp`` and their s.e.;
 mpnp also ``*_vs_np`` and ampnp/ampnp_pa ``*_vs_anp`` when those models ran),
-"MODEL/bo":
-{"regret", "regret_se"}, "MODEL/train": {"seconds", "final_loss"}}``.
+"MODEL/bo": {"regret", "regret_se"} (normalised simple regret of the EI loop, mean and
+s.e. over functions), "MODEL/train": {"seconds", "final_loss"}}``.
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ FAMILIES = {"cnp": "cnp", "np": "np", "anp": "anp", "mpnp": "mpnp", "ampnp": "am
             "ampnp_pa": "ampnp_pa"}
 # paired differences each model row gets, when the base was run too: every model against
 # the CNP, and each martingale model against its latent-variable peer
-PAIRED_BASES = {"cnp": ("np", "anp", "mpnp", "ampnp", "ampnp_pa"), "np": ("mpnp",),
+PAIRED_BASES = {"cnp": ("np", "anp", "mpnp", "ampnp", "ampnp_pa", "bayes", "bayes_noise"),
+                "np": ("mpnp",),
                 "anp": ("ampnp", "ampnp_pa")}
 
 
@@ -68,7 +73,11 @@ def eval_tasks(kernel, n_tasks, args, seed):
 
 def evaluate(model, batches, samples, device):
     """Per-task context and target log-likelihoods of one model on the evaluation
-    batches: (row of means and standard errors over tasks, per-task (ctx, tgt))."""
+    batches: (row of means and standard errors over tasks, per-task (ctx, tgt)). The row
+    also holds where the predictive's spread at the targets comes from: ``mean_spread``,
+    the sd over the S draws of the component means mu_s(x), and ``sigma``, the mean of
+    the components' sd sigma_s(x) (averaged over target points and tasks; fresh draws,
+    taken after the log-likelihoods so that those do not depend on them)."""
     ctx, tgt = [], []
     for b in batches:
         b = npr.Batch(*(t.to(device) for t in (b.xc, b.yc, b.x, b.y)))
@@ -76,10 +85,82 @@ def evaluate(model, batches, samples, device):
         ctx.append(c.cpu())
         tgt.append(t.cpu())
     ctx, tgt = torch.cat(ctx).double(), torch.cat(tgt).double()
+    spread, sigma = [], []
+    with torch.no_grad():
+        for b in batches:
+            mu, sd = model.predict(b.xc.to(device), b.yc.to(device), b.xt.to(device),
+                                   samples)
+            spread.append(mu.std(0, unbiased=False).mean((-1, -2)).cpu().double())
+            sigma.append(sd.mean((0, -1, -2)).cpu().double())
+    return {**_summary(ctx, tgt), "mean_spread": float(torch.cat(spread).mean()),
+            "sigma": float(torch.cat(sigma).mean())}, (ctx, tgt)
+
+
+def _summary(ctx: torch.Tensor, tgt: torch.Tensor) -> dict[str, float]:
+    """Mean and standard error over tasks of the per-task context and target ll."""
     n = ctx.shape[0]
     return {"ctx_ll": float(ctx.mean()), "ctx_ll_se": float(ctx.std() / math.sqrt(n)),
-            "tgt_ll": float(tgt.mean()), "tgt_ll_se": float(tgt.std() / math.sqrt(n))}, \
-        (ctx, tgt)
+            "tgt_ll": float(tgt.mean()), "tgt_ll_se": float(tgt.std() / math.sqrt(n))}
+
+
+def _midpoints(lo_hi, n):
+    lo, hi = lo_hi
+    return lo + (hi - lo) * (torch.arange(n, dtype=torch.float64) + 0.5) / n
+
+
+# noise sds of the reference whose noise level is inferred per task (--reference)
+NOISE_GRID = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8)
+
+
+@torch.no_grad()
+def gp_reference(batches, prior_kernel, args, grid=16, noises=None):
+    """The Bayes predictive of a GP prior on the evaluation tasks: the per-point
+    log-likelihood of the tasks' points under
+
+        p(y_i | D_c) = sum_h w_h N(y_i; m_h(x_i), v_h(x_i) + sigma_h^2),
+        w_h prop. to p(y_c | x_c, h),
+
+    the GP posterior predictive averaged over a ``grid``-point midpoint grid of each
+    hyperparameter's uniform range (lengthscale, scale, and period for ``periodic``),
+    with Gaussian noise sd ``--noise`` or, with ``noises``, sigma_h on that grid too
+    (uniform prior: the noise level inferred per task). With the training kernel and
+    noise it is what a neural process trained to convergence on the training tasks
+    approximates (its predictive's per-point marginals), so under mismatch it shows what
+    fitting the training tasks better buys (METHODS.md section 3). ``tnoise`` means its
+    RBF prior with Gaussian noise (the Student-t likelihood has no closed form).
+    Returns the same row and per-task tensors as :func:`evaluate`."""
+    kind = "rbf" if prior_kernel == "tnoise" else prior_kernel
+    f64 = torch.float64
+    ls, sc = _midpoints(args.lengthscale_range, grid), _midpoints(args.scale_range, grid)
+    per = (_midpoints(args.period_range, grid) if kind == "periodic"
+           else torch.ones(1, dtype=f64))
+    nz = torch.tensor(noises if noises else (args.noise,), dtype=f64)
+    ls, sc, per, nz = (t.reshape(-1) for t in torch.meshgrid(ls, sc, per, nz, indexing="ij"))
+    noise2 = nz ** 2 + 1e-5                # the sampler adds 1e-5 jitter to the noise
+    ctx, tgt = [], []
+    for b in batches:
+        c = b.num_ctx
+        for x, y in zip(b.x.double(), b.y.double(), strict=True):
+            H = ls.shape[0]
+            k = npr.kernel_matrix(kind, x.expand(H, -1, -1), ls, sc, per)    # [H, N, N]
+            kcc = k[:, :c, :c] + torch.diag_embed(noise2[:, None].expand(H, c))
+            L = torch.linalg.cholesky(kcc)
+            yc = y[:c].expand(H, -1, -1)
+            alpha = torch.cholesky_solve(yc, L)                              # [H, C, 1]
+            log_ml = (-0.5 * (yc * alpha).sum((-1, -2))
+                      - torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1))
+            log_w = torch.log_softmax(log_ml, 0)                             # [H]
+            kxc = k[:, :, :c]                                                 # [H, N, C]
+            mean = (kxc @ alpha)[..., 0]
+            v = torch.linalg.solve_triangular(L, kxc.transpose(-1, -2), upper=False)
+            var = (torch.diagonal(k, dim1=-2, dim2=-1) - (v ** 2).sum(-2)).clamp_min(0) \
+                + noise2[:, None]
+            ll = torch.distributions.Normal(mean, var.sqrt()).log_prob(y[:, 0])  # [H, N]
+            ll = torch.logsumexp(log_w[:, None] + ll, 0)
+            ctx.append(ll[:c].mean())
+            tgt.append(ll[c:].mean())
+    ctx, tgt = torch.stack(ctx), torch.stack(tgt)
+    return _summary(ctx, tgt), (ctx, tgt)
 
 
 def paired(rows, per_task, models, kernels, base="cnp", against=None):
@@ -163,12 +244,31 @@ def write_plots(out_dir, trained, kernels, args, device, n_tasks=3, n_ctx=10):
     return paths
 
 
+def expected_improvement(mu: torch.Tensor, sigma: torch.Tensor,
+                         best: torch.Tensor | float) -> torch.Tensor:
+    """Expected improvement below ``best`` (minimisation) of the equal-weight mixture
+    (1/S) sum_s N(mu_s, sigma_s^2), draws on the leading dimension of ``mu``/``sigma``:
+
+        EI = E[max(0, best - y)] = (1/S) sum_s [(best - mu_s) Phi(z_s) + sigma_s phi(z_s)],
+        z_s = (best - mu_s) / sigma_s.
+
+    EI is linear in the predictive density, so the average of the components' closed
+    forms is the exact EI of the mixture (no moment matching); S = 1 is the Gaussian
+    closed form (CNP). METHODS.md section 3 (Bayesian optimisation on GP functions)."""
+    normal = torch.distributions.Normal(torch.zeros((), dtype=mu.dtype, device=mu.device),
+                                        torch.ones((), dtype=mu.dtype, device=mu.device))
+    gap = best - mu
+    z = gap / sigma
+    return (gap * normal.cdf(z) + sigma * normal.log_prob(z).exp()).mean(0)
+
+
 @torch.no_grad()
 def bayes_opt(model, kernel, n_funcs, iters, samples, args, device, seed=7):
     """Minimise GP draws on a 200-point grid of [-2, 2] starting from 3 random points:
-    each step evaluates argmax EI(x) = (1/S) sum_s E[max(0, y_best - y)], y ~ N(mu_s,
-    sigma_s^2), of the model conditioned on the points so far. Normalised regret:
-    (min found - min f) / (max f - min f), averaged over functions."""
+    each step evaluates the grid point (not yet evaluated) of largest
+    :func:`expected_improvement` of the model's predictive conditioned on the points so
+    far. Normalised simple regret: (min found - min f) / (max f - min f), averaged over
+    functions (the same functions and starts for every model)."""
     src = npr.GPTasks(kernel, lengthscale=args.lengthscale_range, scale=args.scale_range,
                       period=args.period_range, noise=0.0)
     gen = torch.Generator().manual_seed(seed)
@@ -183,10 +283,7 @@ def bayes_opt(model, kernel, n_funcs, iters, samples, args, device, seed=7):
             yc = f[idx].reshape(1, -1, 1).to(device)
             mu, sigma = model.predict(xc, yc, grid.to(device), samples)
             mu, sigma = mu[:, 0, :, 0].cpu().double(), sigma[:, 0, :, 0].cpu().double()
-            best = f[idx].min().double()
-            z = (best - mu) / sigma
-            normal = torch.distributions.Normal(0.0, 1.0)
-            ei = ((best - mu) * normal.cdf(z) + sigma * normal.log_prob(z).exp()).mean(0)
+            ei = expected_improvement(mu, sigma, f[idx].min().double())
             ei[idx] = -1.0
             idx.append(int(ei.argmax()))
         found = f[idx].min()
@@ -214,9 +311,10 @@ def main(argv=None) -> int:
     p.add_argument("--pseudo", type=int, default=0,
                    help="MPNP pseudo-context size M (0: as many as context points)")
     p.add_argument("--train-samples", type=int, default=4, help="K in training")
-    p.add_argument("--generator", default="mean", choices=("mean", "resample"),
+    p.add_argument("--generator", default="mean", choices=("mean", "resample", "predictive"),
                    help="pseudo-context base of mpnp/ampnp: the context's mean "
-                        "representation (default) or a soft resampling of the context")
+                        "representation (default), a soft resampling of the context, or "
+                        "observations imputed from the amortised predictive")
     p.add_argument("--samples", type=int, default=50, help="draws at evaluation")
     p.add_argument("--eval-tasks", type=int, default=200)
     p.add_argument("--bo-tasks", type=int, default=0, help="GP functions for the BO loop")
@@ -226,6 +324,11 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--plots", default=None, metavar="DIR",
                    help="write one PNG per evaluation kernel (np_KERNEL.png) here")
+    p.add_argument("--reference", action="store_true",
+                   help="add rows bayes/KERNEL (the GP Bayes predictive under the training "
+                        "prior) and bayes_noise/KERNEL (the same, noise sd inferred)")
+    p.add_argument("--save", default=None, metavar="DIR",
+                   help="save each trained model as DIR/MODEL.pt (npr.save_trained)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.threads:
@@ -247,6 +350,7 @@ def main(argv=None) -> int:
                                            samples=args.samples).to(device)
         if hasattr(model, "gen"):
             model.gen.resample = args.generator == "resample"
+            model.gen.predictive = args.generator == "predictive"
         train = npr.GPTasks(args.train_kernel, lengthscale=args.lengthscale_range,
                             scale=args.scale_range, period=args.period_range,
                             noise=args.noise, tnoise_scale=args.tnoise_scale,
@@ -259,6 +363,12 @@ def main(argv=None) -> int:
             torch.cuda.synchronize()
         secs = time.perf_counter() - t0
         trained[name] = model
+        if args.save:
+            import os
+
+            os.makedirs(args.save, exist_ok=True)
+            npr.save_trained(os.path.join(args.save, f"{name}.pt"), model,
+                             source=" ".join(sys.argv))
         rows[f"{name}/train"] = {"seconds": secs,
                                  "final_loss": sum(losses[-50:]) / len(losses[-50:])}
         print(f"{name}: trained {args.steps} steps in {secs:.1f}s, final loss "
@@ -276,6 +386,14 @@ def main(argv=None) -> int:
                                            args.bo_iters, args.samples, args, device)
             print(f"  BO regret {rows[name + '/bo']['regret']:.4f} +- "
                   f"{rows[name + '/bo']['regret_se']:.4f}", file=sys.stderr)
+    if args.reference:
+        if args.train_kernel == "tnoise":
+            p.error("--reference: the t-noise prior has no closed-form predictive")
+        for name, noises in (("bayes", None), ("bayes_noise", NOISE_GRID)):
+            for k in kernels:
+                rows[f"{name}/{k}"], per_task[name, k] = gp_reference(
+                    evals[k], args.train_kernel, args, noises=noises)
+            models.append(name)
     if args.plots:
         for path in write_plots(args.plots, trained, kernels, args, device):
             print(f"wrote {path}", file=sys.stderr)
@@ -289,6 +407,11 @@ def main(argv=None) -> int:
                   for c in ("tgt_vs_cnp", "tgt_vs_np" if "tgt_vs_np" in r else "tgt_vs_anp")]
             print(f"{key:20s} {r['ctx_ll']:8.3f} ± {r['ctx_ll_se']:.3f} "
                   f"{r['tgt_ll']:8.3f} ± {r['tgt_ll_se']:.3f} {vs[0]:>20s} {vs[1]:>22s}")
+    bo = [(key, r) for key, r in rows.items() if key.endswith("/bo")]
+    if bo:
+        print(f"\n{'MODEL':20s} {'BO regret (normalised, mean ± s.e.)':>36s}")
+        for key, r in bo:
+            print(f"{key[:-3]:20s} {r['regret']:19.4f} ± {r['regret_se']:.4f}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)

@@ -118,16 +118,17 @@ def test_pseudo_context_generator_equivariant():
     assert not torch.allclose(gen(rc + 1.0, eps), out)
 
 
-@pytest.mark.parametrize("cls,resample", [(npr.MPNP, False), (npr.MPNP, True),
-                                          (npr.AMPNP, False),
-                                          (npr.AMPNPPseudoAttention, False)])
-def test_mpnp_predictive_invariant_to_context_order(cls, resample):
+@pytest.mark.parametrize("cls,mode", [(npr.MPNP, "mean"), (npr.MPNP, "resample"),
+                                      (npr.MPNP, "predictive"), (npr.AMPNP, "mean"),
+                                      (npr.AMPNP, "predictive"),
+                                      (npr.AMPNPPseudoAttention, "mean")])
+def test_mpnp_predictive_invariant_to_context_order(cls, mode):
     """Same noise: the predictive of every pseudo set is invariant to the order of the
-    context and equivariant to the order of the targets (MPNP with either generator
+    context and equivariant to the order of the targets (MPNP with each generator
     base, and the attentive AMPNP)."""
     torch.manual_seed(3)
     m = cls(1, 1, hidden=16, pseudo=4, samples=5, heads=2)
-    m.gen.resample = resample
+    m.gen.resample, m.gen.predictive = mode == "resample", mode == "predictive"
     torch.nn.init.normal_(m.gen.out.weight)  # as after training: the noise matters
     xc, yc, xt, _ = _batch(C=8)
     perm, tperm = torch.randperm(8), torch.randperm(7)
@@ -141,6 +142,46 @@ def test_mpnp_predictive_invariant_to_context_order(cls, resample):
     for i in (0, 1):
         torch.testing.assert_close(a[i], b[i])
         torch.testing.assert_close(a[i][:, :, tperm], c[i])
+
+
+@pytest.mark.parametrize("cls", [npr.MPNP, npr.AMPNP])
+def test_mpnp_predictive_imputation(cls):
+    """The predictive base imputes R_j = pre(x~_j, mu_c(x~_j) + sigma_c(x~_j) e_j) with
+    x~_j uniform on the context's input range (written out here from the same draws);
+    an untrained generator (Out = 0) adds nothing to it; the imputation passes no
+    gradient to the decoder (only the amortisation term trains the predictive it uses);
+    and a wider amortised predictive gives more spread among the pseudo sets."""
+    torch.manual_seed(4)
+    m = cls(1, 1, hidden=16, pseudo=6, samples=3, heads=2)
+    m.gen.predictive = True
+    xc, yc, xt, yt = _batch(B=2, C=5)
+    theta_c = m.enc.post(m.enc.embed(xc, yc).mean(-2))
+    torch.manual_seed(7)
+    got = m._imputed(xc, yc, theta_c, 3, 6)
+    torch.manual_seed(7)
+    lo, hi = xc.min(1, keepdim=True).values, xc.max(1, keepdim=True).values
+    x = lo + (hi - lo) * torch.rand(2, 18, 1)
+    det = (m.att(xc, yc, x),) if cls is npr.AMPNP else ()
+    mu, sigma = m._decode(x, theta_c, *det)
+    want = m.enc.embed(x, mu + sigma * torch.randn_like(mu))
+    assert got.shape == (3, 2, 6, 16)
+    for k in range(3):
+        torch.testing.assert_close(got[k], want[:, 6 * k:6 * (k + 1)])
+    assert ((x >= lo) & (x <= hi)).all()
+    rc = m.enc.embed(xc, yc).unsqueeze(0).expand(3, -1, -1, -1)
+    torch.testing.assert_close(m.gen(rc, torch.randn(3, 2, 6, 16), got), got)
+    # the decoder gets gradient from the three terms of the loss, none from the imputation
+    _, theta_k, _ = m.thetas(xc, yc, 3)
+    grads = torch.autograd.grad(theta_k.sum(), list(m.dec.parameters()), allow_unused=True)
+    assert all(g is None or float(g.abs().max()) == 0.0 for g in grads)
+    # spread among the pseudo sets grows with the amortised predictive's sigma
+    spread = []
+    for raw_bias in (-5.0, 3.0, 6.0):            # sigma_c about 0.1, 2.8, 5.5
+        with torch.no_grad():
+            m.dec.net[-1].bias[1] = raw_bias
+        torch.manual_seed(8)
+        spread.append(float(m.thetas(xc, yc, 20)[1].std(0).mean()))
+    assert spread[0] < spread[1] < spread[2] and spread[2] > 3 * spread[0]
 
 
 def _ampnp_attention_ref(m, xc, yc, x, rp=None, real=True):
@@ -441,7 +482,8 @@ def test_save_load_roundtrip(tmp_path, cls):
 
 
 def test_save_load_keeps_the_generator_mode_and_reads_files_without_its_readouts(tmp_path):
-    """A resampling-base MPNP reloads as one (its predictions are the trained model's);
+    """A resampling-base or predictive-base MPNP reloads as one (its predictions are the
+    trained model's);
     a mean-base file saved before the resampling read-outs existed (no gen.pick_*)
     loads exactly; any other mismatch is a clear error."""
     torch.manual_seed(0)
@@ -455,7 +497,15 @@ def test_save_load_keeps_the_generator_mode_and_reads_files_without_its_readouts
     a = m.predict(xc, yc, xt)
     torch.manual_seed(3)
     torch.testing.assert_close(a, m2.predict(xc, yc, xt))
-    m.gen.resample = False
+    m.gen.resample, m.gen.predictive = False, True    # the predictive base: same check
+    npr.save_trained(tmp_path / "p.pt", m)
+    mp, _ = npr.load_trained(tmp_path / "p.pt")
+    assert mp.gen.predictive and not mp.gen.resample
+    torch.manual_seed(3)
+    a = m.predict(xc, yc, xt)
+    torch.manual_seed(3)
+    torch.testing.assert_close(a, mp.predict(xc, yc, xt))
+    m.gen.predictive = False
     npr.save_trained(tmp_path / "old.pt", m)
     blob = torch.load(tmp_path / "old.pt", weights_only=True)
     blob["state_dict"] = {k: v for k, v in blob["state_dict"].items()
@@ -800,6 +850,97 @@ def test_mpnp_pseudo_size_follows_context_by_default():
         m = npr.MPNP(1, 1, hidden=16, pseudo=pseudo, samples=3, heads=2)
         seen: list = []
         forward = m.gen.forward
-        m.gen.forward = lambda rc, eps, f=forward, s=seen: s.append(eps.shape) or f(rc, eps)
+        m.gen.forward = lambda rc, eps, base=None, f=forward, s=seen: (
+            s.append(eps.shape) or f(rc, eps, base))
         m.predict(xc, yc, xt)
         assert seen == [torch.Size([3, 2, want, 16])]
+
+
+def test_benchmark_expected_improvement_closed_form():
+    """EI below best of a Gaussian at mu = best is sigma / sqrt(2 pi); of a two-component
+    mixture it equals int max(0, best - y) p(y) dy (trapezoid on a fine grid), which
+    moment matching would miss (the mixture below is bimodal)."""
+    bench = _np_gp()
+    dt = torch.float64
+    ei = bench.expected_improvement(torch.tensor([[0.3]], dtype=dt),
+                                    torch.tensor([[2.0]], dtype=dt), 0.3)
+    torch.testing.assert_close(ei, torch.tensor([2.0 / math.sqrt(2 * math.pi)], dtype=dt))
+    mu = torch.tensor([[-1.0, 0.5], [2.0, 0.0]], dtype=dt)      # [S=2, 2 points]
+    sd = torch.tensor([[0.5, 1.0], [1.5, 0.2]], dtype=dt)
+    best = 0.25
+    y = torch.linspace(-15, 15, 300001, dtype=dt)[:, None]
+    dens = torch.distributions.Normal(mu[:, None], sd[:, None]).log_prob(y).exp().mean(0)
+    want = torch.trapezoid((best - y).clamp_min(0) * dens, y, dim=0)
+    got = bench.expected_improvement(mu, sd, best)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-9)
+    # the moment-matched Gaussian gives a different EI for the first point (bimodal)
+    m = mu.mean(0)
+    v = (sd ** 2 + mu ** 2).mean(0) - m ** 2
+    mm = bench.expected_improvement(m[None], v.sqrt()[None], best)
+    assert abs(float(mm[0] - got[0])) > 1e-2
+
+
+def test_benchmark_gp_reference_is_the_bayes_predictive():
+    """gp_reference with a 2-point grid per hyperparameter equals the posterior-weighted
+    mixture of GP predictives computed directly (MultivariateNormal marginal likelihood,
+    explicit inverse), point by point."""
+    import argparse
+
+    bench = _np_gp()
+    args = argparse.Namespace(lengthscale_range=(0.2, 0.6), scale_range=(0.5, 1.0),
+                              period_range=(0.1, 0.5), noise=0.1)
+    g = torch.Generator().manual_seed(3)
+    x = -2 + 4 * torch.rand(1, 9, 1, generator=g)
+    y = torch.sin(3 * x) + 0.1 * torch.randn(1, 9, 1, generator=g)
+    x, y = x.expand(2, -1, -1), y.expand(2, -1, -1)         # two copies of one task
+    batch = npr.Batch(x[:, :4], y[:, :4], x, y)
+    row, (ctx, tgt) = bench.gp_reference([batch], "rbf", args, grid=2)
+    xd, yd = x[0, :, 0].double(), y[0, :, 0].double()
+    n2 = 0.1 ** 2 + 1e-5
+    log_w, lls = [], []
+    for ls in (0.3, 0.5):
+        for s in (0.625, 0.875):
+            k = s ** 2 * torch.exp(-0.5 * ((xd[:, None] - xd[None]) / ls) ** 2)
+            kcc = k[:4, :4] + n2 * torch.eye(4, dtype=torch.float64)
+            log_w.append(torch.distributions.MultivariateNormal(
+                torch.zeros(4, dtype=torch.float64), kcc).log_prob(yd[:4]))
+            inv = torch.linalg.inv(kcc)
+            m = k[:, :4] @ inv @ yd[:4]
+            v = k.diagonal() - ((k[:, :4] @ inv) * k[:, :4]).sum(-1) + n2
+            lls.append(torch.distributions.Normal(m, v.sqrt()).log_prob(yd))
+    w = torch.log_softmax(torch.stack(log_w), 0)
+    ll = torch.logsumexp(w[:, None] + torch.stack(lls), 0)
+    torch.testing.assert_close(ctx, ll[:4].mean().expand(2))
+    torch.testing.assert_close(tgt, ll[4:].mean().expand(2))
+    assert row["tgt_ll"] == pytest.approx(float(ll[4:].mean()))
+
+
+def test_benchmark_reference_rows_bo_table_and_saved_models(tmp_path, capsys):
+    """--reference adds bayes/bayes_noise rows paired with the CNP; the spread columns
+    are 0 for the CNP and positive for an MPNP; --save keeps each trained model with its
+    generator mode; the BO regrets are printed as a table of their own."""
+    import json
+
+    bench = _np_gp()
+    out = tmp_path / "r.json"
+    rc = bench.main(["--models", "cnp,mpnp", "--eval-kernels", "rbf,periodic",
+                     "--steps", "3", "--hidden", "8", "--eval-tasks", "10",
+                     "--samples", "4", "--generator", "predictive", "--reference",
+                     "--bo-tasks", "2", "--bo-iters", "2", "--save", str(tmp_path / "m"),
+                     "--json", str(out)])
+    assert rc == 0
+    rows = json.loads(out.read_text())
+    for k in ("rbf", "periodic"):
+        for ref in ("bayes", "bayes_noise"):
+            r, base = rows[f"{ref}/{k}"], rows[f"cnp/{k}"]
+            assert r["tgt_vs_cnp"] == pytest.approx(r["tgt_ll"] - base["tgt_ll"], abs=1e-9)
+        assert rows[f"cnp/{k}"]["mean_spread"] == 0.0
+        assert rows[f"mpnp/{k}"]["mean_spread"] > 0.0
+    # the Bayes predictive of the training prior is far better in distribution than
+    # any 3-step network, and its noise-inferring version is the better one on periodic
+    assert rows["bayes/rbf"]["tgt_ll"] > rows["cnp/rbf"]["tgt_ll"] + 1.0
+    assert rows["bayes_noise/periodic"]["tgt_ll"] > rows["bayes/periodic"]["tgt_ll"]
+    model, _ = npr.load_trained(tmp_path / "m" / "mpnp.pt")
+    assert model.gen.predictive and (tmp_path / "m" / "cnp.pt").exists()
+    printed = capsys.readouterr().out
+    assert "BO regret" in printed and f"{rows['mpnp/bo']['regret']:19.4f}" in printed

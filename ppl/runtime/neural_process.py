@@ -308,11 +308,17 @@ class PseudoContextGenerator(nn.Module):
     bootstrap does; measured, it fits the training kernel faster but is no better under
     the periodic mismatch (docs/constructs/neural_process.md, "Periodic mismatch"), so it
     is an option. Its layers are built in both modes so that the two start from the same
-    weights everywhere else (a paired ablation)."""
+    weights everywhere else (a paired ablation). With ``predictive = True`` the base is
+    given by the caller: MPNP's imputations from its amortised predictive
+    (:meth:`MPNP._imputed`; measured clearly higher under the periodic mismatch but lower
+    in distribution, so also an option)."""
 
     def __init__(self, hidden, heads, inducing=16):
         super().__init__()
         self.resample = False
+        # MPNP option: the base of each pseudo point is an imputed observation drawn from
+        # the amortised predictive (MPNP._sets); it uses no layers of its own
+        self.predictive = False
         self.inducing = nn.Parameter(torch.randn(inducing, hidden) / math.sqrt(hidden))
         self.noise_in = nn.Linear(hidden, hidden)
         self.tag = nn.Parameter(torch.zeros(2, hidden))
@@ -327,8 +333,11 @@ class PseudoContextGenerator(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, rc: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """rc: [..., C, h], eps: [..., M, h] (same leading dims) -> R' [..., M, h]."""
+    def forward(self, rc: torch.Tensor, eps: torch.Tensor,
+                base: torch.Tensor | None = None) -> torch.Tensor:
+        """rc: [..., C, h], eps: [..., M, h] (same leading dims) -> R' [..., M, h].
+        ``base`` [..., M, h], when given, replaces the mean/resampling base (MPNP's
+        predictive imputation, :meth:`MPNP._sets`)."""
         lead, M = eps.shape[:-2], eps.shape[-2]
         x = torch.cat([rc + self.tag[0], self.noise_in(eps) + self.tag[1]], -2)
         x = x.reshape((-1,) + x.shape[-2:])
@@ -336,7 +345,9 @@ class PseudoContextGenerator(nn.Module):
         h = self.mab1(ind, x)
         pseudo = self.mab2(x[:, -M:], h)                                  # [L, M, h]
         rcf = rc.reshape((-1,) + rc.shape[-2:])                            # [L, C, h]
-        if self.resample:
+        if base is not None:
+            base = base.reshape((-1,) + base.shape[-2:])
+        elif self.resample:
             logits = self.pick_q(pseudo) @ self.pick_k(rcf).transpose(-1, -2)
             base = torch.softmax(logits / math.sqrt(rc.shape[-1]), -1) @ rcf
         else:
@@ -363,10 +374,32 @@ class MPNP(NeuralProcess):
         eps = torch.randn((K,) + rc.shape[:-2] + (M, self.hidden),
                           dtype=rc.dtype, device=rc.device)
         rce = rc.unsqueeze(0).expand((K,) + rc.shape)
-        rp = self.gen(rce, eps)                                         # [K, B, M, h]
         theta_c = self.enc.post(rc.mean(-2))
+        base = self._imputed(xc, yc, theta_c, K, M) if self.gen.predictive else None
+        rp = self.gen(rce, eps, base)                                   # [K, B, M, h]
         both = torch.cat([rce, rp], -2)
         return theta_c, self.enc.post(both.mean(-2)), self.enc.post(rp.mean(-2)), rp
+
+    def _imputed(self, xc, yc, theta_c, K, M):
+        """Encoded imputations [K, B, M, h] from the amortised one-step predictive:
+        x~_j ~ U(box of the context's inputs), y~_j = mu_c(x~_j) + sigma_c(x~_j) e_j,
+        e_j ~ N(0, I), R_j = pre(x~_j, y~_j) (Fong et al.'s martingale posterior
+        imputes future data from the predictive, so the spread of the pseudo sets scales
+        with sigma_c where the context is unpredictable). mu_c, sigma_c are detached:
+        the amortisation term alone trains the predictive that the imputation uses."""
+        lo, hi = xc.min(-2, keepdim=True).values, xc.max(-2, keepdim=True).values
+        u = torch.rand(xc.shape[:-2] + (K * M, xc.shape[-1]), dtype=xc.dtype,
+                       device=xc.device)
+        x = lo + (hi - lo) * u                                          # [B, K M, dx]
+        with torch.no_grad():
+            mu, sigma = self._amortised(xc, yc, x, theta_c)
+        y = mu + sigma * torch.randn_like(mu)
+        r = self.enc.embed(x, y)                                        # [B, K M, h]
+        return r.unflatten(-2, (K, M)).movedim(-3, 0)
+
+    def _amortised(self, xc, yc, x, theta_c):
+        """The amortised predictive (mu, sigma) at x [B, N, dx] from theta_c [B, h]."""
+        return self._decode(x, theta_c)
 
     def thetas(self, xc, yc, num_samples):
         """(theta_c [B, h], theta_k [K, B, h], theta'_k [K, B, h])."""
@@ -414,6 +447,9 @@ class AMPNP(MPNP):
         xc, yc, xt = self._cast(xc, yc, xt)
         _, theta_k, _, _ = self._sets(xc, yc, num_samples or self.samples)
         return self._decode(xt, theta_k, self.att(xc, yc, xt))
+
+    def _amortised(self, xc, yc, x, theta_c):
+        return self._decode(x, theta_c, self.att(xc, yc, x))
 
     def loss(self, xc, yc, x, y, num_samples=4):
         """The three-term loss; the attention path reads the real context in every term."""
@@ -685,6 +721,7 @@ def save_trained(path, model: NeuralProcess, source: str = "") -> None:
                            "hidden": model.hidden, "pseudo": model.pseudo,
                            "samples": model.samples, "heads": model.heads},
                 "resample": bool(getattr(getattr(model, "gen", None), "resample", False)),
+                "predictive": bool(getattr(getattr(model, "gen", None), "predictive", False)),
                 "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}},
                path)
 
@@ -703,6 +740,8 @@ def load_trained(path, device=None) -> tuple[NeuralProcess, str]:
                       "the default (mean) base is assumed", stacklevel=2)
     if resample:
         model.gen.resample = True
+    if blob.get("predictive", False):
+        model.gen.predictive = True
     missing, unexpected = model.load_state_dict(blob["state_dict"], strict=False)
     # the generator's resampling read-outs (gen.pick_*) are used only with resample =
     # True; files saved before they existed lack them and load exactly without them
