@@ -56,7 +56,7 @@ def make_trainer(method, theta, steps, args, n_episodes):
                      sgld_detrend=bool(args.sgld_detrend),
                      sgld_power_iters=args.sgld_power_iters,
                      sgld_step_scale=args.sgld_step_scale,
-                     sgld_precision=args.sgld_precision,
+                     sgld_precision=args.sgld_precision, sgld_cap=args.sgld_cap,
                      sgld_lr=args.inner_lr, lr=args.lr, lr_hyper=args.lr_hyper,
                      kl_episodes=args.kl_episodes or n_episodes,
                      test_samples=args.test_samples)
@@ -107,6 +107,10 @@ def main(argv=None):
                         "fisher: A_i the Fisher diagonal at the chain mean; newton: that and "
                         "the Newton centre; gauss_newton: the low-rank Gauss-Newton matrix "
                         "and the Newton centre (docs/constructs/niw_meta.md)")
+    p.add_argument("--sgld-cap", default="auto", choices=("auto", "power", "gram"),
+                   help="NIW gauss_newton: the step cap's curvature from power iterations or "
+                        "from the Gauss-Newton Gram matrix at m0 (auto: gram when the Fisher "
+                        "factor has at most 8 x power-iters rows)")
     p.add_argument("--kl-episodes", type=float, default=None,
                    help="NIW: N in KL(q(phi) || p(phi)) / N (default: the number of "
                         "meta-training episodes)")

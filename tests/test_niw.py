@@ -938,3 +938,53 @@ def test_gauss_newton_update_in_a_bdl_model_end_to_end():
     test = fit.meta["test"]
     assert math.isfinite(test["err"]) and math.isfinite(test["nll"])
     assert float(fit.meta["gamma0"].median()) < 1e6  # the globals moved
+
+
+def test_fisher_factor_with_gradient_is_the_factor_and_the_autograd_gradient():
+    """`fisher_factor_grad` (one Jacobian, fifth slice): its U is `fisher_factor`'s and its
+    gradient, U^T (mu - y)/sigma for the Gaussian and sum_n J_n^T (p_n - onehot y_n) for
+    the prototype likelihood, is autograd's gradient of the summed support NLL."""
+    torch.manual_seed(0)
+    reg = M.RegressionTask(MLP(1, [8, 8], 1, act="relu").to(D64))
+    ep = {k: v[0].to(D64) for k, v in rtn.SineLine(5).sample(
+        1, "train", torch.Generator().manual_seed(3)).items()}
+    src = rtn.gaussian_classes(ways=5, shots=2, queries=3, dim=6)
+    proto = M.ProtoTask(MLP(6, [8], 4, act="relu").to(D64), ways=5)
+    ec = {k: (v[0] if v.dtype == torch.long else v[0].to(D64))
+          for k, v in src.sample(1, "test", torch.Generator().manual_seed(0)).items()}
+    for task, e in ((reg, ep), (proto, ec)):
+        theta = task.flat.vector() + 0.2 * torch.randn(
+            task.flat.d, dtype=D64, generator=torch.Generator().manual_seed(4))
+        for part in ("support", "query"):
+            u, g = task.fisher_factor_grad(theta, e, part)
+            assert torch.allclose(u, task.fisher_factor(theta, e, part), rtol=1e-12,
+                                  atol=1e-12)
+            exact = rtn._grad(lambda t, e=e, part=part, task=task: task.loss(t, e, part),
+                              theta)[1]
+            assert float(exact.abs().max()) > 1e-3
+            assert torch.allclose(g, exact, rtol=1e-9, atol=1e-10)
+
+
+def test_gram_step_cap_is_the_top_curvature_of_a_linear_gaussian_model():
+    """For a model linear in theta the Gauss-Newton matrix J^T J / sigma^2 is the exact
+    Hessian of the summed Gaussian NLL, so the Gram matrix's top eigenvalue (the step cap
+    of `sgld_precision="gauss_newton"`) is the exact top curvature L, and the chain's step
+    is min(sgld_lr, 1/L) -- where 3 power iterations give only a lower bound."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(1, 1))
+    task = M.RegressionTask(net.to(D64), sigma=0.3)
+    ep = {k: v[0].to(D64) for k, v in rtn.SineLine(5).sample(
+        1, "train", torch.Generator().manual_seed(1)).items()}
+    theta = task.flat.vector()
+    hess = torch.autograd.functional.hessian(lambda t: task.loss(t, ep, "support"), theta)
+    top = float(torch.linalg.eigvalsh(hess)[-1])
+    u = task.fisher_factor(theta, ep, "support")
+    assert u.shape == (5, 2)
+    assert math.isclose(M.gram_top_eigenvalue(u), top, rel_tol=1e-10)
+    tr = M.NIW(theta, sgld_steps=3, sgld_lr=10.0 / top, sgld_precision="gauss_newton")
+    tr.chain(task, ep, torch.Generator().manual_seed(0))
+    assert tr.sgld_log["capped"] == 1
+    assert math.isclose(tr.sgld_log["lr_sum"], 1.0 / top, rel_tol=1e-10)
+    tr = M.NIW(theta, sgld_steps=3, sgld_lr=0.5 / top, sgld_precision="gauss_newton")
+    tr.chain(task, ep, torch.Generator().manual_seed(0))
+    assert tr.sgld_log["capped"] == 0

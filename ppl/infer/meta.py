@@ -68,14 +68,22 @@ class NIW:
     the support NLL at m0, ``sgld_power_iters`` power iterations with finite-difference
     Hessian-vector products, one gradient each; 0 turns the cap off) --
     without it the chain diverges wherever sgld_lr is past 2/curvature
-    (:func:`ppl.runtime.niw_meta.sgld`). ``sgld_log`` counts the chains run (``chains``),
-    those whose step was capped (``capped``) and the sum of the steps used (``lr_sum``).
+    (:func:`ppl.runtime.niw_meta.sgld`). ``sgld_cap`` "gram" (``gauss_newton`` with a task
+    that has ``fisher_factor_grad``): the curvature is instead the top eigenvalue of the
+    Gauss-Newton matrix U^T U at m0, from the r x r Gram matrix U U^T of one Jacobian that
+    also gives the chain's first gradient (for a Gaussian likelihood the Hessian less the
+    residual term sum_n (mu_n - y_n) Hess mu_n / sigma^2); "auto" (default) uses it when
+    the factor has r <= 8 ``sgld_power_iters`` rows (``task.factor_rows``), where the
+    Jacobian's r batched backward passes cost less than the power iterations' gradients
+    (benchmarks/RESULTS.md, Issue 7, fifth slice); "power" always power-iterates.
+    ``sgld_log`` counts the chains run (``chains``), those whose step was capped
+    (``capped``) and the sum of the steps used (``lr_sum``).
     """
 
     def __init__(self, theta_init, *, n0=1.0, gamma0=1e6, l0=1.0, sgld_steps=3,
                  sgld_lr=1e-3, sgld_temp=1.0, a_max=1e3, sgld_burn=0.5, sgld_detrend=False,
                  sgld_power_iters=3, sgld_step_scale=1.0, sgld_precision="variance",
-                 variant="niw", lr=5e-3,
+                 sgld_cap="auto", variant="niw", lr=5e-3,
                  lr_hyper=0.1, kl_episodes=1e4, prior_gamma=1.0, prior_n=1.0,
                  prior_l=1e-3, test_samples=20):
         dt, dev = theta_init.dtype, theta_init.device
@@ -100,6 +108,9 @@ class NIW:
                              f"'gauss_newton', not "
                              f"{sgld_precision!r}")
         self.precision = sgld_precision
+        if sgld_cap not in ("auto", "power", "gram"):
+            raise ValueError(f"sgld_cap must be 'auto', 'power' or 'gram', not {sgld_cap!r}")
+        self.cap = sgld_cap
         self.sgld_log = {"chains": 0, "capped": 0, "lr_sum": 0.0}
         self.variant = variant
         self.kl_weight = 1.0 / kl_episodes
@@ -115,11 +126,22 @@ class NIW:
         m0 = self.m0
         s = self.sgld
         info = {}
+        # gauss_newton with a task that gives the gradient with its Fisher factor: the
+        # step cap's curvature is the Gauss-Newton matrix's top eigenvalue at m0, from one
+        # Jacobian, instead of power iterations (class docstring)
+        factor_grad = (getattr(task, "fisher_factor_grad", None)
+                       if self.precision == "gauss_newton" else None)
+        curvature = None
+        if factor_grad is not None and s["power_iters"] > 0 and s["steps"] > 0 and (
+                self.cap == "gram" or (self.cap == "auto" and task.factor_rows(ep) <= 8 *
+                                       s["power_iters"])):
+            u0, g0 = factor_grad(m0.detach(), ep, "support")
+            curvature = (gram_top_eigenvalue(u0), g0)
         mbar, A, _, _ = rtn.sgld(lambda th: task.loss(th, ep, "support"), m0.detach(),
                                  s["steps"], s["lr"], s["temp"], a_max=s["a_max"],
                                  burn=s["burn"], detrend=s["detrend"],
                                  power_iters=s["power_iters"], step_scale=s["step_scale"],
-                                 generator=generator, info=info)
+                                 generator=generator, info=info, curvature=curvature)
         log = self.sgld_log
         log["chains"] += 1
         log["capped"] += int(info["lr"] < s["lr"])
@@ -127,6 +149,9 @@ class NIW:
         if self.precision == "gauss_newton":
             # the chain mean, the gradient there and the Fisher factor: the low-rank
             # quadratic of :func:`ppl.runtime.niw_meta.lowrank_posterior_kl`
+            if factor_grad is not None:
+                u, grad = factor_grad(mbar, ep, "support")
+                return mbar, grad, u
             grad = rtn._grad(lambda th: task.loss(th, ep, "support"), mbar)[1]
             return mbar, grad, task.fisher_factor(mbar, ep, "support")
         if self.precision != "variance":
@@ -299,17 +324,28 @@ def fisher_diag(task, theta: torch.Tensor, ep: dict, part: str = "support") -> t
     return (task.fisher_factor(theta, ep, part) ** 2).sum(-2)
 
 
-def _jacobian(fn, theta: torch.Tensor) -> torch.Tensor:
+def _jacobian(fn, theta: torch.Tensor, with_value: bool = False):
     """d fn(theta) / d theta, shape fn(theta).shape + theta.shape, by one batched
     backward (``is_grads_batched``; ``torch.func.jacrev`` refuses to run under the
-    saved-tensor hooks of :class:`SavedTensorMeter`)."""
+    saved-tensor hooks of :class:`SavedTensorMeter`); with ``with_value`` the pair
+    (jacobian, fn(theta) detached) from the same forward pass."""
     th = theta.detach().requires_grad_(True)
     with torch.enable_grad():
         out = fn(th)
         eye = torch.eye(out.numel(), dtype=out.dtype, device=out.device)
         (jac,) = torch.autograd.grad(out.reshape(-1), th, grad_outputs=eye,
                                      is_grads_batched=True)
-    return jac.reshape(out.shape + theta.shape)
+    jac = jac.reshape(out.shape + theta.shape)
+    return (jac, out.detach()) if with_value else jac
+
+
+def gram_top_eigenvalue(U: torch.Tensor) -> float:
+    """The largest eigenvalue of the low-rank Fisher (Gauss-Newton) matrix U^T U [d, d],
+    computed as that of the small Gram matrix U U^T [r, r] (the same non-zero spectrum):
+    the stable-SGLD-step curvature of ``sgld_precision="gauss_newton"`` without power
+    iterations (docs/constructs/niw_meta.md, "Step cap from the Gram matrix")."""
+    gram = U @ U.transpose(-1, -2)
+    return float(torch.linalg.eigvalsh(gram)[..., -1].max())
 
 
 class RegressionTask:
@@ -337,6 +373,19 @@ class RegressionTask:
         in any single weight), the exact Hessian diagonal (METHODS.md §4: A_i)."""
         x = ep["xs"] if part == "support" else ep["xq"]
         return _jacobian(lambda th: self.mean(th, x), theta) / self.sigma
+
+    def factor_rows(self, ep, part="support"):
+        """Rows of :meth:`fisher_factor`: one per point."""
+        return ep["ys" if part == "support" else "yq"].numel()
+
+    def fisher_factor_grad(self, theta, ep, part="support"):
+        """(U, grad U(theta)) from one Jacobian: U = J/sigma as :meth:`fisher_factor`, and
+        the gradient of the summed NLL sum_n (mu_n - y_n)^2 / (2 sigma^2),
+        J^T (mu - y) / sigma^2 = U^T (mu - y) / sigma -- no extra backward pass."""
+        x, y = (ep["xs"], ep["ys"]) if part == "support" else (ep["xq"], ep["yq"])
+        jac, mu = _jacobian(lambda th: self.mean(th, x), theta, with_value=True)
+        u = jac / self.sigma
+        return u, u.transpose(-1, -2) @ ((mu - y) / self.sigma)
 
     def metrics(self, thetas, ep):
         mu = self.mean(thetas, ep["xq"])          # [S, Q]
@@ -366,12 +415,22 @@ class ProtoTask:
         """U [points * ways, d] with U^T U the Fisher information of the summed categorical
         NLL at theta (the points of ``part`` scored against the support prototypes):
         :func:`categorical_fisher_factor` of the logits' Jacobian (METHODS.md §4: A_i)."""
-        x = ep["xs"] if part == "support" else ep["xq"]
-        th = theta.detach()
-        jac = _jacobian(lambda t: self.logits(t, ep, x), th)              # [n, C, d]
-        with torch.no_grad():
-            p = self.logits(th, ep, x).softmax(-1)
-        return categorical_fisher_factor(jac, p)
+        return self.fisher_factor_grad(theta, ep, part)[0]
+
+    def factor_rows(self, ep, part="support"):
+        """Rows of :meth:`fisher_factor`: one per (point, class)."""
+        return ep["ys" if part == "support" else "yq"].numel() * self.ways
+
+    def fisher_factor_grad(self, theta, ep, part="support"):
+        """(U, grad U(theta)) from one Jacobian J of the logits: U as
+        :meth:`fisher_factor` and the gradient of the summed cross-entropy,
+        sum_n J_n^T (p_n - onehot(y_n)) -- no extra backward pass."""
+        x, y = (ep["xs"], ep["ys"]) if part == "support" else (ep["xq"], ep["yq"])
+        jac, z = _jacobian(lambda t: self.logits(t, ep, x), theta, with_value=True)
+        p = z.softmax(-1)                                                  # [n, C]
+        resid = p - torch.nn.functional.one_hot(y.long(), p.shape[-1]).to(p.dtype)
+        grad = torch.einsum("nc,ncd->d", resid, jac)
+        return categorical_fisher_factor(jac, p), grad
 
     def loss(self, theta, ep, part):
         x, y = (ep["xs"], ep["ys"]) if part == "support" else (ep["xq"], ep["yq"])

@@ -222,7 +222,8 @@ def top_curvature(potential, theta: torch.Tensor, iters: int = 1,
 
 
 def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=1,
-         detrend=False, generator=None, power_iters=0, step_scale=1.0, info=None):
+         detrend=False, generator=None, power_iters=0, step_scale=1.0, info=None,
+         curvature=None):
     """Stochastic-gradient Langevin dynamics on U = potential(theta), warm-started at
     theta0: theta_t = theta_{t-1} - lr grad U(theta_{t-1}) + sqrt(2 lr temp) xi_t,
     xi_t ~ N(0, I), t = 1..steps.
@@ -259,11 +260,20 @@ def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=1,
     receives ``lr`` (the step used), ``curvature`` (L_i, nan when not estimated) and
     ``steps`` (iterates taken before any non-finite step). METHODS.md §4; the divergence it
     prevents is in benchmarks/RESULTS.md, Issue 7.
+
+    ``curvature`` = (L, grad U(theta0)), when given, replaces the power iteration (which
+    is then not run, whatever ``power_iters``): the caller already has both, e.g. the top
+    eigenvalue of the Gauss-Newton Gram matrix and the gradient from the same Jacobian
+    (:meth:`ppl.infer.meta.NIW.chain`, ``sgld_precision="gauss_newton"``).
     """
     theta0 = theta0.detach()
     theta = theta0.clone()
     grad0, curv = None, float("nan")
-    if power_iters > 0 and steps > 0:
+    if curvature is not None and steps > 0:
+        curv, grad0 = float(curvature[0]), curvature[1].detach()
+        if curv > 0.0 and math.isfinite(curv):
+            lr = min(lr, step_scale / curv)
+    elif power_iters > 0 and steps > 0:
         curv, grad0 = top_curvature(potential, theta, power_iters, fd_step=1e-3)
         if curv > 0.0:
             lr = min(lr, step_scale / curv)

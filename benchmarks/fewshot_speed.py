@@ -1,0 +1,110 @@
+"""Milliseconds per meta-training episode, in isolation: NIW (METHODS.md §4; the
+variance and Gauss-Newton local updates) against first- and second-order MAML on the
+harness of :mod:`ppl.infer.meta`, at several inner-step counts.
+
+    python benchmarks/fewshot_speed.py --task sine_line --inner 1,3,10 --json out.json
+
+One timed unit is one meta step (``trainer.step``) on a fixed batch of ``--batch``
+meta-train episodes; a block is ``--steps`` such steps; the reported number is the
+minimum over ``--blocks`` blocks, divided by the batch (the minimum is the least
+disturbed by other processes on a shared machine). Rows ``METHOD/kSTEPS``, columns
+``ms_per_episode``. Methods: niw (``sgld_precision="variance"``), niw_gn
+(``"gauss_newton"``, default step cap), niw_gn_power (``"gauss_newton"``, step cap by
+power iteration), maml1, maml2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+
+import torch
+
+from ppl.infer import meta as M
+from ppl.runtime import niw_meta as rtn
+from ppl.runtime.nn import MLP
+
+NIW_KW = {"niw": {"sgld_precision": "variance"},
+          "niw_gn": {"sgld_precision": "gauss_newton"},
+          "niw_gn_power": {"sgld_precision": "gauss_newton", "sgld_cap": "power"}}
+
+
+def make(method: str, task, k: int, inner_lr: float):
+    """A trainer of ``method`` with ``k`` inner steps at the network's initial weights."""
+    theta = task.flat.vector()
+    if method in NIW_KW:
+        return M.NIW(theta, sgld_steps=k, sgld_lr=inner_lr, **NIW_KW[method])
+    if method in ("maml1", "maml2"):
+        return M.MAML(theta, inner_steps=k, inner_lr=inner_lr, first_order=method == "maml1")
+    raise SystemExit(f"unknown method {method!r}")
+
+
+def ms_per_episode(trainer, task, batch, steps: int, blocks: int, sync) -> float:
+    """min over ``blocks`` of the wall time of ``steps`` meta steps, per episode, in ms."""
+    trainer.step(task, batch)  # warm-up
+    best = float("inf")
+    for _ in range(blocks):
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            trainer.step(task, batch)
+        sync()
+        best = min(best, (time.perf_counter() - t0) / steps)
+    return 1e3 * best / len(batch)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--task", default="sine_line", help="sine_line | digits | gauss | FILE.npz")
+    p.add_argument("--methods", default="niw,niw_gn,niw_gn_power,maml1,maml2")
+    p.add_argument("--shots", type=int, default=5)
+    p.add_argument("--inner", default="1,3,10", help="inner steps, comma list")
+    p.add_argument("--batch", type=int, default=4, help="episodes per meta step")
+    p.add_argument("--steps", type=int, default=20, help="meta steps per timed block")
+    p.add_argument("--blocks", type=int, default=5, help="timed blocks (the minimum is kept)")
+    p.add_argument("--inner-lr", type=float, default=3e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: CUDA is not available on this machine")
+    dev = torch.device(args.device)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    src = rtn.source(args.task, shots=args.shots)
+    batch = [{k: v.to(dev) for k, v in ep.items()} for ep in M.split(
+        src.sample(args.batch, "train", torch.Generator().manual_seed(args.seed)))]
+    rows = {}
+    for method in args.methods.split(","):
+        for k in (int(s) for s in args.inner.split(",")):
+            torch.manual_seed(args.seed)
+            if src.kind == "regression":
+                task = M.RegressionTask(MLP(1, [32, 32], 1, act="relu"))
+            else:
+                task = M.ProtoTask(MLP(batch[0]["xs"].shape[-1], [64], 32, act="relu"),
+                                   src.ways)
+            task.flat.net.to(dev)
+            trainer = make(method, task, k, args.inner_lr)
+            ms = ms_per_episode(trainer, task, batch, args.steps, args.blocks, sync)
+            rows[f"{method}/k{k}"] = {"ms_per_episode": ms}
+    print("| row | ms_per_episode |\n|---|---|")
+    for row, v in rows.items():
+        print(f"| {row} | {v['ms_per_episode']:.2f} |")
+    print(f"# {args.task}, {platform.processor() or platform.machine()}, torch "
+          f"{torch.__version__}, device {args.device}, threads {torch.get_num_threads()}",
+          file=sys.stderr)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
