@@ -417,11 +417,11 @@ def test_prototype_likelihood_in_a_bdl_model_end_to_end():
                 float(proto.loss(theta, e, part)), rel=1e-5)
 
 
-def _fewshot_bench():
+def _fewshot_bench(name="fewshot"):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("fewshot_bench",
-                                                  ROOT / "benchmarks" / "fewshot.py")
+    spec = importlib.util.spec_from_file_location(f"{name}_bench",
+                                                  ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -988,3 +988,45 @@ def test_gram_step_cap_is_the_top_curvature_of_a_linear_gaussian_model():
     tr = M.NIW(theta, sgld_steps=3, sgld_lr=0.5 / top, sgld_precision="gauss_newton")
     tr.chain(task, ep, torch.Generator().manual_seed(0))
     assert tr.sgld_log["capped"] == 0
+
+
+def test_step_cap_source_follows_sgld_cap_and_the_factor_rows(monkeypatch):
+    """`sgld_cap="auto"` power-iterates only where the Fisher factor has more than
+    8 x `sgld_power_iters` rows (sine/line's 5 rows: the Gram matrix; a 5-way 1-shot
+    prototype factor's 25 rows: power iteration); "power" and "gram" force one."""
+    calls = []
+    real = rtn.top_curvature
+    monkeypatch.setattr(rtn, "top_curvature", lambda *a, **k: calls.append(1) or real(*a, **k))
+    torch.manual_seed(0)
+    reg = M.RegressionTask(MLP(1, [8], 1, act="relu"))
+    ep = M.split(rtn.SineLine(5).sample(1, "train", torch.Generator().manual_seed(0)))[0]
+    src = rtn.gaussian_classes(ways=5, shots=1, queries=2, dim=4)
+    proto = M.ProtoTask(MLP(4, [8], 4, act="relu"), ways=5)
+    ec = M.split(src.sample(1, "train", torch.Generator().manual_seed(0)))[0]
+    assert (reg.factor_rows(ep), proto.factor_rows(ec)) == (5, 25)
+    for task, e, cap, power in ((reg, ep, "auto", 0), (reg, ep, "power", 1),
+                                (proto, ec, "auto", 1), (proto, ec, "gram", 0)):
+        calls.clear()
+        tr = M.NIW(task.flat.vector(), sgld_steps=2, sgld_precision="gauss_newton",
+                   sgld_cap=cap)
+        tr.chain(task, e, torch.Generator().manual_seed(1))
+        assert len(calls) == power, (cap, task)
+    with pytest.raises(ValueError, match="sgld_cap"):
+        M.NIW(reg.flat.vector(), sgld_cap="exact")
+
+
+def test_fewshot_speed_benchmark_rows_and_device(tmp_path, capsys):
+    bench = _fewshot_bench("fewshot_speed")
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            bench.main(["--device", "cuda"])
+        assert "CUDA is not available" in capsys.readouterr().err
+    out = tmp_path / "s.json"
+    rows = bench.main(["--methods", "niw_gn,maml1", "--inner", "1,2", "--steps", "1",
+                       "--blocks", "1", "--json", str(out)])
+    import json
+
+    saved = json.loads(out.read_text())
+    assert set(saved) == set(rows) == {"niw_gn/k1", "niw_gn/k2", "maml1/k1", "maml1/k2"}
+    assert all(set(r) == {"ms_per_episode"} and r["ms_per_episode"] > 0
+               for r in saved.values())
