@@ -35,7 +35,16 @@ resolved below the sampling gap, and observation noise that the model's obs_sd m
     python benchmarks/fsde_hurst.py --synthetic --n 400 --noise 0.01 --obs-sd 0.01 \
         --gamma-max 320 --K 7 --mle
 
-(the Euler step is then a quarter of the gap: 1600 steps per path).
+(the Euler step is then a quarter of the gap: 1600 steps per path). Cheaper, with an
+exact-likelihood H of 0.309 / 0.527 / 0.664 / 0.925: four 100-point series per H sharing
+(H, theta, mu, sigma), batched as paths (693 Euler steps per path):
+
+    python benchmarks/fsde_hurst.py --synthetic --n 100 --series-per-h 4 --paths 4 \
+        --gamma-max 160 --K 7 --noise 0.01 --obs-sd 0.01 --control drift
+
+``--control drift`` makes the control network output the change of X's drift
+(u = Delta / (sigma wbar(H))); ``--probe-at S1,S2`` compares both control forms'
+dELBO/dH with the exact d log p/dH during the fit (:func:`h_gradients`).
 """
 
 from __future__ import annotations
@@ -207,18 +216,26 @@ def kalman_loglik(tt: torch.Tensor, yt: torch.Tensor, w: torch.Tensor, g: torch.
     return ll
 
 
+def standardise(y: np.ndarray) -> np.ndarray:
+    """(y - mean) / sd over every value: one affine map for all series of a row, so that
+    series sharing theta, mu and sigma still share them after it."""
+    return (y - y.mean()) / y.std()
+
+
 def mle_hurst(t: np.ndarray, y: np.ndarray, K: int = 5, kind: int = 2,
               obs_sd: float = 0.05, grid=None, iters: int = 100,
               gamma_max: float = 20.0, profile: list | None = None) -> tuple[float, float]:
     """Profile maximum likelihood of H under :func:`kalman_loglik`: theta, mu, sigma
     maximised at each H of a grid (L-BFGS with a strong-Wolfe line search on the sum over
-    the grid, whose terms are independent), the peak refined by a parabola. Returns the
-    MLE of H and a Laplace sd from the profile's curvature; ``profile`` (a list) receives
-    the profile log-likelihood at each grid point. (300 Adam steps at lr 0.05, used
-    before, left the profile up to 10 nats short of its maximum, enough to move the
-    MLE by 0.1-0.15.)"""
+    the grid, whose terms are independent), the peak refined by a parabola. ``y`` is one
+    series [N] or M independent series [M, N] at the times ``t`` that share (H, theta, mu,
+    sigma), each with its own x0: the log-likelihood is the sum of the M filters'.
+    Returns the MLE of H and a Laplace sd from the profile's curvature; ``profile`` (a
+    list) receives the profile log-likelihood at each grid point. (300 Adam steps at
+    lr 0.05, used before, left the profile up to 10 nats short of its maximum, enough to
+    move the MLE by 0.1-0.15.)"""
     tt = torch.tensor((t - t[0]) / (t[-1] - t[0]), dtype=torch.float64)
-    yt = torch.tensor((y - y.mean()) / y.std(), dtype=torch.float64)
+    yt = torch.tensor(standardise(np.atleast_2d(y)), dtype=torch.float64)
     grid = np.arange(0.05, 0.96, 0.05) if grid is None else np.asarray(grid)
     g = mafbm.gamma_grid(K, gamma_max)
     w = torch.stack([mafbm.omega(float(H), g, float(tt[-1]), kind)[0] for H in grid])
@@ -229,7 +246,8 @@ def mle_hurst(t: np.ndarray, y: np.ndarray, K: int = 5, kind: int = 2,
     def loglik():
         th = torch.nn.functional.softplus(raw[:, 0] + 1.0)
         sg = torch.nn.functional.softplus(raw[:, 2] + 0.5)
-        return kalman_loglik(tt, yt, w, g, th, raw[:, 1], sg, kind, obs_sd, gamma_max)
+        return sum(kalman_loglik(tt, ys, w, g, th, raw[:, 1], sg, kind, obs_sd, gamma_max)
+                   for ys in yt)
 
     def closure():
         opt.zero_grad()
@@ -249,29 +267,102 @@ def mle_hurst(t: np.ndarray, y: np.ndarray, K: int = 5, kind: int = 2,
 
 
 # ---- the fit --------------------------------------------------------------------
+class _DriftOf(torch.nn.Module):
+    """The drift-form network equal to a noise-form control at a fixed gain: Delta =
+    gain * u(Z, t), with gain = sigma * wbar(H0) held constant (so that moving H moves u
+    in the drift form, the steering of X in the noise form)."""
+
+    def __init__(self, ctrl: fs.Control, gain: float):
+        super().__init__()
+        self.ctrl, self.gain = ctrl, gain
+
+    def forward(self, tau, x, y):
+        return self.gain * self.ctrl(tau, x, y)
+
+
+def h_gradients(tt: torch.Tensor, yt: torch.Tensor, ctrl: fs.Control, H0: float,
+                theta: float, mu: float, sigma: float, q0_loc: torch.Tensor,
+                q0_sd: torch.Tensor, K: int, kind: int, gamma_max: float, dt: float,
+                obs_sd: float, paths: int, seed: int, groups: int = 4) -> dict:
+    """d ELBO / dH at fixed control weights in both control forms, against the exact
+    d log p(y | H, theta, mu, sigma) / dH (:func:`kalman_loglik`, autograd through
+    omega(H)). The two forms are the same posterior at H0 (the drift form's network is
+    sigma wbar(H0) times the noise form's), so the ELBOs agree there; their partial
+    derivatives in H differ because each holds different coordinates fixed. By the
+    envelope theorem both equal the exact derivative at the optimal control; the gap is
+    the bias that the H update follows at a suboptimal one. Mean and Monte Carlo se over
+    ``groups`` groups of the ``paths`` paths per series (same x0 draws and Brownian
+    motion for both forms)."""
+    M = yt.shape[1]
+    _, w0, _ = fs.weights(H0, K, kind, 1.0, gamma_max, dtype=torch.float64)
+    nets = {"noise": ctrl, "drift": _DriftOf(ctrl, sigma * float(w0.sum()))}
+    y_paths = yt.repeat_interleave(paths, 1)
+    saved = ctrl._obs_tau, ctrl._obs_y
+    ctrl.set_data(tt, y_paths[:, :, None])          # the probe's batch has its own size
+    out = {}
+    for form, net in nets.items():
+        torch.manual_seed(seed)
+        H = torch.tensor(H0, dtype=yt.dtype, device=yt.device, requires_grad=True)
+        x0 = torch.distributions.Normal(q0_loc, q0_sd).sample((paths,)).T.reshape(-1, 1)
+        xs, kl, _ = fs.simulate(tt, x0, lambda x, s: -theta * (x - mu), sigma, H, K=K,
+                                kind=kind, control=net, gamma_max=gamma_max, dt=dt,
+                                control_form=form)
+        ll = torch.distributions.Normal(xs[:, :, 0], obs_sd).log_prob(y_paths).sum(0)
+        per = (ll - kl).reshape(M, groups, paths // groups).mean(2).sum(0)   # [groups]
+        gs = torch.stack([torch.autograd.grad(per[r], H, retain_graph=r < groups - 1)[0]
+                          for r in range(groups)]).double()
+        out[f"elbo_{form}"] = float(per.detach().mean())
+        out[f"grad_{form}"] = float(gs.mean())
+        out[f"grad_{form}_se"] = float(gs.std() / math.sqrt(groups))
+    ctrl.set_data(*saved)
+    t64, y64 = tt.double().cpu(), yt.double().cpu()
+    g = mafbm.gamma_grid(K, gamma_max)
+    Hx = torch.tensor(H0, dtype=torch.float64, requires_grad=True)
+    w = mafbm.omega(Hx, g, 1.0, kind)[0][None]
+    one = {k: torch.tensor([v], dtype=torch.float64)
+           for k, v in (("theta", theta), ("mu", mu), ("sigma", sigma))}
+    ll = sum(kalman_loglik(t64, y64[:, j], w, g, one["theta"], one["mu"], one["sigma"],
+                           kind, obs_sd, gamma_max, dt) for j in range(M))
+    out["loglik"] = float(ll.detach())
+    out["grad_exact"] = float(torch.autograd.grad(ll.sum(), Hx)[0])
+    return out
+
+
 def fit_hurst(t: np.ndarray, y: np.ndarray, steps: int, paths: int, seed: int, K: int = 5,
               kind: int = 2, obs_sd: float = 0.05, lr: float = 3e-3, hidden=(64, 64),
               log_every: int = 0, warmup: float = 0.3, lr_h: float | None = None,
               device: str = "cpu", history: list | None = None,
-              gamma_max: float = 20.0, out_gain: float = 1.0) -> float:
-    """Path-space VI of the fOU model above; returns the learned H. For the first
+              gamma_max: float = 20.0, out_gain: float = 1.0,
+              control_form: str = "noise", probe_at: tuple = (), probe_paths: int = 64,
+              probes: dict | None = None) -> float:
+    """Path-space VI of the fOU model above; returns the learned H. ``y``: one series [N]
+    or M independent series [M, N] observed at ``t`` that share (H, theta, mu, sigma),
+    each with its own q(x0); the batch holds ``paths`` posterior paths per series and the
+    one control network sees each path's own series in its data features. For the first
     ``warmup`` fraction of the steps H stays at 0.5: with an untrained control the
     likelihood of prior-like paths pulls H towards smaller path variance. ``lr_h`` is
     the Adam learning rate of H's logit (default ``lr``): Adam moves a parameter by about
     its learning rate per step whatever the gradient's size, so with the network's
     lr = 3e-3 the logit can travel only ~0.6 (H by ~0.15) in 300 steps of cosine decay.
-    ``history`` (a list) receives H after every step."""
+    ``control_form``: the control network outputs u (``"noise"``) or the change of X's
+    drift (``"drift"``, u = Delta / (sigma wbar(H))). ``history`` (a list) receives H
+    after every step. ``probe_at``: steps (counted before the step's update; ``steps``
+    itself after the last one) at which :func:`h_gradients` compares the ELBO's
+    H-gradient in both forms with the exact one (``probe_paths`` paths per series; the
+    results go to ``probes[step]``)."""
     torch.manual_seed(seed)
     dev = torch.device(device)
     dt = grid_dt(torch.tensor((t - t[0]) / (t[-1] - t[0]), dtype=torch.float64), gamma_max)
     tt = torch.tensor((t - t[0]) / (t[-1] - t[0]), dtype=torch.float32, device=dev)
-    yt = torch.tensor((y - y.mean()) / y.std(), dtype=torch.float32, device=dev)
+    yt = torch.tensor(standardise(np.atleast_2d(y)).T, dtype=torch.float32, device=dev)
+    M = yt.shape[1]                                              # yt: [N, M]
+    y_paths = yt.repeat_interleave(paths, 1)                     # [N, M * paths], series-major
     ctrl = fs.Control(1, K, hidden, n_freq=6, data=True).to(dev)
-    ctrl.set_data(tt, yt[:, None])
+    ctrl.set_data(tt, yt if M == 1 else y_paths[:, :, None])
     raw = {k: torch.zeros((), requires_grad=True, device=dev)
            for k in ("h", "theta", "mu", "sigma")}
-    x0_loc = torch.tensor(float(yt[0]), requires_grad=True, device=dev)
-    x0_lsd = torch.tensor(math.log(obs_sd), requires_grad=True, device=dev)
+    x0_loc = yt[0].clone().requires_grad_(True)
+    x0_lsd = torch.full((M,), math.log(obs_sd), device=dev, requires_grad=True)
     last = list(ctrl.net[-1].parameters())
     body = [p for p in ctrl.parameters() if all(p is not q for q in last)]
     opt = torch.optim.Adam([{"params": [*body, x0_loc, x0_lsd], "lr": lr},
@@ -281,24 +372,41 @@ def fit_hurst(t: np.ndarray, y: np.ndarray, steps: int, paths: int, seed: int, K
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: 0.1 + 0.45 * (1 + math.cos(math.pi * min(k, steps) / steps)))
     prior = torch.distributions.Normal(torch.zeros((), device=dev), torch.ones((), device=dev))
+    def probe(step):
+        with torch.no_grad():
+            th = float(torch.nn.functional.softplus(raw["theta"] + 1.0))
+            sg = float(torch.nn.functional.softplus(raw["sigma"] + 0.5))
+            h0 = float(torch.sigmoid(raw["h"]).clamp(0.01, 0.99))
+        r = h_gradients(tt, yt, ctrl, h0, th, float(raw["mu"].detach()), sg, x0_loc.detach(),
+                        x0_lsd.detach().exp(), K, kind, gamma_max, dt, obs_sd,
+                        probe_paths, seed=10_000 + step)
+        print(f"  probe at step {step}: H {h0:.3f}  ELBO {r['elbo_noise']:.1f} "
+              f"(loglik {r['loglik']:.1f})  dELBO/dH noise {r['grad_noise']:.1f} "
+              f"+- {r['grad_noise_se']:.1f}  drift {r['grad_drift']:.1f} "
+              f"+- {r['grad_drift_se']:.1f}  exact {r['grad_exact']:.1f}", flush=True)
+        if probes is not None:
+            probes[step] = r
+
     for step in range(steps):
+        if step in probe_at:
+            probe(step)
         H = torch.sigmoid(raw["h"]).clamp(0.01, 0.99)
         theta = torch.nn.functional.softplus(raw["theta"] + 1.0)
         sigma = torch.nn.functional.softplus(raw["sigma"] + 0.5)
         mu = raw["mu"]
         q0 = torch.distributions.Normal(x0_loc, x0_lsd.exp())
-        x0 = q0.rsample((paths, 1))
+        x0 = q0.rsample((paths,)).T.reshape(M * paths, 1)
 
         def drift(x, s, th=theta, m=mu):
             return -th * (x - m)
 
         paths_, kl, _ = fs.simulate(tt, x0, drift, sigma, H, K=K, kind=kind, control=ctrl,
-                                    gamma_max=gamma_max, dt=dt)
-        ll = torch.distributions.Normal(paths_[:, :, 0], obs_sd).log_prob(yt[:, None]).sum(0)
-        kl0 = torch.distributions.kl_divergence(q0, prior)
-        elbo = (ll - kl).mean() - kl0
+                                    gamma_max=gamma_max, dt=dt, control_form=control_form)
+        ll = torch.distributions.Normal(paths_[:, :, 0], obs_sd).log_prob(y_paths).sum(0)
+        kl0 = torch.distributions.kl_divergence(q0, prior).sum()
+        elbo = (ll - kl).reshape(M, paths).mean(1).sum() - kl0
         opt.zero_grad()
-        (-elbo / len(tt)).backward()
+        (-elbo / yt.numel()).backward()
         if step < warmup * steps:   # H frozen while the control learns to track the data
             raw["h"].grad = None
         opt.step()
@@ -306,26 +414,35 @@ def fit_hurst(t: np.ndarray, y: np.ndarray, steps: int, paths: int, seed: int, K
         if history is not None:
             history.append(float(torch.sigmoid(raw["h"].detach())))
         if log_every and (step % log_every == 0 or step == steps - 1):
+            rms = float((paths_[:, :, 0].detach() - y_paths).pow(2).mean().sqrt())
             print(f"  step {step:4d}  elbo {elbo.item():9.2f}  kl {kl.mean().item():8.2f}  "
-                  f"H {H.item():.3f}  theta {theta.item():.2f}  sigma {sigma.item():.2f}",
-                  flush=True)
+                  f"H {H.item():.3f}  theta {theta.item():.2f}  sigma {sigma.item():.2f}  "
+                  f"rms {rms:.3f}", flush=True)
+    if steps in probe_at:
+        probe(steps)
     return float(torch.sigmoid(raw["h"].detach()))
 
 
 def classical(y: np.ndarray) -> dict:
-    x = np.diff(y)
-    return {"rs_h": rs_hurst(x), "dfa_h": dfa_hurst(x), "whittle_h": whittle_hurst(x)}
+    """R/S, DFA and local Whittle on the increments; for M series [M, N], the mean of the
+    M estimates."""
+    xs = np.diff(np.atleast_2d(y), axis=1)
+    return {k: float(np.mean([f(x) for x in xs]))
+            for k, f in (("rs_h", rs_hurst), ("dfa_h", dfa_hurst), ("whittle_h", whittle_hurst))}
 
 
-def run_row(t, y, true_h, args) -> dict:
+def run_row(t, y, true_h, args, probes: dict | None = None) -> dict:
     hs = []
+    probe_at = tuple(int(k) for k in args.probe_at.split(",")) if args.probe_at else ()
     for s in range(args.seeds):
         t0 = time.perf_counter()
         hs.append(fit_hurst(t, y, args.steps, args.paths, seed=s, lr=args.lr, K=args.K,
                             obs_sd=args.obs_sd,
                             log_every=args.log_every, warmup=args.warmup, lr_h=args.lr_h,
                             out_gain=args.out_gain, device=args.device,
-                            gamma_max=args.gamma_max))
+                            gamma_max=args.gamma_max, control_form=args.control,
+                            probe_at=probe_at, probe_paths=args.probe_paths,
+                            probes=probes if s == 0 else None))
         print(f"  seed {s}: H = {hs[-1]:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
     row = {"true_h": true_h, "learned_h": float(np.mean(hs)),
            "h_sd": float(np.std(hs, ddof=1)) if len(hs) > 1 else float("nan")}
@@ -371,6 +488,18 @@ def main(argv=None) -> dict:
                          "own MA-fBM (K, gamma_max as fitted: a well-specified check)")
     ap.add_argument("--mle", action="store_true",
                     help="also the exact-likelihood (Kalman) MLE of H under the same model")
+    ap.add_argument("--series-per-h", type=int, default=1,
+                    help="independent synthetic series per H, sharing (H, theta, mu, sigma) "
+                         "in the fit and the exact likelihood (the j-th of row i has seed "
+                         "series-seed + i + 100 j); they are batched as paths")
+    ap.add_argument("--control", choices=fs.CONTROL_FORMS, default="noise",
+                    help="what the control network outputs: u (noise) or the change of X's "
+                         "drift (drift; u = Delta / (sigma wbar(H)))")
+    ap.add_argument("--probe-at", default="",
+                    help="steps (comma-separated) at which to compare dELBO/dH of both "
+                         "control forms with the exact d log p/dH (rows '<row>/probe@N')")
+    ap.add_argument("--probe-paths", type=int, default=64,
+                    help="posterior paths per series for each --probe-at gradient")
     ap.add_argument("--log-every", type=int, default=0)
     add_run_args(ap)
     args = ap.parse_args(argv)
@@ -380,11 +509,16 @@ def main(argv=None) -> dict:
     out = {}
     if args.synthetic:
         for i, H in enumerate(float(h) for h in args.hs.split(",")):
-            t, y = make_fou(H, args.n, seed=(100 + i) if args.series_seed is None
-                            else args.series_seed + i, truth=args.truth, K=args.K,
+            base = (100 if args.series_seed is None else args.series_seed) + i
+            ser = [make_fou(H, args.n, seed=base + 100 * j, truth=args.truth, K=args.K,
                             gamma_max=args.gamma_max, noise=args.noise)
+                   for j in range(args.series_per_h)]
+            t = ser[0][0]
+            y = ser[0][1] if len(ser) == 1 else np.stack([s[1] for s in ser])
             print(f"h={H:.2f}", flush=True)
-            out[f"h={H:.2f}"] = run_row(t, y, H, args)
+            probes: dict = {}
+            out[f"h={H:.2f}"] = run_row(t, y, H, args, probes)
+            out.update({f"h={H:.2f}/probe@{k}": v for k, v in probes.items()})
     if args.series:
         with open(args.series) as f:
             rows = list(csv.DictReader(f))
@@ -399,7 +533,8 @@ def main(argv=None) -> dict:
     print("| row | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
     for k, r in out.items():
-        print(f"| {k} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
+        if "/probe@" not in k:
+            print(f"| {k} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
     if args.json:  # NaN (no truth, one seed) is written as null: strict JSON
         clean = {k: {c: (None if isinstance(v, float) and math.isnan(v) else v)
                      for c, v in r.items()} for k, r in out.items()}

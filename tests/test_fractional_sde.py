@@ -152,3 +152,129 @@ def test_fou_example_fits_end_to_end():
     rms = float((zm - torch.tensor(data["y"])).pow(2).mean().sqrt())
     assert rms < 0.6, rms
     assert sum(fit.elbo[-10:]) > sum(fit.elbo[:10])
+
+
+class _AsDrift(torch.nn.Module):
+    """A drift-form control equal to a noise-form one: Delta = s(x) wbar u(Z, t)."""
+
+    def __init__(self, ctrl, diffusion, wbar):
+        super().__init__()
+        self.ctrl, self.diffusion, self.wbar = ctrl, diffusion, wbar
+
+    def forward(self, tau, x, y):
+        return self.diffusion(x, tau) * self.wbar * self.ctrl(tau, x, y)
+
+
+@pytest.mark.parametrize("diffusion", [0.7, lambda x, t: 0.4 + 0.3 * x ** 2],
+                         ids=["constant", "state"])
+def test_drift_form_at_the_same_u_gives_the_same_elbo(diffusion):
+    """The drift form is a reparametrisation: a network giving Delta = s wbar u reproduces
+    the noise form's paths and path KL (same Brownian motion), hence the same ELBO."""
+    torch.manual_seed(5)
+    D, K, H = 2, 5, 0.7
+    ctrl = fs.Control(D, K, hidden=(8,), n_freq=2).double()
+    with torch.no_grad():
+        ctrl.net[-1].weight.normal_(0, 0.5)
+        ctrl.net[-1].bias.fill_(0.8)
+    t = torch.linspace(0, 1, 21, dtype=torch.float64)
+    x0 = 0.3 * torch.randn(6, D, dtype=torch.float64)
+    _, w, _ = fs.weights(H, K, 2, 1.0, dtype=torch.float64)
+    field = fs._as_field(diffusion, D, "diffusion")
+    as_drift = _AsDrift(ctrl, field, w.sum())
+    bm = fs.GridBrownian(t, 0.01, (6, D), torch.float64, "cpu")
+    obs = torch.sin(3 * t)[:, None, None]
+    out = {}
+    for form, net in (("noise", ctrl), ("drift", as_drift)):
+        with torch.no_grad():
+            paths, kl, _ = fs.simulate(t, x0, lambda x, s: -x, diffusion, H, K=K, dt=0.01,
+                                       control=net, bm=bm, control_form=form)
+        ll = torch.distributions.Normal(paths, 0.1).log_prob(obs).sum((0, 2))
+        out[form] = (paths, kl, (ll - kl).mean())
+    assert float(out["noise"][1].min()) > 0.1              # a real control, not u = 0
+    assert torch.allclose(out["drift"][0], out["noise"][0], rtol=0, atol=1e-12)
+    assert torch.allclose(out["drift"][1], out["noise"][1], rtol=1e-12, atol=0)
+    assert abs(float(out["drift"][2] - out["noise"][2])) < 1e-9
+
+
+def test_drift_form_at_hurst_one_half_is_the_controlled_brownian_sde():
+    """At H = 0.5 the MA-fBM is W (wbar = 1, sum_k w_k g_k Y_k = 0): the drift form's
+    posterior is dX = (b + Delta) dt + s dW with Girsanov KL 1/2 int (Delta / s)^2 dt,
+    written out here as Euler steps on the same Brownian increments."""
+    torch.manual_seed(6)
+    D, K, s, h = 1, 5, 0.6, 0.005
+    ctrl = fs.Control(D, K, hidden=(8,), n_freq=2).double()
+    with torch.no_grad():
+        ctrl.net[-1].weight.normal_(0, 0.5)
+        ctrl.net[-1].bias.fill_(0.8)
+    t = torch.linspace(0, 1, 11, dtype=torch.float64)
+    x0 = torch.zeros(4, D, dtype=torch.float64)
+    bm = fs.GridBrownian(t, h, (4, D), torch.float64, "cpu")
+    with torch.no_grad():
+        paths, kl, _ = fs.simulate(t, x0, lambda x, r: -2.0 * x, s, 0.5, K=K, dt=h,
+                                   control=ctrl, bm=bm, control_form="drift")
+        x, y, k = x0.clone(), torch.zeros(4, D, K, dtype=torch.float64), torch.zeros(4)
+        ref = [x0]
+        g = mafbm.gamma_grid(K)
+        dws = torch.diff(bm._w, dim=0)      # the increments on the Euler grid, in order
+        for n in range(200):
+            delta = ctrl(torch.tensor(n * h, dtype=torch.float64), x, y)
+            dw = dws[n]
+            k = k + 0.5 * (delta[:, 0] / s) ** 2 * h
+            y = y + (-g * y + delta.unsqueeze(-1) / s) * h + dw.unsqueeze(-1)
+            x = x + (-2.0 * x + delta) * h + s * dw
+            if (n + 1) % 20 == 0:
+                ref.append(x)
+    ref = torch.stack(ref)
+    assert float((paths - ref).abs().max()) < 1e-4, float((paths - ref).abs().max())
+    assert torch.allclose(kl, k.to(kl.dtype), rtol=1e-4)
+    assert float(kl.min()) > 0.05
+
+
+def test_drift_form_pseudo_inverse_where_the_diffusion_vanishes():
+    """gain = s wbar with a zero entry: u = 0 there (the pinv), Delta / gain elsewhere,
+    and the gradient stays finite."""
+    delta = torch.tensor([[1.0, 2.0], [3.0, -1.0]], requires_grad=True)
+    gain = torch.tensor([[0.5, 0.0], [2.0, 4.0]])
+    u = fs.drift_to_control(delta, gain)
+    assert torch.equal(u, torch.tensor([[2.0, 0.0], [1.5, -0.25]]))
+    u.sum().backward()
+    assert torch.equal(delta.grad, torch.tensor([[2.0, 0.0], [0.5, 0.25]]))
+    with pytest.raises(ValueError, match="control must be one of noise, drift"):
+        fs.simulate(torch.linspace(0, 1, 3), torch.zeros(1, 1), 0.0, 1.0, 0.5, dt=0.01,
+                    control_form="both")
+
+
+def test_control_data_features_per_path_series():
+    """set_data with one series per path ([N, B, D]) gives each path the features of its
+    own series, as a control set to that series alone does."""
+    torch.manual_seed(7)
+    ctrl = fs.Control(1, 3, hidden=(8,), n_freq=1, data=True)
+    tau = torch.linspace(0, 1, 9)
+    ys = torch.randn(9, 3, 1)
+    x, y = torch.randn(3, 1), torch.randn(3, 3)
+    for s in (0.0, 0.31, 0.5, 1.0):
+        ctrl.set_data(tau, ys)
+        both = ctrl._data_features(torch.tensor(s), x)
+        for b in range(3):
+            ctrl.set_data(tau, ys[:, b])
+            assert torch.equal(both[b:b + 1], ctrl._data_features(torch.tensor(s), x[b:b + 1]))
+    ctrl.set_data(tau, ys)
+    assert ctrl(torch.tensor(0.3), x, y).shape == (3, 1)
+
+
+def test_construct_drift_control_option():
+    src = """
+model M(t: real[T], y: real[T]) {
+  z ~ fractional_sde(times=t, drift=0.0, diffusion=0.5, K=3, kind=2, x0=Normal(0, 1),
+                     control=drift)
+  y ~ Normal(z[:, 0], 0.1)
+}
+"""
+    m = ppl.compile(src)
+    assert re.search(r"control=['\"]drift['\"]", m.source)
+    t = torch.linspace(0, 1, 11)
+    fit = m.fit({"t": t, "y": torch.sin(3 * t)}, infer="svi", steps=5, lr=0.02, samples=2,
+                seed=0)
+    assert len(fit.elbo) == 5 and all(math.isfinite(e) for e in fit.elbo)
+    with pytest.raises(Exception, match="control"):
+        ppl.compile(src.replace("control=drift", "control=both"))

@@ -2,7 +2,8 @@
 
 ``drift`` and ``diffusion`` take numbers, networks, params or function literals of the
 state and time (``drift=(x, t) => -theta * (x - mu)``); ``noise=general|additive`` is the
-torchsde noise type.
+torchsde noise type; ``control=noise|drift`` what the control network outputs (u, or the
+change of X's drift it causes).
 
 A latent path driven by (Markov-approximated) fractional Brownian motion, fitted by
 path-space variational inference (Daems et al., ICLR 2024; ``../shared/METHODS.md``
@@ -16,9 +17,10 @@ from ..builtins import Builtin, FunctionParam, register
 from ..check import sizes
 
 PARAMS = ("times", "drift", "diffusion", "hurst", "K", "kind", "x0", "gamma_max", "gamma_min",
-          "dt", "dim", "hidden", "n_freq", "data", "data_index", "noise")
+          "dt", "dim", "hidden", "n_freq", "data", "data_index", "noise", "control")
 
 NOISE = ("general", "additive")
+CONTROL = ("noise", "drift")
 
 
 def _state_dim(kwargs):
@@ -58,6 +60,6 @@ _FIELD = FunctionParam(("state", "time"), _field_params, _field_result)
 register(Builtin(
     "fractional_sde", "rt.fractional_sde.fractional_sde", PARAMS, 1,
     kind="construct", result="real", shape=_path_shape, tilde="new",
-    functions={"drift": _FIELD, "diffusion": _FIELD}, choices={"noise": NOISE},
+    functions={"drift": _FIELD, "diffusion": _FIELD}, choices={"noise": NOISE, "control": CONTROL},
     doc="latent SDE path [T, dim] driven by MA-fBM with Hurst index hurst (learned by "
         "default); path-space VI (METHODS.md section 2)"))

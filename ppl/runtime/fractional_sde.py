@@ -11,7 +11,10 @@ with ``b = drift(X, t)``, ``s = diffusion(X, t)`` (elementwise), ``w = omega(H)`
 weights (:mod:`ppl.runtime.mafbm`), ``wbar = sum_k w_k`` and ``u(Z, t)`` a control network
 (one scalar per latent dimension, last layer zero so that q = p at the start). By Girsanov
 ``KL(Q || P) = E_Q 1/2 int |u|^2 dt + KL(q(x0) || p(x0))``; the integrand ``1/2 |u|^2`` is
-carried as one extra state. The SDE is solved with ``torchsde.sdeint`` (Euler-Maruyama;
+carried as one extra state. With ``control_form="drift"`` the network outputs the change
+of X's drift instead, ``Delta = s wbar u``, and u = Delta / (s wbar(H))
+(:func:`drift_to_control`): the same posteriors at a given H, other coordinates when H
+moves. The SDE is solved with ``torchsde.sdeint`` (Euler-Maruyama;
 ``noise_type="general"``: the D Brownian motions drive X and every Y_k of their dimension).
 
 Inside a model, :func:`fractional_sde` simulates one posterior path, registers the control
@@ -66,7 +69,9 @@ class Control(nn.Module):
         self._obs_tau = self._obs_y = None
 
     def set_data(self, obs_tau: torch.Tensor, obs_y: torch.Tensor) -> None:
-        """Observation times (rescaled to tau in [0, 1], increasing) [N] and values [N, D]."""
+        """Observation times (rescaled to tau in [0, 1], increasing) [N] and values [N, D],
+        or [N, B, D]: one series per path of a batch of B (independent series observed
+        at the same times)."""
         self._obs_tau, self._obs_y = obs_tau, obs_y
 
     def _data_features(self, tau: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -77,12 +82,12 @@ class Control(nn.Module):
         j = torch.searchsorted(ot, tau).clamp(1, len(ot) - 1)   # ot[j-1] <= tau < ot[j]
         t0, t1 = ot[j - 1], ot[j]
         wgt = ((tau - t0) / (t1 - t0).clamp(min=1e-12)).clamp(0.0, 1.0)
-        d = oy[j - 1] * (1 - wgt) + oy[j] * wgt                 # [1, D]
+        B, D = x.shape
+        d = (oy[j - 1] * (1 - wgt) + oy[j] * wgt).reshape(-1, D)  # [1, D] or [B, D]
         # (tau within 1e-6 of an observation time counts as on it: float round-off)
         nxt = torch.searchsorted(ot, tau + 1e-6, right=True).clamp(max=len(ot) - 1)
         gap = (ot[nxt] - tau).clamp(min=0.0)
-        B = x.shape[0]
-        return torch.cat([d.expand(B, -1) - x, oy[nxt].expand(B, -1) - x,
+        return torch.cat([d.expand(B, -1) - x, oy[nxt].reshape(-1, D).expand(B, -1) - x,
                           gap.reshape(1, 1).expand(B, 1)], -1)
 
     def forward(self, tau: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -151,6 +156,23 @@ def per_state(f: Callable, D: int) -> Callable:
 
 
 NOISE_TYPES = ("general", "additive")
+CONTROL_FORMS = ("noise", "drift")
+
+
+def drift_to_control(delta: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """The control u whose drift change on X is ``delta``: u = gain^+ delta.
+
+    In the posterior SDE (METHODS.md s2) u enters the shared Brownian motion, so X's
+    drift changes by ``s sum_k w_k u = s wbar u`` (each Y_k's by u). With one noise per
+    latent dimension the noise-to-X matrix is diagonal, ``gain = s wbar`` [B, D], and its
+    Moore-Penrose pseudo-inverse divides where ``|gain|`` is above the usual pinv cut-off
+    (eps times the row's largest |gain|) and gives 0 elsewhere: the smallest |u|, hence
+    the smallest KL 1/2 |u|^2, producing the reachable part of ``delta``."""
+    gain = torch.broadcast_to(gain, delta.shape)
+    big = gain.abs().amax(-1, keepdim=True)
+    ok = gain.abs() > torch.finfo(delta.dtype).eps * big
+    safe = torch.where(ok, gain, torch.ones_like(gain))   # no 0/0 in the unused branch
+    return torch.where(ok, delta / safe, torch.zeros_like(delta))
 
 
 class FractionalSDE(nn.Module):
@@ -164,11 +186,15 @@ class FractionalSDE(nn.Module):
 
     def __init__(self, drift, diffusion, w: torch.Tensor, gamma: torch.Tensor, D: int,
                  control: Control | None = None, t0: float = 0.0, t1: float = 1.0,
-                 noise: str = "general"):
+                 noise: str = "general", control_form: str = "noise"):
         super().__init__()
         if noise not in NOISE_TYPES:
             raise ValueError(f"fractional_sde: noise must be one of {', '.join(NOISE_TYPES)}, "
                              f"got {noise!r}")
+        if control_form not in CONTROL_FORMS:
+            raise ValueError(f"fractional_sde: control must be one of "
+                             f"{', '.join(CONTROL_FORMS)}, got {control_form!r}")
+        self.control_form = control_form
         # torchsde's noise type; Euler steps are the same for both, "additive" declares
         # that g does not depend on the state (checked in simulate)
         self.noise_type = noise
@@ -184,17 +210,27 @@ class FractionalSDE(nn.Module):
         D, K = self.D, self.K
         return z[:, :D], z[:, D:D + D * K].reshape(-1, D, K)
 
-    def u(self, t, z):
+    def u(self, t, z, s: torch.Tensor | None = None):
+        """The control u(Z, t) [B, D] that enters W's drift (and so X and every Y_k).
+
+        ``control_form="drift"``: the network's output is Delta, the change of X's drift,
+        and u = Delta / (s wbar) (``s`` the diffusion at the state, evaluated when not
+        given)."""
         x, y = self._split(z)
         if self.control is None:
             return torch.zeros_like(x)
-        return self.control((t - self.t0) / self.span, x, y)
+        out = self.control((t - self.t0) / self.span, x, y)
+        if self.control_form == "noise":
+            return out
+        if s is None:
+            s = self.diffusion(x, t)
+        return drift_to_control(out, s * self.w.sum())
 
     def f(self, t, z):
         x, y = self._split(z)
-        u = self.u(t, z)
         b = self.drift(x, t)
         s = self.diffusion(x, t)
+        u = self.u(t, z, s)
         dy = -self.gamma * y + u.unsqueeze(-1)
         dx = b + s * (self.w * (u.unsqueeze(-1) - self.gamma * y)).sum(-1)
         dkl = 0.5 * (u ** 2).sum(-1, keepdim=True)
@@ -300,11 +336,15 @@ def weights(hurst, K: int, kind: int, T: float, gamma_max: float = 20.0,
 def simulate(times: torch.Tensor, x0: torch.Tensor, drift, diffusion, hurst, *, K: int = 5,
              kind: int = 2, gamma_max: float = 20.0, gamma_min: float | None = None,
              dt: float | None = None, control: Control | None = None, bm=None,
-             noise: str = "general"):
+             noise: str = "general", control_form: str = "noise"):
     """Solve the prior (``control=None``) or posterior SDE from x0 [B, D] over ``times``.
 
     ``noise``: torchsde's noise type, ``"general"`` or ``"additive"`` (a diffusion that
-    does not depend on the state; a ValueError otherwise).
+    does not depend on the state; a ValueError otherwise). ``control_form``: what the
+    control network outputs, ``"noise"`` (u itself) or ``"drift"`` (Delta, the change of
+    X's drift; u = Delta / (s wbar), :func:`drift_to_control`). Both describe the same
+    family of posteriors at a given H; they differ in what stays fixed when H, or sigma,
+    moves (docs/constructs/fractional_sde.md, "Control forms").
 
     Returns (paths [T, B, D], path KL [B] = int 1/2 |u|^2 dt, eps).
     """
@@ -327,7 +367,7 @@ def simulate(times: torch.Tensor, x0: torch.Tensor, drift, diffusion, hurst, *, 
     z0 = torch.cat([x0, y0.reshape(B, -1), torch.zeros(B, 1, dtype=x0.dtype,
                                                         device=x0.device)], -1)
     sde = FractionalSDE(_as_field(drift, D, "drift"), _as_field(diffusion, D, "diffusion"),
-                        w, g, D, control, t0, t1, noise=noise)
+                        w, g, D, control, t0, t1, noise=noise, control_form=control_form)
     if noise == "additive" and not sde.constant_diffusion:
         # a probe at three states, shifted by amounts no simple period divides (no RNG
         # draw, so the paths stay those of noise=general under the same seed)
@@ -371,7 +411,7 @@ def _x0_posterior(name: str, x0, D: int, dtype, device):
 def fractional_sde(name: str, times, drift=0.0, diffusion=1.0, hurst=None, K: int = 5,
                    kind: int = 2, x0=0.0, gamma_max: float = 20.0, gamma_min=None, dt=None,
                    dim: int = 1, hidden=(64, 64), n_freq: int = 6, data=None,
-                   data_index=None, noise: str = "general"):
+                   data_index=None, noise: str = "general", control: str = "noise"):
     """``name ~ fractional_sde(times=t, ...)`` inside a model: one posterior path [T, dim].
 
     ``hurst``: a number or tensor (fixed / a ``param``), or None: learned as
@@ -382,6 +422,8 @@ def fractional_sde(name: str, times, drift=0.0, diffusion=1.0, hurst=None, K: in
     records ``name + "_eps"``, the MA-fBM relative error at the current H.
     ``drift``/``diffusion`` given as Python callables are BDL function literals: f(x [dim],
     t []) per state (:func:`per_state`). ``noise``: ``"general"`` or ``"additive"``.
+    ``control``: what the control network outputs, ``"noise"`` (u, the paper's form) or
+    ``"drift"`` (Delta, the change of X's drift; u = Delta / (sigma wbar(H))).
     """
     kind, K, D = int(kind), int(K), int(dim)
     drift, diffusion = (per_state(f, D) if callable(f) and not _is_network(f)
@@ -415,7 +457,8 @@ def fractional_sde(name: str, times, drift=0.0, diffusion=1.0, hurst=None, K: in
     paths, kl, eps = simulate(times, x, drift, diffusion, H, K=K, kind=kind,
                             gamma_max=float(gamma_max),
                             gamma_min=None if gamma_min is None else float(gamma_min),
-                            dt=None if dt is None else float(dt), control=ctrl, noise=noise)
+                            dt=None if dt is None else float(dt), control=ctrl, noise=noise,
+                            control_form=str(control))
     pyro.factor(f"{name}_kl", -(kl.sum() + kl0))
     # the relative error of the MA-fBM at the current H, reported beside the path
     pyro.deterministic(f"{name}_eps", eps.detach().to(times.dtype))
