@@ -119,6 +119,8 @@ def main(argv=None):
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    if args.sgld_cap == "gram" and args.sgld_precision != "gauss_newton":
+        p.error("--sgld-cap gram needs --sgld-precision gauss_newton")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available on this machine")
     torch.set_default_dtype(getattr(torch, args.dtype))

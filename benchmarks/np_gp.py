@@ -126,10 +126,12 @@ def gp_reference(batches, prior_kernel, args, grid=16, noises=None):
     (uniform prior: the noise level inferred per task). With the training kernel and
     noise it is what a neural process trained to convergence on the training tasks
     approximates (its predictive's per-point marginals), so under mismatch it shows what
-    fitting the training tasks better buys (METHODS.md section 3). ``tnoise`` means its
-    RBF prior with Gaussian noise (the Student-t likelihood has no closed form).
+    fitting the training tasks better buys (METHODS.md section 3). ``prior_kernel`` is
+    rbf, matern52 or periodic (the Student-t likelihood has no closed form).
     Returns the same row and per-task tensors as :func:`evaluate`."""
-    kind = "rbf" if prior_kernel == "tnoise" else prior_kernel
+    if prior_kernel == "tnoise":
+        raise ValueError("gp_reference: the t-noise prior has no closed-form predictive")
+    kind = prior_kernel
     f64 = torch.float64
     ls, sc = _midpoints(args.lengthscale_range, grid), _midpoints(args.scale_range, grid)
     per = (_midpoints(args.period_range, grid) if kind == "periodic"
@@ -335,6 +337,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available on this machine")
+    if args.reference and args.train_kernel == "tnoise":
+        p.error("--reference: the t-noise prior has no closed-form predictive")
     device = torch.device(args.device)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     kernels = [k.strip() for k in args.eval_kernels.split(",") if k.strip()]
@@ -387,8 +391,6 @@ def main(argv=None) -> int:
             print(f"  BO regret {rows[name + '/bo']['regret']:.4f} +- "
                   f"{rows[name + '/bo']['regret_se']:.4f}", file=sys.stderr)
     if args.reference:
-        if args.train_kernel == "tnoise":
-            p.error("--reference: the t-noise prior has no closed-form predictive")
         for name, noises in (("bayes", None), ("bayes_noise", NOISE_GRID)):
             for k in kernels:
                 rows[f"{name}/{k}"], per_task[name, k] = gp_reference(

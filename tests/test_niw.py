@@ -1013,6 +1013,17 @@ def test_step_cap_source_follows_sgld_cap_and_the_factor_rows(monkeypatch):
         assert len(calls) == power, (cap, task)
     with pytest.raises(ValueError, match="sgld_cap"):
         M.NIW(reg.flat.vector(), sgld_cap="exact")
+    # "gram" where no Gram matrix exists is an error, not a silent power iteration
+    with pytest.raises(ValueError, match="gauss_newton"):
+        M.NIW(reg.flat.vector(), sgld_cap="gram")
+
+    class NoFactor:
+        def __init__(self, inner):
+            self.flat, self.loss = inner.flat, inner.loss
+
+    tr = M.NIW(reg.flat.vector(), sgld_steps=2, sgld_precision="gauss_newton", sgld_cap="gram")
+    with pytest.raises(ValueError, match="fisher_factor_grad"):
+        tr.chain(NoFactor(reg), ep, torch.Generator().manual_seed(1))
 
 
 def test_fewshot_speed_benchmark_rows_and_device(tmp_path, capsys):

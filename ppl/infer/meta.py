@@ -14,7 +14,8 @@ global parameters and give ``episode_loss(task, ep)`` (what meta-training minimi
 NIW per episode (all closed form, METHODS.md §4): SGLD on the support loss, warm-started
 at m0, gives (mbar_i, A_i) as constants (iterate mean and variance, or, with
 ``sgld_precision="newton"``, the Fisher diagonal and the Newton centre at the chain
-mean); q_i* = N(m_i*, 1/gamma_i*) with gamma_i* = A_i + n0 gamma0,
+mean; with ``"gauss_newton"``, the low-rank Fisher U^T U and that centre in the dense
+closed form); q_i* = N(m_i*, 1/gamma_i*) with gamma_i* = A_i + n0 gamma0,
 m_i* = (A_i mbar_i + n0 gamma0 m0)/gamma_i*; the episode loss is f_i + g_i with
 f_i = -log p(query | theta), theta ~ q_i* (reparameterised) and g_i the expected KL; plus
 KL(q(phi) || p(phi)) / N over the objective. Gradients reach (m0, gamma0, n0, l0) through
@@ -110,6 +111,9 @@ class NIW:
         self.precision = sgld_precision
         if sgld_cap not in ("auto", "power", "gram"):
             raise ValueError(f"sgld_cap must be 'auto', 'power' or 'gram', not {sgld_cap!r}")
+        if sgld_cap == "gram" and sgld_precision != "gauss_newton":
+            raise ValueError("sgld_cap='gram' needs sgld_precision='gauss_newton' (the Gram "
+                             "matrix is that of its Fisher factor)")
         self.cap = sgld_cap
         self.sgld_log = {"chains": 0, "capped": 0, "lr_sum": 0.0}
         self.variant = variant
@@ -131,6 +135,10 @@ class NIW:
         # Jacobian, instead of power iterations (class docstring)
         factor_grad = (getattr(task, "fisher_factor_grad", None)
                        if self.precision == "gauss_newton" else None)
+        if self.cap == "gram" and factor_grad is None:
+            raise ValueError(f"sgld_cap='gram': the task {type(task).__name__} gives no "
+                             "Fisher factor with its gradient (fisher_factor_grad); use "
+                             "sgld_cap='auto' or 'power'")
         curvature = None
         if factor_grad is not None and s["power_iters"] > 0 and s["steps"] > 0 and (
                 self.cap == "gram" or (self.cap == "auto" and task.factor_rows(ep) <= 8 *
