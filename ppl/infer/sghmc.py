@@ -157,16 +157,19 @@ def _gibbs_update(specs: dict, held: dict, u: dict, transforms: dict, batch_dims
         held[name] = dist.InverseGamma(a, b).sample()
 
 
-def _draw_minibatches(plates: dict, chains: int, device) -> dict:
+def _draw_minibatches(plates: dict, chains: int, device: torch.device | str) -> dict:
     """Per chain, a uniform subset of B of the N indices (without replacement, as the
     plate's own ``_Subsample`` draws): [chains, B] per subsampled plate."""
     return {name: torch.rand(chains, n, device=device).argsort(-1)[:, :b]
             for name, (n, b) in plates.items()}
 
 
-def run_chains(model, kwargs, opts, chain_ids, progress=False):
-    """Run the chains ``chain_ids`` together (one batched step for all of them); returns
-    kept draws {site: [C, S, ...]} and deterministic sites' shapes."""
+def run_chains(model, kwargs: dict, opts: dict, chain_ids: list[int],
+               progress: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
+    """Run the chains ``chain_ids`` together, one batched SGHMC step (module docstring,
+    METHODS.md §1) moving all of them; chain c starts from the prior draw seeded
+    ``seed + c`` and the dynamics draw from the stream seeded ``seed + chain_ids[0]``.
+    Returns kept draws {site: [C, S, ...]} and the deterministic sites' shapes."""
     inits = []
     for c in chain_ids:
         pyro.set_rng_seed(opts["seed"] + c)
@@ -234,7 +237,9 @@ def run_chains(model, kwargs, opts, chain_ids, progress=False):
     return {k: torch.stack(v[opts["drop"]:], dim=1) for k, v in kept.items()}, dets
 
 
-def run(model, kwargs, opts, progress=False) -> Fit:
+def run(model, kwargs: dict, opts: dict, progress: bool = False) -> Fit:
+    """The ``sghmc`` method: all chains in one batched run (``vectorize``) or one after
+    another; deterministic sites recomputed per draw with ``pyro.infer.Predictive``."""
     if opts["drop"] >= opts["samples"]:
         raise ValueError("sghmc: drop must be smaller than samples")
     if opts.get("vectorize", True):
