@@ -456,7 +456,8 @@ def prior(name: str, net: torch.nn.Module, n0=1.0, gamma0=1e6, l0=1.0, sgld_step
     global NIW (E[Lambda] = n0 gamma0); m0 starts at the network's initial weights.
     The ``meta`` inference method replaces this by the learned q(phi) and the one-time
     local posterior (see :mod:`ppl.infer.meta`; ``sgld_precision`` "variance", "fisher",
-    "newton" or "gauss_newton" picks how the chain gives (mbar_i, A_i): :class:`ppl.infer.meta.NIW`)."""
+    "newton" or "gauss_newton" picks how the chain gives (mbar_i, A_i):
+    :class:`ppl.infer.meta.NIW`)."""
     if sgld_precision not in ("variance", "fisher", "newton", "gauss_newton"):
         raise ValueError(f"niw_meta: sgld_precision must be \"variance\", \"fisher\", "
                          f"\"newton\" or \"gauss_newton\", not {sgld_precision!r}")
