@@ -36,17 +36,21 @@ from ppl.runtime import network_priors as npr
 
 BUDGETS = {
     # hidden units, matching (outer steps, critic steps after the first, first critic
-    # steps, function samples), SGHMC (chains, burn-in, thin, kept draws, dropped, eta)
-    "tiny": dict(hidden=10, steps=5, critic_steps=2, critic_init=5, fsamples=16,
-                 chains=2, warmup=40, thin=2, samples=6, drop=1, eta=0.05),  # CI smoke
+    # steps, function samples), SGHMC (chains, burn-in, thin, kept draws, dropped, eta,
+    # friction alpha)
+    "tiny": dict(hidden=10, steps=5, critic_steps=2, critic_init=5, fsamples=16,  # CI smoke
+                 chains=2, warmup=40, thin=2, samples=6, drop=1, eta=0.05, friction=0.05),
     "small": dict(hidden=50, steps=100, critic_steps=5, critic_init=50, fsamples=128,
-                  chains=2, warmup=1000, thin=25, samples=20, drop=4, eta=0.05),
+                  chains=2, warmup=1000, thin=25, samples=20, drop=4, eta=0.05,
+                  friction=0.05),
     # between small and paper (4 chains as the reference, 1/8 of its steps per chain;
     # affordable on 2 shared cores since the chains move in one batched step)
     "medium": dict(hidden=50, steps=100, critic_steps=5, critic_init=50, fsamples=128,
-                   chains=4, warmup=2000, thin=100, samples=40, drop=10, eta=0.05),
+                   chains=4, warmup=2000, thin=100, samples=40, drop=10, eta=0.05,
+                   friction=0.05),
     "paper": dict(hidden=100, steps=200, critic_steps=20, critic_init=200, fsamples=128,
-                  chains=4, warmup=2000, thin=2000, samples=40, drop=10, eta=0.01),
+                  chains=4, warmup=2000, thin=2000, samples=40, drop=10, eta=0.01,
+                  friction=0.01),
 }
 
 SOURCE = """
@@ -108,7 +112,7 @@ def run_split(folder: Path, split: int, prior: str, b: dict, noise_var: float, s
     npr._MEMO.clear()
     fit = model.fit({"x": x, "y": y}, infer="sghmc", chains=b["chains"], warmup=b["warmup"],
                     thin=b["thin"], samples=b["samples"], drop=b["drop"], step_size=step_size,
-                    friction=b.get("friction", 0.05), adaptive=True, seed=seed, dtype="float32",
+                    friction=b["friction"], adaptive=True, seed=seed, dtype="float32",
                     device=device)
     fit_s = sum(r.get("fit_s", 0.0) for r in npr._MEMO.values())
     sample_s = fit.wall_time - fit_s
@@ -140,8 +144,9 @@ def main(argv=None):
                     help="fixed noise variance on standardised y (reference: 0.1)")
     ap.add_argument("--hidden", type=int, default=None,
                     help="hidden units (default: the budget's; the reference's UCI net has 100)")
-    ap.add_argument("--friction", type=float, default=0.05,
-                    help="SGHMC alpha (the reference's is 0.01)")
+    ap.add_argument("--friction", type=float, default=None,
+                    help="SGHMC alpha (default: the budget's, 0.05; paper 0.01 as in the "
+                         "reference)")
     ap.add_argument("--step-size", type=float, default=None,
                     help="SGHMC eta (default: the budget's, 0.05 small, 0.01 paper as in the "
                          "reference; it enters squared)")
@@ -160,11 +165,13 @@ def main(argv=None):
     if a.threads:
         torch.set_num_threads(a.threads)
     os.environ["BDL_CACHE_DIR"] = a.cache or tempfile.mkdtemp(prefix="uci_bnn_")
-    folder, b = Path(a.data), dict(BUDGETS[a.budget], friction=a.friction)
+    folder, b = Path(a.data), dict(BUDGETS[a.budget])
+    if a.friction is not None:
+        b["friction"] = a.friction
     if a.hidden:
         b["hidden"] = a.hidden
     rows = {}
-    print(f"{folder.name}: budget {a.budget} (hidden {b['hidden']}, friction {a.friction}), "
+    print(f"{folder.name}: budget {a.budget} (hidden {b['hidden']}, friction {b['friction']}), "
           f"{a.splits} split(s), device {a.device}, "
           f"{torch.get_num_threads()} torch threads", file=sys.stderr)
     for prior in a.priors.split(","):

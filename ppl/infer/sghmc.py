@@ -35,8 +35,11 @@ and conditioned into the plate's subsample site), its own momentum noise and its
 draws, so the chains stay independent. Seeds: chain c's starting point is the prior draw
 made after ``pyro.set_rng_seed(seed + c)``, in both modes, so the batched and the
 sequential runs start from the same C points; the dynamics' randomness (noise, minibatches,
-Gibbs) of a batched run then comes from one stream seeded ``seed``, whereas the sequential
-run (``vectorize=false``) reseeds ``seed + c`` before chain c's dynamics. Chain c of the
+Gibbs) of a batched run then comes from one stream seeded ``dynamics_seed(seed, 0)``,
+whereas the sequential run (``vectorize=false``) reseeds ``dynamics_seed(seed, c)`` before
+chain c's dynamics (a seed derived from (seed, c) by numpy's SeedSequence, so the dynamics
+never replay the normals that drew a starting point, and seeds s and s + 1 share no
+dynamics stream). Chain c of the
 two runs therefore follows different paths with the same law (tests/test_sghmc.py checks
 the laws); a batched run with one chain is the sequential run's chain 0, step for step.
 During the sampler loop Pyro's validation is off (values stay in their supports through
@@ -49,6 +52,7 @@ import math
 import sys
 import warnings
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
@@ -157,6 +161,14 @@ def _gibbs_update(specs: dict, held: dict, u: dict, transforms: dict, batch_dims
         held[name] = dist.InverseGamma(a, b).sample()
 
 
+def dynamics_seed(seed: int, chain: int) -> int:
+    """The seed of the dynamics' stream (noise, minibatches, Gibbs draws) of the run whose
+    first chain is ``chain``: derived from (seed, chain) by ``numpy.random.SeedSequence``,
+    so it is none of the starting draws' seeds ``seed + c`` (reseeding with one of those
+    would replay the normals that drew that chain's start as its first momentum noise)."""
+    return int(np.random.SeedSequence([int(seed), int(chain), 0x5347]).generate_state(1)[0])
+
+
 def _draw_minibatches(plates: dict, chains: int, device: torch.device | str) -> dict:
     """Per chain, a uniform subset of B of the N indices (without replacement, as the
     plate's own ``_Subsample`` draws): [chains, B] per subsampled plate."""
@@ -168,7 +180,8 @@ def run_chains(model, kwargs: dict, opts: dict, chain_ids: list[int],
                progress: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
     """Run the chains ``chain_ids`` together, one batched SGHMC step (module docstring,
     METHODS.md §1) moving all of them; chain c starts from the prior draw seeded
-    ``seed + c`` and the dynamics draw from the stream seeded ``seed + chain_ids[0]``.
+    ``seed + c`` and the dynamics draw from the stream seeded
+    ``dynamics_seed(seed, chain_ids[0])``.
     Returns kept draws {site: [C, S, ...]} and the deterministic sites' shapes."""
     inits = []
     for c in chain_ids:
@@ -185,7 +198,7 @@ def run_chains(model, kwargs: dict, opts: dict, chain_ids: list[int],
         raise ValueError(f"sghmc: Gibbs targets {missing} are not free latents")
     device = next(iter(u.values())).device if u else torch.empty(0).device
     grad_fn = _BatchedGrad(_Potential(model, kwargs, transforms), n_chains)
-    pyro.set_rng_seed(opts["seed"] + chain_ids[0])
+    pyro.set_rng_seed(dynamics_seed(opts["seed"], chain_ids[0]))
     eta, alpha = opts["step_size"], opts["friction"]
     adaptive, floor = opts["adaptive"], 1.0
     names = list(u)
