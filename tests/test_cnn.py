@@ -287,19 +287,21 @@ def _example():
 def test_sghmc_fit_of_example_beats_chance():
     m, data, labels = _example()
     assert len(data["x"]) == 150 and len(data["x_new"]) == 50
-    fit = m.fit(data, chains=1)
+    # the example's own 2 chains (one batched step moves both): a single 300-step chain
+    # is too seed-dependent to test (accuracy 0.30-0.68 over seeds 0-5)
+    fit = m.fit(data, chains=2)
     logits = fit.chains["logits_new"]
-    assert logits.shape == (1, 20, 50, 10)
+    assert logits.shape == (2, 20, 50, 10)
     assert {"f.W0", "f.W1", "f.W2"} <= set(fit.chains)
-    assert fit.chains["f.W0"].shape == (1, 20, 8, 1, 3, 3)
+    assert fit.chains["f.W0"].shape == (2, 20, 8, 1, 3, 3)
     p = torch.softmax(logits, -1).mean((0, 1))
     acc = float((p.argmax(-1).numpy() == labels).mean())
-    # chance is 0.1 (s.e. 0.042 over 50 images); measured 0.64 with these settings
+    # chance is 0.1 (s.e. 0.042 over 50 images); measured 0.54-0.70 over seeds 0-5
     assert acc > 0.45, acc
-    # the predictive is wide (150 images, N(0, 1) weights): measured -1.82 against
-    # log(0.1) = -2.30 for a uniform guess
+    # the predictive is wide (150 images, N(0, 1) weights): measured -2.02 to -1.86 over
+    # seeds 0-5, against log(0.1) = -2.30 for a uniform guess
     ll = float(torch.log(p[torch.arange(50), torch.as_tensor(labels)]).mean())
-    assert ll > math.log(0.1) + 0.3, ll
+    assert ll > math.log(0.1) + 0.2, ll
 
 
 def test_map_fit_of_point_estimate_cnn_learns():
