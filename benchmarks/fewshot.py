@@ -102,7 +102,7 @@ def main(argv=None):
                    help="NIW: SGLD step cap in units of 1/L (1: Newton step in the stiffest "
                         "direction; Langevin is unstable past 2)")
     p.add_argument("--sgld-precision", default="variance",
-                   choices=("variance", "fisher", "newton", "gauss_newton"),
+                   choices=rtn.PRECISIONS,
                    help="NIW local update: A_i = tau/variance of the SGLD iterates (METHODS); "
                         "fisher: A_i the Fisher diagonal at the chain mean; newton: that and "
                         "the Newton centre; gauss_newton: the low-rank Gauss-Newton matrix "

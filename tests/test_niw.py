@@ -710,6 +710,20 @@ infer meta(episodes="sine_line", steps=5, batch=2, test_episodes=3, samples=2)
 """
 
 
+def test_unknown_sgld_precision_is_a_located_check_error():
+    from ppl.syntax.diagnostics import BdlError
+
+    with pytest.raises(BdlError) as err:
+        ppl.compile(FISHER_SRC.replace('"newton"', '"newtn"'))
+    text = str(err.value)
+    assert ":3:" in text and "must be one of variance, fisher, newton, gauss_newton" in text
+    assert "did you mean 'newton'?" in text
+    # the checker's words are the runtime's (the registration imports no torch)
+    from ppl.builtins import lookup
+
+    assert lookup("niw_meta").choices["sgld_precision"] == rtn.PRECISIONS
+
+
 def _as_float64(kwargs):
     return {k: v.to(D64) if torch.is_tensor(v) and torch.is_floating_point(v) else v
             for k, v in kwargs.items()}

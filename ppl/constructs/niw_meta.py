@@ -18,6 +18,7 @@ register(Builtin(
     ("n0", "gamma0", "l0", "sgld_steps", "sgld_lr", "sgld_temp", "a_max", "sgld_burn",
      "sgld_power_iters", "sgld_precision"), 0,
     kind="construct", result="network", tilde="network",
+    choices={"sgld_precision": ("variance", "fisher", "newton", "gauss_newton")},
     doc="NIW hierarchical prior over all of a network's weights: theta_i ~ N(mu, Sigma), "
         "(mu, Sigma) ~ NIW with diagonal q(phi) = NIW(m0, l0, gamma0, n0); "
         "n0 = 1, gamma0 = 1e6, l0 = 1 at init; sgld_steps (3), sgld_lr (1e-3), "

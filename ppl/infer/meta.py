@@ -104,7 +104,7 @@ class NIW:
         self.sgld = dict(steps=sgld_steps, lr=sgld_lr, temp=sgld_temp, a_max=a_max,
                          burn=sgld_burn, detrend=sgld_detrend, power_iters=sgld_power_iters,
                          step_scale=sgld_step_scale)
-        if sgld_precision not in ("variance", "fisher", "newton", "gauss_newton"):
+        if sgld_precision not in rtn.PRECISIONS:
             raise ValueError(f"sgld_precision must be 'variance', 'fisher', 'newton' or "
                              f"'gauss_newton', not "
                              f"{sgld_precision!r}")

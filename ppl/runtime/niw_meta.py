@@ -24,6 +24,9 @@ import pyro.distributions as dist
 import torch
 from torch.func import functional_call
 
+#: how an SGLD chain becomes the local update's (mbar_i, A_i) (:class:`ppl.infer.meta.NIW`)
+PRECISIONS = ("variance", "fisher", "newton", "gauss_newton")
+
 LOG2 = math.log(2.0)
 
 
@@ -271,12 +274,10 @@ def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=1,
     grad0, curv = None, float("nan")
     if curvature is not None and steps > 0:
         curv, grad0 = float(curvature[0]), curvature[1].detach()
-        if curv > 0.0 and math.isfinite(curv):
-            lr = min(lr, step_scale / curv)
     elif power_iters > 0 and steps > 0:
         curv, grad0 = top_curvature(potential, theta, power_iters, fd_step=1e-3)
-        if curv > 0.0:
-            lr = min(lr, step_scale / curv)
+    if curv > 0.0 and math.isfinite(curv):
+        lr = min(lr, step_scale / curv)
     noise_sd = math.sqrt(2.0 * lr * max(temp, 0.0))
     # running mean and second moment of x_t = theta_t - theta_0 (and, to detrend, of t and
     # the co-moment of (t, x_t)): Welford's updates, in place on three d-vectors
@@ -458,7 +459,7 @@ def prior(name: str, net: torch.nn.Module, n0=1.0, gamma0=1e6, l0=1.0, sgld_step
     local posterior (see :mod:`ppl.infer.meta`; ``sgld_precision`` "variance", "fisher",
     "newton" or "gauss_newton" picks how the chain gives (mbar_i, A_i):
     :class:`ppl.infer.meta.NIW`)."""
-    if sgld_precision not in ("variance", "fisher", "newton", "gauss_newton"):
+    if sgld_precision not in PRECISIONS:
         raise ValueError(f"niw_meta: sgld_precision must be \"variance\", \"fisher\", "
                          f"\"newton\" or \"gauss_newton\", not {sgld_precision!r}")
     opts = {"n0": float(n0), "gamma0": float(gamma0), "l0": float(l0),
