@@ -200,6 +200,7 @@ class FractionalSDE(nn.Module):
         self.noise_type = noise
         self.drift, self.diffusion = drift, diffusion
         self.w, self.gamma, self.D, self.K = w, gamma, D, len(gamma)
+        self.wbar = w.sum()  # fixed for the solve; f and g use it at every Euler step
         self.control = control
         self.t0, self.span = t0, max(t1 - t0, 1e-12)
         # a diffusion that depends on neither state nor time: g is built once per solve
@@ -210,21 +211,18 @@ class FractionalSDE(nn.Module):
         D, K = self.D, self.K
         return z[:, :D], z[:, D:D + D * K].reshape(-1, D, K)
 
-    def u(self, t, z, s: torch.Tensor | None = None):
+    def u(self, t, z, s: torch.Tensor):
         """The control u(Z, t) [B, D] that enters W's drift (and so X and every Y_k).
 
         ``control_form="drift"``: the network's output is Delta, the change of X's drift,
-        and u = Delta / (s wbar) (``s`` the diffusion at the state, evaluated when not
-        given)."""
+        and u = Delta / (s wbar) (``s`` the diffusion at the state)."""
         x, y = self._split(z)
         if self.control is None:
             return torch.zeros_like(x)
         out = self.control((t - self.t0) / self.span, x, y)
         if self.control_form == "noise":
             return out
-        if s is None:
-            s = self.diffusion(x, t)
-        return drift_to_control(out, s * self.w.sum())
+        return drift_to_control(out, s * self.wbar)
 
     def f(self, t, z):
         x, y = self._split(z)
@@ -241,7 +239,7 @@ class FractionalSDE(nn.Module):
         if self.constant_diffusion and self._g is not None and self._g.shape[0] == B:
             return self._g
         x, _ = self._split(z)
-        s = self.diffusion(x, t) * self.w.sum()
+        s = self.diffusion(x, t) * self.wbar
         eye = torch.eye(D, dtype=z.dtype, device=z.device)
         gx = torch.diag_embed(s.expand(B, D))                                  # [B, D, D]
         gy = eye.unsqueeze(1).expand(D, K, D).reshape(1, D * K, D).expand(B, -1, -1)
