@@ -399,7 +399,12 @@ class MPNP(NeuralProcess):
 
     def _amortised(self, xc, yc, x, theta_c):
         """The amortised predictive (mu, sigma) at x [B, N, dx] from theta_c [B, h]."""
-        return self._decode(x, theta_c)
+        return self._decode(x, theta_c, self._det(xc, yc, x))
+
+    def _det(self, xc, yc, x):
+        """The deterministic path the decoder sees beside theta: none here (AMPNP's
+        cross-attention to the real context overrides it)."""
+        return None
 
     def thetas(self, xc, yc, num_samples):
         """(theta_c [B, h], theta_k [K, B, h], theta'_k [K, B, h])."""
@@ -416,13 +421,16 @@ class MPNP(NeuralProcess):
     def predict(self, xc, yc, xt, num_samples=None):
         xc, yc, xt = self._cast(xc, yc, xt)
         _, theta_k, _ = self.thetas(xc, yc, num_samples or self.samples)
-        return self._decode(xt, theta_k)
+        return self._decode(xt, theta_k, self._det(xc, yc, xt))
 
     def loss(self, xc, yc, x, y, num_samples=4):
+        """The three-term loss; the deterministic path (if any) reads the real context in
+        every term."""
         xc, yc, x, y = self._cast(xc, yc, x, y)
         theta_c, theta_k, theta_p = self.thetas(xc, yc, num_samples)
-        return mpnp_loss(*self._decode(x, theta_c.unsqueeze(0)),
-                         *self._decode(x, theta_k), *self._decode(x, theta_p), y)
+        r = self._det(xc, yc, x)
+        return mpnp_loss(*self._decode(x, theta_c.unsqueeze(0), r),
+                         *self._decode(x, theta_k, r), *self._decode(x, theta_p, r), y)
 
 
 class AMPNP(MPNP):
@@ -443,21 +451,8 @@ class AMPNP(MPNP):
         self.att = CrossAttnEncoder(self.x_dim, self.y_dim, self.hidden, self.heads)
         self.dec = Decoder(self.x_dim, 2 * self.hidden, self.y_dim, self.hidden)
 
-    def predict(self, xc, yc, xt, num_samples=None):
-        xc, yc, xt = self._cast(xc, yc, xt)
-        _, theta_k, _, _ = self._sets(xc, yc, num_samples or self.samples)
-        return self._decode(xt, theta_k, self.att(xc, yc, xt))
-
-    def _amortised(self, xc, yc, x, theta_c):
-        return self._decode(x, theta_c, self.att(xc, yc, x))
-
-    def loss(self, xc, yc, x, y, num_samples=4):
-        """The three-term loss; the attention path reads the real context in every term."""
-        xc, yc, x, y = self._cast(xc, yc, x, y)
-        theta_c, theta_k, theta_p, _ = self._sets(xc, yc, num_samples)
-        r = self.att(xc, yc, x)
-        return mpnp_loss(*self._decode(x, theta_c.unsqueeze(0), r),
-                         *self._decode(x, theta_k, r), *self._decode(x, theta_p, r), y)
+    def _det(self, xc, yc, x):
+        return self.att(xc, yc, x)
 
 
 class AMPNPPseudoAttention(AMPNP):
