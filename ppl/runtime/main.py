@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import NoReturn
 
-EXIT_USER = 1
+from ..cli import EXIT_USER, _progress
 
 
 def main(model, signature, infer: dict | None, transformed=None,
@@ -34,7 +34,7 @@ def main(model, signature, infer: dict | None, transformed=None,
 
     try:
         data = load_data(args.data) if args.data is not None else {}
-        summary = _fit(model, signature, infer, transformed, data, not args.quiet)
+        summary = _fit(model, signature, infer, transformed, data, _progress(args))
     except (DataError, OSError) as e:
         _fail(str(e))
     except BdlError as e:
@@ -57,7 +57,7 @@ def _fit(model, signature, infer, transformed, data: dict, progress: bool) -> st
         kwargs = bind(signature, data)
         if transformed is not None:
             kwargs.update(transformed(**kwargs))
-        result = fit(model, kwargs, method, opts, progress=progress and sys.stderr.isatty())
+        result = fit(model, kwargs, method, opts, progress=progress)
     return result.summary()
 
 
