@@ -30,12 +30,13 @@ def runs(scale: float, tmp: Path) -> dict[str, list[str]]:
 
     uci = DATA / "uci" / "yacht"
     out = {
-        "toy1d": ["toy1d.py", "--size", "tiny", "--priors", "fg,gpig"],
+        "toy1d": ["toy1d.py", "--size", "tiny", "--priors", "fg,gpig", "--w1-steps", "100",
+                  "--curve-points", "2"],
         "prior_fit_speed": ["prior_fit_speed.py", "--steps", n(5), "--warm-steps", "5",
-                            "--eval-sets", "2"],
+                            "--w1-steps", "100", "--eval-sets", "2"],
         "fbm_sampling": ["fbm_sampling.py", "--paths", n(200), "--repeats", "1",
                          "--chol-max", "2000"],
-        "fbm_bridge": ["fbm_bridge.py", "--steps", n(200), "--paths", "32",
+        "fbm_bridge": ["fbm_bridge.py", "--steps", n(100), "--paths", "32",
                        "--eval-paths", "500", "--log-every", "0",
                        "--png", str(tmp / "bridge.png")],
         "fsde_hurst": ["fsde_hurst.py", "--synthetic", "--hs", "0.7", "--steps", n(40),
@@ -53,11 +54,15 @@ def runs(scale: float, tmp: Path) -> dict[str, list[str]]:
     return out
 
 
-def wall(args: list[str], device: str) -> float:
-    """Seconds for one benchmark process on ``device``; raises with its stderr on failure."""
+def wall(args: list[str], device: str, timeout: float | None = None) -> float:
+    """Seconds for one benchmark process on ``device``; raises with its stderr on failure
+    or when it runs past ``timeout`` seconds."""
     cmd = [sys.executable, str(ROOT / "benchmarks" / args[0]), *args[1:], "--device", device]
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{' '.join(cmd)} ran past {timeout:.0f} s") from None
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
     return time.perf_counter() - t0
@@ -67,7 +72,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--scale", type=float, default=1.0, help="budget multiplier")
     ap.add_argument("--only", default="", help="comma list of benchmark names")
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="seconds allowed to each benchmark process")
+    ap.add_argument("--json", default=None, help="written after every row")
     args = ap.parse_args()
     import torch
 
@@ -81,9 +88,9 @@ def main() -> None:
         for name, bench in todo.items():
             row: dict[str, float] = {}
             try:
-                row["cpu_s"] = wall(bench, "cpu")
+                row["cpu_s"] = wall(bench, "cpu", args.timeout)
                 if cuda:
-                    row["cuda_s"] = wall(bench, "cuda")
+                    row["cuda_s"] = wall(bench, "cuda", args.timeout)
                     row["speedup"] = row["cpu_s"] / row["cuda_s"]
             except RuntimeError as err:
                 print(f"{name:<16} failed: {err}", file=sys.stderr, flush=True)
@@ -91,8 +98,8 @@ def main() -> None:
             cells = [f"{row[c]:8.2f}" if c in row else f"{'-':>8}"
                      for c in ("cpu_s", "cuda_s", "speedup")]
             print(f"{name:<16} {' '.join(cells)}", flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(table, indent=2))
+            if args.json:
+                Path(args.json).write_text(json.dumps(table, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """CPU vs CUDA time of the compiled models: ms per SVI step and per NUTS draw.
 
 One table, rows ``MODEL/METHOD``, columns ``cpu_ms``, ``cuda_ms``, ``speedup``
-(cpu/cuda; empty when CUDA is absent). ``--size`` scales the data (N points) so the
-GPU has work to do; ``--json OUT`` writes the table. Both devices run in this process,
-alternating, so the ratio is meaningful on a noisy machine.
+(cpu/cuda), ``cuda_jit_ms`` (CUDA with ``--backend pyro-compiled``, i.e. ``jit=True``:
+JitTrace_ELBO for SVI, a JIT-compiled potential for NUTS) and ``jit_speedup``
+(cpu/cuda_jit); the CUDA columns are NaN when CUDA is absent. ``--size`` scales the data
+(N points) so the GPU has work to do; ``--json OUT`` writes the table. Both devices run in
+this process, one after the other, each after a short untimed warm-up fit (CUDA context,
+kernels' first launch, the JIT trace), so the ratio is meaningful on a noisy machine.
 """
 
 from __future__ import annotations
@@ -56,14 +59,21 @@ def data_for(name: str, n: int, rng) -> dict:
     return {"x": x, "y": (x[:, 0] + rng.logistic(size=n) > 0).astype(int)}
 
 
-def time_fit(m, data, method: str, device: str, steps: int) -> float:
+def time_fit(m, data, method: str, device: str, steps: int, jit: bool = False) -> float:
+    """Milliseconds per SVI step or per NUTS draw (warm-up draws included), after an
+    untimed two-step fit so that start-up costs are not counted."""
     if method == "svi":
-        t = time.perf_counter()
-        m.fit(data, infer="svi", steps=steps, samples=2, device=device, dtype="float32")
-        return 1e3 * (time.perf_counter() - t) / steps
+        def run(k: int) -> None:
+            m.fit(data, infer="svi", steps=k, samples=2, device=device, dtype="float32",
+                  jit=jit)
+    else:
+        def run(k: int) -> None:
+            m.fit(data, infer="nuts", samples=k, warmup=k, chains=1, device=device, jit=jit)
+    run(2)
     t = time.perf_counter()
-    m.fit(data, infer="nuts", samples=steps, warmup=steps, chains=1, device=device)
-    return 1e3 * (time.perf_counter() - t) / (2 * steps)
+    run(steps)
+    per = steps if method == "svi" else 2 * steps
+    return 1e3 * (time.perf_counter() - t) / per
 
 
 def main() -> None:
@@ -81,16 +91,18 @@ def main() -> None:
         m = ppl.compile(src, f"<{name}>")
         n = min(args.size, 1000) if name == "gp" else args.size
         data = data_for(name, n, rng)
-        steps = args.steps if method == "svi" else max(10, args.steps // 5)
+        steps = args.steps if method == "svi" else max(10, args.steps // 10)
         cpu = time_fit(m, data, method, "cpu", steps)
         gpu = time_fit(m, data, method, "cuda", steps) if cuda else math.nan
-        table[f"{name}/{method}"] = {"cpu_ms": cpu, "cuda_ms": gpu,
-                                     "speedup": cpu / gpu if cuda else math.nan}
+        jit = time_fit(m, data, method, "cuda", steps, jit=True) if cuda else math.nan
+        table[f"{name}/{method}"] = {"cpu_ms": cpu, "cuda_ms": gpu, "speedup": cpu / gpu,
+                                     "cuda_jit_ms": jit, "jit_speedup": cpu / jit}
     dev = torch.cuda.get_device_name(0) if cuda else "no CUDA"
     print(f"ms per step (SVI) or per draw (NUTS), N={args.size}; GPU: {dev}")
-    print(f"{'':<12} {'cpu_ms':>10} {'cuda_ms':>10} {'speedup':>8}")
+    cols = ("cpu_ms", "cuda_ms", "speedup", "cuda_jit_ms", "jit_speedup")
+    print(f"{'':<12} " + " ".join(f"{c:>11}" for c in cols))
     for row, c in table.items():
-        print(f"{row:<12} {c['cpu_ms']:>10.2f} {c['cuda_ms']:>10.2f} {c['speedup']:>8.2f}")
+        print(f"{row:<12} " + " ".join(f"{c[k]:>11.2f}" for k in cols))
     if args.json:
         Path(args.json).write_text(json.dumps(table, indent=2) + "\n")
 

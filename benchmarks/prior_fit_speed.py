@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -79,8 +80,9 @@ def eval_w1(psi, x, sizes, kernel, sets: list[torch.Tensor], w1_steps: int, seed
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" /
-                                          "data" / "uci" / "concrete"),
+    data_root = Path(os.environ.get("BDL_DATA", Path(__file__).resolve().parents[2] / "shared"
+                                    / "data"))
+    ap.add_argument("--data", default=str(data_root / "uci" / "concrete"),
                     help="a dataset folder in the UCI layout")
     ap.add_argument("--split", type=int, default=0)
     ap.add_argument("--steps", type=int, default=200,

@@ -18,3 +18,12 @@ def test_eight_schools_nuts_matches_reference_roughly():
     assert abs(s["tau"]["mean"] - 3.60) < 0.5 * 3.20
     assert fit.samples["theta"].shape == (600, 8)
     assert s["mu"]["r_hat"] < 1.05
+
+
+def test_nuts_with_fewer_than_four_draws_runs():
+    # Pyro's split R-hat needs 4 draws; a short run (a warm-up, a timing) must not crash.
+    m = ppl.load(ROOT / "examples" / "eight_schools.bdl")
+    data = json.loads((ROOT / "examples" / "eight_schools.data.json").read_text())
+    fit = m.fit(data, infer="nuts", samples=2, warmup=2, chains=1, seed=0)
+    assert fit.samples["theta"].shape == (2, 8)
+    assert fit.divergences >= 0

@@ -124,6 +124,16 @@ def _on_full_data(model):
     return full
 
 
+def _divergences(mcmc: MCMC) -> int:
+    """Number of divergent transitions of a one-chain run."""
+    if mcmc.num_samples >= 4:
+        div = mcmc.diagnostics().get("divergences", {})
+        return sum(len(v) for v in div.values()) if isinstance(div, dict) else 0
+    # Pyro's public diagnostics() computes split R-hat, which asserts at least 4 draws; the
+    # per-chain divergence lists it reads are kept on the MCMC object.
+    return sum(len(d.get("divergences", [])) for d in getattr(mcmc, "_diagnostics", []))
+
+
 def _mcmc(make_kernel, model, kwargs, opts, progress) -> Fit:
     """Run ``opts['chains']`` chains one after another, a fresh kernel each."""
     latents, dets = _hidden_sites(model, kwargs)
@@ -137,8 +147,7 @@ def _mcmc(make_kernel, model, kwargs, opts, progress) -> Fit:
             print(f"chain {c + 1}/{opts['chains']}", file=sys.stderr)
         mcmc.run(**kwargs)
         per_chain.append({k: v.detach() for k, v in mcmc.get_samples().items()})
-        div = mcmc.diagnostics().get("divergences", {})
-        diverging.append(sum(len(v) for v in div.values()) if isinstance(div, dict) else 0)
+        diverging.append(_divergences(mcmc))
     chains = {k: torch.stack([pc[k] for pc in per_chain]) for k in per_chain[0]}
     if dets:
         flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in chains.items()}
