@@ -13,7 +13,8 @@ import ppl
 from ppl.infer.run import torch_defaults
 
 ROOT = Path(__file__).resolve().parent.parent
-CHEAP = ["eight_schools", "linear_regression", "logistic_regression", "mlp_regression"]
+CHEAP = ["eight_schools", "linear_regression", "logistic_regression", "mlp_regression",
+         "gp_regression", "minibatch_logistic", "mixture", "varying_intercepts"]
 
 
 def trace_tensors(trace):
