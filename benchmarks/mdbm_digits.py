@@ -111,8 +111,7 @@ def evaluate(m, X, Y, frac, args, solver=None):
     errs, accs, conv = [], [], []
     for i in range(0, len(X), args.batch):
         x, y = X[i:i + args.batch], Y[i:i + args.batch]
-        shown = M.make_mask(tuple(x.shape), frac, args.mask, generator=g, device=x.device)
-        inp = torch.where(shown, x, torch.full_like(x, -1))
+        shown, inp = _shown_states(x, frac, args, g)
         pv, pl, info = m.predict(inp, solver=solver or m.solver)
         hid = ~shown
         errs.append(((pv.argmax(-1) != x) & hid).sum().item() / max(hid.sum().item(), 1))
@@ -126,8 +125,7 @@ def disagreement(m, X, frac, args, starts: int = 5, tol: float = 1e-6, max_iter:
     """Largest coordinate difference between fixed points reached from random starts
     (each model's own solver, run to the relative residual ``tol``)."""
     g = torch.Generator().manual_seed(args.seed + 7)
-    shown = M.make_mask(tuple(X.shape), frac, args.mask, generator=g, device=X.device)
-    inp = torch.where(shown, X, torch.full_like(X, -1))
+    _, inp = _shown_states(X, frac, args, g)
     worst = 0.0
     for i in range(0, len(X), args.batch):
         p = M._detached(m.problem(inp[i:i + args.batch]))
@@ -145,9 +143,7 @@ def disagreement(m, X, frac, args, starts: int = 5, tol: float = 1e-6, max_iter:
 @torch.no_grad()
 def solver_table(m, X, frac, args):
     """Iterations and ms per batch for each solver to the relative residual --tol."""
-    g = torch.Generator().manual_seed(args.seed + 11)
-    shown = M.make_mask(tuple(X.shape), frac, args.mask, generator=g, device=X.device)
-    inp = torch.where(shown, X, torch.full_like(X, -1))
+    _, inp = _shown_states(X, frac, args, args.seed + 11)
     configs = {"fb": ("fb", {"alpha": args.alpha, "anderson": 0}),
                "fb_anderson": ("fb", {"alpha": args.alpha, "anderson": 5}),
                "pr": ("pr", {"alpha": 1.0}), "mf": ("mf", {})}
@@ -180,8 +176,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _shown_states(X, frac, args, seed: int):
-    g = torch.Generator().manual_seed(seed)
+def _shown_states(X, frac, args, gen: torch.Generator | int):
+    """(shown, inp): a ``--mask`` mask keeping the fraction ``frac`` of X's pixels, and the
+    model's input with hidden pixels set to -1. ``gen``: a generator (advanced) or a seed."""
+    g = torch.Generator().manual_seed(gen) if isinstance(gen, int) else gen
     shown = M.make_mask(tuple(X.shape), frac, args.mask, generator=g, device=X.device)
     return shown, torch.where(shown, X, torch.full_like(X, -1))
 
@@ -240,7 +238,7 @@ def marginal_mode(Xtr, Ytr, Xte, Yte, frac, args):
     errs = []
     for i in range(0, len(Xte), args.batch):
         x = Xte[i:i + args.batch]
-        hid = ~M.make_mask(tuple(x.shape), frac, args.mask, generator=g, device=x.device)
+        hid = ~_shown_states(x, frac, args, g)[0]
         errs.append(((mode != x) & hid).sum().item() / max(hid.sum().item(), 1))
     acc = (Yte == torch.mode(Ytr).values).float().mean().item()
     return float(np.mean(errs)), acc
@@ -420,12 +418,10 @@ def main(argv=None):
         import os
 
         os.makedirs(args.figures, exist_ok=True)
-        g = torch.Generator().manual_seed(args.seed + 3)
         x = Xte[:8]
-        shown = M.make_mask(tuple(x.shape), args.observed, args.mask, generator=g,
-                            device=x.device)
+        shown, inp = _shown_states(x, args.observed, args, args.seed + 3)
         for name, m in models.items():
-            pv, _, _ = m.predict(torch.where(shown, x, torch.full_like(x, -1)))
+            pv, _, _ = m.predict(inp)
             imputed = torch.where(shown, x, pv.argmax(-1))
             digits_figure(os.path.join(args.figures, f"mdbm_{args.mask}_{name}.png"),
                           x.cpu(), shown.cpu(), imputed.cpu(), args.K)
