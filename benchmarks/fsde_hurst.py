@@ -160,7 +160,10 @@ def kalman_loglik(tt: torch.Tensor, yt: torch.Tensor, w: torch.Tensor, g: torch.
                   kind: int = 2, obs_sd: float = 0.05, gamma_max: float = 20.0,
                   dt: float | None = None) -> torch.Tensor:
     """log p(y | H, theta, mu, sigma) of the fOU model with MA-fBM noise, exactly, for a
-    batch of B parameter settings (w [B, K] = omega(H) per setting; theta, mu, sigma [B]):
+    batch of B parameter settings (w [B, K] = omega(H) per setting; theta, mu, sigma [B]),
+    summed over the series of ``yt`` ([N], or [N, S]: S independent series at the times
+    ``tt`` sharing the parameters, each with its own x0; the filter's covariances do not
+    depend on the data, so they are computed once for all S):
     a Kalman filter over the Euler-discretised augmented state Z = (X, Y_1..Y_K) that the
     SDE solver integrates (linear-Gaussian: Z' = (I + dt M) Z + dt c + G dW with
     G = (sigma wbar, 1, .., 1); METHODS.md s2, prior SDE), x0 ~ N(0, 1), Y(0) = 0 (type II)
@@ -179,14 +182,15 @@ def kalman_loglik(tt: torch.Tensor, yt: torch.Tensor, w: torch.Tensor, g: torch.
     c = torch.cat([(theta * mu).reshape(B, 1), torch.zeros(B, K, **f64)], 1)
     G = torch.cat([(sigma * w.sum(1)).reshape(B, 1), torch.ones(B, K, **f64)], 1)
     GG = G[:, :, None] * G[:, None, :]
-    m = torch.zeros(B, D, **f64)
+    ys = yt.reshape(len(tt), -1)                                     # [N, S]
+    m = torch.zeros(B, ys.shape[1], D, **f64)
     P0 = torch.zeros(D, D, **f64)
     P0[0, 0] = 1.0
     if kind == 1:
         P0[1:, 1:] = 1.0 / (g[:, None] + g[None, :])
     P = P0.expand(B, D, D)
     eye = torch.eye(D, **f64)
-    ll = torch.zeros(B, **f64)
+    ll = torch.zeros(B, ys.shape[1], **f64)
     cur = float(tt[0])
     moves: dict[tuple, tuple] = {}
     for i in range(len(tt)):
@@ -205,15 +209,15 @@ def kalman_loglik(tt: torch.Tensor, yt: torch.Tensor, w: torch.Tensor, g: torch.
                     Qt = A @ Qt @ A.transpose(1, 2) + h * GG
                 moves[key] = (At, ct, Qt)
             At, ct, Qt = moves[key]
-            m = (At @ m[..., None])[..., 0] + ct
+            m = (At[:, None] @ m[..., None])[..., 0] + ct[:, None]
             P = At @ P @ At.transpose(1, 2) + Qt
-        s = P[:, 0, 0] + obs_sd ** 2
-        r = yt[i] - m[:, 0]
-        ll = ll - 0.5 * (math.log(2 * math.pi) + torch.log(s) + r ** 2 / s)
+        s = P[:, 0, 0] + obs_sd ** 2                                   # [B]
+        r = ys[i] - m[..., 0]                                          # [B, S]
+        ll = ll - 0.5 * (math.log(2 * math.pi) + torch.log(s)[:, None] + r ** 2 / s[:, None])
         k = P[:, :, 0] / s[:, None]
-        m = m + k * r[:, None]
+        m = m + k[:, None] * r[..., None]
         P = P - k[:, :, None] * P[:, None, 0, :]
-    return ll
+    return ll.sum(1)
 
 
 def standardise(y: np.ndarray) -> np.ndarray:
@@ -246,8 +250,7 @@ def mle_hurst(t: np.ndarray, y: np.ndarray, K: int = 5, kind: int = 2,
     def loglik():
         th = torch.nn.functional.softplus(raw[:, 0] + 1.0)
         sg = torch.nn.functional.softplus(raw[:, 2] + 0.5)
-        return sum(kalman_loglik(tt, ys, w, g, th, raw[:, 1], sg, kind, obs_sd, gamma_max)
-                   for ys in yt)
+        return kalman_loglik(tt, yt.T, w, g, th, raw[:, 1], sg, kind, obs_sd, gamma_max)
 
     def closure():
         opt.zero_grad()
@@ -294,8 +297,10 @@ def h_gradients(tt: torch.Tensor, yt: torch.Tensor, ctrl: fs.Control, H0: float,
     ``groups`` groups of the ``paths`` paths per series (same x0 draws and Brownian
     motion for both forms)."""
     M = yt.shape[1]
-    _, w0, _ = fs.weights(H0, K, kind, 1.0, gamma_max, dtype=torch.float64)
-    nets = {"noise": ctrl, "drift": _DriftOf(ctrl, sigma * float(w0.sum()))}
+    g = mafbm.gamma_grid(K, gamma_max)
+    Hx = torch.tensor(H0, dtype=torch.float64, requires_grad=True)
+    w = mafbm.omega(Hx, g, 1.0, kind)[0][None]     # the exact likelihood's, and the gain's
+    nets = {"noise": ctrl, "drift": _DriftOf(ctrl, sigma * float(w.detach().sum()))}
     y_paths = yt.repeat_interleave(paths, 1)
     saved = ctrl._obs_tau, ctrl._obs_y
     ctrl.set_data(tt, y_paths[:, :, None])          # the probe's batch has its own size
@@ -316,13 +321,10 @@ def h_gradients(tt: torch.Tensor, yt: torch.Tensor, ctrl: fs.Control, H0: float,
         out[f"grad_{form}_se"] = float(gs.std() / math.sqrt(groups))
     ctrl.set_data(*saved)
     t64, y64 = tt.double().cpu(), yt.double().cpu()
-    g = mafbm.gamma_grid(K, gamma_max)
-    Hx = torch.tensor(H0, dtype=torch.float64, requires_grad=True)
-    w = mafbm.omega(Hx, g, 1.0, kind)[0][None]
     one = {k: torch.tensor([v], dtype=torch.float64)
            for k, v in (("theta", theta), ("mu", mu), ("sigma", sigma))}
-    ll = sum(kalman_loglik(t64, y64[:, j], w, g, one["theta"], one["mu"], one["sigma"],
-                           kind, obs_sd, gamma_max, dt) for j in range(M))
+    ll = kalman_loglik(t64, y64, w, g, one["theta"], one["mu"], one["sigma"], kind, obs_sd,
+                       gamma_max, dt)
     out["loglik"] = float(ll.detach())
     out["grad_exact"] = float(torch.autograd.grad(ll.sum(), Hx)[0])
     return out

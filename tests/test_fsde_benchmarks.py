@@ -97,6 +97,24 @@ def test_kalman_loglik_equals_the_dense_gaussian_density(kind, H, gmax, monkeypa
     assert math.isclose(float(ll[0]), float(ref), rel_tol=1e-9, abs_tol=1e-9)
 
 
+def test_kalman_loglik_of_several_series_is_the_sum_of_single_filters(monkeypatch):
+    """yt [N, S]: S series share the filter's covariances; the result is the sum of S
+    separate filters, for every parameter setting of the batch."""
+    fh = _bench("fsde_hurst", monkeypatch)
+    torch.manual_seed(1)
+    tt = torch.linspace(0.0, 1.0, 9, dtype=torch.float64)
+    ys = torch.randn(9, 3, dtype=torch.float64)
+    g = mafbm.gamma_grid(3, 40.0)
+    w = torch.stack([mafbm.omega(H, g, 1.0, 2)[0] for H in (0.3, 0.8)])
+    par = [torch.tensor(v, dtype=torch.float64) for v in ([1.2, 0.4], [0.1, -0.3], [0.9, 1.4])]
+    both = fh.kalman_loglik(tt, ys, w, g, *par, 2, 0.05, 40.0)
+    each = sum(fh.kalman_loglik(tt, ys[:, j], w, g, *par, 2, 0.05, 40.0) for j in range(3))
+    assert both.shape == (2,)
+    assert torch.allclose(both, each, rtol=1e-12, atol=1e-10)
+    assert not torch.allclose(both, 3 * fh.kalman_loglik(tt, ys[:, 0], w, g, *par, 2, 0.05,
+                                                         40.0))
+
+
 def test_mle_profile_is_the_maximum_over_the_other_parameters(monkeypatch):
     """mle_hurst's profile log-likelihood at each H is the maximum of the Kalman
     likelihood over (theta, mu, sigma): Nelder-Mead from several starts, run separately
