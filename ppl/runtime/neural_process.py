@@ -484,18 +484,31 @@ class AMPNPPseudoAttention(AMPNP):
         """r*(x; S) [..., B, N, h]: cross-attention from x [B, N, dx] to the real
         context (``real``) and/or the pseudo sets rp [K, B, M, h] (one output per set);
         with the real context alone it is ``self.att(xc, yc, x)``."""
-        if rp is None:
-            return self.att(xc, yc, x)
-        keys, vals = [], []
-        lead = rp.shape[:-3] + x.shape[:-2]
-        if real:
-            keys.append(self.att.k(xc).expand(lead + xc.shape[-2:-1] + (self.hidden,)))
-            vals.append(self.att.v(torch.cat([xc, yc], -1))
-                        .expand(lead + xc.shape[-2:-1] + (self.hidden,)))
-        keys.append(self.pseudo_k(rp))
-        vals.append(self.pseudo_v(rp))
-        q = self.att.q(x).expand(lead + x.shape[-2:-1] + (self.hidden,))
-        return self.att.block(q, torch.cat(keys, -2), torch.cat(vals, -2))
+        return self._attend_sets(self._projections(xc, yc, x, rp), rp is not None, real)[0]
+
+    def _projections(self, xc, yc, x, rp):
+        """Queries q(x), the real context's keys k(x_c) and values v([x_c, y_c]), and (with
+        rp) the pseudo points' W_k R', W_v R': each computed once per call."""
+        proj = {"q": self.att.q(x), "k": self.att.k(xc), "v": self.att.v(torch.cat([xc, yc], -1))}
+        if rp is not None:
+            proj["pk"], proj["pv"] = self.pseudo_k(rp), self.pseudo_v(rp)
+        return proj
+
+    def _attend_sets(self, proj, pseudo: bool, *reals: bool):
+        """One r* per entry of ``reals``: over the real context alone (no ``pseudo``), or
+        over the pseudo sets with (True) or without (False) the real context."""
+        if not pseudo:
+            return [self.att.block(proj["q"], proj["k"], proj["v"])]
+        lead = proj["pk"].shape[:-2]
+        q = proj["q"].expand(lead + proj["q"].shape[-2:])
+        kr = proj["k"].expand(lead + proj["k"].shape[-2:])
+        vr = proj["v"].expand(lead + proj["v"].shape[-2:])
+        out = []
+        for real in reals:
+            k = torch.cat([kr, proj["pk"]], -2) if real else proj["pk"]
+            v = torch.cat([vr, proj["pv"]], -2) if real else proj["pv"]
+            out.append(self.att.block(q, k, v))
+        return out
 
     def predict(self, xc, yc, xt, num_samples=None):
         xc, yc, xt = self._cast(xc, yc, xt)
@@ -507,9 +520,9 @@ class AMPNPPseudoAttention(AMPNP):
         pseudo_k / pseudo_k."""
         xc, yc, x, y = self._cast(xc, yc, x, y)
         theta_c, theta_k, theta_p, rp = self._sets(xc, yc, num_samples)
-        r_c = self.attend(xc, yc, x)
-        r_k = self.attend(xc, yc, x, rp)
-        r_p = self.attend(xc, yc, x, rp, real=False)
+        proj = self._projections(xc, yc, x, rp)
+        r_c = self._attend_sets(proj, False)[0]
+        r_k, r_p = self._attend_sets(proj, True, True, False)
         return mpnp_loss(*self._decode(x, theta_c.unsqueeze(0), r_c),
                          *self._decode(x, theta_k, r_k), *self._decode(x, theta_p, r_p), y)
 
