@@ -15,6 +15,11 @@ and gpig both run, a per-split table says on how many splits GPiG beats FG.
 
     python benchmarks/uci_bnn.py --data ../shared/data/uci/concrete --splits 1 \\
         --priors fg,fh,gpig,gpih --budget small --json /tmp/uci_bnn.json
+
+Long budgets run split by split (``--first-split K --splits 1 --json sK.json``, seed SEED+K
+as in a whole run) and are combined with ``--merge s0.json s1.json ... --json all.json``.
+Test log-likelihood is reported twice: ``ll`` of the full predictive mixture and
+``ll_moment`` of the moment-matched Gaussian (the reference's score).
 """
 
 from __future__ import annotations
@@ -124,20 +129,38 @@ def run_split(folder: Path, split: int, prior: str, b: dict, noise_var: float, s
     f = f.reshape(-1, f.shape[-1]).double().cpu() * ys + ym
     yt = torch.tensor(yte, dtype=torch.float64)
     var_n = noise_var * ys ** 2
-    mu = f.mean(0)
-    var = f.var(0) + var_n  # moment-matched predictive variance
-    rmse = (mu - yt).pow(2).mean().sqrt().item()
-    ll_mix = (torch.logsumexp(-0.5 * (yt - f).pow(2) / var_n, 0) - math.log(f.shape[0])
-              - 0.5 * math.log(2 * math.pi * var_n)).mean().item()
-    ll_mm = (-0.5 * (yt - mu).pow(2) / var - 0.5 * torch.log(2 * math.pi * var)).mean().item()
-    return dict(rmse=rmse, ll=ll_mix, ll_moment=ll_mm, fit_s=fit_s, sample_s=sample_s,
+    return dict(**predictive_metrics(f, yt, var_n), fit_s=fit_s, sample_s=sample_s,
                 rhat_max=float(rhat.max()), rhat_mean=float(rhat.mean()))
+
+
+def predictive_metrics(f: torch.Tensor, y: torch.Tensor, var_n: float) -> dict:
+    """Test metrics of S function draws ``f`` [S, N] against targets ``y`` [N], both in
+    original units, with observation-noise variance ``var_n`` (original units).
+
+    rmse: of the predictive mean mu = mean_s f_s. ll: mean over test points of the full
+    mixture's log density, log (1/S) sum_s N(y | f_s, var_n) (log-mean-exp over draws).
+    ll_moment: that of the moment-matched Gaussian N(y | mu, var_s f_s + var_n), the
+    test log-likelihood the reference reports (its code scores N(y | mu, var) per point;
+    METHODS.md §1, "Predictions"). Neither bounds the other in general; both are kept."""
+    mu = f.mean(0)
+    var = f.var(0) + var_n
+    rmse = (mu - y).pow(2).mean().sqrt().item()
+    ll_mix = (torch.logsumexp(-0.5 * (y - f).pow(2) / var_n, 0) - math.log(f.shape[0])
+              - 0.5 * math.log(2 * math.pi * var_n)).mean().item()
+    ll_mm = (-0.5 * (y - mu).pow(2) / var - 0.5 * torch.log(2 * math.pi * var)).mean().item()
+    return dict(rmse=rmse, ll=ll_mix, ll_moment=ll_mm)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", required=True, help="a dataset folder in the UCI layout")
-    ap.add_argument("--splits", type=int, default=1)
+    ap.add_argument("--data", help="a dataset folder in the UCI layout (not with --merge)")
+    ap.add_argument("--splits", type=int, default=1, help="how many splits to run")
+    ap.add_argument("--first-split", type=int, default=0,
+                    help="run splits FIRST .. FIRST+SPLITS-1 (seed SEED+k for split k, so a "
+                         "run resumed split by split repeats a whole run's numbers)")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="instead of running: merge the per-split columns of earlier --json "
+                         "outputs (disjoint splits) into one table, and --json it")
     ap.add_argument("--priors", default="fg,fh,gpig,gpih")
     ap.add_argument("--budget", choices=sorted(BUDGETS), default="small")
     ap.add_argument("--noise-var", type=float, default=0.1,
@@ -160,6 +183,14 @@ def main(argv=None):
                          "state live")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
+    if a.merge:
+        rows = merge_rows([json.loads(Path(j).read_text()) for j in a.merge])
+        _report(rows)
+        if a.json:
+            Path(a.json).write_text(json.dumps(rows, indent=2))
+        return rows
+    if not a.data:
+        ap.error("--data is required (unless --merge)")
     if a.device == "cuda" and not torch.cuda.is_available():
         sys.exit("uci_bnn: --device cuda was asked for, but CUDA is not available here")
     if a.threads:
@@ -170,51 +201,118 @@ def main(argv=None):
         b["friction"] = a.friction
     if a.hidden:
         b["hidden"] = a.hidden
-    rows = {}
+    splits = range(a.first_split, a.first_split + a.splits)
     print(f"{folder.name}: budget {a.budget} (hidden {b['hidden']}, friction {b['friction']}), "
-          f"{a.splits} split(s), device {a.device}, "
+          f"splits {splits.start}..{splits.stop - 1}, device {a.device}, "
           f"{torch.get_num_threads()} torch threads", file=sys.stderr)
+    eta = a.step_size if a.step_size is not None else b["eta"]
+    rows = {}
     for prior in a.priors.split(","):
-        eta = a.step_size if a.step_size is not None else b["eta"]
-        res = [run_split(folder, k, prior, b, a.noise_var, a.seed + k, eta, a.device)
-               for k in range(a.splits)]
-        row = {}
-        for col in ("rmse", "ll", "ll_moment", "fit_s", "sample_s", "rhat_max", "rhat_mean"):
-            v = np.array([r[col] for r in res])
-            row[col] = float(v.mean())
-            if col in ("rmse", "ll"):
-                row[f"{col}_se"] = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 \
-                    else None  # one split: no standard error
-        for k, r in enumerate(res):  # per split, for split-by-split comparisons
-            for col in ("rmse", "ll", "rhat_max"):
-                row[f"{col}_split{k}"] = r[col]
-        rows[prior] = row
-        se = {c: "-" if row[f"{c}_se"] is None else f"{row[f'{c}_se']:.3f}"
-              for c in ("rmse", "ll")}
-        print(f"{prior:5s} rmse {row['rmse']:.3f} ± {se['rmse']}  "
-              f"ll {row['ll']:.3f} ± {se['ll']}  fit {row['fit_s']:.1f}s  "
-              f"sample {row['sample_s']:.1f}s  R-hat(pred) max {row['rhat_max']:.3f}",
-              flush=True)
+        per_split = {k: run_split(folder, k, prior, b, a.noise_var, a.seed + k, eta, a.device)
+                     for k in splits}
+        rows[prior] = aggregate(per_split)
+        _print_row(prior, rows[prior])
     if "fg" in rows and "gpig" in rows:
-        print(_wins(rows, a.splits), flush=True)
+        print(_wins(rows), flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=2))
     return rows
 
 
-def _wins(rows: dict, splits: int) -> str:
-    """Per split, GPiG against FG: lower RMSE and higher test log-likelihood."""
-    g, f = rows["gpig"], rows["fg"]
-    lines = ["split | fg rmse | gpig rmse | fg ll | gpig ll | R-hat max fg / gpig"]
-    wins = {"rmse": 0, "ll": 0}
-    for k in range(splits):
-        wins["rmse"] += g[f"rmse_split{k}"] < f[f"rmse_split{k}"]
-        wins["ll"] += g[f"ll_split{k}"] > f[f"ll_split{k}"]
-        lines.append(f"{k} | {f[f'rmse_split{k}']:.3f} | {g[f'rmse_split{k}']:.3f} | "
-                     f"{f[f'll_split{k}']:.3f} | {g[f'll_split{k}']:.3f} | "
-                     f"{f[f'rhat_max_split{k}']:.2f} / {g[f'rhat_max_split{k}']:.2f}")
-    lines.append(f"GPiG beats FG on RMSE in {wins['rmse']}/{splits} splits, "
-                 f"on log-likelihood in {wins['ll']}/{splits}")
+COLUMNS = ("rmse", "ll", "ll_moment", "fit_s", "sample_s", "rhat_max", "rhat_mean")
+
+
+def aggregate(per_split: dict[int, dict]) -> dict:
+    """A JSON row from per-split results {split: {column: value}}: each column's mean over
+    the splits, the standard error s.d./sqrt(K) of rmse, ll and ll_moment (None for one
+    split), and every column per split as ``{column}_split{k}`` (k the split's index in the
+    dataset), from which :func:`merge_rows` rebuilds the row."""
+    row = {}
+    for col in COLUMNS:
+        v = np.array([r[col] for r in per_split.values()])
+        row[col] = float(v.mean())
+        if col in ("rmse", "ll", "ll_moment"):
+            row[f"{col}_se"] = (float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1
+                                else None)
+    for k in sorted(per_split):
+        for col in COLUMNS:
+            row[f"{col}_split{k}"] = per_split[k][col]
+    return row
+
+
+def per_split_of(row: dict) -> dict[int, dict]:
+    """The per-split results {split: {column: value}} stored in a JSON row. Rows written
+    before every column was kept per split stored only rmse, ll and rhat_max per split; for
+    a one-split row the other columns are its means, which are that split's values."""
+    out: dict[int, dict] = {}
+    for key, val in row.items():
+        col, sep, k = key.rpartition("_split")
+        if sep and col in COLUMNS and k.isdigit():
+            out.setdefault(int(k), {})[col] = val
+    if len(out) == 1:
+        (only,) = out.values()
+        for col in COLUMNS:
+            if col in row:
+                only.setdefault(col, row[col])
+    for k, res in out.items():
+        if set(res) != set(COLUMNS):
+            raise ValueError(f"split {k} lacks the per-split columns "
+                             f"{sorted(set(COLUMNS) - set(res))}")
+    return out
+
+
+def merge_rows(runs: list[dict]) -> dict:
+    """Merge the JSON outputs of runs over disjoint splits (``--first-split``) into the rows
+    one run over all their splits would have written. A split present in two runs is an
+    error unless both give the same numbers (the same run read twice)."""
+    merged: dict[str, dict[int, dict]] = {}
+    for run in runs:
+        for prior, row in run.items():
+            have = merged.setdefault(prior, {})
+            for k, res in per_split_of(row).items():
+                if k in have and have[k] != res:
+                    raise ValueError(f"split {k} of {prior} appears in two runs with "
+                                     "different results")
+                have[k] = res
+    return {prior: aggregate(ps) for prior, ps in merged.items()}
+
+
+def _print_row(prior: str, row: dict) -> None:
+    se = {c: "-" if row[f"{c}_se"] is None else f"{row[f'{c}_se']:.3f}"
+          for c in ("rmse", "ll", "ll_moment")}
+    print(f"{prior:5s} rmse {row['rmse']:.3f} ± {se['rmse']}  "
+          f"ll {row['ll']:.3f} ± {se['ll']}  ll_moment {row['ll_moment']:.3f} ± "
+          f"{se['ll_moment']}  fit {row['fit_s']:.1f}s  "
+          f"sample {row['sample_s']:.1f}s  R-hat(pred) max {row['rhat_max']:.3f}",
+          flush=True)
+
+
+def _report(rows: dict) -> None:
+    for prior, row in rows.items():
+        _print_row(prior, row)
+    if "fg" in rows and "gpig" in rows:
+        print(_wins(rows), flush=True)
+
+
+def _wins(rows: dict) -> str:
+    """Per split, GPiG against FG: lower RMSE and higher test log-likelihood (mixture and
+    moment-matched), over the splits both rows hold."""
+    g, f = per_split_of(rows["gpig"]), per_split_of(rows["fg"])
+    ks = sorted(set(g) & set(f))
+    lines = ["split | fg rmse | gpig rmse | fg ll | gpig ll | fg ll_mm | gpig ll_mm | "
+             "R-hat max fg / gpig"]
+    wins = {"rmse": 0, "ll": 0, "ll_moment": 0}
+    for k in ks:
+        wins["rmse"] += g[k]["rmse"] < f[k]["rmse"]
+        wins["ll"] += g[k]["ll"] > f[k]["ll"]
+        wins["ll_moment"] += g[k]["ll_moment"] > f[k]["ll_moment"]
+        lines.append(f"{k} | {f[k]['rmse']:.3f} | {g[k]['rmse']:.3f} | "
+                     f"{f[k]['ll']:.3f} | {g[k]['ll']:.3f} | "
+                     f"{f[k]['ll_moment']:.3f} | {g[k]['ll_moment']:.3f} | "
+                     f"{f[k]['rhat_max']:.2f} / {g[k]['rhat_max']:.2f}")
+    lines.append(f"GPiG beats FG on RMSE in {wins['rmse']}/{len(ks)} splits, "
+                 f"on log-likelihood in {wins['ll']}/{len(ks)} (mixture), "
+                 f"{wins['ll_moment']}/{len(ks)} (moment-matched)")
     return "\n".join(lines)
 
 

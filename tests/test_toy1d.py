@@ -126,3 +126,54 @@ def test_uci_bnn_tiny_budget_rows_and_columns(tmp_path, data_dir):
         assert 0 < row["rmse"] < 1.5 * y.std()
         assert math.isfinite(row["ll"])
     assert rows["gpih"]["fit_s"] > 0 and rows["fg"]["fit_s"] == 0
+
+
+def test_uci_bnn_predictive_metrics_against_scipy():
+    """The mixture log-likelihood (log-mean-exp over draws of N(y | f_s, var_n)) and the
+    moment-matched one (N(y | mean, var_s + var_n), the reference's) against scipy, point
+    by point; RMSE of the mean by hand."""
+    import numpy as np
+    from scipy.stats import norm
+
+    bench = _bench("uci_bnn")
+    rng = np.random.default_rng(0)
+    f = rng.normal(3.0, 2.0, (40, 7)) + rng.normal(0, 1.0, 7)  # 40 draws at 7 test points
+    y = rng.normal(3.0, 2.5, 7)
+    var_n = 0.37
+    got = bench.predictive_metrics(torch.tensor(f), torch.tensor(y), var_n)
+    mix = np.mean([np.log(np.mean(norm.pdf(y[i], f[:, i], math.sqrt(var_n))))
+                   for i in range(7)])
+    mm = np.mean(norm.logpdf(y, f.mean(0), np.sqrt(f.var(0, ddof=1) + var_n)))
+    assert got["ll"] == pytest.approx(mix, abs=1e-10)
+    assert got["ll_moment"] == pytest.approx(mm, abs=1e-10)
+    assert got["rmse"] == pytest.approx(np.sqrt(np.mean((f.mean(0) - y) ** 2)), abs=1e-12)
+    assert got["ll"] != pytest.approx(got["ll_moment"], abs=1e-3)  # two different scores
+
+
+def test_uci_bnn_first_split_runs_merge_to_the_whole_run(tmp_path, data_dir, capsys):
+    """Splits run one per process (--first-split K --splits 1) and merged with --merge give
+    the numbers of one run over the same splits; a split merged twice with different
+    results is an error."""
+    bench = _bench("uci_bnn")
+    common = ["--data", str(data_dir / "uci" / "yacht"), "--budget", "tiny", "--priors",
+              "fg,gpig", "--threads", "1", "--cache", str(tmp_path / "c")]
+    whole = bench.main(common + ["--splits", "2"])
+    parts = []
+    for k in (1, 0):
+        out = tmp_path / f"s{k}.json"
+        rows = bench.main(common + ["--first-split", str(k), "--json", str(out)])
+        assert set(bench.per_split_of(rows["fg"])) == {k}
+        parts.append(str(out))
+    merged = bench.main(["--merge", *parts,
+                         "--json", str(tmp_path / "m.json")])
+    assert json.loads((tmp_path / "m.json").read_text()) == merged
+    for prior in ("fg", "gpig"):
+        for col in ("rmse", "ll", "ll_moment", "rmse_se", "ll_se", "rhat_max",
+                    "rmse_split0", "ll_split1", "ll_moment_split1", "rhat_max_split0"):
+            assert merged[prior][col] == pytest.approx(whole[prior][col], rel=1e-9), col
+    assert "on RMSE in" in capsys.readouterr().out
+    clash = json.loads(Path(parts[0]).read_text())
+    clash["fg"]["rmse_split1"] += 1.0
+    (tmp_path / "clash.json").write_text(json.dumps(clash))
+    with pytest.raises(ValueError, match="split 1 of fg"):
+        bench.main(["--merge", parts[0], str(tmp_path / "clash.json")])
