@@ -22,10 +22,10 @@ import sys
 import time
 
 import torch
+from fewshot import make_task
 
 from ppl.infer import meta as M
 from ppl.runtime import niw_meta as rtn
-from ppl.runtime.nn import MLP
 
 NIW_KW = {"niw": {"sgld_precision": "variance"},
           "niw_gn": {"sgld_precision": "gauss_newton"},
@@ -84,12 +84,7 @@ def main(argv=None):
     rows = {}
     for method in args.methods.split(","):
         for k in (int(s) for s in args.inner.split(",")):
-            torch.manual_seed(args.seed)
-            if src.kind == "regression":
-                task = M.RegressionTask(MLP(1, [32, 32], 1, act="relu"))
-            else:
-                task = M.ProtoTask(MLP(batch[0]["xs"].shape[-1], [64], 32, act="relu"),
-                                   src.ways)
+            task = make_task(src, args.seed)
             task.flat.net.to(dev)
             trainer = make(method, task, k, args.inner_lr)
             ms = ms_per_episode(trainer, task, batch, args.steps, args.blocks, sync)

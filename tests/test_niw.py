@@ -417,9 +417,11 @@ def test_prototype_likelihood_in_a_bdl_model_end_to_end():
                 float(proto.loss(theta, e, part)), rel=1e-5)
 
 
-def _fewshot_bench(name="fewshot"):
+def _fewshot_bench(name="fewshot", monkeypatch=None):
     import importlib.util
 
+    if monkeypatch is not None:  # the scripts import each other
+        monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location(f"{name}_bench",
                                                   ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
@@ -1040,8 +1042,8 @@ def test_step_cap_source_follows_sgld_cap_and_the_factor_rows(monkeypatch):
         tr.chain(NoFactor(reg), ep, torch.Generator().manual_seed(1))
 
 
-def test_fewshot_speed_benchmark_rows_and_device(tmp_path, capsys):
-    bench = _fewshot_bench("fewshot_speed")
+def test_fewshot_speed_benchmark_rows_and_device(tmp_path, capsys, monkeypatch):
+    bench = _fewshot_bench("fewshot_speed", monkeypatch)
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit):
             bench.main(["--device", "cuda"])

@@ -154,24 +154,19 @@ class NIW:
         log["chains"] += 1
         log["capped"] += int(info["lr"] < s["lr"])
         log["lr_sum"] += info["lr"]
+        if self.precision == "variance":
+            return mbar, A
+        theta_bar = mbar
+        if self.precision == "fisher":
+            return theta_bar, _fisher_floor(task.fisher_factor(theta_bar, ep, "support"))
+        # newton and gauss_newton need the Fisher factor and the gradient at the chain
+        # mean: one Jacobian gives both where the task offers it
+        u, grad = _factor_and_grad(task, theta_bar, ep)
         if self.precision == "gauss_newton":
-            # the chain mean, the gradient there and the Fisher factor: the low-rank
-            # quadratic of :func:`ppl.runtime.niw_meta.lowrank_posterior_kl`
-            if factor_grad is not None:
-                u, grad = factor_grad(mbar, ep, "support")
-                return mbar, grad, u
-            grad = rtn._grad(lambda th: task.loss(th, ep, "support"), mbar)[1]
-            return mbar, grad, task.fisher_factor(mbar, ep, "support")
-        if self.precision != "variance":
-            theta_bar = mbar
-            # an exact curvature, not a noisy variance: only floored, not clipped at a_max
-            # (clipping a stiff coordinate's curvature would make the Newton centre
-            # overshoot it by the clip ratio)
-            A = fisher_diag(task, theta_bar, ep, "support").clamp_min(1e-4)
-            if self.precision == "newton":
-                grad = rtn._grad(lambda th: task.loss(th, ep, "support"), theta_bar)[1]
-                mbar = theta_bar - grad / A
-        return mbar, A
+            # the low-rank quadratic of :func:`ppl.runtime.niw_meta.lowrank_posterior_kl`
+            return theta_bar, grad, u
+        A = _fisher_floor(u)
+        return theta_bar - grad / A, A
 
     def local(self, task, ep, generator=None):
         """(m_i*, v_i*) from SGLD on the support set (constants) and the closed form
@@ -190,29 +185,26 @@ class NIW:
         closed forms only. The chains and draws' noise come episode by episode (the
         generator's order of ``episode_loss`` repeated); the closed forms of the whole
         batch are one [batch, d] evaluation."""
-        if self.precision == "gauss_newton":
-            return self._lowrank_loss(task, batch, generator)
+        lowrank = self.precision == "gauss_newton"
         chains = []
         for ep in batch:
-            mbar, A = self.chain(task, ep, generator)
-            chains.append((mbar, A, rtn.randn_like(mbar, generator)))
-        mbar, A, xi = (torch.stack(t) for t in zip(*chains, strict=True))
-        m, sd, g = rtn.local_posterior_kl(mbar, A, self.m0, self.log_gamma0,
-                                          self.log_n0.exp(), self.log_l0.exp())
-        theta = m + sd * xi
-        return sum(task.loss(theta[i], ep, "query") for i, ep in enumerate(batch)) + g.sum()
-
-    def _lowrank_loss(self, task, batch, generator=None):
-        """:meth:`episodes_loss` with the low-rank Gauss-Newton closed form."""
-        chains = []
-        for ep in batch:
-            theta_bar, grad, U = self.chain(task, ep, generator)
-            chains.append((theta_bar, grad, U, rtn.randn_like(theta_bar, generator),
-                           rtn.randn_like(theta_bar, generator, U.shape[:1])))
-        theta_bar, grad, U, xi, eps = (torch.stack(t) for t in zip(*chains, strict=True))
-        _, _, g, theta = rtn.lowrank_posterior_kl(theta_bar, grad, U, self.m0,
-                                                  self.log_gamma0, self.log_n0.exp(),
-                                                  self.log_l0.exp(), xi, eps)
+            c = self.chain(task, ep, generator)
+            # the draws' noise: xi for the d weights, and for the low-rank form eps for
+            # the r rows of U (Matheron's rule in lowrank_posterior_kl)
+            noise = (rtn.randn_like(c[0], generator),)
+            if lowrank:
+                noise += (rtn.randn_like(c[0], generator, c[2].shape[:1]),)
+            chains.append(c + noise)
+        stacked = [torch.stack(t) for t in zip(*chains, strict=True)]
+        n0, l0 = self.log_n0.exp(), self.log_l0.exp()
+        if lowrank:
+            *chain, xi, eps = stacked
+            _, _, g, theta = rtn.lowrank_posterior_kl(*chain, self.m0, self.log_gamma0, n0,
+                                                      l0, xi, eps)
+        else:
+            mbar, A, xi = stacked
+            m, sd, g = rtn.local_posterior_kl(mbar, A, self.m0, self.log_gamma0, n0, l0)
+            theta = m + sd * xi
         return sum(task.loss(theta[i], ep, "query") for i, ep in enumerate(batch)) + g.sum()
 
     def episode_loss(self, task, ep, generator=None):
@@ -332,6 +324,23 @@ def fisher_diag(task, theta: torch.Tensor, ep: dict, part: str = "support") -> t
     return (task.fisher_factor(theta, ep, part) ** 2).sum(-2)
 
 
+def _fisher_floor(u: torch.Tensor) -> torch.Tensor:
+    """The Fisher diagonal of the factor u, floored at 1e-4: an exact curvature, not a
+    noisy variance, so not clipped at a_max (clipping a stiff coordinate's curvature would
+    make the Newton centre overshoot it by the clip ratio)."""
+    return (u ** 2).sum(-2).clamp_min(1e-4)
+
+
+def _factor_and_grad(task, theta: torch.Tensor, ep: dict, part: str = "support"):
+    """(U, grad U(theta)) of the summed NLL of ``part``: from one Jacobian where the task
+    has ``fisher_factor_grad``, else the factor and one autograd gradient."""
+    both = getattr(task, "fisher_factor_grad", None)
+    if both is not None:
+        return both(theta, ep, part)
+    grad = rtn._grad(lambda th: task.loss(th, ep, part), theta)[1]
+    return task.fisher_factor(theta, ep, part), grad
+
+
 def _jacobian(fn, theta: torch.Tensor, with_value: bool = False):
     """d fn(theta) / d theta, shape fn(theta).shape + theta.shape, by one batched
     backward (``is_grads_batched``; ``torch.func.jacrev`` refuses to run under the
@@ -340,11 +349,18 @@ def _jacobian(fn, theta: torch.Tensor, with_value: bool = False):
     th = theta.detach().requires_grad_(True)
     with torch.enable_grad():
         out = fn(th)
+    jac = _jacobian_of(out, th)
+    return (jac, out.detach()) if with_value else jac
+
+
+def _jacobian_of(out: torch.Tensor, th: torch.Tensor, retain_graph: bool = False):
+    """d out / d th, shape out.shape + th.shape, for an ``out`` already computed from the
+    leaf ``th``: one batched backward over the rows of the identity."""
+    with torch.enable_grad():
         eye = torch.eye(out.numel(), dtype=out.dtype, device=out.device)
         (jac,) = torch.autograd.grad(out.reshape(-1), th, grad_outputs=eye,
-                                     is_grads_batched=True)
-    jac = jac.reshape(out.shape + theta.shape)
-    return (jac, out.detach()) if with_value else jac
+                                     is_grads_batched=True, retain_graph=retain_graph)
+    return jac.reshape(out.shape + th.shape)
 
 
 def gram_top_eigenvalue(U: torch.Tensor) -> float:
@@ -608,30 +624,27 @@ class ModelTask:
         import torch.distributions as td
 
         site = "ys" if part == "support" else "yq"
-        th = theta.detach()
-
-        def pointwise(t):
-            return self._pointwise(self.trace(t, ep).nodes[site]["fn"])
-
-        fn = pointwise(th)
+        # one trace with theta as a leaf: every Jacobian below is a backward through it
+        th = theta.detach().requires_grad_(True)
+        with torch.enable_grad():
+            fn = self._pointwise(self.trace(th, ep).nodes[site]["fn"])
         d = th.shape[-1]
         if isinstance(fn, td.Normal):
+            with torch.enable_grad():
+                outs = [(fn.loc, fn.scale.detach().reciprocal()),
+                        (fn.scale.log(), torch.tensor(2 ** 0.5, dtype=th.dtype,
+                                                      device=th.device))]
+            outs = [(out, w) for out, w in outs if out.requires_grad]
             rows = []
-            for attr, weight in (("loc", fn.scale.detach().reciprocal()), ("scale", 2 ** 0.5)):
-                def f(t, attr=attr):
-                    v = getattr(pointwise(t), attr)
-                    return v if attr == "loc" else v.log()
-                with torch.enable_grad():
-                    needs = f(th.detach().requires_grad_(True)).requires_grad
-                if needs:
-                    jac = _jacobian(f, th)
-                    w = torch.broadcast_to(torch.as_tensor(weight, dtype=th.dtype,
-                                                           device=th.device), jac.shape[:-1])
-                    rows.append((w[..., None] * jac).reshape(-1, d))
+            for i, (out, weight) in enumerate(outs):
+                jac = _jacobian_of(out, th, retain_graph=i < len(outs) - 1)
+                w = torch.broadcast_to(weight, jac.shape[:-1])
+                rows.append((w[..., None] * jac).reshape(-1, d))
             return torch.cat(rows) if rows else th.new_zeros(1, d)
         if isinstance(fn, td.Categorical):
-            jac = _jacobian(lambda t: pointwise(t).logits, th)            # [n, C, d]
-            return categorical_fisher_factor(jac, fn.probs.detach())
+            with torch.enable_grad():  # logits may be a lazy property of probs
+                logits = fn.logits
+            return categorical_fisher_factor(_jacobian_of(logits, th), fn.probs.detach())
         raise ValueError(f"sgld_precision 'fisher'/'newton'/'gauss_newton' needs a Normal or "
                          f"Categorical likelihood for '{site}', not {type(fn).__name__}; use "
                          f"sgld_precision=\"variance\"")
