@@ -19,8 +19,17 @@ regression: quantile calibration error of the predictive), s_per_episode (meta-t
 wall seconds per episode), peak_mb (peak MB of tensors autograd keeps for backward in one
 episode's meta-gradient -- on CUDA the allocator's peak instead).
 
-Methods: niw, no_adapt (gamma0 frozen at 1e6), no_share (n0 gamma0 -> 0), maml1 (first
-order), maml2 (second order), protonet. --inner sets the SGLD / MAML inner steps.
+Methods: niw (local update --sgld-precision), niw_gn (niw with the gauss_newton update),
+no_adapt (gamma0 frozen at 1e6), no_share (n0 gamma0 -> 0), maml1 (first order), maml2
+(second order), protonet. --inner sets the SGLD / MAML inner steps.
+
+Meta-validation (--val-episodes N): N fixed episodes held out of meta-train (classes: a
+part of each meta-train class's points, or with --val-classes whole meta-train classes;
+.npz: the last train episodes; sine/line: other draws), scored every --val-every meta
+steps; each method keeps its checkpoint with the lowest validation error, and with a
+comma list --lr the learning rate whose best checkpoint is lowest -- one rule for every
+method. Rows then add lr, val_err and
+best_episode (meta-training episodes at the kept checkpoint).
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ from ppl.infer import meta as M
 from ppl.runtime import niw_meta as rtn
 from ppl.runtime.nn import MLP
 
-INNER = {"niw", "no_adapt", "no_share", "maml1", "maml2"}
+INNER = {"niw", "niw_gn", "no_adapt", "no_share", "maml1", "maml2"}
 
 
 def make_task(src, seed: int):
@@ -51,23 +60,25 @@ def make_task(src, seed: int):
     return M.ProtoTask(MLP(dim, [64], 32, act="relu"), src.ways)
 
 
-def make_trainer(method, theta, steps, args, n_episodes):
-    if method in ("niw", "no_adapt", "no_share"):
-        return M.NIW(theta, variant="niw" if method == "niw" else method, sgld_steps=steps,
+def make_trainer(method, theta, steps, args, n_episodes, lr):
+    if method in ("niw", "niw_gn", "no_adapt", "no_share"):
+        precision = "gauss_newton" if method == "niw_gn" else args.sgld_precision
+        return M.NIW(theta, variant=method if method in ("no_adapt", "no_share") else "niw",
+                     sgld_steps=steps,
                      gamma0=1e6 if method == "no_adapt" else args.gamma0,
                      sgld_temp=args.sgld_temp, sgld_burn=args.sgld_burn, a_max=args.a_max,
                      sgld_detrend=bool(args.sgld_detrend),
                      sgld_power_iters=args.sgld_power_iters,
                      sgld_step_scale=args.sgld_step_scale,
-                     sgld_precision=args.sgld_precision, sgld_cap=args.sgld_cap,
-                     sgld_lr=args.inner_lr, lr=args.lr, lr_hyper=args.lr_hyper,
+                     sgld_precision=precision, sgld_cap=args.sgld_cap,
+                     sgld_lr=args.inner_lr, lr=lr, lr_hyper=args.lr_hyper,
                      kl_episodes=args.kl_episodes or n_episodes,
                      test_samples=args.test_samples)
     if method in ("maml1", "maml2"):
         return M.MAML(theta, inner_steps=steps, inner_lr=args.inner_lr,
-                      first_order=method == "maml1", lr=args.lr)
+                      first_order=method == "maml1", lr=lr)
     if method == "protonet":
-        return M.Plain(theta, lr=args.lr)
+        return M.Plain(theta, lr=lr)
     raise SystemExit(f"unknown method {method!r}")
 
 
@@ -84,7 +95,10 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=4, help="episodes per meta step")
     p.add_argument("--test-episodes", type=int, default=200)
     p.add_argument("--test-samples", type=int, default=20, help="NIW draws per prediction")
-    p.add_argument("--lr", type=float, default=5e-3, help="Adam lr of the shared weights")
+    p.add_argument("--lr", default="5e-3",
+                   help="Adam lr of the shared weights; a comma list is searched per "
+                        "method and inner-step count on the meta-validation episodes "
+                        "(needs --val-episodes)")
     p.add_argument("--lr-hyper", type=float, default=0.1, help="Adam lr of NIW log-params")
     p.add_argument("--inner-lr", type=float, default=3e-4,
                    help="SGLD step / MAML inner step on the summed support NLL")
@@ -93,6 +107,19 @@ def main(argv=None):
     p.add_argument("--sgld-temp", type=float, default=1.0, help="SGLD temperature")
     p.add_argument("--a-max", type=float, default=1e3, help="NIW clip of A_i (reference 1e3)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-episodes", type=int, default=0,
+                   help="meta-validation episodes (0: none): held out of meta-train, never "
+                        "the meta-test classes; the checkpoint (and --lr) with the lowest "
+                        "validation error is kept, the same rule for every method")
+    p.add_argument("--val-every", type=int, default=0,
+                   help="meta steps between validation passes (0: 10 passes per run)")
+    p.add_argument("--val-fraction", type=float, default=0.25,
+                   help="classes / .npz: the part of each meta-train class's points (of "
+                        "the train episodes) held out for the validation episodes")
+    p.add_argument("--val-classes", type=int, default=0,
+                   help="classes: hold out this many meta-train classes as the validation "
+                        "classes instead (novel classes, as at meta-test; needs 2 x ways "
+                        "meta-train classes)")
     p.add_argument("--sgld-burn", type=float, default=0.5,
                    help="SGLD iterates t >= burn averaged (1: all but the warm start; "
                         "a fraction 0.5: the second half of the chain)")
@@ -126,16 +153,26 @@ def main(argv=None):
         p.error("--sgld-cap gram needs --sgld-precision gauss_newton")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available on this machine")
+    lrs = [float(v) for v in args.lr.split(",")]
+    if len(lrs) > 1 and not args.val_episodes:
+        p.error("--lr with several values needs --val-episodes (the lr is chosen there)")
     torch.set_default_dtype(getattr(torch, args.dtype))
     dev = torch.device(args.device)
     steps_meta = max(1, args.episodes // args.batch)
+    val_every = args.val_every or max(1, steps_meta // 10)
     rows = {}
     for shots in [int(s) for s in args.shots.split(",")]:
-        src = rtn.source(args.task, shots=shots, ways=args.ways, queries=args.queries)
+        src = rtn.source(args.task, shots=shots, ways=args.ways, queries=args.queries,
+                         val_fraction=args.val_fraction if args.val_episodes else 0.0,
+                         val_classes=args.val_classes if args.val_episodes else 0)
         name = args.task.split("/")[-1]
-        test = [{k: v.to(dev) for k, v in ep.items()} for ep in M.split(
-            src.sample(args.test_episodes, "test", torch.Generator().manual_seed(10_000 +
-                                                                                args.seed)))]
+
+        def fixed(n, split, seed, src=src):
+            return [{k: v.to(dev) for k, v in ep.items()} for ep in M.split(
+                src.sample(n, split, torch.Generator().manual_seed(seed)))]
+
+        test = fixed(args.test_episodes, "test", 10_000 + args.seed)
+        val = fixed(args.val_episodes, "val", 20_000 + args.seed) if args.val_episodes else None
 
         class OnDevice:
             kind = src.kind
@@ -150,15 +187,24 @@ def main(argv=None):
             if method == "protonet" and src.kind != "classification":
                 continue
             for k in ([int(s) for s in args.inner.split(",")] if method in INNER else [0]):
-                task = make_task(src, args.seed)
-                task.flat.net.to(dev)
-                trainer = make_trainer(method, task.flat.vector(), k, args,
-                                       steps_meta * args.batch)
-                gen = torch.Generator().manual_seed(args.seed + 1)
-                torch.manual_seed(args.seed + 1)
                 t0 = time.perf_counter()
-                info = M.meta_train(trainer, task, OnDevice(src), steps=steps_meta,
-                                    batch=args.batch, generator=gen)
+                best = None
+                for lr in lrs:
+                    task = make_task(src, args.seed)
+                    task.flat.net.to(dev)
+                    trainer = make_trainer(method, task.flat.vector(), k, args,
+                                           steps_meta * args.batch, lr)
+                    gen = torch.Generator().manual_seed(args.seed + 1)
+                    torch.manual_seed(args.seed + 1)
+                    info = M.meta_train(trainer, task, OnDevice(src), steps=steps_meta,
+                                        batch=args.batch, generator=gen, val=val,
+                                        val_every=val_every)
+                    if len(lrs) > 1:
+                        print(f"  {method}/k{k} lr {lr:g}: val err {info['val_err']:.4f} "
+                              f"at episode {info['best_step'] * args.batch}", flush=True)
+                    if best is None or info.get("val_err", 0.0) < best[2].get("val_err", 0.0):
+                        best = (lr, trainer, info, task)
+                lr, trainer, info, task = best
                 res = M.evaluate(trainer, task, test, torch.Generator().manual_seed(7))
                 log = getattr(trainer, "sgld_log", None)
                 sg = (f"sgld capped {log['capped']}/{log['chains']} mean step "
@@ -166,10 +212,16 @@ def main(argv=None):
                 row = f"{name}/{shots}shot/{method}" + (f"/k{k}" if k else "")
                 rows[row] = {**res, "s_per_episode": info["s_per_episode"],
                              "peak_mb": info["peak_mb"]}
+                vs = ""
+                if val:
+                    rows[row].update(lr=lr, val_err=info["val_err"],
+                                     best_episode=info["best_step"] * args.batch)
+                    vs = (f"lr {lr:g} val {info['val_err']:.4f} "
+                          f"best@{info['best_step'] * args.batch}  ")
                 print(f"{row:34s} err {res['err']:.4f} ± {res['err_ci']:.4f}  "
                       f"nll {res['nll']:.3f}  ece {res['ece']:.3f}  "
                       f"s/ep {info['s_per_episode']:.4f}  peak_mb {info['peak_mb']:.3f}  "
-                      f"skipped {info['skipped']}  {sg}"
+                      f"skipped {info['skipped']}  {vs}{sg}"
                       f"({time.perf_counter() - t0:.0f}s)", flush=True)
     if args.json:
         with open(args.json, "w") as f:

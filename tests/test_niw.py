@@ -3,6 +3,7 @@ Monte Carlo, SGLD against the exact stationary law of Langevin on a Gaussian, th
 meta-training harness against its ablation, and the ``niw_meta`` construct end to end."""
 
 import math
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -451,6 +452,31 @@ def test_fewshot_benchmark_rows_columns_and_device(tmp_path, capsys):
     for r in saved.values():
         assert set(r) == {"err", "err_ci", "nll", "ece", "s_per_episode", "peak_mb"}
         assert 0.0 <= r["err"] <= 1.0 and r["s_per_episode"] > 0
+
+
+def test_fewshot_benchmark_selects_the_lr_and_checkpoint_on_validation_episodes(capsys):
+    bench = _fewshot_bench()
+    with pytest.raises(SystemExit):
+        bench.main(["--lr", "1e-3,5e-3"])        # an lr search needs validation episodes
+    assert "needs --val-episodes" in capsys.readouterr().err
+    old = torch.get_default_dtype()
+    try:
+        rows = bench.main(["--task", "gauss", "--methods", "niw_gn,maml1", "--shots", "1",
+                           "--inner", "1", "--episodes", "8", "--batch", "2",
+                           "--test-episodes", "3", "--val-episodes", "3", "--val-classes",
+                           "5", "--val-every", "1", "--lr", "1e-4,2e-2"])
+    finally:
+        torch.set_default_dtype(old)
+    printed = capsys.readouterr().out
+    for row, r in rows.items():
+        assert set(r) >= {"err", "nll", "ece", "lr", "val_err", "best_episode"}
+        assert r["lr"] in (1e-4, 2e-2) and r["best_episode"] in (2, 4, 6, 8)
+        # the reported lr is the one whose best validation error was lowest
+        method = row.split("/")[2]
+        vals = {float(m.group(1)): float(m.group(2)) for m in re.finditer(
+            rf"{method}/k1 lr (\S+): val err (\S+) ", printed)}
+        assert len(vals) == 2 and vals[r["lr"]] == pytest.approx(min(vals.values()), abs=1e-4)
+        assert r["val_err"] == pytest.approx(min(vals.values()), abs=1e-4)
 
 
 def test_divergent_inner_loop_neither_poisons_sgld_nor_the_globals():
@@ -1057,3 +1083,67 @@ def test_fewshot_speed_benchmark_rows_and_device(tmp_path, capsys, monkeypatch):
     assert set(saved) == set(rows) == {"niw_gn/k1", "niw_gn/k2", "maml1/k1", "maml1/k2"}
     assert all(set(r) == {"ms_per_episode"} and r["ms_per_episode"] > 0
                for r in saved.values())
+
+
+def test_validation_splits_are_held_out_of_meta_train_and_never_meta_test(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    # by points: the same meta-train classes, disjoint point pools, test untouched
+    gs = rtn.gaussian_classes(ways=5, shots=2, queries=3, val_fraction=0.25)
+    assert gs.split_classes["val"] == gs.split_classes["train"] == list(range(20))
+    for c in range(20):
+        tr, va = set(gs.pools["train"][c].tolist()), set(gs.pools["val"][c].tolist())
+        assert tr.isdisjoint(va) and len(va) == 15 and len(tr) == 45
+        assert tr | va == set(gs.by_class[c].tolist())
+    seen = set()
+    for _ in range(20):
+        e = gs.sample(1, "val", g)
+        seen |= {tuple(r) for r in torch.cat([e["xs"][0], e["xq"][0]]).tolist()}
+    val_pts = {tuple(gs.x[i].tolist()) for c in range(20) for i in gs.pools["val"][c]}
+    assert seen <= val_pts
+    # by classes: novel classes, disjoint from meta-train and meta-test
+    gc = rtn.source("gauss", shots=1, ways=5, queries=3, val_classes=5)
+    assert gc.split_classes["train"] == list(range(15))
+    assert gc.split_classes["val"] == list(range(15, 20))
+    assert gc.split_classes["test"] == list(range(20, 40))
+    with pytest.raises(ValueError, match="validation classes"):
+        rtn.gaussian_classes(ways=5, val_classes=16)
+    with pytest.raises(ValueError, match="val"):
+        rtn.gaussian_classes(ways=5).sample(1, "val", g)
+    # .npz: the last train episodes
+    arrays = {f"{s}_{k}": np.arange(10 * 2, dtype=float).reshape(10, 2, 1) + (s == "test")
+              for s in ("train", "test") for k in ("xs", "ys", "xq", "yq")}
+    np.savez(tmp_path / "ep.npz", **arrays)
+    src = rtn.source(str(tmp_path / "ep.npz"), val_fraction=0.2)
+    assert src.data["train"]["xs"].shape[0] == 8 and src.data["val"]["xs"].shape[0] == 2
+    assert torch.equal(src.data["val"]["xs"][:, 0, 0], torch.tensor([16.0, 18.0]))
+
+
+def test_meta_train_keeps_the_best_validation_checkpoint_without_perturbing_training():
+    """Validation passes leave the training trajectory and the SGLD log alone; the
+    parameters restored are those after best_step meta steps, whose validation error is
+    the minimum of the curve."""
+    src = rtn.SineLine(shots=5)
+    val = M.split(src.sample(4, "val", torch.Generator().manual_seed(3)))
+
+    def run(steps, **kw):
+        torch.manual_seed(0)
+        task = M.RegressionTask(MLP(1, [8], 1, act="relu"))
+        tr = M.NIW(task.flat.vector(), sgld_steps=2, sgld_lr=1e-3, lr=0.2, kl_episodes=40)
+        info = M.meta_train(tr, task, src, steps=steps, batch=2, measure_memory=False,
+                            generator=torch.Generator().manual_seed(1), **kw)
+        return tr, task, info
+
+    tr, task, info = run(7, val=val, val_every=1)
+    curve = info["val_curve"]
+    assert [s for s, _ in curve] == list(range(1, 8))
+    assert info["val_err"] == min(e for _, e in curve)
+    assert curve[info["best_step"] - 1][1] == info["val_err"]
+    assert info["sgld"]["chains"] == 14            # training chains only
+    # at this lr the curve is not monotone: the kept checkpoint is neither end
+    assert 1 < info["best_step"] < 7
+    ref, _, _ = run(info["best_step"])
+    for a, b in zip(tr.opt.param_groups, ref.opt.param_groups, strict=True):
+        for p, q in zip(a["params"], b["params"], strict=True):
+            assert torch.equal(p, q)
+    again = M.evaluate(tr, task, val, torch.Generator().manual_seed(M.VAL_SEED))["err"]
+    assert again == pytest.approx(info["val_err"], rel=1e-6)

@@ -543,14 +543,25 @@ class SavedTensorMeter:
         return self._hooks.__exit__(*exc)
 
 
+VAL_SEED = 20_000  # the validation draws' generator: one for every checkpoint and method
+
+
 def meta_train(trainer, task, src, *, steps, batch, generator=None, progress=False,
-               measure_memory=True) -> dict:
+               measure_memory=True, val=None, val_every=0) -> dict:
     """``steps`` updates of ``batch`` fresh meta-train episodes each. Returns the loss
     history, the number of steps skipped for a non-finite loss or gradient
     (``skipped``), NIW's SGLD step log (``sgld``: chains, capped, lr_sum), wall seconds per
     episode and the peak MB of saved tensors per episode
     (measured on one extra single-episode forward/backward, plus the CUDA allocator's
-    peak on a GPU)."""
+    peak on a GPU).
+
+    Best-checkpoint selection on meta-validation episodes ``val`` (a list of episodes
+    held out of meta-train, never meta-test): every ``val_every`` steps and after the
+    last, :func:`evaluate` scores the trainer on ``val`` (a fixed generator, so every
+    checkpoint and every method sees the same validation draws); the parameters with the
+    lowest validation error are restored at the end. ``val_err`` and ``best_step`` (meta
+    steps taken at that checkpoint) are returned, ``val_curve`` the (step, err) pairs;
+    the validation passes are left out of ``s_per_episode`` and of the SGLD log."""
     history = []
     every = max(1, steps // 10)
     # the counters report this run (a trainer may be trained again: a warm start)
@@ -559,17 +570,44 @@ def meta_train(trainer, task, src, *, steps, batch, generator=None, progress=Fal
         trainer.sgld_log = {k: type(v)(0) for k, v in trainer.sgld_log.items()}
     params = [q for g in trainer.opt.param_groups for q in g["params"]]
     on_cuda = params[0].is_cuda
-    if on_cuda:  # CUDA kernels run asynchronously: time only completed work
-        torch.cuda.synchronize(params[0].device)
+
+    def sync():
+        if on_cuda:  # CUDA kernels run asynchronously: time only completed work
+            torch.cuda.synchronize(params[0].device)
+
+    best = {"val_err": float("inf"), "best_step": 0, "val_curve": []}
+    val_s = 0.0
+
+    def validate(step):
+        nonlocal val_s
+        sync()
+        t = time.perf_counter()
+        log = dict(getattr(trainer, "sgld_log", {}))
+        err = evaluate(trainer, task, val, torch.Generator().manual_seed(VAL_SEED))["err"]
+        if log:
+            trainer.sgld_log = log
+        best["val_curve"].append((step, err))
+        if err < best["val_err"]:
+            best.update(val_err=err, best_step=step,
+                        state=[q.detach().clone() for q in params])
+        sync()
+        val_s += time.perf_counter() - t
+
+    sync()
     t0 = time.perf_counter()
     for s in range(steps):
         eps = split(src.sample(batch, "train", generator))
         history.append(trainer.step(task, eps, generator))
         if progress and (s % every == 0 or s == steps - 1):
             print(f"meta step {s + 1}/{steps}  loss {history[-1]:.4g}", file=sys.stderr)
-    if on_cuda:
-        torch.cuda.synchronize(params[0].device)
-    wall = time.perf_counter() - t0
+        if val and ((val_every and (s + 1) % val_every == 0) or s == steps - 1):
+            validate(s + 1)
+    sync()
+    if val:
+        with torch.no_grad():
+            for q, saved in zip(params, best.pop("state"), strict=True):
+                q.copy_(saved)
+    wall = time.perf_counter() - t0 - val_s
     peak_mb = float("nan")
     if measure_memory:
         ep = split(src.sample(1, "train", generator))[0]
@@ -590,7 +628,8 @@ def meta_train(trainer, task, src, *, steps, batch, generator=None, progress=Fal
                 q.grad = None
     return {"history": history, "s_per_episode": wall / (steps * batch), "peak_mb": peak_mb,
             "skipped": getattr(trainer, "skipped", 0),
-            "sgld": dict(getattr(trainer, "sgld_log", {}))}
+            "sgld": dict(getattr(trainer, "sgld_log", {})),
+            **({k: best[k] for k in ("val_err", "best_step", "val_curve")} if val else {})}
 
 
 # ---- the ``meta`` inference method on a BDL model --------------------------------------

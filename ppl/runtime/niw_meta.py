@@ -527,19 +527,55 @@ class Classes(Episodes):
     """N-way K-shot classification from a labelled pool: each episode picks ``ways``
     classes of the split (meta-train and meta-test classes are disjoint), ``shots``
     support and ``queries`` query points per class; labels are 0..ways-1 in episode
-    order."""
+    order.
+
+    A meta-validation split "val", held out of meta-train: ``val_classes`` > 0 moves the
+    last that many meta-train classes to it (novel classes, as at meta-test; at least
+    ``ways`` must remain on each side); else ``val_fraction`` > 0 takes a fixed random
+    part of every meta-train class's points (that fraction, at least shots + queries,
+    leaving at least shots + queries; ``val_seed`` fixes it) out of the "train" pool --
+    the only choice when meta-train has fewer than 2 ``ways`` classes (8x8 digits: 5),
+    and an easier task than meta-test (seen classes). The meta-test classes are never
+    touched, so stopping points and learning rates chosen on "val" leave the meta-test
+    estimate unbiased."""
 
     kind = "classification"
 
-    def __init__(self, x, y, train_classes, test_classes, ways=5, shots=1, queries=15):
+    def __init__(self, x, y, train_classes, test_classes, ways=5, shots=1, queries=15,
+                 val_fraction=0.0, val_seed=0, val_classes=0):
         self.x, self.y = x.cpu(), y.cpu()
         self.split_classes = {"train": list(train_classes), "test": list(test_classes)}
         self.ways, self.shots, self.queries = ways, shots, queries
         self.by_class = {int(c): torch.nonzero(self.y == c).flatten()
                          for c in torch.unique(self.y)}
+        self.pools = {"train": self.by_class, "val": self.by_class, "test": self.by_class}
+        if val_classes > 0:
+            train = self.split_classes["train"]
+            if len(train) - val_classes < ways or val_classes < ways:
+                raise ValueError(f"{len(train)} meta-train classes cannot give {val_classes} "
+                                 f"validation classes with {ways} ways on each side")
+            self.split_classes["train"] = train[: len(train) - val_classes]
+            self.split_classes["val"] = train[len(train) - val_classes:]
+        elif val_fraction > 0:
+            need = shots + queries
+            g = torch.Generator().manual_seed(val_seed)
+            train, val = dict(self.by_class), {}
+            for c in self.split_classes["train"]:
+                idx = self.by_class[int(c)]
+                n_val = max(math.ceil(val_fraction * len(idx)), need)
+                if len(idx) - n_val < need:
+                    raise ValueError(f"class {c} has {len(idx)} points: too few for a "
+                                     f"validation part of {n_val} and {need} per episode")
+                perm = idx[torch.randperm(len(idx), generator=g, device="cpu")]
+                val[int(c)], train[int(c)] = perm[:n_val].sort()[0], perm[n_val:].sort()[0]
+            self.pools = {"train": train, "val": val, "test": self.by_class}
+            self.split_classes["val"] = list(train_classes)
 
     def sample(self, n, split="train", generator=None):
+        if split not in self.split_classes:
+            raise ValueError(f"no {split!r} split (a validation split needs val_fraction > 0)")
         classes = self.split_classes[split]
+        pool = self.pools[split]
         if len(classes) < self.ways:
             raise ValueError(f"{split} split has {len(classes)} classes, fewer than "
                              f"ways={self.ways}")
@@ -549,7 +585,7 @@ class Classes(Episodes):
             pick = torch.randperm(len(classes), generator=generator, device="cpu")[: self.ways]
             xs, xq = [], []
             for c in pick.tolist():
-                idx = self.by_class[classes[c]]
+                idx = pool[int(classes[c])]
                 sel = idx[torch.randperm(len(idx), generator=generator, device="cpu")[: k + q]]
                 xs.append(self.x[sel[:k]])
                 xq.append(self.x[sel[k:]])
@@ -560,23 +596,26 @@ class Classes(Episodes):
         return {key: torch.stack(v) for key, v in out.items()}
 
 
-def digits(ways=5, shots=1, queries=15, test_classes=(5, 6, 7, 8, 9)):
+def digits(ways=5, shots=1, queries=15, test_classes=(5, 6, 7, 8, 9), val_fraction=0.0,
+           val_classes=0):
     """sklearn's 8x8 digits (1797 images, shipped with scikit-learn): pixels / 16;
-    digits 0-4 for meta-training and 5-9 for meta-testing by default."""
+    digits 0-4 for meta-training and 5-9 for meta-testing by default (``val_fraction``:
+    :class:`Classes`)."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
     x = torch.as_tensor(d.data, dtype=torch.get_default_dtype()) / 16.0
     y = torch.as_tensor(d.target)
     train = [c for c in range(10) if c not in test_classes]
-    return Classes(x, y, train, list(test_classes), ways, shots, queries)
+    return Classes(x, y, train, list(test_classes), ways, shots, queries, val_fraction,
+                   val_classes=val_classes)
 
 
 def gaussian_classes(ways=5, shots=1, queries=15, dim=16, classes=40, per_class=60,
-                     spread=1.0, seed=0):
+                     spread=1.0, seed=0, val_fraction=0.0, val_classes=0):
     """Synthetic Gaussian classes: class means ~ N(0, I_dim) (fixed by ``seed``), points
     mean + spread * N(0, I); the first half of the classes for meta-training, the rest
-    for meta-testing."""
+    for meta-testing (``val_fraction``: :class:`Classes`)."""
     g = torch.Generator().manual_seed(seed)
     dt = torch.get_default_dtype()
     means = torch.randn(classes, dim, generator=g, dtype=dt, device="cpu")
@@ -584,15 +623,18 @@ def gaussian_classes(ways=5, shots=1, queries=15, dim=16, classes=40, per_class=
         classes * per_class, dim, generator=g, dtype=dt, device="cpu")
     y = torch.arange(classes, device="cpu").repeat_interleave(per_class)
     half = classes // 2
-    return Classes(x, y, range(half), range(half, classes), ways, shots, queries)
+    return Classes(x, y, range(half), range(half, classes), ways, shots, queries,
+                   val_fraction, val_classes=val_classes)
 
 
 class NpzEpisodes(Episodes):
     """Episodes from a file: arrays train_xs, train_ys, train_xq, train_yq, test_xs, ...
     each [episodes, points, dim] (ys may be [episodes, points]); integer ys mean
-    classification. ``sample`` draws episodes with replacement."""
+    classification. ``sample`` draws episodes with replacement. ``val_fraction`` > 0:
+    the last ceil(fraction x episodes) train episodes are held out of "train" as the
+    meta-validation split "val"."""
 
-    def __init__(self, path):
+    def __init__(self, path, val_fraction=0.0):
         import numpy as np
 
         z = np.load(path)
@@ -618,21 +660,40 @@ class NpzEpisodes(Episodes):
             self.data[s] = part
         if classify:
             self.ways = int(self.data["train"]["ys"].max()) + 1
+        if val_fraction > 0:
+            n = self.data["train"]["xs"].shape[0]
+            n_val = math.ceil(val_fraction * n)
+            if not 0 < n_val < n:
+                raise ValueError(f"{path}: {n} train episodes leave none for a validation "
+                                 f"fraction {val_fraction}")
+            tr = self.data["train"]
+            self.data["train"] = {k: v[: n - n_val] for k, v in tr.items()}
+            self.data["val"] = {k: v[n - n_val:] for k, v in tr.items()}
 
     def sample(self, n, split="train", generator=None):
+        if split not in self.data:
+            raise ValueError(f"{split!r} split: none (a validation split needs "
+                             "val_fraction > 0)")
         part = self.data[split]
         idx = torch.randint(part["xs"].shape[0], (n,), generator=generator, device="cpu")
         return {k: v[idx] for k, v in part.items()}
 
 
-def source(spec: str, shots=5, ways=5, queries=15) -> Episodes:
-    """``sine_line`` | ``digits`` | ``gauss`` | a path ending in ``.npz``."""
+def source(spec: str, shots=5, ways=5, queries=15, val_fraction=0.0,
+           val_classes=0) -> Episodes:
+    """``sine_line`` | ``digits`` | ``gauss`` | a path ending in ``.npz``.
+    ``val_classes`` / ``val_fraction`` > 0 hold a meta-validation split "val" out of
+    meta-train (classes: :class:`Classes`; .npz: the last train episodes); sine/line
+    episodes are i.i.d. draws of a continuous family, so its "val" episodes are simply
+    other draws (the caller's generator)."""
     if spec.endswith(".npz"):
-        return NpzEpisodes(spec)
+        return NpzEpisodes(spec, val_fraction)
     if spec == "sine_line":
         return SineLine(shots=shots)
     if spec == "digits":
-        return digits(ways, shots, queries)
+        return digits(ways, shots, queries, val_fraction=val_fraction,
+                      val_classes=val_classes)
     if spec == "gauss":
-        return gaussian_classes(ways, shots, queries)
+        return gaussian_classes(ways, shots, queries, val_fraction=val_fraction,
+                                val_classes=val_classes)
     raise ValueError(f"unknown episode source {spec!r} (sine_line, digits, gauss or a .npz)")
