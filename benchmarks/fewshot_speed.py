@@ -1,16 +1,20 @@
-"""Milliseconds per meta-training episode, in isolation: NIW (METHODS.md §4; the
-variance and Gauss-Newton local updates) against first- and second-order MAML on the
-harness of :mod:`ppl.infer.meta`, at several inner-step counts.
+"""Milliseconds and peak memory per meta-training episode, in isolation: NIW (METHODS.md
+§4; the variance and Gauss-Newton local updates) against first- and second-order MAML on
+the harness of :mod:`ppl.infer.meta`, at several inner-step counts.
 
     python benchmarks/fewshot_speed.py --task sine_line --inner 1,3,10 --json out.json
 
 One timed unit is one meta step (``trainer.step``) on a fixed batch of ``--batch``
 meta-train episodes; a block is ``--steps`` such steps; the reported number is the
 minimum over ``--blocks`` blocks, divided by the batch (the minimum is the least
-disturbed by other processes on a shared machine). Rows ``METHOD/kSTEPS``, columns
-``ms_per_episode``. Methods: niw (``sgld_precision="variance"``), niw_gn
+disturbed by other processes on a shared machine). ``peak_mb``: the peak MB of one
+episode's meta-gradient (:func:`ppl.infer.meta.episode_peak_mb`: tensors saved for
+backward; on CUDA the allocator's peak). Rows ``METHOD/kSTEPS``, columns
+``ms_per_episode``, ``peak_mb``. Methods: niw (``sgld_precision="variance"``), niw_gn
 (``"gauss_newton"``, default step cap), niw_gn_power (``"gauss_newton"``, step cap by
-power iteration), maml1, maml2.
+power iteration), niw_nocap (variance, no step cap: ``sgld_power_iters=0`` -- a
+diagnostic of what the cap costs, not a safe setting), maml1 (first order), maml2
+(second order).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from ppl.runtime import niw_meta as rtn
 
 NIW_KW = {"niw": {"sgld_precision": "variance"},
           "niw_gn": {"sgld_precision": "gauss_newton"},
-          "niw_gn_power": {"sgld_precision": "gauss_newton", "sgld_cap": "power"}}
+          "niw_gn_power": {"sgld_precision": "gauss_newton", "sgld_cap": "power"},
+          "niw_nocap": {"sgld_precision": "variance", "sgld_power_iters": 0}}
 
 
 def make(method: str, task, k: int, inner_lr: float):
@@ -88,10 +93,12 @@ def main(argv=None):
             task.flat.net.to(dev)
             trainer = make(method, task, k, args.inner_lr)
             ms = ms_per_episode(trainer, task, batch, args.steps, args.blocks, sync)
-            rows[f"{method}/k{k}"] = {"ms_per_episode": ms}
-    print("| row | ms_per_episode |\n|---|---|")
+            mb = M.episode_peak_mb(trainer, task, batch[0],
+                                   torch.Generator().manual_seed(args.seed))
+            rows[f"{method}/k{k}"] = {"ms_per_episode": ms, "peak_mb": mb}
+    print("| row | ms_per_episode | peak_mb |\n|---|---|---|")
     for row, v in rows.items():
-        print(f"| {row} | {v['ms_per_episode']:.2f} |")
+        print(f"| {row} | {v['ms_per_episode']:.2f} | {v['peak_mb']:.3f} |")
     print(f"# {args.task}, {platform.processor() or platform.machine()}, torch "
           f"{torch.__version__}, device {args.device}, threads {torch.get_num_threads()}",
           file=sys.stderr)

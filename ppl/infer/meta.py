@@ -543,6 +543,27 @@ class SavedTensorMeter:
         return self._hooks.__exit__(*exc)
 
 
+def episode_peak_mb(trainer, task, ep: dict, generator=None) -> float:
+    """Peak MB of one episode's meta-gradient (``trainer.episode_loss`` and its
+    backward): the tensors autograd saves for backward (:class:`SavedTensorMeter`), or on
+    CUDA the allocator's peak above what was allocated before. Leaves no gradients."""
+    cuda = ep["xs"].is_cuda
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    with SavedTensorMeter() as meter:
+        trainer.episode_loss(task, ep, generator).backward()
+    peak_mb = meter.peak / 2 ** 20
+    if cuda:
+        torch.cuda.synchronize()
+        peak_mb = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+    for p in trainer.opt.param_groups:
+        for q in p["params"]:
+            q.grad = None
+    return peak_mb
+
+
 VAL_SEED = 20_000  # the validation draws' generator: one for every checkpoint and method
 
 
@@ -610,22 +631,8 @@ def meta_train(trainer, task, src, *, steps, batch, generator=None, progress=Fal
     wall = time.perf_counter() - t0 - val_s
     peak_mb = float("nan")
     if measure_memory:
-        ep = split(src.sample(1, "train", generator))[0]
-        cuda = ep["xs"].is_cuda
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        with SavedTensorMeter() as meter:
-            loss = trainer.episode_loss(task, ep, generator)
-            loss.backward()
-        peak_mb = meter.peak / 2 ** 20
-        if cuda:
-            torch.cuda.synchronize()
-            peak_mb = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
-        for p in trainer.opt.param_groups:
-            for q in p["params"]:
-                q.grad = None
+        peak_mb = episode_peak_mb(trainer, task, split(src.sample(1, "train", generator))[0],
+                                  generator)
     return {"history": history, "s_per_episode": wall / (steps * batch), "peak_mb": peak_mb,
             "skipped": getattr(trainer, "skipped", 0),
             "sgld": dict(getattr(trainer, "sgld_log", {})),
