@@ -278,3 +278,57 @@ model M(t: real[T], y: real[T]) {
     assert len(fit.elbo) == 5 and all(math.isfinite(e) for e in fit.elbo)
     with pytest.raises(Exception, match="control"):
         ppl.compile(src.replace("control=drift", "control=both"))
+
+
+@pytest.mark.parametrize("per_path", [False, True], ids=["shared-data", "per-path-data"])
+def test_planned_first_layer_equals_the_control(per_path):
+    """Control.plan/planned (the first layer's state-free part precomputed on the grid)
+    give the network's own output at every grid time, with the data features."""
+    torch.manual_seed(8)
+    D, K, B = 2, 3, 5
+    ctrl = fs.Control(D, K, hidden=(16, 8), n_freq=3, data=True).double()
+    with torch.no_grad():
+        ctrl.net[-1].weight.normal_(0, 1.0)
+    tau = torch.linspace(0, 1, 7, dtype=torch.float64)
+    ctrl.set_data(tau, torch.randn(7, B, D, dtype=torch.float64) if per_path
+                  else torch.randn(7, D, dtype=torch.float64))
+    grid = torch.linspace(0, 1, 25, dtype=torch.float64)   # on and between observations
+    plan = ctrl.plan(grid, torch.float64)
+    for i in range(len(grid)):
+        x, y = torch.randn(B, D, dtype=torch.float64), torch.randn(B, D, K, dtype=torch.float64)
+        ref = ctrl(grid[i], x, y)
+        got = ctrl.planned(plan, i, torch.cat([x, y.reshape(B, -1)], -1))
+        assert torch.allclose(got, ref, rtol=1e-12, atol=1e-12)
+        assert float(ref.detach().abs().max()) > 1e-2
+
+
+@pytest.mark.parametrize("form,diffusion", [("noise", 0.8), ("drift", 0.8),
+                                            ("drift", lambda x, t: 0.5 + 0.2 * torch.tanh(x))],
+                         ids=["noise", "drift", "drift-state"])
+def test_planned_solve_equals_the_generic_step(form, diffusion, monkeypatch):
+    """The solver's fast path (planned control, g v written out, cached constants) gives
+    the paths, KL and H-gradient of the generic one (control features built per step,
+    the [B, ., D] noise matrix), on the same Brownian increments."""
+    torch.manual_seed(9)
+    D, K, B = 1, 4, 6
+    ctrl = fs.Control(D, K, hidden=(16,), n_freq=2, data=True).double()
+    with torch.no_grad():
+        ctrl.net[-1].weight.normal_(0, 0.5)
+    t = torch.linspace(0, 1, 11, dtype=torch.float64)
+    ctrl.set_data(t, torch.randn(11, B, D, dtype=torch.float64))
+    x0 = torch.randn(B, D, dtype=torch.float64)
+    bm = fs.GridBrownian(t, 0.02, (B, D), torch.float64, "cpu")
+    out = {}
+    for name in ("fast", "generic"):
+        if name == "generic":
+            monkeypatch.setattr(fs.FractionalSDE, "set_plan", lambda self, pts: None)
+            monkeypatch.delattr(fs.FractionalSDE, "f_and_g_prod")
+            monkeypatch.setattr(fs.FractionalSDE, "_diffusion",
+                                lambda self, x, t: self.diffusion(x, t))
+        H = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+        paths, kl, _ = fs.simulate(t, x0, lambda x, s: -1.5 * x, diffusion, H, K=K, dt=0.02,
+                                   control=ctrl, bm=bm, control_form=form, gamma_max=10.0)
+        out[name] = (paths, kl, torch.autograd.grad((paths ** 2).sum() + kl.sum(), H)[0])
+    assert float(out["fast"][1].detach().min()) > 0.01
+    for a, b in zip(out["fast"], out["generic"], strict=True):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)

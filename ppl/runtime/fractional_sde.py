@@ -74,32 +74,79 @@ class Control(nn.Module):
         at the same times)."""
         self._obs_tau, self._obs_y = obs_tau, obs_y
 
-    def _data_features(self, tau: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """[d(t) - x, y_next - x, tau_next - tau]: the interpolant, the next observation
-        (strictly after tau; the last one beyond it) and the time to it."""
-        ot, oy = self._obs_tau.to(x.dtype), self._obs_y.to(x.dtype)
-        tau = tau.to(x.dtype).reshape(1)
+    def _data_table(self, tau: torch.Tensor, dtype) -> tuple:
+        """At each tau [P]: the interpolant d(tau) and the next observation (strictly after
+        tau; the last one beyond it), each [P, 1 or B, D], and the time to it [P]."""
+        if self._obs_tau is None:
+            raise RuntimeError("Control(data=True) needs set_data(...) before use")
+        ot, oy = self._obs_tau.to(dtype), self._obs_y.to(dtype)
+        tau = tau.to(dtype).reshape(-1)
+        P, D = len(tau), oy.shape[-1]
         j = torch.searchsorted(ot, tau).clamp(1, len(ot) - 1)   # ot[j-1] <= tau < ot[j]
         t0, t1 = ot[j - 1], ot[j]
         wgt = ((tau - t0) / (t1 - t0).clamp(min=1e-12)).clamp(0.0, 1.0)
-        B, D = x.shape
-        d = (oy[j - 1] * (1 - wgt) + oy[j] * wgt).reshape(-1, D)  # [1, D] or [B, D]
+        wgt = wgt.reshape(P, *[1] * (oy.dim() - 1))
+        d = (oy[j - 1] * (1 - wgt) + oy[j] * wgt).reshape(P, -1, D)
         # (tau within 1e-6 of an observation time counts as on it: float round-off)
         nxt = torch.searchsorted(ot, tau + 1e-6, right=True).clamp(max=len(ot) - 1)
-        gap = (ot[nxt] - tau).clamp(min=0.0)
-        return torch.cat([d.expand(B, -1) - x, oy[nxt].reshape(-1, D).expand(B, -1) - x,
+        return d, oy[nxt].reshape(P, -1, D), (ot[nxt] - tau).clamp(min=0.0)
+
+    def _data_features(self, tau: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """[d(t) - x, y_next - x, tau_next - tau] at one tau for the states x [B, D]."""
+        d, nxt, gap = self._data_table(tau, x.dtype)
+        B = x.shape[0]
+        return torch.cat([d[0].expand(B, -1) - x, nxt[0].expand(B, -1) - x,
                           gap.reshape(1, 1).expand(B, 1)], -1)
+
+    def _time_features(self, tau: torch.Tensor, dtype) -> torch.Tensor:
+        """[tau, sin(pi f tau), cos(pi f tau)] for tau [P]: [P, 1 + 2F]."""
+        f = torch.arange(1, self.n_freq + 1, dtype=dtype, device=tau.device) * math.pi
+        tt = tau.to(dtype).reshape(-1, 1)
+        return torch.cat([tt, torch.sin(tt * f), torch.cos(tt * f)], -1)
 
     def forward(self, tau: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         B = x.shape[0]
-        f = torch.arange(1, self.n_freq + 1, dtype=x.dtype, device=x.device) * math.pi
-        tt = tau.to(x.dtype).reshape(1, 1).expand(B, 1)
-        parts = [tt, torch.sin(tt * f), torch.cos(tt * f), x, y.reshape(B, -1)]
+        parts = [self._time_features(tau, x.dtype).expand(B, -1), x, y.reshape(B, -1)]
         if self.data:
-            if self._obs_tau is None:
-                raise RuntimeError("Control(data=True) needs set_data(...) before use")
             parts.append(self._data_features(tau, x))
         return self.net(torch.cat(parts, -1))
+
+    def plan(self, taus: torch.Tensor, dtype) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """The first layer split into its state-free and state parts, for a solve whose
+        control is evaluated only at the times ``taus`` [P] (the Euler grid).
+
+        The first layer is affine in its inputs, so with W = [W_t, W_x, W_y, W_d, W_n, W_g]
+        (columns of the time features, x, y, d - x, y_next - x, gap) its pre-activation is
+        ``A(tau) + [x, y] S`` with A(tau) = W_t feat(tau) + W_d d(tau) + W_n y_next(tau)
+        + W_g gap(tau) + bias and S = [W_x - W_d - W_n, W_y]^T. A is built for every tau by
+        one matrix product per solve, so an Euler step costs one ``addmm`` for the first
+        layer instead of building and concatenating the features (same values up to
+        float round-off; :meth:`planned`). Returns (A, the P tensors [1 or B, H1],
+        S [D + D K, H1]), differentiable in the weights. (A is unbound once: indexing a
+        [P, ...] tensor at every step would give each step's backward a full-size
+        gradient, P^2 work per solve.)"""
+        lin = self.net[0]
+        W, b = lin.weight.to(dtype), lin.bias.to(dtype)
+        nt, D = 1 + 2 * self.n_freq, self.D
+        ns = D + D * self.K
+        A = (self._time_features(taus, dtype) @ W[:, :nt].T + b)[:, None, :]
+        Wx = W[:, nt:nt + D]
+        if self.data:
+            Wd, Wn = W[:, nt + ns:nt + ns + D], W[:, nt + ns + D:nt + ns + 2 * D]
+            d, nxt, gap = self._data_table(taus, dtype)
+            A = A + d @ Wd.T + nxt @ Wn.T + gap[:, None, None] * W[:, nt + ns + 2 * D]
+            Wx = Wx - Wd - Wn
+        return A.unbind(0), torch.cat([Wx, W[:, nt + D:nt + ns]], 1).T
+
+    def planned(self, plan: tuple[tuple[torch.Tensor, ...], torch.Tensor], i: int,
+                xy: torch.Tensor) -> torch.Tensor:
+        """u at the i-th time of :meth:`plan` for the states ``xy`` = [x, y] [B, D + D K]:
+        equal to ``forward`` there."""
+        A, S = plan
+        h = torch.addmm(A[i], xy, S)
+        for layer in list(self.net)[1:]:
+            h = layer(h)
+        return h
 
 
 def _is_network(spec) -> bool:
@@ -203,9 +250,21 @@ class FractionalSDE(nn.Module):
         self.wbar = w.sum()  # fixed for the solve; f and g use it at every Euler step
         self.control = control
         self.t0, self.span = t0, max(t1 - t0, 1e-12)
-        # a diffusion that depends on neither state nor time: g is built once per solve
+        # a diffusion that depends on neither state nor time: g, s and the drift form's
+        # pseudo-inverse are built once per solve
         self.constant_diffusion = getattr(diffusion, "constant", False)
-        self._g = None
+        self._g = self._s = self._pinv = None
+        self._plan, self._plan_index = None, {}
+
+    def set_plan(self, points: list[torch.Tensor]) -> None:
+        """Precompute the control's state-free part at the Euler grid ``points`` (the
+        times the solver visits; :meth:`Control.plan`). Called once per solve, after the
+        weights' last update, so gradients reach them through the plan."""
+        if not isinstance(self.control, Control) or not points:
+            return
+        pts = torch.stack(points)
+        self._plan = self.control.plan((pts - self.t0) / self.span, pts.dtype)
+        self._plan_index = {float(p): i for i, p in enumerate(points)}
 
     def _split(self, z):
         D, K = self.D, self.K
@@ -216,23 +275,54 @@ class FractionalSDE(nn.Module):
 
         ``control_form="drift"``: the network's output is Delta, the change of X's drift,
         and u = Delta / (s wbar) (``s`` the diffusion at the state)."""
-        x, y = self._split(z)
         if self.control is None:
-            return torch.zeros_like(x)
-        out = self.control((t - self.t0) / self.span, x, y)
+            return torch.zeros_like(z[:, :self.D])
+        i = self._plan_index.get(float(t)) if self._plan is not None else None
+        if i is not None:   # on the Euler grid: the planned first layer
+            out = self.control.planned(self._plan, i, z[:, :self.D * (1 + self.K)])
+        else:
+            x, y = self._split(z)
+            out = self.control((t - self.t0) / self.span, x, y)
         if self.control_form == "noise":
             return out
-        return drift_to_control(out, s * self.wbar)
+        if not self.constant_diffusion:
+            return drift_to_control(out, s * self.wbar)
+        if self._pinv is None or self._pinv.shape != out.shape:
+            gain = torch.broadcast_to(s * self.wbar, out.shape)
+            self._pinv = drift_to_control(torch.ones_like(gain), gain)   # 1/gain or 0
+        return out * self._pinv
 
-    def f(self, t, z):
+    def _diffusion(self, x, t):
+        if not self.constant_diffusion:
+            return self.diffusion(x, t)
+        if self._s is None or self._s.shape[0] != x.shape[0]:
+            self._s = self.diffusion(x, t)
+        return self._s
+
+    def _f_s(self, t, z):
+        """The drift of Z and the diffusion s at (t, Z)."""
         x, y = self._split(z)
         b = self.drift(x, t)
-        s = self.diffusion(x, t)
+        s = self._diffusion(x, t)
         u = self.u(t, z, s)
-        dy = -self.gamma * y + u.unsqueeze(-1)
-        dx = b + s * (self.w * (u.unsqueeze(-1) - self.gamma * y)).sum(-1)
+        dy = u.unsqueeze(-1) - self.gamma * y
+        dx = b + s * (self.w * dy).sum(-1)
         dkl = 0.5 * (u ** 2).sum(-1, keepdim=True)
-        return torch.cat([dx, dy.reshape(z.shape[0], -1), dkl], -1)
+        return torch.cat([dx, dy.reshape(z.shape[0], -1), dkl], -1), s
+
+    def f(self, t, z):
+        return self._f_s(t, z)[0]
+
+    def f_and_g_prod(self, t, z, v):
+        """(f, g v) for torchsde's Euler step, with g v written out: X gets s wbar dW,
+        every Y_k of a dimension that dimension's dW, the KL state nothing (the same
+        numbers as the product with :meth:`g`, without the [B, 1 + D (K + 1), D] matrix)."""
+        f, s = self._f_s(t, z)
+        B = z.shape[0]
+        gp = torch.cat([(s * self.wbar) * v,
+                        v.unsqueeze(-1).expand(B, self.D, self.K).reshape(B, -1),
+                        v.new_zeros(B, 1)], -1)
+        return f, gp
 
     def g(self, t, z):
         B, D, K = z.shape[0], self.D, self.K
@@ -250,6 +340,17 @@ class FractionalSDE(nn.Module):
         return out
 
 
+def euler_points(times: torch.Tensor, dt: float) -> list[torch.Tensor]:
+    """The points torchsde's fixed-step loop visits from times[0] to times[-1], computed
+    with the same tensor arithmetic (so that lookups by float(t) match bit for bit)."""
+    cur, pts = times[0], [times[0]]
+    for out in times[1:]:
+        while cur < out:
+            cur = min(cur + dt, times[-1])
+            pts.append(cur)
+    return pts
+
+
 class GridBrownian(torchsde.BrownianInterval.__mro__[1]):  # torchsde's BaseBrownian
     """Brownian motion pre-sampled on the Euler grid t0, t0 + dt, ..., t1 (and the output
     times): ``bm(ta, tb)`` is W(tb) - W(ta) at grid points. torchsde's BrownianInterval
@@ -258,14 +359,9 @@ class GridBrownian(torchsde.BrownianInterval.__mro__[1]):  # torchsde's BaseBrow
 
     __slots__ = ("_index", "_w", "_shape")
 
-    def __init__(self, times: torch.Tensor, dt: float, shape: tuple[int, int], dtype, device):
-        # the points torchsde's fixed-step loop visits, computed with the same tensor
-        # arithmetic (so that the queries match bit for bit)
-        cur, pts = times[0], [times[0]]
-        for out in times[1:]:
-            while cur < out:
-                cur = min(cur + dt, times[-1])
-                pts.append(cur)
+    def __init__(self, times: torch.Tensor, dt: float, shape: tuple[int, int], dtype, device,
+                 points: list[torch.Tensor] | None = None):
+        pts = euler_points(times, dt) if points is None else points
         t = torch.stack(pts).to(torch.float64)
         dw = torch.randn(len(pts) - 1, *shape, dtype=dtype, device=device)
         dw = dw * (t[1:] - t[:-1]).clamp(min=0).sqrt().to(dtype).reshape(-1, 1, 1)
@@ -376,8 +472,10 @@ def simulate(times: torch.Tensor, x0: torch.Tensor, drift, diffusion, hurst, *, 
         if not same:
             raise ValueError("fractional_sde: noise=additive needs a diffusion that does not "
                              "depend on the state; use noise=general")
+    pts = euler_points(times, float(dt))
+    sde.set_plan(pts)
     if bm is None:
-        bm = GridBrownian(times, float(dt), (B, D), x0.dtype, x0.device)
+        bm = GridBrownian(times, float(dt), (B, D), x0.dtype, x0.device, points=pts)
     zs = torchsde.sdeint(sde, z0, times, method="euler", dt=float(dt), bm=bm)
     return zs[..., :D], zs[-1, :, -1], eps
 
