@@ -56,7 +56,8 @@ class NIW:
     Gaussian likelihood, the exact Hessian diagonal of a ReLU MLP's summed squared error),
     floored at 1e-4 and not clipped; "newton": that A_i, and the centre of the Taylor
     expansion of U at the chain mean thetabar, mbar_i = thetabar - grad U(thetabar)/A_i
-    (one more gradient), so that m_i* = m0 + (A_i (thetabar - m0) - grad U(thetabar)) /
+    (the gradient from the factor's Jacobian when the task has ``fisher_factor_grad``,
+    else one more backward pass), so that m_i* = m0 + (A_i (thetabar - m0) - grad U(thetabar)) /
     (A_i + n0 gamma0): a chain that has not reached its mode still tells where the mode
     is, and the per-weight move is damped by the curvature instead of discarded by a
     noisy variance; "gauss_newton": the same centre with the whole low-rank Fisher
