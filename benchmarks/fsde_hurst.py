@@ -270,27 +270,30 @@ def mle_hurst(t: np.ndarray, y: np.ndarray, K: int = 5, kind: int = 2,
 
 
 # ---- the fit --------------------------------------------------------------------
-class _DriftOf(torch.nn.Module):
-    """The drift-form network equal to a noise-form control at a fixed gain: Delta =
-    gain * u(Z, t), with gain = sigma * wbar(H0) held constant (so that moving H moves u
-    in the drift form, the steering of X in the noise form)."""
+class _Scaled(torch.nn.Module):
+    """A control network times a fixed factor: with gain = sigma * wbar(H0), the
+    drift-form network gain * u of a noise-form control u, or the noise-form network
+    Delta / gain of a drift-form one (held constant, so that moving H moves u in the drift
+    form and the steering of X in the noise form)."""
 
-    def __init__(self, ctrl: fs.Control, gain: float):
+    def __init__(self, ctrl: fs.Control, factor: float):
         super().__init__()
-        self.ctrl, self.gain = ctrl, gain
+        self.ctrl, self.factor = ctrl, factor
 
     def forward(self, tau, x, y):
-        return self.gain * self.ctrl(tau, x, y)
+        return self.factor * self.ctrl(tau, x, y)
 
 
 def h_gradients(tt: torch.Tensor, yt: torch.Tensor, ctrl: fs.Control, H0: float,
                 theta: float, mu: float, sigma: float, q0_loc: torch.Tensor,
                 q0_sd: torch.Tensor, K: int, kind: int, gamma_max: float, dt: float,
-                obs_sd: float, paths: int, seed: int, groups: int = 4) -> dict:
+                obs_sd: float, paths: int, seed: int, groups: int = 4,
+                control_form: str = "noise") -> dict:
     """d ELBO / dH at fixed control weights in both control forms, against the exact
     d log p(y | H, theta, mu, sigma) / dH (:func:`kalman_loglik`, autograd through
-    omega(H)). The two forms are the same posterior at H0 (the drift form's network is
-    sigma wbar(H0) times the noise form's), so the ELBOs agree there; their partial
+    omega(H)). ``ctrl`` is a network of the form ``control_form`` (what the fit trained:
+    u, or Delta); the other form's network is it scaled by sigma wbar(H0) or its inverse,
+    so the two forms are the same posterior at H0 and the ELBOs agree there; their partial
     derivatives in H differ because each holds different coordinates fixed. By the
     envelope theorem both equal the exact derivative at the optimal control; the gap is
     the bias that the H update follows at a suboptimal one. Mean and Monte Carlo se over
@@ -300,7 +303,9 @@ def h_gradients(tt: torch.Tensor, yt: torch.Tensor, ctrl: fs.Control, H0: float,
     g = mafbm.gamma_grid(K, gamma_max)
     Hx = torch.tensor(H0, dtype=torch.float64, requires_grad=True)
     w = mafbm.omega(Hx, g, 1.0, kind)[0][None]     # the exact likelihood's, and the gain's
-    nets = {"noise": ctrl, "drift": _DriftOf(ctrl, sigma * float(w.detach().sum()))}
+    gain = sigma * float(w.detach().sum())
+    nets = ({"noise": ctrl, "drift": _Scaled(ctrl, gain)} if control_form == "noise"
+            else {"noise": _Scaled(ctrl, 1.0 / gain), "drift": ctrl})
     y_paths = yt.repeat_interleave(paths, 1)
     saved = ctrl._obs_tau, ctrl._obs_y
     ctrl.set_data(tt, y_paths[:, :, None])          # the probe's batch has its own size
@@ -330,13 +335,26 @@ def h_gradients(tt: torch.Tensor, yt: torch.Tensor, ctrl: fs.Control, H0: float,
     return out
 
 
+def plateaued(trace: list, window: int, tol: float) -> bool:
+    """The ELBO's plateau: over at least two windows of ``window`` steps, the last
+    window's mean exceeds the one before by less than ``tol`` times its absolute value
+    (a relative criterion: the ELBO ranges over 1e6 .. 1e2 nats in a fit)."""
+    if len(trace) < 2 * window:
+        return False
+    last, prev = np.mean(trace[-window:]), np.mean(trace[-2 * window:-window])
+    return bool(last - prev < tol * abs(last))
+
+
 def fit_hurst(t: np.ndarray, y: np.ndarray, steps: int, paths: int, seed: int, K: int = 5,
               kind: int = 2, obs_sd: float = 0.05, lr: float = 3e-3, hidden=(64, 64),
               log_every: int = 0, warmup: float = 0.3, lr_h: float | None = None,
               device: str = "cpu", history: list | None = None,
               gamma_max: float = 20.0, out_gain: float = 1.0,
               control_form: str = "noise", probe_at: tuple = (), probe_paths: int = 64,
-              probes: dict | None = None) -> float:
+              probes: dict | None = None, alternate: bool = False, refit_window: int = 10,
+              refit_tol: float = 0.005, refit_max: int = 80, h_steps: int = 1,
+              probe_rounds: tuple = (), rounds: list | None = None,
+              h_lr: float | None = None) -> float:
     """Path-space VI of the fOU model above; returns the learned H. ``y``: one series [N]
     or M independent series [M, N] observed at ``t`` that share (H, theta, mu, sigma),
     each with its own q(x0); the batch holds ``paths`` posterior paths per series and the
@@ -351,7 +369,21 @@ def fit_hurst(t: np.ndarray, y: np.ndarray, steps: int, paths: int, seed: int, K
     after every step. ``probe_at``: steps (counted before the step's update; ``steps``
     itself after the last one) at which :func:`h_gradients` compares the ELBO's
     H-gradient in both forms with the exact one (``probe_paths`` paths per series; the
-    results go to ``probes[step]``)."""
+    results go to ``probes[step]``).
+
+    ``alternate``: the envelope-theorem schedule instead of joint steps. d/dH max_q
+    ELBO(q, H) is dELBO/dH at the q that is optimal for H (the coordinates of q then do
+    not matter), so the fit alternates: refit the control, q(x0), theta, mu and sigma
+    with H frozen until the ELBO plateaus, then ``h_steps`` Adam steps on H alone (all
+    other parameters frozen), then refit from that warm start, and so on. Plateau: the
+    mean ELBO of the last ``refit_window`` steps exceeds that of the window before by
+    less than ``refit_tol`` times its size (at least two windows per refit; at most
+    ``refit_max`` steps, the first refit at most the ``warmup`` fraction of ``steps``).
+    ``probe_rounds``: refit rounds (1 = the first) at whose end, before the H step,
+    :func:`h_gradients` probes the gradients (into ``probes[step]``, with the round).
+    ``rounds`` (a list) receives (step, round, refit steps, H, mean ELBO of the last
+    window) at the end of every refit. ``h_lr``: the learning rate of those H steps
+    (default ``lr_h``), with the same cosine decay."""
     torch.manual_seed(seed)
     dev = torch.device(device)
     dt = grid_dt(torch.tensor((t - t[0]) / (t[-1] - t[0]), dtype=torch.float64), gamma_max)
@@ -367,31 +399,58 @@ def fit_hurst(t: np.ndarray, y: np.ndarray, steps: int, paths: int, seed: int, K
     x0_lsd = torch.full((M,), math.log(obs_sd), device=dev, requires_grad=True)
     last = list(ctrl.net[-1].parameters())
     body = [p for p in ctrl.parameters() if all(p is not q for q in last)]
+    lr_s = lr if lr_h is None else lr_h
+    scalars = [p for k, p in raw.items() if not (alternate and k == "h")]
     opt = torch.optim.Adam([{"params": [*body, x0_loc, x0_lsd], "lr": lr},
                             {"params": last, "lr": lr * out_gain},
-                            {"params": list(raw.values()), "lr": lr if lr_h is None else lr_h}])
-    # cosine decay of every group to a tenth of its own rate
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda k: 0.1 + 0.45 * (1 + math.cos(math.pi * min(k, steps) / steps)))
+                            {"params": scalars, "lr": lr_s}])
+
+    def decay(k):   # cosine decay of every group to a tenth of its own rate
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * min(k, steps) / steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, decay)
+    # --alternate: H's own Adam without momentum (beta1 = 0), since its few steps are
+    # taken at different refitted controls; the step is the gradient over its running
+    # rms, so it shrinks as dELBO/dH does near the optimum
+    lr_hs = lr_s if h_lr is None else h_lr
+    opt_h = torch.optim.Adam([raw["h"]], lr=lr_hs, betas=(0.0, 0.99)) if alternate else None
     prior = torch.distributions.Normal(torch.zeros((), device=dev), torch.ones((), device=dev))
-    def probe(step):
+
+    def refit_done(trace, n, n_round, steps):
+        cap = warmup * steps if n_round == 0 else refit_max
+        return n >= cap or plateaued(trace, refit_window, refit_tol)
+
+    def probe(step, extra=None):
         with torch.no_grad():
             th = float(torch.nn.functional.softplus(raw["theta"] + 1.0))
             sg = float(torch.nn.functional.softplus(raw["sigma"] + 0.5))
             h0 = float(torch.sigmoid(raw["h"]).clamp(0.01, 0.99))
         r = h_gradients(tt, yt, ctrl, h0, th, float(raw["mu"].detach()), sg, x0_loc.detach(),
                         x0_lsd.detach().exp(), K, kind, gamma_max, dt, obs_sd,
-                        probe_paths, seed=10_000 + step)
+                        probe_paths, seed=10_000 + step, control_form=control_form)
         print(f"  probe at step {step}: H {h0:.3f}  ELBO {r['elbo_noise']:.1f} "
               f"(loglik {r['loglik']:.1f})  dELBO/dH noise {r['grad_noise']:.1f} "
               f"+- {r['grad_noise_se']:.1f}  drift {r['grad_drift']:.1f} "
               f"+- {r['grad_drift_se']:.1f}  exact {r['grad_exact']:.1f}", flush=True)
         if probes is not None:
-            probes[step] = r
+            probes[step] = {**r, **(extra or {})}
 
+    phase, in_phase, trace, n_round = "refit", 0, [], 0
     for step in range(steps):
         if step in probe_at:
             probe(step)
+        if alternate and phase == "refit" and refit_done(trace, in_phase, n_round, steps):
+            n_round += 1
+            W = refit_window
+            if rounds is not None:
+                rounds.append((step, n_round, in_phase, float(torch.sigmoid(raw["h"].detach())),
+                               float(np.mean(trace[-W:]))))
+            if log_every:
+                print(f"  round {n_round}: refit {in_phase} steps to step {step}, H "
+                      f"{float(torch.sigmoid(raw['h'].detach())):.3f}, ELBO "
+                      f"{np.mean(trace[-W:]):.1f}", flush=True)
+            if n_round in probe_rounds:
+                probe(step, {"round": n_round})
+            phase, in_phase, trace = "h", 0, []
         H = torch.sigmoid(raw["h"]).clamp(0.01, 0.99)
         theta = torch.nn.functional.softplus(raw["theta"] + 1.0)
         sigma = torch.nn.functional.softplus(raw["sigma"] + 0.5)
@@ -408,11 +467,21 @@ def fit_hurst(t: np.ndarray, y: np.ndarray, steps: int, paths: int, seed: int, K
         kl0 = torch.distributions.kl_divergence(q0, prior).sum()
         elbo = (ll - kl).reshape(M, paths).mean(1).sum() - kl0
         opt.zero_grad()
+        raw["h"].grad = None
         (-elbo / yt.numel()).backward()
-        if step < warmup * steps:   # H frozen while the control learns to track the data
-            raw["h"].grad = None
-        opt.step()
+        if alternate and phase == "h":      # H alone, at the refitted control
+            opt_h.param_groups[0]["lr"] = lr_hs * decay(step)
+            opt_h.step()
+        else:
+            if step < warmup * steps:       # H frozen while the control learns the data
+                raw["h"].grad = None
+            opt.step()                      # (without H under --alternate)
         sched.step()
+        if alternate:
+            in_phase += 1
+            trace.append(float(elbo.detach()))
+            if phase == "h" and in_phase >= h_steps:
+                phase, in_phase, trace = "refit", 0, []
         if history is not None:
             history.append(float(torch.sigmoid(raw["h"].detach())))
         if log_every and (step % log_every == 0 or step == steps - 1):
@@ -436,6 +505,9 @@ def classical(y: np.ndarray) -> dict:
 def run_row(t, y, true_h, args, probes: dict | None = None) -> dict:
     hs = []
     probe_at = tuple(int(k) for k in args.probe_at.split(",")) if args.probe_at else ()
+    probe_rounds = (tuple(int(k) for k in args.probe_rounds.split(","))
+                    if args.probe_rounds else ())
+    rounds: list = []
     for s in range(args.seeds):
         t0 = time.perf_counter()
         hs.append(fit_hurst(t, y, args.steps, args.paths, seed=s, lr=args.lr, K=args.K,
@@ -444,11 +516,17 @@ def run_row(t, y, true_h, args, probes: dict | None = None) -> dict:
                             out_gain=args.out_gain, device=args.device,
                             gamma_max=args.gamma_max, control_form=args.control,
                             probe_at=probe_at, probe_paths=args.probe_paths,
-                            probes=probes if s == 0 else None))
+                            probes=probes if s == 0 else None, alternate=args.alternate,
+                            refit_window=args.refit_window, refit_tol=args.refit_tol,
+                            refit_max=args.refit_max, h_steps=args.h_steps,
+                            probe_rounds=probe_rounds, rounds=rounds if s == 0 else None,
+                            h_lr=args.h_lr))
         print(f"  seed {s}: H = {hs[-1]:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
     row = {"true_h": true_h, "learned_h": float(np.mean(hs)),
            "h_sd": float(np.std(hs, ddof=1)) if len(hs) > 1 else float("nan")}
     row.update(classical(y))
+    if args.alternate:   # refit rounds of the first seed (each followed by an H step)
+        row["rounds"] = float(len(rounds))
     if args.mle:
         t0 = time.perf_counter()
         row["mle_h"], row["mle_sd"] = mle_hurst(t, y, K=args.K, gamma_max=args.gamma_max,
@@ -502,6 +580,24 @@ def main(argv=None) -> dict:
                          "control forms with the exact d log p/dH (rows '<row>/probe@N')")
     ap.add_argument("--probe-paths", type=int, default=64,
                     help="posterior paths per series for each --probe-at gradient")
+    ap.add_argument("--alternate", action="store_true",
+                    help="envelope-theorem schedule: refit everything but H until the ELBO "
+                         "plateaus, then --h-steps steps on H alone, and repeat (the first "
+                         "refit at most --warmup of the steps)")
+    ap.add_argument("--refit-window", type=int, default=10,
+                    help="--alternate: steps per window of the plateau test")
+    ap.add_argument("--refit-tol", type=float, default=0.005,
+                    help="--alternate: plateau when the last window's mean ELBO gains less "
+                         "than this fraction of its size over the window before")
+    ap.add_argument("--refit-max", type=int, default=80,
+                    help="--alternate: most steps of a refit after the first")
+    ap.add_argument("--h-steps", type=int, default=1,
+                    help="--alternate: Adam steps on H alone after each refit")
+    ap.add_argument("--h-lr", type=float,
+                    help="--alternate: learning rate of the H steps (default --lr-h)")
+    ap.add_argument("--probe-rounds", default="",
+                    help="--alternate: refit rounds (comma-separated, 1 = the first) at "
+                         "whose end the --probe-at gradients are measured")
     ap.add_argument("--log-every", type=int, default=0)
     add_run_args(ap)
     args = ap.parse_args(argv)
@@ -532,6 +628,8 @@ def main(argv=None) -> dict:
     cols = ["true_h", "learned_h", "h_sd", "rs_h", "dfa_h", "whittle_h"]
     if args.mle:
         cols += ["mle_h", "mle_sd"]
+    if args.alternate:
+        cols += ["rounds"]
     print("| row | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
     for k, r in out.items():

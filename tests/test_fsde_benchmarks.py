@@ -217,3 +217,64 @@ def test_h_gradients_same_posterior_and_exact_derivative(monkeypatch):
     fd = (ll(H0 + 1e-5) - ll(H0 - 1e-5)) / 2e-5
     assert r["grad_exact"] == pytest.approx(fd, rel=1e-5)
     assert r["loglik"] == pytest.approx(ll(H0), rel=1e-10)
+
+
+def test_plateau_criterion(monkeypatch):
+    fh = _bench("fsde_hurst", monkeypatch)
+    rising = [-1000.0 * 0.9 ** k for k in range(20)]       # ~10% per step: no plateau
+    assert not fh.plateaued(rising, 5, 0.005)
+    flat = [-1000.0 + (1.0 if k % 2 else -1.0) for k in range(20)]
+    assert fh.plateaued(flat, 5, 0.005)
+    assert not fh.plateaued(flat[:9], 5, 0.005)            # fewer than two windows
+    slow = [-1000.0 + 0.5 * k for k in range(10)]          # +2.5 nats per window of 5
+    assert fh.plateaued(slow, 5, 0.005) and not fh.plateaued(slow, 5, 0.001)
+
+
+def test_alternating_schedule_moves_h_only_after_refits(monkeypatch):
+    """--alternate: H is constant during refits and changes exactly at the H step that
+    follows each refit round; the first refit ends by the plateau test or the warm-up
+    cap, later ones by the plateau test or refit_max."""
+    fh = _bench("fsde_hurst", monkeypatch)
+    t, y1 = fh.make_fou(0.4, 12, seed=3, noise=0.01)
+    _, y2 = fh.make_fou(0.4, 12, seed=4, noise=0.01)
+    hist, rounds = [], []
+    fh.fit_hurst(t, np.stack([y1, y2]), 40, 2, seed=0, K=3, hidden=(8,), lr=1e-2,
+                 warmup=0.25, alternate=True, refit_window=3, refit_max=9, h_lr=0.2,
+                 history=hist, rounds=rounds)
+    assert len(rounds) >= 3
+    starts = [r[0] for r in rounds]                          # steps that are H steps
+    assert 6 <= rounds[0][2] <= 10                           # two windows .. the cap
+    assert all(6 <= r[2] <= 9 for r in rounds[1:])          # two windows .. refit_max
+    h = [0.5] + hist
+    changed = [k for k in range(len(hist)) if h[k + 1] != h[k]]
+    assert changed == starts
+    assert all(abs(h[k + 1] - h[k]) > 1e-4 for k in changed)
+
+
+def test_h_gradients_probe_a_drift_form_control_as_trained(monkeypatch):
+    """With control_form="drift" the probe's network outputs Delta (as a drift-form fit
+    trained it): its ELBO is that of the drift-form posterior, computed here directly on
+    the same draws, and differs from reading the same network as u."""
+    fh = _bench("fsde_hurst", monkeypatch)
+    t, y1 = fh.make_fou(0.7, 12, seed=3, noise=0.01)
+    tt = torch.tensor(t, dtype=torch.float32)
+    yt = torch.tensor(fh.standardise(y1[None]).T, dtype=torch.float32)
+    K, gmax, dt, H0, th, mu, sg, paths = 3, 20.0, 1 / 11 / 8, 0.3, 1.5, 0.1, 1.7, 8
+    torch.manual_seed(0)
+    ctrl = fs.Control(1, K, (8,), n_freq=2, data=True)
+    with torch.no_grad():
+        ctrl.net[-1].weight.normal_(0, 1.0)
+    ctrl.set_data(tt, yt[:, :, None].repeat_interleave(paths, 1))
+    q0 = (yt[0], torch.full((1,), 0.05))
+    args = (tt, yt, ctrl, H0, th, mu, sg, *q0, K, 2, gmax, dt, 0.05, paths)
+    r = fh.h_gradients(*args, seed=2, control_form="drift")
+    torch.manual_seed(2)
+    x0 = torch.distributions.Normal(*q0).sample((paths,)).T.reshape(-1, 1)
+    with torch.no_grad():
+        xs, kl, _ = fs.simulate(tt, x0, lambda x, s: -th * (x - mu), sg, H0, K=K,
+                                control=ctrl, gamma_max=gmax, dt=dt, control_form="drift")
+    ll = torch.distributions.Normal(xs[:, :, 0], 0.05).log_prob(yt.expand(-1, paths)).sum(0)
+    assert r["elbo_drift"] == pytest.approx(float((ll - kl).mean()), rel=1e-5)
+    assert r["elbo_noise"] == pytest.approx(r["elbo_drift"], rel=1e-5)
+    as_u = fh.h_gradients(*args, seed=2, control_form="noise")
+    assert abs(as_u["elbo_noise"] - r["elbo_noise"]) > 1e-2 * abs(r["elbo_noise"])
