@@ -80,6 +80,7 @@ def main() -> None:
 
     cuda = torch.cuda.is_available()
     table: dict[str, dict[str, float]] = {}
+    failed = []
     with tempfile.TemporaryDirectory() as tmp:
         todo = runs(args.scale, Path(tmp))
         if args.only:
@@ -94,12 +95,15 @@ def main() -> None:
                     row["speedup"] = row["cpu_s"] / row["cuda_s"]
             except RuntimeError as err:
                 print(f"{name:<16} failed: {err}", file=sys.stderr, flush=True)
+                failed.append(name)
             table[name] = row
             cells = [f"{row[c]:8.2f}" if c in row else f"{'-':>8}"
                      for c in ("cpu_s", "cuda_s", "speedup")]
             print(f"{name:<16} {' '.join(cells)}", flush=True)
             if args.json:
                 Path(args.json).write_text(json.dumps(table, indent=2))
+    if failed:
+        sys.exit(f"gpu_constructs: failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,13 @@
 NUTS with a JIT-compiled potential against the eager potential, from the same seed on the
 same device, draws the same chain up to floating-point reassociation. SVI with
 ``JitTrace_ELBO`` does not replay the eager random stream (tracing runs the model, which
-draws), so there the fitted posteriors are compared: both must land within a quarter of a
-posterior sd of each other, while the Monte Carlo error of the means is about sd/60 and
-two eager runs from different seeds land about a quarter sd apart at worst. Runs on the
-CPU everywhere and on CUDA where it exists.
+draws), so there the fitted posteriors are compared: their means must agree within half a
+posterior sd and their sds within 10% of it. The Monte Carlo error of a mean of 4000 draws
+is about sd/60; what separates two such fits is SVI's own noise at the final iterate,
+measured at up to a quarter sd between eager runs from different seeds, and 0.06 sd
+between eager and compiled runs from the same seed. A compiled ELBO that dropped or
+mis-scaled a term would move the means by far more. Runs on the CPU everywhere and on
+CUDA where it exists.
 """
 
 import json
@@ -32,7 +35,7 @@ def test_compiled_svi_matches_eager_on_device(device):
         a, b = eager.samples[k], jit.samples[k]
         assert b.device.type == device
         sd = a.std(0)
-        assert torch.all((a.mean(0) - b.mean(0)).abs() < 0.25 * sd), k
+        assert torch.all((a.mean(0) - b.mean(0)).abs() < 0.5 * sd), k
         assert torch.all((a.std(0) - b.std(0)).abs() < 0.1 * sd), k
 
 

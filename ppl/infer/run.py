@@ -124,9 +124,10 @@ def _on_full_data(model):
     return full
 
 
-def _divergences(mcmc: MCMC) -> int:
-    """Number of divergent transitions of a one-chain run."""
-    if mcmc.num_samples >= 4:
+def _divergences(mcmc: MCMC, public: bool | None = None) -> int:
+    """Number of divergent transitions of a one-chain run: from Pyro's public
+    ``diagnostics()`` when the run has at least 4 draws (``public`` forces a choice)."""
+    if public if public is not None else mcmc.num_samples >= 4:
         div = mcmc.diagnostics().get("divergences", {})
         return sum(len(v) for v in div.values()) if isinstance(div, dict) else 0
     # Pyro's public diagnostics() computes split R-hat, which asserts at least 4 draws; the
