@@ -44,7 +44,10 @@ exact-likelihood H of 0.309 / 0.527 / 0.664 / 0.925: four 100-point series per H
 
 ``--control drift`` makes the control network output the change of X's drift
 (u = Delta / (sigma wbar(H))); ``--probe-at S1,S2`` compares both control forms'
-dELBO/dH with the exact d log p/dH during the fit (:func:`h_gradients`).
+dELBO/dH with the exact d log p/dH during the fit (:func:`h_gradients`). ``--alternate``
+replaces the joint steps by the envelope-theorem schedule (refit everything but H to an
+ELBO plateau, then step H alone; :func:`fit_hurst`), ``--probe-rounds`` probing at the
+end of chosen refits.
 """
 
 from __future__ import annotations
