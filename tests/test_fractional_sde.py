@@ -310,7 +310,7 @@ def test_planned_solve_equals_the_generic_step(form, diffusion, monkeypatch):
     the paths, KL and H-gradient of the generic one (control features built per step,
     the [B, ., D] noise matrix), on the same Brownian increments."""
     torch.manual_seed(9)
-    D, K, B = 1, 4, 6
+    D, K, B = 2, 4, 6   # D > 1: the per-dimension Y layout and the x/y split of the plan
     ctrl = fs.Control(D, K, hidden=(16,), n_freq=2, data=True).double()
     with torch.no_grad():
         ctrl.net[-1].weight.normal_(0, 0.5)
@@ -321,6 +321,13 @@ def test_planned_solve_equals_the_generic_step(form, diffusion, monkeypatch):
     out = {}
     for name in ("fast", "generic"):
         if name == "generic":
+            def generic_u(self, t, z, s):   # features per step, no cached pseudo-inverse
+                x, y = self._split(z)
+                out = self.control((t - self.t0) / self.span, x, y)
+                return out if self.control_form == "noise" else \
+                    fs.drift_to_control(out, s * self.wbar)
+
+            monkeypatch.setattr(fs.FractionalSDE, "u", generic_u)
             monkeypatch.setattr(fs.FractionalSDE, "set_plan", lambda self, pts: None)
             monkeypatch.delattr(fs.FractionalSDE, "f_and_g_prod")
             monkeypatch.setattr(fs.FractionalSDE, "_diffusion",
