@@ -19,7 +19,8 @@ regression: quantile calibration error of the predictive), s_per_episode (meta-t
 wall seconds per episode), peak_mb (peak MB of tensors autograd keeps for backward in one
 episode's meta-gradient -- on CUDA the allocator's peak instead).
 
-Methods: niw (local update --sgld-precision), niw_gn (niw with the gauss_newton update),
+Methods: niw (local update --sgld-precision; the default "auto" is gauss_newton on
+regression, variance on the prototype likelihood), niw_gn (niw with the gauss_newton update),
 no_adapt (gamma0 frozen at 1e6), no_share (n0 gamma0 -> 0), maml1 (first order), maml2
 (second order), protonet. --inner sets the SGLD / MAML inner steps.
 
@@ -131,9 +132,11 @@ def main(argv=None):
     p.add_argument("--sgld-step-scale", type=float, default=1.0,
                    help="NIW: SGLD step cap in units of 1/L (1: Newton step in the stiffest "
                         "direction; Langevin is unstable past 2)")
-    p.add_argument("--sgld-precision", default="variance",
+    p.add_argument("--sgld-precision", default="auto",
                    choices=rtn.PRECISIONS,
-                   help="NIW local update: A_i = tau/variance of the SGLD iterates (METHODS); "
+                   help="NIW local update (auto: gauss_newton for a Gaussian likelihood, "
+                        "variance for the prototype one); variance: "
+                        "A_i = tau/variance of the SGLD iterates (METHODS); "
                         "fisher: A_i the Fisher diagonal at the chain mean; newton: that and "
                         "the Newton centre; gauss_newton: the low-rank Gauss-Newton matrix "
                         "and the Newton centre (docs/constructs/niw_meta.md)")
@@ -149,7 +152,7 @@ def main(argv=None):
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    if args.sgld_cap == "gram" and args.sgld_precision != "gauss_newton":
+    if args.sgld_cap == "gram" and args.sgld_precision not in ("gauss_newton", "auto"):
         p.error("--sgld-cap gram needs --sgld-precision gauss_newton")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available on this machine")
@@ -207,7 +210,8 @@ def main(argv=None):
                 lr, trainer, info, task = best
                 res = M.evaluate(trainer, task, test, torch.Generator().manual_seed(7))
                 log = getattr(trainer, "sgld_log", None)
-                sg = (f"sgld capped {log['capped']}/{log['chains']} mean step "
+                sg = (f"{trainer.precision} sgld capped {log['capped']}/{log['chains']} "
+                      f"mean step "
                       f"{log['lr_sum'] / max(log['chains'], 1):.2g}  " if log else "")
                 row = f"{name}/{shots}shot/{method}" + (f"/k{k}" if k else "")
                 rows[row] = {**res, "s_per_episode": info["s_per_episode"],

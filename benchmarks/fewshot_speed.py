@@ -10,7 +10,8 @@ minimum over ``--blocks`` blocks, divided by the batch (the minimum is the least
 disturbed by other processes on a shared machine). ``peak_mb``: the peak MB of one
 episode's meta-gradient (:func:`ppl.infer.meta.episode_peak_mb`: tensors saved for
 backward; on CUDA the allocator's peak). Rows ``METHOD/kSTEPS``, columns
-``ms_per_episode``, ``peak_mb``. Methods: niw (``sgld_precision="variance"``), niw_gn
+``ms_per_episode``, ``peak_mb``. Methods: niw (``sgld_precision="variance"``), niw_auto
+(``"auto"``: gauss_newton on regression, variance on the prototype likelihood), niw_gn
 (``"gauss_newton"``, default step cap), niw_gn_power (``"gauss_newton"``, step cap by
 power iteration), niw_nocap (variance, no step cap: ``sgld_power_iters=0`` -- a
 diagnostic of what the cap costs, not a safe setting), maml1 (first order), maml2
@@ -32,6 +33,7 @@ from ppl.infer import meta as M
 from ppl.runtime import niw_meta as rtn
 
 NIW_KW = {"niw": {"sgld_precision": "variance"},
+          "niw_auto": {"sgld_precision": "auto"},
           "niw_gn": {"sgld_precision": "gauss_newton"},
           "niw_gn_power": {"sgld_precision": "gauss_newton", "sgld_cap": "power"},
           "niw_nocap": {"sgld_precision": "variance", "sgld_power_iters": 0}}

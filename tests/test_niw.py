@@ -744,7 +744,7 @@ def test_unknown_sgld_precision_is_a_located_check_error():
     with pytest.raises(BdlError) as err:
         ppl.compile(FISHER_SRC.replace('"newton"', '"newtn"'))
     text = str(err.value)
-    assert ":3:" in text and "must be one of variance, fisher, newton, gauss_newton" in text
+    assert ":3:" in text and "must be one of auto, variance, fisher, newton, gauss_newton" in text
     assert "did you mean 'newton'?" in text
     # the checker's words are the runtime's (the registration imports no torch)
     from ppl.builtins import lookup
@@ -1150,3 +1150,112 @@ def test_meta_train_keeps_the_best_validation_checkpoint_without_perturbing_trai
             assert torch.equal(p, q)
     again = M.evaluate(tr, task, val, torch.Generator().manual_seed(M.VAL_SEED))["err"]
     assert again == pytest.approx(info["val_err"], rel=1e-6)
+
+
+# ---- seventh slice: sgld_precision="auto", and the step cap's cost ----------------------
+def test_auto_precision_follows_the_likelihood_family_of_the_task_and_the_model():
+    """`sgld_precision="auto"` (the language's and the benchmark's default): gauss_newton
+    for a Gaussian support likelihood, variance for a categorical / prototype one --
+    decided from the harness task's family, or in `infer meta` from one trace of the
+    model's `ys` site."""
+    torch.manual_seed(0)
+    reg = M.RegressionTask(MLP(1, [8], 1, act="relu"))
+    proto = M.ProtoTask(MLP(4, [8], 4, act="relu"), ways=5)
+    assert (M.auto_precision(reg), M.auto_precision(proto)) == ("gauss_newton", "variance")
+    ep = M.split(rtn.SineLine(5).sample(1, "train", torch.Generator().manual_seed(0)))[0]
+    tr = M.NIW(reg.flat.vector(), sgld_steps=2, sgld_precision="auto")
+    assert tr.precision is None
+    m, v = tr.local(reg, ep, torch.Generator().manual_seed(1))
+    assert tr.precision == "gauss_newton" and torch.isfinite(m).all() and (v > 0).all()
+    # "gram" needs a Fisher factor's Gram matrix: an "auto" that resolves to variance
+    # is refused when it resolves, not silently power-iterated
+    tr = M.NIW(proto.flat.vector(), sgld_steps=2, sgld_precision="auto", sgld_cap="gram")
+    ec = M.split(rtn.gaussian_classes(ways=5, shots=1, queries=2, dim=4).sample(
+        1, "train", torch.Generator().manual_seed(0)))[0]
+    with pytest.raises(ValueError, match="gauss_newton"):
+        tr.chain(proto, ec)
+    # the language: the default is "auto", resolved from the model's likelihood
+    for src, family, precision in (
+            (FISHER_SRC.replace(', sgld_precision="newton"', ""), "normal", "gauss_newton"),
+            (PROTO_SRC.replace("steps=30", "steps=2"), "categorical", "variance")):
+        pyro.clear_param_store()
+        mdl = ppl.compile(src)
+        if family == "normal":
+            e = rtn.SineLine(5).sample(1, "test", torch.Generator().manual_seed(5))
+        else:
+            e = rtn.gaussian_classes(ways=5, shots=1, queries=3).sample(
+                1, "test", torch.Generator().manual_seed(0))
+        data = {k: v[0].tolist() for k, v in e.items()}
+        fit = mdl.fit(data, seed=0)
+        assert rtn.SITES["f"].options["sgld_precision"] == "auto"
+        task = M.ModelTask(mdl.pyro_model, mdl.bind(data), "f", "x")
+        assert task.family == family and M.auto_precision(task) == precision
+        assert fit.meta["sgld_precision"] == precision
+
+
+def test_model_task_factor_with_gradient_and_its_gram_step_cap():
+    """A BDL model's likelihood gives its Fisher factor and the support gradient from one
+    Jacobian (so `gauss_newton` in the language takes the Gram step cap, no power
+    iterations): the gradient is autograd's -- for a Normal whose scale depends on theta
+    too -- and the factor and the cap equal the harness RegressionTask's on the same
+    network."""
+    src = FISHER_SRC.replace('sgld_precision="newton"', 'sgld_precision="gauss_newton"')
+    hetero = src.replace("ys ~ Normal(f(xs)[:, 0], 0.3)",
+                         "ys ~ Normal(f(xs)[:, 0], 0.3 + softplus(f(xs)[:, 0]))")
+    ep = rtn.SineLine(5).sample(1, "test", torch.Generator().manual_seed(5))
+    data = {k: v[0].tolist() for k, v in ep.items()}
+    for text, rows in ((src, 5), (hetero, 10)):
+        pyro.clear_param_store()
+        torch.manual_seed(0)
+        m = ppl.compile(text)
+        kwargs = _as_float64(m.bind(data))
+        pyro.poutine.trace(m.pyro_model).get_trace(**kwargs)
+        net = rtn.SITES["f"].flat.net.to(D64)
+        task = M.ModelTask(m.pyro_model, kwargs, "f", "regression")
+        e = {k: kwargs[k] for k in ("xs", "ys", "xq", "yq")}
+        theta = rtn.FlatNet(net).vector() + 0.1 * torch.randn(
+            rtn.SITES["f"].flat.d, dtype=D64, generator=torch.Generator().manual_seed(2))
+        u, g = task.fisher_factor_grad(theta, e, "support")
+        assert u.shape[0] == task.factor_rows(e) == rows
+        exact = rtn._grad(lambda t, task=task, e=e: task.loss(t, e, "support"), theta)[1]
+        assert float(exact.abs().max()) > 1e-3
+        assert torch.allclose(g, exact, rtol=1e-9, atol=1e-10)
+        if rows == 5:
+            reg = M.RegressionTask(net, sigma=0.3)
+            assert torch.allclose(u, reg.fisher_factor(theta, e), rtol=1e-12, atol=1e-12)
+            for t in (task, reg):
+                tr = M.NIW(theta, sgld_steps=2, sgld_lr=10.0, sgld_precision="gauss_newton")
+                tr.chain(t, e, torch.Generator().manual_seed(0))
+                assert tr.sgld_log["capped"] == 1
+                lr = tr.sgld_log["lr_sum"]
+            assert math.isclose(lr, 1.0 / M.gram_top_eigenvalue(u), rel_tol=1e-9)
+
+
+def test_prototype_support_loss_embeds_the_support_once_with_the_same_loss_and_cap():
+    """The prototype support loss scores the support points against their own prototypes:
+    one embedding pass instead of two, with the loss, its gradient and the step cap's
+    curvature equal to the two-pass formula's."""
+    torch.manual_seed(0)
+    proto = M.ProtoTask(MLP(6, [8], 4, act="relu").to(D64), ways=5)
+    src = rtn.gaussian_classes(ways=5, shots=2, queries=3, dim=6)
+    ec = {k: (v[0] if v.dtype == torch.long else v[0].to(D64))
+          for k, v in src.sample(1, "test", torch.Generator().manual_seed(0)).items()}
+
+    def two_pass(t):
+        xs = ec["xs"].clone()  # another tensor: the support is embedded a second time
+        logits = rtn.prototype_logits(proto.flat(t, ec["xs"]), ec["ys"], proto.flat(t, xs), 5)
+        return torch.nn.functional.cross_entropy(logits, ec["ys"], reduction="sum")
+
+    theta = proto.flat.vector()
+    calls = []
+    real = proto.flat._direct
+    proto.flat._direct = lambda *a: calls.append(1) or real(*a)
+    one = proto.loss(theta, ec, "support")
+    assert len(calls) == 1
+    assert float(one) == pytest.approx(float(two_pass(theta)), rel=1e-12)
+    g1 = rtn._grad(lambda t: proto.loss(t, ec, "support"), theta)[1]
+    g2 = rtn._grad(two_pass, theta)[1]
+    assert torch.allclose(g1, g2, rtol=1e-10, atol=1e-12)
+    l1 = rtn.top_curvature(lambda t: proto.loss(t, ec, "support"), theta, 3, fd_step=1e-3)[0]
+    l2 = rtn.top_curvature(two_pass, theta, 3, fd_step=1e-3)[0]
+    assert l1 > 0 and math.isclose(l1, l2, rel_tol=1e-8)

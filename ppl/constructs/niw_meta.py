@@ -18,7 +18,7 @@ register(Builtin(
     ("n0", "gamma0", "l0", "sgld_steps", "sgld_lr", "sgld_temp", "a_max", "sgld_burn",
      "sgld_power_iters", "sgld_precision"), 0,
     kind="construct", result="network", tilde="network",
-    choices={"sgld_precision": ("variance", "fisher", "newton", "gauss_newton")},
+    choices={"sgld_precision": ("auto", "variance", "fisher", "newton", "gauss_newton")},
     doc="NIW hierarchical prior over all of a network's weights: theta_i ~ N(mu, Sigma), "
         "(mu, Sigma) ~ NIW with diagonal q(phi) = NIW(m0, l0, gamma0, n0); "
         "n0 = 1, gamma0 = 1e6, l0 = 1 at init; sgld_steps (3), sgld_lr (1e-3), "
@@ -26,7 +26,9 @@ register(Builtin(
         "averaged, the first half of the chain is burn-in; 1: all but the warm start) "
         "and sgld_power_iters (3: the SGLD step is capped per episode at "
         "1/top curvature of the support loss at m0, estimated by this many power "
-        "iterations, each one extra gradient; 0: no cap) and sgld_precision (\"variance\": "
+        "iterations, each one extra gradient; 0: no cap) and sgld_precision (\"auto\", "
+        "the default: \"gauss_newton\" for a Normal support likelihood, else \"variance\"; "
+        "\"variance\": "
         "A_i = tau/variance of the iterates, clipped to a_max; \"fisher\": A_i the Fisher "
         "(Gauss-Newton) diagonal of the support NLL at the chain mean; \"newton\": that "
         "A_i and the quadratic's centre mbar_i = chain mean - gradient / A_i; "

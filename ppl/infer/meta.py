@@ -50,7 +50,10 @@ class NIW:
 
     ``sgld_precision`` -- how the chain becomes the quadratic
     (theta - mbar_i)^T A_i (theta - mbar_i)/2 of the support NLL U (METHODS.md §4):
-    "variance" (default, METHODS' estimator): mbar_i the mean of the kept iterates,
+    "auto" (the language's and fewshot.py's default): resolved at the first episode by
+    :func:`auto_precision` from ``task.family`` -- "gauss_newton" for a Gaussian
+    likelihood, "variance" otherwise (:meth:`resolve`);
+    "variance" (this class's default, METHODS' estimator): mbar_i the mean of the kept iterates,
     A_i = tau/their variance clipped to [1e-4, a_max]; "fisher": mbar_i that mean, A_i the
     Fisher diagonal of U at it (of ``task.fisher_factor``: the Gauss-Newton diagonal for a
     Gaussian likelihood, the exact Hessian diagonal of a ReLU MLP's summed squared error),
@@ -106,21 +109,32 @@ class NIW:
                          burn=sgld_burn, detrend=sgld_detrend, power_iters=sgld_power_iters,
                          step_scale=sgld_step_scale)
         if sgld_precision not in rtn.PRECISIONS:
-            raise ValueError(f"sgld_precision must be 'variance', 'fisher', 'newton' or "
-                             f"'gauss_newton', not "
-                             f"{sgld_precision!r}")
-        self.precision = sgld_precision
+            raise ValueError(f"sgld_precision must be one of {', '.join(rtn.PRECISIONS)}, "
+                             f"not {sgld_precision!r}")
+        # "auto" is resolved from the first task seen (:func:`auto_precision`)
+        self.precision = None if sgld_precision == "auto" else sgld_precision
         if sgld_cap not in ("auto", "power", "gram"):
             raise ValueError(f"sgld_cap must be 'auto', 'power' or 'gram', not {sgld_cap!r}")
-        if sgld_cap == "gram" and sgld_precision != "gauss_newton":
-            raise ValueError("sgld_cap='gram' needs sgld_precision='gauss_newton' (the Gram "
-                             "matrix is that of its Fisher factor)")
         self.cap = sgld_cap
+        self._check_cap()
         self.sgld_log = {"chains": 0, "capped": 0, "lr_sum": 0.0}
         self.variant = variant
         self.kl_weight = 1.0 / kl_episodes
         self.prior = (torch.zeros_like(self.m0), prior_gamma, prior_n, prior_l)
         self.test_samples = test_samples
+
+    def _check_cap(self):
+        if self.cap == "gram" and self.precision not in (None, "gauss_newton"):
+            raise ValueError("sgld_cap='gram' needs sgld_precision='gauss_newton' (the Gram "
+                             "matrix is that of its Fisher factor)")
+
+    def resolve(self, task) -> str:
+        """The local update in use: ``sgld_precision``, or for "auto" the one
+        :func:`auto_precision` picks for ``task`` (fixed from then on)."""
+        if self.precision is None:
+            self.precision = auto_precision(task)
+            self._check_cap()
+        return self.precision
 
     def globals(self):
         return (self.m0, self.log_gamma0.exp(), self.log_n0.exp(), self.log_l0.exp())
@@ -128,6 +142,7 @@ class NIW:
     def chain(self, task, ep, generator=None):
         """(mbar_i, A_i): SGLD on the support set from m0, as constants, summarised as
         ``sgld_precision`` says (class docstring)."""
+        self.resolve(task)
         m0 = self.m0
         s = self.sgld
         info = {}
@@ -173,7 +188,7 @@ class NIW:
         """(m_i*, v_i*) from SGLD on the support set (constants) and the closed form
         (v_i* the diagonal of V_i* for "gauss_newton")."""
         m0, gamma0, n0, l0 = self.globals()
-        if self.precision == "gauss_newton":
+        if self.resolve(task) == "gauss_newton":
             m, v, _, _ = rtn.lowrank_posterior_kl(*self.chain(task, ep, generator), m0,
                                                   self.log_gamma0, n0, l0)
             return m, v
@@ -186,7 +201,7 @@ class NIW:
         closed forms only. The chains and draws' noise come episode by episode (the
         generator's order of ``episode_loss`` repeated); the closed forms of the whole
         batch are one [batch, d] evaluation."""
-        lowrank = self.precision == "gauss_newton"
+        lowrank = self.resolve(task) == "gauss_newton"
         chains = []
         for ep in batch:
             c = self.chain(task, ep, generator)
@@ -224,7 +239,7 @@ class NIW:
     def draws(self, task, ep, n=None, generator=None):
         """Test time: q_i* on the support set at the mean of q(phi), then n draws."""
         n = n or self.test_samples
-        if self.precision == "gauss_newton":
+        if self.resolve(task) == "gauss_newton":
             with torch.no_grad():
                 theta_bar, grad, U = self.chain(task, ep, generator)
                 xi = rtn.randn_like(theta_bar, generator, (n,) + theta_bar.shape)
@@ -236,6 +251,32 @@ class NIW:
             m, v = self.local(task, ep, generator)
         eps = rtn.randn_like(m, generator, (n,) + m.shape)
         return m + v.sqrt() * eps
+
+
+#: ``sgld_precision="auto"``: the local update per episode-likelihood family
+#: (``task.family``); a family not listed gets "variance", which needs nothing of it
+AUTO_PRECISION = {"normal": "gauss_newton", "categorical": "variance",
+                  "prototype": "variance"}
+
+
+def auto_precision(task) -> str:
+    """The local update ``sgld_precision="auto"`` picks from the episode likelihood's
+    family ``task.family`` (docs/constructs/niw_meta.md, "Choosing the local update"):
+
+    * "normal" (y_n ~ N(mu_n(theta), s_n^2) with data y_n that do not enter mu_n):
+      "gauss_newton". U^T U = sum_n grad mu_n grad mu_n^T / s_n^2 (+ the scale's rows) is
+      then the exact Fisher information of the support likelihood and the Hessian of the
+      summed NLL less the residual term sum_n (mu_n - y_n) Hess mu_n / s_n^2, which is
+      zero in expectation under the model: the Gaussian approximation of METHODS.md §4 by
+      its curvature, not by the variance of 1-10 noisy iterates.
+    * "categorical", "prototype" and anything else: "variance" (METHODS' estimator). For
+      the prototype likelihood the support labels also build the prototypes, i.e. the
+      "targets" the logits are scored against move with the support embeddings, so the
+      categorical Fisher of the logits is not the expected Hessian (measured: the support
+      loss's curvature along the Gauss-Newton step is negative on average at trained
+      weights, benchmarks/RESULTS.md, Issue 7, fifth slice), and "variance" wins there.
+    """
+    return AUTO_PRECISION.get(getattr(task, "family", None), "variance")
 
 
 def _guarded_step(trainer, loss) -> float:
@@ -377,6 +418,7 @@ class RegressionTask:
     """y ~ N(f_theta(x)[:, 0], sigma^2) on support/query points."""
 
     kind = "regression"
+    family = "normal"
 
     def __init__(self, net, sigma=0.3):
         self.flat, self.sigma = rtn.FlatNet(net), sigma
@@ -428,13 +470,18 @@ class ProtoTask:
     classifies the support points themselves."""
 
     kind = "classification"
+    family = "prototype"
 
     def __init__(self, net, ways):
         self.flat, self.ways = rtn.FlatNet(net), ways
 
     def logits(self, theta, ep, x):
-        return rtn.prototype_logits(self.flat(theta, ep["xs"]), ep["ys"], self.flat(theta, x),
-                                    self.ways)
+        """Scores of the points x against the support prototypes; x is ep["xs"] itself
+        (the support loss) -> its embeddings are the support's, computed once (every
+        SGLD, step-cap and MAML inner gradient is of that loss)."""
+        support = self.flat(theta, ep["xs"])
+        query = support if x is ep["xs"] else self.flat(theta, x)
+        return rtn.prototype_logits(support, ep["ys"], query, self.ways)
 
     def fisher_factor(self, theta, ep, part="support"):
         """U [points * ways, d] with U^T U the Fisher information of the summed categorical
@@ -649,6 +696,23 @@ class ModelTask:
 
     def __init__(self, model, kwargs, site, kind):
         self.model, self.kwargs, self.site, self.kind = model, kwargs, site, kind
+        self._family, self._rows = None, {}
+
+    @property
+    def family(self) -> str:
+        """The support likelihood's family, read from one trace of the model at its own
+        data: "normal" or "categorical" for a ``Normal`` / ``Categorical`` site ``ys``
+        (under any ``.to_event``), else the distribution's class name in lower case
+        (:func:`auto_precision`)."""
+        if self._family is None:
+            import pyro
+            import torch.distributions as td
+
+            fn = self._pointwise(
+                pyro.poutine.trace(self.model).get_trace(**self.kwargs).nodes["ys"]["fn"])
+            self._family = ("normal" if isinstance(fn, td.Normal) else "categorical"
+                            if isinstance(fn, td.Categorical) else type(fn).__name__.lower())
+        return self._family
 
     def trace(self, theta, ep):
         import pyro
@@ -668,33 +732,63 @@ class ModelTask:
         Normal(mu, s): rows (d mu_n/d theta)/s_n and sqrt(2) d log s_n/d theta (the
         latter only when s depends on theta; without them the Gauss-Newton matrix);
         Categorical(logits z): :func:`categorical_fisher_factor` (METHODS.md §4: A_i)."""
+        return self.fisher_factor_grad(theta, ep, part)[0]
+
+    def fisher_factor_grad(self, theta, ep, part="support"):
+        """(U, grad U(theta)) from one trace and one Jacobian, U as :meth:`fisher_factor`
+        and the gradient of the summed NLL from the same Jacobian rows: Normal,
+        sum_n [(mu_n - y_n)/s_n^2 grad mu_n + (1 - r_n^2) grad log s_n], r_n = (y_n - mu_n)/s_n,
+        i.e. U_mu^T (-r) + U_s^T (1 - r^2)/sqrt(2); Categorical, sum_n J_n^T (p_n - onehot y_n).
+        No extra backward pass (and the step cap of ``gauss_newton`` can take the Gram
+        matrix of this U: :meth:`NIW.chain`)."""
         import torch.distributions as td
 
         site = "ys" if part == "support" else "yq"
         # one trace with theta as a leaf: every Jacobian below is a backward through it
         th = theta.detach().requires_grad_(True)
         with torch.enable_grad():
-            fn = self._pointwise(self.trace(th, ep).nodes[site]["fn"])
+            node = self.trace(th, ep).nodes[site]
+            fn = self._pointwise(node["fn"])
+        y = node["value"].detach()
         d = th.shape[-1]
         if isinstance(fn, td.Normal):
             with torch.enable_grad():
-                outs = [(fn.loc, fn.scale.detach().reciprocal()),
-                        (fn.scale.log(), torch.tensor(2 ** 0.5, dtype=th.dtype,
-                                                      device=th.device))]
-            outs = [(out, w) for out, w in outs if out.requires_grad]
-            rows = []
-            for i, (out, weight) in enumerate(outs):
+                loc, scale = torch.broadcast_tensors(fn.loc, fn.scale)
+                r = ((y - loc) / scale).detach()
+                root2 = torch.tensor(2 ** 0.5, dtype=th.dtype, device=th.device)
+                outs = [(loc, scale.detach().reciprocal(), -r),
+                        (scale.log(), root2, (1 - r ** 2) / root2)]
+            outs = [o for o in outs if o[0].requires_grad]
+            rows, grad = [], th.new_zeros(d)
+            for i, (out, weight, resid) in enumerate(outs):
                 jac = _jacobian_of(out, th, retain_graph=i < len(outs) - 1)
-                w = torch.broadcast_to(weight, jac.shape[:-1])
-                rows.append((w[..., None] * jac).reshape(-1, d))
-            return torch.cat(rows) if rows else th.new_zeros(1, d)
+                u = (torch.broadcast_to(weight, jac.shape[:-1])[..., None] * jac).reshape(-1, d)
+                rows.append(u)
+                grad = grad + u.transpose(-1, -2) @ resid.reshape(-1)
+            return (torch.cat(rows) if rows else th.new_zeros(1, d)), grad
         if isinstance(fn, td.Categorical):
             with torch.enable_grad():  # logits may be a lazy property of probs
                 logits = fn.logits
-            return categorical_fisher_factor(_jacobian_of(logits, th), fn.probs.detach())
+            jac = _jacobian_of(logits, th).reshape(-1, logits.shape[-1], d)
+            p = fn.probs.detach().reshape(-1, logits.shape[-1])
+            onehot = torch.nn.functional.one_hot(y.reshape(-1).long(), p.shape[-1])
+            grad = torch.einsum("nc,ncd->d", p - onehot.to(p.dtype), jac)
+            return categorical_fisher_factor(jac, p), grad
         raise ValueError(f"sgld_precision 'fisher'/'newton'/'gauss_newton' needs a Normal or "
                          f"Categorical likelihood for '{site}', not {type(fn).__name__}; use "
                          f"sgld_precision=\"variance\"")
+
+    def factor_rows(self, ep, part="support"):
+        """Rows of :meth:`fisher_factor` (the step cap's choice in :meth:`NIW.chain`),
+        from one factor per data shape, remembered."""
+        import pyro
+
+        site = "ys" if part == "support" else "yq"
+        key = (site, tuple(ep[site].shape))
+        if key not in self._rows:
+            theta = pyro.poutine.trace(self.model).get_trace(**self.kwargs).nodes[self.site]
+            self._rows[key] = self.fisher_factor(theta["value"], ep, part).shape[0]
+        return self._rows[key]
 
     @staticmethod
     def _pointwise(fn):
@@ -781,11 +875,14 @@ def run(model, kwargs, opts, progress=False):
             return to_dev(src.sample(n, split_, generator))
 
     task = ModelTask(model, kwargs, name, src.kind)
+    precision = o["sgld_precision"]
+    if precision == "auto":  # decided here, from the model's support likelihood
+        precision = auto_precision(task)
     trainer = NIW(cfg.flat.vector().to(device), n0=o["n0"], gamma0=o["gamma0"], l0=o["l0"],
                   sgld_steps=o["sgld_steps"], sgld_lr=o["sgld_lr"], sgld_temp=o["sgld_temp"],
                   a_max=o["a_max"], sgld_burn=o["sgld_burn"],
                   sgld_power_iters=o["sgld_power_iters"],
-                  sgld_precision=o["sgld_precision"], variant=opts["variant"],
+                  sgld_precision=precision, variant=opts["variant"],
                   lr=opts["lr"],
                   lr_hyper=opts["lr_hyper"], kl_episodes=opts["steps"] * opts["batch"],
                   test_samples=opts["test_samples"])
@@ -798,6 +895,7 @@ def run(model, kwargs, opts, progress=False):
     data_ep = {k: kwargs[k] for k in ("xs", "ys", "xq", "yq")}
     draws = trainer.draws(task, data_ep, n=opts["samples"])
     fit = Fit(model, kwargs, chains={name: draws[None]}, latents=[name], deterministics=[])
-    info.update(m0=m0, gamma0=gamma0, n0=float(n0), l0=float(l0))
+    info.update(m0=m0, gamma0=gamma0, n0=float(n0), l0=float(l0),
+                sgld_precision=trainer.precision)
     fit.meta = info
     return fit

@@ -25,7 +25,8 @@ import torch
 from torch.func import functional_call
 
 #: how an SGLD chain becomes the local update's (mbar_i, A_i) (:class:`ppl.infer.meta.NIW`)
-PRECISIONS = ("variance", "fisher", "newton", "gauss_newton")
+#: ("auto": by the likelihood's family, :func:`ppl.infer.meta.auto_precision`)
+PRECISIONS = ("auto", "variance", "fisher", "newton", "gauss_newton")
 
 LOG2 = math.log(2.0)
 
@@ -451,17 +452,18 @@ SITES: dict[str, SiteConfig] = {}
 
 def prior(name: str, net: torch.nn.Module, n0=1.0, gamma0=1e6, l0=1.0, sgld_steps=3,
           sgld_lr=1e-3, sgld_temp=1.0, a_max=1e3, sgld_burn=0.5, sgld_power_iters=3,
-          sgld_precision="variance", samples=2):
+          sgld_precision="auto", samples=2):
     """``f ~ niw_meta(...)``: the weights of ``f`` become one latent vector theta (site
     ``name``), theta ~ N(m0, diag 1/(n0 gamma0)) -- the episode prior at the mean of the
     global NIW (E[Lambda] = n0 gamma0); m0 starts at the network's initial weights.
     The ``meta`` inference method replaces this by the learned q(phi) and the one-time
     local posterior (see :mod:`ppl.infer.meta`; ``sgld_precision`` "variance", "fisher",
     "newton" or "gauss_newton" picks how the chain gives (mbar_i, A_i):
-    :class:`ppl.infer.meta.NIW`)."""
+    :class:`ppl.infer.meta.NIW`; "auto", the default, picks "gauss_newton" for a Normal
+    support likelihood and "variance" otherwise: :func:`ppl.infer.meta.auto_precision`)."""
     if sgld_precision not in PRECISIONS:
-        raise ValueError(f"niw_meta: sgld_precision must be \"variance\", \"fisher\", "
-                         f"\"newton\" or \"gauss_newton\", not {sgld_precision!r}")
+        raise ValueError(f"niw_meta: sgld_precision must be one of {', '.join(PRECISIONS)}, "
+                         f"not {sgld_precision!r}")
     opts = {"n0": float(n0), "gamma0": float(gamma0), "l0": float(l0),
             "sgld_steps": int(sgld_steps), "sgld_lr": float(sgld_lr),
             "sgld_temp": float(sgld_temp), "a_max": float(a_max),
