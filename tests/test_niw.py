@@ -1167,6 +1167,9 @@ def test_auto_precision_follows_the_likelihood_family_of_the_task_and_the_model(
     assert tr.precision is None
     m, v = tr.local(reg, ep, torch.Generator().manual_seed(1))
     assert tr.precision == "gauss_newton" and torch.isfinite(m).all() and (v > 0).all()
+    # the no_share ablation (n0 gamma0 -> 0) keeps the variance update
+    tr = M.NIW(reg.flat.vector(), sgld_steps=2, sgld_precision="auto", variant="no_share")
+    assert tr.resolve(reg) == "variance"
     # "gram" needs a Fisher factor's Gram matrix: an "auto" that resolves to variance
     # is refused when it resolves, not silently power-iterated
     tr = M.NIW(proto.flat.vector(), sgld_steps=2, sgld_precision="auto", sgld_cap="gram")

@@ -132,7 +132,11 @@ class NIW:
         """The local update in use: ``sgld_precision``, or for "auto" the one
         :func:`auto_precision` picks for ``task`` (fixed from then on)."""
         if self.precision is None:
-            self.precision = auto_precision(task)
+            # no_share (n0 gamma0 -> 0): a curvature update would leave the directions the
+            # support data do not see with prior variance 1/(n0 gamma0) = 1e8, so the
+            # ablation keeps METHODS' estimator
+            self.precision = ("variance" if self.variant == "no_share"
+                              else auto_precision(task))
             self._check_cap()
         return self.precision
 
@@ -875,14 +879,11 @@ def run(model, kwargs, opts, progress=False):
             return to_dev(src.sample(n, split_, generator))
 
     task = ModelTask(model, kwargs, name, src.kind)
-    precision = o["sgld_precision"]
-    if precision == "auto":  # decided here, from the model's support likelihood
-        precision = auto_precision(task)
     trainer = NIW(cfg.flat.vector().to(device), n0=o["n0"], gamma0=o["gamma0"], l0=o["l0"],
                   sgld_steps=o["sgld_steps"], sgld_lr=o["sgld_lr"], sgld_temp=o["sgld_temp"],
                   a_max=o["a_max"], sgld_burn=o["sgld_burn"],
                   sgld_power_iters=o["sgld_power_iters"],
-                  sgld_precision=precision, variant=opts["variant"],
+                  sgld_precision=o["sgld_precision"], variant=opts["variant"],
                   lr=opts["lr"],
                   lr_hyper=opts["lr_hyper"], kl_episodes=opts["steps"] * opts["batch"],
                   test_samples=opts["test_samples"])
