@@ -1075,17 +1075,20 @@ def test_fewshot_speed_benchmark_rows_and_device(tmp_path, capsys, monkeypatch):
             bench.main(["--device", "cuda"])
         assert "CUDA is not available" in capsys.readouterr().err
     out = tmp_path / "s.json"
-    rows = bench.main(["--methods", "niw_gn,maml1", "--inner", "1,2", "--steps", "1",
+    rows = bench.main(["--methods", "niw_gn,maml1,maml2", "--inner", "1,2", "--steps", "1",
                        "--blocks", "1", "--json", str(out)])
     import json
 
     saved = json.loads(out.read_text())
-    assert set(saved) == set(rows) == {"niw_gn/k1", "niw_gn/k2", "maml1/k1", "maml1/k2"}
+    assert set(saved) == set(rows) == {f"{m}/k{k}" for m in ("niw_gn", "maml1", "maml2")
+                                       for k in (1, 2)}
     assert all(set(r) == {"ms_per_episode", "peak_mb"} and r["ms_per_episode"] > 0
                for r in saved.values())
-    # NIW's meta-gradient holds the same tensors at any k; second-order MAML's grows
+    # NIW's and first-order MAML's meta-gradients hold the same tensors at any k;
+    # second-order MAML's keeps every inner step's graph
     assert saved["niw_gn/k1"]["peak_mb"] == saved["niw_gn/k2"]["peak_mb"] > 0
     assert saved["maml1/k1"]["peak_mb"] == saved["maml1/k2"]["peak_mb"] > 0
+    assert saved["maml2/k2"]["peak_mb"] > 1.2 * saved["maml2/k1"]["peak_mb"]   # 1.35x here
 
 
 def test_validation_splits_are_held_out_of_meta_train_and_never_meta_test(tmp_path):
@@ -1150,6 +1153,20 @@ def test_meta_train_keeps_the_best_validation_checkpoint_without_perturbing_trai
             assert torch.equal(p, q)
     again = M.evaluate(tr, task, val, torch.Generator().manual_seed(M.VAL_SEED))["err"]
     assert again == pytest.approx(info["val_err"], rel=1e-6)
+
+    # a run whose every validation error is non-finite (a diverged method) keeps its last
+    # state instead of failing, and reports no best error
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(M, "evaluate", lambda *a, **k: {"err": float("nan")})
+    try:
+        tr_nan, _, info_nan = run(3, val=val, val_every=1)
+    finally:
+        monkey.undo()
+    last, _, _ = run(3)
+    assert info_nan["val_err"] == float("inf") and info_nan["best_step"] == 0
+    for a, b in zip(tr_nan.opt.param_groups, last.opt.param_groups, strict=True):
+        for p, q in zip(a["params"], b["params"], strict=True):
+            assert torch.equal(p, q)
 
 
 # ---- seventh slice: sgld_precision="auto", and the step cap's cost ----------------------

@@ -365,16 +365,21 @@ def categorical_fisher_factor(jac: torch.Tensor, p: torch.Tensor) -> torch.Tenso
     return u.reshape(-1, jac.shape[-1])
 
 
+def _diag_of_gram(u: torch.Tensor) -> torch.Tensor:
+    """diag(U^T U) of a factor U [rows, P]."""
+    return (u ** 2).sum(-2)
+
+
 def fisher_diag(task, theta: torch.Tensor, ep: dict, part: str = "support") -> torch.Tensor:
     """The diagonal of the Fisher information U^T U, U = ``task.fisher_factor``."""
-    return (task.fisher_factor(theta, ep, part) ** 2).sum(-2)
+    return _diag_of_gram(task.fisher_factor(theta, ep, part))
 
 
 def _fisher_floor(u: torch.Tensor) -> torch.Tensor:
     """The Fisher diagonal of the factor u, floored at 1e-4: an exact curvature, not a
     noisy variance, so not clipped at a_max (clipping a stiff coordinate's curvature would
     make the Newton centre overshoot it by the clip ratio)."""
-    return (u ** 2).sum(-2).clamp_min(1e-4)
+    return _diag_of_gram(u).clamp_min(1e-4)
 
 
 def _factor_and_grad(task, theta: torch.Tensor, ep: dict, part: str = "support"):
@@ -616,7 +621,10 @@ def episode_peak_mb(trainer, task, ep: dict, generator=None) -> float:
     return peak_mb
 
 
-VAL_SEED = 20_000  # the validation draws' generator: one for every checkpoint and method
+# the validation draws' generator, one for every checkpoint and method; apart from the
+# episode seeds of fewshot.py (20_000 + seed for its validation episodes), so that the
+# draws do not replay the stream that made the episodes
+VAL_SEED = 30_011
 
 
 def meta_train(trainer, task, src, *, steps, batch, generator=None, progress=False,
@@ -660,7 +668,7 @@ def meta_train(trainer, task, src, *, steps, batch, generator=None, progress=Fal
         if log:
             trainer.sgld_log = log
         best["val_curve"].append((step, err))
-        if err < best["val_err"]:
+        if math.isfinite(err) and err < best["val_err"]:   # a diverged checkpoint never wins
             best.update(val_err=err, best_step=step,
                         state=[q.detach().clone() for q in params])
         sync()
@@ -676,18 +684,19 @@ def meta_train(trainer, task, src, *, steps, batch, generator=None, progress=Fal
         if val and ((val_every and (s + 1) % val_every == 0) or s == steps - 1):
             validate(s + 1)
     sync()
-    if val:
+    saved_state = best.pop("state", None)
+    if saved_state is not None:   # None: no finite validation error; keep the last state
         with torch.no_grad():
-            for q, saved in zip(params, best.pop("state"), strict=True):
+            for q, saved in zip(params, saved_state, strict=True):
                 q.copy_(saved)
     wall = time.perf_counter() - t0 - val_s
+    sgld = dict(getattr(trainer, "sgld_log", {}))   # before the memory episode adds a chain
     peak_mb = float("nan")
     if measure_memory:
         peak_mb = episode_peak_mb(trainer, task, split(src.sample(1, "train", generator))[0],
                                   generator)
     return {"history": history, "s_per_episode": wall / (steps * batch), "peak_mb": peak_mb,
-            "skipped": getattr(trainer, "skipped", 0),
-            "sgld": dict(getattr(trainer, "sgld_log", {})),
+            "skipped": getattr(trainer, "skipped", 0), "sgld": sgld,
             **({k: best[k] for k in ("val_err", "best_step", "val_curve")} if val else {})}
 
 
