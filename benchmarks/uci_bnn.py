@@ -206,11 +206,14 @@ def main(argv=None):
           f"splits {splits.start}..{splits.stop - 1}, device {a.device}, "
           f"{torch.get_num_threads()} torch threads", file=sys.stderr)
     eta = a.step_size if a.step_size is not None else b["eta"]
+    # the run's settings, kept in every row so that --merge only combines like runs
+    settings = {"cfg_seed": float(a.seed), "cfg_noise_var": float(a.noise_var),
+                **{f"cfg_{k}": float(v) for k, v in b.items()}, "cfg_eta": float(eta)}
     rows = {}
     for prior in a.priors.split(","):
         per_split = {k: run_split(folder, k, prior, b, a.noise_var, a.seed + k, eta, a.device)
                      for k in splits}
-        rows[prior] = aggregate(per_split)
+        rows[prior] = {**aggregate(per_split), **settings}
         _print_row(prior, rows[prior])
     if "fg" in rows and "gpig" in rows:
         print(_wins(rows), flush=True)
@@ -220,6 +223,7 @@ def main(argv=None):
 
 
 COLUMNS = ("rmse", "ll", "ll_moment", "fit_s", "sample_s", "rhat_max", "rhat_mean")
+SCORES = ("rmse", "ll", "ll_moment", "rhat_max", "rhat_mean")  # not the wall times
 
 
 def aggregate(per_split: dict[int, dict]) -> dict:
@@ -263,18 +267,29 @@ def per_split_of(row: dict) -> dict[int, dict]:
 
 def merge_rows(runs: list[dict]) -> dict:
     """Merge the JSON outputs of runs over disjoint splits (``--first-split``) into the rows
-    one run over all their splits would have written. A split present in two runs is an
-    error unless both give the same numbers (the same run read twice)."""
+    one run over all their splits would have written. Runs with different settings (the
+    ``cfg_*`` columns: budget, seed, noise, step size) are an error; so is a split present
+    in two runs with different scores (the same split run again may differ only in its
+    wall times)."""
     merged: dict[str, dict[int, dict]] = {}
+    settings: dict[str, float] = {}
     for run in runs:
         for prior, row in run.items():
+            cfg = {k: v for k, v in row.items() if k.startswith("cfg_")}
+            if cfg:   # rows written before the settings were kept carry none
+                if settings and cfg != settings:
+                    diff = sorted(k for k in set(cfg) | set(settings)
+                                  if cfg.get(k) != settings.get(k))
+                    raise ValueError(f"runs with different settings ({', '.join(diff)}) "
+                                     "cannot be merged")
+                settings = cfg
             have = merged.setdefault(prior, {})
             for k, res in per_split_of(row).items():
-                if k in have and have[k] != res:
+                if k in have and any(have[k][c] != res[c] for c in SCORES):
                     raise ValueError(f"split {k} of {prior} appears in two runs with "
                                      "different results")
                 have[k] = res
-    return {prior: aggregate(ps) for prior, ps in merged.items()}
+    return {prior: {**aggregate(ps), **settings} for prior, ps in merged.items()}
 
 
 def _print_row(prior: str, row: dict) -> None:

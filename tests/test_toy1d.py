@@ -155,13 +155,15 @@ def test_uci_bnn_first_split_runs_merge_to_the_whole_run(tmp_path, data_dir, cap
     the numbers of one run over the same splits; a split merged twice with different
     results is an error."""
     bench = _bench("uci_bnn")
+    # each process fits its priors afresh (its own cache), as a resumed run would
     common = ["--data", str(data_dir / "uci" / "yacht"), "--budget", "tiny", "--priors",
-              "fg,gpig", "--threads", "1", "--cache", str(tmp_path / "c")]
-    whole = bench.main(common + ["--splits", "2"])
+              "fg,gpig", "--threads", "1"]
+    whole = bench.main(common + ["--splits", "2", "--cache", str(tmp_path / "c_whole")])
     parts = []
     for k in (1, 0):
         out = tmp_path / f"s{k}.json"
-        rows = bench.main(common + ["--first-split", str(k), "--json", str(out)])
+        rows = bench.main(common + ["--first-split", str(k), "--json", str(out),
+                                    "--cache", str(tmp_path / f"c{k}")])
         assert set(bench.per_split_of(rows["fg"])) == {k}
         parts.append(str(out))
     merged = bench.main(["--merge", *parts,
@@ -172,8 +174,21 @@ def test_uci_bnn_first_split_runs_merge_to_the_whole_run(tmp_path, data_dir, cap
                     "rmse_split0", "ll_split1", "ll_moment_split1", "rhat_max_split0"):
             assert merged[prior][col] == pytest.approx(whole[prior][col], rel=1e-9), col
     assert "on RMSE in" in capsys.readouterr().out
+    assert merged["fg"]["cfg_seed"] == 0 and merged["fg"]["cfg_hidden"] == 10
     clash = json.loads(Path(parts[0]).read_text())
     clash["fg"]["rmse_split1"] += 1.0
     (tmp_path / "clash.json").write_text(json.dumps(clash))
     with pytest.raises(ValueError, match="split 1 of fg"):
         bench.main(["--merge", parts[0], str(tmp_path / "clash.json")])
+    # the same split again, only slower: not a clash
+    rerun = json.loads(Path(parts[0]).read_text())
+    rerun["fg"]["sample_s_split1"] += 5.0
+    (tmp_path / "rerun.json").write_text(json.dumps(rerun))
+    bench.main(["--merge", parts[0], str(tmp_path / "rerun.json")])
+    # runs with other settings do not merge
+    other = json.loads(Path(parts[1]).read_text())
+    for prior in other:
+        other[prior]["cfg_eta"] *= 2
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="cfg_eta"):
+        bench.main(["--merge", parts[0], str(tmp_path / "other.json")])
