@@ -422,12 +422,16 @@ def fit_hurst(t: np.ndarray, y: np.ndarray, steps: int, paths: int, seed: int, K
         cap = warmup * steps if n_round == 0 else refit_max
         return n >= cap or plateaued(trace, refit_window, refit_tol)
 
+    def constrained():
+        """(H, theta, mu, sigma) from the unconstrained parameters."""
+        return (torch.sigmoid(raw["h"]).clamp(0.01, 0.99),
+                torch.nn.functional.softplus(raw["theta"] + 1.0), raw["mu"],
+                torch.nn.functional.softplus(raw["sigma"] + 0.5))
+
     def probe(step, extra=None):
         with torch.no_grad():
-            th = float(torch.nn.functional.softplus(raw["theta"] + 1.0))
-            sg = float(torch.nn.functional.softplus(raw["sigma"] + 0.5))
-            h0 = float(torch.sigmoid(raw["h"]).clamp(0.01, 0.99))
-        r = h_gradients(tt, yt, ctrl, h0, th, float(raw["mu"].detach()), sg, x0_loc.detach(),
+            h0, th, m, sg = (float(v) for v in constrained())
+        r = h_gradients(tt, yt, ctrl, h0, th, m, sg, x0_loc.detach(),
                         x0_lsd.detach().exp(), K, kind, gamma_max, dt, obs_sd,
                         probe_paths, seed=10_000 + step, control_form=control_form)
         print(f"  probe at step {step}: H {h0:.3f}  ELBO {r['elbo_noise']:.1f} "
@@ -454,10 +458,7 @@ def fit_hurst(t: np.ndarray, y: np.ndarray, steps: int, paths: int, seed: int, K
             if n_round in probe_rounds:
                 probe(step, {"round": n_round})
             phase, in_phase, trace = "h", 0, []
-        H = torch.sigmoid(raw["h"]).clamp(0.01, 0.99)
-        theta = torch.nn.functional.softplus(raw["theta"] + 1.0)
-        sigma = torch.nn.functional.softplus(raw["sigma"] + 0.5)
-        mu = raw["mu"]
+        H, theta, mu, sigma = constrained()
         q0 = torch.distributions.Normal(x0_loc, x0_lsd.exp())
         x0 = q0.rsample((paths,)).T.reshape(M * paths, 1)
 

@@ -328,7 +328,7 @@ def test_planned_solve_equals_the_generic_step(form, diffusion, monkeypatch):
                     fs.drift_to_control(out, s * self.wbar)
 
             monkeypatch.setattr(fs.FractionalSDE, "u", generic_u)
-            monkeypatch.setattr(fs.FractionalSDE, "set_plan", lambda self, pts: None)
+            monkeypatch.setattr(fs.FractionalSDE, "set_plan", lambda self, pts, index=None: None)
             monkeypatch.delattr(fs.FractionalSDE, "f_and_g_prod")
             monkeypatch.setattr(fs.FractionalSDE, "_diffusion",
                                 lambda self, x, t: self.diffusion(x, t))

@@ -256,15 +256,16 @@ class FractionalSDE(nn.Module):
         self._g = self._s = self._pinv = None
         self._plan, self._plan_index = None, {}
 
-    def set_plan(self, points: list[torch.Tensor]) -> None:
+    def set_plan(self, points: list[torch.Tensor], index: dict | None = None) -> None:
         """Precompute the control's state-free part at the Euler grid ``points`` (the
-        times the solver visits; :meth:`Control.plan`). Called once per solve, after the
-        weights' last update, so gradients reach them through the plan."""
+        times the solver visits; :meth:`Control.plan`; ``index``: their
+        :func:`grid_index`, if already built). Called once per solve, after the weights'
+        last update, so gradients reach them through the plan."""
         if not isinstance(self.control, Control) or not points:
             return
         pts = torch.stack(points)
         self._plan = self.control.plan((pts - self.t0) / self.span, pts.dtype)
-        self._plan_index = {float(p): i for i, p in enumerate(points)}
+        self._plan_index = grid_index(points) if index is None else index
 
     def _split(self, z):
         D, K = self.D, self.K
@@ -351,6 +352,11 @@ def euler_points(times: torch.Tensor, dt: float) -> list[torch.Tensor]:
     return pts
 
 
+def grid_index(points: list[torch.Tensor]) -> dict[float, int]:
+    """{t: i} for the Euler points: how the solver's queries at time t find their step."""
+    return {float(p): i for i, p in enumerate(points)}
+
+
 class GridBrownian(torchsde.BrownianInterval.__mro__[1]):  # torchsde's BaseBrownian
     """Brownian motion pre-sampled on the Euler grid t0, t0 + dt, ..., t1 (and the output
     times): ``bm(ta, tb)`` is W(tb) - W(ta) at grid points. torchsde's BrownianInterval
@@ -360,12 +366,12 @@ class GridBrownian(torchsde.BrownianInterval.__mro__[1]):  # torchsde's BaseBrow
     __slots__ = ("_index", "_w", "_shape")
 
     def __init__(self, times: torch.Tensor, dt: float, shape: tuple[int, int], dtype, device,
-                 points: list[torch.Tensor] | None = None):
+                 points: list[torch.Tensor] | None = None, index: dict | None = None):
         pts = euler_points(times, dt) if points is None else points
         t = torch.stack(pts).to(torch.float64)
         dw = torch.randn(len(pts) - 1, *shape, dtype=dtype, device=device)
         dw = dw * (t[1:] - t[:-1]).clamp(min=0).sqrt().to(dtype).reshape(-1, 1, 1)
-        self._index = {float(p): i for i, p in enumerate(pts)}
+        self._index = grid_index(pts) if index is None else index
         self._w = torch.cat([torch.zeros(1, *shape, dtype=dtype, device=device),
                              dw.cumsum(0)])
         self._shape = shape
@@ -473,9 +479,11 @@ def simulate(times: torch.Tensor, x0: torch.Tensor, drift, diffusion, hurst, *, 
             raise ValueError("fractional_sde: noise=additive needs a diffusion that does not "
                              "depend on the state; use noise=general")
     pts = euler_points(times, float(dt))
-    sde.set_plan(pts)
+    index = grid_index(pts)   # one host read per point (a sync each on CUDA), shared
+    sde.set_plan(pts, index)
     if bm is None:
-        bm = GridBrownian(times, float(dt), (B, D), x0.dtype, x0.device, points=pts)
+        bm = GridBrownian(times, float(dt), (B, D), x0.dtype, x0.device, points=pts,
+                          index=index)
     zs = torchsde.sdeint(sde, z0, times, method="euler", dt=float(dt), bm=bm)
     return zs[..., :D], zs[-1, :, -1], eps
 
