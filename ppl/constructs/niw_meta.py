@@ -13,12 +13,16 @@ from ..builtins import Builtin, register
 from ..infer.methods import _COMMON, METHODS, Method, Option
 from ..infer.methods import register as register_method
 
+#: how an SGLD chain becomes the local update's (mbar_i, A_i) (:class:`ppl.infer.meta.NIW`;
+#: "auto": by the likelihood's family, :func:`ppl.infer.meta.auto_precision`)
+PRECISIONS = ("auto", "variance", "fisher", "newton", "gauss_newton")
+
 register(Builtin(
     "niw_meta", "rt.niw_meta.prior",
     ("n0", "gamma0", "l0", "sgld_steps", "sgld_lr", "sgld_temp", "a_max", "sgld_burn",
      "sgld_power_iters", "sgld_precision"), 0,
     kind="construct", result="network", tilde="network",
-    choices={"sgld_precision": ("auto", "variance", "fisher", "newton", "gauss_newton")},
+    choices={"sgld_precision": PRECISIONS},
     doc="NIW hierarchical prior over all of a network's weights: theta_i ~ N(mu, Sigma), "
         "(mu, Sigma) ~ NIW with diagonal q(phi) = NIW(m0, l0, gamma0, n0); "
         "n0 = 1, gamma0 = 1e6, l0 = 1 at init; sgld_steps (3), sgld_lr (1e-3), "

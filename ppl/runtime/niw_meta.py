@@ -24,9 +24,7 @@ import pyro.distributions as dist
 import torch
 from torch.func import functional_call
 
-#: how an SGLD chain becomes the local update's (mbar_i, A_i) (:class:`ppl.infer.meta.NIW`)
-#: ("auto": by the likelihood's family, :func:`ppl.infer.meta.auto_precision`)
-PRECISIONS = ("auto", "variance", "fisher", "newton", "gauss_newton")
+from ..constructs.niw_meta import PRECISIONS  # one list for the checker and the runtime
 
 LOG2 = math.log(2.0)
 
