@@ -321,14 +321,13 @@ def test_planned_solve_equals_the_generic_step(form, diffusion, monkeypatch):
     out = {}
     for name in ("fast", "generic"):
         if name == "generic":
-            def generic_u(self, t, z, s):   # features per step, no cached pseudo-inverse
+            def generic_u(self, t, z, s, i=None):   # features per step, no cached pinv
                 x, y = self._split(z)
                 out = self.control((t - self.t0) / self.span, x, y)
                 return out if self.control_form == "noise" else \
                     fs.drift_to_control(out, s * self.wbar)
 
             monkeypatch.setattr(fs.FractionalSDE, "u", generic_u)
-            monkeypatch.setattr(fs.FractionalSDE, "set_plan", lambda self, pts, index=None: None)
             monkeypatch.delattr(fs.FractionalSDE, "f_and_g_prod")
             monkeypatch.setattr(fs.FractionalSDE, "_diffusion",
                                 lambda self, x, t: self.diffusion(x, t))
@@ -339,3 +338,37 @@ def test_planned_solve_equals_the_generic_step(form, diffusion, monkeypatch):
     assert float(out["fast"][1].detach().min()) > 0.01
     for a, b in zip(out["fast"], out["generic"], strict=True):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_solver_time_loop_runs_on_host_times_and_every_step_finds_its_grid_point(monkeypatch):
+    """torchsde's time loop gets host copies of the times (on CUDA a comparison of device
+    scalars is a sync per step); each Euler step's time is found on the grid, so the
+    planned control serves every step and the drift sees the grid's own time tensor."""
+    D, K, B = 1, 3, 4
+    ctrl = fs.Control(D, K, hidden=(8,), n_freq=2).double()
+    t = torch.linspace(0, 1, 6, dtype=torch.float64)
+    seen_ts, steps, drift_t = [], [], []
+    real_sdeint, real_u = fs.torchsde.sdeint, fs.FractionalSDE.u
+
+    def sdeint(sde, z0, ts, **kw):
+        seen_ts.append(ts)
+        return real_sdeint(sde, z0, ts, **kw)
+
+    def u(self, t_, z, s, i=None):
+        steps.append(i)
+        return real_u(self, t_, z, s, i)
+
+    def drift(x, s):
+        drift_t.append(s)
+        return -x
+
+    monkeypatch.setattr(fs.torchsde, "sdeint", sdeint)
+    monkeypatch.setattr(fs.FractionalSDE, "u", u)
+    x0 = torch.zeros(B, D, dtype=torch.float64)
+    fs.simulate(t, x0, drift, 1.0, 0.6, K=K, dt=0.05, control=ctrl, gamma_max=5.0)
+    assert seen_ts[0].device.type == "cpu" and torch.equal(seen_ts[0], t)
+    # (torchsde probes f at ts[0] before the loop)
+    assert all(i is not None for i in steps) and steps[-20:] == list(range(20))
+    grid = torch.tensor([float(s) for s in drift_t[-20:]], dtype=torch.float64)
+    assert torch.allclose(grid, torch.arange(20, dtype=torch.float64) * 0.05, atol=1e-12)
+    assert all(s.dtype == x0.dtype and s.device == x0.device for s in drift_t)

@@ -254,32 +254,43 @@ class FractionalSDE(nn.Module):
         # pseudo-inverse are built once per solve
         self.constant_diffusion = getattr(diffusion, "constant", False)
         self._g = self._s = self._pinv = None
-        self._plan, self._plan_index = None, {}
+        self._plan = None
+        self._grid, self._grid_index = None, {}
 
-    def set_plan(self, points: list[torch.Tensor], index: dict | None = None) -> None:
-        """Precompute the control's state-free part at the Euler grid ``points`` (the
-        times the solver visits; :meth:`Control.plan`; ``index``: their
-        :func:`grid_index`, if already built). Called once per solve, after the weights'
-        last update, so gradients reach them through the plan."""
-        if not isinstance(self.control, Control) or not points:
-            return
-        pts = torch.stack(points)
-        self._plan = self.control.plan((pts - self.t0) / self.span, pts.dtype)
-        self._plan_index = grid_index(points) if index is None else index
+    def set_grid(self, points: torch.Tensor, index: dict[float, int]) -> None:
+        """The Euler grid ``points`` [P] on the state's device and its host-side
+        :func:`grid_index`. The solver runs its time loop on host copies of the times (a
+        comparison of device scalars is a host sync per step on CUDA); each step's time
+        is looked up here and replaced by its device copy. If the control is a
+        :class:`Control`, its state-free part is planned on the grid
+        (:meth:`Control.plan`); called once per solve, after the weights' last update, so
+        gradients reach them through the plan."""
+        self._grid, self._grid_index = points, index
+        if isinstance(self.control, Control) and len(points):
+            self._plan = self.control.plan((points - self.t0) / self.span, points.dtype)
+
+    def _step(self, t, like: torch.Tensor):
+        """(the time t on the device of ``like``, its index on the grid or None)."""
+        t = torch.as_tensor(t, dtype=like.dtype)
+        # a device scalar is not looked up: reading it would be the sync this avoids
+        i = self._grid_index.get(float(t)) if t.device.type == "cpu" else None
+        if i is not None:
+            return self._grid[i], i
+        return t.to(like.device), None
 
     def _split(self, z):
         D, K = self.D, self.K
         return z[:, :D], z[:, D:D + D * K].reshape(-1, D, K)
 
-    def u(self, t, z, s: torch.Tensor):
-        """The control u(Z, t) [B, D] that enters W's drift (and so X and every Y_k).
+    def u(self, t, z, s: torch.Tensor, i: int | None = None):
+        """The control u(Z, t) [B, D] that enters W's drift (and so X and every Y_k);
+        ``i``: t's index on the Euler grid, if it is a grid point.
 
         ``control_form="drift"``: the network's output is Delta, the change of X's drift,
         and u = Delta / (s wbar) (``s`` the diffusion at the state)."""
         if self.control is None:
             return torch.zeros_like(z[:, :self.D])
-        i = self._plan_index.get(float(t)) if self._plan is not None else None
-        if i is not None:   # on the Euler grid: the planned first layer
+        if i is not None and self._plan is not None:   # the planned first layer
             out = self.control.planned(self._plan, i, z[:, :self.D * (1 + self.K)])
         else:
             x, y = self._split(z)
@@ -302,10 +313,11 @@ class FractionalSDE(nn.Module):
 
     def _f_s(self, t, z):
         """The drift of Z and the diffusion s at (t, Z)."""
+        t, i = self._step(t, z)
         x, y = self._split(z)
         b = self.drift(x, t)
         s = self._diffusion(x, t)
-        u = self.u(t, z, s)
+        u = self.u(t, z, s, i)
         dy = u.unsqueeze(-1) - self.gamma * y
         dx = b + s * (self.w * dy).sum(-1)
         dkl = 0.5 * (u ** 2).sum(-1, keepdim=True)
@@ -330,7 +342,7 @@ class FractionalSDE(nn.Module):
         if self.constant_diffusion and self._g is not None and self._g.shape[0] == B:
             return self._g
         x, _ = self._split(z)
-        s = self.diffusion(x, t) * self.wbar
+        s = self.diffusion(x, self._step(t, z)[0]) * self.wbar
         eye = torch.eye(D, dtype=z.dtype, device=z.device)
         gx = torch.diag_embed(s.expand(B, D))                                  # [B, D, D]
         gy = eye.unsqueeze(1).expand(D, K, D).reshape(1, D * K, D).expand(B, -1, -1)
@@ -343,7 +355,8 @@ class FractionalSDE(nn.Module):
 
 def euler_points(times: torch.Tensor, dt: float) -> list[torch.Tensor]:
     """The points torchsde's fixed-step loop visits from times[0] to times[-1], computed
-    with the same tensor arithmetic (so that lookups by float(t) match bit for bit)."""
+    with the same tensor arithmetic (so that lookups by float(t) match bit for bit);
+    ``times`` on the host, where :func:`simulate` runs the solver's time loop."""
     cur, pts = times[0], [times[0]]
     for out in times[1:]:
         while cur < out:
@@ -370,7 +383,8 @@ class GridBrownian(torchsde.BrownianInterval.__mro__[1]):  # torchsde's BaseBrow
         pts = euler_points(times, dt) if points is None else points
         t = torch.stack(pts).to(torch.float64)
         dw = torch.randn(len(pts) - 1, *shape, dtype=dtype, device=device)
-        dw = dw * (t[1:] - t[:-1]).clamp(min=0).sqrt().to(dtype).reshape(-1, 1, 1)
+        step = (t[1:] - t[:-1]).clamp(min=0).sqrt()
+        dw = dw * step.to(dtype=dtype, device=dw.device).reshape(-1, 1, 1)
         self._index = grid_index(pts) if index is None else index
         self._w = torch.cat([torch.zeros(1, *shape, dtype=dtype, device=device),
                              dw.cumsum(0)])
@@ -478,13 +492,16 @@ def simulate(times: torch.Tensor, x0: torch.Tensor, drift, diffusion, hurst, *, 
         if not same:
             raise ValueError("fractional_sde: noise=additive needs a diffusion that does not "
                              "depend on the state; use noise=general")
-    pts = euler_points(times, float(dt))
-    index = grid_index(pts)   # one host read per point (a sync each on CUDA), shared
-    sde.set_plan(pts, index)
+    # torchsde's fixed-step loop compares and takes the min of time scalars at every
+    # step; on host copies of the times that costs no device sync
+    host_times = times.detach().cpu()
+    pts = euler_points(host_times, float(dt))
+    index = grid_index(pts)
+    sde.set_grid(torch.stack(pts).to(x0.device), index)
     if bm is None:
-        bm = GridBrownian(times, float(dt), (B, D), x0.dtype, x0.device, points=pts,
+        bm = GridBrownian(host_times, float(dt), (B, D), x0.dtype, x0.device, points=pts,
                           index=index)
-    zs = torchsde.sdeint(sde, z0, times, method="euler", dt=float(dt), bm=bm)
+    zs = torchsde.sdeint(sde, z0, host_times, method="euler", dt=float(dt), bm=bm)
     return zs[..., :D], zs[-1, :, -1], eps
 
 
