@@ -637,6 +637,45 @@ def test_flat_net_direct_path_equals_functional_call():
     assert torch.allclose(flat(theta, x), cnn(x))
 
 
+def test_flat_net_jacobian_equals_autograd_and_feeds_the_regression_factor():
+    """``FlatNet.jacobian``'s reverse pass (vectorised over points and outputs) equals
+    autograd's batched-backward Jacobian for every activation (closed-form ReLU, tanh,
+    sigmoid derivatives and the autograd fallback), with the outputs of the forward pass;
+    a cnn gives None. The harness's Gauss-Newton factor and gradient through it equal
+    the autograd Jacobian's to roundoff (float32, the benchmark's net), so sine/line's
+    ``gauss_newton`` numbers do not move."""
+    from ppl.runtime.nn import CNN
+
+    g = torch.Generator().manual_seed(0)
+    for act in ("relu", "tanh", "sigmoid", "softplus", "elu", "gelu"):
+        net = MLP(3, [8, 5], 2, act=act).to(D64)
+        flat = rtn.FlatNet(net)
+        theta = torch.randn(flat.d, dtype=D64, generator=g)
+        x = torch.randn(4, 7, 3, dtype=D64, generator=g)
+        jac, out = flat.jacobian(theta, x)
+        ref = M._jacobian(lambda t, flat=flat, x=x: flat(t, x), theta)
+        assert jac.shape == (4, 7, 2, flat.d)
+        assert torch.allclose(jac, ref, rtol=1e-12, atol=1e-13), act
+        assert torch.equal(out, flat(theta, x))
+    with pytest.raises(ValueError, match="expects 3 input features"):
+        flat.jacobian(theta, torch.zeros(4, 2, dtype=D64))
+    cnn = rtn.FlatNet(CNN((1, 4, 4), [2], 3).to(D64))
+    assert cnn.jacobian(cnn.vector(), torch.zeros(2, 1, 4, 4, dtype=D64)) is None
+
+    torch.manual_seed(0)
+    task = M.RegressionTask(MLP(1, [32, 32], 1, act="relu"))
+    ep = M.split(rtn.SineLine(shots=5).sample(1, "train", torch.Generator().manual_seed(3)))[0]
+    theta = task.flat.vector() + 0.1 * torch.randn(task.flat.d, generator=g)
+    u, grad = task.fisher_factor_grad(theta, ep)
+    jac, mu = M._jacobian(lambda t: task.mean(t, ep["xs"]), theta, with_value=True)
+    assert torch.allclose(u, jac / task.sigma, rtol=1e-6, atol=1e-6)
+    assert torch.allclose(grad, rtn._grad(lambda t: task.loss(t, ep, "support"), theta)[1],
+                          rtol=1e-4, atol=1e-4)
+    assert torch.allclose(task.fisher_factor(theta, ep, "query"),
+                          M._jacobian(lambda t: task.mean(t, ep["xq"]), theta) / task.sigma,
+                          rtol=1e-6, atol=1e-6)
+
+
 def test_finite_difference_power_iteration_equals_the_exact_one():
     """Hessian-vector products by finite differences of gradients are exact on a
     quadratic (up to roundoff), so the power iteration matches the double-backward one

@@ -448,7 +448,15 @@ class RegressionTask:
         F_j = sum_n (d mu_n / d theta_j)^2 / sigma^2 is, for a ReLU MLP (each output linear
         in any single weight), the exact Hessian diagonal (METHODS.md §4: A_i)."""
         x = ep["xs"] if part == "support" else ep["xq"]
-        return _jacobian(lambda th: self.mean(th, x), theta) / self.sigma
+        return self._mean_jacobian(theta, x)[0] / self.sigma
+
+    def _mean_jacobian(self, theta, x):
+        """(d mu / d theta [points, d], mu): the network's own reverse pass
+        (:meth:`ppl.runtime.niw_meta.FlatNet.jacobian`) where it has one, else autograd."""
+        direct = self.flat.jacobian(theta, x)
+        if direct is not None:
+            return direct[0][..., 0, :], direct[1][..., 0]
+        return _jacobian(lambda th: self.mean(th, x), theta, with_value=True)
 
     def factor_rows(self, ep, part="support"):
         """Rows of :meth:`fisher_factor`: one per point."""
@@ -459,7 +467,7 @@ class RegressionTask:
         the gradient of the summed NLL sum_n (mu_n - y_n)^2 / (2 sigma^2),
         J^T (mu - y) / sigma^2 = U^T (mu - y) / sigma -- no extra backward pass."""
         x, y = (ep["xs"], ep["ys"]) if part == "support" else (ep["xq"], ep["yq"])
-        jac, mu = _jacobian(lambda th: self.mean(th, x), theta, with_value=True)
+        jac, mu = self._mean_jacobian(theta, x)
         u = jac / self.sigma
         return u, u.transpose(-1, -2) @ ((mu - y) / self.sigma)
 

@@ -356,6 +356,22 @@ def _linear_plan(net: torch.nn.Module):
     return plan
 
 
+def _act_derivative(act, z: torch.Tensor) -> torch.Tensor:
+    """act'(z) elementwise, for :meth:`FlatNet.jacobian`: closed forms for ReLU, tanh and
+    sigmoid, autograd on the elementwise function otherwise."""
+    if act is torch.relu:
+        return (z > 0).to(z.dtype)
+    if act is torch.tanh:
+        return 1 - torch.tanh(z) ** 2
+    if act is torch.sigmoid:
+        s = torch.sigmoid(z)
+        return s * (1 - s)
+    zz = z.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (d,) = torch.autograd.grad(act(zz).sum(), zz)
+    return d
+
+
 class FlatNet:
     """``net`` applied with the weights taken from a vector theta of length d; a batch of
     thetas [S, d] maps over S.
@@ -395,6 +411,57 @@ class FlatNet:
             else:
                 h = op(h)
         return h
+
+    def jacobian(self, theta: torch.Tensor, x: torch.Tensor):
+        """(J, f(theta, x)) with J = d f(theta, x) / d theta, shape x.shape[:-1] + (out, d),
+        for a chain of Linear layers and elementwise activations; None for other networks
+        (the caller falls back to autograd).
+
+        One forward pass and one reverse pass vectorised over the points and the outputs
+        instead of a batched backward through autograd's graph (which costs ~1.5x a
+        gradient on the 2x32 MLP; this ~1x): with h_0 = x, z_l = W_l h_{l-1} + b_l and
+        h_l = act(z_l), the sensitivities delta_L = I (out x out, per point),
+        delta_{l-1} = (delta_l W_l) * act'(z_{l-1}), give dF/dW_l = delta_l h_{l-1}^T and
+        dF/db_l = delta_l, F the network output (backpropagation with one row per output
+        and point). act' is exact: ReLU 1[z > 0] (autograd's convention at 0), tanh
+        1 - h^2, sigmoid h (1 - h), any other activation by autograd on its elementwise
+        function."""
+        if self.plan is None or theta.dim() != 1:
+            return None
+        if self.in_dim is not None and (x.dim() == 0 or x.shape[-1] != self.in_dim):
+            raise ValueError(f"network expects {self.in_dim} input features, got shape "
+                             f"{tuple(x.shape)}")
+        theta = theta.detach()
+        parts = theta.split(self.numels)
+        offsets = [0]
+        for n in self.numels:
+            offsets.append(offsets[-1] + n)
+        h = x.to(theta.dtype).reshape(-1, x.shape[-1])
+        saved = []  # (input, weight, w, b) per Linear; act'(z) per activation
+        for op in self.plan:
+            if isinstance(op, tuple):
+                w, b, shape = op
+                weight = parts[w].view(shape)
+                saved.append((h, weight, w, b))
+                h = torch.nn.functional.linear(h, weight, None if b is None else parts[b])
+            else:
+                saved.append(_act_derivative(op, h))
+                h = op(h)
+        n, out = h.shape
+        jac = theta.new_zeros(n, out, theta.numel())
+        delta = torch.eye(out, dtype=theta.dtype, device=theta.device).expand(n, out, out)
+        for item in reversed(saved):
+            if not isinstance(item, tuple):
+                delta = delta * item[:, None, :]
+                continue
+            hin, weight, w, b = item
+            jac[..., offsets[w]:offsets[w + 1]] = (
+                delta[..., :, None] * hin[:, None, None, :]).reshape(n, out, -1)
+            if b is not None:
+                jac[..., offsets[b]:offsets[b + 1]] = delta
+            delta = delta @ weight
+        lead = tuple(x.shape[:-1])
+        return jac.reshape(lead + (out, theta.numel())), h.reshape(lead + (out,))
 
     def __call__(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if theta.dim() > 1:
