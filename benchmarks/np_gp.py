@@ -313,10 +313,17 @@ def main(argv=None) -> int:
     p.add_argument("--pseudo", type=int, default=0,
                    help="MPNP pseudo-context size M (0: as many as context points)")
     p.add_argument("--train-samples", type=int, default=4, help="K in training")
-    p.add_argument("--generator", default="mean", choices=("mean", "resample", "predictive"),
+    p.add_argument("--generator", default="mean", choices=npr.GENERATOR_MODES,
                    help="pseudo-context base of mpnp/ampnp: the context's mean "
-                        "representation (default), a soft resampling of the context, or "
-                        "observations imputed from the amortised predictive")
+                        "representation (default), a soft resampling of the context, "
+                        "observations imputed from the amortised predictive, or mixed "
+                        "(alternate pseudo sets of the mean and the predictive base)")
+    p.add_argument("--mixed-bound", default="joint", choices=("joint", "per_kind"),
+                   help="--generator mixed: one bound over all pseudo sets (default) or "
+                        "each kind's own bound weighted by its share")
+    p.add_argument("--tag-kinds", action="store_true",
+                   help="--generator mixed: a learned offset on the predictive-base sets' "
+                        "points, so that the decoder can tell the kinds apart")
     p.add_argument("--samples", type=int, default=50, help="draws at evaluation")
     p.add_argument("--eval-tasks", type=int, default=200)
     p.add_argument("--bo-tasks", type=int, default=0, help="GP functions for the BO loop")
@@ -353,8 +360,9 @@ def main(argv=None) -> int:
         model = npr.MODELS[FAMILIES[name]](1, 1, hidden=args.hidden, pseudo=args.pseudo,
                                            samples=args.samples).to(device)
         if hasattr(model, "gen"):
-            model.gen.resample = args.generator == "resample"
-            model.gen.predictive = args.generator == "predictive"
+            model.gen.mode = args.generator
+            model.gen.per_kind_bound = args.mixed_bound == "per_kind"
+            model.gen.tag_kinds = args.tag_kinds
         train = npr.GPTasks(args.train_kernel, lengthscale=args.lengthscale_range,
                             scale=args.scale_range, period=args.period_range,
                             noise=args.noise, tnoise_scale=args.tnoise_scale,

@@ -119,8 +119,9 @@ def test_pseudo_context_generator_equivariant():
 
 
 @pytest.mark.parametrize("cls,mode", [(npr.MPNP, "mean"), (npr.MPNP, "resample"),
-                                      (npr.MPNP, "predictive"), (npr.AMPNP, "mean"),
-                                      (npr.AMPNP, "predictive"),
+                                      (npr.MPNP, "predictive"), (npr.MPNP, "mixed"),
+                                      (npr.AMPNP, "mean"), (npr.AMPNP, "predictive"),
+                                      (npr.AMPNP, "mixed"),
                                       (npr.AMPNPPseudoAttention, "mean")])
 def test_mpnp_predictive_invariant_to_context_order(cls, mode):
     """Same noise: the predictive of every pseudo set is invariant to the order of the
@@ -128,7 +129,7 @@ def test_mpnp_predictive_invariant_to_context_order(cls, mode):
     base, and the attentive AMPNP)."""
     torch.manual_seed(3)
     m = cls(1, 1, hidden=16, pseudo=4, samples=5, heads=2)
-    m.gen.resample, m.gen.predictive = mode == "resample", mode == "predictive"
+    m.gen.mode = mode
     torch.nn.init.normal_(m.gen.out.weight)  # as after training: the noise matters
     xc, yc, xt, _ = _batch(C=8)
     perm, tperm = torch.randperm(8), torch.randperm(7)
@@ -182,6 +183,139 @@ def test_mpnp_predictive_imputation(cls):
         torch.manual_seed(8)
         spread.append(float(m.thetas(xc, yc, 20)[1].std(0).mean()))
     assert spread[0] < spread[1] < spread[2] and spread[2] > 3 * spread[0]
+
+
+def test_mpnp_mixed_generator_kinds_and_equivariance():
+    """The mixed generator alternates the kinds: even-numbered pseudo sets take the mean
+    base and odd-numbered ones the predictive base, ceil(K/2) and floor(K/2) of them,
+    each set's R' written out here from the same draws (noise first, then the
+    imputations of the predictive-base sets only); untrained (Out = 0), a mean-base set
+    gives theta_k = theta_c exactly and a predictive-base set does not; and each set is
+    equivariant to a joint permutation of its noise and base and invariant to the
+    context's order."""
+    assert npr.PseudoContextGenerator(8, 2).predictive_sets(3) == [False] * 3
+    gen = npr.PseudoContextGenerator(8, 2)
+    gen.mode = "mixed"
+    assert gen.predictive_sets(5) == [False, True, False, True, False]
+    assert sum(gen.predictive_sets(50)) == 25 and sum(gen.predictive_sets(4)) == 2
+    with pytest.raises(ValueError, match="unknown pseudo-context generator 'mix'"):
+        gen.mode = "mix"
+    torch.manual_seed(4)
+    m = npr.MPNP(1, 1, hidden=16, pseudo=6, samples=5, heads=2)
+    m.gen.mode = "mixed"
+    assert (m.gen.mode, m.gen.predictive, m.gen.resample) == ("mixed", False, False)
+    xc, yc, _, _ = _batch(B=2, C=5)
+    rc = m.enc.embed(xc, yc)
+    theta_c = m.enc.post(rc.mean(-2))
+    torch.manual_seed(7)
+    got_c, got_k, got_p, rp = m._sets(xc, yc, 5)
+    torch.manual_seed(7)
+    eps = torch.randn(5, 2, 6, 16)
+    imputed = m._imputed(xc, yc, theta_c, 2, 6)                 # sets 1 and 3 only
+    mean = rc.mean(1, keepdim=True).expand(2, 6, 16)
+    base = torch.stack([mean, imputed[0], mean, imputed[1], mean])
+    want = m.gen(rc.expand(5, -1, -1, -1), eps, base)
+    torch.testing.assert_close(rp, want)
+    torch.testing.assert_close(got_c, theta_c)
+    for k in (0, 2, 4):                                         # untrained: Out = 0
+        torch.testing.assert_close(got_k[k], theta_c)
+        torch.testing.assert_close(got_p[k], theta_c)
+    for k in (1, 3):
+        assert (got_k[k] - theta_c).abs().max() > 1e-3
+    # tag_kinds: the learned offset moves the predictive-base sets' points only
+    m.gen.tag_kinds = True
+    with torch.no_grad():
+        m.gen.kind_tag.copy_(torch.linspace(-1, 1, 16))
+    torch.manual_seed(7)
+    tagged = m._sets(xc, yc, 5)[3]
+    shift = torch.tensor([0.0, 1, 0, 1, 0])[:, None, None, None] * torch.linspace(-1, 1, 16)
+    torch.testing.assert_close(tagged, want + shift)
+    m.gen.tag_kinds = False
+    torch.nn.init.normal_(m.gen.out.weight)  # as after training: the noise matters
+    rce = rc.expand(5, -1, -1, -1)
+    out = m.gen(rce, eps, base)
+    cperm, pperm = torch.randperm(5), torch.randperm(6)
+    torch.testing.assert_close(m.gen(rce[:, :, cperm], eps, base), out)
+    torch.testing.assert_close(m.gen(rce, eps[:, :, pperm], base[:, :, pperm]),
+                               out[:, :, pperm])
+    assert out.std(2).min() > 0.1          # pseudo points of a set differ from each other
+
+
+def test_mpnp_mixed_loss_hand_computed():
+    """The mixed MPNP's loss is the three-term loss over K = 2 sets of the two kinds
+    (set 0 mean base, set 1 predictive base), written out per point: the marginal and
+    pseudo terms are log(1/2 e^l_0 + 1/2 e^l_1), the stratified estimate of the log of the
+    equal-weight mixture of the two kinds' likelihoods, so it lies within log 2 of the
+    better kind (log 1/2 + max_k l_k <= term <= max_k l_k); with ``per_kind_bound`` each
+    kind's own bound, weighted by its share."""
+    torch.manual_seed(6)
+    m = npr.MPNP(1, 1, hidden=8, pseudo=2, heads=2)
+    m.gen.mode = "mixed"
+    torch.nn.init.normal_(m.gen.out.weight, std=0.3)
+    xc, yc = torch.tensor([[[-0.5], [0.4]]]), torch.tensor([[[0.3], [-0.2]]])
+    x = torch.cat([xc, torch.tensor([[[0.9]]])], 1)
+    y = torch.cat([yc, torch.tensor([[[0.6]]])], 1)
+    torch.manual_seed(11)
+    got = float(m.loss(xc, yc, x, y, num_samples=2).detach())
+    torch.manual_seed(11)
+    with torch.no_grad():
+        theta_c, theta_k, theta_p = m.thetas(xc, yc, 2)
+
+    def joint(theta):  # sum over the three points of log N(y_i; mu(x_i), sigma(x_i)^2)
+        with torch.no_grad():
+            mu, s = m.dec(x[0], theta.expand(3, -1))
+        return sum(_lognorm(float(y[0, i, 0]), float(mu[i, 0]), float(s[i, 0]))
+                   for i in range(3))
+
+    amort = joint(theta_c[0])
+    l_k = [joint(theta_k[k, 0]) for k in range(2)]
+    l_p = [joint(theta_p[k, 0]) for k in range(2)]
+    marg = math.log(0.5 * math.exp(l_k[0]) + 0.5 * math.exp(l_k[1]))
+    pseudo = math.log(0.5 * math.exp(l_p[0]) + 0.5 * math.exp(l_p[1]))
+    assert got == pytest.approx(-(amort + marg + pseudo) / 3, rel=1e-5)
+    assert abs(l_k[0] - l_k[1]) > 1e-3       # the two kinds give different components
+    for term, ls in ((marg, l_k), (pseudo, l_p)):
+        assert math.log(0.5) + max(ls) <= term <= max(ls)
+    # per-kind bounds: each kind's own log-mean-exp (one set each here) weighted by its
+    # share, 1/2 l_0 + 1/2 l_1 <= log(1/2 e^l_0 + 1/2 e^l_1): a looser bound of the same
+    # mixture
+    m.gen.per_kind_bound = True
+    torch.manual_seed(11)
+    got = float(m.loss(xc, yc, x, y, num_samples=2).detach())
+    assert got == pytest.approx(-(amort + sum(l_k) / 2 + sum(l_p) / 2) / 3, rel=1e-5)
+    assert sum(l_k) / 2 < marg and sum(l_p) / 2 < pseudo
+    # K = 5 (three mean-base sets, two predictive-base): shares 3/5 and 2/5
+    g = torch.Generator().manual_seed(2)
+    mu = torch.randn(5, 1, 3, 1, generator=g)
+    s = 0.5 + torch.rand(5, 1, 3, 1, generator=g)
+    ll = [torch.distributions.Normal(mu[k, 0, :, 0], s[k, 0, :, 0]).log_prob(y[0, :, 0]).sum()
+          for k in range(5)]
+
+    def lme(v):
+        return torch.logsumexp(torch.stack(v), 0) - math.log(len(v))
+
+    term = 0.6 * lme(ll[0::2]) + 0.4 * lme(ll[1::2])
+    amort5 = torch.distributions.Normal(mu[0, 0, :, 0], s[0, 0, :, 0]).log_prob(y[0, :, 0]).sum()
+    got = npr.mpnp_loss(mu[:1], s[:1], mu, s, mu, s, y, m.gen.predictive_sets(5))
+    torch.testing.assert_close(got, -(amort5 + 2 * term) / 3)
+
+
+def test_mpnp_mixed_device_and_dtype():
+    """The mixed generator's tensors follow the module: on the meta device (no data, no
+    host copies) in float64, the predictive and the loss stay there."""
+    m = npr.MPNP(1, 1, hidden=16, pseudo=4, samples=5, heads=2).to("meta", torch.float64)
+    m.gen.mode = "mixed"
+    xc, yc, xt = (torch.empty(2, n, 1, device="meta") for n in (5, 5, 3))
+    mu, sigma = m.predict(xc, yc, xt)
+    assert mu.device.type == sigma.device.type == "meta"
+    assert mu.dtype == torch.float64 and mu.shape == (5, 2, 3, 1)
+    validate = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(False)  # no .item() on meta
+    try:
+        loss = m.loss(xc, yc, torch.cat([xc, xt], 1), torch.cat([yc, xt], 1), 4)
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(validate)
+    assert loss.device.type == "meta" and loss.dtype == torch.float64 and loss.shape == ()
 
 
 def _ampnp_attention_ref(m, xc, yc, x, rp=None, real=True):
@@ -505,11 +639,32 @@ def test_save_load_keeps_the_generator_mode_and_reads_files_without_its_readouts
     a = m.predict(xc, yc, xt)
     torch.manual_seed(3)
     torch.testing.assert_close(a, mp.predict(xc, yc, xt))
-    m.gen.predictive = False
+    m.gen.mode = "mixed"                              # the mixed generator: same check
+    npr.save_trained(tmp_path / "x.pt", m)
+    mx, _ = npr.load_trained(tmp_path / "x.pt")
+    assert mx.gen.mode == "mixed" and not mx.gen.per_kind_bound
+    m.gen.per_kind_bound = m.gen.tag_kinds = True
+    with torch.no_grad():
+        m.gen.kind_tag.fill_(0.3)
+    npr.save_trained(tmp_path / "xk.pt", m)
+    mk = npr.load_trained(tmp_path / "xk.pt")[0]
+    assert mk.gen.per_kind_bound and mk.gen.tag_kinds
+    torch.manual_seed(3)
+    a = m.predict(xc, yc, xt)
+    torch.manual_seed(3)
+    torch.testing.assert_close(a, mk.predict(xc, yc, xt))
+    m.gen.per_kind_bound = m.gen.tag_kinds = False
+    with torch.no_grad():
+        m.gen.kind_tag.zero_()
+    torch.manual_seed(3)
+    a = m.predict(xc, yc, xt)
+    torch.manual_seed(3)
+    torch.testing.assert_close(a, mx.predict(xc, yc, xt))
+    m.gen.mode = "mean"
     npr.save_trained(tmp_path / "old.pt", m)
     blob = torch.load(tmp_path / "old.pt", weights_only=True)
     blob["state_dict"] = {k: v for k, v in blob["state_dict"].items()
-                          if not k.startswith("gen.pick_")}
+                          if not k.startswith("gen.pick_") and k != "gen.kind_tag"}
     del blob["resample"]
     torch.save(blob, tmp_path / "old.pt")
     with pytest.warns(UserWarning, match="the default \\(mean\\) base is assumed"):
@@ -550,6 +705,28 @@ def test_family_switches_in_one_word(family, cls):
     m = ppl.compile(SRC.replace("FAMILY", family))
     assert f"rt.neural_process.{cls}" in m.source
     assert 'pyro.sample("yt", rt.event(g(xc, yc, xt), [T, 1]), obs=yt)' in m.source
+
+
+def test_generator_spelling_reaches_the_network():
+    """``generator=mixed`` in a model file builds a mixed-generator network (the network
+    the fit trains and ``bdl predict`` rebuilds from the source); a misspelt word is a
+    located error with a suggestion; from Python an unknown mode is a ValueError."""
+    from ppl.infer.np_meta import neural_processes
+
+    src = SRC.replace("FAMILY", "martingale_np").replace("heads=2)",
+                                                         "heads=2, generator=mixed)")
+    m = ppl.compile(src)
+    assert "generator='mixed'" in m.source
+    data = {"xc": [[-1.0], [0.0]], "yc": [[0.2], [0.4]], "xt": [[0.5]], "yt": [[0.3]]}
+    fit = m.fit(data, steps=3, batch=2)
+    assert len(fit.train_loss["g"]) == 3 and all(map(math.isfinite, fit.train_loss["g"]))
+    assert neural_processes()["g"].gen.mode == "mixed"
+    with pytest.raises(ppl.BdlError) as err:
+        ppl.compile(src.replace("generator=mixed", "generator=mixd"))
+    text = str(err.value)
+    assert "must be one of mean, resample, predictive, mixed" in text and "'mixed'" in text
+    with pytest.raises(ValueError, match="unknown pseudo-context generator 'mix'"):
+        npr.CNP(1, 1, generator="mix")
 
 
 @pytest.mark.parametrize("tasks,message", [

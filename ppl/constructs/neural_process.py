@@ -24,7 +24,11 @@ from ..check.signatures import suggest
 from ..infer.methods import _COMMON, SITE, Method, Option
 from ..infer.methods import register as register_method
 
-_PARAMS = ("x_dim", "y_dim", "hidden", "pseudo", "samples", "heads")
+_PARAMS = ("x_dim", "y_dim", "hidden", "pseudo", "samples", "heads", "generator")
+
+# the pseudo-context generator's bases (martingale_np, martingale_anp: ``generator=``),
+# one list for the checker and the runtime (PseudoContextGenerator.mode)
+GENERATOR_MODES = ("mean", "resample", "predictive", "mixed")
 
 for _name, _cls, _doc in (
     ("cnp", "CNP", "conditional neural process (mean-pooled deterministic encoder)"),
@@ -36,7 +40,8 @@ for _name, _cls, _doc in (
      "attentive martingale posterior neural process (cross-attention + pseudo-context)"),
 ):
     register(Builtin(_name, f"rt.neural_process.{_cls}", _PARAMS, 2, kind="construct",
-                     result="network", call_result="dist", doc=_doc))
+                     result="network", call_result="dist", doc=_doc,
+                     choices={"generator": GENERATOR_MODES}))
 
 KERNELS = ("rbf", "matern52", "periodic", "tnoise")
 

@@ -26,7 +26,9 @@ in where the representation and its uncertainty come from:
             - log (1/K) sum_k exp sum_i log p(y_i | theta_k)
             - log (1/K) sum_k exp sum_i log p(y_i | theta'_k),
   theta_c from the real context alone and theta'_k from pseudo set k alone
-  (docs/constructs/neural_process.md derives it).
+  (docs/constructs/neural_process.md derives it). The generator's base (``generator=``:
+  mean, resample, predictive, or mixed, alternating mean- and predictive-base sets in
+  one mixture) is PseudoContextGenerator.mode.
 
 All predictives with latent draws or pseudo sets are mixtures over them. Inputs may be
 one task ([N, d]) or a batch of tasks ([B, N, d]); tensors follow the module's device and
@@ -43,6 +45,9 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+# one list of the generator's bases for the checker (generator=...) and the runtime
+from ..constructs.neural_process import GENERATOR_MODES
 
 # ---- building blocks ----------------------------------------------------------------
 
@@ -155,12 +160,19 @@ def _gauss_ll(mu, sigma, y):
 
 class NeuralProcess(nn.Module):
     """Common interface: ``predict`` (mu, sigma of shape [S, B, N, y]), ``loss`` (the
-    per-point training objective of one batch) and ``forward`` (a Pyro distribution)."""
+    per-point training objective of one batch) and ``forward`` (a Pyro distribution).
+    ``generator`` is the pseudo-context generator's base (one of GENERATOR_MODES) of the
+    martingale families; the others check it and ignore it, so that every family takes
+    the same arguments."""
 
     stochastic = True
 
-    def __init__(self, x_dim, y_dim, hidden=128, pseudo=0, samples=50, heads=8):
+    def __init__(self, x_dim, y_dim, hidden=128, pseudo=0, samples=50, heads=8,
+                 generator="mean"):
         super().__init__()
+        if generator not in GENERATOR_MODES:
+            raise ValueError(f"unknown pseudo-context generator {generator!r} (expected "
+                             f"one of {', '.join(GENERATOR_MODES)})")
         self.x_dim, self.y_dim, self.hidden = int(x_dim), int(y_dim), int(hidden)
         self.pseudo, self.samples, self.heads = int(pseudo), int(samples), int(heads)
 
@@ -208,8 +220,9 @@ class NeuralProcess(nn.Module):
 class CNP(NeuralProcess):
     stochastic = False
 
-    def __init__(self, x_dim, y_dim, hidden=128, pseudo=0, samples=50, heads=8):
-        super().__init__(x_dim, y_dim, hidden, pseudo, samples, heads)
+    def __init__(self, x_dim, y_dim, hidden=128, pseudo=0, samples=50, heads=8,
+                 generator="mean"):
+        super().__init__(x_dim, y_dim, hidden, pseudo, samples, heads, generator)
         self.enc = PoolingEncoder(self.x_dim, self.y_dim, self.hidden, self.hidden)
         self.dec = Decoder(self.x_dim, self.hidden, self.y_dim, self.hidden)
 
@@ -241,8 +254,9 @@ class LatentEncoder(nn.Module):
 class NP(NeuralProcess):
     """Latent NP: deterministic path (``_det``) plus z in R^hidden."""
 
-    def __init__(self, x_dim, y_dim, hidden=128, pseudo=0, samples=50, heads=8):
-        super().__init__(x_dim, y_dim, hidden, pseudo, samples, heads)
+    def __init__(self, x_dim, y_dim, hidden=128, pseudo=0, samples=50, heads=8,
+                 generator="mean"):
+        super().__init__(x_dim, y_dim, hidden, pseudo, samples, heads, generator)
         self._build_det()
         self.lat = LatentEncoder(self.x_dim, self.y_dim, self.hidden)
         self.dec = Decoder(self.x_dim, 2 * self.hidden, self.y_dim, self.hidden)
@@ -311,7 +325,9 @@ class PseudoContextGenerator(nn.Module):
     weights everywhere else (a paired ablation). With ``predictive = True`` the base is
     given by the caller: MPNP's imputations from its amortised predictive
     (:meth:`MPNP._imputed`; measured clearly higher under the periodic mismatch but lower
-    in distribution, so also an option)."""
+    in distribution, so also an option). With ``mixed = True`` (``mode = "mixed"``) the
+    K sets alternate the two: even k the mean base, odd k the predictive base
+    (:meth:`predictive_sets`), one mixture and one decoder for both kinds."""
 
     def __init__(self, hidden, heads, inducing=16):
         super().__init__()
@@ -319,9 +335,19 @@ class PseudoContextGenerator(nn.Module):
         # MPNP option: the base of each pseudo point is an imputed observation drawn from
         # the amortised predictive (MPNP._sets); it uses no layers of its own
         self.predictive = False
+        # MPNP option: alternate the two kinds of pseudo set, mean base (even k) and
+        # predictive base (odd k), in one mixture (:meth:`predictive_sets`)
+        self.mixed = False
+        # mixed mode's loss: False, one bound over all K sets (the kinds compete for the
+        # gradient); True, each kind's own bound, weighted by its share (loss_strata)
+        self.per_kind_bound = False
+        # mixed mode: add the learned offset kind_tag (zero at the start) to the
+        # predictive-base sets' points, so that the decoder can tell the kinds apart
+        self.tag_kinds = False
         self.inducing = nn.Parameter(torch.randn(inducing, hidden) / math.sqrt(hidden))
         self.noise_in = nn.Linear(hidden, hidden)
         self.tag = nn.Parameter(torch.zeros(2, hidden))
+        self.kind_tag = nn.Parameter(torch.zeros(hidden))
         self.mab1, self.mab2 = MAB(hidden, heads), MAB(hidden, heads)
         self.pick_q = nn.Linear(hidden, hidden, bias=False)
         self.pick_k = nn.Sequential(nn.LayerNorm(hidden, elementwise_affine=False),
@@ -332,6 +358,36 @@ class PseudoContextGenerator(nn.Module):
         self.out = nn.Linear(hidden, hidden)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+
+    @property
+    def mode(self) -> str:
+        """The base of the pseudo points: ``mean``, ``resample``, ``predictive`` or
+        ``mixed`` (the flags ``resample``/``predictive``/``mixed``, at most one set)."""
+        return ("mixed" if self.mixed else "predictive" if self.predictive
+                else "resample" if self.resample else "mean")
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in GENERATOR_MODES:
+            raise ValueError(f"unknown pseudo-context generator {value!r} (expected one of "
+                             f"{', '.join(GENERATOR_MODES)})")
+        self.resample, self.predictive, self.mixed = (value == "resample",
+                                                      value == "predictive", value == "mixed")
+
+    def predictive_sets(self, num_sets: int) -> list[bool]:
+        """Which of ``num_sets`` pseudo sets take the predictive base: all of them in the
+        predictive mode, the odd-numbered ones in the mixed mode (so ceil(K/2) mean-base
+        and floor(K/2) predictive-base sets, fraction 1/2 each for even K), none
+        otherwise. Sets are exchangeable within a kind, so the mixture over sets is
+        invariant to which indices carry which kind."""
+        if self.mixed:
+            return [k % 2 == 1 for k in range(num_sets)]
+        return [self.predictive] * num_sets
+
+    def loss_strata(self, num_sets: int) -> list[bool] | None:
+        """The kinds over which :func:`mpnp_loss` bounds separately: the mixed mode's
+        :meth:`predictive_sets` with ``per_kind_bound``, else None (one bound)."""
+        return self.predictive_sets(num_sets) if self.mixed and self.per_kind_bound else None
 
     def forward(self, rc: torch.Tensor, eps: torch.Tensor,
                 base: torch.Tensor | None = None) -> torch.Tensor:
@@ -359,12 +415,22 @@ class MPNP(NeuralProcess):
     """Martingale posterior NP: a CNP whose uncertainty comes from generated pseudo
     context (METHODS.md section 3). ``pseudo`` = M, the size of each pseudo set; 0 (the
     default) makes M equal to the context size C, as METHODS suggests, so the real and
-    the generated points carry equal weight in the pooled mean of theta_k."""
+    the generated points carry equal weight in the pooled mean of theta_k.
 
-    def __init__(self, x_dim, y_dim, hidden=128, pseudo=0, samples=50, heads=8):
-        super().__init__(x_dim, y_dim, hidden, pseudo, samples, heads)
+    ``generator="mixed"``: of the K sets, K_m = ceil(K/2) take the mean base and
+    K_p = floor(K/2) the predictive base, with the same three-term loss. Its marginal
+    term is then a stratified estimate, log[a (1/K_m) sum_mean e^l_k + (1 - a) (1/K_p)
+    sum_pred e^l_k] with a = K_m/K, whose expectation is <= log[a p_mean(Y | D_c) +
+    (1 - a) p_pred(Y | D_c)] (Jensen): the bound of the log-likelihood of the a-mixture
+    of the two kinds' martingale posteriors, within log(1/a) of the better kind's (and
+    likewise for the pseudo term; docs/constructs/neural_process.md)."""
+
+    def __init__(self, x_dim, y_dim, hidden=128, pseudo=0, samples=50, heads=8,
+                 generator="mean"):
+        super().__init__(x_dim, y_dim, hidden, pseudo, samples, heads, generator)
         self.enc = PoolingEncoder(self.x_dim, self.y_dim, self.hidden, self.hidden)
         self.gen = PseudoContextGenerator(self.hidden, self.heads)
+        self.gen.mode = generator
         self.dec = Decoder(self.x_dim, self.hidden, self.y_dim, self.hidden)
 
     def _sets(self, xc, yc, num_samples):
@@ -375,8 +441,20 @@ class MPNP(NeuralProcess):
                           dtype=rc.dtype, device=rc.device)
         rce = rc.unsqueeze(0).expand((K,) + rc.shape)
         theta_c = self.enc.post(rc.mean(-2))
-        base = self._imputed(xc, yc, theta_c, K, M) if self.gen.predictive else None
+        kinds = self.gen.predictive_sets(K)
+        base = None
+        if all(kinds):
+            base = self._imputed(xc, yc, theta_c, K, M)
+        elif any(kinds):
+            # mixed mode: imputations only for the predictive-base sets, the context's
+            # mean representation (the default base) for the others
+            imputed = iter(self._imputed(xc, yc, theta_c, sum(kinds), M))
+            mean = rc.mean(-2, keepdim=True).expand(rc.shape[:-2] + (M, self.hidden))
+            base = torch.stack([next(imputed) if pred else mean for pred in kinds])
         rp = self.gen(rce, eps, base)                                   # [K, B, M, h]
+        if self.gen.tag_kinds and self.gen.mixed:
+            pred = torch.tensor(kinds, dtype=rp.dtype, device=rp.device)
+            rp = rp + pred[:, None, None, None] * self.gen.kind_tag
         both = torch.cat([rce, rp], -2)
         return theta_c, self.enc.post(both.mean(-2)), self.enc.post(rp.mean(-2)), rp
 
@@ -430,7 +508,8 @@ class MPNP(NeuralProcess):
         theta_c, theta_k, theta_p = self.thetas(xc, yc, num_samples)
         r = self._det(xc, yc, x)
         return mpnp_loss(*self._decode(x, theta_c.unsqueeze(0), r),
-                         *self._decode(x, theta_k, r), *self._decode(x, theta_p, r), y)
+                         *self._decode(x, theta_k, r), *self._decode(x, theta_p, r), y,
+                         self.gen.loss_strata(num_samples))
 
 
 class AMPNP(MPNP):
@@ -446,8 +525,9 @@ class AMPNP(MPNP):
     6), that variant fits the training kernel better but is further below ANP under the
     periodic and t-noise mismatches, so this one stays the default (``martingale_anp``)."""
 
-    def __init__(self, x_dim, y_dim, hidden=128, pseudo=0, samples=50, heads=8):
-        super().__init__(x_dim, y_dim, hidden, pseudo, samples, heads)
+    def __init__(self, x_dim, y_dim, hidden=128, pseudo=0, samples=50, heads=8,
+                 generator="mean"):
+        super().__init__(x_dim, y_dim, hidden, pseudo, samples, heads, generator)
         self.att = CrossAttnEncoder(self.x_dim, self.y_dim, self.hidden, self.heads)
         self.dec = Decoder(self.x_dim, 2 * self.hidden, self.y_dim, self.hidden)
 
@@ -471,10 +551,11 @@ class AMPNPPseudoAttention(AMPNP):
     pseudo keys/values are linear read-outs of R'_j. Benchmark model ``ampnp_pa``;
     docs/constructs/neural_process.md."""
 
-    def __init__(self, x_dim, y_dim, hidden=128, pseudo=0, samples=50, heads=8):
+    def __init__(self, x_dim, y_dim, hidden=128, pseudo=0, samples=50, heads=8,
+                 generator="mean"):
         # layers in the order of the recorded run (RESULTS, issue 6), so that its seed
         # reproduces it: attention, pseudo read-outs, then the decoder
-        MPNP.__init__(self, x_dim, y_dim, hidden, pseudo, samples, heads)
+        MPNP.__init__(self, x_dim, y_dim, hidden, pseudo, samples, heads, generator)
         self.att = CrossAttnEncoder(self.x_dim, self.y_dim, self.hidden, self.heads)
         self.pseudo_k = nn.Linear(self.hidden, self.hidden)
         self.pseudo_v = nn.Linear(self.hidden, self.hidden)
@@ -524,16 +605,30 @@ class AMPNPPseudoAttention(AMPNP):
         r_c = self._attend_sets(proj, False)[0]
         r_k, r_p = self._attend_sets(proj, True, True, False)
         return mpnp_loss(*self._decode(x, theta_c.unsqueeze(0), r_c),
-                         *self._decode(x, theta_k, r_k), *self._decode(x, theta_p, r_p), y)
+                         *self._decode(x, theta_k, r_k), *self._decode(x, theta_p, r_p), y,
+                         self.gen.loss_strata(num_samples))
 
 
-def mpnp_loss(mu_c, s_c, mu_k, s_k, mu_p, s_p, y):
-    """The three-term MPNP loss per point, averaged over tasks (shapes [S, B, N, y])."""
+def mpnp_loss(mu_c, s_c, mu_k, s_k, mu_p, s_p, y, strata: list[bool] | None = None):
+    """The three-term MPNP loss per point, averaged over tasks (shapes [S, B, N, y]).
+
+    With ``strata`` (the kind of each of the K sets) the marginal and pseudo terms are
+    sum_j a_j log (1/K_j) sum_{k in kind j} e^l_k, a_j = K_j / K: each kind's own bound,
+    weighted by its share, which by the concavity of log is still <= log sum_j a_j p_j,
+    the bound of the same mixture as the joint term, but looser, and each kind gets its
+    share of the gradient whether or not it explains the task better
+    (docs/constructs/neural_process.md, "Two kinds of pseudo set")."""
     n = y.shape[-2]
     amort = _gauss_ll(mu_c[0], s_c[0], y).sum(-1)
-    marg = logmeanexp(_gauss_ll(mu_k, s_k, y).sum(-1), 0)
-    pseudo = logmeanexp(_gauss_ll(mu_p, s_p, y).sum(-1), 0)
-    return -((amort + marg + pseudo) / n).mean()
+
+    def bound(mu, s):
+        ll = _gauss_ll(mu, s, y).sum(-1)
+        if strata is None or len(set(strata)) < 2:
+            return logmeanexp(ll, 0)
+        kind = torch.tensor(strata, device=ll.device)
+        return sum(float(m.float().mean()) * logmeanexp(ll[m], 0) for m in (kind, ~kind))
+
+    return -((amort + bound(mu_k, s_k) + bound(mu_p, s_p)) / n).mean()
 
 
 MODELS = {"cnp": CNP, "np": NP, "anp": ANP, "mpnp": MPNP, "ampnp": AMPNP,
@@ -730,6 +825,10 @@ def save_trained(path, model: NeuralProcess, source: str = "") -> None:
                            "samples": model.samples, "heads": model.heads},
                 "resample": bool(getattr(getattr(model, "gen", None), "resample", False)),
                 "predictive": bool(getattr(getattr(model, "gen", None), "predictive", False)),
+                "mixed": bool(getattr(getattr(model, "gen", None), "mixed", False)),
+                "per_kind_bound": bool(getattr(getattr(model, "gen", None), "per_kind_bound",
+                                               False)),
+                "tag_kinds": bool(getattr(getattr(model, "gen", None), "tag_kinds", False)),
                 "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}},
                path)
 
@@ -750,10 +849,18 @@ def load_trained(path, device=None) -> tuple[NeuralProcess, str]:
         model.gen.resample = True
     if blob.get("predictive", False):
         model.gen.predictive = True
+    if blob.get("mixed", False):
+        model.gen.mixed = True
+    if blob.get("per_kind_bound", False):
+        model.gen.per_kind_bound = True
+    if blob.get("tag_kinds", False):
+        model.gen.tag_kinds = True
     missing, unexpected = model.load_state_dict(blob["state_dict"], strict=False)
     # the generator's resampling read-outs (gen.pick_*) are used only with resample =
     # True; files saved before they existed lack them and load exactly without them
     missing = [k for k in missing if resample or not k.startswith("gen.pick_")]
+    # likewise the kind offset (gen.kind_tag), used only with tag_kinds = True
+    missing = [k for k in missing if blob.get("tag_kinds", False) or k != "gen.kind_tag"]
     if missing or unexpected:
         raise ValueError(f"{path}: the saved {family} does not match this version's "
                          f"network (missing {missing[:3]}, unexpected {unexpected[:3]}); "
