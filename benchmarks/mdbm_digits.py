@@ -20,7 +20,10 @@ most frequent training bin at that position).
 JSON rows ``monotone``, ``baseline`` (the RBM), ``baseline_dense`` (columns ``imput_err``,
 ``label_acc``, ``converged_frac``, ``max_disagreement``, at ``--observed``, and
 ``lambda_min`` = lambda_min(I - Phi): the monotone class needs >= margin; below 0 the
-free energy is no longer convex and mean-field is no longer provably unique),
+free energy is no longer convex and mean-field is no longer provably unique; with
+``--cap 2`` it is 2 - lambda_max(P Phi P) for the monotone row, and ``lambda_max_PPhiP``
+= lambda_max(P Phi P) on the simplices' tangent space for every row: below 2 the fixed
+point is unique),
 ``<model>@<fraction>`` for the sweep (``max_disagreement`` too with
 ``--sweep-disagreement``), ``marginal_mode`` (``imput_err``, ``label_acc``), and
 ``fb``, ``fb_anderson``, ``pr``, ``mf`` (columns ``iters``, ``ms_per_batch``).
@@ -74,7 +77,7 @@ def build(kind: str, K: int, hidden: int, args) -> M.MonotoneDBM:
         alpha=args.alpha, tol=args.tol, max_iter=args.max_iter, anderson=5,
         observed=args.observed, mask=args.mask, init_scale=1.0 if monotone else 0.5,
         seed=args.seed, readout=args.readout, label_readout=args.label_readout,
-        rank=args.rank, pattern=pattern,
+        rank=args.rank, pattern=pattern, **({"cap": args.cap} if monotone else {}),
         **({"coupling": "conv", "kernel": args.kernel, "channels": args.channels}
            if monotone and args.coupling == "conv" else {})).to(args.device)
 
@@ -146,7 +149,7 @@ def solver_table(m, X, frac, args):
     _, inp = _shown_states(X, frac, args, args.seed + 11)
     configs = {"fb": ("fb", {"alpha": args.alpha, "anderson": 0}),
                "fb_anderson": ("fb", {"alpha": args.alpha, "anderson": 5}),
-               "pr": ("pr", {"alpha": 1.0}), "mf": ("mf", {})}
+               "pr": ("pr", {"alpha": 1.0 / m.cap}), "mf": ("mf", {})}
     rows, hists = {}, {}
     for name, (solver, opts) in configs.items():
         iters, ms, conv = [], [], []
@@ -317,6 +320,9 @@ def main(argv=None):
     ap.add_argument("--hidden", type=int, default=64, help="hidden units per tier (K states)")
     ap.add_argument("--tiers", type=int, default=1, help="hidden tiers (every model)")
     ap.add_argument("--margin", type=float, default=0.01)
+    ap.add_argument("--cap", type=float, default=1.0,
+                    help="monotone model: 1 = Feng et al.'s I - Phi >= mI; up to 2: "
+                         "lambda_max(P Phi P) <= cap - m on the simplices' tangent space")
     ap.add_argument("--rank", type=int, default=None, help="rows of A (default: d)")
     ap.add_argument("--coupling", choices=("dense", "conv"), default="dense",
                     help="monotone model's A (the baselines are unconstrained W)")
@@ -384,6 +390,8 @@ def main(argv=None):
         # margin is outside the monotone class, and below 0 mean-field is no longer
         # provably unique
         out[name]["lambda_min"] = m.check_margin()
+        # the quantity the cap bounds (cap - margin for a monotone model at its bound)
+        out[name]["lambda_max_PPhiP"] = M.lambda_max_tangent(m.phi().detach(), m.layout)
         if args.hidden_use:
             out[name].update(hidden_use(m, Xtr, Ytr, Xte, Yte, args.observed, args))
         print(name, out[name], flush=True)

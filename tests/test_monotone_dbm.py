@@ -170,7 +170,7 @@ def _fixed_point_from_starts(p1, solves, seed: int, R: int = 5) -> torch.Tensor:
     reach the same point, and returns it."""
     B = p1.clamp_mask.shape[0]
     p = M.Problem(p1.Phi, p1.b, p1.layout, p1.clamp_mask.repeat(R, 1),
-                  p1.clamp_value.repeat(R, 1))
+                  p1.clamp_value.repeat(R, 1), p1.cap)
     g = torch.Generator().manual_seed(seed)
     ref = None
     for solver, o in solves:
@@ -251,9 +251,16 @@ def _loss(m, z, p, y):
     return -lv[..., 1].sum() - ll.gather(-1, y[:, None]).sum()
 
 
+@pytest.mark.parametrize("cap, unroll_alpha, steps, alpha", [(1.0, 0.5, 400, 0.5),
+                                                           (2.0, 0.4, 600, 0.25)])
 @pytest.mark.parametrize("direct", [False, True])
-def test_implicit_vs_unrolled_gradients(direct):
-    m = _tiny(init_scale=3.0)
+def test_implicit_vs_unrolled_gradients(direct, cap, unroll_alpha, steps, alpha):
+    """The implicit adjoint through the FB map equals backpropagation through unrolled FB
+    steps; at cap 2 (lambda_max(P Phi P) = 1.5 here, beyond Feng et al.'s cap) both use
+    the c = 2 split."""
+    m = _tiny(init_scale=3.0, cap=cap)
+    if cap == 2.0:
+        assert M.lambda_max_tangent(m.phi().detach(), m.layout) > 1.4
     x, y = _data()
     grads = []
     for mode in ("implicit", "unrolled"):
@@ -261,11 +268,11 @@ def test_implicit_vs_unrolled_gradients(direct):
         p = m.problem(x)
         z0 = p.prox(p.b.detach().expand(len(x), -1), 1.0)
         if mode == "unrolled":
-            z = M.unrolled_fixed_point(p, z0, alpha=0.5, steps=400)
+            z = M.unrolled_fixed_point(p, z0, alpha=unroll_alpha, steps=steps)
         else:
             with torch.no_grad():
                 zs, _ = M.solve(M._detached(p), z0, "pr", tol=1e-13, max_iter=2000)
-            z = M.implicit_fixed_point(p, zs, alpha=0.5, tol=1e-12, max_iter=3000,
+            z = M.implicit_fixed_point(p, zs, alpha=alpha, tol=1e-12, max_iter=3000,
                                        direct=direct)
         _loss(m, z, p, y).backward()
         grads.append((m.A.grad.clone(), m.b.grad.clone()))
@@ -700,6 +707,7 @@ def test_benchmark_rows_and_columns(tmp_path):
     assert res["monotone"]["converged_frac"] == 1.0
     assert res["monotone"]["max_disagreement"] < 1e-4
     assert res["monotone"]["lambda_min"] >= 0.01 - 1e-5
+    assert res["monotone"]["lambda_max_PPhiP"] <= 0.99 + 1e-5
     for row in ("fb", "fb_anderson", "pr", "mf"):
         assert res[row]["iters"] >= 1 and res[row]["ms_per_batch"] > 0
     assert 0 <= res["marginal_mode"]["imput_err"] <= 1
@@ -792,7 +800,7 @@ def test_conv_unique_fixed_point_under_masks(solver, opts):
     p1 = M._detached(m.problem(x))
     R = 5
     p = M.Problem(p1.Phi, p1.b, p1.layout, p1.clamp_mask.repeat(R, 1),
-                  p1.clamp_value.repeat(R, 1))
+                  p1.clamp_value.repeat(R, 1), p1.cap)
     z, info = M.solve(p, p.random_start(R * 4, g), solver, tol=1e-12, max_iter=3000, **opts)
     assert float(info["res"].max()) < 1e-11
     z = z.view(R, 4, -1)
@@ -909,3 +917,251 @@ def test_readout_temperatures_must_be_valid(kw, message):
     if "label_readout" in kw:
         assert _tiny(readout=0, **kw).readout is None
 
+
+
+# ---- the cap-2 class: lambda_max(P Phi P) <= 2 - m on the simplices' tangent space -----
+def _hollow_phi(layout, lam_t: float, seed: int = 9) -> torch.Tensor:
+    """A random symmetric block-hollow Phi scaled to lambda_max(P Phi P) = ``lam_t``."""
+    W = torch.randn(layout.d, layout.d, generator=torch.Generator().manual_seed(seed))
+    Phi = (0.5 * (W + W.T)).masked_fill(layout.block_mask(), 0.0)
+    return Phi * (lam_t / M.lambda_max_tangent(Phi, layout))
+
+
+@pytest.mark.parametrize("cap, alpha", [(2.0, 0.5), (2.0, 0.25), (2.0, 0.05), (1.5, 0.3)])
+def test_prox_cap_matches_constrained_optimiser(cap, alpha):
+    """prox_{alpha f_c}(y) = argmin_q sum q log q - c/2 ||q||^2 + ||q - y||^2 / (2 alpha) on
+    the simplex, against SLSQP; and its autograd Jacobian against finite differences."""
+    from scipy.optimize import minimize
+
+    y = torch.randn(4, 5, generator=torch.Generator().manual_seed(3)) * 2
+    q = M.prox_softmax_cap(y, alpha, cap)
+    for i in range(4):
+        yi = y[i].numpy()
+
+        def obj(v, yi=yi):
+            v = np.clip(v, 1e-300, None)
+            return 0.5 * ((v - yi) ** 2).sum() + alpha * ((v * np.log(v)).sum()
+                                                         - 0.5 * cap * (v ** 2).sum())
+
+        r = minimize(obj, np.full(5, 0.2), method="SLSQP", bounds=[(0, 1)] * 5,
+                     constraints=[{"type": "eq", "fun": lambda v: v.sum() - 1}],
+                     options={"ftol": 1e-14, "maxiter": 500})
+        assert np.abs(r.x - q[i].numpy()).max() < 2e-5
+        assert obj(q[i].numpy()) <= r.fun + 1e-12
+    if alpha * cap == 1.0:  # beta = 1: the prox is softmax(y / (1 - alpha (c - 1)))
+        assert torch.allclose(q, torch.softmax(y / (1 - alpha * (cap - 1)), -1), atol=1e-14)
+    eps = 1e-6
+    J = torch.autograd.functional.jacobian(lambda v: M.prox_softmax_cap(v, alpha, cap), y[0])
+    Jfd = torch.stack([(M.prox_softmax_cap(y[0] + eps * e, alpha, cap)
+                        - M.prox_softmax_cap(y[0] - eps * e, alpha, cap)) / (2 * eps)
+                       for e in torch.eye(5)], 1)
+    assert torch.allclose(J, Jfd, atol=1e-7)
+    with pytest.raises(ValueError, match="1/cap"):
+        M.prox_softmax_cap(y, 1.01 / cap, cap)
+
+
+def test_cap2_class_is_every_hollow_phi_below_twice_the_cap():
+    """With dense A of rank d and cap 2, s (D - A^T A) reaches every symmetric block-hollow
+    Phi with lambda_max(P Phi P) <= 2 - m, including ones with lambda_max(Phi) > 1 (outside
+    Feng et al.'s I - Phi >= m I): A^T A = B - Phi with B_i = (2 - m) P_i + t 1 1^T / k_i
+    (so ||P_i B_i P_i|| = 2 - m and s = 1), PSD for large t when lambda_max(P Phi P) <
+    2 - m (a Schur complement; here 1.95)."""
+    m = _tiny()
+    lay, d = m.layout, m.layout.d
+    Phi = _hollow_phi(lay, 1.95)
+    P = lay.centring()
+    B = (1.99 * P + 1e4 * (torch.eye(d) - P)) * lay.block_mask()
+    e, U = torch.linalg.eigh(B - Phi)
+    assert e[0] > -1e-10
+    A = (U * e.clamp_min(0).sqrt()) @ U.T
+    out, s = M.monotone_phi(A, lay, 0.01, cap=2.0)
+    assert float(s) == pytest.approx(1.0, abs=1e-10)
+    assert torch.allclose(out, Phi, atol=1e-9)
+    assert torch.linalg.eigvalsh(Phi)[-1] > 1.0  # outside the cap-1 class
+    # nothing beyond the cap: every cap-2 Phi has lambda_max(P Phi P) <= 2 - m, whatever A
+    W = torch.randn(d, d, generator=torch.Generator().manual_seed(4)) * 5
+    assert M.lambda_max_tangent(M.monotone_phi(W, lay, 0.01, cap=2.0)[0], lay) <= 1.99 + 1e-10
+    # and the same A at cap 1 stays inside Feng et al.'s class
+    Phi1 = M.monotone_phi(A, lay, 0.01)[0]
+    assert torch.linalg.eigvalsh(torch.eye(d) - Phi1)[0] >= 0.01 - 1e-10
+
+
+@pytest.mark.parametrize("init_scale", [1.0, 30.0])
+def test_cap2_model_margin_and_effective_coupling(init_scale):
+    """The cap-2 model: symmetric, hollow, check_margin = 2 - lambda_max(P Phi P) >= m;
+    (Phi_eff, b_eff) = (P Phi P, b + P Phi qbar) gives the same field up to per-unit
+    constants on the simplices, and 2 I - Phi_eff is positive definite on all of R^d
+    while 2 I - Phi need not be."""
+    m = _tiny(init_scale=init_scale, cap=2.0)
+    Phi = m.phi().detach()
+    lay = m.layout
+    assert torch.allclose(Phi, Phi.T, atol=1e-12)
+    assert Phi[lay.block_mask()].abs().max() == 0
+    lam_t = M.lambda_max_tangent(Phi, lay)
+    assert m.check_margin() == pytest.approx(2.0 - lam_t, abs=1e-10)
+    assert 2.0 - lam_t >= 0.01 - 1e-10
+    assert lam_t > 1.0  # beyond Feng et al.'s cap for these A
+    Q = lay.tangent_basis()
+    assert torch.allclose(Q @ Q.T, lay.centring(), atol=1e-12)
+    p = M._detached(m.problem(_data()[0]))
+    Pe, be = p.effective()
+    ev = torch.linalg.eigvalsh(2 * torch.eye(lay.d) - Pe)
+    assert float(ev[0]) == pytest.approx(2.0 - lam_t, abs=1e-10)
+    z = p.random_start(6, torch.Generator().manual_seed(0))
+    diff = (z @ Pe + be) - p.field(z)  # per-unit constant
+    for _, off, n, k in lay.segments:
+        blk = diff[:, off:off + n * k].reshape(6, n, k)
+        assert (blk - blk[..., :1]).abs().max() < 1e-12
+    pe = M.Problem(Pe, be, lay, p.clamp_mask, p.clamp_value, 2.0)
+    assert torch.allclose(p.fb(z, 0.25), pe.fb(z, 0.25), atol=1e-13)
+    assert torch.allclose(p.mean_field(z), pe.mean_field(z), atol=1e-13)
+
+
+CAP2_SOLVES = [("fb", {"alpha": 0.125, "anderson": 0}), ("fb", {"alpha": 0.125, "anderson": 5}),
+               ("fb", {"alpha": 0.4, "anderson": 5}), ("pr", {}), ("pr", {"alpha": 0.2})]
+
+
+@pytest.mark.parametrize("clamp_label", [False, True])
+def test_cap2_unique_fixed_point_under_random_starts(clamp_label):
+    """lambda_max(P Phi P) = 1.9 (outside the cap-1 class: lambda_max(Phi) > 1): FB and PR
+    with the c = 2 split reach one point from 5 random starts, with and without the label
+    clamped; it is the mean-field fixed point and the free energy's minimiser."""
+    m = _tiny(cap=2.0)
+    x, y = _data()
+    Phi = _hollow_phi(m.layout, 1.9)
+    assert torch.linalg.eigvalsh(Phi)[-1] > 1.0
+    assert torch.linalg.eigvalsh(2 * torch.eye(m.layout.d) - Phi)[0] < 0  # Phi_eff needed
+    mask, val = m.clamp(x, y if clamp_label else None)
+    p = M.Problem(Phi, m.b.detach(), m.layout, mask, val, cap=2.0)
+    ref = _fixed_point_from_starts(p, CAP2_SOLVES, seed=5)
+    assert torch.allclose(ref, p.mean_field(ref), atol=1e-10)  # the fixed-point identity
+    assert torch.equal(ref[mask], val[mask])
+    if clamp_label:
+        _, off, _, k = m.layout.segment("label")
+        assert torch.equal(ref[:, off:off + k].argmax(1), y)
+    # the free energy on the free units is lowest at ref among perturbed points of the
+    # simplices (strongly convex: every perturbation raises it)
+    def F(q):
+        return (-0.5 * (q @ Phi * q).sum(1) - q @ m.b.detach()
+                + (q * q.clamp_min(1e-300).log()).sum(1))
+
+    g = torch.Generator().manual_seed(1)
+    for t in (0.5, 0.1, 0.01):
+        other = p.random_start(len(x), g)
+        assert (F((1 - t) * ref + t * other) > F(ref)).all()
+
+
+def test_cap2_plain_mean_field_oscillates_fb_and_pr_do_not():
+    """Five binary units with aligned columns of A at cap 2: lambda_max(P Phi P) = 2 - m
+    and lambda_min = -4(2 - m), so parallel mean-field swings with period 2 while the
+    c = 2 FB and PR maps reach one fixed point from every start."""
+    lay = M.Layout([("visible", M.Units(5, 2))])
+    A = 3.0 * torch.tensor([[1.0, -1.0] * 5])
+    Phi, _ = M.monotone_phi(A, lay, 0.1, cap=2.0)
+    ev = torch.linalg.eigvalsh(lay.tangent_basis().T @ Phi @ lay.tangent_basis())
+    assert float(ev[-1]) == pytest.approx(1.9, abs=1e-12)
+    assert float(ev[0]) == pytest.approx(-7.6, abs=1e-12)
+    p = M.Problem(Phi, 0.1 * torch.arange(10.0), lay, cap=2.0)
+    z0 = p.random_start(8, torch.Generator().manual_seed(0))
+    z = z0
+    for _ in range(400):
+        z = p.mean_field(z)
+    z1, z2 = p.mean_field(z), p.mean_field(p.mean_field(z))
+    assert (z2 - z).abs().max() < 1e-12   # period 2
+    assert (z1 - z).abs().max() > 0.9     # not a fixed point
+    for solver, o in [("fb", {"alpha": 0.1, "anderson": 5}), ("pr", {})]:
+        zs, info = M.solve(p, z0, solver, tol=1e-12, max_iter=3000, **o)
+        assert float(info["res"].max()) < 1e-11
+        assert (zs - zs[0]).abs().max() < 1e-9
+        assert torch.allclose(zs, p.mean_field(zs), atol=1e-10)
+
+
+@pytest.mark.parametrize("w, n_points", [(1.9, 1), (2.2, 2)])
+def test_cap_two_is_tight(w, n_points):
+    """Two binary units coupled ferromagnetically, Phi_12 = w I: lambda_max(P Phi P) = w.
+    Below 2 one fixed point; above 2 the symmetric point 1/2 loses stability and the c = 2
+    FB map (no longer a contraction) ends at two different fixed points, p = 0.2485 and
+    0.7515 for w = 2.2 (both satisfy p = sigmoid(w (2p - 1)))."""
+    lay = M.Layout([("visible", M.Units(2, 2))])
+    Phi = torch.zeros(4, 4)
+    Phi[0:2, 2:4] = Phi[2:4, 0:2] = w * torch.eye(2)
+    assert M.lambda_max_tangent(Phi, lay) == pytest.approx(w, abs=1e-12)
+    p = M.Problem(Phi, torch.zeros(4), lay, cap=2.0)
+    z = p.random_start(40, torch.Generator().manual_seed(1))
+    for _ in range(3000):  # a fixed step: solve_fb's alpha halving would stall it
+        z = p.fb(z, 0.25)
+    assert float(p.residual(z).max()) < 1e-12
+    ends = sorted({round(v, 6) for v in z[:, 0].tolist()})
+    assert len(ends) == n_points
+    assert torch.allclose(z[:, 0], z[:, 2], atol=1e-12)  # p1 = p2
+    assert torch.allclose(z[:, 0], torch.sigmoid(w * (2 * z[:, 0] - 1)), atol=1e-12)
+    if n_points == 2:
+        assert ends[0] == pytest.approx(0.2485, abs=1e-4) and ends[1] == pytest.approx(1 - ends[0])
+
+
+def test_cap2_training_keeps_the_margin_and_violations_raise():
+    """Adam steps at a large rate keep 2 - lambda_max(P Phi P) >= m (the scale binds);
+    a coupling beyond the cap raises, one beyond Feng et al.'s cap but inside 2 does not."""
+    m = _tiny(cap=2.0)
+    opt = torch.optim.Adam(m.parameters(), lr=0.3)
+    x, y = _data()
+    for _ in range(4):
+        opt.zero_grad()
+        loss, _ = m.loss(torch.where(x < 0, 0, x), y, shown=x >= 0, tol=1e-8, max_iter=500)
+        loss.backward()
+        opt.step()
+        assert m.check_margin() >= 0.01 - 1e-10
+    for conv in (False, True):  # the conv and layered A use the same scale
+        kw = ({"coupling": "conv", "kernel": 3, "channels": 2} if conv
+              else {"pattern": "layered"})
+        mm = M.MonotoneDBM(visible=M.units(4, 2), hidden=[M.units(4, 2)], label=M.units(1, 3),
+                           seed=0, init_scale=5.0, cap=2.0, **kw)
+        assert mm.check_margin() >= 0.01 - 1e-10
+    inside = _hollow_phi(m.layout, 1.5)
+    m.phi = lambda: inside
+    assert m.check_margin() == pytest.approx(0.5, abs=1e-10)
+    beyond = _hollow_phi(m.layout, 2.05)
+    m.phi = lambda: beyond
+    with pytest.raises(RuntimeError, match="margin violated"):
+        m.check_margin()
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"cap": 2.5}, "cap must be in"), ({"cap": 0.5}, "cap must be in"),
+    ({"cap": 2.0, "monotone": False}, "unconstrained control"),
+    ({"cap": 2.0, "alpha": 0.6}, "alpha must be <= 1/cap"),
+    ({"cap": 1.5, "margin": 1.5}, "margin must be in"),
+])
+def test_cap_options_validated(kw, message):
+    with pytest.raises(ValueError, match=message):
+        M.MonotoneDBM(visible=M.units(5, 3), hidden=[M.units(4, 2)], **kw)
+
+
+def test_cap2_from_the_language(tmp_path):
+    from ppl.runtime import nn as rt_nn
+
+    rt_nn.reset_networks()
+    params = _fit_example_with(tmp_path, "cap=2,")
+    (A,) = [v for k, v in params.items() if k.endswith("A")]
+    (m,) = [v for v in rt_nn._CACHE.values() if isinstance(v, M.MonotoneDBM)]
+    assert m.cap == 2.0 and m.A is A
+    assert m.check_margin() >= 0.01 - 1e-5  # 2 - lambda_max(P Phi P) after the MAP steps
+    Phi = m.phi().detach()
+    assert M.lambda_max_tangent(Phi, m.layout) > 1.0  # beyond Feng et al.'s cap
+
+
+def test_benchmark_cap2_row(tmp_path):
+    """``--cap 2``: the monotone row reports lambda_max(P Phi P) <= 2 - m and
+    lambda_min = 2 - lambda_max(P Phi P), converges everywhere and is start-independent."""
+    import json
+
+    torch.set_default_dtype(torch.float32)
+    out = tmp_path / "out.json"
+    _bench().main(["--train", "32", "--test", "16", "--batch", "16", "--epochs", "1",
+                   "--hidden", "8", "--fractions", "0.4", "--solver-iters", "30",
+                   "--models", "monotone", "--cap", "2",
+                   "--no-hidden-use", "--json", str(out)])
+    r = json.loads(out.read_text())["monotone"]
+    assert 1.0 < r["lambda_max_PPhiP"] <= 1.99 + 1e-5
+    assert r["lambda_min"] == pytest.approx(2.0 - r["lambda_max_PPhiP"], abs=1e-5)
+    assert r["converged_frac"] == 1.0 and r["max_disagreement"] < 1e-4

@@ -31,6 +31,7 @@ register(Builtin(
     "monotone_dbm", "rt.monotone_dbm.MonotoneDBM",
     ("visible", "hidden", "label", "margin", "rank", "monotone", "solver", "alpha", "tol",
      "max_iter", "anderson", "observed", "mask", "init_scale", "seed",
-     "readout", "coupling", "kernel", "channels", "pattern", "label_readout", "layer_ranks"),
+     "readout", "coupling", "kernel", "channels", "pattern", "label_readout", "layer_ranks",
+     "cap"),
     1, kind="construct", result="network", attrs={"visible": "dist", "label": "dist"},
     doc="deep Boltzmann machine with a unique mean-field fixed point (Phi = s(D - A^T A))"))

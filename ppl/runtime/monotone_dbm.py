@@ -12,6 +12,14 @@ the mean-field free energy ``F(q) = -1/2 q^T Phi q - b^T q + sum q log q`` is m-
 convex on the product of simplices and the fixed point is unique for every clamping
 pattern (a principal submatrix keeps the bound).
 
+The wider class ``cap = c in (1, 2]``: the negative entropy is 2-strongly convex on each
+simplex along the tangent space ``T`` (per-unit sum-zero vectors: ``sum v_i^2/q_i >=
+||v||_1^2 >= 2 ||v||_2^2``), so ``F`` stays strongly convex whenever
+``lambda_max(P Phi P) <= c - m`` on ``T`` (``P`` the blockwise centring projector). Then
+``s = min(1, (c - m) / max_i ||P (A^T A)_ii P||_2)`` and the solvers split
+``F = g_c + f_c`` with ``g_c = 1/2 q^T (c I - Phi) q - b^T q`` and
+``f_c = sum q log q - c/2 ||q||^2``, convex for ``c <= 2``.
+
 Splitting ``F = g + f`` with ``g(q) = 1/2 q^T (I - Phi) q - b^T q`` and
 ``f(q) = sum q log q - 1/2 ||q||^2`` (whose prox is softmax): forward-backward is
 ``q <- prox_{alpha f}((1 - alpha) q + alpha (Phi q + b))``; Peaceman-Rachford uses the
@@ -160,6 +168,33 @@ class Layout:
             self._block_masks[key] = o[:, None] == o[None, :]
         return self._block_masks[key]
 
+    def centring(self, device=None, dtype=None) -> torch.Tensor:
+        """``[d, d]`` blockwise centring projector ``P = I - blockdiag_i(1 1^T / k_i)``:
+        the orthogonal projector onto the tangent space ``T`` of the product of simplices
+        (per-unit sum-zero vectors). Cached per device and dtype."""
+        dtype = dtype or torch.get_default_dtype()
+        key = ("centring", str(torch.device(device) if device is not None else "cpu"), dtype)
+        if key not in self._block_masks:
+            k = torch.tensor(self.unit_k, dtype=dtype)[self.owner]
+            P = torch.eye(self.d, dtype=dtype) - self.block_mask("cpu").to(dtype) / k[:, None]
+            self._block_masks[key] = P.to(device)
+        return self._block_masks[key]
+
+    def tangent_basis(self, device=None, dtype=None) -> torch.Tensor:
+        """``[d, d - n_units]`` orthonormal basis ``Q`` of ``T`` (``Q Q^T = P``): per unit,
+        the eigenvectors of its centring block with eigenvalue 1. Cached."""
+        dtype = dtype or torch.get_default_dtype()
+        key = ("tangent", str(torch.device(device) if device is not None else "cpu"), dtype)
+        if key not in self._block_masks:
+            Q = torch.zeros(self.d, self.d - self.n_units, dtype=torch.float64)
+            r = c = 0
+            for k in self.unit_k:
+                Pk = torch.eye(k, dtype=torch.float64) - 1.0 / k
+                Q[r:r + k, c:c + k - 1] = torch.linalg.eigh(Pk)[1][:, 1:]
+                r, c = r + k, c + k - 1
+            self._block_masks[key] = Q.to(device=device, dtype=dtype)
+        return self._block_masks[key]
+
 
 def _flat_ints(x) -> list:
     """A list of ints from a Python list or a (language-side) tensor."""
@@ -251,6 +286,25 @@ def prox_softmax_jacobian(q: torch.Tensor, alpha: float) -> torch.Tensor:
     return torch.diag_embed(g) - g[..., :, None] * g[..., None, :] / g.sum(-1)[..., None, None]
 
 
+def prox_softmax_cap(y: torch.Tensor, alpha: float, cap: float = 1.0) -> torch.Tensor:
+    """``prox_{alpha f_c}(y)`` for ``f_c(q) = sum q log q - c/2 ||q||^2`` on the simplex
+    (``c = cap``; ``c = 1`` is :func:`prox_softmax`). Completing the square,
+    ``f_c + ||q - y||^2 / (2 alpha)`` equals ``f_1 + ||q - y/s||^2 / (2 beta)`` up to a
+    constant with ``s = 1 - alpha (c - 1)`` and ``beta = alpha / s``, so
+    ``prox_{alpha f_c}(y) = prox_{beta f_1}(y / s)``; ``beta <= 1`` needs ``alpha <= 1/c``.
+    ``f_c`` is convex for ``c <= 2`` (the entropy is 2-strongly convex on the simplex's
+    tangent space; module docstring, METHODS §5). Differentiable (chain rule through
+    :func:`prox_softmax`)."""
+    alpha, cap = float(alpha), float(cap)
+    if cap == 1.0:
+        return prox_softmax(y, alpha)
+    if not 0.0 < alpha <= 1.0 / cap:
+        raise ValueError(f"alpha must be in (0, 1/cap] = (0, {1.0 / cap:.4g}] at cap={cap:g}, "
+                         f"got {alpha}")
+    s = 1.0 - alpha * (cap - 1.0)
+    return prox_softmax(y / s, alpha / s)
+
+
 class _ProxSigmoid(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, alpha, tol):
@@ -300,8 +354,14 @@ def prox_sigmoid_derivative(p: torch.Tensor, alpha: float) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------
 # Coupling matrices
-def monotone_phi(A: torch.Tensor, layout: Layout, margin: float):
-    """``Phi = s (D - A^T A)`` with the global scale ``s``; returns ``(Phi, s)``."""
+def monotone_phi(A: torch.Tensor, layout: Layout, margin: float, cap: float = 1.0):
+    """``Phi = s (D - A^T A)`` with the global scale ``s``; returns ``(Phi, s)``.
+
+    ``cap = 1`` (Feng et al.): ``s = min(1, (1 - m) / max_i ||(A^T A)_ii||_2)``, so
+    ``I - Phi >= m I`` on all of R^d. ``cap = c in (1, 2]``: ``s = min(1, (c - m) /
+    max_i ||P_i (A^T A)_ii P_i||_2)`` with ``P_i = I - 1 1^T / k_i``; since
+    ``P (D - A^T A) P <= P D P``, ``lambda_max(P Phi P) <= c - m`` on the tangent space,
+    which keeps the free energy strongly convex for ``c <= 2`` (module docstring)."""
     AtA = A.T @ A
     blocks = layout.block_mask(A.device)
     D = AtA * blocks
@@ -310,10 +370,23 @@ def monotone_phi(A: torch.Tensor, layout: Layout, margin: float):
     for _, off, n, k in layout.segments:
         idx = torch.arange(off, off + n * k, device=A.device).view(n, k)
         blk = AtA[idx[:, :, None], idx[:, None, :]]
+        if cap != 1.0:  # only the tangent directions enter the uniqueness bound
+            Pk = torch.eye(k, dtype=A.dtype, device=A.device) - 1.0 / k
+            blk = Pk @ blk @ Pk
         norms.append(torch.linalg.matrix_norm(blk, ord=2))
     top = torch.cat(norms).max()
-    s = torch.clamp((1.0 - margin) / top, max=1.0)
+    # a unit whose columns of A coincide has P blk P = 0: no bound to enforce from it
+    top = top.clamp_min(torch.finfo(A.dtype).tiny) if cap != 1.0 else top
+    s = torch.clamp((float(cap) - margin) / top, max=1.0)
     return s * (D - AtA), s
+
+
+def lambda_max_tangent(Phi: torch.Tensor, layout: Layout) -> float:
+    """``lambda_max(P Phi P)`` on the tangent space ``T`` of the product of simplices
+    (``Q^T Phi Q`` with :meth:`Layout.tangent_basis`): the quantity the cap bounds."""
+    Q = layout.tangent_basis(Phi.device, Phi.dtype)
+    with torch.no_grad():
+        return float(torch.linalg.eigvalsh(Q.T @ Phi @ Q)[-1])
 
 
 def conv_operator(w: torch.Tensor, side: int, k: int) -> torch.Tensor:
@@ -350,19 +423,37 @@ class Problem:
     """One batch of mean-field problems sharing ``Phi`` and ``b``.
 
     ``clamp_mask``: ``[B, d]`` boolean, True on the coordinates of observed units;
-    ``clamp_value``: ``[B, d]``, their one-hot values (ignored elsewhere).
+    ``clamp_value``: ``[B, d]``, their one-hot values (ignored elsewhere). ``cap``: the
+    splitting constant ``c`` of the FB and PR maps (``g_c``, ``f_c`` in the module
+    docstring; 1 is Feng et al.'s split).
     """
 
-    def __init__(self, Phi, b, layout: Layout, clamp_mask=None, clamp_value=None):
+    def __init__(self, Phi, b, layout: Layout, clamp_mask=None, clamp_value=None,
+                 cap: float = 1.0):
         self.Phi, self.b, self.layout = Phi, b, layout
         self.clamp_mask, self.clamp_value = clamp_mask, clamp_value
+        self.cap = float(cap)
         self._chol: dict = {}
 
-    def prox(self, y: torch.Tensor, alpha: float) -> torch.Tensor:
+    def effective(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(Phi_eff, b_eff) = (P Phi P, b + P Phi qbar)`` (``qbar`` uniform): the same
+        field as ``(Phi, b)`` up to per-unit constants on the product of simplices, so the
+        same fixed points, and ``c I - Phi_eff`` is positive definite on all of R^d when
+        ``lambda_max(P Phi P) < c`` (eigenvalue ``c`` off the tangent space), which the
+        PR resolvent's Cholesky factor needs at ``cap > 1``."""
+        P = self.layout.centring(self.Phi.device, self.Phi.dtype)
+        k = torch.tensor(self.layout.unit_k, dtype=self.Phi.dtype)[self.layout.owner]
+        qbar = (1.0 / k).to(self.Phi.device)
+        PPhi = P @ self.Phi
+        return PPhi @ P, self.b + PPhi @ qbar
+
+    def prox(self, y: torch.Tensor, alpha: float, cap: float = 1.0) -> torch.Tensor:
+        """Blockwise ``prox_{alpha f_cap}`` (:func:`prox_softmax_cap`; ``alpha = cap = 1``
+        is the softmax), observed units clamped to their one-hot values."""
         parts = []
         for _, off, n, k in self.layout.segments:
             seg = y[:, off:off + n * k].reshape(y.shape[0], n, k)
-            parts.append(prox_softmax(seg, alpha).reshape(y.shape[0], n * k))
+            parts.append(prox_softmax_cap(seg, alpha, cap).reshape(y.shape[0], n * k))
         q = torch.cat(parts, dim=1)
         if self.clamp_mask is not None:
             q = torch.where(self.clamp_mask, self.clamp_value.to(q.dtype), q)
@@ -372,8 +463,12 @@ class Problem:
         return z @ self.Phi + self.b
 
     def fb(self, z: torch.Tensor, alpha: float) -> torch.Tensor:
-        """Damped forward-backward: ``prox_{alpha f}((1-alpha) z + alpha (Phi z + b))``."""
-        return self.prox((1 - alpha) * z + alpha * self.field(z), alpha)
+        """Damped forward-backward with the split ``c = cap``:
+        ``prox_{alpha f_c}((1 - alpha c) z + alpha (Phi z + b))`` (``c = 1``:
+        ``prox_{alpha f}((1-alpha) z + alpha (Phi z + b))``). On the product of simplices
+        ``Phi`` and ``Phi_eff`` give the same step (per-unit constants cancel in the prox)."""
+        c = self.cap
+        return self.prox((1 - alpha * c) * z + alpha * self.field(z), alpha, c)
 
     def mean_field(self, z: torch.Tensor) -> torch.Tensor:
         """Plain parallel mean-field (the alpha = 1 step): ``softmax(Phi z + b)``."""
@@ -384,11 +479,14 @@ class Problem:
         return (z - self.mean_field(z)).norm(dim=1) / z.norm(dim=1).clamp_min(1e-12)
 
     def cholesky(self, alpha: float) -> torch.Tensor:
-        """Cached lower Cholesky factor of ``I + alpha (I - Phi)``."""
+        """Cached lower Cholesky factor of ``I + alpha (c I - Phi)`` (``c = cap``; at
+        ``cap > 1`` with ``Phi_eff`` of :meth:`effective` in place of ``Phi``)."""
         if alpha not in self._chol:
             d = self.Phi.shape[0]
             eye = torch.eye(d, dtype=self.Phi.dtype, device=self.Phi.device)
-            self._chol[alpha] = torch.linalg.cholesky((1 + alpha) * eye - alpha * self.Phi)
+            Phi = self.Phi if self.cap == 1.0 else self.effective()[0]
+            self._chol[alpha] = torch.linalg.cholesky((1 + alpha * self.cap) * eye
+                                                      - alpha * Phi)
         return self._chol[alpha]
 
     def random_start(self, batch: int, generator=None) -> torch.Tensor:
@@ -485,24 +583,29 @@ def solve_fb(p: Problem, z0: torch.Tensor, *, alpha: float = 0.125, anderson: in
     return z, info
 
 
-def solve_pr(p: Problem, z0: torch.Tensor, *, alpha: float = 1.0, anderson: int = 0,
+def solve_pr(p: Problem, z0: torch.Tensor, *, alpha: float | None = None, anderson: int = 0,
              tol: float = 1e-4, max_iter: int = 50, residual=None):
-    """Peaceman-Rachford: ``x = (I + alpha(I - Phi))^{-1}(u + alpha b)``,
-    ``y = prox_{alpha f}(2x - u)``, ``u <- u + 2(y - x)``; converges for every alpha > 0
-    since g is strongly convex. The resolvent uses a cached Cholesky factor."""
-    L = p.cholesky(float(alpha))
+    """Peaceman-Rachford with the split ``c = p.cap``:
+    ``x = (I + alpha(c I - Phi))^{-1}(u + alpha b)``, ``y = prox_{alpha f_c}(2x - u)``,
+    ``u <- u + 2(y - x)``; converges for every admissible alpha since ``g_c`` is strongly
+    convex (at ``c > 1`` on ``(Phi_eff, b_eff)``, :meth:`Problem.effective`; the prox
+    needs ``alpha <= 1/c``; default ``1/c``). The resolvent uses a cached Cholesky
+    factor."""
+    alpha = 1.0 / p.cap if alpha is None else float(alpha)
+    L = p.cholesky(alpha)
+    b = p.b if p.cap == 1.0 else p.effective()[1]
 
     def res_g(u):
-        rhs = (u + alpha * p.b).T
+        rhs = (u + alpha * b).T
         return torch.cholesky_solve(rhs, L).T
 
     def step(u):
         x = res_g(u)
-        y = p.prox(2 * x - u, alpha)
+        y = p.prox(2 * x - u, alpha, p.cap)
         return u + 2 * (y - x)
 
     def z_of(u):
-        return p.prox(2 * res_g(u) - u, alpha)
+        return p.prox(2 * res_g(u) - u, alpha, p.cap)
 
     res_fn = (lambda u: residual(z_of(u))) if residual is not None else None
     u, info = iterate(step, z0, anderson=anderson, tol=tol, max_iter=max_iter,
@@ -590,6 +693,11 @@ class MonotoneDBM(nn.Module):
     (``pattern="layered"``: one hidden tier is a plain RBM with a label) and plain
     mean-field. Data: ``visible`` as integer states ``[B, n_v]`` with
     ``-1`` (or NaN) for missing; ``label`` ``[B]`` with ``-1`` for unknown.
+
+    ``cap`` (monotone model): 1 keeps Feng et al.'s class ``I - Phi >= m I``; ``c in (1,
+    2]`` the wider class ``lambda_max(P Phi P) <= c - m`` on the simplices' tangent space
+    (:func:`monotone_phi`), still with one fixed point per clamping (module docstring),
+    solved with the ``c``-split FB/PR maps (``alpha <= 1/c``).
     """
 
     def __init__(self, visible, hidden=None, label=None, margin: float = 0.01,
@@ -599,7 +707,7 @@ class MonotoneDBM(nn.Module):
                  init_scale: float = 1.0, seed: int | None = None,
                  readout: float | None = 10.0, coupling: str = "dense", kernel: int = 3,
                  channels: int = 8, pattern: str = "full", label_readout: float = 1.0,
-                 layer_ranks=None):
+                 layer_ranks=None, cap: float = 1.0):
         super().__init__()
         groups = [("visible", _as_units(visible)[0])]
         for i, h in enumerate(_as_units(hidden)):
@@ -610,6 +718,19 @@ class MonotoneDBM(nn.Module):
         self.margin = float(margin)
         self.monotone = bool(monotone)
         self.solver, self.alpha, self.tol = solver, float(alpha), float(tol)
+        self.cap = float(cap)
+        if not 1.0 <= self.cap <= 2.0:
+            raise ValueError(f"monotone_dbm: cap must be in [1, 2] (the free energy stays "
+                             f"strongly convex up to lambda_max(P Phi P) < 2), got {cap}")
+        if self.cap != 1.0 and not self.monotone:
+            raise ValueError("monotone_dbm: cap bounds the monotone parametrisation; the "
+                             "unconstrained control (monotone=false) has none")
+        if not 0.0 < self.margin < self.cap:
+            raise ValueError(f"monotone_dbm: margin must be in (0, cap) = (0, {self.cap:g}), "
+                             f"got {margin}")
+        if self.alpha * self.cap > 1.0:
+            raise ValueError(f"monotone_dbm: alpha must be <= 1/cap = {1 / self.cap:.4g} "
+                             f"(the prox of f_cap), got {alpha}")
         self.max_iter, self.anderson = int(max_iter), int(anderson)
         self.observed, self.mask = float(observed), str(mask)
         d = self.layout.d
@@ -716,17 +837,24 @@ class MonotoneDBM(nn.Module):
 
     def phi(self) -> torch.Tensor:
         if self.monotone:
-            return monotone_phi(self.a_matrix(), self.layout, self.margin)[0]
+            return monotone_phi(self.a_matrix(), self.layout, self.margin, self.cap)[0]
         return free_phi(self.W, self.layout, self.pattern)
 
     def check_margin(self, exact: bool = True) -> float:
-        """``lambda_min(I - Phi)``; raises when the monotone model violates the margin."""
+        """``lambda_min(I - Phi)`` at ``cap = 1``, ``cap - lambda_max(P Phi P)`` on the
+        tangent space at ``cap > 1``; raises when the monotone model violates the margin."""
         with torch.no_grad():
             Phi = self.phi()
-            eye = torch.eye(Phi.shape[0], dtype=Phi.dtype, device=Phi.device)
-            lam = float(torch.linalg.eigvalsh(eye - Phi)[0]) if exact else math.nan
+            if not exact:
+                lam = math.nan
+            elif self.cap == 1.0:
+                eye = torch.eye(Phi.shape[0], dtype=Phi.dtype, device=Phi.device)
+                lam = float(torch.linalg.eigvalsh(eye - Phi)[0])
+            else:
+                lam = self.cap - lambda_max_tangent(Phi, self.layout)
         if self.monotone and lam < self.margin - 1e-5:
-            raise RuntimeError(f"monotone DBM margin violated: lambda_min(I - Phi) = {lam:.3g}"
+            what = "I - Phi" if self.cap == 1.0 else f"{self.cap:g} I - P Phi P on T"
+            raise RuntimeError(f"monotone DBM margin violated: lambda_min({what}) = {lam:.3g}"
                                f" < m = {self.margin}")
         return lam
 
@@ -752,7 +880,7 @@ class MonotoneDBM(nn.Module):
 
     def problem(self, visible, label=None) -> Problem:
         mask, val = self.clamp(visible, label)
-        return Problem(self.phi(), self.b, self.layout, mask, val)
+        return Problem(self.phi(), self.b, self.layout, mask, val, self.cap)
 
     # ---- inference ----
     def infer(self, visible, label=None, *, solver: str | None = None, z0=None,
@@ -859,7 +987,7 @@ class MonotoneDBM(nn.Module):
 
 
 def _detached(p: Problem) -> Problem:
-    q = Problem(p.Phi.detach(), p.b.detach(), p.layout, p.clamp_mask, p.clamp_value)
+    q = Problem(p.Phi.detach(), p.b.detach(), p.layout, p.clamp_mask, p.clamp_value, p.cap)
     q._chol = p._chol
     return q
 
