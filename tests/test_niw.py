@@ -661,6 +661,20 @@ def test_flat_net_jacobian_equals_autograd_and_feeds_the_regression_factor():
         flat.jacobian(theta, torch.zeros(4, 2, dtype=D64))
     cnn = rtn.FlatNet(CNN((1, 4, 4), [2], 3).to(D64))
     assert cnn.jacobian(cnn.vector(), torch.zeros(2, 1, 4, 4, dtype=D64)) is None
+    # parameter-free modules that are not elementwise: the reverse pass does not apply,
+    # and the harness's factor (autograd) is still the true Jacobian
+    for mid in (torch.nn.Softmax(-1), torch.nn.LayerNorm(4, elementwise_affine=False),
+                torch.nn.Dropout(0.5)):
+        seq = torch.nn.Sequential(torch.nn.Linear(3, 4), mid, torch.nn.Linear(4, 1)).to(D64)
+        flat = rtn.FlatNet(seq)
+        assert flat.plan is not None and flat.jacobian(flat.vector(), x) is None
+        task = M.RegressionTask(seq.eval())
+        ep = {"xs": torch.randn(5, 3, dtype=D64, generator=g),
+              "ys": torch.randn(5, 1, dtype=D64, generator=g)}
+        theta = flat.vector()
+        u, _ = task.fisher_factor_grad(theta, ep)
+        ref = M._jacobian(lambda t, task=task, ep=ep: task.mean(t, ep["xs"]), theta)
+        assert torch.allclose(u, ref / task.sigma, rtol=1e-12, atol=1e-13), type(mid)
 
     torch.manual_seed(0)
     task = M.RegressionTask(MLP(1, [32, 32], 1, act="relu"))

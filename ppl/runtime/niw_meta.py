@@ -356,16 +356,16 @@ def _linear_plan(net: torch.nn.Module):
     return plan
 
 
-def _act_derivative(act, z: torch.Tensor) -> torch.Tensor:
-    """act'(z) elementwise, for :meth:`FlatNet.jacobian`: closed forms for ReLU, tanh and
-    sigmoid, autograd on the elementwise function otherwise."""
+def _act_derivative(act, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """act'(z) elementwise at h = act(z), for :meth:`FlatNet.jacobian`: closed forms from
+    the output for ReLU, tanh and sigmoid, autograd on the elementwise function otherwise
+    (only for the elementwise functions of ``ACT_FUNCTIONS``)."""
     if act is torch.relu:
-        return (z > 0).to(z.dtype)
+        return (h > 0).to(h.dtype)
     if act is torch.tanh:
-        return 1 - torch.tanh(z) ** 2
+        return 1 - h ** 2
     if act is torch.sigmoid:
-        s = torch.sigmoid(z)
-        return s * (1 - s)
+        return h * (1 - h)
     zz = z.detach().requires_grad_(True)
     with torch.enable_grad():
         (d,) = torch.autograd.grad(act(zz).sum(), zz)
@@ -389,6 +389,17 @@ class FlatNet:
         self.d = sum(self.numels)
         self.plan = _linear_plan(net)
         self.in_dim = getattr(net, "in_dim", None)
+        self.offsets = [0]
+        for n in self.numels:
+            self.offsets.append(self.offsets[-1] + n)
+        # jacobian's reverse pass multiplies by act'(z) elementwise: only for activations
+        # known to act elementwise (not Softmax, LayerNorm, Dropout, ... that the forward
+        # plan accepts as parameter-free modules)
+        from .nn import ACT_FUNCTIONS
+
+        elementwise = set(ACT_FUNCTIONS.values())
+        self.reversible = self.plan is not None and all(
+            isinstance(op, tuple) or op in elementwise for op in self.plan)
 
     def vector(self) -> torch.Tensor:
         return torch.cat([p.detach().reshape(-1) for p in self.net.parameters()])
@@ -424,18 +435,16 @@ class FlatNet:
         delta_{l-1} = (delta_l W_l) * act'(z_{l-1}), give dF/dW_l = delta_l h_{l-1}^T and
         dF/db_l = delta_l, F the network output (backpropagation with one row per output
         and point). act' is exact: ReLU 1[z > 0] (autograd's convention at 0), tanh
-        1 - h^2, sigmoid h (1 - h), any other activation by autograd on its elementwise
-        function."""
-        if self.plan is None or theta.dim() != 1:
+        1 - h^2, sigmoid h (1 - h), the other activations of ``ACT_FUNCTIONS`` by
+        autograd on their elementwise function; a network with any other parameter-free
+        module (Softmax, LayerNorm, Dropout: not elementwise) gives None."""
+        if not self.reversible or theta.dim() != 1:
             return None
         if self.in_dim is not None and (x.dim() == 0 or x.shape[-1] != self.in_dim):
             raise ValueError(f"network expects {self.in_dim} input features, got shape "
                              f"{tuple(x.shape)}")
         theta = theta.detach()
-        parts = theta.split(self.numels)
-        offsets = [0]
-        for n in self.numels:
-            offsets.append(offsets[-1] + n)
+        parts, offsets = theta.split(self.numels), self.offsets
         h = x.to(theta.dtype).reshape(-1, x.shape[-1])
         saved = []  # (input, weight, w, b) per Linear; act'(z) per activation
         for op in self.plan:
@@ -445,8 +454,8 @@ class FlatNet:
                 saved.append((h, weight, w, b))
                 h = torch.nn.functional.linear(h, weight, None if b is None else parts[b])
             else:
-                saved.append(_act_derivative(op, h))
-                h = op(h)
+                z, h = h, op(h)
+                saved.append(_act_derivative(op, z, h))
         n, out = h.shape
         jac = theta.new_zeros(n, out, theta.numel())
         delta = torch.eye(out, dtype=theta.dtype, device=theta.device).expand(n, out, out)
