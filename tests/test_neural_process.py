@@ -303,19 +303,21 @@ def test_mpnp_mixed_loss_hand_computed():
 def test_mpnp_mixed_device_and_dtype():
     """The mixed generator's tensors follow the module: on the meta device (no data, no
     host copies) in float64, the predictive and the loss stay there."""
-    m = npr.MPNP(1, 1, hidden=16, pseudo=4, samples=5, heads=2).to("meta", torch.float64)
-    m.gen.mode = "mixed"
-    xc, yc, xt = (torch.empty(2, n, 1, device="meta") for n in (5, 5, 3))
-    mu, sigma = m.predict(xc, yc, xt)
-    assert mu.device.type == sigma.device.type == "meta"
-    assert mu.dtype == torch.float64 and mu.shape == (5, 2, 3, 1)
-    validate = torch.distributions.Distribution._validate_args
-    torch.distributions.Distribution.set_default_validate_args(False)  # no .item() on meta
-    try:
-        loss = m.loss(xc, yc, torch.cat([xc, xt], 1), torch.cat([yc, xt], 1), 4)
-    finally:
-        torch.distributions.Distribution.set_default_validate_args(validate)
-    assert loss.device.type == "meta" and loss.dtype == torch.float64 and loss.shape == ()
+    for per_kind in (False, True):   # the per-kind bound reads nothing back to the host
+        m = npr.MPNP(1, 1, hidden=16, pseudo=4, samples=5, heads=2).to("meta", torch.float64)
+        m.gen.mode = "mixed"
+        m.gen.per_kind_bound = m.gen.tag_kinds = per_kind
+        xc, yc, xt = (torch.empty(2, n, 1, device="meta") for n in (5, 5, 3))
+        mu, sigma = m.predict(xc, yc, xt)
+        assert mu.device.type == sigma.device.type == "meta"
+        assert mu.dtype == torch.float64 and mu.shape == (5, 2, 3, 1)
+        validate = torch.distributions.Distribution._validate_args
+        torch.distributions.Distribution.set_default_validate_args(False)  # no .item() on meta
+        try:
+            loss = m.loss(xc, yc, torch.cat([xc, xt], 1), torch.cat([yc, xt], 1), 4)
+        finally:
+            torch.distributions.Distribution.set_default_validate_args(validate)
+        assert loss.device.type == "meta" and loss.dtype == torch.float64 and loss.shape == ()
 
 
 def _ampnp_attention_ref(m, xc, yc, x, rp=None, real=True):

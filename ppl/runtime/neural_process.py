@@ -625,8 +625,13 @@ def mpnp_loss(mu_c, s_c, mu_k, s_k, mu_p, s_p, y, strata: list[bool] | None = No
         ll = _gauss_ll(mu, s, y).sum(-1)
         if strata is None or len(set(strata)) < 2:
             return logmeanexp(ll, 0)
-        kind = torch.tensor(strata, device=ll.device)
-        return sum(float(m.float().mean()) * logmeanexp(ll[m], 0) for m in (kind, ~kind))
+        # the kinds' rows and shares from the host-side list: no device read per step
+        total = 0.0
+        for flag in (True, False):
+            rows = [k for k, s in enumerate(strata) if s == flag]
+            take = torch.tensor(rows, device=ll.device)
+            total = total + len(rows) / len(strata) * logmeanexp(ll.index_select(0, take), 0)
+        return total
 
     return -((amort + bound(mu_k, s_k) + bound(mu_p, s_p)) / n).mean()
 
