@@ -158,6 +158,30 @@ def _gauss_ll(mu, sigma, y):
 # ---- the models ---------------------------------------------------------------------
 
 
+def check_generator(value: str) -> str:
+    """``value`` if it names a pseudo-context generator (GENERATOR_MODES), else ValueError."""
+    if value not in GENERATOR_MODES:
+        raise ValueError(f"unknown pseudo-context generator {value!r} (expected one of "
+                         f"{', '.join(GENERATOR_MODES)})")
+    return value
+
+
+def _mode_flag(name: str) -> property:
+    """A boolean view of the generator's mode: True when it is ``name``; setting it True
+    selects ``name``, False returns ``name`` to the mean base."""
+
+    def get(self) -> bool:
+        return self.mode == name
+
+    def set_(self, on: bool) -> None:
+        if on:
+            self.mode = name
+        elif self.mode == name:
+            self.mode = "mean"
+
+    return property(get, set_, doc=f"mode == {name!r}")
+
+
 class NeuralProcess(nn.Module):
     """Common interface: ``predict`` (mu, sigma of shape [S, B, N, y]), ``loss`` (the
     per-point training objective of one batch) and ``forward`` (a Pyro distribution).
@@ -170,9 +194,7 @@ class NeuralProcess(nn.Module):
     def __init__(self, x_dim, y_dim, hidden=128, pseudo=0, samples=50, heads=8,
                  generator="mean"):
         super().__init__()
-        if generator not in GENERATOR_MODES:
-            raise ValueError(f"unknown pseudo-context generator {generator!r} (expected "
-                             f"one of {', '.join(GENERATOR_MODES)})")
+        check_generator(generator)
         self.x_dim, self.y_dim, self.hidden = int(x_dim), int(y_dim), int(hidden)
         self.pseudo, self.samples, self.heads = int(pseudo), int(samples), int(heads)
 
@@ -331,13 +353,12 @@ class PseudoContextGenerator(nn.Module):
 
     def __init__(self, hidden, heads, inducing=16):
         super().__init__()
-        self.resample = False
-        # MPNP option: the base of each pseudo point is an imputed observation drawn from
-        # the amortised predictive (MPNP._sets); it uses no layers of its own
-        self.predictive = False
-        # MPNP option: alternate the two kinds of pseudo set, mean base (even k) and
-        # predictive base (odd k), in one mixture (:meth:`predictive_sets`)
-        self.mixed = False
+        # the base of the pseudo points (:attr:`mode`): "mean"; "resample" (soft picks of
+        # the context's representations); "predictive" (an imputed observation drawn from
+        # the amortised predictive, MPNP._sets; no layers of its own); "mixed" (the two
+        # kinds of pseudo set alternate, mean base at even k and predictive base at odd
+        # k, in one mixture, :meth:`predictive_sets`)
+        self._mode = "mean"
         # mixed mode's loss: False, one bound over all K sets (the kinds compete for the
         # gradient); True, each kind's own bound, weighted by its share (loss_strata)
         self.per_kind_bound = False
@@ -362,17 +383,16 @@ class PseudoContextGenerator(nn.Module):
     @property
     def mode(self) -> str:
         """The base of the pseudo points: ``mean``, ``resample``, ``predictive`` or
-        ``mixed`` (the flags ``resample``/``predictive``/``mixed``, at most one set)."""
-        return ("mixed" if self.mixed else "predictive" if self.predictive
-                else "resample" if self.resample else "mean")
+        ``mixed`` (one of GENERATOR_MODES)."""
+        return self._mode
 
     @mode.setter
     def mode(self, value: str) -> None:
-        if value not in GENERATOR_MODES:
-            raise ValueError(f"unknown pseudo-context generator {value!r} (expected one of "
-                             f"{', '.join(GENERATOR_MODES)})")
-        self.resample, self.predictive, self.mixed = (value == "resample",
-                                                      value == "predictive", value == "mixed")
+        self._mode = check_generator(value)
+
+    resample = _mode_flag("resample")
+    predictive = _mode_flag("predictive")
+    mixed = _mode_flag("mixed")
 
     def predictive_sets(self, num_sets: int) -> list[bool]:
         """Which of ``num_sets`` pseudo sets take the predictive base: all of them in the
@@ -824,16 +844,14 @@ def save_trained(path, model: NeuralProcess, source: str = "") -> None:
     """Save a trained network: its family, constructor arguments, state dict and the
     model source it came from (``bdl run`` saves the same weights in ``params.pt``)."""
     family = {v: k for k, v in MODELS.items() if not k.startswith("martingale")}[type(model)]
+    gen = getattr(model, "gen", None)
     torch.save({"family": family, "source": source,
                 "config": {"x_dim": model.x_dim, "y_dim": model.y_dim,
                            "hidden": model.hidden, "pseudo": model.pseudo,
                            "samples": model.samples, "heads": model.heads},
-                "resample": bool(getattr(getattr(model, "gen", None), "resample", False)),
-                "predictive": bool(getattr(getattr(model, "gen", None), "predictive", False)),
-                "mixed": bool(getattr(getattr(model, "gen", None), "mixed", False)),
-                "per_kind_bound": bool(getattr(getattr(model, "gen", None), "per_kind_bound",
-                                               False)),
-                "tag_kinds": bool(getattr(getattr(model, "gen", None), "tag_kinds", False)),
+                "generator": gen.mode if gen is not None else "mean",
+                "per_kind_bound": bool(getattr(gen, "per_kind_bound", False)),
+                "tag_kinds": bool(getattr(gen, "tag_kinds", False)),
                 "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}},
                path)
 
@@ -846,20 +864,17 @@ def load_trained(path, device=None) -> tuple[NeuralProcess, str]:
     if family == "ampnp" and any(k.startswith("pseudo_k.") for k in blob["state_dict"]):
         family = "ampnp_pa"  # saved while ampnp named the pseudo-attention variant
     model = MODELS[family](**blob["config"])
-    resample = blob.get("resample", False)
-    if "resample" not in blob and hasattr(model, "gen"):
+    # files from before the "generator" key recorded the mode as one flag per base
+    mode = blob.get("generator") or next(
+        (m for m in ("mixed", "predictive", "resample") if blob.get(m, False)), "mean")
+    if "generator" not in blob and "resample" not in blob and hasattr(model, "gen"):
         warnings.warn(f"{path}: saved before the generator's base mode was recorded; "
                       "the default (mean) base is assumed", stacklevel=2)
-    if resample:
-        model.gen.resample = True
-    if blob.get("predictive", False):
-        model.gen.predictive = True
-    if blob.get("mixed", False):
-        model.gen.mixed = True
-    if blob.get("per_kind_bound", False):
-        model.gen.per_kind_bound = True
-    if blob.get("tag_kinds", False):
-        model.gen.tag_kinds = True
+    resample = mode == "resample"
+    if hasattr(model, "gen"):
+        model.gen.mode = mode
+        model.gen.per_kind_bound = bool(blob.get("per_kind_bound", False))
+        model.gen.tag_kinds = bool(blob.get("tag_kinds", False))
     missing, unexpected = model.load_state_dict(blob["state_dict"], strict=False)
     # the generator's resampling read-outs (gen.pick_*) are used only with resample =
     # True; files saved before they existed lack them and load exactly without them
