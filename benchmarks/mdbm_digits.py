@@ -320,9 +320,10 @@ def main(argv=None):
     ap.add_argument("--hidden", type=int, default=64, help="hidden units per tier (K states)")
     ap.add_argument("--tiers", type=int, default=1, help="hidden tiers (every model)")
     ap.add_argument("--margin", type=float, default=0.01)
-    ap.add_argument("--cap", type=float, default=1.0,
-                    help="monotone model: 1 = Feng et al.'s I - Phi >= mI; up to 2: "
-                         "lambda_max(P Phi P) <= cap - m on the simplices' tangent space")
+    ap.add_argument("--cap", type=float, default=2.0,
+                    help="monotone model: 1 = Feng et al.'s I - Phi >= mI; up to 2 "
+                         "(default): lambda_max(P Phi P) <= cap - m on the simplices' "
+                         "tangent space")
     ap.add_argument("--rank", type=int, default=None, help="rows of A (default: d)")
     ap.add_argument("--coupling", choices=("dense", "conv"), default="dense",
                     help="monotone model's A (the baselines are unconstrained W)")

@@ -23,6 +23,7 @@ def _double():
 
 
 def _tiny(seed=0, **kw):
+    kw.setdefault("cap", 1.0)  # Feng et al.'s class; the cap-2 tests ask for it
     m = M.MonotoneDBM(visible=M.units(5, 3), hidden=[M.units(4, 2), M.units(3, 3)],
                       label=M.units(1, 4), margin=0.01, seed=seed, **kw)
     with torch.no_grad():
@@ -661,7 +662,7 @@ def test_readout_lifts_the_margin_cap_on_confidence():
     ces = {}
     for readout in (None, 10.0):
         m = M.MonotoneDBM(visible=lay_units, margin=0.01, seed=0, readout=readout,
-                          solver="pr", tol=1e-10, max_iter=500)
+                          solver="pr", tol=1e-10, max_iter=500, cap=1.0)
         opt = torch.optim.Adam(m.parameters(), lr=0.05)
         for _ in range(300):
             opt.zero_grad()
@@ -707,7 +708,10 @@ def test_benchmark_rows_and_columns(tmp_path):
     assert res["monotone"]["converged_frac"] == 1.0
     assert res["monotone"]["max_disagreement"] < 1e-4
     assert res["monotone"]["lambda_min"] >= 0.01 - 1e-5
-    assert res["monotone"]["lambda_max_PPhiP"] <= 0.99 + 1e-5
+    # the default cap 2: lambda_min reports 2 - lambda_max(P Phi P)
+    assert res["monotone"]["lambda_max_PPhiP"] <= 1.99 + 1e-5
+    assert res["monotone"]["lambda_min"] == pytest.approx(
+        2.0 - res["monotone"]["lambda_max_PPhiP"], abs=1e-5)
     for row in ("fb", "fb_anderson", "pr", "mf"):
         assert res[row]["iters"] >= 1 and res[row]["ms_per_batch"] > 0
     assert 0 <= res["marginal_mode"]["imput_err"] <= 1
@@ -750,6 +754,7 @@ def test_hidden_use_diagnostics_exact_cases():
 
 # ---- convolutional coupling ----------------------------------------------------------
 def _conv_model(init_scale=1.0, seed=0, **kw):
+    kw.setdefault("cap", 1.0)  # the conv tests check Feng et al.'s class
     m = M.MonotoneDBM(visible=M.units(16, 2), hidden=[M.units(16, 3)], label=M.units(1, 3),
                       margin=0.01, coupling="conv", kernel=3, channels=2,
                       init_scale=init_scale, seed=seed, **kw)
@@ -1128,7 +1133,6 @@ def test_cap2_training_keeps_the_margin_and_violations_raise():
 
 @pytest.mark.parametrize("kw, message", [
     ({"cap": 2.5}, "cap must be in"), ({"cap": 0.5}, "cap must be in"),
-    ({"cap": 2.0, "monotone": False}, "unconstrained control"),
     ({"cap": 2.0, "alpha": 0.6}, "alpha must be <= 1/cap"),
     ({"cap": 1.5, "margin": 1.5}, "margin must be in"),
 ])
@@ -1165,3 +1169,15 @@ def test_benchmark_cap2_row(tmp_path):
     assert 1.0 < r["lambda_max_PPhiP"] <= 1.99 + 1e-5
     assert r["lambda_min"] == pytest.approx(2.0 - r["lambda_max_PPhiP"], abs=1e-5)
     assert r["converged_frac"] == 1.0 and r["max_disagreement"] < 1e-4
+
+
+def test_default_cap_is_two_and_the_control_has_none():
+    """``monotone_dbm`` defaults to the cap-2 class; the unconstrained control keeps the
+    plain (c = 1) maps whatever ``cap`` says, since its Phi is never scaled."""
+    m = M.MonotoneDBM(visible=M.units(5, 3), hidden=[M.units(4, 2)], seed=0)
+    assert m.cap == 2.0 and m.problem(_data()[0]).cap == 2.0
+    assert m.check_margin() == pytest.approx(
+        2.0 - M.lambda_max_tangent(m.phi().detach(), m.layout), abs=1e-12)
+    c = M.MonotoneDBM(visible=M.units(5, 3), hidden=[M.units(4, 2)], seed=0, monotone=False,
+                      cap=2.0, alpha=1.0)
+    assert c.cap == 1.0 and c.problem(_data()[0]).cap == 1.0

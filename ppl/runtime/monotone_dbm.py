@@ -565,7 +565,8 @@ def solve_fb(p: Problem, z0: torch.Tensor, *, alpha: float = 0.125, anderson: in
              residual=None):
     """Damped forward-backward (Anderson-accelerated when ``anderson > 0``); alpha is halved
     and the run restarted from the best point when the residual stalls (fails to fall by
-    the factor ``stall`` over ``window`` iterations). Converges for alpha < 2/L(I - Phi)."""
+    the factor ``stall`` over ``window`` iterations). Converges for alpha < 2/L(c I - Phi_eff)
+    (``c = p.cap``; at ``c > 1`` also ``alpha <= 1/c``, the prox of ``f_c``)."""
     z, used, hist = z0, 0, []
     info: dict = {}
     a = float(alpha)
@@ -694,8 +695,9 @@ class MonotoneDBM(nn.Module):
     mean-field. Data: ``visible`` as integer states ``[B, n_v]`` with
     ``-1`` (or NaN) for missing; ``label`` ``[B]`` with ``-1`` for unknown.
 
-    ``cap`` (monotone model): 1 keeps Feng et al.'s class ``I - Phi >= m I``; ``c in (1,
-    2]`` the wider class ``lambda_max(P Phi P) <= c - m`` on the simplices' tangent space
+    ``cap`` (monotone model; ignored by the control): 1 keeps Feng et al.'s class
+    ``I - Phi >= m I``; ``c in (1, 2]`` (default 2) the wider class
+    ``lambda_max(P Phi P) <= c - m`` on the simplices' tangent space
     (:func:`monotone_phi`), still with one fixed point per clamping (module docstring),
     solved with the ``c``-split FB/PR maps (``alpha <= 1/c``).
     """
@@ -707,7 +709,7 @@ class MonotoneDBM(nn.Module):
                  init_scale: float = 1.0, seed: int | None = None,
                  readout: float | None = 10.0, coupling: str = "dense", kernel: int = 3,
                  channels: int = 8, pattern: str = "full", label_readout: float = 1.0,
-                 layer_ranks=None, cap: float = 1.0):
+                 layer_ranks=None, cap: float = 2.0):
         super().__init__()
         groups = [("visible", _as_units(visible)[0])]
         for i, h in enumerate(_as_units(hidden)):
@@ -718,13 +720,12 @@ class MonotoneDBM(nn.Module):
         self.margin = float(margin)
         self.monotone = bool(monotone)
         self.solver, self.alpha, self.tol = solver, float(alpha), float(tol)
-        self.cap = float(cap)
-        if not 1.0 <= self.cap <= 2.0:
+        if not 1.0 <= float(cap) <= 2.0:
             raise ValueError(f"monotone_dbm: cap must be in [1, 2] (the free energy stays "
                              f"strongly convex up to lambda_max(P Phi P) < 2), got {cap}")
-        if self.cap != 1.0 and not self.monotone:
-            raise ValueError("monotone_dbm: cap bounds the monotone parametrisation; the "
-                             "unconstrained control (monotone=false) has none")
+        # the unconstrained control has no cap: its Phi = sym(W) is never scaled, and its
+        # plain mean-field (the alpha = 1, c = 1 step) ignores the split
+        self.cap = float(cap) if self.monotone else 1.0
         if not 0.0 < self.margin < self.cap:
             raise ValueError(f"monotone_dbm: margin must be in (0, cap) = (0, {self.cap:g}), "
                              f"got {margin}")
