@@ -176,7 +176,7 @@ def _fixed_point_from_starts(p1, solves, seed: int, R: int = 5) -> torch.Tensor:
     ref = None
     for solver, o in solves:
         z, info = M.solve(p, p.random_start(R * B, g), solver, tol=1e-12, max_iter=3000, **o)
-        assert float(info["res"].max()) < 1e-11
+        assert float(p.residual(z).max()) < 1e-11
         z = z.view(R, B, -1)
         assert (z - z[0]).abs().max() < 1e-8, (solver, o)  # start-independent
         if ref is None:
@@ -239,7 +239,7 @@ def test_alpha_halving_when_fb_stalls():
     assert float(mf["res"].max()) > 1e-3  # plain mean-field does not converge
     z, info = M.solve(p, z0, "fb", alpha=1.0, anderson=0, tol=1e-10, max_iter=3000,
                       stall=0.99, window=20)
-    assert float(info["res"].max()) < 1e-10
+    assert float(p.residual(z).max()) < 1e-10
     assert info["alpha"] < 1.0
     zr, _ = M.solve(p, z0, "pr", tol=1e-12, max_iter=3000)
     assert (z - zr).abs().max() < 1e-8
@@ -807,7 +807,7 @@ def test_conv_unique_fixed_point_under_masks(solver, opts):
     p = M.Problem(p1.Phi, p1.b, p1.layout, p1.clamp_mask.repeat(R, 1),
                   p1.clamp_value.repeat(R, 1), p1.cap)
     z, info = M.solve(p, p.random_start(R * 4, g), solver, tol=1e-12, max_iter=3000, **opts)
-    assert float(info["res"].max()) < 1e-11
+    assert float(p.residual(z).max()) < 1e-11
     z = z.view(R, 4, -1)
     assert (z - z[0]).abs().max() < 1e-8
     assert torch.allclose(z[0], p1.mean_field(z[0]), atol=1e-10)
@@ -925,6 +925,19 @@ def test_readout_temperatures_must_be_valid(kw, message):
 
 
 # ---- the cap-2 class: lambda_max(P Phi P) <= 2 - m on the simplices' tangent space -----
+def _projector(layout) -> torch.Tensor:
+    """``P = I - blockdiag(1 1^T / k_i)`` built here from the unit sizes alone."""
+    return torch.block_diag(*[torch.eye(k) - torch.full((k, k), 1.0 / k)
+                              for k in layout.unit_k])
+
+
+def _lam_t(Phi, layout) -> float:
+    """lambda_max(P Phi P) on T, independently of the module (P Phi P has eigenvalue 0 off
+    T, and every Phi here has a positive eigenvalue on T)."""
+    P = _projector(layout).to(Phi.dtype)
+    return float(torch.linalg.eigvalsh(P @ Phi @ P)[-1])
+
+
 def _hollow_phi(layout, lam_t: float, seed: int = 9) -> torch.Tensor:
     """A random symmetric block-hollow Phi scaled to lambda_max(P Phi P) = ``lam_t``."""
     W = torch.randn(layout.d, layout.d, generator=torch.Generator().manual_seed(seed))
@@ -1002,7 +1015,8 @@ def test_cap2_model_margin_and_effective_coupling(init_scale):
     lay = m.layout
     assert torch.allclose(Phi, Phi.T, atol=1e-12)
     assert Phi[lay.block_mask()].abs().max() == 0
-    lam_t = M.lambda_max_tangent(Phi, lay)
+    lam_t = _lam_t(Phi, lay)
+    assert M.lambda_max_tangent(Phi, lay) == pytest.approx(lam_t, abs=1e-10)
     assert m.check_margin() == pytest.approx(2.0 - lam_t, abs=1e-10)
     assert 2.0 - lam_t >= 0.01 - 1e-10
     assert lam_t > 1.0  # beyond Feng et al.'s cap for these A
@@ -1076,7 +1090,7 @@ def test_cap2_plain_mean_field_oscillates_fb_and_pr_do_not():
     assert (z1 - z).abs().max() > 0.9     # not a fixed point
     for solver, o in [("fb", {"alpha": 0.1, "anderson": 5}), ("pr", {})]:
         zs, info = M.solve(p, z0, solver, tol=1e-12, max_iter=3000, **o)
-        assert float(info["res"].max()) < 1e-11
+        assert float(p.residual(zs).max()) < 1e-11
         assert (zs - zs[0]).abs().max() < 1e-9
         assert torch.allclose(zs, p.mean_field(zs), atol=1e-10)
 
@@ -1177,7 +1191,153 @@ def test_default_cap_is_two_and_the_control_has_none():
     m = M.MonotoneDBM(visible=M.units(5, 3), hidden=[M.units(4, 2)], seed=0)
     assert m.cap == 2.0 and m.problem(_data()[0]).cap == 2.0
     assert m.check_margin() == pytest.approx(
-        2.0 - M.lambda_max_tangent(m.phi().detach(), m.layout), abs=1e-12)
+        2.0 - _lam_t(m.phi().detach(), m.layout), abs=1e-12)
     c = M.MonotoneDBM(visible=M.units(5, 3), hidden=[M.units(4, 2)], seed=0, monotone=False,
                       cap=2.0, alpha=1.0)
     assert c.cap == 1.0 and c.problem(_data()[0]).cap == 1.0
+
+
+# ---- the solvers' convergence reporting, alpha floor, Anderson in float32 ----------------
+def _cap2_problem(dtype, lam_t: float = 1.5):
+    m = _tiny(cap=2.0)
+    x, _ = _data()
+    mask, val = m.clamp(x)
+    Phi = _hollow_phi(m.layout, lam_t)
+    return M.Problem(Phi.to(dtype), m.b.detach().to(dtype), m.layout, mask, val.to(dtype),
+                     cap=2.0)
+
+
+def test_fb_converged_means_the_mean_field_residual_is_below_tol():
+    """``info["res"]`` is the mean-field residual of the returned point, and a solve that
+    stops short of the stall has it below ``tol``: the FB residual (about ``alpha c``
+    times smaller) is rescaled before it is compared."""
+    p = _cap2_problem(torch.float64)
+    z0 = p.random_start(6, torch.Generator().manual_seed(0))
+    for alpha, anderson in [(0.5, 0), (0.05, 0), (0.05, 5)]:
+        z, info = M.solve_fb(p, z0, alpha=alpha, anderson=anderson, tol=1e-9, max_iter=3000)
+        assert not info["stalled"] and info["alpha"] == alpha
+        assert torch.equal(info["res"], p.residual(z))
+        assert float(p.residual(z).max()) < 1e-9
+    # one step of the alpha = 0.05 map moves 0.1 times as far as the mean-field map
+    assert float(info["fb_res"].max()) < 0.2e-9
+
+
+def test_fb_stalls_at_the_alpha_floor_float32():
+    """float32 with tol below its rounding floor (lambda_max(P Phi P) = 1.5, no Anderson):
+    alpha is halved at most 10 times, the solve reports ``stalled`` without raising, and
+    the point it returns is the best one it saw (mean-field residual near float32's
+    rounding floor, not the drift of the ill-conditioned small-alpha prox)."""
+    p = _cap2_problem(torch.float32)
+    z0 = p.random_start(6, torch.Generator().manual_seed(0))
+    for anderson in (0, 5):
+        z, info = M.solve_fb(p, z0, alpha=0.5, anderson=anderson, tol=1e-9, max_iter=2000)
+        assert info["stalled"]
+        assert info["alpha"] >= 0.5 * 2.0 ** -10
+        assert info["iters"] < 2000  # stopped at the floor, not by the budget
+        assert torch.equal(info["res"], p.residual(z))
+        assert float(info["res"].max()) < 1e-5
+        assert torch.isfinite(z).all()
+
+
+def test_fb_beyond_the_cap_stalls_instead_of_claiming_convergence():
+    """lambda_max(P Phi P) = 3 > 2: mean-field oscillates; FB halves alpha to its floor
+    and reports a stall with a large mean-field residual (the FB residual alone, ~alpha
+    times smaller, would have passed)."""
+    lay = M.Layout([("visible", M.Units(5, 2))])
+    A = 3.0 * torch.tensor([[1.0, -1.0] * 5])
+    Phi = 3.0 / 1.9 * M.monotone_phi(A, lay, 0.1, cap=2.0)[0]
+    assert _lam_t(Phi, lay) == pytest.approx(3.0, abs=1e-10)
+    p = M.Problem(Phi, 0.1 * torch.arange(10.0), lay, cap=2.0)
+    z, info = M.solve_fb(p, p.random_start(8, torch.Generator().manual_seed(0)), alpha=0.5,
+                         anderson=0, tol=1e-8, max_iter=5000)
+    assert info["stalled"] and info["alpha"] == 0.5 * 2.0 ** -10
+    assert torch.equal(info["res"], p.residual(z)) and float(info["res"].max()) > 1e-2
+
+
+def test_anderson_with_no_movement_float32():
+    """Anderson's weights are undefined when every step is zero (float32 underflow of the
+    old ``1e-300`` clamp made the solve singular): the plain step is taken instead."""
+    x0 = torch.rand(3, 6, dtype=torch.float32, generator=torch.Generator().manual_seed(0))
+    x, info = M.iterate(lambda v: v.clone(), x0, anderson=3, tol=0.0, max_iter=5)
+    assert torch.equal(x, x0) and info["iters"] == 5
+    # rows that do move still get Anderson's solution: a linear map solved exactly
+    A = 0.5 * torch.eye(6, dtype=torch.float32)
+    c = torch.arange(6, dtype=torch.float32)
+
+    def f(v):
+        return v @ A + c
+
+    x, info = M.iterate(f, x0, anderson=3, tol=1e-6, max_iter=40)
+    assert torch.allclose(x, (2 * c).expand(3, -1), atol=1e-5)
+    _, plain = M.iterate(f, x0, anderson=0, tol=1e-6, max_iter=40)
+    assert info["iters"] <= 8 < 15 <= plain["iters"]  # the plain step halves the error
+
+
+def test_infer_adjoint_uses_the_final_alpha_and_warns(monkeypatch):
+    """The forward solve halves alpha (plain mean-field oscillates here); the implicit
+    adjoint gets that final step, and its gradient equals the dense implicit solve's. An
+    adjoint stopped short of tol warns."""
+    m = M.MonotoneDBM(visible=M.units(5, 2), cap=1.0, alpha=1.0, anderson=0, rank=1,
+                      margin=0.01, seed=0, tol=1e-10, max_iter=3000)
+    with torch.no_grad():
+        m.A.copy_(3.0 * torch.tensor([[1.0, -1.0] * 5]))
+        m.b.copy_(0.1 * torch.arange(10.0))
+    seen = []
+    real = M.implicit_fixed_point
+
+    def spy(p, z, **kw):
+        seen.append(kw["alpha"])
+        return real(p, z, **kw)
+
+    monkeypatch.setattr(M, "implicit_fixed_point", spy)
+    x = torch.full((4, 5), -1)
+    x[:, 0] = torch.tensor([0, 1, 0, 1])
+    z, info, p = m.infer(x)
+    assert info["alpha"] < 1.0 and seen == [info["alpha"]]
+    (g,) = torch.autograd.grad(z[:, 2:].square().sum(), m.A, retain_graph=True)
+    zd = real(p, z.detach(), alpha=info["alpha"], direct=True)
+    (gd,) = torch.autograd.grad(zd[:, 2:].square().sum(), m.A, retain_graph=True)
+    assert torch.allclose(g, gd, atol=1e-7, rtol=1e-6)
+    zw = real(p, z.detach(), alpha=info["alpha"], anderson=0, tol=1e-14, max_iter=2)
+    with pytest.warns(RuntimeWarning, match="implicit adjoint"):
+        torch.autograd.grad(zw[:, 2:].square().sum(), m.A)
+
+
+def test_effective_coupling_in_O_d2_equals_the_projector_forms_and_is_cached():
+    m = _tiny(cap=2.0, init_scale=3.0)
+    p = m.problem(_data()[0])
+    lay = m.layout
+    P = _projector(lay)
+    qbar = torch.cat([torch.full((k,), 1.0 / k) for k in lay.unit_k])
+    Pe, be = p.effective()
+    Phi = p.Phi.detach()
+    assert torch.allclose(Pe, P @ Phi @ P, atol=1e-12)
+    assert torch.allclose(be, p.b + P @ Phi @ qbar, atol=1e-12)
+    assert torch.equal(lay.uniform(), qbar)
+    q = M._detached(p)
+    q.cholesky(0.5)
+    assert q.effective()[0] is Pe and 0.5 in p._chol  # shared with the detached copy
+
+
+def test_layout_builds_on_the_cpu_whatever_the_default_device():
+    """Layout's index tensors and projectors are built on the CPU and then moved, so a
+    meta (or CUDA) default device does not mix devices."""
+    with torch.device("meta"):
+        lay = M.Layout([("visible", M.Units(3, 3)), ("label", M.Units(1, 2))])
+        P = lay.centring("cpu", torch.float64)
+        Q = lay.tangent_basis("cpu", torch.float64)
+        u = lay.uniform("cpu", torch.float64)
+        assert lay.centring("meta").device.type == "meta"
+    assert torch.allclose(P, _projector(lay), atol=1e-14)
+    assert torch.allclose(Q @ Q.T, P, atol=1e-12)
+    assert torch.equal(u, torch.tensor([1 / 3] * 9 + [0.5] * 2))
+
+
+@pytest.mark.parametrize("cap", [1.0, 2.0])
+def test_monotone_phi_gradient_is_finite_at_zero(cap):
+    lay = M.Layout([("visible", M.Units(3, 2)), ("hidden", M.Units(2, 3))])
+    A = torch.zeros(4, lay.d, requires_grad=True)
+    Phi, s = M.monotone_phi(A, lay, 0.01, cap=cap)
+    assert float(s.detach()) == 1.0
+    (g,) = torch.autograd.grad(Phi.sum() + s, A)
+    assert torch.isfinite(g).all()

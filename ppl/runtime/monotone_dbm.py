@@ -31,6 +31,7 @@ Gradients: implicit differentiation through the fixed point (the adjoint fixed p
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -95,7 +96,8 @@ class Layout:
         owner = []
         for i, k in enumerate(unit_k):
             owner += [i] * k
-        self.owner = torch.tensor(owner, dtype=torch.long)
+        # built on the CPU whatever the default device, and moved where it is asked for
+        self.owner = torch.tensor(owner, dtype=torch.long, device="cpu")
         self._block_masks: dict = {}
 
     def segment(self, name: str):
@@ -175,10 +177,31 @@ class Layout:
         dtype = dtype or torch.get_default_dtype()
         key = ("centring", str(torch.device(device) if device is not None else "cpu"), dtype)
         if key not in self._block_masks:
-            k = torch.tensor(self.unit_k, dtype=dtype)[self.owner]
-            P = torch.eye(self.d, dtype=dtype) - self.block_mask("cpu").to(dtype) / k[:, None]
+            k = torch.tensor(self.unit_k, dtype=dtype, device="cpu")[self.owner]
+            eye = torch.eye(self.d, dtype=dtype, device="cpu")
+            P = eye - self.block_mask("cpu").to(dtype) / k[:, None]
             self._block_masks[key] = P.to(device)
         return self._block_masks[key]
+
+    def uniform(self, device=None, dtype=None) -> torch.Tensor:
+        """``[d]`` the uniform point ``qbar`` of the product of simplices (``1 / k_i`` on
+        unit ``i``'s coordinates). Cached per device and dtype."""
+        dtype = dtype or torch.get_default_dtype()
+        key = ("uniform", str(torch.device(device) if device is not None else "cpu"), dtype)
+        if key not in self._block_masks:
+            k = torch.tensor(self.unit_k, dtype=dtype, device="cpu")[self.owner]
+            self._block_masks[key] = (1.0 / k).to(device)
+        return self._block_masks[key]
+
+    def centre(self, x: torch.Tensor) -> torch.Tensor:
+        """``x P`` for ``x [..., d]``: each unit's mean subtracted from its coordinates
+        along the last dimension, in ``O(d)`` per row (``P`` of :meth:`centring` is never
+        formed)."""
+        parts = []
+        for _, off, n, k in self.segments:
+            seg = x[..., off:off + n * k].reshape(*x.shape[:-1], n, k)
+            parts.append((seg - seg.mean(-1, keepdim=True)).reshape(*x.shape[:-1], n * k))
+        return torch.cat(parts, dim=-1)
 
     def tangent_basis(self, device=None, dtype=None) -> torch.Tensor:
         """``[d, d - n_units]`` orthonormal basis ``Q`` of ``T`` (``Q Q^T = P``): per unit,
@@ -186,10 +209,10 @@ class Layout:
         dtype = dtype or torch.get_default_dtype()
         key = ("tangent", str(torch.device(device) if device is not None else "cpu"), dtype)
         if key not in self._block_masks:
-            Q = torch.zeros(self.d, self.d - self.n_units, dtype=torch.float64)
+            Q = torch.zeros(self.d, self.d - self.n_units, dtype=torch.float64, device="cpu")
             r = c = 0
             for k in self.unit_k:
-                Pk = torch.eye(k, dtype=torch.float64) - 1.0 / k
+                Pk = torch.eye(k, dtype=torch.float64, device="cpu") - 1.0 / k
                 Q[r:r + k, c:c + k - 1] = torch.linalg.eigh(Pk)[1][:, 1:]
                 r, c = r + k, c + k - 1
             self._block_masks[key] = Q.to(device=device, dtype=dtype)
@@ -374,9 +397,8 @@ def monotone_phi(A: torch.Tensor, layout: Layout, margin: float, cap: float = 1.
             Pk = torch.eye(k, dtype=A.dtype, device=A.device) - 1.0 / k
             blk = Pk @ blk @ Pk
         norms.append(torch.linalg.matrix_norm(blk, ord=2))
-    top = torch.cat(norms).max()
-    # a unit whose columns of A coincide has P blk P = 0: no bound to enforce from it
-    top = top.clamp_min(torch.finfo(A.dtype).tiny) if cap != 1.0 else top
+    # all blocks zero (e.g. A = 0): s = 1; the clamp keeps the gradient finite
+    top = torch.cat(norms).max().clamp_min(torch.finfo(A.dtype).tiny)
     s = torch.clamp((float(cap) - margin) / top, max=1.0)
     return s * (D - AtA), s
 
@@ -433,19 +455,25 @@ class Problem:
         self.Phi, self.b, self.layout = Phi, b, layout
         self.clamp_mask, self.clamp_value = clamp_mask, clamp_value
         self.cap = float(cap)
+        # per-coupling work (Cholesky factors by alpha; (Phi_eff, b_eff)), shared with
+        # the problem's _detached copy: dicts, so either copy fills them for both
         self._chol: dict = {}
+        self._eff: dict = {}
 
     def effective(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(Phi_eff, b_eff) = (P Phi P, b + P Phi qbar)`` (``qbar`` uniform): the same
         field as ``(Phi, b)`` up to per-unit constants on the product of simplices, so the
         same fixed points, and ``c I - Phi_eff`` is positive definite on all of R^d when
         ``lambda_max(P Phi P) < c`` (eigenvalue ``c`` off the tangent space), which the
-        PR resolvent's Cholesky factor needs at ``cap > 1``."""
-        P = self.layout.centring(self.Phi.device, self.Phi.dtype)
-        k = torch.tensor(self.layout.unit_k, dtype=self.Phi.dtype)[self.layout.owner]
-        qbar = (1.0 / k).to(self.Phi.device)
-        PPhi = P @ self.Phi
-        return PPhi @ P, self.b + PPhi @ qbar
+        PR resolvent's Cholesky factor needs at ``cap > 1``. ``O(d^2)``: ``P`` is applied
+        by per-unit centring of rows and columns, never as a matrix; cached."""
+        if "eff" not in self._eff:
+            lay = self.layout
+            qbar = lay.uniform(self.Phi.device, self.Phi.dtype)
+            Phi_eff = lay.centre(lay.centre(self.Phi).T).T
+            b_eff = self.b + lay.centre(self.Phi @ qbar)
+            self._eff["eff"] = (Phi_eff, b_eff)
+        return self._eff["eff"]
 
     def prox(self, y: torch.Tensor, alpha: float, cap: float = 1.0) -> torch.Tensor:
         """Blockwise ``prox_{alpha f_cap}`` (:func:`prox_softmax_cap`; ``alpha = cap = 1``
@@ -502,15 +530,22 @@ class Problem:
 # ---------------------------------------------------------------------------------------
 # Fixed-point iteration with optional Anderson acceleration
 def iterate(f, x0: torch.Tensor, *, anderson: int = 0, tol: float = 1e-4, max_iter: int = 50,
-            lam: float = 1e-8, residual=None, stall: tuple | None = None):
-    """Iterate ``x <- f(x)`` (rows are independent problems) until the relative residual
-    ``||f(x) - x|| / ||f(x)||`` of every row is below ``tol``; with ``anderson = M > 0`` the
-    next point mixes the last M images by Anderson's least-squares weights (type II).
+            lam: float = 1e-8, residual=None, stall: tuple | None = None,
+            res_scale: float = 1.0):
+    """Iterate ``x <- f(x)`` (rows are independent problems) until the scaled relative
+    residual ``res_scale ||f(x) - x|| / ||f(x)||`` of every row is below ``tol``; with
+    ``anderson = M > 0`` the next point mixes the last M images by Anderson's
+    least-squares weights (type II), or takes the plain step on rows where those weights
+    are undefined (no movement left, or a singular system).
 
-    Returns ``(x, info)``: ``info`` has ``iters``, ``res`` (per row, of the returned x) and
-    ``history`` (the largest row residual, or ``residual(x)`` when given, per iteration);
-    ``stall = (factor, window)`` stops early (``info["stalled"]``) when the largest row
-    residual has not fallen by ``factor`` over ``window`` iterations.
+    ``res_scale`` undoes a map's damping: the FB map with step alpha moves about
+    ``alpha c`` times as far as the mean-field map, so :func:`solve_fb` passes
+    ``1 / (alpha c)`` and its stopping rule stays a statement about the fixed point.
+
+    Returns ``(x, info)``: ``info`` has ``iters``, ``res`` (per row, of the returned x,
+    unscaled) and ``history`` (the largest scaled row residual, or ``residual(x)`` when
+    given, per iteration); ``stall = (factor, window)`` stops early (``info["stalled"]``)
+    when the largest row residual has not fallen by ``factor`` over ``window`` iterations.
     """
     B = x0.shape[0]
     x = x0
@@ -524,9 +559,9 @@ def iterate(f, x0: torch.Tensor, *, anderson: int = 0, tol: float = 1e-4, max_it
         better = res < best_res
         best_x = torch.where(better[:, None], fx, best_x)
         best_res = torch.where(better, res, best_res)
-        hist.append(float(residual(fx).max()) if residual is not None else float(res.max()))
         own.append(float(res.max()))
-        if own[-1] < tol:
+        hist.append(float(residual(fx).max()) if residual is not None else own[-1] * res_scale)
+        if own[-1] * res_scale < tol:
             break
         if stall is not None and len(own) > stall[1] and own[-1] > stall[0] * own[-1 - stall[1]]:
             stalled = True
@@ -537,12 +572,17 @@ def iterate(f, x0: torch.Tensor, *, anderson: int = 0, tol: float = 1e-4, max_it
             F = torch.stack(Fs, 1)
             G = F - X  # [B, n, d]
             H = G @ G.transpose(1, 2)
-            scale = H.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-300)[:, None, None]
-            H = H + lam * scale * torch.eye(n, dtype=H.dtype, device=H.device)
+            raw = H.diagonal(dim1=1, dim2=2).mean(-1)
+            # normalised before regularising: lam * scale underflows in float32 when
+            # the steps are tiny (a small alpha), and the weights are scale-free
+            scale = raw.clamp_min(torch.finfo(H.dtype).tiny)[:, None, None]
+            H = H / scale + lam * torch.eye(n, dtype=H.dtype, device=H.device)
             ones = torch.ones(B, n, 1, dtype=H.dtype, device=H.device)
-            w = torch.linalg.solve(H, ones)
+            w, err = torch.linalg.solve_ex(H, ones)
             w = w / w.sum(1, keepdim=True)
-            x = (w.transpose(1, 2) @ F)[:, 0]
+            xa = (w.transpose(1, 2) @ F)[:, 0]
+            ok = (raw > 0) & (err == 0) & torch.isfinite(xa).all(1)
+            x = torch.where(ok[:, None], xa, fx)
         else:
             x = fx
         fx = f(x)
@@ -562,26 +602,48 @@ def iterate(f, x0: torch.Tensor, *, anderson: int = 0, tol: float = 1e-4, max_it
 # Solvers
 def solve_fb(p: Problem, z0: torch.Tensor, *, alpha: float = 0.125, anderson: int = 5,
              tol: float = 1e-4, max_iter: int = 50, stall: float = 0.95, window: int = 10,
-             residual=None):
+             residual=None, halvings: int = 10):
     """Damped forward-backward (Anderson-accelerated when ``anderson > 0``); alpha is halved
     and the run restarted from the best point when the residual stalls (fails to fall by
-    the factor ``stall`` over ``window`` iterations). Converges for alpha < 2/L(c I - Phi_eff)
-    (``c = p.cap``; at ``c > 1`` also ``alpha <= 1/c``, the prox of ``f_c``)."""
+    the factor ``stall`` over ``window`` iterations), down to the floor
+    ``alpha * 2^-halvings`` (``alpha`` the starting step); a stall there ends the solve
+    with ``info["stalled"] = True``.
+    Converges for alpha < 2/L(c I - Phi_eff) (``c = p.cap``; at ``c > 1`` also
+    ``alpha <= 1/c``, the prox of ``f_c``).
+
+    Stops when ``||T(z) - z|| / (alpha c ||T(z)||) < tol`` (the FB residual rescaled to the
+    mean-field one: at ``alpha = 1/c`` the FB map is the mean-field map). Returns, per
+    row, the end point of the restart with the lowest mean-field residual (in float32 a
+    small alpha's prox is ill-conditioned, ``~ eps / alpha``, so later restarts can end
+    further from the fixed point). ``info``: ``res`` the mean-field residual
+    :meth:`Problem.residual` of the returned ``z``, ``fb_res`` the FB map's own (of the
+    last restart), ``alpha`` the final step, ``stalled``."""
     z, used, hist = z0, 0, []
     info: dict = {}
     a = float(alpha)
+    floor = a * 2.0 ** -halvings
+    best_z, best_res = None, None
     while used < max_iter:
         z, info = iterate(lambda v, a=a: p.fb(v, a), z, anderson=anderson, tol=tol,
                           max_iter=max_iter - used, residual=residual,
-                          stall=(stall, window))
+                          stall=(stall, window), res_scale=1.0 / (a * p.cap))
         hist += info["history"]
         used += info["iters"]
-        if not info["stalled"]:
+        r = p.residual(z)
+        if best_z is None:
+            best_z, best_res = z, r
+        else:
+            better = r < best_res
+            best_z = torch.where(better[:, None], z, best_z)
+            best_res = torch.where(better, r, best_res)
+        if not info["stalled"] or a / 2 < floor:
             break
         a /= 2
+    if best_z is None:  # max_iter = 0
+        best_z, best_res = z0, p.residual(z0)
     info = dict(info)
-    info.update(iters=used, history=hist, alpha=a)
-    return z, info
+    info.update(iters=used, history=hist, alpha=a, fb_res=info.get("res"), res=best_res)
+    return best_z, info
 
 
 def solve_pr(p: Problem, z0: torch.Tensor, *, alpha: float | None = None, anderson: int = 0,
@@ -591,7 +653,8 @@ def solve_pr(p: Problem, z0: torch.Tensor, *, alpha: float | None = None, anders
     ``u <- u + 2(y - x)``; converges for every admissible alpha since ``g_c`` is strongly
     convex (at ``c > 1`` on ``(Phi_eff, b_eff)``, :meth:`Problem.effective`; the prox
     needs ``alpha <= 1/c``; default ``1/c``). The resolvent uses a cached Cholesky
-    factor."""
+    factor. Stops on the residual of ``u``; ``info["res"]`` is the mean-field residual
+    of the returned ``z`` (``pr_res`` the one it stopped on)."""
     alpha = 1.0 / p.cap if alpha is None else float(alpha)
     L = p.cholesky(alpha)
     b = p.b if p.cap == 1.0 else p.effective()[1]
@@ -611,14 +674,19 @@ def solve_pr(p: Problem, z0: torch.Tensor, *, alpha: float | None = None, anders
     res_fn = (lambda u: residual(z_of(u))) if residual is not None else None
     u, info = iterate(step, z0, anderson=anderson, tol=tol, max_iter=max_iter,
                       residual=res_fn)
-    return z_of(u), info
+    z = z_of(u)
+    info.update(pr_res=info["res"], res=p.residual(z))
+    return z, info
 
 
 def solve_mf(p: Problem, z0: torch.Tensor, *, tol: float = 1e-4, max_iter: int = 50,
              anderson: int = 0, residual=None):
-    """Plain (undamped, parallel) mean-field iteration ``z <- softmax(Phi z + b)``."""
-    return iterate(p.mean_field, z0, anderson=anderson, tol=tol, max_iter=max_iter,
-                   residual=residual)
+    """Plain (undamped, parallel) mean-field iteration ``z <- softmax(Phi z + b)``;
+    ``info["res"]`` is :meth:`Problem.residual` of the returned ``z``, as for FB and PR."""
+    z, info = iterate(p.mean_field, z0, anderson=anderson, tol=tol, max_iter=max_iter,
+                      residual=residual)
+    info["res"] = p.residual(z)
+    return z, info
 
 
 SOLVERS = {"fb": solve_fb, "pr": solve_pr, "mf": solve_mf}
@@ -643,7 +711,10 @@ def implicit_fixed_point(p: Problem, z_star: torch.Tensor, *, alpha: float = 0.1
     the fixed point does not depend on it) by implicit differentiation: the incoming
     gradient ``v`` is replaced by the solution ``u`` of the adjoint fixed point
     ``u = J_T(z*)^T u + v`` (Anderson iteration, or a dense solve when ``direct``), then
-    pulled back through one application of ``T`` to ``Phi`` and ``b``."""
+    pulled back through one application of ``T`` to ``Phi`` and ``b``. Pass the step the
+    forward solve ended at (``info["alpha"]`` of :func:`solve_fb`): the adjoint contracts
+    at the rate the forward map does. The adjoint stops on its residual rescaled by
+    ``1 / (alpha c)`` (as :func:`solve_fb`) and warns when it ends above ``tol``."""
     z_star = z_star.detach()
     z = p.fb(z_star, alpha)
     if not z.requires_grad:
@@ -663,7 +734,15 @@ def implicit_fixed_point(p: Problem, z_star: torch.Tensor, *, alpha: float = 0.1
             J = torch.stack([vjp(eye[i].expand_as(v)) for i in range(d)], 1)  # [B, d, d]
             return torch.linalg.solve(eye - J.transpose(1, 2), v.unsqueeze(-1)).squeeze(-1)
         t = tol if tol is not None else max(1e-6, 100 * torch.finfo(v.dtype).eps)
-        u, _ = iterate(lambda u: vjp(u) + v, v, anderson=anderson, tol=t, max_iter=max_iter)
+        scale = 1.0 / (alpha * p.cap)
+        u, info = iterate(lambda u: vjp(u) + v, v, anderson=anderson, tol=t,
+                          max_iter=max_iter, res_scale=scale)
+        worst = float(info["res"].max()) * scale
+        if worst >= t:
+            warnings.warn(f"monotone_dbm: the implicit adjoint stopped at residual "
+                          f"{worst:.3g} >= tol {t:.3g} after {info['iters']} iterations "
+                          f"(alpha={alpha:.3g}); its gradient is approximate",
+                          RuntimeWarning, stacklevel=2)
         return u
 
     z.register_hook(hook)
@@ -912,7 +991,9 @@ class MonotoneDBM(nn.Module):
             return z, {"iters": steps, "res": res, "history": [], "stalled": False}, p
         with torch.no_grad():
             z, info = solve(_detached(p), z0, solver, **o)
-        return implicit_fixed_point(p, z, alpha=self.alpha), info, p
+        # the adjoint contracts at the forward map's rate: use the step the solve ended at
+        alpha = info.get("alpha", o.get("alpha", self.alpha))
+        return implicit_fixed_point(p, z, alpha=alpha), info, p
 
     def logits(self, z: torch.Tensor, p: Problem, name: str) -> torch.Tensor:
         """``Phi z + b`` over the units of group ``name``: ``[B, n, k]``."""
@@ -989,7 +1070,7 @@ class MonotoneDBM(nn.Module):
 
 def _detached(p: Problem) -> Problem:
     q = Problem(p.Phi.detach(), p.b.detach(), p.layout, p.clamp_mask, p.clamp_value, p.cap)
-    q._chol = p._chol
+    q._chol, q._eff = p._chol, p._eff
     return q
 
 
