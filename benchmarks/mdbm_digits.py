@@ -391,8 +391,13 @@ def main(argv=None):
         # margin is outside the monotone class, and below 0 mean-field is no longer
         # provably unique
         out[name]["lambda_min"] = m.check_margin()
-        # the quantity the cap bounds (cap - margin for a monotone model at its bound)
-        out[name]["lambda_max_PPhiP"] = M.lambda_max_tangent(m.phi().detach(), m.layout)
+        # the quantity the cap bounds (cap - margin for a monotone model at its bound),
+        # from the projector form, a second route beside check_margin's tangent basis
+        # (P Phi P is 0 off T: its top eigenvalue is lambda_max on T when that is >= 0)
+        with torch.no_grad():
+            Phi = m.phi()
+            P = m.layout.centring(Phi.device, Phi.dtype)
+            out[name]["lambda_max_PPhiP"] = float(torch.linalg.eigvalsh(P @ Phi @ P)[-1])
         if args.hidden_use:
             out[name].update(hidden_use(m, Xtr, Ytr, Xte, Yte, args.observed, args))
         print(name, out[name], flush=True)
