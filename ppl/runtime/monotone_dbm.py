@@ -170,28 +170,31 @@ class Layout:
             self._block_masks[key] = o[:, None] == o[None, :]
         return self._block_masks[key]
 
+    def _cached(self, name: str, device, dtype, build) -> torch.Tensor:
+        """``build(dtype)`` (made on the CPU, whatever the default device), moved to
+        ``device`` and cached per name, device and dtype."""
+        dtype = dtype or torch.get_default_dtype()
+        key = (name, str(torch.device(device) if device is not None else "cpu"), dtype)
+        if key not in self._block_masks:
+            self._block_masks[key] = build(dtype).to(device)
+        return self._block_masks[key]
+
+    def _unit_sizes(self, dtype) -> torch.Tensor:
+        """``[d]`` on the CPU: ``k_i`` of the unit that owns each coordinate."""
+        return torch.tensor(self.unit_k, dtype=dtype, device="cpu")[self.owner]
+
     def centring(self, device=None, dtype=None) -> torch.Tensor:
         """``[d, d]`` blockwise centring projector ``P = I - blockdiag_i(1 1^T / k_i)``:
         the orthogonal projector onto the tangent space ``T`` of the product of simplices
         (per-unit sum-zero vectors). Cached per device and dtype."""
-        dtype = dtype or torch.get_default_dtype()
-        key = ("centring", str(torch.device(device) if device is not None else "cpu"), dtype)
-        if key not in self._block_masks:
-            k = torch.tensor(self.unit_k, dtype=dtype, device="cpu")[self.owner]
-            eye = torch.eye(self.d, dtype=dtype, device="cpu")
-            P = eye - self.block_mask("cpu").to(dtype) / k[:, None]
-            self._block_masks[key] = P.to(device)
-        return self._block_masks[key]
+        return self._cached("centring", device, dtype, lambda dt: (
+            torch.eye(self.d, dtype=dt, device="cpu")
+            - self.block_mask("cpu").to(dt) / self._unit_sizes(dt)[:, None]))
 
     def uniform(self, device=None, dtype=None) -> torch.Tensor:
         """``[d]`` the uniform point ``qbar`` of the product of simplices (``1 / k_i`` on
         unit ``i``'s coordinates). Cached per device and dtype."""
-        dtype = dtype or torch.get_default_dtype()
-        key = ("uniform", str(torch.device(device) if device is not None else "cpu"), dtype)
-        if key not in self._block_masks:
-            k = torch.tensor(self.unit_k, dtype=dtype, device="cpu")[self.owner]
-            self._block_masks[key] = (1.0 / k).to(device)
-        return self._block_masks[key]
+        return self._cached("uniform", device, dtype, lambda dt: 1.0 / self._unit_sizes(dt))
 
     def centre(self, x: torch.Tensor) -> torch.Tensor:
         """``x P`` for ``x [..., d]``: each unit's mean subtracted from its coordinates
@@ -206,18 +209,16 @@ class Layout:
     def tangent_basis(self, device=None, dtype=None) -> torch.Tensor:
         """``[d, d - n_units]`` orthonormal basis ``Q`` of ``T`` (``Q Q^T = P``): per unit,
         the eigenvectors of its centring block with eigenvalue 1. Cached."""
-        dtype = dtype or torch.get_default_dtype()
-        key = ("tangent", str(torch.device(device) if device is not None else "cpu"), dtype)
-        if key not in self._block_masks:
+        def build(dt):
             Q = torch.zeros(self.d, self.d - self.n_units, dtype=torch.float64, device="cpu")
             r = c = 0
             for k in self.unit_k:
                 Pk = torch.eye(k, dtype=torch.float64, device="cpu") - 1.0 / k
                 Q[r:r + k, c:c + k - 1] = torch.linalg.eigh(Pk)[1][:, 1:]
                 r, c = r + k, c + k - 1
-            self._block_masks[key] = Q.to(device=device, dtype=dtype)
-        return self._block_masks[key]
+            return Q.to(dt)
 
+        return self._cached("tangent", device, dtype, build)
 
 def _flat_ints(x) -> list:
     """A list of ints from a Python list or a (language-side) tensor."""

@@ -648,7 +648,7 @@ def mpnp_loss(mu_c, s_c, mu_k, s_k, mu_p, s_p, y, strata: list[bool] | None = No
         # the kinds' rows and shares from the host-side list: no device read per step
         total = 0.0
         for flag in (True, False):
-            rows = [k for k, s in enumerate(strata) if s == flag]
+            rows = [k for k, kind in enumerate(strata) if kind == flag]
             take = torch.tensor(rows, device=ll.device)
             total = total + len(rows) / len(strata) * logmeanexp(ll.index_select(0, take), 0)
         return total
@@ -863,16 +863,15 @@ def load_trained(path, device=None) -> tuple[NeuralProcess, str]:
     family = blob["family"]
     if family == "ampnp" and any(k.startswith("pseudo_k.") for k in blob["state_dict"]):
         family = "ampnp_pa"  # saved while ampnp named the pseudo-attention variant
-    model = MODELS[family](**blob["config"])
     # files from before the "generator" key recorded the mode as one flag per base
     mode = blob.get("generator") or next(
         (m for m in ("mixed", "predictive", "resample") if blob.get(m, False)), "mean")
+    model = MODELS[family](**blob["config"], generator=mode)
     if "generator" not in blob and "resample" not in blob and hasattr(model, "gen"):
         warnings.warn(f"{path}: saved before the generator's base mode was recorded; "
                       "the default (mean) base is assumed", stacklevel=2)
     resample = mode == "resample"
     if hasattr(model, "gen"):
-        model.gen.mode = mode
         model.gen.per_kind_bound = bool(blob.get("per_kind_bound", False))
         model.gen.tag_kinds = bool(blob.get("tag_kinds", False))
     missing, unexpected = model.load_state_dict(blob["state_dict"], strict=False)

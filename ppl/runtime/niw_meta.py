@@ -408,10 +408,13 @@ class FlatNet:
         return {n: t.view(s) for n, s, t in zip(self.names, self.shapes,
                                                  theta.split(self.numels), strict=True)}
 
-    def _direct(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def _check_input(self, x: torch.Tensor) -> None:
         if self.in_dim is not None and (x.dim() == 0 or x.shape[-1] != self.in_dim):
             raise ValueError(f"network expects {self.in_dim} input features, got shape "
                              f"{tuple(x.shape)}")
+
+    def _direct(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
         parts = theta.split(self.numels)
         h = x.to(theta.dtype)
         for op in self.plan:
@@ -440,9 +443,7 @@ class FlatNet:
         module (Softmax, LayerNorm, Dropout: not elementwise) gives None."""
         if not self.reversible or theta.dim() != 1:
             return None
-        if self.in_dim is not None and (x.dim() == 0 or x.shape[-1] != self.in_dim):
-            raise ValueError(f"network expects {self.in_dim} input features, got shape "
-                             f"{tuple(x.shape)}")
+        self._check_input(x)
         theta = theta.detach()
         parts, offsets = theta.split(self.numels), self.offsets
         h = x.to(theta.dtype).reshape(-1, x.shape[-1])
