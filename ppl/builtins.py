@@ -61,6 +61,9 @@ class Builtin:
     # choices: argument name -> the bare words it takes (``noise=additive``), passed to
     #   the target as strings.
     choices: dict = field(default_factory=dict)
+    # ranges: argument name -> (lo, hi), the closed interval a numeric literal given for
+    #   it must lie in (None: unbounded on that side); checked with a located error.
+    ranges: dict = field(default_factory=dict)
 
 
 REGISTRY: dict[str, Builtin] = {}

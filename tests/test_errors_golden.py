@@ -704,6 +704,19 @@ model.bdl:2:37: error: argument 'noise' of fractional_sde must be one of general
     ),
     pytest.param(
         """\
+model M(pixels: int[N, 4]) {
+  m = monotone_dbm(categorical(4, 2), cap=-2.5)
+  pixels ~ m.visible
+}
+""",
+        """\
+model.bdl:2:43: error: argument 'cap' of monotone_dbm must be between 1 and 2, got -2.5
+    m = monotone_dbm(categorical(4, 2), cap=-2.5)
+                                            ^~~~""",
+        id="construct_argument_out_of_range",
+    ),
+    pytest.param(
+        """\
 model M(t: real[T], y: real[T]) {
   z ~ fractional_sde(times=t, drift=tanh)
   y ~ Normal(z[:, 0], 0.1)

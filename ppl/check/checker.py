@@ -1070,7 +1070,23 @@ class _ModelChecker:
             self.err(f"argument '{key}' of {b.name} must be one of {', '.join(choices)}",
                      node.span, [f"did you mean '{hint}'?"] if hint else [])
             return UNKNOWN
-        return self._expr(node)
+        ty = self._expr(node)
+        if b is not None and key in b.ranges:
+            self._check_range(node, key, b)
+        return ty
+
+    def _check_range(self, node: ast.Expr, key: str, b) -> None:
+        """A numeric literal for an argument with a declared range (``Builtin.ranges``)
+        must lie in it; other expressions are checked by the construct at run time."""
+        value = node.value if isinstance(node, ast.Number) else (
+            -node.operand.value if isinstance(node, ast.Neg)
+            and isinstance(node.operand, ast.Number) else None)
+        lo, hi = b.ranges[key]
+        if value is None or ((lo is None or value >= lo) and (hi is None or value <= hi)):
+            return
+        want = (f"between {lo:g} and {hi:g}" if lo is not None and hi is not None
+                else f"at least {lo:g}" if lo is not None else f"at most {hi:g}")
+        self.err(f"argument '{key}' of {b.name} must be {want}, got {value:g}", node.span)
 
     def _function_name(self, node: ast.Expr) -> Symbol | None:
         """The symbol of a named function literal (``b`` of ``b = (x, t) => ...``)."""

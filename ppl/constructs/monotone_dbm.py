@@ -34,4 +34,5 @@ register(Builtin(
      "readout", "coupling", "kernel", "channels", "pattern", "label_readout", "layer_ranks",
      "cap"),
     1, kind="construct", result="network", attrs={"visible": "dist", "label": "dist"},
+    ranges={"cap": (1, 2)},
     doc="deep Boltzmann machine with a unique mean-field fixed point (Phi = s(D - A^T A))"))
