@@ -150,6 +150,9 @@ def main(argv=None):
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                    help="where the network, the NIW/MAML parameters and the episodes live")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    p.add_argument("--looped", action="store_true",
+                   help="evaluate a meta-batch's episodes one at a time (the batched "
+                        "evaluation's reference; same maths and draws)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.sgld_cap == "gram" and args.sgld_precision not in ("gauss_newton", "auto"):
@@ -197,6 +200,7 @@ def main(argv=None):
                     task.flat.net.to(dev)
                     trainer = make_trainer(method, task.flat.vector(), k, args,
                                            steps_meta * args.batch, lr)
+                    trainer.batched = not args.looped
                     gen = torch.Generator().manual_seed(args.seed + 1)
                     torch.manual_seed(args.seed + 1)
                     info = M.meta_train(trainer, task, OnDevice(src), steps=steps_meta,

@@ -15,7 +15,10 @@ backward; on CUDA the allocator's peak). Rows ``METHOD/kSTEPS``, columns
 (``"gauss_newton"``, default step cap), niw_gn_power (``"gauss_newton"``, step cap by
 power iteration), niw_nocap (variance, no step cap: ``sgld_power_iters=0`` -- a
 diagnostic of what the cap costs, not a safe setting), maml1 (first order), maml2
-(second order).
+(second order). A method name ending in ``_loop`` (``niw_auto_loop``, ``maml1_loop``)
+evaluates the meta-batch's episodes one at a time instead of as one batched pass (the
+trainers' ``batched=False``): the same maths and draws, the reference for the batching's
+saving.
 """
 
 from __future__ import annotations
@@ -42,10 +45,14 @@ NIW_KW = {"niw": {"sgld_precision": "variance"},
 def make(method: str, task, k: int, inner_lr: float):
     """A trainer of ``method`` with ``k`` inner steps at the network's initial weights."""
     theta = task.flat.vector()
+    batched = not method.endswith("_loop")
+    method = method.removesuffix("_loop")
     if method in NIW_KW:
-        return M.NIW(theta, sgld_steps=k, sgld_lr=inner_lr, **NIW_KW[method])
+        return M.NIW(theta, sgld_steps=k, sgld_lr=inner_lr, batched=batched,
+                     **NIW_KW[method])
     if method in ("maml1", "maml2"):
-        return M.MAML(theta, inner_steps=k, inner_lr=inner_lr, first_order=method == "maml1")
+        return M.MAML(theta, inner_steps=k, inner_lr=inner_lr, first_order=method == "maml1",
+                      batched=batched)
     raise SystemExit(f"unknown method {method!r}")
 
 

@@ -1128,13 +1128,13 @@ def test_fewshot_speed_benchmark_rows_and_device(tmp_path, capsys, monkeypatch):
             bench.main(["--device", "cuda"])
         assert "CUDA is not available" in capsys.readouterr().err
     out = tmp_path / "s.json"
-    rows = bench.main(["--methods", "niw_gn,maml1,maml2", "--inner", "1,2", "--steps", "1",
-                       "--blocks", "1", "--json", str(out)])
+    rows = bench.main(["--methods", "niw_gn,maml1,maml2,maml1_loop", "--inner", "1,2",
+                       "--steps", "1", "--blocks", "1", "--json", str(out)])
     import json
 
     saved = json.loads(out.read_text())
-    assert set(saved) == set(rows) == {f"{m}/k{k}" for m in ("niw_gn", "maml1", "maml2")
-                                       for k in (1, 2)}
+    assert set(saved) == set(rows) == {f"{m}/k{k}" for m in ("niw_gn", "maml1", "maml2",
+                                                             "maml1_loop") for k in (1, 2)}
     assert all(set(r) == {"ms_per_episode", "peak_mb"} and r["ms_per_episode"] > 0
                for r in saved.values())
     # NIW's and first-order MAML's meta-gradients hold the same tensors at any k;
@@ -1332,3 +1332,177 @@ def test_prototype_support_loss_embeds_the_support_once_with_the_same_loss_and_c
     l1 = rtn.top_curvature(lambda t: proto.loss(t, ec, "support"), theta, 3, fd_step=1e-3)[0]
     l2 = rtn.top_curvature(two_pass, theta, 3, fd_step=1e-3)[0]
     assert l1 > 0 and math.isclose(l1, l2, rel_tol=1e-8)
+
+
+# ---- a meta-batch's episodes as one batched evaluation ---------------------------------
+def _batch_setups():
+    """A sine/line regression task and a 3-way prototype task (float64), each with a
+    meta-batch of 4 episodes."""
+    torch.manual_seed(0)
+    reg = M.RegressionTask(MLP(1, [32, 32], 1, act="relu").to(D64))
+    src = rtn.SineLine(shots=5)
+    reg_batch = [{k: v.to(D64) for k, v in ep.items()}
+                 for ep in M.split(src.sample(4, "train", torch.Generator().manual_seed(1)))]
+    classes = rtn.gaussian_classes(ways=3, shots=2, queries=4, dim=6)
+    torch.manual_seed(0)
+    proto = M.ProtoTask(MLP(6, [16], 8, act="relu").to(D64), 3)
+    proto_batch = [{k: (v.to(D64) if v.is_floating_point() else v) for k, v in ep.items()}
+                   for ep in M.split(classes.sample(4, "train",
+                                                    torch.Generator().manual_seed(1)))]
+    return [("regression", reg, reg_batch), ("prototype", proto, proto_batch)]
+
+
+def _loss_and_grads(make, task, batch, batched, seed=5):
+    """episodes_loss of a fresh trainer and its gradient in every parameter."""
+    tr = make(task.flat.vector(), batched)
+    params = [q for g in tr.opt.param_groups for q in g["params"] if q.requires_grad]
+    loss = tr.episodes_loss(task, batch, torch.Generator().manual_seed(seed))
+    return loss.detach(), torch.autograd.grad(loss, params), tr
+
+
+NIW_VARIANTS = {
+    "variance": dict(sgld_precision="variance"),
+    "gauss_newton (gram cap)": dict(sgld_precision="gauss_newton"),
+    "gauss_newton (power cap)": dict(sgld_precision="gauss_newton", sgld_cap="power"),
+    "fisher": dict(sgld_precision="fisher", sgld_steps=2),
+    "newton": dict(sgld_precision="newton", sgld_steps=2),
+    "detrended, burn 1": dict(sgld_precision="variance", sgld_steps=5, sgld_detrend=True,
+                              sgld_burn=1),
+    "no cap, no noise": dict(sgld_precision="variance", sgld_power_iters=0, sgld_temp=0.0),
+    "cap binding": dict(sgld_precision="variance", sgld_lr=1.0, sgld_steps=4),
+    "no_adapt": dict(variant="no_adapt", sgld_precision="variance"),
+    "no_share": dict(variant="no_share"),
+}
+
+
+@pytest.mark.parametrize("variant", list(NIW_VARIANTS))
+def test_batched_niw_step_equals_the_looped_step(variant):
+    """The meta-batch's chains, step caps, closed forms and query losses as one batched
+    evaluation ([B, d] weights) give the looped episodes' loss and meta-gradient with the
+    same generator (float64, to roundoff), and the same SGLD log; at test time the
+    batched draws equal the looped ones. For regression and the prototype likelihood,
+    every local update and both ablations."""
+    kw = dict(gamma0=10.0, sgld_steps=3, sgld_lr=3e-3)
+    kw.update(NIW_VARIANTS[variant])
+
+    def make(theta, batched):
+        return M.NIW(theta, batched=batched, **kw)
+
+    for name, task, batch in _batch_setups():
+        lb, gb, trb = _loss_and_grads(make, task, batch, True)
+        ll, gl, trl = _loss_and_grads(make, task, batch, False)
+        assert torch.allclose(lb, ll, rtol=1e-12, atol=0), (name, lb, ll)
+        # no_share: dm*/dm0 = n0 gamma0 / (A + n0 gamma0) ~ 1e-8 is formed as 1 - A/prec,
+        # which amplifies the paths' roundoff in A ~1e8-fold (the maths, not the batching)
+        rtol = 1e-4 if variant == "no_share" else 1e-10
+        for a, b in zip(gb, gl, strict=True):
+            assert float((a - b).norm()) <= rtol * float(b.norm()), (name, variant)
+        assert trb.sgld_log["chains"] == trl.sgld_log["chains"] == 4
+        assert trb.sgld_log["capped"] == trl.sgld_log["capped"]
+        assert trb.sgld_log["lr_sum"] == pytest.approx(trl.sgld_log["lr_sum"], rel=1e-12)
+        if variant == "cap binding":
+            assert trb.sgld_log["capped"] == 4, name    # the rows' own caps were applied
+        draws_b = trb.draws_rows(task, batch, n=3, generator=torch.Generator().manual_seed(2))
+        g = torch.Generator().manual_seed(2)
+        draws_l = torch.stack([trl.draws(task, ep, n=3, generator=g) for ep in batch])
+        assert draws_b.shape == (4, 3, task.flat.d)
+        assert torch.allclose(draws_b, draws_l, rtol=1e-9, atol=1e-10), name
+
+
+def test_batched_maml_and_protonet_equal_the_looped_ones_and_evaluate_alike():
+    """MAML (first and second order) with the B inner loops as rows of one evaluation,
+    and ProtoNet's batched query loss, give the looped loss and meta-gradient (float64);
+    ``evaluate`` batched and looped give the same metrics, for NIW too."""
+    for order in (True, False):
+        def make(theta, batched, order=order):
+            return M.MAML(theta, inner_steps=3, inner_lr=1e-2, first_order=order,
+                          batched=batched)
+
+        for name, task, batch in _batch_setups():
+            lb, (gb,), _ = _loss_and_grads(make, task, batch, True)
+            ll, (gl,), _ = _loss_and_grads(make, task, batch, False)
+            assert torch.allclose(lb, ll, rtol=1e-12, atol=0), (name, order)
+            assert torch.allclose(gb, gl, rtol=1e-9, atol=1e-11 * float(gl.abs().max()))
+    _, task, batch = _batch_setups()[1]
+    lb, (gb,), _ = _loss_and_grads(lambda t, b: M.Plain(t, batched=b), task, batch, True)
+    ll, (gl,), _ = _loss_and_grads(lambda t, b: M.Plain(t, batched=b), task, batch, False)
+    assert torch.allclose(lb, ll, rtol=1e-12) and torch.allclose(gb, gl, rtol=1e-9, atol=1e-14)
+    for name, task, batch in _batch_setups():
+        for tr in (M.NIW(task.flat.vector(), gamma0=10.0, sgld_steps=2, sgld_lr=3e-3),
+                   M.MAML(task.flat.vector(), inner_steps=2, inner_lr=1e-2)):
+            res = {}
+            for batched in (True, False):
+                tr.batched = batched
+                res[batched] = M.evaluate(tr, task, batch, torch.Generator().manual_seed(3),
+                                          chunk=3)
+            for key in ("err", "nll", "ece"):
+                assert res[True][key] == pytest.approx(res[False][key], rel=1e-9), (name, key)
+
+
+def test_flat_net_batched_forward_and_jacobian_equal_each_episodes():
+    """``FlatNet.batched`` (episode b's points under episode b's weights, batched matrix
+    products) and the batched ``FlatNet.jacobian`` equal the per-episode forward and
+    Jacobian; a cnn is evaluated episode by episode (same values); shapes are checked."""
+    from ppl.runtime.nn import CNN
+
+    g = torch.Generator().manual_seed(0)
+    for act in ("relu", "tanh", "softplus"):
+        flat = rtn.FlatNet(MLP(3, [8, 5], 2, act=act).to(D64))
+        theta = torch.randn(4, flat.d, dtype=D64, generator=g)
+        x = torch.randn(4, 7, 3, dtype=D64, generator=g)
+        out = flat.batched(theta, x)
+        assert out.shape == (4, 7, 2)
+        ref = torch.stack([flat(t, xi) for t, xi in zip(theta, x, strict=True)])
+        assert torch.allclose(out, ref, rtol=1e-13, atol=1e-14), act
+        jac, val = flat.jacobian(theta, x)
+        assert jac.shape == (4, 7, 2, flat.d)
+        for b in range(4):
+            jb, vb = flat.jacobian(theta[b], x[b])
+            assert torch.allclose(jac[b], jb, rtol=1e-13, atol=1e-14), act
+            assert torch.allclose(val[b], vb, rtol=1e-13, atol=1e-14)
+    with pytest.raises(ValueError, match="weights"):
+        flat.batched(theta, x[:3])
+    with pytest.raises(ValueError, match="weights"):
+        flat.jacobian(theta, x[:3])
+    cnn = CNN((1, 4, 4), [2], 3).to(D64)
+    flat = rtn.FlatNet(cnn)
+    theta = flat.vector() + 0.1 * torch.randn(2, flat.d, dtype=D64, generator=g)
+    x = torch.randn(2, 5, 1, 4, 4, dtype=D64, generator=g)
+    assert torch.allclose(flat.batched(theta, x),
+                          torch.stack([flat(theta[b], x[b]) for b in range(2)]))
+
+
+def test_batched_chains_stop_and_cap_row_by_row():
+    """``sgld_rows`` and ``top_curvature_rows`` follow each row's own rules: on B
+    independent quadratics with curvatures 1, 10, 1e4 and a flat one, the power
+    iteration gives each row its curvature (0 for the flat row, whose gradient is zero)
+    as the single-row :func:`top_curvature` does; a step past 2/curvature diverges in the
+    stiff row only -- that chain stops at its last finite iterate, as the single-row
+    chain does, while the others keep every step (temperature 0: no draws)."""
+    curv = torch.tensor([1.0, 10.0, 1e4, 0.0], dtype=D64)
+    mode = torch.tensor([1.0, -2.0, 0.5, 0.0], dtype=D64)
+
+    def rows(th):
+        return 0.5 * curv * ((th - mode[:, None]) ** 2).sum(-1)
+
+    theta0 = torch.zeros(4, 3, dtype=D64)
+    L, grad = rtn.top_curvature_rows(rows, theta0, iters=3)
+    for b in range(4):
+        Lb, gb = rtn.top_curvature(lambda t, b=b: rows(t[None].expand(4, -1))[b], theta0[b],
+                                   3, fd_step=1e-3)
+        assert float(L[b]) == pytest.approx(Lb, rel=1e-9, abs=1e-12)
+        assert torch.allclose(grad[b], gb)
+    assert L.tolist() == pytest.approx([1.0, 10.0, 1e4, 0.0], rel=1e-6)
+    # overflow in float64 needs growth: |1 - lr c|^steps with lr c = 2e3 for the stiff row
+    lr = torch.full((4,), 0.2, dtype=D64)
+    steps = 120
+    mbar, A, _, var, taken = rtn.sgld_rows(rows, theta0, steps, lr, temp=0.0, burn=1)
+    for b in range(4):
+        info = {}
+        mb, Ab, _, vb = rtn.sgld(lambda t, b=b: rows(t[None].expand(4, -1))[b], theta0[b],
+                                 steps, 0.2, temp=0.0, burn=1, info=info)
+        assert int(taken[b]) == info["steps"]
+        assert torch.allclose(mbar[b], mb, rtol=1e-12, atol=1e-300)
+        assert torch.allclose(var[b], vb, rtol=1e-10, atol=1e-300)
+        assert torch.allclose(A[b], Ab, rtol=1e-10)
+    assert taken.tolist()[:2] == [steps, steps] and 0 < int(taken[2]) < steps

@@ -90,8 +90,9 @@ class NIW:
                  sgld_power_iters=3, sgld_step_scale=1.0, sgld_precision="variance",
                  sgld_cap="auto", variant="niw", lr=5e-3,
                  lr_hyper=0.1, kl_episodes=1e4, prior_gamma=1.0, prior_n=1.0,
-                 prior_l=1e-3, test_samples=20):
+                 prior_l=1e-3, test_samples=20, batched=True):
         dt, dev = theta_init.dtype, theta_init.device
+        self.batched = batched
         if variant == "no_share":
             gamma0 = 1e-8
         self.m0 = torch.nn.Parameter(theta_init.detach().clone())
@@ -206,6 +207,8 @@ class NIW:
         generator's order of ``episode_loss`` repeated); the closed forms of the whole
         batch are one [batch, d] evaluation."""
         lowrank = self.resolve(task) == "gauss_newton"
+        if self.batched and can_batch(task, batch):
+            return self._episodes_loss_rows(task, batch, generator)
         chains = []
         for ep in batch:
             c = self.chain(task, ep, generator)
@@ -226,6 +229,122 @@ class NIW:
             m, sd, g = rtn.local_posterior_kl(mbar, A, self.m0, self.log_gamma0, n0, l0)
             theta = m + sd * xi
         return sum(task.loss(theta[i], ep, "query") for i, ep in enumerate(batch)) + g.sum()
+
+    def chains(self, task, batch, generator=None, extra=None):
+        """:meth:`chain` for a meta-batch's B episodes at once (``batched``; tasks with
+        ``loss_batch``, :func:`can_batch`): the step cap, the SGLD chains and the
+        summaries as [B, ...] tensors, every gradient of the B support losses one
+        backward (:func:`ppl.runtime.niw_meta.sgld_rows`). The random draws are those of
+        the loop over episodes, in its order: per episode the chain's step noise, then
+        the draws ``extra(i, ep, chain_rows)`` names (shapes) -- so with the same
+        generator the result equals the looped one up to roundoff, unless a chain
+        diverges (the looped chain then stops drawing; here its unused draws are still
+        taken). Returns (chain tensors, the extra draws per name stacked over episodes)."""
+        prec = self.resolve(task)
+        E = stack_episodes(batch)
+        bsz = len(batch)
+        m0 = self.m0.detach()
+        theta0 = m0.expand(bsz, -1)
+        s = self.sgld
+
+        def potential(th):
+            return task.loss_batch(th, E, "support")
+
+        factor_grad = (getattr(task, "fisher_factor_grad", None)
+                       if prec == "gauss_newton" else None)
+        if self.cap == "gram" and factor_grad is None:
+            raise ValueError(f"sgld_cap='gram': the task {type(task).__name__} gives no "
+                             "Fisher factor with its gradient (fisher_factor_grad); use "
+                             "sgld_cap='auto' or 'power'")
+        lr = torch.full((bsz,), s["lr"], dtype=m0.dtype, device=m0.device)
+        curv, grad0 = None, None
+        if s["steps"] > 0:
+            if factor_grad is not None and s["power_iters"] > 0 and (
+                    self.cap == "gram" or (self.cap == "auto" and task.factor_rows(batch[0])
+                                           <= 8 * s["power_iters"])):
+                u0, grad0 = factor_and_grad_rows(task, theta0, E, batch)
+                curv = torch.linalg.eigvalsh(u0 @ u0.transpose(-1, -2))[..., -1]
+            elif s["power_iters"] > 0:
+                curv, grad0 = rtn.top_curvature_rows(potential, theta0, s["power_iters"])
+        if curv is not None:
+            ok = torch.isfinite(curv) & (curv > 0)
+            capped = s["step_scale"] / torch.where(ok, curv, torch.ones_like(curv))
+            lr = torch.where(ok, torch.minimum(lr, capped), lr)
+        draw_chain = s["steps"] > 0 and s["temp"] > 0
+        drawn, extras = [], {}
+        for i, ep in enumerate(batch):
+            if draw_chain:
+                # a chain with a zero step has no noise (sqrt(2 lr temp) = 0) and, looped,
+                # draws none
+                drawn.append(torch.stack([rtn.randn_like(m0, generator)
+                                          for _ in range(s["steps"])]) if lr[i] > 0
+                             else m0.new_zeros(s["steps"], m0.shape[-1]))
+            for name, shape in (extra(i, ep) if extra else {}).items():
+                extras.setdefault(name, []).append(rtn.randn_like(m0, generator, shape))
+        noise = torch.stack(drawn) if draw_chain else None
+        mbar, A, _, _, _ = rtn.sgld_rows(potential, theta0, s["steps"], lr, s["temp"],
+                                         a_max=s["a_max"], burn=s["burn"],
+                                         detrend=s["detrend"], noise=noise, grad0=grad0)
+        log = self.sgld_log
+        log["chains"] += bsz
+        log["capped"] += int((lr < s["lr"]).sum())
+        log["lr_sum"] += float(lr.sum())
+        extras = {k: torch.stack(v) for k, v in extras.items()}
+        if prec == "variance":
+            return (mbar, A), extras
+        theta_bar = mbar
+        u, grad = factor_and_grad_rows(task, theta_bar, E, batch)
+        if prec == "fisher":
+            return (theta_bar, _fisher_floor(u)), extras
+        if prec == "gauss_newton":
+            return (theta_bar, grad, u), extras
+        A = _fisher_floor(u)
+        return (theta_bar - grad / A, A), extras
+
+    def _episodes_loss_rows(self, task, batch, generator=None):
+        """:meth:`episodes_loss` with the B episodes as rows of one evaluation
+        (:meth:`chains`, the closed forms, the query losses)."""
+        lowrank = self.resolve(task) == "gauss_newton"
+        rows = task.factor_rows if lowrank else None
+
+        def extra(i, ep):
+            return {"xi": None, **({"eps": (rows(ep),)} if lowrank else {})}
+
+        chain, draws = self.chains(task, batch, generator, extra)
+        n0, l0 = self.log_n0.exp(), self.log_l0.exp()
+        if lowrank:
+            _check_rows(chain[2], draws["eps"])
+            _, _, g, theta = rtn.lowrank_posterior_kl(*chain, self.m0, self.log_gamma0, n0,
+                                                      l0, draws["xi"], draws["eps"])
+        else:
+            m, sd, g = rtn.local_posterior_kl(*chain, self.m0, self.log_gamma0, n0, l0)
+            theta = m + sd * draws["xi"]
+        return task.loss_batch(theta, stack_episodes(batch), "query").sum() + g.sum()
+
+    def draws_rows(self, task, batch, n=None, generator=None):
+        """:meth:`draws` for B episodes at once: [B, n, d], the same draws as the loop
+        over episodes with the same generator (:meth:`chains`)."""
+        n = n or self.test_samples
+        lowrank = self.resolve(task) == "gauss_newton"
+        d = self.m0.shape[-1]
+
+        def extra(i, ep):
+            if lowrank:
+                return {"xi": (n, d), "eps": (n, task.factor_rows(ep))}
+            return {"eps": (n, d)}
+
+        with torch.no_grad():
+            chain, draws = self.chains(task, batch, generator, extra)
+            m0, gamma0, n0, l0 = self.globals()
+            if lowrank:
+                theta_bar, grad, U = chain
+                _check_rows(U, draws["eps"])
+                # the [B, n] draws share their episode's chain: a draw dimension inside
+                return rtn.lowrank_posterior_kl(theta_bar[:, None], grad[:, None],
+                                                U[:, None], m0, self.log_gamma0, n0, l0,
+                                                draws["xi"], draws["eps"])[3]
+            m, v = rtn.local_posterior(*chain, m0, gamma0, n0)
+            return m[:, None] + v.sqrt()[:, None] * draws["eps"]
 
     def episode_loss(self, task, ep, generator=None):
         """f_i + g_i of one episode (:meth:`episodes_loss`)."""
@@ -283,6 +402,46 @@ def auto_precision(task) -> str:
     return AUTO_PRECISION.get(getattr(task, "family", None), "variance")
 
 
+def stack_episodes(batch: list[dict]) -> dict:
+    """Episode dicts of equal shapes -> one dict of [B, ...] tensors (inverse of
+    :func:`split`)."""
+    return {k: torch.stack([ep[k] for ep in batch]) for k in batch[0]}
+
+
+def can_batch(task, batch: list[dict]) -> bool:
+    """Whether a meta-batch can be one batched evaluation: the task has ``loss_batch``
+    (the harness's RegressionTask and ProtoTask; a BDL model's :class:`ModelTask`
+    traces its model episode by episode and has not) and every episode has the same
+    keys and shapes (the episode sources give such batches)."""
+    if not hasattr(task, "loss_batch") or not batch:
+        return False
+    first = batch[0]
+    return all(ep.keys() == first.keys() and all(ep[k].shape == first[k].shape for k in ep)
+               for ep in batch[1:])
+
+
+def factor_and_grad_rows(task, theta: torch.Tensor, E: dict, batch: list[dict]):
+    """(U [B, r, d], grad [B, d]) of the B support losses at theta [B, d]: the task's
+    batched ``fisher_factor_grad_batch`` where it has one, else
+    :func:`_factor_and_grad` episode by episode, stacked (same values)."""
+    rows = getattr(task, "fisher_factor_grad_batch", None)
+    if rows is not None:
+        out = rows(theta, E, "support")
+        if out is not None:
+            return out
+    us, gs = zip(*(_factor_and_grad(task, t, ep) for t, ep in zip(theta, batch, strict=True)),
+                 strict=True)
+    return torch.stack(us), torch.stack(gs)
+
+
+def _check_rows(U: torch.Tensor, eps: torch.Tensor) -> None:
+    """The low-rank draws were sized by ``task.factor_rows`` before the factor existed:
+    a task whose factor has another row count must fail here, not draw wrongly."""
+    if U.shape[-2] != eps.shape[-1]:
+        raise ValueError(f"task.factor_rows gave {eps.shape[-1]} rows, its Fisher factor "
+                         f"has {U.shape[-2]}")
+
+
 def _guarded_step(trainer, loss) -> float:
     """Apply the optimiser step unless the loss or a gradient is not finite (one episode
     whose inner loop diverged would otherwise turn every parameter into NaN); skipped
@@ -304,46 +463,83 @@ class MAML:
     first order treats the inner gradients as constants."""
 
     def __init__(self, theta_init, *, inner_steps=3, inner_lr=1e-3, first_order=False,
-                 lr=5e-3):
+                 lr=5e-3, batched=True):
         self.theta = torch.nn.Parameter(theta_init.detach().clone())
         self.inner_steps, self.inner_lr, self.first_order = inner_steps, inner_lr, first_order
         self.opt = torch.optim.Adam([self.theta], lr=lr)
+        self.batched = batched
 
-    def adapt(self, task, ep, train=True):
-        th = self.theta if train else self.theta.detach().requires_grad_(True)
+    def _inner(self, support_loss, th, train):
+        """``inner_steps`` gradient steps on ``support_loss`` (a scalar of th) from th."""
         for _ in range(self.inner_steps):
             with torch.enable_grad():
-                loss = task.loss(th, ep, "support")
-                (g,) = torch.autograd.grad(loss, th,
+                (g,) = torch.autograd.grad(support_loss(th), th,
                                            create_graph=train and not self.first_order)
             if self.first_order or not train:
                 g = g.detach()
             th = th - self.inner_lr * g
         return th
 
+    def adapt(self, task, ep, train=True):
+        th = self.theta if train else self.theta.detach().requires_grad_(True)
+        return self._inner(lambda t: task.loss(t, ep, "support"), th, train)
+
+    def adapt_rows(self, task, E: dict, bsz: int, train=True):
+        """:meth:`adapt` for B stacked episodes ``E`` at once: the inner loop on weights
+        [B, d] (one row per episode, all starting at theta), each inner gradient of the
+        B support losses one backward -- the sum's gradient, as row b's loss depends on
+        row b only. Second order keeps the graph through every step, as the loop does."""
+        if train:
+            th = self.theta.expand(bsz, -1)
+        else:
+            th = self.theta.detach().expand(bsz, -1).clone().requires_grad_(True)
+        return self._inner(lambda t: task.loss_batch(t, E, "support").sum(), th, train)
+
     def episode_loss(self, task, ep, generator=None):
-        return task.loss(self.adapt(task, ep), ep, "query")
+        return self.episodes_loss(task, [ep], generator)
+
+    def episodes_loss(self, task, batch, generator=None):
+        """sum_i of the query NLL after the inner loop on episode i's support set; with
+        ``batched`` (and :func:`can_batch`) the B inner loops are one (:meth:`adapt_rows`)."""
+        if self.batched and can_batch(task, batch):
+            E = stack_episodes(batch)
+            return task.loss_batch(self.adapt_rows(task, E, len(batch)), E, "query").sum()
+        return sum(task.loss(self.adapt(task, ep), ep, "query") for ep in batch)
 
     def step(self, task, batch, generator=None) -> float:
         self.opt.zero_grad()
-        loss = sum(self.episode_loss(task, ep) for ep in batch) / len(batch)
+        loss = self.episodes_loss(task, batch, generator) / len(batch)
         loss.backward()
         return _guarded_step(self, loss)
 
     def draws(self, task, ep, n=None, generator=None):
         return self.adapt(task, ep, train=False).detach()[None]
 
+    def draws_rows(self, task, batch, n=None, generator=None):
+        """:meth:`draws` of B episodes at once: [B, 1, d]."""
+        E = stack_episodes(batch)
+        return self.adapt_rows(task, E, len(batch), train=False).detach()[:, None]
+
 
 class Plain:
     """One shared theta trained on the query loss with no adaptation: with the
     prototype likelihood this is ProtoNet (Snell et al. 2017)."""
 
-    def __init__(self, theta_init, *, lr=5e-3):
+    def __init__(self, theta_init, *, lr=5e-3, batched=True):
         self.theta = torch.nn.Parameter(theta_init.detach().clone())
         self.opt = torch.optim.Adam([self.theta], lr=lr)
+        self.batched = batched
 
     def episode_loss(self, task, ep, generator=None):
-        return task.loss(self.theta, ep, "query")
+        return self.episodes_loss(task, [ep], generator)
+
+    def episodes_loss(self, task, batch, generator=None):
+        """sum_i of the query NLL at the shared theta (one batched evaluation of the B
+        episodes with ``batched`` and :func:`can_batch`)."""
+        if self.batched and can_batch(task, batch):
+            th = self.theta.expand(len(batch), -1)
+            return task.loss_batch(th, stack_episodes(batch), "query").sum()
+        return sum(task.loss(self.theta, ep, "query") for ep in batch)
 
     step = MAML.step
 
@@ -462,6 +658,28 @@ class RegressionTask:
         """Rows of :meth:`fisher_factor`: one per point."""
         return ep["ys" if part == "support" else "yq"].numel()
 
+    def loss_batch(self, theta, E, part):
+        """:meth:`loss` of B stacked episodes ``E`` (:func:`stack_episodes`) at their own
+        weights theta [B, d] in one pass (:meth:`ppl.runtime.niw_meta.FlatNet.batched`):
+        [B] losses."""
+        x, y = (E["xs"], E["ys"]) if part == "support" else (E["xq"], E["yq"])
+        r = (y - self.flat.batched(theta, x)[..., 0]) / self.sigma
+        return 0.5 * (r ** 2).reshape(r.shape[0], -1).sum(-1) + y[0].numel() * (
+            math.log(self.sigma) + 0.5 * math.log(2 * math.pi))
+
+    def fisher_factor_grad_batch(self, theta, E, part="support"):
+        """:meth:`fisher_factor_grad` of B stacked episodes at theta [B, d]:
+        (U [B, points, d], grad [B, d]) from one batched reverse pass of the network
+        (:meth:`ppl.runtime.niw_meta.FlatNet.jacobian`); None for a network without one
+        (the caller goes episode by episode)."""
+        x, y = (E["xs"], E["ys"]) if part == "support" else (E["xq"], E["yq"])
+        direct = self.flat.jacobian(theta, x)
+        if direct is None:
+            return None
+        u = direct[0][..., 0, :] / self.sigma
+        resid = (direct[1][..., 0] - y) / self.sigma
+        return u, (u.transpose(-1, -2) @ resid[..., None])[..., 0]
+
     def fisher_factor_grad(self, theta, ep, part="support"):
         """(U, grad U(theta)) from one Jacobian: U = J/sigma as :meth:`fisher_factor`, and
         the gradient of the summed NLL sum_n (mu_n - y_n)^2 / (2 sigma^2),
@@ -526,6 +744,20 @@ class ProtoTask:
         return torch.nn.functional.cross_entropy(self.logits(theta, ep, x), y,
                                                  reduction="sum")
 
+    def loss_batch(self, theta, E, part):
+        """:meth:`loss` of B stacked episodes ``E`` at their own weights theta [B, d], in
+        one pass (:meth:`ppl.runtime.niw_meta.FlatNet.batched`; the support embedded
+        once, as in :meth:`logits`): [B] losses."""
+        support = self.flat.batched(theta, E["xs"])
+        if part == "support":
+            query, y = support, E["ys"]
+        else:
+            query, y = self.flat.batched(theta, E["xq"]), E["yq"]
+        z = rtn.prototype_logits(support, E["ys"], query, self.ways)
+        nll = torch.nn.functional.cross_entropy(z.reshape(-1, z.shape[-1]), y.reshape(-1),
+                                                reduction="none")
+        return nll.reshape(y.shape[0], -1).sum(-1)
+
     def metrics(self, thetas, ep):
         probs = torch.stack([self.logits(t, ep, ep["xq"]).softmax(-1) for t in thetas]).mean(0)
         y = ep["yq"]
@@ -562,13 +794,22 @@ def calibration(task, parts: list[dict]) -> float:
     return float((cover - levels).abs().mean())
 
 
-def evaluate(trainer, task, episodes: list[dict], generator=None) -> dict:
-    """Query error with a 95% interval over episodes, NLL, ECE on meta-test episodes."""
+def evaluate(trainer, task, episodes: list[dict], generator=None, chunk: int = 20) -> dict:
+    """Query error with a 95% interval over episodes, NLL, ECE on meta-test episodes.
+    The test-time adaptation and draws of ``chunk`` episodes are one batched evaluation
+    where the trainer is ``batched`` and has ``draws_rows`` (same draws, same order as
+    episode by episode: :meth:`NIW.chains`)."""
     parts = []
-    for ep in episodes:
-        th = trainer.draws(task, ep, generator=generator)
-        with torch.no_grad():
-            parts.append(task.metrics(th, ep))
+    rows = getattr(trainer, "draws_rows", None) if getattr(trainer, "batched", False) else None
+    for start in range(0, len(episodes), chunk):
+        part = episodes[start:start + chunk]
+        if rows is not None and can_batch(task, part):
+            ths = rows(task, part, generator=generator)
+        else:
+            ths = [trainer.draws(task, ep, generator=generator) for ep in part]
+        for th, ep in zip(ths, part, strict=True):
+            with torch.no_grad():
+                parts.append(task.metrics(th, ep))
     errs = torch.tensor([p["err"] for p in parts], dtype=torch.float64)
     ci = 1.96 * float(errs.std()) / math.sqrt(len(errs)) if len(errs) > 1 else float("nan")
     return {"err": float(errs.mean()), "err_ci": ci,

@@ -330,6 +330,124 @@ def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=1,
     return mean, A, mean, var
 
 
+# ---- the same chains for a batch of episodes at once -----------------------------------
+def _grad_rows(potential, theta: torch.Tensor):
+    """grad of each row's potential: potential(theta [B, d]) -> [B], row b depending on
+    theta[b] only, so the gradient of the sum is the B gradients in one backward."""
+    th = theta.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(potential(th).sum(), th)
+    return g
+
+
+def top_curvature_rows(potential, theta: torch.Tensor, iters: int = 1,
+                       fd_step: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`top_curvature` (finite-difference Hessian-vector products) for B
+    independent potentials at once: ``potential`` maps theta [B, d] to the B values,
+    row b depending on theta[b] only. Returns (L [B], grad [B, d]); every row follows
+    the single-row rules: its own probe length h_b = fd_step max(||theta_b||, 1), shrunk
+    8x (up to 10 times, kept for the later iterations) while its probe gradient is not
+    finite, and L_b = 0 for a zero or non-finite gradient or Hessian-vector product."""
+    gd = _grad_rows(potential, theta)
+    gnorm = gd.norm(dim=-1)
+    alive = torch.isfinite(gnorm) & (gnorm > 0)
+    safe = torch.where(alive, gnorm, torch.ones_like(gnorm))
+    u = torch.where(alive[:, None], gd / safe[:, None], torch.zeros_like(gd))
+    L = torch.zeros_like(gnorm)
+    h = fd_step * theta.detach().norm(dim=-1).clamp_min(1.0)
+    for i in range(iters):
+        hv = torch.zeros_like(gd)
+        todo = alive.clone()
+        for _ in range(10):
+            probe = _grad_rows(potential, theta.detach() + h[:, None] * u)
+            trial = (probe - gd) / h[:, None]
+            norm = trial.norm(dim=-1)
+            hv = torch.where(todo[:, None], trial, hv)
+            L = torch.where(todo, norm, L)
+            bad = todo & ~torch.isfinite(norm)
+            if not bool(bad.any()):
+                break
+            h = torch.where(bad, h / 8.0, h)
+            todo = bad
+        alive = alive & torch.isfinite(L) & (L > 0)
+        L = torch.where(alive, L, torch.zeros_like(L))
+        if i < iters - 1:
+            safe = torch.where(alive, L, torch.ones_like(L))
+            u = torch.where(alive[:, None], hv / safe[:, None], torch.zeros_like(hv))
+    return L, gd
+
+
+def sgld_rows(potential, theta0: torch.Tensor, steps: int, lr: torch.Tensor,
+              temp: float = 1.0, a_min: float = 1e-4, a_max: float = 1e3, burn=1,
+              detrend: bool = False, noise: torch.Tensor | None = None,
+              grad0: torch.Tensor | None = None):
+    """:func:`sgld` for B independent chains at once: ``potential`` maps theta [B, d] to
+    the B potentials (row b depending on theta[b] only), ``lr`` [B] the per-chain steps
+    (already capped by the caller), ``noise`` [B, steps, d] the standard normal draws of
+    the steps (None when temp = 0), ``grad0`` [B, d] the gradient at theta0 when the
+    caller has it. Same updates and summaries row by row -- Welford's running moments,
+    burn-in, detrending, A = temp/var clipped to [a_min, a_max], a_max below two kept
+    iterates -- and a chain whose step is not finite stops there (its later iterates
+    are not taken; the others go on). Returns (mbar, A, mean, var, taken) with taken [B]
+    the iterates each chain took."""
+    theta0 = theta0.detach()
+    theta = theta0.clone()
+    bsz = theta.shape[0]
+    noise_sd = (2.0 * lr * max(temp, 0.0)).sqrt()
+    mx, m2x = torch.zeros_like(theta), torch.zeros_like(theta)
+    ctx = torch.zeros_like(theta) if detrend else None
+    mt, m2t = lr.new_zeros(bsz), lr.new_zeros(bsz)
+    n = lr.new_zeros(bsz)
+
+    def keep(t, x, mask):
+        nonlocal mt, m2t, n
+        w = mask.to(x.dtype)
+        n = n + w
+        dt = t - mt
+        inv = w / n.clamp_min(1.0)
+        mt = mt + dt * inv
+        m2t = m2t + w * dt * (t - mt)
+        dx = x - mx
+        mx.add_(dx * inv[:, None])
+        resid = x - mx
+        m2x.add_(w[:, None] * dx * resid)
+        if ctx is not None:
+            ctx.add_((w * dt)[:, None] * resid)
+
+    if 0.0 < burn < 1.0:
+        burn = max(1, math.ceil(burn * steps))
+    burn = min(burn, steps)
+    everyone = torch.ones(bsz, dtype=torch.bool, device=theta.device)
+    if burn <= 0:
+        keep(0.0, torch.zeros_like(theta), everyone)
+    active = everyone.clone()
+    taken = torch.zeros(bsz, dtype=torch.long, device=theta.device)
+    for t in range(1, steps + 1):
+        grad = grad0 if (t == 1 and grad0 is not None) else _grad_rows(potential, theta)
+        step = theta - lr[:, None] * grad.detach()
+        if noise is not None:
+            step = step + noise_sd[:, None] * noise[:, t - 1]
+        active = active & torch.isfinite(step).all(-1)
+        if not bool(active.any()):
+            break
+        theta = torch.where(active[:, None], step, theta)
+        taken = torch.where(active, t, taken)
+        if t >= burn:
+            keep(float(t), theta - theta0, active)
+    # a chain that diverged before its first kept iterate: its last finite one
+    empty = n == 0
+    if bool(empty.any()):
+        keep(0.0, theta - theta0, empty)
+    mean = theta0 + mx
+    dof = n - 2 if detrend else n - 1
+    rss = (m2x - ctx ** 2 / m2t.clamp_min(1e-300)[:, None]).clamp_min(0.0) if detrend else m2x
+    few = dof < 1
+    var = torch.where(few[:, None], torch.zeros_like(mean), rss / dof.clamp_min(1.0)[:, None])
+    A = (max(temp, 0.0) / var.clamp_min(1e-30)).clamp(a_min, a_max)
+    A = torch.where(few[:, None], torch.full_like(A, a_max), A)
+    return mean, A, mean, var, taken
+
+
 # ---- a network as a function of its flat weight vector ---------------------------------
 def _linear_plan(net: torch.nn.Module):
     """For a chain of ``nn.Linear`` layers and elementwise activations (``mlp(...)``, an
@@ -354,6 +472,16 @@ def _linear_plan(net: torch.nn.Module):
         else:
             return None
     return plan
+
+
+def _affine(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """h W^T + b: ``F.linear`` for one weight matrix [out, in]; for a batch of them
+    [B, out, in] (with h [B, n, in], b [B, out]) one batched product per episode."""
+    if weight.dim() == 2:
+        return torch.nn.functional.linear(h, weight, bias)
+    if bias is None:
+        return torch.bmm(h, weight.transpose(-1, -2))
+    return torch.baddbmm(bias[:, None, :], h, weight.transpose(-1, -2))
 
 
 def _act_derivative(act, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -440,38 +568,71 @@ class FlatNet:
         and point). act' is exact: ReLU 1[z > 0] (autograd's convention at 0), tanh
         1 - h^2, sigmoid h (1 - h), the other activations of ``ACT_FUNCTIONS`` by
         autograd on their elementwise function; a network with any other parameter-free
-        module (Softmax, LayerNorm, Dropout: not elementwise) gives None."""
-        if not self.reversible or theta.dim() != 1:
+        module (Softmax, LayerNorm, Dropout: not elementwise) gives None. theta [B, d]
+        with x [B, ..., in]: the B episodes' Jacobians at once, [B, ..., out, d]."""
+        if not self.reversible or theta.dim() not in (1, 2):
             return None
         self._check_input(x)
         theta = theta.detach()
-        parts, offsets = theta.split(self.numels), self.offsets
-        h = x.to(theta.dtype).reshape(-1, x.shape[-1])
+        # a batch of episodes: theta [B, d] with x [B, ..., in], episode b's points under
+        # its own weights (the meta-batch's support sets, :class:`ppl.infer.meta.NIW`)
+        bshape = tuple(theta.shape[:-1])
+        if bshape and (x.dim() < 2 or x.shape[0] != bshape[0]):
+            raise ValueError(f"FlatNet.jacobian: weights {tuple(theta.shape)} need inputs "
+                             f"[{bshape[0]}, ..., {x.shape[-1]}], got {tuple(x.shape)}")
+        d = theta.shape[-1]
+        parts, offsets = theta.split(self.numels, -1), self.offsets
+        h = x.to(theta.dtype).reshape(bshape + (-1, x.shape[-1]))
         saved = []  # (input, weight, w, b) per Linear; act'(z) per activation
         for op in self.plan:
             if isinstance(op, tuple):
                 w, b, shape = op
-                weight = parts[w].view(shape)
+                weight = parts[w].view(bshape + shape)
                 saved.append((h, weight, w, b))
-                h = torch.nn.functional.linear(h, weight, None if b is None else parts[b])
+                h = _affine(h, weight, None if b is None else parts[b])
             else:
                 z, h = h, op(h)
                 saved.append(_act_derivative(op, z, h))
-        n, out = h.shape
-        jac = theta.new_zeros(n, out, theta.numel())
-        delta = torch.eye(out, dtype=theta.dtype, device=theta.device).expand(n, out, out)
+        n, out = h.shape[-2:]
+        jac = theta.new_zeros(bshape + (n, out, d))
+        delta = torch.eye(out, dtype=theta.dtype, device=theta.device).expand(
+            bshape + (n, out, out))
         for item in reversed(saved):
             if not isinstance(item, tuple):
-                delta = delta * item[:, None, :]
+                delta = delta * item[..., :, None, :]
                 continue
             hin, weight, w, b = item
             jac[..., offsets[w]:offsets[w + 1]] = (
-                delta[..., :, None] * hin[:, None, None, :]).reshape(n, out, -1)
+                delta[..., :, None] * hin[..., :, None, None, :]).reshape(bshape + (n, out, -1))
             if b is not None:
                 jac[..., offsets[b]:offsets[b + 1]] = delta
-            delta = delta @ weight
+            # episode b's sensitivities times its own weight matrix
+            delta = delta @ (weight[:, None] if bshape else weight)
         lead = tuple(x.shape[:-1])
-        return jac.reshape(lead + (out, theta.numel())), h.reshape(lead + (out,))
+        return jac.reshape(lead + (out, d)), h.reshape(lead + (out,))
+
+    def batched(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Episode b's inputs under episode b's weights: theta [B, d], x [B, ..., in] ->
+        [B, ..., out] (a meta-batch's support or query sets in one pass: one batched
+        matrix product per layer, ``torch.baddbmm``, for a Linear/activation chain).
+        Other networks (``cnn(...)``) are evaluated episode by episode and stacked:
+        the same values, without the batching's saving."""
+        if theta.dim() != 2 or x.shape[0] != theta.shape[0]:
+            raise ValueError(f"FlatNet.batched: weights [B, d] and inputs [B, ..., in], got "
+                             f"{tuple(theta.shape)} and {tuple(x.shape)}")
+        if self.plan is None:
+            return torch.stack([self(t, xi) for t, xi in zip(theta, x, strict=True)])
+        self._check_input(x)
+        bsz = theta.shape[0]
+        parts = theta.split(self.numels, -1)
+        h = x.to(theta.dtype).reshape(bsz, -1, x.shape[-1])
+        for op in self.plan:
+            if isinstance(op, tuple):
+                w, b, shape = op
+                h = _affine(h, parts[w].view((bsz,) + shape), None if b is None else parts[b])
+            else:
+                h = op(h)
+        return h.reshape(tuple(x.shape[:-1]) + (h.shape[-1],))
 
     def __call__(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if theta.dim() > 1:
@@ -503,12 +664,13 @@ def prototype_logits(support: torch.Tensor, labels: torch.Tensor, query: torch.T
     is -||e_q - p_c||^2, so ``Categorical(logits=...)`` is softmax over negative squared
     distances. support [..., S, E], labels int [S] (0..ways-1), query [..., Q, E] ->
     [..., Q, ways]; ``ways`` defaults to max(labels) + 1. Leading dimensions (draws of the
-    weights) broadcast.
+    weights) broadcast; labels [B, S] with support [B, S, E] give each of B episodes its
+    own prototypes.
     """
     k = int(labels.max()) + 1 if ways is None else int(ways)
-    onehot = torch.nn.functional.one_hot(labels.long(), k).to(support.dtype)  # [S, K]
-    counts = onehot.sum(0).clamp_min(1.0)
-    protos = (onehot.transpose(-1, -2) @ support) / counts[:, None]         # [..., K, E]
+    onehot = torch.nn.functional.one_hot(labels.long(), k).to(support.dtype)  # [..., S, K]
+    counts = onehot.sum(-2).clamp_min(1.0)
+    protos = (onehot.transpose(-1, -2) @ support) / counts[..., None]       # [..., K, E]
     diff = query[..., :, None, :] - protos[..., None, :, :]
     return -(diff ** 2).sum(-1)
 
