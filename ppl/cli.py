@@ -71,7 +71,7 @@ def cmd_compile(args) -> int:
     _print_warnings(compiled.checked.warnings, args.file, text)
     if args.model is not None and args.model not in compiled.ir:
         raise _UserError(f"{args.file}: no model named '{args.model}'")
-    if args.output:
+    if args.output and args.output != "-":
         out = Path(args.output)
         if out.exists() and not args.force:
             raise _UserError(f"{out} exists; use --force to overwrite it")
@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compile", help="print the generated Pyro source")
     c.add_argument("file")
-    c.add_argument("-o", "--output")
+    c.add_argument("-o", "--output", help="write the Pyro module here (default or '-': stdout)")
     c.add_argument("--model")
     c.add_argument("--force", action="store_true")
     c.set_defaults(func=cmd_compile)

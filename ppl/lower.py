@@ -177,6 +177,15 @@ class SizeCheckSpec:
 
 
 @dataclass
+class SourceRef:
+    """Where a statement sits in the BDL source, and the spans of its call's arguments
+    (by parameter name), so a run-time error can be pointed at what the user wrote."""
+
+    span: object
+    args: dict = field(default_factory=dict)
+
+
+@dataclass
 class IRModel:
     name: str
     filename: str
@@ -190,6 +199,11 @@ class IRModel:
     deterministics: list[str] = field(default_factory=list)
     params: list[str] = field(default_factory=list)
     observed: list[str] = field(default_factory=list)
+    # id(op) -> SourceRef for every statement op (body and transformed data)
+    refs: dict = field(default_factory=dict)
+
+    def ref(self, op) -> SourceRef | None:
+        return self.refs.get(id(op))
 
 
 def lower(cm: CheckedModel, filename: str = "<string>") -> IRModel:
@@ -266,37 +280,44 @@ class _Lowerer:
     def _stmts(self, body, top: bool = False) -> list:
         out = []
         for s in body:
-            info = self.cm.sites.get(id(s))
-            if isinstance(s, ast.Sample) and info.role == "construct":
-                out.append(self._construct(s))
-            elif isinstance(s, ast.Sample):
-                out.append(self._sample(s, info))
-                if info.role == "latent":
-                    self.ir.latents.append(s.name)
-                else:
-                    self.ir.observed.append(s.name)
-            elif isinstance(s, ast.Assign):
-                value = self._expr(s.value)
-                if info.role == "network":
-                    out.append(NetworkOp(s.name, value, self._var(s.name)))
-                elif info.role == "transformed" and top:
-                    self.ir.transformed.append(Let(s.name, value, "transformed",
-                                                   self._var(s.name)))
-                else:
-                    out.append(Let(s.name, value, info.role, self._var(s.name)))
-                    if info.role == "deterministic":
-                        self.ir.deterministics.append(s.name)
-            elif isinstance(s, ast.Param):
-                sym = self.cm.symbols[s.name]
-                shape = [_dim_code(d) for d in (sym.ty.shape or ())]
-                out.append(ParamOp(s.name, self._expr(s.init), shape,
-                                   self._constraint(info.constraint), self._var(s.name)))
-                self.ir.params.append(s.name)
-            elif isinstance(s, ast.Factor):
-                out.append(FactorOp(f"factor_{s.span.line}", self._expr(s.value)))
-            elif isinstance(s, ast.Plate):
-                out.append(self._plate(s))
+            before = len(out), len(self.ir.transformed)
+            self._stmt(s, out, top)
+            for op in out[before[0]:] + self.ir.transformed[before[1]:]:
+                self.ir.refs[id(op)] = _source_ref(s)
         return out
+
+    def _stmt(self, s, out: list, top: bool) -> None:
+        """Lower one statement, appending its op to ``out`` (or to the transformed data)."""
+        info = self.cm.sites.get(id(s))
+        if isinstance(s, ast.Sample) and info.role == "construct":
+            out.append(self._construct(s))
+        elif isinstance(s, ast.Sample):
+            out.append(self._sample(s, info))
+            if info.role == "latent":
+                self.ir.latents.append(s.name)
+            else:
+                self.ir.observed.append(s.name)
+        elif isinstance(s, ast.Assign):
+            value = self._expr(s.value)
+            if info.role == "network":
+                out.append(NetworkOp(s.name, value, self._var(s.name)))
+            elif info.role == "transformed" and top:
+                self.ir.transformed.append(Let(s.name, value, "transformed",
+                                               self._var(s.name)))
+            else:
+                out.append(Let(s.name, value, info.role, self._var(s.name)))
+                if info.role == "deterministic":
+                    self.ir.deterministics.append(s.name)
+        elif isinstance(s, ast.Param):
+            sym = self.cm.symbols[s.name]
+            shape = [_dim_code(d) for d in (sym.ty.shape or ())]
+            out.append(ParamOp(s.name, self._expr(s.init), shape,
+                               self._constraint(info.constraint), self._var(s.name)))
+            self.ir.params.append(s.name)
+        elif isinstance(s, ast.Factor):
+            out.append(FactorOp(f"factor_{s.span.line}", self._expr(s.value)))
+        elif isinstance(s, ast.Plate):
+            out.append(self._plate(s))
 
     def _plate(self, s: ast.Plate) -> PlateOp:
         info = self.cm.plates[id(s)]
@@ -480,3 +501,19 @@ def _dim_code(d):
     if d.is_Symbol:
         return Var(str(d))
     return Call("int", [Var(str(d))], [])
+
+
+def _source_ref(s) -> SourceRef:
+    """The statement's span and, when its value is a call, each argument's span by the
+    parameter it binds (keywords by name, positionals by the builtin's parameter order)."""
+    call = getattr(s, "dist", None) or getattr(s, "value", None)
+    args: dict = {}
+    if isinstance(call, ast.Call):
+        b = builtins.lookup(call.func_name) if call.func_name else None
+        params = b.params if b is not None else ()
+        for i, a in enumerate(call.args):
+            if i < len(params):
+                args[params[i]] = a.span
+        for kw in call.kwargs:
+            args[kw.name] = kw.value.span
+    return SourceRef(s.span, args)

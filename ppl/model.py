@@ -6,6 +6,8 @@ import builtins
 import linecache
 from pathlib import Path
 
+from . import locate
+from .locate import located
 from .pipeline import Compiled, compile_source
 from .syntax.diagnostics import BdlError, Diagnostic, Span
 
@@ -27,7 +29,7 @@ class Model:
         self.bdl_source = compiled.text
         self.filename = compiled.filename
         self.warnings = compiled.checked.warnings
-        self.namespace = _execute(compiled.python, compiled.filename, self.name)
+        self.namespace = _execute(compiled, self.name)
         self.pyro_model = self.namespace[self.name]
         self.signature = self.namespace[f"{self.name.upper()}_SIGNATURE"]
         # the IR's options: the generated module's, plus the compile-site data that
@@ -72,7 +74,12 @@ class Model:
 
     def fit(self, data: dict | None = None, infer: str | None = None, *,
             progress: bool = False, **options):
-        """Fit with NUTS/HMC/SVI/MAP; returns a :class:`ppl.infer.fit.Fit`."""
+        """Fit with NUTS/HMC/SVI/MAP; returns a :class:`ppl.infer.fit.Fit`. An error raised
+        while a model statement runs is a located :class:`BdlError` (``ppl.locate``)."""
+        with located():
+            return self._fit(data, infer, progress=progress, **options)
+
+    def _fit(self, data: dict | None, infer: str | None, *, progress: bool, **options):
         from .infer.run import fit as run_fit
         from .infer.run import torch_defaults
 
@@ -105,7 +112,7 @@ class Model:
         _predict = result.predict
 
         def predict(d=None, num_samples=None, sites=None):
-            with torch_defaults(device, dtype):
+            with located(), torch_defaults(device, dtype):
                 return _predict(d, num_samples, sites)
 
         result.predict = predict
@@ -130,7 +137,7 @@ class Model:
         pyro.set_rng_seed(seed)
         pyro.clear_param_store()
         reset_networks()
-        with torch_defaults(device, dtype), full_data():
+        with located(), torch_defaults(device, dtype), full_data():
             kwargs = self.bind(data or {})
             out = site_draws(simulate_observed()(self.pyro_model), kwargs,
                              num_samples=num_samples)
@@ -140,10 +147,11 @@ class Model:
         """log p(values, data) of one full assignment of the latent sites."""
         import pyro
 
-        kwargs = self.bind(data)
-        conditioned = pyro.poutine.condition(self.pyro_model, data=trace_values)
-        tr = pyro.poutine.trace(conditioned).get_trace(**kwargs)
-        return float(tr.log_prob_sum())
+        with located():
+            kwargs = self.bind(data)
+            conditioned = pyro.poutine.condition(self.pyro_model, data=trace_values)
+            tr = pyro.poutine.trace(conditioned).get_trace(**kwargs)
+            return float(tr.log_prob_sum())
 
 
 def _generated_quantities(model, kwargs: dict, names: list[str]):
@@ -213,11 +221,14 @@ def parse_infer_spec(spec: str) -> tuple[str, dict]:
 _counter = [0]
 
 
-def _execute(python: str, filename: str, name: str) -> dict:
-    """Execute generated source; register it with linecache so tracebacks show it."""
+def _execute(compiled: Compiled, name: str) -> dict:
+    """Execute generated source; register it with linecache so tracebacks show it, and
+    with its source map so run-time errors point at the BDL statement (``ppl.locate``)."""
+    python = compiled.python
     _counter[0] += 1
-    pseudo = f"<bdl-generated:{Path(filename).name}:{_counter[0]}>"
+    pseudo = f"<bdl-generated:{Path(compiled.filename).name}:{_counter[0]}>"
     linecache.cache[pseudo] = (len(python), None, python.splitlines(True), pseudo)
+    locate.register(pseudo, compiled.filename, compiled.text, compiled.source_map)
     ns: dict = {"__name__": f"ppl_generated_{name}"}
     exec(builtins.compile(python, pseudo, "exec"), ns)
     return ns

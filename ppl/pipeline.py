@@ -6,7 +6,7 @@ the source this returns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .check.checker import CheckedProgram, check
 from .lower import IRModel, lower
@@ -21,6 +21,8 @@ class Compiled:
     checked: CheckedProgram
     ir: dict[str, IRModel]
     python: str
+    # (first, last, SourceRef) per generated statement: 1-based lines of ``python``
+    source_map: list = field(default_factory=list)
 
 
 def front(text: str, filename: str = "<string>") -> CheckedProgram:
@@ -30,12 +32,12 @@ def front(text: str, filename: str = "<string>") -> CheckedProgram:
 
 
 def compile_source(text: str, filename: str = "<string>") -> Compiled:
-    from .backends.pyro import generate
+    from .backends.pyro import generate_mapped
 
     checked = front(text, filename)
     irs = {name: lower(cm, filename) for name, cm in checked.models.items()}
-    python = generate(list(irs.values()), filename)
-    return Compiled(filename, text, checked, irs, python)
+    python, source_map = generate_mapped(list(irs.values()), filename)
+    return Compiled(filename, text, checked, irs, python, source_map)
 
 
 __all__ = ["BdlError", "Compiled", "compile_source", "front"]

@@ -93,6 +93,10 @@ def test_compile_then_run_the_emitted_file(linreg, tmp_path):
     again = bdl("compile", linreg, "-o", out)
     assert again.returncode == 1 and "use --force" in again.stderr
     assert bdl("compile", linreg, "-o", out, "--force").returncode == 0
+    # "-o -" is standard output, not a file named "-"
+    dash = bdl("compile", linreg, "-o", "-", cwd=tmp_path)
+    assert dash.returncode == 0 and dash.stdout == out.read_text()
+    assert not (tmp_path / "-").exists()
 
 
 def test_run_writes_outputs_and_predict_uses_them(linreg, tmp_path):

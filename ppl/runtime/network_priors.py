@@ -49,6 +49,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from .errors import ArgumentError
 from .nn import ACT_FUNCTIONS
 
 _CACHE_VERSION = 2  # 2: results carry psi_trace
@@ -304,16 +305,19 @@ def _init_psi(n_layers: int, family: str, dtype, device, scale: float = 1.0,
     def inv_sp(v):
         return torch.full((n_layers,), math.log(math.expm1(v)), dtype=dtype, device=device)
     if not scale > 0:
-        raise ValueError(f"gp_prior init_scale must be positive, not {scale}")
+        raise ArgumentError(f"gp_prior init_scale must be positive, not {scale}",
+                            argument="init_scale")
     if family == "gaussian":
         return {"rho_W": inv_sp(scale), "rho_b": inv_sp(scale)}
     if family == "hierarchical":
         v = scale * scale
         if not 0.0 <= min_shape < 2.0:
-            raise ValueError(f"gp_prior min_shape must be in [0, 2), not {min_shape}")
+            raise ArgumentError(f"gp_prior min_shape must be in [0, 2), not {min_shape}",
+                                argument="min_shape")
         a = 2.0 - min_shape
         return {"a_W": inv_sp(a), "b_W": inv_sp(v), "a_b": inv_sp(a), "b_b": inv_sp(v)}
-    raise ValueError(f"gp_prior family must be \"gaussian\" or \"hierarchical\", not {family!r}")
+    raise ArgumentError(f"gp_prior family must be \"gaussian\" or \"hierarchical\", "
+                        f"not {family!r}", argument="family")
 
 
 def prior_weights(psi: dict, family: str, sizes: list[int] | ConvArch, n: int,
@@ -351,11 +355,12 @@ def measurement_set(inputs: torch.Tensor, m: int, measure: str,
     lo, hi = x.min(0).values, x.max(0).values
     if measure == "grid":
         if x.shape[-1] != 1:
-            raise ValueError("measure=\"grid\" needs 1-D inputs")
+            raise ArgumentError("measure=\"grid\" needs 1-D inputs", argument="measure")
         return torch.linspace(float(lo[0]), float(hi[0]), m, dtype=x.dtype,
                               device=x.device).unsqueeze(-1)
     if measure != "data":
-        raise ValueError(f"measure must be \"data\" or \"grid\", not {measure!r}")
+        raise ArgumentError(f"measure must be \"data\" or \"grid\", not {measure!r}",
+                            argument="measure")
     n_data = min(int(round(0.7 * m)), x.shape[0])
     idx = torch.randperm(x.shape[0], device=x.device, generator=generator)[:n_data]
     u = torch.rand(m - n_data, x.shape[-1], dtype=x.dtype, device=x.device, generator=generator)

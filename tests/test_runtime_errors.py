@@ -1,0 +1,96 @@
+"""Run-time errors raised by generated code are reported at the BDL statement (or the
+construct argument) that caused them, like the checker's errors (ppl/locate.py)."""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import pytest
+
+import ppl
+from ppl import locate
+from ppl.cli import main
+
+NEGATIVE_SCALE = """\
+model M(y: real[N]) {
+  s = 0.0 - 1.0
+  mu ~ Normal(0, 1)
+  plate i in N {
+    y ~ Normal(mu, s)
+  }
+}
+"""
+
+GRID_ON_2D = """\
+model M(x: real[N, 2], y: real[N]) {
+  f = mlp(2, [4], 1, act=tanh)
+  f ~ gp_prior(rbf(lengthscale=1, variance=1), inputs=x, steps=2, measure="grid")
+  y ~ Normal(f(x)[:, 0], 1)
+}
+"""
+
+
+def _fit_error(source: str, data: dict, infer: str) -> ppl.BdlError:
+    model = ppl.compile(source, "m.bdl")
+    with warnings.catch_warnings(), pytest.raises(ppl.BdlError) as e:
+        warnings.simplefilter("ignore")
+        model.fit(data, infer)
+    return e.value
+
+
+def test_a_distribution_error_is_located_at_its_statement():
+    err = _fit_error(NEGATIVE_SCALE, {"y": [1.0, 2.0]}, "svi(steps=2)")
+    lines = err.render().split("\n")
+    # the statement inside the plate, not the plate; torch's own words, without the trace
+    # shapes Pyro appends when it re-raises
+    assert lines[0].startswith("m.bdl:5:5: error: Expected parameter scale")
+    assert "Trace Shapes" not in err.render()
+    assert lines[-3:-1] == ["      y ~ Normal(mu, s)", "      ^~~~~~~~~~~~~~~~~"]
+    assert lines[-1].startswith("  note: raised while running this statement (ValueError")
+    assert isinstance(err.__cause__, ValueError)
+
+
+def test_a_construct_argument_error_points_at_the_argument():
+    data = {"x": [[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]], "y": [0.0, 1.0, 0.5]}
+    err = _fit_error(GRID_ON_2D, data, "map(steps=1)")
+    head, line, caret, _ = err.render().split("\n")
+    col = GRID_ON_2D.split("\n")[2].index('"grid"') + 1
+    assert head == f'm.bdl:3:{col}: error: measure="grid" needs 1-D inputs'
+    assert caret.index("^") == line.index('"grid"') and caret.count("~") == len('"grid"') - 1
+
+
+def test_the_cli_reports_it_with_exit_status_1(tmp_path, capsys):
+    src = tmp_path / "m.bdl"
+    src.write_text(NEGATIVE_SCALE + "\ninfer svi(steps=2)\n")
+    (tmp_path / "m.data.json").write_text('{"y": [1.0, 2.0]}')
+    rc = main(["run", str(src), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert f"{src}:5:5: error: Expected parameter scale" in err
+    assert "Traceback" not in err and "internal error" not in err
+
+
+def test_errors_outside_generated_code_pass_through():
+    with pytest.raises(ValueError, match="^plain$"):
+        with locate.located():
+            raise ValueError("plain")
+    assert locate.locate(RuntimeError("no traceback")) is None
+
+
+@pytest.mark.parametrize("model", [ppl.load("examples/eight_schools.bdl"),
+                                   ppl.compile(NEGATIVE_SCALE, "m.bdl")],
+                         ids=["eight_schools", "plate_and_transformed_data"])
+def test_the_source_map_names_each_statement(model):
+    """Every generated statement maps to the BDL statement it came from: the generated
+    lines of a statement mention its name, and its BDL line starts with that name."""
+    py = model.source.split("\n")
+    bdl = model.bdl_source.split("\n")
+    smap = model.compiled.source_map
+    assert len(smap) >= 4
+    for first, last, ref in smap:
+        name = re.match(r"\w+", bdl[ref.span.line - 1][ref.span.col - 1:]).group()
+        if name == "plate":
+            assert py[first - 1].lstrip().startswith("with pyro.plate(")
+            continue
+        assert any(name in py[i - 1] for i in range(first, last + 1)), (name, first, last)
