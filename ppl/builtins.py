@@ -61,9 +61,31 @@ class Builtin:
     # choices: argument name -> the bare words it takes (``noise=additive``), passed to
     #   the target as strings.
     choices: dict = field(default_factory=dict)
-    # ranges: argument name -> (lo, hi), the closed interval a numeric literal given for
-    #   it must lie in (None: unbounded on that side); checked with a located error.
+    # ranges: argument name -> the interval a numeric literal given for it must lie in,
+    #   checked with a located error: (lo, hi) closed (None: unbounded on that side), or
+    #   a string in interval notation, "(0, inf)", "[0, 2)".
     ranges: dict = field(default_factory=dict)
+
+
+def interval(spec) -> tuple:
+    """``(lo, lo_open, hi, hi_open, words)`` of a ``Builtin.ranges`` entry: a pair
+    ``(lo, hi)`` is the closed interval (None: unbounded), a string such as ``"(0, 2]"``
+    or ``"(0, inf)"`` any interval in the usual notation."""
+    if not isinstance(spec, str):
+        lo, hi = spec
+        words = (f"between {lo:g} and {hi:g}" if lo is not None and hi is not None
+                 else f"at least {lo:g}" if lo is not None else f"at most {hi:g}")
+        return lo, False, hi, False, words
+    text = spec.strip()
+    if text[:1] not in "([" or text[-1:] not in ")]" or text.count(",") != 1:
+        raise ValueError(f"malformed range {spec!r} (expected e.g. \"(0, 2]\")")
+    a, z = (t.strip() for t in text[1:-1].split(","))
+    lo = None if a in ("-inf", "") else float(a)
+    hi = None if z in ("inf", "") else float(z)
+    lo_open, hi_open = text[0] == "(", text[-1] == ")"
+    words = {("(", "0", "inf"): "positive", ("[", "0", "inf"): "non-negative"}.get(
+        (text[0], a, z), f"in {text}")
+    return lo, lo_open, hi, hi_open, words
 
 
 REGISTRY: dict[str, Builtin] = {}
@@ -72,6 +94,8 @@ REGISTRY: dict[str, Builtin] = {}
 def register(b: Builtin) -> Builtin:
     if b.name in REGISTRY:
         raise ValueError(f"builtin {b.name!r} registered twice")
+    for spec in b.ranges.values():
+        interval(spec)  # a malformed range fails at registration, not in a user's check
     REGISTRY[b.name] = b
     return b
 

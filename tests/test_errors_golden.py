@@ -717,6 +717,23 @@ model.bdl:2:43: error: argument 'cap' of monotone_dbm must be between 1 and 2, g
     ),
     pytest.param(
         """\
+model M(x: real[N, 1], y: real[N]) {
+  f = mlp(1, [4], 1)
+  f ~ gp_prior(rbf(), inputs=x, init_scale=0, min_shape=2)
+  y ~ Normal(f(x)[:, 0], 1)
+}
+""",
+        """\
+model.bdl:3:44: error: argument 'init_scale' of gp_prior must be positive, got 0
+    f ~ gp_prior(rbf(), inputs=x, init_scale=0, min_shape=2)
+                                             ^
+model.bdl:3:57: error: argument 'min_shape' of gp_prior must be in [0, 2), got 2
+    f ~ gp_prior(rbf(), inputs=x, init_scale=0, min_shape=2)
+                                                          ^""",
+        id="construct_argument_outside_open_interval",
+    ),
+    pytest.param(
+        """\
 model M(t: real[T], y: real[T]) {
   z ~ fractional_sde(times=t, drift=tanh)
   y ~ Normal(z[:, 0], 0.1)
@@ -1022,3 +1039,13 @@ def test_warning_renders_with_warning_severity():
     checked = front("model M(y: real[N], z: real[N]) {\n  y ~ Normal(0, 1)\n}\n", "m.bdl")
     (w,) = checked.warnings
     assert w.render("m.bdl", None) == "m.bdl:1:21: warning: data argument 'z' is never used"
+
+
+def test_range_notation():
+    from ppl.builtins import interval
+
+    assert interval((1, 2)) == (1, False, 2, False, "between 1 and 2")
+    assert interval("(0, 2]") == (0.0, True, 2.0, False, "in (0, 2]")
+    assert interval("(0, inf)")[1:4] == (True, None, True)
+    with pytest.raises(ValueError, match="malformed range"):
+        interval("0, 2")

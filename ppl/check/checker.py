@@ -1081,11 +1081,12 @@ class _ModelChecker:
         value = node.value if isinstance(node, ast.Number) else (
             -node.operand.value if isinstance(node, ast.Neg)
             and isinstance(node.operand, ast.Number) else None)
-        lo, hi = b.ranges[key]
-        if value is None or ((lo is None or value >= lo) and (hi is None or value <= hi)):
+        if value is None:
             return
-        want = (f"between {lo:g} and {hi:g}" if lo is not None and hi is not None
-                else f"at least {lo:g}" if lo is not None else f"at most {hi:g}")
+        lo, lo_open, hi, hi_open, want = builtins.interval(b.ranges[key])
+        if ((lo is None or value > lo or (value == lo and not lo_open))
+                and (hi is None or value < hi or (value == hi and not hi_open))):
+            return
         self.err(f"argument '{key}' of {b.name} must be {want}, got {value:g}", node.span)
 
     def _function_name(self, node: ast.Expr) -> Symbol | None:
@@ -1508,3 +1509,4 @@ def _dist_shape(sig, bound, checker) -> tuple | None:
         out, issues = sizes.broadcast(out, t.shape)
         checker._report(issues, bound[k][0].span, f"the arguments of {sig.name}")
     return out
+

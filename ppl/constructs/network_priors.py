@@ -16,11 +16,11 @@ _RT = "rt.network_priors"
 
 register(Builtin(
     "gaussian_prior", f"{_RT}.gaussian_prior", ("scale",), 0, kind="construct",
-    result="network", tilde="network",
+    result="network", tilde="network", ranges={"scale": "(0, inf)"},
     doc="fixed Gaussian prior (FG): every weight and bias ~ N(0, scale^2), scale 1 by default"))
 register(Builtin(
     "hierarchical_prior", f"{_RT}.hierarchical_prior", ("a", "b"), 0, kind="construct",
-    result="network", tilde="network",
+    result="network", tilde="network", ranges={"a": "(0, inf)", "b": "(0, inf)"},
     doc="fixed hierarchical prior (FH): per layer v ~ IG(a, b) for W and for b, "
         "W | v ~ N(0, v); a = b = 1 by default"))
 register(Builtin(
@@ -29,6 +29,9 @@ register(Builtin(
      "critic_init_steps", "lr", "measure", "seed", "cache", "critic_lr", "init_scale",
      "share_samples", "min_shape"), 2,
     kind="construct", result="network", tilde="network",
+    ranges={"steps": "[0, inf)", "samples": "[1, inf)", "points": "[1, inf)",
+            "critic_steps": "[0, inf)", "critic_init_steps": "[0, inf)", "lr": "(0, inf)",
+            "critic_lr": "(0, inf)", "init_scale": "(0, inf)", "min_shape": "[0, 2)"},
     doc="GP-induced prior (GPiG, or GPiH with family=\"hierarchical\"): the per-layer "
         "prior hyperparameters are fitted so that the network's function distribution "
         "matches GP(0, kernel) in Wasserstein-1 distance at measurement sets built from "
@@ -36,6 +39,7 @@ register(Builtin(
 register(Builtin(
     "scale_mixture_prior", f"{_RT}.scale_mixture_prior", ("a", "b", "scale"), 0,
     kind="construct", result="network", tilde="network",
+    ranges={"a": "(0, inf)", "b": "(0, inf)", "scale": "(0, inf)"},
     doc="last-layer scale mixture: hidden layers N(0, scale^2); the output layer's "
         "variance s ~ IG(a, b), W_L | s ~ N(0, s) (a Student-t process in the wide limit)"))
 
