@@ -1341,3 +1341,41 @@ def test_monotone_phi_gradient_is_finite_at_zero(cap):
     assert float(s.detach()) == 1.0
     (g,) = torch.autograd.grad(Phi.sum() + s, A)
     assert torch.isfinite(g).all()
+
+
+def test_loss_with_labels_shown_scores_pixels_given_the_label():
+    """``label_shown`` clamps those images' labels as inputs: their hidden pixels are scored
+    at the fixed point with the label one-hot, the label CE averages over the other images
+    only, no images shown is the plain loss, and all shown leaves the pixel term alone."""
+    m = _tiny(cap=2.0, tol=1e-12, max_iter=3000)
+    m.solver = "pr"
+    x, y = _data()
+    shown = x >= 0
+    xf = torch.where(shown, x, 1)
+    plain, _ = m.loss(xf, y, shown=shown)
+    none, _ = m.loss(xf, y, shown=shown, label_shown=torch.zeros(6, dtype=torch.bool))
+    assert none.item() == pytest.approx(plain.item(), abs=1e-12)
+
+    ls = torch.tensor([True, False, True, False, False, True])
+    loss, _ = m.loss(xf, y, shown=shown, label_shown=ls)
+    inp = torch.where(shown, xf, -1)
+    z, _, p = m.infer(inp, torch.where(ls, y, -1), grad=False)
+    _, off, _, k = m.layout.segment("label")
+    ql = z[:, off:off + k]
+    assert torch.allclose(ql[ls], torch.nn.functional.one_hot(y[ls], k).double())
+    assert (ql[~ls].max(-1).values < 1 - 1e-6).all()  # predicted, not clamped
+    lv = torch.log_softmax(m.readout_logits(z, p, "visible"), -1)
+    nll_v = -lv.gather(-1, xf[..., None])[..., 0]
+    ll = torch.log_softmax(m.readout_logits(z, p, "label")[:, 0], -1)
+    nll_y = -ll.gather(-1, y[:, None])[:, 0]
+    expect = 0.5 * nll_v[~shown].mean() + 0.5 * nll_y[~ls].mean()
+    assert loss.item() == pytest.approx(expect.item(), abs=1e-9)
+    assert abs(loss.item() - plain.item()) > 1e-3  # the clamped label moves the pixels
+
+    everything, _ = m.loss(xf, y, shown=shown, label_shown=torch.ones(6, dtype=torch.bool))
+    everything.backward()
+    z, _, p = m.infer(inp, y, grad=False)
+    lv = torch.log_softmax(m.readout_logits(z, p, "visible"), -1)
+    expect = 0.5 * (-lv.gather(-1, xf[..., None])[..., 0])[~shown].mean()
+    assert everything.item() == pytest.approx(expect.item(), abs=1e-9)
+    assert torch.isfinite(m.b.grad).all() and m.b.grad.abs().max() > 0
