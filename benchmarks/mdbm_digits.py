@@ -90,17 +90,13 @@ def train(m: M.MonotoneDBM, X, Y, args, name: str):
         groups.append({"params": taus, "lr": args.readout_lr or args.lr})
     opt = torch.optim.Adam(groups, lr=args.lr)
     g = torch.Generator().manual_seed(args.seed)
-    # its own stream, so the pixel masks are those of a run without --label-shown
-    g_label = torch.Generator().manual_seed(args.seed + 31)
     for ep in range(args.epochs):
         perm = torch.randperm(len(X), generator=g).to(X.device)
         tot, n, t0 = 0.0, 0, time.time()
         for i in range(0, len(X), args.batch):
             idx = perm[i:i + args.batch]
             opt.zero_grad()
-            label_shown = (torch.rand(len(idx), generator=g_label) < args.label_shown
-                           if args.label_shown > 0 else None)
-            loss, _ = m.loss(X[idx], Y[idx], generator=g, label_shown=label_shown)
+            loss, _ = m.loss(X[idx], Y[idx], generator=g)
             loss.backward()
             loss = loss.detach()
             opt.step()
@@ -354,9 +350,6 @@ def main(argv=None):
                     help="initial label readout scale tau^2 (learned)")
     ap.add_argument("--readout-lr", dest="readout_lr", type=float, default=None,
                     help="Adam rate of the readout temperatures (default: --lr)")
-    ap.add_argument("--label-shown", dest="label_shown", type=float, default=0.0,
-                    help="training: the fraction of images whose label is clamped as an "
-                         "input (their hidden pixels scored given it) instead of predicted")
     ap.add_argument("--fractions", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")
     ap.add_argument("--models", default="monotone,baseline,baseline_dense",
                     help="rows to train: monotone, baseline (RBM), baseline_dense")

@@ -1018,37 +1018,23 @@ class MonotoneDBM(nn.Module):
         return make_mask(visible.shape, self.observed, self.mask, generator=generator,
                          device=visible.device) & (_states(visible, visible.device) >= 0)
 
-    def loss(self, visible, label=None, shown=None, generator=None,
-             label_shown: torch.Tensor | None = None, **opts):
+    def loss(self, visible, label=None, shown=None, generator=None, **opts):
         """``0.5 CE(hidden pixels) + 0.5 CE(label)`` on the readout logits
         ``tau^2 (Phi q* + b)`` (METHODS §5; ``tau = 1`` when ``readout=None``), with the
-        pixels outside ``shown`` (default: a fresh training mask) and the label hidden.
-        ``label_shown`` (bool ``[B]``, optional): images whose label is clamped as an input
-        instead, so their hidden pixels are scored given the label (the query
-        ``p(x_hidden | x_shown, y)`` of the same mean-field model); the label term is then
-        the mean CE over the other images (0 if there are none)."""
+        pixels outside ``shown`` (default: a fresh training mask) and the label hidden."""
         x = _states(visible, self.b.device)
         if shown is None:
             shown = self.training_mask(x, generator)
         inp = torch.where(shown, x, torch.full_like(x, -1))
-        has_label = label is not None and "label" in [g[0] for g in self.layout.groups]
-        y = _states(label, self.b.device).reshape(-1) if has_label else None
-        clamp_y = None
-        if has_label and label_shown is not None:
-            label_shown = label_shown.to(device=y.device, dtype=torch.bool).reshape(-1)
-            clamp_y = torch.where(label_shown, y, torch.full_like(y, -1))
-        z, info, p = self.infer(inp, clamp_y, **opts)
+        z, info, p = self.infer(inp, None, **opts)
         target = (~shown) & (x >= 0)
         lv = torch.log_softmax(self.readout_logits(z, p, "visible"), -1)
         nll_v = -lv.gather(-1, x.clamp_min(0)[..., None])[..., 0]
         loss = 0.5 * (nll_v * target).sum() / target.sum().clamp_min(1)
-        if has_label:
+        if label is not None and "label" in [g[0] for g in self.layout.groups]:
+            y = _states(label, self.b.device).reshape(-1)
             ll = torch.log_softmax(self.readout_logits(z, p, "label")[:, 0], -1)
-            if clamp_y is None:
-                loss = loss + 0.5 * torch.nn.functional.nll_loss(ll, y)
-            elif bool((clamp_y < 0).any()):  # a clamped label is an input, not scored
-                loss = loss + 0.5 * torch.nn.functional.nll_loss(
-                    ll, torch.where(clamp_y < 0, y, -100), ignore_index=-100)
+            loss = loss + 0.5 * torch.nn.functional.nll_loss(ll, y)
         return loss, info
 
     @torch.no_grad()
