@@ -236,7 +236,7 @@ class NIW:
         summaries as [B, ...] tensors, every gradient of the B support losses one
         backward (:func:`ppl.runtime.niw_meta.sgld_rows`). The random draws are those of
         the loop over episodes, in its order: per episode the chain's step noise, then
-        the draws ``extra(i, ep, chain_rows)`` names (shapes) -- so with the same
+        the draws ``extra(i, ep)`` names ({name: shape}, None for a d-vector) -- so with the same
         generator the result equals the looped one up to roundoff, unless a chain
         diverges (the looped chain then stops drawing; here its unused draws are still
         taken). Returns (chain tensors, the extra draws per name stacked over episodes)."""

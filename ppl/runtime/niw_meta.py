@@ -396,12 +396,30 @@ def sgld_rows(potential, theta0: torch.Tensor, steps: int, lr: torch.Tensor,
     noise_sd = (2.0 * lr * max(temp, 0.0)).sqrt()
     mx, m2x = torch.zeros_like(theta), torch.zeros_like(theta)
     ctx = torch.zeros_like(theta) if detrend else None
-    mt, m2t = lr.new_zeros(bsz), lr.new_zeros(bsz)
-    n = lr.new_zeros(bsz)
+    # while every chain is alive the rows share t and the count n: the running moments
+    # are then :func:`sgld`'s own updates (python scalars for t); after a row's first
+    # non-finite step, per-row counts and masks
+    mt, m2t, n = 0.0, 0.0, 0
+    masked = False
 
-    def keep(t, x, mask):
-        nonlocal mt, m2t, n
-        w = mask.to(x.dtype)
+    def keep(t, x, mask=None):
+        nonlocal mt, m2t, n, masked
+        if mask is None and not masked:
+            n += 1
+            dt = t - mt
+            mt += dt / n
+            m2t += dt * (t - mt)
+            dx = x - mx
+            mx.add_(dx, alpha=1.0 / n)
+            resid = x - mx
+            m2x.addcmul_(dx, resid)
+            if ctx is not None:
+                ctx.add_(resid, alpha=dt)
+            return
+        if not masked:
+            n, mt, m2t = (lr.new_full((bsz,), float(v)) for v in (n, mt, m2t))
+            masked = True
+        w = (torch.ones_like(lr) if mask is None else mask.to(x.dtype))
         n = n + w
         dt = t - mt
         inv = w / n.clamp_min(1.0)
@@ -417,30 +435,48 @@ def sgld_rows(potential, theta0: torch.Tensor, steps: int, lr: torch.Tensor,
     if 0.0 < burn < 1.0:
         burn = max(1, math.ceil(burn * steps))
     burn = min(burn, steps)
-    everyone = torch.ones(bsz, dtype=torch.bool, device=theta.device)
     if burn <= 0:
-        keep(0.0, torch.zeros_like(theta), everyone)
-    active = everyone.clone()
-    taken = torch.zeros(bsz, dtype=torch.long, device=theta.device)
+        keep(0, torch.zeros_like(theta))
+    active = None          # None: every chain alive
+    taken_all, taken = 0, None
+    if noise is not None:
+        noise = noise.transpose(0, 1).contiguous()   # step t's draws contiguous
     for t in range(1, steps + 1):
         grad = grad0 if (t == 1 and grad0 is not None) else _grad_rows(potential, theta)
-        step = theta - lr[:, None] * grad.detach()
+        step = torch.addcmul(theta, lr[:, None], grad.detach(), value=-1.0)
         if noise is not None:
-            step = step + noise_sd[:, None] * noise[:, t - 1]
+            step.addcmul_(noise_sd[:, None], noise[t - 1])
+        if active is None and bool(torch.isfinite(step).all()):
+            theta = step
+            taken_all = t
+            if t >= burn:
+                keep(t, theta - theta0)
+            continue
+        if active is None:
+            active = torch.ones(bsz, dtype=torch.bool, device=theta.device)
+            taken = torch.full((bsz,), taken_all, dtype=torch.long, device=theta.device)
         active = active & torch.isfinite(step).all(-1)
         if not bool(active.any()):
             break
         theta = torch.where(active[:, None], step, theta)
         taken = torch.where(active, t, taken)
         if t >= burn:
-            keep(float(t), theta - theta0, active)
+            keep(t, theta - theta0, active)
+    if taken is None:
+        taken = torch.full((bsz,), taken_all, dtype=torch.long, device=theta.device)
     # a chain that diverged before its first kept iterate: its last finite one
-    empty = n == 0
-    if bool(empty.any()):
-        keep(0.0, theta - theta0, empty)
+    if not masked and n == 0:
+        keep(0, theta - theta0)
+    elif masked and bool((n == 0).any()):
+        keep(0, theta - theta0, n == 0)
+    n = n if masked else lr.new_full((bsz,), float(n))
     mean = theta0 + mx
     dof = n - 2 if detrend else n - 1
-    rss = (m2x - ctx ** 2 / m2t.clamp_min(1e-300)[:, None]).clamp_min(0.0) if detrend else m2x
+    if detrend:
+        m2t = m2t if masked else lr.new_full((bsz,), float(m2t))
+        rss = (m2x - ctx ** 2 / m2t.clamp_min(1e-300)[:, None]).clamp_min(0.0)
+    else:
+        rss = m2x
     few = dof < 1
     var = torch.where(few[:, None], torch.zeros_like(mean), rss / dof.clamp_min(1.0)[:, None])
     A = (max(temp, 0.0) / var.clamp_min(1e-30)).clamp(a_min, a_max)
