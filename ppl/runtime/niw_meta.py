@@ -223,6 +223,51 @@ def top_curvature(potential, theta: torch.Tensor, iters: int = 1,
     return L, gd
 
 
+class _RunningMoments:
+    """Running mean and second moment of the iterates x_t = theta_t - theta_0 (and, to
+    detrend, of t and the co-moment of (t, x_t)): Welford's updates, in place on three
+    d-vectors (or [B, d] rows), so memory does not grow with the steps. ``keep`` is one
+    update shared by every row (scalar n, t); ``keep_rows`` a per-row one (rows with
+    mask 0 unchanged), which turns n, mean(t), m2(t) into [B] tensors from then on."""
+
+    def __init__(self, like: torch.Tensor, detrend: bool):
+        self.mx, self.m2x = torch.zeros_like(like), torch.zeros_like(like)
+        self.ctx = torch.zeros_like(like) if detrend else None
+        self.mt, self.m2t, self.n = 0.0, 0.0, 0
+        self.rows = False
+
+    def keep(self, t, x: torch.Tensor) -> None:
+        if self.rows:
+            return self.keep_rows(t, x, torch.ones_like(self.mt))
+        self.n += 1
+        dt = t - self.mt
+        self.mt += dt / self.n
+        self.m2t += dt * (t - self.mt)
+        dx = x - self.mx
+        self.mx.add_(dx, alpha=1.0 / self.n)
+        resid = x - self.mx
+        self.m2x.addcmul_(dx, resid)
+        if self.ctx is not None:
+            self.ctx.add_(resid, alpha=dt)
+
+    def keep_rows(self, t, x: torch.Tensor, w: torch.Tensor) -> None:
+        if not self.rows:
+            self.n, self.mt, self.m2t = (x.new_full(x.shape[:1], float(v))
+                                         for v in (self.n, self.mt, self.m2t))
+            self.rows = True
+        self.n = self.n + w
+        dt = t - self.mt
+        inv = w / self.n.clamp_min(1.0)
+        self.mt = self.mt + dt * inv
+        self.m2t = self.m2t + w * dt * (t - self.mt)
+        dx = x - self.mx
+        self.mx.add_(dx * inv[:, None])
+        resid = x - self.mx
+        self.m2x.add_(w[:, None] * dx * resid)
+        if self.ctx is not None:
+            self.ctx.add_((w * dt)[:, None] * resid)
+
+
 def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=1,
          detrend=False, generator=None, power_iters=0, step_scale=1.0, info=None,
          curvature=None):
@@ -278,24 +323,8 @@ def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=1,
     if curv > 0.0 and math.isfinite(curv):
         lr = min(lr, step_scale / curv)
     noise_sd = math.sqrt(2.0 * lr * max(temp, 0.0))
-    # running mean and second moment of x_t = theta_t - theta_0 (and, to detrend, of t and
-    # the co-moment of (t, x_t)): Welford's updates, in place on three d-vectors
-    mx, m2x = torch.zeros_like(theta), torch.zeros_like(theta)
-    ctx = torch.zeros_like(theta) if detrend else None
-    mt, m2t, n = 0.0, 0.0, 0
-
-    def keep(t, x):
-        nonlocal mt, m2t, n
-        n += 1
-        dt = t - mt
-        mt += dt / n
-        m2t += dt * (t - mt)
-        dx = x - mx
-        mx.add_(dx, alpha=1.0 / n)
-        resid = x - mx
-        m2x.addcmul_(dx, resid)
-        if ctx is not None:
-            ctx.add_(resid, alpha=dt)
+    mom = _RunningMoments(theta, detrend)
+    keep = mom.keep
 
     if 0.0 < burn < 1.0:
         burn = max(1, math.ceil(burn * steps))
@@ -316,15 +345,15 @@ def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=1,
             keep(t, theta - theta0)
     if info is not None:
         info.update(lr=lr, curvature=curv, steps=taken)
-    if n == 0:  # diverged before the first kept iterate: the last finite one
+    if mom.n == 0:  # diverged before the first kept iterate: the last finite one
         keep(0, theta - theta0)
-    mean = theta0 + mx
-    dof = n - 2 if detrend else n - 1
+    mean = theta0 + mom.mx
+    dof = mom.n - 2 if detrend else mom.n - 1
     if dof < 1:
         var = torch.zeros_like(mean)
         A = torch.full_like(mean, a_max)
     else:
-        rss = (m2x - ctx ** 2 / m2t).clamp_min(0.0) if detrend else m2x
+        rss = (mom.m2x - mom.ctx ** 2 / mom.m2t).clamp_min(0.0) if detrend else mom.m2x
         var = rss / dof
         A = (max(temp, 0.0) / var.clamp_min(1e-30)).clamp(a_min, a_max)
     return mean, A, mean, var
@@ -394,43 +423,10 @@ def sgld_rows(potential, theta0: torch.Tensor, steps: int, lr: torch.Tensor,
     theta = theta0.clone()
     bsz = theta.shape[0]
     noise_sd = (2.0 * lr * max(temp, 0.0)).sqrt()
-    mx, m2x = torch.zeros_like(theta), torch.zeros_like(theta)
-    ctx = torch.zeros_like(theta) if detrend else None
     # while every chain is alive the rows share t and the count n: the running moments
-    # are then :func:`sgld`'s own updates (python scalars for t); after a row's first
-    # non-finite step, per-row counts and masks
-    mt, m2t, n = 0.0, 0.0, 0
-    masked = False
-
-    def keep(t, x, mask=None):
-        nonlocal mt, m2t, n, masked
-        if mask is None and not masked:
-            n += 1
-            dt = t - mt
-            mt += dt / n
-            m2t += dt * (t - mt)
-            dx = x - mx
-            mx.add_(dx, alpha=1.0 / n)
-            resid = x - mx
-            m2x.addcmul_(dx, resid)
-            if ctx is not None:
-                ctx.add_(resid, alpha=dt)
-            return
-        if not masked:
-            n, mt, m2t = (lr.new_full((bsz,), float(v)) for v in (n, mt, m2t))
-            masked = True
-        w = (torch.ones_like(lr) if mask is None else mask.to(x.dtype))
-        n = n + w
-        dt = t - mt
-        inv = w / n.clamp_min(1.0)
-        mt = mt + dt * inv
-        m2t = m2t + w * dt * (t - mt)
-        dx = x - mx
-        mx.add_(dx * inv[:, None])
-        resid = x - mx
-        m2x.add_(w[:, None] * dx * resid)
-        if ctx is not None:
-            ctx.add_((w * dt)[:, None] * resid)
+    # are then :func:`sgld`'s own updates; after a row's first non-finite step, per row
+    mom = _RunningMoments(theta, detrend)
+    keep = mom.keep
 
     if 0.0 < burn < 1.0:
         burn = max(1, math.ceil(burn * steps))
@@ -461,22 +457,22 @@ def sgld_rows(potential, theta0: torch.Tensor, steps: int, lr: torch.Tensor,
         theta = torch.where(active[:, None], step, theta)
         taken = torch.where(active, t, taken)
         if t >= burn:
-            keep(t, theta - theta0, active)
+            mom.keep_rows(t, theta - theta0, active.to(theta.dtype))
     if taken is None:
         taken = torch.full((bsz,), taken_all, dtype=torch.long, device=theta.device)
     # a chain that diverged before its first kept iterate: its last finite one
-    if not masked and n == 0:
+    if not mom.rows and mom.n == 0:
         keep(0, theta - theta0)
-    elif masked and bool((n == 0).any()):
-        keep(0, theta - theta0, n == 0)
-    n = n if masked else lr.new_full((bsz,), float(n))
-    mean = theta0 + mx
+    elif mom.rows and bool((mom.n == 0).any()):
+        mom.keep_rows(0, theta - theta0, (mom.n == 0).to(theta.dtype))
+    n = mom.n if mom.rows else lr.new_full((bsz,), float(mom.n))
+    mean = theta0 + mom.mx
     dof = n - 2 if detrend else n - 1
     if detrend:
-        m2t = m2t if masked else lr.new_full((bsz,), float(m2t))
-        rss = (m2x - ctx ** 2 / m2t.clamp_min(1e-300)[:, None]).clamp_min(0.0)
+        m2t = mom.m2t if mom.rows else lr.new_full((bsz,), float(mom.m2t))
+        rss = (mom.m2x - mom.ctx ** 2 / m2t.clamp_min(1e-300)[:, None]).clamp_min(0.0)
     else:
-        rss = m2x
+        rss = mom.m2x
     few = dof < 1
     var = torch.where(few[:, None], torch.zeros_like(mean), rss / dof.clamp_min(1.0)[:, None])
     A = (max(temp, 0.0) / var.clamp_min(1e-30)).clamp(a_min, a_max)
