@@ -83,6 +83,10 @@ class NIW:
     (benchmarks/RESULTS.md, Issue 7, fifth slice); "power" always power-iterates.
     ``sgld_log`` counts the chains run (``chains``), those whose step was capped
     (``capped``) and the sum of the steps used (``lr_sum``).
+
+    ``batched`` (default True): a meta step's episodes are rows of one evaluation
+    (:meth:`chains`; the same maths and draws as episode by episode, which ``False`` and
+    any task without ``loss_batch`` use: :func:`can_batch`).
     """
 
     def __init__(self, theta_init, *, n0=1.0, gamma0=1e6, l0=1.0, sgld_steps=3,
@@ -460,7 +464,8 @@ class MAML:
     """MAML (Finn et al. 2017): ``inner_steps`` gradient steps of size ``inner_lr`` on the
     support NLL from the meta-learned theta, then the query NLL; second order
     differentiates through the inner steps (graph kept: memory grows with the steps),
-    first order treats the inner gradients as constants."""
+    first order treats the inner gradients as constants. ``batched`` as in :class:`NIW`
+    (the B inner loops as rows: :meth:`adapt_rows`)."""
 
     def __init__(self, theta_init, *, inner_steps=3, inner_lr=1e-3, first_order=False,
                  lr=5e-3, batched=True):
