@@ -1506,3 +1506,68 @@ def test_batched_chains_stop_and_cap_row_by_row():
         assert torch.allclose(var[b], vb, rtol=1e-10, atol=1e-300)
         assert torch.allclose(A[b], Ab, rtol=1e-10)
     assert taken.tolist()[:2] == [steps, steps] and 0 < int(taken[2]) < steps
+
+
+# ---- the fused closed form of meta-training (tenth slice) ------------------------------
+def _lowrank_inputs(bsz=3, r=2, d=5, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape, scale=1.0):
+        return scale * torch.randn(*shape, dtype=D64, generator=gen)
+
+    consts = (rnd(bsz, d), rnd(bsz, d), rnd(bsz, r, d), rnd(bsz, d), rnd(bsz, r))
+    glob = (rnd(d).requires_grad_(), rnd(d, scale=0.3).requires_grad_(),
+            torch.tensor(1.7, dtype=D64, requires_grad=True),
+            torch.tensor(0.8, dtype=D64, requires_grad=True))
+    return consts, glob
+
+
+def test_lowrank_kl_draw_backward_is_the_closed_forms_gradient():
+    """The analytic backward of :func:`lowrank_kl_draw` passes gradcheck (float64 finite
+    differences) in m0, log gamma0, n0, l0, and its values and gradients equal autograd
+    through :func:`lowrank_posterior_kl` (the previous code) to roundoff, for weights on
+    both outputs; the chain's outputs must be constants."""
+    (tb, g, U, xi, eps), glob = _lowrank_inputs()
+
+    def fused(*gl):
+        return rtn.lowrank_kl_draw(tb, g, U, *gl, xi, eps)
+
+    assert torch.autograd.gradcheck(fused, glob)
+    _, _, g_ref, th_ref = rtn.lowrank_posterior_kl(tb, g, U, *glob, xi, eps)
+    g_new, th_new = fused(*glob)
+    assert torch.allclose(g_new, g_ref, rtol=1e-13, atol=0)
+    assert torch.allclose(th_new, th_ref, rtol=1e-13, atol=1e-14)
+    gen = torch.Generator().manual_seed(1)
+    a = torch.randn(g_ref.shape, dtype=D64, generator=gen)
+    w = torch.randn(th_ref.shape, dtype=D64, generator=gen)
+    ref = torch.autograd.grad((a * g_ref).sum() + (w * th_ref).sum(), glob)
+    new = torch.autograd.grad((a * g_new).sum() + (w * th_new).sum(), glob)
+    for x, y in zip(new, ref, strict=True):
+        assert float((x - y).norm()) <= 1e-12 * float(y.norm())
+    with pytest.raises(ValueError, match="constants"):
+        rtn.lowrank_kl_draw(tb.requires_grad_(), g, U, *glob, xi, eps)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_niw_step_with_the_fused_closed_form_equals_the_autograd_one(batched, monkeypatch):
+    """The gauss_newton meta step's loss and meta-gradient with the fused closed form
+    equal those of the previous code (autograd through lowrank_posterior_kl), same
+    generator, float64, batched and looped."""
+    _, task, batch = _batch_setups()[0]
+
+    def make(theta, b):
+        return M.NIW(theta, batched=b, gamma0=10.0, sgld_steps=3, sgld_lr=3e-3,
+                     sgld_precision="gauss_newton")
+
+    l_new, g_new, _ = _loss_and_grads(make, task, batch, batched)
+
+    def previous(theta_bar, grad, U, m0, log_gamma0, n0, l0, xi, eps):
+        _, _, g, theta = rtn.lowrank_posterior_kl(theta_bar, grad, U, m0, log_gamma0, n0,
+                                                  l0, xi, eps)
+        return g, theta
+
+    monkeypatch.setattr(rtn, "lowrank_kl_draw", previous)
+    l_ref, g_ref, _ = _loss_and_grads(make, task, batch, batched)
+    assert torch.allclose(l_new, l_ref, rtol=1e-13, atol=0)
+    for a, b in zip(g_new, g_ref, strict=True):
+        assert float((a - b).norm()) <= 1e-11 * float(b.norm())

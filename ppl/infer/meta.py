@@ -226,8 +226,7 @@ class NIW:
         n0, l0 = self.log_n0.exp(), self.log_l0.exp()
         if lowrank:
             *chain, xi, eps = stacked
-            _, _, g, theta = rtn.lowrank_posterior_kl(*chain, self.m0, self.log_gamma0, n0,
-                                                      l0, xi, eps)
+            g, theta = rtn.lowrank_kl_draw(*chain, self.m0, self.log_gamma0, n0, l0, xi, eps)
         else:
             mbar, A, xi = stacked
             m, sd, g = rtn.local_posterior_kl(mbar, A, self.m0, self.log_gamma0, n0, l0)
@@ -318,8 +317,8 @@ class NIW:
         n0, l0 = self.log_n0.exp(), self.log_l0.exp()
         if lowrank:
             _check_rows(chain[2], draws["eps"])
-            _, _, g, theta = rtn.lowrank_posterior_kl(*chain, self.m0, self.log_gamma0, n0,
-                                                      l0, draws["xi"], draws["eps"])
+            g, theta = rtn.lowrank_kl_draw(*chain, self.m0, self.log_gamma0, n0, l0,
+                                           draws["xi"], draws["eps"])
         else:
             m, sd, g = rtn.local_posterior_kl(*chain, self.m0, self.log_gamma0, n0, l0)
             theta = m + sd * draws["xi"]

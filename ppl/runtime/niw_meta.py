@@ -128,6 +128,16 @@ def lowrank_posterior_kl(theta_bar, grad, U, m0, log_gamma0, n0, l0, xi=None, ep
     """
     n0 = torch.as_tensor(n0, dtype=m0.dtype, device=m0.device)
     l0 = torch.as_tensor(l0, dtype=m0.dtype, device=m0.device)
+    prior_prec, pinv, chol, z, shift, var, g = _lowrank_core(theta_bar, grad, U, m0,
+                                                             log_gamma0, n0, l0)
+    m = m0 + shift
+    theta = None if xi is None else _matheron(m, U, pinv, chol, xi, eps)
+    return m, var, g, theta
+
+
+def _lowrank_core(theta_bar, grad, U, m0, log_gamma0, n0, l0):
+    """The shared body of :func:`lowrank_posterior_kl` and :class:`_LowRankKLDraw`:
+    (P, P^-1, L, L^-1 U P^-1, m_i* - m0, diag V_i*, g_i)."""
     prior_prec = n0 * log_gamma0.exp()
     pinv = prior_prec.reciprocal()
     ut = U.transpose(-1, -2)
@@ -143,13 +153,82 @@ def lowrank_posterior_kl(theta_bar, grad, U, m0, log_gamma0, n0, l0, xi=None, ep
     d = m0.shape[-1]
     two_g = ((prior_prec * (var + shift ** 2)).sum(-1) - logdet_v - log_gamma0.sum(-1)
              + d * (l0.reciprocal() - torch.digamma(n0 / 2) - (LOG2 + 1.0)))
-    m = m0 + shift
-    theta = None
-    if xi is not None:
-        zs = pinv.sqrt() * xi
-        t = (U @ zs[..., None])[..., 0] + eps
-        theta = m + zs - pinv * (ut @ torch.cholesky_solve(t[..., None], chol))[..., 0]
-    return m, var, 0.5 * two_g, theta
+    return prior_prec, pinv, chol, z, shift, var, 0.5 * two_g
+
+
+def _matheron(m, U, pinv, chol, xi, eps):
+    """theta = m + z - P^-1 U^T K^-1 (U z + eps), z = P^-1/2 xi (:func:`lowrank_posterior_kl`)."""
+    zs = pinv.sqrt() * xi
+    t = (U @ zs[..., None])[..., 0] + eps
+    return m + zs - pinv * (U.transpose(-1, -2) @ torch.cholesky_solve(t[..., None], chol))[..., 0]
+
+
+def _woodbury_apply(x, U, pinv, chol):
+    """V x for V = (U^T U + P)^-1 by Woodbury, x [..., k, d] (k right-hand sides per
+    row): P^-1 x - P^-1 U^T K^-1 U P^-1 x, K = L L^T = I + U P^-1 U^T."""
+    px = pinv[..., None, :] * x
+    corr = torch.cholesky_solve(U @ px.transpose(-1, -2), chol)           # [..., r, k]
+    return px - pinv[..., None, :] * (U.transpose(-1, -2) @ corr).transpose(-1, -2)
+
+
+class _LowRankKLDraw(torch.autograd.Function):
+    """(g_i, theta_i) of :func:`lowrank_posterior_kl` with its analytic backward in
+    (m0, log gamma0, n0, l0); theta_bar, grad, U, xi, eps are constants (the chain's
+    output and the draws' noise). With P = n0 gamma0, V = (A + P)^-1, A = U^T U,
+    shift = V (A (theta_bar - m0) - grad), W = U V = K^-1 U P^-1, and Matheron's draw
+    written theta - m0 = V (A (theta_bar - m0) - grad + P^1/2 xi - U^T eps):
+    d theta/d m0 = V P, d theta/d P_j = V e_j (xi_j / (2 P_j^1/2) - (theta - m0)_j);
+    d g/d m0 = -A V (P shift), 2 d g/d P_j = var_j + shift_j^2 + sum_r W_rj^2
+    - 2 shift_j (V P shift)_j (from dV/dP_j = -V e_j e_j^T V and
+    diag(V P V) = diag V - diag(V A V)); 2 d g/d log gamma0_j adds -1, and
+    2 d g/d n0 = sum_j gamma0_j (2 d g/d P_j) - d psi'(n0/2)/2, 2 d g/d l0 = -d/l0^2.
+    The variance floor (clamp at the smallest normal number, against cancellation) is
+    taken as inactive in the backward: the exact V_jj it stands for is positive. Every
+    product with V is one Woodbury solve, both right-hand sides of the backward in one.
+    Leading (episode) dimensions of the constants broadcast against m0, log gamma0 [d]
+    and n0, l0 (0-dim); their gradients sum over them. METHODS.md §4."""
+
+    @staticmethod
+    def forward(ctx, m0, log_gamma0, n0, l0, theta_bar, grad, U, xi, eps):
+        prior_prec, pinv, chol, z, shift, var, g = _lowrank_core(theta_bar, grad, U, m0,
+                                                                 log_gamma0, n0, l0)
+        theta = _matheron(m0 + shift, U, pinv, chol, xi, eps)
+        ctx.save_for_backward(prior_prec, pinv, U, chol, z, shift, var, theta - m0, xi, n0,
+                              l0)
+        return g, theta
+
+    @staticmethod
+    def backward(ctx, dg, dtheta):
+        prior_prec, pinv, U, chol, z, shift, var, tm, xi, n0, l0 = ctx.saved_tensors
+        d = prior_prec.shape[-1]
+        vx = _woodbury_apply(torch.stack((dtheta, prior_prec * shift), -2), U, pinv, chol)
+        vw, vps = vx[..., 0, :], vx[..., 1, :]
+        w = torch.linalg.solve_triangular(chol.transpose(-1, -2), z, upper=True)
+        dg_ = dg[..., None]
+        dp = (vw * (0.5 * xi * pinv.sqrt() - tm)
+              + 0.5 * dg_ * (var + shift ** 2 + (w ** 2).sum(-2) - 2 * shift * vps))
+        avps = (U.transpose(-1, -2) @ (U @ vps[..., None]))[..., 0]
+        lead = tuple(range(shift.dim() - 1))
+        g_m0 = (prior_prec * vw - dg_ * avps).sum(lead)
+        pdp = (prior_prec * dp).sum(lead)
+        dg_all = dg.sum()
+        g_lg = pdp - 0.5 * dg_all
+        g_n0 = pdp.sum() / n0 - 0.25 * d * dg_all * torch.polygamma(1, n0 / 2)
+        g_l0 = -0.5 * d * dg_all / l0 ** 2
+        return g_m0, g_lg, g_n0, g_l0, None, None, None, None, None
+
+
+def lowrank_kl_draw(theta_bar, grad, U, m0, log_gamma0, n0, l0, xi, eps):
+    """(g_i, theta_i) of :func:`lowrank_posterior_kl` with draws (same values), for the
+    meta-training loss: one autograd node with the analytic backward of the closed
+    form in the globals (:class:`_LowRankKLDraw`) instead of the graph of its ~40
+    tensor operations. The chain's outputs theta_bar, grad, U and the noise xi, eps
+    must be constants (no gradient); m0, log_gamma0 [d], n0, l0 (0-dim) may be."""
+    if any(t.requires_grad for t in (theta_bar, grad, U, xi, eps)):
+        raise ValueError("lowrank_kl_draw: the chain's outputs and the noise are constants "
+                         "(detach them)")
+    n0, l0 = (torch.as_tensor(x, dtype=m0.dtype, device=m0.device) for x in (n0, l0))
+    return _LowRankKLDraw.apply(m0, log_gamma0, n0, l0, theta_bar, grad, U, xi, eps)
 
 
 def randn_like(t, generator=None, shape=None):
