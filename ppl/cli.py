@@ -389,7 +389,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except BdlError as e:
-        print(e.render(), file=sys.stderr)
+        text = e.render()
+        if e.__cause__ is not None:  # raised while the model ran (ppl.locate)
+            saved = _save_traceback(args, e.__cause__, "bdl-error-traceback.txt")
+            if saved:
+                text += f"\n  note: if this looks like a bug in bdl, the traceback is in {saved}"
+        print(text, file=sys.stderr)
         return EXIT_USER
     except _UserError as e:
         print(f"bdl: error: {e}", file=sys.stderr)
@@ -405,20 +410,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bdl: error while running the model: {e}", file=sys.stderr)
         return EXIT_USER
     except Exception as e:  # noqa: BLE001
-        import tempfile
-        import traceback
-
-        where = Path(getattr(args, "out", None) or tempfile.gettempdir())
-        try:
-            where.mkdir(parents=True, exist_ok=True)
-            log = where / "bdl-internal-error.txt"
-            log.write_text(traceback.format_exc())
-            saved = f"; traceback saved to {log}"
-        except OSError:
-            saved = ""
+        log = _save_traceback(args, e, "bdl-internal-error.txt")
+        saved = f"; traceback saved to {log}" if log else ""
         print(f"bdl: internal error ({type(e).__name__}: {e}); please report it{saved}",
               file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _save_traceback(args, exc: BaseException, name: str) -> str | None:
+    """Write ``exc``'s traceback to the file ``name`` in ``--out`` (or the temp folder);
+    its path, or None when it cannot be written."""
+    import tempfile
+    import traceback
+
+    where = Path(getattr(args, "out", None) or tempfile.gettempdir())
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        log = where / name
+        log.write_text("".join(traceback.format_exception(exc)))
+    except OSError:
+        return None
+    return str(log)
 
 
 if __name__ == "__main__":

@@ -202,9 +202,6 @@ class IRModel:
     # id(op) -> SourceRef for every statement op (body and transformed data)
     refs: dict = field(default_factory=dict)
 
-    def ref(self, op) -> SourceRef | None:
-        return self.refs.get(id(op))
-
 
 def lower(cm: CheckedModel, filename: str = "<string>") -> IRModel:
     return _Lowerer(cm, filename).run()

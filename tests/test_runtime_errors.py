@@ -69,6 +69,10 @@ def test_the_cli_reports_it_with_exit_status_1(tmp_path, capsys):
     assert rc == 1
     assert f"{src}:5:5: error: Expected parameter scale" in err
     assert "Traceback" not in err and "internal error" not in err
+    # the Python side is kept for a bug report, not printed
+    log = tmp_path / "out" / "bdl-error-traceback.txt"
+    assert f"the traceback is in {log}" in err
+    assert "Traceback" in log.read_text() and "ValueError" in log.read_text()
 
 
 def test_errors_outside_generated_code_pass_through():
