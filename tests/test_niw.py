@@ -1571,3 +1571,44 @@ def test_niw_step_with_the_fused_closed_form_equals_the_autograd_one(batched, mo
     assert torch.allclose(l_new, l_ref, rtol=1e-13, atol=0)
     for a, b in zip(g_new, g_ref, strict=True):
         assert float((a - b).norm()) <= 1e-11 * float(b.norm())
+
+
+def test_kl_niw_logs_equals_kl_niw_in_value_and_gradient():
+    """The meta step's hyperprior KL from log gamma0 with host constants equals
+    :func:`kl_niw` (the previous code) and its gradient in every global (float64)."""
+    gen = torch.Generator().manual_seed(3)
+    m0 = torch.randn(7, dtype=D64, generator=gen).requires_grad_()
+    lg = (0.5 * torch.randn(7, dtype=D64, generator=gen)).requires_grad_()
+    n0 = torch.tensor(2.3, dtype=D64, requires_grad=True)
+    l0 = torch.tensor(0.6, dtype=D64, requires_grad=True)
+    mp = 0.1 * torch.randn(7, dtype=D64, generator=gen)
+    glob = (m0, lg, n0, l0)
+    new = rtn.kl_niw_logs(m0, lg, n0, l0, mp, 1.3, 2.0, 0.2)
+    ref = rtn.kl_niw(m0, lg.exp(), n0, l0, mp, 1.3, 2.0, 0.2)
+    assert float(new) == pytest.approx(float(ref), rel=1e-13)
+    for a, b in zip(torch.autograd.grad(new, glob), torch.autograd.grad(ref, glob),
+                    strict=True):
+        assert float((a - b).norm()) <= 1e-12 * float(b.norm())
+
+
+def test_meta_learners_fused_adam_equals_the_per_tensor_loop(monkeypatch):
+    """NIW's and MAML's optimiser (``M.adam``: fused Adam) gives the parameters of the
+    per-tensor Adam loop after three meta steps with the same generator (float64)."""
+    _, task, batch = _batch_setups()[0]
+
+    def run(make):
+        tr = make(task.flat.vector())
+        gen = torch.Generator().manual_seed(4)
+        for _ in range(3):
+            tr.step(task, batch, gen)
+        return [q.detach().clone() for g in tr.opt.param_groups for q in g["params"]]
+
+    makers = [lambda th: M.NIW(th, gamma0=10.0, sgld_steps=2, sgld_lr=3e-3,
+                               sgld_precision="gauss_newton"),
+              lambda th: M.MAML(th, inner_steps=2, inner_lr=3e-3)]
+    fused = [run(mk) for mk in makers]
+    assert M.NIW(task.flat.vector()).opt.defaults["fused"]
+    monkeypatch.setattr(M, "adam", lambda groups, device: torch.optim.Adam(groups))
+    for mk, new in zip(makers, fused, strict=True):
+        for a, b in zip(new, run(mk), strict=True):
+            assert torch.allclose(a, b, rtol=1e-12, atol=1e-13)

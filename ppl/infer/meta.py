@@ -109,7 +109,7 @@ class NIW:
         else:
             self.log_gamma0.requires_grad_(False)
         groups = [{"params": [self.m0], "lr": lr}, {"params": hyper, "lr": lr_hyper}]
-        self.opt = torch.optim.Adam(groups)
+        self.opt = adam(groups, dev)
         self.sgld = dict(steps=sgld_steps, lr=sgld_lr, temp=sgld_temp, a_max=a_max,
                          burn=sgld_burn, detrend=sgld_detrend, power_iters=sgld_power_iters,
                          step_scale=sgld_step_scale)
@@ -125,7 +125,8 @@ class NIW:
         self.sgld_log = {"chains": 0, "capped": 0, "lr_sum": 0.0}
         self.variant = variant
         self.kl_weight = 1.0 / kl_episodes
-        self.prior = (torch.zeros_like(self.m0), prior_gamma, prior_n, prior_l)
+        self.prior = (torch.zeros_like(self.m0), float(prior_gamma), float(prior_n),
+                      float(prior_l))
         self.test_samples = test_samples
 
     def _check_cap(self):
@@ -233,7 +234,7 @@ class NIW:
             theta = m + sd * xi
         return sum(task.loss(theta[i], ep, "query") for i, ep in enumerate(batch)) + g.sum()
 
-    def chains(self, task, batch, generator=None, extra=None):
+    def chains(self, task, batch, generator=None, extra=None, E=None):
         """:meth:`chain` for a meta-batch's B episodes at once (``batched``; tasks with
         ``loss_batch``, :func:`can_batch`): the step cap, the SGLD chains and the
         summaries as [B, ...] tensors, every gradient of the B support losses one
@@ -244,7 +245,7 @@ class NIW:
         diverges (the looped chain then stops drawing; here its unused draws are still
         taken). Returns (chain tensors, the extra draws per name stacked over episodes)."""
         prec = self.resolve(task)
-        E = stack_episodes(batch)
+        E = stack_episodes(batch) if E is None else E   # the caller's stacked episodes
         bsz = len(batch)
         m0 = self.m0.detach()
         theta0 = m0.expand(bsz, -1)
@@ -275,12 +276,13 @@ class NIW:
             lr = torch.where(ok, torch.minimum(lr, capped), lr)
         draw_chain = s["steps"] > 0 and s["temp"] > 0
         drawn, extras = [], {}
+        lrs = lr.tolist()  # one host transfer for the draws' branch and the log below
         for i, ep in enumerate(batch):
             if draw_chain:
                 # a chain with a zero step has no noise (sqrt(2 lr temp) = 0) and, looped,
                 # draws none
                 drawn.append(torch.stack([rtn.randn_like(m0, generator)
-                                          for _ in range(s["steps"])]) if lr[i] > 0
+                                          for _ in range(s["steps"])]) if lrs[i] > 0
                              else m0.new_zeros(s["steps"], m0.shape[-1]))
             for name, shape in (extra(i, ep) if extra else {}).items():
                 extras.setdefault(name, []).append(rtn.randn_like(m0, generator, shape))
@@ -290,8 +292,11 @@ class NIW:
                                          detrend=s["detrend"], noise=noise, grad0=grad0)
         log = self.sgld_log
         log["chains"] += bsz
-        log["capped"] += int((lr < s["lr"]).sum())
-        log["lr_sum"] += float(lr.sum())
+        # compared in the step's dtype, as the tensors are (a float32 step of 3e-4 is not
+        # "capped" for being below the float 3e-4)
+        full = torch.tensor(s["lr"], dtype=lr.dtype).item()
+        log["capped"] += sum(v < full for v in lrs)
+        log["lr_sum"] += sum(lrs)
         extras = {k: torch.stack(v) for k, v in extras.items()}
         if prec == "variance":
             return (mbar, A), extras
@@ -313,7 +318,8 @@ class NIW:
         def extra(i, ep):
             return {"xi": None, **({"eps": (rows(ep),)} if lowrank else {})}
 
-        chain, draws = self.chains(task, batch, generator, extra)
+        E = stack_episodes(batch)
+        chain, draws = self.chains(task, batch, generator, extra, E)
         n0, l0 = self.log_n0.exp(), self.log_l0.exp()
         if lowrank:
             _check_rows(chain[2], draws["eps"])
@@ -322,7 +328,7 @@ class NIW:
         else:
             m, sd, g = rtn.local_posterior_kl(*chain, self.m0, self.log_gamma0, n0, l0)
             theta = m + sd * draws["xi"]
-        return task.loss_batch(theta, stack_episodes(batch), "query").sum() + g.sum()
+        return task.loss_batch(theta, E, "query").sum() + g.sum()
 
     def draws_rows(self, task, batch, n=None, generator=None):
         """:meth:`draws` for B episodes at once: [B, n, d], the same draws as the loop
@@ -356,9 +362,9 @@ class NIW:
     def step(self, task, batch, generator=None) -> float:
         self.opt.zero_grad()
         loss = self.episodes_loss(task, batch, generator) / len(batch)
-        m0, gamma0, n0, l0 = self.globals()
-        mp, gp, np_, lp = self.prior
-        loss = loss + self.kl_weight * rtn.kl_niw(m0, gamma0, n0, l0, mp, gp, np_, lp)
+        n0, l0 = self.log_n0.exp(), self.log_l0.exp()
+        loss = loss + self.kl_weight * rtn.kl_niw_logs(self.m0, self.log_gamma0, n0, l0,
+                                                       *self.prior)
         loss.backward()
         return _guarded_step(self, loss)
 
@@ -445,13 +451,23 @@ def _check_rows(U: torch.Tensor, eps: torch.Tensor) -> None:
                          f"has {U.shape[-2]}")
 
 
+def adam(groups: list[dict], device: torch.device) -> torch.optim.Adam:
+    """Adam over the parameter ``groups`` of a meta-learner (NIW, MAML, Plain alike): the
+    fused kernel on CPU and CUDA -- the same update as the per-tensor loop (equal to
+    roundoff, tests/test_niw.py) in one kernel per step instead of ~15 small operations
+    per parameter, about half the optimiser's time on the few small tensors here."""
+    return torch.optim.Adam(groups, fused=True if device.type in ("cpu", "cuda") else None)
+
+
 def _guarded_step(trainer, loss) -> float:
     """Apply the optimiser step unless the loss or a gradient is not finite (one episode
     whose inner loop diverged would otherwise turn every parameter into NaN); skipped
     steps are counted in ``trainer.skipped``."""
     params = [q for g in trainer.opt.param_groups for q in g["params"]]
-    finite = bool(torch.isfinite(loss)) and all(
-        bool(torch.isfinite(q.grad).all()) for q in params if q.grad is not None)
+    # one reduction and one host sync for the loss and every gradient
+    finite = bool(torch.isfinite(torch.cat(
+        [loss.detach().reshape(1)] + [q.grad.reshape(-1) for q in params
+                                      if q.grad is not None])).all())
     if finite:
         trainer.opt.step()
     else:
@@ -470,7 +486,7 @@ class MAML:
                  lr=5e-3, batched=True):
         self.theta = torch.nn.Parameter(theta_init.detach().clone())
         self.inner_steps, self.inner_lr, self.first_order = inner_steps, inner_lr, first_order
-        self.opt = torch.optim.Adam([self.theta], lr=lr)
+        self.opt = adam([{"params": [self.theta], "lr": lr}], self.theta.device)
         self.batched = batched
 
     def _inner(self, support_loss, th, train):
@@ -531,7 +547,7 @@ class Plain:
 
     def __init__(self, theta_init, *, lr=5e-3, batched=True):
         self.theta = torch.nn.Parameter(theta_init.detach().clone())
-        self.opt = torch.optim.Adam([self.theta], lr=lr)
+        self.opt = adam([{"params": [self.theta], "lr": lr}], self.theta.device)
         self.batched = batched
 
     def episode_loss(self, task, ep, generator=None):
