@@ -1,9 +1,11 @@
 """The fractional SDE construct (ppl/runtime/fractional_sde.py): prior/posterior SDE on
 torchsde, path KL, stability check, and the language construct end to end."""
 
+import importlib.util
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 import pyro
@@ -262,6 +264,16 @@ def test_control_data_features_per_path_series():
     assert ctrl(torch.tensor(0.3), x, y).shape == (3, 1)
 
 
+def _fit_control_option(src: str, control: str, steps: int, lr: float):
+    """Compile a model using ``control=<control>``, check that the generated call passes it,
+    and fit it by SVI to y = sin(3 t) on 11 points."""
+    m = ppl.compile(src)
+    assert re.search(rf"control=['\"]{control}['\"]", m.source)
+    t = torch.linspace(0, 1, 11)
+    return m.fit({"t": t, "y": torch.sin(3 * t)}, infer="svi", steps=steps, lr=lr, samples=2,
+                 seed=0)
+
+
 def test_construct_drift_control_option():
     src = """
 model M(t: real[T], y: real[T]) {
@@ -270,11 +282,7 @@ model M(t: real[T], y: real[T]) {
   y ~ Normal(z[:, 0], 0.1)
 }
 """
-    m = ppl.compile(src)
-    assert re.search(r"control=['\"]drift['\"]", m.source)
-    t = torch.linspace(0, 1, 11)
-    fit = m.fit({"t": t, "y": torch.sin(3 * t)}, infer="svi", steps=5, lr=0.02, samples=2,
-                seed=0)
+    fit = _fit_control_option(src, "drift", steps=5, lr=0.02)
     assert len(fit.elbo) == 5 and all(math.isfinite(e) for e in fit.elbo)
     with pytest.raises(Exception, match="control"):
         ppl.compile(src.replace("control=drift", "control=both"))
@@ -372,3 +380,218 @@ def test_solver_time_loop_runs_on_host_times_and_every_step_finds_its_grid_point
     grid = torch.tensor([float(s) for s in drift_t[-20:]], dtype=torch.float64)
     assert torch.allclose(grid, torch.arange(20, dtype=torch.float64) * 0.05, atol=1e-12)
     assert all(s.dtype == x0.dtype and s.device == x0.device for s in drift_t)
+
+
+# ---- the affine control family and its closed-form (moment) ELBO ------------------------
+def _linear_problem(S=2, n=6, gmax=5.0, K=3, seed=0):
+    """A small fOU problem in float64: times, data [n, S], the model's pieces."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.linspace(0, 1, n, dtype=torch.float64)
+    y = torch.sin(3 * t)[:, None] + 0.3 * torch.randn(n, S, generator=g, dtype=torch.float64)
+    prior = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64),
+                                       torch.tensor(1.0, dtype=torch.float64))   # _kalman's
+    drift = fs.LinearDrift.fou(torch.tensor(1.5, dtype=torch.float64), 0.3)
+    return dict(times=t, y=y, obs_sd=0.2, drift=drift, diffusion=0.7,
+                prior=prior, K=K, gamma_max=gmax, dt=float(t[1] - t[0]) / 3)
+
+
+def _random_affine(pb, S, seed=1, size=0.3):
+    steps = fs.euler_steps(pb["times"], pb["dt"], pb["gamma_max"])
+    ctrl = fs.AffineControl(steps, 1, pb["K"], S).double()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in ctrl.parameters():
+            p.copy_(size * torch.randn(p.shape, generator=g, dtype=torch.float64))
+    return ctrl
+
+
+def _moments(pb, ctrl, H, loc, scale):
+    return fs.moment_elbo(pb["times"], pb["y"], pb["obs_sd"], pb["drift"], pb["diffusion"], H,
+                          ctrl, loc, scale, pb["prior"], K=pb["K"],
+                          gamma_max=pb["gamma_max"], dt=pb["dt"])
+
+
+def _kalman(pb, H):
+    """log p(y | H) of the Euler chain: the benchmark's Kalman filter (x0 ~ N(0, 1)),
+    written independently of posterior_control."""
+    spec = importlib.util.spec_from_file_location("fsde_hurst_k", ROOT / "benchmarks" /
+                                                  "fsde_hurst.py")
+    sys.path.insert(0, str(ROOT / "benchmarks"))   # it imports fbm_sampling
+    try:
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    g = mafbm.gamma_grid(pb["K"], pb["gamma_max"])
+    w = mafbm.omega(torch.as_tensor(H, dtype=torch.float64), g, 1.0, 2)[0][None]
+    dr = pb["drift"]
+
+    def one(v):
+        return torch.as_tensor(v, dtype=torch.float64).reshape(1)
+    theta = -dr.slope.double()
+    return mod.kalman_loglik(pb["times"], pb["y"], w, g, one(theta), one(dr.offset / theta),
+                             one(pb["diffusion"]), 2, pb["obs_sd"], pb["gamma_max"],
+                             pb["dt"])[0]
+
+
+def _mc_terms(pb, ctrl, H, loc, scale, R, seed):
+    """Per path (series-major, R per series): log p(y | X) and the path KL of torchsde
+    posterior paths under the control, x0 ~ N(loc, scale^2) per series."""
+    S = len(loc)
+    torch.manual_seed(seed)
+    x0 = (loc + scale * torch.randn(R, S, dtype=torch.float64)).T.reshape(S * R, 1)
+    xs, kl, _ = fs.simulate(pb["times"], x0, pb["drift"], pb["diffusion"], H, K=pb["K"],
+                            gamma_max=pb["gamma_max"], dt=pb["dt"], control=ctrl)
+    ll = torch.distributions.Normal(xs[:, :, 0], pb["obs_sd"]).log_prob(
+        pb["y"].repeat_interleave(R, 1)).sum(0)
+    return ll, kl
+
+
+def test_moment_elbo_is_the_mean_of_the_monte_carlo_elbo():
+    """Under a random affine control (with noise scales) the torchsde posterior paths'
+    ELBO, averaged over 4000 paths per series, equals the closed form within 4 se."""
+    pb, S, R = _linear_problem(), 2, 4000
+    ctrl = _random_affine(pb, S)
+    loc = torch.tensor([0.1, -0.4], dtype=torch.float64)
+    scale = torch.tensor([0.3, 0.5], dtype=torch.float64)
+    exact = _moments(pb, ctrl, 0.35, loc, scale)
+    with torch.no_grad():
+        ll, kl = _mc_terms(pb, ctrl, 0.35, loc, scale, R, seed=0)
+    per = (ll - kl).reshape(S, R)
+    mc, se = per.mean(1), per.std(1) / math.sqrt(R)
+    want = exact["loglik"] - exact["path_kl"]
+    assert float(exact["path_kl"].detach().min()) > 0.05   # the control is far from zero
+    assert torch.all((mc - want).abs() < 4 * se), (mc, want, se)
+    # the path KL alone too (the noise-scale term included)
+    kls, kse = kl.reshape(S, R).mean(1), kl.reshape(S, R).std(1) / math.sqrt(R)
+    assert torch.all((kls - exact["path_kl"]).abs() < 4 * kse), (kls, exact["path_kl"])
+
+
+def test_monte_carlo_hurst_gradient_is_the_moment_gradient():
+    """dELBO/dH of the torchsde paths (pathwise, at a fixed random affine control) has the
+    closed form's dELBO/dH as its mean: within 4 se over 8 groups of 500 paths."""
+    pb, S, R, groups = _linear_problem(), 2, 4000, 8
+    ctrl = _random_affine(pb, S, seed=2)
+    loc = torch.tensor([0.1, -0.4], dtype=torch.float64)
+    scale = torch.tensor([0.3, 0.5], dtype=torch.float64)
+    H = torch.tensor(0.4, dtype=torch.float64, requires_grad=True)
+    out = _moments(pb, ctrl, H, loc, scale)
+    want = torch.autograd.grad((out["loglik"] - out["path_kl"]).sum(), H)[0]
+    ll, kl = _mc_terms(pb, ctrl, H, loc, scale, R, seed=1)
+    per = (ll - kl).reshape(S, groups, R // groups).mean(2).sum(0)      # [groups]
+    gs = torch.stack([torch.autograd.grad(per[k], H, retain_graph=k < groups - 1)[0]
+                      for k in range(groups)])
+    se = gs.std() / math.sqrt(groups)
+    assert abs(float(gs.mean() - want)) < 4 * float(se), (float(gs.mean()), float(want),
+                                                          float(se))
+    assert float(se) < 0.2 * abs(float(want))      # the check has power
+
+
+def test_zero_affine_control_is_the_prior():
+    """A zero affine control: path KL exactly 0 (moments and Monte Carlo) and the same paths
+    as the prior SDE on the same Brownian increments."""
+    pb, S = _linear_problem(), 2
+    steps = fs.euler_steps(pb["times"], pb["dt"], pb["gamma_max"])
+    ctrl = fs.AffineControl(steps, 1, pb["K"], S).double()
+    out = _moments(pb, ctrl, 0.6, pb["prior"].mean, pb["prior"].stddev)
+    assert torch.equal(out["path_kl"], torch.zeros(S, dtype=torch.float64))
+    assert torch.allclose(out["x0_kl"], torch.zeros(S, dtype=torch.float64))
+    x0 = torch.randn(2 * S, 1, dtype=torch.float64)
+    paths = []
+    for c in (ctrl, None):
+        torch.manual_seed(3)
+        xs, kl, _ = fs.simulate(pb["times"], x0, pb["drift"], pb["diffusion"], 0.6, K=pb["K"],
+                                gamma_max=pb["gamma_max"], dt=pb["dt"], control=c)
+        paths.append(xs)
+        assert torch.equal(kl, torch.zeros_like(kl))
+    assert torch.equal(paths[0], paths[1])
+
+
+def test_affine_optimum_is_the_exact_posterior():
+    """posterior_control's ELBO equals the Euler chain's Kalman log-likelihood (the family
+    holds the exact posterior), L-BFGS from q = p reaches it, and without the noise scale
+    the optimum is log p minus the reported Euler gap."""
+    pb, S = _linear_problem(), 2
+    H = torch.tensor(0.35, dtype=torch.float64)
+    logp = _kalman(pb, H)
+    args = (pb["times"], pb["y"], pb["obs_sd"], pb["drift"], pb["diffusion"], H, pb["prior"])
+    kw = dict(K=pb["K"], gamma_max=pb["gamma_max"], dt=pb["dt"])
+    ctrl, loc, sd, gap = fs.posterior_control(*args, **kw)
+    best = _moments(pb, ctrl, H, loc, sd)["elbo"].sum()
+    assert abs(float(best.detach() - logp)) < 1e-8
+    ctrl1, loc1, sd1, gap1 = fs.posterior_control(*args, noise_scale=False, **kw)
+    assert float(gap1.sum()) > 0.05
+    e1 = _moments(pb, ctrl1, H, loc1, sd1)["elbo"].sum().detach()
+    assert abs(float(e1 - (logp - gap1.sum()))) < 1e-8
+    # maximised from zero by L-BFGS
+    steps = fs.euler_steps(pb["times"], pb["dt"], pb["gamma_max"])
+    free = fs.AffineControl(steps, 1, pb["K"], S).double()
+    q_loc = pb["prior"].mean.expand(S).clone().requires_grad_(True)
+    q_lsd = pb["prior"].stddev.log().expand(S).clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([*free.parameters(), q_loc, q_lsd], max_iter=500,
+                            line_search_fn="strong_wolfe", tolerance_grad=1e-10,
+                            tolerance_change=1e-14, history_size=50)
+
+    def closure():
+        opt.zero_grad()
+        loss = -_moments(pb, free, H, q_loc, q_lsd.exp())["elbo"].sum()
+        loss.backward()
+        return loss
+    start = -float(closure())
+    opt.step(closure)
+    reached = float(_moments(pb, free, H, q_loc, q_lsd.exp())["elbo"].sum())
+    assert start < float(logp) - 1.0
+    assert abs(reached - float(logp)) < 1e-4, (reached, float(logp))
+
+
+def test_moment_elbo_hurst_gradient():
+    """dELBO/dH by autograd (through omega(H)) against a central finite difference at a
+    random control; at the optimal control it is the exact d log p/dH (envelope)."""
+    pb, S = _linear_problem(), 2
+    ctrl = _random_affine(pb, S, seed=4)
+    loc, scale = torch.tensor([0.0, 0.3], dtype=torch.float64), torch.tensor(0.4,
+                                                                            dtype=torch.float64)
+    H = torch.tensor(0.62, dtype=torch.float64, requires_grad=True)
+    grad = torch.autograd.grad(_moments(pb, ctrl, H, loc, scale)["elbo"].sum(), H)[0]
+    e = 1e-3    # omega(H)'s float64 solve has round-off: smaller steps give noisier differences
+    with torch.no_grad():
+        fd = (_moments(pb, ctrl, 0.62 + e, loc, scale)["elbo"].sum()
+              - _moments(pb, ctrl, 0.62 - e, loc, scale)["elbo"].sum()) / (2 * e)
+    assert abs(float(grad - fd)) < 1e-3 * max(1.0, abs(float(fd)))
+    ctrl, loc, sd, _ = fs.posterior_control(pb["times"], pb["y"], pb["obs_sd"], pb["drift"],
+                                            pb["diffusion"], 0.62, pb["prior"], K=pb["K"],
+                                            gamma_max=pb["gamma_max"], dt=pb["dt"])
+    g_elbo = torch.autograd.grad(_moments(pb, ctrl, H, loc, sd)["elbo"].sum(), H)[0]
+    with torch.no_grad():
+        fd = (_kalman(pb, torch.tensor(0.62 + e, dtype=torch.float64))
+              - _kalman(pb, torch.tensor(0.62 - e, dtype=torch.float64))) / (2 * e)
+    assert abs(float(g_elbo - fd)) < 1e-3 * max(1.0, abs(float(fd)))
+
+
+def test_moment_elbo_refuses_what_it_cannot_compute():
+    pb, S = _linear_problem(), 2
+    ctrl = _random_affine(pb, S)
+    with pytest.raises(ValueError, match="linear drift"):
+        fs.moment_elbo(pb["times"], pb["y"], 0.2, lambda x, t: torch.sin(x), 0.7, 0.5, ctrl,
+                       0.0, 1.0, pb["prior"], K=pb["K"], dt=pb["dt"])
+    with pytest.raises(ValueError, match="constant scalar diffusion"):
+        fs.moment_elbo(pb["times"], pb["y"], 0.2, pb["drift"], lambda x, t: 1 + x ** 2, 0.5,
+                       ctrl, 0.0, 1.0, pb["prior"], K=pb["K"], dt=pb["dt"])
+    with pytest.raises(ValueError, match="steps"):
+        fs.moment_elbo(pb["times"], pb["y"], 0.2, pb["drift"], 0.7, 0.5, ctrl, 0.0, 1.0,
+                       pb["prior"], K=pb["K"], dt=pb["dt"] / 2)
+
+
+def test_construct_affine_control_option():
+    """control=affine: a per-step affine control (no network) fitted by SVI's Monte Carlo
+    ELBO, for any drift (here a nonlinear function literal)."""
+    src = """
+model M(t: real[T], y: real[T]) {
+  z ~ fractional_sde(times=t, drift=(x, s) => -sin(x), diffusion=0.5, K=3, kind=2,
+                     x0=Normal(0, 1), control=affine)
+  y ~ Normal(z[:, 0], 0.1)
+}
+"""
+    fit = _fit_control_option(src, "affine", steps=30, lr=0.05)
+    assert all(math.isfinite(e) for e in fit.elbo)
+    assert fit.elbo[-5:] and sum(fit.elbo[-5:]) / 5 > sum(fit.elbo[:5]) / 5

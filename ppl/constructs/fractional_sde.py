@@ -3,7 +3,8 @@
 ``drift`` and ``diffusion`` take numbers, networks, params or function literals of the
 state and time (``drift=(x, t) => -theta * (x - mu)``); ``noise=general|additive`` is the
 torchsde noise type; ``control=noise|drift`` what the control network outputs (u, or the
-change of X's drift it causes).
+change of X's drift it causes), ``control=affine`` a per-step affine control instead of a
+network (exact for linear models).
 
 A latent path driven by (Markov-approximated) fractional Brownian motion, fitted by
 path-space variational inference (Daems et al., ICLR 2024; ``../shared/METHODS.md``
@@ -20,7 +21,7 @@ PARAMS = ("times", "drift", "diffusion", "hurst", "K", "kind", "x0", "gamma_max"
           "dt", "dim", "hidden", "n_freq", "data", "data_index", "noise", "control")
 
 NOISE = ("general", "additive")
-CONTROL = ("noise", "drift")
+CONTROL = ("noise", "drift", "affine")
 
 
 def _state_dim(kwargs):

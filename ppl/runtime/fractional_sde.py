@@ -149,6 +149,60 @@ class Control(nn.Module):
         return h
 
 
+class AffineControl(nn.Module):
+    """u(Z, t_n) = a_n^T (x, y_1..y_K) + c_n: free coefficients per Euler step n, per latent
+    dimension and per series (``series`` independent series batched as paths, series-major:
+    row b of a batch of B belongs to series b // (B / series)), all zero at the start (q = p).
+    Each step also scales its Brownian increment by sqrt(r_n), r_n = exp(log_r_n) (1 at the
+    start), at the KL cost 1/2 (r_n - 1 - log r_n) of the Euler transitions: the exact
+    posterior of the Euler chain moves the shared noise with variance h_n / (1 + h_n G^T L G)
+    (:func:`posterior_control`), so with r the family holds it exactly, not up to the Euler
+    gap; r_n -> 1 as h -> 0 (in continuous time a changed diffusion has infinite KL).
+
+    Why this family (docs/constructs/fractional_sde.md, "The affine control"): for a linear
+    drift, a constant diffusion, type II noise (Y(0) = 0) and Gaussian observations the
+    augmented prior dZ = (F Z + f0) dt + G dW is linear-Gaussian, and its posterior is the
+    diffusion with the same G and the drift F Z + f0 + G u*, u* = G^T grad_Z log beta_t(Z)
+    with beta_t the Gaussian backward message, so u* is affine in Z (Archambeau et al.
+    2007 for diffusions). The family holds the exact posterior up to the Euler gap; for
+    other drifts it is a Gaussian-Markov (linear-noise) approximation. The control is only
+    defined at the Euler grid's points: :class:`FractionalSDE` looks the step up there.
+    """
+
+    def __init__(self, steps: int, D: int, K: int, series: int = 1):
+        super().__init__()
+        self.steps, self.D, self.K, self.series = int(steps), int(D), int(K), int(series)
+        self.a = nn.Parameter(torch.zeros(self.steps, self.series, self.D, 1 + self.K))
+        self.c = nn.Parameter(torch.zeros(self.steps, self.series, self.D))
+        self.log_r = nn.Parameter(torch.zeros(self.steps, self.series, self.D))
+
+    def plan(self, B: int, dtype) -> tuple[tuple[torch.Tensor, ...], ...]:
+        """The coefficients of every step expanded to a batch of B paths, unbound once per
+        solve (indexing a [P, ...] tensor per step would give each step's backward a
+        full-size gradient)."""
+        if B % self.series:
+            raise ValueError(f"fractional_sde: an affine control of {self.series} series "
+                             f"needs a batch that is a multiple of it, got {B} paths")
+        r = B // self.series
+        return tuple(p.to(dtype).repeat_interleave(r, 1).unbind(0)
+                     for p in (self.a, self.c, self.log_r))
+
+    def planned(self, plan, i: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """u [B, D] at the i-th Euler point for the states x [B, D], y [B, D, K]."""
+        if i >= self.steps:
+            raise ValueError(f"fractional_sde: the affine control has {self.steps} steps; "
+                             f"the solve asked for step {i}")
+        a, c = plan[0][i], plan[1][i]
+        return a[..., 0] * x + (a[..., 1:] * y).sum(-1) + c
+
+    @staticmethod
+    def noise(plan, i: int, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sqrt(r) [B, D], the KL rate sum_d 1/2 (r - 1 - log r) / h [B, 1]) of step i,
+        whose length is h (the solver multiplies the rate by h)."""
+        lr = plan[2][i]
+        return (0.5 * lr).exp(), 0.5 * (lr.exp() - 1.0 - lr).sum(-1, keepdim=True) / h
+
+
 def _is_network(spec) -> bool:
     """A BDL network value: an ``nn.Module`` (``mlp``), or a network whose weights carry a
     prior (``f ~ gaussian_prior(...)``: callable on x alone, with ``in_dim``)."""
@@ -241,6 +295,9 @@ class FractionalSDE(nn.Module):
         if control_form not in CONTROL_FORMS:
             raise ValueError(f"fractional_sde: control must be one of "
                              f"{', '.join(CONTROL_FORMS)}, got {control_form!r}")
+        if isinstance(control, AffineControl) and control_form != "noise":
+            raise ValueError("fractional_sde: the affine control outputs u itself; use it "
+                             "with control_form='noise'")
         self.control_form = control_form
         # torchsde's noise type; Euler steps are the same for both, "additive" declares
         # that g does not depend on the state (checked in simulate)
@@ -254,7 +311,7 @@ class FractionalSDE(nn.Module):
         # pseudo-inverse are built once per solve
         self.constant_diffusion = getattr(diffusion, "constant", False)
         self._g = self._s = self._pinv = None
-        self._plan = None
+        self._plan = self._affine_plan = None
         self._grid, self._grid_index = None, {}
 
     def set_grid(self, points: torch.Tensor, index: dict[float, int]) -> None:
@@ -268,6 +325,7 @@ class FractionalSDE(nn.Module):
         self._grid, self._grid_index = points, index
         if isinstance(self.control, Control) and len(points):
             self._plan = self.control.plan((points - self.t0) / self.span, points.dtype)
+        self._affine_plan = None     # built at the first step, when the batch is known
 
     def _step(self, t, like: torch.Tensor):
         """(the time t on the device of ``like``, its index on the grid or None)."""
@@ -290,6 +348,13 @@ class FractionalSDE(nn.Module):
         and u = Delta / (s wbar) (``s`` the diffusion at the state)."""
         if self.control is None:
             return torch.zeros_like(z[:, :self.D])
+        if isinstance(self.control, AffineControl):
+            if i is None:
+                raise ValueError("fractional_sde: the affine control is defined on the Euler "
+                                 "grid only; the solver asked for an off-grid time")
+            if self._affine_plan is None:
+                self._affine_plan = self.control.plan(z.shape[0], z.dtype)
+            return self.control.planned(self._affine_plan, i, *self._split(z))
         if i is not None and self._plan is not None:   # the planned first layer
             out = self.control.planned(self._plan, i, z[:, :self.D * (1 + self.K)])
         else:
@@ -321,7 +386,17 @@ class FractionalSDE(nn.Module):
         dy = u.unsqueeze(-1) - self.gamma * y
         dx = b + s * (self.w * dy).sum(-1)
         dkl = 0.5 * (u ** 2).sum(-1, keepdim=True)
+        scale = self._noise_scale(i)
+        if scale is not None:
+            dkl = dkl + scale[1]
         return torch.cat([dx, dy.reshape(z.shape[0], -1), dkl], -1), s
+
+    def _noise_scale(self, i: int | None):
+        """An affine control's (sqrt(r), KL rate) at grid step i, or None."""
+        if not isinstance(self.control, AffineControl) or i is None \
+                or i + 1 >= len(self._grid):
+            return None
+        return AffineControl.noise(self._affine_plan, i, self._grid[i + 1] - self._grid[i])
 
     def f(self, t, z):
         return self._f_s(t, z)[0]
@@ -332,12 +407,20 @@ class FractionalSDE(nn.Module):
         numbers as the product with :meth:`g`, without the [B, 1 + D (K + 1), D] matrix)."""
         f, s = self._f_s(t, z)
         B = z.shape[0]
+        scale = self._noise_scale(self._step(t, z)[1])
+        if scale is not None:   # sqrt(r) scales the shared increment of X and every Y_k
+            v = v * scale[0]
         gp = torch.cat([(s * self.wbar) * v,
                         v.unsqueeze(-1).expand(B, self.D, self.K).reshape(B, -1),
                         v.new_zeros(B, 1)], -1)
         return f, gp
 
     def g(self, t, z):
+        out = self._g_prior(t, z)
+        scale = self._noise_scale(self._step(t, z)[1])
+        return out if scale is None else out * scale[0].unsqueeze(1)   # the columns: dW_d
+
+    def _g_prior(self, t, z):
         B, D, K = z.shape[0], self.D, self.K
         if self.constant_diffusion and self._g is not None and self._g.shape[0] == B:
             return self._g
@@ -505,6 +588,232 @@ def simulate(times: torch.Tensor, x0: torch.Tensor, drift, diffusion, hurst, *, 
     return zs[..., :D], zs[-1, :, -1], eps
 
 
+def _exact(v) -> torch.Tensor:
+    """A tensor as it is, a Python number in float64 (not rounded to the default dtype)."""
+    return v if isinstance(v, torch.Tensor) else torch.as_tensor(v, dtype=torch.float64)
+
+
+class LinearDrift:
+    """The drift b(x, t) = slope * x + offset (elementwise): a field for :func:`simulate`
+    that :func:`moment_elbo` can read. ``LinearDrift.fou(theta, mu)`` is -theta (x - mu)."""
+
+    def __init__(self, slope, offset):
+        self.slope, self.offset = _exact(slope), _exact(offset)
+
+    @classmethod
+    def fou(cls, theta, mu) -> LinearDrift:
+        """The fractional Ornstein-Uhlenbeck drift -theta (x - mu)."""
+        theta = _exact(theta)
+        return cls(-theta, theta * _exact(mu))
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.slope.to(x.dtype) * x + self.offset.to(x.dtype)
+
+
+def euler_steps(times: torch.Tensor, dt: float | None = None, gamma_max: float = 20.0) -> int:
+    """The number of Euler steps :func:`simulate` takes over ``times`` (the size of an
+    :class:`AffineControl` for that solve; ``dt`` None: :func:`default_dt`)."""
+    times = torch.as_tensor(times).detach().cpu()
+    dt = default_dt(times, gamma_max) if dt is None else float(dt)
+    return len(euler_points(times, dt)) - 1
+
+
+def _linear_parts(drift, diffusion, dtype, device):
+    """(slope, offset, sigma) of a linear drift and a constant scalar diffusion, or a
+    ValueError naming what the moment ELBO cannot take."""
+    if isinstance(drift, LinearDrift):
+        slope, offset = drift.slope, drift.offset
+    elif isinstance(drift, (int, float)) or (isinstance(drift, torch.Tensor)
+                                             and drift.numel() == 1):
+        slope, offset = torch.zeros(()), torch.as_tensor(drift)
+    else:
+        raise ValueError("moment_elbo: the closed-form ELBO needs a linear drift (a number or "
+                         "LinearDrift(slope, offset)); for other drifts use the Monte Carlo "
+                         "ELBO of simulate(..., control=AffineControl(...))")
+    if callable(diffusion) or not (isinstance(diffusion, (int, float)) or (
+            isinstance(diffusion, torch.Tensor) and diffusion.numel() == 1)):
+        raise ValueError("moment_elbo: the closed-form ELBO needs a constant scalar diffusion; "
+                         "for a state- or time-dependent one use the Monte Carlo ELBO")
+    return tuple(torch.as_tensor(v, dtype=dtype, device=device).reshape(())
+                 for v in (slope, offset, diffusion))
+
+
+def _linear_system(times, y, drift, diffusion, hurst, K, kind, gamma_max, gamma_min, dt,
+                   dtype, device, who: str) -> dict:
+    """What the closed forms share: the Euler grid of :func:`simulate` (step lengths h [P],
+    {grid point: output index} of the observations), the observations [T, S] (NaN ->
+    0, with the mask ``seen``) and the augmented prior dZ = (F Z + f0) dt + G dW."""
+    slope, offset, sigma = _linear_parts(drift, diffusion, dtype, device)
+    times = torch.as_tensor(times, dtype=dtype, device=device)
+    ys = torch.as_tensor(y, dtype=dtype, device=device).reshape(len(times), -1)
+    host = times.detach().cpu()
+    dt = default_dt(host, gamma_max) if dt is None else float(dt)
+    check_stability(gamma_max, dt)
+    pts = torch.stack(euler_points(host, dt)).to(torch.float64)
+    # each output time's grid point (the solver lands on it, up to a round-off step)
+    t64 = host.to(torch.float64)
+    at = torch.searchsorted(pts, t64).clamp(1, len(pts) - 1)
+    at = torch.where((pts[at - 1] - t64).abs() < (pts[at] - t64).abs(), at - 1, at)
+    if float((pts[at] - t64).abs().max()) > 1e-6 * float(host[-1] - host[0]):
+        raise ValueError(f"{who}: every time must be an Euler grid point")
+    g, w, _ = weights(hurst, K, kind, float(host[-1] - host[0]), gamma_max, gamma_min,
+                      dtype, device)
+    Kk = len(g)
+    zero = dict(dtype=dtype, device=device)
+    F = torch.cat([torch.cat([slope.reshape(1, 1), -(sigma * w * g).reshape(1, Kk)], 1),
+                   torch.cat([torch.zeros(Kk, 1, **zero), -torch.diag(g)], 1)], 0)
+    seen = ~torch.isnan(ys)
+    P0 = torch.zeros(1 + Kk, 1 + Kk, **zero)
+    if kind == 1:
+        P0 = torch.block_diag(torch.zeros(1, 1, **zero), 1.0 / (g[:, None] + g[None, :]))
+    return {"h": (pts[1:] - pts[:-1]).to(**zero), "obs_at": {int(j): i for i, j in
+                                                             enumerate(at.tolist())},
+            "ys": torch.where(seen, ys, torch.zeros_like(ys)), "seen": seen, "F": F,
+            "f0": torch.cat([offset.reshape(1), torch.zeros(Kk, **zero)]),
+            "G": torch.cat([(sigma * w.sum()).reshape(1), torch.ones(Kk, **zero)]),
+            "P0": P0, "eye": torch.eye(1 + Kk, **zero)}
+
+
+def moment_elbo(times, y, obs_sd, drift, diffusion, hurst, control: AffineControl,
+                x0_loc, x0_scale, x0_prior: torch.distributions.Normal, *, K: int = 5,
+                kind: int = 2, gamma_max: float = 20.0, gamma_min: float | None = None,
+                dt: float | None = None) -> dict[str, torch.Tensor]:
+    """The ELBO of METHODS.md s2 under an affine control, in closed form (no sampling).
+
+    Model: one latent dimension, x0 ~ ``x0_prior``, dX = b(X) dt + sigma dB_hat^H with
+    b = slope X + offset (:class:`LinearDrift`) and a constant sigma, y_i ~ N(X(t_i),
+    obs_sd^2) at the ``times`` (``y`` [T] or [T, S]: S series, NaN where missing), solved
+    on the same Euler grid as :func:`simulate`. With u_n = a_n^T Z + c_n the Euler chain
+    Z' = A_n Z + b_n + sqrt(r_n) G dW, A_n = I + (F + G a_n^T) h_n, b_n = (f0 + G c_n) h_n,
+    stays Gaussian under Q, so its mean and covariance propagate exactly:
+    m' = A_n m + b_n, P' = A_n P A_n^T + r_n G G^T h_n (F, f0, G the augmented prior's:
+    METHODS.md s2). Then, per series,
+
+        E_Q log p(y | X) = sum_i log N(y_i; m_x, obs_sd^2) - P_xx / (2 obs_sd^2),
+        path KL = sum_n 1/2 ((a_n^T m + c_n)^2 + a_n^T P a_n) h_n + 1/2 (r_n - 1 - log r_n),
+
+    and ELBO = E log p(y | X) - path KL - KL(q(x0) || p(x0)), q(x0) = N(x0_loc, x0_scale^2)
+    per series: the expectation of the Monte Carlo ELBO of :func:`simulate` with the same
+    control (a Rao-Blackwellised estimator with no variance), differentiable in every
+    argument. Type II starts Y(0) = 0; type I at its stationary law, not controlled.
+    Refuses (ValueError) a drift that is not linear or a diffusion that is not a constant.
+    Returns {"elbo", "loglik", "path_kl", "x0_kl"}, each [S].
+    """
+    x0_loc = torch.as_tensor(x0_loc)
+    dtype, device = x0_loc.dtype, x0_loc.device
+    if not isinstance(control, AffineControl) or control.D != 1:
+        raise ValueError("moment_elbo: the control must be an AffineControl of one latent "
+                         "dimension")
+    sy = _linear_system(times, y, drift, diffusion, hurst, K, kind, gamma_max, gamma_min, dt,
+                        dtype, device, "moment_elbo")
+    h, obs_at, ys, seen, F, f0, G = (sy[k] for k in ("h", "obs_at", "ys", "seen", "F", "f0",
+                                                     "G"))
+    S, Kk = ys.shape[1], len(G) - 1
+    if control.series != S or control.steps != len(h):
+        raise ValueError(f"moment_elbo: the control has {control.series} series and "
+                         f"{control.steps} steps; the data {S} series, the grid {len(h)} steps")
+    GG, eye = G[:, None] * G[None, :], sy["eye"]
+    scale = torch.as_tensor(x0_scale, dtype=dtype, device=device).expand(S)
+    m = torch.cat([x0_loc.expand(S).reshape(S, 1),
+                   torch.zeros(S, Kk, dtype=dtype, device=device)], 1)
+    P = sy["P0"] + torch.diag_embed(torch.cat([scale.reshape(S, 1) ** 2,
+                                               scale.new_zeros(S, Kk)], 1))
+    var = torch.as_tensor(obs_sd, dtype=dtype, device=device) ** 2
+    ll = torch.zeros(S, dtype=dtype, device=device)
+    kl = torch.zeros(S, dtype=dtype, device=device)
+    a_all = control.a.to(dtype)[:, :, 0, :].unbind(0)
+    c_all = control.c.to(dtype)[:, :, 0].unbind(0)
+    lr_all = control.log_r.to(dtype)[:, :, 0].unbind(0)
+
+    def observe(i, m, P):
+        term = -0.5 * (torch.log(2 * math.pi * var) + ((ys[i] - m[:, 0]) ** 2 + P[:, 0, 0]) / var)
+        return torch.where(seen[i], term, torch.zeros_like(term))
+
+    for n in range(len(h)):
+        if n in obs_at:
+            ll = ll + observe(obs_at[n], m, P)
+        a, c = a_all[n], c_all[n]                                  # [S, 1 + K], [S]
+        am = (a * m).sum(-1) + c
+        aPa = (a[:, None, :] @ P @ a[:, :, None])[:, 0, 0]
+        lr = lr_all[n]                                             # [S]
+        kl = kl + 0.5 * (am ** 2 + aPa) * h[n] + 0.5 * (lr.exp() - 1.0 - lr)
+        A = eye + (F + G[:, None] * a[:, None, :]) * h[n]          # [S, 1 + K, 1 + K]
+        m = (A @ m[..., None])[..., 0] + (f0 + G * c[:, None]) * h[n]
+        P = A @ P @ A.transpose(1, 2) + GG * (h[n] * lr.exp())[:, None, None]
+    if len(h) in obs_at:
+        ll = ll + observe(obs_at[len(h)], m, P)
+    q0 = torch.distributions.Normal(x0_loc.expand(S), scale)
+    kl0 = torch.distributions.kl_divergence(q0, x0_prior)
+    return {"elbo": ll - kl - kl0, "loglik": ll, "path_kl": kl, "x0_kl": kl0}
+
+
+@torch.no_grad()
+def posterior_control(times, y, obs_sd, drift, diffusion, hurst,
+                      x0_prior: torch.distributions.Normal, *, K: int = 5,
+                      gamma_max: float = 20.0, gamma_min: float | None = None,
+                      dt: float | None = None, noise_scale: bool = True,
+                      dtype=torch.float64, device=None
+                      ) -> tuple[AffineControl, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The exact posterior's control, projected on the affine family: a closed-form start
+    for maximising :func:`moment_elbo` (type II, same model and arguments).
+
+    A backward information filter on the Euler chain Z' = A0 Z + b0 + G xi, xi ~ N(0, h)
+    (A0 = I + F h, b0 = f0 h) carries the message beta_n(z) = exp(-1/2 z^T L_n z + e_n^T z)
+    of the observations after t_n: with pi = 1/h + G^T L G,
+    L~ = L - L G G^T L / pi, e~ = e - L G G^T e / pi,
+    L_n = A0^T L~ A0, e_n = A0^T (e~ - L~ b0), and an observation y at t_n adds
+    e_0 e_0^T / obs_sd^2 to L_n and e_0 y / obs_sd^2 to e_n. The exact posterior
+    transition moves xi to mean G^T (e - L mu) / pi at mu = A0 z + b0 with variance 1/pi;
+    the family takes the mean, u = xi_mean / h: a_n = -A0^T L G / (pi h),
+    c_n = G^T (e - L b0) / (pi h) (u* = G^T grad log beta as h -> 0), and with
+    ``noise_scale`` the variance, r_n = 1 / (h pi). q(x0) is p(x0) beta_0 restricted to
+    Y(0) = 0. Every transition is then the exact posterior's, so the ELBO is log p. With
+    ``noise_scale=False`` (r = 1, the Girsanov family) it is below log p by the Euler gap
+    sum_n 1/2 (h pi_n - 1 - log(h pi_n)) (O(h) in total, but large where h G^T L G is not
+    small: steps before an observation with obs_sd^2 below the step's prior variance
+    sigma^2 wbar^2 h); the means match, so that is the r = 1 family's optimum.
+    Returns (control, x0_loc [S], x0_scale [S], gap [S]: the r = 1 Euler gap)."""
+    sy = _linear_system(times, y, drift, diffusion, hurst, K, 2, gamma_max, gamma_min, dt,
+                        dtype, device, "posterior_control")
+    h, obs_at, ys, seen, F, f0, G, eye = (sy[k] for k in ("h", "obs_at", "ys", "seen", "F",
+                                                          "f0", "G", "eye"))
+    S, n = ys.shape[1], len(G)
+    var = float(obs_sd) ** 2
+    L = torch.zeros(S, n, n, dtype=dtype, device=device)
+    e = torch.zeros(S, n, dtype=dtype, device=device)
+
+    def observe(j, L, e):
+        i = obs_at.get(j)
+        if i is None:
+            return L, e
+        L, e = L.clone(), e.clone()
+        L[:, 0, 0] += seen[i] / var
+        e[:, 0] += ys[i] / var
+        return L, e
+
+    ctrl = AffineControl(len(h), 1, n - 1, S).to(dtype=dtype, device=device)
+    gap = torch.zeros(S, dtype=dtype, device=device)
+    L, e = observe(len(h), L, e)
+    for j in range(len(h) - 1, -1, -1):
+        A0, b0 = eye + F * h[j], f0 * h[j]
+        LG = L @ G                                                  # [S, n]
+        pi = 1.0 / h[j] + (LG * G).sum(-1)                          # [S]
+        gap += 0.5 * (h[j] * pi - 1.0 - torch.log(h[j] * pi))
+        if noise_scale:
+            ctrl.log_r.data[j, :, 0] = -torch.log(h[j] * pi)
+        ctrl.a.data[j, :, 0] = -(LG @ A0) / (pi * h[j])[:, None]
+        ctrl.c.data[j, :, 0] = ((e * G).sum(-1) - (LG * b0).sum(-1)) / (pi * h[j])
+        Lt = L - LG[:, :, None] * LG[:, None, :] / pi[:, None, None]
+        et = e - LG * (e * G).sum(-1, keepdim=True) / pi[:, None]
+        L = A0.T @ Lt @ A0
+        e = ((et - (Lt @ b0)) @ A0)
+        L, e = observe(j, L, e)
+    m0 = x0_prior.mean.to(dtype).expand(S)
+    p0 = 1.0 / x0_prior.variance.to(dtype).expand(S)
+    prec = p0 + L[:, 0, 0]
+    return ctrl, (m0 * p0 + e[:, 0]) / prec, prec.rsqrt(), gap
+
+
 def _x0_posterior(name: str, x0, D: int, dtype, device):
     """x0 and KL(q(x0) || p(x0)): a distribution gets q = Normal(loc, scale) (pyro.params,
     started at the prior's moments), sampled by reparameterisation; a number is fixed."""
@@ -544,7 +853,11 @@ def fractional_sde(name: str, times, drift=0.0, diffusion=1.0, hurst=None, K: in
     ``drift``/``diffusion`` given as Python callables are BDL function literals: f(x [dim],
     t []) per state (:func:`per_state`). ``noise``: ``"general"`` or ``"additive"``.
     ``control``: what the control network outputs, ``"noise"`` (u, the paper's form) or
-    ``"drift"`` (Delta, the change of X's drift; u = Delta / (sigma wbar(H))).
+    ``"drift"`` (Delta, the change of X's drift; u = Delta / (sigma wbar(H))); or
+    ``"affine"``: no network, the per-step affine control u_n = a_n^T Z + c_n with a
+    per-step noise scale (:class:`AffineControl`, one set of coefficients per Euler step,
+    zero at the start), which holds the exact posterior of a linear model; ``hidden``,
+    ``n_freq`` and ``data`` are then unused.
     """
     kind, K, D = int(kind), int(K), int(dim)
     drift, diffusion = (per_state(f, D) if callable(f) and not _is_network(f)
@@ -561,11 +874,17 @@ def fractional_sde(name: str, times, drift=0.0, diffusion=1.0, hurst=None, K: in
                            constraint=constraints.interval(0.0, 1.0))
     H = torch.as_tensor(hurst).clamp(0.01, 0.99)
     hidden = [int(h) for h in torch.as_tensor(hidden).reshape(-1).tolist()]
-    use_data = data is not None
+    use_data = data is not None and control != "affine"
     # cached like every network (rt.reset_networks at the start of a fit gives q = p again)
-    ctrl = pyro.module(f"{name}_control",
-                       network(f"{name}_control", Control, D, K, tuple(hidden), int(n_freq),
-                               data=use_data))
+    if control == "affine":
+        n_steps = euler_steps(times, dt, float(gamma_max))
+        ctrl = pyro.module(f"{name}_control",
+                           network(f"{name}_control", AffineControl, n_steps, D, K))
+        control = "noise"             # it outputs u itself
+    else:
+        ctrl = pyro.module(f"{name}_control",
+                           network(f"{name}_control", Control, D, K, tuple(hidden),
+                                   int(n_freq), data=use_data))
     if use_data:
         obs = torch.as_tensor(data, dtype=times.dtype).reshape(-1, D)
         ot = times if data_index is None else times[torch.as_tensor(data_index).long()]
