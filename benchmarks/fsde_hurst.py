@@ -42,6 +42,16 @@ exact-likelihood H of 0.309 / 0.527 / 0.664 / 0.925: four 100-point series per H
     python benchmarks/fsde_hurst.py --synthetic --n 100 --series-per-h 4 --paths 4 \
         --gamma-max 160 --K 7 --noise 0.01 --obs-sd 0.01 --control drift
 
+``--control affine`` (the protocol on which every target is met: sixteen 100-point series
+per H; benchmarks/RESULTS.md, issue 5) replaces the network by the per-step affine control
+with a noise scale, which holds this linear model's exact posterior; its optimum is
+computed in closed form at every evaluation and (H, theta, mu, sigma) are fitted on the
+closed-form ELBO by L-BFGS (``--elbo moments``) or on the Monte Carlo ELBO by Adam
+(``--elbo mc``; :func:`fit_hurst_affine`):
+
+    python benchmarks/fsde_hurst.py --synthetic --control affine --n 100 --series-per-h 16 \
+        --gamma-max 160 --K 7 --noise 0.01 --obs-sd 0.01 --groups 4 --mle
+
 ``--control drift`` makes the control network output the change of X's drift
 (u = Delta / (sigma wbar(H))); ``--probe-at S1,S2`` compares both control forms'
 dELBO/dH with the exact d log p/dH during the fit (:func:`h_gradients`). ``--alternate``
