@@ -724,7 +724,7 @@ class FlatNet:
         jac = theta.new_zeros(bshape + (n, out, d))
         delta = torch.eye(out, dtype=theta.dtype, device=theta.device).expand(
             bshape + (n, out, out))
-        for item in reversed(saved):
+        for i, item in enumerate(reversed(saved)):
             if not isinstance(item, tuple):
                 delta = delta * item[..., :, None, :]
                 continue
@@ -733,8 +733,13 @@ class FlatNet:
                 delta[..., :, None] * hin[..., :, None, None, :]).reshape(bshape + (n, out, -1))
             if b is not None:
                 jac[..., offsets[b]:offsets[b + 1]] = delta
-            # episode b's sensitivities times its own weight matrix
-            delta = delta @ (weight[:, None] if bshape else weight)
+            if i == len(saved) - 1:
+                break  # the input layer: the sensitivity to x is not needed
+            # episode b's sensitivities times its own weight matrix: one [n out, .] block
+            # per episode (a broadcast over the points would copy the weight n times)
+            lead = delta.shape[:-1]
+            delta = (delta.reshape(lead[:1] + (-1, delta.shape[-1])) @ weight).reshape(
+                lead + (weight.shape[-1],)) if bshape else delta @ weight
         lead = tuple(x.shape[:-1])
         return jac.reshape(lead + (out, d)), h.reshape(lead + (out,))
 
