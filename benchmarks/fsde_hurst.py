@@ -525,7 +525,8 @@ def fit_hurst_affine(t: np.ndarray, y: np.ndarray, K: int = 5, obs_sd: float = 0
     closed-form ELBO (:func:`~ppl.runtime.fractional_sde.moment_elbo`), maximised by L-BFGS
     (strong Wolfe, ``iters`` evaluations); ``elbo="mc"``: the Monte Carlo ELBO of
     ``paths`` torchsde posterior paths per series under the same control, ``steps`` Adam
-    steps at ``lr`` on the four scalars (H frozen for the first 10%). ``dt_div``: the VI's
+    steps at ``lr`` (cosine decay to a tenth) on the four scalars (H frozen for the first
+    10%). ``dt_div``: the VI's
     Euler step is the protocol's :func:`grid_dt` divided by this. ``noise_scale``: the
     family also scales each step's noise (``AffineControl.log_r``), so it holds the Euler
     chain's exact posterior and the optimal ELBO is log p; without it (the Girsanov family)
@@ -571,6 +572,9 @@ def fit_hurst_affine(t: np.ndarray, y: np.ndarray, K: int = 5, obs_sd: float = 0
         opt.step(closure)
     elif elbo == "mc":
         opt = torch.optim.Adam([raw], lr=lr)
+        # cosine decay to a tenth, as in fit_hurst: the noisy steps settle on the ridge
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda k: 0.1 + 0.45 * (1 + math.cos(math.pi * min(k, steps) / max(steps, 1))))
         ys = yt.repeat_interleave(paths, 1)                          # series-major paths
         for step in range(steps):
             ctrl, loc, sd, _ = optimum(raw)
@@ -587,9 +591,10 @@ def fit_hurst_affine(t: np.ndarray, y: np.ndarray, K: int = 5, obs_sd: float = 0
             if step < 0.1 * steps:
                 raw.grad[0] = 0.0
             opt.step()
+            sched.step()
             if log_every and step % log_every == 0:
                 print(f"  step {step:4d}  elbo {float(e.detach()):9.2f}  H "
-                      f"{float(scalars(raw)[0]):.3f}", flush=True)
+                      f"{float(scalars(raw.detach())[0]):.3f}", flush=True)
     else:
         raise ValueError(f"elbo must be 'moments' or 'mc', got {elbo!r}")
     with torch.no_grad():
