@@ -1,6 +1,7 @@
 """The fBM bridge (issue 5; METHODS.md s2 (c)): path-space VI against the exact posterior.
 
     python benchmarks/fbm_bridge.py [--H 0.7] [--steps 1500] [--paths 64] [--png OUT]
+                                    [--control network|affine] [--elbo closed|mc]
                                     [--device cpu|cuda] [--json OUT]
 
 Prior: X = B_hat^H, the type II MA-fBM (K = 5, gamma in [1/20, 20]) started at X(0) = 0
@@ -19,6 +20,16 @@ the construct: the distribution VI actually targets, so the test of the method),
 (the continuous-time MA-fBM, ``mafbm_cov``) and ``fbm`` (exact type II fBM, ``fbm_cov``;
 the differences from ``euler`` are the discretisation and the MA-fBM approximation errors).
 
+``--control affine`` replaces the network by ``AffineControl`` (u_n = a_n^T Z + c_n and a
+noise scale r_n per Euler step; docs/constructs/fractional_sde.md, "The affine control"):
+the bridge is linear-Gaussian, so that family holds the exact Euler posterior. ``--elbo
+closed`` takes its optimum in closed form (``posterior_control``, a backward information
+filter, no training); ``--elbo mc`` trains it from zero, as SVI would, by Adam on the same
+Monte Carlo ELBO through torchsde (``--steps`` x ``--paths``, ``--lr``). For an affine
+control the variance is also propagated exactly (``affine_moments``, the recursion of
+``moment_elbo``): row ``moments_vs_euler`` (no sampling error), and ``elbo_gap``, log p(y)
+minus the closed-form ELBO of the fitted control (0 at the optimum; nats).
+
 Table rows: ``vi_vs_euler``, ``vi_vs_mafbm``, ``vi_vs_fbm``, ``euler_vs_fbm`` (no VI:
 the reference priors against each other); columns ``max_rel_err`` (max over
 t in [0.1, 1] of |Var_a(t) - Var_b(t)| / Var_b(t)), ``mean_rel_err``, ``mc_se`` (relative
@@ -30,6 +41,7 @@ posterior variance and mean against the references.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import time
 
@@ -69,6 +81,81 @@ def conditional(var: torch.Tensor, cross: torch.Tensor, y: float, obs_sd: float)
     return cross * y / s, var - cross ** 2 / s
 
 
+def prior_system(w: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(F, G) of the augmented type II prior dZ = F Z dt + G dW, Z = (X, Y_1..Y_K), with
+    drift 0 and diffusion 1: dX = -sum_k w_k g_k Y_k dt + wbar dW, dY_k = -g_k Y_k dt + dW
+    (METHODS.md s2). float64."""
+    K = len(g)
+    F = torch.zeros(K + 1, K + 1, dtype=torch.float64)
+    F[0, 1:] = -(w * g)
+    F[1:, 1:] = -torch.diag(g)
+    G = torch.cat([w.sum().reshape(1), torch.ones(K, dtype=torch.float64)])
+    return F, G
+
+
+def affine_moments(ctrl: fs.AffineControl, F: torch.Tensor, G: torch.Tensor,
+                   dt: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of X at every Euler point under an affine control, from Z(0) = 0:
+    the controlled Euler chain Z' = A_n Z + G c_n dt + sqrt(r_n) G dW, A_n = I + (F + G a_n^T)
+    dt, keeps m' = A_n m + G c_n dt and P' = A_n P A_n^T + r_n G G^T dt exactly (the
+    recursion of ``fs.moment_elbo``, here read out per step). float64."""
+    n = len(G)
+    m = torch.zeros(n, dtype=torch.float64)
+    P = torch.zeros(n, n, dtype=torch.float64)
+    a = ctrl.a.detach().cpu().double()[:, 0, 0]
+    c = ctrl.c.detach().cpu().double()[:, 0, 0]
+    r = ctrl.log_r.detach().cpu().double()[:, 0, 0].exp()
+    means, variances = [m[0]], [P[0, 0]]
+    for i in range(ctrl.steps):
+        A = torch.eye(n, dtype=torch.float64) + (F + G[:, None] * a[i][None, :]) * dt
+        m = A @ m + G * c[i] * dt
+        P = A @ P @ A.T + r[i] * dt * G[:, None] * G[None, :]
+        means.append(m[0])
+        variances.append(P[0, 0])
+    return torch.stack(means), torch.stack(variances)
+
+
+def bridge_data(t: torch.Tensor, y: float) -> torch.Tensor:
+    """The observations on the output grid: y at the last time, NaN (missing) elsewhere."""
+    ys = torch.full((len(t),), float("nan"), dtype=torch.float64)
+    ys[-1] = y
+    return ys
+
+
+def fit_affine(t, y, obs_sd, H, K, dt, elbo, steps, paths, lr, seed, dev,
+               log_every=0) -> fs.AffineControl:
+    """The affine control of the bridge posterior: ``elbo="closed"``, the optimum in closed
+    form (``fs.posterior_control``; q(x0) is unused, X(0) = 0 is fixed); ``elbo="mc"``,
+    trained from zero by Adam (cosine decay to a tenth) on the Monte Carlo ELBO
+    E_Q log N(y; X(1), obs_sd^2) - E_Q int 1/2 u^2 dt (with the noise scale's KL), ``paths``
+    paths per step through torchsde."""
+    if elbo == "closed":
+        prior = torch.distributions.Normal(torch.zeros((), dtype=torch.float64),
+                                           torch.ones((), dtype=torch.float64))
+        ctrl, _, _, _ = fs.posterior_control(t.cpu(), bridge_data(t, y), obs_sd, 0.0, 1.0, H,
+                                             prior, K=K, dt=dt)
+        return ctrl.to(device=dev)
+    if elbo != "mc":
+        raise ValueError(f"elbo must be 'closed' or 'mc', got {elbo!r}")
+    torch.manual_seed(seed)
+    ctrl = fs.AffineControl(fs.euler_steps(t.cpu(), dt), 1, K).to(device=dev, dtype=t.dtype)
+    opt = torch.optim.Adam(ctrl.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr / 10)
+    x0 = torch.zeros(paths, 1, device=dev, dtype=t.dtype)
+    yt = torch.tensor(y, device=dev, dtype=t.dtype)
+    for step in range(steps):
+        xs, kl, _ = fs.simulate(t, x0, 0.0, 1.0, H, K=K, kind=2, dt=dt, control=ctrl)
+        e = (torch.distributions.Normal(xs[-1, :, 0], obs_sd).log_prob(yt) - kl).mean()
+        opt.zero_grad()
+        (-e).backward()
+        opt.step()
+        sched.step()
+        if log_every and (step % log_every == 0 or step == steps - 1):
+            print(f"  step {step:5d}  elbo {e.item():8.3f}  kl {kl.mean().item():7.3f}",
+                  flush=True)
+    return ctrl
+
+
 def fit(t, y, obs_sd, H, K, steps, paths, lr, hidden, seed, dev, log_every=0):
     torch.manual_seed(seed)
     ctrl = fs.Control(1, K, hidden, n_freq=6).to(dev)
@@ -100,7 +187,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=1500, help="optimiser steps (size knob)")
     ap.add_argument("--paths", type=int, default=64, help="paths per step")
     ap.add_argument("--eval-paths", type=int, default=4000)
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--lr", type=float, default=None,
+                    help="Adam learning rate (default 3e-3 network, 0.05 affine)")
+    ap.add_argument("--control", default="network", choices=["network", "affine"])
+    ap.add_argument("--elbo", default="mc", choices=["closed", "mc"],
+                    help="affine control: the closed-form optimum or Adam on the MC ELBO")
     ap.add_argument("--hidden", default="64,64")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--log-every", type=int, default=250)
@@ -108,31 +199,49 @@ def main(argv=None) -> dict:
     add_run_args(ap)
     args = ap.parse_args(argv)
     dev = setup_run(ap, args)
-    t = torch.linspace(0.0, 1.0, args.n + 1, device=dev)
-    dt = fs.default_dt(t, 20.0)
+    affine = args.control == "affine"
+    tc = torch.linspace(0.0, 1.0, args.n + 1, dtype=torch.float64)
     H, K = args.H, args.K
+    if affine:
+        # the affine control has one set of coefficients per Euler step, so the solve runs
+        # in float64 on a dt that divides the grid exactly (dt <= 0.25 / gamma_max): float32
+        # times, or default_dt's round-off gap, add a sliver step at the end
+        t = tc.to(dev)
+        dt = 1.0 / (args.n * math.ceil(4 * 20.0 / args.n))
+        hurst = torch.tensor(H, dtype=torch.float64)
+    else:
+        t = tc.to(device=dev, dtype=torch.get_default_dtype())
+        dt = fs.default_dt(t, 20.0)
+        hurst = H
     g = mafbm.gamma_grid(K)
     w, eps = mafbm.omega(H, g, 1.0, 2)
+    lr = args.lr if args.lr is not None else (0.05 if affine else 3e-3)
+    how = (f"{args.control} control, closed-form optimum" if affine and args.elbo == "closed"
+           else f"{args.control} control, {args.steps} steps x {args.paths} paths, lr {lr}")
     print(f"H = {H}, K = {K} (eps {float(eps):.1e}), dt = {dt:.4g}, obs_sd = {args.obs_sd}, "
-          f"y = {args.y}, {args.steps} steps x {args.paths} paths, device {dev}", flush=True)
+          f"y = {args.y}, {how}, device {dev}", flush=True)
 
     t0 = time.perf_counter()
-    hidden = tuple(int(h) for h in args.hidden.split(","))
-    ctrl = fit(t, args.y, args.obs_sd, H, K, args.steps, args.paths, args.lr, hidden,
-               args.seed, dev, args.log_every)
+    if affine:
+        ctrl = fit_affine(t, args.y, args.obs_sd, hurst, K, dt, args.elbo, args.steps, args.paths,
+                          lr, args.seed, dev, args.log_every)
+    else:
+        hidden = tuple(int(h) for h in args.hidden.split(","))
+        ctrl = fit(t, args.y, args.obs_sd, H, K, args.steps, args.paths, lr, hidden,
+                   args.seed, dev, args.log_every)
     fit_s = time.perf_counter() - t0
     with torch.no_grad():
         xs = []
         for _ in range(math.ceil(args.eval_paths / 1000)):
-            x, _, _ = fs.simulate(t, torch.zeros(1000, 1, device=dev), 0.0, 1.0, H, K=K,
-                                  kind=2, control=ctrl)
+            x, _, _ = fs.simulate(t, torch.zeros(1000, 1, device=dev, dtype=t.dtype), 0.0, 1.0,
+                                  hurst, K=K, kind=2, dt=dt, control=ctrl)
             xs.append(x[:, :, 0].double().cpu())
         xs = torch.cat(xs, 1)[:, :args.eval_paths]
     n_eval = xs.shape[1]
     vi_mean, vi_var = xs.mean(1), xs.var(1)
 
-    tc = t.double().cpu()
-    refs = {"euler": conditional(*euler_moments(tc, w, g, dt), args.y, args.obs_sd)}
+    prior_var, prior_cross = euler_moments(tc, w, g, dt)
+    refs = {"euler": conditional(prior_var, prior_cross, args.y, args.obs_sd)}
     C_fbm = torch.zeros(len(tc), len(tc), dtype=torch.float64)   # B(0) = 0
     C_fbm[1:, 1:] = mafbm.fbm_cov(tc[1:], H, 2)
     for name, C in (("mafbm", mafbm.mafbm_cov(tc, w, g, 2)), ("fbm", C_fbm)):
@@ -148,10 +257,24 @@ def main(argv=None) -> dict:
     rows = {f"vi_vs_{k}": compare(vi_mean, vi_var, *refs[k], se) for k in refs}
     rows["euler_vs_fbm"] = compare(*refs["euler"], *refs["fbm"], 0.0)
     rows["vi_vs_euler"]["fit_s"] = fit_s
+    if affine:
+        F, G = prior_system(w, g)
+        mm, mv = affine_moments(ctrl, F, G, dt)
+        at = torch.round((tc - tc[0]) / dt).long()
+        rows["moments_vs_euler"] = compare(mm[at], mv[at], *refs["euler"], 0.0)
+        tiny = torch.tensor(1e-9, dtype=torch.float64)
+        zero = torch.zeros((), dtype=torch.float64)
+        # X(0) = 0 is fixed: q(x0) = p(x0) = N(0, tiny^2) adds no KL and no variance
+        out = fs.moment_elbo(tc, bridge_data(t, args.y), args.obs_sd, 0.0, 1.0, hurst,
+                             copy.deepcopy(ctrl).to(device="cpu", dtype=torch.float64), zero,
+                             tiny, torch.distributions.Normal(zero, tiny), K=K, dt=dt)
+        logp = torch.distributions.Normal(0.0, (prior_var[-1] + args.obs_sd ** 2).sqrt()
+                                          ).log_prob(torch.tensor(args.y, dtype=torch.float64))
+        rows["moments_vs_euler"]["elbo_gap"] = float(logp - out["elbo"][0].detach())
 
     cols = ["max_rel_err", "mean_rel_err", "mc_se", "mean_abs_err"]
-    report(rows, cols, args.json)
-    print(f"fit {fit_s:.0f} s", flush=True)
+    report(rows, cols + (["elbo_gap"] if affine else []), args.json)
+    print(f"fit {fit_s:.1f} s", flush=True)
 
     if args.png:
         import matplotlib
@@ -159,7 +282,8 @@ def main(argv=None) -> dict:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
-        ax[0].plot(tc, vi_var, "k-", lw=2, label=f"VI posterior ({n_eval} paths)")
+        ax[0].plot(tc, vi_var, "k-", lw=2, label=f"VI posterior ({n_eval} paths, "
+                   f"{args.control})")
         ax[0].fill_between(tc, vi_var * (1 - 2 * se), vi_var * (1 + 2 * se), color="0.8")
         for k, style in (("euler", "r--"), ("mafbm", "b:"), ("fbm", "g-.")):
             ax[0].plot(tc, refs[k][1], style, label=f"exact, {k} prior")
