@@ -532,10 +532,14 @@ def fit_hurst_affine(t: np.ndarray, y: np.ndarray, K: int = 5, obs_sd: float = 0
     chain's exact posterior and the optimal ELBO is log p; without it (the Girsanov family)
     the optimum is log p minus the Euler gap sum 1/2 (h pi - 1 - log h pi), which shrinks
     with dt. ``info`` receives the final ELBO, that gap and the scalars."""
+    y = np.atleast_2d(y)
+    if y.shape[0] == 0 or y.size == 0:
+        # an empty group would give a flat ELBO and L-BFGS would return the start, H = 0.5
+        raise ValueError("fit_hurst_affine: no series to fit")
     dev = torch.device(device)
     f64 = dict(dtype=torch.float64, device=dev)
     tt = torch.tensor((t - t[0]) / (t[-1] - t[0]), **f64)
-    yt = torch.tensor(standardise(np.atleast_2d(y)).T, **f64)      # [N, S]
+    yt = torch.tensor(standardise(y).T, **f64)                     # [N, S]
     S = yt.shape[1]
     dt = grid_dt(tt.cpu(), gamma_max) / dt_div
     prior = torch.distributions.Normal(torch.zeros((), **f64), torch.ones((), **f64))
@@ -624,8 +628,9 @@ def add_mle(row: dict, t, y, args) -> None:
 
 def run_affine_row(t, y, true_h, args) -> dict:
     """--control affine: learned H on all series of the row; h_sd the sd of the H learned
-    on each of ``--groups`` disjoint groups of the series, over sqrt(groups) (a standard
-    error from the data's spread: the closed-form fit has no optimisation noise)."""
+    on each of G = min(``--groups``, series) disjoint groups of the series, over sqrt(G)
+    (a standard error from the data's spread, with G - 1 degrees of freedom: the
+    closed-form fit has no optimisation noise); NaN when G < 2."""
     ys = np.atleast_2d(y)
     kw = dict(K=args.K, obs_sd=args.obs_sd, gamma_max=args.gamma_max, dt_div=args.dt_div,
               elbo=args.elbo, steps=args.steps, paths=args.paths, lr=args.lr_h,
@@ -637,7 +642,9 @@ def run_affine_row(t, y, true_h, args) -> dict:
           f"Euler gap of the r = 1 family {info['gap']:.1f} "
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
     row.update(elbo=info["elbo"], wall_s=time.perf_counter() - t0)
-    groups = np.array_split(np.arange(len(ys)), args.groups) if args.groups > 1 else []
+    # more groups than series would leave some empty: G = min(groups, series), G >= 2
+    G = min(args.groups, len(ys))
+    groups = np.array_split(np.arange(len(ys)), G) if G > 1 else []
     hs = [fit_hurst_affine(t, ys[g], **kw) for g in groups]
     row["h_sd"] = (float(np.std(hs, ddof=1) / math.sqrt(len(hs))) if len(hs) > 1
                    else float("nan"))
@@ -730,7 +737,8 @@ def main(argv=None) -> dict:
                     help="--control affine: the Girsanov family (no per-step noise scale)")
     ap.add_argument("--groups", type=int, default=4,
                     help="--control affine: disjoint groups of the series fitted alone, for "
-                         "h_sd")
+                         "h_sd; G = min(groups, series) groups give a (G-1)-dof spread "
+                         "(h_sd NaN when G < 2)")
     ap.add_argument("--probe-at", default="",
                     help="steps (comma-separated) at which to compare dELBO/dH of both "
                          "control forms with the exact d log p/dH (rows '<row>/probe@N')")

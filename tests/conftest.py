@@ -1,5 +1,9 @@
+import functools
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -12,6 +16,28 @@ def data_dir() -> Path:
     if not DATA.exists():
         pytest.skip(f"benchmark data not found at {DATA} (set BDL_DATA)")
     return DATA
+
+
+@functools.cache
+def load_benchmark(name: str) -> ModuleType:
+    """benchmarks/<name>.py as a module, executed once per session (tests share it: a
+    script's import is seconds of setup)."""
+    where = str(ROOT / "benchmarks")
+    sys.path.insert(0, where)   # the scripts import each other (fbm_sampling's helpers)
+    try:
+        spec = importlib.util.spec_from_file_location(f"{name}_bench", ROOT / "benchmarks" /
+                                                      f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(where)
+    return mod
+
+
+@pytest.fixture
+def bench():
+    """The cached loader of the benchmark scripts: ``bench("fsde_hurst")``."""
+    return load_benchmark
 
 
 def _devices() -> list:

@@ -1,11 +1,9 @@
 """The fractional SDE construct (ppl/runtime/fractional_sde.py): prior/posterior SDE on
 torchsde, path KL, stability check, and the language construct end to end."""
 
-import importlib.util
 import json
 import math
 import re
-import sys
 from pathlib import Path
 
 import pyro
@@ -411,17 +409,9 @@ def _moments(pb, ctrl, H, loc, scale):
                           gamma_max=pb["gamma_max"], dt=pb["dt"])
 
 
-def _kalman(pb, H):
-    """log p(y | H) of the Euler chain: the benchmark's Kalman filter (x0 ~ N(0, 1)),
-    written independently of posterior_control."""
-    spec = importlib.util.spec_from_file_location("fsde_hurst_k", ROOT / "benchmarks" /
-                                                  "fsde_hurst.py")
-    sys.path.insert(0, str(ROOT / "benchmarks"))   # it imports fbm_sampling
-    try:
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+def _kalman(fh, pb, H):
+    """log p(y | H) of the Euler chain: the Kalman filter of benchmarks/fsde_hurst.py
+    (``fh``; x0 ~ N(0, 1)), written independently of posterior_control."""
     g = mafbm.gamma_grid(pb["K"], pb["gamma_max"])
     w = mafbm.omega(torch.as_tensor(H, dtype=torch.float64), g, 1.0, 2)[0][None]
     dr = pb["drift"]
@@ -429,7 +419,7 @@ def _kalman(pb, H):
     def one(v):
         return torch.as_tensor(v, dtype=torch.float64).reshape(1)
     theta = -dr.slope.double()
-    return mod.kalman_loglik(pb["times"], pb["y"], w, g, one(theta), one(dr.offset / theta),
+    return fh.kalman_loglik(pb["times"], pb["y"], w, g, one(theta), one(dr.offset / theta),
                              one(pb["diffusion"]), 2, pb["obs_sd"], pb["gamma_max"],
                              pb["dt"])[0]
 
@@ -507,13 +497,13 @@ def test_zero_affine_control_is_the_prior():
     assert torch.equal(paths[0], paths[1])
 
 
-def test_affine_optimum_is_the_exact_posterior():
+def test_affine_optimum_is_the_exact_posterior(bench):
     """posterior_control's ELBO equals the Euler chain's Kalman log-likelihood (the family
     holds the exact posterior), L-BFGS from q = p reaches it, and without the noise scale
     the optimum is log p minus the reported Euler gap."""
     pb, S = _linear_problem(), 2
     H = torch.tensor(0.35, dtype=torch.float64)
-    logp = _kalman(pb, H)
+    logp = _kalman(bench("fsde_hurst"), pb, H)
     args = (pb["times"], pb["y"], pb["obs_sd"], pb["drift"], pb["diffusion"], H, pb["prior"])
     kw = dict(K=pb["K"], gamma_max=pb["gamma_max"], dt=pb["dt"])
     ctrl, loc, sd, gap = fs.posterior_control(*args, **kw)
@@ -544,7 +534,7 @@ def test_affine_optimum_is_the_exact_posterior():
     assert abs(reached - float(logp)) < 1e-4, (reached, float(logp))
 
 
-def test_moment_elbo_hurst_gradient():
+def test_moment_elbo_hurst_gradient(bench):
     """dELBO/dH by autograd (through omega(H)) against a central finite difference at a
     random control; at the optimal control it is the exact d log p/dH (envelope)."""
     pb, S = _linear_problem(), 2
@@ -563,8 +553,9 @@ def test_moment_elbo_hurst_gradient():
                                             gamma_max=pb["gamma_max"], dt=pb["dt"])
     g_elbo = torch.autograd.grad(_moments(pb, ctrl, H, loc, sd)["elbo"].sum(), H)[0]
     with torch.no_grad():
-        fd = (_kalman(pb, torch.tensor(0.62 + e, dtype=torch.float64))
-              - _kalman(pb, torch.tensor(0.62 - e, dtype=torch.float64))) / (2 * e)
+        fh = bench("fsde_hurst")
+        fd = (_kalman(fh, pb, torch.tensor(0.62 + e, dtype=torch.float64))
+              - _kalman(fh, pb, torch.tensor(0.62 - e, dtype=torch.float64))) / (2 * e)
     assert abs(float(g_elbo - fd)) < 1e-3 * max(1.0, abs(float(fd)))
 
 

@@ -2,9 +2,8 @@
 likelihood of benchmarks/fsde_hurst.py, the Euler-prior moments of benchmarks/fbm_bridge.py
 and the K choice / rows of benchmarks/fbm_sampling.py (METHODS.md s2)."""
 
-import importlib.util
 import math
-from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,17 +11,6 @@ import torch
 
 from ppl.runtime import fractional_sde as fs
 from ppl.runtime import mafbm
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _bench(name, monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))   # the scripts import each other
-    spec = importlib.util.spec_from_file_location(f"{name}_bench", ROOT / "benchmarks" /
-                                                  f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _dense_euler(tt, w, g, theta, mu, sigma, kind, dt):
@@ -75,10 +63,10 @@ def _dense_euler(tt, w, g, theta, mu, sigma, kind, dt):
 
 @pytest.mark.parametrize("kind,H,gmax", [(2, 0.3, 20.0), (2, 0.8, 20.0), (1, 0.6, 20.0),
                                          (2, 0.3, 80.0), (1, 0.7, 80.0)])
-def test_kalman_loglik_equals_the_dense_gaussian_density(kind, H, gmax, monkeypatch):
+def test_kalman_loglik_equals_the_dense_gaussian_density(kind, H, gmax, bench):
     """With gamma_max = 80 the Euler step is a quarter of the smallest gap, so several
     steps (composed once per distinct sequence of step lengths) lie between observations."""
-    fh = _bench("fsde_hurst", monkeypatch)
+    fh = bench("fsde_hurst")
     torch.manual_seed(0)
     tt = torch.tensor([0.0, 0.013, 0.05, 0.2, 0.21, 0.5, 1.0], dtype=torch.float64)
     yt = torch.randn(len(tt), dtype=torch.float64)
@@ -97,10 +85,10 @@ def test_kalman_loglik_equals_the_dense_gaussian_density(kind, H, gmax, monkeypa
     assert math.isclose(float(ll[0]), float(ref), rel_tol=1e-9, abs_tol=1e-9)
 
 
-def test_kalman_loglik_of_several_series_is_the_sum_of_single_filters(monkeypatch):
+def test_kalman_loglik_of_several_series_is_the_sum_of_single_filters(bench):
     """yt [N, S]: S series share the filter's covariances; the result is the sum of S
     separate filters, for every parameter setting of the batch."""
-    fh = _bench("fsde_hurst", monkeypatch)
+    fh = bench("fsde_hurst")
     torch.manual_seed(1)
     tt = torch.linspace(0.0, 1.0, 9, dtype=torch.float64)
     ys = torch.randn(9, 3, dtype=torch.float64)
@@ -115,14 +103,14 @@ def test_kalman_loglik_of_several_series_is_the_sum_of_single_filters(monkeypatc
                                                          40.0))
 
 
-def test_mle_profile_is_the_maximum_over_the_other_parameters(monkeypatch):
+def test_mle_profile_is_the_maximum_over_the_other_parameters(bench):
     """mle_hurst's profile log-likelihood at each H is the maximum of the Kalman
     likelihood over (theta, mu, sigma): Nelder-Mead from several starts, run separately
     for each H, does not beat it (by more than 1e-3 nats); and the profile is that
     likelihood at some parameters, so it cannot exceed the best found by more either."""
     from scipy.optimize import minimize
 
-    fh = _bench("fsde_hurst", monkeypatch)
+    fh = bench("fsde_hurst")
     t, y = fh.make_fou(0.7, 24, seed=5, noise=0.05)
     grid = [0.3, 0.6, 0.85]
     prof = []
@@ -143,8 +131,8 @@ def test_mle_profile_is_the_maximum_over_the_other_parameters(monkeypatch):
         assert p >= -best - 1e-3 and p <= -best + 1e-3, (H, p, -best)
 
 
-def test_bridge_euler_moments_against_the_dense_recursion(monkeypatch):
-    fb = _bench("fbm_bridge", monkeypatch)
+def test_bridge_euler_moments_against_the_dense_recursion(bench):
+    fb = bench("fbm_bridge")
     t = torch.linspace(0.0, 1.0, 11, dtype=torch.float64)
     g = mafbm.gamma_grid(4, 20.0)
     w, _ = mafbm.omega(0.7, g, 1.0, 2)
@@ -165,8 +153,8 @@ def test_bridge_euler_moments_against_the_dense_recursion(monkeypatch):
     assert math.isclose(float(v), 2.0 / 3.0) and math.isclose(float(m), 2.0 / 3.0)
 
 
-def test_fbm_sampling_picks_K_and_reports_rows(monkeypatch, tmp_path):
-    fsm = _bench("fbm_sampling", monkeypatch)
+def test_fbm_sampling_picks_K_and_reports_rows(bench, tmp_path):
+    fsm = bench("fbm_sampling")
     K, eps = fsm.smallest_K(0.7, 1e-2)
     assert K == 3 and eps <= 1e-2
     assert float(mafbm.omega(0.7, mafbm.gamma_grid(K - 1), 1.0, 2)[1]) > 1e-2
@@ -181,12 +169,12 @@ def test_fbm_sampling_picks_K_and_reports_rows(monkeypatch, tmp_path):
     assert (tmp_path / "r.json").exists()
 
 
-def test_h_gradients_same_posterior_and_exact_derivative(monkeypatch):
+def test_h_gradients_same_posterior_and_exact_derivative(bench):
     """fsde_hurst.h_gradients: at H0 the drift-form network sigma wbar(H0) u is the same
     posterior as the noise form (equal ELBO on the same draws); with a zero control both
     forms are the prior and their H-gradients coincide; the exact d log p/dH equals a
     central finite difference of the Kalman likelihood."""
-    fh = _bench("fsde_hurst", monkeypatch)
+    fh = bench("fsde_hurst")
     t, y1 = fh.make_fou(0.7, 12, seed=3, noise=0.01)
     _, y2 = fh.make_fou(0.7, 12, seed=4, noise=0.01)
     y = fh.standardise(np.stack([y1, y2]))
@@ -219,8 +207,8 @@ def test_h_gradients_same_posterior_and_exact_derivative(monkeypatch):
     assert r["loglik"] == pytest.approx(ll(H0), rel=1e-10)
 
 
-def test_plateau_criterion(monkeypatch):
-    fh = _bench("fsde_hurst", monkeypatch)
+def test_plateau_criterion(bench):
+    fh = bench("fsde_hurst")
     rising = [-1000.0 * 0.9 ** k for k in range(20)]       # ~10% per step: no plateau
     assert not fh.plateaued(rising, 5, 0.005)
     flat = [-1000.0 + (1.0 if k % 2 else -1.0) for k in range(20)]
@@ -230,11 +218,11 @@ def test_plateau_criterion(monkeypatch):
     assert fh.plateaued(slow, 5, 0.005) and not fh.plateaued(slow, 5, 0.001)
 
 
-def test_alternating_schedule_moves_h_only_after_refits(monkeypatch):
+def test_alternating_schedule_moves_h_only_after_refits(bench):
     """--alternate: H is constant during refits and changes exactly at the H step that
     follows each refit round; the first refit ends by the plateau test or the warm-up
     cap, later ones by the plateau test or refit_max."""
-    fh = _bench("fsde_hurst", monkeypatch)
+    fh = bench("fsde_hurst")
     t, y1 = fh.make_fou(0.4, 12, seed=3, noise=0.01)
     _, y2 = fh.make_fou(0.4, 12, seed=4, noise=0.01)
     hist, rounds = [], []
@@ -251,11 +239,11 @@ def test_alternating_schedule_moves_h_only_after_refits(monkeypatch):
     assert all(abs(h[k + 1] - h[k]) > 1e-4 for k in changed)
 
 
-def test_h_gradients_probe_a_drift_form_control_as_trained(monkeypatch):
+def test_h_gradients_probe_a_drift_form_control_as_trained(bench):
     """With control_form="drift" the probe's network outputs Delta (as a drift-form fit
     trained it): its ELBO is that of the drift-form posterior, computed here directly on
     the same draws, and differs from reading the same network as u."""
-    fh = _bench("fsde_hurst", monkeypatch)
+    fh = bench("fsde_hurst")
     t, y1 = fh.make_fou(0.7, 12, seed=3, noise=0.01)
     tt = torch.tensor(t, dtype=torch.float32)
     yt = torch.tensor(fh.standardise(y1[None]).T, dtype=torch.float32)
@@ -280,11 +268,11 @@ def test_h_gradients_probe_a_drift_form_control_as_trained(monkeypatch):
     assert abs(as_u["elbo_noise"] - r["elbo_noise"]) > 1e-2 * abs(r["elbo_noise"])
 
 
-def test_affine_fit_maximises_the_exact_likelihood(monkeypatch):
+def test_affine_fit_maximises_the_exact_likelihood(bench):
     """--control affine: the closed-form ELBO at the fitted (H, theta, mu, sigma) is the
     Kalman log-likelihood there, and it is not below the exact profile's best grid point
     (the fit maximises the same function over continuous H)."""
-    fh = _bench("fsde_hurst", monkeypatch)
+    fh = bench("fsde_hurst")
     ys = np.stack([fh.make_fou(0.7, 20, seed=s, noise=0.1)[1] for s in (5, 6)])
     t = np.linspace(0, 1, 20)
     info = {}
@@ -307,3 +295,33 @@ def test_affine_fit_maximises_the_exact_likelihood(monkeypatch):
                         paths=8, lr=0.05, info=mc)
     assert start["elbo"] < info["elbo"] - 10.0
     assert info["elbo"] - 1.5 < mc["elbo"] < info["elbo"] + 1e-6
+
+
+@pytest.mark.parametrize("series, groups, want", [(1, 4, []), (2, 4, [1, 1]),
+                                                   (5, 2, [3, 2])])
+def test_affine_row_groups_never_empty(series, groups, want, bench, monkeypatch):
+    """--control affine's h_sd: G = min(--groups, series) groups, none empty (an empty one
+    was fitted as H = 0.5 and biased the spread), NaN when G < 2; an empty fit raises."""
+    fh = bench("fsde_hurst")
+    t = np.linspace(0, 1, 12)
+    ys = np.stack([fh.make_fou(0.6, 12, seed=s, noise=0.1)[1] for s in range(series)])
+    with pytest.raises(ValueError, match="no series"):
+        fh.fit_hurst_affine(t, ys[:0])
+    sizes = []
+
+    def fit(t, y, info=None, **kw):   # H = the group's first value: a spread with no fit
+        sizes.append(len(y))
+        if info is not None:
+            info.update(elbo=0.0, gap=0.0)
+        return float(y[0, 0])
+    monkeypatch.setattr(fh, "fit_hurst_affine", fit)
+    args = SimpleNamespace(K=3, obs_sd=0.1, gamma_max=20.0, dt_div=1, elbo="moments",
+                           steps=0, paths=1, lr_h=0.05, device="cpu", log_every=0,
+                           no_noise_scale=False, groups=groups, mle=False)
+    row = fh.run_affine_row(t, ys, 0.6, args)
+    assert sizes == [series] + want
+    if len(want) < 2:
+        assert math.isnan(row["h_sd"])
+    else:
+        firsts = ys[np.cumsum([0] + want[:-1]), 0]
+        assert row["h_sd"] == pytest.approx(np.std(firsts, ddof=1) / math.sqrt(len(want)))
