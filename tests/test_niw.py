@@ -1441,8 +1441,10 @@ def test_batched_maml_and_protonet_equal_the_looped_ones_and_evaluate_alike():
 
 def test_flat_net_batched_forward_and_jacobian_equal_each_episodes():
     """``FlatNet.batched`` (episode b's points under episode b's weights, batched matrix
-    products) and the batched ``FlatNet.jacobian`` equal the per-episode forward and
-    Jacobian; a cnn is evaluated episode by episode (same values); shapes are checked."""
+    products) and ``FlatNet.jacobian_batched`` equal the per-episode forward and
+    Jacobian; ``FlatNet.jacobian`` keeps a 2-D theta's meaning (draws sharing x) by
+    declining it (None: the autograd fallback); a cnn is evaluated episode by episode
+    (same values) and has no batched Jacobian; shapes are checked."""
     from ppl.runtime.nn import CNN
 
     g = torch.Generator().manual_seed(0)
@@ -1454,8 +1456,9 @@ def test_flat_net_batched_forward_and_jacobian_equal_each_episodes():
         assert out.shape == (4, 7, 2)
         ref = torch.stack([flat(t, xi) for t, xi in zip(theta, x, strict=True)])
         assert torch.allclose(out, ref, rtol=1e-13, atol=1e-14), act
-        jac, val = flat.jacobian(theta, x)
+        jac, val = flat.jacobian_batched(theta, x)
         assert jac.shape == (4, 7, 2, flat.d)
+        assert flat.jacobian(theta, x) is None and flat.jacobian(theta, x[0]) is None
         for b in range(4):
             jb, vb = flat.jacobian(theta[b], x[b])
             assert torch.allclose(jac[b], jb, rtol=1e-13, atol=1e-14), act
@@ -1463,13 +1466,16 @@ def test_flat_net_batched_forward_and_jacobian_equal_each_episodes():
     with pytest.raises(ValueError, match="weights"):
         flat.batched(theta, x[:3])
     with pytest.raises(ValueError, match="weights"):
-        flat.jacobian(theta, x[:3])
+        flat.jacobian_batched(theta, x[:3])
+    with pytest.raises(ValueError, match="weights"):
+        flat.jacobian_batched(theta[0], x[0])
     cnn = CNN((1, 4, 4), [2], 3).to(D64)
     flat = rtn.FlatNet(cnn)
     theta = flat.vector() + 0.1 * torch.randn(2, flat.d, dtype=D64, generator=g)
     x = torch.randn(2, 5, 1, 4, 4, dtype=D64, generator=g)
     assert torch.allclose(flat.batched(theta, x),
                           torch.stack([flat(theta[b], x[b]) for b in range(2)]))
+    assert flat.jacobian_batched(theta, x) is None
 
 
 def test_batched_chains_stop_and_cap_row_by_row():

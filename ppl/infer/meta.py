@@ -690,10 +690,10 @@ class RegressionTask:
     def fisher_factor_grad_batch(self, theta, E, part="support"):
         """:meth:`fisher_factor_grad` of B stacked episodes at theta [B, d]:
         (U [B, points, d], grad [B, d]) from one batched reverse pass of the network
-        (:meth:`ppl.runtime.niw_meta.FlatNet.jacobian`); None for a network without one
-        (the caller goes episode by episode)."""
+        (:meth:`ppl.runtime.niw_meta.FlatNet.jacobian_batched`); None for a network
+        without one (the caller goes episode by episode)."""
         x, y = (E["xs"], E["ys"]) if part == "support" else (E["xq"], E["yq"])
-        direct = self.flat.jacobian(theta, x)
+        direct = self.flat.jacobian_batched(theta, x)
         if direct is None:
             return None
         u = direct[0][..., 0, :] / self.sigma

@@ -668,23 +668,42 @@ class FlatNet:
             raise ValueError(f"network expects {self.in_dim} input features, got shape "
                              f"{tuple(x.shape)}")
 
-    def _direct(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        parts = theta.split(self.numels)
-        h = x.to(theta.dtype)
+    def _forward(self, theta: torch.Tensor, h: torch.Tensor, bshape: tuple = (),
+                 saved: list | None = None) -> torch.Tensor:
+        """The Linear/activation chain (``plan``) on inputs h under weights theta [d], or,
+        with ``bshape`` (B,), theta [B, d] on h [B, n, in] (episode b's points under its
+        own weights). ``saved`` collects what :meth:`jacobian`'s reverse pass needs:
+        (input, weight, w, b) per Linear and act'(z) per activation."""
+        parts = theta.split(self.numels, -1)
+        h = h.to(theta.dtype)
         for op in self.plan:
             if isinstance(op, tuple):
                 w, b, shape = op
-                h = torch.nn.functional.linear(h, parts[w].view(shape),
-                                               None if b is None else parts[b])
+                weight = parts[w].view(bshape + shape)
+                if saved is not None:
+                    saved.append((h, weight, w, b))
+                h = _affine(h, weight, None if b is None else parts[b])
             else:
-                h = op(h)
+                z, h = h, op(h)
+                if saved is not None:
+                    saved.append(_act_derivative(op, z, h))
         return h
+
+    def _direct(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        return self._forward(theta, x)
+
+    def _check_batch(self, theta: torch.Tensor, x: torch.Tensor, who: str) -> None:
+        if theta.dim() != 2 or x.dim() < 2 or x.shape[0] != theta.shape[0]:
+            raise ValueError(f"FlatNet.{who}: weights [B, d] and inputs [B, ..., in], got "
+                             f"{tuple(theta.shape)} and {tuple(x.shape)}")
 
     def jacobian(self, theta: torch.Tensor, x: torch.Tensor):
         """(J, f(theta, x)) with J = d f(theta, x) / d theta, shape x.shape[:-1] + (out, d),
-        for a chain of Linear layers and elementwise activations; None for other networks
-        (the caller falls back to autograd).
+        for one weight vector theta [d] and a chain of Linear layers and elementwise
+        activations; None for other networks and for a theta with draws [S, d] (the
+        caller falls back to autograd). :meth:`jacobian_batched` is the meta-batch's
+        version (B episodes, each with its own inputs).
 
         One forward pass and one reverse pass vectorised over the points and the outputs
         instead of a batched backward through autograd's graph (which costs ~1.5x a
@@ -695,31 +714,30 @@ class FlatNet:
         and point). act' is exact: ReLU 1[z > 0] (autograd's convention at 0), tanh
         1 - h^2, sigmoid h (1 - h), the other activations of ``ACT_FUNCTIONS`` by
         autograd on their elementwise function; a network with any other parameter-free
-        module (Softmax, LayerNorm, Dropout: not elementwise) gives None. theta [B, d]
-        with x [B, ..., in]: the B episodes' Jacobians at once, [B, ..., out, d]."""
-        if not self.reversible or theta.dim() not in (1, 2):
+        module (Softmax, LayerNorm, Dropout: not elementwise) gives None."""
+        if not self.reversible or theta.dim() != 1:
             return None
         self._check_input(x)
+        return self._reverse(theta, x, ())
+
+    def jacobian_batched(self, theta: torch.Tensor, x: torch.Tensor):
+        """:meth:`jacobian` of a meta-batch: theta [B, d] with x [B, ..., in], episode b's
+        points under episode b's weights (as :meth:`batched`) -> (J [B, ..., out, d],
+        f [B, ..., out]); None for a network :meth:`jacobian` cannot reverse."""
+        self._check_batch(theta, x, "jacobian_batched")
+        if not self.reversible:
+            return None
+        self._check_input(x)
+        return self._reverse(theta, x, tuple(theta.shape[:1]))
+
+    def _reverse(self, theta: torch.Tensor, x: torch.Tensor, bshape: tuple):
+        """The forward and reverse passes of :meth:`jacobian` (``bshape`` () for one theta
+        [d], (B,) for a meta-batch's [B, d])."""
         theta = theta.detach()
-        # a batch of episodes: theta [B, d] with x [B, ..., in], episode b's points under
-        # its own weights (the meta-batch's support sets, :class:`ppl.infer.meta.NIW`)
-        bshape = tuple(theta.shape[:-1])
-        if bshape and (x.dim() < 2 or x.shape[0] != bshape[0]):
-            raise ValueError(f"FlatNet.jacobian: weights {tuple(theta.shape)} need inputs "
-                             f"[{bshape[0]}, ..., {x.shape[-1]}], got {tuple(x.shape)}")
         d = theta.shape[-1]
-        parts, offsets = theta.split(self.numels, -1), self.offsets
-        h = x.to(theta.dtype).reshape(bshape + (-1, x.shape[-1]))
-        saved = []  # (input, weight, w, b) per Linear; act'(z) per activation
-        for op in self.plan:
-            if isinstance(op, tuple):
-                w, b, shape = op
-                weight = parts[w].view(bshape + shape)
-                saved.append((h, weight, w, b))
-                h = _affine(h, weight, None if b is None else parts[b])
-            else:
-                z, h = h, op(h)
-                saved.append(_act_derivative(op, z, h))
+        offsets = self.offsets
+        saved = []
+        h = self._forward(theta, x.reshape(bshape + (-1, x.shape[-1])), bshape, saved)
         n, out = h.shape[-2:]
         jac = theta.new_zeros(bshape + (n, out, d))
         delta = torch.eye(out, dtype=theta.dtype, device=theta.device).expand(
@@ -749,21 +767,11 @@ class FlatNet:
         matrix product per layer, ``torch.baddbmm``, for a Linear/activation chain).
         Other networks (``cnn(...)``) are evaluated episode by episode and stacked:
         the same values, without the batching's saving."""
-        if theta.dim() != 2 or x.shape[0] != theta.shape[0]:
-            raise ValueError(f"FlatNet.batched: weights [B, d] and inputs [B, ..., in], got "
-                             f"{tuple(theta.shape)} and {tuple(x.shape)}")
+        self._check_batch(theta, x, "batched")
         if self.plan is None:
             return torch.stack([self(t, xi) for t, xi in zip(theta, x, strict=True)])
         self._check_input(x)
-        bsz = theta.shape[0]
-        parts = theta.split(self.numels, -1)
-        h = x.to(theta.dtype).reshape(bsz, -1, x.shape[-1])
-        for op in self.plan:
-            if isinstance(op, tuple):
-                w, b, shape = op
-                h = _affine(h, parts[w].view((bsz,) + shape), None if b is None else parts[b])
-            else:
-                h = op(h)
+        h = self._forward(theta, x.reshape(theta.shape[0], -1, x.shape[-1]), (theta.shape[0],))
         return h.reshape(tuple(x.shape[:-1]) + (h.shape[-1],))
 
     def __call__(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
