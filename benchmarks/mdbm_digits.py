@@ -24,7 +24,8 @@ free energy is no longer convex and mean-field is no longer provably unique; wit
 ``--cap 2`` it is 2 - lambda_max(P Phi P) for the monotone row, and ``lambda_max_PPhiP``
 = lambda_max(P Phi P) on the simplices' tangent space for every row: below 2 the fixed
 point is unique),
-``<model>@<fraction>`` for the sweep (``max_disagreement`` too with
+``<model>@<fraction>`` for the sweep (each model is trained once, at ``--observed``, and
+evaluated at every fraction of ``--fractions``; ``max_disagreement`` too with
 ``--sweep-disagreement``), ``marginal_mode`` (``imput_err``, ``label_acc``), and
 ``fb``, ``fb_anderson``, ``pr``, ``mf`` (columns ``iters``, ``ms_per_batch``).
 How much the hidden tiers carry (unless ``--no-hidden-use``): model rows get
