@@ -33,6 +33,9 @@ How much the hidden tiers carry (unless ``--no-hidden-use``): model rows get
 unused) and ``hidden_probe_acc`` (a logistic regression of the label on the hidden
 ``q*``), and the row ``pixel_logreg`` (``label_acc`` of a logistic regression on the
 one-hot shown pixels: the linear reference).
+``--checkpoint PREFIX`` saves each trained model (with its optimiser and mask stream) to
+``PREFIX_<model>.pt``; ``--resume`` continues from there up to ``--epochs`` in total, so a
+long run can be split into shorter ones with the same result.
 ``--device cuda`` places the data, the couplings, the solver state (Anderson buffers, the
 cached Cholesky factor) on the GPU.
 """
@@ -91,7 +94,19 @@ def train(m: M.MonotoneDBM, X, Y, args, name: str):
         groups.append({"params": taus, "lr": args.readout_lr or args.lr})
     opt = torch.optim.Adam(groups, lr=args.lr)
     g = torch.Generator().manual_seed(args.seed)
-    for ep in range(args.epochs):
+    start = 0
+    ck = f"{args.checkpoint}_{name}.pt" if args.checkpoint else None
+    if ck and args.resume:
+        # the model, Adam's moments and the mask stream, so a resumed run equals an
+        # uninterrupted one (test_benchmark_resume_equals_one_run)
+        state = torch.load(ck, map_location=X.device)
+        m.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        g.set_state(state["generator"])
+        start = state["epochs"]
+        if start > args.epochs:
+            raise ValueError(f"{ck} holds {start} epochs, more than --epochs {args.epochs}")
+    for ep in range(start, args.epochs):
         perm = torch.randperm(len(X), generator=g).to(X.device)
         tot, n, t0 = 0.0, 0, time.time()
         for i in range(0, len(X), args.batch):
@@ -107,6 +122,9 @@ def train(m: M.MonotoneDBM, X, Y, args, name: str):
             n += len(idx)
         print(f"{name} epoch {ep + 1}: loss {tot / n:.4f} ({time.time() - t0:.1f}s)",
               flush=True)
+    if ck:
+        torch.save({"model": m.state_dict(), "opt": opt.state_dict(),
+                    "generator": g.get_state(), "epochs": args.epochs}, ck)
 
 
 @torch.no_grad()
@@ -354,6 +372,12 @@ def main(argv=None):
     ap.add_argument("--fractions", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")
     ap.add_argument("--models", default="monotone,baseline,baseline_dense",
                     help="rows to train: monotone, baseline (RBM), baseline_dense")
+    ap.add_argument("--checkpoint", default=None,
+                    help="path prefix: after training, save each model's state (model, "
+                         "optimiser, mask stream, epochs) to PREFIX_<model>.pt")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue training from the --checkpoint files up to --epochs "
+                         "in total (long runs in several shorter ones)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -362,6 +386,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: CUDA is not available on this machine")
+    if args.resume and not args.checkpoint:
+        ap.error("--resume needs --checkpoint")
     unknown = set(args.models.split(",")) - set(MODELS)
     if unknown:
         ap.error(f"--models: unknown rows {sorted(unknown)}; choose from {list(MODELS)}")

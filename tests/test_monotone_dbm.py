@@ -724,6 +724,40 @@ def test_benchmark_rows_and_columns(tmp_path):
             bench.main(["--device", "cuda"])
 
 
+def test_benchmark_resume_equals_one_run(tmp_path):
+    """Two epochs in one run and one epoch plus a resumed second give the same parameters
+    (model, readout) and the same results, for the monotone model and the RBM."""
+    import json
+
+    torch.set_default_dtype(torch.float32)
+    bench = _bench()
+    base = ["--train", "48", "--test", "16", "--batch", "16", "--hidden", "8",
+            "--fractions", "0.4", "--models", "monotone,baseline", "--no-solver-table",
+            "--no-hidden-use"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    bench.main(base + ["--epochs", "2", "--checkpoint", str(one),
+                       "--json", str(tmp_path / "one.json")])
+    bench.main(base + ["--epochs", "1", "--checkpoint", str(two)])
+    first = torch.load(f"{two}_monotone.pt")
+    bench.main(base + ["--epochs", "2", "--checkpoint", str(two), "--resume",
+                       "--json", str(tmp_path / "two.json")])
+    for name in ("monotone", "baseline"):
+        a, b = torch.load(f"{one}_{name}.pt"), torch.load(f"{two}_{name}.pt")
+        assert a["epochs"] == b["epochs"] == 2
+        for k, v in a["model"].items():
+            assert torch.equal(v, b["model"][k]), (name, k)
+    assert not torch.equal(first["model"]["b"], a["model"]["b"])  # the second epoch moved it
+    ra = json.loads((tmp_path / "one.json").read_text())
+    rb = json.loads((tmp_path / "two.json").read_text())
+    for row in ("monotone", "baseline", "monotone@0.4", "baseline@0.4"):
+        for col in ("imput_err", "label_acc", "converged_frac"):
+            assert ra[row][col] == rb[row][col], (row, col)
+    with pytest.raises(ValueError, match="more than --epochs"):
+        bench.main(base + ["--epochs", "1", "--checkpoint", str(two), "--resume"])
+    with pytest.raises(SystemExit):
+        bench.main(base + ["--resume"])
+
+
 def test_hidden_use_diagnostics_exact_cases():
     from types import SimpleNamespace
 
