@@ -1076,6 +1076,10 @@ def test_gram_step_cap_is_the_top_curvature_of_a_linear_gaussian_model():
     u = task.fisher_factor(theta, ep, "support")
     assert u.shape == (5, 2)
     assert math.isclose(M.gram_top_eigenvalue(u), top, rel_tol=1e-10)
+    # the tensor form gives each factor of a stack its own (a meta-batch's, NIW.chains)
+    tops = M.gram_top_eigenvalues(torch.stack([u, 2 * u, torch.zeros_like(u)]))
+    assert torch.allclose(tops, torch.tensor([top, 4 * top, 0.0], dtype=D64), rtol=1e-10,
+                          atol=1e-12)
     tr = M.NIW(theta, sgld_steps=3, sgld_lr=10.0 / top, sgld_precision="gauss_newton")
     tr.chain(task, ep, torch.Generator().manual_seed(0))
     assert tr.sgld_log["capped"] == 1

@@ -146,6 +146,25 @@ class NIW:
             self._check_cap()
         return self.precision
 
+    def _gram_cap(self, task, ep) -> bool:
+        """Whether the SGLD step cap's curvature is the Gauss-Newton matrix's top
+        eigenvalue at m0 from one Jacobian (:func:`gram_top_eigenvalues`) instead of
+        power iterations: ``gauss_newton`` with a task that gives the gradient with its
+        Fisher factor (``fisher_factor_grad``), chains that step and are capped, and
+        ``sgld_cap`` "gram", or "auto" with at most 8 factor rows per power iteration
+        (class docstring). ``ep`` is an episode of the meta-batch (all alike in shape).
+        Raises for "gram" where the task gives no such factor."""
+        factor_grad = (getattr(task, "fisher_factor_grad", None)
+                       if self.resolve(task) == "gauss_newton" else None)
+        if self.cap == "gram" and factor_grad is None:
+            raise ValueError(f"sgld_cap='gram': the task {type(task).__name__} gives no "
+                             "Fisher factor with its gradient (fisher_factor_grad); use "
+                             "sgld_cap='auto' or 'power'")
+        s = self.sgld
+        return factor_grad is not None and s["power_iters"] > 0 and s["steps"] > 0 and (
+            self.cap == "gram" or (self.cap == "auto"
+                                   and task.factor_rows(ep) <= 8 * s["power_iters"]))
+
     def globals(self):
         return (self.m0, self.log_gamma0.exp(), self.log_n0.exp(), self.log_l0.exp())
 
@@ -156,20 +175,9 @@ class NIW:
         m0 = self.m0
         s = self.sgld
         info = {}
-        # gauss_newton with a task that gives the gradient with its Fisher factor: the
-        # step cap's curvature is the Gauss-Newton matrix's top eigenvalue at m0, from one
-        # Jacobian, instead of power iterations (class docstring)
-        factor_grad = (getattr(task, "fisher_factor_grad", None)
-                       if self.precision == "gauss_newton" else None)
-        if self.cap == "gram" and factor_grad is None:
-            raise ValueError(f"sgld_cap='gram': the task {type(task).__name__} gives no "
-                             "Fisher factor with its gradient (fisher_factor_grad); use "
-                             "sgld_cap='auto' or 'power'")
         curvature = None
-        if factor_grad is not None and s["power_iters"] > 0 and s["steps"] > 0 and (
-                self.cap == "gram" or (self.cap == "auto" and task.factor_rows(ep) <= 8 *
-                                       s["power_iters"])):
-            u0, g0 = factor_grad(m0.detach(), ep, "support")
+        if self._gram_cap(task, ep):
+            u0, g0 = task.fisher_factor_grad(m0.detach(), ep, "support")
             curvature = (gram_top_eigenvalue(u0), g0)
         mbar, A, _, _ = rtn.sgld(lambda th: task.loss(th, ep, "support"), m0.detach(),
                                  s["steps"], s["lr"], s["temp"], a_max=s["a_max"],
@@ -254,20 +262,13 @@ class NIW:
         def potential(th):
             return task.loss_batch(th, E, "support")
 
-        factor_grad = (getattr(task, "fisher_factor_grad", None)
-                       if prec == "gauss_newton" else None)
-        if self.cap == "gram" and factor_grad is None:
-            raise ValueError(f"sgld_cap='gram': the task {type(task).__name__} gives no "
-                             "Fisher factor with its gradient (fisher_factor_grad); use "
-                             "sgld_cap='auto' or 'power'")
         lr = torch.full((bsz,), s["lr"], dtype=m0.dtype, device=m0.device)
         curv, grad0 = None, None
+        gram = self._gram_cap(task, batch[0])
         if s["steps"] > 0:
-            if factor_grad is not None and s["power_iters"] > 0 and (
-                    self.cap == "gram" or (self.cap == "auto" and task.factor_rows(batch[0])
-                                           <= 8 * s["power_iters"])):
+            if gram:
                 u0, grad0 = factor_and_grad_rows(task, theta0, E, batch)
-                curv = torch.linalg.eigvalsh(u0 @ u0.transpose(-1, -2))[..., -1]
+                curv = gram_top_eigenvalues(u0)
             elif s["power_iters"] > 0:
                 curv, grad0 = rtn.top_curvature_rows(potential, theta0, s["power_iters"])
         if curv is not None:
@@ -630,13 +631,19 @@ def _jacobian_of(out: torch.Tensor, th: torch.Tensor, retain_graph: bool = False
     return jac.reshape(out.shape + th.shape)
 
 
-def gram_top_eigenvalue(U: torch.Tensor) -> float:
+def gram_top_eigenvalues(U: torch.Tensor) -> torch.Tensor:
     """The largest eigenvalue of the low-rank Fisher (Gauss-Newton) matrix U^T U [d, d],
     computed as that of the small Gram matrix U U^T [r, r] (the same non-zero spectrum):
     the stable-SGLD-step curvature of ``sgld_precision="gauss_newton"`` without power
-    iterations (docs/constructs/niw_meta.md, "Step cap from the Gram matrix")."""
-    gram = U @ U.transpose(-1, -2)
-    return float(torch.linalg.eigvalsh(gram)[..., -1].max())
+    iterations (docs/constructs/niw_meta.md, "Step cap from the Gram matrix"). U [..., r, d]
+    -> [...]: one per factor (a meta-batch's [B, r, d] gives the B episodes' own)."""
+    return torch.linalg.eigvalsh(U @ U.transpose(-1, -2))[..., -1]
+
+
+def gram_top_eigenvalue(U: torch.Tensor) -> float:
+    """:func:`gram_top_eigenvalues` as a host float, the largest over any leading
+    dimensions (one episode's chain, :meth:`NIW.chain`)."""
+    return float(gram_top_eigenvalues(U).max())
 
 
 class RegressionTask:
