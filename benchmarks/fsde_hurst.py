@@ -516,8 +516,9 @@ def fit_hurst_affine(t: np.ndarray, y: np.ndarray, K: int = 5, obs_sd: float = 0
     """Path-space VI of the fOU model with the affine control family; returns the learned H.
 
     For this model (linear drift, constant sigma, type II, Gaussian observations) the
-    control family u_n = a_n^T Z + c_n holds the exact posterior up to the Euler gap
-    (docs/constructs/fractional_sde.md, "The affine control"), and its optimum, with
+    control family u_n = a_n^T Z + c_n holds the exact posterior, with the noise scale
+    exactly on the Euler grid (without it, up to the Euler gap; docs/constructs/
+    fractional_sde.md, "The affine control"), and its optimum, with
     q(x0), is available in closed form (:func:`ppl.runtime.fractional_sde.posterior_control`).
     So the ELBO is maximised over (control, q(x0)) exactly at every evaluation, and over
     (H, theta, mu, sigma) by gradient: by the envelope theorem the partial derivative of the

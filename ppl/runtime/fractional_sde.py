@@ -164,8 +164,9 @@ class AffineControl(nn.Module):
     augmented prior dZ = (F Z + f0) dt + G dW is linear-Gaussian, and its posterior is the
     diffusion with the same G and the drift F Z + f0 + G u*, u* = G^T grad_Z log beta_t(Z)
     with beta_t the Gaussian backward message, so u* is affine in Z (Archambeau et al.
-    2007 for diffusions). The family holds the exact posterior up to the Euler gap; for
-    other drifts it is a Gaussian-Markov (linear-noise) approximation. The control is only
+    2007 for diffusions). The family holds the exact posterior: with the noise scale
+    exactly on the Euler grid (without it, up to the Euler gap); for other drifts it is a
+    Gaussian-Markov (linear-noise) approximation. The control is only
     defined at the Euler grid's points: :class:`FractionalSDE` looks the step up there.
     """
 
@@ -352,9 +353,7 @@ class FractionalSDE(nn.Module):
             if i is None:
                 raise ValueError("fractional_sde: the affine control is defined on the Euler "
                                  "grid only; the solver asked for an off-grid time")
-            if self._affine_plan is None:
-                self._affine_plan = self.control.plan(z.shape[0], z.dtype)
-            return self.control.planned(self._affine_plan, i, *self._split(z))
+            return self.control.planned(self._affine(z), i, *self._split(z))
         if i is not None and self._plan is not None:   # the planned first layer
             out = self.control.planned(self._plan, i, z[:, :self.D * (1 + self.K)])
         else:
@@ -376,8 +375,16 @@ class FractionalSDE(nn.Module):
             self._s = self.diffusion(x, t)
         return self._s
 
+    def _affine(self, z):
+        """The affine control's coefficients expanded to z's batch, planned once per solve
+        by whichever of f, g or f_and_g_prod torchsde calls first."""
+        if self._affine_plan is None:
+            self._affine_plan = self.control.plan(z.shape[0], z.dtype)
+        return self._affine_plan
+
     def _f_s(self, t, z):
-        """The drift of Z and the diffusion s at (t, Z)."""
+        """The drift of Z, the diffusion s and the affine noise scale (:meth:`_noise_scale`)
+        at (t, Z)."""
         t, i = self._step(t, z)
         x, y = self._split(z)
         b = self.drift(x, t)
@@ -386,17 +393,17 @@ class FractionalSDE(nn.Module):
         dy = u.unsqueeze(-1) - self.gamma * y
         dx = b + s * (self.w * dy).sum(-1)
         dkl = 0.5 * (u ** 2).sum(-1, keepdim=True)
-        scale = self._noise_scale(i)
+        scale = self._noise_scale(i, z)
         if scale is not None:
             dkl = dkl + scale[1]
-        return torch.cat([dx, dy.reshape(z.shape[0], -1), dkl], -1), s
+        return torch.cat([dx, dy.reshape(z.shape[0], -1), dkl], -1), s, scale
 
-    def _noise_scale(self, i: int | None):
-        """An affine control's (sqrt(r), KL rate) at grid step i, or None."""
+    def _noise_scale(self, i: int | None, z):
+        """An affine control's (sqrt(r), KL rate) at grid step i for z's batch, or None."""
         if not isinstance(self.control, AffineControl) or i is None \
                 or i + 1 >= len(self._grid):
             return None
-        return AffineControl.noise(self._affine_plan, i, self._grid[i + 1] - self._grid[i])
+        return AffineControl.noise(self._affine(z), i, self._grid[i + 1] - self._grid[i])
 
     def f(self, t, z):
         return self._f_s(t, z)[0]
@@ -405,9 +412,8 @@ class FractionalSDE(nn.Module):
         """(f, g v) for torchsde's Euler step, with g v written out: X gets s wbar dW,
         every Y_k of a dimension that dimension's dW, the KL state nothing (the same
         numbers as the product with :meth:`g`, without the [B, 1 + D (K + 1), D] matrix)."""
-        f, s = self._f_s(t, z)
+        f, s, scale = self._f_s(t, z)
         B = z.shape[0]
-        scale = self._noise_scale(self._step(t, z)[1])
         if scale is not None:   # sqrt(r) scales the shared increment of X and every Y_k
             v = v * scale[0]
         gp = torch.cat([(s * self.wbar) * v,
@@ -416,16 +422,18 @@ class FractionalSDE(nn.Module):
         return f, gp
 
     def g(self, t, z):
+        t, i = self._step(t, z)
         out = self._g_prior(t, z)
-        scale = self._noise_scale(self._step(t, z)[1])
+        scale = self._noise_scale(i, z)
         return out if scale is None else out * scale[0].unsqueeze(1)   # the columns: dW_d
 
     def _g_prior(self, t, z):
+        """g without the noise scale at (t, Z), t already :meth:`_step`'s device time."""
         B, D, K = z.shape[0], self.D, self.K
         if self.constant_diffusion and self._g is not None and self._g.shape[0] == B:
             return self._g
         x, _ = self._split(z)
-        s = self.diffusion(x, self._step(t, z)[0]) * self.wbar
+        s = self.diffusion(x, t) * self.wbar
         eye = torch.eye(D, dtype=z.dtype, device=z.device)
         gx = torch.diag_embed(s.expand(B, D))                                  # [B, D, D]
         gy = eye.unsqueeze(1).expand(D, K, D).reshape(1, D * K, D).expand(B, -1, -1)
@@ -607,7 +615,7 @@ class LinearDrift:
         return cls(-theta, theta * _exact(mu))
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.slope.to(x.dtype) * x + self.offset.to(x.dtype)
+        return self.slope.to(x) * x + self.offset.to(x)
 
 
 def euler_steps(times: torch.Tensor, dt: float | None = None, gamma_max: float = 20.0) -> int:
@@ -699,11 +707,13 @@ def moment_elbo(times, y, obs_sd, drift, diffusion, hurst, control: AffineContro
     Refuses (ValueError) a drift that is not linear or a diffusion that is not a constant.
     Returns {"elbo", "loglik", "path_kl", "x0_kl"}, each [S].
     """
-    x0_loc = torch.as_tensor(x0_loc)
-    dtype, device = x0_loc.dtype, x0_loc.device
     if not isinstance(control, AffineControl) or control.D != 1:
         raise ValueError("moment_elbo: the control must be an AffineControl of one latent "
                          "dimension")
+    # the control's coefficients fix dtype and device: a Python-number x0_loc must not
+    # turn the closed form float32 (torch's default) under a float64 control
+    dtype, device = control.a.dtype, control.a.device
+    x0_loc = torch.as_tensor(x0_loc, dtype=dtype, device=device)
     sy = _linear_system(times, y, drift, diffusion, hurst, K, kind, gamma_max, gamma_min, dt,
                         dtype, device, "moment_elbo")
     h, obs_at, ys, seen, F, f0, G = (sy[k] for k in ("h", "obs_at", "ys", "seen", "F", "f0",
@@ -721,9 +731,9 @@ def moment_elbo(times, y, obs_sd, drift, diffusion, hurst, control: AffineContro
     var = torch.as_tensor(obs_sd, dtype=dtype, device=device) ** 2
     ll = torch.zeros(S, dtype=dtype, device=device)
     kl = torch.zeros(S, dtype=dtype, device=device)
-    a_all = control.a.to(dtype)[:, :, 0, :].unbind(0)
-    c_all = control.c.to(dtype)[:, :, 0].unbind(0)
-    lr_all = control.log_r.to(dtype)[:, :, 0].unbind(0)
+    a_all = control.a[:, :, 0, :].unbind(0)
+    c_all = control.c[:, :, 0].unbind(0)
+    lr_all = control.log_r[:, :, 0].unbind(0)
 
     def observe(i, m, P):
         term = -0.5 * (torch.log(2 * math.pi * var) + ((ys[i] - m[:, 0]) ** 2 + P[:, 0, 0]) / var)
@@ -808,8 +818,8 @@ def posterior_control(times, y, obs_sd, drift, diffusion, hurst,
         L = A0.T @ Lt @ A0
         e = ((et - (Lt @ b0)) @ A0)
         L, e = observe(j, L, e)
-    m0 = x0_prior.mean.to(dtype).expand(S)
-    p0 = 1.0 / x0_prior.variance.to(dtype).expand(S)
+    m0 = x0_prior.mean.to(device=device, dtype=dtype).expand(S)
+    p0 = 1.0 / x0_prior.variance.to(device=device, dtype=dtype).expand(S)
     prec = p0 + L[:, 0, 0]
     return ctrl, (m0 * p0 + e[:, 0]) / prec, prec.rsqrt(), gap
 
