@@ -275,19 +275,22 @@ class NIW:
             ok = torch.isfinite(curv) & (curv > 0)
             capped = s["step_scale"] / torch.where(ok, curv, torch.ones_like(curv))
             lr = torch.where(ok, torch.minimum(lr, capped), lr)
-        draw_chain = s["steps"] > 0 and s["temp"] > 0
-        drawn, extras = [], {}
+        extras, noise = {}, None
         lrs = lr.tolist()  # one host transfer for the draws' branch and the log below
+        if s["steps"] > 0 and s["temp"] > 0:
+            # step-major [steps, B, d], as sgld_rows takes step t's draws: filled where
+            # the generator draws (as rtn.randn_like) and moved to m0's device once
+            noise = torch.zeros((s["steps"], bsz, m0.shape[-1]), dtype=m0.dtype,
+                                device=m0.device if generator is None else generator.device)
         for i, ep in enumerate(batch):
-            if draw_chain:
-                # a chain with a zero step has no noise (sqrt(2 lr temp) = 0) and, looped,
-                # draws none
-                drawn.append(torch.stack([rtn.randn_like(m0, generator)
-                                          for _ in range(s["steps"])]) if lrs[i] > 0
-                             else m0.new_zeros(s["steps"], m0.shape[-1]))
+            # a chain with a zero step has no noise (sqrt(2 lr temp) = 0) and, looped,
+            # draws none; each step's d draws one call, as the looped chain's randn_like
+            if noise is not None and lrs[i] > 0:
+                for t in range(s["steps"]):
+                    noise[t, i].normal_(generator=generator)
             for name, shape in (extra(i, ep) if extra else {}).items():
                 extras.setdefault(name, []).append(rtn.randn_like(m0, generator, shape))
-        noise = torch.stack(drawn) if draw_chain else None
+        noise = None if noise is None else noise.to(m0.device)
         mbar, A, _, _, _ = rtn.sgld_rows(potential, theta0, s["steps"], lr, s["temp"],
                                          a_max=s["a_max"], burn=s["burn"],
                                          detrend=s["detrend"], noise=noise, grad0=grad0)

@@ -507,13 +507,14 @@ def sgld_rows(potential, theta0: torch.Tensor, steps: int, lr: torch.Tensor,
               grad0: torch.Tensor | None = None):
     """:func:`sgld` for B independent chains at once: ``potential`` maps theta [B, d] to
     the B potentials (row b depending on theta[b] only), ``lr`` [B] the per-chain steps
-    (already capped by the caller), ``noise`` [B, steps, d] the standard normal draws of
-    the steps (None when temp = 0), ``grad0`` [B, d] the gradient at theta0 when the
-    caller has it. Same updates and summaries row by row -- Welford's running moments,
-    burn-in, detrending, A = temp/var clipped to [a_min, a_max], a_max below two kept
-    iterates -- and a chain whose step is not finite stops there (its later iterates
-    are not taken; the others go on). Returns (mbar, A, mean, var, taken) with taken [B]
-    the iterates each chain took."""
+    (already capped by the caller), ``noise`` [steps, B, d] the standard normal draws of
+    the steps, step-major (step t's B draws one contiguous block; None when temp = 0),
+    ``grad0`` [B, d] the gradient at theta0 when the caller has it. Same updates and
+    summaries row by row -- Welford's running moments, burn-in, detrending,
+    A = temp/var clipped to [a_min, a_max], a_max below two kept iterates -- and a chain
+    whose step is not finite stops there (its later iterates are not taken; the others
+    go on). Returns (mbar, A, mean, var, taken) with taken [B] the iterates each chain
+    took."""
     theta0 = theta0.detach()
     theta = theta0.clone()
     bsz = theta.shape[0]
@@ -530,8 +531,6 @@ def sgld_rows(potential, theta0: torch.Tensor, steps: int, lr: torch.Tensor,
         keep(0, torch.zeros_like(theta))
     active = None          # None: every chain alive
     taken_all, taken = 0, None
-    if noise is not None:
-        noise = noise.transpose(0, 1).contiguous()   # step t's draws contiguous
     for t in range(1, steps + 1):
         grad = grad0 if (t == 1 and grad0 is not None) else _grad_rows(potential, theta)
         step = torch.addcmul(theta, lr[:, None], grad.detach(), value=-1.0)
