@@ -1356,12 +1356,45 @@ def _batch_setups():
     return [("regression", reg, reg_batch), ("prototype", proto, proto_batch)]
 
 
+@contextmanager
+def _batched_only(task, batch, trainer=None):
+    """While the batched path runs, the per-episode routes it must not take raise: the
+    task's ``loss`` (every looped chain, inner loop and query loss), for a task with a
+    batched factor (``fisher_factor_grad_batch``) its per-episode factor and gradient,
+    and the trainer's per-episode ``draws`` -- so a silent fall-back to the loop fails the
+    test instead of comparing the loop with itself."""
+    assert M.can_batch(task, batch)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the batched path fell back to episode by episode")
+
+    patched = [(task, "loss")]
+    if hasattr(task, "fisher_factor_grad_batch"):
+        patched += [(task, "fisher_factor_grad"), (task, "fisher_factor")]
+    if trainer is not None:
+        patched.append((trainer, "draws"))
+    for obj, name in patched:
+        setattr(obj, name, refuse)    # an instance attribute shadows the method
+    try:
+        yield
+    finally:
+        for obj, name in patched:
+            delattr(obj, name)
+
+
 def _loss_and_grads(make, task, batch, batched, seed=5):
-    """episodes_loss of a fresh trainer and its gradient in every parameter."""
+    """episodes_loss of a fresh trainer and its gradient in every parameter (with
+    ``batched``, guarded against a fall-back to the loop: :func:`_batched_only`)."""
     tr = make(task.flat.vector(), batched)
     params = [q for g in tr.opt.param_groups for q in g["params"] if q.requires_grad]
-    loss = tr.episodes_loss(task, batch, torch.Generator().manual_seed(seed))
-    return loss.detach(), torch.autograd.grad(loss, params), tr
+    if batched:
+        with _batched_only(task, batch):
+            loss = tr.episodes_loss(task, batch, torch.Generator().manual_seed(seed))
+            grads = torch.autograd.grad(loss, params)
+    else:
+        loss = tr.episodes_loss(task, batch, torch.Generator().manual_seed(seed))
+        grads = torch.autograd.grad(loss, params)
+    return loss.detach(), grads, tr
 
 
 NIW_VARIANTS = {
@@ -1406,7 +1439,9 @@ def test_batched_niw_step_equals_the_looped_step(variant):
         assert trb.sgld_log["lr_sum"] == pytest.approx(trl.sgld_log["lr_sum"], rel=1e-12)
         if variant == "cap binding":
             assert trb.sgld_log["capped"] == 4, name    # the rows' own caps were applied
-        draws_b = trb.draws_rows(task, batch, n=3, generator=torch.Generator().manual_seed(2))
+        with _batched_only(task, batch, trb):
+            draws_b = trb.draws_rows(task, batch, n=3,
+                                     generator=torch.Generator().manual_seed(2))
         g = torch.Generator().manual_seed(2)
         draws_l = torch.stack([trl.draws(task, ep, n=3, generator=g) for ep in batch])
         assert draws_b.shape == (4, 3, task.flat.d)
@@ -1434,11 +1469,26 @@ def test_batched_maml_and_protonet_equal_the_looped_ones_and_evaluate_alike():
     for name, task, batch in _batch_setups():
         for tr in (M.NIW(task.flat.vector(), gamma0=10.0, sgld_steps=2, sgld_lr=3e-3),
                    M.MAML(task.flat.vector(), inner_steps=2, inner_lr=1e-2)):
-            res = {}
+            res, calls = {}, []
+
+            def spy(*args, rows=tr.draws_rows, calls=calls, **kwargs):
+                calls.append(len(args[1]))
+                return rows(*args, **kwargs)
+
+            tr.draws_rows = spy
             for batched in (True, False):
                 tr.batched = batched
-                res[batched] = M.evaluate(tr, task, batch, torch.Generator().manual_seed(3),
-                                          chunk=3)
+                if batched:
+                    with _batched_only(task, batch, tr):
+                        res[batched] = M.evaluate(tr, task, batch,
+                                                  torch.Generator().manual_seed(3), chunk=3)
+                    # the 4 episodes in chunks of 3: two batched draws, no episode looped
+                    assert calls == [3, 1], (name, calls)
+                else:
+                    res[batched] = M.evaluate(tr, task, batch,
+                                              torch.Generator().manual_seed(3), chunk=3)
+            assert calls == [3, 1]
+            del tr.draws_rows
             for key in ("err", "nll", "ece"):
                 assert res[True][key] == pytest.approx(res[False][key], rel=1e-9), (name, key)
 
