@@ -297,6 +297,29 @@ def test_affine_fit_maximises_the_exact_likelihood(bench):
     assert info["elbo"] - 1.5 < mc["elbo"] < info["elbo"] + 1e-6
 
 
+def test_bridge_affine_optimum_has_the_exact_euler_conditional_variance(bench):
+    """fbm_bridge --control affine --elbo closed: on a tiny bridge the closed-form optimum's
+    exactly propagated path variance is the Euler prior's Gaussian conditional variance to
+    float64 round-off and its ELBO is log p(y); the variance of 20 000 sampled posterior
+    paths is within Monte Carlo error of it (4 relative standard errors, max over the
+    grid). The prior (a zero control, 0 steps) is far from it on the same rows."""
+    fb = bench("fbm_bridge")
+    base = ["--n", "10", "--K", "3", "--control", "affine", "--eval-paths", "20000",
+            "--png", "", "--log-every", "0"]          # main seeds torch (--seed 0)
+    rows = fb.main(base + ["--elbo", "closed"])
+    exact = rows["moments_vs_euler"]
+    assert exact["max_rel_err"] < 1e-10 and exact["mean_abs_err"] < 1e-12
+    assert abs(exact["elbo_gap"]) < 1e-9
+    mc = rows["vi_vs_euler"]
+    assert mc["max_rel_err"] < 4 * mc["mc_se"]
+    # posterior sd <= 0.6 at every t here, so the mean's standard error is <= 0.6 / sqrt(n)
+    assert mc["mean_abs_err"] < 4 * 0.6 / math.sqrt(20000)
+    prior = fb.main(base + ["--elbo", "mc", "--steps", "0"])
+    assert prior["moments_vs_euler"]["max_rel_err"] > 1.0
+    assert prior["moments_vs_euler"]["elbo_gap"] > 1.0
+    assert prior["vi_vs_euler"]["max_rel_err"] > 10 * prior["vi_vs_euler"]["mc_se"]
+
+
 @pytest.mark.parametrize("series, groups, want", [(1, 4, []), (2, 4, [1, 1]),
                                                    (5, 2, [3, 2])])
 def test_affine_row_groups_never_empty(series, groups, want, bench, monkeypatch):
