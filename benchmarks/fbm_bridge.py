@@ -180,7 +180,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--paths", type=int, default=64, help="paths per step")
     ap.add_argument("--eval-paths", type=int, default=4000)
     ap.add_argument("--lr", type=float, default=None,
-                    help="Adam learning rate (default 3e-3 network, 0.05 affine)")
+                    help="Adam learning rate (default 3e-3 network, 0.3 affine)")
     ap.add_argument("--control", default="network", choices=["network", "affine"])
     ap.add_argument("--elbo", default="mc", choices=["closed", "mc"],
                     help="affine control: the closed-form optimum or Adam on the MC ELBO")
@@ -207,7 +207,7 @@ def main(argv=None) -> dict:
         hurst = H
     g = mafbm.gamma_grid(K)
     w, eps = mafbm.omega(H, g, 1.0, 2)
-    lr = args.lr if args.lr is not None else (0.05 if affine else 3e-3)
+    lr = args.lr if args.lr is not None else (0.3 if affine else 3e-3)
     how = (f"{args.control} control, closed-form optimum" if affine and args.elbo == "closed"
            else f"{args.control} control, {args.steps} steps x {args.paths} paths, lr {lr}")
     print(f"H = {H}, K = {K} (eps {float(eps):.1e}), dt = {dt:.4g}, obs_sd = {args.obs_sd}, "
