@@ -98,3 +98,19 @@ def test_the_source_map_names_each_statement(model):
             assert py[first - 1].lstrip().startswith("with pyro.plate(")
             continue
         assert any(name in py[i - 1] for i in range(first, last + 1)), (name, first, last)
+
+
+def test_a_construct_value_only_wrong_with_another_argument_is_located_at_run_time():
+    """margin = 1.5 passes the checker's literal range (0, 2) but not the runtime's
+    (0, cap) at cap = 1: the caret goes on the margin."""
+    source = """\
+model M(pixels: int[N, 4]) {
+  m = monotone_dbm(visible=categorical(4, 2), cap=1, margin=1.5)
+  pixels ~ m.visible
+}
+"""
+    err = _fit_error(source, {"pixels": [[0, 1, 0, 1], [1, 1, 0, 0]]}, "map(steps=1)")
+    head, line, caret = err.render().split("\n")[:3]
+    assert head == (f"m.bdl:2:{line.index('1.5') - 1}: error: monotone_dbm: margin must be in "
+                    "(0, cap) = (0, 1), got 1.5")
+    assert caret.index("^") == line.index("1.5")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 
 class ArgumentError(ValueError):
-    """An argument value a construct cannot take (``margin=2`` where it must be below the
-    cap). ``argument`` is the construct's parameter name. The message comes first, alone
+    """An argument value a construct cannot take (``margin=1.5`` where it must be below
+    ``cap=1``). ``argument`` is the construct's parameter name. The message comes first, alone
     positional: Pyro's trace re-raises an error as ``type(e)(message)``."""
 
     def __init__(self, message: str, argument: str | None = None):

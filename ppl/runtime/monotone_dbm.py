@@ -38,6 +38,8 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch import nn
 
+from .errors import ArgumentError
+
 
 # ---------------------------------------------------------------------------------------
 # Units and layout
@@ -801,17 +803,18 @@ class MonotoneDBM(nn.Module):
         self.monotone = bool(monotone)
         self.solver, self.alpha, self.tol = solver, float(alpha), float(tol)
         if not 1.0 <= float(cap) <= 2.0:
-            raise ValueError(f"monotone_dbm: cap must be in [1, 2] (the free energy stays "
-                             f"strongly convex up to lambda_max(P Phi P) < 2), got {cap}")
+            raise ArgumentError(f"monotone_dbm: cap must be in [1, 2] (the free energy stays "
+                                f"strongly convex up to lambda_max(P Phi P) < 2), got {cap}",
+                                argument="cap")
         # the unconstrained control has no cap: its Phi = sym(W) is never scaled, and its
         # plain mean-field (the alpha = 1, c = 1 step) ignores the split
         self.cap = float(cap) if self.monotone else 1.0
         if not 0.0 < self.margin < self.cap:
-            raise ValueError(f"monotone_dbm: margin must be in (0, cap) = (0, {self.cap:g}), "
-                             f"got {margin}")
+            raise ArgumentError(f"monotone_dbm: margin must be in (0, cap) = "
+                                f"(0, {self.cap:g}), got {margin}", argument="margin")
         if self.alpha * self.cap > 1.0:
-            raise ValueError(f"monotone_dbm: alpha must be <= 1/cap = {1 / self.cap:.4g} "
-                             f"(the prox of f_cap), got {alpha}")
+            raise ArgumentError(f"monotone_dbm: alpha must be <= 1/cap = {1 / self.cap:.4g} "
+                                f"(the prox of f_cap), got {alpha}", argument="alpha")
         self.max_iter, self.anderson = int(max_iter), int(anderson)
         self.observed, self.mask = float(observed), str(mask)
         d = self.layout.d
@@ -820,19 +823,23 @@ class MonotoneDBM(nn.Module):
         place = {"dtype": torch.get_default_dtype(), "device": torch.empty(0).device}
         self.coupling, self.pattern = str(coupling), str(pattern)
         if self.pattern not in ("full", "layered"):
-            raise ValueError(f"pattern must be 'full' or 'layered', got {pattern!r}")
+            raise ArgumentError(f"pattern must be 'full' or 'layered', got {pattern!r}",
+                                argument="pattern")
         if self.pattern == "layered" and self.monotone and coupling != "dense":
-            raise ValueError("pattern='layered' with the monotone model needs "
-                             "coupling='dense' (a row-block pattern of a dense A)")
+            raise ArgumentError("pattern='layered' with the monotone model needs "
+                                "coupling='dense' (a row-block pattern of a dense A)",
+                                argument="pattern")
         if layer_ranks is not None and not (self.monotone and self.pattern == "layered"):
-            raise ValueError("layer_ranks sets the row blocks of a layered monotone A; "
-                             "use it with pattern='layered' and monotone=true")
+            raise ArgumentError("layer_ranks sets the row blocks of a layered monotone A; "
+                                "use it with pattern='layered' and monotone=true",
+                                argument="layer_ranks")
         if self.coupling not in ("dense", "conv"):
-            raise ValueError(f"coupling must be 'dense' or 'conv', got {coupling!r}")
+            raise ArgumentError(f"coupling must be 'dense' or 'conv', got {coupling!r}",
+                                argument="coupling")
         if self.coupling == "conv":
             if not self.monotone:
-                raise ValueError("coupling='conv' is a monotone parametrisation of A; the "
-                                 "unconstrained control is dense")
+                raise ArgumentError("coupling='conv' is a monotone parametrisation of A; the "
+                                    "unconstrained control is dense", argument="coupling")
             self._init_conv(int(kernel), int(channels), float(init_scale), gen, place)
         elif self.monotone:
             r = int(rank) if rank is not None else d
@@ -862,12 +869,13 @@ class MonotoneDBM(nn.Module):
         # the mean-field logits, can be; without a learned scale the pixel term's gradient
         # is too weak beside the label's and the couplings learn the label alone.
         if readout is not None and not float(readout) >= 0.0:
-            raise ValueError(f"monotone_dbm: readout must be >= 0 (the pixels' initial tau^2; "
-                             f"0 fixes tau = 1), got {readout}")
+            raise ArgumentError(f"monotone_dbm: readout must be >= 0 (the pixels' initial "
+                                f"tau^2; 0 fixes tau = 1), got {readout}", argument="readout")
         if readout and not float(label_readout) > 0.0:
             # tau_label = 0 would be a stationary point of tau^2: the label logits stay 0
-            raise ValueError(f"monotone_dbm: label_readout must be > 0 (the label's initial "
-                             f"tau^2), got {label_readout}")
+            raise ArgumentError(f"monotone_dbm: label_readout must be > 0 (the label's "
+                                f"initial tau^2), got {label_readout}",
+                                argument="label_readout")
         self.readout = float(readout) if readout else None  # 0 / None: tau = 1, fixed
         if self.readout is not None:
             _, _, n_v, _ = self.layout.segment("visible")
@@ -880,7 +888,7 @@ class MonotoneDBM(nn.Module):
         group (the visible units and each hidden tier of the same size) enters through a
         ``kernel x kernel`` convolution, the label through dense columns."""
         if kernel % 2 != 1:
-            raise ValueError(f"kernel must be odd, got {kernel}")
+            raise ArgumentError(f"kernel must be odd, got {kernel}", argument="kernel")
         _, _, n_v, _ = self.layout.segment("visible")
         side = int(round(math.sqrt(n_v)))
         if side * side != n_v:
