@@ -98,8 +98,14 @@ def train(m: M.MonotoneDBM, X, Y, args, name: str):
     ck = f"{args.checkpoint}_{name}.pt" if args.checkpoint else None
     if ck and args.resume:
         # the model, Adam's moments and the mask stream, so a resumed run equals an
-        # uninterrupted one (test_benchmark_resume_equals_one_run)
-        state = torch.load(ck, map_location=X.device)
+        # uninterrupted one (test_benchmark_resume_equals_one_run); loaded on the CPU, where
+        # the generator's state must be (load_state_dict copies onto the model's device)
+        state = torch.load(ck, map_location="cpu")
+        changed = [k for k, v in _training_config(args).items()
+                   if state["config"].get(k) != v]
+        if changed:
+            raise ValueError(f"{ck} was trained with other settings: "
+                             + ", ".join(f"--{k} {state['config'].get(k)}" for k in changed))
         m.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         g.set_state(state["generator"])
@@ -124,7 +130,20 @@ def train(m: M.MonotoneDBM, X, Y, args, name: str):
               flush=True)
     if ck:
         torch.save({"model": m.state_dict(), "opt": opt.state_dict(),
-                    "generator": g.get_state(), "epochs": args.epochs}, ck)
+                    "generator": g.get_state(), "epochs": args.epochs,
+                    "config": _training_config(args)}, ck)
+
+
+# options that do not change what training computes (a resumed run may change them)
+_NOT_TRAINING = {"epochs", "test", "solver_iters", "sweep_disagreement", "solver_table",
+                 "hidden_use", "fractions", "models", "checkpoint", "resume", "threads",
+                 "device", "json", "figures"}
+
+
+def _training_config(args) -> dict:
+    """The options a checkpoint's training depends on (data split, model, objective,
+    optimiser), so that a resume with other settings is refused, not silently mixed."""
+    return {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_TRAINING}
 
 
 @torch.no_grad()

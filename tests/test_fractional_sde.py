@@ -604,6 +604,10 @@ def test_moment_elbo_takes_dtype_and_device_from_the_control(device):
                    0.5)["elbo"]
     assert num.dtype == torch.float64 and num.device.type == device
     assert torch.equal(num, ten)
+    # a prior given on the CPU in float32 (N(0, 1): exact in float32) follows the control
+    cpu32 = torch.distributions.Normal(torch.tensor(0.0), torch.tensor(1.0))
+    moved = _moments({**pb, "prior": cpu32}, ctrl, 0.4, 0.2, 0.5)["elbo"]
+    assert moved.dtype == torch.float64 and torch.equal(moved, num)
     x = torch.randn(3, 1, dtype=torch.float64, device=device)
     assert torch.allclose(pb["drift"](x, None), -1.5 * x + 1.5 * 0.3, atol=1e-15, rtol=0)
     _, loc, sd, _ = fs.posterior_control(pb["times"], pb["y"], pb["obs_sd"], pb["drift"],

@@ -679,26 +679,15 @@ def test_readout_lifts_the_margin_cap_on_confidence():
 
 
 # ---- the benchmark -------------------------------------------------------------------
-def _bench():
-    """The benchmark script as a module."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("mdbm_digits",
-                                                  ROOT / "benchmarks" / "mdbm_digits.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
-
-
-def test_benchmark_rows_and_columns(tmp_path):
+def test_benchmark_rows_and_columns(tmp_path, bench):
     import json
 
     torch.set_default_dtype(torch.float32)
-    bench = _bench()
+    mdbm = bench("mdbm_digits")
     out = tmp_path / "out.json"
-    bench.main(["--train", "32", "--test", "16", "--batch", "16", "--epochs", "1",
-                "--hidden", "8", "--fractions", "0.4", "--solver-iters", "30",
-                "--sweep-disagreement", "--json", str(out)])
+    mdbm.main(["--train", "32", "--test", "16", "--batch", "16", "--epochs", "1",
+               "--hidden", "8", "--fractions", "0.4", "--solver-iters", "30",
+               "--sweep-disagreement", "--json", str(out)])
     res = json.loads(out.read_text())
     for row in ("monotone", "baseline", "baseline_dense"):
         assert {"imput_err", "label_acc", "converged_frac", "max_disagreement",
@@ -721,26 +710,26 @@ def test_benchmark_rows_and_columns(tmp_path):
     assert 0 <= res["pixel_logreg"]["label_acc"] <= 1
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit):
-            bench.main(["--device", "cuda"])
+            mdbm.main(["--device", "cuda"])
 
 
-def test_benchmark_resume_equals_one_run(tmp_path):
+def test_benchmark_resume_equals_one_run(tmp_path, bench):
     """Two epochs in one run and one epoch plus a resumed second give the same parameters
     (model, readout) and the same results, for the monotone model and the RBM."""
     import json
 
     torch.set_default_dtype(torch.float32)
-    bench = _bench()
+    mdbm = bench("mdbm_digits")
     base = ["--train", "48", "--test", "16", "--batch", "16", "--hidden", "8",
             "--fractions", "0.4", "--models", "monotone,baseline", "--no-solver-table",
             "--no-hidden-use"]
     one, two = tmp_path / "one", tmp_path / "two"
-    bench.main(base + ["--epochs", "2", "--checkpoint", str(one),
-                       "--json", str(tmp_path / "one.json")])
-    bench.main(base + ["--epochs", "1", "--checkpoint", str(two)])
+    mdbm.main(base + ["--epochs", "2", "--checkpoint", str(one),
+                      "--json", str(tmp_path / "one.json")])
+    mdbm.main(base + ["--epochs", "1", "--checkpoint", str(two)])
     first = torch.load(f"{two}_monotone.pt")
-    bench.main(base + ["--epochs", "2", "--checkpoint", str(two), "--resume",
-                       "--json", str(tmp_path / "two.json")])
+    mdbm.main(base + ["--epochs", "2", "--checkpoint", str(two), "--resume",
+                      "--json", str(tmp_path / "two.json")])
     for name in ("monotone", "baseline"):
         a, b = torch.load(f"{one}_{name}.pt"), torch.load(f"{two}_{name}.pt")
         assert a["epochs"] == b["epochs"] == 2
@@ -753,21 +742,24 @@ def test_benchmark_resume_equals_one_run(tmp_path):
         for col in ("imput_err", "label_acc", "converged_frac"):
             assert ra[row][col] == rb[row][col], (row, col)
     with pytest.raises(ValueError, match="more than --epochs"):
-        bench.main(base + ["--epochs", "1", "--checkpoint", str(two), "--resume"])
+        mdbm.main(base + ["--epochs", "1", "--checkpoint", str(two), "--resume"])
+    # a resume with other training settings is refused, not mixed into one run
+    with pytest.raises(ValueError, match="other settings: --seed 0"):
+        mdbm.main(base + ["--epochs", "3", "--checkpoint", str(two), "--resume", "--seed", "1"])
     with pytest.raises(SystemExit):
-        bench.main(base + ["--resume"])
+        mdbm.main(base + ["--resume"])
 
 
-def test_hidden_use_diagnostics_exact_cases():
+def test_hidden_use_diagnostics_exact_cases(bench):
     from types import SimpleNamespace
 
-    bench = _bench()
+    mdbm = bench("mdbm_digits")
     args = SimpleNamespace(mask="random", seed=0, batch=8, K=3)
     g = torch.Generator().manual_seed(4)
     Xtr, Xte = torch.randint(0, 3, (40, 5), generator=g), torch.randint(0, 3, (24, 5), generator=g)
     # the label is pixel 0's state: with every pixel shown a linear probe on the one-hot
     # pixels is exact
-    assert bench.pixel_logreg(Xtr, Xtr[:, 0], Xte, Xte[:, 0], 1.0, args) == 1.0
+    assert mdbm.pixel_logreg(Xtr, Xtr[:, 0], Xte, Xte[:, 0], 1.0, args) == 1.0
     Ytr, Yte = torch.randint(0, 4, (40,), generator=g), torch.randint(0, 4, (24,), generator=g)
     m = _tiny()
     _, off, n, k = m.layout.segment("hidden0")
@@ -775,7 +767,7 @@ def test_hidden_use_diagnostics_exact_cases():
     with torch.no_grad():  # hidden units decoupled and unbiased: q* uniform, no information
         m.A[:, off:off1 + n1 * k1] = 0.0
         m.b[off:off1 + n1 * k1] = 0.0
-    out = bench.hidden_use(m, Xtr, Ytr, Xte, Yte, 0.5, args)
+    out = mdbm.hidden_use(m, Xtr, Ytr, Xte, Yte, 0.5, args)
     assert out["hidden_entropy"] == pytest.approx(1.0, abs=1e-12)
     # constant features: the probe predicts the training majority class
     majority = torch.bincount(Ytr).argmax()
@@ -783,7 +775,7 @@ def test_hidden_use_diagnostics_exact_cases():
     with torch.no_grad():  # one state forced on: entropy 0
         m.b[off:off1 + n1 * k1] = torch.cat([torch.tensor([60.0] + [0.0] * (k - 1)).repeat(n),
                                              torch.tensor([60.0] + [0.0] * (k1 - 1)).repeat(n1)])
-    assert bench.hidden_use(m, Xtr, Ytr, Xte, Yte, 0.5, args)["hidden_entropy"] < 1e-20
+    assert mdbm.hidden_use(m, Xtr, Ytr, Xte, Yte, 0.5, args)["hidden_entropy"] < 1e-20
 
 
 # ---- convolutional coupling ----------------------------------------------------------
@@ -1202,14 +1194,14 @@ def test_cap2_from_the_language(tmp_path):
     assert M.lambda_max_tangent(Phi, m.layout) > 1.0  # beyond Feng et al.'s cap
 
 
-def test_benchmark_cap2_row(tmp_path):
+def test_benchmark_cap2_row(tmp_path, bench):
     """``--cap 2``: the monotone row reports lambda_max(P Phi P) <= 2 - m and
     lambda_min = 2 - lambda_max(P Phi P), converges everywhere and is start-independent."""
     import json
 
     torch.set_default_dtype(torch.float32)
     out = tmp_path / "out.json"
-    _bench().main(["--train", "32", "--test", "16", "--batch", "16", "--epochs", "1",
+    bench("mdbm_digits").main(["--train", "32", "--test", "16", "--batch", "16", "--epochs", "1",
                    "--hidden", "8", "--fractions", "0.4", "--solver-iters", "30",
                    "--models", "monotone", "--cap", "2",
                    "--no-hidden-use", "--json", str(out)])

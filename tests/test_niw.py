@@ -1566,6 +1566,10 @@ def test_batched_chains_stop_and_cap_row_by_row():
         assert torch.allclose(var[b], vb, rtol=1e-10, atol=1e-300)
         assert torch.allclose(A[b], Ab, rtol=1e-10)
     assert taken.tolist()[:2] == [steps, steps] and 0 < int(taken[2]) < steps
+    # the noise is step-major [steps, B, d]: episode-major draws are refused, even when
+    # B = steps would let them through unnoticed
+    with pytest.raises(ValueError, match=r"noise must be \[steps, B, d\] = \[4, 4, 3\]"):
+        rtn.sgld_rows(rows, theta0, 4, lr, temp=1.0, noise=torch.zeros(4, 3, 4, dtype=D64))
 
 
 # ---- the fused closed form of meta-training (tenth slice) ------------------------------

@@ -753,7 +753,8 @@ def moment_elbo(times, y, obs_sd, drift, diffusion, hurst, control: AffineContro
     if len(h) in obs_at:
         ll = ll + observe(obs_at[len(h)], m, P)
     q0 = torch.distributions.Normal(x0_loc.expand(S), scale)
-    kl0 = torch.distributions.kl_divergence(q0, x0_prior)
+    p0 = torch.distributions.Normal(x0_prior.mean.to(x0_loc), x0_prior.stddev.to(x0_loc))
+    kl0 = torch.distributions.kl_divergence(q0, p0)
     return {"elbo": ll - kl - kl0, "loglik": ll, "path_kl": kl, "x0_kl": kl0}
 
 

@@ -518,6 +518,10 @@ def sgld_rows(potential, theta0: torch.Tensor, steps: int, lr: torch.Tensor,
     theta0 = theta0.detach()
     theta = theta0.clone()
     bsz = theta.shape[0]
+    if noise is not None and tuple(noise.shape) != (steps, bsz, theta.shape[-1]):
+        # step-major: [B, steps, d] with B = steps would silently mix the episodes' draws
+        raise ValueError(f"noise must be [steps, B, d] = [{steps}, {bsz}, {theta.shape[-1]}], "
+                         f"got {list(noise.shape)}")
     noise_sd = (2.0 * lr * max(temp, 0.0)).sqrt()
     # while every chain is alive the rows share t and the count n: the running moments
     # are then :func:`sgld`'s own updates; after a row's first non-finite step, per row
