@@ -81,24 +81,13 @@ def conditional(var: torch.Tensor, cross: torch.Tensor, y: float, obs_sd: float)
     return cross * y / s, var - cross ** 2 / s
 
 
-def prior_system(w: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(F, G) of the augmented type II prior dZ = F Z dt + G dW, Z = (X, Y_1..Y_K), with
-    drift 0 and diffusion 1: dX = -sum_k w_k g_k Y_k dt + wbar dW, dY_k = -g_k Y_k dt + dW
-    (METHODS.md s2). float64."""
-    K = len(g)
-    F = torch.zeros(K + 1, K + 1, dtype=torch.float64)
-    F[0, 1:] = -(w * g)
-    F[1:, 1:] = -torch.diag(g)
-    G = torch.cat([w.sum().reshape(1), torch.ones(K, dtype=torch.float64)])
-    return F, G
-
-
-def affine_moments(ctrl: fs.AffineControl, F: torch.Tensor, G: torch.Tensor,
-                   dt: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and variance of X at every Euler point under an affine control, from Z(0) = 0:
-    the controlled Euler chain Z' = A_n Z + G c_n dt + sqrt(r_n) G dW, A_n = I + (F + G a_n^T)
-    dt, keeps m' = A_n m + G c_n dt and P' = A_n P A_n^T + r_n G G^T dt exactly (the
-    recursion of ``fs.moment_elbo``, here read out per step). float64."""
+def affine_moments(ctrl: fs.AffineControl, system: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of X at every Euler point under an affine control, from Z(0) = 0,
+    on the prior ``system`` of ``fs._linear_system`` (F, G and the step lengths h): the
+    controlled Euler chain Z' = A_n Z + G c_n h_n + sqrt(r_n h_n) G xi, A_n = I + (F + G
+    a_n^T) h_n, keeps m' = A_n m + G c_n h_n and P' = A_n P A_n^T + r_n h_n G G^T exactly
+    (the recursion of ``fs.moment_elbo``, here read out per step). float64."""
+    F, G, h = system["F"], system["G"], system["h"]
     n = len(G)
     m = torch.zeros(n, dtype=torch.float64)
     P = torch.zeros(n, n, dtype=torch.float64)
@@ -107,9 +96,9 @@ def affine_moments(ctrl: fs.AffineControl, F: torch.Tensor, G: torch.Tensor,
     r = ctrl.log_r.detach().cpu().double()[:, 0, 0].exp()
     means, variances = [m[0]], [P[0, 0]]
     for i in range(ctrl.steps):
-        A = torch.eye(n, dtype=torch.float64) + (F + G[:, None] * a[i][None, :]) * dt
-        m = A @ m + G * c[i] * dt
-        P = A @ P @ A.T + r[i] * dt * G[:, None] * G[None, :]
+        A = torch.eye(n, dtype=torch.float64) + (F + G[:, None] * a[i][None, :]) * h[i]
+        m = A @ m + G * c[i] * h[i]
+        P = A @ P @ A.T + r[i] * h[i] * G[:, None] * G[None, :]
         means.append(m[0])
         variances.append(P[0, 0])
     return torch.stack(means), torch.stack(variances)
@@ -251,9 +240,11 @@ def main(argv=None) -> dict:
     rows["euler_vs_fbm"] = compare(*refs["euler"], *refs["fbm"], 0.0)
     rows["vi_vs_euler"]["fit_s"] = fit_s
     if affine:
-        F, G = prior_system(w, g)
-        mm, mv = affine_moments(ctrl, F, G, dt)
-        at = torch.round((tc - tc[0]) / dt).long()
+        system = fs._linear_system(tc, bridge_data(tc, args.y), 0.0, 1.0, hurst, K, 2, 20.0,
+                                   None, dt, torch.float64, "cpu", "fbm_bridge")
+        mm, mv = affine_moments(ctrl, system)
+        # each output time's Euler point (the solver's own lookup, round-off tolerant)
+        at = torch.tensor(sorted(system["obs_at"], key=system["obs_at"].get))
         rows["moments_vs_euler"] = compare(mm[at], mv[at], *refs["euler"], 0.0)
         tiny = torch.tensor(1e-9, dtype=torch.float64)
         zero = torch.zeros((), dtype=torch.float64)
