@@ -83,8 +83,10 @@ def interval(spec) -> tuple:
     lo = None if a in ("-inf", "") else float(a)
     hi = None if z in ("inf", "") else float(z)
     lo_open, hi_open = text[0] == "(", text[-1] == ")"
-    words = {("(", "0", "inf"): "positive", ("[", "0", "inf"): "non-negative"}.get(
-        (text[0], a, z), f"in {text}")
+    words = f"in {text}"
+    if hi is None and lo is not None:
+        words = (("positive" if lo_open else "non-negative") if lo == 0
+                 else f"{'greater than' if lo_open else 'at least'} {lo:g}")
     return lo, lo_open, hi, hi_open, words
 
 

@@ -28,6 +28,8 @@ def _read(path: str) -> str:
     p = Path(path)
     if not p.exists():
         raise _UserError(f"{path}: no such file")
+    if p.is_dir():
+        raise _UserError(f"{path}: is a directory (expected a .bdl file)")
     try:
         return p.read_text()
     except UnicodeDecodeError:

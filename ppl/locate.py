@@ -2,24 +2,35 @@
 
 Generated modules run under a pseudo file name (``ppl.model._execute``), and the backend's
 source map (``generate_mapped``) says which BDL statement each generated line came from.
-A ``ValueError`` or ``RuntimeError`` raised while such a line runs -- a construct refusing
-an argument value, a torch shape mismatch in a distribution -- becomes a located
+A ``ValueError``, ``RuntimeError`` or ``IndexError`` raised while such a line runs -- a
+construct refusing an argument value, a torch shape mismatch in a distribution, an index
+past the end of a vector (Stan's 1-based habit) -- becomes a located
 :class:`BdlError` (``file:line:col: error: ...``, exit status 1 in the CLI), like the
 checker's errors. Errors raised outside generated code pass through unchanged.
 """
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 
 from .syntax.diagnostics import BdlError, Diagnostic
 
-# pseudo file name of a generated module -> (BDL file name, BDL text, source map)
-_MODULES: dict[str, tuple[str, str, list]] = {}
+# pseudo file name of a generated module -> (BDL file name, BDL text, source map, lines)
+_MODULES: dict[str, tuple[str, str, list, list]] = {}
+
+# Pyro names the site when a log density fails outside the model's own code (an observed
+# value outside its distribution's support, scored by the ELBO or a sampler)
+_AT_SITE = re.compile(r"^Error while computing \w+ at site '([^']+)':")
+# Pyro's words when no initial point has a finite log density, with what usually causes it
+_NO_INIT = ("cannot find valid initial params",
+            "no starting point has a finite log density: check that every observed value is "
+            "in its distribution's support (counts >= 0, probabilities in [0, 1], positive "
+            "scales) and that the priors are proper")
 
 
-def register(pseudo: str, filename: str, text: str, source_map: list) -> None:
-    _MODULES[pseudo] = (filename, text, source_map)
+def register(pseudo: str, filename: str, text: str, source_map: list, python: str) -> None:
+    _MODULES[pseudo] = (filename, text, source_map, python.split("\n"))
 
 
 def _original(exc: BaseException) -> BaseException:
@@ -31,9 +42,19 @@ def _original(exc: BaseException) -> BaseException:
     return exc
 
 
-def locate(exc: BaseException) -> BdlError | None:
+def _site_line(pseudo: str, site: str) -> int | None:
+    """The generated line that declares the Pyro site ``site`` (``pyro.sample("y", ...``)."""
+    lines = _MODULES[pseudo][3]
+    for i, line in enumerate(lines, 1):
+        if f'("{site}",' in line or f'("{site}")' in line:
+            return i
+    return None
+
+
+def locate(exc: BaseException, pseudo: str | None = None) -> BdlError | None:
     """``exc`` as a located :class:`BdlError` at the innermost generated statement that
-    was running when it was raised; None when no generated line was running."""
+    was running when it was raised; else, for Pyro's errors that name a site, at that
+    site's statement of the module ``pseudo``; None when neither applies."""
     hit = None
     tb = exc.__traceback__
     while tb is not None:  # outermost -> innermost frame; keep the innermost generated one
@@ -41,15 +62,25 @@ def locate(exc: BaseException) -> BdlError | None:
         if name in _MODULES:
             hit = (name, tb.tb_lineno)
         tb = tb.tb_next
+    at_site = _AT_SITE.match(str(exc))
+    if hit is None and pseudo in _MODULES:
+        if at_site is not None:
+            line = _site_line(pseudo, at_site.group(1))
+            hit = (pseudo, line) if line is not None else None
+        elif _NO_INIT[0] in str(exc):
+            filename, text = _MODULES[pseudo][:2]
+            return BdlError([Diagnostic(str(exc), notes=[_NO_INIT[1]])], filename, text)
     if hit is None:
         return None
-    filename, text, source_map = _MODULES[hit[0]]
+    filename, text, source_map, _ = _MODULES[hit[0]]
     lineno = hit[1]
     entries = [(first, ref) for first, last, ref in source_map if first <= lineno <= last]
     if not entries:
         return None
     ref = max(entries, key=lambda e: e[0])[1]  # a plate's body statement, not the plate
     original = _original(exc)
+    if at_site is not None and type(exc.__cause__) is type(exc):
+        original = _original(exc.__cause__)  # the library's words, not Pyro's wrapper
     argument = getattr(original, "argument", None)
     span = ref.args.get(argument, ref.span) if argument is not None else ref.span
     what = type(original).__name__
@@ -58,12 +89,13 @@ def locate(exc: BaseException) -> BdlError | None:
 
 
 @contextmanager
-def located():
-    """Re-raise run-time errors from generated code as located :class:`BdlError`\\ s."""
+def located(pseudo: str | None = None):
+    """Re-raise run-time errors from generated code (of the module ``pseudo``) as located
+    :class:`BdlError`\\ s."""
     try:
         yield
-    except (ValueError, RuntimeError) as e:
-        err = locate(e)
+    except (ValueError, RuntimeError, IndexError) as e:
+        err = locate(e, pseudo)
         if err is None:
             raise
         raise err from e

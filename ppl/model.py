@@ -29,7 +29,7 @@ class Model:
         self.bdl_source = compiled.text
         self.filename = compiled.filename
         self.warnings = compiled.checked.warnings
-        self.namespace = _execute(compiled, self.name)
+        self.namespace, self._pseudo = _execute(compiled, self.name)
         self.pyro_model = self.namespace[self.name]
         self.signature = self.namespace[f"{self.name.upper()}_SIGNATURE"]
         # the IR's options: the generated module's, plus the compile-site data that
@@ -76,7 +76,7 @@ class Model:
             progress: bool = False, **options):
         """Fit with NUTS/HMC/SVI/MAP; returns a :class:`ppl.infer.fit.Fit`. An error raised
         while a model statement runs is a located :class:`BdlError` (``ppl.locate``)."""
-        with located():
+        with located(self._pseudo):
             return self._fit(data, infer, progress=progress, **options)
 
     def _fit(self, data: dict | None, infer: str | None, *, progress: bool, **options):
@@ -112,7 +112,7 @@ class Model:
         _predict = result.predict
 
         def predict(d=None, num_samples=None, sites=None):
-            with located(), torch_defaults(device, dtype):
+            with located(self._pseudo), torch_defaults(device, dtype):
                 return _predict(d, num_samples, sites)
 
         result.predict = predict
@@ -137,7 +137,7 @@ class Model:
         pyro.set_rng_seed(seed)
         pyro.clear_param_store()
         reset_networks()
-        with located(), torch_defaults(device, dtype), full_data():
+        with located(self._pseudo), torch_defaults(device, dtype), full_data():
             kwargs = self.bind(data or {})
             out = site_draws(simulate_observed()(self.pyro_model), kwargs,
                              num_samples=num_samples)
@@ -147,7 +147,7 @@ class Model:
         """log p(values, data) of one full assignment of the latent sites."""
         import pyro
 
-        with located():
+        with located(self._pseudo):
             kwargs = self.bind(data)
             conditioned = pyro.poutine.condition(self.pyro_model, data=trace_values)
             tr = pyro.poutine.trace(conditioned).get_trace(**kwargs)
@@ -221,17 +221,17 @@ def parse_infer_spec(spec: str) -> tuple[str, dict]:
 _counter = [0]
 
 
-def _execute(compiled: Compiled, name: str) -> dict:
+def _execute(compiled: Compiled, name: str) -> tuple[dict, str]:
     """Execute generated source; register it with linecache so tracebacks show it, and
     with its source map so run-time errors point at the BDL statement (``ppl.locate``)."""
     python = compiled.python
     _counter[0] += 1
     pseudo = f"<bdl-generated:{Path(compiled.filename).name}:{_counter[0]}>"
     linecache.cache[pseudo] = (len(python), None, python.splitlines(True), pseudo)
-    locate.register(pseudo, compiled.filename, compiled.text, compiled.source_map)
+    locate.register(pseudo, compiled.filename, compiled.text, compiled.source_map, python)
     ns: dict = {"__name__": f"ppl_generated_{name}"}
     exec(builtins.compile(python, pseudo, "exec"), ns)
-    return ns
+    return ns, pseudo
 
 
 def compile(text: str, filename: str = "<string>", model: str | None = None) -> Model:  # noqa: A001
@@ -240,6 +240,9 @@ def compile(text: str, filename: str = "<string>", model: str | None = None) -> 
 
 
 def load(path: str | Path, model: str | None = None) -> Model:
-    """Compile a ``.bdl`` file."""
+    """Compile a ``.bdl`` file (a missing file or a folder is a :class:`BdlError`)."""
     p = Path(path)
+    if not p.is_file():
+        what = "is a directory" if p.is_dir() else "no such file"
+        raise BdlError([Diagnostic(f"{what} (expected a .bdl file)")], str(p))
     return compile(p.read_text(), str(p), model)

@@ -18,6 +18,11 @@ def _symbol(name: str) -> sympy.Symbol:
     return sympy.Symbol(name)
 
 
+def _escaped(name: str) -> str:
+    """A name set upright as text: LaTeX reads ``_`` there as a subscript."""
+    return name.replace("_", r"\_")
+
+
 def to_sympy(e: ast.Expr):
     """AST expression -> sympy expression (calls become undefined functions)."""
     if isinstance(e, ast.Number):
@@ -34,8 +39,7 @@ def to_sympy(e: ast.Expr):
         a, b = to_sympy(e.left), to_sympy(e.right)
         ops = {
             "+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: a / b,
-            "^": lambda: a**b, "@": lambda: sympy.MatMul(sympy.MatrixSymbol(str(a), 1, 1),
-                                                         sympy.MatrixSymbol(str(b), 1, 1)),
+            "^": lambda: a**b, "@": lambda: _matmul(a, b),
             "<": lambda: sympy.StrictLessThan(a, b), ">": lambda: sympy.StrictGreaterThan(a, b),
             "<=": lambda: sympy.LessThan(a, b), ">=": lambda: sympy.GreaterThan(a, b),
             "==": lambda: sympy.Eq(a, b), "!=": lambda: sympy.Ne(a, b),
@@ -49,9 +53,11 @@ def to_sympy(e: ast.Expr):
         args = [to_sympy(a) for a in e.args]
         if name in known and len(args) == 1 and not e.kwargs:
             return known[name](args[0])
-        args += [sympy.Eq(sympy.Symbol(k.name.replace("_", r"\_")), to_sympy(k.value))
-                 for k in e.kwargs]
-        fname = f"\\mathrm{{{name}}}" if name[:1].isupper() else f"\\operatorname{{{name}}}"
+        # unevaluated: Eq(lengthscale, lengthscale) would print as True
+        args += [sympy.Eq(sympy.Symbol(rf"\text{{{_escaped(k.name)}}}"), to_sympy(k.value),
+                          evaluate=False) for k in e.kwargs]
+        fname = (f"\\mathrm{{{_escaped(name)}}}" if name[:1].isupper()
+                 else f"\\operatorname{{{_escaped(name)}}}")
         return sympy.Function(fname)(*args)
     if isinstance(e, ast.Index):
         base = to_sympy(e.value)
@@ -64,6 +70,15 @@ def to_sympy(e: ast.Expr):
     if isinstance(e, ast.FunctionLit):  # (x, t) => body prints as (x, t) \mapsto body
         return sympy.Lambda(tuple(_symbol(p) for p in e.params), to_sympy(e.body))
     raise TypeError(type(e).__name__)
+
+
+def _matmul(a, b) -> sympy.Symbol:
+    """``a @ b`` as juxtaposition ``a b`` in the written order (sympy would reorder a
+    commutative product, and its matrix expressions refuse sums with scalars)."""
+    def side(v):
+        text = sympy.latex(v)
+        return rf"\left({text}\right)" if isinstance(v, (sympy.Add, sympy.Mul)) else text
+    return sympy.Symbol(f"{side(a)} {side(b)}")
 
 
 def _tex(e) -> str:

@@ -735,6 +735,25 @@ model.bdl:3:57: error: argument 'min_shape' of gp_prior must be in [0, 2), got 2
     pytest.param(
         """\
 model M(t: real[T], y: real[T]) {
+  z ~ fractional_sde(times=t, K=0, kind=7, hurst=1)
+  y ~ Normal(z[:, 0], 0.1)
+}
+""",
+        """\
+model.bdl:2:33: error: argument 'K' of fractional_sde must be at least 1, got 0
+    z ~ fractional_sde(times=t, K=0, kind=7, hurst=1)
+                                  ^
+model.bdl:2:41: error: argument 'kind' of fractional_sde must be between 1 and 2, got 7
+    z ~ fractional_sde(times=t, K=0, kind=7, hurst=1)
+                                          ^
+model.bdl:2:50: error: argument 'hurst' of fractional_sde must be in (0, 1), got 1
+    z ~ fractional_sde(times=t, K=0, kind=7, hurst=1)
+                                                   ^""",
+        id="fractional_sde_argument_ranges",
+    ),
+    pytest.param(
+        """\
+model M(t: real[T], y: real[T]) {
   z ~ fractional_sde(times=t, drift=tanh)
   y ~ Normal(z[:, 0], 0.1)
 }

@@ -114,3 +114,41 @@ model M(pixels: int[N, 4]) {
     assert head == (f"m.bdl:2:{line.index('1.5') - 1}: error: monotone_dbm: margin must be in "
                     "(0, cap) = (0, 1), got 1.5")
     assert caret.index("^") == line.index("1.5")
+
+
+ONE_BASED = """\
+model I(g: int[N], y: real[N]) {
+  a: real[3] ~ Normal(0, 1)
+  y ~ Normal(a[g], 1)
+}
+"""
+
+COUNTS = """\
+model P(y: int[N]) {
+  lam ~ HalfNormal(5)
+  y ~ Poisson(lam)
+}
+"""
+
+
+def test_an_index_past_the_end_is_located():
+    """Stan's 1-based habit: a[g] with g = 1..3 on a 3-vector."""
+    err = _fit_error(ONE_BASED, {"g": [1, 2, 3], "y": [0.1, 0.2, 0.3]}, "svi(steps=1)")
+    head = err.render().split("\n")[0]
+    assert head == "m.bdl:3:3: error: index 3 is out of bounds for dimension 0 with size 3"
+
+
+def test_data_outside_the_support_is_located_at_its_site():
+    """Pyro scores observed sites outside the model's code and names the site: the error
+    goes to that site's statement, in torch's words."""
+    err = _fit_error(COUNTS, {"y": [1, -2, 3]}, "svi(steps=1)")
+    head = err.render().split("\n")[0]
+    assert head.startswith("m.bdl:3:3: error: Expected value argument")
+    assert "support" in head and "Error while computing" not in err.render()
+
+
+def test_no_valid_initial_point_is_a_user_error_with_a_hint():
+    err = _fit_error(COUNTS, {"y": [1, -2, 3]}, "nuts(samples=2, warmup=2, chains=1)")
+    text = err.render()
+    assert text.startswith("m.bdl: error: ") and "cannot find valid initial params" in text
+    assert "in its distribution's support" in text

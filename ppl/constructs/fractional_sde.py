@@ -62,5 +62,7 @@ register(Builtin(
     "fractional_sde", "rt.fractional_sde.fractional_sde", PARAMS, 1,
     kind="construct", result="real", shape=_path_shape, tilde="new",
     functions={"drift": _FIELD, "diffusion": _FIELD}, choices={"noise": NOISE, "control": CONTROL},
+    ranges={"hurst": "(0, 1)", "K": "[1, inf)", "kind": (1, 2), "gamma_max": "(0, inf)",
+            "gamma_min": "(0, inf)", "dt": "(0, inf)", "dim": "[1, inf)", "n_freq": "[0, inf)"},
     doc="latent SDE path [T, dim] driven by MA-fBM with Hurst index hurst (learned by "
         "default); path-space VI (METHODS.md section 2)"))

@@ -37,6 +37,7 @@ from pyro.distributions import constraints
 from torch import nn
 
 from . import mafbm
+from .errors import ArgumentError
 from .nn import network
 
 
@@ -874,7 +875,7 @@ def fractional_sde(name: str, times, drift=0.0, diffusion=1.0, hurst=None, K: in
     drift, diffusion = (per_state(f, D) if callable(f) and not _is_network(f)
                         else f for f in (drift, diffusion))
     if kind not in (1, 2):
-        raise ValueError(f"fractional_sde: kind must be 1 or 2, got {kind}")
+        raise ArgumentError(f"fractional_sde: kind must be 1 or 2, got {kind}", argument="kind")
     times = torch.as_tensor(times, dtype=torch.get_default_dtype())
     if times.dim() != 1 or len(times) < 2:
         raise ValueError("fractional_sde: times must be a vector of at least 2 time points")
