@@ -107,6 +107,7 @@ def cmd_run(args) -> int:
     from . import __version__
     from .model import Model
     from .pipeline import compile_source
+    from .syntax.diagnostics import BdlError
 
     text = _read(args.file)
     compiled = compile_source(text, args.file)
@@ -128,9 +129,19 @@ def cmd_run(args) -> int:
         f"{model.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and any(out.iterdir()) and not args.force:
         raise _UserError(f"{out} exists and is not empty; use --force to overwrite it")
-    print(f"{model.name}: {method}({', '.join(f'{k}={v}' for k, v in opts.items())})",
+    # written as the language writes options, so the line pastes back into --infer
+    shown = {k: str(v).lower() if isinstance(v, bool) else v for k, v in opts.items()}
+    print(f"{model.name}: {method}({', '.join(f'{k}={v}' for k, v in shown.items())})",
           file=sys.stderr)
-    fit = model.fit(data, method, progress=_progress(args), **opts)
+    try:
+        fit = model.fit(data, method, progress=_progress(args), **opts)
+    except BdlError as e:
+        if data_path is None and any(d.message.startswith("missing data")
+                                     for d in e.diagnostics):
+            stem = Path(args.file).with_suffix("").name
+            e.diagnostics[0].notes.append(f"no data file was given (--data) and there is no "
+                                          f"{stem}.data.json beside the model")
+        raise
     summary = fit.summary()
     print(summary)
     if fit.elbo:
@@ -220,11 +231,24 @@ def cmd_predict(args) -> int:
         raise _UserError(f"{post_dir}: not a run folder (expected samples.npz and run.json "
                          "from 'bdl run')")
     run = json.loads((post_dir / "run.json").read_text())
-    model = Model(compile_source(text, args.file), args.model or run.get("model"))
+    compiled = compile_source(text, args.file)
+    name = args.model or run.get("model")
+    if name is not None and name not in compiled.ir:
+        raise _UserError(f"{post_dir} is a run of model '{name}' (from {run.get('file')}); "
+                         f"{args.file} has no model of that name (it has: "
+                         f"{', '.join(compiled.ir)}; choose one with --model)")
+    model = Model(compiled, name)
     data = _load_data(args.data)
     opts = run.get("infer", {})
     with np.load(post_dir / "samples.npz") as z:
         chains = {k: torch.as_tensor(z[k]) for k in z.files}
+    unsampled = [n for n in model.ir.latents if n not in chains]
+    if run.get("model_hash") not in (None, hashlib.sha256(text.encode()).hexdigest()):
+        import warnings
+
+        warnings.warn(f"{args.file} has changed since the run in {post_dir}"
+                      + (f"; its latents {', '.join(unsampled)} were not sampled there and "
+                         "are drawn from their prior" if unsampled else ""), stacklevel=1)
     from .infer.predict import posterior_predictive
 
     params = None

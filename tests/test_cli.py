@@ -127,6 +127,20 @@ def test_run_writes_outputs_and_predict_uses_them(linreg, tmp_path):
         # mean of alpha + 4 beta within Monte Carlo error (4 standard errors)
         draws = z["y_new"][:, 2]
         assert abs(draws.mean() - mean_at_4.mean()) < 4 * draws.std() / np.sqrt(len(draws))
+    # the model edited after the run: a new latent is drawn from its prior, with a warning
+    edited = tmp_path / "edited.bdl"
+    edited.write_text(linreg.read_text().replace(
+        "  y_new ~ Normal(alpha + beta * x_new, sigma)",
+        "  shift ~ Normal(100, 1)\n  y_new ~ Normal(alpha + beta * x_new + shift, sigma)"))
+    pred = bdl("predict", edited, "--posterior", out, "--data", tmp_path / "new.json",
+               "--out", tmp_path / "p2")
+    assert pred.returncode == 0, pred.stderr
+    assert "has changed since the run" in pred.stderr and "shift" in pred.stderr
+    # a run of another model
+    other = tmp_path / "other.bdl"
+    other.write_text("model Other(y: real[N]) {\n  y ~ Normal(0, 1)\n}\n")
+    pred = bdl("predict", other, "--posterior", out, "--data", tmp_path / "new.json")
+    assert pred.returncode == 1 and "is a run of model 'LinReg'" in pred.stderr
 
 
 def test_run_infer_override_and_bad_option(linreg, tmp_path):
@@ -208,3 +222,14 @@ def test_run_prints_and_records_point_estimates(tmp_path):
     assert "point estimates" in r.stdout
     m = json.loads((tmp_path / "run" / "run.json").read_text())["point_estimates"]["m"]
     assert abs(m - 2.0) < 0.05  # the MLE: the mean of y
+
+
+def test_run_without_any_data_file_says_so(tmp_path):
+    m = tmp_path / "nodata.bdl"
+    m.write_text("model P(y: real[N]) {\n  mu ~ Normal(0, 1)\n  y ~ Normal(mu, 1)\n}\n")
+    r = bdl("run", m, "--out", tmp_path / "o", "--infer", "svi(steps=1)")
+    assert r.returncode == 1
+    assert "missing data for 'y'" in r.stderr
+    assert "no data file was given (--data) and there is no nodata.data.json" in r.stderr
+    # the resolved options print as the language writes them: the line pastes back
+    assert "jit=false" in r.stderr and "False" not in r.stderr
