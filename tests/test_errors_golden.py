@@ -753,6 +753,40 @@ model.bdl:2:50: error: argument 'hurst' of fractional_sde must be in (0, 1), got
     ),
     pytest.param(
         """\
+model M(y: vector[N]) {
+  y ~ Normal(0, 1)
+}
+""",
+        """\
+model.bdl:1:12: error: unknown type 'vector'
+  model M(y: vector[N]) {
+             ^~~~~~~~~
+  note: Stan's vector[...] is written real[N] in BDL""",
+        id="stan_habit_vector_type",
+    ),
+    pytest.param(
+        """\
+model M(y: real[N]) {
+  mu ~ Normal(0, 1)
+  for (n in 1:N) {
+    y ~ Normal(mu, 1)
+  }
+  target += 1
+}
+""",
+        """\
+model.bdl:3:7: error: unexpected '('; expected ':', '=' or '~'
+    for (n in 1:N) {
+        ^
+  note: BDL has no loops: write the statement on whole vectors, or `plate n in N { ... }` for conditionally independent terms
+model.bdl:6:10: error: unexpected '+'; expected ':', '=' or '~'
+    target += 1
+           ^
+  note: add a term to the log density with `factor(expr)`""",
+        id="stan_habit_loop_and_target",
+    ),
+    pytest.param(
+        """\
 model M(t: real[T], y: real[T]) {
   z ~ fractional_sde(times=t, drift=tanh)
   y ~ Normal(z[:, 0], 0.1)

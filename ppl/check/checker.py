@@ -415,9 +415,11 @@ class _ModelChecker:
                 shape = shape + (shape[-1],)
             return Ty("real", shape), constraint
         known = list(BASE_TYPES) + list(CONSTRAINED_TYPES)
+        stan = _STAN_TYPES.get(t.base)
         hint = signatures.suggest(t.base, known)
         self.err(f"unknown type '{t.base}'", t.span,
-                 [f"did you mean '{hint}'?"] if hint else ["types: " + ", ".join(known)])
+                 [f"Stan's {t.base}[...] is written {stan} in BDL"] if stan
+                 else [f"did you mean '{hint}'?"] if hint else ["types: " + ", ".join(known)])
         return UNKNOWN, None
 
     # ---- statements ----
@@ -1510,3 +1512,7 @@ def _dist_shape(sig, bound, checker) -> tuple | None:
         checker._report(issues, bound[k][0].span, f"the arguments of {sig.name}")
     return out
 
+
+# Stan's container types, and how BDL writes them
+_STAN_TYPES = {"vector": "real[N]", "row_vector": "real[N]", "matrix": "real[N, K]",
+               "array": "real[N] (or int[N])"}

@@ -10,6 +10,7 @@ independent errors, as stanc and compilers do.
 from __future__ import annotations
 
 import functools
+import re
 from importlib import resources
 
 from lark import Lark, Token, Transformer, v_args
@@ -359,6 +360,24 @@ def _token_message(parser: Lark, e: UnexpectedInput, tok: Token, names) -> str:
     return f"{msg}; {expected}" if expected else msg
 
 
+# statements a Stan user writes by habit, and how BDL says them
+_STAN_HABITS = (
+    (re.compile(r"^\s*(for|while)\b"),
+     "BDL has no loops: write the statement on whole vectors, or `plate n in N { ... }` "
+     "for conditionally independent terms"),
+    (re.compile(r"^\s*target\s*\+="),
+     "add a term to the log density with `factor(expr)`"),
+)
+
+
+def _stan_habit(line: str) -> str | None:
+    """A note for a line that starts as a Stan statement BDL spells otherwise."""
+    for pattern, note in _STAN_HABITS:
+        if pattern.match(line):
+            return note
+    return None
+
+
 def _braces(line: str) -> list[tuple[int, str]]:
     """The braces of a line outside strings and comments, with their 0-based columns."""
     out, in_str = [], False
@@ -478,6 +497,10 @@ def parse(text: str, filename: str = "<string>") -> ast.Program:
                     c = post.closed
                     notes.append(f"this is outside any model: the '}}' at {c.line}:{c.column} "
                                  "closed the model before it")
+                habit = _stan_habit(text.split("\n")[line - 1] if line <= text.count("\n") + 1
+                                    else "")
+                if habit:
+                    notes.append(habit)
                 if (not notes and post.open and not isinstance(e, UnexpectedCharacters)
                         and post.open[-1].line < line):
                     o = post.open[-1]
