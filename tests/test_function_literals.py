@@ -98,7 +98,7 @@ def test_fmt_writes_the_canonical_spelling_and_round_trips():
 def test_tex_prints_a_literal_as_a_map():
     from ppl.tex import model_tex
 
-    assert r"drift = \left( \left( x, \  s\right) \mapsto - \theta" in model_tex(
+    assert r"\text{drift} = \left( \left( x, \  s\right) \mapsto - \theta" in model_tex(
         parse(OU).models[0])
 
 
