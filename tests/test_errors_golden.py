@@ -1102,3 +1102,13 @@ def test_range_notation():
     assert interval("(0, inf)")[1:4] == (True, None, True)
     with pytest.raises(ValueError, match="malformed range"):
         interval("0, 2")
+
+
+def test_a_misspelt_data_key_is_linked_to_the_missing_argument():
+    model = ppl.compile("model M(y: real[N], sigma: real[N]) {\n  y ~ Normal(0, sigma)\n}\n",
+                        "model.bdl")
+    with pytest.warns(UserWarning, match="not used by model M: sigmas"):
+        with pytest.raises(ppl.BdlError) as e:
+            model.bind({"y": [1.0, 2.0], "sigmas": [1.0, 1.0]})
+    assert e.value.render().endswith(
+        "note: the data has 'sigmas', which the model does not use: a misspelling of 'sigma'?")

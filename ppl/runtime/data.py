@@ -9,6 +9,7 @@ and points at the declaration in the model file.
 
 from __future__ import annotations
 
+import difflib
 import warnings
 from dataclasses import dataclass, field
 
@@ -110,7 +111,11 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
         value = data.get(spec.name)
         if value is None:
             if not spec.optional:
+                unused = [k for k in data if k not in arg_names and k not in sig.sizes]
+                close = difflib.get_close_matches(spec.name, unused, n=1)
                 errors.append(_err(f"missing data for '{spec.name}'", spec.line, spec.col,
+                                   [f"the data has '{close[0]}', which the model does not "
+                                    f"use: a misspelling of '{spec.name}'?"] if close else
                                    ["it is a required argument of the model; mark it optional "
                                     "with '?' to sample it instead"]))
             out[spec.name] = None
@@ -221,6 +226,8 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
                     text = f.read()
             except OSError:
                 text = None
+        # by position, as the checker reports (a size conflict is found after later args)
+        errors.sort(key=lambda d: (d.span.line, d.span.col))
         raise BdlError(errors, sig.source, text)
     for name in sig.sizes:
         out[name] = bound[name][0]
