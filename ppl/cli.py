@@ -327,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="parse and check models (fast; no torch)")
     c.add_argument("files", nargs="+", help=".bdl files to parse and check")
-    c.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    c.add_argument("-q", "--quiet", action="store_true", help="no 'ok' line for files that pass")
     c.set_defaults(func=cmd_check)
 
     c = sub.add_parser("compile", help="print the generated Pyro source")
