@@ -164,7 +164,7 @@ def cmd_run(args) -> int:
 
     run = {
         "model": model.name, "file": args.file,
-        "model_hash": hashlib.sha256(text.encode()).hexdigest(),
+        "model_hash": _model_hash(text),
         "data": data_path,
         "data_hash": hashlib.sha256(Path(data_path).read_bytes()).hexdigest()
         if data_path else None,
@@ -243,7 +243,7 @@ def cmd_predict(args) -> int:
     with np.load(post_dir / "samples.npz") as z:
         chains = {k: torch.as_tensor(z[k]) for k in z.files}
     unsampled = [n for n in model.ir.latents if n not in chains]
-    if run.get("model_hash") not in (None, hashlib.sha256(text.encode()).hexdigest()):
+    if run.get("model_hash") not in (None, _model_hash(text)):
         import warnings
 
         warnings.warn(f"{args.file} has changed since the run in {post_dir}"
@@ -444,6 +444,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bdl: internal error ({type(e).__name__}: {e}); please report it{saved}",
               file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _model_hash(text: str) -> str:
+    """The model file's fingerprint in run.json (``bdl predict`` compares it)."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _save_traceback(args, exc: BaseException, name: str) -> str | None:

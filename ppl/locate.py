@@ -11,13 +11,15 @@ checker's errors. Errors raised outside generated code pass through unchanged.
 
 from __future__ import annotations
 
+import linecache
 import re
 from contextlib import contextmanager
 
 from .syntax.diagnostics import BdlError, Diagnostic
 
-# pseudo file name of a generated module -> (BDL file name, BDL text, source map, lines)
-_MODULES: dict[str, tuple[str, str, list, list]] = {}
+# pseudo file name of a generated module -> (BDL file name, BDL text, source map); its
+# lines are in linecache under the same name (ppl.model._execute)
+_MODULES: dict[str, tuple[str, str, list]] = {}
 
 # Pyro names the site when a log density fails outside the model's own code (an observed
 # value outside its distribution's support, scored by the ELBO or a sampler)
@@ -29,8 +31,8 @@ _NO_INIT = ("cannot find valid initial params",
             "scales) and that the priors are proper")
 
 
-def register(pseudo: str, filename: str, text: str, source_map: list, python: str) -> None:
-    _MODULES[pseudo] = (filename, text, source_map, python.split("\n"))
+def register(pseudo: str, filename: str, text: str, source_map: list) -> None:
+    _MODULES[pseudo] = (filename, text, source_map)
 
 
 def _original(exc: BaseException) -> BaseException:
@@ -44,8 +46,7 @@ def _original(exc: BaseException) -> BaseException:
 
 def _site_line(pseudo: str, site: str) -> int | None:
     """The generated line that declares the Pyro site ``site`` (``pyro.sample("y", ...``)."""
-    lines = _MODULES[pseudo][3]
-    for i, line in enumerate(lines, 1):
+    for i, line in enumerate(linecache.getlines(pseudo), 1):
         if f'("{site}",' in line or f'("{site}")' in line:
             return i
     return None
@@ -72,7 +73,7 @@ def locate(exc: BaseException, pseudo: str | None = None) -> BdlError | None:
             return BdlError([Diagnostic(str(exc), notes=[_NO_INIT[1]])], filename, text)
     if hit is None:
         return None
-    filename, text, source_map, _ = _MODULES[hit[0]]
+    filename, text, source_map = _MODULES[hit[0]]
     lineno = hit[1]
     entries = [(first, ref) for first, last, ref in source_map if first <= lineno <= last]
     if not entries:

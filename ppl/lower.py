@@ -279,8 +279,9 @@ class _Lowerer:
         for s in body:
             before = len(out), len(self.ir.transformed)
             self._stmt(s, out, top)
+            ref = _source_ref(s)
             for op in out[before[0]:] + self.ir.transformed[before[1]:]:
-                self.ir.refs[id(op)] = _source_ref(s)
+                self.ir.refs[id(op)] = ref
         return out
 
     def _stmt(self, s, out: list, top: bool) -> None:

@@ -7,7 +7,6 @@ import linecache
 from pathlib import Path
 
 from . import locate
-from .locate import located
 from .pipeline import Compiled, compile_source
 from .syntax.diagnostics import BdlError, Diagnostic, Span
 
@@ -76,7 +75,7 @@ class Model:
             progress: bool = False, **options):
         """Fit with NUTS/HMC/SVI/MAP; returns a :class:`ppl.infer.fit.Fit`. An error raised
         while a model statement runs is a located :class:`BdlError` (``ppl.locate``)."""
-        with located(self._pseudo):
+        with locate.located(self._pseudo):
             return self._fit(data, infer, progress=progress, **options)
 
     def _fit(self, data: dict | None, infer: str | None, *, progress: bool, **options):
@@ -112,7 +111,7 @@ class Model:
         _predict = result.predict
 
         def predict(d=None, num_samples=None, sites=None):
-            with located(self._pseudo), torch_defaults(device, dtype):
+            with locate.located(self._pseudo), torch_defaults(device, dtype):
                 return _predict(d, num_samples, sites)
 
         result.predict = predict
@@ -137,7 +136,7 @@ class Model:
         pyro.set_rng_seed(seed)
         pyro.clear_param_store()
         reset_networks()
-        with located(self._pseudo), torch_defaults(device, dtype), full_data():
+        with locate.located(self._pseudo), torch_defaults(device, dtype), full_data():
             kwargs = self.bind(data or {})
             out = site_draws(simulate_observed()(self.pyro_model), kwargs,
                              num_samples=num_samples)
@@ -147,7 +146,7 @@ class Model:
         """log p(values, data) of one full assignment of the latent sites."""
         import pyro
 
-        with located(self._pseudo):
+        with locate.located(self._pseudo):
             kwargs = self.bind(data)
             conditioned = pyro.poutine.condition(self.pyro_model, data=trace_values)
             tr = pyro.poutine.trace(conditioned).get_trace(**kwargs)
@@ -228,7 +227,7 @@ def _execute(compiled: Compiled, name: str) -> tuple[dict, str]:
     _counter[0] += 1
     pseudo = f"<bdl-generated:{Path(compiled.filename).name}:{_counter[0]}>"
     linecache.cache[pseudo] = (len(python), None, python.splitlines(True), pseudo)
-    locate.register(pseudo, compiled.filename, compiled.text, compiled.source_map, python)
+    locate.register(pseudo, compiled.filename, compiled.text, compiled.source_map)
     ns: dict = {"__name__": f"ppl_generated_{name}"}
     exec(builtins.compile(python, pseudo, "exec"), ns)
     return ns, pseudo

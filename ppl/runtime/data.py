@@ -104,6 +104,9 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
     syms = {n: sympy.Symbol(n, integer=True, positive=True) for n in sig.sizes}
     arg_names = {a.name for a in sig.args}
     pending: list[tuple[ArgSpec, int, sympy.Expr, int]] = []
+    # data keys the model does not take: ignored with a warning, and named when a required
+    # argument is missing (a misspelling?)
+    extra = sorted(k for k in data if k not in arg_names and k not in sig.sizes)
 
     for spec in sig.args:
         if spec.name in sig.sizes:
@@ -111,8 +114,7 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
         value = data.get(spec.name)
         if value is None:
             if not spec.optional:
-                unused = [k for k in data if k not in arg_names and k not in sig.sizes]
-                close = difflib.get_close_matches(spec.name, unused, n=1)
+                close = difflib.get_close_matches(spec.name, extra, n=1)
                 errors.append(_err(f"missing data for '{spec.name}'", spec.line, spec.col,
                                    [f"the data has '{close[0]}', which the model does not "
                                     f"use: a misspelling of '{spec.name}'?"] if close else
@@ -213,7 +215,6 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
                                f"{chk.right} = {right} (sizes from the data)", chk.line, chk.col,
                                notes))
 
-    extra = sorted(k for k in data if k not in arg_names and k not in sig.sizes)
     if extra:
         warnings.warn(DataWarning(f"data keys not used by model {sig.name}: "
                                   f"{', '.join(extra)} (ignored)"),

@@ -472,6 +472,7 @@ def parse(text: str, filename: str = "<string>") -> ast.Program:
     seen: dict[tuple[int, int], int] = {}
     tree = None
     stubbed: set[int] = set()  # lines replaced by recovery stubs
+    source_lines = text.split("\n")  # as written (work is blanked by recovery)
     for _ in range(MAX_SYNTAX_ERRORS):
         parser._bdl_comments.clear()
         try:
@@ -497,7 +498,7 @@ def parse(text: str, filename: str = "<string>") -> ast.Program:
                     c = post.closed
                     notes.append(f"this is outside any model: the '}}' at {c.line}:{c.column} "
                                  "closed the model before it")
-                habit = _stan_habit(text.split("\n")[line - 1] if line <= text.count("\n") + 1
+                habit = _stan_habit(source_lines[line - 1] if line <= len(source_lines)
                                     else "")
                 if habit:
                     notes.append(habit)
