@@ -25,8 +25,9 @@ def _element_names(name: str, shape) -> list[str]:
 class Summary:
     """Rows keyed by element name (``theta[0]``, 0-based as in the language)."""
 
-    def __init__(self, rows: dict[str, dict[str, float]]):
+    def __init__(self, rows: dict[str, dict[str, float]], draws: int | None = None):
         self.rows = rows
+        self.draws = draws
 
     def __getitem__(self, key: str) -> dict[str, float]:
         return self.rows[key]
@@ -48,6 +49,12 @@ class Summary:
 
     def __str__(self) -> str:
         width = max([len(k) for k in self.rows] + [4])
+        if self.draws == 1:
+            # one draw (map's point estimate, Stan's optimize): spread and diagnostics
+            # do not exist, so the table shows the value alone
+            out = [f"{'':<{width}} {'value':>9}"]
+            out += [f"{k:<{width}} {row['mean']:>9.3g}" for k, row in self.rows.items()]
+            return "\n".join(out)
         head = f"{'':<{width}} " + " ".join(f"{c:>9}" for c in COLUMNS)
         out = [head]
         for k, row in self.rows.items():
@@ -64,9 +71,11 @@ class Summary:
 def summarise(chains: dict[str, torch.Tensor], names: list[str]) -> Summary:
     """``chains[name]`` is [chains, draws, *shape]."""
     rows: dict[str, dict[str, float]] = {}
+    sizes = set()
     for name in names:
         x = chains[name].detach().to(torch.float64).cpu()
         n_chains, n_draws = x.shape[:2]
+        sizes.add(n_chains * n_draws)
         shape = x.shape[2:]
         flat = x.reshape(n_chains, n_draws, -1)
         pooled = flat.reshape(n_chains * n_draws, -1)
@@ -77,11 +86,12 @@ def summarise(chains: dict[str, torch.Tensor], names: list[str]) -> Summary:
         else:
             rhat = torch.full((flat.shape[-1],), math.nan)
             ess = torch.full((flat.shape[-1],), math.nan)
-        mean, sd = pooled.mean(0), pooled.std(0) if pooled.shape[0] > 1 else pooled[0] * 0
+        mean = pooled.mean(0)
+        sd = pooled.std(0) if pooled.shape[0] > 1 else torch.zeros_like(mean)
         for j, el in enumerate(_element_names(name, shape)):
             rows[el] = {
                 "mean": float(mean[j]), "sd": float(sd[j]), "5%": float(q[0, j]),
                 "50%": float(q[1, j]), "95%": float(q[2, j]), "r_hat": float(rhat[j]),
                 "ess": float(ess[j]),
             }
-    return Summary(rows)
+    return Summary(rows, sizes.pop() if len(sizes) == 1 else None)
