@@ -1241,11 +1241,13 @@ class _ModelChecker:
                 self.err(f"'{k}' of {b.name} takes a function literal, not the name of a "
                          "built-in function", node.span,
                          [f"write ({', '.join(spec.params)}) => {node.id}({first})"])
-        given = [k for k in b.params if k in bound]
-        if len(given) < b.required and not b.variadic:
-            need = ", ".join(b.params[: b.required])
-            self.err(f"{b.name} needs {b.required} argument{'s' if b.required > 1 else ''} "
-                     f"({need})", e.span)
+        missing = [k for k in b.params[: b.required] if k not in bound]
+        if missing and not b.variadic:
+            # each required parameter by name: one keyword given must not stand in for another
+            self.err(f"{b.name} needs argument{'s' if len(missing) > 1 else ''} "
+                     f"{', '.join(missing)}", e.span,
+                     [f"{b.name}({', '.join(b.params[: b.required])}, ...) takes "
+                      f"{'them' if b.required > 1 else 'it'} first or by name"])
             return UNKNOWN
         if b.kind == "kernel":
             for k, (node, t) in bound.items():
