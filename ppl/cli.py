@@ -105,6 +105,7 @@ def cmd_run(args) -> int:
     import numpy as np
 
     from . import __version__
+    from .infer.report import fit_report, point_estimates
     from .model import Model
     from .pipeline import compile_source
     from .syntax.diagnostics import BdlError
@@ -143,15 +144,8 @@ def cmd_run(args) -> int:
                                           f"{stem}.data.json beside the model")
         raise
     summary = fit.summary()
-    print(summary)
-    if fit.elbo:
-        print(f"\nfinal ELBO: {fit.elbo[-1]:.6g} (mean of last 10%: "
-              f"{np.mean(fit.elbo[-max(1, len(fit.elbo) // 10):]):.6g})")
-    points = _point_estimates(fit.params)
-    if points:
-        print("\npoint estimates (param and construct-learned values):")
-        for k, v in points.items():
-            print(f"  {k} = {_short(v)}")
+    print(fit_report(fit, summary))
+    points = point_estimates(fit.params)
     if getattr(fit, "divergences", 0):
         print(f"\nwarning: {fit.divergences} divergent transitions", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
@@ -194,24 +188,6 @@ def cmd_run(args) -> int:
             raise _UserError(str(e)) from None
     print(f"\nwrote {out}/ (summary.csv, samples.npz, run.json)", file=sys.stderr)
     return 0
-
-
-def _point_estimates(params: dict, max_size: int = 8) -> dict:
-    """Small fitted ``pyro.param`` values by name (a ``param``, a learned Hurst index):
-    what a user reads off a fit. Network weights (``net$$$...``) and autoguide parameters
-    (``AutoNormal.locs...``) are the fit's machinery, kept in params.pt only."""
-    out = {}
-    for k, v in params.items():
-        if "$$$" in k or k.startswith("Auto") or v.numel() > max_size:
-            continue
-        out[k] = v.detach().cpu().tolist()
-    return out
-
-
-def _short(v) -> str:
-    if isinstance(v, list):
-        return "[" + ", ".join(_short(x) for x in v) + "]"
-    return f"{v:.4g}"
 
 
 def _progress(args) -> bool:

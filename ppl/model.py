@@ -79,7 +79,7 @@ class Model:
             return self._fit(data, infer, progress=progress, **options)
 
     def _fit(self, data: dict | None, infer: str | None, *, progress: bool, **options):
-        from .infer.run import fit as run_fit
+        from .infer.generated import fit_generated
         from .infer.run import torch_defaults
 
         method, opts = self.resolve_infer(infer, **options)
@@ -95,12 +95,9 @@ class Model:
             pyro.set_rng_seed(opts["seed"])
             missing = [a.name for a in self.ir.args
                        if a.optional and kwargs.get(a.name) is None and a.name in self.ir.observed]
-            infer_model = _generated_quantities(self.pyro_model, kwargs, missing)
-            result = run_fit(infer_model, kwargs, method, opts, progress=progress)
-            result.model = self.pyro_model
+            result = fit_generated(self.pyro_model, kwargs, method, opts, missing,
+                                   progress=progress)
             result.observed = list(self.ir.observed)
-            if missing:
-                _add_predictions(result, missing)
         device, dtype = opts["device"], opts["dtype"]
 
         def binder(d):
@@ -151,48 +148,6 @@ class Model:
             conditioned = pyro.poutine.condition(self.pyro_model, data=trace_values)
             tr = pyro.poutine.trace(conditioned).get_trace(**kwargs)
             return float(tr.log_prob_sum())
-
-
-def _generated_quantities(model, kwargs: dict, names: list[str]):
-    """The model with the sites of missing optional data held out of inference.
-
-    Like Stan's generated quantities: those sites are fixed at a prior draw with their
-    log density masked, so samplers and guides see the posterior of the other latents
-    only; their posterior predictive draws are made afterwards (:func:`_add_predictions`).
-    """
-    if not names:
-        return model
-    import pyro
-    from pyro.poutine.messenger import Messenger
-
-    prior = pyro.poutine.trace(model).get_trace(**kwargs)
-    fixed = {n: prior.nodes[n]["value"].detach() for n in names}
-
-    class _HoldOut(Messenger):
-        def _pyro_sample(self, msg):
-            if msg["name"] in fixed:
-                msg["value"] = fixed[msg["name"]]
-                msg["is_observed"] = True
-                msg["mask"] = False
-
-    def held_out(**kw):
-        with _HoldOut():
-            return model(**kw)
-
-    return held_out
-
-
-def _add_predictions(result, names: list[str]) -> None:
-    """Posterior predictive draws of ``names``, one per posterior draw, kept by chain."""
-    if result.chains:
-        n_chains, n_draws = next(iter(result.chains.values())).shape[:2]
-    else:  # nothing latent: one chain of as many draws as the method keeps
-        n_chains, n_draws = 1, int(result.options.get("samples", 1000))
-    pred = result.predict(None, num_samples=n_chains * n_draws, sites=names)
-    for n in names:
-        v = pred[n]
-        result.chains[n] = v.reshape((n_chains, n_draws) + tuple(v.shape[1:]))
-        result.deterministics.append(n)
 
 
 def parse_infer_spec(spec: str) -> tuple[str, dict]:

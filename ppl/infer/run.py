@@ -52,7 +52,9 @@ def torch_defaults(device: str, dtype: str):
 
 def resolve_options(method: str, options: dict) -> dict:
     """Defaults of the method, overridden by ``options`` (already validated)."""
-    spec = METHODS[method]
+    from .methods import lookup
+
+    spec = lookup(method)  # loads the constructs, whose methods (sghmc, meta) register late
     out = {k: o.default for k, o in spec.options.items()}
     out.update(options)
     return out

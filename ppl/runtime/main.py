@@ -17,7 +17,8 @@ from ..cli import EXIT_USER, _progress
 def main(model, signature, infer: dict | None, transformed=None,
          argv: list[str] | None = None) -> None:
     """Bind DATA, run the module's infer settings (``--method``-free: the settings the
-    model file wrote), print the posterior summary."""
+    model file wrote), print what ``bdl run`` prints: the posterior summary, the final
+    ELBO and the point estimates."""
     name = getattr(signature, "name", None) or getattr(model, "__name__", "model")
     method_name = (infer or {}).get("method", "nuts")
     parser = argparse.ArgumentParser(
@@ -47,7 +48,9 @@ def main(model, signature, infer: dict | None, transformed=None,
 
 
 def _fit(model, signature, infer, transformed, data: dict, progress: bool) -> str:
-    from ..infer.run import fit, resolve_options, torch_defaults
+    from ..infer.generated import fit_generated
+    from ..infer.report import fit_report
+    from ..infer.run import resolve_options, torch_defaults
     from .data import bind
 
     spec = dict(infer or {"method": "nuts"})
@@ -57,8 +60,10 @@ def _fit(model, signature, infer, transformed, data: dict, progress: bool) -> st
         kwargs = bind(signature, data)
         if transformed is not None:
             kwargs.update(transformed(**kwargs))
-        result = fit(model, kwargs, method, opts, progress=progress)
-    return result.summary()
+        # as ``bdl run``: missing optional data are drawn after the fit, not fitted
+        missing = [a.name for a in signature.args if a.optional and kwargs.get(a.name) is None]
+        result = fit_generated(model, kwargs, method, opts, missing, progress=progress)
+    return fit_report(result)
 
 
 def _fail(message: str) -> NoReturn:

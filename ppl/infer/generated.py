@@ -1,0 +1,69 @@
+"""Stan's generated quantities for BDL: missing optional data held out of inference.
+
+An optional data argument left out of the data (``y_new: real[M]?``) makes its ``~``
+statement a posterior predictive quantity. It must not be a latent of the fit (a delta
+guide would collapse it to its mode, an autoguide would approximate a distribution the
+model gives exactly), so inference sees the model with those sites fixed and masked, and
+their draws are made afterwards from the model given each posterior draw. ``ppl.compile``
+models and generated modules run on their own go through the same two functions, so both
+give the same numbers for the same seed.
+"""
+
+from __future__ import annotations
+
+import pyro
+from pyro.poutine.messenger import Messenger
+
+from .fit import Fit
+
+
+def held_out(model, kwargs: dict, names: list[str]):
+    """(the model with those of ``names`` that are sample sites fixed at a prior draw, log
+    density masked; the names held out). Samplers and guides then see the posterior of
+    the other latents only."""
+    if not names:
+        return model, []
+    prior = pyro.poutine.trace(model).get_trace(**kwargs)
+    fixed = {n: prior.nodes[n]["value"].detach() for n in names
+             if prior.nodes.get(n, {}).get("type") == "sample"}
+    if not fixed:
+        return model, []
+
+    class _HoldOut(Messenger):
+        def _pyro_sample(self, msg):
+            if msg["name"] in fixed:
+                msg["value"] = fixed[msg["name"]]
+                msg["is_observed"] = True
+                msg["mask"] = False
+
+    def model_held_out(**kw):
+        with _HoldOut():
+            return model(**kw)
+
+    return model_held_out, list(fixed)
+
+
+def add_predictions(result: Fit, names: list[str]) -> None:
+    """Posterior predictive draws of ``names``, one per posterior draw, kept by chain."""
+    if result.chains:
+        n_chains, n_draws = next(iter(result.chains.values())).shape[:2]
+    else:  # nothing latent: one chain of as many draws as the method keeps
+        n_chains, n_draws = 1, int(result.options.get("samples", 1000))
+    pred = result.predict(None, num_samples=n_chains * n_draws, sites=names)
+    for n in names:
+        v = pred[n]
+        result.chains[n] = v.reshape((n_chains, n_draws) + tuple(v.shape[1:]))
+        result.deterministics.append(n)
+
+
+def fit_generated(model, kwargs: dict, method: str, opts: dict, missing: list[str], *,
+                  progress: bool = False) -> Fit:
+    """Fit ``model`` with the sites of ``missing`` optional data held out, then draw them."""
+    from .run import fit
+
+    inner, missing = held_out(model, kwargs, missing)
+    result = fit(inner, kwargs, method, opts, progress=progress)
+    result.model = model
+    if missing:
+        add_predictions(result, missing)
+    return result
