@@ -107,9 +107,9 @@ class Model:
         result.binder = binder
         _predict = result.predict
 
-        def predict(d=None, num_samples=None, sites=None):
+        def predict(d=None, num_samples=None, sites=None, seed=None):
             with locate.located(self._pseudo), torch_defaults(device, dtype):
-                return _predict(d, num_samples, sites)
+                return _predict(d, num_samples, sites, seed)
 
         result.predict = predict
         return result
@@ -140,12 +140,49 @@ class Model:
         return {k: v.detach() for k, v in out.items()}
 
     def log_density(self, trace_values: dict, data: dict) -> float:
-        """log p(values, data) of one full assignment of the latent sites."""
-        import pyro
+        """log p(values, data): the joint log density at one full assignment of the latent
+        sites, over all the data (plates are not subsampled).
 
-        with locate.located(self._pseudo):
+        ``trace_values`` maps every latent site's name to its value (a tensor, a number or
+        a nested list); a missing latent or a name that is not a latent is an error, so the
+        result depends on its inputs only. Optional data left out of ``data`` are
+        generated quantities (as in a fit) and are not part of the density.
+        """
+        import pyro
+        import torch
+
+        from .infer.generated import held_out
+        from .infer.run import _hidden_sites
+        from .runtime.functions import full_data
+
+        with locate.located(self._pseudo), full_data():
             kwargs = self.bind(data)
-            conditioned = pyro.poutine.condition(self.pyro_model, data=trace_values)
+            missing = [a.name for a in self.ir.args
+                       if a.optional and kwargs.get(a.name) is None and a.name in self.ir.observed]
+            model, held = held_out(self.pyro_model, kwargs, missing)
+            latents, dets = _hidden_sites(model, kwargs)
+            problems = [f"'{k}' is optional data left out: pass it in data" for k in held
+                        if k in trace_values]
+            problems += [f"'{k}' is computed from the latents, not one of them" for k in dets
+                         if k in trace_values]
+            problems += [f"'{k}' is not a latent site" for k in trace_values
+                         if k not in latents and k not in held and k not in dets]
+            problems += [f"missing value for latent '{k}'" for k in latents
+                         if k not in trace_values]
+            if problems:
+                raise BdlError([Diagnostic(
+                    f"log_density: {p}", notes=[
+                        f"the latent sites are: {', '.join(latents) or '(none)'}"])
+                    for p in problems], self.filename, self.bdl_source)
+            prior = pyro.poutine.trace(model).get_trace(**kwargs)
+            values = {}
+            for k, v in trace_values.items():
+                if not torch.is_tensor(v):
+                    discrete = prior.nodes[k]["fn"].support.is_discrete
+                    v = torch.as_tensor(v, dtype=torch.long if discrete
+                                        else torch.get_default_dtype())
+                values[k] = v
+            conditioned = pyro.poutine.condition(model, data=values)
             tr = pyro.poutine.trace(conditioned).get_trace(**kwargs)
             return float(tr.log_prob_sum())
 

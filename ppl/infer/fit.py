@@ -55,9 +55,13 @@ class Fit:
         return summarise(self.chains, names)
 
     def predict(self, data: dict | None = None, num_samples: int | None = None,
-                sites: list[str] | None = None) -> dict[str, torch.Tensor]:
+                sites: list[str] | None = None, seed: int | None = None
+                ) -> dict[str, torch.Tensor]:
         """Posterior predictive: sample every site not fixed by ``data`` (optional data
-        left out, deterministic sites) once per posterior draw."""
+        left out, deterministic sites) once per posterior draw. ``seed`` makes the draws
+        repeatable (as ``bdl predict --seed``); without it they continue the global RNG."""
+        if seed is not None:
+            pyro.set_rng_seed(seed)
         kwargs = self.binder(data) if (self.binder is not None and data is not None) \
             else self.kwargs
         post = {k: v for k, v in self.samples.items() if k in self.latents}

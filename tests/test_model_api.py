@@ -1,0 +1,60 @@
+"""The embedded API: ``Model.log_density`` is the joint density at given latent values,
+exactly, with nothing random in it; ``fit.predict(seed=...)`` repeats its draws."""
+
+import math
+
+import pytest
+import torch
+
+import ppl
+
+SRC = """
+model R(x: real[N], y: real[N], y_new: real[N]?) {
+  a ~ Normal(0, 5)
+  s ~ HalfNormal(1)
+  plate N batch 2 {
+    y ~ Normal(a * x, s)
+  }
+  y_new ~ Normal(a * x, s)
+}
+"""
+DATA = {"x": [0.0, 1.0, 2.0, 3.0], "y": [0.1, 0.9, 2.2, 2.9]}
+
+
+def _normal(v, loc, sd):
+    return -0.5 * math.log(2 * math.pi * sd * sd) - (v - loc) ** 2 / (2 * sd * sd)
+
+
+def test_log_density_is_the_joint_over_all_the_data_and_repeatable():
+    m = ppl.compile(SRC)
+    a, s = 0.9, 0.3
+    exact = (_normal(a, 0, 5) + math.log(2) + _normal(s, 0, 1)  # HalfNormal = 2 N(s; 0, 1)
+             + sum(_normal(y, a * x, s) for x, y in zip(DATA["x"], DATA["y"], strict=True)))
+    # numbers, not tensors; the plate's batch of 2 does not subsample here; y_new, left
+    # out of the data, is a generated quantity and not in the density
+    got = [m.log_density({"a": a, "s": s}, DATA) for _ in range(3)]
+    assert got[0] == got[1] == got[2]
+    assert got[0] == pytest.approx(exact, abs=1e-4)
+    tensors = m.log_density({"a": torch.tensor(a), "s": torch.tensor(s)}, DATA)
+    assert tensors == pytest.approx(exact, abs=1e-4)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"a": 0.9}, "missing value for latent 's'"),
+    ({"a": 0.9, "s": 0.3, "q": 1.0}, "'q' is not a latent site"),
+    ({"a": 0.9, "s": 0.3, "y_new": [0.0] * 4}, "'y_new' is optional data left out"),
+])
+def test_log_density_refuses_an_incomplete_or_unknown_assignment(values, message):
+    m = ppl.compile(SRC, "r.bdl")
+    with pytest.raises(ppl.BdlError) as e:
+        m.log_density(values, DATA)
+    text = e.value.render()
+    assert message in text and "the latent sites are: a, s" in text
+
+
+def test_predict_with_a_seed_repeats_its_draws():
+    m = ppl.compile(SRC)
+    fit = m.fit(DATA, infer="svi", steps=20, samples=30, seed=0)
+    one = fit.predict(DATA, seed=3)["y_new"]
+    assert torch.equal(one, fit.predict(DATA, seed=3)["y_new"])
+    assert not torch.equal(one, fit.predict(DATA, seed=4)["y_new"])
