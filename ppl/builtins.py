@@ -53,6 +53,12 @@ class Builtin:
     # call_result: kind of ``v(...)`` for a value v built by this entry ("dist" for a
     #   neural process whose call is a predictive distribution); None: a tensor.
     call_result: str | None = None
+    # call_params: the inputs of ``v(...)``, in order (``("xc", "yc", "xt")``): the checker
+    #   wants each of them, positional, with a located arity error otherwise.
+    call_params: tuple[str, ...] = ()
+    # call_dims: input of ``v(...)`` -> this entry's argument that sizes the input's last
+    #   dimension (``{"xc": "x_dim"}``), checked as a network's input features are.
+    call_dims: dict = field(default_factory=dict)
     # attrs: attribute name -> kind of ``v.attr`` ("dist", "real", ...).
     attrs: dict = field(default_factory=dict)
     # functions: argument name -> FunctionParam, for arguments that take a function
@@ -65,6 +71,9 @@ class Builtin:
     #   checked with a located error: (lo, hi) closed (None: unbounded on that side), or
     #   a string in interval notation, "(0, inf)", "[0, 2)".
     ranges: dict = field(default_factory=dict)
+    # methods: the inference methods a model using this entry can be fitted with (empty:
+    #   any), checked at the infer line and for a method given at run time.
+    methods: tuple[str, ...] = ()
 
 
 def interval(spec) -> tuple:

@@ -279,7 +279,7 @@ class _Lowerer:
         for s in body:
             before = len(out), len(self.ir.transformed)
             self._stmt(s, out, top)
-            ref = _source_ref(s)
+            ref = _source_ref(s, self.cm.symbols)
             for op in out[before[0]:] + self.ir.transformed[before[1]:]:
                 self.ir.refs[id(op)] = ref
         return out
@@ -501,14 +501,21 @@ def _dim_code(d):
     return Call("int", [Var(str(d))], [])
 
 
-def _source_ref(s) -> SourceRef:
+def _source_ref(s, symbols: dict) -> SourceRef:
     """The statement's span and, when its value is a call, each argument's span by the
-    parameter it binds (keywords by name, positionals by the builtin's parameter order)."""
+    parameter it binds (keywords by name, positionals by the builtin's parameter order,
+    or, for a call of a construct's value, ``g(xc, yc, xt)``, by its ``call_params``)."""
     call = getattr(s, "dist", None) or getattr(s, "value", None)
     args: dict = {}
     if isinstance(call, ast.Call):
-        b = builtins.lookup(call.func_name) if call.func_name else None
-        params = b.params if b is not None else ()
+        sym = symbols.get(call.func_name) if call.func_name else None
+        if sym is not None:
+            built = sym.ty.value.get("builtin") if isinstance(sym.ty.value, dict) else None
+            b = builtins.lookup(built) if built else None
+            params = b.call_params if b is not None else ()
+        else:
+            b = builtins.lookup(call.func_name) if call.func_name else None
+            params = b.params if b is not None else ()
         for i, a in enumerate(call.args):
             if i < len(params):
                 args[params[i]] = a.span

@@ -753,6 +753,118 @@ model.bdl:2:50: error: argument 'hurst' of fractional_sde must be in (0, 1), got
     ),
     pytest.param(
         """\
+model M(x: real[N, 1], y: real[N]) {
+  f = mlp(1, [8], 1)
+  f ~ gaussian_prior(rbf(lengthscale=1))
+  y ~ Normal(f(x)[:, 0], 0.5)
+}
+""",
+        """\
+model.bdl:3:22: error: argument 'scale' of gaussian_prior must be a number, not a kernel value
+    f ~ gaussian_prior(rbf(lengthscale=1))
+                       ^~~~~~~~~~~~~~~~~~
+  note: gp_prior takes a kernel""",
+        id="network_prior_kernel_for_a_number",
+    ),
+    pytest.param(
+        """\
+model M(x: real[N, 1], y: real[N]) {
+  f = mlp(1, [8], 1)
+  f ~ gp_prior(rbf(), inputs=x, measure=gird)
+  y ~ Normal(f(x)[:, 0], 0.5)
+}
+""",
+        """\
+model.bdl:3:41: error: argument 'measure' of gp_prior must be one of data, grid
+    f ~ gp_prior(rbf(), inputs=x, measure=gird)
+                                          ^~~~
+  note: did you mean 'grid'?""",
+        id="gp_prior_measure_word",
+    ),
+    pytest.param(
+        """\
+model M(xc: real[C, 1], yc: real[C, 1], xt: real[T, 1], yt: real[T, 1]?) {
+  g = cnp(x_dim=2, y_dim=1, hidden=8)
+  yt ~ g(xc, yc, xt)
+}
+""",
+        """\
+model.bdl:3:10: error: input 'xc' of 'g' must be [points, 2] or [tasks, points, 2] (x_dim=2), got [C, 1]
+    yt ~ g(xc, yc, xt)
+           ^~
+model.bdl:3:18: error: input 'xt' of 'g' must be [points, 2] or [tasks, points, 2] (x_dim=2), got [T, 1]
+    yt ~ g(xc, yc, xt)
+                   ^~""",
+        id="neural_process_input_features",
+    ),
+    pytest.param(
+        """\
+model M(xc: real[C, 1], yc: real[C], xt: real[T, 1], yt: real[T, 1]?) {
+  g = cnp(x_dim=1, y_dim=1, hidden=8)
+  yt ~ g(xc, yc, xt)
+}
+""",
+        """\
+model.bdl:3:14: error: input 'yc' of 'g' must be [points, 1] or [tasks, points, 1] (y_dim=1), got [C]
+    yt ~ g(xc, yc, xt)
+               ^~
+  note: declare it with a feature dimension, such as real[C, 1]""",
+        id="neural_process_input_without_feature_dimension",
+    ),
+    pytest.param(
+        """\
+model M(xc: real[C, 1], yc: real[C, 1], xt: real[T, 1], yt: real[T, 1]?) {
+  g = cnp(x_dim=1.5, y_dim=1, hidden=8)
+  yt ~ g(xc, yc, xt)
+}
+""",
+        """\
+model.bdl:2:17: error: 'x_dim' of cnp must be a size (an integer or a size name)
+    g = cnp(x_dim=1.5, y_dim=1, hidden=8)
+                  ^~~""",
+        id="neural_process_dimension_not_a_size",
+    ),
+    pytest.param(
+        """\
+model M(xc: real[C, 1], yc: real[C, 1], xt: real[T, 1], yt: real[T, 1]?) {
+  g = martingale_np(x_dim=1, y_dim=1, hidden=8)
+  yt ~ g(xc, yc)
+}
+""",
+        """\
+model.bdl:3:8: error: 'g' (martingale_np) takes 3 inputs, g(xc, yc, xt), but gets 2 ('xt' is missing)
+    yt ~ g(xc, yc)
+         ^~~~~~~~~""",
+        id="neural_process_missing_target_inputs",
+    ),
+    pytest.param(
+        """\
+model M(xc: real[C, 1], yc: real[C, 1], xt: real[T, 1], yt: real[T, 1]?) {
+  g = cnp(x_dim=1, y_dim=1, hidden=8)
+  yt ~ g(xc, yc, xt, xt)
+}
+""",
+        """\
+model.bdl:3:22: error: 'g' (cnp) takes 3 inputs, g(xc, yc, xt), but gets 4
+    yt ~ g(xc, yc, xt, xt)
+                       ^~""",
+        id="neural_process_extra_input",
+    ),
+    pytest.param(
+        """\
+model M(xc: real[C, 1], yc: real[C, 1], xt: real[T, 1], yt: real[T, 1]?) {
+  g = cnp(x_dim=1, y_dim=1, hidden=8)
+  yt ~ g(xc, yc, xt=xt)
+}
+""",
+        """\
+model.bdl:3:18: error: 'g' takes its inputs by position: g(xc, yc, xt)
+    yt ~ g(xc, yc, xt=xt)
+                   ^~""",
+        id="neural_process_keyword_input",
+    ),
+    pytest.param(
+        """\
 model M(y: vector[N]) {
   y ~ Normal(0, 1)
 }

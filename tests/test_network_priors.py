@@ -210,6 +210,71 @@ def test_prior_on_non_network_is_an_error():
         ppl.compile("model M(y: real) {\n  f ~ gaussian_prior(1)\n  y ~ Normal(0, 1)\n}\n")
 
 
+def test_a_prior_argument_of_the_wrong_kind_is_an_argument_error():
+    """From Python (no checker), a kernel given for a scale and a number given for
+    gp_prior's kernel are ArgumentErrors naming the argument; in a model file the first
+    is a check error (tests/test_errors_golden.py), the second located at run time."""
+    from ppl.runtime.errors import ArgumentError
+
+    net = MLP(2, [3], 1)
+    with pytest.raises(ArgumentError, match="scale must be a number, not RBF") as e:
+        npr.gaussian_prior("f", net, RBF(lengthscale=1.0))
+    assert e.value.argument == "scale"
+    with pytest.raises(ArgumentError, match="b must be a number, not str") as e:
+        npr.hierarchical_prior("f", net, 1.0, "1")
+    assert e.value.argument == "b"
+    x = torch.linspace(-2, 2, 8).unsqueeze(-1)
+    with pytest.raises(ArgumentError, match="gp_prior's kernel must be a kernel") as e:
+        npr.gp_prior("f", net, 1.0, x)
+    assert e.value.argument == "kernel"
+    m = ppl.compile(SRC.replace("PRIOR", "gp_prior(1, inputs=x)"), "bnn.bdl")
+    with pytest.raises(ppl.BdlError) as err:
+        m.fit({"x": x, "y": torch.zeros(8)}, infer="svi", steps=1)
+    assert str(err.value).startswith(
+        "bnn.bdl:4:16: error: gp_prior's kernel must be a kernel such as rbf(lengthscale=1), "
+        "not Tensor\n    f ~ gp_prior(1, inputs=x)\n                 ^\n")
+
+
+def test_a_kernel_given_for_a_scale_is_a_check_error_with_exit_status_1(tmp_path):
+    import subprocess
+    import sys
+
+    f = tmp_path / "bnn.bdl"
+    f.write_text(SRC.replace("PRIOR", "gaussian_prior(rbf(lengthscale=1))"))
+    r = subprocess.run([sys.executable, "-m", "ppl.cli", "check", str(f)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert r.stderr.startswith(
+        f"{f}:4:22: error: argument 'scale' of gaussian_prior must be a number, not a kernel "
+        "value\n    f ~ gaussian_prior(rbf(lengthscale=1))\n"
+        "                       ^~~~~~~~~~~~~~~~~~\n  note: gp_prior takes a kernel")
+
+
+def test_gp_prior_words_are_bare_or_quoted_and_reach_the_matching():
+    """``measure=grid, family=hierarchical`` (bare words, as other constructs take them)
+    generate the same call as the quoted form, and the variance sites carry the psi fitted
+    with the grid measurement set."""
+    x = torch.linspace(-2, 2, 10).unsqueeze(-1)
+    fit = ('gp_prior(rbf(lengthscale=1, variance=1), inputs=x, steps=3, critic_init_steps=5, '
+           'critic_steps=2, points=10, measure=MEASURE, family=FAMILY)')
+    bare = ppl.compile(SRC.replace("PRIOR", fit.replace("MEASURE", "grid")
+                                   .replace("FAMILY", "hierarchical")))
+    quoted = ppl.compile(SRC.replace("PRIOR", fit.replace("MEASURE", '"grid"')
+                                     .replace("FAMILY", '"hierarchical"')))
+    assert "measure='grid'" in bare.source and "family='hierarchical'" in bare.source
+    assert bare.source.split("def BNN")[1] == quoted.source.split("def BNN")[1]
+    pyro.set_rng_seed(0)
+    tr = poutine.trace(bare.pyro_model).get_trace(**bare.bind({"x": x, "y": torch.zeros(10)}))
+    psi = {m: npr.fitted_psi([1, 8, 1], "tanh", RBF(lengthscale=1.0, variance=1.0), x,
+                             family="hierarchical", steps=3, samples=128, points=10,
+                             critic_steps=2, critic_init_steps=5, lr=0.05, measure=m,
+                             seed=0)["psi"] for m in ("grid", "data")}
+    sp = torch.nn.functional.softplus
+    rate = float(tr.nodes["f.vW0"]["fn"].rate)
+    assert rate == pytest.approx(float(sp(psi["grid"]["b_W"][0])), rel=1e-6)
+    assert rate != pytest.approx(float(sp(psi["data"]["b_W"][0])), rel=1e-3)
+
+
 @pytest.mark.parametrize("warm", [True, False])
 def test_match_gp_critic_schemes(monkeypatch, warm):
     """Warm start: one critic, critic_init_steps then critic_steps per outer step; the

@@ -735,6 +735,82 @@ def test_generator_spelling_reaches_the_network():
         npr.CNP(1, 1, generator="mix")
 
 
+def test_inputs_that_do_not_fit_x_dim_or_y_dim_are_argument_errors():
+    """The predictive checks its inputs before any encoder sees them: each error names
+    the input (for ppl.locate's caret), the expected and the actual shape."""
+    from ppl.runtime.errors import ArgumentError
+
+    net = npr.CNP(2, 1, hidden=8, heads=2)
+    xc, yc, xt = torch.randn(10, 1), torch.randn(10, 1), torch.randn(4, 2)
+    with pytest.raises(ArgumentError) as e:
+        net(xc, yc, xt)
+    assert e.value.argument == "xc"
+    assert str(e.value) == ("input 'xc' of the neural process must be [points, 2] or "
+                            "[tasks, points, 2] (x_dim=2), got shape [10, 1]")
+    xc = torch.randn(10, 2)
+    with pytest.raises(ArgumentError, match=r"'yc' .*\[points, 1\].*got shape \[10\]") as e:
+        net(xc, yc[:, 0], xt)
+    assert e.value.argument == "yc"
+    with pytest.raises(ArgumentError, match=r"same tasks and points, got shapes \[10, 2\] "
+                                            r"and \[9, 1\]") as e:
+        net(xc, yc[:9], xt)
+    assert e.value.argument == "yc"
+    with pytest.raises(ArgumentError, match="context's tasks") as e:
+        net(xc, yc, xt.expand(3, 4, 2))
+    assert e.value.argument == "xt"
+    # inputs that fit: one task, and a batch of 3 tasks
+    assert net(xc, yc, xt).sample().shape == (4, 1)
+    assert net(xc.expand(3, 10, 2), yc.expand(3, 10, 1), xt.expand(3, 4, 2)).sample().shape \
+        == (3, 4, 1)
+
+
+def test_network_sizes_are_one_integer_each():
+    from ppl.runtime.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match=r"hidden must be one integer \(the width of every "
+                                            r"layer\), got 2 values") as e:
+        npr.CNP(1, 1, hidden=torch.tensor([16, 8]))
+    assert e.value.argument == "hidden"
+    assert npr.CNP(1, 1, hidden=torch.tensor([16])).hidden == 16  # hidden=[16] in BDL
+    with pytest.raises(ArgumentError, match="samples must be an integer of at least 1, "
+                                            "got 2.5"):
+        npr.NP(1, 1, hidden=8, samples=2.5)
+    for cls in (npr.ANP, npr.MPNP, npr.AMPNP):
+        with pytest.raises(ArgumentError, match="heads=4 must divide the attention width "
+                                                "hidden=10") as e:
+            cls(1, 1, hidden=10, heads=4)
+        assert e.value.argument == "heads"
+
+
+def test_run_time_input_errors_are_located_at_the_argument(tmp_path):
+    """Where the checker cannot see an input's shape (a stacked batch of target sets), the
+    predictive's ArgumentError is a located user error: exit status 1, caret at the
+    input. A layer-size list for ``hidden`` is located at hidden."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    model = tmp_path / "p.bdl"
+    model.write_text(SRC.replace("FAMILY", "cnp").replace("g(xc, yc, xt)",
+                                                          "g(xc, yc, stack([xt, xt]))"))
+    data = {"xc": [[-1.0], [0.0]], "yc": [[0.2], [0.4]], "xt": [[0.5]], "yt": [[0.3]]}
+    (tmp_path / "p.data.json").write_text(json.dumps(data))
+    r = subprocess.run([sys.executable, "-m", "ppl.cli", "run", str(model), "--out",
+                        str(tmp_path / "run")], capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 1, r.stderr
+    assert (f"{model}:4:18: error: input 'xt' of the neural process must have the context's "
+            "tasks, got shapes [2, 1] (xc) and [2, 1, 1] (xt)\n"
+            "    yt ~ g(xc, yc, stack([xt, xt]))\n"
+            "                   ^~~~~~~~~~~~~~~\n") in r.stderr
+    m = ppl.compile(SRC.replace("FAMILY", "cnp").replace("hidden=8", "hidden=[16, 8]"), "p.bdl")
+    with pytest.raises(ppl.BdlError) as e:
+        m.fit(data, steps=1, batch=2)
+    assert str(e.value).startswith("p.bdl:3:36: error: hidden must be one integer (the width "
+                                   "of every layer), got 2 values")
+
+
 @pytest.mark.parametrize("tasks,message", [
     ("sinc", "expected a kernel (rbf, matern52, periodic, tnoise), gp_tasks(...)"),
     ("gp_tasks(kernal=rbf)", "gp_tasks has no argument 'kernal' (did you mean 'kernel'?)"),

@@ -972,6 +972,8 @@ class _ModelChecker:
             return UNKNOWN
         b = self._construct_of(sym.ty)
         if b is not None and b.call_result is not None:
+            if b.call_params:
+                self._value_inputs(e, sym, b, args)
             kind = b.call_result
             return Ty(kind, None, event=None) if kind == "dist" else Ty(kind, None)
         if len(args) != 1 or e.kwargs:
@@ -999,6 +1001,49 @@ class _ModelChecker:
         if net.get("out") is None:
             return Ty("real", None)
         return Ty("real", tuple(x.shape[:-1]) + (net["out"],))
+
+    def _value_inputs(self, e: ast.Call, sym: Symbol, b, args: list[Ty]) -> None:
+        """``g(xc, yc, xt)`` for a value whose builtin declares its inputs
+        (``Builtin.call_params``): all of them, by position; an input sized by one of the
+        builtin's arguments (``Builtin.call_dims``: xc by x_dim) is [..., points, size]."""
+        want = b.call_params
+        form = f"{sym.name}({', '.join(want)})"
+        if e.kwargs:
+            self.err(f"'{sym.name}' takes its inputs by position: {form}", e.kwargs[0].span)
+            return
+        if len(args) != len(want):
+            if len(args) < len(want):
+                gone = ", ".join(f"'{p}'" for p in want[len(args):])
+                self.err(f"'{sym.name}' ({b.name}) takes {len(want)} inputs, {form}, but gets "
+                         f"{len(args)} ({gone} {'is' if len(want) - len(args) == 1 else 'are'} "
+                         "missing)", e.span)
+            else:
+                self.err(f"'{sym.name}' ({b.name}) takes {len(want)} inputs, {form}, but gets "
+                         f"{len(args)}", e.args[len(want)].span)
+            return
+        dims = (sym.ty.value or {}).get("dims", {})
+        for node, x, name in zip(e.args, args, want, strict=True):
+            arg = b.call_dims.get(name)
+            if arg is None or x.shape is None:
+                continue
+            size = dims.get(arg)
+            need = f"[points, {arg}] or [tasks, points, {arg}]" if size is None else \
+                f"[points, {size}] or [tasks, points, {size}] ({arg}={size})"
+            if len(x.shape) < 2:
+                self.err(f"input '{name}' of '{sym.name}' must be {need}, got "
+                         f"{sizes.show(x.shape)}", node.span,
+                         [f"declare it with a feature dimension, such as real"
+                          f"{sizes.show(tuple(x.shape) + (1 if size is None else size,))}"])
+                continue
+            if size is None:
+                continue
+            rel = sizes.compare(x.shape[-1], size)
+            if rel == sizes.Relation.DIFFERENT:
+                self.err(f"input '{name}' of '{sym.name}' must be {need}, got "
+                         f"{sizes.show(x.shape)}", node.span)
+            elif rel == sizes.Relation.UNKNOWN:
+                self._defer(x.shape[-1], size, node.span,
+                            f"the last dimension of '{name}' and {arg} of '{sym.name}'")
 
     def _image_input(self, e: ast.Call, sym: Symbol, x: Ty, net: dict) -> Ty:
         """``f(x)`` for a cnn: x is [..., C, H, W] with (C, H, W) its in_shape; the result
@@ -1074,8 +1119,23 @@ class _ModelChecker:
             return UNKNOWN
         ty = self._expr(node)
         if b is not None and key in b.ranges:
+            if ty.kind not in TENSOR_KINDS + ("unknown",):
+                self.err(f"argument '{key}' of {b.name} must be a number, not "
+                         f"{_a(ty.kind)} value", node.span, self._takers(ty.kind, b))
+                return UNKNOWN
             self._check_range(node, key, b)
         return ty
+
+    @staticmethod
+    def _takers(kind: str, b) -> list[str]:
+        """A note naming the builtins of ``b``'s family (same ``tilde``) that take a
+        parameter called ``kind`` (a kernel given to gaussian_prior goes to gp_prior)."""
+        if not b.tilde:
+            return []
+        takers = [n for n in builtins.names()
+                  if builtins.lookup(n).tilde == b.tilde and kind in builtins.lookup(n).params]
+        return [f"{' and '.join(takers)} take{'s' if len(takers) == 1 else ''} {_a(kind)}"] \
+            if takers else []
 
     def _check_range(self, node: ast.Expr, key: str, b) -> None:
         """A numeric literal for an argument with a declared range (``Builtin.ranges``)
@@ -1298,6 +1358,16 @@ class _ModelChecker:
         if b.shape is not None and all(t.kind != "unknown" for t in kwargs.values()):
             shape = b.shape(positional, kwargs)
         value = {"builtin": b.name}
+        if b.call_dims:
+            value["dims"] = {}
+            for arg in dict.fromkeys(b.call_dims.values()):
+                if arg not in bound:
+                    continue
+                node, t = bound[arg]
+                if t.dim is None and t.kind != "unknown":
+                    self.err(f"'{arg}' of {b.name} must be a size (an integer or a size name)",
+                             node.span)
+                value["dims"][arg] = t.dim
         if b.result == "dist":
             return Ty("dist", shape, event=None, value=value)
         return Ty(b.result, shape, value=value)

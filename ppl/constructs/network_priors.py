@@ -14,6 +14,11 @@ from ..infer.methods import register as register_method
 
 _RT = "rt.network_priors"
 
+# gp_prior's words (bare or quoted: family=hierarchical, measure="grid"), one list for the
+# checker and the runtime
+FAMILIES = ("gaussian", "hierarchical")
+MEASURES = ("data", "grid")
+
 register(Builtin(
     "gaussian_prior", f"{_RT}.gaussian_prior", ("scale",), 0, kind="construct",
     result="network", tilde="network", ranges={"scale": "(0, inf)"},
@@ -29,6 +34,7 @@ register(Builtin(
      "critic_init_steps", "lr", "measure", "seed", "cache", "critic_lr", "init_scale",
      "share_samples", "min_shape"), 2,
     kind="construct", result="network", tilde="network",
+    choices={"family": FAMILIES, "measure": MEASURES},
     ranges={"steps": "[0, inf)", "samples": "[1, inf)", "points": "[1, inf)",
             "critic_steps": "[0, inf)", "critic_init_steps": "[0, inf)", "lr": "(0, inf)",
             "critic_lr": "(0, inf)", "init_scale": "(0, inf)", "min_shape": "[0, 2)"},

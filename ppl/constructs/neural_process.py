@@ -25,10 +25,16 @@ from ..infer.methods import _COMMON, SITE, Method, Option
 from ..infer.methods import register as register_method
 
 _PARAMS = ("x_dim", "y_dim", "hidden", "pseudo", "samples", "heads", "generator")
+_RANGES = {"x_dim": "[1, inf)", "y_dim": "[1, inf)", "hidden": "[1, inf)",
+           "pseudo": "[0, inf)", "samples": "[1, inf)", "heads": "[1, inf)"}
 
 # the pseudo-context generator's bases (martingale_np, martingale_anp: ``generator=``),
 # one list for the checker and the runtime (PseudoContextGenerator.mode)
 GENERATOR_MODES = ("mean", "resample", "predictive", "mixed")
+
+# ``g(xc, yc, xt)``: the inputs of a neural process's predictive, in order (the checker's
+# arity check and the runtime's shape errors name them)
+CALL_INPUTS = ("xc", "yc", "xt")
 
 for _name, _cls, _doc in (
     ("cnp", "CNP", "conditional neural process (mean-pooled deterministic encoder)"),
@@ -41,7 +47,9 @@ for _name, _cls, _doc in (
 ):
     register(Builtin(_name, f"rt.neural_process.{_cls}", _PARAMS, 2, kind="construct",
                      result="network", call_result="dist", doc=_doc,
-                     choices={"generator": GENERATOR_MODES}))
+                     choices={"generator": GENERATOR_MODES}, ranges=_RANGES,
+                     call_params=CALL_INPUTS,
+                     call_dims={"xc": "x_dim", "yc": "y_dim", "xt": "x_dim"}))
 
 KERNELS = ("rbf", "matern52", "periodic", "tnoise")
 

@@ -49,7 +49,9 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from ..constructs.network_priors import FAMILIES, MEASURES
 from .errors import ArgumentError
+from .kernels import Kernel
 from .nn import ACT_FUNCTIONS
 
 _CACHE_VERSION = 2  # 2: results carry psi_trace
@@ -191,11 +193,15 @@ class BayesianNetwork:
         return forward(x, self.weights, self.act, self.arch)
 
 
-def _t(v) -> torch.Tensor:
-    """A number or tensor as a tensor of the default dtype and device."""
+def _t(v, argument: str | None = None) -> torch.Tensor:
+    """A number or tensor as a tensor of the default dtype and device; anything else is
+    an :class:`ArgumentError` at the prior's ``argument`` (a kernel given for a scale)."""
     like = torch.empty(0)
     if isinstance(v, torch.Tensor):
         return v.to(device=like.device, dtype=like.dtype)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ArgumentError(f"{argument or 'this argument'} must be a number, not "
+                            f"{type(v).__name__}", argument=argument)
     return torch.tensor(float(v), dtype=like.dtype, device=like.device)
 
 
@@ -223,7 +229,7 @@ def _finish(name, net, sizes, act, weights):
 def gaussian_prior(name: str, net, scale=1.0) -> BayesianNetwork:
     """FG: every W_l and b_l ~ N(0, scale^2) (METHODS.md §1)."""
     sizes, act, _ = structure(net)
-    s = _t(scale)
+    s = _t(scale, "scale")
     weights = [(_normal(wn, s, ws), _normal(bn, s, bs))
                for _, wn, ws, bn, bs in _layer_sites(name, sizes)]
     return _finish(name, net, sizes, act, weights)
@@ -232,7 +238,7 @@ def gaussian_prior(name: str, net, scale=1.0) -> BayesianNetwork:
 def hierarchical_prior(name: str, net, a=1.0, b=1.0) -> BayesianNetwork:
     """FH: per layer v ~ IG(a, b) for W_l and (separately) for b_l, W_l | v ~ N(0, v)."""
     sizes, act, _ = structure(net)
-    a, b = _t(a), _t(b)
+    a, b = _t(a, "a"), _t(b, "b")
     weights = []
     for i, wn, ws, bn, bs in _layer_sites(name, sizes):
         vw = _ig_variance(f"{name}.vW{i}", a, b, [wn])
@@ -245,7 +251,7 @@ def scale_mixture_prior(name: str, net, a=1.0, b=1.0, scale=1.0) -> BayesianNetw
     """Hidden layers N(0, scale^2); the output layer's variance v ~ IG(a, b) is shared by
     W_L and b_L, W_L, b_L | v ~ N(0, v) (METHODS.md §1, scale mixture)."""
     sizes, act, _ = structure(net)
-    s, a, b = _t(scale), _t(a), _t(b)
+    s, a, b = _t(scale, "scale"), _t(a, "a"), _t(b, "b")
     layers = list(_layer_sites(name, sizes))
     weights = [(_normal(wn, s, ws), _normal(bn, s, bs)) for _, wn, ws, bn, bs in layers[:-1]]
     _, wn, ws, bn, bs = layers[-1]
@@ -262,6 +268,9 @@ def gp_prior(name: str, net, kernel, inputs, family: str = "gaussian", steps: in
              min_shape: float = 0.0) -> BayesianNetwork:
     """GPiG / GPiH: the prior of ``family`` whose psi is fitted to GP(0, kernel) by
     :func:`match_gp` (memoised in memory and on disk)."""
+    if not isinstance(kernel, Kernel):
+        raise ArgumentError(f"gp_prior's kernel must be a kernel such as rbf(lengthscale=1), "
+                            f"not {type(kernel).__name__}", argument="kernel")
     sizes, act, act_name = structure(net)
     # defaults stay out of the settings so that caches written before the option existed
     # keep their keys
@@ -316,7 +325,7 @@ def _init_psi(n_layers: int, family: str, dtype, device, scale: float = 1.0,
                                 argument="min_shape")
         a = 2.0 - min_shape
         return {"a_W": inv_sp(a), "b_W": inv_sp(v), "a_b": inv_sp(a), "b_b": inv_sp(v)}
-    raise ArgumentError(f"gp_prior family must be \"gaussian\" or \"hierarchical\", "
+    raise ArgumentError(f"gp_prior family must be one of {', '.join(FAMILIES)}, "
                         f"not {family!r}", argument="family")
 
 
@@ -358,8 +367,8 @@ def measurement_set(inputs: torch.Tensor, m: int, measure: str,
             raise ArgumentError("measure=\"grid\" needs 1-D inputs", argument="measure")
         return torch.linspace(float(lo[0]), float(hi[0]), m, dtype=x.dtype,
                               device=x.device).unsqueeze(-1)
-    if measure != "data":
-        raise ArgumentError(f"measure must be \"data\" or \"grid\", not {measure!r}",
+    if measure not in MEASURES:
+        raise ArgumentError(f"measure must be one of {', '.join(MEASURES)}, not {measure!r}",
                             argument="measure")
     n_data = min(int(round(0.7 * m)), x.shape[0])
     idx = torch.randperm(x.shape[0], device=x.device, generator=generator)[:n_data]
@@ -601,7 +610,7 @@ def _cached_key(sizes, act_name, kernel, inputs, settings) -> str:
 
 def fitted_psi(sizes, act_name, kernel, inputs, *, cache: bool = True, **settings) -> dict:
     """psi for these settings: from memory, else from the disk cache, else fitted."""
-    inputs = _t(inputs) if not isinstance(inputs, torch.Tensor) else inputs
+    inputs = _t(inputs, "inputs") if not isinstance(inputs, torch.Tensor) else inputs
     key = _cached_key(sizes, act_name, kernel, inputs, settings)
     if key in _MEMO:
         return _MEMO[key]

@@ -47,7 +47,8 @@ from torch import nn
 from torch.nn import functional as F
 
 # one list of the generator's bases for the checker (generator=...) and the runtime
-from ..constructs.neural_process import GENERATOR_MODES
+from ..constructs.neural_process import CALL_INPUTS, GENERATOR_MODES
+from .errors import ArgumentError
 
 # ---- building blocks ----------------------------------------------------------------
 
@@ -78,6 +79,7 @@ class MAB(nn.Module):
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
+        _heads_divide(dim, heads)
         self.att = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.ff = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
@@ -114,6 +116,7 @@ class CrossAttnEncoder(nn.Module):
         self.q = mlp(x_dim, hidden, hidden, 2)
         self.k = mlp(x_dim, hidden, hidden, 2)
         self.v = mlp(x_dim + y_dim, hidden, hidden, 3)
+        _heads_divide(hidden, heads)
         self.att = nn.MultiheadAttention(hidden, heads, batch_first=True)
         self.ln1, self.ln2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
         self.ff = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
@@ -142,6 +145,29 @@ class Decoder(nn.Module):
         out = self.net(torch.cat([x, r], -1))
         mu, raw = out.chunk(2, -1)
         return mu, sigma_floor(raw)
+
+
+def _count(value, name: str, low: int) -> int:
+    """An integer argument (a number, or a one-element tensor from a list literal) of at
+    least ``low``; anything else is an :class:`ArgumentError` at that argument."""
+    v = value
+    if isinstance(v, torch.Tensor):
+        if v.numel() != 1:
+            width = " (the width of every layer)" if name == "hidden" else ""
+            raise ArgumentError(f"{name} must be one integer{width}, got {v.numel()} values",
+                                argument=name)
+        v = v.item()
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v) or v < low:
+        raise ArgumentError(f"{name} must be an integer of at least {low}, got {v!r}",
+                            argument=name)
+    return int(v)
+
+
+def _heads_divide(hidden: int, heads: int) -> None:
+    """Multi-head attention splits the width into ``heads`` equal parts."""
+    if hidden % heads:
+        raise ArgumentError(f"heads={heads} must divide the attention width hidden={hidden}",
+                            argument="heads")
 
 
 def _mark(d):
@@ -195,8 +221,10 @@ class NeuralProcess(nn.Module):
                  generator="mean"):
         super().__init__()
         check_generator(generator)
-        self.x_dim, self.y_dim, self.hidden = int(x_dim), int(y_dim), int(hidden)
-        self.pseudo, self.samples, self.heads = int(pseudo), int(samples), int(heads)
+        self.x_dim, self.y_dim = _count(x_dim, "x_dim", 1), _count(y_dim, "y_dim", 1)
+        self.hidden = _count(hidden, "hidden", 1)
+        self.pseudo, self.samples = _count(pseudo, "pseudo", 0), _count(samples, "samples", 1)
+        self.heads = _count(heads, "heads", 1)
 
     # -- helpers
     def _dtype(self):
@@ -212,10 +240,34 @@ class NeuralProcess(nn.Module):
     def loss(self, xc, yc, x, y, num_samples=4):
         raise NotImplementedError
 
+    def check_inputs(self, xc, yc, xt) -> None:
+        """An :class:`ArgumentError` at the first input that is not [points, d] or
+        [tasks, points, d] with d its x_dim / y_dim, or whose tasks or points do not line
+        up with the context's (a torch shape error deep in an encoder says neither)."""
+        want = {"xc": self.x_dim, "yc": self.y_dim, "xt": self.x_dim}
+        dims = {"xc": "x_dim", "yc": "y_dim", "xt": "x_dim"}
+        for name, t in zip(CALL_INPUTS, (xc, yc, xt), strict=True):
+            d = want[name]
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else None
+            if shape is None or len(shape) not in (2, 3) or shape[-1] != d:
+                got = f"shape {list(shape)}" if shape is not None else type(t).__name__
+                raise ArgumentError(f"input '{name}' of the neural process must be "
+                                    f"[points, {d}] or [tasks, points, {d}] ({dims[name]}="
+                                    f"{d}), got {got}", argument=name)
+        if yc.shape[:-1] != xc.shape[:-1]:
+            raise ArgumentError(f"inputs 'xc' and 'yc' of the neural process must have the "
+                                f"same tasks and points, got shapes {list(xc.shape)} and "
+                                f"{list(yc.shape)}", argument="yc")
+        if xt.shape[:-2] != xc.shape[:-2] or xt.dim() != xc.dim():
+            raise ArgumentError(f"input 'xt' of the neural process must have the context's "
+                                f"tasks, got shapes {list(xc.shape)} (xc) and "
+                                f"{list(xt.shape)} (xt)", argument="xt")
+
     def forward(self, xc, yc, xt, num_samples=None):
         """The predictive of the targets: N(mu, sigma^2) over [N, y] for a CNP, else the
         equal-weight mixture over the S draws of Independent normals (joint over the
         targets of one draw)."""
+        self.check_inputs(xc, yc, xt)
         single = xc.dim() == 2
         if single:
             xc, yc, xt = xc.unsqueeze(0), yc.unsqueeze(0), xt.unsqueeze(0)
