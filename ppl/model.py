@@ -69,6 +69,11 @@ class Model:
             method, [(k, v, Span(0, 0)) for k, v in given.items()], Span(0, 0))
         if errs:
             raise BdlError(errs, "infer")
+        from .check.method_fit import method_mismatch
+
+        errs = method_mismatch(method, self.checked.model, Span(0, 0))
+        if errs:
+            raise BdlError(errs, self.filename, self.bdl_source)
         return method, resolve_options(method, {**base, **values})
 
     def fit(self, data: dict | None = None, infer: str | None = None, *,

@@ -58,3 +58,13 @@ def test_predict_with_a_seed_repeats_its_draws():
     one = fit.predict(DATA, seed=3)["y_new"]
     assert torch.equal(one, fit.predict(DATA, seed=3)["y_new"])
     assert not torch.equal(one, fit.predict(DATA, seed=4)["y_new"])
+
+
+@pytest.mark.parametrize("method", ["nuts", "hmc", "sghmc"])
+def test_a_sampler_on_a_model_without_latents_is_a_user_error(method):
+    m = ppl.compile("model P(y: real[N]) {\n  param mu: real = 0.0\n  y ~ Normal(mu, 1)\n}\n")
+    with pytest.raises(ppl.BdlError) as e:
+        m.fit({"y": [1.0, 2.0]}, infer=method, samples=2, warmup=2, chains=1)
+    text = e.value.render()
+    assert f"'{method}' samples latent sites, and this model has none" in text
+    assert "infer map(...) or svi(...)" in text

@@ -16,6 +16,7 @@ from ..infer import methods as infer_methods
 from ..syntax import ast
 from ..syntax.diagnostics import BdlError, Diagnostic, Span
 from . import signatures, sizes
+from .method_fit import method_mismatch
 from .types import (
     BASE_TYPES,
     CONSTRAINED_TYPES,
@@ -256,6 +257,8 @@ def _check_infers(program, models, errors, filename="<string>") -> dict[str, Inf
         values, errs = validate_options(inf.method, given, inf.span)
         errors.extend(errs)
         method = infer_methods.lookup(inf.method)
+        if method is not None:
+            errors.extend(method_mismatch(inf.method, models[target].model, inf.span))
         spans = {key: kspan for key, _, kspan in reversed(given)}  # the first one kept
         for key in values:
             opt = method.options[key]

@@ -50,6 +50,9 @@ class Method:
     # "module:function" of the runner, imported on first use (constructs add methods
     # without touching ppl/infer/run.py); None for the built-in runners of run.py.
     runner: str | None = None
+    # needs: builtins of which a model fitted by this method must use at least one
+    #   (``meta`` needs ``niw_meta``); empty: none.
+    needs: tuple[str, ...] = ()
 
 
 METHODS: dict[str, Method] = {}

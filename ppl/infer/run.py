@@ -104,7 +104,7 @@ def _nuts(model, kwargs, opts, progress=False):
         return NUTS(_on_full_data(model), target_accept_prob=opts["target_accept"],
                     max_tree_depth=opts["max_tree_depth"], full_mass=opts["dense_mass"],
                     jit_compile=opts["jit"], ignore_jit_warnings=True)
-    return _mcmc(kernel, model, kwargs, opts, progress)
+    return _mcmc(kernel, model, kwargs, opts, progress, "nuts")
 
 
 @runner("hmc")
@@ -113,7 +113,7 @@ def _hmc(model, kwargs, opts, progress=False):
         return HMC(_on_full_data(model), step_size=opts["step_size"], num_steps=opts["num_steps"],
                    target_accept_prob=opts["target_accept"], full_mass=opts["dense_mass"],
                    jit_compile=opts["jit"], ignore_jit_warnings=True)
-    return _mcmc(kernel, model, kwargs, opts, progress)
+    return _mcmc(kernel, model, kwargs, opts, progress, "hmc")
 
 
 def _on_full_data(model):
@@ -137,9 +137,22 @@ def _divergences(mcmc: MCMC, public: bool | None = None) -> int:
     return sum(len(d.get("divergences", [])) for d in getattr(mcmc, "_diagnostics", []))
 
 
-def _mcmc(make_kernel, model, kwargs, opts, progress) -> Fit:
+def nothing_to_sample(method: str):
+    """The user error of a sampler run on a model whose unknowns are all ``param``s or
+    construct-learned values (a monotone DBM, a fractional SDE): nothing has a posterior."""
+    from ..syntax.diagnostics import BdlError, Diagnostic
+
+    return BdlError([Diagnostic(
+        f"'{method}' samples latent sites, and this model has none: its unknowns are "
+        "params and construct-learned values",
+        notes=["fit them with infer map(...) or svi(...)"])], "infer")
+
+
+def _mcmc(make_kernel, model, kwargs, opts, progress, method: str) -> Fit:
     """Run ``opts['chains']`` chains one after another, a fresh kernel each."""
     latents, dets = _hidden_sites(model, kwargs)
+    if not latents:
+        raise nothing_to_sample(method)
     per_chain = []
     diverging = []
     for c in range(opts["chains"]):

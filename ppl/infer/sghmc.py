@@ -188,6 +188,10 @@ def run_chains(model, kwargs: dict, opts: dict, chain_ids: list[int],
         pyro.set_rng_seed(opts["seed"] + c)
         inits.append(_sites(model, kwargs))
     free, gibbs, dets, plates = inits[0]
+    if not free and not gibbs:
+        from .run import nothing_to_sample
+
+        raise nothing_to_sample("sghmc")
     n_chains = len(chain_ids)
     transforms = {k: t for k, (t, _) in free.items()}
     u = {k: torch.stack([t.inv(s[0][k][1]) for s in inits]) for k, t in transforms.items()}
