@@ -68,3 +68,15 @@ def test_a_sampler_on_a_model_without_latents_is_a_user_error(method):
     text = e.value.render()
     assert f"'{method}' samples latent sites, and this model has none" in text
     assert "infer map(...) or svi(...)" in text
+
+
+def test_summary_reports_no_ess_where_the_estimate_is_negative():
+    from ppl.infer.summary import summarise
+
+    # two chains of five draws on which Pyro's autocorrelation estimate is -18.3
+    x = torch.tensor([[-0.43388, 0.55152, -1.48439, 0.72036, -0.08741],
+                      [0.25951, 0.85924, -0.19596, -0.14009, -0.73120]])
+    from pyro.ops.stats import effective_sample_size
+
+    assert effective_sample_size(x, chain_dim=0, sample_dim=1) < 0
+    assert math.isnan(summarise({"x": x}, ["x"])["x"]["ess"])

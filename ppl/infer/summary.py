@@ -83,6 +83,8 @@ def summarise(chains: dict[str, torch.Tensor], names: list[str]) -> Summary:
         if n_draws >= 4:
             rhat = split_gelman_rubin(flat, chain_dim=0, sample_dim=1)
             ess = effective_sample_size(flat, chain_dim=0, sample_dim=1)
+            # the autocorrelation estimate can go negative on a few draws: no estimate
+            ess = torch.where(ess > 0, ess, torch.full_like(ess, math.nan))
         else:
             rhat = torch.full((flat.shape[-1],), math.nan)
             ess = torch.full((flat.shape[-1],), math.nan)
