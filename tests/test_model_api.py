@@ -80,3 +80,16 @@ def test_summary_reports_no_ess_where_the_estimate_is_negative():
 
     assert effective_sample_size(x, chain_dim=0, sample_dim=1) < 0
     assert math.isnan(summarise({"x": x}, ["x"])["x"]["ess"])
+
+
+def test_summary_conveniences_and_predict_without_latents(tmp_path):
+    m = ppl.compile("model P(y: real[N], y_new: real[N]?) {\n  param mu: real = 0.0\n"
+                    "  y ~ Normal(mu, 1)\n  y_new ~ Normal(mu, 1)\n}\n")
+    fit = m.fit({"y": [1.0, 2.0]}, infer="map", steps=5, samples=7)
+    # no latents: the predictive keeps as many draws as the fit's samples option
+    assert fit.predict({"y": [1.0, 2.0]})["y_new"].shape == (7, 2)
+    s = fit.summary()
+    with pytest.raises(KeyError, match=r"'y_new' has elements y_new\[0\] \.\.\. y_new\[1\]"):
+        s["y_new"]
+    text = s.to_csv(tmp_path / "s.csv")
+    assert (tmp_path / "s.csv").read_text() == text

@@ -67,6 +67,9 @@ class Fit:
         post = {k: v for k, v in self.samples.items() if k in self.latents}
         if num_samples is not None:
             post = {k: v[:num_samples] for k, v in post.items()}
+        elif not post and "samples" in self.options:
+            # nothing latent: as many predictive draws as the method keeps
+            num_samples = int(self.options["samples"])
         store = pyro.get_param_store()
         saved = store.get_state()
         store.set_state(self.param_state)

@@ -37,7 +37,8 @@ def torch_defaults(device: str, dtype: str):
     old_dtype = torch.get_default_dtype()
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but CUDA is not available here")
+        raise RuntimeError("device cuda was asked for, but CUDA is not available here "
+                           "(torch.cuda.is_available() is False)")
     torch.set_default_dtype(getattr(torch, dtype))
     # ``with torch.device(...)`` installs a TorchFunctionMode that intercepts every torch
     # call; on the default (CPU) device it changes nothing but costs ~35% of a small

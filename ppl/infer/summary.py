@@ -30,6 +30,11 @@ class Summary:
         self.draws = draws
 
     def __getitem__(self, key: str) -> dict[str, float]:
+        if key not in self.rows:
+            elements = [k for k in self.rows if k.startswith(f"{key}[")]
+            hint = (f"; '{key}' has elements {elements[0]} ... {elements[-1]}" if elements
+                    else "")
+            raise KeyError(f"no row '{key}' in the summary{hint}")
         return self.rows[key]
 
     def __contains__(self, key: str) -> bool:
@@ -41,11 +46,17 @@ class Summary:
     def to_dict(self) -> dict[str, dict[str, float]]:
         return {k: dict(v) for k, v in self.rows.items()}
 
-    def to_csv(self) -> str:
+    def to_csv(self, path=None) -> str:
+        """The table as CSV text; written to ``path`` too when one is given."""
         lines = ["name," + ",".join(COLUMNS)]
         for k, row in self.rows.items():
             lines.append(f'"{k}",' + ",".join(f"{row[c]:.6g}" for c in COLUMNS))
-        return "\n".join(lines) + "\n"
+        text = "\n".join(lines) + "\n"
+        if path is not None:
+            from pathlib import Path
+
+            Path(path).write_text(text)
+        return text
 
     def __str__(self) -> str:
         width = max([len(k) for k in self.rows] + [4])
