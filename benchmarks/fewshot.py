@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import sys
 import time
@@ -45,20 +46,62 @@ import torch
 
 from ppl.infer import meta as M
 from ppl.runtime import niw_meta as rtn
-from ppl.runtime.nn import MLP
+from ppl.runtime.nn import CNN, MLP
 
 INNER = {"niw", "niw_gn", "no_adapt", "no_share", "maml1", "maml2"}
 
 
-def make_task(src, seed: int):
+def make_task(src, seed: int, hidden: list[int] | None = None, conv: int = 0,
+              conv_blocks: int = 3):
     """The benchmark's episode likelihood at its initial weights (seeded): regression a
-    2x32 ReLU net with a Gaussian likelihood; classification an embedding MLP
-    in -> 64 -> 32 with the prototype likelihood (shared by fewshot_speed.py)."""
+    ReLU MLP 1 -> ``hidden`` -> 1 (default 2x32) with a Gaussian likelihood;
+    classification an embedding MLP in -> ``hidden`` -> 32 (default in -> 64 -> 32, ReLU)
+    with the prototype likelihood, or with ``conv`` = C > 0 on square images (8x8
+    digits) the Conv-4-style embedding of :func:`conv_embedding`. Shared by
+    fewshot_speed.py; the same network for every method."""
     torch.manual_seed(seed)
     if src.kind == "regression":
-        return M.RegressionTask(MLP(1, [32, 32], 1, act="relu"))
+        if conv:
+            raise SystemExit("--conv: a convolutional embedding needs an image task (digits)")
+        return M.RegressionTask(MLP(1, hidden or [32, 32], 1, act="relu"))
     dim = src.sample(1)["xs"].shape[-1]
-    return M.ProtoTask(MLP(dim, [64], 32, act="relu"), src.ways)
+    if conv:
+        return M.ProtoTask(conv_embedding(dim, conv, conv_blocks), src.ways)
+    return M.ProtoTask(MLP(dim, hidden or [64], 32, act="relu"), src.ways)
+
+
+def conv_embedding(dim: int, channels: int, blocks: int = 3) -> torch.nn.Module:
+    """The few-shot classifiers' Conv-4 embedding (Vinyals et al. 2016, Snell et al.
+    2017: blocks of 3x3 convolution, ReLU and 2x2 max-pooling) shrunk to a side x side
+    image given as a flat vector of ``dim`` = side^2 pixels: ``blocks`` blocks of
+    ``channels`` channels (pooling by 2 while the image stays at least 1 pixel wide, so
+    3 blocks on 8x8; otherwise no pooling), then a linear map to a ``channels``-dim
+    embedding (:class:`ppl.runtime.nn.CNN`). No batch norm: its running statistics are
+    not weights of the flat vector."""
+    side = math.isqrt(dim)
+    if side * side != dim:
+        raise SystemExit(f"--conv: inputs of {dim} features are not a square image")
+    pool = 2 if side >> blocks >= 1 else 1
+    return torch.nn.Sequential(torch.nn.Unflatten(-1, (1, side, side)),
+                               CNN((1, side, side), [channels] * blocks, channels,
+                                   act="relu", pool=pool))
+
+
+def add_network_args(p: argparse.ArgumentParser) -> None:
+    """The network-size options of fewshot.py and fewshot_speed.py (:func:`make_task`)."""
+    p.add_argument("--hidden", default=None,
+                   help="network size: hidden widths, comma list (default 32,32 for "
+                        "regression, 64 for the classification embedding)")
+    p.add_argument("--conv", type=int, default=0,
+                   help="classification on images: a Conv-4-style embedding of this many "
+                        "channels instead of the MLP (0: the MLP)")
+    p.add_argument("--conv-blocks", type=int, default=3, help="--conv: convolution blocks")
+
+
+def network_args(args) -> dict:
+    """:func:`make_task`'s keyword arguments from the options of :func:`add_network_args`."""
+    return {"hidden": [int(v) for v in args.hidden.split(",")] if args.hidden else None,
+            "conv": args.conv, "conv_blocks": args.conv_blocks}
 
 
 def make_trainer(method, theta, steps, args, n_episodes, lr):
@@ -153,6 +196,7 @@ def main(argv=None):
     p.add_argument("--looped", action="store_true",
                    help="evaluate a meta-batch's episodes one at a time (the batched "
                         "evaluation's reference; same maths and draws)")
+    add_network_args(p)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.sgld_cap == "gram" and args.sgld_precision not in ("gauss_newton", "auto"):
@@ -196,7 +240,7 @@ def main(argv=None):
                 t0 = time.perf_counter()
                 best = None
                 for lr in lrs:
-                    task = make_task(src, args.seed)
+                    task = make_task(src, args.seed, **network_args(args))
                     task.flat.net.to(dev)
                     trainer = make_trainer(method, task.flat.vector(), k, args,
                                            steps_meta * args.batch, lr)

@@ -15,10 +15,18 @@ backward; on CUDA the allocator's peak). Rows ``METHOD/kSTEPS``, columns
 (``"gauss_newton"``, default step cap), niw_gn_power (``"gauss_newton"``, step cap by
 power iteration), niw_nocap (variance, no step cap: ``sgld_power_iters=0`` -- a
 diagnostic of what the cap costs, not a safe setting), maml1 (first order), maml2
-(second order). A method name ending in ``_loop`` (``niw_auto_loop``, ``maml1_loop``)
-evaluates the meta-batch's episodes one at a time instead of as one batched pass (the
-trainers' ``batched=False``): the same maths and draws, the reference for the batching's
-saving.
+(second order), protonet (no inner loop: one row ``protonet/k0``). A method name
+ending in ``_loop`` (``niw_auto_loop``, ``maml1_loop``) evaluates the meta-batch's
+episodes one at a time instead of as one batched pass (the trainers' ``batched=False``):
+the same maths and draws, the reference for the batching's saving.
+
+Network size (the same network for every method, :func:`fewshot.make_task`): ``--hidden``
+sets the MLP's hidden widths (default 2x32 on sine/line, 64 for the embedding), ``--conv C``
+replaces the embedding by a Conv-4-style one of C channels on 8x8 digits
+(``--conv-blocks``, default 3 blocks of 3x3 convolution, ReLU and 2x2 pooling). The
+tiny default networks time the methods' fixed per-episode costs; the larger ones time
+them where the network's own compute per inner step dominates, which is where NIW's
+claim (k first-order steps and a closed form, no unrolled graph) applies.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import sys
 import time
 
 import torch
-from fewshot import make_task
+from fewshot import add_network_args, make_task, network_args
 
 from ppl.infer import meta as M
 from ppl.runtime import niw_meta as rtn
@@ -53,6 +61,8 @@ def make(method: str, task, k: int, inner_lr: float):
     if method in ("maml1", "maml2"):
         return M.MAML(theta, inner_steps=k, inner_lr=inner_lr, first_order=method == "maml1",
                       batched=batched)
+    if method == "protonet":
+        return M.Plain(theta, batched=batched)
     raise SystemExit(f"unknown method {method!r}")
 
 
@@ -81,6 +91,7 @@ def main(argv=None):
     p.add_argument("--blocks", type=int, default=5, help="timed blocks (the minimum is kept)")
     p.add_argument("--inner-lr", type=float, default=3e-4)
     p.add_argument("--seed", type=int, default=0)
+    add_network_args(p)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -97,8 +108,10 @@ def main(argv=None):
         src.sample(args.batch, "train", torch.Generator().manual_seed(args.seed)))]
     rows = {}
     for method in args.methods.split(","):
-        for k in (int(s) for s in args.inner.split(",")):
-            task = make_task(src, args.seed)
+        # ProtoNet has no inner loop: one row, k0
+        inner = [0] if method.removesuffix("_loop") == "protonet" else args.inner.split(",")
+        for k in (int(s) for s in inner):
+            task = make_task(src, args.seed, **network_args(args))
             task.flat.net.to(dev)
             trainer = make(method, task, k, args.inner_lr)
             ms = ms_per_episode(trainer, task, batch, args.steps, args.blocks, sync)
@@ -108,7 +121,8 @@ def main(argv=None):
     print("| row | ms_per_episode | peak_mb |\n|---|---|---|")
     for row, v in rows.items():
         print(f"| {row} | {v['ms_per_episode']:.2f} | {v['peak_mb']:.3f} |")
-    print(f"# {args.task}, {platform.processor() or platform.machine()}, torch "
+    print(f"# {args.task}, network of d = {task.flat.d} weights, "
+          f"{platform.processor() or platform.machine()}, torch "
           f"{torch.__version__}, device {args.device}, threads {torch.get_num_threads()}",
           file=sys.stderr)
     if args.json:

@@ -1148,6 +1148,41 @@ def test_fewshot_speed_benchmark_rows_and_device(tmp_path, capsys, monkeypatch):
     assert saved["maml2/k2"]["peak_mb"] > 1.2 * saved["maml2/k1"]["peak_mb"]   # 1.35x here
 
 
+def test_fewshot_benchmarks_network_size_knobs_and_protonet(tmp_path, monkeypatch):
+    """``--hidden`` and ``--conv`` give every method the same larger network (an MLP of
+    those widths; a Conv-4-style embedding on 8x8 digits, evaluated episode by episode
+    with the batched loss equal to the per-episode one); fewshot_speed.py times ProtoNet
+    as one row ``protonet/k0``; memory stays flat in k for NIW and grows for
+    second-order MAML on the convolutional network too."""
+    speed = _fewshot_bench("fewshot_speed", monkeypatch)
+    bench = _fewshot_bench()
+    src = rtn.source("sine_line")
+    assert bench.make_task(src, 0, [8, 8, 8]).flat.d == 2 * 8 + 2 * (8 * 8 + 8) + 8 + 1
+    with pytest.raises(SystemExit):
+        bench.make_task(src, 0, conv=4)
+    digits = rtn.source("digits", shots=2)
+    task = bench.make_task(digits, 0, conv=4, conv_blocks=3)
+    # 3 blocks of 3x3 convolutions (1 -> 4 -> 4 -> 4 channels), pooled to 1x1, then 4 -> 4
+    assert task.flat.d == (9 + 1) * 4 + 2 * (36 + 1) * 4 + (4 + 1) * 4
+    eps = M.split(digits.sample(2, "train", torch.Generator().manual_seed(0)))
+    theta = task.flat.vector().expand(2, -1)
+    batched = task.loss_batch(theta, M.stack_episodes(eps), "query")
+    looped = torch.stack([task.loss(theta[0], ep, "query") for ep in eps])
+    assert torch.allclose(batched, looped, rtol=1e-5) and bool((looped > 0).all())
+    with pytest.raises(SystemExit):
+        bench.conv_embedding(63, 4)
+    out = tmp_path / "s.json"
+    rows = speed.main(["--task", "digits", "--conv", "4", "--methods", "niw_auto,maml2,protonet",
+                       "--inner", "1,2", "--steps", "1", "--blocks", "1", "--json", str(out)])
+    assert set(rows) == {"niw_auto/k1", "niw_auto/k2", "maml2/k1", "maml2/k2", "protonet/k0"}
+    assert rows["niw_auto/k1"]["peak_mb"] == rows["niw_auto/k2"]["peak_mb"] > 0
+    assert rows["maml2/k2"]["peak_mb"] > 1.2 * rows["maml2/k1"]["peak_mb"]
+    assert rows["protonet/k0"]["ms_per_episode"] > 0
+    rows = speed.main(["--hidden", "16,16,16", "--methods", "niw_auto", "--inner", "1",
+                       "--steps", "1", "--blocks", "1"])
+    assert set(rows) == {"niw_auto/k1"}
+
+
 def test_validation_splits_are_held_out_of_meta_train_and_never_meta_test(tmp_path):
     g = torch.Generator().manual_seed(0)
     # by points: the same meta-train classes, disjoint point pools, test untouched
@@ -1517,6 +1552,16 @@ def test_flat_net_batched_forward_and_jacobian_equal_each_episodes():
             jb, vb = flat.jacobian(theta[b], x[b])
             assert torch.allclose(jac[b], jb, rtol=1e-13, atol=1e-14), act
             assert torch.allclose(val[b], vb, rtol=1e-13, atol=1e-14)
+    # the reverse pass fills an uninitialised block: every column is written, also for a
+    # bias-free layer; ``scale`` multiplies the Jacobian, not the output
+    seq = rtn.FlatNet(torch.nn.Sequential(torch.nn.Linear(3, 6, bias=False), torch.nn.Tanh(),
+                                          torch.nn.Linear(6, 2)).to(D64))
+    th = torch.randn(4, seq.d, dtype=D64, generator=g)
+    jac, val = seq.jacobian_batched(th, x, scale=1 / 0.3)
+    for b in range(4):
+        ref, vb = M._jacobian(lambda t, b=b: seq(t, x[b]), th[b], with_value=True)
+        assert torch.allclose(jac[b] * 0.3, ref, rtol=1e-13, atol=1e-14)
+        assert torch.allclose(val[b], vb, rtol=1e-13, atol=1e-14)
     with pytest.raises(ValueError, match="weights"):
         flat.batched(theta, x[:3])
     with pytest.raises(ValueError, match="weights"):
@@ -1553,6 +1598,17 @@ def test_batched_chains_stop_and_cap_row_by_row():
         assert float(L[b]) == pytest.approx(Lb, rel=1e-9, abs=1e-12)
         assert torch.allclose(grad[b], gb)
     assert L.tolist() == pytest.approx([1.0, 10.0, 1e4, 0.0], rel=1e-6)
+    # rows all alive take the unmasked iteration: bitwise the masked one's values
+    live = theta0[:3] + 0.1
+
+    def live_rows(th):
+        return 0.5 * curv[:3] * ((th - mode[:3, None]) ** 2).sum(-1)
+
+    L3, g3 = rtn.top_curvature_rows(live_rows, live, iters=3)
+    h = 1e-3 * live.norm(dim=-1).clamp_min(1.0)
+    Lm, gm = rtn._top_curvature_rows_masked(live_rows, live, 3, g3, g3.norm(dim=-1), h)
+    assert torch.equal(L3, Lm) and torch.equal(g3, gm)
+    assert L3.tolist() == pytest.approx([1.0, 10.0, 1e4], rel=1e-6)
     # overflow in float64 needs growth: |1 - lr c|^steps with lr c = 2e3 for the stiff row
     lr = torch.full((4,), 0.2, dtype=D64)
     steps = 120

@@ -280,8 +280,10 @@ class NIW:
         if s["steps"] > 0 and s["temp"] > 0:
             # step-major [steps, B, d], as sgld_rows takes step t's draws: filled where
             # the generator draws (as rtn.randn_like) and moved to m0's device once
-            noise = torch.zeros((s["steps"], bsz, m0.shape[-1]), dtype=m0.dtype,
-                                device=m0.device if generator is None else generator.device)
+            # (zero-filled only where a chain with a zero step draws nothing)
+            alloc = torch.empty if all(v > 0 for v in lrs) else torch.zeros
+            noise = alloc((s["steps"], bsz, m0.shape[-1]), dtype=m0.dtype,
+                          device=m0.device if generator is None else generator.device)
         for i, ep in enumerate(batch):
             # a chain with a zero step has no noise (sqrt(2 lr temp) = 0) and, looped,
             # draws none; each step's d draws one call, as the looped chain's randn_like
@@ -703,10 +705,11 @@ class RegressionTask:
         (:meth:`ppl.runtime.niw_meta.FlatNet.jacobian_batched`); None for a network
         without one (the caller goes episode by episode)."""
         x, y = (E["xs"], E["ys"]) if part == "support" else (E["xq"], E["yq"])
-        direct = self.flat.jacobian_batched(theta, x)
+        # U = J / sigma scaled inside the reverse pass (one pass less over [B, n, d])
+        direct = self.flat.jacobian_batched(theta, x, 1.0 / self.sigma)
         if direct is None:
             return None
-        u = direct[0][..., 0, :] / self.sigma
+        u = direct[0][..., 0, :]
         resid = (direct[1][..., 0] - y) / self.sigma
         return u, (u.transpose(-1, -2) @ resid[..., None])[..., 0]
 
