@@ -59,6 +59,8 @@ class Summary:
         return text
 
     def __str__(self) -> str:
+        if not self.rows:
+            return "(no latent or generated sites to summarise)"
         width = max([len(k) for k in self.rows] + [4])
         if self.draws == 1:
             # one draw (map's point estimate, Stan's optimize): spread and diagnostics
