@@ -131,8 +131,7 @@ def cmd_run(args) -> int:
     if out.exists() and any(out.iterdir()) and not args.force:
         raise _UserError(f"{out} exists and is not empty; use --force to overwrite it")
     # written as the language writes options, so the line pastes back into --infer
-    shown = {k: str(v).lower() if isinstance(v, bool) else v for k, v in opts.items()}
-    print(f"{model.name}: {method}({', '.join(f'{k}={v}' for k, v in shown.items())})",
+    print(f"{model.name}: {method}({', '.join(f'{k}={_spell(v)}' for k, v in opts.items())})",
           file=sys.stderr)
     try:
         fit = model.fit(data, method, progress=_progress(args), **opts)
@@ -188,6 +187,23 @@ def cmd_run(args) -> int:
             raise _UserError(str(e)) from None
     print(f"\nwrote {out}/ (summary.csv, samples.npz, run.json)", file=sys.stderr)
     return 0
+
+
+def _spell(value) -> str:
+    """An option value as a model file writes it: true/false, a word bare and other text
+    quoted, [a, b], and a structured value such as np_train's task source as its call,
+    ``gp_tasks(kernel=rbf, lengthscale=[0.1, 0.6])`` (compile-site data left out)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value if value.isidentifier() else json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_spell, value)) + "]"
+    if isinstance(value, dict) and "call" in value:
+        parts = [_spell(a) for a in value.get("args", [])]
+        parts += [f"{k}={_spell(v)}" for k, v in value.get("kwargs", {}).items()]
+        return f"{value['call']}({', '.join(parts)})"
+    return str(value)
 
 
 def _progress(args) -> bool:

@@ -833,6 +833,37 @@ def test_bad_task_source_is_a_located_user_error(tasks, message):
     assert "p.bdl:7:" in text, text  # the line and column of the tasks option
 
 
+def test_run_echoes_the_task_source_as_the_model_file_spells_it(tmp_path):
+    """``bdl run`` prints the options line as BDL (it pastes back into --infer), the task
+    source included: gp_tasks(kernel=rbf, ...), task_file("PATH"), not a Python dict."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from ppl.cli import _spell
+
+    assert _spell({"call": "task_file", "args": ["my tasks.npz"], "kwargs": {},
+                   "site": {"at": ["p.bdl", 7, 11]}}) == 'task_file("my tasks.npz")'
+    model = tmp_path / "p.bdl"
+    model.write_text(SRC.replace("FAMILY", "cnp").replace(
+        "steps=5, batch=4, tasks=rbf",
+        "steps=2, batch=2, tasks=gp_tasks(kernel=rbf, lengthscale=[0.1, 0.6])"))
+    (tmp_path / "p.data.json").write_text(json.dumps(
+        {"xc": [[-1.0], [0.0]], "yc": [[0.2], [0.4]], "xt": [[0.5]], "yt": [[0.3]]}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    echo = ("P: np_train(steps=2, batch=2, lr=0.0005, tasks=gp_tasks(kernel=rbf, "
+            "lengthscale=[0.1, 0.6]), train_samples=4, seed=0, device=cpu, dtype=float32)")
+    r = subprocess.run([sys.executable, "-m", "ppl.cli", "run", str(model), "--out",
+                        str(tmp_path / "a")], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0 and r.stderr.splitlines()[0] == echo, r.stderr
+    again = subprocess.run([sys.executable, "-m", "ppl.cli", "run", str(model), "--out",
+                            str(tmp_path / "b"), "--infer", echo.split(": ", 1)[1]],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0 and again.stderr.splitlines()[0] == echo, again.stderr
+
+
 def test_gp_tasks_spelling_reaches_the_sampler():
     """tasks=gp_tasks(...) through ppl.compile: the runner's task source has the given
     kernel and ranges, and its tasks obey them (per-task lengthscales in [0.2, 0.25])."""
