@@ -610,6 +610,63 @@ def fit_hurst_affine(t: np.ndarray, y: np.ndarray, K: int = 5, obs_sd: float = 0
     return H
 
 
+LANGUAGE_MODEL = """
+model FOU(t: real[T], y: real[T, S]) {{
+  param theta: real<lower=0> = {theta0}
+  param mu: real = 0.0
+  param sigma: real<lower=0> = {sigma0}
+  z ~ fractional_sde(times=t, drift=(x, s) => -theta * (x - mu), diffusion=sigma, K={K},
+                     kind=2, gamma_max={gamma_max}, dim=S, x0=Normal(0, 1), control={control},
+                     elbo={elbo})
+  y ~ Normal(z, {obs_sd})
+}}
+infer svi(steps={steps}, lr={lr}, lr_scalars={lr_h}, lr_decay={lr_decay},
+          particles={particles}, samples=1, dtype=float64, device={device})
+"""
+
+
+def fit_hurst_language(t: np.ndarray, y: np.ndarray, K: int = 5, obs_sd: float = 0.05,
+                       gamma_max: float = 20.0, control: str = "optimal",
+                       elbo: str = "moments", steps: int = 200, lr: float = 0.05,
+                       lr_h: float = 0.04, lr_decay: float = 0.1, particles: int = 1,
+                       theta0: float = 1.0, sigma0: float = 1.0, seed: int = 0,
+                       device: str = "cpu", info: dict | None = None) -> float:
+    """The fOU model of :func:`fit_hurst_affine` written in BDL (:data:`LANGUAGE_MODEL`:
+    the S series are the path's S independent dimensions, which share theta, mu, sigma
+    and H), compiled by ``ppl.compile`` and fitted by its ``infer svi``; returns the
+    learned H (``pyro.param("z_hurst")``).
+
+    ``control=optimal``: the affine control and q(x0) are set to the ELBO's closed-form
+    maximiser at the current parameters on every model call; ``affine``: its coefficients
+    are trained by svi's Adam at ``lr``. ``elbo=moments``: svi's objective is the
+    closed-form ELBO (:func:`ppl.runtime.fractional_sde.moment_elbo`, zero variance);
+    ``mc``: the Monte Carlo ELBO of one torchsde path per series per particle. Adam on the
+    scalars (H's logit, theta, mu, sigma) at ``lr_h``, decayed exponentially to
+    ``lr_decay`` times it at the last step, from H = 0.5, mu = 0 and the params' initial
+    values ``theta0``, ``sigma0``. The Euler step is the construct's closed-form
+    default, the grid's gap divided as :func:`grid_dt` does. ``info`` receives the last
+    ELBO, the scalars and the wall time."""
+    import pyro
+
+    import ppl
+    y = np.atleast_2d(y)
+    if y.size == 0:
+        raise ValueError("fit_hurst_language: no series to fit")
+    src = LANGUAGE_MODEL.format(K=K, gamma_max=gamma_max, control=control, elbo=elbo,
+                                obs_sd=obs_sd, steps=steps, lr=lr, lr_h=lr_h,
+                                lr_decay=lr_decay, particles=particles, device=device,
+                                theta0=theta0, sigma0=sigma0)
+    tt = (t - t[0]) / (t[-1] - t[0])
+    t0 = time.perf_counter()
+    fit = ppl.compile(src, "fsde_hurst.bdl").fit({"t": tt, "y": standardise(y).T}, seed=seed)
+    with torch.no_grad():
+        H, th, mu, sg = (float(pyro.param(k)) for k in ("z_hurst", "theta", "mu", "sigma"))
+    if info is not None:
+        info.update(elbo=float(np.mean(fit.elbo[-10:])), theta=th, mu=mu, sigma=sg,
+                    wall_s=time.perf_counter() - t0)
+    return H
+
+
 def classical(y: np.ndarray) -> dict:
     """R/S, DFA and local Whittle on the increments; for M series [M, N], the mean of the
     M estimates."""
@@ -633,20 +690,29 @@ def run_affine_row(t, y, true_h, args) -> dict:
     (a standard error from the data's spread, with G - 1 degrees of freedom: the
     closed-form fit has no optimisation noise); NaN when G < 2."""
     ys = np.atleast_2d(y)
-    kw = dict(K=args.K, obs_sd=args.obs_sd, gamma_max=args.gamma_max, dt_div=args.dt_div,
-              elbo=args.elbo, steps=args.steps, paths=args.paths, lr=args.lr_h,
-              device=args.device, log_every=args.log_every,
-              noise_scale=not args.no_noise_scale)
+    if args.route == "language":
+        fit = fit_hurst_language
+        kw = dict(K=args.K, obs_sd=args.obs_sd, gamma_max=args.gamma_max,
+                  control=args.lang_control, elbo=args.elbo, steps=args.steps, lr=args.lr,
+                  lr_h=args.lr_h, lr_decay=args.lr_decay, particles=args.particles,
+                  theta0=args.init_theta, sigma0=args.init_sigma, device=args.device)
+    else:
+        fit = fit_hurst_affine
+        kw = dict(K=args.K, obs_sd=args.obs_sd, gamma_max=args.gamma_max, dt_div=args.dt_div,
+                  elbo=args.elbo, steps=args.steps, paths=args.paths, lr=args.lr_h,
+                  device=args.device, log_every=args.log_every,
+                  noise_scale=not args.no_noise_scale)
     t0, info = time.perf_counter(), {}
-    row = {"true_h": true_h, "learned_h": fit_hurst_affine(t, ys, info=info, **kw)}
+    row = {"true_h": true_h, "learned_h": fit(t, ys, info=info, **kw)}
+    gap = f"Euler gap of the r = 1 family {info['gap']:.1f} " if "gap" in info else ""
+    scal = "".join(f"{k} {info[k]:.2f}, " for k in ("theta", "sigma") if k in info)
     print(f"  all {len(ys)} series: H = {row['learned_h']:.3f}, ELBO {info['elbo']:.1f}, "
-          f"Euler gap of the r = 1 family {info['gap']:.1f} "
-          f"({time.perf_counter() - t0:.0f} s)", flush=True)
+          f"{scal}{gap}({time.perf_counter() - t0:.0f} s)", flush=True)
     row.update(elbo=info["elbo"], wall_s=time.perf_counter() - t0)
     # more groups than series would leave some empty: G = min(groups, series), G >= 2
     G = min(args.groups, len(ys))
     groups = np.array_split(np.arange(len(ys)), G) if G > 1 else []
-    hs = [fit_hurst_affine(t, ys[g], **kw) for g in groups]
+    hs = [fit(t, ys[g], **kw) for g in groups]
     row["h_sd"] = (float(np.std(hs, ddof=1) / math.sqrt(len(hs))) if len(hs) > 1
                    else float("nan"))
     if hs:
@@ -658,7 +724,7 @@ def run_affine_row(t, y, true_h, args) -> dict:
 
 
 def run_row(t, y, true_h, args, probes: dict | None = None) -> dict:
-    if args.control == "affine":
+    if args.control == "affine" or args.route == "language":
         return run_affine_row(t, y, true_h, args)
     hs = []
     probe_at = tuple(int(k) for k in args.probe_at.split(",")) if args.probe_at else ()
@@ -732,6 +798,24 @@ def main(argv=None) -> dict:
     ap.add_argument("--elbo", choices=("moments", "mc"), default="moments",
                     help="--control affine: the closed-form ELBO (L-BFGS) or the Monte Carlo "
                          "one (--paths paths per series, --steps Adam steps at --lr-h)")
+    ap.add_argument("--route", choices=("direct", "language"), default="direct",
+                    help="--control affine: fit by the runtime API (fit_hurst_affine), or "
+                         "through the language: a .bdl model compiled by ppl.compile and "
+                         "fitted by its svi (fit_hurst_language; --elbo, --steps, --lr-h, "
+                         "--lr-decay, --lang-control, --particles)")
+    ap.add_argument("--lang-control", choices=("optimal", "affine"), default="optimal",
+                    help="--route language: the construct's control (optimal: set to the "
+                         "closed-form optimum at every call; affine: trained by Adam at --lr)")
+    ap.add_argument("--lr-decay", type=float, default=0.1,
+                    help="--route language: svi's lr_decay (the rate at the last step over "
+                         "the first)")
+    ap.add_argument("--init-theta", type=float, default=1.0,
+                    help="--route language: the model's initial theta")
+    ap.add_argument("--init-sigma", type=float, default=1.0,
+                    help="--route language: the model's initial sigma")
+    ap.add_argument("--particles", type=int, default=1,
+                    help="--route language: svi's particles (paths per series per step "
+                         "with --elbo mc)")
     ap.add_argument("--dt-div", type=int, default=1,
                     help="--control affine: the VI's Euler step is the grid's divided by this")
     ap.add_argument("--no-noise-scale", action="store_true",

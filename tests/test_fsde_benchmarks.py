@@ -340,7 +340,7 @@ def test_affine_row_groups_never_empty(series, groups, want, bench, monkeypatch)
     monkeypatch.setattr(fh, "fit_hurst_affine", fit)
     args = SimpleNamespace(K=3, obs_sd=0.1, gamma_max=20.0, dt_div=1, elbo="moments",
                            steps=0, paths=1, lr_h=0.05, device="cpu", log_every=0,
-                           no_noise_scale=False, groups=groups, mle=False)
+                           no_noise_scale=False, groups=groups, mle=False, route="direct")
     row = fh.run_affine_row(t, ys, 0.6, args)
     assert sizes == [series] + want
     if len(want) < 2:

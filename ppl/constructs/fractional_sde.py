@@ -4,7 +4,8 @@
 state and time (``drift=(x, t) => -theta * (x - mu)``); ``noise=general|additive`` is the
 torchsde noise type; ``control=noise|drift`` what the control network outputs (u, or the
 change of X's drift it causes), ``control=affine`` a per-step affine control instead of a
-network (exact for linear models).
+network (exact for linear models), ``control=optimal`` that family at its closed-form
+optimum; ``elbo=moments|mc`` the closed-form (Rao-Blackwellised) or Monte Carlo ELBO.
 
 A latent path driven by (Markov-approximated) fractional Brownian motion, fitted by
 path-space variational inference (Daems et al., ICLR 2024; ``../shared/METHODS.md``
@@ -18,10 +19,11 @@ from ..builtins import Builtin, FunctionParam, register
 from ..check import sizes
 
 PARAMS = ("times", "drift", "diffusion", "hurst", "K", "kind", "x0", "gamma_max", "gamma_min",
-          "dt", "dim", "hidden", "n_freq", "data", "data_index", "noise", "control")
+          "dt", "dim", "hidden", "n_freq", "data", "data_index", "noise", "control", "elbo")
 
 NOISE = ("general", "additive")
-CONTROL = ("noise", "drift", "affine")
+CONTROL = ("noise", "drift", "affine", "optimal")
+ELBO = ("mc", "moments")
 
 
 def _state_dim(kwargs):
@@ -61,7 +63,8 @@ _FIELD = FunctionParam(("state", "time"), _field_params, _field_result)
 register(Builtin(
     "fractional_sde", "rt.fractional_sde.fractional_sde", PARAMS, 1,
     kind="construct", result="real", shape=_path_shape, tilde="new",
-    functions={"drift": _FIELD, "diffusion": _FIELD}, choices={"noise": NOISE, "control": CONTROL},
+    functions={"drift": _FIELD, "diffusion": _FIELD},
+    choices={"noise": NOISE, "control": CONTROL, "elbo": ELBO},
     ranges={"hurst": "(0, 1)", "K": "[1, inf)", "kind": (1, 2), "gamma_max": "(0, inf)",
             "gamma_min": "(0, inf)", "dt": "(0, inf)", "dim": "[1, inf)", "n_freq": "[0, inf)"},
     doc="latent SDE path [T, dim] driven by MA-fBM with Hurst index hurst (learned by "

@@ -26,7 +26,11 @@ METHODS.md section 2.
 
 from __future__ import annotations
 
+import ast
+import inspect
 import math
+import sys
+import textwrap
 from collections.abc import Callable
 
 import pyro
@@ -665,8 +669,8 @@ def _linear_system(times, y, drift, diffusion, hurst, K, kind, gamma_max, gamma_
     at = torch.where((pts[at - 1] - t64).abs() < (pts[at] - t64).abs(), at - 1, at)
     if float((pts[at] - t64).abs().max()) > 1e-6 * float(host[-1] - host[0]):
         raise ValueError(f"{who}: every time must be an Euler grid point")
-    g, w, _ = weights(hurst, K, kind, float(host[-1] - host[0]), gamma_max, gamma_min,
-                      dtype, device)
+    g, w, eps = weights(hurst, K, kind, float(host[-1] - host[0]), gamma_max, gamma_min,
+                        dtype, device)
     Kk = len(g)
     zero = dict(dtype=dtype, device=device)
     F = torch.cat([torch.cat([slope.reshape(1, 1), -(sigma * w * g).reshape(1, Kk)], 1),
@@ -680,13 +684,13 @@ def _linear_system(times, y, drift, diffusion, hurst, K, kind, gamma_max, gamma_
             "ys": torch.where(seen, ys, torch.zeros_like(ys)), "seen": seen, "F": F,
             "f0": torch.cat([offset.reshape(1), torch.zeros(Kk, **zero)]),
             "G": torch.cat([(sigma * w.sum()).reshape(1), torch.ones(Kk, **zero)]),
-            "P0": P0, "eye": torch.eye(1 + Kk, **zero)}
+            "P0": P0, "eye": torch.eye(1 + Kk, **zero), "eps": eps}
 
 
 def moment_elbo(times, y, obs_sd, drift, diffusion, hurst, control: AffineControl,
                 x0_loc, x0_scale, x0_prior: torch.distributions.Normal, *, K: int = 5,
                 kind: int = 2, gamma_max: float = 20.0, gamma_min: float | None = None,
-                dt: float | None = None) -> dict[str, torch.Tensor]:
+                dt: float | None = None, draw: bool = False) -> dict[str, torch.Tensor]:
     """The ELBO of METHODS.md s2 under an affine control, in closed form (no sampling).
 
     Model: one latent dimension, x0 ~ ``x0_prior``, dX = b(X) dt + sigma dB_hat^H with
@@ -706,7 +710,10 @@ def moment_elbo(times, y, obs_sd, drift, diffusion, hurst, control: AffineContro
     control (a Rao-Blackwellised estimator with no variance), differentiable in every
     argument. Type II starts Y(0) = 0; type I at its stationary law, not controlled.
     Refuses (ValueError) a drift that is not linear or a diffusion that is not a constant.
-    Returns {"elbo", "loglik", "path_kl", "x0_kl"}, each [S].
+    Returns {"elbo", "loglik", "path_kl", "x0_kl"}, each [S], and "eps" (the MA-fBM's
+    relative error at H). ``draw``: also "path" [T, S], one posterior path per series
+    drawn from the same Euler chain, x0 ~ q(x0), Z' = A_n Z + b_n + sqrt(r_n h_n) G xi
+    (the chain :func:`simulate` solves under this control, without the autograd graph).
     """
     if not isinstance(control, AffineControl) or control.D != 1:
         raise ValueError("moment_elbo: the control must be an AffineControl of one latent "
@@ -730,33 +737,58 @@ def moment_elbo(times, y, obs_sd, drift, diffusion, hurst, control: AffineContro
     P = sy["P0"] + torch.diag_embed(torch.cat([scale.reshape(S, 1) ** 2,
                                                scale.new_zeros(S, Kk)], 1))
     var = torch.as_tensor(obs_sd, dtype=dtype, device=device) ** 2
-    ll = torch.zeros(S, dtype=dtype, device=device)
-    kl = torch.zeros(S, dtype=dtype, device=device)
-    a_all = control.a[:, :, 0, :].unbind(0)
-    c_all = control.c[:, :, 0].unbind(0)
-    lr_all = control.log_r[:, :, 0].unbind(0)
-
-    def observe(i, m, P):
-        term = -0.5 * (torch.log(2 * math.pi * var) + ((ys[i] - m[:, 0]) ** 2 + P[:, 0, 0]) / var)
-        return torch.where(seen[i], term, torch.zeros_like(term))
-
+    a_all, c_all = control.a[:, :, 0, :], control.c[:, :, 0]      # [N, S, 1 + K], [N, S]
+    lr_all = control.log_r[:, :, 0]                                # [N, S]
+    hr = h[:, None] * lr_all.exp()                                 # each step's noise variance
+    # what does not depend on the recursion, for every step in one operation (the loop
+    # then holds three products per step, which is what its cost and backward scale with);
+    # unbound once, so the backward of each step's slice is not a full-size gradient
+    A_all = (eye + (F + G[:, None] * a_all[..., None, :]) * h[:, None, None, None]).unbind(0)
+    b_all = ((f0 + G * c_all[..., None]) * h[:, None, None]).unbind(0)
+    Q_all = (GG * hr[..., None, None]).unbind(0)
+    ms, Ps = [m], [P]
     for n in range(len(h)):
-        if n in obs_at:
-            ll = ll + observe(obs_at[n], m, P)
-        a, c = a_all[n], c_all[n]                                  # [S, 1 + K], [S]
-        am = (a * m).sum(-1) + c
-        aPa = (a[:, None, :] @ P @ a[:, :, None])[:, 0, 0]
-        lr = lr_all[n]                                             # [S]
-        kl = kl + 0.5 * (am ** 2 + aPa) * h[n] + 0.5 * (lr.exp() - 1.0 - lr)
-        A = eye + (F + G[:, None] * a[:, None, :]) * h[n]          # [S, 1 + K, 1 + K]
-        m = (A @ m[..., None])[..., 0] + (f0 + G * c[:, None]) * h[n]
-        P = A @ P @ A.transpose(1, 2) + GG * (h[n] * lr.exp())[:, None, None]
-    if len(h) in obs_at:
-        ll = ll + observe(obs_at[len(h)], m, P)
+        m = (A_all[n] @ m[..., None])[..., 0] + b_all[n]
+        P = A_all[n] @ P @ A_all[n].transpose(1, 2) + Q_all[n]
+        ms.append(m)
+        Ps.append(P)
+    M, PP = torch.stack(ms), torch.stack(Ps)                       # [N + 1, S, ...]
+    # step n's KL is at its start state (m_n, P_n): E u^2 = (a^T m + c)^2 + a^T P a
+    am = (a_all * M[:-1]).sum(-1) + c_all
+    aPa = (a_all[..., None, :] @ PP[:-1] @ a_all[..., :, None])[..., 0, 0]
+    kl = (0.5 * (am ** 2 + aPa) * h[:, None] + 0.5 * (lr_all.exp() - 1.0 - lr_all)).sum(0)
+    js = torch.tensor(list(obs_at), device=device)                 # grid points observed
+    out_i = torch.tensor(list(obs_at.values()), device=device)     # their output times
+    term = -0.5 * (torch.log(2 * math.pi * var)
+                   + ((ys[out_i] - M[js, :, 0]) ** 2 + PP[js, :, 0, 0]) / var)
+    ll = torch.where(seen[out_i], term, torch.zeros_like(term)).sum(0)
+    path = None
+    if draw:
+        with torch.no_grad():
+            zs = _draw(M[0].detach(), PP[0].detach())   # x0 ~ q(x0); Y(0): 0 or stationary
+            xi = torch.randn(len(h), S, 1, dtype=dtype, device=device) * hr.sqrt()[..., None]
+            xs = [zs[:, 0]]
+            for n in range(len(h)):
+                zs = (A_all[n] @ zs[..., None])[..., 0] + b_all[n] + xi[n] * G
+                xs.append(zs[:, 0])
+            path = torch.empty(len(times), S, dtype=dtype, device=device)
+            path[out_i] = torch.stack(xs)[js]
     q0 = torch.distributions.Normal(x0_loc.expand(S), scale)
     p0 = torch.distributions.Normal(x0_prior.mean.to(x0_loc), x0_prior.stddev.to(x0_loc))
     kl0 = torch.distributions.kl_divergence(q0, p0)
-    return {"elbo": ll - kl - kl0, "loglik": ll, "path_kl": kl, "x0_kl": kl0}
+    out = {"elbo": ll - kl - kl0, "loglik": ll, "path_kl": kl, "x0_kl": kl0, "eps": sy["eps"]}
+    if draw:
+        out["path"] = path
+    return out
+
+
+@torch.no_grad()
+def _draw(m: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+    """One draw of N(m_s, P_s) per row s (P may be singular: Y(0) = 0 for type II), by a
+    symmetric square root (eigh), which needs no positive definiteness."""
+    val, vec = torch.linalg.eigh(P)
+    root = vec * val.clamp(min=0).sqrt()[:, None, :]
+    return m + (root @ torch.randn_like(m)[..., None])[..., 0]
 
 
 @torch.no_grad()
@@ -794,51 +826,480 @@ def posterior_control(times, y, obs_sd, drift, diffusion, hurst,
     L = torch.zeros(S, n, n, dtype=dtype, device=device)
     e = torch.zeros(S, n, dtype=dtype, device=device)
 
+    # an observation at grid point j adds e_0 e_0^T / obs_sd^2 to L and e_0 y / obs_sd^2 to e
+    E00 = torch.zeros(n, n, dtype=dtype, device=device)
+    E00[0, 0] = 1.0
+    e0 = eye[0]
+
     def observe(j, L, e):
         i = obs_at.get(j)
         if i is None:
             return L, e
-        L, e = L.clone(), e.clone()
-        L[:, 0, 0] += seen[i] / var
-        e[:, 0] += ys[i] / var
-        return L, e
+        return L + (seen[i] / var)[:, None, None] * E00, e + (ys[i] / var)[:, None] * e0
 
-    ctrl = AffineControl(len(h), 1, n - 1, S).to(dtype=dtype, device=device)
-    gap = torch.zeros(S, dtype=dtype, device=device)
+    A0s, b0s = eye + F * h[:, None, None], f0 * h[:, None]         # every step's, at once
+    LGs, pis, eGs = [], [], []
     L, e = observe(len(h), L, e)
     for j in range(len(h) - 1, -1, -1):
-        A0, b0 = eye + F * h[j], f0 * h[j]
-        LG = L @ G                                                  # [S, n]
+        A0, b0 = A0s[j], b0s[j]
+        LG = (L * G).sum(-1)                                        # L G [S, n]
         pi = 1.0 / h[j] + (LG * G).sum(-1)                          # [S]
-        gap += 0.5 * (h[j] * pi - 1.0 - torch.log(h[j] * pi))
-        if noise_scale:
-            ctrl.log_r.data[j, :, 0] = -torch.log(h[j] * pi)
-        ctrl.a.data[j, :, 0] = -(LG @ A0) / (pi * h[j])[:, None]
-        ctrl.c.data[j, :, 0] = ((e * G).sum(-1) - (LG * b0).sum(-1)) / (pi * h[j])
+        eG = (e * G).sum(-1)
+        LGs.append(LG)
+        pis.append(pi)
+        eGs.append(eG)
         Lt = L - LG[:, :, None] * LG[:, None, :] / pi[:, None, None]
-        et = e - LG * (e * G).sum(-1, keepdim=True) / pi[:, None]
+        et = e - LG * (eG / pi)[:, None]
         L = A0.T @ Lt @ A0
         e = ((et - (Lt @ b0)) @ A0)
         L, e = observe(j, L, e)
+    # the per-step coefficients from what the backward pass kept, in time order
+    LG, pi, eG = (torch.stack(v[::-1]) for v in (LGs, pis, eGs))   # [N, S, n], [N, S]
+    hpi = h[:, None] * pi
+    ctrl = AffineControl(len(h), 1, n - 1, S).to(dtype=dtype, device=device)
+    ctrl.a.data[:, :, 0] = -(LG @ A0s) / hpi[..., None]
+    ctrl.c.data[:, :, 0] = (eG - (LG * b0s[:, None, :]).sum(-1)) / hpi
+    if noise_scale:
+        ctrl.log_r.data[:, :, 0] = -torch.log(hpi)
+    gap = (0.5 * (hpi - 1.0 - torch.log(hpi))).sum(0)
     m0 = x0_prior.mean.to(device=device, dtype=dtype).expand(S)
     p0 = 1.0 / x0_prior.variance.to(device=device, dtype=dtype).expand(S)
     prec = p0 + L[:, 0, 0]
     return ctrl, (m0 * p0 + e[:, 0]) / prec, prec.rsqrt(), gap
 
 
+# ---- the closed-form (Rao-Blackwellised) ELBO inside a model -----------------------------
+class NotAffine(Exception):
+    """Raised by the abstract evaluation of :func:`affine_parts`: an operation that does not
+    keep the value affine in the state, or any use of the time."""
+
+
+def _plain(v) -> bool:
+    """A value that depends on neither the state nor the time: a number or a tensor."""
+    return isinstance(v, torch.Tensor) or (isinstance(v, (int, float))
+                                           and not isinstance(v, bool))
+
+
+class _TimeArg:
+    """The time argument of a field under :func:`affine_parts`: any use of it refuses (the
+    closed form needs a time-invariant drift)."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        raise NotAffine("the field uses the time")
+
+    def __getattr__(self, item):
+        if item.startswith("__"):      # a protocol lookup (hasattr): not a use of t
+            raise AttributeError(item)
+        raise NotAffine("the field uses the time")
+
+    def _refuse(self, *args):
+        raise NotAffine("the field uses the time")
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _refuse
+    __truediv__ = __rtruediv__ = __pow__ = __rpow__ = __neg__ = __getitem__ = _refuse
+    __float__ = __bool__ = __index__ = __len__ = __iter__ = _refuse
+
+
+class _AffineState:
+    """The state x as the elementwise affine form ``slope * x + offset`` (slope, offset:
+    numbers or tensors that do not depend on x).
+
+    Calling a field's function literal on it applies each operation of the body to the
+    form: a sum or difference with a plain value or another form, a product with a plain
+    value, a quotient by one, a negation keep it affine and update (slope, offset); every
+    other operation (a product of two forms, a quotient by one, a power, indexing, a
+    reduction, any torch function such as exp or sin, a comparison) raises
+    :class:`NotAffine`. A form that comes out is therefore a proof that the body is affine
+    in x with that slope and offset (tensors, differentiable in the parameters the body
+    reads): an exact test, with no evaluation at sample points."""
+
+    def __init__(self, slope, offset):
+        self.slope, self.offset = slope, offset
+
+    def _op(self, op: str, other, reflected: bool = False) -> _AffineState:
+        if isinstance(other, _AffineState) and op in ("add", "sub"):
+            sign = -1.0 if op == "sub" else 1.0
+            if reflected:
+                return _AffineState(other.slope - self.slope, other.offset - self.offset)
+            return _AffineState(self.slope + sign * other.slope,
+                                self.offset + sign * other.offset)
+        if not _plain(other):
+            raise NotAffine(f"{op} of the state with {type(other).__name__}")
+        if op == "add":
+            return _AffineState(self.slope, self.offset + other)
+        if op == "sub":
+            return (_AffineState(-self.slope, other - self.offset) if reflected
+                    else _AffineState(self.slope, self.offset - other))
+        if op == "mul":
+            return _AffineState(self.slope * other, self.offset * other)
+        if op == "div" and not reflected:
+            return _AffineState(self.slope / other, self.offset / other)
+        raise NotAffine(f"{op} of the state")
+
+    def __add__(self, o):
+        return self._op("add", o)
+
+    def __radd__(self, o):
+        return self._op("add", o, True)
+
+    def __sub__(self, o):
+        return self._op("sub", o)
+
+    def __rsub__(self, o):
+        return self._op("sub", o, True)
+
+    def __mul__(self, o):
+        return self._op("mul", o)
+
+    def __rmul__(self, o):
+        return self._op("mul", o, True)
+
+    def __truediv__(self, o):
+        return self._op("div", o)
+
+    def __rtruediv__(self, o):
+        return self._op("div", o, True)
+
+    def __neg__(self):
+        return _AffineState(-self.slope, -self.offset)
+
+    def __pos__(self):
+        return self
+
+    def _refuse(self, *args):
+        raise NotAffine("a nonlinear operation on the state")
+
+    __pow__ = __rpow__ = __getitem__ = __abs__ = __matmul__ = __rmatmul__ = _refuse
+    __float__ = __bool__ = __index__ = __len__ = __iter__ = _refuse
+
+    def __getattr__(self, item):
+        if item.startswith("__"):      # a protocol lookup (hasattr): not an operation
+            raise AttributeError(item)
+        raise NotAffine(f"the state's .{item}")
+
+    # torch functions and a tensor's own operators (theta * x is Tensor.mul(theta, x))
+    _TORCH = {"add": "add", "__add__": "add", "__radd__": "add", "sub": "sub",
+              "subtract": "sub", "__sub__": "sub", "rsub": "rsub", "__rsub__": "rsub",
+              "mul": "mul", "multiply": "mul", "__mul__": "mul", "__rmul__": "mul",
+              "div": "div", "divide": "div", "true_divide": "div", "__truediv__": "div",
+              "__rtruediv__": "rdiv", "neg": "neg", "negative": "neg", "__neg__": "neg",
+              "positive": "pos", "__pos__": "pos"}
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        op = cls._TORCH.get(getattr(func, "__name__", ""))
+        if op is None or kwargs:
+            raise NotAffine(f"{getattr(func, '__name__', func)} of the state")
+        if op in ("neg", "pos"):
+            return -args[0] if op == "neg" else args[0]
+        a, b = args
+        if op == "rsub":            # rsub(a, b) = b - a
+            op, a, b = "sub", b, a
+        if op == "rdiv":            # a.__rtruediv__(b) = b / a
+            op, a, b = "div", b, a
+        if isinstance(a, _AffineState):
+            return a._op(op, b)
+        return b._op(op, a, reflected=True)
+
+
+def affine_parts(spec) -> tuple[torch.Tensor | None, torch.Tensor] | None:
+    """(slope, offset) when the drift/diffusion ``spec`` is provably the time-invariant
+    elementwise affine field b(x, t) = slope * x + offset, slope None where it does not
+    depend on x at all (a constant); None otherwise (a network; a literal that is not
+    affine, or uses t, or fails to evaluate on the abstract state).
+
+    A number, tensor or ``param`` is the constant itself. A function literal (a Python
+    callable f(x, t)) is evaluated once on an :class:`_AffineState` x and a :class:`_TimeArg`
+    t, so the answer is exact: yes only for a body built from sums, differences,
+    products and quotients of x with values that do not depend on (x, t).
+    """
+    if _is_network(spec):
+        return None
+    if not callable(spec):
+        return None, torch.as_tensor(spec)
+    try:
+        out = spec(_AffineState(1.0, 0.0), _TimeArg())
+    except Exception:  # noqa: BLE001  any failure of the abstract evaluation: not proven affine
+        return None
+    if isinstance(out, _AffineState):
+        return torch.as_tensor(out.slope), torch.as_tensor(out.offset)
+    return (None, torch.as_tensor(out)) if _plain(out) else None
+
+
+def _callee(node: ast.expr) -> str:
+    """``a.b.c`` of a call's function, '' when it is not a dotted name."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return ""
+
+
+class GaussianObservation:
+    """The one statement that reads the path ``name``, ``obs ~ Normal(path[rows, col],
+    scale)``, found in the model's generated source (:func:`gaussian_observation`):
+    compiled expressions for the rows (None: all), the column (None: all), the scale and
+    the observed value, evaluated in the model's frame at each call."""
+
+    def __init__(self, rows, col, scale, obs, line: int):
+        self.rows, self.col, self.scale, self.obs, self.line = rows, col, scale, obs, line
+
+    def values(self, frame, T: int, D: int, dtype, device) -> tuple:
+        """(ys [T, D] with NaN where unobserved, scale (a one-element tensor), rows [n],
+        col or None, obs [n, D or 1]) at this call, or a ValueError naming what does not
+        fit the closed form."""
+        env = {**frame.f_globals, **frame.f_locals}
+
+        def ev(code):
+            try:
+                return eval(code, env)  # noqa: S307  an expression of the generated model
+            except NameError as e:
+                raise ValueError(f"the observation's {e.name} is not defined when the path is "
+                                 f"drawn (declare it before the path)") from None
+
+        rows = (torch.arange(T, device=device) if self.rows is None
+                else torch.as_tensor(ev(self.rows), device=device).long().reshape(-1))
+        if len(rows) and (int(rows.min()) < -T or int(rows.max()) >= T):
+            raise ValueError("the observation's time index is out of range")
+        rows = rows % T
+        if len(torch.unique(rows)) != len(rows):
+            raise ValueError("a time point is observed twice (the closed form takes one "
+                             "observation per time)")
+        if self.col is not None and not -D <= self.col < D:
+            raise ValueError(f"the observation reads column {self.col} of a path with {D}")
+        scale = torch.as_tensor(ev(self.scale))
+        if scale.numel() != 1:
+            raise ValueError("the observation's sd must be one number (a scalar)")
+        width = D if self.col is None else 1
+        obs = torch.as_tensor(ev(self.obs)).to(dtype=dtype, device=device)
+        if obs.numel() != len(rows) * width:
+            raise ValueError(f"the observed value has {obs.numel()} numbers for "
+                             f"{len(rows)} x {width} observed path values")
+        obs = obs.reshape(len(rows), width)
+        ys = torch.full((T, D), float("nan"), dtype=dtype, device=device)
+        if self.col is None:
+            ys[rows] = obs
+        else:
+            ys[rows, self.col % D] = obs[:, 0]
+        return ys, scale.to(device=device).reshape(()), rows, self.col, obs
+
+
+_OBSERVATIONS: dict = {}
+
+
+def gaussian_observation(code, name: str) -> GaussianObservation | str:
+    """The Gaussian observation of the path ``name`` in the model function ``code`` (its
+    generated Python source, read with ``inspect``), or the reason there is none.
+
+    An exact syntactic test: the path's variable must be read by exactly one statement,
+    ``pyro.sample(..., dist.Normal(LOC, SCALE)[.expand(..)][.to_event(..)], obs=Y)`` at the
+    top level of the model after the path is drawn, with LOC the path itself, ``path[rows]``,
+    ``path[rows, c]`` or ``path[rows, :]`` (rows ``:`` or an index expression, c an integer).
+    Then E_Q log p(Y | path) is the closed form of :func:`moment_elbo`. Cached per model
+    function."""
+    key = (code, name)
+    if key not in _OBSERVATIONS:
+        _OBSERVATIONS[key] = _find_observation(code, name)
+    return _OBSERVATIONS[key]
+
+
+def _find_observation(code, name: str) -> GaussianObservation | str:
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(code)))
+    except (OSError, TypeError, SyntaxError):
+        return "the model's source is not available"
+    fn = tree.body[0] if tree.body and isinstance(tree.body[0], ast.FunctionDef) else None
+    if fn is None:
+        return "the path is not drawn inside a model function"
+    at = var = None
+    for i, st in enumerate(fn.body):
+        v = st.value if isinstance(st, ast.Assign) else None
+        if isinstance(v, ast.Call) and _callee(v.func).endswith("fractional_sde") and v.args \
+                and isinstance(v.args[0], ast.Constant) and v.args[0].value == name \
+                and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name):
+            at, var = i, st.targets[0].id
+    if var is None:
+        return f"the statement drawing {name} is not found in the model's source"
+    uses = [n for n in ast.walk(fn) if isinstance(n, ast.Name) and n.id == var
+            and n is not fn.body[at].targets[0]]
+    if len(uses) != 1 or not isinstance(uses[0].ctx, ast.Load):
+        return (f"the path {name} is read by {len(uses)} expressions; the closed form needs "
+                f"exactly one, its observation y ~ Normal({name}[...], sd)")
+    use = uses[0]
+    stmt = next((st for st in fn.body[at + 1:] if any(n is use for n in ast.walk(st))), None)
+    call = stmt.value if isinstance(stmt, ast.Expr) else None
+    if not (isinstance(call, ast.Call) and _callee(call.func) == "pyro.sample"
+            and len(call.args) == 2 and any(k.arg == "obs" for k in call.keywords)):
+        return (f"the path {name} is not read by an observed statement at the top level "
+                f"of the model (y ~ Normal({name}[...], sd))")
+    d = call.args[1]
+    while isinstance(d, ast.Call) and isinstance(d.func, ast.Attribute) \
+            and d.func.attr in ("expand", "to_event"):
+        d = d.func.value
+    if not (isinstance(d, ast.Call) and _callee(d.func) == "dist.Normal"):
+        return f"the observation of {name} (line {stmt.lineno}) is not a Normal"
+    kw = {k.arg: k.value for k in d.keywords}
+    loc = d.args[0] if d.args else kw.get("loc")
+    scale = d.args[1] if len(d.args) > 1 else kw.get("scale")
+    rows = col = None
+    if isinstance(loc, ast.Subscript) and loc.value is use:
+        items = loc.slice.elts if isinstance(loc.slice, ast.Tuple) else [loc.slice]
+        full = [isinstance(e, ast.Slice) and e.lower is e.upper is e.step is None
+                for e in items]
+        if len(items) > 2 or (len(items) == 2 and not full[1] and not (
+                isinstance(items[1], ast.Constant) and type(items[1].value) is int)):
+            return (f"the observation reads {name} at {ast.unparse(loc)}; the closed form "
+                    f"takes {name}[rows], {name}[rows, c] or {name}[rows, :]")
+        if isinstance(items[0], ast.Slice) and not full[0]:
+            return f"the observation reads a slice of {name}'s times; use an index"
+        rows = None if full[0] else items[0]
+        col = items[1].value if len(items) == 2 and not full[1] else None
+    elif loc is not use:
+        return (f"the observation's mean is {ast.unparse(loc)}, not the path {name} "
+                f"read at some times")
+    if scale is None:
+        return f"the observation of {name} has no sd"
+
+    def comp(e):
+        return compile(ast.Expression(e), f"<{name} observation>", "eval")
+
+    obs = next(k.value for k in call.keywords if k.arg == "obs")
+    return GaussianObservation(None if rows is None else comp(rows), col, comp(scale),
+                               comp(obs), stmt.lineno)
+
+
+def _closed_form_parts(name, frame, times, drift, diffusion, x0, kind, D, dt, gamma_max):
+    """What the closed form needs, or the reason it does not apply: {slope, offset, sigma,
+    x0 prior, the observation's values} for a time-invariant affine drift with one slope
+    and offset, a constant scalar diffusion, x0 ~ Normal and one Gaussian observation of
+    the path (:func:`affine_parts`, :func:`gaussian_observation`)."""
+    b = affine_parts(drift)
+    if b is None:
+        return "the drift is not (provably) affine in the state and free of the time"
+    s = affine_parts(diffusion)
+    if s is None or s[0] is not None:
+        return "the diffusion is not a constant"
+    slope = torch.zeros(()) if b[0] is None else b[0]
+    if slope.numel() != 1 or b[1].numel() != 1 or s[1].numel() != 1:
+        return "the drift's slope and offset and the diffusion must be single numbers"
+    if not isinstance(x0, torch.distributions.Normal) or x0.mean.numel() != 1:
+        return "x0 must be a Normal distribution with one mean and sd"
+    if frame is None:
+        return "the model's frame is not available"
+    dt = closed_form_dt(times, dt, gamma_max)
+    if dt is None:
+        return ("the times are not all points of the Euler grid (give dt so that every "
+                "gap is a whole number of steps)")
+    found = gaussian_observation(frame.f_code, name)
+    if isinstance(found, str):
+        return found
+    f64 = dict(dtype=torch.float64, device=times.device)
+    try:
+        obs = found.values(frame, len(times), D, **f64)
+    except ValueError as e:
+        return str(e)
+    return {"drift": LinearDrift(slope.reshape(()).to(**f64), b[1].reshape(()).to(**f64)),
+            "sigma": s[1].reshape(()).to(**f64), "prior": torch.distributions.Normal(
+                x0.mean.reshape(()).to(**f64), x0.stddev.reshape(()).to(**f64)),
+            "obs": obs, "dt": dt}
+
+
+def closed_form_dt(times: torch.Tensor, dt: float | None, gamma_max: float) -> float | None:
+    """The Euler step of the closed form: ``dt``, or when None the smallest gap divided
+    into the fewest equal steps with gamma_max * dt <= 0.25 (so a uniform grid's times are
+    step points); None when some time is not a point of that grid (the closed form
+    observes the chain at its steps)."""
+    host = times.detach().cpu().to(torch.float64)
+    if dt is None:
+        gap = float((host[1:] - host[:-1]).min())
+        dt = gap / math.ceil(gap * float(gamma_max) / 0.25 - 1e-9)
+    pts = torch.stack(euler_points(host, float(dt)))
+    at = torch.searchsorted(pts, host).clamp(max=len(pts) - 1)
+    near = torch.minimum((pts[at] - host).abs(), (pts[(at - 1).clamp(min=0)] - host).abs())
+    return float(dt) if float(near.max()) <= 1e-6 * float(host[-1] - host[0]) else None
+
+
+def _to_dims(ctrl: AffineControl) -> AffineControl:
+    """An affine control of S series of one dimension as one of S dimensions (one series):
+    the same coefficients, for :func:`simulate` on a [1, S] state."""
+    out = AffineControl(ctrl.steps, ctrl.series, ctrl.K, 1).to(ctrl.a)
+    with torch.no_grad():
+        out.a.copy_(ctrl.a.transpose(1, 2))
+        out.c.copy_(ctrl.c.transpose(1, 2))
+        out.log_r.copy_(ctrl.log_r.transpose(1, 2))
+    return out
+
+
+def _fit_closed_form(name, parts, times, H, K, kind, gamma_max, gamma_min, dt, control,
+                     elbo, D, noise):
+    """The path and the ELBO terms of ``control=affine|optimal`` under ``elbo=moments|mc``
+    for a linear-Gaussian model (docs/constructs/fractional_sde.md, "svi and the closed
+    form"). Computed in float64; returns the path [T, D] in the model's dtype."""
+    f64 = dict(dtype=torch.float64, device=times.device)
+    t64 = times.to(**f64)
+    ys, scale, rows, col, obs = parts["obs"]
+    drift, sigma, prior = parts["drift"], parts["sigma"], parts["prior"]
+    H64 = H.to(**f64)
+    dt = parts["dt"]
+    kw = dict(K=K, gamma_max=float(gamma_max), dt=dt,
+              gamma_min=None if gamma_min is None else float(gamma_min))
+    if control == "optimal":
+        # the ELBO's maximiser over (control, q(x0)) at the current parameters, in closed
+        # form; the parameters' gradient at it is d log p (envelope theorem)
+        ctrl, loc, sd, _ = posterior_control(
+            t64, ys, scale.detach(), LinearDrift(drift.slope.detach(), drift.offset.detach()),
+            sigma.detach(), H64.detach(), prior, **kw, **f64)
+    else:
+        ctrl = pyro.module(f"{name}_control", network(
+            f"{name}_control", AffineControl, euler_steps(times, dt, float(gamma_max)), 1, K, D))
+        loc, sd = _x0_params(name, prior, D, torch.float64, times.device)
+    if elbo == "moments":
+        out = moment_elbo(t64, ys, scale.to(**f64), drift, sigma, H64, ctrl.to(**f64)
+                          if control == "optimal" else ctrl, loc, sd, prior, kind=kind,
+                          draw=True, **kw)
+        path = out["path"]                                         # [T, D]
+        sel = path[rows] if col is None else path[rows][:, [col]]
+        # the observation statement adds log N(obs; path, scale) for this path; the
+        # closed form replaces it by its expectation under Q (a Rao-Blackwellisation)
+        stmt = torch.distributions.Normal(sel, scale.to(**f64)).log_prob(obs).sum()
+        pyro.factor(f"{name}_obs", (out["loglik"].sum() - stmt).to(times.dtype))
+        kl, eps = out["path_kl"].sum() + out["x0_kl"].sum(), out["eps"]
+    else:
+        q0 = torch.distributions.Normal(loc, sd)
+        x = q0.rsample().reshape(1, D)
+        paths, kl, eps = simulate(t64, x, drift, sigma, H64, kind=kind, control=_to_dims(ctrl)
+                                  if control == "optimal" else ctrl, noise=noise, **kw)
+        kl = kl.sum() + torch.distributions.kl_divergence(q0, prior).sum()
+        path = paths[:, 0, :]
+    pyro.factor(f"{name}_kl", -kl.to(times.dtype))
+    pyro.deterministic(f"{name}_eps", eps.detach().to(times.dtype))
+    return pyro.deterministic(name, path.to(times.dtype))
+
+
+
+def _x0_params(name: str, x0: torch.distributions.Distribution, D: int, dtype, device):
+    """q(x0)'s ``pyro.param``s ``<name>_x0_loc``, ``<name>_x0_scale`` [D], started at the
+    prior's moments (0 and 1 where it has none)."""
+    try:
+        m0 = x0.mean.to(dtype).expand(D).clone()
+        s0 = x0.stddev.to(dtype).expand(D).clone()
+    except (NotImplementedError, RuntimeError):
+        m0, s0 = torch.zeros(D, dtype=dtype), torch.ones(D, dtype=dtype)
+    m0 = torch.where(torch.isfinite(m0), m0, torch.zeros_like(m0))
+    s0 = torch.where(torch.isfinite(s0) & (s0 > 0), s0, torch.ones_like(s0))
+    loc = pyro.param(f"{name}_x0_loc", m0.to(device))
+    scale = pyro.param(f"{name}_x0_scale", s0.to(device), constraint=constraints.positive)
+    return loc, scale
+
 def _x0_posterior(name: str, x0, D: int, dtype, device):
     """x0 and KL(q(x0) || p(x0)): a distribution gets q = Normal(loc, scale) (pyro.params,
     started at the prior's moments), sampled by reparameterisation; a number is fixed."""
     if isinstance(x0, torch.distributions.Distribution):
-        try:
-            m0 = x0.mean.to(dtype).expand(D).clone()
-            s0 = x0.stddev.to(dtype).expand(D).clone()
-        except (NotImplementedError, RuntimeError):
-            m0, s0 = torch.zeros(D, dtype=dtype), torch.ones(D, dtype=dtype)
-        m0 = torch.where(torch.isfinite(m0), m0, torch.zeros_like(m0))
-        s0 = torch.where(torch.isfinite(s0) & (s0 > 0), s0, torch.ones_like(s0))
-        loc = pyro.param(f"{name}_x0_loc", m0.to(device))
-        scale = pyro.param(f"{name}_x0_scale", s0.to(device), constraint=constraints.positive)
+        loc, scale = _x0_params(name, x0, D, dtype, device)
         q = dist.Normal(loc, scale)
         x = q.rsample()
         try:
@@ -853,7 +1314,8 @@ def _x0_posterior(name: str, x0, D: int, dtype, device):
 def fractional_sde(name: str, times, drift=0.0, diffusion=1.0, hurst=None, K: int = 5,
                    kind: int = 2, x0=0.0, gamma_max: float = 20.0, gamma_min=None, dt=None,
                    dim: int = 1, hidden=(64, 64), n_freq: int = 6, data=None,
-                   data_index=None, noise: str = "general", control: str = "noise"):
+                   data_index=None, noise: str = "general", control: str = "noise",
+                   elbo: str | None = None):
     """``name ~ fractional_sde(times=t, ...)`` inside a model: one posterior path [T, dim].
 
     ``hurst``: a number or tensor (fixed / a ``param``), or None: learned as
@@ -869,11 +1331,27 @@ def fractional_sde(name: str, times, drift=0.0, diffusion=1.0, hurst=None, K: in
     ``"affine"``: no network, the per-step affine control u_n = a_n^T Z + c_n with a
     per-step noise scale (:class:`AffineControl`, one set of coefficients per Euler step,
     zero at the start), which holds the exact posterior of a linear model; ``hidden``,
-    ``n_freq`` and ``data`` are then unused.
+    ``n_freq`` and ``data`` are then unused; or ``"optimal"``: that family set at every
+    call to the ELBO's exact maximiser at the current drift, diffusion and H, with q(x0)
+    (:func:`posterior_control`; linear-Gaussian models only).
+    ``elbo``: ``"moments"``, the closed-form expectation of the Monte Carlo ELBO
+    (:func:`moment_elbo`, a Rao-Blackwellisation: the observation statement's log density
+    at the drawn path is replaced by its expectation under Q through the factor
+    ``name + "_obs"``), for ``control=affine|optimal`` on a linear-Gaussian model
+    (:func:`affine_parts`, :func:`gaussian_observation`); ``"mc"``, the Monte Carlo ELBO
+    of one torchsde path; None: ``"moments"`` where it applies, else ``"mc"``.
     """
     kind, K, D = int(kind), int(K), int(dim)
+    raw = (drift, diffusion)
     drift, diffusion = (per_state(f, D) if callable(f) and not _is_network(f)
                         else f for f in (drift, diffusion))
+    if elbo not in (None, "mc", "moments"):
+        raise ArgumentError(f"fractional_sde: elbo must be mc or moments, got {elbo!r}",
+                            argument="elbo")
+    if elbo == "moments" and control not in ("affine", "optimal"):
+        raise ArgumentError("fractional_sde: elbo=moments is the closed form of an affine "
+                            "control; use control=affine or control=optimal",
+                            argument="elbo")
     if kind not in (1, 2):
         raise ArgumentError(f"fractional_sde: kind must be 1 or 2, got {kind}", argument="kind")
     times = torch.as_tensor(times, dtype=torch.get_default_dtype())
@@ -885,6 +1363,23 @@ def fractional_sde(name: str, times, drift=0.0, diffusion=1.0, hurst=None, K: in
         hurst = pyro.param(f"{name}_hurst", torch.tensor(0.5, device=times.device),
                            constraint=constraints.interval(0.0, 1.0))
     H = torch.as_tensor(hurst).clamp(0.01, 0.99)
+    if control == "optimal" or (control == "affine" and elbo != "mc"):
+        parts = _closed_form_parts(name, sys._getframe(1), times, *raw, x0, kind, D, dt,
+                                   gamma_max)
+        if isinstance(parts, str):
+            if control == "optimal" or elbo == "moments":
+                what = "control=optimal" if control == "optimal" else "elbo=moments"
+                raise ArgumentError(
+                    f"fractional_sde: {what} needs the closed form of a linear-Gaussian "
+                    f"model (an affine drift, a constant diffusion, x0 ~ Normal, one Normal "
+                    f"observation of the path), and here {parts}",
+                    argument="control" if control == "optimal" else "elbo")
+        elif control == "optimal" and kind != 2:
+            raise ArgumentError("fractional_sde: control=optimal needs kind=2 (Y(0) = 0)",
+                                argument="kind")
+        elif control == "optimal" or elbo != "mc":
+            return _fit_closed_form(name, parts, times, H, K, kind, gamma_max, gamma_min, dt,
+                                    control, elbo or "moments", D, noise)
     hidden = [int(h) for h in torch.as_tensor(hidden).reshape(-1).tolist()]
     use_data = data is not None and control != "affine"
     # cached like every network (rt.reset_networks at the start of a fit gives q = p again)
