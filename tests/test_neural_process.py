@@ -864,6 +864,22 @@ def test_run_echoes_the_task_source_as_the_model_file_spells_it(tmp_path):
     assert again.returncode == 0 and again.stderr.splitlines()[0] == echo, again.stderr
 
 
+def test_gp_tasks_for_a_network_of_other_dimensions_is_a_user_error():
+    """np_train's GP tasks are 1-D: a network with x_dim=2 needs a task file. The error is
+    a BdlError (exit status 1 from bdl), naming the network and its dimensions."""
+    m = ppl.compile(SRC.replace("FAMILY", "cnp").replace("x_dim=1", "x_dim=2")
+                    .replace("xc: real[C, 1]", "xc: real[C, 2]")
+                    .replace("xt: real[T, 1]", "xt: real[T, 2]"))
+    data = {"xc": [[-1.0, 0.0], [0.0, 1.0]], "yc": [[0.2], [0.4]], "xt": [[0.5, 0.0]],
+            "yt": [[0.3]]}
+    with pytest.raises(ppl.BdlError) as e:
+        m.fit(data, steps=1, batch=2)
+    assert e.value.render() == (
+        "infer: error: np_train: GP tasks are 1-D (x_dim=1, y_dim=1) but network 'g' has "
+        "x_dim=2, y_dim=1\n"
+        "  note: train it on tasks of its dimensions: tasks=task_file(\"PATH.npz\")")
+
+
 def test_gp_tasks_spelling_reaches_the_sampler():
     """tasks=gp_tasks(...) through ppl.compile: the runner's task source has the given
     kernel and ranges, and its tasks obey them (per-task lengthscales in [0.2, 0.25])."""
@@ -1025,7 +1041,7 @@ def test_task_file_is_relative_to_the_model_file(tmp_path, monkeypatch):
     _, opts = m.resolve_infer('np_train(tasks=task_file("tasks.npz"))')
     assert "site" not in opts["tasks"]
     assert np_meta.task_source(opts["tasks"], 1, 1).num_tasks == 6
-    with pytest.raises(ValueError, match="no file 'gone.npz' .*relative to the current"):
+    with pytest.raises(ppl.BdlError, match="no file 'gone.npz' .*relative to the current"):
         np_meta.task_source({"call": "task_file", "args": ["gone.npz"], "kwargs": {}}, 1, 1)
 
 

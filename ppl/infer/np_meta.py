@@ -29,7 +29,7 @@ from .methods import SITE
 PREDICTIVE_DRAWS = 1000
 
 
-def task_source(spec, x_dim: int, y_dim: int):
+def task_source(spec, x_dim: int, y_dim: int, name: str = "the network"):
     """The task source an ``np_train(tasks=...)`` value names (checked already by
     ``ppl.constructs.neural_process.task_source_problem``): a kernel name, a
     ``gp_tasks(...)`` or ``task_file(...)`` call (as :func:`ppl.check.checker.option_value`
@@ -45,17 +45,18 @@ def task_source(spec, x_dim: int, y_dim: int):
         if not Path(path).is_file():
             where = ("a path in a model file is relative to the model file's folder"
                      if "file" in site else "relative to the current directory")
-            _task_file_error(spec, f"np_train: task_file: no file {written!r} (looked for "
+            _task_source_error(spec, f"np_train: task_file: no file {written!r} (looked for "
                                    f"{str(Path(path).absolute())!r}; {where})")
         src = npr.FileTasks(path)
         got = (src.arrays["xc"].shape[-1], src.arrays["yc"].shape[-1])
         if got != (x_dim, y_dim):
-            _task_file_error(spec, f"np_train: {path} has x_dim, y_dim = {got}, the network "
+            _task_source_error(spec, f"np_train: {path} has x_dim, y_dim = {got}, {name} "
                                    f"expects {(x_dim, y_dim)}")
         return src
     if (x_dim, y_dim) != (1, 1):
-        raise ValueError(f"np_train: GP tasks are 1-D (x_dim=1, y_dim=1); the network has "
-                         f"x_dim={x_dim}, y_dim={y_dim}: use tasks=task_file(\"PATH.npz\")")
+        _task_source_error(spec, f"np_train: GP tasks are 1-D (x_dim=1, y_dim=1) but {name} "
+                               f"has x_dim={x_dim}, y_dim={y_dim}",
+                         ["train it on tasks of its dimensions: tasks=task_file(\"PATH.npz\")"])
     args = {k: v[0] for k, v in GP_TASK_ARGS.items()}
     args.update(spec["kwargs"])
     return npr.GPTasks(args["kernel"], lengthscale=tuple(args["lengthscale"]),
@@ -64,18 +65,19 @@ def task_source(spec, x_dim: int, y_dim: int):
                        max_points=args["max_points"])
 
 
-def _task_file_error(spec: dict, message: str):
-    """Raise ``message`` at the ``tasks=task_file(...)`` option of the model file (a
-    :class:`BdlError` with its line and column, as the checker's errors), or as a plain
-    ValueError for a spec from ``--infer`` or Python."""
-    if "at" not in spec.get(SITE, {}):
-        raise ValueError(message)
-    filename, line, col = spec[SITE]["at"]
+def _task_source_error(spec, message: str, notes: list[str] | None = None):
+    """Raise ``message`` as a user error (:class:`BdlError`): at the ``tasks=task_file(...)``
+    option of the model file, with its line and column, as the checker's errors; without
+    a location for a task source from ``--infer``, Python or the default."""
+    at = spec.get(SITE, {}).get("at") if isinstance(spec, dict) else None
+    if at is None:
+        raise BdlError([Diagnostic(message, notes=notes or [])], "infer")
+    filename, line, col = at
     try:
         source = Path(filename).read_text() if not filename.startswith("<") else None
     except OSError:
         source = None
-    raise BdlError([Diagnostic(message, Span(line, col))], filename, source)
+    raise BdlError([Diagnostic(message, Span(line, col), notes=notes or [])], filename, source)
 
 
 def neural_processes() -> dict[str, npr.NeuralProcess]:
@@ -95,7 +97,7 @@ def run(model, kwargs, opts, progress=False) -> Fit:
     evals: dict[str, dict[str, float]] = {}
     every = max(1, opts["steps"] // 20)
     for name, net in nets.items():
-        tasks = task_source(opts["tasks"], net.x_dim, net.y_dim)
+        tasks = task_source(opts["tasks"], net.x_dim, net.y_dim, f"network '{name}'")
 
         def report(step, loss, name=name):
             if progress and (step % every == 0 or step == opts["steps"] - 1):
