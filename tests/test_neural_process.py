@@ -864,6 +864,16 @@ def test_run_echoes_the_task_source_as_the_model_file_spells_it(tmp_path):
     assert again.returncode == 0 and again.stderr.splitlines()[0] == echo, again.stderr
 
 
+def test_a_failed_network_definition_is_reported_once():
+    """With y_dim left out, ``g = martingale_np(...)`` is the one error: the later call
+    ``g(xc, yc)`` of the failed value adds no "cannot be called" error."""
+    src = SRC.replace("FAMILY", "martingale_np").replace("y_dim=1, ", "")
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile(src.replace("g(xc, yc, xt)", "g(xc, yc)"), "p.bdl")
+    (d,) = e.value.diagnostics
+    assert "y_dim" in d.message and (d.span.line, d.span.col) == (3, 7)
+
+
 def test_gp_tasks_for_a_network_of_other_dimensions_is_a_user_error():
     """np_train's GP tasks are 1-D: a network with x_dim=2 needs a task file. The error is
     a BdlError (exit status 1 from bdl), naming the network and its dimensions."""

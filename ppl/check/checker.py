@@ -970,6 +970,8 @@ class _ModelChecker:
                      "takes a function, not called", e.func.span,
                      [f"such as {_function_args()}; it is defined at {sym.span}"])
             return UNKNOWN
+        if sym.ty.kind == "unknown" and self.errors:
+            return UNKNOWN  # its definition failed and said why (a construct's missing y_dim)
         if sym.role != "network":
             self.err(f"'{sym.name}' is {_a(sym.ty.kind)} value and cannot be called", e.func.span)
             return UNKNOWN
