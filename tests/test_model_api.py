@@ -93,3 +93,15 @@ def test_summary_conveniences_and_predict_without_latents(tmp_path):
         s["y_new"]
     text = s.to_csv(tmp_path / "s.csv")
     assert (tmp_path / "s.csv").read_text() == text
+
+
+def test_a_method_that_needs_a_construct_is_refused_without_it():
+    src = "model M(y: real[N]) {\n  mu ~ Normal(0, 1)\n  y ~ Normal(mu, 1)\n}\n"
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile(src + "infer np_train(steps=2)\n", "m.bdl")
+    assert e.value.render().startswith(
+        "m.bdl:5:7: error: infer np_train needs a model that uses one of cnp, np, anp, "
+        "martingale_np, martingale_anp")
+    m = ppl.compile(src, "m.bdl")  # chosen at run time: the same check
+    with pytest.raises(ppl.BdlError, match="infer np_train needs a model that uses"):
+        m.fit({"y": [1.0]}, infer="np_train")

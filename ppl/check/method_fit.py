@@ -52,6 +52,7 @@ def method_mismatch(method: str, model: ast.Model, span: Span) -> list[Diagnosti
                 notes=[f"{name} works with: {ok} (infer {b.methods[0]}(...))"]))
     if spec.needs and not any(n in used for n in spec.needs):
         out.append(Diagnostic(
-            f"infer {method} needs a model that uses {' or '.join(spec.needs)}", span,
+            f"infer {method} needs a model that uses "
+            f"{'one of ' if len(spec.needs) > 1 else ''}{', '.join(spec.needs)}", span,
             notes=[f"{method}: {spec.doc}"] if spec.doc else []))
     return out

@@ -171,4 +171,5 @@ register_method(Method("np_train", {
     **_COMMON,
     "dtype": Option("float32", "symbol", ("float32", "float64")),
 }, doc="meta-train neural processes over a task source (Adam, cosine decay)",
-    runner="ppl.infer.np_meta:run"))
+    runner="ppl.infer.np_meta:run",
+    needs=("cnp", "np", "anp", "martingale_np", "martingale_anp")))
