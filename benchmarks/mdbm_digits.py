@@ -24,7 +24,8 @@ free energy is no longer convex and mean-field is no longer provably unique; wit
 ``--cap 2`` it is 2 - lambda_max(P Phi P) for the monotone row, and ``lambda_max_PPhiP``
 = lambda_max(P Phi P) on the simplices' tangent space for every row: below 2 the fixed
 point is unique),
-``<model>@<fraction>`` for the sweep (each model is trained once, at ``--observed``, and
+``<model>@<fraction>`` for the sweep (each model is trained once, at ``--observed``, or
+with ``--train-observed LO:HI`` on per-image fractions drawn from U(LO, HI), and
 evaluated at every fraction of ``--fractions``; ``max_disagreement`` too with
 ``--sweep-disagreement``), ``marginal_mode`` (``imput_err``, ``label_acc``), and
 ``fb``, ``fb_anderson``, ``pr``, ``mf`` (columns ``iters``, ``ms_per_batch``).
@@ -79,7 +80,8 @@ def build(kind: str, K: int, hidden: int, args) -> M.MonotoneDBM:
         visible=M.units(64, K), hidden=[M.units(hidden, K)] * args.tiers, label=M.units(1, 10),
         margin=args.margin, monotone=monotone, solver="fb" if monotone else "mf",
         alpha=args.alpha, tol=args.tol, max_iter=args.max_iter, anderson=5,
-        observed=args.observed, mask=args.mask, init_scale=1.0 if monotone else 0.5,
+        observed=args.train_observed or args.observed, mask=args.mask,
+        init_scale=1.0 if monotone else 0.5,
         seed=args.seed, readout=args.readout, label_readout=args.label_readout,
         rank=args.rank, pattern=pattern, **({"cap": args.cap} if monotone else {}),
         **({"coupling": "conv", "kernel": args.kernel, "channels": args.channels}
@@ -346,10 +348,25 @@ def residual_figure(path, hists: dict, W=480, H=320):
     write_png(path, img)
 
 
+def _fraction_range(text: str) -> tuple[float, float]:
+    """``"LO:HI"`` -> ``(LO, HI)`` with ``0 <= LO <= HI <= 1``."""
+    try:
+        lo, hi = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO:HI, got {text!r}") from None
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise argparse.ArgumentTypeError(f"need 0 <= LO <= HI <= 1, got {text!r}")
+    return lo, hi
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mask", choices=("random", "patch"), default="random")
     ap.add_argument("--observed", type=float, default=0.4)
+    ap.add_argument("--train-observed", dest="train_observed", type=_fraction_range,
+                    default=None, metavar="LO:HI",
+                    help="training masks: each image's observed fraction drawn from "
+                         "U(LO, HI) (every model); default: --observed for every image")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--train", type=int, default=768, help="training images (size knob)")
     ap.add_argument("--test", type=int, default=256)

@@ -535,6 +535,50 @@ def test_masks():
     assert rows.max() - rows.min() + 1 == side and cols.max() - cols.min() + 1 == side
 
 
+def test_masks_with_per_image_fractions():
+    """``make_mask`` with a ``[B]`` tensor of fractions: each image's shown count is
+    Binomial(n, rho_i) (random) or its patch side is round(sqrt((1 - rho_i) n)) (patch)."""
+    g = torch.Generator().manual_seed(1)
+    rho = torch.tensor([0.1, 0.9]).repeat(1000)
+    r = M.make_mask((2000, 64), rho, "random", generator=g).float().mean(1)
+    for f in (0.1, 0.9):  # 1000 images x 64 pixels at each fraction
+        got = float(r[rho == f].mean())
+        assert abs(got - f) < 4 * (f * (1 - f) / 64000) ** 0.5, (f, got)
+    rho = torch.tensor([0.1, 0.4, 0.9, 1.0])
+    pm = M.make_mask((4, 64), rho, "patch", generator=g)
+    for i, f in enumerate(rho.tolist()):
+        side = round(((1 - f) * 64) ** 0.5)  # 8, 6, 3, 0
+        assert int((~pm[i]).sum()) == side * side
+        if side:
+            rows, cols = torch.where(~pm[i].reshape(8, 8))
+            assert rows.max() - rows.min() + 1 == side and cols.max() - cols.min() + 1 == side
+
+
+def test_training_mask_draws_a_fraction_per_image():
+    """``observed=(lo, hi)``: each training image shows a fraction rho ~ U(lo, hi), so the
+    shown fraction per image has mean (lo + hi)/2 and variance Var(rho) + E[rho(1-rho)]/n
+    (0.0564 for U(0.1, 0.9), n = 64) instead of the fixed fraction's rho(1-rho)/n
+    (0.00375 at 0.4); the range is validated."""
+    x = torch.zeros(4000, 64, dtype=torch.long)
+    g = torch.Generator().manual_seed(3)
+    kw = {"visible": M.units(64, 2), "label": M.units(1, 3), "seed": 0}
+    f = M.MonotoneDBM(observed=(0.1, 0.9), **kw).training_mask(x, g).double().mean(1)
+    e_rho, var_rho = 0.5, 0.8 ** 2 / 12
+    var = var_rho + (e_rho - (var_rho + e_rho ** 2)) / 64
+    assert abs(float(f.mean()) - 0.5) < 4 * (var / 4000) ** 0.5
+    # the sample variance's s.e. ~ var * sqrt(2 / N) (near-uniform, a little less)
+    assert abs(float(f.var()) - var) < 4 * var * (2 / 4000) ** 0.5
+    assert float(f.min()) < 0.15 and float(f.max()) > 0.85
+    fixed = M.MonotoneDBM(observed=0.4, **kw).training_mask(x, g).double().mean(1)
+    assert abs(float(fixed.var()) - 0.24 / 64) < 4 * 0.24 / 64 * (2 / 4000) ** 0.5
+    # a degenerate range is the fixed fraction (same distribution, its own stream)
+    same = M.MonotoneDBM(observed=(0.4, 0.4), **kw).training_mask(x, g).double().mean(1)
+    assert abs(float(same.mean()) - 0.4) < 4 * (0.24 / 64 / 4000) ** 0.5
+    for bad in ((0.9, 0.1), (0.1, 1.2), (0.2,), 1.5, -0.1):
+        with pytest.raises(ValueError, match="observed must be"):
+            M.MonotoneDBM(observed=bad, **kw)
+
+
 def test_digits_example_end_to_end(tmp_path):
     import ppl
 
@@ -748,6 +792,34 @@ def test_benchmark_resume_equals_one_run(tmp_path, bench):
         mdbm.main(base + ["--epochs", "3", "--checkpoint", str(two), "--resume", "--seed", "1"])
     with pytest.raises(SystemExit):
         mdbm.main(base + ["--resume"])
+
+
+def test_benchmark_train_observed_range(tmp_path, bench):
+    """``--train-observed LO:HI`` builds every model with per-image fractions from
+    U(LO, HI) (the default keeps ``--observed``), is a training setting a resume must
+    match, and rejects malformed ranges."""
+    import argparse
+
+    torch.set_default_dtype(torch.float32)
+    mdbm = bench("mdbm_digits")
+    ns = argparse.Namespace(
+        observed=0.4, train_observed=(0.1, 0.9), tiers=1, margin=0.01, alpha=0.125,
+        tol=1e-4, max_iter=50, mask="random", seed=0, readout=10.0, label_readout=1.0,
+        rank=None, pattern="full", cap=2.0, coupling="dense", device=torch.device("cpu"))
+    for kind in ("monotone", "baseline"):
+        assert mdbm.build(kind, 4, 8, ns).observed == (0.1, 0.9)
+    ns.train_observed = None
+    assert mdbm.build("monotone", 4, 8, ns).observed == 0.4
+    base = ["--train", "32", "--test", "16", "--batch", "16", "--hidden", "8",
+            "--fractions", "0.4", "--models", "monotone", "--no-solver-table",
+            "--no-hidden-use", "--epochs", "1", "--checkpoint", str(tmp_path / "ck")]
+    mdbm.main(base + ["--train-observed", "0.1:0.9"])
+    with pytest.raises(ValueError, match="other settings: --train_observed"):
+        mdbm.main(base[:-4] + ["--epochs", "2", "--checkpoint", str(tmp_path / "ck"),
+                               "--resume"])
+    for bad in ("0.9:0.1", "0.5", "a:b", "0:1.5"):
+        with pytest.raises(SystemExit):
+            mdbm.main(["--train-observed", bad])
 
 
 def test_hidden_use_diagnostics_exact_cases(bench):

@@ -787,7 +787,8 @@ class MonotoneDBM(nn.Module):
     def __init__(self, visible, hidden=None, label=None, margin: float = 0.01,
                  rank: int | None = None, monotone: bool = True, solver: str = "fb",
                  alpha: float = 0.125, tol: float = 1e-4, max_iter: int = 50,
-                 anderson: int = 5, observed: float = 0.4, mask: str = "random",
+                 anderson: int = 5, observed: float | tuple[float, float] = 0.4,
+                 mask: str = "random",
                  init_scale: float = 1.0, seed: int | None = None,
                  readout: float | None = 10.0, coupling: str = "dense", kernel: int = 3,
                  channels: int = 8, pattern: str = "full", label_readout: float = 1.0,
@@ -816,7 +817,7 @@ class MonotoneDBM(nn.Module):
             raise ArgumentError(f"monotone_dbm: alpha must be <= 1/cap = {1 / self.cap:.4g} "
                                 f"(the prox of f_cap), got {alpha}", argument="alpha")
         self.max_iter, self.anderson = int(max_iter), int(anderson)
-        self.observed, self.mask = float(observed), str(mask)
+        self.observed, self.mask = _observed_option(observed), str(mask)
         d = self.layout.d
         gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
         # drawn on the CPU (the seed's generator), then placed on the default device
@@ -1022,8 +1023,15 @@ class MonotoneDBM(nn.Module):
 
     def training_mask(self, visible: torch.Tensor, generator=None) -> torch.Tensor:
         """Which of the given (non-missing) pixels are shown as inputs: a random fraction
-        ``observed``, or everything outside one random square patch."""
-        return make_mask(visible.shape, self.observed, self.mask, generator=generator,
+        ``observed``, or everything outside one random square patch. With ``observed =
+        (lo, hi)`` each image first draws its own fraction ``rho ~ U(lo, hi)``, so one
+        model is trained on every clamping density it will be asked to serve."""
+        frac = self.observed
+        if isinstance(frac, tuple):
+            gdev = generator.device if generator is not None else torch.device("cpu")
+            u = torch.rand(visible.shape[0], generator=generator, device=gdev)
+            frac = frac[0] + (frac[1] - frac[0]) * u
+        return make_mask(visible.shape, frac, self.mask, generator=generator,
                          device=visible.device) & (_states(visible, visible.device) >= 0)
 
     def loss(self, visible, label=None, shown=None, generator=None, **opts):
@@ -1091,17 +1099,43 @@ def _states(x, device) -> torch.Tensor:
     return x.long()
 
 
-def make_mask(shape, observed: float, kind: str = "random", generator=None,
+def _observed_option(observed) -> float | tuple[float, float]:
+    """``observed`` as a fraction in ``[0, 1]`` or a range ``(lo, hi)``, ``0 <= lo <= hi
+    <= 1``, of per-image fractions (training masks only)."""
+    if isinstance(observed, (tuple, list)):
+        if len(observed) != 2 or not 0.0 <= float(observed[0]) <= float(observed[1]) <= 1.0:
+            raise ArgumentError(f"monotone_dbm: observed must be a fraction in [0, 1] or a "
+                                f"range (lo, hi) with 0 <= lo <= hi <= 1, got {observed}",
+                                argument="observed")
+        return float(observed[0]), float(observed[1])
+    if not 0.0 <= float(observed) <= 1.0:
+        raise ArgumentError(f"monotone_dbm: observed must be in [0, 1], got {observed}",
+                            argument="observed")
+    return float(observed)
+
+
+def make_mask(shape, observed: float | torch.Tensor, kind: str = "random", generator=None,
               device=None) -> torch.Tensor:
     """``[B, n]`` boolean, True = shown. ``random``: each pixel shown with probability
     ``observed``; ``patch``: a random square of side ``round(sqrt((1-observed) n))``
-    hidden (images are square, ``n = side^2``)."""
+    hidden (images are square, ``n = side^2``). ``observed`` may be a ``[B]`` tensor of
+    per-image fractions (on the generator's device)."""
     B, n = shape
     # drawn where the generator lives (a CPU one under a CUDA default device too)
     gdev = generator.device if generator is not None else torch.device("cpu")
+    per_image = isinstance(observed, torch.Tensor)
     if kind == "random":
         u = torch.rand(B, n, generator=generator, device=gdev)
-        return (u < observed).to(device)
+        return (u < (observed.to(gdev)[:, None] if per_image else observed)).to(device)
+    if kind == "patch" and per_image:
+        side = int(round(math.sqrt(n)))
+        m = torch.ones(B, side, side, dtype=torch.bool, device=gdev)
+        ps = ((1 - observed.to(torch.float64).cpu()) * n).sqrt().round().long().tolist()
+        for i, p in enumerate(ps):
+            if p > 0:
+                r, c = torch.randint(0, side - p + 1, (2,), generator=generator, device=gdev)
+                m[i, r:r + p, c:c + p] = False
+        return m.reshape(B, n).to(device)
     if kind == "patch":
         side = int(round(math.sqrt(n)))
         p = int(round(math.sqrt((1 - observed) * n)))
