@@ -8,7 +8,6 @@ on stderr, never a traceback), 2 the command line is wrong, 3 an internal error 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -102,10 +101,9 @@ def _load_data(path: str | None) -> dict:
 
 
 def cmd_run(args) -> int:
-    import numpy as np
 
-    from . import __version__
-    from .infer.report import fit_report, point_estimates
+    from .infer.report import fit_report
+    from .io.run_folder import write_run
     from .model import Model
     from .pipeline import compile_source
     from .syntax.diagnostics import BdlError
@@ -144,32 +142,10 @@ def cmd_run(args) -> int:
         raise
     summary = fit.summary()
     print(fit_report(fit, summary))
-    points = point_estimates(fit.params)
     if getattr(fit, "divergences", 0):
         print(f"\nwarning: {fit.divergences} divergent transitions", file=sys.stderr)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.csv").write_text(summary.to_csv())
-    np.savez(out / "samples.npz", **{k: v.cpu().numpy() for k, v in fit.chains.items()})
-    if fit.elbo:
-        np.savetxt(out / "elbo.txt", np.asarray(fit.elbo))
-    import pyro
-    import torch
-
-    run = {
-        "model": model.name, "file": args.file,
-        "model_hash": _model_hash(text),
-        "data": data_path,
-        "data_hash": hashlib.sha256(Path(data_path).read_bytes()).hexdigest()
-        if data_path else None,
-        "infer": {"method": method, **opts}, "seed": opts["seed"],
-        "versions": {"ppl": __version__, "torch": torch.__version__,
-                     "pyro": pyro.__version__},
-        "wall_time_s": fit.wall_time, "device": opts["device"],
-        "samples_layout": "[chains, draws, ...] per site",
-        "point_estimates": points,
-    }
-    (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
-    torch.save({k: v.cpu() for k, v in fit.params.items()}, out / "params.pt")
+    write_run(out, fit, model=model.name, file=args.file, source=text, data_path=data_path,
+              force=True, summary=summary)  # --force was checked above, before the fit
     from .plots import write_plots
 
     observed = set(model.ir.observed)
@@ -212,17 +188,17 @@ def _progress(args) -> bool:
 
 def cmd_predict(args) -> int:
     import numpy as np
-    import torch
 
+    from .io.run_folder import RunFolderError, model_hash, read_run
     from .model import Model
     from .pipeline import compile_source
 
     text = _read(args.file)
     post_dir = Path(args.posterior)
-    if not (post_dir / "samples.npz").exists() or not (post_dir / "run.json").exists():
-        raise _UserError(f"{post_dir}: not a run folder (expected samples.npz and run.json "
-                         "from 'bdl run')")
-    run = json.loads((post_dir / "run.json").read_text())
+    try:
+        run, chains, params = read_run(post_dir)
+    except RunFolderError as e:
+        raise _UserError(str(e)) from None
     compiled = compile_source(text, args.file)
     name = args.model or run.get("model")
     if name is not None and name not in compiled.ir:
@@ -232,10 +208,8 @@ def cmd_predict(args) -> int:
     model = Model(compiled, name)
     data = _load_data(args.data)
     opts = run.get("infer", {})
-    with np.load(post_dir / "samples.npz") as z:
-        chains = {k: torch.as_tensor(z[k]) for k in z.files}
     unsampled = [n for n in model.ir.latents if n not in chains]
-    if run.get("model_hash") not in (None, _model_hash(text)):
+    if run.get("model_hash") not in (None, model_hash(text)):
         import warnings
 
         warnings.warn(f"{args.file} has changed since the run in {post_dir}"
@@ -243,9 +217,6 @@ def cmd_predict(args) -> int:
                          "are drawn from their prior" if unsampled else ""), stacklevel=1)
     from .infer.predict import posterior_predictive
 
-    params = None
-    if (post_dir / "params.pt").exists():
-        params = torch.load(post_dir / "params.pt", weights_only=True)
     pred = posterior_predictive(model, chains, data, params, device=opts.get("device", "cpu"),
                                 dtype=opts.get("dtype", "float64"), seed=args.seed)
     out = Path(args.out) if args.out else post_dir
@@ -436,11 +407,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bdl: internal error ({type(e).__name__}: {e}); please report it{saved}",
               file=sys.stderr)
         return EXIT_INTERNAL
-
-
-def _model_hash(text: str) -> str:
-    """The model file's fingerprint in run.json (``bdl predict`` compares it)."""
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _save_traceback(args, exc: BaseException, name: str) -> str | None:

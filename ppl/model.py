@@ -117,7 +117,33 @@ class Model:
                 return _predict(d, num_samples, sites, seed)
 
         result.predict = predict
+
+        def save(path, force: bool = False) -> None:
+            """Write the run folder ``bdl run --out`` writes (``ppl.io.run_folder``)."""
+            from .io.run_folder import RunFolderError, write_run
+
+            try:
+                write_run(Path(path), result, model=self.name, file=self.filename,
+                          source=self.bdl_source, force=force)
+            except RunFolderError as e:
+                raise FileExistsError(str(e)) from None
+
+        result.save = save
         return result
+
+    def predict_run(self, run, data: dict | None = None, seed: int = 0) -> dict:
+        """Posterior predictive draws from a saved run folder (``bdl run --out`` or
+        ``fit.save``), as ``bdl predict``: one draw of every site not fixed by ``data`` per
+        saved posterior draw, with the run's fitted params and network weights."""
+        from .infer.predict import posterior_predictive
+        from .io.run_folder import read_run
+
+        record, chains, params = read_run(run)
+        opts = record.get("infer", {})
+        with locate.located(self._pseudo):
+            return posterior_predictive(self, chains, data or {}, params,
+                                        device=opts.get("device", "cpu"),
+                                        dtype=opts.get("dtype", "float64"), seed=seed)
 
     def sample_prior(self, data: dict | None = None, num_samples: int = 1000, seed: int = 0,
                      dtype: str = "float64", device: str = "cpu") -> dict:

@@ -105,3 +105,24 @@ def test_a_method_that_needs_a_construct_is_refused_without_it():
     m = ppl.compile(src, "m.bdl")  # chosen at run time: the same check
     with pytest.raises(ppl.BdlError, match="infer np_train needs a model that uses"):
         m.fit({"y": [1.0]}, infer="np_train")
+
+
+def test_a_fit_saves_its_run_folder_and_predicts_from_it(tmp_path):
+    m = ppl.compile(SRC, "r.bdl")
+    fit = m.fit(DATA, infer="svi", steps=50, lr=0.05, samples=40, seed=0)
+    fit.save(tmp_path / "run")
+    for name in ("summary.csv", "samples.npz", "run.json", "params.pt", "elbo.txt"):
+        assert (tmp_path / "run" / name).exists(), name
+    with pytest.raises(FileExistsError, match="force"):
+        fit.save(tmp_path / "run")
+    fit.save(tmp_path / "run", force=True)
+    # new inputs: one y_new draw per saved posterior draw, at the saved a and s
+    new = {"x": [10.0, 20.0], "y": [0.0, 0.0]}
+    pred = m.predict_run(tmp_path / "run", new, seed=1)
+    assert pred["y_new"].shape == (40, 2)
+    a, s = fit.samples["a"], fit.samples["s"]
+    # y_new[1] - 2 y_new[0] = noise of sd s * sqrt(5) given a: its mean is 0 within MC error
+    resid = (pred["y_new"][:, 1] - 2 * pred["y_new"][:, 0]).double()
+    assert abs(resid.mean()) < 4 * float((s.double() * 5 ** 0.5).mean()) / 40 ** 0.5
+    assert torch.equal(pred["y_new"], m.predict_run(tmp_path / "run", new, seed=1)["y_new"])
+    assert a.shape == (40,)
