@@ -1343,6 +1343,27 @@ def test_model_task_factor_with_gradient_and_its_gram_step_cap():
             assert math.isclose(lr, 1.0 / M.gram_top_eigenvalue(u), rel_tol=1e-9)
 
 
+def test_model_task_factor_rows_in_the_episodes_dtype():
+    """``ModelTask.factor_rows`` probes the factor at a prior draw of the site: a site whose
+    learned m0 is float32 (an earlier ``infer meta`` run) with float64 episodes gives the
+    row count, not a dtype error in the factor's products."""
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    m = ppl.compile(FISHER_SRC.replace('sgld_precision="newton"', 'sgld_precision="gauss_newton"'))
+    ep = rtn.SineLine(5).sample(1, "test", torch.Generator().manual_seed(5))
+    kwargs = _as_float64(m.bind({k: v[0].tolist() for k, v in ep.items()}))
+    pyro.poutine.trace(m.pyro_model).get_trace(**kwargs)
+    site = rtn.SITES["f"]
+    d = site.flat.d
+    site.state = {"m0": torch.zeros(d), "gamma0": torch.full((d,), 1e6), "n0": 1.0, "l0": 1.0}
+    try:
+        task = M.ModelTask(m.pyro_model, kwargs, "f", "regression")
+        e = {k: kwargs[k] for k in ("xs", "ys", "xq", "yq")}
+        assert task.factor_rows(e) == 5 and task.factor_rows(e, "query") == e["yq"].numel()
+    finally:
+        site.state = {}
+
+
 def test_prototype_support_loss_embeds_the_support_once_with_the_same_loss_and_cap():
     """The prototype support loss scores the support points against their own prototypes:
     one embedding pass instead of two, with the loss, its gradient and the step cap's

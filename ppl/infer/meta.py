@@ -1082,7 +1082,14 @@ class ModelTask:
         key = (site, tuple(ep[site].shape))
         if key not in self._rows:
             theta = pyro.poutine.trace(self.model).get_trace(**self.kwargs).nodes[self.site]
-            self._rows[key] = self.fisher_factor(theta["value"], ep, part).shape[0]
+            # a shape probe at the prior's draw, in the episode's floating dtype: the site's
+            # stored m0 may come from an earlier run in another dtype (float32 m0 against
+            # float64 data failed in the factor's products)
+            dtype = next((v.dtype for v in ep.values()
+                          if torch.is_tensor(v) and v.is_floating_point()), None)
+            value = theta["value"].detach()
+            self._rows[key] = self.fisher_factor(value if dtype is None else value.to(dtype),
+                                                 ep, part).shape[0]
         return self._rows[key]
 
     @staticmethod
