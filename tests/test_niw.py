@@ -366,6 +366,103 @@ infer meta(variant=maybe)
     assert "variant" in str(e.value)
 
 
+USER_SRC = """model E(xs: real[S, 1], ys: real[S], xq: real[Q, 1], yq: real[Q]) {
+  f = mlp(1, [4], 1)
+  f ~ niw_meta(n0=1)
+  ys ~ Normal(f(xs)[:, 0], 0.3)
+  yq ~ Normal(f(xq)[:, 0], 0.3)
+}
+infer meta(episodes="sine_line", steps=1, batch=1, test_episodes=1, samples=1)
+"""
+
+
+def _user_data(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"xs": rng.normal(size=(5, 1)).tolist(), "ys": rng.normal(size=5).tolist(),
+            "xq": rng.normal(size=(45, 1)).tolist(), "yq": rng.normal(size=45).tolist()}
+
+
+@pytest.mark.parametrize("arg, words", [
+    ("n0=-1", "argument 'n0' of niw_meta must be positive, got -1"),
+    ("gamma0=0", "argument 'gamma0' of niw_meta must be positive, got 0"),
+    ("l0=-2.5", "argument 'l0' of niw_meta must be positive"),
+    ("sgld_lr=0", "argument 'sgld_lr' of niw_meta must be positive"),
+    ("sgld_steps=-1", "argument 'sgld_steps' of niw_meta must be non-negative"),
+    ("sgld_temp=-1", "argument 'sgld_temp' of niw_meta must be non-negative"),
+    ("a_max=0", "argument 'a_max' of niw_meta must be positive"),
+    ("sgld_burn=-0.5", "argument 'sgld_burn' of niw_meta must be non-negative"),
+    ("sgld_power_iters=-3", "argument 'sgld_power_iters' of niw_meta must be non-negative"),
+])
+def test_niw_meta_argument_ranges_are_located_check_errors(arg, words):
+    from ppl.syntax.diagnostics import BdlError
+
+    with pytest.raises(BdlError) as err:
+        ppl.compile(USER_SRC.replace("niw_meta(n0=1)", f"niw_meta({arg})"))
+    assert ":3:" in str(err.value) and words in str(err.value)
+    # the boundary values the runtime accepts still check: no steps, no cap, zero temp,
+    # and a burn-in count past the chain's end (clamped to the last iterate)
+    ppl.compile(USER_SRC.replace("niw_meta(n0=1)", "niw_meta(sgld_steps=0, "
+                                 "sgld_power_iters=0, sgld_temp=0, sgld_burn=2)"))
+
+
+def test_meta_user_errors_are_located_or_user_errors_not_internal(tmp_path):
+    from ppl.syntax.diagnostics import BdlError
+
+    # a model without niw_meta: located at the infer line
+    no_niw = USER_SRC.replace("  f ~ niw_meta(n0=1)\n", "")
+    with pytest.raises(BdlError) as err:
+        ppl.compile(no_niw)
+    assert ":7:" in str(err.value) and "infer meta needs a model that uses niw_meta" in str(
+        err.value)
+    # a misspelt episode source: located, with the spelling it is closest to
+    with pytest.raises(BdlError) as err:
+        ppl.compile(USER_SRC.replace('"sine_line"', '"sine"'))
+    text = str(err.value)
+    assert ":7:" in text and "unknown episode source 'sine'" in text
+    assert "did you mean 'sine_line'?" in text
+    # ... and the same from Python at fit time, before any training
+    m = ppl.compile(USER_SRC)
+    with pytest.raises(BdlError, match="did you mean 'gauss'"):
+        m.fit(_user_data(), episodes="gaus")
+    # classification episodes for a regression model: a user error naming both sides
+    with pytest.raises(BdlError) as err:
+        m.fit(_user_data(), episodes="digits")
+    text = str(err.value)
+    assert "episodes 'digits' are classification episodes" in text
+    assert "the model's data is regression (real ys)" in text
+    # episodes of other shapes than the model's data (a 2-D .npz for 1-D inputs)
+    z = np.zeros((2, 5, 2))
+    arrays = {f"{s}_{k}": (z if k.startswith("x") else z[..., 0])
+              for s in ("train", "test") for k in ("xs", "ys", "xq", "yq")}
+    np.savez(tmp_path / "ep.npz", **arrays)
+    with pytest.raises(BdlError, match=r"give xs of shape \(5, 2\), the model's data has "
+                                       r"\(5, 1\)"):
+        m.fit(_user_data(), episodes=str(tmp_path / "ep.npz"))
+
+
+def test_meta_user_error_exits_1_from_the_cli(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "m.bdl").write_text(USER_SRC.replace("niw_meta(n0=1)", "niw_meta(n0=-1)"))
+    (tmp_path / "d.json").write_text(json.dumps(_user_data()))
+    out = subprocess.run([sys.executable, "-m", "ppl.cli", "run", str(tmp_path / "m.bdl"),
+                          "--data", str(tmp_path / "d.json"), "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stderr
+    assert "m.bdl:3:" in out.stderr and "'n0' of niw_meta must be positive" in out.stderr
+    assert "internal error" not in out.stderr
+    (tmp_path / "m.bdl").write_text(USER_SRC)
+    out = subprocess.run([sys.executable, "-m", "ppl.cli", "run", str(tmp_path / "m.bdl"),
+                          "--data", str(tmp_path / "d.json"), "--out", str(tmp_path / "o"),
+                          "--infer", "meta(episodes=\"digits\")"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stderr
+    assert "episodes 'digits' are classification episodes" in out.stderr
+    assert "internal error" not in out.stderr
+
+
 PROTO_SRC = """model ProtoGauss(xs: real[S, D], ys: int[S], xq: real[Q, D], yq: int[Q]) {
   f = mlp(D, [32], 16, act=relu)
   f ~ niw_meta(n0=1, gamma0=1e6, sgld_steps=2, sgld_lr=3e-4)

@@ -10,6 +10,7 @@ the one-time closed-form local update, then adapts to the support set of the dat
 from __future__ import annotations
 
 from ..builtins import Builtin, register
+from ..check.signatures import suggest
 from ..infer.methods import _COMMON, METHODS, Method, Option
 from ..infer.methods import register as register_method
 
@@ -23,6 +24,12 @@ register(Builtin(
      "sgld_power_iters", "sgld_precision"), 0,
     kind="construct", result="network", tilde="network",
     choices={"sgld_precision": PRECISIONS},
+    # n0 gamma0 is the prior precision and l0 the NIW's Gamma rate, so all three are
+    # positive (log-parametrised in training); a chain may have no steps (the warm start
+    # is then the mean), and sgld_burn is a fraction (< 1) or a count of iterates
+    ranges={"n0": "(0, inf)", "gamma0": "(0, inf)", "l0": "(0, inf)",
+            "sgld_steps": "[0, inf)", "sgld_lr": "(0, inf)", "sgld_temp": "[0, inf)",
+            "a_max": "(0, inf)", "sgld_burn": "[0, inf)", "sgld_power_iters": "[0, inf)"},
     doc="NIW hierarchical prior over all of a network's weights: theta_i ~ N(mu, Sigma), "
         "(mu, Sigma) ~ NIW with diagonal q(phi) = NIW(m0, l0, gamma0, n0); "
         "n0 = 1, gamma0 = 1e6, l0 = 1 at init; sgld_steps (3), sgld_lr (1e-3), "
@@ -60,8 +67,25 @@ register(Builtin(
         "support embedding of class c (labels 0..ways-1; ways defaults to max(labels)+1); "
         "Categorical(logits=prototype_logits(f(xs), ys, f(xq))) is the prototype likelihood"))
 
+#: the built-in episode sources of ``infer meta(episodes=...)`` (else a ``.npz`` path)
+SOURCES = ("sine_line", "digits", "gauss")
+
+
+def episodes_problem(value) -> str | None:
+    """Why ``value`` is not an episode source (None when it is): one of :data:`SOURCES`
+    or a path ending in ``.npz``; a misspelt source gets a suggestion."""
+    if isinstance(value, str) and (value in SOURCES or value.endswith(".npz")):
+        return None
+    if not isinstance(value, str):
+        return ("expected an episode source (sine_line, digits, gauss) or a .npz file "
+                "path string")
+    hint = suggest(value, SOURCES)
+    return (f"unknown episode source '{value}': expected sine_line, digits, gauss or a "
+            "path ending in .npz" + (f" (did you mean '{hint}'?)" if hint else ""))
+
+
 _META = {
-    "episodes": Option("sine_line", str,
+    "episodes": Option("sine_line", "spec", check=episodes_problem,
                        doc="episode source: sine_line, digits, gauss, or a .npz file "
                            "(train_xs, train_ys, train_xq, train_yq, test_...)"),
     "steps": Option(400, int, low=1, doc="meta-training steps (one batch of episodes each)"),
@@ -87,4 +111,4 @@ register_method(Method(
     "meta" if "meta" not in METHODS else "niw_meta", _META,
     doc="NIW hierarchical meta-learning (Kim & Hospedales 2024): meta-train the global "
         "NIW over episodes with the one-time local update, adapt to the data's support",
-    runner="ppl.infer.meta:run"))
+    runner="ppl.infer.meta:run", needs=("niw_meta",)))

@@ -1126,11 +1126,19 @@ class ModelTask:
         return out
 
 
+def _user_error(message: str, notes: list[str] | None = None):
+    """A user error of the ``meta`` runner (exit status 1 from the CLI, not an internal
+    error): the model, its data or the episode source do not fit together."""
+    from ..syntax.diagnostics import BdlError, Diagnostic
+
+    return BdlError([Diagnostic(message, notes=notes or [])], "infer")
+
+
 def _check_model(kwargs):
     for k in ("xs", "ys", "xq", "yq"):
         if kwargs.get(k) is None:
-            raise ValueError("infer meta needs the model's data arguments xs, ys (support) "
-                             f"and xq, yq (query); '{k}' is missing from the data")
+            raise _user_error("infer meta needs the model's data arguments xs, ys (support) "
+                              f"and xq, yq (query); '{k}' is missing from the data")
 
 
 def run(model, kwargs, opts, progress=False):
@@ -1141,15 +1149,19 @@ def run(model, kwargs, opts, progress=False):
     metrics."""
     import pyro
 
+    from ..constructs.niw_meta import episodes_problem
     from .fit import Fit
 
     _check_model(kwargs)
+    problem = episodes_problem(opts["episodes"])
+    if problem:
+        raise _user_error(f"option 'episodes' of meta: {problem}")
     rtn.SITES.clear()
     tr = pyro.poutine.trace(model).get_trace(**kwargs)
     names = [n for n in tr.nodes if n in rtn.SITES]
     if len(names) != 1:
-        raise ValueError("infer meta needs exactly one 'f ~ niw_meta(...)' in the model, "
-                         f"found {len(names)}")
+        raise _user_error("infer meta needs exactly one 'f ~ niw_meta(...)' in the model, "
+                          f"found {len(names)}")
     name = names[0]
     cfg = rtn.SITES[name]
     o = cfg.options
@@ -1160,11 +1172,24 @@ def run(model, kwargs, opts, progress=False):
     queries = kwargs["yq"].shape[0] // ways if classify else kwargs["yq"].shape[0]
     src = rtn.source(opts["episodes"], shots=shots, ways=max(ways, 1), queries=queries)
     probe = src.sample(1, "train")
+    if probe["ys"].is_floating_point() != (not classify):
+        want, got = (("classification", "integer labels") if classify
+                     else ("regression", "real ys"))
+        raise _user_error(
+            f"episodes '{opts['episodes']}' are {src.kind} episodes, but the model's data "
+            f"is {want} ({got})",
+            [("classification episodes (digits, gauss) need integer labels ys: int[S], "
+              "yq: int[Q] and a Categorical likelihood") if src.kind == "classification"
+             else ("regression episodes (sine_line) need real ys: real[S], yq: real[Q]; "
+                   "for classification use episodes=\"digits\" or \"gauss\"")])
     for k in ("xs", "ys", "xq", "yq"):
         if tuple(probe[k].shape[1:]) != tuple(kwargs[k].shape):
-            raise ValueError(f"episodes '{opts['episodes']}' give {k} of shape "
-                             f"{tuple(probe[k].shape[1:])}, the model's data has "
-                             f"{tuple(kwargs[k].shape)}")
+            raise _user_error(
+                f"episodes '{opts['episodes']}' give {k} of shape "
+                f"{tuple(probe[k].shape[1:])}, the model's data has {tuple(kwargs[k].shape)}",
+                ["declare the model's data with the episodes' shapes (sine_line: xs "
+                 "real[S, 1]; digits: xs real[S, 64]; a .npz file: its arrays' shapes "
+                 "after the episode axis)"])
     device = kwargs["xs"].device
 
     def to_dev(b):
