@@ -117,7 +117,8 @@ def make_trainer(method, theta, steps, args, n_episodes, lr):
                      sgld_precision=precision, sgld_cap=args.sgld_cap,
                      sgld_lr=args.inner_lr, lr=lr, lr_hyper=args.lr_hyper,
                      kl_episodes=args.kl_episodes or n_episodes,
-                     test_samples=args.test_samples)
+                     test_samples=args.test_samples, query_draws=args.query_draws,
+                     query_mix=args.query_mix)
     if method in ("maml1", "maml2"):
         return M.MAML(theta, inner_steps=steps, inner_lr=args.inner_lr,
                       first_order=method == "maml1", lr=lr)
@@ -190,6 +191,12 @@ def main(argv=None):
     p.add_argument("--kl-episodes", type=float, default=None,
                    help="NIW: N in KL(q(phi) || p(phi)) / N (default: the number of "
                         "meta-training episodes)")
+    p.add_argument("--query-draws", type=int, default=1,
+                   help="NIW: draws S of q_i* in the query loss (1: METHODS' single draw; "
+                        "S > 1: the negative log of the S-draw average likelihood)")
+    p.add_argument("--query-mix", default="point", choices=M.QUERY_MIXES,
+                   help="NIW, --query-draws > 1: average per query point or over the "
+                        "whole query set")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                    help="where the network, the NIW/MAML parameters and the episodes live")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
@@ -256,7 +263,8 @@ def main(argv=None):
                     if best is None or info.get("val_err", 0.0) < best[2].get("val_err", 0.0):
                         best = (lr, trainer, info, task)
                 lr, trainer, info, task = best
-                res = M.evaluate(trainer, task, test, torch.Generator().manual_seed(7))
+                res = M.evaluate(trainer, task, test, torch.Generator().manual_seed(7),
+                                 intervals=True)
                 log = getattr(trainer, "sgld_log", None)
                 sg = (f"{trainer.precision} sgld capped {log['capped']}/{log['chains']} "
                       f"mean step "
@@ -271,7 +279,8 @@ def main(argv=None):
                     vs = (f"lr {lr:g} val {info['val_err']:.4f} "
                           f"best@{info['best_step'] * args.batch}  ")
                 print(f"{row:34s} err {res['err']:.4f} ± {res['err_ci']:.4f}  "
-                      f"nll {res['nll']:.3f}  ece {res['ece']:.3f}  "
+                      f"nll {res['nll']:.3f} ± {res['nll_ci']:.3f}  "
+                      f"ece {res['ece']:.4f} ± {res['ece_ci']:.4f}  "
                       f"s/ep {info['s_per_episode']:.4f}  peak_mb {info['peak_mb']:.3f}  "
                       f"skipped {info['skipped']}  {vs}{sg}"
                       f"({time.perf_counter() - t0:.0f}s)", flush=True)

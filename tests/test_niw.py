@@ -547,7 +547,8 @@ def test_fewshot_benchmark_rows_columns_and_device(tmp_path, capsys):
     saved = json.loads(out.read_text())
     assert set(saved) == {"gauss/1shot/niw/k1", "gauss/1shot/protonet"} == set(rows)
     for r in saved.values():
-        assert set(r) == {"err", "err_ci", "nll", "ece", "s_per_episode", "peak_mb"}
+        assert set(r) == {"err", "err_ci", "nll", "nll_ci", "ece", "ece_ci", "s_per_episode",
+                          "peak_mb"}
         assert 0.0 <= r["err"] <= 1.0 and r["s_per_episode"] > 0
 
 
@@ -1521,7 +1522,7 @@ def _batched_only(task, batch, trainer=None):
     def refuse(*args, **kwargs):
         raise AssertionError("the batched path fell back to episode by episode")
 
-    patched = [(task, "loss")]
+    patched = [(task, "loss")] + ([(task, "point_nll")] if hasattr(task, "point_nll") else [])
     if hasattr(task, "fisher_factor_grad_batch"):
         patched += [(task, "fisher_factor_grad"), (task, "fisher_factor")]
     if trainer is not None:
@@ -1850,3 +1851,182 @@ def test_meta_learners_fused_adam_equals_the_per_tensor_loop(monkeypatch):
     for mk, new in zip(makers, fused, strict=True):
         for a, b in zip(new, run(mk), strict=True):
             assert torch.allclose(a, b, rtol=1e-12, atol=1e-13)
+
+
+# ---- multi-draw query loss (query_draws; docs/constructs/niw_meta.md) -------------------
+class _LineTask:
+    """y_n ~ N(theta_0 x_n, sigma^2): a one-weight task with closed-form NLLs, looped
+    (``point_nll``, ``loss``) and batched (``point_nll_batch``, ``loss_batch``)."""
+
+    kind, family, sigma = "regression", "normal", 0.7
+
+    def point_nll(self, theta, ep, part):
+        r = (ep["yq"] - theta[..., :1] * ep["xq"]) / self.sigma
+        return 0.5 * r ** 2 + math.log(self.sigma) + 0.5 * math.log(2 * math.pi)
+
+    def loss(self, theta, ep, part):
+        return self.point_nll(theta, ep, part).sum()
+
+    def point_nll_batch(self, theta, E, part):
+        r = (E["yq"] - theta[:, None, :1].squeeze(-1) * E["xq"]) / self.sigma
+        return 0.5 * r ** 2 + math.log(self.sigma) + 0.5 * math.log(2 * math.pi)
+
+    def loss_batch(self, theta, E, part):
+        return self.point_nll_batch(theta, E, part).sum(-1)
+
+
+def test_multi_draw_query_loss_is_its_definition_on_a_hand_computed_case():
+    """Two draws theta = 1, 2 of one weight, two query points (x, y) = (1, 2), (2, 1),
+    sigma = 0.7: the residuals are (1, -1) and (0, -3), so with c = log(sigma sqrt(2 pi))
+    and s2 = sigma^2, "point" = 2c - log((exp(-0.5/s2) + 1)/2)
+    - log((exp(-0.5/s2) + exp(-4.5/s2))/2) and "joint" = 2c - log((exp(-1/s2) +
+    exp(-4.5/s2))/2); looped and batched alike. At one draw both are the query NLL."""
+    task = _LineTask()
+    ep = {"xq": torch.tensor([1.0, 2.0], dtype=D64), "yq": torch.tensor([2.0, 1.0], dtype=D64)}
+    theta = torch.tensor([[[1.0], [2.0]]], dtype=D64)
+    s2, c = 0.7 ** 2, math.log(0.7 * math.sqrt(2 * math.pi))
+    e = math.exp
+    want = {"point": 2 * c - math.log((e(-0.5 / s2) + 1) / 2)
+            - math.log((e(-0.5 / s2) + e(-4.5 / s2)) / 2),
+            "joint": 2 * c - math.log((e(-1 / s2) + e(-4.5 / s2)) / 2)}
+    E = M.stack_episodes([ep])
+    for mix, value in want.items():
+        tr = M.NIW(torch.zeros(1, dtype=D64), query_draws=2, query_mix=mix)
+        looped = tr.query_term(task, theta, [ep])
+        batched = tr.query_term(task, theta, [ep], E)
+        assert looped.shape == batched.shape == (1,)
+        assert float(looped) == pytest.approx(value, rel=1e-14), mix
+        assert float(batched) == pytest.approx(value, rel=1e-14), mix
+        # one draw: the log-mean-exp of one term is the term
+        one = theta[:, :1]
+        assert float(tr.query_term(task, one, [ep], E)) == pytest.approx(
+            float(task.loss(one[0, 0], ep, "query")), rel=1e-15)
+    assert abs(want["point"] - want["joint"]) > 0.5     # the two mixes are different losses
+
+
+def test_multi_draw_query_loss_is_a_bound_that_tightens_with_the_draws():
+    """A conjugate check by Monte Carlo: q = N(m, v) over theta, one query point
+    y ~ N(theta x, sigma^2) (x = 1). E[-log (1/S) sum_s p(y | theta_s)] is
+    E_q[-log p(y | theta)] = c + ((y - m)^2 + v) / (2 sigma^2) at S = 1, decreases in S,
+    and stays above the predictive NLL -log N(y; m, v + sigma^2) that it tends to.
+    20000 replications; tolerances 4 Monte Carlo standard errors."""
+    task = _LineTask()
+    m, v, y, reps = 0.3, 0.8, 1.4, 20000
+    s2 = task.sigma ** 2
+    c = math.log(task.sigma * math.sqrt(2 * math.pi))
+    single = c + ((y - m) ** 2 + v) / (2 * s2)
+    predictive = 0.5 * math.log(2 * math.pi * (v + s2)) + (y - m) ** 2 / (2 * (v + s2))
+    E = {"xq": torch.ones(reps, 1, dtype=D64), "yq": torch.full((reps, 1), y, dtype=D64)}
+    g = torch.Generator().manual_seed(0)
+    means = []
+    for S in (1, 2, 8, 64):
+        tr = M.NIW(torch.zeros(1, dtype=D64), query_draws=S)
+        theta = m + math.sqrt(v) * torch.randn(reps, S, 1, dtype=D64, generator=g)
+        vals = tr.query_term(task, theta, [None] * reps, E)
+        se = float(vals.std()) / math.sqrt(reps)
+        means.append((float(vals.mean()), se))
+        assert float(vals.mean()) > predictive - 4 * se, S
+    assert means[0][0] == pytest.approx(single, abs=4 * means[0][1])
+    for (a, sa), (b, sb) in zip(means, means[1:], strict=False):
+        assert b < a - 2 * math.hypot(sa, sb)      # strictly tighter with more draws
+    assert means[-1][0] - predictive < 0.1 * (single - predictive)
+
+
+def test_multi_draw_query_loss_at_one_draw_is_the_single_draw_loss_bit_for_bit():
+    """query_draws = 1 (the default) is METHODS' f_i + g_i: the query NLL at one
+    reparameterised draw of q_i* plus the expected KL, assembled here from the chains,
+    the closed form and the task's loss, equal bit for bit (batched and looped, either
+    query_mix)."""
+    for name, task, batch in _batch_setups():
+        kw = dict(gamma0=10.0, sgld_steps=3, sgld_lr=3e-3, sgld_precision="variance")
+        theta = task.flat.vector()
+        losses = {}
+        for mix in M.QUERY_MIXES:
+            for batched in (True, False):
+                tr = M.NIW(theta, batched=batched, query_draws=1, query_mix=mix, **kw)
+                losses[mix, batched] = tr.episodes_loss(task, batch,
+                                                        torch.Generator().manual_seed(5))
+        tr = M.NIW(theta, **kw)
+        E = M.stack_episodes(batch)
+        chain, draws = tr.chains(task, batch, torch.Generator().manual_seed(5),
+                                 lambda i, ep: {"xi": None}, E)
+        m, sd, g = rtn.local_posterior_kl(*chain, tr.m0, tr.log_gamma0, tr.log_n0.exp(),
+                                          tr.log_l0.exp())
+        hand = task.loss_batch(m + sd * draws["xi"], E, "query").sum() + g.sum()
+        for mix in M.QUERY_MIXES:
+            assert torch.equal(losses[mix, True], hand), (name, mix)
+            assert torch.allclose(losses[mix, False], hand, rtol=1e-12, atol=0), (name, mix)
+        assert torch.equal(losses["point", False], losses["joint", False]), name
+
+
+@pytest.mark.parametrize("mix", ["point", "joint"])
+@pytest.mark.parametrize("precision", ["variance", "gauss_newton"])
+def test_multi_draw_query_loss_batched_equals_looped_with_finite_gradients(mix, precision):
+    """S = 3 draws per episode: the batched loss and meta-gradient equal the looped ones
+    (same generator, float64), the gradients are finite and reach m0 and log gamma0; the
+    loss is the S-draw query term plus the same KL as the single-draw loss; the tasks'
+    per-point NLLs sum to their losses."""
+    kw = dict(gamma0=10.0, sgld_steps=3, sgld_lr=3e-3, sgld_precision=precision)
+
+    def make(theta, batched, S=3):
+        return M.NIW(theta, batched=batched, query_draws=S, query_mix=mix, **kw)
+
+    for name, task, batch in _batch_setups():
+        if precision == "gauss_newton" and name == "prototype":
+            continue
+        lb, gb, _ = _loss_and_grads(make, task, batch, True)
+        ll, gl, _ = _loss_and_grads(make, task, batch, False)
+        assert torch.allclose(lb, ll, rtol=1e-12, atol=0), (name, lb, ll)
+        for a, b in zip(gb, gl, strict=True):
+            assert bool(torch.isfinite(a).all()) and float((a - b).norm()) <= 1e-10 * float(
+                b.norm()), name
+        assert float(gb[0].norm()) > 0 and float(gb[-1].norm()) > 0, name
+        E = M.stack_episodes(batch)
+        th = task.flat.vector().expand(4, -1)
+        assert torch.allclose(task.point_nll_batch(th, E, "query").sum(-1),
+                              task.loss_batch(th, E, "query"), rtol=1e-13, atol=0)
+        assert torch.allclose(task.point_nll(th[0], batch[0], "query").sum(),
+                              task.loss(th[0], batch[0], "query"), rtol=1e-13, atol=0)
+        # a log-mean-exp lies between the smallest and the largest of its terms: per
+        # point ("point") or per query set ("joint"), over the S draws
+        tr = make(task.flat.vector(), True)
+        theta_draws = tr.m0.detach()[None, None] + 0.01 * torch.randn(
+            4, 3, tr.m0.shape[0], dtype=D64, generator=torch.Generator().manual_seed(3))
+        q = tr.query_term(task, theta_draws, batch, E)
+        terms = torch.stack([task.point_nll_batch(theta_draws[:, s], E, "query")
+                             if mix == "point" else
+                             task.loss_batch(theta_draws[:, s], E, "query")[:, None]
+                             for s in range(3)])                     # [S, B, n]
+        lo, hi = terms.min(0).values.sum(-1), terms.max(0).values.sum(-1)
+        assert bool((q <= hi + 1e-9).all() and (q >= lo - 1e-9).all()), name
+        assert bool((q < hi - 1e-6).all()), name     # the draws differ: strictly inside
+
+
+def test_multi_draw_query_loss_in_a_bdl_model(tmp_path):
+    """niw_meta(query_draws=3, query_mix=joint) in the language: checked (query_draws
+    >= 1, query_mix one of point, joint), passed to the learner, and meta-trains a BDL
+    model (ModelTask, episode by episode) to finite results; ModelTask's per-point NLL
+    is the harness's RegressionTask's on the same network."""
+    from ppl.syntax.diagnostics import BdlError
+
+    with pytest.raises(BdlError, match="'query_draws' of niw_meta must be at least 1"):
+        ppl.compile(USER_SRC.replace("niw_meta(n0=1)", "niw_meta(query_draws=0)"))
+    with pytest.raises(BdlError, match="did you mean 'joint'"):
+        ppl.compile(USER_SRC.replace("niw_meta(n0=1)", 'niw_meta(query_mix="jiont")'))
+    m = ppl.compile(USER_SRC.replace("niw_meta(n0=1)",
+                                     'niw_meta(query_draws=3, query_mix="joint")'))
+    fit = m.fit(_user_data(), steps=3, batch=2, test_episodes=3, samples=2)
+    assert math.isfinite(fit.meta["test"]["err"]) and math.isfinite(fit.meta["test"]["nll"])
+    assert rtn.SITES["f"].options["query_draws"] == 3
+    assert rtn.SITES["f"].options["query_mix"] == "joint"
+    kwargs = m.bind(_user_data())
+    task = M.ModelTask(m.pyro_model, kwargs, "f", "regression")
+    reg = M.RegressionTask(rtn.SITES["f"].flat.net, sigma=0.3)
+    ep = {k: kwargs[k] for k in ("xs", "ys", "xq", "yq")}
+    th = fit.samples["f"][0]
+    assert torch.allclose(task.point_nll(th, ep, "query"), reg.point_nll(th, ep, "query"),
+                          rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="query_draws must be an integer >= 1"):
+        M.NIW(torch.zeros(2), query_draws=0)
+    with pytest.raises(ValueError, match="query_mix must be one of point, joint"):
+        M.NIW(torch.zeros(2), query_mix="both")

@@ -17,19 +17,23 @@ from ..infer.methods import register as register_method
 #: how an SGLD chain becomes the local update's (mbar_i, A_i) (:class:`ppl.infer.meta.NIW`;
 #: "auto": by the likelihood's family, :func:`ppl.infer.meta.auto_precision`)
 PRECISIONS = ("auto", "variance", "fisher", "newton", "gauss_newton")
+#: the multi-draw query loss averages the likelihood per query point or over the whole
+#: query set (:meth:`ppl.infer.meta.NIW.query_term`)
+QUERY_MIXES = ("point", "joint")
 
 register(Builtin(
     "niw_meta", "rt.niw_meta.prior",
     ("n0", "gamma0", "l0", "sgld_steps", "sgld_lr", "sgld_temp", "a_max", "sgld_burn",
-     "sgld_power_iters", "sgld_precision"), 0,
+     "sgld_power_iters", "sgld_precision", "query_draws", "query_mix"), 0,
     kind="construct", result="network", tilde="network",
-    choices={"sgld_precision": PRECISIONS},
+    choices={"sgld_precision": PRECISIONS, "query_mix": QUERY_MIXES},
     # n0 gamma0 is the prior precision and l0 the NIW's Gamma rate, so all three are
     # positive (log-parametrised in training); a chain may have no steps (the warm start
     # is then the mean), and sgld_burn is a fraction (< 1) or a count of iterates
     ranges={"n0": "(0, inf)", "gamma0": "(0, inf)", "l0": "(0, inf)",
             "sgld_steps": "[0, inf)", "sgld_lr": "(0, inf)", "sgld_temp": "[0, inf)",
-            "a_max": "(0, inf)", "sgld_burn": "[0, inf)", "sgld_power_iters": "[0, inf)"},
+            "a_max": "(0, inf)", "sgld_burn": "[0, inf)", "sgld_power_iters": "[0, inf)",
+            "query_draws": "[1, inf)"},
     doc="NIW hierarchical prior over all of a network's weights: theta_i ~ N(mu, Sigma), "
         "(mu, Sigma) ~ NIW with diagonal q(phi) = NIW(m0, l0, gamma0, n0); "
         "n0 = 1, gamma0 = 1e6, l0 = 1 at init; sgld_steps (3), sgld_lr (1e-3), "
@@ -44,7 +48,10 @@ register(Builtin(
         "(Gauss-Newton) diagonal of the support NLL at the chain mean; \"newton\": that "
         "A_i and the quadratic's centre mbar_i = chain mean - gradient / A_i; "
         "\"gauss_newton\": the whole low-rank Fisher matrix with that centre, the dense "
-        "closed form by Woodbury) set the one-time local update"))
+        "closed form by Woodbury) set the one-time local update; query_draws (1: the "
+        "query NLL at one draw of q_i*, METHODS; S > 1: -log of the S-draw average query "
+        "likelihood, per point with query_mix=\"point\" (default) or over the query set "
+        "with \"joint\") sets the meta-training objective's query term"))
 
 
 

@@ -30,6 +30,7 @@ import time
 
 import torch
 
+from ..constructs.niw_meta import QUERY_MIXES  # one list for the checker and the learner
 from ..runtime import niw_meta as rtn
 
 
@@ -87,6 +88,17 @@ class NIW:
     ``batched`` (default True): a meta step's episodes are rows of one evaluation
     (:meth:`chains`; the same maths and draws as episode by episode, which ``False`` and
     any task without ``loss_batch`` use: :func:`can_batch`).
+
+    ``query_draws`` S (default 1: METHODS.md §4's f_i, the query NLL at one draw
+    theta ~ q_i*): with S > 1 the query term is the negative log of the S-draw average
+    of the query likelihood (:meth:`query_term`), ``query_mix`` "point" (default) per
+    query point, -sum_n log (1/S) sum_s p(y_n | theta_s) -- the log of the averaged
+    predictive the benchmark scores -- or "joint" over the whole query set,
+    -log (1/S) sum_s p(y_q | theta_s). Both are in expectation upper bounds on the
+    predictive NLL -log E_q p, tightening as S grows (importance-weighted bounds,
+    Burda et al. 2016, with q_i* as the proposal), and at S = 1 both are f_i. This
+    departs from METHODS' single-draw estimator: E_q[-log p] penalises the spread of
+    q_i*, the bound does not (docs/constructs/niw_meta.md, "Multi-draw query loss").
     """
 
     def __init__(self, theta_init, *, n0=1.0, gamma0=1e6, l0=1.0, sgld_steps=3,
@@ -94,8 +106,15 @@ class NIW:
                  sgld_power_iters=3, sgld_step_scale=1.0, sgld_precision="variance",
                  sgld_cap="auto", variant="niw", lr=5e-3,
                  lr_hyper=0.1, kl_episodes=1e4, prior_gamma=1.0, prior_n=1.0,
-                 prior_l=1e-3, test_samples=20, batched=True):
+                 prior_l=1e-3, test_samples=20, batched=True, query_draws=1,
+                 query_mix="point"):
         dt, dev = theta_init.dtype, theta_init.device
+        if isinstance(query_draws, bool) or int(query_draws) != query_draws or query_draws < 1:
+            raise ValueError(f"query_draws must be an integer >= 1, not {query_draws!r}")
+        if query_mix not in QUERY_MIXES:
+            raise ValueError(f"query_mix must be one of {', '.join(QUERY_MIXES)}, "
+                             f"not {query_mix!r}")
+        self.query_draws, self.query_mix = int(query_draws), query_mix
         self.batched = batched
         if variant == "no_share":
             gamma0 = 1e-8
@@ -223,24 +242,66 @@ class NIW:
         if self.batched and can_batch(task, batch):
             return self._episodes_loss_rows(task, batch, generator)
         chains = []
+        lead = () if self.query_draws == 1 else (self.query_draws,)
         for ep in batch:
             c = self.chain(task, ep, generator)
             # the draws' noise: xi for the d weights, and for the low-rank form eps for
-            # the r rows of U (Matheron's rule in lowrank_posterior_kl)
-            noise = (rtn.randn_like(c[0], generator),)
+            # the r rows of U (Matheron's rule in lowrank_posterior_kl); S of each for
+            # the multi-draw query term
+            noise = (rtn.randn_like(c[0], generator, lead + c[0].shape),)
             if lowrank:
-                noise += (rtn.randn_like(c[0], generator, c[2].shape[:1]),)
+                noise += (rtn.randn_like(c[0], generator, lead + c[2].shape[:1]),)
             chains.append(c + noise)
         stacked = [torch.stack(t) for t in zip(*chains, strict=True)]
-        n0, l0 = self.log_n0.exp(), self.log_l0.exp()
-        if lowrank:
-            *chain, xi, eps = stacked
-            g, theta = rtn.lowrank_kl_draw(*chain, self.m0, self.log_gamma0, n0, l0, xi, eps)
-        else:
-            mbar, A, xi = stacked
-            m, sd, g = rtn.local_posterior_kl(mbar, A, self.m0, self.log_gamma0, n0, l0)
-            theta = m + sd * xi
+        *chain, xi = stacked[:-1] if lowrank else stacked
+        g, theta = self._kl_and_draws(chain, xi, stacked[-1] if lowrank else None)
+        if self.query_draws > 1:
+            return self.query_term(task, theta, batch).sum() + g.sum()
         return sum(task.loss(theta[i], ep, "query") for i, ep in enumerate(batch)) + g.sum()
+
+    def _kl_and_draws(self, chain, xi, eps=None):
+        """(g [B], theta): the expected KL of each episode's q_i* and the draws of it from
+        the noise xi (and for the low-rank form eps): theta [B, d] for one draw, [B, S, d]
+        for S draws (xi [B, S, d]). The S draws of an episode share its closed form."""
+        n0, l0 = self.log_n0.exp(), self.log_l0.exp()
+        if eps is not None:
+            if xi.dim() == 2:
+                return rtn.lowrank_kl_draw(*chain, self.m0, self.log_gamma0, n0, l0, xi, eps)
+            # one fused closed form per draw (its analytic backward is for one draw per
+            # episode); g is the same in each, the first one's is kept
+            out = [rtn.lowrank_kl_draw(*chain, self.m0, self.log_gamma0, n0, l0,
+                                       xi[:, s], eps[:, s]) for s in range(xi.shape[1])]
+            return out[0][0], torch.stack([th for _, th in out], 1)
+        m, sd, g = rtn.local_posterior_kl(*chain, self.m0, self.log_gamma0, n0, l0)
+        if xi.dim() == 2:
+            return g, m + sd * xi
+        return g, m[:, None] + sd[:, None] * xi
+
+    def query_term(self, task, theta, batch, E=None):
+        """The multi-draw query loss of B episodes from S draws theta [B, S, d] of their
+        q_i* (``query_draws`` S > 1, class docstring): [B] values of
+        "point": -sum_n log (1/S) sum_s p(y_n | theta_s), y_n the query points;
+        "joint": -log (1/S) sum_s p(y_q | theta_s), y_q the whole query set;
+        each a log-mean-exp over the draws of the task's per-point (``point_nll``) or
+        summed (``loss``) query NLL. ``E`` (the stacked episodes) evaluates all B S
+        draws in one pass of the task's ``loss_batch`` / ``point_nll_batch``."""
+        bsz, S = theta.shape[:2]
+        point = self.query_mix == "point"
+        if point and not hasattr(task, "point_nll"):
+            raise ValueError(f"query_mix='point': the task {type(task).__name__} has no "
+                             "per-point query NLL (point_nll); use query_mix='joint'")
+        if E is not None:
+            rep = {k: v.repeat_interleave(S, 0) for k, v in E.items()}
+            flat = theta.reshape(bsz * S, -1)
+            nll = (task.point_nll_batch(flat, rep, "query") if point
+                   else task.loss_batch(flat, rep, "query")).reshape(bsz, S, -1)
+        else:
+            one = task.point_nll if point else task.loss
+            nll = torch.stack([torch.stack([one(theta[i, s], ep, "query").reshape(-1)
+                                            for s in range(S)])
+                               for i, ep in enumerate(batch)])
+        # nll [B, S, n] ("joint": n = 1, the summed query NLL)
+        return -(torch.logsumexp(-nll, 1) - math.log(S)).sum(-1)
 
     def chains(self, task, batch, generator=None, extra=None, E=None):
         """:meth:`chain` for a meta-batch's B episodes at once (``batched``; tasks with
@@ -321,19 +382,20 @@ class NIW:
         lowrank = self.resolve(task) == "gauss_newton"
         rows = task.factor_rows if lowrank else None
 
+        S = self.query_draws
+        lead = () if S == 1 else (S,)
+
         def extra(i, ep):
-            return {"xi": None, **({"eps": (rows(ep),)} if lowrank else {})}
+            return {"xi": lead + tuple(self.m0.shape) if lead else None,
+                    **({"eps": lead + (rows(ep),)} if lowrank else {})}
 
         E = stack_episodes(batch)
         chain, draws = self.chains(task, batch, generator, extra, E)
-        n0, l0 = self.log_n0.exp(), self.log_l0.exp()
         if lowrank:
             _check_rows(chain[2], draws["eps"])
-            g, theta = rtn.lowrank_kl_draw(*chain, self.m0, self.log_gamma0, n0, l0,
-                                           draws["xi"], draws["eps"])
-        else:
-            m, sd, g = rtn.local_posterior_kl(*chain, self.m0, self.log_gamma0, n0, l0)
-            theta = m + sd * draws["xi"]
+        g, theta = self._kl_and_draws(chain, draws["xi"], draws.get("eps"))
+        if S > 1:
+            return self.query_term(task, theta, batch, E).sum() + g.sum()
         return task.loss_batch(theta, E, "query").sum() + g.sum()
 
     def draws_rows(self, task, batch, n=None, generator=None):
@@ -669,6 +731,19 @@ class RegressionTask:
         return 0.5 * (r ** 2).sum() + y.numel() * (math.log(self.sigma)
                                                    + 0.5 * math.log(2 * math.pi))
 
+    def point_nll(self, theta, ep, part):
+        """[points]: each point's NLL at theta (:meth:`loss` is their sum)."""
+        x, y = (ep["xs"], ep["ys"]) if part == "support" else (ep["xq"], ep["yq"])
+        r = (y - self.mean(theta, x)) / self.sigma
+        return 0.5 * r ** 2 + (math.log(self.sigma) + 0.5 * math.log(2 * math.pi))
+
+    def point_nll_batch(self, theta, E, part):
+        """[B, points]: :meth:`point_nll` of B stacked episodes at their own theta [B, d]."""
+        x, y = (E["xs"], E["ys"]) if part == "support" else (E["xq"], E["yq"])
+        r = (y - self.flat.batched(theta, x)[..., 0]) / self.sigma
+        return (0.5 * r ** 2 + (math.log(self.sigma) + 0.5 * math.log(2 * math.pi))
+                ).reshape(r.shape[0], -1)
+
     def fisher_factor(self, theta, ep, part="support"):
         """U [points, d] with U^T U the Fisher information of the summed NLL at theta:
         for a Gaussian likelihood the Gauss-Newton matrix J^T J / sigma^2, U = J / sigma
@@ -777,10 +852,20 @@ class ProtoTask:
         return torch.nn.functional.cross_entropy(self.logits(theta, ep, x), y,
                                                  reduction="sum")
 
+    def point_nll(self, theta, ep, part):
+        """[points]: each point's cross-entropy at theta (:meth:`loss` is their sum)."""
+        x, y = (ep["xs"], ep["ys"]) if part == "support" else (ep["xq"], ep["yq"])
+        return torch.nn.functional.cross_entropy(self.logits(theta, ep, x), y,
+                                                 reduction="none")
+
     def loss_batch(self, theta, E, part):
         """:meth:`loss` of B stacked episodes ``E`` at their own weights theta [B, d], in
         one pass (:meth:`ppl.runtime.niw_meta.FlatNet.batched`; the support embedded
         once, as in :meth:`logits`): [B] losses."""
+        return self.point_nll_batch(theta, E, part).sum(-1)
+
+    def point_nll_batch(self, theta, E, part):
+        """[B, points]: the per-point terms of :meth:`loss_batch`."""
         support = self.flat.batched(theta, E["xs"])
         if part == "support":
             query, y = support, E["ys"]
@@ -789,7 +874,7 @@ class ProtoTask:
         z = rtn.prototype_logits(support, E["ys"], query, self.ways)
         nll = torch.nn.functional.cross_entropy(z.reshape(-1, z.shape[-1]), y.reshape(-1),
                                                 reduction="none")
-        return nll.reshape(y.shape[0], -1).sum(-1)
+        return nll.reshape(y.shape[0], -1)
 
     def metrics(self, thetas, ep):
         probs = torch.stack([self.logits(t, ep, ep["xq"]).softmax(-1) for t in thetas]).mean(0)
@@ -827,11 +912,13 @@ def calibration(task, parts: list[dict]) -> float:
     return float((cover - levels).abs().mean())
 
 
-def evaluate(trainer, task, episodes: list[dict], generator=None, chunk: int = 20) -> dict:
+def evaluate(trainer, task, episodes: list[dict], generator=None, chunk: int = 20,
+             intervals: bool = False) -> dict:
     """Query error with a 95% interval over episodes, NLL, ECE on meta-test episodes.
     The test-time adaptation and draws of ``chunk`` episodes are one batched evaluation
     where the trainer is ``batched`` and has ``draws_rows`` (same draws, same order as
-    episode by episode: :meth:`NIW.chains`)."""
+    episode by episode: :meth:`NIW.chains`). ``intervals``: also ``nll_ci`` (1.96 times
+    the standard error of the per-episode NLLs) and ``ece_ci`` (:func:`ece_interval`)."""
     parts = []
     rows = getattr(trainer, "draws_rows", None) if getattr(trainer, "batched", False) else None
     for start in range(0, len(episodes), chunk):
@@ -844,11 +931,34 @@ def evaluate(trainer, task, episodes: list[dict], generator=None, chunk: int = 2
             with torch.no_grad():
                 parts.append(task.metrics(th, ep))
     errs = torch.tensor([p["err"] for p in parts], dtype=torch.float64)
-    ci = 1.96 * float(errs.std()) / math.sqrt(len(errs)) if len(errs) > 1 else float("nan")
-    return {"err": float(errs.mean()), "err_ci": ci,
-            "nll": sum(p["nll"] for p in parts) / len(parts),
-            "ece": calibration(task, parts)}
+    out = {"err": float(errs.mean()), "err_ci": _half_width(errs),
+           "nll": sum(p["nll"] for p in parts) / len(parts),
+           "ece": calibration(task, parts)}
+    if intervals:
+        out["nll_ci"] = _half_width(torch.tensor([p["nll"] for p in parts],
+                                                 dtype=torch.float64))
+        out["ece_ci"] = ece_interval(task, parts)
+    return out
 
+
+def _half_width(x: torch.Tensor) -> float:
+    """1.96 standard errors of the mean of i.i.d. per-episode values x (nan for one)."""
+    return 1.96 * float(x.std()) / math.sqrt(len(x)) if len(x) > 1 else float("nan")
+
+
+def ece_interval(task, parts: list[dict], reps: int = 200, seed: int = 0) -> float:
+    """Half-width of a 95% interval of :func:`calibration` over meta-test episodes:
+    1.96 times the bootstrap standard deviation of the ECE of ``reps`` resamples of the
+    episodes with replacement (the episodes are i.i.d.; the points within one are not,
+    so whole episodes are resampled). Seeded; nan for one episode."""
+    if len(parts) < 2:
+        return float("nan")
+    g = torch.Generator().manual_seed(seed)
+    n = len(parts)
+    vals = torch.tensor([calibration(task, [parts[j] for j in
+                                            torch.randint(n, (n,), generator=g).tolist()])
+                         for _ in range(reps)], dtype=torch.float64)
+    return 1.96 * float(vals.std())
 
 class SavedTensorMeter:
     """Peak bytes of tensors held for backward (autograd's saved tensors), tracked live
@@ -1020,6 +1130,13 @@ class ModelTask:
     def loss(self, theta, ep, part):
         node = self.trace(theta, ep).nodes["ys" if part == "support" else "yq"]
         return -node["fn"].log_prob(node["value"]).sum()
+
+    def point_nll(self, theta, ep, part):
+        """[points]: the NLL of each point (the leading axis of ``ys`` / ``yq``; any
+        further axes of a point summed) at theta; :meth:`loss` is their sum."""
+        node = self.trace(theta, ep).nodes["ys" if part == "support" else "yq"]
+        lp = self._pointwise(node["fn"]).log_prob(node["value"])
+        return -(lp.reshape(lp.shape[0], -1).sum(-1) if lp.dim() > 0 else lp.reshape(1))
 
     def fisher_factor(self, theta, ep, part="support"):
         """U with U^T U the Fisher information of the summed NLL of the site ``ys``
@@ -1209,7 +1326,8 @@ def run(model, kwargs, opts, progress=False):
                   sgld_precision=o["sgld_precision"], variant=opts["variant"],
                   lr=opts["lr"],
                   lr_hyper=opts["lr_hyper"], kl_episodes=opts["steps"] * opts["batch"],
-                  test_samples=opts["test_samples"])
+                  test_samples=opts["test_samples"], query_draws=o["query_draws"],
+                  query_mix=o["query_mix"])
     info = meta_train(trainer, task, _Src(), steps=opts["steps"], batch=opts["batch"],
                       progress=progress, measure_memory=False)
     test = split(_Src().sample(opts["test_episodes"], "test"))

@@ -891,7 +891,7 @@ SITES: dict[str, SiteConfig] = {}
 
 def prior(name: str, net: torch.nn.Module, n0=1.0, gamma0=1e6, l0=1.0, sgld_steps=3,
           sgld_lr=1e-3, sgld_temp=1.0, a_max=1e3, sgld_burn=0.5, sgld_power_iters=3,
-          sgld_precision="auto", samples=2):
+          sgld_precision="auto", query_draws=1, query_mix="point", samples=2):
     """``f ~ niw_meta(...)``: the weights of ``f`` become one latent vector theta (site
     ``name``), theta ~ N(m0, diag 1/(n0 gamma0)) -- the episode prior at the mean of the
     global NIW (E[Lambda] = n0 gamma0); m0 starts at the network's initial weights.
@@ -899,7 +899,9 @@ def prior(name: str, net: torch.nn.Module, n0=1.0, gamma0=1e6, l0=1.0, sgld_step
     local posterior (see :mod:`ppl.infer.meta`; ``sgld_precision`` "variance", "fisher",
     "newton" or "gauss_newton" picks how the chain gives (mbar_i, A_i):
     :class:`ppl.infer.meta.NIW`; "auto", the default, picks "gauss_newton" for a Normal
-    support likelihood and "variance" otherwise: :func:`ppl.infer.meta.auto_precision`)."""
+    support likelihood and "variance" otherwise: :func:`ppl.infer.meta.auto_precision`;
+    ``query_draws``, ``query_mix``: the meta-training query term,
+    :meth:`ppl.infer.meta.NIW.query_term`)."""
     if sgld_precision not in PRECISIONS:
         raise ValueError(f"niw_meta: sgld_precision must be one of {', '.join(PRECISIONS)}, "
                          f"not {sgld_precision!r}")
@@ -907,7 +909,8 @@ def prior(name: str, net: torch.nn.Module, n0=1.0, gamma0=1e6, l0=1.0, sgld_step
             "sgld_steps": int(sgld_steps), "sgld_lr": float(sgld_lr),
             "sgld_temp": float(sgld_temp), "a_max": float(a_max),
             "sgld_burn": float(sgld_burn), "sgld_power_iters": int(sgld_power_iters),
-            "sgld_precision": str(sgld_precision), "samples": int(samples)}
+            "sgld_precision": str(sgld_precision), "query_draws": int(query_draws),
+            "query_mix": str(query_mix), "samples": int(samples)}
     cfg = SITES.get(name)
     if cfg is None or cfg.flat.net is not net:
         cfg = SiteConfig(name, FlatNet(net), opts)
