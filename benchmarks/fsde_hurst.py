@@ -52,6 +52,15 @@ closed-form ELBO by L-BFGS (``--elbo moments``) or on the Monte Carlo ELBO by Ad
     python benchmarks/fsde_hurst.py --synthetic --control affine --n 100 --series-per-h 16 \
         --gamma-max 160 --K 7 --noise 0.01 --obs-sd 0.01 --groups 4 --mle
 
+``--route language`` fits the same model through the language instead: a ``.bdl`` model
+(:data:`LANGUAGE_MODEL_LOCAL`, or :data:`LANGUAGE_MODEL` with ``--lang-scale sigma``)
+compiled by ``ppl.compile`` and fitted by its ``infer svi`` (:func:`fit_hurst_language`),
+with ``control=optimal`` (``--lang-control``) and ``elbo=moments`` or ``mc`` (``--elbo``):
+
+    python benchmarks/fsde_hurst.py --synthetic --route language --n 100 --series-per-h 16 \
+        --gamma-max 160 --K 7 --noise 0.01 --obs-sd 0.01 --groups 1 --steps 200 \
+        --lr-h 0.08 --lr-decay 0.1 --mle
+
 ``--control drift`` makes the control network output the change of X's drift
 (u = Delta / (sigma wbar(H))); ``--probe-at S1,S2`` compares both control forms'
 dELBO/dH with the exact d log p/dH during the fit (:func:`h_gradients`). ``--alternate``
@@ -624,13 +633,32 @@ infer svi(steps={steps}, lr={lr}, lr_scalars={lr_h}, lr_decay={lr_decay},
           particles={particles}, samples=1, dtype=float64, device={device})
 """
 
+# the same model with sigma written through s = sigma gap^H, the noise's sd over one
+# sampling gap (gap: the grid's smallest), and H a param: the same likelihood in other
+# coordinates, in which the fine-scale ridge log sigma + H log gap = const is an axis
+LANGUAGE_MODEL_LOCAL = """
+model FOU(t: real[T], y: real[T, S], gap: real) {{
+  param H: real<lower=0, upper=1> = 0.5
+  param theta: real<lower=0> = {theta0}
+  param mu: real = 0.0
+  param s: real<lower=0> = {s0}
+  sigma = s * exp(-H * log(gap))
+  z ~ fractional_sde(times=t, drift=(x, u) => -theta * (x - mu), diffusion=sigma, hurst=H,
+                     K={K}, kind=2, gamma_max={gamma_max}, dim=S, x0=Normal(0, 1),
+                     control={control}, elbo={elbo})
+  y ~ Normal(z, {obs_sd})
+}}
+infer svi(steps={steps}, lr={lr}, lr_scalars={lr_h}, lr_decay={lr_decay},
+          particles={particles}, samples=1, dtype=float64, device={device})
+"""
+
 
 def fit_hurst_language(t: np.ndarray, y: np.ndarray, K: int = 5, obs_sd: float = 0.05,
                        gamma_max: float = 20.0, control: str = "optimal",
                        elbo: str = "moments", steps: int = 200, lr: float = 0.05,
                        lr_h: float = 0.04, lr_decay: float = 0.1, particles: int = 1,
-                       theta0: float = 1.0, sigma0: float = 1.0, seed: int = 0,
-                       device: str = "cpu", info: dict | None = None) -> float:
+                       theta0: float = 1.0, sigma0: float = 1.0, scale: str = "local",
+                       seed: int = 0, device: str = "cpu", info: dict | None = None) -> float:
     """The fOU model of :func:`fit_hurst_affine` written in BDL (:data:`LANGUAGE_MODEL`:
     the S series are the path's S independent dimensions, which share theta, mu, sigma
     and H), compiled by ``ppl.compile`` and fitted by its ``infer svi``; returns the
@@ -643,7 +671,10 @@ def fit_hurst_language(t: np.ndarray, y: np.ndarray, K: int = 5, obs_sd: float =
     ``mc``: the Monte Carlo ELBO of one torchsde path per series per particle. Adam on the
     scalars (H's logit, theta, mu, sigma) at ``lr_h``, decayed exponentially to
     ``lr_decay`` times it at the last step, from H = 0.5, mu = 0 and the params' initial
-    values ``theta0``, ``sigma0``. The Euler step is the construct's closed-form
+    values ``theta0``, ``sigma0``. ``scale="local"``: the model of
+    :data:`LANGUAGE_MODEL_LOCAL` (sigma written through the noise's sd over one sampling
+    gap, ``s = sigma gap^H``, started at ``sigma0 gap^0.5``; the same likelihood, other
+    coordinates for Adam). The Euler step is the construct's closed-form
     default, the grid's gap divided as :func:`grid_dt` does. ``info`` receives the last
     ELBO, the scalars and the wall time."""
     import pyro
@@ -652,15 +683,27 @@ def fit_hurst_language(t: np.ndarray, y: np.ndarray, K: int = 5, obs_sd: float =
     y = np.atleast_2d(y)
     if y.size == 0:
         raise ValueError("fit_hurst_language: no series to fit")
-    src = LANGUAGE_MODEL.format(K=K, gamma_max=gamma_max, control=control, elbo=elbo,
-                                obs_sd=obs_sd, steps=steps, lr=lr, lr_h=lr_h,
-                                lr_decay=lr_decay, particles=particles, device=device,
-                                theta0=theta0, sigma0=sigma0)
     tt = (t - t[0]) / (t[-1] - t[0])
+    gap = float(np.diff(tt).min())
+    kw = dict(K=K, gamma_max=gamma_max, control=control, elbo=elbo, obs_sd=obs_sd,
+              steps=steps, lr=lr, lr_h=lr_h, lr_decay=lr_decay, particles=particles,
+              device=device, theta0=theta0, sigma0=sigma0, s0=sigma0 * gap ** 0.5)
+    data = {"t": tt, "y": standardise(y).T}
+    if scale == "local":
+        src, data["gap"] = LANGUAGE_MODEL_LOCAL.format(**kw), gap
+    elif scale == "sigma":
+        src = LANGUAGE_MODEL.format(**kw)
+    else:
+        raise ValueError(f"scale must be 'sigma' or 'local', got {scale!r}")
     t0 = time.perf_counter()
-    fit = ppl.compile(src, "fsde_hurst.bdl").fit({"t": tt, "y": standardise(y).T}, seed=seed)
+    fit = ppl.compile(src, "fsde_hurst.bdl").fit(data, seed=seed)
     with torch.no_grad():
-        H, th, mu, sg = (float(pyro.param(k)) for k in ("z_hurst", "theta", "mu", "sigma"))
+        if scale == "local":
+            H = float(pyro.param("H"))
+            sg = float(pyro.param("s")) * gap ** -H
+        else:
+            H, sg = float(pyro.param("z_hurst")), float(pyro.param("sigma"))
+        th, mu = float(pyro.param("theta")), float(pyro.param("mu"))
     if info is not None:
         info.update(elbo=float(np.mean(fit.elbo[-10:])), theta=th, mu=mu, sigma=sg,
                     wall_s=time.perf_counter() - t0)
@@ -695,7 +738,8 @@ def run_affine_row(t, y, true_h, args) -> dict:
         kw = dict(K=args.K, obs_sd=args.obs_sd, gamma_max=args.gamma_max,
                   control=args.lang_control, elbo=args.elbo, steps=args.steps, lr=args.lr,
                   lr_h=args.lr_h, lr_decay=args.lr_decay, particles=args.particles,
-                  theta0=args.init_theta, sigma0=args.init_sigma, device=args.device)
+                  theta0=args.init_theta, sigma0=args.init_sigma, scale=args.lang_scale,
+                  device=args.device)
     else:
         fit = fit_hurst_affine
         kw = dict(K=args.K, obs_sd=args.obs_sd, gamma_max=args.gamma_max, dt_div=args.dt_div,
@@ -813,6 +857,9 @@ def main(argv=None) -> dict:
                     help="--route language: the model's initial theta")
     ap.add_argument("--init-sigma", type=float, default=1.0,
                     help="--route language: the model's initial sigma")
+    ap.add_argument("--lang-scale", choices=("sigma", "local"), default="local",
+                    help="--route language: the diffusion's coordinates (sigma; or local: "
+                         "s = sigma gap^H, the noise's sd over one sampling gap, H a param)")
     ap.add_argument("--particles", type=int, default=1,
                     help="--route language: svi's particles (paths per series per step "
                          "with --elbo mc)")
