@@ -80,8 +80,10 @@ def locate(exc: BaseException, pseudo: str | None = None) -> BdlError | None:
         return None
     ref = max(entries, key=lambda e: e[0])[1]  # a plate's body statement, not the plate
     original = _original(exc)
-    if at_site is not None and type(exc.__cause__) is type(exc):
-        original = _original(exc.__cause__)  # the library's words, not Pyro's wrapper
+    if at_site is not None and isinstance(exc.__cause__, type(exc)):
+        # the library's words, not Pyro's wrapper (a ValueError around a ValueError or a
+        # subclass of it, such as a construct's ArgumentError)
+        original = _original(exc.__cause__)
     argument = getattr(original, "argument", None)
     span = ref.args.get(argument, ref.span) if argument is not None else ref.span
     what = type(original).__name__

@@ -1439,3 +1439,27 @@ def test_monotone_phi_gradient_is_finite_at_zero(cap):
     assert float(s.detach()) == 1.0
     (g,) = torch.autograd.grad(Phi.sum() + s, A)
     assert torch.isfinite(g).all()
+
+
+@pytest.mark.parametrize("visible, label, pixels, labels, message, line", [
+    ("categorical(63, 4)", "categorical(1, 10)", 1, [0, 1],
+     "visible declares 63 units per row, but the data have 64 (shape [2, 64])", 4),
+    ("categorical(64, 2)", "categorical(1, 10)", 3, [0, 1],
+     "visible units take states 0..1 (NaN for a missing value), but the data hold", 4),
+    ("categorical(64, 4)", "categorical(1, 5)", 1, [0, 9],
+     "label units take states 0..4 (NaN for a missing value), but the data hold 0..9", 5),
+])
+def test_data_that_do_not_fit_the_units_are_located_errors(visible, label, pixels, labels,
+                                                           message, line):
+    import ppl
+
+    src = (f"model D(pixels: real[N, 64], label: int[N]) {{\n"
+           f"  m = monotone_dbm(visible={visible}, hidden=[categorical(4, 2)],\n"
+           f"                   label={label})\n"
+           f"  pixels ~ m.visible\n  label ~ m.label\n}}\n")
+    data = {"pixels": [[float(pixels)] * 64, [0.0] * 64], "label": labels}
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile(src, "d.bdl").fit(data, infer="map", steps=1, dtype="float32")
+    text = e.value.render()
+    assert f"d.bdl:{line}:3: error: monotone_dbm: {message}" in text, text
+    assert "Trace Shapes" not in text

@@ -960,7 +960,7 @@ class MonotoneDBM(nn.Module):
             if x is None:
                 continue
             _, off, n, k = lay.segment(name)
-            x = _states(x, dev).reshape(B, n)
+            x = _units(_states(x, dev), B, n, k, name)
             obs = x >= 0
             oh = torch.nn.functional.one_hot(x.clamp_min(0), k).to(val.dtype)
             oh = oh * obs[..., None]
@@ -1099,6 +1099,21 @@ def _states(x, device) -> torch.Tensor:
     return x.long()
 
 
+def _units(x: torch.Tensor, rows: int, n: int, k: int, name: str) -> torch.Tensor:
+    """``x`` as [rows, n] states in 0..k-1 (-1: missing), or an ArgumentError at the
+    construct's ``name`` argument saying how the data disagree with it."""
+    if x.numel() != rows * n:
+        per_row = x.shape[-1] if x.dim() >= 2 else x.numel()
+        raise ArgumentError(f"monotone_dbm: {name} declares {n} units per row, but the data "
+                            f"have {per_row} (shape {list(x.shape)})", argument=name)
+    x = x.reshape(rows, n)
+    if x.numel() and (int(x.max()) >= k or int(x.min()) < -1):
+        raise ArgumentError(f"monotone_dbm: {name} units take states 0..{k - 1} (NaN for a "
+                            f"missing value), but the data hold {int(x.min())}..{int(x.max())}",
+                            argument=name)
+    return x
+
+
 def _observed_option(observed) -> float | tuple[float, float]:
     """``observed`` as a fraction in ``[0, 1]`` or a range ``(lo, hi)``, ``0 <= lo <= hi
     <= 1``, of per-image fractions (training masks only)."""
@@ -1187,7 +1202,9 @@ class _Session:
         x = self.find_pixels()
         if self._solved is None or self._solved[0] is not x:
             m = self.model
-            st = _states(x, m.b.device).reshape(-1, m.layout.segment("visible")[2])
+            _, _, n, k = m.layout.segment("visible")
+            st = _states(x, m.b.device)
+            st = _units(st, st.numel() // n if st.numel() % n == 0 else 1, n, k, "visible")
             shown = st >= 0 if self.mode == "predict" else m.training_mask(st)
             inp = torch.where(shown, st, torch.full_like(st, -1))
             z, info, p = m.infer(inp, None)
@@ -1242,7 +1259,7 @@ class _LabelSite(_Site):
 
     def log_prob(self, value):
         pr = self._probs()
-        y = _states(value, pr.device).reshape(-1)
+        y = _units(_states(value, pr.device), pr.shape[0], 1, pr.shape[-1], "label")[:, 0]
         return 0.5 * torch.log(pr.gather(-1, y[:, None])[:, 0]).reshape(value.shape)
 
     def sample(self, sample_shape=()):
