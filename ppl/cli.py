@@ -103,7 +103,7 @@ def _load_data(path: str | None) -> dict:
 def cmd_run(args) -> int:
 
     from .infer.report import fit_report
-    from .io.run_folder import write_run
+    from .io.run_folder import RunFolderError, check_writable, write_run
     from .model import Model
     from .pipeline import compile_source
     from .syntax.diagnostics import BdlError
@@ -126,8 +126,10 @@ def cmd_run(args) -> int:
     method, opts = model.resolve_infer(args.infer, **overrides)
     out = Path(args.out) if args.out else Path("runs") / (
         f"{model.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if out.exists() and any(out.iterdir()) and not args.force:
-        raise _UserError(f"{out} exists and is not empty; use --force to overwrite it")
+    try:
+        check_writable(out, args.force)
+    except RunFolderError as e:
+        raise _UserError(str(e)) from None
     # written as the language writes options, so the line pastes back into --infer
     print(f"{model.name}: {method}({', '.join(f'{k}={_spell(v)}' for k, v in opts.items())})",
           file=sys.stderr)
@@ -189,14 +191,14 @@ def _progress(args) -> bool:
 def cmd_predict(args) -> int:
     import numpy as np
 
-    from .io.run_folder import RunFolderError, model_hash, read_run
+    from .io.run_folder import RunFolderError, read_record
     from .model import Model
     from .pipeline import compile_source
 
     text = _read(args.file)
     post_dir = Path(args.posterior)
     try:
-        run, chains, params = read_run(post_dir)
+        run = read_record(post_dir)
     except RunFolderError as e:
         raise _UserError(str(e)) from None
     compiled = compile_source(text, args.file)
@@ -207,18 +209,10 @@ def cmd_predict(args) -> int:
                          f"{', '.join(compiled.ir)}; choose one with --model)")
     model = Model(compiled, name)
     data = _load_data(args.data)
-    opts = run.get("infer", {})
-    unsampled = [n for n in model.ir.latents if n not in chains]
-    if run.get("model_hash") not in (None, model_hash(text)):
-        import warnings
-
-        warnings.warn(f"{args.file} has changed since the run in {post_dir}"
-                      + (f"; its latents {', '.join(unsampled)} were not sampled there and "
-                         "are drawn from their prior" if unsampled else ""), stacklevel=1)
-    from .infer.predict import posterior_predictive
-
-    pred = posterior_predictive(model, chains, data, params, device=opts.get("device", "cpu"),
-                                dtype=opts.get("dtype", "float64"), seed=args.seed)
+    try:
+        pred = model.predict_run(post_dir, data, seed=args.seed)
+    except RunFolderError as e:
+        raise _UserError(str(e)) from None
     out = Path(args.out) if args.out else post_dir
     target = out / "predictive.npz"
     if target.exists() and not args.force:

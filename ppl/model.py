@@ -131,14 +131,18 @@ class Model:
         result.save = save
         return result
 
-    def predict_run(self, run, data: dict | None = None, seed: int = 0) -> dict:
+    def predict_run(self, run, data: dict | None = None, seed: int | None = None) -> dict:
         """Posterior predictive draws from a saved run folder (``bdl run --out`` or
-        ``fit.save``), as ``bdl predict``: one draw of every site not fixed by ``data`` per
-        saved posterior draw, with the run's fitted params and network weights."""
+        ``fit.save``); ``bdl predict`` is this. One draw of every site not fixed by
+        ``data`` per saved posterior draw, with the run's fitted params and network
+        weights. A run of another model is a ``RunFolderError``; a model changed since
+        the run, a warning naming the latents drawn from their prior."""
         from .infer.predict import posterior_predictive
-        from .io.run_folder import read_run
+        from .io.run_folder import check_run, read_run
 
         record, chains, params = read_run(run)
+        check_run(record, chains, run, model=self.name, file=self.filename,
+                  source=self.bdl_source, latents=list(self.ir.latents))
         opts = record.get("infer", {})
         with locate.located(self._pseudo):
             return posterior_predictive(self, chains, data or {}, params,

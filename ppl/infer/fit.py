@@ -59,9 +59,14 @@ class Fit:
                 ) -> dict[str, torch.Tensor]:
         """Posterior predictive: sample every site not fixed by ``data`` (optional data
         left out, deterministic sites) once per posterior draw. ``seed`` makes the draws
-        repeatable (as ``bdl predict --seed``); without it they continue the global RNG."""
-        if seed is not None:
-            pyro.set_rng_seed(seed)
+        repeatable (as ``bdl predict --seed``) and leaves the global streams as they were;
+        without it the draws continue the global streams."""
+        from .rng import seeded
+
+        with seeded(seed):
+            return self._predict(data, num_samples, sites)
+
+    def _predict(self, data, num_samples, sites) -> dict[str, torch.Tensor]:
         kwargs = self.binder(data) if (self.binder is not None and data is not None) \
             else self.kwargs
         post = {k: v for k, v in self.samples.items() if k in self.latents}

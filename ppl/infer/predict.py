@@ -6,11 +6,13 @@ import pyro
 import torch
 
 from .draws import site_draws
+from .rng import seeded
 from .run import torch_defaults
 
 
 def posterior_predictive(model, chains: dict, data: dict, params: dict | None = None, *,
-                         device: str = "cpu", dtype: str = "float64", seed: int = 0) -> dict:
+                         device: str = "cpu", dtype: str = "float64",
+                         seed: int | None = 0) -> dict:
     """One draw of every site not fixed by ``data`` per saved posterior draw.
 
     ``chains[name]`` is [chains, draws, ...] as written by ``bdl run``; every saved latent
@@ -21,19 +23,22 @@ def posterior_predictive(model, chains: dict, data: dict, params: dict | None = 
     # deterministic sites and data sites (optional data left out is predicted)
     redo = set(model.ir.deterministics) | set(model.ir.observed)
     latents = {k for k in chains if k not in redo}
-    with torch_defaults(device, dtype):
+    with torch_defaults(device, dtype), seeded(seed):
         post = {k: v.reshape((-1,) + tuple(v.shape[2:])).to(torch.get_default_dtype())
                 if v.is_floating_point() else v.reshape((-1,) + tuple(v.shape[2:]))
                 for k, v in chains.items() if k in latents}
-        pyro.set_rng_seed(seed)
         store = pyro.get_param_store()
+        saved = store.get_state()  # the caller's params (a fit in this process) come back
         store.clear()
         from ..runtime import reset_networks
 
         reset_networks()
-        for name, value in (params or {}).items():
-            store[name] = value.to(torch.get_default_dtype())
-        kwargs = model.bind(data)
-        pred = site_draws(model.pyro_model, kwargs, posterior=post or None)
+        try:
+            for name, value in (params or {}).items():
+                store[name] = value.to(torch.get_default_dtype())
+            kwargs = model.bind(data)
+            pred = site_draws(model.pyro_model, kwargs, posterior=post or None)
+        finally:
+            store.set_state(saved)
     given = {n for n in model.ir.observed if kwargs.get(n) is not None}
     return {k: v.detach() for k, v in pred.items() if k not in post and k not in given}

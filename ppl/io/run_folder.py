@@ -27,11 +27,10 @@ def model_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def check_writable(out: Path, force: bool) -> None:
-    """Nothing a user wrote is overwritten without ``force``."""
+def check_writable(out: Path, force: bool, flag: str = "--force") -> None:
+    """Nothing a user wrote is overwritten without ``force`` (spelt ``flag`` to the user)."""
     if out.exists() and any(out.iterdir()) and not force:
-        raise RunFolderError(f"{out} exists and is not empty; use --force (force=True) to "
-                             "overwrite it")
+        raise RunFolderError(f"{out} exists and is not empty; use {flag} to overwrite it")
 
 
 def write_run(out: Path, fit: Fit, *, model: str, file: str | None, source: str,
@@ -45,7 +44,7 @@ def write_run(out: Path, fit: Fit, *, model: str, file: str | None, source: str,
     from .. import __version__
 
     out = Path(out)
-    check_writable(out, force)
+    check_writable(out, force, "force=True")
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.csv").write_text((summary or fit.summary()).to_csv())
     np.savez(out / "samples.npz", **{k: v.cpu().numpy() for k, v in fit.chains.items()})
@@ -70,19 +69,41 @@ def write_run(out: Path, fit: Fit, *, model: str, file: str | None, source: str,
     return run
 
 
+def read_record(folder) -> dict:
+    """The run.json record of a run folder (a RunFolderError when it is not one)."""
+    folder = Path(folder)
+    if not (folder / "samples.npz").exists() or not (folder / "run.json").exists():
+        raise RunFolderError(f"{folder}: not a run folder (expected samples.npz and run.json "
+                             "from 'bdl run' or fit.save)")
+    return json.loads((folder / "run.json").read_text())
+
+
 def read_run(folder) -> tuple[dict, dict, dict | None]:
     """(run.json record, draws {site: [chains, draws, ...]}, params or None)."""
     import numpy as np
     import torch
 
     folder = Path(folder)
-    if not (folder / "samples.npz").exists() or not (folder / "run.json").exists():
-        raise RunFolderError(f"{folder}: not a run folder (expected samples.npz and run.json "
-                             "from 'bdl run' or fit.save)")
-    run = json.loads((folder / "run.json").read_text())
+    run = read_record(folder)
     with np.load(folder / "samples.npz") as z:
         chains = {k: torch.as_tensor(z[k]) for k in z.files}
     params = None
     if (folder / "params.pt").exists():
         params = torch.load(folder / "params.pt", weights_only=True)
     return run, chains, params
+
+
+def check_run(record: dict, chains: dict, folder, *, model: str, file: str, source: str,
+              latents: list[str]) -> None:
+    """The run must be of ``model``; a model file changed since the run is a warning that
+    names the latents the run did not sample (they are drawn from their prior)."""
+    import warnings
+
+    if record.get("model") not in (None, model):
+        raise RunFolderError(f"{folder} is a run of model '{record.get('model')}' (from "
+                             f"{record.get('file')}), not of '{model}'")
+    if record.get("model_hash") not in (None, model_hash(source)):
+        unsampled = [n for n in latents if n not in chains]
+        warnings.warn(f"{file} has changed since the run in {folder}"
+                      + (f"; its latents {', '.join(unsampled)} were not sampled there and "
+                         "are drawn from their prior" if unsampled else ""), stacklevel=3)
