@@ -864,8 +864,8 @@ model M(t: real[T], y: real[T]) {{
     ("Normal(z[idx, 0], 0.2)", "StudentT(3, z[idx, 0], 0.2)", "is not a Normal")])
 def test_closed_form_refusals(old, new, reason):
     """control=optimal or elbo=moments where the closed form does not apply: an error
-    located at that argument, naming what is not linear-Gaussian. With the default elbo a
-    nonlinear drift under control=affine falls back to the Monte Carlo ELBO."""
+    located at that argument, naming what is not linear-Gaussian. With the default elbo
+    (mc) a nonlinear drift under control=affine fits by the Monte Carlo ELBO."""
     pb = _linear_problem()
     data = {"t": pb["times"], "idx": torch.tensor([0, 2, 3, 5]), "y": pb["y"][[0, 2, 3, 5], 0]}
     src = _LINEAR_SRC.replace(old, new)
@@ -882,3 +882,106 @@ def test_closed_form_refusals(old, new, reason):
         m = ppl.compile(src.replace("CONTROL", "affine").replace(", elbo=moments", ""))
         fit = m.fit(data, infer="svi", steps=2, samples=1)
         assert all(math.isfinite(v) for v in fit.elbo)
+
+
+# ---- the closed form's observation: left out, held out, simulated; jit; the default elbo -----
+def _linear_data(idx=(0, 2, 3, 5), y=None):
+    pb = _linear_problem()
+    idx = torch.tensor(idx)
+    return {"t": pb["times"], "idx": idx, "y": pb["y"][idx, 0] if y is None else y}
+
+
+@pytest.mark.parametrize("control", ["affine", "optimal"])
+def test_closed_form_with_optional_data_left_out(control):
+    """``y: real[N]?`` left out under the closed form: fit, predict and log_density run with
+    the path unobserved (no ``z_obs`` factor). Under control=optimal q is then the prior:
+    x0 = z[0] ~ N(0, 1) in predict's draws (400 draws: the mean within 4 se, the sd within
+    4 of its se sqrt(1/2n)), and log p of no data is 0 (the prior control's KL is 0)."""
+    src = _LINEAR_SRC.replace("CONTROL", control).replace("y: real[N])", "y: real[N]?)")
+    m = ppl.compile(src)
+    data = _linear_data()
+    del data["y"]
+    fit = m.fit(data, infer="svi", steps=3, samples=1, seed=0)
+    assert all(math.isfinite(e) for e in fit.elbo)
+    pred = fit.predict(data, num_samples=400, seed=0)
+    assert pred["z"].shape == (400, 6, 1) and pred["y"].shape == (400, 4)
+    assert torch.isfinite(pred["z"]).all() and torch.isfinite(pred["y"]).all()
+    kw = m.bind(data)
+    from ppl.infer.generated import held_out
+    held, names = held_out(m.pyro_model, kw, ["y"])
+    tr = pyro.poutine.trace(held).get_trace(**kw)
+    assert names == ["y"] and "z_obs" not in tr.nodes and "z_kl" in tr.nodes
+    if control == "optimal":
+        x0 = pred["z"][:, 0, 0].double()
+        assert abs(float(x0.mean())) < 4 / 20 and abs(float(x0.std()) - 1) < 4 * (1 / 800) ** 0.5
+        assert abs(m.log_density({}, data)) < 1e-6
+
+
+def test_held_out_site_with_a_value_is_unobserved_in_the_closed_form():
+    """The held-out flag, not only a None value: a site held out while the data name a
+    value (``held_out`` fixes it at a prior draw, masked) contributes no ``z_obs`` factor,
+    and under control=optimal the path's objective is that of no data (KL of q = p: 0)."""
+    m = ppl.compile(_LINEAR_SRC.replace("CONTROL", "optimal"))
+    kw = m.bind(_linear_data())
+    from ppl.infer.generated import held_out, held_out_sites
+    _fresh()
+    full = pyro.poutine.trace(m.pyro_model).get_trace(**kw)
+    assert "z_obs" in full.nodes and float(full.nodes["z_kl"]["fn"].log_factor) < -1e-3
+    held, _ = held_out(m.pyro_model, kw, ["y"])
+    tr = pyro.poutine.trace(held).get_trace(**kw)
+    assert "z_obs" not in tr.nodes and abs(float(tr.nodes["z_kl"]["fn"].log_factor)) < 1e-9
+    assert held_out_sites() == frozenset()              # the flag is the handler's scope only
+
+
+def test_optimal_sample_prior_ignores_the_data_and_predict_follows_them():
+    """control=optimal conditions the path on the data in closed form; sample_prior (the
+    observed sites simulated) must not: with y = +10 or -10 at every observed time the
+    prior draws of z agree (200 draws each, path sd <= 1.2: the mean gap within 0.6, about
+    4 se) and stay near the prior (|mean| < 1). fit.predict with other data follows those
+    data (the control is the optimum for the data given: documented)."""
+    m = ppl.compile(_LINEAR_SRC.replace("CONTROL", "optimal"))
+    idx = torch.tensor([0, 2, 3, 5])
+    up = m.sample_prior(_linear_data(y=torch.full((4,), 10.0)), num_samples=200, seed=0)
+    down = m.sample_prior(_linear_data(y=torch.full((4,), -10.0)), num_samples=200, seed=1)
+    zu, zd = up["z"][:, idx, 0].mean(0), down["z"][:, idx, 0].mean(0)
+    assert (zu - zd).abs().max() < 0.6 and zu.abs().max() < 1.0 and zd.abs().max() < 1.0
+    assert up["y"].abs().mean() < 2.0                   # simulated, not the data (10)
+    fit = m.fit(_linear_data(), infer="svi", steps=2, samples=1, seed=0)
+    pred = fit.predict(_linear_data(y=torch.full((4,), 10.0)), num_samples=20, seed=0)
+    # obs sd 0.2 against a prior sd near 1: the posterior mean is pulled most of the way
+    assert pred["z"][:, idx, 0].mean(0).min() > 8.0
+
+
+def test_optimal_control_refuses_jit():
+    """control=optimal under jit=True: a traced ELBO would freeze the closed-form control
+    of the first call (it is computed outside autograd), so the fit stops with an error at
+    the control argument; control=affine, elbo=moments traces the same objective as
+    without jit (its control is a pyro.module)."""
+    m = ppl.compile(_LINEAR_SRC.replace("CONTROL", "optimal"))
+    with pytest.raises(Exception, match="jit") as e:
+        m.fit(_linear_data(), infer="svi", steps=2, samples=1, jit=True)
+    lines = str(e.value).splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.strip().startswith("^"))
+    assert lines[at - 1][lines[at].index("^"):].startswith("optimal")
+    m = ppl.compile(_LINEAR_SRC.replace("CONTROL", "affine"))
+    kw = m.bind(_linear_data())
+    _fresh()
+    plain = pyro.infer.Trace_ELBO().loss(m.pyro_model, lambda **k: None, **kw)
+    jit = pyro.infer.JitTrace_ELBO().loss_and_grads(m.pyro_model, lambda **k: None, **kw)
+    assert abs(plain - float(jit)) < 1e-4 * max(1.0, abs(plain))
+
+
+def test_default_elbo_is_monte_carlo():
+    """control=affine without elbo= takes the Monte Carlo ELBO even where the closed form
+    applies (opt-in, so a fit does not switch routes with the detection): no ``z_obs``
+    factor, and the objective varies with the path drawn; elbo=moments does not."""
+    data = _linear_data()
+    for src, random in ((_LINEAR_SRC.replace(", elbo=moments", ""), True), (_LINEAR_SRC, False)):
+        m = ppl.compile(src.replace("CONTROL", "affine"))
+        kw = m.bind(data)
+        _fresh()
+        assert ("z_obs" in pyro.poutine.trace(m.pyro_model).get_trace(**kw).nodes) != random
+        torch.manual_seed(0)
+        a = _elbo_of(m, kw)
+        torch.manual_seed(1)
+        assert (abs(a - _elbo_of(m, kw)) > 1e-3) == random

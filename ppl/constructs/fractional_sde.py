@@ -5,7 +5,8 @@ state and time (``drift=(x, t) => -theta * (x - mu)``); ``noise=general|additive
 torchsde noise type; ``control=noise|drift`` what the control network outputs (u, or the
 change of X's drift it causes), ``control=affine`` a per-step affine control instead of a
 network (exact for linear models), ``control=optimal`` that family at its closed-form
-optimum; ``elbo=moments|mc`` the closed-form (Rao-Blackwellised) or Monte Carlo ELBO.
+optimum; ``elbo=moments|mc`` the closed-form (Rao-Blackwellised) or Monte Carlo ELBO
+(``mc`` by default; ``moments`` is opt-in, and the default under ``control=optimal``).
 
 A latent path driven by (Markov-approximated) fractional Brownian motion, fitted by
 path-space variational inference (Daems et al., ICLR 2024; ``../shared/METHODS.md``

@@ -14,11 +14,28 @@ from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 
+_SIMULATING = [0]
+
+
+def simulating() -> bool:
+    """Whether the model runs inside :class:`simulate_observed`: a construct that conditions
+    a latent on the observed data in closed form (``fractional_sde(control=optimal)``) must
+    then draw it from the prior, or the data would leak into the prior predictive."""
+    return _SIMULATING[0] > 0
+
 
 class simulate_observed(Messenger):
     """Observed sites draw a fresh value from their distribution instead (a prior-predictive
     data set), like ``poutine.uncondition``, except where the distribution cannot be
     sampled: a conditional construct (the monotone DBM's pixels) keeps its data."""
+
+    def __enter__(self):
+        _SIMULATING[0] += 1
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        _SIMULATING[0] -= 1
+        return super().__exit__(*exc)
 
     def _pyro_sample(self, msg):
         infer = msg["infer"]

@@ -16,6 +16,15 @@ from pyro.poutine.messenger import Messenger
 
 from .fit import Fit
 
+_HELD_OUT: list[frozenset] = [frozenset()]
+
+
+def held_out_sites() -> frozenset:
+    """The sites that :func:`held_out` fixes in the model now running: a construct that
+    reads an observed value in closed form (``fractional_sde``'s observation) treats
+    these as unobserved."""
+    return _HELD_OUT[0]
+
 
 def held_out(model, kwargs: dict, names: list[str]):
     """(the model with those of ``names`` that are sample sites fixed at a prior draw, log
@@ -30,6 +39,15 @@ def held_out(model, kwargs: dict, names: list[str]):
         return model, []
 
     class _HoldOut(Messenger):
+        def __enter__(self):
+            self._outer = _HELD_OUT[0]
+            _HELD_OUT[0] = self._outer | frozenset(fixed)
+            return super().__enter__()
+
+        def __exit__(self, *exc):
+            _HELD_OUT[0] = self._outer
+            return super().__exit__(*exc)
+
         def _pyro_sample(self, msg):
             if msg["name"] in fixed:
                 msg["value"] = fixed[msg["name"]]

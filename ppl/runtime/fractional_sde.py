@@ -1043,15 +1043,31 @@ class GaussianObservation:
     """The one statement that reads the path ``name``, ``obs ~ Normal(path[rows, col],
     scale)``, found in the model's generated source (:func:`gaussian_observation`):
     compiled expressions for the rows (None: all), the column (None: all), the scale and
-    the observed value, evaluated in the model's frame at each call."""
+    the observed value and the site's name, evaluated in the model's frame at each call."""
 
-    def __init__(self, rows, col, scale, obs, line: int):
+    def __init__(self, rows, col, scale, obs, line: int, site=None):
         self.rows, self.col, self.scale, self.obs, self.line = rows, col, scale, obs, line
+        self.site = site
+
+    def unobserved(self, env: dict) -> bool:
+        """Whether the path is not conditioned on the data at this call: the value is left
+        out (optional data), the site is held out of inference (its value a prior draw,
+        its density masked: ``ppl.infer.generated.held_out``) or observed sites are being
+        simulated (``ppl.infer.draws.simulate_observed``, a prior predictive). The flags
+        are the handlers' own, read here because the closed form reads the value directly
+        rather than through the observed site."""
+        from ..infer.draws import simulating
+        from ..infer.generated import held_out_sites
+        if simulating() or eval(self.obs, env) is None:  # noqa: S307  generated expression
+            return True
+        held = held_out_sites()
+        return bool(held) and self.site is not None and eval(self.site, env) in held  # noqa: S307
 
     def values(self, frame, T: int, D: int, dtype, device) -> tuple:
         """(ys [T, D] with NaN where unobserved, scale (a one-element tensor), rows [n],
         col or None, obs [n, D or 1]) at this call, or a ValueError naming what does not
-        fit the closed form."""
+        fit the closed form. An unobserved path (:meth:`unobserved`) has no rows and ys
+        all NaN: the closed forms then give the prior."""
         env = {**frame.f_globals, **frame.f_locals}
 
         def ev(code):
@@ -1061,6 +1077,11 @@ class GaussianObservation:
                 raise ValueError(f"the observation's {e.name} is not defined when the path is "
                                  f"drawn (declare it before the path)") from None
 
+        if self.unobserved(env):
+            ys = torch.full((T, D), float("nan"), dtype=dtype, device=device)
+            none = torch.zeros(0, dtype=torch.long, device=device)
+            return (ys, torch.as_tensor(ev(self.scale)).to(device=device).reshape(()), none,
+                    self.col, ys.new_zeros(0, D if self.col is None else 1))
         rows = (torch.arange(T, device=device) if self.rows is None
                 else torch.as_tensor(ev(self.rows), device=device).long().reshape(-1))
         if len(rows) and (int(rows.min()) < -T or int(rows.max()) >= T):
@@ -1169,7 +1190,7 @@ def _find_observation(code, name: str) -> GaussianObservation | str:
 
     obs = next(k.value for k in call.keywords if k.arg == "obs")
     return GaussianObservation(None if rows is None else comp(rows), col, comp(scale),
-                               comp(obs), stmt.lineno)
+                               comp(obs), stmt.lineno, comp(call.args[0]))
 
 
 def _closed_form_parts(name, frame, times, drift, diffusion, x0, kind, D, dt, gamma_max):
@@ -1262,11 +1283,12 @@ def _fit_closed_form(name, parts, times, H, K, kind, gamma_max, gamma_min, dt, c
                           if control == "optimal" else ctrl, loc, sd, prior, kind=kind,
                           draw=True, **kw)
         path = out["path"]                                         # [T, D]
-        sel = path[rows] if col is None else path[rows][:, [col]]
-        # the observation statement adds log N(obs; path, scale) for this path; the
-        # closed form replaces it by its expectation under Q (a Rao-Blackwellisation)
-        stmt = torch.distributions.Normal(sel, scale.to(**f64)).log_prob(obs).sum()
-        pyro.factor(f"{name}_obs", (out["loglik"].sum() - stmt).to(times.dtype))
+        if len(rows):          # else unobserved: the statement adds no data density
+            sel = path[rows] if col is None else path[rows][:, [col]]
+            # the observation statement adds log N(obs; path, scale) for this path; the
+            # closed form replaces it by its expectation under Q (a Rao-Blackwellisation)
+            stmt = torch.distributions.Normal(sel, scale.to(**f64)).log_prob(obs).sum()
+            pyro.factor(f"{name}_obs", (out["loglik"].sum() - stmt).to(times.dtype))
         kl, eps = out["path_kl"].sum() + out["x0_kl"].sum(), out["eps"]
     else:
         q0 = torch.distributions.Normal(loc, sd)
@@ -1339,7 +1361,11 @@ def fractional_sde(name: str, times, drift=0.0, diffusion=1.0, hurst=None, K: in
     at the drawn path is replaced by its expectation under Q through the factor
     ``name + "_obs"``), for ``control=affine|optimal`` on a linear-Gaussian model
     (:func:`affine_parts`, :func:`gaussian_observation`); ``"mc"``, the Monte Carlo ELBO
-    of one torchsde path; None: ``"moments"`` where it applies, else ``"mc"``.
+    of one torchsde path; None: ``"moments"`` under ``control=optimal``, else ``"mc"`` (the
+    closed form is opt-in: its parameters have other shapes than the Monte Carlo route's,
+    so a fit must not switch routes with what the detection finds).
+    Where the observation's value is left out, held out or simulated (a prior predictive)
+    the closed form's path is unobserved (:meth:`GaussianObservation.unobserved`).
     """
     kind, K, D = int(kind), int(K), int(dim)
     raw = (drift, diffusion)
@@ -1363,23 +1389,27 @@ def fractional_sde(name: str, times, drift=0.0, diffusion=1.0, hurst=None, K: in
         hurst = pyro.param(f"{name}_hurst", torch.tensor(0.5, device=times.device),
                            constraint=constraints.interval(0.0, 1.0))
     H = torch.as_tensor(hurst).clamp(0.01, 0.99)
-    if control == "optimal" or (control == "affine" and elbo != "mc"):
+    if control == "optimal" or elbo == "moments":
+        if control == "optimal" and torch.jit.is_tracing():
+            # the optimum is recomputed from the current parameters at every call, outside
+            # autograd; a traced ELBO would replay the first call's control as a constant
+            raise ArgumentError("fractional_sde: control=optimal recomputes its control at "
+                                "every step, which a traced ELBO (jit=True) would freeze; "
+                                "fit without jit", argument="control")
         parts = _closed_form_parts(name, sys._getframe(1), times, *raw, x0, kind, D, dt,
                                    gamma_max)
         if isinstance(parts, str):
-            if control == "optimal" or elbo == "moments":
-                what = "control=optimal" if control == "optimal" else "elbo=moments"
-                raise ArgumentError(
-                    f"fractional_sde: {what} needs the closed form of a linear-Gaussian "
-                    f"model (an affine drift, a constant diffusion, x0 ~ Normal, one Normal "
-                    f"observation of the path), and here {parts}",
-                    argument="control" if control == "optimal" else "elbo")
-        elif control == "optimal" and kind != 2:
+            what = "control=optimal" if control == "optimal" else "elbo=moments"
+            raise ArgumentError(
+                f"fractional_sde: {what} needs the closed form of a linear-Gaussian "
+                f"model (an affine drift, a constant diffusion, x0 ~ Normal, one Normal "
+                f"observation of the path), and here {parts}",
+                argument="control" if control == "optimal" else "elbo")
+        if control == "optimal" and kind != 2:
             raise ArgumentError("fractional_sde: control=optimal needs kind=2 (Y(0) = 0)",
                                 argument="kind")
-        elif control == "optimal" or elbo != "mc":
-            return _fit_closed_form(name, parts, times, H, K, kind, gamma_max, gamma_min, dt,
-                                    control, elbo or "moments", D, noise)
+        return _fit_closed_form(name, parts, times, H, K, kind, gamma_max, gamma_min, dt,
+                                control, elbo or "moments", D, noise)
     hidden = [int(h) for h in torch.as_tensor(hidden).reshape(-1).tolist()]
     use_data = data is not None and control != "affine"
     # cached like every network (rt.reset_networks at the start of a fit gives q = p again)
