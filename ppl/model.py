@@ -187,15 +187,19 @@ class Model:
         import torch
 
         from .infer.generated import held_out
+        from .infer.rng import seeded
         from .infer.run import _hidden_sites
         from .runtime.functions import full_data
 
-        with locate.located(self._pseudo), full_data():
+        # the prior traces below only name the sites: any seed gives the same density, and
+        # a fixed one inside seeded() leaves the caller's random streams where they were
+        with locate.located(self._pseudo), full_data(), seeded(0):
             kwargs = self.bind(data)
             missing = [a.name for a in self.ir.args
                        if a.optional and kwargs.get(a.name) is None and a.name in self.ir.observed]
             model, held = held_out(self.pyro_model, kwargs, missing)
-            latents, dets = _hidden_sites(model, kwargs)
+            prior = pyro.poutine.trace(model).get_trace(**kwargs)
+            latents, dets = _hidden_sites(model, kwargs, prior)
             problems = [f"'{k}' is optional data left out: pass it in data" for k in held
                         if k in trace_values]
             problems += [f"'{k}' is computed from the latents, not one of them" for k in dets
@@ -209,7 +213,6 @@ class Model:
                     f"log_density: {p}", notes=[
                         f"the latent sites are: {', '.join(latents) or '(none)'}"])
                     for p in problems], self.filename, self.bdl_source)
-            prior = pyro.poutine.trace(model).get_trace(**kwargs)
             values = {}
             for k, v in trace_values.items():
                 if not torch.is_tensor(v):

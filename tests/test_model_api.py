@@ -142,3 +142,12 @@ def test_a_seeded_predict_leaves_the_global_stream_alone():
     torch.manual_seed(123)
     fit.predict(DATA, seed=3)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_log_density_leaves_the_global_stream_alone():
+    m = ppl.compile(SRC)
+    torch.manual_seed(5)
+    expected = torch.rand(2)
+    torch.manual_seed(5)
+    m.log_density({"a": 0.9, "s": 0.3}, DATA)
+    assert torch.equal(torch.rand(2), expected)

@@ -85,9 +85,11 @@ def _import_runner(path: str):
     return getattr(importlib.import_module(module), name)
 
 
-def _hidden_sites(model, kwargs) -> tuple[list[str], list[str]]:
-    """Names of latent and deterministic sites from one prior trace."""
-    tr = prune_subsample_sites(pyro.poutine.trace(model).get_trace(**kwargs))
+def _hidden_sites(model, kwargs, trace=None) -> tuple[list[str], list[str]]:
+    """Names of latent and deterministic sites from one prior trace (``trace``, or a new
+    one of ``model``)."""
+    tr = prune_subsample_sites(trace if trace is not None
+                               else pyro.poutine.trace(model).get_trace(**kwargs))
     latents, dets = [], []
     for name, site in tr.nodes.items():
         if site["type"] != "sample":
