@@ -151,3 +151,21 @@ def test_log_density_leaves_the_global_stream_alone():
     torch.manual_seed(5)
     m.log_density({"a": 0.9, "s": 0.3}, DATA)
     assert torch.equal(torch.rand(2), expected)
+
+
+@pytest.mark.parametrize("example, method, construct", [
+    ("fou.bdl", "nuts", "fractional_sde"),
+    ("mdbm_digits.bdl", "sghmc", "monotone_dbm"),
+])
+def test_a_construct_refuses_a_method_it_cannot_be_fitted_with(example, method, construct):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / example
+    text = path.read_text()
+    head = text[: text.rindex("infer ")]
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile(head + f"infer {method}(samples=2)\n", example)
+    assert f"error: {construct} cannot be fitted by '{method}'" in e.value.render()
+    assert "works with:" in e.value.render()
+    with pytest.raises(ppl.BdlError, match=f"{construct} cannot be fitted by '{method}'"):
+        ppl.load(path).resolve_infer(method)
