@@ -84,7 +84,7 @@ class Model:
             return self._fit(data, infer, progress=progress, **options)
 
     def _fit(self, data: dict | None, infer: str | None, *, progress: bool, **options):
-        from .infer.generated import fit_generated
+        from .infer.generated import fit_generated, missing_optional
         from .infer.run import torch_defaults
 
         method, opts = self.resolve_infer(infer, **options)
@@ -98,10 +98,8 @@ class Model:
             pyro.clear_param_store()
             reset_networks()
             pyro.set_rng_seed(opts["seed"])
-            missing = [a.name for a in self.ir.args
-                       if a.optional and kwargs.get(a.name) is None and a.name in self.ir.observed]
-            result = fit_generated(self.pyro_model, kwargs, method, opts, missing,
-                                   progress=progress)
+            result = fit_generated(self.pyro_model, kwargs, method, opts,
+                                   missing_optional(self.ir.args, kwargs), progress=progress)
             result.observed = list(self.ir.observed)
         device, dtype = opts["device"], opts["dtype"]
 
@@ -186,7 +184,7 @@ class Model:
         import pyro
         import torch
 
-        from .infer.generated import held_out
+        from .infer.generated import held_out, missing_optional
         from .infer.rng import seeded
         from .infer.run import _hidden_sites
         from .runtime.functions import full_data
@@ -195,9 +193,8 @@ class Model:
         # a fixed one inside seeded() leaves the caller's random streams where they were
         with locate.located(self._pseudo), full_data(), seeded(0):
             kwargs = self.bind(data)
-            missing = [a.name for a in self.ir.args
-                       if a.optional and kwargs.get(a.name) is None and a.name in self.ir.observed]
-            model, held = held_out(self.pyro_model, kwargs, missing)
+            model, held = held_out(self.pyro_model, kwargs,
+                                   missing_optional(self.ir.args, kwargs))
             prior = pyro.poutine.trace(model).get_trace(**kwargs)
             latents, dets = _hidden_sites(model, kwargs, prior)
             problems = [f"'{k}' is optional data left out: pass it in data" for k in held

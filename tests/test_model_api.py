@@ -169,3 +169,13 @@ def test_a_construct_refuses_a_method_it_cannot_be_fitted_with(example, method, 
     assert "works with:" in e.value.render()
     with pytest.raises(ppl.BdlError, match=f"{construct} cannot be fitted by '{method}'"):
         ppl.load(path).resolve_infer(method)
+
+
+def test_a_simulation_under_a_sampler_draws_its_generated_quantities():
+    m = ppl.compile("model S(mu: real, y_new: real[2]?) {\n  y_new ~ Normal(mu, 2)\n}\n")
+    fit = m.fit({"mu": 3.0}, infer="nuts", samples=2000, chains=2, seed=0)
+    y = fit.samples["y_new"].double()
+    assert y.shape == (4000, 2)
+    # N(3, 2^2) draws: mean within 4 s.e. (2 / sqrt(4000) = 0.032), sd within 4 s.e.
+    assert (y.mean(0) - 3).abs().max() < 4 * 2 / 4000 ** 0.5
+    assert (y.std(0) - 2).abs().max() < 4 * 2 / (2 * 4000) ** 0.5

@@ -19,6 +19,13 @@ from .fit import Fit
 _HELD_OUT: list[frozenset] = [frozenset()]
 
 
+def missing_optional(args, kwargs: dict) -> list[str]:
+    """The optional data arguments (``ArgSpec``/IR args with ``optional``) left out of
+    ``kwargs``: the candidates for generated quantities (:func:`held_out` keeps those that
+    are sample sites)."""
+    return [a.name for a in args if a.optional and kwargs.get(a.name) is None]
+
+
 def held_out_sites() -> frozenset:
     """The sites that :func:`held_out` fixes in the model now running: a construct that
     reads an observed value in closed form (``fractional_sde``'s observation) treats
@@ -77,10 +84,19 @@ def add_predictions(result: Fit, names: list[str]) -> None:
 def fit_generated(model, kwargs: dict, method: str, opts: dict, missing: list[str], *,
                   progress: bool = False) -> Fit:
     """Fit ``model`` with the sites of ``missing`` optional data held out, then draw them."""
-    from .run import fit
+    from .run import SAMPLERS, _hidden_sites, fit
 
     inner, missing = held_out(model, kwargs, missing)
-    result = fit(inner, kwargs, method, opts, progress=progress)
+    if missing and method in SAMPLERS and not _hidden_sites(inner, kwargs)[0]:
+        # a simulation: nothing to sample, only generated quantities (Stan's fixed_param)
+        pyro.clear_param_store()
+        pyro.set_rng_seed(opts["seed"])
+        result = Fit(model, kwargs, chains={}, latents=[], deterministics=[])
+        result.method, result.options = method, dict(opts)
+        n = opts["samples"] * opts.get("chains", 1)
+        result.options["samples"] = n
+    else:
+        result = fit(inner, kwargs, method, opts, progress=progress)
     result.model = model
     if missing:
         add_predictions(result, missing)

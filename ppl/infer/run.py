@@ -140,6 +140,10 @@ def _divergences(mcmc: MCMC, public: bool | None = None) -> int:
     return sum(len(d.get("divergences", [])) for d in getattr(mcmc, "_diagnostics", []))
 
 
+# methods that draw the latent sites (a model with none has nothing for them to do)
+SAMPLERS = ("nuts", "hmc", "sghmc")
+
+
 def nothing_to_sample(method: str):
     """The user error of a sampler run on a model whose unknowns are all ``param``s or
     construct-learned values (a monotone DBM, a fractional SDE): nothing has a posterior."""

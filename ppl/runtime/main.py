@@ -48,7 +48,7 @@ def main(model, signature, infer: dict | None, transformed=None,
 
 
 def _fit(model, signature, infer, transformed, data: dict, progress: bool) -> str:
-    from ..infer.generated import fit_generated
+    from ..infer.generated import fit_generated, missing_optional
     from ..infer.report import fit_report
     from ..infer.run import resolve_options, torch_defaults
     from .data import bind
@@ -61,8 +61,8 @@ def _fit(model, signature, infer, transformed, data: dict, progress: bool) -> st
         if transformed is not None:
             kwargs.update(transformed(**kwargs))
         # as ``bdl run``: missing optional data are drawn after the fit, not fitted
-        missing = [a.name for a in signature.args if a.optional and kwargs.get(a.name) is None]
-        result = fit_generated(model, kwargs, method, opts, missing, progress=progress)
+        result = fit_generated(model, kwargs, method, opts,
+                               missing_optional(signature.args, kwargs), progress=progress)
     return fit_report(result)
 
 
