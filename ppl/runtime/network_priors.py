@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import os
 import time
 import weakref
@@ -199,7 +200,7 @@ def _t(v, argument: str | None = None) -> torch.Tensor:
     like = torch.empty(0)
     if isinstance(v, torch.Tensor):
         return v.to(device=like.device, dtype=like.dtype)
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):  # numpy scalars too
         raise ArgumentError(f"{argument or 'this argument'} must be a number, not "
                             f"{type(v).__name__}", argument=argument)
     return torch.tensor(float(v), dtype=like.dtype, device=like.device)

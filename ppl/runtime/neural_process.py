@@ -38,6 +38,7 @@ the inputs' dtype is cast to the module's.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from dataclasses import dataclass
 
@@ -157,7 +158,7 @@ def _count(value, name: str, low: int) -> int:
             raise ArgumentError(f"{name} must be one integer{width}, got {v.numel()} values",
                                 argument=name)
         v = v.item()
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v) or v < low:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or v != int(v) or v < low:
         raise ArgumentError(f"{name} must be an integer of at least {low}, got {v!r}",
                             argument=name)
     return int(v)
