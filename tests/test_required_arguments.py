@@ -1,6 +1,7 @@
-"""A construct's required parameters are checked by name: a keyword given for another
-parameter must not stand in for a missing required one (it used to pass the checker and
-fail as an internal TypeError when the model ran)."""
+"""What a model must give and may read: a construct's required parameters are checked by
+name (a keyword given for another parameter used to stand in for a missing one, and the
+model then failed as an internal TypeError), and optional data, which may be left out,
+cannot be read by the model."""
 
 import pytest
 
@@ -34,3 +35,13 @@ def test_a_keyword_does_not_stand_in_for_a_missing_required_argument(call, messa
 def test_required_arguments_given_by_position_or_name_pass(call):
     front(f"model M(x: real[N, 1]) {{\n  f = mlp(1, [8], 1)\n  f ~ {call}\n}}\n",
           "model.bdl")
+
+
+def test_optional_data_cannot_be_read_by_the_model():
+    source = ("model M(y: real[N], z: real[N]?) {\n  mu ~ Normal(0, 1)\n  z ~ Normal(mu, 1)\n"
+              "  y ~ Normal(mu + z, 1)\n}\n")
+    with pytest.raises(ppl.BdlError) as e:
+        front(source, "model.bdl")
+    assert e.value.render().startswith(
+        "model.bdl:4:19: error: 'z' is optional data (declared with '?') and may be left out, "
+        "so the model cannot read it")

@@ -287,6 +287,7 @@ class _ModelChecker:
         self._tilde_ok: set[int] = set()  # construct calls that sit on the right of '~'
         self._fn_params: list[list[str]] = []  # parameters of the function literals entered
         self.size_origin: dict[str, ast.Arg] = {}  # the first argument whose shape names a size
+        self.optional_reads: dict[str, Span] = {}  # optional data read in an expression
 
     def result(self) -> CheckedModel:
         return CheckedModel(self.model, self.symbols, list(self.size_syms), self.types,
@@ -303,6 +304,12 @@ class _ModelChecker:
         self._collect_later(self.model.body)
         self._declare_args()
         self._stmts(self.model.body)
+        for name, span in self.optional_reads.items():
+            # left out, an optional argument is a generated quantity drawn after the fit:
+            # nothing in the model may read it (the model would get no value)
+            self.err(f"'{name}' is optional data (declared with '?') and may be left out, so "
+                     "the model cannot read it", span,
+                     [f"observe it only: {name} ~ ...; or drop the '?' if it is always given"])
         for arg in self.model.args:
             if arg.name not in self.used and arg.name not in self.observed:
                 if arg.name not in self.size_syms:
@@ -782,6 +789,8 @@ class _ModelChecker:
         sym = self.symbols.get(e.id)
         if sym is not None:
             self.used.add(e.id)
+            if sym.role == "data" and sym.optional:
+                self.optional_reads.setdefault(e.id, e.span)
             if sym.role == "function":  # a function argument takes it in _arg, not here
                 self.err(f"'{e.id}' is a function: it can only be given as an argument "
                          "that takes a function", e.span,
