@@ -438,6 +438,9 @@ def test_meta_user_errors_are_located_or_user_errors_not_internal(tmp_path):
     with pytest.raises(BdlError, match=r"give xs of shape \(5, 2\), the model's data has "
                                        r"\(5, 1\)"):
         m.fit(_user_data(), episodes=str(tmp_path / "ep.npz"))
+    # an episode file that is not there
+    with pytest.raises(BdlError, match=r"option 'episodes' of meta: no file '.*nope\.npz'"):
+        m.fit(_user_data(), episodes=str(tmp_path / "nope.npz"))
 
 
 def test_meta_user_error_exits_1_from_the_cli(tmp_path):

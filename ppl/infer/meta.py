@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -1287,6 +1288,10 @@ def run(model, kwargs, opts, progress=False):
     ways = int(ys.max()) + 1 if classify else 0
     shots = ys.shape[0] // ways if classify else ys.shape[0]
     queries = kwargs["yq"].shape[0] // ways if classify else kwargs["yq"].shape[0]
+    if opts["episodes"].endswith(".npz") and not Path(opts["episodes"]).is_file():
+        raise _user_error(f"option 'episodes' of meta: no file {opts['episodes']!r} (looked "
+                          f"for {str(Path(opts['episodes']).absolute())!r}; relative to the "
+                          "current directory)")
     src = rtn.source(opts["episodes"], shots=shots, ways=max(ways, 1), queries=queries)
     probe = src.sample(1, "train")
     if probe["ys"].is_floating_point() != (not classify):
