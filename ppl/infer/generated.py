@@ -72,9 +72,10 @@ def add_predictions(result: Fit, names: list[str]) -> None:
     """Posterior predictive draws of ``names``, one per posterior draw, kept by chain."""
     if result.chains:
         n_chains, n_draws = next(iter(result.chains.values())).shape[:2]
-    else:  # nothing latent: one chain of as many draws as the method keeps
-        n_chains, n_draws = 1, int(result.options.get("samples", 1000))
-    pred = result.predict(None, num_samples=n_chains * n_draws, sites=names)
+        pred = result.predict(None, num_samples=n_chains * n_draws, sites=names)
+    else:  # nothing latent: one chain of as many draws as the method keeps (Fit.predict)
+        pred = result.predict(None, sites=names)
+        n_chains, n_draws = 1, next(iter(pred.values())).shape[0]
     for n in names:
         v = pred[n]
         result.chains[n] = v.reshape((n_chains, n_draws) + tuple(v.shape[1:]))
@@ -89,15 +90,16 @@ def fit_generated(model, kwargs: dict, method: str, opts: dict, missing: list[st
     inner, missing = held_out(model, kwargs, missing)
     if missing and method in SAMPLERS and not _hidden_sites(inner, kwargs)[0]:
         # a simulation: nothing to sample, only generated quantities (Stan's fixed_param)
-        pyro.clear_param_store()
-        pyro.set_rng_seed(opts["seed"])
-        result = Fit(model, kwargs, chains={}, latents=[], deterministics=[])
-        result.method, result.options = method, dict(opts)
-        n = opts["samples"] * opts.get("chains", 1)
-        result.options["samples"] = n
+        opts = {**opts, "samples": opts["samples"] * opts.get("chains", 1)}
+        result = fit(inner, kwargs, method, opts, runner=_fixed_param)
     else:
         result = fit(inner, kwargs, method, opts, progress=progress)
     result.model = model
     if missing:
         add_predictions(result, missing)
     return result
+
+
+def _fixed_param(model, kwargs, opts, progress=False) -> Fit:
+    """The runner of a model with nothing latent under a sampler: no draws of its own."""
+    return Fit(model, kwargs, chains={}, latents=[], deterministics=[])

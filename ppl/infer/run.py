@@ -62,8 +62,10 @@ def resolve_options(method: str, options: dict) -> dict:
 
 
 def fit(model, kwargs: dict, method: str, opts: dict, *, progress: bool = False,
-        sites: dict | None = None) -> Fit:
-    fn = RUNNERS.get(method) or _import_runner(METHODS[method].runner)
+        sites: dict | None = None, runner=None) -> Fit:
+    """Run ``method`` (or ``runner`` in its place) from a fresh param store, networks and
+    seed; the Fit records the method, options and wall time."""
+    fn = runner or RUNNERS.get(method) or _import_runner(METHODS[method].runner)
     pyro.clear_param_store()
     from ..runtime import reset_networks
 
