@@ -15,7 +15,12 @@ generators, so both devices see the same tasks. ``--reference`` adds two rows pe
 kernel that are not neural processes: ``bayes`` (the GP Bayes predictive under the
 training prior, hyperparameters averaged on a grid: what a neural process trained to
 convergence approximates) and ``bayes_noise`` (the same with the noise sd inferred per
-task), see :func:`gp_reference`. ``--save DIR`` keeps each trained model (``MODEL.pt``).
+task), see :func:`gp_reference`. ``--save DIR`` keeps each trained model (``MODEL.pt``);
+``--load LABEL=PATH,...`` evaluates saved models (from ``--save``, any run with the same
+evaluation flags) on the same tasks as rows ``LABEL/KERNEL`` without training them, and
+``--paired-against LABEL,...`` adds every other row's paired difference to each of those
+models, so that models trained in separate runs (one process per model) are compared
+task by task.
 
     python benchmarks/np_gp.py --models cnp,np,anp,mpnp,ampnp --train-kernel rbf \
         --eval-kernels rbf,matern52,periodic,tnoise --lengthscale-range 0.1,0.6 \
@@ -29,7 +34,9 @@ JSON: ``{"MODEL/KERNEL": {"ctx_ll", "ctx_ll_se", "tgt_ll", "tgt_ll_se"} (plus, f
 other than cnp, the paired differences ``ctx_vs_cnp``, ``tgt_vs_cnp`` and their s.e.;
 mpnp also ``*_vs_np`` and ampnp/ampnp_pa ``*_vs_anp`` when those models ran),
 "MODEL/bo": {"regret", "regret_se"} (normalised simple regret of the EI loop, mean and
-s.e. over functions), "MODEL/train": {"seconds", "final_loss"}}``.
+s.e. over functions), "MODEL/train": {"seconds", "final_loss"}}``; a loaded model's
+rows are named by its label and have no ``train`` row, and ``--paired-against B`` adds
+``ctx_vs_B``, ``tgt_vs_B`` and their s.e. to every other model's rows.
 """
 
 from __future__ import annotations
@@ -56,6 +63,21 @@ PAIRED_BASES = {"cnp": ("np", "anp", "mpnp", "ampnp", "ampnp_pa", "bayes", "baye
 def _pair(text: str) -> tuple[float, float]:
     a, b = (float(v) for v in text.split(","))
     return a, b
+
+
+def _loads(text: str) -> dict[str, str]:
+    """``LABEL=PATH,LABEL=PATH`` -> {label: path} (labels unique, both parts non-empty)."""
+    out: dict[str, str] = {}
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        label, sep, path = item.partition("=")
+        label, path = label.strip(), path.strip()
+        if not sep or not label or not path or "/" in label:
+            raise argparse.ArgumentTypeError(
+                f"--load: expected LABEL=PATH (a label without '/'), got {item!r}")
+        if label in out:
+            raise argparse.ArgumentTypeError(f"--load: label {label!r} given twice")
+        out[label] = path
+    return out
 
 
 def eval_tasks(kernel, n_tasks, args, seed):
@@ -338,6 +360,13 @@ def main(argv=None) -> int:
                         "prior) and bayes_noise/KERNEL (the same, noise sd inferred)")
     p.add_argument("--save", default=None, metavar="DIR",
                    help="save each trained model as DIR/MODEL.pt (npr.save_trained)")
+    p.add_argument("--load", type=_loads, default={}, metavar="LABEL=PATH,...",
+                   help="evaluate saved models (npr.load_trained) on the same tasks as "
+                        "rows LABEL/KERNEL, without training; labels cnp, np and anp "
+                        "are the usual paired bases")
+    p.add_argument("--paired-against", default="", metavar="LABEL,...",
+                   help="add every other model's paired difference to these models "
+                        "(trained or loaded): columns ctx_vs_LABEL, tgt_vs_LABEL")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.threads:
@@ -352,9 +381,43 @@ def main(argv=None) -> int:
     for m in models:
         if m not in FAMILIES:
             p.error(f"unknown model {m!r} (expected some of {', '.join(FAMILIES)})")
+    clash = sorted(set(args.load) & (set(models) | {"bayes", "bayes_noise"}))
+    if clash:
+        p.error(f"--load: label {clash[0]!r} is also a model of this run; pick another")
+    bases = [b.strip() for b in args.paired_against.split(",") if b.strip()]
+    for b in bases:
+        if b not in models and b not in args.load:
+            p.error(f"--paired-against: {b!r} is neither a model of --models nor a "
+                    "label of --load")
     evals = {k: eval_tasks(k, args.eval_tasks, args, 1000 + i) for i, k in enumerate(kernels)}
     rows: dict[str, dict[str, float]] = {}
     trained, per_task = {}, {}
+
+    def report(name, model):
+        """Evaluation rows (and BO) of one model; the seeds are reset per model and
+        kernel, so a model scores the same whether trained here or loaded."""
+        trained[name] = model
+        for k in kernels:
+            torch.manual_seed(args.seed + 1)
+            rows[f"{name}/{k}"], per_task[name, k] = evaluate(model, evals[k],
+                                                              args.samples, device)
+            r = rows[f"{name}/{k}"]
+            print(f"  {k:9s} ctx {r['ctx_ll']:7.3f} +- {r['ctx_ll_se']:.3f}   tgt "
+                  f"{r['tgt_ll']:7.3f} +- {r['tgt_ll_se']:.3f}", file=sys.stderr)
+        if args.bo_tasks:
+            torch.manual_seed(args.seed + 2)
+            rows[f"{name}/bo"] = bayes_opt(model, args.train_kernel, args.bo_tasks,
+                                           args.bo_iters, args.samples, args, device)
+            print(f"  BO regret {rows[name + '/bo']['regret']:.4f} +- "
+                  f"{rows[name + '/bo']['regret_se']:.4f}", file=sys.stderr)
+
+    for label, path in args.load.items():
+        try:
+            model, _ = npr.load_trained(path, device=device)
+        except (OSError, ValueError, KeyError) as e:
+            p.error(f"--load {label}={path}: {e}")
+        print(f"{label}: loaded {path}", file=sys.stderr)
+        report(label, model)
     for name in models:
         torch.manual_seed(args.seed)
         model = npr.MODELS[FAMILIES[name]](1, 1, hidden=args.hidden, pseudo=args.pseudo,
@@ -374,7 +437,6 @@ def main(argv=None) -> int:
         if device.type == "cuda":
             torch.cuda.synchronize()
         secs = time.perf_counter() - t0
-        trained[name] = model
         if args.save:
             import os
 
@@ -385,19 +447,10 @@ def main(argv=None) -> int:
                                  "final_loss": sum(losses[-50:]) / len(losses[-50:])}
         print(f"{name}: trained {args.steps} steps in {secs:.1f}s, final loss "
               f"{rows[name + '/train']['final_loss']:.3f}", file=sys.stderr)
-        for k in kernels:
-            torch.manual_seed(args.seed + 1)
-            rows[f"{name}/{k}"], per_task[name, k] = evaluate(model, evals[k],
-                                                              args.samples, device)
-            r = rows[f"{name}/{k}"]
-            print(f"  {k:9s} ctx {r['ctx_ll']:7.3f} +- {r['ctx_ll_se']:.3f}   tgt "
-                  f"{r['tgt_ll']:7.3f} +- {r['tgt_ll_se']:.3f}", file=sys.stderr)
-        if args.bo_tasks:
-            torch.manual_seed(args.seed + 2)
-            rows[f"{name}/bo"] = bayes_opt(model, args.train_kernel, args.bo_tasks,
-                                           args.bo_iters, args.samples, args, device)
-            print(f"  BO regret {rows[name + '/bo']['regret']:.4f} +- "
-                  f"{rows[name + '/bo']['regret_se']:.4f}", file=sys.stderr)
+        report(name, model)
+    # loaded models take part in every comparison, labelled as given (cnp, np, anp
+    # are the usual paired bases)
+    models = list(args.load) + models
     if args.reference:
         for name, noises in (("bayes", None), ("bayes_noise", NOISE_GRID)):
             for k in kernels:
@@ -408,7 +461,11 @@ def main(argv=None) -> int:
         for path in write_plots(args.plots, trained, kernels, args, device):
             print(f"wrote {path}", file=sys.stderr)
     for base, against in PAIRED_BASES.items():
-        paired(rows, per_task, models, kernels, base, against)
+        # every model against the CNP, whatever the label it was loaded under
+        extra = tuple(args.load) if base == "cnp" else ()
+        paired(rows, per_task, models, kernels, base, against + extra)
+    for base in bases:
+        paired(rows, per_task, models, kernels, base)
     print(f"\n{'MODEL/KERNEL':20s} {'ctx_ll':>16s} {'tgt_ll':>16s} {'tgt - cnp (paired)':>20s}"
           f" {'tgt - np/anp (paired)':>22s}")
     for key, r in rows.items():
@@ -417,6 +474,13 @@ def main(argv=None) -> int:
                   for c in ("tgt_vs_cnp", "tgt_vs_np" if "tgt_vs_np" in r else "tgt_vs_anp")]
             print(f"{key:20s} {r['ctx_ll']:8.3f} ± {r['ctx_ll_se']:.3f} "
                   f"{r['tgt_ll']:8.3f} ± {r['tgt_ll_se']:.3f} {vs[0]:>20s} {vs[1]:>22s}")
+    for base in bases:
+        print(f"\n{'MODEL/KERNEL':20s} {'ctx - ' + base + ' (paired)':>22s} "
+              f"{'tgt - ' + base + ' (paired)':>22s}")
+        for key, r in rows.items():
+            if f"tgt_vs_{base}" in r:
+                print(f"{key:20s} {r[f'ctx_vs_{base}']:+12.3f} ± {r[f'ctx_vs_{base}_se']:.3f} "
+                      f"{r[f'tgt_vs_{base}']:+12.3f} ± {r[f'tgt_vs_{base}_se']:.3f}")
     bo = [(key, r) for key, r in rows.items() if key.endswith("/bo")]
     if bo:
         print(f"\n{'MODEL':20s} {'BO regret (normalised, mean ± s.e.)':>36s}")

@@ -1260,3 +1260,55 @@ def test_benchmark_reference_rows_bo_table_and_saved_models(tmp_path, capsys):
     assert model.gen.predictive and (tmp_path / "m" / "cnp.pt").exists()
     printed = capsys.readouterr().out
     assert "BO regret" in printed and f"{rows['mpnp/bo']['regret']:19.4f}" in printed
+
+
+def test_benchmark_load_reproduces_rows_and_pairs_across_runs(tmp_path, capsys):
+    """--load evaluates saved models on the same tasks as the run that trained them
+    (every row reproduced exactly: the seeds are reset per model and kernel), and
+    --paired-against pairs them task by task: a model trained in another run (a second
+    MPNP with another generator) gets the same paired differences to the loaded CNP as
+    the difference of per-task scores, i.e. mean difference = difference of means, with
+    the paired s.e. smaller than the unpaired one when the scores are correlated."""
+    import json
+
+    bench = _np_gp()
+    flags = ["--eval-kernels", "rbf,periodic", "--steps", "3", "--hidden", "8",
+             "--eval-tasks", "10", "--samples", "4"]
+    first = tmp_path / "a.json"
+    assert bench.main(["--models", "cnp,np,mpnp", *flags, "--save", str(tmp_path / "a"),
+                       "--json", str(first)]) == 0
+    a = json.loads(first.read_text())
+    second = tmp_path / "b.json"
+    loads = ",".join(f"{m}={tmp_path / 'a' / (m + '.pt')}" for m in ("cnp", "np")) \
+        + f",mean={tmp_path / 'a' / 'mpnp.pt'}"
+    assert bench.main(["--models", "mpnp", "--generator", "predictive", *flags,
+                       "--load", loads, "--paired-against", "mean,np",
+                       "--json", str(second)]) == 0
+    b = json.loads(second.read_text())
+    assert "cnp/train" not in b and "mpnp/train" in b
+    for k in ("rbf", "periodic"):
+        for label, name in (("cnp", "cnp"), ("np", "np"), ("mean", "mpnp")):
+            for col in ("ctx_ll", "ctx_ll_se", "tgt_ll", "tgt_ll_se", "mean_spread"):
+                assert b[f"{label}/{k}"][col] == a[f"{name}/{k}"][col]
+        # the loaded CNP is the usual base; the loaded default MPNP is a base on request
+        r = b[f"mpnp/{k}"]
+        for base in ("cnp", "np", "mean"):
+            assert r[f"tgt_vs_{base}"] == pytest.approx(
+                r["tgt_ll"] - b[f"{base}/{k}"]["tgt_ll"], abs=1e-9)
+            assert r[f"ctx_vs_{base}"] == pytest.approx(
+                r["ctx_ll"] - b[f"{base}/{k}"]["ctx_ll"], abs=1e-9)
+            # the scores of two models on the same tasks are correlated (hard tasks are
+            # hard for both), so the paired s.e. is below the unpaired one
+            unpaired = math.hypot(r["tgt_ll_se"], b[f"{base}/{k}"]["tgt_ll_se"])
+            assert 0 < r[f"tgt_vs_{base}_se"] < unpaired
+        assert b[f"cnp/{k}"]["tgt_vs_mean"] == pytest.approx(
+            a[f"cnp/{k}"]["tgt_ll"] - a[f"mpnp/{k}"]["tgt_ll"], abs=1e-9)
+        assert "tgt_vs_mean" not in b[f"mean/{k}"]
+        assert b[f"mean/{k}"]["tgt_vs_cnp"] == pytest.approx(a[f"mpnp/{k}"]["tgt_vs_cnp"])
+    assert "tgt - mean (paired)" in capsys.readouterr().out
+    for bad in (["--load", f"mpnp={tmp_path / 'a' / 'cnp.pt'}"],      # clashes with a model
+                ["--load", "cnp"],                                     # no path
+                ["--load", f"x={tmp_path / 'missing.pt'}"],
+                ["--paired-against", "anp"]):                          # not in the run
+        with pytest.raises(SystemExit):
+            bench.main(["--models", "mpnp", *flags, *bad])
