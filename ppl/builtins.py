@@ -74,6 +74,12 @@ class Builtin:
     # methods: the inference methods a model using this entry can be fitted with (empty:
     #   any), checked at the infer line and for a method given at run time.
     methods: tuple[str, ...] = ()
+    # lists: arguments that take a Python list of settings (``hidden=[categorical(64, 4)]``,
+    #   layer widths): a list literal there passes as a list, not stacked into a tensor.
+    lists: tuple[str, ...] = ()
+    # plain: the target is a settings helper taking Python numbers (``categorical(64, 4)``),
+    #   so numeric literals pass as written instead of as ``rt.tensor(...)``.
+    plain: bool = False
 
 
 def interval(spec) -> tuple:

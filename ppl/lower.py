@@ -449,12 +449,16 @@ class _Lowerer:
             return Call(self.rename.get(name, name), args, kwargs)
         if signatures.lookup(name) is not None:
             return Call(signatures.target(name), args, kwargs)
-        if b.kind == "network":
+        if b.kind == "network" or b.plain:
             args = [_unstack(a) for a in args]
             kwargs = [(k, _unstack(v)) for k, v in kwargs]
             return Call(b.target, args, kwargs)
         if b.name in ("stack", "cat") and args and isinstance(_unstack(args[0]), ListE):
             return Call(b.target, [_unstack(args[0]), *args[1:]], kwargs)
+        if b.lists:
+            args = [_unstack(a) if i < len(params) and params[i] in b.lists else a
+                    for i, a in enumerate(args)]
+            kwargs = [(k, _unstack(v) if k in b.lists else v) for k, v in kwargs]
         args = [_tensorise(a) for a in args]
         return Call(b.target, args, kwargs)
 

@@ -298,3 +298,25 @@ def test_standalone_module_prints_what_bdl_run_prints(tmp_path):
                        text=True, cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "f.W0[0, 0]" in r.stdout
+
+
+def test_construct_settings_are_written_as_python_values():
+    """A construct's list of unit groups and a settings helper's numbers read as written
+    (``hidden=[units(64, 4)]``), not as stacked tensors; a fractional SDE's layer widths
+    stay a list while its time grid, a list literal of values, is still a tensor."""
+    m = ppl.load(ROOT / "examples" / "mdbm_digits.bdl")
+    assert "hidden=[rt.monotone_dbm.units(64, 4)]" in m.source
+    assert "label=rt.monotone_dbm.units(1, 10)" in m.source
+    assert "rt.tensor(64)" not in m.source and "rt.stack(" not in m.source
+    src = """
+model F(y: real[3]) {
+  x ~ fractional_sde(drift=(x, t) => -x, diffusion=0.5, times=[0.5, 1.0, 1.5],
+                     x0=Normal(0, 1), data=y, hidden=[16, 8])
+}
+infer svi(steps=1)
+"""
+    m = ppl.compile(src)
+    assert "hidden=[16, 8]" in m.source
+    assert "times=rt.stack([0.5, 1.0, 1.5])" in m.source
+    fit = m.fit({"y": [0.1, 0.2, 0.3]}, seed=0)
+    assert fit is not None

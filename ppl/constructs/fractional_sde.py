@@ -69,5 +69,6 @@ register(Builtin(
     ranges={"hurst": "(0, 1)", "K": "[1, inf)", "kind": (1, 2), "gamma_max": "(0, inf)",
             "gamma_min": "(0, inf)", "dt": "(0, inf)", "dim": "[1, inf)", "n_freq": "[0, inf)"},
     methods=("svi", "map"),  # path-space VI: the ELBO of METHODS.md section 2
+    lists=("hidden",),  # layer widths of the neural drift
     doc="latent SDE path [T, dim] driven by MA-fBM with Hurst index hurst (learned by "
         "default); path-space VI (METHODS.md section 2)"))

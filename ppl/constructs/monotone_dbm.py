@@ -24,7 +24,7 @@ def _units_shape(args, kwargs):
 
 
 register(Builtin("categorical", "rt.monotone_dbm.units", ("n", "k"), 2, result="int",
-                 shape=_units_shape,
+                 shape=_units_shape, plain=True,
                  doc="a group of n categorical units with k states (monotone_dbm)"))
 
 register(Builtin(
@@ -39,4 +39,5 @@ register(Builtin(
             "readout": "[0, inf)", "label_readout": "(0, inf)", "kernel": "[1, inf)",
             "channels": "[1, inf)"},
     methods=("map", "svi"),  # its weights are params: fitted, not sampled
+    lists=("hidden", "layer_ranks"),
     doc="deep Boltzmann machine with a unique mean-field fixed point (Phi = s(D - A^T A))"))
