@@ -27,10 +27,16 @@ no_adapt (gamma0 frozen at 1e6), no_share (n0 gamma0 -> 0), maml1 (first order),
 Meta-validation (--val-episodes N): N fixed episodes held out of meta-train (classes: a
 part of each meta-train class's points, or with --val-classes whole meta-train classes;
 .npz: the last train episodes; sine/line: other draws), scored every --val-every meta
-steps; each method keeps its checkpoint with the lowest validation error, and with a
+steps; each method keeps its checkpoint with the lowest validation score, and with a
 comma list --lr the learning rate whose best checkpoint is lowest -- one rule for every
-method. Rows then add lr, val_err and
-best_episode (meta-training episodes at the kept checkpoint).
+method. The NIW methods' --lr-hyper (Adam lr of log gamma0, log n0, log l0) may be a comma
+list too: it is searched jointly with --lr (every pair, the same rule), since the learned
+prior precision n0 gamma0 -- the width of q_i* -- is set by lr_hyper times the number of
+meta steps (benchmarks/RESULTS.md, Issue 7, twelfth slice). The score (--select) is the
+validation error ("err", the default) or the validation NLL per query point ("nll": a
+proper scoring rule, which rewards calibration), for every method alike. Rows then add
+lr, val_err, val_nll, best_episode (meta-training episodes at the kept checkpoint) and,
+for NIW methods, lr_hyper.
 """
 
 from __future__ import annotations
@@ -48,7 +54,8 @@ from ppl.infer import meta as M
 from ppl.runtime import niw_meta as rtn
 from ppl.runtime.nn import CNN, MLP
 
-INNER = {"niw", "niw_gn", "no_adapt", "no_share", "maml1", "maml2"}
+NIW_METHODS = {"niw", "niw_gn", "no_adapt", "no_share"}
+INNER = NIW_METHODS | {"maml1", "maml2"}
 
 
 def make_task(src, seed: int, hidden: list[int] | None = None, conv: int = 0,
@@ -104,8 +111,8 @@ def network_args(args) -> dict:
             "conv": args.conv, "conv_blocks": args.conv_blocks}
 
 
-def make_trainer(method, theta, steps, args, n_episodes, lr):
-    if method in ("niw", "niw_gn", "no_adapt", "no_share"):
+def make_trainer(method, theta, steps, args, n_episodes, lr, lr_hyper=0.1):
+    if method in NIW_METHODS:
         precision = "gauss_newton" if method == "niw_gn" else args.sgld_precision
         return M.NIW(theta, variant=method if method in ("no_adapt", "no_share") else "niw",
                      sgld_steps=steps,
@@ -115,7 +122,7 @@ def make_trainer(method, theta, steps, args, n_episodes, lr):
                      sgld_power_iters=args.sgld_power_iters,
                      sgld_step_scale=args.sgld_step_scale,
                      sgld_precision=precision, sgld_cap=args.sgld_cap,
-                     sgld_lr=args.inner_lr, lr=lr, lr_hyper=args.lr_hyper,
+                     sgld_lr=args.inner_lr, lr=lr, lr_hyper=lr_hyper,
                      kl_episodes=args.kl_episodes or n_episodes,
                      test_samples=args.test_samples, query_draws=args.query_draws,
                      query_mix=args.query_mix)
@@ -144,7 +151,14 @@ def main(argv=None):
                    help="Adam lr of the shared weights; a comma list is searched per "
                         "method and inner-step count on the meta-validation episodes "
                         "(needs --val-episodes)")
-    p.add_argument("--lr-hyper", type=float, default=0.1, help="Adam lr of NIW log-params")
+    p.add_argument("--lr-hyper", default="0.1",
+                   help="Adam lr of NIW's log gamma0, log n0, log l0; a comma list is "
+                        "searched jointly with --lr (every pair) on the meta-validation "
+                        "episodes (needs --val-episodes; NIW methods only)")
+    p.add_argument("--select", default="err", choices=M.SELECT,
+                   help="validation score that picks the checkpoint, --lr and --lr-hyper, "
+                        "for every method alike: err (query error) or nll (predictive NLL "
+                        "per query point, a proper scoring rule)")
     p.add_argument("--inner-lr", type=float, default=3e-4,
                    help="SGLD step / MAML inner step on the summed support NLL")
     p.add_argument("--gamma0", type=float, default=1e6,
@@ -211,8 +225,13 @@ def main(argv=None):
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available on this machine")
     lrs = [float(v) for v in args.lr.split(",")]
+    lr_hypers = [float(v) for v in args.lr_hyper.split(",")]
     if len(lrs) > 1 and not args.val_episodes:
         p.error("--lr with several values needs --val-episodes (the lr is chosen there)")
+    if len(lr_hypers) > 1 and not args.val_episodes:
+        p.error("--lr-hyper with several values needs --val-episodes (it is chosen there)")
+    if args.select != "err" and not args.val_episodes:
+        p.error("--select needs --val-episodes (it scores the validation episodes)")
     torch.set_default_dtype(getattr(torch, args.dtype))
     dev = torch.device(args.device)
     steps_meta = max(1, args.episodes // args.batch)
@@ -245,24 +264,31 @@ def main(argv=None):
                 continue
             for k in ([int(s) for s in args.inner.split(",")] if method in INNER else [0]):
                 t0 = time.perf_counter()
+                hypers = lr_hypers if method in NIW_METHODS else [None]
+                grid = [(lr, h) for lr in lrs for h in hypers]
                 best = None
-                for lr in lrs:
+                for lr, lr_hyper in grid:
                     task = make_task(src, args.seed, **network_args(args))
                     task.flat.net.to(dev)
                     trainer = make_trainer(method, task.flat.vector(), k, args,
-                                           steps_meta * args.batch, lr)
+                                           steps_meta * args.batch, lr,
+                                           lr_hyper if lr_hyper is not None else 0.1)
                     trainer.batched = not args.looped
                     gen = torch.Generator().manual_seed(args.seed + 1)
                     torch.manual_seed(args.seed + 1)
                     info = M.meta_train(trainer, task, OnDevice(src), steps=steps_meta,
                                         batch=args.batch, generator=gen, val=val,
-                                        val_every=val_every)
-                    if len(lrs) > 1:
-                        print(f"  {method}/k{k} lr {lr:g}: val err {info['val_err']:.4f} "
+                                        val_every=val_every, select=args.select)
+                    if len(grid) > 1:
+                        hs = f" lr_hyper {lr_hyper:g}" if len(hypers) > 1 else ""
+                        print(f"  {method}/k{k} lr {lr:g}{hs}: val err {info['val_err']:.4f} "
+                              f"nll {info['val_nll']:.4f} "
                               f"at episode {info['best_step'] * args.batch}", flush=True)
-                    if best is None or info.get("val_err", 0.0) < best[2].get("val_err", 0.0):
-                        best = (lr, trainer, info, task)
-                lr, trainer, info, task = best
+                    # the first of equal scores wins; without validation the grid is one point
+                    score = info.get(f"val_{args.select}", 0.0)
+                    if best is None or score < best[0]:
+                        best = (score, lr, lr_hyper, trainer, info, task)
+                _, lr, lr_hyper, trainer, info, task = best
                 res = M.evaluate(trainer, task, test, torch.Generator().manual_seed(7),
                                  intervals=True)
                 log = getattr(trainer, "sgld_log", None)
@@ -274,9 +300,13 @@ def main(argv=None):
                              "peak_mb": info["peak_mb"]}
                 vs = ""
                 if val:
-                    rows[row].update(lr=lr, val_err=info["val_err"],
+                    rows[row].update(lr=lr, val_err=info["val_err"], val_nll=info["val_nll"],
                                      best_episode=info["best_step"] * args.batch)
-                    vs = (f"lr {lr:g} val {info['val_err']:.4f} "
+                    hs = ""
+                    if lr_hyper is not None:
+                        rows[row]["lr_hyper"] = lr_hyper
+                        hs = f"lr_hyper {lr_hyper:g} "
+                    vs = (f"lr {lr:g} {hs}val {info['val_err']:.4f} nll {info['val_nll']:.4f} "
                           f"best@{info['best_step'] * args.batch}  ")
                 print(f"{row:34s} err {res['err']:.4f} ± {res['err_ci']:.4f}  "
                       f"nll {res['nll']:.3f} ± {res['nll_ci']:.3f}  "

@@ -580,6 +580,73 @@ def test_fewshot_benchmark_selects_the_lr_and_checkpoint_on_validation_episodes(
         assert r["val_err"] == pytest.approx(min(vals.values()), abs=1e-4)
 
 
+def test_fewshot_benchmark_selects_lr_hyper_jointly_by_the_chosen_validation_score(capsys):
+    """--lr-hyper a,b is searched with --lr (every pair) for NIW methods only; --select nll
+    picks the checkpoint and the grid point by validation NLL for every method alike."""
+    bench = _fewshot_bench()
+    for bad, msg in ((["--lr-hyper", "0.1,1"], "--lr-hyper with several values"),
+                     (["--select", "nll"], "--select needs --val-episodes")):
+        with pytest.raises(SystemExit):
+            bench.main(bad)
+        assert msg in capsys.readouterr().err
+    old = torch.get_default_dtype()
+    try:
+        rows = bench.main(["--task", "gauss", "--methods", "niw,maml1", "--shots", "1",
+                           "--inner", "1", "--episodes", "8", "--batch", "2",
+                           "--test-episodes", "3", "--val-episodes", "4", "--val-classes",
+                           "5", "--val-every", "1", "--lr", "1e-3,2e-2",
+                           "--lr-hyper", "0.1,3", "--select", "nll"])
+    finally:
+        torch.set_default_dtype(old)
+    printed = capsys.readouterr().out
+    grid = {(float(m.group(1)), float(m.group(2))): (float(m.group(3)), float(m.group(4)))
+            for m in re.finditer(r"niw/k1 lr (\S+) lr_hyper (\S+): val err (\S+) nll (\S+) ",
+                                 printed)}
+    assert set(grid) == {(a, b) for a in (1e-3, 2e-2) for b in (0.1, 3.0)}
+    # lr_hyper changes what is learned: the validation NLLs of the grid are not all one
+    assert len({round(v[1], 4) for v in grid.values()}) > 1
+    niw = rows["gauss/1shot/niw/k1"]
+    assert (niw["lr"], niw["lr_hyper"]) == min(grid, key=lambda c: grid[c][1])
+    assert niw["val_nll"] == pytest.approx(min(v[1] for v in grid.values()), abs=1e-4)
+    # MAML has no lr_hyper: its grid is --lr alone, chosen by the same score
+    maml = rows["gauss/1shot/maml1/k1"]
+    assert "lr_hyper" not in maml
+    mvals = {float(m.group(1)): float(m.group(2)) for m in re.finditer(
+        r"maml1/k1 lr (\S+): val err \S+ nll (\S+) ", printed)}
+    assert set(mvals) == {1e-3, 2e-2}
+    assert mvals[maml["lr"]] == pytest.approx(min(mvals.values()), abs=1e-4)
+
+
+def test_meta_train_selects_the_checkpoint_by_validation_nll():
+    """select="nll": the curve holds the validation NLL, the kept checkpoint is its argmin
+    (and re-evaluating the restored parameters gives that NLL); the training trajectory
+    is the same as under select="err" (only the choice of checkpoint differs)."""
+    src = rtn.SineLine(shots=5)
+    val = M.split(src.sample(4, "val", torch.Generator().manual_seed(3)))
+
+    def run(select):
+        torch.manual_seed(0)
+        task = M.RegressionTask(MLP(1, [8], 1, act="relu"))
+        tr = M.NIW(task.flat.vector(), sgld_steps=2, sgld_lr=1e-3, lr=0.2, kl_episodes=40)
+        info = M.meta_train(tr, task, src, steps=7, batch=2, measure_memory=False,
+                            generator=torch.Generator().manual_seed(1), val=val,
+                            val_every=1, select=select)
+        return tr, task, info
+
+    tr, task, info = run("nll")
+    curve = info["val_curve"]
+    assert info["val_nll"] == min(v for _, v in curve)
+    assert curve[info["best_step"] - 1][1] == info["val_nll"]
+    again = M.evaluate(tr, task, val, torch.Generator().manual_seed(M.VAL_SEED))
+    assert again["nll"] == pytest.approx(info["val_nll"], rel=1e-6)
+    assert again["err"] == pytest.approx(info["val_err"], rel=1e-6)
+    _, _, by_err = run("err")
+    assert by_err["history"] == info["history"]
+    assert by_err["val_err"] == min(v for _, v in by_err["val_curve"])
+    with pytest.raises(ValueError, match="select"):
+        run("ece")
+
+
 def test_divergent_inner_loop_neither_poisons_sgld_nor_the_globals():
     """U = 50 theta^2 with step 0.1 (past 2/curvature = 0.02) blows up geometrically: the
     chain stops at its last finite iterate; a meta step whose loss is not finite is

@@ -1014,6 +1014,9 @@ def episode_peak_mb(trainer, task, ep: dict, generator=None) -> float:
     return peak_mb
 
 
+# the validation scores meta_train can select a checkpoint (and fewshot.py an lr) by
+SELECT = ("err", "nll")
+
 # the validation draws' generator, one for every checkpoint and method; apart from the
 # episode seeds of fewshot.py (20_000 + seed for its validation episodes), so that the
 # draws do not replay the stream that made the episodes
@@ -1021,7 +1024,7 @@ VAL_SEED = 30_011
 
 
 def meta_train(trainer, task, src, *, steps, batch, generator=None, progress=False,
-               measure_memory=True, val=None, val_every=0) -> dict:
+               measure_memory=True, val=None, val_every=0, select: str = "err") -> dict:
     """``steps`` updates of ``batch`` fresh meta-train episodes each. Returns the loss
     history, the number of steps skipped for a non-finite loss or gradient
     (``skipped``), NIW's SGLD step log (``sgld``: chains, capped, lr_sum), wall seconds per
@@ -1033,9 +1036,16 @@ def meta_train(trainer, task, src, *, steps, batch, generator=None, progress=Fal
     held out of meta-train, never meta-test): every ``val_every`` steps and after the
     last, :func:`evaluate` scores the trainer on ``val`` (a fixed generator, so every
     checkpoint and every method sees the same validation draws); the parameters with the
-    lowest validation error are restored at the end. ``val_err`` and ``best_step`` (meta
-    steps taken at that checkpoint) are returned, ``val_curve`` the (step, err) pairs;
-    the validation passes are left out of ``s_per_episode`` and of the SGLD log."""
+    lowest validation score are restored at the end. ``select`` is the score
+    (:data:`SELECT`): "err", the query error (MSE or 1 - accuracy), or "nll", the
+    predictive's negative log-likelihood per query point, -log (1/S) sum_s p(y | theta_s)
+    (a strictly proper scoring rule: it is lowest in expectation for the true predictive,
+    so it rewards calibration, which the error does not see). ``val_err``, ``val_nll``
+    (both at the kept checkpoint), ``best_step`` (meta steps taken at that checkpoint)
+    are returned, ``val_curve`` the (step, score) pairs; the validation passes are left
+    out of ``s_per_episode`` and of the SGLD log."""
+    if select not in SELECT:
+        raise ValueError(f"select must be one of {SELECT}, not {select!r}")
     history = []
     every = max(1, steps // 10)
     # the counters report this run (a trainer may be trained again: a warm start)
@@ -1049,7 +1059,8 @@ def meta_train(trainer, task, src, *, steps, batch, generator=None, progress=Fal
         if on_cuda:  # CUDA kernels run asynchronously: time only completed work
             torch.cuda.synchronize(params[0].device)
 
-    best = {"val_err": float("inf"), "best_step": 0, "val_curve": []}
+    best = {"val_err": float("inf"), "val_nll": float("inf"), "best_step": 0,
+            "val_curve": []}
     val_s = 0.0
 
     def validate(step):
@@ -1057,12 +1068,14 @@ def meta_train(trainer, task, src, *, steps, batch, generator=None, progress=Fal
         sync()
         t = time.perf_counter()
         log = dict(getattr(trainer, "sgld_log", {}))
-        err = evaluate(trainer, task, val, torch.Generator().manual_seed(VAL_SEED))["err"]
+        res = evaluate(trainer, task, val, torch.Generator().manual_seed(VAL_SEED))
         if log:
             trainer.sgld_log = log
-        best["val_curve"].append((step, err))
-        if math.isfinite(err) and err < best["val_err"]:   # a diverged checkpoint never wins
-            best.update(val_err=err, best_step=step,
+        score = res[select]
+        best["val_curve"].append((step, score))
+        # a diverged checkpoint (non-finite score) never wins
+        if math.isfinite(score) and score < best[f"val_{select}"]:
+            best.update(val_err=res["err"], val_nll=res["nll"], best_step=step,
                         state=[q.detach().clone() for q in params])
         sync()
         val_s += time.perf_counter() - t
@@ -1090,7 +1103,8 @@ def meta_train(trainer, task, src, *, steps, batch, generator=None, progress=Fal
                                   generator)
     return {"history": history, "s_per_episode": wall / (steps * batch), "peak_mb": peak_mb,
             "skipped": getattr(trainer, "skipped", 0), "sgld": sgld,
-            **({k: best[k] for k in ("val_err", "best_step", "val_curve")} if val else {})}
+            **({k: best[k] for k in ("val_err", "val_nll", "best_step", "val_curve")}
+               if val else {})}
 
 
 # ---- the ``meta`` inference method on a BDL model --------------------------------------
