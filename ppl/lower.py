@@ -163,7 +163,9 @@ class PlateOp:
     subsample: object | None
     dim: int
     index: str | None
-    subsampled: list[tuple[str, str, int]]  # (data name, local name, axis)
+    # (data name, local name, axis, whether the data may be None: left out of a
+    # simulation or optional, so its ``~`` draws it)
+    subsampled: list[tuple[str, str, int, bool]]
     body: list
 
 
@@ -333,7 +335,7 @@ class _Lowerer:
         for data, axis in info.subsampled:
             local = self._fresh(f"{data}_{info.name}")
             origin = self.rename.get(data, data)
-            subsampled.append((origin, local, axis))
+            subsampled.append((origin, local, axis, data in self.cm.observed_only))
             self.rename[data] = local
             self.sub_origin[local] = (origin, s.index or index, axis)
         if s.index is not None:

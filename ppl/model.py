@@ -40,11 +40,13 @@ class Model:
         return f"<ppl.Model {self.name} from {self.filename}>"
 
     # ---- data ----
-    def bind(self, data: dict) -> dict:
-        """Data -> the keyword arguments of :attr:`pyro_model` (sizes, transformed data)."""
+    def bind(self, data: dict, may_omit: frozenset[str] = frozenset()) -> dict:
+        """Data -> the keyword arguments of :attr:`pyro_model` (sizes, transformed data);
+        ``may_omit``: required arguments that may be missing (``ppl.runtime.data.bind``)."""
         from .runtime import bind
 
-        kwargs = bind(self.signature, data or {}, source_text=self.bdl_source)
+        kwargs = bind(self.signature, data or {}, source_text=self.bdl_source,
+                      may_omit=may_omit)
         if self._transformed is not None:
             kwargs.update(self._transformed(**kwargs))
         return kwargs
@@ -154,7 +156,10 @@ class Model:
         Every sample site is drawn from the prior, observed ones included (``y`` is a
         simulated data set, not the data; :class:`ppl.infer.draws.simulate_observed`),
         with subsampled plates over all their data; deterministic sites come with them.
-        The data still fix the sizes and the covariates.
+        The data still fix the sizes and the covariates. Data that the model only observes
+        (``y ~ ...``, never read in an expression) may be left out, as in Stan's prior
+        predictive; a size that then has no data to bind it is given as a key
+        (``{"N": 20}``).
         """
         import pyro
 
@@ -167,7 +172,7 @@ class Model:
         pyro.clear_param_store()
         reset_networks()
         with locate.located(self._pseudo), torch_defaults(device, dtype), full_data():
-            kwargs = self.bind(data or {})
+            kwargs = self.bind(data or {}, may_omit=self.checked.observed_only)
             out = site_draws(simulate_observed()(self.pyro_model), kwargs,
                              num_samples=num_samples)
         return {k: v.detach() for k, v in out.items()}

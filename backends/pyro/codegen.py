@@ -248,8 +248,10 @@ class _Emitter:
             alias = f" as {op.index}" if op.index else ""
             self.line(depth, f'with pyro.plate("{op.name}", {expr(op.size)}, dim={op.dim}'
                              f"{extra}){alias}:")
-            for data, local, axis in op.subsampled:
-                self.line(depth + 1, f"{local} = {data}.index_select({axis}, {op.index})")
+            for data, local, axis, may_be_none in op.subsampled:
+                take = f"{data}.index_select({axis}, {op.index})"
+                self.line(depth + 1, f"{local} = None if {data} is None else {take}"
+                          if may_be_none else f"{local} = {take}")
             self.stmts(op.body, depth + 1)
         else:
             raise TypeError(f"cannot emit {type(op).__name__}")

@@ -80,6 +80,9 @@ class CheckedModel:
     deferred: list[DeferredCheck]
     infer: InferSpec | None
     warnings: list[Diagnostic]
+    # data arguments observed by a ``~`` and never read in an expression: a simulation
+    # (``sample_prior``) may leave them out, since the model only ever draws them
+    observed_only: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -288,10 +291,13 @@ class _ModelChecker:
         self._fn_params: list[list[str]] = []  # parameters of the function literals entered
         self.size_origin: dict[str, ast.Arg] = {}  # the first argument whose shape names a size
         self.optional_reads: dict[str, Span] = {}  # optional data read in an expression
+        self.data_reads: set[str] = set()  # data arguments read in an expression
 
     def result(self) -> CheckedModel:
+        data = {a.name for a in self.model.args}
         return CheckedModel(self.model, self.symbols, list(self.size_syms), self.types,
-                            self.sites, self.plates_info, self.deferred, None, self.warnings)
+                            self.sites, self.plates_info, self.deferred, None, self.warnings,
+                            frozenset((self.observed & data) - self.data_reads))
 
     def err(self, msg: str, span: Span, notes: list[str] | None = None) -> None:
         self.errors.append(Diagnostic(msg, span, "error", notes or []))
@@ -789,6 +795,8 @@ class _ModelChecker:
         sym = self.symbols.get(e.id)
         if sym is not None:
             self.used.add(e.id)
+            if sym.role == "data":
+                self.data_reads.add(e.id)
             if sym.role == "data" and sym.optional:
                 self.optional_reads.setdefault(e.id, e.span)
             if sym.role == "function":  # a function argument takes it in _arg, not here

@@ -67,6 +67,8 @@ class Fit:
             return self._predict(data, num_samples, sites)
 
     def _predict(self, data, num_samples, sites) -> dict[str, torch.Tensor]:
+        from ..runtime.functions import full_data
+
         kwargs = self.binder(data) if (self.binder is not None and data is not None) \
             else self.kwargs
         post = {k: v for k, v in self.samples.items() if k in self.latents}
@@ -79,7 +81,9 @@ class Fit:
         saved = store.get_state()
         store.set_state(self.param_state)
         try:
-            return site_draws(self.model, kwargs, posterior=post or None,
-                              num_samples=num_samples, sites=sites)
+            # a subsampled plate predicts all its rows, not a random minibatch of them
+            with full_data():
+                return site_draws(self.model, kwargs, posterior=post or None,
+                                  num_samples=num_samples, sites=sites)
         finally:
             store.set_state(saved)

@@ -89,11 +89,13 @@ def _kind_words(arr) -> str:
         arr.dtype.kind, f"{arr.dtype} values")
 
 
-def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: str | None = None
-         ) -> dict:
+def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: str | None = None,
+         may_omit: frozenset[str] = frozenset()) -> dict:
     """Data dict -> keyword arguments of the generated model (sizes included).
 
-    Raises :class:`BdlError` (rendered with the model file) listing every problem.
+    ``may_omit`` names required arguments that may still be missing (``None``: their
+    ``~`` statements draw them), for a simulation. Raises :class:`BdlError` (rendered with
+    the model file) listing every problem.
     """
     dtype = dtype or torch.get_default_dtype()
     device = torch.device(device) if device is not None else torch.empty(0).device
@@ -113,7 +115,7 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
             continue
         value = data.get(spec.name)
         if value is None:
-            if not spec.optional:
+            if not spec.optional and spec.name not in may_omit:
                 close = difflib.get_close_matches(spec.name, extra, n=1)
                 errors.append(_err(f"missing data for '{spec.name}'", spec.line, spec.col,
                                    [f"the data has '{close[0]}', which the model does not "
