@@ -899,6 +899,22 @@ model.bdl:6:10: error: unexpected '+'; expected ':', '=' or '~'
     ),
     pytest.param(
         """\
+model M(x: real[N], y: real[N]) {
+  mu ~ Normal(0, 1)
+  plate i in N {
+    y[i] ~ Normal(mu + x[i], 1)
+  }
+}
+""",
+        """\
+model.bdl:4:6: error: unexpected '['; expected ':', '=' or '~'
+      y[i] ~ Normal(mu + x[i], 1)
+       ^
+  note: a `~` statement observes or draws a whole variable: write `y ~ ...`; inside `plate i in N { ... }` its leading dimension is the plate's, and `x[i]` reads the matching element of other data""",
+        id="stan_habit_indexed_tilde",
+    ),
+    pytest.param(
+        """\
 model M(t: real[T], y: real[T]) {
   z ~ fractional_sde(times=t, drift=tanh)
   y ~ Normal(z[:, 0], 0.1)
