@@ -84,6 +84,7 @@ def build(kind: str, K: int, hidden: int, args) -> M.MonotoneDBM:
         init_scale=1.0 if monotone else 0.5,
         seed=args.seed, readout=args.readout, label_readout=args.label_readout,
         rank=args.rank, pattern=pattern, **({"cap": args.cap} if monotone else {}),
+        evidence_gain=getattr(args, "evidence_gain", None),
         **({"coupling": "conv", "kernel": args.kernel, "channels": args.channels}
            if monotone and args.coupling == "conv" else {})).to(args.device)
 
@@ -405,6 +406,9 @@ def main(argv=None):
                     help="initial label readout scale tau^2 (learned)")
     ap.add_argument("--readout-lr", dest="readout_lr", type=float, default=None,
                     help="Adam rate of the readout temperatures (default: --lr)")
+    ap.add_argument("--evidence-gain", dest="evidence_gain", type=float, default=None,
+                    help="every model: shown pixels act on the free units with a learned "
+                         "gain per pixel, starting at this value (default: off, gain 1)")
     ap.add_argument("--fractions", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")
     ap.add_argument("--models", default="monotone,baseline,baseline_dense",
                     help="rows to train: monotone, baseline (RBM), baseline_dense")
@@ -461,6 +465,10 @@ def main(argv=None):
             Phi = m.phi()
             P = m.layout.centring(Phi.device, Phi.dtype)
             out[name]["lambda_max_PPhiP"] = float(torch.linalg.eigvalsh(P @ Phi @ P)[-1])
+        if hasattr(m, "gain_visible"):  # the learned evidence gains (--evidence-gain)
+            gv = m.gain_visible.detach()
+            out[name].update(gain_mean=float(gv.mean()), gain_min=float(gv.min()),
+                             gain_max=float(gv.max()))
         if args.hidden_use:
             out[name].update(hidden_use(m, Xtr, Ytr, Xte, Yte, args.observed, args))
         print(name, out[name], flush=True)

@@ -170,7 +170,8 @@ def _fixed_point_from_starts(p1, solves, seed: int, R: int = 5) -> torch.Tensor:
     solved together: rows are independent problems); asserts every start and every solver
     reach the same point, and returns it."""
     B = p1.clamp_mask.shape[0]
-    p = M.Problem(p1.Phi, p1.b, p1.layout, p1.clamp_mask.repeat(R, 1),
+    b = p1.b.repeat(R, 1) if p1.b.dim() == 2 else p1.b  # per-problem biases (evidence gain)
+    p = M.Problem(p1.Phi, b, p1.layout, p1.clamp_mask.repeat(R, 1),
                   p1.clamp_value.repeat(R, 1), p1.cap)
     g = torch.Generator().manual_seed(seed)
     ref = None
@@ -283,23 +284,30 @@ def test_implicit_vs_unrolled_gradients(direct, cap, unroll_alpha, steps, alpha)
     assert torch.allclose(gb, ub, atol=1e-9)
 
 
-def test_model_loss_gradient_matches_finite_differences():
-    m = _tiny(init_scale=3.0, tol=1e-12, max_iter=3000)
-    m.solver = "pr"
+def _loss_gradient_matches_fd(m, entries, eps: float = 1e-6) -> None:
+    """The model loss's gradient (on ``_data()``, the pixels outside its mask scored) at
+    each ``(parameter, index)`` of ``entries`` against central differences."""
     x, y = _data()
     shown = x >= 0
     xf = torch.where(shown, x, 1)
+    m.zero_grad()
     loss, _ = m.loss(xf, y, shown=shown)
     loss.backward()
-    i = 3
-    eps = 1e-6
-    with torch.no_grad():
-        m.b[i] += eps
-        lp, _ = m.loss(xf, y, shown=shown)
-        m.b[i] -= 2 * eps
-        lm, _ = m.loss(xf, y, shown=shown)
-        m.b[i] += eps
-    assert float(m.b.grad[i]) == pytest.approx(float(lp - lm) / (2 * eps), abs=1e-7)
+    for par, idx in entries:
+        g = float(par.grad[idx])
+        with torch.no_grad():
+            par[idx] += eps
+            lp, _ = m.loss(xf, y, shown=shown)
+            par[idx] -= 2 * eps
+            lm, _ = m.loss(xf, y, shown=shown)
+            par[idx] += eps
+        assert g == pytest.approx(float(lp - lm) / (2 * eps), abs=1e-7)
+
+
+def test_model_loss_gradient_matches_finite_differences():
+    m = _tiny(init_scale=3.0, tol=1e-12, max_iter=3000)
+    m.solver = "pr"
+    _loss_gradient_matches_fd(m, [(m.b, 3)])
 
 
 # ---- the unconstrained control -------------------------------------------------------
@@ -1463,3 +1471,113 @@ def test_data_that_do_not_fit_the_units_are_located_errors(visible, label, pixel
     text = e.value.render()
     assert f"d.bdl:{line}:3: error: monotone_dbm: {message}" in text, text
     assert "Trace Shapes" not in text
+
+
+# ---- the evidence gain ---------------------------------------------------------------
+def _gained(gain=2.5, **kw):
+    """A cap-2 model beyond Feng et al.'s cap (init_scale 3) with an evidence gain,
+    its per-pixel gains spread over [0.5, 6]."""
+    m = _tiny(cap=2.0, init_scale=3.0, evidence_gain=gain, **kw)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(4)
+        m.gain_visible.copy_(0.5 + 5.5 * torch.rand(m.gain_visible.shape, generator=g))
+    return m
+
+
+@pytest.mark.parametrize("clamp_label", [False, True])
+def test_evidence_gain_unique_fixed_point_of_the_gained_field(clamp_label):
+    """With gains up to 6 on the shown pixels and lambda_max(P Phi P) = 1.5, FB and PR
+    reach one point from 5 random starts; on the free units it solves
+    q = softmax(Phi (gamma-scaled clamped values + q) + b), computed here from the
+    definition, and it minimises the free energy with that bias."""
+    m = _gained()
+    Phi = m.phi().detach()
+    assert M.lambda_max_tangent(Phi, m.layout) > 1.4  # beyond Feng et al.'s cap
+    x, y = _data()
+    p = M._detached(m.problem(x, y if clamp_label else None))
+    assert p.b.shape == (len(x), m.layout.d)
+    ref = _fixed_point_from_starts(p, CAP2_SOLVES, seed=3)
+    mask, val = p.clamp_mask, p.clamp_value
+    assert torch.equal(ref[mask], val[mask])
+    _, off, n, k = m.layout.segment("visible")
+    scaled = ref.clone()
+    gam = m.gain_visible.detach().expand(n, k).reshape(-1)
+    vis = slice(off, off + n * k)
+    scaled[:, vis] = torch.where(mask[:, vis], gam * ref[:, vis], ref[:, vis])
+    field = scaled @ Phi + m.b.detach()
+    soft = torch.cat([torch.softmax(s.reshape(len(x), -1, kk), -1).reshape(len(x), -1)
+                      for s, kk in _segments(field, m.layout)], 1)
+    assert torch.allclose(ref[~mask], soft[~mask], atol=1e-10)
+    if clamp_label:  # only the pixels are scaled: a clamped label keeps its one-hot value
+        _, lo, _, lk = m.layout.segment("label")
+        assert torch.equal(ref[:, lo:lo + lk].argmax(1), y)
+
+    def F(q):
+        return (-0.5 * (q @ Phi * q).sum(1) - (q * p.b).sum(1)
+                + (q * q.clamp_min(1e-300).log()).sum(1))
+
+    g = torch.Generator().manual_seed(1)
+    for t in (0.5, 0.1, 0.01):
+        other = p.random_start(len(x), g)
+        assert (F((1 - t) * ref + t * other) > F(ref)).all()
+    # the gain matters: the ungained fixed point is elsewhere
+    plain = M.Problem(Phi, m.b.detach(), m.layout, mask, val, cap=2.0)
+    z1, _ = M.solve(plain, None, "pr", tol=1e-12, max_iter=3000)
+    assert (z1 - ref).abs().max() > 0.05
+
+
+def test_evidence_gain_one_is_the_plain_model():
+    """``evidence_gain=1`` starts as the model without it: the same bias, fixed point and
+    loss (the option only adds the learned gains)."""
+    x, y = _data()
+    a = _tiny(cap=2.0, init_scale=3.0, evidence_gain=1.0)
+    b = _tiny(cap=2.0, init_scale=3.0)
+    assert not hasattr(b, "gain_visible")
+    shown = x >= 0
+    xf = torch.where(shown, x, 1)
+    la, _ = a.loss(xf, y, shown=shown, tol=1e-12, max_iter=3000)
+    lb, _ = b.loss(xf, y, shown=shown, tol=1e-12, max_iter=3000)
+    assert float(la.detach()) == pytest.approx(float(lb.detach()), abs=1e-12)
+    assert torch.allclose(a.problem(x).b, b.b.detach().expand(len(x), -1), atol=0)
+
+
+def test_evidence_gain_gradient_matches_finite_differences():
+    """The implicit gradient of the loss reaches the gains (through the bias they set) and
+    the coupling; both match central differences."""
+    m = _gained(tol=1e-12, max_iter=3000)
+    m.solver = "pr"
+    _loss_gradient_matches_fd(m, [(m.gain_visible, (1, 0)), (m.gain_visible, (3, 0)),
+                                  (m.A, (2, 4))])
+    assert m.gain_visible.grad.abs().max() > 1e-3
+
+
+def test_evidence_gain_validated():
+    with pytest.raises(ValueError, match="evidence_gain must be a finite"):
+        M.MonotoneDBM(visible=M.units(5, 3), hidden=[M.units(4, 2)], evidence_gain=float("nan"))
+
+
+def test_benchmark_evidence_gain(tmp_path, bench):
+    """``--evidence-gain G`` gives every model learned gains starting at G; training moves
+    them, the monotone row stays within the cap, converges everywhere and is
+    start-independent."""
+    import argparse
+    import json
+
+    torch.set_default_dtype(torch.float32)
+    mdbm = bench("mdbm_digits")
+    ns = argparse.Namespace(
+        observed=0.4, train_observed=None, tiers=1, margin=0.01, alpha=0.125, tol=1e-4,
+        max_iter=50, mask="random", seed=0, readout=10.0, label_readout=1.0, rank=None,
+        pattern="full", cap=2.0, coupling="dense", device=torch.device("cpu"),
+        evidence_gain=3.0)
+    for kind in ("monotone", "baseline"):
+        assert torch.equal(mdbm.build(kind, 4, 8, ns).gain_visible, torch.full((64, 1), 3.0))
+    out = tmp_path / "out.json"
+    mdbm.main(["--train", "32", "--test", "16", "--batch", "16", "--epochs", "1",
+               "--hidden", "8", "--fractions", "0.4", "--solver-iters", "30",
+               "--models", "monotone", "--evidence-gain", "3", "--no-solver-table",
+               "--no-hidden-use", "--json", str(out)])
+    r = json.loads(out.read_text())["monotone"]
+    assert r["lambda_max_PPhiP"] <= 1.99 + 1e-5
+    assert r["converged_frac"] == 1.0 and r["max_disagreement"] < 1e-4
+    assert r["gain_min"] <= r["gain_mean"] <= r["gain_max"] and r["gain_min"] != r["gain_max"]

@@ -792,7 +792,7 @@ class MonotoneDBM(nn.Module):
                  init_scale: float = 1.0, seed: int | None = None,
                  readout: float | None = 10.0, coupling: str = "dense", kernel: int = 3,
                  channels: int = 8, pattern: str = "full", label_readout: float = 1.0,
-                 layer_ranks=None, cap: float = 2.0):
+                 layer_ranks=None, cap: float = 2.0, evidence_gain: float | None = None):
         super().__init__()
         groups = [("visible", _as_units(visible)[0])]
         for i, h in enumerate(_as_units(hidden)):
@@ -882,6 +882,17 @@ class MonotoneDBM(nn.Module):
             _, _, n_v, _ = self.layout.segment("visible")
             self.tau_visible = nn.Parameter(torch.full((n_v, 1), math.sqrt(self.readout)))
             self.tau_label = nn.Parameter(torch.full((), math.sqrt(float(label_readout))))
+        # Evidence gain (learned, one per visible unit): a shown pixel enters the field
+        # of the free units as gamma_i x_i instead of x_i. The clamped values only shift
+        # the free units' bias, so the free energy's Hessian in the free units, and with
+        # it the uniqueness of the fixed point, does not depend on gamma (see
+        # MonotoneDBM.problem); the cap then bounds only the couplings among free units.
+        if evidence_gain is not None and not math.isfinite(float(evidence_gain)):
+            raise ArgumentError(f"monotone_dbm: evidence_gain must be a finite number, got "
+                                f"{evidence_gain}", argument="evidence_gain")
+        if evidence_gain is not None:
+            _, _, n_v, _ = self.layout.segment("visible")
+            self.gain_visible = nn.Parameter(torch.full((n_v, 1), float(evidence_gain)))
         self.check_margin()
 
     def _init_conv(self, kernel: int, channels: int, init_scale: float, gen, place) -> None:
@@ -969,8 +980,23 @@ class MonotoneDBM(nn.Module):
         return mask, val
 
     def problem(self, visible, label=None) -> Problem:
+        """The batch's mean-field problem. With an evidence gain ``gamma`` the shown
+        pixels ``x_C`` act on the free units ``F`` as ``gamma ⊙ x_C``: the bias becomes
+        ``b + Phi_{., C}((gamma - 1) ⊙ x_C)`` (``[B, d]``), so the fixed point solves
+        ``q_F = softmax(Phi_FF q_F + Phi_FC (gamma ⊙ x_C) + b_F)``. The free energy in
+        ``q_F`` has the Hessian of ``gamma = 1`` (a bias is linear), and
+        ``P_F Phi_FF P_F`` is a principal submatrix of ``P Phi P``, so its top eigenvalue
+        is within the cap by interlacing: one fixed point for every clamping and every
+        ``gamma`` (METHODS §5; construct page, "Evidence gain")."""
         mask, val = self.clamp(visible, label)
-        return Problem(self.phi(), self.b, self.layout, mask, val, self.cap)
+        Phi, b = self.phi(), self.b
+        if hasattr(self, "gain_visible"):
+            _, off, n, k = self.layout.segment("visible")
+            B = val.shape[0]
+            # val is zero off the clamped coordinates: only shown pixels are rescaled
+            ev = ((self.gain_visible - 1.0) * val[:, off:off + n * k].reshape(B, n, k))
+            b = b + ev.reshape(B, n * k) @ Phi[off:off + n * k]
+        return Problem(Phi, b, self.layout, mask, val, self.cap)
 
     # ---- inference ----
     def infer(self, visible, label=None, *, solver: str | None = None, z0=None,
