@@ -56,6 +56,8 @@ def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None
     deterministic site that the posterior does not fix.
 
     ``posterior[name]`` is [draws, ...]; with ``guide`` each draw comes from the guide.
+    A finite-support latent that neither fixes (summed out in the fit) is drawn from its
+    exact conditional posterior given the draw and the data (:mod:`ppl.infer.discrete`).
     """
     if posterior:
         n = next(iter(posterior.values())).shape[0]
@@ -64,6 +66,17 @@ def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None
     else:
         n = num_samples or 1000
     out: dict[str, list] = {}
+    discrete = None  # plate nesting, when finite-support latents are drawn exactly
+    if guide is not None or posterior:
+        from .discrete import enumerable_sites, plate_nesting
+
+        with torch.no_grad():
+            tr = poutine.trace(model).get_trace(**kwargs)
+        # optional data left out (a site named like a data argument) is read by nothing
+        # in the model, so its prior draw given the others is already its posterior
+        if [s for s in enumerable_sites(tr)
+                if s not in kwargs and not (posterior and s in posterior)]:
+            discrete = plate_nesting(tr)
     with torch.no_grad():
         for i in range(n):
             if guide is not None:
@@ -73,6 +86,11 @@ def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None
                 run = poutine.condition(model, {k: v[i] for k, v in posterior.items()})
             else:
                 run = model
+            if discrete is not None:
+                # marginalised in the fit: drawn from p(z | this draw, data), not the prior
+                from .discrete import posterior_draw
+
+                run = posterior_draw(run, discrete)
             tr = prune_subsample_sites(poutine.trace(run).get_trace(**kwargs))
             for name, site in tr.nodes.items():
                 if site["type"] != "sample":

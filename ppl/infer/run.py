@@ -17,6 +17,7 @@ from pyro.infer import HMC, MCMC, NUTS, SVI, JitTrace_ELBO, Trace_ELBO, autoguid
 from pyro.optim import Adam, ExponentialLR
 from pyro.poutine.util import prune_subsample_sites
 
+from .discrete import enumerable_sites, svi_parts
 from .draws import site_draws
 from .fit import Fit
 from .methods import METHODS
@@ -174,14 +175,20 @@ def _mcmc(make_kernel, model, kwargs, opts, progress, method: str) -> Fit:
         per_chain.append({k: v.detach() for k, v in mcmc.get_samples().items()})
         diverging.append(_divergences(mcmc))
     chains = {k: torch.stack([pc[k] for pc in per_chain]) for k in per_chain[0]}
-    if dets:
+    # finite-support latents were summed out by the kernel: drawn per draw from their
+    # exact conditional posterior (ppl.infer.discrete), as the deterministic sites are
+    summed = [k for k in latents if k not in chains]
+    drawn = dets + summed
+    if drawn:
         flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in chains.items()}
-        pred = site_draws(model, kwargs, posterior=flat, sites=dets)
+        pred = site_draws(model, kwargs, posterior=flat, sites=drawn)
         n_chains, n_draws = opts["chains"], opts["samples"]
-        for k in dets:
+        for k in drawn:
             v = pred[k].detach()
             chains[k] = v.reshape((n_chains, n_draws) + v.shape[1:])
-    f = Fit(model, kwargs, chains=chains, latents=latents, deterministics=dets)
+    # a summed-out site is redrawn, not conditioned on, when predicting on new data
+    f = Fit(model, kwargs, chains=chains, latents=[k for k in latents if k not in summed],
+            deterministics=drawn)
     f.divergences = sum(diverging)
     return f
 
@@ -218,13 +225,23 @@ def _lr_per_param(lr: float, lr_scalars: float):
 
 
 def _svi_fit(model, kwargs, opts, guide_name, progress) -> Fit:
-    latents, dets = _hidden_sites(model, kwargs)
+    trace = pyro.poutine.trace(model).get_trace(**kwargs)
+    latents, dets = _hidden_sites(model, kwargs, trace)
+    guide_kwargs = {"rank": opts["rank"]} if guide_name == "lowrank" and opts.get("rank") \
+        else {}
+    discrete = enumerable_sites(trace)
+    fit_model, elbo = model, None
     if not latents:
         guide = _empty_guide
-    elif guide_name == "lowrank" and opts.get("rank"):
-        guide = autoguide.AutoLowRankMultivariateNormal(model, rank=opts["rank"])
+    elif discrete:
+        # summed out exactly (TraceEnum_ELBO); drawn from their posterior with the rest
+        fit_model, guide, elbo = svi_parts(model, trace, _GUIDES[guide_name],
+                                           bool(opts.get("jit")), opts["particles"],
+                                           **guide_kwargs)
+        if len(discrete) == len(latents):
+            guide = _empty_guide
     else:
-        guide = _GUIDES[guide_name](model)
+        guide = _GUIDES[guide_name](model, **guide_kwargs)
     decay = opts.get("lr_decay", 1.0)
     lr_args = _lr_per_param(opts["lr"], opts.get("lr_scalars", 0.0))
     if decay == 1.0:
@@ -233,10 +250,10 @@ def _svi_fit(model, kwargs, opts, guide_name, progress) -> Fit:
         gamma = decay ** (1.0 / max(1, opts["steps"] - 1))
         optim = ExponentialLR({"optimizer": torch.optim.Adam,
                                "optim_args": lr_args, "gamma": gamma})
-    elbo = JitTrace_ELBO if opts.get("jit") else Trace_ELBO
-    svi = SVI(model, guide, optim, loss=elbo(num_particles=opts["particles"],
-                                              ignore_jit_warnings=True)
-              if opts.get("jit") else elbo(num_particles=opts["particles"]))
+    if elbo is None:
+        elbo = JitTrace_ELBO(num_particles=opts["particles"], ignore_jit_warnings=True) \
+            if opts.get("jit") else Trace_ELBO(num_particles=opts["particles"])
+    svi = SVI(fit_model, guide, optim, loss=elbo)
     losses = []
     from tqdm.auto import tqdm  # pyro's own dependency; MCMC's progress bar too
 
@@ -257,7 +274,9 @@ def _svi_fit(model, kwargs, opts, guide_name, progress) -> Fit:
         pred = site_draws(model, kwargs, guide=guide, num_samples=n,
                           sites=latents + dets)
     chains = {k: v.detach().unsqueeze(0) for k, v in pred.items()}
-    f = Fit(model, kwargs, chains=chains, latents=latents, deterministics=dets)
+    # summed out in the fit and drawn from their conditional: redrawn for new data
+    f = Fit(model, kwargs, chains=chains, latents=[k for k in latents if k not in discrete],
+            deterministics=dets + [k for k in latents if k in discrete])
     f.guide = guide
     f.elbo = [-x for x in losses]
     return f

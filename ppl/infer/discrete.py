@@ -1,0 +1,73 @@
+"""Discrete latent sites: marginalised in the fit, drawn from their posterior afterwards.
+
+A latent with finite support (``z ~ Categorical(w)``, ``Bernoulli``) has no gradient, so
+NUTS and SVI sum it out (Pyro's parallel enumeration) and fit the continuous latents of
+
+    p(theta, y) = sum_z p(theta) p(z | theta) p(y | z, theta).
+
+Its posterior draws are then made per draw of theta, from the exact conditional
+
+    p(z | theta, y) ∝ p(z | theta) p(y | z, theta),
+
+by Pyro's ``infer_discrete`` (forward filtering, backward sampling over the plates), as
+in Pyro's Gaussian-mixture tutorial and Stan's generated quantities for marginalised
+mixtures. NUTS enumerates by itself; SVI needs ``TraceEnum_ELBO`` and a guide that hides
+the enumerated sites (:func:`svi_parts`).
+"""
+
+from __future__ import annotations
+
+from pyro import poutine
+from pyro.infer import config_enumerate, infer_discrete
+from pyro.poutine.util import prune_subsample_sites
+
+
+def enumerable_sites(trace) -> list[str]:
+    """Latent sample sites of ``trace`` whose distribution has finite support."""
+    out = []
+    for name, site in prune_subsample_sites(trace).nodes.items():
+        if site["type"] != "sample" or site["is_observed"]:
+            continue
+        if site["infer"].get("_deterministic") or site["infer"].get("is_auxiliary"):
+            continue
+        if getattr(site["fn"], "has_enumerate_support", False):
+            out.append(name)
+    return out
+
+
+def plate_nesting(trace) -> int:
+    """How many plate dimensions the model uses (Pyro's ``max_plate_nesting``)."""
+    dims = [-f.dim for site in trace.nodes.values() if site["type"] == "sample"
+            for f in site["cond_indep_stack"] if f.vectorized and f.dim is not None]
+    return max(dims, default=0)
+
+
+def enumerated(model):
+    """``model`` with its finite-support latents summed out in parallel."""
+    return config_enumerate(model, default="parallel")
+
+
+def posterior_draw(run, nesting: int):
+    """``run`` (the model conditioned on one draw of the continuous latents) with every
+    enumerable latent drawn from its exact conditional posterior (``infer_discrete``)."""
+    return infer_discrete(enumerated(run), first_available_dim=-1 - nesting, temperature=1)
+
+
+def svi_parts(model, trace, guide_class, jit: bool, particles: int, **guide_kwargs):
+    """(model, guide, elbo) for SVI on a model with enumerable latents ``trace`` shows:
+    the model enumerated, an autoguide over the continuous latents only, and
+    ``TraceEnum_ELBO`` (the exact sum over the discrete sites, Monte Carlo over the rest)."""
+    from pyro.infer import JitTraceEnum_ELBO, TraceEnum_ELBO
+
+    hidden = enumerable_sites(trace)
+    guide = guide_class(poutine.block(model, hide=hidden), **guide_kwargs)
+    nesting = plate_nesting(trace)
+    if jit:
+        elbo = JitTraceEnum_ELBO(max_plate_nesting=nesting, num_particles=particles,
+                                 ignore_jit_warnings=True)
+    else:
+        elbo = TraceEnum_ELBO(max_plate_nesting=nesting, num_particles=particles)
+    return enumerated(model), guide, elbo
+
+
+__all__ = ["enumerable_sites", "plate_nesting", "enumerated", "posterior_draw", "svi_parts"]

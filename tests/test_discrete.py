@@ -1,0 +1,91 @@
+"""Finite-support latents: summed out in the fit (NUTS, SVI), drawn from their exact
+conditional posterior afterwards (ppl.infer.discrete)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+import ppl
+from ppl.infer.draws import site_draws
+
+MIX = """
+model Mix(y: real[N], y_new: real[M]?) {
+  w ~ Dirichlet(ones(2))
+  mu: ordered[2] ~ Normal(0, 5)
+  plate i in N {
+    z ~ Categorical(w)
+    y ~ Normal(mu[z], 1)
+  }
+  plate j in M {
+    z_new ~ Categorical(w)
+    y_new ~ Normal(mu[z_new], 1)
+  }
+}
+"""
+
+# two clusters far apart (at -4 and +4), 12 points each, and one point at 0
+Y = [-4.0 + 0.1 * k for k in range(-6, 6)] + [4.0 + 0.1 * k for k in range(-6, 6)] + [0.0]
+
+
+def _posterior_z1(y: float, w1: float, mu0: float, mu1: float) -> float:
+    """p(z = 1 | y, w, mu) of a two-component unit-variance Gaussian mixture."""
+    a = math.log(1 - w1) - 0.5 * (y - mu0) ** 2
+    b = math.log(w1) - 0.5 * (y - mu1) ** 2
+    return 1.0 / (1.0 + math.exp(a - b))
+
+
+def test_discrete_draws_follow_the_exact_conditional_posterior():
+    """At a fixed (w, mu), the drawn z of each point is Bernoulli(p(z=1 | y, w, mu)) by
+    Bayes' rule; 1500 draws, tolerance 4 binomial standard errors."""
+    m = ppl.compile(MIX)
+    y = [-1.0, 0.3, 0.8, 2.0]
+    kwargs = m.bind({"y": y, "y_new": [0.0]})
+    n = 1500
+    w1, mu0, mu1 = 0.3, -0.5, 1.0
+    post = {"w": torch.tensor([1 - w1, w1]).expand(n, 2),
+            "mu": torch.tensor([mu0, mu1]).expand(n, 2)}
+    torch.manual_seed(0)
+    d = site_draws(m.pyro_model, kwargs, posterior=post, sites=["z"])
+    assert d["z"].shape == (n, 4)
+    for i, yi in enumerate(y):
+        p = _posterior_z1(yi, w1, mu0, mu1)
+        freq = float(d["z"][:, i].double().mean())
+        assert abs(freq - p) < 4 * math.sqrt(p * (1 - p) / n) + 1e-9, (i, freq, p)
+
+
+def test_nuts_sums_out_the_labels_and_draws_them_afterwards():
+    m = ppl.compile(MIX + "infer nuts(samples=100, warmup=100, chains=1)")
+    fit = m.fit({"y": Y, "M": 2}, seed=0)
+    # the kernel ran on w and mu only; z and z_new are drawn per posterior draw
+    assert set(fit.latents) == {"w", "mu"}
+    z = fit.samples["z"]
+    assert z.shape == (100, len(Y))
+    assert float(z[:, :12].float().mean()) == 0.0  # the cluster at -4 is component 0
+    assert float(z[:, 12:24].float().mean()) == 1.0
+    mu = fit.samples["mu"].mean(0)
+    # each cluster's mean is -4.05 / 3.95 with 12 unit-variance points: sd 0.29
+    assert abs(float(mu[0]) + 4.05) < 4 * 0.29 and abs(float(mu[1]) - 3.95) < 4 * 0.29
+    assert fit.samples["z_new"].shape == (100, 2)
+    # predicting on new data redraws the labels of the new points given them
+    pred = fit.predict({"y": [-4.0, 4.0, 3.9], "M": 1}, seed=1)
+    assert pred["z"].shape == (100, 3)
+    assert pred["z"][:, 0].sum() == 0 and pred["z"][:, 1:].float().mean() == 1.0
+
+
+def test_svi_enumerates_the_labels_with_a_guide_over_the_rest():
+    m = ppl.compile(MIX + "infer svi(steps=600, lr=0.05, samples=200)")
+    fit = m.fit({"y": Y, "M": 1}, seed=0)
+    assert set(fit.latents) == {"w", "mu"}
+    assert fit.samples["z"].shape == (200, len(Y))
+    assert float(fit.samples["z"][:, :12].float().mean()) == 0.0
+    assert float(fit.samples["z"][:, 12:24].float().mean()) == 1.0
+    mu = fit.samples["mu"].mean(0)
+    assert abs(float(mu[0]) + 4.05) < 4 * 0.29 and abs(float(mu[1]) - 3.95) < 4 * 0.29
+    # the point at 0 is between the clusters: its label is uncertain, not 0 or 1
+    middle = float(fit.samples["z"][:, 24].float().mean())
+    assert 0.1 < middle < 0.9
+    # the ELBO rose (the enumerated objective is finite and was optimised)
+    assert all(math.isfinite(e) for e in fit.elbo)
+    assert sum(fit.elbo[-50:]) / 50 > sum(fit.elbo[:50]) / 50
