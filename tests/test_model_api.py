@@ -82,6 +82,26 @@ def test_summary_reports_no_ess_where_the_estimate_is_negative():
     assert math.isnan(summarise({"x": x}, ["x"])["x"]["ess"])
 
 
+def test_summary_ess_of_a_matrix_with_constant_elements():
+    """A Cholesky factor's fixed corner has no ESS; the other elements keep theirs (Pyro's
+    estimate on the whole matrix is NaN everywhere)."""
+    from pyro.ops.stats import effective_sample_size
+
+    from ppl.infer.summary import summarise
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(2, 100, 2, 2, dtype=torch.float64)
+    x[..., 0, 0] = 1.0
+    x[..., 1, 0] = torch.randn(2, 100, generator=g, dtype=torch.float64)
+    x[..., 1, 1] = 1.0 + 0.1 * torch.randn(2, 100, generator=g, dtype=torch.float64)
+    assert torch.isnan(effective_sample_size(x.reshape(2, 100, 4), 0, 1)).all()
+    s = summarise({"L": x}, ["L"])
+    assert math.isnan(s["L[0, 0]"]["ess"]) and math.isnan(s["L[0, 1]"]["ess"])
+    for el, j in (("L[1, 0]", 2), ("L[1, 1]", 3)):
+        want = float(effective_sample_size(x.reshape(2, 100, 4)[..., j:j + 1], 0, 1))
+        assert s[el]["ess"] == pytest.approx(want, rel=1e-12)
+
+
 def test_summary_conveniences_and_predict_without_latents(tmp_path):
     m = ppl.compile("model P(y: real[N], y_new: real[N]?) {\n  param mu: real = 0.0\n"
                     "  y ~ Normal(mu, 1)\n  y_new ~ Normal(mu, 1)\n}\n")

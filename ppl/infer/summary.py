@@ -95,7 +95,13 @@ def summarise(chains: dict[str, torch.Tensor], names: list[str]) -> Summary:
         q = torch.quantile(pooled, torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64), dim=0)
         if n_draws >= 4:
             rhat = split_gelman_rubin(flat, chain_dim=0, sample_dim=1)
-            ess = effective_sample_size(flat, chain_dim=0, sample_dim=1)
+            # a constant element (the 1 of a Cholesky factor's corner) has no ESS, and
+            # Pyro's estimate lets its NaN spread to the other elements: leave it out
+            ess = torch.full((flat.shape[-1],), math.nan, dtype=torch.float64)
+            varying = pooled.std(0) > 0
+            if bool(varying.any()):
+                ess[varying] = effective_sample_size(flat[..., varying], chain_dim=0,
+                                                     sample_dim=1)
             # the autocorrelation estimate can go negative on a few draws: no estimate
             ess = torch.where(ess > 0, ess, torch.full_like(ess, math.nan))
         else:
