@@ -102,7 +102,7 @@ def _load_data(path: str | None) -> dict:
 
 def cmd_run(args) -> int:
 
-    from .infer.report import fit_report
+    from .infer.report import fit_report, sampler_warnings
     from .io.run_folder import RunFolderError, check_writable, write_run
     from .model import Model
     from .pipeline import compile_source
@@ -144,8 +144,9 @@ def cmd_run(args) -> int:
         raise
     summary = fit.summary()
     print(fit_report(fit, summary))
-    if getattr(fit, "divergences", 0):
-        print(f"\nwarning: {fit.divergences} divergent transitions", file=sys.stderr)
+    warns = sampler_warnings(fit, summary)
+    if warns:
+        print("\n" + "\n".join(f"warning: {w}" for w in warns), file=sys.stderr)
     write_run(out, fit, model=model.name, file=args.file, source=text, data_path=data_path,
               force=True, summary=summary)  # --force was checked above, before the fit
     from .plots import write_plots

@@ -199,3 +199,33 @@ def test_a_simulation_under_a_sampler_draws_its_generated_quantities():
     # N(3, 2^2) draws: mean within 4 s.e. (2 / sqrt(4000) = 0.032), sd within 4 s.e.
     assert (y.mean(0) - 3).abs().max() < 4 * 2 / 4000 ** 0.5
     assert (y.std(0) - 2).abs().max() < 4 * 2 / (2 * 4000) ** 0.5
+
+
+def test_sampler_warnings_name_the_worst_quantity_and_set_weights_apart():
+    """R-hat > 1.01 (two chains) and ESS < 100 are warned about as Stan does, with the
+    worst element; network weights are counted apart; SVI draws get none."""
+    from ppl.infer.fit import Fit
+    from ppl.infer.report import sampler_warnings
+
+    g = torch.Generator().manual_seed(0)
+    good = torch.randn(2, 400, generator=g, dtype=torch.float64)
+    # two chains stuck apart: R-hat far above 1, few effective draws
+    stuck = torch.stack([torch.zeros(400), torch.ones(400)]).double() \
+        + 0.01 * torch.randn(2, 400, generator=g, dtype=torch.float64)
+    fit = Fit(None, {}, chains={"a": good, "b": stuck, "f.W0": stuck[..., None]},
+              latents=["a", "b", "f.W0"], deterministics=[])
+    fit.method, fit.divergences = "nuts", 3
+    warns = sampler_warnings(fit, fit.summary())
+    assert warns[0].startswith("3 divergent transitions")
+    assert warns[1].startswith("1 quantity has R-hat above 1.01 (worst: b, ")
+    assert warns[1].endswith("; 1 network weight too")
+    assert "effective sample size below 100 (worst: b," in warns[2]
+    assert not any("(worst: a," in w for w in warns)  # a mixes: ESS ~ 800, R-hat ~ 1
+    fit.chains = {"f.W0": stuck[..., None]}
+    fit.latents = ["f.W0"]
+    only = sampler_warnings(fit, fit.summary())
+    assert len(only) == 3 and "1 network weight has R-hat above 1.01" in only[1]
+    fit.method = "svi"
+    assert sampler_warnings(fit, fit.summary()) == ["3 divergent transitions: the sampler "
+                                                    "missed part of the posterior; raise "
+                                                    "target_accept or reparametrise"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from .fit import Fit
 from .summary import Summary
 
@@ -22,6 +24,51 @@ def _short(v) -> str:
     if isinstance(v, list):
         return "[" + ", ".join(_short(x) for x in v) + "]"
     return f"{v:.4g}"
+
+
+# Stan's thresholds (Vehtari et al. 2021, "Rank-normalization, folding, and
+# localization"): R-hat above 1.01 means the chains disagree; fewer than 100 effective
+# draws make the tail quantiles and the R-hat itself unreliable.
+RHAT_MAX = 1.01
+ESS_MIN = 100
+
+
+def sampler_warnings(fit: Fit, summary: Summary) -> list[str]:
+    """Stan-style warnings on a sampler's draws: divergent transitions, R-hat above
+    :data:`RHAT_MAX` (two chains or more) and ESS below :data:`ESS_MIN`, naming the worst
+    quantity. Network weights are counted apart: a network is unchanged when its hidden
+    units are permuted, so its weights have many equivalent modes and their R-hat says
+    little; the function values (deterministic sites) are what to check."""
+    out = []
+    if fit.divergences:
+        out.append(f"{fit.divergences} divergent transitions: the sampler missed part of "
+                   "the posterior; raise target_accept or reparametrise")
+    if fit.method not in ("nuts", "hmc", "sghmc") or not summary.rows or not fit.chains:
+        return out
+    chains = next(iter(fit.chains.values())).shape[0]
+    checks = [("ess", ESS_MIN, min, f"an effective sample size below {ESS_MIN}")]
+    if chains >= 2:
+        checks.insert(0, ("r_hat", RHAT_MAX, max, f"R-hat above {RHAT_MAX}"))
+    for column, limit, worst_of, what in checks:
+        flagged = {k: row[column] for k, row in summary.rows.items()
+                   if math.isfinite(row[column])
+                   and (row[column] > limit if column == "r_hat" else row[column] < limit)}
+        weights = {k for k in flagged if "." in k.split("[")[0]}  # f.W0[0, 1]
+        own = {k: v for k, v in flagged.items() if k not in weights}
+        if own:
+            worst = worst_of(own, key=own.get)
+            have = "quantity has" if len(own) == 1 else "quantities have"
+            text = (f"{len(own)} {have} {what} (worst: {worst}, "
+                    f"{own[worst]:.3g}): run longer (more warmup and samples)")
+            if weights:
+                text += f"; {len(weights)} network weight{'s' * (len(weights) > 1)} too"
+            out.append(text)
+        elif weights:
+            have = "weight has" if len(weights) == 1 else "weights have"
+            out.append(f"{len(weights)} network {have} {what}, which the symmetry of "
+                       "a network under permuting its hidden units makes common: check the "
+                       "function values (deterministic sites) instead")
+    return out
 
 
 def fit_report(fit: Fit, summary: Summary | None = None) -> str:

@@ -49,7 +49,7 @@ def main(model, signature, infer: dict | None, transformed=None,
 
 def _fit(model, signature, infer, transformed, data: dict, progress: bool) -> str:
     from ..infer.generated import fit_generated, missing_optional
-    from ..infer.report import fit_report
+    from ..infer.report import fit_report, sampler_warnings
     from ..infer.run import resolve_options, torch_defaults
     from .data import bind
 
@@ -63,7 +63,10 @@ def _fit(model, signature, infer, transformed, data: dict, progress: bool) -> st
         # as ``bdl run``: missing optional data are drawn after the fit, not fitted
         result = fit_generated(model, kwargs, method, opts,
                                missing_optional(signature.args, kwargs), progress=progress)
-    return fit_report(result)
+    summary = result.summary()
+    for w in sampler_warnings(result, summary):  # as bdl run, on stderr
+        print(f"warning: {w}", file=sys.stderr)
+    return fit_report(result, summary)
 
 
 def _fail(message: str) -> NoReturn:
