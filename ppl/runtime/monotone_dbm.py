@@ -782,6 +782,13 @@ class MonotoneDBM(nn.Module):
     ``lambda_max(P Phi P) <= c - m`` on the simplices' tangent space
     (:func:`monotone_phi`), still with one fixed point per clamping (module docstring),
     solved with the ``c``-split FB/PR maps (``alpha <= 1/c``).
+
+    ``evidence_gain`` (default ``None``: off): learned gains ``gamma`` (one per visible
+    unit, starting at this value) with which a shown pixel enters the field of the free
+    units, ``gamma_i x_i`` instead of ``x_i`` (:meth:`problem`). Clamped values only set
+    the free units' bias, so every gain keeps one fixed point per clamping; the cap then
+    bounds only the couplings among free units. A conditional model: a pixel acts more
+    strongly when shown than when imputed, so the two no longer share one joint energy.
     """
 
     def __init__(self, visible, hidden=None, label=None, margin: float = 0.01,
