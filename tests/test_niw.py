@@ -518,6 +518,159 @@ def test_prototype_likelihood_in_a_bdl_model_end_to_end():
                 float(proto.loss(theta, e, part)), rel=1e-5)
 
 
+# ---- fourteenth slice: meta-validation from the language (infer meta(val_episodes=...)) --
+VAL_SRC = USER_SRC.replace("mlp(1, [4], 1)", "mlp(1, [8], 1, act=relu)").replace(
+    "niw_meta(n0=1)", "niw_meta(n0=1, sgld_steps=2)").replace(
+    "steps=1, batch=1, test_episodes=1, samples=1",
+    "steps=8, batch=2, test_episodes=3, samples=2, lr=0.2")
+
+
+def test_infer_meta_keeps_the_checkpoint_of_the_best_validation_step(monkeypatch):
+    """`infer meta(val_episodes=4, val_every=1)` (here from an --infer string): the
+    globals kept are the ones after best_step meta steps, whose validation error is the
+    minimum of the reported curve; the validation passes do not move the training
+    trajectory (the run without them ends where the validated run's last checkpoint
+    is), and without val_episodes nothing is validated."""
+    snaps = []
+    evaluate = M.evaluate
+
+    def spy(trainer, task, eps, generator=None, **kw):
+        snaps.append(trainer.globals()[0].detach().clone())
+        return evaluate(trainer, task, eps, generator, **kw)
+
+    monkeypatch.setattr(M, "evaluate", spy)
+    m = ppl.compile(VAL_SRC)
+    fit = m.fit(_user_data(), "meta(val_episodes=4, val_every=1)")
+    curve, best = fit.meta["val_curve"], fit.meta["best_step"]
+    assert [s for s, _ in curve] == list(range(1, 9)) and len(snaps) == 8 + 1  # + meta-test
+    assert fit.meta["val_err"] == min(e for _, e in curve) == curve[best - 1][1]
+    assert fit.meta["select"] == "err" and fit.meta["val_episodes"] == 4
+    # at lr 0.2 the curve is not monotone: the kept checkpoint is neither end
+    assert 1 < best < 8, curve
+    assert torch.equal(fit.meta["m0"], snaps[best - 1])
+    assert torch.equal(rtn.SITES["f"].state["m0"], snaps[best - 1])
+    assert not torch.equal(fit.meta["m0"], snaps[7])
+    last = snaps[7]
+    snaps.clear()
+    plain = m.fit(_user_data())
+    assert len(snaps) == 1 and "best_step" not in plain.meta     # meta-test only
+    assert torch.equal(plain.meta["m0"], last)
+    # every val_every steps and after the last one; select=nll scores the predictive NLL
+    snaps.clear()
+    fit = m.fit(_user_data(), val_episodes=4, val_every=3, select="nll")
+    assert [s for s, _ in fit.meta["val_curve"]] == [3, 6, 8]
+    assert fit.meta["val_nll"] == min(v for _, v in fit.meta["val_curve"])
+
+
+@pytest.mark.parametrize("held_out, split_kw", [("val_fraction=0.25", {"val_fraction": 0.25}),
+                                               ("val_classes=5", {"val_classes": 5})])
+def test_infer_meta_validates_on_the_held_out_split_never_on_meta_test(monkeypatch, held_out,
+                                                                      split_kw):
+    """Classification episodes (Gaussian classes): the validation episodes are drawn once,
+    from the "val" split only, and every point in them is a held-out meta-train point
+    (val_fraction: of the meta-train classes, none of the training pool; val_classes:
+    of the last 5 meta-train classes) -- never one of a meta-test class."""
+    calls, scored = [], []
+    source, evaluate = rtn.source, M.evaluate
+
+    def spy_source(*a, **kw):
+        src = source(*a, **kw)
+        sample = src.sample
+
+        def recorded(n, split="train", generator=None):
+            out = sample(n, split, generator)
+            calls.append((split, n, out))
+            return out
+
+        src.sample = recorded
+        return src
+
+    def spy_evaluate(trainer, task, eps, generator=None, **kw):
+        scored.append(eps)
+        return evaluate(trainer, task, eps, generator, **kw)
+
+    monkeypatch.setattr(rtn, "source", spy_source)
+    monkeypatch.setattr(M, "evaluate", spy_evaluate)
+    ep = rtn.gaussian_classes(ways=5, shots=1, queries=3).sample(
+        1, "test", torch.Generator().manual_seed(0))
+    data = {k: v[0].tolist() for k, v in ep.items()}
+    m = ppl.compile(PROTO_SRC)
+    fit = m.fit(data, f"meta(steps=4, batch=2, test_episodes=2, samples=2, val_episodes=3, "
+                      f"val_every=2, select=nll, {held_out})")
+    assert [(s, n) for s, n, _ in calls if s != "train"] == [("val", 3), ("test", 2)]
+    val = next(out for s, _, out in calls if s == "val")
+    assert len(scored) == 2 + 1 and all(len(eps) == 3 for eps in scored[:2])
+    for eps in scored[:2]:           # the validation passes score exactly those episodes
+        for i, e in enumerate(eps):
+            assert torch.equal(e["xs"], val["xs"][i]) and torch.equal(e["xq"], val["xq"][i])
+    ref = rtn.gaussian_classes(ways=5, shots=1, queries=3, **split_kw)
+    row_of = {tuple(r): i for i, r in enumerate(ref.x.tolist())}
+    points = {row_of[tuple(r)] for r in torch.cat([val["xs"], val["xq"]], 1)
+              .reshape(-1, ref.x.shape[1]).tolist()}
+    test_points = {i for c in ref.split_classes["test"] for i in ref.by_class[c].tolist()}
+    assert points.isdisjoint(test_points)
+    allowed = {i for c in ref.split_classes["val"] for i in ref.pools["val"][c].tolist()}
+    assert points <= allowed
+    if "val_fraction" in split_kw:
+        train = {i for c in ref.split_classes["train"] for i in ref.pools["train"][c].tolist()}
+        assert points.isdisjoint(train)
+    else:
+        assert set(ref.y[sorted(points)].tolist()) <= set(range(15, 20))
+    assert fit.meta["select"] == "nll"
+    assert fit.meta["val_nll"] == min(v for _, v in fit.meta["val_curve"])
+
+
+def test_infer_meta_validation_option_errors():
+    from ppl.syntax.diagnostics import BdlError
+
+    for opt, words in [("val_episodes=-1", "option 'val_episodes' of meta: must be at least 0"),
+                       ("select=mse", "option 'select' of meta: expected one of err, nll"),
+                       ("val_fraction=1.5", "option 'val_fraction' of meta: must be between "
+                                            "0 and 1"),
+                       ("val_every=2.5", "option 'val_every' of meta: expected an integer")]:
+        with pytest.raises(BdlError) as err:
+            ppl.compile(USER_SRC.replace("samples=1)", f"samples=1, {opt})"))
+        assert ":7:" in str(err.value) and words in str(err.value), str(err.value)
+    m = ppl.compile(USER_SRC)
+    with pytest.raises(BdlError, match="option 'val_fraction' of meta: must be between"):
+        m.fit(_user_data(), "meta(val_episodes=2, val_fraction=0)")
+    # a validation option without validation episodes would be ignored: an error
+    with pytest.raises(BdlError, match="option 'select' of meta needs val_episodes > 0"):
+        m.fit(_user_data(), select="nll")
+    with pytest.raises(BdlError, match="'val_classes' of meta: episodes 'sine_line' have no "
+                                       "classes"):
+        m.fit(_user_data(), val_episodes=2, val_classes=2)
+    # a split the source cannot give (8x8 digits has 5 meta-train classes): a user error
+    ep = rtn.gaussian_classes(ways=5, shots=1, queries=3).sample(
+        1, "test", torch.Generator().manual_seed(0))
+    proto = ppl.compile(PROTO_SRC)
+    with pytest.raises(BdlError, match="option 'val_classes' of meta: 5 meta-train classes "
+                                       "cannot give 5 validation classes"):
+        proto.fit({k: v[0].tolist() for k, v in ep.items()}, episodes="digits",
+                  val_episodes=2, val_classes=5)
+
+
+def test_infer_meta_validation_from_the_cli(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "m.bdl").write_text(VAL_SRC)
+    (tmp_path / "d.json").write_text(json.dumps(_user_data()))
+    out = subprocess.run([sys.executable, "-m", "ppl.cli", "run", str(tmp_path / "m.bdl"),
+                          "--data", str(tmp_path / "d.json"), "--out", str(tmp_path / "o"),
+                          "--infer", "meta(steps=4, val_episodes=2, select=nll)"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "val_episodes=2" in out.stderr and "select=nll" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "ppl.cli", "run", str(tmp_path / "m.bdl"),
+                          "--data", str(tmp_path / "d.json"), "--out", str(tmp_path / "o2"),
+                          "--infer", "meta(val_episodes=-2)"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "'val_episodes' of meta: must be at least 0" in out.stderr
+    assert "internal error" not in out.stderr
+
+
 def _fewshot_bench(name="fewshot", monkeypatch=None):
     import importlib.util
 

@@ -91,6 +91,19 @@ def episodes_problem(value) -> str | None:
             "path ending in .npz" + (f" (did you mean '{hint}'?)" if hint else ""))
 
 
+#: the validation scores of ``infer meta(select=...)`` (:data:`ppl.infer.meta.SELECT`)
+SELECT = ("err", "nll")
+
+
+def fraction_problem(value) -> str | None:
+    """Why ``value`` is not a fraction strictly between 0 and 1 (None when it is)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"expected a number between 0 and 1, got {value!r}"
+    if not 0 < value < 1:
+        return f"must be between 0 and 1 (exclusive), got {value:g}"
+    return None
+
+
 _META = {
     "episodes": Option("sine_line", "spec", check=episodes_problem,
                        doc="episode source: sine_line, digits, gauss, or a .npz file "
@@ -108,6 +121,25 @@ _META = {
                            doc="draws of theta ~ q* averaged in meta-test predictions"),
     "samples": Option(100, int, low=1,
                       doc="draws of theta ~ q* (adapted to the data's support) kept"),
+    # meta-validation (ppl.infer.meta.meta_train(val=...), as benchmarks/fewshot.py):
+    # episodes held out of meta-train, never meta-test, pick the checkpoint kept
+    "val_episodes": Option(0, int, low=0,
+                           doc="meta-validation episodes (0: none, the last state is kept); "
+                               "held out of meta-train, never meta-test; the checkpoint "
+                               "with the lowest validation score is kept"),
+    "val_every": Option(0, int, low=0,
+                        doc="meta steps between validation passes (0: steps // 10, at "
+                            "least 1); the last step is always scored"),
+    "select": Option("err", "symbol", SELECT,
+                     doc="validation score: err (query error: MSE or 1 - accuracy) or nll "
+                         "(predictive NLL per query point, a proper scoring rule)"),
+    "val_fraction": Option(0.25, "spec", check=fraction_problem,
+                           doc="digits, gauss: the part of every meta-train class's points "
+                               "held out for validation; .npz: the part of the train "
+                               "episodes (the last ones); sine_line: unused (other draws)"),
+    "val_classes": Option(0, int, low=0,
+                          doc="digits, gauss: hold out this many whole meta-train classes "
+                              "for validation instead (novel classes, as at meta-test)"),
     **_COMMON,
     "dtype": Option("float32", "symbol", ("float32", "float64")),
 }

@@ -31,7 +31,9 @@ from pathlib import Path
 
 import torch
 
-from ..constructs.niw_meta import QUERY_MIXES  # one list for the checker and the learner
+# one list each for the checker and the learner (SELECT: the validation scores by which
+# meta_train keeps a checkpoint, and infer meta and fewshot.py choose)
+from ..constructs.niw_meta import QUERY_MIXES, SELECT
 from ..runtime import niw_meta as rtn
 
 
@@ -1014,9 +1016,6 @@ def episode_peak_mb(trainer, task, ep: dict, generator=None) -> float:
     return peak_mb
 
 
-# the validation scores meta_train can select a checkpoint (and fewshot.py an lr) by
-SELECT = ("err", "nll")
-
 # the validation draws' generator, one for every checkpoint and method; apart from the
 # episode seeds of fewshot.py (20_000 + seed for its validation episodes), so that the
 # draws do not replay the stream that made the episodes
@@ -1273,12 +1272,38 @@ def _check_model(kwargs):
                               f"and xq, yq (query); '{k}' is missing from the data")
 
 
+#: the seed of infer meta's validation episodes is this plus the fit's seed (the same
+#: offset as benchmarks/fewshot.py's validation episodes)
+VAL_EPISODE_SEED = 20_000
+
+
+def _check_validation(opts) -> int:
+    """The number of validation episodes; a user error for a validation option given
+    without ``val_episodes`` (it would be silently ignored) or ``val_classes`` with a
+    source that has no classes."""
+    n_val = opts["val_episodes"]
+    if not n_val:
+        for key, off in (("val_every", 0), ("select", "err"), ("val_classes", 0)):
+            if opts[key] != off:
+                raise _user_error(f"option '{key}' of meta needs val_episodes > 0 (the "
+                                  "meta-validation episodes it applies to)")
+    elif opts["val_classes"] and opts["episodes"] not in ("digits", "gauss"):
+        raise _user_error(f"option 'val_classes' of meta: episodes '{opts['episodes']}' have "
+                          "no classes to hold out",
+                          ["use val_fraction (.npz: the last train episodes; sine_line: "
+                           "validation episodes are other draws and need neither)"])
+    return n_val
+
+
 def run(model, kwargs, opts, progress=False):
     """The ``meta`` runner: meta-train the single ``f ~ niw_meta(...)`` of the model on
     episodes from ``opts['episodes']``, evaluate on meta-test episodes, then adapt to the
     support set of the data given (xs, ys) and return ``samples`` draws of the weights
     from q*. ``fit.meta`` holds the learned globals, the loss history and the meta-test
-    metrics."""
+    metrics. With ``val_episodes`` > 0 the checkpoint with the lowest validation score
+    (``select``) on that many fixed episodes of the source's held-out "val" split (never
+    "test") is kept, as in :func:`meta_train`; ``fit.meta`` then adds ``best_step``,
+    ``val_err``, ``val_nll`` (at the kept checkpoint), ``val_curve`` and ``select``."""
     import pyro
 
     from ..constructs.niw_meta import episodes_problem
@@ -1306,7 +1331,18 @@ def run(model, kwargs, opts, progress=False):
         raise _user_error(f"option 'episodes' of meta: no file {opts['episodes']!r} (looked "
                           f"for {str(Path(opts['episodes']).absolute())!r}; relative to the "
                           "current directory)")
-    src = rtn.source(opts["episodes"], shots=shots, ways=max(ways, 1), queries=queries)
+    n_val = _check_validation(opts)
+    try:
+        src = rtn.source(opts["episodes"], shots=shots, ways=max(ways, 1), queries=queries,
+                         val_fraction=opts["val_fraction"] if n_val else 0.0,
+                         val_classes=opts["val_classes"] if n_val else 0)
+    except ValueError as e:
+        if not n_val:
+            raise
+        # the split the options ask for does not fit the source (too few classes,
+        # points or episodes): the options' error, not an internal one
+        which = "val_classes" if opts["val_classes"] else "val_fraction"
+        raise _user_error(f"option '{which}' of meta: {e}") from None
     probe = src.sample(1, "train")
     if probe["ys"].is_floating_point() != (not classify):
         want, got = (("classification", "integer labels") if classify
@@ -1347,8 +1383,23 @@ def run(model, kwargs, opts, progress=False):
                   lr_hyper=opts["lr_hyper"], kl_episodes=opts["steps"] * opts["batch"],
                   test_samples=opts["test_samples"], query_draws=o["query_draws"],
                   query_mix=o["query_mix"])
+    val = None
+    if n_val:
+        # fixed episodes of the held-out "val" split (never "test"), drawn by their own
+        # generator so that they neither replay nor shift the training stream
+        val = split(_Src().sample(n_val, "val",
+                                  torch.Generator().manual_seed(VAL_EPISODE_SEED
+                                                                + opts["seed"])))
     info = meta_train(trainer, task, _Src(), steps=opts["steps"], batch=opts["batch"],
-                      progress=progress, measure_memory=False)
+                      progress=progress, measure_memory=False, val=val,
+                      val_every=opts["val_every"] or max(1, opts["steps"] // 10),
+                      select=opts["select"])
+    if n_val:
+        info.update(select=opts["select"], val_episodes=n_val)
+        if progress:
+            print(f"meta-validation ({n_val} episodes, by {opts['select']}): kept step "
+                  f"{info['best_step']}/{opts['steps']}, val err {info['val_err']:.4g}, "
+                  f"val nll {info['val_nll']:.4g}", file=sys.stderr)
     test = split(_Src().sample(opts["test_episodes"], "test"))
     info["test"] = evaluate(trainer, task, test)
     m0, gamma0, n0, l0 = (x.detach() for x in trainer.globals())
