@@ -252,6 +252,11 @@ register(Builtin("arange", "rt.arange", ("n",), 1, shape=arange_rule, result="in
 register(Builtin("cholesky", "torch.linalg.cholesky", ("a",), 1, shape=same_as_first,
                  doc="lower Cholesky factor"))
 register(Builtin("diag", "torch.diag_embed", ("v",), 1, doc="diagonal matrix from a vector"))
+register(Builtin("solve", "torch.linalg.solve", ("a", "b"), 2,
+                 shape=lambda args, kwargs: args[1].shape if len(args) > 1 else None,
+                 doc="x with a @ x = b (Stan's mdivide_left), without forming a's inverse"))
+register(Builtin("logdet", "torch.logdet", ("a",), 1, shape=scalar,
+                 doc="log-determinant of a positive-definite matrix"))
 register(Builtin("where", "torch.where", ("cond", "a", "b"), 3, doc="elementwise choice"))
 register(Builtin("clamp", "rt.clamp", ("x", "min", "max"), 1, shape=same_as_first,
                  doc="clamp to [min, max]"))

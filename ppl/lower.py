@@ -305,9 +305,14 @@ class _Lowerer:
                 self.ir.transformed.append(Let(s.name, value, "transformed",
                                                self._var(s.name)))
             else:
-                out.append(Let(s.name, value, info.role, self._var(s.name)))
+                let = Let(s.name, value, info.role, self._var(s.name))
+                out.append(let)
                 if info.role == "deterministic":
                     self.ir.deterministics.append(s.name)
+                elif info.role == "value" and top and not self.cm.symbols[s.name].random:
+                    # a kernel of fixed settings may be read by transformed data, which
+                    # are computed in their own function before the model runs
+                    self.ir.transformed.append(let)
         elif isinstance(s, ast.Param):
             sym = self.cm.symbols[s.name]
             shape = [_dim_code(d) for d in (sym.ty.shape or ())]

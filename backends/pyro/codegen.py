@@ -9,6 +9,7 @@ own: ``python model.py DATA.json``.
 
 from __future__ import annotations
 
+import dataclasses
 import pprint
 
 from ppl import __version__
@@ -282,6 +283,21 @@ def _signature(m: ir.IRModel) -> str:
     return "\n".join(out)
 
 
+def _names(node) -> set[str]:
+    """The variables an IR expression reads."""
+    if isinstance(node, ir.Var):
+        return {node.name}
+    if isinstance(node, (list, tuple)):
+        return set().union(*(_names(x) for x in node))
+    if dataclasses.is_dataclass(node):
+        return set().union(*(_names(getattr(node, f.name)) for f in dataclasses.fields(node)))
+    return set()
+
+
+def _reads(lets, var: str) -> bool:
+    return any(var in _names(t.value) for t in lets)
+
+
 def model_function(m: ir.IRModel) -> str:
     """The Pyro model function and its transformed-data helper."""
     return _model_function(m).text()
@@ -290,19 +306,34 @@ def model_function(m: ir.IRModel) -> str:
 def _model_function(m: ir.IRModel) -> _Emitter:
     e = _Emitter(m.refs)
     params = list(m.sizes) + [a.name for a in m.args if a.name not in m.sizes]
-    params += [_var(t) for t in m.transformed]
-    if m.transformed:
+    # the transformed data, and before them the fixed values (kernels) they may read
+    returned = [t for t in m.transformed if t.kind == "transformed"]
+    params += [_var(t) for t in returned]
+    if returned:
         data_params = list(m.sizes) + [a.name for a in m.args if a.name not in m.sizes]
         e.line(0, f"def {m.name}_transformed_data({', '.join(['*'] + data_params)}):")
         e.line(1, '"""Transformed data: computed once from the data, before inference."""')
-        for t in m.transformed:
-            e.stmt(t, 1)
-        e.line(1, "return {" + ", ".join(f'"{_var(t)}": {_var(t)}' for t in m.transformed) + "}")
+        for t in m.transformed[:m.transformed.index(returned[-1]) + 1]:
+            if t.kind == "transformed" or _reads(returned, _var(t)):
+                e.stmt(t, 1)
+        e.line(1, "return {" + ", ".join(f'"{_var(t)}": {_var(t)}' for t in returned) + "}")
         e.line(0, "")
         e.line(0, "")
     e.line(0, f"def {m.name}({', '.join(['*'] + params)}):")
-    e.stmts(m.body, 1)
+    e.stmts(_drop_unread_values(m.body), 1)
     return e
+
+
+def _drop_unread_values(body: list) -> list:
+    """``body`` without the top-level fixed values (kernels) nothing in it reads, such as
+    one only transformed data read (it is built in their function)."""
+    while True:
+        read = _names(body)
+        keep = [op for op in body if not (isinstance(op, ir.Let) and op.kind == "value"
+                                          and _var(op) not in read)]
+        if len(keep) == len(body):
+            return body
+        body = keep
 
 
 def generate(models: list[ir.IRModel], source_name: str) -> str:
@@ -344,7 +375,8 @@ def generate_mapped(models: list[ir.IRModel], source_name: str) -> tuple[str, li
         "",
         'if __name__ == "__main__":',
         f"    rt.main({last.name}, {last.name.upper()}_SIGNATURE, {last.name.upper()}_INFER"
-        + (f", transformed={last.name}_transformed_data" if last.transformed else "") + ")",
+        + (f", transformed={last.name}_transformed_data"
+           if any(t.kind == "transformed" for t in last.transformed) else "") + ")",
         "",
     ]
     return "\n".join(head + body + tail), source_map
