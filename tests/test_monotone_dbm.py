@@ -991,6 +991,21 @@ def test_conv_coupling_from_the_language(tmp_path):
     assert len(net) == 2 and tuple(net[0].shape) == (2, 4, 3, 3)
 
 
+def test_evidence_gain_from_the_language(tmp_path):
+    """``evidence_gain=4`` gives one learned gain per visible unit, started at 4 and
+    fitted with the rest; a gain <= 0 is a located check error."""
+    params = _fit_example_with(tmp_path, "evidence_gain=4,")
+    (gain,) = [v for k, v in params.items() if k.endswith("gain_visible")]
+    assert tuple(gain.shape) == (64, 1)
+    assert torch.all(gain != 4.0) and abs(float(gain.mean()) - 4.0) < 0.05  # 2 MAP steps
+    src = (ROOT / "examples" / "mdbm_digits.bdl").read_text().replace(
+        "margin=0.01,", "margin=0.01, evidence_gain=-1,")
+    import ppl
+
+    with pytest.raises(ppl.BdlError, match="evidence_gain"):
+        ppl.compile(src)
+
+
 def test_rbm_baseline_from_the_language(tmp_path):
     params = _fit_example_with(tmp_path, 'monotone=false, pattern="layered",')
     (W,) = [v for k, v in params.items() if k.endswith("W")]

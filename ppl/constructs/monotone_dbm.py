@@ -32,12 +32,12 @@ register(Builtin(
     ("visible", "hidden", "label", "margin", "rank", "monotone", "solver", "alpha", "tol",
      "max_iter", "anderson", "observed", "mask", "init_scale", "seed",
      "readout", "coupling", "kernel", "channels", "pattern", "label_readout", "layer_ranks",
-     "cap"),
+     "cap", "evidence_gain"),
     1, kind="construct", result="network", attrs={"visible": "dist", "label": "dist"},
     ranges={"cap": (1, 2), "margin": "(0, 2)", "alpha": "(0, 1]", "tol": "(0, inf)",
             "max_iter": "[1, inf)", "anderson": "[0, inf)", "observed": "[0, 1]",
             "readout": "[0, inf)", "label_readout": "(0, inf)", "kernel": "[1, inf)",
-            "channels": "[1, inf)"},
+            "channels": "[1, inf)", "evidence_gain": "(0, inf)"},
     methods=("map", "svi"),  # its weights are params: fitted, not sampled
     lists=("hidden", "layer_ranks"),
     doc="deep Boltzmann machine with a unique mean-field fixed point (Phi = s(D - A^T A))"))
