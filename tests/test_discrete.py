@@ -89,3 +89,62 @@ def test_svi_enumerates_the_labels_with_a_guide_over_the_rest():
     # the ELBO rose (the enumerated objective is finite and was optimised)
     assert all(math.isfinite(e) for e in fit.elbo)
     assert sum(fit.elbo[-50:]) / 50 > sum(fit.elbo[:50]) / 50
+
+
+def test_a_label_is_not_pulled_by_the_free_draw_below_it():
+    """With y_new left out, P(z_new = 1 | w) is w_1 exactly: the fresh y_new drawn under
+    each enumerated label must not enter the labels' posterior; each y_new then follows
+    its own label. A plate of one keeps its dimension."""
+    m = ppl.compile(MIX)
+    kwargs = m.bind({"y": [0.0], "M": 1})
+    n = 1500
+    post = {"w": torch.tensor([0.98, 0.02]).expand(n, 2),
+            "mu": torch.tensor([-4.0, 4.0]).expand(n, 2)}
+    torch.manual_seed(0)
+    d = site_draws(m.pyro_model, kwargs, posterior=post, sites=["z", "z_new", "y_new"])
+    assert d["z_new"].shape == (n, 1) and d["z"].shape == (n, 1)
+    p = float(d["z_new"].double().mean())
+    assert abs(p - 0.02) < 4 * math.sqrt(0.02 * 0.98 / n)
+    agree = ((d["z_new"] == 1) == (d["y_new"] > 0)).double().mean()
+    assert float(agree) > 0.99  # |y_new - mu| > 4 has probability 6e-5
+
+
+def test_labels_in_a_subsampled_plate_cover_every_row():
+    """SVI on minibatches of 5: the labels are drawn for all 24 rows, in order."""
+    m = ppl.compile("""
+model Mix(y: real[N]) {
+  w ~ Dirichlet(ones(2))
+  mu: ordered[2] ~ Normal(0, 5)
+  plate i in N batch 5 {
+    z ~ Categorical(w)
+    y ~ Normal(mu[z], 1)
+  }
+}
+infer svi(steps=600, lr=0.05, samples=100)
+""")
+    z = m.fit({"y": Y[:24]}, seed=0).samples["z"]
+    assert z.shape == (100, 24)
+    assert float(z[:, :12].float().mean()) < 0.05 and float(z[:, 12:].float().mean()) > 0.95
+
+
+def test_a_left_out_y_new_is_drawn_with_its_label():
+    """The fit's z_new and y_new come from one pass: each draw's pair agrees."""
+    m = ppl.compile(MIX + "infer svi(steps=400, lr=0.05, samples=100)")
+    fit = m.fit({"y": Y, "M": 3}, seed=0)
+    agree = ((fit.samples["z_new"] == 1) == (fit.samples["y_new"] > 0)).double().mean()
+    assert float(agree) > 0.99
+
+
+def test_saved_runs_redraw_labels_for_new_data_and_sghmc_refuses_them(tmp_path):
+    m = ppl.compile(MIX + "infer nuts(samples=30, warmup=30, chains=1)")
+    fit = m.fit({"y": Y, "M": 1}, seed=0)
+    fit.save(tmp_path / "run")
+    pred = m.predict_run(tmp_path / "run", {"y": [-4.0, 4.0, 3.9], "M": 1}, seed=1)
+    assert pred["z"].shape == (30, 3)
+    assert pred["z"][:, 0].sum() == 0 and pred["z"][:, 1:].float().mean() == 1.0
+    try:
+        m.fit({"y": Y, "M": 1}, infer="sghmc", samples=2, warmup=2)
+    except ppl.BdlError as e:
+        assert "'sghmc' moves continuous latents only, and 'z' is discrete" in str(e)
+    else:
+        raise AssertionError("sghmc cannot move a discrete latent: a user error")

@@ -202,7 +202,7 @@ def test_a_simulation_under_a_sampler_draws_its_generated_quantities():
 
 
 def test_sampler_warnings_name_the_worst_quantity_and_set_weights_apart():
-    """R-hat > 1.01 (two chains) and ESS < 100 are warned about as Stan does, with the
+    """R-hat > 1.01 (two chains) and ESS < 100 per chain are warned about as Stan does, with the
     worst element; network weights are counted apart; SVI draws get none."""
     from ppl.infer.fit import Fit
     from ppl.infer.report import sampler_warnings
@@ -219,7 +219,8 @@ def test_sampler_warnings_name_the_worst_quantity_and_set_weights_apart():
     assert warns[0].startswith("3 divergent transitions")
     assert warns[1].startswith("1 quantity has R-hat above 1.01 (worst: b, ")
     assert warns[1].endswith("; 1 network weight too")
-    assert "effective sample size below 100 (worst: b," in warns[2]
+    # 100 per chain: 200 for two chains
+    assert "effective sample size below 200 (100 per chain) (worst: b," in warns[2]
     assert not any("(worst: a," in w for w in warns)  # a mixes: ESS ~ 800, R-hat ~ 1
     fit.chains = {"f.W0": stuck[..., None]}
     fit.latents = ["f.W0"]

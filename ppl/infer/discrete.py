@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from pyro import poutine
 from pyro.infer import config_enumerate, infer_discrete
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 
 
@@ -47,10 +48,26 @@ def enumerated(model):
     return config_enumerate(model, default="parallel")
 
 
+class _MaskFresh(Messenger):
+    """Leaves out of the density the sites drawn afresh in this run (neither observed,
+    conditioned, replayed nor enumerated: a left-out ``y_new`` below a label), so that
+    ``infer_discrete`` scores each label by the data and the fixed draw only. Without it
+    every enumerated label would come with its own random ``y_new``, whose density would
+    pull the labels' posterior towards uniform."""
+
+    def _pyro_sample(self, msg):
+        if msg["is_observed"] or msg["done"] or msg["infer"].get("_deterministic") \
+                or getattr(msg["fn"], "has_enumerate_support", False):
+            return
+        msg["mask"] = False
+
+
 def posterior_draw(run, nesting: int):
     """``run`` (the model conditioned on one draw of the continuous latents) with every
-    enumerable latent drawn from its exact conditional posterior (``infer_discrete``)."""
-    return infer_discrete(enumerated(run), first_available_dim=-1 - nesting, temperature=1)
+    enumerable latent drawn from its exact conditional posterior (``infer_discrete``);
+    sites drawn afresh are then drawn given the labels (:class:`_MaskFresh`)."""
+    return infer_discrete(enumerated(_MaskFresh()(run)), first_available_dim=-1 - nesting,
+                          temperature=1)
 
 
 def svi_parts(model, trace, guide_class, jit: bool, particles: int, **guide_kwargs):

@@ -77,6 +77,8 @@ def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None
         if [s for s in enumerable_sites(tr)
                 if s not in kwargs and not (posterior and s in posterior)]:
             discrete = plate_nesting(tr)
+            shapes = {k: v["value"].shape for k, v in tr.nodes.items()
+                      if v["type"] == "sample"}
     with torch.no_grad():
         for i in range(n):
             if guide is not None:
@@ -99,7 +101,11 @@ def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None
                     (not site["is_observed"] or site["infer"].get("_deterministic"))
                     and not (posterior and name in posterior and guide is None))
                 if wanted:
-                    out.setdefault(name, []).append(site["value"].detach())
+                    value = site["value"].detach()
+                    if discrete is not None and name in shapes:
+                        # infer_discrete drops a plate of size 1: the site's own shape
+                        value = value.reshape(shapes[name])
+                    out.setdefault(name, []).append(value)
     return {k: torch.stack(v) for k, v in out.items()}
 
 

@@ -34,6 +34,8 @@ class Fit:
         self.binder = None   # data dict -> model kwargs (set by ppl.Model)
         self.sites: dict = {}
         self.observed: list[str] = []  # observed data sites (set by ppl.Model)
+        # finite-support latents summed out in the fit and drawn after it (ppl.infer.discrete)
+        self.discrete: list[str] = []
 
     def to_inference_data(self):
         """The draws as an ArviZ DataTree (needs the optional extra ``arviz``)."""

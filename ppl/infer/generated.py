@@ -57,7 +57,9 @@ def held_out(model, kwargs: dict, names: list[str]):
 
         def _pyro_sample(self, msg):
             if msg["name"] in fixed:
-                msg["value"] = fixed[msg["name"]]
+                # any value of the right shape: its density is masked, and nothing reads
+                # it (optional data); drawn here, so a subsampled plate gets its batch
+                msg["value"] = msg["fn"].sample()
                 msg["is_observed"] = True
                 msg["mask"] = False
 
@@ -69,17 +71,21 @@ def held_out(model, kwargs: dict, names: list[str]):
 
 
 def add_predictions(result: Fit, names: list[str]) -> None:
-    """Posterior predictive draws of ``names``, one per posterior draw, kept by chain."""
+    """Posterior predictive draws of ``names``, one per posterior draw, kept by chain.
+    Labels summed out in the fit (``result.discrete``) are drawn again in the same pass,
+    so that each draw's ``y_new`` and its label ``z_new`` belong together."""
+    sites = names + [k for k in result.discrete if k not in names]
     if result.chains:
         n_chains, n_draws = next(iter(result.chains.values())).shape[:2]
-        pred = result.predict(None, num_samples=n_chains * n_draws, sites=names)
+        pred = result.predict(None, num_samples=n_chains * n_draws, sites=sites)
     else:  # nothing latent: one chain of as many draws as the method keeps (Fit.predict)
-        pred = result.predict(None, sites=names)
+        pred = result.predict(None, sites=sites)
         n_chains, n_draws = 1, next(iter(pred.values())).shape[0]
-    for n in names:
+    for n in sites:
         v = pred[n]
         result.chains[n] = v.reshape((n_chains, n_draws) + tuple(v.shape[1:]))
-        result.deterministics.append(n)
+        if n not in result.deterministics:
+            result.deterministics.append(n)
 
 
 def fit_generated(model, kwargs: dict, method: str, opts: dict, missing: list[str], *,

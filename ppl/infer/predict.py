@@ -5,6 +5,7 @@ from __future__ import annotations
 import pyro
 import torch
 
+from ..runtime.functions import full_data
 from .draws import site_draws
 from .rng import seeded
 from .run import torch_defaults
@@ -37,7 +38,15 @@ def posterior_predictive(model, chains: dict, data: dict, params: dict | None = 
             for name, value in (params or {}).items():
                 store[name] = value.to(torch.get_default_dtype())
             kwargs = model.bind(data)
-            pred = site_draws(model.pyro_model, kwargs, posterior=post or None)
+            # labels summed out in the fit are drawn again given these data, as
+            # Fit.predict does (ppl.infer.discrete), not conditioned on the saved ones
+            from .discrete import enumerable_sites
+
+            with full_data():
+                labels = enumerable_sites(pyro.poutine.trace(model.pyro_model)
+                                          .get_trace(**kwargs))
+                post = {k: v for k, v in post.items() if k not in labels}
+                pred = site_draws(model.pyro_model, kwargs, posterior=post or None)
         finally:
             store.set_state(saved)
     given = {n for n in model.ir.observed if kwargs.get(n) is not None}

@@ -27,15 +27,16 @@ def _short(v) -> str:
 
 
 # Stan's thresholds (Vehtari et al. 2021, "Rank-normalization, folding, and
-# localization"): R-hat above 1.01 means the chains disagree; fewer than 100 effective
-# draws make the tail quantiles and the R-hat itself unreliable.
+# localization"), applied here to the classic split R-hat and ESS of the summary: R-hat
+# above 1.01 means the chains disagree; fewer than 100 effective draws per chain make the
+# tail quantiles and the R-hat itself unreliable.
 RHAT_MAX = 1.01
-ESS_MIN = 100
+ESS_MIN = 100  # per chain
 
 
 def sampler_warnings(fit: Fit, summary: Summary) -> list[str]:
     """Stan-style warnings on a sampler's draws: divergent transitions, R-hat above
-    :data:`RHAT_MAX` (two chains or more) and ESS below :data:`ESS_MIN`, naming the worst
+    :data:`RHAT_MAX` (two chains or more) and ESS below :data:`ESS_MIN` per chain, naming the worst
     quantity. Network weights are counted apart: a network is unchanged when its hidden
     units are permuted, so its weights have many equivalent modes and their R-hat says
     little; the function values (deterministic sites) are what to check."""
@@ -46,7 +47,9 @@ def sampler_warnings(fit: Fit, summary: Summary) -> list[str]:
     if fit.method not in ("nuts", "hmc", "sghmc") or not summary.rows or not fit.chains:
         return out
     chains = next(iter(fit.chains.values())).shape[0]
-    checks = [("ess", ESS_MIN, min, f"an effective sample size below {ESS_MIN}")]
+    ess_min = ESS_MIN * chains
+    checks = [("ess", ess_min, min, f"an effective sample size below {ess_min}"
+               + (f" ({ESS_MIN} per chain)" if chains > 1 else ""))]
     if chains >= 2:
         checks.insert(0, ("r_hat", RHAT_MAX, max, f"R-hat above {RHAT_MAX}"))
     for column, limit, worst_of, what in checks:

@@ -17,6 +17,7 @@ from pyro.infer import HMC, MCMC, NUTS, SVI, JitTrace_ELBO, Trace_ELBO, autoguid
 from pyro.optim import Adam, ExponentialLR
 from pyro.poutine.util import prune_subsample_sites
 
+from ..runtime.functions import full_data
 from .discrete import enumerable_sites, svi_parts
 from .draws import site_draws
 from .fit import Fit
@@ -181,7 +182,8 @@ def _mcmc(make_kernel, model, kwargs, opts, progress, method: str) -> Fit:
     drawn = dets + summed
     if drawn:
         flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in chains.items()}
-        pred = site_draws(model, kwargs, posterior=flat, sites=drawn)
+        with full_data():  # every row of a subsampled plate, as the kernel saw them
+            pred = site_draws(model, kwargs, posterior=flat, sites=drawn)
         n_chains, n_draws = opts["chains"], opts["samples"]
         for k in drawn:
             v = pred[k].detach()
@@ -189,6 +191,7 @@ def _mcmc(make_kernel, model, kwargs, opts, progress, method: str) -> Fit:
     # a summed-out site is redrawn, not conditioned on, when predicting on new data
     f = Fit(model, kwargs, chains=chains, latents=[k for k in latents if k not in summed],
             deterministics=drawn)
+    f.discrete = summed
     f.divergences = sum(diverging)
     return f
 
@@ -224,11 +227,34 @@ def _lr_per_param(lr: float, lr_scalars: float):
     return args
 
 
+def _subsampled_plates(trace):
+    """``create_plates`` for an autoguide of a model with subsampled plates: each plate
+    subsampled as the model's ``rt.batch_size`` says now, so that under
+    :func:`full_data` (the draws after the fit) the guide covers every row too, where
+    Pyro's default guide plate keeps the minibatch size it saw first."""
+    frames = {f.name: f for site in trace.nodes.values() if site["type"] == "sample"
+              for f in site["cond_indep_stack"]
+              if f.full_size is not None and f.full_size > f.size}
+    if not frames:
+        return None
+    from ..runtime.functions import batch_size
+
+    def create_plates(*args, **kwargs):
+        return [pyro.plate(f.name, f.full_size, dim=f.dim,
+                           subsample_size=batch_size(f.size, f.full_size))
+                for f in frames.values()]
+
+    return create_plates
+
+
 def _svi_fit(model, kwargs, opts, guide_name, progress) -> Fit:
     trace = pyro.poutine.trace(model).get_trace(**kwargs)
     latents, dets = _hidden_sites(model, kwargs, trace)
     guide_kwargs = {"rank": opts["rank"]} if guide_name == "lowrank" and opts.get("rank") \
         else {}
+    plates = _subsampled_plates(trace)
+    if plates is not None and guide_name in ("normal", "delta"):
+        guide_kwargs["create_plates"] = plates
     discrete = enumerable_sites(trace)
     fit_model, elbo = model, None
     if not latents:
@@ -270,13 +296,14 @@ def _svi_fit(model, kwargs, opts, guide_name, progress) -> Fit:
             bar.update(step + 1 - bar.n)
     bar.close()
     n = opts["samples"]
-    with torch.no_grad():
+    with torch.no_grad(), full_data():  # every row of a subsampled plate
         pred = site_draws(model, kwargs, guide=guide, num_samples=n,
                           sites=latents + dets)
     chains = {k: v.detach().unsqueeze(0) for k, v in pred.items()}
     # summed out in the fit and drawn from their conditional: redrawn for new data
     f = Fit(model, kwargs, chains=chains, latents=[k for k in latents if k not in discrete],
             deterministics=dets + [k for k in latents if k in discrete])
+    f.discrete = [k for k in latents if k in discrete]
     f.guide = guide
     f.elbo = [-x for x in losses]
     return f

@@ -93,9 +93,22 @@ def _sites(model, kwargs):
             continue
         elif "bdl_gibbs" in site["infer"]:
             gibbs[name] = (site["infer"]["bdl_gibbs"], site["value"].detach())
+        elif site["fn"].support.is_discrete:
+            raise _discrete_latent(name)
         else:
             free[name] = (biject_to(site["fn"].support), site["value"].detach())
     return free, gibbs, dets, plates
+
+
+def _discrete_latent(name: str):
+    """The user error of SGHMC on a model with a discrete latent: its dynamics move
+    continuous coordinates only, and it does not sum labels out as NUTS and SVI do."""
+    from ..syntax.diagnostics import BdlError, Diagnostic
+
+    return BdlError([Diagnostic(
+        f"'sghmc' moves continuous latents only, and '{name}' is discrete",
+        notes=["sum it out with infer nuts(...), svi(...) or map(...), which draw it "
+               "afterwards, or marginalise it in the model (MixtureSameFamily)"])], "infer")
 
 
 class _Potential:

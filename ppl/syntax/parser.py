@@ -367,7 +367,7 @@ _STAN_HABITS = (
      "for conditionally independent terms"),
     (re.compile(r"^\s*target\s*\+="),
      "add a term to the log density with `factor(expr)`"),
-    (re.compile(r"^\s*\w+\s*\[[^\]]*\]\s*~"),
+    (re.compile(r"^\s*\w+\s*\[.*\]\s*~"),
      "a `~` statement observes or draws a whole variable: write `y ~ ...`; inside "
      "`plate i in N { ... }` its leading dimension is the plate's, and `x[i]` reads the "
      "matching element of other data"),
