@@ -1568,15 +1568,16 @@ def test_meta_train_keeps_the_best_validation_checkpoint_without_perturbing_trai
     assert again == pytest.approx(info["val_err"], rel=1e-6)
 
     # a run whose every validation error is non-finite (a diverged method) keeps its last
-    # state instead of failing, and reports no best error
+    # state instead of failing, reports that step and no score, and warns
     monkey = pytest.MonkeyPatch()
-    monkey.setattr(M, "evaluate", lambda *a, **k: {"err": float("nan")})
+    monkey.setattr(M, "evaluate", lambda *a, **k: {"err": float("nan"), "nll": float("nan")})
     try:
-        tr_nan, _, info_nan = run(3, val=val, val_every=1)
+        with pytest.warns(RuntimeWarning, match="no checkpoint had a finite err"):
+            tr_nan, _, info_nan = run(3, val=val, val_every=1)
     finally:
         monkey.undo()
     last, _, _ = run(3)
-    assert info_nan["val_err"] == float("inf") and info_nan["best_step"] == 0
+    assert math.isnan(info_nan["val_err"]) and info_nan["best_step"] == 3
     for a, b in zip(tr_nan.opt.param_groups, last.opt.param_groups, strict=True):
         for p, q in zip(a["params"], b["params"], strict=True):
             assert torch.equal(p, q)
@@ -2253,3 +2254,30 @@ def test_multi_draw_query_loss_in_a_bdl_model(tmp_path):
         M.NIW(torch.zeros(2), query_draws=0)
     with pytest.raises(ValueError, match="query_mix must be one of point, joint"):
         M.NIW(torch.zeros(2), query_mix="both")
+
+
+def test_infer_meta_validation_does_not_move_training_on_a_model_with_a_left_out_site(
+        monkeypatch):
+    """The example leaves ``yn`` out, so each validation pass draws from the global
+    stream; the pass runs on a forked stream, so the validated run's last checkpoint is
+    bit for bit the unvalidated run's final state."""
+    import json
+
+    import ppl.infer.meta as M
+
+    src = (ROOT / "examples" / "fewshot_sine.bdl").read_text()
+    data = json.loads((ROOT / "examples" / "fewshot_sine.data.json").read_text())
+    snaps = []
+    real = M.evaluate
+
+    def spy(trainer, task, eps, generator=None, **kw):
+        snaps.append(trainer.globals()[0].detach().clone())
+        return real(trainer, task, eps, generator, **kw)
+
+    monkeypatch.setattr(M, "evaluate", spy)
+    m = ppl.compile(src)
+    opts = dict(steps=4, batch=2, test_episodes=2, samples=2)
+    m.fit(data, "meta", val_episodes=2, val_every=1, **opts)
+    last = snaps[3]  # the 4th validation pass sees the state after step 4
+    plain = m.fit(data, "meta", **opts)
+    assert torch.equal(plain.meta["m0"], last)

@@ -70,7 +70,8 @@ def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None
     if guide is not None or posterior:
         from .discrete import enumerable_sites, plate_nesting
 
-        with torch.no_grad():
+        # a look at the model's sites: on a forked stream, so the draws are unchanged
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
             tr = poutine.trace(model).get_trace(**kwargs)
         # optional data left out (a site named like a data argument) is read by nothing
         # in the model, so its prior draw given the others is already its posterior

@@ -14,6 +14,7 @@ from __future__ import annotations
 import pyro
 from pyro.poutine.messenger import Messenger
 
+from ..runtime.functions import full_data
 from .fit import Fit
 
 _HELD_OUT: list[frozenset] = [frozenset()]
@@ -40,10 +41,13 @@ def held_out(model, kwargs: dict, names: list[str]):
     if not names:
         return model, []
     prior = pyro.poutine.trace(model).get_trace(**kwargs)
+    with full_data():  # a subsampled plate's sites at full size too (NUTS runs there)
+        whole = pyro.poutine.trace(model).get_trace(**kwargs)
     fixed = {n: prior.nodes[n]["value"].detach() for n in names
              if prior.nodes.get(n, {}).get("type") == "sample"}
     if not fixed:
         return model, []
+    full = {n: whole.nodes[n]["value"].detach() for n in fixed if n in whole.nodes}
 
     class _HoldOut(Messenger):
         def __enter__(self):
@@ -57,9 +61,13 @@ def held_out(model, kwargs: dict, names: list[str]):
 
         def _pyro_sample(self, msg):
             if msg["name"] in fixed:
-                # any value of the right shape: its density is masked, and nothing reads
-                # it (optional data); drawn here, so a subsampled plate gets its batch
-                msg["value"] = msg["fn"].sample()
+                # any value of the right shape: its density is masked and nothing reads
+                # it (optional data); a fixed one, so that the run consumes no random
+                # numbers (jit and eager NUTS then agree), at the plate's size now
+                name, shape = msg["name"], msg["fn"].shape()
+                value = next((v for v in (fixed[name], full.get(name))
+                              if v is not None and v.shape == shape), None)
+                msg["value"] = msg["fn"].sample() if value is None else value
                 msg["is_observed"] = True
                 msg["mask"] = False
 

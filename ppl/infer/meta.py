@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -1067,7 +1068,10 @@ def meta_train(trainer, task, src, *, steps, batch, generator=None, progress=Fal
         sync()
         t = time.perf_counter()
         log = dict(getattr(trainer, "sgld_log", {}))
-        res = evaluate(trainer, task, val, torch.Generator().manual_seed(VAL_SEED))
+        # the pass draws from the global stream too (a model's left-out sites): forked,
+        # so a validated run trains on exactly the episodes of an unvalidated one
+        with torch.random.fork_rng(devices=[params[0].device] if on_cuda else []):
+            res = evaluate(trainer, task, val, torch.Generator().manual_seed(VAL_SEED))
         if log:
             trainer.sgld_log = log
         score = res[select]
@@ -1090,10 +1094,14 @@ def meta_train(trainer, task, src, *, steps, batch, generator=None, progress=Fal
             validate(s + 1)
     sync()
     saved_state = best.pop("state", None)
-    if saved_state is not None:   # None: no finite validation error; keep the last state
+    if saved_state is not None:
         with torch.no_grad():
             for q, saved in zip(params, saved_state, strict=True):
                 q.copy_(saved)
+    elif val:  # no finite validation score: the last state is kept, and said so
+        best.update(best_step=steps, val_err=float("nan"), val_nll=float("nan"))
+        warnings.warn(f"meta-validation: no checkpoint had a finite {select}; the last "
+                      "state is kept", RuntimeWarning, stacklevel=2)
     wall = time.perf_counter() - t0 - val_s
     sgld = dict(getattr(trainer, "sgld_log", {}))   # before the memory episode adds a chain
     peak_mb = float("nan")
@@ -1238,7 +1246,9 @@ class ModelTask:
         for th in thetas:
             node = self.trace(th, ep).nodes["yq"]
             fn = self._pointwise(node["fn"])
-            logps.append(fn.log_prob(node["value"]))
+            lp = fn.log_prob(node["value"])
+            # one number per query point: a point's coordinates [P, D] belong together
+            logps.append(lp.reshape(lp.shape[0], -1).sum(-1) if lp.dim() > 1 else lp)
             means.append(fn.probs if self.kind == "classification" else fn.mean)
             if self.kind != "classification":
                 scales.append(fn.stddev)
@@ -1283,7 +1293,8 @@ def _check_validation(opts) -> int:
     source that has no classes."""
     n_val = opts["val_episodes"]
     if not n_val:
-        for key, off in (("val_every", 0), ("select", "err"), ("val_classes", 0)):
+        for key, off in (("val_every", 0), ("select", "err"), ("val_classes", 0),
+                         ("val_fraction", 0.25)):
             if opts[key] != off:
                 raise _user_error(f"option '{key}' of meta needs val_episodes > 0 (the "
                                   "meta-validation episodes it applies to)")

@@ -43,8 +43,9 @@ def posterior_predictive(model, chains: dict, data: dict, params: dict | None = 
             from .discrete import enumerable_sites
 
             with full_data():
-                labels = enumerable_sites(pyro.poutine.trace(model.pyro_model)
-                                          .get_trace(**kwargs))
+                with torch.random.fork_rng(devices=[]):  # the draws below are unchanged
+                    labels = enumerable_sites(pyro.poutine.trace(model.pyro_model)
+                                              .get_trace(**kwargs))
                 post = {k: v for k, v in post.items() if k not in labels}
                 pred = site_draws(model.pyro_model, kwargs, posterior=post or None)
         finally:

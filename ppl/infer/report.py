@@ -81,6 +81,11 @@ def fit_report(fit: Fit, summary: Summary | None = None) -> str:
         tail = fit.elbo[-max(1, len(fit.elbo) // 10):]
         lines.append(f"\nfinal ELBO: {fit.elbo[-1]:.6g} (mean of last 10%: "
                      f"{sum(tail) / len(tail):.6g})")
+    meta = getattr(fit, "meta", None) or {}
+    if "best_step" in meta:  # infer meta(val_episodes=...): the checkpoint it kept
+        lines.append(f"\nmeta-validation ({meta['val_episodes']} episodes, by "
+                     f"{meta['select']}): kept step {meta['best_step']}, val err "
+                     f"{meta['val_err']:.4g}, val nll {meta['val_nll']:.4g}")
     points = point_estimates(fit.params)
     if points:
         lines.append("\npoint estimates (param and construct-learned values):")
