@@ -111,6 +111,17 @@ def network_args(args) -> dict:
             "conv": args.conv, "conv_blocks": args.conv_blocks}
 
 
+def _positive_list(p, flag: str, text: str) -> list[float]:
+    """A comma list of positive numbers, or the parser's error (exit 2) naming ``flag``."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        p.error(f"{flag} takes a comma list of numbers, got {text!r}")
+    if not all(v > 0 for v in values):
+        p.error(f"{flag} takes positive learning rates, got {text!r}")
+    return values
+
+
 def make_trainer(method, theta, steps, args, n_episodes, lr, lr_hyper=0.1):
     if method in NIW_METHODS:
         precision = "gauss_newton" if method == "niw_gn" else args.sgld_precision
@@ -224,8 +235,8 @@ def main(argv=None):
         p.error("--sgld-cap gram needs --sgld-precision gauss_newton")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available on this machine")
-    lrs = [float(v) for v in args.lr.split(",")]
-    lr_hypers = [float(v) for v in args.lr_hyper.split(",")]
+    lrs, lr_hypers = (_positive_list(p, flag, text) for flag, text in
+                      (("--lr", args.lr), ("--lr-hyper", args.lr_hyper)))
     if len(lrs) > 1 and not args.val_episodes:
         p.error("--lr with several values needs --val-episodes (the lr is chosen there)")
     if len(lr_hypers) > 1 and not args.val_episodes:
