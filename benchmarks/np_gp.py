@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import pickle
 import sys
 import time
 
@@ -414,8 +415,8 @@ def main(argv=None) -> int:
     for label, path in args.load.items():
         try:
             model, _ = npr.load_trained(path, device=device)
-        except (OSError, ValueError, KeyError) as e:
-            p.error(f"--load {label}={path}: {e}")
+        except (OSError, ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as e:
+            p.error(f"--load {label}={path}: not a saved neural process ({e})")
         print(f"{label}: loaded {path}", file=sys.stderr)
         report(label, model)
     for name in models:
