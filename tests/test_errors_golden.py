@@ -915,6 +915,19 @@ model.bdl:4:6: error: unexpected '['; expected ':', '=' or '~'
     ),
     pytest.param(
         """\
+model M(y: real[N]) {
+  mu ~ Normal(0, 1e400)
+  y ~ Normal(mu, 1)
+}
+""",
+        """\
+model.bdl:2:18: error: the number 1e400 is too large: it overflows a 64-bit float
+    mu ~ Normal(0, 1e400)
+                   ^~~~~""",
+        id="number_overflows",
+    ),
+    pytest.param(
+        """\
 model M(t: real[T], y: real[T]) {
   z ~ fractional_sde(times=t, drift=tanh)
   y ~ Normal(z[:, 0], 0.1)

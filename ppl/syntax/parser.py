@@ -10,6 +10,7 @@ independent errors, as stanc and compilers do.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from importlib import resources
 
@@ -160,9 +161,19 @@ class _Build(Transformer):
             value = ast.Name(str(value), span=_tok_span(value))
         return ast.Bound(str(c[0]), value, span=_tok_span(c[0]))
 
+    def _number(self, tok: Token) -> int | float:
+        """The literal's value; one too large for a 64-bit float is an error here (the
+        generated code would read ``inf``)."""
+        value = _parse_number(str(tok))
+        if isinstance(value, float) and math.isinf(value):
+            self.errors.append(Diagnostic(f"the number {tok} is too large: it overflows a "
+                                          "64-bit float", _tok_span(tok)))
+            return 0.0
+        return value
+
     def signed_number(self, meta, c):
         num = c[-1]
-        value = _parse_number(str(num))
+        value = self._number(num)
         if len(c) == 2:
             return ast.Number(-value, "-" + str(num), span=_span_of(meta))
         return ast.Number(value, str(num), span=_span_of(meta))
@@ -240,7 +251,7 @@ class _Build(Transformer):
         return ast.Attr(c[0], str(c[1]), span=_span_of(meta))
 
     def number(self, meta, c):
-        return ast.Number(_parse_number(str(c[0])), str(c[0]), span=_tok_span(c[0]))
+        return ast.Number(self._number(c[0]), str(c[0]), span=_tok_span(c[0]))
 
     def string(self, meta, c):
         raw = str(c[0])[1:-1]
