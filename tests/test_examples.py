@@ -320,3 +320,15 @@ infer svi(steps=1)
     assert "times=rt.stack([0.5, 1.0, 1.5])" in m.source
     fit = m.fit({"y": [0.1, 0.2, 0.3]}, seed=0)
     assert fit is not None
+
+
+def test_layer_widths_must_be_whole_numbers():
+    m = ppl.compile("""
+model F(y: real[3]) {
+  x ~ fractional_sde(drift=(x, t) => -x, diffusion=0.5, times=[0.5, 1.0, 1.5],
+                     x0=Normal(0, 1), data=y, hidden=[16.5])
+}
+infer svi(steps=1)
+""")
+    with pytest.raises(ppl.BdlError, match=r"hidden takes layer widths .* got \[16.5\]"):
+        m.fit({"y": [0.1, 0.2, 0.3]})

@@ -1004,6 +1004,9 @@ def test_evidence_gain_from_the_language(tmp_path):
 
     with pytest.raises(ppl.BdlError, match="evidence_gain"):
         ppl.compile(src)
+    with pytest.raises(ppl.BdlError, match="'evidence_gain' of monotone_dbm must be a "
+                                           "number, not a bool"):
+        ppl.compile(src.replace("evidence_gain=-1", "evidence_gain=true"))
 
 
 def test_rbm_baseline_from_the_language(tmp_path):

@@ -1141,7 +1141,7 @@ class _ModelChecker:
             return UNKNOWN
         ty = self._expr(node)
         if b is not None and key in b.ranges:
-            if ty.kind not in TENSOR_KINDS + ("unknown",):
+            if ty.kind not in TENSOR_KINDS + ("unknown",) or ty.kind == "bool":
                 self.err(f"argument '{key}' of {b.name} must be a number, not "
                          f"{_a(ty.kind)} value", node.span, self._takers(ty.kind, b))
                 return UNKNOWN

@@ -1410,7 +1410,11 @@ def fractional_sde(name: str, times, drift=0.0, diffusion=1.0, hurst=None, K: in
                                 argument="kind")
         return _fit_closed_form(name, parts, times, H, K, kind, gamma_max, gamma_min, dt,
                                 control, elbo or "moments", D, noise)
-    hidden = [int(h) for h in torch.as_tensor(hidden).reshape(-1).tolist()]
+    widths = torch.as_tensor(hidden).reshape(-1).tolist()
+    if not all(float(h) == int(h) and int(h) >= 1 for h in widths):
+        raise ArgumentError(f"fractional_sde: hidden takes layer widths (positive whole "
+                            f"numbers), got {widths}", argument="hidden")
+    hidden = [int(h) for h in widths]
     use_data = data is not None and control != "affine"
     # cached like every network (rt.reset_networks at the start of a fit gives q = p again)
     if control == "affine":
