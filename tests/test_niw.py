@@ -1537,6 +1537,25 @@ def test_validation_splits_are_held_out_of_meta_train_and_never_meta_test(tmp_pa
     assert torch.equal(src.data["val"]["xs"][:, 0, 0], torch.tensor([16.0, 18.0]))
 
 
+def test_meta_train_breaks_validation_error_ties_by_nll(monkeypatch):
+    """Equal validation errors (few classification episodes) keep the checkpoint with the
+    lower validation NLL, not simply the earliest."""
+    src = rtn.SineLine(shots=5)
+    val = M.split(src.sample(2, "val", torch.Generator().manual_seed(3)))
+    scores = iter([(0.5, 2.0), (0.4, 1.5), (0.4, 1.2), (0.4, 1.3), (0.6, 0.1)])
+    def evaluate(*args, **kwargs):
+        err, nll = next(scores)
+        return {"err": err, "nll": nll}
+
+    monkeypatch.setattr(M, "evaluate", evaluate)
+    torch.manual_seed(0)
+    task = M.RegressionTask(MLP(1, [8], 1, act="relu"))
+    tr = M.NIW(task.flat.vector(), sgld_steps=2, sgld_lr=1e-3, lr=0.2, kl_episodes=40)
+    info = M.meta_train(tr, task, src, steps=5, batch=2, measure_memory=False,
+                        generator=torch.Generator().manual_seed(1), val=val, val_every=1)
+    assert info["best_step"] == 3 and info["val_err"] == 0.4 and info["val_nll"] == 1.2
+
+
 def test_meta_train_keeps_the_best_validation_checkpoint_without_perturbing_training():
     """Validation passes leave the training trajectory and the SGLD log alone; the
     parameters restored are those after best_step meta steps, whose validation error is

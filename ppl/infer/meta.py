@@ -1076,8 +1076,11 @@ def meta_train(trainer, task, src, *, steps, batch, generator=None, progress=Fal
             trainer.sgld_log = log
         score = res[select]
         best["val_curve"].append((step, score))
-        # a diverged checkpoint (non-finite score) never wins
-        if math.isfinite(score) and score < best[f"val_{select}"]:
+        # a diverged checkpoint (non-finite score) never wins; equal errors (common on a
+        # few classification episodes) go to the better-calibrated checkpoint
+        nll = res.get("nll", math.inf)
+        tie = select == "err" and score == best["val_err"] and nll < best["val_nll"]
+        if math.isfinite(score) and (score < best[f"val_{select}"] or tie):
             best.update(val_err=res["err"], val_nll=res["nll"], best_step=step,
                         state=[q.detach().clone() for q in params])
         sync()
