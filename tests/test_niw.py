@@ -525,12 +525,9 @@ VAL_SRC = USER_SRC.replace("mlp(1, [4], 1)", "mlp(1, [8], 1, act=relu)").replace
     "steps=8, batch=2, test_episodes=3, samples=2, lr=0.2")
 
 
-def test_infer_meta_keeps_the_checkpoint_of_the_best_validation_step(monkeypatch):
-    """`infer meta(val_episodes=4, val_every=1)` (here from an --infer string): the
-    globals kept are the ones after best_step meta steps, whose validation error is the
-    minimum of the reported curve; the validation passes do not move the training
-    trajectory (the run without them ends where the validated run's last checkpoint
-    is), and without val_episodes nothing is validated."""
+def _spy_on_evaluations(monkeypatch) -> list:
+    """The list that receives a copy of the trainer's m0 at every ``M.evaluate`` call
+    (validation passes and meta-test), which still runs as before."""
     snaps = []
     evaluate = M.evaluate
 
@@ -539,6 +536,16 @@ def test_infer_meta_keeps_the_checkpoint_of_the_best_validation_step(monkeypatch
         return evaluate(trainer, task, eps, generator, **kw)
 
     monkeypatch.setattr(M, "evaluate", spy)
+    return snaps
+
+
+def test_infer_meta_keeps_the_checkpoint_of_the_best_validation_step(monkeypatch):
+    """`infer meta(val_episodes=4, val_every=1)` (here from an --infer string): the
+    globals kept are the ones after best_step meta steps, whose validation error is the
+    minimum of the reported curve; the validation passes do not move the training
+    trajectory (the run without them ends where the validated run's last checkpoint
+    is), and without val_episodes nothing is validated."""
+    snaps = _spy_on_evaluations(monkeypatch)
     m = ppl.compile(VAL_SRC)
     fit = m.fit(_user_data(), "meta(val_episodes=4, val_every=1)")
     curve, best = fit.meta["val_curve"], fit.meta["best_step"]
@@ -2282,18 +2289,9 @@ def test_infer_meta_validation_does_not_move_training_on_a_model_with_a_left_out
     bit for bit the unvalidated run's final state."""
     import json
 
-    import ppl.infer.meta as M
-
     src = (ROOT / "examples" / "fewshot_sine.bdl").read_text()
     data = json.loads((ROOT / "examples" / "fewshot_sine.data.json").read_text())
-    snaps = []
-    real = M.evaluate
-
-    def spy(trainer, task, eps, generator=None, **kw):
-        snaps.append(trainer.globals()[0].detach().clone())
-        return real(trainer, task, eps, generator, **kw)
-
-    monkeypatch.setattr(M, "evaluate", spy)
+    snaps = _spy_on_evaluations(monkeypatch)
     m = ppl.compile(src)
     opts = dict(steps=4, batch=2, test_episodes=2, samples=2)
     m.fit(data, "meta", val_episodes=2, val_every=1, **opts)

@@ -104,7 +104,7 @@ def fraction_problem(value) -> str | None:
     return None
 
 
-_META = {
+META_OPTIONS = {
     "episodes": Option("sine_line", "spec", check=episodes_problem,
                        doc="episode source: sine_line, digits, gauss, or a .npz file "
                            "(train_xs, train_ys, train_xq, train_yq, test_...)"),
@@ -147,7 +147,7 @@ _META = {
 # 'meta' is the method name the issue asks for; if another construct took it first, this
 # one is reachable as 'niw_meta' instead (its runner needs a niw_meta site in the model).
 register_method(Method(
-    "meta" if "meta" not in METHODS else "niw_meta", _META,
+    "meta" if "meta" not in METHODS else "niw_meta", META_OPTIONS,
     doc="NIW hierarchical meta-learning (Kim & Hospedales 2024): meta-train the global "
         "NIW over episodes with the one-time local update, adapt to the data's support",
     runner="ppl.infer.meta:run", needs=("niw_meta",)))

@@ -70,13 +70,14 @@ def posterior_draw(run, nesting: int):
                           temperature=1)
 
 
-def svi_parts(model, trace, guide_class, jit: bool, particles: int, **guide_kwargs):
-    """(model, guide, elbo) for SVI on a model with enumerable latents ``trace`` shows:
-    the model enumerated, an autoguide over the continuous latents only, and
-    ``TraceEnum_ELBO`` (the exact sum over the discrete sites, Monte Carlo over the rest)."""
+def svi_parts(model, trace, hidden: list[str], guide_class, jit: bool, particles: int,
+              **guide_kwargs):
+    """(model, guide, elbo) for SVI on a model whose enumerable latents are ``hidden``
+    (:func:`enumerable_sites` of its ``trace``): the model enumerated, an autoguide over
+    the continuous latents only, and ``TraceEnum_ELBO`` (the exact sum over the discrete
+    sites, Monte Carlo over the rest)."""
     from pyro.infer import JitTraceEnum_ELBO, TraceEnum_ELBO
 
-    hidden = enumerable_sites(trace)
     guide = guide_class(poutine.block(model, hide=hidden), **guide_kwargs)
     nesting = plate_nesting(trace)
     if jit:

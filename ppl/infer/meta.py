@@ -34,7 +34,7 @@ import torch
 
 # one list each for the checker and the learner (SELECT: the validation scores by which
 # meta_train keeps a checkpoint, and infer meta and fewshot.py choose)
-from ..constructs.niw_meta import QUERY_MIXES, SELECT
+from ..constructs.niw_meta import META_OPTIONS, QUERY_MIXES, SELECT
 from ..runtime import niw_meta as rtn
 
 
@@ -1296,9 +1296,8 @@ def _check_validation(opts) -> int:
     source that has no classes."""
     n_val = opts["val_episodes"]
     if not n_val:
-        for key, off in (("val_every", 0), ("select", "err"), ("val_classes", 0),
-                         ("val_fraction", 0.25)):
-            if opts[key] != off:
+        for key in ("val_every", "select", "val_classes", "val_fraction"):
+            if opts[key] != META_OPTIONS[key].default:  # the table's default: not given
                 raise _user_error(f"option '{key}' of meta needs val_episodes > 0 (the "
                                   "meta-validation episodes it applies to)")
     elif opts["val_classes"] and opts["episodes"] not in ("digits", "gauss"):

@@ -261,7 +261,7 @@ def _svi_fit(model, kwargs, opts, guide_name, progress) -> Fit:
         guide = _empty_guide
     elif discrete:
         # summed out exactly (TraceEnum_ELBO); drawn from their posterior with the rest
-        fit_model, guide, elbo = svi_parts(model, trace, _GUIDES[guide_name],
+        fit_model, guide, elbo = svi_parts(model, trace, discrete, _GUIDES[guide_name],
                                            bool(opts.get("jit")), opts["particles"],
                                            **guide_kwargs)
         if len(discrete) == len(latents):
