@@ -593,9 +593,36 @@ class _ModelChecker:
             kind = "int" if dty.discrete else "real"
         if constraint is not None and not _support_matches(constraint, dty):
             info.constraint = constraint
+        if dty.discrete:
+            self._discrete_latent(s, dty, shape)
         self.sites[id(s)] = info
         self.symbols[s.name] = Symbol(s.name, "latent", Ty(kind, shape), s.name_span,
                                       random=True, node=s, plates=plates)
+
+    def _discrete_latent(self, s: ast.Sample, dty: Ty, shape) -> None:
+        """A discrete latent is summed out by Pyro's enumeration (ppl.infer.discrete), which
+        needs finite support and one value per plate element: a whole vector of labels
+        outside a plate is a single site with K^N values, which Pyro cannot enumerate."""
+        if not dty.enumerable:
+            self.err(f"'{s.name}' is a latent with unbounded discrete support ({dty.dist}): "
+                     "it cannot be summed out, and NUTS, HMC and SVI move continuous latents "
+                     "only", s.dist.span,
+                     ["observe it as data, or marginalise it by hand "
+                      "(a finite truncation with Categorical, or a mixture)"])
+            return
+        if shape is None or dty.event is None:
+            return
+        own = shape[len(self._plate_shape()):]
+        extra = own[: len(own) - dty.event]
+        if not extra:
+            return
+        where = (f"per element of plate {', '.join(self._plate_names())}"
+                 if self.plate_stack else "outside every plate")
+        hint = (f"plate i in {sizes.show(extra)[1:-1]} {{ {s.name} ~ ... }}" if len(extra) == 1
+                else f"nested plates over {sizes.show(extra)}")
+        self.err(f"'{s.name}' is a vector of discrete latents, shape {sizes.show(extra)} "
+                 f"{where}: labels are summed out one per plate element, not as a whole "
+                 "vector", s.span, [f"draw it in a plate, with what reads it: {hint}"])
 
     def _latent_shape(self, s: ast.Sample, dty: Ty):
         """Shape of an undeclared latent: the plates broadcast with the batch shape."""
@@ -1299,7 +1326,7 @@ class _ModelChecker:
         if not ok:
             return UNKNOWN
         return Ty("dist", _dist_shape(sig, bound, self), event=sig.event_rank, dist=sig.name,
-                  discrete=sig.discrete)
+                  discrete=sig.discrete, enumerable=sig.enumerable)
 
     def _builtin_call(self, e: ast.Call, b) -> Ty:
         bound = self._bind_args(e, b.params, b.name, b.variadic, b)

@@ -103,6 +103,7 @@ def build_table() -> dict:
             "support": _support_name(cls),
             "event_rank": _event_rank(cls),
             "discrete": _is_discrete(cls),
+            "enumerable": bool(getattr(cls, "has_enumerate_support", False)),
         }
     return table
 

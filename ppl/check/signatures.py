@@ -21,6 +21,7 @@ class DistSig:
     support: str | None
     event_rank: int | None
     discrete: bool
+    enumerable: bool = False  # finite support Pyro can sum out (``has_enumerate_support``)
 
 
 # Distributions the language adds to Pyro's, with the runtime class generated code uses.
@@ -42,6 +43,7 @@ def table() -> dict[str, DistSig]:
         name: DistSig(
             name, tuple(e["params"]), tuple(e["required"]),
             tuple(tuple(g) for g in e["one_of"]), e["support"], e["event_rank"], e["discrete"],
+            e["enumerable"],
         )
         for name, e in raw.items()
     }

@@ -29,6 +29,7 @@ class Ty:
     value: object = None
     dist: str | None = None
     discrete: bool = False
+    enumerable: bool = False
 
     @property
     def is_tensor(self) -> bool:

@@ -17,7 +17,6 @@ the enumerated sites (:func:`svi_parts`).
 
 from __future__ import annotations
 
-from pyro import poutine
 from pyro.infer import config_enumerate, infer_discrete
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
@@ -70,22 +69,20 @@ def posterior_draw(run, nesting: int):
                           temperature=1)
 
 
-def svi_parts(model, trace, hidden: list[str], guide_class, jit: bool, particles: int,
-              **guide_kwargs):
-    """(model, guide, elbo) for SVI on a model whose enumerable latents are ``hidden``
-    (:func:`enumerable_sites` of its ``trace``): the model enumerated, an autoguide over
-    the continuous latents only, and ``TraceEnum_ELBO`` (the exact sum over the discrete
-    sites, Monte Carlo over the rest)."""
+def svi_parts(model, trace, jit: bool, particles: int):
+    """(model, elbo) for SVI on a model with enumerable latents (:func:`enumerable_sites`
+    of its ``trace``): the model enumerated and ``TraceEnum_ELBO`` (the exact sum over the
+    discrete sites, Monte Carlo over the rest). The guide covers the continuous latents
+    only (``ppl.infer.run._autoguide`` with the labels hidden)."""
     from pyro.infer import JitTraceEnum_ELBO, TraceEnum_ELBO
 
-    guide = guide_class(poutine.block(model, hide=hidden), **guide_kwargs)
     nesting = plate_nesting(trace)
     if jit:
         elbo = JitTraceEnum_ELBO(max_plate_nesting=nesting, num_particles=particles,
                                  ignore_jit_warnings=True)
     else:
         elbo = TraceEnum_ELBO(max_plate_nesting=nesting, num_particles=particles)
-    return enumerated(model), guide, elbo
+    return enumerated(model), elbo
 
 
 __all__ = ["enumerable_sites", "plate_nesting", "enumerated", "posterior_draw", "svi_parts"]

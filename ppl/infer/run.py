@@ -13,6 +13,7 @@ import time
 
 import pyro
 import torch
+from pyro import poutine
 from pyro.infer import HMC, MCMC, NUTS, SVI, JitTrace_ELBO, Trace_ELBO, autoguide
 from pyro.optim import Adam, ExponentialLR
 from pyro.poutine.util import prune_subsample_sites
@@ -247,27 +248,49 @@ def _subsampled_plates(trace):
     return create_plates
 
 
+def _autoguide(model, trace, guide_name: str, opts: dict, hidden: list[str]):
+    """The autoguide ``guide_name`` over the latents of ``model`` other than ``hidden``
+    (labels summed out by the ELBO).
+
+    With subsampled plates, AutoNormal/AutoDelta get per-plate parameters that follow the
+    minibatch (:func:`_subsampled_plates`). The joint guides (``lowrank``, ``iaf``) are one
+    distribution over a flat vector of every latent, which a minibatch cannot index, so
+    there, as a Pyro user would compose it, the joint guide covers the global latents and
+    an AutoNormal with per-plate parameters the latents local to a subsampled plate
+    (correlations between the two groups are not modelled)."""
+    kwargs = {"rank": opts["rank"]} if guide_name == "lowrank" and opts.get("rank") else {}
+    shown = poutine.block(model, hide=hidden) if hidden else model
+    plates = _subsampled_plates(trace)
+    if plates is None:
+        return _GUIDES[guide_name](shown, **kwargs)
+    if guide_name in ("normal", "delta"):
+        return _GUIDES[guide_name](shown, create_plates=plates, **kwargs)
+    local = [name for name, site in trace.nodes.items()
+             if site["type"] == "sample" and not site["is_observed"] and name not in hidden
+             and not site["infer"].get("_deterministic")
+             and any(f.full_size is not None and f.full_size > f.size
+                     for f in site["cond_indep_stack"])]
+    if not local:
+        return _GUIDES[guide_name](shown, **kwargs)
+    guide = autoguide.AutoGuideList(shown, create_plates=plates)
+    if any(k not in local and k not in hidden for k in _hidden_sites(model, {}, trace)[0]):
+        guide.append(_GUIDES[guide_name](poutine.block(model, hide=hidden + local), **kwargs))
+    guide.append(autoguide.AutoNormal(poutine.block(model, expose=local)))
+    return guide
+
+
 def _svi_fit(model, kwargs, opts, guide_name, progress) -> Fit:
     trace = pyro.poutine.trace(model).get_trace(**kwargs)
     latents, dets = _hidden_sites(model, kwargs, trace)
-    guide_kwargs = {"rank": opts["rank"]} if guide_name == "lowrank" and opts.get("rank") \
-        else {}
-    plates = _subsampled_plates(trace)
-    if plates is not None and guide_name in ("normal", "delta"):
-        guide_kwargs["create_plates"] = plates
     discrete = enumerable_sites(trace)
     fit_model, elbo = model, None
-    if not latents:
-        guide = _empty_guide
-    elif discrete:
+    if discrete:
         # summed out exactly (TraceEnum_ELBO); drawn from their posterior with the rest
-        fit_model, guide, elbo = svi_parts(model, trace, discrete, _GUIDES[guide_name],
-                                           bool(opts.get("jit")), opts["particles"],
-                                           **guide_kwargs)
-        if len(discrete) == len(latents):
-            guide = _empty_guide
+        fit_model, elbo = svi_parts(model, trace, bool(opts.get("jit")), opts["particles"])
+    if len(discrete) == len(latents):
+        guide = _empty_guide
     else:
-        guide = _GUIDES[guide_name](model, **guide_kwargs)
+        guide = _autoguide(model, trace, guide_name, opts, discrete)
     decay = opts.get("lr_decay", 1.0)
     lr_args = _lr_per_param(opts["lr"], opts.get("lr_scalars", 0.0))
     if decay == 1.0:
