@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 import ppl
@@ -148,3 +149,27 @@ def test_saved_runs_redraw_labels_for_new_data_and_sghmc_refuses_them(tmp_path):
         assert "'sghmc' moves continuous latents only, and 'z' is discrete" in str(e)
     else:
         raise AssertionError("sghmc cannot move a discrete latent: a user error")
+
+
+def test_labels_at_two_minibatch_scales_are_a_user_error_under_svi():
+    """TraceEnum_ELBO needs one scale for every enumerated site: a label in a plate
+    subsampled 5 of 20 (x4) beside one in a full plate (x1) is refused by name, before any
+    step, rather than failing inside Pyro."""
+    m = ppl.compile("""
+model Mix(y: real[N], v: real[M]) {
+  w ~ Dirichlet(ones(2))
+  mu: ordered[2] ~ Normal(0, 5)
+  plate i in N batch 5 {
+    z ~ Categorical(w)
+    y ~ Normal(mu[z], 1)
+  }
+  plate j in M {
+    c ~ Categorical(w)
+    v ~ Normal(mu[c], 1)
+  }
+}
+infer svi(steps=10)
+""")
+    with pytest.raises(ppl.BdlError) as e:
+        m.fit({"y": Y[:20], "v": [4.0, 3.9]}, seed=0)
+    assert "different ones: 'z' (x4), 'c' (x1)" in str(e.value)

@@ -69,6 +69,26 @@ def posterior_draw(run, nesting: int):
                           temperature=1)
 
 
+def _one_scale(trace) -> None:
+    """Refuse, as a user error, labels whose minibatch scales differ: ``TraceEnum_ELBO``
+    sums the labels out in one contraction, which holds only when every enumerated site
+    has the same likelihood scale (N/B of its subsampled plates, 1 in a full plate)."""
+    scales: dict[float, str] = {}
+    for name in enumerable_sites(trace):
+        site = trace.nodes[name]
+        scales.setdefault(float(site["scale"]), name)
+    if len(scales) > 1:
+        from ..syntax.diagnostics import BdlError, Diagnostic
+
+        shown = ", ".join(f"'{name}' (x{scale:g})" for scale, name in scales.items())
+        raise BdlError([Diagnostic(
+            f"svi and map sum the discrete latents out in one pass, which needs one "
+            f"minibatch scale for all of them; these have different ones: {shown}",
+            notes=["subsample every plate that holds labels by the same fraction of its "
+                   "size, or none of them (drop `batch`); nuts works on the full data"])],
+            "infer")
+
+
 def svi_parts(model, trace, jit: bool, particles: int):
     """(model, elbo) for SVI on a model with enumerable latents (:func:`enumerable_sites`
     of its ``trace``): the model enumerated and ``TraceEnum_ELBO`` (the exact sum over the
@@ -76,6 +96,7 @@ def svi_parts(model, trace, jit: bool, particles: int):
     only (``ppl.infer.run._autoguide`` with the labels hidden)."""
     from pyro.infer import JitTraceEnum_ELBO, TraceEnum_ELBO
 
+    _one_scale(trace)
     nesting = plate_nesting(trace)
     if jit:
         elbo = JitTraceEnum_ELBO(max_plate_nesting=nesting, num_particles=particles,
