@@ -80,6 +80,24 @@ class Builtin:
     # plain: the target is a settings helper taking Python numbers (``categorical(64, 4)``),
     #   so numeric literals pass as written instead of as ``rt.tensor(...)``.
     plain: bool = False
+    # context: (statement, model AST) -> ContextArg | (message, argument) | None: an
+    #   argument the construct takes from the rest of the model, found at compile time (a
+    #   fractional SDE's closed form reads its path's one observation statement); a pair is
+    #   why it cannot be given, reported by the checker as an error located at that
+    #   argument of the call (the one that asked for the context).
+    context: Callable | None = None
+
+
+@dataclass(frozen=True)
+class ContextArg:
+    """A keyword argument ``name=target(**exprs, **consts)`` that a construct's ``context``
+    hook adds to its call: ``exprs`` are model expressions (AST), lowered like any other
+    argument; ``consts`` are Python constants, emitted as literals."""
+
+    name: str
+    target: str
+    exprs: dict = field(default_factory=dict)
+    consts: dict = field(default_factory=dict)
 
 
 def interval(spec) -> tuple:

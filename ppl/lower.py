@@ -354,6 +354,11 @@ class _Lowerer:
     def _construct(self, s: ast.Sample) -> ConstructOp:
         b = builtins.lookup(s.dist.func_name)
         call = self._call(s.dist)
+        context = b.context(s, self.cm.model) if b.context is not None else None
+        if isinstance(context, builtins.ContextArg):
+            fields = [(k, self._expr(e)) for k, e in context.exprs.items()]
+            fields += [(k, Lit(v)) for k, v in context.consts.items()]
+            call.kwargs.append((context.name, Call(context.target, [], fields)))
         if b.tilde == "new":
             self.ir.latents.append(s.name)
         return ConstructOp(s.name, call, b.tilde == "network", self._var(s.name))

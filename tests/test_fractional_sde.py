@@ -729,6 +729,22 @@ def _fresh():
     reset_networks()
 
 
+def test_closed_form_observation_is_found_at_compile_time_and_runs_from_a_string():
+    """The checker finds the observation statement; the generated call carries it, so
+    the module's source run from a string (no file to read back) has the same objective
+    as the compiled model."""
+    m, kw, _ = _linear_model("optimal")
+    assert ("observation=rt.fractional_sde.Observation(value=y, sd=0.2, rows=idx, col=0, "
+            "site='y')") in m.source
+    ns: dict = {}
+    exec(compile(m.source, "<string>", "exec"), ns)  # noqa: S102  generated module
+    _fresh()
+    want = _elbo_of(m, kw)
+    _fresh()
+    got = -pyro.infer.Trace_ELBO().loss(ns["M"], lambda **k: None, **kw)
+    assert abs(got - want) < 1e-6
+
+
 def test_language_objective_equals_moment_elbo():
     """control=affine, elbo=moments: svi's objective (Trace_ELBO of the compiled model) is
     moment_elbo at the same control, q(x0) and parameters, to 1e-10, whatever path the
@@ -861,18 +877,25 @@ model M(t: real[T], y: real[T]) {{
     ("(x, s) => -theta * (x - mu)", "(x, s) => -sin(x)", "drift is not"),
     ("diffusion=sigma", "diffusion=(x, s) => sigma * x", "diffusion is not a constant"),
     ("Normal(z[idx, 0], 0.2)", "Normal(z[idx, 0] * 2.0, 0.2)", "not the path z"),
-    ("Normal(z[idx, 0], 0.2)", "StudentT(3, z[idx, 0], 0.2)", "is not a Normal")])
+    ("Normal(z[idx, 0], 0.2)", "StudentT(3, z[idx, 0], 0.2)", "is not a Normal"),
+    ("Normal(z[idx, 0], 0.2)", "Normal(z[idx, 0], 0.2)\n  w = sum(z)", "read by 2 expressions"),
+    ("Normal(z[idx, 0], 0.2)", "Normal(z[idx, 0:2], 0.2)", "other indices"),
+    ("Normal(z[idx, 0], 0.2)", "Normal(z[0:4, 0], 0.2)", "a slice of z's times"),
+    ("  y ~ Normal(z[idx, 0], 0.2)", "  s ~ HalfNormal(1)\n  y ~ Normal(z[idx, 0], s)",
+     "'s', which is not defined before the path")])
 def test_closed_form_refusals(old, new, reason):
     """control=optimal or elbo=moments where the closed form does not apply: an error
-    located at that argument, naming what is not linear-Gaussian. With the default elbo
-    (mc) a nonlinear drift under control=affine fits by the Monte Carlo ELBO."""
+    located at that argument, naming what is not linear-Gaussian; at compile time when the
+    observation statement does not fit (the checker reads the model), at the first call
+    when a value does (the drift is traced). With the default elbo (mc) a nonlinear drift
+    under control=affine fits by the Monte Carlo ELBO."""
     pb = _linear_problem()
     data = {"t": pb["times"], "idx": torch.tensor([0, 2, 3, 5]), "y": pb["y"][[0, 2, 3, 5], 0]}
     src = _LINEAR_SRC.replace(old, new)
     for control, arg in (("optimal", "control=optimal"), ("affine", "elbo=moments")):
-        m = ppl.compile(src.replace("CONTROL", control))
-        with pytest.raises(Exception, match="linear-Gaussian") as e:
-            m.fit(data, infer="svi", steps=1, samples=1)
+        with pytest.raises(ppl.BdlError, match="linear-Gaussian") as e:
+            ppl.compile(src.replace("CONTROL", control)).fit(data, infer="svi", steps=1,
+                                                             samples=1)
         msg = str(e.value)
         assert reason in msg and arg in msg
         lines = msg.splitlines()

@@ -535,6 +535,11 @@ class _ModelChecker:
             return
         if not self._define(s.name, s.name_span):
             return
+        context = b.context(s, self.model) if b.context is not None else None
+        if isinstance(context, tuple):
+            message, argument = context
+            at = next((k.value.span for k in s.dist.kwargs if k.name == argument), s.span)
+            self.err(message, at)
         if s.type is not None:
             declared, _ = self._type(s.type, allow_constrained=False)
             if declared.kind != "unknown":

@@ -26,11 +26,7 @@ METHODS.md section 2.
 
 from __future__ import annotations
 
-import ast
-import inspect
 import math
-import sys
-import textwrap
 from collections.abc import Callable
 
 import pyro
@@ -1027,29 +1023,17 @@ def affine_parts(spec) -> tuple[torch.Tensor | None, torch.Tensor] | None:
     return (None, torch.as_tensor(out)) if _plain(out) else None
 
 
-def _callee(node: ast.expr) -> str:
-    """``a.b.c`` of a call's function, '' when it is not a dotted name."""
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-        return ".".join(reversed(parts))
-    return ""
+class Observation:
+    """The one statement that reads a path, ``y ~ Normal(path[rows, col], sd)``, as the
+    compiler found it (``ppl.constructs.fractional_sde``, where the conditions are checked):
+    its observed value (None when left out), its sd, the rows (None: all times), the
+    column (None: all) and the site's name. Generated code passes it as
+    ``observation=rt.fractional_sde.Observation(...)`` to a path fitted in closed form."""
 
+    def __init__(self, value, sd, site: str, rows=None, col: int | None = None):
+        self.value, self.sd, self.site, self.rows, self.col = value, sd, site, rows, col
 
-class GaussianObservation:
-    """The one statement that reads the path ``name``, ``obs ~ Normal(path[rows, col],
-    scale)``, found in the model's generated source (:func:`gaussian_observation`):
-    compiled expressions for the rows (None: all), the column (None: all), the scale and
-    the observed value and the site's name, evaluated in the model's frame at each call."""
-
-    def __init__(self, rows, col, scale, obs, line: int, site=None):
-        self.rows, self.col, self.scale, self.obs, self.line = rows, col, scale, obs, line
-        self.site = site
-
-    def unobserved(self, env: dict) -> bool:
+    def unobserved(self) -> bool:
         """Whether the path is not conditioned on the data at this call: the value is left
         out (optional data), the site is held out of inference (its value a prior draw,
         its density masked: ``ppl.infer.generated.held_out``) or observed sites are being
@@ -1058,32 +1042,23 @@ class GaussianObservation:
         rather than through the observed site."""
         from ..infer.draws import simulating
         from ..infer.generated import held_out_sites
-        if simulating() or eval(self.obs, env) is None:  # noqa: S307  generated expression
+        if simulating() or self.value is None:
             return True
         held = held_out_sites()
-        return bool(held) and self.site is not None and eval(self.site, env) in held  # noqa: S307
+        return bool(held) and self.site in held
 
-    def values(self, frame, T: int, D: int, dtype, device) -> tuple:
-        """(ys [T, D] with NaN where unobserved, scale (a one-element tensor), rows [n],
-        col or None, obs [n, D or 1]) at this call, or a ValueError naming what does not
-        fit the closed form. An unobserved path (:meth:`unobserved`) has no rows and ys
-        all NaN: the closed forms then give the prior."""
-        env = {**frame.f_globals, **frame.f_locals}
-
-        def ev(code):
-            try:
-                return eval(code, env)  # noqa: S307  an expression of the generated model
-            except NameError as e:
-                raise ValueError(f"the observation's {e.name} is not defined when the path is "
-                                 f"drawn (declare it before the path)") from None
-
-        if self.unobserved(env):
+    def values(self, T: int, D: int, dtype, device) -> tuple:
+        """(ys [T, D] with NaN where unobserved, sd (a one-element tensor), rows [n],
+        col or None, obs [n, D or 1]), or a ValueError naming what does not fit the
+        closed form. An unobserved path (:meth:`unobserved`) has no rows and ys all NaN:
+        the closed forms then give the prior."""
+        if self.unobserved():
             ys = torch.full((T, D), float("nan"), dtype=dtype, device=device)
             none = torch.zeros(0, dtype=torch.long, device=device)
-            return (ys, torch.as_tensor(ev(self.scale)).to(device=device).reshape(()), none,
+            return (ys, torch.as_tensor(self.sd).to(device=device).reshape(()), none,
                     self.col, ys.new_zeros(0, D if self.col is None else 1))
         rows = (torch.arange(T, device=device) if self.rows is None
-                else torch.as_tensor(ev(self.rows), device=device).long().reshape(-1))
+                else torch.as_tensor(self.rows, device=device).long().reshape(-1))
         if len(rows) and (int(rows.min()) < -T or int(rows.max()) >= T):
             raise ValueError("the observation's time index is out of range")
         rows = rows % T
@@ -1092,11 +1067,11 @@ class GaussianObservation:
                              "observation per time)")
         if self.col is not None and not -D <= self.col < D:
             raise ValueError(f"the observation reads column {self.col} of a path with {D}")
-        scale = torch.as_tensor(ev(self.scale))
+        scale = torch.as_tensor(self.sd)
         if scale.numel() != 1:
             raise ValueError("the observation's sd must be one number (a scalar)")
         width = D if self.col is None else 1
-        obs = torch.as_tensor(ev(self.obs)).to(dtype=dtype, device=device)
+        obs = torch.as_tensor(self.value).to(dtype=dtype, device=device)
         if obs.numel() != len(rows) * width:
             raise ValueError(f"the observed value has {obs.numel()} numbers for "
                              f"{len(rows)} x {width} observed path values")
@@ -1109,95 +1084,11 @@ class GaussianObservation:
         return ys, scale.to(device=device).reshape(()), rows, self.col, obs
 
 
-_OBSERVATIONS: dict = {}
-
-
-def gaussian_observation(code, name: str) -> GaussianObservation | str:
-    """The Gaussian observation of the path ``name`` in the model function ``code`` (its
-    generated Python source, read with ``inspect``), or the reason there is none.
-
-    An exact syntactic test: the path's variable must be read by exactly one statement,
-    ``pyro.sample(..., dist.Normal(LOC, SCALE)[.expand(..)][.to_event(..)], obs=Y)`` at the
-    top level of the model after the path is drawn, with LOC the path itself, ``path[rows]``,
-    ``path[rows, c]`` or ``path[rows, :]`` (rows ``:`` or an index expression, c an integer).
-    Then E_Q log p(Y | path) is the closed form of :func:`moment_elbo`. Cached per model
-    function."""
-    key = (code, name)
-    if key not in _OBSERVATIONS:
-        _OBSERVATIONS[key] = _find_observation(code, name)
-    return _OBSERVATIONS[key]
-
-
-def _find_observation(code, name: str) -> GaussianObservation | str:
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(code)))
-    except (OSError, TypeError, SyntaxError):
-        return "the model's source is not available"
-    fn = tree.body[0] if tree.body and isinstance(tree.body[0], ast.FunctionDef) else None
-    if fn is None:
-        return "the path is not drawn inside a model function"
-    at = var = None
-    for i, st in enumerate(fn.body):
-        v = st.value if isinstance(st, ast.Assign) else None
-        if isinstance(v, ast.Call) and _callee(v.func).endswith("fractional_sde") and v.args \
-                and isinstance(v.args[0], ast.Constant) and v.args[0].value == name \
-                and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name):
-            at, var = i, st.targets[0].id
-    if var is None:
-        return f"the statement drawing {name} is not found in the model's source"
-    uses = [n for n in ast.walk(fn) if isinstance(n, ast.Name) and n.id == var
-            and n is not fn.body[at].targets[0]]
-    if len(uses) != 1 or not isinstance(uses[0].ctx, ast.Load):
-        return (f"the path {name} is read by {len(uses)} expressions; the closed form needs "
-                f"exactly one, its observation y ~ Normal({name}[...], sd)")
-    use = uses[0]
-    stmt = next((st for st in fn.body[at + 1:] if any(n is use for n in ast.walk(st))), None)
-    call = stmt.value if isinstance(stmt, ast.Expr) else None
-    if not (isinstance(call, ast.Call) and _callee(call.func) == "pyro.sample"
-            and len(call.args) == 2 and any(k.arg == "obs" for k in call.keywords)):
-        return (f"the path {name} is not read by an observed statement at the top level "
-                f"of the model (y ~ Normal({name}[...], sd))")
-    d = call.args[1]
-    while isinstance(d, ast.Call) and isinstance(d.func, ast.Attribute) \
-            and d.func.attr in ("expand", "to_event"):
-        d = d.func.value
-    if not (isinstance(d, ast.Call) and _callee(d.func) == "dist.Normal"):
-        return f"the observation of {name} (line {stmt.lineno}) is not a Normal"
-    kw = {k.arg: k.value for k in d.keywords}
-    loc = d.args[0] if d.args else kw.get("loc")
-    scale = d.args[1] if len(d.args) > 1 else kw.get("scale")
-    rows = col = None
-    if isinstance(loc, ast.Subscript) and loc.value is use:
-        items = loc.slice.elts if isinstance(loc.slice, ast.Tuple) else [loc.slice]
-        full = [isinstance(e, ast.Slice) and e.lower is e.upper is e.step is None
-                for e in items]
-        if len(items) > 2 or (len(items) == 2 and not full[1] and not (
-                isinstance(items[1], ast.Constant) and type(items[1].value) is int)):
-            return (f"the observation reads {name} at {ast.unparse(loc)}; the closed form "
-                    f"takes {name}[rows], {name}[rows, c] or {name}[rows, :]")
-        if isinstance(items[0], ast.Slice) and not full[0]:
-            return f"the observation reads a slice of {name}'s times; use an index"
-        rows = None if full[0] else items[0]
-        col = items[1].value if len(items) == 2 and not full[1] else None
-    elif loc is not use:
-        return (f"the observation's mean is {ast.unparse(loc)}, not the path {name} "
-                f"read at some times")
-    if scale is None:
-        return f"the observation of {name} has no sd"
-
-    def comp(e):
-        return compile(ast.Expression(e), f"<{name} observation>", "eval")
-
-    obs = next(k.value for k in call.keywords if k.arg == "obs")
-    return GaussianObservation(None if rows is None else comp(rows), col, comp(scale),
-                               comp(obs), stmt.lineno, comp(call.args[0]))
-
-
-def _closed_form_parts(name, frame, times, drift, diffusion, x0, kind, D, dt, gamma_max):
+def _closed_form_parts(observation, times, drift, diffusion, x0, kind, D, dt, gamma_max):
     """What the closed form needs, or the reason it does not apply: {slope, offset, sigma,
     x0 prior, the observation's values} for a time-invariant affine drift with one slope
     and offset, a constant scalar diffusion, x0 ~ Normal and one Gaussian observation of
-    the path (:func:`affine_parts`, :func:`gaussian_observation`)."""
+    the path (:func:`affine_parts`, :class:`Observation`)."""
     b = affine_parts(drift)
     if b is None:
         return "the drift is not (provably) affine in the state and free of the time"
@@ -1209,18 +1100,16 @@ def _closed_form_parts(name, frame, times, drift, diffusion, x0, kind, D, dt, ga
         return "the drift's slope and offset and the diffusion must be single numbers"
     if not isinstance(x0, torch.distributions.Normal) or x0.mean.numel() != 1:
         return "x0 must be a Normal distribution with one mean and sd"
-    if frame is None:
-        return "the model's frame is not available"
+    if observation is None:
+        return ("no observation was given (the compiler passes observation="
+                "rt.fractional_sde.Observation(...) for y ~ Normal(path[rows, c], sd))")
     dt = closed_form_dt(times, dt, gamma_max)
     if dt is None:
         return ("the times are not all points of the Euler grid (give dt so that every "
                 "gap is a whole number of steps)")
-    found = gaussian_observation(frame.f_code, name)
-    if isinstance(found, str):
-        return found
     f64 = dict(dtype=torch.float64, device=times.device)
     try:
-        obs = found.values(frame, len(times), D, **f64)
+        obs = observation.values(len(times), D, **f64)
     except ValueError as e:
         return str(e)
     return {"drift": LinearDrift(slope.reshape(()).to(**f64), b[1].reshape(()).to(**f64)),
@@ -1337,7 +1226,7 @@ def fractional_sde(name: str, times, drift=0.0, diffusion=1.0, hurst=None, K: in
                    kind: int = 2, x0=0.0, gamma_max: float = 20.0, gamma_min=None, dt=None,
                    dim: int = 1, hidden=(64, 64), n_freq: int = 6, data=None,
                    data_index=None, noise: str = "general", control: str = "noise",
-                   elbo: str | None = None):
+                   elbo: str | None = None, observation: Observation | None = None):
     """``name ~ fractional_sde(times=t, ...)`` inside a model: one posterior path [T, dim].
 
     ``hurst``: a number or tensor (fixed / a ``param``), or None: learned as
@@ -1360,12 +1249,13 @@ def fractional_sde(name: str, times, drift=0.0, diffusion=1.0, hurst=None, K: in
     (:func:`moment_elbo`, a Rao-Blackwellisation: the observation statement's log density
     at the drawn path is replaced by its expectation under Q through the factor
     ``name + "_obs"``), for ``control=affine|optimal`` on a linear-Gaussian model
-    (:func:`affine_parts`, :func:`gaussian_observation`); ``"mc"``, the Monte Carlo ELBO
-    of one torchsde path; None: ``"moments"`` under ``control=optimal``, else ``"mc"`` (the
-    closed form is opt-in: its parameters have other shapes than the Monte Carlo route's,
-    so a fit must not switch routes with what the detection finds).
+    (:func:`affine_parts`; ``observation``, an :class:`Observation` the compiler passes);
+    ``"mc"``, the Monte Carlo ELBO of one torchsde path; None: ``"moments"`` under
+    ``control=optimal``, else ``"mc"`` (the closed form is opt-in: its parameters have
+    other shapes than the Monte Carlo route's, so a fit must not switch routes with what
+    the detection finds).
     Where the observation's value is left out, held out or simulated (a prior predictive)
-    the closed form's path is unobserved (:meth:`GaussianObservation.unobserved`).
+    the closed form's path is unobserved (:meth:`Observation.unobserved`).
     """
     kind, K, D = int(kind), int(K), int(dim)
     raw = (drift, diffusion)
@@ -1396,8 +1286,7 @@ def fractional_sde(name: str, times, drift=0.0, diffusion=1.0, hurst=None, K: in
             raise ArgumentError("fractional_sde: control=optimal recomputes its control at "
                                 "every step, which a traced ELBO (jit=True) would freeze; "
                                 "fit without jit", argument="control")
-        parts = _closed_form_parts(name, sys._getframe(1), times, *raw, x0, kind, D, dt,
-                                   gamma_max)
+        parts = _closed_form_parts(observation, times, *raw, x0, kind, D, dt, gamma_max)
         if isinstance(parts, str):
             what = "control=optimal" if control == "optimal" else "elbo=moments"
             raise ArgumentError(

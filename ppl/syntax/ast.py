@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
 
 from .diagnostics import NO_SPAN, Span
 
@@ -189,3 +190,16 @@ class Program(Node):
     models: list[Model]
     infers: list[Infer]
     comments: list[tuple[int, int, str]] = field(default_factory=list, compare=False)
+
+
+def walk(node) -> Iterator[Node]:
+    """Every node under ``node`` (a node or a list of them), itself first, depth first."""
+    if isinstance(node, list):
+        for item in node:
+            yield from walk(item)
+    elif isinstance(node, Node):
+        yield node
+        for f in fields(node):
+            value = getattr(node, f.name)
+            if isinstance(value, (Node, list)):
+                yield from walk(value)
