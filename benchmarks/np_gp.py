@@ -81,6 +81,14 @@ def _loads(text: str) -> dict[str, str]:
     return out
 
 
+def _widths(text: str) -> tuple[float, ...]:
+    """``1,1.41,2`` -> (1.0, 1.41, 2.0): positive widths of the ladder."""
+    out = tuple(float(v) for v in text.split(",") if v.strip())
+    if not out or min(out) <= 0:
+        raise argparse.ArgumentTypeError(f"--width-ladder: positive widths, got {text!r}")
+    return out
+
+
 def eval_tasks(kernel, n_tasks, args, seed):
     """The evaluation tasks of one kernel: batches of 10 (each with its own context size)."""
     src = npr.GPTasks(kernel, lengthscale=args.lengthscale_range, scale=args.scale_range,
@@ -111,9 +119,12 @@ def evaluate(model, batches, samples, device):
     spread, sigma = [], []
     with torch.no_grad():
         for b in batches:
-            mu, sd = model.predict(b.xc.to(device), b.yc.to(device), b.xt.to(device),
-                                   samples)
+            mu, sd, log_w = model.predict_mixture(b.xc.to(device), b.yc.to(device),
+                                                  b.xt.to(device), samples)
             spread.append(mu.std(0, unbiased=False).mean((-1, -2)).cpu().double())
+            if log_w is not None:
+                # the width ladder: the components' sd weighted as in the predictive
+                sd = log_w.exp()[..., None, None] * sd * mu.shape[0]
             sigma.append(sd.mean((0, -1, -2)).cpu().double())
     return {**_summary(ctx, tgt), "mean_spread": float(torch.cat(spread).mean()),
             "sigma": float(torch.cat(sigma).mean())}, (ctx, tgt)
@@ -220,11 +231,14 @@ def plot_tasks(kernel, n_tasks, n_ctx, args, seed):
 
 @torch.no_grad()
 def mixture_moments(model, xc, yc, xt, samples):
-    """Mean and sd of the model's predictive at xt: for a mixture over S draws,
-    m = (1/S) sum_s mu_s and v = (1/S) sum_s (sigma_s^2 + mu_s^2) - m^2."""
-    mu, sigma = model.predict(xc, yc, xt, samples)
-    m = mu.mean(0)
-    v = (sigma ** 2 + mu ** 2).mean(0) - m ** 2
+    """Mean and sd of the model's predictive at xt: for a mixture over S draws with
+    weights w_s (1/S without the width ladder), m = sum_s w_s mu_s and
+    v = sum_s w_s (sigma_s^2 + mu_s^2) - m^2."""
+    mu, sigma, log_w = model.predict_mixture(xc, yc, xt, samples)
+    w = (torch.full(mu.shape[:2], 1.0 / mu.shape[0], dtype=mu.dtype, device=mu.device)
+         if log_w is None else log_w.exp())[..., None, None]
+    m = (w * mu).sum(0)
+    v = (w * (sigma ** 2 + mu ** 2)).sum(0) - m ** 2
     return m, v.clamp_min(0).sqrt()
 
 
@@ -368,6 +382,13 @@ def main(argv=None) -> int:
     p.add_argument("--paired-against", default="", metavar="LABEL,...",
                    help="add every other model's paired difference to these models "
                         "(trained or loaded): columns ctx_vs_LABEL, tgt_vs_LABEL")
+    p.add_argument("--width-ladder", type=_widths, default=(1.0, 2 ** 0.5, 2.0, 2 ** 1.5, 4.0),
+                   metavar="L1,L2,...",
+                   help="widths of the task-level width ladder (with --ladder-on)")
+    p.add_argument("--ladder-on", default="", metavar="LABEL,...",
+                   help="evaluate these models (cnp, mpnp, or labels of --load) with the "
+                        "width ladder: the predictive's sd times lambda_j, weighted by the "
+                        "context's leave-one-out evidence")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.threads:
@@ -390,6 +411,11 @@ def main(argv=None) -> int:
         if b not in models and b not in args.load:
             p.error(f"--paired-against: {b!r} is neither a model of --models nor a "
                     "label of --load")
+    laddered = {b.strip() for b in args.ladder_on.split(",") if b.strip()}
+    for b in sorted(laddered):
+        if b not in models and b not in args.load:
+            p.error(f"--ladder-on: {b!r} is neither a model of --models nor a label of "
+                    "--load")
     evals = {k: eval_tasks(k, args.eval_tasks, args, 1000 + i) for i, k in enumerate(kernels)}
     rows: dict[str, dict[str, float]] = {}
     trained, per_task = {}, {}
@@ -398,6 +424,13 @@ def main(argv=None) -> int:
         """Evaluation rows (and BO) of one model; the seeds are reset per model and
         kernel, so a model scores the same whether trained here or loaded."""
         trained[name] = model
+        if name in laddered:
+            model.width_ladder = args.width_ladder
+            first = evals[kernels[0]][0]
+            try:
+                model.width_log_weights(first.xc[:1].to(device), first.yc[:1].to(device))
+            except ValueError as e:
+                p.error(f"--ladder-on {name}: {e}")
         for k in kernels:
             torch.manual_seed(args.seed + 1)
             rows[f"{name}/{k}"], per_task[name, k] = evaluate(model, evals[k],

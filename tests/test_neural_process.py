@@ -526,6 +526,67 @@ def test_loglik_known_answer():
     torch.testing.assert_close(d.log_prob(yt[0]), torch.logsumexp(joint, 0) - math.log(4))
 
 
+def test_width_ladder_is_the_loo_evidence_weighted_scale_mixture():
+    """The width ladder: the leave-one-out amortised predictive equals the network run on
+    the context without each point; the weights are the softmax over lambda of the
+    context's leave-one-out log-likelihood at width lambda sigma; the predictive is
+    sum_j w_j (1/S) sum_s N(mu_s, (lambda_j sigma_s)^2) per point and jointly per draw
+    (forward); a ladder of one width is the plain model; a context far off the amortised
+    predictive puts the weight on the widest component; the weights do not depend on
+    the context's order; families without a mean-pooled amortised path refuse it."""
+    xc, yc, xt, yt = _batch(B=2, C=5, T=4, seed=3)
+    lams = (1.0, 2.0, 4.0)
+    for cls in (npr.CNP, npr.MPNP):
+        torch.manual_seed(4)
+        m = cls(1, 1, hidden=8, pseudo=3, samples=6, heads=2).eval()
+        if cls is npr.MPNP:
+            torch.nn.init.normal_(m.gen.out.weight, std=0.3)  # pseudo sets that differ
+        with torch.no_grad():
+            mu_loo, s_loo = m._loo_amortised(xc, yc)
+            for i in range(5):
+                keep = [j for j in range(5) if j != i]
+                if cls is npr.CNP:
+                    mu_i, s_i = m.predict(xc[:, keep], yc[:, keep], xc[:, i:i + 1])
+                else:  # the amortised predictive: theta_c of the other points
+                    theta = m.enc(xc[:, keep], yc[:, keep]).unsqueeze(0)
+                    mu_i, s_i = m._decode(xc[:, i:i + 1], theta)
+                torch.testing.assert_close(mu_loo[:, i], mu_i[0, :, 0])
+                torch.testing.assert_close(s_loo[:, i], s_i[0, :, 0])
+            m.width_ladder = lams
+            ev = torch.stack([torch.distributions.Normal(mu_loo, lam * s_loo).log_prob(yc)
+                              .sum((-1, -2)) for lam in lams])
+            lw = m.width_log_weights(xc, yc)
+            torch.testing.assert_close(lw, ev - torch.logsumexp(ev, 0))
+            perm = torch.randperm(5)
+            torch.testing.assert_close(m.width_log_weights(xc[:, perm], yc[:, perm]), lw)
+            torch.manual_seed(9)
+            got = m.pointwise_ll(xc, yc, xt, yt)
+            torch.manual_seed(9)
+            mu, sig = m.predict(xc, yc, xt)
+            S = mu.shape[0]
+            comp = torch.stack([torch.distributions.Normal(mu, lam * sig).log_prob(yt)[..., 0]
+                                for lam in lams])                       # [J, S, B, T]
+            want = torch.logsumexp(lw[:, None, :, None] + comp, (0, 1)) - math.log(S)
+            torch.testing.assert_close(got, want)
+            torch.manual_seed(9)
+            joint = m(xc, yc, xt).log_prob(yt)
+            torch.testing.assert_close(
+                joint, torch.logsumexp(lw[:, None] + comp.sum(-1), (0, 1)) - math.log(S))
+            # far off the amortised predictive: the weight goes to the widest width
+            assert (m.width_log_weights(xc, 30 * yc)[-1].exp() > 0.99).all()
+            m.width_ladder = (1.0,)
+            torch.manual_seed(9)
+            one = m.pointwise_ll(xc, yc, xt, yt)
+            m.width_ladder = None
+            torch.manual_seed(9)
+            torch.testing.assert_close(one, m.pointwise_ll(xc, yc, xt, yt))
+    for cls in (npr.NP, npr.AMPNP):
+        m = cls(1, 1, hidden=8, heads=2)
+        m.width_ladder = lams
+        with pytest.raises(ValueError, match="mean-pooled"):
+            m.pointwise_ll(xc, yc, xt, yt)
+
+
 # ---- GP task sources ----------------------------------------------------------------
 
 @pytest.mark.parametrize("kernel", ["rbf", "matern52", "periodic"])
@@ -1115,9 +1176,21 @@ def test_benchmark_mixture_moments_exact():
             sd = torch.tensor([1.0, 0.5]).reshape(2, 1, 1, 1).expand(2, 1, 3, 1)
             return mu, sd
 
+        width_weights = None
+
+        def predict_mixture(self, xc, yc, xt, samples):
+            return (*self.predict(xc, yc, xt, samples), self.width_weights)
+
     m, sd = bench.mixture_moments(Fixed(), None, None, None, 2)
     torch.testing.assert_close(m, torch.ones(1, 3, 1))
     torch.testing.assert_close(sd, torch.full((1, 3, 1), math.sqrt(1.625)))
+    # weights 1/4, 3/4 (the width ladder's weighted mixture): mean 1.5, variance
+    # (1 + 0)/4 + 3 (0.25 + 4)/4 - 1.5^2 = 1.1875
+    weighted = Fixed()
+    weighted.width_weights = torch.tensor([[0.25], [0.75]]).log()
+    m, sd = bench.mixture_moments(weighted, None, None, None, 2)
+    torch.testing.assert_close(m, torch.full((1, 3, 1), 1.5))
+    torch.testing.assert_close(sd, torch.full((1, 3, 1), math.sqrt(1.1875)))
 
 
 def test_benchmark_smoke_json_and_plots(tmp_path):
@@ -1312,3 +1385,38 @@ def test_benchmark_load_reproduces_rows_and_pairs_across_runs(tmp_path, capsys):
                 ["--paired-against", "anp"]):                          # not in the run
         with pytest.raises(SystemExit):
             bench.main(["--models", "mpnp", *flags, *bad])
+
+
+def test_benchmark_width_ladder_rows(tmp_path):
+    """--ladder-on evaluates a model (here a saved MPNP loaded twice) with the width
+    ladder: with the one-width ladder its rows are the plain model's; with the default
+    ladder they differ, and --paired-against pairs the two on the same tasks; a family
+    without the mean-pooled amortised path is refused."""
+    import json
+
+    bench = _np_gp()
+    flags = ["--eval-kernels", "rbf,periodic", "--steps", "3", "--hidden", "8",
+             "--eval-tasks", "10", "--samples", "4"]
+    assert bench.main(["--models", "np,mpnp", *flags, "--save", str(tmp_path / "a")]) == 0
+    path = tmp_path / "a" / "mpnp.pt"
+    rows = {}
+    for widths in ("1", "1,2,4"):
+        out = tmp_path / f"{widths}.json"
+        assert bench.main(["--models", "cnp", *flags, "--load", f"plain={path},lad={path}",
+                           "--ladder-on", "lad", "--width-ladder", widths,
+                           "--paired-against", "plain", "--json", str(out)]) == 0
+        rows[widths] = json.loads(out.read_text())
+    for k in ("rbf", "periodic"):
+        one, lad = rows["1"], rows["1,2,4"]
+        for col in ("ctx_ll", "tgt_ll", "tgt_ll_se", "mean_spread", "sigma"):
+            # the same mixture; the weighted log-sum-exp rounds differently in float32
+            assert one[f"lad/{k}"][col] == pytest.approx(one[f"plain/{k}"][col], abs=1e-6)
+        assert lad[f"plain/{k}"]["tgt_ll"] == one[f"plain/{k}"]["tgt_ll"]
+        assert lad[f"lad/{k}"]["tgt_ll"] != lad[f"plain/{k}"]["tgt_ll"]
+        assert lad[f"lad/{k}"]["sigma"] > lad[f"plain/{k}"]["sigma"]
+        assert lad[f"lad/{k}"]["tgt_vs_plain"] == pytest.approx(
+            lad[f"lad/{k}"]["tgt_ll"] - lad[f"plain/{k}"]["tgt_ll"], abs=1e-9)
+    for bad in (["--load", f"n={tmp_path / 'a' / 'np.pt'}", "--ladder-on", "n"],
+                ["--ladder-on", "anp"], ["--width-ladder", "1,-2"]):
+        with pytest.raises(SystemExit):
+            bench.main(["--models", "cnp", *flags, *bad])

@@ -177,6 +177,15 @@ def _mark(d):
     return d
 
 
+def _loo_pooled(enc: PoolingEncoder, dec: Decoder, xc, yc):
+    """Leave-one-out amortised predictive of a mean-pooled family: at x_i, the decoder on
+    theta_-i = post(mean_{j != i} pre(x_j, y_j)) = post((sum_j r_j - r_i) / (C - 1)),
+    every i in one pass -> (mu, sigma) [B, C, y]."""
+    r = enc.embed(xc, yc)                                               # [B, C, h]
+    loo = (r.sum(-2, keepdim=True) - r) / (r.shape[-2] - 1)
+    return dec(xc, enc.post(loo))
+
+
 def _gauss_ll(mu, sigma, y):
     """sum over y_dim of log N(y; mu, sigma^2), shape [..., N]."""
     return dist.Normal(mu, sigma).log_prob(y).sum(-1)
@@ -241,6 +250,65 @@ class NeuralProcess(nn.Module):
     def loss(self, xc, yc, x, y, num_samples=4):
         raise NotImplementedError
 
+    # -- the task-level width ladder (an evaluation-time option, off by default)
+    #: widths lambda_1..lambda_J of the ladder, or None (off): the predictive becomes
+    #: sum_j w_j (1/S) sum_s N(mu_s, (lambda_j sigma_s)^2), w_j from the context's
+    #: leave-one-out evidence (:meth:`width_log_weights`). Not saved with the weights.
+    width_ladder: tuple[float, ...] | None = None
+
+    def _loo_amortised(self, xc, yc):
+        """The amortised predictive (mu, sigma) [B, C, y] at each context input from the
+        other C - 1 context points; only the mean-pooled families have it in closed form."""
+        raise ValueError(f"width_ladder: {type(self).__name__} has no mean-pooled amortised "
+                         "predictive to score the context with (use cnp or martingale_np)")
+
+    def width_log_weights(self, xc: torch.Tensor, yc: torch.Tensor) -> torch.Tensor:
+        """log w_j [J, B] of the width ladder: a task-level scale lambda of the predictive,
+        uniform prior over the ladder, posterior from the context's leave-one-out
+        (prequential) predictive score,
+
+            log w_j = log softmax_j sum_i log N(y_i; mu_-i(x_i), (lambda_j sigma_-i(x_i))^2),
+
+        (mu_-i, sigma_-i) the amortised predictive from the context without point i
+        (:meth:`_loo_amortised`). Leave-one-out scores are what the marginal likelihood
+        is built from (Fong & Holmes 2020), and weighting a predictive's width by them is
+        the SafeBayes remedy for misspecification (Gruenwald: a learning rate eta <= 1
+        chosen on the sequential log-loss; for a Gaussian predictive tempering by eta
+        widens it by eta^-1/2). A context the amortised predictive explains gives weight
+        to lambda = 1; one it cannot (a periodic task for a model trained on RBF tasks)
+        moves the weight to wider components. With fewer than two context points there is
+        nothing to leave out and the weights are uniform. Beyond METHODS.md section 3
+        (whose predictive is the plain mixture): docs/constructs/neural_process.md,
+        "Width ladder" and "Periodic mismatch"."""
+        xc, yc = self._cast(xc, yc)
+        lam = torch.tensor(self.width_ladder, dtype=xc.dtype, device=xc.device)
+        J = lam.shape[0]
+        if xc.shape[-2] < 2:
+            return torch.full((J,) + xc.shape[:-2], -math.log(J), dtype=xc.dtype,
+                              device=xc.device)
+        mu, sigma = self._loo_amortised(xc, yc)
+        scale = lam.reshape((J,) + (1,) * sigma.dim())
+        ll = _gauss_ll(mu, sigma * scale, yc).sum(-1)                     # [J, B]
+        return torch.log_softmax(ll, 0)
+
+    def predict_mixture(self, xc: torch.Tensor, yc: torch.Tensor, xt: torch.Tensor,
+                        num_samples: int | None = None):
+        """(mu, sigma, log_w): the predictive's components [S, B, N, y] and their log
+        weights [S, B], or None for equal weights (every family without the width
+        ladder). With the ladder, S = J * draws: every draw of :meth:`predict` at each
+        width lambda_j sigma, weighted w_j / draws (:meth:`width_log_weights`)."""
+        mu, sigma = self.predict(xc, yc, xt, num_samples)
+        if not self.width_ladder:
+            return mu, sigma, None
+        lw = self.width_log_weights(xc, yc)                                # [J, B]
+        J, S = lw.shape[0], mu.shape[0]
+        lam = torch.tensor(self.width_ladder, dtype=sigma.dtype, device=sigma.device)
+        mu = mu.unsqueeze(0).expand((J,) + mu.shape).reshape((J * S,) + mu.shape[1:])
+        sigma = (sigma.unsqueeze(0) * lam.reshape((J,) + (1,) * sigma.dim())
+                 ).reshape((J * S,) + sigma.shape[1:])
+        log_w = (lw.unsqueeze(1) - math.log(S)).expand((J, S) + lw.shape[1:])
+        return mu, sigma, log_w.reshape((J * S,) + lw.shape[1:])
+
     def check_inputs(self, xc, yc, xt) -> None:
         """An :class:`ArgumentError` at the first input that is not [points, d] or
         [tasks, points, d] with d its x_dim / y_dim, or whose tasks or points do not line
@@ -272,24 +340,27 @@ class NeuralProcess(nn.Module):
         single = xc.dim() == 2
         if single:
             xc, yc, xt = xc.unsqueeze(0), yc.unsqueeze(0), xt.unsqueeze(0)
-        mu, sigma = self.predict(xc, yc, xt, num_samples)
+        mu, sigma, log_w = self.predict_mixture(xc, yc, xt, num_samples)
         if single:
             mu, sigma = mu[:, 0], sigma[:, 0]
+            log_w = None if log_w is None else log_w[:, 0]
         if mu.shape[0] == 1:
             return _mark(dist.Normal(mu[0], sigma[0]).to_event(2))
         # mixture over the leading draw dimension, moved last in the batch: [(B), S]
         comp = dist.Normal(mu.movedim(0, -3), sigma.movedim(0, -3)).to_event(2)
-        mix = dist.Categorical(logits=torch.zeros(comp.batch_shape, dtype=mu.dtype,
-                                                  device=mu.device))
-        return _mark(dist.MixtureSameFamily(mix, comp))
+        logits = (torch.zeros(comp.batch_shape, dtype=mu.dtype, device=mu.device)
+                  if log_w is None else log_w.movedim(0, -1))
+        return _mark(dist.MixtureSameFamily(dist.Categorical(logits=logits), comp))
 
     @torch.no_grad()
     def pointwise_ll(self, xc, yc, x, y, num_samples=None):
         """Per-point log-likelihood log (1/S) sum_s N(y_i; mu_s(x_i), sigma_s(x_i)^2),
         shape [B, N] (the benchmark's log-mean-exp over S draws)."""
         xc, yc, x, y = self._cast(xc, yc, x, y)
-        mu, sigma = self.predict(xc, yc, x, num_samples)
-        return logmeanexp(_gauss_ll(mu, sigma, y), 0)
+        mu, sigma, log_w = self.predict_mixture(xc, yc, x, num_samples)
+        if log_w is None:
+            return logmeanexp(_gauss_ll(mu, sigma, y), 0)
+        return torch.logsumexp(log_w.unsqueeze(-1) + _gauss_ll(mu, sigma, y), 0)
 
 
 class CNP(NeuralProcess):
@@ -307,6 +378,9 @@ class CNP(NeuralProcess):
         r = r.unsqueeze(-2).expand(xt.shape[:-1] + r.shape[-1:])
         mu, sigma = self.dec(xt, r)
         return mu.unsqueeze(0), sigma.unsqueeze(0)
+
+    def _loo_amortised(self, xc, yc):
+        return _loo_pooled(self.enc, self.dec, xc, yc)
 
     def loss(self, xc, yc, x, y, num_samples=4):
         xc, yc, x, y = self._cast(xc, yc, x, y)
@@ -557,6 +631,9 @@ class MPNP(NeuralProcess):
         cross-attention to the real context overrides it)."""
         return None
 
+    def _loo_amortised(self, xc, yc):
+        return _loo_pooled(self.enc, self.dec, xc, yc)
+
     def thetas(self, xc, yc, num_samples):
         """(theta_c [B, h], theta_k [K, B, h], theta'_k [K, B, h])."""
         return self._sets(xc, yc, num_samples)[:3]
@@ -606,6 +683,9 @@ class AMPNP(MPNP):
 
     def _det(self, xc, yc, x):
         return self.att(xc, yc, x)
+
+    # the attention path has no closed-form leave-one-out: no width ladder
+    _loo_amortised = NeuralProcess._loo_amortised
 
 
 class AMPNPPseudoAttention(AMPNP):
