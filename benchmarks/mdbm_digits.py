@@ -384,8 +384,9 @@ def main(argv=None):
     ap.add_argument("--coupling", choices=("dense", "conv"), default="dense",
                     help="monotone model's A (the baselines are unconstrained W)")
     ap.add_argument("--pattern", choices=("full", "layered"), default="full",
-                    help="monotone model's A: dense, or one row block per pair of "
-                         "consecutive layers (dense coupling only)")
+                    help="monotone model's A: every group in one row block, or one row "
+                         "block per pair of consecutive layers (dense rows, or with "
+                         "--coupling conv --channels feature maps per block)")
     ap.add_argument("--kernel", type=int, default=3)
     ap.add_argument("--channels", type=int, default=8)
     ap.add_argument("--alpha", type=float, default=0.125)

@@ -3,6 +3,7 @@ uniqueness of the mean-field fixed point under random starts, masks and label cl
 implicit against unrolled gradients, the period-2 oscillation of the unconstrained
 control, and the language surface end to end."""
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -295,13 +296,7 @@ def _loss_gradient_matches_fd(m, entries, eps: float = 1e-6) -> None:
     loss.backward()
     for par, idx in entries:
         g = float(par.grad[idx])
-        with torch.no_grad():
-            par[idx] += eps
-            lp, _ = m.loss(xf, y, shown=shown)
-            par[idx] -= 2 * eps
-            lm, _ = m.loss(xf, y, shown=shown)
-            par[idx] += eps
-        assert g == pytest.approx(float(lp - lm) / (2 * eps), abs=1e-7)
+        assert g == pytest.approx(_loss_difference(m, par, idx, xf, y, shown, eps), abs=1e-7)
 
 
 def test_model_loss_gradient_matches_finite_differences():
@@ -382,9 +377,10 @@ def test_rbm_couples_consecutive_layers_only(tiers):
             assert blk.abs().max() == 0
     if tiers == 1:  # the RBM with its label on the visible side: no label-visible block
         assert _blocks(m, Phi)[("visible", "label")].abs().max() == 0
-    with pytest.raises(ValueError, match="layered"):  # the monotone layered A is dense
-        M.MonotoneDBM(visible=M.units(16, 2), hidden=[M.units(16, 2)], pattern="layered",
-                      coupling="conv")
+    # the monotone layered A: dense or convolutional row blocks (test_layered_conv_*)
+    mc = M.MonotoneDBM(visible=M.units(16, 2), hidden=[M.units(16, 2)], pattern="layered",
+                       coupling="conv")
+    assert mc.conv_blocks == [("visible", "hidden0")]
 
 
 # ---- the layered monotone model (pattern="layered", monotone=true) -------------------
@@ -869,6 +865,25 @@ def _conv_model(init_scale=1.0, seed=0, **kw):
     return m
 
 
+def _conv_data(seed: int, B: int):
+    """``B`` binary 4x4 images with their labels (3 classes) and a random half shown."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 2, (B, 16), generator=g)
+    y = torch.randint(0, 3, (B,), generator=g)
+    return x, y, torch.rand(B, 16, generator=g) < 0.5
+
+
+def _loss_difference(m, w, i, x, y, shown, eps=1e-6) -> float:
+    """Central finite difference of ``m.loss`` in the entry ``w[i]``."""
+    with torch.no_grad():
+        w[i] += eps
+        lp, _ = m.loss(x, y, shown=shown)
+        w[i] -= 2 * eps
+        lm, _ = m.loss(x, y, shown=shown)
+        w[i] += eps
+    return float(lp - lm) / (2 * eps)
+
+
 def test_conv_operator_is_the_convolution():
     g = torch.Generator().manual_seed(0)
     w = torch.randn(3, 2, 3, 3, generator=g)
@@ -922,10 +937,7 @@ def test_conv_unique_fixed_point_under_masks(solver, opts):
 def test_conv_model_trains_within_the_margin():
     m = _conv_model()
     opt = torch.optim.Adam(m.parameters(), lr=0.3)
-    g = torch.Generator().manual_seed(4)
-    x = torch.randint(0, 2, (6, 16), generator=g)
-    y = torch.randint(0, 3, (6,), generator=g)
-    shown = torch.rand(6, 16, generator=g) < 0.5
+    x, y, shown = _conv_data(4, 6)
     for _ in range(4):
         opt.zero_grad()
         loss, _ = m.loss(x, y, shown=shown, solver="pr", tol=1e-8, max_iter=500)
@@ -942,23 +954,97 @@ def test_conv_model_trains_within_the_margin():
 def test_conv_implicit_gradient_matches_finite_differences():
     m = _conv_model(init_scale=3.0, tol=1e-12, max_iter=3000)
     m.solver = "pr"
-    g = torch.Generator().manual_seed(5)
-    x = torch.randint(0, 2, (4, 16), generator=g)
-    y = torch.randint(0, 3, (4,), generator=g)
-    shown = torch.rand(4, 16, generator=g) < 0.5
+    x, y, shown = _conv_data(5, 4)
     loss, _ = m.loss(x, y, shown=shown)
     loss.backward()
     w = m.conv[1]
-    eps = 1e-6
-    with torch.no_grad():
-        w[0, 2, 1, 0] += eps
-        lp, _ = m.loss(x, y, shown=shown)
-        w[0, 2, 1, 0] -= 2 * eps
-        lm, _ = m.loss(x, y, shown=shown)
-        w[0, 2, 1, 0] += eps
-    fd = float(lp - lm) / (2 * eps)
+    fd = _loss_difference(m, w, (0, 2, 1, 0), x, y, shown)
     assert abs(fd) > 1e-4
     assert float(w.grad[0, 2, 1, 0]) == pytest.approx(fd, abs=1e-7)
+
+
+# ---- layered convolutional coupling (coupling="conv", pattern="layered") ---------------
+@pytest.mark.parametrize("cap", [1.0, 2.0])
+def test_layered_conv_phi_structure_margin_and_training(cap):
+    """Two row blocks of ``channels`` feature maps, (visible, hidden) and (hidden, label):
+    no visible-label coupling, a local and weight-shared visible-hidden block, a dense
+    hidden-label block; symmetric, hollow, within the cap; Adam steps keep all of it."""
+    m = _conv_model(init_scale=3.0, pattern="layered", cap=cap)
+    lay = m.layout
+    _, ov, nv, kv = lay.segment("visible")
+    _, oh, nh, kh = lay.segment("hidden0")
+    _, ol, _, kl = lay.segment("label")
+    A = m.a_matrix().detach()
+    r = 2 * 16  # channels x grid
+    assert A.shape == (2 * r, lay.d) and len(m.conv) == 3
+    assert A[:r, ol:].abs().max() == 0 and A[r:, ov:ov + nv * kv].abs().max() == 0
+    # each column starts with norm ~ init_scale, the hidden ones shared by both blocks
+    norms = A.norm(dim=0)
+    assert 0.6 < float(norms[oh:oh + nh * kh].mean() / norms[ov:ov + nv * kv].mean()) < 1.6
+    opt = torch.optim.Adam(m.parameters(), lr=0.3)
+    x, y, shown = _conv_data(4, 6)
+    for _ in range(4):
+        Phi = m.phi().detach()
+        assert torch.allclose(Phi, Phi.T, atol=1e-12)
+        assert Phi[lay.block_mask()].abs().max() == 0
+        assert m.check_margin() >= 0.01 - 1e-10
+        assert Phi[ov:ov + nv * kv, ol:].abs().max() == 0  # no visible-label block
+        assert Phi[oh:oh + nh * kh, ol:].abs().min() > 0  # hidden-label: dense
+        vh = Phi[ov:ov + nv * kv, oh:oh + nh * kh].reshape(16, kv, 16, kh).permute(0, 2, 1, 3)
+        for i in range(16):
+            for j in range(16):
+                if max(abs(i // 4 - j // 4), abs(i % 4 - j % 4)) > 2:
+                    assert vh[i, j].abs().max() == 0
+        assert torch.allclose(vh[5, 6], vh[9, 10], atol=1e-12) and vh[5, 6].abs().max() > 0
+        opt.zero_grad()
+        loss, _ = m.loss(x, y, shown=shown, solver="pr", tol=1e-8, max_iter=500)
+        loss.backward()
+        assert all(w.grad.abs().max() > 0 for w in m.conv) and m.A_label.grad.abs().max() > 0
+        opt.step()
+    with pytest.raises(ValueError, match="layer_ranks"):
+        _conv_model(pattern="layered", layer_ranks=[2, 2])
+    with pytest.raises(ValueError, match="two groups"):
+        M.MonotoneDBM(visible=M.units(16, 2), coupling="conv", pattern="layered")
+
+
+def test_layered_conv_full_pattern_unchanged():
+    """The full conv pattern is the layered code's one-block case: the same parameters,
+    drawn in the same order, as before the layered option (the benchmark's seeded rows)."""
+    m = _conv_model(seed=3)
+    g = torch.Generator().manual_seed(3)
+    w0 = torch.randn(2, 2, 3, 3, generator=g) / math.sqrt(2 * 9)
+    w1 = torch.randn(2, 3, 3, 3, generator=g) / math.sqrt(2 * 9)
+    a = torch.randn(32, 3, generator=g) * (1.0 / math.sqrt(32))
+    assert torch.equal(m.conv[0].detach(), w0) and torch.equal(m.conv[1].detach(), w1)
+    assert torch.equal(m.A_label.detach(), a)
+    cols = [M.conv_operator(w0, 4, 2), M.conv_operator(w1, 4, 3), a]
+    assert torch.allclose(m.a_matrix().detach(), torch.cat(cols, 1), atol=1e-14)
+
+
+@pytest.mark.parametrize("clamp_label", [False, True])
+def test_layered_conv_unique_fixed_point(clamp_label):
+    m = _conv_model(init_scale=5.0, pattern="layered", cap=2.0, evidence_gain=3.0)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 2, (4, 16), generator=g)
+    x = torch.where(torch.rand(4, 16, generator=g) < 0.5, x, -1)
+    y = torch.randint(0, 3, (4,), generator=g)
+    p1 = M._detached(m.problem(x, y if clamp_label else None))
+    ref = _fixed_point_from_starts(
+        p1, [("fb", {"alpha": 0.125, "anderson": 5}), ("pr", {"alpha": 0.5})], seed=7)
+    assert torch.allclose(ref, p1.mean_field(ref), atol=1e-10)
+
+
+def test_layered_conv_implicit_gradient_matches_finite_differences():
+    m = _conv_model(init_scale=3.0, pattern="layered", cap=2.0, tol=1e-12, max_iter=3000)
+    m.solver = "fb"
+    x, y, shown = _conv_data(5, 4)
+    loss, _ = m.loss(x, y, shown=shown)
+    loss.backward()
+    # the hidden tier's convolution in the (hidden, label) block and a label column
+    for w, i in ((m.conv[2], (1, 2, 0, 1)), (m.A_label, (7, 1))):
+        fd = _loss_difference(m, w, i, x, y, shown)
+        assert abs(fd) > 1e-4
+        assert float(w.grad[i]) == pytest.approx(fd, abs=1e-7)
 
 
 def _fit_example_with(tmp_path, options: str) -> dict:
@@ -989,6 +1075,15 @@ def test_conv_coupling_from_the_language(tmp_path):
     params = _fit_example_with(tmp_path, 'coupling="conv", kernel=3, channels=2,')
     net = [v for k, v in params.items() if "conv" in k]
     assert len(net) == 2 and tuple(net[0].shape) == (2, 4, 3, 3)
+
+
+def test_layered_conv_coupling_from_the_language(tmp_path):
+    params = _fit_example_with(tmp_path, 'coupling="conv", pattern="layered", channels=2,')
+    net = [tuple(v.shape) for k, v in params.items() if "conv" in k]
+    # visible and hidden in the first row block, hidden in the second, label columns there
+    assert net == [(2, 4, 3, 3)] * 3
+    (a,) = [v for k, v in params.items() if k.endswith("A_label")]
+    assert tuple(a.shape) == (2 * 64, 10)
 
 
 def test_evidence_gain_from_the_language(tmp_path):
@@ -1599,3 +1694,88 @@ def test_benchmark_evidence_gain(tmp_path, bench):
     assert r["lambda_max_PPhiP"] <= 1.99 + 1e-5
     assert r["converged_frac"] == 1.0 and r["max_disagreement"] < 1e-4
     assert r["gain_min"] <= r["gain_mean"] <= r["gain_max"] and r["gain_min"] != r["gain_max"]
+
+
+# ---- what the hidden tier can add to the label's evidence (construct page) -----------
+def _label_sensitivity(m, x, eps=1e-6):
+    """Finite-difference Jacobian of the label's field ``(Phi q* + b)_label`` in the
+    clamped values of the shown pixels, with the label clamped at its own fixed-point
+    value (the open-loop sensitivity through the free units), and the pieces of the
+    linearised formula: ``(Jac, A, s, free, shown, label coordinates, q*)``."""
+    p = M._detached(m.problem(x))
+    z, _ = M.solve(p, None, "pr", alpha=0.5, tol=1e-14, max_iter=5000)
+    _, ol, _, kl = m.layout.segment("label")
+    y = torch.arange(ol, ol + kl)
+    mask = p.clamp_mask.clone()
+    mask[:, y] = True
+    val = torch.where(mask, torch.where(p.clamp_mask, p.clamp_value, z), 0.0)
+    shown = p.clamp_mask[0].nonzero()[:, 0]
+    jac = torch.zeros(kl, len(shown))
+    for j, c in enumerate(shown):
+        f = []
+        for sgn in (1.0, -1.0):
+            v = val.clone()
+            v[0, c] += sgn * eps
+            q = M.Problem(p.Phi, p.b, p.layout, mask, v, p.cap)
+            zq, _ = M.solve(q, z, "pr", alpha=0.5, tol=1e-14, max_iter=5000)
+            f.append(q.field(zq)[0, y])
+        jac[:, j] = (f[0] - f[1]) / (2 * eps)
+    free = (~mask[0]).nonzero()[:, 0]
+    A = m.a_matrix().detach()
+    s = M.monotone_phi(A, m.layout, m.margin, m.cap)[1]
+    return jac, A, float(s), free, shown, y, z[0]
+
+
+@pytest.mark.parametrize("pattern", ["full", "layered"])
+def test_label_evidence_is_the_direct_coupling_contracted(pattern):
+    """Eliminating the free units (hidden tiers, hidden pixels) from the linearised
+    mean-field equations, the label's sensitivity to the shown pixels is
+    ``-s A_y^T R A_C`` with ``R = (I + s A_F G A_F^T)^{-1}``, ``G = (I - s J_F D_F)^{-1} J_F``
+    (``J_F`` the softmax Jacobians at q*): ``0 < R <= I``, so whatever the free units do
+    it is bounded by ``s ||A_y u|| ||A_C w||``, the direct Gram coupling; with the
+    layered A (``A_y^T A_C = 0``) it is the off-diagonal part of ``R``, at most half
+    of that bound."""
+    m = _tiny(cap=2.0, init_scale=2.5, pattern=pattern)
+    x, _ = _data(B=1, seed=5)
+    jac, A, s, F, C, y, q = _label_sensitivity(m, x)
+    lay = m.layout
+    J = torch.zeros(lay.d, lay.d)
+    for i in range(lay.n_units):
+        idx = (lay.owner == i).nonzero()[:, 0]
+        J[idx[:, None], idx] = torch.diag(q[idx]) - torch.outer(q[idx], q[idx])
+    D = (A.T @ A) * lay.block_mask()
+    JF, DF, AF = J[F][:, F], D[F][:, F], A[:, F]
+    G = torch.linalg.solve(torch.eye(len(F)) - s * JF @ DF, JF)
+    assert torch.allclose(G, G.T, atol=1e-10) and torch.linalg.eigvalsh(G)[0] > -1e-10
+    R = torch.linalg.inv(torch.eye(A.shape[0]) + s * AF @ G @ AF.T)
+    formula = -s * A[:, y].T @ R @ A[:, C]
+    # only moves within the shown pixels' simplices are meaningful (the PR solver works
+    # with P Phi P, which ignores a per-unit constant added to a clamped value)
+    PC = lay.centring()[C][:, C]
+    jac, formula = jac @ PC, formula @ PC
+    assert jac.abs().max() > 1e-3
+    assert torch.allclose(jac, formula, atol=1e-7)
+    e = torch.linalg.eigvalsh(0.5 * (R + R.T))
+    assert e[0] > 0 and e[-1] <= 1 + 1e-12
+    # the bound, on the centred label directions (per-unit constants do not matter)
+    Py = torch.eye(len(y)) - 1.0 / len(y)
+    bound = s * torch.linalg.matrix_norm(A[:, y] @ Py, 2) * torch.linalg.matrix_norm(
+        A[:, C] @ PC, 2)
+    direct = s * torch.linalg.matrix_norm(Py @ A[:, y].T @ A[:, C] @ PC, 2)
+    got = torch.linalg.matrix_norm(Py @ jac, 2)
+    assert got <= bound + 1e-8
+    # per shown pattern w (centred): |f_y change| <= sqrt(c - m) sqrt(w^T (s D - Phi)_CC w)
+    # <= sqrt(c - m) sqrt((c - m)||w||^2 - w^T Phi_CC w): a property of the class, since
+    # every unit block has s ||P (A^T A)_ii P|| <= c - m; the pixels' own coupling along w
+    # enters with a minus sign
+    Phi = m.phi().detach()
+    cm = m.cap - m.margin
+    for w in torch.randn(5, len(C), generator=torch.Generator().manual_seed(6)):
+        w = PC @ w
+        lhs = float((Py @ jac @ w).norm())
+        rhs = math.sqrt(cm * (cm * float(w @ w) - float(w @ Phi[C][:, C] @ w)))
+        assert 1e-6 < lhs <= rhs + 1e-8
+    if pattern == "layered":
+        assert direct == 0 and got > 1e-3 and got <= 0.5 * bound + 1e-8
+    else:
+        assert direct > 0

@@ -769,9 +769,11 @@ class MonotoneDBM(nn.Module):
 
     ``monotone=True``: ``Phi = s (D - A^T A)`` (dense ``A`` of ``rank`` rows, or with
     ``coupling="conv"`` the convolution operators of :func:`conv_operator`; margin
-    guaranteed; with ``pattern="layered"`` a dense ``A`` restricted to the row blocks of
-    :meth:`Layout.layered_rows`, so ``Phi`` couples only within a group and between
-    consecutive groups); ``monotone=False``: the unconstrained control ``Phi = sym(W)`` with zero
+    guaranteed; with ``pattern="layered"`` ``A`` in one row block per pair of consecutive
+    groups, dense (:meth:`Layout.layered_rows`) or convolutional (``channels`` feature
+    maps per block), so ``Phi`` couples only within a group and between consecutive
+    groups: the label reads the pixels only through the hidden tier, construct page,
+    "What the hidden tier can add to the label's evidence"); ``monotone=False``: the unconstrained control ``Phi = sym(W)`` with zero
     unit blocks (``pattern="full"``) or only the blocks between consecutive layers
     (``pattern="layered"``: one hidden tier is a plain RBM with a label) and plain
     mean-field. Data: ``visible`` as integer states ``[B, n_v]`` with
@@ -833,14 +835,12 @@ class MonotoneDBM(nn.Module):
         if self.pattern not in ("full", "layered"):
             raise ArgumentError(f"pattern must be 'full' or 'layered', got {pattern!r}",
                                 argument="pattern")
-        if self.pattern == "layered" and self.monotone and coupling != "dense":
-            raise ArgumentError("pattern='layered' with the monotone model needs "
-                                "coupling='dense' (a row-block pattern of a dense A)",
-                                argument="pattern")
-        if layer_ranks is not None and not (self.monotone and self.pattern == "layered"):
-            raise ArgumentError("layer_ranks sets the row blocks of a layered monotone A; "
-                                "use it with pattern='layered' and monotone=true",
-                                argument="layer_ranks")
+        if layer_ranks is not None and not (self.monotone and self.pattern == "layered"
+                                            and coupling == "dense"):
+            raise ArgumentError("layer_ranks sets the row blocks of a layered dense monotone "
+                                "A; use it with pattern='layered', coupling='dense' and "
+                                "monotone=true (a layered conv A has `channels` feature maps "
+                                "per row block)", argument="layer_ranks")
         if self.coupling not in ("dense", "conv"):
             raise ArgumentError(f"coupling must be 'dense' or 'conv', got {coupling!r}",
                                 argument="coupling")
@@ -903,9 +903,13 @@ class MonotoneDBM(nn.Module):
         self.check_margin()
 
     def _init_conv(self, kernel: int, channels: int, init_scale: float, gen, place) -> None:
-        """Convolutional ``A``: ``channels`` feature maps on the visible grid; every grid
-        group (the visible units and each hidden tier of the same size) enters through a
-        ``kernel x kernel`` convolution, the label through dense columns."""
+        """Convolutional ``A``: row blocks of ``channels`` feature maps on the visible
+        grid, one block for every group (``pattern="full"``) or one per pair of
+        consecutive groups (``pattern="layered"``: then ``A^T A``, and ``Phi``, couple only
+        within a group and between consecutive groups, as for the layered dense ``A``).
+        In its block(s) every grid group (the visible units and each hidden tier of the
+        same size) enters through its own ``kernel x kernel`` convolution, the label
+        through dense columns."""
         if kernel % 2 != 1:
             raise ArgumentError(f"kernel must be odd, got {kernel}", argument="kernel")
         _, _, n_v, _ = self.layout.segment("visible")
@@ -913,22 +917,34 @@ class MonotoneDBM(nn.Module):
         if side * side != n_v:
             raise ValueError(f"coupling='conv' needs a square visible grid; got {n_v} units")
         self.side, self.channels = side, channels
+        names = [name for name, _, _, _ in self.layout.segments]
+        if self.pattern == "layered":
+            if len(names) < 2:
+                raise ValueError("pattern='layered' needs at least two groups (visible and "
+                                 "a hidden tier or the label)")
+            self.conv_blocks = [tuple(names[j:j + 2]) for j in range(len(names) - 1)]
+        else:
+            self.conv_blocks = [tuple(names)]
         r = channels * n_v
         self.conv = nn.ParameterList()
-        for name, _, n, k in self.layout.segments:
-            if name == "label":
-                continue
-            if n != n_v:
-                raise ValueError(f"coupling='conv': hidden tier {name} needs {n_v} units "
-                                 f"(one per pixel), got {n}")
-            # columns of A (one per one-hot state) start with norm ~ init_scale, as dense
-            w = torch.randn(channels, k, kernel, kernel, generator=gen, device="cpu")
-            self.conv.append(nn.Parameter((w * init_scale / math.sqrt(channels * kernel ** 2))
-                                          .to(**place)))
-        if "label" in [g[0] for g in self.layout.groups]:
-            k_l = self.layout.segment("label")[3]
-            a = torch.randn(r, k_l, generator=gen, device="cpu") * (init_scale / math.sqrt(r))
-            self.A_label = nn.Parameter(a.to(**place))
+        for block in self.conv_blocks:
+            for name, _, n, k in self.layout.segments:
+                if name not in block:
+                    continue
+                # every column of A (one per one-hot state) starts with norm ~ init_scale,
+                # as dense, shared among the row blocks that reach it
+                reach = math.sqrt(sum(name in b for b in self.conv_blocks))
+                if name == "label":
+                    a = torch.randn(r, k, generator=gen, device="cpu") * (
+                        init_scale / math.sqrt(r) / reach)
+                    self.A_label = nn.Parameter(a.to(**place))
+                    continue
+                if n != n_v:
+                    raise ValueError(f"coupling='conv': hidden tier {name} needs {n_v} "
+                                     f"units (one per pixel), got {n}")
+                w = torch.randn(channels, k, kernel, kernel, generator=gen, device="cpu")
+                self.conv.append(nn.Parameter(
+                    (w * init_scale / math.sqrt(channels * kernel ** 2) / reach).to(**place)))
 
     # ---- structure ----
     def a_matrix(self) -> torch.Tensor:
@@ -937,11 +953,19 @@ class MonotoneDBM(nn.Module):
         if self.coupling == "dense":
             # the fixed row-block mask: entries outside it never enter Phi, get no gradient
             return self.A * self.a_mask if hasattr(self, "a_mask") else self.A
-        cols, convs = [], iter(self.conv)
-        for name, _, _, k in self.layout.segments:
-            cols.append(self.A_label if name == "label"
-                        else conv_operator(next(convs), self.side, k))
-        return torch.cat(cols, dim=1)
+        rows, convs = [], iter(self.conv)
+        r = self.channels * self.side ** 2
+        for block in self.conv_blocks:
+            cols = []
+            for name, _, n, k in self.layout.segments:
+                if name not in block:  # outside the row block: never enters Phi
+                    cols.append(self.b.new_zeros(r, n * k))
+                elif name == "label":
+                    cols.append(self.A_label)
+                else:
+                    cols.append(conv_operator(next(convs), self.side, k))
+            rows.append(torch.cat(cols, dim=1))
+        return torch.cat(rows, dim=0)
 
     def phi(self) -> torch.Tensor:
         if self.monotone:
