@@ -32,16 +32,20 @@ comma list --lr the learning rate whose best checkpoint is lowest -- one rule fo
 method. The NIW methods' --lr-hyper (Adam lr of log gamma0, log n0, log l0) may be a comma
 list too: it is searched jointly with --lr (every pair, the same rule), since the learned
 prior precision n0 gamma0 -- the width of q_i* -- is set by lr_hyper times the number of
-meta steps (benchmarks/RESULTS.md, Issue 7, twelfth slice). The score (--select) is the
+meta steps (benchmarks/RESULTS.md, Issue 7, twelfth slice); so may --sgld-temp (the SGLD
+temperature: a colder chain estimates the centre mbar_i with less injected noise, which
+otherwise dominates m0's meta-gradient; fifteenth slice) and --kl-episodes (N of the
+hyperprior's KL / N), every combination a full run. The score (--select) is the
 validation error ("err", the default) or the validation NLL per query point ("nll": a
 proper scoring rule, which rewards calibration), for every method alike. Rows then add
 lr, val_err, val_nll, best_episode (meta-training episodes at the kept checkpoint) and,
-for NIW methods, lr_hyper.
+for NIW methods, lr_hyper, sgld_temp (and kl_episodes where --kl-episodes is given).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import platform
@@ -111,30 +115,36 @@ def network_args(args) -> dict:
             "conv": args.conv, "conv_blocks": args.conv_blocks}
 
 
-def _positive_list(p, flag: str, text: str) -> list[float]:
-    """A comma list of positive numbers, or the parser's error (exit 2) naming ``flag``."""
+def _positive_list(p, flag: str, text: str, zero: bool = False) -> list[float]:
+    """A comma list of positive numbers (``zero``: non-negative), or the parser's error
+    (exit 2) naming ``flag``."""
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         p.error(f"{flag} takes a comma list of numbers, got {text!r}")
-    if not all(v > 0 for v in values):
-        p.error(f"{flag} takes positive learning rates, got {text!r}")
+    if not all(v > 0 or (zero and v == 0) for v in values):
+        what = "non-negative numbers" if zero else "positive numbers"
+        p.error(f"{flag} takes {what}, got {text!r}")
     return values
 
 
-def make_trainer(method, theta, steps, args, n_episodes, lr, lr_hyper=0.1):
+def make_trainer(method, theta, steps, args, n_episodes, lr, lr_hyper=0.1, sgld_temp=1.0,
+                 kl_episodes=None):
+    """The trainer of ``method`` at one grid point (lr; for the NIW methods lr_hyper, the
+    SGLD temperature and N of the hyperprior's KL / N, None: the number of meta-training
+    episodes ``n_episodes``)."""
     if method in NIW_METHODS:
         precision = "gauss_newton" if method == "niw_gn" else args.sgld_precision
         return M.NIW(theta, variant=method if method in ("no_adapt", "no_share") else "niw",
                      sgld_steps=steps,
                      gamma0=1e6 if method == "no_adapt" else args.gamma0,
-                     sgld_temp=args.sgld_temp, sgld_burn=args.sgld_burn, a_max=args.a_max,
+                     sgld_temp=sgld_temp, sgld_burn=args.sgld_burn, a_max=args.a_max,
                      sgld_detrend=bool(args.sgld_detrend),
                      sgld_power_iters=args.sgld_power_iters,
                      sgld_step_scale=args.sgld_step_scale,
                      sgld_precision=precision, sgld_cap=args.sgld_cap,
                      sgld_lr=args.inner_lr, lr=lr, lr_hyper=lr_hyper,
-                     kl_episodes=args.kl_episodes or n_episodes,
+                     kl_episodes=kl_episodes or n_episodes,
                      test_samples=args.test_samples, query_draws=args.query_draws,
                      query_mix=args.query_mix)
     if method in ("maml1", "maml2"):
@@ -174,7 +184,10 @@ def main(argv=None):
                    help="SGLD step / MAML inner step on the summed support NLL")
     p.add_argument("--gamma0", type=float, default=1e6,
                    help="NIW gamma0 at init (the no_adapt ablation freezes it here)")
-    p.add_argument("--sgld-temp", type=float, default=1.0, help="SGLD temperature")
+    p.add_argument("--sgld-temp", default="1",
+                   help="NIW: SGLD temperature tau; a comma list is searched jointly with "
+                        "--lr and --lr-hyper on the meta-validation episodes (needs "
+                        "--val-episodes)")
     p.add_argument("--a-max", type=float, default=1e3, help="NIW clip of A_i (reference 1e3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-episodes", type=int, default=0,
@@ -213,9 +226,11 @@ def main(argv=None):
                    help="NIW gauss_newton: the step cap's curvature from power iterations or "
                         "from the Gauss-Newton Gram matrix at m0 (auto: gram when the Fisher "
                         "factor has at most 8 x power-iters rows)")
-    p.add_argument("--kl-episodes", type=float, default=None,
+    p.add_argument("--kl-episodes", default=None,
                    help="NIW: N in KL(q(phi) || p(phi)) / N (default: the number of "
-                        "meta-training episodes)")
+                        "meta-training episodes); a comma list is searched jointly with "
+                        "--lr, --lr-hyper and --sgld-temp on the meta-validation episodes "
+                        "(needs --val-episodes)")
     p.add_argument("--query-draws", type=int, default=1,
                    help="NIW: draws S of q_i* in the query loss (1: METHODS' single draw; "
                         "S > 1: the negative log of the S-draw average likelihood)")
@@ -237,10 +252,12 @@ def main(argv=None):
         p.error("--device cuda: CUDA is not available on this machine")
     lrs, lr_hypers = (_positive_list(p, flag, text) for flag, text in
                       (("--lr", args.lr), ("--lr-hyper", args.lr_hyper)))
-    if len(lrs) > 1 and not args.val_episodes:
-        p.error("--lr with several values needs --val-episodes (the lr is chosen there)")
-    if len(lr_hypers) > 1 and not args.val_episodes:
-        p.error("--lr-hyper with several values needs --val-episodes (it is chosen there)")
+    temps = _positive_list(p, "--sgld-temp", args.sgld_temp, zero=True)
+    kls = _positive_list(p, "--kl-episodes", args.kl_episodes) if args.kl_episodes else [None]
+    for flag, values in (("--lr", lrs), ("--lr-hyper", lr_hypers), ("--sgld-temp", temps),
+                         ("--kl-episodes", kls)):
+        if len(values) > 1 and not args.val_episodes:
+            p.error(f"{flag} with several values needs --val-episodes (it is chosen there)")
     if args.select != "err" and not args.val_episodes:
         p.error("--select needs --val-episodes (it scores the validation episodes)")
     torch.set_default_dtype(getattr(torch, args.dtype))
@@ -275,15 +292,19 @@ def main(argv=None):
                 continue
             for k in ([int(s) for s in args.inner.split(",")] if method in INNER else [0]):
                 t0 = time.perf_counter()
-                hypers = lr_hypers if method in NIW_METHODS else [None]
-                grid = [(lr, h) for lr in lrs for h in hypers]
+                niw = method in NIW_METHODS
+                # the NIW methods' own settings are searched with the lr (every
+                # combination, one full run each); MAML and ProtoNet search the lr alone
+                axes = ({"lr_hyper": lr_hypers, "sgld_temp": temps, "kl_episodes": kls}
+                        if niw else {})
+                grid = [(lr, dict(zip(axes, c, strict=True)))
+                        for lr in lrs for c in itertools.product(*axes.values())]
                 best = None
-                for lr, lr_hyper in grid:
+                for lr, hyp in grid:
                     task = make_task(src, args.seed, **network_args(args))
                     task.flat.net.to(dev)
                     trainer = make_trainer(method, task.flat.vector(), k, args,
-                                           steps_meta * args.batch, lr,
-                                           lr_hyper if lr_hyper is not None else 0.1)
+                                           steps_meta * args.batch, lr, **hyp)
                     trainer.batched = not args.looped
                     gen = torch.Generator().manual_seed(args.seed + 1)
                     torch.manual_seed(args.seed + 1)
@@ -291,15 +312,16 @@ def main(argv=None):
                                         batch=args.batch, generator=gen, val=val,
                                         val_every=val_every, select=args.select)
                     if len(grid) > 1:
-                        hs = f" lr_hyper {lr_hyper:g}" if len(hypers) > 1 else ""
+                        hs = "".join(f" {a} {v:g}" for a, v in hyp.items()
+                                     if len(axes[a]) > 1)
                         print(f"  {method}/k{k} lr {lr:g}{hs}: val err {info['val_err']:.4f} "
                               f"nll {info['val_nll']:.4f} "
                               f"at episode {info['best_step'] * args.batch}", flush=True)
                     # the first of equal scores wins; without validation the grid is one point
                     score = info.get(f"val_{args.select}", 0.0)
                     if best is None or score < best[0]:
-                        best = (score, lr, lr_hyper, trainer, info, task)
-                _, lr, lr_hyper, trainer, info, task = best
+                        best = (score, lr, hyp, trainer, info, task)
+                _, lr, hyp, trainer, info, task = best
                 res = M.evaluate(trainer, task, test, torch.Generator().manual_seed(7),
                                  intervals=True)
                 log = getattr(trainer, "sgld_log", None)
@@ -314,9 +336,10 @@ def main(argv=None):
                     rows[row].update(lr=lr, val_err=info["val_err"], val_nll=info["val_nll"],
                                      best_episode=info["best_step"] * args.batch)
                     hs = ""
-                    if lr_hyper is not None:
-                        rows[row]["lr_hyper"] = lr_hyper
-                        hs = f"lr_hyper {lr_hyper:g} "
+                    for a, v in hyp.items():
+                        if a != "kl_episodes" or v is not None:
+                            rows[row][a] = v
+                            hs += f"{a} {v:g} "
                     vs = (f"lr {lr:g} {hs}val {info['val_err']:.4f} nll {info['val_nll']:.4f} "
                           f"best@{info['best_step'] * args.batch}  ")
                 print(f"{row:34s} err {res['err']:.4f} ± {res['err_ci']:.4f}  "

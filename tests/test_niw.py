@@ -678,6 +678,88 @@ def test_infer_meta_validation_from_the_cli(tmp_path):
     assert "internal error" not in out.stderr
 
 
+# ---- fifteenth slice: the hyperprior's weight and the SGLD temperature as selections ----
+def test_infer_meta_kl_episodes_weights_the_hyperprior_by_one_over_n(monkeypatch):
+    """`infer meta(kl_episodes=N)`: the meta-training loss adds KL(q(phi) || p(phi)) / N
+    (0, the default: N = steps x batch). With the same seed the first step's episode term
+    is the same for every N, so the first recorded losses of two fits differ by exactly
+    KL(q(phi_init) || p(phi)) (1/N_a - 1/N_b), the hyperprior KL at the initial globals;
+    a negative N is a located check error."""
+    from ppl.syntax.diagnostics import BdlError
+
+    kl0 = []
+    meta_train = M.meta_train
+
+    def spy(trainer, *a, **kw):
+        n0, l0 = trainer.log_n0.exp(), trainer.log_l0.exp()
+        with torch.no_grad():
+            kl0.append(float(rtn.kl_niw_logs(trainer.m0, trainer.log_gamma0, n0, l0,
+                                             *trainer.prior)))
+        kl0.append(trainer.kl_weight)
+        return meta_train(trainer, *a, **kw)
+
+    monkeypatch.setattr(M, "meta_train", spy)
+    m = ppl.compile(VAL_SRC)
+    fits = {n: m.fit(_user_data(), kl_episodes=n) for n in (0, 4, 1e6)}
+    assert fits[0].meta["kl_episodes"] == 16.0          # steps 8 x batch 2
+    assert fits[4].meta["kl_episodes"] == 4.0 and fits[1e6].meta["kl_episodes"] == 1e6
+    kl, weights = kl0[0::2], kl0[1::2]
+    assert weights == pytest.approx([1 / 16, 1 / 4, 1e-6])
+    assert kl[0] == kl[1] == kl[2] and kl[0] > 1e6        # gamma0 = 1e6 at init
+    h = {n: f.meta["history"][0] for n, f in fits.items()}
+    assert h[4] - h[1e6] == pytest.approx(kl[0] * (1 / 4 - 1e-6), rel=1e-5)
+    assert h[0] - h[1e6] == pytest.approx(kl[0] * (1 / 16 - 1e-6), rel=1e-5)
+    # the weaker hyperprior trains different globals
+    assert not torch.equal(fits[4].meta["m0"], fits[1e6].meta["m0"])
+    with pytest.raises(BdlError) as err:
+        ppl.compile(USER_SRC.replace("samples=1)", "samples=1, kl_episodes=-1)"))
+    assert ":7:" in str(err.value)
+    assert "option 'kl_episodes' of meta: must be at least 0" in str(err.value)
+
+
+def _bench_grid(capsys, bad: tuple, argv: list[str]) -> tuple[dict, str]:
+    """fewshot.py's parser errors for each (argv, message) of ``bad``, then its rows and
+    printed output for ``argv`` (the default dtype restored afterwards)."""
+    bench = _fewshot_bench()
+    for wrong, msg in bad:
+        with pytest.raises(SystemExit):
+            bench.main(wrong)
+        assert msg in capsys.readouterr().err
+    old = torch.get_default_dtype()
+    try:
+        rows = bench.main(argv)
+    finally:
+        torch.set_default_dtype(old)
+    return rows, capsys.readouterr().out
+
+
+def test_fewshot_benchmark_searches_sgld_temp_and_kl_episodes_on_validation(capsys):
+    """--sgld-temp a,b and --kl-episodes a,b (NIW methods only) are searched with --lr,
+    every combination a full run, and the combination with the lowest validation score
+    wins; each needs --val-episodes when it has several values, and a negative value
+    is a parser error."""
+    rows, printed = _bench_grid(
+        capsys, ((["--sgld-temp", "1,0.01"], "--sgld-temp with several values"),
+                 (["--kl-episodes", "8,1e6"], "--kl-episodes with several values"),
+                 (["--sgld-temp", "-1"], "--sgld-temp takes non-negative numbers")),
+        ["--task", "gauss", "--methods", "niw,maml1", "--shots", "1", "--inner", "2",
+         "--episodes", "8", "--batch", "2", "--test-episodes", "3", "--val-episodes", "4",
+         "--val-classes", "5", "--val-every", "1", "--sgld-temp", "1,0.01",
+         "--kl-episodes", "8,1e6", "--select", "nll", "--lr", "2e-2"])
+    grid = {(float(m.group(1)), float(m.group(2))): (float(m.group(3)), float(m.group(4)))
+            for m in re.finditer(r"niw/k2 lr \S+ sgld_temp (\S+) kl_episodes (\S+): val err "
+                                 r"(\S+) nll (\S+) ", printed)}
+    assert set(grid) == {(t, n) for t in (1.0, 0.01) for n in (8.0, 1e6)}
+    # both settings change what is learned
+    assert grid[(1.0, 1e6)] != grid[(0.01, 1e6)] and grid[(1.0, 8.0)] != grid[(1.0, 1e6)]
+    niw = rows["gauss/1shot/niw/k2"]
+    assert (niw["sgld_temp"], niw["kl_episodes"]) == min(grid, key=lambda c: grid[c][1])
+    assert niw["val_nll"] == pytest.approx(min(v[1] for v in grid.values()), abs=1e-4)
+    maml = rows["gauss/1shot/maml1/k2"]
+    assert "sgld_temp" not in maml and "kl_episodes" not in maml
+    assert "maml1/k2 lr" not in printed        # one lr, no NIW settings: a single run
+
+
 def _fewshot_bench(name="fewshot", monkeypatch=None):
     import importlib.util
 
@@ -743,22 +825,13 @@ def test_fewshot_benchmark_selects_the_lr_and_checkpoint_on_validation_episodes(
 def test_fewshot_benchmark_selects_lr_hyper_jointly_by_the_chosen_validation_score(capsys):
     """--lr-hyper a,b is searched with --lr (every pair) for NIW methods only; --select nll
     picks the checkpoint and the grid point by validation NLL for every method alike."""
-    bench = _fewshot_bench()
-    for bad, msg in ((["--lr-hyper", "0.1,1"], "--lr-hyper with several values"),
-                     (["--select", "nll"], "--select needs --val-episodes")):
-        with pytest.raises(SystemExit):
-            bench.main(bad)
-        assert msg in capsys.readouterr().err
-    old = torch.get_default_dtype()
-    try:
-        rows = bench.main(["--task", "gauss", "--methods", "niw,maml1", "--shots", "1",
-                           "--inner", "1", "--episodes", "8", "--batch", "2",
-                           "--test-episodes", "3", "--val-episodes", "4", "--val-classes",
-                           "5", "--val-every", "1", "--lr", "1e-3,2e-2",
-                           "--lr-hyper", "0.1,3", "--select", "nll"])
-    finally:
-        torch.set_default_dtype(old)
-    printed = capsys.readouterr().out
+    rows, printed = _bench_grid(
+        capsys, ((["--lr-hyper", "0.1,1"], "--lr-hyper with several values"),
+                 (["--select", "nll"], "--select needs --val-episodes")),
+        ["--task", "gauss", "--methods", "niw,maml1", "--shots", "1", "--inner", "1",
+         "--episodes", "8", "--batch", "2", "--test-episodes", "3", "--val-episodes", "4",
+         "--val-classes", "5", "--val-every", "1", "--lr", "1e-3,2e-2",
+         "--lr-hyper", "0.1,3", "--select", "nll"])
     grid = {(float(m.group(1)), float(m.group(2))): (float(m.group(3)), float(m.group(4)))
             for m in re.finditer(r"niw/k1 lr (\S+) lr_hyper (\S+): val err (\S+) nll (\S+) ",
                                  printed)}

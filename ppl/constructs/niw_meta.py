@@ -113,6 +113,11 @@ META_OPTIONS = {
     "lr": Option(5e-3, float, low=0.0, doc="Adam learning rate of m0"),
     "lr_hyper": Option(0.1, float, low=0.0,
                        doc="Adam learning rate of log gamma0, log n0, log l0"),
+    "kl_episodes": Option(0.0, float, low=0.0,
+                          doc="N of the hyperprior term KL(q(phi) || p(phi)) / N in the "
+                              "meta-training loss (0: steps x batch, the number of "
+                              "meta-training episodes, METHODS' weight); larger N weakens "
+                              "the hyperprior"),
     "variant": Option("niw", "symbol", ("niw", "no_adapt", "no_share"),
                       doc="niw; no_adapt: gamma0 frozen at its init (1e6); "
                           "no_share: n0 gamma0 -> 0 (1e-8)"),

@@ -1387,13 +1387,15 @@ def run(model, kwargs, opts, progress=False):
             return to_dev(src.sample(n, split_, generator))
 
     task = ModelTask(model, kwargs, name, src.kind)
+    # N of the hyperprior's KL / N: the meta-training episodes unless the user sets it
+    kl_episodes = opts["kl_episodes"] or opts["steps"] * opts["batch"]
     trainer = NIW(cfg.flat.vector().to(device), n0=o["n0"], gamma0=o["gamma0"], l0=o["l0"],
                   sgld_steps=o["sgld_steps"], sgld_lr=o["sgld_lr"], sgld_temp=o["sgld_temp"],
                   a_max=o["a_max"], sgld_burn=o["sgld_burn"],
                   sgld_power_iters=o["sgld_power_iters"],
                   sgld_precision=o["sgld_precision"], variant=opts["variant"],
                   lr=opts["lr"],
-                  lr_hyper=opts["lr_hyper"], kl_episodes=opts["steps"] * opts["batch"],
+                  lr_hyper=opts["lr_hyper"], kl_episodes=kl_episodes,
                   test_samples=opts["test_samples"], query_draws=o["query_draws"],
                   query_mix=o["query_mix"])
     val = None
@@ -1421,6 +1423,6 @@ def run(model, kwargs, opts, progress=False):
     draws = trainer.draws(task, data_ep, n=opts["samples"])
     fit = Fit(model, kwargs, chains={name: draws[None]}, latents=[name], deterministics=[])
     info.update(m0=m0, gamma0=gamma0, n0=float(n0), l0=float(l0),
-                sgld_precision=trainer.precision)
+                sgld_precision=trainer.precision, kl_episodes=float(kl_episodes))
     fit.meta = info
     return fit
