@@ -773,11 +773,12 @@ class MonotoneDBM(nn.Module):
     groups, dense (:meth:`Layout.layered_rows`) or convolutional (``channels`` feature
     maps per block), so ``Phi`` couples only within a group and between consecutive
     groups: the label reads the pixels only through the hidden tier, construct page,
-    "What the hidden tier can add to the label's evidence"); ``monotone=False``: the unconstrained control ``Phi = sym(W)`` with zero
-    unit blocks (``pattern="full"``) or only the blocks between consecutive layers
-    (``pattern="layered"``: one hidden tier is a plain RBM with a label) and plain
-    mean-field. Data: ``visible`` as integer states ``[B, n_v]`` with
-    ``-1`` (or NaN) for missing; ``label`` ``[B]`` with ``-1`` for unknown.
+    "What the hidden tier can add to the label's evidence"); ``monotone=False``: the
+    unconstrained control ``Phi = sym(W)`` with zero unit blocks (``pattern="full"``) or
+    only the blocks between consecutive layers (``pattern="layered"``: one hidden tier is
+    a plain RBM with a label) and plain mean-field. Data: ``visible`` as integer states
+    ``[B, n_v]`` with ``-1`` (or NaN) for missing; ``label`` ``[B]`` with ``-1`` for
+    unknown.
 
     ``cap`` (monotone model; ignored by the control): 1 keeps Feng et al.'s class
     ``I - Phi >= m I``; ``c in (1, 2]`` (default 2) the wider class
@@ -948,8 +949,10 @@ class MonotoneDBM(nn.Module):
 
     # ---- structure ----
     def a_matrix(self) -> torch.Tensor:
-        """``A`` (monotone model): the dense parameter, or the convolution operators of
-        the grid groups beside the label's dense columns, in the layout's column order."""
+        """``A`` (monotone model): the dense parameter (masked to its row blocks when
+        layered), or the convolutional row blocks: in each, the convolution operators of
+        its grid groups beside the label's dense columns, zero on the other groups'
+        columns; layout column order."""
         if self.coupling == "dense":
             # the fixed row-block mask: entries outside it never enter Phi, get no gradient
             return self.A * self.a_mask if hasattr(self, "a_mask") else self.A
