@@ -74,6 +74,14 @@ class NIW:
     the diagonal overstates each weight's information, this does not (sine/line:
     benchmarks/RESULTS.md, Issue 7, fourth slice).
 
+    ``sgld_temp`` tau: Langevin at tau is stationary at N(mode, tau/h) on a quadratic of
+    curvature h, so the kept iterates' mean and tau/variance estimate the same centre and
+    curvature at any tau, the mean with Monte Carlo variance proportional to tau: a
+    setting of the estimator, chosen on meta-validation episodes (a colder chain puts
+    less injected noise into mbar_i, and through g_i into m0's meta-gradient;
+    docs/constructs/niw_meta.md, "SGLD temperature"). ``kl_episodes`` N weights the
+    hyperprior term KL(q(phi) || p(phi)) / N of :meth:`step`.
+
     SGLD step: ``sgld_lr`` capped per episode at ``sgld_step_scale`` / (top curvature of
     the support NLL at m0, ``sgld_power_iters`` power iterations with finite-difference
     Hessian-vector products, one gradient each; 0 turns the cap off) --
