@@ -116,6 +116,7 @@ class SampleOp:
     constraint: object | None
     cast_obs: bool = False
     var: str = ""  # the Python variable when it cannot be ``name`` (``lambda`` -> ``lambda_``)
+    obs_align: tuple | None = None  # Pyro dims of the observed data's plate dimensions
 
 
 @dataclass
@@ -167,6 +168,7 @@ class PlateOp:
     # simulation or optional, so its ``~`` draws it)
     subsampled: list[tuple[str, str, int, bool]]
     body: list
+    align_index: bool = False  # reshape the index to the plate's dim (rt.plate_aligned)
 
 
 @dataclass
@@ -254,9 +256,9 @@ class _Lowerer:
 
     def _arg(self, a: ast.Arg) -> ArgSpec:
         sym = self.cm.symbols[a.name]
-        dims = []
-        for d in a.type.dims:
-            dims.append(_dim_text(d))
+        dims = [_dim_text(d) for d in a.type.dims]
+        if dims and sym.ty.shape is not None and len(sym.ty.shape) == len(dims) + 1:
+            dims.append(dims[-1])  # cov_matrix[K] and the other matrix types hold [K, K]
         lower = upper = None
         for b in a.type.bounds:
             if isinstance(b.value, ast.Number):
@@ -349,7 +351,8 @@ class _Lowerer:
         subsampled = [t for t in subsampled if t[1] in self.used]  # no unused locals
         self.rename = saved
         self.indices = saved_indices
-        return PlateOp(info.name, size, batch, info.dim, index, subsampled, body)
+        return PlateOp(info.name, size, batch, info.dim, index, subsampled, body,
+                       align_index=s.index is not None and info.dim != -1)
 
     def _construct(self, s: ast.Sample) -> ConstructOp:
         b = builtins.lookup(s.dist.func_name)
@@ -377,7 +380,8 @@ class _Lowerer:
         if obs is not None:
             self.used.add(obs)
         return SampleOp(s.name, d, obs, event, dty.event, bool(info.plates),
-                        self._constraint(info.constraint), info.obs_cast, self._var(s.name))
+                        self._constraint(info.constraint), info.obs_cast, self._var(s.name),
+                        info.obs_align)
 
     def _constraint(self, c):
         if c is None:
@@ -389,6 +393,13 @@ class _Lowerer:
 
     # ---- expressions ----
     def _expr(self, e: ast.Expr):
+        out = self._expr_inner(e)
+        pad = self.cm.pads.get(id(e))
+        if pad is not None:  # one value per plate element, widened to the site's elements
+            return Call("rt.per_element", [out, Lit(pad[0]), Lit(pad[1])], [])
+        return out
+
+    def _expr_inner(self, e: ast.Expr):
         if isinstance(e, ast.Number):
             return Lit(e.value)
         if isinstance(e, ast.Bool):
@@ -400,7 +411,10 @@ class _Lowerer:
                 return Var(self.locals[e.id])
             if e.id in self.cm.symbols or e.id in self.indices:
                 self.used.add(self.rename.get(e.id, e.id))
-                return Var(self.rename.get(e.id, e.id))
+                var = Var(self.rename.get(e.id, e.id))
+                if id(e) in self.cm.aligned:  # data of outer plates, at their Pyro dims
+                    return Call("rt.plate_aligned", [var, Lit(self.cm.aligned[id(e)])], [])
+                return var
             return Sym(e.id)
         if isinstance(e, ast.Neg):
             return Neg(self._expr(e.operand))

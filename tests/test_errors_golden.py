@@ -1035,6 +1035,70 @@ model.bdl:2:7: error: 'k' is a latent with unbounded discrete support (Poisson):
   note: observe it as data, or marginalise it by hand (a finite truncation with Categorical, or a mixture)""",
         id="discrete_latent_unbounded_support",
     ),
+    pytest.param(
+        """\
+model M(y: real[N]) {
+  mu ~ Normal(0, 5)
+  sigma ~ Normal(0, 1)
+  plate N {
+    y ~ Normal(mu, sigma)
+  }
+}
+""",
+        """\
+model.bdl:5:20: error: 'sigma' can be any real number (its prior is Normal), but Normal's scale must be positive
+      y ~ Normal(mu, sigma)
+                     ^~~~~
+  note: give 'sigma' a prior on that set, or declare it bounded: sigma: real<lower=0> ~ Normal(...)""",
+        id="real_latent_as_a_scale",
+    ),
+    pytest.param(
+        """\
+model M(y: int[N]) {
+  p ~ Normal(0, 1)
+  plate N {
+    y ~ Bernoulli(probs=p)
+  }
+}
+""",
+        """\
+model.bdl:4:25: error: 'p' can be any real number (its prior is Normal), but Bernoulli's probs must be in [0, 1]
+      y ~ Bernoulli(probs=p)
+                          ^
+  note: give 'p' a prior on that set, or map it there (exp, sigmoid, softmax)""",
+        id="real_latent_as_a_probability",
+    ),
+    pytest.param(
+        """\
+model M(lambda: real[N]) {
+  mu ~ Normal(0, 1)
+  plate N {
+    lambda ~ Normal(mu, 1)
+  }
+}
+""",
+        """\
+model.bdl:1:9: error: 'lambda' cannot name a data argument or size: it is reserved in the generated Python
+  model M(lambda: real[N]) {
+          ^~~~~~
+  note: rename it, e.g. 'lambda_'""",
+        id="reserved_python_name_for_data",
+    ),
+    pytest.param(
+        """\
+model M(y: real[N]) {
+  true ~ Normal(0, 1)
+  plate N {
+    y ~ Normal(true, 1)
+  }
+}
+""",
+        """\
+model.bdl:2:3: error: 'true' is a boolean literal and cannot name a value
+    true ~ Normal(0, 1)
+    ^~~~""",
+        id="boolean_literal_as_a_name",
+    ),
 ]
 
 

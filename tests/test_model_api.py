@@ -230,3 +230,24 @@ def test_sampler_warnings_name_the_worst_quantity_and_set_weights_apart():
     assert sampler_warnings(fit, fit.summary()) == ["3 divergent transitions: the sampler "
                                                     "missed part of the posterior; raise "
                                                     "target_accept or reparametrise"]
+
+
+def test_matrix_typed_data_binds_as_a_matrix():
+    """``S: cov_matrix[D]`` as data holds a [D, D] matrix (the signature used to say [D])."""
+    from torch.distributions import MultivariateNormal, Normal
+
+    m = ppl.compile("""
+model M(y: real[N, D], S: cov_matrix[D]) {
+  mu: real[D] ~ Normal(0, 5)
+  plate N {
+    y ~ MultivariateNormal(mu, S)
+  }
+}
+""")
+    y = torch.tensor([[0.1, 0.2], [0.3, -0.1], [1.0, 0.5]])
+    S = torch.tensor([[1.0, 0.2], [0.2, 1.0]])
+    mu = torch.tensor([0.2, -0.4])
+    got = m.log_density({"mu": mu}, {"y": y, "S": S})
+    want = float(Normal(0.0, 5.0).log_prob(mu).sum()
+                 + MultivariateNormal(mu, S).log_prob(y).sum())
+    assert abs(got - want) < 1e-4

@@ -214,7 +214,10 @@ class _Emitter:
     def _stmt(self, op, depth: int) -> None:
         if isinstance(op, ir.SampleOp):
             if op.obs is not None:
-                obs = f"rt.real({op.obs})" if op.cast_obs else op.obs
+                obs = op.obs
+                if op.obs_align is not None:  # data of outer plates, at their Pyro dims
+                    obs = f"rt.plate_aligned({obs}, {op.obs_align!r})"
+                obs = f"rt.real({obs})" if op.cast_obs else obs
                 self.line(depth, f'pyro.sample("{op.name}", {_dist(op)}, obs={obs})')
             else:
                 self.line(depth, f'{_var(op)} = pyro.sample("{op.name}", {_dist(op)})')
@@ -253,6 +256,8 @@ class _Emitter:
                 take = f"{data}.index_select({axis}, {op.index})"
                 self.line(depth + 1, f"{local} = None if {data} is None else {take}"
                           if may_be_none else f"{local} = {take}")
+            if op.align_index:  # the index varies along this plate's dim, as its values do
+                self.line(depth + 1, f"{op.index} = rt.plate_aligned({op.index}, ({op.dim},))")
             self.stmts(op.body, depth + 1)
         else:
             raise TypeError(f"cannot emit {type(op).__name__}")

@@ -51,6 +51,7 @@ class SiteInfo:
     constraint: str | None = None    # pyro constraint source text for a restricted latent
     bounds: dict = field(default_factory=dict)
     obs_cast: bool = False           # observe int/bool data with a real-valued density
+    obs_align: tuple | None = None   # plate dims of observed data in nested plates
 
 
 @dataclass
@@ -83,6 +84,13 @@ class CheckedModel:
     # data arguments observed by a ``~`` and never read in an expression: a simulation
     # (``sample_prior``) may leave them out, since the model only ever draws them
     observed_only: frozenset[str] = frozenset()
+    # data names read inside nested plates -> the Pyro dims of their plate dimensions
+    # (``rt.plate_aligned``): ``g: real[N]`` in plates N (dim -2) and M is ``[N, 1]`` there
+    aligned: dict[int, tuple] = field(default_factory=dict)
+    # distribution arguments with one value per plate element whose element shape is
+    # shorter than the site's: id -> (plate dims, unit dims to insert after them)
+    # (``rt.per_element``): ``m`` [N] for ``y`` [N, W] in plate N is ``[N, 1]``
+    pads: dict[int, tuple] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -292,12 +300,16 @@ class _ModelChecker:
         self.size_origin: dict[str, ast.Arg] = {}  # the first argument whose shape names a size
         self.optional_reads: dict[str, Span] = {}  # optional data read in an expression
         self.data_reads: set[str] = set()  # data arguments read in an expression
+        self.aligned: dict[int, tuple] = {}  # see CheckedModel.aligned
+        self.pads: dict[int, tuple] = {}  # see CheckedModel.pads
+        self._dist_bound: dict[int, tuple] = {}  # distribution call -> (signature, bound)
 
     def result(self) -> CheckedModel:
         data = {a.name for a in self.model.args}
         return CheckedModel(self.model, self.symbols, list(self.size_syms), self.types,
                             self.sites, self.plates_info, self.deferred, None, self.warnings,
-                            frozenset((self.observed & data) - self.data_reads))
+                            frozenset((self.observed & data) - self.data_reads), self.aligned,
+                            self.pads)
 
     def err(self, msg: str, span: Span, notes: list[str] | None = None) -> None:
         self.errors.append(Diagnostic(msg, span, "error", notes or []))
@@ -360,6 +372,15 @@ class _ModelChecker:
         for n, sym in self.size_syms.items():
             if n not in self.symbols:
                 self.symbols[n] = Symbol(n, "size", Ty("int", (), dim=sym), self.model.span)
+        from ..lower import RESERVED  # the generated Python's own names
+
+        for name, sym in self.symbols.items():
+            if name in RESERVED and sym.role in ("data", "size"):
+                # data keys are the generated function's keyword arguments
+                origin = self.size_origin.get(name)
+                span = sym.span if sym.node is not None or origin is None else origin.type.span
+                self.err(f"'{name}' cannot name a data argument or size: it is reserved in "
+                         "the generated Python", span, [f"rename it, e.g. '{name}_'"])
 
     def _dim(self, expr: ast.Expr, *, declare: bool = False) -> sizes.Dim | None:
         """A dimension: an integer, a size name, or +, -, * of them."""
@@ -440,6 +461,9 @@ class _ModelChecker:
 
     # ---- statements ----
     def _define(self, name: str, span: Span) -> bool:
+        if name in ("true", "false"):
+            self.err(f"'{name}' is a boolean literal and cannot name a value", span)
+            return False
         prev = self.symbols.get(name)
         if prev is not None:
             origin = self.size_origin.get(name)
@@ -472,7 +496,22 @@ class _ModelChecker:
         return tuple(p.name for p in self.plate_stack)
 
     def _plate_shape(self) -> tuple:
-        return tuple(p.size for p in self.plate_stack)
+        """The enclosing plates as Pyro lays them out: one dimension per plate dim, from
+        the outermost plate's (``dim=-2`` for a plate with one nested inside) to -1, the
+        plates' sizes at their dims and 1 elsewhere (``[N, 1]`` in the body of an outer
+        plate, ``[N, M]`` inside both)."""
+        return _runtime_form(tuple(p.size for p in self.plate_stack), self.plate_stack)
+
+    def _aligned_plates(self, shape) -> list:
+        """The enclosing plates that data of ``shape`` has one value per element of: its
+        leading dimensions equal to the plates' sizes, outermost first (as a subsampled
+        plate indexes them)."""
+        out = []
+        for p, d in zip(self.plate_stack, shape or (), strict=False):
+            if sizes.compare(d, p.size) != sizes.Relation.EQUAL:
+                break
+            out.append(p)
+        return out
 
     def _plate(self, s: ast.Plate) -> None:
         size = self._dim(s.size)
@@ -481,8 +520,9 @@ class _ModelChecker:
             bt = self._expr(s.batch)
             if bt.kind != "int" or bt.shape != ():
                 self.err("batch needs an integer size", s.batch.span)
-        info = PlateInfo(name, size if size is not None else sizes.size_symbol(name), 0,
-                         s.batch is not None)
+        # Plate dims: the innermost plate is -1, so dim = -(1 + nesting depth below).
+        info = PlateInfo(name, size if size is not None else sizes.size_symbol(name),
+                         -1 - _depth_below(s.body), s.batch is not None)
         # The plate's position among its enclosing plates: data dims at that axis subsample.
         axis = len(self.plate_stack)
         if s.batch is not None and size is not None:
@@ -495,14 +535,13 @@ class _ModelChecker:
         self.plate_stack.append(info)
         defined_index = False
         if s.index is not None and self._define(s.index, s.span):
-            self.symbols[s.index] = Symbol(s.index, "index", Ty("int", (info.size,)), s.span)
+            self.symbols[s.index] = Symbol(
+                s.index, "index", Ty("int", _runtime_form((info.size,), [info])), s.span)
             defined_index = True
         self._stmts(s.body)
         self.plate_stack.pop()
         if defined_index:
             del self.symbols[s.index]
-        # Plate dims: the innermost plate is -1, so dim = -(1 + nesting depth below).
-        info.dim = -1 - _depth_below(s.body)
 
     def _tilde_construct(self, s: ast.Sample):
         """The construct on the right of ``~``, when it is one (``f ~ gp_prior(...)``)."""
@@ -574,7 +613,11 @@ class _ModelChecker:
                 self.err(f"'{s.name}' is data; its type is declared in the model signature",
                          s.type.span)
             info = SiteInfo("observed", plates)
+            dty = self._per_element(s, existing.ty.shape, dty)
             info.event_dims = self._fit_shape(s, existing.ty.shape, dty)
+            if existing.ty.shape is not None and info.event_dims is not None \
+                    and _runtime_form(existing.ty.shape, self.plate_stack) != existing.ty.shape:
+                info.obs_align = tuple(p.dim for p in self.plate_stack)
             info.obs_cast = existing.ty.kind in ("int", "bool")
             if dty.discrete and existing.ty.kind == "real":
                 self.warn(f"'{s.name}' is real but {dty.dist} is a discrete distribution",
@@ -591,7 +634,10 @@ class _ModelChecker:
                 shape = None
             else:
                 shape = declared.shape
+                dty = self._per_element(s, shape, dty)
                 info.event_dims = self._fit_shape(s, shape, dty)
+                if info.event_dims is not None:
+                    shape = _runtime_form(shape, self.plate_stack)
             kind = "int" if dty.discrete else "real"
         else:
             shape = self._latent_shape(s, dty)
@@ -649,11 +695,125 @@ class _ModelChecker:
         self._report(issues, s.dist.span, f"the distribution of '{s.name}' and the plate")
         return None if full is None else tuple(full) + tuple(event)
 
+    def _plate_width(self, e) -> int | None:
+        """How many leading dimensions of ``e``'s value are plate dims (Pyro's runtime
+        form, ``_runtime_form``): 0 for a value that does not vary along an enclosing
+        plate, None when that cannot be told (a scalar index into plate data)."""
+        if isinstance(e, (ast.Number, ast.Bool)):
+            return 0
+        if isinstance(e, ast.Name):
+            sym = self.symbols.get(e.id)
+            if sym is None:
+                return 0
+            if sym.role in ("data", "transformed"):
+                plates = self._aligned_plates(sym.ty.shape)
+                return -plates[0].dim if plates else 0
+            if sym.role == "index":  # [size] + ones to its plate's dim
+                return len(sym.ty.shape) if sym.ty.shape else None
+            if sym.plates:
+                outer = next((p for p in self.plate_stack if p.name == sym.plates[0]), None)
+                return -outer.dim if outer is not None else None
+            return 0
+        if isinstance(e, ast.Neg):
+            return self._plate_width(e.operand)
+        if isinstance(e, ast.BinOp):
+            a, b = self._plate_width(e.left), self._plate_width(e.right)
+            return None if a is None or b is None else max(a, b)
+        if isinstance(e, ast.Call) and e.func_name is not None \
+                and e.func_name not in self.symbols:
+            widths = [self._plate_width(a) for a in e.args] + \
+                     [self._plate_width(k.value) for k in e.kwargs]
+            return None if any(w is None for w in widths) else max(widths, default=0)
+        if isinstance(e, ast.Index):
+            items = [self._plate_width(i) for i in e.indices if not isinstance(i, ast.Slice)]
+            if any(w is None for w in items):
+                return None
+            if any(items):
+                return max(items)
+            base = self._plate_width(e.value)
+            if base == 0:
+                return 0
+            first = e.indices[0] if e.indices else None
+            full = isinstance(first, ast.Slice) and first.start is None and first.stop is None
+            return base if full else None
+        return None
+
+    def _plates_meet(self, e: ast.BinOp, a: Ty, b: Ty) -> bool:
+        """Whether broadcasting ``a`` with ``b`` inside plates keeps every plate dim against
+        the same plate (or a size-1 or absent dim). A plate dim of one operand that would
+        be matched with another size of the other (``m`` [N] drawn in plate N plus
+        ``mu: real[W]``) is an error here, where broadcasting would compare N with W and,
+        were they equal, pair m[k] with mu[k] silently."""
+        if a.shape is None or b.shape is None:
+            return True
+        rank = max(len(a.shape), len(b.shape))
+        for mine, node, other in ((a, e.left, b), (b, e.right, a)):
+            width = self._plate_width(node)
+            if not width:
+                continue
+            start, ostart = rank - len(mine.shape), rank - len(other.shape)
+            for k in range(width):
+                size, pos = mine.shape[k], start + k
+                if pos < ostart or sizes.compare(size, sizes.const(1)) == sizes.Relation.EQUAL:
+                    continue
+                theirs = other.shape[pos - ostart]
+                if sizes.compare(theirs, sizes.const(1)) == sizes.Relation.EQUAL \
+                        or sizes.compare(theirs, size) == sizes.Relation.EQUAL:
+                    continue
+                side = e.left if node is e.right else e.right
+                self.err(f"inside plate {', '.join(self._plate_names())}, "
+                         f"{_quote(node)} has one value per plate element (shape "
+                         f"{sizes.show(mine.shape)}) and {_quote(side)} has shape "
+                         f"{sizes.show(other.shape)}: '{e.op}' would match the plate's size "
+                         f"{size} with {theirs}", e.span,
+                         ["combine them where the site's shape is known: a distribution "
+                          "argument is widened to the site's per-element shape (\"Plates\" "
+                          "in docs/language.md), or draw the per-element values in a "
+                          "nested plate"])
+                return False
+        return True
+
+    def _per_element(self, s: ast.Sample, shape, dty: Ty) -> Ty:
+        """Stan's reading of ``y ~ Normal(m, s)`` inside ``plate N`` with ``y`` [N, W] and
+        ``m`` drawn in the plate ([N]): each row of y is W draws around that row's m. A
+        distribution argument with one value per plate element whose own per-element
+        shape is shorter than the site's gets unit dims after its plate dims
+        (``rt.per_element``: [N] -> [N, 1]), so broadcasting matches plates with plates
+        and per-element dims with per-element dims, not the plate's dim with W. Returns
+        the distribution's type over the padded arguments."""
+        found = self._dist_bound.get(id(s.dist))
+        if not self.plate_stack or shape is None or found is None or dty.event is None \
+                or len(shape) < len(self.plate_stack):
+            return dty
+        sig, bound = found
+        want = len(shape) - len(self.plate_stack) - dty.event  # per-element batch dims
+        if want <= 0:
+            return dty
+        needs = dict(sig.arg_constraints)
+        padded, changed = dict(bound), False
+        for pname, (node, t) in bound.items():
+            own = _param_rank(needs.get(pname))
+            width = self._plate_width(node)
+            if own is None or not width or t.kind not in TENSOR_KINDS or t.shape is None:
+                continue
+            have = len(t.shape) - width - own
+            if have < 0 or have >= want:
+                continue
+            units = (sizes.const(1),) * (want - have)
+            padded[pname] = (node, Ty(t.kind, tuple(t.shape[:width]) + units
+                                      + tuple(t.shape[width:])))
+            self.pads[id(node)] = (width, want - have)
+            changed = True
+        if not changed:
+            return dty
+        return Ty("dist", _dist_shape(sig, padded, self), event=dty.event, dist=dty.dist,
+                  discrete=dty.discrete, enumerable=dty.enumerable)
+
     def _fit_shape(self, s: ast.Sample, shape, dty: Ty):
         """Check a declared/data shape against the distribution; return event dims."""
         if shape is None:
             return None
-        pshape = self._plate_shape()
+        pshape = tuple(p.size for p in self.plate_stack)
         if len(shape) < len(pshape):
             self.err(f"'{s.name}' has shape {sizes.show(shape)} but sits inside plates "
                      f"{sizes.show(pshape)}", s.name_span)
@@ -666,15 +826,16 @@ class _ModelChecker:
                 return None
             if rel == sizes.Relation.UNKNOWN:
                 self._defer(shape[i], p, s.name_span, f"dimension {i} of '{s.name}' and the plate")
+        full_shape = _runtime_form(shape, self.plate_stack)
         if dty.shape is not None:
-            full, issues = sizes.broadcast(dty.shape, shape)
-            if full is not None and len(full) > len(shape):
+            full, issues = sizes.broadcast(dty.shape, full_shape)
+            if full is not None and len(full) > len(full_shape):
                 self.err(f"the distribution has shape {sizes.show(dty.shape)}, which does not "
-                         f"fit '{s.name}' of shape {sizes.show(shape)}", s.dist.span)
+                         f"fit '{s.name}' of shape {sizes.show(full_shape)}", s.dist.span)
                 return None
             self._report(issues, s.dist.span,
                          f"the distribution {sizes.show(dty.shape)} and '{s.name}' "
-                         f"{sizes.show(shape)}")
+                         f"{sizes.show(full_shape)}")
         return tuple(shape[len(pshape):])
 
     def _assign(self, s: ast.Assign) -> None:
@@ -823,7 +984,7 @@ class _ModelChecker:
         kind = b.attrs[e.attr]
         return Ty(kind, None, event=None) if kind == "dist" else Ty(kind, None)
 
-    def _name(self, e: ast.Name) -> Ty:
+    def _name(self, e: ast.Name, raw: bool = False) -> Ty:
         sym = self.symbols.get(e.id)
         if sym is not None:
             self.used.add(e.id)
@@ -836,6 +997,13 @@ class _ModelChecker:
                          "that takes a function", e.span,
                          [f"such as {_function_args()}; it is defined at {sym.span}"])
                 return UNKNOWN
+            if sym.role in ("data", "transformed") and self.plate_stack and not raw:
+                plates = self._aligned_plates(sym.ty.shape)
+                form = _runtime_form(sym.ty.shape, plates)
+                if form != sym.ty.shape:
+                    # one value per element of outer plates: at their Pyro dims
+                    self.aligned[id(e)] = tuple(p.dim for p in plates)
+                    return Ty(sym.ty.kind, form)
             return sym.ty
         if e.id in self.later:
             self.err(f"'{e.id}' is used before it is defined", e.span,
@@ -880,6 +1048,8 @@ class _ModelChecker:
             self._report(issues, e.span,
                          f"the operands of '@' {sizes.show(a.shape)} and {sizes.show(b.shape)}")
             return Ty("real", shape)
+        if self.plate_stack and not self._plates_meet(e, a, b):
+            return UNKNOWN
         shape, issues = sizes.broadcast(a.shape, b.shape)
         self._report(issues, e.span,
                      f"the operands of '{e.op}' {sizes.show(a.shape)} and {sizes.show(b.shape)}")
@@ -918,7 +1088,11 @@ class _ModelChecker:
                   dim=dims)
 
     def _index(self, e: ast.Index) -> Ty:
-        base = self._expr(e.value)
+        if isinstance(e.value, ast.Name):  # x[i] reads the data as declared
+            base = self._name(e.value, raw=True)
+            self.types[id(e.value)] = base
+        else:
+            base = self._expr(e.value)
         item_tys = []
         for item in e.indices:
             if isinstance(item, ast.Slice):
@@ -1330,8 +1504,38 @@ class _ModelChecker:
                 ok = False
         if not ok:
             return UNKNOWN
+        self._unconstrained_args(sig, bound)
+        self._dist_bound[id(e)] = (sig, bound)
         return Ty("dist", _dist_shape(sig, bound, self), event=sig.event_rank, dist=sig.name,
                   discrete=sig.discrete, enumerable=sig.enumerable)
+
+    def _unconstrained_args(self, sig, bound: dict) -> None:
+        """A latent that can be any real number, given as a parameter that must lie in a
+        set (a scale, a rate, a probability): the sampler will propose values outside it,
+        and the fit fails at the first one. Stan's pedantic mode warns about this; here
+        it is an error, since a bare name has no way to be mapped into the set."""
+        constraints = dict(sig.arg_constraints)
+        for pname, (node, _) in bound.items():
+            need = constraints.get(pname)
+            if need not in _CONSTRAINT_WORDS or not isinstance(node, ast.Name):
+                continue
+            sym = self.symbols.get(node.id)
+            if sym is None or sym.role != "latent" or not isinstance(sym.node, ast.Sample) \
+                    or (sym.node.type is not None and (sym.node.type.bounds
+                                                       or sym.node.type.base != "real")):
+                continue
+            prior = self.types.get(id(sym.node.dist))
+            psig = signatures.lookup(prior.dist) if prior is not None and prior.dist else None
+            if psig is None or psig.support not in ("Real()", "IndependentConstraint(Real(), 1)"):
+                continue
+            words = _CONSTRAINT_WORDS[need]
+            self.err(f"'{node.id}' can be any real number (its prior is {psig.name}), but "
+                     f"{sig.name}'s {pname} must be {words}", node.span,
+                     [f"give '{node.id}' a prior on that set, or declare it bounded: "
+                      f"{node.id}: real<lower=0> ~ {psig.name}(...)"
+                      if words == "positive" else
+                      f"give '{node.id}' a prior on that set, or map it there "
+                      "(exp, sigmoid, softmax)"])
 
     def _builtin_call(self, e: ast.Call, b) -> Ty:
         bound = self._bind_args(e, b.params, b.name, b.variadic, b)
@@ -1537,6 +1741,59 @@ def _support_matches(constraint, dty: Ty) -> bool:
         return False
     sig = signatures.lookup(dty.dist)
     return sig is not None and sig.support in SUPPORT_OF_CONSTRAINT.get(constraint, ())
+
+
+def _quote(e: ast.Expr) -> str:
+    """A short name for an operand in a message: 'm' for a name, else 'this operand'."""
+    return f"'{e.id}'" if isinstance(e, ast.Name) else "one operand"
+
+
+def _param_rank(constraint: str | None) -> int | None:
+    """Dimensions a distribution parameter has per batch element, from its constraint's
+    text: 0 for a number (a loc, a scale, a probability), 1 for a vector (a simplex, an
+    event of a vector distribution), 2 for a matrix; None when unknown."""
+    if constraint is None or constraint.startswith("Dependent"):
+        return None
+    if constraint.startswith("IndependentConstraint("):
+        return int(constraint.rsplit(",", 1)[1].strip(" )"))
+    if constraint in ("Simplex()", "OrderedVector()"):
+        return 1
+    if constraint in ("PositiveDefinite()", "LowerCholesky()", "LowerTriangular()",
+                      "CorrCholesky()"):
+        return 2
+    if constraint.startswith(("Real", "GreaterThan", "Interval", "HalfOpenInterval",
+                              "IntegerGreaterThan", "IntegerInterval", "Integer", "Boolean",
+                              "LessThan", "Positive", "Nonnegative")):
+        return 0
+    return None
+
+
+def _runtime_form(shape, plates) -> tuple | None:
+    """``shape``, whose leading dimensions are one per plate of ``plates`` (enclosing
+    plates, outermost first), as Pyro lays it out inside them: each plate's size at its
+    dim (counted from the right of the plate part), 1 at the dims of plates it does not
+    vary along, then its per-element dimensions. ``[N]`` in plates N (dim -2) and M
+    (dim -1) is ``[N, 1]``; in a single plate (dim -1) nothing changes."""
+    if shape is None or not plates:
+        return shape
+    width = -plates[0].dim
+    out = [sizes.const(1)] * width
+    for p, d in zip(plates, shape, strict=False):
+        out[width + p.dim] = d
+    return tuple(out) + tuple(shape[len(plates):])
+
+
+# how a distribution parameter's constraint reads in a message (Pyro's text -> words)
+_CONSTRAINT_WORDS = {
+    "GreaterThan(lower_bound=0.0)": "positive",
+    "IndependentConstraint(GreaterThan(lower_bound=0.0), 1)": "positive",
+    "GreaterThanEq(lower_bound=0.0)": "non-negative",
+    "GreaterThanEq(lower_bound=0)": "non-negative",
+    "Interval(lower_bound=0.0, upper_bound=1.0)": "in [0, 1]",
+    "Simplex()": "a simplex (non-negative, summing to 1)",
+    "PositiveDefinite()": "positive definite",
+    "LowerCholesky()": "a lower Cholesky factor",
+}
 
 
 def _names_in(e: ast.Expr) -> list[str]:

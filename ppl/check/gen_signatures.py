@@ -67,6 +67,18 @@ def _event_rank(cls) -> int | None:
     return None
 
 
+def _arg_constraints(cls, params: list[str]) -> dict[str, str]:
+    """Each parameter's constraint as text (``{"scale": "GreaterThan(lower_bound=0.0)"}``);
+    empty where the class computes them from its values (Uniform's low < high)."""
+    for klass in cls.__mro__:
+        if "arg_constraints" in klass.__dict__:
+            found = klass.__dict__["arg_constraints"]
+            if not isinstance(found, dict):
+                return {}
+            return {k: str(v) for k, v in sorted(found.items()) if k in params}
+    return {}
+
+
 def build_table() -> dict:
     """Read every distribution class of ``pyro.distributions`` into a JSON-able dict."""
     import pyro.distributions as dist
@@ -104,6 +116,7 @@ def build_table() -> dict:
             "event_rank": _event_rank(cls),
             "discrete": _is_discrete(cls),
             "enumerable": bool(getattr(cls, "has_enumerate_support", False)),
+            "arg_constraints": _arg_constraints(cls, params),
         }
     return table
 

@@ -22,6 +22,8 @@ class DistSig:
     event_rank: int | None
     discrete: bool
     enumerable: bool = False  # finite support Pyro can sum out (``has_enumerate_support``)
+    # (parameter, its constraint as text), for the parameters whose constraint is fixed
+    arg_constraints: tuple[tuple[str, str], ...] = ()
 
 
 # Distributions the language adds to Pyro's, with the runtime class generated code uses.
@@ -43,7 +45,7 @@ def table() -> dict[str, DistSig]:
         name: DistSig(
             name, tuple(e["params"]), tuple(e["required"]),
             tuple(tuple(g) for g in e["one_of"]), e["support"], e["event_rank"], e["discrete"],
-            e["enumerable"],
+            e["enumerable"], tuple(e["arg_constraints"].items()),
         )
         for name, e in raw.items()
     }

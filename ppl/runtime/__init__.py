@@ -36,13 +36,14 @@ from .functions import sum_ as sum  # noqa: A001
 from .kernels import gram
 from .main import main
 from .nn import network, reset_networks
-from .shapes import Flat, Restricted, event
+from .shapes import Flat, Restricted, event, per_element, plate_aligned
 
 __all__ = [
     "ArgSpec", "Flat", "Restricted", "Signature", "SizeCheck", "arange", "batch_size", "bind",
     "cat", "clamp", "full_data",
     "elu", "event", "eye", "full", "gelu", "gram", "kernels", "log_softmax", "logsumexp", "main",
-    "max", "mean", "min", "network", "nn", "normal_cdf", "ones", "prod", "real",
+    "max", "mean", "min", "network", "nn", "normal_cdf", "ones", "per_element", "plate_aligned",
+    "prod", "real",
     "reset_networks", "softmax", "softplus", "stack", "sum", "tensor", "transpose", "zeros",
 ]
 

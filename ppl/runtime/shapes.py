@@ -30,6 +30,35 @@ def event(d, shape) -> TorchDistribution:
     return d.expand(lead + extra).to_event(len(extra))
 
 
+def plate_aligned(x, dims):
+    """``x``, whose leading ``len(dims)`` dimensions are one per enclosing plate, with
+    those dimensions moved to the plates' Pyro dims ``dims`` (negative, from the right of
+    the plate part) and size 1 at the dims between them; its other dimensions follow.
+
+    In ``pyro.plate("N", N, dim=-2)`` around ``pyro.plate("M", M, dim=-1)``, data ``g`` of
+    shape [N] must be [N, 1] to vary along N (``dims=(-2,)``), as a latent drawn in the
+    outer plate is; the plate's index ``n`` is reshaped the same way, so ``a[n]`` is
+    [N, 1] and ``a[n] + b[m]`` is [N, M].
+    """
+    if x is None:
+        return None
+    x = torch.as_tensor(x)
+    width = -min(dims)
+    shape = [1] * width
+    for j, d in enumerate(dims):
+        shape[width + d] = x.shape[j]
+    return x.reshape(shape + list(x.shape[len(dims):]))
+
+
+def per_element(x, plates: int, units: int):
+    """``x`` with ``units`` dims of size 1 inserted after its first ``plates`` dims (its
+    plate dims): a value with one number per plate element, [N], becomes [N, 1], so it
+    broadcasts against a site's per-element dims [N, W] row by row (Stan's ``y[n] ~
+    normal(m[n], s)``), not along W."""
+    x = torch.as_tensor(x)
+    return x.reshape(tuple(x.shape[:plates]) + (1,) * units + tuple(x.shape[plates:]))
+
+
 class Restricted(TorchDistribution):
     """A prior restricted to a constraint set, with the density left unnormalised there.
 
