@@ -260,7 +260,22 @@ register(Builtin("matmul", "torch.matmul", ("a", "b"), 2, doc="matrix product, a
 register(Builtin("transpose", "rt.transpose", ("x",), 1, shape=transpose_rule,
                  doc="swap the last two dimensions"))
 register(Builtin("stack", "rt.stack", ("xs", "dim"), 1, doc="stack a list along a new dim"))
-register(Builtin("cat", "rt.cat", ("xs", "dim"), 1, doc="concatenate a list along dim"))
+def cat_rule(args, kwargs):
+    """cat([a, b], dim): the items' shape with their sizes along dim added (N + M)."""
+    items = getattr(args[0], "value", None) if args else None
+    d = kwargs.get("dim", args[1] if len(args) > 1 else None)
+    dim = 0 if d is None else getattr(d, "value", None)
+    if not isinstance(items, list) or not items or not isinstance(dim, int) \
+            or any(t.shape is None or len(t.shape) != len(items[0].shape) for t in items) \
+            or not -len(items[0].shape) <= dim < len(items[0].shape):
+        return None
+    shape = list(items[0].shape)
+    shape[dim] = sum((t.shape[dim] for t in items[1:]), shape[dim])
+    return tuple(shape)
+
+
+register(Builtin("cat", "rt.cat", ("xs", "dim"), 1, shape=cat_rule,
+                 doc="concatenate a list along dim"))
 register(Builtin("eye", "rt.eye", ("n",), 1, shape=eye_rule, doc="identity matrix"))
 register(Builtin("zeros", "rt.zeros", (), 0, shape=sizes_rule, variadic=True,
                  doc="zeros(N, D)"))
@@ -280,6 +295,25 @@ register(Builtin("clamp", "rt.clamp", ("x", "min", "max"), 1, shape=same_as_firs
                  doc="clamp to [min, max]"))
 register(Builtin("normal_cdf", "rt.normal_cdf", ("x",), 1, shape=same_as_first,
                  doc="standard normal CDF"))
+
+
+def log_prob_rule(args, kwargs):
+    """log_prob(d, x): one number per batch element, d's batch broadcast with x's."""
+    d = kwargs.get("dist", args[0] if args else None)
+    x = kwargs.get("value", args[1] if len(args) > 1 else None)
+    if d is None or x is None or d.shape is None or x.shape is None or d.event is None:
+        return None
+    batch = tuple(d.shape[: len(d.shape) - d.event])
+    xb = tuple(x.shape[: max(len(x.shape) - d.event, 0)])
+    return batch if len(batch) >= len(xb) and not xb or batch == xb else (
+        xb if not batch else None)
+
+
+for _name, _doc in (("log_prob", "log density of value under dist (Stan's _lpdf, _lpmf)"),
+                    ("log_cdf", "log P(X <= value) under dist (Stan's _lcdf)"),
+                    ("log_ccdf", "log P(X > value) under dist (Stan's _lccdf)")):
+    register(Builtin(_name, f"rt.{_name}", ("dist", "value"), 2, shape=log_prob_rule,
+                     doc=_doc))
 
 # ---- Gaussian-process kernels (values; sums and products are kernels too) --------
 for _name, _cls, _params in (

@@ -1099,6 +1099,23 @@ model.bdl:2:3: error: 'true' is a boolean literal and cannot name a value
     ^~~~""",
         id="boolean_literal_as_a_name",
     ),
+    pytest.param(
+        """\
+model M(y: real[N]) {
+  mu ~ Normal(0, 1)
+  p = inv_logit(mu)
+  plate N {
+    y ~ Normal(p, 1)
+  }
+}
+""",
+        """\
+model.bdl:3:7: error: unknown function 'inv_logit'
+    p = inv_logit(mu)
+        ^~~~~~~~~
+  note: Stan's inv_logit(x) is sigmoid(x) here""",
+        id="stan_spelling_with_a_different_near_name",
+    ),
 ]
 
 

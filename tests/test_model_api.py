@@ -251,3 +251,48 @@ model M(y: real[N, D], S: cov_matrix[D]) {
     want = float(Normal(0.0, 5.0).log_prob(mu).sum()
                  + MultivariateNormal(mu, S).log_prob(y).sum())
     assert abs(got - want) < 1e-4
+
+
+def test_cat_joins_vectors_of_different_lengths():
+    """cat([x, x_new]) is [N + M] (Stan's append_row), not a list that must broadcast."""
+    from torch.distributions import Normal
+
+    m = ppl.compile("""
+model Cat(x: real[N], x_new: real[M], y: real[N + M]) {
+  xa = cat([x, x_new], dim=0)
+  b ~ Normal(0, 1)
+  y ~ Normal(b * xa, 1)
+}
+""")
+    x, x_new = torch.tensor([0.1, 0.2, 0.3]), torch.tensor([1.0, 2.0])
+    y = torch.tensor([0.1, 0.2, 0.3, 1.0, 2.0])
+    got = m.log_density({"b": torch.tensor(0.5)}, {"x": x, "x_new": x_new, "y": y})
+    want = float(Normal(0.0, 1.0).log_prob(torch.tensor(0.5))
+                 + Normal(0.5 * torch.cat([x, x_new]), 1.0).log_prob(y).sum())
+    assert abs(got - want) < 1e-4
+
+
+def test_log_prob_and_log_cdfs_in_factors():
+    """log_prob / log_cdf / log_ccdf (Stan's _lpdf, _lcdf, _lccdf): a random walk's
+    increments and right-censored points. The Normal's log_ccdf is log_ndtr(-z), finite
+    at z = 40 where log(1 - cdf) is -inf."""
+    from torch.distributions import Normal
+
+    m = ppl.compile("""
+model Censored(x: real[T], c: real[K]) {
+  q ~ HalfNormal(1)
+  factor(log_prob(Normal(0, q), x[1:] - x[:-1]))
+  factor(log_ccdf(Normal(0, q), c))
+  factor(log_cdf(Normal(0, q), -c))
+}
+""")
+    x = torch.tensor([0.1, 0.3, 0.2, 0.8])
+    c = torch.tensor([0.5, 20.0])
+    q = torch.tensor(0.5)
+    got = m.log_density({"q": q}, {"x": x, "c": c})
+    z = c / q
+    tail = torch.special.log_ndtr(-z).sum()  # P(X > c) = P(X < -c) by symmetry
+    want = float(torch.distributions.HalfNormal(1.0).log_prob(q)
+                 + Normal(0.0, q).log_prob(x[1:] - x[:-1]).sum() + 2 * tail)
+    assert abs(got - want) < 1e-3 and math.isfinite(got)
+    assert float(tail) < -700  # log(1 - cdf) would be -inf at z = 40

@@ -1175,11 +1175,14 @@ class _ModelChecker:
             self.err(f"'{name}' is used before it is defined", e.func.span,
                      [f"it is defined at {self.later[name]}"])
             return UNKNOWN
+        kind = "distribution" if name[:1].isupper() else "function"
+        if name in _STAN_SPELLINGS:  # a near spelling could be a different function
+            self.err(f"unknown {kind} '{name}'", e.func.span, [_STAN_SPELLINGS[name]])
+            return UNKNOWN
         pool = list(signatures.table()) if name[:1].isupper() else builtins.names()
         other = builtins.names() if name[:1].isupper() else list(signatures.table())
         same = [c for c in other if c.lower() == name.lower()]
         hint = same[0] if same else signatures.suggest(name, pool)
-        kind = "distribution" if name[:1].isupper() else "function"
         self.err(f"unknown {kind} '{name}'", e.func.span,
                  [f"did you mean '{hint}'?"] if hint else [])
         return UNKNOWN
@@ -1326,6 +1329,11 @@ class _ModelChecker:
     def _arg(self, node: ast.Expr, key: str, b) -> Ty:
         """The type of one call argument; a builtin's function and choice arguments take
         forms that are not expressions elsewhere (a literal ``(x, t) => ...``, a word)."""
+        if b is not None and b.name == "cat" and key == "xs" and isinstance(node, ast.ListLit):
+            # joined end to end, not stacked: the items' lengths along dim may differ
+            ty = Ty("list", None, value=[self._expr(x) for x in node.items])
+            self.types[id(node)] = ty
+            return ty
         if b is not None and key in b.functions and (
                 isinstance(node, ast.FunctionLit) or self._function_name(node) is not None):
             if isinstance(node, ast.Name):
@@ -1586,7 +1594,9 @@ class _ModelChecker:
             items = [self.types.get(id(i), UNKNOWN) for i in getattr(xs[0], "items", [])] \
                 if xs is not None else []
             kind = "int" if items and all(t.kind == "int" for t in items) else "real"
-            return Ty(kind, None)
+            shape = b.shape(positional, {k: t for k, (_, t) in bound.items()}) \
+                if b.shape is not None else None
+            return Ty(kind, shape)
         if b.name == "gram":
             k = bound.get("kernel")
             if k is not None and k[1].kind not in ("kernel", "unknown"):
@@ -1594,6 +1604,13 @@ class _ModelChecker:
                 return UNKNOWN
         else:
             for k, (node, t) in bound.items():
+                if k == "dist" and b.name in ("log_prob", "log_cdf", "log_ccdf"):
+                    if t.kind not in ("dist", "unknown"):
+                        self.err(f"the first argument of {b.name} must be a distribution, "
+                                 f"not {_a(t.kind)} value", node.span,
+                                 [f"{b.name}(Normal(mu, sigma), y)"])
+                        return UNKNOWN
+                    continue
                 if t.kind not in TENSOR_KINDS + ("unknown",):
                     which = f"{int(k[1:]) + 1}" if k.startswith("#") else f"'{k}'"
                     self.err(f"argument {which} of {b.name} must be numeric, not "
@@ -1741,6 +1758,29 @@ def _support_matches(constraint, dty: Ty) -> bool:
         return False
     sig = signatures.lookup(dty.dist)
     return sig is not None and sig.support in SUPPORT_OF_CONSTRAINT.get(constraint, ())
+
+
+# Stan functions whose nearest BDL spelling is another function (inv_logit -> logit), with
+# what to write instead; a "did you mean" there would compile into a wrong model.
+_STAN_SPELLINGS = {
+    "inv_logit": "Stan's inv_logit(x) is sigmoid(x) here",
+    "log_inv_logit": "Stan's log_inv_logit(x) is -softplus(-x) here",
+    "log1m": "Stan's log1m(x) is log1p(-x) here",
+    "log1m_exp": "Stan's log1m_exp(x) is log(-expm1(x)) here",
+    "log1p_exp": "Stan's log1p_exp(x) is softplus(x) here",
+    "Phi": "Stan's Phi(x) is normal_cdf(x) here",
+    "inv_cloglog": "Stan's inv_cloglog(x) is 1 - exp(-exp(x)) here",
+    "log_sum_exp": "Stan's log_sum_exp(v) is logsumexp(v) here; for two numbers, "
+                   "logsumexp(stack([a, b]))",
+    "log_mix": "Stan's log_mix(t, a, b) is logsumexp(stack([log(t) + a, log1p(-t) + b])) here",
+    "rep_vector": "Stan's rep_vector(x, N) is x * ones(N) here",
+    "dot_product": "Stan's dot_product(a, b) is a @ b here",
+    "inverse": "there is no matrix inverse: solve(A, b) gives A^-1 b without forming it",
+    "lgamma": "lgamma is not a builtin; a Gamma or Beta density computes its own normaliser",
+    "lchoose": "lchoose is not a builtin; Binomial computes its own normaliser",
+    "cumulative_sum": "cumulative_sum is not a builtin; a random walk's increments "
+                      "x[1:] - x[:-1] can be given their density with factor(...)",
+}
 
 
 def _quote(e: ast.Expr) -> str:

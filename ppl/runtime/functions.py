@@ -114,6 +114,40 @@ def normal_cdf(x):
     return 0.5 * (1 + torch.erf(tensor(x) / math.sqrt(2.0)))
 
 
+def log_prob(d, value):
+    """log p(value) under the distribution ``d`` (Stan's ``*_lpdf``/``*_lpmf``), one number
+    per batch element of ``d`` and ``value``: what ``y ~ d`` adds, for ``factor``."""
+    return d.log_prob(torch.as_tensor(value, dtype=torch.get_default_dtype()))
+
+
+def _standard(d, value):
+    """(value - loc) / scale for a Normal ``d`` (its tails in closed form), else None."""
+    import pyro.distributions as dist
+
+    if isinstance(d, dist.Normal):
+        return (torch.as_tensor(value, dtype=d.loc.dtype) - d.loc) / d.scale
+    return None
+
+
+def log_cdf(d, value):
+    """log P(X <= value) (Stan's ``*_lcdf``): for a Normal, ``log_ndtr`` of the
+    standardised value, which stays finite far in the lower tail where log(cdf) is -inf;
+    otherwise log of ``d.cdf``."""
+    z = _standard(d, value)
+    if z is not None:
+        return torch.special.log_ndtr(z)
+    return torch.log(d.cdf(torch.as_tensor(value, dtype=torch.get_default_dtype())))
+
+
+def log_ccdf(d, value):
+    """log P(X > value) (Stan's ``*_lccdf``, right censoring): ``log_ndtr(-z)`` for a
+    Normal, else log1p(-cdf)."""
+    z = _standard(d, value)
+    if z is not None:
+        return torch.special.log_ndtr(-z)
+    return torch.log1p(-d.cdf(torch.as_tensor(value, dtype=torch.get_default_dtype())))
+
+
 _FULL_DATA = [False]
 
 
