@@ -910,7 +910,7 @@ model M(x: real[N], y: real[N]) {
 model.bdl:4:6: error: unexpected '['; expected ':', '=' or '~'
       y[i] ~ Normal(mu + x[i], 1)
        ^
-  note: a `~` statement observes or draws a whole variable: write `y ~ ...`; inside `plate i in N { ... }` its leading dimension is the plate's, and `x[i]` reads the matching element of other data""",
+  note: a `~` statement observes or draws a whole variable: write `y ~ ...`; inside `plate i in N { ... }` its leading dimension is the plate's, and `x[i]` reads the matching element of other data; a density on part of a latent, such as a random walk's steps, is `factor(log_prob(Normal(0, s), x[1:] - x[:-1]))`""",
         id="stan_habit_indexed_tilde",
     ),
     pytest.param(
@@ -1115,6 +1115,37 @@ model.bdl:3:7: error: unknown function 'inv_logit'
         ^~~~~~~~~
   note: Stan's inv_logit(x) is sigmoid(x) here""",
         id="stan_spelling_with_a_different_near_name",
+    ),
+    pytest.param(
+        """\
+model RW(y: real[T]) {
+  q ~ HalfNormal(1)
+  x: real[T] ~ Normal(0, 10)
+  dx = x[1:] - x[:-1]
+  dx ~ Normal(0, q)
+  y ~ Normal(x, 0.5)
+}
+""",
+        """\
+model.bdl:5:3: error: 'dx' is computed from latents and cannot be drawn with '~'
+    dx ~ Normal(0, q)
+    ^~
+  note: give it a density with factor(log_prob(Normal(...), dx)), Stan's target +=; no Jacobian of dx's map is added""",
+        id="tilde_on_a_computed_value",
+    ),
+    pytest.param(
+        """\
+model M(y: real[N]) {
+  mu ~ Normal(0, 1)
+  y ~ Normal(mu, 1) T[0, ]
+}
+""",
+        """\
+model.bdl:3:21: error: unexpected name 'T'; expected ';', '}' or end of line
+    y ~ Normal(mu, 1) T[0, ]
+                      ^
+  note: BDL has no truncation `T[L, U]`. For a latent, declare the bound (`x: real<lower=0> ~ Normal(mu, s)`; the density is not renormalised, exact when mu and s are fixed). For data truncated below at L, add the normaliser: `factor(-log_ccdf(Normal(mu, s), L))` once per observation""",
+        id="stan_truncation",
     ),
 ]
 

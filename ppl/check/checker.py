@@ -624,6 +624,13 @@ class _ModelChecker:
                           s.name_span)
             self.sites[id(s)] = info
             return
+        if existing is not None and existing.role == "deterministic":
+            self.err(f"'{s.name}' is computed from latents and cannot be drawn with '~'",
+                     s.name_span,
+                     [f"give it a density with factor(log_prob({_dist_text(s.dist)}, "
+                      f"{s.name})), Stan's target +=; no Jacobian of {s.name}'s map is "
+                      "added"])
+            return
         if not self._define(s.name, s.name_span):
             return
         info = SiteInfo("latent", plates)
@@ -1781,6 +1788,11 @@ _STAN_SPELLINGS = {
     "cumulative_sum": "cumulative_sum is not a builtin; a random walk's increments "
                       "x[1:] - x[:-1] can be given their density with factor(...)",
 }
+
+
+def _dist_text(e: ast.Expr) -> str:
+    """A distribution call as a short hint: 'Normal(...)'."""
+    return f"{e.func_name}(...)" if isinstance(e, ast.Call) and e.func_name else "D"
 
 
 def _quote(e: ast.Expr) -> str:

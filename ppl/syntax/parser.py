@@ -381,7 +381,13 @@ _STAN_HABITS = (
     (re.compile(r"^\s*\w+\s*\[.*\]\s*~"),
      "a `~` statement observes or draws a whole variable: write `y ~ ...`; inside "
      "`plate i in N { ... }` its leading dimension is the plate's, and `x[i]` reads the "
-     "matching element of other data"),
+     "matching element of other data; a density on part of a latent, such as a random "
+     "walk's steps, is `factor(log_prob(Normal(0, s), x[1:] - x[:-1]))`"),
+    (re.compile(r".*~.*\)\s*T\s*\["),
+     "BDL has no truncation `T[L, U]`. For a latent, declare the bound (`x: real<lower=0> "
+     "~ Normal(mu, s)`; the density is not renormalised, exact when mu and s are fixed). "
+     "For data truncated below at L, add the normaliser: `factor(-log_ccdf(Normal(mu, s), "
+     "L))` once per observation"),
 )
 
 
