@@ -375,7 +375,9 @@ class _ModelChecker:
         from ..lower import RESERVED  # the generated Python's own names
 
         for name, sym in self.symbols.items():
-            if name in RESERVED and sym.role in ("data", "size"):
+            if name in ("true", "false"):
+                self.err(f"'{name}' is a boolean literal and cannot name a value", sym.span)
+            elif name in RESERVED and sym.role in ("data", "size"):
                 # data keys are the generated function's keyword arguments
                 origin = self.size_origin.get(name)
                 span = sym.span if sym.node is not None or origin is None else origin.type.span
