@@ -241,6 +241,7 @@ _ELEMENTWISE = {
     "sqrt": "torch.sqrt", "abs": "torch.abs", "sin": "torch.sin", "cos": "torch.cos",
     "tanh": "torch.tanh", "sigmoid": "torch.sigmoid", "softplus": "rt.softplus",
     "relu": "torch.relu", "elu": "rt.elu", "gelu": "rt.gelu", "square": "torch.square",
+    "lgamma": "torch.lgamma", "digamma": "torch.digamma",
     "logit": "torch.logit", "erf": "torch.erf", "floor": "torch.floor", "round": "torch.round",
 }
 for _name, _target in _ELEMENTWISE.items():
@@ -256,6 +257,8 @@ register(Builtin("logsumexp", "rt.logsumexp", ("x", "dim"), 1, shape=logsumexp_r
 for _name in ("sum", "mean", "max", "min", "prod"):
     register(Builtin(_name, f"rt.{_name}", ("x", "dim"), 1, shape=reduce_rule,
                      doc=f"{_name} over all elements, or along dim"))
+register(Builtin("cumsum", "rt.cumsum", ("x", "dim"), 1, shape=same_as_first,
+                 doc="running sum along dim (default -1; Stan's cumulative_sum)"))
 register(Builtin("matmul", "torch.matmul", ("a", "b"), 2, doc="matrix product, as @"))
 register(Builtin("transpose", "rt.transpose", ("x",), 1, shape=transpose_rule,
                  doc="swap the last two dimensions"))

@@ -296,3 +296,25 @@ model Censored(x: real[T], c: real[K]) {
                  + Normal(0.0, q).log_prob(x[1:] - x[:-1]).sum() + 2 * tail)
     assert abs(got - want) < 1e-3 and math.isfinite(got)
     assert float(tail) < -700  # log(1 - cdf) would be -inf at z = 40
+
+
+def test_cumsum_lgamma_digamma():
+    """cumsum (Stan's cumulative_sum), lgamma and digamma, against torch's."""
+    m = ppl.compile("""
+model W(y: real[T]) {
+  q ~ HalfNormal(1)
+  e: real[T] ~ Normal(0, 1)
+  x = cumsum(q * e)
+  factor(lgamma(q + 1) - digamma(q + 2))
+  y ~ Normal(x, 0.5)
+}
+""")
+    from torch.distributions import HalfNormal, Normal
+
+    q, e = torch.tensor(0.7), torch.tensor([0.3, -1.0, 0.5])
+    y = torch.tensor([0.1, -0.4, 0.2])
+    got = m.log_density({"q": q, "e": e}, {"y": y})
+    want = float(HalfNormal(1.0).log_prob(q) + Normal(0.0, 1.0).log_prob(e).sum()
+                 + torch.lgamma(q + 1) - torch.digamma(q + 2)
+                 + Normal(torch.cumsum(q * e, 0), 0.5).log_prob(y).sum())
+    assert abs(got - want) < 1e-4

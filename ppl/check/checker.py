@@ -1785,10 +1785,9 @@ _STAN_SPELLINGS = {
     "rep_vector": "Stan's rep_vector(x, N) is x * ones(N) here",
     "dot_product": "Stan's dot_product(a, b) is a @ b here",
     "inverse": "there is no matrix inverse: solve(A, b) gives A^-1 b without forming it",
-    "lgamma": "lgamma is not a builtin; a Gamma or Beta density computes its own normaliser",
-    "lchoose": "lchoose is not a builtin; Binomial computes its own normaliser",
-    "cumulative_sum": "cumulative_sum is not a builtin; a random walk's increments "
-                      "x[1:] - x[:-1] can be given their density with factor(...)",
+    "lchoose": "Stan's lchoose(n, k) is lgamma(n + 1) - lgamma(k + 1) - lgamma(n - k + 1) "
+               "here",
+    "cumulative_sum": "Stan's cumulative_sum(x) is cumsum(x) here",
 }
 
 

@@ -11,6 +11,7 @@ from .functions import (
     batch_size,
     cat,
     clamp,
+    cumsum,
     elu,
     eye,
     full,
@@ -43,7 +44,7 @@ from .shapes import Flat, Restricted, event, per_element, plate_aligned
 
 __all__ = [
     "ArgSpec", "Flat", "Restricted", "Signature", "SizeCheck", "arange", "batch_size", "bind",
-    "cat", "clamp", "full_data",
+    "cat", "clamp", "cumsum", "full_data",
     "elu", "event", "eye", "full", "gelu", "gram", "kernels", "log_ccdf", "log_cdf", "log_prob",
     "log_softmax", "logsumexp", "main",
     "max", "mean", "min", "network", "nn", "normal_cdf", "ones", "per_element", "plate_aligned",

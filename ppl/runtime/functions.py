@@ -63,6 +63,11 @@ def _reduce(fn, x, dim):
     return fn(x) if dim is None else fn(x, dim=dim)
 
 
+def cumsum(x, dim=-1):
+    """Running sum along ``dim``: out[k] = x[0] + ... + x[k] (Stan's cumulative_sum)."""
+    return torch.cumsum(tensor(x), dim=int(dim))
+
+
 def sum_(x, dim=None):
     return _reduce(torch.sum, x, dim)
 
