@@ -73,7 +73,8 @@ class Model:
             raise BdlError(errs, "infer")
         from .check.method_fit import method_mismatch
 
-        errs = method_mismatch(method, self.checked.model, Span(0, 0))
+        errs = method_mismatch(method, self.checked.model, Span(0, 0)) \
+            + list(self.checked.fit_errors)
         if errs:
             raise BdlError(errs, self.filename, self.bdl_source)
         return method, resolve_options(method, {**base, **values})
@@ -175,6 +176,11 @@ class Model:
             kwargs = self.bind(data or {}, may_omit=self.checked.observed_only)
             out = site_draws(simulate_observed()(self.pyro_model), kwargs,
                              num_samples=num_samples)
+        from .runtime.shapes import plate_unaligned
+
+        for name, dims in _aligned_observations(self.ir.body).items():
+            if name in out:  # back in the data's declared layout, to pass in as data
+                out[name] = plate_unaligned(out[name], dims)
         return {k: v.detach() for k, v in out.items()}
 
     def log_density(self, trace_values: dict, data: dict) -> float:
@@ -277,3 +283,14 @@ def load(path: str | Path, model: str | None = None) -> Model:
         what = "is a directory" if p.is_dir() else "no such file"
         raise BdlError([Diagnostic(f"{what} (expected a .bdl file)")], str(p))
     return compile(p.read_text(), str(p), model)
+
+
+def _aligned_observations(body) -> dict:
+    """Observed sites whose data nested plates lay out at the plates' Pyro dims
+    (``SampleOp.obs_align``), by name."""
+    out = {}
+    for op in body:
+        if getattr(op, "obs_align", None) is not None:
+            out[op.name] = op.obs_align
+        out.update(_aligned_observations(getattr(op, "body", None) or []))
+    return out

@@ -4,6 +4,7 @@ conditional posterior afterwards (ppl.infer.discrete)."""
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -173,3 +174,33 @@ infer svi(steps=10)
     with pytest.raises(ppl.BdlError) as e:
         m.fit({"y": Y[:20], "v": [4.0, 3.9]}, seed=0)
     assert "different ones: 'z' (x4), 'c' (x1)" in str(e.value)
+
+
+@pytest.mark.parametrize("source, words", [
+    ("""
+model Mix(y: real[N]) {
+  w ~ Dirichlet(ones(2))
+  mu: ordered[2] ~ Normal(0, 5)
+  z: int[N] ~ Categorical(w)
+  y ~ Normal(mu[z], 1)
+}
+""", "'z' is a vector of discrete latents, shape [N] outside every plate"),
+    ("""
+model P(y: real[N]) {
+  k ~ Poisson(3)
+  plate N {
+    y ~ Normal(k, 1)
+  }
+}
+""", "'k' is a latent with unbounded discrete support (Poisson)")])
+def test_discrete_latents_no_method_can_sum_out(source, words):
+    """A vector of labels outside a plate (one site with K^N values) and an unbounded
+    discrete latent: a warning at check, a located error when a fit starts (before any
+    step), and a prior simulation still runs."""
+    m = ppl.compile(source)
+    assert any(words in w.message for w in m.warnings)
+    for method in ("nuts", "svi"):
+        with pytest.raises(ppl.BdlError, match=re.escape(words)):
+            m.fit({"y": [0.5, 1.0, 4.0]}, infer=method)
+    draws = m.sample_prior({"N": 3}, num_samples=20, seed=0)
+    assert draws["y"].shape == (20, 3)

@@ -1005,38 +1005,6 @@ model.bdl:3:7: error: 'b' is a function: it can only be given as an argument tha
     ),
     pytest.param(
         """\
-model Mix(y: real[N]) {
-  w ~ Dirichlet(ones(2))
-  mu: ordered[2] ~ Normal(0, 5)
-  z: int[N] ~ Categorical(w)
-  y ~ Normal(mu[z], 1)
-}
-""",
-        """\
-model.bdl:4:3: error: 'z' is a vector of discrete latents, shape [N] outside every plate: labels are summed out one per plate element, not as a whole vector
-    z: int[N] ~ Categorical(w)
-    ^~~~~~~~~~~~~~~~~~~~~~~~~~
-  note: draw it in a plate, with what reads it: plate i in N { z ~ ... }""",
-        id="discrete_latent_vector_outside_plate",
-    ),
-    pytest.param(
-        """\
-model M(y: real[N]) {
-  k ~ Poisson(3)
-  plate N {
-    y ~ Normal(k, 1)
-  }
-}
-""",
-        """\
-model.bdl:2:7: error: 'k' is a latent with unbounded discrete support (Poisson): it cannot be summed out, and NUTS, HMC and SVI move continuous latents only
-    k ~ Poisson(3)
-        ^~~~~~~~~~
-  note: observe it as data, or marginalise it by hand (a finite truncation with Categorical, or a mixture)""",
-        id="discrete_latent_unbounded_support",
-    ),
-    pytest.param(
-        """\
 model M(y: real[N]) {
   mu ~ Normal(0, 5)
   sigma ~ Normal(0, 1)

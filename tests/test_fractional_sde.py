@@ -745,6 +745,15 @@ def test_closed_form_observation_is_found_at_compile_time_and_runs_from_a_string
     assert abs(got - want) < 1e-6
 
 
+def test_closed_form_observes_transformed_data():
+    """The observed value may be transformed data (computed from data alone), as before
+    the observation was found at compile time."""
+    m = ppl.compile(_LINEAR_SRC.replace("CONTROL", "optimal")
+                    .replace("y: real[N])", "y_raw: real[N])")
+                    .replace("  param theta", "  y = y_raw - 0.5\n  param theta"))
+    assert "observation=rt.fractional_sde.Observation(value=y," in m.source
+
+
 def test_language_objective_equals_moment_elbo():
     """control=affine, elbo=moments: svi's objective (Trace_ELBO of the compiled model) is
     moment_elbo at the same control, q(x0) and parameters, to 1e-10, whatever path the

@@ -114,7 +114,7 @@ model Rows(g: real[N], y: real[N, W], v: real[N, W]) {
     want = (_normal(b, 0, 5) + float(HalfNormal(1.0).log_prob(s)) + _normal(m, 0, 5)
             + _normal(y, m[:, None], s) + _normal(v, b * g[:, None], s))
     assert abs(got - want) < 1e-4
-    assert "rt.per_element(m, 1, 1)" in model.source
+    assert "rt.per_element(m, 0, 1)" in model.source
 
 
 def test_per_element_vectors_and_global_vectors_are_left_alone():
@@ -141,3 +141,58 @@ def test_subsampled_outer_plate_index_runs_under_svi():
                         + "infer svi(steps=5, samples=3)\n")
     fit = model.fit({"y": torch.randn(5, 3)}, seed=0)
     assert fit.samples["a"].shape == (3, 5) and fit.samples["b"].shape == (3, 3)
+
+
+def test_outer_plate_observations_simulate_in_their_declared_shape():
+    """g: real[N] observed in the outer of two plates is laid out [N, 1] in the model,
+    but sample_prior gives it back as declared, [draws, N], ready to pass in as data; a
+    slice or a dim counted from the left of such data is refused (it would move)."""
+    src = """
+model OA(g: real[N], y: real[N, M]) {
+  s ~ HalfNormal(1)
+  plate N {
+    m ~ Normal(0, 1)
+    g ~ Normal(m, 1)
+    plate M {
+      y ~ Normal(m, s)
+    }
+  }
+}
+"""
+    draws = ppl.compile(src).sample_prior({"N": 5, "M": 3}, num_samples=4, seed=0)
+    assert draws["g"].shape == (4, 5) and draws["y"].shape == (4, 5, 3)
+    for bad in ("b * x[:, 0]", "b * sum(x, dim=1)"):
+        with pytest.raises(ppl.BdlError, match="inside nested plates"):
+            ppl.compile(f"""
+model F(x: real[N, D], y: real[N, M]) {{
+  b ~ Normal(0, 1)
+  plate N {{
+    plate M {{
+      y ~ Normal({bad}, 1)
+    }}
+  }}
+}}
+""")
+
+
+def test_inner_plate_data_and_both_indices():
+    """g: real[M] is one value per element of the inner plate (widened against the
+    site's per-element [W]); x[i, j] reads element (i, j) with the two indices
+    broadcast together."""
+    model = ppl.compile("""
+model G(g: real[M], x: real[N, M], y: real[N, M, W], v: real[N, M]) {
+  b ~ Normal(0, 1)
+  plate i in N {
+    plate j in M {
+      y ~ Normal(b * g, 1)
+      v ~ Normal(b * x[i, j], 1)
+    }
+  }
+}
+""")
+    g, x = torch.randn(3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    y, v = torch.randn(2, 3, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64)
+    b = torch.tensor(0.6, dtype=torch.float64)
+    got = model.log_density({"b": b}, {"g": g, "x": x, "y": y, "v": v})
+    want = (_normal(b, 0, 1) + _normal(y, b * g[None, :, None], 1) + _normal(v, b * x, 1))
+    assert abs(got - want) < 1e-4

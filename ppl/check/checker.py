@@ -88,9 +88,12 @@ class CheckedModel:
     # (``rt.plate_aligned``): ``g: real[N]`` in plates N (dim -2) and M is ``[N, 1]`` there
     aligned: dict[int, tuple] = field(default_factory=dict)
     # distribution arguments with one value per plate element whose element shape is
-    # shorter than the site's: id -> (plate dims, unit dims to insert after them)
-    # (``rt.per_element``): ``m`` [N] for ``y`` [N, W] in plate N is ``[N, 1]``
+    # shorter than the site's: id -> (their own per-element dims, unit dims to insert
+    # before those) (``rt.per_element``): ``m`` [N] for ``y`` [N, W] in plate N is [N, 1]
     pads: dict[int, tuple] = field(default_factory=dict)
+    # what no inference method can fit but a prior simulation can run (a Poisson latent):
+    # warnings at check, errors when a fit starts (Model.resolve_infer)
+    fit_errors: list = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -302,6 +305,7 @@ class _ModelChecker:
         self.data_reads: set[str] = set()  # data arguments read in an expression
         self.aligned: dict[int, tuple] = {}  # see CheckedModel.aligned
         self.pads: dict[int, tuple] = {}  # see CheckedModel.pads
+        self.fit_errors: list[Diagnostic] = []  # see CheckedModel.fit_errors
         self._dist_bound: dict[int, tuple] = {}  # distribution call -> (signature, bound)
 
     def result(self) -> CheckedModel:
@@ -309,7 +313,7 @@ class _ModelChecker:
         return CheckedModel(self.model, self.symbols, list(self.size_syms), self.types,
                             self.sites, self.plates_info, self.deferred, None, self.warnings,
                             frozenset((self.observed & data) - self.data_reads), self.aligned,
-                            self.pads)
+                            self.pads, self.fit_errors)
 
     def err(self, msg: str, span: Span, notes: list[str] | None = None) -> None:
         self.errors.append(Diagnostic(msg, span, "error", notes or []))
@@ -506,10 +510,17 @@ class _ModelChecker:
 
     def _aligned_plates(self, shape) -> list:
         """The enclosing plates that data of ``shape`` has one value per element of: its
-        leading dimensions equal to the plates' sizes, outermost first (as a subsampled
-        plate indexes them)."""
-        out = []
-        for p, d in zip(self.plate_stack, shape or (), strict=False):
+        leading dimensions equal to consecutive plates' sizes, outermost first."""
+        out: list = []
+        if not shape:
+            return out
+        # from the plate its first dimension belongs to: g: real[M] under plates N and M
+        # is one value per element of M
+        start = next((k for k, p in enumerate(self.plate_stack)
+                      if sizes.compare(shape[0], p.size) == sizes.Relation.EQUAL), None)
+        if start is None:
+            return out
+        for p, d in zip(self.plate_stack[start:], shape, strict=False):
             if sizes.compare(d, p.size) != sizes.Relation.EQUAL:
                 break
             out.append(p)
@@ -664,11 +675,11 @@ class _ModelChecker:
         needs finite support and one value per plate element: a whole vector of labels
         outside a plate is a single site with K^N values, which Pyro cannot enumerate."""
         if not dty.enumerable:
-            self.err(f"'{s.name}' is a latent with unbounded discrete support ({dty.dist}): "
-                     "it cannot be summed out, and NUTS, HMC and SVI move continuous latents "
-                     "only", s.dist.span,
-                     ["observe it as data, or marginalise it by hand "
-                      "(a finite truncation with Categorical, or a mixture)"])
+            self._unfittable(f"'{s.name}' is a latent with unbounded discrete support "
+                             f"({dty.dist}): it cannot be summed out, and NUTS, HMC and SVI "
+                             "move continuous latents only", s.dist.span,
+                             ["observe it as data, or marginalise it by hand "
+                              "(a finite truncation with Categorical, or a mixture)"])
             return
         if shape is None or dty.event is None:
             return
@@ -680,9 +691,17 @@ class _ModelChecker:
                  if self.plate_stack else "outside every plate")
         hint = (f"plate i in {sizes.show(extra)[1:-1]} {{ {s.name} ~ ... }}" if len(extra) == 1
                 else f"nested plates over {sizes.show(extra)}")
-        self.err(f"'{s.name}' is a vector of discrete latents, shape {sizes.show(extra)} "
-                 f"{where}: labels are summed out one per plate element, not as a whole "
-                 "vector", s.span, [f"draw it in a plate, with what reads it: {hint}"])
+        self._unfittable(f"'{s.name}' is a vector of discrete latents, shape "
+                         f"{sizes.show(extra)} {where}: labels are summed out one per plate "
+                         "element, not as a whole vector", s.span,
+                         [f"draw it in a plate, with what reads it: {hint}"])
+
+    def _unfittable(self, msg: str, span: Span, notes: list[str]) -> None:
+        """A statement no inference method can fit but a prior simulation (sample_prior)
+        can run: a warning now, an error when a fit starts."""
+        self.fit_errors.append(Diagnostic(msg, span, "error", notes))
+        self.warnings.append(Diagnostic(msg + "; a fit refuses it, sample_prior runs it",
+                                        span, "warning", notes))
 
     def _latent_shape(self, s: ast.Sample, dty: Ty):
         """Shape of an undeclared latent: the plates broadcast with the batch shape."""
@@ -758,7 +777,7 @@ class _ModelChecker:
         rank = max(len(a.shape), len(b.shape))
         for mine, node, other in ((a, e.left, b), (b, e.right, a)):
             width = self._plate_width(node)
-            if not width:
+            if not width or width > len(mine.shape):
                 continue
             start, ostart = rank - len(mine.shape), rank - len(other.shape)
             for k in range(width):
@@ -811,7 +830,7 @@ class _ModelChecker:
             units = (sizes.const(1),) * (want - have)
             padded[pname] = (node, Ty(t.kind, tuple(t.shape[:width]) + units
                                       + tuple(t.shape[width:])))
-            self.pads[id(node)] = (width, want - have)
+            self.pads[id(node)] = (len(t.shape) - width, want - have)
             changed = True
         if not changed:
             return dty
@@ -1100,6 +1119,19 @@ class _ModelChecker:
         if isinstance(e.value, ast.Name):  # x[i] reads the data as declared
             base = self._name(e.value, raw=True)
             self.types[id(e.value)] = base
+            sym = self.symbols.get(e.value.id)
+            if sym is not None and sym.role in ("data", "transformed") and self.plate_stack:
+                plates = self._aligned_plates(sym.ty.shape)
+                sliced = any(isinstance(i, ast.Slice) for i in e.indices[: len(plates)])
+                if sliced and _runtime_form(sym.ty.shape, plates) != sym.ty.shape:
+                    # a slice keeps the plate's dimension where the data have it, not at
+                    # the plate's Pyro dim, which would pair it with an inner plate
+                    self.err(f"inside nested plates, '{e.value.id}' has one row per element "
+                             f"of plate {plates[0].name}; a slice over that dimension reads "
+                             "it at the wrong plate", e.span,
+                             [f"index it with the plate's index ({e.value.id}[i, ...] under "
+                              f"plate i in {plates[0].name}), or use '{e.value.id}' whole"])
+                    return UNKNOWN
         else:
             base = self._expr(e.value)
         item_tys = []
@@ -1129,6 +1161,9 @@ class _ModelChecker:
                      f"{sizes.show(base.shape)}", e.span)
             return UNKNOWN
         out: list = []
+        # index tensors broadcast together (NumPy's advanced indexing): x[i, j] with i
+        # [N, 1] and j [M] is [N, M], placed where the first of them stands
+        advanced, at = None, None
         for i, (item, t) in enumerate(zip(e.indices, item_tys, strict=False)):
             dim = base.shape[i]
             if t is None:
@@ -1143,8 +1178,15 @@ class _ModelChecker:
                     self.err(f"index {t.value} is out of range for size {dim}", item.span)
             elif t.shape is None:
                 return Ty(base.kind, None)
+            elif advanced is None:
+                advanced, at = tuple(t.shape), len(out)
             else:
-                out.extend(t.shape)
+                advanced, issues = sizes.broadcast(advanced, t.shape)
+                self._report(issues, item.span, "the index tensors")
+                if advanced is None:
+                    return Ty(base.kind, None)
+        if advanced is not None:
+            out[at:at] = list(advanced)
         out.extend(base.shape[len(e.indices):])
         return Ty(base.kind, tuple(out))
 
@@ -1537,20 +1579,27 @@ class _ModelChecker:
             if need not in _CONSTRAINT_WORDS or not isinstance(node, ast.Name):
                 continue
             sym = self.symbols.get(node.id)
-            if sym is None or sym.role != "latent" or not isinstance(sym.node, ast.Sample) \
-                    or (sym.node.type is not None and (sym.node.type.bounds
-                                                       or sym.node.type.base != "real")):
+            if sym is None or sym.role != "latent" or not isinstance(sym.node, ast.Sample):
+                continue
+            declared = sym.node.type
+            bounds = {b.name for b in declared.bounds} if declared is not None else set()
+            if declared is not None and declared.base != "real":
+                continue  # simplex[K], ordered[K]...: a constrained type of its own
+            words = _CONSTRAINT_WORDS[need]
+            if ("lower" in bounds and words in ("positive", "non-negative")) \
+                    or bounds >= {"lower", "upper"} or (bounds and words not in (
+                        "positive", "non-negative", "in [0, 1]")):
                 continue
             prior = self.types.get(id(sym.node.dist))
             psig = signatures.lookup(prior.dist) if prior is not None and prior.dist else None
             if psig is None or psig.support not in ("Real()", "IndependentConstraint(Real(), 1)"):
                 continue
-            words = _CONSTRAINT_WORDS[need]
+            dims = sizes.show(sym.ty.shape) if sym.ty.shape else ""
             self.err(f"'{node.id}' can be any real number (its prior is {psig.name}), but "
                      f"{sig.name}'s {pname} must be {words}", node.span,
                      [f"give '{node.id}' a prior on that set, or declare it bounded: "
-                      f"{node.id}: real<lower=0> ~ {psig.name}(...)"
-                      if words == "positive" else
+                      f"{node.id}: real<lower=0>{dims} ~ {psig.name}(...)"
+                      if words in ("positive", "non-negative") else
                       f"give '{node.id}' a prior on that set, or map it there "
                       "(exp, sigmoid, softmax)"])
 
@@ -1625,6 +1674,15 @@ class _ModelChecker:
                     self.err(f"argument {which} of {b.name} must be numeric, not "
                              f"{_a(t.kind)} value", node.span)
                     return UNKNOWN
+        dim = bound.get("dim")
+        if dim is not None and isinstance(dim[1].value, int) and dim[1].value >= 0 and any(
+                id(n) in self.aligned for k, (node, _) in bound.items() if k != "dim"
+                for n in ast.walk(node)):
+            # nested plates put an outer plate's data at its Pyro dim ([N, D] -> [N, 1, D])
+            self.err(f"inside nested plates, {b.name} reads data laid out at the plates' "
+                     f"dims, so dim={dim[1].value} counted from the left moves", dim[0].span,
+                     ["count it from the right: dim=-1 is the last dimension"])
+            return UNKNOWN
         kwargs = {k: t for k, (_, t) in bound.items()}
         shape = None
         if b.shape is not None and all(t.kind != "unknown" for t in kwargs.values()):
@@ -1637,6 +1695,15 @@ class _ModelChecker:
 
     def _construct_ty(self, e, b, bound, positional) -> Ty:
         """A construct call: its own shape rule, else an unknown shape of its result kind."""
+        dim = bound.get("dim")
+        if dim is not None and isinstance(dim[1].value, int) and dim[1].value >= 0 and any(
+                id(n) in self.aligned for k, (node, _) in bound.items() if k != "dim"
+                for n in ast.walk(node)):
+            # nested plates put an outer plate's data at its Pyro dim ([N, D] -> [N, 1, D])
+            self.err(f"inside nested plates, {b.name} reads data laid out at the plates' "
+                     f"dims, so dim={dim[1].value} counted from the left moves", dim[0].span,
+                     ["count it from the right: dim=-1 is the last dimension"])
+            return UNKNOWN
         kwargs = {k: t for k, (_, t) in bound.items()}
         shape = None
         if b.shape is not None and all(t.kind != "unknown" for t in kwargs.values()):

@@ -67,6 +67,21 @@ def _word(e) -> str | None:
     return e.id if isinstance(e, ast.Name) else None
 
 
+def _data_names(model: ast.Model) -> set[str]:
+    """The model's data: its arguments, their sizes, and top-level values computed from
+    them alone (transformed data, ``y = y_raw - 0.5``)."""
+    known = {a.name for a in model.args} | {n.id for a in model.args for n in ast.walk(a.type)
+                                            if isinstance(n, ast.Name)}
+    for st in model.body:
+        if isinstance(st, ast.Assign):
+            nodes = list(ast.walk(st.value))
+            called = {id(n.func) for n in nodes if isinstance(n, ast.Call)}
+            if all(n.id in known for n in nodes
+                   if isinstance(n, ast.Name) and id(n) not in called):
+                known.add(st.name)
+    return known
+
+
 def _observation(stmt: ast.Sample, model: ast.Model):
     """The closed form's observation (``elbo=moments`` or ``control=optimal``), found at
     compile time: the path ``z`` must be drawn at the top level and read by exactly one
@@ -95,7 +110,7 @@ def _observation(stmt: ast.Sample, model: ast.Model):
     if len(uses) != 1:
         return no(f"the path {z} is read by {len(uses)} expressions; the closed form needs "
                   f"exactly one, its observation y ~ Normal({z}[...], sd)")
-    data = {a.name for a in model.args}
+    data = _data_names(model)
     obs = next((st for st in later if any(n is uses[0] for n in ast.walk(st))), None)
     if not (isinstance(obs, ast.Sample) and obs.name in data):
         return no(f"the path {z} is not read by an observation of data at the top level "
@@ -125,9 +140,7 @@ def _observation(stmt: ast.Sample, model: ast.Model):
         return no(f"the observation's mean is not the path {z} read at some times")
     if sd is None:
         return no(f"the observation of {z} has no sd")
-    known = data | {n.id for a in model.args for n in ast.walk(a.type)
-                    if isinstance(n, ast.Name)}
-    known |= {st.name for st in model.body[:at] if hasattr(st, "name")}
+    known = data | {st.name for st in model.body[:at] if hasattr(st, "name")}
     for what, e in (("rows", rows), ("sd", sd)):
         nodes = list(ast.walk(e)) if e is not None else []
         called = {id(n.func) for n in nodes if isinstance(n, ast.Call)}

@@ -50,13 +50,26 @@ def plate_aligned(x, dims):
     return x.reshape(shape + list(x.shape[len(dims):]))
 
 
-def per_element(x, plates: int, units: int):
-    """``x`` with ``units`` dims of size 1 inserted after its first ``plates`` dims (its
-    plate dims): a value with one number per plate element, [N], becomes [N, 1], so it
-    broadcasts against a site's per-element dims [N, W] row by row (Stan's ``y[n] ~
-    normal(m[n], s)``), not along W."""
+def per_element(x, tail: int, units: int):
+    """``x`` with ``units`` dims of size 1 inserted before its last ``tail`` dims (its
+    own per-element dims), that is after its plate dims: a value with one number per
+    plate element, [N], becomes [N, 1], so it broadcasts against a site's per-element
+    dims [N, W] row by row (Stan's ``y[n] ~ normal(m[n], s)``), not along W. Counted
+    from the right, so dims that enumeration adds on the left stay where they are."""
     x = torch.as_tensor(x)
-    return x.reshape(tuple(x.shape[:plates]) + (1,) * units + tuple(x.shape[plates:]))
+    cut = x.dim() - tail
+    return x.reshape(tuple(x.shape[:cut]) + (1,) * units + tuple(x.shape[cut:]))
+
+
+def plate_unaligned(x, dims, lead: int = 1):
+    """The inverse of :func:`plate_aligned` for a value with ``lead`` leading dims of its
+    own (draws): the unit dims that ``plate_aligned`` inserted between plate dims are
+    dropped, so a simulated ``g: real[N]`` comes back [draws, N], not [draws, N, 1]."""
+    width = -min(dims)
+    keep = {width + d for d in dims}
+    drop = [lead + k for k in range(width) if k not in keep]
+    shape = [n for k, n in enumerate(x.shape) if k not in drop]
+    return x.reshape(shape)
 
 
 class Restricted(TorchDistribution):
