@@ -1695,15 +1695,6 @@ class _ModelChecker:
 
     def _construct_ty(self, e, b, bound, positional) -> Ty:
         """A construct call: its own shape rule, else an unknown shape of its result kind."""
-        dim = bound.get("dim")
-        if dim is not None and isinstance(dim[1].value, int) and dim[1].value >= 0 and any(
-                id(n) in self.aligned for k, (node, _) in bound.items() if k != "dim"
-                for n in ast.walk(node)):
-            # nested plates put an outer plate's data at its Pyro dim ([N, D] -> [N, 1, D])
-            self.err(f"inside nested plates, {b.name} reads data laid out at the plates' "
-                     f"dims, so dim={dim[1].value} counted from the left moves", dim[0].span,
-                     ["count it from the right: dim=-1 is the last dimension"])
-            return UNKNOWN
         kwargs = {k: t for k, (_, t) in bound.items()}
         shape = None
         if b.shape is not None and all(t.kind != "unknown" for t in kwargs.values()):
