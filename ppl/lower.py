@@ -349,6 +349,7 @@ class _Lowerer:
             self.indices.add(s.index)
         body = self._stmts(s.body)
         subsampled = [t for t in subsampled if t[1] in self.used]  # no unused locals
+        self.used.update(t[0] for t in subsampled)  # an outer plate's subsample, read here
         self.rename = saved
         self.indices = saved_indices
         return PlateOp(info.name, size, batch, info.dim, index, subsampled, body,

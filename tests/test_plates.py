@@ -196,3 +196,23 @@ model G(g: real[M], x: real[N, M], y: real[N, M, W], v: real[N, M]) {
     got = model.log_density({"b": b}, {"g": g, "x": x, "y": y, "v": v})
     want = (_normal(b, 0, 1) + _normal(y, b * g[None, :, None], 1) + _normal(v, b * x, 1))
     assert abs(got - want) < 1e-4
+
+
+def test_two_subsampled_nested_plates():
+    """Both plates subsampled: the inner plate subsamples the outer one's minibatch (the
+    outer local was dropped as unused, a NameError), and the likelihood is scaled by
+    (N/2)(M/2): the estimate of the log density over every minibatch is the full one."""
+    model = ppl.compile("""
+model D(y: real[N, M]) {
+  mu ~ Normal(0, 5)
+  plate N batch 2 {
+    plate M batch 2 {
+      y ~ Normal(mu, 1)
+    }
+  }
+}
+infer svi(steps=5, samples=2)
+""")
+    assert "y_M = None if y_N is None else y_N.index_select(1, idx_M)" in model.source
+    fit = model.fit({"y": torch.randn(4, 6)}, seed=0)
+    assert fit.samples["mu"].shape == (2,)
