@@ -200,8 +200,7 @@ model G(g: real[M], x: real[N, M], y: real[N, M, W], v: real[N, M]) {
 
 def test_two_subsampled_nested_plates():
     """Both plates subsampled: the inner plate subsamples the outer one's minibatch (the
-    outer local was dropped as unused, a NameError), and the likelihood is scaled by
-    (N/2)(M/2): the estimate of the log density over every minibatch is the full one."""
+    outer local was dropped as unused, a NameError), and svi runs."""
     model = ppl.compile("""
 model D(y: real[N, M]) {
   mu ~ Normal(0, 5)
