@@ -1064,7 +1064,8 @@ model M(y: real[N]) {
         """\
 model.bdl:2:3: error: 'true' is a boolean literal and cannot name a value
     true ~ Normal(0, 1)
-    ^~~~""",
+    ^~~~
+  note: rename it, e.g. 'is_true'""",
         id="boolean_literal_as_a_name",
     ),
     pytest.param(

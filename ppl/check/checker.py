@@ -380,7 +380,8 @@ class _ModelChecker:
 
         for name, sym in self.symbols.items():
             if name in ("true", "false"):
-                self.err(f"'{name}' is a boolean literal and cannot name a value", sym.span)
+                self.err(f"'{name}' is a boolean literal and cannot name a value", sym.span,
+                         [f"rename it, e.g. 'is_{name}'"])
             elif name in RESERVED and sym.role in ("data", "size"):
                 # data keys are the generated function's keyword arguments
                 origin = self.size_origin.get(name)
@@ -468,7 +469,8 @@ class _ModelChecker:
     # ---- statements ----
     def _define(self, name: str, span: Span) -> bool:
         if name in ("true", "false"):
-            self.err(f"'{name}' is a boolean literal and cannot name a value", span)
+            self.err(f"'{name}' is a boolean literal and cannot name a value", span,
+                     [f"rename it, e.g. 'is_{name}'"])
             return False
         prev = self.symbols.get(name)
         if prev is not None:
