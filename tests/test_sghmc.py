@@ -268,3 +268,19 @@ def test_dynamics_stream_is_not_a_starting_draw_stream():
     one_b, _, _ = _fit_lin(vectorize=True, **opts)
     one_s, _, _ = _fit_lin(vectorize=False, **opts)
     assert torch.equal(one_b.chains["beta"], one_s.chains["beta"])
+
+
+def test_sghmc_refuses_a_latent_local_to_a_subsampled_plate():
+    """SGHMC's chains hold each latent at its full shape; a latent drawn in a subsampled
+    plate exists for the minibatch's rows only, so it is a user error, not draws of the
+    batch size (which predict and generated quantities then failed on)."""
+    m = ppl.compile("""
+model S(y: real[N]) {
+  plate i in N batch 2 {
+    m ~ Normal(0, 1)
+    y ~ Normal(m, 1)
+  }
+}
+""")
+    with pytest.raises(ppl.BdlError, match="'m' is local to the subsampled plate 'i'"):
+        m.fit({"y": [0.1, 0.5, -0.3, 1.0, 0.2]}, infer="sghmc", samples=2, warmup=2)

@@ -96,6 +96,10 @@ def _sites(model, kwargs):
         elif site["fn"].support.is_discrete:
             raise _discrete_latent(name)
         else:
+            local = next((f.name for f in site["cond_indep_stack"]
+                          if f.full_size is not None and f.size < f.full_size), None)
+            if local is not None:
+                raise _local_latent(name, local)
             free[name] = (biject_to(site["fn"].support), site["value"].detach())
     return free, gibbs, dets, plates
 
@@ -109,6 +113,18 @@ def _discrete_latent(name: str):
         f"'sghmc' moves continuous latents only, and '{name}' is discrete",
         notes=["sum it out with infer nuts(...), svi(...) or map(...), which draw it "
                "afterwards, or marginalise it in the model (MixtureSameFamily)"])], "infer")
+
+
+def _local_latent(name: str, plate: str):
+    """The user error of SGHMC on a latent local to a subsampled plate: its chains keep one
+    state of each latent's full shape, and a minibatch holds only some of the rows."""
+    from ..syntax.diagnostics import BdlError, Diagnostic
+
+    return BdlError([Diagnostic(
+        f"'sghmc' keeps a state of each latent's full shape, and '{name}' is local to "
+        f"the subsampled plate '{plate}', whose minibatch holds only some of its rows",
+        notes=["fit it with infer svi(...) (the guide keeps every row), or drop `batch` "
+               "from the plate"])], "infer")
 
 
 class _Potential:
