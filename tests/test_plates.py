@@ -215,3 +215,26 @@ infer svi(steps=5, samples=2)
     assert "y_M = None if y_N is None else y_N.index_select(1, idx_M)" in model.source
     fit = model.fit({"y": torch.randn(4, 6)}, seed=0)
     assert fit.samples["mu"].shape == (2,)
+
+
+@pytest.mark.parametrize("n, w", [(4, 3), (3, 3)])
+def test_per_row_values_meet_per_element_vectors_in_arithmetic(n, w):
+    """m + mu with m drawn in plate N and mu: real[W] is each row m[n] + mu, and
+    sum(x * g, dim=-1) is x[n] . g[n] per row (Stan's x[n] * g[n]), at equal sizes too."""
+    model = ppl.compile("""
+model Rows(y: real[N, W], x: real[N, W], g: real[N], v: real[N]) {
+  mu: real[W] ~ Normal(0, 1)
+  plate N {
+    m ~ Normal(0, 5)
+    y ~ Normal(m + mu, 1)
+    v ~ Normal(sum(x * g, dim=-1), 1)
+  }
+}
+""")
+    y, x = torch.randn(n, w, dtype=torch.float64), torch.randn(n, w, dtype=torch.float64)
+    g, v = torch.randn(n, dtype=torch.float64), torch.randn(n, dtype=torch.float64)
+    m, mu = torch.randn(n, dtype=torch.float64), torch.randn(w, dtype=torch.float64)
+    got = model.log_density({"m": m, "mu": mu}, {"y": y, "x": x, "g": g, "v": v})
+    want = (_normal(mu, 0, 1) + _normal(m, 0, 5) + _normal(y, m[:, None] + mu[None, :], 1)
+            + _normal(v, (x * g[:, None]).sum(-1), 1))
+    assert abs(got - want) < 1e-4

@@ -768,40 +768,60 @@ class _ModelChecker:
             return base if full else None
         return None
 
-    def _plates_meet(self, e: ast.BinOp, a: Ty, b: Ty) -> bool:
-        """Whether broadcasting ``a`` with ``b`` inside plates keeps every plate dim against
-        the same plate (or a size-1 or absent dim). A plate dim of one operand that would
-        be matched with another size of the other (``m`` [N] drawn in plate N plus
-        ``mu: real[W]``) is an error here, where broadcasting would compare N with W and,
-        were they equal, pair m[k] with mu[k] silently."""
+    def _plates_meet(self, e: ast.BinOp, a: Ty, b: Ty) -> tuple[Ty, Ty] | None:
+        """``a`` and ``b`` made to broadcast per plate element, as Stan's loops read them,
+        or None after a located error. A plate dim of one operand that would meet another
+        size of the other (``m`` [N] drawn in plate N plus ``mu: real[W]``: broadcasting
+        would compare N with W and, were they equal, pair m[k] with mu[k]) is widened
+        with unit dims before its own per-element dims (``rt.per_element``: [N, 1] + [W]
+        is [N, W], each row m[n] + mu) when the other operand is global or has as many
+        plate dims; otherwise it is an error."""
         if a.shape is None or b.shape is None:
-            return True
-        rank = max(len(a.shape), len(b.shape))
-        for mine, node, other in ((a, e.left, b), (b, e.right, a)):
+            return a, b
+        tys = {id(e.left): a, id(e.right): b}
+        for node, side in ((e.left, e.right), (e.right, e.left)):
+            mine, other = tys[id(node)], tys[id(side)]
             width = self._plate_width(node)
             if not width or width > len(mine.shape):
                 continue
-            start, ostart = rank - len(mine.shape), rank - len(other.shape)
-            for k in range(width):
-                size, pos = mine.shape[k], start + k
-                if pos < ostart or sizes.compare(size, sizes.const(1)) == sizes.Relation.EQUAL:
+            conflict = self._plate_conflict(mine, width, other)
+            if conflict is None:
+                continue
+            owidth = self._plate_width(side)
+            units = (len(other.shape) - (owidth or 0)) - (len(mine.shape) - width)
+            if owidth is not None and owidth in (0, width) and units > 0:
+                widened = Ty(mine.kind, tuple(mine.shape[:width]) + (sizes.const(1),) * units
+                             + tuple(mine.shape[width:]), dim=mine.dim, value=mine.value)
+                if self._plate_conflict(widened, width, other) is None:
+                    self.pads[id(node)] = (len(mine.shape) - width, units)
+                    tys[id(node)] = widened
                     continue
-                theirs = other.shape[pos - ostart]
-                if sizes.compare(theirs, sizes.const(1)) == sizes.Relation.EQUAL \
-                        or sizes.compare(theirs, size) == sizes.Relation.EQUAL:
-                    continue
-                side = e.left if node is e.right else e.right
-                self.err(f"inside plate {', '.join(self._plate_names())}, "
-                         f"{_quote(node)} has one value per plate element (shape "
-                         f"{sizes.show(mine.shape)}) and {_quote(side)} has shape "
-                         f"{sizes.show(other.shape)}: '{e.op}' would match the plate's size "
-                         f"{size} with {theirs}", e.span,
-                         ["combine them where the site's shape is known: a distribution "
-                          "argument is widened to the site's per-element shape (\"Plates\" "
-                          "in docs/language.md), or draw the per-element values in a "
-                          "nested plate"])
-                return False
-        return True
+            size, theirs = conflict
+            self.err(f"inside plate {', '.join(self._plate_names())}, "
+                     f"{_quote(node)} has one value per plate element (shape "
+                     f"{sizes.show(mine.shape)}) and {_quote(side)} has shape "
+                     f"{sizes.show(other.shape)}: '{e.op}' would match the plate's size "
+                     f"{size} with {theirs}", e.span,
+                     ["draw the per-element values in a nested plate, where each plate "
+                      "has its own dim (\"Plates\" in docs/language.md)"])
+            return None
+        return tys[id(e.left)], tys[id(e.right)]
+
+    @staticmethod
+    def _plate_conflict(mine: Ty, width: int, other: Ty) -> tuple | None:
+        """(plate size, other size) where right-aligned broadcasting would put one of
+        ``mine``'s first ``width`` (plate) dims against a different size of ``other``."""
+        rank = max(len(mine.shape), len(other.shape))
+        start, ostart = rank - len(mine.shape), rank - len(other.shape)
+        for k in range(width):
+            size, pos = mine.shape[k], start + k
+            if pos < ostart or sizes.compare(size, sizes.const(1)) == sizes.Relation.EQUAL:
+                continue
+            theirs = other.shape[pos - ostart]
+            if sizes.compare(theirs, sizes.const(1)) != sizes.Relation.EQUAL \
+                    and sizes.compare(theirs, size) != sizes.Relation.EQUAL:
+                return size, theirs
+        return None
 
     def _per_element(self, s: ast.Sample, shape, dty: Ty) -> Ty:
         """Stan's reading of ``y ~ Normal(m, s)`` inside ``plate N`` with ``y`` [N, W] and
@@ -1078,8 +1098,11 @@ class _ModelChecker:
             self._report(issues, e.span,
                          f"the operands of '@' {sizes.show(a.shape)} and {sizes.show(b.shape)}")
             return Ty("real", shape)
-        if self.plate_stack and not self._plates_meet(e, a, b):
-            return UNKNOWN
+        if self.plate_stack:
+            met = self._plates_meet(e, a, b)
+            if met is None:
+                return UNKNOWN
+            a, b = met
         shape, issues = sizes.broadcast(a.shape, b.shape)
         self._report(issues, e.span,
                      f"the operands of '{e.op}' {sizes.show(a.shape)} and {sizes.show(b.shape)}")
