@@ -227,7 +227,8 @@ def main(argv=None):
                         "from the Gauss-Newton Gram matrix at m0 (auto: gram when the Fisher "
                         "factor has at most 8 x power-iters rows)")
     p.add_argument("--kl-episodes", default=None,
-                   help="NIW: N in KL(q(phi) || p(phi)) / N (default: the number of "
+                   help="NIW: N in KL(q(phi) || p(phi)) / N (default, or 0 as in the "
+                        "language's infer meta(kl_episodes=0): the number of "
                         "meta-training episodes); a comma list is searched jointly with "
                         "--lr, --lr-hyper and --sgld-temp on the meta-validation episodes "
                         "(needs --val-episodes)")
@@ -253,7 +254,8 @@ def main(argv=None):
     lrs, lr_hypers = (_positive_list(p, flag, text) for flag, text in
                       (("--lr", args.lr), ("--lr-hyper", args.lr_hyper)))
     temps = _positive_list(p, "--sgld-temp", args.sgld_temp, zero=True)
-    kls = _positive_list(p, "--kl-episodes", args.kl_episodes) if args.kl_episodes else [None]
+    kls = (_positive_list(p, "--kl-episodes", args.kl_episodes, zero=True)
+           if args.kl_episodes else [None])
     for flag, values in (("--lr", lrs), ("--lr-hyper", lr_hypers), ("--sgld-temp", temps),
                          ("--kl-episodes", kls)):
         if len(values) > 1 and not args.val_episodes:
@@ -264,6 +266,8 @@ def main(argv=None):
     dev = torch.device(args.device)
     steps_meta = max(1, args.episodes // args.batch)
     val_every = args.val_every or max(1, steps_meta // 10)
+    # 0 is the default N, resolved here so that rows and the grid's lines name the N used
+    kls = [v if v is None or v > 0 else steps_meta * args.batch for v in kls]
     rows = {}
     for shots in [int(s) for s in args.shots.split(",")]:
         src = rtn.source(args.task, shots=shots, ways=args.ways, queries=args.queries,

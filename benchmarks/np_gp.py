@@ -416,6 +416,10 @@ def main(argv=None) -> int:
         if b not in models and b not in args.load:
             p.error(f"--ladder-on: {b!r} is neither a model of --models nor a label of "
                     "--load")
+        # refused here, before any training, not after the family has trained
+        if b in models and not npr.MODELS[FAMILIES[b]].has_width_ladder():
+            p.error(f"--ladder-on {b}: {FAMILIES[b]} has no mean-pooled amortised "
+                    "predictive to score the context with (use cnp or mpnp)")
     evals = {k: eval_tasks(k, args.eval_tasks, args, 1000 + i) for i, k in enumerate(kernels)}
     rows: dict[str, dict[str, float]] = {}
     trained, per_task = {}, {}

@@ -587,6 +587,26 @@ def test_width_ladder_is_the_loo_evidence_weighted_scale_mixture():
             m.pointwise_ll(xc, yc, xt, yt)
 
 
+
+def test_width_ladder_refuses_widths_that_are_not_positive():
+    """Setting width_ladder checks every lambda is a finite number > 0 (a width of 0
+    would put a zero sd in the mixture, a negative one is no Gaussian): ValueError at the
+    assignment, the previous ladder kept; None turns it off; which families have the
+    leave-one-out path the ladder needs is known from the class alone."""
+    m = npr.CNP(1, 1, hidden=8)
+    m.width_ladder = [1, 2]
+    assert m.width_ladder == (1.0, 2.0)
+    for bad in ((1.0, 0.0), (1.0, -2.0), (), (1.0, float("nan")), (float("inf"),)):
+        with pytest.raises(ValueError, match="finite numbers > 0"):
+            m.width_ladder = bad
+        assert m.width_ladder == (1.0, 2.0)
+    m.width_ladder = None
+    assert m.width_ladder is None
+    assert npr.CNP.has_width_ladder() and npr.MPNP.has_width_ladder()
+    assert not any(c.has_width_ladder() for c in (npr.NP, npr.ANP, npr.AMPNP,
+                                                  npr.AMPNPPseudoAttention))
+
+
 # ---- GP task sources ----------------------------------------------------------------
 
 @pytest.mark.parametrize("kernel", ["rbf", "matern52", "periodic"])
@@ -1385,6 +1405,26 @@ def test_benchmark_load_reproduces_rows_and_pairs_across_runs(tmp_path, capsys):
                 ["--paired-against", "anp"]):                          # not in the run
         with pytest.raises(SystemExit):
             bench.main(["--models", "mpnp", *flags, *bad])
+
+
+def test_benchmark_ladder_on_a_family_without_loo_fails_before_training(monkeypatch,
+                                                                          capsys):
+    """--ladder-on np (no leave-one-out amortised predictive) is a parser error (exit 2)
+    raised before any model trains: npr.train is made to fail if called, and the
+    message names the model."""
+    bench = _np_gp()
+
+    def no_training(*a, **k):
+        raise AssertionError("trained before refusing --ladder-on")
+
+    monkeypatch.setattr(bench.npr, "train", no_training)
+    for models in ("np", "cnp,np", "cnp,ampnp"):
+        bad = models.split(",")[-1]
+        with pytest.raises(SystemExit) as err:
+            bench.main(["--models", models, "--ladder-on", bad, "--steps", "3",
+                        "--hidden", "8", "--eval-tasks", "2"])
+        assert err.value.code == 2
+        assert f"--ladder-on {bad}: " in capsys.readouterr().err
 
 
 def test_benchmark_width_ladder_rows(tmp_path):

@@ -760,6 +760,24 @@ def test_fewshot_benchmark_searches_sgld_temp_and_kl_episodes_on_validation(caps
     assert "maml1/k2 lr" not in printed        # one lr, no NIW settings: a single run
 
 
+def test_fewshot_benchmark_kl_episodes_zero_is_the_default_n(capsys):
+    """--kl-episodes 0 means the default N (the meta-training episodes), as
+    `infer meta(kl_episodes=0)` does: the grid names the resolved N, 0 and 8 (= episodes)
+    train identically, and 1e6 trains differently."""
+    rows, printed = _bench_grid(
+        capsys, ((["--kl-episodes", "-1"], "--kl-episodes takes non-negative numbers"),),
+        ["--task", "gauss", "--methods", "niw", "--shots", "1", "--inner", "2",
+         "--episodes", "8", "--batch", "2", "--test-episodes", "3", "--val-episodes", "4",
+         "--val-classes", "5", "--val-every", "1", "--kl-episodes", "0,8,1e6",
+         "--select", "nll", "--lr", "2e-2"])
+    grid = [(float(m.group(1)), float(m.group(2)))
+            for m in re.finditer(r"niw/k2 lr \S+ kl_episodes (\S+): val err \S+ nll (\S+) ",
+                                 printed)]
+    assert [n for n, _ in grid] == [8.0, 8.0, 1e6]
+    assert grid[0][1] == grid[1][1] != grid[2][1]
+    assert rows["gauss/1shot/niw/k2"]["kl_episodes"] in (8.0, 1e6)
+
+
 def _fewshot_bench(name="fewshot", monkeypatch=None):
     import importlib.util
 

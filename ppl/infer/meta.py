@@ -75,10 +75,17 @@ class NIW:
     benchmarks/RESULTS.md, Issue 7, fourth slice).
 
     ``sgld_temp`` tau: Langevin at tau is stationary at N(mode, tau/h) on a quadratic of
-    curvature h, so the kept iterates' mean and tau/variance estimate the same centre and
-    curvature at any tau, the mean with Monte Carlo variance proportional to tau: a
-    setting of the estimator, chosen on meta-validation episodes (a colder chain puts
-    less injected noise into mbar_i, and through g_i into m0's meta-gradient;
+    curvature h, so *at stationarity* the kept iterates' mean and tau/variance estimate
+    the same centre and curvature at any tau, the mean with Monte Carlo variance
+    proportional to tau. A chain of a few steps (3 in the benchmarks) is far from
+    stationary: the kept iterates' spread is mostly the injected noise (variance
+    2 sgld_lr tau per step; a random walk's 3 iterates have expected sample variance
+    4/3 sgld_lr tau), so A_i = tau/variance is of order 1/sgld_lr whatever h is -- not
+    the likelihood's curvature -- and at sgld_lr 3e-4 it is clipped at a_max = 1e3 in
+    most weights (93% on the 8x8-digits conv net: benchmarks/RESULTS.md, Issue 7,
+    fifteenth slice). tau is therefore a setting of
+    the estimator, chosen on meta-validation episodes (a colder chain puts less injected
+    noise into mbar_i, and through g_i into m0's meta-gradient;
     docs/constructs/niw_meta.md, "SGLD temperature"). ``kl_episodes`` N weights the
     hyperprior term KL(q(phi) || p(phi)) / N of :meth:`step`.
 

@@ -138,8 +138,8 @@ class Layout:
         offs = [off for _, off, _, _ in self.segments]
         pairs = len(dims) - 1
         if pairs < 1:
-            raise ValueError("pattern='layered' needs at least two groups (visible and a "
-                             "hidden tier or the label)")
+            raise ArgumentError("pattern='layered' needs at least two groups (visible and "
+                                "a hidden tier or the label)", argument="pattern")
         if layer_ranks is not None:
             rows = [int(r) for r in _flat_ints(layer_ranks)]
             if len(rows) != pairs or min(rows) < 1:
@@ -921,8 +921,8 @@ class MonotoneDBM(nn.Module):
         names = [name for name, _, _, _ in self.layout.segments]
         if self.pattern == "layered":
             if len(names) < 2:
-                raise ValueError("pattern='layered' needs at least two groups (visible and "
-                                 "a hidden tier or the label)")
+                raise ArgumentError("pattern='layered' needs at least two groups (visible "
+                                    "and a hidden tier or the label)", argument="pattern")
             self.conv_blocks = [tuple(names[j:j + 2]) for j in range(len(names) - 1)]
         else:
             self.conv_blocks = [tuple(names)]

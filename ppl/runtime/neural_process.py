@@ -251,10 +251,36 @@ class NeuralProcess(nn.Module):
         raise NotImplementedError
 
     # -- the task-level width ladder (an evaluation-time option, off by default)
-    #: widths lambda_1..lambda_J of the ladder, or None (off): the predictive becomes
-    #: sum_j w_j (1/S) sum_s N(mu_s, (lambda_j sigma_s)^2), w_j from the context's
-    #: leave-one-out evidence (:meth:`width_log_weights`). Not saved with the weights.
-    width_ladder: tuple[float, ...] | None = None
+    _width_ladder: tuple[float, ...] | None = None
+
+    @property
+    def width_ladder(self) -> tuple[float, ...] | None:
+        """Widths lambda_1..lambda_J of the ladder, or None (off): the predictive becomes
+        sum_j w_j (1/S) sum_s N(mu_s, (lambda_j sigma_s)^2), w_j from the context's
+        leave-one-out evidence (:meth:`width_log_weights`). Not saved with the weights.
+        Setting it checks that there is at least one width and that every width is a
+        finite number > 0 (a width of 0 or below is no Gaussian: a ValueError here, not
+        a NaN in the evaluation)."""
+        return self._width_ladder
+
+    @width_ladder.setter
+    def width_ladder(self, widths) -> None:
+        if widths is None:
+            self._width_ladder = None
+            return
+        ws = tuple(float(w) for w in widths)
+        if not ws or not all(math.isfinite(w) and w > 0 for w in ws):
+            raise ValueError("width_ladder: the widths lambda must be finite numbers > 0 "
+                             f"(at least one), got {tuple(widths)!r}")
+        self._width_ladder = ws
+
+    @classmethod
+    def has_width_ladder(cls) -> bool:
+        """Whether the family has the closed-form leave-one-out amortised predictive the
+        width ladder scores the context with (the mean-pooled CNP and MPNP do; the latent
+        NP and the attentive families do not), so a caller can refuse the option before
+        training."""
+        return cls._loo_amortised is not NeuralProcess._loo_amortised
 
     def _loo_amortised(self, xc, yc):
         """The amortised predictive (mu, sigma) [B, C, y] at each context input from the
@@ -632,6 +658,13 @@ class MPNP(NeuralProcess):
         return None
 
     def _loo_amortised(self, xc, yc):
+        """The leave-one-out amortised predictive at each context input, decoded from
+        theta_c of the other C - 1 real context points (:func:`_loo_pooled`), with no
+        pseudo context. The ladder's weights w_j are therefore scored with this
+        real-context predictive, while the widths lambda_j rescale every component of
+        the MPNP's predictive, i.e. the sigma of each pseudo set's theta_k
+        (:meth:`NeuralProcess.predict_mixture`): the weights measure how well the
+        amortised part explains the context, not the martingale mixture itself."""
         return _loo_pooled(self.enc, self.dec, xc, yc)
 
     def thetas(self, xc, yc, num_samples):
