@@ -227,6 +227,12 @@ class Model:
                     discrete = prior.nodes[k]["fn"].support.is_discrete
                     v = torch.as_tensor(v, dtype=torch.long if discrete
                                         else torch.get_default_dtype())
+                site = prior.nodes[k]["value"]
+                if v.shape != site.shape and v.numel() == site.numel() \
+                        and [n for n in v.shape if n != 1] == [n for n in site.shape if n != 1]:
+                    # a latent of an outer plate is laid out [N, 1] (Pyro's dims): given as
+                    # declared ([N]), it is the same numbers
+                    v = v.reshape(site.shape)
                 values[k] = v
             conditioned = pyro.poutine.condition(model, data=values)
             tr = pyro.poutine.trace(conditioned).get_trace(**kwargs)

@@ -318,3 +318,28 @@ model W(y: real[T]) {
                  + torch.lgamma(q + 1) - torch.digamma(q + 2)
                  + Normal(torch.cumsum(q * e, 0), 0.5).log_prob(y).sum())
     assert abs(got - want) < 1e-4
+
+
+def test_log_ccdf_tails_of_common_lifetimes_are_finite():
+    """Right-censoring far in the tail: log P(X > 200) under Exponential(0.5) is exactly
+    -100 (log1p(-cdf) is -inf there), and the HalfNormal and LogNormal tails go through
+    log_ndtr; a distribution without a cdf says so."""
+    from ppl.runtime.functions import log_ccdf, log_cdf
+
+    m = ppl.compile("""
+model Surv(c: real[K]) {
+  lam ~ Exponential(1)
+  factor(log_ccdf(Exponential(lam), c))
+}
+""")
+    got = m.log_density({"lam": torch.tensor(0.5)}, {"c": torch.tensor([200.0])})
+    assert abs(got - (-0.5 - 100.0)) < 1e-4
+    import pyro.distributions as dist
+
+    x = torch.tensor([0.5, 1.5])
+    for d in (dist.HalfNormal(2.0), dist.LogNormal(0.0, 1.0), dist.Exponential(0.7)):
+        assert torch.allclose(log_cdf(d, x), torch.log(d.cdf(x)), atol=1e-5)
+        assert torch.allclose(log_ccdf(d, x), torch.log1p(-d.cdf(x)), atol=1e-5)
+        assert math.isfinite(float(log_ccdf(d, torch.tensor(1e6))))
+    with pytest.raises(ValueError, match="Poisson has no cdf in Pyro"):
+        log_cdf(dist.Poisson(3.0), torch.tensor(2.0))

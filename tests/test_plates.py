@@ -238,3 +238,60 @@ model Rows(y: real[N, W], x: real[N, W], g: real[N], v: real[N]) {
     want = (_normal(mu, 0, 1) + _normal(m, 0, 5) + _normal(y, m[:, None] + mu[None, :], 1)
             + _normal(v, (x * g[:, None]).sum(-1), 1))
     assert abs(got - want) < 1e-4
+
+
+def test_outer_plate_latent_given_in_its_declared_shape():
+    """log_density takes a latent of the outer plate as declared ([N]) or as laid out
+    ([N, 1]), with the same value; the per-row sum m + b * g + h meets y's per-element
+    W row by row."""
+    model = ppl.compile("""
+model S(g: real[N], h: real[M], y: real[N, M, W]) {
+  b ~ Normal(0, 1)
+  plate N {
+    m ~ Normal(0, 1)
+    plate M {
+      y ~ Normal(m + b * g + h, 1)
+    }
+  }
+}
+""")
+    n, mm, w = 3, 3, 3
+    g, h = torch.randn(n, dtype=torch.float64), torch.randn(mm, dtype=torch.float64)
+    y = torch.randn(n, mm, w, dtype=torch.float64)
+    m, b = torch.randn(n, dtype=torch.float64), torch.tensor(0.4, dtype=torch.float64)
+    loc = m[:, None, None] + b * g[:, None, None] + h[None, :, None]
+    want = _normal(b, 0, 1) + _normal(m, 0, 1) + _normal(y, loc, 1)
+    for given in (m, m[:, None]):
+        got = model.log_density({"m": given, "b": b}, {"g": g, "h": h, "y": y})
+        assert abs(got - want) < 1e-4
+
+
+def test_reductions_over_nested_plate_data():
+    """sum(g) over everything and a per-row dim=-1 read the same whatever the layout;
+    a dim that reaches the plate dims (logsumexp(g) of g: real[N]) is a located error."""
+    ok = ppl.compile("""
+model S(g: real[N], x: real[N, D], y: real[N, M]) {
+  b ~ Normal(0, 1)
+  plate N {
+    plate M {
+      y ~ Normal(b * sum(g) + max(x, dim=-1), 1)
+    }
+  }
+}
+""")
+    g, x = torch.randn(3, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)
+    y, b = torch.randn(3, 4, dtype=torch.float64), torch.tensor(0.3, dtype=torch.float64)
+    got = ok.log_density({"b": b}, {"g": g, "x": x, "y": y})
+    want = _normal(b, 0, 1) + _normal(y, b * g.sum() + x.max(-1).values[:, None], 1)
+    assert abs(got - want) < 1e-4
+    with pytest.raises(ppl.BdlError, match="logsumexp over its dims"):
+        ppl.compile("""
+model S(g: real[N], y: real[N, M]) {
+  b ~ Normal(0, 1)
+  plate N {
+    plate M {
+      y ~ Normal(b * logsumexp(g), 1)
+    }
+  }
+}
+""")

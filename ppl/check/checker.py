@@ -735,7 +735,8 @@ class _ModelChecker:
             sym = self.symbols.get(e.id)
             if sym is None:
                 return 0
-            if sym.role in ("data", "transformed"):
+            if sym.role in ("data", "transformed") or (
+                    sym.role in ("latent", "deterministic") and not sym.plates):
                 plates = self._aligned_plates(sym.ty.shape)
                 return -plates[0].dim if plates else 0
             if sym.role == "index":  # [size] + ones to its plate's dim
@@ -1047,7 +1048,8 @@ class _ModelChecker:
                          "that takes a function", e.span,
                          [f"such as {_function_args()}; it is defined at {sym.span}"])
                 return UNKNOWN
-            if sym.role in ("data", "transformed") and self.plate_stack and not raw:
+            if self.plate_stack and not raw and (sym.role in ("data", "transformed") or (
+                    sym.role in ("latent", "deterministic") and not sym.plates)):
                 plates = self._aligned_plates(sym.ty.shape)
                 form = _runtime_form(sym.ty.shape, plates)
                 if form != sym.ty.shape:
@@ -1607,21 +1609,27 @@ class _ModelChecker:
             if sym is None or sym.role != "latent" or not isinstance(sym.node, ast.Sample):
                 continue
             declared = sym.node.type
-            bounds = {b.name for b in declared.bounds} if declared is not None else set()
             if declared is not None and declared.base != "real":
                 continue  # simplex[K], ordered[K]...: a constrained type of its own
             words = _CONSTRAINT_WORDS[need]
-            if ("lower" in bounds and words in ("positive", "non-negative")) \
-                    or bounds >= {"lower", "upper"} or (bounds and words not in (
-                        "positive", "non-negative", "in [0, 1]")):
+            bounds = {b.name: _literal(b.value) for b in declared.bounds} \
+                if declared is not None else {}
+            if any(v is None for v in bounds.values()) or (bounds and words not in (
+                    "positive", "non-negative", "in [0, 1]")):
+                continue  # a bound given by a name, or a set the bounds cannot imply
+            low, high = bounds.get("lower"), bounds.get("upper")
+            if low is not None and low >= 0 and (words != "in [0, 1]" or (
+                    high is not None and high <= 1)):
                 continue
             prior = self.types.get(id(sym.node.dist))
             psig = signatures.lookup(prior.dist) if prior is not None and prior.dist else None
             if psig is None or psig.support not in ("Real()", "IndependentConstraint(Real(), 1)"):
                 continue
             dims = sizes.show(sym.ty.shape) if sym.ty.shape else ""
-            self.err(f"'{node.id}' can be any real number (its prior is {psig.name}), but "
-                     f"{sig.name}'s {pname} must be {words}", node.span,
+            what = (f"can be any real number (its prior is {psig.name}), but" if not bounds
+                    else f"has bounds that do not keep it {words} (its prior is "
+                         f"{psig.name}), and")
+            self.err(f"'{node.id}' {what} {sig.name}'s {pname} must be {words}", node.span,
                      [f"give '{node.id}' a prior on that set, or declare it bounded: "
                       f"{node.id}: real<lower=0>{dims} ~ {psig.name}(...)"
                       if words in ("positive", "non-negative") else
@@ -1699,15 +1707,19 @@ class _ModelChecker:
                     self.err(f"argument {which} of {b.name} must be numeric, not "
                              f"{_a(t.kind)} value", node.span)
                     return UNKNOWN
-        dim = bound.get("dim")
-        if dim is not None and isinstance(dim[1].value, int) and dim[1].value >= 0 and any(
-                id(n) in self.aligned for k, (node, _) in bound.items() if k != "dim"
-                for n in ast.walk(node)):
-            # nested plates put an outer plate's data at its Pyro dim ([N, D] -> [N, 1, D])
-            self.err(f"inside nested plates, {b.name} reads data laid out at the plates' "
-                     f"dims, so dim={dim[1].value} counted from the left moves", dim[0].span,
-                     ["count it from the right: dim=-1 is the last dimension"])
-            return UNKNOWN
+        if "dim" in b.params and self._dim_moves(b, bound):
+            moved = next((n for k, (node, _) in bound.items() if k != "dim"
+                          for n in ast.walk(node) if id(n) in self.aligned), None)
+            if moved is not None:
+                # nested plates lay an outer plate's value out at its Pyro dim ([N] ->
+                # [N, 1]), so a reduction or a softmax over its dims would run over the
+                # unit dims or another plate's, not over the value as declared
+                self.err(f"inside nested plates, '{moved.id}' is laid out at the plates' "
+                         f"dims, so {b.name} over its dims would not read it as declared",
+                         e.span,
+                         [f"compute it before the plates (a value or transformed data), or "
+                          f"read it with the plate's index ({moved.id}[i, ...])"])
+                return UNKNOWN
         kwargs = {k: t for k, (_, t) in bound.items()}
         shape = None
         if b.shape is not None and all(t.kind != "unknown" for t in kwargs.values()):
@@ -1717,6 +1729,23 @@ class _ModelChecker:
                                           "floor", "transpose") and positional:
             kind = positional[0].kind if positional[0].kind in TENSOR_KINDS else "real"
         return Ty(kind, shape)
+
+    def _dim_moves(self, b, bound: dict) -> bool:
+        """Whether a builtin's ``dim`` (given, or its default) reaches into the plate dims
+        of its first argument, or counts from the left: over all dims (``sum(g)``) or
+        within the per-element dims (``dim=-1`` of a per-row vector) reads the same
+        whatever the plates' layout."""
+        dim = bound.get("dim")
+        value = dim[1].value if dim is not None else _DEFAULT_DIMS.get(b.name, -1)
+        if value is None:
+            return False
+        if not isinstance(value, int) or value >= 0:
+            return True
+        first = next(iter(bound.values()), None)
+        if first is None or first[1].shape is None:
+            return True
+        width = self._plate_width(first[0])
+        return width is None or -value > len(first[1].shape) - width
 
     def _construct_ty(self, e, b, bound, positional) -> Ty:
         """A construct call: its own shape rule, else an unknown shape of its result kind."""
@@ -1872,6 +1901,19 @@ _STAN_SPELLINGS = {
                "here",
     "cumulative_sum": "Stan's cumulative_sum(x) is cumsum(x) here",
 }
+
+
+def _literal(e: ast.Expr) -> float | None:
+    """The number a literal (or a negated literal) bound stands for; None otherwise."""
+    if isinstance(e, ast.Number):
+        return float(e.value)
+    if isinstance(e, ast.Neg) and isinstance(e.operand, ast.Number):
+        return -float(e.operand.value)
+    return None
+
+
+# builtins whose dim defaults to every dim (None); the others default to the last (-1)
+_DEFAULT_DIMS = {"sum": None, "mean": None, "max": None, "min": None, "prod": None}
 
 
 def _dist_text(e: ast.Expr) -> str:

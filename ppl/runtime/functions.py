@@ -125,32 +125,50 @@ def log_prob(d, value):
     return d.log_prob(torch.as_tensor(value, dtype=torch.get_default_dtype()))
 
 
-def _standard(d, value):
-    """(value - loc) / scale for a Normal ``d`` (its tails in closed form), else None."""
+def _tails(d, value):
+    """(log P(X <= value), log P(X > value)) in closed form for the distributions whose
+    tails the plain ``log(cdf)``, ``log1p(-cdf)`` lose (underflow to -inf): Normal,
+    LogNormal and HalfNormal through ``log_ndtr``, Exponential exactly; None otherwise."""
     import pyro.distributions as dist
 
+    x = torch.as_tensor(value, dtype=torch.get_default_dtype())
     if isinstance(d, dist.Normal):
-        return (torch.as_tensor(value, dtype=d.loc.dtype) - d.loc) / d.scale
+        z = (x - d.loc) / d.scale
+        return torch.special.log_ndtr(z), torch.special.log_ndtr(-z)
+    if isinstance(d, dist.LogNormal):
+        z = (torch.log(x) - d.loc) / d.scale
+        return torch.special.log_ndtr(z), torch.special.log_ndtr(-z)
+    if isinstance(d, dist.HalfNormal):  # P(X > x) = 2 (1 - Phi(x / s)), x >= 0
+        z = x / d.scale
+        upper = math.log(2.0) + torch.special.log_ndtr(-z)
+        return torch.log(-torch.expm1(upper)), upper
+    if isinstance(d, dist.Exponential):
+        rx = d.rate * x
+        return torch.log(-torch.expm1(-rx)), -rx
     return None
 
 
+def _cdf(d, value):
+    x = torch.as_tensor(value, dtype=torch.get_default_dtype())
+    try:
+        return d.cdf(x)
+    except NotImplementedError:
+        raise ValueError(f"{type(d).__name__} has no cdf in Pyro; log_cdf and log_ccdf need "
+                         "one (write the sum of log_prob over the support instead)") from None
+
+
 def log_cdf(d, value):
-    """log P(X <= value) (Stan's ``*_lcdf``): for a Normal, ``log_ndtr`` of the
-    standardised value, which stays finite far in the lower tail where log(cdf) is -inf;
-    otherwise log of ``d.cdf``."""
-    z = _standard(d, value)
-    if z is not None:
-        return torch.special.log_ndtr(z)
-    return torch.log(d.cdf(torch.as_tensor(value, dtype=torch.get_default_dtype())))
+    """log P(X <= value) (Stan's ``*_lcdf``): closed-form tails for Normal, LogNormal,
+    HalfNormal and Exponential (:func:`_tails`), otherwise log of ``d.cdf``."""
+    tails = _tails(d, value)
+    return tails[0] if tails is not None else torch.log(_cdf(d, value))
 
 
 def log_ccdf(d, value):
-    """log P(X > value) (Stan's ``*_lccdf``, right censoring): ``log_ndtr(-z)`` for a
-    Normal, else log1p(-cdf)."""
-    z = _standard(d, value)
-    if z is not None:
-        return torch.special.log_ndtr(-z)
-    return torch.log1p(-d.cdf(torch.as_tensor(value, dtype=torch.get_default_dtype())))
+    """log P(X > value) (Stan's ``*_lccdf``, right censoring): closed-form tails as
+    :func:`log_cdf`, otherwise log1p(-cdf)."""
+    tails = _tails(d, value)
+    return tails[1] if tails is not None else torch.log1p(-_cdf(d, value))
 
 
 _FULL_DATA = [False]
