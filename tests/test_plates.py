@@ -295,3 +295,26 @@ model S(g: real[N], y: real[N, M]) {
   }
 }
 """)
+
+
+def test_inner_subsampled_plate_subsamples_its_own_data():
+    """g: real[M] under plates N and M batch 2 is subsampled with M's minibatch (at its
+    dim 0, not at the plate's depth), so svi runs; over all the data the density is the
+    per-element one."""
+    model = ppl.compile("""
+model G(g: real[M], y: real[N, M]) {
+  b ~ Normal(0, 1)
+  plate N {
+    plate M batch 2 {
+      y ~ Normal(b * g, 1)
+    }
+  }
+}
+infer svi(steps=5, samples=2)
+""")
+    assert "g_M = g.index_select(0, idx_M)" in model.source
+    g, y = torch.randn(3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    b = torch.tensor(0.2, dtype=torch.float64)
+    got = model.log_density({"b": b}, {"g": g, "y": y})
+    assert abs(got - (_normal(b, 0, 1) + _normal(y, b * g[None, :], 1))) < 1e-4
+    assert model.fit({"g": g, "y": y}, seed=0).samples["b"].shape == (2,)

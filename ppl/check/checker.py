@@ -540,12 +540,20 @@ class _ModelChecker:
                          -1 - _depth_below(s.body), s.batch is not None)
         # The plate's position among its enclosing plates: data dims at that axis subsample.
         axis = len(self.plate_stack)
+        self.plate_stack.append(info)
         if s.batch is not None and size is not None:
             for sym in self.symbols.values():
                 if sym.role in ("data", "transformed") and sym.ty.shape is not None:
-                    if len(sym.ty.shape) > axis and sizes.compare(
+                    # one value per element of this plate: its dim at the plate's place
+                    # among the plates it follows (g: real[M] under plates N and M is
+                    # subsampled at dim 0), or at the plate's depth
+                    aligned = self._aligned_plates(sym.ty.shape)
+                    if info in aligned:
+                        info.subsampled.append((sym.name, aligned.index(info)))
+                    elif len(sym.ty.shape) > axis and sizes.compare(
                             sym.ty.shape[axis], size) == sizes.Relation.EQUAL:
                         info.subsampled.append((sym.name, axis))
+        self.plate_stack.pop()
         self.plates_info[id(s)] = info
         self.plate_stack.append(info)
         defined_index = False
