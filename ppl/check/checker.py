@@ -379,10 +379,9 @@ class _ModelChecker:
         from ..lower import RESERVED  # the generated Python's own names
 
         for name, sym in self.symbols.items():
-            if name in ("true", "false"):
-                self.err(f"'{name}' is a boolean literal and cannot name a value", sym.span,
-                         [f"rename it, e.g. 'is_{name}'"])
-            elif name in RESERVED and sym.role in ("data", "size"):
+            if not self._not_a_literal(name, sym.span):
+                continue
+            if name in RESERVED and sym.role in ("data", "size"):
                 # data keys are the generated function's keyword arguments
                 origin = self.size_origin.get(name)
                 span = sym.span if sym.node is not None or origin is None else origin.type.span
@@ -467,10 +466,16 @@ class _ModelChecker:
         return UNKNOWN, None
 
     # ---- statements ----
-    def _define(self, name: str, span: Span) -> bool:
+    def _not_a_literal(self, name: str, span: Span) -> bool:
+        """False, after a located error, for a name that is a boolean literal."""
         if name in ("true", "false"):
             self.err(f"'{name}' is a boolean literal and cannot name a value", span,
                      [f"rename it, e.g. 'is_{name}'"])
+            return False
+        return True
+
+    def _define(self, name: str, span: Span) -> bool:
+        if not self._not_a_literal(name, span):
             return False
         prev = self.symbols.get(name)
         if prev is not None:
@@ -540,6 +545,7 @@ class _ModelChecker:
                          -1 - _depth_below(s.body), s.batch is not None)
         # The plate's position among its enclosing plates: data dims at that axis subsample.
         axis = len(self.plate_stack)
+        self.plates_info[id(s)] = info
         self.plate_stack.append(info)
         if s.batch is not None and size is not None:
             for sym in self.symbols.values():
@@ -553,9 +559,6 @@ class _ModelChecker:
                     elif len(sym.ty.shape) > axis and sizes.compare(
                             sym.ty.shape[axis], size) == sizes.Relation.EQUAL:
                         info.subsampled.append((sym.name, axis))
-        self.plate_stack.pop()
-        self.plates_info[id(s)] = info
-        self.plate_stack.append(info)
         defined_index = False
         if s.index is not None and self._define(s.index, s.span):
             self.symbols[s.index] = Symbol(
@@ -743,8 +746,7 @@ class _ModelChecker:
             sym = self.symbols.get(e.id)
             if sym is None:
                 return 0
-            if sym.role in ("data", "transformed") or (
-                    sym.role in ("latent", "deterministic") and not sym.plates):
+            if _sized_like_plates(sym):
                 plates = self._aligned_plates(sym.ty.shape)
                 return -plates[0].dim if plates else 0
             if sym.role == "index":  # [size] + ones to its plate's dim
@@ -799,8 +801,8 @@ class _ModelChecker:
             owidth = self._plate_width(side)
             units = (len(other.shape) - (owidth or 0)) - (len(mine.shape) - width)
             if owidth is not None and owidth in (0, width) and units > 0:
-                widened = Ty(mine.kind, tuple(mine.shape[:width]) + (sizes.const(1),) * units
-                             + tuple(mine.shape[width:]), dim=mine.dim, value=mine.value)
+                widened = Ty(mine.kind, _widened(mine.shape, width, units), dim=mine.dim,
+                             value=mine.value)
                 if self._plate_conflict(widened, width, other) is None:
                     self.pads[id(node)] = (len(mine.shape) - width, units)
                     tys[id(node)] = widened
@@ -858,9 +860,7 @@ class _ModelChecker:
             have = len(t.shape) - width - own
             if have < 0 or have >= want:
                 continue
-            units = (sizes.const(1),) * (want - have)
-            padded[pname] = (node, Ty(t.kind, tuple(t.shape[:width]) + units
-                                      + tuple(t.shape[width:])))
+            padded[pname] = (node, Ty(t.kind, _widened(t.shape, width, want - have)))
             self.pads[id(node)] = (len(t.shape) - width, want - have)
             changed = True
         if not changed:
@@ -1056,8 +1056,7 @@ class _ModelChecker:
                          "that takes a function", e.span,
                          [f"such as {_function_args()}; it is defined at {sym.span}"])
                 return UNKNOWN
-            if self.plate_stack and not raw and (sym.role in ("data", "transformed") or (
-                    sym.role in ("latent", "deterministic") and not sym.plates)):
+            if self.plate_stack and not raw and _sized_like_plates(sym):
                 plates = self._aligned_plates(sym.ty.shape)
                 form = _runtime_form(sym.ty.shape, plates)
                 if form != sym.ty.shape:
@@ -1952,6 +1951,20 @@ def _param_rank(constraint: str | None) -> int | None:
                               "LessThan", "Positive", "Nonnegative")):
         return 0
     return None
+
+
+def _widened(shape, width: int, units: int) -> tuple:
+    """``shape`` with ``units`` dims of size 1 after its first ``width`` (plate) dims: the
+    checker's side of ``rt.per_element``."""
+    return tuple(shape[:width]) + (sizes.const(1),) * units + tuple(shape[width:])
+
+
+def _sized_like_plates(sym: Symbol) -> bool:
+    """Whether a value is read one element per plate by its leading sizes: data,
+    transformed data, and latents or deterministics defined outside every plate (a GP's
+    ``f: real[N]`` read in ``plate N``). Values defined inside plates carry their plates."""
+    return sym.role in ("data", "transformed") or (
+        sym.role in ("latent", "deterministic") and not sym.plates)
 
 
 def _runtime_form(shape, plates) -> tuple | None:

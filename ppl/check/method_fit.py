@@ -9,8 +9,6 @@ the infer line) and for a method chosen at run time (``bdl run --infer``, ``m.fi
 
 from __future__ import annotations
 
-import dataclasses
-
 from ..syntax import ast
 from ..syntax.diagnostics import Diagnostic, Span
 
@@ -18,18 +16,9 @@ from ..syntax.diagnostics import Diagnostic, Span
 def builtins_used(model: ast.Model) -> dict[str, Span]:
     """Names of the builtins a model calls, each with its first call's span."""
     out: dict[str, Span] = {}
-
-    def walk(node) -> None:
+    for node in ast.walk(model.body):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             out.setdefault(node.func.id, node.span)
-        if isinstance(node, list):
-            for x in node:
-                walk(x)
-        elif dataclasses.is_dataclass(node):
-            for f in dataclasses.fields(node):
-                walk(getattr(node, f.name))
-
-    walk(model.body)
     return out
 
 

@@ -73,12 +73,8 @@ def _data_names(model: ast.Model) -> set[str]:
     known = {a.name for a in model.args} | {n.id for a in model.args for n in ast.walk(a.type)
                                             if isinstance(n, ast.Name)}
     for st in model.body:
-        if isinstance(st, ast.Assign):
-            nodes = list(ast.walk(st.value))
-            called = {id(n.func) for n in nodes if isinstance(n, ast.Call)}
-            if all(n.id in known for n in nodes
-                   if isinstance(n, ast.Name) and id(n) not in called):
-                known.add(st.name)
+        if isinstance(st, ast.Assign) and all(n in known for n in ast.names_read(st.value)):
+            known.add(st.name)
     return known
 
 
@@ -142,10 +138,7 @@ def _observation(stmt: ast.Sample, model: ast.Model):
         return no(f"the observation of {z} has no sd")
     known = data | {st.name for st in model.body[:at] if hasattr(st, "name")}
     for what, e in (("rows", rows), ("sd", sd)):
-        nodes = list(ast.walk(e)) if e is not None else []
-        called = {id(n.func) for n in nodes if isinstance(n, ast.Call)}
-        late = [n.id for n in nodes if isinstance(n, ast.Name) and id(n) not in called
-                and n.id not in known]
+        late = [n for n in ast.names_read(e) if n not in known] if e is not None else []
         if late:
             return no(f"the observation's {what} reads '{late[0]}', which is not defined "
                       f"before the path (declare it before {z})")

@@ -203,3 +203,11 @@ def walk(node) -> Iterator[Node]:
             value = getattr(node, f.name)
             if isinstance(value, (Node, list)):
                 yield from walk(value)
+
+
+def names_read(node) -> list[str]:
+    """The names an expression (or statements) reads as values: every ``Name`` under it
+    but the function of a call (``exp`` in ``exp(x)``)."""
+    nodes = list(walk(node))
+    called = {id(n.func) for n in nodes if isinstance(n, Call)}
+    return [n.id for n in nodes if isinstance(n, Name) and id(n) not in called]
