@@ -146,7 +146,8 @@ def test_subsampled_outer_plate_index_runs_under_svi():
 def test_outer_plate_observations_simulate_in_their_declared_shape():
     """g: real[N] observed in the outer of two plates is laid out [N, 1] in the model,
     but sample_prior gives it back as declared, [draws, N], ready to pass in as data; a
-    slice or a dim counted from the left of such data is refused (it would move)."""
+    slice or a dim counted from the left of such data, or of a latent drawn outside the
+    plates with a plate's leading size, is refused (it would move)."""
     src = """
 model OA(g: real[N], y: real[N, M]) {
   s ~ HalfNormal(1)
@@ -161,11 +162,12 @@ model OA(g: real[N], y: real[N, M]) {
 """
     draws = ppl.compile(src).sample_prior({"N": 5, "M": 3}, num_samples=4, seed=0)
     assert draws["g"].shape == (4, 5) and draws["y"].shape == (4, 5, 3)
-    for bad in ("b * x[:, 0]", "b * sum(x, dim=1)"):
+    for bad in ("b * x[:, 0]", "b * sum(x, dim=1)", "b * f[:, 0]"):
         with pytest.raises(ppl.BdlError, match="inside nested plates"):
             ppl.compile(f"""
 model F(x: real[N, D], y: real[N, M]) {{
   b ~ Normal(0, 1)
+  f: real[N, D] ~ Normal(0, 1)
   plate N {{
     plate M {{
       y ~ Normal({bad}, 1)

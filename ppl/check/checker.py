@@ -1154,7 +1154,7 @@ class _ModelChecker:
             base = self._name(e.value, raw=True)
             self.types[id(e.value)] = base
             sym = self.symbols.get(e.value.id)
-            if sym is not None and sym.role in ("data", "transformed") and self.plate_stack:
+            if sym is not None and _sized_like_plates(sym) and self.plate_stack:
                 plates = self._aligned_plates(sym.ty.shape)
                 sliced = any(isinstance(i, ast.Slice) for i in e.indices[: len(plates)])
                 if sliced and _runtime_form(sym.ty.shape, plates) != sym.ty.shape:
