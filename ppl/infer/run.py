@@ -248,9 +248,10 @@ def _subsampled_plates(trace):
     return create_plates
 
 
-def _autoguide(model, trace, guide_name: str, opts: dict, hidden: list[str]):
-    """The autoguide ``guide_name`` over the latents of ``model`` other than ``hidden``
-    (labels summed out by the ELBO).
+def _autoguide(model, trace, guide_name: str, opts: dict, latents: list[str],
+               hidden: list[str]):
+    """The autoguide ``guide_name`` over the ``latents`` (of ``trace``) other than
+    ``hidden`` (labels summed out by the ELBO).
 
     With subsampled plates, AutoNormal/AutoDelta get per-plate parameters that follow the
     minibatch (:func:`_subsampled_plates`). The joint guides (``lowrank``, ``iaf``) are one
@@ -273,7 +274,7 @@ def _autoguide(model, trace, guide_name: str, opts: dict, hidden: list[str]):
     if not local:
         return _GUIDES[guide_name](shown, **kwargs)
     guide = autoguide.AutoGuideList(shown, create_plates=plates)
-    if any(k not in local and k not in hidden for k in _hidden_sites(model, {}, trace)[0]):
+    if any(k not in local and k not in hidden for k in latents):
         guide.append(_GUIDES[guide_name](poutine.block(model, hide=hidden + local), **kwargs))
     guide.append(autoguide.AutoNormal(poutine.block(model, expose=local)))
     return guide
@@ -290,7 +291,7 @@ def _svi_fit(model, kwargs, opts, guide_name, progress) -> Fit:
     if len(discrete) == len(latents):
         guide = _empty_guide
     else:
-        guide = _autoguide(model, trace, guide_name, opts, discrete)
+        guide = _autoguide(model, trace, guide_name, opts, latents, discrete)
     decay = opts.get("lr_decay", 1.0)
     lr_args = _lr_per_param(opts["lr"], opts.get("lr_scalars", 0.0))
     if decay == 1.0:
