@@ -366,6 +366,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
+    from .locate import SiteError
     from .syntax.diagnostics import BdlError
 
     warnings.showwarning = _show_warning
@@ -377,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except BdlError as e:
         text = e.render()
-        if e.__cause__ is not None:  # raised while the model ran (ppl.locate)
+        if e.__cause__ is not None and not isinstance(e.__cause__, SiteError):
+            # raised while the model ran (ppl.locate); a SiteError is a refusal, not a bug
             saved = _save_traceback(args, e.__cause__, "bdl-error-traceback.txt")
             if saved:
                 text += f"\n  note: if this looks like a bug in bdl, the traceback is in {saved}"

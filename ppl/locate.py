@@ -31,6 +31,17 @@ _NO_INIT = ("cannot find valid initial params",
             "scales) and that the priors are proper")
 
 
+class SiteError(ValueError):
+    """What an inference method cannot do with one sample site (sghmc and a discrete
+    latent): ``site`` is the site's name, ``notes`` say what to do instead. Raised outside
+    the model's code, so :func:`locate` finds the statement by the site's name."""
+
+    def __init__(self, message: str, site: str | None = None, notes: tuple = ()):
+        super().__init__(message)
+        self.site = site
+        self.notes = list(notes)
+
+
 def register(pseudo: str, filename: str, text: str, source_map: list) -> None:
     _MODULES[pseudo] = (filename, text, source_map)
 
@@ -64,8 +75,12 @@ def locate(exc: BaseException, pseudo: str | None = None) -> BdlError | None:
             hit = (name, tb.tb_lineno)
         tb = tb.tb_next
     at_site = _AT_SITE.match(str(exc))
+    named = getattr(exc, "site", None) if isinstance(exc, SiteError) else None
     if hit is None and pseudo in _MODULES:
-        if at_site is not None:
+        if named is not None:
+            line = _site_line(pseudo, named)
+            hit = (pseudo, line) if line is not None else None
+        elif at_site is not None:
             line = _site_line(pseudo, at_site.group(1))
             hit = (pseudo, line) if line is not None else None
         elif _NO_INIT[0] in str(exc):
@@ -87,8 +102,9 @@ def locate(exc: BaseException, pseudo: str | None = None) -> BdlError | None:
     argument = getattr(original, "argument", None)
     span = ref.args.get(argument, ref.span) if argument is not None else ref.span
     what = type(original).__name__
-    note = f"raised while running this statement ({what}, line {lineno} of the generated Pyro)"
-    return BdlError([Diagnostic(str(original), span, notes=[note])], filename, text)
+    notes = [f"raised while running this statement ({what}, line {lineno} of the generated "
+             "Pyro)"] if named is None else list(exc.notes)
+    return BdlError([Diagnostic(str(original), span, notes=notes)], filename, text)
 
 
 @contextmanager

@@ -174,6 +174,7 @@ infer svi(steps=10)
     with pytest.raises(ppl.BdlError) as e:
         m.fit({"y": Y[:20], "v": [4.0, 3.9]}, seed=0)
     assert "different ones: 'z' (x4), 'c' (x1)" in str(e.value)
+    assert ":10:5: error:" in e.value.render() and "c ~ Categorical(w)" in e.value.render()
 
 
 @pytest.mark.parametrize("source, words", [

@@ -282,5 +282,6 @@ model S(y: real[N]) {
   }
 }
 """)
-    with pytest.raises(ppl.BdlError, match="'m' is local to the subsampled plate 'i'"):
+    with pytest.raises(ppl.BdlError, match="'m' is local to the subsampled plate 'i'") as e:
         m.fit({"y": [0.1, 0.5, -0.3, 1.0, 0.2]}, infer="sghmc", samples=2, warmup=2)
+    assert ":4:5: error:" in e.value.render()  # at the latent's statement

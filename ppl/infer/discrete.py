@@ -78,15 +78,15 @@ def _one_scale(trace) -> None:
         site = trace.nodes[name]
         scales.setdefault(float(site["scale"]), name)
     if len(scales) > 1:
-        from ..syntax.diagnostics import BdlError, Diagnostic
+        from ..locate import SiteError
 
         shown = ", ".join(f"'{name}' (x{scale:g})" for scale, name in scales.items())
-        raise BdlError([Diagnostic(
+        raise SiteError(  # located at the label whose scale differs from the first's
             f"svi and map sum the discrete latents out in one pass, which needs one "
             f"minibatch scale for all of them; these have different ones: {shown}",
-            notes=["subsample every plate that holds labels by the same fraction of its "
-                   "size, or none of them (drop `batch`); nuts works on the full data"])],
-            "infer")
+            list(scales.values())[1],
+            ["subsample every plate that holds labels by the same fraction of its size, "
+             "or none of them (drop `batch`); nuts works on the full data"])
 
 
 def svi_parts(model, trace, jit: bool, particles: int):

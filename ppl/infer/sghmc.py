@@ -60,6 +60,7 @@ from pyro import poutine
 from pyro.infer.autoguide.initialization import InitMessenger, init_to_median, init_to_sample
 from torch.distributions import biject_to
 
+from ..locate import SiteError
 from .fit import Fit
 
 #: evaluate a batched step's chains by vmap (False: a loop over chains; for benchmarks)
@@ -104,27 +105,23 @@ def _sites(model, kwargs):
     return free, gibbs, dets, plates
 
 
-def _discrete_latent(name: str):
+def _discrete_latent(name: str) -> SiteError:
     """The user error of SGHMC on a model with a discrete latent: its dynamics move
     continuous coordinates only, and it does not sum labels out as NUTS and SVI do."""
-    from ..syntax.diagnostics import BdlError, Diagnostic
-
-    return BdlError([Diagnostic(
-        f"'sghmc' moves continuous latents only, and '{name}' is discrete",
-        notes=["sum it out with infer nuts(...), svi(...) or map(...), which draw it "
-               "afterwards, or marginalise it in the model (MixtureSameFamily)"])], "infer")
+    return SiteError(
+        f"'sghmc' moves continuous latents only, and '{name}' is discrete", name,
+        ["sum it out with infer nuts(...), svi(...) or map(...), which draw it "
+         "afterwards, or marginalise it in the model (MixtureSameFamily)"])
 
 
-def _local_latent(name: str, plate: str):
+def _local_latent(name: str, plate: str) -> SiteError:
     """The user error of SGHMC on a latent local to a subsampled plate: its chains keep one
     state of each latent's full shape, and a minibatch holds only some of the rows."""
-    from ..syntax.diagnostics import BdlError, Diagnostic
-
-    return BdlError([Diagnostic(
+    return SiteError(
         f"'sghmc' keeps a state of each latent's full shape, and '{name}' is local to "
-        f"the subsampled plate '{plate}', whose minibatch holds only some of its rows",
-        notes=["fit it with infer svi(...) (the guide keeps every row), or drop `batch` "
-               "from the plate"])], "infer")
+        f"the subsampled plate '{plate}', whose minibatch holds only some of its rows", name,
+        ["fit it with infer svi(...) (the guide keeps every row), or drop `batch` from "
+         "the plate"])
 
 
 class _Potential:
