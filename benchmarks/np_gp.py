@@ -331,6 +331,24 @@ def bayes_opt(model, kernel, n_funcs, iters, samples, args, device, seed=7):
     return {"regret": float(r.mean()), "regret_se": float(r.std() / math.sqrt(len(r)))}
 
 
+def _checkpointer(args, name: str, model):
+    """Training callback saving ``NAME_sSTEP.pt`` every ``--save-every`` steps (None
+    without it)."""
+    if not (args.save and args.save_every):
+        return None
+    import os
+
+    os.makedirs(args.save, exist_ok=True)
+
+    def save(step: int, loss: float) -> None:
+        if (step + 1) % args.save_every == 0 and step + 1 < args.steps:
+            npr.save_trained(os.path.join(args.save, f"{name}_s{step + 1}.pt"), model,
+                             source=" ".join(sys.argv))
+            print(f"{name}: step {step + 1}, loss {loss:.3f}", file=sys.stderr, flush=True)
+
+    return save
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", default="cnp,np,anp,mpnp,ampnp")
@@ -375,6 +393,10 @@ def main(argv=None) -> int:
                         "prior) and bayes_noise/KERNEL (the same, noise sd inferred)")
     p.add_argument("--save", default=None, metavar="DIR",
                    help="save each trained model as DIR/MODEL.pt (npr.save_trained)")
+    p.add_argument("--save-every", type=int, default=0, metavar="N",
+                   help="with --save, also save MODEL_sSTEP.pt every N training steps "
+                        "(checkpoints at equal steps across models, for a run that may "
+                        "be cut off)")
     p.add_argument("--load", type=_loads, default={}, metavar="LABEL=PATH,...",
                    help="evaluate saved models (npr.load_trained) on the same tasks as "
                         "rows LABEL/KERNEL, without training; labels cnp, np and anp "
@@ -471,7 +493,8 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         losses = npr.train(model, train, args.steps, args.batch, lr=args.lr,
                            num_samples=args.train_samples,
-                           gen=torch.Generator().manual_seed(args.seed))
+                           gen=torch.Generator().manual_seed(args.seed),
+                           callback=_checkpointer(args, name, model))
         if device.type == "cuda":
             torch.cuda.synchronize()
         secs = time.perf_counter() - t0

@@ -56,3 +56,41 @@ def test_cuda_without_cuda_is_a_clear_error():
     data = json.loads((ROOT / "examples" / "eight_schools.data.json").read_text())
     with pytest.raises(RuntimeError, match="CUDA is not available"):
         m.fit(data, infer="svi", steps=2, device="cuda")
+
+
+NESTED_PLATES = """
+model DevicePlates(g: real[N], x: real[N, M], y: real[N, M], c: real[N]) {
+  b ~ Normal(0, 1)
+  s ~ HalfNormal(1)
+  q ~ HalfNormal(1)
+  a: real[N] ~ Normal(0, 1)
+  e: real[N] ~ Normal(0, 1)
+  w = cumsum(q * e)
+  factor(log_cdf(Normal(0, q), -lgamma(3.0)))
+  plate i in N {
+    m ~ Normal(b * g + w, 1)
+    c ~ Normal(m, 1)
+    plate j in M batch 2 {
+      y ~ Normal(a[i] + m + b * x[i, j], s)
+    }
+  }
+}
+"""
+
+
+def test_nested_plates_and_builtins_live_on_the_device(device):
+    """Nested plates (outer index, per-element data and a latent of the outer plate read
+    in a subsampled inner plate) and the cumsum / lgamma / log_cdf builtins: the fit and
+    the trace stay on the device (their index and alignment tensors are made there)."""
+    m = ppl.compile(NESTED_PLATES + "infer svi(steps=10, samples=5)\n")
+    gen = torch.Generator().manual_seed(0)
+    data = {"g": torch.randn(4, generator=gen), "x": torch.randn(4, 3, generator=gen),
+            "y": torch.randn(4, 3, generator=gen), "c": torch.randn(4, generator=gen)}
+    fit = m.fit(data, device=device, seed=0)
+    assert all(v.device.type == device for v in fit.samples.values())
+    assert fit.samples["m"].shape[0] == 5
+    with torch_defaults(device, "float32"):
+        tr = pyro.poutine.trace(m.pyro_model).get_trace(**m.bind(data))
+    wrong = [(n, str(v.device)) for n, v in trace_tensors(tr) if v.device.type != device]
+    assert wrong == []
+    assert torch.isfinite(tr.log_prob_sum())
