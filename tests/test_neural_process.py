@@ -1250,6 +1250,35 @@ def test_benchmark_smoke_json_and_plots(tmp_path):
             bench.main(["--device", "cuda", "--steps", "1"])
 
 
+def test_benchmark_save_every_checkpoints_at_equal_steps(tmp_path):
+    """--save-every N saves MODEL_sSTEP.pt at every multiple of N below --steps (the
+    final weights stay MODEL.pt); the step-4 checkpoint holds the weights that the
+    same training (seed, schedule over 5 steps) has after its fourth step."""
+    import copy
+
+    bench = _np_gp()
+    assert bench.main(["--models", "cnp", "--eval-kernels", "rbf", "--hidden", "8",
+                       "--eval-tasks", "2", "--samples", "2", "--lr", "1e-2", "--seed",
+                       "3", "--steps", "5", "--save", str(tmp_path), "--save-every",
+                       "2"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cnp.pt", "cnp_s2.pt",
+                                                          "cnp_s4.pt"]
+    ckpt, _ = npr.load_trained(tmp_path / "cnp_s4.pt")
+    torch.manual_seed(3)
+    model = npr.MODELS["cnp"](1, 1, hidden=8, pseudo=0, samples=2)
+    seen = {}
+    npr.train(model, npr.GPTasks("rbf"), 5, 16, lr=1e-2, num_samples=4,
+              gen=torch.Generator().manual_seed(3),
+              callback=lambda step, loss: step == 3 and seen.update(
+                  copy.deepcopy(model.state_dict())))
+    got = ckpt.state_dict()
+    assert set(got) == set(seen)
+    for k in seen:
+        torch.testing.assert_close(got[k], seen[k], rtol=0, atol=0)
+    final, _ = npr.load_trained(tmp_path / "cnp.pt")
+    assert any(not torch.equal(got[k], v) for k, v in final.state_dict().items())
+
+
 def test_mpnp_pseudo_size_follows_context_by_default():
     """pseudo=0 (the default): each pseudo set has as many points as the context, so
     theta_k pools C real and C generated representations; pseudo=M fixes M."""
