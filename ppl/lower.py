@@ -117,6 +117,9 @@ class SampleOp:
     cast_obs: bool = False
     var: str = ""  # the Python variable when it cannot be ``name`` (``lambda`` -> ``lambda_``)
     obs_align: tuple | None = None  # Pyro dims of the observed data's plate dimensions
+    # the model has labels that Pyro sums out (ppl.infer.discrete): a vector site outside
+    # plates is drawn in plates over its dims, not as one event (see codegen)
+    enum_plates: bool = False
 
 
 @dataclass
@@ -225,6 +228,9 @@ class _Lowerer:
         self.locals: dict[str, str] = {}  # function literal parameters -> Python names
         self.taken = set(cm.symbols) | set(RESERVED)
         self.ir = IRModel(cm.name, filename, [], list(cm.sizes), [], [], [], None)
+        self.enumerates = any(
+            isinstance(s, ast.Sample) and getattr(cm.sites.get(id(s)), "role", "") == "latent"
+            and cm.ty(s.dist).enumerable for s in ast.walk(cm.model.body))
         bad = []
         for name, sym in cm.symbols.items():
             if name not in RESERVED:
@@ -382,7 +388,7 @@ class _Lowerer:
             self.used.add(obs)
         return SampleOp(s.name, d, obs, event, dty.event, bool(info.plates),
                         self._constraint(info.constraint), info.obs_cast, self._var(s.name),
-                        info.obs_align)
+                        info.obs_align, self.enumerates)
 
     def _constraint(self, c):
         if c is None:

@@ -205,3 +205,62 @@ def test_discrete_latents_no_method_can_sum_out(source, words):
             m.fit({"y": [0.5, 1.0, 4.0]}, infer=method)
     draws = m.sample_prior({"N": 3}, num_samples=20, seed=0)
     assert draws["y"].shape == (20, 3)
+
+
+SWITCH = """
+model Switch(y: real[N]) {
+  mu ~ Normal(0, 5)
+  z ~ Bernoulli(0.5)
+  y ~ Normal(mu + 2 * z, 1)
+}
+"""
+
+CHANGE_POINT = """
+model ChangePoint(y: int[T]) {
+  e ~ Exponential(0.5)
+  l ~ Exponential(0.5)
+  s ~ Categorical(ones(T) / T)
+  y ~ Poisson(where(arange(T) < s, e, l))
+}
+"""
+
+
+def test_a_label_outside_plates_meets_a_whole_vector_observation():
+    """A label outside every plate read by a vector observed as a whole (y: real[N], no
+    plate): the vector is drawn in a plate over its dim, so the label enumerates left of
+    it. At fixed mu the drawn z is Bernoulli with
+    logit = sum_n log N(y_n; mu + 2, 1) - log N(y_n; mu, 1); 2000 draws, 4 s.e."""
+    m = ppl.compile(SWITCH)
+    y = [1.1, 0.4, 2.3]
+    for mu, n in ((0.0, 2000), (0.9, 2000)):
+        logit = sum(-0.5 * (v - mu - 2) ** 2 + 0.5 * (v - mu) ** 2 for v in y)
+        p = 1 / (1 + math.exp(-logit))
+        torch.manual_seed(1)
+        d = site_draws(m.pyro_model, m.bind({"y": y}),
+                       posterior={"mu": torch.full((n,), mu)}, sites=["z"])
+        assert d["z"].shape == (n,)
+        freq = float(d["z"].double().mean())
+        assert abs(freq - p) < 4 * math.sqrt(p * (1 - p) / n) + 1e-9, (mu, freq, p)
+    fit = m.fit({"y": y}, infer="nuts", warmup=100, samples=100, chains=1, seed=0)
+    assert fit.samples["z"].shape == (100,) and torch.isfinite(fit.samples["mu"]).all()
+
+
+def test_stan_change_point_model_draws_the_change_point_exactly():
+    """Stan User's Guide, change point: s ~ uniform over 1..T, y ~ Poisson(e before s,
+    l after), written on the whole vector. At fixed (e, l) the drawn s follows
+    p(s | e, l, y) prop. to prod_t Poisson(y_t; t < s ? e : l), exactly."""
+    m = ppl.compile(CHANGE_POINT)
+    y = [4, 5, 3, 6, 1, 0, 2, 1]
+    e, l, n = 4.5, 1.0, 3000
+    logp = torch.tensor([sum(torch.distributions.Poisson(e if t < s else l)
+                             .log_prob(torch.tensor(float(v))) for t, v in enumerate(y))
+                         for s in range(len(y))], dtype=torch.float64)
+    want = torch.softmax(logp, 0)
+    torch.manual_seed(2)
+    d = site_draws(m.pyro_model, m.bind({"y": y}),
+                   posterior={"e": torch.full((n,), e), "l": torch.full((n,), l)},
+                   sites=["s"])
+    freq = torch.bincount(d["s"].long(), minlength=len(y)).double() / n
+    se = (want * (1 - want) / n).sqrt()
+    assert ((freq - want).abs() <= 4 * se + 1e-9).all(), (freq, want)
+    assert int(want.argmax()) == 4  # the rate drops after the fourth point

@@ -180,6 +180,18 @@ def _dist(op: ir.SampleOp) -> str:
     return d
 
 
+def _enum_plates(op: ir.SampleOp) -> list:
+    """The dims of a vector site outside plates to draw in plates (none: draw it as one
+    event). In a model whose labels Pyro sums out, a label enumerated at dim -1 - P
+    (P the plate nesting) meets the per-element values of a vector made one event by
+    ``.to_event``, whose dims are counted left of the batch (``mu + 2 * z`` is [2, 1]
+    against [N]); in plates they are batch dims and the label broadcasts over them."""
+    if not op.enum_plates or op.in_plate or not op.event or op.event_rank is None \
+            or op.constraint is not None:
+        return []
+    return op.event[: len(op.event) - op.event_rank]
+
+
 def _var(op) -> str:
     """The Python variable a statement assigns (its name unless that is reserved)."""
     return getattr(op, "var", "") or op.name
@@ -198,6 +210,21 @@ class _Emitter:
     def text(self) -> str:
         return "\n".join(self.lines)
 
+    def _in_plates(self, op: ir.SampleOp, depth: int) -> None:
+        """``op`` in one plate per dim of :func:`_enum_plates` (named ``y.dim0``, ...: no
+        model name has a dot), with the site's distribution broadcast by the plates."""
+        dims = _enum_plates(op)
+        for k, size in enumerate(dims):
+            self.line(depth + k, f'with pyro.plate("{op.name}.dim{k}", {expr(size)}, '
+                                 f"dim={k - len(dims)}):")
+        d = expr(op.dist, 9)
+        inner = depth + len(dims)
+        if op.obs is not None:
+            obs = f"rt.real({op.obs})" if op.cast_obs else op.obs
+            self.line(inner, f'pyro.sample("{op.name}", {d}, obs={obs})')
+        else:
+            self.line(inner, f'{_var(op)} = pyro.sample("{op.name}", {d})')
+
     def stmts(self, body, depth: int) -> None:
         if not body:
             self.line(depth, "pass")
@@ -212,7 +239,9 @@ class _Emitter:
             self.spans.append((first, len(self.lines) - 1, ref))
 
     def _stmt(self, op, depth: int) -> None:
-        if isinstance(op, ir.SampleOp):
+        if isinstance(op, ir.SampleOp) and _enum_plates(op):
+            self._in_plates(op, depth)
+        elif isinstance(op, ir.SampleOp):
             if op.obs is not None:
                 obs = op.obs
                 if op.obs_align is not None:  # data of outer plates, at their Pyro dims
