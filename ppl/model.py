@@ -164,23 +164,21 @@ class Model:
         """
         import pyro
 
-        from .infer.draws import simulate_observed, site_draws
+        from .infer.draws import simulate_observed, site_draws, site_layout
         from .infer.run import torch_defaults
         from .runtime import reset_networks
         from .runtime.functions import full_data
+        from .runtime.shapes import declared
 
         pyro.set_rng_seed(seed)
         pyro.clear_param_store()
         reset_networks()
         with locate.located(self._pseudo), torch_defaults(device, dtype), full_data():
             kwargs = self.bind(data or {}, may_omit=self.checked.observed_only)
-            out = site_draws(simulate_observed()(self.pyro_model), kwargs,
-                             num_samples=num_samples)
-        from .runtime.shapes import plate_unaligned
-
-        for name, dims in _aligned_observations(self.ir.body).items():
-            if name in out:  # back in the data's declared layout, to pass in as data
-                out[name] = plate_unaligned(out[name], dims)
+            model = simulate_observed()(self.pyro_model)
+            out = site_draws(model, kwargs, num_samples=num_samples)
+            # every site in its declared layout (a simulated g: real[N] passes in as data)
+            out = declared(out, site_layout(model, kwargs), lead=1)
         return {k: v.detach() for k, v in out.items()}
 
     def log_density(self, trace_values: dict, data: dict) -> float:
@@ -199,6 +197,7 @@ class Model:
         from .infer.rng import seeded
         from .infer.run import _hidden_sites
         from .runtime.functions import full_data
+        from .runtime.shapes import site_shaped
 
         # the prior traces below only name the sites: any seed gives the same density, and
         # a fixed one inside seeded() leaves the caller's random streams where they were
@@ -227,13 +226,9 @@ class Model:
                     discrete = prior.nodes[k]["fn"].support.is_discrete
                     v = torch.as_tensor(v, dtype=torch.long if discrete
                                         else torch.get_default_dtype())
-                site = prior.nodes[k]["value"]
-                if v.shape != site.shape and v.numel() == site.numel() \
-                        and [n for n in v.shape if n != 1] == [n for n in site.shape if n != 1]:
-                    # a latent of an outer plate is laid out [N, 1] (Pyro's dims): given as
-                    # declared ([N]), it is the same numbers
-                    v = v.reshape(site.shape)
-                values[k] = v
+                # a latent of an outer plate is laid out [N, 1] (Pyro's dims): given as
+                # declared ([N]), it is the same numbers
+                values[k] = site_shaped(v, prior.nodes[k]["value"].shape)
             conditioned = pyro.poutine.condition(model, data=values)
             tr = pyro.poutine.trace(conditioned).get_trace(**kwargs)
             return float(tr.log_prob_sum())
@@ -289,14 +284,3 @@ def load(path: str | Path, model: str | None = None) -> Model:
         what = "is a directory" if p.is_dir() else "no such file"
         raise BdlError([Diagnostic(f"{what} (expected a .bdl file)")], str(p))
     return compile(p.read_text(), str(p), model)
-
-
-def _aligned_observations(body) -> dict:
-    """Observed sites whose data nested plates lay out at the plates' Pyro dims
-    (``SampleOp.obs_align``), by name."""
-    out = {}
-    for op in body:
-        if getattr(op, "obs_align", None) is not None:
-            out[op.name] = op.obs_align
-        out.update(_aligned_observations(getattr(op, "body", None) or []))
-    return out

@@ -49,6 +49,30 @@ class simulate_observed(Messenger):
         msg["is_observed"] = False
 
 
+def plate_layout(trace) -> dict[str, tuple]:
+    """The sites of ``trace`` that Pyro lays out with unit dims for plates they are not
+    in, by name -> their plates' Pyro dims, outermost first (``rt.plate_aligned``'s
+    ``dims``): in plate N (dim -2) around plate M (dim -1), ``m`` drawn in N only is
+    [N, 1] in the model and ``(-2,)`` here. Latent, observed and deterministic sites
+    alike; sites of the innermost plates and outside plates are not listed."""
+    out = {}
+    for name, site in prune_subsample_sites(trace).nodes.items():
+        if site["type"] != "sample":
+            continue
+        dims = tuple(sorted(f.dim for f in site["cond_indep_stack"]
+                            if f.vectorized and f.dim is not None))
+        if dims and len(dims) < -dims[0]:
+            out[name] = dims
+    return out
+
+
+def site_layout(model, kwargs: dict) -> dict[str, tuple]:
+    """:func:`plate_layout` of one run of ``model`` (on a forked random stream, so the
+    draws that follow are unchanged)."""
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        return plate_layout(poutine.trace(model).get_trace(**kwargs))
+
+
 def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None,
                num_samples: int | None = None, sites: list[str] | None = None
                ) -> dict[str, torch.Tensor]:
@@ -73,6 +97,14 @@ def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None
         # a look at the model's sites: on a forked stream, so the draws are unchanged
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             tr = poutine.trace(model).get_trace(**kwargs)
+        if posterior:
+            # draws in their declared shape (``Fit.samples``, a run folder) or in Pyro's
+            # ([N, 1] for a latent of an outer plate: run folders before that): the
+            # same numbers either way, at the site's shape here
+            from ..runtime.shapes import site_shaped
+
+            posterior = {k: site_shaped(v, tr.nodes[k]["value"].shape, lead=1)
+                         if k in tr.nodes else v for k, v in posterior.items()}
         # optional data left out (a site named like a data argument) is read by nothing
         # in the model, so its prior draw given the others is already its posterior
         if [s for s in enumerable_sites(tr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pyro
 import torch
 
+from ..runtime.shapes import declared
 from .draws import site_draws
 from .summary import Summary, summarise
 
@@ -13,8 +14,9 @@ class Fit:
     """Posterior draws of one fit.
 
     ``samples[name]`` has the draws first (chains concatenated); ``chains[name]`` keeps
-    them apart as [chains, draws, ...]. ``params`` holds the fitted ``pyro.param`` and
-    network weights; ``elbo`` the ELBO trace for SVI/MAP.
+    them apart as [chains, draws, ...], each site in its declared shape (:meth:`declare`).
+    ``params`` holds the fitted ``pyro.param`` and network weights; ``elbo`` the ELBO
+    trace for SVI/MAP.
     """
 
     def __init__(self, model, kwargs, *, chains, latents, deterministics):
@@ -36,6 +38,17 @@ class Fit:
         self.observed: list[str] = []  # observed data sites (set by ppl.Model)
         # finite-support latents summed out in the fit and drawn after it (ppl.infer.discrete)
         self.discrete: list[str] = []
+        # sites of outer plates that Pyro lays out with unit dims (ppl.infer.draws.plate_layout)
+        self.layout: dict[str, tuple] = {}
+
+    def declare(self, layout: dict[str, tuple]) -> None:
+        """Lay the draws out in their sites' declared shapes, as predictions will be:
+        a latent ``m`` of plate N in plates N and M is [chains, draws, N], where the
+        runners (Pyro) give [chains, draws, N, 1]. Every method's draws pass here
+        (``ppl.infer.generated.fit_generated``); what goes back into the model is
+        re-aligned by :func:`ppl.infer.draws.site_draws`."""
+        self.layout = dict(layout)
+        self.chains = declared(self.chains, self.layout, lead=2)
 
     def to_inference_data(self):
         """The draws as an ArviZ DataTree (needs the optional extra ``arviz``)."""
@@ -85,7 +98,8 @@ class Fit:
         try:
             # a subsampled plate predicts all its rows, not a random minibatch of them
             with full_data():
-                return site_draws(self.model, kwargs, posterior=post or None,
-                                  num_samples=num_samples, sites=sites)
+                return declared(site_draws(self.model, kwargs, posterior=post or None,
+                                           num_samples=num_samples, sites=sites),
+                                self.layout, lead=1)
         finally:
             store.set_state(saved)

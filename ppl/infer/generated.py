@@ -99,8 +99,10 @@ def add_predictions(result: Fit, names: list[str]) -> None:
 def fit_generated(model, kwargs: dict, method: str, opts: dict, missing: list[str], *,
                   progress: bool = False) -> Fit:
     """Fit ``model`` with the sites of ``missing`` optional data held out, then draw them."""
+    from .draws import site_layout
     from .run import SAMPLERS, _hidden_sites, fit
 
+    layout = site_layout(model, kwargs)  # before the fit, which starts afresh
     inner, missing = held_out(model, kwargs, missing)
     if missing and method in SAMPLERS and not _hidden_sites(inner, kwargs)[0]:
         # a simulation: nothing to sample, only generated quantities (Stan's fixed_param)
@@ -109,6 +111,7 @@ def fit_generated(model, kwargs: dict, method: str, opts: dict, missing: list[st
     else:
         result = fit(inner, kwargs, method, opts, progress=progress)
     result.model = model
+    result.declare(layout)  # every method's draws in their declared shapes
     if missing:
         add_predictions(result, missing)
     return result

@@ -6,7 +6,8 @@ import pyro
 import torch
 
 from ..runtime.functions import full_data
-from .draws import site_draws
+from ..runtime.shapes import declared
+from .draws import plate_layout, site_draws
 from .rng import seeded
 from .run import torch_defaults
 
@@ -16,8 +17,10 @@ def posterior_predictive(model, chains: dict, data: dict, params: dict | None = 
                          seed: int | None = 0) -> dict:
     """One draw of every site not fixed by ``data`` per saved posterior draw.
 
-    ``chains[name]`` is [chains, draws, ...] as written by ``bdl run``; every saved latent
-    (weights of network priors included) is conditioned on. ``params`` maps param names
+    ``chains[name]`` is [chains, draws, ...] as written by ``bdl run`` (each site in its
+    declared shape, or in Pyro's layout as runs written before that were: both are
+    read); every saved latent (weights of network priors included) is conditioned on.
+    The draws come out in the sites' declared shapes. ``params`` maps param names
     (``pyro.param`` sites and network weights) to their fitted, constrained values.
     """
     # condition on every saved draw except what is re-derived or re-sampled here:
@@ -44,10 +47,12 @@ def posterior_predictive(model, chains: dict, data: dict, params: dict | None = 
 
             with full_data():
                 with torch.random.fork_rng(devices=[]):  # the draws below are unchanged
-                    labels = enumerable_sites(pyro.poutine.trace(model.pyro_model)
-                                              .get_trace(**kwargs))
+                    trace = pyro.poutine.trace(model.pyro_model).get_trace(**kwargs)
+                labels = enumerable_sites(trace)
                 post = {k: v for k, v in post.items() if k not in labels}
-                pred = site_draws(model.pyro_model, kwargs, posterior=post or None)
+                # saved draws in either layout (site_draws); out in the declared one
+                pred = declared(site_draws(model.pyro_model, kwargs, posterior=post or None),
+                                plate_layout(trace), lead=1)
         finally:
             store.set_state(saved)
     given = {n for n in model.ir.observed if kwargs.get(n) is not None}

@@ -1,7 +1,9 @@
 """The run folder: what a fit leaves on disk, for ``bdl predict`` and for Python.
 
 ``bdl run --out DIR`` and ``fit.save(DIR)`` write the same files: ``summary.csv``,
-``samples.npz`` (every site as [chains, draws, ...]), ``params.pt`` (the fitted
+``samples.npz`` (every site as [chains, draws, ...declared shape]; runs written before
+draws took their declared shape hold a latent of an outer plate as [.., N, 1], which
+``bdl predict`` still reads), ``params.pt`` (the fitted
 ``pyro.param`` values and network weights), ``run.json`` (model, file fingerprint, data,
 method and options, versions, point estimates) and, for svi/map, ``elbo.txt``.
 ``read_run`` reads them back; ``Model.predict_run`` and ``bdl predict`` condition the
@@ -61,7 +63,7 @@ def write_run(out: Path, fit: Fit, *, model: str, file: str | None, source: str,
         "versions": {"ppl": __version__, "torch": torch.__version__,
                      "pyro": pyro.__version__},
         "wall_time_s": fit.wall_time, "device": opts.get("device"),
-        "samples_layout": "[chains, draws, ...] per site",
+        "samples_layout": "[chains, draws, ...declared shape] per site",
         "point_estimates": point_estimates(fit.params),
     }
     (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")

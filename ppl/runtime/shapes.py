@@ -72,6 +72,39 @@ def plate_unaligned(x, dims, lead: int = 1):
     return x.reshape(shape)
 
 
+def declared(values: dict, layout: dict, lead: int) -> dict:
+    """Draws ``values[name]`` (``lead`` leading dims: [draws] or [chains, draws]) of the
+    sites of ``layout`` (name -> plate dims, ``ppl.infer.draws.plate_layout``) in their
+    declared shape: ``m ~ Normal(0, 1)`` in plate N of plates N and M is [N] per draw,
+    not Pyro's [N, 1] (:func:`plate_unaligned`). A value without those unit dims (a
+    deterministic site computed from globals only, a value already declared) is left
+    as it is."""
+    out = dict(values)
+    for name, dims in layout.items():
+        x = out.get(name)
+        if x is None:
+            continue
+        width = -min(dims)
+        keep = {width + d for d in dims}
+        units = [lead + k for k in range(width) if k not in keep]
+        if x.dim() >= lead + width and all(x.shape[k] == 1 for k in units):
+            out[name] = plate_unaligned(x, dims, lead)
+    return out
+
+
+def site_shaped(x, shape, lead: int = 0):
+    """``x`` (``lead`` leading dims, then a site's value) reshaped to the site's Pyro
+    ``shape`` when it is the same numbers laid out without the unit dims that nested
+    plates give a site of an outer plate (``[N]`` for ``[N, 1]``, or the other way):
+    inserting or removing dims of size 1 keeps the order of the elements. Anything else
+    is returned as it is, for the model to report."""
+    own = tuple(x.shape[lead:])
+    shape = tuple(shape)
+    if own == shape or [n for n in own if n != 1] != [n for n in shape if n != 1]:
+        return x
+    return x.reshape(tuple(x.shape[:lead]) + shape)
+
+
 class Restricted(TorchDistribution):
     """A prior restricted to a constraint set, with the density left unnormalised there.
 
