@@ -264,3 +264,45 @@ def test_stan_change_point_model_draws_the_change_point_exactly():
     se = (want * (1 - want) / n).sqrt()
     assert ((freq - want).abs() <= 4 * se + 1e-9).all(), (freq, want)
     assert int(want.argmax()) == 4  # the rate drops after the fourth point
+
+
+GLOBAL_LABEL_IN_PLATE = """
+model G(x: real[N, D], y: real[N, D]) {
+  mu ~ Normal(0, 1)
+  z ~ Bernoulli(0.5)
+  plate i in N {
+    y ~ Normal(ARG)
+  }
+}
+"""
+
+
+@pytest.mark.parametrize("arg, shift, scale", [
+    ("x[i] + 2 * z + mu, 1", 2.0, 1.0),     # arithmetic with a per-element value
+    ("x[i] + mu, 1 + z", 0.0, 2.0),         # a distribution argument of its own
+])
+def test_a_label_outside_plates_meets_per_element_values_inside_one(arg, shift, scale):
+    """z drawn outside every plate, y [N, D] in plate N with D values per element: the
+    summed-out z ([2, 1]) is widened to [2, 1, 1] where it meets x[i] ([N, D]) or the
+    site's per-element dims, so its values are not matched with N. N = 2 = the label's
+    size, where the unwidened broadcast ran silently with z drawn from its prior. At
+    mu = 0 the drawn z is Bernoulli(sigmoid(log N(y; x + shift, scale) - log N(y; x, 1)))."""
+    m = ppl.compile(GLOBAL_LABEL_IN_PLATE.replace("ARG", arg))
+    x = torch.tensor([[0.2, -0.1], [0.0, 0.3]])
+    y = torch.tensor([[2.0, 1.7], [2.5, 1.9]])
+    lp1 = torch.distributions.Normal(x + shift, scale).log_prob(y).sum()
+    lp0 = torch.distributions.Normal(x, 1.0).log_prob(y).sum()
+    p, n = float(torch.sigmoid(lp1 - lp0)), 2000
+    torch.manual_seed(3)
+    d = site_draws(m.pyro_model, m.bind({"x": x, "y": y}),
+                   posterior={"mu": torch.zeros(n)}, sites=["z"])
+    freq = float(d["z"].double().mean())
+    assert abs(freq - p) < 4 * math.sqrt(p * (1 - p) / n) + 1e-9, (freq, p)
+    assert not 0.3 < p < 0.7  # the data tell z apart: a prior draw would fail
+
+
+def test_a_label_outside_plates_in_a_call_with_per_element_values_is_refused():
+    src = GLOBAL_LABEL_IN_PLATE.replace("ARG", "where(x[i] > 0, 2 * z, mu), 1")
+    with pytest.raises(ppl.BdlError, match=r"where\(\) meets 'z', a discrete latent drawn "
+                                           r"outside every plate"):
+        ppl.compile(src)

@@ -307,6 +307,9 @@ class _ModelChecker:
         self.pads: dict[int, tuple] = {}  # see CheckedModel.pads
         self.fit_errors: list[Diagnostic] = []  # see CheckedModel.fit_errors
         self._dist_bound: dict[int, tuple] = {}  # distribution call -> (signature, bound)
+        # labels drawn outside every plate, and values computed from them there: summed
+        # out, they carry an enumeration dim on the left (ppl.infer.discrete)
+        self.global_labels: set[str] = set()
 
     def result(self) -> CheckedModel:
         data = {a.name for a in self.model.args}
@@ -679,6 +682,8 @@ class _ModelChecker:
             info.constraint = constraint
         if dty.discrete:
             self._discrete_latent(s, dty, shape)
+            if dty.enumerable and not self.plate_stack:
+                self.global_labels.add(s.name)
         self.sites[id(s)] = info
         self.symbols[s.name] = Symbol(s.name, "latent", Ty(kind, shape), s.name_span,
                                       random=True, node=s, plates=plates)
@@ -816,7 +821,63 @@ class _ModelChecker:
                      ["draw the per-element values in a nested plate, where each plate "
                       "has its own dim (\"Plates\" in docs/language.md)"])
             return None
+        for node, side in ((e.left, e.right), (e.right, e.left)):
+            owidth = self._plate_width(side)
+            if owidth and tys[id(side)].shape is not None:
+                elem = len(tys[id(side)].shape) - owidth
+                tys[id(node)] = self._label_pad(node, tys[id(node)], elem)
         return tys[id(e.left)], tys[id(e.right)]
+
+    def _reads_label(self, e) -> bool:
+        """Whether ``e`` reads a label drawn outside every plate (or a value computed
+        from one there)."""
+        return bool(self.global_labels) and any(
+            n in self.global_labels for n in ast.names_read(e))
+
+    def _label_pad(self, node, mine: Ty, elem: int) -> Ty:
+        """``mine``, the type of ``node``, padded for the per-element rank ``elem`` it
+        meets inside plates when ``node`` reads a label drawn outside every plate.
+
+        Summed out, such a label is [K, 1, ...] (its enumeration dim left of the plate
+        dims), so its value broadcasts along the plate dims but not along per-element
+        dims: ``x[i] + 2 * z`` with ``x[i]`` [N, D] would put K against N (silently
+        wrong where K = N). Unit dims on its right (``rt.per_element``) make it [K, 1, 1],
+        which meets [N, D] as a per-plate-element value does; with z a plain number it is
+        the same broadcast."""
+        if not self.plate_stack or mine.shape is None or self._plate_width(node) != 0 \
+                or not self._reads_label(node):
+            return mine
+        units = elem - len(mine.shape)
+        if units <= 0:
+            return mine
+        self.pads[id(node)] = (len(mine.shape), units)
+        return Ty(mine.kind, _widened(mine.shape, 0, units), dim=mine.dim, value=mine.value)
+
+    def _label_in_call(self, e: ast.Call, name: str, args: list) -> None:
+        """Refuse, inside plates, a call whose arguments meet a label drawn outside every
+        plate with per-element values of higher rank (``where(x[i] > 0, z, 0.5)``): summed
+        out, the label's enumeration dim would broadcast against a per-element dim
+        (:meth:`_label_pad` widens it in arithmetic and distribution arguments, where the
+        pairing is known; a function's arguments may not broadcast elementwise)."""
+        if not self.plate_stack or not self.global_labels:
+            return
+        elem = 0
+        for node, t in args:
+            width = self._plate_width(node)
+            if width and t.shape is not None:
+                elem = max(elem, len(t.shape) - width)
+        for node, t in args:
+            if t.shape is not None and self._plate_width(node) == 0 \
+                    and self._reads_label(node) and len(t.shape) < elem:
+                label = next(n for n in ast.names_read(node) if n in self.global_labels)
+                self.err(f"inside plate {', '.join(self._plate_names())}, {name}() meets "
+                         f"'{label}', a discrete latent drawn outside every plate, with "
+                         f"per-element values of {elem} dim{'s' if elem > 1 else ''}: "
+                         "summed out, its values would be matched with a per-element "
+                         "dimension", node.span,
+                         ["combine it with arithmetic outside the call "
+                          "(where(x[i] > 0, 1, 0) * z), or draw it in the plate"])
+                return
 
     @staticmethod
     def _plate_conflict(mine: Ty, width: int, other: Ty) -> tuple | None:
@@ -855,6 +916,12 @@ class _ModelChecker:
         for pname, (node, t) in bound.items():
             own = _param_rank(needs.get(pname))
             width = self._plate_width(node)
+            if own is not None and width == 0 and t.kind in TENSOR_KINDS \
+                    and t.shape is not None:
+                padded_t = self._label_pad(node, t, want + own)
+                if padded_t is not t:
+                    padded[pname], changed = (node, padded_t), True
+                continue
             if own is None or not width or t.kind not in TENSOR_KINDS or t.shape is None:
                 continue
             have = len(t.shape) - width - own
@@ -921,6 +988,8 @@ class _ModelChecker:
                 self._report(issues, s.value.span, f"'{s.name}' and its value")
             if declared.kind != "unknown":
                 ty = Ty(declared.kind if ty.kind == "unknown" else ty.kind, declared.shape)
+        if not self.plate_stack and self._reads_label(s.value):
+            self.global_labels.add(s.name)
         self.sites[id(s)] = SiteInfo(role, self._plate_names())
         self.symbols[s.name] = Symbol(s.name, role, ty, s.name_span, random=random or role ==
                                       "network", node=s, plates=self._plate_names())
@@ -1647,6 +1716,7 @@ class _ModelChecker:
         bound = self._bind_args(e, b.params, b.name, b.variadic, b)
         if bound is None:
             return UNKNOWN
+        self._label_in_call(e, b.name, list(bound.values()))
         positional = [t for k, (_, t) in bound.items() if k.startswith("#") or
                       k in b.params[: len(e.args)]]
         for k, spec in b.functions.items():
