@@ -162,9 +162,12 @@ def nothing_to_sample(method: str):
 
 def _mcmc(make_kernel, model, kwargs, opts, progress, method: str) -> Fit:
     """Run ``opts['chains']`` chains one after another, a fresh kernel each."""
-    latents, dets = _hidden_sites(model, kwargs)
+    tr = pyro.poutine.trace(model).get_trace(**kwargs)
+    latents, dets = _hidden_sites(model, kwargs, tr)
     if not latents:
         raise nothing_to_sample(method)
+    if set(latents) <= set(enumerable_sites(tr)):
+        return _exact_labels(model, kwargs, opts, latents, dets)
     per_chain = []
     diverging = []
     for c in range(opts["chains"]):
@@ -195,6 +198,27 @@ def _mcmc(make_kernel, model, kwargs, opts, progress, method: str) -> Fit:
     f.discrete = summed
     f.divergences = sum(diverging)
     return f
+
+
+def _exact_labels(model, kwargs, opts, latents, dets) -> Fit:
+    """NUTS/HMC on a model whose every latent is a label: nothing continuous is left for
+    the kernel to move once they are summed out, and their posterior is exact, so each
+    chain's draws are exact posterior draws (``infer_discrete``, ppl.infer.discrete), as
+    the labels of any other fit are."""
+    n_chains, n_draws = opts["chains"], opts["samples"]
+    with full_data():
+        pred = site_draws(model, kwargs, guide=_nothing, num_samples=n_chains * n_draws,
+                          sites=latents + dets)
+    chains = {k: v.detach().reshape((n_chains, n_draws) + v.shape[1:])
+              for k, v in pred.items()}
+    f = Fit(model, kwargs, chains=chains, latents=[], deterministics=latents + dets)
+    f.discrete = list(latents)
+    f.divergences = 0
+    return f
+
+
+def _nothing(**kwargs) -> None:
+    """A guide with no sites: the model's labels are all there is to draw."""
 
 
 _GUIDES = {
