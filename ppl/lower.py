@@ -419,6 +419,9 @@ class _Lowerer:
             if e.id in self.cm.symbols or e.id in self.indices:
                 self.used.add(self.rename.get(e.id, e.id))
                 var = Var(self.rename.get(e.id, e.id))
+                if id(e) in self.cm.unaligned:  # a value of plates that have closed
+                    dims, tail = self.cm.unaligned[id(e)]
+                    var = Call("rt.plate_closed", [var, Lit(dims), Lit(tail)], [])
                 if id(e) in self.cm.aligned:  # data of outer plates, at their Pyro dims
                     return Call("rt.plate_aligned", [var, Lit(self.cm.aligned[id(e)])], [])
                 return var
@@ -436,6 +439,11 @@ class _Lowerer:
                 value = Var(origin)
             else:
                 value = self._expr(e.value)
+            if id(e) in self.cm.self_indexed:
+                # a[j] of a value drawn in plate j: a is one element per plate element
+                drop, width = self.cm.self_indexed[id(e)]
+                rest = [self._expr(i) for i in e.indices[drop:]]
+                return Idx(value, [Sl(None, None)] * width + rest) if rest else value
             return Idx(value, [self._expr(i) for i in e.indices])
         if isinstance(e, ast.Slice):
             return Sl(self._expr(e.start) if e.start is not None else None,

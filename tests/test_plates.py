@@ -320,3 +320,182 @@ infer svi(steps=5, samples=2)
     got = model.log_density({"b": b}, {"g": g, "y": y})
     assert abs(got - (_normal(b, 0, 1) + _normal(y, b * g[None, :], 1))) < 1e-4
     assert model.fit({"g": g, "y": y}, seed=0).samples["b"].shape == (2,)
+
+
+# ---- values of plates that have closed, subsampled plates, plate names (audit) ----
+
+def _tensor(*shape):
+    return torch.randn(*shape, dtype=torch.float64)
+
+
+def test_latent_of_a_closed_plate_is_one_value_per_element_of_a_later_plate():
+    """u drawn in `plate I` and read whole in a later `plate i in I` is u[i] for row i of
+    y: [I, W] (with I = W it was paired along W: -16.90 where the density is -13.90)."""
+    model = ppl.compile("""
+model M(y: real[I, W]) {
+  plate I { u ~ Normal(0, 1) }
+  plate i in I { y ~ Normal(u, 1) }
+}
+""")
+    u, y = _tensor(3), _tensor(3, 3)
+    got = model.log_density({"u": u}, {"y": y})
+    assert abs(got - (_normal(u, 0, 1) + _normal(y, u[:, None], 1))) < 1e-4
+
+
+def test_latents_of_closed_plates_in_nested_and_crossed_plates():
+    """y[i, j] ~ Normal(mu + u[i] + v[j]) with u and v drawn in their own plate blocks
+    (and the second block of plates I and J named I_2, J_2 for Pyro); I = J."""
+    model = ppl.compile("""
+model Crossed(y: real[I, J]) {
+  mu ~ Normal(0, 5)
+  plate I { u ~ Normal(0, 1) }
+  plate J { v ~ Normal(0, 1) }
+  plate I {
+    plate J {
+      y ~ Normal(mu + u + v, 0.5)
+    }
+  }
+}
+""")
+    mu, u, v, y = torch.tensor(0.3, dtype=torch.float64), _tensor(3), _tensor(3), _tensor(3, 3)
+    got = model.log_density({"mu": mu, "u": u, "v": v}, {"y": y})
+    want = (_normal(mu, 0, 5) + _normal(u, 0, 1) + _normal(v, 0, 1)
+            + _normal(y, mu + u[:, None] + v[None, :], 0.5))
+    assert abs(got - want) < 1e-4
+
+
+def test_deterministic_of_a_closed_plate_in_nested_plates():
+    """u2 computed in `plate I` is u2[i] for every j under `plate i in I { plate j in J }`."""
+    model = ppl.compile("""
+model M(y: real[I, J]) {
+  plate I {
+    u ~ Normal(0, 1)
+    u2 = u * 2.0
+  }
+  plate i in I {
+    plate j in J { y ~ Normal(u2, 1) }
+  }
+}
+""")
+    u, y = _tensor(3), _tensor(3, 3)
+    got = model.log_density({"u": u}, {"y": y})
+    assert abs(got - (_normal(u, 0, 1) + _normal(y, 2 * u[:, None], 1))) < 1e-4
+
+
+def test_latent_of_a_closed_outer_plate_has_its_declared_shape():
+    """u of plate I around plate K is [I, 1] in those plates; after them it is [I] again
+    (rt.plate_closed), read one per row in a later plate and whole after the plates."""
+    model = ppl.compile("""
+model M(x: real[I, K], y: real[I, W]) {
+  plate I {
+    u ~ Normal(0, 1)
+    plate K { x ~ Normal(u, 1) }
+  }
+  plate i in I { y ~ Normal(u, 1) }
+  s = sum(u * u)
+  factor(-s)
+}
+""")
+    assert "rt.plate_closed(u, (-2,), 0)" in model.source
+    u, x, y = _tensor(3), _tensor(3, 3), _tensor(3, 3)
+    got = model.log_density({"u": u}, {"x": x, "y": y})
+    want = (_normal(u, 0, 1) + _normal(x, u[:, None], 1) + _normal(y, u[:, None], 1)
+            - float((u * u).sum()))
+    assert abs(got - want) < 1e-4
+
+
+def test_latent_of_a_subsampled_plate_read_after_it_is_an_error():
+    """After `plate J batch 3`, `a` holds one minibatch's rows: a[group] is refused."""
+    with pytest.raises(ppl.BdlError) as err:
+        ppl.compile("""
+model M(group: int[N], y: real[N], J: int) {
+  mu ~ Normal(0, 5)
+  plate J batch 3 {
+    a ~ Normal(mu, 1)
+  }
+  plate N {
+    y ~ Normal(a[group], 1)
+  }
+}
+""", filename="leak.bdl")
+    text = str(err.value)
+    assert "leak.bdl:8:16" in text and "subsampled" in text
+    assert "draw 'a' in a plate without batch, or read it inside plate J" in text
+
+
+def test_a_plate_local_value_indexed_by_its_own_plate():
+    """a[j] of a drawn in `plate j in J` is a (Stan's loop spelling): over all the data the
+    density is the per-element one, and under svi's minibatches of 3 it runs."""
+    model = ppl.compile("""
+model M(y: real[J, K]) {
+  plate j in J batch 3 {
+    a ~ Normal(0, 1)
+    c = a * 2
+    y1 = a[j]
+    plate k in K {
+      y ~ Normal(c[j] + y1, 1)
+    }
+  }
+}
+infer svi(steps=3, samples=2)
+""")
+    a, y = _tensor(5), _tensor(5, 3)
+    got = model.log_density({"a": a}, {"y": y})
+    assert abs(got - (_normal(a, 0, 1) + _normal(y, 3 * a[:, None], 1))) < 1e-4
+    assert model.fit({"y": y.float()}, seed=0).samples["a"].shape == (2, 5)
+
+
+def test_varying_slopes_drawn_in_the_outer_plate():
+    """b: real[J, 2] drawn in `plate j in J` around `plate k in K`: b[j, 1] is b's
+    element (j, 1) (it was 'index 1 is out of range for size 1'); b[:, 1] is refused."""
+    model = ppl.compile("""
+model M(y: real[J, K], x: real[J, K]) {
+  plate j in J {
+    b: real[J, 2] ~ Normal(0, 1)
+    plate k in K {
+      y ~ Normal(b[j, 0] + b[j, 1] * x, 1)
+    }
+  }
+}
+""")
+    b, x, y = _tensor(3, 2), _tensor(3, 3), _tensor(3, 3)
+    got = model.log_density({"b": b}, {"x": x, "y": y})
+    want = _normal(b, 0, 1) + _normal(y, b[:, :1] + b[:, 1:] * x, 1)
+    assert abs(got - want) < 1e-4
+    with pytest.raises(ppl.BdlError) as err:
+        ppl.compile("""
+model M(y: real[J, K], x: real[J, K]) {
+  plate J {
+    b: real[J, 2] ~ Normal(0, 1)
+    b1 = b[:, 1]
+    plate K { y ~ Normal(b1 * x, 1) }
+  }
+}
+""", filename="slopes.bdl")
+    assert "slopes.bdl:5:10" in str(err.value)
+    assert "write b[j, 1] under plate j in J" in str(err.value)
+
+
+def test_two_blocks_of_the_same_plate():
+    """`plate N { y1 ~ ... }` then `plate N { y2 ~ ... }`: the second Pyro plate is N_2
+    (Pyro refused two sites named N); two subsampled blocks would draw two minibatches."""
+    model = ppl.compile("""
+model M(y1: real[N], y2: real[N]) {
+  mu ~ Normal(0, 1)
+  plate N { y1 ~ Normal(mu, 1) }
+  plate N { y2 ~ Normal(mu, 2) }
+}
+""")
+    assert 'pyro.plate("N_2", N, dim=-1)' in model.source
+    mu, y1, y2 = torch.tensor(0.4, dtype=torch.float64), _tensor(3), _tensor(3)
+    got = model.log_density({"mu": mu}, {"y1": y1, "y2": y2})
+    assert abs(got - (_normal(mu, 0, 1) + _normal(y1, mu, 1) + _normal(y2, mu, 2))) < 1e-4
+    with pytest.raises(ppl.BdlError) as err:
+        ppl.compile("""
+model M(y1: real[N], y2: real[N]) {
+  mu ~ Normal(0, 1)
+  plate N batch 2 { y1 ~ Normal(mu, 1) }
+  plate N batch 2 { y2 ~ Normal(mu, 1) }
+}
+""", filename="twice.bdl")
+    assert "twice.bdl:5:17" in str(err.value) and "subsampled twice" in str(err.value)

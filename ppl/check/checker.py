@@ -9,7 +9,7 @@ runtime verifies when data binds the sizes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .. import builtins
 from ..infer import methods as infer_methods
@@ -61,6 +61,7 @@ class PlateInfo:
     dim: int
     subsample: bool
     subsampled: list[tuple[str, int]] = field(default_factory=list)  # (data name, axis)
+    index: str | None = None  # the name of its index (plate i in N)
 
 
 @dataclass
@@ -94,6 +95,14 @@ class CheckedModel:
     # what no inference method can fit but a prior simulation can run (a Poisson latent):
     # warnings at check, errors when a fit starts (Model.resolve_infer)
     fit_errors: list = field(default_factory=list)
+    # reads of a value drawn or computed in a plate after every plate around it has
+    # closed, where Pyro left unit dims between its plate dims: id -> (the plates' dims,
+    # its own per-element dims) (``rt.plate_closed``: [N, 1] -> [N], its declared shape)
+    unaligned: dict[int, tuple] = field(default_factory=dict)
+    # ``a[j]`` of a value drawn in ``plate j`` (and ``b[j, 1]``): the value already has
+    # one element per plate element there, so the plate's indices are dropped: id -> (the
+    # number of plate indices dropped, the plate dims kept whole before the rest)
+    self_indexed: dict[int, tuple] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -310,13 +319,22 @@ class _ModelChecker:
         # labels drawn outside every plate, and values computed from them there: summed
         # out, they carry an enumeration dim on the left (ppl.infer.discrete)
         self.global_labels: set[str] = set()
+        self.unaligned: dict[int, tuple] = {}  # see CheckedModel.unaligned
+        self.self_indexed: dict[int, tuple] = {}  # see CheckedModel.self_indexed
+        # values drawn or computed inside plates -> the plates around their definition
+        self.defined_in: dict[str, tuple] = {}
+        # values whose plates have closed -> (plate dims, per-element dims) at run time
+        self.closed_layout: dict[str, tuple] = {}
+        # latents local to a subsampled plate that has closed -> that plate
+        self.batch_local: dict[str, PlateInfo] = {}
+        self.plate_uses: dict[str, list] = {}  # plate name -> the plates given that name
 
     def result(self) -> CheckedModel:
         data = {a.name for a in self.model.args}
         return CheckedModel(self.model, self.symbols, list(self.size_syms), self.types,
                             self.sites, self.plates_info, self.deferred, None, self.warnings,
                             frozenset((self.observed & data) - self.data_reads), self.aligned,
-                            self.pads, self.fit_errors)
+                            self.pads, self.fit_errors, self.unaligned, self.self_indexed)
 
     def err(self, msg: str, span: Span, notes: list[str] | None = None) -> None:
         self.errors.append(Diagnostic(msg, span, "error", notes or []))
@@ -391,7 +409,8 @@ class _ModelChecker:
                 self.err(f"'{name}' cannot name a data argument or size: it is reserved in "
                          "the generated Python", span, [f"rename it, e.g. '{name}_'"])
 
-    def _dim(self, expr: ast.Expr, *, declare: bool = False) -> sizes.Dim | None:
+    def _dim(self, expr: ast.Expr, *, declare: bool = False, plate: bool = False
+             ) -> sizes.Dim | None:
         """A dimension: an integer, a size name, or +, -, * of them."""
         if isinstance(expr, ast.Number) and isinstance(expr.value, int) and expr.value >= 0:
             return sizes.const(expr.value)
@@ -407,7 +426,9 @@ class _ModelChecker:
                          "model's argument shapes)", expr.span)
                 return None
             self.err(f"unknown size '{expr.id}'", expr.span,
-                     ["sizes are bound by the shapes of the model's data arguments"])
+                     ["sizes are bound by the shapes of the model's data arguments"]
+                     + ([f"a plate's size that no data shape names is an argument of "
+                         f"its own: {expr.id}: int"] if plate else []))
             return None
         if isinstance(expr, ast.BinOp) and expr.op in ("+", "-", "*", "/"):
             a, b = self._dim(expr.left), self._dim(expr.right)
@@ -507,6 +528,10 @@ class _ModelChecker:
                 self.sites[id(s)] = SiteInfo("factor", self._plate_names())
             elif isinstance(s, ast.Plate):
                 self._plate(s)
+            name = getattr(s, "name", None)
+            if self.plate_stack and isinstance(name, str) and name in self.symbols \
+                    and name not in self.defined_in:
+                self.defined_in[name] = tuple(self.plate_stack)
 
     def _plate_names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.plate_stack)
@@ -537,7 +562,7 @@ class _ModelChecker:
         return out
 
     def _plate(self, s: ast.Plate) -> None:
-        size = self._dim(s.size)
+        size = self._dim(s.size, plate=True)
         name = s.index or (s.size.id if isinstance(s.size, ast.Name) else f"plate_{s.span.line}")
         if s.batch is not None:
             bt = self._expr(s.batch)
@@ -546,6 +571,20 @@ class _ModelChecker:
         # Plate dims: the innermost plate is -1, so dim = -(1 + nesting depth below).
         info = PlateInfo(name, size if size is not None else sizes.size_symbol(name),
                          -1 - _depth_below(s.body), s.batch is not None)
+        earlier = self.plate_uses.setdefault(name, [])
+        if earlier:
+            # Pyro names a plate's site by the plate: a second block of the same name
+            # gets a name of its own ("N_2")
+            info.name = f"{name}_{len(earlier) + 1}"
+            while info.name in self.plate_uses:
+                info.name += "_"
+            first = next((p for p in earlier if p.subsample), None)
+            if s.batch is not None and first is not None:
+                self.err(f"plate {name} is subsampled twice (batch): two blocks over the same "
+                         "size would each draw their own minibatch", s.batch.span,
+                         [f"put every statement of plate {name} in one block, or give one "
+                          "of them no batch"])
+        earlier.append(info)
         # The plate's position among its enclosing plates: data dims at that axis subsample.
         axis = len(self.plate_stack)
         self.plates_info[id(s)] = info
@@ -563,14 +602,44 @@ class _ModelChecker:
                             sym.ty.shape[axis], size) == sizes.Relation.EQUAL:
                         info.subsampled.append((sym.name, axis))
         defined_index = False
+        info.index = s.index
         if s.index is not None and self._define(s.index, s.span):
             self.symbols[s.index] = Symbol(
                 s.index, "index", Ty("int", _runtime_form((info.size,), [info])), s.span)
             defined_index = True
+        before = set(self.symbols)
         self._stmts(s.body)
         self.plate_stack.pop()
         if defined_index:
             del self.symbols[s.index]
+        if not self.plate_stack:
+            for name in set(self.symbols) - before:
+                self._close(self.symbols[name])
+
+    def _close(self, sym: Symbol) -> None:
+        """``sym``, drawn or computed inside plates that have all closed now, is read from
+        here on like a value defined outside the plates with those leading sizes (one
+        element per plate element: ``u`` of ``plate I { u ~ ... }`` is ``u[i]`` in a later
+        ``plate i in I``). Where nested plates laid it out with unit dims between its
+        plate dims ([I, 1] for a latent of an outer plate) its reads drop them
+        (``rt.plate_closed``), so it has its declared shape. A latent of a subsampled
+        plate holds only the last minibatch's rows: reading it is an error (_name)."""
+        plates = self.defined_in.get(sym.name)
+        if sym.role not in ("latent", "deterministic") or not sym.plates or not plates:
+            return
+        batch = next((p for p in plates if p.subsample), None)
+        if batch is not None:
+            self.batch_local[sym.name] = batch
+        shape = sym.ty.shape
+        width = -plates[0].dim
+        if shape is not None and len(shape) >= width > len(plates):
+            keep = {width + p.dim: p for p in plates}
+            if all(sizes.compare(shape[k], keep[k].size if k in keep else sizes.const(1))
+                   == sizes.Relation.EQUAL for k in range(width)):
+                self.closed_layout[sym.name] = (tuple(p.dim for p in plates),
+                                                len(shape) - width)
+                shape = tuple(shape[k] for k in sorted(keep)) + tuple(shape[width:])
+        self.symbols[sym.name] = replace(sym, plates=(), ty=replace(sym.ty, shape=shape))
 
     def _tilde_construct(self, s: ast.Sample):
         """The construct on the right of ``~``, when it is one (``f ~ gp_prior(...)``)."""
@@ -1125,6 +1194,16 @@ class _ModelChecker:
                          "that takes a function", e.span,
                          [f"such as {_function_args()}; it is defined at {sym.span}"])
                 return UNKNOWN
+            if e.id in self.batch_local:
+                batch = self.batch_local[e.id]
+                self.err(f"'{e.id}' is drawn in plate {batch.name}, which is subsampled "
+                         f"(batch): after the plate it holds only the last minibatch's "
+                         "rows, so this read would not see the elements it names", e.span,
+                         [f"draw '{e.id}' in a plate without batch, or read it inside "
+                          f"plate {batch.name}"])
+                return UNKNOWN
+            if e.id in self.closed_layout:
+                self.unaligned[id(e)] = self.closed_layout[e.id]
             if self.plate_stack and not raw and _sized_like_plates(sym):
                 plates = self._aligned_plates(sym.ty.shape)
                 form = _runtime_form(sym.ty.shape, plates)
@@ -1229,11 +1308,13 @@ class _ModelChecker:
                 if sliced and _runtime_form(sym.ty.shape, plates) != sym.ty.shape:
                     # a slice keeps the plate's dimension where the data have it, not at
                     # the plate's Pyro dim, which would pair it with an inner plate
+                    index = plates[0].index or "i"
                     self.err(f"inside nested plates, '{e.value.id}' has one row per element "
                              f"of plate {plates[0].name}; a slice over that dimension reads "
                              "it at the wrong plate", e.span,
-                             [f"index it with the plate's index ({e.value.id}[i, ...] under "
-                              f"plate i in {plates[0].name}), or use '{e.value.id}' whole"])
+                             [f"index it with the plate's index ({e.value.id}[{index}, ...] "
+                              f"under plate {index} in {sizes.show((plates[0].size,))[1:-1]}),"
+                              f" or use '{e.value.id}' whole"])
                     return UNKNOWN
         else:
             base = self._expr(e.value)
@@ -1258,6 +1339,19 @@ class _ModelChecker:
             return UNKNOWN
         if base.shape is None:
             return Ty(base.kind, None)
+        own = self._self_index(e, item_tys)
+        if own is not None:
+            # a[j] of a value drawn in plate j: its plate dims stay whole, the indices
+            # after the plates' read its per-element dims (b[j, 1] is b's column 1)
+            drop, width = own
+            self.self_indexed[id(e)] = own
+            front, base = base.shape[:width], Ty(base.kind, base.shape[width:])
+            e = ast.Index(e.value, e.indices[drop:], span=e.span)
+            item_tys = item_tys[drop:]
+        else:
+            front = ()
+            if self._reads_outer_layout(e):
+                return UNKNOWN
         if len(e.indices) > len(base.shape):
             self.err(f"too many indices: the value has {len(base.shape)} "
                      f"dimension{'s' if len(base.shape) != 1 else ''} "
@@ -1291,7 +1385,58 @@ class _ModelChecker:
         if advanced is not None:
             out[at:at] = list(advanced)
         out.extend(base.shape[len(e.indices):])
-        return Ty(base.kind, tuple(out))
+        return Ty(base.kind, tuple(front) + tuple(out))
+
+    def _reads_outer_layout(self, e: ast.Index) -> bool:
+        """Refuse (True) an index into the plate dims of a value of an outer plate that
+        nested plates lay out with unit dims (``b: real[J, 2]`` drawn in plate J around
+        plate K is [J, 1, 2] there, so ``b[:, 1]`` would index the unit dim)."""
+        if not isinstance(e.value, ast.Name) or not self.plate_stack:
+            return False
+        sym = self.symbols.get(e.value.id)
+        plates = self.defined_in.get(e.value.id)
+        if sym is None or not sym.plates or not plates or sym.ty.shape is None \
+                or any(p not in self.plate_stack for p in plates) \
+                or -plates[0].dim <= len(plates):
+            return False
+        name, p = e.value.id, plates[0]
+        index = p.index or "j"
+        rest = ", ".join(_source_text(i) for i in e.indices[1:]) if len(e.indices) > 1 else ""
+        spelled = f"{name}[{index}{', ' + rest if rest else ''}]"
+        where = f"plate {index}" if p.index else f"plate {index} in {p.name}"
+        self.err(f"inside nested plates, '{name}' (drawn in plate {p.name}, around another "
+                 f"plate) is laid out {sizes.show(sym.ty.shape)}, one row per element of "
+                 f"plate {p.name} at its own dim: an index or slice over that dimension "
+                 "would read the layout, not the declared value", e.span,
+                 [f"write {spelled} under {where} (the plate's own element), or draw "
+                  f"'{name}' before the plates and index it there"])
+        return True
+
+    def _self_index(self, e: ast.Index, item_tys: list) -> tuple | None:
+        """(plate indices to drop, plate dims to keep whole) when ``e`` indexes a value
+        drawn or computed in the enclosing plates by those plates' own indices, outermost
+        first (``a[j]`` of ``a`` drawn in ``plate j in J``, as Stan's loop writes it): the
+        value is already one element per plate element, so ``a[j]`` is ``a`` (``j``,
+        the plate's full-range indices, would index a minibatch's rows by the whole
+        plate's positions). The indices after them must be numbers or slices."""
+        if not isinstance(e.value, ast.Name) or not self.plate_stack:
+            return None
+        sym = self.symbols.get(e.value.id)
+        plates = self.defined_in.get(e.value.id)
+        if sym is None or not sym.plates or not plates or sym.ty.shape is None \
+                or any(p not in self.plate_stack for p in plates):
+            return None
+        drop = len(plates)
+        if len(e.indices) < drop:
+            return None
+        for p, item in zip(plates, e.indices, strict=False):
+            isym = self.symbols.get(item.id) if isinstance(item, ast.Name) else None
+            if isym is None or isym.role != "index" or p.index != item.id:
+                return None
+        if any(t is not None and t.shape != () for t in item_tys[drop:]):
+            return None
+        width = -plates[0].dim
+        return (drop, width) if len(sym.ty.shape) >= width else None
 
     def _static_dim(self, expr, default):
         if expr is None:
@@ -1996,6 +2141,17 @@ _DEFAULT_DIMS = {"sum": None, "mean": None, "max": None, "min": None, "prod": No
 def _dist_text(e: ast.Expr) -> str:
     """A distribution call as a short hint: 'Normal(...)'."""
     return f"{e.func_name}(...)" if isinstance(e, ast.Call) and e.func_name else "D"
+
+
+def _source_text(e: ast.Expr) -> str:
+    """A short index as written (a number, a name, ':'), or '...'."""
+    if isinstance(e, ast.Number):
+        return str(e.value)
+    if isinstance(e, ast.Name):
+        return e.id
+    if isinstance(e, ast.Slice) and e.start is None and e.stop is None:
+        return ":"
+    return "..."
 
 
 def _quote(e: ast.Expr) -> str:

@@ -40,7 +40,7 @@ from .functions import sum_ as sum  # noqa: A001
 from .kernels import gram
 from .main import main
 from .nn import network, reset_networks
-from .shapes import Flat, Restricted, event, per_element, plate_aligned
+from .shapes import Flat, Restricted, event, per_element, plate_aligned, plate_closed
 
 __all__ = [
     "ArgSpec", "Flat", "Restricted", "Signature", "SizeCheck", "arange", "batch_size", "bind",
@@ -48,6 +48,7 @@ __all__ = [
     "elu", "event", "eye", "full", "gelu", "gram", "kernels", "log_ccdf", "log_cdf", "log_prob",
     "log_softmax", "logsumexp", "main",
     "max", "mean", "min", "network", "nn", "normal_cdf", "ones", "per_element", "plate_aligned",
+    "plate_closed",
     "prod", "real",
     "reset_networks", "softmax", "softplus", "stack", "sum", "tensor", "transpose", "zeros",
 ]

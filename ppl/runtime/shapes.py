@@ -72,6 +72,19 @@ def plate_unaligned(x, dims, lead: int = 1):
     return x.reshape(shape)
 
 
+def plate_closed(x, dims, tail: int):
+    """A value drawn or computed inside plates at ``dims`` (the plates' Pyro dims), read
+    after every one of them has closed: the unit dims that nested plates put between its
+    plate dims are dropped, so it has its declared shape (``m`` of plate N in plates N
+    and M is [N, 1] in the plates, [N] after them). Its own ``tail`` per-element dims are
+    counted from the right, so dims that enumeration adds on the left stay."""
+    width = -min(dims)
+    keep = {width + d for d in dims}
+    lead = x.dim() - tail - width
+    drop = {lead + k for k in range(width) if k not in keep}
+    return x.reshape([n for k, n in enumerate(x.shape) if k not in drop])
+
+
 def declared(values: dict, layout: dict, lead: int) -> dict:
     """Draws ``values[name]`` (``lead`` leading dims: [draws] or [chains, draws]) of the
     sites of ``layout`` (name -> plate dims, ``ppl.infer.draws.plate_layout``) in their
