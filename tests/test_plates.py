@@ -499,3 +499,23 @@ model M(y1: real[N], y2: real[N]) {
 }
 """, filename="twice.bdl")
     assert "twice.bdl:5:17" in str(err.value) and "subsampled twice" in str(err.value)
+
+
+def test_a_value_of_a_plate_that_does_not_vary_along_it_is_indexed_as_declared():
+    """c = mu * 2 in plate j (mu: real[2], J = 2) is not one value per plate element:
+    c[0] is its element 0, not a plate's own element."""
+    model = ppl.compile("""
+model M(y: real[J, K], mu: real[2]) {
+  plate j in J {
+    c = mu * 2
+    a ~ Normal(c[0], 1)
+    plate k in K {
+      y ~ Normal(a + c[1], 1)
+    }
+  }
+}
+""")
+    mu, a, y = _tensor(2), _tensor(2), _tensor(2, 2)
+    got = model.log_density({"a": a}, {"y": y, "mu": mu})
+    want = _normal(a, 2 * mu[0], 1) + _normal(y, a[:, None] + 2 * mu[1], 1)
+    assert abs(got - want) < 1e-4

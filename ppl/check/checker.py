@@ -625,20 +625,18 @@ class _ModelChecker:
         (``rt.plate_closed``), so it has its declared shape. A latent of a subsampled
         plate holds only the last minibatch's rows: reading it is an error (_name)."""
         plates = self.defined_in.get(sym.name)
-        if sym.role not in ("latent", "deterministic") or not sym.plates or not plates:
+        if sym.role not in ("latent", "deterministic", "transformed") or not sym.plates \
+                or not plates:
             return
         batch = next((p for p in plates if p.subsample), None)
         if batch is not None:
             self.batch_local[sym.name] = batch
         shape = sym.ty.shape
         width = -plates[0].dim
-        if shape is not None and len(shape) >= width > len(plates):
-            keep = {width + p.dim: p for p in plates}
-            if all(sizes.compare(shape[k], keep[k].size if k in keep else sizes.const(1))
-                   == sizes.Relation.EQUAL for k in range(width)):
-                self.closed_layout[sym.name] = (tuple(p.dim for p in plates),
-                                                len(shape) - width)
-                shape = tuple(shape[k] for k in sorted(keep)) + tuple(shape[width:])
+        if width > len(plates) and _laid_out(shape, plates):
+            keep = {width + p.dim for p in plates}
+            self.closed_layout[sym.name] = (tuple(p.dim for p in plates), len(shape) - width)
+            shape = tuple(shape[k] for k in sorted(keep)) + tuple(shape[width:])
         self.symbols[sym.name] = replace(sym, plates=(), ty=replace(sym.ty, shape=shape))
 
     def _tilde_construct(self, s: ast.Sample):
@@ -1395,9 +1393,9 @@ class _ModelChecker:
             return False
         sym = self.symbols.get(e.value.id)
         plates = self.defined_in.get(e.value.id)
-        if sym is None or not sym.plates or not plates or sym.ty.shape is None \
+        if sym is None or not sym.plates or not plates \
                 or any(p not in self.plate_stack for p in plates) \
-                or -plates[0].dim <= len(plates):
+                or -plates[0].dim <= len(plates) or not _laid_out(sym.ty.shape, plates):
             return False
         name, p = e.value.id, plates[0]
         index = p.index or "j"
@@ -1423,8 +1421,9 @@ class _ModelChecker:
             return None
         sym = self.symbols.get(e.value.id)
         plates = self.defined_in.get(e.value.id)
-        if sym is None or not sym.plates or not plates or sym.ty.shape is None \
-                or any(p not in self.plate_stack for p in plates):
+        if sym is None or not sym.plates or not plates \
+                or any(p not in self.plate_stack for p in plates) \
+                or not _laid_out(sym.ty.shape, plates):
             return None
         drop = len(plates)
         if len(e.indices) < drop:
@@ -1435,8 +1434,7 @@ class _ModelChecker:
                 return None
         if any(t is not None and t.shape != () for t in item_tys[drop:]):
             return None
-        width = -plates[0].dim
-        return (drop, width) if len(sym.ty.shape) >= width else None
+        return drop, -plates[0].dim
 
     def _static_dim(self, expr, default):
         if expr is None:
@@ -2191,6 +2189,19 @@ def _sized_like_plates(sym: Symbol) -> bool:
     ``f: real[N]`` read in ``plate N``). Values defined inside plates carry their plates."""
     return sym.role in ("data", "transformed") or (
         sym.role in ("latent", "deterministic") and not sym.plates)
+
+
+def _laid_out(shape, plates) -> bool:
+    """Whether ``shape`` is one value per element of ``plates`` (the plates around a
+    value's definition, outermost first) in Pyro's layout there: each plate's size at its
+    dim, 1 at the dims between them (``[N, 1]`` for plate N around plate M)."""
+    if shape is None or not plates:
+        return False
+    width = -plates[0].dim
+    sized = {width + p.dim: p.size for p in plates}
+    return len(shape) >= width and all(
+        sizes.compare(shape[k], sized.get(k, sizes.const(1))) == sizes.Relation.EQUAL
+        for k in range(width))
 
 
 def _runtime_form(shape, plates) -> tuple | None:
