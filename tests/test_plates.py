@@ -9,6 +9,8 @@ The model computes in float32, so the sums agree to about 1e-6 of their size.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch.distributions import HalfNormal, Normal
@@ -519,3 +521,22 @@ model M(y: real[J, K], mu: real[2]) {
     got = model.log_density({"a": a}, {"y": y, "mu": mu})
     want = _normal(a, 2 * mu[0], 1) + _normal(y, a[:, None] + 2 * mu[1], 1)
     assert abs(got - want) < 1e-4
+
+
+def test_a_label_of_a_closed_plate_is_refused_when_a_fit_starts():
+    """z ~ Categorical(w) in `plate N`, read in a later `plate n in N`: summed out, z would
+    be one label shared by every row of y (Pyro's enumeration meets two plates), so a fit
+    refuses it at its read; a prior simulation runs (z is drawn there)."""
+    m = ppl.compile("""
+model L(y: real[N]) {
+  w ~ Dirichlet(ones(2))
+  plate N { z ~ Categorical(w) }
+  mu: real[2] ~ Normal(0, 3)
+  plate n in N { y ~ Normal(mu[z], 1) }
+}
+""", filename="label.bdl")
+    words = "'z' is a discrete latent of plate N (or computed from one there)"
+    assert any(words in w.message and w.span.line == 6 for w in m.warnings)
+    with pytest.raises(ppl.BdlError, match=re.escape(words)):
+        m.fit({"y": [0.5, 1.0, 4.0]}, infer="svi")
+    assert m.sample_prior({"N": 3}, num_samples=4, seed=0)["y"].shape == (4, 3)

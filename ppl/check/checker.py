@@ -328,6 +328,10 @@ class _ModelChecker:
         # latents local to a subsampled plate that has closed -> that plate
         self.batch_local: dict[str, PlateInfo] = {}
         self.plate_uses: dict[str, list] = {}  # plate name -> the plates given that name
+        # labels drawn in plates, and values computed from them there; those of plates
+        # that have closed -> the plate (summed out, one label would stand for every row)
+        self.plate_labels: set[str] = set()
+        self.closed_labels: dict[str, PlateInfo] = {}
 
     def result(self) -> CheckedModel:
         data = {a.name for a in self.model.args}
@@ -631,6 +635,8 @@ class _ModelChecker:
         batch = next((p for p in plates if p.subsample), None)
         if batch is not None:
             self.batch_local[sym.name] = batch
+        if sym.name in self.plate_labels:
+            self.closed_labels[sym.name] = plates[0]
         shape = sym.ty.shape
         width = -plates[0].dim
         if width > len(plates) and _laid_out(shape, plates):
@@ -751,6 +757,8 @@ class _ModelChecker:
             self._discrete_latent(s, dty, shape)
             if dty.enumerable and not self.plate_stack:
                 self.global_labels.add(s.name)
+            elif dty.enumerable:
+                self.plate_labels.add(s.name)
         self.sites[id(s)] = info
         self.symbols[s.name] = Symbol(s.name, "latent", Ty(kind, shape), s.name_span,
                                       random=True, node=s, plates=plates)
@@ -1057,6 +1065,8 @@ class _ModelChecker:
                 ty = Ty(declared.kind if ty.kind == "unknown" else ty.kind, declared.shape)
         if not self.plate_stack and self._reads_label(s.value):
             self.global_labels.add(s.name)
+        if self.plate_stack and any(n in self.plate_labels for n in ast.names_read(s.value)):
+            self.plate_labels.add(s.name)
         self.sites[id(s)] = SiteInfo(role, self._plate_names())
         self.symbols[s.name] = Symbol(s.name, role, ty, s.name_span, random=random or role ==
                                       "network", node=s, plates=self._plate_names())
@@ -1200,6 +1210,14 @@ class _ModelChecker:
                          [f"draw '{e.id}' in a plate without batch, or read it inside "
                           f"plate {batch.name}"])
                 return UNKNOWN
+            if e.id in self.closed_labels:
+                plate = self.closed_labels.pop(e.id)  # reported at its first read
+                self._unfittable(f"'{e.id}' is a discrete latent of plate {plate.name} (or "
+                                 "computed from one there), and that plate has closed: "
+                                 "summed out, its label would be one value shared by every "
+                                 "element here, not one per element", e.span,
+                                 [f"read it inside plate {plate.name}: put what reads it "
+                                  "in the same plate block"])
             if e.id in self.closed_layout:
                 self.unaligned[id(e)] = self.closed_layout[e.id]
             if self.plate_stack and not raw and _sized_like_plates(sym):
