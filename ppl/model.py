@@ -137,18 +137,29 @@ class Model:
         ``fit.save``); ``bdl predict`` is this. One draw of every site not fixed by
         ``data`` per saved posterior draw, with the run's fitted params and network
         weights. A run of another model is a ``RunFolderError``; a model changed since
-        the run, a warning naming the latents drawn from their prior."""
-        from .infer.predict import posterior_predictive
-        from .io.run_folder import check_run, read_run
+        the run, a warning naming the latents drawn from their prior, unless a param or
+        network weight it needs was not saved by the run or has another shape there (a
+        renamed network, a changed size or option): that is a ``RunFolderError``."""
+        import warnings
+
+        from .infer.predict import ParamsMismatch, posterior_predictive
+        from .io.run_folder import check_run, params_error, read_run
 
         record, chains, params = read_run(run)
-        check_run(record, chains, run, model=self.name, file=self.filename,
-                  source=self.bdl_source, latents=list(self.ir.latents))
+        changed = check_run(record, chains, run, model=self.name, file=self.filename,
+                            source=self.bdl_source, latents=list(self.ir.latents))
         opts = record.get("infer", {})
-        with locate.located(self._pseudo):
-            return posterior_predictive(self, chains, data or {}, params,
-                                        device=opts.get("device", "cpu"),
-                                        dtype=opts.get("dtype", "float64"), seed=seed)
+        try:
+            with locate.located(self._pseudo):
+                pred = posterior_predictive(self, chains, data or {}, params,
+                                            device=opts.get("device", "cpu"),
+                                            dtype=opts.get("dtype", "float64"), seed=seed)
+        except ParamsMismatch as e:
+            raise params_error(e.problems, run, file=self.filename,
+                               changed=changed is not None) from None
+        if changed:
+            warnings.warn(changed, stacklevel=2)
+        return pred
 
     def sample_prior(self, data: dict | None = None, num_samples: int = 1000, seed: int = 0,
                      dtype: str = "float64", device: str = "cpu") -> dict:

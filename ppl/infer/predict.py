@@ -12,6 +12,85 @@ from .rng import seeded
 from .run import torch_defaults
 
 
+class ParamsMismatch(ValueError):
+    """Params the model needs that the run did not save, or saved in another shape
+    (``problems``: one phrase each); ``Model.predict_run`` words it for the run folder."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def needed_params(model, kwargs: dict) -> dict[str, tuple]:
+    """Name -> shape of every ``pyro.param`` and network weight that ``model`` creates when
+    run on ``kwargs`` from an empty param store (the caller's store is cleared; the random
+    streams are left where they were)."""
+    from ..runtime import reset_networks
+
+    store = pyro.get_param_store()
+    store.clear()
+    reset_networks()
+    with full_data(), torch.random.fork_rng(devices=[]):
+        pyro.poutine.trace(model.pyro_model).get_trace(**kwargs)
+    shapes = {k: tuple(v.shape) for k, v in store.items()}
+    store.clear()
+    reset_networks()
+    return shapes
+
+
+def _shape(s) -> str:
+    return "[" + ", ".join(map(str, s)) + "]"
+
+
+def params_problems(needed: dict[str, tuple], params: dict) -> list[str]:
+    """What keeps ``params`` (saved by a run) from being the values of ``needed`` (as
+    :func:`needed_params` gives them), one phrase per network or param: weights with no
+    saved value, saved weights of a network that this one does not have, weights saved in
+    another shape (the first one shown). Empty when every needed param has a saved value
+    of its shape and every network has the weights it had in the run."""
+    missing: dict[str, list[str]] = {}  # network (or param) -> its missing weights
+    reshaped: dict[str, list[str]] = {}  # ... -> "w: [a] in the run, [b] here"
+    for name, shape in needed.items():
+        mod, sep, weight = name.partition("$$$")
+        owner = mod if sep else name
+        if name not in params:
+            missing.setdefault(owner, []).append(weight)
+        elif tuple(params[name].shape) != tuple(shape):
+            reshaped.setdefault(owner, []).append(
+                f"{weight + ': ' if sep else ''}{_shape(params[name].shape)} in the run, "
+                f"{_shape(shape)} here")
+    problems = []
+    for owner, weights in missing.items():
+        if weights == [""]:
+            problems.append(f"param '{owner}' has no saved value")
+        elif any(k.startswith(owner + "$$$") for k in params):
+            n = len(weights)
+            problems.append(f"network '{owner}' has {n} weight{'s' if n != 1 else ''} the "
+                            f"run did not save ({weights[0]}{', ...' if n > 1 else ''})")
+        else:
+            problems.append(f"network '{owner}' has no saved weights ({len(weights)} "
+                            f"tensor{'s' if len(weights) != 1 else ''})")
+    # a network whose saved weights include some this one lacks is another architecture
+    # (martingale_np's weights read by a cnp): its weights are not this network's
+    nets = {n.partition("$$$")[0] for n in needed if "$$$" in n}
+    for owner in sorted(nets):
+        extra = [k.partition("$$$")[2] for k in params
+                 if k.startswith(owner + "$$$") and k not in needed]
+        if extra:
+            problems.append(f"network '{owner}' of the run has {len(extra)} weight"
+                            f"{'s' if len(extra) != 1 else ''} this one does not "
+                            f"({extra[0]}{', ...' if len(extra) > 1 else ''}): another "
+                            "architecture")
+    for owner, shapes in reshaped.items():
+        if shapes[0][0] == "[":  # a pyro.param
+            problems.append(f"param '{owner}' is {shapes[0]}")
+        else:
+            n = len(shapes)
+            problems.append(f"network '{owner}' has {n} weight{'s' if n != 1 else ''} of "
+                            f"another shape ({shapes[0]}{', ...' if n > 1 else ''})")
+    return problems
+
+
 def posterior_predictive(model, chains: dict, data: dict, params: dict | None = None, *,
                          device: str = "cpu", dtype: str = "float64",
                          seed: int | None = 0) -> dict:
@@ -21,7 +100,9 @@ def posterior_predictive(model, chains: dict, data: dict, params: dict | None = 
     declared shape, or in Pyro's layout as runs written before that were: both are
     read); every saved latent (weights of network priors included) is conditioned on.
     The draws come out in the sites' declared shapes. ``params`` maps param names
-    (``pyro.param`` sites and network weights) to their fitted, constrained values.
+    (``pyro.param`` sites and network weights) to their fitted, constrained values; every
+    param the model needs must be there in its shape (else :class:`ParamsMismatch`: a
+    model changed since the run is never run on freshly initialised weights).
     """
     # condition on every saved draw except what is re-derived or re-sampled here:
     # deterministic sites and data sites (optional data left out is predicted)
@@ -38,9 +119,12 @@ def posterior_predictive(model, chains: dict, data: dict, params: dict | None = 
 
         reset_networks()
         try:
+            kwargs = model.bind(data)
+            problems = params_problems(needed_params(model, kwargs), params or {})
+            if problems:
+                raise ParamsMismatch(problems)
             for name, value in (params or {}).items():
                 store[name] = value.to(torch.get_default_dtype())
-            kwargs = model.bind(data)
             # labels summed out in the fit are drawn again given these data, as
             # Fit.predict does (ppl.infer.discrete), not conditioned on the saved ones
             from .discrete import enumerable_sites
