@@ -103,7 +103,7 @@ def _load_data(path: str | None) -> dict:
 def cmd_run(args) -> int:
 
     from .infer.report import fit_report, sampler_warnings
-    from .io.run_folder import RunFolderError, check_writable, write_run
+    from .io.run_folder import RunFolderError, check_writable, fit_results, run_files, write_run
     from .model import Model
     from .pipeline import compile_source
     from .syntax.diagnostics import BdlError
@@ -141,9 +141,13 @@ def cmd_run(args) -> int:
             stem = Path(args.file).with_suffix("").name
             e.diagnostics[0].notes.append(f"no data file was given (--data) and there is no "
                                           f"{stem}.data.json beside the model")
+        _note_nan(e, data)
         raise
     summary = fit.summary()
     print(fit_report(fit, summary))
+    results = fit_results(fit)
+    for line in results_lines(results, opts):
+        print(line)
     warns = sampler_warnings(fit, summary)
     if warns:
         print("\n" + "\n".join(f"warning: {w}" for w in warns), file=sys.stderr)
@@ -153,8 +157,9 @@ def cmd_run(args) -> int:
 
     observed = set(model.ir.observed)
     covariates = {k: v for k, v in fit.kwargs.items() if k not in observed}
-    written = write_plots(fit, out, covariates, [s for s in fit.deterministics if s in observed])
-    if written is None:
+    plots = write_plots(fit, out, covariates, [s for s in fit.deterministics if s in observed])
+    written = run_files(fit) + (plots or [])
+    if plots is None:
         print("note: plots skipped (matplotlib is not installed: pip install 'ppl[plots]')",
               file=sys.stderr)
     if args.arviz:
@@ -164,8 +169,54 @@ def cmd_run(args) -> int:
             fit.to_inference_data().to_netcdf(out / "posterior.nc")
         except ArvizMissing as e:
             raise _UserError(str(e)) from None
-    print(f"\nwrote {out}/ (summary.csv, samples.npz, run.json)", file=sys.stderr)
+        written.append("posterior.nc")
+    print(f"\nwrote {out}/ ({', '.join(written)})", file=sys.stderr)
     return 0
+
+
+def results_lines(results: dict, opts: dict) -> list[str]:
+    """One line per result a fit measured besides its draws (``fit_results``): the
+    meta-test scores of infer meta, each np_train network's final loss and fresh-task
+    log-likelihoods."""
+    lines = []
+    test = results.get("meta", {}).get("test")
+    if test:
+        n = opts.get("test_episodes")
+        ci = f" \u00b1 {test['err_ci']:.2g}" if "err_ci" in test else ""
+        ece = f", ece {test['ece']:.4g}" if isinstance(test.get("ece"), (int, float)) else ""
+        lines.append(f"meta-test{f' ({n} episodes)' if n else ''}: query err "
+                     f"{test['err']:.4g}{ci}, nll {test['nll']:.4g}{ece}")
+    losses = results.get("train_loss", {})
+    for name, ev in results.get("np_eval", {}).items():
+        loss = losses.get(name)
+        head = (f"{name}: final train loss {loss['final']:.4g} after {loss['steps']} steps; "
+                if loss else f"{name}: ")
+        lines.append(f"{head}fresh tasks: context ll {ev['ctx_ll']:.3f}, target ll "
+                     f"{ev['tgt_ll']:.3f} per point")
+    return ["", *lines] if lines else []
+
+
+def _note_nan(e, data: dict) -> None:
+    """A note on a run-time error (raised while the model ran) naming the data arguments
+    that hold NaN: BDL data have no missing-value marker, except where a construct says
+    so (monotone_dbm's visible units, fractional_sde's observations)."""
+    import numpy as np
+
+    if e.__cause__ is None or not e.diagnostics:
+        return
+    held = []
+    for k, v in data.items():
+        try:
+            n = int(np.isnan(np.asarray(v, dtype=float)).sum())
+        except (TypeError, ValueError):
+            continue
+        if n:
+            held.append(f"'{k}' ({n} NaN value{'s' if n != 1 else ''})")
+    if held:
+        e.diagnostics[0].notes.append(
+            f"the data hold NaN: {', '.join(held)}; NaN is not a missing-value marker "
+            "here (only monotone_dbm's visible units and fractional_sde's observations read "
+            "it so): remove or impute those values")
 
 
 def _spell(value) -> str:
@@ -195,6 +246,7 @@ def cmd_predict(args) -> int:
     from .io.run_folder import RunFolderError, read_record
     from .model import Model
     from .pipeline import compile_source
+    from .syntax.diagnostics import BdlError
 
     text = _read(args.file)
     post_dir = Path(args.posterior)
@@ -214,6 +266,9 @@ def cmd_predict(args) -> int:
         pred = model.predict_run(post_dir, data, seed=args.seed)
     except RunFolderError as e:
         raise _UserError(str(e)) from None
+    except BdlError as e:
+        _note_nan(e, data)
+        raise
     out = Path(args.out) if args.out else post_dir
     target = out / "predictive.npz"
     if target.exists() and not args.force:
@@ -366,7 +421,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 def main(argv: list[str] | None = None) -> int:
     import warnings
 
-    from .locate import SiteError
+    from .locate import SiteError, bounded
     from .syntax.diagnostics import BdlError
 
     warnings.showwarning = _show_warning
@@ -377,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except BdlError as e:
+        for d in e.diagnostics:  # a tensor in a message is shown in part (ppl.locate)
+            d.message = bounded(d.message)
         text = e.render()
         if e.__cause__ is not None and not isinstance(e.__cause__, SiteError):
             # raised while the model ran (ppl.locate); a SiteError is a refusal, not a bug
@@ -396,12 +453,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except RuntimeError as e:
         # torch/pyro errors while evaluating the model: the model or data is at fault
-        print(f"bdl: error while running the model: {e}", file=sys.stderr)
+        print(f"bdl: error while running the model: {bounded(str(e))}", file=sys.stderr)
         return EXIT_USER
     except Exception as e:  # noqa: BLE001
         log = _save_traceback(args, e, "bdl-internal-error.txt")
         saved = f"; traceback saved to {log}" if log else ""
-        print(f"bdl: internal error ({type(e).__name__}: {e}); please report it{saved}",
+        print(f"bdl: internal error ({type(e).__name__}: {bounded(str(e))}); please report "
+              f"it{saved}",
               file=sys.stderr)
         return EXIT_INTERNAL
 

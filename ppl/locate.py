@@ -55,6 +55,28 @@ def _original(exc: BaseException) -> BaseException:
     return exc
 
 
+# how much of a tensor printed inside an error message is shown (torch's distribution
+# checks print the whole offending tensor: thousands of lines for a data set)
+TENSOR_REPR_LIMIT = 200
+
+
+def bounded(message: str, limit: int = TENSOR_REPR_LIMIT) -> str:
+    """``message`` with every ``tensor(...)`` in it on one line and cut to about ``limit``
+    characters (``tensor([[nan, nan], [nan, ...``), so that an error stays readable."""
+    out, i = [], 0
+    while (start := message.find("tensor(", i)) >= 0:
+        depth, j = 0, start + len("tensor")
+        while j < len(message):  # the matching ")" (or the end of the message)
+            depth += {"(": 1, ")": -1}.get(message[j], 0)
+            j += 1
+            if depth == 0:
+                break
+        shown = " ".join(message[start:j].split())
+        out += [message[i:start], shown if len(shown) <= limit else shown[:limit] + " ..."]
+        i = j
+    return "".join(out) + message[i:]
+
+
 def _site_line(pseudo: str, site: str) -> int | None:
     """The generated line that declares the Pyro site ``site`` (``pyro.sample("y", ...``)."""
     for i, line in enumerate(linecache.getlines(pseudo), 1):
@@ -85,7 +107,8 @@ def locate(exc: BaseException, pseudo: str | None = None) -> BdlError | None:
             hit = (pseudo, line) if line is not None else None
         elif _NO_INIT[0] in str(exc):
             filename, text = _MODULES[pseudo][:2]
-            return BdlError([Diagnostic(str(exc), notes=[_NO_INIT[1]])], filename, text)
+            return BdlError([Diagnostic(bounded(str(exc)), notes=[_NO_INIT[1]])], filename,
+                            text)
     if hit is None:
         return None
     filename, text, source_map = _MODULES[hit[0]]
@@ -104,7 +127,7 @@ def locate(exc: BaseException, pseudo: str | None = None) -> BdlError | None:
     what = type(original).__name__
     notes = [f"raised while running this statement ({what}, line {lineno} of the generated "
              "Pyro)"] if named is None else list(exc.notes)
-    return BdlError([Diagnostic(str(original), span, notes=notes)], filename, text)
+    return BdlError([Diagnostic(bounded(str(original)), span, notes=notes)], filename, text)
 
 
 @contextmanager

@@ -233,3 +233,79 @@ def test_run_without_any_data_file_says_so(tmp_path):
     assert "no data file was given (--data) and there is no nodata.data.json" in r.stderr
     # the resolved options print as the language writes them: the line pastes back
     assert "jit=false" in r.stderr and "False" not in r.stderr
+
+
+def _wrote(stderr: str, out: Path) -> list[str]:
+    """The files the last line of ``bdl run`` says it wrote into ``out``."""
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"wrote {out}/ (") and last.endswith(")"), last
+    return last[len(f"wrote {out}/ ("):-1].split(", ")
+
+
+def test_run_lists_every_file_it_wrote(tmp_path):
+    src = tmp_path / "p.bdl"
+    src.write_text("model P(y: real[N]) {\n  mu ~ Normal(0, 1)\n  y ~ Normal(mu, 1)\n}\n"
+                   "infer svi(steps=20, samples=20)\n")
+    (tmp_path / "p.data.json").write_text(json.dumps({"y": [0.5, 1.5]}))
+    r = bdl("run", src, "--out", tmp_path / "run", "-q")
+    assert r.returncode == 0, r.stderr
+    listed = _wrote(r.stderr, tmp_path / "run")
+    assert listed[:5] == ["summary.csv", "samples.npz", "elbo.txt", "run.json", "params.pt"]
+    # plots when matplotlib is there: the list is exactly the folder's files
+    assert sorted(listed) == sorted(p.name for p in (tmp_path / "run").iterdir())
+
+
+NP_MODEL = """\
+model NP(xc: real[C, 1], yc: real[C, 1], xt: real[T, 1], yt: real[T, 1]?) {
+  g = cnp(x_dim=1, y_dim=1, hidden=8)
+  yt ~ g(xc, yc, xt)
+}
+infer np_train(steps=2, batch=2, tasks=gp_tasks(kernel=rbf, lengthscale=[0.1, 0.6]))
+"""
+
+
+def test_np_train_run_reports_and_records_its_evaluation(tmp_path, capsys):
+    from ppl.cli import main
+
+    src = tmp_path / "np.bdl"
+    src.write_text(NP_MODEL)
+    (tmp_path / "np.data.json").write_text(json.dumps(
+        {"xc": [[0.0], [0.5], [1.0]], "yc": [[0.0], [0.4], [0.8]], "xt": [[0.25], [0.75]]}))
+    assert main(["run", str(src), "--out", str(tmp_path / "run"), "-q"]) == 0
+    out = capsys.readouterr()
+    rec = json.loads((tmp_path / "run" / "run.json").read_text())
+    ev, loss = rec["np_eval"]["g"], rec["train_loss"]["g"]
+    assert loss["steps"] == 2 and loss["mean_last_10pct"] == loss["final"]
+    # the line printed after the summary is what run.json holds
+    assert (f"g: final train loss {loss['final']:.4g} after 2 steps; fresh tasks: context "
+            f"ll {ev['ctx_ll']:.3f}, target ll {ev['tgt_ll']:.3f} per point"
+            ) in out.out.splitlines()
+    assert _wrote(out.err, tmp_path / "run") == ["summary.csv", "samples.npz", "run.json",
+                                                 "params.pt"]
+
+
+def test_meta_run_reports_and_records_its_meta_test(tmp_path, capsys):
+    from ppl.cli import main
+
+    src = tmp_path / "m.bdl"
+    src.write_text("""\
+model FewShot(xs: real[S, 1], ys: real[S], xq: real[Q, 1], yq: real[Q]) {
+  f = mlp(1, [4], 1, act=relu)
+  f ~ niw_meta(n0=1, gamma0=1e6, sgld_steps=3)
+  ys ~ Normal(f(xs)[:, 0], 0.3)
+  yq ~ Normal(f(xq)[:, 0], 0.3)
+}
+infer meta(episodes="sine_line", steps=2, batch=2, test_episodes=3, samples=2)
+""")
+    x = np.linspace(-4, 4, 50)
+    (tmp_path / "m.data.json").write_text(json.dumps(
+        {"xs": x[:5, None].tolist(), "ys": np.sin(x[:5]).tolist(),
+         "xq": x[5:, None].tolist(), "yq": np.sin(x[5:]).tolist()}))
+    assert main(["run", str(src), "--out", str(tmp_path / "run"), "-q"]) == 0
+    out = capsys.readouterr().out
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())["meta"]
+    test = meta["test"]
+    assert set(test) >= {"err", "err_ci", "nll", "ece"} and "history" not in meta
+    assert (f"meta-test (3 episodes): query err {test['err']:.4g} \u00b1 "
+            f"{test['err_ci']:.2g}, nll {test['nll']:.4g}, ece {test['ece']:.4g}"
+            ) in out.splitlines()

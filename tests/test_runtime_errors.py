@@ -3,6 +3,7 @@ construct argument) that caused them, like the checker's errors (ppl/locate.py).
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 
@@ -152,3 +153,44 @@ def test_no_valid_initial_point_is_a_user_error_with_a_hint():
     text = err.render()
     assert text.startswith("m.bdl: error: ") and "cannot find valid initial params" in text
     assert "in its distribution's support" in text
+
+
+def test_a_tensor_in_an_error_message_is_cut_short():
+    import torch
+
+    nan = repr(torch.full((50, 20, 1), float("nan")))
+    assert len(nan) > 10_000
+    msg = locate.bounded(f"but found invalid values:\n{nan} (after)")
+    head = "tensor([[[nan], [nan], [nan],"
+    assert msg.startswith("but found invalid values:\n" + head)
+    assert msg.endswith(" ... (after)") and len(msg) == len("but found invalid values:\n") \
+        + locate.TENSOR_REPR_LIMIT + len(" ... (after)")
+    # short ones are only put on one line
+    assert locate.bounded("x tensor([[1., 2.],\n        [3., 4.]]) y") == \
+        "x tensor([[1., 2.], [3., 4.]]) y"
+
+
+def test_nan_in_data_is_a_short_error_that_names_the_argument(tmp_path, capsys):
+    src = tmp_path / "m.bdl"
+    src.write_text("model M(x: real[N], y: real[N]) {\n  mu ~ Normal(0, 1)\n"
+                   "  y ~ Normal(mu + x, 1)\n}\ninfer svi(steps=2)\n")
+    x = [0.1 * i for i in range(300)]
+    x[7] = float("nan")
+    (tmp_path / "m.data.json").write_text(json.dumps({"x": x, "y": [1.0] * 300}))  # NaN
+    rc = main(["run", str(src), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert f"{src}:3:3: error: Expected parameter loc" in err
+    assert len(err) < 1500 and err.count("\n") < 12  # the tensor was 300 numbers
+    assert ("note: the data hold NaN: 'x' (1 NaN value); NaN is not a missing-value marker "
+            "here") in err
+
+
+def test_a_literal_size_is_named_once_in_a_shape_error():
+    m = ppl.compile("model M(x: real[N, 1], z: real[K + 1]) {\n  x ~ Normal(0, 1)\n"
+                    "  z ~ Normal(0, 1)\n}\n", "m.bdl")
+    with pytest.raises(ppl.BdlError) as e:
+        m.bind({"x": [[1.0, 2.0]], "z": [1.0, 2.0], "K": 3})
+    messages = [d.message for d in e.value.diagnostics]
+    assert messages == ["'x' dimension 1 is 2 but is declared 1",
+                        "'z' dimension 0 is 2 but is declared K + 1 = 4"]

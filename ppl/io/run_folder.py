@@ -5,7 +5,8 @@
 draws took their declared shape hold a latent of an outer plate as [.., N, 1], which
 ``bdl predict`` still reads), ``params.pt`` (the fitted
 ``pyro.param`` values and network weights), ``run.json`` (model, file fingerprint, data,
-method and options, versions, point estimates) and, for svi/map, ``elbo.txt``.
+method and options, versions, point estimates, and what the fit measured: ``meta`` for
+infer meta, ``np_eval`` and ``train_loss`` for np_train) and, for svi/map, ``elbo.txt``.
 ``read_run`` reads them back; ``Model.predict_run`` and ``bdl predict`` condition the
 model on new data with those draws.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 from ..infer.fit import Fit
@@ -65,10 +67,58 @@ def write_run(out: Path, fit: Fit, *, model: str, file: str | None, source: str,
         "wall_time_s": fit.wall_time, "device": opts.get("device"),
         "samples_layout": "[chains, draws, ...declared shape] per site",
         "point_estimates": point_estimates(fit.params),
+        **fit_results(fit),
     }
     (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
     torch.save({k: v.cpu() for k, v in fit.params.items()}, out / "params.pt")
     return run
+
+
+def _json_small(value, max_list: int = 32):
+    """``value`` as JSON when it is a number, a string, a short list or a dict of such;
+    None for tensors and long histories (they are not a run's report)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None  # JSON has no NaN
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, dict):
+        out = {str(k): _json_small(v, max_list) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v is not None} or None
+    if isinstance(value, (list, tuple)) and len(value) <= max_list:
+        out = [_json_small(v, max_list) for v in value]
+        return None if any(v is None for v in out) else out
+    return None
+
+
+def fit_results(fit: Fit) -> dict:
+    """What a fit measured besides its draws, as run.json keeps it: ``meta`` (infer meta:
+    meta-test and meta-validation scores, the learned scalars; no tensors, no loss
+    history), ``np_eval`` (np_train: context and target log-likelihood per point on fresh
+    tasks, by network) and ``train_loss`` (np_train: the final loss and the mean of the
+    last 10% of steps, by network). Empty for the other methods."""
+    out = {}
+    meta = _json_small({k: v for k, v in (getattr(fit, "meta", None) or {}).items()
+                        if k != "history"})
+    if meta:
+        out["meta"] = meta
+    evals = _json_small(getattr(fit, "np_eval", None) or {})
+    if evals:
+        out["np_eval"] = evals
+    losses = {k: [float(x) for x in v] for k, v in
+              (getattr(fit, "train_loss", None) or {}).items() if len(v)}
+    if losses:
+        out["train_loss"] = {}
+        for name, ls in losses.items():
+            tail = ls[-max(1, len(ls) // 10):]
+            out["train_loss"][name] = {"final": ls[-1], "steps": len(ls),
+                                       "mean_last_10pct": sum(tail) / len(tail)}
+    return out
+
+
+def run_files(fit: Fit) -> list[str]:
+    """The files :func:`write_run` writes for ``fit``, in the order it writes them."""
+    return ["summary.csv", "samples.npz", *(["elbo.txt"] if fit.elbo else []), "run.json",
+            "params.pt"]
 
 
 def read_record(folder) -> dict:
@@ -96,16 +146,28 @@ def read_run(folder) -> tuple[dict, dict, dict | None]:
 
 
 def check_run(record: dict, chains: dict, folder, *, model: str, file: str, source: str,
-              latents: list[str]) -> None:
-    """The run must be of ``model``; a model file changed since the run is a warning that
-    names the latents the run did not sample (they are drawn from their prior)."""
-    import warnings
-
+              latents: list[str]) -> str | None:
+    """The run must be of ``model`` (else a RunFolderError). A model file changed since
+    the run gives the warning to show, which names the latents the run did not sample
+    (they are drawn from their prior); None when the file is unchanged."""
     if record.get("model") not in (None, model):
         raise RunFolderError(f"{folder} is a run of model '{record.get('model')}' (from "
                              f"{record.get('file')}), not of '{model}'")
     if record.get("model_hash") not in (None, model_hash(source)):
         unsampled = [n for n in latents if n not in chains]
-        warnings.warn(f"{file} has changed since the run in {folder}"
-                      + (f"; its latents {', '.join(unsampled)} were not sampled there and "
-                         "are drawn from their prior" if unsampled else ""), stacklevel=3)
+        return (f"{file} has changed since the run in {folder}"
+                + (f"; its latents {', '.join(unsampled)} were not sampled there and "
+                   "are drawn from their prior" if unsampled else ""))
+    return None
+
+
+def params_error(problems: list[str], folder, *, file: str, changed: bool) -> RunFolderError:
+    """The error for a run whose saved params do not fit the model (``problems`` from
+    :func:`ppl.infer.predict.params_problems`): predicting from fresh weights would be
+    silently wrong."""
+    why = (f"{file} has changed since the run in {folder}, and the run's fitted parameters "
+           "do not fit it" if changed else
+           f"the fitted parameters saved in {folder} do not fit this model and data")
+    return RunFolderError(f"{why}: {'; '.join(problems)}. Predicting would start those "
+                          "from fresh, untrained values; re-run 'bdl run' on "
+                          f"{file} to fit the model as it is now")

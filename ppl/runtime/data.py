@@ -189,8 +189,10 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
             if want != n:
                 notes = [f"{k} is {bound[k][0]} from {bound[k][1]}"
                          for k in sorted(str(x) for x in expr.free_symbols) if k in bound]
+                # "declared K + 1 = 4" names the sizes; a literal size is just itself
+                said = f"{expr} = {want}" if expr.free_symbols else f"{want}"
                 errors.append(_err(f"'{spec.name}' dimension {axis} is {n} but is declared "
-                                   f"{expr} = {want}", spec.line, spec.col, notes))
+                                   f"{said}", spec.line, spec.col, notes))
         elif len(free) == 1:
             sol = [s for s in sympy.solve(sympy.Eq(expr.subs(values), n), free[0])
                    if s.is_integer and s > 0]
