@@ -1592,8 +1592,17 @@ def test_monotone_phi_gradient_is_finite_at_zero(cap):
      "visible declares 63 units per row, but the data have 64 (shape [2, 64])", 4),
     ("categorical(64, 2)", "categorical(1, 10)", 3, [0, 1],
      "visible units take states 0..1 (NaN for a missing value), but the data hold", 4),
+    # an int label has no missing value: no NaN in the message
     ("categorical(64, 4)", "categorical(1, 5)", 1, [0, 9],
-     "label units take states 0..4 (NaN for a missing value), but the data hold 0..9", 5),
+     "label units take states 0..4, but the data hold 0..9", 5),
+    # -1 is not a missing label (it indexed out of range, unlocated)
+    ("categorical(64, 4)", "categorical(1, 5)", 1, [0, -1],
+     "label units take states 0..4, but the data hold -1", 5),
+    ("categorical(64, 4)", "categorical(1, 10)", 7, [0, 1],
+     "visible units take states 0..3 (NaN for a missing value), but the data hold 0..7", 4),
+    ("categorical(64, 4)", "categorical(1, 10)", 1.5, [0, 1],
+     "visible units take whole-number states 0..3 (NaN for a missing value), but the data "
+     "hold 1.5", 4),
 ])
 def test_data_that_do_not_fit_the_units_are_located_errors(visible, label, pixels, labels,
                                                            message, line):
@@ -1609,6 +1618,20 @@ def test_data_that_do_not_fit_the_units_are_located_errors(visible, label, pixel
     text = e.value.render()
     assert f"d.bdl:{line}:3: error: monotone_dbm: {message}" in text, text
     assert "Trace Shapes" not in text
+
+
+def test_out_of_range_pixels_report_the_given_values_not_the_missing_code():
+    """NaN (missing) is -1 inside; the message gave "-1..5" for pixels 0..5 with gaps."""
+    import ppl
+
+    src = ("model D(pixels: real[N, 64], label: int[N]) {\n"
+           "  m = monotone_dbm(visible=categorical(64, 4), label=categorical(1, 10))\n"
+           "  pixels ~ m.visible\n  label ~ m.label\n}\n")
+    data = {"pixels": [[float("nan")] * 63 + [5.0], [2.0] * 64], "label": [0, 1]}
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile(src, "d.bdl").fit(data, infer="map", steps=1, dtype="float32")
+    assert ("d.bdl:3:3: error: monotone_dbm: visible units take states 0..3 (NaN for a "
+            "missing value), but the data hold 2..5\n") in e.value.render()
 
 
 @pytest.mark.parametrize("coupling", ["dense", "conv"])
@@ -1824,3 +1847,134 @@ def test_label_evidence_is_the_direct_coupling_contracted(pattern):
         assert direct == 0 and got > 1e-3 and got <= 0.5 * bound + 1e-8
     else:
         assert direct > 0
+
+
+# ---- option errors (audit): located at `bdl check` for literals, at run time otherwise ----
+_OPT_SRC = ("model D(pixels: real[N, 64], label: int[N]) {{\n"
+            "  m = monotone_dbm(visible=categorical(64, 4), hidden=[categorical(4, 2)],\n"
+            "                   label=categorical(1, 10), {opt})\n"
+            "  pixels ~ m.visible\n  label ~ m.label\n}}\n"
+            "infer map(steps=1)\n")
+
+
+@pytest.mark.parametrize("opt, message, hint", [
+    ('solver="fbb"', "argument 'solver' of monotone_dbm must be one of fb, pr, mf", "fb"),
+    ('coupling="convv"', "argument 'coupling' of monotone_dbm must be one of dense, conv",
+     "conv"),
+    ('pattern="layerd"', "argument 'pattern' of monotone_dbm must be one of full, layered",
+     "layered"),
+    ('mask="pach"', "argument 'mask' of monotone_dbm must be one of random, patch", "patch"),
+    ("rank=0", "argument 'rank' of monotone_dbm must be at least 1, got 0", None),
+])
+def test_option_mistakes_are_located_at_check(tmp_path, capsys, opt, message, hint):
+    """They were a KeyError / ZeroDivisionError at run time (internal errors, exit 3), or
+    an error at run time only."""
+    from ppl.cli import main
+
+    f = tmp_path / "d.bdl"
+    f.write_text(_OPT_SRC.format(opt=opt))
+    assert main(["check", str(f)]) == 1
+    err = capsys.readouterr().err
+    col = _OPT_SRC.splitlines()[2].index("{opt}") + 1 + opt.index("=") + 1
+    assert f"d.bdl:3:{col}: error: {message}" in err, err
+    if hint:
+        assert f"note: did you mean '{hint}'?" in err, err
+
+
+@pytest.mark.parametrize("opt", ["solver=pr", 'solver="pr"', "pattern=layered",
+                                 "coupling=dense", "mask=patch"])
+def test_word_options_take_bare_words_and_strings(opt):
+    import ppl
+
+    m = ppl.compile(_OPT_SRC.format(opt=opt), "d.bdl")
+    word = opt.split("=")[1].strip('"')
+    assert f'{opt.split("=")[0]}="{word}"' in m.source or f"'{word}'" in m.source
+
+
+def _run_error(tmp_path, capsys, opt) -> str:
+    from ppl.cli import main
+
+    f = tmp_path / "d.bdl"
+    f.write_text(_OPT_SRC.format(opt=opt))
+    (tmp_path / "d.data.json").write_text(
+        '{"pixels": [' + ", ".join(["[" + ", ".join(["1.0"] * 64) + "]"] * 2)
+        + '], "label": [0, 1]}')
+    assert main(["check", str(f)]) == 0
+    capsys.readouterr()
+    assert main(["run", str(f), "--out", str(tmp_path / "r")]) == 1
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("opt, message", [
+    ('monotone="no"', "monotone_dbm: monotone takes true or false, got 'no'"),
+    ("rank=2.5", "monotone_dbm: rank must be a whole number, got 2.5"),
+    ("max_iter=10.5", "monotone_dbm: max_iter must be a whole number, got 10.5"),
+])
+def test_option_types_are_located_at_run(tmp_path, capsys, opt, message):
+    """monotone="no" was a true string (the monotone model trained); rank=2.5 ran rank 2."""
+    err = _run_error(tmp_path, capsys, opt)
+    col = _OPT_SRC.splitlines()[2].index("{opt}") + 1 + opt.index("=") + 1
+    assert f"d.bdl:3:{col}: error: {message}" in err, err
+
+
+def test_hidden_as_a_number_says_it_takes_a_list(tmp_path, capsys):
+    src = _OPT_SRC.replace("hidden=[categorical(4, 2)]", "hidden=64")
+    from ppl.cli import main
+
+    f = tmp_path / "d.bdl"
+    f.write_text(src.format(opt="margin=0.01"))
+    (tmp_path / "d.data.json").write_text(
+        '{"pixels": [' + ", ".join(["[" + ", ".join(["1.0"] * 64) + "]"] * 2)
+        + '], "label": [0, 1]}')
+    assert main(["run", str(f), "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    col = src.splitlines()[1].index("hidden=64") + 1 + len("hidden=")
+    assert (f"d.bdl:2:{col}: error: monotone_dbm: hidden takes a list of unit groups, e.g. "
+            "hidden=[categorical(64, 4)] (one group per hidden tier), not 64") in err, err
+
+
+def test_python_options_are_checked_as_the_language_does():
+    vis = M.units(4, 2)
+    with pytest.raises(M.ArgumentError, match=r"solver must be one of fb, pr, mf, got "
+                                              r"'fbb' \(did you mean 'fb'\?\)") as e:
+        M.MonotoneDBM(vis, solver="fbb")
+    assert e.value.argument == "solver"
+    with pytest.raises(M.ArgumentError, match="rank .* must be at least 1, got 0"):
+        M.MonotoneDBM(vis, rank=0)
+    with pytest.raises(M.ArgumentError, match="monotone takes true or false"):
+        M.MonotoneDBM(vis, monotone="false")
+    assert M.MonotoneDBM(vis, monotone=0, rank=3.0).monotone is False
+    with pytest.raises(M.ArgumentError, match="solver must be one of"):
+        M.solve(M.MonotoneDBM(vis, seed=0).problem(torch.full((1, 4), -1)), solver="x")
+
+
+def test_fitted_module_from_params_predicts_as_the_fit(tmp_path):
+    """docs/constructs/monotone_dbm.md: a MonotoneDBM built with the model file's
+    arguments and loaded with the network's params (from fit.params or a run folder's
+    params.pt) predicts exactly as the fitted model's own module."""
+    import ppl
+    from ppl.runtime import nn as rt_nn
+
+    src = ("model D(pixels: real[N, 4], label: int[N]?) {\n"
+           "  m = monotone_dbm(visible=categorical(4, 2), hidden=[categorical(3, 2)],\n"
+           "                   label=categorical(1, 3), margin=0.01)\n"
+           "  pixels ~ m.visible\n  label ~ m.label\n}\n")
+    pixels = np.random.default_rng(0).integers(0, 2, size=(6, 4)).astype(float).tolist()
+    fit = ppl.compile(src, "d.bdl").fit({"pixels": pixels, "label": [0, 1, 2, 0, 1, 2]},
+                                        infer="map", steps=3, seed=0)
+    (own,) = [v for v in rt_nn._CACHE.values() if isinstance(v, M.MonotoneDBM)]
+    x = torch.tensor(pixels, dtype=own.b.dtype)
+    x[0, 1] = float("nan")
+    want = own.predict(x)
+    # what a run folder's params.pt holds (ppl.io.run_folder.write_run)
+    torch.save({k: v.cpu() for k, v in fit.params.items()}, tmp_path / "params.pt")
+    for params in (fit.params, torch.load(tmp_path / "params.pt", weights_only=True)):
+        net = M.MonotoneDBM(visible=M.units(4, 2), hidden=[M.units(3, 2)],
+                            label=M.units(1, 3), margin=0.01)
+        net.load_state_dict({k.split("$$$", 1)[1]: v for k, v in params.items()
+                             if k.startswith("m$$$")})
+        got = net.to(own.b.dtype).predict(x)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert not torch.equal(M.MonotoneDBM(visible=M.units(4, 2), hidden=[M.units(3, 2)],
+                                         label=M.units(1, 3), margin=0.01,
+                                         seed=1).to(own.b.dtype).predict(x)[1], want[1])

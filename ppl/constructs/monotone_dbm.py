@@ -27,6 +27,16 @@ register(Builtin("categorical", "rt.monotone_dbm.units", ("n", "k"), 2, result="
                  shape=_units_shape, plain=True,
                  doc="a group of n categorical units with k states (monotone_dbm)"))
 
+#: the bare words of monotone_dbm's word options, one table for the checker and the
+#: runtime (MonotoneDBM checks the same lists for a model built from Python)
+SOLVERS = ("fb", "pr", "mf")
+COUPLINGS = ("dense", "conv")
+PATTERNS = ("full", "layered")
+MASKS = ("random", "patch")
+#: options that take a whole number (the checker's ranges take any number; the runtime
+#: refuses a fraction, located at the argument: rank=2.5 is not a row count)
+INTEGER_OPTIONS = ("rank", "max_iter", "anderson", "kernel", "channels", "seed")
+
 register(Builtin(
     "monotone_dbm", "rt.monotone_dbm.MonotoneDBM",
     ("visible", "hidden", "label", "margin", "rank", "monotone", "solver", "alpha", "tol",
@@ -34,7 +44,9 @@ register(Builtin(
      "readout", "coupling", "kernel", "channels", "pattern", "label_readout", "layer_ranks",
      "cap", "evidence_gain"),
     1, kind="construct", result="network", attrs={"visible": "dist", "label": "dist"},
-    ranges={"cap": (1, 2), "margin": "(0, 2)", "alpha": "(0, 1]", "tol": "(0, inf)",
+    choices={"solver": SOLVERS, "coupling": COUPLINGS, "pattern": PATTERNS, "mask": MASKS},
+    ranges={"cap": (1, 2), "rank": "[1, inf)", "margin": "(0, 2)", "alpha": "(0, 1]",
+            "tol": "(0, inf)",
             "max_iter": "[1, inf)", "anderson": "[0, inf)", "observed": "[0, 1]",
             "readout": "[0, inf)", "label_readout": "(0, inf)", "kernel": "[1, inf)",
             "channels": "[1, inf)", "evidence_gain": "(0, inf)"},

@@ -59,10 +59,19 @@ def units(n, k) -> Units:
     return Units(n, k)
 
 
-def _as_units(u) -> list[Units]:
-    """A units value, a list of them, or a stacked ``[L, 2]`` tensor of (n, k) rows."""
+def _as_units(u, argument: str | None = None) -> list[Units]:
+    """A units value, a list of them, or a stacked ``[L, 2]`` tensor of (n, k) rows; a
+    number or a word is an :class:`ArgumentError` at ``argument``."""
     if u is None:
         return []
+    if isinstance(u, (bool, int, float, str)) or (
+            isinstance(u, torch.Tensor) and u.dim() == 0):
+        shown = repr(u) if isinstance(u, str) else f"{float(u):g}"
+        what = ("a list of unit groups, e.g. hidden=[categorical(64, 4)] (one group per "
+                "hidden tier)" if argument == "hidden"
+                else f"a unit group, e.g. {argument or 'visible'}=categorical(64, 4)")
+        raise ArgumentError(f"monotone_dbm: {argument or 'units'} takes {what}, not "
+                            f"{shown}", argument=argument)
     if isinstance(u, Units):
         return [u]
     if isinstance(u, torch.Tensor):
@@ -698,6 +707,9 @@ SOLVERS = {"fb": solve_fb, "pr": solve_pr, "mf": solve_mf}
 def solve(p: Problem, z0=None, solver: str = "fb", **opts):
     if z0 is None:
         z0 = p.prox(p.b.expand(_batch(p), -1), 1.0)
+    if solver not in SOLVERS:
+        raise ArgumentError(f"monotone_dbm: solver must be one of {', '.join(SOLVERS)}, got "
+                            f"{solver!r}", argument="solver")
     return SOLVERS[solver](p, z0, **opts)
 
 
@@ -804,11 +816,14 @@ class MonotoneDBM(nn.Module):
                  channels: int = 8, pattern: str = "full", label_readout: float = 1.0,
                  layer_ranks=None, cap: float = 2.0, evidence_gain: float | None = None):
         super().__init__()
-        groups = [("visible", _as_units(visible)[0])]
-        for i, h in enumerate(_as_units(hidden)):
+        _check_options(rank=rank, max_iter=max_iter, anderson=anderson, kernel=kernel,
+                       channels=channels, seed=seed, monotone=monotone, solver=solver,
+                       coupling=coupling, pattern=pattern, mask=mask)
+        groups = [("visible", _as_units(visible, "visible")[0])]
+        for i, h in enumerate(_as_units(hidden, "hidden")):
             groups.append((f"hidden{i}", h))
         if label is not None:
-            groups.append(("label", _as_units(label)[0]))
+            groups.append(("label", _as_units(label, "label")[0]))
         self.layout = Layout(groups)
         self.margin = float(margin)
         self.monotone = bool(monotone)
@@ -833,18 +848,12 @@ class MonotoneDBM(nn.Module):
         # drawn on the CPU (the seed's generator), then placed on the default device
         place = {"dtype": torch.get_default_dtype(), "device": torch.empty(0).device}
         self.coupling, self.pattern = str(coupling), str(pattern)
-        if self.pattern not in ("full", "layered"):
-            raise ArgumentError(f"pattern must be 'full' or 'layered', got {pattern!r}",
-                                argument="pattern")
         if layer_ranks is not None and not (self.monotone and self.pattern == "layered"
                                             and coupling == "dense"):
             raise ArgumentError("layer_ranks sets the row blocks of a layered dense monotone "
                                 "A; use it with pattern='layered', coupling='dense' and "
                                 "monotone=true (a layered conv A has `channels` feature maps "
                                 "per row block)", argument="layer_ranks")
-        if self.coupling not in ("dense", "conv"):
-            raise ArgumentError(f"coupling must be 'dense' or 'conv', got {coupling!r}",
-                                argument="coupling")
         if self.coupling == "conv":
             if not self.monotone:
                 raise ArgumentError("coupling='conv' is a monotone parametrisation of A; the "
@@ -1005,7 +1014,7 @@ class MonotoneDBM(nn.Module):
             if x is None:
                 continue
             _, off, n, k = lay.segment(name)
-            x = _units(_states(x, dev), B, n, k, name)
+            x = _units(torch.as_tensor(x, device=dev), B, n, k, name)
             obs = x >= 0
             oh = torch.nn.functional.one_hot(x.clamp_min(0), k).to(val.dtype)
             oh = oh * obs[..., None]
@@ -1159,19 +1168,76 @@ def _states(x, device) -> torch.Tensor:
     return x.long()
 
 
-def _units(x: torch.Tensor, rows: int, n: int, k: int, name: str) -> torch.Tensor:
-    """``x`` as [rows, n] states in 0..k-1 (-1: missing), or an ArgumentError at the
-    construct's ``name`` argument saying how the data disagree with it."""
+def _units(x, rows: int, n: int, k: int, name: str, missing: bool = True) -> torch.Tensor:
+    """The data ``x`` (as given: NaN or -1 for a missing value where ``missing``) as
+    [rows, n] integer states in 0..k-1 (-1: missing), or an ArgumentError at the
+    construct's ``name`` argument saying how the data disagree with it: the range reported
+    is that of the given (non-missing) values, as written."""
+    x = torch.as_tensor(x)
     if x.numel() != rows * n:
         per_row = x.shape[-1] if x.dim() >= 2 else x.numel()
         raise ArgumentError(f"monotone_dbm: {name} declares {n} units per row, but the data "
                             f"have {per_row} (shape {list(x.shape)})", argument=name)
     x = x.reshape(rows, n)
-    if x.numel() and (int(x.max()) >= k or int(x.min()) < -1):
-        raise ArgumentError(f"monotone_dbm: {name} units take states 0..{k - 1} (NaN for a "
-                            f"missing value), but the data hold {int(x.min())}..{int(x.max())}",
-                            argument=name)
-    return x
+    gaps = torch.isnan(x) if x.is_floating_point() else torch.zeros_like(x, dtype=torch.bool)
+    if missing:
+        gaps = gaps | (x == -1)
+    given = x[~gaps]
+    states = f"states 0..{k - 1}" + (" (NaN for a missing value)" if missing else "")
+    if given.numel() and x.is_floating_point() and bool((given != given.round()).any()):
+        bad = float(given[given != given.round()][0])
+        raise ArgumentError(f"monotone_dbm: {name} units take whole-number {states}, but the "
+                            f"data hold {bad:g}", argument=name)
+    if not missing and bool(gaps.any()):
+        raise ArgumentError(f"monotone_dbm: {name} units take {states}; the data have a "
+                            "missing value", argument=name)
+    if given.numel() and (float(given.max()) > k - 1 or float(given.min()) < 0):
+        lo, hi = float(given.min()), float(given.max())
+        held = f"{lo:g}" if lo == hi else f"{lo:g}..{hi:g}"
+        raise ArgumentError(f"monotone_dbm: {name} units take {states}, but the data hold "
+                            f"{held}", argument=name)
+    return torch.where(gaps, torch.full_like(x, -1), x).long()
+
+
+def _check_options(*, monotone, **options) -> None:
+    """The options' types, as the checker checks literals (``ppl/constructs/
+    monotone_dbm.py``), for values it cannot see and for models built from Python: an
+    :class:`ArgumentError` at the option for a fraction where a whole number goes
+    (``rank=2.5``), a word outside the option's choices (``solver="fbb"``), or a
+    ``monotone`` that is not true/false (the string "no" would read as true)."""
+    from ..check.signatures import suggest
+    from ..constructs import monotone_dbm as spec
+
+    for key in spec.INTEGER_OPTIONS:
+        v = options.get(key)
+        if v is None:
+            continue
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            v = v.item()
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or v != int(v):
+            raise ArgumentError(f"monotone_dbm: {key} must be a whole number, got "
+                                f"{v if isinstance(v, (int, float)) else repr(v)}",
+                                argument=key)
+    v = options.get("rank")
+    if v is not None and int(v) < 1:
+        raise ArgumentError(f"monotone_dbm: rank (the rows of A) must be at least 1, got "
+                            f"{int(v)}", argument="rank")
+    words = {"solver": spec.SOLVERS, "coupling": spec.COUPLINGS,
+             "pattern": spec.PATTERNS, "mask": spec.MASKS}
+    for key, choices in words.items():
+        v = options[key]
+        if v not in choices:
+            hint = suggest(v, choices) if isinstance(v, str) else None
+            raise ArgumentError(f"monotone_dbm: {key} must be one of {', '.join(choices)}, "
+                                f"got {v!r}" + (f" (did you mean '{hint}'?)" if hint else ""),
+                                argument=key)
+    if isinstance(monotone, torch.Tensor) and monotone.numel() == 1 \
+            and monotone.dtype == torch.bool:
+        monotone = bool(monotone)
+    if not (isinstance(monotone, bool) or type(monotone) is int and monotone in (0, 1)):
+        raise ArgumentError(f"monotone_dbm: monotone takes true or false, got {monotone!r}",
+                            argument="monotone")
 
 
 def _observed_option(observed) -> float | tuple[float, float]:
@@ -1263,7 +1329,7 @@ class _Session:
         if self._solved is None or self._solved[0] is not x:
             m = self.model
             _, _, n, k = m.layout.segment("visible")
-            st = _states(x, m.b.device)
+            st = torch.as_tensor(x, device=m.b.device)
             st = _units(st, st.numel() // n if st.numel() % n == 0 else 1, n, k, "visible")
             shown = st >= 0 if self.mode == "predict" else m.training_mask(st)
             inp = torch.where(shown, st, torch.full_like(st, -1))
@@ -1319,7 +1385,9 @@ class _LabelSite(_Site):
 
     def log_prob(self, value):
         pr = self._probs()
-        y = _units(_states(value, pr.device), pr.shape[0], 1, pr.shape[-1], "label")[:, 0]
+        # an observed label has no missing value (-1 or NaN would index out of range)
+        y = _units(torch.as_tensor(value, device=pr.device), pr.shape[0], 1, pr.shape[-1],
+                   "label", missing=False)[:, 0]
         return 0.5 * torch.log(pr.gather(-1, y[:, None])[:, 0]).reshape(value.shape)
 
     def sample(self, sample_shape=()):
