@@ -1489,3 +1489,58 @@ def test_benchmark_width_ladder_rows(tmp_path):
                 ["--ladder-on", "anp"], ["--width-ladder", "1,-2"]):
         with pytest.raises(SystemExit):
             bench.main(["--models", "cnp", *flags, *bad])
+
+
+@pytest.mark.parametrize("method", ["svi(steps=3)", "nuts(samples=5, warmup=5)", "map()"])
+def test_other_methods_are_refused_at_check(tmp_path, capsys, method):
+    """Under svi or nuts the network stayed untrained ("final ELBO: -0"): a neural
+    process is fitted by np_train only, refused at `bdl check` like monotone_dbm's nuts."""
+    from ppl.cli import main
+
+    f = tmp_path / "p.bdl"
+    f.write_text(SRC.replace("FAMILY", "martingale_np").replace(
+        "np_train(steps=5, batch=4, tasks=rbf)", method))
+    assert main(["check", str(f)]) == 1
+    err = capsys.readouterr().err
+    name = method.split("(")[0]
+    assert (f"p.bdl:3:7: error: martingale_np cannot be fitted by '{name}'\n" in err), err
+    assert "note: martingale_np works with: np_train (infer np_train(...))" in err
+    with pytest.raises(ppl.BdlError, match=f"cannot be fitted by '{name}'"):
+        ppl.compile(SRC.replace("FAMILY", "cnp")).fit({}, infer=name)
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"xc": 1, "yc": 1, "xt": 1}, "tasks.npz: task file lacks arrays yt (expected xc, yc, "
+     "xt, yt, each [tasks, points, dim]; it has xc, yc, xt)"),
+    ("pickled", "tasks.npz: not a task file (an .npz of numeric arrays xc, yc, xt, yt): it "
+     "holds pickled Python objects"),
+    ("objects", "tasks.npz: task file arrays must be numeric: they hold pickled Python "
+     "objects"),
+])
+def test_a_task_file_that_is_not_one_is_a_located_user_error(tmp_path, capsys, arrays,
+                                                             message):
+    """A task file without yt, or with pickled objects, was an internal error (exit 3)."""
+    import json
+
+    import numpy as np
+
+    from ppl.cli import main
+
+    if arrays == "pickled":
+        import pickle
+
+        (tmp_path / "tasks.npz").write_bytes(pickle.dumps({"xc": [1.0]}))
+    elif arrays == "objects":
+        np.savez(tmp_path / "tasks.npz", **{k: np.array([{"a": 1}], dtype=object)
+                                            for k in ("xc", "yc", "xt", "yt")})
+    else:
+        np.savez(tmp_path / "tasks.npz", **{k: np.zeros((2, 3, 1)) for k in arrays})
+    f = tmp_path / "p.bdl"
+    f.write_text(SRC.replace("FAMILY", "cnp").replace("tasks=rbf", 'tasks=task_file("tasks.npz")'))
+    (tmp_path / "p.data.json").write_text(json.dumps(
+        {"xc": [[0.0], [1.0]], "yc": [[0.0], [1.0]], "xt": [[0.5]], "yt": [[0.3]]}))
+    assert main(["run", str(f), "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert f"p.bdl:6:34: error: np_train: {tmp_path / message}" in err, err
+    with pytest.raises(npr.TaskFileError, match="tasks.npz: "):
+        npr.FileTasks(tmp_path / "tasks.npz")

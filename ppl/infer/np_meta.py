@@ -47,7 +47,10 @@ def task_source(spec, x_dim: int, y_dim: int, name: str = "the network"):
                      if "file" in site else "relative to the current directory")
             _task_source_error(spec, f"np_train: task_file: no file {written!r} (looked for "
                                    f"{str(Path(path).absolute())!r}; {where})")
-        src = npr.FileTasks(path)
+        try:
+            src = npr.FileTasks(path)
+        except npr.TaskFileError as e:
+            _task_source_error(spec, f"np_train: {e}")
         got = (src.arrays["xc"].shape[-1], src.arrays["yc"].shape[-1])
         if got != (x_dim, y_dim):
             _task_source_error(spec, f"np_train: {path} has x_dim, y_dim = {got}, {name} "

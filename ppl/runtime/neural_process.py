@@ -941,6 +941,11 @@ def _student_t(df: float, shape, gen) -> torch.Tensor:
         return dist.StudentT(torch.tensor(float(df), device="cpu")).sample(shape)
 
 
+class TaskFileError(ValueError):
+    """A task file that cannot be read as tasks (missing arrays, not an .npz): the user's
+    file, not a bug; ``np_train`` reports it at the ``tasks=task_file(...)`` option."""
+
+
 class FileTasks:
     """Tasks from an ``.npz`` with arrays xc [T, C, dx], yc [T, C, dy], xt [T, N, dx],
     yt [T, N, dy]; a batch is ``batch`` tasks drawn with replacement."""
@@ -948,12 +953,28 @@ class FileTasks:
     def __init__(self, path):
         import numpy as np
 
-        with np.load(path) as z:
+        try:
+            z = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            # numpy's "pickled (object) data" or a file that is no array archive at all
+            why = ("it holds pickled Python objects" if "pickle" in str(e) else str(e))
+            raise TaskFileError(f"{path}: not a task file (an .npz of numeric arrays xc, "
+                                f"yc, xt, yt): {why}") from None
+        if not hasattr(z, "files"):  # a single .npy array, not an archive
+            raise TaskFileError(f"{path}: not a task file: one array, not an .npz archive "
+                                "of arrays xc, yc, xt, yt")
+        with z:
             missing = [k for k in ("xc", "yc", "xt", "yt") if k not in z.files]
             if missing:
-                raise ValueError(f"{path}: task file lacks arrays {', '.join(missing)} "
-                                 "(expected xc, yc, xt, yt, each [tasks, points, dim])")
-            self.arrays = {k: torch.as_tensor(z[k]) for k in ("xc", "yc", "xt", "yt")}
+                raise TaskFileError(f"{path}: task file lacks arrays {', '.join(missing)} "
+                                    "(expected xc, yc, xt, yt, each [tasks, points, dim]; "
+                                    f"it has {', '.join(z.files) or 'none'})")
+            try:
+                self.arrays = {k: torch.as_tensor(z[k]) for k in ("xc", "yc", "xt", "yt")}
+            except (ValueError, TypeError) as e:  # object arrays, strings
+                why = "they hold pickled Python objects" if "allow_pickle" in str(e) else e
+                raise TaskFileError(f"{path}: task file arrays must be numeric: {why}") \
+                    from None
         self.num_tasks = self.arrays["xc"].shape[0]
 
     def sample(self, batch: int, gen=None, device=None, dtype=None) -> Batch:
