@@ -2389,3 +2389,111 @@ def test_infer_meta_validation_does_not_move_training_on_a_model_with_a_left_out
     last = snaps[3]  # the 4th validation pass sees the state after step 4
     plain = m.fit(data, "meta", **opts)
     assert torch.equal(plain.meta["m0"], last)
+
+
+def _episode_arrays(s=5, q=45):
+    z = np.zeros((3, s + q, 1))
+    return {f"{p}_{k}": (z[:, :s] if k == "xs" else z[:, :s, 0] if k == "ys" else
+                         z[:, s:] if k == "xq" else z[:, s:, 0])
+            for p in ("train", "test") for k in ("xs", "ys", "xq", "yq")}
+
+
+@pytest.mark.parametrize("content, message", [
+    ("missing", "option 'episodes' of meta: {path} lacks arrays test_xs, test_ys, test_xq, "
+     "test_yq\n"),
+    ("pickle", "option 'episodes' of meta: {path} is not an episodes file (an .npz of "
+     "numeric arrays): it holds pickled Python objects\n"),
+    ("objects", "option 'episodes' of meta: array train_xs of {path} must be numeric (it "
+     "holds pickled Python objects)\n"),
+])
+def test_an_episodes_file_that_is_not_one_is_a_located_user_error(tmp_path, capsys, content,
+                                                                  message):
+    """Missing arrays or a pickle were a ValueError that surfaced as an internal error."""
+    import json
+    import pickle
+
+    from ppl.cli import main
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    path = folder / "ep.npz"
+    if content == "missing":
+        np.savez(path, **{k: v for k, v in _episode_arrays().items() if k.startswith("train")})
+    elif content == "pickle":
+        path.write_bytes(pickle.dumps({"train_xs": [1.0]}))
+    else:
+        arrays = _episode_arrays()
+        arrays["train_xs"] = np.array([{"a": 1}], dtype=object)
+        np.savez(path, **arrays)
+    (folder / "m.bdl").write_text(USER_SRC.replace('"sine_line"', '"ep.npz"'))
+    (folder / "m.data.json").write_text(json.dumps(_user_data()))
+    assert main(["run", str(folder / "m.bdl"), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert f"m.bdl:7:12: error: {message.format(path=path)}" in err, err
+
+
+def test_episodes_file_is_relative_to_the_model_file(tmp_path, monkeypatch):
+    """episodes="ep.npz" in a model file is the file next to the model, from any working
+    directory, as task_file is (it was read from the working directory); missing, it is
+    an error at the option naming where it looked; given from Python it stays relative
+    to the working directory."""
+    from ppl.infer.meta import episodes_path
+    from ppl.syntax.diagnostics import BdlError
+
+    folder, elsewhere = tmp_path / "models", tmp_path / "elsewhere"
+    folder.mkdir()
+    elsewhere.mkdir()
+    np.savez(folder / "ep.npz", **_episode_arrays())
+    (folder / "m.bdl").write_text(USER_SRC.replace('"sine_line"', '"ep.npz"'))
+    monkeypatch.chdir(elsewhere)
+    m = ppl.load(folder / "m.bdl")
+    episodes = m.resolve_infer()[1]["episodes"]
+    assert episodes == "ep.npz" and episodes.at == [str(folder / "m.bdl"), 7, 12]
+    assert episodes_path(episodes) == str(folder / "ep.npz")
+    fit = m.fit(_user_data(), seed=0)
+    assert fit.meta["test"]["err"] >= 0 and fit.options["episodes"] == "ep.npz"
+    (folder / "ep.npz").unlink()
+    np.savez(elsewhere / "ep.npz", **_episode_arrays())  # not read: no fall-back
+    with pytest.raises(BdlError) as e:
+        m.fit(_user_data())
+    assert (f"m.bdl:7:12: error: option 'episodes' of meta: no file 'ep.npz' (looked for "
+            f"'{folder / 'ep.npz'}'; a path in a model file is relative to the model file's "
+            "folder)") in e.value.render()
+    # from Python: the working directory
+    assert episodes_path("ep.npz") == "ep.npz"
+    assert m.fit(_user_data(), episodes="ep.npz").options["episodes"] == "ep.npz"
+
+
+def test_meta_support_size_and_missing_xs_say_what_differs():
+    from ppl.syntax.diagnostics import BdlError
+
+    m = ppl.compile(USER_SRC)
+    data = _user_data()
+    data["xs"], data["ys"] = data["xs"][:3], data["ys"][:3]
+    with pytest.raises(BdlError) as e:
+        m.fit(data)
+    text = e.value.render()
+    assert ("sine_line episodes have 50 points, split into the support set and the query "
+            "set: the data's support size (xs: 3 points) leaves 47 query points, but the "
+            "data's xq has 45") in text, text
+    assert "with xs of 3 points, xq and yq have 47; with xq of 45, xs and ys have 5" in text
+    renamed = ppl.compile(USER_SRC.replace("xs: real", "xsup: real").replace(
+        "f(xs)", "f(xsup)"))
+    data = _user_data()
+    data["xsup"] = data.pop("xs")
+    with pytest.raises(BdlError) as e:
+        renamed.fit(data)
+    assert ("infer meta needs a model whose data declares xs, ys (support set) and xq, yq "
+            "(query set); this model has no 'xs'") in e.value.render()
+
+
+def test_niw_meta_counts_refuse_fractions_located():
+    """sgld_steps=2.5 ran a 2-step chain without a word."""
+    from ppl.syntax.diagnostics import BdlError
+
+    m = ppl.compile(USER_SRC.replace("niw_meta(n0=1)", "niw_meta(n0=1, sgld_steps=2.5)"),
+                    "m.bdl")
+    with pytest.raises(BdlError) as e:
+        m.fit(_user_data())
+    assert "m.bdl:3:33: error: niw_meta: sgld_steps must be a whole number, got 2.5" in \
+        e.value.render()

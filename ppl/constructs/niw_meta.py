@@ -9,6 +9,8 @@ the one-time closed-form local update, then adapts to the support set of the dat
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..builtins import Builtin, register
 from ..check.signatures import suggest
 from ..infer.methods import _COMMON, METHODS, Method, Option
@@ -91,6 +93,30 @@ def episodes_problem(value) -> str | None:
             "path ending in .npz" + (f" (did you mean '{hint}'?)" if hint else ""))
 
 
+class EpisodesFile(str):
+    """An ``episodes="PATH.npz"`` written in a model file: the path as written (so it
+    prints, compares and serialises as that string) with ``file``, the path anchored to
+    the model file's folder (None for source text not from a file), and ``at``, [model
+    file, line, column] of the option, for a located error when the fit reads it."""
+
+    file: str | None = None
+    at: list | None = None
+
+
+def anchor_episodes(value, filename, span) -> object:
+    """``episodes="PATH.npz"`` written in a model file resolves against the model file's
+    folder, as ``np_train``'s ``task_file`` does (read by ``ppl.infer.meta.episodes_path``);
+    other sources unchanged."""
+    if not (isinstance(value, str) and value.endswith(".npz")):
+        return value
+    filename = "<string>" if filename is None else str(filename)
+    out = EpisodesFile(value)
+    out.at = [filename, span.line, span.col]
+    if not filename.startswith("<"):
+        out.file = str(Path(filename).resolve().parent / value)
+    return out
+
+
 #: the validation scores of ``infer meta(select=...)`` (:data:`ppl.infer.meta.SELECT`)
 SELECT = ("err", "nll")
 
@@ -106,8 +132,10 @@ def fraction_problem(value) -> str | None:
 
 META_OPTIONS = {
     "episodes": Option("sine_line", "spec", check=episodes_problem,
+                       resolve=anchor_episodes,
                        doc="episode source: sine_line, digits, gauss, or a .npz file "
-                           "(train_xs, train_ys, train_xq, train_yq, test_...)"),
+                           "(train_xs, train_ys, train_xq, train_yq, test_...; a path in "
+                           "a model file is relative to the model file's folder)"),
     "steps": Option(400, int, low=1, doc="meta-training steps (one batch of episodes each)"),
     "batch": Option(4, int, low=1, doc="episodes per step"),
     "lr": Option(5e-3, float, low=0.0, doc="Adam learning rate of m0"),

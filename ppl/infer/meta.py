@@ -1295,9 +1295,99 @@ def _user_error(message: str, notes: list[str] | None = None):
 
 def _check_model(kwargs):
     for k in ("xs", "ys", "xq", "yq"):
-        if kwargs.get(k) is None:
+        if k not in kwargs:
+            raise _user_error(f"infer meta needs a model whose data declares xs, ys (support "
+                              f"set) and xq, yq (query set); this model has no '{k}'",
+                              ["e.g. model M(xs: real[S, 1], ys: real[S], xq: real[Q, 1], "
+                               "yq: real[Q])"])
+        if kwargs[k] is None:
             raise _user_error("infer meta needs the model's data arguments xs, ys (support) "
                               f"and xq, yq (query); '{k}' is missing from the data")
+
+
+#: the arrays an episodes ``.npz`` file holds (:class:`ppl.runtime.niw_meta.NpzEpisodes`)
+EPISODE_ARRAYS = tuple(f"{s}_{k}" for s in ("train", "test") for k in ("xs", "ys", "xq", "yq"))
+
+
+def _episodes_error(episodes, message: str, notes: list[str] | None = None):
+    """``message`` as a user error at the ``episodes=`` option of the model file when it
+    was written there (:class:`ppl.constructs.niw_meta.EpisodesFile`), else unlocated."""
+    from .methods import SITE
+    from .np_meta import _task_source_error
+
+    at = getattr(episodes, "at", None)
+    _task_source_error({SITE: {"at": at}} if at else {}, message, notes)
+
+
+def episodes_path(episodes) -> str:
+    """The file an ``episodes`` option reads (a built-in source name is returned as it
+    is): a ``.npz`` path written in a model file is relative to the model file's folder
+    (as ``np_train``'s ``task_file``; no fall-back to the working directory), one given
+    from Python or ``--infer`` to the working directory. A missing file, or one that is
+    not an ``.npz`` of the episode arrays (:data:`EPISODE_ARRAYS`), is a user error naming
+    the file and what it lacks."""
+    import numpy as np
+
+    if not episodes.endswith(".npz"):
+        return episodes
+    anchored = getattr(episodes, "file", None)
+    path = anchored or str(episodes)
+    if not Path(path).is_file():
+        where = ("a path in a model file is relative to the model file's folder"
+                 if anchored else "relative to the current directory")
+        _episodes_error(episodes, f"option 'episodes' of meta: no file {str(episodes)!r} "
+                                  f"(looked for {str(Path(path).absolute())!r}; {where})")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        why = "it holds pickled Python objects" if "pickle" in str(e) else str(e)
+        _episodes_error(episodes, f"option 'episodes' of meta: {path} is not an episodes "
+                                  f"file (an .npz of numeric arrays): {why}")
+    files = list(getattr(z, "files", []))
+    try:
+        missing = [k for k in EPISODE_ARRAYS if k not in files]
+        if missing:
+            _episodes_error(episodes, f"option 'episodes' of meta: {path} lacks arrays "
+                                      f"{', '.join(missing)}",
+                            [f"an episodes file holds {', '.join(EPISODE_ARRAYS)}, each "
+                             f"[episodes, points, ...] (it has {', '.join(files) or 'none'})"])
+        for k in EPISODE_ARRAYS:
+            try:
+                kind = z[k].dtype.kind
+            except ValueError:  # an object array, refused without allow_pickle
+                kind = "O"
+            if kind not in "biuf":
+                _episodes_error(episodes, f"option 'episodes' of meta: array {k} of {path} "
+                                          "must be numeric"
+                                          + (" (it holds pickled Python objects)"
+                                             if kind == "O" else ""))
+    finally:
+        if hasattr(z, "close"):
+            z.close()
+    return path
+
+
+def _size_mismatch(episodes, k: str, probe: dict, kwargs: dict) -> tuple[str, list[str]]:
+    """(message, notes) for episodes whose support or query set has another number of
+    points than the data's (``k``: the first array that differs). sine_line episodes
+    split 50 points: the data's support size (xs) sets the shots, the rest are queries."""
+    s_ep, q_ep = probe["xs"].shape[1], probe["xq"].shape[1]
+    s_data, q_data = kwargs["xs"].shape[0], kwargs["xq"].shape[0]
+    if episodes == "sine_line" and k in ("xq", "yq"):
+        total = s_ep + q_ep
+        return (f"sine_line episodes have {total} points, split into the support set and "
+                f"the query set: the data's support size (xs: {s_data} points) leaves "
+                f"{q_ep} query points, but the data's {k} has {q_data}",
+                [f"the support and query sets of the data add up to {total}: with xs of "
+                 f"{s_data} points, xq and yq have {total - s_data}; with xq of {q_data}, "
+                 f"xs and ys have {total - q_data}"])
+    if k in ("xs", "ys"):
+        return (f"the support size differs: episodes '{episodes}' have {s_ep} support "
+                f"points, the data's {k} has {kwargs[k].shape[0]}",
+                ["give the model's support set (xs, ys) the episodes' size"])
+    return (f"the query size differs: episodes '{episodes}' have {q_ep} query points, "
+            f"the data's {k} has {q_data}",
+            ["give the model's query set (xq, yq) the episodes' size"])
 
 
 #: the seed of infer meta's validation episodes is this plus the fit's seed (the same
@@ -1355,13 +1445,10 @@ def run(model, kwargs, opts, progress=False):
     ways = int(ys.max()) + 1 if classify else 0
     shots = ys.shape[0] // ways if classify else ys.shape[0]
     queries = kwargs["yq"].shape[0] // ways if classify else kwargs["yq"].shape[0]
-    if opts["episodes"].endswith(".npz") and not Path(opts["episodes"]).is_file():
-        raise _user_error(f"option 'episodes' of meta: no file {opts['episodes']!r} (looked "
-                          f"for {str(Path(opts['episodes']).absolute())!r}; relative to the "
-                          "current directory)")
+    where = episodes_path(opts["episodes"])
     n_val = _check_validation(opts)
     try:
-        src = rtn.source(opts["episodes"], shots=shots, ways=max(ways, 1), queries=queries,
+        src = rtn.source(where, shots=shots, ways=max(ways, 1), queries=queries,
                          val_fraction=opts["val_fraction"] if n_val else 0.0,
                          val_classes=opts["val_classes"] if n_val else 0)
     except ValueError as e:
@@ -1383,7 +1470,10 @@ def run(model, kwargs, opts, progress=False):
              else ("regression episodes (sine_line) need real ys: real[S], yq: real[Q]; "
                    "for classification use episodes=\"digits\" or \"gauss\"")])
     for k in ("xs", "ys", "xq", "yq"):
-        if tuple(probe[k].shape[1:]) != tuple(kwargs[k].shape):
+        got, want = tuple(probe[k].shape[1:]), tuple(kwargs[k].shape)
+        if got[1:] == want[1:] and got[:1] != want[:1]:
+            raise _user_error(*_size_mismatch(opts["episodes"], k, probe, kwargs))
+        if got != want:
             raise _user_error(
                 f"episodes '{opts['episodes']}' give {k} of shape "
                 f"{tuple(probe[k].shape[1:])}, the model's data has {tuple(kwargs[k].shape)}",

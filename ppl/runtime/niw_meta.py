@@ -25,6 +25,7 @@ import torch
 from torch.func import functional_call
 
 from ..constructs.niw_meta import PRECISIONS  # one list for the checker and the runtime
+from .errors import ArgumentError
 
 LOG2 = math.log(2.0)
 
@@ -905,6 +906,17 @@ def prior(name: str, net: torch.nn.Module, n0=1.0, gamma0=1e6, l0=1.0, sgld_step
     if sgld_precision not in PRECISIONS:
         raise ValueError(f"niw_meta: sgld_precision must be one of {', '.join(PRECISIONS)}, "
                          f"not {sgld_precision!r}")
+    counts = {"sgld_steps": sgld_steps, "sgld_power_iters": sgld_power_iters,
+              "query_draws": query_draws, "samples": samples}
+    if float(sgld_burn) >= 1:  # a count of iterates (below 1: a fraction of the chain)
+        counts["sgld_burn"] = sgld_burn
+    for key, v in counts.items():
+        v = v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or v != int(v):
+            # int(2.5) would run a 2-step chain without a word
+            raise ArgumentError(f"niw_meta: {key} must be a whole number, got {v}",
+                                argument=key)
     opts = {"n0": float(n0), "gamma0": float(gamma0), "l0": float(l0),
             "sgld_steps": int(sgld_steps), "sgld_lr": float(sgld_lr),
             "sgld_temp": float(sgld_temp), "a_max": float(a_max),
