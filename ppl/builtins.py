@@ -71,6 +71,12 @@ class Builtin:
     #   checked with a located error: (lo, hi) closed (None: unbounded on that side), or
     #   a string in interval notation, "(0, inf)", "[0, 2)".
     ranges: dict = field(default_factory=dict)
+    # integers: arguments that take a whole number (a count, a size, a seed): a literal
+    #   with a fraction is a located check error (int(2.5) would run 2 steps silently).
+    integers: tuple[str, ...] = ()
+    # flags: arguments that take true or false: any other literal ("no", 0) is a located
+    #   check error (a non-empty string would read as true).
+    flags: tuple[str, ...] = ()
     # methods: the inference methods a model using this entry can be fitted with (empty:
     #   any), checked at the infer line and for a method given at run time.
     methods: tuple[str, ...] = ()

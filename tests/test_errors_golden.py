@@ -1366,3 +1366,24 @@ def test_a_misspelt_data_key_is_linked_to_the_missing_argument():
             model.bind({"y": [1.0, 2.0], "sigmas": [1.0, 1.0]})
     assert e.value.render().endswith(
         "note: the data has 'sigmas', which the model does not use: a misspelling of 'sigma'?")
+
+
+@pytest.mark.parametrize("call, message", [
+    ('monotone_dbm(visible=categorical(4, 2), hidden=[categorical(4, 2)], rank=2.5)',
+     "argument 'rank' of monotone_dbm must be a whole number, got 2.5"),
+    ('monotone_dbm(visible=categorical(4, 2), hidden=[categorical(4, 2)], monotone="no")',
+     "argument 'monotone' of monotone_dbm must be true or false, got \"no\""),
+    ("martingale_np(x_dim=1, y_dim=1, hidden=1.5)",
+     "argument 'hidden' of martingale_np must be a whole number, got 1.5"),
+])
+def test_whole_number_and_flag_options_are_located_check_errors(call, message):
+    """Builtin.integers / Builtin.flags: a literal fraction for a count or a string for
+    a true/false option is refused at check, at the argument (it ran 2 of 2.5 steps, or
+    read "no" as true)."""
+    src = f"model M(x: real[N]) {{\n  m = {call}\n}}\n"
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile(src)
+    text = str(e.value)
+    col = src.splitlines()[1].index(call.split("=")[-1].rstrip(")")) + 1
+    assert f"<string>:2:{col}: error: {message}" in text, text
+    ppl.compile(src.replace("2.5", "2").replace('"no"', "false").replace("1.5", "8"))

@@ -1906,12 +1906,29 @@ def _run_error(tmp_path, capsys, opt) -> str:
 
 
 @pytest.mark.parametrize("opt, message", [
-    ('monotone="no"', "monotone_dbm: monotone takes true or false, got 'no'"),
-    ("rank=2.5", "monotone_dbm: rank must be a whole number, got 2.5"),
-    ("max_iter=10.5", "monotone_dbm: max_iter must be a whole number, got 10.5"),
+    ('monotone="no"', 'argument \'monotone\' of monotone_dbm must be true or false, got "no"'),
+    ("rank=2.5", "argument 'rank' of monotone_dbm must be a whole number, got 2.5"),
+    ("max_iter=10.5", "argument 'max_iter' of monotone_dbm must be a whole number, got 10.5"),
 ])
-def test_option_types_are_located_at_run(tmp_path, capsys, opt, message):
-    """monotone="no" was a true string (the monotone model trained); rank=2.5 ran rank 2."""
+def test_option_type_literals_are_located_at_check(tmp_path, capsys, opt, message):
+    """monotone="no" was a true string (the monotone model trained); rank=2.5 ran rank 2:
+    literals are refused by `bdl check` (Builtin.integers / Builtin.flags)."""
+    from ppl.cli import main
+
+    f = tmp_path / "c.bdl"
+    f.write_text(_OPT_SRC.format(opt=opt))
+    assert main(["check", str(f)]) == 1
+    err = capsys.readouterr().err
+    col = _OPT_SRC.splitlines()[2].index("{opt}") + 1 + opt.index("=") + 1
+    assert f"c.bdl:3:{col}: error: {message}" in err, err
+
+
+@pytest.mark.parametrize("opt, message", [
+    ("rank=5 / 2", "monotone_dbm: rank must be a whole number, got 2.5"),
+    ("max_iter=21 / 2", "monotone_dbm: max_iter must be a whole number, got 10.5"),
+])
+def test_computed_option_fractions_are_located_at_run(tmp_path, capsys, opt, message):
+    """A computed fraction passes the check and is refused when the model first runs."""
     err = _run_error(tmp_path, capsys, opt)
     col = _OPT_SRC.splitlines()[2].index("{opt}") + 1 + opt.index("=") + 1
     assert f"d.bdl:3:{col}: error: {message}" in err, err

@@ -2488,10 +2488,16 @@ def test_meta_support_size_and_missing_xs_say_what_differs():
 
 
 def test_niw_meta_counts_refuse_fractions_located():
-    """sgld_steps=2.5 ran a 2-step chain without a word."""
+    """sgld_steps=2.5 ran a 2-step chain without a word: a literal is refused at check,
+    a computed value when the fit starts, both at the argument."""
     from ppl.syntax.diagnostics import BdlError
 
-    m = ppl.compile(USER_SRC.replace("niw_meta(n0=1)", "niw_meta(n0=1, sgld_steps=2.5)"),
+    with pytest.raises(BdlError) as e:
+        ppl.compile(USER_SRC.replace("niw_meta(n0=1)", "niw_meta(n0=1, sgld_steps=2.5)"),
+                    "m.bdl")
+    assert "m.bdl:3:33: error: argument 'sgld_steps' of niw_meta must be a whole number, " \
+        "got 2.5" in e.value.render()
+    m = ppl.compile(USER_SRC.replace("niw_meta(n0=1)", "niw_meta(n0=1, sgld_steps=5 / 2)"),
                     "m.bdl")
     with pytest.raises(BdlError) as e:
         m.fit(_user_data())

@@ -1669,6 +1669,8 @@ class _ModelChecker:
                      node.span, [f"did you mean '{hint}'?"] if hint else [])
             return UNKNOWN
         ty = self._expr(node)
+        if b is not None and (key in b.integers or key in b.flags):
+            self._check_literal_kind(node, key, b)
         if b is not None and key in b.ranges:
             if ty.kind not in TENSOR_KINDS + ("unknown",) or ty.kind == "bool":
                 self.err(f"argument '{key}' of {b.name} must be a number, not "
@@ -1687,6 +1689,21 @@ class _ModelChecker:
                   if builtins.lookup(n).tilde == b.tilde and kind in builtins.lookup(n).params]
         return [f"{' and '.join(takers)} take{'s' if len(takers) == 1 else ''} {_a(kind)}"] \
             if takers else []
+
+    def _check_literal_kind(self, node: ast.Expr, key: str, b) -> None:
+        """A literal for an argument that takes a whole number (``Builtin.integers``) or
+        true/false (``Builtin.flags``) must be one; other expressions are checked by
+        the construct at run time."""
+        number = node.value if isinstance(node, ast.Number) else (
+            node.operand.value if isinstance(node, ast.Neg)
+            and isinstance(node.operand, ast.Number) else None)
+        if key in b.integers and number is not None and number != int(number):
+            self.err(f"argument '{key}' of {b.name} must be a whole number, got {number:g}",
+                     node.span)
+        if key in b.flags and (number is not None or isinstance(node, ast.String)):
+            shown = f'"{node.value}"' if isinstance(node, ast.String) else f"{number:g}"
+            self.err(f"argument '{key}' of {b.name} must be true or false, got {shown}",
+                     node.span)
 
     def _check_range(self, node: ast.Expr, key: str, b) -> None:
         """A numeric literal for an argument with a declared range (``Builtin.ranges``)

@@ -50,6 +50,7 @@ register(Builtin(
             "max_iter": "[1, inf)", "anderson": "[0, inf)", "observed": "[0, 1]",
             "readout": "[0, inf)", "label_readout": "(0, inf)", "kernel": "[1, inf)",
             "channels": "[1, inf)", "evidence_gain": "(0, inf)"},
+    integers=INTEGER_OPTIONS, flags=("monotone",),
     methods=("map", "svi"),  # its weights are params: fitted, not sampled
     lists=("hidden", "layer_ranks"),
     doc="deep Boltzmann machine with a unique mean-field fixed point (Phi = s(D - A^T A))"))

@@ -48,6 +48,8 @@ for _name, _cls, _doc in (
     register(Builtin(_name, f"rt.neural_process.{_cls}", _PARAMS, 2, kind="construct",
                      result="network", call_result="dist", doc=_doc,
                      choices={"generator": GENERATOR_MODES}, ranges=_RANGES,
+                     # x_dim and y_dim are sizes, checked as such
+                     integers=("hidden", "pseudo", "samples", "heads"),
                      call_params=CALL_INPUTS,
                      call_dims={"xc": "x_dim", "yc": "y_dim", "xt": "x_dim"},
                      # its weights are trained by np_train on tasks; svi, nuts, map...

@@ -29,6 +29,7 @@ register(Builtin(
      "sgld_power_iters", "sgld_precision", "query_draws", "query_mix"), 0,
     kind="construct", result="network", tilde="network",
     choices={"sgld_precision": PRECISIONS, "query_mix": QUERY_MIXES},
+    integers=("sgld_steps", "sgld_power_iters", "query_draws"),
     # n0 gamma0 is the prior precision and l0 the NIW's Gamma rate, so all three are
     # positive (log-parametrised in training); a chain may have no steps (the warm start
     # is then the mean), and sgld_burn is a fraction (< 1) or a count of iterates
