@@ -540,3 +540,23 @@ model L(y: real[N]) {
     with pytest.raises(ppl.BdlError, match=re.escape(words)):
         m.fit({"y": [0.5, 1.0, 4.0]}, infer="svi")
     assert m.sample_prior({"N": 3}, num_samples=4, seed=0)["y"].shape == (4, 3)
+
+
+def test_a_reduction_without_dim_reads_each_plate_element():
+    """sum(w[i]) / mean(w[i]) in plate i is one sum per row, as Stan's loop reads it (it
+    summed the whole [I, J] matrix); I = J so a wrong axis would not fail on shapes."""
+    model = ppl.compile("""
+model S(w: real[I, J], y: real[I]) {
+  b ~ Normal(0, 1)
+  plate i in I {
+    y ~ Normal(b * sum(w[i]) + max(w[i]), 1)
+  }
+}
+""")
+    gen = torch.Generator().manual_seed(4)
+    w = torch.randn(3, 3, generator=gen, dtype=torch.float64)
+    y = torch.randn(3, generator=gen, dtype=torch.float64)
+    b = torch.tensor(0.7, dtype=torch.float64)
+    got = model.log_density({"b": b}, {"w": w, "y": y})
+    want = _normal(b, 0, 1) + _normal(y, b * w.sum(1) + w.max(1).values, 1)
+    assert abs(got - want) < 1e-4

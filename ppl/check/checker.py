@@ -103,6 +103,10 @@ class CheckedModel:
     # one element per plate element there, so the plate's indices are dropped: id -> (the
     # number of plate indices dropped, the plate dims kept whole before the rest)
     self_indexed: dict[int, tuple] = field(default_factory=dict)
+    # reductions over all elements (``sum(w[i])``, no ``dim``) of a value with one element
+    # per plate element: id -> its per-element dims, which alone are reduced
+    # (``rt.reduce_elements``), as Stan's sum(w[i]) in the loop is one sum per row
+    elem_reduce: dict[int, int] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -314,6 +318,7 @@ class _ModelChecker:
         self.data_reads: set[str] = set()  # data arguments read in an expression
         self.aligned: dict[int, tuple] = {}  # see CheckedModel.aligned
         self.pads: dict[int, tuple] = {}  # see CheckedModel.pads
+        self.elem_reduce: dict[int, int] = {}  # see CheckedModel.elem_reduce
         self.fit_errors: list[Diagnostic] = []  # see CheckedModel.fit_errors
         self._dist_bound: dict[int, tuple] = {}  # distribution call -> (signature, bound)
         # labels drawn outside every plate, and values computed from them there: summed
@@ -338,7 +343,8 @@ class _ModelChecker:
         return CheckedModel(self.model, self.symbols, list(self.size_syms), self.types,
                             self.sites, self.plates_info, self.deferred, None, self.warnings,
                             frozenset((self.observed & data) - self.data_reads), self.aligned,
-                            self.pads, self.fit_errors, self.unaligned, self.self_indexed)
+                            self.pads, self.fit_errors, self.unaligned, self.self_indexed,
+                            self.elem_reduce)
 
     def err(self, msg: str, span: Span, notes: list[str] | None = None) -> None:
         self.errors.append(Diagnostic(msg, span, "error", notes or []))
@@ -1979,11 +1985,32 @@ class _ModelChecker:
         shape = None
         if b.shape is not None and all(t.kind != "unknown" for t in kwargs.values()):
             shape = b.shape(positional, kwargs)
+        per_row = self._element_reduction(e, b, bound)
+        if per_row is not None:
+            shape = per_row
         kind = b.result
         if kind == "real" and b.name in ("abs", "sum", "max", "min", "prod", "clamp", "round",
                                           "floor", "transpose") and positional:
             kind = positional[0].kind if positional[0].kind in TENSOR_KINDS else "real"
         return Ty(kind, shape)
+
+    def _element_reduction(self, e: ast.Call, b, bound: dict):
+        """``sum(w[i])`` (a reduction without ``dim``) of a value indexed by a plate's
+        index reduces each element's own values, as Stan's loop reads it: the result has
+        the value's plate dims (recorded in ``elem_reduce`` for ``rt.reduce_elements``).
+        None otherwise: ``sum(g)`` of a name is over all of it, as documented."""
+        if b.name not in _DEFAULT_DIMS or "dim" in bound or not self.plate_stack:
+            return None
+        first = next(iter(bound.values()), None)
+        if first is None or first[1].shape is None or not isinstance(first[0], ast.Index) \
+                or not any(isinstance(i, ast.Name) and getattr(
+                    self.symbols.get(i.id), "role", "") == "index" for i in first[0].indices):
+            return None
+        width = self._plate_width(first[0])
+        if not width or width > len(first[1].shape):
+            return None
+        self.elem_reduce[id(e)] = len(first[1].shape) - width
+        return tuple(first[1].shape[:width])
 
     def _dim_moves(self, b, bound: dict) -> bool:
         """Whether a builtin's ``dim`` (given, or its default) reaches into the plate dims

@@ -25,6 +25,7 @@ from .functions import (
     normal_cdf,
     ones,
     real,
+    reduce_elements,
     softmax,
     softplus,
     stack,
@@ -49,7 +50,7 @@ __all__ = [
     "log_softmax", "logsumexp", "main",
     "max", "mean", "min", "network", "nn", "normal_cdf", "ones", "per_element", "plate_aligned",
     "plate_closed",
-    "prod", "real",
+    "prod", "real", "reduce_elements",
     "reset_networks", "softmax", "softplus", "stack", "sum", "tensor", "transpose", "zeros",
 ]
 

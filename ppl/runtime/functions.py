@@ -90,6 +90,20 @@ def min_(x, dim=None):
     return x.min() if dim is None else x.min(dim=dim).values
 
 
+def reduce_elements(x, how: str, dims: int):
+    """``how`` ("sum", "mean", "max", "min", "prod") over the last ``dims`` dims of ``x``
+    only: ``sum(w[i])`` in ``plate i`` is one sum per plate element (Stan's sum(w[i]) in
+    its loop), its plate dims (and any dims left of them) kept. ``dims`` = 0: each
+    element is one number already."""
+    x = tensor(x)
+    if dims == 0:
+        return x
+    flat = x.reshape(tuple(x.shape[: x.dim() - dims]) + (-1,))
+    if how in ("max", "min"):
+        return getattr(flat, how)(dim=-1).values
+    return getattr(torch, how)(flat, dim=-1)
+
+
 def transpose(x):
     return tensor(x).transpose(-1, -2)
 
