@@ -234,9 +234,9 @@ class Model:
             values = {}
             for k, v in trace_values.items():
                 if not torch.is_tensor(v):
-                    discrete = prior.nodes[k]["fn"].support.is_discrete
-                    v = torch.as_tensor(v, dtype=torch.long if discrete
-                                        else torch.get_default_dtype())
+                    # the site's own dtype: a Bernoulli label is a float 0/1, a
+                    # Categorical one a long
+                    v = torch.as_tensor(v, dtype=prior.nodes[k]["value"].dtype)
                 # a latent of an outer plate is laid out [N, 1] (Pyro's dims): given as
                 # declared ([N]), it is the same numbers
                 values[k] = site_shaped(v, prior.nodes[k]["value"].shape)

@@ -328,3 +328,23 @@ model LabelsOnly(y: real[N]) {
     got = fit.samples["z"].double().mean(0)
     se = (want * (1 - want) / 1200).sqrt()
     assert ((got - want).abs() <= 4 * se + 1e-9).all(), (got, want)
+
+
+def test_log_density_takes_labels_as_plain_numbers():
+    """A Bernoulli label given as a Python number (a float site) and a Categorical one
+    (a long site): log_density casts each to its site's dtype (it cast both to long)."""
+    m = ppl.compile("""
+model L(y: real[N]) {
+  mu ~ Normal(0, 1)
+  z ~ Bernoulli(0.3)
+  c ~ Categorical(ones(3) / 3)
+  plate i in N {
+    y ~ Normal(mu + 2 * z + c, 1)
+  }
+}
+""")
+    y = torch.tensor([1.5, 2.5], dtype=torch.float64)
+    got = m.log_density({"mu": 0.5, "z": 1, "c": 2}, {"y": y})
+    want = (-0.5 * 0.25 - 0.5 * math.log(2 * math.pi) + math.log(0.3) + math.log(1 / 3)
+            + float(torch.distributions.Normal(4.5, 1.0).log_prob(y).sum()))
+    assert abs(got - want) < 1e-5
