@@ -348,3 +348,33 @@ model L(y: real[N]) {
     want = (-0.5 * 0.25 - 0.5 * math.log(2 * math.pi) + math.log(0.3) + math.log(1 / 3)
             + float(torch.distributions.Normal(4.5, 1.0).log_prob(y).sum()))
     assert abs(got - want) < 1e-5
+
+
+def test_a_vector_computed_from_a_label_outside_plates_is_refused_inside_one():
+    """mu = z * ones(D) * 3 outside plates is [2, D] once z is summed out, and read in
+    plate i its label dim would meet the plate's (with N = 2 it drew z from its prior):
+    a located error; v[z] (the label as an index) is laid out right and stays allowed,
+    its draws exact."""
+    src = """
+model M(y: real[N, D], v: real[2, D]) {
+  b ~ Normal(0, 1)
+  z ~ Categorical(ones(2) / 2)
+  w = VALUE
+  plate i in N {
+    y ~ Normal(w + b, 1)
+  }
+}
+"""
+    with pytest.raises(ppl.BdlError, match=r"'w' is computed from 'z', a discrete latent "
+                                           r"drawn outside every plate, and has shape \[D\]"):
+        ppl.compile(src.replace("VALUE", "z * ones(D) * 3.0"))
+    m = ppl.compile(src.replace("VALUE", "v[z]"))
+    y = torch.tensor([[3.0, 3.1], [2.9, 3.0]])
+    v = torch.tensor([[0.0, 0.0], [3.0, 2.0]])
+    lp = torch.distributions.Normal(v[:, None, :], 1.0).log_prob(y).sum((-1, -2))
+    p, n = float(torch.softmax(lp, 0)[1]), 2000
+    torch.manual_seed(5)
+    d = site_draws(m.pyro_model, m.bind({"y": y, "v": v}),
+                   posterior={"b": torch.zeros(n)}, sites=["z"])
+    freq = float(d["z"].double().mean())
+    assert abs(freq - p) < 4 * math.sqrt(p * (1 - p) / n) + 1e-9, (freq, p)

@@ -324,6 +324,10 @@ class _ModelChecker:
         # labels drawn outside every plate, and values computed from them there: summed
         # out, they carry an enumeration dim on the left (ppl.infer.discrete)
         self.global_labels: set[str] = set()
+        # those of them computed outside plates by arithmetic or calls with values of
+        # their own dims (``z * ones(D)``): name -> the label (:meth:`_name` refuses them
+        # inside plates)
+        self.label_vectors: dict[str, str] = {}
         self.unaligned: dict[int, tuple] = {}  # see CheckedModel.unaligned
         self.self_indexed: dict[int, tuple] = {}  # see CheckedModel.self_indexed
         # values drawn or computed inside plates -> the plates around their definition
@@ -903,8 +907,9 @@ class _ModelChecker:
                       "has its own dim (\"Plates\" in docs/language.md)"])
             return None
         for node, side in ((e.left, e.right), (e.right, e.left)):
+            # a global operand inside plates is per-element too: its dims all its own
             owidth = self._plate_width(side)
-            if owidth and tys[id(side)].shape is not None:
+            if owidth is not None and tys[id(side)].shape is not None:
                 elem = len(tys[id(side)].shape) - owidth
                 tys[id(node)] = self._label_pad(node, tys[id(node)], elem)
         return tys[id(e.left)], tys[id(e.right)]
@@ -1071,6 +1076,9 @@ class _ModelChecker:
                 ty = Ty(declared.kind if ty.kind == "unknown" else ty.kind, declared.shape)
         if not self.plate_stack and self._reads_label(s.value):
             self.global_labels.add(s.name)
+            if ty.shape and not _indexed_by_labels(s.value, self.global_labels):
+                self.label_vectors[s.name] = next(
+                    n for n in ast.names_read(s.value) if n in self.global_labels)
         if self.plate_stack and any(n in self.plate_labels for n in ast.names_read(s.value)):
             self.plate_labels.add(s.name)
         self.sites[id(s)] = SiteInfo(role, self._plate_names())
@@ -1226,6 +1234,16 @@ class _ModelChecker:
                                   "in the same plate block"])
             if e.id in self.closed_layout:
                 self.unaligned[id(e)] = self.closed_layout[e.id]
+            if self.plate_stack and e.id in self.label_vectors \
+                    and self._plate_width(e) == 0:
+                label = self.label_vectors[e.id]
+                self.err(f"'{e.id}' is computed from '{label}', a discrete latent drawn "
+                         f"outside every plate, and has shape {sizes.show(sym.ty.shape)}: "
+                         f"read inside plate {', '.join(self._plate_names())}, its "
+                         "summed-out values would be matched with the plate's dim",
+                         e.span, [f"compute it inside the plate, where it is read, or "
+                                  f"index a vector by the label ({e.id} = v[{label}])"])
+                return UNKNOWN
             if self.plate_stack and not raw and _sized_like_plates(sym):
                 plates = self._aligned_plates(sym.ty.shape)
                 form = _runtime_form(sym.ty.shape, plates)
@@ -2237,6 +2255,15 @@ def _param_rank(constraint: str | None) -> int | None:
                               "LessThan", "Positive", "Nonnegative")):
         return 0
     return None
+
+
+def _indexed_by_labels(e, labels: set) -> bool:
+    """Whether ``e`` reads the labels only as indices of a value (``mu[z]``): indexing
+    places the value's own dims right of the label's summed-out dims, as a plate read
+    wants them; arithmetic with a vector (``z * ones(D)``) does not."""
+    if not isinstance(e, ast.Index) or any(n in labels for n in ast.names_read(e.value)):
+        return False
+    return True
 
 
 def _widened(shape, width: int, units: int) -> tuple:
