@@ -560,3 +560,30 @@ model S(w: real[I, J], y: real[I]) {
     got = model.log_density({"b": b}, {"w": w, "y": y})
     want = _normal(b, 0, 1) + _normal(y, b * w.sum(1) + w.max(1).values, 1)
     assert abs(got - want) < 1e-4
+
+
+def test_a_value_of_a_closed_inner_plate_read_in_its_open_outer_plate():
+    """a drawn in plates i, j and read in plate i after plate j closed: its J dim would
+    meet plate i's layout (the density was wrong, I = J); a located error. Read in a new
+    block of plate i after both closed, sum(a[i]) is the row's sum."""
+    body = """
+model P(y: real[I], J: int) {
+  plate i in I {
+    plate j in J {
+      a ~ Normal(0, 1)
+    }
+    READ
+  }
+}
+"""
+    with pytest.raises(ppl.BdlError, match=r"<string>:7:20: error: 'a' is drawn in plates "
+                                           r"i, j, and plate j has closed while i is still"):
+        ppl.compile(body.replace("READ", "y ~ Normal(sum(a, dim=-1), 1)"))
+    model = ppl.compile(body.replace("READ\n  }\n", "}\n  plate i in I {\n"
+                                     "    y ~ Normal(sum(a[i]), 1)\n  }\n"))
+    gen = torch.Generator().manual_seed(6)
+    a = torch.randn(3, 3, generator=gen, dtype=torch.float64)
+    y = torch.randn(3, generator=gen, dtype=torch.float64)
+    got = model.log_density({"a": a}, {"y": y, "J": 3})
+    want = _normal(a, 0, 1) + _normal(y, a.sum(1), 1)
+    assert abs(got - want) < 1e-4

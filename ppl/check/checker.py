@@ -1234,6 +1234,22 @@ class _ModelChecker:
                                   "in the same plate block"])
             if e.id in self.closed_layout:
                 self.unaligned[id(e)] = self.closed_layout[e.id]
+            if sym.plates and self.plate_stack:
+                open_ = {p.name for p in self.plate_stack}
+                gone = [n for n in sym.plates if n not in open_]
+                if gone and len(gone) < len(sym.plates):
+                    # its closed plates' dims sit where the open plates' are laid out:
+                    # a[i, j] read in plate i after plate j would meet plate i's
+                    # elements (or a later plate's) with J, not be a [J] per element
+                    self.err(f"'{e.id}' is drawn in plates {', '.join(sym.plates)}, and "
+                             f"plate {', '.join(gone)} has closed while "
+                             f"{', '.join(n for n in sym.plates if n in open_)} is still "
+                             "open: reading it here is not supported (its closed plate's "
+                             "dim would be matched with another)", e.span,
+                             [f"read it inside plate {gone[-1]}, or after its plates "
+                              f"have closed, in a new block: plate {sym.plates[0]} in "
+                              f"... {{ ... sum({e.id}[{sym.plates[0]}]) ... }}"])
+                    return UNKNOWN
             if self.plate_stack and e.id in self.label_vectors \
                     and self._plate_width(e) == 0:
                 label = self.label_vectors[e.id]
