@@ -1460,12 +1460,20 @@ class _ModelChecker:
         rest = ", ".join(_source_text(i) for i in e.indices[1:]) if len(e.indices) > 1 else ""
         spelled = f"{name}[{index}{', ' + rest if rest else ''}]"
         where = f"plate {index}" if p.index else f"plate {index} in {p.name}"
+        first = e.indices[0] if e.indices else None
+        if isinstance(first, ast.Name) and first.id == index:
+            # the plate's own element, then an index that is not a plain number (another
+            # plate's index): not read through the layout yet
+            note = (f"draw '{name}' before the plates and write {spelled} there; inside "
+                    f"plate {index} only a number may follow the plate's index "
+                    f"({name}[{index}, 1])")
+        else:
+            note = (f"write {spelled} under {where} (the plate's own element), or draw "
+                    f"'{name}' before the plates and index it there")
         self.err(f"inside nested plates, '{name}' (drawn in plate {p.name}, around another "
                  f"plate) is laid out {sizes.show(sym.ty.shape)}, one row per element of "
                  f"plate {p.name} at its own dim: an index or slice over that dimension "
-                 "would read the layout, not the declared value", e.span,
-                 [f"write {spelled} under {where} (the plate's own element), or draw "
-                  f"'{name}' before the plates and index it there"])
+                 "would read the layout, not the declared value", e.span, [note])
         return True
 
     def _self_index(self, e: ast.Index, item_tys: list) -> tuple | None:
