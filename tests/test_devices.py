@@ -94,3 +94,32 @@ def test_nested_plates_and_builtins_live_on_the_device(device):
     wrong = [(n, str(v.device)) for n, v in trace_tensors(tr) if v.device.type != device]
     assert wrong == []
     assert torch.isfinite(tr.log_prob_sum())
+
+
+LABELS = """
+model DeviceLabels(y: int[T], w: real[I, J], v: real[I]) {
+  e ~ Exponential(0.5)
+  l ~ Exponential(0.5)
+  s ~ Categorical(ones(T) / T)
+  y ~ Poisson(where(arange(T) < s, e, l))
+  b ~ Normal(0, 1)
+  plate i in I {
+    z ~ Bernoulli(0.5)
+    v ~ Normal(b * sum(w[i]) + 2 * z, 1)
+  }
+}
+"""
+
+
+def test_summed_out_labels_live_on_the_device(device):
+    """A label outside plates meeting a whole-vector observation (drawn in plates), labels
+    in a plate, and sum(w[i]) per row: the fit (labels summed out, then drawn) stays on
+    the device, and the drawn change point is the data's."""
+    m = ppl.compile(LABELS + "infer nuts(warmup=30, samples=30, chains=1)\n")
+    gen = torch.Generator().manual_seed(0)
+    data = {"y": [6, 5, 7, 6, 0, 1, 0, 1], "w": torch.randn(3, 2, generator=gen),
+            "v": torch.randn(3, generator=gen)}
+    fit = m.fit(data, device=device, seed=0)
+    assert all(v.device.type == device for v in fit.samples.values())
+    assert fit.samples["z"].shape == (30, 3)
+    assert float((fit.samples["s"] == 4).double().mean()) > 0.5
