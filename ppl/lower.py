@@ -481,7 +481,8 @@ class _Lowerer:
     def _call(self, e: ast.Call) -> Call:
         name = e.func_name
         if id(e) in self.cm.elem_reduce:  # sum(w[i]) in plate i: one sum per element
-            return Call("rt.reduce_elements", [self._expr(e.args[0]), Lit(name),
+            x = e.args[0] if e.args else next(k.value for k in e.kwargs if k.name == "x")
+            return Call("rt.reduce_elements", [self._expr(x), Lit(name),
                                                Lit(self.cm.elem_reduce[id(e)])], [])
         b = builtins.lookup(name) if name not in self.cm.symbols else None
         params = b.params if b is not None else ()

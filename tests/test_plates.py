@@ -549,7 +549,7 @@ def test_a_reduction_without_dim_reads_each_plate_element():
 model S(w: real[I, J], y: real[I]) {
   b ~ Normal(0, 1)
   plate i in I {
-    y ~ Normal(b * sum(w[i]) + max(w[i]), 1)
+    y ~ Normal(b * sum(w[i]) + max(x=w[i]), 1)
   }
 }
 """)
