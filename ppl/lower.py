@@ -419,6 +419,8 @@ class _Lowerer:
             if e.id in self.cm.symbols or e.id in self.indices:
                 self.used.add(self.rename.get(e.id, e.id))
                 var = Var(self.rename.get(e.id, e.id))
+                if id(e) in self.cm.label_index:  # mu[z] in a vector drawn in plates
+                    var = Call("rt.drop_units", [var, Lit(self.cm.label_index[id(e)])], [])
                 if id(e) in self.cm.unaligned:  # a value of plates that have closed
                     dims, tail = self.cm.unaligned[id(e)]
                     var = Call("rt.plate_closed", [var, Lit(dims), Lit(tail)], [])

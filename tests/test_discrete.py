@@ -378,3 +378,28 @@ model M(y: real[N, D], v: real[2, D]) {
                    posterior={"b": torch.zeros(n)}, sites=["z"])
     freq = float(d["z"].double().mean())
     assert abs(freq - p) < 4 * math.sqrt(p * (1 - p) / n) + 1e-9, (freq, p)
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_a_label_outside_plates_indexes_a_matrix_for_a_whole_vector(d):
+    """Template matching: y: real[D] ~ Normal(mu[z] + b, 1), z a label outside plates,
+    mu: real[2, D]. y is drawn in a plate over D, and z's unit dim is dropped where it
+    indexes (rt.drop_units), so mu[z] is [2, D] (it was [2, 1, D]: a shape error). At
+    b = 0 the drawn z follows softmax_k sum_d log N(y_d; mu[k, d], 1); D = 2 = K too."""
+    m = ppl.compile("""
+model T(y: real[D], mu: real[2, D]) {
+  b ~ Normal(0, 1)
+  z ~ Categorical(ones(2) / 2)
+  y ~ Normal(mu[z] + b, 1)
+}
+""")
+    mu = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.5, 1.0]])[:, :d]
+    y = torch.tensor([0.9, 0.2, 0.4])[:d]
+    lp = torch.distributions.Normal(mu, 1.0).log_prob(y).sum(-1)
+    p, n = float(torch.softmax(lp, 0)[1]), 3000
+    torch.manual_seed(7)
+    draws = site_draws(m.pyro_model, m.bind({"y": y, "mu": mu}),
+                       posterior={"b": torch.zeros(n)}, sites=["z"])
+    freq = float(draws["z"].double().mean())
+    assert abs(freq - p) < 4 * math.sqrt(p * (1 - p) / n) + 1e-9, (freq, p)
+    assert not 0.45 < p < 0.55  # a prior draw would fail

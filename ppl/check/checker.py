@@ -107,6 +107,10 @@ class CheckedModel:
     # per plate element: id -> its per-element dims, which alone are reduced
     # (``rt.reduce_elements``), as Stan's sum(w[i]) in the loop is one sum per row
     elem_reduce: dict[int, int] = field(default_factory=dict)
+    # ``mu[z]`` in a vector site outside plates drawn in plates (a model whose labels are
+    # summed out; codegen's enumeration plates) with ``z`` a label drawn outside every
+    # plate: id of the index ``z`` -> unit dims to drop from its right (``rt.drop_units``)
+    label_index: dict[int, int] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -319,6 +323,7 @@ class _ModelChecker:
         self.aligned: dict[int, tuple] = {}  # see CheckedModel.aligned
         self.pads: dict[int, tuple] = {}  # see CheckedModel.pads
         self.elem_reduce: dict[int, int] = {}  # see CheckedModel.elem_reduce
+        self.label_index: dict[int, int] = {}  # see CheckedModel.label_index
         self.fit_errors: list[Diagnostic] = []  # see CheckedModel.fit_errors
         self._dist_bound: dict[int, tuple] = {}  # distribution call -> (signature, bound)
         # labels drawn outside every plate, and values computed from them there: summed
@@ -348,7 +353,7 @@ class _ModelChecker:
                             self.sites, self.plates_info, self.deferred, None, self.warnings,
                             frozenset((self.observed & data) - self.data_reads), self.aligned,
                             self.pads, self.fit_errors, self.unaligned, self.self_indexed,
-                            self.elem_reduce)
+                            self.elem_reduce, self.label_index)
 
     def err(self, msg: str, span: Span, notes: list[str] | None = None) -> None:
         self.errors.append(Diagnostic(msg, span, "error", notes or []))
@@ -731,6 +736,7 @@ class _ModelChecker:
                     and _runtime_form(existing.ty.shape, self.plate_stack) != existing.ty.shape:
                 info.obs_align = tuple(p.dim for p in self.plate_stack)
             info.obs_cast = existing.ty.kind in ("int", "bool")
+            self._label_indices(s, dty, info.event_dims)
             if dty.discrete and existing.ty.kind == "real":
                 self.warn(f"'{s.name}' is real but {dty.dist} is a discrete distribution",
                           s.name_span)
@@ -772,6 +778,24 @@ class _ModelChecker:
         self.sites[id(s)] = info
         self.symbols[s.name] = Symbol(s.name, "latent", Ty(kind, shape), s.name_span,
                                       random=True, node=s, plates=plates)
+
+    def _label_indices(self, s: ast.Sample, dty: Ty, event) -> None:
+        """In a vector observed outside plates under a scalar distribution (drawn in one
+        plate per dim where labels are summed out), ``mu[z]`` with ``z`` a label drawn
+        outside every plate: summed out, ``z`` is [K, 1, ...] (one unit dim per plate of
+        the model), and indexing puts ``mu``'s own dims right of those, where the site's
+        plates want them in their place: ``rt.drop_units`` drops as many unit dims of
+        ``z`` as ``mu[z]`` has dims ([K, 1] -> [K], so ``mu[z]`` is [K, D], not [K, 1, D])."""
+        if self.plate_stack or not self.global_labels or not event or dty.event != 0:
+            return
+        for node in ast.walk(s.dist):
+            if not isinstance(node, ast.Index) or self._reads_label(node.value):
+                continue
+            t = self.types.get(id(node))
+            rank = len(t.shape) if t is not None and t.shape is not None else 0
+            for item in node.indices:
+                if rank and isinstance(item, ast.Name) and item.id in self.global_labels:
+                    self.label_index[id(item)] = rank
 
     def _discrete_latent(self, s: ast.Sample, dty: Ty, shape) -> None:
         """A discrete latent is summed out by Pyro's enumeration (ppl.infer.discrete), which

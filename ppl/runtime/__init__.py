@@ -12,6 +12,7 @@ from .functions import (
     cat,
     clamp,
     cumsum,
+    drop_units,
     elu,
     eye,
     full,
@@ -45,7 +46,7 @@ from .shapes import Flat, Restricted, event, per_element, plate_aligned, plate_c
 
 __all__ = [
     "ArgSpec", "Flat", "Restricted", "Signature", "SizeCheck", "arange", "batch_size", "bind",
-    "cat", "clamp", "cumsum", "full_data",
+    "cat", "clamp", "cumsum", "drop_units", "full_data",
     "elu", "event", "eye", "full", "gelu", "gram", "kernels", "log_ccdf", "log_cdf", "log_prob",
     "log_softmax", "logsumexp", "main",
     "max", "mean", "min", "network", "nn", "normal_cdf", "ones", "per_element", "plate_aligned",
