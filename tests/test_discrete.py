@@ -372,12 +372,7 @@ model M(y: real[N, D], v: real[2, D]) {
     y = torch.tensor([[3.0, 3.1], [2.9, 3.0]])
     v = torch.tensor([[0.0, 0.0], [3.0, 2.0]])
     lp = torch.distributions.Normal(v[:, None, :], 1.0).log_prob(y).sum((-1, -2))
-    p, n = float(torch.softmax(lp, 0)[1]), 2000
-    torch.manual_seed(5)
-    d = site_draws(m.pyro_model, m.bind({"y": y, "v": v}),
-                   posterior={"b": torch.zeros(n)}, sites=["z"])
-    freq = float(d["z"].double().mean())
-    assert abs(freq - p) < 4 * math.sqrt(p * (1 - p) / n) + 1e-9, (freq, p)
+    _assert_label_draws(m, {"y": y, "v": v}, float(torch.softmax(lp, 0)[1]), seed=5)
 
 
 @pytest.mark.parametrize("d", [2, 3])
@@ -396,10 +391,15 @@ model T(y: real[D], mu: real[2, D]) {
     mu = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.5, 1.0]])[:, :d]
     y = torch.tensor([0.9, 0.2, 0.4])[:d]
     lp = torch.distributions.Normal(mu, 1.0).log_prob(y).sum(-1)
-    p, n = float(torch.softmax(lp, 0)[1]), 3000
-    torch.manual_seed(7)
-    draws = site_draws(m.pyro_model, m.bind({"y": y, "mu": mu}),
-                       posterior={"b": torch.zeros(n)}, sites=["z"])
+    p = float(torch.softmax(lp, 0)[1])
+    _assert_label_draws(m, {"y": y, "mu": mu}, p, seed=7, n=3000)
+    assert not 0.45 < p < 0.55  # a prior draw would fail
+
+
+def _assert_label_draws(m, data: dict, p: float, seed: int, n: int = 2000) -> None:
+    """At b = 0, the drawn label z is 1 with probability p: n draws, 4 binomial s.e."""
+    torch.manual_seed(seed)
+    draws = site_draws(m.pyro_model, m.bind(data), posterior={"b": torch.zeros(n)},
+                       sites=["z"])
     freq = float(draws["z"].double().mean())
     assert abs(freq - p) < 4 * math.sqrt(p * (1 - p) / n) + 1e-9, (freq, p)
-    assert not 0.45 < p < 0.55  # a prior draw would fail
