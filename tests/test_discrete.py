@@ -396,10 +396,31 @@ model T(y: real[D], mu: real[2, D]) {
     assert not 0.45 < p < 0.55  # a prior draw would fail
 
 
-def _assert_label_draws(m, data: dict, p: float, seed: int, n: int = 2000) -> None:
-    """At b = 0, the drawn label z is 1 with probability p: n draws, 4 binomial s.e."""
+def test_a_label_outside_plates_indexes_a_matrix_for_a_latent_vector():
+    """The same for a latent vector (w: real[D] ~ Normal(mu[z], 1), drawn in a plate
+    over D): given w the drawn z follows softmax_k sum_d log N(w_d; mu[k, d], 1)."""
+    m = ppl.compile("""
+model W(y: real[D], mu: real[2, D]) {
+  b ~ Normal(0, 1)
+  z ~ Categorical(ones(2) / 2)
+  w: real[D] ~ Normal(mu[z], 1)
+  y ~ Normal(w + b, 1)
+}
+""")
+    mu = torch.tensor([[0.0, 0.0], [1.0, 0.5]])
+    w = torch.tensor([0.9, 0.2])
+    lp = torch.distributions.Normal(mu, 1.0).log_prob(w).sum(-1)
+    _assert_label_draws(m, {"y": torch.zeros(2), "mu": mu}, float(torch.softmax(lp, 0)[1]),
+                        seed=8, fixed={"w": w})
+
+
+def _assert_label_draws(m, data: dict, p: float, seed: int, n: int = 2000,
+                        fixed: dict | None = None) -> None:
+    """At b = 0 (and ``fixed`` values), the drawn label z is 1 with probability p: n
+    draws, 4 binomial s.e."""
     torch.manual_seed(seed)
-    draws = site_draws(m.pyro_model, m.bind(data), posterior={"b": torch.zeros(n)},
-                       sites=["z"])
+    post = {"b": torch.zeros(n), **{k: v.expand(n, *v.shape) for k, v in
+                                    (fixed or {}).items()}}
+    draws = site_draws(m.pyro_model, m.bind(data), posterior=post, sites=["z"])
     freq = float(draws["z"].double().mean())
     assert abs(freq - p) < 4 * math.sqrt(p * (1 - p) / n) + 1e-9, (freq, p)

@@ -761,6 +761,7 @@ class _ModelChecker:
                 shape = declared.shape
                 dty = self._per_element(s, shape, dty)
                 info.event_dims = self._fit_shape(s, shape, dty)
+                self._label_indices(s, dty, info.event_dims)
                 if info.event_dims is not None:
                     shape = _runtime_form(shape, self.plate_stack)
             kind = "int" if dty.discrete else "real"
