@@ -424,3 +424,26 @@ def _assert_label_draws(m, data: dict, p: float, seed: int, n: int = 2000,
     draws = site_draws(m.pyro_model, m.bind(data), posterior=post, sites=["z"])
     freq = float(draws["z"].double().mean())
     assert abs(freq - p) < 4 * math.sqrt(p * (1 - p) / n) + 1e-9, (freq, p)
+
+
+def test_a_vector_built_in_a_plate_from_a_label_outside_it():
+    """plate i in N { m = z * ones(D) * 3; y ~ Normal(m + b, 1) }: m does not vary along
+    the plate (one [D] for every element), so it is not padded as a per-element value
+    (it was [2, 1, D, 1]: a shape error); N = D = 2 = K. At b = 0 the drawn z follows
+    sigmoid(sum log N(y; 3, 1) - sum log N(y; 0, 1))."""
+    m = ppl.compile("""
+model M(y: real[N, D]) {
+  b ~ Normal(0, 1)
+  z ~ Bernoulli(0.5)
+  plate i in N {
+    m = z * ones(D) * 3.0
+    y ~ Normal(m + b, 1)
+  }
+}
+""")
+    y = torch.tensor([[1.6, 1.2], [1.5, 1.4]])
+    lp1 = torch.distributions.Normal(3.0, 1.0).log_prob(y).sum()
+    lp0 = torch.distributions.Normal(0.0, 1.0).log_prob(y).sum()
+    p = float(torch.sigmoid(lp1 - lp0))
+    assert not 0.45 < p < 0.55
+    _assert_label_draws(m, {"y": y}, p, seed=9)

@@ -324,6 +324,8 @@ class _ModelChecker:
         self.pads: dict[int, tuple] = {}  # see CheckedModel.pads
         self.elem_reduce: dict[int, int] = {}  # see CheckedModel.elem_reduce
         self.label_index: dict[int, int] = {}  # see CheckedModel.label_index
+        # values computed (=) inside plates -> the plate width of their value
+        self.det_width: dict[str, int | None] = {}
         self.fit_errors: list[Diagnostic] = []  # see CheckedModel.fit_errors
         self._dist_bound: dict[int, tuple] = {}  # distribution call -> (signature, bound)
         # labels drawn outside every plate, and values computed from them there: summed
@@ -866,6 +868,10 @@ class _ModelChecker:
                 return -plates[0].dim if plates else 0
             if sym.role == "index":  # [size] + ones to its plate's dim
                 return len(sym.ty.shape) if sym.ty.shape else None
+            if sym.plates and e.id in self.det_width:
+                # computed in the plates: it varies along those its value read (m = z *
+                # ones(D) in plate i is one [D] for every element, not one per element)
+                return self.det_width[e.id]
             if sym.plates:
                 outer = next((p for p in self.plate_stack if p.name == sym.plates[0]), None)
                 return -outer.dim if outer is not None else None
@@ -1099,6 +1105,8 @@ class _ModelChecker:
                 self._report(issues, s.value.span, f"'{s.name}' and its value")
             if declared.kind != "unknown":
                 ty = Ty(declared.kind if ty.kind == "unknown" else ty.kind, declared.shape)
+        if self.plate_stack and ty.shape is not None:
+            self.det_width[s.name] = self._plate_width(s.value)
         if not self.plate_stack and self._reads_label(s.value):
             self.global_labels.add(s.name)
             if ty.shape and not _indexed_by_labels(s.value, self.global_labels):
