@@ -1476,17 +1476,29 @@ class _ModelChecker:
         out.extend(base.shape[len(e.indices):])
         return Ty(base.kind, tuple(front) + tuple(out))
 
-    def _reads_outer_layout(self, e: ast.Index) -> bool:
-        """Refuse (True) an index into the plate dims of a value of an outer plate that
-        nested plates lay out with unit dims (``b: real[J, 2]`` drawn in plate J around
-        plate K is [J, 1, 2] there, so ``b[:, 1]`` would index the unit dim)."""
+    def _open_plate_value(self, e: ast.Index) -> tuple | None:
+        """(symbol, plates) of the value ``e`` indexes when it was drawn or computed in
+        plates that are all still open and is laid out one element per plate element
+        there; None otherwise."""
         if not isinstance(e.value, ast.Name) or not self.plate_stack:
-            return False
+            return None
         sym = self.symbols.get(e.value.id)
         plates = self.defined_in.get(e.value.id)
         if sym is None or not sym.plates or not plates \
                 or any(p not in self.plate_stack for p in plates) \
-                or -plates[0].dim <= len(plates) or not _laid_out(sym.ty.shape, plates):
+                or not _laid_out(sym.ty.shape, plates):
+            return None
+        return sym, plates
+
+    def _reads_outer_layout(self, e: ast.Index) -> bool:
+        """Refuse (True) an index into the plate dims of a value of an outer plate that
+        nested plates lay out with unit dims (``b: real[J, 2]`` drawn in plate J around
+        plate K is [J, 1, 2] there, so ``b[:, 1]`` would index the unit dim)."""
+        found = self._open_plate_value(e)
+        if found is None:
+            return False
+        sym, plates = found
+        if -plates[0].dim <= len(plates):
             return False
         name, p = e.value.id, plates[0]
         index = p.index or "j"
@@ -1516,14 +1528,10 @@ class _ModelChecker:
         value is already one element per plate element, so ``a[j]`` is ``a`` (``j``,
         the plate's full-range indices, would index a minibatch's rows by the whole
         plate's positions). The indices after them must be numbers or slices."""
-        if not isinstance(e.value, ast.Name) or not self.plate_stack:
+        found = self._open_plate_value(e)
+        if found is None:
             return None
-        sym = self.symbols.get(e.value.id)
-        plates = self.defined_in.get(e.value.id)
-        if sym is None or not sym.plates or not plates \
-                or any(p not in self.plate_stack for p in plates) \
-                or not _laid_out(sym.ty.shape, plates):
-            return None
+        sym, plates = found
         drop = len(plates)
         if len(e.indices) < drop:
             return None
