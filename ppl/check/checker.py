@@ -945,11 +945,15 @@ class _ModelChecker:
                 tys[id(node)] = self._label_pad(node, tys[id(node)], elem)
         return tys[id(e.left)], tys[id(e.right)]
 
+    def _label_read(self, e) -> str | None:
+        """The first label drawn outside every plate (or value computed from one there)
+        that ``e`` reads, or None."""
+        if not self.global_labels:
+            return None
+        return next((n for n in ast.names_read(e) if n in self.global_labels), None)
+
     def _reads_label(self, e) -> bool:
-        """Whether ``e`` reads a label drawn outside every plate (or a value computed
-        from one there)."""
-        return bool(self.global_labels) and any(
-            n in self.global_labels for n in ast.names_read(e))
+        return self._label_read(e) is not None
 
     def _label_pad(self, node, mine: Ty, elem: int) -> Ty:
         """``mine``, the type of ``node``, padded for the per-element rank ``elem`` it
@@ -986,7 +990,7 @@ class _ModelChecker:
         for node, t in args:
             if t.shape is not None and self._plate_width(node) == 0 \
                     and self._reads_label(node) and len(t.shape) < elem:
-                label = next(n for n in ast.names_read(node) if n in self.global_labels)
+                label = self._label_read(node)
                 self.err(f"inside plate {', '.join(self._plate_names())}, {name}() meets "
                          f"'{label}', a discrete latent drawn outside every plate, with "
                          f"per-element values of {elem} dim{'s' if elem > 1 else ''}: "
@@ -1110,8 +1114,7 @@ class _ModelChecker:
         if not self.plate_stack and self._reads_label(s.value):
             self.global_labels.add(s.name)
             if ty.shape and not _indexed_by_labels(s.value, self.global_labels):
-                self.label_vectors[s.name] = next(
-                    n for n in ast.names_read(s.value) if n in self.global_labels)
+                self.label_vectors[s.name] = self._label_read(s.value)
         if self.plate_stack and any(n in self.plate_labels for n in ast.names_read(s.value)):
             self.plate_labels.add(s.name)
         self.sites[id(s)] = SiteInfo(role, self._plate_names())
@@ -1783,9 +1786,7 @@ class _ModelChecker:
         """A literal for an argument that takes a whole number (``Builtin.integers``) or
         true/false (``Builtin.flags``) must be one; other expressions are checked by
         the construct at run time."""
-        number = node.value if isinstance(node, ast.Number) else (
-            node.operand.value if isinstance(node, ast.Neg)
-            and isinstance(node.operand, ast.Number) else None)
+        number = _literal_number(node)
         if key in b.integers and number is not None and number != int(number):
             self.err(f"argument '{key}' of {b.name} must be a whole number, got {number:g}",
                      node.span)
@@ -1797,9 +1798,7 @@ class _ModelChecker:
     def _check_range(self, node: ast.Expr, key: str, b) -> None:
         """A numeric literal for an argument with a declared range (``Builtin.ranges``)
         must lie in it; other expressions are checked by the construct at run time."""
-        value = node.value if isinstance(node, ast.Number) else (
-            -node.operand.value if isinstance(node, ast.Neg)
-            and isinstance(node.operand, ast.Number) else None)
+        value = _literal_number(node)
         if value is None:
             return
         lo, lo_open, hi, hi_open, want = builtins.interval(b.ranges[key])
@@ -2322,13 +2321,21 @@ def _param_rank(constraint: str | None) -> int | None:
     return None
 
 
+def _literal_number(node) -> float | None:
+    """The value of a numeric literal, negated ones included (``-2.5``); None for any
+    other expression."""
+    if isinstance(node, ast.Number):
+        return node.value
+    if isinstance(node, ast.Neg) and isinstance(node.operand, ast.Number):
+        return -node.operand.value
+    return None
+
+
 def _indexed_by_labels(e, labels: set) -> bool:
     """Whether ``e`` reads the labels only as indices of a value (``mu[z]``): indexing
     places the value's own dims right of the label's summed-out dims, as a plate read
     wants them; arithmetic with a vector (``z * ones(D)``) does not."""
-    if not isinstance(e, ast.Index) or any(n in labels for n in ast.names_read(e.value)):
-        return False
-    return True
+    return isinstance(e, ast.Index) and not any(n in labels for n in ast.names_read(e.value))
 
 
 def _widened(shape, width: int, units: int) -> tuple:
