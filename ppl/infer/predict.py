@@ -21,21 +21,22 @@ class ParamsMismatch(ValueError):
         self.problems = problems
 
 
-def needed_params(model, kwargs: dict) -> dict[str, tuple]:
+def needed_params(model, kwargs: dict) -> tuple[dict[str, tuple], object]:
     """Name -> shape of every ``pyro.param`` and network weight that ``model`` creates when
-    run on ``kwargs`` from an empty param store (the caller's store is cleared; the random
-    streams are left where they were)."""
+    run on ``kwargs`` from an empty param store, and the trace of that run (its sites and
+    their shapes do not depend on the params' values). The caller's store is cleared; the
+    random streams are left where they were."""
     from ..runtime import reset_networks
 
     store = pyro.get_param_store()
     store.clear()
     reset_networks()
     with full_data(), torch.random.fork_rng(devices=[]):
-        pyro.poutine.trace(model.pyro_model).get_trace(**kwargs)
+        trace = pyro.poutine.trace(model.pyro_model).get_trace(**kwargs)
     shapes = {k: tuple(v.shape) for k, v in store.items()}
     store.clear()
     reset_networks()
-    return shapes
+    return shapes, trace
 
 
 def _shape(s) -> str:
@@ -120,7 +121,8 @@ def posterior_predictive(model, chains: dict, data: dict, params: dict | None = 
         reset_networks()
         try:
             kwargs = model.bind(data)
-            problems = params_problems(needed_params(model, kwargs), params or {})
+            needed, trace = needed_params(model, kwargs)
+            problems = params_problems(needed, params or {})
             if problems:
                 raise ParamsMismatch(problems)
             for name, value in (params or {}).items():
@@ -130,8 +132,6 @@ def posterior_predictive(model, chains: dict, data: dict, params: dict | None = 
             from .discrete import enumerable_sites
 
             with full_data():
-                with torch.random.fork_rng(devices=[]):  # the draws below are unchanged
-                    trace = pyro.poutine.trace(model.pyro_model).get_trace(**kwargs)
                 labels = enumerable_sites(trace)
                 post = {k: v for k, v in post.items() if k not in labels}
                 # saved draws in either layout (site_draws); out in the declared one
