@@ -61,15 +61,25 @@ def per_element(x, tail: int, units: int):
     return x.reshape(tuple(x.shape[:cut]) + (1,) * units + tuple(x.shape[cut:]))
 
 
+def _unit_dims(dims) -> tuple[int, list[int]]:
+    """(width, units) of plates at Pyro ``dims``: the plate part is ``width`` dims wide,
+    and ``units`` are the positions in it (from its left) of the unit dims that lie
+    between the plates' own dims (plates N at -2 and K at -4: width 4, units [1, 3])."""
+    width = -min(dims)
+    keep = {width + d for d in dims}
+    return width, [k for k in range(width) if k not in keep]
+
+
+def _drop(x, positions):
+    return x.reshape([n for k, n in enumerate(x.shape) if k not in set(positions)])
+
+
 def plate_unaligned(x, dims, lead: int = 1):
     """The inverse of :func:`plate_aligned` for a value with ``lead`` leading dims of its
     own (draws): the unit dims that ``plate_aligned`` inserted between plate dims are
     dropped, so a simulated ``g: real[N]`` comes back [draws, N], not [draws, N, 1]."""
-    width = -min(dims)
-    keep = {width + d for d in dims}
-    drop = [lead + k for k in range(width) if k not in keep]
-    shape = [n for k, n in enumerate(x.shape) if k not in drop]
-    return x.reshape(shape)
+    _, units = _unit_dims(dims)
+    return _drop(x, [lead + k for k in units])
 
 
 def plate_closed(x, dims, tail: int):
@@ -78,11 +88,9 @@ def plate_closed(x, dims, tail: int):
     plate dims are dropped, so it has its declared shape (``m`` of plate N in plates N
     and M is [N, 1] in the plates, [N] after them). Its own ``tail`` per-element dims are
     counted from the right, so dims that enumeration adds on the left stay."""
-    width = -min(dims)
-    keep = {width + d for d in dims}
+    width, units = _unit_dims(dims)
     lead = x.dim() - tail - width
-    drop = {lead + k for k in range(width) if k not in keep}
-    return x.reshape([n for k, n in enumerate(x.shape) if k not in drop])
+    return _drop(x, [lead + k for k in units])
 
 
 def declared(values: dict, layout: dict, lead: int) -> dict:
@@ -97,11 +105,9 @@ def declared(values: dict, layout: dict, lead: int) -> dict:
         x = out.get(name)
         if x is None:
             continue
-        width = -min(dims)
-        keep = {width + d for d in dims}
-        units = [lead + k for k in range(width) if k not in keep]
-        if x.dim() >= lead + width and all(x.shape[k] == 1 for k in units):
-            out[name] = plate_unaligned(x, dims, lead)
+        width, units = _unit_dims(dims)
+        if x.dim() >= lead + width and all(x.shape[lead + k] == 1 for k in units):
+            out[name] = _drop(x, [lead + k for k in units])
     return out
 
 
