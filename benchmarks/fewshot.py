@@ -40,6 +40,12 @@ validation error ("err", the default) or the validation NLL per query point ("nl
 proper scoring rule, which rewards calibration), for every method alike. Rows then add
 lr, val_err, val_nll, best_episode (meta-training episodes at the kept checkpoint) and,
 for NIW methods, lr_hyper, sgld_temp (and kl_episodes where --kl-episodes is given).
+
+Rotated classes (digits, --rotations R): each meta-train digit 0-4 at the first R quarter
+turns is its own class (Omniglot practice), meta-test stays the unrotated digits 5-9 (the
+same episodes as without). With R = 4 there are 20 meta-train classes, so --val-classes 8
+(a multiple of R) holds out digits 3 and 4 at all four rotations: class-level validation
+on novel classes, as at meta-test, never a rotation of a trained digit.
 """
 
 from __future__ import annotations
@@ -202,7 +208,12 @@ def main(argv=None):
     p.add_argument("--val-classes", type=int, default=0,
                    help="classes: hold out this many meta-train classes as the validation "
                         "classes instead (novel classes, as at meta-test; needs 2 x ways "
-                        "meta-train classes)")
+                        "meta-train classes); with --rotations R a multiple of R (whole "
+                        "digits at all their rotations)")
+    p.add_argument("--rotations", type=int, default=1, choices=(1, 2, 3, 4),
+                   help="digits: each meta-train digit at the first R quarter turns "
+                        "(0/90/180/270 degrees) is its own class; meta-test stays the "
+                        "unrotated digits 5-9")
     p.add_argument("--sgld-burn", type=float, default=0.5,
                    help="SGLD iterates t >= burn averaged (1: all but the warm start; "
                         "a fraction 0.5: the second half of the chain)")
@@ -272,7 +283,8 @@ def main(argv=None):
     for shots in [int(s) for s in args.shots.split(",")]:
         src = rtn.source(args.task, shots=shots, ways=args.ways, queries=args.queries,
                          val_fraction=args.val_fraction if args.val_episodes else 0.0,
-                         val_classes=args.val_classes if args.val_episodes else 0)
+                         val_classes=args.val_classes if args.val_episodes else 0,
+                         rotations=args.rotations)
         name = args.task.split("/")[-1]
 
         def fixed(n, split, seed, src=src):

@@ -317,6 +317,63 @@ def test_digits_episodes_have_disjoint_classes():
     assert set(src.split_classes["test"]) == {5, 6, 7, 8, 9}
 
 
+def test_rotated_digit_classes_are_exact_quarter_turns_and_validate_on_novel_digits():
+    """digits(rotations=4): class 10 j + d is meta-train digit d turned j quarter turns
+    anticlockwise (pixel (r, c) of the image moves to (7 - c, r): exact, no
+    interpolation), meta-test stays digits 5-9 unrotated with the same episodes as
+    rotations=1, and val_classes=8 holds out digits 3 and 4 at all four rotations, so no
+    validation class is a rotation of a trained digit."""
+    pytest.importorskip("sklearn")
+    src = rtn.digits(ways=5, shots=2, queries=3, val_classes=8, rotations=4)
+    plain = rtn.digits(ways=5, shots=2, queries=3)
+    assert src.split_classes["train"] == [0, 10, 20, 30, 1, 11, 21, 31, 2, 12, 22, 32]
+    assert src.split_classes["val"] == [3, 13, 23, 33, 4, 14, 24, 34]
+    assert src.split_classes["test"] == [5, 6, 7, 8, 9]
+    assert {c % 10 for c in src.split_classes["val"]}.isdisjoint(
+        {c % 10 for c in src.split_classes["train"]})
+    # 5 meta-train digits x 4 rotations: the 1797 images plus 3 turned copies of digits 0-4
+    n04 = sum(len(plain.by_class[d]) for d in range(5))
+    assert src.x.shape == (1797 + 3 * n04, 64) and n04 == 901
+    for d in range(5):
+        base = src.x[src.by_class[d]].reshape(-1, 8, 8)
+        assert torch.equal(base, plain.x[plain.by_class[d]].reshape(-1, 8, 8))
+        turned = base
+        for j in range(1, 4):
+            # one quarter turn anticlockwise by hand: new[7 - c, r] = old[r, c]
+            turned = torch.stack([torch.stack([turned[:, r, 7 - c] for r in range(8)], 1)
+                                  for c in range(8)], 1)
+            assert torch.equal(src.x[src.by_class[10 * j + d]].reshape(-1, 8, 8), turned)
+        assert not torch.equal(turned, base)
+    for c in range(5, 10):                 # meta-test: unrotated digits only
+        assert torch.equal(src.by_class[c], plain.by_class[c])
+    assert set(src.by_class) == {d + 10 * j for d in range(5) for j in range(4)} | set(
+        range(5, 10))
+    row_class = {tuple(r): int(c) for r, c in zip(src.x.tolist(), src.y.tolist(),
+                                                  strict=True)}
+    for split in ("train", "val", "test"):
+        e = src.sample(3, split, torch.Generator().manual_seed(1))
+        assert e["xs"].shape == (3, 10, 64) and e["xq"].shape == (3, 15, 64)
+        assert e["ys"].tolist() == [[0, 0, 1, 1, 2, 2, 3, 3, 4, 4]] * 3
+        assert e["yq"].tolist() == [[i for i in range(5) for _ in range(3)]] * 3
+        for i in range(3):
+            cls = [row_class[tuple(r)] for r in torch.cat([e["xs"][i], e["xq"][i]]).tolist()]
+            assert set(cls) <= set(src.split_classes[split])
+            # each label is one class: support and query points of label w share it
+            by_label = {}
+            for lab, c in zip(torch.cat([e["ys"][i], e["yq"][i]]).tolist(), cls, strict=True):
+                by_label.setdefault(lab, set()).add(c)
+            assert all(len(v) == 1 for v in by_label.values()) and len(by_label) == 5
+    t1 = src.sample(2, "test", torch.Generator().manual_seed(3))
+    t0 = plain.sample(2, "test", torch.Generator().manual_seed(3))
+    assert all(torch.equal(t1[k], t0[k]) for k in t0)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        rtn.digits(val_classes=6, rotations=4)
+    with pytest.raises(ValueError, match="rotations must be 1 to 4"):
+        rtn.digits(rotations=5)
+    with pytest.raises(ValueError, match="only the digits source"):
+        rtn.source("gauss", rotations=2)
+
+
 def test_protonet_likelihood_and_calibration():
     """Prototype logits equal -||e - mean support embedding||^2 computed by hand."""
     torch.manual_seed(0)
@@ -657,6 +714,58 @@ def test_infer_meta_validation_option_errors():
                   val_episodes=2, val_classes=5)
 
 
+def test_infer_meta_rotations_validate_on_whole_held_out_digits(monkeypatch):
+    """infer meta(episodes="digits", rotations=4, val_classes=8): the source has the
+    rotated meta-train classes and every validation point is digit 3 or 4 (at any
+    rotation), never a trained digit nor a meta-test one; rotations for another source,
+    past 4, or with val_classes not a multiple of it are user errors."""
+    from ppl.syntax.diagnostics import BdlError
+
+    pytest.importorskip("sklearn")
+    made, val = [], []
+    source = rtn.source
+
+    def spy_source(*a, **kw):
+        src = source(*a, **kw)
+        made.append(src)
+        sample = src.sample
+
+        def recorded(n, split="train", generator=None):
+            out = sample(n, split, generator)
+            if split == "val":
+                val.append(out)
+            return out
+
+        src.sample = recorded
+        return src
+
+    monkeypatch.setattr(rtn, "source", spy_source)
+    ep = rtn.digits(ways=5, shots=1, queries=3).sample(1, "test",
+                                                       torch.Generator().manual_seed(0))
+    data = {k: v[0].tolist() for k, v in ep.items()}
+    m = ppl.compile(PROTO_SRC)
+    m.fit(data, 'meta(episodes="digits", steps=2, batch=2, test_episodes=2, samples=2, '
+                "val_episodes=3, val_every=1, val_classes=8, rotations=4)")
+    (src,) = made
+    assert src.split_classes["val"] == [3, 13, 23, 33, 4, 14, 24, 34]
+    assert len(src.split_classes["train"]) == 12 and len(val) == 1
+    row_class = {tuple(r): int(c) for r, c in zip(src.x.tolist(), src.y.tolist(),
+                                                  strict=True)}
+    pts = torch.cat([val[0]["xs"], val[0]["xq"]], 1).reshape(-1, 64).tolist()
+    assert {row_class[tuple(r)] % 10 for r in pts} == {3, 4}
+    for opts, words in [("rotations=2", "option 'rotations' of meta: episodes 'gauss' have "
+                                        "no images to rotate"),
+                        ('episodes="digits", rotations=5', "option 'rotations' of meta: at "
+                                                           "most 4 quarter turns, got 5"),
+                        ('episodes="digits", rotations=4, val_episodes=2, val_classes=6',
+                         "option 'val_classes' of meta: val_classes=6 is not a whole number "
+                         "of digits at 4 rotations")]:
+        with pytest.raises(BdlError, match=words):
+            m.fit(data, f"meta({opts})")
+    with pytest.raises(BdlError, match="option 'rotations' of meta: must be at least 1"):
+        ppl.compile(PROTO_SRC.replace("samples=3)", "samples=3, rotations=0)"))
+
+
 def test_infer_meta_validation_from_the_cli(tmp_path):
     import json
     import subprocess
@@ -758,6 +867,31 @@ def test_fewshot_benchmark_searches_sgld_temp_and_kl_episodes_on_validation(caps
     maml = rows["gauss/1shot/maml1/k2"]
     assert "sgld_temp" not in maml and "kl_episodes" not in maml
     assert "maml1/k2 lr" not in printed        # one lr, no NIW settings: a single run
+
+
+def test_fewshot_benchmark_rotations_hold_out_whole_digits(capsys, monkeypatch):
+    """fewshot.py --rotations 4 --val-classes 8 trains on digits 0-2 at four rotations,
+    validates on digits 3-4 at four rotations and tests on digits 5-9; a --val-classes
+    that would split a digit's rotations is an error."""
+    pytest.importorskip("sklearn")
+    made, source = [], rtn.source
+    monkeypatch.setattr(rtn, "source", lambda *a, **kw: made.append(source(*a, **kw))
+                        or made[-1])
+    argv = ["--task", "digits", "--rotations", "4", "--methods", "protonet", "--shots", "1",
+            "--episodes", "4", "--batch", "2", "--test-episodes", "2", "--val-episodes",
+            "2", "--val-every", "1", "--lr", "1e-2,1e-3", "--select", "nll"]
+    rows, printed = _bench_grid(capsys, ((argv + ["--rotations", "5"], "--rotations: "
+                                          "invalid choice"),), argv + ["--val-classes", "8"])
+    src = made[-1]
+    assert src.split_classes == {"train": [0, 10, 20, 30, 1, 11, 21, 31, 2, 12, 22, 32],
+                                 "val": [3, 13, 23, 33, 4, 14, 24, 34],
+                                 "test": [5, 6, 7, 8, 9]}
+    grid = {float(m.group(1)): float(m.group(2)) for m in
+            re.finditer(r"protonet/k0 lr (\S+): val err \S+ nll (\S+) ", printed)}
+    assert set(grid) == {1e-2, 1e-3}
+    assert rows["digits/1shot/protonet"]["lr"] == min(grid, key=grid.get)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        _bench_grid(capsys, (), argv + ["--val-classes", "6"])
 
 
 def test_fewshot_benchmark_kl_episodes_zero_is_the_default_n(capsys):

@@ -173,7 +173,12 @@ META_OPTIONS = {
                                "episodes (the last ones); sine_line: unused (other draws)"),
     "val_classes": Option(0, int, low=0,
                           doc="digits, gauss: hold out this many whole meta-train classes "
-                              "for validation instead (novel classes, as at meta-test)"),
+                              "for validation instead (novel classes, as at meta-test); "
+                              "with rotations R, a multiple of R"),
+    "rotations": Option(1, int, low=1,
+                        doc="digits: each meta-train digit at the first R quarter turns "
+                            "(0/90/180/270 degrees, at most 4) is its own class (Omniglot "
+                            "practice); meta-test stays the unrotated digits 5-9"),
     **_COMMON,
     "dtype": Option("float32", "symbol", ("float32", "float64")),
 }

@@ -1397,8 +1397,9 @@ VAL_EPISODE_SEED = 20_000
 
 def _check_validation(opts) -> int:
     """The number of validation episodes; a user error for a validation option given
-    without ``val_episodes`` (it would be silently ignored) or ``val_classes`` with a
-    source that has no classes."""
+    without ``val_episodes`` (it would be silently ignored), ``val_classes`` with a
+    source that has no classes, or ``rotations`` other than 1 to 4 or for a source other
+    than digits."""
     n_val = opts["val_episodes"]
     if not n_val:
         for key in ("val_every", "select", "val_classes", "val_fraction"):
@@ -1410,6 +1411,12 @@ def _check_validation(opts) -> int:
                           "no classes to hold out",
                           ["use val_fraction (.npz: the last train episodes; sine_line: "
                            "validation episodes are other draws and need neither)"])
+    if opts["rotations"] != 1 and opts["episodes"] != "digits":
+        raise _user_error(f"option 'rotations' of meta: episodes '{opts['episodes']}' have no "
+                          "images to rotate (rotated classes are for episodes=\"digits\")")
+    if opts["rotations"] > 4:
+        raise _user_error(f"option 'rotations' of meta: at most 4 quarter turns, got "
+                          f"{opts['rotations']}")
     return n_val
 
 
@@ -1450,7 +1457,8 @@ def run(model, kwargs, opts, progress=False):
     try:
         src = rtn.source(where, shots=shots, ways=max(ways, 1), queries=queries,
                          val_fraction=opts["val_fraction"] if n_val else 0.0,
-                         val_classes=opts["val_classes"] if n_val else 0)
+                         val_classes=opts["val_classes"] if n_val else 0,
+                         rotations=opts["rotations"])
     except ValueError as e:
         if not n_val:
             raise

@@ -1053,18 +1053,42 @@ class Classes(Episodes):
 
 
 def digits(ways=5, shots=1, queries=15, test_classes=(5, 6, 7, 8, 9), val_fraction=0.0,
-           val_classes=0):
+           val_classes=0, rotations=1):
     """sklearn's 8x8 digits (1797 images, shipped with scikit-learn): pixels / 16;
-    digits 0-4 for meta-training and 5-9 for meta-testing by default (``val_fraction``:
-    :class:`Classes`)."""
+    digits 0-4 for meta-training and 5-9 for meta-testing by default (``val_fraction``,
+    ``val_classes``: :class:`Classes`).
+
+    ``rotations`` = R > 1 (at most 4) makes every meta-train digit at each of the first R
+    quarter turns (0, 90, 180, 270 degrees; ``torch.rot90`` of the 8x8 image, exact) its
+    own class, as Omniglot meta-training does (Santoro et al. 2016; Vinyals et al.
+    2016): class 10 j + d is digit d turned j quarter turns anticlockwise (class d, j = 0,
+    the digit itself), and the meta-train classes are ordered digit by digit, each digit's
+    R rotations together. The meta-test classes stay the unrotated digits (the same
+    classes, pools and episodes as ``rotations=1``). ``val_classes`` still counts classes
+    and must be a multiple of R: it holds out the last ``val_classes / R`` meta-train
+    digits at all their rotations, so no validation class is a rotation of a trained
+    digit."""
     from sklearn.datasets import load_digits
 
+    if not 1 <= rotations <= 4:
+        raise ValueError(f"rotations must be 1 to 4 (quarter turns), got {rotations}")
+    if val_classes % rotations:
+        raise ValueError(f"val_classes={val_classes} is not a whole number of digits at "
+                         f"{rotations} rotations each (a multiple of {rotations}): a "
+                         "validation class would be a rotation of a trained digit")
     d = load_digits()
     x = torch.as_tensor(d.data, dtype=torch.get_default_dtype()) / 16.0
     y = torch.as_tensor(d.target)
-    train = [c for c in range(10) if c not in test_classes]
-    return Classes(x, y, train, list(test_classes), ways, shots, queries, val_fraction,
-                   val_classes=val_classes)
+    base = [c for c in range(10) if c not in test_classes]
+    xs, ys = [x], [y]
+    for j in range(1, rotations):
+        keep = torch.isin(y, torch.tensor(base))
+        img = x[keep].reshape(-1, 8, 8)
+        xs.append(torch.rot90(img, j, dims=(1, 2)).reshape(-1, 64))
+        ys.append(y[keep] + 10 * j)
+    train = [c + 10 * j for c in base for j in range(rotations)]
+    return Classes(torch.cat(xs), torch.cat(ys), train, list(test_classes), ways, shots,
+                   queries, val_fraction, val_classes=val_classes)
 
 
 def gaussian_classes(ways=5, shots=1, queries=15, dim=16, classes=40, per_class=60,
@@ -1136,19 +1160,22 @@ class NpzEpisodes(Episodes):
 
 
 def source(spec: str, shots=5, ways=5, queries=15, val_fraction=0.0,
-           val_classes=0) -> Episodes:
+           val_classes=0, rotations=1) -> Episodes:
     """``sine_line`` | ``digits`` | ``gauss`` | a path ending in ``.npz``.
     ``val_classes`` / ``val_fraction`` > 0 hold a meta-validation split "val" out of
     meta-train (classes: :class:`Classes`; .npz: the last train episodes); sine/line
     episodes are i.i.d. draws of a continuous family, so its "val" episodes are simply
-    other draws (the caller's generator)."""
+    other draws (the caller's generator). ``rotations`` > 1: digits only (:func:`digits`)."""
+    if rotations != 1 and spec != "digits":
+        raise ValueError(f"rotations={rotations}: only the digits source has images to "
+                         f"rotate, not {spec!r}")
     if spec.endswith(".npz"):
         return NpzEpisodes(spec, val_fraction)
     if spec == "sine_line":
         return SineLine(shots=shots)
     if spec == "digits":
         return digits(ways, shots, queries, val_fraction=val_fraction,
-                      val_classes=val_classes)
+                      val_classes=val_classes, rotations=rotations)
     if spec == "gauss":
         return gaussian_classes(ways, shots, queries, val_fraction=val_fraction,
                                 val_classes=val_classes)
