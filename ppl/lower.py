@@ -401,6 +401,9 @@ class _Lowerer:
     # ---- expressions ----
     def _expr(self, e: ast.Expr):
         out = self._expr_inner(e)
+        moved = self.cm.label_aligned.get(id(e))
+        if moved is not None:  # computed from a label: its own dims onto plate dims
+            out = Call("rt.label_aligned", [out, Lit(moved[0]), Lit(moved[1])], [])
         pad = self.cm.pads.get(id(e))
         if pad is not None:  # one value per plate element, widened to the site's elements
             return Call("rt.per_element", [out, Lit(pad[0]), Lit(pad[1])], [])
@@ -419,8 +422,6 @@ class _Lowerer:
             if e.id in self.cm.symbols or e.id in self.indices:
                 self.used.add(self.rename.get(e.id, e.id))
                 var = Var(self.rename.get(e.id, e.id))
-                if id(e) in self.cm.label_index:  # mu[z] in a vector drawn in plates
-                    var = Call("rt.drop_units", [var, Lit(self.cm.label_index[id(e)])], [])
                 if id(e) in self.cm.unaligned:  # a value of plates that have closed
                     dims, tail = self.cm.unaligned[id(e)]
                     var = Call("rt.plate_closed", [var, Lit(dims), Lit(tail)], [])
@@ -446,7 +447,12 @@ class _Lowerer:
                 drop, width = self.cm.self_indexed[id(e)]
                 rest = [self._expr(i) for i in e.indices[drop:]]
                 return Idx(value, [Sl(None, None)] * width + rest) if rest else value
-            return Idx(value, [self._expr(i) for i in e.indices])
+            items = [self._expr(i) for i in e.indices]
+            if id(e) in self.cm.label_vindex:  # w[d] of w = mu[z]: from w's own dims
+                rest = self.cm.label_vindex[id(e)] - len(items)
+                return Idx(Call("Vindex", [value], []),
+                           [Var("...")] + items + [Sl(None, None)] * rest)
+            return Idx(value, items)
         if isinstance(e, ast.Slice):
             return Sl(self._expr(e.start) if e.start is not None else None,
                       self._expr(e.stop) if e.stop is not None else None)

@@ -350,12 +350,7 @@ model L(y: real[N]) {
     assert abs(got - want) < 1e-5
 
 
-def test_a_vector_computed_from_a_label_outside_plates_is_refused_inside_one():
-    """mu = z * ones(D) * 3 outside plates is [2, D] once z is summed out, and read in
-    plate i its label dim would meet the plate's (with N = 2 it drew z from its prior):
-    a located error; v[z] (the label as an index) is laid out right and stays allowed,
-    its draws exact."""
-    src = """
+LABEL_VECTOR_IN_PLATE = """
 model M(y: real[N, D], v: real[2, D]) {
   b ~ Normal(0, 1)
   z ~ Categorical(ones(2) / 2)
@@ -365,22 +360,44 @@ model M(y: real[N, D], v: real[2, D]) {
   }
 }
 """
-    with pytest.raises(ppl.BdlError, match=r"'w' is computed from 'z', a discrete latent "
-                                           r"drawn outside every plate, and has shape \[D\]"):
-        ppl.compile(src.replace("VALUE", "z * ones(D) * 3.0"))
-    m = ppl.compile(src.replace("VALUE", "v[z]"))
+
+
+@pytest.mark.parametrize("value, w1", [
+    ("v[z]", [3.0, 2.0]),
+    ("z * ones(D) * 3.0", [3.0, 3.0]),  # arithmetic: z widened to [2, 1, 1], w [2, 1, D]
+    ("where(v[1] > 2.5, 2 * z, z)", [2.0, 1.0]),
+])
+def test_a_vector_computed_from_a_label_outside_plates_is_read_inside_one(value, w1):
+    """w computed outside plates from z keeps one layout, [2, 1, D] summed out (z's
+    enumeration dim, the plate's unit dim, w's own dim), whether it indexes (v[z]) or
+    meets a vector in arithmetic or where() (z * ones(D) was [2, D], its label dim met
+    plate i's, and was refused), so read in plate i it is one [D] for every row. With
+    N = D = 2 = K, at b = 0 the drawn z follows softmax_k sum log N(y; w(k), 1), w(0) =
+    0."""
+    m = ppl.compile(LABEL_VECTOR_IN_PLATE.replace("VALUE", value))
     y = torch.tensor([[3.0, 3.1], [2.9, 3.0]])
     v = torch.tensor([[0.0, 0.0], [3.0, 2.0]])
-    lp = torch.distributions.Normal(v[:, None, :], 1.0).log_prob(y).sum((-1, -2))
+    w = torch.tensor([[0.0, 0.0], w1])
+    lp = torch.distributions.Normal(w[:, None, :], 1.0).log_prob(y).sum((-1, -2))
     _assert_label_draws(m, {"y": y, "v": v}, float(torch.softmax(lp, 0)[1]), seed=5)
+
+
+def test_a_list_of_label_values_is_refused_inside_a_plate():
+    """A list of z's values stacks them left of z's summed-out dims ([2, K, 1]), not in
+    the one layout of values computed from a label: read inside a plate it is a located
+    error."""
+    with pytest.raises(ppl.BdlError, match=r"'w' is computed from 'z', a discrete latent "
+                                           r"drawn outside every plate, and has shape \[2\]"):
+        ppl.compile(LABEL_VECTOR_IN_PLATE.replace("VALUE", "[3.0 * z, 2.0 * z]"))
 
 
 @pytest.mark.parametrize("d", [2, 3])
 def test_a_label_outside_plates_indexes_a_matrix_for_a_whole_vector(d):
     """Template matching: y: real[D] ~ Normal(mu[z] + b, 1), z a label outside plates,
-    mu: real[2, D]. y is drawn in a plate over D, and z's unit dim is dropped where it
-    indexes (rt.drop_units), so mu[z] is [2, D] (it was [2, 1, D]: a shape error). At
-    b = 0 the drawn z follows softmax_k sum_d log N(y_d; mu[k, d], 1); D = 2 = K too."""
+    mu: real[2, D]. y is drawn in a plate over D, and the argument mu[z] + b ([2, 1, D])
+    has its own dim moved onto that plate's (rt.label_aligned: [2, D]; unmoved it was a
+    shape error). At b = 0 the drawn z follows softmax_k sum_d log N(y_d; mu[k, d], 1);
+    D = 2 = K too."""
     m = ppl.compile("""
 model T(y: real[D], mu: real[2, D]) {
   b ~ Normal(0, 1)
@@ -447,3 +464,94 @@ model M(y: real[N, D]) {
     p = float(torch.sigmoid(lp1 - lp0))
     assert not 0.45 < p < 0.55
     _assert_label_draws(m, {"y": y}, p, seed=9)
+
+
+TEMPLATES = """
+model T(y: real[D], mu: real[3, D]ARGS) {
+  b ~ Normal(0, 1)
+  z ~ Categorical(ones(3) / 3)
+  w = VALUE
+  OBSERVE
+  EXTRA
+}
+"""
+MU3 = torch.tensor([[0.0, 0.0, 0.0], [1.0, -0.5, 1.0], [-1.0, 0.5, -1.0]])
+Y3 = torch.tensor([0.5, -0.6, 0.9])
+# a model with two nested plates elsewhere: the labels enumerate at dim -3, not -2
+NESTED = ("plate i in N { plate j in M { x ~ Normal(b, 1) } }", ", x: real[N, M]")
+X23 = torch.tensor([[0.3, -0.2, 0.1], [0.0, 0.4, -0.1]])
+
+
+def _summed_out(m, data: dict, fixed: dict, nesting: int) -> float:
+    """log p(data, fixed) with the labels summed out exactly (Pyro's TraceEnum_ELBO with
+    an empty guide: every latent but the labels is fixed)."""
+    from pyro import poutine
+    from pyro.infer import TraceEnum_ELBO
+
+    from ppl.infer.discrete import enumerated
+
+    model = enumerated(poutine.condition(m.pyro_model, data=fixed))
+    return -TraceEnum_ELBO(max_plate_nesting=nesting).loss(model, lambda **kw: None,
+                                                             **m.bind(data))
+
+
+VALUES = [("mu[z]", 1.0, 0.0), ("mu[z] + b", 1.0, 1.0), ("2 * mu[z]", 2.0, 0.0)]
+OBSERVES = ["y ~ Normal(w, 1)",                      # the whole vector, outside plates
+            "plate d in D { y ~ Normal(w[d], 1) }",  # element by element
+            "plate D { y ~ Normal(w, 1) }"]          # w read whole in its plate
+
+
+@pytest.mark.parametrize("value, scale, shift, observe, extra", [
+    *[(*v, o, ("", "")) for v in VALUES for o in OBSERVES],
+    *[(*VALUES[1], o, NESTED) for o in OBSERVES]])
+def test_a_value_computed_from_a_label_outside_plates_is_observed(value, scale, shift,
+                                                                    observe, extra):
+    """Stan's style, w = mu[z] (+ b, 2 *) in 'transformed parameters', then y ~ Normal(w,
+    1): w keeps z's summed-out layout [3, 1, D] (Pyro's, the label's dims left of the
+    plates'), and a read of it as plate dims moves its dims onto them (rt.label_aligned
+    -> [3, D]; w[d] is Vindex(w)[..., d]). It was a shape error from Pyro's enumeration.
+    At b = 0.4: log p(y, b) with z summed out is log N(b; 0, 1) + logsumexp_k (log 1/3 +
+    sum_d log N(y_d; w_k, 1)), w_k = scale * mu[k] + shift * b, and the drawn z follows
+    its softmax (500 draws, 4 s.e. per label); with nested plates elsewhere (z at dim
+    -3) the same plus log N(x; b, 1)."""
+    body, args = extra
+    m = ppl.compile(TEMPLATES.replace("VALUE", value).replace("OBSERVE", observe)
+                    .replace("EXTRA", body).replace("ARGS", args))
+    b, data = 0.4, {"y": Y3, "mu": MU3, **({"x": X23} if body else {})}
+    w = scale * MU3 + shift * b
+    lik = torch.distributions.Normal(w, 1.0).log_prob(Y3).sum(-1) + math.log(1 / 3)
+    want = float(torch.logsumexp(lik, 0)) + float(torch.distributions.Normal(0.0, 1.0)
+                                                   .log_prob(torch.tensor(b)))
+    if body:
+        want += float(torch.distributions.Normal(b, 1.0).log_prob(X23).sum())
+    got = _summed_out(m, data, {"b": torch.tensor(b)}, 2 if body else 1)
+    assert abs(got - want) < 1e-4, (got, want)
+    n, p = 500, torch.softmax(lik, 0).double()
+    torch.manual_seed(11)
+    z = site_draws(m.pyro_model, m.bind(data), posterior={"b": torch.full((n,), b)},
+                   sites=["z"])["z"]
+    freq = torch.bincount(z.flatten().long(), minlength=3).double() / n
+    assert ((freq - p).abs() <= 4 * (p * (1 - p) / n).sqrt() + 1e-9).all(), (freq, p)
+    assert float((p - 1 / 3).abs().max()) > 0.1  # a prior draw would fail
+
+
+@pytest.mark.parametrize("method, options, tol", [
+    ("nuts", {"warmup": 100, "samples": 300, "chains": 1}, 0.1),
+    ("svi", {"steps": 300, "lr": 0.05, "samples": 300}, 0.1)])
+def test_a_value_computed_from_a_label_is_fitted(method, options, tol):
+    """w = mu[z] + b, y ~ Normal(w, 1), fitted with b and z unknown: z's posterior is
+    exact by hand, y - mu[k] ~ MVN(0, I + 11') with b integrated out, so p(z = k | y) is
+    the softmax of those log densities ([0.35, 0.61, 0.04]). The draws of w are
+    mu[z] + b of the same draw, in w's declared shape [D]."""
+    m = ppl.compile(TEMPLATES.replace("VALUE", "mu[z] + b").replace("OBSERVE", "y ~ Normal(w, 1)")
+                    .replace("EXTRA", "").replace("ARGS", ""))
+    fit = m.fit({"y": Y3, "mu": MU3}, infer=method, seed=0, **options)
+    cov = torch.eye(3) + torch.ones(3, 3)
+    lp = torch.stack([torch.distributions.MultivariateNormal(torch.zeros(3), cov)
+                      .log_prob(Y3 - MU3[k]) for k in range(3)])
+    want = torch.softmax(lp, 0)
+    z, b, w = fit.samples["z"].long(), fit.samples["b"], fit.samples["w"]
+    assert z.shape == (300,) and w.shape == (300, 3)
+    assert torch.allclose(w, MU3[z] + b[:, None], atol=1e-5)
+    freq = torch.bincount(z, minlength=3).float() / 300
+    assert float((freq - want).abs().max()) < tol, (freq, want)

@@ -393,14 +393,17 @@ def generate_mapped(models: list[ir.IRModel], source_name: str) -> tuple[str, li
         "from ppl import runtime as rt",
         "",
     ]
+    functions = [_model_function(m) for m in models]
+    if any("Vindex(" in e.text() for e in functions):  # a value of a label, indexed
+        head.insert(head.index("from pyro.distributions import constraints  # noqa: F401")
+                    + 1, "from pyro.ops.indexing import Vindex")
     body: list[str] = []
     source_map = []
-    for m in models:
+    for m, e in zip(models, functions, strict=True):
         body += ["", _signature(m)]
         infer = (pprint.pformat(without_site(m.infer), width=88, sort_dicts=False)
                  if m.infer else "None")
         body += [f"{m.name.upper()}_INFER = {infer}", "", ""]
-        e = _model_function(m)
         offset = sum(x.count("\n") + 1 for x in head + body) + 1  # its first line, 1-based
         source_map += [(offset + a, offset + b, ref) for a, b, ref in e.spans]
         body += [e.text(), ""]

@@ -107,10 +107,14 @@ class CheckedModel:
     # per plate element: id -> its per-element dims, which alone are reduced
     # (``rt.reduce_elements``), as Stan's sum(w[i]) in the loop is one sum per row
     elem_reduce: dict[int, int] = field(default_factory=dict)
-    # ``mu[z]`` in a vector site outside plates drawn in plates (a model whose labels are
-    # summed out; codegen's enumeration plates) with ``z`` a label drawn outside every
-    # plate: id of the index ``z`` -> unit dims to drop from its right (``rt.drop_units``)
-    label_index: dict[int, int] = field(default_factory=dict)
+    # values computed outside plates from labels summed out there (laid out [K, 1, ...,
+    # own dims]) read where their own dims are plate dims: a distribution argument of a
+    # vector drawn in plates (codegen's enumeration plates), a read in a plate of their
+    # size: id -> (the plates' Pyro dims, their own dims) (``rt.label_aligned``)
+    label_aligned: dict[int, tuple] = field(default_factory=dict)
+    # indexing such a value (``w[d]``, ``w[0]``): id -> its own dims, indexed from the
+    # right with its other dims broadcast against the indices (Pyro's ``Vindex``)
+    label_vindex: dict[int, int] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -323,7 +327,8 @@ class _ModelChecker:
         self.aligned: dict[int, tuple] = {}  # see CheckedModel.aligned
         self.pads: dict[int, tuple] = {}  # see CheckedModel.pads
         self.elem_reduce: dict[int, int] = {}  # see CheckedModel.elem_reduce
-        self.label_index: dict[int, int] = {}  # see CheckedModel.label_index
+        self.label_aligned: dict[int, tuple] = {}  # see CheckedModel.label_aligned
+        self.label_vindex: dict[int, int] = {}  # see CheckedModel.label_vindex
         # values computed (=) inside plates -> the plate width of their value
         self.det_width: dict[str, int | None] = {}
         self.fit_errors: list[Diagnostic] = []  # see CheckedModel.fit_errors
@@ -331,9 +336,9 @@ class _ModelChecker:
         # labels drawn outside every plate, and values computed from them there: summed
         # out, they carry an enumeration dim on the left (ppl.infer.discrete)
         self.global_labels: set[str] = set()
-        # those of them computed outside plates by arithmetic or calls with values of
-        # their own dims (``z * ones(D)``): name -> the label (:meth:`_name` refuses them
-        # inside plates)
+        # those of them computed outside plates whose layout is not [K, 1, ..., own
+        # dims] (a list of label values, :meth:`_label_layout`): name -> the label
+        # (:meth:`_name` refuses them inside plates)
         self.label_vectors: dict[str, str] = {}
         self.unaligned: dict[int, tuple] = {}  # see CheckedModel.unaligned
         self.self_indexed: dict[int, tuple] = {}  # see CheckedModel.self_indexed
@@ -355,7 +360,7 @@ class _ModelChecker:
                             self.sites, self.plates_info, self.deferred, None, self.warnings,
                             frozenset((self.observed & data) - self.data_reads), self.aligned,
                             self.pads, self.fit_errors, self.unaligned, self.self_indexed,
-                            self.elem_reduce, self.label_index)
+                            self.elem_reduce, self.label_aligned, self.label_vindex)
 
     def err(self, msg: str, span: Span, notes: list[str] | None = None) -> None:
         self.errors.append(Diagnostic(msg, span, "error", notes or []))
@@ -738,7 +743,7 @@ class _ModelChecker:
                     and _runtime_form(existing.ty.shape, self.plate_stack) != existing.ty.shape:
                 info.obs_align = tuple(p.dim for p in self.plate_stack)
             info.obs_cast = existing.ty.kind in ("int", "bool")
-            self._label_indices(s, dty, info.event_dims)
+            self._label_args(s, dty, info.event_dims, None)
             if dty.discrete and existing.ty.kind == "real":
                 self.warn(f"'{s.name}' is real but {dty.dist} is a discrete distribution",
                           s.name_span)
@@ -763,7 +768,6 @@ class _ModelChecker:
                 shape = declared.shape
                 dty = self._per_element(s, shape, dty)
                 info.event_dims = self._fit_shape(s, shape, dty)
-                self._label_indices(s, dty, info.event_dims)
                 if info.event_dims is not None:
                     shape = _runtime_form(shape, self.plate_stack)
             kind = "int" if dty.discrete else "real"
@@ -772,6 +776,8 @@ class _ModelChecker:
             kind = "int" if dty.discrete else "real"
         if constraint is not None and not _support_matches(constraint, dty):
             info.constraint = constraint
+        self._label_args(s, dty, info.event_dims if s.type is not None else shape,
+                         info.constraint)
         if dty.discrete:
             self._discrete_latent(s, dty, shape)
             if dty.enumerable and not self.plate_stack:
@@ -782,23 +788,20 @@ class _ModelChecker:
         self.symbols[s.name] = Symbol(s.name, "latent", Ty(kind, shape), s.name_span,
                                       random=True, node=s, plates=plates)
 
-    def _label_indices(self, s: ast.Sample, dty: Ty, event) -> None:
-        """In a vector observed outside plates under a scalar distribution (drawn in one
-        plate per dim where labels are summed out), ``mu[z]`` with ``z`` a label drawn
-        outside every plate: summed out, ``z`` is [K, 1, ...] (one unit dim per plate of
-        the model), and indexing puts ``mu``'s own dims right of those, where the site's
-        plates want them in their place: ``rt.drop_units`` drops as many unit dims of
-        ``z`` as ``mu[z]`` has dims ([K, 1] -> [K], so ``mu[z]`` is [K, D], not [K, 1, D])."""
-        if self.plate_stack or not self.global_labels or not event or dty.event != 0:
+    def _label_args(self, s: ast.Sample, dty: Ty, event, constraint) -> None:
+        """A vector outside plates under a scalar distribution is drawn in one plate per
+        dim where labels are summed out (codegen's enumeration plates): an argument
+        computed from a label drawn outside every plate (``mu[z]``, ``w`` of ``w =
+        2 * mu[z]``) is [K, 1, ..., D] there, its own dims right of the model's plate
+        dims, and ``rt.label_aligned`` moves them onto the site's plates ([K, D])."""
+        if self.plate_stack or not self.global_labels or not event or dty.event != 0 \
+                or constraint is not None:
             return
-        for node in ast.walk(s.dist):
-            if not isinstance(node, ast.Index) or self._reads_label(node.value):
-                continue
-            t = self.types.get(id(node))
-            rank = len(t.shape) if t is not None and t.shape is not None else 0
-            for item in node.indices:
-                if rank and isinstance(item, ast.Name) and item.id in self.global_labels:
-                    self.label_index[id(item)] = rank
+        found = self._dist_bound.get(id(s.dist))
+        for node, t in (found[1].values() if found is not None else ()):
+            if t.shape and self._reads_label(node) and self._plate_width(node) == 0:
+                rank = len(t.shape)
+                self.label_aligned[id(node)] = (tuple(range(-rank, 0)), rank)
 
     def _discrete_latent(self, s: ast.Sample, dty: Ty, shape) -> None:
         """A discrete latent is summed out by Pyro's enumeration (ppl.infer.discrete), which
@@ -955,18 +958,28 @@ class _ModelChecker:
     def _reads_label(self, e) -> bool:
         return self._label_read(e) is not None
 
+    def _label_layout(self, e) -> bool:
+        """Whether ``e``, computed outside plates from a label drawn there, has the one
+        layout of such values, [K, 1, ..., own dims] (indexing by the label, arithmetic
+        and elementwise calls, widened by :meth:`_label_pad`): a list of label values
+        stacks its items left of their enumeration dims."""
+        return not any(isinstance(n, ast.ListLit) and self._reads_label(n)
+                       or isinstance(n, ast.Name) and n.id in self.label_vectors
+                       for n in ast.walk(e))
+
     def _label_pad(self, node, mine: Ty, elem: int) -> Ty:
         """``mine``, the type of ``node``, padded for the per-element rank ``elem`` it
-        meets inside plates when ``node`` reads a label drawn outside every plate.
+        meets (inside plates; outside them, the rank of the other operand) when ``node``
+        reads a label drawn outside every plate.
 
         Summed out, such a label is [K, 1, ...] (its enumeration dim left of the plate
         dims), so its value broadcasts along the plate dims but not along per-element
         dims: ``x[i] + 2 * z`` with ``x[i]`` [N, D] would put K against N (silently
         wrong where K = N). Unit dims on its right (``rt.per_element``) make it [K, 1, 1],
         which meets [N, D] as a per-plate-element value does; with z a plain number it is
-        the same broadcast."""
-        if not self.plate_stack or mine.shape is None or self._plate_width(node) != 0 \
-                or not self._reads_label(node):
+        the same broadcast. Outside plates this keeps the one layout of such values,
+        [K, 1, ..., own dims] (``z * ones(D)`` is [K, 1, D], as ``mu[z]`` is)."""
+        if mine.shape is None or self._plate_width(node) != 0 or not self._reads_label(node):
             return mine
         units = elem - len(mine.shape)
         if units <= 0:
@@ -1113,7 +1126,7 @@ class _ModelChecker:
             self.det_width[s.name] = self._plate_width(s.value)
         if not self.plate_stack and self._reads_label(s.value):
             self.global_labels.add(s.name)
-            if ty.shape and not _indexed_by_labels(s.value, self.global_labels):
+            if ty.shape and not self._label_layout(s.value):
                 self.label_vectors[s.name] = self._label_read(s.value)
         if self.plate_stack and any(n in self.plate_labels for n in ast.names_read(s.value)):
             self.plate_labels.add(s.name)
@@ -1296,6 +1309,12 @@ class _ModelChecker:
                          e.span, [f"compute it inside the plate, where it is read, or "
                                   f"index a vector by the label ({e.id} = v[{label}])"])
                 return UNKNOWN
+            if self.plate_stack and not raw and e.id in self.global_labels and sym.ty.shape:
+                plates = self._aligned_plates(sym.ty.shape)
+                if plates:  # computed from a label: its own leading dims onto the plates'
+                    self.label_aligned[id(e)] = (tuple(p.dim for p in plates),
+                                                 len(sym.ty.shape))
+                    return Ty(sym.ty.kind, _runtime_form(sym.ty.shape, plates))
             if self.plate_stack and not raw and _sized_like_plates(sym):
                 plates = self._aligned_plates(sym.ty.shape)
                 form = _runtime_form(sym.ty.shape, plates)
@@ -1352,6 +1371,11 @@ class _ModelChecker:
             if met is None:
                 return UNKNOWN
             a, b = met
+        elif a.shape is not None and b.shape is not None:
+            # a label's value meets a vector outside plates: its own dims stay right of
+            # the model's plate dims (2 * z + mu is [K, 1, D], not [K, D])
+            a = self._label_pad(e.left, a, len(b.shape))
+            b = self._label_pad(e.right, b, len(a.shape))
         shape, issues = sizes.broadcast(a.shape, b.shape)
         self._report(issues, e.span,
                      f"the operands of '{e.op}' {sizes.show(a.shape)} and {sizes.show(b.shape)}")
@@ -1431,6 +1455,8 @@ class _ModelChecker:
             return UNKNOWN
         if base.shape is None:
             return Ty(base.kind, None)
+        if base.shape and self._reads_label(e.value):  # w[d] of w = mu[z]: w's own dims
+            self.label_vindex[id(e)] = len(base.shape)
         own = self._self_index(e, item_tys)
         if own is not None:
             # a[j] of a value drawn in plate j: its plate dims stay whole, the indices
@@ -1983,6 +2009,12 @@ class _ModelChecker:
         if bound is None:
             return UNKNOWN
         self._label_in_call(e, b.name, list(bound.values()))
+        if not self.plate_stack and b.name in _ELEMENTWISE:
+            # a label's value meets vectors elementwise: widened as in arithmetic
+            rank = max((len(t.shape) for _, t in bound.values() if t.shape is not None),
+                       default=0)
+            bound = {k: (node, self._label_pad(node, t, rank)) for k, (node, t) in
+                     bound.items()}
         positional = [t for k, (_, t) in bound.items() if k.startswith("#") or
                       k in b.params[: len(e.args)]]
         for k, spec in b.functions.items():
@@ -2067,6 +2099,13 @@ class _ModelChecker:
         shape = None
         if b.shape is not None and all(t.kind != "unknown" for t in kwargs.values()):
             shape = b.shape(positional, kwargs)
+        if shape is None and b.name == "where" and kwargs \
+                and all(t.shape is not None for t in kwargs.values()):
+            shape = ()  # its arguments broadcast (a label's value is then known [K, 1, T])
+            for t in kwargs.values():
+                shape = sizes.broadcast(shape, t.shape)[0]
+                if shape is None:
+                    break
         per_row = self._element_reduction(e, b, bound)
         if per_row is not None:
             shape = per_row
@@ -2080,10 +2119,18 @@ class _ModelChecker:
         """``sum(w[i])`` (a reduction without ``dim``) of a value indexed by a plate's
         index reduces each element's own values, as Stan's loop reads it: the result has
         the value's plate dims (recorded in ``elem_reduce`` for ``rt.reduce_elements``).
-        None otherwise: ``sum(g)`` of a name is over all of it, as documented."""
-        if b.name not in _DEFAULT_DIMS or "dim" in bound or not self.plate_stack:
+        The same for a value computed from a label drawn outside every plate (``sum(mu[z])``
+        is one sum per label value, not over the summed-out labels). None otherwise:
+        ``sum(g)`` of a name is over all of it, as documented."""
+        if b.name not in _DEFAULT_DIMS or "dim" in bound:
             return None
         first = next(iter(bound.values()), None)
+        if first is not None and first[1].shape and self._reads_label(first[0]) \
+                and self._plate_width(first[0]) == 0:
+            self.elem_reduce[id(e)] = len(first[1].shape)
+            return ()
+        if not self.plate_stack:
+            return None
         if first is None or first[1].shape is None or not isinstance(first[0], ast.Index) \
                 or not any(isinstance(i, ast.Name) and getattr(
                     self.symbols.get(i.id), "role", "") == "index" for i in first[0].indices):
@@ -2277,6 +2324,8 @@ def _literal(e: ast.Expr) -> float | None:
 
 
 # builtins whose dim defaults to every dim (None); the others default to the last (-1)
+# builtins whose tensor arguments broadcast against each other element by element
+_ELEMENTWISE = ("where", "clamp")
 _DEFAULT_DIMS = {"sum": None, "mean": None, "max": None, "min": None, "prod": None}
 
 
@@ -2329,13 +2378,6 @@ def _literal_number(node) -> float | None:
     if isinstance(node, ast.Neg) and isinstance(node.operand, ast.Number):
         return -node.operand.value
     return None
-
-
-def _indexed_by_labels(e, labels: set) -> bool:
-    """Whether ``e`` reads the labels only as indices of a value (``mu[z]``): indexing
-    places the value's own dims right of the label's summed-out dims, as a plate read
-    wants them; arithmetic with a vector (``z * ones(D)``) does not."""
-    return isinstance(e, ast.Index) and not any(n in labels for n in ast.names_read(e.value))
 
 
 def _widened(shape, width: int, units: int) -> tuple:

@@ -12,7 +12,6 @@ from .functions import (
     cat,
     clamp,
     cumsum,
-    drop_units,
     elu,
     eye,
     full,
@@ -42,13 +41,21 @@ from .functions import sum_ as sum  # noqa: A001
 from .kernels import gram
 from .main import main
 from .nn import network, reset_networks
-from .shapes import Flat, Restricted, event, per_element, plate_aligned, plate_closed
+from .shapes import (
+    Flat,
+    Restricted,
+    event,
+    label_aligned,
+    per_element,
+    plate_aligned,
+    plate_closed,
+)
 
 __all__ = [
     "ArgSpec", "Flat", "Restricted", "Signature", "SizeCheck", "arange", "batch_size", "bind",
-    "cat", "clamp", "cumsum", "drop_units", "full_data",
+    "cat", "clamp", "cumsum", "full_data",
     "elu", "event", "eye", "full", "gelu", "gram", "kernels", "log_ccdf", "log_cdf", "log_prob",
-    "log_softmax", "logsumexp", "main",
+    "label_aligned", "log_softmax", "logsumexp", "main",
     "max", "mean", "min", "network", "nn", "normal_cdf", "ones", "per_element", "plate_aligned",
     "plate_closed",
     "prod", "real", "reduce_elements",

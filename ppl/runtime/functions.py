@@ -104,17 +104,6 @@ def reduce_elements(x, how: str, dims: int):
     return getattr(torch, how)(flat, dim=-1)
 
 
-def drop_units(x, n: int):
-    """``x`` without up to ``n`` trailing dims of size 1: a label summed out at the left
-    of the model's plate dims ([K, 1]) indexes a vector whose dims take those places
-    ([K] -> ``mu[z]`` [K, D]); a plain label (no trailing unit dims) is returned as is."""
-    x = tensor(x)
-    k = 0
-    while k < n and x.dim() > k and x.shape[x.dim() - 1 - k] == 1:
-        k += 1
-    return x.reshape(tuple(x.shape[: x.dim() - k])) if k else x
-
-
 def transpose(x):
     return tensor(x).transpose(-1, -2)
 

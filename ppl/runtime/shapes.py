@@ -50,6 +50,32 @@ def plate_aligned(x, dims):
     return x.reshape(shape + list(x.shape[len(dims):]))
 
 
+def label_aligned(x, dims, tail: int):
+    """``x``, a value computed outside plates from a label summed out there, with its
+    leading own dims at the plates' Pyro ``dims`` (its own dims are its last ``tail``).
+
+    Summed out, a label drawn outside plates is [K, 1, ..., 1]: its enumeration dim left
+    of the model's plate dims, then one unit dim per plate. A value computed from it
+    keeps that layout, with its own dims right of the unit dims (``mu[z]`` is [K, 1, D],
+    ``2 * z * ones(D)`` too), as Pyro lays out a value drawn in no plate. Where its own
+    dims are read as plate dims (a vector observed whole, drawn in one plate per dim;
+    ``w`` read in ``plate D``) as many unit dims as those plates span are dropped from
+    the left of its own dims, and its own dims are placed at ``dims`` as
+    :func:`plate_aligned` places data: [K, 1, D] -> [K, D] at ``dims=(-1,)``. A value
+    without the unit dims (its label a plain number) only has its own dims placed."""
+    x = torch.as_tensor(x)
+    if not dims:
+        return x
+    width = -min(dims)
+    cut = x.dim() - tail
+    lead = list(x.shape[:cut])
+    while width and lead and lead[-1] == 1:
+        lead.pop()
+        width -= 1
+    own = plate_aligned(torch.empty(tuple(x.shape[cut:]), device="meta"), dims).shape
+    return x.reshape(tuple(lead) + tuple(own))
+
+
 def per_element(x, tail: int, units: int):
     """``x`` with ``units`` dims of size 1 inserted before its last ``tail`` dims (its
     own per-element dims), that is after its plate dims: a value with one number per
