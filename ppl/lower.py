@@ -410,6 +410,8 @@ class _Lowerer:
         return out
 
     def _expr_inner(self, e: ast.Expr):
+        if isinstance(e, ast.Number) and id(e) in self.cm.label_dims:
+            return Lit(e.value - self.cm.label_dims[id(e)])  # dim=0 of w = mu[z]: from the right
         if isinstance(e, ast.Number):
             return Lit(e.value)
         if isinstance(e, ast.Bool):

@@ -555,3 +555,66 @@ def test_a_value_computed_from_a_label_is_fitted(method, options, tol):
     assert torch.allclose(w, MU3[z] + b[:, None], atol=1e-5)
     freq = torch.bincount(z, minlength=3).float() / 300
     assert float((freq - want).abs().max()) < tol, (freq, want)
+
+
+@pytest.mark.parametrize("site, nested", [
+    ("plate d in D { y ~ Normal(mu[z] + b, 1) }", False),
+    ("plate d in D { y ~ Normal(mu[z] + b, 1) }", True),
+    ("plate D { y ~ Normal(2 * mu[z] + b - mu[z], 1) }", True)])
+def test_a_label_expression_with_a_plate_dim_is_moved_onto_the_plate(site, nested):
+    """mu[z] + b, shape [D], written directly in plate d of size D: as a plain [D] value
+    broadcasts against the plate, its dim is moved onto the plate's (rt.label_aligned;
+    it was [3, 1, D], a shape error). Exact: log N(b; 0, 1) + logsumexp_k (log 1/3 +
+    sum_d log N(y_d; mu[k, d] + b, 1)) at b = 0.4 (+ log N(x; b, 1) with nested plates
+    elsewhere, z then at dim -3)."""
+    body, args = NESTED if nested else ("", "")
+    m = ppl.compile(TEMPLATES.replace("w = VALUE", "").replace("OBSERVE", site)
+                    .replace("EXTRA", body).replace("ARGS", args))
+    b, data = 0.4, {"y": Y3, "mu": MU3, **({"x": X23} if nested else {})}
+    lik = torch.distributions.Normal(MU3 + b, 1.0).log_prob(Y3).sum(-1) + math.log(1 / 3)
+    want = float(torch.logsumexp(lik, 0) + torch.distributions.Normal(0.0, 1.0)
+                 .log_prob(torch.tensor(b)))
+    if nested:
+        want += float(torch.distributions.Normal(b, 1.0).log_prob(X23).sum())
+    got = _summed_out(m, data, {"b": torch.tensor(b)}, 2 if nested else 1)
+    assert abs(got - want) < 1e-4, (got, want)
+
+
+def test_a_label_matrix_in_a_plate_meets_the_plate_and_the_elements():
+    """M[z] of shape [N, D] in plate i in N with y: real[N, D]: its first dim is the
+    plate's, its second each element's (as M[0] would broadcast); exact log density at
+    the summed-out z: logsumexp_k (log 1/2 + sum log N(y; M[k], 1))."""
+    m = ppl.compile("""
+model P(y: real[N, D], M: real[2, N, D]) {
+  z ~ Categorical(ones(2) / 2)
+  plate i in N { y ~ Normal(M[z], 1) }
+}
+""")
+    big = torch.tensor([[[0.0, 0.5, 1.0], [1.0, 0.0, -1.0]], [[2.0, 1.0, 0.0], [0.5, 0.5, 0.5]]])
+    y = torch.tensor([[0.1, 0.6, 0.8], [0.9, 0.2, -0.7]])
+    lik = torch.distributions.Normal(big, 1.0).log_prob(y).sum((-1, -2)) + math.log(0.5)
+    got = _summed_out(m, {"y": y, "M": big}, {}, 1)
+    assert abs(got - float(torch.logsumexp(lik, 0))) < 1e-4
+
+
+@pytest.mark.parametrize("arg, reduce", [
+    ("sum(w, dim=1)", lambda x: x.sum(-1)),    # dim counted from the left: w's own dims
+    ("mean(mu[z], dim=0)", lambda x: x.mean(-2)),
+    ("sum(w, dim=-1) + 0 * sum(w)", lambda x: x.sum(-1))])
+def test_a_reduction_of_a_label_value_runs_over_its_own_dims(arg, reduce):
+    """w = mu[z] is [3, 1, 2, 4] summed out: sum(w, dim=1) is over w's dim 1 (dim=-1
+    generated), not over a dim the label's layout put there, and sum(w) without dim
+    over w's own dims only (rt.reduce_elements); exact log density with z summed out."""
+    big = torch.arange(24.0).reshape(3, 2, 4) / 10
+    shape = "[4]" if "dim=0" in arg else "[2]"
+    m = ppl.compile(f"""
+model R(y: real{shape}, mu: real[3, 2, 4]) {{
+  z ~ Categorical(ones(3) / 3)
+  w = mu[z]
+  y ~ Normal({arg}, 1)
+}}
+""")
+    y = torch.linspace(0.2, 1.0, int(shape[1]))
+    lik = torch.distributions.Normal(reduce(big), 1.0).log_prob(y).sum(-1) + math.log(1 / 3)
+    got = _summed_out(m, {"y": y, "mu": big}, {}, 1)
+    assert abs(got - float(torch.logsumexp(lik, 0))) < 1e-4, got

@@ -115,6 +115,9 @@ class CheckedModel:
     # indexing such a value (``w[d]``, ``w[0]``): id -> its own dims, indexed from the
     # right with its other dims broadcast against the indices (Pyro's ``Vindex``)
     label_vindex: dict[int, int] = field(default_factory=dict)
+    # a ``dim`` counted from the left (``sum(w, dim=0)``) of such a value: id of the
+    # number -> the value's own dims, so it is counted from the right (dim - own)
+    label_dims: dict[int, int] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -329,6 +332,7 @@ class _ModelChecker:
         self.elem_reduce: dict[int, int] = {}  # see CheckedModel.elem_reduce
         self.label_aligned: dict[int, tuple] = {}  # see CheckedModel.label_aligned
         self.label_vindex: dict[int, int] = {}  # see CheckedModel.label_vindex
+        self.label_dims: dict[int, int] = {}  # see CheckedModel.label_dims
         # values computed (=) inside plates -> the plate width of their value
         self.det_width: dict[str, int | None] = {}
         self.fit_errors: list[Diagnostic] = []  # see CheckedModel.fit_errors
@@ -360,7 +364,8 @@ class _ModelChecker:
                             self.sites, self.plates_info, self.deferred, None, self.warnings,
                             frozenset((self.observed & data) - self.data_reads), self.aligned,
                             self.pads, self.fit_errors, self.unaligned, self.self_indexed,
-                            self.elem_reduce, self.label_aligned, self.label_vindex)
+                            self.elem_reduce, self.label_aligned, self.label_vindex,
+                            self.label_dims)
 
     def err(self, msg: str, span: Span, notes: list[str] | None = None) -> None:
         self.errors.append(Diagnostic(msg, span, "error", notes or []))
@@ -776,8 +781,9 @@ class _ModelChecker:
             kind = "int" if dty.discrete else "real"
         if constraint is not None and not _support_matches(constraint, dty):
             info.constraint = constraint
-        self._label_args(s, dty, info.event_dims if s.type is not None else shape,
-                         info.constraint)
+        own = info.event_dims if s.type is not None or shape is None \
+            else tuple(shape[len(self.plate_stack):])
+        self._label_args(s, dty, own, info.constraint)
         if dty.discrete:
             self._discrete_latent(s, dty, shape)
             if dty.enumerable and not self.plate_stack:
@@ -789,19 +795,27 @@ class _ModelChecker:
                                       random=True, node=s, plates=plates)
 
     def _label_args(self, s: ast.Sample, dty: Ty, event, constraint) -> None:
-        """A vector outside plates under a scalar distribution is drawn in one plate per
-        dim where labels are summed out (codegen's enumeration plates): an argument
-        computed from a label drawn outside every plate (``mu[z]``, ``w`` of ``w =
-        2 * mu[z]``) is [K, 1, ..., D] there, its own dims right of the model's plate
-        dims, and ``rt.label_aligned`` moves them onto the site's plates ([K, D])."""
-        if self.plate_stack or not self.global_labels or not event or dty.event != 0 \
-                or constraint is not None:
+        """A distribution argument computed from a label drawn outside every plate
+        (``mu[z]``, ``w`` of ``w = 2 * mu[z]``) is [K, 1, ..., own dims] (``rt.label_aligned``):
+        its own dims right of the model's plate dims. Where it has more dims than the
+        site's per-element ``event`` dims, its leading ones are the dims of the plates the
+        site is drawn in, as a plain value's would broadcast against them, and are moved
+        there: a vector outside plates under a scalar distribution is drawn in one plate
+        per dim where labels are summed out (codegen's enumeration plates: every dim of
+        the argument), and ``mu[z]`` of shape [D] in ``plate d in D`` meets plate d."""
+        if not self.global_labels or dty.event != 0 or event is None:
+            return
+        if self.plate_stack:
+            own, plates = len(event), len(self.plate_stack)
+        elif event and constraint is None:
+            own, plates = 0, len(event)
+        else:
             return
         found = self._dist_bound.get(id(s.dist))
         for node, t in (found[1].values() if found is not None else ()):
-            if t.shape and self._reads_label(node) and self._plate_width(node) == 0:
-                rank = len(t.shape)
-                self.label_aligned[id(node)] = (tuple(range(-rank, 0)), rank)
+            moved = min(len(t.shape or ()) - own, plates)
+            if moved > 0 and self._reads_label(node) and self._plate_width(node) == 0:
+                self.label_aligned[id(node)] = (tuple(range(-moved, 0)), len(t.shape))
 
     def _discrete_latent(self, s: ast.Sample, dty: Ty, shape) -> None:
         """A discrete latent is summed out by Pyro's enumeration (ppl.infer.discrete), which
@@ -2015,6 +2029,12 @@ class _ModelChecker:
                        default=0)
             bound = {k: (node, self._label_pad(node, t, rank)) for k, (node, t) in
                      bound.items()}
+        first, dim = next(iter(bound.values()), None), bound.get("dim")
+        if dim is not None and isinstance(dim[0], ast.Number) and dim[0].value >= 0 \
+                and first[1].shape and self._reads_label(first[0]) \
+                and self._plate_width(first[0]) == 0:
+            # its dims are the value's own, right of the label's summed-out dims
+            self.label_dims[id(dim[0])] = len(first[1].shape)
         positional = [t for k, (_, t) in bound.items() if k.startswith("#") or
                       k in b.params[: len(e.args)]]
         for k, spec in b.functions.items():
