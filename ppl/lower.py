@@ -463,7 +463,10 @@ class _Lowerer:
         if isinstance(e, ast.ListLit):
             # a list literal stacks its items into one tensor (along a new first dim);
             # where a Python list is wanted (stack/cat, network sizes) _call unwraps it
-            return Call("rt.stack", [ListE([self._expr(i) for i in e.items])], [])
+            items = ListE([self._expr(i) for i in e.items])
+            if id(e) in self.cm.label_stacks:  # a label's values: left of their own dims
+                return Call("rt.stack", [items], [("dim", Lit(self.cm.label_stacks[id(e)]))])
+            return Call("rt.stack", [items], [])
         if isinstance(e, ast.Call):
             return self._call(e)
         if isinstance(e, ast.FunctionLit):
@@ -508,8 +511,11 @@ class _Lowerer:
             args = [_unstack(a) for a in args]
             kwargs = [(k, _unstack(v)) for k, v in kwargs]
             return Call(b.target, args, kwargs)
-        if b.name in ("stack", "cat") and args and isinstance(_unstack(args[0]), ListE):
-            return Call(b.target, [_unstack(args[0]), *args[1:]], kwargs)
+        if b.name in ("stack", "cat") and e.args and isinstance(e.args[0], ast.ListLit):
+            if id(e) in self.cm.label_stacks:  # a label's values: left of their own dims
+                kwargs = [*kwargs, ("dim", Lit(self.cm.label_stacks[id(e)]))]
+            return Call(b.target, [ListE([self._expr(i) for i in e.args[0].items]),
+                                   *args[1:]], kwargs)
         if b.lists:
             args = [_unstack(a) if i < len(params) and params[i] in b.lists else a
                     for i, a in enumerate(args)]

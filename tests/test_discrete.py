@@ -366,12 +366,16 @@ model M(y: real[N, D], v: real[2, D]) {
     ("v[z]", [3.0, 2.0]),
     ("z * ones(D) * 3.0", [3.0, 3.0]),  # arithmetic: z widened to [2, 1, 1], w [2, 1, D]
     ("where(v[1] > 2.5, 2 * z, z)", [2.0, 1.0]),
+    ("[3.0 * z, 2.0 * z]", [3.0, 2.0]),  # a list: stacked right of z's dims, [2, 1, 2]
+    ("stack([v[z][1], 2.0 * z], dim=0)", [2.0, 2.0]),
+    ("cat([v[z][0:1], 2.0 * z * ones(1)])", [3.0, 2.0]),
 ])
 def test_a_vector_computed_from_a_label_outside_plates_is_read_inside_one(value, w1):
     """w computed outside plates from z keeps one layout, [2, 1, D] summed out (z's
-    enumeration dim, the plate's unit dim, w's own dim), whether it indexes (v[z]) or
+    enumeration dim, the plate's unit dim, w's own dim), whether it indexes (v[z]),
     meets a vector in arithmetic or where() (z * ones(D) was [2, D], its label dim met
-    plate i's, and was refused), so read in plate i it is one [D] for every row. With
+    plate i's, and was refused) or is a list, stack or cat of z's values (stacked along
+    w's own dim, not dim 0), so read in plate i it is one [D] for every row. With
     N = D = 2 = K, at b = 0 the drawn z follows softmax_k sum log N(y; w(k), 1), w(0) =
     0."""
     m = ppl.compile(LABEL_VECTOR_IN_PLATE.replace("VALUE", value))
@@ -380,15 +384,6 @@ def test_a_vector_computed_from_a_label_outside_plates_is_read_inside_one(value,
     w = torch.tensor([[0.0, 0.0], w1])
     lp = torch.distributions.Normal(w[:, None, :], 1.0).log_prob(y).sum((-1, -2))
     _assert_label_draws(m, {"y": y, "v": v}, float(torch.softmax(lp, 0)[1]), seed=5)
-
-
-def test_a_list_of_label_values_is_refused_inside_a_plate():
-    """A list of z's values stacks them left of z's summed-out dims ([2, K, 1]), not in
-    the one layout of values computed from a label: read inside a plate it is a located
-    error."""
-    with pytest.raises(ppl.BdlError, match=r"'w' is computed from 'z', a discrete latent "
-                                           r"drawn outside every plate, and has shape \[2\]"):
-        ppl.compile(LABEL_VECTOR_IN_PLATE.replace("VALUE", "[3.0 * z, 2.0 * z]"))
 
 
 @pytest.mark.parametrize("d", [2, 3])

@@ -118,6 +118,9 @@ class CheckedModel:
     # a ``dim`` counted from the left (``sum(w, dim=0)``) of such a value: id of the
     # number -> the value's own dims, so it is counted from the right (dim - own)
     label_dims: dict[int, int] = field(default_factory=dict)
+    # a list literal of such values, or stack/cat of one without ``dim``: id -> the dim
+    # (from the right) to stack along, left of the values' own dims ([K, 1, 2, D])
+    label_stacks: dict[int, int] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -333,6 +336,7 @@ class _ModelChecker:
         self.label_aligned: dict[int, tuple] = {}  # see CheckedModel.label_aligned
         self.label_vindex: dict[int, int] = {}  # see CheckedModel.label_vindex
         self.label_dims: dict[int, int] = {}  # see CheckedModel.label_dims
+        self.label_stacks: dict[int, int] = {}  # see CheckedModel.label_stacks
         # values computed (=) inside plates -> the plate width of their value
         self.det_width: dict[str, int | None] = {}
         self.fit_errors: list[Diagnostic] = []  # see CheckedModel.fit_errors
@@ -340,10 +344,6 @@ class _ModelChecker:
         # labels drawn outside every plate, and values computed from them there: summed
         # out, they carry an enumeration dim on the left (ppl.infer.discrete)
         self.global_labels: set[str] = set()
-        # those of them computed outside plates whose layout is not [K, 1, ..., own
-        # dims] (a list of label values, :meth:`_label_layout`): name -> the label
-        # (:meth:`_name` refuses them inside plates)
-        self.label_vectors: dict[str, str] = {}
         self.unaligned: dict[int, tuple] = {}  # see CheckedModel.unaligned
         self.self_indexed: dict[int, tuple] = {}  # see CheckedModel.self_indexed
         # values drawn or computed inside plates -> the plates around their definition
@@ -365,7 +365,7 @@ class _ModelChecker:
                             frozenset((self.observed & data) - self.data_reads), self.aligned,
                             self.pads, self.fit_errors, self.unaligned, self.self_indexed,
                             self.elem_reduce, self.label_aligned, self.label_vindex,
-                            self.label_dims)
+                            self.label_dims, self.label_stacks)
 
     def err(self, msg: str, span: Span, notes: list[str] | None = None) -> None:
         self.errors.append(Diagnostic(msg, span, "error", notes or []))
@@ -972,15 +972,6 @@ class _ModelChecker:
     def _reads_label(self, e) -> bool:
         return self._label_read(e) is not None
 
-    def _label_layout(self, e) -> bool:
-        """Whether ``e``, computed outside plates from a label drawn there, has the one
-        layout of such values, [K, 1, ..., own dims] (indexing by the label, arithmetic
-        and elementwise calls, widened by :meth:`_label_pad`): a list of label values
-        stacks its items left of their enumeration dims."""
-        return not any(isinstance(n, ast.ListLit) and self._reads_label(n)
-                       or isinstance(n, ast.Name) and n.id in self.label_vectors
-                       for n in ast.walk(e))
-
     def _label_pad(self, node, mine: Ty, elem: int) -> Ty:
         """``mine``, the type of ``node``, padded for the per-element rank ``elem`` it
         meets (inside plates; outside them, the rank of the other operand) when ``node``
@@ -1140,8 +1131,6 @@ class _ModelChecker:
             self.det_width[s.name] = self._plate_width(s.value)
         if not self.plate_stack and self._reads_label(s.value):
             self.global_labels.add(s.name)
-            if ty.shape and not self._label_layout(s.value):
-                self.label_vectors[s.name] = self._label_read(s.value)
         if self.plate_stack and any(n in self.plate_labels for n in ast.names_read(s.value)):
             self.plate_labels.add(s.name)
         self.sites[id(s)] = SiteInfo(role, self._plate_names())
@@ -1313,16 +1302,6 @@ class _ModelChecker:
                               f"have closed, in a new block: plate {sym.plates[0]} in "
                               f"... {{ ... sum({e.id}[{sym.plates[0]}]) ... }}"])
                     return UNKNOWN
-            if self.plate_stack and e.id in self.label_vectors \
-                    and self._plate_width(e) == 0:
-                label = self.label_vectors[e.id]
-                self.err(f"'{e.id}' is computed from '{label}', a discrete latent drawn "
-                         f"outside every plate, and has shape {sizes.show(sym.ty.shape)}: "
-                         f"read inside plate {', '.join(self._plate_names())}, its "
-                         "summed-out values would be matched with the plate's dim",
-                         e.span, [f"compute it inside the plate, where it is read, or "
-                                  f"index a vector by the label ({e.id} = v[{label}])"])
-                return UNKNOWN
             if self.plate_stack and not raw and e.id in self.global_labels and sym.ty.shape:
                 plates = self._aligned_plates(sym.ty.shape)
                 if plates:  # computed from a label: its own leading dims onto the plates'
@@ -1421,6 +1400,9 @@ class _ModelChecker:
             shape, issues = sizes.broadcast(shape, t.shape)
             self._report(issues, x.span, "the items of a list")
         kind = "real" if any(t.kind == "real" for t in tys) else tys[0].kind
+        if not self.plate_stack and shape is not None and self._reads_label(e):
+            # a label's values: stacked right of its summed-out dims, left of their own
+            self.label_stacks[id(e)] = -len(shape) - 1
         dims = None
         if all(t.dim is not None for t in tys):
             dims = None
@@ -2030,11 +2012,12 @@ class _ModelChecker:
             bound = {k: (node, self._label_pad(node, t, rank)) for k, (node, t) in
                      bound.items()}
         first, dim = next(iter(bound.values()), None), bound.get("dim")
+        rank = _own_rank(first[1]) if first is not None else None
         if dim is not None and isinstance(dim[0], ast.Number) and dim[0].value >= 0 \
-                and first[1].shape and self._reads_label(first[0]) \
-                and self._plate_width(first[0]) == 0:
+                and rank and self._reads_label(first[0]) \
+                and (not self.plate_stack or self._plate_width(first[0]) == 0):
             # its dims are the value's own, right of the label's summed-out dims
-            self.label_dims[id(dim[0])] = len(first[1].shape)
+            self.label_dims[id(dim[0])] = rank
         positional = [t for k, (_, t) in bound.items() if k.startswith("#") or
                       k in b.params[: len(e.args)]]
         for k, spec in b.functions.items():
@@ -2075,6 +2058,10 @@ class _ModelChecker:
             return self._construct_ty(e, b, bound, positional)
         if b.name in ("stack", "cat"):
             xs = bound.get("xs")
+            if xs is not None and "dim" not in bound and rank and not self.plate_stack \
+                    and self._reads_label(xs[0]):
+                # of a label's values: along their own first dim (stack: a new one)
+                self.label_stacks[id(e)] = -rank
             if xs is not None and not isinstance(xs[0], ast.ListLit):
                 self.err(f"{b.name} takes a list: {b.name}([a, b])", xs[0].span)
             items = [self.types.get(id(i), UNKNOWN) for i in getattr(xs[0], "items", [])] \
@@ -2082,6 +2069,13 @@ class _ModelChecker:
             kind = "int" if items and all(t.kind == "int" for t in items) else "real"
             shape = b.shape(positional, {k: t for k, (_, t) in bound.items()}) \
                 if b.shape is not None else None
+            if b.name == "stack" and xs is not None and xs[1].shape is not None:
+                # the list's items with its length inserted at dim (a list is at dim 0)
+                d = bound.get("dim")
+                at, own = (0 if d is None else d[1].value), tuple(xs[1].shape[1:])
+                if isinstance(at, int) and -len(own) - 1 <= at <= len(own):
+                    at %= len(own) + 1
+                    shape = own[:at] + tuple(xs[1].shape[:1]) + own[at:]
             return Ty(kind, shape)
         if b.name == "gram":
             k = bound.get("kernel")
@@ -2398,6 +2392,16 @@ def _literal_number(node) -> float | None:
     if isinstance(node, ast.Neg) and isinstance(node.operand, ast.Number):
         return -node.operand.value
     return None
+
+
+def _own_rank(t: Ty) -> int | None:
+    """How many dims a value has, counting a list's as its stacked length and the items'
+    (cat's list: the items' when they agree)."""
+    if t.shape is not None:
+        return len(t.shape)
+    ranks = {len(x.shape) if x.shape is not None else None for x in t.value or ()} \
+        if t.kind == "list" else set()
+    return ranks.pop() if len(ranks) == 1 else None
 
 
 def _widened(shape, width: int, units: int) -> tuple:
