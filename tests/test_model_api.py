@@ -343,3 +343,12 @@ model Surv(c: real[K]) {
         assert math.isfinite(float(log_ccdf(d, torch.tensor(1e6))))
     with pytest.raises(ValueError, match="Poisson has no cdf in Pyro"):
         log_cdf(dist.Poisson(3.0), torch.tensor(2.0))
+
+
+def test_a_model_without_data_compiles_and_runs(tmp_path):
+    # `def A(*)` was a Python syntax error in the generated module (an internal error)
+    m = ppl.compile("model A() {\n  mu ~ Normal(1, 2)\n  v = 3 * mu\n}\n")
+    assert "def A():" in m.source
+    assert m.log_density({"mu": 0.5}, {}) == pytest.approx(_normal(0.5, 1, 2), abs=1e-6)
+    fit = m.fit({}, infer="map", steps=200, lr=0.1, seed=0)
+    assert float(fit.samples["mu"].mean()) == pytest.approx(1.0, abs=1e-2)

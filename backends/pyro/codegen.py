@@ -345,7 +345,7 @@ def _model_function(m: ir.IRModel) -> _Emitter:
     params += [_var(t) for t in returned]
     if returned:
         data_params = list(m.sizes) + [a.name for a in m.args if a.name not in m.sizes]
-        e.line(0, f"def {m.name}_transformed_data({', '.join(['*'] + data_params)}):")
+        e.line(0, f"def {m.name}_transformed_data({_keyword_only(data_params)}):")
         e.line(1, '"""Transformed data: computed once from the data, before inference."""')
         for t in m.transformed[:m.transformed.index(returned[-1]) + 1]:
             if t.kind == "transformed" or _reads(returned, _var(t)):
@@ -353,9 +353,15 @@ def _model_function(m: ir.IRModel) -> _Emitter:
         e.line(1, "return {" + ", ".join(f'"{_var(t)}": {_var(t)}' for t in returned) + "}")
         e.line(0, "")
         e.line(0, "")
-    e.line(0, f"def {m.name}({', '.join(['*'] + params)}):")
+    e.line(0, f"def {m.name}({_keyword_only(params)}):")
     e.stmts(_drop_unread_values(m.body), 1)
     return e
+
+
+def _keyword_only(params: list[str]) -> str:
+    """A parameter list of keyword-only arguments; empty for a model without data
+    (``def A(*)`` is a Python syntax error)."""
+    return ", ".join(["*"] + params) if params else ""
 
 
 def _drop_unread_values(body: list) -> list:
