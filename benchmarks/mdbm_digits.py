@@ -33,7 +33,9 @@ How much the hidden tiers carry (unless ``--no-hidden-use``): model rows get
 ``hidden_entropy`` (mean entropy of the hidden units' ``q*`` over ``log k``; 1 = uniform,
 unused) and ``hidden_probe_acc`` (a logistic regression of the label on the hidden
 ``q*``), and the row ``pixel_logreg`` (``label_acc`` of a logistic regression on the
-one-hot shown pixels: the linear reference).
+one-hot shown pixels: the linear reference, trained on one masked view per image) and
+``pixel_logreg_epochs`` (the same given ``--epochs`` masked views per image, as many as
+the models see: the like-for-like linear reference).
 ``--checkpoint PREFIX`` saves each trained model (with its optimiser and mask stream) to
 ``PREFIX_<model>.pt``; ``--resume`` continues from there up to ``--epochs`` in total, so a
 long run can be split into shorter ones with the same result.
@@ -263,15 +265,23 @@ def hidden_use(m, Xtr, Ytr, Xte, Yte, frac, args) -> dict:
 
 
 @torch.no_grad()
-def pixel_logreg(Xtr, Ytr, Xte, Yte, frac, args) -> float:
+def pixel_logreg(Xtr, Ytr, Xte, Yte, frac, args, masks: int = 1) -> float:
     """The linear reference for the label: a logistic regression on the one-hot shown
-    pixels (zero for hidden ones), trained and tested under random masks at ``frac``."""
-    out = []
-    for X, seed in ((Xtr, args.seed + 21), (Xte, args.seed + 22)):
-        shown, _ = _shown_states(X, frac, args, seed)
-        oh = torch.nn.functional.one_hot(X, args.K) * shown[..., None]
-        out.append(oh.reshape(len(X), -1))
-    return _logreg_acc(out[0], Ytr, out[1], Yte)
+    pixels (zero for hidden ones), trained and tested under random masks at ``frac``.
+    ``masks``: masked views per training image (each its own random mask); the models
+    see ``--epochs`` of them, and a linear classifier given as many is the like-for-like
+    reference (row ``pixel_logreg_epochs``)."""
+    g = torch.Generator().manual_seed(args.seed + 21)
+    views = [_shown_states(Xtr, frac, args, g if masks > 1 else args.seed + 21)[0]
+             for _ in range(masks)]
+    shown_te, _ = _shown_states(Xte, frac, args, args.seed + 22)
+    out = [torch.cat([_one_hot_shown(Xtr, s, args.K) for s in views]),
+           _one_hot_shown(Xte, shown_te, args.K)]
+    return _logreg_acc(out[0], Ytr.repeat(masks), out[1], Yte)
+
+
+def _one_hot_shown(X, shown, K: int) -> torch.Tensor:
+    return (torch.nn.functional.one_hot(X, K) * shown[..., None]).reshape(len(X), -1)
 
 
 def marginal_mode(Xtr, Ytr, Xte, Yte, frac, args):
@@ -442,6 +452,8 @@ def main(argv=None):
     out["marginal_mode"] = {"imput_err": err, "label_acc": acc}
     if args.hidden_use:
         out["pixel_logreg"] = {"label_acc": pixel_logreg(Xtr, Ytr, Xte, Yte, args.observed, args)}
+        out["pixel_logreg_epochs"] = {"label_acc": pixel_logreg(
+            Xtr, Ytr, Xte, Yte, args.observed, args, masks=max(args.epochs, 1))}
     models = {}
     for name in MODELS:
         if name not in args.models.split(","):

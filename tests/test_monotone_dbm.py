@@ -756,6 +756,7 @@ def test_benchmark_rows_and_columns(tmp_path, bench):
         assert 0 <= res[row]["hidden_entropy"] <= 1 + 1e-6
         assert 0 <= res[row]["hidden_probe_acc"] <= 1
     assert 0 <= res["pixel_logreg"]["label_acc"] <= 1
+    assert 0 <= res["pixel_logreg_epochs"]["label_acc"] <= 1
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit):
             mdbm.main(["--device", "cuda"])
@@ -1984,3 +1985,30 @@ def test_fitted_module_from_params_predicts_as_the_fit(tmp_path):
     assert not torch.equal(M.MonotoneDBM(visible=M.units(4, 2), hidden=[M.units(3, 2)],
                                          label=M.units(1, 3), margin=0.01,
                                          seed=1).to(own.b.dtype).predict(x)[1], want[1])
+
+
+def test_pixel_logreg_epochs_sees_one_fresh_masked_view_per_epoch(bench, monkeypatch):
+    from types import SimpleNamespace
+
+    mdbm = bench("mdbm_digits")
+    args = SimpleNamespace(mask="random", seed=0, batch=8, K=3)
+    X = torch.randint(0, 3, (10, 6), generator=torch.Generator().manual_seed(1))
+    Y = X[:, 0]
+    seen = {}
+
+    def capture(Ftr, Ytr, Fte, Yte):
+        seen.update(F=Ftr, Y=Ytr)
+        return 0.5
+
+    monkeypatch.setattr(mdbm, "_logreg_acc", capture)
+    mdbm.pixel_logreg(X, Y, X, Y, 0.5, args, masks=3)
+    F, oh = seen["F"].reshape(3, 10, 6, 3), torch.nn.functional.one_hot(X, 3)
+    assert torch.equal(seen["Y"], Y.repeat(3))
+    for view in F:  # each view: the one-hot pixels under its own mask
+        shown = view.sum(-1) > 0
+        assert torch.equal(view, oh * shown[..., None])
+        assert 0 < shown.sum() < shown.numel()
+    assert not torch.equal(F[0], F[1]) and not torch.equal(F[1], F[2])
+    # the first view is the one-view row's (pixel_logreg, unchanged)
+    mdbm.pixel_logreg(X, Y, X, Y, 0.5, args)
+    assert torch.equal(seen["F"].reshape(10, 6, 3), F[0])
