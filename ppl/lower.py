@@ -464,8 +464,8 @@ class _Lowerer:
             # a list literal stacks its items into one tensor (along a new first dim);
             # where a Python list is wanted (stack/cat, network sizes) _call unwraps it
             items = ListE([self._expr(i) for i in e.items])
-            if id(e) in self.cm.label_stacks:  # a label's values: left of their own dims
-                return Call("rt.stack", [items], [("dim", Lit(self.cm.label_stacks[id(e)]))])
+            if id(e) in self.cm.stacks:  # a label's or per-element values: own dims last
+                return Call("rt.stack", [items], [("dim", Lit(self.cm.stacks[id(e)]))])
             return Call("rt.stack", [items], [])
         if isinstance(e, ast.Call):
             return self._call(e)
@@ -512,8 +512,8 @@ class _Lowerer:
             kwargs = [(k, _unstack(v)) for k, v in kwargs]
             return Call(b.target, args, kwargs)
         if b.name in ("stack", "cat") and e.args and isinstance(e.args[0], ast.ListLit):
-            if id(e) in self.cm.label_stacks:  # a label's values: left of their own dims
-                kwargs = [*kwargs, ("dim", Lit(self.cm.label_stacks[id(e)]))]
+            if id(e) in self.cm.stacks:  # a label's or per-element values: own dims last
+                kwargs = [*kwargs, ("dim", Lit(self.cm.stacks[id(e)]))]
             return Call(b.target, [ListE([self._expr(i) for i in e.args[0].items]),
                                    *args[1:]], kwargs)
         if b.lists:

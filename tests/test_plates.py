@@ -9,6 +9,7 @@ The model computes in float32, so the sums agree to about 1e-6 of their size.
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -587,3 +588,220 @@ model P(y: real[I], J: int) {
     got = model.log_density({"a": a}, {"y": y, "J": 3})
     want = _normal(a, 0, 1) + _normal(y, a.sum(1), 1)
     assert abs(got - want) < 1e-4
+
+
+# y_i ~ w_i N(m, 1) + (1 - w_i) N(0, 1): the audit's data, N = 2 (pew2) and N = 6
+PEW = {2: ([0.953, 3.43], [0.37, 0.443]),
+       6: ([1.594, 0.329, 0.142, 0.193, 0.782, 2.686], [0.863, 0.714, 0.201, 0.762, 0.779, 0.38])}
+
+
+def _mixture(y, w, m, means=None) -> float:
+    """log N(m; 0, 3) + sum_i logsumexp(log w_i + log N(y_i; m, 1), log (1 - w_i) + log
+    N(y_i; means_i, 1)), with ``means`` 0 unless given."""
+    y, w = torch.as_tensor(y, dtype=torch.float64), torch.as_tensor(w, dtype=torch.float64)
+    means = torch.zeros_like(y) if means is None else means
+    terms = torch.stack([w.log() + Normal(m, 1.0).log_prob(y),
+                         (1 - w).log() + Normal(means, 1.0).log_prob(y)])
+    return _normal(torch.tensor(m), 0, 3) + float(torch.logsumexp(terms, 0).sum())
+
+
+def _summed_out(model, data: dict, fixed: dict, nesting: int) -> float:
+    """log p(data, fixed) with the labels summed out by Pyro's TraceEnum_ELBO."""
+    from pyro import poutine
+    from pyro.infer import TraceEnum_ELBO
+
+    from ppl.infer.discrete import enumerated
+
+    conditioned = enumerated(poutine.condition(model.pyro_model, data=fixed))
+    return -TraceEnum_ELBO(max_plate_nesting=nesting).loss(
+        conditioned, lambda **kw: None, **model.bind(data))
+
+
+@pytest.mark.parametrize("n", [2, 6])
+@pytest.mark.parametrize("probs", ["[w, 1 - w]", "stack([w, 1 - w])",
+                                   "stack([w, 1 - w], dim=1)", "stack([w, 1 - w], dim=-1)"])
+def test_a_list_of_per_element_values_is_each_elements_own_list(n, probs):
+    """[w, 1 - w] of w: real[N] in plate N is each element's [w_i, 1 - w_i] ([N, 2]), as
+    Stan's loop reads it; it was stacked along a new first dim, [2, N]: at N = 2 the
+    density was the transposed reading's (-7.67314), at N = 6 a shape error. stack
+    without dim joins each element's values the same way."""
+    model = ppl.compile(f"""
+model PEW(y: real[N], w: real[N]) {{
+  m ~ Normal(0, 3)
+  plate N {{
+    y ~ MixtureSameFamily(Categorical(probs={probs}), Normal([m, 0.0], 1))
+  }}
+}}
+""")
+    y, w = PEW[n]
+    got = model.log_density({"m": 1.0}, {"y": y, "w": w})
+    assert abs(got - _mixture(y, w, 1.0)) < 1e-4
+    if n == 2:
+        assert abs(got - -7.87446) < 1e-4
+
+
+def test_a_list_of_per_element_and_global_values():
+    """[w, 0.5] (probs w_i / (w_i + 0.5), 0.5 / (w_i + 0.5)) and [m, w] (the second
+    component's mean w_i): a global item is the same in every element's list."""
+    model = ppl.compile("""
+model Mixed(y: real[N], w: real[N]) {
+  m ~ Normal(0, 3)
+  plate N {
+    y ~ MixtureSameFamily(Categorical(probs=[w, 0.5]), Normal([m, w], 1))
+  }
+}
+""")
+    y, w = PEW[6]
+    got = model.log_density({"m": 0.6}, {"y": y, "w": w})
+    wt = torch.tensor(w, dtype=torch.float64)
+    p = (wt / (wt + 0.5)).tolist()
+    assert abs(got - _mixture(y, p, 0.6, means=wt)) < 1e-4
+
+
+@pytest.mark.parametrize("n", [2, 6])
+def test_a_label_drawn_from_a_per_element_list(n):
+    """z ~ Categorical(probs=[w, 1 - w]) in plate N is one label per element with its
+    own probabilities (the check said '2 = 2 but N = 6'); summed out, y_i ~ Normal(m *
+    (1 - z_i), 1) is the mixture above."""
+    model = ppl.compile("""
+model PEWc(y: real[N], w: real[N]) {
+  m ~ Normal(0, 3)
+  plate N {
+    z ~ Categorical(probs=[w, 1 - w])
+    y ~ Normal(m * (1 - z), 1)
+  }
+}
+""")
+    y, w = PEW[n]
+    got = _summed_out(model, {"y": y, "w": w}, {"m": torch.tensor(1.0)}, 1)
+    assert abs(got - _mixture(y, w, 1.0)) < 1e-4
+
+
+@pytest.mark.parametrize("values", ["[u, 2 * u]", "stack([u, 2 * u])"])
+def test_a_list_of_a_plates_label_and_of_a_global_label(values):
+    """[m * z, 1 - z] of a label z drawn in plate N is each element's [2] (its summed-out
+    values [2, 1] stack on their right, [2, 1, 2]); [u, 2 * u] of a label u drawn outside
+    the plates is one [2] for every element (stack too). Exact sums over the labels by
+    hand."""
+    y = torch.tensor([[0.5, 0.2], [1.3, -0.4], [0.1, 0.9]])
+    model = ppl.compile("""
+model Z(y: real[N, 2], w: real[N]) {
+  m ~ Normal(0, 3)
+  plate N {
+    z ~ Bernoulli(w)
+    y ~ Normal([m * z, 1 - z], 1)
+  }
+}
+""")
+    w = torch.tensor([0.3, 0.6, 0.8], dtype=torch.float64)
+    got = _summed_out(model, {"y": y, "w": w.float()}, {"m": torch.tensor(1.5)}, 1)
+    yd = y.double()
+
+    def rows(loc):  # log N(y_i; loc, 1) per row
+        return Normal(torch.tensor(loc), 1.0).log_prob(yd).sum(-1)
+
+    per_z = torch.stack([(1 - w).log() + rows([0.0, 1.0]), w.log() + rows([1.5, 0.0])])
+    want = _normal(torch.tensor(1.5), 0, 3) + float(torch.logsumexp(per_z, 0).sum())
+    assert abs(got - want) < 1e-4
+    model = ppl.compile("""
+model U(y: real[N, 2]) {
+  u ~ Bernoulli(0.3)
+  plate N { y ~ Normal(VALUES, 1) }
+}
+""".replace("VALUES", values))
+    got = _summed_out(model, {"y": y}, {}, 1)
+    per_u = torch.tensor([math.log(0.7) + _normal(yd, torch.tensor([0.0, 0.0]), 1),
+                          math.log(0.3) + _normal(yd, torch.tensor([1.0, 2.0]), 1)])
+    assert abs(got - float(torch.logsumexp(per_u, 0))) < 1e-4
+
+
+def test_a_list_of_per_element_vectors():
+    """[v, w, mu] in plate N with v: real[N, D], w: real[N], mu: real[D] is each element's
+    [3, D]: v_n, w_n in every column, mu (N = 4, D = 2, 3 items: no size coincides)."""
+    model = ppl.compile("""
+model V(y: real[N, 3, D], v: real[N, D], w: real[N], mu: real[D]) {
+  s ~ HalfNormal(1)
+  plate N {
+    y ~ Normal([v, w, mu], s)
+  }
+}
+""")
+    v, w, mu, y = _tensor(4, 2), _tensor(4), _tensor(2), _tensor(4, 3, 2)
+    got = model.log_density({"s": 0.8}, {"y": y, "v": v, "w": w, "mu": mu})
+    loc = torch.stack([v, w[:, None].expand(4, 2), mu.expand(4, 2)], 1)
+    want = float(HalfNormal(1.0).log_prob(torch.tensor(0.8))) + _normal(y, loc, 0.8)
+    assert abs(got - want) < 1e-4
+
+
+def test_per_element_vectors_joined_by_cat():
+    """cat([v, 2 * v]) in plate N joins each element's vectors ([N, 2D]), not the rows
+    of v (it was [2N, D])."""
+    model = ppl.compile("""
+model C(y: real[N, E], v: real[N, D]) {
+  s ~ HalfNormal(1)
+  plate N {
+    y ~ Normal(cat([v, 2 * v]), s)
+  }
+}
+""")
+    v, y = _tensor(3, 2), _tensor(3, 4)
+    got = model.log_density({"s": 0.8}, {"y": y, "v": v})
+    want = float(HalfNormal(1.0).log_prob(torch.tensor(0.8))) + \
+        _normal(y, torch.cat([v, 2 * v], 1), 0.8)
+    assert abs(got - want) < 1e-4
+
+
+@pytest.mark.parametrize("n, m", [(3, 2), (2, 2)])
+def test_a_per_element_list_in_nested_plates(n, m):
+    """In plates N and M, [w, 1 - w] of w: real[N] (laid out [N, 1]) is row n's list for
+    every column, and [m, x] of x: real[N, M] element (n, j)'s."""
+    model = ppl.compile("""
+model Nest(y: real[N, M], w: real[N], x: real[N, M]) {
+  m ~ Normal(0, 3)
+  plate N {
+    plate M {
+      y ~ MixtureSameFamily(Categorical(probs=[w, 1 - w]), Normal([m, x], 1))
+    }
+  }
+}
+""")
+    gen = torch.Generator().manual_seed(3)
+    y, x = torch.randn(n, m, generator=gen), torch.randn(n, m, generator=gen)
+    w = torch.rand(n, generator=gen) * 0.8 + 0.1
+    got = model.log_density({"m": 0.7}, {"y": y, "w": w, "x": x})
+    want = _mixture(y, w[:, None].expand(n, m), 0.7, means=x.double())
+    assert abs(got - want) < 1e-4
+
+
+def test_a_list_outside_plates_stacks_along_a_new_first_dim():
+    """Outside plates nothing changes: [a, b] of two real[N] is [2, N]."""
+    model = ppl.compile("""
+model O(y: real[2, N], a: real[N], b: real[N]) {
+  s ~ HalfNormal(1)
+  y ~ Normal([a, b], s)
+}
+""")
+    a, b, y = _tensor(3), _tensor(3), _tensor(2, 3)
+    got = model.log_density({"s": 0.5}, {"y": y, "a": a, "b": b})
+    want = float(HalfNormal(1.0).log_prob(torch.tensor(0.5))) + \
+        _normal(y, torch.stack([a, b]), 0.5)
+    assert abs(got - want) < 1e-4
+
+
+@pytest.mark.parametrize("probs, at, words", [
+    ("stack([w, 1 - w], dim=0)", "5:67", "dim=0 is a plate dim: it would stack the plate's"),
+    ("cat([w, 1 - w])", "5:45", "cat joins each element's own vectors"),
+])
+def test_joining_per_element_values_across_the_plate_is_an_error(probs, at, words):
+    """stack(..., dim=0) of per-element values would stack the plate's elements with each
+    other, cat of per-element numbers would join the plate's rows: located errors."""
+    with pytest.raises(ppl.BdlError, match=re.escape(f"<string>:{at}: error: ") + ".*"
+                       + re.escape(words)):
+        ppl.compile(f"""
+model PEW(y: real[N], w: real[N]) {{
+  m ~ Normal(0, 3)
+  plate N {{
+    y ~ MixtureSameFamily(Categorical(probs={probs}), Normal([m, 0.0], 1))
+  }}
+}}
+""")

@@ -115,12 +115,15 @@ class CheckedModel:
     # indexing such a value (``w[d]``, ``w[0]``): id -> its own dims, indexed from the
     # right with its other dims broadcast against the indices (Pyro's ``Vindex``)
     label_vindex: dict[int, int] = field(default_factory=dict)
-    # a ``dim`` counted from the left (``sum(w, dim=0)``) of such a value: id of the
-    # number -> the value's own dims, so it is counted from the right (dim - own)
+    # a ``dim`` counted from the left (``sum(w, dim=0)``) of such a value (or of stack
+    # over per-element values in plates): id of the number -> the value's dims from that
+    # left, so it is counted from the right (dim - own) whatever dims lie left of them
     label_dims: dict[int, int] = field(default_factory=dict)
-    # a list literal of such values, or stack/cat of one without ``dim``: id -> the dim
-    # (from the right) to stack along, left of the values' own dims ([K, 1, 2, D])
-    label_stacks: dict[int, int] = field(default_factory=dict)
+    # a list literal of such values, or of values with one value per plate element inside
+    # plates (and stack/cat of one without ``dim``): id -> the dim (from the right) to
+    # stack along, left of the values' own dims, right of the label's or the plates'
+    # dims ([K, 1, 2, D] for a label's; [w, 1 - w] of w: real[N] in plate N is [N, 2])
+    stacks: dict[int, int] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -336,7 +339,10 @@ class _ModelChecker:
         self.label_aligned: dict[int, tuple] = {}  # see CheckedModel.label_aligned
         self.label_vindex: dict[int, int] = {}  # see CheckedModel.label_vindex
         self.label_dims: dict[int, int] = {}  # see CheckedModel.label_dims
-        self.label_stacks: dict[int, int] = {}  # see CheckedModel.label_stacks
+        self.stacks: dict[int, int] = {}  # see CheckedModel.stacks
+        # a list literal stacked right of plate dims: id -> the position of its length
+        # in its type (the plate dims before it; 0, the default, for other lists)
+        self.list_at: dict[int, int] = {}
         # values computed (=) inside plates -> the plate width of their value
         self.det_width: dict[str, int | None] = {}
         self.fit_errors: list[Diagnostic] = []  # see CheckedModel.fit_errors
@@ -365,7 +371,7 @@ class _ModelChecker:
                             frozenset((self.observed & data) - self.data_reads), self.aligned,
                             self.pads, self.fit_errors, self.unaligned, self.self_indexed,
                             self.elem_reduce, self.label_aligned, self.label_vindex,
-                            self.label_dims, self.label_stacks)
+                            self.label_dims, self.stacks)
 
     def err(self, msg: str, span: Span, notes: list[str] | None = None) -> None:
         self.errors.append(Diagnostic(msg, span, "error", notes or []))
@@ -915,6 +921,9 @@ class _ModelChecker:
             first = e.indices[0] if e.indices else None
             full = isinstance(first, ast.Slice) and first.start is None and first.stop is None
             return base if full else None
+        if isinstance(e, ast.ListLit):  # stacked per element: the items' plate dims
+            widths = [self._plate_width(i) for i in e.items]
+            return None if any(w is None for w in widths) else max(widths, default=0)
         return None
 
     def _plates_meet(self, e: ast.BinOp, a: Ty, b: Ty) -> tuple[Ty, Ty] | None:
@@ -1395,19 +1404,64 @@ class _ModelChecker:
             if all(t.kind in TENSOR_KINDS + ("unknown",) for t in tys):
                 return UNKNOWN
             return Ty("list", None)
+        own = self._element_items(e, tys) if self.plate_stack else None
+        if own is not None and own[0] is None:
+            return UNKNOWN
+        if own is not None:
+            tys = own[0]
         shape = tys[0].shape
         for t, x in zip(tys[1:], e.items[1:], strict=False):
             shape, issues = sizes.broadcast(shape, t.shape)
             self._report(issues, x.span, "the items of a list")
         kind = "real" if any(t.kind == "real" for t in tys) else tys[0].kind
-        if not self.plate_stack and shape is not None and self._reads_label(e):
+        if shape is None:
+            return Ty(kind, None)
+        at = 0
+        if own is not None:
+            # per plate element: stacked right of the plate dims, left of the items' own
+            at = len(shape) - own[1]
+            self.stacks[id(e)] = -own[1] - 1
+        elif not self.plate_stack and self._reads_label(e):
             # a label's values: stacked right of its summed-out dims, left of their own
-            self.label_stacks[id(e)] = -len(shape) - 1
-        dims = None
-        if all(t.dim is not None for t in tys):
-            dims = None
-        return Ty(kind, None if shape is None else (sizes.const(len(tys)),) + tuple(shape),
-                  dim=dims)
+            self.stacks[id(e)] = -len(shape) - 1
+        if at:
+            self.list_at[id(e)] = at
+        return Ty(kind, tuple(shape[:at]) + (sizes.const(len(tys)),) + tuple(shape[at:]))
+
+    def _element_items(self, e: ast.ListLit, tys: list[Ty]) -> tuple | None:
+        """Inside plates, a list whose items vary along the plates (or read a label
+        summed out outside them) is each element's own list, as Stan's loop writes
+        ``[w[n], 1 - w[n]]'``: its items are stacked right of their plate dims, not along
+        a new first dim (which would read ``[w, 1 - w]`` of ``w: real[N]`` as [2, N]).
+        Returns (the item types, those with fewer own dims widened with unit dims before
+        them as ``rt.per_element`` does, and the items' own rank), None for a list of
+        plain global values (stacked along dim 0, the same), or (None, None) after a
+        located error."""
+        widths = [self._plate_width(x) for x in e.items]
+        if any(t.shape is None for t in tys) or not (
+                any(widths) or any(w == 0 and self._reads_label(x)
+                                   for x, w in zip(e.items, widths, strict=True))):
+            return None
+        for x, t, w in zip(e.items, tys, widths, strict=True):
+            if w is None or w > len(t.shape):
+                self.err(f"inside plate {', '.join(self._plate_names())}, this list has "
+                         "items with one value per plate element, and whether this item "
+                         "is one too cannot be told, so the list cannot be stacked element "
+                         "by element", x.span,
+                         ["index it with the plate's index (x[i]), or compute it before "
+                          "the plate"])
+                return None, None
+        rank = max(len(t.shape) - w for t, w in zip(tys, widths, strict=True))
+        out = []
+        for x, t, w in zip(e.items, tys, widths, strict=True):
+            units = rank - (len(t.shape) - w)
+            if w and units > 0:
+                self.pads[id(x)] = (len(t.shape) - w, units)
+                t = Ty(t.kind, _widened(t.shape, w, units), dim=t.dim, value=t.value)
+            elif not w:
+                t = self._label_pad(x, t, rank)
+            out.append(t)
+        return out, rank
 
     def _index(self, e: ast.Index) -> Ty:
         if isinstance(e.value, ast.Name):  # x[i] reads the data as declared
@@ -2058,24 +2112,32 @@ class _ModelChecker:
             return self._construct_ty(e, b, bound, positional)
         if b.name in ("stack", "cat"):
             xs = bound.get("xs")
-            if xs is not None and "dim" not in bound and rank and not self.plate_stack \
-                    and self._reads_label(xs[0]):
+            if xs is not None and "dim" not in bound and rank and self._reads_label(xs[0]) \
+                    and (not self.plate_stack or self._plate_width(xs[0]) == 0):
                 # of a label's values: along their own first dim (stack: a new one)
-                self.label_stacks[id(e)] = -rank
+                self.stacks[id(e)] = -rank
             if xs is not None and not isinstance(xs[0], ast.ListLit):
                 self.err(f"{b.name} takes a list: {b.name}([a, b])", xs[0].span)
             items = [self.types.get(id(i), UNKNOWN) for i in getattr(xs[0], "items", [])] \
                 if xs is not None else []
             kind = "int" if items and all(t.kind == "int" for t in items) else "real"
-            shape = b.shape(positional, {k: t for k, (_, t) in bound.items()}) \
-                if b.shape is not None else None
+            kwargs = {k: t for k, (_, t) in bound.items()}
+            width = self._elementwise_join(e, b, xs, bound.get("dim")) \
+                if xs is not None and self.plate_stack else 0
+            if width is None:
+                return UNKNOWN
+            if width and b.name == "cat" and "dim" not in bound:
+                kwargs["dim"] = Ty("int", (), value=width)  # each element's own first dim
+            shape = b.shape(positional, kwargs) if b.shape is not None else None
             if b.name == "stack" and xs is not None and xs[1].shape is not None:
-                # the list's items with its length inserted at dim (a list is at dim 0)
-                d = bound.get("dim")
-                at, own = (0 if d is None else d[1].value), tuple(xs[1].shape[1:])
+                # the list's items with its length inserted at dim (a list is at dim 0,
+                # or right of the plate dims when stacked per plate element)
+                d, la = bound.get("dim"), self.list_at.get(id(xs[0]), 0)
+                own = tuple(xs[1].shape[:la]) + tuple(xs[1].shape[la + 1:])
+                at = la if d is None else d[1].value
                 if isinstance(at, int) and -len(own) - 1 <= at <= len(own):
                     at %= len(own) + 1
-                    shape = own[:at] + tuple(xs[1].shape[:1]) + own[at:]
+                    shape = own[:at] + tuple(xs[1].shape[la:la + 1]) + own[at:]
             return Ty(kind, shape)
         if b.name == "gram":
             k = bound.get("kernel")
@@ -2128,6 +2190,59 @@ class _ModelChecker:
                                           "floor", "transpose") and positional:
             kind = positional[0].kind if positional[0].kind in TENSOR_KINDS else "real"
         return Ty(kind, shape)
+
+    def _elementwise_join(self, e: ast.Call, b, xs: tuple, dim) -> int | None:
+        """stack/cat inside plates of items with one value per plate element join each
+        element's values, as a list literal does (:meth:`_element_items`): without
+        ``dim`` stack along a new dim right of the plate dims, cat along each element's
+        own first dim; a ``dim`` counted from the left is counted from the right in the
+        generated code (so dims that enumeration adds on the left stay). A ``dim`` that
+        falls among the plate dims would join the plate's elements with each other: a
+        located error. Returns the items' plate width (0 when they do not vary along the
+        plates), None after an error."""
+        node, t = xs
+        if not isinstance(node, ast.ListLit):
+            return 0
+        widths = [self._plate_width(i) for i in node.items]
+        if not any(widths) or any(w is None for w in widths):
+            return 0  # a list's undecidable items are reported by _element_items
+        width = max(widths)
+        if b.name == "stack":
+            if id(node) not in self.stacks or t.shape is None:
+                return 0
+            along, total = self.stacks[id(node)], len(t.shape)
+        else:
+            items = [x for x in t.value or () if x.shape is not None]
+            ranks = {len(x.shape) - w for x, w in zip(items, widths, strict=False)}
+            if len(items) != len(widths) or len(ranks) != 1 or width > min(
+                    len(x.shape) for x in items):
+                return 0
+            own = ranks.pop()
+            if own == 0 or len(set(widths)) != 1:
+                self.err(f"inside plate {', '.join(self._plate_names())}, cat joins each "
+                         "element's own vectors, and its items here are one number per "
+                         "element or do not all vary along the same plates", e.span,
+                         ["a list [a, b] stacks per-element numbers (each element's "
+                          "[2]); give every item the plate's dims to join vectors"])
+                return None
+            along, total = -own, width + own
+        if dim is None:
+            self.stacks[id(e)] = along
+            return width
+        d = dim[1].value if isinstance(dim[0], ast.Number) else None
+        if not isinstance(d, int):
+            return width
+        if not (d >= width if d >= 0 else -d <= total - width):
+            self.err(f"inside plate {', '.join(self._plate_names())}, the items of "
+                     f"{b.name} have one value per plate element ({width} plate "
+                     f"dim{'s' if width > 1 else ''} first), and dim={d} is a plate dim: "
+                     f"it would {b.name} the plate's elements with each other", dim[0].span,
+                     [f"leave dim out to {b.name} each element's values, or count it from "
+                      "the right within them (dim=-1)"])
+            return None
+        if d >= 0:
+            self.label_dims[id(dim[0])] = total
+        return width
 
     def _element_reduction(self, e: ast.Call, b, bound: dict):
         """``sum(w[i])`` (a reduction without ``dim``) of a value indexed by a plate's
