@@ -613,3 +613,39 @@ model R(y: real{shape}, mu: real[3, 2, 4]) {{
     lik = torch.distributions.Normal(reduce(big), 1.0).log_prob(y).sum(-1) + math.log(1 / 3)
     got = _summed_out(m, {"y": y, "mu": big}, {}, 1)
     assert abs(got - float(torch.logsumexp(lik, 0))) < 1e-4, got
+
+
+C3 = torch.tensor([0, 2, 1])
+
+
+@pytest.mark.parametrize("body", [
+    "plate i in N { c ~ Categorical(logits=mu[z]) }",
+    "plate i in N { c ~ Categorical(softmax(mu[z])) }",
+    "p = softmax(mu[z])\n  plate i in N { c ~ Categorical(p) }",
+    "c ~ Categorical(logits=mu[z])"])                 # the whole vector, outside plates
+def test_a_label_value_as_a_vector_parameter_keeps_its_event_dim(body):
+    """logits = mu[z] is [3, 1, 3] summed out: its last dim is each draw's categories,
+    not plate i's (it was moved onto the plate: summed out -2.604 here, exact -3.896).
+    Exact: logsumexp_k (log 1/3 + sum_i log softmax(mu[k])[c_i])."""
+    m = ppl.compile(f"model T(c: int[N], mu: real[3, 3]) {{\n  z ~ Categorical(ones(3) / 3)\n"
+                    f"  {body}\n}}")
+    lik = torch.log_softmax(MU3 + torch.tensor([0.0, 0.3, -0.2]), -1)[:, C3].sum(-1)
+    want = float(torch.logsumexp(lik + math.log(1 / 3), 0))
+    got = _summed_out(m, {"c": C3, "mu": MU3 + torch.tensor([0.0, 0.3, -0.2])}, {}, 1)
+    assert abs(got - want) < 1e-6, (got, want)
+    assert abs(want + 3.2958) > 0.05  # not the prior's log(1/3^3): the labels matter
+
+
+def test_a_label_value_as_cutpoints_keeps_its_event_dim():
+    """OrderedLogistic(eta[i], cut[z]) in plate i of 2: cut[z]'s 2 cutpoints are one
+    draw's, not plate i's (a shape error at N = 2). Exact by hand as above."""
+    import pyro.distributions as pd
+    m = ppl.compile("model T(c: int[N], eta: real[N], cut: real[3, 2]) {\n"
+                    "  z ~ Categorical(ones(3) / 3)\n"
+                    "  plate i in N { c ~ OrderedLogistic(eta[i], cut[z]) }\n}")
+    cut = torch.tensor([[-1.0, 1.0], [0.0, 2.0], [-2.0, -0.5]])
+    eta, c = torch.tensor([0.3, -0.2]), torch.tensor([0, 2])
+    lik = torch.stack([pd.OrderedLogistic(eta, cut[k]).log_prob(c).sum() for k in range(3)])
+    want = float(torch.logsumexp(lik + math.log(1 / 3), 0))
+    got = _summed_out(m, {"c": c, "eta": eta, "cut": cut}, {}, 1)
+    assert abs(got - want) < 1e-6, (got, want)

@@ -818,8 +818,11 @@ class _ModelChecker:
         else:
             return
         found = self._dist_bound.get(id(s.dist))
-        for node, t in (found[1].values() if found is not None else ()):
-            moved = min(len(t.shape or ()) - own, plates)
+        for pname, (node, t) in (found[1].items() if found is not None else ()):
+            # a parameter's own event dims (Categorical's probs, OrderedLogistic's
+            # cutpoints) are not plate dims: only the dims left of them are
+            rank = _PARAM_EVENT_RANK.get((dty.dist, pname), 0)
+            moved = min(len(t.shape or ()) - own - rank, plates)
             if moved > 0 and self._reads_label(node) and self._plate_width(node) == 0:
                 self.label_aligned[id(node)] = (tuple(range(-moved, 0)), len(t.shape))
 
@@ -2636,6 +2639,12 @@ def _function_args() -> str:
 
 def _is_random(e: ast.Expr, symbols: dict[str, Symbol]) -> bool:
     return any(symbols[n].random for n in _walk_names(e) if n in symbols)
+
+
+# The event rank of the vector parameters of scalar distributions (the only ones with
+# such parameters, by Pyro's arg_constraints): their last dims are one draw's, not batch.
+_PARAM_EVENT_RANK = {("Categorical", "probs"): 1, ("Categorical", "logits"): 1,
+                     ("OrderedLogistic", "cutpoints"): 1}
 
 
 def _dist_shape(sig, bound, checker) -> tuple | None:
