@@ -347,6 +347,9 @@ class _ModelChecker:
         self.det_width: dict[str, int | None] = {}
         self.fit_errors: list[Diagnostic] = []  # see CheckedModel.fit_errors
         self._dist_bound: dict[int, tuple] = {}  # distribution call -> (signature, bound)
+        self._in_builtin = 0  # how many built-in calls' arguments are being checked
+        self._own_reads: set[int] = set()  # label values read whole in a built-in's call
+        self._indexed_call = 0  # the id of a call whose value is indexed (exp(w)[d])
         # labels drawn outside every plate, and values computed from them there: summed
         # out, they carry an enumeration dim on the left (ppl.infer.discrete)
         self.global_labels: set[str] = set()
@@ -887,7 +890,7 @@ class _ModelChecker:
             return 0
         if isinstance(e, ast.Name):
             sym = self.symbols.get(e.id)
-            if sym is None:
+            if sym is None or id(e) in self._own_reads:
                 return 0
             if _sized_like_plates(sym):
                 plates = self._aligned_plates(sym.ty.shape)
@@ -1314,6 +1317,15 @@ class _ModelChecker:
                               f"have closed, in a new block: plate {sym.plates[0]} in "
                               f"... {{ ... sum({e.id}[{sym.plates[0]}]) ... }}"])
                     return UNKNOWN
+            if self.plate_stack and not raw and self._in_builtin and sym.ty.shape and (
+                    e.id in self.global_labels or _sized_like_plates(sym)):
+                # in a built-in that mixes elements (sum, softmax, cumsum) of a value
+                # computed from a label outside plates, [K, 1.., own dims], the values read
+                # whole keep their own dims, as outside plates (sum(w * x) is one sum per
+                # label value); a site moves what the call returns onto its plates
+                # (_label_args)
+                self._own_reads.add(id(e))
+                return sym.ty
             if self.plate_stack and not raw and e.id in self.global_labels and sym.ty.shape:
                 plates = self._aligned_plates(sym.ty.shape)
                 if plates:  # computed from a label: its own leading dims onto the plates'
@@ -1486,6 +1498,8 @@ class _ModelChecker:
                               f" or use '{e.value.id}' whole"])
                     return UNKNOWN
         else:
+            if isinstance(e.value, ast.Call):  # exp(w)[d]: the call sees w's own dims
+                self._indexed_call = id(e.value)
             base = self._expr(e.value)
         item_tys = []
         for item in e.indices:
@@ -1980,7 +1994,11 @@ class _ModelChecker:
                 self._defer(have, need, e.body.span, what)
 
     def _dist_call(self, e: ast.Call, sig) -> Ty:
-        bound = self._bind_args(e, sig.params, sig.name)
+        outer, self._in_builtin = self._in_builtin, 0  # its arguments are a site's
+        try:
+            bound = self._bind_args(e, sig.params, sig.name)
+        finally:
+            self._in_builtin = outer
         if bound is None:
             return UNKNOWN
         ok = True
@@ -2058,7 +2076,16 @@ class _ModelChecker:
                       "(exp, sigmoid, softmax)"])
 
     def _builtin_call(self, e: ast.Call, b) -> Ty:
-        bound = self._bind_args(e, b.params, b.name, b.variadic, b)
+        own = self.plate_stack and (b.name not in _POINTWISE or
+                                    self._indexed_call == id(e)) and any(
+            isinstance(n, ast.Name) and n.id in self.global_labels
+            and getattr(self.symbols.get(n.id), "ty", UNKNOWN).shape
+            for n in ast.walk(e))
+        self._in_builtin += bool(own)  # its arguments read whole keep their own dims (_name)
+        try:
+            bound = self._bind_args(e, b.params, b.name, b.variadic, b)
+        finally:
+            self._in_builtin -= bool(own)
         if bound is None:
             return UNKNOWN
         self._label_in_call(e, b.name, list(bound.values()))
@@ -2455,10 +2482,13 @@ def _literal(e: ast.Expr) -> float | None:
     return None
 
 
-# builtins whose dim defaults to every dim (None); the others default to the last (-1)
 # builtins whose tensor arguments broadcast against each other element by element
 _ELEMENTWISE = ("where", "clamp")
+# builtins whose dim defaults to every dim (None); the others default to the last (-1)
 _DEFAULT_DIMS = {"sum": None, "mean": None, "max": None, "min": None, "prod": None}
+# builtins that map each element on its own: a value's layout does not change them
+_POINTWISE = frozenset(n for n in builtins.names() if (builtins.lookup(n).doc or "")
+                     .startswith("elementwise")) | {*_ELEMENTWISE, "normal_cdf"}
 
 
 def _dist_text(e: ast.Expr) -> str:
