@@ -194,3 +194,19 @@ def test_a_literal_size_is_named_once_in_a_shape_error():
     messages = [d.message for d in e.value.diagnostics]
     assert messages == ["'x' dimension 1 is 2 but is declared 1",
                         "'z' dimension 0 is 2 but is declared K + 1 = 4"]
+
+
+@pytest.mark.parametrize("make, message", [
+    ("mlp(1, H, 1)", "mlp: hidden must be at least 1, got [0]"),
+    ("mlp(1, [4, H], 1)", "mlp: hidden must be at least 1, got [4, 0]"),
+    ("cnn(in_shape=[1, 2, 2], channels=[H], out_dim=1)", "cnn: channels must be at least 1"),
+])
+def test_a_network_with_a_layer_of_zero_units_is_an_error(make, message):
+    # a hidden layer of 0 units made the network a constant (its last bias), silently
+    x = [[0.0], [1.0]] if make.startswith("mlp") else [[[[0.0, 1.0], [1.0, 0.0]]]] * 2
+    shape = "real[N, 1]" if make.startswith("mlp") else "real[N, 1, 2, 2]"
+    src = (f"model L(x: {shape}, y: real[N], H: int) {{\n  g = {make}\n"
+           f"  y ~ Normal(g(x)[:, 0], 0.1)\n}}\n")
+    err = _fit_error(src, {"x": x, "y": [0.0, 3.0], "H": 0}, "map(steps=1)")
+    head = err.render().split("\n")[0]
+    assert head.startswith("m.bdl:2:3: error: " + message)

@@ -24,6 +24,16 @@ ACT_FUNCTIONS = {
 }
 
 
+def _positive(name: str, sizes: dict) -> None:
+    """Layer sizes of a network are at least 1: a hidden layer of 0 units would make the
+    network a constant (its output the last bias) without any error."""
+    for key, v in sizes.items():
+        vs = v if isinstance(v, list) else [v]
+        if any(int(x) < 1 for x in vs):
+            raise ValueError(f"{name}: {key} must be at least 1, got "
+                             f"{vs if isinstance(v, list) else v}")
+
+
 class MLP(nn.Module):
     """x -> Linear -> act -> ... -> Linear, applied over leading batch dimensions."""
 
@@ -31,6 +41,7 @@ class MLP(nn.Module):
         super().__init__()
         hidden = [hidden] if isinstance(hidden, (int, float)) else list(hidden)
         sizes = [int(in_dim), *(int(h) for h in hidden), int(out_dim)]
+        _positive("mlp", {"in_dim": sizes[0], "hidden": sizes[1:-1], "out_dim": sizes[-1]})
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
             layers.append(nn.Linear(a, b))
@@ -59,6 +70,8 @@ class CNN(nn.Module):
         channels = [channels] if isinstance(channels, (int, float)) else list(channels)
         c, h, w = (int(v) for v in in_shape)
         self.in_shape, self.out_dim = (c, h, w), int(out_dim)
+        _positive("cnn", {"in_shape": [c, h, w], "channels": [int(v) for v in channels],
+                          "out_dim": self.out_dim})
         self.kernel_size, self.pool = int(kernel_size), int(pool)
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError(f"cnn kernel_size must be a positive odd integer, got "
