@@ -120,6 +120,8 @@ class SampleOp:
     # the model has labels that Pyro sums out (ppl.infer.discrete): a vector site outside
     # plates is drawn in plates over its dims, not as one event (see codegen)
     enum_plates: bool = False
+    # a continuous latent reading a label summed out outside plates (rt.LabelFree)
+    label_free: bool = False
 
 
 @dataclass
@@ -388,7 +390,7 @@ class _Lowerer:
             self.used.add(obs)
         return SampleOp(s.name, d, obs, event, dty.event, bool(info.plates),
                         self._constraint(info.constraint), info.obs_cast, self._var(s.name),
-                        info.obs_align, self.enumerates)
+                        info.obs_align, self.enumerates, info.label_free)
 
     def _constraint(self, c):
         if c is None:

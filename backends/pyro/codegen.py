@@ -177,7 +177,7 @@ def _dist(op: ir.SampleOp) -> str:
                 d = f"{d}.expand({_dims(batch)}).to_event({len(batch)})"
     if op.constraint is not None:
         d = f"rt.Restricted({d}, {expr(op.constraint)})"
-    return d
+    return f"rt.LabelFree({d})" if op.label_free else d
 
 
 def _enum_plates(op: ir.SampleOp) -> list:
@@ -218,6 +218,7 @@ class _Emitter:
             self.line(depth + k, f'with pyro.plate("{op.name}.dim{k}", {expr(size)}, '
                                  f"dim={k - len(dims)}):")
         d = expr(op.dist, 9)
+        d = f"rt.LabelFree({d})" if op.label_free else d
         inner = depth + len(dims)
         if op.obs is not None:
             obs = f"rt.real({op.obs})" if op.cast_obs else op.obs

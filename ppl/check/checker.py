@@ -52,6 +52,7 @@ class SiteInfo:
     bounds: dict = field(default_factory=dict)
     obs_cast: bool = False           # observe int/bool data with a real-valued density
     obs_align: tuple | None = None   # plate dims of observed data in nested plates
+    label_free: bool = False         # a continuous latent reading a label outside plates
 
 
 @dataclass
@@ -793,6 +794,10 @@ class _ModelChecker:
         own = info.event_dims if s.type is not None or shape is None \
             else tuple(shape[len(self.plate_stack):])
         self._label_args(s, dty, own, info.constraint)
+        found = self._dist_bound.get(id(s.dist))
+        if not dty.discrete and self.global_labels and found is not None and any(
+                self._reads_label(node) for node, _ in found[1].values()):
+            info.label_free = True  # its value without the label's dims (rt.LabelFree)
         if dty.discrete:
             self._discrete_latent(s, dty, shape)
             if dty.enumerable and not self.plate_stack:

@@ -114,7 +114,16 @@ def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None
                       if v["type"] == "sample"}
     with torch.no_grad():
         for i in range(n):
-            if guide is not None:
+            given: set = set()
+            if guide is not None and discrete is not None:
+                # conditioned, not replayed: a replayed site is 'done' before Pyro's
+                # enumeration sees it, so a latent whose density reads a label summed out
+                # (rt.LabelFree) would lose the label's dim in its log density
+                g = poutine.trace(guide).get_trace(**kwargs)
+                given = {k for k, v in g.nodes.items()
+                         if v["type"] == "sample" and not v["is_observed"]}
+                run = poutine.condition(model, {k: g.nodes[k]["value"] for k in given})
+            elif guide is not None:
                 g = poutine.trace(guide).get_trace(**kwargs)
                 run = poutine.replay(model, trace=g)
             elif posterior:
@@ -130,7 +139,7 @@ def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None
             for name, site in tr.nodes.items():
                 if site["type"] != "sample":
                     continue
-                wanted = name in sites if sites is not None else (
+                wanted = name in sites if sites is not None else name in given or (
                     (not site["is_observed"] or site["infer"].get("_deterministic"))
                     and not (posterior and name in posterior and guide is None))
                 if wanted:

@@ -43,6 +43,7 @@ from .main import main
 from .nn import network, reset_networks
 from .shapes import (
     Flat,
+    LabelFree,
     Restricted,
     event,
     label_aligned,
@@ -52,7 +53,8 @@ from .shapes import (
 )
 
 __all__ = [
-    "ArgSpec", "Flat", "Restricted", "Signature", "SizeCheck", "arange", "batch_size", "bind",
+    "ArgSpec", "Flat", "LabelFree", "Restricted", "Signature", "SizeCheck", "arange",
+    "batch_size", "bind",
     "cat", "clamp", "cumsum", "full_data",
     "elu", "event", "eye", "full", "gelu", "gram", "kernels", "log_ccdf", "log_cdf", "log_prob",
     "label_aligned", "log_softmax", "logsumexp", "main",

@@ -150,6 +150,60 @@ def site_shaped(x, shape, lead: int = 0):
     return x.reshape(tuple(x.shape[:lead]) + shape)
 
 
+class LabelFree(TorchDistribution):
+    """The distribution of a continuous latent that reads a label summed out outside
+    plates (``x ~ Normal(2.0 * z, 1)``): its value has the site's own shape, while its
+    density keeps the label's enumeration dims, so the fit sums ``p(z) p(x | z)`` over z.
+
+    Enumerated, ``base`` has the label's dims left of the plate dims ([2] for a
+    Bernoulli ``z`` at dim -1); a sample of it would carry them too, and NUTS or an
+    autoguide would take ``x`` for a vector with one copy per label value. Here the batch
+    shape is ``base``'s right ``keep`` dims (the enclosing plates' width, read from
+    Pyro's stack when not given), :meth:`sample` draws at the first label value (only
+    an initial value: x is conditioned on in the fit), and :meth:`log_prob` is
+    ``base``'s, which broadcasts over the label's dims."""
+
+    arg_constraints: dict = {}
+
+    def __init__(self, base, keep: int | None = None, validate_args=None):
+        if keep is None:
+            from pyro.poutine.indep_messenger import IndepMessenger
+            from pyro.poutine.runtime import _PYRO_STACK
+            keep = max((-m.dim for m in _PYRO_STACK
+                        if isinstance(m, IndepMessenger) and m.dim is not None), default=0)
+        self.base, self.keep = base, min(keep, len(base.batch_shape))
+        batch = base.batch_shape[len(base.batch_shape) - self.keep:]
+        super().__init__(batch, base.event_shape, validate_args=False)
+
+    @constraints.dependent_property
+    def support(self):
+        return self.base.support
+
+    @property
+    def has_rsample(self):
+        return self.base.has_rsample
+
+    def log_prob(self, value):
+        return self.base.log_prob(value)
+
+    def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        lead = self.base.batch_shape[: len(self.base.batch_shape) - self.keep]
+        return LabelFree(self.base.expand(lead + batch_shape), len(batch_shape))
+
+    def _first(self, x, sample_shape):
+        extra = len(self.base.batch_shape) - self.keep
+        return x[(slice(None),) * len(sample_shape) + (0,) * extra] if extra else x
+
+    def sample(self, sample_shape=()):
+        sample_shape = torch.Size(sample_shape)
+        return self._first(self.base.sample(sample_shape), sample_shape)
+
+    def rsample(self, sample_shape=()):
+        sample_shape = torch.Size(sample_shape)
+        return self._first(self.base.rsample(sample_shape), sample_shape)
+
+
 class Restricted(TorchDistribution):
     """A prior restricted to a constraint set, with the density left unnormalised there.
 
