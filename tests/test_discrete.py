@@ -716,3 +716,28 @@ def test_a_continuous_latent_below_a_label_has_the_exact_posterior(method, optio
     assert abs(float(x.mean()) - 1.908) < 0.12, float(x.mean())
     assert abs(float(x.var()) - 0.725) < 0.15, float(x.var())
     assert abs(float(z.mean()) - 0.658) < 0.07, float(z.mean())
+
+
+Y4 = torch.tensor([0.5, -0.6, 0.9, 0.2])
+X43 = torch.tensor([[0.1, 0.2, 0.3], [1.0, 0.0, -1.0], [0.5, 0.5, 0.5], [2.0, 1.0, 0.0]])
+
+
+@pytest.mark.parametrize("value, mean", [
+    ("mu[c][0]", lambda: MU3[:, 0:1].expand(3, 4)),
+    ("mu[c][-1]", lambda: MU3[:, 2:3].expand(3, 4)),
+    ("mu[c][2] + x[i][1]", lambda: MU3[:, 2:3] + X43[:, 1]),
+    ("sum(mu[c])", lambda: MU3.sum(-1, keepdim=True).expand(3, 4))])
+def test_an_index_into_a_row_picked_by_a_label_in_a_plate_reads_the_row(value, mean):
+    """mu[c] with c drawn in plate i is one row per element; mu[c][0] reads that row's
+    entry 0 (Vindex(mu[c])[..., 0]), sum(mu[c]) sums the row: it read row 0 of the
+    plate (mu[c_0], every element; -3.49 summed out vs exact -4.00 at N = 3, a shape
+    error at N = 4). Exact: sum_i logsumexp_k (log 1/3 + log N(y_i; mean[k, i], 1)), and
+    log_density at c = [1, 2, 0, 1] is sum_i log N(y_i; mean[c_i, i], 1) + 4 log 1/3."""
+    m = ppl.compile(f"model T(y: real[N], mu: real[3, 3], x: real[N, 3]) {{\n  plate i in N {{\n"
+                    f"    c ~ Categorical(ones(3) / 3)\n    y ~ Normal({value}, 1)\n  }}\n}}")
+    means, data = mean(), {"y": Y4, "mu": MU3, "x": X43}
+    lik = torch.distributions.Normal(means, 1.0).log_prob(Y4) + math.log(1 / 3)
+    got = _summed_out(m, data, {}, 1)
+    assert abs(got - float(torch.logsumexp(lik, 0).sum())) < 1e-6, got
+    c = [1, 2, 0, 1]
+    assert abs(m.log_density({"c": c}, data) - float(lik[c, range(4)].sum())) < 1e-6

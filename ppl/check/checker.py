@@ -1542,6 +1542,14 @@ class _ModelChecker:
             front = ()
             if self._reads_outer_layout(e):
                 return UNKNOWN
+            width = self._plate_width(e.value) if not isinstance(e.value, ast.Name) \
+                and self.plate_stack and id(e) not in self.label_vindex else 0
+            if width and len(base.shape) > width:
+                # mu[c][0] with c drawn in the plate: mu[c] is one row per element, and
+                # the index reads the row's own dims, from the right (Vindex(mu[c])[...,
+                # 0]), not the plate dims, nor a label's summed-out dims left of them
+                self.label_vindex[id(e)] = len(base.shape) - width
+                front, base = base.shape[:width], Ty(base.kind, base.shape[width:])
         if len(e.indices) > len(base.shape):
             self.err(f"too many indices: the value has {len(base.shape)} "
                      f"dimension{'s' if len(base.shape) != 1 else ''} "
@@ -2296,8 +2304,9 @@ class _ModelChecker:
         if not self.plate_stack:
             return None
         if first is None or first[1].shape is None or not isinstance(first[0], ast.Index) \
-                or not any(isinstance(i, ast.Name) and getattr(
-                    self.symbols.get(i.id), "role", "") == "index" for i in first[0].indices):
+                or not any(isinstance(i, ast.Name) and (getattr(
+                    self.symbols.get(i.id), "role", "") == "index" or i.id in
+                    self.plate_labels) for i in first[0].indices):  # mu[c], c drawn here
             return None
         width = self._plate_width(first[0])
         if not width or width > len(first[1].shape):
