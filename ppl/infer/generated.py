@@ -81,8 +81,10 @@ def held_out(model, kwargs: dict, names: list[str]):
 def add_predictions(result: Fit, names: list[str]) -> None:
     """Posterior predictive draws of ``names``, one per posterior draw, kept by chain.
     Labels summed out in the fit (``result.discrete``) are drawn again in the same pass,
-    so that each draw's ``y_new`` and its label ``z_new`` belong together."""
-    sites = names + [k for k in result.discrete if k not in names]
+    so that each draw's ``y_new`` and its label ``z_new`` belong together, and with them
+    the deterministic sites (``w = mu[z] + b`` is the redrawn ``z``'s, not the fit's)."""
+    again = result.discrete + result.deterministics if result.discrete else []
+    sites = names + [k for k in dict.fromkeys(again) if k not in names]
     if result.chains:
         n_chains, n_draws = next(iter(result.chains.values())).shape[:2]
         pred = result.predict(None, num_samples=n_chains * n_draws, sites=sites)
