@@ -233,6 +233,11 @@ class _Lowerer:
         self.enumerates = any(
             isinstance(s, ast.Sample) and getattr(cm.sites.get(id(s)), "role", "") == "latent"
             and cm.ty(s.dist).enumerable for s in ast.walk(cm.model.body))
+        # latents drawn from Bernoulli: 0.0 / 1.0, made integers where they index
+        self.bernoulli = {
+            s.name for s in ast.walk(cm.model.body)
+            if isinstance(s, ast.Sample) and getattr(cm.sites.get(id(s)), "role", "") == "latent"
+            and cm.ty(s.dist).dist == "Bernoulli"}
         bad = []
         for name, sym in cm.symbols.items():
             if name not in RESERVED:
@@ -411,6 +416,13 @@ class _Lowerer:
             return Call("rt.per_element", [out, Lit(pad[0]), Lit(pad[1])], [])
         return out
 
+    def _index_item(self, i: ast.Expr):
+        """An index; one that reads a Bernoulli latent (drawn as 0.0 / 1.0) as integers."""
+        out = self._expr(i)
+        if isinstance(i, ast.Slice) or not any(n in self.bernoulli for n in ast.names_read(i)):
+            return out
+        return Call("rt.as_index", [out], [])
+
     def _expr_inner(self, e: ast.Expr):
         if isinstance(e, ast.Number) and id(e) in self.cm.label_dims:
             return Lit(e.value - self.cm.label_dims[id(e)])  # dim=0 of w = mu[z]: from the right
@@ -451,7 +463,7 @@ class _Lowerer:
                 drop, width = self.cm.self_indexed[id(e)]
                 rest = [self._expr(i) for i in e.indices[drop:]]
                 return Idx(value, [Sl(None, None)] * width + rest) if rest else value
-            items = [self._expr(i) for i in e.indices]
+            items = [self._index_item(i) for i in e.indices]
             if id(e) in self.cm.label_vindex:  # w[d] of w = mu[z]: from w's own dims
                 rest = self.cm.label_vindex[id(e)] - len(items)
                 return Idx(Call("Vindex", [value], []),

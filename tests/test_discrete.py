@@ -757,3 +757,22 @@ def test_a_deterministic_of_a_label_is_redrawn_with_a_left_out_y_new():
     assert len(set(z.tolist())) > 1  # the labels vary, so a mismatch could show
     assert torch.allclose(w, mu[z] + b, atol=1e-5)
     assert float((fit.samples["y_new"] - w).abs().max()) < 0.06  # 6 sd of 0.01
+
+
+@pytest.mark.parametrize("plate", [False, True])
+def test_a_bernoulli_label_indexes(plate):
+    """nu[z] with z ~ Bernoulli(0.4): Pyro draws and enumerates z as 0.0 / 1.0, which
+    cannot index ('indices must be long' when the fit started); rt.as_index makes the
+    index an integer. Exact: logsumexp_z (log p(z) + log N(y; nu[z], 1)), per point."""
+    body = "z ~ Bernoulli(0.4)\n  y ~ Normal(nu[z], 1)"
+    if plate:
+        body = "plate i in N {\n    z ~ Bernoulli(0.4)\n    y ~ Normal(nu[z], 1)\n  }"
+    m = ppl.compile(f"model T(y: real{'[N]' if plate else ''}, nu: real[2]) {{\n  {body}\n}}")
+    nu, y = torch.tensor([0.0, 1.0]), torch.tensor([0.3, 0.1] if plate else [0.3])
+    prior = torch.tensor([math.log(0.6), math.log(0.4)])[:, None]
+    want = float(torch.logsumexp(prior + torch.distributions.Normal(nu[:, None], 1.0)
+                                 .log_prob(y), 0).sum())
+    data = {"y": y if plate else float(y[0]), "nu": nu}
+    assert abs(_summed_out(m, data, {}, int(plate)) - want) < 1e-6
+    fit = m.fit(data, infer="nuts", seed=0, warmup=5, samples=5, chains=1)
+    assert fit.samples["z"].shape == ((5, 2) if plate else (5,))

@@ -8,6 +8,7 @@ from . import kernels, nn
 from .data import ArgSpec, Signature, SizeCheck, bind
 from .functions import (
     arange,
+    as_index,
     batch_size,
     cat,
     clamp,
@@ -53,7 +54,7 @@ from .shapes import (
 )
 
 __all__ = [
-    "ArgSpec", "Flat", "LabelFree", "Restricted", "Signature", "SizeCheck", "arange",
+    "ArgSpec", "Flat", "LabelFree", "Restricted", "Signature", "SizeCheck", "arange", "as_index",
     "batch_size", "bind",
     "cat", "clamp", "cumsum", "full_data",
     "elu", "event", "eye", "full", "gelu", "gram", "kernels", "log_ccdf", "log_cdf", "log_prob",

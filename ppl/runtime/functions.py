@@ -21,6 +21,12 @@ def real(x: torch.Tensor) -> torch.Tensor:
     return None if x is None else x.to(torch.get_default_dtype())
 
 
+def as_index(i):
+    """An index computed from a Bernoulli latent, whose values Pyro draws (and
+    enumerates) as 0.0 and 1.0: as integers, so ``nu[z]`` indexes."""
+    return i.long() if torch.is_tensor(i) and i.is_floating_point() else i
+
+
 def full(shape, value) -> torch.Tensor:
     """An initial value broadcast to ``shape`` (copied, so params own their storage)."""
     return torch.zeros(tuple(int(s) for s in shape)) + tensor(value)
