@@ -103,8 +103,13 @@ def test_checker_types_cnn_call():
     ("cnn([1, 8], [4], 10)", "f(x)", r"'in_shape' of cnn must be a list of three sizes", 2, 11),
     ("cnn([1, 8, 8], [4], 10, kernel_size=4)", "f(x)",
      r"'kernel_size' of cnn must be a positive odd integer", 2, 43),
-    ("cnn([1, 8, 8], [4, 0.5], 10)", "f(x)", r"channel counts of cnn must be integers", 2, 26),
+    ("cnn([1, 8, 8], [4, 0.5], 10)", "f(x)",
+     r"channel counts of cnn must be positive integers, got 0.5", 2, 26),
+    ("cnn([1, 8, 8], [4, 0], 10)", "f(x)",
+     r"channel counts of cnn must be positive integers, got 0", 2, 26),
     ("cnn([1, 8, 8], [4], 10, act=sin)", "f(x)", r"act must be one of", 2, 35),
+    # one error for a misspelt activation (not also "'relux' is not defined")
+    ("cnn([1, 8, 8], [4], 10, act=relux)", "f(x)", r"act must be one of", 2, 35),
     ("cnn([1, 8, 8], [4, 4, 4, 4], 10, pool=2)", "f(x)",
      r"4 max-poolings by 2 leave no pixels of 8x8 images", 2, 22),
 ])
@@ -317,3 +322,16 @@ infer map(steps=150, lr=0.02)
     logits = fit.samples["logits_new"].reshape(-1, 50, 10)[-1]
     acc = float((logits.argmax(-1).numpy() == labels).mean())
     assert acc > 0.6, acc
+
+
+@pytest.mark.parametrize("hidden, got", [("0", "0"), ("[4, -2]", "-2"), ("[4, 2.5]", "2.5")])
+def test_mlp_hidden_sizes_must_be_positive_integers(hidden, got):
+    # mlp(1, 0, 1) checked, then fitted a constant network (its last bias)
+    src = ("model L(x: real[N, 1], y: real[N]) {\n"
+           f"  g = mlp(1, {hidden}, 1, act=tanhh)\n  y ~ Normal(g(x)[:, 0], 0.1)\n}}\n")
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile(src, "m.bdl")
+    first, act = e.value.diagnostics
+    assert first.message == f"hidden layer sizes of mlp must be positive integers, got {got}"
+    assert act.message.startswith("act must be one of") and act.notes == [
+        "did you mean 'tanh'?"]
