@@ -3,7 +3,6 @@ exactly, with nothing random in it; ``fit.predict(seed=...)`` repeats its draws.
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -353,18 +352,3 @@ def test_a_model_without_data_compiles_and_runs(tmp_path):
     assert m.log_density({"mu": 0.5}, {}) == pytest.approx(_normal(0.5, 1, 2), abs=1e-6)
     fit = m.fit({}, infer="map", steps=200, lr=0.1, seed=0)
     assert float(fit.samples["mu"].mean()) == pytest.approx(1.0, abs=1e-2)
-
-
-def test_predict_from_a_run_without_latents_gives_one_draw_per_saved_draw(tmp_path):
-    # a MAP fit of a network alone saves one draw; predict_run drew 1000 (site_draws'
-    # default) instead of one per saved draw
-    m = ppl.compile("model N(x: real[K, 1], y: real[K], y_new: real[K]?) {\n"
-                    "  f = mlp(1, [3], 1)\n  y ~ Normal(f(x)[:, 0], 0.5)\n"
-                    "  y_new ~ Normal(f(x)[:, 0], 0.5)\n}\n", "n.bdl")
-    data = {"x": [[0.0], [1.0], [2.0]], "y": [0.0, 1.0, 2.0]}
-    fit = m.fit(data, infer="map", steps=20, seed=0)
-    fit.save(tmp_path / "run")
-    saved = np.load(tmp_path / "run" / "samples.npz")
-    n = next(saved[k].shape[0] * saved[k].shape[1] for k in saved.files)
-    pred = m.predict_run(tmp_path / "run", data, seed=1)
-    assert pred["y_new"].shape == (n, 3)

@@ -135,11 +135,7 @@ def posterior_predictive(model, chains: dict, data: dict, params: dict | None = 
                 labels = enumerable_sites(trace)
                 post = {k: v for k, v in post.items() if k not in labels}
                 # saved draws in either layout (site_draws); out in the declared one
-                # with nothing latent saved (a MAP run of networks only), one draw per
-                # saved draw all the same (site_draws' default is 1000)
-                n = next((v.shape[0] * v.shape[1] for v in chains.values()), 1)
-                pred = declared(site_draws(model.pyro_model, kwargs, posterior=post or None,
-                                           num_samples=None if post else n),
+                pred = declared(site_draws(model.pyro_model, kwargs, posterior=post or None),
                                 plate_layout(trace), lead=1)
         finally:
             store.set_state(saved)
