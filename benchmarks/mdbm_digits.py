@@ -271,9 +271,8 @@ def pixel_logreg(Xtr, Ytr, Xte, Yte, frac, args, masks: int = 1) -> float:
     ``masks``: masked views per training image (each its own random mask); the models
     see ``--epochs`` of them, and a linear classifier given as many is the like-for-like
     reference (row ``pixel_logreg_epochs``)."""
-    g = torch.Generator().manual_seed(args.seed + 21)
-    views = [_shown_states(Xtr, frac, args, g if masks > 1 else args.seed + 21)[0]
-             for _ in range(masks)]
+    g = torch.Generator().manual_seed(args.seed + 21)  # one view: the seed's first mask
+    views = [_shown_states(Xtr, frac, args, g)[0] for _ in range(masks)]
     shown_te, _ = _shown_states(Xte, frac, args, args.seed + 22)
     out = [torch.cat([_one_hot_shown(Xtr, s, args.K) for s in views]),
            _one_hot_shown(Xte, shown_te, args.K)]

@@ -1081,9 +1081,9 @@ def digits(ways=5, shots=1, queries=15, test_classes=(5, 6, 7, 8, 9), val_fracti
     y = torch.as_tensor(d.target)
     base = [c for c in range(10) if c not in test_classes]
     xs, ys = [x], [y]
+    keep = torch.isin(y, torch.tensor(base))
+    img = x[keep].reshape(-1, 8, 8)
     for j in range(1, rotations):
-        keep = torch.isin(y, torch.tensor(base))
-        img = x[keep].reshape(-1, 8, 8)
         xs.append(torch.rot90(img, j, dims=(1, 2)).reshape(-1, 64))
         ys.append(y[keep] + 10 * j)
     train = [c + 10 * j for c in base for j in range(rotations)]
