@@ -831,7 +831,7 @@ class _ModelChecker:
             # cutpoints) are not plate dims: only the dims left of them are
             rank = _PARAM_EVENT_RANK.get((dty.dist, pname), 0)
             moved = min(len(t.shape or ()) - own - rank, plates)
-            if moved > 0 and self._reads_label(node) and self._plate_width(node) == 0:
+            if moved > 0 and self._label_value(node):
                 self.label_aligned[id(node)] = (tuple(range(-moved, 0)), len(t.shape))
 
     def _discrete_latent(self, s: ast.Sample, dty: Ty, shape) -> None:
@@ -992,6 +992,13 @@ class _ModelChecker:
     def _reads_label(self, e) -> bool:
         return self._label_read(e) is not None
 
+    def _label_value(self, e) -> bool:
+        """Whether ``e``'s value is computed from a label drawn outside every plate and
+        does not vary along the open plates (``mu[z]``, ``w`` of ``w = 2 * mu[z]``, ``z``
+        itself): summed out, Pyro lays it out [K, 1, ..., own dims], the label's
+        enumeration dim and a unit dim per plate left of its own dims."""
+        return self._reads_label(e) and self._plate_width(e) == 0
+
     def _label_pad(self, node, mine: Ty, elem: int) -> Ty:
         """``mine``, the type of ``node``, padded for the per-element rank ``elem`` it
         meets (inside plates; outside them, the rank of the other operand) when ``node``
@@ -1004,7 +1011,7 @@ class _ModelChecker:
         which meets [N, D] as a per-plate-element value does; with z a plain number it is
         the same broadcast. Outside plates this keeps the one layout of such values,
         [K, 1, ..., own dims] (``z * ones(D)`` is [K, 1, D], as ``mu[z]`` is)."""
-        if mine.shape is None or self._plate_width(node) != 0 or not self._reads_label(node):
+        if mine.shape is None or not self._label_value(node):
             return mine
         units = elem - len(mine.shape)
         if units <= 0:
@@ -1026,8 +1033,7 @@ class _ModelChecker:
             if width and t.shape is not None:
                 elem = max(elem, len(t.shape) - width)
         for node, t in args:
-            if t.shape is not None and self._plate_width(node) == 0 \
-                    and self._reads_label(node) and len(t.shape) < elem:
+            if t.shape is not None and self._label_value(node) and len(t.shape) < elem:
                 label = self._label_read(node)
                 self.err(f"inside plate {', '.join(self._plate_names())}, {name}() meets "
                          f"'{label}', a discrete latent drawn outside every plate, with "
@@ -1459,8 +1465,7 @@ class _ModelChecker:
         located error."""
         widths = [self._plate_width(x) for x in e.items]
         if any(t.shape is None for t in tys) or not (
-                any(widths) or any(w == 0 and self._reads_label(x)
-                                   for x, w in zip(e.items, widths, strict=True))):
+                any(widths) or any(self._label_value(x) for x in e.items)):
             return None
         for x, t, w in zip(e.items, tys, widths, strict=True):
             if w is None or w > len(t.shape):
@@ -2111,8 +2116,7 @@ class _ModelChecker:
         first, dim = next(iter(bound.values()), None), bound.get("dim")
         rank = _own_rank(first[1]) if first is not None else None
         if dim is not None and isinstance(dim[0], ast.Number) and dim[0].value >= 0 \
-                and rank and self._reads_label(first[0]) \
-                and (not self.plate_stack or self._plate_width(first[0]) == 0):
+                and rank and self._label_value(first[0]):
             # its dims are the value's own, right of the label's summed-out dims
             self.label_dims[id(dim[0])] = rank
         positional = [t for k, (_, t) in bound.items() if k.startswith("#") or
@@ -2155,8 +2159,7 @@ class _ModelChecker:
             return self._construct_ty(e, b, bound, positional)
         if b.name in ("stack", "cat"):
             xs = bound.get("xs")
-            if xs is not None and "dim" not in bound and rank and self._reads_label(xs[0]) \
-                    and (not self.plate_stack or self._plate_width(xs[0]) == 0):
+            if xs is not None and "dim" not in bound and rank and self._label_value(xs[0]):
                 # of a label's values: along their own first dim (stack: a new one)
                 self.stacks[id(e)] = -rank
             if xs is not None and not isinstance(xs[0], ast.ListLit):
@@ -2297,8 +2300,7 @@ class _ModelChecker:
         if b.name not in _DEFAULT_DIMS or "dim" in bound:
             return None
         first = next(iter(bound.values()), None)
-        if first is not None and first[1].shape and self._reads_label(first[0]) \
-                and self._plate_width(first[0]) == 0:
+        if first is not None and first[1].shape and self._label_value(first[0]):
             self.elem_reduce[id(e)] = len(first[1].shape)
             return ()
         if not self.plate_stack:
