@@ -2012,3 +2012,88 @@ def test_pixel_logreg_epochs_sees_one_fresh_masked_view_per_epoch(bench, monkeyp
     # the first view is the one-view row's (pixel_logreg, unchanged)
     mdbm.pixel_logreg(X, Y, X, Y, 0.5, args)
     assert torch.equal(seen["F"].reshape(10, 6, 3), F[0])
+
+
+# ---- --label-init logreg: the visible-label coupling from a logistic regression -------
+@pytest.mark.parametrize("coupling,init_scale", [("dense", 0.3), ("dense", 30.0),
+                                                 ("conv", 1.0)])
+def test_label_init_from_logreg_places_the_readout_in_the_class(bench, coupling,
+                                                                  init_scale):
+    """``init_label_from_logreg`` sets ``Phi_yC diag(gamma) = t W`` and ``b_y = t c0``
+    exactly, the global scale ``s`` becomes the other units' (so the margin holds), and
+    ``t`` is the largest for which the label does not set ``s``: its block then equals
+    the largest other block, or ``c - m`` where ``s = 1``; ``tau_y^2 = 1/t``."""
+    mdbm = bench("mdbm_digits")
+    kw = {"coupling": "conv", "kernel": 3, "channels": 4} if coupling == "conv" else {}
+    m = M.MonotoneDBM(visible=M.units(4, 3), hidden=[M.units(4, 2)], label=M.units(1, 4),
+                      margin=0.01, cap=2.0, seed=3, init_scale=init_scale,
+                      evidence_gain=2.0, **kw)
+    with torch.no_grad():
+        m.gain_visible.copy_(torch.tensor([[1.5], [2.0], [2.5], [3.0]]))
+    lay = m.layout
+    _, voff, nv, k = lay.segment("visible")
+    _, loff, _, kl = lay.segment("label")
+    g = torch.Generator().manual_seed(4)
+    W, c0 = torch.randn(kl, nv * k, generator=g), torch.randn(kl, generator=g)
+    A0 = m.a_matrix().detach().clone()
+    t = mdbm.init_label_from_logreg(m, W, c0)
+    A = m.a_matrix().detach()
+    Phi, s = M.monotone_phi(A, lay, m.margin, m.cap)
+    gain = m.gain_visible.detach().repeat_interleave(k, 0)[:, 0]
+    assert torch.allclose(Phi[loff:loff + kl, voff:voff + nv * k] * gain, t * W, atol=1e-10)
+    assert torch.allclose(m.b.detach()[loff:], t * c0, atol=1e-12)
+    assert float(m.tau_label.detach()) ** 2 == pytest.approx(1.0 / t)
+    # only the label's columns of A changed; the margin holds
+    other = torch.ones(A.shape[1], dtype=torch.bool)
+    other[loff:loff + kl] = False
+    assert torch.equal(A[:, other], A0[:, other])
+    assert m.check_margin() >= m.margin - 1e-9
+    # t is the largest: the label's tangent block sits at max(largest other block, c - m)
+
+    def block(idx, kk):
+        P = torch.eye(kk) - 1.0 / kk
+        return float(torch.linalg.matrix_norm(P @ (A.T @ A)[idx][:, idx] @ P, ord=2))
+
+    others = [block(slice(off + j * kk, off + (j + 1) * kk), kk)
+              for name, off, n, kk in lay.segments if name != "label" for j in range(n)]
+    want = max(max(others), m.cap - m.margin)
+    assert block(slice(loff, loff + kl), kl) == pytest.approx(want, rel=1e-9)
+    assert float(s) == pytest.approx(min(1.0, (m.cap - m.margin) / max(others)), rel=1e-9)
+    assert (float(s) < 0.99) == (init_scale == 30.0)  # both cases are exercised
+
+
+def test_label_init_needs_a_visible_label_block(bench):
+    mdbm = bench("mdbm_digits")
+    m = M.MonotoneDBM(visible=M.units(4, 3), hidden=[M.units(4, 2)], label=M.units(1, 4),
+                      margin=0.01, cap=2.0, seed=3, pattern="layered")
+    with pytest.raises(ValueError, match="visible-label block"):
+        mdbm.init_label_from_logreg(m, torch.zeros(4, 12), torch.zeros(4))
+
+
+def test_pixel_logreg_is_scored_on_the_models_test_masks(bench, monkeypatch):
+    """The linear reference is scored on the masks :func:`evaluate` scores the models on
+    (one per batch, drawn in turn), not on a draw of its own."""
+    from types import SimpleNamespace
+
+    mdbm = bench("mdbm_digits")
+    args = SimpleNamespace(mask="random", seed=0, batch=8, K=3)
+    g = torch.Generator().manual_seed(5)
+    X, Y = torch.randint(0, 3, (20, 6), generator=g), torch.randint(0, 3, (20,), generator=g)
+    seen, shown = {}, []
+
+    class Recorder:  # evaluate's model: records which pixels each batch shows
+        solver, tol = "fb", 1e-4
+
+        def predict(self, inp, solver=None):
+            shown.append(inp >= 0)
+            B = inp.shape[0]
+            return (torch.full((B, 6, 3), 1 / 3), torch.full((B, 3), 1 / 3),
+                    {"res": torch.zeros(B)})
+
+    mdbm.evaluate(Recorder(), X, Y, 0.5, args)
+    monkeypatch.setattr(mdbm, "_logreg_acc", lambda *a: seen.update(Fte=a[2]) or 0.5)
+    mdbm.pixel_logreg(X, Y, X, Y, 0.5, args)
+    assert [len(s) for s in shown] == [8, 8, 4]
+    want = torch.nn.functional.one_hot(X, 3) * torch.cat(shown)[..., None]
+    assert torch.equal(seen["Fte"], want.reshape(20, -1))
+    assert 0 < torch.cat(shown).sum() < 120
