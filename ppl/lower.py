@@ -210,6 +210,9 @@ class IRModel:
     observed: list[str] = field(default_factory=list)
     # id(op) -> SourceRef for every statement op (body and transformed data)
     refs: dict = field(default_factory=dict)
+    # names the generated code reads from outside ppl.runtime, each imported by codegen
+    # (``Vindex``: an index into a value of a label, read from its own dims)
+    imports: set[str] = field(default_factory=set)
 
 
 def lower(cm: CheckedModel, filename: str = "<string>") -> IRModel:
@@ -466,6 +469,7 @@ class _Lowerer:
             items = [self._index_item(i) for i in e.indices]
             if id(e) in self.cm.label_vindex:  # w[d] of w = mu[z]: from w's own dims
                 rest = self.cm.label_vindex[id(e)] - len(items)
+                self.ir.imports.add("Vindex")
                 return Idx(Call("Vindex", [value], []),
                            [Var("...")] + items + [Sl(None, None)] * rest)
             return Idx(value, items)

@@ -25,6 +25,8 @@ _PREC = {
 }
 _PYOP = {"^": "**"}
 _LONG_LAMBDA = 60  # a lambda body longer than this is parenthesised
+# the import of each name the lowering records that generated code reads (IRModel.imports)
+_IMPORTS = {"Vindex": "from pyro.ops.indexing import Vindex"}
 
 
 def expr(e, parent: int = 0) -> str:
@@ -401,9 +403,8 @@ def generate_mapped(models: list[ir.IRModel], source_name: str) -> tuple[str, li
         "",
     ]
     functions = [_model_function(m) for m in models]
-    if any("Vindex(" in e.text() for e in functions):  # a value of a label, indexed
-        head.insert(head.index("from pyro.distributions import constraints  # noqa: F401")
-                    + 1, "from pyro.ops.indexing import Vindex")
+    at = head.index("from pyro.distributions import constraints  # noqa: F401") + 1
+    head[at:at] = [_IMPORTS[name] for name in sorted(set().union(*(m.imports for m in models)))]
     body: list[str] = []
     source_map = []
     for m, e in zip(models, functions, strict=True):
