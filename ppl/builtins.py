@@ -340,14 +340,15 @@ register(Builtin("gram", "rt.gram", ("kernel", "x", "x2", "jitter"), 2, shape=gr
                  doc="covariance matrix k(x, x2) (+ jitter on the diagonal when square)"))
 
 # ---- networks ---------------------------------------------------------------------
+# the words act= takes, the activations of ppl.runtime.nn (a word choice: act=tanhh is
+# one located error with a did-you-mean)
+ACTIVATIONS = ("tanh", "relu", "sigmoid", "softplus", "elu", "gelu")
 register(Builtin("mlp", "rt.nn.MLP", ("in_dim", "hidden", "out_dim", "act"), 3,
-                 kind="network", result="network",
+                 kind="network", result="network", choices={"act": ACTIVATIONS},
                  doc="fully connected network; weights are point estimates (pyro.module)"))
 register(Builtin("cnn", "rt.nn.CNN",
                  ("in_shape", "channels", "out_dim", "kernel_size", "act", "pool"), 3,
-                 kind="network", result="network",
+                 kind="network", result="network", choices={"act": ACTIVATIONS},
                  doc="small convolutional network on images [..., C, H, W]: conv -> act "
                      "(-> max-pool) per channel count, then flatten -> linear; weights are "
                      "point estimates (pyro.module)"))
-
-ACTIVATIONS = ("tanh", "relu", "sigmoid", "softplus", "elu", "gelu")

@@ -107,9 +107,9 @@ def test_checker_types_cnn_call():
      r"channel counts of cnn must be positive integers, got 0.5", 2, 26),
     ("cnn([1, 8, 8], [4, 0], 10)", "f(x)",
      r"channel counts of cnn must be positive integers, got 0", 2, 26),
-    ("cnn([1, 8, 8], [4], 10, act=sin)", "f(x)", r"act must be one of", 2, 35),
+    ("cnn([1, 8, 8], [4], 10, act=sin)", "f(x)", r"argument 'act' of cnn must be one of", 2, 35),
     # one error for a misspelt activation (not also "'relux' is not defined")
-    ("cnn([1, 8, 8], [4], 10, act=relux)", "f(x)", r"act must be one of", 2, 35),
+    ("cnn([1, 8, 8], [4], 10, act=relux)", "f(x)", r"argument 'act' of cnn must be one of", 2, 35),
     ("cnn([1, 8, 8], [4, 4, 4, 4], 10, pool=2)", "f(x)",
      r"4 max-poolings by 2 leave no pixels of 8x8 images", 2, 22),
 ])
@@ -333,5 +333,5 @@ def test_mlp_hidden_sizes_must_be_positive_integers(hidden, got):
         ppl.compile(src, "m.bdl")
     first, act = e.value.diagnostics
     assert first.message == f"hidden layer sizes of mlp must be positive integers, got {got}"
-    assert act.message.startswith("act must be one of") and act.notes == [
+    assert act.message.startswith("argument 'act' of mlp must be one of") and act.notes == [
         "did you mean 'tanh'?"]

@@ -2377,17 +2377,6 @@ class _ModelChecker:
                              it.span)
                 elif self.types.get(id(it), UNKNOWN).dim is None:
                     self.err(f"{what} of {b.name} must be integers", it.span)
-        act = bound.get("act")
-        if act is not None:
-            node, t = act
-            if not (isinstance(node, ast.Name) and node.id in builtins.ACTIVATIONS):
-                near = (signatures.suggest(node.id, list(builtins.ACTIVATIONS))
-                        if isinstance(node, ast.Name) else None)
-                # one error for a misspelt activation, not also "'tanhh' is not defined"
-                self.errors = [d for d in self.errors if not (
-                    d.span == node.span and d.message.endswith("is not defined"))]
-                self.err(f"act must be one of {', '.join(builtins.ACTIVATIONS)}", node.span,
-                         [f"did you mean '{near}'?"] if near else [])
         value = {"builtin": b.name, "in": in_dim, "out": out_dim}
         if b.name == "cnn":
             value["in_shape"] = self._cnn_in_shape(bound)
