@@ -293,7 +293,9 @@ register(Builtin("arange", "rt.arange", ("n",), 1, shape=arange_rule, result="in
                  doc="0, 1, ..., n-1"))
 register(Builtin("cholesky", "torch.linalg.cholesky", ("a",), 1, shape=same_as_first,
                  doc="lower Cholesky factor"))
-register(Builtin("diag", "torch.diag_embed", ("v",), 1, doc="diagonal matrix from a vector"))
+register(Builtin("diag", "torch.diag_embed", ("v",), 1, doc="diagonal matrix from a vector",
+                 shape=lambda args, kwargs: (tuple(args[0].shape) + tuple(args[0].shape[-1:])
+                                             if args and args[0].shape else None)))
 register(Builtin("solve", "torch.linalg.solve", ("a", "b"), 2,
                  shape=lambda args, kwargs: args[1].shape if len(args) > 1 else None,
                  doc="x with a @ x = b (Stan's mdivide_left), without forming a's inverse"))

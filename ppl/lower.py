@@ -236,11 +236,16 @@ class _Lowerer:
         self.enumerates = any(
             isinstance(s, ast.Sample) and getattr(cm.sites.get(id(s)), "role", "") == "latent"
             and cm.ty(s.dist).enumerable for s in ast.walk(cm.model.body))
-        # latents drawn from Bernoulli: 0.0 / 1.0, made integers where they index
+        # latents drawn from Bernoulli: 0.0 / 1.0, made integers where they index, and
+        # values assigned from them (u = z, then nu[u])
         self.bernoulli = {
             s.name for s in ast.walk(cm.model.body)
             if isinstance(s, ast.Sample) and getattr(cm.sites.get(id(s)), "role", "") == "latent"
             and cm.ty(s.dist).dist == "Bernoulli"}
+        for s in ast.walk(cm.model.body):  # in order: a name is assigned before it is read
+            if isinstance(s, ast.Assign) and any(n in self.bernoulli
+                                                 for n in ast.names_read(s.value)):
+                self.bernoulli.add(s.name)
         bad = []
         for name, sym in cm.symbols.items():
             if name not in RESERVED:
@@ -450,6 +455,9 @@ class _Lowerer:
             return Sym(e.id)
         if isinstance(e, ast.Neg):
             return Neg(self._expr(e.operand))
+        if isinstance(e, ast.BinOp) and id(e) in self.cm.label_matmul:  # A @ mu[z]
+            return Call("rt.label_matmul", [self._expr(e.left), self._expr(e.right),
+                                            *map(Lit, self.cm.label_matmul[id(e)])], [])
         if isinstance(e, ast.BinOp):
             return Bin(e.op, self._expr(e.left), self._expr(e.right))
         if isinstance(e, ast.Index):

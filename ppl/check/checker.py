@@ -125,6 +125,10 @@ class CheckedModel:
     # stack along, left of the values' own dims, right of the label's or the plates'
     # dims ([K, 1, 2, D] for a label's; [w, 1 - w] of w: real[N] in plate N is [N, 2])
     stacks: dict[int, int] = field(default_factory=dict)
+    # ``a @ b`` with an operand such a value: id -> the own ranks of a and b, a vector
+    # one a one-row (column) matrix so that the label's dims stay batch dims
+    # (``rt.label_matmul``)
+    label_matmul: dict[int, tuple] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -341,6 +345,7 @@ class _ModelChecker:
         self.label_vindex: dict[int, int] = {}  # see CheckedModel.label_vindex
         self.label_dims: dict[int, int] = {}  # see CheckedModel.label_dims
         self.stacks: dict[int, int] = {}  # see CheckedModel.stacks
+        self.label_matmul: dict[int, tuple] = {}  # see CheckedModel.label_matmul
         # a list literal stacked right of plate dims: id -> the position of its length
         # in its type (the plate dims before it; 0, the default, for other lists)
         self.list_at: dict[int, int] = {}
@@ -375,7 +380,7 @@ class _ModelChecker:
                             frozenset((self.observed & data) - self.data_reads), self.aligned,
                             self.pads, self.fit_errors, self.unaligned, self.self_indexed,
                             self.elem_reduce, self.label_aligned, self.label_vindex,
-                            self.label_dims, self.stacks)
+                            self.label_dims, self.stacks, self.label_matmul)
 
     def err(self, msg: str, span: Span, notes: list[str] | None = None) -> None:
         self.errors.append(Diagnostic(msg, span, "error", notes or []))
@@ -1393,6 +1398,10 @@ class _ModelChecker:
                 return UNKNOWN
             self._report(issues, e.span,
                          f"the operands of '@' {sizes.show(a.shape)} and {sizes.show(b.shape)}")
+            if a.shape is not None and b.shape is not None and any(
+                    self._label_value(x) for x in (e.left, e.right)) \
+                    and self._plate_width(e) == 0:
+                self.label_matmul[id(e)] = (len(a.shape), len(b.shape))
             return Ty("real", shape)
         if self.plate_stack:
             met = self._plates_meet(e, a, b)
@@ -1448,8 +1457,12 @@ class _ModelChecker:
             at = len(shape) - own[1]
             self.stacks[id(e)] = -own[1] - 1
         elif not self.plate_stack and self._reads_label(e):
-            # a label's values: stacked right of its summed-out dims, left of their own
+            # a label's values: stacked right of its summed-out dims, left of their own;
+            # one with fewer own dims ([mu[z], z * 1.0] of mu[z] [D]) widened on its right
+            # so that it broadcasts against the others' own dims, not the label's
             self.stacks[id(e)] = -len(shape) - 1
+            for x, t in zip(e.items, tys, strict=True):
+                self._label_pad(x, t, len(shape))
         if at:
             self.list_at[id(e)] = at
         return Ty(kind, tuple(shape[:at]) + (sizes.const(len(tys)),) + tuple(shape[at:]))
@@ -1555,6 +1568,14 @@ class _ModelChecker:
                 # 0]), not the plate dims, nor a label's summed-out dims left of them
                 self.label_vindex[id(e)] = len(base.shape) - width
                 front, base = base.shape[:width], Ty(base.kind, base.shape[width:])
+                # an index with one value per plate element (x[i][c], c drawn in the
+                # plate) meets the row's plate dims, as Vindex broadcasts them, and picks
+                # within each element's row
+                for k, (item, t) in enumerate(zip(e.indices, item_tys, strict=False)):
+                    w = self._plate_width(item) if t is not None and t.shape else 0
+                    if w and w <= len(t.shape):
+                        front = sizes.broadcast(front, t.shape[:w])[0] or front
+                        item_tys[k] = Ty(t.kind, t.shape[w:], dim=t.dim, value=t.value)
         if len(e.indices) > len(base.shape):
             self.err(f"too many indices: the value has {len(base.shape)} "
                      f"dimension{'s' if len(base.shape) != 1 else ''} "

@@ -37,7 +37,19 @@ def stack(xs, dim: int = 0) -> torch.Tensor:
 
 
 def cat(xs, dim: int = 0) -> torch.Tensor:
-    return torch.cat([tensor(x) for x in xs], dim=dim)
+    """``xs`` joined along ``dim``. Along a dim counted from the right (each item's own
+    dims, as generated for a label's values: ``cat([mu[z], nu])``, ``mu[z]`` [K, 1, D]
+    summed out) the items' other dims broadcast first, so ``nu`` [E] meets the label's
+    summed-out dims: [K, 1, D + E]."""
+    xs = [tensor(x) for x in xs]
+    if dim >= 0 or len({x.shape[:dim] + x.shape[x.dim() + dim + 1:] for x in xs}) < 2:
+        return torch.cat(xs, dim=dim)
+    rank = max(x.dim() for x in xs)
+    xs = [x.reshape((1,) * (rank - x.dim()) + tuple(x.shape)) for x in xs]
+    at = rank + dim
+    rest = torch.broadcast_shapes(*[x.shape[:at] + (1,) + x.shape[at + 1:] for x in xs])
+    return torch.cat([x.expand(rest[:at] + x.shape[at:at + 1] + rest[at + 1:]) for x in xs],
+                     dim=dim)
 
 
 def softplus(x):

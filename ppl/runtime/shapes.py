@@ -76,6 +76,19 @@ def label_aligned(x, dims, tail: int):
     return x.reshape(tuple(lead) + tuple(own))
 
 
+def label_matmul(a, b, left: int, right: int):
+    """``a @ b`` where an operand is a value computed from a label summed out outside
+    plates ([K, 1, ..., own dims]); ``left`` and ``right`` are the operands' own ranks.
+    A vector operand is made a one-row (``a``) or one-column (``b``) matrix and the dim
+    dropped after, so its leading dims stay batch dims: ``A @ mu[z]`` with ``A`` [E, D]
+    and ``mu[z]`` [K, 1, D] is [K, 1, E] (torch's matmul would read [K, 1, D] as K
+    matrices of one row)."""
+    a, b = torch.as_tensor(a), torch.as_tensor(b)
+    out = (a.unsqueeze(-2) if left == 1 else a) @ (b.unsqueeze(-1) if right == 1 else b)
+    out = out.squeeze(-1) if right == 1 else out
+    return out.squeeze(-2) if left == 1 else out
+
+
 def per_element(x, tail: int, units: int):
     """``x`` with ``units`` dims of size 1 inserted before its last ``tail`` dims (its
     own per-element dims), that is after its plate dims: a value with one number per
