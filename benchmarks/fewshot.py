@@ -1,6 +1,6 @@
 """Few-shot benchmark: NIW hierarchical meta-learning (Kim & Hospedales 2024;
 METHODS.md §4) against MAML (first/second order) and ProtoNet in one harness
-(:mod:`ppl.infer.meta`), with the two NIW ablations.
+(:mod:`ppl.infer.meta_trainers`, :mod:`ppl.infer.meta_eval`), with the two NIW ablations.
 
     python benchmarks/fewshot.py --task sine_line --methods niw,no_adapt,maml1,maml2 \
         --inner 1,3,10 --episodes 1600 --json out.json
@@ -60,7 +60,10 @@ import time
 
 import torch
 
-from ppl.infer import meta as M
+from ppl.constructs.niw_meta import QUERY_MIXES, SELECT
+from ppl.infer import meta_eval as EV
+from ppl.infer import meta_tasks as TK
+from ppl.infer import meta_trainers as TR
 from ppl.runtime import niw_meta as rtn
 from ppl.runtime.nn import CNN, MLP
 
@@ -80,11 +83,11 @@ def make_task(src, seed: int, hidden: list[int] | None = None, conv: int = 0,
     if src.kind == "regression":
         if conv:
             raise SystemExit("--conv: a convolutional embedding needs an image task (digits)")
-        return M.RegressionTask(MLP(1, hidden or [32, 32], 1, act="relu"))
+        return TK.RegressionTask(MLP(1, hidden or [32, 32], 1, act="relu"))
     dim = src.sample(1)["xs"].shape[-1]
     if conv:
-        return M.ProtoTask(conv_embedding(dim, conv, conv_blocks), src.ways)
-    return M.ProtoTask(MLP(dim, hidden or [64], 32, act="relu"), src.ways)
+        return TK.ProtoTask(conv_embedding(dim, conv, conv_blocks), src.ways)
+    return TK.ProtoTask(MLP(dim, hidden or [64], 32, act="relu"), src.ways)
 
 
 def conv_embedding(dim: int, channels: int, blocks: int = 3) -> torch.nn.Module:
@@ -141,23 +144,23 @@ def make_trainer(method, theta, steps, args, n_episodes, lr, lr_hyper=0.1, sgld_
     episodes ``n_episodes``)."""
     if method in NIW_METHODS:
         precision = "gauss_newton" if method == "niw_gn" else args.sgld_precision
-        return M.NIW(theta, variant=method if method in ("no_adapt", "no_share") else "niw",
-                     sgld_steps=steps,
-                     gamma0=1e6 if method == "no_adapt" else args.gamma0,
-                     sgld_temp=sgld_temp, sgld_burn=args.sgld_burn, a_max=args.a_max,
-                     sgld_detrend=bool(args.sgld_detrend),
-                     sgld_power_iters=args.sgld_power_iters,
-                     sgld_step_scale=args.sgld_step_scale,
-                     sgld_precision=precision, sgld_cap=args.sgld_cap,
-                     sgld_lr=args.inner_lr, lr=lr, lr_hyper=lr_hyper,
-                     kl_episodes=kl_episodes or n_episodes,
-                     test_samples=args.test_samples, query_draws=args.query_draws,
-                     query_mix=args.query_mix)
+        return TR.NIW(theta, variant=method if method in ("no_adapt", "no_share") else "niw",
+                      sgld_steps=steps,
+                      gamma0=1e6 if method == "no_adapt" else args.gamma0,
+                      sgld_temp=sgld_temp, sgld_burn=args.sgld_burn, a_max=args.a_max,
+                      sgld_detrend=bool(args.sgld_detrend),
+                      sgld_power_iters=args.sgld_power_iters,
+                      sgld_step_scale=args.sgld_step_scale,
+                      sgld_precision=precision, sgld_cap=args.sgld_cap,
+                      sgld_lr=args.inner_lr, lr=lr, lr_hyper=lr_hyper,
+                      kl_episodes=kl_episodes or n_episodes,
+                      test_samples=args.test_samples, query_draws=args.query_draws,
+                      query_mix=args.query_mix)
     if method in ("maml1", "maml2"):
-        return M.MAML(theta, inner_steps=steps, inner_lr=args.inner_lr,
-                      first_order=method == "maml1", lr=lr)
+        return TR.MAML(theta, inner_steps=steps, inner_lr=args.inner_lr,
+                       first_order=method == "maml1", lr=lr)
     if method == "protonet":
-        return M.Plain(theta, lr=lr)
+        return TR.Plain(theta, lr=lr)
     raise SystemExit(f"unknown method {method!r}")
 
 
@@ -182,7 +185,7 @@ def main(argv=None):
                    help="Adam lr of NIW's log gamma0, log n0, log l0; a comma list is "
                         "searched jointly with --lr (every pair) on the meta-validation "
                         "episodes (needs --val-episodes; NIW methods only)")
-    p.add_argument("--select", default="err", choices=M.SELECT,
+    p.add_argument("--select", default="err", choices=SELECT,
                    help="validation score that picks the checkpoint, --lr and --lr-hyper, "
                         "for every method alike: err (query error) or nll (predictive NLL "
                         "per query point, a proper scoring rule)")
@@ -246,7 +249,7 @@ def main(argv=None):
     p.add_argument("--query-draws", type=int, default=1,
                    help="NIW: draws S of q_i* in the query loss (1: METHODS' single draw; "
                         "S > 1: the negative log of the S-draw average likelihood)")
-    p.add_argument("--query-mix", default="point", choices=M.QUERY_MIXES,
+    p.add_argument("--query-mix", default="point", choices=QUERY_MIXES,
                    help="NIW, --query-draws > 1: average per query point or over the "
                         "whole query set")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
@@ -288,7 +291,7 @@ def main(argv=None):
         name = args.task.split("/")[-1]
 
         def fixed(n, split, seed, src=src):
-            return [{k: v.to(dev) for k, v in ep.items()} for ep in M.split(
+            return [{k: v.to(dev) for k, v in ep.items()} for ep in TR.split(
                 src.sample(n, split, torch.Generator().manual_seed(seed)))]
 
         test = fixed(args.test_episodes, "test", 10_000 + args.seed)
@@ -324,9 +327,9 @@ def main(argv=None):
                     trainer.batched = not args.looped
                     gen = torch.Generator().manual_seed(args.seed + 1)
                     torch.manual_seed(args.seed + 1)
-                    info = M.meta_train(trainer, task, OnDevice(src), steps=steps_meta,
-                                        batch=args.batch, generator=gen, val=val,
-                                        val_every=val_every, select=args.select)
+                    info = EV.meta_train(trainer, task, OnDevice(src), steps=steps_meta,
+                                         batch=args.batch, generator=gen, val=val,
+                                         val_every=val_every, select=args.select)
                     if len(grid) > 1:
                         hs = "".join(f" {a} {v:g}" for a, v in hyp.items()
                                      if len(axes[a]) > 1)
@@ -338,8 +341,8 @@ def main(argv=None):
                     if best is None or score < best[0]:
                         best = (score, lr, hyp, trainer, info, task)
                 _, lr, hyp, trainer, info, task = best
-                res = M.evaluate(trainer, task, test, torch.Generator().manual_seed(7),
-                                 intervals=True)
+                res = EV.evaluate(trainer, task, test, torch.Generator().manual_seed(7),
+                                  intervals=True)
                 log = getattr(trainer, "sgld_log", None)
                 sg = (f"{trainer.precision} sgld capped {log['capped']}/{log['chains']} "
                       f"mean step "

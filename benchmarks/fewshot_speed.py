@@ -1,6 +1,6 @@
 """Milliseconds and peak memory per meta-training episode, in isolation: NIW (METHODS.md
 §4; the variance and Gauss-Newton local updates) against first- and second-order MAML on
-the harness of :mod:`ppl.infer.meta`, at several inner-step counts.
+the harness of :mod:`ppl.infer.meta_trainers`, at several inner-step counts.
 
     python benchmarks/fewshot_speed.py --task sine_line --inner 1,3,10 --json out.json
 
@@ -8,7 +8,7 @@ One timed unit is one meta step (``trainer.step``) on a fixed batch of ``--batch
 meta-train episodes; a block is ``--steps`` such steps; the reported number is the
 minimum over ``--blocks`` blocks, divided by the batch (the minimum is the least
 disturbed by other processes on a shared machine). ``peak_mb``: the peak MB of one
-episode's meta-gradient (:func:`ppl.infer.meta.episode_peak_mb`: tensors saved for
+episode's meta-gradient (:func:`ppl.infer.meta_eval.episode_peak_mb`: tensors saved for
 backward; on CUDA the allocator's peak). Rows ``METHOD/kSTEPS``, columns
 ``ms_per_episode``, ``peak_mb``. Methods: niw (``sgld_precision="variance"``), niw_auto
 (``"auto"``: gauss_newton on regression, variance on the prototype likelihood), niw_gn
@@ -40,7 +40,8 @@ import time
 import torch
 from fewshot import add_network_args, make_task, network_args
 
-from ppl.infer import meta as M
+from ppl.infer import meta_eval as EV
+from ppl.infer import meta_trainers as TR
 from ppl.runtime import niw_meta as rtn
 
 NIW_KW = {"niw": {"sgld_precision": "variance"},
@@ -56,13 +57,13 @@ def make(method: str, task, k: int, inner_lr: float):
     batched = not method.endswith("_loop")
     method = method.removesuffix("_loop")
     if method in NIW_KW:
-        return M.NIW(theta, sgld_steps=k, sgld_lr=inner_lr, batched=batched,
-                     **NIW_KW[method])
+        return TR.NIW(theta, sgld_steps=k, sgld_lr=inner_lr, batched=batched,
+                      **NIW_KW[method])
     if method in ("maml1", "maml2"):
-        return M.MAML(theta, inner_steps=k, inner_lr=inner_lr, first_order=method == "maml1",
-                      batched=batched)
+        return TR.MAML(theta, inner_steps=k, inner_lr=inner_lr, first_order=method == "maml1",
+                       batched=batched)
     if method == "protonet":
-        return M.Plain(theta, batched=batched)
+        return TR.Plain(theta, batched=batched)
     raise SystemExit(f"unknown method {method!r}")
 
 
@@ -104,7 +105,7 @@ def main(argv=None):
             torch.cuda.synchronize(dev)
 
     src = rtn.source(args.task, shots=args.shots)
-    batch = [{k: v.to(dev) for k, v in ep.items()} for ep in M.split(
+    batch = [{k: v.to(dev) for k, v in ep.items()} for ep in TR.split(
         src.sample(args.batch, "train", torch.Generator().manual_seed(args.seed)))]
     rows = {}
     for method in args.methods.split(","):
@@ -115,8 +116,8 @@ def main(argv=None):
             task.flat.net.to(dev)
             trainer = make(method, task, k, args.inner_lr)
             ms = ms_per_episode(trainer, task, batch, args.steps, args.blocks, sync)
-            mb = M.episode_peak_mb(trainer, task, batch[0],
-                                   torch.Generator().manual_seed(args.seed))
+            mb = EV.episode_peak_mb(trainer, task, batch[0],
+                                    torch.Generator().manual_seed(args.seed))
             rows[f"{method}/k{k}"] = {"ms_per_episode": ms, "peak_mb": mb}
     print("| row | ms_per_episode | peak_mb |\n|---|---|---|")
     for row, v in rows.items():

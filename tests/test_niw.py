@@ -13,7 +13,12 @@ import pytest
 import torch
 
 import ppl
+from ppl.constructs.niw_meta import QUERY_MIXES
 from ppl.infer import meta as M
+from ppl.infer import meta_eval as EV
+from ppl.infer import meta_fisher as FI
+from ppl.infer import meta_tasks as TK
+from ppl.infer import meta_trainers as TR
 from ppl.runtime import niw_meta as rtn
 from ppl.runtime.nn import MLP
 
@@ -215,7 +220,7 @@ def test_sgld_moves_towards_the_mode_and_clips_A():
 def _sine_setup(seed=0):
     torch.manual_seed(seed)
     net = MLP(1, [32, 32], 1, act="relu").to(torch.float32)
-    return M.RegressionTask(net)
+    return TK.RegressionTask(net)
 
 
 @contextmanager
@@ -232,14 +237,14 @@ def _paired_sine_runs(configs, *, steps, batch, n_test):
     """One NIW per (name, keyword arguments), each meta-trained on the same sine/line
     episodes from the same initial network and scored on the same meta-test episodes."""
     src = rtn.SineLine(shots=5)
-    test = M.split(src.sample(n_test, "test", torch.Generator().manual_seed(9)))
+    test = TR.split(src.sample(n_test, "test", torch.Generator().manual_seed(9)))
     res, trainers = {}, {}
     for name, kw in configs:
         task = _sine_setup()
-        tr = M.NIW(task.flat.vector(), **kw)
-        M.meta_train(tr, task, src, steps=steps, batch=batch,
-                     generator=torch.Generator().manual_seed(1), measure_memory=False)
-        res[name] = M.evaluate(tr, task, test, torch.Generator().manual_seed(2))
+        tr = TR.NIW(task.flat.vector(), **kw)
+        EV.meta_train(tr, task, src, steps=steps, batch=batch,
+                      generator=torch.Generator().manual_seed(1), measure_memory=False)
+        res[name] = EV.evaluate(tr, task, test, torch.Generator().manual_seed(2))
         trainers[name] = tr
     return res, trainers
 
@@ -259,12 +264,12 @@ def test_meta_training_beats_no_adaptation_ablation():
 def test_memory_flat_in_steps_for_niw_and_growing_for_maml():
     task = _sine_setup()
     src = rtn.SineLine(shots=5)
-    ep = M.split(src.sample(1, "train", torch.Generator().manual_seed(0)))[0]
+    ep = TR.split(src.sample(1, "train", torch.Generator().manual_seed(0)))[0]
     peaks = {}
     for k in (1, 5):
-        for name, tr in (("niw", M.NIW(task.flat.vector(), sgld_steps=k)),
-                         ("maml2", M.MAML(task.flat.vector(), inner_steps=k))):
-            with M.SavedTensorMeter() as meter:
+        for name, tr in (("niw", TR.NIW(task.flat.vector(), sgld_steps=k)),
+                         ("maml2", TR.MAML(task.flat.vector(), inner_steps=k))):
+            with EV.SavedTensorMeter() as meter:
                 tr.episode_loss(task, ep, torch.Generator().manual_seed(0)).backward()
             peaks[name, k] = meter.peak
     assert peaks["niw", 5] == peaks["niw", 1]
@@ -282,8 +287,8 @@ def test_maml_second_order_gradient_on_a_quadratic():
             return (0.5 * a * (th - u) ** 2 if part == "support"
                     else 0.5 * b * (th - w) ** 2).sum()
     for fo, factor in ((False, 1 - lr * a), (True, 1.0)):
-        tr = M.MAML(torch.tensor([th0], dtype=D64), inner_steps=1, inner_lr=lr,
-                    first_order=fo)
+        tr = TR.MAML(torch.tensor([th0], dtype=D64), inner_steps=1, inner_lr=lr,
+                     first_order=fo)
         tr.episode_loss(Q(), {}).backward()
         thp = th0 - lr * a * (th0 - u)
         assert float(tr.theta.grad) == pytest.approx(b * (thp - w) * factor)
@@ -378,7 +383,7 @@ def test_protonet_likelihood_and_calibration():
     """Prototype logits equal -||e - mean support embedding||^2 computed by hand."""
     torch.manual_seed(0)
     net = MLP(4, [8], 3, act="relu").to(D64)
-    task = M.ProtoTask(net, ways=2)
+    task = TK.ProtoTask(net, ways=2)
     ep = {"xs": torch.randn(4, 4, dtype=D64), "ys": torch.tensor([0, 0, 1, 1]),
           "xq": torch.randn(3, 4, dtype=D64), "yq": torch.tensor([1, 0, 1])}
     th = task.flat.vector()
@@ -392,7 +397,7 @@ def test_protonet_likelihood_and_calibration():
     bins = torch.clamp((conf * 15).long(), max=14)
     ece = sum(float((bins == k).sum()) / 3 * abs(float(correct[bins == k].mean()
               - conf[bins == k].mean())) for k in bins.unique())
-    assert M.calibration(task, parts) == pytest.approx(ece)
+    assert EV.calibration(task, parts) == pytest.approx(ece)
 
 
 def test_fewshot_sine_example_end_to_end():
@@ -565,8 +570,8 @@ def test_prototype_likelihood_in_a_bdl_model_end_to_end():
     assert test["err"] < 0.5, test  # chance is 0.8 for 5 ways
     # the model's likelihood is the prototype likelihood of the harness, exactly
     kwargs = m.bind(data)
-    task = M.ModelTask(m.pyro_model, kwargs, "f", "classification")
-    proto = M.ProtoTask(cfg.flat.net, ways=5)
+    task = TK.ModelTask(m.pyro_model, kwargs, "f", "classification")
+    proto = TK.ProtoTask(cfg.flat.net, ways=5)
     e = {k: kwargs[k] for k in ("xs", "ys", "xq", "yq")}
     e["ys"], e["yq"] = e["ys"].long(), e["yq"].long()
     for theta in (cfg.state["m0"], fit.samples["f"][0]):
@@ -583,16 +588,18 @@ VAL_SRC = USER_SRC.replace("mlp(1, [4], 1)", "mlp(1, [8], 1, act=relu)").replace
 
 
 def _spy_on_evaluations(monkeypatch) -> list:
-    """The list that receives a copy of the trainer's m0 at every ``M.evaluate`` call
-    (validation passes and meta-test), which still runs as before."""
+    """The list that receives a copy of the trainer's m0 at every ``evaluate`` call
+    (validation passes in ``EV.meta_train``, meta-test in ``M.run``), which still runs as
+    before."""
     snaps = []
-    evaluate = M.evaluate
+    evaluate = EV.evaluate
 
     def spy(trainer, task, eps, generator=None, **kw):
         snaps.append(trainer.globals()[0].detach().clone())
         return evaluate(trainer, task, eps, generator, **kw)
 
-    monkeypatch.setattr(M, "evaluate", spy)
+    for module in (EV, M):  # meta_train's validation passes, run's meta-test
+        monkeypatch.setattr(module, "evaluate", spy)
     return snaps
 
 
@@ -635,7 +642,7 @@ def test_infer_meta_validates_on_the_held_out_split_never_on_meta_test(monkeypat
     (val_fraction: of the meta-train classes, none of the training pool; val_classes:
     of the last 5 meta-train classes) -- never one of a meta-test class."""
     calls, scored = [], []
-    source, evaluate = rtn.source, M.evaluate
+    source, evaluate = rtn.source, EV.evaluate
 
     def spy_source(*a, **kw):
         src = source(*a, **kw)
@@ -654,7 +661,8 @@ def test_infer_meta_validates_on_the_held_out_split_never_on_meta_test(monkeypat
         return evaluate(trainer, task, eps, generator, **kw)
 
     monkeypatch.setattr(rtn, "source", spy_source)
-    monkeypatch.setattr(M, "evaluate", spy_evaluate)
+    for module in (EV, M):  # meta_train's validation passes, run's meta-test
+        monkeypatch.setattr(module, "evaluate", spy_evaluate)
     ep = rtn.gaussian_classes(ways=5, shots=1, queries=3).sample(
         1, "test", torch.Generator().manual_seed(0))
     data = {k: v[0].tolist() for k, v in ep.items()}
@@ -797,7 +805,7 @@ def test_infer_meta_kl_episodes_weights_the_hyperprior_by_one_over_n(monkeypatch
     from ppl.syntax.diagnostics import BdlError
 
     kl0 = []
-    meta_train = M.meta_train
+    meta_train = EV.meta_train
 
     def spy(trainer, *a, **kw):
         n0, l0 = trainer.log_n0.exp(), trainer.log_l0.exp()
@@ -1007,22 +1015,22 @@ def test_meta_train_selects_the_checkpoint_by_validation_nll():
     (and re-evaluating the restored parameters gives that NLL); the training trajectory
     is the same as under select="err" (only the choice of checkpoint differs)."""
     src = rtn.SineLine(shots=5)
-    val = M.split(src.sample(4, "val", torch.Generator().manual_seed(3)))
+    val = TR.split(src.sample(4, "val", torch.Generator().manual_seed(3)))
 
     def run(select):
         torch.manual_seed(0)
-        task = M.RegressionTask(MLP(1, [8], 1, act="relu"))
-        tr = M.NIW(task.flat.vector(), sgld_steps=2, sgld_lr=1e-3, lr=0.2, kl_episodes=40)
-        info = M.meta_train(tr, task, src, steps=7, batch=2, measure_memory=False,
-                            generator=torch.Generator().manual_seed(1), val=val,
-                            val_every=1, select=select)
+        task = TK.RegressionTask(MLP(1, [8], 1, act="relu"))
+        tr = TR.NIW(task.flat.vector(), sgld_steps=2, sgld_lr=1e-3, lr=0.2, kl_episodes=40)
+        info = EV.meta_train(tr, task, src, steps=7, batch=2, measure_memory=False,
+                             generator=torch.Generator().manual_seed(1), val=val,
+                             val_every=1, select=select)
         return tr, task, info
 
     tr, task, info = run("nll")
     curve = info["val_curve"]
     assert info["val_nll"] == min(v for _, v in curve)
     assert curve[info["best_step"] - 1][1] == info["val_nll"]
-    again = M.evaluate(tr, task, val, torch.Generator().manual_seed(M.VAL_SEED))
+    again = EV.evaluate(tr, task, val, torch.Generator().manual_seed(EV.VAL_SEED))
     assert again["nll"] == pytest.approx(info["val_nll"], rel=1e-6)
     assert again["err"] == pytest.approx(info["val_err"], rel=1e-6)
     _, _, by_err = run("err")
@@ -1047,7 +1055,7 @@ def test_divergent_inner_loop_neither_poisons_sgld_nor_the_globals():
         def loss(self, theta, ep, part):
             return (theta ** 2).sum() * ep["scale"]
 
-    tr = M.NIW(torch.zeros(3, dtype=D64), sgld_steps=1)
+    tr = TR.NIW(torch.zeros(3, dtype=D64), sgld_steps=1)
     before = [p.detach().clone() for g in tr.opt.param_groups for p in g["params"]]
     tr.step(Q(), [{"scale": torch.tensor(float("inf"), dtype=D64)}])
     after = [p.detach() for g in tr.opt.param_groups for p in g["params"]]
@@ -1096,15 +1104,15 @@ def test_niw_predictions_stay_finite_when_the_sgld_step_is_past_the_curvature_li
     is capped, the predictions are finite and adaptation lowers the query MSE below the
     unadapted network's."""
     task = _sine_setup()
-    test = M.split(rtn.SineLine(shots=5).sample(8, "test", torch.Generator().manual_seed(3)))
+    test = TR.split(rtn.SineLine(shots=5).sample(8, "test", torch.Generator().manual_seed(3)))
     theta = task.flat.vector()
     with torch.no_grad():
         base = sum(task.metrics(theta[None], ep)["err"] for ep in test) / len(test)
     res = {}
     for iters in (0, 3):
         # gamma0 = 1e-2: the episode prior is weak, so q_i* follows the chain
-        tr = M.NIW(theta, gamma0=1e-2, sgld_steps=10, sgld_lr=1e-2, sgld_power_iters=iters)
-        res[iters] = M.evaluate(tr, task, test, torch.Generator().manual_seed(2))
+        tr = TR.NIW(theta, gamma0=1e-2, sgld_steps=10, sgld_lr=1e-2, sgld_power_iters=iters)
+        res[iters] = EV.evaluate(tr, task, test, torch.Generator().manual_seed(2))
         res[iters]["log"] = dict(tr.sgld_log)
     assert not res[0]["err"] < 1e6, res[0]  # reproduces the failure (inf or overflowed)
     assert res[0]["log"]["capped"] == 0
@@ -1128,7 +1136,7 @@ def test_meta_gradient_goes_through_the_closed_forms_with_the_chain_constant():
             return 0.5 * (c * (th - z) ** 2).sum()
 
     theta0 = torch.tensor([0.1, 0.2, -0.3], dtype=D64)
-    tr = M.NIW(theta0, gamma0=0.7, n0=2.0, l0=1.5, sgld_steps=4, sgld_lr=0.05)
+    tr = TR.NIW(theta0, gamma0=0.7, n0=2.0, l0=1.5, sgld_steps=4, sgld_lr=0.05)
     tr.episode_loss(Q(), {}, torch.Generator().manual_seed(5)).backward()
     auto = [tr.m0.grad, tr.log_gamma0.grad, tr.log_n0.grad, tr.log_l0.grad]
     # the same chain and noise, replayed, then held fixed
@@ -1206,7 +1214,7 @@ def test_flat_net_jacobian_equals_autograd_and_feeds_the_regression_factor():
         theta = torch.randn(flat.d, dtype=D64, generator=g)
         x = torch.randn(4, 7, 3, dtype=D64, generator=g)
         jac, out = flat.jacobian(theta, x)
-        ref = M._jacobian(lambda t, flat=flat, x=x: flat(t, x), theta)
+        ref = FI._jacobian(lambda t, flat=flat, x=x: flat(t, x), theta)
         assert jac.shape == (4, 7, 2, flat.d)
         assert torch.allclose(jac, ref, rtol=1e-12, atol=1e-13), act
         assert torch.equal(out, flat(theta, x))
@@ -1221,25 +1229,25 @@ def test_flat_net_jacobian_equals_autograd_and_feeds_the_regression_factor():
         seq = torch.nn.Sequential(torch.nn.Linear(3, 4), mid, torch.nn.Linear(4, 1)).to(D64)
         flat = rtn.FlatNet(seq)
         assert flat.plan is not None and flat.jacobian(flat.vector(), x) is None
-        task = M.RegressionTask(seq.eval())
+        task = TK.RegressionTask(seq.eval())
         ep = {"xs": torch.randn(5, 3, dtype=D64, generator=g),
               "ys": torch.randn(5, 1, dtype=D64, generator=g)}
         theta = flat.vector()
         u, _ = task.fisher_factor_grad(theta, ep)
-        ref = M._jacobian(lambda t, task=task, ep=ep: task.mean(t, ep["xs"]), theta)
+        ref = FI._jacobian(lambda t, task=task, ep=ep: task.mean(t, ep["xs"]), theta)
         assert torch.allclose(u, ref / task.sigma, rtol=1e-12, atol=1e-13), type(mid)
 
     torch.manual_seed(0)
-    task = M.RegressionTask(MLP(1, [32, 32], 1, act="relu"))
-    ep = M.split(rtn.SineLine(shots=5).sample(1, "train", torch.Generator().manual_seed(3)))[0]
+    task = TK.RegressionTask(MLP(1, [32, 32], 1, act="relu"))
+    ep = TR.split(rtn.SineLine(shots=5).sample(1, "train", torch.Generator().manual_seed(3)))[0]
     theta = task.flat.vector() + 0.1 * torch.randn(task.flat.d, generator=g)
     u, grad = task.fisher_factor_grad(theta, ep)
-    jac, mu = M._jacobian(lambda t: task.mean(t, ep["xs"]), theta, with_value=True)
+    jac, mu = FI._jacobian(lambda t: task.mean(t, ep["xs"]), theta, with_value=True)
     assert torch.allclose(u, jac / task.sigma, rtol=1e-6, atol=1e-6)
     assert torch.allclose(grad, rtn._grad(lambda t: task.loss(t, ep, "support"), theta)[1],
                           rtol=1e-4, atol=1e-4)
     assert torch.allclose(task.fisher_factor(theta, ep, "query"),
-                          M._jacobian(lambda t: task.mean(t, ep["xq"]), theta) / task.sigma,
+                          FI._jacobian(lambda t: task.mean(t, ep["xq"]), theta) / task.sigma,
                           rtol=1e-6, atol=1e-6)
 
 
@@ -1266,9 +1274,9 @@ def test_finite_difference_power_iteration_equals_the_exact_one():
     assert rtn.top_curvature(U, theta, 60, fd_step=1e-3)[0] == pytest.approx(
         float(torch.linalg.eigvalsh(H).max()), rel=1e-8)
     torch.manual_seed(0)
-    task = M.RegressionTask(MLP(1, [32, 32], 1, act="relu").to(D64))
+    task = TK.RegressionTask(MLP(1, [32, 32], 1, act="relu").to(D64))
     theta = task.flat.vector()
-    eps = M.split(rtn.SineLine(shots=5).sample(10, "test", torch.Generator().manual_seed(3)))
+    eps = TR.split(rtn.SineLine(shots=5).sample(10, "test", torch.Generator().manual_seed(3)))
     ratios = []
     for ep in eps:
         def support(th, ep=ep):
@@ -1311,8 +1319,8 @@ def test_batched_episode_loss_equals_the_sum_of_single_episode_losses():
     ``local_posterior`` plus ``expected_kl`` (the unfused maths), and so do the
     gradients in the globals."""
     task = _sine_setup()
-    batch = M.split(rtn.SineLine(shots=5).sample(3, "train", torch.Generator().manual_seed(0)))
-    tr = M.NIW(task.flat.vector(), gamma0=10.0, sgld_steps=3, sgld_lr=3e-4)
+    batch = TR.split(rtn.SineLine(shots=5).sample(3, "train", torch.Generator().manual_seed(0)))
+    tr = TR.NIW(task.flat.vector(), gamma0=10.0, sgld_steps=3, sgld_lr=3e-4)
     loss = tr.episodes_loss(task, batch, torch.Generator().manual_seed(4))
     grads = torch.autograd.grad(loss, (tr.m0, tr.log_gamma0, tr.log_n0))
     # the reference: per episode, the separate closed forms of METHODS §4 (local
@@ -1376,18 +1384,18 @@ def test_gauss_newton_fisher_is_the_hessian_diagonal_of_a_relu_mlp_and_the_model
     kwargs = m.bind(data)
     pyro.poutine.trace(m.pyro_model).get_trace(**kwargs)  # registers the site and network
     net = rtn.SITES["f"].flat.net.to(D64)
-    task = M.RegressionTask(net)
+    task = TK.RegressionTask(net)
     theta = task.flat.vector() + 0.3 * torch.randn(task.flat.d, dtype=D64,
                                                    generator=torch.Generator().manual_seed(4))
-    fisher = M.fisher_diag(task, theta, ep)
+    fisher = FI.fisher_diag(task, theta, ep)
     hess = torch.autograd.functional.hessian(lambda t: task.loss(t, ep, "support"), theta)
     assert (fisher > 0).sum() >= 10  # not a network dead on all 5 inputs
     assert torch.allclose(fisher, hess.diagonal(), rtol=1e-9, atol=1e-9)
-    mt = M.ModelTask(m.pyro_model, _as_float64(kwargs), "f", "regression")
-    assert torch.allclose(M.fisher_diag(mt, theta, ep), fisher, rtol=1e-9, atol=1e-9)
+    mt = TK.ModelTask(m.pyro_model, _as_float64(kwargs), "f", "regression")
+    assert torch.allclose(FI.fisher_diag(mt, theta, ep), fisher, rtol=1e-9, atol=1e-9)
     q = {k: ep[k] for k in ("xq", "yq")}
-    assert torch.allclose(M.fisher_diag(mt, theta, {**ep, **q}, "query"),
-                          M.fisher_diag(task, theta, ep, "query"), rtol=1e-9, atol=1e-9)
+    assert torch.allclose(FI.fisher_diag(mt, theta, {**ep, **q}, "query"),
+                          FI.fisher_diag(task, theta, ep, "query"), rtol=1e-9, atol=1e-9)
 
 
 def test_categorical_fisher_is_the_expected_squared_score_and_the_models():
@@ -1405,11 +1413,11 @@ def test_categorical_fisher_is_the_expected_squared_score_and_the_models():
     kwargs = m.bind(data)
     pyro.poutine.trace(m.pyro_model).get_trace(**kwargs)
     net = rtn.SITES["f"].flat.net.to(D64)
-    task = M.ProtoTask(net, ways=5)
+    task = TK.ProtoTask(net, ways=5)
     e = {k: (kwargs[k].long() if k in ("ys", "yq") else kwargs[k].to(D64))
          for k in ("xs", "ys", "xq", "yq")}
     theta = task.flat.vector()
-    fisher = M.fisher_diag(task, theta, e)
+    fisher = FI.fisher_diag(task, theta, e)
     explicit = torch.zeros_like(theta)
     th = theta.clone().requires_grad_(True)
     logp = task.logits(th, e, e["xs"]).log_softmax(-1)
@@ -1419,8 +1427,8 @@ def test_categorical_fisher_is_the_expected_squared_score_and_the_models():
             explicit += logp[n, c].exp().detach() * g ** 2
     assert float(explicit.max()) > 0
     assert torch.allclose(fisher, explicit, rtol=1e-8, atol=1e-10)
-    mt = M.ModelTask(m.pyro_model, _as_float64(kwargs), "f", "classification")
-    assert torch.allclose(M.fisher_diag(mt, theta, e), fisher, rtol=1e-8, atol=1e-10)
+    mt = TK.ModelTask(m.pyro_model, _as_float64(kwargs), "f", "classification")
+    assert torch.allclose(FI.fisher_diag(mt, theta, e), fisher, rtol=1e-8, atol=1e-10)
 
 
 class _QuadraticTask:
@@ -1448,8 +1456,8 @@ def test_newton_centre_is_the_mode_of_a_quadratic_support_loss():
     task = _QuadraticTask(u, h)
     m0 = torch.zeros(4, dtype=D64)
     for prec in ("newton", "fisher", "variance"):
-        tr = M.NIW(m0, gamma0=2.0, n0=1.5, sgld_steps=3, sgld_lr=1e-3,
-                   sgld_precision=prec)
+        tr = TR.NIW(m0, gamma0=2.0, n0=1.5, sgld_steps=3, sgld_lr=1e-3,
+                    sgld_precision=prec)
         mbar, A = tr.chain(task, {}, torch.Generator().manual_seed(0))
         m, v = tr.local(task, {}, torch.Generator().manual_seed(0))
         P = 1.5 * 2.0
@@ -1463,7 +1471,7 @@ def test_newton_centre_is_the_mode_of_a_quadratic_support_loss():
             # 3 steps of 1e-3 move the chain a small part of the way to u
             assert float((mbar - u).abs().max()) > 0.5
     with pytest.raises(ValueError, match="sgld_precision"):
-        M.NIW(m0, sgld_precision="hessian")
+        TR.NIW(m0, sgld_precision="hessian")
 
 
 def test_curvature_local_updates_meta_train_below_the_no_adaptation_ablation():
@@ -1552,7 +1560,7 @@ def test_gauss_newton_update_is_the_exact_posterior_of_a_correlated_quadratic_an
     exact = V @ (H @ u + P * m0)
     res = {}
     for prec in ("gauss_newton", "newton"):
-        tr = M.NIW(m0, gamma0=2.0, n0=1.5, sgld_steps=3, sgld_lr=1e-2, sgld_precision=prec)
+        tr = TR.NIW(m0, gamma0=2.0, n0=1.5, sgld_steps=3, sgld_lr=1e-2, sgld_precision=prec)
         m, v = tr.local(task, {}, torch.Generator().manual_seed(0))
         res[prec] = m.detach()
         if prec == "gauss_newton":
@@ -1563,11 +1571,11 @@ def test_gauss_newton_update_is_the_exact_posterior_of_a_correlated_quadratic_an
     assert float((res["newton"] - exact).abs().max()) > 0.1
     # memory of one episode's meta-gradient: the same at 1 and 5 SGLD steps
     sine = _sine_setup()
-    ep = M.split(rtn.SineLine(5).sample(1, "train", torch.Generator().manual_seed(0)))[0]
+    ep = TR.split(rtn.SineLine(5).sample(1, "train", torch.Generator().manual_seed(0)))[0]
     peaks = []
     for k in (1, 5):
-        tr = M.NIW(sine.flat.vector(), sgld_steps=k, sgld_precision="gauss_newton")
-        with M.SavedTensorMeter() as meter:
+        tr = TR.NIW(sine.flat.vector(), sgld_steps=k, sgld_precision="gauss_newton")
+        with EV.SavedTensorMeter() as meter:
             tr.episode_loss(sine, ep, torch.Generator().manual_seed(0)).backward()
         peaks.append(meter.peak)
     assert peaks[0] == peaks[1] > 0
@@ -1593,11 +1601,11 @@ def test_fisher_factor_with_gradient_is_the_factor_and_the_autograd_gradient():
     gradient, U^T (mu - y)/sigma for the Gaussian and sum_n J_n^T (p_n - onehot y_n) for
     the prototype likelihood, is autograd's gradient of the summed support NLL."""
     torch.manual_seed(0)
-    reg = M.RegressionTask(MLP(1, [8, 8], 1, act="relu").to(D64))
+    reg = TK.RegressionTask(MLP(1, [8, 8], 1, act="relu").to(D64))
     ep = {k: v[0].to(D64) for k, v in rtn.SineLine(5).sample(
         1, "train", torch.Generator().manual_seed(3)).items()}
     src = rtn.gaussian_classes(ways=5, shots=2, queries=3, dim=6)
-    proto = M.ProtoTask(MLP(6, [8], 4, act="relu").to(D64), ways=5)
+    proto = TK.ProtoTask(MLP(6, [8], 4, act="relu").to(D64), ways=5)
     ec = {k: (v[0] if v.dtype == torch.long else v[0].to(D64))
           for k, v in src.sample(1, "test", torch.Generator().manual_seed(0)).items()}
     for task, e in ((reg, ep), (proto, ec)):
@@ -1620,7 +1628,7 @@ def test_gram_step_cap_is_the_top_curvature_of_a_linear_gaussian_model():
     is min(sgld_lr, 1/L) -- where 3 power iterations give only a lower bound."""
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(1, 1))
-    task = M.RegressionTask(net.to(D64), sigma=0.3)
+    task = TK.RegressionTask(net.to(D64), sigma=0.3)
     ep = {k: v[0].to(D64) for k, v in rtn.SineLine(5).sample(
         1, "train", torch.Generator().manual_seed(1)).items()}
     theta = task.flat.vector()
@@ -1628,16 +1636,16 @@ def test_gram_step_cap_is_the_top_curvature_of_a_linear_gaussian_model():
     top = float(torch.linalg.eigvalsh(hess)[-1])
     u = task.fisher_factor(theta, ep, "support")
     assert u.shape == (5, 2)
-    assert math.isclose(M.gram_top_eigenvalue(u), top, rel_tol=1e-10)
+    assert math.isclose(FI.gram_top_eigenvalue(u), top, rel_tol=1e-10)
     # the tensor form gives each factor of a stack its own (a meta-batch's, NIW.chains)
-    tops = M.gram_top_eigenvalues(torch.stack([u, 2 * u, torch.zeros_like(u)]))
+    tops = FI.gram_top_eigenvalues(torch.stack([u, 2 * u, torch.zeros_like(u)]))
     assert torch.allclose(tops, torch.tensor([top, 4 * top, 0.0], dtype=D64), rtol=1e-10,
                           atol=1e-12)
-    tr = M.NIW(theta, sgld_steps=3, sgld_lr=10.0 / top, sgld_precision="gauss_newton")
+    tr = TR.NIW(theta, sgld_steps=3, sgld_lr=10.0 / top, sgld_precision="gauss_newton")
     tr.chain(task, ep, torch.Generator().manual_seed(0))
     assert tr.sgld_log["capped"] == 1
     assert math.isclose(tr.sgld_log["lr_sum"], 1.0 / top, rel_tol=1e-10)
-    tr = M.NIW(theta, sgld_steps=3, sgld_lr=0.5 / top, sgld_precision="gauss_newton")
+    tr = TR.NIW(theta, sgld_steps=3, sgld_lr=0.5 / top, sgld_precision="gauss_newton")
     tr.chain(task, ep, torch.Generator().manual_seed(0))
     assert tr.sgld_log["capped"] == 0
 
@@ -1650,30 +1658,30 @@ def test_step_cap_source_follows_sgld_cap_and_the_factor_rows(monkeypatch):
     real = rtn.top_curvature
     monkeypatch.setattr(rtn, "top_curvature", lambda *a, **k: calls.append(1) or real(*a, **k))
     torch.manual_seed(0)
-    reg = M.RegressionTask(MLP(1, [8], 1, act="relu"))
-    ep = M.split(rtn.SineLine(5).sample(1, "train", torch.Generator().manual_seed(0)))[0]
+    reg = TK.RegressionTask(MLP(1, [8], 1, act="relu"))
+    ep = TR.split(rtn.SineLine(5).sample(1, "train", torch.Generator().manual_seed(0)))[0]
     src = rtn.gaussian_classes(ways=5, shots=1, queries=2, dim=4)
-    proto = M.ProtoTask(MLP(4, [8], 4, act="relu"), ways=5)
-    ec = M.split(src.sample(1, "train", torch.Generator().manual_seed(0)))[0]
+    proto = TK.ProtoTask(MLP(4, [8], 4, act="relu"), ways=5)
+    ec = TR.split(src.sample(1, "train", torch.Generator().manual_seed(0)))[0]
     assert (reg.factor_rows(ep), proto.factor_rows(ec)) == (5, 25)
     for task, e, cap, power in ((reg, ep, "auto", 0), (reg, ep, "power", 1),
                                 (proto, ec, "auto", 1), (proto, ec, "gram", 0)):
         calls.clear()
-        tr = M.NIW(task.flat.vector(), sgld_steps=2, sgld_precision="gauss_newton",
-                   sgld_cap=cap)
+        tr = TR.NIW(task.flat.vector(), sgld_steps=2, sgld_precision="gauss_newton",
+                    sgld_cap=cap)
         tr.chain(task, e, torch.Generator().manual_seed(1))
         assert len(calls) == power, (cap, task)
     with pytest.raises(ValueError, match="sgld_cap"):
-        M.NIW(reg.flat.vector(), sgld_cap="exact")
+        TR.NIW(reg.flat.vector(), sgld_cap="exact")
     # "gram" where no Gram matrix exists is an error, not a silent power iteration
     with pytest.raises(ValueError, match="gauss_newton"):
-        M.NIW(reg.flat.vector(), sgld_cap="gram")
+        TR.NIW(reg.flat.vector(), sgld_cap="gram")
 
     class NoFactor:
         def __init__(self, inner):
             self.flat, self.loss = inner.flat, inner.loss
 
-    tr = M.NIW(reg.flat.vector(), sgld_steps=2, sgld_precision="gauss_newton", sgld_cap="gram")
+    tr = TR.NIW(reg.flat.vector(), sgld_steps=2, sgld_precision="gauss_newton", sgld_cap="gram")
     with pytest.raises(ValueError, match="fisher_factor_grad"):
         tr.chain(NoFactor(reg), ep, torch.Generator().manual_seed(1))
 
@@ -1717,9 +1725,9 @@ def test_fewshot_benchmarks_network_size_knobs_and_protonet(tmp_path, monkeypatc
     task = bench.make_task(digits, 0, conv=4, conv_blocks=3)
     # 3 blocks of 3x3 convolutions (1 -> 4 -> 4 -> 4 channels), pooled to 1x1, then 4 -> 4
     assert task.flat.d == (9 + 1) * 4 + 2 * (36 + 1) * 4 + (4 + 1) * 4
-    eps = M.split(digits.sample(2, "train", torch.Generator().manual_seed(0)))
+    eps = TR.split(digits.sample(2, "train", torch.Generator().manual_seed(0)))
     theta = task.flat.vector().expand(2, -1)
-    batched = task.loss_batch(theta, M.stack_episodes(eps), "query")
+    batched = task.loss_batch(theta, TR.stack_episodes(eps), "query")
     looped = torch.stack([task.loss(theta[0], ep, "query") for ep in eps])
     assert torch.allclose(batched, looped, rtol=1e-5) and bool((looped > 0).all())
     with pytest.raises(SystemExit):
@@ -1773,18 +1781,18 @@ def test_meta_train_breaks_validation_error_ties_by_nll(monkeypatch):
     """Equal validation errors (few classification episodes) keep the checkpoint with the
     lower validation NLL, not simply the earliest."""
     src = rtn.SineLine(shots=5)
-    val = M.split(src.sample(2, "val", torch.Generator().manual_seed(3)))
+    val = TR.split(src.sample(2, "val", torch.Generator().manual_seed(3)))
     scores = iter([(0.5, 2.0), (0.4, 1.5), (0.4, 1.2), (0.4, 1.3), (0.6, 0.1)])
     def evaluate(*args, **kwargs):
         err, nll = next(scores)
         return {"err": err, "nll": nll}
 
-    monkeypatch.setattr(M, "evaluate", evaluate)
+    monkeypatch.setattr(EV, "evaluate", evaluate)
     torch.manual_seed(0)
-    task = M.RegressionTask(MLP(1, [8], 1, act="relu"))
-    tr = M.NIW(task.flat.vector(), sgld_steps=2, sgld_lr=1e-3, lr=0.2, kl_episodes=40)
-    info = M.meta_train(tr, task, src, steps=5, batch=2, measure_memory=False,
-                        generator=torch.Generator().manual_seed(1), val=val, val_every=1)
+    task = TK.RegressionTask(MLP(1, [8], 1, act="relu"))
+    tr = TR.NIW(task.flat.vector(), sgld_steps=2, sgld_lr=1e-3, lr=0.2, kl_episodes=40)
+    info = EV.meta_train(tr, task, src, steps=5, batch=2, measure_memory=False,
+                         generator=torch.Generator().manual_seed(1), val=val, val_every=1)
     assert info["best_step"] == 3 and info["val_err"] == 0.4 and info["val_nll"] == 1.2
 
 
@@ -1793,14 +1801,14 @@ def test_meta_train_keeps_the_best_validation_checkpoint_without_perturbing_trai
     parameters restored are those after best_step meta steps, whose validation error is
     the minimum of the curve."""
     src = rtn.SineLine(shots=5)
-    val = M.split(src.sample(4, "val", torch.Generator().manual_seed(3)))
+    val = TR.split(src.sample(4, "val", torch.Generator().manual_seed(3)))
 
     def run(steps, **kw):
         torch.manual_seed(0)
-        task = M.RegressionTask(MLP(1, [8], 1, act="relu"))
-        tr = M.NIW(task.flat.vector(), sgld_steps=2, sgld_lr=1e-3, lr=0.2, kl_episodes=40)
-        info = M.meta_train(tr, task, src, steps=steps, batch=2, measure_memory=False,
-                            generator=torch.Generator().manual_seed(1), **kw)
+        task = TK.RegressionTask(MLP(1, [8], 1, act="relu"))
+        tr = TR.NIW(task.flat.vector(), sgld_steps=2, sgld_lr=1e-3, lr=0.2, kl_episodes=40)
+        info = EV.meta_train(tr, task, src, steps=steps, batch=2, measure_memory=False,
+                             generator=torch.Generator().manual_seed(1), **kw)
         return tr, task, info
 
     tr, task, info = run(7, val=val, val_every=1)
@@ -1815,13 +1823,13 @@ def test_meta_train_keeps_the_best_validation_checkpoint_without_perturbing_trai
     for a, b in zip(tr.opt.param_groups, ref.opt.param_groups, strict=True):
         for p, q in zip(a["params"], b["params"], strict=True):
             assert torch.equal(p, q)
-    again = M.evaluate(tr, task, val, torch.Generator().manual_seed(M.VAL_SEED))["err"]
+    again = EV.evaluate(tr, task, val, torch.Generator().manual_seed(EV.VAL_SEED))["err"]
     assert again == pytest.approx(info["val_err"], rel=1e-6)
 
     # a run whose every validation error is non-finite (a diverged method) keeps its last
     # state instead of failing, reports that step and no score, and warns
     monkey = pytest.MonkeyPatch()
-    monkey.setattr(M, "evaluate", lambda *a, **k: {"err": float("nan"), "nll": float("nan")})
+    monkey.setattr(EV, "evaluate", lambda *a, **k: {"err": float("nan"), "nll": float("nan")})
     try:
         with pytest.warns(RuntimeWarning, match="no checkpoint had a finite err"):
             tr_nan, _, info_nan = run(3, val=val, val_every=1)
@@ -1841,21 +1849,21 @@ def test_auto_precision_follows_the_likelihood_family_of_the_task_and_the_model(
     decided from the harness task's family, or in `infer meta` from one trace of the
     model's `ys` site."""
     torch.manual_seed(0)
-    reg = M.RegressionTask(MLP(1, [8], 1, act="relu"))
-    proto = M.ProtoTask(MLP(4, [8], 4, act="relu"), ways=5)
-    assert (M.auto_precision(reg), M.auto_precision(proto)) == ("gauss_newton", "variance")
-    ep = M.split(rtn.SineLine(5).sample(1, "train", torch.Generator().manual_seed(0)))[0]
-    tr = M.NIW(reg.flat.vector(), sgld_steps=2, sgld_precision="auto")
+    reg = TK.RegressionTask(MLP(1, [8], 1, act="relu"))
+    proto = TK.ProtoTask(MLP(4, [8], 4, act="relu"), ways=5)
+    assert (TR.auto_precision(reg), TR.auto_precision(proto)) == ("gauss_newton", "variance")
+    ep = TR.split(rtn.SineLine(5).sample(1, "train", torch.Generator().manual_seed(0)))[0]
+    tr = TR.NIW(reg.flat.vector(), sgld_steps=2, sgld_precision="auto")
     assert tr.precision is None
     m, v = tr.local(reg, ep, torch.Generator().manual_seed(1))
     assert tr.precision == "gauss_newton" and torch.isfinite(m).all() and (v > 0).all()
     # the no_share ablation (n0 gamma0 -> 0) keeps the variance update
-    tr = M.NIW(reg.flat.vector(), sgld_steps=2, sgld_precision="auto", variant="no_share")
+    tr = TR.NIW(reg.flat.vector(), sgld_steps=2, sgld_precision="auto", variant="no_share")
     assert tr.resolve(reg) == "variance"
     # "gram" needs a Fisher factor's Gram matrix: an "auto" that resolves to variance
     # is refused when it resolves, not silently power-iterated
-    tr = M.NIW(proto.flat.vector(), sgld_steps=2, sgld_precision="auto", sgld_cap="gram")
-    ec = M.split(rtn.gaussian_classes(ways=5, shots=1, queries=2, dim=4).sample(
+    tr = TR.NIW(proto.flat.vector(), sgld_steps=2, sgld_precision="auto", sgld_cap="gram")
+    ec = TR.split(rtn.gaussian_classes(ways=5, shots=1, queries=2, dim=4).sample(
         1, "train", torch.Generator().manual_seed(0)))[0]
     with pytest.raises(ValueError, match="gauss_newton"):
         tr.chain(proto, ec)
@@ -1873,8 +1881,8 @@ def test_auto_precision_follows_the_likelihood_family_of_the_task_and_the_model(
         data = {k: v[0].tolist() for k, v in e.items()}
         fit = mdl.fit(data, seed=0)
         assert rtn.SITES["f"].options["sgld_precision"] == "auto"
-        task = M.ModelTask(mdl.pyro_model, mdl.bind(data), "f", "x")
-        assert task.family == family and M.auto_precision(task) == precision
+        task = TK.ModelTask(mdl.pyro_model, mdl.bind(data), "f", "x")
+        assert task.family == family and TR.auto_precision(task) == precision
         assert fit.meta["sgld_precision"] == precision
 
 
@@ -1896,7 +1904,7 @@ def test_model_task_factor_with_gradient_and_its_gram_step_cap():
         kwargs = _as_float64(m.bind(data))
         pyro.poutine.trace(m.pyro_model).get_trace(**kwargs)
         net = rtn.SITES["f"].flat.net.to(D64)
-        task = M.ModelTask(m.pyro_model, kwargs, "f", "regression")
+        task = TK.ModelTask(m.pyro_model, kwargs, "f", "regression")
         e = {k: kwargs[k] for k in ("xs", "ys", "xq", "yq")}
         theta = rtn.FlatNet(net).vector() + 0.1 * torch.randn(
             rtn.SITES["f"].flat.d, dtype=D64, generator=torch.Generator().manual_seed(2))
@@ -1906,14 +1914,14 @@ def test_model_task_factor_with_gradient_and_its_gram_step_cap():
         assert float(exact.abs().max()) > 1e-3
         assert torch.allclose(g, exact, rtol=1e-9, atol=1e-10)
         if rows == 5:
-            reg = M.RegressionTask(net, sigma=0.3)
+            reg = TK.RegressionTask(net, sigma=0.3)
             assert torch.allclose(u, reg.fisher_factor(theta, e), rtol=1e-12, atol=1e-12)
             for t in (task, reg):
-                tr = M.NIW(theta, sgld_steps=2, sgld_lr=10.0, sgld_precision="gauss_newton")
+                tr = TR.NIW(theta, sgld_steps=2, sgld_lr=10.0, sgld_precision="gauss_newton")
                 tr.chain(t, e, torch.Generator().manual_seed(0))
                 assert tr.sgld_log["capped"] == 1
                 lr = tr.sgld_log["lr_sum"]
-            assert math.isclose(lr, 1.0 / M.gram_top_eigenvalue(u), rel_tol=1e-9)
+            assert math.isclose(lr, 1.0 / FI.gram_top_eigenvalue(u), rel_tol=1e-9)
 
 
 def test_model_task_factor_rows_in_the_episodes_dtype():
@@ -1930,7 +1938,7 @@ def test_model_task_factor_rows_in_the_episodes_dtype():
     d = site.flat.d
     site.state = {"m0": torch.zeros(d), "gamma0": torch.full((d,), 1e6), "n0": 1.0, "l0": 1.0}
     try:
-        task = M.ModelTask(m.pyro_model, kwargs, "f", "regression")
+        task = TK.ModelTask(m.pyro_model, kwargs, "f", "regression")
         e = {k: kwargs[k] for k in ("xs", "ys", "xq", "yq")}
         assert task.factor_rows(e) == 5 and task.factor_rows(e, "query") == e["yq"].numel()
     finally:
@@ -1942,7 +1950,7 @@ def test_prototype_support_loss_embeds_the_support_once_with_the_same_loss_and_c
     one embedding pass instead of two, with the loss, its gradient and the step cap's
     curvature equal to the two-pass formula's."""
     torch.manual_seed(0)
-    proto = M.ProtoTask(MLP(6, [8], 4, act="relu").to(D64), ways=5)
+    proto = TK.ProtoTask(MLP(6, [8], 4, act="relu").to(D64), ways=5)
     src = rtn.gaussian_classes(ways=5, shots=2, queries=3, dim=6)
     ec = {k: (v[0] if v.dtype == torch.long else v[0].to(D64))
           for k, v in src.sample(1, "test", torch.Generator().manual_seed(0)).items()}
@@ -1972,16 +1980,16 @@ def _batch_setups():
     """A sine/line regression task and a 3-way prototype task (float64), each with a
     meta-batch of 4 episodes."""
     torch.manual_seed(0)
-    reg = M.RegressionTask(MLP(1, [32, 32], 1, act="relu").to(D64))
+    reg = TK.RegressionTask(MLP(1, [32, 32], 1, act="relu").to(D64))
     src = rtn.SineLine(shots=5)
     reg_batch = [{k: v.to(D64) for k, v in ep.items()}
-                 for ep in M.split(src.sample(4, "train", torch.Generator().manual_seed(1)))]
+                 for ep in TR.split(src.sample(4, "train", torch.Generator().manual_seed(1)))]
     classes = rtn.gaussian_classes(ways=3, shots=2, queries=4, dim=6)
     torch.manual_seed(0)
-    proto = M.ProtoTask(MLP(6, [16], 8, act="relu").to(D64), 3)
+    proto = TK.ProtoTask(MLP(6, [16], 8, act="relu").to(D64), 3)
     proto_batch = [{k: (v.to(D64) if v.is_floating_point() else v) for k, v in ep.items()}
-                   for ep in M.split(classes.sample(4, "train",
-                                                    torch.Generator().manual_seed(1)))]
+                   for ep in TR.split(classes.sample(4, "train",
+                                                     torch.Generator().manual_seed(1)))]
     return [("regression", reg, reg_batch), ("prototype", proto, proto_batch)]
 
 
@@ -1992,7 +2000,7 @@ def _batched_only(task, batch, trainer=None):
     batched factor (``fisher_factor_grad_batch``) its per-episode factor and gradient,
     and the trainer's per-episode ``draws`` -- so a silent fall-back to the loop fails the
     test instead of comparing the loop with itself."""
-    assert M.can_batch(task, batch)
+    assert TR.can_batch(task, batch)
 
     def refuse(*args, **kwargs):
         raise AssertionError("the batched path fell back to episode by episode")
@@ -2052,7 +2060,7 @@ def test_batched_niw_step_equals_the_looped_step(variant):
     kw.update(NIW_VARIANTS[variant])
 
     def make(theta, batched):
-        return M.NIW(theta, batched=batched, **kw)
+        return TR.NIW(theta, batched=batched, **kw)
 
     for name, task, batch in _batch_setups():
         lb, gb, trb = _loss_and_grads(make, task, batch, True)
@@ -2083,8 +2091,8 @@ def test_batched_maml_and_protonet_equal_the_looped_ones_and_evaluate_alike():
     ``evaluate`` batched and looped give the same metrics, for NIW too."""
     for order in (True, False):
         def make(theta, batched, order=order):
-            return M.MAML(theta, inner_steps=3, inner_lr=1e-2, first_order=order,
-                          batched=batched)
+            return TR.MAML(theta, inner_steps=3, inner_lr=1e-2, first_order=order,
+                           batched=batched)
 
         for name, task, batch in _batch_setups():
             lb, (gb,), _ = _loss_and_grads(make, task, batch, True)
@@ -2092,12 +2100,12 @@ def test_batched_maml_and_protonet_equal_the_looped_ones_and_evaluate_alike():
             assert torch.allclose(lb, ll, rtol=1e-12, atol=0), (name, order)
             assert torch.allclose(gb, gl, rtol=1e-9, atol=1e-11 * float(gl.abs().max()))
     _, task, batch = _batch_setups()[1]
-    lb, (gb,), _ = _loss_and_grads(lambda t, b: M.Plain(t, batched=b), task, batch, True)
-    ll, (gl,), _ = _loss_and_grads(lambda t, b: M.Plain(t, batched=b), task, batch, False)
+    lb, (gb,), _ = _loss_and_grads(lambda t, b: TR.Plain(t, batched=b), task, batch, True)
+    ll, (gl,), _ = _loss_and_grads(lambda t, b: TR.Plain(t, batched=b), task, batch, False)
     assert torch.allclose(lb, ll, rtol=1e-12) and torch.allclose(gb, gl, rtol=1e-9, atol=1e-14)
     for name, task, batch in _batch_setups():
-        for tr in (M.NIW(task.flat.vector(), gamma0=10.0, sgld_steps=2, sgld_lr=3e-3),
-                   M.MAML(task.flat.vector(), inner_steps=2, inner_lr=1e-2)):
+        for tr in (TR.NIW(task.flat.vector(), gamma0=10.0, sgld_steps=2, sgld_lr=3e-3),
+                   TR.MAML(task.flat.vector(), inner_steps=2, inner_lr=1e-2)):
             res, calls = {}, []
 
             def spy(*args, rows=tr.draws_rows, calls=calls, **kwargs):
@@ -2109,13 +2117,13 @@ def test_batched_maml_and_protonet_equal_the_looped_ones_and_evaluate_alike():
                 tr.batched = batched
                 if batched:
                     with _batched_only(task, batch, tr):
-                        res[batched] = M.evaluate(tr, task, batch,
-                                                  torch.Generator().manual_seed(3), chunk=3)
+                        res[batched] = EV.evaluate(tr, task, batch,
+                                                   torch.Generator().manual_seed(3), chunk=3)
                     # the 4 episodes in chunks of 3: two batched draws, no episode looped
                     assert calls == [3, 1], (name, calls)
                 else:
-                    res[batched] = M.evaluate(tr, task, batch,
-                                              torch.Generator().manual_seed(3), chunk=3)
+                    res[batched] = EV.evaluate(tr, task, batch,
+                                               torch.Generator().manual_seed(3), chunk=3)
             assert calls == [3, 1]
             del tr.draws_rows
             for key in ("err", "nll", "ece"):
@@ -2153,7 +2161,7 @@ def test_flat_net_batched_forward_and_jacobian_equal_each_episodes():
     th = torch.randn(4, seq.d, dtype=D64, generator=g)
     jac, val = seq.jacobian_batched(th, x, scale=1 / 0.3)
     for b in range(4):
-        ref, vb = M._jacobian(lambda t, b=b: seq(t, x[b]), th[b], with_value=True)
+        ref, vb = FI._jacobian(lambda t, b=b: seq(t, x[b]), th[b], with_value=True)
         assert torch.allclose(jac[b] * 0.3, ref, rtol=1e-13, atol=1e-14)
         assert torch.allclose(val[b], vb, rtol=1e-13, atol=1e-14)
     with pytest.raises(ValueError, match="weights"):
@@ -2270,8 +2278,8 @@ def test_niw_step_with_the_fused_closed_form_equals_the_autograd_one(batched, mo
     _, task, batch = _batch_setups()[0]
 
     def make(theta, b):
-        return M.NIW(theta, batched=b, gamma0=10.0, sgld_steps=3, sgld_lr=3e-3,
-                     sgld_precision="gauss_newton")
+        return TR.NIW(theta, batched=b, gamma0=10.0, sgld_steps=3, sgld_lr=3e-3,
+                      sgld_precision="gauss_newton")
 
     l_new, g_new, _ = _loss_and_grads(make, task, batch, batched)
 
@@ -2306,7 +2314,7 @@ def test_kl_niw_logs_equals_kl_niw_in_value_and_gradient():
 
 
 def test_meta_learners_fused_adam_equals_the_per_tensor_loop(monkeypatch):
-    """NIW's and MAML's optimiser (``M.adam``: fused Adam) gives the parameters of the
+    """NIW's and MAML's optimiser (``TR.adam``: fused Adam) gives the parameters of the
     per-tensor Adam loop after three meta steps with the same generator (float64)."""
     _, task, batch = _batch_setups()[0]
 
@@ -2317,12 +2325,12 @@ def test_meta_learners_fused_adam_equals_the_per_tensor_loop(monkeypatch):
             tr.step(task, batch, gen)
         return [q.detach().clone() for g in tr.opt.param_groups for q in g["params"]]
 
-    makers = [lambda th: M.NIW(th, gamma0=10.0, sgld_steps=2, sgld_lr=3e-3,
-                               sgld_precision="gauss_newton"),
-              lambda th: M.MAML(th, inner_steps=2, inner_lr=3e-3)]
+    makers = [lambda th: TR.NIW(th, gamma0=10.0, sgld_steps=2, sgld_lr=3e-3,
+                                sgld_precision="gauss_newton"),
+              lambda th: TR.MAML(th, inner_steps=2, inner_lr=3e-3)]
     fused = [run(mk) for mk in makers]
-    assert M.NIW(task.flat.vector()).opt.defaults["fused"]
-    monkeypatch.setattr(M, "adam", lambda groups, device: torch.optim.Adam(groups))
+    assert TR.NIW(task.flat.vector()).opt.defaults["fused"]
+    monkeypatch.setattr(TR, "adam", lambda groups, device: torch.optim.Adam(groups))
     for mk, new in zip(makers, fused, strict=True):
         for a, b in zip(new, run(mk), strict=True):
             assert torch.allclose(a, b, rtol=1e-12, atol=1e-13)
@@ -2364,9 +2372,9 @@ def test_multi_draw_query_loss_is_its_definition_on_a_hand_computed_case():
     want = {"point": 2 * c - math.log((e(-0.5 / s2) + 1) / 2)
             - math.log((e(-0.5 / s2) + e(-4.5 / s2)) / 2),
             "joint": 2 * c - math.log((e(-1 / s2) + e(-4.5 / s2)) / 2)}
-    E = M.stack_episodes([ep])
+    E = TR.stack_episodes([ep])
     for mix, value in want.items():
-        tr = M.NIW(torch.zeros(1, dtype=D64), query_draws=2, query_mix=mix)
+        tr = TR.NIW(torch.zeros(1, dtype=D64), query_draws=2, query_mix=mix)
         looped = tr.query_term(task, theta, [ep])
         batched = tr.query_term(task, theta, [ep], E)
         assert looped.shape == batched.shape == (1,)
@@ -2395,7 +2403,7 @@ def test_multi_draw_query_loss_is_a_bound_that_tightens_with_the_draws():
     g = torch.Generator().manual_seed(0)
     means = []
     for S in (1, 2, 8, 64):
-        tr = M.NIW(torch.zeros(1, dtype=D64), query_draws=S)
+        tr = TR.NIW(torch.zeros(1, dtype=D64), query_draws=S)
         theta = m + math.sqrt(v) * torch.randn(reps, S, 1, dtype=D64, generator=g)
         vals = tr.query_term(task, theta, [None] * reps, E)
         se = float(vals.std()) / math.sqrt(reps)
@@ -2416,19 +2424,19 @@ def test_multi_draw_query_loss_at_one_draw_is_the_single_draw_loss_bit_for_bit()
         kw = dict(gamma0=10.0, sgld_steps=3, sgld_lr=3e-3, sgld_precision="variance")
         theta = task.flat.vector()
         losses = {}
-        for mix in M.QUERY_MIXES:
+        for mix in QUERY_MIXES:
             for batched in (True, False):
-                tr = M.NIW(theta, batched=batched, query_draws=1, query_mix=mix, **kw)
+                tr = TR.NIW(theta, batched=batched, query_draws=1, query_mix=mix, **kw)
                 losses[mix, batched] = tr.episodes_loss(task, batch,
                                                         torch.Generator().manual_seed(5))
-        tr = M.NIW(theta, **kw)
-        E = M.stack_episodes(batch)
+        tr = TR.NIW(theta, **kw)
+        E = TR.stack_episodes(batch)
         chain, draws = tr.chains(task, batch, torch.Generator().manual_seed(5),
                                  lambda i, ep: {"xi": None}, E)
         m, sd, g = rtn.local_posterior_kl(*chain, tr.m0, tr.log_gamma0, tr.log_n0.exp(),
                                           tr.log_l0.exp())
         hand = task.loss_batch(m + sd * draws["xi"], E, "query").sum() + g.sum()
-        for mix in M.QUERY_MIXES:
+        for mix in QUERY_MIXES:
             assert torch.equal(losses[mix, True], hand), (name, mix)
             assert torch.allclose(losses[mix, False], hand, rtol=1e-12, atol=0), (name, mix)
         assert torch.equal(losses["point", False], losses["joint", False]), name
@@ -2444,7 +2452,7 @@ def test_multi_draw_query_loss_batched_equals_looped_with_finite_gradients(mix, 
     kw = dict(gamma0=10.0, sgld_steps=3, sgld_lr=3e-3, sgld_precision=precision)
 
     def make(theta, batched, S=3):
-        return M.NIW(theta, batched=batched, query_draws=S, query_mix=mix, **kw)
+        return TR.NIW(theta, batched=batched, query_draws=S, query_mix=mix, **kw)
 
     for name, task, batch in _batch_setups():
         if precision == "gauss_newton" and name == "prototype":
@@ -2456,7 +2464,7 @@ def test_multi_draw_query_loss_batched_equals_looped_with_finite_gradients(mix, 
             assert bool(torch.isfinite(a).all()) and float((a - b).norm()) <= 1e-10 * float(
                 b.norm()), name
         assert float(gb[0].norm()) > 0 and float(gb[-1].norm()) > 0, name
-        E = M.stack_episodes(batch)
+        E = TR.stack_episodes(batch)
         th = task.flat.vector().expand(4, -1)
         assert torch.allclose(task.point_nll_batch(th, E, "query").sum(-1),
                               task.loss_batch(th, E, "query"), rtol=1e-13, atol=0)
@@ -2495,16 +2503,16 @@ def test_multi_draw_query_loss_in_a_bdl_model(tmp_path):
     assert rtn.SITES["f"].options["query_draws"] == 3
     assert rtn.SITES["f"].options["query_mix"] == "joint"
     kwargs = m.bind(_user_data())
-    task = M.ModelTask(m.pyro_model, kwargs, "f", "regression")
-    reg = M.RegressionTask(rtn.SITES["f"].flat.net, sigma=0.3)
+    task = TK.ModelTask(m.pyro_model, kwargs, "f", "regression")
+    reg = TK.RegressionTask(rtn.SITES["f"].flat.net, sigma=0.3)
     ep = {k: kwargs[k] for k in ("xs", "ys", "xq", "yq")}
     th = fit.samples["f"][0]
     assert torch.allclose(task.point_nll(th, ep, "query"), reg.point_nll(th, ep, "query"),
                           rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="query_draws must be an integer >= 1"):
-        M.NIW(torch.zeros(2), query_draws=0)
+        TR.NIW(torch.zeros(2), query_draws=0)
     with pytest.raises(ValueError, match="query_mix must be one of point, joint"):
-        M.NIW(torch.zeros(2), query_mix="both")
+        TR.NIW(torch.zeros(2), query_mix="both")
 
 
 def test_infer_meta_validation_does_not_move_training_on_a_model_with_a_left_out_site(

@@ -16,11 +16,12 @@ from ..check.signatures import suggest
 from ..infer.methods import _COMMON, METHODS, Method, Option
 from ..infer.methods import register as register_method
 
-#: how an SGLD chain becomes the local update's (mbar_i, A_i) (:class:`ppl.infer.meta.NIW`;
-#: "auto": by the likelihood's family, :func:`ppl.infer.meta.auto_precision`)
+#: how an SGLD chain becomes the local update's (mbar_i, A_i)
+#: (:class:`ppl.infer.meta_trainers.NIW`; "auto": by the likelihood's family,
+#: :func:`ppl.infer.meta_trainers.auto_precision`)
 PRECISIONS = ("auto", "variance", "fisher", "newton", "gauss_newton")
 #: the multi-draw query loss averages the likelihood per query point or over the whole
-#: query set (:meth:`ppl.infer.meta.NIW.query_term`)
+#: query set (:meth:`ppl.infer.meta_trainers.NIW.query_term`)
 QUERY_MIXES = ("point", "joint")
 
 register(Builtin(
@@ -118,7 +119,8 @@ def anchor_episodes(value, filename, span) -> object:
     return out
 
 
-#: the validation scores of ``infer meta(select=...)`` (:data:`ppl.infer.meta.SELECT`)
+#: the validation scores of ``infer meta(select=...)``
+#: (:func:`ppl.infer.meta_eval.meta_train`'s ``select``)
 SELECT = ("err", "nll")
 
 
@@ -155,7 +157,7 @@ META_OPTIONS = {
                            doc="draws of theta ~ q* averaged in meta-test predictions"),
     "samples": Option(100, int, low=1,
                       doc="draws of theta ~ q* (adapted to the data's support) kept"),
-    # meta-validation (ppl.infer.meta.meta_train(val=...), as benchmarks/fewshot.py):
+    # meta-validation (ppl.infer.meta_eval.meta_train(val=...), as benchmarks/fewshot.py):
     # episodes held out of meta-train, never meta-test, pick the checkpoint kept
     "val_episodes": Option(0, int, low=0,
                            doc="meta-validation episodes (0: none, the last state is kept); "

@@ -11,7 +11,8 @@ mu_j | lambda_j ~ N(m0_j, 1/(l0 lambda_j)). q_i(theta) = N(m_i, diag v_i).
 This module holds the maths (closed forms, SGLD), the network as a function of a flat
 weight vector, the ``niw_meta`` site function the generated code calls, and the episode
 sources (sine/line regression, N-way K-shot digits and Gaussian classes, .npz files).
-The meta-training loop and the baselines live in :mod:`ppl.infer.meta`.
+The meta-training loop and the baselines live in :mod:`ppl.infer.meta_eval` and
+:mod:`ppl.infer.meta_trainers`.
 """
 
 from __future__ import annotations
@@ -426,7 +427,7 @@ def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=1,
     ``curvature`` = (L, grad U(theta0)), when given, replaces the power iteration (which
     is then not run, whatever ``power_iters``): the caller already has both, e.g. the top
     eigenvalue of the Gauss-Newton Gram matrix and the gradient from the same Jacobian
-    (:meth:`ppl.infer.meta.NIW.chain`, ``sgld_precision="gauss_newton"``).
+    (:meth:`ppl.infer.meta_trainers.NIW.chain`, ``sgld_precision="gauss_newton"``).
     """
     theta0 = theta0.detach()
     theta = theta0.clone()
@@ -899,10 +900,10 @@ def prior(name: str, net: torch.nn.Module, n0=1.0, gamma0=1e6, l0=1.0, sgld_step
     The ``meta`` inference method replaces this by the learned q(phi) and the one-time
     local posterior (see :mod:`ppl.infer.meta`; ``sgld_precision`` "variance", "fisher",
     "newton" or "gauss_newton" picks how the chain gives (mbar_i, A_i):
-    :class:`ppl.infer.meta.NIW`; "auto", the default, picks "gauss_newton" for a Normal
-    support likelihood and "variance" otherwise: :func:`ppl.infer.meta.auto_precision`;
-    ``query_draws``, ``query_mix``: the meta-training query term,
-    :meth:`ppl.infer.meta.NIW.query_term`)."""
+    :class:`ppl.infer.meta_trainers.NIW`; "auto", the default, picks "gauss_newton" for a
+    Normal support likelihood and "variance" otherwise:
+    :func:`ppl.infer.meta_trainers.auto_precision`; ``query_draws``, ``query_mix``: the
+    meta-training query term, :meth:`ppl.infer.meta_trainers.NIW.query_term`)."""
     if sgld_precision not in PRECISIONS:
         raise ValueError(f"niw_meta: sgld_precision must be one of {', '.join(PRECISIONS)}, "
                          f"not {sgld_precision!r}")
