@@ -16,6 +16,7 @@ from ..infer import methods as infer_methods
 from ..syntax import ast
 from ..syntax.diagnostics import BdlError, Diagnostic, Span
 from . import signatures, sizes
+from .labels import LabelLayout
 from .method_fit import method_mismatch
 from .types import (
     BASE_TYPES,
@@ -318,7 +319,7 @@ def _check_infers(program, models, errors, filename="<string>") -> dict[str, Inf
 
 
 # ---- models -------------------------------------------------------------------------
-class _ModelChecker:
+class _ModelChecker(LabelLayout):
     def __init__(self, model: ast.Model):
         self.model = model
         self.errors: list[Diagnostic] = []
@@ -813,32 +814,6 @@ class _ModelChecker:
         self.symbols[s.name] = Symbol(s.name, "latent", Ty(kind, shape), s.name_span,
                                       random=True, node=s, plates=plates)
 
-    def _label_args(self, s: ast.Sample, dty: Ty, event, constraint) -> None:
-        """A distribution argument computed from a label drawn outside every plate
-        (``mu[z]``, ``w`` of ``w = 2 * mu[z]``) is [K, 1, ..., own dims] (``rt.label_aligned``):
-        its own dims right of the model's plate dims. Where it has more dims than the
-        site's per-element ``event`` dims, its leading ones are the dims of the plates the
-        site is drawn in, as a plain value's would broadcast against them, and are moved
-        there: a vector outside plates under a scalar distribution is drawn in one plate
-        per dim where labels are summed out (codegen's enumeration plates: every dim of
-        the argument), and ``mu[z]`` of shape [D] in ``plate d in D`` meets plate d."""
-        if not self.global_labels or dty.event != 0 or event is None:
-            return
-        if self.plate_stack:
-            own, plates = len(event), len(self.plate_stack)
-        elif event and constraint is None:
-            own, plates = 0, len(event)
-        else:
-            return
-        found = self._dist_bound.get(id(s.dist))
-        for pname, (node, t) in (found[1].items() if found is not None else ()):
-            # a parameter's own event dims (Categorical's probs, OrderedLogistic's
-            # cutpoints) are not plate dims: only the dims left of them are
-            rank = _PARAM_EVENT_RANK.get((dty.dist, pname), 0)
-            moved = min(len(t.shape or ()) - own - rank, plates)
-            if moved > 0 and self._label_value(node):
-                self.label_aligned[id(node)] = (tuple(range(-moved, 0)), len(t.shape))
-
     def _discrete_latent(self, s: ast.Sample, dty: Ty, shape) -> None:
         """A discrete latent is summed out by Pyro's enumeration (ppl.infer.discrete), which
         needs finite support and one value per plate element: a whole vector of labels
@@ -964,7 +939,7 @@ class _ModelChecker:
             owidth = self._plate_width(side)
             units = (len(other.shape) - (owidth or 0)) - (len(mine.shape) - width)
             if owidth is not None and owidth in (0, width) and units > 0:
-                widened = Ty(mine.kind, _widened(mine.shape, width, units), dim=mine.dim,
+                widened = Ty(mine.kind, sizes.widened(mine.shape, width, units), dim=mine.dim,
                              value=mine.value)
                 if self._plate_conflict(widened, width, other) is None:
                     self.pads[id(node)] = (len(mine.shape) - width, units)
@@ -986,68 +961,6 @@ class _ModelChecker:
                 elem = len(tys[id(side)].shape) - owidth
                 tys[id(node)] = self._label_pad(node, tys[id(node)], elem)
         return tys[id(e.left)], tys[id(e.right)]
-
-    def _label_read(self, e) -> str | None:
-        """The first label drawn outside every plate (or value computed from one there)
-        that ``e`` reads, or None."""
-        if not self.global_labels:
-            return None
-        return next((n for n in ast.names_read(e) if n in self.global_labels), None)
-
-    def _reads_label(self, e) -> bool:
-        return self._label_read(e) is not None
-
-    def _label_value(self, e) -> bool:
-        """Whether ``e``'s value is computed from a label drawn outside every plate and
-        does not vary along the open plates (``mu[z]``, ``w`` of ``w = 2 * mu[z]``, ``z``
-        itself): summed out, Pyro lays it out [K, 1, ..., own dims], the label's
-        enumeration dim and a unit dim per plate left of its own dims."""
-        return self._reads_label(e) and self._plate_width(e) == 0
-
-    def _label_pad(self, node, mine: Ty, elem: int) -> Ty:
-        """``mine``, the type of ``node``, padded for the per-element rank ``elem`` it
-        meets (inside plates; outside them, the rank of the other operand) when ``node``
-        reads a label drawn outside every plate.
-
-        Summed out, such a label is [K, 1, ...] (its enumeration dim left of the plate
-        dims), so its value broadcasts along the plate dims but not along per-element
-        dims: ``x[i] + 2 * z`` with ``x[i]`` [N, D] would put K against N (silently
-        wrong where K = N). Unit dims on its right (``rt.per_element``) make it [K, 1, 1],
-        which meets [N, D] as a per-plate-element value does; with z a plain number it is
-        the same broadcast. Outside plates this keeps the one layout of such values,
-        [K, 1, ..., own dims] (``z * ones(D)`` is [K, 1, D], as ``mu[z]`` is)."""
-        if mine.shape is None or not self._label_value(node):
-            return mine
-        units = elem - len(mine.shape)
-        if units <= 0:
-            return mine
-        self.pads[id(node)] = (len(mine.shape), units)
-        return Ty(mine.kind, _widened(mine.shape, 0, units), dim=mine.dim, value=mine.value)
-
-    def _label_in_call(self, e: ast.Call, name: str, args: list) -> None:
-        """Refuse, inside plates, a call whose arguments meet a label drawn outside every
-        plate with per-element values of higher rank (``where(x[i] > 0, z, 0.5)``): summed
-        out, the label's enumeration dim would broadcast against a per-element dim
-        (:meth:`_label_pad` widens it in arithmetic and distribution arguments, where the
-        pairing is known; a function's arguments may not broadcast elementwise)."""
-        if not self.plate_stack or not self.global_labels:
-            return
-        elem = 0
-        for node, t in args:
-            width = self._plate_width(node)
-            if width and t.shape is not None:
-                elem = max(elem, len(t.shape) - width)
-        for node, t in args:
-            if t.shape is not None and self._label_value(node) and len(t.shape) < elem:
-                label = self._label_read(node)
-                self.err(f"inside plate {', '.join(self._plate_names())}, {name}() meets "
-                         f"'{label}', a discrete latent drawn outside every plate, with "
-                         f"per-element values of {elem} dim{'s' if elem > 1 else ''}: "
-                         "summed out, its values would be matched with a per-element "
-                         "dimension", node.span,
-                         ["combine it with arithmetic outside the call "
-                          "(where(x[i] > 0, 1, 0) * z), or draw it in the plate"])
-                return
 
     @staticmethod
     def _plate_conflict(mine: Ty, width: int, other: Ty) -> tuple | None:
@@ -1097,7 +1010,7 @@ class _ModelChecker:
             have = len(t.shape) - width - own
             if have < 0 or have >= want:
                 continue
-            padded[pname] = (node, Ty(t.kind, _widened(t.shape, width, want - have)))
+            padded[pname] = (node, Ty(t.kind, sizes.widened(t.shape, width, want - have)))
             self.pads[id(node)] = (len(t.shape) - width, want - have)
             changed = True
         if not changed:
@@ -1398,10 +1311,7 @@ class _ModelChecker:
                 return UNKNOWN
             self._report(issues, e.span,
                          f"the operands of '@' {sizes.show(a.shape)} and {sizes.show(b.shape)}")
-            if a.shape is not None and b.shape is not None and any(
-                    self._label_value(x) for x in (e.left, e.right)) \
-                    and self._plate_width(e) == 0:
-                self.label_matmul[id(e)] = (len(a.shape), len(b.shape))
+            self._label_matmul(e, a, b)
             return Ty("real", shape)
         if self.plate_stack:
             met = self._plates_meet(e, a, b)
@@ -1457,12 +1367,7 @@ class _ModelChecker:
             at = len(shape) - own[1]
             self.stacks[id(e)] = -own[1] - 1
         elif not self.plate_stack and self._reads_label(e):
-            # a label's values: stacked right of its summed-out dims, left of their own;
-            # one with fewer own dims ([mu[z], z * 1.0] of mu[z] [D]) widened on its right
-            # so that it broadcasts against the others' own dims, not the label's
-            self.stacks[id(e)] = -len(shape) - 1
-            for x, t in zip(e.items, tys, strict=True):
-                self._label_pad(x, t, len(shape))
+            self._label_list(e, tys, shape)
         if at:
             self.list_at[id(e)] = at
         return Ty(kind, tuple(shape[:at]) + (sizes.const(len(tys)),) + tuple(shape[at:]))
@@ -1495,7 +1400,7 @@ class _ModelChecker:
             units = rank - (len(t.shape) - w)
             if w and units > 0:
                 self.pads[id(x)] = (len(t.shape) - w, units)
-                t = Ty(t.kind, _widened(t.shape, w, units), dim=t.dim, value=t.value)
+                t = Ty(t.kind, sizes.widened(t.shape, w, units), dim=t.dim, value=t.value)
             elif not w:
                 t = self._label_pad(x, t, rank)
             out.append(t)
@@ -1545,8 +1450,7 @@ class _ModelChecker:
             return UNKNOWN
         if base.shape is None:
             return Ty(base.kind, None)
-        if base.shape and self._reads_label(e.value):  # w[d] of w = mu[z]: w's own dims
-            self.label_vindex[id(e)] = len(base.shape)
+        self._label_index(e, base)
         own = self._self_index(e, item_tys)
         if own is not None:
             # a[j] of a value drawn in plate j: its plate dims stay whole, the indices
@@ -2134,12 +2038,7 @@ class _ModelChecker:
                        default=0)
             bound = {k: (node, self._label_pad(node, t, rank)) for k, (node, t) in
                      bound.items()}
-        first, dim = next(iter(bound.values()), None), bound.get("dim")
-        rank = _own_rank(first[1]) if first is not None else None
-        if dim is not None and isinstance(dim[0], ast.Number) and dim[0].value >= 0 \
-                and rank and self._label_value(first[0]):
-            # its dims are the value's own, right of the label's summed-out dims
-            self.label_dims[id(dim[0])] = rank
+        self._label_dim(bound)
         positional = [t for k, (_, t) in bound.items() if k.startswith("#") or
                       k in b.params[: len(e.args)]]
         for k, spec in b.functions.items():
@@ -2180,9 +2079,7 @@ class _ModelChecker:
             return self._construct_ty(e, b, bound, positional)
         if b.name in ("stack", "cat"):
             xs = bound.get("xs")
-            if xs is not None and "dim" not in bound and rank and self._label_value(xs[0]):
-                # of a label's values: along their own first dim (stack: a new one)
-                self.stacks[id(e)] = -rank
+            self._label_join(e, bound)
             if xs is not None and not isinstance(xs[0], ast.ListLit):
                 self.err(f"{b.name} takes a list: {b.name}([a, b])", xs[0].span)
             items = [self.types.get(id(i), UNKNOWN) for i in getattr(xs[0], "items", [])] \
@@ -2320,10 +2217,9 @@ class _ModelChecker:
         ``sum(g)`` of a name is over all of it, as documented."""
         if b.name not in _DEFAULT_DIMS or "dim" in bound:
             return None
-        first = next(iter(bound.values()), None)
-        if first is not None and first[1].shape and self._label_value(first[0]):
-            self.elem_reduce[id(e)] = len(first[1].shape)
+        if self._label_reduction(e, bound):
             return ()
+        first = next(iter(bound.values()), None)
         if not self.plate_stack:
             return None
         if first is None or first[1].shape is None or not isinstance(first[0], ast.Index) \
@@ -2579,22 +2475,6 @@ def _literal_number(node) -> float | None:
     return None
 
 
-def _own_rank(t: Ty) -> int | None:
-    """How many dims a value has, counting a list's as its stacked length and the items'
-    (cat's list: the items' when they agree)."""
-    if t.shape is not None:
-        return len(t.shape)
-    ranks = {len(x.shape) if x.shape is not None else None for x in t.value or ()} \
-        if t.kind == "list" else set()
-    return ranks.pop() if len(ranks) == 1 else None
-
-
-def _widened(shape, width: int, units: int) -> tuple:
-    """``shape`` with ``units`` dims of size 1 after its first ``width`` (plate) dims: the
-    checker's side of ``rt.per_element``."""
-    return tuple(shape[:width]) + (sizes.const(1),) * units + tuple(shape[width:])
-
-
 def _sized_like_plates(sym: Symbol) -> bool:
     """Whether a value is read one element per plate by its leading sizes: data,
     transformed data, and latents or deterministics defined outside every plate (a GP's
@@ -2706,12 +2586,6 @@ def _function_args() -> str:
 
 def _is_random(e: ast.Expr, symbols: dict[str, Symbol]) -> bool:
     return any(symbols[n].random for n in _walk_names(e) if n in symbols)
-
-
-# The event rank of the vector parameters of scalar distributions (the only ones with
-# such parameters, by Pyro's arg_constraints): their last dims are one draw's, not batch.
-_PARAM_EVENT_RANK = {("Categorical", "probs"): 1, ("Categorical", "logits"): 1,
-                     ("OrderedLogistic", "cutpoints"): 1}
 
 
 def _dist_shape(sig, bound, checker) -> tuple | None:

@@ -251,3 +251,9 @@ def matmul(a: Shape | None, b: Shape | None) -> tuple[Shape | None, list[Mismatc
         return tuple(a[:-1]), issues
     batch, more = broadcast(tuple(a[:-2]), tuple(b[:-2]))
     return tuple(batch) + (a[-2], b[-1]), issues + more
+
+
+def widened(shape, width: int, units: int) -> tuple:
+    """``shape`` with ``units`` dims of size 1 after its first ``width`` (plate) dims: the
+    checker's side of ``rt.per_element``."""
+    return tuple(shape[:width]) + (const(1),) * units + tuple(shape[width:])
