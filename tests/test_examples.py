@@ -15,6 +15,7 @@ import ast
 import contextlib
 import importlib.util
 import json
+import runpy
 import shutil
 import subprocess
 import sys
@@ -236,7 +237,26 @@ def test_constrained_latents_sample_and_fit(decl):
     assert fit.samples["v"].shape[0] == 5
 
 
-def test_standalone_module_command_line(tmp_path):
+def _run_script_here(gen: Path, *args, monkeypatch, capsys) -> subprocess.CompletedProcess:
+    """``python GEN ARGS`` executed as ``__main__`` in this process (runpy), from GEN's
+    folder: exit status and printed streams as a subprocess would give them, without the
+    seconds of importing torch again. One subprocess per file type stays in each test
+    below, for running on its own."""
+    monkeypatch.setattr(sys, "argv", [str(gen), *map(str, args)])
+    monkeypatch.chdir(gen.parent)
+    capsys.readouterr()
+    code = 0
+    try:
+        runpy.run_path(str(gen), run_name="__main__")
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
+def test_standalone_module_command_line(tmp_path, monkeypatch, capsys):
     """A generated module run on its own (`python model.py DATA`): it fits and prints the
     summary; --help works; a missing, malformed or ill-fitting data file is one error
     line and exit status 1, never a traceback."""
@@ -252,19 +272,20 @@ def test_standalone_module_command_line(tmp_path):
         return subprocess.run([sys.executable, str(gen), *args], capture_output=True,
                               text=True, cwd=tmp_path, timeout=300)
 
-    ok = run("d.json", "--quiet")
+    ok = run("d.json", "--quiet")  # a process of its own; the refusals run here (runpy)
     assert ok.returncode == 0, ok.stderr
     assert "mu" in ok.stdout
-    assert run("--help").returncode == 0
+    assert _run_script_here(gen, "--help", monkeypatch=monkeypatch,
+                            capsys=capsys).returncode == 0
     for args, message in ((["nope.json"], "nope.json: no such data file"),
                           (["bad.json"], "bad.json:1:"),
                           (["wrong.json"], "error:")):
-        r = run(*args)
+        r = _run_script_here(gen, *args, monkeypatch=monkeypatch, capsys=capsys)
         assert r.returncode == 1 and message in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
 
 
-def test_standalone_module_prints_what_bdl_run_prints(tmp_path):
+def test_standalone_module_prints_what_bdl_run_prints(tmp_path, monkeypatch, capsys):
     """The module run on its own goes through the same fit as `ppl.compile`: missing
     optional data are drawn after the fit (not fitted as latents), a construct's method
     (sghmc) resolves, and the summary, final ELBO and point estimates equal the API's."""
@@ -294,8 +315,8 @@ def test_standalone_module_prints_what_bdl_run_prints(tmp_path):
     gen = tmp_path / "b.py"
     gen.write_text(bnn.source)
     (tmp_path / "b.json").write_text(json.dumps({"x": [[0.0], [1.0]], "y": [0.0, 1.0]}))
-    r = subprocess.run([sys.executable, str(gen), "b.json", "--quiet"], capture_output=True,
-                       text=True, cwd=tmp_path, timeout=300)
+    reset_networks()
+    r = _run_script_here(gen, "b.json", "--quiet", monkeypatch=monkeypatch, capsys=capsys)
     assert r.returncode == 0, r.stderr
     assert "f.W0[0, 0]" in r.stdout
 
@@ -313,8 +334,10 @@ model F(y: real[3]) {
   x ~ fractional_sde(drift=(x, t) => -x, diffusion=0.5, times=[0.5, 1.0, 1.5],
                      x0=Normal(0, 1), data=y, hidden=[16, 8])
 }
-infer svi(steps=1)
+infer svi(steps=1, samples=2)
 """
+    # two posterior draws: the fit only has to run (the default 1000 draws are 1000 SDE
+    # solves, half a minute)
     m = ppl.compile(src)
     assert "hidden=[16, 8]" in m.source
     assert "times=rt.stack([0.5, 1.0, 1.5])" in m.source
