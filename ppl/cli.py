@@ -23,6 +23,29 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+def _seed(text: str) -> int:
+    """``--seed``: an integer in numpy's range, 0..2**32-1 (else exit 2, with the range)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: expected an integer "
+                                         "from 0 to 4294967295") from None
+    if not 0 <= value <= 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"seed {value} is out of range: a seed is an "
+                                         "integer from 0 to 4294967295")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
+    return value
+
+
 def _read(path: str) -> str:
     p = Path(path)
     if not p.exists():
@@ -243,7 +266,7 @@ def _progress(args) -> bool:
 def cmd_predict(args) -> int:
     import numpy as np
 
-    from .io.run_folder import RunFolderError, read_record
+    from .io.run_folder import RunFolderError, check_folder, read_record
     from .model import Model
     from .pipeline import compile_source
     from .syntax.diagnostics import BdlError
@@ -262,17 +285,28 @@ def cmd_predict(args) -> int:
                          f"{', '.join(compiled.ir)}; choose one with --model)")
     model = Model(compiled, name)
     data = _load_data(args.data)
+    out = Path(args.out) if args.out else post_dir
+    target = out / "predictive.npz"
     try:
-        pred = model.predict_run(post_dir, data, seed=args.seed)
+        check_folder(out)
+    except RunFolderError as e:
+        raise _UserError(str(e)) from None
+    if target.exists() and not args.force:
+        raise _UserError(f"{target} exists; use --force to overwrite it")
+    try:
+        pred = model.predict_run(post_dir, data, seed=args.seed, draws=args.draws)
     except RunFolderError as e:
         raise _UserError(str(e)) from None
     except BdlError as e:
         _note_nan(e, data)
         raise
-    out = Path(args.out) if args.out else post_dir
-    target = out / "predictive.npz"
-    if target.exists() and not args.force:
-        raise _UserError(f"{target} exists; use --force to overwrite it")
+    if not pred:
+        given = [n for n in model.ir.observed if data.get(n) is not None]
+        print(f"bdl: note: nothing to predict: {args.data} gives every site that the run "
+              "did not sample" + (f" ({', '.join(given)})" if given else "")
+              + "; leave out what to predict (optional data such as 'y_new: real[M]?', or "
+                "observed data at new inputs). Nothing was written", file=sys.stderr)
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     np.savez(target, **{k: v.cpu().numpy() for k, v in pred.items()})
     from .infer.summary import summarise
@@ -325,6 +359,8 @@ def cmd_tex(args) -> int:
 
     text = _read(args.file)
     checked = front(text, args.file)
+    if args.model is not None and args.model not in checked.models:
+        raise _UserError(f"{args.file}: no model named '{args.model}'")
     for name, cm in checked.models.items():
         if args.model is None or args.model == name:
             sys.stdout.write(model_tex(cm.model))
@@ -360,7 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--device", choices=["cpu", "cuda"],
                    help="where tensors live (default: the infer line's)")
     c.add_argument("--dtype", choices=["float32", "float64"], help="floating point precision")
-    c.add_argument("--seed", type=int, help="random seed (default: the infer line's, else 0)")
+    c.add_argument("--seed", type=_seed,
+                   help="random seed, 0..2**32-1 (default: the infer line's, else 0)")
     c.add_argument("--backend", choices=["pyro", "pyro-compiled"], default="pyro",
                    help="pyro-compiled: JIT-compiled potential (NUTS/HMC) or ELBO (SVI/MAP)")
     c.add_argument("--out", help="run folder (default: runs/MODEL-TIME)")
@@ -375,7 +412,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--data", required=True, help="the new data (JSON, CSV or .npz)")
     c.add_argument("--model", help="which model of the file (default: the run's)")
     c.add_argument("--out", help="folder for predictive.npz (default: the run folder)")
-    c.add_argument("--seed", type=int, default=0, help="random seed of the draws")
+    c.add_argument("--seed", type=_seed, default=0,
+                   help="random seed of the draws, 0..2**32-1 (default 0)")
+    c.add_argument("--draws", type=_positive,
+                   help="predictive draws: that many of the saved posterior draws, evenly "
+                        "spaced (default: all); for a map run, or one with nothing latent "
+                        "saved, draws at the saved point (default 1000)")
     c.add_argument("--force", action="store_true", help="overwrite predictive.npz")
     c.set_defaults(func=cmd_predict)
 

@@ -77,7 +77,17 @@ class Model:
             + list(self.checked.fit_errors)
         if errs:
             raise BdlError(errs, self.filename, self.bdl_source)
-        return method, resolve_options(method, {**base, **values})
+        opts = resolve_options(method, {**base, **values})
+        if opts.get("device") == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise BdlError([Diagnostic(
+                    "device=cuda was asked for, but CUDA is not available here "
+                    "(torch.cuda.is_available() is False)",
+                    notes=["use device=cpu (the default), or a torch built with CUDA on a "
+                           "machine with a GPU"])], "infer")
+        return method, opts
 
     def fit(self, data: dict | None = None, infer: str | None = None, *,
             progress: bool = False, **options):
@@ -114,6 +124,7 @@ class Model:
         _predict = result.predict
 
         def predict(d=None, num_samples=None, sites=None, seed=None):
+            check_seed(seed, "predict")
             with locate.located(self._pseudo), torch_defaults(device, dtype):
                 return _predict(d, num_samples, sites, seed)
 
@@ -132,31 +143,58 @@ class Model:
         result.save = save
         return result
 
-    def predict_run(self, run, data: dict | None = None, seed: int | None = None) -> dict:
+    def predict_run(self, run, data: dict | None = None, seed: int | None = None,
+                    draws: int | None = None) -> dict:
         """Posterior predictive draws from a saved run folder (``bdl run --out`` or
         ``fit.save``); ``bdl predict`` is this. One draw of every site not fixed by
-        ``data`` per saved posterior draw, with the run's fitted params and network
-        weights. A run of another model is a ``RunFolderError``; a model changed since
-        the run, a warning naming the latents drawn from their prior, unless a param or
-        network weight it needs was not saved by the run or has another shape there (a
-        renamed network, a changed size or option): that is a ``RunFolderError``."""
+        ``data`` per saved posterior draw (``draws``: that many of them, evenly spaced),
+        with the run's fitted params and network weights; a point estimate (a ``map`` run,
+        ``svi(guide=delta)``) or a run with nothing latent saved gives ``draws`` (default
+        1000) draws of the predictive at the saved point. Data the model only observes may
+        be left out (they are drawn). A run of another model is a ``RunFolderError``; a
+        model changed since the run, a warning naming the latents drawn from their prior,
+        unless a param or network weight it needs was not saved by the run or has another
+        shape there (a renamed network, a changed size or option): that is a
+        ``RunFolderError``. New data that change a saved latent's shape (another ``D``)
+        are a ``RunFolderError`` naming the saved shape and the one the data give."""
         import warnings
 
-        from .infer.predict import ParamsMismatch, posterior_predictive
-        from .io.run_folder import check_run, params_error, read_run
+        from .infer.predict import (
+            DrawShapeMismatch,
+            ParamsMismatch,
+            point_draws,
+            posterior_predictive,
+            thinned,
+        )
+        from .io.run_folder import RunFolderError, check_run, params_error, read_run
 
+        check_seed(seed, "predict")
+        if draws is not None and (isinstance(draws, bool) or not isinstance(draws, int)
+                                  or draws < 1):
+            raise BdlError([Diagnostic(f"draws={draws!r}: expected a positive integer")],
+                           "draws")
         record, chains, params = read_run(run)
         changed = check_run(record, chains, run, model=self.name, file=self.filename,
                             source=self.bdl_source, latents=list(self.ir.latents))
         opts = record.get("infer", {})
+        if chains and (opts.get("method") == "map" or opts.get("guide") == "delta"):
+            chains = point_draws(chains, draws or 1000)  # every saved draw is the estimate
+        elif chains and draws is not None:
+            chains = thinned(chains, draws)
         try:
             with locate.located(self._pseudo):
                 pred = posterior_predictive(self, chains, data or {}, params,
                                             device=opts.get("device", "cpu"),
-                                            dtype=opts.get("dtype", "float64"), seed=seed)
+                                            dtype=opts.get("dtype", "float64"), seed=seed,
+                                            num_samples=draws)
         except ParamsMismatch as e:
             raise params_error(e.problems, run, file=self.filename,
                                changed=changed is not None) from None
+        except DrawShapeMismatch as e:
+            raise RunFolderError(
+                f"the new data do not fit the draws saved in {run}: {'; '.join(e.problems)}. "
+                "A latent's shape comes from the data's sizes: predict with data of the "
+                "sizes the run was fitted with, or re-run 'bdl run'") from None
         if changed:
             warnings.warn(changed, stacklevel=2)
         return pred
@@ -181,6 +219,7 @@ class Model:
         from .runtime.functions import full_data
         from .runtime.shapes import declared
 
+        check_seed(seed, "sample_prior")
         pyro.set_rng_seed(seed)
         pyro.clear_param_store()
         reset_networks()
@@ -243,6 +282,23 @@ class Model:
             conditioned = pyro.poutine.condition(model, data=values)
             tr = pyro.poutine.trace(conditioned).get_trace(**kwargs)
             return float(tr.log_prob_sum())
+
+
+SEED_MAX = 2**32 - 1  # numpy's and pyro.set_rng_seed's range
+
+
+def check_seed(seed, where: str) -> None:
+    """A draw's seed is None (the global streams) or an integer in 0..2**32-1: else a
+    :class:`BdlError` rendered ``WHERE: error: ...``, not numpy's ValueError at the first
+    draw. (A fit's seed is checked with its options, ``ppl.infer.run.resolve_options``.)"""
+    import numbers
+
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) \
+            or not 0 <= seed <= SEED_MAX:
+        raise BdlError([Diagnostic(f"seed={seed!r} is out of range: a seed is an integer "
+                                   f"from 0 to {SEED_MAX}")], where)
 
 
 def parse_infer_spec(spec: str) -> tuple[str, dict]:

@@ -2,7 +2,8 @@
 
 MCMC: trace and density per scalar element (the first 12); SVI/MAP: the ELBO curve;
 regression-shaped models (a predicted 1-D site beside a 1-D real data argument of the
-same length): the posterior predictive mean with 50% and 90% bands over that input.
+same length): the posterior predictive mean with 50% and 90% bands over that input (not
+for a single draw, such as ``map``'s generated quantities by default).
 """
 
 from __future__ import annotations
@@ -76,8 +77,8 @@ def write_plots(fit, out: Path, data_args: dict, predicted: list[str] | None = N
         if name not in fit.chains:
             continue
         draws = fit.samples[name].detach().cpu().numpy()
-        if draws.ndim != 2:
-            continue
+        if draws.ndim != 2 or draws.shape[0] < 2:
+            continue  # one draw (map's default) has no mean or bands to show
         x = next((v for k, v in inputs.items() if len(v) == draws.shape[1] and k != name), None)
         if x is None:
             continue

@@ -92,15 +92,63 @@ def params_problems(needed: dict[str, tuple], params: dict) -> list[str]:
     return problems
 
 
+class DrawShapeMismatch(ValueError):
+    """Saved draws of a latent whose shape the new data change (``problems``: one phrase
+    each, naming the saved shape and the shape these data give)."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def shape_problems(post: dict, trace, lead: int = 1) -> list[str]:
+    """The saved draws in ``post`` ([draws, ...]) that cannot be the latent of the same
+    name in ``trace`` (a run of the model on the new data): another number of elements
+    than the site's value there, once unit dims are set aside (``site_shaped``)."""
+    problems = []
+    for name, v in post.items():
+        site = trace.nodes.get(name)
+        if site is None or site["type"] != "sample":
+            continue
+        own = [n for n in v.shape[lead:] if n != 1]
+        here = [n for n in site["value"].shape if n != 1]
+        if own != here:
+            problems.append(f"latent '{name}' was saved as {_shape(v.shape[lead:])} per draw; "
+                            f"with these data it is {_shape(site['value'].shape)}")
+    return problems
+
+
+def point_draws(chains: dict, n: int) -> dict:
+    """``n`` copies of the first saved draw ([1, n, ...] per site): a point estimate (a
+    map run) predicted with ``n`` draws of the predictive at that point."""
+    return {k: v[:1, :1].expand((1, n) + tuple(v.shape[2:])) for k, v in chains.items()}
+
+
+def thinned(chains: dict, n: int) -> dict:
+    """At most ``n`` draws ([1, n, ...] per site, chains flattened), evenly spaced over
+    all the saved draws (every chain's); all of them when there are ``n`` or fewer."""
+    out = {}
+    for k, v in chains.items():
+        flat = v.reshape((-1,) + tuple(v.shape[2:]))
+        if flat.shape[0] > n:
+            idx = torch.linspace(0, flat.shape[0] - 1, n).round().long()
+            flat = flat[idx]
+        out[k] = flat.unsqueeze(0)
+    return out
+
+
 def posterior_predictive(model, chains: dict, data: dict, params: dict | None = None, *,
                          device: str = "cpu", dtype: str = "float64",
-                         seed: int | None = 0) -> dict:
+                         seed: int | None = 0, num_samples: int | None = None) -> dict:
     """One draw of every site not fixed by ``data`` per saved posterior draw.
 
     ``chains[name]`` is [chains, draws, ...] as written by ``bdl run`` (each site in its
     declared shape, or in Pyro's layout as runs written before that were: both are
     read); every saved latent (weights of network priors included) is conditioned on.
-    The draws come out in the sites' declared shapes. ``params`` maps param names
+    The draws come out in the sites' declared shapes. Data that the model only observes
+    (``y ~ ...``, never read) may be left out: they are drawn. ``num_samples``: the number
+    of draws when no latent was saved (default 1000). A saved latent whose shape the new
+    data change is a :class:`DrawShapeMismatch`. ``params`` maps param names
     (``pyro.param`` sites and network weights) to their fitted, constrained values; every
     param the model needs must be there in its shape (else :class:`ParamsMismatch`: a
     model changed since the run is never run on freshly initialised weights).
@@ -120,7 +168,7 @@ def posterior_predictive(model, chains: dict, data: dict, params: dict | None = 
 
         reset_networks()
         try:
-            kwargs = model.bind(data)
+            kwargs = model.bind(data, may_omit=model.checked.observed_only)
             needed, trace = needed_params(model, kwargs)
             problems = params_problems(needed, params or {})
             if problems:
@@ -134,8 +182,12 @@ def posterior_predictive(model, chains: dict, data: dict, params: dict | None = 
             with full_data():
                 labels = enumerable_sites(trace)
                 post = {k: v for k, v in post.items() if k not in labels}
+                problems = shape_problems(post, trace)
+                if problems:
+                    raise DrawShapeMismatch(problems)
                 # saved draws in either layout (site_draws); out in the declared one
-                pred = declared(site_draws(model.pyro_model, kwargs, posterior=post or None),
+                pred = declared(site_draws(model.pyro_model, kwargs, posterior=post or None,
+                                           num_samples=None if post else num_samples),
                                 plate_layout(trace), lead=1)
         finally:
             store.set_state(saved)

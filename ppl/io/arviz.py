@@ -1,7 +1,8 @@
 """ArviZ interoperability: a fit as an ArviZ DataTree (optional extra ``arviz``).
 
 Groups: ``posterior`` (latent and deterministic sites, [chain, draw, ...]) and
-``observed_data`` (the observed data sites). Written to ``posterior.nc`` by
+``observed_data`` (the observed data sites); the posterior group's attrs hold
+``inference_library`` ("pyro") and ``bdl_method``. Written to ``posterior.nc`` by
 ``bdl run --arviz``.
 """
 
@@ -27,5 +28,7 @@ def to_inference_data(fit):
     groups = {"posterior": posterior}
     if observed:
         groups["observed_data"] = observed
-    attrs = {"inference_library": "pyro", "bdl_method": fit.method}
+    # attrs are per group in arviz-base (a flat dict is dropped with a UserWarning); the
+    # posterior group's, as ArviZ's own converters keep inference_library
+    attrs = {"posterior": {"inference_library": "pyro", "bdl_method": fit.method}}
     return az.from_dict(groups, attrs=attrs)

@@ -7,6 +7,8 @@ draws took their declared shape hold a latent of an outer plate as [.., N, 1], w
 ``pyro.param`` values and network weights), ``run.json`` (model, file fingerprint, data,
 method and options, versions, point estimates, and what the fit measured: ``meta`` for
 infer meta, ``np_eval`` and ``train_loss`` for np_train) and, for svi/map, ``elbo.txt``.
+Written over an existing folder (``force``), the files an earlier run wrote there
+(:data:`RUN_FILES`) are removed first; files BDL does not write are left alone.
 ``read_run`` reads them back; ``Model.predict_run`` and ``bdl predict`` condition the
 model on new data with those draws.
 """
@@ -31,10 +33,45 @@ def model_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# what BDL writes into a run folder (write_run, the plots, --arviz, bdl predict, the saved
+# tracebacks): ``--force`` removes these, and nothing else, before a new run is written
+RUN_FILES = ("summary.csv", "samples.npz", "elbo.txt", "run.json", "params.pt", "trace.png",
+             "elbo.png", "posterior.nc", "predictive.npz", "bdl-error-traceback.txt",
+             "bdl-internal-error.txt")
+RUN_PATTERNS = ("predictive_*.png",)
+
+
+def check_folder(out: Path) -> None:
+    """``out`` is a folder or can be made one: a file at ``out`` or at a folder above it is
+    a RunFolderError (not the OSError that making it would raise)."""
+    out = Path(out)
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == out else f"is under {p}, which is a file"
+                raise RunFolderError(f"{out} {what}; --out names a folder")
+            return
+
+
 def check_writable(out: Path, force: bool, flag: str = "--force") -> None:
     """Nothing a user wrote is overwritten without ``force`` (spelt ``flag`` to the user)."""
+    check_folder(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise RunFolderError(f"{out} exists and is not empty; use {flag} to overwrite it")
+
+
+def clear_run(out: Path) -> list[str]:
+    """Remove the files an earlier run left in ``out`` (:data:`RUN_FILES`, the predictive
+    plots), so that a run written with ``force`` leaves only its own; other files (the
+    user's) stay. The names removed, sorted."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    old = [out / n for n in RUN_FILES if (out / n).is_file()]
+    old += [p for pat in RUN_PATTERNS for p in out.glob(pat) if p.is_file()]
+    for p in old:
+        p.unlink()
+    return sorted(p.name for p in old)
 
 
 def write_run(out: Path, fit: Fit, *, model: str, file: str | None, source: str,
@@ -49,6 +86,7 @@ def write_run(out: Path, fit: Fit, *, model: str, file: str | None, source: str,
 
     out = Path(out)
     check_writable(out, force, "force=True")
+    clear_run(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.csv").write_text((summary or fit.summary()).to_csv())
     np.savez(out / "samples.npz", **{k: v.cpu().numpy() for k, v in fit.chains.items()})

@@ -1,0 +1,282 @@
+"""Run folders, ``bdl predict`` and the CLI's refusals (audit stop 22): seeds out of range,
+``--force`` over an older run, ``--out`` naming a file, predicting with observe-only data
+left out, map runs predicted at the point estimate, new data of another width, new data
+that fix every site, the ArviZ export's attrs, ``device=cuda`` without CUDA. The CLI runs
+in this process (``ppl.cli.main``)."""
+
+import contextlib
+import io
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+import ppl
+from ppl.io.run_folder import RunFolderError, check_folder, clear_run
+
+LR = """model LR(x: real[N, D], y: real[N], x_new: real[M, D], y_new: real[M]?) {
+  beta: real[D] ~ Normal(0, 2)
+  alpha ~ Normal(0, 3)
+  y ~ Normal(alpha + x @ beta, 0.5)
+  y_new ~ Normal(alpha + x_new @ beta, 0.5)
+}
+infer map(steps=60, lr=0.1)
+"""
+X = [[0.3, 0.8], [0.3, -1.3], [0.9, 0.4], [-0.5, 0.6], [0.4, 0.3], [-0.7, -0.2]]
+Y = [1.9, -1.4, 2.2, 1.3, 1.3, -0.6]
+
+MU = """model Mu(y: real[N]) {
+  mu ~ Normal(0, 1)
+  twice = 2 * mu
+  y ~ Normal(mu, 1)
+}
+"""
+
+
+def cli(*args) -> subprocess.CompletedProcess:
+    """``bdl ARGS`` through ``ppl.cli.main`` (argparse's exit 2 included)."""
+    from ppl.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:
+            code = e.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="module")
+def lr_run(tmp_path_factory):
+    """A map run of LR (written by ``bdl run``), its model file and folder."""
+    tmp = tmp_path_factory.mktemp("lr")
+    (tmp / "lr.bdl").write_text(LR)
+    (tmp / "lr.json").write_text(json.dumps({"x": X, "y": Y, "x_new": [[0.0, 0.0]]}))
+    r = cli("run", tmp / "lr.bdl", "--data", tmp / "lr.json", "--out", tmp / "run", "-q")
+    assert r.returncode == 0, r.stderr
+    return tmp
+
+
+def _point(run) -> tuple[float, np.ndarray]:
+    with np.load(run / "samples.npz") as z:
+        return float(z["alpha"].reshape(-1)[0]), z["beta"].reshape(-1, 2)[0]
+
+
+# ---- 1. seeds ----
+
+@pytest.mark.parametrize("seed", ["-1", "99999999999", "4294967296"])
+def test_cli_seed_out_of_range_is_a_usage_error(lr_run, seed):
+    r = cli("run", lr_run / "lr.bdl", "--data", lr_run / "lr.json", "--seed", seed,
+            "--out", lr_run / "never")
+    assert r.returncode == 2
+    assert r.stderr.splitlines()[-1] == (f"bdl: error: argument --seed: seed {int(seed)} is "
+                                         "out of range: a seed is an integer from 0 to "
+                                         "4294967295")
+    p = cli("predict", lr_run / "lr.bdl", "--posterior", lr_run / "run", "--data",
+            lr_run / "lr.json", "--seed", seed)
+    assert p.returncode == 2 and "argument --seed: seed" in p.stderr
+    assert not (lr_run / "never").exists()
+
+
+def test_seed_that_overflows_with_the_chains_is_exit_1(lr_run):
+    r = cli("run", lr_run / "lr.bdl", "--data", lr_run / "lr.json", "--seed", "4294967295",
+            "--infer", "nuts(samples=5, warmup=5, chains=2)", "--out", lr_run / "never2")
+    assert r.returncode == 1, r.stderr
+    assert "4294967294" in r.stderr and "internal error" not in r.stderr
+
+
+def test_api_seeds_are_bdl_errors(lr_run):
+    m = ppl.load(lr_run / "lr.bdl")
+    data = {"x": X, "y": Y, "x_new": [[0.0, 0.0]]}
+    with pytest.raises(ppl.BdlError, match="seed"):
+        m.fit(data, seed=-1)
+    with pytest.raises(ppl.BdlError) as e:
+        m.predict_run(lr_run / "run", data, seed=-1)
+    assert str(e.value) == ("predict: error: seed=-1 is out of range: a seed is an integer "
+                            "from 0 to 4294967295")
+    with pytest.raises(ppl.BdlError, match="seed=4294967296 is out of range"):
+        m.sample_prior(data, num_samples=2, seed=2**32)
+
+
+# ---- 2. --force over an older run ----
+
+def test_force_leaves_only_the_new_runs_files(tmp_path):
+    (tmp_path / "mu.bdl").write_text(MU)
+    (tmp_path / "d.json").write_text('{"y": [0.5, 1.5]}')
+    out = tmp_path / "r"
+    first = cli("run", tmp_path / "mu.bdl", "--data", tmp_path / "d.json", "--out", out,
+                "--infer", "svi(steps=20)", "-q")
+    assert first.returncode == 0, first.stderr
+    pred = cli("predict", tmp_path / "mu.bdl", "--posterior", out, "--data",
+               tmp_path / "d.json", "--out", out, "--draws", "5")
+    assert pred.returncode == 0, pred.stderr
+    assert {"elbo.txt", "elbo.png", "predictive.npz"} <= {p.name for p in out.iterdir()}
+    (out / "notes.txt").write_text("mine")  # a file BDL does not write stays
+    again = cli("run", tmp_path / "mu.bdl", "--data", tmp_path / "d.json", "--out", out,
+                "--infer", "nuts(samples=5, warmup=5, chains=1)", "--force", "-q")
+    assert again.returncode == 0, again.stderr
+    wrote = again.stderr.strip().splitlines()[-1]
+    assert wrote.startswith(f"wrote {out}/ (")
+    listed = set(wrote.split("(", 1)[1].rstrip(")").split(", "))
+    assert {p.name for p in out.iterdir()} == listed | {"notes.txt"}
+    assert listed == {"summary.csv", "samples.npz", "run.json", "params.pt", "trace.png"}
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_clear_run_removes_only_bdl_files(tmp_path):
+    for name in ["run.json", "elbo.txt", "predictive_y.png", "posterior.nc", "data.json",
+                 "predictive.csv"]:
+        (tmp_path / name).write_text("x")
+    assert clear_run(tmp_path) == ["elbo.txt", "posterior.nc", "predictive_y.png", "run.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.json", "predictive.csv"]
+
+
+# ---- 3. --out naming a file ----
+
+def test_out_naming_a_file_is_exit_1(lr_run, tmp_path):
+    f = tmp_path / "afile"
+    f.write_text("")
+    r = cli("run", lr_run / "lr.bdl", "--data", lr_run / "lr.json", "--out", f, "-q")
+    assert (r.returncode, r.stderr.strip()) == (1, f"bdl: error: {f} is a file; --out names "
+                                                   "a folder")
+    p = cli("predict", lr_run / "lr.bdl", "--posterior", lr_run / "run", "--data",
+            lr_run / "lr.json", "--out", f / "sub")
+    assert (p.returncode, p.stderr.strip()) == (
+        1, f"bdl: error: {f / 'sub'} is under {f}, which is a file; --out names a folder")
+    assert f.read_text() == ""
+    with pytest.raises(RunFolderError):
+        check_folder(f)
+    check_folder(tmp_path / "new" / "deeper")  # not there yet: fine
+
+
+# ---- 4. tex --model ----
+
+def test_tex_unknown_model_is_exit_1(lr_run):
+    r = cli("tex", lr_run / "lr.bdl", "--model", "Nope")
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr.strip() == f"bdl: error: {lr_run / 'lr.bdl'}: no model named 'Nope'"
+
+
+# ---- 5, 6. predict without the observed data; map runs ----
+
+def test_predict_a_map_run_without_y_draws_y_at_the_estimate(lr_run, tmp_path):
+    alpha, beta = _point(lr_run / "run")
+    x = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, -1.0]])
+    (tmp_path / "new.json").write_text(json.dumps({"x": x.tolist(), "x_new": [[1.0, 0.0]]}))
+    r = cli("predict", lr_run / "lr.bdl", "--posterior", lr_run / "run", "--data",
+            tmp_path / "new.json", "--out", tmp_path / "p")
+    assert r.returncode == 0, r.stderr
+    with np.load(tmp_path / "p" / "predictive.npz") as z:
+        assert sorted(z.files) == ["y", "y_new"]
+        y, y_new = z["y"], z["y_new"]
+    assert y.shape == (1000, 3) and y_new.shape == (1000, 1)  # a map run: 1000 draws
+    # every draw is at the estimate: y ~ Normal(alpha + x @ beta, 0.5), 4 standard errors
+    mean = alpha + x @ beta
+    assert np.all(np.abs(y.mean(0) - mean) < 4 * 0.5 / np.sqrt(1000))
+    assert abs(y_new.mean() - (alpha + beta[0])) < 4 * 0.5 / np.sqrt(1000)
+    assert np.all(np.abs(y.std(0) - 0.5) < 0.05)  # the noise alone: sd 0.5
+    assert "value" not in r.stdout.splitlines()[0]  # a table of draws, not one value
+
+
+def test_predict_draws_option(lr_run, tmp_path):
+    m = ppl.load(lr_run / "lr.bdl")
+    new = {"x": X, "y": Y, "x_new": [[0.0, 0.0], [1.0, 1.0]]}
+    pred = m.predict_run(lr_run / "run", new, seed=1, draws=7)
+    assert list(pred) == ["y_new"] and pred["y_new"].shape == (7, 2)
+    with pytest.raises(ppl.BdlError, match="draws=0: expected a positive integer"):
+        m.predict_run(lr_run / "run", new, draws=0)
+    r = cli("predict", lr_run / "lr.bdl", "--posterior", lr_run / "run", "--data",
+            lr_run / "lr.json", "--draws", "0")
+    assert r.returncode == 2 and "expected a positive integer, not '0'" in r.stderr
+
+
+def test_draws_thins_a_sampled_run_evenly(tmp_path):
+    m = ppl.compile(MU)
+    fit = m.fit({"y": [0.5, 1.5]}, infer="nuts(samples=5, warmup=5, chains=2)")
+    fit.save(tmp_path / "r")
+    mu = fit.chains["mu"].reshape(-1)  # chains flattened: 10 draws
+    pred = m.predict_run(tmp_path / "r", {"y": [0.5, 1.5]}, seed=0, draws=4)
+    # draws 0, 3, 6, 9 of the 10; twice is recomputed from each
+    assert torch.equal(pred["twice"], 2 * mu[[0, 3, 6, 9]])
+    assert m.predict_run(tmp_path / "r", {"y": [0.5, 1.5]}, draws=50)["twice"].shape == (10,)
+
+
+REG = """model R(x: real[N], y: real[N], x_new: real[M], y_new: real[M]?) {
+  b ~ Normal(0, 10)
+  y ~ Normal(b * x, 1)
+  y_new ~ Normal(b * x_new, 1)
+}
+"""
+
+
+def test_map_run_has_no_predictive_plot_of_one_draw(tmp_path):
+    pytest.importorskip("matplotlib")
+    (tmp_path / "r.bdl").write_text(REG)
+    (tmp_path / "r.json").write_text(json.dumps(
+        {"x": [0.0, 1.0, 2.0], "y": [0.1, 0.9, 2.2], "x_new": [0.5, 1.5, 3.0]}))
+    # y_new is one draw at the estimate in a map fit: no mean and bands to plot
+    for spec, plotted in [("map(steps=20)", False), ("map(steps=20, samples=30)", True)]:
+        out = tmp_path / spec[-3:-1]
+        r = cli("run", tmp_path / "r.bdl", "--data", tmp_path / "r.json", "--infer", spec,
+                "--out", out, "-q")
+        assert r.returncode == 0, r.stderr
+        assert (out / "predictive_y_new.png").exists() == plotted
+        assert ("predictive_y_new.png" in r.stderr) == plotted
+
+
+# ---- 7. new data of another width ----
+
+def test_new_data_of_another_width_names_the_saved_shape(lr_run, tmp_path):
+    (tmp_path / "d3.json").write_text(json.dumps(
+        {"x": [[0, 0, 0]], "y": [1.0], "x_new": [[0, 0, 0], [1, 1, 1]]}))
+    r = cli("predict", lr_run / "lr.bdl", "--posterior", lr_run / "run", "--data",
+            tmp_path / "d3.json", "--out", tmp_path / "p")
+    assert r.returncode == 1
+    assert r.stderr.strip() == (
+        f"bdl: error: the new data do not fit the draws saved in {lr_run / 'run'}: latent "
+        "'beta' was saved as [2] per draw; with these data it is [3]. A latent's shape "
+        "comes from the data's sizes: predict with data of the sizes the run was fitted "
+        "with, or re-run 'bdl run'")
+    assert not (tmp_path / "p").exists()
+
+
+# ---- 8. new data that fix every site ----
+
+def test_nothing_to_predict_is_a_note(lr_run, tmp_path):
+    new = tmp_path / "all.json"
+    new.write_text(json.dumps({"x": [[0, 0]], "y": [1.0], "x_new": [[0, 0]], "y_new": [0.5]}))
+    r = cli("predict", lr_run / "lr.bdl", "--posterior", lr_run / "run", "--data", new,
+            "--out", tmp_path / "p")
+    assert (r.returncode, r.stdout) == (0, "")
+    assert r.stderr.strip() == (
+        f"bdl: note: nothing to predict: {new} gives every site that the run did not sample "
+        "(y, y_new); leave out what to predict (optional data such as 'y_new: real[M]?', or "
+        "observed data at new inputs). Nothing was written")
+    assert not (tmp_path / "p").exists()
+
+
+# ---- 9. ArviZ attrs; device ----
+
+def test_arviz_export_keeps_attrs_without_a_warning(tmp_path):
+    pytest.importorskip("arviz_base")
+    import warnings
+
+    m = ppl.compile(MU)
+    fit = m.fit({"y": [0.5, 1.5]}, infer="nuts(samples=5, warmup=5, chains=1)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tree = fit.to_inference_data()
+    attrs = tree["posterior"].attrs
+    assert (attrs["inference_library"], attrs["bdl_method"]) == ("pyro", "nuts")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_cuda_is_a_bdl_error():
+    m = ppl.compile(MU)
+    with pytest.raises(ppl.BdlError) as e:
+        m.fit({"y": [0.5]}, device="cuda")
+    assert str(e.value).splitlines()[0] == (
+        "infer: error: device=cuda was asked for, but CUDA is not available here "
+        "(torch.cuda.is_available() is False)")
