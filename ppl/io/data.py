@@ -1,12 +1,15 @@
 """Reading data files: Stan-style JSON (posteriordb files as they are), CSV and NPZ.
 
 JSON keeps ints as ints. CSV has one column per name; a family of columns ``x[0]``,
-``x[1]``... (or ``x.0``, ``x.1``...) becomes one vector ``x``, and ``x[0,1]`` a matrix.
+``x[1]``... (or ``x.0``, ``x.1``...) becomes one vector ``x``, and ``x[0,1]`` a matrix. A
+CSV is read strictly, each error at its ``file:line:col``: a family missing an index, a
+column given twice, a blank cell (``NA``/``NaN`` spell a missing value, read as NaN).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from pathlib import Path
@@ -46,9 +49,17 @@ def _json(p: Path) -> dict:
     return data
 
 
+# the spellings of a missing value a CSV cell may hold (read as NaN, which only a
+# construct with a missing-value convention accepts); a blank cell is an error
+_MISSING = {"NA", "NAN"}
+
+
 def _number(text: str, where: str):
     t = text.strip()
-    if t == "" or t.upper() == "NA" or t.lower() == "nan":
+    if t == "":
+        raise DataError(f"{where}: blank cell (write NA or NaN for a missing value, which "
+                        "only a construct with a missing-value convention accepts)")
+    if t.upper() in _MISSING:
         return float("nan")
     try:
         return int(t)
@@ -59,37 +70,86 @@ def _number(text: str, where: str):
             raise DataError(f"{where}: '{text}' is not a number") from None
 
 
+def _cell_cols(line: str) -> list[int]:
+    """1-based character column where each comma-separated cell of ``line`` starts
+    (commas inside double quotes do not separate)."""
+    cols, quoted = [1], False
+    for i, ch in enumerate(line):
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            cols.append(i + 2)
+    return cols
+
+
 def _csv(p: Path) -> dict:
-    with p.open(newline="") as f:
-        rows = list(csv.reader(f))
+    text = p.read_text(encoding="utf-8-sig")  # a spreadsheet's byte-order mark is no header
+    lines = text.splitlines()
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows, starts, last = [], [], 0  # starts: the line each row begins on
+    for row in reader:
+        rows.append(row)
+        starts.append(last + 1)
+        last = reader.line_num
     if not rows:
         raise DataError(f"{p}: empty CSV file")
+
+    def at(r: int, j: int) -> str:  # file:line:col of cell j of row r (0-based)
+        line = starts[r]
+        cols = _cell_cols(lines[line - 1]) if line <= len(lines) else []
+        return f"{p}:{line}:{cols[j]}" if j < len(cols) else f"{p}:{line}"
+
     header, body = rows[0], rows[1:]
-    cols: dict[str, list] = {h: [] for h in header}
-    for r, row in enumerate(body, start=2):
+    names = [h.strip() for h in header]
+    seen: dict[str, int] = {}
+    for j, h in enumerate(names):
+        if h in seen:
+            raise DataError(f"{at(0, j)}: column '{h}' appears twice (also column "
+                            f"{seen[h] + 1})")
+        seen[h] = j
+    cols: list[list] = [[] for _ in header]
+    for r, row in enumerate(body, start=1):
         if len(row) != len(header):
-            raise DataError(f"{p}:{r}: expected {len(header)} values, found {len(row)}")
-        for h, cell in zip(header, row, strict=False):
-            cols[h].append(_number(cell, f"{p}:{r} column '{h}'"))
+            raise DataError(f"{p}:{starts[r]}: expected {len(header)} values, found {len(row)}")
+        for j, cell in enumerate(row):
+            cols[j].append(_number(cell, f"{at(r, j)}: column '{names[j]}'"))
     out: dict = {}
-    families: dict[str, dict[tuple, list]] = {}
-    for h, values in cols.items():
-        m = _FAMILY.match(h.strip())
+    families: dict[str, dict[tuple, tuple[int, list]]] = {}
+    for j, (h, values) in enumerate(zip(names, cols, strict=True)):
+        m = _FAMILY.match(h)
         if m:
             idx_text = m.group("idx") or m.group("dot")
             idx = tuple(int(i) for i in re.split(r"[,.]", idx_text.replace(" ", "")) if i)
-            families.setdefault(m.group("name"), {})[idx] = values
+            parts = families.setdefault(m.group("name"), {})
+            if parts and len(idx) != len(next(iter(parts))):
+                first = names[next(iter(parts.values()))[0]]
+                raise DataError(f"{at(0, j)}: column '{h}' has {len(idx)} "
+                                f"ind{'ex' if len(idx) == 1 else 'ices'} but '{first}' "
+                                f"has {len(next(iter(parts)))}")
+            if idx in parts:
+                raise DataError(f"{at(0, j)}: column '{h}' is the same element as "
+                                f"'{names[parts[idx][0]]}'")
+            parts[idx] = (j, values)
         else:
-            out[h.strip()] = _column(values)
+            out[h] = _column(values)
     for name, parts in families.items():
+        if name in out:
+            first = names[min(j for j, _ in parts.values())]
+            raise DataError(f"{at(0, names.index(name))}: column '{name}' and the column "
+                            f"family '{first}', ... both give '{name}'")
         shape = tuple(max(i[k] for i in parts) + 1 for k in range(len(next(iter(parts)))))
-        n = len(next(iter(parts.values())))
-        arr = np.full((n, *shape), np.nan)
-        for idx, values in parts.items():
+        if len(parts) != int(np.prod(shape)):
+            gone = next(i for i in np.ndindex(*shape) if i not in parts)
+            spelled = f"{name}[{', '.join(str(i) for i in gone)}]"
+            have = ", ".join(names[j] for j, _ in sorted(parts.values()))
+            after = parts[min((i for i in parts if i > gone), default=max(parts))][0]
+            raise DataError(f"{at(0, after)}: column family '{name}' ({have}) has no column "
+                            f"{spelled}: a family needs every index from 0 to its largest")
+        arr = np.empty((len(body), *shape))
+        for idx, (_, values) in parts.items():
             arr[(slice(None), *idx)] = values
-        if all(float(v).is_integer() for v in arr.flat if v == v):
-            if not np.isnan(arr).any():
-                arr = arr.astype(np.int64)
+        if all(isinstance(v, int) for _, values in parts.values() for v in values):
+            arr = arr.astype(np.int64)
         out[name] = arr
     return out
 

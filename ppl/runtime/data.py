@@ -46,12 +46,27 @@ class SizeCheck:
 
 
 @dataclass
+class IndexCheck:
+    """Every value of the int data argument ``name`` indexes a dimension of size ``size``
+    (a dimension expression) of ``what`` (``theta[g[m]]``): binding checks each is in
+    [0, size), since torch would read a negative index from the end. ``line``/``col``:
+    the index in the model."""
+
+    name: str
+    size: str
+    line: int = 0
+    col: int = 0
+    what: str = ""
+
+
+@dataclass
 class Signature:
     name: str
     source: str
     args: list[ArgSpec]
     sizes: list[str]
     checks: list[SizeCheck] = field(default_factory=list)
+    index_checks: list[IndexCheck] = field(default_factory=list)
 
 
 def _err(msg: str, line: int = 0, col: int = 0, notes=None) -> Diagnostic:
@@ -79,9 +94,26 @@ def _to_tensor(spec: ArgSpec, value, dtype, device) -> torch.Tensor:
         if arr.dtype.kind not in "biu" or not np.all((arr == 0) | (arr == 1)):
             raise ValueError("it is declared bool but holds values other than 0/1")
         return torch.as_tensor(arr.astype(bool), device=device)
-    if arr.dtype.kind not in "biuf":
+    if arr.dtype.kind == "b" or (arr.dtype.kind in "iuf" and _has_bool(value)):
+        # Stan's rule: a boolean is not a number (a JSON true/false for real data is
+        # more likely a bool argument declared real than a number)
+        raise ValueError("it is declared real but holds true/false values: declare it "
+                         "bool, or write the numbers 0 and 1")
+    if arr.dtype.kind not in "iuf":
         raise ValueError(f"it is declared real but holds {_kind_words(arr)}")
     return torch.as_tensor(arr.astype(np.float64), device=device).to(dtype)
+
+
+def _has_bool(value) -> bool:
+    """Whether a (nested) list holds a Python bool among numbers ([1.5, True] becomes a
+    float array that no longer shows it)."""
+    if isinstance(value, bool):
+        return True
+    if not isinstance(value, (list, tuple)):
+        return False
+    if value and isinstance(value[0], (list, tuple)):
+        return any(_has_bool(v) for v in value)
+    return bool in set(map(type, value))
 
 
 def _kind_words(arr) -> str:
@@ -174,6 +206,9 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
         # Point at the declaration of the size, else at the argument whose shape bound it.
         where = spec or bound_by.get(name)
         line, col = (where.line, where.col) if where else (0, 0)
+        if v < 0:
+            errors.append(_err(f"size '{name}' must be >= 0, got {v}", line, col))
+            continue
         if prev is None:
             bound[name] = (v, f"data key '{name}'")
         elif prev[0] != v:
@@ -219,6 +254,19 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
                                f"{chk.right} = {right} (sizes from the data)", chk.line, chk.col,
                                notes))
 
+    failed: set[str] = set()  # one error per argument: its first bad index
+    for chk in sig.index_checks:
+        t = out.get(chk.name)
+        if t is None and chk.name in bound:  # a size read as an index
+            t = torch.tensor(bound[chk.name][0])
+        size = sympy.sympify(chk.size, locals=syms).subs(sizes_now)
+        if chk.name in failed or t is None or not size.is_number or t.numel() == 0:
+            continue
+        problem = _index_problem(chk, t, int(size), sig)
+        if problem is not None:
+            failed.add(chk.name)
+            errors.append(problem)
+
     if extra:
         warnings.warn(DataWarning(f"data keys not used by model {sig.name}: "
                                   f"{', '.join(extra)} (ignored)"),
@@ -237,6 +285,29 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
     for name in sig.sizes:
         out[name] = bound[name][0]
     return out
+
+
+def _index_problem(chk: IndexCheck, t: torch.Tensor, size: int,
+                   sig: Signature) -> Diagnostic | None:
+    """The error for the first value of ``t`` outside [0, size), else None."""
+    bad = (t < 0) | (t >= size)
+    if not bool(bad.any()):
+        return None
+    at = tuple(int(i) for i in bad.nonzero()[0])
+    v = int(t[at])
+    where = f"{chk.name}[{', '.join(map(str, at))}]" if at else f"'{chk.name}'"
+    dim = f"{chk.size} = {size}" if chk.size != str(size) else f"{size}"
+    what = f" of '{chk.what}'" if chk.what else ""
+    spec = next((a for a in sig.args if a.name == chk.name), None)
+    notes = [f"'{chk.name}' is declared at {spec.line}:{spec.col}"] if spec and spec.line \
+        else []
+    if v < 0:
+        notes.append("a negative index is not read from the end in data (a 1-based file "
+                     "converted with `- 1` turns a 0 into -1)")
+    else:
+        notes.append("indices are 0-based: subtract 1 from a 1-based file once")
+    return _err(f"data '{chk.name}' indexes a dimension{what} of size {dim} but "
+                f"{where} is {v}: an index must be in [0, {size})", chk.line, chk.col, notes)
 
 
 def _bounds_problem(spec: ArgSpec, t: torch.Tensor) -> str | None:

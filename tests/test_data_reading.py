@@ -1,0 +1,171 @@
+"""Data files read strictly (audit stop 22): a CSV column family with a gap, a blank cell,
+JSON true/false for real data, and int data whose values index outside the dimension they
+index (a negative one silently read from the end) are located errors, not NaN or a wrapped
+index found (or not) at a later model statement."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+import ppl
+from ppl import BdlError
+from ppl.io.data import DataError, load_data
+from ppl.runtime import ArgSpec, Signature, bind
+from ppl.runtime.data import IndexCheck
+
+LINREG = """model LRC(x: real[N, D], y: real[N]) {
+  beta: real[D] ~ Normal(0, 2)
+  y ~ Normal(x @ beta, 0.5)
+}
+"""
+
+
+def _csv(tmp_path, text: str):
+    p = tmp_path / "d.csv"
+    p.write_text(text)
+    return p
+
+
+def test_csv_family_with_a_gap_is_an_error_at_the_column_after_it(tmp_path):
+    p = _csv(tmp_path, "x[0],x[2],y\n1,2,3\n4,5,6\n")
+    with pytest.raises(DataError) as e:
+        load_data(p)
+    assert str(e.value) == (f"{p}:1:6: column family 'x' (x[0], x[2]) has no column x[1]: "
+                            "a family needs every index from 0 to its largest")
+    # a matrix family, quoted headers: the missing element is x[1, 0]
+    p = _csv(tmp_path, '"x[0,0]","x[0,1]","x[1,1]"\n1,2,3\n')
+    with pytest.raises(DataError, match=r"d.csv:1:19: column family 'x' \(x\[0,0\], x\[0,1\], "
+                       r"x\[1,1\]\) has no column x\[1, 0\]"):
+        load_data(p)
+    # a full family still reads, in any column order and spelling
+    p = _csv(tmp_path, "y,x.1,x.0\n1.5,2,1\n2.5,4,3\n")
+    d = load_data(p)
+    assert d["x"].tolist() == [[1, 2], [3, 4]] and d["x"].dtype == np.int64
+    assert d["y"].tolist() == [1.5, 2.5]
+
+
+def test_csv_blank_cell_is_an_error_and_na_is_still_nan(tmp_path):
+    p = _csv(tmp_path, "a,b,c\n1,2,3\n0.25,,6\n")
+    with pytest.raises(DataError) as e:
+        load_data(p)
+    assert str(e.value) == (f"{p}:3:6: column 'b': blank cell (write NA or NaN for a missing "
+                            "value, which only a construct with a missing-value convention "
+                            "accepts)")
+    p = _csv(tmp_path, "a,b\n1,  \n")  # white space only is blank too
+    with pytest.raises(DataError, match=r"d.csv:2:3: column 'b': blank cell"):
+        load_data(p)
+    # the documented missing-value spellings (monotone DBM pixels, fractional_sde
+    # observations) are NaN
+    d = load_data(_csv(tmp_path, "v[0],v[1]\n1,NA\nnan,0\n"))
+    assert d["v"].dtype == np.float64
+    assert np.isnan(d["v"]).tolist() == [[False, True], [True, False]]
+    assert d["v"][0, 0] == 1.0 and d["v"][1, 1] == 0.0
+    # the row-length error keeps its form
+    with pytest.raises(DataError, match=r"d.csv:3: expected 2 values, found 1$"):
+        load_data(_csv(tmp_path, "a,b\n1,2\n3\n"))
+
+
+def test_csv_columns_that_clash_are_errors(tmp_path):
+    cases = {
+        "y,x,y\n1,2,3\n": ":1:5: column 'y' appears twice (also column 1)",
+        'x[0],"x[0,1]"\n1,2\n': ":1:6: column 'x[0,1]' has 2 indices but 'x[0]' has 1",
+        "x[0],x.0\n1,2\n": ":1:6: column 'x.0' is the same element as 'x[0]'",
+        "x,x[0]\n1,2\n": ":1:1: column 'x' and the column family 'x[0]', ... both give 'x'",
+    }
+    for text, msg in cases.items():
+        p = _csv(tmp_path, text)
+        with pytest.raises(DataError) as e:
+            load_data(p)
+        assert str(e.value) == f"{p}{msg}", text
+
+
+def test_cli_refuses_a_csv_with_a_gap_exit_1(tmp_path, bdl_here):
+    model = tmp_path / "lrc.bdl"
+    model.write_text(LINREG)
+    p = _csv(tmp_path, "x[0],x[2],y\n0.5,1.0,2.0\n")
+    r = bdl_here("run", model, "--data", p, "--out", tmp_path / "run", "-q")
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"bdl: error: {p}:1:6: column family 'x' (x[0], x[2]) has no "
+                               "column x[1]"), r.stderr
+    assert "Traceback" not in r.stderr
+
+
+REAL = "model R(y: real[N]) {\n  mu ~ Normal(0, 1)\n  y ~ Normal(mu, 1)\n}\n"
+BOOL_MSG = ("r.bdl:1:9: error: data 'y': it is declared real but holds true/false values: "
+            "declare it bool, or write the numbers 0 and 1")
+
+
+def test_true_false_for_real_data_is_an_error():
+    m = ppl.compile(REAL, "r.bdl")
+    m2 = ppl.compile(REAL.replace("real[N]", "real[N, 1]"), "r.bdl")
+    for value in ([True, False], [1.5, True], [[0.5], [False]], np.array([True, False])):
+        with pytest.raises(BdlError) as e:
+            (m2 if isinstance(value[0], list) else m).bind({"y": value})
+        assert str(e.value).splitlines()[0] == BOOL_MSG, value
+    assert m.bind({"y": [1, 0.5]})["y"].tolist() == [1.0, 0.5]
+    # bool data takes them, as documented
+    b = ppl.compile("model B(y: bool[N]) {\n  p ~ Beta(1, 1)\n  y ~ Bernoulli(p)\n}\n", "b.bdl")
+    assert b.bind({"y": [True, False, True]})["y"].tolist() == [True, False, True]
+
+
+def test_cli_refuses_true_false_for_real_exit_1(tmp_path, bdl_here):
+    model = tmp_path / "r.bdl"
+    model.write_text(REAL)
+    data = tmp_path / "r.json"
+    data.write_text(json.dumps({"y": [True, False]}))
+    r = bdl_here("run", model, "--data", data, "--out", tmp_path / "run", "-q")
+    assert r.returncode == 1
+    assert f"{model}:1:9: error: data 'y': it is declared real but holds true/false" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def _hier(checks):
+    return Signature("H", "<h>", [ArgSpec("g", "int", ["M"], line=1, col=24),
+                                  ArgSpec("u", "real", ["J"], line=1, col=40)],
+                     ["M", "J"], index_checks=checks)
+
+
+def test_bind_checks_int_data_that_indexes_a_dimension():
+    chk = IndexCheck("g", "J", line=9, col=22, what="theta")
+    sig = _hier([chk])
+    u = [0.0, 0.0, 0.0]  # J = 3
+    assert bind(sig, {"g": [0, 2, 1], "u": u})["g"].tolist() == [0, 2, 1]
+    with pytest.raises(BdlError) as e:
+        bind(sig, {"g": [0, 0, 1, 2, -1], "u": u})
+    d = e.value.diagnostics[0]
+    assert (d.span.line, d.span.col) == (9, 22)
+    assert d.message == ("data 'g' indexes a dimension of 'theta' of size J = 3 but g[4] is "
+                         "-1: an index must be in [0, 3)")
+    assert d.notes == ["'g' is declared at 1:24", "a negative index is not read from the end "
+                       "in data (a 1-based file converted with `- 1` turns a 0 into -1)"]
+    with pytest.raises(BdlError) as e:
+        bind(sig, {"g": [3, 0], "u": u})
+    assert e.value.diagnostics[0].message.endswith("but g[0] is 3: an index must be in [0, 3)")
+    assert e.value.diagnostics[0].notes[1] == ("indices are 0-based: subtract 1 from a "
+                                               "1-based file once")
+    # a composite size; one error for an argument that indexes twice
+    sig = _hier([IndexCheck("g", "J + 1", line=9, col=22, what="a"),
+                 IndexCheck("g", "J", line=10, col=5, what="b")])
+    with pytest.raises(BdlError) as e:
+        bind(sig, {"g": [4], "u": u})
+    assert [x.message for x in e.value.diagnostics] == [
+        "data 'g' indexes a dimension of 'a' of size J + 1 = 4 but g[0] is 4: an index must "
+        "be in [0, 4)"]
+    with pytest.raises(BdlError) as e:
+        bind(sig, {"g": [3], "u": u})
+    d = e.value.diagnostics[0]
+    assert (d.span.line, d.message) == (10, "data 'g' indexes a dimension of 'b' of size J = 3 "
+                                            "but g[0] is 3: an index must be in [0, 3)")
+
+
+def test_negative_size_key_is_an_error():
+    sig = Signature("S", "<s>", [ArgSpec("y", "real", ["N"], line=1, col=9),
+                                 ArgSpec("K", "int", [], line=1, col=22)], ["N", "K"])
+    with pytest.raises(BdlError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            bind(sig, {"y": [1.0], "K": -1})
+    assert [x.message for x in e.value.diagnostics] == ["size 'K' must be >= 0, got -1"]
+    assert bind(sig, {"y": [1.0], "K": 2})["K"] == 2
