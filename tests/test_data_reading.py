@@ -160,6 +160,23 @@ def test_bind_checks_int_data_that_indexes_a_dimension():
                                             "but g[0] is 3: an index must be in [0, 3)")
 
 
+def test_bind_checks_an_index_shifted_by_a_constant():
+    # a[county - 1]: the Stan user's conversion in the model, with a 0 in a 1-based file
+    sig = _hier([IndexCheck("g", "J", line=4, col=18, what="a", offset=-1)])
+    u = [0.0, 0.0, 0.0]
+    assert bind(sig, {"g": [1, 3, 2], "u": u})["g"].tolist() == [1, 3, 2]
+    with pytest.raises(BdlError) as e:
+        bind(sig, {"g": [1, 0, 3], "u": u})
+    d = e.value.diagnostics[0]
+    assert d.message == ("data 'g' - 1 indexes a dimension of 'a' of size J = 3 but g[1] - 1 "
+                         "is -1: an index must be in [0, 3)")
+    with pytest.raises(BdlError) as e:
+        bind(sig, {"g": [4], "u": u})
+    d = e.value.diagnostics[0]
+    assert (d.message.endswith("but g[0] - 1 is 3: an index must be in [0, 3)")
+            and d.notes[1] == "indices are 0-based")
+
+
 def test_negative_size_key_is_an_error():
     sig = Signature("S", "<s>", [ArgSpec("y", "real", ["N"], line=1, col=9),
                                  ArgSpec("K", "int", [], line=1, col=22)], ["N", "K"])

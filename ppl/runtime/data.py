@@ -47,16 +47,17 @@ class SizeCheck:
 
 @dataclass
 class IndexCheck:
-    """Every value of the int data argument ``name`` indexes a dimension of size ``size``
-    (a dimension expression) of ``what`` (``theta[g[m]]``): binding checks each is in
-    [0, size), since torch would read a negative index from the end. ``line``/``col``:
-    the index in the model."""
+    """Every value of the int data argument ``name``, plus ``offset`` (``a[county - 1]``:
+    -1), indexes a dimension of size ``size`` (a dimension expression) of ``what``
+    (``theta[g[m]]``): binding checks each is in [0, size), since torch would read a
+    negative index from the end. ``line``/``col``: the index in the model."""
 
     name: str
     size: str
     line: int = 0
     col: int = 0
     what: str = ""
+    offset: int = 0
 
 
 @dataclass
@@ -290,12 +291,15 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
 def _index_problem(chk: IndexCheck, t: torch.Tensor, size: int,
                    sig: Signature) -> Diagnostic | None:
     """The error for the first value of ``t`` outside [0, size), else None."""
+    t = t + chk.offset
     bad = (t < 0) | (t >= size)
     if not bool(bad.any()):
         return None
     at = tuple(int(i) for i in bad.nonzero()[0])
     v = int(t[at])
     where = f"{chk.name}[{', '.join(map(str, at))}]" if at else f"'{chk.name}'"
+    shift = f" {'-' if chk.offset < 0 else '+'} {abs(chk.offset)}" if chk.offset else ""
+    where += shift
     dim = f"{chk.size} = {size}" if chk.size != str(size) else f"{size}"
     what = f" of '{chk.what}'" if chk.what else ""
     spec = next((a for a in sig.args if a.name == chk.name), None)
@@ -305,8 +309,9 @@ def _index_problem(chk: IndexCheck, t: torch.Tensor, size: int,
         notes.append("a negative index is not read from the end in data (a 1-based file "
                      "converted with `- 1` turns a 0 into -1)")
     else:
-        notes.append("indices are 0-based: subtract 1 from a 1-based file once")
-    return _err(f"data '{chk.name}' indexes a dimension{what} of size {dim} but "
+        notes.append("indices are 0-based" + ("" if chk.offset else
+                                              ": subtract 1 from a 1-based file once"))
+    return _err(f"data '{chk.name}'{shift} indexes a dimension{what} of size {dim} but "
                 f"{where} is {v}: an index must be in [0, {size})", chk.line, chk.col, notes)
 
 
