@@ -1,6 +1,9 @@
+import contextlib
 import functools
 import importlib.util
+import io
 import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -38,6 +41,24 @@ def load_benchmark(name: str) -> ModuleType:
 def bench():
     """The cached loader of the benchmark scripts: ``bench("fsde_hurst")``."""
     return load_benchmark
+
+
+def _bdl_here(*args) -> subprocess.CompletedProcess:
+    from ppl.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def bdl_here():
+    """``bdl_here("run", FILE, ...)``: the bdl command through ``ppl.cli.main`` in this
+    process; the CompletedProcess's returncode is the exit status ``python -m ppl.cli``
+    exits with (``sys.exit(main())``), stdout and stderr what it printed. For refusals and
+    small runs, where a subprocess would be mostly the import of torch (seconds)."""
+    return _bdl_here
 
 
 def _devices() -> list:

@@ -7,8 +7,6 @@ in this process (``bdl_here``), the same code behind ``python -m ppl.cli``."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import subprocess
@@ -43,19 +41,6 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # small models: one thread is fast
 def bdl(*args, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ppl.cli", *map(str, args)],
                           capture_output=True, text=True, cwd=cwd, timeout=300, env=ENV)
-
-
-def bdl_here(*args) -> subprocess.CompletedProcess:
-    """``bdl ARGS`` through ``ppl.cli.main`` in this process: its return value is the exit
-    status ``python -m ppl.cli`` exits with (``sys.exit(main())``), its prints are the
-    captured streams. For refusals and small runs, where a subprocess would be mostly
-    the import of torch."""
-    from ppl.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture
@@ -98,7 +83,7 @@ def test_missing_file_is_a_user_error(tmp_path):
     assert r.stderr.strip() == f"bdl: error: {tmp_path / 'nope.bdl'}: no such file"
 
 
-def test_compile_then_run_the_emitted_file(linreg, tmp_path):
+def test_compile_then_run_the_emitted_file(linreg, tmp_path, bdl_here):
     out = tmp_path / "linreg.py"
     r = bdl("compile", linreg, "-o", out)
     assert r.returncode == 0, r.stderr
@@ -119,7 +104,7 @@ def test_compile_then_run_the_emitted_file(linreg, tmp_path):
     assert not (tmp_path / "-").exists()
 
 
-def test_run_writes_outputs_and_predict_uses_them(linreg, tmp_path):
+def test_run_writes_outputs_and_predict_uses_them(linreg, tmp_path, bdl_here):
     out = tmp_path / "run1"
     r = bdl("run", linreg, "--out", out, "--seed", "3", "-q")
     assert r.returncode == 0, r.stderr
@@ -163,7 +148,7 @@ def test_run_writes_outputs_and_predict_uses_them(linreg, tmp_path):
     assert pred.returncode == 1 and "is a run of model 'LinReg'" in pred.stderr
 
 
-def test_run_infer_override_and_bad_option(linreg, tmp_path):
+def test_run_infer_override_and_bad_option(linreg, tmp_path, bdl_here):
     r = bdl_here("run", linreg, "--infer", "svi(steps=300, lr=0.05, samples=200)", "--out",
             tmp_path / "svi", "-q")
     assert r.returncode == 0, r.stderr
@@ -177,7 +162,7 @@ def test_run_infer_override_and_bad_option(linreg, tmp_path):
     assert "did you mean 'steps'?" in bad.stderr
 
 
-def test_bad_data_is_a_located_error(linreg, tmp_path):
+def test_bad_data_is_a_located_error(linreg, tmp_path, bdl_here):
     data = tmp_path / "bad.json"
     data.write_text(json.dumps({"x": [1.0, 2.0], "y": [1.0, 2.0, 3.0], "x_new": [0.0]}))
     r = bdl_here("run", linreg, "--data", data, "--out", tmp_path / "o")
@@ -195,7 +180,7 @@ def test_bad_data_is_a_located_error(linreg, tmp_path):
     assert r.stderr.startswith(f"bdl: error: {broken}:1:13: invalid JSON")
 
 
-def test_fmt_check_info_tex(tmp_path, linreg):
+def test_fmt_check_info_tex(tmp_path, linreg, bdl_here):
     r = bdl("fmt", "--check", *EXAMPLES)  # one process for all the examples
     assert r.returncode == 0, f"not in canonical layout:\n{r.stderr}"
     messy = tmp_path / "messy.bdl"
@@ -231,7 +216,7 @@ def test_data_formats_round_trip(tmp_path):
         load_data(tmp_path / "d.txt") if (tmp_path / "d.txt").write_text("1") else None
 
 
-def test_run_prints_and_records_point_estimates(tmp_path):
+def test_run_prints_and_records_point_estimates(tmp_path, bdl_here):
     src = tmp_path / "p.bdl"
     src.write_text("model P(y: real[N]) {\n  param m: real = 0.0\n  y ~ Normal(m, 1)\n}\n"
                    "infer map(steps=300, lr=0.05)\n")
@@ -243,7 +228,7 @@ def test_run_prints_and_records_point_estimates(tmp_path):
     assert abs(m - 2.0) < 0.05  # the MLE: the mean of y
 
 
-def test_run_without_any_data_file_says_so(tmp_path):
+def test_run_without_any_data_file_says_so(tmp_path, bdl_here):
     m = tmp_path / "nodata.bdl"
     m.write_text("model P(y: real[N]) {\n  mu ~ Normal(0, 1)\n  y ~ Normal(mu, 1)\n}\n")
     r = bdl_here("run", m, "--out", tmp_path / "o", "--infer", "svi(steps=1)")
@@ -261,7 +246,7 @@ def _wrote(stderr: str, out: Path) -> list[str]:
     return last[len(f"wrote {out}/ ("):-1].split(", ")
 
 
-def test_run_lists_every_file_it_wrote(tmp_path):
+def test_run_lists_every_file_it_wrote(tmp_path, bdl_here):
     src = tmp_path / "p.bdl"
     src.write_text("model P(y: real[N]) {\n  mu ~ Normal(0, 1)\n  y ~ Normal(mu, 1)\n}\n"
                    "infer svi(steps=20, samples=20)\n")

@@ -863,23 +863,18 @@ def test_network_sizes_are_one_integer_each():
         assert e.value.argument == "heads"
 
 
-def test_run_time_input_errors_are_located_at_the_argument(tmp_path):
+def test_run_time_input_errors_are_located_at_the_argument(tmp_path, bdl_here):
     """Where the checker cannot see an input's shape (a stacked batch of target sets), the
     predictive's ArgumentError is a located user error: exit status 1, caret at the
     input. A layer-size list for ``hidden`` is located at hidden."""
     import json
-    import os
-    import subprocess
-    import sys
 
     model = tmp_path / "p.bdl"
     model.write_text(SRC.replace("FAMILY", "cnp").replace("g(xc, yc, xt)",
                                                           "g(xc, yc, stack([xt, xt]))"))
     data = {"xc": [[-1.0], [0.0]], "yc": [[0.2], [0.4]], "xt": [[0.5]], "yt": [[0.3]]}
     (tmp_path / "p.data.json").write_text(json.dumps(data))
-    r = subprocess.run([sys.executable, "-m", "ppl.cli", "run", str(model), "--out",
-                        str(tmp_path / "run")], capture_output=True, text=True,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    r = bdl_here("run", model, "--out", tmp_path / "run")
     assert r.returncode == 1, r.stderr
     assert (f"{model}:4:18: error: input 'xt' of the neural process must have the context's "
             "tasks, got shapes [2, 1] (xc) and [2, 1, 1] (xt)\n"
@@ -914,13 +909,10 @@ def test_bad_task_source_is_a_located_user_error(tasks, message):
     assert "p.bdl:7:" in text, text  # the line and column of the tasks option
 
 
-def test_run_echoes_the_task_source_as_the_model_file_spells_it(tmp_path):
+def test_run_echoes_the_task_source_as_the_model_file_spells_it(tmp_path, bdl_here):
     """``bdl run`` prints the options line as BDL (it pastes back into --infer), the task
     source included: gp_tasks(kernel=rbf, ...), task_file("PATH"), not a Python dict."""
     import json
-    import os
-    import subprocess
-    import sys
 
     from ppl.cli import _spell
 
@@ -932,16 +924,11 @@ def test_run_echoes_the_task_source_as_the_model_file_spells_it(tmp_path):
         "steps=2, batch=2, tasks=gp_tasks(kernel=rbf, lengthscale=[0.1, 0.6])"))
     (tmp_path / "p.data.json").write_text(json.dumps(
         {"xc": [[-1.0], [0.0]], "yc": [[0.2], [0.4]], "xt": [[0.5]], "yt": [[0.3]]}))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     echo = ("P: np_train(steps=2, batch=2, lr=0.0005, tasks=gp_tasks(kernel=rbf, "
             "lengthscale=[0.1, 0.6]), train_samples=4, seed=0, device=cpu, dtype=float32)")
-    r = subprocess.run([sys.executable, "-m", "ppl.cli", "run", str(model), "--out",
-                        str(tmp_path / "a")], capture_output=True, text=True, env=env,
-                       timeout=300)
+    r = bdl_here("run", model, "--out", tmp_path / "a")
     assert r.returncode == 0 and r.stderr.splitlines()[0] == echo, r.stderr
-    again = subprocess.run([sys.executable, "-m", "ppl.cli", "run", str(model), "--out",
-                            str(tmp_path / "b"), "--infer", echo.split(": ", 1)[1]],
-                           capture_output=True, text=True, env=env, timeout=300)
+    again = bdl_here("run", model, "--out", tmp_path / "b", "--infer", echo.split(": ", 1)[1])
     assert again.returncode == 0 and again.stderr.splitlines()[0] == echo, again.stderr
 
 
@@ -1136,15 +1123,15 @@ def test_task_file_is_relative_to_the_model_file(tmp_path, monkeypatch):
         np_meta.task_source({"call": "task_file", "args": ["gone.npz"], "kwargs": {}}, 1, 1)
 
 
-def test_bdl_run_then_predict_on_new_context(tmp_path):
+def test_bdl_run_then_predict_on_new_context(tmp_path, bdl_here):
     """``bdl run`` saves the trained weights (params.pt); ``bdl predict`` conditions the
     trained CNP on a new context: its draws match the reloaded network's predictive."""
     import json
-    import os
-    import subprocess
-    import sys
 
     import numpy as np
+    import pyro
+
+    from ppl.runtime import reset_networks
 
     model = tmp_path / "p.bdl"
     model.write_text(SRC.replace("FAMILY", "cnp").replace("steps=5", "steps=20"))
@@ -1152,14 +1139,13 @@ def test_bdl_run_then_predict_on_new_context(tmp_path):
         {"xc": [[-1.0], [0.0]], "yc": [[0.2], [0.4]], "xt": [[0.5]], "yt": [[0.3]]}))
     new = {"xc": [[-1.5], [0.3], [1.0]], "yc": [[0.9], [-0.2], [0.4]], "xt": [[0.0], [2.0]]}
     (tmp_path / "new.json").write_text(json.dumps(new))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cli = [sys.executable, "-m", "ppl.cli"]
-    r = subprocess.run(cli + ["run", str(model), "--out", str(tmp_path / "run")],
-                       capture_output=True, text=True, env=env)
+    r = bdl_here("run", model, "--out", tmp_path / "run")
     assert r.returncode == 0, r.stderr
-    r = subprocess.run(cli + ["predict", str(model), "--posterior", str(tmp_path / "run"),
-                              "--data", str(tmp_path / "new.json"), "--out",
-                              str(tmp_path / "pred")], capture_output=True, text=True, env=env)
+    # predict starts from what the files hold, as in a new process
+    pyro.clear_param_store()
+    reset_networks()
+    r = bdl_here("predict", model, "--posterior", tmp_path / "run", "--data",
+                 tmp_path / "new.json", "--out", tmp_path / "pred")
     assert r.returncode == 0, r.stderr
     draws = torch.as_tensor(np.load(tmp_path / "pred" / "predictive.npz")["yt"])
     assert draws.shape == (1000, 2, 1)
