@@ -4,9 +4,6 @@ in `bdl predict` (saved draws) and in `fit.predict` (in process); METHODS.md §1
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +27,6 @@ model B(x: real[N, 1], y: real[N], x_new: real[M, 1], y_new: real[M]?) {
 
 infer sghmc(samples=8, warmup=150, thin=3, chains=2, step_size=0.05, gibbs_every=10)
 """
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 X_NEW = [[-1.5], [-0.2], [0.7], [1.9]]
 
 
@@ -50,20 +46,24 @@ def _net_at(x_new, weights: dict) -> torch.Tensor:
     return npr.forward(x, layers, torch.tanh)[..., 0]
 
 
-def test_bdl_predict_conditions_on_network_weights(tmp_path: Path):
+def test_bdl_predict_conditions_on_network_weights(tmp_path: Path, bdl_here):
+    """``bdl run`` then ``bdl predict`` (through ppl.cli.main in this process: a subprocess
+    each would add seconds of imports and test nothing more here)."""
+    import pyro
+
+    from ppl.runtime import reset_networks
+
     src = tmp_path / "bnn.bdl"
     src.write_text(BNN)
     data = _data()
     (tmp_path / "bnn.data.json").write_text(json.dumps(data))
     (tmp_path / "new.json").write_text(json.dumps({**data, "x_new": X_NEW}))
     run = tmp_path / "run"
-
-    def bdl(*args):
-        return subprocess.run([sys.executable, "-m", "ppl.cli", *map(str, args)],
-                              capture_output=True, text=True, timeout=300, env=ENV)
-    r = bdl("run", src, "--out", run, "-q")
+    r = bdl_here("run", src, "--out", run, "-q")
     assert r.returncode == 0, r.stderr
-    r = bdl("predict", src, "--posterior", run, "--data", tmp_path / "new.json")
+    pyro.clear_param_store()  # predict reads the run's files only, as a new process would
+    reset_networks()
+    r = bdl_here("predict", src, "--posterior", run, "--data", tmp_path / "new.json")
     assert r.returncode == 0, r.stderr
     with np.load(run / "samples.npz") as z:
         saved = {k: z[k] for k in z.files}
