@@ -35,7 +35,9 @@ unused) and ``hidden_probe_acc`` (a logistic regression of the label on the hidd
 ``q*``), and the row ``pixel_logreg`` (``label_acc`` of a logistic regression on the
 one-hot shown pixels: the linear reference, trained on one masked view per image) and
 ``pixel_logreg_epochs`` (the same given ``--epochs`` masked views per image, as many as
-the models see: the like-for-like linear reference).
+the models see: the like-for-like linear reference); both are scored on the models' test
+masks. ``--label-init logreg`` starts the monotone model's visible-label coupling from
+that regression (:func:`init_label_from_logreg`).
 ``--checkpoint PREFIX`` saves each trained model (with its optimiser and mask stream) to
 ``PREFIX_<model>.pt``; ``--resume`` continues from there up to ``--epochs`` in total, so a
 long run can be split into shorter ones with the same result.
