@@ -148,8 +148,17 @@ def test_data_outside_the_support_is_located_at_its_site():
     assert "support" in head and "Error while computing" not in err.render()
 
 
-def test_no_valid_initial_point_is_a_user_error_with_a_hint():
+def test_data_outside_the_support_is_located_under_nuts_too():
+    """NUTS runs with Pyro's validation off: the observed values are checked before it
+    (ppl.infer.run.check_supports), so a negative count is the same located error."""
     err = _fit_error(COUNTS, {"y": [1, -2, 3]}, "nuts(samples=2, warmup=2, chains=1)")
+    assert err.render().split("\n")[0].startswith("m.bdl:3:3: error: Expected value argument")
+
+
+def test_no_valid_initial_point_is_a_user_error_with_a_hint():
+    # every count in the support, but a rate of 0 gives each of them density 0
+    err = _fit_error(COUNTS.replace("Poisson(lam)", "Poisson(lam * 0)"), {"y": [1, 2, 3]},
+                     "nuts(samples=2, warmup=2, chains=1)")
     text = err.render()
     assert text.startswith("m.bdl: error: ") and "cannot find valid initial params" in text
     assert "in its distribution's support" in text

@@ -64,7 +64,8 @@ register_method(Method(
         "step_size": Option(0.01, float, low=0.0,
                             doc="eta: the learning rate (plain) or its square root "
                                 "(adaptive, where eta enters squared)"),
-        "friction": Option(0.05, float, low=0.0, doc="alpha: momentum decay per step"),
+        "friction": Option(0.05, float, low=0.0, high=1.0, low_open=True,
+                           doc="alpha: momentum decay per step"),
         "adaptive": Option(True, bool,
                            doc="Springenberg et al. preconditioning, adapted during burn-in"),
         "gibbs_every": Option(50, int, low=1,

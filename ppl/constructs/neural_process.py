@@ -167,7 +167,8 @@ def anchor_task_file(value, filename, span) -> object:
 register_method(Method("np_train", {
     "steps": Option(2000, int, low=1, doc="meta-training steps (one batch of tasks each)"),
     "batch": Option(16, int, low=1, doc="tasks per step"),
-    "lr": Option(5e-4, float, low=0.0, doc="Adam learning rate (cosine decay to 0)"),
+    "lr": Option(5e-4, float, low=0.0, low_open=True,
+                 doc="Adam learning rate (cosine decay to 0)"),
     "tasks": Option("rbf", "spec", check=task_source_problem, resolve=anchor_task_file,
                     doc="task source: a kernel name, gp_tasks(kernel=..., lengthscale=[lo, "
                         "hi], ...) or task_file(\"PATH.npz\")"),

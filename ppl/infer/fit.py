@@ -67,7 +67,9 @@ class Fit:
 
     def summary(self, sites: list[str] | None = None) -> Summary:
         names = sites or [k for k in self.latents + self.deterministics if k in self.chains]
-        return summarise(self.chains, names)
+        point = self.method == "map" or (self.method == "svi"
+                                         and self.options.get("guide") == "delta")
+        return summarise(self.chains, names, point=point)
 
     def predict(self, data: dict | None = None, num_samples: int | None = None,
                 sites: list[str] | None = None, seed: int | None = None

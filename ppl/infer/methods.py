@@ -6,8 +6,13 @@ An option's default also fixes its type (int, float, bool, or a symbol from ``ch
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+# the seeds numpy accepts (``pyro.set_rng_seed`` seeds numpy too): chain c of a run is
+# seeded seed + c, so seed + chains - 1 must be one of them (:meth:`Method.problems`)
+SEED_MAX = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -15,6 +20,8 @@ class Option:
     default: object
     kind: type | str  # int | float | bool | "symbol" | "number_or_none" | "spec"
     choices: tuple[str, ...] = ()
+    # the range of a number (int or float kind): [low, high], an end left out when None,
+    # excluded when its *_open flag is set ((0, 1) for target_accept); see problem()
     low: float | None = None
     doc: str = ""
     # kind "spec": a name or a call such as gp_tasks(kernel=rbf, lengthscale=[0.1, 0.6])
@@ -27,6 +34,40 @@ class Option:
     # site goes under the key SITE of the value's dict: the compiled model keeps it,
     # generated source and `bdl info` do not (see without_site)
     resolve: Callable[[object, str, object], object] | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def problem(self, value) -> str | None:
+        """Why ``value`` is outside this option's range (``"must be in (0, 1)"``), or None.
+        Only numbers are judged (the type is checked before, by the checker)."""
+        if self.kind not in (int, float) or isinstance(value, bool) \
+                or not isinstance(value, (int, float)):
+            return None
+        if not math.isfinite(value):
+            return f"must be a finite number, got {value}"
+        lo, hi = self.low, self.high
+        if ((lo is None or value > lo or (value == lo and not self.low_open))
+                and (hi is None or value < hi or (value == hi and not self.high_open))):
+            return None
+        return f"must be {self.range_words()}"
+
+    def range_words(self) -> str:
+        """The range in words: "at least 1", "positive", "in (0, 1)", "in [0, 4294967295]"."""
+        lo, hi = self.low, self.high
+        if hi is None:
+            if lo == 0:
+                return "positive" if self.low_open else "at least 0"
+            return f"{'greater than' if self.low_open else 'at least'} {_num(lo)}"
+        if lo is None:
+            return f"{'less than' if self.high_open else 'at most'} {_num(hi)}"
+        return (f"in {'(' if self.low_open else '['}{_num(lo)}, {_num(hi)}"
+                f"{')' if self.high_open else ']'}")
+
+
+def _num(x: float) -> str:
+    """A bound as written: 1, 0.5, 4294967295 (not 4.29497e+09)."""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 SITE = "site"
@@ -53,12 +94,32 @@ class Method:
     # needs: builtins of which a model fitted by this method must use at least one
     #   (``meta`` needs ``niw_meta``); empty: none.
     needs: tuple[str, ...] = ()
+    # relations: (options with defaults merged) -> [(option, problem)] of the values that
+    #   are wrong together (svi's lr 0 with lr_scalars 0); None: none
+    relations: Callable[[dict], list[tuple[str, str]]] | None = None
+
+    def problems(self, values: dict) -> list[tuple[str, str]]:
+        """``(option, problem)`` for a method's options with its defaults merged in (what
+        a fit runs with): each number against its option's range (:meth:`Option.problem`),
+        then the seeds of the chains: chain c is seeded ``seed + c``, which must be a
+        seed numpy takes (at most :data:`SEED_MAX`), then the method's ``relations``."""
+        out = [(k, p) for k, v in values.items() if k in self.options
+               and (p := self.options[k].problem(v)) is not None]
+        seed, chains = values.get("seed"), values.get("chains")
+        if (isinstance(seed, int) and isinstance(chains, int) and chains > 1
+                and not any(k in ("seed", "chains") for k, _ in out)
+                and seed + chains - 1 > SEED_MAX):
+            out.append(("seed", f"must be at most {SEED_MAX - chains + 1} with {chains} "
+                                f"chains (chain c is seeded seed + c, at most {SEED_MAX})"))
+        if self.relations is not None and not out:
+            out += self.relations(values)
+        return out
 
 
 METHODS: dict[str, Method] = {}
 
 _COMMON = {
-    "seed": Option(0, int, doc="random seed (torch, numpy, python)"),
+    "seed": Option(0, int, low=0, high=SEED_MAX, doc="random seed (torch, numpy, python)"),
     "device": Option("cpu", "symbol", ("cpu", "cuda"), doc="where tensors live"),
     "dtype": Option("float64", "symbol", ("float32", "float64"), doc="floating point type"),
 }
@@ -67,7 +128,8 @@ _MCMC = {
     "samples": Option(1000, int, low=1, doc="draws kept per chain"),
     "warmup": Option(1000, int, low=0, doc="adaptation draws per chain (discarded)"),
     "chains": Option(4, int, low=1, doc="independent chains, run one after another"),
-    "target_accept": Option(0.8, float, low=0.0, doc="step-size adaptation target"),
+    "target_accept": Option(0.8, float, low=0.0, high=1.0, low_open=True, high_open=True,
+                            doc="step-size adaptation target"),
     "dense_mass": Option(False, bool, doc="dense (True) or diagonal mass matrix"),
     "jit": Option(False, bool, doc="JIT-compile the potential (faster for long runs)"),
 }
@@ -82,14 +144,15 @@ def register(method: Method) -> Method:
 
 register(Method("nuts", {**_MCMC, "max_tree_depth": Option(10, int, low=1), **_COMMON},
                 doc="No-U-Turn sampler (pyro.infer.NUTS)"))
-register(Method("hmc", {**_MCMC, "step_size": Option(0.1, float, low=0.0),
+register(Method("hmc", {**_MCMC, "step_size": Option(0.1, float, low=0.0, low_open=True),
                         "num_steps": Option(10, int, low=1), **_COMMON},
                 doc="Hamiltonian Monte Carlo with a fixed number of leapfrog steps"))
 _SVI = {
     "steps": Option(2000, int, low=1, doc="optimisation steps"),
-    "lr": Option(0.01, float, low=0.0, doc="Adam learning rate"),
+    "lr": Option(0.01, float, low=0.0, doc="Adam learning rate (0: only the one-number "
+                                            "parameters move, at lr_scalars)"),
     "particles": Option(1, int, low=1, doc="ELBO particles per step"),
-    "lr_decay": Option(1.0, float, low=0.0,
+    "lr_decay": Option(1.0, float, low=0.0, high=1.0, low_open=True,
                        doc="learning rate at the last step, as a fraction of lr (decayed "
                            "exponentially; 1: constant). Below 1 it damps the step-to-step "
                            "noise of the final guide parameters"),
@@ -100,15 +163,25 @@ _SVI = {
     "samples": Option(1000, int, low=1, doc="posterior draws taken from the fitted guide"),
     "jit": Option(False, bool, doc="JIT-compile the ELBO (JitTrace_ELBO)"),
 }
+def _svi_relations(values: dict) -> list[tuple[str, str]]:
+    """lr 0 fits nothing, unless lr_scalars moves the one-number parameters alone."""
+    if values.get("lr") == 0 and not values.get("lr_scalars"):
+        return [("lr", "must be positive (0 moves nothing; with lr_scalars > 0 only the "
+                       "one-number parameters move)")]
+    return []
+
+
 register(Method("svi", {**_SVI, "guide": Option("normal", "symbol",
                                                 ("normal", "delta", "lowrank", "iaf")),
                         "rank": Option(0, int, low=0, doc="lowrank guide rank (0: auto)"),
                         **_COMMON, "dtype": Option("float32", "symbol",
                                                    ("float32", "float64"))},
-                doc="stochastic variational inference with an autoguide"))
+                doc="stochastic variational inference with an autoguide",
+                relations=_svi_relations))
 register(Method("map", {**_SVI, "samples": Option(1, int, low=1), **_COMMON,
                         "dtype": Option("float32", "symbol", ("float32", "float64"))},
-                doc="maximum a posteriori (SVI with a delta guide)"))
+                doc="maximum a posteriori (SVI with a delta guide)",
+                relations=_svi_relations))
 
 
 def lookup(name: str) -> Method | None:

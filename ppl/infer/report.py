@@ -34,13 +34,37 @@ RHAT_MAX = 1.01
 ESS_MIN = 100  # per chain
 
 
+def optimiser_warnings(fit: Fit) -> list[str]:
+    """The warning of an svi/map fit that did not converge: its ELBO ended lower than it
+    started. The mean over the last 10% of the steps is compared with the first step's
+    ELBO (the starting guide), allowing 4 standard deviations of the last steps' ELBOs
+    (the noise of a stochastic ELBO) and 1 nat: an optimiser that diverged (a learning
+    rate too large, ``map(lr=50)`` of a Gamma-Poisson model ends at lam = 6e21) or
+    oscillates far from its optimum ends there; a converging one ends higher. (A NaN or
+    infinite ELBO is an error during the fit, ``ppl.infer.run``.)"""
+    elbo = fit.elbo or []
+    if fit.method not in ("svi", "map") or len(elbo) < 10:
+        return []
+    last = elbo[-max(2, len(elbo) // 10):]
+    mean = sum(last) / len(last)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in last) / (len(last) - 1))
+    if mean >= elbo[0] - 4 * sd - 1.0:
+        return []
+    lr = fit.options.get("lr")
+    return [f"the fit did not converge: the ELBO fell from {elbo[0]:.4g} at the first step "
+            f"to {mean:.4g} (mean of the last {len(last)} steps); the estimates are not "
+            f"a {'posterior mode' if fit.method == 'map' else 'posterior approximation'}: "
+            + (f"lower lr (now {lr:g})" if lr else "lower lr")]
+
+
 def sampler_warnings(fit: Fit, summary: Summary) -> list[str]:
     """Stan-style warnings on a sampler's draws: divergent transitions, R-hat above
     :data:`RHAT_MAX` (two chains or more) and ESS below :data:`ESS_MIN` per chain, naming the worst
     quantity. Network weights are counted apart: a network is unchanged when its hidden
     units are permuted, so its weights have many equivalent modes and their R-hat says
-    little; the function values (deterministic sites) are what to check."""
-    out = []
+    little; the function values (deterministic sites) are what to check. An svi/map fit
+    gets :func:`optimiser_warnings` instead."""
+    out = optimiser_warnings(fit)
     if fit.divergences:
         out.append(f"{fit.divergences} divergent transitions: the sampler missed part of "
                    "the posterior; raise target_accept or reparametrise")

@@ -8,8 +8,10 @@ draws with ``pyro.infer.Predictive``, as Pyro recommends.
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import time
+import warnings
 
 import pyro
 import torch
@@ -55,12 +57,20 @@ def torch_defaults(device: str, dtype: str):
 
 
 def resolve_options(method: str, options: dict) -> dict:
-    """Defaults of the method, overridden by ``options`` (already validated)."""
+    """Defaults of the method, overridden by ``options`` (of the right types, checked
+    before); a value out of its option's range, or seeds that do not fit with the chains
+    (``Method.problems``), is a :class:`BdlError` here, however the options were given
+    (file, ``--infer``, keywords, a generated module run on its own)."""
+    from ..syntax.diagnostics import BdlError, Diagnostic
     from .methods import lookup
 
     spec = lookup(method)  # loads the constructs, whose methods (sghmc, meta) register late
     out = {k: o.default for k, o in spec.options.items()}
     out.update(options)
+    problems = spec.problems(out)
+    if problems:
+        raise BdlError([Diagnostic(f"option '{k}' of {method}: {p}") for k, p in problems],
+                       "infer")
     return out
 
 
@@ -145,6 +155,28 @@ def _divergences(mcmc: MCMC, public: bool | None = None) -> int:
     return sum(len(d.get("divergences", [])) for d in getattr(mcmc, "_diagnostics", []))
 
 
+def check_supports(model, kwargs: dict, trace) -> None:
+    """Every observed value in its distribution's support, or Pyro's error naming the site
+    (``Error while computing log_prob at site 'y'``, located at its statement by
+    ``ppl.locate``), before any method moves: one validated log density of the observed
+    sites of ``trace`` (a trace of ``model`` the runner made at its starting point). SVI
+    meets the error at its first step anyway, but NUTS and HMC run with Pyro's validation
+    off (``MCMC(disable_validation=True)``) and sghmc's loop too, so they would fit a
+    negative count, a Multinomial whose counts do not sum to n or k > n of a Binomial
+    silently, or fail with no starting point. A model with subsampled plates is traced
+    once more over all its rows (random streams restored), so that no row escapes."""
+    if _subsampled_plates(trace) is not None:
+        from .rng import seeded
+
+        with seeded(0), full_data(), torch.no_grad(), pyro.validation_enabled(True):
+            trace = pyro.poutine.trace(model).get_trace(**kwargs)
+    with pyro.validation_enabled(True):
+        trace.compute_log_prob(site_filter=lambda name, site: site["is_observed"])
+    for site in trace.nodes.values():  # the runner's trace, left as it was
+        site.pop("log_prob", None)
+        site.pop("unscaled_log_prob", None)
+
+
 # methods that draw the latent sites (a model with none has nothing for them to do)
 SAMPLERS = ("nuts", "hmc", "sghmc")
 
@@ -162,7 +194,9 @@ def nothing_to_sample(method: str):
 
 def _mcmc(make_kernel, model, kwargs, opts, progress, method: str) -> Fit:
     """Run ``opts['chains']`` chains one after another, a fresh kernel each."""
-    tr = pyro.poutine.trace(model).get_trace(**kwargs)
+    with pyro.validation_enabled(True):
+        tr = pyro.poutine.trace(model).get_trace(**kwargs)
+    check_supports(model, kwargs, tr)
     latents, dets = _hidden_sites(model, kwargs, tr)
     if not latents:
         raise nothing_to_sample(method)
@@ -304,8 +338,10 @@ def _autoguide(model, trace, guide_name: str, opts: dict, latents: list[str],
     return guide
 
 
-def _svi_fit(model, kwargs, opts, guide_name, progress) -> Fit:
-    trace = pyro.poutine.trace(model).get_trace(**kwargs)
+def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
+    with pyro.validation_enabled(True):
+        trace = pyro.poutine.trace(model).get_trace(**kwargs)
+    check_supports(model, kwargs, trace)
     latents, dets = _hidden_sites(model, kwargs, trace)
     discrete = enumerable_sites(trace)
     fit_model, elbo = model, None
@@ -335,7 +371,7 @@ def _svi_fit(model, kwargs, opts, guide_name, progress) -> Fit:
                mininterval=0.5)
     every = max(1, opts["steps"] // 100)
     for step in range(opts["steps"]):
-        loss = svi.step(**kwargs)
+        loss = _step(svi, kwargs, step, opts, method)
         if decay != 1.0:
             optim.step()
         losses.append(loss)
@@ -357,15 +393,50 @@ def _svi_fit(model, kwargs, opts, guide_name, progress) -> Fit:
     return f
 
 
+def _step(svi, kwargs: dict, step: int, opts: dict, method: str) -> float:
+    """One SVI step's loss; a non-finite ELBO or guide is the user error
+    :func:`_diverged` (Pyro's own NaN warnings, which would only come before it, are
+    kept quiet)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Encountered NaN")
+        try:
+            loss = svi.step(**kwargs)
+        except ValueError as e:  # a guide built from parameters the last step made NaN
+            if _finite_params():
+                raise
+            raise _diverged(method, step, opts, "the guide's parameters became NaN") from e
+    if not math.isfinite(loss):
+        raise _diverged(method, step, opts,
+                        f"the ELBO became {'NaN' if math.isnan(loss) else 'infinite'}")
+    return loss
+
+
+def _finite_params() -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in pyro.get_param_store().values())
+
+
+def _diverged(method: str, step: int, opts: dict, what: str):
+    """The user error of an SVI/MAP run whose ELBO or guide went non-finite: the learning
+    rate is too large for the model (Adam's first steps move every parameter by about lr)."""
+    from ..syntax.diagnostics import BdlError, Diagnostic
+
+    lr = opts["lr"]
+    return BdlError([Diagnostic(
+        f"{method}: {what} at step {step + 1} of {opts['steps']}: the optimisation "
+        f"diverged with lr={lr:g}",
+        notes=[f"lower lr (e.g. infer {method}(lr={lr / 10:g}))"
+               + (", and lr_scalars" if opts.get("lr_scalars") else "")])], "infer")
+
+
 def _empty_guide(*args, **kwargs):
     return None
 
 
 @runner("svi")
 def _svi(model, kwargs, opts, progress=False):
-    return _svi_fit(model, kwargs, opts, opts["guide"], progress)
+    return _svi_fit(model, kwargs, opts, opts["guide"], progress, "svi")
 
 
 @runner("map")
 def _map(model, kwargs, opts, progress=False):
-    return _svi_fit(model, kwargs, opts, "delta", progress)
+    return _svi_fit(model, kwargs, opts, "delta", progress, "map")

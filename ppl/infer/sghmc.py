@@ -43,7 +43,8 @@ dynamics stream). Chain c of the
 two runs therefore follows different paths with the same law (tests/test_sghmc.py checks
 the laws); a batched run with one chain is the sequential run's chain 0, step for step.
 During the sampler loop Pyro's validation is off (values stay in their supports through
-the bijections; the starting trace is still validated).
+the bijections); the observed values are checked against their supports before it, at the
+first chain's starting point (``ppl.infer.run.check_supports``).
 """
 
 from __future__ import annotations
@@ -76,10 +77,16 @@ def _init(site):
     return init_to_sample(site)
 
 
-def _sites(model, kwargs):
+def _sites(model, kwargs, check: bool = False):
     """One prior trace: free latents (bijection, value), Gibbs sites (spec, value),
-    deterministic sites' shapes and subsampled plates' (size, subsample size)."""
-    tr = poutine.trace(InitMessenger(_init)(model)).get_trace(**kwargs)
+    deterministic sites' shapes and subsampled plates' (size, subsample size). ``check``:
+    first, every observed value in its support (``ppl.infer.run.check_supports``)."""
+    with pyro.validation_enabled(True):
+        tr = poutine.trace(InitMessenger(_init)(model)).get_trace(**kwargs)
+    if check:
+        from .run import check_supports
+
+        check_supports(model, kwargs, tr)
     free, gibbs, dets, plates = {}, {}, {}, {}
     for name, site in tr.nodes.items():
         if site["type"] != "sample":
@@ -212,7 +219,7 @@ def run_chains(model, kwargs: dict, opts: dict, chain_ids: list[int],
     inits = []
     for c in chain_ids:
         pyro.set_rng_seed(opts["seed"] + c)
-        inits.append(_sites(model, kwargs))
+        inits.append(_sites(model, kwargs, check=not inits))
     free, gibbs, dets, plates = inits[0]
     if not free and not gibbs:
         from .run import nothing_to_sample

@@ -23,11 +23,15 @@ def _element_names(name: str, shape) -> list[str]:
 
 
 class Summary:
-    """Rows keyed by element name (``theta[0]``, 0-based as in the language)."""
+    """Rows keyed by element name (``theta[0]``, 0-based as in the language). ``point``:
+    the draws are copies of one point estimate (``map``, ``svi(guide=delta)``), shown as
+    a ``value`` column alone, as one draw is."""
 
-    def __init__(self, rows: dict[str, dict[str, float]], draws: int | None = None):
+    def __init__(self, rows: dict[str, dict[str, float]], draws: int | None = None,
+                 point: bool = False):
         self.rows = rows
         self.draws = draws
+        self.point = point
 
     def __getitem__(self, key: str) -> dict[str, float]:
         if key not in self.rows:
@@ -62,9 +66,9 @@ class Summary:
         if not self.rows:
             return "(no latent or generated sites to summarise)"
         width = max([len(k) for k in self.rows] + [4])
-        if self.draws == 1:
-            # one draw (map's point estimate, Stan's optimize): spread and diagnostics
-            # do not exist, so the table shows the value alone
+        if self.draws == 1 or self.point:
+            # one draw, or copies of one (a point estimate, as Stan's optimize gives):
+            # spread and diagnostics do not exist, so the table shows the value alone
             out = [f"{'':<{width}} {'value':>9}"]
             out += [f"{k:<{width}} {row['mean']:>9.3g}" for k, row in self.rows.items()]
             return "\n".join(out)
@@ -81,10 +85,15 @@ class Summary:
     __repr__ = __str__
 
 
-def summarise(chains: dict[str, torch.Tensor], names: list[str]) -> Summary:
-    """``chains[name]`` is [chains, draws, *shape]."""
+def summarise(chains: dict[str, torch.Tensor], names: list[str],
+              point: bool = False) -> Summary:
+    """``chains[name]`` is [chains, draws, *shape]. ``point``: the fit is a point estimate
+    (``map``, ``svi(guide=delta)``); its table shows values alone when every element is
+    the same in every draw (labels drawn from their conditional posterior vary, and then
+    the full table is shown)."""
     rows: dict[str, dict[str, float]] = {}
     sizes = set()
+    constant = True
     for name in names:
         x = chains[name].detach().to(torch.float64).cpu()
         n_chains, n_draws = x.shape[:2]
@@ -108,11 +117,15 @@ def summarise(chains: dict[str, torch.Tensor], names: list[str]) -> Summary:
             rhat = torch.full((flat.shape[-1],), math.nan)
             ess = torch.full((flat.shape[-1],), math.nan)
         mean = pooled.mean(0)
+        same = (pooled == pooled[:1]).all(0)
+        constant = constant and bool(same.all())
         sd = pooled.std(0) if pooled.shape[0] > 1 else torch.zeros_like(mean)
+        sd = torch.where(same, torch.zeros_like(sd), sd)  # not a rounding error's 1e-17
         for j, el in enumerate(_element_names(name, shape)):
             rows[el] = {
                 "mean": float(mean[j]), "sd": float(sd[j]), "5%": float(q[0, j]),
                 "50%": float(q[1, j]), "95%": float(q[2, j]), "r_hat": float(rhat[j]),
                 "ess": float(ess[j]),
             }
-    return Summary(rows, sizes.pop() if len(sizes) == 1 else None)
+    return Summary(rows, sizes.pop() if len(sizes) == 1 else None,
+                   point=point and constant and bool(rows))

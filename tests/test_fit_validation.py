@@ -1,0 +1,260 @@
+"""Checks made when a fit starts or ends (audit stop 22): observed data outside their
+distribution's support are a located error under every method, option values out of
+range are errors however given, a diverging SVI is a user error, an optimiser that did
+not converge is warned about, and a delta guide's summary is a point estimate's."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import pytest
+
+import ppl
+from ppl.infer.methods import SEED_MAX, Option, lookup
+from ppl.infer.report import optimiser_warnings
+
+EXPO = "model H(y: real[N]) {\n  s ~ HalfNormal(1)\n  y ~ Exponential(s)\n}\n"
+MULTI = ("model DM(c: int[K], n: int) {\n  th ~ Dirichlet(ones(K) * 2)\n"
+         "  c ~ Multinomial(n, th)\n}\n")
+BINOM = "model B(k: int[N], n: int) {\n  p ~ Beta(1, 1)\n  k ~ Binomial(n, p)\n}\n"
+POIS = "model P(y: int[N]) {\n  lam ~ Gamma(3, 2)\n  y ~ Poisson(lam)\n}\n"
+POIS_BATCH = ("model P(y: int[N]) {\n  lam ~ Gamma(3, 2)\n  plate N batch 2 {\n"
+              "    y ~ Poisson(lam)\n  }\n}\n")
+
+# tiny runs: the support check comes before any draw or step
+SHORT = {"nuts": dict(samples=5, warmup=5, chains=1), "hmc": dict(samples=5, warmup=5, chains=1),
+         "sghmc": dict(samples=2, warmup=2, thin=1, chains=1), "svi": dict(steps=5),
+         "map": dict(steps=5)}
+
+
+def _support_error(src: str, data: dict, method: str) -> list[str]:
+    m = ppl.compile(src, filename="m.bdl")
+    with pytest.raises(ppl.BdlError) as e:
+        m.fit(data, infer=method, **SHORT[method])
+    return str(e.value).splitlines()
+
+
+@pytest.mark.parametrize("method", ["nuts", "hmc", "sghmc", "svi", "map"])
+def test_negative_value_under_exponential_is_located_under_every_method(method):
+    # before: nuts, hmc and sghmc fitted it (Pyro's samplers run with validation off)
+    lines = _support_error(EXPO, {"y": [1.5, -2.5, 0.5]}, method)
+    assert lines[0] == ("m.bdl:3:3: error: Expected value argument (Tensor of shape (3,)) to be "
+                        "within the support (GreaterThanEq(lower_bound=0.0)) of the "
+                        "distribution Exponential(rate: torch.Size([3])), but found invalid "
+                        "values:")
+    assert lines[1] == "tensor([ 1.5000, -2.5000, 0.5000])"
+    assert lines[2] == "    y ~ Exponential(s)"
+
+
+@pytest.mark.parametrize("method", ["nuts", "sghmc"])
+def test_multinomial_counts_not_summing_to_n_are_located(method):
+    # before: nuts fitted the counts (sum 16) as if n were 16
+    lines = _support_error(MULTI, {"c": [5, 1, 10], "n": 15}, method)
+    assert lines[0].startswith("m.bdl:3:3: error: Expected value argument (Tensor of shape "
+                               "(3,)) to be within the support (Multinomial()) of the "
+                               "distribution Multinomial()")
+    assert lines[1] == "tensor([ 5., 1., 10.])"
+
+
+@pytest.mark.parametrize("method", ["nuts", "hmc"])
+@pytest.mark.parametrize("src, data, shown", [
+    (BINOM, {"k": [3, 7], "n": 5}, "tensor([3., 7.])"),
+    (POIS, {"y": [1, -2, 3]}, "tensor([ 1., -2., 3.])"),
+])
+def test_counts_outside_support_are_located_not_a_failed_initialisation(method, src, data,
+                                                                        shown):
+    # before: "cannot find valid initial params", with no line
+    lines = _support_error(src, data, method)
+    assert lines[0].startswith("m.bdl:3:3: error: Expected value argument")
+    assert "cannot find valid initial params" not in "\n".join(lines)
+    assert lines[1] == shown
+
+
+@pytest.mark.parametrize("method", ["svi", "nuts", "sghmc"])
+def test_a_bad_row_outside_the_first_minibatch_is_found(method):
+    # the plate's minibatch holds 2 of 10 rows: the check runs over all of them
+    lines = _support_error(POIS_BATCH, {"y": [1, 2, 3, 1, 0, 2, 1, 3, 2, -1]}, method)
+    assert lines[0].startswith("m.bdl:4:5: error: Expected value argument (Tensor of shape "
+                               "(10,)) to be within the support (IntegerGreaterThan(")
+
+
+@pytest.mark.parametrize("method", ["svi", "sghmc"])
+def test_support_check_leaves_a_valid_fit_unchanged(method, monkeypatch):
+    # the subsampled model is traced once more over all rows: its random streams restored
+    import torch
+
+    from ppl.infer import run
+
+    m = ppl.compile(POIS_BATCH, filename="m.bdl")
+    data = {"y": [1, 2, 3, 1, 0, 2, 1, 3, 2, 1]}
+    opts = dict(steps=10, samples=3) if method == "svi" else dict(SHORT["sghmc"], warmup=5)
+    checked = m.fit(data, infer=method, **opts)
+    monkeypatch.setattr(run, "check_supports", lambda *a: None)
+    unchecked = m.fit(data, infer=method, **opts)
+    assert torch.equal(checked.samples["lam"], unchecked.samples["lam"])
+
+
+def _cli(*args) -> tuple[int, str, str]:
+    from ppl.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_support_error_exits_1(tmp_path):
+    (tmp_path / "h.bdl").write_text(EXPO + "infer nuts(samples=5, warmup=5, chains=1)\n")
+    (tmp_path / "h.data.json").write_text('{"y": [1.5, -2.5, 0.5]}')
+    code, _, err = _cli("run", tmp_path / "h.bdl", "--out", tmp_path / "run")
+    assert code == 1
+    assert f"{tmp_path / 'h.bdl'}:3:3: error: Expected value argument" in err
+    assert "Traceback" not in err
+
+
+# ---- option ranges ----
+
+@pytest.mark.parametrize("option, value, problem", [
+    (Option(0.8, float, low=0.0, high=1.0, low_open=True, high_open=True), 1.5,
+     "must be in (0, 1)"),
+    (Option(0.8, float, low=0.0, high=1.0, low_open=True, high_open=True), 0.0,
+     "must be in (0, 1)"),
+    (Option(0.8, float, low=0.0, high=1.0, low_open=True, high_open=True), 1.0,
+     "must be in (0, 1)"),
+    (Option(0.8, float, low=0.0, high=1.0, low_open=True, high_open=True), 0.999, None),
+    (Option(0.01, float, low=0.0, low_open=True), 0.0, "must be positive"),
+    (Option(0.01, float, low=0.0, low_open=True), 1e-9, None),
+    (Option(1, int, low=1), 0, "must be at least 1"),
+    (Option(0, int, low=0), 0, None),
+    (Option(1.0, float, low=0.0, high=1.0, low_open=True), 1.0, None),
+    (Option(1.0, float, low=0.0, high=1.0, low_open=True), 1.5, "must be in (0, 1]"),
+    (Option(0, int, low=0, high=SEED_MAX), SEED_MAX + 1, "must be in [0, 4294967295]"),
+    (Option(0, int, high=10, high_open=True), 10, "must be less than 10"),
+    (Option(0.5, float, low=0.5, low_open=True), 0.5, "must be greater than 0.5"),
+    (Option(0.01, float, low=0.0, low_open=True), float("inf"),
+     "must be a finite number, got inf"),
+    (Option(True, bool), True, None),  # not a number: the checker judges its type
+])
+def test_option_problem(option, value, problem):
+    assert option.problem(value) == problem
+
+
+def test_seed_and_chains_must_give_seeds_numpy_takes():
+    nuts = lookup("nuts")
+    opts = {k: o.default for k, o in nuts.options.items()}
+    assert nuts.problems({**opts, "seed": SEED_MAX - 3, "chains": 4}) == []
+    assert nuts.problems({**opts, "seed": SEED_MAX - 2, "chains": 4}) == [
+        ("seed", "must be at most 4294967292 with 4 chains (chain c is seeded seed + c, "
+                 "at most 4294967295)")]
+    assert nuts.problems({**opts, "seed": SEED_MAX, "chains": 1}) == []
+
+
+A = "model A(y: real[N]) { mu ~ Normal(0, 1); y ~ Normal(mu, 1) }\n"
+
+
+@pytest.mark.parametrize("infer, options, message", [
+    ("nuts(target_accept=1.5)", {}, "option 'target_accept' of nuts: must be in (0, 1)"),
+    ("nuts", {"target_accept": 0}, "option 'target_accept' of nuts: must be in (0, 1)"),
+    ("svi(lr=0)", {}, "option 'lr' of svi: must be positive (0 moves nothing; with "
+                      "lr_scalars > 0 only the one-number parameters move)"),
+    ("map", {"lr": 0.0}, "option 'lr' of map: must be positive (0 moves nothing; with "
+                         "lr_scalars > 0 only the one-number parameters move)"),
+    ("hmc(step_size=0)", {}, "option 'step_size' of hmc: must be positive"),
+    ("svi(lr_decay=1.5)", {}, "option 'lr_decay' of svi: must be in (0, 1]"),
+    ("nuts", {"seed": SEED_MAX - 1},
+     "option 'seed' of nuts: must be at most 4294967292 with 4 chains (chain c is seeded "
+     "seed + c, at most 4294967295)"),
+    ("sghmc(friction=0)", {}, "option 'friction' of sghmc: must be in (0, 1]"),
+    ("sghmc", {"friction": 1.5}, "option 'friction' of sghmc: must be in (0, 1]"),
+])
+def test_out_of_range_options_given_at_run_time_are_errors(infer, options, message):
+    # before: target_accept=1.5 hung, 0 gave a stuck chain, lr=0 fitted nothing
+    m = ppl.compile(A, filename="a.bdl")
+    with pytest.raises(ppl.BdlError) as e:
+        m.resolve_infer(infer, **options)
+    assert str(e.value) == f"infer: error: {message}"
+
+
+def test_out_of_range_option_on_the_command_line_exits_1(tmp_path):
+    (tmp_path / "a.bdl").write_text(A)
+    (tmp_path / "a.data.json").write_text('{"y": [0.5]}')
+    code, _, err = _cli("run", tmp_path / "a.bdl", "--infer", "nuts(target_accept=1.5)",
+                        "--out", tmp_path / "run")
+    assert (code, err.strip()) == (1, "infer: error: option 'target_accept' of nuts: must "
+                                      "be in (0, 1)")
+
+
+@pytest.mark.xfail(strict=True, reason="needs ppl/check/checker.py's _option_problem to "
+                                       "call Option.problem (reported to the lead)")
+def test_out_of_range_option_in_the_file_is_a_check_error():
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile(A + "infer nuts(target_accept=1.5)\n", filename="a.bdl")
+    assert str(e.value).splitlines()[0] == ("a.bdl:2:12: error: option 'target_accept' of "
+                                            "nuts: must be in (0, 1)")
+
+
+def test_largest_seed_runs_with_one_chain():
+    m = ppl.compile(A, filename="a.bdl")
+    f = m.fit({"y": [0.5]}, infer="nuts", samples=3, warmup=3, chains=1, seed=SEED_MAX)
+    assert f.chains["mu"].shape == (1, 3)
+
+
+def test_lr_zero_is_accepted_when_lr_scalars_moves_the_scalars():
+    m = ppl.compile(A, filename="a.bdl")
+    _, opts = m.resolve_infer("svi(lr=0, lr_scalars=0.1)")
+    assert (opts["lr"], opts["lr_scalars"]) == (0.0, 0.1)
+
+
+# ---- divergence and convergence of svi/map ----
+
+def test_diverging_svi_is_a_user_error_naming_the_option():
+    # before: a raw ValueError from the guide (exit 3 in the CLI)
+    m = ppl.compile(POIS, filename="m.bdl")
+    with pytest.raises(ppl.BdlError) as e:
+        m.fit({"y": [1, 2, 3]}, infer="svi(lr=50, steps=100)")
+    assert str(e.value) == ("infer: error: svi: the ELBO became NaN at step 3 of 100: the "
+                            "optimisation diverged with lr=50\n"
+                            "  note: lower lr (e.g. infer svi(lr=5))")
+
+
+@pytest.mark.parametrize("infer, code, shown", [
+    ("svi(lr=50, steps=100)", 1, "error: svi: the ELBO became NaN at step 3 of 100"),
+    ("map(lr=50, steps=50)", 0, "warning: the fit did not converge: the ELBO fell from -5.819"),
+])
+def test_divergence_on_the_command_line(tmp_path, infer, code, shown):
+    (tmp_path / "p.bdl").write_text(POIS)
+    (tmp_path / "p.data.json").write_text('{"y": [1, 2, 3]}')
+    status, _, err = _cli("run", tmp_path / "p.bdl", "--infer", infer, "--out", tmp_path / "run")
+    assert status == code and shown in err
+    assert "Traceback" not in err and "Encountered NaN" not in err
+
+
+def test_map_that_ran_away_is_warned_about():
+    # lr=50 sends lam to 5.7e21, where the ELBO is -2.9e22 and stays
+    m = ppl.compile(POIS, filename="m.bdl")
+    f = m.fit({"y": [1, 2, 3]}, infer="map(lr=50, steps=50)")
+    assert f.summary()["lam"]["mean"] > 1e20
+    assert optimiser_warnings(f) == [
+        "the fit did not converge: the ELBO fell from -5.819 at the first step to -2.872e+22 "
+        "(mean of the last 5 steps); the estimates are not a posterior mode: lower lr "
+        "(now 50)"]
+    # Gamma(3, 2) prior, counts 1, 2, 3: the posterior is Gamma(9, 5), its mode 8 / 5
+    good = m.fit({"y": [1, 2, 3]}, infer="map(lr=0.05, steps=300)")
+    assert good.summary()["lam"]["mean"] == pytest.approx(1.6, abs=1e-4)
+    assert optimiser_warnings(good) == []
+
+
+# ---- a delta guide is a point estimate ----
+
+def test_svi_delta_guide_summary_shows_the_value_alone():
+    # before: sd 0, nan R-hat and ESS for 1000 copies of one value
+    m = ppl.compile(POIS, filename="m.bdl")
+    f = m.fit({"y": [1, 2, 3]}, infer="svi(guide=delta, steps=300, lr=0.05, samples=10)")
+    s = f.summary()
+    assert s["lam"]["mean"] == pytest.approx(1.6, abs=1e-4)  # the mode of Gamma(9, 5)
+    assert s["lam"]["sd"] == 0.0
+    assert str(s) == "         value\nlam        1.6"
+    normal = m.fit({"y": [1, 2, 3]}, infer="svi(steps=20, samples=10)").summary()
+    assert str(normal).splitlines()[0].split() == ["mean", "sd", "5%", "50%", "95%",
+                                                   "r_hat", "ess"]
