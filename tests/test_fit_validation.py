@@ -185,13 +185,19 @@ def test_out_of_range_option_on_the_command_line_exits_1(tmp_path):
                                       "be in (0, 1)")
 
 
-@pytest.mark.xfail(strict=True, reason="needs ppl/check/checker.py's _option_problem to "
-                                       "call Option.problem (reported to the lead)")
 def test_out_of_range_option_in_the_file_is_a_check_error():
     with pytest.raises(ppl.BdlError) as e:
         ppl.compile(A + "infer nuts(target_accept=1.5)\n", filename="a.bdl")
     assert str(e.value).splitlines()[0] == ("a.bdl:2:12: error: option 'target_accept' of "
                                             "nuts: must be in (0, 1)")
+
+
+def test_seed_that_overflows_with_the_chains_is_a_check_error_at_the_seed():
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile(A + "infer nuts(seed=4294967295, chains=2)\n", filename="a.bdl")
+    assert str(e.value).splitlines()[0] == (
+        "a.bdl:2:12: error: option 'seed' of nuts: must be at most 4294967294 with 2 chains "
+        "(chain c is seeded seed + c, at most 4294967295)")
 
 
 def test_largest_seed_runs_with_one_chain():

@@ -265,9 +265,7 @@ def _option_problem(opt, value) -> str | None:
         return None
     elif opt.kind == "spec":
         return opt.check(value) if opt.check is not None else None
-    if opt.low is not None and value < opt.low:
-        return f"must be at least {opt.low:g}"
-    return None
+    return opt.problem(value)
 
 
 def _check_infers(program, models, errors, filename="<string>") -> dict[str, InferSpec]:
@@ -309,6 +307,12 @@ def _check_infers(program, models, errors, filename="<string>") -> dict[str, Inf
         method = infer_methods.lookup(inf.method)
         if method is not None:
             errors.extend(method_mismatch(inf.method, models[target].model, inf.span))
+            if not errs:  # ranges that depend on several options (seed + chains, ...)
+                merged = {k: o.default for k, o in method.options.items()} | values
+                given_spans = {key: kspan for key, _, kspan in given}
+                errors.extend(Diagnostic(f"option '{key}' of {inf.method}: {problem}",
+                                         given_spans.get(key, inf.span))
+                              for key, problem in method.problems(merged))
         spans = {key: kspan for key, _, kspan in reversed(given)}  # the first one kept
         for key in values:
             opt = method.options[key]
