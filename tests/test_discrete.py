@@ -40,11 +40,12 @@ def _posterior_z1(y: float, w1: float, mu0: float, mu1: float) -> float:
 
 def test_discrete_draws_follow_the_exact_conditional_posterior():
     """At a fixed (w, mu), the drawn z of each point is Bernoulli(p(z=1 | y, w, mu)) by
-    Bayes' rule; 1500 draws, tolerance 4 binomial standard errors."""
+    Bayes' rule; 600 draws, tolerance 4 binomial standard errors at that n (0.08 at
+    most: a wrong label, or a prior draw, is off by 0.2 or more here)."""
     m = ppl.compile(MIX)
     y = [-1.0, 0.3, 0.8, 2.0]
     kwargs = m.bind({"y": y, "y_new": [0.0]})
-    n = 1500
+    n = 600
     w1, mu0, mu1 = 0.3, -0.5, 1.0
     post = {"w": torch.tensor([1 - w1, w1]).expand(n, 2),
             "mu": torch.tensor([mu0, mu1]).expand(n, 2)}
@@ -57,30 +58,45 @@ def test_discrete_draws_follow_the_exact_conditional_posterior():
         assert abs(freq - p) < 4 * math.sqrt(p * (1 - p) / n) + 1e-9, (i, freq, p)
 
 
-def test_nuts_sums_out_the_labels_and_draws_them_afterwards():
-    m = ppl.compile(MIX + "infer nuts(samples=100, warmup=100, chains=1)")
-    fit = m.fit({"y": Y, "M": 2}, seed=0)
+@pytest.fixture(scope="module")
+def mix_nuts():
+    """One NUTS fit of MIX, shared by the tests that read it (each paid its own fit). The
+    checks on it are exact (labels of far clusters) or at posterior-sd tolerance (mu), so
+    50 + 50 draws serve as well as 100 + 100."""
+    m = ppl.compile(MIX + "infer nuts(samples=50, warmup=50, chains=1)")
+    return m, m.fit({"y": Y, "M": 2}, seed=0)
+
+
+def test_nuts_sums_out_the_labels_and_draws_them_afterwards(mix_nuts):
+    m, fit = mix_nuts
     # the kernel ran on w and mu only; z and z_new are drawn per posterior draw
     assert set(fit.latents) == {"w", "mu"}
     z = fit.samples["z"]
-    assert z.shape == (100, len(Y))
+    assert z.shape == (50, len(Y))
     assert float(z[:, :12].float().mean()) == 0.0  # the cluster at -4 is component 0
     assert float(z[:, 12:24].float().mean()) == 1.0
     mu = fit.samples["mu"].mean(0)
     # each cluster's mean is -4.05 / 3.95 with 12 unit-variance points: sd 0.29
     assert abs(float(mu[0]) + 4.05) < 4 * 0.29 and abs(float(mu[1]) - 3.95) < 4 * 0.29
-    assert fit.samples["z_new"].shape == (100, 2)
+    assert fit.samples["z_new"].shape == (50, 2)
     # predicting on new data redraws the labels of the new points given them
     pred = fit.predict({"y": [-4.0, 4.0, 3.9], "M": 1}, seed=1)
-    assert pred["z"].shape == (100, 3)
+    assert pred["z"].shape == (50, 3)
     assert pred["z"][:, 0].sum() == 0 and pred["z"][:, 1:].float().mean() == 1.0
 
 
-def test_svi_enumerates_the_labels_with_a_guide_over_the_rest():
-    m = ppl.compile(MIX + "infer svi(steps=600, lr=0.05, samples=200)")
-    fit = m.fit({"y": Y, "M": 1}, seed=0)
+@pytest.fixture(scope="module")
+def mix_svi():
+    """One SVI fit of MIX with three left-out y_new, shared by the two tests below (each
+    paid its own fit: 600 and 400 steps)."""
+    m = ppl.compile(MIX + "infer svi(steps=400, lr=0.05, samples=100)")
+    return m.fit({"y": Y, "M": 3}, seed=0)
+
+
+def test_svi_enumerates_the_labels_with_a_guide_over_the_rest(mix_svi):
+    fit = mix_svi
     assert set(fit.latents) == {"w", "mu"}
-    assert fit.samples["z"].shape == (200, len(Y))
+    assert fit.samples["z"].shape == (100, len(Y))
     assert float(fit.samples["z"][:, :12].float().mean()) == 0.0
     assert float(fit.samples["z"][:, 12:24].float().mean()) == 1.0
     mu = fit.samples["mu"].mean(0)
@@ -96,10 +112,11 @@ def test_svi_enumerates_the_labels_with_a_guide_over_the_rest():
 def test_a_label_is_not_pulled_by_the_free_draw_below_it():
     """With y_new left out, P(z_new = 1 | w) is w_1 exactly: the fresh y_new drawn under
     each enumerated label must not enter the labels' posterior; each y_new then follows
-    its own label. A plate of one keeps its dimension."""
+    its own label. A plate of one keeps its dimension. 800 draws, 4 binomial s.e. at
+    that n (0.02)."""
     m = ppl.compile(MIX)
     kwargs = m.bind({"y": [0.0], "M": 1})
-    n = 1500
+    n = 800
     post = {"w": torch.tensor([0.98, 0.02]).expand(n, 2),
             "mu": torch.tensor([-4.0, 4.0]).expand(n, 2)}
     torch.manual_seed(0)
@@ -112,7 +129,9 @@ def test_a_label_is_not_pulled_by_the_free_draw_below_it():
 
 
 def test_labels_in_a_subsampled_plate_cover_every_row():
-    """SVI on minibatches of 5: the labels are drawn for all 24 rows, in order."""
+    """SVI on minibatches of 5: the labels are drawn for all 24 rows, in order. 300 steps
+    put mu at -4.0, 3.9 (600 gave -4.0, 3.7); each row's label is then its cluster's
+    with probability above 1 - 1e-9, so 30 draws tell them as well as 100."""
     m = ppl.compile("""
 model Mix(y: real[N]) {
   w ~ Dirichlet(ones(2))
@@ -122,27 +141,26 @@ model Mix(y: real[N]) {
     y ~ Normal(mu[z], 1)
   }
 }
-infer svi(steps=600, lr=0.05, samples=100)
+infer svi(steps=300, lr=0.05, samples=30)
 """)
     z = m.fit({"y": Y[:24]}, seed=0).samples["z"]
-    assert z.shape == (100, 24)
+    assert z.shape == (30, 24)
     assert float(z[:, :12].float().mean()) < 0.05 and float(z[:, 12:].float().mean()) > 0.95
 
 
-def test_a_left_out_y_new_is_drawn_with_its_label():
+def test_a_left_out_y_new_is_drawn_with_its_label(mix_svi):
     """The fit's z_new and y_new come from one pass: each draw's pair agrees."""
-    m = ppl.compile(MIX + "infer svi(steps=400, lr=0.05, samples=100)")
-    fit = m.fit({"y": Y, "M": 3}, seed=0)
+    fit = mix_svi
+    assert fit.samples["z_new"].shape == (100, 3)
     agree = ((fit.samples["z_new"] == 1) == (fit.samples["y_new"] > 0)).double().mean()
     assert float(agree) > 0.99
 
 
-def test_saved_runs_redraw_labels_for_new_data_and_sghmc_refuses_them(tmp_path):
-    m = ppl.compile(MIX + "infer nuts(samples=30, warmup=30, chains=1)")
-    fit = m.fit({"y": Y, "M": 1}, seed=0)
+def test_saved_runs_redraw_labels_for_new_data_and_sghmc_refuses_them(tmp_path, mix_nuts):
+    m, fit = mix_nuts
     fit.save(tmp_path / "run")
     pred = m.predict_run(tmp_path / "run", {"y": [-4.0, 4.0, 3.9], "M": 1}, seed=1)
-    assert pred["z"].shape == (30, 3)
+    assert pred["z"].shape == (50, 3)
     assert pred["z"][:, 0].sum() == 0 and pred["z"][:, 1:].float().mean() == 1.0
     try:
         m.fit({"y": Y, "M": 1}, infer="sghmc", samples=2, warmup=2)
@@ -228,34 +246,52 @@ model ChangePoint(y: int[T]) {
 def test_a_label_outside_plates_meets_a_whole_vector_observation():
     """A label outside every plate read by a vector observed as a whole (y: real[N], no
     plate): the vector is drawn in a plate over its dim, so the label enumerates left of
-    it. At fixed mu the drawn z is Bernoulli with
-    logit = sum_n log N(y_n; mu + 2, 1) - log N(y_n; mu, 1); 2000 draws, 4 s.e."""
+    it. Exact at mu = 0 and 0.9: log p(y, mu) with z summed out is log N(mu; 0, 5) +
+    logsumexp_z (log 1/2 + sum_n log N(y_n; mu + 2z, 1)). End to end, at mu = 0 the drawn
+    z is Bernoulli(sigmoid(1.6)) = 0.83 (the logit is sum_n log N(y_n; mu + 2, 1) -
+    log N(y_n; mu, 1)); 800 draws, 4 s.e. at that n (0.053; a prior draw is 0.33 off)."""
     m = ppl.compile(SWITCH)
     y = [1.1, 0.4, 2.3]
-    for mu, n in ((0.0, 2000), (0.9, 2000)):
-        logit = sum(-0.5 * (v - mu - 2) ** 2 + 0.5 * (v - mu) ** 2 for v in y)
-        p = 1 / (1 + math.exp(-logit))
-        torch.manual_seed(1)
-        d = site_draws(m.pyro_model, m.bind({"y": y}),
-                       posterior={"mu": torch.full((n,), mu)}, sites=["z"])
-        assert d["z"].shape == (n,)
-        freq = float(d["z"].double().mean())
-        assert abs(freq - p) < 4 * math.sqrt(p * (1 - p) / n) + 1e-9, (mu, freq, p)
-    fit = m.fit({"y": y}, infer="nuts", warmup=100, samples=100, chains=1, seed=0)
-    assert fit.samples["z"].shape == (100,) and torch.isfinite(fit.samples["mu"]).all()
+    normal = torch.distributions.Normal
+    for mu in (0.0, 0.9):
+        lik = torch.stack([normal(mu + 2.0 * k, 1.0).log_prob(torch.tensor(y)).sum()
+                           for k in (0, 1)]) + math.log(0.5)
+        want = float(torch.logsumexp(lik, 0) + normal(0.0, 5.0).log_prob(torch.tensor(mu)))
+        got = _summed_out(m, {"y": y}, {"mu": torch.tensor(mu)}, 1)
+        assert abs(got - want) < 1e-5, (mu, got, want)
+    mu, n = 0.0, 800
+    logit = sum(-0.5 * (v - mu - 2) ** 2 + 0.5 * (v - mu) ** 2 for v in y)
+    p = 1 / (1 + math.exp(-logit))
+    torch.manual_seed(1)
+    d = site_draws(m.pyro_model, m.bind({"y": y}),
+                   posterior={"mu": torch.full((n,), mu)}, sites=["z"])
+    assert d["z"].shape == (n,)
+    freq = float(d["z"].double().mean())
+    assert abs(freq - p) < 4 * math.sqrt(p * (1 - p) / n) + 1e-9, (mu, freq, p)
+    # a NUTS fit draws z once per draw, in its declared (scalar) shape
+    fit = m.fit({"y": y}, infer="nuts", warmup=20, samples=20, chains=1, seed=0)
+    assert fit.samples["z"].shape == (20,) and torch.isfinite(fit.samples["mu"]).all()
 
 
 def test_stan_change_point_model_draws_the_change_point_exactly():
     """Stan User's Guide, change point: s ~ uniform over 1..T, y ~ Poisson(e before s,
     l after), written on the whole vector. At fixed (e, l) the drawn s follows
-    p(s | e, l, y) prop. to prod_t Poisson(y_t; t < s ? e : l), exactly."""
+    p(s | e, l, y) prop. to prod_t Poisson(y_t; t < s ? e : l), exactly: 1000 draws, 4
+    s.e. per value at that n (0.043 at most; p(s = 4) = 0.87, a prior draw 1/8). The
+    summed-out density is exact too: log Exp(e) + log Exp(l) + logsumexp_s (log 1/T +
+    sum_t log Poisson(y_t; t < s ? e : l))."""
     m = ppl.compile(CHANGE_POINT)
     y = [4, 5, 3, 6, 1, 0, 2, 1]
-    e, l, n = 4.5, 1.0, 3000
+    e, l, n = 4.5, 1.0, 1000
     logp = torch.tensor([sum(torch.distributions.Poisson(e if t < s else l)
                              .log_prob(torch.tensor(float(v))) for t, v in enumerate(y))
                          for s in range(len(y))], dtype=torch.float64)
     want = torch.softmax(logp, 0)
+    expo = torch.distributions.Exponential(0.5)
+    exact = float(torch.logsumexp(logp + math.log(1 / len(y)), 0)
+                  + expo.log_prob(torch.tensor(e)) + expo.log_prob(torch.tensor(l)))
+    got = _summed_out(m, {"y": y}, {"e": torch.tensor(e), "l": torch.tensor(l)}, 1)
+    assert abs(got - exact) < 1e-4, (got, exact)
     torch.manual_seed(2)
     d = site_draws(m.pyro_model, m.bind({"y": y}),
                    posterior={"e": torch.full((n,), e), "l": torch.full((n,), l)},
@@ -286,13 +322,19 @@ def test_a_label_outside_plates_meets_per_element_values_inside_one(arg, shift, 
     summed-out z ([2, 1]) is widened to [2, 1, 1] where it meets x[i] ([N, D]) or the
     site's per-element dims, so its values are not matched with N. N = 2 = the label's
     size, where the unwidened broadcast ran silently with z drawn from its prior. At
-    mu = 0 the drawn z is Bernoulli(sigmoid(log N(y; x + shift, scale) - log N(y; x, 1)))."""
+    mu = 0 the summed-out density is exact, log N(0; 0, 1) + logsumexp_z (log 1/2 +
+    log N(y; x + z shift, scale^z)), and the drawn z is Bernoulli(sigmoid(log N(y; x +
+    shift, scale) - log N(y; x, 1))): 400 draws, 4 s.e. at that n (p = 0.9994, 0.95)."""
     m = ppl.compile(GLOBAL_LABEL_IN_PLATE.replace("ARG", arg))
     x = torch.tensor([[0.2, -0.1], [0.0, 0.3]])
     y = torch.tensor([[2.0, 1.7], [2.5, 1.9]])
     lp1 = torch.distributions.Normal(x + shift, scale).log_prob(y).sum()
     lp0 = torch.distributions.Normal(x, 1.0).log_prob(y).sum()
-    p, n = float(torch.sigmoid(lp1 - lp0)), 2000
+    exact = float(torch.logsumexp(torch.stack([lp0, lp1]) + math.log(0.5), 0)
+                  + torch.distributions.Normal(0.0, 1.0).log_prob(torch.tensor(0.0)))
+    got = _summed_out(m, {"x": x, "y": y}, {"mu": torch.tensor(0.0)}, 1)
+    assert abs(got - exact) < 1e-5, (got, exact)
+    p, n = float(torch.sigmoid(lp1 - lp0)), 400
     torch.manual_seed(3)
     d = site_draws(m.pyro_model, m.bind({"x": x, "y": y}),
                    posterior={"mu": torch.zeros(n)}, sites=["z"])
@@ -377,13 +419,13 @@ def test_a_vector_computed_from_a_label_outside_plates_is_read_inside_one(value,
     plate i's, and was refused) or is a list, stack or cat of z's values (stacked along
     w's own dim, not dim 0), so read in plate i it is one [D] for every row. With
     N = D = 2 = K, at b = 0 the drawn z follows softmax_k sum log N(y; w(k), 1), w(0) =
-    0."""
+    0; its summed-out density is exact (_assert_label_posterior)."""
     m = ppl.compile(LABEL_VECTOR_IN_PLATE.replace("VALUE", value))
     y = torch.tensor([[3.0, 3.1], [2.9, 3.0]])
     v = torch.tensor([[0.0, 0.0], [3.0, 2.0]])
     w = torch.tensor([[0.0, 0.0], w1])
     lp = torch.distributions.Normal(w[:, None, :], 1.0).log_prob(y).sum((-1, -2))
-    _assert_label_draws(m, {"y": y, "v": v}, float(torch.softmax(lp, 0)[1]), seed=5)
+    _assert_label_posterior(m, {"y": y, "v": v}, lp, seed=5)
 
 
 @pytest.mark.parametrize("d", [2, 3])
@@ -392,7 +434,7 @@ def test_a_label_outside_plates_indexes_a_matrix_for_a_whole_vector(d):
     mu: real[2, D]. y is drawn in a plate over D, and the argument mu[z] + b ([2, 1, D])
     has its own dim moved onto that plate's (rt.label_aligned: [2, D]; unmoved it was a
     shape error). At b = 0 the drawn z follows softmax_k sum_d log N(y_d; mu[k, d], 1);
-    D = 2 = K too."""
+    D = 2 = K too; the summed-out density is exact (_assert_label_posterior)."""
     m = ppl.compile("""
 model T(y: real[D], mu: real[2, D]) {
   b ~ Normal(0, 1)
@@ -404,13 +446,14 @@ model T(y: real[D], mu: real[2, D]) {
     y = torch.tensor([0.9, 0.2, 0.4])[:d]
     lp = torch.distributions.Normal(mu, 1.0).log_prob(y).sum(-1)
     p = float(torch.softmax(lp, 0)[1])
-    _assert_label_draws(m, {"y": y, "mu": mu}, p, seed=7, n=3000)
-    assert not 0.45 < p < 0.55  # a prior draw would fail
+    _assert_label_posterior(m, {"y": y, "mu": mu}, lp, seed=7)
+    assert not 0.45 < p < 0.55  # the data tell the labels apart
 
 
 def test_a_label_outside_plates_indexes_a_matrix_for_a_latent_vector():
     """The same for a latent vector (w: real[D] ~ Normal(mu[z], 1), drawn in a plate
-    over D): given w the drawn z follows softmax_k sum_d log N(w_d; mu[k, d], 1)."""
+    over D): given w the drawn z follows softmax_k sum_d log N(w_d; mu[k, d], 1), and the
+    density with z summed out adds log N(y; w + b, 1), free of z."""
     m = ppl.compile("""
 model W(y: real[D], mu: real[2, D]) {
   b ~ Normal(0, 1)
@@ -422,14 +465,25 @@ model W(y: real[D], mu: real[2, D]) {
     mu = torch.tensor([[0.0, 0.0], [1.0, 0.5]])
     w = torch.tensor([0.9, 0.2])
     lp = torch.distributions.Normal(mu, 1.0).log_prob(w).sum(-1)
-    _assert_label_draws(m, {"y": torch.zeros(2), "mu": mu}, float(torch.softmax(lp, 0)[1]),
-                        seed=8, fixed={"w": w})
+    free = float(torch.distributions.Normal(w, 1.0).log_prob(torch.zeros(2)).sum())
+    _assert_label_posterior(m, {"y": torch.zeros(2), "mu": mu}, lp, seed=8, fixed={"w": w},
+                            free=free)
 
 
-def _assert_label_draws(m, data: dict, p: float, seed: int, n: int = 2000,
-                        fixed: dict | None = None) -> None:
-    """At b = 0 (and ``fixed`` values), the drawn label z is 1 with probability p: n
-    draws, 4 binomial s.e."""
+def _assert_label_posterior(m, data: dict, lp: torch.Tensor, seed: int, n: int = 300,
+                            fixed: dict | None = None, free: float = 0.0) -> None:
+    """z has a uniform prior over its len(lp) values; at b = 0 (and ``fixed`` values):
+    the density with z summed out is exactly log N(b; 0, 1) + ``free`` (the terms free of
+    z) + logsumexp_k (log 1/K + lp[k]), and, end to end, the drawn z is 1 with probability
+    p = softmax(lp)[1]: n draws, 4 binomial s.e. at that n (0.115 at most at n = 300).
+    The exact density is the check of the label's layout; the draws check that the
+    drawing pass (infer_discrete) runs on it and follows it."""
+    exact = float(torch.logsumexp(lp + math.log(1 / len(lp)), 0)) + free \
+        + float(torch.distributions.Normal(0.0, 1.0).log_prob(torch.tensor(0.0)))
+    given = {"b": torch.tensor(0.0), **(fixed or {})}
+    got = _summed_out(m, data, given, 1)
+    assert abs(got - exact) < 1e-5, (got, exact)
+    p = float(torch.softmax(lp, 0)[1])
     torch.manual_seed(seed)
     post = {"b": torch.zeros(n), **{k: v.expand(n, *v.shape) for k, v in
                                     (fixed or {}).items()}}
@@ -442,7 +496,7 @@ def test_a_vector_built_in_a_plate_from_a_label_outside_it():
     """plate i in N { m = z * ones(D) * 3; y ~ Normal(m + b, 1) }: m does not vary along
     the plate (one [D] for every element), so it is not padded as a per-element value
     (it was [2, 1, D, 1]: a shape error); N = D = 2 = K. At b = 0 the drawn z follows
-    sigmoid(sum log N(y; 3, 1) - sum log N(y; 0, 1))."""
+    sigmoid(sum log N(y; 3, 1) - sum log N(y; 0, 1)); the summed-out density is exact."""
     m = ppl.compile("""
 model M(y: real[N, D]) {
   b ~ Normal(0, 1)
@@ -458,7 +512,7 @@ model M(y: real[N, D]) {
     lp0 = torch.distributions.Normal(0.0, 1.0).log_prob(y).sum()
     p = float(torch.sigmoid(lp1 - lp0))
     assert not 0.45 < p < 0.55
-    _assert_label_draws(m, {"y": y}, p, seed=9)
+    _assert_label_posterior(m, {"y": y}, torch.stack([lp0, lp1]), seed=9)
 
 
 TEMPLATES = """
@@ -507,7 +561,8 @@ def test_a_value_computed_from_a_label_outside_plates_is_observed(value, scale, 
     -> [3, D]; w[d] is Vindex(w)[..., d]). It was a shape error from Pyro's enumeration.
     At b = 0.4: log p(y, b) with z summed out is log N(b; 0, 1) + logsumexp_k (log 1/3 +
     sum_d log N(y_d; w_k, 1)), w_k = scale * mu[k] + shift * b, and the drawn z follows
-    its softmax (500 draws, 4 s.e. per label); with nested plates elsewhere (z at dim
+    its softmax (200 draws, 4 s.e. per label at that n and one draw: 0.14 at most, and a
+    prior draw is 0.28 off or more in each case); with nested plates elsewhere (z at dim
     -3) the same plus log N(x; b, 1)."""
     body, args = extra
     m = ppl.compile(TEMPLATES.replace("VALUE", value).replace("OBSERVE", observe)
@@ -521,12 +576,14 @@ def test_a_value_computed_from_a_label_outside_plates_is_observed(value, scale, 
         want += float(torch.distributions.Normal(b, 1.0).log_prob(X23).sum())
     got = _summed_out(m, data, {"b": torch.tensor(b)}, 2 if body else 1)
     assert abs(got - want) < 1e-4, (got, want)
-    n, p = 500, torch.softmax(lik, 0).double()
+    n, p = 200, torch.softmax(lik, 0).double()
     torch.manual_seed(11)
     z = site_draws(m.pyro_model, m.bind(data), posterior={"b": torch.full((n,), b)},
                    sites=["z"])["z"]
     freq = torch.bincount(z.flatten().long(), minlength=3).double() / n
-    assert ((freq - p).abs() <= 4 * (p * (1 - p) / n).sqrt() + 1e-9).all(), (freq, p)
+    # plus one draw: where n p is below 1 (p = 3e-4 for 2 * mu[z]) the normal bound is
+    # below one count, and a single draw of that label would exceed it
+    assert ((freq - p).abs() <= 4 * (p * (1 - p) / n).sqrt() + 1 / n).all(), (freq, p)
     assert float((p - 1 / 3).abs().max()) > 0.1  # a prior draw would fail
 
 
@@ -701,21 +758,62 @@ def test_a_continuous_latent_reading_a_label_has_its_own_shape_and_density(body)
 
 
 @pytest.mark.parametrize("method, options", [
-    ("nuts", {"warmup": 300, "samples": 1000, "chains": 1}),
-    ("svi", {"steps": 2000, "lr": 0.02, "samples": 1000})])
+    ("nuts", {"warmup": 200, "samples": 400, "chains": 1})])
 def test_a_continuous_latent_below_a_label_has_the_exact_posterior(method, options):
     """z ~ Bernoulli(0.3), x ~ Normal(2z, 1), y ~ Normal(x, 1) at y = 2.5: p(x | y) is a
     two-component Gaussian mixture, weights p(z | y) ~ 0.3^z N(y; 2z, sqrt 2) ->
     [0.342, 0.658], components N((2z + y) / 2, 1/2): E[x] = 1.908, Var[x] = 0.725 (also
     the best Gaussian guide's, by quadrature: 1.91, 0.72). NUTS gave x one copy per
-    label value ([draws, 2]) before rt.LabelFree. Tolerances: several Monte Carlo s.e."""
+    label value ([draws, 2]) before rt.LabelFree. Tolerances: 4 Monte Carlo s.e. at n
+    draws, n taken as the effective size (NUTS on this one-dimensional, near-Gaussian
+    target, and SVI's independent guide draws): sd(x) / sqrt(n) for the mean, Var[x]
+    sqrt(2 / n) for the variance, sqrt(p (1 - p) / n) for z's frequency. At n = 400 they
+    are 0.17, 0.21, 0.095; a label drawn from its prior (0.3) or ignored by x (E[x] 1.25)
+    is well outside them."""
     m = ppl.compile(BERN_X)
     fit = m.fit({"y": 2.5}, infer=method, seed=1, **options)
     x, z = fit.samples["x"], fit.samples["z"].double()
-    assert x.shape == (1000,) and z.shape == (1000,)
-    assert abs(float(x.mean()) - 1.908) < 0.12, float(x.mean())
-    assert abs(float(x.var()) - 0.725) < 0.15, float(x.var())
-    assert abs(float(z.mean()) - 0.658) < 0.07, float(z.mean())
+    n = options["samples"]
+    assert x.shape == (n,) and z.shape == (n,)
+    assert abs(float(x.mean()) - 1.908) < 4 * math.sqrt(0.725 / n), float(x.mean())
+    assert abs(float(x.var()) - 0.725) < 4 * 0.725 * math.sqrt(2 / n), float(x.var())
+    assert abs(float(z.mean()) - 0.658) < 4 * math.sqrt(0.658 * 0.342 / n), float(z.mean())
+
+
+def test_svi_on_a_continuous_latent_below_a_label_has_the_exact_objective():
+    """The same model under SVI, through the objective SVI optimises (svi_parts: the model
+    enumerated, TraceEnum_ELBO): a guide that puts x at x0 (a point mass, replayed into
+    the model as the guide's draws are) has ELBO log p(x0, y) with z summed out =
+    logsumexp_z (log p(z) + log N(x0; 2z, 1)) + log N(y; x0, 1), exactly, at three x0.
+    (An end-to-end SVI fit of it was 2000 steps: the optimisation's noise, not Monte
+    Carlo error, set how close it came; the MIX tests keep SVI with labels end to end.)
+    A short fit draws x and z in their declared shapes."""
+    import pyro
+    import pyro.distributions as pd
+    from pyro import poutine
+
+    from ppl.infer.discrete import svi_parts
+
+    m = ppl.compile(BERN_X)
+    kwargs = m.bind({"y": 2.5})
+    model, elbo = svi_parts(m.pyro_model, poutine.trace(m.pyro_model).get_trace(**kwargs),
+                            jit=False, particles=1)
+    normal = torch.distributions.Normal
+    for x0 in (-0.5, 1.2, 2.5):
+        x = torch.tensor(x0)
+
+        def guide(_x=x, **_kw):
+            pyro.sample("x", pd.Delta(_x))
+
+        want = float(torch.logsumexp(torch.stack(
+            [math.log(0.7) + normal(0.0, 1.0).log_prob(x),
+             math.log(0.3) + normal(2.0, 1.0).log_prob(x)]), 0)
+            + normal(x, 1.0).log_prob(torch.tensor(2.5)))
+        got = -elbo.loss(model, guide, **kwargs)
+        assert abs(got - want) < 1e-5, (x0, got, want)
+    fit = m.fit({"y": 2.5}, infer="svi", seed=1, steps=50, lr=0.02, samples=20)
+    assert fit.samples["x"].shape == (20,) and fit.samples["z"].shape == (20,)
+    assert set(fit.samples["z"].tolist()) <= {0.0, 1.0}
 
 
 Y4 = torch.tensor([0.5, -0.6, 0.9, 0.2])
