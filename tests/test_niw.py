@@ -505,24 +505,21 @@ def test_meta_user_errors_are_located_or_user_errors_not_internal(tmp_path):
         m.fit(_user_data(), episodes=str(tmp_path / "nope.npz"))
 
 
-def test_meta_user_error_exits_1_from_the_cli(tmp_path):
+def test_meta_user_error_exits_1_from_the_cli(tmp_path, bdl_here):
+    """Through ppl.cli.main in process (bdl_here: its return is the exit status of
+    `python -m ppl.cli`); a subprocess per call was mostly the import of torch."""
     import json
-    import subprocess
-    import sys
 
     (tmp_path / "m.bdl").write_text(USER_SRC.replace("niw_meta(n0=1)", "niw_meta(n0=-1)"))
     (tmp_path / "d.json").write_text(json.dumps(_user_data()))
-    out = subprocess.run([sys.executable, "-m", "ppl.cli", "run", str(tmp_path / "m.bdl"),
-                          "--data", str(tmp_path / "d.json"), "--out", str(tmp_path / "o")],
-                         capture_output=True, text=True, timeout=120)
+    out = bdl_here("run", tmp_path / "m.bdl", "--data", tmp_path / "d.json",
+                   "--out", tmp_path / "o")
     assert out.returncode == 1, out.stderr
     assert "m.bdl:3:" in out.stderr and "'n0' of niw_meta must be positive" in out.stderr
     assert "internal error" not in out.stderr
     (tmp_path / "m.bdl").write_text(USER_SRC)
-    out = subprocess.run([sys.executable, "-m", "ppl.cli", "run", str(tmp_path / "m.bdl"),
-                          "--data", str(tmp_path / "d.json"), "--out", str(tmp_path / "o"),
-                          "--infer", "meta(episodes=\"digits\")"],
-                         capture_output=True, text=True, timeout=120)
+    out = bdl_here("run", tmp_path / "m.bdl", "--data", tmp_path / "d.json",
+                   "--out", tmp_path / "o", "--infer", 'meta(episodes="digits")')
     assert out.returncode == 1, out.stderr
     assert "episodes 'digits' are classification episodes" in out.stderr
     assert "internal error" not in out.stderr
@@ -774,23 +771,18 @@ def test_infer_meta_rotations_validate_on_whole_held_out_digits(monkeypatch):
         ppl.compile(PROTO_SRC.replace("samples=3)", "samples=3, rotations=0)"))
 
 
-def test_infer_meta_validation_from_the_cli(tmp_path):
+def test_infer_meta_validation_from_the_cli(tmp_path, bdl_here):
+    """Through ppl.cli.main in process (bdl_here), as above."""
     import json
-    import subprocess
-    import sys
 
     (tmp_path / "m.bdl").write_text(VAL_SRC)
     (tmp_path / "d.json").write_text(json.dumps(_user_data()))
-    out = subprocess.run([sys.executable, "-m", "ppl.cli", "run", str(tmp_path / "m.bdl"),
-                          "--data", str(tmp_path / "d.json"), "--out", str(tmp_path / "o"),
-                          "--infer", "meta(steps=4, val_episodes=2, select=nll)"],
-                         capture_output=True, text=True, timeout=120)
+    out = bdl_here("run", tmp_path / "m.bdl", "--data", tmp_path / "d.json",
+                   "--out", tmp_path / "o", "--infer", "meta(steps=4, val_episodes=2, select=nll)")
     assert out.returncode == 0, out.stderr
     assert "val_episodes=2" in out.stderr and "select=nll" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "ppl.cli", "run", str(tmp_path / "m.bdl"),
-                          "--data", str(tmp_path / "d.json"), "--out", str(tmp_path / "o2"),
-                          "--infer", "meta(val_episodes=-2)"],
-                         capture_output=True, text=True, timeout=120)
+    out = bdl_here("run", tmp_path / "m.bdl", "--data", tmp_path / "d.json",
+                   "--out", tmp_path / "o2", "--infer", "meta(val_episodes=-2)")
     assert out.returncode == 1 and "'val_episodes' of meta: must be at least 0" in out.stderr
     assert "internal error" not in out.stderr
 
