@@ -186,6 +186,16 @@ class SizeCheckSpec:
 
 
 @dataclass
+class IndexCheckSpec:
+    name: str
+    size: str
+    line: int
+    col: int
+    what: str
+    offset: int
+
+
+@dataclass
 class SourceRef:
     """Where a statement sits in the BDL source, and the spans of its call's arguments
     (by parameter name), so a run-time error can be pointed at what the user wrote."""
@@ -213,6 +223,8 @@ class IRModel:
     # names the generated code reads from outside ppl.runtime, each imported by codegen
     # (``Vindex``: an index into a value of a label, read from its own dims)
     imports: set[str] = field(default_factory=set)
+    # int data read as an index: binding checks its values are in [0, size)
+    index_checks: list[IndexCheckSpec] = field(default_factory=list)
 
 
 def lower(cm: CheckedModel, filename: str = "<string>") -> IRModel:
@@ -271,6 +283,8 @@ class _Lowerer:
         self.ir.body = self._stmts(self.cm.model.body, top=True)
         self.ir.checks = [SizeCheckSpec(d.left, d.right, d.span.line, d.span.col, d.what)
                           for d in self.cm.deferred]
+        self.ir.index_checks = [IndexCheckSpec(d.name, d.size, d.span.line, d.span.col, d.what,
+                                               d.offset) for d in self.cm.data_indices]
         if self.cm.infer is not None:
             self.ir.infer = {"method": self.cm.infer.method, **self.cm.infer.options}
         return self.ir

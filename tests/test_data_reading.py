@@ -186,3 +186,60 @@ def test_negative_size_key_is_an_error():
             bind(sig, {"y": [1.0], "K": -1})
     assert [x.message for x in e.value.diagnostics] == ["size 'K' must be >= 0, got -1"]
     assert bind(sig, {"y": [1.0], "K": 2})["K"] == 2
+
+
+HIER = """model H(y: real[J, K], g: int[M], z: real[M]) {
+  plate j in J {
+    theta ~ Normal(1, 2)
+    plate K {
+      y ~ Normal(theta, 1.5)
+    }
+  }
+  plate m in M {
+    z ~ Normal(theta[g[m]], 1.0)
+  }
+}
+"""
+HIER_DATA = {"y": [[1, 2, 3, 4]] * 3, "z": [1.0, 2.0, 3.0, 4.0, 5.0]}
+
+
+def test_int_data_index_out_of_range_is_a_located_error_before_the_fit():
+    m = ppl.compile(HIER, "hier.bdl")
+    assert "rt.IndexCheck('g', 'J', line=9, col=22, what='theta')" in m.source
+    assert m.bind({**HIER_DATA, "g": [0, 0, 1, 2, 2]})["g"].tolist() == [0, 0, 1, 2, 2]
+    for g, v, note in (([0, 0, 1, 2, -1], -1, "a negative index is not read from the end"),
+                       ([0, 0, 1, 2, 5], 5, "indices are 0-based")):
+        with pytest.raises(BdlError) as e:
+            m.bind({**HIER_DATA, "g": g})
+        text = str(e.value)
+        assert text.startswith(f"hier.bdl:9:22: error: data 'g' indexes a dimension of 'theta' "
+                               f"of size J = 3 but g[4] is {v}: an index must be in [0, 3)")
+        assert "    z ~ Normal(theta[g[m]], 1.0)\n" in text and note in text
+    # a vectorised gather, and a size read as an index
+    vi = ppl.compile("model V(c: int[N], y: real[N], u: real[J]) {\n  a: real[J] ~ Normal(u, 1)"
+                     "\n  plate N {\n    y ~ Normal(a[c], 1)\n  }\n}\n", "v.bdl")
+    with pytest.raises(BdlError, match=r"v.bdl:4:18: error: data 'c' indexes a dimension of "
+                       r"'a' of size J = 2 but c\[1\] is -2"):
+        vi.bind({"c": [1, -2], "y": [0.0, 0.0], "u": [0.0, 0.0]})
+    # Stan's 1-based county converted in the model, a 0 left in the file
+    st = ppl.compile("model S(c: int[N], y: real[N], u: real[J]) {\n  a: real[J] ~ Normal(u, 1)"
+                     "\n  plate n in N {\n    y ~ Normal(a[c[n] - 1], 1)\n  }\n}\n", "s.bdl")
+    assert st.bind({"c": [1, 2], "y": [0.0, 0.0], "u": [0.0, 0.0]})["c"].tolist() == [1, 2]
+    with pytest.raises(BdlError, match=r"s.bdl:4:18: error: data 'c' - 1 indexes a dimension "
+                       r"of 'a' of size J = 2 but c\[1\] - 1 is -1"):
+        st.bind({"c": [1, 0], "y": [0.0, 0.0], "u": [0.0, 0.0]})
+    # g[0] reads one value, 2 * g values binding does not see: not checked at binding
+    one = ppl.compile("model A(g: int[M], x: real[M]) {\n  th: real[3] ~ Normal(0, 1)\n"
+                      "  x ~ Normal(th[g[0]], 1)\n}\n", "a.bdl")
+    assert one.signature.index_checks == []
+
+
+def test_cli_refuses_a_negative_data_index_exit_1(tmp_path, bdl_here):
+    model = tmp_path / "hier.bdl"
+    model.write_text(HIER)
+    data = tmp_path / "h.json"
+    data.write_text(json.dumps({**HIER_DATA, "g": [0, 0, 1, 2, -1]}))
+    r = bdl_here("run", model, "--data", data, "--out", tmp_path / "run", "-q")
+    assert r.returncode == 1
+    assert f"{model}:9:22: error: data 'g' indexes a dimension of 'theta'" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "run" / "samples.npz").exists()

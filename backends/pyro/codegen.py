@@ -309,6 +309,9 @@ def _signature(m: ir.IRModel) -> str:
                     f"col={a.col}{extra}),")
     checks = [f"        rt.SizeCheck({c.left!r}, {c.right!r}, line={c.line}, col={c.col}, "
               f"what={c.what!r})," for c in m.checks]
+    index_checks = [f"        rt.IndexCheck({c.name!r}, {c.size!r}, line={c.line}, "
+                    f"col={c.col}, what={c.what!r}"
+                    f"{f', offset={c.offset}' if c.offset else ''})," for c in m.index_checks]
     out = [f"{m.name.upper()}_SIGNATURE = rt.Signature(",
            f"    name={m.name!r},",
            f"    source={m.filename!r},",
@@ -316,6 +319,8 @@ def _signature(m: ir.IRModel) -> str:
            f"    sizes={m.sizes!r},"]
     if checks:
         out += ["    checks=[", *checks, "    ],"]
+    if index_checks:
+        out += ["    index_checks=[", *index_checks, "    ],"]
     out.append(")")
     return "\n".join(out)
 

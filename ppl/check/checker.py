@@ -43,6 +43,19 @@ class DeferredCheck:
 
 
 @dataclass
+class DataIndex:
+    """An index read straight from int data (``g`` or ``g[m]``, every value of ``g``, plus
+    ``offset``) into a dimension of size ``size`` of ``what``: binding checks the values
+    are in [0, size)."""
+
+    name: str
+    size: str
+    span: Span
+    what: str
+    offset: int = 0  # g[m] - 1: -1
+
+
+@dataclass
 class SiteInfo:
     """What the code generator needs to know about one statement."""
 
@@ -130,6 +143,8 @@ class CheckedModel:
     # one a one-row (column) matrix so that the label's dims stay batch dims
     # (``rt.label_matmul``)
     label_matmul: dict[int, tuple] = field(default_factory=dict)
+    # int data read as an index (see DataIndex)
+    data_indices: list[DataIndex] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -334,6 +349,7 @@ class _ModelChecker(LabelLayout):
         self.sites: dict[int, SiteInfo] = {}
         self.plates_info: dict[int, PlateInfo] = {}
         self.deferred: list[DeferredCheck] = []
+        self.data_indices: list[DataIndex] = []  # see CheckedModel.data_indices
         self.plate_stack: list[PlateInfo] = []
         self.observed: set[str] = set()
         self.used: set[str] = set()
@@ -385,7 +401,8 @@ class _ModelChecker(LabelLayout):
                             frozenset((self.observed & data) - self.data_reads), self.aligned,
                             self.pads, self.fit_errors, self.unaligned, self.self_indexed,
                             self.elem_reduce, self.label_aligned, self.label_vindex,
-                            self.label_dims, self.stacks, self.label_matmul)
+                            self.label_dims, self.stacks, self.label_matmul,
+                            self.data_indices)
 
     def err(self, msg: str, span: Span, notes: list[str] | None = None) -> None:
         self.errors.append(Diagnostic(msg, span, "error", notes or []))
@@ -1495,6 +1512,8 @@ class _ModelChecker(LabelLayout):
         advanced, at = None, None
         for i, (item, t) in enumerate(zip(e.indices, item_tys, strict=False)):
             dim = base.shape[i]
+            if t is not None:
+                self._data_index(e, item, dim)
             if t is None:
                 start = self._static_dim(item.start, sizes.const(0))
                 stop = self._static_dim(item.stop, dim)
@@ -1518,6 +1537,40 @@ class _ModelChecker(LabelLayout):
             out[at:at] = list(advanced)
         out.extend(base.shape[len(e.indices):])
         return Ty(base.kind, tuple(front) + tuple(out))
+
+    def _data_index(self, e: ast.Index, item: ast.Expr, dim) -> None:
+        """Record ``item`` as a DataIndex when it reads every value of an int data
+        argument (or a size), maybe shifted by a whole number: ``g``, ``g[m]`` by the
+        indices of plates of g's sizes and whole slices, ``g[m] - 1`` (Stan's 1-based
+        data); not ``g[0]``, nor ``2 * g``."""
+        offset = 0
+        if isinstance(item, ast.BinOp) and item.op in ("+", "-"):
+            if isinstance(item.right, ast.Number) and isinstance(item.right.value, int):
+                offset = item.right.value if item.op == "+" else -item.right.value
+                item = item.left
+            elif item.op == "+" and isinstance(item.left, ast.Number) \
+                    and isinstance(item.left.value, int):
+                offset, item = item.left.value, item.right
+            else:
+                return
+        whole = item.value if isinstance(item, ast.Index) else item
+        sym = self.symbols.get(whole.id) if isinstance(whole, ast.Name) else None
+        if sym is None or sym.role not in ("data", "size") or sym.ty.kind != "int" \
+                or sym.ty.shape is None \
+                or any(whole.id in params for params in self._fn_params):
+            return
+        if isinstance(item, ast.Index):
+            if len(item.indices) > len(sym.ty.shape):
+                return
+            for k, i in enumerate(item.indices):
+                if isinstance(i, ast.Slice) and i.start is None and i.stop is None:
+                    continue
+                plate = next((p for p in self.plate_stack if isinstance(i, ast.Name)
+                              and p.index == i.id), None)
+                if plate is None or sizes.compare(plate.size, sym.ty.shape[k]) != "equal":
+                    return
+        self.data_indices.append(DataIndex(whole.id, str(dim), item.span,
+                                           _source_text(e.value), offset))
 
     def _open_plate_value(self, e: ast.Index) -> tuple | None:
         """(symbol, plates) of the value ``e`` indexes when it was drawn or computed in

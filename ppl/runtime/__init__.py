@@ -5,7 +5,7 @@ re-exported here so the generated source stays short and readable.
 """
 
 from . import kernels, nn
-from .data import ArgSpec, Signature, SizeCheck, bind
+from .data import ArgSpec, IndexCheck, Signature, SizeCheck, bind
 from .functions import (
     arange,
     as_index,
@@ -55,8 +55,8 @@ from .shapes import (
 )
 
 __all__ = [
-    "ArgSpec", "Flat", "LabelFree", "Restricted", "Signature", "SizeCheck", "arange", "as_index",
-    "batch_size", "bind",
+    "ArgSpec", "Flat", "IndexCheck", "LabelFree", "Restricted", "Signature", "SizeCheck",
+    "arange", "as_index", "batch_size", "bind",
     "cat", "clamp", "cumsum", "full_data",
     "elu", "event", "eye", "full", "gelu", "gram", "kernels", "log_ccdf", "log_cdf", "log_prob",
     "label_aligned", "label_matmul", "log_softmax", "logsumexp", "main",
