@@ -313,7 +313,8 @@ model M(y: real[N]) {
         """\
 model.bdl:3:3: error: 'y' is observed twice
     y ~ Normal(1, 1)
-    ^""",
+    ^
+  note: first observed at 2:3""",
         id="name_observed_twice",
     ),
     pytest.param(

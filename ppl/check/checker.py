@@ -9,11 +9,13 @@ runtime verifies when data binds the sizes.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 
 from .. import builtins
 from ..infer import methods as infer_methods
 from ..syntax import ast
+from ..syntax import format as fmt
 from ..syntax.diagnostics import BdlError, Diagnostic, Span
 from . import signatures, sizes
 from .labels import LabelLayout
@@ -152,6 +154,22 @@ class CheckedModel:
 
     def ty(self, expr: ast.Expr) -> Ty:
         return self.types.get(id(expr), UNKNOWN)
+
+    def drawn(self) -> dict[str, tuple[int, int, str]]:
+        """The latents a ``~`` draws: name -> (line, col of the ``~``'s name, how to
+        declare it as a data argument: ``y: real[N]``), for binding to refuse a data key
+        that names one (``ppl.runtime.data.bind``)."""
+        out = {}
+        for name, sym in self.symbols.items():
+            if sym.role != "latent" or not isinstance(sym.node, ast.Sample):
+                continue
+            if sym.node.type is not None:
+                decl = fmt.type_text(sym.node.type)
+            else:
+                own = [d for d in sym.ty.shape or () if d != 1]
+                decl = sym.ty.kind + (sizes.show(tuple(own)) if own else "")
+            out[name] = (sym.span.line, sym.span.col, f"{name}: {decl}")
+        return out
 
 
 @dataclass
@@ -352,6 +370,8 @@ class _ModelChecker(LabelLayout):
         self.data_indices: list[DataIndex] = []  # see CheckedModel.data_indices
         self.plate_stack: list[PlateInfo] = []
         self.observed: set[str] = set()
+        self.observed_at: dict[str, Span] = {}  # where each observed name's first '~' is
+        self._defining: str | None = None  # the name whose '~' or '=' is being checked
         self.used: set[str] = set()
         self.later: dict[str, Span] = {}
         self._tilde_ok: set[int] = set()  # construct calls that sit on the right of '~'
@@ -566,7 +586,7 @@ class _ModelChecker(LabelLayout):
             return False
         return True
 
-    def _define(self, name: str, span: Span) -> bool:
+    def _define(self, name: str, span: Span, notes: list[str] | None = None) -> bool:
         if not self._not_a_literal(name, span):
             return False
         prev = self.symbols.get(name)
@@ -577,7 +597,7 @@ class _ModelChecker(LabelLayout):
                         f"{origin.span}")
             else:
                 note = f"first defined at {prev.span}" if prev.span.line else "it is a size"
-            self.err(f"'{name}' is already defined", span, [note])
+            self.err(f"'{name}' is already defined", span, [note, *(notes or [])])
             return False
         return True
 
@@ -759,7 +779,7 @@ class _ModelChecker(LabelLayout):
         if construct is not None:
             self._construct_sample(s, construct)
             return
-        dty = self._expr(s.dist)
+        dty = self._defining_expr(s.name, s.dist)
         existing = self.symbols.get(s.name)
         plates = self._plate_names()
         if existing is not None and existing.role == "network":
@@ -772,9 +792,11 @@ class _ModelChecker(LabelLayout):
             return
         if existing is not None and existing.role in ("data", "transformed"):
             if s.name in self.observed:
-                self.err(f"'{s.name}' is observed twice", s.name_span)
+                self.err(f"'{s.name}' is observed twice", s.name_span,
+                         [f"first observed at {self.observed_at[s.name]}"])
                 return
             self.observed.add(s.name)
+            self.observed_at[s.name] = s.name_span
             if s.type is not None:
                 self.err(f"'{s.name}' is data; its type is declared in the model signature",
                          s.type.span)
@@ -804,6 +826,9 @@ class _ModelChecker(LabelLayout):
         constraint = None
         if s.type is not None:
             declared, constraint = self._type(s.type, allow_constrained=True)
+            if declared.kind in ("int", "bool") and dty.kind == "dist" and not dty.discrete:
+                self.err(f"'{s.name}' is declared {declared.kind} but {dty.dist} is "
+                         "continuous", s.type.span)
             if declared.kind == "unknown":
                 shape = None
             else:
@@ -1072,8 +1097,11 @@ class _ModelChecker(LabelLayout):
         if isinstance(s.value, ast.FunctionLit):
             self._named_function(s)
             return
-        ty = self._expr(s.value)
-        if not self._define(s.name, s.name_span):
+        ty = self._defining_expr(s.name, s.value)
+        prev = self.symbols.get(s.name)
+        observe = [f"use '~' to observe it: {s.name} ~ {fmt.expr(s.value)}"] \
+            if ty.kind == "dist" and prev is not None and prev.role == "data" else []
+        if not self._define(s.name, s.name_span, observe):
             return
         random = _is_random(s.value, self.symbols)
         if ty.kind == "network":
@@ -1291,8 +1319,7 @@ class _ModelChecker(LabelLayout):
                     return Ty(sym.ty.kind, form)
             return sym.ty
         if e.id in self.later:
-            self.err(f"'{e.id}' is used before it is defined", e.span,
-                     [f"it is defined at {self.later[e.id]}"])
+            self._used_before(e.id, e.span)
             return UNKNOWN
         b = builtins.lookup(e.id)
         if b is not None:
@@ -1306,6 +1333,31 @@ class _ModelChecker(LabelLayout):
                          f"({', '.join(self._fn_params[-1])}) or a name of the model")
         self.err(f"'{e.id}' is not defined", e.span, notes)
         return UNKNOWN
+
+    def _defining_expr(self, name: str, e: ast.Expr) -> Ty:
+        """The type of the right side of ``name ~ e`` or ``name = e``, where a read of
+        ``name`` itself is a use in its own definition."""
+        self._defining = name
+        try:
+            return self._expr(e)
+        finally:
+            self._defining = None
+
+    def _used_before(self, name: str, span: Span) -> None:
+        if name == self._defining:
+            self.err(f"'{name}' is used in its own definition", span)
+        else:
+            self.err(f"'{name}' is used before it is defined", span,
+                     [f"it is defined at {self.later[name]}"])
+
+    def _dist_value_note(self, e: ast.Expr) -> list[str]:
+        """For a name given a distribution with '=' and then used as a number: the '~'
+        that was probably meant."""
+        sym = self.symbols.get(e.id) if isinstance(e, ast.Name) else None
+        if sym is None or sym.ty.kind != "dist" or not isinstance(sym.node, ast.Assign):
+            return []
+        return [f"'{e.id}' is a distribution ({sym.span}); did you mean "
+                f"'{e.id} ~ {fmt.expr(sym.node.value)}'?"]
 
     def _binop(self, e: ast.BinOp) -> Ty:
         a, b = self._expr(e.left), self._expr(e.right)
@@ -1322,7 +1374,7 @@ class _ModelChecker(LabelLayout):
         for t, side in ((a, e.left), (b, e.right)):
             if t.kind not in TENSOR_KINDS:
                 self.err(f"operator '{e.op}' needs numbers or tensors, not {_a(t.kind)} value",
-                         side.span)
+                         side.span, self._dist_value_note(side))
                 return UNKNOWN
         if e.op == "@":
             shape, issues = sizes.matmul(a.shape, b.shape)
@@ -1514,6 +1566,7 @@ class _ModelChecker(LabelLayout):
             dim = base.shape[i]
             if t is not None:
                 self._data_index(e, item, dim)
+                self._plate_index_size(e, i, item, dim)
             if t is None:
                 start = self._static_dim(item.start, sizes.const(0))
                 stop = self._static_dim(item.stop, dim)
@@ -1537,6 +1590,26 @@ class _ModelChecker(LabelLayout):
             out[at:at] = list(advanced)
         out.extend(base.shape[len(e.indices):])
         return Ty(base.kind, tuple(front) + tuple(out))
+
+    def _plate_index_size(self, e: ast.Index, i: int, item: ast.Expr, dim) -> None:
+        """``a[i]`` with ``i`` the index of ``plate i in N`` and ``a``'s dimension ``i`` of
+        another size ``J``: each element of the plate reads its own element of ``a``, so
+        the sizes must agree (checked at binding when both are sizes given by data)."""
+        if not isinstance(item, ast.Name):
+            return
+        sym = self.symbols.get(item.id)
+        plate = next((p for p in self.plate_stack if p.index == item.id), None)
+        if sym is None or sym.role != "index" or plate is None:
+            return
+        if not (getattr(dim, "is_Symbol", False) and getattr(plate.size, "is_Symbol", False)):
+            return  # a constant or an expression (K + 1): not a plain size mismatch
+        if sizes.compare(dim, plate.size) != sizes.Relation.UNKNOWN:
+            return
+        name = _source_text(e.value) if isinstance(e.value, ast.Name) else "the value"
+        self._defer(dim, plate.size, e.span,
+                    f"dimension {i} of {name!r} indexed by '{item.id}' and plate {item.id} in "
+                    f"{sizes.show((plate.size,))[1:-1]}" if name != "the value" else
+                    f"the dimension indexed by '{item.id}' and its plate")
 
     def _data_index(self, e: ast.Index, item: ast.Expr, dim) -> None:
         """Record ``item`` as a DataIndex when it reads every value of an int data
@@ -1672,8 +1745,7 @@ class _ModelChecker(LabelLayout):
         for kw in e.kwargs:
             self._expr(kw.value)
         if name in self.later:
-            self.err(f"'{name}' is used before it is defined", e.func.span,
-                     [f"it is defined at {self.later[name]}"])
+            self._used_before(name, e.func.span)
             return UNKNOWN
         kind = "distribution" if name[:1].isupper() else "function"
         if name in _STAN_SPELLINGS:  # a near spelling could be a different function
@@ -1813,7 +1885,8 @@ class _ModelChecker(LabelLayout):
         for kw in e.kwargs:
             t = self._arg(kw.value, kw.name, b)
             if kw.name not in params:
-                hint = signatures.suggest(kw.name, params)
+                hint = _ARG_SPELLINGS.get(kw.name) if _ARG_SPELLINGS.get(kw.name) in params \
+                    else signatures.suggest(kw.name, params)
                 notes = [f"did you mean '{hint}'?"] if hint else (
                     [f"{fname} takes: {', '.join(params)}"] if params else [])
                 self.err(f"{fname} has no argument '{kw.name}'", kw.span, notes)
@@ -2027,12 +2100,55 @@ class _ModelChecker(LabelLayout):
                 self.err(f"argument '{pname}' of {sig.name} must be numeric, not a {t.kind} "
                          "value", node.span)
                 ok = False
-        if not ok:
+            elif not wants_dist and t.kind == "string":
+                self.err(f"'{pname}' of {sig.name} must be a number, not a string", node.span)
+                ok = False
+            elif not wants_dist and not self._literal_in_support(sig, pname, node):
+                ok = False
+        if not ok or not self._cholesky_as_covariance(sig, bound):
             return UNKNOWN
         self._unconstrained_args(sig, bound)
         self._dist_bound[id(e)] = (sig, bound)
         return Ty("dist", _dist_shape(sig, bound, self), event=sig.event_rank, dist=sig.name,
                   discrete=sig.discrete, enumerable=sig.enumerable)
+
+    def _literal_in_support(self, sig, pname: str, node: ast.Expr) -> bool:
+        """A number written as a parameter must lie in the parameter's set (a rate > 0, a
+        probability in [0, 1]): ``Gamma(a, -1)`` is an error here, not at the fit."""
+        value = _literal_number(node)
+        bounds = _constraint_bounds(dict(sig.arg_constraints).get(pname))
+        if value is None or bounds is None:
+            return True
+        lo, lo_open, hi, hi_open = bounds
+        if ((lo is None or value > lo or (value == lo and not lo_open))
+                and (hi is None or value < hi or (value == hi and not hi_open))):
+            return True
+        want = (f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+                if lo is not None and hi is not None else
+                f"{'>' if lo_open else '>='} {lo:g}" if lo is not None else
+                f"{'<' if hi_open else '<='} {hi:g}")
+        self.err(f"{pname} of {sig.name} must be {want}, got {value:g}", node.span)
+        return False
+
+    def _cholesky_as_covariance(self, sig, bound: dict) -> bool:
+        """A latent drawn from a Cholesky-factor prior (LKJCholesky) given as a covariance
+        or precision matrix: the fit would read L as Sigma. False when reported."""
+        for pname, (node, _) in bound.items():
+            if pname not in ("covariance_matrix", "precision_matrix") \
+                    or not isinstance(node, ast.Name):
+                continue
+            sym = self.symbols.get(node.id)
+            if sym is None or not isinstance(sym.node, ast.Sample):
+                continue
+            prior = self.types.get(id(sym.node.dist))
+            psig = signatures.lookup(prior.dist) if prior is not None and prior.dist else None
+            if psig is None or psig.support not in _CHOLESKY_SUPPORTS:
+                continue
+            self.err(f"'{node.id}' is a Cholesky factor (its prior is {psig.name}), not a "
+                     f"{pname.replace('_', ' ')}", node.span,
+                     [f"did you mean scale_tril={node.id}?"])
+            return False
+        return True
 
     def _unconstrained_args(self, sig, bound: dict) -> None:
         """A latent that can be any real number, given as a parameter that must lie in a
@@ -2460,6 +2576,19 @@ _STAN_SPELLINGS = {
     "lchoose": "Stan's lchoose(n, k) is lgamma(n + 1) - lgamma(k + 1) - lgamma(n - k + 1) "
                "here",
     "cumulative_sum": "Stan's cumulative_sum(x) is cumsum(x) here",
+    # distributions (docs/language.md, "Coming from Stan")
+    "student_t": "Stan's student_t(nu, mu, sigma) is StudentT(nu, mu, sigma) here",
+    "inv_gamma": "Stan's inv_gamma(alpha, beta) is InverseGamma(alpha, beta) here",
+    "bernoulli_logit": "Stan's bernoulli_logit(eta) is Bernoulli(logits=eta) here",
+    "binomial_logit": "Stan's binomial_logit(n, eta) is Binomial(n, logits=eta) here",
+    "categorical_logit": "Stan's categorical_logit(eta) is Categorical(logits=eta) here",
+    "poisson_log": "Stan's poisson_log(eta) is Poisson(exp(eta)) here",
+    "neg_binomial_2": "Stan's neg_binomial_2(mu, phi) is GammaPoisson(phi, phi / mu) here",
+    "NegBinomial2": "Stan's neg_binomial_2(mu, phi) is GammaPoisson(phi, phi / mu) here",
+    "ordered_logistic": "Stan's ordered_logistic(eta, c) is OrderedLogistic(eta, c) here",
+    "multi_normal_cholesky": "Stan's multi_normal_cholesky(mu, L) is "
+                             "MultivariateNormal(mu, scale_tril=L) here",
+    "lkj_corr_cholesky": "Stan's lkj_corr_cholesky(eta) is LKJCholesky(K, eta) here",
 }
 
 
@@ -2520,6 +2649,36 @@ def _param_rank(constraint: str | None) -> int | None:
                               "LessThan", "Positive", "Nonnegative")):
         return 0
     return None
+
+
+# other libraries' argument names (Stan's, scipy's) for the parameters Pyro names so
+_ARG_SPELLINGS = {"mu": "loc", "sigma": "scale", "sd": "scale", "lambda": "rate",
+                  "nu": "df", "theta": "probs", "p": "probs"}
+
+# supports of the priors whose draws are Cholesky factors, not covariance matrices
+_CHOLESKY_SUPPORTS = ("CorrCholesky()", "LowerCholesky()")
+
+
+def _constraint_bounds(constraint: str | None) -> tuple | None:
+    """``(lo, lo_open, hi, hi_open)`` of a scalar parameter's constraint as the signature
+    table writes it (``GreaterThan(lower_bound=0.0)``, ``Interval(...)``); None for any
+    other set (Real, a simplex, a matrix)."""
+    if constraint is None:
+        return None
+    m = re.fullmatch(r"IndependentConstraint\((.*), \d+\)", constraint)
+    if m:
+        constraint = m.group(1)
+    m = re.fullmatch(r"(\w+)\((.*)\)", constraint)
+    if m is None:
+        return None
+    args = dict(re.findall(r"(\w+)=([-\d.e]+)", m.group(2)))
+    lo = float(args["lower_bound"]) if "lower_bound" in args else None
+    hi = float(args["upper_bound"]) if "upper_bound" in args else None
+    return {"GreaterThan": (lo, True, None, False),
+            "GreaterThanEq": (lo, False, None, False),
+            "LessThan": (None, False, hi, True),
+            "Interval": (lo, False, hi, False),
+            "HalfOpenInterval": (lo, False, hi, True)}.get(m.group(1))
 
 
 def _literal_number(node) -> float | None:

@@ -123,12 +123,18 @@ def _kind_words(arr) -> str:
 
 
 def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: str | None = None,
-         may_omit: frozenset[str] = frozenset()) -> dict:
+         may_omit: frozenset[str] = frozenset(),
+         drawn: dict[str, tuple[int, int, str]] | None = None) -> dict:
     """Data dict -> keyword arguments of the generated model (sizes included).
 
     ``may_omit`` names required arguments that may still be missing (``None``: their
     ``~`` statements draw them), for a simulation. Raises :class:`BdlError` (rendered with
     the model file) listing every problem.
+
+    ``drawn`` (for a fit): the latents the model draws with '~', name -> (line, col,
+    ``y: real[N]``) (``CheckedModel.drawn``); a data key naming one is an error at its
+    '~', since the fit would draw it and ignore the data. Without it (predict, a prior
+    simulation) such a key is an unused key, as any other.
     """
     dtype = dtype or torch.get_default_dtype()
     device = torch.device(device) if device is not None else torch.empty(0).device
@@ -142,6 +148,12 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
     # data keys the model does not take: ignored with a warning, and named when a required
     # argument is missing (a misspelling?)
     extra = sorted(k for k in data if k not in arg_names and k not in sig.sizes)
+    for k in [k for k in extra if k in (drawn or {})]:
+        line, col, decl = drawn[k]
+        errors.append(_err(f"'{k}' is given as data but the model draws it", line, col,
+                           [f"declare '{decl}' as an argument of model {sig.name} to observe "
+                            "it"]))
+        extra.remove(k)
 
     for spec in sig.args:
         if spec.name in sig.sizes:
