@@ -62,8 +62,13 @@ class _UserError(Exception):
     pass
 
 
-def _print_warnings(warnings, filename, text) -> None:
+def _print_warnings(warnings, filename, text, errors=()) -> None:
+    """Print ``warnings``, less those that ``errors`` (the errors about to be raised)
+    repeat: a statement no fit can run is a check warning and, once a fit starts, the
+    same words as its error; one mistake is printed once."""
     for w in warnings:
+        if any(w.span == e.span and w.message.startswith(e.message) for e in errors):
+            continue
         print(w.render(filename, text), file=sys.stderr)
 
 
@@ -133,8 +138,9 @@ def cmd_run(args) -> int:
 
     text = _read(args.file)
     compiled = compile_source(text, args.file)
-    _print_warnings(compiled.checked.warnings, args.file, text)
     model = Model(compiled, args.model)
+    # the fit refuses what checked.fit_errors holds (Model.resolve_infer)
+    _print_warnings(compiled.checked.warnings, args.file, text, model.checked.fit_errors)
     data_path = args.data or _default_data(args.file)
     data = _load_data(data_path)
     overrides = {}
@@ -477,8 +483,10 @@ def main(argv: list[str] | None = None) -> int:
         for d in e.diagnostics:  # a tensor in a message is shown in part (ppl.locate)
             d.message = bounded(d.message)
         text = e.render()
-        if e.__cause__ is not None and not isinstance(e.__cause__, SiteError):
-            # raised while the model ran (ppl.locate); a SiteError is a refusal, not a bug
+        if (e.__cause__ is not None and not isinstance(e.__cause__, SiteError)
+                and not getattr(e, "not_a_bug", False)):
+            # raised while the model ran (ppl.locate); a SiteError is a refusal, not a bug,
+            # and a value outside its support a data error
             saved = _save_traceback(args, e.__cause__, "bdl-error-traceback.txt")
             if saved:
                 text += f"\n  note: if this looks like a bug in bdl, the traceback is in {saved}"

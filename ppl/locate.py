@@ -77,6 +77,129 @@ def bounded(message: str, limit: int = TENSOR_REPR_LIMIT) -> str:
     return "".join(out) + message[i:]
 
 
+def _num(x) -> str:
+    """A bound or a value in words: ``0``, ``1.5``, ``[1, 2.5]``."""
+    if hasattr(x, "tolist"):
+        x = x.tolist()
+    if isinstance(x, list):
+        return "[" + ", ".join(_num(v) for v in x) + "]"
+    if isinstance(x, float) and x.is_integer():
+        return str(int(x))
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def _bound_at(b, at: tuple, shape) -> str:
+    """A constraint's bound in words: one number, or, where it differs by element (a
+    Binomial's n per row), its value at the bad element ``at`` of an array of ``shape``."""
+    import torch
+
+    if isinstance(b, torch.Tensor) and b.numel() > 1:
+        if bool((b == b.flatten()[0]).all()):
+            b = b.flatten()[0]
+        else:
+            try:
+                b = b.expand(shape)[at]
+            except (RuntimeError, IndexError):
+                pass
+    return _num(b)
+
+
+def _support_words(c, at: tuple = (), shape=()) -> tuple[str, bool]:
+    """A torch constraint in words (``integers >= 0``), and whether it holds integers; a
+    bound that differs by element is given at the bad element ``at``."""
+    name = type(c).__name__.lstrip("_")
+    if name == "IndependentConstraint":
+        return _support_words(c.base_constraint, at, shape)
+    bound = {k: _bound_at(getattr(c, k), at, shape)
+             for k in ("lower_bound", "upper_bound") if hasattr(c, k)}
+    lo, hi = bound.get("lower_bound"), bound.get("upper_bound")
+    words = {
+        "Boolean": ("0 or 1", True),
+        "IntegerGreaterThan": (f"integers >= {lo}", True),
+        "IntegerLessThan": (f"integers <= {hi}", True),
+        "IntegerInterval": (f"integers from {lo} to {hi}", True),
+        "GreaterThan": (f"numbers > {lo}", False),
+        "GreaterThanEq": (f"numbers >= {lo}", False),
+        "LessThan": (f"numbers < {hi}", False),
+        "Interval": (f"numbers in [{lo}, {hi}]", False),
+        "HalfOpenInterval": (f"numbers in [{lo}, {hi})", False),
+        "Real": ("numbers (not NaN)", False),
+        "Simplex": ("vectors of numbers >= 0 that sum to 1", False),
+        "Multinomial": (f"vectors of counts >= 0 that sum to at most {hi}", True),
+        "PositiveDefinite": ("symmetric positive-definite matrices", False),
+        "LowerCholesky": ("lower-triangular matrices with a positive diagonal", False),
+        "CorrCholesky": ("Cholesky factors of correlation matrices", False),
+    }
+    return words.get(name, (repr(c), False))
+
+
+def _support_failure(exc: BaseException):
+    """The locals of torch's ``Distribution._validate_sample`` that raised ``exc`` (the
+    distribution, its support, the value and which elements are valid), or None."""
+    found, tb = None, exc.__traceback__
+    while tb is not None:
+        loc = tb.tb_frame.f_locals
+        if tb.tb_frame.f_code.co_name == "_validate_sample" and "valid" in loc:
+            found = loc
+        tb = tb.tb_next
+    return found
+
+
+def _declared(text: str, name: str):
+    """The declared type of data argument ``name`` in ``text`` (the first model that has
+    one), or None."""
+    from .syntax.parser import parse
+
+    try:
+        program = parse(text)
+    except Exception:  # noqa: BLE001 - a hint only; the message stands without it
+        return None
+    for model in program.models:
+        for arg in model.args:
+            if arg.name == name:
+                return arg.type
+    return None
+
+
+def support_message(exc: BaseException, site: str | None, text: str) -> tuple[str, list] | None:
+    """An observed value outside its distribution's support (torch's "Expected value argument
+    ... to be within the support ...") in words: "'y' element 0 is 1.5; Poisson is over
+    integers >= 0", and the declaration that fits when a real holds what must be integers."""
+    import torch
+
+    loc = _support_failure(exc)
+    if loc is None or "Expected value argument" not in str(exc):
+        return None
+    dist, value, valid = loc.get("self"), loc.get("value"), loc.get("valid")
+    if not isinstance(value, torch.Tensor) or not isinstance(valid, torch.Tensor):
+        return None
+    while hasattr(dist, "base_dist"):  # Independent, masked, expanded: the family's name
+        dist = dist.base_dist
+    valid = valid.expand(value.shape[: valid.dim()]) if valid.dim() else valid
+    bad = (~valid).nonzero()
+    what = f"'{site}'" if site else "the value"
+    at: tuple = ()
+    if bad.numel() and valid.dim():
+        at = tuple(bad[0].tolist())
+        shown = value[at]
+        # the element's index, less the size-1 dimensions that plates add
+        index = [i for i, n in zip(at, valid.shape, strict=True) if n > 1]
+        what += f" element {_num(index[0]) if len(index) == 1 else _num(index)}" if index else ""
+    else:
+        shown = value
+    words, integers = _support_words(loc.get("support"), at, valid.shape)
+    msg = f"{what} is {_num(shown.detach())}; {type(dist).__name__} is over {words}"
+    notes: list = []
+    fractional = bool((shown.detach() % 1 != 0).any())
+    typ = _declared(text, site) if integers and fractional and site else None
+    if typ is not None and typ.base == "real":
+        from .syntax.format import type_text
+
+        int_type = type_text(typ).replace("real", "int", 1)
+        msg += f"; declare {site}: {int_type}"
+    return msg, notes
+
+
 def _site_line(pseudo: str, site: str) -> int | None:
     """The generated line that declares the Pyro site ``site`` (``pyro.sample("y", ...``)."""
     for i, line in enumerate(linecache.getlines(pseudo), 1):
@@ -127,6 +250,12 @@ def locate(exc: BaseException, pseudo: str | None = None) -> BdlError | None:
     what = type(original).__name__
     notes = [f"raised while running this statement ({what}, line {lineno} of the generated "
              "Pyro)"] if named is None else list(exc.notes)
+    site = at_site.group(1) if at_site is not None else getattr(ref, "name", None)
+    support = support_message(original, site, text)
+    if support is not None:  # the statement, the element and the support say it all
+        err = BdlError([Diagnostic(support[0], span, notes=support[1])], filename, text)
+        err.not_a_bug = True  # the data is at fault: the CLI saves no traceback
+        return err
     return BdlError([Diagnostic(bounded(str(original)), span, notes=notes)], filename, text)
 
 

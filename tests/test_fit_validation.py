@@ -39,44 +39,38 @@ def _support_error(src: str, data: dict, method: str) -> list[str]:
 def test_negative_value_under_exponential_is_located_under_every_method(method):
     # before: nuts, hmc and sghmc fitted it (Pyro's samplers run with validation off)
     lines = _support_error(EXPO, {"y": [1.5, -2.5, 0.5]}, method)
-    assert lines[0] == ("m.bdl:3:3: error: Expected value argument (Tensor of shape (3,)) to be "
-                        "within the support (GreaterThanEq(lower_bound=0.0)) of the "
-                        "distribution Exponential(rate: torch.Size([3])), but found invalid "
-                        "values:")
-    assert lines[1] == "tensor([ 1.5000, -2.5000, 0.5000])"
-    assert lines[2] == "    y ~ Exponential(s)"
+    assert lines[0] == ("m.bdl:3:3: error: 'y' element 1 is -2.5; Exponential is over "
+                        "numbers >= 0")
+    assert lines[1] == "    y ~ Exponential(s)"
+    assert len(lines) == 3  # the caret; no note
 
 
 @pytest.mark.parametrize("method", ["nuts", "sghmc"])
 def test_multinomial_counts_not_summing_to_n_are_located(method):
     # before: nuts fitted the counts (sum 16) as if n were 16
     lines = _support_error(MULTI, {"c": [5, 1, 10], "n": 15}, method)
-    assert lines[0].startswith("m.bdl:3:3: error: Expected value argument (Tensor of shape "
-                               "(3,)) to be within the support (Multinomial()) of the "
-                               "distribution Multinomial()")
-    assert lines[1] == "tensor([ 5., 1., 10.])"
+    assert lines[0] == ("m.bdl:3:3: error: 'c' is [5, 1, 10]; Multinomial is over vectors "
+                        "of counts >= 0 that sum to at most 15")
 
 
 @pytest.mark.parametrize("method", ["nuts", "hmc"])
 @pytest.mark.parametrize("src, data, shown", [
-    (BINOM, {"k": [3, 7], "n": 5}, "tensor([3., 7.])"),
-    (POIS, {"y": [1, -2, 3]}, "tensor([ 1., -2., 3.])"),
+    (BINOM, {"k": [3, 7], "n": 5}, "'k' element 1 is 7; Binomial is over integers from 0 to 5"),
+    (POIS, {"y": [1, -2, 3]}, "'y' element 1 is -2; Poisson is over integers >= 0"),
 ])
 def test_counts_outside_support_are_located_not_a_failed_initialisation(method, src, data,
                                                                         shown):
     # before: "cannot find valid initial params", with no line
     lines = _support_error(src, data, method)
-    assert lines[0].startswith("m.bdl:3:3: error: Expected value argument")
+    assert lines[0] == f"m.bdl:3:3: error: {shown}"
     assert "cannot find valid initial params" not in "\n".join(lines)
-    assert lines[1] == shown
 
 
 @pytest.mark.parametrize("method", ["svi", "nuts", "sghmc"])
 def test_a_bad_row_outside_the_first_minibatch_is_found(method):
     # the plate's minibatch holds 2 of 10 rows: the check runs over all of them
     lines = _support_error(POIS_BATCH, {"y": [1, 2, 3, 1, 0, 2, 1, 3, 2, -1]}, method)
-    assert lines[0].startswith("m.bdl:4:5: error: Expected value argument (Tensor of shape "
-                               "(10,)) to be within the support (IntegerGreaterThan(")
+    assert lines[0] == "m.bdl:4:5: error: 'y' element 9 is -1; Poisson is over integers >= 0"
 
 
 @pytest.mark.parametrize("method", ["svi", "sghmc"])
@@ -109,8 +103,9 @@ def test_cli_support_error_exits_1(tmp_path):
     (tmp_path / "h.data.json").write_text('{"y": [1.5, -2.5, 0.5]}')
     code, _, err = _cli("run", tmp_path / "h.bdl", "--out", tmp_path / "run")
     assert code == 1
-    assert f"{tmp_path / 'h.bdl'}:3:3: error: Expected value argument" in err
-    assert "Traceback" not in err
+    assert (f"{tmp_path / 'h.bdl'}:3:3: error: 'y' element 1 is -2.5; Exponential is over "
+            "numbers >= 0") in err
+    assert "Traceback" not in err and "traceback is in" not in err  # a data error, not a bug
 
 
 # ---- option ranges ----

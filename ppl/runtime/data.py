@@ -255,10 +255,15 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
             errors.append(_err(f"size '{name}' is not bound: no data argument given has it as a "
                                "dimension, and the data has no key of that name"))
     sizes_now = {syms[k]: v for k, (v, _) in bound.items() if k in syms}
+    said: set = set()  # (line, sizes): one error per statement and pair of sizes
     for chk in sig.checks:
         left = sympy.sympify(chk.left, locals=syms).subs(sizes_now)
         right = sympy.sympify(chk.right, locals=syms).subs(sizes_now)
-        if left.is_number and right.is_number and left != right:
+        pair = (chk.line, frozenset((str(chk.left), str(chk.right))))
+        if left.is_number and right.is_number and left != right and pair not in said:
+            # y in plate J is two checks (y against the plate, the density against y) of
+            # one mistake, N = 3 but J = 2: its first is the error
+            said.add(pair)
             names = [str(x) for side in (chk.left, chk.right)
                      for x in sorted(sympy.sympify(side, locals=syms).free_symbols, key=str)]
             notes = [f"{k} is {bound[k][0]} from {bound[k][1]}" for k in dict.fromkeys(names)

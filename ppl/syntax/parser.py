@@ -340,6 +340,9 @@ def _syntax_message(parser: Lark, e: UnexpectedInput, post: _BracketNewlines
             return "unterminated string (a string must end with '\"' on the same line)", []
         if not e.char.isprintable():
             return f"unexpected invisible character U+{ord(e.char):04X}", []
+        if _non_ascii_letter(e):
+            return (f"unexpected character '{e.char}': names are ASCII (letters A-Z and a-z, "
+                    "digits, '_')"), []
         return f"unexpected character '{e.char}'", []
     tok = getattr(e, "token", None)
     names = getattr(e, "accepts", None) or getattr(e, "expected", ()) or ()
@@ -363,6 +366,13 @@ def _syntax_message(parser: Lark, e: UnexpectedInput, post: _BracketNewlines
     return _token_message(parser, e, tok, names), []
 
 
+def _non_ascii_letter(e: UnexpectedInput) -> bool:
+    """A letter outside ASCII (``σ``) where a name could start, which it cannot hold."""
+    char = getattr(e, "char", "") if isinstance(e, UnexpectedCharacters) else ""
+    return (bool(char) and char.isalpha() and not char.isascii()
+            and "NAME" in (getattr(e, "allowed", None) or ()))
+
+
 def _token_message(parser: Lark, e: UnexpectedInput, tok: Token, names) -> str:
     expected = _describe_expected(parser, names)
     msg = f"unexpected {_describe_token(tok)}"
@@ -371,31 +381,83 @@ def _token_message(parser: Lark, e: UnexpectedInput, tok: Token, names) -> str:
     return f"{msg}; {expected}" if expected else msg
 
 
-# statements a Stan user writes by habit, and how BDL says them
-_STAN_HABITS = (
+# Syntax hints: (pattern on the erring line, the note; a callable note gets the match and
+# may decline with None; tokens: the error's token types it applies to, None for any).
+# Stan habits first, then misspelt keywords and misplaced parts of BDL's own statements.
+# One table, read by _hint on every syntax error.
+_KEYWORDS = ("model", "infer", "plate", "param", "factor", "batch", "with", "in", "true",
+             "false")
+# Stan's declaration types and the BDL base type each becomes
+_STAN_TYPES = {"vector": "real", "row_vector": "real", "matrix": "real", "real": "real",
+               "int": "int", "simplex": "simplex", "ordered": "ordered",
+               "positive_ordered": "positive_ordered", "cov_matrix": "cov_matrix",
+               "corr_matrix": "corr_matrix", "cholesky_factor_corr": "cholesky_factor_corr",
+               "cholesky_factor_cov": "cholesky_factor_cov"}
+_DECL = (r"(?P<type>" + "|".join(sorted(_STAN_TYPES, key=len, reverse=True)) +
+         r")\s*(?P<bounds><[^>]*>)?\s*(?P<dims>\[[^\]]*\])?\s+(?P<name>[A-Za-z_]\w*)")
+
+
+def _typo(m: re.Match) -> str | None:
+    import difflib
+
+    close = difflib.get_close_matches(m.group(1), ("model", "infer"), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+def _stan_decl(m: re.Match, how: str) -> str:
+    typ = _STAN_TYPES[m.group("type")] + (m.group("bounds") or "").replace(" ", "")
+    return how.format(name=m.group("name"), type=typ + (m.group("dims") or ""))
+
+
+_COMPARE = {"LT", "GT", "COMPOP"}
+_HINTS = (
     (re.compile(r"^\s*(for|while)\b"),
      "BDL has no loops: write the statement on whole vectors, or `plate n in N { ... }` "
-     "for conditionally independent terms"),
+     "for conditionally independent terms", None),
     (re.compile(r"^\s*target\s*\+="),
-     "add a term to the log density with `factor(expr)`"),
+     "add a term to the log density with `factor(expr)`", None),
     (re.compile(r"^\s*\w+\s*\[.*\]\s*~"),
      "a `~` statement observes or draws a whole variable: write `y ~ ...`; inside "
      "`plate i in N { ... }` its leading dimension is the plate's, and `x[i]` reads the "
      "matching element of other data; a density on part of a latent, such as a random "
-     "walk's steps, is `factor(log_prob(Normal(0, s), x[1:] - x[:-1]))`"),
+     "walk's steps, is `factor(log_prob(Normal(0, s), x[1:] - x[:-1]))`", None),
     (re.compile(r".*~.*\)\s*T\s*\["),
      "BDL has no truncation `T[L, U]`. For a latent, declare the bound (`x: real<lower=0> "
      "~ Normal(mu, s)`; the density is not renormalised, exact when mu and s are fixed). "
      "For data truncated below at L, add the normaliser: `factor(-log_ccdf(Normal(mu, s), "
-     "L))` once per observation"),
+     "L))` once per observation", None),
+    # a Stan argument declaration: model M(vector[N] y)
+    (re.compile(r"^\s*model\s+\w+\s*\((?:.*?,)?\s*" + _DECL + r"\s*[,)]"),
+     lambda m: _stan_decl(m, "BDL writes the name first: {name}: {type}"), None),
+    # a Stan declaration in a body: real<lower=0> sigma;
+    (re.compile(r"^\s*" + _DECL + r"\s*;?\s*(#.*)?$"),
+     lambda m: _stan_decl(m, "BDL declares a latent where it is drawn: "
+                             "{name}: {type} ~ ..."), None),
+    (re.compile(r"^\s*([A-Za-z_]\w*)\s+[A-Za-z_]\w*\s*\("), _typo, {"NAME"}),
+    (re.compile(r"^\s*plate\s+(\w+)\s+in\s+[^:{]*:\s*([^\s{]+)"),
+     lambda m: f"a plate's indices start at 0: write plate {m.group(1)} in {m.group(2)} "
+               f"(indices run 0..{m.group(2)}-1)", None),
+    (re.compile(r"^\s*(" + "|".join(_KEYWORDS) + r")\s*(:.*)?[~=]"),
+     lambda m: f"'{m.group(1)}' is a keyword: choose another name", None),
+    (re.compile(r"(<=?|>=?|==|!=)[^<>=!,()]*(<=?|>=?|==|!=)"),
+     "comparisons do not chain: a < b < c is written (a < b) * (b < c)", _COMPARE),
+    (re.compile(r"^\s*infer\s+(\w+\s*\(.*\))\s*with\s+(\w+)"),
+     lambda m: f"the model comes first: infer {m.group(2)} with {m.group(1)}", None),
 )
 
 
-def _stan_habit(line: str) -> str | None:
-    """A note for a line that starts as a Stan statement BDL spells otherwise."""
-    for pattern, note in _STAN_HABITS:
-        if pattern.match(line):
-            return note
+def _hint(line: str, tok_type: str | None) -> str | None:
+    """The note for a syntax error on ``line`` at a token of type ``tok_type``, if a
+    pattern of :data:`_HINTS` knows the mistake."""
+    for pattern, note, tokens in _HINTS:
+        if tokens is not None and tok_type not in tokens:
+            continue
+        m = pattern.search(line) if tokens is _COMPARE else pattern.match(line)
+        if m is None:
+            continue
+        text = note(m) if callable(note) else note
+        if text is not None:
+            return text
     return None
 
 
@@ -494,6 +556,7 @@ def parse(text: str, filename: str = "<string>") -> ast.Program:
     tree = None
     stubbed: set[int] = set()  # lines replaced by recovery stubs
     source_lines = text.split("\n")  # as written (work is blanked by recovery)
+    ascii_said = False
     for _ in range(MAX_SYNTAX_ERRORS):
         parser._bdl_comments.clear()
         try:
@@ -510,7 +573,10 @@ def parse(text: str, filename: str = "<string>") -> ast.Program:
             seen[(line, col)] = tries + 1
             stray = (tok is not None and tok.type == "RBRACE"
                      and _brace_depth(work.split("\n"), line, col) <= 0)
-            if tries == 0 and (at_eof or line not in stubbed):
+            # names are ASCII: said once, not at every use of a name such as 'σ'
+            repeated = _non_ascii_letter(e) and ascii_said
+            ascii_said = ascii_said or _non_ascii_letter(e)
+            if tries == 0 and (at_eof or line not in stubbed) and not repeated:
                 message, notes = _syntax_message(parser, e, post)
                 if stray:
                     message = "unexpected '}': no '{' is open here"
@@ -519,8 +585,8 @@ def parse(text: str, filename: str = "<string>") -> ast.Program:
                     c = post.closed
                     notes.append(f"this is outside any model: the '}}' at {c.line}:{c.column} "
                                  "closed the model before it")
-                habit = _stan_habit(source_lines[line - 1] if line <= len(source_lines)
-                                    else "")
+                habit = _hint(source_lines[line - 1] if line <= len(source_lines) else "",
+                              tok.type if tok is not None else None)
                 if habit:
                     notes.append(habit)
                 if (not notes and post.open and not isinstance(e, UnexpectedCharacters)
