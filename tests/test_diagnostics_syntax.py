@@ -30,7 +30,7 @@ model.bdl:1:1: error: unexpected name 'modle'; expected ';', 'infer', 'model', e
     pytest.param(
         "model M(y: real[N]) {\n  plate n in 1:N {\n    y ~ Normal(0, 1)\n  }\n}\n",
         """\
-model.bdl:2:15: error: unexpected ':'; expected 'batch', '{' or end of line
+model.bdl:2:15: error: unexpected ':'; expected 'batch' or '{'
     plate n in 1:N {
                 ^
   note: a plate's indices start at 0: write plate n in N (indices run 0..N-1)""",
@@ -150,8 +150,7 @@ def test_brace_on_the_next_line_is_accepted_and_fmt_writes_the_house_style():
 
 def test_a_plate_header_without_a_block_is_still_one_error():
     text = _syntax_error("model M(y: real[N]) {\n  plate N\n}\n")
-    assert text.splitlines()[0] == ("model.bdl:3:1: error: unexpected '}'; expected '{' or "
-                                    "end of line")
+    assert text.splitlines()[0] == "model.bdl:3:1: error: unexpected '}'; expected '{'"
 
 
 # ---- run time ---------------------------------------------------------------------

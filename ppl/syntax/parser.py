@@ -306,6 +306,8 @@ _CLOSERS = {"RPAR", "RSQB", "COMMA", "RBRACE", "_NL", "SEMICOLON"}
 
 def _describe_expected(parser: Lark, names) -> str:
     names = set(names)
+    if "LBRACE" in names:  # a header's '{' may start the next line: the '{' is what's missing
+        names.discard("_NL")
     words = set()
     if {"NAME", "NUMBER"} <= names:
         names -= _EXPR_START
