@@ -183,6 +183,7 @@ class SizeCheckSpec:
     line: int
     col: int
     what: str
+    at_least: bool = False
 
 
 @dataclass
@@ -281,7 +282,8 @@ class _Lowerer:
         for a in self.cm.model.args:
             self.ir.args.append(self._arg(a))
         self.ir.body = self._stmts(self.cm.model.body, top=True)
-        self.ir.checks = [SizeCheckSpec(d.left, d.right, d.span.line, d.span.col, d.what)
+        self.ir.checks = [SizeCheckSpec(d.left, d.right, d.span.line, d.span.col, d.what,
+                                        d.at_least)
                           for d in self.cm.deferred]
         self.ir.index_checks = [IndexCheckSpec(d.name, d.size, d.span.line, d.span.col, d.what,
                                                d.offset) for d in self.cm.data_indices]

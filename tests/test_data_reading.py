@@ -234,6 +234,22 @@ def test_int_data_index_out_of_range_is_a_located_error_before_the_fit():
     assert one.signature.index_checks == []
 
 
+def test_an_index_in_a_branch_of_where_is_left_to_its_mask():
+    """where(g >= 0, a[g], 0.0) with -1 for "no group": the condition masks what a[-1]
+    reads, so binding does not refuse it; in the condition the index is still checked."""
+    src = ("model A(g: int[N], y: real[N]) {\n  a: real[2] ~ Normal(0, 1)\n"
+           "  y ~ Normal(where(g >= 0, a[g], 0.0), 1)\n}\n")
+    m = ppl.compile(src, "w.bdl")
+    assert m.signature.index_checks == []
+    fit = m.fit({"g": [0, -1, 1], "y": [1.0, 0.0, 2.0]}, infer="svi(steps=2)")
+    assert fit.samples["a"].shape[-1] == 2
+    cond = ppl.compile(src.replace("where(g >= 0, a[g], 0.0)", "where(a[g] >= 0, 1.0, 0.0)"),
+                       "c.bdl")
+    with pytest.raises(BdlError, match=r"c.bdl:3:22: error: data 'g' indexes a dimension of "
+                       r"'a' of size 2 but g\[1\] is -1"):
+        cond.bind({"g": [0, -1, 1], "y": [1.0, 0.0, 2.0]})
+
+
 def test_cli_refuses_a_negative_data_index_exit_1(tmp_path, bdl_here):
     model = tmp_path / "hier.bdl"
     model.write_text(HIER)

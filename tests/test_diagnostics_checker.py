@@ -239,13 +239,16 @@ def test_plate_index_over_another_size_is_a_deferred_check():
     with pytest.raises(ppl.BdlError) as e:
         model.bind({"y": [1.0, 2.0, 3.0], "J": 2})
     assert e.value.render() == """\
-model.bdl:3:29: error: size mismatch between dimension 0 of 'a' indexed by 'i' and plate i in N: J = 2 but N = 3 (sizes from the data)
+model.bdl:3:29: error: size mismatch between dimension 0 of 'a' indexed by 'i' and plate i in N: J = 2 but must be at least N = 3 (sizes from the data)
     plate i in N { y ~ Normal(a[i], 1) }
                               ^
   note: J is 2 from data key 'J'
   note: N is 3 from 'y' (dimension 0)"""
     kwargs = model.bind({"y": [1.0, 2.0], "J": 2})  # equal sizes bind
     assert (kwargs["N"], kwargs["J"]) == (2, 2)
+    # a longer a is read a[0..N-1], as Stan's for (n in 1:N) a[n]: it binds and fits
+    fit = model.fit({"y": [1.0, 2.0], "J": 3}, infer="nuts(samples=5, warmup=5, chains=1)")
+    assert fit.samples["a"].shape == (5, 3)
 
 
 def test_plate_wrong_size_cli_exit_status(tmp_path, bdl_here):
@@ -255,7 +258,7 @@ def test_plate_wrong_size_cli_exit_status(tmp_path, bdl_here):
     assert out.returncode == 1
     assert [ln for ln in out.stderr.splitlines() if ": error: " in ln] == [
         f"{tmp_path / 'm.bdl'}:3:29: error: size mismatch between dimension 0 of 'a' indexed "
-        "by 'i' and plate i in N: J = 2 but N = 3 (sizes from the data)"]
+        "by 'i' and plate i in N: J = 2 but must be at least N = 3 (sizes from the data)"]
 
 
 LATENT_AS_DATA = """\
@@ -293,3 +296,14 @@ def test_check_cli_exit_status(tmp_path, bdl_here):
     assert out.returncode == 1
     assert out.stderr.splitlines()[0] == (
         f"{tmp_path / 'm.bdl'}:2:6: error: 'k' is declared int but Normal is continuous")
+
+
+def test_a_misspelt_bound_suggests_the_bound():
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile("model M(y: real) {\n  s: real<lowr=0> ~ HalfNormal(1)\n  y ~ Normal(0, s)\n}\n",
+                    "m.bdl")
+    assert e.value.render().splitlines()[:4] == [
+        "m.bdl:2:11: error: unknown bound 'lowr' (expected lower or upper)",
+        "    s: real<lowr=0> ~ HalfNormal(1)",
+        "            ^~~~",
+        "  note: did you mean 'lower'?"]

@@ -133,10 +133,17 @@ model P(y: int[N]) {
 
 
 def test_an_index_past_the_end_is_located():
-    """Stan's 1-based habit: a[g] with g = 1..3 on a 3-vector."""
+    """Stan's 1-based habit: a[g] with g = 1..3 on a 3-vector is refused when the data are
+    bound, at the index (ppl.runtime.data.IndexCheck); an index computed from the data
+    (2 * g) that runs past the end is torch's error, located at its statement."""
     err = _fit_error(ONE_BASED, {"g": [1, 2, 3], "y": [0.1, 0.2, 0.3]}, "svi(steps=1)")
     head = err.render().split("\n")[0]
-    assert head == "m.bdl:3:3: error: index 3 is out of bounds for dimension 0 with size 3"
+    assert head == ("m.bdl:3:16: error: data 'g' indexes a dimension of 'a' of size 3 but "
+                    "g[2] is 3: an index must be in [0, 3)")
+    err = _fit_error(ONE_BASED.replace("a[g]", "a[2 * g]"), {"g": [0, 1, 2],
+                     "y": [0.1, 0.2, 0.3]}, "svi(steps=1)")
+    head = err.render().split("\n")[0]
+    assert head == "m.bdl:3:3: error: index 4 is out of bounds for dimension 0 with size 3"
 
 
 def test_data_outside_the_support_is_located_at_its_site():

@@ -308,7 +308,7 @@ def _signature(m: ir.IRModel) -> str:
         args.append(f"        rt.ArgSpec({a.name!r}, {a.base!r}, {a.dims!r}, line={a.line}, "
                     f"col={a.col}{extra}),")
     checks = [f"        rt.SizeCheck({c.left!r}, {c.right!r}, line={c.line}, col={c.col}, "
-              f"what={c.what!r})," for c in m.checks]
+              f"what={c.what!r}{', at_least=True' if c.at_least else ''})," for c in m.checks]
     index_checks = [f"        rt.IndexCheck({c.name!r}, {c.size!r}, line={c.line}, "
                     f"col={c.col}, what={c.what!r}"
                     f"{f', offset={c.offset}' if c.offset else ''})," for c in m.index_checks]

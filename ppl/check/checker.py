@@ -36,12 +36,14 @@ _DIST_PARAMS = {"base_dist", "mixture_distribution", "component_distribution", "
 
 @dataclass
 class DeferredCheck:
-    """Two dimensions that must agree once data fixes the sizes."""
+    """Two dimensions that must agree once data fixes the sizes (``at_least``: ``left``
+    may also be larger, as a dimension read by a plate's index only up to the plate's size)."""
 
     left: str
     right: str
     span: Span
     what: str
+    at_least: bool = False
 
 
 @dataclass
@@ -541,7 +543,9 @@ class _ModelChecker(LabelLayout):
         bounds = {}
         for b in t.bounds:
             if b.name not in ("lower", "upper"):
-                self.err(f"unknown bound '{b.name}' (expected lower or upper)", b.span)
+                hint = signatures.suggest(b.name, ("lower", "upper"))
+                self.err(f"unknown bound '{b.name}' (expected lower or upper)", b.span,
+                         [f"did you mean '{hint}'?"] if hint else None)
             elif b.name in bounds:
                 self.err(f"bound '{b.name}' given twice", b.span)
             else:
@@ -1181,8 +1185,8 @@ class _ModelChecker(LabelLayout):
             else:
                 self._defer(m.left, m.right, span, what)
 
-    def _defer(self, a, b, span: Span, what: str) -> None:
-        self.deferred.append(DeferredCheck(str(a), str(b), span, what))
+    def _defer(self, a, b, span: Span, what: str, at_least: bool = False) -> None:
+        self.deferred.append(DeferredCheck(str(a), str(b), span, what, at_least))
 
     # ---- expressions ----
     def _expr(self, e: ast.Expr) -> Ty:
@@ -1593,8 +1597,9 @@ class _ModelChecker(LabelLayout):
 
     def _plate_index_size(self, e: ast.Index, i: int, item: ast.Expr, dim) -> None:
         """``a[i]`` with ``i`` the index of ``plate i in N`` and ``a``'s dimension ``i`` of
-        another size ``J``: each element of the plate reads its own element of ``a``, so
-        the sizes must agree (checked at binding when both are sizes given by data)."""
+        another size ``J``: the plate reads a[0], ..., a[N - 1], so J must be at least N
+        (checked at binding when both are sizes given by data; a larger J is Stan's
+        ``for (n in 1:N) a[n]`` over a longer array, and stays legal)."""
         if not isinstance(item, ast.Name):
             return
         sym = self.symbols.get(item.id)
@@ -1609,7 +1614,7 @@ class _ModelChecker(LabelLayout):
         self._defer(dim, plate.size, e.span,
                     f"dimension {i} of {name!r} indexed by '{item.id}' and plate {item.id} in "
                     f"{sizes.show((plate.size,))[1:-1]}" if name != "the value" else
-                    f"the dimension indexed by '{item.id}' and its plate")
+                    f"the dimension indexed by '{item.id}' and its plate", at_least=True)
 
     def _data_index(self, e: ast.Index, item: ast.Expr, dim) -> None:
         """Record ``item`` as a DataIndex when it reads every value of an int data
@@ -1644,6 +1649,15 @@ class _ModelChecker(LabelLayout):
                     return
         self.data_indices.append(DataIndex(whole.id, str(dim), item.span,
                                            _source_text(e.value), offset))
+
+    def _unguard_branches(self, bound: dict, since: int) -> None:
+        """Drop the DataIndex records (since ``since``) of indices in a branch of
+        ``where(cond, a, b)``: the condition may mask the very values that fall outside,
+        ``where(g >= 0, theta[g], 0.0)`` with -1 for "no group", so binding must not
+        refuse them (torch reads them from the end, and the mask drops what it read)."""
+        spans = {n.span for k in ("a", "b") if k in bound for n in ast.walk(bound[k][0])}
+        self.data_indices[since:] = [d for d in self.data_indices[since:]
+                                     if d.span not in spans]
 
     def _open_plate_value(self, e: ast.Index) -> tuple | None:
         """(symbol, plates) of the value ``e`` indexes when it was drawn or computed in
@@ -2198,12 +2212,15 @@ class _ModelChecker(LabelLayout):
             and getattr(self.symbols.get(n.id), "ty", UNKNOWN).shape
             for n in ast.walk(e))
         self._in_builtin += bool(own)  # its arguments read whole keep their own dims (_name)
+        recorded = len(self.data_indices)
         try:
             bound = self._bind_args(e, b.params, b.name, b.variadic, b)
         finally:
             self._in_builtin -= bool(own)
         if bound is None:
             return UNKNOWN
+        if b.name == "where":
+            self._unguard_branches(bound, recorded)
         self._label_in_call(e, b.name, list(bound.values()))
         if not self.plate_stack and b.name in _ELEMENTWISE:
             # a label's value meets vectors elementwise: widened as in arithmetic

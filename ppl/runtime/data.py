@@ -38,11 +38,15 @@ class ArgSpec:
 
 @dataclass
 class SizeCheck:
+    """Two dimensions that must be equal once the data fix the sizes; ``at_least``:
+    ``left`` may be larger (a dimension read by a plate's index up to the plate's size)."""
+
     left: str
     right: str
     line: int = 0
     col: int = 0
     what: str = ""
+    at_least: bool = False
 
 
 @dataclass
@@ -260,7 +264,8 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
         left = sympy.sympify(chk.left, locals=syms).subs(sizes_now)
         right = sympy.sympify(chk.right, locals=syms).subs(sizes_now)
         pair = (chk.line, frozenset((str(chk.left), str(chk.right))))
-        if left.is_number and right.is_number and left != right and pair not in said:
+        ok = left >= right if chk.at_least else left == right
+        if left.is_number and right.is_number and not ok and pair not in said:
             # y in plate J is two checks (y against the plate, the density against y) of
             # one mistake, N = 3 but J = 2: its first is the error
             said.add(pair)
@@ -268,7 +273,8 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
                      for x in sorted(sympy.sympify(side, locals=syms).free_symbols, key=str)]
             notes = [f"{k} is {bound[k][0]} from {bound[k][1]}" for k in dict.fromkeys(names)
                      if k in bound]
-            errors.append(_err(f"size mismatch between {chk.what}: {chk.left} = {left} but "
+            need = "but must be at least" if chk.at_least else "but"
+            errors.append(_err(f"size mismatch between {chk.what}: {chk.left} = {left} {need} "
                                f"{chk.right} = {right} (sizes from the data)", chk.line, chk.col,
                                notes))
 
