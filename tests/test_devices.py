@@ -54,8 +54,13 @@ def test_cuda_without_cuda_is_a_clear_error():
         pytest.skip("this machine has CUDA")
     m = ppl.load(ROOT / "examples" / "eight_schools.bdl")
     data = json.loads((ROOT / "examples" / "eight_schools.data.json").read_text())
-    with pytest.raises(RuntimeError, match="CUDA is not available"):
+    with pytest.raises(ppl.BdlError) as e:  # refused with the options, before binding
         m.fit(data, infer="svi", steps=2, device="cuda")
+    assert str(e.value) == (
+        "infer: error: device=cuda was asked for, but CUDA is not available here "
+        "(torch.cuda.is_available() is False)\n"
+        "  note: use device=cpu (the default), or a torch built with CUDA on a machine "
+        "with a GPU")
 
 
 NESTED_PLATES = """
