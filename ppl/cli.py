@@ -24,15 +24,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _seed(text: str) -> int:
-    """``--seed``: an integer in numpy's range, 0..2**32-1 (else exit 2, with the range)."""
+    """``--seed``: an integer in numpy's range, 0..SEED_MAX (else exit 2, with the range)."""
+    from .infer.methods import SEED_MAX
+
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid seed {text!r}: expected an integer "
-                                         "from 0 to 4294967295") from None
-    if not 0 <= value <= 2**32 - 1:
+                                         f"from 0 to {SEED_MAX}") from None
+    if not 0 <= value <= SEED_MAX:
         raise argparse.ArgumentTypeError(f"seed {value} is out of range: a seed is an "
-                                         "integer from 0 to 4294967295")
+                                         f"integer from 0 to {SEED_MAX}")
     return value
 
 

@@ -7,6 +7,7 @@ import linecache
 from pathlib import Path
 
 from . import locate
+from .infer.methods import SEED_MAX
 from .pipeline import Compiled, compile_source
 from .syntax.diagnostics import BdlError, Diagnostic, Span
 
@@ -284,11 +285,8 @@ class Model:
             return float(tr.log_prob_sum())
 
 
-SEED_MAX = 2**32 - 1  # numpy's and pyro.set_rng_seed's range
-
-
 def check_seed(seed, where: str) -> None:
-    """A draw's seed is None (the global streams) or an integer in 0..2**32-1: else a
+    """A draw's seed is None (the global streams) or an integer in 0..SEED_MAX: else a
     :class:`BdlError` rendered ``WHERE: error: ...``, not numpy's ValueError at the first
     draw. (A fit's seed is checked with its options, ``ppl.infer.run.resolve_options``.)"""
     import numbers
