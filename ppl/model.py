@@ -41,13 +41,16 @@ class Model:
         return f"<ppl.Model {self.name} from {self.filename}>"
 
     # ---- data ----
-    def bind(self, data: dict, may_omit: frozenset[str] = frozenset()) -> dict:
+    def bind(self, data: dict, may_omit: frozenset[str] = frozenset(),
+             drawn: dict | None = None) -> dict:
         """Data -> the keyword arguments of :attr:`pyro_model` (sizes, transformed data);
-        ``may_omit``: required arguments that may be missing (``ppl.runtime.data.bind``)."""
+        ``may_omit``: required arguments that may be missing; ``drawn`` (a fit's:
+        ``CheckedModel.drawn()``): a data key naming a latent is an error at its ``~``
+        (``ppl.runtime.data.bind``)."""
         from .runtime import bind
 
         kwargs = bind(self.signature, data or {}, source_text=self.bdl_source,
-                      may_omit=may_omit)
+                      may_omit=may_omit, drawn=drawn)
         if self._transformed is not None:
             kwargs.update(self._transformed(**kwargs))
         return kwargs
@@ -103,7 +106,7 @@ class Model:
 
         method, opts = self.resolve_infer(infer, **options)
         with torch_defaults(opts["device"], opts["dtype"]):
-            kwargs = self.bind(data or {})
+            kwargs = self.bind(data or {}, drawn=self.checked.drawn())
             # a fresh start before the model first runs (below, or in the runner)
             import pyro
 

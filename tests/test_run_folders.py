@@ -1,10 +1,11 @@
 """Run folders, ``bdl predict`` and the CLI's refusals (audit stop 22): seeds out of range,
 ``--force`` over an older run, ``--out`` naming a file, predicting with observe-only data
 left out, map runs predicted at the point estimate, new data of another width, new data
-that fix every site, the ArviZ export's attrs, ``device=cuda`` without CUDA. The CLI runs
-in this process (``ppl.cli.main``)."""
+that fix every site, the ArviZ export's attrs, a fit given a latent as data (the cuda
+refusal is tests/test_devices.py's). The CLI runs in this process (``ppl.cli.main``)."""
 
 import contextlib
+import hashlib
 import io
 import json
 import subprocess
@@ -257,7 +258,7 @@ def test_nothing_to_predict_is_a_note(lr_run, tmp_path):
     assert not (tmp_path / "p").exists()
 
 
-# ---- 9. ArviZ attrs; device ----
+# ---- 9. ArviZ attrs ----
 
 def test_arviz_export_keeps_attrs_without_a_warning(tmp_path):
     pytest.importorskip("arviz_base")
@@ -272,11 +273,25 @@ def test_arviz_export_keeps_attrs_without_a_warning(tmp_path):
     assert (attrs["inference_library"], attrs["bdl_method"]) == ("pyro", "nuts")
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
-def test_cuda_without_cuda_is_a_bdl_error():
-    m = ppl.compile(MU)
+# ---- 10. a fit given a latent as data ----
+
+LATENT_AS_DATA = """model M(x: real[N]) {
+  mu ~ Normal(0, 5)
+  y ~ Normal(mu + x, 1)
+}
+"""
+
+
+def test_fit_with_a_data_key_naming_a_latent_is_an_error_at_its_draw():
+    m = ppl.compile(LATENT_AS_DATA, "m.bdl")
     with pytest.raises(ppl.BdlError) as e:
-        m.fit({"y": [0.5]}, device="cuda")
-    assert str(e.value).splitlines()[0] == (
-        "infer: error: device=cuda was asked for, but CUDA is not available here "
-        "(torch.cuda.is_available() is False)")
+        m.fit({"x": [1.0, 2.0], "y": [1.5, 2.5]}, infer="map(steps=5)")
+    assert e.value.render() == """\
+m.bdl:3:3: error: 'y' is given as data but the model draws it
+    y ~ Normal(mu + x, 1)
+    ^
+  note: declare 'y: real[N]' as an argument of model M to observe it"""
+    # predict and sample_prior take it as an unused key, with the warning
+    with pytest.warns(UserWarning, match=r"data keys not used by model M: y \(ignored\)"):
+        prior = m.sample_prior({"x": [1.0, 2.0], "y": [1.5, 2.5]}, num_samples=3, seed=0)
+    assert prior["y"].shape == (3, 2)
