@@ -89,6 +89,69 @@ def test_support_check_leaves_a_valid_fit_unchanged(method, monkeypatch):
     assert torch.equal(checked.samples["lam"], unchecked.samples["lam"])
 
 
+UNIFORM = "model U(y: real[N]) {\n  th ~ Uniform(0, 20)\n  y ~ Uniform(0, th)\n}\n"
+LOWER = "model L(y: real[N]) {\n  lo ~ Uniform(-10, 0)\n  y ~ Uniform(lo, 10)\n}\n"
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("src, data, low, high", [
+    (UNIFORM, {"y": [3.0, 5.0, 8.0]}, 8.0, 20.0),  # th >= max y
+    (LOWER, {"y": [-3.0, -1.0, 2.0]}, -10.0, -3.0),  # lo <= min y
+])
+def test_valid_data_under_a_support_set_by_a_latent_fits(src, data, low, high, seed):
+    # before: refused at a prior draw of the latent (th = 7.76 at seed 1: "'y' element 2
+    # is 8; Uniform is over numbers in [0, 7.76407]"); its support is not checked
+    m = ppl.compile(src, filename="m.bdl")
+    f = m.fit(data, infer="nuts", samples=10, warmup=10, chains=1, seed=seed)
+    (name,) = f.samples
+    draws = f.samples[name]
+    assert draws.shape == (10,)
+    assert bool(((draws >= low) & (draws <= high)).all())
+
+
+def test_a_data_only_support_beside_a_latent_one_is_still_checked():
+    # y's support follows th and is skipped; c's (integers >= 0) is the data's alone
+    src = ("model UC(y: real[N], c: int[N]) {\n  th ~ Uniform(0, 20)\n"
+           "  y ~ Uniform(0, th)\n  c ~ Poisson(th)\n}\n")
+    lines = _support_error(src, {"y": [3.0, 5.0, 8.0], "c": [4, -1, 6]}, "nuts")
+    assert lines[0] == "m.bdl:4:3: error: 'c' element 1 is -1; Poisson is over integers >= 0"
+
+
+@pytest.mark.parametrize("method", ["nuts", "svi"])
+def test_binomial_count_past_a_data_size_is_located(method):
+    # n is N, the data's size, not a latent: k = 3 > 2 is the data's mistake
+    src = "model BN(k: int[N]) {\n  p ~ Beta(1, 1)\n  k ~ Binomial(N, p)\n}\n"
+    lines = _support_error(src, {"k": [1, 3]}, method)
+    assert lines[0] == ("m.bdl:3:3: error: 'k' element 1 is 3; Binomial is over integers "
+                        "from 0 to 2")
+
+
+@pytest.mark.parametrize("as_number, checked", [(False, {"k", "c"}), (True, {"c"})])
+def test_latent_free_sites_are_those_whose_support_holds_no_latent(as_number, checked):
+    # Uniform(0, th) follows the latent th; Binomial(5, p) and Exponential do not. A model
+    # that reads a latent as a number (numpy) cannot carry the grad marks: then only the
+    # supports holding no tensor at all (Exponential's) are checked
+    import numpy as np
+    import pyro
+    import pyro.distributions as dist
+    import torch
+
+    from ppl.infer.run import _latent_free_observed
+
+    def model(y, k, c):
+        th = pyro.sample("th", dist.Uniform(0.0, 20.0))
+        p = pyro.sample("p", dist.Beta(1.0, 1.0))
+        if as_number:
+            np.asarray(th)
+        pyro.sample("y", dist.Uniform(0.0, th), obs=y)
+        pyro.sample("k", dist.Binomial(torch.tensor(5.0), p), obs=k)
+        pyro.sample("c", dist.Exponential(th), obs=c)
+
+    kw = dict(y=torch.tensor(3.0), k=torch.tensor(2.0), c=torch.tensor(1.0))
+    trace = pyro.poutine.trace(model).get_trace(**kw)
+    assert _latent_free_observed(model, kw, trace) == checked
+
+
 def _cli(*args) -> tuple[int, str, str]:
     from ppl.cli import main
 

@@ -156,25 +156,92 @@ def _divergences(mcmc: MCMC, public: bool | None = None) -> int:
 
 
 def check_supports(model, kwargs: dict, trace) -> None:
-    """Every observed value in its distribution's support, or Pyro's error naming the site
-    (``Error while computing log_prob at site 'y'``, located at its statement by
-    ``ppl.locate``), before any method moves: one validated log density of the observed
-    sites of ``trace`` (a trace of ``model`` the runner made at its starting point). SVI
-    meets the error at its first step anyway, but NUTS and HMC run with Pyro's validation
-    off (``MCMC(disable_validation=True)``) and sghmc's loop too, so they would fit a
-    negative count, a Multinomial whose counts do not sum to n or k > n of a Binomial
-    silently, or fail with no starting point. A model with subsampled plates is traced
-    once more over all its rows (random streams restored), so that no row escapes."""
+    """Every observed value in a support that the data alone fix, or Pyro's error naming
+    the site (``Error while computing log_prob at site 'y'``, located at its statement by
+    ``ppl.locate``), before any method moves. SVI meets the error at its first step
+    anyway, but NUTS and HMC run with Pyro's validation off (``MCMC(disable_validation=
+    True)``) and sghmc's loop too, so they would fit a negative count, a Multinomial whose
+    counts do not sum to n or k > n of a Binomial silently, or fail with no starting point.
+
+    ``trace`` is a prior draw of ``model`` (nuts, hmc and svi start elsewhere: only
+    sghmc's is its starting point), so only sites whose support does not depend on the
+    latents are checked (:func:`_latent_free_observed`): ``y ~ Uniform(0, th)`` with
+    ``y = 8`` is valid data that a draw ``th = 7.7`` would refuse. One validated log
+    density of those sites is taken. A model with subsampled plates is traced once more
+    over all its rows (random streams restored), so that no row escapes."""
     if _subsampled_plates(trace) is not None:
         from .rng import seeded
 
         with seeded(0), full_data(), torch.no_grad(), pyro.validation_enabled(True):
             trace = pyro.poutine.trace(model).get_trace(**kwargs)
+    checked = _latent_free_observed(model, kwargs, trace)
     with pyro.validation_enabled(True):
-        trace.compute_log_prob(site_filter=lambda name, site: site["is_observed"])
+        trace.compute_log_prob(site_filter=lambda name, site: name in checked)
     for site in trace.nodes.values():  # the runner's trace, left as it was
         site.pop("log_prob", None)
         site.pop("unscaled_log_prob", None)
+
+
+def _latent_free_observed(model, kwargs: dict, trace) -> set[str]:
+    """The observed sites of ``trace`` whose support does not depend on a latent.
+
+    The criterion: ``model`` is traced again with every floating-point latent conditioned
+    on its value in ``trace`` as a leaf tensor with ``requires_grad=True`` (its random
+    streams restored), and a site is latent-free when no tensor held by its support
+    constraint (bounds such as Uniform's ``high``, Binomial's ``total_count``, through
+    ``independent``/expanded wrappers) requires grad. A bound computed from a latent by
+    differentiable operations is caught; one that reaches the bound only through an
+    integer latent or a non-differentiable step (a comparison, ``.long()``) is not, and
+    is checked at the draw in ``trace``, as before. If the model cannot be traced so, only
+    the sites whose support holds no tensor at all (``nonnegative``, integers >= 0) are
+    checked."""
+    observed = [name for name, site in trace.nodes.items()
+                if site["type"] == "sample" and site["is_observed"]]
+    leaves = {name: site["value"].detach().clone().requires_grad_()
+              for name, site in trace.nodes.items()
+              if site["type"] == "sample" and not site["is_observed"]
+              and isinstance(site["value"], torch.Tensor)
+              and site["value"].is_floating_point()}
+    from .rng import seeded
+
+    try:
+        with seeded(0), torch.enable_grad():
+            marked = pyro.poutine.trace(
+                pyro.poutine.condition(model, data=leaves)).get_trace(**kwargs)
+        sites = {name: marked.nodes[name] for name in observed}
+        holds = _holds_grad
+    except Exception:  # a model that reads a latent as a number (numpy, .item())
+        sites = {name: trace.nodes[name] for name in observed}
+        holds = _holds_tensor
+    out = set()
+    for name, site in sites.items():
+        try:
+            support = site["fn"].support
+        except NotImplementedError:
+            support = None
+        if not holds(support):
+            out.add(name)
+    return out
+
+
+def _constraint_tensors(obj, depth: int = 0):
+    """The tensors a support constraint holds (its bounds, its base constraint's)."""
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for x in obj:
+            yield from _constraint_tensors(x, depth + 1)
+    elif depth < 8 and hasattr(obj, "__dict__") and not callable(obj):
+        for x in vars(obj).values():
+            yield from _constraint_tensors(x, depth + 1)
+
+
+def _holds_grad(support) -> bool:
+    return any(t.requires_grad or t.grad_fn is not None for t in _constraint_tensors(support))
+
+
+def _holds_tensor(support) -> bool:
+    return next(_constraint_tensors(support), None) is not None
 
 
 # methods that draw the latent sites (a model with none has nothing for them to do)
