@@ -133,7 +133,16 @@ def _load_data(path: str | None) -> dict:
 def cmd_run(args) -> int:
 
     from .infer.report import fit_report, sampler_warnings
-    from .io.run_folder import RunFolderError, check_writable, fit_results, run_files, write_run
+    from .io.run_folder import (
+        RunFolderError,
+        check_reads,
+        check_writable,
+        file_hash,
+        fit_results,
+        record_files,
+        run_files,
+        write_run,
+    )
     from .model import Model
     from .pipeline import compile_source
     from .syntax.diagnostics import BdlError
@@ -145,6 +154,8 @@ def cmd_run(args) -> int:
     _print_warnings(compiled.checked.warnings, args.file, text, model.checked.fit_errors)
     data_path = args.data or _default_data(args.file)
     data = _load_data(data_path)
+    # hashed as read, before anything in --out is removed or written (--force)
+    data_hash = file_hash(data_path) if data_path else None
     overrides = {}
     if args.seed is not None:
         overrides["seed"] = args.seed
@@ -159,6 +170,7 @@ def cmd_run(args) -> int:
         f"{model.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     try:
         check_writable(out, args.force)
+        check_reads(out, data_path)
     except RunFolderError as e:
         raise _UserError(str(e)) from None
     # written as the language writes options, so the line pastes back into --infer
@@ -183,13 +195,14 @@ def cmd_run(args) -> int:
     if warns:
         print("\n" + "\n".join(f"warning: {w}" for w in warns), file=sys.stderr)
     write_run(out, fit, model=model.name, file=args.file, source=text, data_path=data_path,
-              force=True, summary=summary)  # --force was checked above, before the fit
+              data_hash=data_hash, force=True, summary=summary)  # checked before the fit
     from .plots import write_plots
 
     observed = set(model.ir.observed)
     covariates = {k: v for k, v in fit.kwargs.items() if k not in observed}
     plots = write_plots(fit, out, covariates, [s for s in fit.deterministics if s in observed])
     written = run_files(fit) + (plots or [])
+    record_files(out, written)  # run.json's "files": what a later --force removes
     if plots is None:
         print("note: plots skipped (matplotlib is not installed: pip install 'ppl[plots]')",
               file=sys.stderr)
@@ -201,6 +214,7 @@ def cmd_run(args) -> int:
         except ArvizMissing as e:
             raise _UserError(str(e)) from None
         written.append("posterior.nc")
+        record_files(out, ["posterior.nc"])
     print(f"\nwrote {out}/ ({', '.join(written)})", file=sys.stderr)
     return 0
 
@@ -274,7 +288,7 @@ def _progress(args) -> bool:
 def cmd_predict(args) -> int:
     import numpy as np
 
-    from .io.run_folder import RunFolderError, check_folder, read_record
+    from .io.run_folder import RunFolderError, check_folder, read_record, record_files
     from .model import Model
     from .pipeline import compile_source
     from .syntax.diagnostics import BdlError
@@ -317,6 +331,7 @@ def cmd_predict(args) -> int:
         return 0
     out.mkdir(parents=True, exist_ok=True)
     np.savez(target, **{k: v.cpu().numpy() for k, v in pred.items()})
+    record_files(out, [target.name])  # a run folder's: removed with the run by --force
     from .infer.summary import summarise
 
     shown = {k: v.unsqueeze(0) for k, v in pred.items() if v.dim() >= 1}

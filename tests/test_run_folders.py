@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import ppl
-from ppl.io.run_folder import RunFolderError, check_folder, clear_run
+from ppl.io.run_folder import RunFolderError, check_folder, clear_run, recorded_files
 
 LR = """model LR(x: real[N, D], y: real[N], x_new: real[M, D], y_new: real[M]?) {
   beta: real[D] ~ Normal(0, 2)
@@ -126,12 +126,67 @@ def test_force_leaves_only_the_new_runs_files(tmp_path):
     assert (out / "notes.txt").read_text() == "mine"
 
 
-def test_clear_run_removes_only_bdl_files(tmp_path):
-    for name in ["run.json", "elbo.txt", "predictive_y.png", "posterior.nc", "data.json",
-                 "predictive.csv"]:
+def test_clear_run_removes_only_what_a_run_recorded(tmp_path):
+    names = ["run.json", "elbo.txt", "predictive_y.png", "posterior.nc", "data.json",
+             "predictive.npz", "bdl-internal-error.txt"]
+    for name in names:
         (tmp_path / name).write_text("x")
-    assert clear_run(tmp_path) == ["elbo.txt", "posterior.nc", "predictive_y.png", "run.json"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.json", "predictive.csv"]
+    # no run.json of BDL's: the same-named files are the user's (a saved traceback is not)
+    assert clear_run(tmp_path) == ["bdl-internal-error.txt"]
+    assert recorded_files(tmp_path) is None
+    # a run that recorded its files: those go, the data file it is asked to keep stays
+    (tmp_path / "run.json").write_text(json.dumps(
+        {"files": ["run.json", "elbo.txt", "predictive_y.png", "predictive.npz", "../x"]}))
+    assert clear_run(tmp_path, keep=[tmp_path / "predictive.npz"]) == [
+        "elbo.txt", "predictive_y.png", "run.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.json", "posterior.nc",
+                                                          "predictive.npz"]
+    # a run.json from before "files": the files write_run wrote, not posterior.nc
+    (tmp_path / "run.json").write_text('{"model_hash": "0", "samples_layout": "..."}')
+    (tmp_path / "elbo.txt").write_text("x")
+    assert clear_run(tmp_path) == ["elbo.txt", "run.json"]
+
+
+FORCE_MODEL = """model P(y: real[N]) {
+  mu ~ Normal(0, 1)
+  y ~ Normal(mu, 1)
+}
+infer map(steps=20)
+"""
+
+
+def test_force_keeps_the_users_data_and_hashes_it_first(tmp_path):
+    """The reviewer's repro: --data predictive.npz and a posterior.nc of the user's in
+    --out, with --force. Both stay, and run.json hashes the data as given."""
+    (tmp_path / "m.bdl").write_text(FORCE_MODEL)
+    data = tmp_path / "predictive.npz"
+    np.savez(data, y=np.array([1.0, 2.0]))
+    given = data.read_bytes()
+    (tmp_path / "posterior.nc").write_text("mine")
+    args = ["run", tmp_path / "m.bdl", "--data", data, "--out", tmp_path, "--force", "-q"]
+    first = cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert data.read_bytes() == given and (tmp_path / "posterior.nc").read_text() == "mine"
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["data_hash"] == hashlib.sha256(given).hexdigest()
+    assert run["files"][:5] == ["summary.csv", "samples.npz", "elbo.txt", "run.json",
+                                "params.pt"]
+    # again over its own run (recorded now), as nuts: elbo.txt/elbo.png go, the data stays
+    again = cli(*args, "--infer", "nuts(samples=5, warmup=5, chains=1)")
+    assert again.returncode == 0, again.stderr
+    assert not (tmp_path / "elbo.txt").exists() and not (tmp_path / "elbo.png").exists()
+    assert data.read_bytes() == given and (tmp_path / "posterior.nc").read_text() == "mine"
+    assert json.loads((tmp_path / "run.json").read_text())["data_hash"] == run["data_hash"]
+    # data that the run would write over: refused before the fit, nothing touched
+    samples = (tmp_path / "samples.npz").read_bytes()
+    over = cli("run", tmp_path / "m.bdl", "--data", tmp_path / "samples.npz", "--out",
+               tmp_path, "--force", "-q")
+    assert over.returncode == 1
+    assert over.stderr.splitlines()[-1] == (
+        f"bdl: error: --data {tmp_path / 'samples.npz'} is inside --out and would be "
+        "overwritten (a run writes its own samples.npz there); move the data file or "
+        "choose another --out")
+    assert (tmp_path / "samples.npz").read_bytes() == samples
 
 
 # ---- 3. --out naming a file ----

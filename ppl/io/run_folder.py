@@ -7,8 +7,11 @@ draws took their declared shape hold a latent of an outer plate as [.., N, 1], w
 ``pyro.param`` values and network weights), ``run.json`` (model, file fingerprint, data,
 method and options, versions, point estimates, and what the fit measured: ``meta`` for
 infer meta, ``np_eval`` and ``train_loss`` for np_train) and, for svi/map, ``elbo.txt``.
-Written over an existing folder (``force``), the files an earlier run wrote there
-(:data:`RUN_FILES`) are removed first; files BDL does not write are left alone.
+run.json's ``files`` lists what the run wrote there (``bdl predict`` adds
+``predictive.npz`` when it writes into the folder). Written over an existing folder
+(``force``), only the files an earlier run recorded so (and a saved traceback) are removed
+first, never a file the new run reads (``--data``): a folder without BDL's run.json is
+someone else's, and files of the same names there stay or are overwritten, not removed.
 ``read_run`` reads them back; ``Model.predict_run`` and ``bdl predict`` condition the
 model on new data with those draws.
 """
@@ -33,12 +36,22 @@ def model_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-# what BDL writes into a run folder (write_run, the plots, --arviz, bdl predict, the saved
-# tracebacks): ``--force`` removes these, and nothing else, before a new run is written
-RUN_FILES = ("summary.csv", "samples.npz", "elbo.txt", "run.json", "params.pt", "trace.png",
-             "elbo.png", "posterior.nc", "predictive.npz", "bdl-error-traceback.txt",
-             "bdl-internal-error.txt")
+# what a run may write into its folder (write_run, the plots, --arviz): a file the run
+# reads (its --data) must not be one of them
+RUN_WRITES = ("summary.csv", "samples.npz", "elbo.txt", "run.json", "params.pt",
+              "trace.png", "elbo.png", "posterior.nc")
 RUN_PATTERNS = ("predictive_*.png",)
+# a run.json written before run folders listed their files ("files") was written with
+# these; the plots, posterior.nc and predictive.npz beside it may be the user's
+LEGACY_FILES = ("summary.csv", "samples.npz", "elbo.txt", "run.json", "params.pt")
+# names only BDL gives a file (ppl.cli._save_traceback), written by a run that failed and
+# so recorded nowhere: --force removes them
+TRACEBACKS = ("bdl-error-traceback.txt", "bdl-internal-error.txt")
+
+
+def file_hash(path) -> str:
+    """The sha256 of a file's bytes (run.json's ``data_hash``)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def check_folder(out: Path) -> None:
@@ -60,24 +73,82 @@ def check_writable(out: Path, force: bool, flag: str = "--force") -> None:
         raise RunFolderError(f"{out} exists and is not empty; use {flag} to overwrite it")
 
 
-def clear_run(out: Path) -> list[str]:
-    """Remove the files an earlier run left in ``out`` (:data:`RUN_FILES`, the predictive
-    plots), so that a run written with ``force`` leaves only its own; other files (the
-    user's) stay. The names removed, sorted."""
+def recorded_files(out: Path) -> list[str] | None:
+    """The files an earlier BDL run recorded in ``out``: its run.json's ``files`` (and
+    run.json), :data:`LEGACY_FILES` for a run.json of BDL's written before ``files``;
+    None when ``out`` holds no run.json of BDL's (a folder BDL did not write)."""
+    try:
+        record = json.loads((Path(out) / "run.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    files = record.get("files")
+    if isinstance(files, list) and all(isinstance(n, str) for n in files):
+        # plain names in the folder only: a hand-edited list never reaches outside it
+        return sorted({n for n in files if n not in ("", ".", "..") and Path(n).name == n}
+                      | {"run.json"})
+    if "model_hash" in record and "samples_layout" in record:
+        return list(LEGACY_FILES)
+    return None
+
+
+def clear_run(out: Path, keep=()) -> list[str]:
+    """Remove what an earlier run left in ``out`` (:func:`recorded_files`, a saved
+    traceback), so that a run written with ``force`` leaves only its own; no other file
+    (the user's) is removed, nor any of ``keep`` (paths the new run reads: its data).
+    The names removed, sorted."""
     out = Path(out)
     if not out.is_dir():
         return []
-    old = [out / n for n in RUN_FILES if (out / n).is_file()]
-    old += [p for pat in RUN_PATTERNS for p in out.glob(pat) if p.is_file()]
+    kept = {Path(p).resolve() for p in keep if p is not None}
+    names = [*(recorded_files(out) or ()), *TRACEBACKS]
+    old = {out / n for n in names if (out / n).is_file() and not (out / n).is_symlink()}
+    old = sorted(p for p in old if p.resolve() not in kept)
     for p in old:
         p.unlink()
-    return sorted(p.name for p in old)
+    return [p.name for p in old]
+
+
+def check_reads(out: Path, path, flag: str = "--data", folder: str = "--out") -> None:
+    """A RunFolderError when the file ``path`` that a run reads would be overwritten by
+    what the run writes into ``out`` (:data:`RUN_WRITES`, the predictive plots); ``flag``
+    and ``folder`` name the two to the user."""
+    if path is None:
+        return
+    p = Path(path).resolve()
+    if p.parent != Path(out).resolve():
+        return
+    if p.name in RUN_WRITES or any(p.match(pat) for pat in RUN_PATTERNS):
+        raise RunFolderError(f"{flag} {path} is inside {folder} and would be overwritten "
+                             f"(a run writes its own {p.name} there); move the data file or "
+                             f"choose another {folder}")
+
+
+def record_files(out: Path, names) -> None:
+    """Add ``names`` (files just written into ``out``) to the ``files`` of its run.json,
+    so that ``force`` removes them with the run; nothing when ``out`` holds no run.json
+    that lists its files."""
+    path = Path(out) / "run.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return
+    if not isinstance(record, dict) or not isinstance(record.get("files"), list):
+        return
+    new = [n for n in names if n not in record["files"]]
+    if new:
+        record["files"] = [*record["files"], *new]
+        path.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def write_run(out: Path, fit: Fit, *, model: str, file: str | None, source: str,
-              data_path: str | None = None, force: bool = False, summary=None) -> dict:
+              data_path: str | None = None, data_hash: str | None = None,
+              force: bool = False, summary=None) -> dict:
     """Write ``fit``'s run folder to ``out``; the run.json record is returned.
-    ``summary``: ``fit.summary()`` when the caller has it already."""
+    ``data_hash``: the data file's :func:`file_hash` when it was read (else it is hashed
+    here, before anything in ``out`` is removed or written; the data file is never
+    removed). ``summary``: ``fit.summary()`` when the caller has it already."""
     import numpy as np
     import pyro
     import torch
@@ -85,8 +156,11 @@ def write_run(out: Path, fit: Fit, *, model: str, file: str | None, source: str,
     from .. import __version__
 
     out = Path(out)
+    if data_path and data_hash is None:
+        data_hash = file_hash(data_path)
     check_writable(out, force, "force=True")
-    clear_run(out)
+    check_reads(out, data_path, "data_path", "the run folder")
+    clear_run(out, keep=[data_path, file])
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.csv").write_text((summary or fit.summary()).to_csv())
     np.savez(out / "samples.npz", **{k: v.cpu().numpy() for k, v in fit.chains.items()})
@@ -97,8 +171,7 @@ def write_run(out: Path, fit: Fit, *, model: str, file: str | None, source: str,
         "model": model, "file": file,
         "model_hash": model_hash(source),
         "data": data_path,
-        "data_hash": hashlib.sha256(Path(data_path).read_bytes()).hexdigest()
-        if data_path else None,
+        "data_hash": data_hash if data_path else None,
         "infer": {"method": fit.method, **opts}, "seed": opts.get("seed"),
         "versions": {"ppl": __version__, "torch": torch.__version__,
                      "pyro": pyro.__version__},
@@ -106,6 +179,7 @@ def write_run(out: Path, fit: Fit, *, model: str, file: str | None, source: str,
         "samples_layout": "[chains, draws, ...declared shape] per site",
         "point_estimates": point_estimates(fit.params),
         **fit_results(fit),
+        "files": run_files(fit),
     }
     (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
     torch.save({k: v.cpu() for k, v in fit.params.items()}, out / "params.pt")
