@@ -175,6 +175,8 @@ def support_message(exc: BaseException, site: str | None, text: str) -> tuple[st
         return None
     while hasattr(dist, "base_dist"):  # Independent, masked, expanded: the family's name
         dist = dist.base_dist
+    if valid.dim() > value.dim():
+        return None  # a batch wider than the value (a label summed out): torch's words
     valid = valid.expand(value.shape[: valid.dim()]) if valid.dim() else valid
     bad = (~valid).nonzero()
     what = f"'{site}'" if site else "the value"

@@ -307,3 +307,11 @@ def test_a_misspelt_bound_suggests_the_bound():
         "    s: real<lowr=0> ~ HalfNormal(1)",
         "            ^~~~",
         "  note: did you mean 'lower'?"]
+
+
+def test_an_int_latent_of_a_mixture_of_counts_or_a_delta_is_accepted():
+    m = ppl.compile("model M() {\n  k: int ~ MixtureSameFamily(Categorical(probs=[0.5, 0.5]), "
+                    "Poisson([1.0, 5.0]))\n}\n", "m.bdl")
+    k = m.sample_prior({}, num_samples=200, seed=0)["k"]
+    assert k.shape[0] == 200 and bool((k == k.round()).all())
+    ppl.compile("model D(v: real) {\n  k: int ~ Delta(v)\n}\n", "d.bdl")  # no check error

@@ -150,7 +150,7 @@ def test_brace_on_the_next_line_is_accepted_and_fmt_writes_the_house_style():
 
 def test_a_plate_header_without_a_block_is_still_one_error():
     text = _syntax_error("model M(y: real[N]) {\n  plate N\n}\n")
-    assert text.splitlines()[0] == "model.bdl:3:1: error: unexpected '}'; expected '{'"
+    assert text.splitlines()[0] == "model.bdl:2:10: error: unexpected end of line; expected '{'"
 
 
 # ---- run time ---------------------------------------------------------------------
@@ -246,3 +246,27 @@ m.bdl:4:5: error: size mismatch between dimension 0 of 'y' and the plate: N = 3 
       ^
   note: N is 3 from 'y' (dimension 0)
   note: J is 2 from data key 'J'"""
+
+
+def test_a_keyword_spelt_right_gets_no_did_you_mean():
+    for src, head in (
+            ("model A(y: real[N]) {\n  y ~ Normal(0, 1)\n}\ninfer nuts(samples=100 warmup=10)\n",
+             "m.bdl:4:24: error: unexpected name 'warmup'; expected ')' or ','"),
+            ("model A(y real[N]) {\n  y ~ Normal(0, 1)\n}\n",
+             "m.bdl:1:11: error: unexpected name 'real'; expected ':'")):
+        with pytest.raises(ppl.BdlError) as e:
+            ppl.compile(src, "m.bdl")
+        assert e.value.render().splitlines()[0] == head
+        assert "did you mean" not in e.value.render()
+
+
+def test_a_block_that_never_opens_is_one_error_at_its_header():
+    for src, head in (
+            ("model A(y: real[N]) {\n  m ~ Normal(0, 1)\n  plate N\n  y ~ Normal(m, 1)\n}\n",
+             "m.bdl:3:10: error: unexpected end of line; expected '{'"),
+            ("model A(y: real[N])\n  y ~ Normal(0, 1)\n}\n",
+             "m.bdl:1:20: error: unexpected end of line; expected '{'")):
+        with pytest.raises(ppl.BdlError) as e:
+            ppl.compile(src, "m.bdl")
+        assert len(e.value.diagnostics) == 1
+        assert e.value.render().splitlines()[0] == head

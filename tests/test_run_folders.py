@@ -134,9 +134,13 @@ def test_clear_run_removes_only_what_a_run_recorded(tmp_path):
     # no run.json of BDL's: the same-named files are the user's (a saved traceback is not)
     assert clear_run(tmp_path) == ["bdl-internal-error.txt"]
     assert recorded_files(tmp_path) is None
+    # another tool's run.json with a files list: nothing of it is BDL's
+    (tmp_path / "run.json").write_text(json.dumps({"tool": "mine", "files": ["data.json"]}))
+    assert recorded_files(tmp_path) is None and clear_run(tmp_path) == []
     # a run that recorded its files: those go, the data file it is asked to keep stays
     (tmp_path / "run.json").write_text(json.dumps(
-        {"files": ["run.json", "elbo.txt", "predictive_y.png", "predictive.npz", "../x"]}))
+        {"model_hash": "0", "samples_layout": "...",
+         "files": ["run.json", "elbo.txt", "predictive_y.png", "predictive.npz", "../x"]}))
     assert clear_run(tmp_path, keep=[tmp_path / "predictive.npz"]) == [
         "elbo.txt", "predictive_y.png", "run.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.json", "posterior.nc",

@@ -830,7 +830,8 @@ class _ModelChecker(LabelLayout):
         constraint = None
         if s.type is not None:
             declared, constraint = self._type(s.type, allow_constrained=True)
-            if declared.kind in ("int", "bool") and dty.kind == "dist" and not dty.discrete:
+            if declared.kind in ("int", "bool") and dty.kind == "dist" and not dty.discrete \
+                    and dty.dist not in _SUPPORT_FROM_ARGUMENTS:
                 self.err(f"'{s.name}' is declared {declared.kind} but {dty.dist} is "
                          "continuous", s.type.span)
             if declared.kind == "unknown":
@@ -2620,6 +2621,9 @@ def _literal(e: ast.Expr) -> float | None:
 
 # builtins whose tensor arguments broadcast against each other element by element
 _ELEMENTWISE = ("where", "clamp")
+# distributions whose support is their arguments' (a mixture of Poissons, Delta(3.0)):
+# discrete or not by what they are given, so an int declaration is not refused
+_SUPPORT_FROM_ARGUMENTS = ("MixtureSameFamily", "Delta")
 # builtins whose dim defaults to every dim (None); the others default to the last (-1)
 _DEFAULT_DIMS = {"sum": None, "mean": None, "max": None, "min": None, "prod": None}
 # builtins that map each element on its own: a value's layout does not change them

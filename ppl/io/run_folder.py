@@ -81,16 +81,15 @@ def recorded_files(out: Path) -> list[str] | None:
         record = json.loads((Path(out) / "run.json").read_text())
     except (OSError, UnicodeDecodeError, ValueError):
         return None
-    if not isinstance(record, dict):
-        return None
+    if not isinstance(record, dict) or "model_hash" not in record \
+            or "samples_layout" not in record:
+        return None  # another tool's run.json: its files are the user's
     files = record.get("files")
     if isinstance(files, list) and all(isinstance(n, str) for n in files):
         # plain names in the folder only: a hand-edited list never reaches outside it
         return sorted({n for n in files if n not in ("", ".", "..") and Path(n).name == n}
                       | {"run.json"})
-    if "model_hash" in record and "samples_layout" in record:
-        return list(LEGACY_FILES)
-    return None
+    return list(LEGACY_FILES)
 
 
 def clear_run(out: Path, keep=()) -> list[str]:

@@ -402,6 +402,8 @@ _DECL = (r"(?P<type>" + "|".join(sorted(_STAN_TYPES, key=len, reverse=True)) +
 def _typo(m: re.Match) -> str | None:
     import difflib
 
+    if m.group(1) in ("model", "infer"):  # spelt right: the mistake is elsewhere
+        return None
     close = difflib.get_close_matches(m.group(1), ("model", "infer"), n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
 
@@ -596,7 +598,12 @@ def parse(text: str, filename: str = "<string>") -> ast.Program:
                     o = post.open[-1]
                     notes.append(f"the '{o}' opened at {o.line}:{o.column} is not closed")
                 span = Span(line, col, line, col + _token_width(e))
+                block = _missing_block(e, source_lines, line)
+                if block is not None:  # said at the header the '{' belongs to
+                    message, span = "unexpected end of line; expected '{'", block
                 diags.append(Diagnostic(message, span, "error", notes))
+                if block is not None:
+                    break  # what follows a block that never opened only cascades
             if tries >= 2 or at_eof or line > text.count("\n") + 1:
                 break
             if tries == 0 and stray:
@@ -614,6 +621,21 @@ def parse(text: str, filename: str = "<string>") -> ast.Program:
         raise BdlError(builder.errors, filename, text)
     program.comments = [(c.line, c.column, str(c)) for c in parser._bdl_comments]
     return program
+
+
+def _missing_block(e: UnexpectedInput, lines: list[str], line: int) -> Span | None:
+    """Where the '{' of a model or plate is missing: the end of its header line, when
+    only a '{' (on that line or after blank lines, as braces may sit) could follow."""
+    expected = set(getattr(e, "expected", ()) or ())
+    if "LBRACE" not in expected or not expected <= {"LBRACE", "_NL"}:
+        return None
+    head = line - 1
+    while head > 0 and (not lines[head - 1].strip() or lines[head - 1].lstrip().startswith("#")):
+        head -= 1
+    if head <= 0 or head == line:
+        return None
+    end = len(lines[head - 1].rstrip()) + 1
+    return Span(head, end, head, end + 1)
 
 
 def _token_width(e: UnexpectedInput) -> int:
