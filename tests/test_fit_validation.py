@@ -109,6 +109,27 @@ def test_valid_data_under_a_support_set_by_a_latent_fits(src, data, low, high, s
     assert bool(((draws >= low) & (draws <= high)).all())
 
 
+def test_nuts_rejects_proposals_outside_a_support_set_by_a_latent():
+    # y ~ Pareto(s, 3) needs s <= min(y) = 1.2; before, torch's unvalidated log_prob was
+    # finite past it and the draws of s sat near 4.8 (mean 4.54). Exact posterior:
+    # p(s | y) ~ s^9 on [0, 1.2], mean 1.2 * 10/11, sd 1.2 * sqrt(10/12 - (10/11)^2)
+    import math
+
+    from pyro.ops.stats import effective_sample_size
+
+    src = "model P(y: real[N]) {\n  s ~ Uniform(0, 5)\n  y ~ Pareto(s, 3)\n}\n"
+    m = ppl.compile(src, filename="m.bdl")
+    f = m.fit({"y": [1.2, 2.0, 4.0]}, infer="nuts", samples=300, warmup=300, chains=2,
+              seed=0)
+    draws = f.samples["s"]
+    assert draws.shape == (600,)
+    assert float(draws.max()) <= 1.2
+    ess = float(effective_sample_size(draws.reshape(2, 300)))
+    se = 1.2 * math.sqrt(10 / 12 - (10 / 11) ** 2) / math.sqrt(ess)
+    assert ess > 20
+    assert abs(float(draws.mean()) - 1.2 * 10 / 11) < 4 * se
+
+
 def test_a_data_only_support_beside_a_latent_one_is_still_checked():
     # y's support follows th and is skipped; c's (integers >= 0) is the data's alone
     src = ("model UC(y: real[N], c: int[N]) {\n  th ~ Uniform(0, 20)\n"

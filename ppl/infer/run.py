@@ -16,8 +16,10 @@ import warnings
 import pyro
 import torch
 from pyro import poutine
+from pyro.distributions import TorchDistribution
 from pyro.infer import HMC, MCMC, NUTS, SVI, JitTrace_ELBO, Trace_ELBO, autoguide
 from pyro.optim import Adam, ExponentialLR
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 
 from ..runtime.functions import full_data
@@ -118,8 +120,8 @@ def _hidden_sites(model, kwargs, trace=None) -> tuple[list[str], list[str]]:
 
 @runner("nuts")
 def _nuts(model, kwargs, opts, progress=False):
-    def kernel():
-        return NUTS(_on_full_data(model), target_accept_prob=opts["target_accept"],
+    def kernel(model):
+        return NUTS(model, target_accept_prob=opts["target_accept"],
                     max_tree_depth=opts["max_tree_depth"], full_mass=opts["dense_mass"],
                     jit_compile=opts["jit"], ignore_jit_warnings=True)
     return _mcmc(kernel, model, kwargs, opts, progress, "nuts")
@@ -127,8 +129,8 @@ def _nuts(model, kwargs, opts, progress=False):
 
 @runner("hmc")
 def _hmc(model, kwargs, opts, progress=False):
-    def kernel():
-        return HMC(_on_full_data(model), step_size=opts["step_size"], num_steps=opts["num_steps"],
+    def kernel(model):
+        return HMC(model, step_size=opts["step_size"], num_steps=opts["num_steps"],
                    target_accept_prob=opts["target_accept"], full_mass=opts["dense_mass"],
                    jit_compile=opts["jit"], ignore_jit_warnings=True)
     return _mcmc(kernel, model, kwargs, opts, progress, "hmc")
@@ -144,6 +146,47 @@ def _on_full_data(model):
     return full
 
 
+class _InSupport(TorchDistribution):
+    """``base`` whose log density is -inf where the value lies outside its support (as
+    Stan's is), where torch's formulas, unvalidated, give a finite number."""
+
+    arg_constraints = {}
+
+    def __init__(self, base):
+        self.base = base
+        super().__init__(base.batch_shape, base.event_shape, validate_args=False)
+
+    @property
+    def support(self):
+        return self.base.support
+
+    def expand(self, batch_shape, _instance=None):
+        return _InSupport(self.base.expand(batch_shape))
+
+    def sample(self, sample_shape=()):
+        return self.base.sample(torch.Size(sample_shape))
+
+    def log_prob(self, value):
+        lp = self.base.log_prob(value)
+        inside = self.base.support.check(value)
+        while inside.dim() > lp.dim():  # a support over fewer event dims than the site's
+            inside = inside.all(-1)
+        return torch.where(inside, lp, torch.full_like(lp, -math.inf))
+
+
+class _RejectOutside(Messenger):
+    """The observed sites ``names`` get log density -inf outside their support
+    (:class:`_InSupport`): the sampler rejects a proposal that puts their data there."""
+
+    def __init__(self, names):
+        super().__init__()
+        self.names = frozenset(names)
+
+    def _pyro_sample(self, msg):
+        if msg["name"] in self.names and msg["is_observed"]:
+            msg["fn"] = _InSupport(msg["fn"])
+
+
 def _divergences(mcmc: MCMC, public: bool | None = None) -> int:
     """Number of divergent transitions of a one-chain run: from Pyro's public
     ``diagnostics()`` when the run has at least 4 draws (``public`` forces a choice)."""
@@ -155,7 +198,7 @@ def _divergences(mcmc: MCMC, public: bool | None = None) -> int:
     return sum(len(d.get("divergences", [])) for d in getattr(mcmc, "_diagnostics", []))
 
 
-def check_supports(model, kwargs: dict, trace) -> None:
+def check_supports(model, kwargs: dict, trace) -> set[str]:
     """Every observed value in a support that the data alone fix, or Pyro's error naming
     the site (``Error while computing log_prob at site 'y'``, located at its statement by
     ``ppl.locate``), before any method moves. SVI meets the error at its first step
@@ -168,7 +211,8 @@ def check_supports(model, kwargs: dict, trace) -> None:
     latents are checked (:func:`_latent_free_observed`): ``y ~ Uniform(0, th)`` with
     ``y = 8`` is valid data that a draw ``th = 7.7`` would refuse. One validated log
     density of those sites is taken. A model with subsampled plates is traced once more
-    over all its rows (random streams restored), so that no row escapes."""
+    over all its rows (random streams restored), so that no row escapes. Returns the
+    names of the observed sites checked."""
     if _subsampled_plates(trace) is not None:
         from .rng import seeded
 
@@ -180,6 +224,7 @@ def check_supports(model, kwargs: dict, trace) -> None:
     for site in trace.nodes.values():  # the runner's trace, left as it was
         site.pop("log_prob", None)
         site.pop("unscaled_log_prob", None)
+    return checked
 
 
 def _latent_free_observed(model, kwargs: dict, trace) -> set[str]:
@@ -260,10 +305,19 @@ def nothing_to_sample(method: str):
 
 
 def _mcmc(make_kernel, model, kwargs, opts, progress, method: str) -> Fit:
-    """Run ``opts['chains']`` chains one after another, a fresh kernel each."""
+    """Run ``opts['chains']`` chains one after another, a fresh kernel each.
+
+    The kernel runs with Pyro's validation off, where torch's log densities stay finite
+    outside a support: the observed sites whose support follows a latent (``y ~ Pareto(s,
+    3)`` needs ``s <= y``; those :func:`check_supports` did not check) get log density
+    -inf there (:class:`_RejectOutside`), so that a proposal leaving it is rejected, as
+    Stan's sampler does. Other sites, and models with none such, are run as they are."""
     with pyro.validation_enabled(True):
         tr = pyro.poutine.trace(model).get_trace(**kwargs)
-    check_supports(model, kwargs, tr)
+    checked = check_supports(model, kwargs, tr)
+    bound = [name for name, site in tr.nodes.items() if site["type"] == "sample"
+             and site["is_observed"] and name not in checked]
+    kernel_model = _on_full_data(_RejectOutside(bound)(model) if bound else model)
     latents, dets = _hidden_sites(model, kwargs, tr)
     if not latents:
         raise nothing_to_sample(method)
@@ -273,8 +327,8 @@ def _mcmc(make_kernel, model, kwargs, opts, progress, method: str) -> Fit:
     diverging = []
     for c in range(opts["chains"]):
         pyro.set_rng_seed(opts["seed"] + c)
-        mcmc = MCMC(make_kernel(), num_samples=opts["samples"], warmup_steps=opts["warmup"],
-                    num_chains=1, disable_progbar=not progress)
+        mcmc = MCMC(make_kernel(kernel_model), num_samples=opts["samples"],
+                    warmup_steps=opts["warmup"], num_chains=1, disable_progbar=not progress)
         if progress:
             print(f"chain {c + 1}/{opts['chains']}", file=sys.stderr)
         mcmc.run(**kwargs)
