@@ -311,13 +311,18 @@ def _mcmc(make_kernel, model, kwargs, opts, progress, method: str) -> Fit:
     outside a support: the observed sites whose support follows a latent (``y ~ Pareto(s,
     3)`` needs ``s <= y``; those :func:`check_supports` did not check) get log density
     -inf there (:class:`_RejectOutside`), so that a proposal leaving it is rejected, as
-    Stan's sampler does. Other sites, and models with none such, are run as they are."""
+    Stan's sampler does. Other sites, and models with none such, are run as they are.
+    Under ``hmc`` they are run as they are too: its fixed-length trajectories keep leaving
+    such a support, every proposal is rejected, and Pyro's step-size adaptation then shrinks
+    the step until a trajectory takes 10^5+ leapfrog steps (a hang); NUTS's trees stop at
+    the boundary (docs/language.md, "fit-time support check")."""
     with pyro.validation_enabled(True):
         tr = pyro.poutine.trace(model).get_trace(**kwargs)
     checked = check_supports(model, kwargs, tr)
     bound = [name for name, site in tr.nodes.items() if site["type"] == "sample"
              and site["is_observed"] and name not in checked]
-    kernel_model = _on_full_data(_RejectOutside(bound)(model) if bound else model)
+    reject = bound and method == "nuts"
+    kernel_model = _on_full_data(_RejectOutside(bound)(model) if reject else model)
     latents, dets = _hidden_sites(model, kwargs, tr)
     if not latents:
         raise nothing_to_sample(method)
