@@ -343,3 +343,10 @@ def test_svi_delta_guide_summary_shows_the_value_alone():
     normal = m.fit({"y": [1, 2, 3]}, infer="svi(steps=20, samples=10)").summary()
     assert str(normal).splitlines()[0].split() == ["mean", "sd", "5%", "50%", "95%",
                                                    "r_hat", "ess"]
+
+
+def test_hmc_warns_that_it_does_not_reject_outside_a_support_set_by_a_latent():
+    m = ppl.compile("model P(y: real[N]) {\n  s ~ Uniform(0, 5)\n  y ~ Pareto(s, 3)\n}\n", "p.bdl")
+    with pytest.warns(UserWarning, match=r"^hmc does not reject proposals outside the support "
+                      r"of 'y', which follows a latent: its draws may leave it \(use nuts\)$"):
+        m.fit({"y": [1.2, 2.0, 4.0]}, infer="hmc(samples=5, warmup=5, chains=1)")

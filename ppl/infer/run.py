@@ -322,6 +322,10 @@ def _mcmc(make_kernel, model, kwargs, opts, progress, method: str) -> Fit:
     bound = [name for name, site in tr.nodes.items() if site["type"] == "sample"
              and site["is_observed"] and name not in checked]
     reject = bound and method == "nuts"
+    if bound and not reject:
+        warnings.warn(f"{method} does not reject proposals outside the support of "
+                      f"{', '.join(repr(b) for b in bound)}, which follows a latent: its draws "
+                      "may leave it (use nuts)", stacklevel=2)
     kernel_model = _on_full_data(_RejectOutside(bound)(model) if reject else model)
     latents, dets = _hidden_sites(model, kwargs, tr)
     if not latents:
