@@ -307,6 +307,10 @@ def test_a_misspelt_bound_suggests_the_bound():
         "    s: real<lowr=0> ~ HalfNormal(1)",
         "            ^~~~",
         "  note: did you mean 'lower'?"]
+    with pytest.raises(ppl.BdlError) as e:  # no knock-on "bounds do not keep it positive"
+        ppl.compile("model M(y: real) {\n  s: real<lowr=0> ~ Normal(0, 1)\n"
+                    "  y ~ Normal(0, s)\n}\n", "m.bdl")
+    assert len(e.value.diagnostics) == 1
 
 
 def test_an_int_latent_of_a_mixture_of_counts_or_a_delta_is_accepted():

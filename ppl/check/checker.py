@@ -2181,6 +2181,9 @@ class _ModelChecker(LabelLayout):
             declared = sym.node.type
             if declared is not None and declared.base != "real":
                 continue  # simplex[K], ordered[K]...: a constrained type of its own
+            if declared is not None and any(b.name not in ("lower", "upper")
+                                            for b in declared.bounds):
+                continue  # a misspelt bound (lowr) is its own error, with a did-you-mean
             words = _CONSTRAINT_WORDS[need]
             bounds = {b.name: _literal(b.value) for b in declared.bounds} \
                 if declared is not None else {}
