@@ -84,7 +84,7 @@ def test_support_check_leaves_a_valid_fit_unchanged(method, monkeypatch):
     data = {"y": [1, 2, 3, 1, 0, 2, 1, 3, 2, 1]}
     opts = dict(steps=10, samples=3) if method == "svi" else dict(SHORT["sghmc"], warmup=5)
     checked = m.fit(data, infer=method, **opts)
-    monkeypatch.setattr(run, "check_supports", lambda *a: None)
+    monkeypatch.setattr(run, "check_supports", lambda *a: set())  # checks nothing
     unchecked = m.fit(data, infer=method, **opts)
     assert torch.equal(checked.samples["lam"], unchecked.samples["lam"])
 
@@ -350,3 +350,15 @@ def test_hmc_warns_that_it_does_not_reject_outside_a_support_set_by_a_latent():
     with pytest.warns(UserWarning, match=r"^hmc does not reject proposals outside the support "
                       r"of 'y', which follows a latent: its draws may leave it \(use nuts\)$"):
         m.fit({"y": [1.2, 2.0, 4.0]}, infer="hmc(samples=5, warmup=5, chains=1)")
+
+
+def test_svi_whose_guide_crosses_a_support_that_follows_a_latent_blames_the_guide():
+    m = ppl.compile("model U(y: real[N]) {\n  th ~ Uniform(0, 20)\n  y ~ Uniform(0, th)\n}\n",
+                    "u.bdl")
+    with pytest.raises(ppl.BdlError) as e:
+        m.fit({"y": [3.0, 5.0, 8.0]}, infer="svi(steps=200)", seed=0)
+    first, note = e.value.render().splitlines()[:2]
+    assert first.startswith("infer: error: svi: at step ")
+    assert first.endswith("the guide drew latents that put the observed 'y' outside its "
+                          "support, which follows them")
+    assert note.startswith("  note: the data are not at fault")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import sys
 import time
 import warnings
@@ -471,7 +472,9 @@ def _autoguide(model, trace, guide_name: str, opts: dict, latents: list[str],
 def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
     with pyro.validation_enabled(True):
         trace = pyro.poutine.trace(model).get_trace(**kwargs)
-    check_supports(model, kwargs, trace)
+    checked = check_supports(model, kwargs, trace)
+    follows = {name for name, site in trace.nodes.items()  # supports that follow latents
+               if site["type"] == "sample" and site["is_observed"] and name not in checked}
     latents, dets = _hidden_sites(model, kwargs, trace)
     discrete = enumerable_sites(trace)
     fit_model, elbo = model, None
@@ -501,7 +504,7 @@ def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
                mininterval=0.5)
     every = max(1, opts["steps"] // 100)
     for step in range(opts["steps"]):
-        loss = _step(svi, kwargs, step, opts, method)
+        loss = _step(svi, kwargs, step, opts, method, follows)
         if decay != 1.0:
             optim.step()
         losses.append(loss)
@@ -523,15 +526,20 @@ def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
     return f
 
 
-def _step(svi, kwargs: dict, step: int, opts: dict, method: str) -> float:
+def _step(svi, kwargs: dict, step: int, opts: dict, method: str,
+          follows: set[str] = frozenset()) -> float:
     """One SVI step's loss; a non-finite ELBO or guide is the user error
     :func:`_diverged` (Pyro's own NaN warnings, which would only come before it, are
-    kept quiet)."""
+    kept quiet), and a support error at an observed site of ``follows`` (a support that
+    follows the latents) is :func:`_left_support`."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Encountered NaN")
         try:
             loss = svi.step(**kwargs)
         except ValueError as e:  # a guide built from parameters the last step made NaN
+            site = re.search(r"at site '([^']+)'", str(e))
+            if site and site.group(1) in follows:
+                raise _left_support(method, step, opts, site.group(1)) from e
             if _finite_params():
                 raise
             raise _diverged(method, step, opts, "the guide's parameters became NaN") from e
@@ -539,6 +547,20 @@ def _step(svi, kwargs: dict, step: int, opts: dict, method: str) -> float:
         raise _diverged(method, step, opts,
                         f"the ELBO became {'NaN' if math.isnan(loss) else 'infinite'}")
     return loss
+
+
+def _left_support(method: str, step: int, opts: dict, site: str):
+    """The user error of an SVI/MAP step whose guide drew latents that put the observed
+    ``site`` outside a support that follows them (``y ~ Uniform(0, th)`` with ``th`` drawn
+    below a data value): the data were checked valid at the start; the guide is at fault."""
+    from ..syntax.diagnostics import BdlError, Diagnostic
+
+    return BdlError([Diagnostic(
+        f"{method}: at step {step + 1} of {opts['steps']} the guide drew latents that put "
+        f"the observed '{site}' outside its support, which follows them",
+        notes=["the data are not at fault: a guide over the whole real line crosses the "
+               "bound; sample with nuts, or declare the latent's bounds so that every "
+               "value it may take keeps the data inside"])], "infer")
 
 
 def _finite_params() -> bool:
