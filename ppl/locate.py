@@ -161,7 +161,7 @@ def _declared(text: str, name: str):
     return None
 
 
-def support_message(exc: BaseException, site: str | None, text: str) -> tuple[str, list] | None:
+def support_message(exc: BaseException, site: str | None, text: str) -> str | None:
     """An observed value outside its distribution's support (torch's "Expected value argument
     ... to be within the support ...") in words: "'y' element 0 is 1.5; Poisson is over
     integers >= 0", and the declaration that fits when a real holds what must be integers."""
@@ -191,7 +191,6 @@ def support_message(exc: BaseException, site: str | None, text: str) -> tuple[st
         shown = value
     words, integers = _support_words(loc.get("support"), at, valid.shape)
     msg = f"{what} is {_num(shown.detach())}; {type(dist).__name__} is over {words}"
-    notes: list = []
     fractional = bool((shown.detach() % 1 != 0).any())
     typ = _declared(text, site) if integers and fractional and site else None
     if typ is not None and typ.base == "real":
@@ -199,7 +198,7 @@ def support_message(exc: BaseException, site: str | None, text: str) -> tuple[st
 
         int_type = type_text(typ).replace("real", "int", 1)
         msg += f"; declare {site}: {int_type}"
-    return msg, notes
+    return msg
 
 
 def _site_line(pseudo: str, site: str) -> int | None:
@@ -255,7 +254,7 @@ def locate(exc: BaseException, pseudo: str | None = None) -> BdlError | None:
     site = at_site.group(1) if at_site is not None else getattr(ref, "name", None)
     support = support_message(original, site, text)
     if support is not None:  # the statement, the element and the support say it all
-        err = BdlError([Diagnostic(support[0], span, notes=support[1])], filename, text)
+        err = BdlError([Diagnostic(support, span)], filename, text)
         err.not_a_bug = True  # the data is at fault: the CLI saves no traceback
         return err
     return BdlError([Diagnostic(bounded(str(original)), span, notes=notes)], filename, text)

@@ -15,7 +15,13 @@ import pytest
 import torch
 
 import ppl
-from ppl.io.run_folder import RunFolderError, check_folder, clear_run, recorded_files
+from ppl.io.run_folder import (
+    RunFolderError,
+    check_folder,
+    clear_run,
+    record_files,
+    recorded_files,
+)
 
 LR = """model LR(x: real[N, D], y: real[N], x_new: real[M, D], y_new: real[M]?) {
   beta: real[D] ~ Normal(0, 2)
@@ -135,8 +141,11 @@ def test_clear_run_removes_only_what_a_run_recorded(tmp_path):
     assert clear_run(tmp_path) == ["bdl-internal-error.txt"]
     assert recorded_files(tmp_path) is None
     # another tool's run.json with a files list: nothing of it is BDL's
-    (tmp_path / "run.json").write_text(json.dumps({"tool": "mine", "files": ["data.json"]}))
+    foreign = json.dumps({"tool": "mine", "files": ["data.json"]})
+    (tmp_path / "run.json").write_text(foreign)
     assert recorded_files(tmp_path) is None and clear_run(tmp_path) == []
+    record_files(tmp_path, ["predictive.npz"])  # bdl predict into that folder: not written
+    assert (tmp_path / "run.json").read_text() == foreign
     # a run that recorded its files: those go, the data file it is asked to keep stays
     (tmp_path / "run.json").write_text(json.dumps(
         {"model_hash": "0", "samples_layout": "...",

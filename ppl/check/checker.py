@@ -2135,8 +2135,7 @@ class _ModelChecker(LabelLayout):
         if value is None or bounds is None:
             return True
         lo, lo_open, hi, hi_open = bounds
-        if ((lo is None or value > lo or (value == lo and not lo_open))
-                and (hi is None or value < hi or (value == hi and not hi_open))):
+        if infer_methods.in_range(value, lo, hi, lo_open, hi_open):
             return True
         want = (f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
                 if lo is not None and hi is not None else

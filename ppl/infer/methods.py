@@ -46,9 +46,7 @@ class Option:
             return None
         if not math.isfinite(value):
             return f"must be a finite number, got {value}"
-        lo, hi = self.low, self.high
-        if ((lo is None or value > lo or (value == lo and not self.low_open))
-                and (hi is None or value < hi or (value == hi and not self.high_open))):
+        if in_range(value, self.low, self.high, self.low_open, self.high_open):
             return None
         return f"must be {self.range_words()}"
 
@@ -63,6 +61,15 @@ class Option:
             return f"{'less than' if self.high_open else 'at most'} {_num(hi)}"
         return (f"in {'(' if self.low_open else '['}{_num(lo)}, {_num(hi)}"
                 f"{')' if self.high_open else ']'}")
+
+
+def in_range(value: float, lo: float | None, hi: float | None, lo_open: bool = False,
+             hi_open: bool = False) -> bool:
+    """Whether ``value`` lies in the range from ``lo`` to ``hi`` (an end None: unbounded
+    there; ``*_open``: that end excluded). An option's range (:meth:`Option.problem`) and
+    a distribution parameter's (the checker's literal arguments) are both this."""
+    return ((lo is None or value > lo or (value == lo and not lo_open))
+            and (hi is None or value < hi or (value == hi and not hi_open)))
 
 
 def _num(x: float) -> str:

@@ -77,13 +77,9 @@ def recorded_files(out: Path) -> list[str] | None:
     """The files an earlier BDL run recorded in ``out``: its run.json's ``files`` (and
     run.json), :data:`LEGACY_FILES` for a run.json of BDL's written before ``files``;
     None when ``out`` holds no run.json of BDL's (a folder BDL did not write)."""
-    try:
-        record = json.loads((Path(out) / "run.json").read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
+    record = _bdl_record(out)
+    if record is None:
         return None
-    if not isinstance(record, dict) or "model_hash" not in record \
-            or "samples_layout" not in record:
-        return None  # another tool's run.json: its files are the user's
     files = record.get("files")
     if isinstance(files, list) and all(isinstance(n, str) for n in files):
         # plain names in the folder only: a hand-edited list never reaches outside it
@@ -127,18 +123,28 @@ def check_reads(out: Path, path, flag: str = "--data", folder: str = "--out") ->
 def record_files(out: Path, names) -> None:
     """Add ``names`` (files just written into ``out``) to the ``files`` of its run.json,
     so that ``force`` removes them with the run; nothing when ``out`` holds no run.json
-    that lists its files."""
-    path = Path(out) / "run.json"
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
-        return
-    if not isinstance(record, dict) or not isinstance(record.get("files"), list):
+    of BDL's that lists its files."""
+    record = _bdl_record(out)
+    if record is None or not isinstance(record.get("files"), list):
         return
     new = [n for n in names if n not in record["files"]]
     if new:
         record["files"] = [*record["files"], *new]
-        path.write_text(json.dumps(record, indent=2) + "\n")
+        (Path(out) / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _bdl_record(out: Path) -> dict | None:
+    """The run.json in ``out`` when BDL wrote it (it has ``model_hash`` and
+    ``samples_layout``), else None: no run.json, an unreadable one, or another tool's,
+    whose files are the user's (never removed, never written)."""
+    try:
+        record = json.loads((Path(out) / "run.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(record, dict) or "model_hash" not in record \
+            or "samples_layout" not in record:
+        return None
+    return record
 
 
 def write_run(out: Path, fit: Fit, *, model: str, file: str | None, source: str,

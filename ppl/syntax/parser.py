@@ -632,7 +632,7 @@ def _missing_block(e: UnexpectedInput, lines: list[str], line: int) -> Span | No
     head = line - 1
     while head > 0 and (not lines[head - 1].strip() or lines[head - 1].lstrip().startswith("#")):
         head -= 1
-    if head <= 0 or head == line:
+    if head <= 0:
         return None
     end = len(lines[head - 1].rstrip()) + 1
     return Span(head, end, head, end + 1)
