@@ -7,7 +7,7 @@ import linecache
 from pathlib import Path
 
 from . import locate
-from .infer.methods import SEED_MAX
+from .infer.methods import SEED_MAX, point_estimate
 from .pipeline import Compiled, compile_source
 from .syntax.diagnostics import BdlError, Diagnostic, Span
 
@@ -181,7 +181,7 @@ class Model:
         changed = check_run(record, chains, run, model=self.name, file=self.filename,
                             source=self.bdl_source, latents=list(self.ir.latents))
         opts = record.get("infer", {})
-        if chains and (opts.get("method") == "map" or opts.get("guide") == "delta"):
+        if chains and point_estimate(opts.get("method"), opts):
             chains = point_draws(chains, draws or 1000)  # every saved draw is the estimate
         elif chains and draws is not None:
             chains = thinned(chains, draws)

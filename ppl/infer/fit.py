@@ -7,6 +7,7 @@ import torch
 
 from ..runtime.shapes import declared
 from .draws import site_draws
+from .methods import point_estimate
 from .summary import Summary, summarise
 
 
@@ -67,9 +68,8 @@ class Fit:
 
     def summary(self, sites: list[str] | None = None) -> Summary:
         names = sites or [k for k in self.latents + self.deterministics if k in self.chains]
-        point = self.method == "map" or (self.method == "svi"
-                                         and self.options.get("guide") == "delta")
-        return summarise(self.chains, names, point=point)
+        return summarise(self.chains, names,
+                         point=point_estimate(self.method, self.options))
 
     def predict(self, data: dict | None = None, num_samples: int | None = None,
                 sites: list[str] | None = None, seed: int | None = None

@@ -191,6 +191,12 @@ register(Method("map", {**_SVI, "samples": Option(1, int, low=1), **_COMMON,
                 relations=_svi_relations))
 
 
+def point_estimate(method: str | None, options: dict) -> bool:
+    """Whether a fit by ``method`` with ``options`` is a point estimate, every draw a copy
+    of one value: ``map``, and ``svi`` with the delta guide."""
+    return method == "map" or (method == "svi" and options.get("guide") == "delta")
+
+
 def lookup(name: str) -> Method | None:
     from .. import builtins
 
