@@ -333,14 +333,9 @@ def init_label_from_logreg(m: M.MonotoneDBM, W: torch.Tensor, c0: torch.Tensor) 
     target = W.double().to(A.device) / gain.repeat_interleave(k, 0)[:, 0]  # [kl, nv k]
     Q = torch.linalg.pinv(A[:, voff:voff + nv * k].T) @ target.T  # A_C^T Q = target^T
     Py = torch.eye(kl, dtype=A.dtype, device=A.device) - 1.0 / kl
-    norms = []  # every other unit's tangent block norm (the label's own is replaced)
-    for name, off, n, kk in lay.segments:
-        if name == "label":
-            continue
-        idx = torch.arange(off, off + n * kk, device=A.device).view(n, kk)
-        blk = (A.T @ A)[idx[:, :, None], idx[:, None, :]]
-        Pk = torch.eye(kk, dtype=A.dtype, device=A.device) - 1.0 / kk
-        norms.append(torch.linalg.matrix_norm(Pk @ blk @ Pk, ord=2))
+    # every other unit's tangent block norm (the label's own is replaced)
+    norms = [v for name, v in M.unit_block_norms(A.T @ A, lay, tangent=True)
+             if name != "label"]
     # s = min(1, (c - m) / the largest block): the label's block may reach the largest
     # other one, or c - m where s = 1, without changing s
     top = torch.clamp(torch.cat(norms).max(), min=m.cap - m.margin)

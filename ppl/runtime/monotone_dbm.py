@@ -400,19 +400,28 @@ def monotone_phi(A: torch.Tensor, layout: Layout, margin: float, cap: float = 1.
     AtA = A.T @ A
     blocks = layout.block_mask(A.device)
     D = AtA * blocks
-    # the spectral norm of each unit's diagonal block, grouped by block size
-    norms = []
-    for _, off, n, k in layout.segments:
-        idx = torch.arange(off, off + n * k, device=A.device).view(n, k)
-        blk = AtA[idx[:, :, None], idx[:, None, :]]
-        if cap != 1.0:  # only the tangent directions enter the uniqueness bound
-            Pk = torch.eye(k, dtype=A.dtype, device=A.device) - 1.0 / k
-            blk = Pk @ blk @ Pk
-        norms.append(torch.linalg.matrix_norm(blk, ord=2))
+    # only the tangent directions enter the uniqueness bound when cap != 1
+    norms = unit_block_norms(AtA, layout, tangent=cap != 1.0)
     # all blocks zero (e.g. A = 0): s = 1; the clamp keeps the gradient finite
-    top = torch.cat(norms).max().clamp_min(torch.finfo(A.dtype).tiny)
+    top = torch.cat([v for _, v in norms]).max().clamp_min(torch.finfo(A.dtype).tiny)
     s = torch.clamp((float(cap) - margin) / top, max=1.0)
     return s * (D - AtA), s
+
+
+def unit_block_norms(AtA: torch.Tensor, layout: Layout, tangent: bool) -> list:
+    """``(segment name, norms)`` per segment of ``layout``: the spectral norms
+    ``||(A^T A)_ii||_2`` of its units' diagonal blocks ([n]), or with ``tangent``
+    ``||P_i (A^T A)_ii P_i||_2`` (``P_i = I - 1 1^T / k_i``): the norms the global scale
+    ``s`` divides by (:func:`monotone_phi`)."""
+    out = []
+    for name, off, n, k in layout.segments:
+        idx = torch.arange(off, off + n * k, device=AtA.device).view(n, k)
+        blk = AtA[idx[:, :, None], idx[:, None, :]]
+        if tangent:
+            Pk = torch.eye(k, dtype=AtA.dtype, device=AtA.device) - 1.0 / k
+            blk = Pk @ blk @ Pk
+        out.append((name, torch.linalg.matrix_norm(blk, ord=2)))
+    return out
 
 
 def lambda_max_tangent(Phi: torch.Tensor, layout: Layout) -> float:
