@@ -121,8 +121,9 @@ class Model:
         device, dtype = opts["device"], opts["dtype"]
 
         def binder(d):
+            # as `bdl predict`: data the model only observes may be left out (drawn)
             with torch_defaults(device, dtype):
-                return self.bind(d)
+                return self.bind(d, may_omit=self.checked.observed_only)
 
         result.binder = binder
         _predict = result.predict

@@ -128,3 +128,38 @@ def test_summed_out_labels_live_on_the_device(device):
     assert all(v.device.type == device for v in fit.samples.values())
     assert fit.samples["z"].shape == (30, 3)
     assert float((fit.samples["s"] == 4).double().mean()) > 0.5
+
+
+SUPPORTS = """
+model DeviceSupports(y: real[N], c: int[N], g: int[N]) {
+  s ~ Uniform(0, 5)
+  lam ~ Exponential(1)
+  a: real[2] ~ Normal(0, 1)
+  y ~ Pareto(s, 3)
+  c ~ Poisson(lam * exp(a[g]))
+}
+"""
+
+
+def test_fit_time_checks_run_on_the_device(device):
+    """The fit-time checks where the data live: a support the data alone fix (Poisson
+    counts) and an index bound are located errors, not device errors; a support that
+    follows a latent (Pareto's scale) keeps every NUTS draw inside it (y >= s, so
+    s <= min(y) = 1.2); the posterior predictive stays on the device."""
+    m = ppl.compile(SUPPORTS, "ds.bdl")
+    data = {"y": [1.2, 2.0, 4.0], "c": [1, 0, 3], "g": [0, 1, 1]}
+    opts = {"infer": "nuts", "warmup": 30, "samples": 30, "chains": 1, "device": device,
+            "seed": 0}
+    fit = m.fit(data, **opts)
+    assert all(v.device.type == device for v in fit.samples.values())
+    assert float(fit.samples["s"].max()) <= 1.2
+    pred = fit.predict({"g": [1, 0, 0, 1]}, seed=0)  # y and c left out: drawn
+    assert pred["c"].shape == (30, 4) and pred["y"].shape == (30, 4)
+    assert bool((pred["y"] >= fit.samples["s"][:, None]).all())
+    assert all(v.device.type == device for v in pred.values())
+    with pytest.raises(ppl.BdlError, match=r"ds.bdl:7:3: error: 'c' element 1 is -1; "
+                       r"Poisson is over integers >= 0"):
+        m.fit({**data, "c": [1, -1, 3]}, **opts)
+    with pytest.raises(ppl.BdlError, match=r"data 'g' indexes a dimension of 'a' of size 2 "
+                       r"but g\[1\] is 2"):
+        m.fit({**data, "g": [0, 2, 1]}, **opts)

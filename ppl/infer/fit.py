@@ -75,7 +75,8 @@ class Fit:
                 sites: list[str] | None = None, seed: int | None = None
                 ) -> dict[str, torch.Tensor]:
         """Posterior predictive: sample every site not fixed by ``data`` (optional data
-        left out, deterministic sites) once per posterior draw. ``seed`` makes the draws
+        and data the model only observes left out, deterministic sites) once per
+        posterior draw. ``seed`` makes the draws
         repeatable (as ``bdl predict --seed``) and leaves the global streams as they were;
         without it the draws continue the global streams."""
         from .rng import seeded
