@@ -43,11 +43,16 @@ def plate_aligned(x, dims):
     if x is None:
         return None
     x = torch.as_tensor(x)
+    return x.reshape(_plate_shape(tuple(x.shape), dims))
+
+
+def _plate_shape(shape: tuple, dims) -> tuple:
+    """The shape :func:`plate_aligned` gives a value of ``shape``."""
     width = -min(dims)
-    shape = [1] * width
+    out = [1] * width
     for j, d in enumerate(dims):
-        shape[width + d] = x.shape[j]
-    return x.reshape(shape + list(x.shape[len(dims):]))
+        out[width + d] = shape[j]
+    return tuple(out) + tuple(shape[len(dims):])
 
 
 def label_aligned(x, dims, tail: int):
@@ -72,8 +77,8 @@ def label_aligned(x, dims, tail: int):
     while width and lead and lead[-1] == 1:
         lead.pop()
         width -= 1
-    own = plate_aligned(torch.empty(tuple(x.shape[cut:]), device="meta"), dims).shape
-    return x.reshape(tuple(lead) + tuple(own))
+    # shapes only: a scratch tensor would be made on the default device (CUDA in a fit)
+    return x.reshape(tuple(lead) + _plate_shape(tuple(x.shape[cut:]), dims))
 
 
 def label_matmul(a, b, left: int, right: int):
