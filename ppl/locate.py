@@ -46,6 +46,36 @@ def register(pseudo: str, filename: str, text: str, source_map: list) -> None:
     _MODULES[pseudo] = (filename, text, source_map)
 
 
+# a statement's marker in generated code (backends.pyro.codegen.MARKER): "# bdl:LINE:COL"
+_MARKER = re.compile(r"^( *)# bdl:(\d+):(\d+)(?:  |$)")
+
+
+def markers_map(lines: list[str]) -> list:
+    """The source map of a generated module read from its statement markers: each
+    marker's statement runs from the line after it to the line before the next marker,
+    or before the next line at the module's top level (1-based lines)."""
+    from .lower import SourceRef
+    from .syntax.diagnostics import Span
+
+    starts = [(i, m) for i, line in enumerate(lines, 1) if (m := _MARKER.match(line))]
+    out = []
+    for k, (i, m) in enumerate(starts):
+        end = starts[k + 1][0] - 1 if k + 1 < len(starts) else len(lines)
+        for j in range(i + 1, end + 1):
+            if lines[j - 1].strip() and not lines[j - 1][0].isspace():
+                end = j - 1  # the function ended
+                break
+        out.append((i + 1, end, SourceRef(Span(int(m.group(2)), int(m.group(3))))))
+    return out
+
+
+def register_markers(path: str, filename: str, text: str | None) -> None:
+    """Locate run-time errors of the generated module at ``path`` (run on its own) by its
+    statement markers, at the BDL file ``filename`` whose ``text`` (None: unreadable)
+    shows the statement under the error."""
+    _MODULES[path] = (filename, text, markers_map(linecache.getlines(path)))
+
+
 def _original(exc: BaseException) -> BaseException:
     """The exception as first raised: Pyro's trace re-raises the same type with the trace's
     shapes appended to the message (``raise exc from e``), which says nothing to a user."""
@@ -249,8 +279,9 @@ def locate(exc: BaseException, pseudo: str | None = None) -> BdlError | None:
     argument = getattr(original, "argument", None)
     span = ref.args.get(argument, ref.span) if argument is not None else ref.span
     what = type(original).__name__
-    notes = [f"raised while running this statement ({what}, line {lineno} of the generated "
-             "Pyro)"] if named is None else list(exc.notes)
+    module = "the generated Pyro" if hit[0].startswith("<") else hit[0].rsplit("/", 1)[-1]
+    notes = [f"raised while running this statement ({what}, line {lineno} of {module})"
+             ] if named is None else list(exc.notes)
     site = at_site.group(1) if at_site is not None else getattr(ref, "name", None)
     support = support_message(original, site, text)
     if support is not None:  # the statement, the element and the support say it all

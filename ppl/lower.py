@@ -122,6 +122,8 @@ class SampleOp:
     enum_plates: bool = False
     # a continuous latent reading a label summed out outside plates (rt.LabelFree)
     label_free: bool = False
+    # a latent label (finite support): summed out in the fit, drawn afterwards
+    summed_out: bool = False
 
 
 @dataclass
@@ -226,6 +228,7 @@ class IRModel:
     imports: set[str] = field(default_factory=set)
     # int data read as an index: binding checks its values are in [0, size)
     index_checks: list[IndexCheckSpec] = field(default_factory=list)
+    line: int = 0  # of the ``model`` header in the BDL source
 
 
 def lower(cm: CheckedModel, filename: str = "<string>") -> IRModel:
@@ -245,7 +248,8 @@ class _Lowerer:
         self.used: set[str] = set()  # names the lowered code reads
         self.locals: dict[str, str] = {}  # function literal parameters -> Python names
         self.taken = set(cm.symbols) | set(RESERVED)
-        self.ir = IRModel(cm.name, filename, [], list(cm.sizes), [], [], [], None)
+        self.ir = IRModel(cm.name, filename, [], list(cm.sizes), [], [], [], None,
+                          line=cm.model.span.line)
         self.enumerates = any(
             isinstance(s, ast.Sample) and getattr(cm.sites.get(id(s)), "role", "") == "latent"
             and cm.ty(s.dist).enumerable for s in ast.walk(cm.model.body))
@@ -419,7 +423,8 @@ class _Lowerer:
             self.used.add(obs)
         return SampleOp(s.name, d, obs, event, dty.event, bool(info.plates),
                         self._constraint(info.constraint), info.obs_cast, self._var(s.name),
-                        info.obs_align, self.enumerates, info.label_free)
+                        info.obs_align, self.enumerates, info.label_free,
+                        info.role == "latent" and bool(dty.enumerable))
 
     def _constraint(self, c):
         if c is None:

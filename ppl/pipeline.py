@@ -36,7 +36,7 @@ def compile_source(text: str, filename: str = "<string>") -> Compiled:
 
     checked = front(text, filename)
     irs = {name: lower(cm, filename) for name, cm in checked.models.items()}
-    python, source_map = generate_mapped(list(irs.values()), filename)
+    python, source_map = generate_mapped(list(irs.values()), filename, text)
     return Compiled(filename, text, checked, irs, python, source_map)
 
 

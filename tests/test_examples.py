@@ -356,3 +356,74 @@ infer svi(steps=1)
 """)
     with pytest.raises(ppl.BdlError, match=r"hidden takes layer widths .* got \[16.5\]"):
         m.fit({"y": [0.1, 0.2, 0.3]})
+
+
+COVARIANCE = """\
+# a covariance read from the data
+model C(y: real[N], S: real[N, N]) {
+  mu ~ Normal(0, 1)  # the mean
+  # S need not be positive definite
+  y ~ MultivariateNormal(mu * ones(N), covariance_matrix=S)
+}
+infer svi(steps=2, samples=2)
+"""
+
+
+def test_generated_statements_carry_their_bdl_line_and_comments():
+    m = ppl.compile(COVARIANCE, "c.bdl")
+    body = m.source.split("def C(*, N, y, S):\n")
+    assert body[0].endswith("# a covariance read from the data\n")
+    assert body[1].split("\n")[:5] == [
+        "    # bdl:3:3  mu ~ Normal(0, 1)  # the mean",
+        '    mu = pyro.sample("mu", dist.Normal(0, 1))',
+        "    # S need not be positive definite",
+        "    # bdl:5:3  y ~ MultivariateNormal(mu * ones(N), covariance_matrix=S)",
+        '    pyro.sample("y", dist.MultivariateNormal(mu * rt.ones(N), covariance_matrix=S), '
+        "obs=y)"]
+    # a label says it is summed out; a marker too long for the line is cut
+    lab = ppl.compile("model L(y: real[N]) {\n  z ~ Categorical([0.5, 0.5])\n  y ~ Normal("
+                      + " + ".join(["z * 1.0"] * 20) + ", 1)\n}\n", "l.bdl")
+    lines = lab.source.split("\n")
+    at = lines.index("    # bdl:2:3  z ~ Categorical([0.5, 0.5])")
+    assert lines[at + 1:at + 3] == [
+        "    # a label: summed out in the fit (Pyro's parallel enumeration), then drawn from "
+        "its exact",
+        "    # conditional (ppl.infer.discrete)"]
+    cut = next(ln for ln in lines if ln.startswith("    # bdl:3:3  y ~ Normal(z * 1.0 + "))
+    assert len(cut) == 99 and cut.endswith(" ...")
+
+
+def test_standalone_module_locates_run_time_errors(tmp_path, monkeypatch, capsys):
+    """An error raised while a statement of a module run on its own runs is located in
+    the .bdl by the module's statement markers, as `bdl run` locates it; without the
+    .bdl beside it the location stands without the line."""
+    m = ppl.compile(COVARIANCE, "c.bdl")
+    (tmp_path / "c.bdl").write_text(COVARIANCE)
+    gen = tmp_path / "c.py"
+    gen.write_text(m.source)
+    (tmp_path / "d.json").write_text(json.dumps({"y": [1.0, 2.0],
+                                                 "S": [[1.0, 2.0], [2.0, 1.0]]}))
+    r = _run_script_here(gen, "d.json", "--quiet", monkeypatch=monkeypatch, capsys=capsys)
+    lines = r.stderr.strip().split("\n")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert lines[0].startswith("c.bdl:5:3: error: Expected parameter covariance_matrix")
+    line = m.source.split("\n").index(next(ln for ln in m.source.split("\n")
+                                           if ln.startswith('    pyro.sample("y"'))) + 1
+    assert lines[-3:] == [
+        "    y ~ MultivariateNormal(mu * ones(N), covariance_matrix=S)", "    ^",
+        f"  note: raised while running this statement (ValueError, line {line} of c.py)"]
+    (tmp_path / "c.bdl").unlink()
+    r = _run_script_here(gen, "d.json", "--quiet", monkeypatch=monkeypatch, capsys=capsys)
+    assert r.returncode == 1
+    assert r.stderr.startswith("c.bdl:5:3: error: Expected parameter covariance_matrix")
+    assert "    y ~ MultivariateNormal" not in r.stderr
+
+
+def test_markers_map_ends_a_statement_at_the_next_marker_or_the_function_end():
+    from ppl.locate import markers_map
+
+    lines = ["def M():", "    # bdl:2:3  a ~ Normal(0, 1)", "    a = 1", "    # bdl:3:3  plate N {",
+             "    with p:", "        # bdl:4:5  y ~ Normal(a, 1)", "        y = 2", "", "",
+             'if __name__ == "__main__":', "    main()"]
+    got = [(first, last, ref.span.line, ref.span.col) for first, last, ref in markers_map(lines)]
+    assert got == [(3, 3, 2, 3), (5, 5, 3, 3), (7, 9, 4, 5)]

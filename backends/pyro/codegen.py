@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import pprint
+import textwrap
 
 from ppl import __version__
 from ppl import lower as ir
@@ -199,15 +200,54 @@ def _var(op) -> str:
     return getattr(op, "var", "") or op.name
 
 
+# Each statement's code follows a marker naming its BDL line and column and showing the
+# line; a module run on its own reads the markers to locate its run-time errors
+# (ppl.locate.register_markers), as `bdl run` does with the source map.
+MARKER = "# bdl:"
+LABEL_NOTE = ("a label: summed out in the fit (Pyro's parallel enumeration), then drawn "
+              "from its exact conditional (ppl.infer.discrete)")
+
+
 class _Emitter:
-    def __init__(self, refs: dict | None = None):
+    def __init__(self, refs: dict | None = None, source: str | None = None):
         self.lines: list[str] = []
         self.refs = refs or {}
         # (first line, last line, SourceRef), 0-based lines of ``self.lines``
         self.spans: list[tuple[int, int, object]] = []
+        self.source = source.split("\n") if source is not None else None
+        self.carried: set[int] = set()  # BDL lines whose comments are already in the code
 
     def line(self, depth: int, text: str) -> None:
         self.lines.extend(wrap(INDENT * depth + text))
+
+    def comment(self, depth: int, text: str) -> None:
+        """``# text``, wrapped at word boundaries within the line width."""
+        indent = INDENT * depth + "# "
+        for part in textwrap.wrap(text, WIDTH - len(indent), break_long_words=False) or [""]:
+            self.lines.append((indent + part).rstrip())
+
+    def bdl_comments(self, depth: int, line: int) -> None:
+        """The user's comment lines directly above BDL line ``line``, as written."""
+        if self.source is None:
+            return
+        k = line - 2  # 0-based index of the line above
+        above = []
+        while k >= 0 and self.source[k].lstrip().startswith("#") and k + 1 not in self.carried:
+            above.append(k)
+            k -= 1
+        for k in reversed(above):
+            self.carried.add(k + 1)
+            self.comment(depth, self.source[k].strip()[1:].strip())
+
+    def marker(self, depth: int, span) -> None:
+        """``# bdl:LINE:COL  <the statement's first BDL line>``, cut to the line width."""
+        self.bdl_comments(depth, span.line)
+        head = f"{INDENT * depth}{MARKER}{span.line}:{span.col}"
+        if self.source is not None and 0 < span.line <= len(self.source):
+            shown = self.source[span.line - 1].strip()
+            head += "  " + (shown if len(head) + 2 + len(shown) <= WIDTH
+                            else shown[: WIDTH - len(head) - 6] + " ...")
+        self.lines.append(head)
 
     def text(self) -> str:
         return "\n".join(self.lines)
@@ -235,9 +275,13 @@ class _Emitter:
             self.stmt(op, depth)
 
     def stmt(self, op, depth: int) -> None:
+        ref = self.refs.get(id(op))
+        if ref is not None:
+            self.marker(depth, ref.span)
+        if isinstance(op, ir.SampleOp) and op.summed_out:
+            self.comment(depth, LABEL_NOTE)
         first = len(self.lines)
         self._stmt(op, depth)
-        ref = self.refs.get(id(op))
         if ref is not None:
             self.spans.append((first, len(self.lines) - 1, ref))
 
@@ -340,13 +384,15 @@ def _reads(lets, var: str) -> bool:
     return any(var in _names(t.value) for t in lets)
 
 
-def model_function(m: ir.IRModel) -> str:
-    """The Pyro model function and its transformed-data helper."""
-    return _model_function(m).text()
+def model_function(m: ir.IRModel, source: str | None = None) -> str:
+    """The Pyro model function and its transformed-data helper; with the BDL ``source``,
+    each statement's marker shows its line and the user's comments are carried over."""
+    return _model_function(m, source).text()
 
 
-def _model_function(m: ir.IRModel) -> _Emitter:
-    e = _Emitter(m.refs)
+def _model_function(m: ir.IRModel, source: str | None = None) -> _Emitter:
+    e = _Emitter(m.refs, source)
+    e.bdl_comments(0, m.line)  # what the file says about the model, above its function
     params = list(m.sizes) + [a.name for a in m.args if a.name not in m.sizes]
     # the transformed data, and before them the fixed values (kernels) they may read
     returned = [t for t in m.transformed if t.kind == "transformed"]
@@ -384,12 +430,14 @@ def _drop_unread_values(body: list) -> list:
         body = keep
 
 
-def generate(models: list[ir.IRModel], source_name: str) -> str:
-    """A complete, standalone Python module for the given models."""
-    return generate_mapped(models, source_name)[0]
+def generate(models: list[ir.IRModel], source_name: str, source: str | None = None) -> str:
+    """A complete, standalone Python module for the given models (``source``: the BDL
+    text, shown beside each statement's marker)."""
+    return generate_mapped(models, source_name, source)[0]
 
 
-def generate_mapped(models: list[ir.IRModel], source_name: str) -> tuple[str, list]:
+def generate_mapped(models: list[ir.IRModel], source_name: str,
+                    source: str | None = None) -> tuple[str, list]:
     """The module of :func:`generate` and its source map: ``(first, last, SourceRef)``
     per emitted statement, 1-based lines of the module, so that an error raised while a
     generated line runs can be reported at the BDL statement it came from."""
@@ -407,7 +455,7 @@ def generate_mapped(models: list[ir.IRModel], source_name: str) -> tuple[str, li
         "from ppl import runtime as rt",
         "",
     ]
-    functions = [_model_function(m) for m in models]
+    functions = [_model_function(m, source) for m in models]
     at = head.index("from pyro.distributions import constraints  # noqa: F401") + 1
     head[at:at] = [_IMPORTS[name] for name in sorted(set().union(*(m.imports for m in models)))]
     body: list[str] = []

@@ -2,13 +2,16 @@
 
 DATA is read like ``bdl run``'s (JSON, CSV or NPZ; ``ppl.io.data.load_data``). Bad input
 (a missing or malformed data file, data that do not fit the signature, a model that fails
-on them) is one ``error:`` line on stderr and exit status 1, never a traceback.
+on them) is an ``error:`` on stderr and exit status 1, never a traceback. An error raised
+while a statement of the model runs is located in the BDL file, as ``bdl run`` locates it,
+by the statement markers of the module (``# bdl:LINE:COL``; ``ppl.locate``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 from ..cli import EXIT_USER, _progress
@@ -30,12 +33,16 @@ def main(model, signature, infer: dict | None, transformed=None,
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
+    from .. import locate
     from ..io.data import DataError, load_data
     from ..syntax.diagnostics import BdlError
 
+    module = model.__code__.co_filename
+    locate.register_markers(module, *bdl_source(getattr(signature, "source", None), module))
     try:
         data = load_data(args.data) if args.data is not None else {}
-        summary = _fit(model, signature, infer, transformed, data, _progress(args))
+        with locate.located(module):
+            summary = _fit(model, signature, infer, transformed, data, _progress(args))
     except (DataError, OSError) as e:
         _fail(str(e))
     except BdlError as e:
@@ -45,6 +52,21 @@ def main(model, signature, infer: dict | None, transformed=None,
         # torch/pyro errors while evaluating the model: the model or data is at fault
         _fail(f"while running the model: {e}")
     print(summary)
+
+
+def bdl_source(source: str | None, module: str) -> tuple[str, str | None]:
+    """The BDL file a module was generated from and its text (None when it cannot be
+    read): ``source`` as compiled (relative to where ``bdl compile`` ran), else beside
+    the module."""
+    if not source or source.startswith("<"):
+        return source or "<string>", None
+    here = Path(module).resolve().parent
+    for path in (Path(source), here / source, here / Path(source).name):
+        try:
+            return source, path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+    return source, None
 
 
 def _fit(model, signature, infer, transformed, data: dict, progress: bool) -> str:
