@@ -26,6 +26,7 @@ RESERVED = frozenset(keyword.kwlist) | {"dist", "torch", "pyro", "rt", "constrai
 @dataclass
 class Lit:
     value: object
+    text: str | None = None  # a number as the source spelt it (``1e6``, not 1000000.0)
 
 
 @dataclass
@@ -456,7 +457,7 @@ class _Lowerer:
         if isinstance(e, ast.Number) and id(e) in self.cm.label_dims:
             return Lit(e.value - self.cm.label_dims[id(e)])  # dim=0 of w = mu[z]: from the right
         if isinstance(e, ast.Number):
-            return Lit(e.value)
+            return Lit(e.value, e.text)
         if isinstance(e, ast.Bool):
             return Lit(e.value)
         if isinstance(e, ast.String):

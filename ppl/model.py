@@ -58,39 +58,13 @@ class Model:
     # ---- inference ----
     def resolve_infer(self, infer: str | None = None, **options) -> tuple[str, dict]:
         """Method and options: the file's infer line, then ``infer``, then ``options``."""
-        from .check.checker import validate_options
-        from .infer.run import resolve_options
-
-        base = dict(self.infer or {"method": "nuts"})
-        method = base.pop("method")
-        given: dict = {}
-        if infer is not None:
-            m, spec_opts = parse_infer_spec(infer)
-            if m != method:
-                base = {}
-            method = m
-            given.update(spec_opts)
-        given.update(options)
-        values, errs = validate_options(
-            method, [(k, v, Span(0, 0)) for k, v in given.items()], Span(0, 0))
-        if errs:
-            raise BdlError(errs, "infer")
         from .check.method_fit import method_mismatch
 
+        method, opts = merge_infer(self.infer, infer, **options)
         errs = method_mismatch(method, self.checked.model, Span(0, 0)) \
             + list(self.checked.fit_errors)
         if errs:
             raise BdlError(errs, self.filename, self.bdl_source)
-        opts = resolve_options(method, {**base, **values})
-        if opts.get("device") == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
-                raise BdlError([Diagnostic(
-                    "device=cuda was asked for, but CUDA is not available here "
-                    "(torch.cuda.is_available() is False)",
-                    notes=["use device=cpu (the default), or a torch built with CUDA on a "
-                           "machine with a GPU"])], "infer")
         return method, opts
 
     def fit(self, data: dict | None = None, infer: str | None = None, *,
@@ -301,6 +275,41 @@ def check_seed(seed, where: str) -> None:
             or not 0 <= seed <= SEED_MAX:
         raise BdlError([Diagnostic(f"seed={seed!r} is out of range: a seed is an integer "
                                    f"from 0 to {SEED_MAX}")], where)
+
+
+def merge_infer(base: dict | None, infer: str | None = None, **options) -> tuple[str, dict]:
+    """Method and validated options: ``base`` (a file's infer settings, ``{"method": ...,
+    option: value}``; None: nuts), then the spec ``infer`` (``"svi(steps=100)"``; another
+    method than base's drops base's options), then ``options``. ``bdl run``, the API and a
+    generated module run on its own (``--infer``, ``--seed``) all resolve them here."""
+    from .check.checker import validate_options
+    from .infer.run import resolve_options
+
+    base = dict(base or {"method": "nuts"})
+    method = base.pop("method")
+    given: dict = {}
+    if infer is not None:
+        m, spec_opts = parse_infer_spec(infer)
+        if m != method:
+            base = {}
+        method = m
+        given.update(spec_opts)
+    given.update(options)
+    values, errs = validate_options(
+        method, [(k, v, Span(0, 0)) for k, v in given.items()], Span(0, 0))
+    if errs:
+        raise BdlError(errs, "infer")
+    opts = resolve_options(method, {**base, **values})
+    if opts.get("device") == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BdlError([Diagnostic(
+                "device=cuda was asked for, but CUDA is not available here "
+                "(torch.cuda.is_available() is False)",
+                notes=["use device=cpu (the default), or a torch built with CUDA on a "
+                       "machine with a GPU"])], "infer")
+    return method, opts
 
 
 def parse_infer_spec(spec: str) -> tuple[str, dict]:

@@ -427,3 +427,30 @@ def test_markers_map_ends_a_statement_at_the_next_marker_or_the_function_end():
              'if __name__ == "__main__":', "    main()"]
     got = [(first, last, ref.span.line, ref.span.col) for first, last, ref in markers_map(lines)]
     assert got == [(3, 3, 2, 3), (5, 5, 3, 3), (7, 9, 4, 5)]
+
+
+def test_standalone_module_takes_infer_and_seed_as_bdl_run(tmp_path, monkeypatch, capsys):
+    """`python m.py DATA --infer SPEC --seed S` resolves as `bdl run` does: the same method
+    keeps the module's other settings, the seed is the run's; a bad spec is the same
+    error and exit status 1."""
+    src = ("model M(y: real[N]) {\n  mu ~ Normal(0, 10)\n  y ~ Normal(mu, 1)\n}\n"
+           "infer svi(steps=30, lr=0.1, samples=20)\n")
+    m = ppl.compile(src, "m.bdl")
+    data = {"y": [1.0, 2.0, 3.0]}
+    gen = tmp_path / "m.py"
+    gen.write_text(m.source)
+    (tmp_path / "d.json").write_text(json.dumps(data))
+    from ppl.infer.report import fit_report
+
+    fit = m.fit(data, infer="svi(steps=7)", seed=5)
+    assert fit.options["lr"] == 0.1 and fit.options["steps"] == 7
+    r = _run_script_here(gen, "d.json", "--quiet", "--infer", "svi(steps=7)", "--seed", "5",
+                         monkeypatch=monkeypatch, capsys=capsys)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == fit_report(fit).strip()
+    bad = _run_script_here(gen, "d.json", "--infer", "svi(stepz=7)",
+                           monkeypatch=monkeypatch, capsys=capsys)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    with pytest.raises(ppl.BdlError) as e:
+        m.fit(data, infer="svi(stepz=7)")
+    assert bad.stderr.strip() == str(e.value).strip()

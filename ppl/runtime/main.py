@@ -1,4 +1,5 @@
-"""Entry point of a generated module run on its own: ``python model.py [DATA]``.
+"""Entry point of a generated module run on its own:
+``python model.py [DATA] [--infer SPEC] [--seed S] [--quiet]``.
 
 DATA is read like ``bdl run``'s (JSON, CSV or NPZ; ``ppl.io.data.load_data``). Bad input
 (a missing or malformed data file, data that do not fit the signature, a model that fails
@@ -19,9 +20,9 @@ from ..cli import EXIT_USER, _progress
 
 def main(model, signature, infer: dict | None, transformed=None,
          argv: list[str] | None = None) -> None:
-    """Bind DATA, run the module's infer settings (``--method``-free: the settings the
-    model file wrote), print what ``bdl run`` prints: the posterior summary, the final
-    ELBO and the point estimates."""
+    """Bind DATA, run the module's infer settings (the ``*_INFER`` dict the model file
+    wrote, then ``--infer`` and ``--seed`` as ``bdl run`` takes them), print what ``bdl
+    run`` prints: the posterior summary, the final ELBO and the point estimates."""
     name = getattr(signature, "name", None) or getattr(model, "__name__", "model")
     method_name = (infer or {}).get("method", "nuts")
     parser = argparse.ArgumentParser(
@@ -30,6 +31,11 @@ def main(model, signature, infer: dict | None, transformed=None,
                     "and print the posterior summary.")
     parser.add_argument("data", nargs="?", help="data file (.json, .csv or .npz); omit for "
                                                 "a model without data")
+    parser.add_argument("--infer", metavar="SPEC",
+                        help="inference method and options, as bdl run's --infer "
+                             "('svi(steps=200)'; the same method keeps the module's other "
+                             "settings, another method drops them)")
+    parser.add_argument("--seed", type=int, help="random seed (overrides the settings')")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
@@ -42,7 +48,8 @@ def main(model, signature, infer: dict | None, transformed=None,
     try:
         data = load_data(args.data) if args.data is not None else {}
         with locate.located(module):
-            summary = _fit(model, signature, infer, transformed, data, _progress(args))
+            summary = _fit(model, signature, infer, transformed, data, _progress(args),
+                           args.infer, args.seed)
     except (DataError, OSError) as e:
         _fail(str(e))
     except BdlError as e:
@@ -69,15 +76,15 @@ def bdl_source(source: str | None, module: str) -> tuple[str, str | None]:
     return source, None
 
 
-def _fit(model, signature, infer, transformed, data: dict, progress: bool) -> str:
+def _fit(model, signature, infer, transformed, data: dict, progress: bool,
+         spec: str | None = None, seed: int | None = None) -> str:
     from ..infer.generated import fit_generated, missing_optional
     from ..infer.report import fit_report, sampler_warnings
-    from ..infer.run import resolve_options, torch_defaults
+    from ..infer.run import torch_defaults
+    from ..model import merge_infer
     from .data import bind
 
-    spec = dict(infer or {"method": "nuts"})
-    method = spec.pop("method")
-    opts = resolve_options(method, spec)
+    method, opts = merge_infer(infer, spec, **({} if seed is None else {"seed": seed}))
     with torch_defaults(opts["device"], opts["dtype"]):
         kwargs = bind(signature, data)
         if transformed is not None:
