@@ -32,10 +32,28 @@ BDL_DISTRIBUTIONS = {
 }
 
 
+# Pyro classes whose parameters here must be tensors (``Delta(v)`` reads ``v.dim()``):
+# a Python number there (``a ~ Delta(3.0)``, a literal or a size) stopped the model with a
+# raw AttributeError. Generated code calls ``rt.NAME``, which makes those arguments
+# tensors of the default dtype and returns Pyro's own class (ppl/runtime/functions.py).
+TENSOR_PARAMS = {
+    "Delta": ("v",),
+    "GroupedNormalNormal": ("prior_loc", "prior_scale", "obs_scale"),
+    "OrderedLogistic": ("predictor", "cutpoints"),
+    "RelaxedBernoulli": ("temperature",),
+    "RelaxedBernoulliStraightThrough": ("temperature",),
+    "RelaxedOneHotCategorical": ("temperature",),
+    "RelaxedOneHotCategoricalStraightThrough": ("temperature",),
+    "TruncatedPolyaGamma": ("prototype",),
+}
+
+
 def target(name: str) -> str:
     """How generated code spells the distribution ``name``."""
     extra = BDL_DISTRIBUTIONS.get(name)
-    return extra[1] if extra else f"dist.{name}"
+    if extra:
+        return extra[1]
+    return f"rt.{name}" if name in TENSOR_PARAMS else f"dist.{name}"
 
 
 @functools.lru_cache(maxsize=1)

@@ -15,6 +15,7 @@ import time
 import warnings
 
 import pyro
+import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.distributions import TorchDistribution
@@ -88,7 +89,7 @@ def fit(model, kwargs: dict, method: str, opts: dict, *, progress: bool = False,
     reset_networks()
     pyro.set_rng_seed(opts["seed"])
     t0 = time.perf_counter()
-    result = fn(model, kwargs, opts, progress=progress)
+    result = fn(_DeltaFixed()(model), kwargs, opts, progress=progress)
     result.wall_time = time.perf_counter() - t0
     result.method, result.options = method, dict(opts)
     result.sites = sites or {}
@@ -145,6 +146,31 @@ def _on_full_data(model):
         with full_data():
             return model(**kw)
     return full
+
+
+class _DeltaFixed(Messenger):
+    """A latent drawn from ``Delta(v)`` has one value, ``v``: in a fit it is a
+    deterministic site at ``v`` (as ``pyro.deterministic`` records one), not a latent for
+    the guide or the sampler to move. Moved, its density is -inf off ``v`` (every svi/map
+    step diverged) and a model of Delta latents alone gave NUTS nothing to differentiate
+    (a raw torch RuntimeError)."""
+
+    def _pyro_sample(self, msg):
+        if msg["is_observed"]:
+            return
+        base = msg["fn"]
+        while hasattr(base, "base_dist"):  # Independent, Expanded, Masked
+            base = base.base_dist
+        if isinstance(base, dist.Delta):
+            fn = msg["fn"]
+            plates = {f.dim for f in msg["cond_indep_stack"] if f.vectorized}
+            own = 0  # its batch dims right of every plate's (Delta([1.0, 2.0])) are events
+            while own < len(fn.batch_shape) and -(own + 1) not in plates:
+                own += 1
+            msg["value"] = fn.sample()
+            msg["fn"] = (fn.to_event(own) if own else fn).mask(False)
+            msg["is_observed"] = True
+            msg["infer"] = {**msg["infer"], "_deterministic": True}
 
 
 class _InSupport(TorchDistribution):

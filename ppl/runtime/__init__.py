@@ -6,7 +6,15 @@ re-exported here so the generated source stays short and readable.
 
 from . import kernels, nn
 from .data import ArgSpec, IndexCheck, Signature, SizeCheck, bind
-from .functions import (
+from .functions import (  # the Pyro classes of signatures.TENSOR_PARAMS first
+    Delta,
+    GroupedNormalNormal,
+    OrderedLogistic,
+    RelaxedBernoulli,
+    RelaxedBernoulliStraightThrough,
+    RelaxedOneHotCategorical,
+    RelaxedOneHotCategoricalStraightThrough,
+    TruncatedPolyaGamma,
     arange,
     as_index,
     batch_size,
@@ -55,6 +63,9 @@ from .shapes import (
 )
 
 __all__ = [
+    "Delta", "GroupedNormalNormal", "OrderedLogistic", "RelaxedBernoulli",
+    "RelaxedBernoulliStraightThrough", "RelaxedOneHotCategorical",
+    "RelaxedOneHotCategoricalStraightThrough", "TruncatedPolyaGamma",
     "ArgSpec", "Flat", "IndexCheck", "LabelFree", "Restricted", "Signature", "SizeCheck",
     "arange", "as_index", "batch_size", "bind",
     "cat", "clamp", "cumsum", "full_data",

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
+import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+
+from ppl.check.signatures import TENSOR_PARAMS
 
 
 def tensor(x) -> torch.Tensor:
@@ -13,6 +17,37 @@ def tensor(x) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x
     return torch.as_tensor(x, dtype=torch.get_default_dtype())
+
+
+def _numbers_as_tensors(name: str):
+    """``dist.NAME``, with its ``TENSOR_PARAMS`` arguments made tensors first (a number,
+    ``Delta(3.0)``, is one of the default dtype; a tensor passes through): Pyro's class
+    reads them as tensors (``v.dim()``, ``temperature.log()``)."""
+    cls = getattr(dist, name)
+    sig = inspect.signature(cls.__init__)
+    params = TENSOR_PARAMS[name]
+
+    def make(*args, **kwargs):
+        bound = sig.bind_partial(None, *args, **kwargs)
+        for p in params:
+            if bound.arguments.get(p) is not None:
+                bound.arguments[p] = tensor(bound.arguments[p])
+        return cls(*bound.args[1:], **bound.kwargs)
+
+    make.__name__ = make.__qualname__ = name
+    make.__doc__ = f"pyro.distributions.{name}, its {', '.join(params)} made tensors."
+    return make
+
+
+Delta = _numbers_as_tensors("Delta")
+GroupedNormalNormal = _numbers_as_tensors("GroupedNormalNormal")
+OrderedLogistic = _numbers_as_tensors("OrderedLogistic")
+RelaxedBernoulli = _numbers_as_tensors("RelaxedBernoulli")
+RelaxedBernoulliStraightThrough = _numbers_as_tensors("RelaxedBernoulliStraightThrough")
+RelaxedOneHotCategorical = _numbers_as_tensors("RelaxedOneHotCategorical")
+RelaxedOneHotCategoricalStraightThrough = _numbers_as_tensors(
+    "RelaxedOneHotCategoricalStraightThrough")
+TruncatedPolyaGamma = _numbers_as_tensors("TruncatedPolyaGamma")
 
 
 def real(x: torch.Tensor) -> torch.Tensor:
