@@ -347,6 +347,7 @@ register(Builtin("gram", "rt.gram", ("kernel", "x", "x2", "jitter"), 2, shape=gr
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "softplus", "elu", "gelu")
 register(Builtin("mlp", "rt.nn.MLP", ("in_dim", "hidden", "out_dim", "act"), 3,
                  kind="network", result="network", choices={"act": ACTIVATIONS},
+                 lists=("hidden",),  # [] is legal: no hidden layer, one Linear
                  doc="fully connected network; weights are point estimates (pyro.module)"))
 register(Builtin("cnn", "rt.nn.CNN",
                  ("in_shape", "channels", "out_dim", "kernel_size", "act", "pool"), 3,

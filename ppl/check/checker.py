@@ -1922,6 +1922,12 @@ class _ModelChecker(LabelLayout):
             ty = Ty("list", None, value=[self._expr(x) for x in node.items])
             self.types[id(node)] = ty
             return ty
+        if b is not None and b.kind == "network" and key in b.lists \
+                and isinstance(node, ast.ListLit) and not node.items:
+            # no hidden layers, mlp(D, [], 1): one affine layer (a list of no sizes)
+            ty = Ty("list", None, value=[])
+            self.types[id(node)] = ty
+            return ty
         if b is not None and key in b.functions and (
                 isinstance(node, ast.FunctionLit) or self._function_name(node) is not None):
             if isinstance(node, ast.Name):
