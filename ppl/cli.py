@@ -25,16 +25,16 @@ class _Parser(argparse.ArgumentParser):
 
 def _seed(text: str) -> int:
     """``--seed``: an integer in numpy's range, 0..SEED_MAX (else exit 2, with the range)."""
-    from .infer.methods import SEED_MAX
+    from .infer.methods import SEED_MAX, seed_problem
 
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid seed {text!r}: expected an integer "
                                          f"from 0 to {SEED_MAX}") from None
-    if not 0 <= value <= SEED_MAX:
-        raise argparse.ArgumentTypeError(f"seed {value} is out of range: a seed is an "
-                                         f"integer from 0 to {SEED_MAX}")
+    why = seed_problem(value)
+    if why:
+        raise argparse.ArgumentTypeError(f"seed {value} is out of range: {why}")
     return value
 
 

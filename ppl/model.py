@@ -7,7 +7,7 @@ import linecache
 from pathlib import Path
 
 from . import locate
-from .infer.methods import SEED_MAX, point_estimate
+from .infer.methods import point_estimate, seed_problem
 from .pipeline import Compiled, compile_source
 from .syntax.diagnostics import BdlError, Diagnostic, Span
 
@@ -267,14 +267,9 @@ def check_seed(seed, where: str) -> None:
     """A draw's seed is None (the global streams) or an integer in 0..SEED_MAX: else a
     :class:`BdlError` rendered ``WHERE: error: ...``, not numpy's ValueError at the first
     draw. (A fit's seed is checked with its options, ``ppl.infer.run.resolve_options``.)"""
-    import numbers
-
-    if seed is None:
-        return
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) \
-            or not 0 <= seed <= SEED_MAX:
-        raise BdlError([Diagnostic(f"seed={seed!r} is out of range: a seed is an integer "
-                                   f"from 0 to {SEED_MAX}")], where)
+    why = seed_problem(seed) if seed is not None else None
+    if why:
+        raise BdlError([Diagnostic(f"seed={seed!r} is out of range: {why}")], where)
 
 
 def merge_infer(base: dict | None, infer: str | None = None, **options) -> tuple[str, dict]:

@@ -15,6 +15,18 @@ from dataclasses import dataclass, field
 SEED_MAX = 2**32 - 1
 
 
+def seed_problem(seed) -> str | None:
+    """Why ``seed`` is not a seed numpy takes (an integer, not a bool, in 0..SEED_MAX), or
+    None: the one reader of the range for ``bdl --seed`` (``cli._seed``) and the API's
+    draws (``model.check_seed``), each of which words its own message around it."""
+    import numbers
+
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) \
+            or not 0 <= seed <= SEED_MAX:
+        return f"a seed is an integer from 0 to {SEED_MAX}"
+    return None
+
+
 @dataclass(frozen=True)
 class Option:
     default: object
