@@ -15,6 +15,7 @@ import linecache
 import re
 from contextlib import contextmanager
 
+from .infer.methods import number_text
 from .syntax.diagnostics import BdlError, Diagnostic
 
 # pseudo file name of a generated module -> (BDL file name, BDL text, source map); its
@@ -107,17 +108,6 @@ def bounded(message: str, limit: int = TENSOR_REPR_LIMIT) -> str:
     return "".join(out) + message[i:]
 
 
-def _num(x) -> str:
-    """A bound or a value in words: ``0``, ``1.5``, ``[1, 2.5]``."""
-    if hasattr(x, "tolist"):
-        x = x.tolist()
-    if isinstance(x, list):
-        return "[" + ", ".join(_num(v) for v in x) + "]"
-    if isinstance(x, float) and x.is_integer():
-        return str(int(x))
-    return f"{x:g}" if isinstance(x, float) else str(x)
-
-
 def _bound_at(b, at: tuple, shape) -> str:
     """A constraint's bound in words: one number, or, where it differs by element (a
     Binomial's n per row), its value at the bad element ``at`` of an array of ``shape``."""
@@ -131,7 +121,7 @@ def _bound_at(b, at: tuple, shape) -> str:
                 b = b.expand(shape)[at]
             except (RuntimeError, IndexError):
                 pass
-    return _num(b)
+    return number_text(b)
 
 
 def _support_words(c, at: tuple = (), shape=()) -> tuple[str, bool]:
@@ -216,11 +206,11 @@ def support_message(exc: BaseException, site: str | None, text: str) -> str | No
         shown = value[at]
         # the element's index, less the size-1 dimensions that plates add
         index = [i for i, n in zip(at, valid.shape, strict=True) if n > 1]
-        what += f" element {_num(index[0]) if len(index) == 1 else _num(index)}" if index else ""
+        what += f" element {number_text(index[0] if len(index) == 1 else index)}" if index else ""
     else:
         shown = value
     words, integers = _support_words(loc.get("support"), at, valid.shape)
-    msg = f"{what} is {_num(shown.detach())}; {type(dist).__name__} is over {words}"
+    msg = f"{what} is {number_text(shown.detach())}; {type(dist).__name__} is over {words}"
     fractional = bool((shown.detach() % 1 != 0).any())
     typ = _declared(text, site) if integers and fractional and site else None
     if typ is not None and typ.base == "real":

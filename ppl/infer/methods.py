@@ -68,10 +68,10 @@ class Option:
         if hi is None:
             if lo == 0:
                 return "positive" if self.low_open else "at least 0"
-            return f"{'greater than' if self.low_open else 'at least'} {_num(lo)}"
+            return f"{'greater than' if self.low_open else 'at least'} {number_text(lo)}"
         if lo is None:
-            return f"{'less than' if self.high_open else 'at most'} {_num(hi)}"
-        return (f"in {'(' if self.low_open else '['}{_num(lo)}, {_num(hi)}"
+            return f"{'less than' if self.high_open else 'at most'} {number_text(hi)}"
+        return (f"in {'(' if self.low_open else '['}{number_text(lo)}, {number_text(hi)}"
                 f"{')' if self.high_open else ']'}")
 
 
@@ -84,9 +84,17 @@ def in_range(value: float, lo: float | None, hi: float | None, lo_open: bool = F
             and (hi is None or value < hi or (value == hi and not hi_open)))
 
 
-def _num(x: float) -> str:
-    """A bound as written: 1, 0.5, 4294967295 (not 4.29497e+09)."""
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+def number_text(x) -> str:
+    """A number as written: ``1``, ``0.5``, ``4294967295`` (not 4.29497e+09); a list or a
+    tensor as ``[1, 2.5]``. The one spelling of numbers in words, for option ranges here
+    and for values and bounds in located run-time errors (``ppl.locate``)."""
+    if hasattr(x, "tolist"):
+        x = x.tolist()
+    if isinstance(x, list):
+        return "[" + ", ".join(number_text(v) for v in x) + "]"
+    if isinstance(x, float) and x.is_integer():
+        return str(int(x))
+    return f"{x:g}" if isinstance(x, float) else str(x)
 
 
 SITE = "site"
