@@ -18,9 +18,10 @@ from contextlib import contextmanager
 from .infer.methods import number_text
 from .syntax.diagnostics import BdlError, Diagnostic
 
-# pseudo file name of a generated module -> (BDL file name, BDL text, source map); its
-# lines are in linecache under the same name (ppl.model._execute)
-_MODULES: dict[str, tuple[str, str, list]] = {}
+# pseudo file name of a generated module -> (BDL file name, BDL text, source map, the
+# checked model's AST it runs or None); its lines are in linecache under the same name
+# (ppl.model._execute)
+_MODULES: dict[str, tuple] = {}
 
 # Pyro names the site when a log density fails outside the model's own code (an observed
 # value outside its distribution's support, scored by the ELBO or a sampler)
@@ -43,8 +44,11 @@ class SiteError(ValueError):
         self.notes = list(notes)
 
 
-def register(pseudo: str, filename: str, text: str, source_map: list) -> None:
-    _MODULES[pseudo] = (filename, text, source_map)
+def register(pseudo: str, filename: str, text: str, source_map: list, model=None) -> None:
+    """``model``: the checked model (its ``ast.Model``) whose function the module runs, for
+    the site a Pyro error names and the declaration a support error suggests: a file of
+    several models generates every model's function in one module."""
+    _MODULES[pseudo] = (filename, text, source_map, model)
 
 
 # a statement's marker in generated code (backends.pyro.codegen.MARKER): "# bdl:LINE:COL"
@@ -74,7 +78,7 @@ def register_markers(path: str, filename: str, text: str | None) -> None:
     """Locate run-time errors of the generated module at ``path`` (run on its own) by its
     statement markers, at the BDL file ``filename`` whose ``text`` (None: unreadable)
     shows the statement under the error."""
-    _MODULES[path] = (filename, text, markers_map(linecache.getlines(path)))
+    _MODULES[path] = (filename, text, markers_map(linecache.getlines(path)), None)
 
 
 def _original(exc: BaseException) -> BaseException:
@@ -165,23 +169,28 @@ def _support_failure(exc: BaseException):
     return found
 
 
-def _declared(text: str, name: str):
-    """The declared type of data argument ``name`` in ``text`` (the first model that has
-    one), or None."""
-    from .syntax.parser import parse
+def _declared(model, text: str | None, name: str):
+    """The declared type of data argument ``name`` of ``model`` (the checked model's AST);
+    without one (a generated module run on its own), of the first model of ``text`` that
+    has such an argument, parsed again; or None."""
+    if model is None:
+        from .syntax.parser import parse
 
-    try:
-        program = parse(text)
-    except Exception:  # noqa: BLE001 - a hint only; the message stands without it
-        return None
-    for model in program.models:
-        for arg in model.args:
+        try:
+            models = parse(text).models
+        except Exception:  # noqa: BLE001 - a hint only; the message stands without it
+            return None
+    else:
+        models = [model]
+    for m in models:
+        for arg in m.args:
             if arg.name == name:
                 return arg.type
     return None
 
 
-def support_message(exc: BaseException, site: str | None, text: str) -> str | None:
+def support_message(exc: BaseException, site: str | None, text: str | None,
+                    model=None) -> str | None:
     """An observed value outside its distribution's support (torch's "Expected value argument
     ... to be within the support ...") in words: "'y' element 0 is 1.5; Poisson is over
     integers >= 0", and the declaration that fits when a real holds what must be integers."""
@@ -212,7 +221,7 @@ def support_message(exc: BaseException, site: str | None, text: str) -> str | No
     words, integers = _support_words(loc.get("support"), at, valid.shape)
     msg = f"{what} is {number_text(shown.detach())}; {type(dist).__name__} is over {words}"
     fractional = bool((shown.detach() % 1 != 0).any())
-    typ = _declared(text, site) if integers and fractional and site else None
+    typ = _declared(model, text, site) if integers and fractional and site else None
     if typ is not None and typ.base == "real":
         from .syntax.format import type_text
 
@@ -222,9 +231,15 @@ def support_message(exc: BaseException, site: str | None, text: str) -> str | No
 
 
 def _site_line(pseudo: str, site: str) -> int | None:
-    """The generated line that declares the Pyro site ``site`` (``pyro.sample("y", ...``)."""
+    """The generated line that declares the Pyro site ``site`` (``pyro.sample("y", ...``),
+    in the function of the module's model when it is known (another model of the file may
+    have a site of the same name)."""
+    model = _MODULES[pseudo][3] if pseudo in _MODULES else None
+    inside = model is None
     for i, line in enumerate(linecache.getlines(pseudo), 1):
-        if f'("{site}",' in line or f'("{site}")' in line:
+        if model is not None and line.startswith("def "):
+            inside = line.startswith(f"def {model.name}(")
+        if inside and (f'("{site}",' in line or f'("{site}")' in line):
             return i
     return None
 
@@ -255,7 +270,7 @@ def locate(exc: BaseException, pseudo: str | None = None) -> BdlError | None:
                             text)
     if hit is None:
         return None
-    filename, text, source_map = _MODULES[hit[0]]
+    filename, text, source_map, model = _MODULES[hit[0]]
     lineno = hit[1]
     entries = [(first, ref) for first, last, ref in source_map if first <= lineno <= last]
     if not entries:
@@ -273,7 +288,7 @@ def locate(exc: BaseException, pseudo: str | None = None) -> BdlError | None:
     notes = [f"raised while running this statement ({what}, line {lineno} of {module})"
              ] if named is None else list(exc.notes)
     site = at_site.group(1) if at_site is not None else getattr(ref, "name", None)
-    support = support_message(original, site, text)
+    support = support_message(original, site, text, model)
     if support is not None:  # the statement, the element and the support say it all
         err = BdlError([Diagnostic(support, span)], filename, text)
         err.not_a_bug = True  # the data is at fault: the CLI saves no traceback

@@ -339,7 +339,8 @@ def _execute(compiled: Compiled, name: str) -> tuple[dict, str]:
     _counter[0] += 1
     pseudo = f"<bdl-generated:{Path(compiled.filename).name}:{_counter[0]}>"
     linecache.cache[pseudo] = (len(python), None, python.splitlines(True), pseudo)
-    locate.register(pseudo, compiled.filename, compiled.text, compiled.source_map)
+    locate.register(pseudo, compiled.filename, compiled.text, compiled.source_map,
+                    compiled.checked.models[name].model)
     ns: dict = {"__name__": f"ppl_generated_{name}"}
     exec(builtins.compile(python, pseudo, "exec"), ns)
     return ns, pseudo
