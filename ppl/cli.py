@@ -184,7 +184,7 @@ def cmd_run(args) -> int:
             stem = Path(args.file).with_suffix("").name
             e.diagnostics[0].notes.append(f"no data file was given (--data) and there is no "
                                           f"{stem}.data.json beside the model")
-        _note_nan(e, data)
+        _note_nan(e, data, model)
         raise
     summary = fit.summary()
     print(fit_report(fit, summary))
@@ -241,16 +241,41 @@ def results_lines(results: dict, opts: dict) -> list[str]:
     return ["", *lines] if lines else []
 
 
-def _note_nan(e, data: dict) -> None:
+def _construct_data(model) -> set[str]:
+    """The data names a construct reads: an argument of its call (``fractional_sde(...,
+    data=y)``) or observed by one of its distributions (``pixels ~ m.visible``). What NaN
+    means there is the construct's to say (a missing pixel, a missing observation)."""
+    from .builtins import lookup
+    from .syntax import ast
+
+    built, out = set(), set()
+    for node in ast.walk(model.checked.model.body):
+        call = getattr(node, "value", None) if isinstance(node, ast.Assign) else node
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) \
+                and getattr(lookup(call.func.id), "kind", None) == "construct":
+            out.update(ast.names_read(call))
+            if isinstance(node, ast.Assign):
+                built.add(node.name)
+        if isinstance(node, ast.Sample) and isinstance(node.dist, ast.Attr) \
+                and isinstance(node.dist.value, ast.Name) and node.dist.value.id in built:
+            out.add(node.name)
+    return out & {a.name for a in model.checked.model.args}
+
+
+def _note_nan(e, data: dict, model) -> None:
     """A note on a run-time error (raised while the model ran) naming the data arguments
-    that hold NaN: BDL data have no missing-value marker, except where a construct says
-    so (monotone_dbm's visible units, fractional_sde's observations)."""
+    that hold NaN: BDL data have no missing-value marker, except where a construct reads
+    them (monotone_dbm's visible units, fractional_sde's observations;
+    :func:`_construct_data`), whose NaN are not named."""
     import numpy as np
 
     if e.__cause__ is None or not e.diagnostics:
         return
     held = []
+    skip = _construct_data(model)
     for k, v in data.items():
+        if k in skip:
+            continue
         try:
             n = int(np.isnan(np.asarray(v, dtype=float)).sum())
         except (TypeError, ValueError):
@@ -320,7 +345,7 @@ def cmd_predict(args) -> int:
     except RunFolderError as e:
         raise _UserError(str(e)) from None
     except BdlError as e:
-        _note_nan(e, data)
+        _note_nan(e, data, model)
         raise
     if not pred:
         given = [n for n in model.ir.observed if data.get(n) is not None]

@@ -227,3 +227,32 @@ def test_a_network_with_a_layer_of_zero_units_is_an_error(make, message):
     err = _fit_error(src, {"x": x, "y": [0.0, 3.0], "H": 0}, "map(steps=1)")
     head = err.render().split("\n")[0]
     assert head.startswith("m.bdl:2:3: error: " + message)
+
+
+def test_no_nan_note_for_data_a_construct_reads(tmp_path, capsys):
+    # monotone_dbm reads NaN pixels as missing: a run-time error of such a model (alpha
+    # past 1/cap) does not tell the user to remove them (it did, naming the pixels); the
+    # note stays for data that no construct reads
+    from pathlib import Path
+
+    from ppl.cli import _construct_data
+
+    src = tmp_path / "d.bdl"
+    src.write_text("model D(pixels: real[N, 4], label: int[N]?, x: real[N]) {\n"
+                   "  m = monotone_dbm(visible=categorical(4, 2), hidden=[categorical(2, 2)], "
+                   "label=categorical(1, 2), alpha=0.6)\n"
+                   "  pixels ~ m.visible\n  label ~ m.label\n  s ~ HalfNormal(1)\n"
+                   "  x ~ Normal(0, s)\n}\ninfer map(steps=2)\n")
+    assert _construct_data(ppl.load(src)) == {"pixels", "label"}
+    fou = ppl.load(Path(__file__).resolve().parent.parent / "examples" / "fou.bdl")
+    assert _construct_data(fou) == {"t", "y", "idx"}
+    nan = float("nan")
+    data = tmp_path / "d.json"
+    for x, noted in (([0.5, 0.1], False), ([0.5, nan], True)):
+        data.write_text(json.dumps({"pixels": [[0.0, nan, 1.0, 0.0], [1.0, 1.0, nan, 0.0]],
+                                    "label": [0, 1], "x": x}))
+        rc = main(["run", str(src), "--data", str(data)])
+        err = capsys.readouterr().err
+        assert rc == 1 and "alpha must be <= 1/cap = 0.5" in err
+        assert "'pixels'" not in err
+        assert ("note: the data hold NaN: 'x' (1 NaN value)" in err) is noted
