@@ -57,7 +57,11 @@ def write_plots(fit, out: Path, data_args: dict, predicted: list[str] | None = N
             label = name if flat.shape[-1] == 1 else f"{name}[{j}]"
             elements.append((label, flat[:, :, j]))
     elements = elements[:MAX_ELEMENTS]
-    if elements and fit.chains and next(iter(fit.chains.values())).shape[1] > 1:
+    from .infer.methods import point_estimate
+
+    # a point estimate's draws are copies of one value: nothing to trace
+    if elements and fit.chains and next(iter(fit.chains.values())).shape[1] > 1 \
+            and not point_estimate(fit.method, fit.options):
         fig, axes = plt.subplots(len(elements), 2, figsize=(9, 1.8 * len(elements)),
                                  squeeze=False)
         for (label, draws), (ax_t, ax_d) in zip(elements, axes, strict=True):
@@ -71,8 +75,10 @@ def write_plots(fit, out: Path, data_args: dict, predicted: list[str] | None = N
         fig.savefig(out / "trace.png", dpi=90)
         plt.close(fig)
         written.append("trace.png")
-    inputs = {k: np.asarray(v.detach().cpu()) for k, v in data_args.items()
-              if hasattr(v, "dim") and v.dim() == 1 and v.is_floating_point()}
+    # 1-D inputs: a vector, or a one-column matrix (a network's x_new: real[M, 1])
+    inputs = {k: np.asarray(v.detach().cpu()).reshape(-1) for k, v in data_args.items()
+              if hasattr(v, "dim") and v.is_floating_point()
+              and (v.dim() == 1 or (v.dim() == 2 and v.shape[1] == 1))}
     for name in fit.deterministics if predicted is None else predicted:
         if name not in fit.chains:
             continue

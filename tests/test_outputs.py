@@ -34,6 +34,19 @@ def test_plots(fits, tmp_path):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plots_of_a_network_input_and_of_a_point_estimate(tmp_path):
+    # a one-column input (x_new: real[M, 1]) is a 1-D input for the predictive plot; a
+    # map fit's draws are copies of the estimate: no trace plot
+    pytest.importorskip("matplotlib")
+    m = ppl.compile("model R(x: real[N, 1], y: real[N], xn: real[M, 1], yn: real[M]?) {\n"
+                    "  a ~ Normal(0, 1)\n  s ~ HalfNormal(1)\n  y ~ Normal(a * x[:, 0], s)\n"
+                    "  yn ~ Normal(a * xn[:, 0], s)\n}\n")
+    data = {"x": [[0.0], [1.0], [2.0]], "y": [0.1, 0.9, 2.1], "xn": [[0.5], [1.5]]}
+    fit = m.fit(data, infer="map", steps=20, samples=20, seed=0)
+    inputs = {k: v for k, v in fit.kwargs.items() if k != "y"}
+    assert write_plots(fit, tmp_path, inputs, ["yn"]) == ["elbo.png", "predictive_yn.png"]
+
+
 def test_arviz_export_round_trip(fits, tmp_path):
     pytest.importorskip("arviz_base")
     xr = pytest.importorskip("xarray")
