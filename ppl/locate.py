@@ -293,7 +293,26 @@ def locate(exc: BaseException, pseudo: str | None = None) -> BdlError | None:
         err = BdlError([Diagnostic(support, span)], filename, text)
         err.not_a_bug = True  # the data is at fault: the CLI saves no traceback
         return err
-    return BdlError([Diagnostic(bounded(str(original)), span, notes=notes)], filename, text)
+    message = bounded(str(original))
+    if not message.split("Trace Shapes:")[0].strip():
+        message = _unsaid(original)
+    return BdlError([Diagnostic(message, span, notes=notes)], filename, text)
+
+
+def _unsaid(exc: BaseException) -> str:
+    """Words for an exception raised without any (Pyro's ``VonMises3D.sample`` is a bare
+    ``raise NotImplementedError``): the method that raised it, and its class."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return f"{type(exc).__name__} without a message"
+    owner = tb.tb_frame.f_locals.get("self")
+    where = f"{type(owner).__name__}.{tb.tb_frame.f_code.co_name}" if owner is not None \
+        else tb.tb_frame.f_code.co_name
+    if isinstance(exc, NotImplementedError):
+        return f"{where} is not implemented in Pyro"
+    return f"{type(exc).__name__} without a message, raised in {where}"
 
 
 @contextmanager

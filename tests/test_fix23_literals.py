@@ -86,3 +86,32 @@ def test_delta_latent_map_is_least_squares_of_the_rest():
     mu = sum(r) / (3 + 1/100) = -1.5 / 3.01."""
     fit = ppl.compile(MODEL).fit(DATA, infer="map", steps=3000, lr=0.05, seed=0)
     assert fit.samples["mu"].item() == pytest.approx(-1.5 / 3.01, abs=1e-3)
+
+
+def test_keyword_only_arguments_given_by_position_are_a_check_error():
+    """ZeroInflatedPoisson(rate, *, gate): by position it was Pyro's raw TypeError."""
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile("model M() {\n  a ~ ZeroInflatedPoisson(3.0, 0.2)\n}\n", filename="m.bdl")
+    assert e.value.render() == """\
+m.bdl:2:32: error: ZeroInflatedPoisson takes at most 1 positional argument (rate), got 2
+    a ~ ZeroInflatedPoisson(3.0, 0.2)
+                                 ^~~
+  note: give gate, gate_logits by name: ZeroInflatedPoisson(rate, gate=...)"""
+
+
+def test_zero_inflated_gate_literal_is_a_tensor():
+    """ZeroInflatedPoisson(3.0, gate=0.5): Pyro read gate.shape of the float."""
+    m = ppl.compile("model M() {\n  a ~ ZeroInflatedPoisson(3.0, gate=1.0)\n"
+                    "  b ~ ZeroInflatedNegativeBinomial(5.0, probs=0.3, gate_logits=0.0)\n}\n")
+    assert "rt.ZeroInflatedPoisson(3.0, gate=1.0)" in m.source
+    draws = m.sample_prior({}, num_samples=4, seed=0)
+    assert draws["a"].tolist() == [0.0] * 4 and (draws["b"] >= 0).all()
+
+
+def test_an_exception_without_words_is_named():
+    """Pyro's bare NotImplementedError (VonMises3D has no sampler) was 'error: ' alone."""
+    m = ppl.compile("model M() {\n  a ~ VonMises3D([1.0, 0.5, 0.2])\n}\n", filename="m.bdl")
+    with pytest.raises(ppl.BdlError) as e:
+        m.sample_prior({}, num_samples=3, seed=0)
+    assert e.value.render().splitlines()[0] == (
+        "m.bdl:2:3: error: VonMises3D.rsample is not implemented in Pyro")

@@ -2088,6 +2088,15 @@ class _ModelChecker(LabelLayout):
                 self._defer(have, need, e.body.span, what)
 
     def _dist_call(self, e: ast.Call, sig) -> Ty:
+        positional = sig.params[: len(sig.params) - len(sig.keyword_only)]
+        if sig.keyword_only and len(positional) < len(e.args) <= len(sig.params):
+            # Pyro takes them by name only: passed by position, a raw TypeError at run time
+            n = len(positional)
+            self.err(f"{sig.name} takes at most {n} positional argument{'s' if n != 1 else ''}"
+                     f" ({', '.join(positional)}), got {len(e.args)}", e.args[n].span,
+                     [f"give {', '.join(sig.keyword_only)} by name: "
+                      f"{sig.name}({', '.join(positional)}, {sig.keyword_only[0]}=...)"])
+            return UNKNOWN
         outer, self._in_builtin = self._in_builtin, 0  # its arguments are a site's
         try:
             bound = self._bind_args(e, sig.params, sig.name)

@@ -95,7 +95,7 @@ def build_table() -> dict:
             sig = inspect.signature(cls.__init__)
         except (TypeError, ValueError):
             continue
-        params, required = [], []
+        params, required, keyword_only = [], [], []
         var_args = False
         for pname, p in list(sig.parameters.items())[1:]:
             if pname == "validate_args":
@@ -104,10 +104,13 @@ def build_table() -> dict:
                 var_args = True
                 continue
             params.append(pname)
+            if p.kind == p.KEYWORD_ONLY:  # ZeroInflatedPoisson(rate, *, gate=...)
+                keyword_only.append(pname)
             if p.default is inspect.Parameter.empty:
                 required.append(pname)
         groups = [list(g) for g in _ALTERNATIVES if all(x in params for x in g)]
-        table[name] = {
+        # only where there are some, so the other entries read as before
+        table[name] = ({"keyword_only": keyword_only} if keyword_only else {}) | {
             "params": params,
             "required": required,
             "one_of": groups,

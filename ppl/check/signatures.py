@@ -24,6 +24,8 @@ class DistSig:
     enumerable: bool = False  # finite support Pyro can sum out (``has_enumerate_support``)
     # (parameter, its constraint as text), for the parameters whose constraint is fixed
     arg_constraints: tuple[tuple[str, str], ...] = ()
+    # the last params, which Pyro takes by name only (ZeroInflatedPoisson(rate, *, gate))
+    keyword_only: tuple[str, ...] = ()
 
 
 # Distributions the language adds to Pyro's, with the runtime class generated code uses.
@@ -45,6 +47,9 @@ TENSOR_PARAMS = {
     "RelaxedOneHotCategorical": ("temperature",),
     "RelaxedOneHotCategoricalStraightThrough": ("temperature",),
     "TruncatedPolyaGamma": ("prototype",),
+    "ZeroInflatedDistribution": ("gate", "gate_logits"),
+    "ZeroInflatedNegativeBinomial": ("gate", "gate_logits"),
+    "ZeroInflatedPoisson": ("gate", "gate_logits"),
 }
 
 
@@ -64,6 +69,7 @@ def table() -> dict[str, DistSig]:
             name, tuple(e["params"]), tuple(e["required"]),
             tuple(tuple(g) for g in e["one_of"]), e["support"], e["event_rank"], e["discrete"],
             e["enumerable"], tuple(e["arg_constraints"].items()),
+            tuple(e.get("keyword_only", ())),
         )
         for name, e in raw.items()
     }

@@ -48,6 +48,9 @@ RelaxedOneHotCategorical = _numbers_as_tensors("RelaxedOneHotCategorical")
 RelaxedOneHotCategoricalStraightThrough = _numbers_as_tensors(
     "RelaxedOneHotCategoricalStraightThrough")
 TruncatedPolyaGamma = _numbers_as_tensors("TruncatedPolyaGamma")
+ZeroInflatedDistribution = _numbers_as_tensors("ZeroInflatedDistribution")
+ZeroInflatedNegativeBinomial = _numbers_as_tensors("ZeroInflatedNegativeBinomial")
+ZeroInflatedPoisson = _numbers_as_tensors("ZeroInflatedPoisson")
 
 
 def real(x: torch.Tensor) -> torch.Tensor:
