@@ -115,3 +115,16 @@ def test_an_exception_without_words_is_named():
         m.sample_prior({}, num_samples=3, seed=0)
     assert e.value.render().splitlines()[0] == (
         "m.bdl:2:3: error: VonMises3D.rsample is not implemented in Pyro")
+
+
+def test_a_one_hot_latent_is_refused_when_a_fit_starts():
+    """OneHotCategorical as a latent: the fit summed it out and Pyro's infer_discrete
+    then failed on its event dim (a raw ValueError); the prior still runs."""
+    m = ppl.compile("model M() {\n  a ~ OneHotCategorical([0.2, 0.3, 0.5])\n}\n",
+                    filename="m.bdl")
+    assert m.sample_prior({}, num_samples=2, seed=0)["a"].sum(-1).tolist() == [1.0, 1.0]
+    with pytest.raises(ppl.BdlError) as e:
+        m.fit({}, infer="svi", steps=2, seed=0)
+    assert e.value.render().splitlines()[0] == (
+        "m.bdl:2:7: error: 'a' is a discrete latent whose values are vectors "
+        "(OneHotCategorical): Pyro cannot draw them from the posterior after summing them out")

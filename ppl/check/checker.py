@@ -876,6 +876,16 @@ class _ModelChecker(LabelLayout):
                              ["observe it as data, or marginalise it by hand "
                               "(a finite truncation with Categorical, or a mixture)"])
             return
+        sig = signatures.lookup(dty.dist) if dty.dist else None
+        if sig is not None and sig.event_rank != 0:
+            # Pyro sums it out in the fit, but infer_discrete cannot draw its values after
+            # (a raw ValueError 'Invalid tensor shape' from its packing of event dims)
+            self._unfittable(f"'{s.name}' is a discrete latent whose values are vectors "
+                             f"({dty.dist}): Pyro cannot draw them from the posterior after "
+                             "summing them out", s.dist.span,
+                             ["draw a label and one-hot it: z ~ Categorical(p), then "
+                              "eye(K)[z]"])
+            return
         if shape is None or dty.event is None:
             return
         own = shape[len(self._plate_shape()):]
