@@ -186,7 +186,8 @@ model M(t: real[T]) {
 }
 """
     code = ppl.compile(src).source
-    line = next(ln for ln in code.splitlines() if "drift=" in ln)
+    line = next(ln for ln in code.splitlines()
+                if "drift=" in ln and not ln.lstrip().startswith("#"))  # not the marker
     # the long body is parenthesised, so the line breaks inside it, not in the parameters
     assert line.strip() == "drift=lambda torch_, lambda_: ("
     assert all(len(ln) <= 99 for ln in code.splitlines())
