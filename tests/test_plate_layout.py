@@ -207,3 +207,29 @@ model D(y: real[N, M]) {
     assert torch.equal(fit.samples["z"].long(), torch.tensor([[1, 0, 0, 1]] * 30))
     pred = fit.predict({"y": y}, seed=0)
     assert torch.equal(pred["z"].long(), torch.tensor([[1, 0, 0, 1]] * 30))
+
+
+@pytest.mark.parametrize("decl, read", [("real[N, K]", "x[:, 0]"), ("real[N, M]", "x[:, 0]"),
+                                        ("real[N, M]", "x[:, j]")])
+def test_a_slice_over_an_outer_plate_dim_inside_nested_plates_is_refused(decl, read):
+    # x[:, 0] of x: real[N, M] passed (its dims are the plates') and put N's rows at M's
+    # dim: with N = M it fitted the transpose's column silently
+    src = (f"model M(x: {decl}, y: real[N, M]) {{\n  mu ~ Normal(0, 1)\n  plate i in N {{\n"
+           f"    plate j in M {{\n      y ~ Normal(mu + {read}, 1)\n    }}\n  }}\n}}\n")
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile(src, "m.bdl")
+    assert str(e.value).startswith(
+        "m.bdl:5:23: error: inside nested plates, 'x' has one row per element of plate i; a "
+        "slice over that dimension reads it at the wrong plate")
+
+
+def test_nested_plate_data_read_whole_or_by_both_indices_is_exact():
+    x = torch.arange(6.0).reshape(2, 3)
+    y = torch.tensor([[0.5, 1.0, 2.5], [3.0, 4.5, 5.0]])
+    want = float(torch.distributions.Normal(x + 0.25, 1).log_prob(y).sum()
+                 + torch.distributions.Normal(0.0, 1).log_prob(torch.tensor(0.25)))
+    for read in ("x", "x[i, j]", "x[:, :]"):
+        m = ppl.compile("model M(x: real[N, M], y: real[N, M]) {\n  mu ~ Normal(0, 1)\n"
+                        "  plate i in N {\n    plate j in M {\n"
+                        f"      y ~ Normal(mu + {read}, 1)\n    }}\n  }}\n}}\n", "m.bdl")
+        assert abs(float(m.log_density({"mu": 0.25}, {"x": x, "y": y})) - want) < 1e-5, read

@@ -1501,10 +1501,14 @@ class _ModelChecker(LabelLayout):
             sym = self.symbols.get(e.value.id)
             if sym is not None and _sized_like_plates(sym) and self.plate_stack:
                 plates = self._aligned_plates(sym.ty.shape)
-                sliced = any(isinstance(i, ast.Slice) for i in e.indices[: len(plates)])
-                if sliced and _runtime_form(sym.ty.shape, plates) != sym.ty.shape:
+                over = e.indices[: len(plates)]
+                sliced = any(isinstance(i, ast.Slice) for i in over)
+                if sliced and (_runtime_form(sym.ty.shape, plates) != sym.ty.shape
+                               or not all(isinstance(i, ast.Slice) for i in over)):
                     # a slice keeps the plate's dimension where the data have it, not at
-                    # the plate's Pyro dim, which would pair it with an inner plate
+                    # the plate's Pyro dim, which would pair it with an inner plate; so
+                    # does one beside an index that drops another plate's dimension
+                    # (x[:, 0] of x: real[N, M] in plates N and M: [N] at M's dim)
                     index = plates[0].index or "i"
                     self.err(f"inside nested plates, '{e.value.id}' has one row per element "
                              f"of plate {plates[0].name}; a slice over that dimension reads "
