@@ -260,6 +260,7 @@ def per_state(f: Callable, D: int) -> Callable:
 
 NOISE_TYPES = ("general", "additive")
 CONTROL_FORMS = ("noise", "drift")
+GRID_TOL = 0.01      # a time within 1% of a step of an Euler point is that point (grid_points)
 
 
 def drift_to_control(delta: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
@@ -658,13 +659,10 @@ def _linear_system(times, y, drift, diffusion, hurst, K, kind, gamma_max, gamma_
     host = times.detach().cpu()
     dt = default_dt(host, gamma_max) if dt is None else float(dt)
     check_stability(gamma_max, dt)
-    pts = torch.stack(euler_points(host, dt)).to(torch.float64)
-    # each output time's grid point (the solver lands on it, up to a round-off step)
-    t64 = host.to(torch.float64)
-    at = torch.searchsorted(pts, t64).clamp(1, len(pts) - 1)
-    at = torch.where((pts[at - 1] - t64).abs() < (pts[at] - t64).abs(), at - 1, at)
-    if float((pts[at] - t64).abs().max()) > 1e-6 * float(host[-1] - host[0]):
-        raise ValueError(f"{who}: every time must be an Euler grid point")
+    # each output time's grid point: the chain is observed there (grid_points)
+    pts, at, off = grid_points(host, dt)
+    if off:
+        raise ValueError(f"{who}: every time must be an Euler grid point, and {off[0]}")
     g, w, eps = weights(hurst, K, kind, float(host[-1] - host[0]), gamma_max, gamma_min,
                         dtype, device)
     Kk = len(g)
@@ -1103,10 +1101,10 @@ def _closed_form_parts(observation, times, drift, diffusion, x0, kind, D, dt, ga
     if observation is None:
         return ("no observation was given (the compiler passes observation="
                 "rt.fractional_sde.Observation(...) for y ~ Normal(path[rows, c], sd))")
-    dt = closed_form_dt(times, dt, gamma_max)
+    dt, why = closed_form_grid(times, dt, gamma_max)
     if dt is None:
-        return ("the times are not all points of the Euler grid (give dt so that every "
-                "gap is a whole number of steps)")
+        return (f"the times are not all points of the Euler grid: {why} (give dt so that "
+                f"every gap is a whole number of steps, to within 1% of a step)")
     f64 = dict(dtype=torch.float64, device=times.device)
     try:
         obs = observation.values(len(times), D, **f64)
@@ -1119,18 +1117,77 @@ def _closed_form_parts(observation, times, drift, diffusion, x0, kind, D, dt, ga
 
 
 def closed_form_dt(times: torch.Tensor, dt: float | None, gamma_max: float) -> float | None:
-    """The Euler step of the closed form: ``dt``, or when None the smallest gap divided
-    into the fewest equal steps with gamma_max * dt <= 0.25 (so a uniform grid's times are
-    step points); None when some time is not a point of that grid (the closed form
-    observes the chain at its steps)."""
+    """The Euler step of the closed form (:func:`closed_form_grid`), or None when some
+    time is not a point of its grid (the closed form observes the chain at its steps)."""
+    return closed_form_grid(times, dt, gamma_max)[0]
+
+
+def closed_form_grid(times: torch.Tensor, dt: float | None, gamma_max: float
+                     ) -> tuple[float | None, str | None]:
+    """(the closed form's Euler step, None) or (None, why no step fits the times).
+
+    ``dt`` given: it, when every time is a point of its grid (:func:`grid_points`). ``dt``
+    None: the first of these gaps on whose grid every time lies, divided into the fewest
+    equal steps with gamma_max * dt <= 0.25: the uniform grid's gap span / (T - 1); the
+    gap of the lattice of whole multiples of the smallest gap (span / n, n the last time's
+    multiple: times with some points left out); the smallest gap itself. Times written
+    to fewer digits than the grid's (a CSV's t = linspace(0, 1, 60) to 5 decimals) are
+    the grid they round, which their smallest gap is not (its error adds up along the
+    series). The reason names the worst time of the gap on whose grid most times lie."""
     host = times.detach().cpu().to(torch.float64)
-    if dt is None:
-        gap = float((host[1:] - host[:-1]).min())
-        dt = gap / math.ceil(gap * float(gamma_max) / 0.25 - 1e-9)
-    pts = torch.stack(euler_points(host, float(dt)))
-    at = torch.searchsorted(pts, host).clamp(max=len(pts) - 1)
-    near = torch.minimum((pts[at] - host).abs(), (pts[(at - 1).clamp(min=0)] - host).abs())
-    return float(dt) if float(near.max()) <= 1e-6 * float(host[-1] - host[0]) else None
+    if dt is not None:
+        steps = [float(dt)]
+    else:
+        span, small = float(host[-1] - host[0]), float((host[1:] - host[:-1]).min())
+        mult = float(torch.round((host[-1] - host[0]) / small))
+        steps = []
+        for gap in (span / (len(host) - 1), span / max(mult, 1.0), small):
+            step = gap / math.ceil(gap * float(gamma_max) / 0.25 - 1e-9)
+            if all(abs(step - s) > 1e-12 * step for s in steps):
+                steps.append(step)
+    best = None
+    for step in steps:
+        _, _, off = grid_points(host, step)
+        if not off:
+            return step, None
+        if best is None or len(off) < len(best):
+            best = off
+    return None, best[0]
+
+
+def grid_points(times: torch.Tensor, dt: float) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """Each time's point on the Euler grid of step ``dt``: (the points [P] of
+    :func:`euler_points`, the grid the solver visits, in float64; at [T], the index of
+    each time's nearest point; the times that are not grid points, each a sentence,
+    worst first: empty when all are).
+
+    A time is a grid point when within ``GRID_TOL`` (1%) of a step of its nearest point and
+    no earlier time has that point. The closed forms (:func:`moment_elbo`,
+    :func:`posterior_control`, a path fitted in closed form) then observe the chain at the
+    point, which moves the time by at most dt / 100. Why 1%: the Euler chain is already
+    off the SDE by O(dt) (weak order 1), an error made of the same rates (gamma_max,
+    the slope, the diffusion) as the change of Z's law over a time shift; a shift of
+    dt / 100 changes that law by about a hundredth of one step's change, well inside
+    the error the grid already carries. Times rounded to fewer digits than the grid's fit:
+    t = linspace(0, 1, 60) to 5 decimals is at most 4.9e-6 off, 6e-4 of the default
+    step 0.0085 (gamma_max 20); a time 0.3 of a gap off is 0.4 of that step from its
+    nearest point and does not fit."""
+    pts = torch.stack(euler_points(times, float(dt))).to(torch.float64)
+    t64 = times.to(torch.float64)
+    at = torch.searchsorted(pts, t64).clamp(1, len(pts) - 1)
+    at = torch.where((pts[at - 1] - t64).abs() <= (pts[at] - t64).abs(), at - 1, at)
+    dev = (pts[at] - t64).abs() / float(dt)
+    off = []
+    for i in torch.argsort(dev, descending=True).tolist():
+        if float(dev[i]) <= GRID_TOL:
+            break
+        off.append(f"t[{i}] = {float(t64[i]):.6g} is {float(dev[i]):.2g} of a step "
+                   f"(dt = {float(dt):.6g}) from the nearest Euler grid point")
+    same = (at[1:] == at[:-1]).nonzero().reshape(-1).tolist()
+    off += [f"t[{i}] = {float(t64[i]):.6g} and t[{i + 1}] = {float(t64[i + 1]):.6g} fall on "
+            f"one Euler grid point (a gap shorter than a step, dt = {float(dt):.6g})"
+            for i in same]
+    return pts, at, off
 
 
 def _to_dims(ctrl: AffineControl) -> AffineControl:
@@ -1164,8 +1221,12 @@ def _fit_closed_form(name, parts, times, H, K, kind, gamma_max, gamma_min, dt, c
             t64, ys, scale.detach(), LinearDrift(drift.slope.detach(), drift.offset.detach()),
             sigma.detach(), H64.detach(), prior, **kw, **f64)
     else:
+        # in float64, on the grid of the float64 times: moment_elbo computes in the
+        # control's dtype, and float32 times can end on a sliver step fewer or more than
+        # the solve's (linspace(0, 1, 60), dt = 1/118: 118 steps in float32, 119 in float64)
         ctrl = pyro.module(f"{name}_control", network(
-            f"{name}_control", AffineControl, euler_steps(times, dt, float(gamma_max)), 1, K, D))
+            f"{name}_control", AffineControl, euler_steps(t64, dt, float(gamma_max)), 1, K,
+            D).to(**f64))
         loc, sd = _x0_params(name, prior, D, torch.float64, times.device)
     if elbo == "moments":
         out = moment_elbo(t64, ys, scale.to(**f64), drift, sigma, H64, ctrl.to(**f64)
@@ -1182,8 +1243,12 @@ def _fit_closed_form(name, parts, times, H, K, kind, gamma_max, gamma_min, dt, c
     else:
         q0 = torch.distributions.Normal(loc, sd)
         x = q0.rsample().reshape(1, D)
-        paths, kl, eps = simulate(t64, x, drift, sigma, H64, kind=kind, control=_to_dims(ctrl)
-                                  if control == "optimal" else ctrl, noise=noise, **kw)
+        # the times moved onto their grid points, where moment_elbo observes the chain:
+        # the solver then outputs the chain there, not interpolated between two steps
+        pts, at, _ = grid_points(t64.detach().cpu(), dt)
+        paths, kl, eps = simulate(pts[at].to(t64), x, drift, sigma, H64, kind=kind,
+                                  control=_to_dims(ctrl) if control == "optimal" else ctrl,
+                                  noise=noise, **kw)
         kl = kl.sum() + torch.distributions.kl_divergence(q0, prior).sum()
         path = paths[:, 0, :]
     pyro.factor(f"{name}_kl", -kl.to(times.dtype))
