@@ -52,7 +52,7 @@ def register(pseudo: str, filename: str, text: str, source_map: list, model=None
 
 
 # a statement's marker in generated code (backends.pyro.codegen.MARKER): "# bdl:LINE:COL"
-_MARKER = re.compile(r"^( *)# bdl:(\d+):(\d+)(?:  |$)")
+_MARKER = re.compile(r"^ *# bdl:(\d+):(\d+)(?:  |$)")
 
 
 def markers_map(lines: list[str]) -> list:
@@ -70,7 +70,7 @@ def markers_map(lines: list[str]) -> list:
             if lines[j - 1].strip() and not lines[j - 1][0].isspace():
                 end = j - 1  # the function ended
                 break
-        out.append((i + 1, end, SourceRef(Span(int(m.group(2)), int(m.group(3))))))
+        out.append((i + 1, end, SourceRef(Span(int(m.group(1)), int(m.group(2))))))
     return out
 
 
@@ -266,8 +266,11 @@ def locate(exc: BaseException, pseudo: str | None = None) -> BdlError | None:
             hit = (pseudo, line) if line is not None else None
         elif _NO_INIT[0] in str(exc):
             filename, text = _MODULES[pseudo][:2]
-            return BdlError([Diagnostic(bounded(str(exc)), notes=[_NO_INIT[1]])], filename,
-                            text)
+            note = _NO_INIT[1]
+            if "which follows a latent" in str(exc):  # ppl.infer.run._run_chain
+                note += (", or no initial value of a latent that a support follows puts the "
+                         "data inside it (a prior that puts little mass there)")
+            return BdlError([Diagnostic(bounded(str(exc)), notes=[note])], filename, text)
     if hit is None:
         return None
     filename, text, source_map, model = _MODULES[hit[0]]
