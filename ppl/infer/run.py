@@ -20,6 +20,7 @@ import torch
 from pyro import poutine
 from pyro.distributions import TorchDistribution
 from pyro.infer import HMC, MCMC, NUTS, SVI, JitTrace_ELBO, Trace_ELBO, autoguide
+from pyro.infer.autoguide.initialization import init_to_sample, init_to_uniform
 from pyro.optim import Adam, ExponentialLR
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
@@ -122,19 +123,21 @@ def _hidden_sites(model, kwargs, trace=None) -> tuple[list[str], list[str]]:
 
 @runner("nuts")
 def _nuts(model, kwargs, opts, progress=False):
-    def kernel(model):
+    def kernel(model, init_strategy=init_to_uniform):
         return NUTS(model, target_accept_prob=opts["target_accept"],
                     max_tree_depth=opts["max_tree_depth"], full_mass=opts["dense_mass"],
-                    jit_compile=opts["jit"], ignore_jit_warnings=True)
+                    jit_compile=opts["jit"], ignore_jit_warnings=True,
+                    init_strategy=init_strategy)
     return _mcmc(kernel, model, kwargs, opts, progress, "nuts")
 
 
 @runner("hmc")
 def _hmc(model, kwargs, opts, progress=False):
-    def kernel(model):
+    def kernel(model, init_strategy=init_to_uniform):
         return HMC(model, step_size=opts["step_size"], num_steps=opts["num_steps"],
                    target_accept_prob=opts["target_accept"], full_mass=opts["dense_mass"],
-                   jit_compile=opts["jit"], ignore_jit_warnings=True)
+                   jit_compile=opts["jit"], ignore_jit_warnings=True,
+                   init_strategy=init_strategy)
     return _mcmc(kernel, model, kwargs, opts, progress, "hmc")
 
 
@@ -342,7 +345,12 @@ def _mcmc(make_kernel, model, kwargs, opts, progress, method: str) -> Fit:
     Under ``hmc`` they are run as they are too: its fixed-length trajectories keep leaving
     such a support, every proposal is rejected, and Pyro's step-size adaptation then shrinks
     the step until a trajectory takes 10^5+ leapfrog steps (a hang); NUTS's trees stop at
-    the boundary (docs/language.md, "fit-time support check")."""
+    the boundary (docs/language.md, "fit-time support check").
+
+    Pyro starts each chain from values drawn uniformly in (-2, 2) on the unconstrained
+    scale; with such sites none may put the data inside the support (``th ~
+    Exponential(0.1)``, ``y ~ Uniform(0, th)``, ``y = 8``: ``th`` in (e^-2, e^2)), and the
+    chain then starts from draws from the prior instead (:func:`_run_chain`)."""
     with pyro.validation_enabled(True):
         tr = pyro.poutine.trace(model).get_trace(**kwargs)
     checked = check_supports(model, kwargs, tr)
@@ -362,12 +370,10 @@ def _mcmc(make_kernel, model, kwargs, opts, progress, method: str) -> Fit:
     per_chain = []
     diverging = []
     for c in range(opts["chains"]):
-        pyro.set_rng_seed(opts["seed"] + c)
-        mcmc = MCMC(make_kernel(kernel_model), num_samples=opts["samples"],
-                    warmup_steps=opts["warmup"], num_chains=1, disable_progbar=not progress)
         if progress:
             print(f"chain {c + 1}/{opts['chains']}", file=sys.stderr)
-        mcmc.run(**kwargs)
+        mcmc = _run_chain(make_kernel, kernel_model, kwargs, opts, opts["seed"] + c,
+                          progress, bound)
         per_chain.append({k: v.detach() for k, v in mcmc.get_samples().items()})
         diverging.append(_divergences(mcmc))
     chains = {k: torch.stack([pc[k] for pc in per_chain]) for k in per_chain[0]}
@@ -389,6 +395,39 @@ def _mcmc(make_kernel, model, kwargs, opts, progress, method: str) -> Fit:
     f.discrete = summed
     f.divergences = sum(diverging)
     return f
+
+
+NO_INIT = "cannot find valid initial params"
+
+
+def _run_chain(make_kernel, model, kwargs, opts, seed: int, progress: bool, bound: list):
+    """One chain of ``make_kernel(model)``, seeded with ``seed``, run to the end.
+
+    Where an observed site's support follows a latent (``bound``) and Pyro finds no valid
+    start among its uniform initial values, the chain starts from draws from the prior
+    (``init_to_sample``, 100 tries), reseeded so the run is reproducible; if those fail too
+    the error says which supports follow a latent (ppl.locate's note names the cause)."""
+    def chain(init_strategy):
+        pyro.set_rng_seed(seed)
+        mcmc = MCMC(make_kernel(model, init_strategy), num_samples=opts["samples"],
+                    warmup_steps=opts["warmup"], num_chains=1, disable_progbar=not progress)
+        mcmc.run(**kwargs)
+        return mcmc
+
+    try:
+        return chain(init_to_uniform)
+    except ValueError as exc:
+        if not bound or NO_INIT not in str(exc):
+            raise
+    try:
+        return chain(init_to_sample)
+    except ValueError as exc:
+        if NO_INIT not in str(exc):
+            raise
+        names = ", ".join(repr(b) for b in bound)
+        raise ValueError(f"Model specification seems incorrect - {NO_INIT}: neither Pyro's "
+                         f"uniform initial values nor 100 draws from the prior put the data "
+                         f"inside the support of {names}, which follows a latent") from None
 
 
 def _exact_labels(model, kwargs, opts, latents, dets) -> Fit:
