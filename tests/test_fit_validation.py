@@ -235,10 +235,10 @@ A = "model A(y: real[N]) { mu ~ Normal(0, 1); y ~ Normal(mu, 1) }\n"
 @pytest.mark.parametrize("infer, options, message", [
     ("nuts(target_accept=1.5)", {}, "option 'target_accept' of nuts: must be in (0, 1)"),
     ("nuts", {"target_accept": 0}, "option 'target_accept' of nuts: must be in (0, 1)"),
-    ("svi(lr=0)", {}, "option 'lr' of svi: must be positive (0 moves nothing; with "
-                      "lr_scalars > 0 only the one-number parameters move)"),
-    ("map", {"lr": 0.0}, "option 'lr' of map: must be positive (0 moves nothing; with "
-                         "lr_scalars > 0 only the one-number parameters move)"),
+    ("svi(lr=0)", {}, "option 'lr' of svi: must be positive, or 0 with lr_scalars > 0 "
+                      "(then only the one-number parameters move)"),
+    ("map", {"lr": 0.0}, "option 'lr' of map: must be positive, or 0 with lr_scalars > 0 "
+                         "(then only the one-number parameters move)"),
     ("hmc(step_size=0)", {}, "option 'step_size' of hmc: must be positive"),
     ("svi(lr_decay=1.5)", {}, "option 'lr_decay' of svi: must be in (0, 1]"),
     ("nuts", {"seed": SEED_MAX - 1},

@@ -49,6 +49,9 @@ class Option:
     high: float | None = None
     low_open: bool = False
     high_open: bool = False
+    # the range in words where its ends alone do not state it (svi's lr: 0 only with
+    # lr_scalars > 0, a relation the method checks); "" for range_words' own
+    words: str = ""
 
     def problem(self, value) -> str | None:
         """Why ``value`` is outside this option's range (``"must be in (0, 1)"``), or None.
@@ -64,6 +67,8 @@ class Option:
 
     def range_words(self) -> str:
         """The range in words: "at least 1", "positive", "in (0, 1)", "in [0, 4294967295]"."""
+        if self.words:
+            return self.words
         lo, hi = self.low, self.high
         if hi is None:
             if lo == 0:
@@ -174,10 +179,13 @@ register(Method("nuts", {**_MCMC, "max_tree_depth": Option(10, int, low=1), **_C
 register(Method("hmc", {**_MCMC, "step_size": Option(0.1, float, low=0.0, low_open=True),
                         "num_steps": Option(10, int, low=1), **_COMMON},
                 doc="Hamiltonian Monte Carlo with a fixed number of leapfrog steps"))
+# lr's rule, said the same for a negative lr (its range) and for 0 without lr_scalars
+_LR_RULE = "positive, or 0 with lr_scalars > 0 (then only the one-number parameters move)"
 _SVI = {
     "steps": Option(2000, int, low=1, doc="optimisation steps"),
-    "lr": Option(0.01, float, low=0.0, doc="Adam learning rate (0: only the one-number "
-                                            "parameters move, at lr_scalars)"),
+    "lr": Option(0.01, float, low=0.0, words=_LR_RULE,
+                 doc="Adam learning rate (0: only the one-number parameters move, at "
+                     "lr_scalars)"),
     "particles": Option(1, int, low=1, doc="ELBO particles per step"),
     "lr_decay": Option(1.0, float, low=0.0, high=1.0, low_open=True,
                        doc="learning rate at the last step, as a fraction of lr (decayed "
@@ -193,8 +201,7 @@ _SVI = {
 def _svi_relations(values: dict) -> list[tuple[str, str]]:
     """lr 0 fits nothing, unless lr_scalars moves the one-number parameters alone."""
     if values.get("lr") == 0 and not values.get("lr_scalars"):
-        return [("lr", "must be positive (0 moves nothing; with lr_scalars > 0 only the "
-                       "one-number parameters move)")]
+        return [("lr", f"must be {_LR_RULE}")]
     return []
 
 
