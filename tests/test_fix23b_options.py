@@ -28,3 +28,32 @@ def test_a_negative_lr_in_the_file_states_the_rule_at_the_option():
 def test_lr_0_with_lr_scalars_is_accepted():
     m = ppl.compile(A, filename="a.bdl")
     assert m.resolve_infer("svi(lr=0, lr_scalars=0.1)")[1]["lr"] == 0.0
+
+
+def test_a_misspelt_option_value_gets_a_suggestion_on_the_command_line(tmp_path, capsys):
+    # before: "expected one of ..." alone (a construct's choice argument had the note)
+    from ppl.cli import main
+
+    (tmp_path / "a.bdl").write_text(A)
+    (tmp_path / "a.data.json").write_text('{"y": [0.5]}')
+    rc = main(["run", str(tmp_path / "a.bdl"), "--infer", "svi(guide=lowrnk)", "-q",
+               "--out", str(tmp_path / "out")])
+    assert rc == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "infer: error: option 'guide' of svi: expected one of normal, delta, lowrank, iaf, "
+        "got 'lowrnk'", "  note: did you mean 'lowrank'?"]
+
+
+def test_a_misspelt_option_value_gets_a_suggestion_in_the_file_and_from_python():
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile(A + "infer A with svi(dtype=float63)\n", filename="a.bdl")
+    assert str(e.value).splitlines()[0::3] == [
+        "a.bdl:2:18: error: option 'dtype' of svi: expected one of float32, float64, got "
+        "'float63'", "  note: did you mean 'float64'?"]
+    m = ppl.compile(A, filename="a.bdl")
+    with pytest.raises(ppl.BdlError) as e:
+        m.resolve_infer("svi", guide="delt")
+    assert str(e.value).splitlines()[1] == "  note: did you mean 'delta'?"
+    with pytest.raises(ppl.BdlError) as e:  # nothing near: no note
+        m.resolve_infer("svi", guide="zzzzzz")
+    assert "note" not in str(e.value)

@@ -262,10 +262,20 @@ def validate_options(method_name: str, given: list[tuple[str, object, Span]], sp
             continue
         problem = _option_problem(opt, value)
         if problem:
-            errs.append(Diagnostic(f"option '{key}' of {method_name}: {problem}", kspan))
+            # a misspelt word among the option's choices, as a construct's (guide=lowrnk)
+            notes = _did_you_mean(value, opt.choices) if opt.kind == "symbol" else []
+            errs.append(Diagnostic(f"option '{key}' of {method_name}: {problem}", kspan,
+                                   notes=notes))
             continue
         values[key] = float(value) if opt.kind is float else value
     return values, errs
+
+
+def _did_you_mean(word, choices) -> list[str]:
+    """The note suggesting the choice nearest to a misspelt ``word`` (none when no choice
+    is near, or ``word`` is not a word): a method option's and a construct argument's."""
+    hint = signatures.suggest(word, choices) if isinstance(word, str) else None
+    return [f"did you mean '{hint}'?"] if hint else []
 
 
 def _show_option(value) -> str:
@@ -1957,9 +1967,8 @@ class _ModelChecker(LabelLayout):
                 ty = Ty("symbol", None, value=word)
                 self.types[id(node)] = ty
                 return ty
-            hint = signatures.suggest(word, choices) if word is not None else None
             self.err(f"argument '{key}' of {b.name} must be one of {', '.join(choices)}",
-                     node.span, [f"did you mean '{hint}'?"] if hint else [])
+                     node.span, _did_you_mean(word, choices))
             return UNKNOWN
         ty = self._expr(node)
         if b is not None and (key in b.integers or key in b.flags):
