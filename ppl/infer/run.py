@@ -173,7 +173,7 @@ class _DeltaFixed(Messenger):
             msg["value"] = fn.sample()
             msg["fn"] = (fn.to_event(own) if own else fn).mask(False)
             msg["is_observed"] = True
-            msg["infer"] = {**msg["infer"], "_deterministic": True}
+            msg["infer"] = {**msg["infer"], "_deterministic": True, "_delta": True}
 
 
 class _InSupport(TorchDistribution):
@@ -323,11 +323,28 @@ def _holds_tensor(support) -> bool:
 SAMPLERS = ("nuts", "hmc", "sghmc")
 
 
-def nothing_to_sample(method: str):
+def nothing_to_sample(method: str, trace=None):
     """The user error of a sampler run on a model whose unknowns are all ``param``s or
-    construct-learned values (a monotone DBM, a fractional SDE): nothing has a posterior."""
+    construct-learned values (a monotone DBM, a fractional SDE): nothing has a posterior.
+    Where the model's latents are all Delta draws (fixed values, :class:`_DeltaFixed`, in
+    ``trace``, the model's traced under it), the error says so instead."""
     from ..syntax.diagnostics import BdlError, Diagnostic
 
+    fixed = [] if trace is None else [name for name, site in trace.nodes.items()
+                                      if site["type"] == "sample"
+                                      and site["infer"].get("_delta")]
+    if fixed:
+        names = ", ".join(repr(n) for n in fixed)
+        notes = [f"{'its value is' if len(fixed) == 1 else 'their values are'} the Delta's "
+                 "in every draw: m.sample_prior(data) gives "
+                 f"{'it' if len(fixed) == 1 else 'them'} with draws of the data, and a fit "
+                 "by svi(...) or map(...) records them"]
+        if any(site["type"] == "param" for site in trace.nodes.values()):
+            notes.append("fit the model's params with infer map(...) or svi(...)")
+        return BdlError([Diagnostic(
+            f"'{method}' samples latent sites, and this model has none to move: every "
+            f"latent ({names}) is fixed by Delta, so there is nothing to sample",
+            notes=notes)], "infer")
     return BdlError([Diagnostic(
         f"'{method}' samples latent sites, and this model has none: its unknowns are "
         "params and construct-learned values",
@@ -364,7 +381,7 @@ def _mcmc(make_kernel, model, kwargs, opts, progress, method: str) -> Fit:
     kernel_model = _on_full_data(_RejectOutside(bound)(model) if reject else model)
     latents, dets = _hidden_sites(model, kwargs, tr)
     if not latents:
-        raise nothing_to_sample(method)
+        raise nothing_to_sample(method, tr)
     if set(latents) <= set(enumerable_sites(tr)):
         return _exact_labels(model, kwargs, opts, latents, dets)
     per_chain = []

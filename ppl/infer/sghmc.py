@@ -224,7 +224,7 @@ def run_chains(model, kwargs: dict, opts: dict, chain_ids: list[int],
     if not free and not gibbs:
         from .run import nothing_to_sample
 
-        raise nothing_to_sample("sghmc")
+        raise nothing_to_sample("sghmc", poutine.trace(model).get_trace(**kwargs))
     n_chains = len(chain_ids)
     transforms = {k: t for k, (t, _) in free.items()}
     u = {k: torch.stack([t.inv(s[0][k][1]) for s in inits]) for k, t in transforms.items()}
