@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from ..cli import EXIT_USER, _progress
+from ..cli import EXIT_USER, _progress, _seed
 
 
 def main(model, signature, infer: dict | None, transformed=None,
@@ -35,7 +35,9 @@ def main(model, signature, infer: dict | None, transformed=None,
                         help="inference method and options, as bdl run's --infer "
                              "('svi(steps=200)'; the same method keeps the module's other "
                              "settings, another method drops them)")
-    parser.add_argument("--seed", type=int, help="random seed (overrides the settings')")
+    # bdl run's --seed type: a seed out of numpy's range is the same usage error (exit 2)
+    parser.add_argument("--seed", type=_seed,
+                        help="random seed, 0..2**32-1 (overrides the settings')")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
