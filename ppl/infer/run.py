@@ -382,6 +382,15 @@ def _mcmc(make_kernel, model, kwargs, opts, progress, method: str) -> Fit:
     latents, dets = _hidden_sites(model, kwargs, tr)
     if not latents:
         raise nothing_to_sample(method, tr)
+    unread = _unread_flat(model, kwargs, tr)
+    if unread:
+        from ..locate import SiteError
+
+        raise SiteError(
+            f"'{unread[0]}' has the improper Flat() prior and no other statement's density "
+            f"reads it: its posterior is flat over the real line, which {method} cannot "
+            "sample (its draws drift without bound)", unread[0],
+            ["give it a proper prior (Normal(0, 10)), or drop it if nothing needs it"])
     if set(latents) <= set(enumerable_sites(tr)):
         return _exact_labels(model, kwargs, opts, latents, dets)
     per_chain = []
@@ -412,6 +421,34 @@ def _mcmc(make_kernel, model, kwargs, opts, progress, method: str) -> Fit:
     f.discrete = summed
     f.divergences = sum(diverging)
     return f
+
+
+def _unread_flat(model, kwargs, trace) -> list[str]:
+    """The latents of ``trace`` drawn from ``Flat()`` that no other site's log density
+    reads (no autograd path from the rest of the log joint to their values): their
+    posterior is the improper flat prior itself. Nothing else held the gradient of a model
+    of such latents alone, and NUTS failed with torch's "does not require grad"; beside
+    other latents their draws drifted to 1e31."""
+    from ..runtime.shapes import Flat
+
+    def base(fn):
+        while hasattr(fn, "base_dist"):  # Independent, Expanded, Masked
+            fn = fn.base_dist
+        return fn
+
+    flat = [name for name, site in trace.nodes.items() if site["type"] == "sample"
+            and not site["is_observed"] and isinstance(base(site["fn"]), Flat)]
+    if not flat:
+        return []
+    values = {n: trace.nodes[n]["value"].detach().clone().requires_grad_() for n in flat}
+    tr = poutine.trace(poutine.condition(model, data=values)).get_trace(**kwargs)
+    terms = [site["fn"].log_prob(site["value"]).sum() for name, site in tr.nodes.items()
+             if site["type"] == "sample" and name not in values]
+    total = sum(terms, torch.zeros(()))
+    if not total.requires_grad:
+        return flat
+    grads = torch.autograd.grad(total, list(values.values()), allow_unused=True)
+    return [n for n, g in zip(flat, grads, strict=True) if g is None]
 
 
 NO_INIT = "cannot find valid initial params"

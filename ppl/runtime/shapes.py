@@ -389,7 +389,9 @@ class Flat(TorchDistribution):
         super().__init__(torch.Size(), torch.Size(), validate_args=False)
 
     def log_prob(self, value):
-        return torch.zeros_like(value)
+        # 0, kept on value's graph (gradient 0): a NUTS potential of Flat sites alone had
+        # no grad_fn (torch's "does not require grad"); zeros_like drops the graph
+        return value * 0
 
     def sample(self, sample_shape=()):
         shape = torch.Size(sample_shape) + self.batch_shape + self.event_shape
