@@ -352,3 +352,23 @@ def test_a_model_without_data_compiles_and_runs(tmp_path):
     assert m.log_density({"mu": 0.5}, {}) == pytest.approx(_normal(0.5, 1, 2), abs=1e-6)
     fit = m.fit({}, infer="map", steps=200, lr=0.1, seed=0)
     assert float(fit.samples["mu"].mean()) == pytest.approx(1.0, abs=1e-2)
+
+
+def test_predict_of_a_fit_without_latents_is_repeatable_by_seed(tmp_path):
+    # a map fit of a network saves nothing latent: its predictive draws came from a
+    # stream the network's construction also drew from when it was rebuilt (after
+    # another fit or sample_prior, or from a run folder), so the same seed gave other
+    # draws; now the same seed gives the same draws by every route
+    m = ppl.compile("model R(x: real[N, 1], y: real[N], xn: real[M, 1], yn: real[M]?) {\n"
+                    "  f = mlp(1, [8], 1)\n  yn ~ Normal(f(xn)[:, 0], 0.1)\n"
+                    "  y ~ Normal(f(x)[:, 0], 0.1)\n}\n", "r.bdl")
+    d = {"x": [[0.0], [1.0], [2.0]], "y": [0.0, 1.0, 2.0], "xn": [[0.5], [1.5]]}
+    fit = m.fit(d, infer="map(steps=30)", seed=0)
+    first = fit.predict(d, seed=7)["yn"]
+    ppl.compile("model Q(y: real[N]) {\n  mu ~ Normal(0, 1)\n  y ~ Normal(mu, 1)\n}\n").fit(
+        {"y": [1.0]}, infer="svi(steps=3)", seed=1)
+    m.sample_prior(d, num_samples=2, seed=3)
+    assert torch.equal(fit.predict(d, seed=7)["yn"], first)
+    fit.save(tmp_path / "r")
+    saved = m.predict_run(tmp_path / "r", d, seed=7)["yn"]  # 1000 draws at the estimate
+    assert torch.equal(saved[:1], first)

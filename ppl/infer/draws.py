@@ -91,12 +91,15 @@ def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None
         n = num_samples or 1000
     out: dict[str, list] = {}
     discrete = None  # plate nesting, when finite-support latents are drawn exactly
+    # a look at the model's sites, on a forked stream: it also builds any network not
+    # built yet (after another fit, or from a run folder), whose random initial weights
+    # would otherwise take draws from the seeded stream (its weights come from the
+    # parameter store), so the same seed gives the same draws either way
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        tr = poutine.trace(model).get_trace(**kwargs)
     if guide is not None or posterior:
         from .discrete import enumerable_sites, plate_nesting
 
-        # a look at the model's sites: on a forked stream, so the draws are unchanged
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            tr = poutine.trace(model).get_trace(**kwargs)
         if posterior:
             # draws in their declared shape (``Fit.samples``, a run folder) or in Pyro's
             # ([N, 1] for a latent of an outer plate: run folders before that): the
