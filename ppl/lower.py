@@ -569,7 +569,39 @@ class _Lowerer:
                     for i, a in enumerate(args)]
             kwargs = [(k, _unstack(v) if k in b.lists else v) for k, v in kwargs]
         args = [_tensorise(a) for a in args]
+        if b.target.startswith("torch."):
+            # a size in a math function (sqrt(T), log(T * 1.0), lgamma(N + 1)) is a Python
+            # number in generated code, which torch functions refuse: a tensor of the
+            # model's dtype (and device), as a literal is
+            args = [Call("rt.tensor", [a], []) if self._of_sizes(x) else a
+                    for a, x in zip(args, e.args, strict=False)]
+            kwargs = [(k, Call("rt.tensor", [v], []) if self._of_sizes(x.value) else v)
+                      for (k, v), x in zip(kwargs, e.kwargs, strict=False)]
         return Call(b.target, args, kwargs)
+
+    def _of_sizes(self, e: ast.Expr, seen: frozenset = frozenset()) -> bool:
+        """Whether ``e`` is arithmetic on sizes and numbers only (``T``, ``T * 1.0``,
+        ``-N``, ``K`` of ``K = T - 1``): a Python number in generated code, not a tensor.
+        A bare literal is not counted (:func:`_tensorise` has made it a tensor)."""
+        return not isinstance(e, ast.Number) and self._sized(e, seen)
+
+    def _sized(self, e: ast.Expr, seen: frozenset) -> bool:
+        if isinstance(e, ast.Number):
+            return True
+        if isinstance(e, ast.Neg):
+            return self._sized(e.operand, seen)
+        if isinstance(e, ast.BinOp):
+            return e.op in ("+", "-", "*", "/", "^") and self._sized(e.left, seen) \
+                and self._sized(e.right, seen)
+        if isinstance(e, ast.Name) and e.id not in self.locals and e.id not in seen:
+            sym = self.cm.symbols.get(e.id)
+            if sym is None:
+                return False
+            if sym.role == "size":
+                return True
+            return sym.role == "transformed" and isinstance(sym.node, ast.Assign) \
+                and self._sized(sym.node.value, seen | {e.id})
+        return False
 
 
     def _call_arg(self, e: ast.Expr, key: str, b):
