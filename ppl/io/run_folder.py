@@ -2,18 +2,18 @@
 
 ``bdl run --out DIR`` and ``fit.save(DIR)`` write the same files: ``summary.csv``,
 ``samples.npz`` (every site as [chains, draws, ...declared shape]; runs written before
-draws took their declared shape hold a latent of an outer plate as [.., N, 1], which
-``bdl predict`` still reads), ``params.pt`` (the fitted
-``pyro.param`` values and network weights), ``run.json`` (model, file fingerprint, data,
-method and options, versions, point estimates, and what the fit measured: ``meta`` for
-infer meta, ``np_eval`` and ``train_loss`` for np_train) and, for svi/map, ``elbo.txt``.
-run.json's ``files`` lists what the run wrote there (``bdl predict`` adds
-``predictive.npz`` when it writes into the folder). Written over an existing folder
-(``force``), only the files an earlier run recorded so (and a saved traceback) are removed
-first, never a file the new run reads (``--data``): a folder without BDL's run.json is
-someone else's, and files of the same names there stay or are overwritten, not removed.
-``read_run`` reads them back; ``Model.predict_run`` and ``bdl predict`` condition the
-model on new data with those draws.
+draws took their declared shape hold a latent of an outer plate as [.., N, 1], which ``bdl
+predict`` still reads), ``params.pt`` (the fitted ``pyro.param`` values and network
+weights), ``run.json`` (model, file fingerprint, data, method and options, versions and
+environment, point estimates, and what the fit measured: ``meta`` for infer meta,
+``np_eval`` and ``train_loss`` for np_train) and, for svi/map, ``elbo.txt``. run.json's
+``files`` lists what the run wrote there (``bdl predict`` adds ``predictive.npz`` when it
+writes into the folder). Written over an existing folder (``force``), only the files an
+earlier run recorded so (and a saved traceback) are removed first, never a file the new
+run reads (``--data``): a folder without BDL's run.json is someone else's, and files of
+the same names there stay or are overwritten, not removed. ``read_run`` reads them back;
+``Model.predict_run`` and ``bdl predict`` condition the model on new data with those
+draws.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
 from ..infer.fit import Fit
@@ -52,6 +56,55 @@ TRACEBACKS = ("bdl-error-traceback.txt", "bdl-internal-error.txt")
 def file_hash(path) -> str:
     """The sha256 of a file's bytes (run.json's ``data_hash``)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def source_commit(timeout: float = 5.0, where=None) -> tuple[str | None, bool | None]:
+    """(the git commit, whether tracked files differ from it) of the checkout that holds
+    the ppl sources (an editable install); (None, None) when they are not in a git
+    checkout (an installed package: its version says which code it is), git is missing or
+    does not answer within ``timeout`` seconds. Never an error. A package installed inside
+    some other repository (a virtual environment in a project's checkout) is not that
+    repository's code: git must track ``ppl/__init__.py`` itself. ``where``: another
+    package folder (tests)."""
+    here = Path(where) if where is not None else Path(__file__).resolve().parent.parent
+
+    # the folder decides the repository, not a GIT_DIR of the caller's (a git hook's)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True,
+                              timeout=timeout, check=True, env=env).stdout
+
+    try:
+        git("ls-files", "--error-unmatch", "__init__.py")
+        commit = git("rev-parse", "HEAD").strip() or None
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no").strip())
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None, None
+    return commit, dirty
+
+
+def environment() -> dict:
+    """Which code, on what, made a run (run.json's ``versions`` and ``environment``): the
+    versions of ppl, its git commit and whether the checkout had uncommitted changes to
+    tracked files (None outside a checkout), python, numpy, torch and pyro; the platform and
+    torch's CPU thread count (float32 reductions, as in np_train and infer meta, can differ
+    in the last digits between thread counts)."""
+    import numpy as np
+    import pyro
+    import torch
+
+    from .. import __version__
+
+    commit, dirty = source_commit()
+    return {
+        "versions": {"ppl": __version__, "ppl_commit": commit, "ppl_dirty": dirty,
+                     "python": platform.python_version(), "numpy": np.__version__,
+                     "torch": torch.__version__, "pyro": pyro.__version__},
+        "environment": {"platform": platform.platform(), "machine": platform.machine(),
+                        "python_implementation": sys.implementation.name,
+                        "torch_threads": torch.get_num_threads()},
+    }
 
 
 def check_folder(out: Path) -> None:
@@ -155,10 +208,7 @@ def write_run(out: Path, fit: Fit, *, model: str, file: str | None, source: str,
     here, before anything in ``out`` is removed or written; the data file is never
     removed). ``summary``: ``fit.summary()`` when the caller has it already."""
     import numpy as np
-    import pyro
     import torch
-
-    from .. import __version__
 
     out = Path(out)
     if data_path and data_hash is None:
@@ -178,8 +228,7 @@ def write_run(out: Path, fit: Fit, *, model: str, file: str | None, source: str,
         "data": data_path,
         "data_hash": data_hash if data_path else None,
         "infer": {"method": fit.method, **opts}, "seed": opts.get("seed"),
-        "versions": {"ppl": __version__, "torch": torch.__version__,
-                     "pyro": pyro.__version__},
+        **environment(),
         "wall_time_s": fit.wall_time, "device": opts.get("device"),
         "samples_layout": "[chains, draws, ...declared shape] per site",
         "point_estimates": point_estimates(fit.params),
