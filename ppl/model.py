@@ -110,12 +110,14 @@ class Model:
         result.predict = predict
 
         def save(path, force: bool = False) -> None:
-            """Write the run folder ``bdl run --out`` writes (``ppl.io.run_folder``)."""
+            """Write the run folder ``bdl run --out`` writes (``ppl.io.run_folder``); the
+            data, given as arrays, are hashed as the model was given them (bound:
+            ``data_hash_kind`` ``"arrays"``)."""
             from .io.run_folder import RunFolderError, write_run
 
             try:
                 write_run(Path(path), result, model=self.name, file=self.filename,
-                          source=self.bdl_source, force=force)
+                          source=self.bdl_source, data_values=kwargs, force=force)
             except RunFolderError as e:
                 raise FileExistsError(str(e)) from None
 

@@ -1,6 +1,8 @@
 """Run records (reproducibility audit, runrec23): run.json says which code and what
-machine made a run (versions, git commit, platform, thread count)."""
+machine made a run (versions, git commit, platform, thread count); ``fit.save`` hashes
+the data given as arrays (``data_hash_kind``)."""
 
+import hashlib
 import json
 import os
 import platform
@@ -11,7 +13,7 @@ import torch
 from test_run_folders import cli  # bdl ARGS through ppl.cli.main, in this process
 
 import ppl
-from ppl.io.run_folder import environment, source_commit
+from ppl.io.run_folder import data_fingerprint, environment, source_commit
 
 MU = """model Mu(y: real[N], y_new: real[M]?) {
   mu ~ Normal(0, 1)
@@ -93,3 +95,47 @@ def test_run_json_records_versions_and_environment(tmp_path):
     for k in ("ppl", "python", "numpy", "torch", "pyro"):
         assert run["versions"][k] == env["versions"][k]
     assert {"ppl_commit", "ppl_dirty"} <= set(run["versions"])
+    # the CLI's data hash is the file's, and says so
+    assert run["data_hash"] == hashlib.sha256((tmp_path / "d.json").read_bytes()).hexdigest()
+    assert run["data_hash_kind"] == "file"
+
+
+# ---- 2. fit.save hashes the data given as arrays ----
+
+def test_data_fingerprint_is_canonical():
+    Y = torch.tensor([0.5, 1.5], dtype=torch.float64)
+    a = {"y": Y, "N": 2, "w": None}
+    base = data_fingerprint(a)
+    assert len(base) == 64
+    assert data_fingerprint({"w": None, "N": 2, "y": Y}) == base
+    assert data_fingerprint({"y": np.array([0.5, 1.5]), "N": 2, "w": None}) == base
+    changed = [{"y": torch.tensor([0.5, 1.6], dtype=torch.float64), "N": 2, "w": None},
+               {"y": Y.float(), "N": 2, "w": None},   # another dtype
+               {"y": Y[None], "N": 2, "w": None},     # another shape
+               {"y": Y, "N": 3, "w": None},
+               {"y": Y, "N": 2},                      # a key less
+               {"z": Y, "N": 2, "w": None}]           # renamed
+    hashes = [data_fingerprint(c) for c in changed]
+    assert base not in hashes and len(set(hashes)) == len(hashes)
+    # by hand: the layout documented in data_fingerprint
+    h = hashlib.sha256(b"bdl-data-arrays-v1\0")
+    for part in (b"y", b"<f8 (2,)", np.array([0.5, 1.5]).tobytes()):
+        h.update(len(part).to_bytes(8, "little") + part)
+    assert data_fingerprint({"y": np.array([0.5, 1.5])}) == h.hexdigest()
+
+
+def test_fit_save_records_an_arrays_hash(tmp_path):
+    m = ppl.compile(MU)
+    data = {"y": [0.5, 1.5], "M": 1}
+    fit = m.fit(data)
+    fit.save(tmp_path / "a")
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert run["data"] is None and run["data_hash_kind"] == "arrays"
+    # the data as the model was given them: sizes, tensors (map's dtype, float32),
+    # optional data left out as None
+    assert run["data_hash"] == data_fingerprint(
+        {"M": 1, "N": 2, "y": torch.tensor([0.5, 1.5], dtype=torch.float32), "y_new": None})
+    assert run["versions"]["python"] == platform.python_version()
+    m.fit({"y": [0.5, 1.25], "M": 1}).save(tmp_path / "b")
+    other = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert other["data_hash"] != run["data_hash"]

@@ -4,16 +4,16 @@
 ``samples.npz`` (every site as [chains, draws, ...declared shape]; runs written before
 draws took their declared shape hold a latent of an outer plate as [.., N, 1], which ``bdl
 predict`` still reads), ``params.pt`` (the fitted ``pyro.param`` values and network
-weights), ``run.json`` (model, file fingerprint, data, method and options, versions and
-environment, point estimates, and what the fit measured: ``meta`` for infer meta,
-``np_eval`` and ``train_loss`` for np_train) and, for svi/map, ``elbo.txt``. run.json's
-``files`` lists what the run wrote there (``bdl predict`` adds ``predictive.npz`` when it
-writes into the folder). Written over an existing folder (``force``), only the files an
-earlier run recorded so (and a saved traceback) are removed first, never a file the new
-run reads (``--data``): a folder without BDL's run.json is someone else's, and files of
-the same names there stay or are overwritten, not removed. ``read_run`` reads them back;
-``Model.predict_run`` and ``bdl predict`` condition the model on new data with those
-draws.
+weights), ``run.json`` (model, file fingerprint, data and its hash, method and options,
+versions and environment, point estimates, and what the fit measured: ``meta`` for infer
+meta, ``np_eval`` and ``train_loss`` for np_train) and, for svi/map, ``elbo.txt``.
+run.json's ``files`` lists what the run wrote there (``bdl predict`` adds
+``predictive.npz`` when it writes into the folder). Written over an existing folder
+(``force``), only the files an earlier run recorded so (and a saved traceback) are removed
+first, never a file the new run reads (``--data``): a folder without BDL's run.json is
+someone else's, and files of the same names there stay or are overwritten, not removed.
+``read_run`` reads them back; ``Model.predict_run`` and ``bdl predict`` condition the
+model on new data with those draws.
 """
 
 from __future__ import annotations
@@ -56,6 +56,34 @@ TRACEBACKS = ("bdl-error-traceback.txt", "bdl-internal-error.txt")
 def file_hash(path) -> str:
     """The sha256 of a file's bytes (run.json's ``data_hash``)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def data_fingerprint(values: dict) -> str:
+    """The sha256 of data given as arrays (``fit.save``'s ``data_hash``, kind
+    ``"arrays"``): of each key, sorted, with its value's dtype, shape and bytes (a tensor
+    as its CPU array, a number or a list as numpy reads it, None as none), so the same
+    values in another key order hash alike and one changed value, dtype or shape does not.
+    Not comparable with a data file's :func:`file_hash` (kind ``"file"``)."""
+    import numpy as np
+    import torch
+
+    h = hashlib.sha256(b"bdl-data-arrays-v1\0")
+    for key in sorted(values, key=str):
+        v = values[key]
+        if isinstance(v, dict):
+            head, body = "dict", data_fingerprint(v).encode()
+        elif v is None:
+            head, body = "none", b""
+        else:
+            a = v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+            if a.dtype.kind == "O":
+                head, body = f"object {a.shape}", repr(a.tolist()).encode()
+            else:
+                a = np.ascontiguousarray(a)
+                head, body = f"{a.dtype.str} {a.shape}", a.tobytes()
+        for part in (str(key).encode(), head.encode(), body):
+            h.update(len(part).to_bytes(8, "little") + part)
+    return h.hexdigest()
 
 
 def source_commit(timeout: float = 5.0, where=None) -> tuple[str | None, bool | None]:
@@ -202,17 +230,23 @@ def _bdl_record(out: Path) -> dict | None:
 
 def write_run(out: Path, fit: Fit, *, model: str, file: str | None, source: str,
               data_path: str | None = None, data_hash: str | None = None,
-              force: bool = False, summary=None) -> dict:
+              data_values: dict | None = None, force: bool = False, summary=None) -> dict:
     """Write ``fit``'s run folder to ``out``; the run.json record is returned.
     ``data_hash``: the data file's :func:`file_hash` when it was read (else it is hashed
     here, before anything in ``out`` is removed or written; the data file is never
-    removed). ``summary``: ``fit.summary()`` when the caller has it already."""
+    removed); run.json's ``data_hash_kind`` is then ``"file"``. Without a data file,
+    ``data_values`` (``fit.save``: the data as the model was given them, bound) are hashed
+    by :func:`data_fingerprint`, kind ``"arrays"``. ``summary``: ``fit.summary()`` when
+    the caller has it already."""
     import numpy as np
     import torch
 
     out = Path(out)
     if data_path and data_hash is None:
         data_hash = file_hash(data_path)
+    kind = "file" if data_path else None
+    if not data_path and data_values is not None:
+        data_hash, kind = data_fingerprint(data_values), "arrays"
     check_writable(out, force, "force=True")
     check_reads(out, data_path, "data_path", "the run folder")
     clear_run(out, keep=[data_path, file])
@@ -226,7 +260,7 @@ def write_run(out: Path, fit: Fit, *, model: str, file: str | None, source: str,
         "model": model, "file": file,
         "model_hash": model_hash(source),
         "data": data_path,
-        "data_hash": data_hash if data_path else None,
+        "data_hash": data_hash if kind else None, "data_hash_kind": kind,
         "infer": {"method": fit.method, **opts}, "seed": opts.get("seed"),
         **environment(),
         "wall_time_s": fit.wall_time, "device": opts.get("device"),
