@@ -568,7 +568,8 @@ class _Lowerer:
             args = [_unstack(a) if i < len(params) and params[i] in b.lists else a
                     for i, a in enumerate(args)]
             kwargs = [(k, _unstack(v) if k in b.lists else v) for k, v in kwargs]
-        args = [_tensorise(a) for a in args]
+        # a dim given by position (sum(x, 0)) stays a Python int, as dim=0 does
+        args = [a if params[i:i + 1] == ("dim",) else _tensorise(a) for i, a in enumerate(args)]
         if b.target.startswith("torch."):
             # a size in a math function (sqrt(T), log(T * 1.0), lgamma(N + 1)) is a Python
             # number in generated code, which torch functions refuse: a tensor of the

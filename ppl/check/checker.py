@@ -2260,6 +2260,9 @@ class _ModelChecker(LabelLayout):
             self._in_builtin -= bool(own)
         if bound is None:
             return UNKNOWN
+        if b.name in ("max", "min") and len(e.args) > 1:
+            self._two_value_extreme(e, b.name)
+            return UNKNOWN
         if b.name == "where":
             self._unguard_branches(bound, recorded)
         self._label_in_call(e, b.name, list(bound.values()))
@@ -2385,6 +2388,25 @@ class _ModelChecker(LabelLayout):
                                           "floor", "transpose") and positional:
             kind = positional[0].kind if positional[0].kind in TENSOR_KINDS else "real"
         return Ty(kind, shape)
+
+    def _two_value_extreme(self, e: ast.Call, name: str) -> None:
+        """``max(x, 0.0)``: Stan's fmax (and Python's max) of two values, but a second
+        positional argument of a reduction is its dim to torch (``max(x, 0)``): which
+        one is meant cannot be told from an int literal, so neither is guessed."""
+        x, y = (fmt.expr(a) for a in e.args[:2])
+        op, bound = (">", "min") if name == "max" else ("<", "max")
+        value = _literal(e.args[1])
+        if value is None:
+            notes = [f"the elementwise {name}imum of two values (Stan's f{name}): "
+                     f"where({x} {op} {y}, {x}, {y})"]
+        else:
+            notes = [f"the elementwise {name}imum of {x} and a number (Stan's f{name}): "
+                     f"clamp({x}, {bound}={float(value)!r})"]
+            lit = e.args[1].operand if isinstance(e.args[1], ast.Neg) else e.args[1]
+            if isinstance(lit.value, int):  # an int literal may be meant as a dim
+                notes.append(f"along a dimension: {name}({x}, dim={y}) (dim is given by name)")
+        self.err(f"{name} takes one value: {name}({x}, {y}) would read {y} as a dim "
+                 f"(torch) or as a second value (Stan's f{name})", e.args[1].span, notes)
 
     def _elementwise_join(self, e: ast.Call, b, xs: tuple, dim) -> int | None:
         """stack/cat inside plates of items with one value per plate element join each
