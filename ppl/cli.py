@@ -311,9 +311,15 @@ def _progress(args) -> bool:
 
 
 def cmd_predict(args) -> int:
-    import numpy as np
-
-    from .io.run_folder import RunFolderError, check_folder, read_record, record_files
+    from .io.run_folder import (
+        PREDICT_WRITES,
+        RunFolderError,
+        check_folder,
+        file_hash,
+        predict_record,
+        read_record,
+        write_predict,
+    )
     from .model import Model
     from .pipeline import compile_source
     from .syntax.diagnostics import BdlError
@@ -332,14 +338,19 @@ def cmd_predict(args) -> int:
                          f"{', '.join(compiled.ir)}; choose one with --model)")
     model = Model(compiled, name)
     data = _load_data(args.data)
+    data_hash = file_hash(args.data)  # as read (predict.json)
     out = Path(args.out) if args.out else post_dir
-    target = out / "predictive.npz"
     try:
         check_folder(out)
     except RunFolderError as e:
         raise _UserError(str(e)) from None
-    if target.exists() and not args.force:
-        raise _UserError(f"{target} exists; use --force to overwrite it")
+    for written in PREDICT_WRITES:
+        if (out / written).resolve() == Path(args.data).resolve():
+            raise _UserError(f"--data {args.data} would be overwritten by the {written} "
+                             "that bdl predict writes there; move the data file or choose "
+                             "another --out")
+        if (out / written).exists() and not args.force:
+            raise _UserError(f"{out / written} exists; use --force to overwrite it")
     try:
         pred = model.predict_run(post_dir, data, seed=args.seed, draws=args.draws)
     except RunFolderError as e:
@@ -354,15 +365,17 @@ def cmd_predict(args) -> int:
               + "; leave out what to predict (optional data such as 'y_new: real[M]?', or "
                 "observed data at new inputs). Nothing was written", file=sys.stderr)
         return 0
-    out.mkdir(parents=True, exist_ok=True)
-    np.savez(target, **{k: v.cpu().numpy() for k, v in pred.items()})
-    record_files(out, [target.name])  # a run folder's: removed with the run by --force
+    record = predict_record(model=model.name, file=args.file, source=text,
+                            posterior=post_dir, run=run, data_path=args.data,
+                            data_hash=data_hash, seed=args.seed, draws=args.draws, pred=pred)
+    # in a run folder, recorded in its run.json: removed with the run by bdl run --force
+    written = write_predict(out, pred, record)
     from .infer.summary import summarise
 
     shown = {k: v.unsqueeze(0) for k, v in pred.items() if v.dim() >= 1}
     if shown:
         print(summarise(shown, list(shown)))
-    print(f"\nwrote {target}", file=sys.stderr)
+    print(f"\nwrote {out}/ ({', '.join(written)})", file=sys.stderr)
     return 0
 
 
@@ -459,14 +472,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--posterior", required=True, help="a run folder written by 'bdl run'")
     c.add_argument("--data", required=True, help="the new data (JSON, CSV or .npz)")
     c.add_argument("--model", help="which model of the file (default: the run's)")
-    c.add_argument("--out", help="folder for predictive.npz (default: the run folder)")
+    c.add_argument("--out", help="folder for predictive.npz and predict.json (default: the "
+                                 "run folder)")
     c.add_argument("--seed", type=_seed, default=0,
                    help="random seed of the draws, 0..2**32-1 (default 0)")
     c.add_argument("--draws", type=_positive,
                    help="predictive draws: that many of the saved posterior draws, evenly "
                         "spaced (default: all); for a map run, or one with nothing latent "
                         "saved, draws at the saved point (default 1000)")
-    c.add_argument("--force", action="store_true", help="overwrite predictive.npz")
+    c.add_argument("--force", action="store_true",
+                   help="overwrite predictive.npz and predict.json")
     c.set_defaults(func=cmd_predict)
 
     c = sub.add_parser("fmt", help="print (or apply) the canonical layout")

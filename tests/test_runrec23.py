@@ -1,6 +1,7 @@
 """Run records (reproducibility audit, runrec23): run.json says which code and what
 machine made a run (versions, git commit, platform, thread count); ``fit.save`` hashes
-the data given as arrays (``data_hash_kind``)."""
+the data given as arrays (``data_hash_kind``); ``bdl predict`` writes predict.json beside
+predictive.npz, replaced by ``--force`` with it, and recorded in the run folder."""
 
 import hashlib
 import json
@@ -9,11 +10,12 @@ import platform
 import subprocess
 
 import numpy as np
+import pytest
 import torch
 from test_run_folders import cli  # bdl ARGS through ppl.cli.main, in this process
 
 import ppl
-from ppl.io.run_folder import data_fingerprint, environment, source_commit
+from ppl.io.run_folder import data_fingerprint, environment, file_hash, source_commit
 
 MU = """model Mu(y: real[N], y_new: real[M]?) {
   mu ~ Normal(0, 1)
@@ -139,3 +141,103 @@ def test_fit_save_records_an_arrays_hash(tmp_path):
     m.fit({"y": [0.5, 1.25], "M": 1}).save(tmp_path / "b")
     other = json.loads((tmp_path / "b" / "run.json").read_text())
     assert other["data_hash"] != run["data_hash"]
+
+
+# ---- 3. predict.json ----
+
+@pytest.fixture
+def mu_run(tmp_path):
+    (tmp_path / "mu.bdl").write_text(MU)
+    (tmp_path / "d.json").write_text('{"y": [0.5, 1.5], "M": 1}')
+    (tmp_path / "new.json").write_text('{"y": [0.5, 1.5], "M": 3}')
+    r = cli("run", tmp_path / "mu.bdl", "--data", tmp_path / "d.json", "--out",
+            tmp_path / "r", "-q")
+    assert r.returncode == 0, r.stderr
+    return tmp_path
+
+
+def test_predict_json_records_what_was_asked(mu_run):
+    t = mu_run
+    out = t / "p"
+    r = cli("predict", t / "mu.bdl", "--posterior", t / "r", "--data", t / "new.json",
+            "--out", out, "--seed", "7", "--draws", "5")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == f"wrote {out}/ (predictive.npz, predict.json)"
+    rec = json.loads((out / "predict.json").read_text())
+    with np.load(out / "predictive.npz") as z:
+        shapes = {k: list(z[k].shape) for k in z.files}
+    assert shapes == {"y_new": [5, 3]}
+    env = environment()
+    for k in ("ppl_commit", "ppl_dirty"):  # this checkout's: others may commit meanwhile
+        assert k in rec["versions"]
+        del rec["versions"][k], env["versions"][k]
+    assert rec == {
+        "predictive": "predictive.npz", "model": "Mu", "file": str(t / "mu.bdl"),
+        "model_hash": hashlib.sha256(MU.encode()).hexdigest(),
+        "posterior": str(t / "r"),
+        "posterior_model_hash": json.loads((t / "r" / "run.json").read_text())["model_hash"],
+        "posterior_samples_hash": file_hash(t / "r" / "samples.npz"),
+        "data": str(t / "new.json"),
+        "data_hash": hashlib.sha256((t / "new.json").read_bytes()).hexdigest(),
+        "data_hash_kind": "file", "seed": 7, "draws": 5, "num_draws": 5,
+        "sites": shapes, "versions": env["versions"], "environment": env["environment"],
+        "files": ["predictive.npz", "predict.json"]}
+    # the default seed and draws are recorded as such
+    r = cli("predict", t / "mu.bdl", "--posterior", t / "r", "--data", t / "new.json",
+            "--out", t / "q")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads((t / "q" / "predict.json").read_text())
+    assert (rec["seed"], rec["draws"], rec["num_draws"]) == (0, None, 1000)  # map: 1000
+
+
+def test_predict_force_replaces_its_files_not_the_users(mu_run):
+    t = mu_run
+    out = t / "p"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    args = ["predict", t / "mu.bdl", "--posterior", t / "r", "--data", t / "new.json",
+            "--out", out]
+    assert cli(*args, "--seed", "1").returncode == 0
+    first = json.loads((out / "predict.json").read_text())
+    # without --force an existing predict.json (alone) is refused, nothing written
+    (out / "predictive.npz").unlink()
+    r = cli(*args, "--seed", "2")
+    assert (r.returncode, r.stderr.strip()) == (
+        1, f"bdl: error: {out / 'predict.json'} exists; use --force to overwrite it")
+    assert not (out / "predictive.npz").exists()
+    assert json.loads((out / "predict.json").read_text()) == first
+    r = cli(*args, "--seed", "2", "--force")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "predict.json").read_text())["seed"] == 2
+    assert (out / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "predict.json",
+                                                     "predictive.npz"]
+
+
+def test_predict_into_the_run_folder_is_recorded_and_removed_with_the_run(mu_run):
+    t = mu_run
+    r = cli("predict", t / "mu.bdl", "--posterior", t / "r", "--data", t / "new.json")
+    assert r.returncode == 0, r.stderr
+    files = json.loads((t / "r" / "run.json").read_text())["files"]
+    assert files[-2:] == ["predictive.npz", "predict.json"]
+    again = cli("run", t / "mu.bdl", "--data", t / "d.json", "--out", t / "r", "--force",
+                "-q")
+    assert again.returncode == 0, again.stderr
+    names = {p.name for p in (t / "r").iterdir()}
+    assert "predict.json" not in names and "predictive.npz" not in names
+
+
+def test_predict_refuses_data_it_would_write_over(mu_run):
+    t = mu_run
+    out = t / "p"
+    out.mkdir()
+    data = out / "predict.json"
+    data.write_text('{"y": [0.5, 1.5], "M": 3}')
+    r = cli("predict", t / "mu.bdl", "--posterior", t / "r", "--data", data, "--out", out,
+            "--force")
+    assert r.returncode == 1
+    assert r.stderr.strip() == (f"bdl: error: --data {data} would be overwritten by the "
+                                "predict.json that bdl predict writes there; move the data "
+                                "file or choose another --out")
+    assert data.read_text() == '{"y": [0.5, 1.5], "M": 3}'
+    assert not (out / "predictive.npz").exists()

@@ -8,12 +8,12 @@ weights), ``run.json`` (model, file fingerprint, data and its hash, method and o
 versions and environment, point estimates, and what the fit measured: ``meta`` for infer
 meta, ``np_eval`` and ``train_loss`` for np_train) and, for svi/map, ``elbo.txt``.
 run.json's ``files`` lists what the run wrote there (``bdl predict`` adds
-``predictive.npz`` when it writes into the folder). Written over an existing folder
-(``force``), only the files an earlier run recorded so (and a saved traceback) are removed
-first, never a file the new run reads (``--data``): a folder without BDL's run.json is
-someone else's, and files of the same names there stay or are overwritten, not removed.
-``read_run`` reads them back; ``Model.predict_run`` and ``bdl predict`` condition the
-model on new data with those draws.
+``predictive.npz`` and its record ``predict.json`` when it writes into the folder).
+Written over an existing folder (``force``), only the files an earlier run recorded so
+(and a saved traceback) are removed first, never a file the new run reads (``--data``): a
+folder without BDL's run.json is someone else's, and files of the same names there stay or
+are overwritten, not removed. ``read_run`` reads them back; ``Model.predict_run`` and
+``bdl predict`` condition the model on new data with those draws.
 """
 
 from __future__ import annotations
@@ -113,11 +113,11 @@ def source_commit(timeout: float = 5.0, where=None) -> tuple[str | None, bool | 
 
 
 def environment() -> dict:
-    """Which code, on what, made a run (run.json's ``versions`` and ``environment``): the
-    versions of ppl, its git commit and whether the checkout had uncommitted changes to
-    tracked files (None outside a checkout), python, numpy, torch and pyro; the platform and
-    torch's CPU thread count (float32 reductions, as in np_train and infer meta, can differ
-    in the last digits between thread counts)."""
+    """Which code, on what, made a run (run.json's ``versions`` and ``environment``,
+    predict.json's too): the versions of ppl, its git commit and whether the checkout
+    had uncommitted changes to tracked files (None outside a checkout), python, numpy,
+    torch and pyro; the platform and torch's CPU thread count (float32 reductions, as in
+    np_train and infer meta, can differ in the last digits between thread counts)."""
     import numpy as np
     import pyro
     import torch
@@ -272,6 +272,50 @@ def write_run(out: Path, fit: Fit, *, model: str, file: str | None, source: str,
     (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
     torch.save({k: v.cpu() for k, v in fit.params.items()}, out / "params.pt")
     return run
+
+
+# what ``bdl predict`` writes (:func:`write_predict`)
+PREDICT_WRITES = ("predictive.npz", "predict.json")
+
+
+def predict_record(*, model: str, file: str, source: str, posterior, run: dict,
+                   data_path: str, data_hash: str, seed: int | None, draws: int | None,
+                   pred: dict) -> dict:
+    """predict.json: what ``bdl predict`` was asked and read, beside its predictive.npz —
+    the model (its file's hash), the run folder (as given; its model hash and the hash of
+    its samples.npz, the draws predicted from), the new data's file and hash (kind
+    ``"file"``), the seed, the draws asked for (``draws``: None, all) and made
+    (``num_draws``), each predicted site's shape, versions and environment."""
+    posterior = Path(posterior)
+    samples = posterior / "samples.npz"
+    first = next(iter(pred.values()), None)
+    return {
+        "predictive": "predictive.npz",
+        "model": model, "file": file, "model_hash": model_hash(source),
+        "posterior": str(posterior), "posterior_model_hash": run.get("model_hash"),
+        "posterior_samples_hash": file_hash(samples) if samples.is_file() else None,
+        "data": data_path, "data_hash": data_hash, "data_hash_kind": "file",
+        "seed": seed, "draws": draws,
+        "num_draws": int(first.shape[0]) if first is not None and first.dim() else None,
+        "sites": {k: list(v.shape) for k, v in pred.items()},
+        **environment(),
+        "files": list(PREDICT_WRITES),
+    }
+
+
+def write_predict(out: Path, pred: dict, record: dict) -> list[str]:
+    """Write ``pred`` (predictive.npz) and ``record`` (predict.json, :func:`predict_record`)
+    into ``out``, replacing files of those names (the caller asked, ``--force``); when
+    ``out`` is a run folder its run.json records both (:func:`record_files`), so that a
+    ``bdl run --force`` there removes them. The names written."""
+    import numpy as np
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / PREDICT_WRITES[0], **{k: v.cpu().numpy() for k, v in pred.items()})
+    (out / PREDICT_WRITES[1]).write_text(json.dumps(record, indent=2) + "\n")
+    record_files(out, PREDICT_WRITES)
+    return list(PREDICT_WRITES)
 
 
 def _json_small(value, max_list: int = 32):
