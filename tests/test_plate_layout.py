@@ -228,8 +228,39 @@ def test_nested_plate_data_read_whole_or_by_both_indices_is_exact():
     y = torch.tensor([[0.5, 1.0, 2.5], [3.0, 4.5, 5.0]])
     want = float(torch.distributions.Normal(x + 0.25, 1).log_prob(y).sum()
                  + torch.distributions.Normal(0.0, 1).log_prob(torch.tensor(0.25)))
-    for read in ("x", "x[i, j]", "x[:, :]"):
+    for read in ("x", "x[i, j]", "x[:, :]", "sum(x[i, :]) - sum(x[i, :]) + x"):
         m = ppl.compile("model M(x: real[N, M], y: real[N, M]) {\n  mu ~ Normal(0, 1)\n"
                         "  plate i in N {\n    plate j in M {\n"
                         f"      y ~ Normal(mu + {read}, 1)\n    }}\n  }}\n}}\n", "m.bdl")
         assert abs(float(m.log_density({"mu": 0.25}, {"x": x, "y": y})) - want) < 1e-5, read
+
+
+def test_a_shifted_plate_index_may_not_wrap_or_run_past_the_end():
+    # Stan's `for (t in 2:T) y[t] ~ normal(mu * y[t - 1], 1)` ported as plate t in T read
+    # y[-1] at t = 0 (torch: the last element) and added a wrap-around term silently
+    def src(body, args="y: real[T]"):
+        return (f"model M({args}) {{\n  mu ~ Normal(0, 1)\n{body}}}\n")
+
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile(src("  plate t in T {\n    y ~ Normal(mu * y[t - 1], 1)\n  }\n"), "m.bdl")
+    assert str(e.value).split("\n")[0] == (
+        "m.bdl:4:23: error: y[t - 1] at t = 0 reads y[-1], which torch counts from the end "
+        "(y[T - 1])")
+    assert "`ahead = y[1:]` then `plate t in T - 1 { ahead ~ ... y[t] ... }`" in str(e.value)
+    with pytest.raises(ppl.BdlError, match=r"m.bdl:4:23: error: y\[t \+ 1\] reads y\[T\] at "
+                       r"t = T - 1, past the end of a dimension of size T"):
+        ppl.compile(src("  plate t in T {\n    y ~ Normal(mu * y[t + 1], 1)\n  }\n"), "m.bdl")
+    # the port the note gives: the exact AR(1) density given y[0]
+    good = ppl.compile(src("  ahead = y[1:]\n  plate t in T - 1 {\n"
+                           "    ahead ~ Normal(mu * y[t], 1)\n  }\n"), "m.bdl")
+    y = torch.tensor([1.0, 2.0, 5.0])
+    want = float(torch.distributions.Normal(0.5 * y[:-1], 1).log_prob(y[1:]).sum()
+                 + torch.distributions.Normal(0.0, 1).log_prob(torch.tensor(0.5)))
+    assert abs(float(good.log_density({"mu": 0.5}, {"y": y})) - want) < 1e-5
+    # a longer array read ahead: checked when the data bind the sizes
+    ahead = ppl.compile(src("  plate t in T {\n    y ~ Normal(mu * z[t + 2], 1)\n  }\n",
+                            "y: real[T], z: real[J]"), "m.bdl")
+    assert set(ahead.bind({"y": [1.0, 2.0, 3.0], "z": [0.0] * 5})) >= {"T", "J"}
+    with pytest.raises(ppl.BdlError, match=r"dimension 0 of 'z' read at t \+ 2 in plate t in "
+                       r"T: J = 4 but must be at least T \+ 2 = 5"):
+        ahead.bind({"y": [1.0, 2.0, 3.0], "z": [0.0] * 4})

@@ -1511,14 +1511,14 @@ class _ModelChecker(LabelLayout):
             sym = self.symbols.get(e.value.id)
             if sym is not None and _sized_like_plates(sym) and self.plate_stack:
                 plates = self._aligned_plates(sym.ty.shape)
-                over = e.indices[: len(plates)]
-                sliced = any(isinstance(i, ast.Slice) for i in over)
-                if sliced and (_runtime_form(sym.ty.shape, plates) != sym.ty.shape
-                               or not all(isinstance(i, ast.Slice) for i in over)):
+                over = [isinstance(i, ast.Slice) for i in e.indices[: len(plates)]]
+                # a slice before an index that drops a later plate's dimension (x[:, 0] of
+                # x: real[N, M] in plates N and M: [N] at M's dim); x[i, :] is a row
+                dropped = any(s and not all(over[k + 1:]) for k, s in enumerate(over))
+                if any(over) and (_runtime_form(sym.ty.shape, plates) != sym.ty.shape
+                                  or dropped):
                     # a slice keeps the plate's dimension where the data have it, not at
-                    # the plate's Pyro dim, which would pair it with an inner plate; so
-                    # does one beside an index that drops another plate's dimension
-                    # (x[:, 0] of x: real[N, M] in plates N and M: [N] at M's dim)
+                    # the plate's Pyro dim, which would pair it with an inner plate
                     index = plates[0].index or "i"
                     self.err(f"inside nested plates, '{e.value.id}' has one row per element "
                              f"of plate {plates[0].name}; a slice over that dimension reads "
@@ -1596,6 +1596,7 @@ class _ModelChecker(LabelLayout):
             if t is not None:
                 self._data_index(e, item, dim)
                 self._plate_index_size(e, i, item, dim)
+                self._plate_index_shift(e, i, item, dim)
             if t is None:
                 start = self._static_dim(item.start, sizes.const(0))
                 stop = self._static_dim(item.stop, dim)
@@ -1640,6 +1641,56 @@ class _ModelChecker(LabelLayout):
                     f"dimension {i} of {name!r} indexed by '{item.id}' and plate {item.id} in "
                     f"{sizes.show((plate.size,))[1:-1]}" if name != "the value" else
                     f"the dimension indexed by '{item.id}' and its plate", at_least=True)
+
+    def _plate_index_shift(self, e: ast.Index, i: int, item: ast.Expr, dim) -> None:
+        """``a[t - c]`` / ``a[t + c]`` with ``t`` the index of ``plate t in N`` and ``c`` a
+        whole number: the plate reads a[-c] at t = 0, which torch reads from the end (a
+        silent wrap: Stan's ``for (t in 2:T) ... y[t - 1]`` ported as ``plate t in T``
+        added a term for y[0] given y[T - 1]), so that is an error; ``t + c`` reads up to
+        a[N - 1 + c], so a's dimension must be at least N + c (now when provable, else at
+        binding)."""
+        if not (isinstance(item, ast.BinOp) and item.op in ("+", "-")):
+            return
+        if isinstance(item.left, ast.Name) and isinstance(item.right, ast.Number):
+            index, c = item.left, item.right.value
+        elif item.op == "+" and isinstance(item.right, ast.Name) \
+                and isinstance(item.left, ast.Number):
+            index, c = item.right, item.left.value
+        else:
+            return
+        if not isinstance(c, int) or isinstance(c, bool):
+            return
+        shift = c if item.op == "+" else -c
+        sym = self.symbols.get(index.id)
+        plate = next((p for p in self.plate_stack if p.index == index.id), None)
+        if sym is None or sym.role != "index" or plate is None or shift == 0:
+            return
+        name = _source_text(e.value) if isinstance(e.value, ast.Name) else "the value"
+        size = sizes.show((plate.size,))[1:-1]
+        if shift < 0:
+            ahead = f"{name}[{-shift}:]" if name != "the value" else "its rest"
+            self.err(f"{name}[{fmt.expr(item)}] at {index.id} = 0 reads {name}[{shift}], which "
+                     f"torch counts from the end ({name}[{sizes.show((dim + shift,))[1:-1]}])",
+                     item.span,
+                     [f"for Stan's `for ({index.id} in {1 - shift}:{size}) ... "
+                      f"{name}[{index.id} - {-shift}]`, give the shifted values their own "
+                      f"name and plate: `ahead = {ahead}` then `plate {index.id} in "
+                      f"{size} - {-shift} {{ ahead ~ ... {name}[{index.id}] ... }}`"])
+            return
+        need = plate.size + shift
+        if sizes.compare(dim, need) == sizes.Relation.UNKNOWN:
+            if dim.free_symbols and need.free_symbols:
+                self._defer(dim, need, e.span,
+                            f"dimension {i} of {name!r} read at {fmt.expr(item)} in plate "
+                            f"{index.id} in {size}", at_least=True)
+            return
+        gap = dim - need
+        if gap.is_number and gap < 0:
+            self.err(f"{name}[{fmt.expr(item)}] reads {name}[{sizes.show((need - 1,))[1:-1]}]"
+                     f" at {index.id} = {sizes.show((plate.size - 1,))[1:-1]}, past the end "
+                     f"of a dimension of size {sizes.show((dim,))[1:-1]}", item.span,
+                     [f"read the plate over {size} - {shift} elements, or index "
+                      f"{name}[{index.id}] in a plate of the shifted values"])
 
     def _data_index(self, e: ast.Index, item: ast.Expr, dim) -> None:
         """Record ``item`` as a DataIndex when it reads every value of an int data
