@@ -71,6 +71,10 @@ class Builtin:
     #   checked with a located error: (lo, hi) closed (None: unbounded on that side), or
     #   a string in interval notation, "(0, inf)", "[0, 2)".
     ranges: dict = field(default_factory=dict)
+    # missing_as_nan: arguments (``data=y``) or attributes of the value (``m.visible``,
+    #   observed) whose data may hold NaN for a missing value: the construct reads them so
+    #   (the CLI's NaN note leaves such data out).
+    missing_as_nan: tuple[str, ...] = ()
     # integers: arguments that take a whole number (a count, a size, a seed): a literal
     #   with a fraction is a located check error (int(2.5) would run 2 steps silently).
     integers: tuple[str, ...] = ()

@@ -242,22 +242,27 @@ def results_lines(results: dict, opts: dict) -> list[str]:
 
 
 def _construct_data(model) -> set[str]:
-    """The data names a construct reads: an argument of its call (``fractional_sde(...,
-    data=y)``) or observed by one of its distributions (``pixels ~ m.visible``). What NaN
-    means there is the construct's to say (a missing pixel, a missing observation)."""
+    """The data names a construct reads as possibly missing (its entry's
+    ``missing_as_nan``): given to such an argument (``fractional_sde(..., data=y)``) or
+    observed by such an attribute (``pixels ~ m.visible``). What NaN means there is the
+    construct's to say; its other arguments (``times=t``) are plain data."""
     from .builtins import lookup
     from .syntax import ast
 
-    built, out = set(), set()
+    built, out = {}, set()  # name of a construct's value -> its entry
     for node in ast.walk(model.checked.model.body):
         call = getattr(node, "value", None) if isinstance(node, ast.Assign) else node
-        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) \
-                and getattr(lookup(call.func.id), "kind", None) == "construct":
-            out.update(ast.names_read(call))
+        entry = lookup(call.func.id) if isinstance(call, ast.Call) \
+            and isinstance(call.func, ast.Name) else None
+        if entry is not None and entry.missing_as_nan:
+            for kw in call.kwargs:
+                if kw.name in entry.missing_as_nan:
+                    out.update(ast.names_read(kw.value))
             if isinstance(node, ast.Assign):
-                built.add(node.name)
+                built[node.name] = entry
         if isinstance(node, ast.Sample) and isinstance(node.dist, ast.Attr) \
-                and isinstance(node.dist.value, ast.Name) and node.dist.value.id in built:
+                and isinstance(node.dist.value, ast.Name) and node.dist.value.id in built \
+                and node.dist.attr in built[node.dist.value.id].missing_as_nan:
             out.add(node.name)
     return out & {a.name for a in model.checked.model.args}
 

@@ -243,9 +243,9 @@ def test_no_nan_note_for_data_a_construct_reads(tmp_path, capsys):
                    "label=categorical(1, 2), alpha=0.6)\n"
                    "  pixels ~ m.visible\n  label ~ m.label\n  s ~ HalfNormal(1)\n"
                    "  x ~ Normal(0, s)\n}\ninfer map(steps=2)\n")
-    assert _construct_data(ppl.load(src)) == {"pixels", "label"}
+    assert _construct_data(ppl.load(src)) == {"pixels"}  # m.label is not missing_as_nan
     fou = ppl.load(Path(__file__).resolve().parent.parent / "examples" / "fou.bdl")
-    assert _construct_data(fou) == {"t", "y", "idx"}
+    assert _construct_data(fou) == {"y"}  # data=y; times=t and data_index=idx are plain
     nan = float("nan")
     data = tmp_path / "d.json"
     for x, noted in (([0.5, 0.1], False), ([0.5, nan], True)):

@@ -158,5 +158,6 @@ register(Builtin(
     methods=("svi", "map"),  # path-space VI: the ELBO of METHODS.md section 2
     lists=("hidden",),  # layer widths of the neural drift
     context=_observation,  # the closed form's observation statement
+    missing_as_nan=("data",),  # observations as control features: NaN where missing
     doc="latent SDE path [T, dim] driven by MA-fBM with Hurst index hurst (learned by "
         "default); path-space VI (METHODS.md section 2)"))

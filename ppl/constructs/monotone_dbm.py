@@ -53,4 +53,5 @@ register(Builtin(
     integers=INTEGER_OPTIONS, flags=("monotone",),
     methods=("map", "svi"),  # its weights are params: fitted, not sampled
     lists=("hidden", "layer_ranks"),
+    missing_as_nan=("visible",),  # pixels ~ m.visible: NaN is a missing pixel
     doc="deep Boltzmann machine with a unique mean-field fixed point (Phi = s(D - A^T A))"))
