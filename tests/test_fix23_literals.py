@@ -128,3 +128,14 @@ def test_a_one_hot_latent_is_refused_when_a_fit_starts():
     assert e.value.render().splitlines()[0] == (
         "m.bdl:2:7: error: 'a' is a discrete latent whose values are vectors "
         "(OneHotCategorical): Pyro cannot draw them from the posterior after summing them out")
+
+
+def test_a_delta_of_a_latent_passes_the_gradient_to_it():
+    # a ~ Delta(2 * b): the fit records a at 2 * b, and the likelihood's gradient reaches
+    # b through it (with fn.sample() it was cut: map left b at 0, svi at its prior)
+    m = ppl.compile("model D(y: real[N]) {\n  b ~ Normal(0, 10)\n  a ~ Delta(2.0 * b)\n"
+                    "  plate N {\n    y ~ Normal(a, 1)\n  }\n}\n", "d.bdl")
+    f = m.fit({"y": [5.8, 6.1, 6.0, 5.9, 6.2]}, infer="map", steps=500, lr=0.05, seed=0)
+    b = float(f.samples["b"][0])
+    assert abs(b - 60 / 20.01) < 1e-3  # argmax: 2 sum(y) / (4 N + 1 / 100)
+    assert abs(float(f.samples["a"][0]) - 2 * b) < 1e-6

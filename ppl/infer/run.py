@@ -170,7 +170,9 @@ class _DeltaFixed(Messenger):
             own = 0  # its batch dims right of every plate's (Delta([1.0, 2.0])) are events
             while own < len(fn.batch_shape) and -(own + 1) not in plates:
                 own += 1
-            msg["value"] = fn.sample()
+            # rsample: v may follow other latents (a ~ Delta(2 * b)), whose gradient
+            # must pass through a
+            msg["value"] = fn.rsample()
             msg["fn"] = (fn.to_event(own) if own else fn).mask(False)
             msg["is_observed"] = True
             msg["infer"] = {**msg["infer"], "_deterministic": True, "_delta": True}
