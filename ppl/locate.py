@@ -74,11 +74,23 @@ def markers_map(lines: list[str]) -> list:
     return out
 
 
-def register_markers(path: str, filename: str, text: str | None) -> None:
+def register_markers(path: str, filename: str, text: str | None, name: str) -> None:
     """Locate run-time errors of the generated module at ``path`` (run on its own) by its
     statement markers, at the BDL file ``filename`` whose ``text`` (None: unreadable)
-    shows the statement under the error."""
-    _MODULES[path] = (filename, text, markers_map(linecache.getlines(path)), None)
+    shows the statement under the error; ``name``: the model the module runs (its model
+    in ``text`` when it parses, else just the name, which keeps a site Pyro names inside
+    that model's function)."""
+    from types import SimpleNamespace
+
+    model = SimpleNamespace(name=name, args=[])
+    if text is not None:
+        from .syntax.parser import parse
+
+        try:
+            model = next((m for m in parse(text).models if m.name == name), model)
+        except Exception:  # noqa: BLE001 - the name alone still locates
+            pass
+    _MODULES[path] = (filename, text, markers_map(linecache.getlines(path)), model)
 
 
 def _original(exc: BaseException) -> BaseException:

@@ -454,3 +454,31 @@ def test_standalone_module_takes_infer_and_seed_as_bdl_run(tmp_path, monkeypatch
     with pytest.raises(ppl.BdlError) as e:
         m.fit(data, infer="svi(stepz=7)")
     assert bad.stderr.strip() == str(e.value).strip()
+
+
+def test_standalone_module_of_two_models_locates_in_the_model_it_runs(tmp_path, monkeypatch,
+                                                                      capsys):
+    # both models have a site 'y': a support error Pyro names by site is located in the
+    # model the module runs (the last), not at the first 'y' of the file
+    src = ("model A(y: real[N]) {\n  mu ~ Normal(0, 1)\n  y ~ Normal(mu, 1)\n}\n\n"
+           "model P(y: int[N]) {\n  lam ~ Exponential(1)\n  y ~ Poisson(lam)\n}\n"
+           "infer P with nuts(samples=5, warmup=5, chains=1)\n")
+    (tmp_path / "two.bdl").write_text(src)
+    gen = tmp_path / "two.py"
+    gen.write_text(ppl.compile(src, "two.bdl").source)
+    (tmp_path / "d.json").write_text(json.dumps({"y": [1, -2, 3]}))
+    r = _run_script_here(gen, "d.json", "--quiet", monkeypatch=monkeypatch, capsys=capsys)
+    assert r.returncode == 1
+    assert r.stderr.split("\n")[:2] == [
+        "two.bdl:8:3: error: 'y' element 1 is -2; Poisson is over integers >= 0",
+        "    y ~ Poisson(lam)"]
+
+
+def test_imports_follow_the_code_not_the_comments():
+    # a comment naming torch.exp, carried into the module, imported torch for nothing
+    m = ppl.compile("## Model notes\n# uses torch.exp and constraints.positive\n"
+                    "model A(y: real[N]) {\n  mu ~ Normal(0, 1)\n  y ~ Normal(mu, 1)\n}\n", "a.bdl")
+    head = m.source.split("\n\n\n")[0]
+    assert "import torch" not in head and "constraints" not in head
+    assert "import pyro.distributions as dist" in head
+    assert "## Model notes\n# uses torch.exp and constraints.positive\ndef A(" in m.source

@@ -226,13 +226,17 @@ class _Emitter:
         self.spans: list[tuple[int, int, object]] = []
         self.source = source.split("\n") if source is not None else None
         self.carried: set[int] = set()  # BDL lines whose comments are already in the code
+        self.read: set[str] | None = None  # the variables the model function reads
 
     def line(self, depth: int, text: str) -> None:
         self.lines.extend(wrap(INDENT * depth + text))
 
     def comment(self, depth: int, text: str) -> None:
-        """``# text``, wrapped at word boundaries within the line width."""
-        indent = INDENT * depth + "# "
+        """A comment line, wrapped at word boundaries within the line width: ``text`` as
+        written when it is a comment already (``## a heading``), else ``# text``."""
+        lead = "#" * (len(text) - len(text.lstrip("#"))) if text.startswith("#") else "#"
+        text = text[len(lead):].strip() if text.startswith("#") else text
+        indent = INDENT * depth + lead + " "
         for part in textwrap.wrap(text, WIDTH - len(indent), break_long_words=False) or [""]:
             self.lines.append((indent + part).rstrip())
 
@@ -247,7 +251,7 @@ class _Emitter:
             k -= 1
         for k in reversed(above):
             self.carried.add(k + 1)
-            self.comment(depth, self.source[k].strip()[1:].strip())
+            self.comment(depth, self.source[k].strip())
 
     def marker(self, depth: int, span) -> None:
         """``# bdl:LINE:COL  <the statement's first BDL line>``, cut to the line width."""
@@ -309,8 +313,9 @@ class _Emitter:
                 self.line(depth, f'{_var(op)} = pyro.sample("{op.name}", {_dist(op)})')
         elif isinstance(op, ir.Let):
             if op.kind == "deterministic":
-                self.line(depth, f'{_var(op)} = pyro.deterministic("{op.name}", '
-                                 f"{expr(op.value)})")
+                # a value nothing reads is recorded, not kept (ruff F841)
+                keep = f"{_var(op)} = " if self.read is None or _var(op) in self.read else ""
+                self.line(depth, f'{keep}pyro.deterministic("{op.name}", {expr(op.value)})')
             else:
                 self.line(depth, f"{_var(op)} = {expr(op.value)}")
         elif isinstance(op, ir.ParamOp):
@@ -418,7 +423,9 @@ def _model_function(m: ir.IRModel, source: str | None = None) -> _Emitter:
         e.line(0, "")
         e.line(0, "")
     e.line(0, f"def {m.name}({_keyword_only(params)}):")
-    e.stmts(_drop_unread_values(m.body), 1)
+    body = _drop_unread_values(m.body)
+    e.read = _names(body)
+    e.stmts(body, 1)
     return e
 
 
@@ -442,7 +449,7 @@ def _drop_unread_values(body: list) -> list:
 
 def _imports(code: str) -> list[tuple[str, bool]]:
     """The module's imports, each with whether ``code`` reads it (``pyro`` always)."""
-    return [("import pyro", True),
+    return [("import pyro", "pyro." in code),
             ("import pyro.distributions as dist", "dist." in code),
             ("import torch", "torch." in code),
             ("from pyro.distributions import constraints", "constraints." in code)]
@@ -469,7 +476,8 @@ def generate_mapped(models: list[ir.IRModel], source_name: str,
         "",
     ]
     functions = [_model_function(m, source) for m in models]
-    code = "\n".join(e.text() for e in functions) + "".join(_signature(m) for m in models)
+    code = "\n".join(ln for e in functions for ln in e.lines  # code, not comments
+                     if not ln.lstrip().startswith("#")) + "".join(map(_signature, models))
     head += [imp for imp, used in _imports(code) if used]
     head += [_IMPORTS[name] for name in sorted(set().union(*(m.imports for m in models)))]
     head += ["", "from ppl import runtime as rt", ""]

@@ -46,7 +46,8 @@ def main(model, signature, infer: dict | None, transformed=None,
     from ..syntax.diagnostics import BdlError
 
     module = model.__code__.co_filename
-    locate.register_markers(module, *bdl_source(getattr(signature, "source", None), module))
+    locate.register_markers(module, *bdl_source(getattr(signature, "source", None), module),
+                            model.__name__)
     try:
         data = load_data(args.data) if args.data is not None else {}
         with locate.located(module):
@@ -65,12 +66,12 @@ def main(model, signature, infer: dict | None, transformed=None,
 
 def bdl_source(source: str | None, module: str) -> tuple[str, str | None]:
     """The BDL file a module was generated from and its text (None when it cannot be
-    read): ``source`` as compiled (relative to where ``bdl compile`` ran), else beside
-    the module."""
+    read): beside the module (``source`` as compiled, relative to where ``bdl compile``
+    ran, or its file name), else ``source`` from the current directory."""
     if not source or source.startswith("<"):
         return source or "<string>", None
     here = Path(module).resolve().parent
-    for path in (Path(source), here / source, here / Path(source).name):
+    for path in (here / source, here / Path(source).name, Path(source)):
         try:
             return source, path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
