@@ -661,7 +661,8 @@ def _source_ref(s, symbols: dict) -> SourceRef:
             params = b.call_params if b is not None else ()
         else:
             b = builtins.lookup(call.func_name) if call.func_name else None
-            params = b.params if b is not None else ()
+            d = signatures.lookup(call.func_name) if b is None and call.func_name else None
+            params = b.params if b is not None else d.params if d is not None else ()
         for i, a in enumerate(call.args):
             if i < len(params):
                 args[params[i]] = a.span

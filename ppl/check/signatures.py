@@ -53,12 +53,19 @@ TENSOR_PARAMS = {
 }
 
 
+# Pyro classes whose parameter here must be a Python int: Multinomial's total_count, one
+# count for all rows. A tensor there (``y ~ Multinomial(sum(y), theta)``) was Pyro's
+# misleading "inhomogeneous total_count is not supported"; ``rt.Multinomial`` reads a
+# tensor with one value as that int, and refuses totals that differ between rows.
+INT_PARAMS = {"Multinomial": ("total_count",)}
+
+
 def target(name: str) -> str:
     """How generated code spells the distribution ``name``."""
     extra = BDL_DISTRIBUTIONS.get(name)
     if extra:
         return extra[1]
-    return f"rt.{name}" if name in TENSOR_PARAMS else f"dist.{name}"
+    return f"rt.{name}" if name in TENSOR_PARAMS or name in INT_PARAMS else f"dist.{name}"
 
 
 @functools.lru_cache(maxsize=1)

@@ -9,6 +9,7 @@ from .data import ArgSpec, IndexCheck, Signature, SizeCheck, bind
 from .functions import (  # the Pyro classes of signatures.TENSOR_PARAMS first
     Delta,
     GroupedNormalNormal,
+    Multinomial,  # signatures.INT_PARAMS
     OrderedLogistic,
     RelaxedBernoulli,
     RelaxedBernoulliStraightThrough,
@@ -70,6 +71,7 @@ __all__ = [
     "RelaxedBernoulliStraightThrough", "RelaxedOneHotCategorical",
     "RelaxedOneHotCategoricalStraightThrough", "TruncatedPolyaGamma",
     "ZeroInflatedDistribution", "ZeroInflatedNegativeBinomial", "ZeroInflatedPoisson",
+    "Multinomial",
     "ArgSpec", "Flat", "IndexCheck", "LabelFree", "Restricted", "Signature", "SizeCheck",
     "arange", "as_index", "batch_size", "bind",
     "cat", "clamp", "cumsum", "full_data",

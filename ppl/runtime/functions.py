@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ppl.check.signatures import TENSOR_PARAMS
+from ppl.runtime.errors import ArgumentError
 
 
 def tensor(x) -> torch.Tensor:
@@ -51,6 +52,28 @@ TruncatedPolyaGamma = _numbers_as_tensors("TruncatedPolyaGamma")
 ZeroInflatedDistribution = _numbers_as_tensors("ZeroInflatedDistribution")
 ZeroInflatedNegativeBinomial = _numbers_as_tensors("ZeroInflatedNegativeBinomial")
 ZeroInflatedPoisson = _numbers_as_tensors("ZeroInflatedPoisson")
+
+
+def Multinomial(total_count=1, probs=None, logits=None, validate_args=None):  # noqa: N802
+    """``pyro.distributions.Multinomial`` with ``total_count`` a Python int, as Pyro needs
+    it: a tensor (``Multinomial(sum(y), theta)``, a size's count) whose values are all one
+    number is read as that number (``.item()``; under ``jit=true`` it is read once, when
+    the model is traced: it comes from the data, which do not change during a fit).
+    Totals that differ between rows (``n: int[G]`` in ``plate G``) are an error naming
+    the forms that take one total per row."""
+    if torch.is_tensor(total_count):
+        counts = total_count.detach().reshape(-1)
+        if counts.numel() > 1 and bool((counts != counts[0]).any()):
+            shown = ", ".join(f"{int(c)}" for c in counts[:3].tolist())
+            raise ArgumentError(
+                f"Multinomial takes one total_count for all its rows, but the totals differ "
+                f"({shown}{', ...' if counts.numel() > 3 else ''}): for a total per row write "
+                "factor(sum(y * log(theta))) over the rows (the multinomial's log "
+                "probability less lgamma(n + 1) - sum(lgamma(y + 1)), a constant of the "
+                "data), or y ~ DirichletMultinomial(kappa * theta, n) (overdispersed)",
+                "total_count")
+        total_count = int(counts[0].item()) if counts.numel() else 0
+    return dist.Multinomial(total_count, probs, logits, validate_args)
 
 
 def real(x: torch.Tensor) -> torch.Tensor:
