@@ -2314,6 +2314,16 @@ class _ModelChecker(LabelLayout):
         if b.name in ("max", "min") and len(e.args) > 1:
             self._two_value_extreme(e, b.name)
             return UNKNOWN
+        x = bound.get("x")
+        if b.name == "transpose" and x is not None and x[1].shape is not None \
+                and len(x[1].shape) < 2 and not self.plate_stack:
+            shown = sizes.show(x[1].shape)
+            self.err(f"transpose needs a matrix (two dimensions or more), not "
+                     f"{'a number' if not x[1].shape else 'a vector ' + shown}", x[0].span,
+                     ["a vector is neither a row nor a column here: v @ A and A @ v read "
+                      "it as either, and a @ b of two vectors is their dot product"]
+                     if x[1].shape else None)
+            return UNKNOWN
         if b.name == "where":
             self._unguard_branches(bound, recorded)
         self._label_in_call(e, b.name, list(bound.values()))
