@@ -561,7 +561,19 @@ class _ModelChecker(LabelLayout):
             else:
                 bounds[b.name] = b.value
                 bty = self._expr(b.value)
-                if bty.kind not in ("real", "int", "unknown") or bty.shape not in ((), None):
+                if bty.kind in ("real", "int") and bty.shape not in ((), None):
+                    # Stan 2.27's vector bounds (real<lower=U>[N] with U: real[N])
+                    op, tail = ("+", "log_ccdf") if b.name == "lower" else ("-", "log_cdf")
+                    bound_text = fmt.expr(b.value)
+                    self.err(f"bound '{b.name}' must be a scalar (a vector bound is not "
+                             f"supported; this one is {sizes.show(bty.shape)})", b.value.span,
+                             ["draw the distance from the bound, d: real<lower=0>"
+                              f"{sizes.show(shape) if shape is not None else '[...]'} ~ "
+                              f"Flat(), with factor(sum(log_prob(D, {bound_text} {op} d))) "
+                              "for the value's density D (a shift: no Jacobian term)",
+                              f"for censored data, factor(sum({tail}(D, {bound_text}))) "
+                              "sums the unobserved values out"])
+                elif bty.kind not in ("real", "int", "unknown") or bty.shape not in ((), None):
                     self.err(f"bound '{b.name}' must be a number", b.value.span)
                 elif _is_random(b.value, self.symbols):
                     # Pyro fixes a support's transform when the site is set up, so a
