@@ -505,7 +505,8 @@ model M(y: real[N]) {
 model.bdl:2:11: error: unknown size 'K'
     z: real[K] ~ Normal(0, 1)
             ^
-  note: sizes are bound by the shapes of the model's data arguments""",
+  note: sizes are bound by the shapes of the model's data arguments
+  note: a size that no data shape names is an argument of its own: K: int""",
         id="shape_unknown_size",
     ),
     pytest.param(

@@ -525,10 +525,11 @@ class _ModelChecker(LabelLayout):
                 self.err(f"'{expr.id}' is not a size (sizes are integers named in the "
                          "model's argument shapes)", expr.span)
                 return None
+            what = "a plate's size" if plate else "a size"
             self.err(f"unknown size '{expr.id}'", expr.span,
-                     ["sizes are bound by the shapes of the model's data arguments"]
-                     + ([f"a plate's size that no data shape names is an argument of "
-                         f"its own: {expr.id}: int"] if plate else []))
+                     ["sizes are bound by the shapes of the model's data arguments",
+                      f"{what} that no data shape names is an argument of its own: "
+                      f"{expr.id}: int"])
             return None
         if isinstance(expr, ast.BinOp) and expr.op in ("+", "-", "*", "/"):
             a, b = self._dim(expr.left), self._dim(expr.right)
