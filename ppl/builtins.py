@@ -269,6 +269,67 @@ for _name in ("sum", "mean", "max", "min", "prod"):
                      doc=f"{_name} over all elements, or along dim"))
 register(Builtin("cumsum", "rt.cumsum", ("x", "dim"), 1, shape=same_as_first,
                  doc="running sum along dim (default -1; Stan's cumulative_sum)"))
+
+
+# ---- Stan's vector and matrix helpers (ppl/runtime/functions.py) --------------------
+def _broadcast(a, b):
+    from .check import sizes  # the checker's shapes; no import cycle at call time
+
+    return sizes.broadcast(a, b)[0] if a is not None and b is not None else None
+
+
+def pow_rule(args, kwargs):
+    """pow(x, y): x and y broadcast, as x ^ y."""
+    return _broadcast(args[0].shape, args[1].shape) if len(args) == 2 else None
+
+
+def diag_multiply_rule(args, kwargs):
+    """diag_pre_multiply(v, M), diag_post_multiply(M, v), quad_form_diag(M, v): M's shape,
+    for a matrix M and a vector v whose length matches (unknown otherwise)."""
+    if len(args) != 2 or args[0].shape is None or args[1].shape is None:
+        return None
+    v, m = (args[0].shape, args[1].shape) if len(args[0].shape) == 1 else (
+        args[1].shape, args[0].shape)
+    return tuple(m) if len(v) == 1 and len(m) == 2 and v[0] in m else None
+
+
+def outer_rule(args, kwargs):
+    """outer(a, b) of two vectors: [len(a), len(b)]."""
+    if len(args) != 2 or any(a.shape is None or len(a.shape) != 1 for a in args):
+        return None
+    return (args[0].shape[0], args[1].shape[0])
+
+
+def matrix_rule(args, kwargs):
+    """tril(M): M's shape, for a matrix (two dims or more)."""
+    s = args[0].shape if args else None
+    return None if s is None or len(s) < 2 else s
+
+
+register(Builtin("pow", "rt.pow", ("x", "y"), 2, shape=pow_rule,
+                 doc="elementwise power x ^ y (Stan's pow)"))
+register(Builtin("diag_pre_multiply", "rt.diag_pre_multiply", ("v", "m"), 2,
+                 shape=diag_multiply_rule,
+                 doc="diag(v) @ m, without forming diag(v) (Stan's diag_pre_multiply)"))
+register(Builtin("diag_post_multiply", "rt.diag_post_multiply", ("m", "v"), 2,
+                 shape=diag_multiply_rule,
+                 doc="m @ diag(v), without forming diag(v) (Stan's diag_post_multiply)"))
+register(Builtin("quad_form_diag", "rt.quad_form_diag", ("m", "v"), 2,
+                 shape=diag_multiply_rule,
+                 doc="diag(v) @ m @ diag(v) (Stan's quad_form_diag)"))
+register(Builtin("outer", "rt.outer", ("a", "b"), 2, shape=outer_rule,
+                 doc="outer product a b' of two vectors: [len(a), len(b)]"))
+register(Builtin("tril", "rt.tril", ("m",), 1, shape=matrix_rule,
+                 doc="lower triangle of a matrix, zeros above the diagonal"))
+for _name, _doc in (("sd", "sample standard deviation of all elements (n - 1, Stan's sd)"),
+                    ("variance", "sample variance of all elements (n - 1, Stan's variance)")):
+    register(Builtin(_name, f"rt.{_name}", ("x",), 1, shape=scalar, doc=_doc))
+register(Builtin("sort", "rt.sort", ("x",), 1, shape=same_as_first,
+                 doc="ascending along the last dim (Stan's sort_asc)"))
+register(Builtin("reverse", "rt.reverse", ("x",), 1, shape=same_as_first,
+                 doc="reversed along the last dim (Stan's reverse)"))
+register(Builtin("cumprod", "rt.cumprod", ("x", "dim"), 1, shape=same_as_first,
+                 doc="running product along dim (default -1)"))
 register(Builtin("matmul", "torch.matmul", ("a", "b"), 2, doc="matrix product, as @"))
 register(Builtin("transpose", "rt.transpose", ("x",), 1, shape=transpose_rule,
                  doc="swap the last two dimensions"))

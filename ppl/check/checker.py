@@ -1857,7 +1857,9 @@ class _ModelChecker(LabelLayout):
         pool = list(signatures.table()) if name[:1].isupper() else builtins.names()
         other = builtins.names() if name[:1].isupper() else list(signatures.table())
         same = [c for c in other if c.lower() == name.lower()]
-        hint = same[0] if same else signatures.suggest(name, pool)
+        # stricter than elsewhere: a short function name is near many others (inv ->
+        # sin, maximum -> matmul would compile into another model)
+        hint = same[0] if same else signatures.suggest(name, pool, cutoff=0.75)
         self.err(f"unknown {kind} '{name}'", e.func.span,
                  [f"did you mean '{hint}'?"] if hint else [])
         return UNKNOWN
@@ -2730,6 +2732,39 @@ _STAN_SPELLINGS = {
     "lchoose": "Stan's lchoose(n, k) is lgamma(n + 1) - lgamma(k + 1) - lgamma(n - k + 1) "
                "here",
     "cumulative_sum": "Stan's cumulative_sum(x) is cumsum(x) here",
+    "inv": "Stan's inv(x) is 1 / x here",
+    "inv_sqrt": "Stan's inv_sqrt(x) is 1 / sqrt(x) here",
+    "inv_square": "Stan's inv_square(x) is 1 / square(x) here",
+    "fabs": "Stan's fabs(x) is abs(x) here",
+    "fmax": "Stan's fmax(x, y) is clamp(x, min=y) for a number y, where(x > y, x, y) for a "
+            "tensor",
+    "fmin": "Stan's fmin(x, y) is clamp(x, max=y) for a number y, where(x < y, x, y) for a "
+            "tensor",
+    "fdim": "Stan's fdim(x, y) is clamp(x - y, min=0.0) here",
+    "maximum": "the largest element is max(x); the elementwise maximum of two values is "
+               "where(a > b, a, b) (clamp(a, min=b) for a number b)",
+    "minimum": "the smallest element is min(x); the elementwise minimum of two values is "
+               "where(a < b, a, b) (clamp(a, max=b) for a number b)",
+    "log10": "Stan's log10(x) is log(x) / log(10.0) here",
+    "log2": "Stan's log2(x) is log(x) / log(2.0) here",
+    "exp2": "Stan's exp2(x) is pow(2.0, x) here",
+    "step": "Stan's step(x) is where(x < 0, 0.0, 1.0) here",
+    "sort_asc": "Stan's sort_asc(x) is sort(x) here",
+    "sort_desc": "Stan's sort_desc(x) is reverse(sort(x)) here",
+    "diag_matrix": "Stan's diag_matrix(v) is diag(v) here",
+    "rep_matrix": "Stan's rep_matrix(x, N, M) is x * ones(N, M) here",
+    "dot_self": "Stan's dot_self(x) is x @ x here",
+    "squared_distance": "Stan's squared_distance(a, b) is sum(square(a - b)) here",
+    "crossprod": "Stan's crossprod(A) is transpose(A) @ A here",
+    "tcrossprod": "Stan's tcrossprod(A) is A @ transpose(A) here",
+    "multiply_lower_tri_self_transpose": "Stan's multiply_lower_tri_self_transpose(L) is "
+                                         "tril(L) @ transpose(tril(L)) here",
+    "quad_form": "Stan's quad_form(A, B) is transpose(B) @ A @ B here",
+    "columns_dot_product": "Stan's columns_dot_product(a, b) is sum(a * b, dim=0) here",
+    "rows_dot_product": "Stan's rows_dot_product(a, b) is sum(a * b, dim=-1) here",
+    "mdivide_left": "Stan's mdivide_left(A, b) is solve(A, b) here",
+    "log_determinant": "Stan's log_determinant(A) is logdet(A) here (A positive definite)",
+    "Phi_approx": "Stan's Phi_approx(x) is sigmoid(0.07056 * x ^ 3 + 1.5976 * x) here",
     # distributions (docs/language.md, "Coming from Stan")
     "student_t": "Stan's student_t(nu, mu, sigma) is StudentT(nu, mu, sigma) here",
     "inv_gamma": "Stan's inv_gamma(alpha, beta) is InverseGamma(alpha, beta) here",

@@ -86,11 +86,16 @@ def lookup(name: str) -> DistSig | None:
     return table().get(name)
 
 
-def suggest(name: str, candidates) -> str | None:
-    """The closest known spelling, for "did you mean" notes."""
+def suggest(name: str, candidates, cutoff: float = 0.6) -> str | None:
+    """The closest known spelling, for "did you mean" notes: the same word in another
+    case, else the closest at ``difflib`` ratio ``cutoff`` or more, else one with the same
+    letters in another order (``lgo`` -> ``log``, a slip of two keys)."""
     cands = list(candidates)
     lower = {c.lower(): c for c in cands}
     if name.lower() in lower and lower[name.lower()] != name:
         return lower[name.lower()]
-    close = difflib.get_close_matches(name, cands, n=1, cutoff=0.6)
-    return close[0] if close else None
+    close = difflib.get_close_matches(name, cands, n=1, cutoff=cutoff)
+    if close:
+        return close[0]
+    swapped = [c for c in cands if sorted(c.lower()) == sorted(name.lower())]
+    return swapped[0] if swapped else None

@@ -24,7 +24,10 @@ from .functions import (  # the Pyro classes of signatures.TENSOR_PARAMS first
     batch_size,
     cat,
     clamp,
+    cumprod,
     cumsum,
+    diag_post_multiply,
+    diag_pre_multiply,
     elu,
     eye,
     full,
@@ -37,18 +40,26 @@ from .functions import (  # the Pyro classes of signatures.TENSOR_PARAMS first
     logsumexp,
     normal_cdf,
     ones,
+    outer,
+    quad_form_diag,
     real,
     reduce_elements,
+    reverse,
+    sd,
     softmax,
     softplus,
+    sort,
     stack,
     tensor,
     transpose,
+    tril,
+    variance,
     zeros,
 )
 from .functions import max_ as max  # noqa: A001
 from .functions import mean_ as mean
 from .functions import min_ as min  # noqa: A001
+from .functions import pow_ as pow  # noqa: A001
 from .functions import prod_ as prod
 from .functions import sum_ as sum  # noqa: A001
 from .kernels import gram
@@ -74,7 +85,9 @@ __all__ = [
     "Multinomial",
     "ArgSpec", "Flat", "IndexCheck", "LabelFree", "Restricted", "Signature", "SizeCheck",
     "arange", "as_index", "batch_size", "bind",
-    "cat", "clamp", "cumsum", "full_data",
+    "cat", "clamp", "cumprod", "cumsum", "diag_post_multiply", "diag_pre_multiply",
+    "full_data", "outer", "pow", "quad_form_diag", "reverse", "sd", "sort", "tril",
+    "variance",
     "elu", "event", "eye", "full", "gelu", "gram", "kernels", "log_ccdf", "log_cdf", "log_prob",
     "label_aligned", "label_matmul", "log_softmax", "logsumexp", "main",
     "max", "mean", "min", "network", "nn", "normal_cdf", "ones", "per_element", "plate_aligned",

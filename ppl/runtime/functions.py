@@ -147,6 +147,62 @@ def cumsum(x, dim=-1):
     return torch.cumsum(tensor(x), dim=int(dim))
 
 
+def cumprod(x, dim=-1):
+    """Running product along ``dim``: out[k] = x[0] * ... * x[k]."""
+    return torch.cumprod(tensor(x), dim=int(dim))
+
+
+def pow_(x, y):
+    """x ^ y elementwise (Stan's pow), x and y broadcast."""
+    return torch.pow(tensor(x), tensor(y))
+
+
+def diag_pre_multiply(v, m):
+    """diag(v) @ m (Stan's diag_pre_multiply): row i of m times v[i]."""
+    return tensor(v).unsqueeze(-1) * tensor(m)
+
+
+def diag_post_multiply(m, v):
+    """m @ diag(v) (Stan's diag_post_multiply): column j of m times v[j]."""
+    return tensor(m) * tensor(v).unsqueeze(-2)
+
+
+def quad_form_diag(m, v):
+    """diag(v) @ m @ diag(v) (Stan's quad_form_diag): m[i, j] v[i] v[j]."""
+    v = tensor(v)
+    return tensor(m) * v.unsqueeze(-1) * v.unsqueeze(-2)
+
+
+def outer(a, b):
+    """a b' of two vectors: out[i, j] = a[i] b[j]."""
+    return tensor(a).unsqueeze(-1) * tensor(b).unsqueeze(-2)
+
+
+def tril(m):
+    """The lower triangle of a matrix (the diagonal kept), zeros above."""
+    return torch.tril(tensor(m))
+
+
+def variance(x):
+    """Sample variance of all elements, with n - 1 (Stan's variance)."""
+    return torch.var(tensor(x))
+
+
+def sd(x):
+    """Sample standard deviation of all elements, with n - 1 (Stan's sd)."""
+    return variance(x).sqrt()
+
+
+def sort(x):
+    """Ascending along the last dim (Stan's sort_asc); differentiable in the values."""
+    return torch.sort(tensor(x), dim=-1).values
+
+
+def reverse(x):
+    """Reversed along the last dim (Stan's reverse)."""
+    return torch.flip(tensor(x), dims=(-1,))
+
+
 def sum_(x, dim=None):
     return _reduce(torch.sum, x, dim)
 
