@@ -373,6 +373,41 @@ register(Builtin("normal_cdf", "rt.normal_cdf", ("x",), 1, shape=same_as_first,
                  doc="standard normal CDF"))
 
 
+# ---- recursions: scan(f, init, xs) (ppl/runtime/scan.py; docs "Recursions") --------
+def _scan_xs(args, kwargs):
+    return kwargs.get("xs", args[2] if len(args) > 2 else None)
+
+
+def _scan_init(args, kwargs):
+    return kwargs.get("init", args[1] if len(args) > 1 else None)
+
+
+def scan_rule(args, kwargs):
+    """[T + 1, ...init]: the carries, init first, for xs of [T, ...]."""
+    xs, init = _scan_xs(args, kwargs), _scan_init(args, kwargs)
+    if xs is None or init is None or xs.shape is None or not xs.shape or init.shape is None:
+        return None
+    return (xs.shape[0] + 1,) + tuple(init.shape)
+
+
+def _scan_params(args, kwargs):
+    """(carry, x): the carry has init's shape, x one row of xs."""
+    xs, init = _scan_xs(args, kwargs), _scan_init(args, kwargs)
+    return (None if init is None else init.shape,
+            None if xs is None or xs.shape is None or not xs.shape else tuple(xs.shape[1:]))
+
+
+def _scan_carry(args, kwargs):
+    """The body's value broadcasts to the carry, init's shape (the carry never grows)."""
+    return _scan_params(args, kwargs)[0]
+
+
+register(Builtin("scan", "rt.scan", ("f", "init", "xs"), 3, shape=scan_rule,
+                 functions={"f": FunctionParam(("carry", "x"), _scan_params, _scan_carry)},
+                 doc="the recursion out[0] = init, out[t + 1] = f(out[t], xs[t]): "
+                     "[T + 1, ...init] for xs of [T, ...]"))
+
+
 def log_prob_rule(args, kwargs):
     """log_prob(d, x): one number per batch element, d's batch broadcast with x's."""
     d = kwargs.get("dist", args[0] if args else None)

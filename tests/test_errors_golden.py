@@ -651,11 +651,11 @@ model M(t: real[T], y: real[T]) {
 model.bdl:2:12: error: a function literal is allowed only as an argument that takes a function or as the value of a name
     b = 2 * ((x, s) => -x)
              ^~~~~~~~~~~~
-  note: such as drift=, diffusion= of fractional_sde; or b = (x, t) => ..., then drift=b
+  note: such as drift=, diffusion= of fractional_sde; f= of scan; or b = (x, t) => ..., then drift=b
 model.bdl:3:14: error: a function literal is allowed only as an argument that takes a function or as the value of a name
     y ~ Normal((x) => x, 1)
                ^~~~~~~~
-  note: such as drift=, diffusion= of fractional_sde; or b = (x, t) => ..., then drift=b""",
+  note: such as drift=, diffusion= of fractional_sde; f= of scan; or b = (x, t) => ..., then drift=b""",
         id="function_literal_outside_a_function_argument",
     ),
     pytest.param(
@@ -955,7 +955,7 @@ model M(t: real[T], y: real[T]) {
 model.bdl:3:7: error: 'b' is a function: it can only be given as an argument that takes a function
     c = b + 1
         ^
-  note: such as drift=, diffusion= of fractional_sde; it is defined at 2:3
+  note: such as drift=, diffusion= of fractional_sde; f= of scan; it is defined at 2:3
 model.bdl:4:37: error: 'drift' of fractional_sde takes a function of 2 parameters (state, time), but 'b' has 1
     z ~ fractional_sde(times=t, drift=b, diffusion=Normal(b, 1))
                                       ^
@@ -963,7 +963,7 @@ model.bdl:4:37: error: 'drift' of fractional_sde takes a function of 2 parameter
 model.bdl:4:57: error: 'b' is a function: it can only be given as an argument that takes a function
     z ~ fractional_sde(times=t, drift=b, diffusion=Normal(b, 1))
                                                           ^
-  note: such as drift=, diffusion= of fractional_sde; it is defined at 2:3""",
+  note: such as drift=, diffusion= of fractional_sde; f= of scan; it is defined at 2:3""",
         id="named_function_misused_and_wrong_arity_at_its_use",
     ),
     pytest.param(
@@ -1002,7 +1002,7 @@ model.bdl:2:28: error: 'mu' is not defined
 model.bdl:3:7: error: 'b' is a function: it can only be given as an argument that takes a function, not called
     w = b(1.0, 2.0)
         ^
-  note: such as drift=, diffusion= of fractional_sde; it is defined at 2:3""",
+  note: such as drift=, diffusion= of fractional_sde; f= of scan; it is defined at 2:3""",
         id="named_function_declared_type_unknown_name_once_and_called",
     ),
     pytest.param(

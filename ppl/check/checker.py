@@ -1185,8 +1185,10 @@ class _ModelChecker(LabelLayout):
         if not self._define(s.name, s.name_span):
             return
         self.sites[id(s)] = SiteInfo("function", self._plate_names())
+        # random: a value computed with it (scan(b, ...)) is computed in the model, where
+        # b is defined, never hoisted into the transformed data
         self.symbols[s.name] = Symbol(s.name, "function", Ty("function", None), s.name_span,
-                                      node=s, plates=self._plate_names())
+                                      random=True, node=s, plates=self._plate_names())
 
     def _param(self, s: ast.Param) -> None:
         init = self._expr(s.init)
@@ -2351,6 +2353,12 @@ class _ModelChecker(LabelLayout):
         self._label_dim(bound)
         positional = [t for k, (_, t) in bound.items() if k.startswith("#") or
                       k in b.params[: len(e.args)]]
+        if b.functions and b.kind == "function" and self.plate_stack:
+            # scan's steps run along xs's first dim, which in a plate is the plate's dim
+            self.err(f"{b.name} is not allowed inside a plate", e.func.span,
+                     [f"compute it before the plate, one column per element: "
+                      f"{b.name}(f, zeros(N), transpose(x)) is [T + 1, N]"])
+            return UNKNOWN
         for k, spec in b.functions.items():
             if k not in bound:
                 continue
@@ -2425,6 +2433,14 @@ class _ModelChecker(LabelLayout):
                         self.err(f"the first argument of {b.name} must be a distribution, "
                                  f"not {_a(t.kind)} value", node.span,
                                  [f"{b.name}(Normal(mu, sigma), y)"])
+                        return UNKNOWN
+                    continue
+                if k in b.functions and b.kind == "function":  # scan's f, checked above
+                    if t.kind not in ("function", "unknown"):  # a function's only form
+                        params = ", ".join(b.functions[k].params)
+                        self.err(f"'{k}' of {b.name} takes a function literal, not "
+                                 f"{_a(t.kind)} value", node.span,
+                                 [f"write ({params}) => ..."])
                         return UNKNOWN
                     continue
                 if t.kind not in TENSOR_KINDS + ("unknown",):

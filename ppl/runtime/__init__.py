@@ -65,6 +65,7 @@ from .functions import sum_ as sum  # noqa: A001
 from .kernels import gram
 from .main import main
 from .nn import network, reset_networks
+from .scan import scan
 from .shapes import (
     Flat,
     LabelFree,
@@ -93,7 +94,7 @@ __all__ = [
     "max", "mean", "min", "network", "nn", "normal_cdf", "ones", "per_element", "plate_aligned",
     "plate_closed",
     "prod", "real", "reduce_elements",
-    "reset_networks", "softmax", "softplus", "stack", "sum", "tensor", "transpose", "zeros",
+    "reset_networks", "scan", "softmax", "softplus", "stack", "sum", "tensor", "transpose", "zeros",
 ]
 
 

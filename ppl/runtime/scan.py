@@ -1,0 +1,49 @@
+"""``scan(f, init, xs)``: a recursion over the first dimension of ``xs`` (the builtin's
+runtime; docs/language.md, "Recursions").
+
+    out[0] = init,    out[t + 1] = f(out[t], xs[t])    for t = 0 .. T - 1
+
+The value is every carry, the initial one first: ``[T + 1, ...carry]`` for ``xs`` of
+``[T, ...]`` (jax.lax.scan's stacked carries with ``init`` in front). A GARCH variance
+``sigma2[t] = a0 + a1 * r[t - 1]^2 + b1 * sigma2[t - 1]`` with ``sigma2[0] = s0`` is then
+``scan(f, s0, r[:-1])``, one value per observation; the last row is the final carry (an
+HMM's forward variable at the last time).
+
+A Python loop of torch ops: each step is differentiable, nothing is written in place, and
+the carries are stacked once at the end. A number given as ``init`` takes the dtype and
+device of ``xs`` (a one-number tensor on another device moves to xs's); a body whose value
+has fewer dimensions than the carry (a number for a vector carry) is broadcast to the
+carry's shape by the stacking, and carries of mixed dtypes are promoted there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .errors import ArgumentError
+from .functions import tensor
+
+
+def scan(f: Callable, init, xs) -> torch.Tensor:
+    """The carries ``[init, f(init, xs[0]), f(f(init, xs[0]), xs[1]), ...]`` stacked along
+    a new first dimension: ``[len(xs) + 1, ...carry]``."""
+    xs = tensor(xs)
+    if xs.dim() == 0:
+        raise ArgumentError("scan runs over the first dimension of xs, but xs is a single "
+                            "number: give a sequence [T, ...]", "xs")
+    if not callable(f):
+        raise ArgumentError("scan's f must be a function (carry, x) => new_carry", "f")
+    carry = init if isinstance(init, torch.Tensor) else torch.as_tensor(
+        init, dtype=xs.dtype if xs.is_floating_point() else torch.get_default_dtype(),
+        device=xs.device)
+    if carry.dim() == 0 and carry.device != xs.device:  # a number made a tensor elsewhere
+        carry = carry.to(xs.device)
+    carries = [carry]
+    for x in xs.unbind(0):
+        step = f(carry, x)
+        carry = step if isinstance(step, torch.Tensor) else torch.as_tensor(
+            step, dtype=carry.dtype, device=carry.device)
+        carries.append(carry)
+    return torch.stack(torch.broadcast_tensors(*carries))

@@ -1,0 +1,205 @@
+"""``scan(f, init, xs)``, recursions (docs/language.md, "Recursions"): GARCH(1,1), a
+stochastic-volatility AR(1) path and an HMM forward pass, each against a hand recursion
+or brute force, the checker's located errors, the generated code and a tiny NUTS fit."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from pyro import poutine
+
+import ppl
+from ppl.runtime import scan
+from ppl.runtime.errors import ArgumentError
+
+GARCH = """
+model GARCH(y: real[T], sigma1: real<lower=0>) {
+  mu ~ Normal(0, 1)
+  a0: real<lower=0> ~ HalfNormal(1)
+  a1: real<lower=0, upper=1> ~ Uniform(0, 1)
+  b1: real<lower=0, upper=1> ~ Uniform(0, 1)
+  sigma2 = scan((s2, r) => a0 + a1 * (r - mu) ^ 2 + b1 * s2, sigma1 ^ 2, y[:-1])
+  y ~ Normal(mu, sqrt(sigma2))
+}
+"""
+
+SV = """
+model SV(y: real[T]) {
+  mu ~ Normal(0, 1)
+  phi: real<lower=-1, upper=1> ~ Uniform(-1, 1)
+  s: real<lower=0> ~ HalfNormal(1)
+  h0 ~ Normal(mu, 1)
+  eps: real[T] ~ Normal(0, 1)
+  h = scan((h, e) => mu + phi * (h - mu) + s * e, h0, eps)
+  y ~ Normal(0, exp(h[1:] / 2))
+}
+"""
+
+HMM = """
+model HMM(y: real[T], logA: real[K, K], logpi: real[K]) {
+  m: real[K] ~ Normal(0, 3)
+  alpha = scan((a, r) => logsumexp(a + transpose(logA)) + log_prob(Normal(m, 1), r),
+               logpi + log_prob(Normal(m, 1), y[0]), y[1:])
+  factor(logsumexp(alpha[-1]))
+}
+"""
+
+
+def _garch_series(T: int = 30, seed: int = 0):
+    """A GARCH(1,1) series (mu 0.1, a0 0.2, a1 0.3, b1 0.5) from sigma1 = 1."""
+    g = torch.Generator().manual_seed(seed)
+    s2, y = 1.0, []
+    for _ in range(T):
+        r = 0.1 + math.sqrt(s2) * float(torch.randn((), generator=g))
+        y.append(r)
+        s2 = 0.2 + 0.3 * (r - 0.1) ** 2 + 0.5 * s2
+    return torch.tensor(y, dtype=torch.float64)
+
+
+# ---- the runtime -----------------------------------------------------------------------
+def test_carries_start_with_init_and_have_one_row_per_step_more_than_xs():
+    out = scan(lambda c, x: 2 * c + x, 1.0, torch.tensor([1.0, 0.0, -3.0]))
+    assert out.tolist() == [1.0, 3.0, 6.0, 9.0]  # [init, f(init, x0), ...]: [T + 1]
+    vec = scan(lambda c, x: c + x, torch.zeros(2), torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+    assert vec.tolist() == [[0.0, 0.0], [1.0, 2.0], [4.0, 6.0]]
+    assert scan(lambda c, x: c + x, 5.0, torch.zeros(0)).tolist() == [5.0]  # no step: init
+
+
+def test_a_number_init_follows_the_dtype_of_xs_and_gradients_flow():
+    xs = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    rho = torch.tensor(0.8, dtype=torch.float64, requires_grad=True)
+    out = scan(lambda c, x: rho * c + x, 0.0, xs)
+    assert out.dtype == torch.float64 and out.shape == (4,)
+    out[-1].backward()  # c3 = rho^2 x0 + rho x1 + x2: d/drho = 2 rho x0 + x1
+    assert rho.grad.item() == pytest.approx(2 * 0.8 * 0.5 - 1.0)
+
+
+def test_a_body_of_fewer_dims_is_broadcast_to_the_carry():
+    out = scan(lambda c, x: x, torch.zeros(3), torch.tensor([1.0, 2.0]))
+    assert out.tolist() == [[0.0] * 3, [1.0] * 3, [2.0] * 3]
+
+
+def test_xs_must_be_a_sequence_and_f_a_function():
+    with pytest.raises(ArgumentError, match="single number"):
+        scan(lambda c, x: c + x, 0.0, 2.0)
+    with pytest.raises(ArgumentError, match="must be a function"):
+        scan(2.0, 0.0, torch.zeros(3))
+
+
+# ---- models ---------------------------------------------------------------------------
+def test_garch_log_density_equals_a_hand_loop():
+    y = _garch_series()
+    m = ppl.compile(GARCH)
+    mu, a0, a1, b1 = 0.1, 0.2, 0.3, 0.5
+    got = m.log_density({"mu": mu, "a0": a0, "a1": a1, "b1": b1},
+                        {"y": y.tolist(), "sigma1": 1.0})
+    s2, want = 1.0, 0.0
+    for t in range(len(y)):
+        if t > 0:
+            s2 = a0 + a1 * (float(y[t - 1]) - mu) ** 2 + b1 * s2
+        want += -0.5 * math.log(2 * math.pi * s2) - (float(y[t]) - mu) ** 2 / (2 * s2)
+    want += -0.5 * math.log(2 * math.pi) - mu ** 2 / 2  # mu ~ Normal(0, 1)
+    want += 0.5 * math.log(2 / math.pi) - a0 ** 2 / 2  # a0 ~ HalfNormal(1); Uniform(0, 1): 0
+    assert float(got) == pytest.approx(want, rel=1e-6)  # float32
+    assert "rt.scan(lambda s2, r: a0 + a1 * (r - mu) ** 2 + b1 * s2, sigma1 ** 2, y[:-1])" \
+        in m.source
+
+
+def test_stochastic_volatility_path_matches_a_hand_recursion():
+    g = torch.Generator().manual_seed(1)
+    T = 6
+    eps = torch.randn(T, generator=g)
+    mu, phi, s, h0 = -0.5, 0.9, 0.3, 0.2
+    m = ppl.compile(SV)
+    values = {"mu": mu, "phi": phi, "s": s, "h0": h0, "eps": eps}
+    data = m.bind({"y": torch.randn(T, generator=g).tolist()})
+    cond = {k: torch.as_tensor(v, dtype=torch.get_default_dtype()) for k, v in values.items()}
+    tr = poutine.trace(poutine.condition(m.pyro_model, cond)).get_trace(**data)
+    h = [h0]
+    for e in eps.tolist():
+        h.append(mu + phi * (h[-1] - mu) + s * e)
+    assert tr.nodes["h"]["value"].tolist() == pytest.approx(h, abs=1e-6)
+    want = sum(-0.5 * math.log(2 * math.pi) - hi / 2 - yi ** 2 / (2 * math.exp(hi))
+               for hi, yi in zip(h[1:], data["y"].tolist(), strict=True))
+    assert float(tr.nodes["y"]["fn"].log_prob(data["y"]).sum()) == pytest.approx(want, 1e-5)
+
+
+def test_hmm_forward_pass_is_the_brute_force_marginal_likelihood():
+    y = [0.3, -1.2, 2.5, 1.9, -0.4]  # T = 5, two states
+    A = [[0.8, 0.2], [0.3, 0.7]]
+    pi, m_val = [0.6, 0.4], [-1.0, 2.0]
+    model = ppl.compile(HMM)
+    data = {"y": y, "logA": torch.tensor(A).log().tolist(), "logpi": torch.tensor(pi).log()
+            .tolist()}
+    got = float(model.log_density({"m": m_val}, data))
+
+    def normal(x, loc):
+        return math.exp(-0.5 * (x - loc) ** 2) / math.sqrt(2 * math.pi)
+
+    like = 0.0
+    for z in itertools.product(range(2), repeat=len(y)):  # all 32 state paths
+        p = pi[z[0]] * normal(y[0], m_val[z[0]])
+        for t in range(1, len(y)):
+            p *= A[z[t - 1]][z[t]] * normal(y[t], m_val[z[t]])
+        like += p
+    prior = sum(-0.5 * math.log(2 * math.pi * 9) - v ** 2 / 18 for v in m_val)
+    assert got == pytest.approx(math.log(like) + prior, rel=1e-5)
+
+
+def test_nuts_on_a_small_garch_runs_with_finite_draws():
+    y = _garch_series(30, seed=2)  # simulated with unconditional variance 0.2 / 0.2 = 1
+    m = ppl.compile(GARCH)
+    fit = m.fit({"y": y.tolist(), "sigma1": 1.0},
+                infer="nuts(warmup=40, samples=40, chains=1)", seed=0)
+    for k in ("mu", "a0", "a1", "b1", "sigma2"):
+        assert torch.isfinite(fit.samples[k]).all()
+    assert fit.samples["sigma2"].shape == (40, 30)
+    assert int(torch.as_tensor(fit.divergences).sum()) <= 2  # 0 at this seed
+    assert (fit.samples["sigma2"] > 0).all()
+    assert 0.2 < float(fit.samples["sigma2"].mean()) < 2.0
+    assert len(set(fit.samples["a0"].tolist())) > 10  # the chain moves
+
+
+# ---- checker ---------------------------------------------------------------------------
+def _model(body: str, args: str = "y: real[T]") -> str:
+    return f"model M({args}) {{\n  {body}\n}}\n"
+
+
+@pytest.mark.parametrize("body, message", [
+    ("s = scan((c) => c, 1.0, y)\n  z ~ Normal(sum(s), 1)",
+     r"2:12: error: 'f' of scan takes a function of 2 parameters \(carry, x\), but this one "
+     r"has 1"),
+    ("s = scan((c, r) => c + v, 1.0, y)\n  z ~ Normal(sum(s), 1)",
+     r"2:22: error: 'f' of scan must give a value of shape \[\], but this body has shape "
+     r"\[K\]"),
+    ("s = scan((c, r) => c + r, 1.0, y)\n  y ~ Normal(s, 1)",
+     r"3:7: error: size mismatch between the distribution \[T \+ 1\] and 'y' \[T\]"),
+    ("s = scan(2.0, 1.0, y)\n  z ~ Normal(sum(s), 1)",
+     r"2:12: error: 'f' of scan takes a function literal, not a real value"),
+    ("plate n in T {\n    s = scan((c, r) => c + r, 0.0, v)\n  }",
+     r"3:9: error: scan is not allowed inside a plate"),
+])
+def test_located_errors(body, message):
+    with pytest.raises(ppl.BdlError, match=message):
+        ppl.compile(_model(body, "y: real[T], v: real[K]"), filename="m.bdl")
+
+
+def test_carry_and_x_shapes_come_from_init_and_the_rows_of_xs():
+    # x is one row of m [K], the carry init's [K]: the result is [N + 1, K]
+    src = _model("a = scan((c, r) => c + r, zeros(K), m)\n  z: real[N + 1, K] ~ Normal(a, 1)",
+                 "m: real[N, K]")
+    ppl.compile(src)
+    with pytest.raises(ppl.BdlError, match=r"'f' of scan must give a value of shape \[K\], "
+                                           r"but this body has shape \[N, K\]"):
+        ppl.compile(_model("a = scan((c, r) => c + m, zeros(K), m)\n  z ~ Normal(sum(a), 1)",
+                           "m: real[N, K]"))
+
+
+def test_a_named_function_is_computed_in_the_model_where_it_is_defined():
+    m = ppl.compile(_model("g = (c, r) => 0.5 * c + r\n  s = scan(g, 1.0, y)\n"
+                           "  y ~ Normal(s[:-1], 1)"))
+    assert "transformed" not in m.source.split("def M(")[0].split("M_INFER")[1]
+    assert 'pyro.deterministic("s", rt.scan(g, rt.tensor(1.0), y))' in m.source
