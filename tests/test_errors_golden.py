@@ -892,7 +892,7 @@ model M(y: real[N]) {
 model.bdl:3:7: error: unexpected '('; expected ':', '=' or '~'
     for (n in 1:N) {
         ^
-  note: BDL has no loops: write the statement on whole vectors, or `plate n in N { ... }` for conditionally independent terms
+  note: BDL has no loops: write the statement on whole vectors, `plate n in N { ... }` for conditionally independent terms, or `scan((carry, x) => ..., init, xs)` for a recursion over time (AR, GARCH, an HMM's forward pass)
 model.bdl:6:10: error: unexpected '+'; expected ':', '=' or '~'
     target += 1
            ^

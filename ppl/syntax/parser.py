@@ -416,8 +416,9 @@ def _stan_decl(m: re.Match, how: str) -> str:
 _COMPARE = {"LT", "GT", "COMPOP"}
 _HINTS = (
     (re.compile(r"^\s*(for|while)\b"),
-     "BDL has no loops: write the statement on whole vectors, or `plate n in N { ... }` "
-     "for conditionally independent terms", None),
+     "BDL has no loops: write the statement on whole vectors, `plate n in N { ... }` "
+     "for conditionally independent terms, or `scan((carry, x) => ..., init, xs)` for a "
+     "recursion over time (AR, GARCH, an HMM's forward pass)", None),
     (re.compile(r"^\s*target\s*\+="),
      "add a term to the log density with `factor(expr)`", None),
     (re.compile(r"^\s*\w+\s*\[.*\]\s*~"),
