@@ -321,9 +321,10 @@ register(Builtin("outer", "rt.outer", ("a", "b"), 2, shape=outer_rule,
                  doc="outer product a b' of two vectors: [len(a), len(b)]"))
 register(Builtin("tril", "rt.tril", ("m",), 1, shape=matrix_rule,
                  doc="lower triangle of a matrix, zeros above the diagonal"))
-for _name, _doc in (("sd", "sample standard deviation of all elements (n - 1, Stan's sd)"),
-                    ("variance", "sample variance of all elements (n - 1, Stan's variance)")):
-    register(Builtin(_name, f"rt.{_name}", ("x",), 1, shape=scalar, doc=_doc))
+for _name, _doc in (("sd", "sample standard deviation (n - 1, Stan's sd)"),
+                    ("variance", "sample variance (n - 1, Stan's variance)")):
+    register(Builtin(_name, f"rt.{_name}", ("x", "dim"), 1, shape=reduce_rule,
+                     doc=f"{_doc} over all elements, or along dim"))
 register(Builtin("sort", "rt.sort", ("x",), 1, shape=same_as_first,
                  doc="ascending along the last dim (Stan's sort_asc)"))
 register(Builtin("reverse", "rt.reverse", ("x",), 1, shape=same_as_first,

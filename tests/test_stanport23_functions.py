@@ -84,3 +84,18 @@ def test_no_far_guess(name):
     with pytest.raises(ppl.BdlError) as err:
         ppl.compile(f"model M(x: real[N]) {{\n  v = {name}(x)\n  x ~ Normal(0, 1)\n}}\n")
     assert err.value.diagnostics[0].notes == []
+
+
+def test_sd_per_row_in_a_plate_and_along_dim():
+    """sd(y[i]) in plate i is one sd per row, as Stan's loop reads it (the reduction
+    family's rule: rt.reduce_elements), not one over the whole y; dim= as for sum."""
+    y = np.array([[1.0, 2.0, 4.0], [0.0, 0.0, 3.0]])
+    m = ppl.compile("model M(y: real[N, K], z: real[N]) {\n  mu ~ Normal(0, 1)\n"
+                    "  plate i in N {\n    z ~ Normal(mu, sd(y[i]))\n  }\n"
+                    "  t = variance(y, dim=1)\n}\n")
+    sds = np.std(y, axis=1, ddof=1)
+    got = m.log_density({"mu": 0.0}, {"y": y.tolist(), "z": [0.0, 0.0]})
+    assert got == pytest.approx(stats.norm.logpdf(0) + stats.norm.logpdf(0, 0, sds).sum(),
+                                rel=1e-6)
+    t = m.bind({"y": y.tolist(), "z": [0.0, 0.0]})["t"]
+    np.testing.assert_allclose(t.numpy(), np.var(y, axis=1, ddof=1), rtol=1e-6)

@@ -2812,7 +2812,8 @@ _ELEMENTWISE = ("where", "clamp")
 # discrete or not by what they are given, so an int declaration is not refused
 _SUPPORT_FROM_ARGUMENTS = ("MixtureSameFamily", "Delta")
 # builtins whose dim defaults to every dim (None); the others default to the last (-1)
-_DEFAULT_DIMS = {"sum": None, "mean": None, "max": None, "min": None, "prod": None}
+_DEFAULT_DIMS = {"sum": None, "mean": None, "max": None, "min": None, "prod": None,
+                 "sd": None, "variance": None}
 # builtins that map each element on its own: a value's layout does not change them
 _POINTWISE = frozenset(n for n in builtins.names() if (builtins.lookup(n).doc or "")
                      .startswith("elementwise")) | {*_ELEMENTWISE, "normal_cdf"}

@@ -183,14 +183,15 @@ def tril(m):
     return torch.tril(tensor(m))
 
 
-def variance(x):
-    """Sample variance of all elements, with n - 1 (Stan's variance)."""
-    return torch.var(tensor(x))
+def variance(x, dim=None):
+    """Sample variance of all elements, or along ``dim``, with n - 1 (Stan's variance)."""
+    return _reduce(torch.var, x, dim)
 
 
-def sd(x):
-    """Sample standard deviation of all elements, with n - 1 (Stan's sd)."""
-    return variance(x).sqrt()
+def sd(x, dim=None):
+    """Sample standard deviation of all elements, or along ``dim``, with n - 1 (Stan's
+    sd)."""
+    return variance(x, dim).sqrt()
 
 
 def sort(x):
@@ -226,17 +227,17 @@ def min_(x, dim=None):
 
 
 def reduce_elements(x, how: str, dims: int):
-    """``how`` ("sum", "mean", "max", "min", "prod") over the last ``dims`` dims of ``x``
-    only: ``sum(w[i])`` in ``plate i`` is one sum per plate element (Stan's sum(w[i]) in
-    its loop), its plate dims (and any dims left of them) kept. ``dims`` = 0: each
-    element is one number already."""
+    """``how`` ("sum", "mean", "max", "min", "prod", "sd", "variance") over the last
+    ``dims`` dims of ``x`` only: ``sum(w[i])`` in ``plate i`` is one sum per plate element
+    (Stan's sum(w[i]) in its loop), its plate dims (and any dims left of them) kept.
+    ``dims`` = 0: each element is one number already."""
     x = tensor(x)
     if dims == 0:
         return x
     flat = x.reshape(tuple(x.shape[: x.dim() - dims]) + (-1,))
     if how in ("max", "min"):
         return getattr(flat, how)(dim=-1).values
-    return getattr(torch, how)(flat, dim=-1)
+    return getattr(torch, {"sd": "std", "variance": "var"}.get(how, how))(flat, dim=-1)
 
 
 def transpose(x):
