@@ -22,6 +22,7 @@ T = len(Y)
     ("c", math.sqrt(T)),                # c = sqrt(T) in transformed data
     ("sqrt(2 * 3)", math.sqrt(6)),      # numbers only
     ("exp(-n / 2)", math.exp(-5 / 2)),  # an int scalar argument is a size too
+    ("exp(-1)", math.exp(-1)),          # a negated literal (torch.exp(-1) before)
 ])
 def test_size_in_math_function(scale, value):
     m = ppl.compile(f"model M(n: int, y: real[T]) {{\n  K = T - 1\n  c = sqrt(T)\n"
