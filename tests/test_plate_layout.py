@@ -264,3 +264,29 @@ def test_a_shifted_plate_index_may_not_wrap_or_run_past_the_end():
     with pytest.raises(ppl.BdlError, match=r"dimension 0 of 'z' read at t \+ 2 in plate t in "
                        r"T: J = 4 but must be at least T \+ 2 = 5"):
         ahead.bind({"y": [1.0, 2.0, 3.0], "z": [0.0] * 4})
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_a_reduction_of_an_expression_of_plate_rows_is_one_per_row(nested):
+    # sum(x[i] * w) (Stan's dot_product(x[i], w)) inside plate i summed over every row:
+    # only sum(x[i]) of a plain index was one sum per row
+    x = torch.arange(6.0).reshape(2, 3)
+    w = torch.tensor([1.0, 2.0, 3.0])
+    z = torch.tensor([[1.0, 0.5, 2.0], [2.0, 1.0, 0.0]])
+    for read, loc in (("sum(x[i] * w)", (x * w).sum(1)), ("mean(exp(x[i]) * w + 1)",
+                                                         (x.exp() * w + 1).mean(1)),
+                      ("sum(x[i, :] * w)", (x * w).sum(1)), ("sum(w)", w.sum())):
+        if nested:
+            body = (f"  plate i in N {{\n    plate j in M {{\n      z ~ Normal(mu + {read}, 1)"
+                    "\n    }\n  }\n")
+            zz, loc = z, torch.as_tensor(loc).reshape(-1, 1).expand(2, 3)
+        else:
+            body = f"  plate i in N {{\n    z ~ Normal(mu + {read}, 1)\n  }}\n"
+            zz, loc = z[:, 0], torch.as_tensor(loc).expand(2)
+        m = ppl.compile("model M(x: real[N, M], w: real[M], z: real[N"
+                        + (", M" if nested else "") + "]) {\n  mu ~ Normal(0, 1)\n" + body + "}\n",
+                        "m.bdl")
+        want = float(torch.distributions.Normal(loc, 1).log_prob(zz).sum()
+                     + torch.distributions.Normal(0.0, 1).log_prob(torch.tensor(0.0)))
+        got = float(m.log_density({"mu": 0.0}, {"x": x, "w": w, "z": zz}))
+        assert abs(got - want) < 1e-3 * abs(want), read

@@ -2567,8 +2567,12 @@ class _ModelChecker(LabelLayout):
         first = next(iter(bound.values()), None)
         if not self.plate_stack:
             return None
-        if first is None or first[1].shape is None or not isinstance(first[0], ast.Index) \
-                or not any(isinstance(i, ast.Name) and (getattr(
+        if first is None or first[1].shape is None or isinstance(first[0], ast.Name):
+            return None
+        # an expression of such values (sum(x[i] * w), Stan's dot_product(x[i], w)) is one
+        # sum per element too: it varies along the plates (it summed over every row)
+        if isinstance(first[0], ast.Index) and not any(
+                isinstance(i, ast.Name) and (getattr(
                     self.symbols.get(i.id), "role", "") == "index" or i.id in
                     self.plate_labels) for i in first[0].indices):  # mu[c], c drawn here
             return None
