@@ -203,3 +203,12 @@ def test_a_named_function_is_computed_in_the_model_where_it_is_defined():
                            "  y ~ Normal(s[:-1], 1)"))
     assert "transformed" not in m.source.split("def M(")[0].split("M_INFER")[1]
     assert 'pyro.deterministic("s", rt.scan(g, rt.tensor(1.0), y))' in m.source
+
+
+def test_a_body_of_fewer_dims_is_broadcast_before_the_next_step_reads_it():
+    # sum(c) + r for a [2] carry: each step's number is the carry [2] the next step sums
+    # (the broadcast happened only at the final stacking: [[0,0],[1,1],[2,2],[3,3]])
+    from ppl.runtime.scan import scan
+
+    out = scan(lambda c, r: c.sum() + r, torch.zeros(2), torch.ones(3))
+    assert out.tolist() == [[0.0, 0.0], [1.0, 1.0], [3.0, 3.0], [7.0, 7.0]]

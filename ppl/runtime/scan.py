@@ -13,7 +13,8 @@ A Python loop of torch ops: each step is differentiable, nothing is written in p
 the carries are stacked once at the end. A number given as ``init`` takes the dtype and
 device of ``xs`` (a one-number tensor on another device moves to xs's); a body whose value
 has fewer dimensions than the carry (a number for a vector carry) is broadcast to the
-carry's shape by the stacking, and carries of mixed dtypes are promoted there.
+carry's shape at that step, before the next step reads it (``sum(c) + r`` of a [2] carry
+is the [2] of that sum), and carries of mixed dtypes are promoted by the stacking.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def scan(f: Callable, init, xs) -> torch.Tensor:
     carries = [carry]
     for x in xs.unbind(0):
         step = f(carry, x)
-        carry = step if isinstance(step, torch.Tensor) else torch.as_tensor(
+        step = step if isinstance(step, torch.Tensor) else torch.as_tensor(
             step, dtype=carry.dtype, device=carry.device)
+        carry = step.expand(carry.shape) if step.dim() < carry.dim() else step
         carries.append(carry)
     return torch.stack(torch.broadcast_tensors(*carries))
