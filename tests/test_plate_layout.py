@@ -290,3 +290,30 @@ def test_a_reduction_of_an_expression_of_plate_rows_is_one_per_row(nested):
                      + torch.distributions.Normal(0.0, 1).log_prob(torch.tensor(0.0)))
         got = float(m.log_density({"mu": 0.0}, {"x": x, "w": w, "z": zz}))
         assert abs(got - want) < 1e-3 * abs(want), read
+
+
+def test_a_dim_from_the_left_of_a_plate_row_counts_within_the_row():
+    # cumsum(v[i], 0) inside plate i ran along the plate (v[i] is laid out [N, K]): a
+    # silent wrong value; now dim=0 is the row's own first dim, as Stan's loop reads it
+    v = torch.arange(6.0).reshape(2, 3) / 3
+    z = torch.ones(2, 3)
+    for read, loc in (("cumsum(v[i], 0)", v.cumsum(1)), ("cumprod(v[i], dim=0)", v.cumprod(1)),
+                      ("softmax(v[i], dim=0)", v.softmax(1)),
+                      ("log_softmax(2 * v[i], dim=0)", (2 * v).log_softmax(1))):
+        m = ppl.compile("model M(v: real[N, K], z: real[N, K]) {\n  mu ~ Normal(0, 1)\n"
+                        f"  plate i in N {{\n    z ~ Normal(mu + {read}, 1)\n  }}\n}}\n", "m.bdl")
+        want = float(torch.distributions.Normal(loc, 1).log_prob(z).sum()
+                     + torch.distributions.Normal(0.0, 1).log_prob(torch.tensor(0.0)))
+        got = float(m.log_density({"mu": 0.0}, {"v": v, "z": z}))
+        assert abs(got - want) < 1e-4, read
+    with pytest.raises(ppl.BdlError, match="each element's value has 1 dim of its own, so "
+                       "dim=1 is out of range"):
+        ppl.compile("model M(v: real[N, K], z: real[N, K]) {\n  plate i in N {\n"
+                    "    z ~ Normal(cumsum(v[i], dim=1), 1)\n  }\n}\n", "m.bdl")
+    # outer(v[i], w[i])[2, 1] read the plate's dims: refused, outer of globals is fine
+    with pytest.raises(ppl.BdlError, match="inside plate i, outer of values that vary along "
+                       "the plate is not supported"):
+        ppl.compile("model M(v: real[N, K], z: real[N]) {\n  plate i in N {\n"
+                    "    z ~ Normal(outer(v[i], v[i])[2, 1], 1)\n  }\n}\n", "m.bdl")
+    ppl.compile("model M(w: real[K], z: real[N]) {\n  plate i in N {\n"
+                "    z ~ Normal(outer(w, w)[0, 1], 1)\n  }\n}\n", "m.bdl")

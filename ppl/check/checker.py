@@ -2341,6 +2341,16 @@ class _ModelChecker(LabelLayout):
                       "it as either, and a @ b of two vectors is their dot product"]
                      if x[1].shape else None)
             return UNKNOWN
+        if b.name in _ROWS_FIRST and self.plate_stack and any(
+                self._plate_width(node) for _, (node, _t) in bound.items()):
+            # their shape rules read the arguments' own dims; a per-element argument is laid
+            # out with the plate's dims first, so the value (and an index into it) would
+            # be read at the wrong dims (outer(v[i], w[i])[2, 1] read the plate's)
+            self.err(f"inside plate {', '.join(self._plate_names())}, {b.name} of values that "
+                     "vary along the plate is not supported", e.span,
+                     [f"compute {b.name} before the plate, or write the elements out "
+                      "(outer(v[i], w[i])[2, 1] is v[i][2] * w[i][1])"])
+            return UNKNOWN
         if b.name == "where":
             self._unguard_branches(bound, recorded)
         self._label_in_call(e, b.name, list(bound.values()))
@@ -2448,6 +2458,7 @@ class _ModelChecker(LabelLayout):
                     self.err(f"argument {which} of {b.name} must be numeric, not "
                              f"{_a(t.kind)} value", node.span)
                     return UNKNOWN
+        self._own_dim(b, bound)
         if "dim" in b.params and self._dim_moves(b, bound):
             moved = next((n for k, (node, _) in bound.items() if k != "dim"
                           for n in ast.walk(node) if id(n) in self.aligned), None)
@@ -2581,6 +2592,32 @@ class _ModelChecker(LabelLayout):
             return None
         self.elem_reduce[id(e)] = len(first[1].shape) - width
         return tuple(first[1].shape[:width])
+
+    def _own_dim(self, b, bound: dict) -> None:
+        """``cumsum(v[i], dim=0)`` inside ``plate i``: v[i] is one row per element, laid
+        out with the plate's dim first, so a ``dim`` counted from the left would run along
+        the plate (a silent wrong value): it is counted within the row's own dims, from
+        the right (``dim - own``, as ``label_dims`` records), for a builtin that keeps its
+        argument's shape (cumsum, cumprod, softmax, log_softmax); a reduction's result
+        shape shows such a mistake as a size error."""
+        dim, first = bound.get("dim"), next(iter(bound.values()), None)
+        if not self.plate_stack or dim is None or first is None \
+                or b.shape is not builtins.same_as_first \
+                or not isinstance(dim[0], ast.Number) or isinstance(first[0], ast.Name) \
+                or first[1].shape is None:
+            return
+        d = dim[0].value
+        width = self._plate_width(first[0])
+        if not isinstance(d, int) or isinstance(d, bool) or d < 0 or not width \
+                or width > len(first[1].shape):
+            return
+        own = len(first[1].shape) - width
+        if d >= own:
+            self.err(f"inside plate {', '.join(self._plate_names())}, each element's value "
+                     f"has {own} dim{'s' if own != 1 else ''} of its own, so dim={d} is out "
+                     "of range", dim[0].span, ["count it from the right: dim=-1 is the last"])
+            return
+        self.label_dims[id(dim[0])] = own
 
     def _dim_moves(self, b, bound: dict) -> bool:
         """Whether a builtin's ``dim`` (given, or its default) reaches into the plate dims
@@ -2816,6 +2853,8 @@ _ELEMENTWISE = ("where", "clamp")
 # discrete or not by what they are given, so an int declaration is not refused
 _SUPPORT_FROM_ARGUMENTS = ("MixtureSameFamily", "Delta")
 # builtins whose dim defaults to every dim (None); the others default to the last (-1)
+# builtins whose shape rule reads their arguments as matrices/vectors of their own
+_ROWS_FIRST = frozenset({"outer", "diag_pre_multiply", "diag_post_multiply", "quad_form_diag"})
 _DEFAULT_DIMS = {"sum": None, "mean": None, "max": None, "min": None, "prod": None,
                  "sd": None, "variance": None}
 # builtins that map each element on its own: a value's layout does not change them
