@@ -574,11 +574,17 @@ class _Lowerer:
             # a size in a math function (sqrt(T), log(T * 1.0), lgamma(N + 1)) is a Python
             # number in generated code, which torch functions refuse: a tensor of the
             # model's dtype (and device), as a literal is
-            args = [Call("rt.tensor", [a], []) if self._of_sizes(x) else a
+            args = [self._size_tensor(a, x) if self._of_sizes(x) else a
                     for a, x in zip(args, e.args, strict=False)]
-            kwargs = [(k, Call("rt.tensor", [v], []) if self._of_sizes(x.value) else v)
+            kwargs = [(k, self._size_tensor(v, x.value) if self._of_sizes(x.value) else v)
                       for (k, v), x in zip(kwargs, e.kwargs, strict=False)]
         return Call(b.target, args, kwargs)
+
+    def _size_tensor(self, out, e: ast.Expr):
+        """``rt.tensor(out)``; whole numbers (``abs(K - T)``, read as an index) stay whole:
+        torch's math functions promote an integer tensor themselves (sqrt(4) is 2.0)."""
+        whole = self.cm.ty(e).kind == "int"
+        return Call("rt.tensor", [out], [("integer", Lit(True))] if whole else [])
 
     def _of_sizes(self, e: ast.Expr, seen: frozenset = frozenset()) -> bool:
         """Whether ``e`` is arithmetic on sizes and numbers only (``T``, ``T * 1.0``,

@@ -30,3 +30,17 @@ def test_size_in_math_function(scale, value):
     got = m.log_density({"mu": 0.3}, {"n": 5, "y": Y})
     want = stats.norm.logpdf(0.3) + stats.norm.logpdf(Y, 0.3, value).sum()
     assert got == pytest.approx(want, rel=1e-6)
+
+
+def test_a_whole_number_of_sizes_stays_an_index():
+    # x[abs(K - T)]: abs of sizes was made a float tensor ("tensors used as indices must be
+    # long"); whole numbers from sizes stay int64, and sqrt of one is still a real
+    import torch
+
+    m = ppl.compile("model M(y: real[T], x: real[K]) {\n  mu ~ Normal(0, 1)\n"
+                    "  y ~ Normal(mu + x[abs(K - T)], 1 / sqrt(T))\n}\n", "m.bdl")
+    got = float(m.log_density({"mu": 0.0}, {"y": [1.0, 2.0], "x": [0.5, 0.25, 3.0, 4.0]}))
+    want = float(torch.distributions.Normal(3.0, 1 / math.sqrt(2)).log_prob(
+        torch.tensor([1.0, 2.0])).sum() + torch.distributions.Normal(0.0, 1).log_prob(
+        torch.tensor(0.0)))
+    assert abs(got - want) < 1e-5

@@ -13,11 +13,12 @@ from ppl.check.signatures import TENSOR_PARAMS
 from ppl.runtime.errors import ArgumentError
 
 
-def tensor(x) -> torch.Tensor:
-    """A number as a tensor of the default dtype (tensors pass through)."""
+def tensor(x, integer: bool = False) -> torch.Tensor:
+    """A number as a tensor of the default dtype, or of int64 with ``integer`` (whole
+    numbers from sizes: an index stays one); tensors pass through."""
     if isinstance(x, torch.Tensor):
         return x
-    return torch.as_tensor(x, dtype=torch.get_default_dtype())
+    return torch.as_tensor(x, dtype=torch.int64 if integer else torch.get_default_dtype())
 
 
 def _numbers_as_tensors(name: str):
