@@ -317,3 +317,13 @@ def test_a_dim_from_the_left_of_a_plate_row_counts_within_the_row():
                     "    z ~ Normal(outer(v[i], v[i])[2, 1], 1)\n  }\n}\n", "m.bdl")
     ppl.compile("model M(w: real[K], z: real[N]) {\n  plate i in N {\n"
                 "    z ~ Normal(outer(w, w)[0, 1], 1)\n  }\n}\n", "m.bdl")
+
+
+def test_a_plate_index_minus_a_size_may_not_wrap():
+    # y[t - L] of a size L read y[-L] at t = 0 (the last L values), silently
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile("model M(y: real[T], L: int) {\n  mu ~ Normal(0, 1)\n  plate t in T {\n"
+                    "    y ~ Normal(mu * y[t - L], 1)\n  }\n}\n", "m.bdl")
+    assert str(e.value).split("\n")[0] == ("m.bdl:4:23: error: y[t - L] at t = 0 reads y[-L], "
+                                           "which torch counts from the end")
+    assert "`ahead = y[L:]` then `plate t in T - L { ... y[t] ... }`" in str(e.value)

@@ -1666,6 +1666,19 @@ class _ModelChecker(LabelLayout):
         binding)."""
         if not (isinstance(item, ast.BinOp) and item.op in ("+", "-")):
             return
+        if isinstance(item.left, ast.Name) and isinstance(item.right, ast.Name) \
+                and item.op == "-" and getattr(self.symbols.get(item.right.id), "role", "") \
+                == "size" and any(p.index == item.left.id for p in self.plate_stack):
+            # t - L of a size L: index -L at t = 0, wrapped for every L > 0
+            plate_of = next(p for p in self.plate_stack if p.index == item.left.id)
+            name = _source_text(e.value) if isinstance(e.value, ast.Name) else "the value"
+            self.err(f"{name}[{fmt.expr(item)}] at {item.left.id} = 0 reads {name}[-"
+                     f"{item.right.id}], which torch counts from the end", item.span,
+                     [f"give the shifted values their own name and plate: `ahead = "
+                      f"{name}[{item.right.id}:]` then `plate {item.left.id} in "
+                      f"{sizes.show((plate_of.size,))[1:-1]} - {item.right.id} "
+                      f"{{ ... {name}[{item.left.id}] ... }}`"])
+            return
         if isinstance(item.left, ast.Name) and isinstance(item.right, ast.Number):
             index, c = item.left, item.right.value
         elif item.op == "+" and isinstance(item.right, ast.Name) \
