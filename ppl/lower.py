@@ -303,11 +303,17 @@ class _Lowerer:
             dims.append(dims[-1])  # cov_matrix[K] and the other matrix types hold [K, K]
         lower = upper = None
         for b in a.type.bounds:
+            value = None
             if isinstance(b.value, ast.Number):
+                value = b.value.value
+            elif isinstance(b.value, ast.Name) and getattr(
+                    self.cm.symbols.get(b.value.id), "role", None) in ("data", "size"):
+                value = b.value.id  # another argument's name: binding compares elementwise
+            if value is not None:
                 if b.name == "lower":
-                    lower = b.value.value
+                    lower = value
                 else:
-                    upper = b.value.value
+                    upper = value
         base = a.type.base if a.type.base in ("real", "int", "bool") else "real"
         return ArgSpec(a.name, base if sym.role != "size" else "int", dims, a.optional,
                        a.span.line, a.span.col, lower, upper)

@@ -1,5 +1,6 @@
-"""A vector bound (Stan 2.27's real<lower=U>[N] with U: real[N]) is refused with words
-that say so and the two rewrites (it said "bound 'lower' must be a number")."""
+"""A vector bound (Stan 2.27's real<lower=U>[N] with U: real[N]) is one bound per element
+(it was refused, and before that said "bound 'lower' must be a number");
+tests/test_vector_bounds.py has its draws and errors."""
 
 import pytest
 from scipy import stats
@@ -7,24 +8,19 @@ from scipy import stats
 import ppl
 
 
-def test_vector_bounds_refused():
+def test_vector_bounds_compile_elementwise():
     src = ("model C(U: real[N], W: real[N]) {\n  mu ~ Normal(0, 1)\n"
            "  y_cens: real<lower=U>[N] ~ Normal(mu, 1)\n"
            "  z: real<upper=(W * 2)>[N] ~ Normal(mu, 1)\n}\n")
-    with pytest.raises(ppl.BdlError) as err:
-        ppl.compile(src)
-    low, up = err.value.diagnostics
-    assert low.message == ("bound 'lower' must be a scalar (a vector bound is not supported; "
-                           "this one is [N])")
-    assert (low.span.line, low.span.col) == (3, 22)
-    assert low.notes == [
-        "draw the distance from the bound, d: real<lower=0>[N] ~ Flat(), with "
-        "factor(sum(log_prob(D, U + d))) for the value's density D (a shift: no Jacobian "
-        "term)",
-        "for censored data, factor(sum(log_ccdf(D, U))) sums the unobserved values out"]
-    assert up.message.startswith("bound 'upper' must be a scalar")
-    assert up.notes[1] == ("for censored data, factor(sum(log_cdf(D, W * 2))) sums the "
-                           "unobserved values out")
+    m = ppl.compile(src)
+    assert "constraints.greater_than(U)" in m.source
+    assert "constraints.less_than(W * 2)" in m.source
+    U, W = [1.0, 2.0], [0.5, 0.0]
+    y, z = [1.5, 2.5], [0.2, -1.0]
+    want = (stats.norm.logpdf(0.3) + stats.norm.logpdf(y, 0.3).sum()
+            + stats.norm.logpdf(z, 0.3).sum())
+    got = m.log_density({"mu": 0.3, "y_cens": y, "z": z}, {"U": U, "W": W})
+    assert got == pytest.approx(want, rel=1e-6)
 
 
 def test_a_distribution_bound_is_still_not_a_number():

@@ -562,20 +562,14 @@ class _ModelChecker(LabelLayout):
             else:
                 bounds[b.name] = b.value
                 bty = self._expr(b.value)
-                if bty.kind in ("real", "int") and bty.shape not in ((), None):
-                    # Stan 2.27's vector bounds (real<lower=U>[N] with U: real[N])
-                    op, tail = ("+", "log_ccdf") if b.name == "lower" else ("-", "log_cdf")
-                    bound_text = fmt.expr(b.value)
-                    self.err(f"bound '{b.name}' must be a scalar (a vector bound is not "
-                             f"supported; this one is {sizes.show(bty.shape)})", b.value.span,
-                             ["draw the distance from the bound, d: real<lower=0>"
-                              f"{sizes.show(shape) if shape is not None else '[...]'} ~ "
-                              f"Flat(), with factor(sum(log_prob(D, {bound_text} {op} d))) "
-                              "for the value's density D (a shift: no Jacobian term)",
-                              f"for censored data, factor(sum({tail}(D, {bound_text}))) "
-                              "sums the unobserved values out"])
-                elif bty.kind not in ("real", "int", "unknown") or bty.shape not in ((), None):
+                # Stan 2.27's vector bounds (real<lower=U>[N] with U: real[N]): one bound
+                # per element, elementwise in the torch constraint
+                vector = bty.kind in ("real", "int") and bty.shape not in ((), None)
+                if not vector and (bty.kind not in ("real", "int", "unknown")
+                                   or bty.shape not in ((), None)):
                     self.err(f"bound '{b.name}' must be a number", b.value.span)
+                elif vector and not _is_random(b.value, self.symbols):
+                    self._vector_bound(b, bty.shape, shape)
                 elif _is_random(b.value, self.symbols):
                     # Pyro fixes a support's transform when the site is set up, so a
                     # bound that moves with another latent would give wrong posteriors.
@@ -603,6 +597,27 @@ class _ModelChecker(LabelLayout):
                  [f"Stan's {t.base}[...] is written {stan} in BDL"] if stan
                  else [f"did you mean '{hint}'?"] if hint else ["types: " + ", ".join(known)])
         return UNKNOWN, None
+
+    def _vector_bound(self, b, bshape, shape) -> None:
+        """A bound of shape ``bshape`` on a value declared ``shape``: it must broadcast to
+        ``shape`` (not widen it); a size known only from data is checked at binding. In
+        plates ``shape`` includes the plate dims, and the bound is read as any value of
+        that shape there (``U: real[N]`` in ``plate N`` is ``U[n]`` per element)."""
+        what = f"bound '{b.name}' {sizes.show(bshape)}"
+        if shape is None:
+            return
+        full, issues = sizes.broadcast(bshape, shape)
+        if full is not None and len(full) > len(shape):
+            self.err(f"{what} has more dimensions than the declared shape "
+                     f"{sizes.show(shape)}", b.value.span)
+            return
+        for m in issues:
+            if m.provable:
+                self.err(f"{what} does not fit the declared shape {sizes.show(shape)}: "
+                         f"{m.left} vs {m.right}", b.value.span)
+            else:
+                self._defer(m.left, m.right, b.value.span,
+                            f"{what} and the declared shape {sizes.show(shape)}")
 
     # ---- statements ----
     def _not_a_literal(self, name: str, span: Span) -> bool:

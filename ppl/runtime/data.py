@@ -32,8 +32,8 @@ class ArgSpec:
     line: int = 0
     col: int = 0
     optional: bool = False
-    lower: float | None = None
-    upper: float | None = None
+    lower: float | str | None = None  # a number, or the name of another argument or size
+    upper: float | str | None = None
 
 
 @dataclass
@@ -184,7 +184,7 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
                                f"{'s' if t.dim() != 1 else ''} {list(t.shape)} but is declared "
                                f"{want}", spec.line, spec.col))
             continue
-        msg = _bounds_problem(spec, t)
+        msg = _bounds_problem(spec, t, _number(spec.lower), _number(spec.upper))
         if msg:
             errors.append(_err(f"data '{spec.name}' {msg}", spec.line, spec.col))
         out[spec.name] = t
@@ -291,6 +291,18 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
             failed.add(chk.name)
             errors.append(problem)
 
+    # bounds named by another argument (real<lower=U>[N] with U: real[N]): elementwise,
+    # once every argument and size is bound
+    for spec in sig.args:
+        t = out.get(spec.name)
+        if not isinstance(t, torch.Tensor) or spec.name in sig.sizes:
+            continue
+        lo, hi = (_named_bound(b, out, bound, t) for b in (spec.lower, spec.upper))
+        if lo is not None or hi is not None:
+            msg = _bounds_problem(spec, t, lo, hi)
+            if msg:
+                errors.append(_err(f"data '{spec.name}' {msg}", spec.line, spec.col))
+
     if extra:
         warnings.warn(DataWarning(f"data keys not used by model {sig.name}: "
                                   f"{', '.join(extra)} (ignored)"),
@@ -338,15 +350,53 @@ def _index_problem(chk: IndexCheck, t: torch.Tensor, size: int,
                 f"{where} is {v}: an index must be in [0, {size})", chk.line, chk.col, notes)
 
 
-def _bounds_problem(spec: ArgSpec, t: torch.Tensor) -> str | None:
+def _number(b):
+    return None if isinstance(b, str) else b
+
+
+def _named_bound(b, out: dict, bound: dict, t: torch.Tensor):
+    """The value of a bound named by another argument or a size, as a tensor that
+    broadcasts to ``t``; None when it is a number, not given, or does not broadcast (a
+    size check reports that)."""
+    if not isinstance(b, str):
+        return None
+    v = out.get(b)
+    if v is None and b in bound:
+        v = bound[b][0]
+    if v is None:
+        return None
+    v = torch.as_tensor(v, device=t.device)  # its own dtype: comparisons promote
+    try:
+        if torch.broadcast_shapes(v.shape, t.shape) != t.shape:
+            return None
+    except RuntimeError:
+        return None
+    return v
+
+
+def _bounds_problem(spec: ArgSpec, t: torch.Tensor, lo=None, hi=None) -> str | None:
+    """The first element of ``t`` outside its declared bounds ``lo``/``hi`` (numbers, or
+    tensors named by ``spec.lower``/``spec.upper`` that broadcast to ``t``)."""
     if t.numel() == 0:
         return None
-    if spec.lower is not None and bool((t < spec.lower).any()):
-        i = int((t < spec.lower).flatten().nonzero()[0])
-        return (f"must be >= {spec.lower:g} (declared lower={spec.lower:g}) but element {i} is "
-                f"{t.flatten()[i].item():g}")
-    if spec.upper is not None and bool((t > spec.upper).any()):
-        i = int((t > spec.upper).flatten().nonzero()[0])
-        return (f"must be <= {spec.upper:g} (declared upper={spec.upper:g}) but element {i} is "
-                f"{t.flatten()[i].item():g}")
+    for b, name, op, word in ((lo, spec.lower, ">=", "lower"), (hi, spec.upper, "<=", "upper")):
+        if b is None:
+            continue
+        bad = t < b if word == "lower" else t > b
+        if not bool(bad.any()):
+            continue
+        i = int(bad.flatten().nonzero()[0])
+        got = f"element {i} is {t.flatten()[i].item():g}"
+        if not isinstance(b, torch.Tensor):
+            return f"must be {op} {b:g} (declared {word}={b:g}) but {got}"
+        full = b.expand(t.shape)
+        if b.numel() == 1:
+            where = name
+        else:  # the bound's own element: the value's index, right-aligned, 0 on a size-1 dim
+            idx = [int(k) for k in torch.unravel_index(torch.tensor(i), t.shape)]
+            idx = [0 if n == 1 else k for k, n in
+                   zip(idx[t.dim() - b.dim():], b.shape, strict=True)]
+            where = f"{name}[{', '.join(map(str, idx))}]"
+        return (f"must be {op} {name} (declared {word}={name}) but {got} and {where} is "
+                f"{full.flatten()[i].item():g}")
     return None

@@ -261,12 +261,56 @@ class Restricted(TorchDistribution):
             mapped = _into_set(c, x)
             if mapped is not None:  # a set rejection cannot hit: a point of it, not exact
                 return mapped
-        for _ in range(1000):
+        for tries in range(1000):
             ok = c.check(x)
             if bool(ok.all()):
                 return x
+            if tries == 20:
+                # a bound far in the base's tail (a censored value's own bound U[i]): the
+                # elements rejection missed, by the inverse CDF (still exact: the elements
+                # are independent)
+                inside = _bounded_draw(self.base, c, sample_shape)
+                if inside is not None:
+                    return torch.where(_broadcast_ok(ok, x), x, inside.to(x.dtype))
             x = torch.where(_broadcast_ok(ok, x), x, self.base.sample(sample_shape))
         raise ValueError(f"could not draw a sample inside {c} by rejection")
+
+
+def _bounded_draw(base, c, sample_shape):
+    """Draws of ``base``, a univariate distribution (made an event or not), truncated to
+    the bounds of ``c`` (greater_than, less_than, interval; one bound per element or one
+    for all) by its inverse CDF; None for other sets or a base without cdf/icdf. Where the
+    CDF rounds to 0 or 1 even in float64 (a bound some 8 scales out) the draw is a point
+    just inside the bound, not exact."""
+    tc = torch.distributions.constraints
+    if not isinstance(c, (tc._GreaterThan, tc._LessThan, tc._Interval)):
+        return None
+    d = base
+    while isinstance(d, torch.distributions.Independent):
+        d = d.base_dist
+    if d.event_shape:
+        return None
+    shape = torch.Size(sample_shape) + d.batch_shape
+    lo, hi = getattr(c, "lower_bound", None), getattr(c, "upper_bound", None)
+    try:
+        # in float64, so that a bound 5 to 8 scales out still has a CDF short of 1
+        dtype, device = torch.float64, d.mean.device
+        lo = None if lo is None else torch.as_tensor(lo, dtype=dtype, device=device)
+        hi = None if hi is None else torch.as_tensor(hi, dtype=dtype, device=device)
+        f_lo = d.cdf(lo.expand(d.batch_shape)) if lo is not None else 0.0
+        f_hi = d.cdf(hi.expand(d.batch_shape)) if hi is not None else 1.0
+        u = torch.rand(shape, dtype=dtype, device=device)
+        x = d.icdf(f_lo + u * (f_hi - f_lo))
+    except (NotImplementedError, ValueError, RuntimeError):
+        return None
+    if lo is not None and hi is not None:
+        point = (lo + hi) / 2
+    elif lo is not None:
+        point = lo + 1e-3 * (1 + lo.abs())
+    else:
+        point = hi - 1e-3 * (1 + hi.abs())
+    ok = c.check(x) & torch.isfinite(x)
+    return torch.where(ok, x, point.expand(shape))
 
 
 def _into_set(c, x):
