@@ -606,6 +606,16 @@ class _ModelChecker(LabelLayout):
         what = f"bound '{b.name}' {sizes.show(bshape)}"
         if shape is None:
             return
+        batched = [p for p in self.plate_stack if p.subsample]
+        if batched and bshape:
+            # the guide's transform takes the support of the first minibatch it sees
+            # (Pyro's autoguides build biject_to(support) once): later batches would be
+            # fitted against other rows' bounds
+            self.err(f"{what} varies along plate {batched[0].name}, which is subsampled "
+                     "(batch): a bound per element needs the whole plate", b.value.span,
+                     [f"drop `batch` from plate {batched[0].name}, or use one bound for "
+                      "every element"])
+            return
         full, issues = sizes.broadcast(bshape, shape)
         if full is not None and len(full) > len(shape):
             self.err(f"{what} has more dimensions than the declared shape "
