@@ -100,11 +100,10 @@ def test_data_violating_its_vector_bound_names_the_element():
                          "U[2] is 2")
     assert (d.span.line, d.span.col) == (1, 21)
     ppl.compile(src).bind({"U": [0.0, 1.0, 2.0], "y": [0.0, 1.5, 2.9]})  # on the bound: ok
-    # a bound that broadcasts: U[M] along the rows of y[N, M]
-    src = "model C(U: real[M], y: real<upper=U>[N, M]) {\n  y ~ Normal(0, 1)\n}\n"
-    (d,) = _error(src, {"U": [0.0, 1.0], "y": [[-1.0, 0.5], [-1.0, 2.0]]})
-    assert d.message == ("data 'y' must be <= U (declared upper=U) but element 3 is 2 and "
-                         "U[1] is 1")
+    # a bound of unit dims broadcasts: U[1, M] along the rows of y[N, M]
+    src = "model C(U: real[1, M], y: real<upper=U>[N, M]) {\n  y ~ Normal(0, 1)\n}\n"
+    (d,) = _error(src, {"U": [[0.0, 1.0]], "y": [[-1.0, 0.5], [-1.0, 2.0]]})
+    assert d.message.startswith("data 'y' must be <= U (declared upper=U) but element 3 is 2")
 
 
 def test_a_scalar_bound_named_by_data_is_checked_too():
@@ -186,3 +185,11 @@ def test_a_bound_per_element_of_a_subsampled_plate_is_refused():
                     "    z: real<lower=U>[N] ~ Normal(mu, 1)\n  }\n}\n", "c.bdl")
     ppl.compile("model C(U: real[N], mu: real) {\n  plate i in N batch 2 {\n"
                 "    z: real<lower=0>[N] ~ Normal(mu, 1)\n  }\n}\n", "c.bdl")
+
+
+def test_a_bound_of_fewer_dims_than_the_value_is_refused():
+    # U: real[N] on z: real[N, K] lined up with K (per column), silently when N = K
+    with pytest.raises(ppl.BdlError, match=r"bound 'lower' \[N\] has fewer dimensions than "
+                       r"the declared shape \[N, K\]"):
+        ppl.compile("model C(U: real[N], K: int) {\n  z: real<lower=U>[N, K] ~ Normal(0, 1)\n}\n",
+                    "c.bdl")

@@ -616,6 +616,13 @@ class _ModelChecker(LabelLayout):
                      [f"drop `batch` from plate {batched[0].name}, or use one bound for "
                       "every element"])
             return
+        if bshape and len(bshape) < len(shape):
+            # numpy would line [N] up with the last dim of [N, K] (per column; silently so
+            # when N = K); Stan asks for the declared shape
+            self.err(f"{what} has fewer dimensions than the declared shape "
+                     f"{sizes.show(shape)}: give one bound per element (the declared shape) "
+                     "or one number", b.value.span)
+            return
         full, issues = sizes.broadcast(bshape, shape)
         if full is not None and len(full) > len(shape):
             self.err(f"{what} has more dimensions than the declared shape "
