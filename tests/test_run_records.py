@@ -1,4 +1,4 @@
-"""Run records (reproducibility audit, runrec23): run.json says which code and what
+"""Run records: run.json says which code and what
 machine made a run (versions, git commit, platform, thread count); ``fit.save`` hashes
 the data given as arrays (``data_hash_kind``); ``bdl predict`` writes predict.json beside
 predictive.npz, replaced by ``--force`` with it, and recorded in the run folder."""
