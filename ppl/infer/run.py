@@ -151,6 +151,14 @@ def _on_full_data(model):
     return full
 
 
+def _family(fn):
+    """The distribution under Pyro's wrappers (Independent, Expanded, Masked): the family
+    a site was drawn from."""
+    while hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return fn
+
+
 class _DeltaFixed(Messenger):
     """A latent drawn from ``Delta(v)`` has one value, ``v``: in a fit it is a
     deterministic site at ``v`` (as ``pyro.deterministic`` records one), not a latent for
@@ -161,10 +169,7 @@ class _DeltaFixed(Messenger):
     def _pyro_sample(self, msg):
         if msg["is_observed"]:
             return
-        base = msg["fn"]
-        while hasattr(base, "base_dist"):  # Independent, Expanded, Masked
-            base = base.base_dist
-        if isinstance(base, dist.Delta):
+        if isinstance(_family(msg["fn"]), dist.Delta):
             fn = msg["fn"]
             plates = {f.dim for f in msg["cond_indep_stack"] if f.vectorized}
             own = 0  # its batch dims right of every plate's (Delta([1.0, 2.0])) are events
@@ -433,13 +438,8 @@ def _unread_flat(model, kwargs, trace) -> list[str]:
     other latents their draws drifted to 1e31."""
     from ..runtime.shapes import Flat
 
-    def base(fn):
-        while hasattr(fn, "base_dist"):  # Independent, Expanded, Masked
-            fn = fn.base_dist
-        return fn
-
     flat = [name for name, site in trace.nodes.items() if site["type"] == "sample"
-            and not site["is_observed"] and isinstance(base(site["fn"]), Flat)]
+            and not site["is_observed"] and isinstance(_family(site["fn"]), Flat)]
     if not flat:
         return []
     values = {n: trace.nodes[n]["value"].detach().clone().requires_grad_() for n in flat}
