@@ -44,7 +44,7 @@ class SiteError(ValueError):
         self.notes = list(notes)
 
 
-def register(pseudo: str, filename: str, text: str, source_map: list, model=None) -> None:
+def register(pseudo: str, filename: str, text: str, source_map: list, model) -> None:
     """``model``: the checked model (its ``ast.Model``) whose function the module runs, for
     the site a Pyro error names and the declaration a support error suggests: a file of
     several models generates every model's function in one module."""
@@ -181,28 +181,14 @@ def _support_failure(exc: BaseException):
     return found
 
 
-def _declared(model, text: str | None, name: str):
-    """The declared type of data argument ``name`` of ``model`` (the checked model's AST);
-    without one (a generated module run on its own), of the first model of ``text`` that
-    has such an argument, parsed again; or None."""
-    if model is None:
-        from .syntax.parser import parse
-
-        try:
-            models = parse(text).models
-        except Exception:  # noqa: BLE001 - a hint only; the message stands without it
-            return None
-    else:
-        models = [model]
-    for m in models:
-        for arg in m.args:
-            if arg.name == name:
-                return arg.type
-    return None
+def _declared(model, name: str):
+    """The declared type of data argument ``name`` of ``model`` (its AST, as registered;
+    a generated module run on its own registers the one its .bdl names, or a stand-in
+    without arguments), or None."""
+    return next((arg.type for arg in getattr(model, "args", ()) if arg.name == name), None)
 
 
-def support_message(exc: BaseException, site: str | None, text: str | None,
-                    model=None) -> str | None:
+def support_message(exc: BaseException, site: str | None, model=None) -> str | None:
     """An observed value outside its distribution's support (torch's "Expected value argument
     ... to be within the support ...") in words: "'y' element 0 is 1.5; Poisson is over
     integers >= 0", and the declaration that fits when a real holds what must be integers."""
@@ -233,7 +219,7 @@ def support_message(exc: BaseException, site: str | None, text: str | None,
     words, integers = _support_words(loc.get("support"), at, valid.shape)
     msg = f"{what} is {number_text(shown.detach())}; {type(dist).__name__} is over {words}"
     fractional = bool((shown.detach() % 1 != 0).any())
-    typ = _declared(model, text, site) if integers and fractional and site else None
+    typ = _declared(model, site) if integers and fractional and site else None
     if typ is not None and typ.base == "real":
         from .syntax.format import type_text
 
@@ -303,7 +289,7 @@ def locate(exc: BaseException, pseudo: str | None = None) -> BdlError | None:
     notes = [f"raised while running this statement ({what}, line {lineno} of {module})"
              ] if named is None else list(exc.notes)
     site = at_site.group(1) if at_site is not None else getattr(ref, "name", None)
-    support = support_message(original, site, text, model)
+    support = support_message(original, site, model)
     if support is not None:  # the statement, the element and the support say it all
         err = BdlError([Diagnostic(support, span)], filename, text)
         err.not_a_bug = True  # the data is at fault: the CLI saves no traceback
