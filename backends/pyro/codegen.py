@@ -448,7 +448,8 @@ def _drop_unread_values(body: list) -> list:
 
 
 def _imports(code: str) -> list[tuple[str, bool]]:
-    """The module's imports, each with whether ``code`` reads it (``pyro`` always)."""
+    """The module's imports, each with whether ``code`` (its code lines, not comments)
+    reads it."""
     return [("import pyro", "pyro." in code),
             ("import pyro.distributions as dist", "dist." in code),
             ("import torch", "torch." in code),

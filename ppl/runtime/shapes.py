@@ -321,9 +321,10 @@ def _within(c, support):
 def _bounded_draw(base, c, sample_shape):
     """Draws of ``base``, a univariate distribution (made an event or not), truncated to
     the bounds of ``c`` (greater_than, less_than, interval; one bound per element or one
-    for all) by its inverse CDF; None for other sets or a base without cdf/icdf. Where the
-    CDF rounds to 0 or 1 even in float64 (a bound some 8 scales out) the draw is a point
-    just inside the bound, not exact."""
+    for all) by its inverse CDF; None for other sets or a base without cdf/icdf. A Normal
+    is exact at any distance (:func:`_normal_between`); for another base, where its CDF
+    rounds to 0 or 1 even in float64, the draw is a point just inside the bound, not
+    exact."""
     tc = torch.distributions.constraints
     if not isinstance(c, (tc._GreaterThan, tc._LessThan, tc._Interval)):
         return None
