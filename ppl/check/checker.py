@@ -1691,51 +1691,44 @@ class _ModelChecker(LabelLayout):
 
     def _plate_index_shift(self, e: ast.Index, i: int, item: ast.Expr, dim) -> None:
         """``a[t - c]`` / ``a[t + c]`` with ``t`` the index of ``plate t in N`` and ``c`` a
-        whole number: the plate reads a[-c] at t = 0, which torch reads from the end (a
-        silent wrap: Stan's ``for (t in 2:T) ... y[t - 1]`` ported as ``plate t in T``
-        added a term for y[0] given y[T - 1]), so that is an error; ``t + c`` reads up to
-        a[N - 1 + c], so a's dimension must be at least N + c (now when provable, else at
-        binding)."""
+        whole number, or ``a[t - L]`` of a size ``L``: the plate reads a[-c] at t = 0,
+        which torch reads from the end (a silent wrap: Stan's ``for (t in 2:T) ...
+        y[t - 1]`` ported as ``plate t in T`` added a term for y[0] given y[T - 1]), so
+        that is an error; ``t + c`` reads up to a[N - 1 + c], so a's dimension must be at
+        least N + c (now when provable, else at binding)."""
         if not (isinstance(item, ast.BinOp) and item.op in ("+", "-")):
             return
-        if isinstance(item.left, ast.Name) and isinstance(item.right, ast.Name) \
-                and item.op == "-" and getattr(self.symbols.get(item.right.id), "role", "") \
-                == "size" and any(p.index == item.left.id for p in self.plate_stack):
-            # t - L of a size L: index -L at t = 0, wrapped for every L > 0
-            plate_of = next(p for p in self.plate_stack if p.index == item.left.id)
-            name = _source_text(e.value) if isinstance(e.value, ast.Name) else "the value"
-            self.err(f"{name}[{fmt.expr(item)}] at {item.left.id} = 0 reads {name}[-"
-                     f"{item.right.id}], which torch counts from the end", item.span,
-                     [f"give the shifted values their own name and plate: `ahead = "
-                      f"{name}[{item.right.id}:]` then `plate {item.left.id} in "
-                      f"{sizes.show((plate_of.size,))[1:-1]} - {item.right.id} "
-                      f"{{ ... {name}[{item.left.id}] ... }}`"])
+        index, offset = item.left, item.right
+        if item.op == "+" and isinstance(offset, ast.Name):  # c + t
+            index, offset = offset, index
+        if not isinstance(index, ast.Name):
             return
-        if isinstance(item.left, ast.Name) and isinstance(item.right, ast.Number):
-            index, c = item.left, item.right.value
-        elif item.op == "+" and isinstance(item.right, ast.Name) \
-                and isinstance(item.left, ast.Number):
-            index, c = item.right, item.left.value
+        if isinstance(offset, ast.Number) and isinstance(offset.value, int) \
+                and not isinstance(offset.value, bool):
+            shift = sizes.const(offset.value)
+        elif isinstance(offset, ast.Name) and item.op == "-" \
+                and getattr(self.symbols.get(offset.id), "role", "") == "size":
+            shift = sizes.size_symbol(offset.id)  # t - L: wrapped for every L > 0
         else:
             return
-        if not isinstance(c, int) or isinstance(c, bool):
-            return
-        shift = c if item.op == "+" else -c
+        shift = shift if item.op == "+" else -shift
         sym = self.symbols.get(index.id)
         plate = next((p for p in self.plate_stack if p.index == index.id), None)
         if sym is None or sym.role != "index" or plate is None or shift == 0:
             return
         name = _source_text(e.value) if isinstance(e.value, ast.Name) else "the value"
         size = sizes.show((plate.size,))[1:-1]
-        if shift < 0:
-            ahead = f"{name}[{-shift}:]" if name != "the value" else "its rest"
-            self.err(f"{name}[{fmt.expr(item)}] at {index.id} = 0 reads {name}[{shift}], which "
-                     f"torch counts from the end ({name}[{sizes.show((dim + shift,))[1:-1]}])",
-                     item.span,
-                     [f"for Stan's `for ({index.id} in {1 - shift}:{size}) ... "
-                      f"{name}[{index.id} - {-shift}]`, give the shifted values their own "
-                      f"name and plate: `ahead = {ahead}` then `plate {index.id} in "
-                      f"{size} - {-shift} {{ ahead ~ ... {name}[{index.id}] ... }}`"])
+        back = sizes.show((-shift,))[1:-1]
+        if not shift.is_number or shift < 0:
+            ahead = f"{name}[{back}:]" if name != "the value" else "its rest"
+            whole = f" ({name}[{sizes.show((dim + shift,))[1:-1]}])" if shift.is_number else ""
+            stan = (f"for Stan's `for ({index.id} in {1 + int(back)}:{size}) ... "
+                    f"{name}[{index.id} - {back}]`, " if shift.is_number else "")
+            self.err(f"{name}[{fmt.expr(item)}] at {index.id} = 0 reads {name}[-{back}], "
+                     f"which torch counts from the end{whole}", item.span,
+                     [f"{stan}give the shifted values their own name and plate: `ahead = "
+                      f"{ahead}` then `plate {index.id} in {size} - {back} {{ "
+                      f"{'ahead ~ ' if shift.is_number else ''}... {name}[{index.id}] ... }}`"])
             return
         need = plate.size + shift
         if sizes.compare(dim, need) == sizes.Relation.UNKNOWN:
