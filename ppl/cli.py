@@ -523,21 +523,26 @@ def _help(parser, topic) -> int:
     return 0
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None):
-    """Warnings about the user's model or data read as ``bdl: warning: ...``."""
-    print(f"bdl: warning: {message}", file=sys.stderr)
+def quiet_library_warnings(prefix: str = "bdl: warning") -> None:
+    """Warnings about the user's model or data read as ``PREFIX: ...`` on stderr (no
+    Python file and line); library deprecation notices (torch.jit, Pyro) are not the
+    user's concern and are not shown. ``bdl`` and a generated module run on its own
+    (``ppl.runtime.main``, prefix ``warning``) both show warnings so."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{prefix}: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def main(argv: list[str] | None = None) -> int:
-    import warnings
-
     from .locate import SiteError, bounded
     from .syntax.diagnostics import BdlError
 
-    warnings.showwarning = _show_warning
-    # library deprecation notices (torch.jit, Pyro) are not the user's concern here
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    quiet_library_warnings()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

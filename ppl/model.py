@@ -58,13 +58,8 @@ class Model:
     # ---- inference ----
     def resolve_infer(self, infer: str | None = None, **options) -> tuple[str, dict]:
         """Method and options: the file's infer line, then ``infer``, then ``options``."""
-        from .check.method_fit import method_mismatch
-
         method, opts = merge_infer(self.infer, infer, **options)
-        errs = method_mismatch(method, self.checked.model, Span(0, 0)) \
-            + list(self.checked.fit_errors)
-        if errs:
-            raise BdlError(errs, self.filename, self.bdl_source)
+        refuse_unfittable(self.checked, method, self.filename, self.bdl_source)
         return method, opts
 
     def fit(self, data: dict | None = None, infer: str | None = None, *,
@@ -272,6 +267,20 @@ def check_seed(seed, where: str) -> None:
     why = seed_problem(seed) if seed is not None else None
     if why:
         raise BdlError([Diagnostic(f"seed={seed!r} is out of range: {why}")], where)
+
+
+def refuse_unfittable(checked, method: str, filename: str, text: str | None) -> None:
+    """The refusals a fit makes between checking the model and running it, as a
+    :class:`BdlError` located in the BDL file ``filename`` (``text``): a method that a
+    construct of the checked model ``checked`` cannot be fitted by, or that needs a
+    construct it does not use (``method_mismatch``), and a statement that no method can fit
+    (``CheckedModel.fit_errors``, a warning at check). ``bdl run``, the API and a generated
+    module run on its own (``ppl.runtime.main``) all refuse here."""
+    from .check.method_fit import method_mismatch
+
+    errs = method_mismatch(method, checked.model, Span(0, 0)) + list(checked.fit_errors)
+    if errs:
+        raise BdlError(errs, filename, text)
 
 
 def merge_infer(base: dict | None, infer: str | None = None, **options) -> tuple[str, dict]:

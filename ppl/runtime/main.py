@@ -5,7 +5,9 @@ DATA is read like ``bdl run``'s (JSON, CSV or NPZ; ``ppl.io.data.load_data``). B
 (a missing or malformed data file, data that do not fit the signature, a model that fails
 on them) is an ``error:`` on stderr and exit status 1, never a traceback. An error raised
 while a statement of the model runs is located in the BDL file, as ``bdl run`` locates it,
-by the statement markers of the module (``# bdl:LINE:COL``; ``ppl.locate``).
+by the statement markers of the module (``# bdl:LINE:COL``; ``ppl.locate``). What ``bdl
+run`` refuses between checking and fitting is refused in its words when the .bdl file the
+module names still generates it (:func:`checked_model`); else a warning says so.
 """
 
 from __future__ import annotations
@@ -42,17 +44,20 @@ def main(model, signature, infer: dict | None, transformed=None,
     args = parser.parse_args(argv)
 
     from .. import locate
+    from ..cli import quiet_library_warnings
     from ..io.data import DataError, load_data
     from ..syntax.diagnostics import BdlError
 
+    quiet_library_warnings("warning")
     module = model.__code__.co_filename
-    locate.register_markers(module, *bdl_source(getattr(signature, "source", None), module),
-                            model.__name__)
+    source, text = bdl_source(getattr(signature, "source", None), module)
+    locate.register_markers(module, source, text, model.__name__)
     try:
+        checked = checked_model(module, source, text, model.__name__)
         data = load_data(args.data) if args.data is not None else {}
         with locate.located(module):
             summary = _fit(model, signature, infer, transformed, data, _progress(args),
-                           args.infer, args.seed)
+                           args.infer, args.seed, checked, text)
     except (DataError, OSError) as e:
         _fail(str(e))
     except BdlError as e:
@@ -79,17 +84,56 @@ def bdl_source(source: str | None, module: str) -> tuple[str, str | None]:
     return source, None
 
 
+# what a module run on its own skips without the checked model its .bdl file gives
+_SKIPPED = ("the checks bdl run makes before a fit (a method that the model cannot be "
+            "fitted by, a statement that no fit can run, data naming a latent) are not made")
+
+
+def checked_model(module: str, source: str, text: str | None, name: str):
+    """The checked model ``name`` (a ``CheckedModel``) of the BDL file ``source`` (its
+    ``text``, None: not found) that the generated module at ``module`` was made from, for
+    the refusals ``bdl run`` makes between checking and fitting: the file is checked again
+    and used only when it still generates this very module; else None, and a warning on
+    stderr says why those checks are not made."""
+    from ..pipeline import compile_source
+    from ..syntax.diagnostics import BdlError
+
+    shown = Path(module).name
+    if text is None:
+        why = (f"{shown} was generated from BDL text, not a file" if source.startswith("<")
+               else f"{source}, the BDL file {shown} was generated from, was not found "
+                    f"(beside {shown} or in the current directory)")
+    else:
+        try:
+            compiled = compile_source(text, source)
+            own = Path(module).read_text(encoding="utf-8")
+        except (BdlError, OSError, UnicodeDecodeError):
+            compiled = own = None
+        if compiled is not None and compiled.python == own and name in compiled.ir:
+            return compiled.checked.models[name]
+        why = (f"{source} no longer generates {shown} (the model file changed since, "
+               f"{shown} was edited, or another version of bdl wrote it)")
+    print(f"warning: {why}: {_SKIPPED}", file=sys.stderr)
+    return None
+
+
 def _fit(model, signature, infer, transformed, data: dict, progress: bool,
-         spec: str | None = None, seed: int | None = None) -> str:
+         spec: str | None = None, seed: int | None = None, checked=None,
+         text: str | None = None) -> str:
+    """``checked`` (with the BDL ``text``): the module's checked model, whose refusals
+    (``ppl.model.refuse_unfittable``, a data key naming a latent) are ``bdl run``'s."""
     from ..infer.generated import fit_generated, missing_optional
     from ..infer.report import fit_report, sampler_warnings
     from ..infer.run import torch_defaults
-    from ..model import merge_infer
+    from ..model import merge_infer, refuse_unfittable
     from .data import bind
 
     method, opts = merge_infer(infer, spec, **({} if seed is None else {"seed": seed}))
+    if checked is not None:
+        refuse_unfittable(checked, method, signature.source, text)
     with torch_defaults(opts["device"], opts["dtype"]):
-        kwargs = bind(signature, data)
+        kwargs = bind(signature, data, source_text=text,
+                      drawn=checked.drawn() if checked is not None else None)
         if transformed is not None:
             kwargs.update(transformed(**kwargs))
         # as ``bdl run``: missing optional data are drawn after the fit, not fitted
