@@ -22,15 +22,18 @@ class FunctionParam:
 
     ``params`` says what each of the literal's parameters is (``("state", "time")``), for
     the arity check and its message. ``shapes(args, kwargs)`` gives each parameter's shape
-    (the parameters are real tensors) from the call's other arguments, as a shape rule
-    does; ``result(args, kwargs)`` the shape the body's value must broadcast to. Either
-    may return None (unknown). The same argument may still take the construct's other
-    forms (a number, a network): a literal is one more form, not the only one.
+    from the call's other arguments, as a shape rule does; ``kinds(args, kwargs)`` each
+    parameter's type kind (``"int"`` for scan's ``x`` over an ``int[T]``, so ``theta[x]``
+    indexes), real where it is absent or says None; ``result(args, kwargs)`` the shape the
+    body's value must broadcast to. Any may return None (unknown). The same argument may
+    still take the construct's other forms (a number, a network): a literal is one more
+    form, not the only one.
     """
 
     params: tuple[str, ...]
     shapes: Callable[[list, dict], tuple | None] | None = None
     result: ShapeRule | None = None
+    kinds: Callable[[list, dict], tuple | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,9 @@ class Builtin:
     # flags: arguments that take true or false: any other literal ("no", 0) is a located
     #   check error (a non-empty string would read as true).
     flags: tuple[str, ...] = ()
+    # sequences: arguments run over along their first dimension (scan's xs): one of shape
+    #   [] (a number) is a located check error, not a run-time one.
+    sequences: tuple[str, ...] = ()
     # methods: the inference methods a model using this entry can be fitted with (empty:
     #   any), checked at the infer line and for a method given at run time.
     methods: tuple[str, ...] = ()
@@ -403,8 +409,17 @@ def _scan_carry(args, kwargs):
     return _scan_params(args, kwargs)[0]
 
 
+def _scan_kinds(args, kwargs):
+    """(carry, x): the carry is real (a number init is made xs's float or the default
+    dtype), x has the kind of xs's rows: an int xs gives int x, an index in the body."""
+    xs = _scan_xs(args, kwargs)
+    return ("real", xs.kind if xs is not None and xs.kind in ("int", "bool") else "real")
+
+
 register(Builtin("scan", "rt.scan", ("f", "init", "xs"), 3, shape=scan_rule,
-                 functions={"f": FunctionParam(("carry", "x"), _scan_params, _scan_carry)},
+                 functions={"f": FunctionParam(("carry", "x"), _scan_params, _scan_carry,
+                                              _scan_kinds)},
+                 sequences=("xs",),
                  doc="the recursion out[0] = init, out[t + 1] = f(out[t], xs[t]): "
                      "[T + 1, ...init] for xs of [T, ...]"))
 

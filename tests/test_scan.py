@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 
 import pytest
 import torch
@@ -212,3 +213,125 @@ def test_a_body_of_fewer_dims_is_broadcast_before_the_next_step_reads_it():
 
     out = scan(lambda c, r: c.sum() + r, torch.zeros(2), torch.ones(3))
     assert out.tolist() == [[0.0, 0.0], [1.0, 1.0], [3.0, 3.0], [7.0, 7.0]]
+
+
+# ---- integer xs, a single number, labels summed out (docs "Recursions") ---------------
+def test_an_int_xs_gives_an_int_x_that_indexes_in_the_body():
+    src = ("model M(y: real[T], idx: int[T], K: int) {\n  theta: real[K] ~ Normal(0, 1)\n"
+           "  s = scan((c, i) => c + theta[i], 0.0, idx)\n  y ~ Normal(s[1:], 1)\n}\n")
+    y, idx, theta = [0.5, 1.0, -0.2], [2, 0, 2], [0.1, -0.4, 1.5]
+    s = [0.0]
+    for i in idx:  # 1.5, 1.6, 3.1
+        s.append(s[-1] + theta[i])
+    want = sum(-0.5 * math.log(2 * math.pi) - v ** 2 / 2 for v in theta) + sum(
+        -0.5 * math.log(2 * math.pi) - (a - b) ** 2 / 2 for a, b in zip(y, s[1:], strict=True))
+    named = src.replace("s = scan((c, i) => c + theta[i], 0.0, idx)",
+                        "g = (c, i) => c + theta[i]\n  s = scan(g, 0.0, idx)")
+    for text in (src, named):
+        got = ppl.compile(text).log_density({"theta": theta}, {"y": y, "idx": idx, "K": 3})
+        assert float(got) == pytest.approx(want, rel=1e-6)
+    # over a real xs, x is real: an index with it is refused, at the use for a named one
+    with pytest.raises(ppl.BdlError, match=r"3:32: error: an index must be an integer, not "
+                                           r"a real value"):
+        ppl.compile(src.replace(", idx)", ", y)"), filename="m.bdl")
+    with pytest.raises(ppl.BdlError, match=r"3:27: error: an index must be an integer(.|\n)*"
+                                           r"note: in function 'g', given as 'f' of scan"):
+        ppl.compile(named.replace(", idx)", ", y)"), filename="m.bdl")
+
+
+@pytest.mark.parametrize("xs", ["2.0", "y[0]", "sum(y)"])
+def test_a_single_number_xs_is_refused_at_check(xs):
+    src = _model(f"s = scan((c, r) => c + r, 0.0, {xs})\n  z ~ Normal(sum(s), 1)")
+    with pytest.raises(ppl.BdlError, match=r"2:34: error: scan runs over the first dimension "
+                                           r"of 'xs', but 'xs' is a single number(.|\n)*"
+                                           rf"or \[{re.escape(xs)}\] for one step"):
+        ppl.compile(src, filename="m.bdl")
+    ppl.compile(_model(f"s = scan((c, r) => c + r, 0.0, [{xs}])\n  z ~ Normal(sum(s), 1)"))
+
+
+def test_steps_with_batch_dims_are_stacked_right_of_them():
+    # a label summed out is [2, 1]: the body's value gains those dims on the left, and the
+    # carries are stacked between them and the carry's own dims (init's)
+    z = torch.tensor([[0.0], [1.0]])
+    out = scan(lambda c, x: 0.5 * c + z * x, 0.0, torch.tensor([2.0, 4.0]))
+    assert out.shape == (2, 1, 3)
+    assert out.tolist() == [[[0.0, 0.0, 0.0]], [[0.0, 2.0, 5.0]]]
+    # a vector carry: the label's value meets it widened, [2, 1, 1] (rt.per_element)
+    vec = scan(lambda c, x: c + z[..., None] * x, torch.zeros(2), torch.tensor([[1.0, 2.0]]))
+    assert vec.shape == (2, 1, 2, 2)
+    assert vec.tolist() == [[[[0.0, 0.0], [0.0, 0.0]]], [[[0.0, 0.0], [1.0, 2.0]]]]
+
+
+def _summed_out(m, data: dict, fixed: dict, nesting: int) -> float:
+    """log p(data, fixed) with the labels summed out (TraceEnum_ELBO, an empty guide)."""
+    from pyro.infer import TraceEnum_ELBO
+
+    from ppl.infer.discrete import enumerated
+
+    model = enumerated(poutine.condition(m.pyro_model, data=fixed))
+    return -TraceEnum_ELBO(max_plate_nesting=nesting).loss(model, lambda **kw: None,
+                                                             **m.bind(data))
+
+
+LABELLED = """
+model M(y: real[T]) {
+  p: real<lower=0, upper=1> ~ Uniform(0, 1)
+  z ~ Bernoulli(p)
+  s = scan((c, r) => 0.5 * c + where(z > 0.5, r, 0.0), 0.0, y)
+  y ~ Normal(s[:-1], 1)
+}
+"""
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_a_body_reading_a_label_summed_out_runs_one_recursion_per_value(named):
+    src = LABELLED if not named else LABELLED.replace(
+        "s = scan((c, r) => 0.5 * c + where(z > 0.5, r, 0.0), 0.0, y)",
+        "g = (c, r) => 0.5 * c + where(z > 0.5, r, 0.0)\n  s = scan(g, 0.0, y)")
+    y = [0.5, 1.0, -0.3, 2.0]
+
+    def like(s):
+        return math.exp(sum(-0.5 * math.log(2 * math.pi) - (a - b) ** 2 / 2
+                            for a, b in zip(y, s, strict=True)))
+
+    s1 = [0.0]  # z = 1: s[t + 1] = 0.5 s[t] + y[t]; z = 0: all zeros
+    for r in y[:-1]:
+        s1.append(0.5 * s1[-1] + r)
+    want = math.log(0.3 * like(s1) + 0.7 * like([0.0] * 4))  # -6.397505...
+    got = _summed_out(ppl.compile(src), {"y": y}, {"p": torch.tensor(0.3)}, 1)
+    assert got == pytest.approx(want, rel=1e-6)
+
+
+def test_a_vector_carry_reading_a_categorical_label_is_the_mixture():
+    src = ("model M(y: real[T], obs: real[T, D], mu: real[K, D]) {\n"
+           "  z ~ Categorical(ones(K) / K)\n"
+           "  s = scan((c, r) => 0.5 * c + mu[z] * r, zeros(D), y)\n"
+           "  obs ~ Normal(s[1:], 1)\n}\n")
+    y, mu = [0.5, 1.0, -0.3], [[0.0, 1.0], [2.0, -1.0], [0.5, 0.5]]
+    obs = [[0.1, 0.2], [1.0, -1.0], [0.3, 0.4]]
+    total = 0.0
+    for k in range(3):
+        c, lp = [0.0, 0.0], 0.0
+        for t, r in enumerate(y):
+            c = [0.5 * c[d] + mu[k][d] * r for d in range(2)]
+            lp += sum(-0.5 * math.log(2 * math.pi) - (obs[t][d] - c[d]) ** 2 / 2
+                      for d in range(2))
+        total += math.exp(lp) / 3
+    got = _summed_out(ppl.compile(src), {"y": y, "obs": obs, "mu": mu}, {}, 2)
+    assert got == pytest.approx(math.log(total), rel=1e-6)  # -7.530281...
+
+
+@pytest.mark.parametrize("init, xs, message", [
+    ("mu[z]", "y", r"4:35: error: 'init' of scan reads 'z', a discrete latent summed out in "
+                   r"the fit: its values lie on a dim left of init's own, which scan would "
+                   r"take for a dim of the carry"),
+    ("0.0", "y * z", r"4:40: error: 'xs' of scan reads 'z', a discrete latent summed out in "
+                     r"the fit: its values lie on a dim left of xs's own, which scan would "
+                     r"run along instead of xs's first"),
+])
+def test_init_or_xs_reading_a_label_summed_out_is_refused(init, xs, message):
+    src = ("model M(y: real[T], mu: real[2]) {\n  p: real<lower=0, upper=1> ~ Uniform(0, 1)\n"
+           f"  z ~ Bernoulli(p)\n  s = scan((c, r) => 0.5 * c + r, {init}, {xs})\n"
+           "  y ~ Normal(s[:-1], 1)\n}\n")
+    with pytest.raises(ppl.BdlError, match=message + r"(.|\n)*note: read 'z' in the body"):
+        ppl.compile(src, filename="m.bdl")

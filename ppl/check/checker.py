@@ -1203,19 +1203,23 @@ class _ModelChecker(LabelLayout):
     def _named_function(self, s: ast.Assign) -> None:
         """``b = (x, t) => body``: a name for a function literal, given later where a
         construct takes a function (``drift=b``). The body's names are resolved here, in
-        the scope of the definition, with parameters of unknown shape; the construct's
-        shapes are known only where it is used, so the body is checked again there
+        the scope of the definition, with parameters of unknown shape and kind; the
+        construct's shapes and kinds are known only where it is used (scan's ``x`` is an
+        int over an ``int[T]``, an index), so the body is checked again there
         (:meth:`_function_lit` with ``use=``)."""
         lit = s.value
         if s.type is not None:
             self.err(f"'{s.name}' is a function and takes no declared type", s.type.span,
                      [f"write {s.name} = ({', '.join(lit.params)}) => ..."])
-        ty = self._lit_body(lit, None)
+        ty = self._lit_body(lit, None, ("unknown",) * len(lit.params))
         if ty.kind not in TENSOR_KINDS + ("unknown",):
             self.err(f"the body of function '{s.name}' must be numeric, not {_a(ty.kind)} "
                      "value", lit.body.span)
         if not self._define(s.name, s.name_span):
             return
+        if not self.plate_stack and self._reads_label(lit.body):
+            # a value computed with it (scan(g, 0.0, y)) is a label's value, [K, 1, ...]
+            self.global_labels.add(s.name)
         self.sites[id(s)] = SiteInfo("function", self._plate_names())
         # random: a value computed with it (scan(b, ...)) is computed in the model, where
         # b is defined, never hoisted into the transformed data
@@ -2131,16 +2135,18 @@ class _ModelChecker(LabelLayout):
                 return sym
         return None
 
-    def _lit_body(self, e: ast.FunctionLit, shapes) -> Ty:
-        """The type of a literal's body with its parameters bound as local real tensors
-        (of ``shapes``, or of unknown shape); they shadow model names only in the body."""
+    def _lit_body(self, e: ast.FunctionLit, shapes, kinds=None) -> Ty:
+        """The type of a literal's body with its parameters bound as local tensors (of
+        ``shapes``, or of unknown shape; of ``kinds``, real where absent); they shadow
+        model names only in the body."""
         saved = {}
         spans = e.param_spans if len(e.param_spans) == len(e.params) else [e.span] * len(
             e.params)
         for i, (p, span) in enumerate(zip(e.params, spans, strict=True)):
             saved[p] = (self.symbols.get(p), p in self.used)
             shape = shapes[i] if shapes is not None else None
-            self.symbols[p] = Symbol(p, "local", Ty("real", shape), span)
+            kind = kinds[i] if kinds is not None and kinds[i] is not None else "real"
+            self.symbols[p] = Symbol(p, "local", Ty(kind, shape), span)
         self._fn_params.append(e.params)
         try:
             return self._expr(e.body)
@@ -2175,8 +2181,9 @@ class _ModelChecker(LabelLayout):
             return
         known = all(t.kind != "unknown" for t in kwargs.values())
         shapes = spec.shapes(positional, kwargs) if spec.shapes and known else None
+        kinds = spec.kinds(positional, kwargs) if spec.kinds and known else None
         first = len(self.errors)
-        ty = self._lit_body(e, shapes)
+        ty = self._lit_body(e, shapes, kinds)
         if ty.kind not in TENSOR_KINDS + ("unknown",):
             if use is None:
                 self.err(f"the body of {where} must be numeric, not {_a(ty.kind)} value",
@@ -2407,6 +2414,30 @@ class _ModelChecker(LabelLayout):
                      [f"compute it before the plate, one column per element: "
                       f"{b.name}(f, zeros(N), transpose(x)) is [T + 1, N]"])
             return UNKNOWN
+        if b.functions and b.kind == "function":
+            for k, (node, _t) in bound.items():
+                label = None if k in b.functions else self._label_read(node)
+                if label is not None:
+                    # summed out, its values lie on dims left of the value's own: the
+                    # runtime takes init's dims for the carry's own and runs along xs's
+                    # first, so the enumerated values would be read as steps or as carry
+                    whose = (f"which {b.name} would run along instead of {k}'s first"
+                             if k in b.sequences else
+                             f"which {b.name} would take for a dim of the carry")
+                    self.err(f"'{k}' of {b.name} reads '{label}', a discrete latent summed "
+                             f"out in the fit: its values lie on a dim left of {k}'s own, "
+                             f"{whose}", node.span,
+                             [f"read '{label}' in the body of f only (scan((c, x) => ... "
+                              f"{label} ..., init, xs)), with {k} from data and continuous "
+                              "latents"])
+                    return UNKNOWN
+        for k in b.sequences:
+            if k in bound and bound[k][1].shape == () and bound[k][1].kind in TENSOR_KINDS:
+                self.err(f"{b.name} runs over the first dimension of '{k}', but '{k}' is a "
+                         "single number", bound[k][0].span,
+                         [f"give a sequence [T, ...]: y of y: real[T], or "
+                          f"[{fmt.expr(bound[k][0])}] for one step"])
+                return UNKNOWN
         for k, spec in b.functions.items():
             if k not in bound:
                 continue
