@@ -119,13 +119,15 @@ def _default_data(path: str) -> str | None:
     return str(cand) if cand is not None and cand.exists() else None
 
 
-def _load_data(path: str | None) -> dict:
-    from .io.data import DataError, load_data
+def _load_data(path: str | None) -> tuple[dict, str | None]:
+    """The data in the file at ``path`` ({} for None) and the sha256 of the bytes read
+    (run.json's and predict.json's ``data_hash``): the file is read once."""
+    from .io.data import DataError, read_data
 
     if path is None:
-        return {}
+        return {}, None
     try:
-        return load_data(path)
+        return read_data(path)
     except DataError as e:
         raise _UserError(str(e)) from None
 
@@ -137,7 +139,6 @@ def cmd_run(args) -> int:
         RunFolderError,
         check_reads,
         check_writable,
-        file_hash,
         fit_results,
         record_files,
         run_files,
@@ -153,9 +154,8 @@ def cmd_run(args) -> int:
     # the fit refuses what checked.fit_errors holds (Model.resolve_infer)
     _print_warnings(compiled.checked.warnings, args.file, text, model.checked.fit_errors)
     data_path = args.data or _default_data(args.file)
-    data = _load_data(data_path)
-    # hashed as read, before anything in --out is removed or written (--force)
-    data_hash = file_hash(data_path) if data_path else None
+    # hashed as read (the bytes parsed), before anything in --out is removed or written
+    data, data_hash = _load_data(data_path)
     overrides = {}
     if args.seed is not None:
         overrides["seed"] = args.seed
@@ -320,7 +320,6 @@ def cmd_predict(args) -> int:
         PREDICT_WRITES,
         RunFolderError,
         check_folder,
-        file_hash,
         predict_record,
         read_record,
         write_predict,
@@ -342,8 +341,7 @@ def cmd_predict(args) -> int:
                          f"{args.file} has no model of that name (it has: "
                          f"{', '.join(compiled.ir)}; choose one with --model)")
     model = Model(compiled, name)
-    data = _load_data(args.data)
-    data_hash = file_hash(args.data)  # as read (predict.json)
+    data, data_hash = _load_data(args.data)  # hashed as read (predict.json)
     out = Path(args.out) if args.out else post_dir
     try:
         check_folder(out)

@@ -9,9 +9,11 @@ column given twice, a blank cell (``NA``/``NaN`` spell a missing value, read as 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -25,23 +27,55 @@ class DataError(ValueError):
 
 
 def load_data(path: str | Path) -> dict:
+    """The data in the file at ``path`` (JSON, CSV or NPZ, by its suffix)."""
+    return read_data(path)[0]
+
+
+def read_data(path: str | Path) -> tuple[dict, str]:
+    """The data in the file at ``path`` and the sha256 of its bytes (run.json's
+    ``data_hash``, what ``ppl.io.run_folder.file_hash`` gives for the same file), from one
+    read of the file: what is hashed is what was parsed, even for a pipe or a file that
+    changes meanwhile."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such data file")
     suffix = p.suffix.lower()
-    if suffix == ".json":
-        return _json(p)
-    if suffix == ".csv":
-        return _csv(p)
-    if suffix == ".npz":
-        with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    raise DataError(f"{p}: unknown data format '{suffix}' (expected .json, .csv or .npz)")
-
-
-def _json(p: Path) -> dict:
+    if suffix not in (".json", ".csv", ".npz"):
+        raise DataError(f"{p}: unknown data format '{suffix}' (expected .json, .csv or .npz)")
     try:
-        data = json.loads(p.read_text())
+        raw = p.read_bytes()
+    except OSError as e:
+        raise DataError(f"{p}: cannot be read ({e.strerror or e})") from None
+    digest = hashlib.sha256(raw).hexdigest()
+    if suffix == ".json":
+        return _json(p, _text(p, raw, "utf-8")), digest
+    if suffix == ".csv":
+        # a spreadsheet's byte-order mark is no header
+        return _csv(p, _text(p, raw, "utf-8-sig")), digest
+    if raw.startswith(b"\x93NUMPY"):  # what np.load reads as one array
+        raise DataError(f"{p}: one array without a name (.npy), not a .npz of named arrays "
+                        "(numpy.savez)")
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}, digest
+    except (ValueError, OSError, zipfile.BadZipFile) as e:
+        raise DataError(f"{p}: not a .npz file numpy can read ({e})") from None
+
+
+def _text(p: Path, raw: bytes, encoding: str) -> str:
+    """``raw`` as text, as ``Path.read_text`` reads a file: CR LF and CR line ends made
+    LF."""
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: not UTF-8 text (a byte that is not UTF-8 at offset "
+                        f"{e.start})") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _json(p: Path, text: str) -> dict:
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{p}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
     if not isinstance(data, dict):
@@ -82,8 +116,7 @@ def _cell_cols(line: str) -> list[int]:
     return cols
 
 
-def _csv(p: Path) -> dict:
-    text = p.read_text(encoding="utf-8-sig")  # a spreadsheet's byte-order mark is no header
+def _csv(p: Path, text: str) -> dict:
     lines = text.splitlines()
     reader = csv.reader(io.StringIO(text, newline=""))
     rows, starts, last = [], [], 0  # starts: the line each row begins on
