@@ -1694,60 +1694,83 @@ class _ModelChecker(LabelLayout):
                     f"the dimension indexed by '{item.id}' and its plate", at_least=True)
 
     def _plate_index_shift(self, e: ast.Index, i: int, item: ast.Expr, dim) -> None:
-        """``a[t - c]`` / ``a[t + c]`` with ``t`` the index of ``plate t in N`` and ``c`` a
-        whole number, or ``a[t - L]`` of a size ``L``: the plate reads a[-c] at t = 0,
-        which torch reads from the end (a silent wrap: Stan's ``for (t in 2:T) ...
-        y[t - 1]`` ported as ``plate t in T`` added a term for y[0] given y[T - 1]), so
-        that is an error; ``t + c`` reads up to a[N - 1 + c], so a's dimension must be at
-        least N + c (now when provable, else at binding)."""
-        if not (isinstance(item, ast.BinOp) and item.op in ("+", "-")):
+        """``a[t + e]`` with ``t`` the index of ``plate t in N`` and ``e`` a whole-number
+        expression of sizes and literals (``t - 1``, ``t - L``, ``t - L - 1``,
+        ``t - 2 * L``, ``t + 1 - L``, ``c + t``): where ``e`` can be negative for some
+        sizes (positive integers), the plate reads a[e] < 0 at t = 0, which torch reads
+        from the end (a silent wrap: Stan's ``for (t in 2:T) ... y[t - 1]`` ported as
+        ``plate t in T`` added a term for y[0] given y[T - 1]), so that is an error;
+        otherwise ``t + e`` reads up to a[N - 1 + e], so a's dimension must be at least
+        N + e (an error now when it is less for every size, else checked at binding)."""
+        found = self._index_shift(item)
+        if found is None:
             return
-        index, offset = item.left, item.right
-        if item.op == "+" and isinstance(offset, ast.Name):  # c + t
-            index, offset = offset, index
-        if not isinstance(index, ast.Name):
-            return
-        if isinstance(offset, ast.Number) and isinstance(offset.value, int) \
-                and not isinstance(offset.value, bool):
-            shift = sizes.const(offset.value)
-        elif isinstance(offset, ast.Name) and item.op == "-" \
-                and getattr(self.symbols.get(offset.id), "role", "") == "size":
-            shift = sizes.size_symbol(offset.id)  # t - L: wrapped for every L > 0
-        else:
-            return
-        shift = shift if item.op == "+" else -shift
-        sym = self.symbols.get(index.id)
-        plate = next((p for p in self.plate_stack if p.index == index.id), None)
-        if sym is None or sym.role != "index" or plate is None or shift == 0:
-            return
+        index, shift = found
+        plate = next(p for p in self.plate_stack if p.index == index.id)
         name = _source_text(e.value) if isinstance(e.value, ast.Name) else "the value"
-        size = sizes.show((plate.size,))[1:-1]
-        back = sizes.show((-shift,))[1:-1]
-        if not shift.is_number or shift < 0:
+        size = sizes.Dim._of(plate.size).signed()
+        back = (-shift).signed()
+        if sizes.can_be_negative(shift):
+            grouped = back if len((-shift).terms) == 1 else f"({back})"
             ahead = f"{name}[{back}:]" if name != "the value" else "its rest"
-            whole = f" ({name}[{sizes.show((dim + shift,))[1:-1]}])" if shift.is_number else ""
+            whole = f" ({name}[{(dim + shift).signed()}])" if shift.is_number else ""
             stan = (f"for Stan's `for ({index.id} in {1 + int(back)}:{size}) ... "
                     f"{name}[{index.id} - {back}]`, " if shift.is_number else "")
-            self.err(f"{name}[{fmt.expr(item)}] at {index.id} = 0 reads {name}[-{back}], "
-                     f"which torch counts from the end{whole}", item.span,
+            where = "" if sizes.always_negative(shift) else f" where {back} > 0"
+            self.err(f"{name}[{fmt.expr(item)}] at {index.id} = 0 reads {name}[-{grouped}], "
+                     f"which torch counts from the end{whole}{where}", item.span,
                      [f"{stan}give the shifted values their own name and plate: `ahead = "
-                      f"{ahead}` then `plate {index.id} in {size} - {back} {{ "
+                      f"{ahead}` then `plate {index.id} in {size} - {grouped} {{ "
                       f"{'ahead ~ ' if shift.is_number else ''}... {name}[{index.id}] ... }}`"])
             return
         need = plate.size + shift
-        if sizes.compare(dim, need) == sizes.Relation.UNKNOWN:
-            if dim.free_symbols and need.free_symbols:
-                self._defer(dim, need, e.span,
-                            f"dimension {i} of {name!r} read at {fmt.expr(item)} in plate "
-                            f"{index.id} in {size}", at_least=True)
-            return
         gap = dim - need
-        if gap.is_number and gap < 0:
-            self.err(f"{name}[{fmt.expr(item)}] reads {name}[{sizes.show((need - 1,))[1:-1]}]"
-                     f" at {index.id} = {sizes.show((plate.size - 1,))[1:-1]}, past the end "
-                     f"of a dimension of size {sizes.show((dim,))[1:-1]}", item.span,
-                     [f"read the plate over {size} - {shift} elements, or index "
-                      f"{name}[{index.id}] in a plate of the shifted values"])
+        if sizes.always_negative(gap):
+            ahead = shift.signed()
+            self.err(f"{name}[{fmt.expr(item)}] reads {name}[{(need - 1).signed()}]"
+                     f" at {index.id} = {(plate.size - 1).signed()}, past the end "
+                     f"of a dimension of size {dim.signed()}", item.span,
+                     [f"read the plate over {size} - "
+                      f"{ahead if len(shift.terms) == 1 else f'({ahead})'} elements, or "
+                      f"index {name}[{index.id}] in a plate of the shifted values"])
+        elif sizes.can_be_negative(gap) and dim.free_symbols and need.free_symbols:
+            self._defer(dim, need, e.span,
+                        f"dimension {i} of {name!r} read at {fmt.expr(item)} in plate "
+                        f"{index.id} in {size}", at_least=True)
+
+    def _index_shift(self, item: ast.Expr) -> tuple[ast.Name, sizes.Dim] | None:
+        """``(t, e)`` for an index ``item`` that is ``t + e`` (its terms added or
+        subtracted in any order) with ``t`` the index of an open plate, read once with a
+        plus sign, and ``e`` a nonzero whole-number expression of sizes and literals (each
+        other term has a size value, ``L``, ``2 * L``, ``1``); else None."""
+        if not (isinstance(item, ast.BinOp) and item.op in ("+", "-")):
+            return None
+        terms: list = []
+
+        def flatten(node, sign: int) -> None:
+            if isinstance(node, ast.BinOp) and node.op in ("+", "-"):
+                flatten(node.left, sign)
+                flatten(node.right, sign if node.op == "+" else -sign)
+            elif isinstance(node, ast.Neg):
+                flatten(node.operand, -sign)
+            else:
+                terms.append((sign, node))
+
+        flatten(item, 1)
+        indices = [(sign, n) for sign, n in terms if isinstance(n, ast.Name)
+                   and getattr(self.symbols.get(n.id), "role", "") == "index"
+                   and any(p.index == n.id for p in self.plate_stack)]
+        if len(indices) != 1 or indices[0][0] != 1:
+            return None
+        shift = sizes.const(0)
+        for sign, node in terms:
+            if node is indices[0][1]:
+                continue
+            t = self.types.get(id(node))
+            if t is None or t.dim is None or t.kind != "int":
+                return None
+            shift = shift + sign * t.dim
+        return (indices[0][1], shift) if shift != 0 else None
 
     def _data_index(self, e: ast.Index, item: ast.Expr, dim) -> None:
         """Record ``item`` as a DataIndex when it reads every value of an int data

@@ -15,6 +15,7 @@ the checker because ``import sympy`` alone costs ~0.3 s, three times the budget 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -145,7 +146,7 @@ class Dim:
         if not self.terms:
             return "0"
         parts = []
-        for k in sorted(self.terms, key=lambda m: (-len(m), m)):
+        for k in sorted(self.terms, key=self._order):
             v = self.terms[k]
             mono = "*".join(k)
             if not k:
@@ -167,6 +168,21 @@ class Dim:
         return out
 
     __repr__ = __str__
+
+    @staticmethod
+    def _order(m: tuple) -> tuple:
+        """Products first, then sizes by name, the constant last."""
+        return (-len(m), m)
+
+    def signed(self) -> str:
+        """As ``str``, with the added terms before the subtracted ones, as a person writes
+        a size expression: ``M - L`` (``str``: ``-L + M``), ``T + L - 1``."""
+        pos = Dim({k: v for k, v in self.terms.items() if v > 0})
+        neg = Dim({k: -v for k, v in self.terms.items() if v < 0})
+        if not pos.terms:
+            return str(self)
+        return str(pos) + "".join(f" - {Dim({k: v})}" for k, v in sorted(
+            neg.terms.items(), key=lambda kv: self._order(kv[0])))
 
 
 ONE = Dim({(): 1})
@@ -199,6 +215,43 @@ def compare(a: Dim, b: Dim) -> str:
     if diff.is_number:
         return Relation.DIFFERENT
     return Relation.UNKNOWN
+
+
+def at_ones(d: Dim) -> Fraction:
+    """``d`` with every size 1, the least each size can be."""
+    return sum(d.terms.values(), Fraction(0))
+
+
+def always_negative(d: Dim) -> bool:
+    """Whether ``d`` < 0 for every admissible size (sizes are positive integers): with no
+    size raising it (no positive coefficient but the constant's) its largest value is at
+    sizes 1 (``-L``, ``1 - 2*L``)."""
+    if any(k and v > 0 for k, v in d.terms.items()):
+        return False
+    return at_ones(d) < 0
+
+
+def can_be_negative(d: Dim) -> bool:
+    """Whether ``d`` < 0 for some admissible sizes: with no size lowering it, its least
+    value is at sizes 1; linear with a size of negative coefficient, that size's growth
+    makes it negative (``1 - L`` at L = 2, ``M - L``). A product of sizes with a negative
+    coefficient (``L*M - L``, never negative) is tried at sizes 1 to 4 only."""
+    if not any(k and v < 0 for k, v in d.terms.items()):
+        return at_ones(d) < 0
+    if all(len(k) <= 1 for k in d.terms):
+        return True
+    names = sorted(d.free_symbols)
+    for values in itertools.product(range(1, 5), repeat=len(names)):
+        at = dict(zip(names, values, strict=True))
+        total = Fraction(0)
+        for k, v in d.terms.items():
+            term = v
+            for n in k:
+                term *= at[n]
+            total += term
+        if total < 0:
+            return True
+    return False
 
 
 @dataclass
