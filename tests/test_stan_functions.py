@@ -99,3 +99,46 @@ def test_sd_per_row_in_a_plate_and_along_dim():
                                 rel=1e-6)
     t = m.bind({"y": y.tolist(), "z": [0.0, 0.0]})["t"]
     np.testing.assert_allclose(t.numpy(), np.var(y, axis=1, ddof=1), rtol=1e-6)
+
+
+def test_sd_and_variance_of_one_element_are_zero_as_in_stan():
+    """Stan's sd and variance of a size-1 container return 0 (stan/math sd.hpp and
+    variance.hpp: ``if (x.size() == 1) return 0``); n - 1 = 0 gave torch's NaN. Of int
+    data they are real (torch's var refused a Long), and so is mean."""
+    import torch
+
+    from ppl import runtime as rt
+
+    w = torch.tensor([5.0], requires_grad=True)
+    s = rt.sd(w)
+    s.backward()
+    assert s.item() == 0.0 and w.grad.tolist() == [0.0]  # no sqrt'(0): no NaN gradient
+    assert rt.variance(torch.tensor([[2.0], [7.0]]), dim=1).tolist() == [0.0, 0.0]
+    assert rt.sd(torch.tensor([[2.0], [7.0]]), dim=0).item() == pytest.approx(5 / 2 ** 0.5)
+    assert rt.reduce_elements(torch.tensor([[2.0], [7.0]]), "sd", 1).tolist() == [0.0, 0.0]
+    assert rt.reduce_elements(torch.tensor([[1, 2], [3, 7]]), "mean", 1).tolist() == [1.5, 5.0]
+    assert rt.variance(torch.tensor([1, 2, 6])).item() == pytest.approx(7.0)  # int data
+    # in a model: sd(w) of w: real[1] is 0, one per row of y: real[N, 1] in a plate too,
+    # sd(k) and mean(k) of k: int[3] = [2, 0, 1] are 1 and 1
+    m = ppl.compile("model M(w: real[1], k: int[3], y: real[N, 1], z: real[N]) {\n"
+                    "  mu ~ Normal(sd(w) + variance(w), 1)\n"
+                    "  plate i in N {\n    z ~ Normal(mu + sd(y[i]) + sd(k) + mean(k), 1)\n  }\n"
+                    "}\n")
+    got = m.log_density({"mu": 0.5}, {"w": [5.0], "k": [2, 0, 1], "y": [[1.0], [4.0]],
+                                      "z": [0.3, -0.2]})
+    want = stats.norm.logpdf(0.5) + stats.norm.logpdf([0.3, -0.2], 2.5).sum()
+    assert got == pytest.approx(want, rel=1e-6)
+
+
+def test_sort_and_reverse_of_int_data_are_int_and_index():
+    # typed real, th[sort(k)[0]] was "an index must be an integer, not a real value"
+    m = ppl.compile("model M(k: int[3], th: real[3]) {\n  a = sort(k)\n  b = reverse(k)\n"
+                    "  mu ~ Normal(th[a[0]] + th[b[0]] + th[reverse(sort(k))[0]], 1)\n}\n")
+    assert m.checked.symbols["a"].ty.kind == "int" and m.checked.symbols["b"].ty.kind == "int"
+    bound = m.bind({"k": [2, 0, 1], "th": [10.0, 20.0, 30.0]})
+    assert bound["a"].tolist() == [0, 1, 2] and bound["b"].tolist() == [1, 0, 2]
+    got = m.log_density({"mu": 0.5}, {"k": [2, 0, 1], "th": [10.0, 20.0, 30.0]})
+    assert got == pytest.approx(stats.norm.logpdf(0.5, 10.0 + 20.0 + 30.0), rel=1e-6)
+    # of real values they stay real
+    x = ppl.compile("model M(x: real[3]) {\n  a = sort(x)\n  x ~ Normal(0, 1)\n}\n")
+    assert x.checked.symbols["a"].ty.kind == "real"

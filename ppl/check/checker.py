@@ -2580,7 +2580,8 @@ class _ModelChecker(LabelLayout):
             shape = per_row
         kind = b.result
         if kind == "real" and b.name in ("abs", "sum", "max", "min", "prod", "clamp", "round",
-                                          "floor", "transpose") and positional:
+                                          "floor", "transpose", "sort", "reverse") \
+                and positional:
             kind = positional[0].kind if positional[0].kind in TENSOR_KINDS else "real"
         return Ty(kind, shape)
 

@@ -138,6 +138,12 @@ def logsumexp(x, dim: int = -1):
     return torch.logsumexp(tensor(x), dim=dim)
 
 
+def _real(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as floating point (int data in the default dtype): torch's mean, var and std
+    take floating point only, and their value is real in Stan too."""
+    return x if x.is_floating_point() or x.is_complex() else x.to(torch.get_default_dtype())
+
+
 def _reduce(fn, x, dim):
     x = tensor(x)
     return fn(x) if dim is None else fn(x, dim=dim)
@@ -185,14 +191,22 @@ def tril(m):
 
 
 def variance(x, dim=None):
-    """Sample variance of all elements, or along ``dim``, with n - 1 (Stan's variance)."""
-    return _reduce(torch.var, x, dim)
+    """Sample variance of all elements, or along ``dim``, with n - 1 (Stan's variance);
+    of one element, 0 (as Stan's, where n - 1 = 0 would give torch's NaN); of integers,
+    real (torch's var takes floating point only)."""
+    x = _real(tensor(x))
+    n = x.numel() if dim is None else x.shape[int(dim)]
+    one = {"correction": 0 if n == 1 else 1}  # of one element: (x - x)^2 / 1 = 0
+    return torch.var(x, **one) if dim is None else torch.var(x, dim=int(dim), **one)
 
 
 def sd(x, dim=None):
     """Sample standard deviation of all elements, or along ``dim``, with n - 1 (Stan's
-    sd)."""
-    return variance(x, dim).sqrt()
+    sd); of one element, 0 (Stan's), with gradient 0 (a square root at 0 would give
+    an infinite one, NaN in the chain rule)."""
+    v = variance(x, dim)
+    n = tensor(x).numel() if dim is None else tensor(x).shape[int(dim)]
+    return v if n == 1 else v.sqrt()
 
 
 def sort(x):
@@ -210,7 +224,7 @@ def sum_(x, dim=None):
 
 
 def mean_(x, dim=None):
-    return _reduce(torch.mean, x, dim)
+    return _reduce(torch.mean, _real(tensor(x)), dim)
 
 
 def prod_(x, dim=None):
@@ -238,7 +252,9 @@ def reduce_elements(x, how: str, dims: int):
     flat = x.reshape(tuple(x.shape[: x.dim() - dims]) + (-1,))
     if how in ("max", "min"):
         return getattr(flat, how)(dim=-1).values
-    return getattr(torch, {"sd": "std", "variance": "var"}.get(how, how))(flat, dim=-1)
+    if how in ("sd", "variance"):  # of one element, 0 as Stan's (rt.sd, rt.variance)
+        return sd(flat, dim=-1) if how == "sd" else variance(flat, dim=-1)
+    return getattr(torch, how)(_real(flat) if how == "mean" else flat, dim=-1)
 
 
 def transpose(x):
