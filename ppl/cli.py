@@ -451,35 +451,46 @@ def build_parser() -> argparse.ArgumentParser:
                    help="overwrite an existing output file")
     c.set_defaults(func=cmd_compile)
 
+    # options and metavars as docs/language.md's "Command line" writes them
+    # (tests/test_generated_standalone_help.py)
     c = sub.add_parser("run", help="fit a model and print its posterior summary")
-    c.add_argument("file", help="the .bdl file")
-    c.add_argument("--data",
+    c.add_argument("file", metavar="FILE", help="the .bdl file")
+    c.add_argument("--data", metavar="PATH",
                    help="JSON, CSV or .npz data (default: FILE.data.json beside it)")
-    c.add_argument("--model", help="which model of the file (default: the last)")
-    c.add_argument("--infer", help='e.g. "nuts(samples=500)" or "svi(steps=2000)"')
-    c.add_argument("--device", choices=["cpu", "cuda"],
-                   help="where tensors live (default: the infer line's)")
-    c.add_argument("--dtype", choices=["float32", "float64"], help="floating point precision")
-    c.add_argument("--seed", type=_seed,
+    c.add_argument("--model", metavar="NAME", help="which model of the file (default: the last)")
+    c.add_argument("--infer", metavar="SPEC",
+                   help='method and options, e.g. "nuts(samples=500)" or "svi(steps=2000)" '
+                        "(the same method as the infer line's keeps its other options)")
+    c.add_argument("--seed", metavar="S", type=_seed,
                    help="random seed, 0..2**32-1 (default: the infer line's, else 0)")
+    c.add_argument("--device", choices=["cpu", "cuda"],
+                   help="where tensors live (default: the infer line's, else cpu)")
+    c.add_argument("--dtype", choices=["float32", "float64"],
+                   help="floating point precision (default: the infer line's, else float64 "
+                        "for nuts and hmc, float32 for the other methods)")
     c.add_argument("--backend", choices=["pyro", "pyro-compiled"], default="pyro",
-                   help="pyro-compiled: JIT-compiled potential (NUTS/HMC) or ELBO (SVI/MAP)")
-    c.add_argument("--out", help="run folder (default: runs/MODEL-TIME)")
-    c.add_argument("--force", action="store_true", help="write into a non-empty run folder")
+                   help="pyro-compiled: JIT-compiled potential (NUTS/HMC) or ELBO (SVI/MAP), "
+                        "as jit=true")
+    c.add_argument("--out", metavar="DIR", help="run folder (default: runs/MODEL-TIME)")
+    c.add_argument("--force", action="store_true",
+                   help="write into a non-empty run folder, removing the files an earlier "
+                        "run recorded there")
     c.add_argument("--arviz", action="store_true", help="also write posterior.nc (ArviZ)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_run)
 
     c = sub.add_parser("predict", help="posterior predictive from a saved run")
-    c.add_argument("file", help="the .bdl file the run was made from")
-    c.add_argument("--posterior", required=True, help="a run folder written by 'bdl run'")
-    c.add_argument("--data", required=True, help="the new data (JSON, CSV or .npz)")
-    c.add_argument("--model", help="which model of the file (default: the run's)")
-    c.add_argument("--out", help="folder for predictive.npz and predict.json (default: the "
-                                 "run folder)")
-    c.add_argument("--seed", type=_seed, default=0,
+    c.add_argument("file", metavar="FILE", help="the .bdl file the run was made from")
+    c.add_argument("--posterior", metavar="DIR", required=True,
+                   help="a run folder written by 'bdl run'")
+    c.add_argument("--data", metavar="PATH", required=True,
+                   help="the new data (JSON, CSV or .npz)")
+    c.add_argument("--model", metavar="NAME", help="which model of the file (default: the run's)")
+    c.add_argument("--out", metavar="DIR", help="folder for predictive.npz and predict.json "
+                                                "(default: the run folder)")
+    c.add_argument("--seed", metavar="S", type=_seed, default=0,
                    help="random seed of the draws, 0..2**32-1 (default 0)")
-    c.add_argument("--draws", type=_positive,
+    c.add_argument("--draws", metavar="K", type=_positive,
                    help="predictive draws: that many of the saved posterior draws, evenly "
                         "spaced (default: all); for a map run, or one with nothing latent "
                         "saved, draws at the saved point (default 1000)")

@@ -1,5 +1,5 @@
 """Entry point of a generated module run on its own:
-``python model.py [DATA] [--infer SPEC] [--seed S] [--quiet]``.
+``python model.py [DATA | --data PATH] [--infer SPEC] [--seed S] [-q]``.
 
 DATA is read like ``bdl run``'s (JSON, CSV or NPZ; ``ppl.io.data.load_data``). Bad input
 (a missing or malformed data file, data that do not fit the signature, a model that fails
@@ -26,22 +26,12 @@ def main(model, signature, infer: dict | None, transformed=None,
     wrote, then ``--infer`` and ``--seed`` as ``bdl run`` takes them), print what ``bdl
     run`` prints: the posterior summary, the final ELBO and the point estimates."""
     name = getattr(signature, "name", None) or getattr(model, "__name__", "model")
-    method_name = (infer or {}).get("method", "nuts")
-    parser = argparse.ArgumentParser(
-        prog=sys.argv[0] if argv is None else "model.py",
-        description=f"Fit the BDL model {name} (generated Pyro module) with {method_name} "
-                    "and print the posterior summary.")
-    parser.add_argument("data", nargs="?", help="data file (.json, .csv or .npz); omit for "
-                                                "a model without data")
-    parser.add_argument("--infer", metavar="SPEC",
-                        help="inference method and options, as bdl run's --infer "
-                             "('svi(steps=200)'; the same method keeps the module's other "
-                             "settings, another method drops them)")
-    # bdl run's --seed type: a seed out of numpy's range is the same usage error (exit 2)
-    parser.add_argument("--seed", type=_seed,
-                        help="random seed, 0..2**32-1 (overrides the settings')")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser = command_line(name, (infer or {}).get("method", "nuts"),
+                          sys.argv[0] if argv is None else "model.py")
     args = parser.parse_args(argv)
+    if args.data is not None and args.data_path is not None:
+        parser.error("give the data file once: DATA or --data PATH")
+    args.data = args.data if args.data is not None else args.data_path
 
     from .. import locate
     from ..cli import quiet_library_warnings
@@ -67,6 +57,28 @@ def main(model, signature, infer: dict | None, transformed=None,
         # torch/pyro errors while evaluating the model: the model or data is at fault
         _fail(f"while running the model: {e}")
     print(summary)
+
+
+def command_line(name: str, method: str, prog: str) -> argparse.ArgumentParser:
+    """The module's options, as docs/language.md's "The generated module" writes them:
+    ``[DATA | --data PATH] [--infer SPEC] [--seed S] [-q]``, ``bdl run``'s where they
+    share a name."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=f"Fit the BDL model {name} (generated Pyro module) with "
+                               f"{method} and print the posterior summary.")
+    parser.add_argument("data", metavar="DATA", nargs="?",
+                        help="data file (.json, .csv or .npz); omit for a model without data")
+    parser.add_argument("--data", metavar="PATH", dest="data_path",
+                        help="the data file, as bdl run's --data (or DATA)")
+    parser.add_argument("--infer", metavar="SPEC",
+                        help="inference method and options, as bdl run's --infer "
+                             "('svi(steps=200)'; the same method keeps the module's other "
+                             "settings, another method drops them)")
+    # bdl run's --seed type: a seed out of numpy's range is the same usage error (exit 2)
+    parser.add_argument("--seed", metavar="S", type=_seed,
+                        help="random seed, 0..2**32-1 (overrides the settings')")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return parser
 
 
 def bdl_source(source: str | None, module: str) -> tuple[str, str | None]:
