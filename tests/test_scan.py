@@ -230,12 +230,12 @@ def test_an_int_xs_gives_an_int_x_that_indexes_in_the_body():
     for text in (src, named):
         got = ppl.compile(text).log_density({"theta": theta}, {"y": y, "idx": idx, "K": 3})
         assert float(got) == pytest.approx(want, rel=1e-6)
-    # arange(T) is int too: the body reads y[t] (c3 = 0.5 (0.5 y0 + y1) + y2 = 1.75)
+    # arange(T) is int too: the body reads y[t] (c3 = 0.5 (0.5 y0 + y1) + y2 = 0.75)
     ar = ppl.compile("model M(y: real[T]) {\n  rho ~ Normal(0, 1)\n"
                      "  s = scan((c, t) => rho * c + y[t], 0.0, arange(T))\n"
                      "  z ~ Normal(s[-1], 1)\n}\n")
     got = ar.log_density({"rho": 0.5, "z": 0.0}, {"y": [1.0, 2.0, -0.5]})
-    assert float(got) == pytest.approx(-math.log(2 * math.pi) - 0.5 ** 2 / 2 - 1.75 ** 2 / 2,
+    assert float(got) == pytest.approx(-math.log(2 * math.pi) - 0.5 ** 2 / 2 - 0.75 ** 2 / 2,
                                        rel=1e-6)
     # over a real xs, x is real: an index with it is refused, at the use for a named one
     with pytest.raises(ppl.BdlError, match=r"3:32: error: an index must be an integer, not "
