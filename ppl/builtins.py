@@ -43,7 +43,8 @@ class Builtin:
     params: tuple[str, ...] = ()
     required: int = 0
     kind: str = "function"  # function | kernel | network | construct
-    result: str = "real"    # type kind of the value: real | int | bool | kernel | network
+    result: str = "real"    # type kind of the value: real | int | bool | kernel | network,
+    #   or "as_first": the first argument's kind (int stays int: abs, sum, sort, cumsum)
     shape: ShapeRule | None = None
     variadic: bool = False  # zeros(N, D): any number of positional sizes
     doc: str = ""
@@ -260,8 +261,11 @@ _ELEMENTWISE = {
     "lgamma": "torch.lgamma", "digamma": "torch.digamma",
     "logit": "torch.logit", "erf": "torch.erf", "floor": "torch.floor", "round": "torch.round",
 }
+# an int argument gives an int value here (so the result can index)
+_KEEP_INT = ("abs", "floor", "round")
 for _name, _target in _ELEMENTWISE.items():
     register(Builtin(_name, _target, ("x",), 1, shape=same_as_first,
+                     result="as_first" if _name in _KEEP_INT else "real",
                      doc=f"elementwise {_name}"))
 
 register(Builtin("softmax", "rt.softmax", ("x", "dim"), 1, shape=same_as_first,
@@ -272,8 +276,9 @@ register(Builtin("logsumexp", "rt.logsumexp", ("x", "dim"), 1, shape=logsumexp_r
                  doc="log-sum-exp along dim (default -1)"))
 for _name in ("sum", "mean", "max", "min", "prod"):
     register(Builtin(_name, f"rt.{_name}", ("x", "dim"), 1, shape=reduce_rule,
+                     result="real" if _name == "mean" else "as_first",
                      doc=f"{_name} over all elements, or along dim"))
-register(Builtin("cumsum", "rt.cumsum", ("x", "dim"), 1, shape=same_as_first,
+register(Builtin("cumsum", "rt.cumsum", ("x", "dim"), 1, shape=same_as_first, result="as_first",
                  doc="running sum along dim (default -1; Stan's cumulative_sum)"))
 
 
@@ -331,14 +336,16 @@ for _name, _doc in (("sd", "sample standard deviation (n - 1, Stan's sd)"),
                     ("variance", "sample variance (n - 1, Stan's variance)")):
     register(Builtin(_name, f"rt.{_name}", ("x", "dim"), 1, shape=reduce_rule,
                      doc=f"{_doc} over all elements, or along dim"))
-register(Builtin("sort", "rt.sort", ("x",), 1, shape=same_as_first,
+register(Builtin("sort", "rt.sort", ("x",), 1, shape=same_as_first, result="as_first",
                  doc="ascending along the last dim (Stan's sort_asc)"))
-register(Builtin("reverse", "rt.reverse", ("x",), 1, shape=same_as_first,
+register(Builtin("reverse", "rt.reverse", ("x",), 1, shape=same_as_first, result="as_first",
                  doc="reversed along the last dim (Stan's reverse)"))
 register(Builtin("cumprod", "rt.cumprod", ("x", "dim"), 1, shape=same_as_first,
+                 result="as_first",
                  doc="running product along dim (default -1)"))
 register(Builtin("matmul", "torch.matmul", ("a", "b"), 2, doc="matrix product, as @"))
 register(Builtin("transpose", "rt.transpose", ("x",), 1, shape=transpose_rule,
+                 result="as_first",
                  doc="swap the last two dimensions"))
 register(Builtin("stack", "rt.stack", ("xs", "dim"), 1, doc="stack a list along a new dim"))
 def cat_rule(args, kwargs):
@@ -375,6 +382,7 @@ register(Builtin("logdet", "torch.logdet", ("a",), 1, shape=scalar,
                  doc="log-determinant of a positive-definite matrix"))
 register(Builtin("where", "torch.where", ("cond", "a", "b"), 3, doc="elementwise choice"))
 register(Builtin("clamp", "rt.clamp", ("x", "min", "max"), 1, shape=same_as_first,
+                 result="as_first",
                  doc="clamp to [min, max]"))
 register(Builtin("normal_cdf", "rt.normal_cdf", ("x",), 1, shape=same_as_first,
                  doc="standard normal CDF"))

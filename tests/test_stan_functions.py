@@ -142,3 +142,19 @@ def test_sort_and_reverse_of_int_data_are_int_and_index():
     # of real values they stay real
     x = ppl.compile("model M(x: real[3]) {\n  a = sort(x)\n  x ~ Normal(0, 1)\n}\n")
     assert x.checked.symbols["a"].ty.kind == "real"
+
+
+def test_cumsum_and_cumprod_of_int_data_are_int_and_index():
+    # typed real, th[cumsum(k)[1]] was "an index must be an integer, not a real value"
+    m = ppl.compile("model M(k: int[3], th: real[4]) {\n  a = cumsum(k)\n  b = cumprod(k)\n"
+                    "  mu ~ Normal(th[a[1]] + th[b[2]], 1)\n}\n")
+    assert m.checked.symbols["a"].ty.kind == "int" and m.checked.symbols["b"].ty.kind == "int"
+    data = {"k": [1, 2, 1], "th": [10.0, 20.0, 30.0, 40.0]}
+    bound = m.bind(data)
+    assert bound["a"].tolist() == [1, 3, 4] and bound["b"].tolist() == [1, 2, 2]
+    got = m.log_density({"mu": 0.5}, data)
+    assert got == pytest.approx(stats.norm.logpdf(0.5, 40.0 + 30.0), rel=1e-6)
+    # mean of int data is real; of real values the running sums stay real
+    r = ppl.compile("model M(k: int[3], x: real[3]) {\n  a = mean(k)\n  c = cumsum(x)\n"
+                    "  x ~ Normal(a, 1)\n}\n")
+    assert r.checked.symbols["a"].ty.kind == "real" and r.checked.symbols["c"].ty.kind == "real"

@@ -2579,10 +2579,9 @@ class _ModelChecker(LabelLayout):
         if per_row is not None:
             shape = per_row
         kind = b.result
-        if kind == "real" and b.name in ("abs", "sum", "max", "min", "prod", "clamp", "round",
-                                          "floor", "transpose", "sort", "reverse") \
-                and positional:
-            kind = positional[0].kind if positional[0].kind in TENSOR_KINDS else "real"
+        if kind == "as_first":
+            kind = positional[0].kind if positional and positional[0].kind in TENSOR_KINDS \
+                else "real"
         return Ty(kind, shape)
 
     def _two_value_extreme(self, e: ast.Call, name: str) -> None:
