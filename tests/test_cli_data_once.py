@@ -5,9 +5,11 @@ import builtins
 import io
 import json
 import os
+import runpy
 import subprocess
 import sys
 import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ import pytest
 
 from ppl.io.data import DataError, load_data, read_data
 from ppl.io.run_folder import file_hash
+from ppl.runtime.main import main as module_main
 
 SRC = ("model M(x: real[N], y: real[N]) {\n  b ~ Normal(0, 1)\n  y ~ Normal(b * x, 1)\n}\n"
        "infer svi(steps=2, samples=5)\n")
@@ -125,3 +128,87 @@ def test_csv_line_ends_read_alike(tmp_path):
     with pytest.raises(DataError) as e:
         load_data(p.write_bytes(b"x\r\n1\r\n\r\n") and p)
     assert str(e.value) == f"{p}:3: expected 1 values, found 0"
+
+
+def _npy(values) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(values))
+    return buf.getvalue()
+
+
+def _zip(name: str, data: bytes, compress=zipfile.ZIP_STORED) -> bytes:
+    """A zip of one member ``name`` holding ``data``, with a fixed time stamp."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), data, compress_type=compress)
+    return buf.getvalue()
+
+
+def _bad_npz() -> dict[str, tuple[bytes, str]]:
+    """Damaged .npz files and the error each is (np.load reads a member only when it is
+    asked for: before, each failed outside the guarded region, exit 3)."""
+    deflated = bytearray(_zip("y.npy", _npy([1.0, 2.0, 3.0]), zipfile.ZIP_DEFLATED))
+    # the first byte of the member's deflate stream (after its 30-byte local header and
+    # name): block type 3, which no deflate stream holds
+    deflated[30 + len("y.npy")] = 0xFF
+    return {
+        # before: EOFError: No data left in file
+        "empty.npz": (b"", "empty file, not a .npz of named arrays (numpy.savez)"),
+        "zlib.npz": (bytes(deflated), "not a .npz file numpy can read (zlib.error: Error -3 "
+                                      "while decompressing data: invalid block type)"),
+        # numpy's header parser meets an unclosed bracket
+        "header.npz": (_zip("y.npy", _npy([1.0, 2.0, 3.0]).replace(b"(3,)", b"(3,(")),
+                       "not a .npz file numpy can read (tokenize.TokenError: ('EOF in "
+                       "multi-line statement', (2, 0)))"),
+        "short.npz": (_zip("y.npy", _npy([1.0, 2.0, 3.0])[:-5]),
+                      "not a .npz file numpy can read (ValueError: EOF: reading array data, "
+                      "expected 24 bytes got 19)"),
+        # before: data key 'a.txt' = b'hello'
+        "text.npz": (_zip("a.txt", b"hello"), "'a.txt' is not a numpy array (.npy): a .npz "
+                                              "holds named arrays only (numpy.savez)"),
+    }
+
+
+def test_a_damaged_npz_is_a_data_error_naming_it(tmp_path):
+    for name, (raw, words) in _bad_npz().items():
+        (tmp_path / name).write_bytes(raw)
+        with pytest.raises(DataError) as e:
+            load_data(tmp_path / name)
+        assert str(e.value) == f"{tmp_path / name}: {words}"
+    good = tmp_path / "good.npz"
+    good.write_bytes(_zip("y.npy", _npy([1.0, 2.0, 3.0]), zipfile.ZIP_DEFLATED))
+    assert load_data(good)["y"].tolist() == [1.0, 2.0, 3.0]
+
+
+def test_bdl_run_and_the_module_refuse_a_damaged_npz_exit_1(tmp_path, monkeypatch, bdl_here,
+                                                           capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("m.bdl").write_text(SRC)
+    assert bdl_here("compile", "m.bdl", "-o", "m.py").returncode == 0
+    module = runpy.run_path("m.py")  # not as __main__: its main unrun
+    for name, (raw, words) in _bad_npz().items():
+        Path(name).write_bytes(raw)
+        r = bdl_here("run", "m.bdl", "--data", name, "--out", "run", "-q")
+        assert (r.returncode, r.stderr.splitlines()[-1]) == (1, f"bdl: error: {name}: {words}")
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            module_main(module["M"], module["M_SIGNATURE"], module["M_INFER"],
+                        argv=[name, "-q"])
+        err = capsys.readouterr().err
+        assert e.value.code == 1
+        assert err.splitlines()[-1] == f"error: {name}: {words}"
+        assert "Traceback" not in err
+
+
+def test_a_json_file_may_start_with_a_byte_order_mark(tmp_path):
+    # before: d.json:1:1: invalid JSON: Unexpected UTF-8 BOM (CSV took one)
+    p = tmp_path / "d.json"
+    p.write_bytes(b"\xef\xbb\xbf" + DATA)
+    data, sha = read_data(p)
+    assert data == {"x": [0.0, 1.0, 2.0], "y": [0.1, 1.2, 1.9]}
+    assert sha == file_hash(p) != DATA_SHA  # the bytes, mark and all
+    # a bad byte's offset is where it is in the file, the mark counted
+    p.write_bytes(b'\xef\xbb\xbf{"name": "caf\xe9"}')
+    with pytest.raises(DataError) as e:
+        load_data(p)
+    assert str(e.value) == f"{p}: not UTF-8 text (a byte that is not UTF-8 at offset 16)"

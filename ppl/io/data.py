@@ -1,13 +1,16 @@
 """Reading data files: Stan-style JSON (posteriordb files as they are), CSV and NPZ.
 
-JSON keeps ints as ints. CSV has one column per name; a family of columns ``x[0]``,
-``x[1]``... (or ``x.0``, ``x.1``...) becomes one vector ``x``, and ``x[0,1]`` a matrix. A
-CSV is read strictly, each error at its ``file:line:col``: a family missing an index, a
+JSON and CSV are UTF-8 text (a leading byte-order mark allowed); JSON keeps ints as
+ints. An NPZ's arrays are all read here, and a member that is not a ``.npy`` array is an
+error. CSV has one column per name; a family of columns ``x[0]``, ``x[1]``... (or
+``x.0``, ``x.1``...) becomes one vector ``x``, and ``x[0,1]`` a matrix. A CSV is read
+strictly, each error at its ``file:line:col``: a family missing an index, a
 column given twice, a blank cell (``NA``/``NaN`` spell a missing value, read as NaN).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -48,28 +51,47 @@ def read_data(path: str | Path) -> tuple[dict, str]:
         raise DataError(f"{p}: cannot be read ({e.strerror or e})") from None
     digest = hashlib.sha256(raw).hexdigest()
     if suffix == ".json":
-        return _json(p, _text(p, raw, "utf-8")), digest
+        return _json(p, _text(p, raw)), digest
     if suffix == ".csv":
-        # a spreadsheet's byte-order mark is no header
-        return _csv(p, _text(p, raw, "utf-8-sig")), digest
+        return _csv(p, _text(p, raw)), digest
+    return _npz(p, raw), digest
+
+
+def _npz(p: Path, raw: bytes) -> dict:
+    """The named arrays of the .npz file ``p`` (its bytes ``raw``), every one read here:
+    ``np.load`` reads a member only when it is asked for, and a damaged one fails there in
+    the words of whatever layer meets it (zlib, zipfile, numpy's header parser, EOFError),
+    each a :class:`DataError` naming the file."""
+    if not raw:
+        raise DataError(f"{p}: empty file, not a .npz of named arrays (numpy.savez)")
     if raw.startswith(b"\x93NUMPY"):  # what np.load reads as one array
         raise DataError(f"{p}: one array without a name (.npy), not a .npz of named arrays "
                         "(numpy.savez)")
     try:
-        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}, digest
-    except (ValueError, OSError, zipfile.BadZipFile) as e:
-        raise DataError(f"{p}: not a .npz file numpy can read ({e})") from None
+        with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+            other = [n for n in zf.namelist() if not n.endswith(".npy")]
+        if not other:
+            with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+    except Exception as e:  # whatever fails while reading these bytes, the file is at fault
+        kind = type(e).__name__ if type(e).__module__ == "builtins" else \
+            f"{type(e).__module__}.{type(e).__name__}"  # zlib.error, tokenize.TokenError
+        raise DataError(f"{p}: not a .npz file numpy can read ({kind}: {e})") from None
+    # np.load gives such a member as its bytes under its whole name ('a.txt': b'hello')
+    raise DataError(f"{p}: '{other[0]}' is not a numpy array (.npy): a .npz holds named "
+                    "arrays only (numpy.savez)")
 
 
-def _text(p: Path, raw: bytes, encoding: str) -> str:
-    """``raw`` as text, as ``Path.read_text`` reads a file: CR LF and CR line ends made
-    LF."""
+def _text(p: Path, raw: bytes) -> str:
+    """``raw`` as UTF-8 text, as ``Path.read_text`` reads a file: CR LF and CR line ends
+    made LF. A leading byte-order mark (an editor's or a spreadsheet's) is not text: a JSON
+    or CSV file may start with one; a bad byte's offset counts it, as it is in the file."""
+    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
     try:
-        text = raw.decode(encoding)
+        text = raw[bom:].decode("utf-8")
     except UnicodeDecodeError as e:
         raise DataError(f"{p}: not UTF-8 text (a byte that is not UTF-8 at offset "
-                        f"{e.start})") from None
+                        f"{bom + e.start})") from None
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
