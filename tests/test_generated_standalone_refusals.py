@@ -92,19 +92,52 @@ def test_standalone_refusal_in_a_process_of_its_own(tmp_path, monkeypatch):
         "  note: draw it in a plate, with what reads it: plate i in N { z ~ ... }"]
 
 
+FRACTIONAL = ("model M(y: real[3]) {\n  x ~ fractional_sde(drift=(x, t) => -x, diffusion=0.5, "
+              "times=[0.5, 1.0, 1.5], x0=Normal(0, 1), data=y)\n}\ninfer svi(steps=2)\n")
+
+
+@pytest.mark.parametrize("src, data, infer, head", [
+    pytest.param(FRACTIONAL, {"y": [1.0, 2.0, 3.0]},
+                 "M_INFER = {\n    'method': 'nuts',\n    'samples': 10,\n}",
+                 "m.bdl:2:7: error: fractional_sde cannot be fitted by 'nuts'",
+                 id="the_edited_method_refused"),
+    pytest.param(PLAIN, {"y": [1.0], "mu": 3.0}, "M_INFER = {'method': 'svi', 'steps': 3}",
+                 "m.bdl:2:3: error: 'mu' is given as data but the model draws it",
+                 id="the_other_checks_still_made"),
+])
+def test_a_module_with_its_infer_dict_edited_still_refuses(tmp_path, monkeypatch, capsys, src,
+                                                           data, infer, head):
+    # before: 'm.bdl no longer generates m.py' and the checks were not made (the
+    # construct's own words for nuts; the data naming a latent fitted)
+    _module(tmp_path, monkeypatch, src, data)
+    module = tmp_path / "m.py"
+    text = module.read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("M_INFER = "))
+    module.write_text(text.replace(line, infer))  # as the docs invite, a line or several
+    code, err = _standalone(tmp_path, capsys)
+    assert code == 1
+    assert err.splitlines()[0] == head
+    assert "warning" not in err
+
+
 @pytest.mark.parametrize("change, why", [
     ("remove", "m.bdl, the BDL file m.py was generated from, was not found (beside m.py or "
                "in the current directory)"),
     ("edit", "m.bdl no longer generates m.py (the model file changed since, m.py was edited, "
              "or another version of bdl wrote it)"),
+    ("edit_module", "m.bdl no longer generates m.py (the model file changed since, m.py was "
+                    "edited, or another version of bdl wrote it)"),
 ])
 def test_without_its_bdl_file_the_module_says_the_checks_are_not_made(
         tmp_path, monkeypatch, capsys, change, why):
     _module(tmp_path, monkeypatch, VECTOR_LABEL, {"y": [1.0, 2.0]})
     if change == "remove":
         (tmp_path / "m.bdl").unlink()
-    else:
+    elif change == "edit":
         (tmp_path / "m.bdl").write_text(VECTOR_LABEL.replace("ones(2)", "ones(2) * 2"))
+    else:  # a line other than the *_INFER dict's
+        module = tmp_path / "m.py"
+        module.write_text(module.read_text() + "# mine\n")
     code, err = _standalone(tmp_path, capsys, "--quiet")
     assert code == 0  # fitted (the checks that would refuse it were not made)
     assert err.splitlines()[0] == f"warning: {why}: {SKIPPED}"

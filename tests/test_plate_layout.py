@@ -320,10 +320,13 @@ def test_a_dim_from_the_left_of_a_plate_row_counts_within_the_row():
 
 
 def test_a_plate_index_minus_a_size_may_not_wrap():
-    # y[t - L] of a size L read y[-L] at t = 0 (the last L values), silently
-    with pytest.raises(ppl.BdlError) as e:
-        ppl.compile("model M(y: real[T], L: int) {\n  mu ~ Normal(0, 1)\n  plate t in T {\n"
+    # y[t - L] of a size L read y[-L] at t = 0 (the last L values), silently; L = 0 is a
+    # legal size (y[t]), so the sizes are checked when data bind them
+    m = ppl.compile("model M(y: real[T], L: int) {\n  mu ~ Normal(0, 1)\n  plate t in T {\n"
                     "    y ~ Normal(mu * y[t - L], 1)\n  }\n}\n", "m.bdl")
-    assert str(e.value).split("\n")[0] == ("m.bdl:4:23: error: y[t - L] at t = 0 reads y[-L], "
-                                           "which torch counts from the end")
-    assert "`ahead = y[L:]` then `plate t in T - L { ... y[t] ... }`" in str(e.value)
+    with pytest.raises(ppl.BdlError) as e:
+        m.bind({"y": [1.0, 2.0], "L": 1})
+    assert str(e.value).split("\n")[0] == (
+        "m.bdl:4:23: error: y[t - L] at t = 0 reads y[-L]: -L = -1 is negative, which torch "
+        "counts from the end (sizes from the data)")
+    assert m.bind({"y": [1.0, 2.0], "L": 0})["L"] == 0

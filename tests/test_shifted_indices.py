@@ -7,6 +7,8 @@ sizes). The size algebra's sign tests (ppl/check/sizes.py) against hand answers.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -30,32 +32,121 @@ def _first_error(read: str) -> str:
 @pytest.mark.parametrize("read, first, note", [
     ("y[t - L - 1]", "y[t - L - 1] at t = 0 reads y[-(L + 1)], which torch counts from the end",
      "`ahead = y[L + 1:]` then `plate t in T - (L + 1) { ... y[t] ... }`"),
-    ("y[t - 2 * L]", "y[t - 2 * L] at t = 0 reads y[-2*L], which torch counts from the end",
-     "`ahead = y[2*L:]` then `plate t in T - 2*L { ... y[t] ... }`"),
-    ("y[t + 1 - L]", "y[t + 1 - L] at t = 0 reads y[-(L - 1)], which torch counts from the "
-     "end where L - 1 > 0", "`ahead = y[L - 1:]` then `plate t in T - (L - 1) { ... y[t] ... }`"),
-    ("y[t - (L - 1)]", "y[t - (L - 1)] at t = 0 reads y[-(L - 1)], which torch counts from "
-     "the end where L - 1 > 0", "then `plate t in T - (L - 1) {"),
-    ("y[t + L - M]", "y[t + L - M] at t = 0 reads y[-(M - L)], which torch counts from the end"
-     " where M - L > 0", "`ahead = y[M - L:]`"),
-    ("y[-L + t]", "y[-L + t] at t = 0 reads y[-L], which torch counts from the end",
-     "`ahead = y[L:]` then `plate t in T - L { ... y[t] ... }`"),
-    # the forms kept from before: t - c (with Stan's loop and y[T - c]) and t - L
+    ("y[t - 2 * L - 1]", "y[t - 2 * L - 1] at t = 0 reads y[-(2*L + 1)], which torch counts "
+     "from the end", "`ahead = y[2*L + 1:]` then `plate t in T - (2*L + 1) { ... y[t] ... }`"),
+    ("y[t - L * M - 1]", "y[t - L * M - 1] at t = 0 reads y[-(L*M + 1)], which torch counts "
+     "from the end", "`ahead = y[L*M + 1:]`"),
+    # the form kept from before: t - c (with Stan's loop and y[T - c])
     ("y[t - 2]", "y[t - 2] at t = 0 reads y[-2], which torch counts from the end (y[T - 2])",
      "for Stan's `for (t in 3:T) ... y[t - 2]`, give the shifted values their own name and "
      "plate: `ahead = y[2:]` then `plate t in T - 2 { ahead ~ ... y[t] ... }`"),
-    ("y[t - L]", "y[t - L] at t = 0 reads y[-L], which torch counts from the end",
-     "`ahead = y[L:]` then `plate t in T - L { ... y[t] ... }`"),
+    # a negative literal is a constant of the shift as 1 is (read y[-1] unchecked in 3a431b9)
+    ("y[t + -1]", "y[t + -1] at t = 0 reads y[-1], which torch counts from the end (y[T - 1])",
+     "`ahead = y[1:]` then `plate t in T - 1 { ahead ~ ... y[t] ... }`"),
+    ("y[t + (-1)]", "y[t + -1] at t = 0 reads y[-1], which torch counts from the end (y[T - 1])",
+     "`ahead = y[1:]`"),
+    ("y[-1 + t]", "y[-1 + t] at t = 0 reads y[-1], which torch counts from the end (y[T - 1])",
+     "`ahead = y[1:]`"),
+    ("y[t + L - L - 2]", "y[t + L - L - 2] at t = 0 reads y[-2], which torch counts from the "
+     "end (y[T - 2])", "`ahead = y[2:]`"),
 ])
-def test_a_shift_that_can_be_negative_is_a_located_error(read, first, note):
+def test_a_shift_negative_for_every_size_is_a_located_error(read, first, note):
     text = _first_error(read)
     assert text.split("\n")[0] == f"m.bdl:4:23: error: {first}"
     assert note in text
 
 
+def test_the_wrap_error_names_the_index_as_written_and_slices_its_dimension():
+    src = ("model M(x: real[2, T], y: real[T]) {\n  mu ~ Normal(0, 1)\n  plate t in T {\n"
+           "    y ~ Normal(mu * x[0, t - 1], 1)\n  }\n}\n")
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile(src, "m.bdl")
+    text = str(e.value)
+    assert text.split("\n")[0] == ("m.bdl:4:26: error: x[0, t - 1] at t = 0 reads x[0, -1], "
+                                   "which torch counts from the end (x[0, T - 1])")
+    assert ("give the shifted values their own name and plate: `ahead = x[:, 1:]` then "
+            "`plate t in T - 1 { ahead ~ ... x[0, t] ... }`") in text
+    src = src.replace("x: real[2, T]", "x: real[T, 2]").replace("x[0, t - 1]", "x[t + 1, 0]")
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile(src, "m.bdl")
+    assert str(e.value).split("\n")[0] == (
+        "m.bdl:4:23: error: x[t + 1, 0] reads x[T, 0] at t = T - 1, past the end of a "
+        "dimension of size T")
+
+
+def _logp(read: str, y, z, L: int, M: int, loc) -> None:
+    """The model's log density at mu = 0.5 against Normal(0.5 * loc, 1) by hand."""
+    m = ppl.compile(_src(read), "m.bdl")
+    want = float(torch.distributions.Normal(0.5 * torch.as_tensor(loc), 1).log_prob(
+        torch.as_tensor(y)).sum() + torch.distributions.Normal(0.0, 1).log_prob(
+        torch.tensor(0.5)))
+    got = m.log_density({"mu": 0.5}, {"y": y, "z": z, "L": L, "M": M})
+    assert float(got) == pytest.approx(want, abs=1e-5), read
+
+
+Y = [1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("read, L, M, first", [
+    # negative only for some sizes (sizes are whole numbers >= 0): refused when data bind
+    # the sizes that make it so, with their values; legal sizes run
+    ("y[t - L]", 1, 0, "y[t - L] at t = 0 reads y[-L]: -L = -1"),
+    ("y[t - 2 * L]", 1, 0, "y[t - 2 * L] at t = 0 reads y[-2*L]: -2*L = -2"),
+    ("y[-L + t]", 2, 0, "y[-L + t] at t = 0 reads y[-L]: -L = -2"),
+    ("y[t + 1 - L]", 2, 0, "y[t + 1 - L] at t = 0 reads y[1 - L]: 1 - L = -1"),
+    ("y[t - (L - 1)]", 3, 0, "y[t - (L - 1)] at t = 0 reads y[1 - L]: 1 - L = -2"),
+    ("y[t + L - M]", 1, 2, "y[t + L - M] at t = 0 reads y[L - M]: L - M = -1"),
+    ("z[t + L - 1]", 0, 0, "z[t + L - 1] at t = 0 reads z[L - 1]: L - 1 = -1"),
+    # 10 L - L M is negative only from M = 11 (3a431b9 tried sizes 1 to 4: no check)
+    ("y[t + 10 * L - L * M]", 1, 11, "y[t + 10 * L - L * M] at t = 0 reads y[10*L - L*M]: "
+     "10*L - L*M = -1"),
+    ("y[t + L * M - L]", 1, 0, "y[t + L * M - L] at t = 0 reads y[L*M - L]: L*M - L = -1"),
+])
+def test_a_shift_negative_for_some_sizes_is_checked_when_data_bind_them(read, L, M, first):
+    m = ppl.compile(_src(read), "m.bdl")
+    with pytest.raises(ppl.BdlError) as e:
+        m.bind({"y": Y, "z": [0.0] * (3 + L), "L": L, "M": M})
+    lines = str(e.value).split("\n")
+    assert lines[0] == (f"m.bdl:4:23: error: {first} is negative, which torch counts from "
+                        "the end (sizes from the data)")
+    assert f"  note: L is {L} from data key 'L'" in lines
+    assert "the plate reads it at its first index, 0: give the shifted values their own " \
+        "name and plate, or sizes that keep it >= 0" in lines[-1]
+
+
+def test_sizes_that_keep_a_shift_nonnegative_run():
+    z = [9.0, 8.0, 1.0, 2.0, 3.0]
+    _logp("y[t - L]", Y, z[:3], 0, 0, Y)                  # L = 0: y[t]
+    _logp("y[t + 1 - L]", Y, z[:4], 1, 0, Y)              # L = 1: y[t]
+    _logp("y[t + L - M]", Y, z[:4], 1, 1, Y)              # L = M
+    _logp("z[t + L - 1]", Y, z[1:], 1, 0, z[1:4])         # z[t] of [8, 1, 2, 3]
+    # z[t + L - M] of z: real[T + L], w: real[M] at L = 2, M = 1: z[t + 1] = [8, 1, 2]
+    # (refused by 3a431b9 as 'where M - L > 0')
+    src = _src("z[t + L - M]").replace(ARGS, "y: real[T], z: real[T + L], w: real[M], L: int")
+    m = ppl.compile(src, "m.bdl")
+    got = m.log_density({"mu": 0.5}, {"y": Y, "z": [9.0, 8.0, 1.0, 2.0, 3.0], "w": [0.0],
+                                      "L": 2})
+    # -(1 - 4)^2/2 - (2 - 0.5)^2/2 - (3 - 1)^2/2 - 0.5^2/2 - 4 log(2 pi)/2
+    want = -(9 + 2.25 + 4 + 0.25) / 2 - 2 * math.log(2 * math.pi)
+    assert float(got) == pytest.approx(want, abs=1e-5)
+    assert want == pytest.approx(-11.4257541, abs=1e-7)
+
+
+def test_a_lag_of_size_zero_is_refused_when_data_bind_it():
+    # ahead = y[L:] then y[t + L - 1] in plate t in T - L: at L = 0 it read y[-1]
+    src = ("model M(y: real[T], L: int) {\n  a ~ Normal(0, 1)\n  ahead = y[L:]\n"
+           "  plate t in T - L {\n    ahead ~ Normal(a * y[t + L - 1], 1)\n  }\n}\n")
+    m = ppl.compile(src, "m.bdl")
+    with pytest.raises(ppl.BdlError, match=r"^m.bdl:5:26: error: y\[t \+ L - 1\] at t = 0 "
+                       r"reads y\[L - 1\]: L - 1 = -1 is negative"):
+        m.bind({"y": Y, "L": 0})
+    # L = 1: ahead = [2, 3] given 0.5 * [1, 2]
+    got = m.log_density({"a": 0.5}, {"y": Y, "L": 1})
+    want = -(1.5 ** 2 + 2 ** 2 + 0.5 ** 2) / 2 - 1.5 * math.log(2 * math.pi)
+    assert float(got) == pytest.approx(want, abs=1e-5)
+
+
 @pytest.mark.parametrize("read, first, note", [
-    ("y[t + L]", "y[t + L] reads y[L + T - 1] at t = T - 1, past the end of a dimension of "
-     "size T", "read the plate over T - L elements"),
     ("z[t + L + 1]", "z[t + L + 1] reads z[L + T] at t = T - 1, past the end of a dimension "
      "of size L + T", "read the plate over T - (L + 1) elements"),
     ("y[t + 2 - 1]", "y[t + 2 - 1] reads y[T] at t = T - 1, past the end of a dimension of "
@@ -88,24 +179,44 @@ def test_a_shift_that_may_run_past_the_end_is_checked_when_data_bind_the_sizes()
                        r"dimension 0 of 'z' read at t \+ M in plate t in T: L \+ T = 4 but "
                        r"must be at least M \+ T = 5"):
         m.bind({"y": [0.0] * 3, "z": [0.0] * 4, "L": 1, "M": 2})
-    # L*M - L is never negative (L(M - 1)), so no wrap; past the end where L(M - 1) > 0
-    m = ppl.compile(_src("y[t + L * M - L]"), "m.bdl")
+    # L*L - L = L(L - 1) is never negative, so no wrap check; past the end where L > 1
+    m = ppl.compile(_src("y[t + L * L - L]"), "m.bdl")
+    m.bind({"y": [0.0] * 3, "z": [0.0] * 3, "L": 0, "M": 1})
     m.bind({"y": [0.0] * 3, "z": [0.0] * 4, "L": 1, "M": 1})
-    with pytest.raises(ppl.BdlError, match=r"T = 3 but must be at least L\*M - L \+ T = 4"):
-        m.bind({"y": [0.0] * 3, "z": [0.0] * 4, "L": 1, "M": 2})
+    with pytest.raises(ppl.BdlError, match=r"T = 3 but must be at least L\*L - L \+ T = 5"):
+        m.bind({"y": [0.0] * 3, "z": [0.0] * 5, "L": 2, "M": 1})
+    # y[t + L] of y: real[T] runs past the end for every L > 0, but L = 0 reads y[t]
+    m = ppl.compile(_src("y[t + L]"), "m.bdl")
+    m.bind({"y": [0.0] * 3, "z": [0.0] * 3, "L": 0, "M": 1})
+    with pytest.raises(ppl.BdlError, match=r"m.bdl:4:21: error: size mismatch between "
+                       r"dimension 0 of 'y' read at t \+ L in plate t in T: T = 3 but must be "
+                       r"at least L \+ T = 4"):
+        m.bind({"y": [0.0] * 3, "z": [0.0] * 4, "L": 1, "M": 1})
 
 
-def test_the_sign_of_a_size_expression_over_positive_sizes():
+def test_the_sign_of_a_size_expression_over_sizes_of_zero_and_up():
     L, M = sizes.size_symbol("L"), sizes.size_symbol("M")
-    cases = [  # (expression, negative for every size, negative for some sizes)
-        (-L, True, True), (-L - 1, True, True), (-2 * L, True, True),
-        (1 - L, False, True),           # 0 at L = 1, -1 at L = 2
-        (L - M, False, True), (L * M - L, False, False), (L * M - 2 * L, False, True),
-        (L - 1, False, False), (sizes.const(-1), True, True), (sizes.const(2), False, False),
-        (1 - L * M, False, True),       # 0 at L = M = 1
-        (-L * M, True, True),
+    cases = [  # (expression, negative for every size, never negative): proven, exact
+        (-L, False, False),             # 0 at L = 0
+        (-L - 1, True, False), (-2 * L - 1, True, False),
+        (1 - L, False, False),          # 1 at L = 0, -1 at L = 2
+        (L - M, False, False), (L * M - L, False, False),  # -1 at L = 1, M = 0
+        (L - 1, False, False),          # -1 at L = 0
+        (sizes.const(-1), True, False), (sizes.const(2), False, True),
+        (L * M + L, False, True), (-L * M - 1, True, False), (sizes.const(0), False, True),
+        # one size: decided exactly over every whole number (Cauchy's bound on the roots)
+        (L * L - L, False, True),       # L(L - 1): 0 at L = 0, 1
+        (L * L - 3 * L + 2, False, True),  # (L - 1)(L - 2): < 0 only between 1 and 2
+        (L * L - 3 * L + 3, False, True),
+        (10 * L - L * L, False, False),  # -11 at L = 11
+        (L * L - 21 * L + 110, False, True),  # (L - 10)(L - 11): same, at 10 and 11
+        (-L * L + L - 1, True, False),  # -1 at 0 and 1, then lower
+        (1000 - L, False, False),       # -1 at L = 1001
+        # several sizes of both signs are not judged from sampled sizes: checked at binding
+        (10 * L - L * M, False, False),
+        (L * L * M * M - L * M, False, False),  # L M (L M - 1) >= 0, left unproven
     ]
-    for d, always, some in cases:
-        assert (sizes.always_negative(d), sizes.can_be_negative(d)) == (always, some), d
+    for d, always, never in cases:
+        assert (sizes.always_negative(d), sizes.never_negative(d)) == (always, never), d
     assert (M - L).signed() == "M - L" and str(M - L) == "-L + M"
     assert (-L - 1).signed() == "-L - 1" and (L + 3).signed() == "L + 3"

@@ -1695,45 +1695,58 @@ class _ModelChecker(LabelLayout):
 
     def _plate_index_shift(self, e: ast.Index, i: int, item: ast.Expr, dim) -> None:
         """``a[t + e]`` with ``t`` the index of ``plate t in N`` and ``e`` a whole-number
-        expression of sizes and literals (``t - 1``, ``t - L``, ``t - L - 1``,
-        ``t - 2 * L``, ``t + 1 - L``, ``c + t``): where ``e`` can be negative for some
-        sizes (positive integers), the plate reads a[e] < 0 at t = 0, which torch reads
-        from the end (a silent wrap: Stan's ``for (t in 2:T) ... y[t - 1]`` ported as
-        ``plate t in T`` added a term for y[0] given y[T - 1]), so that is an error;
-        otherwise ``t + e`` reads up to a[N - 1 + e], so a's dimension must be at least
-        N + e (an error now when it is less for every size, else checked at binding)."""
+        expression of sizes and literals (``t - 1``, ``t + -1``, ``t - L``, ``t - L - 1``,
+        ``t - 2 * L``, ``t + 1 - L``, ``c + t``), sizes whole numbers >= 0. At t = 0 the
+        plate reads a[e], which torch reads from the end when e < 0 (a silent wrap: Stan's
+        ``for (t in 2:T) ... y[t - 1]`` ported as ``plate t in T`` added a term for y[0]
+        given y[T - 1]): an error when e < 0 for every size (``t - 1``, ``t - L - 1``), a
+        check at binding when for some (``t - L``, ``t + L - M``: legal at L = 0, M <= L).
+        At t = N - 1 it reads a[N - 1 + e], so a's dimension must be at least N + e: an
+        error when it is less for every size, else checked at binding unless proven."""
         found = self._index_shift(item)
         if found is None:
             return
         index, shift = found
         plate = next(p for p in self.plate_stack if p.index == index.id)
         name = _source_text(e.value) if isinstance(e.value, ast.Name) else "the value"
+
+        def at(text: str) -> str:  # the index as written, with this item read as ``text``
+            parts = [fmt.expr(x) for x in e.indices]
+            parts[i] = text
+            return f"{name}[{', '.join(parts)}]"
+
+        written = at(fmt.expr(item))
         size = sizes.Dim._of(plate.size).signed()
         back = (-shift).signed()
-        if sizes.can_be_negative(shift):
+        if sizes.always_negative(shift):
             grouped = back if len((-shift).terms) == 1 else f"({back})"
-            ahead = f"{name}[{back}:]" if name != "the value" else "its rest"
-            whole = f" ({name}[{(dim + shift).signed()}])" if shift.is_number else ""
+            ahead = (f"{name}[{':, ' * i}{back}:]" if name != "the value" else "its rest")
+            whole = f" ({at((dim + shift).signed())})" if shift.is_number else ""
             stan = (f"for Stan's `for ({index.id} in {1 + int(back)}:{size}) ... "
-                    f"{name}[{index.id} - {back}]`, " if shift.is_number else "")
-            where = "" if sizes.always_negative(shift) else f" where {back} > 0"
-            self.err(f"{name}[{fmt.expr(item)}] at {index.id} = 0 reads {name}[-{grouped}], "
-                     f"which torch counts from the end{whole}{where}", item.span,
+                    f"{name}[{index.id} - {back}]`, "
+                    if shift.is_number and len(e.indices) == 1 else "")
+            self.err(f"{written} at {index.id} = 0 reads {at('-' + grouped)}, which torch "
+                     f"counts from the end{whole}", item.span,
                      [f"{stan}give the shifted values their own name and plate: `ahead = "
                       f"{ahead}` then `plate {index.id} in {size} - {grouped} {{ "
-                      f"{'ahead ~ ' if shift.is_number else ''}... {name}[{index.id}] ... }}`"])
+                      f"{'ahead ~ ' if shift.is_number else ''}... {at(index.id)} ... }}`"])
             return
+        if not sizes.never_negative(shift):
+            # negative for some sizes only: L = 0 in t + L - 1, M > L in t + L - M
+            self._defer(shift.signed(), "0", item.span,
+                        f"{written} at {index.id} = 0 reads {at(shift.signed())}",
+                        at_least=True)
         need = plate.size + shift
         gap = dim - need
         if sizes.always_negative(gap):
             ahead = shift.signed()
-            self.err(f"{name}[{fmt.expr(item)}] reads {name}[{(need - 1).signed()}]"
+            self.err(f"{written} reads {at((need - 1).signed())}"
                      f" at {index.id} = {(plate.size - 1).signed()}, past the end "
                      f"of a dimension of size {dim.signed()}", item.span,
                      [f"read the plate over {size} - "
                       f"{ahead if len(shift.terms) == 1 else f'({ahead})'} elements, or "
-                      f"index {name}[{index.id}] in a plate of the shifted values"])
-        elif sizes.can_be_negative(gap) and dim.free_symbols and need.free_symbols:
+                      f"index {at(index.id)} in a plate of the shifted values"])
+        elif not sizes.never_negative(gap):
             self._defer(dim, need, e.span,
                         f"dimension {i} of {name!r} read at {fmt.expr(item)} in plate "
                         f"{index.id} in {size}", at_least=True)
@@ -1765,6 +1778,9 @@ class _ModelChecker(LabelLayout):
         shift = sizes.const(0)
         for sign, node in terms:
             if node is indices[0][1]:
+                continue
+            if isinstance(node, ast.Number) and isinstance(node.value, int):
+                shift = shift + sign * node.value  # a literal of either sign: t + -1
                 continue
             t = self.types.get(id(node))
             if t is None or t.dim is None or t.kind != "int":

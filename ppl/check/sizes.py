@@ -15,7 +15,6 @@ the checker because ``import sympy`` alone costs ~0.3 s, three times the budget 
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -189,7 +188,7 @@ ONE = Dim({(): 1})
 
 
 def size_symbol(name: str) -> Dim:
-    """A size name (a positive integer bound by data)."""
+    """A size name (a whole number >= 0 bound by data)."""
     return Dim({(name,): 1})
 
 
@@ -217,40 +216,60 @@ def compare(a: Dim, b: Dim) -> str:
     return Relation.UNKNOWN
 
 
-def at_ones(d: Dim) -> Fraction:
-    """``d`` with every size 1, the least each size can be."""
-    return sum(d.terms.values(), Fraction(0))
+def _at(d: Dim, at: dict) -> Fraction:
+    """``d`` with each size ``n`` set to ``at[n]``."""
+    total = Fraction(0)
+    for k, v in d.terms.items():
+        for n in k:
+            v *= at[n]
+        total += v
+    return total
+
+
+_MOST_POINTS = 10_000  # whole numbers tried for one size before a sign is left unproven
+
+
+def _one_size_values(d: Dim) -> list[Fraction] | None:
+    """The values of ``d``, a polynomial in one size, at every admissible size below the
+    point past which its leading term decides its sign (Cauchy's bound on the roots:
+    ``1 + max |a_i / a_n|``), then its value there and beyond (one more point); None when
+    those points are too many to list."""
+    (name,) = d.free_symbols
+    coef = {len(k): v for k, v in d.terms.items()}
+    lead = coef[max(coef)]
+    bound = 1 + max(abs(v / lead) for v in coef.values())
+    if bound > _MOST_POINTS:
+        return None
+    return [_at(d, {name: x}) for x in range(int(bound) + 2)]
 
 
 def always_negative(d: Dim) -> bool:
-    """Whether ``d`` < 0 for every admissible size (sizes are positive integers): with no
-    size raising it (no positive coefficient but the constant's) its largest value is at
-    sizes 1 (``-L``, ``1 - 2*L``)."""
-    if any(k and v > 0 for k, v in d.terms.items()):
-        return False
-    return at_ones(d) < 0
+    """Whether ``d`` < 0 is proven for every admissible size (sizes are whole numbers
+    >= 0): with no size raising it (no positive coefficient but the constant's) its
+    largest value is at sizes 0 (``-L - 1``, ``-2*L*M - 1``; not ``-L``, 0 at L = 0); a
+    polynomial in one size is decided exactly (below Cauchy's bound every whole number
+    is tried, beyond it the leading term sets the sign). Other products of sizes with
+    both signs are not decided here (False: checked when data bind the sizes)."""
+    if all(v <= 0 for k, v in d.terms.items() if k):
+        return d.value < 0
+    if len(d.free_symbols) == 1:
+        values = _one_size_values(d)
+        return values is not None and all(v < 0 for v in values)
+    return False
 
 
-def can_be_negative(d: Dim) -> bool:
-    """Whether ``d`` < 0 for some admissible sizes: with no size lowering it, its least
-    value is at sizes 1; linear with a size of negative coefficient, that size's growth
-    makes it negative (``1 - L`` at L = 2, ``M - L``). A product of sizes with a negative
-    coefficient (``L*M - L``, never negative) is tried at sizes 1 to 4 only."""
-    if not any(k and v < 0 for k, v in d.terms.items()):
-        return at_ones(d) < 0
-    if all(len(k) <= 1 for k in d.terms):
-        return True
-    names = sorted(d.free_symbols)
-    for values in itertools.product(range(1, 5), repeat=len(names)):
-        at = dict(zip(names, values, strict=True))
-        total = Fraction(0)
-        for k, v in d.terms.items():
-            term = v
-            for n in k:
-                term *= at[n]
-            total += term
-        if total < 0:
-            return True
+def never_negative(d: Dim) -> bool:
+    """Whether ``d`` >= 0 is proven for every admissible size (whole numbers >= 0): with
+    no size lowering it its least value is at sizes 0 (``L*M + L``, ``L - 0``); a
+    polynomial in one size is decided exactly (``L^2 - L`` is never negative, ``10 - L``
+    is at L = 11). Otherwise False: ``L*M - L`` is -1 at M = 0, ``L - M`` at L = 0 and
+    M = 1; an expression of both signs in several sizes is left to binding, never judged
+    from a few sampled sizes."""
+    if all(v >= 0 for k, v in d.terms.items() if k):
+        return d.value >= 0
+    if len(d.free_symbols) == 1:
+        values = _one_size_values(d)
+        return values is not None and all(v >= 0 for v in values)
     return False
 
 

@@ -39,7 +39,10 @@ class ArgSpec:
 @dataclass
 class SizeCheck:
     """Two dimensions that must be equal once the data fix the sizes; ``at_least``:
-    ``left`` may be larger (a dimension read by a plate's index up to the plate's size)."""
+    ``left`` may be larger (a dimension read by a plate's index up to the plate's size).
+    ``at_least`` with ``right`` "0": ``left`` is the shift ``e`` of a plate index
+    ``y[t + e]`` (``L - 1``), which t = 0 reads; ``what`` says so (``y[t + L - 1] at t = 0
+    reads y[L - 1]``) and a negative value is refused as torch's wrap."""
 
     left: str
     right: str
@@ -274,6 +277,13 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
             notes = [f"{k} is {bound[k][0]} from {bound[k][1]}" for k in dict.fromkeys(names)
                      if k in bound]
             need = "but must be at least" if chk.at_least else "but"
+            if chk.at_least and chk.right == "0":  # a shifted plate index at its first value
+                errors.append(_err(f"{chk.what}: {chk.left} = {left} is negative, which torch "
+                                   f"counts from the end (sizes from the data)", chk.line,
+                                   chk.col, [*notes, "the plate reads it at its first index, "
+                                             "0: give the shifted values their own name and "
+                                             "plate, or sizes that keep it >= 0"]))
+                continue
             errors.append(_err(f"size mismatch between {chk.what}: {chk.left} = {left} {need} "
                                f"{chk.right} = {right} (sizes from the data)", chk.line, chk.col,
                                notes))

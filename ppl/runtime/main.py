@@ -7,12 +7,14 @@ on them) is an ``error:`` on stderr and exit status 1, never a traceback. An err
 while a statement of the model runs is located in the BDL file, as ``bdl run`` locates it,
 by the statement markers of the module (``# bdl:LINE:COL``; ``ppl.locate``). What ``bdl
 run`` refuses between checking and fitting is refused in its words when the .bdl file the
-module names still generates it (:func:`checked_model`); else a warning says so.
+module names still generates it, its edited ``*_INFER`` dict aside
+(:func:`checked_model`); else a warning says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -105,8 +107,9 @@ def checked_model(module: str, source: str, text: str | None, name: str):
     """The checked model ``name`` (a ``CheckedModel``) of the BDL file ``source`` (its
     ``text``, None: not found) that the generated module at ``module`` was made from, for
     the refusals ``bdl run`` makes between checking and fitting: the file is checked again
-    and used only when it still generates this very module; else None, and a warning on
-    stderr says why those checks are not made."""
+    and used only when it still generates this very module (its ``*_INFER`` dicts aside:
+    :func:`_fixed_lines`); else None, and a warning on stderr says why those checks are
+    not made."""
     from ..pipeline import compile_source
     from ..syntax.diagnostics import BdlError
 
@@ -119,14 +122,30 @@ def checked_model(module: str, source: str, text: str | None, name: str):
         try:
             compiled = compile_source(text, source)
             own = Path(module).read_text(encoding="utf-8")
-        except (BdlError, OSError, UnicodeDecodeError):
-            compiled = own = None
-        if compiled is not None and compiled.python == own and name in compiled.ir:
+            editable = {f"{m.upper()}_INFER" for m in compiled.ir}
+            same = _fixed_lines(compiled.python, editable) == _fixed_lines(own, editable)
+        except (BdlError, OSError, UnicodeDecodeError, SyntaxError):
+            compiled, same = None, False
+        if same and name in compiled.ir:
             return compiled.checked.models[name]
         why = (f"{source} no longer generates {shown} (the model file changed since, "
                f"{shown} was edited, or another version of bdl wrote it)")
     print(f"warning: {why}: {_SKIPPED}", file=sys.stderr)
     return None
+
+
+def _fixed_lines(python: str, editable: set[str]) -> list[str]:
+    """The lines of the module ``python`` less its top-level assignments to a name in
+    ``editable`` (the ``*_INFER`` dicts, which docs/language.md invites users to edit),
+    each assignment whole, however many lines it spans: a module with its infer settings
+    edited is still the one its .bdl file generates, and its own method is refused as
+    ``--infer`` would be (:func:`_fit`)."""
+    drop: set[int] = set()
+    for node in ast.parse(python).body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name) and node.targets[0].id in editable):
+            drop.update(range(node.lineno, node.end_lineno + 1))
+    return [ln for i, ln in enumerate(python.splitlines(), start=1) if i not in drop]
 
 
 def _fit(model, signature, infer, transformed, data: dict, progress: bool,
