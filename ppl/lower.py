@@ -551,12 +551,14 @@ class _Lowerer:
             x = e.args[0] if e.args else next(k.value for k in e.kwargs if k.name == "x")
             return Call("rt.reduce_elements", [self._expr(x), Lit(name),
                                                Lit(self.cm.elem_reduce[id(e)])], [])
-        b = builtins.lookup(name) if name not in self.cm.symbols else None
+        # a model name spelt like a built-in does not shadow it (the checker's resolution)
+        value = name in self.cm.symbols and id(e) not in self.cm.builtin_calls
+        b = builtins.lookup(name) if not value else None
         params = b.params if b is not None else ()
         args = [self._call_arg(a, params[i] if i < len(params) else "", b)
                 for i, a in enumerate(e.args)]
         kwargs = [(k.name, self._call_arg(k.value, k.name, b)) for k in e.kwargs]
-        if name in self.cm.symbols:
+        if value:
             self.used.add(self.rename.get(name, name))
             return Call(self.rename.get(name, name), args, kwargs)
         if signatures.lookup(name) is not None:
@@ -667,7 +669,7 @@ def _source_ref(s, symbols: dict) -> SourceRef:
     args: dict = {}
     if isinstance(call, ast.Call):
         sym = symbols.get(call.func_name) if call.func_name else None
-        if sym is not None:
+        if sym is not None and sym.role == "network":  # else the built-in (sd(x), sd ~ ...)
             built = sym.ty.value.get("builtin") if isinstance(sym.ty.value, dict) else None
             b = builtins.lookup(built) if built else None
             params = b.call_params if b is not None else ()

@@ -149,6 +149,10 @@ class CheckedModel:
     label_matmul: dict[int, tuple] = field(default_factory=dict)
     # int data read as an index (see DataIndex)
     data_indices: list[DataIndex] = field(default_factory=list)
+    # calls of a built-in function or distribution (by id), which a model name of the same
+    # spelling does not shadow unless that name is a network or function (``sd ~ ...``,
+    # then ``sd(x)`` is the built-in): lowering calls those, not the model's value
+    builtin_calls: frozenset[int] = frozenset()
 
     @property
     def name(self) -> str:
@@ -425,6 +429,7 @@ class _ModelChecker(LabelLayout):
         # that have closed -> the plate (summed out, one label would stand for every row)
         self.plate_labels: set[str] = set()
         self.closed_labels: dict[str, PlateInfo] = {}
+        self.builtin_calls: set[int] = set()  # see CheckedModel.builtin_calls
 
     def result(self) -> CheckedModel:
         data = {a.name for a in self.model.args}
@@ -434,7 +439,7 @@ class _ModelChecker(LabelLayout):
                             self.pads, self.fit_errors, self.unaligned, self.self_indexed,
                             self.elem_reduce, self.label_aligned, self.label_vindex,
                             self.label_dims, self.stacks, self.label_matmul,
-                            self.data_indices)
+                            self.data_indices, frozenset(self.builtin_calls))
 
     def err(self, msg: str, span: Span, notes: list[str] | None = None) -> None:
         self.errors.append(Diagnostic(msg, span, "error", notes or []))
@@ -792,7 +797,7 @@ class _ModelChecker(LabelLayout):
         """The construct on the right of ``~``, when it is one (``f ~ gp_prior(...)``)."""
         if not isinstance(s.dist, ast.Call) or s.dist.func_name is None:
             return None
-        if s.dist.func_name in self.symbols:
+        if self._calls_value(s.dist.func_name):
             return None
         b = builtins.lookup(s.dist.func_name)
         return b if b is not None and b.tilde else None
@@ -1012,7 +1017,7 @@ class _ModelChecker(LabelLayout):
             a, b = self._plate_width(e.left), self._plate_width(e.right)
             return None if a is None or b is None else max(a, b)
         if isinstance(e, ast.Call) and e.func_name is not None \
-                and e.func_name not in self.symbols:
+                and not self._calls_value(e.func_name):
             widths = [self._plate_width(a) for a in e.args] + \
                      [self._plate_width(k.value) for k in e.kwargs]
             return None if any(w is None for w in widths) else max(widths, default=0)
@@ -1916,15 +1921,16 @@ class _ModelChecker(LabelLayout):
             self.err("only named functions, distributions and networks can be called",
                      e.func.span)
             return UNKNOWN
-        sym = self.symbols.get(name)
-        if sym is not None:
+        if self._calls_value(name):
             self.used.add(name)
-            return self._apply_value(e, sym)
+            return self._apply_value(e, self.symbols[name])
         sig = signatures.lookup(name)
         if sig is not None:
+            self.builtin_calls.add(id(e))
             return self._dist_call(e, sig)
         b = builtins.lookup(name)
         if b is not None:
+            self.builtin_calls.add(id(e))
             return self._builtin_call(e, b)
         for a in e.args:
             self._expr(a)
@@ -1946,6 +1952,18 @@ class _ModelChecker(LabelLayout):
         self.err(f"unknown {kind} '{name}'", e.func.span,
                  [f"did you mean '{hint}'?"] if hint else [])
         return UNKNOWN
+
+    def _calls_value(self, name: str) -> bool:
+        """Whether a call of ``name`` calls the model's value of that name: a network or
+        function always, another value (a latent ``sd``, data ``exp``) only when no
+        built-in function or distribution is so named. As in Stan, a model name does not
+        shadow a built-in function: ``exp ~ Normal(0, 1)`` and ``s = exp(mu)`` are both
+        fine, in either order."""
+        sym = self.symbols.get(name)
+        if sym is None:
+            return False
+        return sym.role in ("network", "function") \
+            or (signatures.lookup(name) is None and builtins.lookup(name) is None)
 
     def _apply_value(self, e: ast.Call, sym: Symbol) -> Ty:
         args = [self._expr(a) for a in e.args]
