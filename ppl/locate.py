@@ -234,11 +234,16 @@ def _site_line(pseudo: str, site: str) -> int | None:
     have a site of the same name)."""
     model = _MODULES[pseudo][3] if pseudo in _MODULES else None
     inside = model is None
+    previous = ""
     for i, line in enumerate(linecache.getlines(pseudo), 1):
         if model is not None and line.startswith("def "):
             inside = line.startswith(f"def {model.name}(")
         if inside and (f'("{site}",' in line or f'("{site}")' in line):
             return i
+        # a call too long for one line puts its arguments one a line: the name alone
+        if inside and line.strip() == f'"{site}",' and previous.rstrip().endswith("("):
+            return i
+        previous = line
     return None
 
 
@@ -282,6 +287,14 @@ def locate(exc: BaseException, pseudo: str | None = None) -> BdlError | None:
         # the library's words, not Pyro's wrapper (a ValueError around a ValueError or a
         # subclass of it, such as a construct's ArgumentError)
         original = _original(exc.__cause__)
+    if isinstance(original, ZeroDivisionError):
+        empty = _empty_plate(original)
+        if empty is not None:  # the data are at fault, not bdl
+            err = BdlError([Diagnostic(empty, ref.span, notes=[
+                "Pyro's plates cannot be empty: give data with at least one element, or "
+                "leave the plate out of the model for data without any"])], filename, text)
+            err.not_a_bug = True
+            return err
     argument = getattr(original, "argument", None)
     span = ref.args.get(argument, ref.span) if argument is not None else ref.span
     what = type(original).__name__
@@ -297,7 +310,45 @@ def locate(exc: BaseException, pseudo: str | None = None) -> BdlError | None:
     message = bounded(str(original))
     if not message.split("Trace Shapes:")[0].strip():
         message = _unsaid(original)
-    return BdlError([Diagnostic(message, span, notes=notes)], filename, text)
+    err = BdlError([Diagnostic(message, span, notes=notes)], filename, text)
+    # a check that says what is wrong with the values (a construct refusing its data, a
+    # distribution refusing a parameter) is no sign of a bug: the CLI saves no traceback
+    err.not_a_bug = _refusal(original)
+    return err
+
+
+def _refusal(exc: BaseException) -> bool:
+    """Whether ``exc`` is a deliberate check of the values a model ran with, not a failure
+    of bdl's own code: a ``ValueError`` raised by bdl's runtime or a construct (times not
+    increasing, states out of range; an :class:`~ppl.runtime.errors.ArgumentError`), or
+    torch's refusal of a distribution's parameter (``Uniform`` with low > high)."""
+    from pathlib import Path
+
+    if not isinstance(exc, ValueError):
+        return False
+    if str(exc).startswith("Expected parameter ") and "to satisfy the constraint" in str(exc):
+        return True
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    raised_in = Path(tb.tb_frame.f_code.co_filename)
+    package = Path(__file__).resolve().parent
+    return raised_in.is_absolute() and package in raised_in.resolve().parents
+
+
+def _empty_plate(exc: ZeroDivisionError) -> str | None:
+    """Pyro's words for a plate of size 0 (``IndepMessenger``'s "size cannot be zero") in
+    the user's: "plate 'N' has size 0", or None for another division by zero."""
+    tb, name = exc.__traceback__, None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "__init__" and "size" in tb.tb_frame.f_locals:
+            name = tb.tb_frame.f_locals.get("name", name)
+        tb = tb.tb_next
+    if "size cannot be zero" not in str(exc) or not isinstance(name, str):
+        return None
+    return f"plate '{name}' has size 0 (no elements in the data given)"
 
 
 def _unsaid(exc: BaseException) -> str:
@@ -322,7 +373,7 @@ def located(pseudo: str | None = None):
     :class:`BdlError`\\ s."""
     try:
         yield
-    except (ValueError, RuntimeError, IndexError) as e:
+    except (ValueError, RuntimeError, IndexError, ZeroDivisionError) as e:
         err = locate(e, pseudo)
         if err is None:
             raise

@@ -70,10 +70,24 @@ def test_the_cli_reports_it_with_exit_status_1(tmp_path, capsys):
     assert rc == 1
     assert f"{src}:5:5: error: Expected parameter scale" in err
     assert "Traceback" not in err and "internal error" not in err
+    # a distribution refusing a parameter is a check of the values, not a sign of a bug
+    assert "looks like a bug" not in err
+    assert not (tmp_path / "out" / "bdl-error-traceback.txt").exists()
+
+
+def test_a_library_failure_keeps_its_traceback_for_a_report(tmp_path, capsys):
+    src = tmp_path / "m.bdl"
+    src.write_text("model M(y: real[N], k: int) {\n  mu: real[N] ~ Normal(0, 1)\n"
+                   "  y ~ Normal(mu[k * 3], 1)\n}\ninfer map(steps=2)\n")
+    (tmp_path / "m.data.json").write_text('{"y": [1.0, 2.0], "k": 1}')
+    rc = main(["run", str(src), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert f"{src}:3:3: error: index 3 is out of bounds for dimension 0 with size 2" in err
     # the Python side is kept for a bug report, not printed
     log = tmp_path / "out" / "bdl-error-traceback.txt"
     assert f"the traceback is in {log}" in err
-    assert "Traceback" in log.read_text() and "ValueError" in log.read_text()
+    assert "Traceback" in log.read_text() and "IndexError" in log.read_text()
 
 
 def test_errors_outside_generated_code_pass_through():

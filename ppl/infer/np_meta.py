@@ -13,6 +13,7 @@ distribution is a neural-process predictive, as deterministic draws [1, 1000, ..
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -89,6 +90,8 @@ def neural_processes() -> dict[str, npr.NeuralProcess]:
 
 
 def run(model, kwargs, opts, progress=False) -> Fit:
+    from .run import _diverged
+
     with torch.no_grad():
         pyro.poutine.trace(model).get_trace(**kwargs)  # builds (and registers) the networks
     nets = neural_processes()
@@ -102,13 +105,29 @@ def run(model, kwargs, opts, progress=False) -> Fit:
     for name, net in nets.items():
         tasks = task_source(opts["tasks"], net.x_dim, net.y_dim, f"network '{name}'")
 
-        def report(step, loss, name=name):
+        done = [0]  # the steps taken
+
+        def report(step, loss, name=name, done=done):
+            done[0] = step + 1
+            if not math.isfinite(loss):
+                raise _diverged("np_train", step, opts, f"the loss of network '{name}' "
+                                f"became {'NaN' if math.isnan(loss) else 'infinite'}")
             if progress and (step % every == 0 or step == opts["steps"] - 1):
                 print(f"{name}: step {step + 1}/{opts['steps']}  loss {loss:.4g}",
                       file=sys.stderr)
 
-        losses[name] = npr.train(net, tasks, opts["steps"], opts["batch"], lr=opts["lr"],
-                                 num_samples=opts["train_samples"], gen=gen, callback=report)
+        try:
+            losses[name] = npr.train(net, tasks, opts["steps"], opts["batch"], lr=opts["lr"],
+                                     num_samples=opts["train_samples"], gen=gen,
+                                     callback=report)
+        except ValueError as e:  # a distribution refusing the NaN that a step made
+            if all(bool(torch.isfinite(p).all()) for p in net.parameters()):
+                raise
+            raise _diverged("np_train", done[0], opts, f"the weights of network '{name}' "
+                            "became NaN or infinite") from e
+        if not all(bool(torch.isfinite(p).all()) for p in net.parameters()):
+            raise _diverged("np_train", opts["steps"] - 1, opts, f"the weights of network "
+                            f"'{name}' became NaN or infinite")
         held_out = tasks.sample(64, gen, device=next(net.parameters()).device,
                                 dtype=next(net.parameters()).dtype)
         ctx, tgt = npr.evaluate(net, held_out)

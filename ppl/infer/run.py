@@ -634,9 +634,16 @@ def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
             bar.update(step + 1 - bar.n)
     bar.close()
     n = opts["samples"]
-    with torch.no_grad(), full_data():  # every row of a subsampled plate
-        pred = site_draws(model, kwargs, guide=guide, num_samples=n,
-                          sites=latents + dets)
+    try:
+        if not _finite_params():  # the last step's update: no loss of its own says so
+            raise ValueError("non-finite parameters")
+        with torch.no_grad(), full_data():  # every row of a subsampled plate
+            pred = site_draws(model, kwargs, guide=guide, num_samples=n,
+                              sites=latents + dets)
+    except ValueError as e:
+        if _finite_params() and not _in_guide(e):
+            raise
+        raise _diverged(method, opts["steps"] - 1, opts, _GUIDE_BROKE) from e
     chains = {k: v.detach().unsqueeze(0) for k, v in pred.items()}
     # summed out in the fit and drawn from their conditional: redrawn for new data
     f = Fit(model, kwargs, chains=chains, latents=[k for k in latents if k not in discrete],
@@ -661,9 +668,9 @@ def _step(svi, kwargs: dict, step: int, opts: dict, method: str,
             site = re.search(r"at site '([^']+)'", str(e))
             if site and site.group(1) in follows:
                 raise _left_support(method, step, opts, site.group(1)) from e
-            if _finite_params():
+            if _finite_params() and not _in_guide(e):
                 raise
-            raise _diverged(method, step, opts, "the guide's parameters became NaN") from e
+            raise _diverged(method, step, opts, _GUIDE_BROKE) from e
     if not math.isfinite(loss):
         raise _diverged(method, step, opts,
                         f"the ELBO became {'NaN' if math.isnan(loss) else 'infinite'}")
@@ -676,16 +683,36 @@ def _left_support(method: str, step: int, opts: dict, site: str):
     below a data value): the data were checked valid at the start; the guide is at fault."""
     from ..syntax.diagnostics import BdlError, Diagnostic
 
-    return BdlError([Diagnostic(
+    err = BdlError([Diagnostic(
         f"{method}: at step {step + 1} of {opts['steps']} the guide drew latents that put "
         f"the observed '{site}' outside its support, which follows them",
         notes=["the data are not at fault: a guide over the whole real line crosses the "
                "bound; sample with nuts, or declare the latent's bounds so that every "
                "value it may take keeps the data inside"])], "infer")
+    err.not_a_bug = True  # the CLI saves no traceback
+    return err
 
 
 def _finite_params() -> bool:
     return all(bool(torch.isfinite(v).all()) for v in pyro.get_param_store().values())
+
+
+# what an SVI step left of the guide when it cannot be built or drawn from any more
+_GUIDE_BROKE = "the guide's parameters became NaN, infinite or a scale 0"
+
+
+def _in_guide(exc: BaseException) -> bool:
+    """Whether ``exc`` (a distribution refusing its parameters) was raised while an
+    autoguide built its distributions: a scale that a huge step drove to 0, finite
+    parameters notwithstanding (``lr=1e12``), is the optimisation's failure, not bdl's."""
+    while exc is not None:
+        tb = exc.__traceback__
+        while tb is not None:
+            if "autoguide" in tb.tb_frame.f_code.co_filename:
+                return True
+            tb = tb.tb_next
+        exc = exc.__cause__
+    return False
 
 
 def _diverged(method: str, step: int, opts: dict, what: str):
@@ -694,11 +721,13 @@ def _diverged(method: str, step: int, opts: dict, what: str):
     from ..syntax.diagnostics import BdlError, Diagnostic
 
     lr = opts["lr"]
-    return BdlError([Diagnostic(
+    err = BdlError([Diagnostic(
         f"{method}: {what} at step {step + 1} of {opts['steps']}: the optimisation "
         f"diverged with lr={lr:g}",
         notes=[f"lower lr (e.g. infer {method}(lr={lr / 10:g}))"
                + (", and lr_scalars" if opts.get("lr_scalars") else "")])], "infer")
+    err.not_a_bug = True  # the CLI saves no traceback
+    return err
 
 
 def _empty_guide(*args, **kwargs):
