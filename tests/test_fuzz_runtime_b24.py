@@ -85,3 +85,59 @@ def test_uniform_with_low_above_high_saves_no_traceback(tmp_path, bdl_here):
     assert r.returncode == 1, r.stderr
     assert "m.bdl:3:3: error: Expected parameter low" in r.stderr
     assert "looks like a bug" not in r.stderr
+
+
+META = """\
+model FewShotSine(xs: real[S, 1], ys: real[S], xq: real[Q, 1], yq: real[Q]) {
+  f = mlp(1, [8], 1, act=relu)
+  f ~ niw_meta(n0=1, gamma0=1e6, sgld_steps=1)
+  ys ~ LIKELIHOOD
+  yq ~ Normal(f(xq)[:, 0], 0.3)
+}
+infer meta(episodes="sine_line", steps=2, batch=2, test_episodes=2, samples=2)
+"""
+META_DATA = {"xs": [[-4.0], [-2.0], [0.0], [2.0], [4.0]], "ys": [0.1, 0.2, 0.3, 0.4, 0.5],
+             "xq": [[0.5 * i] for i in range(45)], "yq": [0.0] * 45}
+
+
+@pytest.mark.parametrize("likelihood, said", [
+    # sine_line's ys are negative too: was torch's support error deep in SGLD, exit 3
+    ("LogNormal(f(xs)[:, 0], 0.3)",
+     "m.bdl:4:3: error: episodes 'sine_line' give ys = -6.29338 (point 0 of the first "
+     "training episode), outside LogNormal's support (numbers > 0)"),
+    ("Uniform(f(xs)[:, 0], f(xs)[:, 0] + 1)",
+     "m.bdl:4:3: error: infer meta: the support of Uniform for 'ys' follows the weights"),
+    # was "element 0 of tensors does not require grad" (RuntimeError)
+    ("Delta(f(xs)[:, 0])",
+     "m.bdl:4:3: error: infer meta: the log density of Delta for 'ys' does not depend on "
+     "the weights"),
+])
+def test_meta_refuses_a_likelihood_it_cannot_train_through(tmp_path, bdl_here, likelihood,
+                                                           said):
+    args = _write(tmp_path, META.replace("LIKELIHOOD", likelihood), META_DATA)
+    r = bdl_here("run", *args)
+    assert r.returncode == 1, r.stderr
+    assert said in r.stderr
+    assert ("note: infer meta trains the weights through the log density of ys and yq, so "
+            "each must be a distribution with a density whose support does not depend on "
+            "the weights and holds every episode value: Normal, StudentT, Cauchy or Laplace "
+            "for regression episodes, Categorical for classification") in r.stderr
+
+
+def test_meta_episodes_of_another_shape_are_located(tmp_path, bdl_here):
+    # gauss episodes have 16 features; was "infer: error: ..." with no place
+    src = META.replace("LIKELIHOOD", "Normal(f(xs)[:, 0], 0.3)").replace(
+        "real[S, 1]", "real[S, 2]").replace("real[Q, 1]", "real[Q, 2]").replace(
+        "mlp(1,", "mlp(2,")
+    data = {**META_DATA, "xs": [[x[0], 0.0] for x in META_DATA["xs"]],
+            "xq": [[x[0], 0.0] for x in META_DATA["xq"]]}
+    args = _write(tmp_path, src, data)
+    r = bdl_here("run", *args)  # written on the infer line: at its episodes option
+    assert r.returncode == 1, r.stderr
+    assert ("m.bdl:7:12: error: episodes 'sine_line' give xs of shape (5, 1), the model's "
+            "data has (5, 2)") in r.stderr
+    # from --infer: at the statement that observes the support set
+    r = bdl_here("run", *args, "--infer", 'meta(episodes="sine_line", steps=2, batch=2)')
+    assert r.returncode == 1, r.stderr
+    assert ("m.bdl:4:3: error: episodes 'sine_line' give xs of shape (5, 1), the model's "
+            "data has (5, 2)") in r.stderr

@@ -108,13 +108,14 @@ class EpisodesFile(str):
 def anchor_episodes(value, filename, span) -> object:
     """``episodes="PATH.npz"`` written in a model file resolves against the model file's
     folder, as ``np_train``'s ``task_file`` does (read by ``ppl.infer.meta.episodes_path``);
-    other sources unchanged."""
-    if not (isinstance(value, str) and value.endswith(".npz")):
+    every source written there remembers where (``at``), for a located error when its
+    episodes do not fit the model."""
+    if not isinstance(value, str):
         return value
     filename = "<string>" if filename is None else str(filename)
     out = EpisodesFile(value)
     out.at = [filename, span.line, span.col]
-    if not filename.startswith("<"):
+    if value.endswith(".npz") and not filename.startswith("<"):
         out.file = str(Path(filename).resolve().parent / value)
     return out
 

@@ -38,6 +38,7 @@ from ..runtime import niw_meta as rtn
 from .meta_eval import evaluate, meta_train
 from .meta_tasks import ModelTask
 from .meta_trainers import NIW, split
+from .methods import number_text
 
 
 def _user_error(message: str, notes: list[str] | None = None):
@@ -122,6 +123,18 @@ def episodes_path(episodes) -> str:
     return path
 
 
+def _misfit(episodes, k: str, message: str, notes: list[str]):
+    """Raise episodes that do not fit the model's data ``k`` as a located user error: at
+    the ``episodes=`` option where the model file wrote it, else at the statement that
+    observes the set ``k`` belongs to (``ys ~ ...`` for xs and ys, ``yq ~ ...`` for xq
+    and yq; ``ppl.locate`` finds it by the site's name)."""
+    from ..locate import SiteError
+
+    if getattr(episodes, "at", None):
+        _episodes_error(episodes, message, notes)
+    raise SiteError(message, "ys" if k in ("xs", "ys") else "yq", notes)
+
+
 def _size_mismatch(episodes, k: str, probe: dict, kwargs: dict) -> tuple[str, list[str]]:
     """(message, notes) for episodes whose support or query set has another number of
     points than the data's (``k``: the first array that differs). sine_line episodes
@@ -175,6 +188,62 @@ def _check_validation(opts) -> int:
     return n_val
 
 
+#: what an episode likelihood must be for meta-training, in words (the note of its errors)
+LIKELIHOODS = ("infer meta trains the weights through the log density of ys and yq, so "
+               "each must be a distribution with a density whose support does not depend "
+               "on the weights and holds every episode value: Normal, StudentT, Cauchy or "
+               "Laplace for regression episodes, Categorical for classification")
+
+
+def _check_likelihood(model, kwargs: dict, name: str, theta, episode: dict, episodes):
+    """The sites ``ys`` and ``yq`` of one trace of ``model`` on the first training
+    ``episode`` with the weights ``name`` at ``theta``: each must be an observed sample
+    site whose support holds the episode's values and does not follow the weights, and
+    whose log density depends on the weights. Else a :class:`~ppl.locate.SiteError` at the
+    site's statement (was a torch error from deep in meta-training: exit 3)."""
+    import pyro
+
+    from ..locate import SiteError, _support_words
+
+    th = theta.detach().clone().requires_grad_(True)
+    kw = {**kwargs, **episode}
+    with torch.enable_grad():
+        tr = pyro.poutine.trace(pyro.poutine.condition(model, data={name: th})).get_trace(**kw)
+    for site in ("ys", "yq"):
+        node = tr.nodes.get(site)
+        if node is None or node["type"] != "sample" or not node["is_observed"]:
+            raise _user_error(f"infer meta needs the model to observe '{site}' (a statement "
+                              f"{site} ~ ...), its episode likelihood", [LIKELIHOODS])
+        fn = ModelTask._pointwise(node["fn"])
+        family = type(fn).__name__
+        support = fn.support
+        bounds = [getattr(support, k, None) for k in ("lower_bound", "upper_bound")]
+        while hasattr(support, "base_constraint"):
+            support = support.base_constraint
+            bounds += [getattr(support, k, None) for k in ("lower_bound", "upper_bound")]
+        if any(isinstance(b, torch.Tensor) and b.requires_grad for b in bounds):
+            raise SiteError(f"infer meta: the support of {family} for '{site}' follows the "
+                            "weights, so an episode value may fall outside it", site,
+                            [LIKELIHOODS])
+        value = node["value"]
+        with torch.no_grad():
+            inside = support.check(value)
+        if not bool(inside.all()):
+            bad = (~inside).nonzero()
+            at = tuple(bad[0].tolist()) if inside.dim() else ()
+            words = _support_words(support, at, inside.shape)[0]
+            raise SiteError(f"episodes '{episodes}' give {site} = "
+                            f"{number_text(value[at].detach())} (point {at[0] if at else 0} "
+                            f"of the first training episode), outside {family}'s support "
+                            f"({words})", site, [LIKELIHOODS])
+        with torch.enable_grad():
+            lp = fn.log_prob(value)
+        if not lp.requires_grad:
+            raise SiteError(f"infer meta: the log density of {family} for '{site}' does not "
+                            "depend on the weights (nothing to meta-train)", site,
+                            [LIKELIHOODS])
+
+
 def run(model, kwargs, opts, progress=False):
     """The ``meta`` runner: meta-train the single ``f ~ niw_meta(...)`` of the model on
     episodes from ``opts['episodes']``, evaluate on meta-test episodes, then adapt to the
@@ -226,7 +295,8 @@ def run(model, kwargs, opts, progress=False):
     if probe["ys"].is_floating_point() != (not classify):
         want, got = (("classification", "integer labels") if classify
                      else ("regression", "real ys"))
-        raise _user_error(
+        _misfit(
+            opts["episodes"], "ys",
             f"episodes '{opts['episodes']}' are {src.kind} episodes, but the model's data "
             f"is {want} ({got})",
             [("classification episodes (digits, gauss) need integer labels ys: int[S], "
@@ -236,14 +306,15 @@ def run(model, kwargs, opts, progress=False):
     for k in ("xs", "ys", "xq", "yq"):
         got, want = tuple(probe[k].shape[1:]), tuple(kwargs[k].shape)
         if got[1:] == want[1:] and got[:1] != want[:1]:
-            raise _user_error(*_size_mismatch(opts["episodes"], k, probe, kwargs))
+            _misfit(opts["episodes"], k, *_size_mismatch(opts["episodes"], k, probe, kwargs))
         if got != want:
-            raise _user_error(
-                f"episodes '{opts['episodes']}' give {k} of shape "
-                f"{tuple(probe[k].shape[1:])}, the model's data has {tuple(kwargs[k].shape)}",
-                ["declare the model's data with the episodes' shapes (sine_line: xs "
-                 "real[S, 1]; digits: xs real[S, 64]; a .npz file: its arrays' shapes "
-                 "after the episode axis)"])
+            _misfit(opts["episodes"], k,
+                    f"episodes '{opts['episodes']}' give {k} of shape "
+                    f"{tuple(probe[k].shape[1:])}, the model's data has "
+                    f"{tuple(kwargs[k].shape)}",
+                    ["declare the model's data with the episodes' shapes (sine_line: xs "
+                     "real[S, 1]; digits: xs real[S, 64]; a .npz file: its arrays' shapes "
+                     "after the episode axis)"])
     device = kwargs["xs"].device
 
     def to_dev(b):
@@ -255,6 +326,8 @@ def run(model, kwargs, opts, progress=False):
         def sample(self, n, split_="train", generator=None):
             return to_dev(src.sample(n, split_, generator))
 
+    _check_likelihood(model, kwargs, name, cfg.flat.vector().to(device),
+                      to_dev({k: v[0] for k, v in probe.items()}), opts["episodes"])
     task = ModelTask(model, kwargs, name, src.kind)
     # N of the hyperprior's KL / N: the meta-training episodes unless the user sets it
     kl_episodes = opts["kl_episodes"] or opts["steps"] * opts["batch"]
