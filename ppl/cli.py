@@ -577,9 +577,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bdl: interrupted", file=sys.stderr)
         return 130
+    except RecursionError as e:
+        # a stage that walks the model recursively met a model deeper than Python's limit
+        # (the parser refuses expressions deeper than ppl.syntax.parser.MAX_TREE_DEPTH)
+        print(f"bdl: error: the model is nested too deeply for bdl ({e})", file=sys.stderr)
+        return EXIT_USER
     except RuntimeError as e:
         # torch/pyro errors while evaluating the model: the model or data is at fault
-        print(f"bdl: error while running the model: {bounded(str(e))}", file=sys.stderr)
+        doing = " while running the model" if args.verb in ("run", "predict") else ""
+        print(f"bdl: error{doing}: {bounded(str(e))}", file=sys.stderr)
         return EXIT_USER
     except Exception as e:  # noqa: BLE001
         log = _save_traceback(args, e, "bdl-internal-error.txt")

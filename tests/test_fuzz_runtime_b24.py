@@ -141,3 +141,34 @@ def test_meta_episodes_of_another_shape_are_located(tmp_path, bdl_here):
     assert r.returncode == 1, r.stderr
     assert ("m.bdl:4:3: error: episodes 'sine_line' give xs of shape (5, 1), the model's "
             "data has (5, 2)") in r.stderr
+
+
+def _nested(expr: str) -> str:
+    return (f"model M(y: real[N]) {{\n  mu ~ Normal(0, 1)\n  a = {expr}\n"
+            "  y ~ Normal(a, 1)\n}\ninfer map(steps=2)\n")
+
+
+@pytest.mark.parametrize("expr", [" + ".join(["mu"] * 400), "-" * 2000 + "mu",
+                                  "tanh(" * 130 + "mu" + ")" * 130])
+def test_an_expression_too_deep_for_the_pipeline_is_a_located_check_error(
+        tmp_path, bdl_here, expr):
+    # was "bdl: error while running the model: maximum recursion depth exceeded" from
+    # bdl check (lark's Transformer, the checker's _expr)
+    args = _write(tmp_path, _nested(expr))
+    r = bdl_here("check", args[0])
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.startswith(f"{args[0]}:3:3: error: expression too deeply nested: more "
+                               "than about 250 operators, or 125 calls, one inside another")
+    assert "running" not in r.stderr
+
+
+@pytest.mark.parametrize("expr", [" + ".join(["mu"] * 248), "-" * 248 + "mu",
+                                  "tanh(" * 124 + "mu" + ")" * 124])
+def test_the_deepest_expression_taken_runs_through_every_stage(tmp_path, bdl_here, expr):
+    import ppl
+
+    args = _write(tmp_path, _nested(expr), {"y": [0.5]})
+    r = bdl_here("run", *args)
+    assert r.returncode == 0, r.stderr
+    fit = ppl.compile(_nested(expr)).fit({"y": [0.5]})
+    assert fit.samples["mu"].shape == (1,)

@@ -22,6 +22,15 @@ from .diagnostics import BdlError, Diagnostic, Span
 
 MAX_SYNTAX_ERRORS = 20
 
+# the deepest parse tree taken: every stage after the parser (this module's transform,
+# the checker, lowering, code generation) walks expressions recursively, and Python's
+# default recursion limit (1000 frames) stops them between 300 and 400 levels (a sum of
+# 400 terms, 200 calls one inside another); below that with room to spare for a caller's
+# own stack, deeper input is one located error instead of a RecursionError
+MAX_TREE_DEPTH = 256
+# the rules whose start is shown for an expression too deep (its statement)
+_STATEMENTS = frozenset({"sample", "assign", "param", "factor", "plate", "infer", "arg"})
+
 _OPEN = {"LPAR": "(", "LSQB": "["}
 _CLOSE = {"RPAR", "RSQB"}
 _BRACES = {"LBRACE", "RBRACE"}
@@ -616,12 +625,41 @@ def parse(text: str, filename: str = "<string>") -> ast.Program:
             stubbed.update(range(start, line + 1))
     if diags:
         raise BdlError(diags, filename, text)
+    deep = _too_deep(tree)
+    if deep is not None:
+        raise BdlError([deep], filename, text)
     builder = _Build()
     program = builder.transform(tree)
     if builder.errors:
         raise BdlError(builder.errors, filename, text)
     program.comments = [(c.line, c.column, str(c)) for c in parser._bdl_comments]
     return program
+
+
+def _too_deep(tree) -> Diagnostic | None:
+    """The error for a parse tree deeper than :data:`MAX_TREE_DEPTH` (walked without
+    recursion), at the statement that holds the deepest part; None when it is not."""
+    from lark import Tree
+
+    stack = [(tree, 1, None)]
+    while stack:
+        node, depth, statement = stack.pop()
+        if not isinstance(node, Tree):
+            continue
+        if node.data in _STATEMENTS:
+            statement = node
+        if depth > MAX_TREE_DEPTH:
+            at = statement if statement is not None else node
+            meta = at.meta
+            line, col = getattr(meta, "line", 1), getattr(meta, "column", 1)
+            return Diagnostic(
+                "expression too deeply nested: more than about "
+                f"{MAX_TREE_DEPTH - 6} operators, or {(MAX_TREE_DEPTH - 6) // 2} calls, one "
+                "inside another (a sum of that many terms is as deep)", Span(line, col),
+                notes=["split it into named steps (a = x1 + x2 + ...; b = a + ...), or sum "
+                       "a vector: sum(v)"])
+        stack.extend((c, depth + 1, statement) for c in node.children)
+    return None
 
 
 def _missing_block(e: UnexpectedInput, lines: list[str], line: int) -> Span | None:
