@@ -5,9 +5,11 @@ is the exact rendered text (``file:line:col: error: ...`` and every note)."""
 
 import math
 
-from test_diagnostics_checker import _check_errors  # noqa: F401
+import pytest
+from test_diagnostics_checker import _check_errors
 
 import ppl
+from ppl.pipeline import front
 
 # ---- 1. a model name spelt like a built-in does not shadow the built-in -------------
 SHADOW = """\
@@ -43,3 +45,84 @@ model M(x: real[N, 1], y: real[N]) {
     code = ppl.compile(source, "model.bdl").source
     assert "a = torch.exp(x)" in code
     assert "exp(x)[:, 0] + a[:, 0]" in code and "torch.exp(x)[:, 0]" not in code
+
+
+# ---- error cases: the exact text -----------------------------------------------------
+CASES = [
+    pytest.param(  # 2. was AttributeError: 'int' object has no attribute 'dim'
+        """\
+model M(y: real[N]) {
+  y ~ MultivariateNormal(0, 1)
+}
+""",
+        """\
+model.bdl:2:26: error: 'loc' of MultivariateNormal must be a vector, not a number
+    y ~ MultivariateNormal(0, 1)
+                           ^
+  note: MultivariateNormal's loc is a vector (one value per element) for each draw, and a number is not broadcast to one: loc=zeros(K) for K elements
+model.bdl:2:29: error: 'covariance_matrix' of MultivariateNormal must be a matrix, not a number
+    y ~ MultivariateNormal(0, 1)
+                              ^
+  note: MultivariateNormal's covariance_matrix is a K x K matrix for each draw, and a number is not broadcast to one: covariance_matrix=eye(K)""",
+        id="mvn_of_numbers",
+    ),
+    pytest.param(
+        """\
+model M(y: real[N], K: int) {
+  a ~ Wishart(3, 1)
+  L ~ MultivariateNormal(zeros(K), scale_tril=zeros(K))
+  p ~ Dirichlet(1)
+  y ~ Normal(0, 1)
+}
+""",
+        """\
+model.bdl:2:18: error: 'covariance_matrix' of Wishart must be a matrix, not a number
+    a ~ Wishart(3, 1)
+                   ^
+  note: Wishart's covariance_matrix is a K x K matrix for each draw, and a number is not broadcast to one: covariance_matrix=eye(K)
+model.bdl:3:47: error: 'scale_tril' of MultivariateNormal must be a matrix, not a vector [K]
+    L ~ MultivariateNormal(zeros(K), scale_tril=zeros(K))
+                                                ^~~~~~~~
+  note: MultivariateNormal's scale_tril is a K x K matrix for each draw, and a vector is not broadcast to one: scale_tril=eye(K)
+model.bdl:4:17: error: 'concentration' of Dirichlet must be a vector, not a number
+    p ~ Dirichlet(1)
+                  ^
+  note: Dirichlet's concentration is a vector (one value per element) for each draw, and a number is not broadcast to one: concentration=ones(K) for K elements""",
+        id="matrix_and_vector_parameters",
+    ),
+    pytest.param(
+        """\
+model M(y: int[N, K], z: int[N]) {
+  y ~ Multinomial(10, 0.5)
+  plate i in N { z ~ Categorical(y[i, 0]) }
+}
+""",
+        """\
+model.bdl:2:23: error: 'probs' of Multinomial must be a vector, not a number
+    y ~ Multinomial(10, 0.5)
+                        ^~~
+  note: Multinomial's probs is a vector (one value per element) for each draw, and a number is not broadcast to one: probs=ones(K) / K for K elements
+model.bdl:3:34: error: 'probs' of Categorical must be a vector, not a number
+    plate i in N { z ~ Categorical(y[i, 0]) }
+                                   ^~~~~~~
+  note: Categorical's probs is a vector (one value per element) for each draw, and a number is not broadcast to one: probs=ones(K) / K for K elements""",
+        id="simplex_of_a_number_in_a_plate",
+    ),
+]
+
+
+@pytest.mark.parametrize("source, expected", CASES)
+def test_check_error(source, expected):
+    assert _check_errors(source) == expected
+
+
+@pytest.mark.parametrize("source", [
+    # the right ranks, in and out of plates, still check
+    "model M(y: real[N, K], mu: real[N, K]) {\n"
+    "  plate i in N { y ~ MultivariateNormal(mu[i], eye(K)) }\n}\n",
+    "model M(y: real[N, K], K: int) {\n  L ~ LKJCholesky(K, 2)\n  W ~ Wishart(K + 1, eye(K))\n"
+    "  y ~ MultivariateNormal(zeros(K), scale_tril=L)\n}\n",
+    "model M(y: int[N], K: int) {\n  p ~ Dirichlet(ones(K))\n  y ~ Categorical(p)\n}\n",
+])
+def test_still_accepted(source):
+    front(source, "model.bdl")

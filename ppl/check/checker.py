@@ -2328,7 +2328,8 @@ class _ModelChecker(LabelLayout):
                 ok = False
             elif not wants_dist and not self._literal_in_support(sig, pname, node):
                 ok = False
-        if not ok or not self._cholesky_as_covariance(sig, bound):
+        if not ok or not self._param_ranks(sig, bound) \
+                or not self._cholesky_as_covariance(sig, bound):
             return UNKNOWN
         self._unconstrained_args(sig, bound)
         self._dist_bound[id(e)] = (sig, bound)
@@ -2351,6 +2352,37 @@ class _ModelChecker(LabelLayout):
                 f"{'<' if hi_open else '<='} {hi:g}")
         self.err(f"{pname} of {sig.name} must be {want}, got {value:g}", node.span)
         return False
+
+    def _param_ranks(self, sig, bound: dict) -> bool:
+        """A parameter that is a vector or a matrix per draw (a multivariate
+        distribution's loc, covariance_matrix, a simplex of probs) given with fewer
+        dimensions: Pyro does not broadcast a number there (``MultivariateNormal(0, 1)``
+        stopped the fit with AttributeError 'int' object has no attribute 'dim'). False
+        when reported."""
+        needs = dict(sig.arg_constraints)
+        ok = True
+        for pname, (node, t) in bound.items():
+            rank = signatures.PARAM_RANKS.get(sig.name, {}).get(pname)
+            if rank is None:
+                rank = _param_rank(needs.get(pname))
+            if not rank or t.kind not in TENSOR_KINDS or t.shape is None:
+                continue
+            width = self._plate_width(node)
+            if width is None or len(t.shape) - width >= rank:
+                continue
+            own = t.shape[width:]
+            have = "a number" if not own else f"a vector {sizes.show(own)}"
+            want = "a vector" if rank == 1 else "a matrix"
+            example = ("eye(K)" if rank == 2 else
+                       "ones(K) / K" if needs.get(pname) == "Simplex()" else
+                       "ones(K)" if "GreaterThan" in (needs.get(pname) or "") else "zeros(K)")
+            per = "a vector (one value per element)" if rank == 1 else "a K x K matrix"
+            self.err(f"'{pname}' of {sig.name} must be {want}, not {have}", node.span,
+                     [f"{sig.name}'s {pname} is {per} for each draw, and "
+                      f"{'a number' if not own else 'a vector'} is not broadcast to one: "
+                      f"{pname}={example}" + (" for K elements" if rank == 1 else "")])
+            ok = False
+        return ok
 
     def _cholesky_as_covariance(self, sig, bound: dict) -> bool:
         """A latent drawn from a Cholesky-factor prior (LKJCholesky) given as a covariance

@@ -60,6 +60,11 @@ TENSOR_PARAMS = {
 INT_PARAMS = {"Multinomial": ("total_count",)}
 
 
+# Dimensions per draw of the parameters whose constraint the table lacks (Pyro gives
+# Wishart's none): a matrix, checked as the constrained ones are (checker._param_ranks).
+PARAM_RANKS = {"Wishart": {"covariance_matrix": 2, "precision_matrix": 2, "scale_tril": 2}}
+
+
 def target(name: str) -> str:
     """How generated code spells the distribution ``name``."""
     extra = BDL_DISTRIBUTIONS.get(name)
