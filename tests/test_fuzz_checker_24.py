@@ -108,6 +108,28 @@ model.bdl:3:34: error: 'probs' of Categorical must be a vector, not a number
   note: Categorical's probs is a vector (one value per element) for each draw, and a number is not broadcast to one: probs=ones(K) / K for K elements""",
         id="simplex_of_a_number_in_a_plate",
     ),
+    pytest.param(  # 3. Pyro refused these only when the fit started
+        """\
+model M(y: real[N]) {
+  u ~ Uniform(2.5, 1)
+  L ~ LKJCholesky(0, 2.5)
+  phi: real<lower=1, upper=1> ~ Uniform(-1, 1)
+  y ~ Normal(phi + u, 1)
+}
+""",
+        """\
+model.bdl:2:20: error: high of Uniform must be > low (2.5), got 1
+    u ~ Uniform(2.5, 1)
+                     ^
+  note: Uniform(low, high) draws from low to high
+model.bdl:3:19: error: dim of LKJCholesky must be a whole number >= 2 (the matrices are dim x dim), got 0
+    L ~ LKJCholesky(0, 2.5)
+                    ^
+model.bdl:4:28: error: the bounds of this type leave no values: lower (1) must be below upper (1)
+    phi: real<lower=1, upper=1> ~ Uniform(-1, 1)
+                             ^""",
+        id="literal_arguments_and_bounds",
+    ),
 ]
 
 
@@ -123,6 +145,8 @@ def test_check_error(source, expected):
     "model M(y: real[N, K], K: int) {\n  L ~ LKJCholesky(K, 2)\n  W ~ Wishart(K + 1, eye(K))\n"
     "  y ~ MultivariateNormal(zeros(K), scale_tril=L)\n}\n",
     "model M(y: int[N], K: int) {\n  p ~ Dirichlet(ones(K))\n  y ~ Categorical(p)\n}\n",
+    "model M(y: real[N]) {\n  u ~ Uniform(-1, 1)\n  L ~ LKJ(2, 1)\n"
+    "  phi: real<lower=-2, upper=-1.5> ~ Uniform(-2, -1.5)\n  y ~ Normal(phi + u, 1)\n}\n",
 ])
 def test_still_accepted(source):
     front(source, "model.bdl")

@@ -581,6 +581,12 @@ class _ModelChecker(LabelLayout):
                     self.err(f"bound '{b.name}' must not depend on random quantities; "
                              "write the bounded variable as a transform of an unbounded or "
                              "unit-interval latent instead", b.value.span)
+        low, high = (_literal(bounds[k]) if k in bounds else None for k in ("lower", "upper"))
+        if low is not None and high is not None and low >= high:
+            # a bounded draw maps the reals onto (lower, upper): an empty interval was a
+            # "math domain error" when the fit started
+            self.err(f"the bounds of this type leave no values: lower ({low:g}) must be below "
+                     f"upper ({high:g})", bounds["upper"].span)
         if t.base in BASE_TYPES:
             if t.base == "bool" and bounds:
                 self.err("bool takes no bounds", t.span)
@@ -2328,7 +2334,7 @@ class _ModelChecker(LabelLayout):
                 ok = False
             elif not wants_dist and not self._literal_in_support(sig, pname, node):
                 ok = False
-        if not ok or not self._param_ranks(sig, bound) \
+        if not ok or not self._param_ranks(sig, bound) or not self._literal_args(sig, bound) \
                 or not self._cholesky_as_covariance(sig, bound):
             return UNKNOWN
         self._unconstrained_args(sig, bound)
@@ -2383,6 +2389,25 @@ class _ModelChecker(LabelLayout):
                       f"{pname}={example}" + (" for K elements" if rank == 1 else "")])
             ok = False
         return ok
+
+    def _literal_args(self, sig, bound: dict) -> bool:
+        """Literal arguments that no value of the others can make valid, as
+        ``Normal(0, 0)`` is: ``Uniform(2.5, 1)`` (an empty interval) and an LKJ ``dim``
+        that is not a whole number of at least 2 (``LKJCholesky(0, 2.5)``), which Pyro
+        refuses only when the fit starts. False when reported."""
+        low, high = (_literal_number(bound[k][0]) if k in bound else None
+                     for k in ("low", "high"))
+        if sig.name == "Uniform" and low is not None and high is not None and low >= high:
+            self.err(f"high of Uniform must be > low ({low:g}), got {high:g}",
+                     bound["high"][0].span, ["Uniform(low, high) draws from low to high"])
+            return False
+        dim = _literal_number(bound["dim"][0]) if sig.name in ("LKJ", "LKJCholesky") \
+            and "dim" in bound else None
+        if dim is not None and (not isinstance(dim, int) or dim < 2):
+            self.err(f"dim of {sig.name} must be a whole number >= 2 (the matrices are "
+                     f"dim x dim), got {dim:g}", bound["dim"][0].span)
+            return False
+        return True
 
     def _cholesky_as_covariance(self, sig, bound: dict) -> bool:
         """A latent drawn from a Cholesky-factor prior (LKJCholesky) given as a covariance
