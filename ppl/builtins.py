@@ -27,13 +27,16 @@ class FunctionParam:
     indexes), real where it is absent or says None; ``result(args, kwargs)`` the shape the
     body's value must broadcast to. Any may return None (unknown). The same argument may
     still take the construct's other forms (a number, a network): a literal is one more
-    form, not the only one.
+    form, not the only one. ``rows``: parameter position -> the call's argument whose
+    rows (first dim) that parameter is given, every one (scan's ``x``: ``{1: "xs"}``), so
+    an index with it is checked at binding as one with the argument's int data would be.
     """
 
     params: tuple[str, ...]
     shapes: Callable[[list, dict], tuple | None] | None = None
     result: ShapeRule | None = None
     kinds: Callable[[list, dict], tuple | None] | None = None
+    rows: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,9 @@ class Builtin:
     # lists: arguments that take a Python list of settings (``hidden=[categorical(64, 4)]``,
     #   layer widths): a list literal there passes as a list, not stacked into a tensor.
     lists: tuple[str, ...] = ()
-    # plain: the target is a settings helper taking Python numbers (``categorical(64, 4)``),
-    #   so numeric literals pass as written instead of as ``rt.tensor(...)``.
+    # plain: the target takes Python numbers (a settings helper, ``categorical(64, 4)``;
+    #   ``rt.clamp``, which keeps an int value int between int bounds), so numeric
+    #   literals pass as written instead of as ``rt.tensor(...)`` (of the model's dtype).
     plain: bool = False
     # context: (statement, model AST) -> ContextArg | (message, argument) | None: an
     #   argument the construct takes from the rest of the model, found at compile time (a
@@ -382,7 +386,7 @@ register(Builtin("logdet", "torch.logdet", ("a",), 1, shape=scalar,
                  doc="log-determinant of a positive-definite matrix"))
 register(Builtin("where", "torch.where", ("cond", "a", "b"), 3, doc="elementwise choice"))
 register(Builtin("clamp", "rt.clamp", ("x", "min", "max"), 1, shape=same_as_first,
-                 result="as_first",
+                 result="as_first", plain=True,  # clamp(k, 0, 2) of int k stays int
                  doc="clamp to [min, max]"))
 register(Builtin("normal_cdf", "rt.normal_cdf", ("x",), 1, shape=same_as_first,
                  doc="standard normal CDF"))
@@ -426,7 +430,7 @@ def _scan_kinds(args, kwargs):
 
 register(Builtin("scan", "rt.scan", ("f", "init", "xs"), 3, shape=scan_rule,
                  functions={"f": FunctionParam(("carry", "x"), _scan_params, _scan_carry,
-                                              _scan_kinds)},
+                                              _scan_kinds, rows={1: "xs"})},
                  sequences=("xs",),
                  doc="the recursion out[0] = init, out[t + 1] = f(out[t], xs[t]): "
                      "[T + 1, ...init] for xs of [T, ...]"))

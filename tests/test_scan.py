@@ -246,6 +246,74 @@ def test_an_int_xs_gives_an_int_x_that_indexes_in_the_body():
         ppl.compile(named.replace(", idx)", ", y)"), filename="m.bdl")
 
 
+def _scan_logp(theta, y, picks) -> float:
+    """log density of theta ~ Normal(0, 1), y ~ Normal(s[1:], 1) with s the running sums
+    of theta[picks] from 0, by hand."""
+    s = [0.0]
+    for p in picks:
+        s.append(s[-1] + theta[p])
+    return sum(-0.5 * math.log(2 * math.pi) - v ** 2 / 2 for v in theta) + sum(
+        -0.5 * math.log(2 * math.pi) - (a - b) ** 2 / 2 for a, b in zip(y, s[1:], strict=True))
+
+
+@pytest.mark.parametrize("read, idx, picks", [
+    ("theta[abs(i)]", [2, -1, 1], [2, 1, 1]),
+    ("theta[clamp(i, 0, 2)]", [2, -1, 5], [2, 0, 2]),
+])
+def test_a_named_function_keeps_an_unknown_parameter_through_as_first_builtins(read, idx,
+                                                                              picks):
+    # g's i is of unknown kind until scan's use; abs(i) and clamp(i, 0, 2) made it real at
+    # the definition: "an index must be an integer, not a real value", inline accepted
+    src = ("model M(y: real[T], idx: int[T], K: int) {\n  theta: real[K] ~ Normal(0, 1)\n"
+           f"  g = (c, i) => c + {read}\n  s = scan(g, 0.0, idx)\n  y ~ Normal(s[1:], 1)\n}}\n")
+    theta, y = [0.1, -0.4, 1.5], [0.5, 1.0, -0.2]
+    got = ppl.compile(src, "m.bdl").log_density({"theta": theta}, {"y": y, "idx": idx, "K": 3})
+    assert float(got) == pytest.approx(_scan_logp(theta, y, picks), rel=1e-6)
+    # over a real xs the same function is refused at the index, naming the use
+    with pytest.raises(ppl.BdlError, match=r"3:27: error: an index must be an integer, "
+                       r"not a real value(.|\n)*note: in function 'g', given as 'f' of scan"):
+        ppl.compile(src.replace("scan(g, 0.0, idx)", "scan(g, 0.0, y)"), "m.bdl")
+
+
+@pytest.mark.parametrize("body, bad, first", [
+    ("s = scan((c, i) => c + theta[i], 0.0, idx)", [-1, 0, 1],
+     "3:32: error: data 'idx' indexes a dimension of 'theta' of size K = 3 but idx[0] is -1"),
+    ("s = scan((c, i) => c + theta[i + 1], 0.0, idx)", [-2, 0, 1],
+     "3:32: error: data 'idx' + 1 indexes a dimension of 'theta' of size K = 3 but idx[0] + 1 "
+     "is -1"),
+    ("g = (c, i) => c + theta[i]\n  s = scan(g, 0.0, idx)", [0, 1, -1],
+     "3:27: error: data 'idx' indexes a dimension of 'theta' of size K = 3 but idx[2] is -1"),
+    ("s = scan((c, i) => c + theta[i], 0.0, sort(idx))", [1, -1, 0],
+     "3:32: error: data 'idx' indexes a dimension of 'theta' of size K = 3 but idx[1] is -1"),
+    ("s = scan((c, idx) => c + theta[idx], 0.0, idx)", [-1, 0, 1],  # named as the data
+     "3:34: error: data 'idx' indexes a dimension of 'theta' of size K = 3 but idx[0] is -1"),
+])
+def test_an_index_running_over_int_data_in_scan_is_checked_when_data_bind(body, bad, first):
+    # x runs over every value of idx: idx = [-1, 0, 1] read theta[-1] silently (-8.52863)
+    src = ("model M(y: real[T], idx: int[T], K: int) {\n  theta: real[K] ~ Normal(0, 1)\n"
+           f"  {body}\n  y ~ Normal(s[1:], 1)\n}}\n")
+    m = ppl.compile(src, "m.bdl")
+    with pytest.raises(ppl.BdlError) as e:
+        m.bind({"y": [1.0, 2.0, 3.0], "idx": bad, "K": 3})
+    assert str(e.value).split("\n")[0] == f"m.bdl:{first}: an index must be in [0, 3)"
+    theta, y = [0.1, -0.4, 1.5], [1.0, 2.0, 3.0]
+    got = m.log_density({"theta": theta}, {"y": y, "idx": [0, 1, 1], "K": 3})
+    picks = [1, 2, 2] if "i + 1" in body else [0, 1, 1]
+    assert float(got) == pytest.approx(_scan_logp(theta, y, picks), rel=1e-6)
+
+
+def test_an_index_in_scan_guarded_by_where_is_not_refused():
+    # where's mask may drop what torch read for -1 ("none"), as outside scan
+    m = ppl.compile("model M(y: real[T], idx: int[T], K: int) {\n"
+                    "  theta: real[K] ~ Normal(0, 1)\n"
+                    "  s = scan((c, i) => c + where(i >= 0, theta[i], 0.0), 0.0, idx)\n"
+                    "  y ~ Normal(s[1:], 1)\n}\n", "m.bdl")
+    theta, y = [0.1, -0.4, 1.5], [1.0, 2.0, 3.0]
+    got = m.log_density({"theta": theta}, {"y": y, "idx": [-1, 0, 2], "K": 3})
+    want = _scan_logp(theta + [0.0], y, [3, 0, 2]) + 0.5 * math.log(2 * math.pi)  # no 4th
+    assert float(got) == pytest.approx(want, rel=1e-6)
+
+
 @pytest.mark.parametrize("xs", ["2.0", "y[0]", "sum(y)"])
 def test_a_single_number_xs_is_refused_at_check(xs):
     src = _model(f"s = scan((c, r) => c + r, 0.0, {xs})\n  z ~ Normal(sum(s), 1)")

@@ -4,6 +4,7 @@ checked against numpy; and the unknown-function notes for Stan and numpy names."
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
 import ppl
@@ -158,3 +159,47 @@ def test_cumsum_and_cumprod_of_int_data_are_int_and_index():
     r = ppl.compile("model M(k: int[3], x: real[3]) {\n  a = mean(k)\n  c = cumsum(x)\n"
                     "  x ~ Normal(a, 1)\n}\n")
     assert r.checked.symbols["a"].ty.kind == "real" and r.checked.symbols["c"].ty.kind == "real"
+
+
+def test_sort_and_reverse_of_int_data_as_an_index_are_checked_when_data_bind():
+    # th[sort(k)] reads exactly k's values: k = [-1, 0] read th[-1] silently (sum 0.4)
+    for read, col in (("sort(k)", 27), ("reverse(k)", 30), ("sort(k) - 1", 27),
+                      ("reverse(sort(k))", 35)):  # at k
+        m = ppl.compile("model M(k: int[N], K: int) {\n  th: real[K] ~ Normal(0, 1)\n"
+                        f"  mu ~ Normal(sum(th[{read}]), 1)\n}}\n", "m.bdl")
+        with pytest.raises(ppl.BdlError) as e:
+            m.bind({"k": [-1, 0] if "- 1" not in read else [0, 1], "K": 3})
+        assert str(e.value).split("\n")[0] == (
+            f"m.bdl:3:{col}: error: data 'k'{' - 1' if '- 1' in read else ''} indexes a "
+            "dimension of 'th' of size K = 3 but k[0]"
+            f"{' - 1' if '- 1' in read else ''} is -1: an index must be in [0, 3)"), read
+    m = ppl.compile("model M(k: int[N], K: int) {\n  th: real[K] ~ Normal(0, 1)\n"
+                    "  mu ~ Normal(sum(th[sort(k)]), 1)\n}\n", "m.bdl")
+    th = [0.1, 0.2, 0.3]
+    got = m.log_density({"th": th, "mu": 0.5}, {"k": [2, 0], "K": 3})
+    want = stats.norm.logpdf(th).sum() + stats.norm.logpdf(0.5, 0.4)
+    assert got == pytest.approx(want, rel=1e-6)
+
+
+def test_clamp_of_int_values_between_int_bounds_is_an_int_that_indexes():
+    # typed int but rt.tensor(0) of the model's dtype made it real: "tensors used as
+    # indices must be long" at run time
+    src = ("model M(k: int[N], K: int) {\n  th: real[K] ~ Normal(0, 1)\n"
+           "  mu ~ Normal(sum(th[clamp(k, 0, 2)]) + sum(th[clamp(k, min=0, max=K - 1)]), 1)\n"
+           "}\n")
+    m = ppl.compile(src, "m.bdl")
+    th = [0.1, 0.2, 0.3]
+    got = m.log_density({"th": th, "mu": 0.5}, {"k": [-1, 5, 1], "K": 3})
+    # clamp([-1, 5, 1]) = [0, 2, 1]: 0.6 twice
+    assert got == pytest.approx(stats.norm.logpdf(th).sum() + stats.norm.logpdf(0.5, 1.2),
+                                rel=1e-6)
+    # a real bound makes it real (an index then refused at check), as torch promotes
+    with pytest.raises(ppl.BdlError, match=r"an index must be an integer, not a real value"):
+        ppl.compile(src.replace("clamp(k, 0, 2)", "clamp(k, 0, 2.5)"), "m.bdl")
+    r = ppl.compile("model M(k: int[N], x: real[N]) {\n  a = clamp(k, 0, 2.5)\n"
+                    "  b = clamp(k, 0, 2)\n  c = clamp(x, min=0)\n  x ~ Normal(a + b + c, 1)\n}\n")
+    assert [r.checked.symbols[v].ty.kind for v in "abc"] == ["real", "int", "real"]
+    bound = r.bind({"k": [-1, 5], "x": [-0.5, 0.5]})
+    assert bound["a"].tolist() == [0.0, 2.5] and bound["a"].is_floating_point()
+    assert bound["b"].tolist() == [0, 2] and bound["b"].dtype == torch.int64
+    assert bound["c"].tolist() == [0.0, 0.5] and bound["c"].is_floating_point()

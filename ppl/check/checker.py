@@ -392,6 +392,9 @@ class _ModelChecker(LabelLayout):
         self.later: dict[str, Span] = {}
         self._tilde_ok: set[int] = set()  # construct calls that sit on the right of '~'
         self._fn_params: list[list[str]] = []  # parameters of the function literals entered
+        # a function literal's parameter given each row of a call's argument (scan's x of
+        # xs): name -> (that argument, its names' symbols at the call), for _data_index
+        self._param_rows: dict[str, tuple[ast.Expr, dict]] = {}
         self.size_origin: dict[str, ast.Arg] = {}  # the first argument whose shape names a size
         self.optional_reads: dict[str, Span] = {}  # optional data read in an expression
         self.data_reads: set[str] = set()  # data arguments read in an expression
@@ -1803,22 +1806,43 @@ class _ModelChecker(LabelLayout):
         """Record ``item`` as a DataIndex when it reads every value of an int data
         argument (or a size), maybe shifted by a whole number: ``g``, ``g[m]`` by the
         indices of plates of g's sizes and whole slices, ``g[m] - 1`` (Stan's 1-based
-        data); not ``g[0]``, nor ``2 * g``."""
-        offset = 0
-        if isinstance(item, ast.BinOp) and item.op in ("+", "-"):
-            if isinstance(item.right, ast.Number) and isinstance(item.right.value, int):
-                offset = item.right.value if item.op == "+" else -item.right.value
-                item = item.left
-            elif item.op == "+" and isinstance(item.left, ast.Number) \
-                    and isinstance(item.left.value, int):
-                offset, item = item.left.value, item.right
+        data), ``sort(g)`` and ``reverse(g)`` (the same values), and in a function literal
+        a parameter given each row of such data (scan's ``x`` over ``xs=g``); not
+        ``g[0]``, nor ``2 * g``."""
+        offset, scope, span = 0, None, item.span
+        while True:
+            if isinstance(item, ast.BinOp) and item.op in ("+", "-"):
+                if isinstance(item.right, ast.Number) and isinstance(item.right.value, int):
+                    offset += item.right.value if item.op == "+" else -item.right.value
+                    item = item.left
+                elif item.op == "+" and isinstance(item.left, ast.Number) \
+                        and isinstance(item.left.value, int):
+                    offset, item = offset + item.left.value, item.right
+                else:
+                    return
+            elif isinstance(item, ast.Call) and item.func_name in ("sort", "reverse") \
+                    and item.func_name not in self.symbols and len(item.args) == 1 \
+                    and not item.kwargs:
+                item = item.args[0]
+            elif isinstance(item, ast.Name) and item.id in self._param_rows \
+                    and scope is None:
+                item, scope = self._param_rows[item.id]  # the data the parameter runs over
+                continue  # located at the parameter, in the body
             else:
-                return
+                break
+            if scope is None:
+                span = item.span
         whole = item.value if isinstance(item, ast.Index) else item
-        sym = self.symbols.get(whole.id) if isinstance(whole, ast.Name) else None
+        if not isinstance(whole, ast.Name):
+            return
+        if scope is not None:  # names in the call's argument, seen from the call
+            sym = scope.get(whole.id)
+        elif any(whole.id in params for params in self._fn_params):
+            return  # a function's parameter named like data
+        else:
+            sym = self.symbols.get(whole.id)
         if sym is None or sym.role not in ("data", "size") or sym.ty.kind != "int" \
-                or sym.ty.shape is None \
-                or any(whole.id in params for params in self._fn_params):
+                or sym.ty.shape is None:
             return
         if isinstance(item, ast.Index):
             if len(item.indices) > len(sym.ty.shape):
@@ -1830,8 +1854,8 @@ class _ModelChecker(LabelLayout):
                               and p.index == i.id), None)
                 if plate is None or sizes.compare(plate.size, sym.ty.shape[k]) != "equal":
                     return
-        self.data_indices.append(DataIndex(whole.id, str(dim), item.span,
-                                           _source_text(e.value), offset))
+        self.data_indices.append(DataIndex(whole.id, str(dim), span, _source_text(e.value),
+                                           offset))
 
     def _unguard_branches(self, bound: dict, since: int) -> None:
         """Drop the DataIndex records (since ``since``) of indices in a branch of
@@ -2198,11 +2222,21 @@ class _ModelChecker(LabelLayout):
                 return sym
         return None
 
-    def _lit_body(self, e: ast.FunctionLit, shapes, kinds=None) -> Ty:
+    def _lit_body(self, e: ast.FunctionLit, shapes, kinds=None, rows=None) -> Ty:
         """The type of a literal's body with its parameters bound as local tensors (of
         ``shapes``, or of unknown shape; of ``kinds``, real where absent); they shadow
-        model names only in the body."""
+        model names only in the body. ``rows``: parameter position -> the call's argument
+        whose rows it is given (``FunctionParam.rows``)."""
         saved = {}
+        saved_rows = dict(self._param_rows)
+        for i, p in enumerate(e.params):
+            node = (rows or {}).get(i)
+            if node is None:
+                self._param_rows.pop(p, None)
+            else:
+                self._param_rows[p] = (node, {n.id: self.symbols.get(n.id)
+                                              for n in ast.walk(node)
+                                              if isinstance(n, ast.Name)})
         spans = e.param_spans if len(e.param_spans) == len(e.params) else [e.span] * len(
             e.params)
         for i, (p, span) in enumerate(zip(e.params, spans, strict=True)):
@@ -2215,6 +2249,7 @@ class _ModelChecker(LabelLayout):
             return self._expr(e.body)
         finally:
             self._fn_params.pop()
+            self._param_rows = saved_rows
             for p, (sym, used) in saved.items():
                 if sym is None:
                     del self.symbols[p]
@@ -2224,7 +2259,7 @@ class _ModelChecker(LabelLayout):
                     self.used.discard(p)
 
     def _function_lit(self, e: ast.FunctionLit, spec, where: str, positional: list,
-                      kwargs: dict, use: ast.Name | None = None) -> None:
+                      kwargs: dict, use: ast.Name | None = None, nodes=None) -> None:
         """Check ``(x, t) => body`` given for a function argument: its arity against the
         registered parameters, then the body with the parameters as local real tensors
         of the registered shapes (free names are the model's), and the body's shape.
@@ -2232,7 +2267,8 @@ class _ModelChecker(LabelLayout):
         ``use``: the literal was named (``b = (x, t) => ...``) and is given here as
         ``drift=b``; the arity error is then located at the use, and a shape error in the
         body (located in the definition) says where the function was used. The body's
-        other errors were reported at its definition and are not repeated."""
+        other errors were reported at its definition and are not repeated. ``nodes``: the
+        call's arguments by name (the ones ``spec.rows`` names)."""
         want = len(spec.params)
         if len(e.params) != want:
             have = f"'{use.id}' has" if use is not None else "this one has"
@@ -2246,7 +2282,8 @@ class _ModelChecker(LabelLayout):
         shapes = spec.shapes(positional, kwargs) if spec.shapes and known else None
         kinds = spec.kinds(positional, kwargs) if spec.kinds and known else None
         first = len(self.errors)
-        ty = self._lit_body(e, shapes, kinds)
+        rows = {i: nodes[k] for i, k in spec.rows.items() if k in (nodes or {})}
+        ty = self._lit_body(e, shapes, kinds, rows)
         if ty.kind not in TENSOR_KINDS + ("unknown",):
             if use is None:
                 self.err(f"the body of {where} must be numeric, not {_a(ty.kind)} value",
@@ -2557,12 +2594,14 @@ class _ModelChecker(LabelLayout):
                 continue
             node, t = bound[k]
             named = self._function_name(node)
+            types = {j: t for j, (_, t) in bound.items()}
+            nodes = {j: n for j, (n, _) in bound.items()}
             if isinstance(node, ast.FunctionLit):
-                self._function_lit(node, spec, f"'{k}' of {b.name}", positional,
-                                   {j: t for j, (_, t) in bound.items()})
+                self._function_lit(node, spec, f"'{k}' of {b.name}", positional, types,
+                                   nodes=nodes)
             elif named is not None:  # `b = (x, t) => ...`, then `drift=b`
                 self._function_lit(named.node.value, spec, f"'{k}' of {b.name}", positional,
-                                   {j: t for j, (_, t) in bound.items()}, use=node)
+                                   types, use=node, nodes=nodes)
             elif t.kind == "function" and isinstance(node, ast.Name):  # `drift=tanh`
                 first = spec.params[0] if spec.params else ""
                 self.err(f"'{k}' of {b.name} takes a function literal, not the name of a "
@@ -2671,8 +2710,9 @@ class _ModelChecker(LabelLayout):
             shape = per_row
         kind = b.result
         if kind == "as_first":
-            kind = positional[0].kind if positional and positional[0].kind in TENSOR_KINDS \
-                else "real"
+            kind = _as_first(positional[0].kind if positional else "real",
+                             [t.kind for k, (_, t) in bound.items()
+                              if k not in (b.params[:1] + ("dim",))])
         return Ty(kind, shape)
 
     def _two_value_extreme(self, e: ast.Call, name: str) -> None:
@@ -2909,6 +2949,20 @@ class _ModelChecker(LabelLayout):
 
 
 # ---- helpers ------------------------------------------------------------------------
+def _as_first(first: str, others: list[str]) -> str:
+    """The kind of a builtin whose result is ``"as_first"``: its first argument's (int
+    stays int: ``abs(k)``, ``sort(k)``, ``clamp(k, 0, 2)``), real when another value
+    argument is real (``clamp(k, 0, 2.5)``); a first of unknown kind (a named function's
+    parameter: ``g = (c, i) => c + theta[abs(i)]``) stays unknown, settled at the
+    function's use (scan over an int xs)."""
+    if first == "unknown":
+        return "unknown"
+    if first not in TENSOR_KINDS:
+        return "real"
+    if first in ("int", "bool") and "real" in others:
+        return "real"
+    return first
+
 def _slice_length(start, stop, dim):
     """Length of ``x[start:stop]`` along a dimension of size ``dim``, as Python counts it."""
     ends = []

@@ -278,7 +278,20 @@ def arange(n) -> torch.Tensor:
 
 
 def clamp(x, min=None, max=None):  # noqa: A002
-    return torch.clamp(tensor(x), min=min, max=max)
+    """``torch.clamp`` to [min, max]. Numbers come as written (the builtin is ``plain``):
+    a whole number beside an int ``x`` is an int, so ``clamp(k, 0, 2)`` stays an int that
+    indexes (``th[clamp(k, 0, 2)]``; ``rt.tensor(0)`` of the model's dtype made it real);
+    a real bound (``clamp(k, 0, 2.5)``) makes the result real, as torch promotes."""
+    x = tensor(x, integer=isinstance(x, int) and not isinstance(x, bool))
+
+    def bound(b):
+        if b is None or isinstance(b, torch.Tensor):
+            return b
+        whole = isinstance(b, int) and not x.is_floating_point()
+        return torch.as_tensor(b, dtype=x.dtype if whole else torch.get_default_dtype(),
+                               device=x.device)
+
+    return torch.clamp(x, min=bound(min), max=bound(max))
 
 
 def normal_cdf(x):
