@@ -130,6 +130,24 @@ model.bdl:4:28: error: the bounds of this type leave no values: lower (1) must b
                              ^""",
         id="literal_arguments_and_bounds",
     ),
+    pytest.param(  # 9. was "quantile() input tensor must be non-empty", unlocated
+        """\
+model M(x: real[N]) {
+  z: real[0] ~ Normal(0, 1)
+  w ~ Normal(x[:0], 1)
+}
+""",
+        """\
+model.bdl:2:6: error: 'z' has no elements (shape [0]): a latent needs at least one
+    z: real[0] ~ Normal(0, 1)
+       ^~~~~~~
+  note: drop it, or give it a size of at least 1
+model.bdl:3:3: error: 'w' has no elements (shape [0]): a latent needs at least one
+    w ~ Normal(x[:0], 1)
+    ^
+  note: drop it, or give it a size of at least 1""",
+        id="zero_size_latent",
+    ),
 ]
 
 
@@ -150,3 +168,22 @@ def test_check_error(source, expected):
 ])
 def test_still_accepted(source):
     front(source, "model.bdl")
+
+
+def test_a_latent_sized_zero_by_the_data_is_refused_at_binding():
+    source = """\
+model M(y: real[N], K: int) {
+  z: real[K] ~ Normal(0, 1)
+  y ~ Normal(sum(z), 1)
+}
+"""
+    model = ppl.compile(source, "model.bdl")
+    with pytest.raises(ppl.BdlError) as e:
+        model.fit({"y": [1.0, 2.0], "K": 0}, infer="map(steps=1)")
+    assert e.value.render() == """\
+model.bdl:2:3: error: latent 'z' has no elements: real[K] with K = 0 (sizes from the data)
+    z: real[K] ~ Normal(0, 1)
+    ^
+  note: K is 0 from data key 'K'
+  note: a latent needs at least one element: give the size a value of at least 1, or leave the latent out"""
+    assert model.bind({"y": [1.0, 2.0], "K": 1}, drawn=model.checked.drawn())["K"] == 1

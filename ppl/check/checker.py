@@ -924,6 +924,14 @@ class _ModelChecker(LabelLayout):
         if not dty.discrete and self.global_labels and found is not None and any(
                 self._reads_label(node) for node, _ in found[1].values()):
             info.label_free = True  # its value without the label's dims (rt.LabelFree)
+        empty = next((d for d in (shape or ())[len(self.plate_stack):]
+                      if sizes.compare(d, sizes.const(0)) == sizes.Relation.EQUAL), None)
+        if empty is not None:
+            # Pyro's fits cannot start on a latent without elements (an initial value's
+            # quantile() of an empty tensor); a size from the data is checked at binding
+            self.err(f"'{s.name}' has no elements (shape {sizes.show(shape)}): a latent needs "
+                     "at least one", s.type.span if s.type is not None else s.name_span,
+                     ["drop it, or give it a size of at least 1"])
         if dty.discrete:
             self._discrete_latent(s, dty, shape)
             if dty.enumerable and not self.plate_stack:

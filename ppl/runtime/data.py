@@ -288,6 +288,25 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
                                f"{chk.right} = {right} (sizes from the data)", chk.line, chk.col,
                                notes))
 
+    # a latent's size from the data: Pyro's fits cannot start on a latent without elements
+    # (the checker refuses a literal 0: 'z' has no elements)
+    for name, (line, col, decl) in (drawn or {}).items():
+        dims = decl.rsplit("[", 1)[1].rstrip("]").split(",") if decl.endswith("]") else []
+        for dim in dims:
+            try:
+                value = sympy.sympify(dim.strip(), locals=syms).subs(sizes_now)
+            except (sympy.SympifyError, TypeError, SyntaxError):
+                break
+            if value.is_number and value == 0:
+                notes = [f"{k} is {bound[k][0]} from {bound[k][1]}"
+                         for k in sorted(str(x) for x in sympy.sympify(
+                             dim.strip(), locals=syms).free_symbols) if k in bound]
+                errors.append(_err(f"latent '{name}' has no elements: {decl.split(': ', 1)[1]}"
+                                   f" with {dim.strip()} = 0 (sizes from the data)", line, col,
+                                   [*notes, "a latent needs at least one element: give the "
+                                    "size a value of at least 1, or leave the latent out"]))
+                break
+
     failed: set[str] = set()  # one error per argument: its first bad index
     for chk in sig.index_checks:
         t = out.get(chk.name)
