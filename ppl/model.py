@@ -287,24 +287,39 @@ def merge_infer(base: dict | None, infer: str | None = None, **options) -> tuple
     """Method and validated options: ``base`` (a file's infer settings, ``{"method": ...,
     option: value}``; None: nuts), then the spec ``infer`` (``"svi(steps=100)"``; another
     method than base's drops base's options), then ``options``. ``bdl run``, the API and a
-    generated module run on its own (``--infer``, ``--seed``) all resolve them here."""
+    generated module run on its own (``--infer``, ``--seed``) all resolve them here. The
+    spec is held to the rules of a file's infer line (an option given twice, a value out
+    of its range), its errors located in it (``--infer:1:12``)."""
     from .check.checker import validate_options
+    from .infer.methods import lookup
     from .infer.run import resolve_options
 
     base = dict(base or {"method": "nuts"})
     method = base.pop("method")
     given: dict = {}
+    spans: dict = {}  # option -> its span in the spec
+    shown = None
     if infer is not None:
-        m, spec_opts = parse_infer_spec(infer)
+        m, spec_given, shown, span = _spec_options(infer)
+        values, errs = validate_options(m, spec_given, span)
+        if errs:
+            raise BdlError(errs, "--infer", shown)
         if m != method:
             base = {}
         method = m
-        given.update(spec_opts)
+        given.update(values)
+        spans = {k: s for k, _, s in spec_given}
     given.update(options)
     values, errs = validate_options(
         method, [(k, v, Span(0, 0)) for k, v in given.items()], Span(0, 0))
     if errs:
         raise BdlError(errs, "infer")
+    spec = lookup(method)
+    merged = {k: o.default for k, o in spec.options.items()} | base | values
+    located = [Diagnostic(f"option '{k}' of {method}: {p}", spans[k])
+               for k, p in spec.problems(merged) if k in spans and k not in options]
+    if located:  # a range the spec broke: there (the rest as resolve_options says it)
+        raise BdlError(located, "--infer", shown)
     opts = resolve_options(method, {**base, **values})
     if opts.get("device") == "cuda":
         import torch
@@ -320,24 +335,39 @@ def merge_infer(base: dict | None, infer: str | None = None, **options) -> tuple
 
 def parse_infer_spec(spec: str) -> tuple[str, dict]:
     """``"svi(steps=500, lr=0.01)"`` or ``"svi"`` -> ("svi", {...})."""
+    method, given, _, _ = _spec_options(spec)
+    return method, {k: v for k, v, _ in given}
+
+
+def _spec_options(spec: str) -> tuple[str, list, str, Span]:
+    """(method, [(option, value, span)] as written, the text the spans point into
+    (``infer METHOD(...)``), the method's span): a spec parsed as a file's infer line is,
+    so an empty one says what it lacks as that line does."""
     from .check.checker import option_value
     from .syntax.parser import parse
 
     text = spec.strip()
-    if "(" not in text:
+    if text and "(" not in text:
         text += "()"
-    program = parse("infer " + text, "--infer")
+    shown = "infer " + text
+    program = parse(shown, "--infer")
     if len(program.infers) != 1 or program.models:
         raise BdlError([Diagnostic("expected METHOD(option=value, ...)", Span(1, 1))],
-                       "--infer", text)
+                       "--infer", shown)
     inf = program.infers[0]
-    opts = {}
+    if inf.args:
+        raise BdlError([Diagnostic("infer options are keywords: name=value",
+                                   inf.args[0].span)], "--infer", shown)
+    given = []
     for kw in inf.options:
+        span = kw.span
+        if kw.value.span.end_line == span.line and kw.value.span.end_col:
+            span = Span(span.line, span.col, span.line, kw.value.span.end_col)
         try:
-            opts[kw.name] = option_value(kw.value)
+            given.append((kw.name, option_value(kw.value), span))
         except ValueError as e:
-            raise BdlError([Diagnostic(str(e), kw.span)], "--infer", "infer " + text) from None
-    return inf.method, opts
+            raise BdlError([Diagnostic(str(e), kw.span)], "--infer", shown) from None
+    return inf.method, given, shown, inf.span
 
 
 _counter = [0]

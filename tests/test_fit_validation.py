@@ -252,7 +252,12 @@ def test_out_of_range_options_given_at_run_time_are_errors(infer, options, messa
     m = ppl.compile(A, filename="a.bdl")
     with pytest.raises(ppl.BdlError) as e:
         m.resolve_infer(infer, **options)
-    assert str(e.value) == f"infer: error: {message}"
+    if options:  # a keyword: no place to show
+        assert str(e.value) == f"infer: error: {message}"
+    else:  # in the spec: located there, as on the file's infer line
+        col = infer.index("(") + len("infer ") + 2
+        assert str(e.value).splitlines()[:2] == [f"--infer:1:{col}: error: {message}",
+                                                 f"  infer {infer}"]
 
 
 def test_out_of_range_option_on_the_command_line_exits_1(tmp_path):
@@ -260,8 +265,9 @@ def test_out_of_range_option_on_the_command_line_exits_1(tmp_path):
     (tmp_path / "a.data.json").write_text('{"y": [0.5]}')
     code, _, err = _cli("run", tmp_path / "a.bdl", "--infer", "nuts(target_accept=1.5)",
                         "--out", tmp_path / "run")
-    assert (code, err.strip()) == (1, "infer: error: option 'target_accept' of nuts: must "
-                                      "be in (0, 1)")
+    assert (code, err.strip().splitlines()) == (1, [
+        "--infer:1:12: error: option 'target_accept' of nuts: must be in (0, 1)",
+        "  infer nuts(target_accept=1.5)", "             ^~~~~~~~~~~~~~~~~"])
 
 
 def test_out_of_range_option_in_the_file_is_a_check_error():

@@ -174,3 +174,28 @@ def test_the_deepest_expression_taken_runs_through_every_stage(tmp_path, bdl_her
     assert r.returncode == 0, r.stderr
     fit = ppl.compile(_nested(expr)).fit({"y": [0.5]})
     assert fit.samples["mu"].shape == (1,)
+
+
+@pytest.mark.parametrize("spec, said", [
+    # was "infer: error: option 'chains' of nuts: must be at least 1", with no place
+    ("nuts(chains=0)", ["--infer:1:12: error: option 'chains' of nuts: must be at least 1",
+                        "  infer nuts(chains=0)", "             ^~~~~~~~"]),
+    # was taken silently as samples=6 (the file's infer line refuses it)
+    ("nuts(samples=5, samples=6)", ["--infer:1:23: error: option 'samples' given twice",
+                                    "  infer nuts(samples=5, samples=6)",
+                                    "                        ^~~~~~~~~"]),
+    # was "infer ()": "unexpected '('", a spec the user never wrote
+    ("", ["--infer:1:7: error: unexpected end of file; expected a name", "  infer ",
+          "        ^"]),
+    ("nuts(4)", ["--infer:1:12: error: infer options are keywords: name=value",
+                 "  infer nuts(4)", "             ^"]),
+])
+def test_an_infer_spec_follows_the_infer_lines_rules_located(spec, said):
+    import ppl
+
+    m = ppl.compile(_nested("mu"), "m.bdl")
+    with pytest.raises(ppl.BdlError) as e:
+        m.resolve_infer(spec)
+    assert str(e.value).splitlines()[:3] == said
+    # a keyword given beside the spec overrides it, as before: not a duplicate
+    assert m.resolve_infer("nuts(seed=4)", seed=5)[1]["seed"] == 5
