@@ -1277,7 +1277,9 @@ model M(y: real[N]) {
 """,
         {"y": [1.0], "N": 1.5},
         """\
-model.bdl: error: size 'N' must be an integer, got 1.5""",
+model.bdl:1:9: error: size 'N' (data key 'N') must be an integer, got 1.5
+  model M(y: real[N]) {
+          ^""",
         id="bind_size_not_an_integer",
     ),
     pytest.param(

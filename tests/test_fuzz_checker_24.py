@@ -148,6 +148,39 @@ model.bdl:3:3: error: 'w' has no elements (shape [0]): a latent needs at least o
   note: drop it, or give it a size of at least 1""",
         id="zero_size_latent",
     ),
+    pytest.param(  # 4. were torch's IndexError / RuntimeError when the model ran
+        """\
+model M(y: real[N], x: real[N, K]) {
+  a = sum(y, dim=1)
+  b = cat([x, y])
+  c = outer(2.0, 3.0)
+  d = cat([x, x], dim=2)
+  e: real[99999999999999999999] ~ Normal(0, 1)
+  y ~ Normal(a + b[0, 0] + c[0, 0] + d[0, 0], 1)
+}
+""",
+        """\
+model.bdl:2:18: error: dim=1 is out of range for 'y' of shape [N]: sum takes a dim from -1 to 0
+    a = sum(y, dim=1)
+                   ^
+  note: dims count from 0 on the left, from -1 on the right
+model.bdl:3:15: error: cat joins values with the same number of dimensions, but 'x' is [N, K] and 'y' is [N]
+    b = cat([x, y])
+                ^
+  note: stack([...]) joins values as a new dimension; cat joins them along one they all have
+model.bdl:4:13: error: outer takes two vectors, but its first argument is a number
+    c = outer(2.0, 3.0)
+              ^~~
+  note: the product of numbers is a * b
+model.bdl:5:23: error: dim=2 is out of range for values of shape [N, K]: cat takes a dim from -2 to 1
+    d = cat([x, x], dim=2)
+                        ^
+  note: dims count from 0 on the left, from -1 on the right
+model.bdl:6:11: error: the size 99999999999999999999 is more than a tensor dimension can hold (9223372036854775807)
+    e: real[99999999999999999999] ~ Normal(0, 1)
+            ^~~~~~~~~~~~~~~~~~~~""",
+        id="builtin_shapes_and_a_size_too_large",
+    ),
 ]
 
 
@@ -163,6 +196,8 @@ def test_check_error(source, expected):
     "model M(y: real[N, K], K: int) {\n  L ~ LKJCholesky(K, 2)\n  W ~ Wishart(K + 1, eye(K))\n"
     "  y ~ MultivariateNormal(zeros(K), scale_tril=L)\n}\n",
     "model M(y: int[N], K: int) {\n  p ~ Dirichlet(ones(K))\n  y ~ Categorical(p)\n}\n",
+    "model M(y: real[N], x: real[N, K]) {\n  a = sum(x, dim=-2) + sum(y, 0) + sum(2.0, dim=-1)\n"
+    "  b = cat([x, x], dim=1) + outer(y, y)[:, :K]\n  y ~ Normal(sum(a) + sum(b), 1)\n}\n",
     "model M(y: real[N]) {\n  u ~ Uniform(-1, 1)\n  L ~ LKJ(2, 1)\n"
     "  phi: real<lower=-2, upper=-1.5> ~ Uniform(-2, -1.5)\n  y ~ Normal(phi + u, 1)\n}\n",
 ])
@@ -187,3 +222,19 @@ model.bdl:2:3: error: latent 'z' has no elements: real[K] with K = 0 (sizes from
   note: K is 0 from data key 'K'
   note: a latent needs at least one element: give the size a value of at least 1, or leave the latent out"""
     assert model.bind({"y": [1.0, 2.0], "K": 1}, drawn=model.checked.drawn())["K"] == 1
+
+
+@pytest.mark.parametrize("value, said", [(1e309, "must be an integer, got inf"),
+                                         (2.5, "must be an integer, got 2.5"),
+                                         (1e20, "is 100000000000000000000, more than a "
+                                                  "tensor dimension can hold "
+                                                  "(9223372036854775807)")])
+def test_a_size_data_key_that_is_no_size_names_the_key(value, said):
+    # 1e309 was OverflowError (exit 3); the errors had no line (model.bdl: error: ...)
+    model = ppl.compile("model M(y: real[J]) {\n  y ~ Normal(0, 1)\n}\n", "model.bdl")
+    with pytest.raises(ppl.BdlError) as e:
+        model.bind({"J": value, "y": [1.0, 2.0]})
+    assert e.value.render() == f"""\
+model.bdl:1:9: error: size 'J' (data key 'J') {said}
+  model M(y: real[J]) {{
+          ^"""

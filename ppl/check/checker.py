@@ -521,6 +521,10 @@ class _ModelChecker(LabelLayout):
              ) -> sizes.Dim | None:
         """A dimension: an integer, a size name, or +, -, * of them."""
         if isinstance(expr, ast.Number) and isinstance(expr.value, int) and expr.value >= 0:
+            if expr.value > _MAX_SIZE:
+                self.err(f"the size {expr.value} is more than a tensor dimension can hold "
+                         f"({_MAX_SIZE})", expr.span)
+                return None
             return sizes.const(expr.value)
         if isinstance(expr, ast.Name):
             sym = self.symbols.get(expr.id)
@@ -2646,7 +2650,7 @@ class _ModelChecker(LabelLayout):
             kwargs = {k: t for k, (_, t) in bound.items()}
             width = self._elementwise_join(e, b, xs, bound.get("dim")) \
                 if xs is not None and self.plate_stack else 0
-            if width is None:
+            if width is None or not self._join_ranks(b, bound):
                 return UNKNOWN
             if width and b.name == "cat" and "dim" not in bound:
                 kwargs["dim"] = Ty("int", (), value=width)  # each element's own first dim
@@ -2689,6 +2693,8 @@ class _ModelChecker(LabelLayout):
                              f"{_a(t.kind)} value", node.span)
                     return UNKNOWN
         self._own_dim(b, bound)
+        if not self._dim_in_range(b, bound) or not self._outer_vectors(b, bound):
+            return UNKNOWN
         if "dim" in b.params and self._dim_moves(b, bound):
             moved = next((n for k, (node, _) in bound.items() if k != "dim"
                           for n in ast.walk(node) if id(n) in self.aligned), None)
@@ -2823,6 +2829,71 @@ class _ModelChecker(LabelLayout):
             return None
         self.elem_reduce[id(e)] = len(first[1].shape) - width
         return tuple(first[1].shape[:width])
+
+    def _whole(self, node: ast.Expr, t: Ty) -> bool:
+        """Whether ``t`` is the whole shape of a tensor ``node`` as it is at run time:
+        outside plates, and not read from a label summed out there (which adds dims)."""
+        return not self.plate_stack and t.kind in TENSOR_KINDS and t.shape is not None \
+            and self._label_read(node) is None
+
+    def _dim_in_range(self, b, bound: dict) -> bool:
+        """A literal ``dim`` outside the first argument's dims (``sum(y, dim=1)`` of a
+        vector; a number has dims 0 and -1 as in torch): torch's IndexError when the model
+        ran. False when reported."""
+        dim, first = bound.get("dim"), bound.get("x")
+        d = _literal_number(dim[0]) if dim is not None else None
+        if not isinstance(d, int) or first is None or not self._whole(*first):
+            return True
+        n = max(len(first[1].shape), 1)
+        if -n <= d < n:
+            return True
+        have = "a number" if not first[1].shape else \
+            f"{_quote(first[0])} of shape {sizes.show(first[1].shape)}"
+        self.err(f"dim={d} is out of range for {have}: {b.name} takes a dim from {-n} to "
+                 f"{n - 1}", dim[0].span, ["dims count from 0 on the left, from -1 on the right"])
+        return False
+
+    def _join_ranks(self, b, bound: dict) -> bool:
+        """``cat([x, y])`` along a dim counted from the left of values with different
+        numbers of dims (torch's 'Tensors must have same number of dimensions'). False
+        when reported."""
+        xs, dim = bound.get("xs"), bound.get("dim")
+        d = _literal_number(dim[0]) if dim is not None else 0
+        if b.name != "cat" or xs is None or not isinstance(xs[0], ast.ListLit) \
+                or not isinstance(d, int) or d < 0:
+            return True
+        items = [(i, self.types.get(id(i), UNKNOWN)) for i in xs[0].items]
+        if not items or not all(self._whole(i, t) for i, t in items):
+            return True
+        (first, t0), rank = items[0], len(items[0][1].shape)
+        for node, t in items[1:]:
+            if len(t.shape) != rank:
+                self.err(f"cat joins values with the same number of dimensions, but "
+                         f"{_quote(first)} is {sizes.show(t0.shape)} and {_quote(node)} is "
+                         f"{sizes.show(t.shape)}", node.span,
+                         ["stack([...]) joins values as a new dimension; cat joins them "
+                          "along one they all have"])
+                return False
+        if d >= max(rank, 1):
+            self.err(f"dim={d} is out of range for values of shape {sizes.show(t0.shape)}: cat "
+                     f"takes a dim from {-max(rank, 1)} to {max(rank, 1) - 1}", dim[0].span,
+                     ["dims count from 0 on the left, from -1 on the right"])
+            return False
+        return True
+
+    def _outer_vectors(self, b, bound: dict) -> bool:
+        """``outer(a, b)`` of a number: torch's IndexError when the model ran. False when
+        reported."""
+        if b.name != "outer":
+            return True
+        for k, (node, t) in bound.items():
+            if self._whole(node, t) and not t.shape:
+                which = "first" if k == "a" else "second"
+                self.err(f"outer takes two vectors, but its {which} argument is a number",
+                         node.span,
+                         ["the product of numbers is a * b"])
+                return False
+        return True
 
     def _own_dim(self, b, bound: dict) -> None:
         """``cumsum(v[i], dim=0)`` inside ``plate i``: v[i] is one row per element, laid
@@ -3092,6 +3163,8 @@ def _literal(e: ast.Expr) -> float | None:
     return None
 
 
+# the largest size a torch tensor's dimension can take (an int64)
+_MAX_SIZE = 2**63 - 1
 # builtins whose tensor arguments broadcast against each other element by element
 _ELEMENTWISE = ("where", "clamp")
 # distributions whose support is their arguments' (a mixture of Poissons, Delta(3.0)):

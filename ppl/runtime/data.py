@@ -10,6 +10,7 @@ and points at the declaration in the model file.
 from __future__ import annotations
 
 import difflib
+import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -34,6 +35,15 @@ class ArgSpec:
     optional: bool = False
     lower: float | str | None = None  # a number, or the name of another argument or size
     upper: float | str | None = None
+
+
+# the largest size a torch tensor's dimension can take (an int64)
+_MAX_SIZE = 2**63 - 1
+
+
+def _names(dim: str) -> set[str]:
+    """The size names in a dimension's text (``K + 1`` -> {K})."""
+    return set(re.findall(r"[A-Za-z_]\w*", dim))
 
 
 @dataclass
@@ -213,19 +223,25 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
         if name not in data or data[name] is None:
             continue
         spec = next((a for a in sig.args if a.name == name), None)
+        # Point at the declaration of the size, else at the argument whose shape bound it,
+        # else at the first whose shape names it (a size given only as a data key).
+        where = spec or bound_by.get(name) or next(
+            (a for a in sig.args if any(name in _names(d) for d in a.dims)), None)
+        line, col = (where.line, where.col) if where else (0, 0)
         try:
             raw = np.asarray(data[name])
             v = int(raw.item())
             if raw.dtype.kind not in "biuf" or v != raw.item():
                 raise ValueError
-        except (ValueError, TypeError):
-            errors.append(_err(f"size '{name}' must be an integer, got {data[name]!r}",
-                               spec.line if spec else 0, spec.col if spec else 0))
+        except (ValueError, TypeError, OverflowError):  # 1e309 is inf: OverflowError
+            errors.append(_err(f"size '{name}' (data key '{name}') must be an integer, got "
+                               f"{data[name]!r}", line, col))
             continue
         prev = bound.get(name)
-        # Point at the declaration of the size, else at the argument whose shape bound it.
-        where = spec or bound_by.get(name)
-        line, col = (where.line, where.col) if where else (0, 0)
+        if v > _MAX_SIZE:
+            errors.append(_err(f"size '{name}' (data key '{name}') is {v}, more than a tensor "
+                               f"dimension can hold ({_MAX_SIZE})", line, col))
+            continue
         if v < 0:
             errors.append(_err(f"size '{name}' must be >= 0, got {v}", line, col))
             continue
