@@ -220,3 +220,48 @@ def test_the_sign_of_a_size_expression_over_sizes_of_zero_and_up():
         assert (sizes.always_negative(d), sizes.never_negative(d)) == (always, never), d
     assert (M - L).signed() == "M - L" and str(M - L) == "-L + M"
     assert (-L - 1).signed() == "-L - 1" and (L + 3).signed() == "L + 3"
+
+
+@pytest.mark.parametrize("body, first, note", [
+    # a name computed in the plate reads as its value (was y[-1] unchecked)
+    ("    s = t - 1\n    y ~ Normal(mu * y[s], 1)\n",
+     "5:23: error: y[s] at t = 0 reads y[-1], which torch counts from the end (y[T - 1])",
+     "`ahead = y[1:]` then `plate t in T - 1 { ahead ~ ... y[t] ... }`"),
+    ("    s = t - L\n    u = s - 1\n    y ~ Normal(mu * y[u], 1)\n",
+     "6:23: error: y[u] at t = 0 reads y[-(L + 1)], which torch counts from the end",
+     "`ahead = y[L + 1:]`"),
+    # a coefficient on the index: Stan's 1-based y[2*t - 1] (was y[-1] unchecked)
+    ("    y ~ Normal(mu * y[2 * t - 1], 1)\n",
+     "4:23: error: y[2 * t - 1] at t = 0 reads y[-1], which torch counts from the end "
+     "(y[T - 1])", "the plate's index starts at 0 (Stan's starts at 1): every element it "
+     "reads must be in [0, T)"),
+    ("    y ~ Normal(mu * z[2 * t + 2], 1)\n",
+     "4:23: error: z[2 * t + 2] reads z[2*T] at t = T - 1, past the end of a dimension of "
+     "size 2*T", "read the plate over fewer elements"),
+])
+def test_a_plate_local_or_a_scaled_index_is_checked_as_a_shift(body, first, note):
+    src = (f"model M(y: real[T], z: real[2 * T], L: int) {{\n  mu ~ Normal(0, 1)\n"
+           f"  plate t in T {{\n{body}  }}\n}}\n")
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile(src, "m.bdl")
+    assert str(e.value).split("\n")[0] == f"m.bdl:{first}"
+    assert note in str(e.value)
+
+
+def test_a_scaled_index_reads_every_other_element_and_is_checked_at_binding():
+    src = ("model M(y: real[T], z: real[W], L: int) {\n  mu ~ Normal(0, 1)\n  plate t in T {\n"
+           "    y ~ Normal(mu * z[2 * t] + z[L * t + 1], 1)\n  }\n}\n")
+    m = ppl.compile(src, "m.bdl")
+    y, z = [1.0, 2.0, 3.0], [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    # L = 2: 0.5 * [0, 2, 4] + [1, 3, 5] = [1, 4, 7]
+    want = float(torch.distributions.Normal(torch.tensor([1.0, 4.0, 7.0]), 1).log_prob(
+        torch.tensor(y)).sum() + torch.distributions.Normal(0.0, 1).log_prob(
+        torch.tensor(0.5)))
+    got = m.log_density({"mu": 0.5}, {"y": y, "z": z, "L": 2})
+    assert float(got) == pytest.approx(want, abs=1e-5)
+    # z[2 * t] fits W = 5 (2*T - 1 = 5); z[L * t + 1] reads z[5] at t = 2
+    with pytest.raises(ppl.BdlError) as e:
+        m.bind({"y": y, "z": z[:5], "L": 2})
+    assert str(e.value).split("\n")[0] == (
+        "m.bdl:4:32: error: size mismatch between dimension 0 of 'z' read at L * t + 1 in "
+        "plate t in T: W = 5 but must be at least L*T - L + 2 = 6 (sizes from the data)")

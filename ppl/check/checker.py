@@ -1722,17 +1722,19 @@ class _ModelChecker(LabelLayout):
     def _plate_index_shift(self, e: ast.Index, i: int, item: ast.Expr, dim) -> None:
         """``a[t + e]`` with ``t`` the index of ``plate t in N`` and ``e`` a whole-number
         expression of sizes and literals (``t - 1``, ``t + -1``, ``t - L``, ``t - L - 1``,
-        ``t - 2 * L``, ``t + 1 - L``, ``c + t``), sizes whole numbers >= 0. At t = 0 the
+        ``t - 2 * L``, ``t + 1 - L``, ``c + t``; ``2 * t - 1``, ``s`` of ``s = t - 1``),
+        sizes whole numbers >= 0. At t = 0 the
         plate reads a[e], which torch reads from the end when e < 0 (a silent wrap: Stan's
         ``for (t in 2:T) ... y[t - 1]`` ported as ``plate t in T`` added a term for y[0]
         given y[T - 1]): an error when e < 0 for every size (``t - 1``, ``t - L - 1``), a
         check at binding when for some (``t - L``, ``t + L - M``: legal at L = 0, M <= L).
-        At t = N - 1 it reads a[N - 1 + e], so a's dimension must be at least N + e: an
-        error when it is less for every size, else checked at binding unless proven."""
+        At t = N - 1 it reads a[N - 1 + e] (a[c (N - 1) + e] for ``c * t + e``), so a's
+        dimension must be at least N + e: an error when it is less for every size, else
+        checked at binding unless proven."""
         found = self._index_shift(item)
         if found is None:
             return
-        index, shift = found
+        index, shift, coef = found
         plate = next(p for p in self.plate_stack if p.index == index.id)
         name = _source_text(e.value) if isinstance(e.value, ast.Name) else "the value"
 
@@ -1751,18 +1753,21 @@ class _ModelChecker(LabelLayout):
             stan = (f"for Stan's `for ({index.id} in {1 + int(back)}:{size}) ... "
                     f"{name}[{index.id} - {back}]`, "
                     if shift.is_number and len(e.indices) == 1 else "")
+            note = (f"{stan}give the shifted values their own name and plate: `ahead = "
+                    f"{ahead}` then `plate {index.id} in {size} - {grouped} {{ "
+                    f"{'ahead ~ ' if shift.is_number else ''}... {at(index.id)} ... }}`"
+                    if coef == 1 else
+                    f"the plate's index starts at 0 (Stan's starts at 1): every element it "
+                    f"reads must be in [0, {dim.signed()})")
             self.err(f"{written} at {index.id} = 0 reads {at('-' + grouped)}, which torch "
-                     f"counts from the end{whole}", item.span,
-                     [f"{stan}give the shifted values their own name and plate: `ahead = "
-                      f"{ahead}` then `plate {index.id} in {size} - {grouped} {{ "
-                      f"{'ahead ~ ' if shift.is_number else ''}... {at(index.id)} ... }}`"])
+                     f"counts from the end{whole}", item.span, [note])
             return
         if not sizes.never_negative(shift):
             # negative for some sizes only: L = 0 in t + L - 1, M > L in t + L - M
             self._defer(shift.signed(), "0", item.span,
                         f"{written} at {index.id} = 0 reads {at(shift.signed())}",
                         at_least=True)
-        need = plate.size + shift
+        need = coef * (plate.size - 1) + shift + 1  # N + e for t + e
         gap = dim - need
         if sizes.always_negative(gap):
             ahead = shift.signed()
@@ -1771,39 +1776,55 @@ class _ModelChecker(LabelLayout):
                      f"of a dimension of size {dim.signed()}", item.span,
                      [f"read the plate over {size} - "
                       f"{ahead if len(shift.terms) == 1 else f'({ahead})'} elements, or "
-                      f"index {at(index.id)} in a plate of the shifted values"])
+                      f"index {at(index.id)} in a plate of the shifted values"
+                      if coef == 1 else "read the plate over fewer elements"])
         elif not sizes.never_negative(gap):
             self._defer(dim, need, e.span,
                         f"dimension {i} of {name!r} read at {fmt.expr(item)} in plate "
                         f"{index.id} in {size}", at_least=True)
 
-    def _index_shift(self, item: ast.Expr) -> tuple[ast.Name, sizes.Dim] | None:
-        """``(t, e)`` for an index ``item`` that is ``t + e`` (its terms added or
+    def _index_shift(self, item: ast.Expr) -> tuple[ast.Name, sizes.Dim, sizes.Dim] | None:
+        """``(t, e, c)`` for an index ``item`` that is ``c * t + e`` (its terms added or
         subtracted in any order) with ``t`` the index of an open plate, read once with a
-        plus sign, and ``e`` a nonzero whole-number expression of sizes and literals (each
-        other term has a size value, ``L``, ``2 * L``, ``1``); else None."""
-        if not (isinstance(item, ast.BinOp) and item.op in ("+", "-")):
-            return None
+        plus sign and a whole-number coefficient ``c`` >= 1 (a literal or a size: ``2 *
+        t``), and ``e`` a whole-number expression of sizes and literals (each other term
+        has a size value, ``L``, ``2 * L``, ``1``, ``-1``); a name computed in the plate
+        from such an expression (``s = t - 1``, then ``y[s]``) reads as it. None when it is
+        ``t`` itself or another expression."""
         terms: list = []
 
-        def flatten(node, sign: int) -> None:
+        def local(node) -> ast.Expr | None:
+            """The value of ``s = ...`` computed in the open plates, else None."""
+            sym = self.symbols.get(node.id)
+            value = getattr(sym.node, "value", None) if sym is not None else None
+            if not isinstance(sym.node if sym else None, ast.Assign) \
+                    or self.defined_in.get(node.id) != tuple(self.plate_stack):
+                return None
+            return value
+
+        def flatten(node, sign: int, depth: int = 0) -> None:
             if isinstance(node, ast.BinOp) and node.op in ("+", "-"):
-                flatten(node.left, sign)
-                flatten(node.right, sign if node.op == "+" else -sign)
+                flatten(node.left, sign, depth)
+                flatten(node.right, sign if node.op == "+" else -sign, depth)
             elif isinstance(node, ast.Neg):
-                flatten(node.operand, -sign)
+                flatten(node.operand, -sign, depth)
+            elif isinstance(node, ast.Name) and depth < 8 and local(node) is not None:
+                flatten(local(node), sign, depth + 1)
             else:
                 terms.append((sign, node))
 
         flatten(item, 1)
-        indices = [(sign, n) for sign, n in terms if isinstance(n, ast.Name)
-                   and getattr(self.symbols.get(n.id), "role", "") == "index"
-                   and any(p.index == n.id for p in self.plate_stack)]
-        if len(indices) != 1 or indices[0][0] != 1:
+        found = []  # (sign, index name, coefficient)
+        for sign, n in terms:
+            index, coef = self._scaled_index(n)
+            if index is not None:
+                found.append((sign, index, coef, n))
+        if len(found) != 1 or found[0][0] != 1 or found[0][2] is None:
             return None
+        _, index, coef, term = found[0]
         shift = sizes.const(0)
         for sign, node in terms:
-            if node is indices[0][1]:
+            if node is term:
                 continue
             if isinstance(node, ast.Number) and isinstance(node.value, int):
                 shift = shift + sign * node.value  # a literal of either sign: t + -1
@@ -1812,7 +1833,31 @@ class _ModelChecker(LabelLayout):
             if t is None or t.dim is None or t.kind != "int":
                 return None
             shift = shift + sign * t.dim
-        return (indices[0][1], shift) if shift != 0 else None
+        return (index, shift, coef) if shift != 0 or coef != 1 else None
+
+    def _scaled_index(self, node: ast.Expr) -> tuple[ast.Name | None, sizes.Dim | None]:
+        """(t, c) for a term ``t`` or ``c * t`` / ``t * c`` of an open plate's index, ``c``
+        an int literal >= 1 or a size expression (its coefficient; None for any other
+        factor); (None, None) for a term without the index."""
+        def is_index(n) -> bool:
+            return isinstance(n, ast.Name) \
+                and getattr(self.symbols.get(n.id), "role", "") == "index" \
+                and any(p.index == n.id for p in self.plate_stack)
+
+        if is_index(node):
+            return node, sizes.const(1)
+        if isinstance(node, ast.BinOp) and node.op == "*":
+            for t, c in ((node.left, node.right), (node.right, node.left)):
+                if is_index(t):
+                    if isinstance(c, ast.Number) and isinstance(c.value, int):
+                        return t, sizes.const(c.value) if c.value >= 1 else None
+                    ty = self.types.get(id(c))
+                    ok = ty is not None and ty.dim is not None and ty.kind == "int" \
+                        and sizes.never_negative(ty.dim)
+                    return t, ty.dim if ok else None
+        if any(is_index(n) for n in ast.walk(node)):
+            return node, None  # the index in another form: not read here
+        return None, None
 
     def _data_index(self, e: ast.Index, item: ast.Expr, dim) -> None:
         """Record ``item`` as a DataIndex when it reads every value of an int data
