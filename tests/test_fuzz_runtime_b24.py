@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _write(tmp_path, text: str, data: dict | None = None, name: str = "m") -> tuple:
     model = tmp_path / f"{name}.bdl"
     model.write_text(text)
-    out = [str(model), "--out", str(tmp_path / "run")]
+    out = [str(model), "--out", str(tmp_path / f"run-{name}")]
     if data is not None:
         (tmp_path / f"{name}.json").write_text(json.dumps(data))
         out += ["--data", str(tmp_path / f"{name}.json")]
@@ -199,3 +199,22 @@ def test_an_infer_spec_follows_the_infer_lines_rules_located(spec, said):
     assert str(e.value).splitlines()[:3] == said
     # a keyword given beside the spec overrides it, as before: not a duplicate
     assert m.resolve_infer("nuts(seed=4)", seed=5)[1]["seed"] == 5
+
+
+def test_gp_tasks_with_a_large_scale_train_and_an_impossible_one_is_located(tmp_path,
+                                                                            bdl_here):
+    src = ("model NPGP(xc: real[C, 1], yc: real[C, 1], xt: real[T, 1], yt: real[T, 1]?) "
+           "{\n  g = cnp(x_dim=1, y_dim=1, hidden=8)\n  yt ~ g(xc, yc, xt)\n}\n"
+           "infer np_train(\n  steps=2,\n  batch=16,\n  lr=0.001,\n"
+           "  tasks=gp_tasks(kernel=rbf, lengthscale=[0.1, 0.6], scale=[0.1, 1.0]),\n)\n")
+    data = {"xc": [[0.0], [0.5]], "yc": [[0.1], [0.2]], "xt": [[0.25]]}
+    # scale 100 against noise 0.02: float32's Cholesky failed, unlocated (exit 1, no place)
+    args = _write(tmp_path, src.replace("scale=[0.1, 1.0]", "scale=[0.1, 100]"), data)
+    r = bdl_here("run", *args)
+    assert r.returncode == 0, r.stderr
+    args = _write(tmp_path, src.replace("scale=[0.1, 1.0]", "scale=[1e4, 1e9]"), data, "big")
+    r = bdl_here("run", *args)
+    assert r.returncode == 1, r.stderr
+    assert (f"{args[0]}:9:3: error: np_train: gp_tasks: the covariance of a rbf task with "
+            "scale 2.61307e+08 and lengthscale 0.429798 is not positive-definite (noise "
+            "0.02): narrow the scale range, or raise noise") in r.stderr

@@ -153,10 +153,13 @@ def anchor_task_file(value, filename, span) -> object:
     missing) and ``"file"`` (the anchored absolute path; absent for source text not from
     a file, ``ppl.compile(text)``, whose paths stay relative to the working directory, as
     they are for a generated module run on its own). Other task sources are returned
-    unchanged."""
-    if not (isinstance(value, dict) and value.get("call") == "task_file"):
+    unchanged, but for ``gp_tasks(...)``, which remembers ``"at"`` too (GP tasks that
+    its arguments make impossible to draw are an error there)."""
+    if not (isinstance(value, dict) and value.get("call") in ("task_file", "gp_tasks")):
         return value
     filename = "<string>" if filename is None else str(filename)
+    if value["call"] == "gp_tasks":
+        return dict(value, **{SITE: {"at": [filename, span.line, span.col]}})
     written = (list(value.get("args", [])) or [value.get("kwargs", {}).get("path")])[0]
     site = {"at": [filename, span.line, span.col]}
     if isinstance(written, str) and filename and not filename.startswith("<"):

@@ -120,6 +120,8 @@ def run(model, kwargs, opts, progress=False) -> Fit:
             losses[name] = npr.train(net, tasks, opts["steps"], opts["batch"], lr=opts["lr"],
                                      num_samples=opts["train_samples"], gen=gen,
                                      callback=report)
+        except npr.GPTaskError as e:  # the task source's arguments: at the tasks= option
+            _task_source_error(opts["tasks"], f"np_train: {e}")
         except ValueError as e:  # a distribution refusing the NaN that a step made
             if all(bool(torch.isfinite(p).all()) for p in net.parameters()):
                 raise

@@ -901,12 +901,28 @@ class GPTasks:
                      "scale": self._uniform(B, self.scale, gen),
                      "period": self._uniform(B, self.period, gen)}
         hyper = {k: v.to(x) for k, v in hyper.items()}
-        cov = kernel_matrix(self.kernel, x, hyper["lengthscale"], hyper["scale"],
-                            hyper["period"])
         noise = self.noise if self.kernel != "tnoise" else 0.0
-        cov = cov + (noise ** 2 + 1e-5) * torch.eye(x.shape[-2], dtype=x.dtype,
-                                                     device=x.device)
-        L = torch.linalg.cholesky(cov)
+
+        def covariance(dtype):
+            h = {k: v.to(dtype) for k, v in hyper.items()}
+            cov = kernel_matrix(self.kernel, x.to(dtype), h["lengthscale"], h["scale"],
+                                h["period"])
+            return cov + (noise ** 2 + 1e-5) * torch.eye(x.shape[-2], dtype=dtype,
+                                                         device=x.device)
+
+        L, info = torch.linalg.cholesky_ex(covariance(x.dtype))
+        if bool((info != 0).any()):
+            # a scale large against the noise (scale=[0.1, 100] in float32): the same
+            # covariance built and factored in float64; tasks that factor keep their numbers
+            L64, info = torch.linalg.cholesky_ex(covariance(torch.float64))
+            if bool((info != 0).any()):
+                b = int((info != 0).nonzero()[0, 0])
+                raise GPTaskError(
+                    f"gp_tasks: the covariance of a {self.kernel} task with scale "
+                    f"{float(hyper['scale'].flatten()[b]):g} and lengthscale "
+                    f"{float(hyper['lengthscale'].flatten()[b]):g} is not positive-definite "
+                    f"(noise {noise:g}): narrow the scale range, or raise noise")
+            L = L64.to(x.dtype)
         eps = torch.randn(x.shape, generator=gen, device="cpu").to(x)
         return L @ eps, hyper
 
@@ -930,6 +946,12 @@ class GPTasks:
             return y
         gamma = self.tnoise_scale * torch.rand(y.shape[0], 1, 1, generator=gen, device="cpu")
         return y + (gamma * _student_t(2.1, y.shape, gen)).to(y)
+
+
+class GPTaskError(ValueError):
+    """GP tasks that cannot be drawn with the ``gp_tasks(...)`` arguments given (a
+    covariance that is not positive-definite even in float64): the task source's fault,
+    reported at the ``tasks=`` option by ``np_train``."""
 
 
 def _student_t(df: float, shape, gen) -> torch.Tensor:
