@@ -274,6 +274,12 @@ def locate(exc: BaseException, pseudo: str | None = None) -> BdlError | None:
                 note += (", or no initial value of a latent that a support follows puts the "
                          "data inside it (a prior that puts little mass there)")
             return BdlError([Diagnostic(bounded(str(exc)), notes=[note])], filename, text)
+    moved = getattr(_original(exc), "site", None) if named is None else None
+    if hit is not None and isinstance(moved, str):
+        # about the value of another statement's site (a construct's pixels, first read
+        # by its label's statement): that statement's
+        line = _site_line(hit[0], moved)
+        hit = (hit[0], line) if line is not None else hit
     if hit is None:
         return None
     filename, text, source_map, model = _MODULES[hit[0]]

@@ -74,7 +74,10 @@ def test_a_construct_refusing_its_data_saves_no_traceback(tmp_path, bdl_here):
                   {"pixels": [[0.5, 1, 2, 3], [0, 1, 2, 3]]})
     r = bdl_here("run", *args)
     assert r.returncode == 1, r.stderr
-    assert "visible units take whole-number states 0..3" in r.stderr
+    # at the pixels' statement, though the label's draw (label left out) first read them:
+    # was m.bdl:4:3, the label's line
+    assert (f"{args[0]}:3:3: error: monotone_dbm: visible units take whole-number states "
+            "0..3 (NaN for a missing value), but the data hold 0.5") in r.stderr
     assert "looks like a bug" not in r.stderr
 
 

@@ -1311,6 +1311,7 @@ class _Session:
     def __init__(self, model: MonotoneDBM):
         self.model = model
         self.pixels = None
+        self.pixels_site = None  # the pixels' site, when found in the trace (find_pixels)
         self.mode = "train"
         self._solved = None
 
@@ -1328,7 +1329,7 @@ class _Session:
                 while fn is not None and not isinstance(fn, _VisibleSite):
                     fn = getattr(fn, "base_dist", None)
                 if fn is not None and fn.session is self and node.get("is_observed"):
-                    self.pixels = node["value"]
+                    self.pixels, self.pixels_site = node["value"], node["name"]
                     return self.pixels
         raise RuntimeError("m.label needs the pixels: observe them with 'pixels ~ m.visible' "
                            "inside a Pyro inference or Predictive run")
@@ -1339,7 +1340,14 @@ class _Session:
             m = self.model
             _, _, n, k = m.layout.segment("visible")
             st = torch.as_tensor(x, device=m.b.device)
-            st = _units(st, st.numel() // n if st.numel() % n == 0 else 1, n, k, "visible")
+            try:
+                st = _units(st, st.numel() // n if st.numel() % n == 0 else 1, n, k,
+                            "visible")
+            except ArgumentError as e:
+                # first read here by 'label ~ m.label' (a label to draw): the pixels'
+                # statement is at fault, where ppl.locate points by this site's name
+                e.site = self.pixels_site
+                raise
             shown = st >= 0 if self.mode == "predict" else m.training_mask(st)
             inp = torch.where(shown, st, torch.full_like(st, -1))
             z, info, p = m.infer(inp, None)
