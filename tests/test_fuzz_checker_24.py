@@ -181,6 +181,28 @@ model.bdl:6:11: error: the size 99999999999999999999 is more than a tensor dimen
             ^~~~~~~~~~~~~~~~~~~~""",
         id="builtin_shapes_and_a_size_too_large",
     ),
+    pytest.param(  # 8. were TypeError (must be real number, not MLP) / AttributeError
+        """\
+model M(x: real[N, 1], y: real[N], pixels: real[N, 4]) {
+  f = mlp(1, [4], 1)
+  z = cat([f, 2.0])
+  m = monotone_dbm(visible=categorical(4, 3), hidden=[categorical(4, 3)])
+  m ~ niw_meta(n0=1, gamma0=1e6, sgld_steps=1)
+  pixels ~ m.visible
+  y ~ Normal(f(x)[:, 0], 1)
+}
+""",
+        """\
+model.bdl:3:12: error: cat joins numbers and tensors, not a network value
+    z = cat([f, 2.0])
+             ^
+  note: a network's output is a tensor: f(x)
+model.bdl:5:3: error: niw_meta is a prior on a network's weights, and 'm' is a monotone_dbm value, not a network
+    m ~ niw_meta(n0=1, gamma0=1e6, sgld_steps=1)
+    ^
+  note: a weight prior takes a network made by mlp or cnn: m = mlp(...), then m ~ niw_meta(...)""",
+        id="wrong_kind_for_a_tensor_or_a_network",
+    ),
 ]
 
 

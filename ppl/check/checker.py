@@ -827,6 +827,16 @@ class _ModelChecker(LabelLayout):
                          f"{what}", s.name_span,
                          [f"define the network first: {s.name} = mlp(...)"])
                 return
+            built = (existing.ty.value or {}).get("builtin")
+            made = builtins.lookup(built) if built else None
+            if made is not None and made.kind != "network":
+                # its weights are not one network's (a monotone_dbm's units): the prior's
+                # runtime found no module there (AttributeError 'BoundNet' ...)
+                self.err(f"{b.name} is a prior on a network's weights, and '{s.name}' is a "
+                         f"{built} value, not a network", s.name_span,
+                         [f"a weight prior takes a network made by mlp or cnn: {s.name} = "
+                          f"mlp(...), then {s.name} ~ {b.name}(...)"])
+                return
             if existing.ty.value and existing.ty.value.get("prior"):
                 self.err(f"network '{s.name}' already has a prior", s.name_span)
                 return
@@ -2691,6 +2701,14 @@ class _ModelChecker(LabelLayout):
                 self.err(f"{b.name} takes a list: {b.name}([a, b])", xs[0].span)
             items = [self.types.get(id(i), UNKNOWN) for i in getattr(xs[0], "items", [])] \
                 if xs is not None else []
+            bad = next(((i, t) for i, t in zip(getattr(xs[0], "items", []), items, strict=True)
+                        if t.kind not in TENSOR_KINDS + ("unknown",)), None) \
+                if xs is not None else None
+            if bad is not None:  # was torch's TypeError when the model ran (not MLP)
+                self.err(f"{b.name} joins numbers and tensors, not {_a(bad[1].kind)} value",
+                         bad[0].span, ["a network's output is a tensor: f(x)"]
+                         if bad[1].kind == "network" else None)
+                return UNKNOWN
             kind = "int" if items and all(t.kind == "int" for t in items) else "real"
             kwargs = {k: t for k, (_, t) in bound.items()}
             width = self._elementwise_join(e, b, xs, bound.get("dim")) \
