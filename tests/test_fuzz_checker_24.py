@@ -203,6 +203,21 @@ model.bdl:5:3: error: niw_meta is a prior on a network's weights, and 'm' is a m
   note: a weight prior takes a network made by mlp or cnn: m = mlp(...), then m ~ niw_meta(...)""",
         id="wrong_kind_for_a_tensor_or_a_network",
     ),
+    pytest.param(  # 5. was "'k' is already defined; first defined at 1:9"
+        """\
+model B(y: real[k], k: int) {
+  k ~ Poisson(3)
+  y ~ Normal(0, 1)
+}
+""",
+        """\
+model.bdl:2:3: error: 'k' is a size, so '~' cannot observe it
+    k ~ Poisson(3)
+    ^
+  note: it is named in the shape of 'y' at 1:9
+  note: a size is fixed by the data; to observe its value too, give it again as another argument (k_obs: int) and write k_obs ~ ...""",
+        id="a_size_observed",
+    ),
 ]
 
 
@@ -260,3 +275,14 @@ def test_a_size_data_key_that_is_no_size_names_the_key(value, said):
 model.bdl:1:9: error: size 'J' (data key 'J') {said}
   model M(y: real[J]) {{
           ^"""
+
+
+def test_a_scalar_int_argument_observed_by_a_tilde_is_data():
+    # Stan's int k; k ~ binomial(n, p): was "'k' is already defined" (k was a size)
+    source = "model B(n: int, k: int) {\n  p ~ Beta(1, 1)\n  k ~ Binomial(n, p)\n}\n"
+    model = ppl.compile(source, "model.bdl")
+    assert model.checked.symbols["k"].role == "data"
+    assert model.checked.sizes == ["n"]
+    # log C(10, 7) + 7 log 0.3 + 3 log 0.7, the Beta(1, 1) prior's log density being 0
+    want = math.log(math.comb(10, 7)) + 7 * math.log(0.3) + 3 * math.log(0.7)
+    assert math.isclose(model.log_density({"p": 0.3}, {"n": 10, "k": 7}), want, rel_tol=1e-6)

@@ -482,9 +482,17 @@ class _ModelChecker(LabelLayout):
                     self.size_syms.setdefault(n, sizes.size_symbol(n))
                     self.size_origin.setdefault(n, arg)
         # A scalar int argument is a size too (bound by its value), so it can shape
-        # latents: `model M(y: real[N], G: int) { a: real[G] ~ ... }`.
+        # latents: `model M(y: real[N], G: int) { a: real[G] ~ ... }`; one observed by a
+        # '~' (`k ~ Binomial(n, p)`, Stan's `int k; k ~ binomial(n, p)`, Pyro's obs=k) is
+        # data, unless a shape names it.
+        nodes = list(ast.walk(self.model.body))
+        as_dims = {n for t in nodes if isinstance(t, ast.Type) for d in t.dims
+                   for n in _names_in(d)} | {n for p in nodes if isinstance(p, ast.Plate)
+                                            for n in _names_in(p.size)}
+        observed = {s.name for s in nodes if isinstance(s, ast.Sample)} - as_dims
         for arg in self.model.args:
-            if arg.type.base == "int" and not arg.type.dims and not arg.optional:
+            if arg.type.base == "int" and not arg.type.dims and not arg.optional \
+                    and arg.name not in observed:
                 self.size_syms.setdefault(arg.name, sizes.size_symbol(arg.name))
         for arg in self.model.args:
             if arg.name in self.symbols:
@@ -906,6 +914,16 @@ class _ModelChecker(LabelLayout):
                      [f"give it a density with factor(log_prob({_dist_text(s.dist)}, "
                       f"{s.name})), Stan's target +=; no Jacobian of {s.name}'s map is "
                       "added"])
+            return
+        if existing is not None and existing.role == "size":
+            origin = self.size_origin.get(s.name)
+            where = (f"it is named in the shape of '{origin.name}' at {origin.span}"
+                     if origin is not None else
+                     f"'{s.name}: int' at {existing.span} is a dimension in the model")
+            self.err(f"'{s.name}' is a size, so '~' cannot observe it", s.name_span,
+                     [where, "a size is fixed by the data; to observe its value too, give it "
+                      f"again as another argument ({s.name}_obs: int) and write "
+                      f"{s.name}_obs ~ ..."])
             return
         if not self._define(s.name, s.name_span):
             return
