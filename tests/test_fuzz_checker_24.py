@@ -218,6 +218,54 @@ model.bdl:2:3: error: 'k' is a size, so '~' cannot observe it
   note: a size is fixed by the data; to observe its value too, give it again as another argument (k_obs: int) and write k_obs ~ ...""",
         id="a_size_observed",
     ),
+    pytest.param(  # 6. were two errors each (no such attribute / 'dist' is not defined,
+        # then "only named functions, distributions and networks can be called")
+        """\
+model M(y: real[N], w: real[N], m: bool[N]) {
+  mu ~ dist.Normal(0, 1)
+  y ~ Normal(mu, 1).to_event(1)
+  a ~ Normal(0, 1).expand([3])
+  b = a[2]
+  w ~ Normal(mu, 1).mask(m)
+}
+""",
+        """\
+model.bdl:2:8: error: 'dist.Normal' is Pyro's spelling: BDL names distributions without the 'dist.' prefix
+    mu ~ dist.Normal(0, 1)
+         ^~~~~~~~~~~
+  note: write Normal(...)
+model.bdl:3:7: error: '.to_event(...)' is Pyro's; BDL infers a distribution's event dims from the shapes of the value and its parameters
+    y ~ Normal(mu, 1).to_event(1)
+        ^~~~~~~~~~~~~~~~~~~~~~
+  note: drop it: ~ Normal(mu, 1)
+model.bdl:4:7: error: '.expand(...)' is Pyro's; BDL takes a latent's shape from its declaration or its parameters
+    a ~ Normal(0, 1).expand([3])
+        ^~~~~~~~~~~~~~~~~~~
+  note: declare the shape instead: a: real[K] ~ Normal(0, 1)
+model.bdl:6:7: error: '.mask(...)' is Pyro's; BDL has no masks
+    w ~ Normal(mu, 1).mask(m)
+        ^~~~~~~~~~~~~~~~~~
+  note: write the masked density as a factor: factor(sum(where(m, log_prob(Normal(mu, 1), w), 0.0)))""",
+        id="pyro_spellings",
+    ),
+    pytest.param(  # 7. the note points to scan's forward pass
+        """\
+model H(y: real[T]) {
+  A: real[2, 2] ~ Dirichlet(ones(2))
+  plate t in T {
+    z ~ Categorical(A[z[t - 1]])
+  }
+  y ~ Normal(0, 1)
+}
+""",
+        """\
+model.bdl:4:23: error: 'z' is used in its own definition
+      z ~ Categorical(A[z[t - 1]])
+                        ^
+  note: a plate is not a loop: its elements are drawn at once, so z[t] cannot read z[t - 1]; a recursion over steps is scan(f, init, xs) (docs: Recursions)
+  note: a Markov chain of labels is summed out by its forward pass: alpha = scan((a, r) => logsumexp(a + transpose(logA)) + log_prob(Normal(m, 1), r), logpi + log_prob(Normal(m, 1), y[0]), y[1:]), then factor(logsumexp(alpha[-1]))""",
+        id="markov_chain_in_a_plate",
+    ),
 ]
 
 
@@ -235,6 +283,11 @@ def test_check_error(source, expected):
     "model M(y: int[N], K: int) {\n  p ~ Dirichlet(ones(K))\n  y ~ Categorical(p)\n}\n",
     "model M(y: real[N], x: real[N, K]) {\n  a = sum(x, dim=-2) + sum(y, 0) + sum(2.0, dim=-1)\n"
     "  b = cat([x, x], dim=1) + outer(y, y)[:, :K]\n  y ~ Normal(sum(a) + sum(b), 1)\n}\n",
+    # the forward pass the Markov-chain note gives
+    "model H(y: real[T]) {\n  A: real[2, 2] ~ Dirichlet(ones(2))\n  m: real[2] ~ Normal(0, 5)\n"
+    "  logA = log(A)\n  logpi = log(ones(2) / 2)\n  alpha = scan((a, r) => logsumexp(a + "
+    "transpose(logA)) + log_prob(Normal(m, 1), r), logpi + log_prob(Normal(m, 1), y[0]), "
+    "y[1:])\n  factor(logsumexp(alpha[-1]))\n}\n",
     "model M(y: real[N]) {\n  u ~ Uniform(-1, 1)\n  L ~ LKJ(2, 1)\n"
     "  phi: real<lower=-2, upper=-1.5> ~ Uniform(-2, -1.5)\n  y ~ Normal(phi + u, 1)\n}\n",
 ])

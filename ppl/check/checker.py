@@ -1475,7 +1475,15 @@ class _ModelChecker(LabelLayout):
 
     def _used_before(self, name: str, span: Span) -> None:
         if name == self._defining:
-            self.err(f"'{name}' is used in its own definition", span)
+            # in a plate, z[t - 1] in z's own '~' or '=' is a loop over the plate's steps
+            self.err(f"'{name}' is used in its own definition", span, [
+                f"a plate is not a loop: its elements are drawn at once, so {name}[t] cannot "
+                f"read {name}[t - 1]; a recursion over steps is scan(f, init, xs) (docs: "
+                "Recursions)",
+                "a Markov chain of labels is summed out by its forward pass: alpha = "
+                "scan((a, r) => logsumexp(a + transpose(logA)) + log_prob(Normal(m, 1), r), "
+                "logpi + log_prob(Normal(m, 1), y[0]), y[1:]), then "
+                "factor(logsumexp(alpha[-1]))"] if self.plate_stack else None)
         else:
             self.err(f"'{name}' is used before it is defined", span,
                      [f"it is defined at {self.later[name]}"])
@@ -2031,6 +2039,10 @@ class _ModelChecker(LabelLayout):
     # ---- calls ----
     def _call(self, e: ast.Call) -> Ty:
         name = e.func_name
+        if name is None and isinstance(e.func, ast.Attr):
+            pyro = self._pyro_spelling(e)
+            if pyro is not None:
+                return pyro
         if name is None:
             self._expr(e.func)
             self.err("only named functions, distributions and networks can be called",
@@ -2067,6 +2079,36 @@ class _ModelChecker(LabelLayout):
         self.err(f"unknown {kind} '{name}'", e.func.span,
                  [f"did you mean '{hint}'?"] if hint else [])
         return UNKNOWN
+
+    def _pyro_spelling(self, e: ast.Call) -> Ty | None:
+        """Pyro's spellings of a distribution, one error each (they were two: no such
+        attribute, then only named functions can be called): ``dist.Normal(0, 1)`` and
+        ``Normal(mu, 1).to_event(1)`` / ``.expand([3])`` / ``.mask(m)``. None for
+        another call of an attribute."""
+        func = e.func
+        if isinstance(func.value, ast.Name) and func.value.id == "dist" \
+                and "dist" not in self.symbols and signatures.lookup(func.attr) is not None:
+            for a in e.args:
+                self._expr(a)
+            for kw in e.kwargs:
+                self._expr(kw.value)
+            self.err(f"'dist.{func.attr}' is Pyro's spelling: BDL names distributions "
+                     "without the 'dist.' prefix", func.span, [f"write {func.attr}(...)"])
+            return UNKNOWN
+        inner = func.value
+        if not (isinstance(inner, ast.Call) and inner.func_name is not None
+                and signatures.lookup(inner.func_name) is not None
+                and func.attr in _PYRO_METHODS):
+            return None
+        ty = self._expr(inner)
+        for a in e.args:
+            self._expr(a)
+        self.err(f"'.{func.attr}(...)' is Pyro's; BDL {_PYRO_METHODS[func.attr][0]}",
+                 func.span, [_PYRO_METHODS[func.attr][1].format(
+                     d=fmt.expr(inner), name=self._defining or "NAME",
+                     m=fmt.expr(e.args[0]) if e.args else "mask")])
+        # expanded, its shape is not the call's: unknown, so reads of it add no errors
+        return UNKNOWN if func.attr.startswith("expand") else ty
 
     def _calls_value(self, name: str) -> bool:
         """Whether a call of ``name`` calls the model's value of that name: a network or
@@ -3246,6 +3288,20 @@ def _literal(e: ast.Expr) -> float | None:
 
 # the largest size a torch tensor's dimension can take (an int64)
 _MAX_SIZE = 2**63 - 1
+# Pyro's methods of a distribution -> (what BDL does instead, the fix), for one located
+# error where ``Normal(mu, 1).to_event(1)`` was two
+_PYRO_METHODS = {
+    "to_event": ("infers a distribution's event dims from the shapes of the value and "
+                 "its parameters", "drop it: ~ {d}"),
+    "independent": ("infers a distribution's event dims from the shapes of the value and "
+                    "its parameters", "drop it: ~ {d}"),
+    "expand": ("takes a latent's shape from its declaration or its parameters",
+               "declare the shape instead: {name}: real[K] ~ {d}"),
+    "expand_by": ("takes a latent's shape from its declaration or its parameters",
+                  "declare the shape instead: {name}: real[K] ~ {d}"),
+    "mask": ("has no masks", "write the masked density as a factor: factor(sum(where({m}, "
+             "log_prob({d}, {name}), 0.0)))"),
+}
 # builtins whose tensor arguments broadcast against each other element by element
 _ELEMENTWISE = ("where", "clamp")
 # distributions whose support is their arguments' (a mixture of Poissons, Delta(3.0)):
