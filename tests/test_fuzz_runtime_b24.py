@@ -49,9 +49,14 @@ def test_observed_value_in_its_own_distribution_names_the_element(tmp_path, bdl_
     # lr=1e12: the parameters stay finite but a scale becomes 0 after the last step;
     # was a ValueError with a Trace Shapes dump, exit 3
     ("logistic_regression", "svi(steps=3, lr=1e12)",
-     "infer: error: svi: the guide's parameters became NaN, infinite or a scale 0 at step 3 "
-     "of 3: the optimisation diverged with lr=1e+12\n  note: lower lr (e.g. infer "
-     "svi(lr=1e+11))"),
+     "infer: error: svi: the guide's parameters became NaN, infinite or too large to draw "
+     "from at step 3 of 3: the optimisation diverged with lr=1e+12\n  note: lower lr (e.g. "
+     "infer svi(lr=1e+11))"),
+    # the guide's draw of a positive latent underflowed to 0: was "'variance' is 0;
+    # Normal is over numbers > 0", blaming a value the user never gave
+    ("gp_regression", "svi(steps=3, lr=1e12, samples=5)",
+     "infer: error: svi: the guide's parameters became NaN, infinite or too large to draw "
+     "from at step 2 of 3: the optimisation diverged with lr=1e+12"),
     # lr=100: a NaN loc in the second step's predictive was a ValueError, exit 3
     ("np_gp", "np_train(steps=5, lr=100)",
      "infer: error: np_train: the loss of network 'g' became infinite at step 2 of 5: the "

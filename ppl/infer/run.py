@@ -641,7 +641,7 @@ def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
             pred = site_draws(model, kwargs, guide=guide, num_samples=n,
                               sites=latents + dets)
     except ValueError as e:
-        if _finite_params() and not _in_guide(e):
+        if _usable_params() and not _in_guide(e):
             raise
         raise _diverged(method, opts["steps"] - 1, opts, _GUIDE_BROKE) from e
     chains = {k: v.detach().unsqueeze(0) for k, v in pred.items()}
@@ -668,7 +668,7 @@ def _step(svi, kwargs: dict, step: int, opts: dict, method: str,
             site = re.search(r"at site '([^']+)'", str(e))
             if site and site.group(1) in follows:
                 raise _left_support(method, step, opts, site.group(1)) from e
-            if _finite_params() and not _in_guide(e):
+            if _usable_params() and not _in_guide(e):
                 raise
             raise _diverged(method, step, opts, _GUIDE_BROKE) from e
     if not math.isfinite(loss):
@@ -698,7 +698,18 @@ def _finite_params() -> bool:
 
 
 # what an SVI step left of the guide when it cannot be built or drawn from any more
-_GUIDE_BROKE = "the guide's parameters became NaN, infinite or a scale 0"
+_GUIDE_BROKE = "the guide's parameters became NaN, infinite or too large to draw from"
+# a parameter this large was thrown there by a step far too long (Adam moves each by
+# about lr per step: lr=0.01 for 2000 steps moves one by at most ~20); its draws
+# (exp(-1e12) = 0 for a scale, a variance) are what the model then refuses
+_HUGE = 1e6
+
+
+def _usable_params() -> bool:
+    """Whether every parameter is finite and below :data:`_HUGE` in size: a model that
+    refuses a draw of a guide that is not is the optimisation's failure."""
+    return all(bool((v.detach().abs() < _HUGE).all())
+               for v in pyro.get_param_store().values())
 
 
 def _in_guide(exc: BaseException) -> bool:
