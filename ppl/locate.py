@@ -326,10 +326,14 @@ def locate(exc: BaseException, pseudo: str | None = None) -> BdlError | None:
 def _refusal(exc: BaseException) -> bool:
     """Whether ``exc`` is a deliberate check of the values a model ran with, not a failure
     of bdl's own code: a ``ValueError`` raised by bdl's runtime or a construct (times not
-    increasing, states out of range; an :class:`~ppl.runtime.errors.ArgumentError`), or
-    torch's refusal of a distribution's parameter (``Uniform`` with low > high)."""
+    increasing, states out of range; an :class:`~ppl.runtime.errors.ArgumentError`),
+    torch's refusal of a distribution's parameter (``Uniform`` with low > high), or an
+    allocation larger than the machine's memory."""
     from pathlib import Path
 
+    if isinstance(exc, RuntimeError) and any(
+            w in str(exc) for w in ("can't allocate memory", "out of memory")):
+        return True  # a size the machine cannot hold (a: real[9999999999])
     if not isinstance(exc, ValueError):
         return False
     if str(exc).startswith("Expected parameter ") and "to satisfy the constraint" in str(exc):

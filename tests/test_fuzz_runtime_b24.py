@@ -226,3 +226,12 @@ def test_gp_tasks_with_a_large_scale_train_and_an_impossible_one_is_located(tmp_
     assert (f"{args[0]}:9:3: error: np_train: gp_tasks: the covariance of a rbf task with "
             "scale 2.61307e+08 and lengthscale 0.429798 is not positive-definite (noise "
             "0.02): narrow the scale range, or raise noise") in r.stderr
+
+
+def test_a_size_beyond_memory_saves_no_traceback(tmp_path, bdl_here):
+    args = _write(tmp_path, "model M(y: real[N]) {\n  a: real[9999999999] ~ Normal(0, 1)\n"
+                            "  y ~ Normal(0, 1)\n}\ninfer map(steps=2)\n", {"y": [0.5]})
+    r = bdl_here("run", *args)
+    assert r.returncode == 1, r.stderr
+    assert f"{args[0]}:2:3: error: [enforce fail" in r.stderr
+    assert "can't allocate memory" in r.stderr and "looks like a bug" not in r.stderr
