@@ -235,3 +235,16 @@ def test_a_size_beyond_memory_saves_no_traceback(tmp_path, bdl_here):
     assert r.returncode == 1, r.stderr
     assert f"{args[0]}:2:3: error: [enforce fail" in r.stderr
     assert "can't allocate memory" in r.stderr and "looks like a bug" not in r.stderr
+
+
+def test_a_model_error_while_the_guide_is_first_built_is_located(tmp_path, bdl_here):
+    # the first step runs the model inside the autoguide with the initial parameters:
+    # was "svi: the guide's parameters became NaN, ... diverged with lr=1e-06"
+    args = _write(tmp_path, "model G1(y: real[N]) {\n  mu ~ Normal(100, 1)\n"
+                            "  y ~ Normal(0, mu - 50)\n}\ninfer svi(steps=10, lr=1e-6)\n",
+                  {"y": [1.0, 2.0]})
+    r = bdl_here("run", *args)
+    assert r.returncode == 1, r.stderr
+    assert "m.bdl:3:3: error: Expected parameter scale" in r.stderr
+    assert "scale: -50.0" in r.stderr
+    assert "diverged" not in r.stderr

@@ -668,7 +668,10 @@ def _step(svi, kwargs: dict, step: int, opts: dict, method: str,
             site = re.search(r"at site '([^']+)'", str(e))
             if site and site.group(1) in follows:
                 raise _left_support(method, step, opts, site.group(1)) from e
-            if _usable_params() and not _in_guide(e):
+            # the first step builds the guide from its initial parameters, running the
+            # model inside the autoguide: no step has moved them, so an error then is the
+            # model's own (a scale mu - 50 < 0), located as such, never divergence
+            if step == 0 or (_usable_params() and not _in_guide(e)):
                 raise
             raise _diverged(method, step, opts, _GUIDE_BROKE) from e
     if not math.isfinite(loss):
