@@ -265,3 +265,34 @@ def test_a_scaled_index_reads_every_other_element_and_is_checked_at_binding():
     assert str(e.value).split("\n")[0] == (
         "m.bdl:4:32: error: size mismatch between dimension 0 of 'z' read at L * t + 1 in "
         "plate t in T: W = 5 but must be at least L*T - L + 2 = 6 (sizes from the data)")
+
+
+@pytest.mark.parametrize("args, body, data, loc", [
+    # Stan's `t == 1 ? 0 : y[t - 1]`: the condition masks the wrapped read at t = 0
+    ("y: real[T]", "    y ~ Normal(where(t > 0, mu * y[t - 1], 0.0), 1)\n",
+     {"y": [1.0, 2.0, 3.0]}, [0.0, 0.5, 1.0]),
+    ("y: real[T]", "    s = t - 1\n    y ~ Normal(where(t > 0, mu * y[s], 0.0), 1)\n",
+     {"y": [1.0, 2.0, 3.0]}, [0.0, 0.5, 1.0]),
+    # a lag from the data, checked at binding outside a where (L = 2 reads y[-2], y[-1])
+    ("y: real[T], L: int", "    y ~ Normal(where(t >= L, mu * y[t - L], 0.0), 1)\n",
+     {"y": [1.0, 2.0, 3.0], "L": 2}, [0.0, 0.0, 0.5]),
+    ("y: real[T], z: real[M]", "    y ~ Normal(where(t > 0, mu * z[2 * t - 1], 0.0), 1)\n",
+     {"y": [1.0, 2.0, 3.0], "z": [4.0, 6.0, 8.0, 10.0]}, [0.0, 3.0, 5.0]),
+])
+def test_a_shift_in_a_where_branch_is_masked_by_its_condition(args, body, data, loc):
+    src = (f"model M({args}) {{\n  mu ~ Normal(0, 1)\n  plate t in T {{\n{body}  }}\n}}\n")
+    m = ppl.compile(src, "m.bdl")
+    want = float(torch.distributions.Normal(torch.tensor(loc), 1).log_prob(
+        torch.tensor(data["y"])).sum() + torch.distributions.Normal(0.0, 1).log_prob(
+        torch.tensor(0.5)))
+    assert float(m.log_density({"mu": 0.5}, data)) == pytest.approx(want, abs=1e-5)
+
+
+def test_a_read_past_the_end_in_a_where_branch_is_still_refused():
+    src = ("model M(y: real[T]) {\n  mu ~ Normal(0, 1)\n  plate t in T {\n"
+           "    y ~ Normal(where(t > 0, mu * y[t + 1], 0.0), 1)\n  }\n}\n")
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile(src, "m.bdl")
+    assert str(e.value).split("\n")[0] == (
+        "m.bdl:4:36: error: y[t + 1] reads y[T] at t = T - 1, past the end of a dimension "
+        "of size T")

@@ -414,6 +414,7 @@ class _ModelChecker(LabelLayout):
         self.fit_errors: list[Diagnostic] = []  # see CheckedModel.fit_errors
         self._dist_bound: dict[int, tuple] = {}  # distribution call -> (signature, bound)
         self._in_builtin = 0  # how many built-in calls' arguments are being checked
+        self._in_where = 0  # how many where(cond, a, b) branches are being checked
         self._own_reads: set[int] = set()  # label values read whole in a built-in's call
         self._indexed_call = 0  # the id of a call whose value is indexed (exp(w)[d])
         # labels drawn outside every plate, and values computed from them there: summed
@@ -1766,7 +1767,8 @@ class _ModelChecker(LabelLayout):
         check at binding when for some (``t - L``, ``t + L - M``: legal at L = 0, M <= L).
         At t = N - 1 it reads a[N - 1 + e] (a[c (N - 1) + e] for ``c * t + e``), so a's
         dimension must be at least N + e: an error when it is less for every size, else
-        checked at binding unless proven."""
+        checked at binding unless proven. In a branch of ``where`` the start is not
+        checked: its condition masks the wrapped read (where(t > 0, y[t - 1], 0.0))."""
         found = self._index_shift(item)
         if found is None:
             return
@@ -1782,7 +1784,10 @@ class _ModelChecker(LabelLayout):
         written = at(fmt.expr(item))
         size = sizes.Dim._of(plate.size).signed()
         back = (-shift).signed()
-        if sizes.always_negative(shift):
+        if self._in_where:
+            pass  # where(t > 0, y[t - 1], 0.0): torch reads both branches, and the
+            # condition masks the wrapped read (past-the-end reads raise: checked below)
+        elif sizes.always_negative(shift):
             grouped = back if len((-shift).terms) == 1 else f"({back})"
             ahead = (f"{name}[{':, ' * i}{back}:]" if name != "the value" else "its rest")
             whole = f" ({at((dim + shift).signed())})" if shift.is_number else ""
@@ -1798,7 +1803,7 @@ class _ModelChecker(LabelLayout):
             self.err(f"{written} at {index.id} = 0 reads {at('-' + grouped)}, which torch "
                      f"counts from the end{whole}", item.span, [note])
             return
-        if not sizes.never_negative(shift):
+        if not self._in_where and not sizes.never_negative(shift):
             # negative for some sizes only: L = 0 in t + L - 1, M > L in t + L - M
             self._defer(shift.signed(), "0", item.span,
                         f"{written} at {index.id} = 0 reads {at(shift.signed())}",
@@ -2294,7 +2299,12 @@ class _ModelChecker(LabelLayout):
             self.err(f"argument '{key}' of {b.name} must be one of {', '.join(choices)}",
                      node.span, _did_you_mean(word, choices))
             return UNKNOWN
-        ty = self._expr(node)
+        masked = b is not None and b.name == "where" and key in ("a", "b")
+        self._in_where += masked  # a shifted plate index here may be masked (_plate_index_shift)
+        try:
+            ty = self._expr(node)
+        finally:
+            self._in_where -= masked
         if b is not None and (key in b.integers or key in b.flags):
             self._check_literal_kind(node, key, b)
         if b is not None and key in b.ranges:
