@@ -248,3 +248,26 @@ def test_a_model_error_while_the_guide_is_first_built_is_located(tmp_path, bdl_h
     assert "m.bdl:3:3: error: Expected parameter scale" in r.stderr
     assert "scale: -50.0" in r.stderr
     assert "diverged" not in r.stderr
+
+
+def _parens(n: int) -> str:
+    """A model whose observation nests ``n`` parentheses, Normal's own the outermost."""
+    expr = "(1.0 - " * (n - 1) + "mu" + ")" * (n - 1)
+    return (f"model M(y: real[N]) {{\n  mu ~ Normal(0, 1)\n  y ~ Normal({expr}, 1)\n}}\n"
+            "infer map(steps=2)\n")
+
+
+def test_more_parentheses_than_python_takes_is_a_located_check_error(tmp_path, bdl_here):
+    # 200 passed check and compile, then bdl run exited 3 with Python's "SyntaxError: too
+    # many nested parentheses" in the generated module
+    args = _write(tmp_path, _parens(191), {"y": [0.5]})
+    r = bdl_here("check", args[0])
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.startswith(
+        f"{args[0]}:3:{len('  y ~ Normal(') + 7 * 189 + 1}: error: expression too deeply "
+        "nested: more than 190 parentheses and brackets one inside another")
+    assert len(r.stderr.split("error:")) == 2  # one error
+    # the most taken runs through every stage, Python's tokenizer included
+    args = _write(tmp_path, _parens(190), {"y": [0.5]})
+    r = bdl_here("run", *args)
+    assert r.returncode == 0, r.stderr

@@ -625,7 +625,7 @@ def parse(text: str, filename: str = "<string>") -> ast.Program:
             stubbed.update(range(start, line + 1))
     if diags:
         raise BdlError(diags, filename, text)
-    deep = _too_deep(tree)
+    deep = _too_deep(tree) or _too_many_brackets(text)
     if deep is not None:
         raise BdlError([deep], filename, text)
     builder = _Build()
@@ -659,6 +659,38 @@ def _too_deep(tree) -> Diagnostic | None:
                 notes=["split it into named steps (a = x1 + x2 + ...; b = a + ...), or sum "
                        "a vector: sum(v)"])
         stack.extend((c, depth + 1, statement) for c in node.children)
+    return None
+
+
+# Python's tokenizer refuses more than 200 brackets one inside another ("too many nested
+# parentheses") in the generated module, whose statements wrap an expression in a few of
+# their own (pyro.sample("y", dist.Normal(...))): an expression keeps below this many
+MAX_BRACKETS = 190
+
+
+def _too_many_brackets(text: str) -> Diagnostic | None:
+    """The error for more than :data:`MAX_BRACKETS` parentheses and brackets one inside
+    another (``(1.0 - (1.0 - (...)))``, ``f(g(...))``, ``y[g[...]]``), at the first bracket
+    past the limit; None when there are not. Strings and comments are skipped."""
+    depth, quote = 0, None
+    for line_no, row in enumerate(text.split("\n"), 1):
+        for col, ch in enumerate(row, 1):
+            if quote is not None:
+                quote = None if ch == quote else quote
+            elif ch in "\"'":
+                quote = ch
+            elif ch == "#":
+                break
+            elif ch in "([":
+                depth += 1
+                if depth > MAX_BRACKETS:
+                    return Diagnostic(
+                        f"expression too deeply nested: more than {MAX_BRACKETS} parentheses "
+                        "and brackets one inside another (Python, which runs the model, "
+                        "takes about 200)", Span(line_no, col),
+                        notes=["split it into named steps (a = (...); b = 1.0 - a)"])
+            elif ch in ")]":
+                depth = max(depth - 1, 0)
     return None
 
 
