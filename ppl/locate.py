@@ -293,12 +293,13 @@ def locate(exc: BaseException, pseudo: str | None = None) -> BdlError | None:
         # the library's words, not Pyro's wrapper (a ValueError around a ValueError or a
         # subclass of it, such as a construct's ArgumentError)
         original = _original(exc.__cause__)
-    if isinstance(original, ZeroDivisionError):
-        empty = _empty_plate(original)
+    if isinstance(original, (ZeroDivisionError, RuntimeError)):
+        empty = _empty_plate(original, ref, model, _frame_locals(exc, hit[0]))
         if empty is not None:  # the data are at fault, not bdl
             err = BdlError([Diagnostic(empty, ref.span, notes=[
-                "Pyro's plates cannot be empty: give data with at least one element, or "
-                "leave the plate out of the model for data without any"])], filename, text)
+                "Pyro's plates cannot be empty: give data with enough elements for the "
+                "plate's size to be at least 1, or leave the plate out of the model for "
+                "data without any"])], filename, text)
             err.not_a_bug = True
             return err
     argument = getattr(original, "argument", None)
@@ -348,17 +349,110 @@ def _refusal(exc: BaseException) -> bool:
     return raised_in.is_absolute() and package in raised_in.resolve().parents
 
 
-def _empty_plate(exc: ZeroDivisionError) -> str | None:
-    """Pyro's words for a plate of size 0 (``IndepMessenger``'s "size cannot be zero") in
-    the user's: "plate 'N' has size 0", or None for another division by zero."""
-    tb, name = exc.__traceback__, None
+def _frame_locals(exc: BaseException, pseudo: str) -> dict:
+    """The local variables of the innermost frame of the generated module ``pseudo`` that
+    ``exc`` (or an exception it was raised from) passed through: the model's sizes and data."""
+    found: dict = {}
+    while exc is not None:
+        tb = exc.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == pseudo:
+                found = tb.tb_frame.f_locals
+            tb = tb.tb_next
+        if found:
+            return found
+        exc = exc.__cause__
+    return found
+
+
+def _size_source(model, name: str) -> str | None:
+    """Where the size ``name`` of ``model`` (its AST) comes from: "data key 'K'" for an int
+    argument, "data key 'y'" (or "dimension 2 of data key 'x'") for a shape naming it."""
+    from .syntax import ast
+
+    for arg in getattr(model, "args", ()):
+        if arg.name == name:
+            return f"data key '{name}'"
+    for arg in getattr(model, "args", ()):
+        for d, dim in enumerate(arg.type.dims):
+            if isinstance(dim, ast.Name) and dim.id == name:
+                return f"data key '{arg.name}'" if d == 0 else \
+                    f"dimension {d + 1} of data key '{arg.name}'"
+    return None
+
+
+def _names(e) -> list[str]:
+    """The names an expression reads, in order, each once."""
+    from dataclasses import fields, is_dataclass
+
+    from .syntax import ast
+
+    if isinstance(e, ast.Name):
+        return [e.id]
+    out: list[str] = []
+    if is_dataclass(e):
+        for f in fields(e):
+            v = getattr(e, f.name)
+            for x in v if isinstance(v, list) else [v]:
+                out += [n for n in _names(x) if n not in out]
+    return out
+
+
+def _plate_at(body: list, span):
+    """The plate statement of ``body`` (or nested in it) that starts at ``span``, or None."""
+    from .syntax import ast
+
+    for stmt in body:
+        if isinstance(stmt, ast.Plate):
+            if span is not None and (stmt.span.line, stmt.span.col) == (span.line, span.col):
+                return stmt
+            inner = _plate_at(stmt.body, span)
+            if inner is not None:
+                return inner
+    return None
+
+
+def _empty_plate(exc: BaseException, ref=None, model=None, values: dict | None = None
+                 ) -> str | None:
+    """Pyro's words for a plate of size 0 (``IndepMessenger``'s "size cannot be zero") or
+    below (torch.arange's "upper bound and lower bound inconsistent with step sign") in the
+    user's: "plate 't' has size T - 1 = -1 (T = 0 from data key 'y')", or None for another
+    error."""
+    from .syntax import ast
+    from .syntax.format import expr
+
+    tb, name, size, in_plate = exc.__traceback__, None, None, False
     while tb is not None:
         if tb.tb_frame.f_code.co_name == "__init__" and "size" in tb.tb_frame.f_locals:
             name = tb.tb_frame.f_locals.get("name", name)
+            size = tb.tb_frame.f_locals.get("size", size)
+        in_plate = in_plate or "subsample_messenger" in tb.tb_frame.f_code.co_filename
         tb = tb.tb_next
-    if "size cannot be zero" not in str(exc) or not isinstance(name, str):
+    if isinstance(exc, ZeroDivisionError):
+        if "size cannot be zero" not in str(exc):
+            return None
+    elif not (in_plate and "inconsistent with step sign" in str(exc)):
         return None
-    return f"plate '{name}' has size 0 (no elements in the data given)"
+    if not isinstance(name, str):
+        return None
+    size = getattr(size, "item", lambda: size)()
+    if not isinstance(size, int):
+        size = 0 if isinstance(exc, ZeroDivisionError) else None
+    ref = _plate_at(getattr(model, "body", []), getattr(ref, "span", None))
+    if ref is None:
+        return f"plate '{name}' has " + ("a negative size" if size is None else f"size {size}")
+    said = [] if isinstance(ref.size, ast.Name) else [expr(ref.size)]
+    sources = []
+    for n in _names(ref.size):
+        source = _size_source(model, n)
+        value = (values or {}).get(n)
+        value = getattr(value, "item", lambda v=value: v)()
+        if source is None or not isinstance(value, int):
+            continue
+        sources.append(f"{n} = {value} from {source}")
+    head = f"plate '{name}' has size " + " = ".join(said + [
+        "a negative number" if size is None else str(size)])
+    return head + (f" ({', '.join(sources)})" if sources else "")
 
 
 def _unsaid(exc: BaseException) -> str:

@@ -28,7 +28,7 @@ def test_empty_plate_is_a_located_data_error(tmp_path, bdl_here):
                             "infer nuts(samples=3, warmup=3, chains=1)\n", {"y": []})
     r = bdl_here("run", *args)
     assert r.returncode == 1, r.stderr
-    assert "m.bdl:3:3: error: plate 'N' has size 0" in r.stderr
+    assert "m.bdl:3:3: error: plate 'N' has size 0 (N = 0 from data key 'y')\n" in r.stderr
     assert "Pyro's plates cannot be empty" in r.stderr
     assert "internal error" not in r.stderr and "looks like a bug" not in r.stderr
 
@@ -271,3 +271,28 @@ def test_more_parentheses_than_python_takes_is_a_located_check_error(tmp_path, b
     args = _write(tmp_path, _parens(190), {"y": [0.5]})
     r = bdl_here("run", *args)
     assert r.returncode == 0, r.stderr
+
+
+_AR1 = ("model AR1(y: real[T]) {\n  b ~ Normal(0, 1)\n  ahead = y[1:]\n"
+        "  plate t in T - 1 {\n    ahead ~ Normal(b * y[t], 1)\n  }\n}\n"
+        "infer nuts(samples=3, warmup=3, chains=1)\n")
+_ARK = ("model ARK(K: int, y: real[T]) {\n  b ~ Normal(0, 1)\n  ahead = y[K:]\n"
+        "  plate t in T - K {\n    ahead ~ Normal(b * y[t + K - 1], 1)\n  }\n}\n"
+        "infer nuts(samples=3, warmup=3, chains=1)\n")
+
+
+@pytest.mark.parametrize("text, data, said", [
+    # a negative size was torch.arange's RuntimeError "upper bound and lower bound
+    # inconsistent with step sign" with the 'looks like a bug' note
+    (_AR1, {"y": []}, "plate 't' has size T - 1 = -1 (T = 0 from data key 'y')"),
+    (_ARK, {"K": 3, "y": [0.5, 1.0]},
+     "plate 't' has size T - K = -1 (T = 2 from data key 'y', K = 3 from data key 'K')"),
+    # size 0 from one element was "(no elements in the data given)"
+    (_AR1, {"y": [0.5]}, "plate 't' has size T - 1 = 0 (T = 1 from data key 'y')"),
+])
+def test_a_plate_size_below_one_names_its_value_and_source(tmp_path, bdl_here, text, data,
+                                                            said):
+    r = bdl_here("run", *_write(tmp_path, text, data))
+    assert r.returncode == 1, r.stderr
+    assert f"m.bdl:4:3: error: {said}\n" in r.stderr
+    assert "looks like a bug" not in r.stderr and "RuntimeError" not in r.stderr
