@@ -453,8 +453,13 @@ class _Lowerer:
         return out
 
     def _index_item(self, i: ast.Expr):
-        """An index; one that reads a Bernoulli latent (drawn as 0.0 / 1.0) as integers."""
+        """An index; one that reads a Bernoulli latent (drawn as 0.0 / 1.0), or a where of ints,
+        as integers."""
         out = self._expr(i)
+        if isinstance(i, ast.Call) and i.func_name == "where" and self.cm.ty(i).kind == "int":
+            # th[where(k >= 0, k, 0)]: its literal is a tensor of the default dtype, which
+            # torch.where promotes the int branch to
+            return Call("rt.as_index", [out], [])
         if isinstance(i, ast.Slice) or not any(n in self.bernoulli for n in ast.names_read(i)):
             return out
         return Call("rt.as_index", [out], [])

@@ -339,3 +339,21 @@ def test_a_scalar_int_argument_observed_by_a_tilde_is_data():
     # log C(10, 7) + 7 log 0.3 + 3 log 0.7, the Beta(1, 1) prior's log density being 0
     want = math.log(math.comb(10, 7)) + 7 * math.log(0.3) + 3 * math.log(0.7)
     assert math.isclose(model.log_density({"p": 0.3}, {"n": 10, "k": 7}), want, rel_tol=1e-6)
+
+
+def test_a_where_of_two_ints_is_an_int_index():
+    # th[where(k >= 0, k, 0)] was "an index must be an integer": torch gives int64
+    source = ("model M(y: real[N], k: int[N]) {\n  th: real[3] ~ Normal(0, 1)\n"
+              "  plate n in N {\n    y ~ Normal(th[where(k[n] >= 0, k[n], 0)], 1)\n  }\n}\n")
+    model = ppl.compile(source, "model.bdl")
+    th, y = [0.1, 0.2, 0.3], [1.0, 2.0, 3.0]
+    # k = [2, -1, 1] reads th[2], th[0], th[1]
+    normal = lambda x, m: -0.5 * (x - m) ** 2 - 0.5 * math.log(2 * math.pi)  # noqa: E731
+    want = sum(normal(t, 0.0) for t in th) + sum(
+        normal(v, th[i]) for v, i in zip(y, [2, 0, 1], strict=True))
+    got = model.log_density({"th": th}, {"y": y, "k": [2, -1, 1]})
+    assert math.isclose(float(got), want, rel_tol=1e-6)
+    # a real branch keeps it real: still refused as an index
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile(source.replace("k[n], 0)", "k[n], 0.0)"), "model.bdl")
+    assert "an index must be an integer" in str(e.value)

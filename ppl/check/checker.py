@@ -2860,6 +2860,12 @@ class _ModelChecker(LabelLayout):
             kind = _as_first(positional[0].kind if positional else "real",
                              [t.kind for k, (_, t) in bound.items()
                               if k not in (b.params[:1] + ("dim",))])
+        if b.name == "where":
+            # torch keeps the branches' kind: two ints (or bools) give int64, th[where(k >=
+            # 0, k, 0)] is an index
+            branches = {bound[k][1].kind for k in ("a", "b") if k in bound}
+            if len([k for k in ("a", "b") if k in bound]) == 2 and branches <= {"int", "bool"}:
+                kind = "bool" if branches == {"bool"} else "int"
         return Ty(kind, shape)
 
     def _two_value_extreme(self, e: ast.Call, name: str) -> None:
