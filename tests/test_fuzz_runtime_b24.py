@@ -296,3 +296,28 @@ def test_a_plate_size_below_one_names_its_value_and_source(tmp_path, bdl_here, t
     assert r.returncode == 1, r.stderr
     assert f"m.bdl:4:3: error: {said}\n" in r.stderr
     assert "looks like a bug" not in r.stderr and "RuntimeError" not in r.stderr
+
+
+def test_an_optional_output_of_size_0_runs_and_predicts(tmp_path, bdl_here):
+    # Stan's N_tilde = 0: the fit completed, then the summary failed "quantile() input
+    # tensor must be non-empty", and the samples "cannot reshape tensor of 0 elements"
+    import numpy as np
+
+    data = {"x": [1.0, 2.0, 3.0], "y": [1.0, 2.0, 3.5], "x_new": []}
+    args = _write(tmp_path, "model P0(x: real[N], y: real[N], x_new: real[M], "
+                            "y_new: real[M]?) {\n  a ~ Normal(0, 1)\n  b ~ Normal(0, 1)\n"
+                            "  s ~ HalfNormal(1)\n  y ~ Normal(a + b * x, s)\n"
+                            "  y_new ~ Normal(a + b * x_new, s)\n}\n"
+                            "infer nuts(samples=3, warmup=3, chains=1)\n", data)
+    r = bdl_here("run", *args)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split()[0] for line in r.stdout.splitlines()[1:] if line.strip()
+            and not line.startswith("wrote")]
+    assert rows[:3] == ["a", "b", "s"] and "y_new" not in r.stdout
+    with np.load(tmp_path / "run-m" / "samples.npz") as z:
+        assert z["y_new"].shape == (1, 3, 0) and z["a"].shape == (1, 3)
+    p = bdl_here("predict", str(tmp_path / "m.bdl"), "--posterior", str(tmp_path / "run-m"),
+                 "--data", str(tmp_path / "m.json"), "--out", str(tmp_path / "pred"))
+    assert p.returncode == 0, p.stderr
+    with np.load(tmp_path / "pred" / "predictive.npz") as z:
+        assert z["y_new"].shape == (3, 0)

@@ -59,7 +59,7 @@ class Fit:
 
     @property
     def samples(self) -> dict[str, torch.Tensor]:
-        return {k: v.reshape((-1,) + v.shape[2:]) for k, v in self.chains.items()}
+        return {k: v.flatten(0, 1) for k, v in self.chains.items()}
 
     @property
     def num_draws(self) -> int:

@@ -129,7 +129,7 @@ def thinned(chains: dict, n: int) -> dict:
     all the saved draws (every chain's); all of them when there are ``n`` or fewer."""
     out = {}
     for k, v in chains.items():
-        flat = v.reshape((-1,) + tuple(v.shape[2:]))
+        flat = v.flatten(0, 1)
         if flat.shape[0] > n:
             idx = torch.linspace(0, flat.shape[0] - 1, n).round().long()
             flat = flat[idx]
@@ -158,8 +158,8 @@ def posterior_predictive(model, chains: dict, data: dict, params: dict | None = 
     redo = set(model.ir.deterministics) | set(model.ir.observed)
     latents = {k for k in chains if k not in redo}
     with torch_defaults(device, dtype), seeded(seed):
-        post = {k: v.reshape((-1,) + tuple(v.shape[2:])).to(torch.get_default_dtype())
-                if v.is_floating_point() else v.reshape((-1,) + tuple(v.shape[2:]))
+        post = {k: v.flatten(0, 1).to(torch.get_default_dtype())
+                if v.is_floating_point() else v.flatten(0, 1)
                 for k, v in chains.items() if k in latents}
         store = pyro.get_param_store()
         saved = store.get_state()  # the caller's params (a fit in this process) come back

@@ -415,7 +415,7 @@ def _mcmc(make_kernel, model, kwargs, opts, progress, method: str) -> Fit:
     summed = [k for k in latents if k not in chains]
     drawn = dets + summed
     if drawn:
-        flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in chains.items()}
+        flat = {k: v.flatten(0, 1) for k, v in chains.items()}
         with full_data():  # every row of a subsampled plate, as the kernel saw them
             pred = site_draws(model, kwargs, posterior=flat, sites=drawn)
         n_chains, n_draws = opts["chains"], opts["samples"]

@@ -302,7 +302,7 @@ def run(model, kwargs: dict, opts: dict, progress: bool = False) -> Fit:
     if dets:
         from pyro.infer import Predictive
 
-        flat = {k: v.reshape((-1,) + v.shape[2:]) for k, v in chains.items()}
+        flat = {k: v.flatten(0, 1) for k, v in chains.items()}
         with torch.no_grad():
             pred = Predictive(model, posterior_samples=flat, return_sites=list(dets))(**kwargs)
         n_chains, n_draws = next(iter(chains.values())).shape[:2]

@@ -99,6 +99,8 @@ def summarise(chains: dict[str, torch.Tensor], names: list[str],
         n_chains, n_draws = x.shape[:2]
         sizes.add(n_chains * n_draws)
         shape = x.shape[2:]
+        if x.numel() == 0:  # an empty site (Stan's N_tilde = 0: x_new given as []): no rows
+            continue
         flat = x.reshape(n_chains, n_draws, -1)
         pooled = flat.reshape(n_chains * n_draws, -1)
         q = torch.quantile(pooled, torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64), dim=0)
