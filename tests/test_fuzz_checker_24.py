@@ -125,9 +125,10 @@ model.bdl:2:20: error: high of Uniform must be > low (2.5), got 1
 model.bdl:3:19: error: dim of LKJCholesky must be a whole number >= 2 (the matrices are dim x dim), got 0
     L ~ LKJCholesky(0, 2.5)
                     ^
-model.bdl:4:28: error: the bounds of this type leave no values: lower (1) must be below upper (1)
+model.bdl:4:28: error: a drawn value needs bounds with room between them: lower and upper are both 1, so it could only be 1
     phi: real<lower=1, upper=1> ~ Uniform(-1, 1)
-                             ^""",
+                             ^
+  note: a constant is a value: name = 1""",
         id="literal_arguments_and_bounds",
     ),
     pytest.param(  # 9. was "quantile() input tensor must be non-empty", unlocated
@@ -357,3 +358,42 @@ def test_a_where_of_two_ints_is_an_int_index():
     with pytest.raises(ppl.BdlError) as e:
         ppl.compile(source.replace("k[n], 0)", "k[n], 0.0)"), "model.bdl")
     assert "an index must be an integer" in str(e.value)
+
+
+def test_data_bounds_of_one_value_are_legal_and_empty_ones_are_not():
+    # x: real<lower=1, upper=1>[N] as data was "the bounds of this type leave no values"
+    source = ("model M(x: real<lower=1, upper=1>[N], y: real[N]) {\n  mu ~ Normal(0, 1)\n"
+              "  y ~ Normal(mu * x, 1)\n}\n")
+    model = ppl.compile(source, "model.bdl")
+    normal = lambda v, m: -0.5 * (v - m) ** 2 - 0.5 * math.log(2 * math.pi)  # noqa: E731
+    want = normal(0.5, 0.0) + normal(1.0, 0.5) + normal(2.0, 0.5)
+    got = model.log_density({"mu": 0.5}, {"x": [1.0, 1.0], "y": [1.0, 2.0]})
+    assert math.isclose(float(got), want, rel_tol=1e-6)
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile(source.replace("lower=1", "lower=2"), "model.bdl")
+    assert e.value.render().split("\n")[0] == (
+        "model.bdl:1:32: error: the bounds of this type leave no values: lower (2) is above "
+        "upper (1)")
+
+
+def test_an_lkj_dim_written_as_a_real_says_so():
+    # LKJCholesky(2.0, 1) said "must be a whole number >= 2 ..., got 2"
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile("model M() {\n  L ~ LKJCholesky(2.0, 1)\n}\n", "model.bdl")
+    assert e.value.render() == """\
+model.bdl:2:19: error: dim of LKJCholesky must be a whole number written as an int, got 2.0
+    L ~ LKJCholesky(2.0, 1)
+                    ^~~
+  note: write 2"""
+
+
+def test_a_latent_of_no_elements_from_the_data_prints_its_size_as_written():
+    # was "latent 'z' has no elements: real[-K + N] with -K + N = 0"
+    model = ppl.compile("model M(K: int, y: real[N]) {\n  z ~ Normal(zeros(N - K), 1)\n"
+                        "  y ~ Normal(sum(z), 1)\n}\n", "model.bdl")
+    assert model.checked.drawn()["z"] == (2, 3, "z: real[N - K]")
+    with pytest.raises(ppl.BdlError) as e:
+        model.fit({"K": 2, "y": [1.0, 2.0]}, infer="map(steps=2)")
+    assert e.value.render().split("\n")[0] == (
+        "model.bdl:2:3: error: latent 'z' has no elements: real[N - K] with N - K = 0 "
+        "(sizes from the data)")

@@ -235,6 +235,13 @@ def test_the_sign_of_a_size_expression_over_sizes_of_zero_and_up():
      "4:23: error: y[2 * t - 1] at t = 0 reads y[-1], which torch counts from the end "
      "(y[T - 1])", "the plate's index starts at 0 (Stan's starts at 1): every element it "
      "reads must be in [0, T)"),
+    # a coefficient on a sum: 2 * (t - 1) is 2 * t - 2 (was y[-2] unchecked)
+    ("    y ~ Normal(mu * y[2 * (t - 1)], 1)\n",
+     "4:23: error: y[2 * (t - 1)] at t = 0 reads y[-2], which torch counts from the end "
+     "(y[T - 2])", "every element it reads must be in [0, T)"),
+    ("    y ~ Normal(mu * z[(t + 1) * 2], 1)\n",
+     "4:23: error: z[(t + 1) * 2] reads z[2*T] at t = T - 1, past the end of a dimension of "
+     "size 2*T", "read the plate over fewer elements"),
     ("    y ~ Normal(mu * z[2 * t + 2], 1)\n",
      "4:23: error: z[2 * t + 2] reads z[2*T] at t = T - 1, past the end of a dimension of "
      "size 2*T", "read the plate over fewer elements"),

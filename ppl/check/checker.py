@@ -173,7 +173,9 @@ class CheckedModel:
                 decl = fmt.type_text(sym.node.type)
             else:
                 own = [d for d in sym.ty.shape or () if d != 1]
-                decl = sym.ty.kind + (sizes.show(tuple(own)) if own else "")
+                # as a person writes it: real[N - K], not sympy's real[-K + N]
+                decl = sym.ty.kind + ("[" + ", ".join(sizes.Dim._of(d).signed() for d in own)
+                                      + "]" if own else "")
             out[name] = (sym.span.line, sym.span.col, f"{name}: {decl}")
         return out
 
@@ -500,7 +502,8 @@ class _ModelChecker(LabelLayout):
                 self.err(f"argument '{arg.name}' is declared twice", arg.span,
                          [f"first declared at {self.symbols[arg.name].span}"])
                 continue
-            ty, constraint = self._type(arg.type, allow_constrained=True)
+            ty, constraint = self._type(arg.type, allow_constrained=True,
+                                        data=not getattr(arg, "optional", False))
             if arg.name in self.size_syms:
                 if ty.kind != "int" or ty.shape != ():
                     self.err(f"'{arg.name}' is used as a size, so it must be declared 'int'",
@@ -569,7 +572,8 @@ class _ModelChecker(LabelLayout):
                  expr.span)
         return None
 
-    def _type(self, t: ast.Type, allow_constrained: bool) -> tuple[Ty, str | None]:
+    def _type(self, t: ast.Type, allow_constrained: bool,
+              data: bool = False) -> tuple[Ty, str | None]:
         dims = [self._dim(d) for d in t.dims]
         shape = None if any(d is None for d in dims) else tuple(dims)
         bounds = {}
@@ -598,11 +602,16 @@ class _ModelChecker(LabelLayout):
                              "write the bounded variable as a transform of an unbounded or "
                              "unit-interval latent instead", b.value.span)
         low, high = (_literal(bounds[k]) if k in bounds else None for k in ("lower", "upper"))
-        if low is not None and high is not None and low >= high:
-            # a bounded draw maps the reals onto (lower, upper): an empty interval was a
-            # "math domain error" when the fit started
-            self.err(f"the bounds of this type leave no values: lower ({low:g}) must be below "
+        if low is not None and high is not None and low > high:
+            self.err(f"the bounds of this type leave no values: lower ({low:g}) is above "
                      f"upper ({high:g})", bounds["upper"].span)
+        elif low is not None and low == high and not data:
+            # a bounded draw maps the reals onto (lower, upper): an interval of one point
+            # was a "math domain error" when the fit started (data of that one value is
+            # legal: x: real<lower=1, upper=1>[N] holds ones)
+            self.err(f"a drawn value needs bounds with room between them: lower and upper "
+                     f"are both {low:g}, so it could only be {low:g}", bounds["upper"].span,
+                     [f"a constant is a value: name = {low:g}"])
         if t.base in BASE_TYPES:
             if t.base == "bool" and bounds:
                 self.err("bool takes no bounds", t.span)
@@ -1759,7 +1768,7 @@ class _ModelChecker(LabelLayout):
     def _plate_index_shift(self, e: ast.Index, i: int, item: ast.Expr, dim) -> None:
         """``a[t + e]`` with ``t`` the index of ``plate t in N`` and ``e`` a whole-number
         expression of sizes and literals (``t - 1``, ``t + -1``, ``t - L``, ``t - L - 1``,
-        ``t - 2 * L``, ``t + 1 - L``, ``c + t``; ``2 * t - 1``, ``s`` of ``s = t - 1``),
+        ``t - 2 * L``, ``t + 1 - L``, ``c + t``; ``2 * t - 1``, ``2 * (t - 1)``, ``s`` of ``s = t - 1``),
         sizes whole numbers >= 0. At t = 0 the
         plate reads a[e], which torch reads from the end when e < 0 (a silent wrap: Stan's
         ``for (t in 2:T) ... y[t - 1]`` ported as ``plate t in T`` added a term for y[0]
@@ -1851,8 +1860,23 @@ class _ModelChecker(LabelLayout):
                 flatten(node.operand, -sign, depth)
             elif isinstance(node, ast.Name) and depth < 8 and local(node) is not None:
                 flatten(local(node), sign, depth + 1)
+            elif scaled(node) is not None:
+                c, inner = scaled(node)  # 2 * (t - 1): 2 * t - 2
+                flatten(inner, sign * c, depth)
             else:
                 terms.append((sign, node))
+
+        def scaled(node) -> tuple[int, ast.Expr] | None:
+            """(c, e) for ``c * e`` / ``e * c`` with c an int literal >= 1 and e a sum or a
+            difference (``2 * (t - 1)``); None otherwise."""
+            if not (isinstance(node, ast.BinOp) and node.op == "*"):
+                return None
+            for c, inner in ((node.left, node.right), (node.right, node.left)):
+                if isinstance(c, ast.Number) and isinstance(c.value, int) and c.value >= 1 \
+                        and isinstance(inner, (ast.BinOp, ast.Neg)) \
+                        and getattr(inner, "op", "+") in ("+", "-"):
+                    return c.value, inner
+            return None
 
         flatten(item, 1)
         found = []  # (sign, index name, coefficient)
@@ -1860,9 +1884,10 @@ class _ModelChecker(LabelLayout):
             index, coef = self._scaled_index(n)
             if index is not None:
                 found.append((sign, index, coef, n))
-        if len(found) != 1 or found[0][0] != 1 or found[0][2] is None:
+        if len(found) != 1 or found[0][0] < 1 or found[0][2] is None:
             return None
-        _, index, coef, term = found[0]
+        scale, index, coef, term = found[0]
+        coef = coef * scale  # 2 * (t - 1) reads t with coefficient 2
         shift = sizes.const(0)
         for sign, node in terms:
             if node is term:
@@ -2577,9 +2602,14 @@ class _ModelChecker(LabelLayout):
             return False
         dim = _literal_number(bound["dim"][0]) if sig.name in ("LKJ", "LKJCholesky") \
             and "dim" in bound else None
+        if isinstance(dim, float) and dim.is_integer() and dim >= 2:
+            # 2.0 is a real: Pyro's LKJ takes an int dim (was "got 2")
+            self.err(f"dim of {sig.name} must be a whole number written as an int, got "
+                     f"{dim!r}", bound["dim"][0].span, [f"write {int(dim)}"])
+            return False
         if dim is not None and (not isinstance(dim, int) or dim < 2):
             self.err(f"dim of {sig.name} must be a whole number >= 2 (the matrices are "
-                     f"dim x dim), got {dim:g}", bound["dim"][0].span)
+                     f"dim x dim), got {dim!r}", bound["dim"][0].span)
             return False
         return True
 
