@@ -1768,8 +1768,8 @@ class _ModelChecker(LabelLayout):
     def _plate_index_shift(self, e: ast.Index, i: int, item: ast.Expr, dim) -> None:
         """``a[t + e]`` with ``t`` the index of ``plate t in N`` and ``e`` a whole-number
         expression of sizes and literals (``t - 1``, ``t + -1``, ``t - L``, ``t - L - 1``,
-        ``t - 2 * L``, ``t + 1 - L``, ``c + t``; ``2 * t - 1``, ``2 * (t - 1)``, ``s`` of ``s = t - 1``),
-        sizes whole numbers >= 0. At t = 0 the
+        ``t - 2 * L``, ``t + 1 - L``, ``c + t``; ``2 * t - 1``, ``2 * (t - 1)``, ``s`` of
+        ``s = t - 1``), sizes whole numbers >= 0. At t = 0 the
         plate reads a[e], which torch reads from the end when e < 0 (a silent wrap: Stan's
         ``for (t in 2:T) ... y[t - 1]`` ported as ``plate t in T`` added a term for y[0]
         given y[T - 1]): an error when e < 0 for every size (``t - 1``, ``t - L - 1``), a
