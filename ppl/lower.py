@@ -566,7 +566,15 @@ class _Lowerer:
         if value:
             self.used.add(self.rename.get(name, name))
             return Call(self.rename.get(name, name), args, kwargs)
-        if signatures.lookup(name) is not None:
+        sig = signatures.lookup(name)
+        if sig is not None:
+            # int data (or an int built from it: sum(k), k[0]) as a real parameter:
+            # torch samples and scores real densities in floating point only
+            whole = signatures.INT_PARAMS.get(name, ())
+            args = [self._as_real(a, x) if sig.params[i:i + 1] and sig.params[i] not in whole
+                    else a for i, (a, x) in enumerate(zip(args, e.args, strict=False))]
+            kwargs = [(k, self._as_real(v, x.value) if k not in whole else v)
+                      for (k, v), x in zip(kwargs, e.kwargs, strict=False)]
             return Call(signatures.target(name), args, kwargs)
         if b.kind == "network" or b.plain:
             args = [_unstack(a) for a in args]
@@ -592,6 +600,14 @@ class _Lowerer:
             kwargs = [(k, self._size_tensor(v, x.value) if self._of_sizes(x.value) else v)
                       for (k, v), x in zip(kwargs, e.kwargs, strict=False)]
         return Call(b.target, args, kwargs)
+
+    def _as_real(self, out, e: ast.Expr):
+        """``rt.real(out)`` where the checker typed ``e`` int or bool and it is a tensor
+        (data, or computed from data); sizes and literals stay as they are."""
+        if self.cm.ty(e).kind not in ("int", "bool") or isinstance(e, ast.Number) \
+                or self._of_sizes(e):
+            return out
+        return Call("rt.real", [out], [])
 
     def _size_tensor(self, out, e: ast.Expr):
         """``rt.tensor(out)``; whole numbers (``abs(K - T)``, read as an index) stay whole:

@@ -203,3 +203,20 @@ def test_clamp_of_int_values_between_int_bounds_is_an_int_that_indexes():
     assert bound["a"].tolist() == [0.0, 2.5] and bound["a"].is_floating_point()
     assert bound["b"].tolist() == [0, 2] and bound["b"].dtype == torch.int64
     assert bound["c"].tolist() == [0.0, 0.5] and bound["c"].is_floating_point()
+
+
+def test_int_data_as_a_real_parameter_samples_and_scores_in_floating_point():
+    # dist.Normal(k, 1) of int64 k: torch's "normal_kernel_cpu not implemented for 'Long'"
+    m = ppl.compile("model M(k: int[3], N: int) {\n  a ~ Normal(sum(k), 1)\n"
+                    "  b: real[3] ~ Normal(k, 1)\n  c ~ Normal(N, 1)\n}\n")
+    assert "rt.real(k)" in m.source and "Normal(N, 1)" in m.source
+    data = {"k": [1, 2, 3], "N": 2}
+    draws = m.sample_prior(data, num_samples=4000, seed=0)
+    assert draws["a"].is_floating_point() and draws["b"].is_floating_point()
+    # prior means 6, (1, 2, 3), 2 within 4 Monte Carlo standard errors (sd 1)
+    assert abs(draws["a"].mean().item() - 6.0) < 4 / 4000 ** 0.5
+    assert (draws["b"].mean(0) - torch.tensor([1.0, 2.0, 3.0])).abs().max() < 4 / 4000 ** 0.5
+    got = m.log_density({"a": 5.0, "b": [1.0, 2.0, 4.0], "c": 2.0}, data)
+    want = stats.norm.logpdf(5.0, 6.0) + stats.norm.logpdf([1.0, 2.0, 4.0], [1, 2, 3]).sum() \
+        + stats.norm.logpdf(2.0, 2.0)
+    assert got == pytest.approx(want, rel=1e-6)

@@ -79,8 +79,8 @@ def Multinomial(total_count=1, probs=None, logits=None, validate_args=None):  # 
 
 def real(x: torch.Tensor) -> torch.Tensor:
     """Integer/boolean data observed under a real-valued density (None: optional data
-    left out, so the site is sampled)."""
-    return None if x is None else x.to(torch.get_default_dtype())
+    left out, so the site is sampled), or an int tensor given as a real parameter."""
+    return x.to(torch.get_default_dtype()) if isinstance(x, torch.Tensor) else x
 
 
 def as_index(i):
