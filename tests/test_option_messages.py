@@ -15,7 +15,7 @@ def test_a_negative_lr_and_lr_0_alone_state_the_same_rule(method, lr):
     m = ppl.compile(A, filename="a.bdl")
     with pytest.raises(ppl.BdlError) as e:
         m.resolve_infer(f"{method}(lr={lr})")
-    # located in the spec, as the file's infer line is (fuzz round 24)
+    # located in the spec, as the file's infer line is
     col = len(f"infer {method}(") + 1
     assert str(e.value).splitlines() == [
         f"--infer:1:{col}: error: option 'lr' of {method}: {LR_RULE}",

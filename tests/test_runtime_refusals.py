@@ -1,4 +1,4 @@
-"""Fuzz-audit round 24: run-time failures that were internal errors (exit 3) or
+"""Run-time failures found by fuzzing: failures that were internal errors (exit 3) or
 unlocated, each now a located user error (exit 1) with the words checked."""
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def test_a_construct_refusing_its_data_saves_no_traceback(tmp_path, bdl_here):
 
 
 def test_uniform_with_low_above_high_saves_no_traceback(tmp_path, bdl_here):
-    # low from the data: literals with low >= high are a check error (test_fuzz_checker_24)
+    # low from the data: literals with low >= high are a check error (test_checker_refusals)
     args = _write(tmp_path, "model M(y: real[N], low: real) {\n  mu ~ Normal(0, 1)\n"
                             "  y ~ Uniform(low, 1)\n}\ninfer map(steps=2)\n",
                   {"y": [1.5], "low": 2.5})

@@ -1,4 +1,4 @@
-"""The fuzz and Pyro-porting audits of round 24 (the checker): models that passed ``bdl
+"""Checker refusals found by fuzzing and by porting Pyro models: models that passed ``bdl
 check`` and then stopped with a raw Python error, or got a weak message. Each error case
 is the exact rendered text (``file:line:col: error: ...`` and every note)."""
 # ruff: noqa: E501  (the expected text keeps the long lines the user sees)
