@@ -78,9 +78,14 @@ def Multinomial(total_count=1, probs=None, logits=None, validate_args=None):  # 
 
 
 def real(x: torch.Tensor) -> torch.Tensor:
-    """Integer/boolean data observed under a real-valued density (None: optional data
-    left out, so the site is sampled), or an int tensor given as a real parameter."""
-    return x.to(torch.get_default_dtype()) if isinstance(x, torch.Tensor) else x
+    """``x`` as floating point: integer/boolean data observed under a real-valued density
+    or given as a real parameter, or read by torch's mean, var and std (floating point
+    only; their value is real in Stan too), in the default dtype. Floating-point tensors
+    and anything not a tensor (None: optional data left out, so the site is sampled; a
+    number) pass through."""
+    if not isinstance(x, torch.Tensor) or x.is_floating_point() or x.is_complex():
+        return x
+    return x.to(torch.get_default_dtype())
 
 
 def as_index(i):
@@ -138,12 +143,6 @@ def logsumexp(x, dim: int = -1):
     return torch.logsumexp(tensor(x), dim=dim)
 
 
-def _real(x: torch.Tensor) -> torch.Tensor:
-    """``x`` as floating point (int data in the default dtype): torch's mean, var and std
-    take floating point only, and their value is real in Stan too."""
-    return x if x.is_floating_point() or x.is_complex() else x.to(torch.get_default_dtype())
-
-
 def _reduce(fn, x, dim):
     x = tensor(x)
     return fn(x) if dim is None else fn(x, dim=dim)
@@ -194,7 +193,7 @@ def variance(x, dim=None):
     """Sample variance of all elements, or along ``dim``, with n - 1 (Stan's variance);
     of one element, 0 (as Stan's, where n - 1 = 0 would give torch's NaN); of integers,
     real (torch's var takes floating point only)."""
-    x = _real(tensor(x))
+    x = real(tensor(x))
     n = x.numel() if dim is None else x.shape[int(dim)]
     one = {"correction": 0 if n == 1 else 1}  # of one element: (x - x)^2 / 1 = 0
     return torch.var(x, **one) if dim is None else torch.var(x, dim=int(dim), **one)
@@ -224,7 +223,7 @@ def sum_(x, dim=None):
 
 
 def mean_(x, dim=None):
-    return _reduce(torch.mean, _real(tensor(x)), dim)
+    return _reduce(torch.mean, real(tensor(x)), dim)
 
 
 def prod_(x, dim=None):
@@ -254,7 +253,7 @@ def reduce_elements(x, how: str, dims: int):
         return getattr(flat, how)(dim=-1).values
     if how in ("sd", "variance"):  # of one element, 0 as Stan's (rt.sd, rt.variance)
         return sd(flat, dim=-1) if how == "sd" else variance(flat, dim=-1)
-    return getattr(torch, how)(_real(flat) if how == "mean" else flat, dim=-1)
+    return getattr(torch, how)(real(flat) if how == "mean" else flat, dim=-1)
 
 
 def transpose(x):
