@@ -150,6 +150,7 @@ def make_trainer(method, theta, steps, args, n_episodes, lr, lr_hyper=0.1, sgld_
                       sgld_temp=sgld_temp, sgld_burn=args.sgld_burn, a_max=args.a_max,
                       sgld_detrend=bool(args.sgld_detrend),
                       sgld_power_iters=args.sgld_power_iters,
+                      sgld_power_ritz=bool(args.sgld_power_ritz),
                       sgld_step_scale=args.sgld_step_scale,
                       sgld_precision=precision, sgld_cap=args.sgld_cap,
                       sgld_lr=args.inner_lr, lr=lr, lr_hyper=lr_hyper,
@@ -222,9 +223,13 @@ def main(argv=None):
                         "a fraction 0.5: the second half of the chain)")
     p.add_argument("--sgld-detrend", type=int, default=0, choices=(0, 1),
                    help="1: SGLD variance about each coordinate's linear trend in t")
-    p.add_argument("--sgld-power-iters", type=int, default=3,
+    p.add_argument("--sgld-power-iters", type=int, default=2,
                    help="NIW: power iterations for the support NLL's top curvature L at m0; "
                         "the SGLD step is min(inner-lr, step-scale/L) (0: fixed inner-lr)")
+    p.add_argument("--sgld-power-ritz", type=int, default=1, choices=(0, 1),
+                   help="NIW: 1 reads L by Rayleigh-Ritz on the power iteration's probed "
+                        "vectors; 0 the plain power estimate (with --sgld-power-iters 3: "
+                        "the cap before stop 25)")
     p.add_argument("--sgld-step-scale", type=float, default=1.0,
                    help="NIW: SGLD step cap in units of 1/L (1: Newton step in the stiffest "
                         "direction; Langevin is unstable past 2)")

@@ -1280,6 +1280,75 @@ def test_finite_difference_power_iteration_equals_the_exact_one():
     assert float(ratios.median()) == pytest.approx(1.0, abs=0.01)
 
 
+def test_rayleigh_ritz_step_cap_is_exact_where_two_power_iterations_are_not():
+    """U = sum_j h_j (theta_j - u_j)^2 / 2, h = (10, 9, 1), with the gradient at
+    theta0 = 0 equal to (1, 1, 0): span{g, H g} is the invariant plane of the curvatures
+    10 and 9, so the Rayleigh-Ritz estimate from the 2 products H v_0, H v_1 of the power
+    iteration (the step cap's default) is the top curvature 10 exactly, where the plain
+    power estimate ||H v_1|| is sqrt(16561/181) = 9.5654 (v_0 = (1, 1, 0)/sqrt 2,
+    v_1 = (10, 9, 0)/sqrt 181, H v_1 = (100, 81, 0)/sqrt 181) -- by hand. Exact and
+    finite-difference products, one row and a batch of rows, all agree; the capped
+    SGLD step is 1/10."""
+    h = torch.tensor([10.0, 9.0, 1.0], dtype=D64)
+    u = torch.tensor([-0.1, -1.0 / 9.0, 0.0], dtype=D64)
+
+    def U(th):
+        return 0.5 * (h * (th - u) ** 2).sum(-1)
+
+    theta0 = torch.zeros(3, dtype=D64)
+    power = math.sqrt(16561 / 181)
+    for fd in (None, 1e-3):
+        L, g = rtn.top_curvature(U, theta0, 2, fd_step=fd)
+        assert torch.allclose(g, torch.tensor([1.0, 1.0, 0.0], dtype=D64))
+        assert L == pytest.approx(10.0, rel=1e-8)
+        assert rtn.top_curvature(U, theta0, 2, fd_step=fd, ritz=False)[0] == pytest.approx(
+            power, rel=1e-8)
+    # one product: the span is the gradient's direction alone, both estimates ||H g||/||g||
+    assert rtn.top_curvature(U, theta0, 1, fd_step=1e-3)[0] == pytest.approx(
+        math.sqrt(181 / 2), rel=1e-8)
+    L, g = rtn.top_curvature_rows(U, theta0.expand(3, -1), 2)
+    assert L.tolist() == pytest.approx([10.0] * 3, rel=1e-8)
+    assert rtn.top_curvature_rows(U, theta0.expand(3, -1), 2, ritz=False)[0].tolist() == \
+        pytest.approx([power] * 3, rel=1e-8)
+    info = {}
+    rtn.sgld(U, theta0, 1, 1.0, temp=0.0, power_iters=2, info=info)
+    assert info["lr"] == pytest.approx(0.1, rel=1e-8)
+    info = {}
+    rtn.sgld(U, theta0, 1, 1.0, temp=0.0, power_iters=2, power_ritz=False, info=info)
+    assert info["lr"] == pytest.approx(1 / power, rel=1e-8)
+
+
+def test_rayleigh_ritz_estimate_lies_between_the_power_estimate_and_the_spectral_radius():
+    """On random symmetric 8 x 8 Hessians (indefinite too), exact products: for 1 to 5
+    iterations the Rayleigh-Ritz estimate is at least the power estimate from the same
+    products and at most the spectral radius (eigvalsh); its gap to the radius is never
+    larger than the power estimate's, and a batch with a flat row (zero gradient) and a
+    row of a stiffer quadratic keeps each row's own value (0 for the flat one)."""
+    gen = torch.Generator().manual_seed(4)
+    for trial in range(12):
+        B = torch.randn(8, 8, dtype=D64, generator=gen)
+        H = B @ B.T if trial % 2 == 0 else B + B.T
+        u = torch.randn(8, dtype=D64, generator=gen)
+        radius = float(torch.linalg.eigvalsh(H).abs().max())
+
+        def U(th, H=H, u=u):
+            return 0.5 * (th - u) @ H @ (th - u)
+
+        theta = torch.randn(8, dtype=D64, generator=gen)
+        for iters in range(1, 6):
+            ritz = rtn.top_curvature(U, theta, iters)[0]
+            plain = rtn.top_curvature(U, theta, iters, ritz=False)[0]
+            assert plain * (1 - 1e-12) <= ritz <= radius * (1 + 1e-9), (trial, iters)
+    curv = torch.tensor([1.0, 0.0, 50.0], dtype=D64)
+    mode = torch.tensor([[1.0, 2.0], [0.0, 0.0], [-1.0, 0.5]], dtype=D64)
+
+    def rows(th):
+        return 0.5 * (curv[:, None] * (th - mode) ** 2).sum(-1)
+
+    L, _ = rtn.top_curvature_rows(rows, torch.zeros(3, 2, dtype=D64), 2)
+    assert L.tolist() == pytest.approx([1.0, 0.0, 50.0], rel=1e-8)
+
+
 def test_fused_local_posterior_and_kl_equal_the_separate_closed_forms():
     """``local_posterior_kl`` (what meta-training evaluates) returns m_i*, sqrt(v_i*) and
     g_i of ``local_posterior`` and ``expected_kl``, with the same gradients in m0,

@@ -90,8 +90,10 @@ class NIW:
     hyperprior term KL(q(phi) || p(phi)) / N of :meth:`step`.
 
     SGLD step: ``sgld_lr`` capped per episode at ``sgld_step_scale`` / (top curvature of
-    the support NLL at m0, ``sgld_power_iters`` power iterations with finite-difference
-    Hessian-vector products, one gradient each; 0 turns the cap off) --
+    the support NLL at m0, ``sgld_power_iters`` (2) power iterations with finite-difference
+    Hessian-vector products, one gradient each, read by Rayleigh-Ritz on the probed
+    vectors -- ``sgld_power_ritz``, default; False: the plain power estimate, the
+    default of 3 iterations before stop 25 -- 0 iterations turn the cap off) --
     without it the chain diverges wherever sgld_lr is past 2/curvature
     (:func:`ppl.runtime.niw_meta.sgld`). ``sgld_cap`` "gram" (``gauss_newton`` with a task
     that has ``fisher_factor_grad``): the curvature is instead the top eigenvalue of the
@@ -122,8 +124,8 @@ class NIW:
 
     def __init__(self, theta_init, *, n0=1.0, gamma0=1e6, l0=1.0, sgld_steps=3,
                  sgld_lr=1e-3, sgld_temp=1.0, a_max=1e3, sgld_burn=0.5, sgld_detrend=False,
-                 sgld_power_iters=3, sgld_step_scale=1.0, sgld_precision="variance",
-                 sgld_cap="auto", variant="niw", lr=5e-3,
+                 sgld_power_iters=2, sgld_step_scale=1.0, sgld_precision="variance",
+                 sgld_cap="auto", variant="niw", lr=5e-3, sgld_power_ritz=True,
                  lr_hyper=0.1, kl_episodes=1e4, prior_gamma=1.0, prior_n=1.0,
                  prior_l=1e-3, test_samples=20, batched=True, query_draws=1,
                  query_mix="point"):
@@ -150,7 +152,7 @@ class NIW:
         self.opt = adam(groups, dev)
         self.sgld = dict(steps=sgld_steps, lr=sgld_lr, temp=sgld_temp, a_max=a_max,
                          burn=sgld_burn, detrend=sgld_detrend, power_iters=sgld_power_iters,
-                         step_scale=sgld_step_scale)
+                         step_scale=sgld_step_scale, power_ritz=bool(sgld_power_ritz))
         if sgld_precision not in rtn.PRECISIONS:
             raise ValueError(f"sgld_precision must be one of {', '.join(rtn.PRECISIONS)}, "
                              f"not {sgld_precision!r}")
@@ -221,7 +223,8 @@ class NIW:
                                  s["steps"], s["lr"], s["temp"], a_max=s["a_max"],
                                  burn=s["burn"], detrend=s["detrend"],
                                  power_iters=s["power_iters"], step_scale=s["step_scale"],
-                                 generator=generator, info=info, curvature=curvature)
+                                 generator=generator, info=info, curvature=curvature,
+                                 power_ritz=s["power_ritz"])
         log = self.sgld_log
         log["chains"] += 1
         log["capped"] += int(info["lr"] < s["lr"])
@@ -350,7 +353,8 @@ class NIW:
                 u0, grad0 = factor_and_grad_rows(task, theta0, E, batch)
                 curv = gram_top_eigenvalues(u0)
             elif s["power_iters"] > 0:
-                curv, grad0 = rtn.top_curvature_rows(potential, theta0, s["power_iters"])
+                curv, grad0 = rtn.top_curvature_rows(potential, theta0, s["power_iters"],
+                                                     ritz=s["power_ritz"])
         if curv is not None:
             ok = torch.isfinite(curv) & (curv > 0)
             capped = s["step_scale"] / torch.where(ok, curv, torch.ones_like(curv))

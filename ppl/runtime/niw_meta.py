@@ -284,7 +284,7 @@ def _grad(potential, theta: torch.Tensor, create_graph: bool = False):
 
 
 def top_curvature(potential, theta: torch.Tensor, iters: int = 1,
-                  fd_step: float | None = None) -> tuple[float, torch.Tensor]:
+                  fd_step: float | None = None, ritz: bool = True) -> tuple[float, torch.Tensor]:
     """(L, grad U(theta)): L estimates the largest |eigenvalue| of the Hessian H of U at
     theta by ``iters`` power iterations v <- H v / ||H v|| started from v = grad U(theta)
     (gradients of a network loss lie mostly in its stiffest directions), L = ||H v|| for
@@ -302,7 +302,16 @@ def top_curvature(potential, theta: torch.Tensor, iters: int = 1,
     like any power-iteration estimate it is not an upper bound on the curvature. A probe
     whose gradient is not finite is retried 8x closer.
     A zero or non-finite Hessian or gradient gives L = 0 (METHODS.md §4; the stable SGLD
-    step of :func:`sgld`)."""
+    step of :func:`sgld`).
+
+    ``ritz`` (default): L is instead the Rayleigh-Ritz estimate from the same products,
+    the square root of the largest eigenvalue of H^2 on the span of the unit vectors
+    v_0 .. v_{iters-1} the iteration applied H to (:func:`ritz_radius`; H v_i is known
+    for each, so (H^2)'s projection is the Gram matrix of the H v_i, no extra gradient).
+    It is at least the power estimate ||H v|| of any v in the span -- the last iterate's
+    included -- and, for an exact H, still at most the spectral radius; with 2 products
+    it is as close as 3 power iterations' estimate (benchmarks/RESULTS.md, Issue 7,
+    stop 25). ``ritz=False``: the power estimate ||H v_{iters-1}||."""
     if fd_step is None:
         th, g = _grad(potential, theta, create_graph=True)
     else:
@@ -313,6 +322,7 @@ def top_curvature(potential, theta: torch.Tensor, iters: int = 1,
         return 0.0, gd
     u, L = gd / gnorm, 0.0
     h = None if fd_step is None else fd_step * max(float(theta.detach().norm()), 1.0)
+    probed, products = [], []
     for i in range(iters):
         if h is None:
             if not g.requires_grad:  # U linear in theta: no curvature
@@ -334,9 +344,36 @@ def top_curvature(potential, theta: torch.Tensor, iters: int = 1,
                 h /= 8.0
         if not (math.isfinite(L) and L > 0.0):
             return 0.0, gd
+        probed.append(u)
+        products.append(hv)
         if i < iters - 1:
             u = hv / L
+    if ritz and len(probed) > 1:
+        L = max(L, float(ritz_radius(torch.stack(probed), torch.stack(products))))
     return L, gd
+
+
+def ritz_radius(V: torch.Tensor, HV: torch.Tensor, rcond: float = 1e-4) -> torch.Tensor:
+    """The Rayleigh-Ritz estimate of the spectral radius of a symmetric H from k probed
+    vectors V [..., k, d] and their products HV = H V [..., k, d] (leading dimensions:
+    independent rows): sqrt of the largest eigenvalue of H^2 projected on span(V), the
+    largest mu of (HV HV^T) c = mu (V V^T) c -- both Gram matrices known without another
+    product. It is at least ||H v|| / ||v|| for every v in the span (so at least the
+    power iteration's estimate from the same products) and, for an exact H, at most the
+    spectral radius. The k x k problem is solved in float64; directions of the span with
+    a Gram eigenvalue below ``rcond`` times the largest (nearly parallel probes, whose
+    difference would amplify finite-difference noise in HV) are dropped. A row with a
+    zero span gives 0."""
+    V64, HV64 = V.double(), HV.double()
+    G = V64 @ V64.transpose(-1, -2)
+    M = HV64 @ HV64.transpose(-1, -2)
+    ev, Q = torch.linalg.eigh(G)
+    top = ev[..., -1:]
+    keep = (ev > rcond * top) & (top > 0)
+    scale = torch.where(keep, ev.clamp_min(1e-300).rsqrt(), torch.zeros_like(ev))
+    W = Q * scale[..., None, :]
+    mu = torch.linalg.eigvalsh(W.transpose(-1, -2) @ M @ W)[..., -1]
+    return mu.clamp_min(0.0).sqrt().to(V.dtype)
 
 
 class _RunningMoments:
@@ -386,7 +423,7 @@ class _RunningMoments:
 
 def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=1,
          detrend=False, generator=None, power_iters=0, step_scale=1.0, info=None,
-         curvature=None):
+         curvature=None, power_ritz=True):
     """Stochastic-gradient Langevin dynamics on U = potential(theta), warm-started at
     theta0: theta_t = theta_{t-1} - lr grad U(theta_{t-1}) + sqrt(2 lr temp) xi_t,
     xi_t ~ N(0, I), t = 1..steps.
@@ -417,7 +454,8 @@ def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=1,
     overflows). The step used is then lr_i = min(lr, step_scale / L_i), L_i the top
     curvature at theta0 by ``power_iters`` power iterations with finite-difference
     Hessian-vector products (:func:`top_curvature`, ``fd_step=1e-3``: one extra gradient
-    each; the gradient at theta0 is the chain's first); step_scale = 1 is the Newton step in the
+    each; the gradient at theta0 is the chain's first; ``power_ritz`` (default): the
+    Rayleigh-Ritz estimate from those products); step_scale = 1 is the Newton step in the
     stiffest direction and keeps the stationary variance of a quadratic within a factor
     1/(1 - lr_i h/2) <= 2 of tau/h in every direction h. ``info`` (a dict), when given,
     receives ``lr`` (the step used), ``curvature`` (L_i, nan when not estimated) and
@@ -435,7 +473,8 @@ def sgld(potential, theta0, steps, lr, temp=1.0, a_min=1e-4, a_max=1e3, burn=1,
     if curvature is not None and steps > 0:
         curv, grad0 = float(curvature[0]), curvature[1].detach()
     elif power_iters > 0 and steps > 0:
-        curv, grad0 = top_curvature(potential, theta, power_iters, fd_step=1e-3)
+        curv, grad0 = top_curvature(potential, theta, power_iters, fd_step=1e-3,
+                                    ritz=power_ritz)
     if curv > 0.0 and math.isfinite(curv):
         lr = min(lr, step_scale / curv)
     noise_sd = math.sqrt(2.0 * lr * max(temp, 0.0))
@@ -486,7 +525,8 @@ def _grad_rows(potential, theta: torch.Tensor):
 
 
 def top_curvature_rows(potential, theta: torch.Tensor, iters: int = 1,
-                       fd_step: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+                       fd_step: float = 1e-3, ritz: bool = True
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`top_curvature` (finite-difference Hessian-vector products) for B
     independent potentials at once: ``potential`` maps theta [B, d] to the B values,
     row b depending on theta[b] only. Returns (L [B], grad [B, d]); every row follows
@@ -498,12 +538,15 @@ def top_curvature_rows(potential, theta: torch.Tensor, iters: int = 1,
     iteration runs without the per-row masks, the same arithmetic on every row: about
     half the [B, d] operations, which on a wide network are most of the cap's cost
     beyond its gradients. At the first zero or non-finite value the masked iteration
-    takes over from the start (the probes are deterministic: the same values)."""
+    takes over from the start (the probes are deterministic: the same values).
+    ``ritz`` (default) as in :func:`top_curvature`: each row's L is the Rayleigh-Ritz
+    estimate on its probed vectors (:func:`ritz_radius`), at least the power estimate."""
     gd = _grad_rows(potential, theta)
     gnorm = gd.norm(dim=-1)
     h = fd_step * theta.detach().norm(dim=-1).clamp_min(1.0)
     if bool((torch.isfinite(gnorm) & (gnorm > 0)).all()):
         u, L, fine = gd / gnorm[:, None], torch.zeros_like(gnorm), True
+        probed, products = [], []
         for i in range(iters):
             probe = _grad_rows(potential, theta.detach() + h[:, None] * u)
             hv = (probe - gd) / h[:, None]
@@ -511,20 +554,27 @@ def top_curvature_rows(potential, theta: torch.Tensor, iters: int = 1,
             if not bool((torch.isfinite(L) & (L > 0)).all()):
                 fine = False
                 break
+            probed.append(u)
+            products.append(hv)
             if i < iters - 1:
                 u = hv / L[:, None]
         if fine:
+            if ritz and iters > 1:
+                L = torch.maximum(L, ritz_radius(torch.stack(probed, 1),
+                                                 torch.stack(products, 1)))
             return L, gd
-    return _top_curvature_rows_masked(potential, theta, iters, gd, gnorm, h)
+    return _top_curvature_rows_masked(potential, theta, iters, gd, gnorm, h, ritz)
 
 
-def _top_curvature_rows_masked(potential, theta, iters, gd, gnorm, h):
+def _top_curvature_rows_masked(potential, theta, iters, gd, gnorm, h, ritz=True):
     """:func:`top_curvature_rows` with every row's zero / non-finite rules applied
-    (masks), from its gradient ``gd``, the norms ``gnorm`` and probe lengths ``h``."""
+    (masks), from its gradient ``gd``, the norms ``gnorm`` and probe lengths ``h``
+    (the Rayleigh-Ritz estimate, ``ritz``, on the rows alive at the end)."""
     alive = torch.isfinite(gnorm) & (gnorm > 0)
     safe = torch.where(alive, gnorm, torch.ones_like(gnorm))
     u = torch.where(alive[:, None], gd / safe[:, None], torch.zeros_like(gd))
     L = torch.zeros_like(gnorm)
+    probed, products = [], []
     for i in range(iters):
         hv = torch.zeros_like(gd)
         todo = alive.clone()
@@ -541,9 +591,15 @@ def _top_curvature_rows_masked(potential, theta, iters, gd, gnorm, h):
             todo = bad
         alive = alive & torch.isfinite(L) & (L > 0)
         L = torch.where(alive, L, torch.zeros_like(L))
+        # a dead row's vectors are zeros (its L is 0 whatever the Ritz estimate)
+        probed.append(torch.where(alive[:, None], u, torch.zeros_like(u)))
+        products.append(torch.where(alive[:, None], hv, torch.zeros_like(hv)))
         if i < iters - 1:
             safe = torch.where(alive, L, torch.ones_like(L))
             u = torch.where(alive[:, None], hv / safe[:, None], torch.zeros_like(hv))
+    if ritz and iters > 1:
+        est = ritz_radius(torch.stack(probed, 1), torch.stack(products, 1))
+        L = torch.where(alive, torch.maximum(L, est), L)
     return L, gd
 
 
@@ -892,7 +948,7 @@ class SiteConfig:
 SITES: dict[str, SiteConfig] = {}
 
 def prior(name: str, net: torch.nn.Module, n0=1.0, gamma0=1e6, l0=1.0, sgld_steps=3,
-          sgld_lr=1e-3, sgld_temp=1.0, a_max=1e3, sgld_burn=0.5, sgld_power_iters=3,
+          sgld_lr=1e-3, sgld_temp=1.0, a_max=1e3, sgld_burn=0.5, sgld_power_iters=2,
           sgld_precision="auto", query_draws=1, query_mix="point", samples=2):
     """``f ~ niw_meta(...)``: the weights of ``f`` become one latent vector theta (site
     ``name``), theta ~ N(m0, diag 1/(n0 gamma0)) -- the episode prior at the mean of the
