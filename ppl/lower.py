@@ -230,16 +230,23 @@ class IRModel:
     # int data read as an index: binding checks its values are in [0, size)
     index_checks: list[IndexCheckSpec] = field(default_factory=list)
     line: int = 0  # of the ``model`` header in the BDL source
+    # the model's guide block (docs/language.md, "Guides"), lowered as a model of its own
+    # whose top-level values stay in its body and whose computed values are plain locals
+    guide: IRModel | None = None
 
 
 def lower(cm: CheckedModel, filename: str = "<string>") -> IRModel:
-    return _Lowerer(cm, filename).run()
+    ir = _Lowerer(cm, filename).run()
+    if cm.guide is not None:
+        ir.guide = _Lowerer(cm.guide, filename, guide=True).run()
+    return ir
 
 
 class _Lowerer:
-    def __init__(self, cm: CheckedModel, filename: str):
+    def __init__(self, cm: CheckedModel, filename: str, guide: bool = False):
         self.cm = cm
         self.filename = filename
+        self.guide = guide
         self.rename: dict[str, str] = {}
         # plate index variables in scope, and for each subsampled local the name it
         # subsamples, the plate index and the axis: x[i] in `plate i in N batch B` is the
@@ -286,7 +293,7 @@ class _Lowerer:
     def run(self) -> IRModel:
         for a in self.cm.model.args:
             self.ir.args.append(self._arg(a))
-        self.ir.body = self._stmts(self.cm.model.body, top=True)
+        self.ir.body = self._stmts(self.cm.model.body, top=not self.guide)
         self.ir.checks = [SizeCheckSpec(d.left, d.right, d.span.line, d.span.col, d.what,
                                         d.at_least)
                           for d in self.cm.deferred]
@@ -355,7 +362,9 @@ class _Lowerer:
                 self.ir.transformed.append(Let(s.name, value, "transformed",
                                                self._var(s.name)))
             else:
-                let = Let(s.name, value, info.role, self._var(s.name))
+                # a guide records no sites but its draws: its computed values are locals
+                kind = "value" if self.guide and info.role == "deterministic" else info.role
+                let = Let(s.name, value, kind, self._var(s.name))
                 out.append(let)
                 if info.role == "deterministic":
                     self.ir.deterministics.append(s.name)

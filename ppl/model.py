@@ -36,6 +36,9 @@ class Model:
         # Option.resolve hooks recorded (ppl.infer.methods.without_site)
         self.infer = self.ir.infer
         self._transformed = self.namespace.get(f"{self.name}_transformed_data")
+        # the guide block's function (docs/language.md, "Guides"); None without one
+        self.pyro_guide = (self.namespace[self.ir.guide.name] if self.ir.guide is not None
+                           else None)
 
     def __repr__(self) -> str:
         return f"<ppl.Model {self.name} from {self.filename}>"
@@ -58,7 +61,8 @@ class Model:
     # ---- inference ----
     def resolve_infer(self, infer: str | None = None, **options) -> tuple[str, dict]:
         """Method and options: the file's infer line, then ``infer``, then ``options``."""
-        method, opts = merge_infer(self.infer, infer, **options)
+        method, opts = merge_infer(self.infer, infer, guide_block=self.ir.guide is not None,
+                                   model=self.name, **options)
         refuse_unfittable(self.checked, method, self.filename, self.bdl_source)
         return method, opts
 
@@ -70,6 +74,7 @@ class Model:
             return self._fit(data, infer, progress=progress, **options)
 
     def _fit(self, data: dict | None, infer: str | None, *, progress: bool, **options):
+        from .infer import custom_guide
         from .infer.generated import fit_generated, missing_optional
         from .infer.run import torch_defaults
 
@@ -84,8 +89,10 @@ class Model:
             pyro.clear_param_store()
             reset_networks()
             pyro.set_rng_seed(opts["seed"])
-            result = fit_generated(self.pyro_model, kwargs, method, opts,
-                                   missing_optional(self.ir.args, kwargs), progress=progress)
+            with custom_guide.using(self.pyro_guide):
+                result = fit_generated(self.pyro_model, kwargs, method, opts,
+                                       missing_optional(self.ir.args, kwargs),
+                                       progress=progress)
             result.observed = list(self.ir.observed)
         device, dtype = opts["device"], opts["dtype"]
 
@@ -283,13 +290,16 @@ def refuse_unfittable(checked, method: str, filename: str, text: str | None) -> 
         raise BdlError(errs, filename, text)
 
 
-def merge_infer(base: dict | None, infer: str | None = None, **options) -> tuple[str, dict]:
+def merge_infer(base: dict | None, infer: str | None = None, *, guide_block: bool = False,
+                model: str | None = None, **options) -> tuple[str, dict]:
     """Method and validated options: ``base`` (a file's infer settings, ``{"method": ...,
     option: value}``; None: nuts), then the spec ``infer`` (``"svi(steps=100)"``; another
     method than base's drops base's options), then ``options``. ``bdl run``, the API and a
     generated module run on its own (``--infer``, ``--seed``) all resolve them here. The
     spec is held to the rules of a file's infer line (an option given twice, a value out
-    of its range), its errors located in it (``--infer:1:12``)."""
+    of its range), its errors located in it (``--infer:1:12``). ``guide_block``: the
+    model (named ``model``) has a guide block, which svi then fits with unless an
+    autoguide is asked for (``ppl.infer.custom_guide.choose_guide``)."""
     from .check.checker import validate_options
     from .infer.methods import lookup
     from .infer.run import resolve_options
@@ -321,6 +331,16 @@ def merge_infer(base: dict | None, infer: str | None = None, **options) -> tuple
     if located:  # a range the spec broke: there (the rest as resolve_options says it)
         raise BdlError(located, "--infer", shown)
     opts = resolve_options(method, {**base, **values})
+    from .infer.custom_guide import choose_guide
+
+    try:
+        opts = choose_guide(method, opts, "guide" in base or "guide" in values, model,
+                            guide_block)
+    except BdlError as e:
+        if "guide" in spans and "guide" not in options:  # guide=custom in the spec: there
+            raise BdlError([Diagnostic(d.message, spans["guide"], notes=d.notes)
+                            for d in e.diagnostics], "--infer", shown) from None
+        raise
     if opts.get("device") == "cuda":
         import torch
 

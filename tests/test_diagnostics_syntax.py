@@ -21,7 +21,7 @@ SYNTAX = [
     pytest.param(
         "modle M(y: real[N]) {\n  y ~ Normal(0, 1)\n}\n",
         """\
-model.bdl:1:1: error: unexpected name 'modle'; expected ';', 'infer', 'model', end of file or end of line
+model.bdl:1:1: error: unexpected name 'modle'; expected ';', 'guide', 'infer', 'model', end of file or end of line
   modle M(y: real[N]) {
   ^~~~~
   note: did you mean 'model'?""",

@@ -565,7 +565,7 @@ infer svi(steps=1.5, guide=foo, lr=true)
 model.bdl:4:11: error: option 'steps' of svi: expected an integer, got 1.5
   infer svi(steps=1.5, guide=foo, lr=true)
             ^~~~~~~~~
-model.bdl:4:22: error: option 'guide' of svi: expected one of normal, delta, lowrank, iaf, got 'foo'
+model.bdl:4:22: error: option 'guide' of svi: expected one of normal, delta, lowrank, iaf, custom, got 'foo'
   infer svi(steps=1.5, guide=foo, lr=true)
                        ^~~~~~~~~
 model.bdl:4:33: error: option 'lr' of svi: expected a number, got true
@@ -1330,7 +1330,7 @@ model.bdl:3:3: error: unexpected name 'b'; expected ')'
 model.bdl:4:9: error: unexpected character '$'
     c = 3 $
           ^
-model.bdl:6:3: error: unexpected name 'e'; expected ';', 'infer', 'model', end of file or end of line
+model.bdl:6:3: error: unexpected name 'e'; expected ';', 'guide', 'infer', 'model', end of file or end of line
     e = 4
     ^
   note: this is outside any model: the '}' at 5:20 closed the model before it

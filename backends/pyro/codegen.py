@@ -227,6 +227,7 @@ class _Emitter:
         self.source = source.split("\n") if source is not None else None
         self.carried: set[int] = set()  # BDL lines whose comments are already in the code
         self.read: set[str] | None = None  # the variables the model function reads
+        self.guide = False  # emitting a guide function (docs/language.md, "Guides")
 
     def line(self, depth: int, text: str) -> None:
         self.lines.extend(wrap(INDENT * depth + text))
@@ -310,7 +311,10 @@ class _Emitter:
                 obs = f"rt.real({obs})" if op.cast_obs else obs
                 self.line(depth, f'pyro.sample("{op.name}", {_dist(op)}, obs={obs})')
             else:
-                self.line(depth, f'{_var(op)} = pyro.sample("{op.name}", {_dist(op)})')
+                # a guide's draw nothing in it reads is made, not kept (ruff F841)
+                keep = "" if self.guide and _var(op) not in (self.read or ()) \
+                    else f"{_var(op)} = "
+                self.line(depth, f'{keep}pyro.sample("{op.name}", {_dist(op)})')
         elif isinstance(op, ir.Let):
             if op.kind == "deterministic":
                 # a value nothing reads is recorded, not kept (ruff F841)
@@ -390,6 +394,9 @@ def _names(node) -> set[str]:
         return {node.name}
     if isinstance(node, (list, tuple)):
         return set().union(*(_names(x) for x in node))
+    if isinstance(node, ir.PlateOp):  # a value the plate cuts to its minibatch is read
+        return {t[0] for t in node.subsampled} | set().union(
+            *(_names(getattr(node, f.name)) for f in dataclasses.fields(node)))
     if dataclasses.is_dataclass(node):
         return set().union(*(_names(getattr(node, f.name)) for f in dataclasses.fields(node)))
     return set()
@@ -405,13 +412,38 @@ def model_function(m: ir.IRModel, source: str | None = None) -> str:
     return _model_function(m, source).text()
 
 
+def _params(m: ir.IRModel) -> list[str]:
+    """The model function's keyword arguments: sizes, data, transformed data."""
+    params = list(m.sizes) + [a.name for a in m.args if a.name not in m.sizes]
+    return params + [_var(t) for t in m.transformed if t.kind == "transformed"]
+
+
+def guide_function(m: ir.IRModel, source: str | None = None) -> str:
+    """The Pyro guide function of a model with a guide block (``def NAME_guide``)."""
+    return _guide_function(m, source).text()
+
+
+def _guide_function(m: ir.IRModel, source: str | None = None) -> _Emitter:
+    """``def NAME_guide(...)``: the guide block's statements, taking the model's keyword
+    arguments (Pyro calls a guide with the model's), its values computed in its body."""
+    g = m.guide
+    e = _Emitter(g.refs, source)
+    e.bdl_comments(0, g.line)
+    e.line(0, f"def {g.name}({_keyword_only(_params(m))}):")
+    e.line(1, f'"""The guide of {m.name}, as its guide block writes it (svi\'s guide=custom)."""')
+    body = _drop_unread_values(g.body)
+    e.read = _names(body)
+    e.guide = True
+    e.stmts(body, 1)
+    return e
+
+
 def _model_function(m: ir.IRModel, source: str | None = None) -> _Emitter:
     e = _Emitter(m.refs, source)
     e.bdl_comments(0, m.line)  # what the file says about the model, above its function
-    params = list(m.sizes) + [a.name for a in m.args if a.name not in m.sizes]
+    params = _params(m)
     # the transformed data, and before them the fixed values (kernels) they may read
     returned = [t for t in m.transformed if t.kind == "transformed"]
-    params += [_var(t) for t in returned]
     if returned:
         data_params = list(m.sizes) + [a.name for a in m.args if a.name not in m.sizes]
         e.line(0, f"def {m.name}_transformed_data({_keyword_only(data_params)}):")
@@ -477,29 +509,37 @@ def generate_mapped(models: list[ir.IRModel], source_name: str,
         "",
     ]
     functions = [_model_function(m, source) for m in models]
-    code = "\n".join(ln for e in functions for ln in e.lines  # code, not comments
-                     if not ln.lstrip().startswith("#")) + "".join(map(_signature, models))
+    guides = [_guide_function(m, source) if m.guide is not None else None for m in models]
+    code = "\n".join(ln for e in functions + guides if e is not None  # code, not comments
+                     for ln in e.lines if not ln.lstrip().startswith("#")) \
+        + "".join(map(_signature, models))
     head += [imp for imp, used in _imports(code) if used]
     head += [_IMPORTS[name] for name in sorted(set().union(*(m.imports for m in models)))]
     head += ["", "from ppl import runtime as rt", ""]
     body: list[str] = []
     source_map = []
-    for m, e in zip(models, functions, strict=True):
+    for m, e, g in zip(models, functions, guides, strict=True):
         body += ["", _signature(m)]
         name = f"{m.name.upper()}_INFER = "
         infer = (pprint.pformat(without_site(m.infer), width=WIDTH - len(name),
                                 sort_dicts=False) if m.infer else "None")
         body += [name + infer.replace("\n", "\n" + " " * len(name)), "", ""]
-        offset = sum(x.count("\n") + 1 for x in head + body) + 1  # its first line, 1-based
-        source_map += [(offset + a, offset + b, ref) for a, b, ref in e.spans]
-        body += [e.text(), ""]
+        for f in (e, g):
+            if f is None:
+                continue
+            if f is g:
+                body += [""]
+            offset = sum(x.count("\n") + 1 for x in head + body) + 1  # first line, 1-based
+            source_map += [(offset + a, offset + b, ref) for a, b, ref in f.spans]
+            body += [f.text(), ""]
     last = models[-1]
     tail = [
         "",
         'if __name__ == "__main__":',
         f"    rt.main({last.name}, {last.name.upper()}_SIGNATURE, {last.name.upper()}_INFER"
         + (f", transformed={last.name}_transformed_data"
-           if any(t.kind == "transformed" for t in last.transformed) else "") + ")",
+           if any(t.kind == "transformed" for t in last.transformed) else "")
+        + (f", guide={last.guide.name}" if last.guide is not None else "") + ")",
         "",
     ]
     return "\n".join(head + body + tail), source_map

@@ -18,6 +18,7 @@ from ..syntax import ast
 from ..syntax import format as fmt
 from ..syntax.diagnostics import BdlError, Diagnostic, Span
 from . import signatures, sizes
+from .guides import check_guides
 from .labels import LabelLayout
 from .method_fit import method_mismatch
 from .types import (
@@ -153,6 +154,8 @@ class CheckedModel:
     # spelling does not shadow unless that name is a network or function (``sd ~ ...``,
     # then ``sd(x)`` is the built-in): lowering calls those, not the model's value
     builtin_calls: frozenset[int] = frozenset()
+    # the model's guide block, checked as a model of its own (ppl.check.guides)
+    guide: CheckedModel | None = None
 
     @property
     def name(self) -> str:
@@ -213,6 +216,7 @@ def check(program: ast.Program, filename: str = "<string>", source: str | None =
     infers = _check_infers(program, models, errors, filename)
     for name, spec in infers.items():
         models[name].infer = spec
+    check_guides(program, models, errors, warnings)
     if errors:
         errors.sort(key=lambda d: (d.span.line, d.span.col))
         raise BdlError(errors, filename, source)

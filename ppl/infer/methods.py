@@ -205,8 +205,11 @@ def _svi_relations(values: dict) -> list[tuple[str, str]]:
     return []
 
 
+# guide=custom: the model file's guide block (docs/language.md, "Guides"); the default
+# where the model has one (ppl.infer.custom_guide.choose_guide)
 register(Method("svi", {**_SVI, "guide": Option("normal", "symbol",
-                                                ("normal", "delta", "lowrank", "iaf")),
+                                                ("normal", "delta", "lowrank", "iaf",
+                                                 "custom")),
                         "rank": Option(0, int, low=0, doc="lowrank guide rank (0: auto)"),
                         **_COMMON, "dtype": Option("float32", "symbol",
                                                    ("float32", "float64"))},

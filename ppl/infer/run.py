@@ -604,6 +604,10 @@ def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
         fit_model, elbo = svi_parts(model, trace, bool(opts.get("jit")), opts["particles"])
     if len(discrete) == len(latents):
         guide = _empty_guide
+    elif guide_name == "custom":
+        from .custom_guide import current
+
+        guide = current()  # the model file's guide block (ppl.infer.custom_guide)
     else:
         guide = _autoguide(model, trace, guide_name, opts, latents, discrete)
     decay = opts.get("lr_decay", 1.0)

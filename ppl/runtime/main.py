@@ -23,10 +23,12 @@ from ..cli import EXIT_USER, _progress, _seed
 
 
 def main(model, signature, infer: dict | None, transformed=None,
-         argv: list[str] | None = None) -> None:
+         argv: list[str] | None = None, guide=None) -> None:
     """Bind DATA, run the module's infer settings (the ``*_INFER`` dict the model file
     wrote, then ``--infer`` and ``--seed`` as ``bdl run`` takes them), print what ``bdl
-    run`` prints: the posterior summary, the final ELBO and the point estimates."""
+    run`` prints: the posterior summary, the final ELBO and the point estimates.
+    ``guide``: the module's guide function (the model file's guide block), svi's
+    default guide then."""
     name = getattr(signature, "name", None) or getattr(model, "__name__", "model")
     parser = command_line(name, (infer or {}).get("method", "nuts"),
                           sys.argv[0] if argv is None else "model.py")
@@ -49,7 +51,7 @@ def main(model, signature, infer: dict | None, transformed=None,
         data = load_data(args.data) if args.data is not None else {}
         with locate.located(module):
             summary = _fit(model, signature, infer, transformed, data, _progress(args),
-                           args.infer, args.seed, checked, text)
+                           args.infer, args.seed, checked, text, guide)
     except (DataError, OSError) as e:
         _fail(str(e))
     except BdlError as e:
@@ -150,16 +152,20 @@ def _fixed_lines(python: str, editable: set[str]) -> list[str]:
 
 def _fit(model, signature, infer, transformed, data: dict, progress: bool,
          spec: str | None = None, seed: int | None = None, checked=None,
-         text: str | None = None) -> str:
+         text: str | None = None, guide=None) -> str:
     """``checked`` (with the BDL ``text``): the module's checked model, whose refusals
-    (``ppl.model.refuse_unfittable``, a data key naming a latent) are ``bdl run``'s."""
+    (``ppl.model.refuse_unfittable``, a data key naming a latent) are ``bdl run``'s;
+    ``guide``: the module's guide function, if its model file has a guide block."""
+    from ..infer import custom_guide
     from ..infer.generated import fit_generated, missing_optional
     from ..infer.report import fit_report, sampler_warnings
     from ..infer.run import torch_defaults
     from ..model import merge_infer, refuse_unfittable
     from .data import bind
 
-    method, opts = merge_infer(infer, spec, **({} if seed is None else {"seed": seed}))
+    method, opts = merge_infer(infer, spec, guide_block=guide is not None,
+                               model=getattr(signature, "name", None),
+                               **({} if seed is None else {"seed": seed}))
     if checked is not None:
         refuse_unfittable(checked, method, signature.source, text)
     with torch_defaults(opts["device"], opts["dtype"]):
@@ -168,8 +174,10 @@ def _fit(model, signature, infer, transformed, data: dict, progress: bool,
         if transformed is not None:
             kwargs.update(transformed(**kwargs))
         # as ``bdl run``: missing optional data are drawn after the fit, not fitted
-        result = fit_generated(model, kwargs, method, opts,
-                               missing_optional(signature.args, kwargs), progress=progress)
+        with custom_guide.using(guide):
+            result = fit_generated(model, kwargs, method, opts,
+                                   missing_optional(signature.args, kwargs),
+                                   progress=progress)
     summary = result.summary()
     for w in sampler_warnings(result, summary):  # as bdl run, on stderr
         print(f"warning: {w}", file=sys.stderr)

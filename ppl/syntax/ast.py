@@ -178,6 +178,15 @@ class Model(Node):
 
 
 @dataclass
+class Guide(Node):
+    """``guide Name { ... }``: a variational guide of model ``name``, written in the
+    model's statement syntax (docs/language.md, "Guides")."""
+
+    name: str
+    body: list[Stmt]
+
+
+@dataclass
 class Infer(Node):
     model: str | None
     method: str
@@ -190,6 +199,7 @@ class Program(Node):
     models: list[Model]
     infers: list[Infer]
     comments: list[tuple[int, int, str]] = field(default_factory=list, compare=False)
+    guides: list[Guide] = field(default_factory=list)
 
 
 def walk(node) -> Iterator[Node]:

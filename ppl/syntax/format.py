@@ -154,7 +154,8 @@ class _Writer:
 
 def format_program(program: ast.Program) -> str:
     w = _Writer(program.comments)
-    items = sorted([*program.models, *program.infers], key=lambda n: (n.span.line, n.span.col))
+    items = sorted([*program.models, *program.guides, *program.infers],
+                   key=lambda n: (n.span.line, n.span.col))
     for k, item in enumerate(items):
         if k > 0:
             w.lines.append("")
@@ -165,6 +166,12 @@ def format_program(program: ast.Program) -> str:
             if len(head) > LINE_LIMIT:
                 head = [f"model {item.name}(", *(f"{INDENT}{a}," for a in args), ") {"]
             w.emit(0, head, item.span.line)
+            end = _model_end(item)
+            w.body(item.body, 1, end)
+            w.flush_before(end + 1 if end else 10**9, 1)
+            w.lines.append("}" + w.trailing(end or 0))
+        elif isinstance(item, ast.Guide):
+            w.emit(0, f"guide {item.name} {{", item.span.line)
             end = _model_end(item)
             w.body(item.body, 1, end)
             w.flush_before(end + 1 if end else 10**9, 1)
@@ -184,7 +191,7 @@ def format_program(program: ast.Program) -> str:
     return "\n".join(_squeeze(w.lines)) + "\n"
 
 
-def _model_end(m: ast.Model) -> int | None:
+def _model_end(m: ast.Model | ast.Guide) -> int | None:
     return getattr(m, "end_line", None)
 
 

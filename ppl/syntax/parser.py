@@ -136,13 +136,20 @@ class _Build(Transformer):
     def start(self, meta, items):
         models = [i for i in items if isinstance(i, ast.Model)]
         infers = [i for i in items if isinstance(i, ast.Infer)]
-        return ast.Program(models, infers, span=_span_of(meta))
+        guides = [i for i in items if isinstance(i, ast.Guide)]
+        return ast.Program(models, infers, guides=guides, span=_span_of(meta))
 
     def model(self, meta, c):
         name, args, body = c
         model = ast.Model(str(name), args or [], body, span=_tok_span(name))
         model.end_line = meta.end_line  # the closing brace, for the formatter's comments
         return model
+
+    def guide(self, meta, c):
+        name, body = c
+        guide = ast.Guide(str(name), body, span=_tok_span(name))
+        guide.end_line = meta.end_line  # the closing brace, for the formatter's comments
+        return guide
 
     def args(self, meta, c):
         return list(c)
@@ -396,8 +403,8 @@ def _token_message(parser: Lark, e: UnexpectedInput, tok: Token, names) -> str:
 # may decline with None; tokens: the error's token types it applies to, None for any).
 # Stan habits first, then misspelt keywords and misplaced parts of BDL's own statements.
 # One table, read by _hint on every syntax error.
-_KEYWORDS = ("model", "infer", "plate", "param", "factor", "batch", "with", "in", "true",
-             "false")
+_KEYWORDS = ("model", "guide", "infer", "plate", "param", "factor", "batch", "with", "in",
+             "true", "false")
 # Stan's declaration types and the BDL base type each becomes
 _STAN_TYPES = {"vector": "real", "row_vector": "real", "matrix": "real", "real": "real",
                "int": "int", "simplex": "simplex", "ordered": "ordered",
@@ -411,9 +418,10 @@ _DECL = (r"(?P<type>" + "|".join(sorted(_STAN_TYPES, key=len, reverse=True)) +
 def _typo(m: re.Match) -> str | None:
     import difflib
 
-    if m.group(1) in ("model", "infer"):  # spelt right: the mistake is elsewhere
+    if m.group(1) in ("model", "guide", "infer"):  # spelt right: the mistake is elsewhere
         return None
-    close = difflib.get_close_matches(m.group(1), ("model", "infer"), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(m.group(1), ("model", "guide", "infer"), n=1,
+                                      cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
 
 

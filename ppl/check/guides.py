@@ -1,0 +1,329 @@
+"""Checking ``guide Name { ... }`` blocks: hand-written variational guides for svi.
+
+A guide block is written in the model's statement syntax. It is checked as a model of
+its own (:func:`guide_model`: the model's data arguments, the guide's body), so every
+rule of a model body holds in it, and then against its model (:func:`check_guides`):
+
+* it draws every continuous latent of the model exactly once, and nothing else (not
+  data, not a value the model computes, not a label that svi sums out);
+* each draw has the model site's shape and plates, and a distribution whose support is
+  the model's (a ``Normal`` guide for a ``Beta`` latent would put mass where the model
+  has none);
+* its own names (``param``, ``=``) differ from the model's, its plates are the model's.
+
+docs/language.md, "Guides", is the user's account of these rules.
+"""
+
+from __future__ import annotations
+
+from ..syntax import ast
+from ..syntax.diagnostics import Diagnostic
+from . import signatures, sizes
+
+# the suffix of a guide's generated function (``def Coin_guide(...)``) and checked model
+SUFFIX = "_guide"
+
+# a support, as the signature table or a declared bound spells it -> its class
+_SUPPORT_CLASS = {
+    "Real()": "real",
+    "IndependentConstraint(Real(), 1)": "real",
+    "IndependentConstraint(Real(), 2)": "real",
+    "GreaterThan(lower_bound=0.0)": "positive",
+    "GreaterThanEq(lower_bound=0.0)": "positive",
+    "constraints.positive": "positive",
+    "Interval(lower_bound=0.0, upper_bound=1.0)": "unit",
+    "constraints.unit_interval": "unit",
+    "Simplex()": "simplex",
+    "constraints.simplex": "simplex",
+    "CorrCholesky()": "corr_cholesky",
+    "constraints.corr_cholesky": "corr_cholesky",
+    "PositiveDefinite()": "positive_definite",
+    "constraints.positive_definite": "positive_definite",
+    "CorrMatrix()": "corr_matrix",
+    "constraints.corr_matrix": "corr_matrix",
+}
+# a support class in words, and the guide distributions that have it
+_SUPPORT_WORDS = {
+    "real": ("the real line", "Normal(loc, scale), StudentT(df, loc, scale)"),
+    "positive": ("the positive reals", "LogNormal(loc, scale), Gamma(shape, rate)"),
+    "unit": ("the interval (0, 1)", "Beta(a, b)"),
+    "simplex": ("the simplex", "Dirichlet(concentration)"),
+    "corr_cholesky": ("Cholesky factors of correlation matrices", "LKJCholesky(K, eta)"),
+    "positive_definite": ("positive definite matrices", "Wishart(df, covariance_matrix=S)"),
+    "corr_matrix": ("correlation matrices", "LKJ(K, eta)"),
+}
+
+
+def guide_model(guide: ast.Guide, model: ast.Model) -> ast.Model:
+    """The guide as a model to check: the model's data arguments, the guide's body."""
+    out = ast.Model(guide.name + SUFFIX, list(model.args), guide.body, span=guide.span)
+    out.end_line = getattr(guide, "end_line", None)
+    return out
+
+
+def check_guides(program: ast.Program, models: dict, errors: list[Diagnostic],
+                 warnings: list[Diagnostic]) -> None:
+    """Check every guide block of ``program`` against its model (``models``: name ->
+    CheckedModel), appending to ``errors`` and ``warnings``; a guide that checks is
+    set as its model's ``guide`` (a CheckedModel whose name ends in :data:`SUFFIX`)."""
+    from .checker import _ModelChecker
+
+    seen: dict[str, ast.Guide] = {}
+    for g in program.guides:
+        cm = models.get(g.name)
+        if cm is None:
+            hint = signatures.suggest(g.name, models)
+            notes = [f"did you mean '{hint}'?"] if hint else [
+                "the file's models: " + ", ".join(models)]
+            errors.append(Diagnostic(f"guide names unknown model '{g.name}'", g.span,
+                                     notes=notes))
+            continue
+        if g.name in seen:
+            errors.append(Diagnostic(f"model '{g.name}' has more than one guide", g.span,
+                                     notes=[f"its first guide is at {seen[g.name].span}"]))
+            continue
+        seen[g.name] = g
+        if g.name + SUFFIX in models:
+            errors.append(Diagnostic(
+                f"the guide of '{g.name}' is generated as the function '{g.name}{SUFFIX}', "
+                "which is also a model's name", g.span,
+                notes=[f"rename the model '{g.name}{SUFFIX}'"]))
+            continue
+        own: list[Diagnostic] = []
+        _names_against_model(g, cm, own)
+        checker = _ModelChecker(guide_model(g, cm.model))
+        checker.run()
+        last = getattr(g, "end_line", None) or 10**9
+        inside = [d for d in checker.errors if g.span.line <= d.span.line <= last]
+        own.extend(inside)
+        warnings.extend(d for d in checker.warnings if g.span.line <= d.span.line <= last)
+        gm = checker.result()
+        if not inside:
+            _against_model(g, gm, cm, own)
+        errors.extend(own)
+        if not own:
+            cm.guide = gm
+    for name, cm in models.items():
+        spec = cm.infer
+        if spec is not None and spec.method == "svi" and spec.options.get("guide") == "custom" \
+                and name not in seen:
+            inf = next((i for i in program.infers if i.span == spec.span), None)
+            at = next((k.span for k in (inf.options if inf is not None else ())
+                       if k.name == "guide"), spec.span)
+            errors.append(Diagnostic(
+                f"svi(guide=custom) fits with the model's guide block, and model '{name}' has "
+                "none", at,
+                notes=[f"write one: guide {name} {{ ... }}, or choose an autoguide "
+                       "(guide=normal, delta, lowrank, iaf)"]))
+
+
+def _model_latents(cm) -> dict[str, ast.Sample]:
+    """The model's latents a guide draws: continuous latents of its ``~`` statements."""
+    out = {}
+    for s in ast.walk(cm.model.body):
+        info = cm.sites.get(id(s)) if isinstance(s, ast.Sample) else None
+        if info is not None and info.role == "latent" and not cm.ty(s.dist).discrete \
+                and cm.ty(s.dist).dist != "Delta":
+            out[s.name] = s
+    return out
+
+
+def _where(sym) -> str:
+    return f" at {sym.span}" if sym.span.line > 0 else ""
+
+
+def _names_against_model(g: ast.Guide, cm, out: list[Diagnostic]) -> None:
+    """What each statement of the guide names, against the model's names: a ``~`` of
+    anything but a continuous latent, a name of the guide's own that the model has."""
+    model = g.name
+    constructs = [s for s in ast.walk(cm.model.body) if isinstance(s, ast.Sample)
+                  and getattr(cm.sites.get(id(s)), "role", "") == "construct"]
+    if constructs:
+        c = constructs[0]
+        out.append(Diagnostic(
+            f"model '{model}' uses the construct {c.dist.func_name} ('{c.name}' at "
+            f"{c.name_span}): a guide block cannot stand for a construct's latents",
+            g.span, notes=["fit this model with an autoguide: svi(guide=normal), or "
+                           "lowrank, iaf, delta"]))
+        return
+    latents = _model_latents(cm)
+    drawn: dict[str, ast.Sample] = {}
+    for s in ast.walk(g.body):
+        if isinstance(s, ast.Factor):
+            out.append(Diagnostic("a guide has no factor: it is a distribution to draw the "
+                                  "latents from, not a density term", s.span,
+                                  notes=["a density term belongs in the model"]))
+            continue
+        if not isinstance(s, (ast.Sample, ast.Param, ast.Assign)):
+            continue
+        sym = cm.symbols.get(s.name)
+        if not isinstance(s, ast.Sample):
+            if sym is not None:
+                what = "param" if isinstance(s, ast.Param) else "value"
+                out.append(Diagnostic(
+                    f"the guide's {what} '{s.name}' has the name of model {model}'s "
+                    f"{_role_words(sym.role)} '{s.name}'{_where(sym)}", s.name_span,
+                    notes=["a guide's own names must differ from the model's: rename it "
+                           f"(e.g. '{s.name}_q')"]))
+            continue
+        if s.name in drawn:
+            out.append(Diagnostic(f"'{s.name}' is drawn twice in the guide", s.name_span,
+                                  notes=[f"first drawn at {drawn[s.name].name_span}"]))
+            continue
+        drawn[s.name] = s
+        if s.name in latents:
+            continue
+        if sym is None:
+            hint = signatures.suggest(s.name, latents)
+            notes = [f"did you mean '{hint}'?"] if hint else [
+                f"model {model}'s latents: " + (", ".join(latents) or "(none)")]
+            out.append(Diagnostic(f"'{s.name}' is not a latent of model '{model}'",
+                                  s.name_span, notes=notes))
+        elif sym.role == "latent" and isinstance(sym.node, ast.Sample):
+            dty = cm.ty(sym.node.dist)
+            if dty.dist == "Delta":
+                why = "is fixed by its Delta: it is not fitted"
+            elif dty.enumerable:
+                why = ("is a discrete latent that svi sums out exactly (Pyro's "
+                       "enumeration): leave it out of the guide")
+            else:
+                why = "is a discrete latent, which svi cannot fit"
+            out.append(Diagnostic(f"'{s.name}'{_where(sym)} {why}", s.name_span,
+                                  notes=["a guide draws the model's continuous latents"]))
+        else:
+            out.append(Diagnostic(
+                f"'{s.name}' is {_a_role(sym.role)} of model '{model}'{_where(sym)}, not "
+                "a latent: a guide draws only the model's latents", s.name_span,
+                notes=[f"model {model}'s latents: " + (", ".join(latents) or "(none)")]))
+    missing = [k for k in latents if k not in drawn]
+    if missing:
+        shown = ", ".join(f"'{k}'" for k in missing)
+        plural = "s" if len(missing) > 1 else ""
+        out.append(Diagnostic(
+            f"guide {model} does not draw the model's latent{plural} {shown}", g.span,
+            notes=["a guide draws every continuous latent of its model exactly once: add "
+                   + "; ".join(f"{k} ~ ..." for k in missing)]))
+
+
+_ROLES = {"data": "data argument", "size": "size", "transformed": "transformed data",
+          "deterministic": "computed value", "value": "computed value", "param": "param",
+          "network": "network", "latent": "latent", "function": "function"}
+
+
+def _role_words(role: str) -> str:
+    return _ROLES.get(role, role)
+
+
+def _a_role(role: str) -> str:
+    words = _role_words(role)
+    return ("an " if words[0] in "aeiou" else "a ") + words
+
+
+def _support(cm, s: ast.Sample) -> str | None:
+    """The class of the support of site ``s`` of checked model ``cm`` (:data:`_SUPPORT_CLASS`,
+    or a declared bound's own text); None when it follows the distribution's arguments
+    (``Uniform(a, b)``) and is not declared."""
+    info = cm.sites.get(id(s))
+    c = info.constraint if info is not None else None
+    if isinstance(c, str):
+        return _SUPPORT_CLASS.get(c, c)
+    if c is not None:
+        from ..syntax.format import expr
+
+        kind, *bounds = c
+        return f"{kind}({', '.join(expr(b) for b in bounds)})"
+    return _dist_support(cm, s)
+
+
+def _dist_support(cm, s: ast.Sample) -> str | None:
+    """The class of the support of the distribution of ``s`` (bounds aside)."""
+    dty = cm.ty(s.dist)
+    sig = signatures.lookup(dty.dist) if dty.dist else None
+    if sig is None or sig.support is None:
+        return None
+    return _SUPPORT_CLASS.get(sig.support, sig.support)
+
+
+def _support_words(key: str) -> str:
+    return _SUPPORT_WORDS[key][0] if key in _SUPPORT_WORDS else key
+
+
+def _against_model(g: ast.Guide, gm, cm, out: list[Diagnostic]) -> None:
+    """Each guide site against the model's: its plates, shape and support; each guide
+    plate against the model's plates of that name."""
+    model = g.name
+    mplates = {p.name: p for p in cm.plates.values()}
+    for s in ast.walk(g.body):
+        if isinstance(s, ast.Plate):
+            p = gm.plates.get(id(s))
+            if p is None:
+                continue
+            mp = mplates.get(p.name)
+            if mp is None:
+                out.append(Diagnostic(
+                    f"plate {p.name} is not one of model {model}'s plates", s.span,
+                    notes=["a guide's plates are its model's: "
+                           + (", ".join(mplates) or "(it has none)")]))
+            elif mp.subsample != p.subsample:
+                out.append(Diagnostic(
+                    f"plate {p.name} is subsampled (batch) in "
+                    f"{'the model' if mp.subsample else 'the guide'} only", s.span,
+                    notes=["the guide's plate draws the minibatch the model's reads: give "
+                           "both the same batch, or neither"]))
+            elif mp.dim != p.dim:
+                out.append(Diagnostic(
+                    f"plate {p.name} is at Pyro dim {p.dim} in the guide but {mp.dim} in the "
+                    "model", s.span,
+                    notes=["nest the guide's plates as the model's are (a plate's dim "
+                           "counts the plates nested inside it)"]))
+    latents = _model_latents(cm)
+    for s in ast.walk(g.body):
+        if not isinstance(s, ast.Sample) or s.name not in latents:
+            continue
+        info = gm.sites.get(id(s))
+        if info is None or info.role != "latent":
+            continue
+        ms = latents[s.name]
+        minfo = cm.sites[id(ms)]
+        at = f"(drawn at {ms.name_span})"
+        if tuple(minfo.plates) != tuple(info.plates):
+            def said(p):
+                return f"in plate {', '.join(p)}" if p else "outside plates"
+            out.append(Diagnostic(
+                f"'{s.name}' is drawn {said(info.plates)} in the guide but "
+                f"{said(minfo.plates)} in the model {at}", s.name_span,
+                notes=["draw it in the guide in the same plates as in the model"]))
+            continue
+        gshape, mshape = gm.symbols[s.name].ty.shape, cm.symbols[s.name].ty.shape
+        if gshape is not None and mshape is not None and (
+                len(gshape) != len(mshape) or any(
+                    sizes.compare(a, b) == sizes.Relation.DIFFERENT
+                    for a, b in zip(gshape, mshape, strict=True))):
+            out.append(Diagnostic(
+                f"'{s.name}' has shape {sizes.show(gshape)} in the guide but "
+                f"{sizes.show(mshape)} in the model {at}", s.dist.span,
+                notes=["a guide draws each latent with the model's shape"]))
+            continue
+        if info.constraint is not None:
+            out.append(Diagnostic(
+                f"a bound on a guide's '~' does not restrict its draws: '{s.name}' is drawn "
+                f"from {gm.ty(s.dist).dist or 'its distribution'}, whose support is "
+                f"{_support_words(_dist_support(gm, s) or 'unknown')}",
+                s.type.span if s.type is not None else s.name_span,
+                notes=["choose a distribution with the latent's support and drop the "
+                       "bound"]))
+            continue
+        msup, gsup = _support(cm, ms), _support(gm, s)
+        if msup is not None and gsup is not None and msup != gsup:
+            gname = gm.ty(s.dist).dist or "distribution"
+            notes = []
+            if msup in _SUPPORT_WORDS:
+                notes.append(f"a guide for a latent on {_support_words(msup)}: "
+                             f"{_SUPPORT_WORDS[msup][1]}")
+            out.append(Diagnostic(
+                f"'{s.name}' lies on {_support_words(msup)} in the model {at}, but the "
+                f"guide's {gname} has support {_support_words(gsup)}", s.dist.span,
+                notes=notes + ["a guide must put its mass where the model's density is"]))
+
+
+__all__ = ["SUFFIX", "check_guides", "guide_model"]
