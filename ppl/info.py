@@ -41,4 +41,8 @@ def model_info(cm: CheckedModel) -> dict:
         out["infer"] = {"method": cm.infer.method, **without_site(cm.infer.options)}
     out["shape_text"] = {n: show(s.ty.shape) for n, s in cm.symbols.items()
                          if s.role in ("data", "latent", "deterministic", "param")}
+    if cm.guide is not None:  # the guide block's own params and networks
+        g = cm.guide.symbols
+        out["guide"] = {"params": {n: _type(s) for n, s in g.items() if s.role == "param"},
+                        "networks": [n for n, s in g.items() if s.role == "network"]}
     return out

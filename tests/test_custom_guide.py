@@ -435,3 +435,31 @@ def test_guide_is_a_keyword_but_still_an_option_name():
     m = ppl.compile("model A(y: real[N]) {\n  mu ~ Normal(0, 1)\n  y ~ Normal(mu, 1)\n}\n"
                     "infer svi(guide=delta)\n")
     assert m.infer["guide"] == "delta"
+
+
+def test_full_rank_guide_of_a_vector_latent_and_bdl_info():
+    """A MultivariateNormal guide (support: vectors of reals) for ``beta: real[K] ~
+    Normal(0, 1)`` (reals, one event of K): the same support and shape, so it checks;
+    ``bdl info`` lists the guide's params beside the model's."""
+    src = """
+model LR(x: real[N, K], y: real[N]) {
+  beta: real[K] ~ Normal(0, 1)
+  sigma ~ HalfNormal(1)
+  y ~ Normal(x @ beta, sigma)
+}
+guide LR {
+  param m: real[K] = 0
+  param L: cholesky_factor_cov[K] = 0.1 * eye(K)
+  sigma ~ LogNormal(-1, 0.1)
+  beta ~ MultivariateNormal(m, scale_tril=L)
+}
+"""
+    m = ppl.compile(src)
+    assert '    pyro.sample("beta", dist.MultivariateNormal(m, scale_tril=L))' in m.source
+    from ppl.info import model_info
+
+    info = model_info(m.checked)
+    assert info["guide"] == {"params": {"m": {"type": "real", "dims": ["K"]},
+                                        "L": {"type": "real", "dims": ["K", "K"]}},
+                             "networks": []}
+    assert "guide" not in model_info(ppl.compile(src.split("guide")[0]).checked)
