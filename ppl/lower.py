@@ -503,10 +503,17 @@ class _Lowerer:
         if isinstance(e, ast.BinOp):
             return Bin(e.op, self._expr(e.left), self._expr(e.right))
         if isinstance(e, ast.Index):
+            # an index along a subsampled plate's dim holds full-range positions (the
+            # plate's index, perm[n], n - 1, 0): it reads the value before any plate cut it
+            # to its minibatch (x[i, j] under plates i and j batch reads x itself)
             local = self.rename.get(e.value.id) if isinstance(e.value, ast.Name) else None
-            origin, index, axis = self.sub_origin.get(local, (None, None, -1))
-            item = e.indices[axis] if 0 <= axis < len(e.indices) else None
-            if origin is not None and isinstance(item, ast.Name) and item.id == index:
+            origin, cut = None, local
+            while cut in self.sub_origin:
+                cut, _, axis = self.sub_origin[cut]
+                item = e.indices[axis] if 0 <= axis < len(e.indices) else None
+                if item is not None and not isinstance(item, ast.Slice):
+                    origin = cut
+            if origin is not None:
                 self.used.add(origin)
                 value = Var(origin)
             else:

@@ -788,6 +788,14 @@ class _ModelChecker(LabelLayout):
                     elif len(sym.ty.shape) > axis and sizes.compare(
                             sym.ty.shape[axis], size) == sizes.Relation.EQUAL:
                         info.subsampled.append((sym.name, axis))
+                elif sym.role in ("latent", "deterministic") and not sym.plates \
+                        and sym.ty.shape and sym.name not in self.global_labels:
+                    # a latent or value of the model's whole scope (a GP's f: real[N], a
+                    # latent of a closed plate) is read one element per plate element
+                    # too, so the minibatch's elements (was Pyro's 'Shape mismatch')
+                    aligned = self._aligned_plates(sym.ty.shape)
+                    if info in aligned:
+                        info.subsampled.append((sym.name, aligned.index(info)))
         defined_index = False
         info.index = s.index
         if s.index is not None and self._define(s.index, s.span):
@@ -1047,9 +1055,116 @@ class _ModelChecker(LabelLayout):
                           f"{s.name}: real{sizes.show(pshape + batch[len(pshape):])} ~ ..."])
                 return None
             return tuple(dty.shape)
+        if self._global_on_plate(s, pshape):
+            return None
         full, issues = sizes.broadcast(batch, pshape)
         self._report(issues, s.dist.span, f"the distribution of '{s.name}' and the plate")
         return None if full is None else tuple(full) + tuple(event)
+
+    def _global_on_plate(self, s: ast.Sample, site_batch) -> bool:
+        """A distribution argument that is the same for every element of the enclosing
+        plates (its plate width is 0: ``x: real[Z]`` read whole in ``plate N``, Z not
+        N) but has a dimension that broadcasting would put on a plate's dim: Pyro would
+        pair its values with the plate's elements by position, only where Z = N at run
+        time, and never with a minibatch (it is not subsampled: torch's 'Shape mismatch
+        inside plate'). Reported here, at compile time, whatever the sizes turn out to be:
+        a value is read per element by its declared leading size, not by a size that
+        happens to be equal. ``site_batch``: the site's batch shape in Pyro's layout
+        inside the plates. True when reported."""
+        found = self._dist_bound.get(id(s.dist))
+        if not self.plate_stack or found is None or site_batch is None:
+            return False
+        width = len(self._plate_shape())
+        plate_at = {width + p.dim: p for p in self.plate_stack}
+        sig, bound = found
+        needs = dict(sig.arg_constraints)
+        for pname, (node, t) in bound.items():
+            if t.kind not in TENSOR_KINDS or t.shape is None or self._plate_width(node) != 0 \
+                    or self._reads_label(node):
+                continue
+            rank = signatures.PARAM_RANKS.get(sig.name, {}).get(pname)
+            if rank is None:
+                rank = _param_rank(needs.get(pname))
+            if rank is None or rank > len(t.shape):
+                continue
+            batch = t.shape[: len(t.shape) - rank]
+            off = len(site_batch) - len(batch)
+            for j, d in enumerate(batch):
+                if not 0 <= off + j < width or d == sizes.ONE:
+                    continue
+                plate = plate_at.get(off + j)
+                if plate is None:
+                    # the dim Pyro keeps for a plate nested in the open ones (the site is
+                    # [N, 1] in the body of plate N around plate M): Z draws per element
+                    self._report_global_on_plate(node, d, self.plate_stack[-1],
+                                                 nested=off + j - width)
+                    return True
+                if sizes.compare(d, plate.size) == sizes.Relation.EQUAL:
+                    if not plate.subsample:
+                        continue  # w @ X of X: real[D, N] in plate N: [N], per element
+                    # of the plate's size, but not at its first dim: not cut to the
+                    # minibatch (Pyro's 'Shape mismatch inside plate')
+                    self._report_unsubsampled(node, d, plate)
+                    return True
+                self._report_global_on_plate(node, d, plate)
+                return True
+        return False
+
+    def _culprit(self, node: ast.Expr, d) -> tuple[str | None, Span, tuple | None]:
+        """The value read in ``node`` that brings its dimension ``d`` (the first name whose
+        shape has that size), where it is read, and its shape (``node``'s own when none)."""
+        culprit = next((n for n in dict.fromkeys(ast.names_read(node))
+                        if (sym := self.symbols.get(n)) is not None and sym.ty.shape
+                        and any(sizes.compare(x, d) == sizes.Relation.EQUAL
+                                for x in sym.ty.shape)), None)
+        at = next((n.span for n in ast.walk(node) if isinstance(n, ast.Name)
+                   and n.id == culprit), node.span)
+        ty = self.symbols[culprit].ty if culprit else self.types.get(id(node))
+        return culprit, at, ty.shape if ty is not None else None
+
+    def _report_unsubsampled(self, node: ast.Expr, d, plate: PlateInfo) -> None:
+        """A value whose dimension of the subsampled plate's size is not its first (``X``
+        of ``X: real[D, N]`` in ``w @ X``): the plate cuts data to its minibatch along
+        their first dimension only, so its N values would meet B elements."""
+        culprit, at, shape = self._culprit(node, d)
+        what = culprit or fmt.expr(node)
+        size = sizes.show((plate.size,))[1:-1]
+        text = fmt.expr(node)
+        self.err(f"inside plate {plate.name}, which is subsampled (batch), '{text}' has one "
+                 f"value per element of the plate, but '{what}' (shape {sizes.show(shape)}) "
+                 f"does not have the plate's size {size} as its first dimension, so the plate "
+                 "does not cut it to its minibatch", at,
+                 [f"lay it out with the plate's dimension first ({what}: real[{size}, ...])",
+                  f"or compute it before the plate (v = {text}), where a value of the "
+                  "plate's size is cut to the minibatch",
+                  f"or drop `batch` from plate {plate.name}"])
+
+    def _report_global_on_plate(self, node: ast.Expr, d, plate: PlateInfo,
+                                nested: int | None = None) -> None:
+        """The located error of :meth:`_global_on_plate`: ``node`` has a dimension ``d``
+        where the site has ``plate``'s dim (or, ``nested``, the dim Pyro keeps there for
+        a plate nested in ``plate``); it names the value read in ``node`` that brings
+        that dimension, with the two ways to write what was meant."""
+        culprit, at, shape = self._culprit(node, d)
+        what = culprit or fmt.expr(node)
+        size = sizes.show((plate.size,))[1:-1]
+        have = sizes.show((d,))[1:-1]
+        index = plate.index or "i"
+        batch = " (nor subsampled with the batch)" if plate.subsample else ""
+        notes = [f"if '{what}' has one value per element of plate {plate.name}, give it the "
+                 f"plate's size: {what}: real{sizes.show((plate.size,) + tuple(shape[1:]))}"
+                 if culprit and self.symbols[culprit].role == "data" else
+                 f"if '{what}' has one value per element of plate {plate.name}, give it the "
+                 f"plate's size {size} as its first dimension",
+                 f"or index it with the plate's index: {what}[{index}] under plate {index} in "
+                 f"{size}"]
+        self.err(f"inside plate {plate.name}, '{what}' (shape {sizes.show(shape)}) is one value "
+                 f"for the whole plate, not one per element: its size {have} is not the "
+                 f"plate's size {size}, so it is not read per element{batch}, yet its {have} "
+                 + (f"values would meet the plate's {size} elements by position"
+                    if nested is None else
+                    f"values would fill dim {nested}, which Pyro keeps for the plate nested "
+                    f"in plate {plate.name}"), at, notes)
 
     def _plate_width(self, e) -> int | None:
         """How many leading dimensions of ``e``'s value are plate dims (Pyro's runtime
@@ -1217,9 +1332,25 @@ class _ModelChecker(LabelLayout):
                 self.err(f"'{s.name}' has leading size {shape[i]} but plate "
                          f"{self.plate_stack[i].name} has size {p}", s.name_span)
                 return None
+            if rel == sizes.Relation.UNKNOWN and self.plate_stack[i].subsample \
+                    and s.name in self.observed:
+                # its rows are not the plate's by their size, so the minibatch would not
+                # select them (rt.batch_size): Pyro's 'not broadcastable' once B < N
+                plate = self.plate_stack[i]
+                want = shape[:i] + (p,) + shape[i + 1:]
+                self.err(f"'{s.name}' has leading size {sizes.show((shape[i],))[1:-1]}, not "
+                         f"plate {plate.name}'s size {sizes.show((p,))[1:-1]}, and the plate "
+                         "is subsampled (batch): only data whose size is the plate's are cut "
+                         "to its minibatch", s.name_span,
+                         [f"declare it with the plate's size: {s.name}: "
+                          f"{self.symbols[s.name].ty.kind}{sizes.show(want)}"])
+                return None
             if rel == sizes.Relation.UNKNOWN:
                 self._defer(shape[i], p, s.name_span, f"dimension {i} of '{s.name}' and the plate")
         full_shape = _runtime_form(shape, self.plate_stack)
+        event = dty.event or 0
+        if self._global_on_plate(s, full_shape[: len(full_shape) - event]):
+            return None
         if dty.shape is not None:
             full, issues = sizes.broadcast(dty.shape, full_shape)
             if full is not None and len(full) > len(full_shape):
@@ -3451,9 +3582,11 @@ def _literal_number(node) -> float | None:
 def _sized_like_plates(sym: Symbol) -> bool:
     """Whether a value is read one element per plate by its leading sizes: data,
     transformed data, and latents or deterministics defined outside every plate (a GP's
-    ``f: real[N]`` read in ``plate N``). Values defined inside plates carry their plates."""
-    return sym.role in ("data", "transformed") or (
-        sym.role in ("latent", "deterministic") and not sym.plates)
+    ``f: real[N]`` read in ``plate N``). Values defined inside plates carry their plates,
+    transformed ones too: ``s = x[t]`` of an outer ``plate t`` is laid out there already
+    (``[T, 1]``), one value per row of an inner plate."""
+    return sym.role == "data" or (
+        sym.role in ("latent", "deterministic", "transformed") and not sym.plates)
 
 
 def _laid_out(shape, plates) -> bool:
