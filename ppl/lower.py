@@ -345,6 +345,8 @@ class _Lowerer:
 
     def _stmt(self, s, out: list, top: bool) -> None:
         """Lower one statement, appending its op to ``out`` (or to the transformed data)."""
+        if id(s) in getattr(self.cm.model, "given", ()):
+            return  # the model's transformed data, a guide's arguments (ppl.check.guides)
         info = self.cm.sites.get(id(s))
         if isinstance(s, ast.Sample) and info.role == "construct":
             out.append(self._construct(s))

@@ -463,3 +463,39 @@ guide LR {
                                         "L": {"type": "real", "dims": ["K", "K"]}},
                              "networks": []}
     assert "guide" not in model_info(ppl.compile(src.split("guide")[0]).checked)
+
+
+def test_guide_reads_the_models_transformed_data_and_nothing_else():
+    """The model's transformed data reach the guide as keyword arguments (computed once,
+    not again in the guide); a model value or latent the guide cannot see says why."""
+    src = """\
+model T(x: real[N], y: real[N]) {
+  xs = (x - mean(x)) / sd(x)
+  b ~ Normal(0, 1)
+  y ~ Normal(b * xs, 1)
+}
+guide T {
+  param m: real = 0
+  b ~ Normal(m + 0 * sum(xs), 1)
+}
+"""
+    m = ppl.compile(src)
+    assert "def T_guide(*, N, x, y, xs):" in m.source
+    assert m.source.count("xs = (x - rt.mean(x)) / rt.sd(x)") == 1
+    fit = m.fit({"x": [1.0, 2.0, 3.0, 4.0], "y": [-1.0, -0.5, 0.4, 1.2]}, infer="svi",
+                steps=5, seed=0)
+    assert set(fit.params) == {"m"}
+    bad = src.replace("  b ~ Normal(0, 1)\n", "  b0 ~ Normal(0, 1)\n  b ~ Normal(b0, 1)\n"
+                      ).replace("sum(xs)", "b0 + v").replace("  y ~", "  v = 2 * b\n  y ~")
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile(bad)
+    said = [(f"{d.span.line}:{d.span.col}: {d.message}", d.notes) for d in e.value.diagnostics]
+    assert said == [
+        ("8:7: guide T does not draw the model's latent 'b0'",
+         ["a guide draws every continuous latent of its model exactly once: add b0 ~ ..."]),
+        ("10:22: 'b0' is not defined",
+         ["a guide reads a latent of model T after drawing it itself: b0 ~ ... before "
+          "this line"]),
+        ("10:27: 'v' is not defined",
+         ["a guide sees model T's data arguments, sizes and transformed data, not its "
+          "computed value 'v' at 5:3"])]

@@ -54,10 +54,23 @@ _SUPPORT_WORDS = {
 }
 
 
-def guide_model(guide: ast.Guide, model: ast.Model) -> ast.Model:
-    """The guide as a model to check: the model's data arguments, the guide's body."""
-    out = ast.Model(guide.name + SUFFIX, list(model.args), guide.body, span=guide.span)
+def guide_model(guide: ast.Guide, cm) -> ast.Model:
+    """The guide as a model to check: the model's data arguments, then the model's
+    transformed data (top-level values of the data alone, which Pyro passes the guide as
+    it passes the model), then the guide's body. ``given`` holds the ids of those
+    transformed statements: the guide function takes them as arguments, and lowering
+    does not compute them again."""
+    known = {a.name for a in cm.model.args} | set(cm.sizes)
+    given = []
+    for s in cm.model.body:
+        if isinstance(s, ast.Assign) and getattr(cm.sites.get(id(s)), "role", "") \
+                == "transformed" and set(ast.names_read(s.value)) <= known:
+            given.append(s)
+            known.add(s.name)
+    out = ast.Model(guide.name + SUFFIX, list(cm.model.args), given + guide.body,
+                    span=guide.span)
     out.end_line = getattr(guide, "end_line", None)
+    out.given = frozenset(id(s) for s in given)
     return out
 
 
@@ -91,10 +104,20 @@ def check_guides(program: ast.Program, models: dict, errors: list[Diagnostic],
             continue
         own: list[Diagnostic] = []
         _names_against_model(g, cm, own)
-        checker = _ModelChecker(guide_model(g, cm.model))
+        checker = _ModelChecker(guide_model(g, cm))
         checker.run()
         last = getattr(g, "end_line", None) or 10**9
         inside = [d for d in checker.errors if g.span.line <= d.span.line <= last]
+        for d in inside:  # a model name the guide cannot see: say why
+            name = d.message.split("'")[1] if d.message.endswith("' is not defined") else ""
+            sym = cm.symbols.get(name)
+            if sym is not None and sym.role == "latent":
+                d.notes.append(f"a guide reads a latent of model {g.name} after drawing it "
+                               f"itself: {name} ~ ... before this line")
+            elif sym is not None:
+                d.notes.append(f"a guide sees model {g.name}'s data arguments, sizes and "
+                               f"transformed data, not its {_role_words(sym.role)} "
+                               f"'{name}'{_where(sym)}")
         own.extend(inside)
         warnings.extend(d for d in checker.warnings if g.span.line <= d.span.line <= last)
         gm = checker.result()
