@@ -608,6 +608,11 @@ def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
         from .custom_guide import current
 
         guide = current()  # the model file's guide block (ppl.infer.custom_guide)
+        if guide is None:
+            from ..syntax.diagnostics import BdlError, Diagnostic
+
+            raise BdlError([Diagnostic("svi(guide=custom) fits with the model's guide block, "
+                                       "and none was given to this fit")], "infer")
     else:
         guide = _autoguide(model, trace, guide_name, opts, latents, discrete)
     decay = opts.get("lr_decay", 1.0)
