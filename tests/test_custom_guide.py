@@ -499,3 +499,42 @@ guide T {
         ("10:27: 'v' is not defined",
          ["a guide sees model T's data arguments, sizes and transformed data, not its "
           "computed value 'v' at 5:3"])]
+
+
+def test_amortised_encoder_may_read_each_rows_data_inside_the_plate():
+    """An encoder applied to ``x[n]`` inside ``plate n in N`` is the encoder applied to
+    the whole data, row by row: the same fit as reading ``enc(x)`` before the plate."""
+    model = """
+model V(x: real[N, D], K: int) {
+  dec = mlp(K, [8], D, act=tanh)
+  plate n in N {
+    z: real[N, K] ~ Normal(0, 1)
+    x ~ Normal(dec(z), 0.5)
+  }
+}
+"""
+    per_row = model + """
+guide V {
+  enc = mlp(D, [8], K, act=tanh)
+  plate n in N {
+    z: real[N, K] ~ Normal(enc(x[n]), 0.2)
+  }
+}
+"""
+    whole = model + """
+guide V {
+  enc = mlp(D, [8], K, act=tanh)
+  zl = enc(x)
+  plate n in N {
+    z: real[N, K] ~ Normal(zl, 0.2)
+  }
+}
+"""
+    gen = torch.Generator().manual_seed(3)
+    data = {"x": torch.randn(7, 3, generator=gen).tolist(), "K": 2}
+    fits = [ppl.compile(src).fit(data, infer="svi", steps=40, lr=0.02, samples=5, seed=1)
+            for src in (per_row, whole)]
+    a, b = (f.params for f in fits)
+    assert sorted(a) == sorted(b) and any(k.startswith("enc") for k in a)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
