@@ -1115,7 +1115,7 @@ model M(y: real[N]) {
 model.bdl:3:21: error: unexpected name 'T'; expected ';', '}' or end of line
     y ~ Normal(mu, 1) T[0, ]
                       ^
-  note: BDL has no truncation `T[L, U]`. For a latent, declare the bound (`x: real<lower=0> ~ Normal(mu, s)`; the density is not renormalised, exact when mu and s are fixed). For data truncated below at L, add the normaliser: `factor(-log_ccdf(Normal(mu, s), L))` once per observation""",
+  note: BDL writes a truncation as a distribution: did you mean Truncated(Normal(mu, 1), low=0)?""",
         id="stan_truncation",
     ),
 ]

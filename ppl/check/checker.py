@@ -986,6 +986,8 @@ class _ModelChecker(LabelLayout):
             self.err(f"'{s.name}' has no elements (shape {sizes.show(shape)}): a latent needs "
                      "at least one", s.type.span if s.type is not None else s.name_span,
                      ["drop it, or give it a size of at least 1"])
+        if dty.dist == "Truncated" and not dty.discrete:
+            self._truncated_latent(s)
         if dty.discrete:
             self._discrete_latent(s, dty, shape)
             if dty.enumerable and not self.plate_stack:
@@ -2673,8 +2675,49 @@ class _ModelChecker(LabelLayout):
             return UNKNOWN
         self._unconstrained_args(sig, bound)
         self._dist_bound[id(e)] = (sig, bound)
+        if sig.name == "Truncated":
+            return self._truncated(e, bound)
         return Ty("dist", _dist_shape(sig, bound, self), event=sig.event_rank, dist=sig.name,
                   discrete=sig.discrete, enumerable=sig.enumerable)
+
+    def _truncated(self, e: ast.Call, bound: dict) -> Ty:
+        """``Truncated(D, low=, high=)``: at least one bound, and a univariate D whose
+        normaliser the runtime can compute (a cdf, or a pmf from 0). Its type is D's,
+        broadcast with the bounds'; its support is the interval (ppl/runtime/truncated.py)."""
+        node, base = bound["base_dist"]
+        if "low" not in bound and "high" not in bound:
+            self.err("Truncated needs a bound: low=, high= or both", e.span,
+                     ["Stan's normal(mu, s) T[0, ] is Truncated(Normal(mu, s), low=0)"])
+            return UNKNOWN
+        if base.kind != "dist" or base.dist is None:
+            return UNKNOWN
+        if base.event != 0:
+            self.err(f"Truncated needs a univariate distribution; {base.dist} draws "
+                     "vectors or matrices", node.span)
+            return UNKNOWN
+        if base.dist not in signatures.TRUNCATE_CDF | signatures.TRUNCATE_PMF:
+            self.err(f"Truncated needs the cdf of its distribution, and Pyro gives "
+                     f"{base.dist} none", node.span,
+                     ["continuous: " + ", ".join(sorted(signatures.TRUNCATE_CDF)),
+                      "discrete: " + ", ".join(sorted(signatures.TRUNCATE_PMF))])
+            return UNKNOWN
+        out = base.shape
+        for k in ("low", "high"):
+            if k in bound and bound[k][1].kind in TENSOR_KINDS and out is not None:
+                out, issues = sizes.broadcast(out, bound[k][1].shape)
+                self._report(issues, bound[k][0].span, "the arguments of Truncated")
+        return Ty("dist", out, event=0, dist="Truncated", discrete=base.discrete)
+
+    def _truncated_latent(self, s: ast.Sample) -> None:
+        """A truncated latent is drawn by its base's inverse CDF (reparameterised, exact
+        in the tails); a base without one can be truncated where it is observed only."""
+        found = self._dist_bound.get(id(s.dist))
+        base = found[1]["base_dist"][1].dist if found and "base_dist" in found[1] else None
+        if base is not None and base not in signatures.TRUNCATE_ICDF:
+            self.err(f"'{s.name}' is a latent, and a truncated {base} cannot be drawn: "
+                     f"Pyro gives {base} no inverse CDF", s.dist.span,
+                     [f"truncate {base} only where it is observed (data), or draw the latent "
+                      "from a base with one: " + ", ".join(sorted(signatures.TRUNCATE_ICDF))])
 
     def _literal_in_support(self, sig, pname: str, node: ast.Expr) -> bool:
         """A number written as a parameter must lie in the parameter's set (a rate > 0, a
@@ -2731,9 +2774,12 @@ class _ModelChecker(LabelLayout):
         refuses only when the fit starts. False when reported."""
         low, high = (_literal_number(bound[k][0]) if k in bound else None
                      for k in ("low", "high"))
-        if sig.name == "Uniform" and low is not None and high is not None and low >= high:
-            self.err(f"high of Uniform must be > low ({low:g}), got {high:g}",
-                     bound["high"][0].span, ["Uniform(low, high) draws from low to high"])
+        if sig.name in ("Uniform", "Truncated") and low is not None and high is not None \
+                and low >= high:
+            note = ("Truncated(D, low=L, high=H) keeps the values of D from L to H"
+                    if sig.name == "Truncated" else "Uniform(low, high) draws from low to high")
+            self.err(f"high of {sig.name} must be > low ({low:g}), got {high:g}",
+                     bound["high"][0].span, [note])
             return False
         dim = _literal_number(bound["dim"][0]) if sig.name in ("LKJ", "LKJCholesky") \
             and "dim" in bound else None

@@ -31,7 +31,25 @@ class DistSig:
 # Distributions the language adds to Pyro's, with the runtime class generated code uses.
 BDL_DISTRIBUTIONS = {
     "Flat": (DistSig("Flat", (), (), (), "Real()", 0, False), "rt.Flat"),
+    # Stan's T[L, U]: a univariate base renormalised to [low, high] (ppl/runtime/truncated.py)
+    "Truncated": (DistSig("Truncated", ("base_dist", "low", "high"), ("base_dist",), (),
+                          None, 0, False, keyword_only=("low", "high")), "rt.Truncated"),
 }
+
+
+# The bases ``Truncated`` takes, by how it normalises and draws them; the checker reads
+# these, tests/test_truncated.py checks them against Pyro. A continuous base needs a cdf
+# (the normaliser F(high) - F(low)); a latent also its icdf (reparameterised draws; the
+# others are drawn by rejection, for predictive draws of data only). A discrete base with
+# support from 0 is normalised by summing its pmf.
+TRUNCATE_ICDF = frozenset({
+    "Cauchy", "Exponential", "GeneralizedPareto", "Gumbel", "HalfCauchy", "HalfNormal",
+    "Kumaraswamy", "Laplace", "LogNormal", "Logistic", "Normal", "Pareto", "SoftLaplace",
+    "Uniform", "Weibull",
+})
+TRUNCATE_CDF = TRUNCATE_ICDF | {"Chi2", "Gamma", "InverseGamma"}
+TRUNCATE_PMF = frozenset({"BetaBinomial", "Binomial", "GammaPoisson", "Geometric",
+                          "NegativeBinomial", "Poisson"})
 
 
 # Pyro classes whose parameters here must be tensors (``Delta(v)`` reads ``v.dim()``):

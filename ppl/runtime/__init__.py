@@ -77,13 +77,14 @@ from .shapes import (
     plate_aligned,
     plate_closed,
 )
+from .truncated import Truncated
 
 __all__ = [
     "Delta", "GroupedNormalNormal", "OrderedLogistic", "RelaxedBernoulli",
     "RelaxedBernoulliStraightThrough", "RelaxedOneHotCategorical",
     "RelaxedOneHotCategoricalStraightThrough", "TruncatedPolyaGamma",
     "ZeroInflatedDistribution", "ZeroInflatedNegativeBinomial", "ZeroInflatedPoisson",
-    "Multinomial",
+    "Multinomial", "Truncated",
     "ArgSpec", "Flat", "IndexCheck", "LabelFree", "Restricted", "Signature", "SizeCheck",
     "arange", "as_index", "batch_size", "bind",
     "cat", "clamp", "cumprod", "cumsum", "diag_post_multiply", "diag_pre_multiply",

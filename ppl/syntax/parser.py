@@ -431,6 +431,14 @@ def _stan_decl(m: re.Match, how: str) -> str:
 
 
 _COMPARE = {"LT", "GT", "COMPOP"}
+
+
+def _truncation(m) -> str:
+    """Stan's ``y ~ normal(mu, s) T[L, U]``, in BDL's spelling."""
+    bounds = [f"{k}={v.strip()}" for k, v in (("low", m.group("low")), ("high", m.group("high")))
+              if v is not None and v.strip()]
+    return (f"BDL writes a truncation as a distribution: did you mean "
+            f"Truncated({m.group('dist').strip()}, {', '.join(bounds) or 'low=L, high=U'})?")
 _HINTS = (
     (re.compile(r"^\s*(for|while)\b"),
      "BDL has no loops: write the statement on whole vectors, `plate n in N { ... }` "
@@ -443,11 +451,8 @@ _HINTS = (
      "`plate i in N { ... }` its leading dimension is the plate's, and `x[i]` reads the "
      "matching element of other data; a density on part of a latent, such as a random "
      "walk's steps, is `factor(log_prob(Normal(0, s), x[1:] - x[:-1]))`", None),
-    (re.compile(r".*~.*\)\s*T\s*\["),
-     "BDL has no truncation `T[L, U]`. For a latent, declare the bound (`x: real<lower=0> "
-     "~ Normal(mu, s)`; the density is not renormalised, exact when mu and s are fixed). "
-     "For data truncated below at L, add the normaliser: `factor(-log_ccdf(Normal(mu, s), "
-     "L))` once per observation", None),
+    (re.compile(r".*?~\s*(?P<dist>.*\))\s*T\s*\[(?P<low>[^,\]]*)(?:,(?P<high>[^\]]*))?\]?"),
+     _truncation, None),
     # a Stan argument declaration: model M(vector[N] y)
     (re.compile(r"^\s*model\s+\w+\s*\((?:.*?,)?\s*" + _DECL + r"\s*[,)]"),
      lambda m: _stan_decl(m, "BDL writes the name first: {name}: {type}"), None),
