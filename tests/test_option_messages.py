@@ -45,7 +45,7 @@ def test_a_misspelt_option_value_gets_a_suggestion_on_the_command_line(tmp_path,
     assert rc == 1
     assert capsys.readouterr().err.splitlines() == [
         "--infer:1:11: error: option 'guide' of svi: expected one of normal, delta, lowrank, "
-        "iaf, got 'lowrnk'", "  infer svi(guide=lowrnk)", "            ^~~~~~~~~~~~",
+        "iaf, custom, got 'lowrnk'", "  infer svi(guide=lowrnk)", "            ^~~~~~~~~~~~",
         "  note: did you mean 'lowrank'?"]
 
 
