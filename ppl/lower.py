@@ -239,7 +239,39 @@ def lower(cm: CheckedModel, filename: str = "<string>") -> IRModel:
     ir = _Lowerer(cm, filename).run()
     if cm.guide is not None:
         ir.guide = _Lowerer(cm.guide, filename, guide=True).run()
+        _align_guide(ir)
     return ir
+
+
+def enum_dims(op: SampleOp) -> list:
+    """The dims of a vector site outside plates to draw in plates (none: draw it as one
+    event). In a model whose labels Pyro sums out, a label enumerated at dim -1 - P
+    (P the plate nesting) meets the per-element values of a vector made one event by
+    ``.to_event``, whose dims are counted left of the batch (``mu + 2 * z`` is [2, 1]
+    against [N]); in plates they are batch dims and the label broadcasts over them."""
+    if not op.enum_plates or op.in_plate or not op.event or op.event_rank is None \
+            or op.constraint is not None:
+        return []
+    return op.event[: len(op.event) - op.event_rank]
+
+
+def _walk_ops(body):
+    for op in body:
+        yield op
+        if isinstance(op, PlateOp):
+            yield from _walk_ops(op.body)
+
+
+def _align_guide(ir: IRModel) -> None:
+    """A guide draws each latent as its model does: in the model's ``name.dimK`` plates
+    where the model draws it so (:func:`enum_dims`), as one event where it does not (Pyro
+    requires a site's event dims to agree; the checker refuses a guide distribution whose
+    event rank would make them differ, ppl.check.guides)."""
+    plated = {op.name for op in _walk_ops(ir.body)
+              if isinstance(op, SampleOp) and enum_dims(op)}
+    for op in _walk_ops(ir.guide.body):
+        if isinstance(op, SampleOp):
+            op.enum_plates = op.name in plated
 
 
 class _Lowerer:

@@ -194,15 +194,8 @@ def _dist(op: ir.SampleOp) -> str:
 
 
 def _enum_plates(op: ir.SampleOp) -> list:
-    """The dims of a vector site outside plates to draw in plates (none: draw it as one
-    event). In a model whose labels Pyro sums out, a label enumerated at dim -1 - P
-    (P the plate nesting) meets the per-element values of a vector made one event by
-    ``.to_event``, whose dims are counted left of the batch (``mu + 2 * z`` is [2, 1]
-    against [N]); in plates they are batch dims and the label broadcasts over them."""
-    if not op.enum_plates or op.in_plate or not op.event or op.event_rank is None \
-            or op.constraint is not None:
-        return []
-    return op.event[: len(op.event) - op.event_rank]
+    """The dims of a vector site outside plates to draw in plates (ppl.lower.enum_dims)."""
+    return ir.enum_dims(op)
 
 
 def _var(op) -> str:
@@ -281,7 +274,9 @@ class _Emitter:
             obs = f"rt.real({op.obs})" if op.cast_obs else op.obs
             self.line(inner, f'pyro.sample("{op.name}", {d}, obs={obs})')
         else:
-            self.line(inner, f'{_var(op)} = pyro.sample("{op.name}", {d})')
+            keep = "" if self.guide and _var(op) not in (self.read or ()) \
+                else f"{_var(op)} = "
+            self.line(inner, f'{keep}pyro.sample("{op.name}", {d})')
 
     def stmts(self, body, depth: int) -> None:
         if not body:

@@ -300,6 +300,12 @@ def _against_model(g: ast.Guide, gm, cm, out: list[Diagnostic]) -> None:
                     notes=["nest the guide's plates as the model's are (a plate's dim "
                            "counts the plates nested inside it)"]))
     latents = _model_latents(cm)
+    # labels svi sums out: the model draws a vector latent outside plates in plates over
+    # its elements, and Pyro requires the guide's site to have the same event dims
+    # (ppl.lower.enum_dims)
+    enumerates = any(isinstance(s, ast.Sample) and getattr(cm.sites.get(id(s)), "role", "")
+                     == "latent" and cm.ty(s.dist).enumerable
+                     for s in ast.walk(cm.model.body))
     for s in ast.walk(g.body):
         if not isinstance(s, ast.Sample) or s.name not in latents:
             continue
@@ -326,6 +332,21 @@ def _against_model(g: ast.Guide, gm, cm, out: list[Diagnostic]) -> None:
                 f"'{s.name}' has shape {sizes.show(gshape)} in the guide but "
                 f"{sizes.show(mshape)} in the model {at}", s.dist.span,
                 notes=["a guide draws each latent with the model's shape"]))
+            continue
+        mrank, grank = cm.ty(ms.dist).event, gm.ty(s.dist).event
+        if enumerates and not minfo.plates and minfo.constraint is None and mshape \
+                and mrank is not None and grank is not None and mrank < len(mshape) \
+                and grank != mrank:
+            out.append(Diagnostic(
+                f"'{s.name}' is drawn element by element in model {model} {at}, whose "
+                "labels svi sums out, but the guide's "
+                f"{gm.ty(s.dist).dist or 'distribution'} draws "
+                f"{'its elements jointly' if grank > mrank else 'it as one value'}",
+                s.dist.span,
+                notes=[f"in a model with summed-out labels, a vector latent outside plates "
+                       f"is drawn in plates over its elements ({s.name}.dim0, ...): give it "
+                       "a guide of the model's kind, one value per element (Normal(loc, "
+                       f"scale) with loc of shape {sizes.show(mshape)}), or an autoguide"]))
             continue
         if info.constraint is not None:
             out.append(Diagnostic(
