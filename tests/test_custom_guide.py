@@ -338,6 +338,10 @@ model M(y: real[N], g: int[N], G: int) {
     ("guide M {\n  param w: real = 1\n  p ~ Beta(1, 1)\n  s ~ LogNormal(0, 1)\n"
      "  plate j in G { th ~ Normal(0, 1) }\n}",
      ["11:9: the guide's param 'w' has the name of model M's computed value 'w' at 7:3"]),
+    ("guide M {\n  param j: real = 1\n  p ~ Beta(1, 1)\n  s ~ LogNormal(0, 1)\n"
+     "  plate j in G { th ~ Normal(0, 1) }\n}",  # was 'site j must be sampled in trace'
+     ["11:9: the guide's param 'j' has the name of model M's plate index 'j' (plate at "
+      "4:3)", "14:3: 'j' is already defined"]),
     ("guide M {\n  p ~ Beta(1, 1)\n  p ~ Beta(2, 1)\n  s ~ LogNormal(0, 1)\n"
      "  plate j in G { th ~ Normal(0, 1) }\n}",
      ["12:3: 'p' is drawn twice in the guide", "12:3: 'p' is already defined"]),
@@ -360,6 +364,39 @@ model M(y: real[N], g: int[N], G: int) {
 def test_guide_refusals(guide, expected):
     src = MODEL + guide + "\n"
     assert _errors(src) == expected
+
+
+PLATES = """\
+model M(y: real[N], x: real[K]) {
+  mu ~ Normal(0, 1)
+  plate i in N batch 4 {
+    z: real[N] ~ Normal(mu, 1)
+    y ~ Normal(z, 1)
+  }
+}
+guide M {
+  mu ~ Normal(0, 1)
+  plate i in SIZE batch BATCH {
+    z: real[SIZE] ~ Normal(0, 1)
+  }
+}
+"""
+
+
+@pytest.mark.parametrize("size, batch, expected", [
+    ("K", "4", ["10:14: plate i has size K in the guide but N in the model (at 3:3)"]),
+    ("N", "6", ["10:22: plate i has batch 6 in the guide but 4 in the model (at 3:3)"]),
+    ("N + 0", "2 * 2", []),  # equal symbolically (N + 0 crashed the checker: 'N / 0')
+    ("N", "4", []),
+])
+def test_guide_plate_has_the_models_size_and_batch(size, batch, expected):
+    """Were accepted, then torch's shape error or Pyro's 'subsample_size does not
+    match'."""
+    src = PLATES.replace("SIZE", size).replace("BATCH", batch)
+    if expected:
+        assert _errors(src) == expected
+    else:
+        assert ppl.compile(src).ir.guide is not None
 
 
 def test_refusal_notes_suggest_the_fix():

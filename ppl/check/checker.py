@@ -566,7 +566,8 @@ class _ModelChecker(LabelLayout):
             if expr.op == "/" and b == 0:
                 self.err("division by zero in a dimension", expr.span)
                 return None
-            value = {"+": a + b, "-": a - b, "*": a * b, "/": a / b}[expr.op]
+            value = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
+                     "/": lambda: a / b}[expr.op]()
             if value.is_number and not (value.is_Integer and value >= 0):
                 self.err(f"a dimension must be a whole number of at least 0, but this one is "
                          f"{value}", expr.span)

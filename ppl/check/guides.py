@@ -170,6 +170,8 @@ def _names_against_model(g: ast.Guide, cm, out: list[Diagnostic]) -> None:
                            "lowrank, iaf, delta"]))
         return
     latents = _model_latents(cm)
+    indices = {p.index: p for p in ast.walk(cm.model.body)
+               if isinstance(p, ast.Plate) and p.index}
     drawn: dict[str, ast.Sample] = {}
     for s in ast.walk(g.body):
         if isinstance(s, ast.Factor):
@@ -181,7 +183,15 @@ def _names_against_model(g: ast.Guide, cm, out: list[Diagnostic]) -> None:
             continue
         sym = cm.symbols.get(s.name)
         if not isinstance(s, ast.Sample):
-            if sym is not None:
+            if sym is None and s.name in indices:  # a Pyro site of the model's plate
+                what = "param" if isinstance(s, ast.Param) else "value"
+                out.append(Diagnostic(
+                    f"the guide's {what} '{s.name}' has the name of model {model}'s plate "
+                    f"index '{s.name}' (plate at {indices[s.name].span})", s.name_span,
+                    notes=["a guide's own names must differ from the model's (a plate's "
+                           "index names its Pyro plate, a site guide and model share): "
+                           f"rename it (e.g. '{s.name}_q')"]))
+            elif sym is not None:
                 what = "param" if isinstance(s, ast.Param) else "value"
                 out.append(Diagnostic(
                     f"the guide's {what} '{s.name}' has the name of model {model}'s "
@@ -271,17 +281,66 @@ def _support_words(key: str) -> str:
     return _SUPPORT_WORDS[key][0] if key in _SUPPORT_WORDS else key
 
 
+def _text(e: ast.Expr) -> str:
+    from ..syntax.format import expr
+
+    return expr(e)
+
+
+def _symbolic(e: ast.Expr):
+    """An integer expression of numbers, names and + - * / as a sympy expression (names
+    as symbols), or None."""
+    import sympy
+
+    if isinstance(e, ast.Number) and isinstance(e.value, int):
+        return sympy.Integer(e.value)
+    if isinstance(e, ast.Name):
+        return sympy.Symbol(e.id)
+    if isinstance(e, ast.BinOp) and e.op in ("+", "-", "*", "/"):
+        a, b = _symbolic(e.left), _symbolic(e.right)
+        if a is None or b is None:
+            return None
+        return {"+": a + b, "-": a - b, "*": a * b, "/": a / b}[e.op]
+    return None
+
+
+def _same_expr(a: ast.Expr, b: ast.Expr) -> bool:
+    """Do two batch expressions provably have one value (symbolically, else as written)?"""
+    sa, sb = _symbolic(a), _symbolic(b)
+    if sa is not None and sb is not None:
+        return (sa - sb).simplify() == 0
+    return _text(a) == _text(b)
+
+
 def _against_model(g: ast.Guide, gm, cm, out: list[Diagnostic]) -> None:
     """Each guide site against the model's: its plates, shape and support; each guide
     plate against the model's plates of that name."""
     model = g.name
     mplates = {p.name: p for p in cm.plates.values()}
+    mnodes = {cm.plates[id(s)].name: s for s in ast.walk(cm.model.body)
+              if isinstance(s, ast.Plate) and id(s) in cm.plates}
     for s in ast.walk(g.body):
         if isinstance(s, ast.Plate):
             p = gm.plates.get(id(s))
             if p is None:
                 continue
             mp = mplates.get(p.name)
+            ms = mnodes.get(p.name)
+            if mp is not None and ms is not None and \
+                    sizes.compare(mp.size, p.size) != sizes.Relation.EQUAL:
+                out.append(Diagnostic(
+                    f"plate {p.name} has size {_text(s.size)} in the guide but "
+                    f"{_text(ms.size)} in the model (at {ms.span})", s.size.span,
+                    notes=["a guide's plate is its model's: write the model's size"]))
+                continue
+            if mp is not None and ms is not None and mp.subsample and p.subsample and \
+                    not _same_expr(ms.batch, s.batch):
+                out.append(Diagnostic(
+                    f"plate {p.name} has batch {_text(s.batch)} in the guide but "
+                    f"{_text(ms.batch)} in the model (at {ms.span})", s.batch.span,
+                    notes=["the guide's plate draws the minibatch the model's reads: give "
+                           "both the same batch"]))
+                continue
             if mp is None:
                 out.append(Diagnostic(
                     f"plate {p.name} is not one of model {model}'s plates", s.span,
