@@ -200,7 +200,10 @@ def support_message(exc: BaseException, site: str | None, model=None) -> str | N
     dist, value, valid = loc.get("self"), loc.get("value"), loc.get("valid")
     if not isinstance(value, torch.Tensor) or not isinstance(valid, torch.Tensor):
         return None
-    while hasattr(dist, "base_dist"):  # Independent, masked, expanded: the family's name
+    # Independent, masked, expanded: the family's name; not inside a family that is a
+    # transformed one (Pareto is an Exponential transformed, with Pareto's support)
+    while hasattr(dist, "base_dist") and not isinstance(
+            dist, torch.distributions.TransformedDistribution):
         dist = dist.base_dist
     if valid.dim() > value.dim():
         return None  # a batch wider than the value (a label summed out): torch's words

@@ -125,6 +125,8 @@ class SampleOp:
     label_free: bool = False
     # a latent label (finite support): summed out in the fit, drawn afterwards
     summed_out: bool = False
+    # a guide's draw with a declared type: mapped into the type's set (rt.transformed)
+    into: bool = False
 
 
 @dataclass
@@ -266,12 +268,14 @@ def _align_guide(ir: IRModel) -> None:
     """A guide draws each latent as its model does: in the model's ``name.dimK`` plates
     where the model draws it so (:func:`enum_dims`), as one event where it does not (Pyro
     requires a site's event dims to agree; the checker refuses a guide distribution whose
-    event rank would make them differ, ppl.check.guides)."""
+    event rank would make them differ, ppl.check.guides); a draw with a declared type is
+    mapped into its set."""
     plated = {op.name for op in _walk_ops(ir.body)
               if isinstance(op, SampleOp) and enum_dims(op)}
     for op in _walk_ops(ir.guide.body):
         if isinstance(op, SampleOp):
             op.enum_plates = op.name in plated
+            op.into = op.constraint is not None
 
 
 class _Lowerer:

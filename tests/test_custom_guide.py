@@ -345,10 +345,10 @@ model M(y: real[N], g: int[N], G: int) {
     ("guide M {\n  p ~ Beta(1, 1)\n  p ~ Beta(2, 1)\n  s ~ LogNormal(0, 1)\n"
      "  plate j in G { th ~ Normal(0, 1) }\n}",
      ["12:3: 'p' is drawn twice in the guide", "12:3: 'p' is already defined"]),
-    ("guide M {\n  p ~ Beta(1, 1)\n  s: real<lower=0> ~ Normal(0, 1)\n"
+    ("guide M {\n  p ~ Beta(1, 1)\n  s: real<lower=1> ~ LogNormal(0, 1)\n"
      "  plate j in G { th ~ Normal(0, 1) }\n}",
-     ["12:6: a bound on a guide's '~' does not restrict its draws: 's' is drawn from "
-      "Normal, whose support is the real line"]),
+     ["12:22: the declared type of 's' maps a draw on the real line into its set, but 's' "
+      "is drawn from LogNormal, whose support is the positive reals"]),
     ("guide M {\n  p ~ Beta(1, 1)\n  s ~ LogNormal(0, 1)\n  plate j in G { th ~ Normal(0, 1) }"
      "\n  factor(1.0)\n}",
      ["14:3: a guide has no factor: it is a distribution to draw the latents from, not a "
@@ -408,9 +408,113 @@ def test_refusal_notes_suggest_the_fix():
     notes = {d.message.split(":")[0]: d.notes for d in e.value.diagnostics}
     assert notes["'p' lies on the interval (0, 1) in the model (drawn at 2"] == [
         "a guide for a latent on the interval (0, 1): Beta(a, b)",
+        "or map a Normal draw into it with a declared type: p: real<lower=0, upper=1> ~ "
+        "Normal(loc, scale)",
         "a guide must put its mass where the model's density is"]
     assert notes["'pp' is not a latent of model 'M'"] == ["did you mean 'p'?"]
     assert notes["guide names unknown model 'MM'"] == ["did you mean 'M'?"]
+
+
+def _one(model_line: str, guide_line: str) -> list[str]:
+    """The errors of a one-latent model and guide (the latent on line 2, its guide's draw
+    on line 8), [] when it compiles."""
+    src = (f"model M(y: real[N], a: real) {{\n  {model_line}\n  y ~ Normal(sum(p), 1)\n}}\n"
+           "guide M {\n  param m: real = 0\n  param c: real<lower=0> = 1\n"
+           f"  {guide_line}\n}}\n")
+    try:
+        ppl.compile(src, "m.bdl")
+    except ppl.BdlError as e:
+        return [f"{d.span.line}:{d.span.col}: {d.message}" for d in e.diagnostics]
+    return []
+
+
+@pytest.mark.parametrize("model_line, guide_line, expected", [
+    # supports that follow literal arguments (were not checked)
+    ("p ~ Uniform(0, 1)", "p ~ Normal(m, 1)",
+     "'p' lies on the interval (0, 1) in the model (drawn at 2:3), but the guide's Normal has "
+     "support the real line"),
+    ("p ~ Beta(2, 2)", "p ~ Uniform(-1, 2)",
+     "'p' lies on the interval (0, 1) in the model (drawn at 2:3), but the guide's Uniform "
+     "has support the interval (-1, 2)"),
+    ("p ~ Pareto(1, 2)", "p ~ LogNormal(m, 1)",
+     "'p' lies on numbers >= 1 in the model (drawn at 2:3), but the guide's LogNormal has "
+     "support the positive reals"),
+    # declared bounds and types in Stan's words (were 'less_than(0)', 'constraints....')
+    ("p: real<upper=0> ~ Normal(0, 1)", "p ~ Normal(m, 1)",
+     "'p' lies on numbers <= 0 in the model (drawn at 2:3), but the guide's Normal has "
+     "support the real line"),
+    ("p: real<lower=1> ~ Normal(0, 1)", "p ~ Gamma(c, 1)",
+     "'p' lies on numbers >= 1 in the model (drawn at 2:3), but the guide's Gamma has "
+     "support the positive reals"),
+    ("p: positive_ordered[2] ~ Normal(0, 2)", "p: ordered[2] ~ Normal(m, 1)",
+     "'p' lies on positive ordered vectors in the model (drawn at 2:3), but the guide maps "
+     "its Normal draw into ordered vectors"),
+    ("p: unit_vector[2] ~ Normal(0, 2)", "p: unit_vector[2] ~ Normal(m, 1)",
+     "the declared type of 'p' is unit vectors, which a guide cannot map a draw into"),
+    # accepted: the same support, or one the source alone does not decide
+    ("p ~ Uniform(0, 1)", "p ~ Beta(c, c)", None),
+    ("p ~ Pareto(1, 2)", "p ~ Truncated(Normal(m, 1), low=1)", None),
+    ("p ~ Pareto(1, 2)", "p: real<lower=1> ~ Normal(m, 1)", None),
+    ("p: real<upper=0> ~ Normal(0, 1)", "p: real<upper=0> ~ Normal(m, 1)", None),
+    ("p: real<lower=0> ~ Normal(0, 1)", "p ~ Gamma(c, 1)", None),
+    ("p: ordered[2] ~ Normal(0, 2)", "p: ordered[2] ~ Normal(m, 1)", None),
+    ("p ~ Uniform(a, 2)", "p ~ Normal(m, 1)", None),
+])
+def test_guide_support_against_the_models(model_line, guide_line, expected):
+    errors = _one(model_line, guide_line)
+    assert [e.split(": ", 1)[1] for e in errors] == ([expected] if expected else [])
+
+
+def test_support_notes_say_what_a_guide_can_be():
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile("model M(y: real[N]) {\n  s ~ Pareto(1, 2)\n  y ~ Normal(s, 1)\n}\n"
+                    "guide M {\n  s ~ LogNormal(0, 1)\n}\n")
+    assert e.value.diagnostics[0].notes == [
+        "a guide for a latent on numbers >= 1: Truncated(Normal(loc, scale), low=1)",
+        "or map a Normal draw into it with a declared type: s: real<lower=1> ~ "
+        "Normal(loc, scale)",
+        "a guide must put its mass where the model's density is"]
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile("model M(y: real[N]) {\n  mu: ordered[2] ~ Normal(0, 2)\n"
+                    "  y ~ Normal(sum(mu), 1)\n}\n"
+                    "guide M {\n  mu ~ MultivariateNormal(zeros(2), eye(2))\n}\n")
+    assert e.value.diagnostics[0].message.endswith(
+        "but the guide's MultivariateNormal has support the real line")
+    assert e.value.diagnostics[0].notes[0] == (
+        "no distribution of the library has that support: map a Normal draw into it with "
+        "a declared type: mu: ordered[2] ~ Normal(loc, scale)")
+
+
+def test_ordered_latent_guide_maps_a_normal_draw_into_ordered_vectors():
+    """``mu: ordered[2] ~ Normal(m, s)`` in a guide is Pyro's TransformedDistribution of
+    the Normal by biject_to(ordered): mu[0] = x[0], mu[1] = x[0] + exp(x[1]). Two groups
+    of 20 far apart (the order binds nowhere): the posterior means are the conjugate
+    sum(y_k) / (20 + 1/25), so m[0] is near e0 and m[1] near log(e1 - e0); over seeds
+    0-2 these settings ended within 0.07 and 0.04 of them. Every draw is ordered."""
+    src = """
+model O(y1: real[N], y2: real[N]) {
+  mu: ordered[2] ~ Normal(0, 5)
+  y1 ~ Normal(mu[0], 1)
+  y2 ~ Normal(mu[1], 1)
+}
+guide O {
+  param m: real[2] = 0
+  param s: real<lower=0>[2] = 0.5
+  mu: ordered[2] ~ Normal(m, s)
+}
+"""
+    m = ppl.compile(src)
+    assert "rt.transformed(dist.Normal(m, s).expand([2]).to_event(1), " \
+        "constraints.ordered_vector)" in m.source
+    rng = np.random.default_rng(1)
+    y1, y2 = rng.normal(-1, 1, 20), rng.normal(2, 1, 20)
+    fit = m.fit({"y1": y1.tolist(), "y2": y2.tolist()}, infer="svi", steps=600, lr=0.05,
+                samples=500, seed=0)
+    e0, e1 = y1.sum() / (20 + 1 / 25), y2.sum() / (20 + 1 / 25)
+    assert fit.params["m"].tolist() == pytest.approx([e0, math.log(e1 - e0)], abs=0.15)
+    mu = fit.samples["mu"].double()
+    assert bool((mu[:, 1] > mu[:, 0]).all())
+    assert mu.mean(0).tolist() == pytest.approx([e0, e1], abs=0.25)
 
 
 def test_labels_and_constructs_are_refused_in_a_guide():

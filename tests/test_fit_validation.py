@@ -45,6 +45,14 @@ def test_negative_value_under_exponential_is_located_under_every_method(method):
     assert len(lines) == 3  # the caret; no note
 
 
+@pytest.mark.parametrize("method", ["svi", "nuts"])
+def test_a_transformed_family_is_named_not_its_base(method):
+    # Pareto is Pyro's Exponential transformed: the message named "Exponential"
+    src = "model P(y: real[N]) {\n  a ~ Gamma(2, 1)\n  y ~ Pareto(1, a)\n}\n"
+    lines = _support_error(src, {"y": [1.5, 0.5, 2.0]}, method)
+    assert lines[0] == "m.bdl:3:3: error: 'y' element 1 is 0.5; Pareto is over numbers >= 1"
+
+
 @pytest.mark.parametrize("method", ["nuts", "sghmc"])
 def test_multinomial_counts_not_summing_to_n_are_located(method):
     # before: nuts fitted the counts (sum 16) as if n were 16

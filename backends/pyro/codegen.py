@@ -189,7 +189,7 @@ def _dist(op: ir.SampleOp) -> str:
             if batch:
                 d = f"{d}.expand({_dims(batch)}).to_event({len(batch)})"
     if op.constraint is not None:
-        d = f"rt.Restricted({d}, {expr(op.constraint)})"
+        d = f"rt.{'transformed' if op.into else 'Restricted'}({d}, {expr(op.constraint)})"
     return f"rt.LabelFree({d})" if op.label_free else d
 
 

@@ -23,7 +23,8 @@ from . import signatures, sizes
 # the suffix of a guide's generated function (``def Coin_guide(...)``) and checked model
 SUFFIX = "_guide"
 
-# a support, as the signature table or a declared bound spells it -> its class
+# a support, as the signature table or a declared type spells it -> its class; the real
+# line, the positive reals and (0, 1) are intervals (:func:`_support`)
 _SUPPORT_CLASS = {
     "Real()": "real",
     "IndependentConstraint(Real(), 1)": "real",
@@ -41,8 +42,14 @@ _SUPPORT_CLASS = {
     "constraints.positive_definite": "positive_definite",
     "CorrMatrix()": "corr_matrix",
     "constraints.corr_matrix": "corr_matrix",
+    "constraints.ordered_vector": "ordered",
+    "constraints.positive_ordered_vector": "positive_ordered",
+    "constraints.sphere": "unit_vector",
+    "constraints.lower_cholesky": "cholesky_factor_cov",
 }
-# a support class in words, and the guide distributions that have it
+_INF = float("inf")
+_INTERVALS = {"real": (-_INF, _INF), "positive": (0.0, _INF), "unit": (0.0, 1.0)}
+# a support class in words (Stan's), and the guide distributions that have it ("": none)
 _SUPPORT_WORDS = {
     "real": ("the real line", "Normal(loc, scale), StudentT(df, loc, scale)"),
     "positive": ("the positive reals", "LogNormal(loc, scale), Gamma(shape, rate)"),
@@ -51,7 +58,14 @@ _SUPPORT_WORDS = {
     "corr_cholesky": ("Cholesky factors of correlation matrices", "LKJCholesky(K, eta)"),
     "positive_definite": ("positive definite matrices", "Wishart(df, covariance_matrix=S)"),
     "corr_matrix": ("correlation matrices", "LKJ(K, eta)"),
+    "ordered": ("ordered vectors", ""),
+    "positive_ordered": ("positive ordered vectors", ""),
+    "unit_vector": ("unit vectors", ""),
+    "cholesky_factor_cov": ("Cholesky factors of covariance matrices", ""),
 }
+# the declared types a guide's '~' may carry: its draw, on the real line, is mapped into
+# the type's set by Pyro's biject_to (a TransformedDistribution; ppl.runtime.transformed)
+_MAPPABLE = {"ordered", "positive_ordered", "positive", "unit", "bounds"}
 
 
 def guide_model(guide: ast.Guide, cm) -> ast.Model:
@@ -252,33 +266,157 @@ def _a_role(role: str) -> str:
     return ("an " if words[0] in "aeiou" else "a ") + words
 
 
-def _support(cm, s: ast.Sample) -> str | None:
-    """The class of the support of site ``s`` of checked model ``cm`` (:data:`_SUPPORT_CLASS`,
-    or a declared bound's own text); None when it follows the distribution's arguments
-    (``Uniform(a, b)``) and is not declared."""
-    info = cm.sites.get(id(s))
-    c = info.constraint if info is not None else None
-    if isinstance(c, str):
-        return _SUPPORT_CLASS.get(c, c)
-    if c is not None:
-        from ..syntax.format import expr
+def _literal(e: ast.Expr | None) -> float | None:
+    """The value of a number written in the source (``1``, ``-0.5``, ``2 * 3``), or None."""
+    if isinstance(e, ast.Number):
+        return float(e.value)
+    if isinstance(e, ast.Neg):
+        v = _literal(e.operand)
+        return None if v is None else -v
+    if isinstance(e, ast.BinOp) and e.op in ("+", "-", "*", "/"):
+        a, b = _literal(e.left), _literal(e.right)
+        if a is None or b is None or (e.op == "/" and b == 0):
+            return None
+        return {"+": a + b, "-": a - b, "*": a * b, "/": a / b}[e.op]
+    return None
 
-        kind, *bounds = c
-        return f"{kind}({', '.join(expr(b) for b in bounds)})"
-    return _dist_support(cm, s)
+
+def _arg(call: ast.Call, name: str, position: int | None) -> ast.Expr | None:
+    for k in call.kwargs:
+        if k.name == name:
+            return k.value
+    if position is not None and position < len(call.args):
+        return call.args[position]
+    return None
 
 
-def _dist_support(cm, s: ast.Sample) -> str | None:
-    """The class of the support of the distribution of ``s`` (bounds aside)."""
-    dty = cm.ty(s.dist)
-    sig = signatures.lookup(dty.dist) if dty.dist else None
-    if sig is None or sig.support is None:
+def _class_support(c: str | None):
+    """A support class as a key: an interval (lo, hi) for the real line, the positive
+    reals and (0, 1); else the class (``ordered``)."""
+    if c is None:
         return None
-    return _SUPPORT_CLASS.get(sig.support, sig.support)
+    c = _SUPPORT_CLASS.get(c, c)
+    return _INTERVALS.get(c, c)
 
 
-def _support_words(key: str) -> str:
-    return _SUPPORT_WORDS[key][0] if key in _SUPPORT_WORDS else key
+def _support(cm, s: ast.Sample, declared: bool = True):
+    """The support of site ``s`` of checked model ``cm`` as a key: an interval
+    ``(lo, hi)`` (boundaries aside: they hold no mass), a class name (:data:`_SUPPORT_CLASS`)
+    or None when it is not known from the source alone (``Uniform(a, b)`` of data or
+    params). ``declared``: the declared type's set where it has one."""
+    info = cm.sites.get(id(s))
+    c = info.constraint if info is not None and declared else None
+    if isinstance(c, str):
+        return _class_support(c)
+    if c is not None:
+        kind, *bounds = c
+        vals = [_literal(b) for b in bounds]
+        if any(v is None for v in vals):
+            return None
+        return {"greater_than": lambda: (vals[0], _INF), "less_than": lambda: (-_INF, vals[0]),
+                "interval": lambda: (vals[0], vals[1])}.get(kind, lambda: None)()
+    return _dist_support(cm, s.dist)
+
+
+def _dist_support(cm, d: ast.Expr):
+    """The support of distribution ``d`` as a key (:func:`_support`): its signature's, or
+    from literal arguments where it follows them (``Uniform(0, 1)``, ``Pareto(1, a)``,
+    ``Truncated(Normal(m, s), low=1)``)."""
+    dty = cm.ty(d)
+    sig = signatures.lookup(dty.dist) if dty.dist else None
+    if sig is None or not isinstance(d, ast.Call):
+        return None
+    if sig.support is not None:
+        return _class_support(sig.support)
+    if dty.dist == "Uniform":
+        lo, hi = _literal(_arg(d, "low", 0)), _literal(_arg(d, "high", 1))
+        return None if lo is None or hi is None else (lo, hi)
+    if dty.dist == "Pareto":
+        lo = _literal(_arg(d, "scale", 0))
+        return None if lo is None else (lo, _INF)
+    if dty.dist == "Truncated":
+        base = _arg(d, "base_dist", 0)
+        inner = _dist_support(cm, base) if base is not None else None
+        if not isinstance(inner, tuple):
+            return None
+        lo, hi = inner
+        for key, pick in (("low", max), ("high", min)):
+            e = _arg(d, key, None)
+            if e is not None:
+                v = _literal(e)
+                if v is None:
+                    return None
+                lo, hi = (pick(lo, v), hi) if key == "low" else (lo, pick(hi, v))
+        return (lo, hi)
+    return None
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def _support_words(key) -> str:
+    """A support key in words: "the positive reals", "numbers >= 1", "ordered vectors"."""
+    if isinstance(key, tuple):
+        for c, iv in _INTERVALS.items():
+            if iv == key:
+                return _SUPPORT_WORDS[c][0]
+        lo, hi = key
+        if hi == _INF:
+            return f"numbers >= {_num(lo)}"
+        if lo == -_INF:
+            return f"numbers <= {_num(hi)}"
+        return f"the interval ({_num(lo)}, {_num(hi)})"
+    return _SUPPORT_WORDS[key][0] if key in _SUPPORT_WORDS else str(key)
+
+
+def _declared_type(key, shape) -> str | None:
+    """The declared type that maps a real draw onto support ``key`` (``real<lower=1>``),
+    with ``shape``; None where a guide cannot map into it."""
+    dims = f"[{', '.join(str(d) for d in shape)}]" if shape else ""
+    if isinstance(key, tuple):
+        lo, hi = key
+        bounds = ([f"lower={_num(lo)}"] if lo != -_INF else []) + (
+            [f"upper={_num(hi)}"] if hi != _INF else [])
+        return f"real<{', '.join(bounds)}>{dims}" if bounds else None
+    if key in ("ordered", "positive_ordered"):
+        return f"{key}{dims}"
+    return None
+
+
+def _support_notes(name: str, key, shape) -> list[str]:
+    """What a guide for a latent on support ``key`` can be."""
+    words = _support_words(key)
+    known = None
+    if isinstance(key, tuple):
+        known = next((_SUPPORT_WORDS[c][1] for c, iv in _INTERVALS.items() if iv == key), None)
+        if known is None:
+            lo, hi = key
+            known = "Truncated(Normal(loc, scale)" + (
+                f", low={_num(lo)}" if lo != -_INF else "") + (
+                f", high={_num(hi)}" if hi != _INF else "") + ")"
+    elif key in _SUPPORT_WORDS:
+        known = _SUPPORT_WORDS[key][1] or None
+    decl = _declared_type(key, shape)
+    notes = []
+    if known:
+        notes.append(f"a guide for a latent on {words}: {known}")
+    elif decl is None:
+        notes.append(f"no distribution of the library has {words} as its support, and "
+                     "neither a guide nor an autoguide can map a draw into them (Pyro has "
+                     "no bijection onto them)")
+    if decl is not None and key != _INTERVALS["real"]:
+        notes.append(("or " if known else "no distribution of the library has that "
+                      "support: ") + "map a Normal draw into it with a declared type: "
+                     f"{name}: {decl} ~ Normal(loc, scale)")
+    return notes
+
+
+def _mappable(c) -> bool:
+    """Can a guide's declared type with constraint ``c`` map a real draw into its set?"""
+    if isinstance(c, str):
+        return _SUPPORT_CLASS.get(c, c) in _MAPPABLE
+    return c is not None and c[0] in ("greater_than", "less_than", "interval")
 
 
 def _text(e: ast.Expr) -> str:
@@ -407,26 +545,35 @@ def _against_model(g: ast.Guide, gm, cm, out: list[Diagnostic]) -> None:
                        "a guide of the model's kind, one value per element (Normal(loc, "
                        f"scale) with loc of shape {sizes.show(mshape)}), or an autoguide"]))
             continue
-        if info.constraint is not None:
-            out.append(Diagnostic(
-                f"a bound on a guide's '~' does not restrict its draws: '{s.name}' is drawn "
-                f"from {gm.ty(s.dist).dist or 'its distribution'}, whose support is "
-                f"{_support_words(_dist_support(gm, s) or 'unknown')}",
-                s.type.span if s.type is not None else s.name_span,
-                notes=["choose a distribution with the latent's support and drop the "
-                       "bound"]))
-            continue
-        msup, gsup = _support(cm, ms), _support(gm, s)
+        msup = _support(cm, ms)
+        gname = gm.ty(s.dist).dist or "distribution"
+        if info.constraint is not None:  # a declared type maps a real draw into its set
+            base = _support(gm, s, declared=False)
+            what = f"the declared type of '{s.name}'"
+            if not _mappable(info.constraint):
+                out.append(Diagnostic(
+                    f"{what} is {_support_words(_class_support(info.constraint))}, which "
+                    "a guide cannot map a draw into", s.type.span,
+                    notes=_support_notes(s.name, msup, mshape) if msup is not None else []))
+                continue
+            if base != _INTERVALS["real"]:
+                out.append(Diagnostic(
+                    f"{what} maps a draw on the real line into its set, but '{s.name}' is "
+                    f"drawn from {gname}, whose support is "
+                    f"{_support_words(base) if base is not None else 'not the real line'}",
+                    s.dist.span,
+                    notes=["draw it from Normal(loc, scale) (mapped into the set), or drop "
+                           "the declared type and choose a distribution with the latent's "
+                           "support"]))
+                continue
+        gsup = _support(gm, s)
         if msup is not None and gsup is not None and msup != gsup:
-            gname = gm.ty(s.dist).dist or "distribution"
-            notes = []
-            if msup in _SUPPORT_WORDS:
-                notes.append(f"a guide for a latent on {_support_words(msup)}: "
-                             f"{_SUPPORT_WORDS[msup][1]}")
+            has = f"guide's {gname} has support" if info.constraint is None else \
+                f"guide maps its {gname} draw into"
             out.append(Diagnostic(
                 f"'{s.name}' lies on {_support_words(msup)} in the model {at}, but the "
-                f"guide's {gname} has support {_support_words(gsup)}", s.dist.span,
-                notes=notes + ["a guide must put its mass where the model's density is"]))
-
+                f"{has} {_support_words(gsup)}", s.dist.span,
+                notes=_support_notes(s.name, msup, mshape)
+                + ["a guide must put its mass where the model's density is"]))
 
 __all__ = ["SUFFIX", "check_guides", "guide_model"]

@@ -76,6 +76,7 @@ from .shapes import (
     per_element,
     plate_aligned,
     plate_closed,
+    transformed,
 )
 from .truncated import Truncated
 
@@ -91,7 +92,7 @@ __all__ = [
     "full_data", "outer", "pow", "quad_form_diag", "reverse", "sd", "sort", "tril",
     "variance",
     "elu", "event", "eye", "full", "gelu", "gram", "kernels", "log_ccdf", "log_cdf", "log_prob",
-    "label_aligned", "label_matmul", "log_softmax", "logsumexp", "main",
+    "label_aligned", "label_matmul", "transformed", "log_softmax", "logsumexp", "main",
     "max", "mean", "min", "network", "nn", "normal_cdf", "ones", "per_element", "plate_aligned",
     "plate_closed",
     "prod", "real", "reduce_elements",

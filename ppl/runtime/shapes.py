@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
-from pyro.distributions import TorchDistribution, constraints
+from pyro.distributions import TorchDistribution, TransformedDistribution, constraints
 from pyro.distributions.transforms import CholeskyTransform
 from torch.distributions import biject_to
 from torch.distributions.transforms import ComposeTransform, Transform
@@ -220,6 +220,14 @@ class LabelFree(TorchDistribution):
     def rsample(self, sample_shape=()):
         sample_shape = torch.Size(sample_shape)
         return self._first(self.base.rsample(sample_shape), sample_shape)
+
+
+def transformed(base, constraint):
+    """A guide's draw with a declared type (``mu: ordered[2] ~ Normal(m, s)`` in a guide
+    block): ``base``, on the real line, mapped into the set ``constraint`` by Pyro's
+    ``biject_to`` (ordered: cumulative exp increments; lower bound: exp and shift; an
+    interval: sigmoid and scale), with the map's Jacobian in the density."""
+    return TransformedDistribution(base, biject_to(constraint))
 
 
 class Restricted(TorchDistribution):
