@@ -278,6 +278,17 @@ def test_methods_with_a_guide_block():
                     "not used (svi uses it)"]
 
 
+def test_unused_guide_block_warning_points_at_the_users_fit_line():
+    """Was ppl/model.py (a fixed stacklevel one frame short)."""
+    m = ppl.compile(COIN)
+    for infer in ("map", "svi(guide=normal)"):
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            m.fit({"y": Y, "M": 1}, infer=infer, steps=2, seed=0)
+        (x,) = [x for x in w if "guide block" in str(x.message)]
+        assert Path(x.filename).resolve() == Path(__file__).resolve(), infer
+
+
 def test_guide_custom_without_a_guide_block_is_an_error(tmp_path):
     src = "model A(y: real[N]) {\n  mu ~ Normal(0, 1)\n  y ~ Normal(mu, 1)\n}\n"
     assert _errors(src + "infer svi(steps=10, guide=custom)\n") == [
@@ -549,6 +560,54 @@ guide G {
     assert _errors(bnn) == [
         "6:7: model 'G' uses the construct gaussian_prior ('f' at 3:3): a guide block "
         "cannot stand for a construct's latents"]
+
+
+def test_a_guide_reading_a_summed_out_label_or_a_delta_is_told_why():
+    """Was "'z' is not defined; note: ... draw z ~ ... before this line", which is
+    itself an error (a label or a Delta site is not the guide's to draw)."""
+    label = """\
+model Mix(y: real[N]) {
+  mu ~ Normal(0, 1)
+  plate n in N {
+    z ~ Bernoulli(0.5)
+    y ~ Normal(mu * z, 1)
+  }
+}
+guide Mix {
+  plate n in N {
+    q = z + 1
+  }
+  mu ~ Normal(0, 1)
+}
+"""
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile(label, "m.bdl")
+    (d,) = e.value.diagnostics
+    assert (d.span.line, d.span.col) == (10, 9)
+    assert d.message == ("a guide cannot read 'z': it is a label of model Mix at 4:5 that "
+                         "svi sums out, with no value in the guide")
+    assert d.notes == ["the guide's draws cannot depend on a label summed out: write them "
+                       "without it (the fit sums the label out of the model, given the "
+                       "guide's draws)"]
+    delta = """\
+model D(y: real[N]) {
+  mu ~ Normal(0, 1)
+  c ~ Delta(2 * mu)
+  y ~ Normal(c, 1)
+}
+guide D {
+  param m: real = 0
+  mu ~ Normal(m + c, 1)
+}
+"""
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile(delta, "m.bdl")
+    (d,) = e.value.diagnostics
+    assert (d.span.line, d.span.col) == (8, 19)
+    assert d.message == ("a guide cannot read 'c': model D fixes it by its Delta at 3:3, "
+                         "and a guide neither draws nor reads it")
+    assert d.notes == ["compute its value in the guide under a name of its own ('c_q = "
+                       "...', from the latents the guide has drawn)"]
 
 
 def test_cli_check_exits_1_with_located_guide_errors(tmp_path):

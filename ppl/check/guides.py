@@ -125,7 +125,23 @@ def check_guides(program: ast.Program, models: dict, errors: list[Diagnostic],
         for d in inside:  # a model name the guide cannot see: say why
             name = d.message.split("'")[1] if d.message.endswith("' is not defined") else ""
             sym = cm.symbols.get(name)
-            if sym is not None and sym.role == "latent":
+            node = sym.node if sym is not None else None
+            dty = cm.ty(node.dist) if isinstance(node, ast.Sample) and \
+                sym.role == "latent" else None
+            if dty is not None and dty.enumerable:
+                d.message = (f"a guide cannot read '{name}': it is a label of model "
+                             f"{g.name}{_where(sym)} that svi sums out, with no value in "
+                             "the guide")
+                d.notes[:] = ["the guide's draws cannot depend on a label summed out: "
+                              "write them without it (the fit sums the label out of the "
+                              "model, given the guide's draws)"]
+            elif dty is not None and dty.dist == "Delta":
+                d.message = (f"a guide cannot read '{name}': model {g.name} fixes it by "
+                             f"its Delta{_where(sym)}, and a guide neither draws nor reads "
+                             "it")
+                d.notes[:] = [f"compute its value in the guide under a name of its own "
+                              f"('{name}_q = ...', from the latents the guide has drawn)"]
+            elif sym is not None and sym.role == "latent":
                 d.notes.append(f"a guide reads a latent of model {g.name} after drawing it "
                                f"itself: {name} ~ ... before this line")
             elif sym is not None:

@@ -8,6 +8,8 @@ and say so. docs/language.md, "Guides", is the user's account.
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import warnings
 
 # the generated guide function (``def NAME_guide``) of the model being fitted
@@ -30,6 +32,20 @@ def current():
     return _GUIDE[0]
 
 
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # ppl/
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of :func:`choose_guide`'s warnings that names the user's line
+    (``m.fit(...)``, a generated module's ``rt.main``): the first frame outside the ppl
+    package; 3 (the caller of ppl's entry point) when every frame is ppl's (``bdl``)."""
+    frame, level = sys._getframe(2), 2  # 0: here, 1: choose_guide
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+            _PACKAGE + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level if frame is not None else 3
+
+
 def choose_guide(method: str, opts: dict, explicit: bool, model: str | None,
                  guide_block: bool) -> dict:
     """``opts`` with svi's guide chosen for a model with or without a guide block:
@@ -50,12 +66,13 @@ def choose_guide(method: str, opts: dict, explicit: bool, model: str | None,
                        "autoguide (guide=normal, delta, lowrank, iaf)"])], "infer")
         if guide_block and guide != "custom":
             warnings.warn(f"svi(guide={guide}) fits an autoguide: the guide block of {name} "
-                          "is not used (guide=custom, the default, uses it)", stacklevel=3)
+                          "is not used (guide=custom, the default, uses it)",
+                          stacklevel=_caller_level())
     elif guide_block:
         what = ("map fits a point estimate (a delta guide)" if method == "map"
                 else f"{method} samples the posterior itself")
         warnings.warn(f"{what}: the guide block of {name} is not used (svi uses it)",
-                      stacklevel=3)
+                      stacklevel=_caller_level())
     return opts
 
 
