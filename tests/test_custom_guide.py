@@ -528,8 +528,7 @@ guide O {
     assert mu.mean(0).tolist() == pytest.approx([e0, e1], abs=0.25)
 
 
-def test_labels_and_constructs_are_refused_in_a_guide():
-    label = """\
+LABEL_MIX = """\
 model Mix(y: real[N]) {
   mu ~ Normal(0, 1)
   plate n in N {
@@ -537,6 +536,11 @@ model Mix(y: real[N]) {
     y ~ Normal(mu * z, 1)
   }
 }
+"""
+
+
+def test_labels_and_constructs_are_refused_in_a_guide():
+    label = LABEL_MIX + """\
 guide Mix {
   mu ~ Normal(0, 1)
   plate n in N {
@@ -565,14 +569,7 @@ guide G {
 def test_a_guide_reading_a_summed_out_label_or_a_delta_is_told_why():
     """Was "'z' is not defined; note: ... draw z ~ ... before this line", which is
     itself an error (a label or a Delta site is not the guide's to draw)."""
-    label = """\
-model Mix(y: real[N]) {
-  mu ~ Normal(0, 1)
-  plate n in N {
-    z ~ Bernoulli(0.5)
-    y ~ Normal(mu * z, 1)
-  }
-}
+    label = LABEL_MIX + """\
 guide Mix {
   plate n in N {
     q = z + 1
