@@ -566,27 +566,7 @@ guide G {
         "cannot stand for a construct's latents"]
 
 
-def test_a_guide_reading_a_summed_out_label_or_a_delta_is_told_why():
-    """Was "'z' is not defined; note: ... draw z ~ ... before this line", which is
-    itself an error (a label or a Delta site is not the guide's to draw)."""
-    label = LABEL_MIX + """\
-guide Mix {
-  plate n in N {
-    q = z + 1
-  }
-  mu ~ Normal(0, 1)
-}
-"""
-    with pytest.raises(ppl.BdlError) as e:
-        ppl.compile(label, "m.bdl")
-    (d,) = e.value.diagnostics
-    assert (d.span.line, d.span.col) == (10, 9)
-    assert d.message == ("a guide cannot read 'z': it is a label of model Mix at 4:5 that "
-                         "svi sums out, with no value in the guide")
-    assert d.notes == ["the guide's draws cannot depend on a label summed out: write them "
-                       "without it (the fit sums the label out of the model, given the "
-                       "guide's draws)"]
-    delta = """\
+READ_DELTA = """\
 model D(y: real[N]) {
   mu ~ Normal(0, 1)
   c ~ Delta(2 * mu)
@@ -597,14 +577,33 @@ guide D {
   mu ~ Normal(m + c, 1)
 }
 """
+READ_LABEL = LABEL_MIX + """\
+guide Mix {
+  plate n in N {
+    q = z + 1
+  }
+  mu ~ Normal(0, 1)
+}
+"""
+
+
+@pytest.mark.parametrize("src, at, message, notes", [
+    (READ_LABEL, (10, 9), "a guide cannot read 'z': it is a label of model Mix at 4:5 that "
+     "svi sums out, with no value in the guide",
+     ["the guide's draws cannot depend on a label summed out: write them without it (the "
+      "fit sums the label out of the model, given the guide's draws)"]),
+    (READ_DELTA, (8, 19), "a guide cannot read 'c': model D fixes it by its Delta at 3:3, "
+     "and a guide neither draws nor reads it",
+     ["compute its value in the guide under a name of its own ('c_q = ...', from the "
+      "latents the guide has drawn)"]),
+])
+def test_a_guide_reading_a_summed_out_label_or_a_delta_is_told_why(src, at, message, notes):
+    """Was "'z' is not defined; note: ... draw z ~ ... before this line", which is
+    itself an error (a label or a Delta site is not the guide's to draw)."""
     with pytest.raises(ppl.BdlError) as e:
-        ppl.compile(delta, "m.bdl")
+        ppl.compile(src, "m.bdl")
     (d,) = e.value.diagnostics
-    assert (d.span.line, d.span.col) == (8, 19)
-    assert d.message == ("a guide cannot read 'c': model D fixes it by its Delta at 3:3, "
-                         "and a guide neither draws nor reads it")
-    assert d.notes == ["compute its value in the guide under a name of its own ('c_q = "
-                       "...', from the latents the guide has drawn)"]
+    assert ((d.span.line, d.span.col), d.message, d.notes) == (at, message, notes)
 
 
 def test_cli_check_exits_1_with_located_guide_errors(tmp_path):
