@@ -72,6 +72,24 @@ model.bdl:2:9: error: unexpected '~'; expected a name
   note: 'param' is a keyword: choose another name""",
         id="keyword_as_name",
     ),
+    pytest.param(  # the grammar reads a name after 'param' and 'plate': was accepted
+        "model M(y: real[N]) {\n  param guide: real = 0\n  y ~ Normal(guide, 1)\n}\n",
+        """\
+model.bdl:2:9: error: unexpected 'guide'; expected a name
+    param guide: real = 0
+          ^~~~~
+  note: 'guide' is a keyword: choose another name""",
+        id="keyword_as_param_name",
+    ),
+    pytest.param(
+        "model M(y: real[N]) {\n  plate factor in N {\n    y ~ Normal(0, 1)\n  }\n}\n",
+        """\
+model.bdl:2:9: error: unexpected 'factor'; expected a name
+    plate factor in N {
+          ^~~~~~
+  note: 'factor' is a keyword: choose another name""",
+        id="keyword_as_plate_index",
+    ),
     pytest.param(
         "model M(y: real[N]) {\n  mu ~ Normal(0, 5)\n  y ~ Normal(where(0 < mu < 1, mu, 0), 1)\n}\n",
         """\

@@ -208,8 +208,17 @@ class _Build(Transformer):
         name, typ, value = c
         return ast.Assign(str(name), typ, value, span=_span_of(meta), name_span=_tok_span(name))
 
+    def _not_keyword(self, tok) -> None:
+        """A name the grammar takes where a keyword also fits (``param guide``): refused
+        as a keyword is anywhere else a name is written."""
+        if tok is not None and str(tok) in _STATEMENT_KEYWORDS:
+            self.errors.append(Diagnostic(
+                f"unexpected '{tok}'; expected a name", _tok_span(tok),
+                notes=[f"'{tok}' is a keyword: choose another name"]))
+
     def param(self, meta, c):
         name, typ, init = c
+        self._not_keyword(name)
         return ast.Param(str(name), typ, init, span=_span_of(meta), name_span=_tok_span(name))
 
     def factor(self, meta, c):
@@ -217,6 +226,7 @@ class _Build(Transformer):
 
     def plate(self, meta, c):
         index, size, batch, body = c
+        self._not_keyword(index)
         return ast.Plate(str(index) if index is not None else None, size, batch, body,
                          span=_span_of(meta))
 
@@ -405,6 +415,8 @@ def _token_message(parser: Lark, e: UnexpectedInput, tok: Token, names) -> str:
 # One table, read by _hint on every syntax error.
 _KEYWORDS = ("model", "guide", "infer", "plate", "param", "factor", "batch", "with", "in",
              "true", "false")
+# the keywords that cannot name anything (batch, with, in are keywords only in place)
+_STATEMENT_KEYWORDS = ("model", "guide", "infer", "plate", "param", "factor")
 # Stan's declaration types and the BDL base type each becomes
 _STAN_TYPES = {"vector": "real", "row_vector": "real", "matrix": "real", "real": "real",
                "int": "int", "simplex": "simplex", "ordered": "ordered",
