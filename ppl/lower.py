@@ -165,6 +165,9 @@ class Attr:
 class FactorOp:
     name: str
     value: object
+    # the trailing dims of a term outside plates, summed into one log-density term as
+    # Stan's target += sums a vector (pyro.factor outside plates takes a scalar)
+    summed: int = 0
 
 
 @dataclass
@@ -417,7 +420,10 @@ class _Lowerer:
                                self._constraint(info.constraint), self._var(s.name)))
             self.ir.params.append(s.name)
         elif isinstance(s, ast.Factor):
-            out.append(FactorOp(f"factor_{s.span.line}", self._expr(s.value)))
+            shape = self.cm.ty(s.value).shape
+            outside = not self.cm.sites[id(s)].plates
+            out.append(FactorOp(f"factor_{s.span.line}", self._expr(s.value),
+                                len(shape) if outside and shape else 0))
         elif isinstance(s, ast.Plate):
             out.append(self._plate(s))
 

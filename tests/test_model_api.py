@@ -298,6 +298,30 @@ model Censored(x: real[T], c: real[K]) {
     assert float(tail) < -700  # log(1 - cdf) would be -inf at z = 40
 
 
+@pytest.mark.parametrize("infer", ["map(steps=300, lr=0.05)",
+                                   "svi(steps=600, lr=0.05, particles=4)"])
+def test_a_vector_factor_outside_plates_is_summed_under_svi_and_map(infer):
+    """factor(v) of a vector v outside plates adds sum(v), as Stan's target += does (svi
+    and map failed with Pyro's 'invalid log_prob shape'; nuts summed already). With
+    mu ~ Normal(0, 1) and the factor log N(y | mu, 1) summed over y, the posterior is
+    Normal(sum(y) / (N + 1), 1 / sqrt(N + 1)): mean(y) * N / (N + 1) = 2.0 for y = 1..4,
+    the MAP and the autoguide's loc alike."""
+    m = ppl.compile("model M(y: real[N]) {\n  mu ~ Normal(0, 1)\n"
+                    "  factor(log_prob(Normal(mu, 1), y))\n}\n")
+    assert ".sum(-1))" in m.source
+    y = [1.0, 2.0, 3.0, 4.0]
+    fit = m.fit({"y": y}, infer=infer, samples=2000, seed=0)
+    mu = fit.samples["mu"].double()
+    assert float(mu.mean()) == pytest.approx(2.0, abs=0.05)
+    if infer.startswith("svi"):
+        assert float(mu.std()) == pytest.approx(1 / math.sqrt(5), rel=0.15)
+    # the same density as nuts's: log N(mu | 0, 1) + sum log N(y | mu, 1)
+    got = m.log_density({"mu": torch.tensor(0.5)}, {"y": y})
+    want = (torch.distributions.Normal(0.0, 1.0).log_prob(torch.tensor(0.5))
+            + torch.distributions.Normal(0.5, 1.0).log_prob(torch.tensor(y)).sum())
+    assert got == pytest.approx(float(want), abs=1e-4)
+
+
 def test_cumsum_lgamma_digamma():
     """cumsum (Stan's cumulative_sum), lgamma and digamma, against torch's."""
     m = ppl.compile("""

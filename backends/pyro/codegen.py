@@ -333,7 +333,9 @@ class _Emitter:
             parts += [expr(a) for a in c.args] + [f"{k}={expr(v)}" for k, v in c.kwargs]
             self.line(depth, f"{_var(op)} = {c.target}({', '.join(parts)})")
         elif isinstance(op, ir.FactorOp):
-            self.line(depth, f'pyro.factor("{op.name}", {expr(op.value)})')
+            value = expr(op.value) if not op.summed else expr(op.value, 9) + (
+                ".sum(-1)" if op.summed == 1 else f".sum({tuple(range(-op.summed, 0))})")
+            self.line(depth, f'pyro.factor("{op.name}", {value})')
         elif isinstance(op, ir.PlateOp):
             extra = ""
             if op.subsample is not None:
