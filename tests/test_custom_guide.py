@@ -470,6 +470,11 @@ def _one(model_line: str, guide_line: str) -> list[str]:
     ("p: real<lower=0> ~ Normal(0, 1)", "p ~ Gamma(c, 1)", None),
     ("p: ordered[2] ~ Normal(0, 2)", "p: ordered[2] ~ Normal(m, 1)", None),
     ("p ~ Uniform(a, 2)", "p ~ Normal(m, 1)", None),
+    # a declared set within the distribution's support: both hold
+    ("p: real<lower=0> ~ Uniform(0, 5)", "p: real<lower=0, upper=5> ~ Normal(m, 1)", None),
+    ("p: real<lower=0> ~ Uniform(0, 5)", "p ~ LogNormal(m, 1)",
+     "'p' lies on the interval (0, 5) in the model (drawn at 2:3), but the guide's "
+     "LogNormal has support the positive reals"),
 ])
 def test_guide_support_against_the_models(model_line, guide_line, expected):
     errors = _one(model_line, guide_line)

@@ -322,16 +322,22 @@ def _support(cm, s: ast.Sample, declared: bool = True):
     params). ``declared``: the declared type's set where it has one."""
     info = cm.sites.get(id(s))
     c = info.constraint if info is not None and declared else None
+    own = _dist_support(cm, s.dist)
+    if c is None:
+        return own
     if isinstance(c, str):
-        return _class_support(c)
-    if c is not None:
+        key = _class_support(c)
+    else:
         kind, *bounds = c
         vals = [_literal(b) for b in bounds]
-        if any(v is None for v in vals):
-            return None
-        return {"greater_than": lambda: (vals[0], _INF), "less_than": lambda: (-_INF, vals[0]),
-                "interval": lambda: (vals[0], vals[1])}.get(kind, lambda: None)()
-    return _dist_support(cm, s.dist)
+        key = None if any(v is None for v in vals) else {
+            "greater_than": lambda: (vals[0], _INF), "less_than": lambda: (-_INF, vals[0]),
+            "interval": lambda: (vals[0], vals[1])}.get(kind, lambda: None)()
+    if not isinstance(key, tuple):
+        return key
+    if not isinstance(own, tuple):  # the declared set within a support not known
+        return None
+    return (max(key[0], own[0]), min(key[1], own[1]))  # s: real<lower=0> ~ Uniform(0, 5)
 
 
 def _dist_support(cm, d: ast.Expr):
