@@ -8,8 +8,13 @@ rule of a model body holds in it, and then against its model (:func:`check_guide
   data, not a value the model computes, not a label that svi sums out);
 * each draw has the model site's shape and plates, and a distribution whose support is
   the model's (a ``Normal`` guide for a ``Beta`` latent would put mass where the model
-  has none);
-* its own names (``param``, ``=``) differ from the model's, its plates are the model's.
+  has none), compared where the source decides both (:func:`_support`: an interval from
+  literal bounds and arguments, or a class such as ordered vectors); a declared type on
+  a guide's ``~`` maps a draw on the real line into its set (``rt.transformed``);
+* in a model whose labels svi sums out, a vector latent outside plates is drawn per
+  element (ppl.lower.enum_dims), and so must the guide's draw of it be;
+* its own names (``param``, ``=``) differ from the model's, its plate indices included;
+  its plates are the model's (name, size, batch, Pyro dim).
 
 docs/language.md, "Guides", is the user's account of these rules.
 """
