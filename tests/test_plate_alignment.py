@@ -324,3 +324,14 @@ model P(x: real[N], perm: int[N], y: real[N], x2: real[N, M], y2: real[N, M]) {
     assert abs(got - want) < 1e-4
     got = float(tr.nodes["y2"]["fn"].log_prob(tr.nodes["y2"]["value"]).sum())
     assert abs(got - _normal(y2[i][:, j].double(), x2[i][:, j].double())) < 1e-4
+
+
+def test_the_suggested_declaration_keeps_an_index_vectors_int_type():
+    """An int vector not of the plate's size: the fix declares it int (declaring it real,
+    as the message once said, would break its use as an index)."""
+    errs = _errors("""
+model M(g: int[Z], a: real[K], y: real[N]) {
+  plate N { y ~ Normal(a[g], 1) }
+}
+""")
+    assert len(errs) == 1 and "g: int[N]" in errs[0] and "g: real[N]" not in errs[0]

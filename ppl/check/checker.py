@@ -1125,6 +1125,12 @@ class _ModelChecker(LabelLayout):
         ty = self.symbols[culprit].ty if culprit else self.types.get(id(node))
         return culprit, at, ty.shape if ty is not None else None
 
+    def _kind_of(self, name: str | None) -> str:
+        """The element type a suggested declaration of ``name`` keeps (``int`` for an
+        index vector: declaring it ``real`` would break its use as an index)."""
+        sym = self.symbols.get(name) if name else None
+        return sym.ty.kind if sym is not None and sym.ty.kind in ("int", "bool") else "real"
+
     def _report_unsubsampled(self, node: ast.Expr, d, plate: PlateInfo) -> None:
         """A value whose dimension of the subsampled plate's size is not its first (``X``
         of ``X: real[D, N]`` in ``w @ X``): the plate cuts data to its minibatch along
@@ -1137,7 +1143,8 @@ class _ModelChecker(LabelLayout):
                  f"value per element of the plate, but '{what}' (shape {sizes.show(shape)}) "
                  f"does not have the plate's size {size} as its first dimension, so the plate "
                  "does not cut it to its minibatch", at,
-                 [f"lay it out with the plate's dimension first ({what}: real[{size}, ...])",
+                 [f"lay it out with the plate's dimension first ({what}: "
+                  f"{self._kind_of(culprit)}[{size}, ...])",
                   f"or compute it before the plate (v = {text}), where a value of the "
                   "plate's size is cut to the minibatch",
                   f"or drop `batch` from plate {plate.name}"])
@@ -1155,7 +1162,8 @@ class _ModelChecker(LabelLayout):
         index = plate.index or "i"
         batch = " (nor subsampled with the batch)" if plate.subsample else ""
         notes = [f"if '{what}' has one value per element of plate {plate.name}, give it the "
-                 f"plate's size: {what}: real{sizes.show((plate.size,) + tuple(shape[1:]))}"
+                 f"plate's size: {what}: "
+                 f"{self._kind_of(culprit)}{sizes.show((plate.size,) + tuple(shape[1:]))}"
                  if culprit and self.symbols[culprit].role == "data" else
                  f"if '{what}' has one value per element of plate {plate.name}, give it the "
                  f"plate's size {size} as its first dimension",
