@@ -114,7 +114,7 @@ def test_predictive_draws_lie_inside_and_have_the_exact_means():
         "a": stats.truncnorm(-0.5, 1.0, loc=1.0, scale=2.0),  # inverse CDF
         "d": stats.truncnorm(3.0, math.inf),  # a tail: inverse CDF of log_ndtr
     }
-    gamma = stats.gamma(2.0)  # drawn by rejection
+    gamma = stats.gamma(2.0)  # drawn by bisection of its log tail
     b_mean = gamma.expect(lambda t: t, lb=1.0, ub=4.0, conditional=True)
     b_var = gamma.expect(lambda t: (t - b_mean) ** 2, lb=1.0, ub=4.0, conditional=True)
     ks = np.arange(2, 7)
@@ -286,3 +286,176 @@ def test_truncated_sites_live_on_the_device(device):
     draws = ppl.compile(PREDICT, "p.bdl").sample_prior({"M": 2}, num_samples=50, seed=0,
                                                         device=device)
     assert all(v.device.type == device for v in draws.values())
+
+
+# ---- far tails, huge bounds and exact draws (review of stop 25) -----------------------
+
+def _poisson_log_sf(lo, lam):
+    """log P(X >= lo) for X ~ Poisson(lam), summed in log space (scipy's logsf is inf or
+    -inf from about 1e-300 down)."""
+    from scipy.special import logsumexp
+    return logsumexp(stats.poisson.logpmf(np.arange(lo, lo + 2000), lam))
+
+
+@pytest.mark.parametrize("low", [30, 100, 250, 400])   # P(X >= 400) = 1e-700
+def test_poisson_with_only_a_lower_bound_keeps_its_far_tail(low):
+    with torch_defaults("cpu", "float64"):
+        lam = _t(3.0).requires_grad_()
+        lp = Truncated(dist.Poisson(lam), low=low).log_prob(_t(low + 1.0))
+        lp.backward()
+    lp = lp.detach()
+    want = stats.poisson.logpmf(low + 1, 3.0) - _poisson_log_sf(low, 3.0)
+    assert float(lp) == pytest.approx(want, rel=1e-10)
+    # d/dlam: (k / lam - 1) - d/dlam log P(X >= L), by a central difference of the sums
+    h = 1e-5
+    dz = (_poisson_log_sf(low, 3.0 + h) - _poisson_log_sf(low, 3.0 - h)) / (2 * h)
+    assert float(lam.grad) == pytest.approx((low + 1) / 3.0 - 1 - dz, rel=1e-6)
+
+
+def test_poisson_far_below_its_mean_and_huge_or_infinite_upper_bounds():
+    with torch_defaults("cpu", "float64"):
+        below = float(Truncated(dist.Poisson(_t(1000.0)), high=100).log_prob(_t(90.0)))
+        unbounded = Truncated(dist.Poisson(_t(3.0)), low=2).log_prob(_t([2.0, 4.0, 9.0]))
+        for high in (1e300, math.inf, [1e9, math.inf, 1e300]):
+            d = Truncated(dist.Poisson(_t(3.0)), low=2, high=high)
+            assert torch.equal(d.log_prob(_t([2.0, 4.0, 9.0])), unbounded)
+    assert below == pytest.approx(stats.poisson.logpmf(90, 1000) -
+                                  stats.poisson.logcdf(100, 1000), rel=1e-10)
+
+
+@pytest.mark.parametrize("base, frozen", [
+    (lambda: dist.Binomial(_t(10.0), _t(0.4)), stats.binom(10, 0.4)),
+    (lambda: dist.NegativeBinomial(_t(3.0), _t(0.4)), stats.nbinom(3, 0.6)),
+    (lambda: dist.Geometric(_t(0.3)), stats.geom(0.3, loc=-1)),
+])
+@pytest.mark.parametrize("low, high", [(3, 1e300), (3, math.inf), (3, 1e9), (None, 5)])
+def test_discrete_bases_take_huge_upper_bounds_without_a_grid_to_them(base, frozen, low, high):
+    with torch_defaults("cpu", "float64"):
+        got = float(Truncated(base(), low=low, high=high).log_prob(_t(4.0)))
+    lo = -1 if low is None else low - 1
+    z = frozen.cdf(min(high, 1e6)) - frozen.cdf(lo)
+    assert got == pytest.approx(frozen.logpmf(4) - math.log(z), rel=1e-12)
+
+
+def test_truncated_poisson_data_with_only_a_lower_bound_has_the_exact_posterior():
+    # d1 of the review: was a raw torch error (log 0 in the normaliser) at the first step
+    y = np.array([31, 35, 40, 30, 33])
+    source = ("model P(y: int[N]) {\n  lam ~ Exponential(0.05)\n"
+              "  y ~ Truncated(Poisson(lam), low=30)\n}\n")
+    lam = _nuts(source, {"y": y.tolist()}, samples=400, warmup=200).samples["lam"].double()
+    grid = np.linspace(0.01, 80.0, 40000)
+    logp = (stats.expon.logpdf(grid, scale=20.0)
+            + stats.poisson.logpmf(y[None, :], grid[:, None]).sum(1)
+            - len(y) * np.log(stats.poisson.sf(29, grid)))
+    w = np.exp(logp - logp.max())
+    w /= w.sum()
+    mean = (w * grid).sum()
+    sd = math.sqrt((w * (grid - mean) ** 2).sum())
+    assert mean == pytest.approx(28.2, abs=0.05)
+    assert abs(float(lam.mean()) - mean) < 4 * sd / math.sqrt(60)
+
+
+@pytest.mark.parametrize("base, log_pdf, log_sf", [
+    (lambda: dist.Laplace(_t(0.0), _t(1.0)), lambda x: -math.log(2.0) - x,
+     lambda x: -math.log(2.0) - x),
+    (lambda: dist.Gumbel(_t(0.0), _t(1.0)), lambda x: -x - math.exp(-x),
+     lambda x: -x - math.exp(-x) / 2),  # log(1 - exp(-e^-x)), e^-x below 1e-17
+    (lambda: dist.Weibull(_t(1.0), _t(2.0)), lambda x: math.log(2 * x) - x * x,
+     lambda x: -x * x),
+    (lambda: dist.Logistic(_t(0.0), _t(1.0)), lambda x: -x - 2 * math.log1p(math.exp(-x)),
+     lambda x: -x - math.log1p(math.exp(-x))),
+    (lambda: dist.Cauchy(_t(0.0), _t(1.0)), lambda x: -math.log(math.pi * (1 + x * x)),
+     lambda x: math.log(math.atan(1 / x) / math.pi)),
+    (lambda: dist.Exponential(_t(1.0)), lambda x: -x, lambda x: -x),
+])
+@pytest.mark.parametrize("low", [40.0, 800.0])
+def test_far_upper_tails_of_other_bases_are_exact(base, log_pdf, log_sf, low):
+    x = low + 0.5
+    with torch_defaults("cpu", "float64"):
+        d = Truncated(base(), low=low)
+        got = float(d.log_prob(_t(x)))
+        both = float(Truncated(base(), low=low, high=low + 1.0).log_prob(_t(x)))
+        draws = d.sample((4000,))
+    assert got == pytest.approx(log_pdf(x) - log_sf(low), rel=1e-9)
+    assert math.isfinite(both) and both >= got
+    assert bool((draws > low).all()) and bool(torch.isfinite(draws).all())
+    assert len(set(draws.tolist())) == 4000  # not collapsed onto the bound
+
+
+def test_gamma_far_tail_against_mpmath():
+    import mpmath
+    for a, low in [(2.0, 40.0), (2.0, 800.0), (3.5, 900.0)]:
+        with torch_defaults("cpu", "float64"):
+            got = float(Truncated(dist.Gamma(_t(a), _t(1.0)), low=low).log_prob(_t(low + 1)))
+        # log pdf(x) - log S(low) = (a - 1) log x - x - log Gamma(a, low) (upper, unscaled)
+        x = mpmath.mpf(low + 1)
+        want = float((a - 1) * mpmath.log(x) - x - mpmath.log(mpmath.gammainc(a, low)))
+        assert got == pytest.approx(want, rel=1e-9), (a, low)
+
+
+def test_draws_by_bisection_and_inverse_cdf_have_the_exact_means():
+    pyro.set_rng_seed(1)
+    n = 20000
+    with torch_defaults("cpu", "float64"):
+        cases = [
+            # q4 of the review: 0.19% of the mass in [1, 4], rejection gave up
+            (Truncated(dist.Gamma(_t(2.0), _t(6.0)), low=1.0, high=4.0),
+             stats.gamma(2.0, scale=1 / 6.0), 1.0, 4.0),
+            (Truncated(dist.Gamma(_t(2.0), _t(1.0)), low=30.0), stats.gamma(2.0), 30.0, math.inf),
+            (Truncated(dist.InverseGamma(_t(3.0), _t(1.0)), low=0.01, high=0.1),
+             stats.invgamma(3.0), 0.01, 0.1),
+            (Truncated(dist.Weibull(_t(1.0), _t(2.0)), low=2.0), stats.weibull_min(2.0), 2.0,
+             math.inf),
+        ]
+        draws = [d.sample((n,)) for d, *_ in cases]
+    for x, (_, frozen, lo, hi) in zip(draws, cases, strict=True):
+        mean = frozen.expect(lambda v: v, lb=lo, ub=hi, conditional=True)
+        second = frozen.expect(lambda v: v * v, lb=lo, ub=hi, conditional=True)
+        sd = math.sqrt(second - mean * mean)
+        assert bool(((x >= lo) & (x <= hi)).all())
+        assert abs(float(x.mean()) - mean) < 4 * sd / math.sqrt(n), frozen.dist.name
+
+
+def test_discrete_draws_start_at_the_lower_bound():
+    pyro.set_rng_seed(2)
+    n = 20000
+    with torch_defaults("cpu", "float64"):
+        # zero-truncated Poisson with a tiny rate (pr.bdl at x = -3): was 'could not draw'
+        tiny = Truncated(dist.Poisson(_t(1e-4)), low=1).sample((n,))
+        zt = Truncated(dist.Poisson(_t(0.5)), low=1).sample((n,))
+        far = Truncated(dist.Poisson(_t(3.0)), low=30).sample((n,))
+        geo = Truncated(dist.Geometric(_t(0.3)), low=5, high=9).sample((n,))
+    assert float(tiny.min()) == 1.0 and float(tiny.mean()) == pytest.approx(1.0, abs=1e-3)
+    exact = 0.5 / (1 - math.exp(-0.5))
+    assert abs(float(zt.mean()) - exact) < 4 * math.sqrt(0.6 / n)
+    ks = np.arange(30, 200)
+    p = np.exp(stats.poisson.logpmf(ks, 3.0) - _poisson_log_sf(30, 3.0))
+    assert abs(float(far.mean()) - (p * ks).sum()) < 4 * math.sqrt(1.2 / n)
+    ks = np.arange(5, 10)
+    p = stats.geom.pmf(ks + 1, 0.3) / stats.geom.pmf(ks + 1, 0.3).sum()
+    assert abs(float(geo.mean()) - (p * ks).sum()) < 4 * math.sqrt(2.0 / n)
+
+
+def test_expand_keeps_number_bounds_so_a_batch_plate_fits():
+    with torch_defaults("cpu", "float64"):
+        d = Truncated(dist.Normal(_t(0.0), _t(1.0)), low=0.0).expand((3,))
+        assert d.batch_shape == (3,) and d.low.shape == ()
+        y = torch.distributions.biject_to(d.support)(_t([-1.0, 0.0, 1.0, 2.0, 3.0]))
+        assert bool((y > 0).all())
+    source = ("model P(y: real[N]) {\n  mu ~ Normal(0, 3)\n  plate n in N batch 2 {\n"
+              "    z ~ Truncated(Normal(mu, 1), low=0)\n    y ~ Normal(z, 0.5)\n  }\n}\n")
+    m = ppl.compile(source, "b1.bdl")
+    for guide in ("normal", "delta"):  # b1 of the review: both stopped with a size error
+        fit = m.fit({"y": [0.5, 1.2, 0.1, 2.3]}, infer=f"svi(guide={guide}, steps=30)",
+                    seed=0, samples=20)
+        assert fit.samples["z"].shape[-1] == 4 and bool((fit.samples["z"] >= 0).all())
+
+
+def test_a_per_element_bound_of_a_latent_in_a_batch_plate_is_refused():
+    assert _check_errors(
+        "model P(y: real[N], L: real[N]) {\n  plate n in N batch 2 {\n"
+        "    z ~ Truncated(Normal(0, 1), low=L[n])\n    y ~ Normal(z, 0.5)\n  }\n}\n") == """\
+model.bdl:3:37: error: bound low of 'z' varies along plate n, which is subsampled (batch): a bound per element needs the whole plate
+      z ~ Truncated(Normal(0, 1), low=L[n])
+                                      ^~~~
+  note: drop `batch` from plate n, or use one bound for every element"""

@@ -2722,6 +2722,16 @@ class _ModelChecker(LabelLayout):
         in the tails); a base without one can be truncated where it is observed only."""
         found = self._dist_bound.get(id(s.dist))
         base = found[1]["base_dist"][1].dist if found and "base_dist" in found[1] else None
+        batched = [p for p in self.plate_stack if p.subsample]
+        for k in ("low", "high") if found and batched else ():
+            if k in found[1] and self._plate_width(found[1][k][0]) != 0:
+                # as a declared bound (_vector_bound): the autoguide's transform keeps the
+                # support of the first minibatch it sees
+                self.err(f"bound {k} of '{s.name}' varies along plate {batched[0].name}, "
+                         "which is subsampled (batch): a bound per element needs the whole "
+                         "plate", found[1][k][0].span,
+                         [f"drop `batch` from plate {batched[0].name}, or use one bound for "
+                          "every element"])
         if base is not None and base not in signatures.TRUNCATE_ICDF:
             self.err(f"'{s.name}' is a latent, and a truncated {base} cannot be drawn: "
                      f"Pyro gives {base} no inverse CDF", s.dist.span,

@@ -40,8 +40,9 @@ BDL_DISTRIBUTIONS = {
 # The bases ``Truncated`` takes, by how it normalises and draws them; the checker reads
 # these, tests/test_truncated.py checks them against Pyro. A continuous base needs a cdf
 # (the normaliser F(high) - F(low)); a latent also its icdf (reparameterised draws; the
-# others are drawn by rejection, for predictive draws of data only). A discrete base with
-# support from 0 is normalised by summing its pmf.
+# others are drawn by bisecting their log tail, for predictive draws of data only). A
+# discrete base with support from 0 is normalised by its incomplete gamma (Poisson), in
+# closed form (Geometric) or by summing its pmf.
 TRUNCATE_ICDF = frozenset({
     "Cauchy", "Exponential", "GeneralizedPareto", "Gumbel", "HalfCauchy", "HalfNormal",
     "Kumaraswamy", "Laplace", "LogNormal", "Logistic", "Normal", "Pareto", "SoftLaplace",

@@ -5,27 +5,39 @@ The log density is ``D.log_prob(x) - log(F(H) - F(L))`` inside the interval and 
 outside; the support is the interval (intersected with D's own), so samplers move a
 truncated latent on the unconstrained scale through ``biject_to(support)``.
 
-- Continuous D: the normaliser comes from D's cdf, in log space through
-  :func:`ppl.runtime.functions.log_cdf` / ``log_ccdf`` (``log_ndtr`` for a Normal, finite far in
-  a tail), as a difference of upper-tail masses when the interval lies above D's median.
-  Draws are by the inverse CDF, reparameterised (exact in a Normal's far tails); a base
-  without icdf (Gamma) is drawn by rejection, which is exact but not reparameterised.
-- Discrete D (Poisson, Binomial, ...; support from 0): the normaliser is the pmf summed
-  over the interval, or 1 minus its sum below L when there is no upper bound. Draws are
-  by the inverse CDF over a finite interval, by rejection otherwise.
+- The normaliser is computed in log space from D's two tails, log F (below) and log S
+  (above): a difference of upper-tail masses when the interval lies above D's median, of
+  lower-tail masses otherwise, so an interval far out in a tail keeps its precision.
+  Closed forms of both tails (:func:`_tails`): Normal, LogNormal, HalfNormal (``log_ndtr``),
+  Exponential, Laplace, Logistic, Gumbel, Weibull, Cauchy, HalfCauchy, Pareto, Kumaraswamy,
+  Gamma/Chi2 and InverseGamma (the regularised incomplete gamma, with its asymptotic series
+  where that underflows); Poisson (incomplete gamma, with the tail series past underflow)
+  and Geometric exactly. The other continuous bases use ``log(cdf)``, exact until the
+  tail mass falls below the cdf's round-off (about 1e-16); the other discrete bases
+  (Binomial, BetaBinomial, NegativeBinomial, GammaPoisson) sum their pmf in log space over
+  the interval, cut 50 standard deviations above the larger of its lower bound and the mean.
+- Draws: a continuous latent with a closed-form inverse tail is drawn by inverting it
+  (reparameterised, exact far in a tail); the other bases with an icdf through it; a base
+  without one (Gamma, Chi2, InverseGamma) by bisecting its log tail (exact, not
+  reparameterised). Discrete draws: the inverse CDF upward from the lower bound.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from types import SimpleNamespace
 
 import torch
 from pyro.distributions import TorchDistribution, constraints
 
-from .functions import log_ccdf, log_cdf
+from .functions import _tails as _ndtr_tails
 
-_REJECTION_ROUNDS = 1000
+D = torch.distributions
+_LOG_HALF = -math.log(2.0)
+_BISECTIONS = 200
+_SERIES = 1000  # terms of a Poisson tail series past gammainc's underflow
+_GRID_SDS = 50.0  # a pmf summed this many sds above max(low, mean): the rest is < e^-40
 
 
 def _device(d) -> torch.device | None:
@@ -62,8 +74,140 @@ def _support_bounds(d):
 
 def _log1mexp(a):
     """log(1 - exp(a)) for a <= 0, accurate at both ends."""
-    return torch.where(a > -math.log(2.0), torch.log(-torch.expm1(a)),
+    return torch.where(a > _LOG_HALF, torch.log(-torch.expm1(a)),
                        torch.log1p(-torch.exp(a)))
+
+
+def _safe_log(p):
+    """log p, -inf at 0, with a finite gradient where p > 0 (no NaN through a where)."""
+    pos = p > 0
+    return torch.where(pos, torch.log(torch.where(pos, p, 1.0)), -torch.inf)
+
+
+def _gamma_tails(a, y):
+    """(log P(G <= y), log P(G > y)) for G ~ Gamma(a, 1): the regularised incomplete
+    gamma, and past its underflow (below 1e-308) the series
+    y^(a-1) e^-y / Gamma(a) * sum_n (a-1)...(a-n) / y^n (upper tail: asymptotic, cut at
+    its smallest term; exact for a whole a) and
+    y^a e^-y / Gamma(a+1) * sum_n y^n / ((a+1)...(a+n)) (lower tail)."""
+    y = torch.clamp(y, min=0.0)
+    lo, up = _safe_log(torch.special.gammainc(a, y)), _safe_log(torch.special.gammaincc(a, y))
+    if bool(torch.isinf(up).any()) and bool((y > 0).any()):
+        ys = torch.where(y > 0, y, 1.0)
+        n = torch.arange(1, _SERIES + 1, dtype=y.dtype, device=y.device)
+        n = n.reshape((-1,) + (1,) * y.dim())
+        # cut where the terms stop falling (exact for a whole a: they reach 0 at n = a)
+        ratio = torch.where((a - n).abs() < ys, (a - n) / ys, 0.0)
+        terms = torch.cat([torch.ones_like(ratio[:1]), torch.cumprod(ratio, 0)]).sum(0)
+        tail = ((a - 1) * torch.log(ys) - ys - torch.lgamma(a)
+                + _safe_log(terms.clamp(min=0.0)))
+        up = torch.where(torch.isinf(up) & (y > 0), tail, up)
+    if bool(torch.isinf(lo).any()) and bool((y > 0).any()):
+        ys = torch.where(y > 0, y, 1.0)
+        n = torch.arange(1, _SERIES + 1, dtype=y.dtype, device=y.device)
+        n = n.reshape((-1,) + (1,) * y.dim())
+        terms = torch.cumsum(torch.log(ys) - torch.log(a + n), 0)
+        series = torch.logsumexp(torch.cat([torch.zeros_like(terms[:1]), terms]), 0)
+        tail = a * torch.log(ys) - ys - torch.lgamma(a + 1) + series
+        lo = torch.where(torch.isinf(lo) & (y > 0), tail, lo)
+    return lo, up
+
+
+def _tails(d, x):
+    """(log P(X <= x), log P(X > x)) of a continuous base in a closed form that keeps
+    both tails; None for a base without one (its cdf is used)."""
+    found = _ndtr_tails(d, x)
+    if found is not None:
+        return found
+    if isinstance(d, D.Laplace):
+        z = (x - d.loc) / d.scale
+        small = _LOG_HALF - z.abs()  # the tail on z's side
+        big = torch.log1p(-0.5 * torch.exp(-z.abs()))
+        return torch.where(z < 0, small, big), torch.where(z < 0, big, small)
+    if isinstance(d, _logistic()):
+        z = (x - d.loc) / d.scale
+        return torch.nn.functional.logsigmoid(z), torch.nn.functional.logsigmoid(-z)
+    if isinstance(d, D.Gumbel):
+        z = (x - d.loc) / d.scale
+        e = -torch.exp(-z)  # log F; log S = log(1 - e^e), -z - e^-z / 2 where e^-z underflows
+        return e, torch.where(z > 30, -z + e / 2, _log1mexp(e))
+    if isinstance(d, D.Weibull):
+        s = -torch.pow(torch.clamp(x, min=0.0) / d.scale, d.concentration)  # log S
+        return _log1mexp(s), s
+    if isinstance(d, D.Cauchy):
+        z = (x - d.loc) / d.scale
+        return (torch.log(torch.atan2(torch.ones_like(z), -z) / math.pi),
+                torch.log(torch.atan2(torch.ones_like(z), z) / math.pi))
+    if isinstance(d, D.HalfCauchy):
+        z = torch.clamp(x / d.scale, min=0.0)
+        return (_safe_log(2 / math.pi * torch.atan(z)),
+                torch.log(2 / math.pi * torch.atan2(torch.ones_like(z), z)))
+    if isinstance(d, D.Pareto):
+        s = d.alpha * (torch.log(d.scale) - torch.log(torch.maximum(x, d.scale)))
+        return _log1mexp(s), s
+    if isinstance(d, D.Kumaraswamy):
+        c = d.concentration1
+        s = d.concentration0 * torch.log1p(-torch.pow(torch.clamp(x, 0.0, 1.0), c))
+        return _log1mexp(s), s
+    if isinstance(d, D.InverseGamma):  # P(X <= x) = P(G >= rate / x)
+        lo, up = _gamma_tails(d.concentration, d.rate / torch.clamp(x, min=0.0))
+        return up, lo
+    if isinstance(d, D.Gamma):  # Chi2 too
+        return _gamma_tails(d.concentration, d.rate * x)
+    return None
+
+
+def _logistic():
+    from pyro.distributions import Logistic
+    return Logistic
+
+
+def _log_tails(d, x):
+    """(log F(x), log S(x)) of a continuous base: :func:`_tails`, else from its cdf."""
+    found = _tails(d, x)
+    if found is not None:
+        return found
+    c = d.cdf(x)
+    return _safe_log(c), _safe_log(1 - c)
+
+
+def _inverse_tail(d, lt, upper):
+    """x with log S(x) = lt (``upper``) or log F(x) = lt, in closed form for the bases
+    that have one (reparameterised); None for the others."""
+    lt = torch.clamp(lt, max=0.0)
+    if isinstance(d, D.Exponential):
+        return -(lt if upper else _log1mexp(lt)) / d.rate
+    if isinstance(d, D.Laplace):
+        near = lt < _LOG_HALF  # beyond the median on the target's side
+        z = torch.where(near, _LOG_HALF - lt, math.log(2.0) + _log1mexp(lt))
+        return d.loc + d.scale * (z if upper else -z)
+    if isinstance(d, _logistic()):
+        z = _log1mexp(lt) - lt
+        return d.loc + d.scale * (z if upper else -z)
+    if isinstance(d, D.Gumbel):
+        if not upper:
+            return d.loc - d.scale * torch.log(-lt)
+        # -log F = -log(1 - S): log of it is log S + S / 2 where F rounds to 1
+        far = lt < -30
+        log_t = torch.where(far, lt + torch.exp(lt) / 2,
+                            torch.log(-_log1mexp(torch.where(far, -1.0, lt))))
+        return d.loc - d.scale * log_t
+    if isinstance(d, D.Weibull):
+        neg_log_s = -(lt if upper else _log1mexp(lt))
+        return d.scale * torch.pow(neg_log_s, 1 / d.concentration)
+    if isinstance(d, D.Cauchy):
+        z = 1 / torch.tan(math.pi * torch.exp(lt))
+        return d.loc + d.scale * (z if upper else -z)
+    if isinstance(d, D.HalfCauchy):
+        p = torch.exp(lt)
+        return d.scale * (1 / torch.tan(math.pi / 2 * p) if upper
+                          else torch.tan(math.pi / 2 * p))
+    if isinstance(d, D.Pareto):
+        return d.scale * torch.exp(-(lt if upper else _log1mexp(lt)) / d.alpha)
+    if isinstance(d, D.Kumaraswamy):  # S = (1 - x^a)^b
+        log_s = lt if upper else _log1mexp(lt)
+        return torch.pow(-torch.expm1(log_s / d.concentration0), 1 / d.concentration1)
+    return None
 
 
 class Truncated(TorchDistribution):
@@ -101,7 +245,11 @@ class Truncated(TorchDistribution):
                                        else torch.maximum(low, as_bound(s_lo)))
         hi = high if s_hi is None else (as_bound(s_hi) if high is None
                                         else torch.minimum(high, as_bound(s_hi)))
+        if self.discrete:  # the integers in [lo, hi]
+            lo = lo.ceil()
+            hi = None if hi is None or not bool(torch.isfinite(hi).any()) else hi.floor()
         self._bounds = lo, hi
+        _check_interval(base_dist, lo, hi, self.discrete)
         self.has_rsample = not self.discrete and _has(self._raw, "icdf")
         super().__init__(batch_shape, torch.Size(), validate_args=validate_args)
 
@@ -118,62 +266,66 @@ class Truncated(TorchDistribution):
         return constraints.greater_than_eq(lo) if lo is not None else constraints.less_than(hi)
 
     def expand(self, batch_shape, _instance=None):
-        batch_shape = torch.Size(batch_shape)
-
-        def grow(b):
-            return None if b is None else b.expand(batch_shape)
-
-        return Truncated(self.base.expand(batch_shape), low=grow(self.low),
-                         high=grow(self.high), validate_args=self._validate_args)
+        # the bounds stay as given (a number stays a number): the support, and so an
+        # autoguide's transform, keeps the size the model declared, not a minibatch's
+        return Truncated(self.base.expand(torch.Size(batch_shape)), low=self.low,
+                         high=self.high, validate_args=self._validate_args)
 
     # -- the normaliser ------------------------------------------------------------------
 
     def log_normalizer(self):
         """log P(low <= X <= high) under the base, one per batch element."""
-        return self._log_mass_discrete() if self.discrete else self._log_mass_continuous()
-
-    def _log_mass_continuous(self):
-        d, lo, hi = self._raw, self._lo, self._hi
+        if self.discrete and not _closed_discrete(self._raw):
+            return self._log_mass_grid()
+        lo, hi = self._lo, self._hi
+        if self.discrete:
+            lo, hi = self._bounds
+            lo = None if self._lo is None else lo
+            hi = None if self._hi is None else hi
         if lo is None and hi is None:
             return self._zeros()
-        if lo is None:
-            return log_cdf(d, hi).expand(self.batch_shape)
-        if hi is None:
-            return log_ccdf(d, lo).expand(self.batch_shape)
-        f_lo, s_lo, f_hi, s_hi = log_cdf(d, lo), log_ccdf(d, lo), log_cdf(d, hi), log_ccdf(d, hi)
-        # above the median, F(L) and F(H) both round towards 1: subtract the upper tails
-        upper = f_lo > -math.log(2.0)
-        via_s = s_lo + _log1mexp(torch.where(upper, (s_hi - s_lo).clamp(max=0.0), -1.0))
-        via_f = f_hi + _log1mexp(torch.where(upper, -1.0, (f_lo - f_hi).clamp(max=0.0)))
-        return torch.where(upper, via_s, via_f).expand(self.batch_shape)
+        return _between(*self._tail_pair(lo, hi)).expand(self.batch_shape)
+
+    def _tail_pair(self, lo, hi):
+        """(log P(X < lo), log P(X >= lo), log P(X <= hi), log P(X > hi)); None for an
+        absent bound."""
+        tails = _discrete_tails if self.discrete else _log_tails
+        step = 1.0 if self.discrete else 0.0  # P(X < k) = P(X <= k - 1) for integers
+        at_lo = None if lo is None else tails(self._raw, lo - step)
+        at_hi = None if hi is None else tails(self._raw, hi)
+        return at_lo, at_hi
 
     def _zeros(self):
         return torch.zeros(self.batch_shape, dtype=torch.get_default_dtype(),
                            device=_device(self.base))
 
-    def _grid(self, top):
-        """The integers 0..top along a new leading dimension, against the batch shape."""
-        k = torch.arange(int(top) + 1, dtype=torch.get_default_dtype(),
-                         device=_device(self.base))
-        return k.reshape((-1,) + (1,) * len(self.batch_shape))
+    def _grid_top(self):
+        """The largest integer the pmf sums reach: the upper bound, capped at 50 sds above
+        max(lower bound, mean) (what lies beyond is below e^-40 of the interval's mass)."""
+        lo, hi = self._bounds
+        d = self._raw
+        cap = torch.maximum(lo, d.mean) + _GRID_SDS * d.variance.sqrt() + 100.0
+        top = cap if hi is None else torch.minimum(hi, cap)
+        return int(float(top.max()))
 
-    def _pmf(self, k):
-        """The base's pmf at the integers ``k`` (0 where outside its support)."""
-        ok = self._raw.support.check(k)
-        return torch.where(ok, self._raw.log_prob(torch.where(ok, k, 0.0)).exp(), 0.0)
+    def _grid(self):
+        """The integers min(lower bound)..top along a new leading dimension, and the mask
+        of those inside each element's interval."""
+        lo, hi = self._bounds
+        first = int(float(lo.min()))
+        k = torch.arange(first, max(self._grid_top(), first) + 1,
+                         dtype=torch.get_default_dtype(), device=_device(self.base))
+        k = k.reshape((-1,) + (1,) * len(self.batch_shape))
+        inside = (k >= lo) if hi is None else (k >= lo) & (k <= hi)
+        return k, inside
 
-    def _log_mass_discrete(self):
-        lo, hi = self._lo, self._hi
-        if lo is None and hi is None:
-            return self._zeros()
-        lo_ = lo.ceil() if lo is not None else None
-        if hi is None:  # P(X >= L) = 1 - P(X < L)
-            k = self._grid(max(float(lo_.max()) - 1, 0))
-            below = (self._pmf(k) * (k < lo_)).sum(0)
-            return torch.log1p(-below.clamp(max=1.0)).expand(self.batch_shape)
-        k = self._grid(max(float(hi.max()), 0))
-        inside = (k <= hi) if lo_ is None else (k >= lo_) & (k <= hi)
-        return torch.log((self._pmf(k) * inside).sum(0)).expand(self.batch_shape)
+    def _log_pmf(self, k, inside):
+        return torch.where(inside, self._raw.log_prob(torch.where(inside, k, self._bounds[0])),
+                           -torch.inf)
+
+    def _log_mass_grid(self):
+        k, inside = self._grid()
+        return torch.logsumexp(self._log_pmf(k, inside), 0).expand(self.batch_shape)
 
     # -- density -------------------------------------------------------------------------
 
@@ -196,21 +348,38 @@ class Truncated(TorchDistribution):
                                       "draw of it is not reparameterised")
         shape = self._extended_shape(sample_shape)
         lo, hi = self._lo, self._hi
-        if isinstance(self.base, torch.distributions.Normal):
+        normal = _as_normal(self.base, *self._bounds)
+        if normal is not None:
             from .shapes import _normal_between
 
-            u = torch.rand(shape, dtype=torch.float64, device=self.base.loc.device)
-            x = _normal_between(self.base, None if lo is None else lo.double(),
-                                None if hi is None else hi.double(), u)
-            x = x.to(torch.get_default_dtype())
-        else:
-            d = self._raw
-            u = torch.rand(shape, dtype=torch.get_default_dtype(),
-                           device=_device(self.base))
-            p_lo = d.cdf(lo) if lo is not None else torch.zeros(())
-            p_hi = d.cdf(hi) if hi is not None else torch.ones(())
-            x = d.icdf(p_lo + u * (p_hi - p_lo))
-        return self._clamp(x)
+            n, n_lo, n_hi, back = normal
+            u = torch.rand(shape, dtype=torch.float64, device=_device(self.base))
+            x = _normal_between(n, None if n_lo is None else n_lo.double(),
+                                None if n_hi is None else n_hi.double(), u)
+            return self._clamp(back(x.to(torch.get_default_dtype())))
+        u = torch.rand(shape, dtype=torch.get_default_dtype(), device=_device(self.base))
+        if _inverse_tail(self._raw, torch.zeros(()), True) is not None:
+            upper, lt = self._target(u)
+            x = torch.where(upper, _inverse_tail(self._raw, lt, True),
+                            _inverse_tail(self._raw, lt, False))
+            return self._clamp(x)
+        d = self._raw
+        p_lo = d.cdf(lo) if lo is not None else torch.zeros(())
+        p_hi = d.cdf(hi) if hi is not None else torch.ones(())
+        return self._clamp(d.icdf(p_lo + u * (p_hi - p_lo)))
+
+    def _target(self, u):
+        """For uniform ``u``: whether the interval lies above the median, and the log tail
+        the draw has there: log S(x) = log(S(L) - u (S(L) - S(H))) above the median,
+        log F(x) = log(F(L) + u (F(H) - F(L))) below it."""
+        (f_lo, s_lo), (f_hi, s_hi) = _fill(*self._tail_pair(self._lo, self._hi))
+        upper = f_lo > _LOG_HALF
+        gap_s = torch.where(upper, (s_hi - s_lo).clamp(max=0.0), -1.0)
+        gap_f = torch.where(upper, -1.0, (f_lo - f_hi).clamp(max=0.0))
+        in_s = s_lo + torch.log1p(u * torch.expm1(gap_s))
+        r = torch.exp(gap_f)
+        in_f = f_hi + torch.log(r + u * (1 - r))
+        return upper, torch.where(upper, in_s, in_f)
 
     def _clamp(self, x):
         """Round-off can put an inverse-CDF draw a hair outside the interval."""
@@ -225,36 +394,133 @@ class Truncated(TorchDistribution):
         with torch.no_grad():
             if self.has_rsample:
                 return self.rsample(sample_shape)
-            if self.discrete and self._hi is not None:
+            if self.discrete:
                 return self._discrete_icdf(sample_shape)
-            return self._rejection(sample_shape)
+            return self._bisect(sample_shape)
 
     def _discrete_icdf(self, sample_shape):
-        """An exact draw over the finite interval: the first k whose cumulative mass from
-        the lower bound reaches u times the total."""
+        """An exact draw: the first k from the lower bound whose cumulative mass reaches u
+        times the interval's (Geometric in closed form: memoryless)."""
         shape = self._extended_shape(sample_shape)
-        k = self._grid(max(float(self._hi.max()), 0))
-        inside = k <= self._hi if self._lo is None else (k >= self._lo.ceil()) & (k <= self._hi)
-        cum = (self._pmf(k) * inside).cumsum(0)
+        lo, hi = self._bounds
+        dev = _device(self.base)
+        if isinstance(self._raw, D.Geometric):
+            log_q = torch.log1p(-self._raw.probs)  # log P(X >= k) = k log q
+            span = None if hi is None else (hi - lo + 1) * log_q
+            u = torch.rand(shape, dtype=torch.get_default_dtype(), device=dev)
+            lt = torch.log1p(-u) if span is None else torch.log1p(u * torch.expm1(span))
+            return self._clamp(lo + torch.floor(lt / log_q))
+        k, inside = self._grid()
+        lp = self._log_pmf(k, inside)
+        cum = torch.exp(lp - lp.max(0).values).cumsum(0)
         u = torch.rand(shape, dtype=cum.dtype, device=cum.device) * cum[-1]
         below = (cum.reshape(cum.shape[:1] + (1,) * len(sample_shape) + cum.shape[1:])
                  < u.unsqueeze(0))
-        return below.sum(0).to(torch.get_default_dtype())
+        return self._clamp(k.reshape(-1)[0] + below.sum(0).to(torch.get_default_dtype()))
 
-    def _rejection(self, sample_shape):
-        """Base draws, redrawn where they fall outside the interval: exact; refused where
-        the interval's mass is too small for rejection to finish."""
+    def _bisect(self, sample_shape):
+        """An exact draw for a base without an icdf: bisection of its log tail at the
+        target :meth:`_target` gives, on t in (0, 1) mapped onto the interval (an
+        unbounded side through t / (1 - t) scales)."""
         shape = self._extended_shape(sample_shape)
-        x = self.base.sample(sample_shape)
-        for _ in range(_REJECTION_ROUNDS):
-            ok = self.support.check(x)
-            if bool(ok.all()):
-                return x
-            x = torch.where(ok, x, self.base.sample(sample_shape))
-        mass = float(self.log_normalizer().exp().min())
-        raise ValueError(f"could not draw {type(self.base).__name__} truncated to its interval "
-                         f"by rejection ({_REJECTION_ROUNDS} rounds; the interval holds "
-                         f"{mass:.2g} of its mass, shape {tuple(shape)})")
+        d, (lo, hi) = self._raw, self._bounds
+        u = torch.rand(shape, dtype=torch.get_default_dtype(), device=_device(self.base))
+        upper, lt = self._target(u)
+        try:
+            c = d.stddev.expand(self.batch_shape)
+            c = torch.where(torch.isfinite(c) & (c > 0), c, 1.0)
+        except NotImplementedError:
+            c = torch.ones(self.batch_shape, dtype=u.dtype, device=u.device)
+
+        def x_at(t):
+            if lo is not None and hi is not None:
+                return lo + (hi - lo) * t
+            if lo is not None:
+                return lo + c * t / (1 - t)
+            if hi is not None:
+                return hi - c * (1 - t) / t
+            return c * torch.logit(t)
+
+        a, b = torch.zeros_like(u), torch.ones_like(u)
+        for _ in range(_BISECTIONS):
+            t = (a + b) / 2
+            log_f, log_s = _log_tails(d, x_at(t))
+            # below the target: log F too small, or log S too large
+            low_side = torch.where(upper, log_s > lt, log_f < lt)
+            a, b = torch.where(low_side, t, a), torch.where(low_side, b, t)
+        return self._clamp(x_at((a + b) / 2))
+
+
+def _fill(at_lo, at_hi):
+    """The tail pairs with an absent bound as the whole line: (log F, log S) below the
+    support is (-inf, 0), above it (0, -inf)."""
+    ref = at_lo[0] if at_lo is not None else at_hi[0]
+    zero, ninf = torch.zeros_like(ref), torch.full_like(ref, -torch.inf)
+    return (at_lo if at_lo is not None else (ninf, zero),
+            at_hi if at_hi is not None else (zero, ninf))
+
+
+def _between(at_lo, at_hi):
+    """log P(lo <= X <= hi) from the tails at both ends, as the difference of upper tails
+    where the interval lies above the median, else of lower tails."""
+    if at_lo is None:
+        return at_hi[0]
+    if at_hi is None:
+        return at_lo[1]
+    (f_lo, s_lo), (f_hi, s_hi) = at_lo, at_hi
+    upper = f_lo > _LOG_HALF
+    via_s = s_lo + _log1mexp(torch.where(upper, (s_hi - s_lo).clamp(max=0.0), -1.0))
+    via_f = f_hi + _log1mexp(torch.where(upper, -1.0, (f_lo - f_hi).clamp(max=0.0)))
+    return torch.where(upper, via_s, via_f)
+
+
+def _closed_discrete(d) -> bool:
+    return isinstance(d, (D.Poisson, D.Geometric))
+
+
+def _discrete_tails(d, k):
+    """(log P(X <= k), log P(X > k)) at integers k for Poisson (incomplete gamma, and the
+    tail series sum_j of pmf ratios where it underflows) and Geometric (exactly)."""
+    if isinstance(d, D.Geometric):
+        log_q = torch.log1p(-d.probs)
+        s = torch.where(k >= 0, (torch.clamp(k, min=0.0) + 1) * log_q, 0.0)
+        return torch.where(k >= 0, _log1mexp(s), -torch.inf), s
+    lam = d.rate
+    kk = torch.clamp(k, min=0.0)
+    f, s = _gamma_tails(kk + 1, lam)  # P(X <= k) = Q(k + 1, lam), P(X > k) = P(k + 1, lam)
+    f, s = s, f
+    return torch.where(k >= 0, f, -torch.inf), torch.where(k >= 0, s, 0.0)
+
+
+def _as_normal(d, lo, hi):
+    """(a Normal, its bounds, the map back) for the bases drawn as a truncated Normal:
+    Normal; LogNormal (its log); HalfNormal (a Normal at 0 cut at its support's 0)."""
+    if isinstance(d, D.Normal):
+        return d, lo, hi, lambda x: x
+    if isinstance(d, D.LogNormal):
+        n = SimpleNamespace(loc=d.loc, scale=d.scale)
+        return (n, None if lo is None else torch.log(lo), None if hi is None else torch.log(hi),
+                torch.exp)
+    if isinstance(d, D.HalfNormal):
+        n = SimpleNamespace(loc=torch.zeros_like(d.scale), scale=d.scale)
+        return n, lo, hi, lambda x: x
+    return None
+
+
+def _check_interval(base, lo, hi, discrete):
+    """An interval with no mass (empty after meeting the base's support, or one point of
+    a continuous base) is refused here, not at 'cannot find valid initial params'."""
+    if lo is None or hi is None or lo.requires_grad or hi.requires_grad:
+        return
+    empty = (lo > hi) if discrete else (lo >= hi)
+    if bool(empty.any()):
+        i = int(empty.reshape(-1).nonzero()[0])
+        a, b = float(lo.expand(empty.shape).reshape(-1)[i]), \
+            float(hi.expand(empty.shape).reshape(-1)[i])
+        what = "integers" if discrete else "numbers"
+        raise ValueError(f"Truncated {type(base).__name__} keeps no {what}: its interval "
+                         f"[{a:g}, {b:g}] (the bounds met with {type(base).__name__}'s "
+                         "support) is empty" + ("" if discrete else " or a single point"))
 
 
 _HAS: dict = {}
