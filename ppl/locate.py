@@ -129,7 +129,9 @@ def _bound_at(b, at: tuple, shape) -> str:
     Binomial's n per row), its value at the bad element ``at`` of an array of ``shape``."""
     import torch
 
-    if isinstance(b, torch.Tensor) and b.numel() > 1:
+    if isinstance(b, torch.Tensor) and b.numel() == 1:
+        b = b.reshape(())  # a bound of one element ([2.2]) is a number
+    elif isinstance(b, torch.Tensor) and b.numel() > 1:
         if bool((b == b.flatten()[0]).all()):
             b = b.flatten()[0]
         else:

@@ -459,3 +459,92 @@ model.bdl:3:37: error: bound low of 'z' varies along plate n, which is subsample
       z ~ Truncated(Normal(0, 1), low=L[n])
                                       ^~~~
   note: drop `batch` from plate n, or use one bound for every element"""
+
+
+# ---- messages and degenerate intervals -------------------------------------------------
+
+@pytest.mark.parametrize("line, expected", [
+    ("y ~ Truncated(Truncated(Normal(0, 1), low=0), high=3)", """\
+model.bdl:2:17: error: Truncated takes the distribution to truncate, not another Truncated
+    y ~ Truncated(Truncated(Normal(0, 1), low=0), high=3)
+                  ^~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+  note: give both bounds to one: Truncated(D, low=L, high=H)"""),
+    ("y ~ Truncated(MixtureSameFamily(Categorical(ones(2) / 2), Normal(zeros(2), ones(2))), low=0)", """\
+model.bdl:2:17: error: Truncated does not take a mixture: it renormalises by the cdf (or the pmf from 0) of one of the distributions it lists
+    y ~ Truncated(MixtureSameFamily(Categorical(ones(2) / 2), Normal(zeros(2), ones(2))), low=0)
+                  ^~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+  note: continuous: Cauchy, Chi2, Exponential, Gamma, GeneralizedPareto, Gumbel, HalfCauchy, HalfNormal, InverseGamma, Kumaraswamy, Laplace, LogNormal, Logistic, Normal, Pareto, SoftLaplace, Uniform, Weibull
+  note: discrete: BetaBinomial, Binomial, GammaPoisson, Geometric, NegativeBinomial, Poisson
+  note: write the truncated mixture's density with factor(...)"""),
+])
+def test_a_truncated_or_mixture_base_is_refused_for_its_real_reason(line, expected):
+    assert _check_errors(f"model M(y: real[N]) {{\n  {line}\n}}\n") == expected
+
+
+def test_stan_truncation_hint_and_discrete_latent_warning_say_bdl_names():
+    with pytest.raises(ppl.BdlError) as e:
+        ppl.compile("model M(y: real[N]) {\n  y ~ lognormal(0, 1) T[, 3]\n}\n", "m.bdl")
+    assert "did you mean Truncated(LogNormal(0, 1), high=3)?" in str(e.value)
+    m = ppl.compile("model M(y: real[N]) {\n  k ~ Truncated(Poisson(3), low=1, high=5)\n"
+                    "  y ~ Normal(k, 1)\n}\n", "m.bdl")
+    assert [w.message for w in m.warnings] == [
+        "'k' is a latent with a truncated discrete distribution, which Pyro cannot "
+        "enumerate: it cannot be summed out, and NUTS, HMC and SVI move continuous latents "
+        "only; a fit refuses it, sample_prior runs it"]
+
+
+def test_the_cdf_of_a_truncated_distribution_for_log_cdf():
+    from ppl.runtime.functions import log_ccdf, log_cdf
+    with torch_defaults("cpu", "float64"):
+        normal = Truncated(dist.Normal(_t(0.0), _t(1.0)), low=-1.0, high=2.0)
+        got = normal.cdf(_t([-2.0, 0.0, 1.5, 3.0])).numpy()
+        pois = Truncated(dist.Poisson(_t(3.0)), low=2).cdf(_t([1.0, 2.0, 4.5])).numpy()
+        nb = Truncated(dist.NegativeBinomial(_t(3.0), _t(0.4)), low=2, high=8)
+        nb_cdf = nb.cdf(_t([1.0, 4.0, 10.0])).numpy()
+        expo = Truncated(dist.Exponential(_t(1.0)), high=3.0)
+        lc, lcc = float(log_cdf(expo, _t(1.0))), float(log_ccdf(expo, _t(1.0)))
+    np.testing.assert_allclose(got, stats.truncnorm(-1, 2).cdf([-2, 0, 1.5, 3]), rtol=1e-12)
+    sf1 = stats.poisson.sf(1, 3)
+    np.testing.assert_allclose(pois, [0, stats.poisson.pmf(2, 3) / sf1,
+                                      (stats.poisson.cdf(4, 3) - stats.poisson.cdf(1, 3)) / sf1],
+                               rtol=1e-12, atol=1e-300)
+    f = stats.nbinom(3, 0.6).cdf
+    np.testing.assert_allclose(nb_cdf, [0, (f(4) - f(1)) / (f(8) - f(1)), 1], rtol=1e-12)
+    assert lc == pytest.approx(math.log((1 - math.exp(-1)) / (1 - math.exp(-3))), rel=1e-12)
+    assert lcc == pytest.approx(math.log((math.exp(-1) - math.exp(-3)) / (1 - math.exp(-3))),
+                                rel=1e-12)
+
+
+def test_empty_or_one_point_intervals_are_refused_and_infinite_bounds_truncate_nothing():
+    with torch_defaults("cpu", "float64"):
+        cases = [(dist.Exponential(_t(1.0)), {"high": -1.0}),
+                 (dist.Normal(_t([0.0, 1.0]), _t(1.0)), {"low": _t([1.0, 0.0]),
+                                                         "high": _t([2.0, 0.0])}),
+                 (dist.Poisson(_t(3.0)), {"low": 2.2, "high": 2.8})]
+        said = []
+        for base, bounds in cases:
+            with pytest.raises(ValueError) as e:
+                Truncated(base, **bounds)
+            said.append(str(e.value))
+        free = Truncated(dist.Normal(_t(0.5), _t(1.0)), low=-math.inf)
+        lp = float(free.log_prob(_t(0.3)))
+        pois = Truncated(dist.Poisson(_t(3.0)), high=math.inf).log_prob(_t(4.0))
+    assert said == [
+        "Truncated Exponential keeps no value: [0, -1] (the bounds met with Exponential's "
+        "support) is empty",
+        "Truncated Normal keeps no value at element 1: [0, 0] (the bounds) is a single "
+        "point, which has no mass",
+        "Truncated Poisson keeps no value: [3, 2] (the integers within the bounds) is empty"]
+    assert lp == pytest.approx(stats.norm.logpdf(0.3, 0.5), rel=1e-12)
+    assert float(pois) == pytest.approx(stats.poisson.logpmf(4, 3.0), rel=1e-12)
+
+
+def test_an_empty_interval_in_the_data_is_a_located_error(tmp_path, bdl_here):
+    path = tmp_path / "m.bdl"
+    path.write_text("model M(y: real[N], L: real[N], H: real[N]) {\n  mu ~ Normal(0, 1)\n"
+                    "  y ~ Truncated(Normal(mu, 1), low=L, high=H)\n}\ninfer svi(steps=2)\n")
+    (tmp_path / "m.data.json").write_text('{"y": [1.0, 0.5], "L": [1.0, 0.0], "H": [1.0, 2.0]}')
+    r = bdl_here("run", str(path))
+    assert r.returncode == 1, r.stderr
+    assert ("m.bdl:3:3: error: Truncated Normal keeps no value at element 0: [1, 1] (the "
+            "bounds) is a single point, which has no mass") in r.stderr

@@ -1004,9 +1004,11 @@ class _ModelChecker(LabelLayout):
         needs finite support and one value per plate element: a whole vector of labels
         outside a plate is a single site with K^N values, which Pyro cannot enumerate."""
         if not dty.enumerable:
-            self._unfittable(f"'{s.name}' is a latent with unbounded discrete support "
-                             f"({dty.dist}): it cannot be summed out, and NUTS, HMC and SVI "
-                             "move continuous latents only", s.dist.span,
+            what = ("a truncated discrete distribution, which Pyro cannot enumerate"
+                    if dty.dist == "Truncated" else
+                    f"unbounded discrete support ({dty.dist})")
+            self._unfittable(f"'{s.name}' is a latent with {what}: it cannot be summed out, "
+                             "and NUTS, HMC and SVI move continuous latents only", s.dist.span,
                              ["observe it as data, or marginalise it by hand "
                               "(a finite truncation with Categorical, or a mixture)"])
             return
@@ -2700,15 +2702,24 @@ class _ModelChecker(LabelLayout):
             return UNKNOWN
         if base.kind != "dist" or base.dist is None:
             return UNKNOWN
+        listed = ["continuous: " + ", ".join(sorted(signatures.TRUNCATE_CDF)),
+                  "discrete: " + ", ".join(sorted(signatures.TRUNCATE_PMF))]
+        if base.dist == "Truncated":
+            self.err("Truncated takes the distribution to truncate, not another Truncated",
+                     node.span, ["give both bounds to one: Truncated(D, low=L, high=H)"])
+            return UNKNOWN
+        if base.dist == "MixtureSameFamily":
+            self.err("Truncated does not take a mixture: it renormalises by the cdf (or the "
+                     "pmf from 0) of one of the distributions it lists", node.span,
+                     listed + ["write the truncated mixture's density with factor(...)"])
+            return UNKNOWN
         if base.event != 0:
             self.err(f"Truncated needs a univariate distribution; {base.dist} draws "
                      "vectors or matrices", node.span)
             return UNKNOWN
         if base.dist not in signatures.TRUNCATE_CDF | signatures.TRUNCATE_PMF:
             self.err(f"Truncated needs the cdf of its distribution, and Pyro gives "
-                     f"{base.dist} none", node.span,
-                     ["continuous: " + ", ".join(sorted(signatures.TRUNCATE_CDF)),
-                      "discrete: " + ", ".join(sorted(signatures.TRUNCATE_PMF))])
+                     f"{base.dist} none", node.span, listed)
             return UNKNOWN
         out = base.shape
         for k in ("low", "high"):

@@ -228,6 +228,11 @@ class Truncated(TorchDistribution):
             return None if x is None else torch.as_tensor(x, dtype=dtype, device=device)
 
         low, high = as_bound(low), as_bound(high)
+        # an infinite bound (data's -Infinity, 1e400) truncates nothing on its side
+        if low is not None and bool((low == -math.inf).all()):
+            low = None
+        if high is not None and bool((high == math.inf).all()):
+            high = None
         shapes = [base_dist.batch_shape] + [b.shape for b in (low, high) if b is not None]
         batch_shape = torch.broadcast_shapes(*shapes)
         if base_dist.batch_shape != batch_shape:
@@ -249,7 +254,7 @@ class Truncated(TorchDistribution):
             lo = lo.ceil()
             hi = None if hi is None or not bool(torch.isfinite(hi).any()) else hi.floor()
         self._bounds = lo, hi
-        _check_interval(base_dist, lo, hi, self.discrete)
+        _check_interval(base_dist, lo, hi, self.discrete, s_lo is None and s_hi is None)
         self.has_rsample = not self.discrete and _has(self._raw, "icdf")
         super().__init__(batch_shape, torch.Size(), validate_args=validate_args)
 
@@ -263,6 +268,8 @@ class Truncated(TorchDistribution):
             return constraints.integer_interval(lo, hi)
         if lo is not None and hi is not None:
             return constraints.interval(lo, hi)
+        if lo is None and hi is None:  # infinite bounds on a base over the whole line
+            return self.base.support
         return constraints.greater_than_eq(lo) if lo is not None else constraints.less_than(hi)
 
     def expand(self, batch_shape, _instance=None):
@@ -336,9 +343,35 @@ class Truncated(TorchDistribution):
         inside = self.support.check(value)
         lo, hi = self._bounds
         safe = lo if lo is not None else hi
-        x = torch.where(inside, value, safe)
+        x = value if safe is None else torch.where(inside, value, safe)
         lp = self._raw.log_prob(x) - self.log_normalizer()
         return torch.where(inside, lp, -torch.inf)
+
+    def cdf(self, value):
+        """P(X <= value) of the truncated distribution (``log_cdf(Truncated(...), x)``)."""
+        x = torch.as_tensor(value, dtype=torch.get_default_dtype())
+        lo, hi = self._bounds
+        if self.discrete:
+            x = x.floor()
+        below = (x < lo) if lo is not None else torch.zeros_like(x, dtype=torch.bool)
+        above = (x >= hi) if hi is not None else torch.zeros_like(x, dtype=torch.bool)
+        inside = ~(below | above)
+        mid = torch.where(inside, x, lo if lo is not None else hi)
+        if self.discrete and not _closed_discrete(self._raw):
+            k, ok = self._grid()
+            k = k.reshape(k.shape[:1] + (1,) * (mid.dim() - len(self.batch_shape))
+                          + k.shape[1:])
+            ok = ok.reshape(k.shape[:1] + (1,) * (mid.dim() - len(self.batch_shape))
+                            + ok.shape[1:])
+            lp = self._log_pmf(k, ok & (k <= mid))
+            part = torch.logsumexp(lp, 0)
+        else:
+            tails = _discrete_tails if self.discrete else _log_tails
+            lo_side = None if self._lo is None and not self.discrete else \
+                (None if lo is None else tails(self._raw, lo - (1.0 if self.discrete else 0.0)))
+            part = _between(lo_side, tails(self._raw, mid))
+        p = torch.exp(part - self.log_normalizer()).clamp(0.0, 1.0)
+        return torch.where(below, 0.0, torch.where(above, 1.0, p))
 
     # -- draws ---------------------------------------------------------------------------
 
@@ -507,20 +540,21 @@ def _as_normal(d, lo, hi):
     return None
 
 
-def _check_interval(base, lo, hi, discrete):
+def _check_interval(base, lo, hi, discrete, as_given):
     """An interval with no mass (empty after meeting the base's support, or one point of
     a continuous base) is refused here, not at 'cannot find valid initial params'."""
     if lo is None or hi is None or lo.requires_grad or hi.requires_grad:
         return
     empty = (lo > hi) if discrete else (lo >= hi)
     if bool(empty.any()):
-        i = int(empty.reshape(-1).nonzero()[0])
-        a, b = float(lo.expand(empty.shape).reshape(-1)[i]), \
-            float(hi.expand(empty.shape).reshape(-1)[i])
-        what = "integers" if discrete else "numbers"
-        raise ValueError(f"Truncated {type(base).__name__} keeps no {what}: its interval "
-                         f"[{a:g}, {b:g}] (the bounds met with {type(base).__name__}'s "
-                         "support) is empty" + ("" if discrete else " or a single point"))
+        at = empty.reshape(-1).nonzero()[0]
+        a, b = (float(x.expand(empty.shape).reshape(-1)[at]) for x in (lo, hi))
+        name = type(base).__name__
+        what = ("the integers within the bounds" if discrete else "the bounds" if as_given
+                else f"the bounds met with {name}'s support")
+        where = "" if empty.dim() == 0 or empty.numel() == 1 else f" at element {int(at)}"
+        raise ValueError(f"Truncated {name} keeps no value{where}: [{a:g}, {b:g}] ({what}) "
+                         + ("is empty" if a > b else "is a single point, which has no mass"))
 
 
 _HAS: dict = {}

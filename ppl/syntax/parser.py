@@ -449,8 +449,21 @@ def _truncation(m) -> str:
     """Stan's ``y ~ normal(mu, s) T[L, U]``, in BDL's spelling."""
     bounds = [f"{k}={v.strip()}" for k, v in (("low", m.group("low")), ("high", m.group("high")))
               if v is not None and v.strip()]
+    dist = re.sub(r"^\s*([A-Za-z_]\w*)", lambda n: _stan_dist(n.group(1)), m.group("dist"))
     return (f"BDL writes a truncation as a distribution: did you mean "
-            f"Truncated({m.group('dist').strip()}, {', '.join(bounds) or 'low=L, high=U'})?")
+            f"Truncated({dist.strip()}, {', '.join(bounds) or 'low=L, high=U'})?")
+
+
+_STAN_DISTS = {"lognormal": "LogNormal", "double_exponential": "Laplace", "chi_square": "Chi2",
+               "inv_gamma": "InverseGamma", "student_t": "StudentT",
+               "neg_binomial_2": "GammaPoisson"}
+
+
+def _stan_dist(name: str) -> str:
+    """Stan's distribution name in BDL's (Pyro's) spelling: ``normal`` -> ``Normal``."""
+    if name in _STAN_DISTS:
+        return _STAN_DISTS[name]
+    return "".join(w[:1].upper() + w[1:] for w in name.split("_")) if name.islower() else name
 _HINTS = (
     (re.compile(r"^\s*(for|while)\b"),
      "BDL has no loops: write the statement on whole vectors, `plate n in N { ... }` "
