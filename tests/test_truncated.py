@@ -548,3 +548,16 @@ def test_an_empty_interval_in_the_data_is_a_located_error(tmp_path, bdl_here):
     assert r.returncode == 1, r.stderr
     assert ("m.bdl:3:3: error: Truncated Normal keeps no value at element 0: [1, 1] (the "
             "bounds) is a single point, which has no mass") in r.stderr
+
+
+def test_a_param_bound_that_svi_moves_past_the_data_blames_the_param():
+    # f2 of the review: was 'the guide drew latents that put the observed y outside'
+    m = ppl.compile("model P(y: real[N]) {\n  param L: real = 0\n  mu ~ Normal(0, 1)\n"
+                    "  y ~ Truncated(Normal(mu, 1), low=L)\n}\n", "f2.bdl")
+    with pytest.raises(ppl.BdlError) as e:
+        m.fit({"y": [0.5, 1.2, 0.1, 2.3]}, infer="svi(steps=200)", seed=0)
+    first, note = e.value.render().splitlines()[:2]
+    assert first.startswith("infer: error: svi: at step ")
+    assert first.endswith("the fit moved a param that bounds the observed 'y' past one of "
+                          "its values: its support follows the param")
+    assert note.startswith("  note: the data are not at fault")

@@ -594,7 +594,8 @@ def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
     with pyro.validation_enabled(True):
         trace = pyro.poutine.trace(model).get_trace(**kwargs)
     checked = check_supports(model, kwargs, trace)
-    follows = {name for name, site in trace.nodes.items()  # supports that follow latents
+    follows = {name: _bound_by_param(site)  # supports that follow latents (or params)
+               for name, site in trace.nodes.items()
                if site["type"] == "sample" and site["is_observed"] and name not in checked}
     latents, dets = _hidden_sites(model, kwargs, trace)
     discrete = enumerable_sites(trace)
@@ -664,11 +665,12 @@ def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
 
 
 def _step(svi, kwargs: dict, step: int, opts: dict, method: str,
-          follows: set[str] = frozenset()) -> float:
+          follows: dict[str, bool] | None = None) -> float:
     """One SVI step's loss; a non-finite ELBO or guide is the user error
     :func:`_diverged` (Pyro's own NaN warnings, which would only come before it, are
     kept quiet), and a support error at an observed site of ``follows`` (a support that
-    follows the latents) is :func:`_left_support`."""
+    follows the latents, or a param where its value is True) is :func:`_left_support`."""
+    follows = follows or {}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Encountered NaN")
         try:
@@ -676,7 +678,8 @@ def _step(svi, kwargs: dict, step: int, opts: dict, method: str,
         except ValueError as e:  # a guide built from parameters the last step made NaN
             site = re.search(r"at site '([^']+)'", str(e))
             if site and site.group(1) in follows:
-                raise _left_support(method, step, opts, site.group(1)) from e
+                raise _left_support(method, step, opts, site.group(1),
+                                    follows[site.group(1)]) from e
             # the first step builds the guide from its initial parameters, running the
             # model inside the autoguide: no step has moved them, so an error then is the
             # model's own (a scale mu - 50 < 0), located as such, never divergence
@@ -689,12 +692,36 @@ def _step(svi, kwargs: dict, step: int, opts: dict, method: str,
     return loss
 
 
-def _left_support(method: str, step: int, opts: dict, site: str):
+def _bound_by_param(site) -> bool:
+    """Whether the support of a traced site has a bound computed from a ``param`` (a
+    tensor that requires grad; the prior trace's latent draws do not)."""
+    from torch.distributions import constraints
+
+    c = site["fn"].support
+    while isinstance(c, constraints.independent):
+        c = c.base_constraint
+    return any(isinstance(b, torch.Tensor) and b.requires_grad
+               for b in (getattr(c, "lower_bound", None), getattr(c, "upper_bound", None)))
+
+
+def _left_support(method: str, step: int, opts: dict, site: str, by_param: bool = False):
     """The user error of an SVI/MAP step whose guide drew latents that put the observed
     ``site`` outside a support that follows them (``y ~ Uniform(0, th)`` with ``th`` drawn
-    below a data value): the data were checked valid at the start; the guide is at fault."""
+    below a data value): the data were checked valid at the start; the guide is at fault.
+    Where a ``param`` is the bound (``Truncated(Normal(mu, 1), low=L)``), the fit moved it."""
     from ..syntax.diagnostics import BdlError, Diagnostic
 
+    if by_param:
+        err = BdlError([Diagnostic(
+            f"{method}: at step {step + 1} of {opts['steps']} the fit moved a param that "
+            f"bounds the observed '{site}' past one of its values: its support follows the "
+            "param",
+            notes=["the data are not at fault: a param as a bound is moved by the gradient "
+                   "like any other, across the data; give it a declared bound that keeps "
+                   "every data value inside (param L: real<upper=...>), or make the bound "
+                   "data"])], "infer")
+        err.not_a_bug = True
+        return err
     err = BdlError([Diagnostic(
         f"{method}: at step {step + 1} of {opts['steps']} the guide drew latents that put "
         f"the observed '{site}' outside its support, which follows them",
