@@ -561,3 +561,19 @@ def test_a_param_bound_that_svi_moves_past_the_data_blames_the_param():
     assert first.endswith("the fit moved a param that bounds the observed 'y' past one of "
                           "its values: its support follows the param")
     assert note.startswith("  note: the data are not at fault")
+
+
+def test_poisson_with_a_huge_rate_100_sds_out():
+    from scipy.special import logsumexp
+    pyro.set_rng_seed(3)
+    with torch_defaults("cpu", "float64"):
+        d = Truncated(dist.Poisson(_t([3.0, 1e6])), low=_t([30.0, 1.1e6]))
+        lp = d.log_prob(_t([31.0, 1.1e6 + 5]))
+        x = d.sample((1000,))  # a [K, S, B] comparison would be 2e9 booleans
+    ks = np.arange(1.1e6, 1.1e6 + 3000)
+    logz = logsumexp(stats.poisson.logpmf(ks, 1e6))
+    assert float(lp[1]) == pytest.approx(stats.poisson.logpmf(1.1e6 + 5, 1e6) - logz, rel=1e-9)
+    p = np.exp(stats.poisson.logpmf(ks, 1e6) - logz)
+    mean, sd = (p * ks).sum(), math.sqrt((p * ks**2).sum() - (p * ks).sum() ** 2)
+    assert bool((x[:, 1] >= 1.1e6).all()) and bool((x[:, 0] >= 30).all())
+    assert abs(float(x[:, 1].mean()) - mean) < 4 * sd / math.sqrt(1000)

@@ -445,11 +445,14 @@ class Truncated(TorchDistribution):
             return self._clamp(lo + torch.floor(lt / log_q))
         k, inside = self._grid()
         lp = self._log_pmf(k, inside)
-        cum = torch.exp(lp - lp.max(0).values).cumsum(0)
+        cum = torch.exp(lp - lp.max(0).values).cumsum(0)  # [K, *batch]
         u = torch.rand(shape, dtype=cum.dtype, device=cum.device) * cum[-1]
-        below = (cum.reshape(cum.shape[:1] + (1,) * len(sample_shape) + cum.shape[1:])
-                 < u.unsqueeze(0))
-        return self._clamp(k.reshape(-1)[0] + below.sum(0).to(torch.get_default_dtype()))
+        # searched per batch element ([B, K] against [B, S]), not a [K, S, B] comparison
+        cum_b = cum.reshape(cum.shape[0], -1).T.contiguous()
+        u_b = u.reshape(torch.Size(sample_shape).numel(), -1).T.contiguous()
+        idx = torch.searchsorted(cum_b, u_b).clamp(max=cum.shape[0] - 1)
+        idx = idx.T.reshape(shape)
+        return self._clamp(k.reshape(-1)[0] + idx.to(torch.get_default_dtype()))
 
     def _bisect(self, sample_shape):
         """An exact draw for a base without an icdf: bisection of its log tail at the
