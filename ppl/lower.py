@@ -127,6 +127,9 @@ class SampleOp:
     summed_out: bool = False
     # a guide's draw with a declared type: mapped into the type's set (rt.transformed)
     into: bool = False
+    # its support follows latents or params: drawn on the real line and mapped with the
+    # current bounds, Stan's rule (rt.sample_in_support)
+    in_support: bool = False
 
 
 @dataclass
@@ -272,13 +275,17 @@ def _align_guide(ir: IRModel) -> None:
     where the model draws it so (:func:`enum_dims`), as one event where it does not (Pyro
     requires a site's event dims to agree; the checker refuses a guide distribution whose
     event rank would make them differ, ppl.check.guides); a draw with a declared type is
-    mapped into its set."""
+    mapped into its set. A latent the model draws on the real line (``in_support``) is
+    drawn there by the guide too, through its own distribution's support."""
     plated = {op.name for op in _walk_ops(ir.body)
               if isinstance(op, SampleOp) and enum_dims(op)}
+    real_line = {op.name for op in _walk_ops(ir.body)
+                 if isinstance(op, SampleOp) and op.in_support}
     for op in _walk_ops(ir.guide.body):
         if isinstance(op, SampleOp):
             op.enum_plates = op.name in plated
             op.into = op.constraint is not None
+            op.in_support = op.name in real_line
 
 
 class _Lowerer:
@@ -484,7 +491,8 @@ class _Lowerer:
         return SampleOp(s.name, d, obs, event, dty.event, bool(info.plates),
                         self._constraint(info.constraint), info.obs_cast, self._var(s.name),
                         info.obs_align, self.enumerates, info.label_free,
-                        info.role == "latent" and bool(dty.enumerable))
+                        info.role == "latent" and bool(dty.enumerable),
+                        in_support=info.in_support)
 
     def _constraint(self, c):
         if c is None:

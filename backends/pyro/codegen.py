@@ -193,6 +193,15 @@ def _dist(op: ir.SampleOp) -> str:
     return f"rt.LabelFree({d})" if op.label_free else d
 
 
+def _sampler(op: ir.SampleOp, guide: bool) -> str:
+    """``pyro.sample``, or for a latent whose support follows latents
+    ``rt.sample_in_support`` (drawn on the real line, mapped with the current bounds; in
+    a guide ``rt.guide_in_support``, the same site on the real line)."""
+    if not op.in_support:
+        return "pyro.sample"
+    return "rt.guide_in_support" if guide else "rt.sample_in_support"
+
+
 def _enum_plates(op: ir.SampleOp) -> list:
     """The dims of a vector site outside plates to draw in plates (ppl.lower.enum_dims)."""
     return ir.enum_dims(op)
@@ -276,7 +285,7 @@ class _Emitter:
         else:
             keep = "" if self.guide and _var(op) not in (self.read or ()) \
                 else f"{_var(op)} = "
-            self.line(inner, f'{keep}pyro.sample("{op.name}", {d})')
+            self.line(inner, f'{keep}{_sampler(op, self.guide)}("{op.name}", {d})')
 
     def stmts(self, body, depth: int) -> None:
         if not body:
@@ -309,7 +318,7 @@ class _Emitter:
                 # a guide's draw nothing in it reads is made, not kept (ruff F841)
                 keep = "" if self.guide and _var(op) not in (self.read or ()) \
                     else f"{_var(op)} = "
-                self.line(depth, f'{keep}pyro.sample("{op.name}", {_dist(op)})')
+                self.line(depth, f'{keep}{_sampler(op, self.guide)}("{op.name}", {_dist(op)})')
         elif isinstance(op, ir.Let):
             if op.kind == "deterministic":
                 # a value nothing reads is recorded, not kept (ruff F841)

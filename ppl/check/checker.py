@@ -72,6 +72,9 @@ class SiteInfo:
     obs_cast: bool = False           # observe int/bool data with a real-valued density
     obs_align: tuple | None = None   # plate dims of observed data in nested plates
     label_free: bool = False         # a continuous latent reading a label outside plates
+    # a latent whose support follows latents or params (Uniform(a, a + 1), real<lower=a>):
+    # drawn on the real line and mapped with the current bounds (rt.sample_in_support)
+    in_support: bool = False
 
 
 @dataclass
@@ -578,7 +581,10 @@ class _ModelChecker(LabelLayout):
         return None
 
     def _type(self, t: ast.Type, allow_constrained: bool,
-              data: bool = False) -> tuple[Ty, str | None]:
+              data: bool = False, latent: bool = False) -> tuple[Ty, str | None]:
+        """The declared type and its constraint; ``latent``: a drawn latent's, whose
+        bounds may read latents (``self.random_bound`` then says so)."""
+        self.random_bound = False
         dims = [self._dim(d) for d in t.dims]
         shape = None if any(d is None for d in dims) else tuple(dims)
         bounds = {}
@@ -598,6 +604,11 @@ class _ModelChecker(LabelLayout):
                 if not vector and (bty.kind not in ("real", "int", "unknown")
                                    or bty.shape not in ((), None)):
                     self.err(f"bound '{b.name}' must be a number", b.value.span)
+                elif latent and _is_random(b.value, self.symbols):
+                    # mapped with its current value in every evaluation, as Stan does
+                    self.random_bound = True
+                    if vector:
+                        self._vector_bound(b, bty.shape, shape)
                 elif vector and not _is_random(b.value, self.symbols):
                     self._vector_bound(b, bty.shape, shape)
                 elif _is_random(b.value, self.symbols):
@@ -953,7 +964,8 @@ class _ModelChecker(LabelLayout):
         info = SiteInfo("latent", plates)
         constraint = None
         if s.type is not None:
-            declared, constraint = self._type(s.type, allow_constrained=True)
+            declared, constraint = self._type(s.type, allow_constrained=True, latent=True)
+            info.in_support = self.random_bound
             if declared.kind in ("int", "bool") and dty.kind == "dist" and not dty.discrete \
                     and dty.dist not in _SUPPORT_FROM_ARGUMENTS:
                 self.err(f"'{s.name}' is declared {declared.kind} but {dty.dist} is "
@@ -989,6 +1001,12 @@ class _ModelChecker(LabelLayout):
                      ["drop it, or give it a size of at least 1"])
         if dty.dist == "Truncated" and not dty.discrete:
             self._truncated_latent(s)
+        if not dty.discrete and not info.label_free and found is not None and any(
+                _is_random(found[1][k][0], self.symbols)
+                for k in _SUPPORT_ARGS.get(found[0].name, ()) if k in found[1]):
+            info.in_support = True  # Uniform(a, a + 1): rt.sample_in_support
+        if dty.discrete or info.label_free:
+            info.in_support = False  # a label's, or bounds that read one: drawn as before
         if dty.discrete:
             self._discrete_latent(s, dty, shape)
             if dty.enumerable and not self.plate_stack:
@@ -3564,6 +3582,10 @@ _ELEMENTWISE = ("where", "clamp")
 # distributions whose support is their arguments' (a mixture of Poissons, Delta(3.0)):
 # discrete or not by what they are given, so an int declaration is not refused
 _SUPPORT_FROM_ARGUMENTS = ("MixtureSameFamily", "Delta")
+# the arguments that set a continuous distribution's support: a latent whose support reads
+# latents or params through them is mapped with the current bounds (rt.sample_in_support)
+_SUPPORT_ARGS = {"Uniform": ("low", "high"), "Pareto": ("scale",),
+                 "Truncated": ("low", "high"), "AffineBeta": ("loc", "scale")}
 # builtins whose dim defaults to every dim (None); the others default to the last (-1)
 # builtins whose shape rule reads their arguments as matrices/vectors of their own
 _ROWS_FIRST = frozenset({"outer", "diag_pre_multiply", "diag_post_multiply", "quad_form_diag"})

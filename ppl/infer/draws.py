@@ -14,6 +14,8 @@ from pyro import poutine
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites
 
+from ..runtime.dependent_support import SUFFIX
+
 _SIMULATING = [0]
 
 
@@ -142,9 +144,10 @@ def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None
             for name, site in tr.nodes.items():
                 if site["type"] != "sample":
                     continue
-                wanted = name in sites if sites is not None else name in given or (
+                wanted = name in sites if sites is not None else (name in given or (
                     (not site["is_observed"] or site["infer"].get("_deterministic"))
                     and not (posterior and name in posterior and guide is None))
+                ) and not name.endswith(SUFFIX)  # z, not its draw on the real line
                 if wanted:
                     value = site["value"].detach()
                     if discrete is not None and name in shapes:

@@ -94,7 +94,24 @@ def fit(model, kwargs: dict, method: str, opts: dict, *, progress: bool = False,
     result.wall_time = time.perf_counter() - t0
     result.method, result.options = method, dict(opts)
     result.sites = sites or {}
+    _show_in_support(result)
     return result
+
+
+def _show_in_support(result: Fit) -> None:
+    """A latent drawn by ``rt.sample_in_support`` is ``z`` to the user: its recorded
+    value takes the place of the auxiliary ``z$unconstrained`` among the latents, and the
+    auxiliary's draws are dropped (predictions condition on ``z`` itself, which the model
+    then returns as it is)."""
+    from ..runtime.dependent_support import SUFFIX
+
+    aux = [k for k in result.latents if k.endswith(SUFFIX)]
+    for k in aux:
+        name = k[: -len(SUFFIX)]
+        result.latents[result.latents.index(k)] = name
+        if name in result.deterministics:
+            result.deterministics.remove(name)
+        result.chains.pop(k, None)
 
 
 def _import_runner(path: str):

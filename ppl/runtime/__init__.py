@@ -6,6 +6,7 @@ re-exported here so the generated source stays short and readable.
 
 from . import kernels, nn
 from .data import ArgSpec, IndexCheck, Signature, SizeCheck, bind
+from .dependent_support import guide_in_support, sample_in_support
 from .functions import (  # the Pyro classes of signatures.TENSOR_PARAMS first
     Delta,
     GroupedNormalNormal,
@@ -92,11 +93,13 @@ __all__ = [
     "full_data", "outer", "pow", "quad_form_diag", "reverse", "sd", "sort", "tril",
     "variance",
     "elu", "event", "eye", "full", "gelu", "gram", "kernels", "log_ccdf", "log_cdf", "log_prob",
-    "label_aligned", "label_matmul", "transformed", "log_softmax", "logsumexp", "main",
+    "guide_in_support", "label_aligned", "label_matmul", "transformed", "log_softmax",
+    "logsumexp", "main",
     "max", "mean", "min", "network", "nn", "normal_cdf", "ones", "per_element", "plate_aligned",
     "plate_closed",
     "prod", "real", "reduce_elements",
-    "reset_networks", "scan", "softmax", "softplus", "stack", "sum", "tensor", "transpose", "zeros",
+    "reset_networks", "sample_in_support",
+    "scan", "softmax", "softplus", "stack", "sum", "tensor", "transpose", "zeros",
 ]
 
 

@@ -1,0 +1,172 @@
+"""Latents whose support follows other latents (``z ~ Uniform(a, a + 1)``): drawn on the
+real line and mapped with the current bounds, Stan's rule (ppl/runtime/dependent_support.py).
+
+Pyro's samplers fix a latent's map from the real line once, from the initial trace: with
+the old code ``a``'s posterior mean was 1.51 where it is 0. The fits are checked against
+exact answers (closed form or 1-D quadrature), the log density against the hand-written
+one at a fixed point."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyro
+import pytest
+import torch
+from scipy import integrate, stats
+
+import ppl
+from ppl.infer.run import torch_defaults
+from ppl.runtime.dependent_support import SUFFIX, Unconstrained
+
+U1 = """model U() {
+  a ~ Normal(0, 1)
+  z ~ Uniform(a, a + 1)
+}
+"""
+
+
+def _nuts(source, **opts):
+    opts = {"samples": 1000, "warmup": 300, "chains": 1, "seed": 0, **opts}
+    return ppl.compile(source, "m.bdl").fit({}, infer="nuts", **opts)
+
+
+def test_uniform_following_a_latent_under_nuts_is_exact():
+    fit = _nuts(U1)
+    a, z = fit.samples["a"].numpy(), fit.samples["z"].numpy()
+    assert set(fit.samples) == {"a", "z"}  # the auxiliary site is not shown
+    assert fit.latents == ["a", "z"] and "z" not in fit.deterministics
+    # a ~ N(0, 1) exactly (the Uniform is normalised); z - a ~ U(0, 1)
+    assert abs(a.mean()) < 0.15 and abs(a.std() - 1) < 0.1
+    w = z - a
+    assert ((w > 0) & (w < 1)).all()
+    assert abs(w.mean() - 0.5) < 0.05 and abs(w.std() - 1 / math.sqrt(12)) < 0.03
+
+
+def test_the_generated_code_maps_with_the_current_bounds():
+    src = ppl.compile(U1, "m.bdl").source
+    assert 'z = rt.sample_in_support("z", dist.Uniform(a, a + 1))' in src
+    assert 'a = pyro.sample("a", dist.Normal(0, 1))' in src
+
+
+def test_a_support_that_follows_only_data_is_unchanged():
+    src = ppl.compile("model D(lo: real) {\n  z ~ Uniform(lo, lo + 1)\n"
+                      "  w ~ Pareto(2, lo)\n}\n", "m.bdl").source
+    assert 'z = pyro.sample("z", dist.Uniform(lo, lo + 1))' in src
+    assert "sample_in_support" not in src
+    # Pareto's alpha does not set its support: a latent there changes nothing
+    src = ppl.compile("model P() {\n  al ~ Exponential(1)\n  w ~ Pareto(2, al)\n}\n",
+                      "m.bdl").source
+    assert 'w = pyro.sample("w", dist.Pareto(2, al))' in src
+
+
+def test_truncated_following_a_latent_matches_quadrature():
+    # p(a, z) = phi(a) phi(z) / (1 - Phi(a)) on z > a: a ~ N(0, 1), and
+    # E[z] = E[phi(a) / (1 - Phi(a))] (the inverse Mills ratio), by quadrature
+    fit = _nuts("model T() {\n  a ~ Normal(0, 1)\n"
+                "  z ~ Truncated(Normal(0, 1), low=a)\n}\n")
+    a, z = fit.samples["a"].numpy(), fit.samples["z"].numpy()
+    mills = lambda x: np.exp(stats.norm.logpdf(x) - stats.norm.logsf(x))  # noqa: E731
+    ez = integrate.quad(lambda x: stats.norm.pdf(x) * mills(x), -12, 12)[0]
+    assert ez == pytest.approx(0.90320, abs=1e-4)
+    assert (z > a).all()
+    assert abs(a.mean()) < 0.15 and abs(a.std() - 1) < 0.1
+    assert abs(z.mean() - ez) < 0.12
+
+
+def test_declared_bound_following_a_latent_matches_quadrature():
+    # Stan's declared bound leaves the density unnormalised: p(a, z) ∝ phi(a) N(z; 0, 5)
+    # on z > a, so a's marginal is ∝ phi(a) (1 - Phi(a / 5)), not N(0, 1)
+    fit = _nuts("model B() {\n  a ~ Normal(0, 1)\n  z: real<lower=a> ~ Normal(0, 5)\n}\n")
+    a, z = fit.samples["a"].numpy(), fit.samples["z"].numpy()
+    dens = lambda x: stats.norm.pdf(x) * stats.norm.sf(x / 5)  # noqa: E731
+    norm = integrate.quad(dens, -np.inf, np.inf)[0]
+    ea = integrate.quad(lambda x: x * dens(x), -np.inf, np.inf)[0] / norm
+    # closed form: E[a Phi(-a / 5)] / (1 / 2) = -2 (1 / 5) / sqrt(2 pi (1 + 1 / 25))
+    assert ea == pytest.approx(-0.4 / math.sqrt(2 * math.pi * 1.04), abs=1e-8)
+    assert (z > a).all()
+    assert abs(a.mean() - ea) < 0.12
+
+
+def test_svi_autonormal_recovers_the_exact_marginal():
+    # on the real line the posterior factorises: a ~ N(0, 1), logit(z - a) ~ Logistic(0, 1)
+    fit = ppl.compile(U1, "m.bdl").fit({}, infer="svi", steps=1500, lr=0.02, samples=2000,
+                                       seed=0)
+    a, z = fit.samples["a"].numpy(), fit.samples["z"].numpy()
+    assert set(fit.samples) == {"a", "z"}
+    assert abs(a.mean()) < 0.1 and abs(a.std() - 1) < 0.15
+    assert ((z - a > 0) & (z - a < 1)).all()
+
+
+def test_in_a_plate_and_predictions_reproduce_the_posterior_draws():
+    src = ("model P(y: real[N]) {\n  a ~ Normal(0, 1)\n  plate i in N {\n"
+           "    z ~ Uniform(a, a + 1)\n    y ~ Normal(z, 0.1)\n  }\n}\n")
+    m = ppl.compile(src, "m.bdl")
+    assert 'z = rt.sample_in_support("z", dist.Uniform(a, a + 1))' in m.source
+    fit = m.fit({"y": [0.2, 0.9, 0.5]}, infer="nuts", samples=200, warmup=200, chains=1,
+                seed=0)
+    a, z = fit.samples["a"], fit.samples["z"]
+    assert z.shape == (200, 3)
+    assert bool(((z > a[:, None]) & (z < a[:, None] + 1)).all())
+    pred = fit.predict(None, sites=["z"])
+    assert torch.equal(pred["z"], z)  # conditioned on z itself, not redrawn
+
+
+def test_prior_draws_are_exact():
+    draws = ppl.compile(U1, "m.bdl").sample_prior({}, num_samples=4000, seed=0)
+    assert set(draws) == {"a", "z"}  # not z's draw on the real line
+    w = (draws["z"] - draws["a"]).numpy()
+    assert ((w > 0) & (w < 1)).all()
+    assert abs(w.mean() - 0.5) < 0.02 and abs(w.std() - 1 / math.sqrt(12)) < 0.01
+    assert abs(draws["a"].numpy().mean()) < 0.05
+
+
+def test_log_density_is_the_hand_written_one_with_the_jacobian():
+    m = ppl.compile(U1, "m.bdl")
+    with torch_defaults("cpu", "float64"):
+        a, u = torch.tensor(0.3), torch.tensor(-0.7)
+        model = pyro.poutine.condition(m.pyro_model, {"a": a, "z" + SUFFIX: u})
+        tr = pyro.poutine.trace(model).get_trace()
+        got = float(tr.log_prob_sum())
+        z = float(tr.nodes["z"]["value"])
+    s = 1 / (1 + math.exp(0.7))  # sigmoid(u)
+    assert z == pytest.approx(0.3 + s, abs=1e-12)
+    # log N(a; 0, 1) + log U(z; a, a + 1) + log |dz/du| = log s (1 - s)
+    want = stats.norm.logpdf(0.3) + 0.0 + math.log(s * (1 - s))
+    assert got == pytest.approx(want, abs=1e-10)
+
+
+def test_unconstrained_density_and_draws():
+    with torch_defaults("cpu", "float64"):
+        fn = pyro.distributions.Pareto(torch.tensor(2.0), torch.tensor(3.0))
+        d = Unconstrained(fn)
+        u = torch.tensor([-1.0, 0.0, 2.0])
+        # z = 2 + exp(u): log p(z) + u
+        z = 2 + torch.exp(u)
+        want = fn.log_prob(z) + u
+        assert torch.allclose(d.log_prob(u), want)
+        assert d.support is pyro.distributions.constraints.real
+        pyro.set_rng_seed(0)
+        zs = d.transform(d.sample((20000,)))
+        # Pareto(2, 3): mean 3, all above 2
+        assert bool((zs >= 2).all()) and float(zs.mean()) == pytest.approx(3.0, abs=0.05)
+
+
+def test_a_custom_guide_draws_the_same_site_on_the_real_line():
+    # the guide is the exact posterior (no data): log p - log q is 0 at every draw, which
+    # holds only if model and guide meet at z's site on the real line with their Jacobians
+    m = ppl.compile(U1 + "guide U {\n  param m: real = 0.0\n  a ~ Normal(m, 1)\n"
+                         "  z ~ Uniform(a, a + 1)\n}\n", "m.bdl")
+    assert 'rt.guide_in_support("z", dist.Uniform(a, a + 1))' in m.source
+    with torch_defaults("cpu", "float64"):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        for _ in range(5):
+            g = pyro.poutine.trace(m.pyro_guide).get_trace()
+            tr = pyro.poutine.trace(pyro.poutine.replay(m.pyro_model, trace=g)).get_trace()
+            assert set(g.stochastic_nodes) == {"a", "z" + SUFFIX}
+            gap = float((tr.log_prob_sum() - g.log_prob_sum()).detach())
+            assert gap == pytest.approx(0, abs=1e-12)
+            w = float((tr.nodes["z"]["value"] - tr.nodes["a"]["value"]).detach())
+            assert 0 < w < 1
