@@ -299,6 +299,15 @@ class _Lowerer:
         # original x indexed by the subsample indices i (not the subsample indexed again)
         self.indices: set[str] = set()
         self.sub_origin: dict[str, tuple[str, str, int]] = {}
+        # where the expression being lowered reads its values across elements: None, read
+        # element by element (a cut value lines up with its plate's minibatch); True, read
+        # as a whole (sum(f), sort(f), the argument of a matrix product); or the dims,
+        # counted from the right, that it reads across (mean(X, 0), (f + x)[1:3]) -- there
+        # a value cut along one of them is read uncut, with its full-range positions
+        self.across: None | bool | frozenset = None
+        # (plate index, dim from the right) of each value read uncut, for a function that
+        # keeps its argument's shape (cumsum(x)) to cut its result in turn
+        self.read_uncut: list[tuple[str, int]] = []
         self.used: set[str] = set()  # names the lowered code reads
         self.locals: dict[str, str] = {}  # function literal parameters -> Python names
         self.taken = set(cm.symbols) | set(RESERVED)
@@ -538,8 +547,10 @@ class _Lowerer:
             if e.id in self.locals:
                 return Var(self.locals[e.id])
             if e.id in self.cm.symbols or e.id in self.indices:
-                self.used.add(self.rename.get(e.id, e.id))
-                var = Var(self.rename.get(e.id, e.id))
+                name = self._uncut(self.rename.get(e.id, e.id), self.across,
+                                   len(self.cm.ty(e).shape or ()))
+                self.used.add(name)
+                var = Var(name)
                 if id(e) in self.cm.unaligned:  # a value of plates that have closed
                     dims, tail = self.cm.unaligned[id(e)]
                     var = Call("rt.plate_closed", [var, Lit(dims), Lit(tail)], [])
@@ -552,24 +563,44 @@ class _Lowerer:
         if isinstance(e, ast.BinOp) and id(e) in self.cm.label_matmul:  # A @ mu[z]
             return Call("rt.label_matmul", [self._expr(e.left), self._expr(e.right),
                                             *map(Lit, self.cm.label_matmul[id(e)])], [])
+        if isinstance(e, ast.BinOp) and e.op == "@":
+            # X @ w reads across X's last dim (its rows are its own) and all of w
+            left = frozenset({-1}) if len(self.cm.ty(e.left).shape or ()) > 1 else True
+            return Bin(e.op, self._within(self._join(self.across, left), e.left),
+                       self._within(True, e.right))
         if isinstance(e, ast.BinOp):
             return Bin(e.op, self._expr(e.left), self._expr(e.right))
         if isinstance(e, ast.Index):
             # an index along a subsampled plate's dim holds full-range positions (the
             # plate's index, perm[n], n - 1, 0): it reads the value before any plate cut it
             # to its minibatch (x[i, j] under plates i and j batch reads x itself)
+            # (a slice with bounds too: f[1:3] is two of f, not of its minibatch); an index
+            # into an expression ((f + x)[i], sort(f)[i]) reads its values uncut alike
+            rank = len(self.cm.ty(e.value).shape or ())
+            # the dims of the indexed value that the result keeps (a slice's), and the dims
+            # read across: the result's (as the value's), and those an index picks from
+            # (w[d] of a value of the plate's elements indexes its own, last dims)
+            first = max(0, rank - self.cm.label_vindex[id(e)]) \
+                if id(e) in self.cm.label_vindex else 0
+            at = {first + k: item for k, item in enumerate(e.indices)}
+            kept = [k for k in range(rank) if k not in at or isinstance(at[k], ast.Slice)]
+            across = self.across
+            if across is not None and across is not True:
+                across = frozenset(kept[len(kept) + d] - rank for d in across
+                                   if -len(kept) <= d < 0)
+            across = self._join(across, frozenset(
+                k - rank for k, item in at.items() if not _whole(item)))
+            outer, self.read_uncut = self.read_uncut, []
             local = self.rename.get(e.value.id) if isinstance(e.value, ast.Name) else None
-            origin, cut = None, local
-            while cut in self.sub_origin:
-                cut, _, axis = self.sub_origin[cut]
-                item = e.indices[axis] if 0 <= axis < len(e.indices) else None
-                if item is not None and not isinstance(item, ast.Slice):
-                    origin = cut
-            if origin is not None:
+            origin = self._uncut(local, across, rank) if local is not None else local
+            if origin != local:
                 self.used.add(origin)
                 value = Var(origin)
             else:
-                value = self._expr(e.value)
+                value = self._within(across, e.value)
+            # a value read uncut along a dim the result keeps: that dim of the result
+            self.read_uncut = outer + [(index, kept.index(d + rank) - len(kept))
+                                       for index, d in self.read_uncut if d + rank in kept]
             if id(e) in self.cm.self_indexed:
                 # a[j] of a value drawn in plate j: a is one element per plate element
                 drop, width = self.cm.self_indexed[id(e)]
@@ -618,6 +649,58 @@ class _Lowerer:
         self.locals = saved
         return Fn(params, body)
 
+    def _uncut(self, local: str, across, rank: int) -> str:
+        """The name to read for ``local``: the value before the plates that cut it to their
+        minibatch along a dim read ``across`` (:attr:`across`), else ``local`` itself."""
+        out = cut = local
+        while across is not None and cut in self.sub_origin:
+            cut, index, axis = self.sub_origin[cut]
+            if across is True or axis - rank in across:
+                out = cut
+                self.read_uncut.append((index, axis - rank))
+        return out
+
+    @staticmethod
+    def _join(a, b):
+        if a is True or b is True:
+            return True
+        if not b:
+            return a
+        return b if a is None else a | b
+
+    def _within(self, across, e: ast.Expr):
+        """``e`` lowered reading its values ``across`` (:attr:`across`)."""
+        saved, self.across = self.across, across
+        try:
+            return self._expr(e)
+        finally:
+            self.across = saved
+
+    def _reads_across(self, e: ast.Call, name: str, arg: ast.Expr, key: str):
+        """Where a call's argument is read across elements (:attr:`across`): nowhere for a
+        function of each element, a distribution's parameters and log_prob's value; along
+        ``dim`` (given, or the last by default) for softmax, cumsum, sort, ...; everywhere
+        for a reduction over all elements, a matrix function and a model's function."""
+        if name in _POINTWISE or signatures.lookup(name) is not None or key == "dim" \
+                or name in ("log_prob", "log_cdf", "log_ccdf", "stack", "cat") \
+                or id(e) in self.cm.elem_reduce:
+            return frozenset()
+        rank = len(self.cm.ty(arg).shape or ())
+        if name in _ALONG_DIM and key == "x" and rank:
+            dim = next((k.value for k in e.kwargs if k.name == "dim"), None)
+            if dim is None and len(e.args) > 1:
+                dim = e.args[1]
+            if dim is None and name not in _ALL_DIMS:
+                return frozenset({-1})
+            if isinstance(dim, ast.Number):
+                d = int(dim.value)
+                return frozenset({d - rank if d >= 0 else d})
+            if isinstance(dim, ast.Neg) and isinstance(dim.operand, ast.Number):
+                return frozenset({-int(dim.operand.value)})
+        if name == "matmul" and key == "a" and rank > 1:
+            return frozenset({-1})  # the rows of X in X @ w are X's own
+        return True
+
     def _call(self, e: ast.Call) -> Call:
         name = e.func_name
         if id(e) in self.cm.elem_reduce:  # sum(w[i]) in plate i: one sum per element
@@ -628,9 +711,27 @@ class _Lowerer:
         value = name in self.cm.symbols and id(e) not in self.cm.builtin_calls
         b = builtins.lookup(name) if not value else None
         params = b.params if b is not None else ()
-        args = [self._call_arg(a, params[i] if i < len(params) else "", b)
+        outer, self.read_uncut = self.read_uncut, []
+        args = [self._call_arg(a, params[i] if i < len(params) else "", b, e)
                 for i, a in enumerate(e.args)]
-        kwargs = [(k.name, self._call_arg(k.value, k.name, b)) for k in e.kwargs]
+        kwargs = [(k.name, self._call_arg(k.value, k.name, b, e)) for k in e.kwargs]
+        inner, self.read_uncut = self.read_uncut, outer
+        out = self._call_rest(e, name, value, b, args, kwargs)
+        if b is None or b.kind != "function" or name in _POINTWISE \
+                or signatures.lookup(name) is not None:
+            self.read_uncut += inner  # the result has the dims of its arguments
+        elif b.name in _SAME_SHAPE and self.across is not True:
+            # cumsum(x) read element by element in the plate: the whole value's running
+            # sum, cut to the minibatch as x itself would be
+            for index, dim in dict.fromkeys(inner):
+                if self.across and dim in self.across:
+                    self.read_uncut.append((index, dim))
+                else:
+                    out = Call("torch.index_select", [out, Lit(dim), Var(index)], [])
+        return out
+
+    def _call_rest(self, e: ast.Call, name: str, value: bool, b, args, kwargs) -> Call:
+        params = b.params if b is not None else ()
         if value:
             self.used.add(self.rename.get(name, name))
             return Call(self.rename.get(name, name), args, kwargs)
@@ -708,12 +809,30 @@ class _Lowerer:
         return False
 
 
-    def _call_arg(self, e: ast.Expr, key: str, b):
+    def _call_arg(self, e: ast.Expr, key: str, b, call: ast.Call | None = None):
         """A call argument; a word at a builtin's choice argument is a string, even when
         the model has a name like it (the checker reads it the same way)."""
         if b is not None and key in b.choices and isinstance(e, ast.Name):
             return Sym(e.id)
-        return self._expr(e)
+        if call is None or b is None or b.kind != "function" or self.across is True:
+            return self._expr(e)
+        return self._within(self._join(self.across, self._reads_across(call, b.name, e, key)),
+                            e)
+
+
+def _whole(item: ast.Expr) -> bool:
+    """An index item that keeps a dim as it is (``:``)."""
+    return isinstance(item, ast.Slice) and item.start is None and item.stop is None
+
+
+# builtins that map each element on its own ("elementwise ..." in their docs)
+_POINTWISE = frozenset(n for n in builtins.names() if (builtins.lookup(n).doc or "")
+                       .startswith("elementwise")) | {"where", "clamp", "normal_cdf"}
+# builtins that read their argument x across one dim (dim=, else the last), or across all
+# of its elements where no dim is given (_ALL_DIMS)
+_ALL_DIMS = frozenset({"sum", "mean", "max", "min", "prod", "sd", "variance"})
+_SAME_SHAPE = frozenset({"cumsum", "cumprod", "softmax", "log_softmax", "sort", "reverse"})
+_ALONG_DIM = _ALL_DIMS | _SAME_SHAPE | {"logsumexp"}
 
 
 def _unstack(x):

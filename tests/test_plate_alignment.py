@@ -335,3 +335,57 @@ model M(g: int[Z], a: real[K], y: real[N]) {
 }
 """)
     assert len(errs) == 1 and "g: int[N]" in errs[0] and "g: real[N]" not in errs[0]
+
+
+def _minibatch_density(m, seed):
+    """y's log density in one trace of ``m`` (data N = 5, x, X: [5, 3], w, y; f given),
+    the plate i's minibatch, and the values in float64."""
+    x, y, f = _t(5).float(), _t(5, seed=1).float(), _t(5, seed=2).float()
+    X, w = _t(5, 3, seed=3).float(), _t(3, seed=4).float()
+    pyro.set_rng_seed(seed)
+    cond = pyro.poutine.condition(m.pyro_model, data={"f": f})
+    tr = pyro.poutine.trace(cond).get_trace(**m.bind(
+        {"N": 5, "x": x, "X": X, "w": w, "y": y}))
+    got = float(tr.nodes["y"]["fn"].log_prob(tr.nodes["y"]["value"]).sum())
+    return got, tr.nodes["i"]["value"], [v.double() for v in (f, x, X, w, y)]
+
+
+def test_a_value_read_as_a_whole_in_a_subsampled_plate_is_read_uncut():
+    """sum(f), mean(f[1:3]), (f + x)[i], sort(f)[i], cumsum(x)[i] and mean(X, 0)[1] read all of
+    f, x and X, not their minibatch (sum(f_i) was two of five terms: y's log density -1.91
+    where the model's is -12.88); f, x, mean(X, 1) and X @ w stay one value per element."""
+    m = ppl.compile("""
+model W(N: int, x: real[N], X: real[N, K], w: real[K], y: real[N]) {
+  f: real[N] ~ Normal(0, 1)
+  plate i in N batch 2 {
+    y ~ Normal(sum(f) + sum(x) + mean(f[1:3]) + (f + x)[i] + sort(f)[i] + cumsum(x)[i]
+               + mean(X, 0)[1] + f + x + mean(X, 1) + X @ w, 1)
+  }
+}
+""")
+    code = re.sub(r"\s+", "", m.source)
+    assert "rt.sum(f)+rt.sum(x)+rt.mean(f[1:3])+(f+x)[i]+rt.sort(f)[i]+rt.cumsum(x)[i]" \
+        "+rt.mean(X,0)[1]+f_i+x_i+rt.mean(X_i,1)+X_i@w" in code
+    got, i, (f, x, X, w, y) = _minibatch_density(m, 0)
+    whole = f.sum() + x.sum() + f[1:3].mean() + (f + x)[i] + f.sort().values[i] \
+        + x.cumsum(0)[i] + X.mean(0)[1]
+    assert abs(got - _normal(y[i], whole + f[i] + x[i] + X[i].mean(1) + X[i] @ w)) < 1e-4
+
+
+def test_a_function_that_mixes_elements_reads_the_whole_value_then_is_cut():
+    """cumsum(x), softmax(f), cumsum(X[:, 0]) read element by element in a subsampled plate:
+    the whole value's running sum (softmax), cut to the minibatch (was cumsum of the
+    minibatch alone); softmax(X)[1] stays row by row and softmax(sum(f) * w)[0] whole."""
+    m = ppl.compile("""
+model S(N: int, x: real[N], X: real[N, K], w: real[K], y: real[N]) {
+  f: real[N] ~ Normal(0, 1)
+  plate i in N batch 2 {
+    y ~ Normal(cumsum(x) + softmax(f) + cumsum(X[:, 0]) + softmax(sum(f) * w)[0]
+               + cumsum(cumsum(exp(f))) + softmax(X)[1], 1)
+  }
+}
+""")
+    got, i, (f, x, X, w, y) = _minibatch_density(m, 1)
+    loc = x.cumsum(0)[i] + f.softmax(0)[i] + X[:, 0].cumsum(0)[i] \
+        + (f.sum() * w).softmax(0)[0] + f.exp().cumsum(0).cumsum(0)[i] + X[i].softmax(1)[:, 1]
+    assert abs(got - _normal(y[i], loc)) < 1e-4
