@@ -475,6 +475,12 @@ def _one(model_line: str, guide_line: str) -> list[str]:
     ("p: real<lower=0> ~ Uniform(0, 5)", "p ~ LogNormal(m, 1)",
      "'p' lies on the interval (0, 5) in the model (drawn at 2:3), but the guide's "
      "LogNormal has support the positive reals"),
+    # a support the data decide: checked against the declared set (was accepted, then
+    # the fit stopped with ''p' is 0.207235; Uniform is over numbers in [0.5, 5]')
+    ("p: real<lower=0> ~ Uniform(a, 5)", "p ~ Normal(m, 1)",
+     "'p' lies on the positive reals in the model (drawn at 2:3), but the guide's Normal "
+     "has support the real line"),
+    ("p: real<lower=0> ~ Uniform(a, 5)", "p ~ LogNormal(m, 1)", None),
 ])
 def test_guide_support_against_the_models(model_line, guide_line, expected):
     errors = _one(model_line, guide_line)

@@ -340,7 +340,9 @@ def _support(cm, s: ast.Sample, declared: bool = True):
             "interval": lambda: (vals[0], vals[1])}.get(kind, lambda: None)()
     if not isinstance(key, tuple):
         return key
-    if not isinstance(own, tuple):  # the declared set within a support not known
+    if own is None:  # a support the data decide (Uniform(a, 5)): the declared set holds it
+        return key
+    if not isinstance(own, tuple):  # the declared set within a support of another kind
         return None
     return (max(key[0], own[0]), min(key[1], own[1]))  # s: real<lower=0> ~ Uniform(0, 5)
 
