@@ -520,7 +520,9 @@ def test_empty_or_one_point_intervals_are_refused_and_infinite_bounds_truncate_n
         cases = [(dist.Exponential(_t(1.0)), {"high": -1.0}),
                  (dist.Normal(_t([0.0, 1.0]), _t(1.0)), {"low": _t([1.0, 0.0]),
                                                          "high": _t([2.0, 0.0])}),
-                 (dist.Poisson(_t(3.0)), {"low": 2.2, "high": 2.8})]
+                 (dist.Poisson(_t(3.0)), {"low": 2.2, "high": 2.8}),
+                 (dist.Normal(_t(0.0), _t(1.0)), {"low": math.inf}),
+                 (dist.Normal(_t(0.0), _t(1.0)), {"high": _t([0.0, math.nan])})]
         said = []
         for base, bounds in cases:
             with pytest.raises(ValueError) as e:
@@ -534,7 +536,9 @@ def test_empty_or_one_point_intervals_are_refused_and_infinite_bounds_truncate_n
         "support) is empty",
         "Truncated Normal keeps no value at element 1: [0, 0] (the bounds) is a single "
         "point, which has no mass",
-        "Truncated Poisson keeps no value: [3, 2] (the integers within the bounds) is empty"]
+        "Truncated Poisson keeps no value: [3, 2] (the integers within the bounds) is empty",
+        "Truncated Normal's low is inf: nothing lies beyond it",
+        "Truncated Normal's high is nan at element 1: a bound must be a number"]
     assert lp == pytest.approx(stats.norm.logpdf(0.3, 0.5), rel=1e-12)
     assert float(pois) == pytest.approx(stats.poisson.logpmf(4, 3.0), rel=1e-12)
 

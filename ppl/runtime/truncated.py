@@ -264,6 +264,7 @@ class Truncated(TorchDistribution):
             return None if x is None else torch.as_tensor(x, dtype=dtype, device=device)
 
         low, high = as_bound(low), as_bound(high)
+        _check_bounds(base_dist, low, high)
         # an infinite bound (data's -Infinity, 1e400) truncates nothing on its side
         if low is not None and bool((low == -math.inf).all()):
             low = None
@@ -577,6 +578,22 @@ def _as_normal(d, lo, hi):
         n = SimpleNamespace(loc=torch.zeros_like(d.scale), scale=d.scale)
         return n, lo, hi, lambda x: x
     return None
+
+
+def _check_bounds(base, low, high):
+    """A NaN bound, or one infinite on the wrong side (``low=Infinity``), leaves nothing
+    to keep: refused here, not at 'cannot find valid initial params'."""
+    for key, b, bad in (("low", low, math.inf), ("high", high, -math.inf)):
+        if b is None or b.requires_grad:
+            continue
+        wrong = torch.isnan(b) | (b == bad)
+        if bool(wrong.any()):
+            at = wrong.reshape(-1).nonzero()[0]
+            v = float(b.reshape(-1)[at])
+            where = "" if b.numel() == 1 else f" at element {int(at)}"
+            raise ValueError(f"Truncated {type(base).__name__}'s {key} is {v:g}{where}: "
+                             + ("a bound must be a number" if math.isnan(v) else
+                                "nothing lies beyond it"))
 
 
 def _check_interval(base, lo, hi, discrete, as_given):
