@@ -436,10 +436,17 @@ class _Lowerer:
                                self._constraint(info.constraint), self._var(s.name)))
             self.ir.params.append(s.name)
         elif isinstance(s, ast.Factor):
-            shape = self.cm.ty(s.value).shape
-            outside = not self.cm.sites[id(s)].plates
+            # its dims past the plates' (its leading dims of the plates' sizes, in order)
+            # are summed: log_prob(Normal(mu, 1), Y) of Y: real[N, K] in plate N is one
+            # term per element, Pyro's factor shape [N] (was 'invalid log_prob shape')
+            shape = self.cm.ty(s.value).shape or ()
+            sizes = {p.name: p.size for p in self.cm.plates.values()}
+            lead = 0
+            for plate in self.cm.sites[id(s)].plates:
+                if lead < len(shape) and shape[lead] == sizes.get(plate):
+                    lead += 1
             out.append(FactorOp(f"factor_{s.span.line}", self._expr(s.value),
-                                len(shape) if outside and shape else 0))
+                                len(shape) - lead))
         elif isinstance(s, ast.Plate):
             out.append(self._plate(s))
 
