@@ -171,6 +171,10 @@ class FactorOp:
     # the trailing dims of a term outside plates, summed into one log-density term as
     # Stan's target += sums a vector (pyro.factor outside plates takes a scalar)
     summed: int = 0
+    # in a model whose labels Pyro sums out: the sizes of a term outside plates, drawn in
+    # plates of its own (``factor_5.dim0``, ...) as a vector site is (:func:`enum_dims`),
+    # so that a label's dims sit left of the term's (summing would mix them up)
+    enum_sizes: list | None = None
 
 
 @dataclass
@@ -445,8 +449,10 @@ class _Lowerer:
             for plate in self.cm.sites[id(s)].plates:
                 if lead < len(shape) and shape[lead] == sizes.get(plate):
                     lead += 1
-            out.append(FactorOp(f"factor_{s.span.line}", self._expr(s.value),
-                                len(shape) - lead))
+            op = FactorOp(f"factor_{s.span.line}", self._expr(s.value), len(shape) - lead)
+            if self.enumerates and op.summed and not self.cm.sites[id(s)].plates:
+                op.enum_sizes, op.summed = [_dim_code(d) for d in shape], 0
+            out.append(op)
         elif isinstance(s, ast.Plate):
             out.append(self._plate(s))
 

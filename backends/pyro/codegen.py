@@ -269,13 +269,18 @@ class _Emitter:
     def text(self) -> str:
         return "\n".join(self.lines)
 
+    def dim_plates(self, name: str, sizes: list, depth: int) -> None:
+        """One plate per dim of a vector site (``NAME.dim0``, ...: no model name has a
+        dot), the last at dim -1."""
+        for k, size in enumerate(sizes):
+            self.line(depth + k, f'with pyro.plate("{name}.dim{k}", {expr(size)}, '
+                                 f"dim={k - len(sizes)}):")
+
     def _in_plates(self, op: ir.SampleOp, depth: int) -> None:
         """``op`` in one plate per dim of :func:`_enum_plates` (named ``y.dim0``, ...: no
         model name has a dot), with the site's distribution broadcast by the plates."""
         dims = _enum_plates(op)
-        for k, size in enumerate(dims):
-            self.line(depth + k, f'with pyro.plate("{op.name}.dim{k}", {expr(size)}, '
-                                 f"dim={k - len(dims)}):")
+        self.dim_plates(op.name, dims, depth)
         d = expr(op.dist, 9)
         d = f"rt.LabelFree({d})" if op.label_free else d
         inner = depth + len(dims)
@@ -344,7 +349,8 @@ class _Emitter:
         elif isinstance(op, ir.FactorOp):
             value = expr(op.value) if not op.summed else expr(op.value, 9) + (
                 ".sum(-1)" if op.summed == 1 else f".sum({tuple(range(-op.summed, 0))})")
-            self.line(depth, f'pyro.factor("{op.name}", {value})')
+            self.dim_plates(op.name, op.enum_sizes or [], depth)
+            self.line(depth + len(op.enum_sizes or ()), f'pyro.factor("{op.name}", {value})')
         elif isinstance(op, ir.PlateOp):
             extra = ""
             if op.subsample is not None:
