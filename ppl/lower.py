@@ -668,9 +668,10 @@ class _Lowerer:
         out = cut = local
         while across is not None and cut in self.sub_origin:
             cut, index, axis = self.sub_origin[cut]
-            if across is True or axis - rank in across:
+            axis = axis - rank if axis >= 0 else axis  # a label's value's: from the right
+            if across is True or axis in across:
                 out = cut
-                self.read_uncut.append((index, axis - rank))
+                self.read_uncut.append((index, axis))
         return out
 
     @staticmethod

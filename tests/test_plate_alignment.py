@@ -389,3 +389,29 @@ model S(N: int, x: real[N], X: real[N, K], w: real[K], y: real[N]) {
     loc = x.cumsum(0)[i] + f.softmax(0)[i] + X[:, 0].cumsum(0)[i] \
         + (f.sum() * w).softmax(0)[0] + f.exp().cumsum(0).cumsum(0)[i] + X[i].softmax(1)[:, 1]
     assert abs(got - _normal(y[i], loc)) < 1e-4
+
+
+def test_a_value_computed_from_a_label_is_cut_along_its_own_dim():
+    """v = x * (b + 3 * z) with z a label summed out, [2, 1, N], read in plate N batch 2:
+    cut along its last dim (was not cut: 'Shape mismatch inside plate 2 vs 6' under svi
+    and nuts); with z enumerated, y's log density for each z is the hand-written sum."""
+    m = ppl.compile("""
+model Z(N: int, x: real[N], y: real[N]) {
+  z ~ Bernoulli(0.5)
+  b ~ Normal(0, 1)
+  v = x * (b + 3 * z)
+  plate i in N batch 2 {
+    y ~ Normal(v, 1)
+  }
+}
+""")
+    assert "v_i = v.index_select(-1, i)" in m.source
+    x, y = torch.linspace(-1, 1, 6), _t(6)
+    pyro.set_rng_seed(0)
+    run = pyro.poutine.enum(pyro.infer.config_enumerate(pyro.poutine.condition(
+        m.pyro_model, data={"b": torch.tensor(0.5)})), first_available_dim=-2)
+    tr = pyro.poutine.trace(run).get_trace(**m.bind({"N": 6, "x": x, "y": y.float()}))
+    i = tr.nodes["i"]["value"]
+    got = tr.nodes["y"]["fn"].log_prob(tr.nodes["y"]["value"]).sum(-1).flatten()
+    for z in (0, 1):
+        assert abs(float(got[z]) - _normal(y[i], x[i].double() * (0.5 + 3 * z))) < 1e-4

@@ -801,13 +801,16 @@ class _ModelChecker(LabelLayout):
                             sym.ty.shape[axis], size) == sizes.Relation.EQUAL:
                         info.subsampled.append((sym.name, axis))
                 elif sym.role in ("latent", "deterministic") and not sym.plates \
-                        and sym.ty.shape and sym.name not in self.global_labels:
+                        and sym.ty.shape:
                     # a latent or value of the model's whole scope (a GP's f: real[N], a
                     # latent of a closed plate) is read one element per plate element
-                    # too, so the minibatch's elements (was Pyro's 'Shape mismatch')
+                    # too, so the minibatch's elements (was Pyro's 'Shape mismatch'); a
+                    # value computed from a label, [K, 1.., own dims], is cut along its own
+                    # dim, counted from the right (v = x * (b + 3 * z) was not cut)
                     aligned = self._aligned_plates(sym.ty.shape)
                     if info in aligned:
-                        info.subsampled.append((sym.name, aligned.index(info)))
+                        info.subsampled.append((sym.name, aligned.index(info) - (
+                            len(sym.ty.shape) if sym.name in self.global_labels else 0)))
         defined_index = False
         info.index = s.index
         if s.index is not None and self._define(s.index, s.span):
