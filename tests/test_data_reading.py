@@ -259,3 +259,24 @@ def test_cli_refuses_a_negative_data_index_exit_1(tmp_path, bdl_here):
     assert r.returncode == 1
     assert f"{model}:9:22: error: data 'g' indexes a dimension of 'theta'" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "run" / "samples.npz").exists()
+
+
+def test_a_size_expression_that_is_not_whole_is_an_error_at_binding():
+    """x: real[N / 2] with N = 5 took the 2 elements given (int(5 / 2)); a latent f:
+    real[N / 2] would be drawn with 2: both are located errors naming N's value."""
+    m = ppl.compile("model M(N: int, x: real[N / 2], y: real[N]) {\n  mu ~ Normal(0, 1)\n"
+                    "  y ~ Normal(mu + sum(x), 1)\n}\n")
+    with pytest.raises(BdlError) as e:
+        m.bind({"N": 5, "x": [1.0, 2.0], "y": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    d = e.value.diagnostics[0]
+    assert (d.span.line, d.span.col) == (1, 17) and d.message == (
+        "'x' dimension 0 is declared N/2 = 5/2, which is not a whole number of elements "
+        "(sizes from the data)") and d.notes == ["N is 5 from 'y' (dimension 0)"]
+    assert m.bind({"N": 4, "x": [1.0, 2.0], "y": [1.0, 2.0, 3.0, 4.0]})["x"].shape == (2,)
+    m = ppl.compile("model M(y: real[N]) {\n  f: real[N / 2] ~ Normal(0, 1)\n"
+                    "  y ~ Normal(sum(f), 1)\n}\n")
+    with pytest.raises(BdlError) as e:
+        m.fit({"y": [1.0, 2.0, 3.0]}, infer="map(steps=2)")
+    d = e.value.diagnostics[0]
+    assert (d.span.line, d.message) == (2, "latent 'f' is declared N/2 = 3/2, which is not a "
+                                           "whole number of elements (sizes from the data)")

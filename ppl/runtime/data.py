@@ -139,6 +139,17 @@ def _kind_words(arr) -> str:
         arr.dtype.kind, f"{arr.dtype} values")
 
 
+def _not_whole(what: str, expr, value) -> str:
+    return (f"{what} is declared {expr} = {value}, which is not a whole number of elements "
+            "(sizes from the data)")
+
+
+def _size_notes(expr, bound: dict) -> list[str]:
+    """Where each size of ``expr`` got its value: 'N is 5 from data key 'N''."""
+    return [f"{k} is {bound[k][0]} from {bound[k][1]}"
+            for k in sorted(str(x) for x in expr.free_symbols) if k in bound]
+
+
 def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: str | None = None,
          may_omit: frozenset[str] = frozenset(),
          drawn: dict[str, tuple[int, int, str]] | None = None) -> dict:
@@ -256,7 +267,12 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
         values = {syms[k]: v for k, (v, _) in bound.items() if k in syms}
         free = [s for s in expr.free_symbols if s not in values]
         if not free:
-            want = int(expr.subs(values))
+            exact = expr.subs(values)
+            if not exact.is_integer:  # x: real[N / 2] with N = 5 (was cut to 2 elements)
+                errors.append(_err(_not_whole(f"'{spec.name}' dimension {axis}", expr, exact),
+                                   spec.line, spec.col, _size_notes(expr, bound)))
+                continue
+            want = int(exact)
             if want != n:
                 notes = [f"{k} is {bound[k][0]} from {bound[k][1]}"
                          for k in sorted(str(x) for x in expr.free_symbols) if k in bound]
@@ -312,6 +328,11 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
             try:
                 value = sympy.sympify(dim.strip(), locals=syms).subs(sizes_now)
             except (sympy.SympifyError, TypeError, SyntaxError):
+                break
+            if value.is_number and not value.is_integer:
+                expr = sympy.sympify(dim.strip(), locals=syms)
+                errors.append(_err(_not_whole(f"latent '{name}'", expr, value), line, col,
+                                   _size_notes(expr, bound)))
                 break
             if value.is_number and value == 0:
                 notes = [f"{k} is {bound[k][0]} from {bound[k][1]}"
