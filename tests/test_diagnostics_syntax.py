@@ -90,6 +90,24 @@ model.bdl:2:9: error: unexpected 'factor'; expected a name
   note: 'factor' is a keyword: choose another name""",
         id="keyword_as_plate_index",
     ),
+    pytest.param(  # model names, guide names and data arguments: were accepted
+        "model plate(y: real[N]) {\n  y ~ Normal(0, 1)\n}\n",
+        """\
+model.bdl:1:7: error: unexpected 'plate'; expected a name
+  model plate(y: real[N]) {
+        ^~~~~
+  note: 'plate' is a keyword: choose another name""",
+        id="keyword_as_model_name",
+    ),
+    pytest.param(  # a data argument named factor could not even be read
+        "model M(factor: real, y: real[N]) {\n  y ~ Normal(0, 1)\n}\n",
+        """\
+model.bdl:1:9: error: unexpected 'factor'; expected a name
+  model M(factor: real, y: real[N]) {
+          ^~~~~~
+  note: 'factor' is a keyword: choose another name""",
+        id="keyword_as_argument_name",
+    ),
     pytest.param(
         "model M(y: real[N]) {\n  mu ~ Normal(0, 5)\n  y ~ Normal(where(0 < mu < 1, mu, 0), 1)\n}\n",
         """\

@@ -141,12 +141,14 @@ class _Build(Transformer):
 
     def model(self, meta, c):
         name, args, body = c
+        self._not_keyword(name)
         model = ast.Model(str(name), args or [], body, span=_tok_span(name))
         model.end_line = meta.end_line  # the closing brace, for the formatter's comments
         return model
 
     def guide(self, meta, c):
         name, body = c
+        self._not_keyword(name)
         guide = ast.Guide(str(name), body, span=_tok_span(name))
         guide.end_line = meta.end_line  # the closing brace, for the formatter's comments
         return guide
@@ -156,6 +158,7 @@ class _Build(Transformer):
 
     def arg(self, meta, c):
         name, typ, opt = c[0], c[1], (c[2] if len(c) > 2 else None)
+        self._not_keyword(name)
         return ast.Arg(str(name), typ, opt is not None, span=_tok_span(name))
 
     def type(self, meta, c):
