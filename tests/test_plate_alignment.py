@@ -415,3 +415,28 @@ model Z(N: int, x: real[N], y: real[N]) {
     got = tr.nodes["y"]["fn"].log_prob(tr.nodes["y"]["value"]).sum(-1).flatten()
     for z in (0, 1):
         assert abs(float(got[z]) - _normal(y[i], x[i].double() * (0.5 + 3 * z))) < 1e-4
+
+
+@pytest.mark.parametrize("source, message, notes", [
+    ("model A(x: real[N + 1], y: real[N]) {\n  plate i in N batch 2 { y ~ Normal(x[1:], 1) }\n}\n",
+     "2:37: error: inside plate i, which is subsampled (batch), 'x[1:]' has one value per "
+     "element of the plate, but it is computed in the plate from a value not of the plate's "
+     "size N, which the plate does not cut to its minibatch",
+     ["compute it before the plate (v = x[1:]), where a value of the plate's size is cut "
+      "to the minibatch", "or drop `batch` from plate i"]),
+    ("model O(y: real[N]) {\n  plate i in N batch 2 {\n    s ~ Normal(0, 1)\n"
+     "    y ~ Normal(s, 1)\n  }\n}\nguide O {\n  param a: real[N] = 0\n"
+     "  plate i in N batch 2 {\n    s ~ Normal(a, .5)\n  }\n}\n",
+     "10:16: error: inside plate i, which is subsampled (batch), 'a' has one value per "
+     "element of the plate, but 'a' is a param, which the plate does not cut to its "
+     "minibatch: its N values would meet the minibatch's elements",
+     ["index it with the plate's index: a[i]", "or drop `batch` from plate i"]),
+])
+def test_a_value_of_the_plates_size_that_is_not_cut_says_why(source, message, notes):
+    """x[1:] of x: real[N + 1] and a guide's param a: real[N] read in a subsampled plate
+    were said not to have N as their first dimension (they have), with the fix 'x[1:]:
+    real[N, ...]', a declaration of an expression."""
+    errs = _errors(source)
+    assert len(errs) == 1 and errs[0].startswith(f"<string>:{message}\n")
+    assert [line.strip()[len("note: "):] for line in errs[0].splitlines()
+            if line.strip().startswith("note: ")] == notes

@@ -1162,6 +1162,28 @@ class _ModelChecker(LabelLayout):
         what = culprit or fmt.expr(node)
         size = sizes.show((plate.size,))[1:-1]
         text = fmt.expr(node)
+        head = f"inside plate {plate.name}, which is subsampled (batch), '{text}' has one " \
+            "value per element of the plate"
+        drop = f"or drop `batch` from plate {plate.name}"
+        sym = self.symbols.get(culprit) if culprit else None
+        if sym is not None and sym.role == "param":
+            # a guide's param of the plate's size: the plate cuts data and the model's
+            # values, not params
+            index = plate.index or "i"
+            self.err(f"{head}, but '{culprit}' is a param, which the plate does not cut to "
+                     f"its minibatch: its {size} values would meet the minibatch's elements", at,
+                     [f"index it with the plate's index: {culprit}[{index}]"
+                      + ("" if plate.index else f" under plate {index} in {size} batch ..."),
+                      drop])
+            return
+        if shape and sizes.compare(shape[0], plate.size) == sizes.Relation.EQUAL:
+            # x[1:] of x: real[N + 1]: of the plate's size, but computed in the plate from
+            # a value that is not, so not cut
+            self.err(f"{head}, but it is computed in the plate from a value not of the "
+                     f"plate's size {size}, which the plate does not cut to its minibatch", at,
+                     [f"compute it before the plate (v = {text}), where a value of the "
+                      "plate's size is cut to the minibatch", drop])
+            return
         self.err(f"inside plate {plate.name}, which is subsampled (batch), '{text}' has one "
                  f"value per element of the plate, but '{what}' (shape {sizes.show(shape)}) "
                  f"does not have the plate's size {size} as its first dimension, so the plate "
