@@ -879,3 +879,28 @@ def test_a_bernoulli_label_indexes(plate):
     assert abs(_summed_out(m, data, {}, int(plate)) - want) < 1e-6
     fit = m.fit(data, infer="nuts", seed=0, warmup=5, samples=5, chains=1)
     assert fit.samples["z"].shape == ((5, 2) if plate else (5,))
+
+
+@pytest.mark.parametrize("method", ["svi", "map"])
+def test_a_label_outside_a_subsampled_plate_that_reads_it_is_a_located_error(method):
+    """Pyro's TraceEnum_ELBO needs a label and the sites reading it at one minibatch
+    scale: a label drawn outside `plate i in N batch 2` and read inside it stopped with
+    Pyro's 'Expected all enumerated sample sites to share a common poutine.scale'."""
+    from ppl.syntax.diagnostics import BdlError
+
+    m = ppl.compile("""
+model Z(x: real[N], y: real[N]) {
+  z ~ Bernoulli(0.5)
+  b ~ Normal(0, 1)
+  plate i in N batch 2 {
+    y ~ Normal(x * (b + 3 * z), 1)
+  }
+}
+""")
+    data = {"x": [-1.0, -0.5, 0.0, 0.5, 1.0, 1.5], "y": [-2.0, -1.0, 0.0, 1.0, 2.0, 3.0]}
+    with pytest.raises(BdlError) as info:
+        m.fit(data, infer=method, steps=5, seed=0)
+    text = str(info.value)
+    assert "3:3: error: svi and map sum the discrete latent 'z' out together with the " \
+        "sites that read it, which needs one minibatch scale" in text
+    assert "drop `batch`" in text

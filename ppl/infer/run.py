@@ -652,7 +652,12 @@ def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
                mininterval=0.5)
     every = max(1, opts["steps"] // 100)
     for step in range(opts["steps"]):
-        loss = _step(svi, kwargs, step, opts, method, follows)
+        try:
+            loss = _step(svi, kwargs, step, opts, method, follows)
+        except ValueError as e:
+            if discrete and "share a common poutine.scale" in str(e):
+                raise _label_scale_error(discrete[0]) from None
+            raise
         if decay != 1.0:
             optim.step()
         losses.append(loss)
@@ -679,6 +684,21 @@ def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
     f.guide = guide
     f.elbo = [-x for x in losses]
     return f
+
+
+def _label_scale_error(label: str):
+    """Pyro's TraceEnum_ELBO sums a label out against the sites that read it in one
+    contraction, which needs them all at one likelihood scale; a label outside a
+    subsampled plate read by sites inside it (scale N/B) breaks that (Pyro's "Expected
+    all enumerated sample sites to share a common poutine.scale")."""
+    from ..locate import SiteError
+
+    return SiteError(
+        f"svi and map sum the discrete latent '{label}' out together with the sites that "
+        "read it, which needs one minibatch scale for all of them; here sites in a "
+        "subsampled plate (scaled by N / batch) read a label drawn outside it (scale 1)",
+        label, ["draw the label inside that plate (one per element), or drop `batch` "
+                "from the plate; nuts works on the full data"])
 
 
 def _step(svi, kwargs: dict, step: int, opts: dict, method: str,
