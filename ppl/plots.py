@@ -3,7 +3,8 @@
 MCMC: trace and density per scalar element (the first 12); SVI/MAP: the ELBO curve;
 regression-shaped models (a predicted 1-D site beside a 1-D real data argument of the
 same length): the posterior predictive mean with 50% and 90% bands over that input (not
-for a single draw, such as ``map``'s generated quantities by default).
+for a single draw, such as ``map``'s generated quantities by default, nor for an output
+of no points).
 """
 
 from __future__ import annotations
@@ -83,8 +84,8 @@ def write_plots(fit, out: Path, data_args: dict, predicted: list[str] | None = N
         if name not in fit.chains:
             continue
         draws = fit.samples[name].detach().cpu().numpy()
-        if draws.ndim != 2 or draws.shape[0] < 2:
-            continue  # one draw (map's default) has no mean or bands to show
+        if draws.ndim != 2 or draws.shape[0] < 2 or draws.shape[1] == 0:
+            continue  # one draw (map's default) or no points: no mean or bands to show
         x = next((v for k, v in inputs.items() if len(v) == draws.shape[1] and k != name), None)
         if x is None:
             continue

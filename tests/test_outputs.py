@@ -47,6 +47,20 @@ def test_plots_of_a_network_input_and_of_a_point_estimate(tmp_path):
     assert write_plots(fit, tmp_path, inputs, ["yn"]) == ["elbo.png", "predictive_yn.png"]
 
 
+def test_no_predictive_plot_for_an_output_of_no_points(fits, tmp_path):
+    # x_new of length 0: y_new has no points, so there is no band to draw (it was an
+    # empty figure)
+    pytest.importorskip("matplotlib")
+    nuts, _ = fits
+    m = ppl.compile(LINREG)
+    data = {k: v.numpy() for k, v in nuts.kwargs.items() if k in ("x", "y")}
+    fit = m.fit({**data, "x_new": np.zeros(0)}, infer="nuts", samples=20, warmup=20,
+                chains=1, seed=0)
+    covariates = {k: v for k, v in fit.kwargs.items() if k != "y"}
+    assert write_plots(fit, tmp_path, covariates, ["y_new"]) == ["trace.png"]
+    assert not (tmp_path / "predictive_y_new.png").exists()
+
+
 def test_arviz_export_round_trip(fits, tmp_path):
     pytest.importorskip("arviz_base")
     xr = pytest.importorskip("xarray")
