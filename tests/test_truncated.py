@@ -367,6 +367,13 @@ def test_truncated_poisson_data_with_only_a_lower_bound_has_the_exact_posterior(
     (lambda: dist.Cauchy(_t(0.0), _t(1.0)), lambda x: -math.log(math.pi * (1 + x * x)),
      lambda x: math.log(math.atan(1 / x) / math.pi)),
     (lambda: dist.Exponential(_t(1.0)), lambda x: -x, lambda x: -x),
+    # log S = log(2/pi atan(e^-x)) = log(2/pi) - x - e^-2x / 3 + ... (log(cdf): -inf at 40)
+    (lambda: dist.SoftLaplace(_t(0.0), _t(1.0)),
+     lambda x: math.log(2 / math.pi) - x - math.log1p(math.exp(-2 * x)),
+     lambda x: math.log(2 / math.pi) - x + math.log1p(-math.exp(-2 * x) / 3)),
+    # S = (1 + x / 5)^-5: 9e-12 at 800, where log(cdf) kept 5 digits
+    (lambda: dist.GeneralizedPareto(_t(0.0), _t(1.0), _t(0.2)),
+     lambda x: -6 * math.log1p(0.2 * x), lambda x: -5 * math.log1p(0.2 * x)),
 ])
 @pytest.mark.parametrize("low", [40.0, 800.0])
 def test_far_upper_tails_of_other_bases_are_exact(base, log_pdf, log_sf, low):
@@ -603,3 +610,63 @@ def test_a_truncated_gamma_has_gradients_in_its_shape(low, high):
                                           rel=1e-6)
     assert float(r.grad) == pytest.approx((exact(2.5, 1.3 + h) - exact(2.5, 1.3 - h)) / (2 * h),
                                           rel=1e-6)
+
+
+@pytest.mark.parametrize("a, b, eps", [(0.1, 2.3, 1e-9), (0.3, 0.7, 1e-12), (-1.0, 2.0, 1e-12)])
+def test_uniform_renormalises_by_its_exact_tails(a, b, eps):
+    # S(L) = (b - L) / (b - a) exactly: log(F(b) - F(L)) was off by up to 4e-6 relative
+    low = b - eps
+    with torch_defaults("cpu", "float64"):
+        d = Truncated(dist.Uniform(_t(a), _t(b)), low=low)
+        got = float(d.log_prob(_t(b - eps / 2)))
+        pyro.set_rng_seed(0)
+        x = d.sample((4000,))
+        below = Truncated(dist.Uniform(_t(a), _t(b)), high=a + eps).log_prob(_t(a + eps / 2))
+    assert got == pytest.approx(-math.log(b - low), rel=1e-13)
+    assert float(below) == pytest.approx(-math.log(a + eps - a), rel=1e-13)
+    assert bool(((x >= low) & (x <= b)).all())
+    # uniform on [low, b]: mean at the middle, within 4 standard errors
+    assert abs(float(x.mean()) - (low + b) / 2) < 4 * (b - low) / math.sqrt(12 * 4000)
+
+
+# ---- one set of tails: the log_cdf / log_ccdf builtins read Truncated's (stop 26) -------
+
+def _mp(f):
+    """A float from an mpmath expression, at 40 digits."""
+    import mpmath
+    with mpmath.workdps(40):
+        return float(f(mpmath))
+
+
+@pytest.mark.parametrize("call, value, want", [
+    ("log_cdf(Normal(0, 1), x)", -40.0, lambda: stats.norm.logcdf(-40.0)),
+    ("log_ccdf(Normal(0, 1), x)", 40.0, lambda: stats.norm.logsf(40.0)),
+    ("log_cdf(Gamma(2, 1), x)", 1e-9, lambda: stats.gamma(2.0).logcdf(1e-9)),
+    # scipy's logsf is -inf here: Q(2, 800) by mpmath (log1p(-cdf) was -inf)
+    ("log_ccdf(Gamma(2, 1), x)", 800.0,
+     lambda: _mp(lambda m: m.log(m.gammainc(2, 800, m.inf, regularized=True)))),
+    ("log_ccdf(InverseGamma(3, 1), x)", 1e9, lambda: stats.invgamma(3.0).logsf(1e9)),
+    ("log_ccdf(Laplace(0, 1), x)", 800.0, lambda: -math.log(2.0) - 800.0),
+    ("log_ccdf(Weibull(1, 2), x)", 30.0, lambda: -900.0),
+    ("log_cdf(GeneralizedPareto(0, 1, 0.2), x)", 1e-12,
+     lambda: stats.genpareto(0.2).logcdf(1e-12)),
+    ("log_ccdf(SoftLaplace(0, 1), x)", 800.0, lambda: math.log(2 / math.pi) - 800.0),
+    # counts: Pyro gives Poisson and Geometric no cdf (log_cdf of one was an error)
+    ("log_cdf(Poisson(1000), c)", 100, lambda: stats.poisson(1000.0).logcdf(100)),
+    ("log_ccdf(Poisson(3), c)", 400,  # P(X > 400) = P(401, 3), 1e-682; scipy's is -inf
+     lambda: _mp(lambda m: m.log(m.gammainc(401, 0, 3, regularized=True)))),
+    ("log_ccdf(Geometric(0.3), c)", 3000, lambda: stats.geom(0.3, loc=-1).logsf(3000)),
+    ("log_cdf(Poisson(3), c)", -1, lambda: -math.inf),
+])
+def test_log_cdf_and_log_ccdf_builtins_keep_far_tails(call, value, want):
+    # counts as int[M] of one element: an int data value of its own would be a size
+    name, data = ("c: int[M]", {"c": [value]}) if ", c)" in call else ("x: real", {"x": value})
+    m = ppl.compile(f"model T({name}) {{\n  mu ~ Normal(0, 1)\n  factor({call})\n}}\n",
+                    "t.bdl")
+    with torch_defaults("cpu", "float64"):
+        got = m.log_density({"mu": 0.0}, data) - stats.norm.logpdf(0.0)
+    expected = want()
+    if math.isinf(expected):
+        assert got == expected
+    else:
+        assert got == pytest.approx(expected, rel=1e-9)

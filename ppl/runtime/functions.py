@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ppl.check.signatures import TENSOR_PARAMS
+from ppl.runtime import tails
 from ppl.runtime.errors import ArgumentError
 
 
@@ -305,26 +306,14 @@ def log_prob(d, value):
 
 
 def _tails(d, value):
-    """(log P(X <= value), log P(X > value)) in closed form for the distributions whose
-    tails the plain ``log(cdf)``, ``log1p(-cdf)`` lose (underflow to -inf): Normal,
-    LogNormal and HalfNormal through ``log_ndtr``, Exponential exactly; None otherwise."""
-    import pyro.distributions as dist
-
+    """(log P(X <= value), log P(X > value)) from :mod:`.tails` (the ones ``Truncated``
+    reads), which keep the tails that the plain ``log(cdf)``, ``log1p(-cdf)`` lose
+    (underflow to -inf): closed forms for the continuous distributions Truncated takes,
+    Poisson and Geometric at ``floor(value)``; None for the others."""
     x = torch.as_tensor(value, dtype=torch.get_default_dtype())
-    if isinstance(d, dist.Normal):
-        z = (x - d.loc) / d.scale
-        return torch.special.log_ndtr(z), torch.special.log_ndtr(-z)
-    if isinstance(d, dist.LogNormal):
-        z = (torch.log(x) - d.loc) / d.scale
-        return torch.special.log_ndtr(z), torch.special.log_ndtr(-z)
-    if isinstance(d, dist.HalfNormal):  # P(X > x) = 2 (1 - Phi(x / s)), x >= 0
-        z = x / d.scale
-        upper = math.log(2.0) + torch.special.log_ndtr(-z)
-        return torch.log(-torch.expm1(upper)), upper
-    if isinstance(d, dist.Exponential):
-        rx = d.rate * x
-        return torch.log(-torch.expm1(-rx)), -rx
-    return None
+    if tails.has_discrete_tails(d):
+        return tails.discrete_tails(d, torch.floor(x))
+    return tails.closed_tails(d, x)
 
 
 def _cdf(d, value):
@@ -337,8 +326,8 @@ def _cdf(d, value):
 
 
 def log_cdf(d, value):
-    """log P(X <= value) (Stan's ``*_lcdf``): closed-form tails for Normal, LogNormal,
-    HalfNormal and Exponential (:func:`_tails`), otherwise log of ``d.cdf``."""
+    """log P(X <= value) (Stan's ``*_lcdf``): the tails of :func:`_tails`, otherwise log
+    of ``d.cdf``."""
     tails = _tails(d, value)
     return tails[0] if tails is not None else torch.log(_cdf(d, value))
 

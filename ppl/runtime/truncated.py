@@ -7,15 +7,12 @@ truncated latent on the unconstrained scale through ``biject_to(support)``.
 
 - The normaliser is computed in log space from D's two tails, log F (below) and log S
   (above): a difference of upper-tail masses when the interval lies above D's median, of
-  lower-tail masses otherwise, so an interval far out in a tail keeps its precision.
-  Closed forms of both tails (:func:`_tails`): Normal, LogNormal, HalfNormal (``log_ndtr``),
-  Exponential, Laplace, Logistic, Gumbel, Weibull, Cauchy, HalfCauchy, Pareto, Kumaraswamy,
-  Gamma/Chi2 and InverseGamma (the regularised incomplete gamma, with its asymptotic series
-  where that underflows); Poisson (incomplete gamma, with the tail series past underflow)
-  and Geometric exactly. The other continuous bases use ``log(cdf)``, exact until the
-  tail mass falls below the cdf's round-off (about 1e-16); the other discrete bases
-  (Binomial, BetaBinomial, NegativeBinomial, GammaPoisson) sum their pmf in log space over
-  the interval, cut 50 standard deviations above the larger of its lower bound and the mean.
+  lower-tail masses otherwise, so an interval far out in a tail keeps its precision. The
+  tails are :mod:`.tails`' (the ``log_cdf``/``log_ccdf`` builtins read the same): closed
+  forms for every continuous base Truncated takes (``signatures.TRUNCATE_CDF``), and
+  Poisson and Geometric exactly; the other discrete bases (Binomial, BetaBinomial,
+  NegativeBinomial, GammaPoisson) sum their pmf in log space over the interval, cut 50
+  standard deviations above the larger of its lower bound and the mean.
 - Draws: a continuous latent with a closed-form inverse tail is drawn by inverting it
   (reparameterised, exact far in a tail); the other bases with an icdf through it; a base
   without one (Gamma, Chi2, InverseGamma) by bisecting its log tail (exact, not
@@ -29,14 +26,19 @@ import math
 from types import SimpleNamespace
 
 import torch
-from pyro.distributions import TorchDistribution, constraints
+from pyro.distributions import Logistic, SoftLaplace, TorchDistribution, constraints
 
-from .functions import _tails as _ndtr_tails
+from .tails import (
+    LOG_HALF,
+    continuous_tails,
+    discrete_tails,
+    has_discrete_tails,
+    log1mexp,
+    support_bounds,
+)
 
 D = torch.distributions
-_LOG_HALF = -math.log(2.0)
 _BISECTIONS = 200
-_SERIES = 1000  # terms of a Poisson tail series past gammainc's underflow
 _GRID_SDS = 50.0  # a pmf summed this many sds above max(low, mean): the rest is < e^-40
 
 
@@ -64,161 +66,18 @@ def _unvalidated(d):
     return d
 
 
-def _support_bounds(d):
-    """(lower, upper) of ``d``'s support as numbers or tensors, None where unbounded."""
-    s = d.support
-    while isinstance(s, constraints.independent):
-        s = s.base_constraint
-    return getattr(s, "lower_bound", None), getattr(s, "upper_bound", None)
-
-
-def _log1mexp(a):
-    """log(1 - exp(a)) for a <= 0, accurate at both ends."""
-    return torch.where(a > _LOG_HALF, torch.log(-torch.expm1(a)),
-                       torch.log1p(-torch.exp(a)))
-
-
-def _safe_log(p):
-    """log p, -inf at 0, with a finite gradient where p > 0 (no NaN through a where)."""
-    pos = p > 0
-    return torch.where(pos, torch.log(torch.where(pos, p, 1.0)), -torch.inf)
-
-
-def _gamma_tails(a, y):
-    """(log P(G <= y), log P(G > y)) for G ~ Gamma(a, 1): the regularised incomplete
-    gamma, and past its underflow (below 1e-308) the series
-    y^(a-1) e^-y / Gamma(a) * sum_n (a-1)...(a-n) / y^n (upper tail: asymptotic, cut at
-    its smallest term; exact for a whole a) and
-    y^a e^-y / Gamma(a+1) * sum_n y^n / ((a+1)...(a+n)) (lower tail)."""
-    y = torch.clamp(y, min=0.0)
-    lo, up = _safe_log(_inc_gamma(a, y, False)), _safe_log(_inc_gamma(a, y, True))
-    if bool(torch.isinf(up).any()) and bool((y > 0).any()):
-        ys = torch.where(y > 0, y, 1.0)
-        n = torch.arange(1, _SERIES + 1, dtype=y.dtype, device=y.device)
-        n = n.reshape((-1,) + (1,) * y.dim())
-        # cut where the terms stop falling (exact for a whole a: they reach 0 at n = a)
-        ratio = torch.where((a - n).abs() < ys, (a - n) / ys, 0.0)
-        terms = torch.cat([torch.ones_like(ratio[:1]), torch.cumprod(ratio, 0)]).sum(0)
-        tail = ((a - 1) * torch.log(ys) - ys - torch.lgamma(a)
-                + _safe_log(terms.clamp(min=0.0)))
-        up = torch.where(torch.isinf(up) & (y > 0), tail, up)
-    if bool(torch.isinf(lo).any()) and bool((y > 0).any()):
-        ys = torch.where(y > 0, y, 1.0)
-        n = torch.arange(1, _SERIES + 1, dtype=y.dtype, device=y.device)
-        n = n.reshape((-1,) + (1,) * y.dim())
-        terms = torch.cumsum(torch.log(ys) - torch.log(a + n), 0)
-        series = torch.logsumexp(torch.cat([torch.zeros_like(terms[:1]), terms]), 0)
-        tail = a * torch.log(ys) - ys - torch.lgamma(a + 1) + series
-        lo = torch.where(torch.isinf(lo) & (y > 0), tail, lo)
-    return lo, up
-
-
-class _IncGamma(torch.autograd.Function):
-    """The regularised incomplete gamma P(a, y) (or Q), with a gradient in ``a`` too:
-    torch has none ('the derivative for igammac: input is not implemented'), which
-    stopped NUTS on ``Truncated(Gamma(a, 1), low=1)`` with a latent ``a``. d/da by a
-    central difference (relative step 1e-6 in float64, 1e-3 in float32), d/dy exactly."""
-
-    @staticmethod
-    def forward(ctx, a, y, upper):
-        ctx.upper = upper
-        ctx.save_for_backward(a, y)
-        return (torch.special.gammaincc if upper else torch.special.gammainc)(a, y)
-
-    @staticmethod
-    def backward(ctx, g):
-        a, y = ctx.saved_tensors
-        f = torch.special.gammaincc if ctx.upper else torch.special.gammainc
-        ga = gy = None
-        if ctx.needs_input_grad[0]:
-            rel = 1e-6 if a.dtype == torch.float64 else 1e-3
-            h = torch.minimum(rel * torch.clamp(a, min=1.0), a / 2)
-            ga = (g * (f(a + h, y) - f(a - h, y)) / (2 * h)).sum_to_size(a.shape)
-        if ctx.needs_input_grad[1]:
-            ys = torch.where(y > 0, y, 1.0)
-            dens = torch.where(y > 0, torch.exp((a - 1) * torch.log(ys) - ys - torch.lgamma(a)),
-                               0.0)
-            gy = (g * (-dens if ctx.upper else dens)).sum_to_size(y.shape)
-        return ga, gy, None
-
-
-def _inc_gamma(a, y, upper):
-    a, y = torch.broadcast_tensors(torch.as_tensor(a, dtype=y.dtype, device=y.device), y)
-    if a.requires_grad:
-        return _IncGamma.apply(a, y, upper)
-    return (torch.special.gammaincc if upper else torch.special.gammainc)(a, y)
-
-
-def _tails(d, x):
-    """(log P(X <= x), log P(X > x)) of a continuous base in a closed form that keeps
-    both tails; None for a base without one (its cdf is used)."""
-    found = _ndtr_tails(d, x)
-    if found is not None:
-        return found
-    if isinstance(d, D.Laplace):
-        z = (x - d.loc) / d.scale
-        small = _LOG_HALF - z.abs()  # the tail on z's side
-        big = torch.log1p(-0.5 * torch.exp(-z.abs()))
-        return torch.where(z < 0, small, big), torch.where(z < 0, big, small)
-    if isinstance(d, _logistic()):
-        z = (x - d.loc) / d.scale
-        return torch.nn.functional.logsigmoid(z), torch.nn.functional.logsigmoid(-z)
-    if isinstance(d, D.Gumbel):
-        z = (x - d.loc) / d.scale
-        e = -torch.exp(-z)  # log F; log S = log(1 - e^e), -z - e^-z / 2 where e^-z underflows
-        return e, torch.where(z > 30, -z + e / 2, _log1mexp(e))
-    if isinstance(d, D.Weibull):
-        s = -torch.pow(torch.clamp(x, min=0.0) / d.scale, d.concentration)  # log S
-        return _log1mexp(s), s
-    if isinstance(d, D.Cauchy):
-        z = (x - d.loc) / d.scale
-        return (torch.log(torch.atan2(torch.ones_like(z), -z) / math.pi),
-                torch.log(torch.atan2(torch.ones_like(z), z) / math.pi))
-    if isinstance(d, D.HalfCauchy):
-        z = torch.clamp(x / d.scale, min=0.0)
-        return (_safe_log(2 / math.pi * torch.atan(z)),
-                torch.log(2 / math.pi * torch.atan2(torch.ones_like(z), z)))
-    if isinstance(d, D.Pareto):
-        s = d.alpha * (torch.log(d.scale) - torch.log(torch.maximum(x, d.scale)))
-        return _log1mexp(s), s
-    if isinstance(d, D.Kumaraswamy):
-        c = d.concentration1
-        s = d.concentration0 * torch.log1p(-torch.pow(torch.clamp(x, 0.0, 1.0), c))
-        return _log1mexp(s), s
-    if isinstance(d, D.InverseGamma):  # P(X <= x) = P(G >= rate / x)
-        lo, up = _gamma_tails(d.concentration, d.rate / torch.clamp(x, min=0.0))
-        return up, lo
-    if isinstance(d, D.Gamma):  # Chi2 too
-        return _gamma_tails(d.concentration, d.rate * x)
-    return None
-
-
-def _logistic():
-    from pyro.distributions import Logistic
-    return Logistic
-
-
-def _log_tails(d, x):
-    """(log F(x), log S(x)) of a continuous base: :func:`_tails`, else from its cdf."""
-    found = _tails(d, x)
-    if found is not None:
-        return found
-    c = d.cdf(x)
-    return _safe_log(c), _safe_log(1 - c)
-
-
 def _inverse_tail(d, lt, upper):
     """x with log S(x) = lt (``upper``) or log F(x) = lt, in closed form for the bases
     that have one (reparameterised); None for the others."""
     lt = torch.clamp(lt, max=0.0)
     if isinstance(d, D.Exponential):
-        return -(lt if upper else _log1mexp(lt)) / d.rate
+        return -(lt if upper else log1mexp(lt)) / d.rate
     if isinstance(d, D.Laplace):
-        near = lt < _LOG_HALF  # beyond the median on the target's side
-        z = torch.where(near, _LOG_HALF - lt, math.log(2.0) + _log1mexp(lt))
+        near = lt < LOG_HALF  # beyond the median on the target's side
+        z = torch.where(near, LOG_HALF - lt, math.log(2.0) + log1mexp(lt))
         return d.loc + d.scale * (z if upper else -z)
-    if isinstance(d, _logistic()):
-        z = _log1mexp(lt) - lt
+    if isinstance(d, Logistic):
+        z = log1mexp(lt) - lt
         return d.loc + d.scale * (z if upper else -z)
     if isinstance(d, D.Gumbel):
         if not upper:
@@ -226,10 +85,10 @@ def _inverse_tail(d, lt, upper):
         # -log F = -log(1 - S): log of it is log S + S / 2 where F rounds to 1
         far = lt < -30
         log_t = torch.where(far, lt + torch.exp(lt) / 2,
-                            torch.log(-_log1mexp(torch.where(far, -1.0, lt))))
+                            torch.log(-log1mexp(torch.where(far, -1.0, lt))))
         return d.loc - d.scale * log_t
     if isinstance(d, D.Weibull):
-        neg_log_s = -(lt if upper else _log1mexp(lt))
+        neg_log_s = -(lt if upper else log1mexp(lt))
         return d.scale * torch.pow(neg_log_s, 1 / d.concentration)
     if isinstance(d, D.Cauchy):
         z = 1 / torch.tan(math.pi * torch.exp(lt))
@@ -239,11 +98,31 @@ def _inverse_tail(d, lt, upper):
         return d.scale * (1 / torch.tan(math.pi / 2 * p) if upper
                           else torch.tan(math.pi / 2 * p))
     if isinstance(d, D.Pareto):
-        return d.scale * torch.exp(-(lt if upper else _log1mexp(lt)) / d.alpha)
+        return d.scale * torch.exp(-(lt if upper else log1mexp(lt)) / d.alpha)
     if isinstance(d, D.Kumaraswamy):  # S = (1 - x^a)^b
-        log_s = lt if upper else _log1mexp(lt)
+        log_s = lt if upper else log1mexp(lt)
         return torch.pow(-torch.expm1(log_s / d.concentration0), 1 / d.concentration1)
+    if isinstance(d, D.Uniform):
+        w = (d.high - d.low) * torch.exp(lt)
+        return d.high - w if upper else d.low + w
+    if isinstance(d, D.GeneralizedPareto):  # S = (1 + xi z)^(-1/xi), e^-z at xi = 0
+        log_s = lt if upper else log1mexp(lt)
+        xi = d.concentration
+        zero = xi.abs() < 1e-12
+        safe = torch.where(zero, 1.0, xi)
+        z = torch.where(zero, -log_s, torch.expm1(-safe * log_s) / safe)
+        return d.loc + d.scale * z
+    if isinstance(d, SoftLaplace):  # S = 2/pi atan(e^-z), F = 2/pi atan(e^z)
+        z = _log_tan(math.log(math.pi / 2) + lt)
+        return d.loc + d.scale * (-z if upper else z)
     return None
+
+
+def _log_tan(log_t):
+    """log tan(e^log_t) for t in (0, pi/2], exact where e^log_t underflows."""
+    far = log_t < -20.0  # log tan t = log t + t^2 / 3 + O(t^4)
+    near = torch.log(torch.tan(torch.exp(torch.where(far, -20.0, log_t))))
+    return torch.where(far, log_t + torch.exp(2 * log_t) / 3, near)
 
 
 class Truncated(TorchDistribution):
@@ -277,7 +156,7 @@ class Truncated(TorchDistribution):
         self.base, self.low, self.high = base_dist, low, high
         self._raw = _unvalidated(base_dist)
         self.discrete = bool(base_dist.support.is_discrete)
-        s_lo, s_hi = _support_bounds(base_dist)
+        s_lo, s_hi = support_bounds(base_dist)
         # a bound at or beyond the base's own support truncates nothing there
         self._lo = None if low is None or (s_lo is not None and bool((low <= s_lo).all())) \
             else low
@@ -319,7 +198,7 @@ class Truncated(TorchDistribution):
 
     def log_normalizer(self):
         """log P(low <= X <= high) under the base, one per batch element."""
-        if self.discrete and not _closed_discrete(self._raw):
+        if self.discrete and not has_discrete_tails(self._raw):
             return self._log_mass_grid()
         lo, hi = self._lo, self._hi
         if self.discrete:
@@ -333,7 +212,7 @@ class Truncated(TorchDistribution):
     def _tail_pair(self, lo, hi):
         """(log P(X < lo), log P(X >= lo), log P(X <= hi), log P(X > hi)); None for an
         absent bound."""
-        tails = _discrete_tails if self.discrete else _log_tails
+        tails = discrete_tails if self.discrete else continuous_tails
         step = 1.0 if self.discrete else 0.0  # P(X < k) = P(X <= k - 1) for integers
         at_lo = None if lo is None else tails(self._raw, lo - step)
         at_hi = None if hi is None else tails(self._raw, hi)
@@ -394,7 +273,7 @@ class Truncated(TorchDistribution):
         above = (x >= hi) if hi is not None else torch.zeros_like(x, dtype=torch.bool)
         inside = ~(below | above)
         mid = torch.where(inside, x, lo if lo is not None else hi)
-        if self.discrete and not _closed_discrete(self._raw):
+        if self.discrete and not has_discrete_tails(self._raw):
             k, ok = self._grid()
             k = k.reshape(k.shape[:1] + (1,) * (mid.dim() - len(self.batch_shape))
                           + k.shape[1:])
@@ -403,7 +282,7 @@ class Truncated(TorchDistribution):
             lp = self._log_pmf(k, ok & (k <= mid))
             part = torch.logsumexp(lp, 0)
         else:
-            tails = _discrete_tails if self.discrete else _log_tails
+            tails = discrete_tails if self.discrete else continuous_tails
             lo_side = None if self._lo is None and not self.discrete else \
                 (None if lo is None else tails(self._raw, lo - (1.0 if self.discrete else 0.0)))
             part = _between(lo_side, tails(self._raw, mid))
@@ -443,7 +322,7 @@ class Truncated(TorchDistribution):
         the draw has there: log S(x) = log(S(L) - u (S(L) - S(H))) above the median,
         log F(x) = log(F(L) + u (F(H) - F(L))) below it."""
         (f_lo, s_lo), (f_hi, s_hi) = _fill(*self._tail_pair(self._lo, self._hi))
-        upper = f_lo > _LOG_HALF
+        upper = f_lo > LOG_HALF
         gap_s = torch.where(upper, (s_hi - s_lo).clamp(max=0.0), -1.0)
         gap_f = torch.where(upper, -1.0, (f_lo - f_hi).clamp(max=0.0))
         in_s = s_lo + torch.log1p(u * torch.expm1(gap_s))
@@ -517,7 +396,7 @@ class Truncated(TorchDistribution):
         a, b = torch.zeros_like(u), torch.ones_like(u)
         for _ in range(_BISECTIONS):
             t = (a + b) / 2
-            log_f, log_s = _log_tails(d, x_at(t))
+            log_f, log_s = continuous_tails(d, x_at(t))
             # below the target: log F too small, or log S too large
             low_side = torch.where(upper, log_s > lt, log_f < lt)
             a, b = torch.where(low_side, t, a), torch.where(low_side, b, t)
@@ -541,28 +420,10 @@ def _between(at_lo, at_hi):
     if at_hi is None:
         return at_lo[1]
     (f_lo, s_lo), (f_hi, s_hi) = at_lo, at_hi
-    upper = f_lo > _LOG_HALF
-    via_s = s_lo + _log1mexp(torch.where(upper, (s_hi - s_lo).clamp(max=0.0), -1.0))
-    via_f = f_hi + _log1mexp(torch.where(upper, -1.0, (f_lo - f_hi).clamp(max=0.0)))
+    upper = f_lo > LOG_HALF
+    via_s = s_lo + log1mexp(torch.where(upper, (s_hi - s_lo).clamp(max=0.0), -1.0))
+    via_f = f_hi + log1mexp(torch.where(upper, -1.0, (f_lo - f_hi).clamp(max=0.0)))
     return torch.where(upper, via_s, via_f)
-
-
-def _closed_discrete(d) -> bool:
-    return isinstance(d, (D.Poisson, D.Geometric))
-
-
-def _discrete_tails(d, k):
-    """(log P(X <= k), log P(X > k)) at integers k for Poisson (incomplete gamma, and the
-    tail series sum_j of pmf ratios where it underflows) and Geometric (exactly)."""
-    if isinstance(d, D.Geometric):
-        log_q = torch.log1p(-d.probs)
-        s = torch.where(k >= 0, (torch.clamp(k, min=0.0) + 1) * log_q, 0.0)
-        return torch.where(k >= 0, _log1mexp(s), -torch.inf), s
-    lam = d.rate
-    kk = torch.clamp(k, min=0.0)
-    f, s = _gamma_tails(kk + 1, lam)  # P(X <= k) = Q(k + 1, lam), P(X > k) = P(k + 1, lam)
-    f, s = s, f
-    return torch.where(k >= 0, f, -torch.inf), torch.where(k >= 0, s, 0.0)
 
 
 def _as_normal(d, lo, hi):
@@ -627,7 +488,7 @@ def _has(d, method: str) -> bool:
 
 def _try(d, method: str) -> bool:
     try:
-        lo, hi = _support_bounds(d)
+        lo, hi = support_bounds(d)
         x = torch.as_tensor(0.5 if method == "icdf" else
                             (lo + 1.0 if lo is not None else 0.0) if hi is None else
                             (lo + hi) / 2 if lo is not None else hi - 1.0,
