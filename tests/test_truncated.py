@@ -208,6 +208,20 @@ model.bdl:2:17: error: Truncated needs the cdf of its distribution, and Pyro giv
                   ^~~~~~~~~~~~~~~~~
   note: continuous: Cauchy, Chi2, Exponential, Gamma, GeneralizedPareto, Gumbel, HalfCauchy, HalfNormal, InverseGamma, Kumaraswamy, Laplace, LogNormal, Logistic, Normal, Pareto, SoftLaplace, Uniform, Weibull
   note: discrete: BetaBinomial, Binomial, GammaPoisson, Geometric, NegativeBinomial, Poisson"""),
+    # the declared set and the truncation interval do not meet (was 'could not draw a
+    # sample inside Interval(lower_bound=1.0, upper_bound=0.0) by rejection' at the fit)
+    ("x: real<lower=1> ~ Truncated(Normal(0, 1), high=0)",
+     """\
+model.bdl:2:51: error: the declared bound lower=1 of 'x' and Truncated's high=0 leave it no value: no number is > 1 and <= 0
+    x: real<lower=1> ~ Truncated(Normal(0, 1), high=0)
+                                                    ^
+  note: Truncated's interval is the support of 'x' already: drop the declared bound, or give bounds that overlap"""),
+    ("x: real<lower=-1, upper=0.5> ~ Truncated(Normal(0, 1), low=0.5)",
+     """\
+model.bdl:2:62: error: the declared bound upper=0.5 of 'x' and Truncated's low=0.5 leave it no value: no number is < 0.5 and >= 0.5
+    x: real<lower=-1, upper=0.5> ~ Truncated(Normal(0, 1), low=0.5)
+                                                               ^~~
+  note: Truncated's interval is the support of 'x' already: drop the declared bound, or give bounds that overlap"""),
 ])
 def test_refusals_are_located(line, expected):
     assert _check_errors(f"model M(y: real[N]) {{\n  {line}\n}}\n") == expected
@@ -220,15 +234,32 @@ def test_gamma_truncated_data_and_declared_bounds_check():
     ppl.compile(front_ok, "model.bdl")  # no error
 
 
-def test_data_outside_the_interval_is_a_located_data_error(tmp_path, bdl_here):
+@pytest.mark.parametrize("args, line, data, expected", [
+    # data outside the interval: a data error at the statement
+    ("y: real[N]", "y ~ Truncated(Normal(mu, 1), low=0)", '{"y": [0.5, -1.25, 2.0]}',
+     "m.bdl:3:3: error: 'y' element 1 is -1.25; Truncated is over numbers >= 0"),
+    # an empty interval in the data
+    ("y: real[N], L: real[N], H: real[N]", "y ~ Truncated(Normal(mu, 1), low=L, high=H)",
+     '{"y": [1.0, 0.5], "L": [1.0, 0.0], "H": [1.0, 2.0]}',
+     "m.bdl:3:3: error: Truncated Normal keeps no value at element 0: [1, 1] (the bounds) is "
+     "a single point, which has no mass"),
+    # a declared set that the data's interval does not meet (was 'could not draw a sample
+    # inside Interval(lower_bound=1.0, upper_bound=0.0) by rejection')
+    ("H: real[N]", "x: real<lower=1>[N] ~ Truncated(Normal(mu, 1), high=H)",
+     '{"H": [2.0, 0.5, 3.0]}',
+     "m.bdl:3:3: error: the declared set of this latent at element 1, numbers > 1, and "
+     "Truncated Normal's support, numbers < 0.5, have no value in common: declare bounds "
+     "that meet the support, or change the distribution's"),
+])
+def test_the_run_stops_at_the_statement_for_values_the_data_give(tmp_path, bdl_here, args,
+                                                                 line, data, expected):
     path = tmp_path / "m.bdl"
-    path.write_text("model M(y: real[N]) {\n  mu ~ Normal(0, 1)\n"
-                    "  y ~ Truncated(Normal(mu, 1), low=0)\n}\ninfer svi(steps=2)\n")
-    (tmp_path / "m.data.json").write_text('{"y": [0.5, -1.25, 2.0]}')
+    path.write_text(f"model M({args}) {{\n  mu ~ Normal(0, 1)\n  {line}\n}}\n"
+                    "infer svi(steps=2)\n")
+    (tmp_path / "m.data.json").write_text(data)
     r = bdl_here("run", str(path))
     assert r.returncode == 1, r.stderr
-    assert "m.bdl:3:3: error: 'y' element 1 is -1.25; Truncated is over numbers >= 0" \
-        in r.stderr
+    assert expected in r.stderr
 
 
 def test_the_generated_source_reads_as_pyro():
@@ -548,17 +579,6 @@ def test_empty_or_one_point_intervals_are_refused_and_infinite_bounds_truncate_n
         "Truncated Normal's high is nan at element 1: a bound must be a number"]
     assert lp == pytest.approx(stats.norm.logpdf(0.3, 0.5), rel=1e-12)
     assert float(pois) == pytest.approx(stats.poisson.logpmf(4, 3.0), rel=1e-12)
-
-
-def test_an_empty_interval_in_the_data_is_a_located_error(tmp_path, bdl_here):
-    path = tmp_path / "m.bdl"
-    path.write_text("model M(y: real[N], L: real[N], H: real[N]) {\n  mu ~ Normal(0, 1)\n"
-                    "  y ~ Truncated(Normal(mu, 1), low=L, high=H)\n}\ninfer svi(steps=2)\n")
-    (tmp_path / "m.data.json").write_text('{"y": [1.0, 0.5], "L": [1.0, 0.0], "H": [1.0, 2.0]}')
-    r = bdl_here("run", str(path))
-    assert r.returncode == 1, r.stderr
-    assert ("m.bdl:3:3: error: Truncated Normal keeps no value at element 0: [1, 1] (the "
-            "bounds) is a single point, which has no mass") in r.stderr
 
 
 def test_a_param_bound_that_svi_moves_past_the_data_blames_the_param():

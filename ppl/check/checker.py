@@ -2791,6 +2791,23 @@ class _ModelChecker(LabelLayout):
                      f"Pyro gives {base} no inverse CDF", s.dist.span,
                      [f"truncate {base} only where it is observed (data), or draw the latent "
                       "from a base with one: " + ", ".join(sorted(signatures.TRUNCATE_ICDF))])
+        if found and s.type is not None:
+            self._truncated_meets_declared(s, found[1])
+
+    def _truncated_meets_declared(self, s: ast.Sample, bound: dict) -> None:
+        """Literal declared bounds and truncation bounds that leave no value between them
+        (``x: real<lower=1> ~ Truncated(Normal(0, 1), high=0)``); bounds from the data are
+        checked when the statement runs (rt.Restricted)."""
+        declared = {b.name: _literal(b.value) for b in s.type.bounds}
+        for mine, k, above in (("lower", "high", True), ("upper", "low", False)):
+            d, t = declared.get(mine), _literal(bound[k][0]) if k in bound else None
+            if d is None or t is None or (t > d if above else t < d):
+                continue
+            nums = f"> {d:g} and <= {t:g}" if above else f"< {d:g} and >= {t:g}"
+            self.err(f"the declared bound {mine}={d:g} of '{s.name}' and Truncated's "
+                     f"{k}={t:g} leave it no value: no number is {nums}", bound[k][0].span,
+                     [f"Truncated's interval is the support of '{s.name}' already: drop the "
+                      "declared bound, or give bounds that overlap"])
 
     def _literal_in_support(self, sig, pname: str, node: ast.Expr) -> bool:
         """A number written as a parameter must lie in the parameter's set (a rate > 0, a

@@ -245,6 +245,8 @@ class Restricted(TorchDistribution):
     def __init__(self, base, constraint, validate_args=None):
         self.base = base
         self._constraint = _within(constraint, base.support)
+        if self._constraint is not constraint:
+            _check_meets(constraint, base, self._constraint)
         super().__init__(base.batch_shape, base.event_shape, validate_args=False)
 
     @constraints.dependent_property
@@ -324,6 +326,39 @@ def _within(c, support):
     if lo is not None and hi is not None:
         return tc.interval(lo, hi)
     return tc.greater_than(lo) if lo is not None else tc.less_than(hi)
+
+
+def _check_meets(declared, base, met):
+    """A declared set that holds none of the base's support (``x: real<lower=1> ~
+    Truncated(Normal(0, 1), high=H)`` with data H = 0) is refused here, naming both sets,
+    not at 'could not draw a sample inside Interval(lower_bound=1.0, upper_bound=0.0)'.
+    Bounds that follow a latent a sampler moves (they require grad) are not checked: a
+    proposal there is rejected by its density."""
+    from ..locate import _support_words
+
+    lo, hi = getattr(met, "lower_bound", None), getattr(met, "upper_bound", None)
+    if lo is None or hi is None:
+        return
+    lo, hi = (torch.as_tensor(b, dtype=torch.get_default_dtype()) for b in (lo, hi))
+    if lo.requires_grad or hi.requires_grad:
+        return
+    empty = lo >= hi
+    if not bool(empty.any()):
+        return
+    at = tuple(int(i) for i in empty.nonzero()[0])
+    where = f" at element {at[0] if len(at) == 1 else list(at)}" if at else ""
+    inner = base
+    while isinstance(inner, torch.distributions.Independent):
+        inner = inner.base_dist
+    name = type(inner).__name__
+    if hasattr(inner, "base") and name == "Truncated":
+        name = f"Truncated {type(inner.base).__name__}"
+    shape = empty.shape
+    mine = _support_words(declared, at, shape)[0]
+    theirs = _support_words(base.support, at, shape)[0]
+    raise ValueError(f"the declared set of this latent{where}, {mine}, and {name}'s support, "
+                     f"{theirs}, have no value in common: declare bounds that meet the "
+                     "support, or change the distribution's")
 
 
 def _bounded_draw(base, c, sample_shape):
