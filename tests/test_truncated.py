@@ -690,3 +690,14 @@ def test_log_cdf_and_log_ccdf_builtins_keep_far_tails(call, value, want):
         assert got == expected
     else:
         assert got == pytest.approx(expected, rel=1e-9)
+
+
+def test_soft_laplace_log_tails_are_at_most_zero_in_float32():
+    # log(2/pi) + log atan(e^30) rounded to +3e-8 in float32
+    from ppl.runtime.functions import log_ccdf, log_cdf
+    with torch_defaults("cpu", "float32"):
+        d = dist.SoftLaplace(torch.tensor(0.0), torch.tensor(1.0))
+        x = torch.tensor([-30.0, 30.0])
+        f, s = log_cdf(d, x), log_ccdf(d, x)
+    assert f.tolist()[1] == 0.0 and s.tolist()[0] == 0.0
+    assert f.tolist()[0] == pytest.approx(math.log(2 / math.pi) - 30.0, rel=1e-6)

@@ -66,6 +66,12 @@ def _log_atan_exp(w):
     return torch.where(far, w + torch.log1p(-torch.exp(2 * w) / 3), near)
 
 
+def _soft_laplace_tail(w):
+    """log(2/pi atan(e^w)): SoftLaplace's log F at w = z, log S at w = -z (at most 0,
+    which round-off of log(2/pi) + log(pi/2) passed by 3e-8 in float32)."""
+    return torch.clamp(math.log(2 / math.pi) + _log_atan_exp(w), max=0.0)
+
+
 def closed_tails(d, x):
     """(log P(X <= x), log P(X > x)) of a continuous ``d`` in a closed form that keeps
     both tails; None for a distribution without one (its cdf is then used)."""
@@ -91,8 +97,7 @@ def closed_tails(d, x):
         return torch.where(z < 0, small, big), torch.where(z < 0, big, small)
     if isinstance(d, _pyro("SoftLaplace")):  # F = 2/pi atan(e^z), S = 2/pi atan(e^-z)
         z = (x - d.loc) / d.scale
-        return (math.log(2 / math.pi) + _log_atan_exp(z),
-                math.log(2 / math.pi) + _log_atan_exp(-z))
+        return _soft_laplace_tail(z), _soft_laplace_tail(-z)
     if isinstance(d, _pyro("Logistic")):
         z = (x - d.loc) / d.scale
         return torch.nn.functional.logsigmoid(z), torch.nn.functional.logsigmoid(-z)
