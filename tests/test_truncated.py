@@ -677,6 +677,17 @@ def _mp(f):
      lambda: _mp(lambda m: m.log(m.gammainc(401, 0, 3, regularized=True)))),
     ("log_ccdf(Geometric(0.3), c)", 3000, lambda: stats.geom(0.3, loc=-1).logsf(3000)),
     ("log_cdf(Poisson(3), c)", -1, lambda: -math.inf),
+    # a Truncated's own tails, in log space (log1p(-cdf) was -inf at 40)
+    ("log_ccdf(Truncated(Normal(0, 1), low=0), x)", 40.0,
+     lambda: stats.norm.logsf(40.0) + math.log(2.0)),
+    ("log_cdf(Truncated(Normal(0, 1), low=-50, high=0), x)", -40.0,
+     lambda: stats.norm.logcdf(-40.0) + math.log(2.0)),
+    ("log_ccdf(Truncated(Poisson(3), low=2), c)", 400,
+     lambda: _mp(lambda m: m.log(m.gammainc(401, 0, 3, regularized=True))
+                 - m.log(m.gammainc(2, 0, 3, regularized=True)))),
+    ("log_ccdf(Truncated(Binomial(10, 0.4), low=3), c)", 9,  # its pmf summed on a grid
+     lambda: stats.binom(10, 0.4).logpmf(10) - stats.binom(10, 0.4).logsf(2)),
+    ("log_cdf(Truncated(Binomial(10, 0.4), low=3), c)", 2, lambda: -math.inf),
 ])
 def test_log_cdf_and_log_ccdf_builtins_keep_far_tails(call, value, want):
     # counts as int[M] of one element: an int data value of its own would be a size
@@ -701,3 +712,25 @@ def test_soft_laplace_log_tails_are_at_most_zero_in_float32():
         f, s = log_cdf(d, x), log_ccdf(d, x)
     assert f.tolist()[1] == 0.0 and s.tolist()[0] == 0.0
     assert f.tolist()[0] == pytest.approx(math.log(2 / math.pi) - 30.0, rel=1e-6)
+
+
+def test_log_tails_of_a_truncated_have_finite_gradients_outside_the_interval():
+    # log_cdf above the interval is 0 and log_ccdf below it is 0: their gradient in mu is
+    # that of the values inside (was NaN through the masked tail of a one-point interval)
+    def exact(mu, x, upper):
+        fr = stats.norm(mu, 1.0)
+        z = fr.cdf(2.0) - fr.cdf(0.0)
+        part = [fr.cdf(2.0) - fr.cdf(max(v, 0.0)) if upper else fr.cdf(min(v, 2.0)) - fr.cdf(0.0)
+                for v in x]
+        return sum(math.log(p / z) for p in part)
+
+    from ppl.runtime.functions import log_ccdf, log_cdf
+    for fn, x, upper in ((log_cdf, [0.5, 1.5, 3.0], False), (log_ccdf, [-1.0, 0.5, 1.5], True)):
+        with torch_defaults("cpu", "float64"):
+            mu = _t(0.3).requires_grad_()
+            got = fn(Truncated(dist.Normal(mu, 1.0), low=0.0, high=2.0), _t(x)).sum()
+            got.backward()
+        h = 1e-6
+        assert float(got.detach()) == pytest.approx(exact(0.3, x, upper), rel=1e-12)
+        assert float(mu.grad) == pytest.approx(
+            (exact(0.3 + h, x, upper) - exact(0.3 - h, x, upper)) / (2 * h), rel=1e-6)

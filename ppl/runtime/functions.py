@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from ppl.check.signatures import TENSOR_PARAMS
 from ppl.runtime import tails
 from ppl.runtime.errors import ArgumentError
+from ppl.runtime.truncated import Truncated
 
 
 def tensor(x, integer: bool = False) -> torch.Tensor:
@@ -309,8 +310,10 @@ def _tails(d, value):
     """(log P(X <= value), log P(X > value)) from :mod:`.tails` (the ones ``Truncated``
     reads), which keep the tails that the plain ``log(cdf)``, ``log1p(-cdf)`` lose
     (underflow to -inf): closed forms for the continuous distributions Truncated takes,
-    Poisson and Geometric at ``floor(value)``; None for the others."""
+    Poisson and Geometric at ``floor(value)``, a Truncated's own; None for the others."""
     x = torch.as_tensor(value, dtype=torch.get_default_dtype())
+    if isinstance(d, Truncated):
+        return d.log_tails(x)
     if tails.has_discrete_tails(d):
         return tails.discrete_tails(d, torch.floor(x))
     return tails.closed_tails(d, x)

@@ -264,30 +264,41 @@ class Truncated(TorchDistribution):
         return torch.where(inside, lp, -torch.inf)
 
     def cdf(self, value):
-        """P(X <= value) of the truncated distribution (``log_cdf(Truncated(...), x)``)."""
+        """P(X <= value) of the truncated distribution."""
+        return torch.exp(self.log_tails(value)[0])
+
+    def log_tails(self, value):
+        """(log P(X <= value), log P(X > value)) of the truncated distribution, each a
+        difference of the base's tails in log space less the normaliser (what
+        ``log_cdf``/``log_ccdf`` of a Truncated read: log1p(-cdf) lost the upper one)."""
         x = torch.as_tensor(value, dtype=torch.get_default_dtype())
         lo, hi = self._bounds
         if self.discrete:
             x = x.floor()
         below = (x < lo) if lo is not None else torch.zeros_like(x, dtype=torch.bool)
         above = (x >= hi) if hi is not None else torch.zeros_like(x, dtype=torch.bool)
-        inside = ~(below | above)
-        mid = torch.where(inside, x, lo if lo is not None else hi)
+        # outside, the nearest bound: the tail on the value's side is then the whole
+        # interval (finite, with finite gradients; the other is masked to -inf)
+        mid = x if lo is None else torch.where(below, lo, x)
+        mid = mid if hi is None else torch.where(above, hi, mid)
         if self.discrete and not has_discrete_tails(self._raw):
             k, ok = self._grid()
-            k = k.reshape(k.shape[:1] + (1,) * (mid.dim() - len(self.batch_shape))
-                          + k.shape[1:])
-            ok = ok.reshape(k.shape[:1] + (1,) * (mid.dim() - len(self.batch_shape))
-                            + ok.shape[1:])
-            lp = self._log_pmf(k, ok & (k <= mid))
-            part = torch.logsumexp(lp, 0)
+            lead = k.shape[:1] + (1,) * (mid.dim() - len(self.batch_shape))
+            k, ok = k.reshape(lead + k.shape[1:]), ok.reshape(lead + ok.shape[1:])
+            under = torch.logsumexp(self._log_pmf(k, ok & (k <= mid)), 0)
+            over = torch.logsumexp(self._log_pmf(k, ok & (k > mid)), 0)
         else:
             tails = discrete_tails if self.discrete else continuous_tails
-            lo_side = None if self._lo is None and not self.discrete else \
-                (None if lo is None else tails(self._raw, lo - (1.0 if self.discrete else 0.0)))
-            part = _between(lo_side, tails(self._raw, mid))
-        p = torch.exp(part - self.log_normalizer()).clamp(0.0, 1.0)
-        return torch.where(below, 0.0, torch.where(above, 1.0, p))
+            at_lo = None if lo is None or (self._lo is None and not self.discrete) else \
+                tails(self._raw, lo - (1.0 if self.discrete else 0.0))
+            at_hi = None if hi is None or self._hi is None else tails(self._raw, hi)
+            at_mid = tails(self._raw, mid)  # for counts P(X > mid) = P(X >= mid + 1)
+            under, over = _between(at_lo, at_mid), _between(at_mid, at_hi)
+        z = self.log_normalizer()
+        zero, ninf = torch.zeros(()), torch.full((), -torch.inf)
+        f = torch.where(below, ninf, torch.where(above, zero, (under - z).clamp(max=0.0)))
+        s = torch.where(below, zero, torch.where(above, ninf, (over - z).clamp(max=0.0)))
+        return f, s
 
     # -- draws ---------------------------------------------------------------------------
 
