@@ -222,6 +222,10 @@ class Model:
         a nested list); a missing latent or a name that is not a latent is an error, so the
         result depends on its inputs only. Optional data left out of ``data`` are
         generated quantities (as in a fit) and are not part of the density.
+
+        The density is in the latents' own (constrained) parametrisation, no log-Jacobian,
+        also for a latent whose support follows others (``z ~ Uniform(a, a + 1)``): it
+        takes ``z`` in its support, not its hidden draw on the real line.
         """
         import pyro
         import torch
@@ -229,12 +233,14 @@ class Model:
         from .infer.generated import held_out, missing_optional
         from .infer.rng import seeded
         from .infer.run import _hidden_sites
+        from .runtime.dependent_support import SUFFIX, as_plain_sites
         from .runtime.functions import full_data
         from .runtime.shapes import site_shaped
 
         # the prior traces below only name the sites: any seed gives the same density, and
-        # a fixed one inside seeded() leaves the caller's random streams where they were
-        with locate.located(self._pseudo), full_data(), seeded(0):
+        # a fixed one inside seeded() leaves the caller's random streams where they were;
+        # a latent whose support follows others is a plain site there, read at its value
+        with locate.located(self._pseudo), full_data(), seeded(0), as_plain_sites():
             kwargs = self.bind(data)
             model, held = held_out(self.pyro_model, kwargs,
                                    missing_optional(self.ir.args, kwargs))
@@ -244,8 +250,14 @@ class Model:
                         if k in trace_values]
             problems += [f"'{k}' is computed from the latents, not one of them" for k in dets
                          if k in trace_values]
+            real_line = {k for k in trace_values
+                         if k.endswith(SUFFIX) and k[: -len(SUFFIX)] in latents}
+            problems += [f"'{k}' is the hidden draw of '{k[: -len(SUFFIX)]}' on the real "
+                         f"line: pass '{k[: -len(SUFFIX)]}' itself, a value in its support"
+                         for k in sorted(real_line)]
             problems += [f"'{k}' is not a latent site" for k in trace_values
-                         if k not in latents and k not in held and k not in dets]
+                         if k not in latents and k not in held and k not in dets
+                         and k not in real_line]
             problems += [f"missing value for latent '{k}'" for k in latents
                          if k not in trace_values]
             if problems:

@@ -171,3 +171,176 @@ def test_a_custom_guide_draws_the_same_site_on_the_real_line():
             assert gap == pytest.approx(0, abs=1e-12)
             w = float((tr.nodes["z"]["value"] - tr.nodes["a"]["value"]).detach())
             assert 0 < w < 1
+
+
+# ---- stop 26: a distribution behind a name, GeneralizedPareto, map, log_density ----
+
+THROUGH = """model M() {
+  a ~ Normal(0, 1)
+  d = Uniform(a, a + 1)
+  z ~ d
+}
+"""
+
+
+def test_a_distribution_behind_a_name_is_mapped_with_the_current_bounds():
+    # the old code drew z with pyro.sample: 803 divergences and a wrong a under bdl run
+    m = ppl.compile(THROUGH, "m.bdl")
+    assert 'z = rt.sample_in_support("z", d)' in m.source
+    fit = _nuts(THROUGH, samples=600, warmup=300)
+    a, z = fit.samples["a"].numpy(), fit.samples["z"].numpy()
+    assert set(fit.samples) == {"a", "z"} and fit.latents == ["a", "z"]
+    assert abs(a.mean()) < 0.15 and abs(a.std() - 1) < 0.1  # exactly N(0, 1)
+    w = z - a  # exactly U(0, 1)
+    assert ((w > 0) & (w < 1)).all()
+    assert abs(w.mean() - 0.5) < 0.05 and abs(w.std() - 1 / math.sqrt(12)) < 0.03
+
+
+@pytest.mark.parametrize("body, site", [
+    # a chain of names, in a plate and across its edge
+    ("  d = Uniform(a, a + 1)\n  e = d\n  plate i in N {\n    f = e\n    z ~ f\n"
+     "    y ~ Normal(z, 1)\n  }\n", 'rt.sample_in_support("z", f)'),
+    # a Truncated of such a value (its support meets the base's)
+    ("  d = Uniform(a - 1, a + 1)\n  z ~ Truncated(d, low=0)\n",
+     'rt.sample_in_support("z", rt.Truncated(d, low=0))'),
+    # a mixture whose components' support follows a
+    ("  c = Truncated(Normal([0.0, 2.0], 1), low=a)\n"
+     "  z ~ MixtureSameFamily(Categorical(probs=[0.5, 0.5]), c)\n",
+     "rt.sample_in_support("),
+    # a latent loc of a GeneralizedPareto; and one with every argument data
+    ("  z ~ GeneralizedPareto(a, 1, -0.5)\n",
+     'rt.sample_in_support("z", dist.GeneralizedPareto(a, 1, -0.5))'),
+    ("  z ~ GeneralizedPareto(0, 1, 0.1)\n",
+     'rt.sample_in_support("z", dist.GeneralizedPareto(0, 1, 0.1))'),
+])
+def test_detection_follows_the_value(body, site):
+    src = "model M(y: real[N]) {\n  a ~ Normal(0, 1)\n" + body + "}\n"
+    out = ppl.compile(src, "m.bdl").source
+    assert site in out and 'pyro.sample("z"' not in out
+
+
+def test_a_name_whose_support_reads_data_only_is_unchanged():
+    src = ppl.compile("model M(lo: real) {\n  a ~ Normal(0, 1)\n  d = Uniform(lo, lo + 1)\n"
+                      "  e = Normal(a, 1)\n  z ~ d\n  w ~ e\n}\n", "m.bdl").source
+    assert 'z = pyro.sample("z", d)' in src and 'w = pyro.sample("w", e)' in src
+
+
+def test_truncated_of_a_value_that_follows_a_latent_is_exact():
+    # a ~ U(0, 0.9), so a - 1 < 0 < a + 1: z | a ~ U(0, a + 1) exactly, a's marginal U(0, 0.9)
+    fit = _nuts("model M() {\n  a ~ Uniform(0, 0.9)\n  d = Uniform(a - 1, a + 1)\n  e = d\n"
+                "  z ~ Truncated(e, low=0)\n}\n", samples=400, warmup=200)
+    a, z = fit.samples["a"].numpy(), fit.samples["z"].numpy()
+    w = z / (a + 1)
+    assert ((w > 0) & (w < 1)).all()
+    assert abs(a.mean() - 0.45) < 0.05 and abs(a.std() - 0.9 / math.sqrt(12)) < 0.03
+    assert abs(w.mean() - 0.5) < 0.05 and abs(w.std() - 1 / math.sqrt(12)) < 0.03
+
+
+def test_a_mixture_whose_support_follows_a_latent_matches_quadrature():
+    # both components are normalised on z > a: a ~ N(0, 1), and E[z | a] is the mean of
+    # 0 + mills(a) and 2 + mills(a - 2), the truncated normals' means
+    fit = _nuts("model M() {\n  a ~ Normal(0, 1)\n"
+                "  z ~ MixtureSameFamily(Categorical(probs=[0.5, 0.5]), "
+                "Truncated(Normal([0.0, 2.0], 1), low=a))\n}\n", samples=400, warmup=200)
+    a, z = fit.samples["a"].numpy(), fit.samples["z"].numpy()
+    mills = lambda x: np.exp(stats.norm.logpdf(x) - stats.norm.logsf(x))  # noqa: E731
+    ez = integrate.quad(lambda x: stats.norm.pdf(x) * 0.5 * (mills(x) + 2 + mills(x - 2)),
+                        -12, 12)[0]
+    assert ez == pytest.approx(1.52303, abs=1e-4)
+    assert (z > a).all()
+    assert abs(a.mean()) < 0.15 and abs(a.std() - 1) < 0.1
+    assert abs(z.mean() - ez) < 0.15
+
+
+def test_generalized_pareto_with_a_latent_loc_is_exact():
+    # was "cannot find valid initial params"; z - a ~ GP(0, 1, -1/2) on (0, 2): mean
+    # 1 / (1 - xi) = 2/3, sd 1 / ((1 - xi) sqrt(1 - 2 xi)) = sqrt(2) / 3
+    fit = _nuts("model M() {\n  a ~ Normal(0, 1)\n  z ~ GeneralizedPareto(a, 1, -0.5)\n}\n",
+                samples=600, warmup=300)
+    a, w = fit.samples["a"].numpy(), (fit.samples["z"] - fit.samples["a"]).numpy()
+    assert ((w > 0) & (w < 2)).all()
+    assert abs(a.mean()) < 0.15 and abs(a.std() - 1) < 0.1
+    assert abs(w.mean() - 2 / 3) < 0.05 and abs(w.std() - math.sqrt(2) / 3) < 0.04
+
+
+def test_generalized_pareto_with_a_latent_shape_is_exact():
+    # the shape crosses 0 (an upper end, then none): xi ~ N(0, 0.2) exactly, and z's cdf
+    # at its draw, 1 - (1 + xi z)^(-1/xi), is U(0, 1)
+    fit = _nuts("model M() {\n  xi ~ Normal(0, 0.2)\n  z ~ GeneralizedPareto(0, 1, xi)\n}\n",
+                samples=600, warmup=300)
+    xi, z = fit.samples["xi"].numpy(), fit.samples["z"].numpy()
+    assert (z > 0).all() and (z[xi < 0] < -1 / xi[xi < 0]).all()
+    assert abs(xi.mean()) < 0.03 and abs(xi.std() - 0.2) < 0.02
+    p = 1 - (1 + xi * z) ** (-1 / xi)
+    assert abs(p.mean() - 0.5) < 0.04 and abs(p.std() - 1 / math.sqrt(12)) < 0.02
+
+
+def test_generalized_pareto_real_line_density_is_logistic():
+    # z = loc + scale expm1(xi s) / xi, s = softplus(u): p(z) |dz/du| = sigmoid'(u) for
+    # every shape, on either side of 0 and at 0
+    with torch_defaults("cpu", "float64"):
+        u = torch.tensor([-3.0, 0.0, 4.0])
+        want = torch.nn.functional.logsigmoid(u) + torch.nn.functional.logsigmoid(-u)
+        for xi in (-0.3, -1e-9, 0.0, 0.2):
+            fn = pyro.distributions.GeneralizedPareto(torch.tensor(0.5), torch.tensor(2.0),
+                                                      torch.tensor(xi))
+            d = unconstrained(fn)
+            t = d.transforms[0].inv
+            assert torch.allclose(d.log_prob(u), want, atol=1e-10)
+            assert torch.allclose(t.inv(t(u)), u, atol=1e-9)
+            z = t(u)
+            assert bool((z > 0.5).all())
+            if xi < 0:
+                assert bool((z < 0.5 - 2.0 / xi).all())
+        # at xi = 0 it is the exponential's quantile: loc + scale softplus(u)
+        fn = pyro.distributions.GeneralizedPareto(torch.tensor(0.5), torch.tensor(2.0),
+                                                  torch.tensor(0.0))
+        z = unconstrained(fn).transforms[0].inv(u)
+        assert torch.allclose(z, 0.5 + 2.0 * torch.nn.functional.softplus(u))
+
+
+MODE = "model T() {\n  a ~ Normal(0, 1)\n  z ~ Truncated(Normal(2, 1), low=a)\n}\n"
+
+
+@pytest.mark.parametrize("method, opts", [("map", {}), ("svi", {"guide": "delta"})])
+def test_map_is_the_mode_in_the_constrained_space(method, opts):
+    # log p(a, z) = log phi(a) + log phi(z - 2) - log(1 - Phi(a - 2)) on z > a: at the
+    # mode z = 2, and a solves a = mills(a - 2), the no-Jacobian mode of every other
+    # bounded latent (with the log-Jacobian log(z - a) it was a = -0.343, z = 2.369)
+    mills = lambda x: np.exp(stats.norm.logpdf(x) - stats.norm.logsf(x))  # noqa: E731
+    from scipy import optimize
+
+    a_star = optimize.brentq(lambda x: mills(x - 2) - x, -1, 1)
+    assert a_star == pytest.approx(0.062743, abs=1e-5)
+    fit = ppl.compile(MODE, "m.bdl").fit({}, infer=method, steps=400, lr=0.05, seed=0,
+                                         dtype="float64", **opts)
+    assert float(fit.samples["a"].flatten()[0]) == pytest.approx(a_star, abs=1e-3)
+    assert float(fit.samples["z"].flatten()[0]) == pytest.approx(2.0, abs=1e-3)
+
+
+def test_svi_keeps_the_jacobian():
+    # on the real line logit(z - a) ~ Logistic(0, 1) (sd pi / sqrt(3) = 1.81): the guide
+    # fits it (mean 0 up to SVI's noise); without the Jacobian its density there is flat,
+    # the guide's scale grows without end and the ELBO is infinite by step 793
+    fit = ppl.compile(U1, "m.bdl").fit({}, infer="svi", steps=1500, lr=0.02, samples=2000,
+                                       seed=0)
+    w = (fit.samples["z"] - fit.samples["a"]).numpy()
+    lw = np.log(w) - np.log1p(-w)
+    assert abs(lw.mean()) < 0.4 and 1.3 < lw.std() < 2.0
+
+
+def test_log_density_takes_the_latent_in_its_support():
+    m = ppl.compile(U1, "m.bdl")
+    got = m.log_density({"a": 0.3, "z": 0.9}, {})
+    # log N(a; 0, 1) + log U(z; a, a + 1): no Jacobian, as for every other latent
+    assert got == pytest.approx(stats.norm.logpdf(0.3) + 0.0, abs=1e-6)
+    # the same as an ordinary bounded latent's, Uniform(0.3, 1.3) with data bounds
+    plain = ppl.compile("model V(lo: real) {\n  a ~ Normal(0, 1)\n"
+                        "  z ~ Uniform(lo, lo + 1)\n}\n", "m.bdl")
+    assert got == plain.log_density({"a": 0.3, "z": 0.9}, {"lo": 0.3})
+    t = ppl.compile(MODE, "m.bdl").log_density({"a": 0.5, "z": 1.7}, {})
+    want = stats.norm.logpdf(0.5) + stats.norm.logpdf(1.7 - 2) - stats.norm.logsf(0.5 - 2)
+    assert t == pytest.approx(want, abs=1e-5)
+    with pytest.raises(ppl.BdlError, match=r"'z\$unconstrained' is the hidden draw of 'z' on "
+                       r"the real line: pass 'z' itself"):
+        m.log_density({"a": 0.3, "z" + SUFFIX: 0.9}, {})

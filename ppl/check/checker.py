@@ -1004,9 +1004,7 @@ class _ModelChecker(LabelLayout):
                      ["drop it, or give it a size of at least 1"])
         if dty.dist == "Truncated" and not dty.discrete:
             self._truncated_latent(s)
-        if not dty.discrete and not info.label_free and found is not None and any(
-                _is_random(found[1][k][0], self.symbols)
-                for k in _SUPPORT_ARGS.get(found[0].name, ()) if k in found[1]):
+        if not dty.discrete and not info.label_free and self._support_follows(s.dist):
             info.in_support = True  # Uniform(a, a + 1): rt.sample_in_support
         if dty.discrete or info.label_free:
             info.in_support = False  # a label's, or bounds that read one: drawn as before
@@ -1019,6 +1017,30 @@ class _ModelChecker(LabelLayout):
         self.sites[id(s)] = info
         self.symbols[s.name] = Symbol(s.name, "latent", Ty(kind, shape), s.name_span,
                                       random=True, node=s, plates=plates)
+
+    def _support_follows(self, e: ast.Expr, seen: frozenset = frozenset()) -> bool:
+        """Whether the support of the distribution ``e`` follows latents or params, so that
+        a latent drawn from it is mapped with the current bounds (rt.sample_in_support):
+        an argument that sets it reads one (:data:`_SUPPORT_ARGS`), in the distribution
+        itself, a Truncated's base or a mixture's components, or behind a name given such
+        a distribution (``d = Uniform(a, a + 1)``, any chain of them). A GeneralizedPareto
+        always: its upper end is finite for a negative shape only, which Pyro's fixed map
+        (``biject_to``, NaN at an infinite end) cannot follow."""
+        if isinstance(e, ast.Name):
+            sym = self.symbols.get(e.id)
+            return (e.id not in seen and sym is not None and isinstance(sym.node, ast.Assign)
+                    and sym.ty.kind == "dist"
+                    and self._support_follows(sym.node.value, seen | {e.id}))
+        found = self._dist_bound.get(id(e))
+        if found is None:
+            return False
+        sig, bound = found
+        if sig.name == "GeneralizedPareto" or any(
+                _is_random(bound[k][0], self.symbols)
+                for k in _SUPPORT_ARGS.get(sig.name, ()) if k in bound):
+            return True
+        inner = bound.get("base_dist") or bound.get("component_distribution")
+        return inner is not None and self._support_follows(inner[0], seen)
 
     def _discrete_latent(self, s: ast.Sample, dty: Ty, shape) -> None:
         """A discrete latent is summed out by Pyro's enumeration (ppl.infer.discrete), which

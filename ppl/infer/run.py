@@ -158,6 +158,19 @@ def _hmc(model, kwargs, opts, progress=False):
     return _mcmc(kernel, model, kwargs, opts, progress, "hmc")
 
 
+def _without_jacobian(model):
+    """A point estimate (``map``, ``svi``'s delta guide) is the mode of the density in the
+    constrained space for every latent, Pyro's AutoDelta (Stan's ``optimize`` default):
+    a latent whose support follows others is drawn on the real line, and its density
+    there then leaves out the log-Jacobian (ppl.runtime.dependent_support)."""
+    from ..runtime.dependent_support import without_jacobian
+
+    def point(**kw):
+        with without_jacobian():
+            return model(**kw)
+    return point
+
+
 def _on_full_data(model):
     """NUTS/HMC need exact gradients: subsampled plates (``batch``) use all their data."""
     from ..runtime import full_data
@@ -608,6 +621,8 @@ def _autoguide(model, trace, guide_name: str, opts: dict, latents: list[str],
 
 
 def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
+    if guide_name == "delta":  # a point estimate: the mode in the constrained space
+        model = _without_jacobian(model)
     with pyro.validation_enabled(True):
         trace = pyro.poutine.trace(model).get_trace(**kwargs)
     checked = check_supports(model, kwargs, trace)
