@@ -553,6 +553,19 @@ def test_the_cdf_of_a_truncated_distribution_for_log_cdf():
                                 rel=1e-12)
 
 
+def test_bounds_that_cut_nothing_off_draw_the_base():
+    # low at or below the base's support truncates nothing: the draw is the base's (it was
+    # a TypeError in the inverse-tail draw, which had no tail at either end)
+    pyro.set_rng_seed(0)
+    n = 20000
+    with torch_defaults("cpu", "float64"):
+        uni = Truncated(dist.Uniform(_t(2.0), _t(3.0)), low=0.0).rsample((n,))
+        expo = Truncated(dist.Exponential(_t(2.0)), low=-1.0).sample((n,))
+    assert bool(((uni >= 2) & (uni <= 3)).all()) and bool((expo >= 0).all())
+    assert abs(float(uni.mean()) - 2.5) < 4 * math.sqrt(1 / 12 / n)
+    assert abs(float(expo.mean()) - 0.5) < 4 * 0.5 / math.sqrt(n)
+
+
 def test_empty_or_one_point_intervals_are_refused_and_infinite_bounds_truncate_nothing():
     with torch_defaults("cpu", "float64"):
         cases = [(dist.Exponential(_t(1.0)), {"high": -1.0}),

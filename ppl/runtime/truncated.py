@@ -308,6 +308,8 @@ class Truncated(TorchDistribution):
                                       "draw of it is not reparameterised")
         shape = self._extended_shape(sample_shape)
         lo, hi = self._lo, self._hi
+        if lo is None and hi is None and self._raw.has_rsample:
+            return self._raw.rsample(sample_shape)  # the bounds cut nothing off the base
         normal = _as_normal(self.base, *self._bounds)
         if normal is not None:
             from .shapes import _normal_between
