@@ -21,6 +21,7 @@ from . import signatures, sizes
 from .guides import check_guides
 from .labels import LabelLayout
 from .method_fit import method_mismatch
+from .supports import SUPPORT_ARGS as _SUPPORT_ARGS  # arguments that set a support
 from .types import (
     BASE_TYPES,
     CONSTRAINED_TYPES,
@@ -3646,10 +3647,6 @@ _ELEMENTWISE = ("where", "clamp")
 # distributions whose support is their arguments' (a mixture of Poissons, Delta(3.0)):
 # discrete or not by what they are given, so an int declaration is not refused
 _SUPPORT_FROM_ARGUMENTS = ("MixtureSameFamily", "Delta")
-# the arguments that set a continuous distribution's support: a latent whose support reads
-# latents or params through them is mapped with the current bounds (rt.sample_in_support)
-_SUPPORT_ARGS = {"Uniform": ("low", "high"), "Pareto": ("scale",),
-                 "Truncated": ("low", "high"), "AffineBeta": ("loc", "scale")}
 # builtins whose dim defaults to every dim (None); the others default to the last (-1)
 # builtins whose shape rule reads their arguments as matrices/vectors of their own
 _ROWS_FIRST = frozenset({"outer", "diag_pre_multiply", "diag_post_multiply", "quad_form_diag"})

@@ -23,37 +23,13 @@ from __future__ import annotations
 
 from ..syntax import ast
 from ..syntax.diagnostics import Diagnostic
-from . import signatures, sizes
+from . import signatures, sizes, supports
 
 # the suffix of a guide's generated function (``def Coin_guide(...)``) and checked model
 SUFFIX = "_guide"
 
-# a support, as the signature table or a declared type spells it -> its class; the real
-# line, the positive reals and (0, 1) are intervals (:func:`_support`)
-_SUPPORT_CLASS = {
-    "Real()": "real",
-    "IndependentConstraint(Real(), 1)": "real",
-    "IndependentConstraint(Real(), 2)": "real",
-    "GreaterThan(lower_bound=0.0)": "positive",
-    "GreaterThanEq(lower_bound=0.0)": "positive",
-    "constraints.positive": "positive",
-    "Interval(lower_bound=0.0, upper_bound=1.0)": "unit",
-    "constraints.unit_interval": "unit",
-    "Simplex()": "simplex",
-    "constraints.simplex": "simplex",
-    "CorrCholesky()": "corr_cholesky",
-    "constraints.corr_cholesky": "corr_cholesky",
-    "PositiveDefinite()": "positive_definite",
-    "constraints.positive_definite": "positive_definite",
-    "CorrMatrix()": "corr_matrix",
-    "constraints.corr_matrix": "corr_matrix",
-    "constraints.ordered_vector": "ordered",
-    "constraints.positive_ordered_vector": "positive_ordered",
-    "constraints.sphere": "unit_vector",
-    "constraints.lower_cholesky": "cholesky_factor_cov",
-}
-_INF = float("inf")
-_INTERVALS = {"real": (-_INF, _INF), "positive": (0.0, _INF), "unit": (0.0, 1.0)}
+_INF = supports.INF
+_INTERVALS = supports.INTERVALS
 # a support class in words (Stan's), and the guide distributions that have it ("": none)
 _SUPPORT_WORDS = {
     "real": ("the real line", "Normal(loc, scale), StudentT(df, loc, scale)"),
@@ -67,6 +43,11 @@ _SUPPORT_WORDS = {
     "positive_ordered": ("positive ordered vectors", ""),
     "unit_vector": ("unit vectors", ""),
     "cholesky_factor_cov": ("Cholesky factors of covariance matrices", ""),
+    # a discrete guide's (never within a continuous latent's: ppl.check.supports.within)
+    "IntegerGreaterThan(lower_bound=0)": ("the integers >= 0", ""),
+    "Integer": ("the integers", ""),
+    "Boolean()": ("0 and 1", ""),
+    "OneHot()": ("one-hot vectors", ""),
 }
 # the declared types a guide's '~' may carry: its draw, on the real line, is mapped into
 # the type's set by Pyro's biject_to (a TransformedDistribution; ppl.runtime.transformed)
@@ -311,27 +292,18 @@ def _arg(call: ast.Call, name: str, position: int | None) -> ast.Expr | None:
     return None
 
 
-def _class_support(c: str | None):
-    """A support class as a key: an interval (lo, hi) for the real line, the positive
-    reals and (0, 1); else the class (``ordered``)."""
-    if c is None:
-        return None
-    c = _SUPPORT_CLASS.get(c, c)
-    return _INTERVALS.get(c, c)
-
-
 def _support(cm, s: ast.Sample, declared: bool = True):
-    """The support of site ``s`` of checked model ``cm`` as a key: an interval
-    ``(lo, hi)`` (boundaries aside: they hold no mass), a class name (:data:`_SUPPORT_CLASS`)
-    or None when it is not known from the source alone (``Uniform(a, b)`` of data or
-    params). ``declared``: the declared type's set where it has one."""
+    """The support of site ``s`` of checked model ``cm`` as a key (:func:`supports.key`:
+    an interval ``(lo, hi)``, a class name) or None when it is not known from the source
+    alone (``Uniform(a, b)`` of data or params). ``declared``: the declared type's set
+    where it has one."""
     info = cm.sites.get(id(s))
     c = info.constraint if info is not None and declared else None
     own = _dist_support(cm, s.dist)
     if c is None:
         return own
     if isinstance(c, str):
-        key = _class_support(c)
+        key = supports.key(c)
     else:
         kind, *bounds = c
         vals = [_literal(b) for b in bounds]
@@ -350,33 +322,65 @@ def _support(cm, s: ast.Sample, declared: bool = True):
 def _dist_support(cm, d: ast.Expr):
     """The support of distribution ``d`` as a key (:func:`_support`): its signature's, or
     from literal arguments where it follows them (``Uniform(0, 1)``, ``Pareto(1, a)``,
-    ``Truncated(Normal(m, s), low=1)``)."""
+    ``Truncated(Normal(m, s), low=1)``; ppl.check.supports)."""
     dty = cm.ty(d)
     sig = signatures.lookup(dty.dist) if dty.dist else None
     if sig is None or not isinstance(d, ast.Call):
         return None
     if sig.support is not None:
-        return _class_support(sig.support)
-    if dty.dist == "Uniform":
-        lo, hi = _literal(_arg(d, "low", 0)), _literal(_arg(d, "high", 1))
-        return None if lo is None or hi is None else (lo, hi)
-    if dty.dist == "Pareto":
-        lo = _literal(_arg(d, "scale", 0))
-        return None if lo is None else (lo, _INF)
+        return supports.key(sig.support)
+    def value(name):
+        e = _arg(d, name, None if name in sig.keyword_only else sig.params.index(name))
+        return supports.MISSING if e is None else _literal(e)
+
+    base = None
     if dty.dist == "Truncated":
-        base = _arg(d, "base_dist", 0)
-        inner = _dist_support(cm, base) if base is not None else None
-        if not isinstance(inner, tuple):
-            return None
-        lo, hi = inner
-        for key, pick in (("low", max), ("high", min)):
-            e = _arg(d, key, None)
+        inner = _arg(d, "base_dist", 0)
+        base = _dist_support(cm, inner) if inner is not None else None
+    return supports.from_arguments(dty.dist, value, base)
+
+
+def _param_behind(cm, s: ast.Sample):
+    """The model's param that the support of latent ``s`` follows (``u ~ Uniform(0, b)``,
+    ``u: real<upper=b>``, through values computed from it, a Truncated's base, a name
+    given the distribution), or None. A guide cannot read a model's params."""
+    exprs: list[ast.Expr] = []
+    info = cm.sites.get(id(s))
+    if info is not None and isinstance(info.constraint, tuple):
+        exprs.extend(info.constraint[1:])
+    todo, seen = [s.dist], set()
+    while todo:
+        d = todo.pop()
+        if isinstance(d, ast.Name) and d.id not in seen:
+            seen.add(d.id)
+            sym = cm.symbols.get(d.id)
+            if sym is not None and isinstance(sym.node, ast.Assign):
+                todo.append(sym.node.value)
+            continue
+        dty = cm.ty(d) if isinstance(d, ast.Call) else None
+        sig = signatures.lookup(dty.dist) if dty is not None and dty.dist else None
+        if sig is None:
+            continue
+        for name in supports.FROM_ARGUMENTS.get(sig.name, ()):
+            e = _arg(d, name, None if name in sig.keyword_only else sig.params.index(name))
             if e is not None:
-                v = _literal(e)
-                if v is None:
-                    return None
-                lo, hi = (pick(lo, v), hi) if key == "low" else (lo, pick(hi, v))
-        return (lo, hi)
+                exprs.append(e)
+        for name in ("base_dist", "component_distribution"):
+            if name in sig.params:
+                e = _arg(d, name, sig.params.index(name))
+                if e is not None:
+                    todo.append(e)
+    names, seen = [n for e in exprs for n in ast.names_read(e)], set()
+    while names:
+        n = names.pop()
+        sym = cm.symbols.get(n)
+        if n in seen or sym is None:
+            continue
+        seen.add(n)
+        if sym.role == "param":
+            return sym
+        if sym.role != "latent" and isinstance(sym.node, ast.Assign):
+            names.extend(ast.names_read(sym.node.value))
     return None
 
 
@@ -444,7 +448,7 @@ def _support_notes(name: str, key, shape) -> list[str]:
 def _mappable(c) -> bool:
     """Can a guide's declared type with constraint ``c`` map a real draw into its set?"""
     if isinstance(c, str):
-        return _SUPPORT_CLASS.get(c, c) in _MAPPABLE
+        return supports.CLASSES.get(c, c) in _MAPPABLE
     return c is not None and c[0] in ("greater_than", "less_than", "interval")
 
 
@@ -581,7 +585,7 @@ def _against_model(g: ast.Guide, gm, cm, out: list[Diagnostic]) -> None:
             what = f"the declared type of '{s.name}'"
             if not _mappable(info.constraint):
                 out.append(Diagnostic(
-                    f"{what} is {_support_words(_class_support(info.constraint))}, which "
+                    f"{what} is {_support_words(supports.key(info.constraint))}, which "
                     "a guide cannot map a draw into", s.type.span,
                     notes=_support_notes(s.name, msup, mshape) if msup is not None else []))
                 continue
@@ -595,14 +599,40 @@ def _against_model(g: ast.Guide, gm, cm, out: list[Diagnostic]) -> None:
                            "the declared type and choose a distribution with the latent's "
                            "support"]))
                 continue
-        gsup = _support(gm, s)
-        if msup is not None and gsup is not None and msup != gsup:
-            has = f"guide's {gname} has support" if info.constraint is None else \
-                f"guide maps its {gname} draw into"
+        param = _param_behind(cm, ms)
+        if param is not None:
             out.append(Diagnostic(
-                f"'{s.name}' lies on {_support_words(msup)} in the model {at}, but the "
-                f"{has} {_support_words(gsup)}", s.dist.span,
-                notes=_support_notes(s.name, msup, mshape)
-                + ["a guide must put its mass where the model's density is"]))
+                f"'{s.name}' lies on a set that follows model {model}'s param "
+                f"'{param.name}' {at[:-1]}, the param at {param.span}), which the guide "
+                "cannot read: its draw could not be kept inside the model's support as the "
+                f"fit moves '{param.name}'", s.dist.span,
+                notes=["fit it with an autoguide (svi(guide=normal)), which maps its draw "
+                       "into the current bounds at every step",
+                       f"or give '{param.name}' a prior ({param.name} ~ ...) and draw it in "
+                       "the guide, which can then bound its draw by it (the model's bounds "
+                       "in a declared type: real<lower=..., upper=...> ~ Normal(loc, "
+                       "scale))"]))
+            continue
+        gsup = _support(gm, s)
+        if msup is not None and gsup is not None and not supports.within(gsup, msup):
+            out.append(support_refusal(s, gname, msup, gsup, at, mshape,
+                                       info.constraint is not None))
 
-__all__ = ["SUFFIX", "check_guides", "guide_model"]
+
+def support_refusal(s: ast.Sample, gname: str, msup, gsup, at: str, shape, mapped: bool,
+                    when: str = "", element: str = "") -> Diagnostic:
+    """The error for guide draw ``s`` (from ``gname``, ``mapped`` by a declared type) on
+    support ``gsup``, not within its model latent's ``msup`` (support keys,
+    ppl.check.supports), drawn ``at`` the model's line, in Stan's words with the
+    distributions that fit; ``when`` says which values decided the model's and
+    ``element`` which element (the fit's check, ppl.infer.custom_guide)."""
+    has = f"guide maps its {gname} draw into" if mapped else f"guide's {gname} has support"
+    return Diagnostic(
+        f"'{s.name}'{element} lies on {_support_words(msup)} in the model {at}{when}, but "
+        f"the {has} {_support_words(gsup)}", s.dist.span,
+        notes=_support_notes(s.name, msup, shape)
+        + ["a guide must put its mass where the model's density is (its support may be "
+           "narrower than the model's, not wider)"])
+
+
+__all__ = ["SUFFIX", "check_guides", "guide_model", "support_refusal"]

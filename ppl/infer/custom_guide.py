@@ -76,4 +76,131 @@ def choose_guide(method: str, opts: dict, explicit: bool, model: str | None,
     return opts
 
 
-__all__ = ["choose_guide", "current", "using"]
+def check_guide_supports(model, guide, kwargs: dict) -> None:
+    """Before the fit's first step: each draw of the guide block against the model's site,
+    where the data, params or latents set a support the checker could not compare
+    (``p ~ Uniform(lo, 1)`` with data ``lo``; ppl.check.guides compares the rest). One
+    guide draw and the model replayed on it, both at the fit's first values (the RNG state
+    is restored after). A guide's interval must lie within the model's; for a latent drawn
+    on the real line (its support follows latents: ``rt.guide_in_support``) it must be the
+    model's, as the model maps the guide's draw with its own bounds. A located
+    :class:`BdlError` at the guide's draw otherwise; nothing where the traces fail (the
+    first step then says why) or the supports are not intervals."""
+    import pyro
+    from pyro import poutine
+
+    from ..runtime.dependent_support import SUFFIX
+
+    state = pyro.util.get_rng_state()
+    try:
+        gtr = poutine.trace(guide).get_trace(**kwargs)
+        mtr = poutine.trace(poutine.replay(model, trace=gtr)).get_trace(**kwargs)
+    except Exception:  # noqa: BLE001 - the first step reports it, located
+        return
+    finally:
+        pyro.util.set_rng_state(state)
+    for name, g in gtr.nodes.items():
+        m = mtr.nodes.get(name)
+        if g["type"] != "sample" or g["is_observed"] or m is None or m["type"] != "sample":
+            continue
+        real_line = name.endswith(SUFFIX)
+        gfn, mfn = g["fn"], m["fn"]
+        if real_line:  # rt.unconstrained(fn): fn's own support
+            gfn, mfn = getattr(gfn, "base_dist", gfn), getattr(mfn, "base_dist", mfn)
+        try:
+            gsup, msup = gfn.support, mfn.support
+        except (AttributeError, NotImplementedError):  # a plate's _subsample site
+            continue
+        bad = _outside(_ends(gsup), _ends(msup), real_line)
+        if bad is not None:
+            raise _refusal(guide, name.removesuffix(SUFFIX), *bad, real_line)
+
+
+def _ends(c):
+    """A support's (lower, upper) bounds as tensors, or None where it is not an interval."""
+    import torch
+    from torch.distributions import constraints
+
+    while isinstance(c, constraints.independent):
+        c = c.base_constraint
+    inf = torch.tensor(float("inf"))
+    if isinstance(c, type(constraints.real)):
+        return -inf, inf
+    if isinstance(c, (constraints.greater_than, constraints.greater_than_eq)):
+        return torch.as_tensor(c.lower_bound), inf
+    if isinstance(c, constraints.less_than):
+        return -inf, torch.as_tensor(c.upper_bound)
+    if isinstance(c, (constraints.interval, constraints.half_open_interval)):
+        return torch.as_tensor(c.lower_bound), torch.as_tensor(c.upper_bound)
+    return None
+
+
+def _outside(g, m, equal: bool):
+    """The first element where interval ``g`` is not within ``m`` (``equal``: is not
+    ``m``), as ((model lo, hi), (guide lo, hi), index or None), or None."""
+    import torch
+
+    if g is None or m is None:
+        return None
+    try:
+        glo, ghi, mlo, mhi = (t.detach().double() for t in torch.broadcast_tensors(*g, *m))
+    except RuntimeError:
+        return None
+    if equal:
+        bad = ~(torch.isclose(glo, mlo) & torch.isclose(ghi, mhi))
+    else:
+        bad = (glo < mlo - 1e-6 * (1 + mlo.abs())) | (ghi > mhi + 1e-6 * (1 + mhi.abs()))
+    if not bool(bad.any()):
+        return None
+    at = tuple(bad.nonzero()[0].tolist())
+    index = [i for i, n in zip(at, bad.shape, strict=True) if n > 1]  # less plates' 1s
+    m_lo, m_hi, g_lo, g_hi = (float(t[at]) for t in (mlo, mhi, glo, ghi))
+    return (m_lo, m_hi), (g_lo, g_hi), index or None
+
+
+def _refusal(guide, name: str, msup, gsup, index, real_line: bool):
+    """The located error of :func:`check_guide_supports`, at the guide's draw of ``name``."""
+    from .. import locate
+    from ..check.guides import support_refusal
+    from ..syntax import ast
+    from ..syntax.diagnostics import BdlError, Diagnostic
+    from ..syntax.parser import parse
+
+    entry = locate._MODULES.get(guide.__code__.co_filename)  # its BDL file (ppl.locate)
+    filename, text, model = (entry[0], entry[1], entry[3]) if entry else ("<string>", None,
+                                                                         None)
+    program = None
+    if text is not None:
+        try:
+            program = parse(text)
+        except Exception:  # noqa: BLE001 - a module whose BDL file changed since
+            program = None
+    mname = getattr(model, "name", None)
+    g = next((s for gb in (program.guides if program else ()) if gb.name == mname
+              for s in ast.walk(gb.body) if isinstance(s, ast.Sample) and s.name == name),
+             None)
+    ms = next((s for mb in (program.models if program else ()) if mb.name == mname
+               for s in ast.walk(mb.body) if isinstance(s, ast.Sample) and s.name == name),
+              None)
+    at = f"(drawn at {ms.name_span})" if ms is not None else "(drawn in the model)"
+    element = "" if index is None else " element " + ", ".join(map(str, index))
+    when = " at the fit's first values" if real_line else " with this fit's data"
+    if g is None:
+        return BdlError([Diagnostic(f"'{name}'{element} lies on {msup} in the model{when}, "
+                                    f"but the guide's draw on {gsup}")], filename, text)
+    gname = (g.dist.func_name if isinstance(g.dist, ast.Call) else None) or "distribution"
+    mapped = g.type is not None and (bool(g.type.bounds) or g.type.base != "real")
+    d = support_refusal(g, gname, msup, gsup, at, None, mapped, when, element)
+    if real_line:
+        d.notes[:-1] = [
+            "its support follows latents: the model draws it on the real line and maps the "
+            "guide's draw there with its own bounds, so the guide's support must be the "
+            "model's, not only within it: draw it from the model's distribution, or from "
+            f"Normal(loc, scale) with those bounds declared ({name}: real<lower=..., "
+            "upper=...> ~ Normal(loc, scale))"]
+    err = BdlError([d], filename, text)
+    err.not_a_bug = True
+    return err
+
+
+__all__ = ["check_guide_supports", "choose_guide", "current", "using"]

@@ -638,7 +638,7 @@ def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
     if len(discrete) == len(latents):
         guide = _empty_guide
     elif guide_name == "custom":
-        from .custom_guide import current
+        from .custom_guide import check_guide_supports, current
 
         guide = current()  # the model file's guide block (ppl.infer.custom_guide)
         if guide is None:
@@ -646,6 +646,7 @@ def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
 
             raise BdlError([Diagnostic("svi(guide=custom) fits with the model's guide block, "
                                        "and none was given to this fit")], "infer")
+        check_guide_supports(model, guide, kwargs)  # where data or latents set them
     else:
         guide = _autoguide(model, trace, guide_name, opts, latents, discrete)
     decay = opts.get("lr_decay", 1.0)

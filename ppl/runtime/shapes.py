@@ -227,7 +227,25 @@ def transformed(base, constraint):
     block): ``base``, on the real line, mapped into the set ``constraint`` by Pyro's
     ``biject_to`` (ordered: cumulative exp increments; lower bound: exp and shift; an
     interval: sigmoid and scale), with the map's Jacobian in the density."""
-    return TransformedDistribution(base, biject_to(constraint))
+    return _Into(base, constraint)
+
+
+class _Into(TransformedDistribution):
+    """:func:`transformed`'s distribution, whose support is the set it maps into: Pyro's
+    reads the last transform's codomain, the real line for the shift and scale of a bound
+    (a guide's ``z: real<lower=a, upper=a + 1>`` was then mapped to the real line as if
+    unbounded by ``rt.guide_in_support``, and its model read another value)."""
+
+    def __init__(self, base, constraint, validate_args=None):
+        self._into = constraint
+        super().__init__(base, biject_to(constraint), validate_args=validate_args)
+
+    @constraints.dependent_property
+    def support(self):
+        return self._into
+
+    def expand(self, batch_shape, _instance=None):
+        return _Into(self.base_dist.expand(batch_shape), self._into)
 
 
 class Restricted(TorchDistribution):
