@@ -270,7 +270,7 @@ def test_a_size_expression_that_is_not_whole_is_an_error_at_binding():
         m.bind({"N": 5, "x": [1.0, 2.0], "y": [1.0, 2.0, 3.0, 4.0, 5.0]})
     d = e.value.diagnostics[0]
     assert (d.span.line, d.span.col) == (1, 17) and d.message == (
-        "'x' dimension 0 is declared N/2 = 5/2, which is not a whole number of elements "
+        "'x' dimension 0 is declared N / 2 = 5 / 2, which is not a whole number of elements "
         "(sizes from the data)") and d.notes == ["N is 5 from 'y' (dimension 0)"]
     assert m.bind({"N": 4, "x": [1.0, 2.0], "y": [1.0, 2.0, 3.0, 4.0]})["x"].shape == (2,)
     m = ppl.compile("model M(y: real[N]) {\n  f: real[N / 2] ~ Normal(0, 1)\n"
@@ -278,5 +278,5 @@ def test_a_size_expression_that_is_not_whole_is_an_error_at_binding():
     with pytest.raises(BdlError) as e:
         m.fit({"y": [1.0, 2.0, 3.0]}, infer="map(steps=2)")
     d = e.value.diagnostics[0]
-    assert (d.span.line, d.message) == (2, "latent 'f' is declared N/2 = 3/2, which is not a "
+    assert (d.span.line, d.message) == (2, "latent 'f' is declared N / 2 = 3 / 2, which is not a "
                                            "whole number of elements (sizes from the data)")

@@ -32,10 +32,11 @@ def _first_error(read: str) -> str:
 @pytest.mark.parametrize("read, first, note", [
     ("y[t - L - 1]", "y[t - L - 1] at t = 0 reads y[-(L + 1)], which torch counts from the end",
      "`ahead = y[L + 1:]` then `plate t in T - (L + 1) { ... y[t] ... }`"),
-    ("y[t - 2 * L - 1]", "y[t - 2 * L - 1] at t = 0 reads y[-(2*L + 1)], which torch counts "
-     "from the end", "`ahead = y[2*L + 1:]` then `plate t in T - (2*L + 1) { ... y[t] ... }`"),
-    ("y[t - L * M - 1]", "y[t - L * M - 1] at t = 0 reads y[-(L*M + 1)], which torch counts "
-     "from the end", "`ahead = y[L*M + 1:]`"),
+    ("y[t - 2 * L - 1]", "y[t - 2 * L - 1] at t = 0 reads y[-(2 * L + 1)], which torch counts "
+     "from the end",
+     "`ahead = y[2 * L + 1:]` then `plate t in T - (2 * L + 1) { ... y[t] ... }`"),
+    ("y[t - L * M - 1]", "y[t - L * M - 1] at t = 0 reads y[-(L * M + 1)], which torch counts "
+     "from the end", "`ahead = y[L * M + 1:]`"),
     # the form kept from before: t - c (with Stan's loop and y[T - c])
     ("y[t - 2]", "y[t - 2] at t = 0 reads y[-2], which torch counts from the end (y[T - 2])",
      "for Stan's `for (t in 3:T) ... y[t - 2]`, give the shifted values their own name and "
@@ -91,16 +92,16 @@ Y = [1.0, 2.0, 3.0]
     # negative only for some sizes (sizes are whole numbers >= 0): refused when data bind
     # the sizes that make it so, with their values; legal sizes run
     ("y[t - L]", 1, 0, "y[t - L] at t = 0 reads y[-L]: -L = -1"),
-    ("y[t - 2 * L]", 1, 0, "y[t - 2 * L] at t = 0 reads y[-2*L]: -2*L = -2"),
+    ("y[t - 2 * L]", 1, 0, "y[t - 2 * L] at t = 0 reads y[-2 * L]: -2 * L = -2"),
     ("y[-L + t]", 2, 0, "y[-L + t] at t = 0 reads y[-L]: -L = -2"),
     ("y[t + 1 - L]", 2, 0, "y[t + 1 - L] at t = 0 reads y[1 - L]: 1 - L = -1"),
     ("y[t - (L - 1)]", 3, 0, "y[t - (L - 1)] at t = 0 reads y[1 - L]: 1 - L = -2"),
     ("y[t + L - M]", 1, 2, "y[t + L - M] at t = 0 reads y[L - M]: L - M = -1"),
     ("z[t + L - 1]", 0, 0, "z[t + L - 1] at t = 0 reads z[L - 1]: L - 1 = -1"),
     # 10 L - L M is negative only from M = 11 (3a431b9 tried sizes 1 to 4: no check)
-    ("y[t + 10 * L - L * M]", 1, 11, "y[t + 10 * L - L * M] at t = 0 reads y[10*L - L*M]: "
-     "10*L - L*M = -1"),
-    ("y[t + L * M - L]", 1, 0, "y[t + L * M - L] at t = 0 reads y[L*M - L]: L*M - L = -1"),
+    ("y[t + 10 * L - L * M]", 1, 11, "y[t + 10 * L - L * M] at t = 0 reads y[10 * L - L * M]: "
+     "10 * L - L * M = -1"),
+    ("y[t + L * M - L]", 1, 0, "y[t + L * M - L] at t = 0 reads y[L * M - L]: L * M - L = -1"),
 ])
 def test_a_shift_negative_for_some_sizes_is_checked_when_data_bind_them(read, L, M, first):
     m = ppl.compile(_src(read), "m.bdl")
@@ -183,7 +184,7 @@ def test_a_shift_that_may_run_past_the_end_is_checked_when_data_bind_the_sizes()
     m = ppl.compile(_src("y[t + L * L - L]"), "m.bdl")
     m.bind({"y": [0.0] * 3, "z": [0.0] * 3, "L": 0, "M": 1})
     m.bind({"y": [0.0] * 3, "z": [0.0] * 4, "L": 1, "M": 1})
-    with pytest.raises(ppl.BdlError, match=r"T = 3 but must be at least L\*L - L \+ T = 5"):
+    with pytest.raises(ppl.BdlError, match=r"T = 3 but must be at least L \* L - L \+ T = 5"):
         m.bind({"y": [0.0] * 3, "z": [0.0] * 5, "L": 2, "M": 1})
     # y[t + L] of y: real[T] runs past the end for every L > 0, but L = 0 reads y[t]
     m = ppl.compile(_src("y[t + L]"), "m.bdl")
@@ -240,11 +241,11 @@ def test_the_sign_of_a_size_expression_over_sizes_of_zero_and_up():
      "4:23: error: y[2 * (t - 1)] at t = 0 reads y[-2], which torch counts from the end "
      "(y[T - 2])", "every element it reads must be in [0, T)"),
     ("    y ~ Normal(mu * z[(t + 1) * 2], 1)\n",
-     "4:23: error: z[(t + 1) * 2] reads z[2*T] at t = T - 1, past the end of a dimension of "
-     "size 2*T", "read the plate over fewer elements"),
+     "4:23: error: z[(t + 1) * 2] reads z[2 * T] at t = T - 1, past the end of a dimension of "
+     "size 2 * T", "read the plate over fewer elements"),
     ("    y ~ Normal(mu * z[2 * t + 2], 1)\n",
-     "4:23: error: z[2 * t + 2] reads z[2*T] at t = T - 1, past the end of a dimension of "
-     "size 2*T", "read the plate over fewer elements"),
+     "4:23: error: z[2 * t + 2] reads z[2 * T] at t = T - 1, past the end of a dimension of "
+     "size 2 * T", "read the plate over fewer elements"),
 ])
 def test_a_plate_local_or_a_scaled_index_is_checked_as_a_shift(body, first, note):
     src = (f"model M(y: real[T], z: real[2 * T], L: int) {{\n  mu ~ Normal(0, 1)\n"
@@ -271,7 +272,7 @@ def test_a_scaled_index_reads_every_other_element_and_is_checked_at_binding():
         m.bind({"y": y, "z": z[:5], "L": 2})
     assert str(e.value).split("\n")[0] == (
         "m.bdl:4:32: error: size mismatch between dimension 0 of 'z' read at L * t + 1 in "
-        "plate t in T: W = 5 but must be at least L*T - L + 2 = 6 (sizes from the data)")
+        "plate t in T: W = 5 but must be at least L * T - L + 2 = 6 (sizes from the data)")
 
 
 @pytest.mark.parametrize("args, body, data, loc", [

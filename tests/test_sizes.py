@@ -40,8 +40,10 @@ def test_equality_and_difference_match_sympy():
 def test_printing_and_properties():
     K, N = sizes.size_symbol("K"), sizes.size_symbol("N")
     assert str(K + 1) == "K + 1"
-    assert str(2 * N - K) == "-K + 2*N"
-    assert str(N * K / 2) == "K*N/2"
+    assert str(2 * N - K) == "-K + 2 * N"
+    assert str(N * K / 2) == "K * N / 2"
+    assert str(N * N + sizes.const(5) / 2) == "N * N + 5 / 2"
+    assert str(N / K) == "(N / K)"
     assert (K + 1 - K).is_Integer and int(K + 1 - K) == 1
     assert K.is_Symbol and not (K + 1).is_Symbol and not K.is_number
     assert sizes.compare(N * (K + 1), N * K + N) == sizes.Relation.EQUAL

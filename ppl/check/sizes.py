@@ -15,6 +15,7 @@ the checker because ``import sympy`` alone costs ~0.3 s, three times the budget 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -104,8 +105,8 @@ class Dim:
             if o.value == 0:
                 raise ZeroDivisionError("division by zero in a dimension")
             return Dim({k: v / o.value for k, v in self.terms.items()})
-        # a quotient of sizes is kept as one opaque size name, e.g. "(N/K)"
-        return Dim({(f"({self}/{o})",): 1})
+        # a quotient of sizes is kept as one opaque size name, e.g. "(N / K)"
+        return Dim({(f"({self} / {o})",): 1})
 
     # ---- comparison ----
     def __eq__(self, other):
@@ -140,24 +141,26 @@ class Dim:
             raise TypeError(f"{self} is not an integer")
         return int(self.value)
 
-    # ---- printing: "K + 1", "2*N", "N*T", "N/2" (also valid Python over the sizes) ----
+    # ---- printing: "K + 1", "2 * N", "N * T", "N / 2" (also valid Python over the sizes,
+    # spaced as the language reference writes sizes) ----
     def __str__(self) -> str:
         if not self.terms:
             return "0"
         parts = []
         for k in sorted(self.terms, key=self._order):
             v = self.terms[k]
-            mono = "*".join(k)
+            mono = " * ".join(k)
             if not k:
-                text = str(abs(v.numerator)) if v.denominator == 1 else f"{abs(v)}"
+                text = str(abs(v.numerator)) if v.denominator == 1 else \
+                    f"{abs(v.numerator)} / {v.denominator}"
             elif abs(v) == 1:
                 text = mono
             elif v.denominator == 1:
-                text = f"{abs(v.numerator)}*{mono}"
+                text = f"{abs(v.numerator)} * {mono}"
             elif abs(v.numerator) == 1:
-                text = f"{mono}/{v.denominator}"
+                text = f"{mono} / {v.denominator}"
             else:
-                text = f"{abs(v.numerator)}*{mono}/{v.denominator}"
+                text = f"{abs(v.numerator)} * {mono} / {v.denominator}"
             sign = "-" if v < 0 else "+"
             parts.append((sign, text))
         first_sign, first = parts[0]
@@ -185,6 +188,26 @@ class Dim:
 
 
 ONE = Dim({(): 1})
+
+
+def shown(expr) -> str:
+    """A sympy size expression (binding's, ``ppl.runtime.data``) printed as the checker
+    prints a :class:`Dim`, a person's way: ``N * N + 1`` (sympy: ``N**2 + 1``), ``N / 2``,
+    ``5 / 2``; one that is no polynomial in the sizes with its operators spaced."""
+    poly = expr.as_poly() if expr.free_symbols else None
+    if expr.is_Rational:
+        return str(Dim({(): Fraction(int(expr.p), int(expr.q))}))
+    if poly is None or not all(g.is_Symbol for g in poly.gens):
+        return re.sub(r"\s*(\*\*|\*|/)\s*",
+                      lambda m: m.group(1) if m.group(1) == "**" else f" {m.group(1)} ",
+                      str(expr))
+    terms: dict = {}
+    for monom, coeff in poly.terms():
+        key = tuple(sorted(str(g) for g, n in zip(poly.gens, monom, strict=True)
+                           for _ in range(n)))
+        terms[key] = Fraction(int(coeff.p), int(coeff.q))
+    d = Dim(terms)
+    return str(d) if not str(d).startswith("-") else d.signed()
 
 
 def size_symbol(name: str) -> Dim:

@@ -18,6 +18,7 @@ import numpy as np
 import sympy
 import torch
 
+from ..check.sizes import shown
 from ..syntax.diagnostics import BdlError, Diagnostic, Span
 
 
@@ -140,8 +141,8 @@ def _kind_words(arr) -> str:
 
 
 def _not_whole(what: str, expr, value) -> str:
-    return (f"{what} is declared {expr} = {value}, which is not a whole number of elements "
-            "(sizes from the data)")
+    return (f"{what} is declared {shown(expr)} = {shown(value)}, which is not a whole number "
+            "of elements (sizes from the data)")
 
 
 def _size_notes(expr, bound: dict) -> list[str]:
@@ -277,7 +278,7 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
                 notes = [f"{k} is {bound[k][0]} from {bound[k][1]}"
                          for k in sorted(str(x) for x in expr.free_symbols) if k in bound]
                 # "declared K + 1 = 4" names the sizes; a literal size is just itself
-                said = f"{expr} = {want}" if expr.free_symbols else f"{want}"
+                said = f"{shown(expr)} = {want}" if expr.free_symbols else f"{want}"
                 errors.append(_err(f"'{spec.name}' dimension {axis} is {n} but is declared "
                                    f"{said}", spec.line, spec.col, notes))
         elif len(free) == 1:
@@ -286,8 +287,8 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
             if sol:
                 bound[str(free[0])] = (int(sol[0]), f"'{spec.name}' (dimension {axis})")
             else:
-                errors.append(_err(f"no positive integer {free[0]} makes {expr} = {n} for "
-                                   f"'{spec.name}'", spec.line, spec.col))
+                errors.append(_err(f"no positive integer {free[0]} makes {shown(expr)} = {n} "
+                                   f"for '{spec.name}'", spec.line, spec.col))
 
     for name in sig.sizes:
         if name not in bound and not errors:
