@@ -449,6 +449,9 @@ class _Lowerer:
             for plate in self.cm.sites[id(s)].plates:
                 if lead < len(shape) and shape[lead] == sizes.get(plate):
                     lead += 1
+            own = self.cm.sites[id(s)].factor_own
+            if own is not None:  # Pyro's layout: a of an outer plate is [I, 1], none own
+                lead = len(shape) - own
             op = FactorOp(f"factor_{s.span.line}", self._expr(s.value), len(shape) - lead)
             if self.enumerates and op.summed and not self.cm.sites[id(s)].plates:
                 op.enum_sizes, op.summed = [_dim_code(d) for d in shape], 0
@@ -526,6 +529,8 @@ class _Lowerer:
 
     # ---- expressions ----
     def _expr(self, e: ast.Expr):
+        if self.cm.rows_read.get(id(e)) is True and self.across is not True:
+            return self._within(True, e)  # v of x2[i, :] * v: pairs with the row's own dim
         out = self._expr_inner(e)
         moved = self.cm.label_aligned.get(id(e))
         if moved is not None:  # computed from a label: its own dims onto plate dims
@@ -601,8 +606,12 @@ class _Lowerer:
             if across is not None and across is not True:
                 across = frozenset(kept[len(kept) + d] - rank for d in across
                                    if -len(kept) <= d < 0)
+            # a row read by a plate's index (x2[i, :] under plates i and j) is read whole
+            # along the dims it keeps: they are the result's own dims, not an inner plate's
+            rows = self.cm.rows_read.get(id(e))
+            rows = rows if isinstance(rows, frozenset) else frozenset()
             across = self._join(across, frozenset(
-                k - rank for k, item in at.items() if not _whole(item)))
+                k - rank for k, item in at.items() if not _whole(item)) | rows)
             outer, self.read_uncut = self.read_uncut, []
             local = self.rename.get(e.value.id) if isinstance(e.value, ast.Name) else None
             origin = self._uncut(local, across, rank) if local is not None else local
@@ -613,7 +622,8 @@ class _Lowerer:
                 value = self._within(across, e.value)
             # a value read uncut along a dim the result keeps: that dim of the result
             self.read_uncut = outer + [(index, kept.index(d + rank) - len(kept))
-                                       for index, d in self.read_uncut if d + rank in kept]
+                                       for index, d in self.read_uncut
+                                       if d + rank in kept and d not in rows]
             if id(e) in self.cm.self_indexed:
                 # a[j] of a value drawn in plate j: a is one element per plate element
                 drop, width = self.cm.self_indexed[id(e)]

@@ -76,6 +76,9 @@ class SiteInfo:
     # a latent whose support follows latents or params (Uniform(a, a + 1), real<lower=a>):
     # drawn on the real line and mapped with the current bounds (rt.sample_in_support)
     in_support: bool = False
+    # a factor's term in plates: how many of its dims are its own, past its plate dims
+    # (Pyro's layout: [I, 1] of a latent of an outer plate has none), summed per element
+    factor_own: int | None = None
 
 
 @dataclass
@@ -160,6 +163,13 @@ class CheckedModel:
     builtin_calls: frozenset[int] = frozenset()
     # the model's guide block, checked as a model of its own (ppl.check.guides)
     guide: CheckedModel | None = None
+    # an index whose plate index (or per-element index) comes before a dim it keeps
+    # (``x2[i, :]`` under plates i and j): id -> those dims, counted from the right, which
+    # the result holds as its own dims, after the index's plate dims: the row is read
+    # whole there, not cut to an inner plate's minibatch (lower.py); an operand whose
+    # plate dim meets the other's own dim (``v`` in ``x2[i, :] * v``): id -> True, read
+    # whole
+    rows_read: dict[int, frozenset | bool] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -444,6 +454,7 @@ class _ModelChecker(LabelLayout):
         self.plate_labels: set[str] = set()
         self.closed_labels: dict[str, PlateInfo] = {}
         self.builtin_calls: set[int] = set()  # see CheckedModel.builtin_calls
+        self.rows_read: dict[int, frozenset | bool] = {}  # see CheckedModel.rows_read
 
     def result(self) -> CheckedModel:
         data = {a.name for a in self.model.args}
@@ -453,7 +464,8 @@ class _ModelChecker(LabelLayout):
                             self.pads, self.fit_errors, self.unaligned, self.self_indexed,
                             self.elem_reduce, self.label_aligned, self.label_vindex,
                             self.label_dims, self.stacks, self.label_matmul,
-                            self.data_indices, frozenset(self.builtin_calls))
+                            self.data_indices, frozenset(self.builtin_calls),
+                            rows_read=self.rows_read)
 
     def err(self, msg: str, span: Span, notes: list[str] | None = None) -> None:
         self.errors.append(Diagnostic(msg, span, "error", notes or []))
@@ -726,6 +738,9 @@ class _ModelChecker(LabelLayout):
                 if ty.kind not in TENSOR_KINDS + ("unknown",):
                     self.err("factor needs a numeric log-density term", s.value.span)
                 self.sites[id(s)] = SiteInfo("factor", self._plate_names())
+                width = self._plate_width(s.value) if self.plate_stack else None
+                if width is not None and ty.shape is not None and width <= len(ty.shape):
+                    self.sites[id(s)].factor_own = len(ty.shape) - width
             elif isinstance(s, ast.Plate):
                 self._plate(s)
             name = getattr(s, "name", None)
@@ -979,9 +994,12 @@ class _ModelChecker(LabelLayout):
             else:
                 shape = declared.shape
                 dty = self._per_element(s, shape, dty)
+                before = len(self.errors)
                 info.event_dims = self._fit_shape(s, shape, dty)
                 if info.event_dims is not None:
                     shape = _runtime_form(shape, self.plate_stack)
+                elif len(self.errors) > before:
+                    shape = None  # its shape is refused: no follow-on errors where it is read
             kind = "int" if dty.discrete else "real"
         else:
             shape = self._latent_shape(s, dty)
@@ -1100,8 +1118,9 @@ class _ModelChecker(LabelLayout):
                 self.err(f"inside plate {', '.join(self._plate_names())} the distribution of "
                          f"'{s.name}' has batch shape {sizes.show(batch)}, more dimensions than "
                          f"the plates {sizes.show(pshape)}", s.dist.span,
-                         ["declare the shape: "
-                          f"{s.name}: real{sizes.show(pshape + batch[len(pshape):])} ~ ..."])
+                         ["declare the shape, the plates' sizes first: "
+                          f"{s.name}: real{sizes.show(self._declared(batch[len(pshape):]))} "
+                          "~ ..."])
                 return None
             return tuple(dty.shape)
         if self._global_on_plate(s, pshape):
@@ -1109,6 +1128,34 @@ class _ModelChecker(LabelLayout):
         full, issues = sizes.broadcast(batch, pshape)
         self._report(issues, s.dist.span, f"the distribution of '{s.name}' and the plate")
         return None if full is None else tuple(full) + tuple(event)
+
+    def _declared(self, own) -> tuple:
+        """A latent's declared shape inside the enclosing plates: their sizes, then its
+        own per-element dims ``own`` (``w: real[T, K]`` in plate t; never the unit dims
+        of Pyro's layout)."""
+        return tuple(p.size for p in self.plate_stack) + tuple(own)
+
+    def _latent_not_of_plate(self, s: ast.Sample, shape, i: int) -> None:
+        """A latent declared in plates whose dim ``i`` is not the plate's size by its
+        declaration (``z: real[Z]`` in ``plate N``, even where the data make Z = N)."""
+        plate = self.plate_stack[i] if i < len(self.plate_stack) else self.plate_stack[-1]
+        kind = fmt.type_text(s.type).split("[")[0]
+        own = self._declared(shape[i:])
+        declared = f"{kind}{sizes.show(shape)}" if shape else kind
+        if i >= len(shape):  # z: real in plate N
+            why = f"it has {len(shape)} dimension{'s' if len(shape) != 1 else ''}"
+        else:
+            why = (f"dimension {i} ({sizes.show((shape[i],))[1:-1]}) is not plate "
+                   f"{plate.name}'s size {sizes.show((plate.size,))[1:-1]}")
+        rest = f"{sizes.show(shape[i:])[1:-1]} values" if shape[i:] else "one value"
+        shared = f"{kind}{sizes.show(shape[i:])}" if shape[i:] else kind
+        self.err(f"'{s.name}' is declared {declared} inside plate "
+                 f"{', '.join(self._plate_names())}: a latent drawn in a plate has the plates' "
+                 f"sizes first, and {why}", s.name_span,
+                 [f"for {rest} per element of the plate: {s.name}: "
+                  f"{kind}{sizes.show(own)} ~ ...",
+                  f"for one {shared} shared by every element: draw it before plate "
+                  f"{plate.name}"])
 
     def _global_on_plate(self, s: ast.Sample, site_batch) -> bool:
         """A distribution argument that is the same for every element of the enclosing
@@ -1282,6 +1329,9 @@ class _ModelChecker(LabelLayout):
             items = [self._plate_width(i) for i in e.indices if not isinstance(i, ast.Slice)]
             if any(w is None for w in items):
                 return None
+            if any(items) and id(e) in self.label_vindex:  # w[k]: the row's plates and k's
+                base = self._plate_width(e.value)
+                return None if base is None else max(items + [base])
             if any(items):
                 return max(items)
             base = self._plate_width(e.value)
@@ -1312,9 +1362,15 @@ class _ModelChecker(LabelLayout):
             if not width or width > len(mine.shape):
                 continue
             conflict = self._plate_conflict(mine, width, other)
-            if conflict is None:
-                continue
             owidth = self._plate_width(side)
+            if conflict is None:
+                if owidth is not None and self._plate_conflict(mine, width, other, owidth):
+                    # its plate dim meets the other's own dim of the same size (v: real[J]
+                    # in plate j times the row x2[i, :], [I, 1, J]): the entries pair by
+                    # position (sum(x2[i, :] * v) is Stan's dot_product), so v is read whole,
+                    # not cut to plate j's minibatch (lower.py)
+                    self.rows_read[id(node)] = True
+                continue
             units = (len(other.shape) - (owidth or 0)) - (len(mine.shape) - width)
             if owidth is not None and owidth in (0, width) and units > 0:
                 widened = Ty(mine.kind, sizes.widened(mine.shape, width, units), dim=mine.dim,
@@ -1341,9 +1397,10 @@ class _ModelChecker(LabelLayout):
         return tys[id(e.left)], tys[id(e.right)]
 
     @staticmethod
-    def _plate_conflict(mine: Ty, width: int, other: Ty) -> tuple | None:
+    def _plate_conflict(mine: Ty, width: int, other: Ty, owidth=None) -> tuple | None:
         """(plate size, other size) where right-aligned broadcasting would put one of
-        ``mine``'s first ``width`` (plate) dims against a different size of ``other``."""
+        ``mine``'s first ``width`` (plate) dims against a different size of ``other``, or
+        against one of ``other``'s own dims past its ``owidth`` plate dims (when given)."""
         rank = max(len(mine.shape), len(other.shape))
         start, ostart = rank - len(mine.shape), rank - len(other.shape)
         for k in range(width):
@@ -1351,8 +1408,9 @@ class _ModelChecker(LabelLayout):
             if pos < ostart or sizes.compare(size, sizes.const(1)) == sizes.Relation.EQUAL:
                 continue
             theirs = other.shape[pos - ostart]
-            if sizes.compare(theirs, sizes.const(1)) != sizes.Relation.EQUAL \
-                    and sizes.compare(theirs, size) != sizes.Relation.EQUAL:
+            if sizes.compare(theirs, sizes.const(1)) != sizes.Relation.EQUAL and (
+                    sizes.compare(theirs, size) != sizes.Relation.EQUAL
+                    or (owidth is not None and pos - ostart >= owidth)):
                 return size, theirs
         return None
 
@@ -1401,12 +1459,18 @@ class _ModelChecker(LabelLayout):
         if shape is None:
             return None
         pshape = tuple(p.size for p in self.plate_stack)
+        if len(shape) < len(pshape) and s.type is not None and s.name not in self.observed:
+            self._latent_not_of_plate(s, shape, len(shape))
+            return None
         if len(shape) < len(pshape):
             self.err(f"'{s.name}' has shape {sizes.show(shape)} but sits inside plates "
                      f"{sizes.show(pshape)}", s.name_span)
             return None
         for i, p in enumerate(pshape):
             rel = sizes.compare(shape[i], p)
+            if rel != sizes.Relation.EQUAL and s.type is not None and s.name not in self.observed:
+                self._latent_not_of_plate(s, shape, i)
+                return None
             if rel == sizes.Relation.DIFFERENT:
                 self.err(f"'{s.name}' has leading size {shape[i]} but plate "
                          f"{self.plate_stack[i].name} has size {p}", s.name_span)
@@ -1901,9 +1965,12 @@ class _ModelChecker(LabelLayout):
             item_tys = item_tys[drop:]
         else:
             front = ()
-            if self._reads_outer_layout(e):
+            # w[k] of w = x2[t] (or a latent) of an outer plate t, k an inner plate's index:
+            # entry k of the row, as Stan's local w reads it
+            entry = self._row_entry(e, item_tys)
+            if not entry and self._reads_outer_layout(e):
                 return UNKNOWN
-            width = self._plate_width(e.value) if not isinstance(e.value, ast.Name) \
+            width = self._plate_width(e.value) if (not isinstance(e.value, ast.Name) or entry) \
                 and self.plate_stack and id(e) not in self.label_vindex else 0
             if width and len(base.shape) > width:
                 # mu[c][0] with c drawn in the plate: mu[c] is one row per element, and
@@ -1924,6 +1991,8 @@ class _ModelChecker(LabelLayout):
                      f"dimension{'s' if len(base.shape) != 1 else ''} "
                      f"{sizes.show(base.shape)}", e.span)
             return UNKNOWN
+        if not front and self.plate_stack:
+            self._rows_read(e, item_tys, len(base.shape))
         out: list = []
         # index tensors broadcast together (NumPy's advanced indexing): x[i, j] with i
         # [N, 1] and j [M] is [N, M], placed where the first of them stands
@@ -1957,6 +2026,19 @@ class _ModelChecker(LabelLayout):
             out[at:at] = list(advanced)
         out.extend(base.shape[len(e.indices):])
         return Ty(base.kind, tuple(front) + tuple(out))
+
+    def _rows_read(self, e: ast.Index, item_tys: list, rank: int) -> None:
+        """Record (``rows_read``) the dims ``e`` keeps after an index with one value per
+        plate element: ``x2[i, :]`` (or ``x2[i]``) of ``x2: real[I, J]`` under plates i
+        and j is row i whole, ``[I, 1, J]``, its J an own dim, not plate j's."""
+        first = next((k for k, (item, t) in enumerate(zip(e.indices, item_tys, strict=False))
+                      if t is not None and t.shape and self._plate_width(item)), None)
+        if first is None:
+            return
+        kept = frozenset(k - rank for k in range(first + 1, rank)
+                         if k >= len(e.indices) or isinstance(e.indices[k], ast.Slice))
+        if kept:
+            self.rows_read[id(e)] = kept
 
     def _plate_index_size(self, e: ast.Index, i: int, item: ast.Expr, dim) -> None:
         """``a[i]`` with ``i`` the index of ``plate i in N`` and ``a``'s dimension ``i`` of
@@ -2247,6 +2329,18 @@ class _ModelChecker(LabelLayout):
                  f"plate {p.name} at its own dim: an index or slice over that dimension "
                  "would read the layout, not the declared value", e.span, [note])
         return True
+
+    def _row_entry(self, e: ast.Index, item_tys: list) -> bool:
+        """Whether ``e`` indexes the own dims of a value of an outer plate by an index
+        with one value per element of the plates inside it (``w[k]`` of ``w = x2[t]`` in
+        ``plate t`` under ``plate k in K``; w is ``[T, 1, K]``, each element's row)."""
+        found = self._open_plate_value(e)
+        if found is None or not e.indices or item_tys[0] is None or not item_tys[0].shape:
+            return False
+        sym, plates = found
+        width = -plates[0].dim
+        return width > len(plates) and len(sym.ty.shape) > width \
+            and bool(self._plate_width(e.indices[0]))
 
     def _self_index(self, e: ast.Index, item_tys: list) -> tuple | None:
         """(plate indices to drop, plate dims to keep whole) when ``e`` indexes a value
