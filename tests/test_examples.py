@@ -393,6 +393,21 @@ def test_generated_statements_carry_their_bdl_line_and_comments():
     assert len(cut) == 99 and cut.endswith(" ...")
 
 
+def test_a_long_rule_of_hashes_is_carried_into_the_generated_code():
+    """A comment whose leading '#'s leave no room on the line (94 and more at depth 1) is
+    copied, its text wrapped at 40 characters (was: ValueError: invalid width 0)."""
+    rule = "#" * 96
+    src = ("#" * 120 + "\nmodel R(y: real) {\n  " + "#" * 94 + "\n  " + rule
+           + " the likelihood, after a long rule of hashes that leaves no room\n"
+           "  y ~ Normal(0, 1)\n}\n")
+    lines = ppl.compile(src, "r.bdl").source.split("\n")
+    at = lines.index("def R(*, y):")
+    assert lines[at - 1] == "#" * 120
+    assert lines[at + 1:at + 4] == [
+        "    " + "#" * 94, f"    {rule} the likelihood, after a long rule of",
+        f"    {rule} hashes that leaves no room"]
+
+
 def test_standalone_module_locates_run_time_errors(tmp_path, monkeypatch, capsys):
     """An error raised while a statement of a module run on its own runs is located in
     the .bdl by the module's statement markers, as `bdl run` locates it; without the

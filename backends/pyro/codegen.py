@@ -240,7 +240,9 @@ class _Emitter:
         lead = "#" * (len(text) - len(text.lstrip("#"))) if text.startswith("#") else "#"
         text = text[len(lead):].strip() if text.startswith("#") else text
         indent = INDENT * depth + lead + " "
-        for part in textwrap.wrap(text, WIDTH - len(indent), break_long_words=False) or [""]:
+        # at least 40 characters of text a line after a long lead (a rule of 94 '#')
+        width = max(WIDTH - len(indent), 40)
+        for part in textwrap.wrap(text, width, break_long_words=False) or [""]:
             self.lines.append((indent + part).rstrip())
 
     def bdl_comments(self, depth: int, line: int) -> None:
