@@ -383,22 +383,43 @@ def cmd_predict(args) -> int:
 
 
 def cmd_fmt(args) -> int:
+    """Every file, even after one that fails: a file that does not parse, cannot be read
+    or written is reported and makes the status 1. A file's line ends are kept (CRLF
+    when its first line ends so), in what is printed, checked and written."""
+    from .syntax.diagnostics import BdlError
     from .syntax.format import fmt
 
     status = 0
     for path in args.files:
-        text = _read(path)
-        new = fmt(text, path)
-        if args.check:
-            if new != text:
-                print(f"{path}: would reformat", file=sys.stderr)
-                status = EXIT_USER
-        elif args.in_place:
-            if new != text:
-                Path(path).write_text(new)
-                print(f"reformatted {path}", file=sys.stderr)
-        else:
-            sys.stdout.write(new)
+        try:
+            try:
+                text = _read(path)
+                raw = Path(path).read_bytes()
+            except OSError as e:  # unreadable
+                raise _UserError(f"{path}: cannot read it: {e.strerror or e}") from None
+            new = fmt(text, path)
+            first = raw.find(b"\n")
+            if first > 0 and raw[first - 1:first] == b"\r":
+                new = new.replace("\n", "\r\n")
+            if args.check:
+                if new.encode() != raw:
+                    print(f"{path}: would reformat", file=sys.stderr)
+                    status = EXIT_USER
+            elif args.in_place:
+                if new.encode() != raw:
+                    try:
+                        Path(path).write_bytes(new.encode())
+                    except OSError as e:
+                        raise _UserError(f"{path}: cannot write it: {e.strerror or e}") from None
+                    print(f"reformatted {path}", file=sys.stderr)
+            else:
+                sys.stdout.write(new)
+        except BdlError as e:
+            print(e.render(), file=sys.stderr)
+            status = EXIT_USER
+        except _UserError as e:
+            print(f"bdl: error: {e}", file=sys.stderr)
+            status = EXIT_USER
     return status
 
 

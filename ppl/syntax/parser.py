@@ -283,8 +283,15 @@ class _Build(Transformer):
         return ast.Number(self._number(c[0]), str(c[0]), span=_tok_span(c[0]))
 
     def string(self, meta, c):
-        raw = str(c[0])[1:-1]
-        return ast.String(bytes(raw, "utf-8").decode("unicode_escape"), span=_tok_span(c[0]))
+        tok = c[0]
+        value, bad = _unescape(str(tok)[1:-1])
+        if bad is not None:
+            at = tok.column + 1 + bad
+            self.errors.append(Diagnostic(
+                f"unknown escape '{str(tok)[1 + bad:3 + bad]}' in a string",
+                Span(tok.line, at, tok.line, at + 2),
+                notes=["a string's escapes are \\n, \\t, \\r, \\\" and \\\\ (a backslash)"]))
+        return ast.String(value, span=_tok_span(tok))
 
     def true(self, meta, c):
         return ast.Bool(True, span=_span_of(meta))
@@ -313,6 +320,28 @@ class _Build(Transformer):
             params.append(p.id)
             spans.append(p.span)
         return ast.FunctionLit(params, c[-1], spans, span=_span_of(meta))
+
+
+# a string literal's escapes (docs/language.md, "Lexical structure"); any other character,
+# non-ASCII text included, stands for itself
+_UNESCAPE = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
+
+
+def _unescape(raw: str) -> tuple[str, int | None]:
+    """The text between a string's quotes, escapes read: the value, and the offset in
+    ``raw`` of the first unknown escape (None when there is none)."""
+    out, bad, j = [], None, 0
+    while j < len(raw):
+        c = raw[j]
+        if c == "\\" and j + 1 < len(raw):
+            out.append(_UNESCAPE.get(raw[j + 1], raw[j:j + 2]))
+            if raw[j + 1] not in _UNESCAPE and bad is None:
+                bad = j
+            j += 2
+        else:
+            out.append(c)
+            j += 1
+    return "".join(out), bad
 
 
 def _describe_token(tok: Token) -> str:
