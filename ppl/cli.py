@@ -382,6 +382,23 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def _replace_file(path: Path, data: bytes) -> None:
+    """Write ``data`` over ``path`` all at once: into a new file beside it (same mode),
+    then renamed over it, so an interrupted or failed write leaves the old file whole."""
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def cmd_fmt(args) -> int:
     """Every file, even after one that fails: a file that does not parse, cannot be read
     or written is reported and makes the status 1. A file's line ends are kept (CRLF
@@ -408,7 +425,7 @@ def cmd_fmt(args) -> int:
             elif args.in_place:
                 if new.encode() != raw:
                     try:
-                        Path(path).write_bytes(new.encode())
+                        _replace_file(Path(path), new.encode())
                     except OSError as e:
                         raise _UserError(f"{path}: cannot write it: {e.strerror or e}") from None
                     print(f"reformatted {path}", file=sys.stderr)

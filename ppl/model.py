@@ -169,7 +169,8 @@ class Model:
                 pred = posterior_predictive(self, chains, data or {}, params,
                                             device=opts.get("device", "cpu"),
                                             dtype=opts.get("dtype", "float64"), seed=seed,
-                                            num_samples=draws)
+                                            num_samples=draws,
+                                            labels=opts.get("labels", "sample"))
         except ParamsMismatch as e:
             raise params_error(e.problems, run, file=self.filename,
                                changed=changed is not None) from None

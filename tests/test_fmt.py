@@ -265,18 +265,29 @@ def test_fmt_goes_on_after_a_file_that_fails_and_exits_1(tmp_path, bdl_here):
 
 
 def test_fmt_in_place_reports_a_file_it_cannot_write(tmp_path, monkeypatch, bdl_here):
-    from pathlib import Path
+    # the new text goes to a file beside it, renamed over it: a failed rename leaves the
+    # old file whole and no stray file behind
+    import os
 
     f = tmp_path / "a.bdl"
     f.write_text(MESSY)
 
-    def denied(self, data):
-        raise PermissionError(13, "Permission denied", str(self))
+    def denied(src, dst):
+        raise PermissionError(13, "Permission denied", str(dst))
 
-    monkeypatch.setattr(Path, "write_bytes", denied)
+    monkeypatch.setattr(os, "replace", denied)
     r = bdl_here("fmt", "--in-place", f)
     assert (r.returncode, r.stderr) == (1, f"bdl: error: {f}: cannot write it: Permission "
                                            "denied\n")
+    assert f.read_text() == MESSY and sorted(p.name for p in tmp_path.iterdir()) == ["a.bdl"]
+
+
+def test_fmt_in_place_keeps_the_files_mode(tmp_path, bdl_here):
+    f = tmp_path / "a.bdl"
+    f.write_text(MESSY)
+    f.chmod(0o640)
+    assert bdl_here("fmt", "--in-place", f).returncode == 0
+    assert f.read_text() == TIDY and (f.stat().st_mode & 0o777) == 0o640
 
 
 def test_fmt_keeps_a_files_line_ends(tmp_path, bdl_here):

@@ -11,7 +11,10 @@ Its posterior draws are then made per draw of theta, from the exact conditional
 
 by Pyro's ``infer_discrete`` (forward filtering, backward sampling over the plates), as
 in Pyro's Gaussian-mixture tutorial and Stan's generated quantities for marginalised
-mixtures. NUTS enumerates by itself; SVI needs ``TraceEnum_ELBO`` and a guide that hides
+mixtures. With the option ``labels=map`` each draw of theta gets instead the most probable
+joint assignment, argmax_z p(z | theta, y) (``infer_discrete(temperature=0)``: max-product
+forward, argmax backward; the Viterbi path of a chain of labels), as in Pyro's HMM
+examples. NUTS enumerates by itself; SVI needs ``TraceEnum_ELBO`` and a guide that hides
 the enumerated sites (:func:`svi_parts`).
 """
 
@@ -61,12 +64,15 @@ class _MaskFresh(Messenger):
         msg["mask"] = False
 
 
-def posterior_draw(run, nesting: int):
+def posterior_draw(run, nesting: int, labels: str = "sample"):
     """``run`` (the model conditioned on one draw of the continuous latents) with every
-    enumerable latent drawn from its exact conditional posterior (``infer_discrete``);
-    sites drawn afresh are then drawn given the labels (:class:`_MaskFresh`)."""
+    enumerable latent drawn from its exact conditional posterior (``labels="sample"``) or
+    set to the joint argmax of it (``labels="map"``; ``infer_discrete``'s temperature 1
+    or 0); sites drawn afresh are then drawn given the labels (:class:`_MaskFresh`)."""
+    if labels not in ("sample", "map"):
+        raise ValueError(f"labels must be 'sample' or 'map', not {labels!r}")
     return infer_discrete(enumerated(_MaskFresh()(run)), first_available_dim=-1 - nesting,
-                          temperature=1)
+                          temperature=1 if labels == "sample" else 0)
 
 
 def _one_scale(trace) -> None:

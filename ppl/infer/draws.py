@@ -76,14 +76,15 @@ def site_layout(model, kwargs: dict) -> dict[str, tuple]:
 
 
 def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None,
-               num_samples: int | None = None, sites: list[str] | None = None
-               ) -> dict[str, torch.Tensor]:
+               num_samples: int | None = None, sites: list[str] | None = None,
+               labels: str = "sample") -> dict[str, torch.Tensor]:
     """Stack ``sites`` over draws; ``sites=None``: every unobserved sample site and every
     deterministic site that the posterior does not fix.
 
     ``posterior[name]`` is [draws, ...]; with ``guide`` each draw comes from the guide.
     A finite-support latent that neither fixes (summed out in the fit) is drawn from its
-    exact conditional posterior given the draw and the data (:mod:`ppl.infer.discrete`).
+    exact conditional posterior given the draw and the data (:mod:`ppl.infer.discrete`),
+    or with ``labels="map"`` set to that conditional's most probable joint assignment.
     """
     if posterior:
         n = next(iter(posterior.values())).shape[0]
@@ -139,7 +140,7 @@ def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None
                 # marginalised in the fit: drawn from p(z | this draw, data), not the prior
                 from .discrete import posterior_draw
 
-                run = posterior_draw(run, discrete)
+                run = posterior_draw(run, discrete, labels)
             tr = prune_subsample_sites(poutine.trace(run).get_trace(**kwargs))
             for name, site in tr.nodes.items():
                 if site["type"] != "sample":

@@ -101,8 +101,10 @@ class Fit:
         try:
             # a subsampled plate predicts all its rows, not a random minibatch of them
             with full_data():
+                # summed-out labels as the fit drew them (labels=sample or map)
                 return declared(site_draws(self.model, kwargs, posterior=post or None,
-                                           num_samples=num_samples, sites=sites),
+                                           num_samples=num_samples, sites=sites,
+                                           labels=self.options.get("labels", "sample")),
                                 self.layout, lead=1)
         finally:
             store.set_state(saved)

@@ -156,6 +156,13 @@ _COMMON = {
     "dtype": Option("float64", "symbol", ("float32", "float64"), doc="floating point type"),
 }
 
+# the methods that sum discrete latents out (ppl.infer.discrete) draw them afterwards,
+# per draw of the rest: from their exact conditional (sample), or at its joint mode (map)
+LABELS = Option("sample", "symbol", ("sample", "map"),
+                doc="summed-out labels per draw: a draw from their exact conditional "
+                    "(sample) or its most probable joint assignment (map; Viterbi for a "
+                    "chain of labels)")
+
 _MCMC = {
     "samples": Option(1000, int, low=1, doc="draws kept per chain"),
     "warmup": Option(1000, int, low=0, doc="adaptation draws per chain (discarded)"),
@@ -164,6 +171,7 @@ _MCMC = {
                             doc="step-size adaptation target"),
     "dense_mass": Option(False, bool, doc="dense (True) or diagonal mass matrix"),
     "jit": Option(False, bool, doc="JIT-compile the potential (faster for long runs)"),
+    "labels": LABELS,
 }
 
 
@@ -197,6 +205,7 @@ _SVI = {
                              "loc and scale of a scalar latent); 0: lr"),
     "samples": Option(1000, int, low=1, doc="posterior draws taken from the fitted guide"),
     "jit": Option(False, bool, doc="JIT-compile the ELBO (JitTrace_ELBO)"),
+    "labels": LABELS,
 }
 def _svi_relations(values: dict) -> list[tuple[str, str]]:
     """lr 0 fits nothing, unless lr_scalars moves the one-number parameters alone."""

@@ -139,7 +139,8 @@ def thinned(chains: dict, n: int) -> dict:
 
 def posterior_predictive(model, chains: dict, data: dict, params: dict | None = None, *,
                          device: str = "cpu", dtype: str = "float64",
-                         seed: int | None = 0, num_samples: int | None = None) -> dict:
+                         seed: int | None = 0, num_samples: int | None = None,
+                         labels: str = "sample") -> dict:
     """One draw of every site not fixed by ``data`` per saved posterior draw.
 
     ``chains[name]`` is [chains, draws, ...] as written by ``bdl run`` (each site in its
@@ -151,7 +152,8 @@ def posterior_predictive(model, chains: dict, data: dict, params: dict | None = 
     data change is a :class:`DrawShapeMismatch`. ``params`` maps param names
     (``pyro.param`` sites and network weights) to their fitted, constrained values; every
     param the model needs must be there in its shape (else :class:`ParamsMismatch`: a
-    model changed since the run is never run on freshly initialised weights).
+    model changed since the run is never run on freshly initialised weights). Summed-out
+    labels are drawn as the run's ``labels`` option says (``sample`` or ``map``).
     """
     # condition on every saved draw except what is re-derived or re-sampled here:
     # deterministic sites and data sites (optional data left out is predicted)
@@ -180,14 +182,15 @@ def posterior_predictive(model, chains: dict, data: dict, params: dict | None = 
             from .discrete import enumerable_sites
 
             with full_data():
-                labels = enumerable_sites(trace)
-                post = {k: v for k, v in post.items() if k not in labels}
+                summed = enumerable_sites(trace)
+                post = {k: v for k, v in post.items() if k not in summed}
                 problems = shape_problems(post, trace)
                 if problems:
                     raise DrawShapeMismatch(problems)
                 # saved draws in either layout (site_draws); out in the declared one
                 pred = declared(site_draws(model.pyro_model, kwargs, posterior=post or None,
-                                           num_samples=None if post else num_samples),
+                                           num_samples=None if post else num_samples,
+                                           labels=labels),
                                 plate_layout(trace), lead=1)
         finally:
             store.set_state(saved)

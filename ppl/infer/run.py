@@ -441,13 +441,15 @@ def _mcmc(make_kernel, model, kwargs, opts, progress, method: str) -> Fit:
         diverging.append(_divergences(mcmc))
     chains = {k: torch.stack([pc[k] for pc in per_chain]) for k in per_chain[0]}
     # finite-support latents were summed out by the kernel: drawn per draw from their
-    # exact conditional posterior (ppl.infer.discrete), as the deterministic sites are
+    # exact conditional posterior (ppl.infer.discrete), or set to its joint mode
+    # (labels=map), as the deterministic sites are
     summed = [k for k in latents if k not in chains]
     drawn = dets + summed
     if drawn:
         flat = {k: v.flatten(0, 1) for k, v in chains.items()}
         with full_data():  # every row of a subsampled plate, as the kernel saw them
-            pred = site_draws(model, kwargs, posterior=flat, sites=drawn)
+            pred = site_draws(model, kwargs, posterior=flat, sites=drawn,
+                              labels=opts.get("labels", "sample"))
         n_chains, n_draws = opts["chains"], opts["samples"]
         for k in drawn:
             v = pred[k].detach()
@@ -520,11 +522,11 @@ def _exact_labels(model, kwargs, opts, latents, dets) -> Fit:
     """NUTS/HMC on a model whose every latent is a label: nothing continuous is left for
     the kernel to move once they are summed out, and their posterior is exact, so each
     chain's draws are exact posterior draws (``infer_discrete``, ppl.infer.discrete), as
-    the labels of any other fit are."""
+    the labels of any other fit are (with ``labels=map`` every draw is their joint mode)."""
     n_chains, n_draws = opts["chains"], opts["samples"]
     with full_data():
         pred = site_draws(model, kwargs, guide=_nothing, num_samples=n_chains * n_draws,
-                          sites=latents + dets)
+                          sites=latents + dets, labels=opts.get("labels", "sample"))
     chains = {k: v.detach().reshape((n_chains, n_draws) + v.shape[1:])
               for k, v in pred.items()}
     f = Fit(model, kwargs, chains=chains, latents=[], deterministics=latents + dets)
@@ -687,7 +689,7 @@ def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
             raise ValueError("non-finite parameters")
         with torch.no_grad(), full_data():  # every row of a subsampled plate
             pred = site_draws(model, kwargs, guide=guide, num_samples=n,
-                              sites=latents + dets)
+                              sites=latents + dets, labels=opts.get("labels", "sample"))
     except ValueError as e:
         if _usable_params() and not _in_guide(e):
             raise
