@@ -174,7 +174,8 @@ def _fit_lin(batch="batch 25 ", **opts):
 
 
 def test_batched_chains_start_where_the_sequential_chains_start():
-    """Seed convention: chain c starts from the prior draw seeded seed + c in both modes.
+    """Seed convention: chain c starts from the prior draw seeded chain_seed(seed, c) in
+    both modes.
     With eta = 0 plain SGHMC does not move, so the one kept draw is the starting point."""
     opts = dict(adaptive=False, step_size=0.0, warmup=0, samples=1, thin=1, chains=4)
     batched, _, _ = _fit_lin(vectorize=True, **opts)
@@ -258,12 +259,15 @@ def test_minibatches_are_per_chain_subsets_without_replacement():
 
 
 def test_dynamics_stream_is_not_a_starting_draw_stream():
-    """The dynamics are seeded apart from every chain's starting draw (seed + c) and from
-    the neighbouring seeds' dynamics; a one-chain batched run is sequential chain 0."""
+    """The dynamics are seeded apart from every chain's starting draw (chain_seed(s, c),
+    of this seed and the neighbouring ones) and from the neighbouring seeds' dynamics; a
+    one-chain batched run is sequential chain 0."""
+    from ppl.infer.methods import chain_seed
     from ppl.infer.sghmc import dynamics_seed
 
-    seeds = {dynamics_seed(s, c) for s in range(4) for c in range(4)}
-    assert len(seeds) == 16 and not seeds & set(range(8))
+    seeds = {dynamics_seed(s, c) for s in range(16) for c in range(8)}
+    starts = {chain_seed(s, c) for s in range(16) for c in range(8)}
+    assert len(seeds) == 128 and len(starts) == 128 and not seeds & starts
     opts = dict(warmup=5, samples=3, thin=1, chains=1, step_size=0.02)
     one_b, _, _ = _fit_lin(vectorize=True, **opts)
     one_s, _, _ = _fit_lin(vectorize=False, **opts)

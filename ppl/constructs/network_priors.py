@@ -57,7 +57,7 @@ register_method(Method(
         "thin": Option(20, int, low=1, doc="steps between kept draws"),
         "chains": Option(4, int, low=1,
                          doc="independent chains; chain c starts from the prior draw "
-                             "seeded seed + c"),
+                             "seeded chain_seed(seed, c) (seed for chain 0)"),
         "vectorize": Option(True, bool,
                             doc="move all chains in one batched step (torch.func.vmap over "
                                 "the chains' potentials) instead of one after another"),

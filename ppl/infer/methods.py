@@ -10,9 +10,25 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-# the seeds numpy accepts (``pyro.set_rng_seed`` seeds numpy too): chain c of a run is
-# seeded seed + c, so seed + chains - 1 must be one of them (:meth:`Method.problems`)
+# the seeds numpy accepts (``pyro.set_rng_seed`` seeds numpy too); every chain's seed
+# (:func:`chain_seed`) is one of them whatever the seed and the number of chains
 SEED_MAX = 2**32 - 1
+
+
+def chain_seed(seed: int, chain: int) -> int:
+    """The seed of chain ``chain`` of a run seeded ``seed``: ``seed`` itself for chain 0
+    (a one-chain run is the run its seed names, and chain 0 of C chains is it too), and
+    for chain c >= 1 a number in 0..SEED_MAX derived from (seed, c) by
+    ``numpy.random.SeedSequence(seed, spawn_key=(c,))`` (a hash of both), so that runs of
+    seeds s and s + 1 share no chain (with ``seed + c`` they shared all but one) and chains
+    of one run start from unrelated streams. Two (seed, c) pairs meet on one seed only by
+    the chance of two 32-bit hashes meeting."""
+    if chain == 0:
+        return int(seed)
+    import numpy as np
+
+    return int(np.random.SeedSequence(int(seed), spawn_key=(int(chain),))
+               .generate_state(1)[0])
 
 
 def seed_problem(seed) -> str | None:
@@ -133,16 +149,10 @@ class Method:
     def problems(self, values: dict) -> list[tuple[str, str]]:
         """``(option, problem)`` for a method's options with its defaults merged in (what
         a fit runs with): each number against its option's range (:meth:`Option.problem`),
-        then the seeds of the chains: chain c is seeded ``seed + c``, which must be a
-        seed numpy takes (at most :data:`SEED_MAX`), then the method's ``relations``."""
+        then the method's ``relations``. Every chain's seed (:func:`chain_seed`) is a seed
+        numpy takes, whatever the seed and the chains."""
         out = [(k, p) for k, v in values.items() if k in self.options
                and (p := self.options[k].problem(v)) is not None]
-        seed, chains = values.get("seed"), values.get("chains")
-        if (isinstance(seed, int) and isinstance(chains, int) and chains > 1
-                and not any(k in ("seed", "chains") for k, _ in out)
-                and seed + chains - 1 > SEED_MAX):
-            out.append(("seed", f"must be at most {SEED_MAX - chains + 1} with {chains} "
-                                f"chains (chain c is seeded seed + c, at most {SEED_MAX})"))
         if self.relations is not None and not out:
             out += self.relations(values)
         return out

@@ -1,8 +1,10 @@
 """Run an inference method on a bound model through Pyro: MCMC (NUTS/HMC), SVI, MAP.
 
-Chains run one after another in this process, each seeded ``seed + chain``, so runs are
-reproducible and need no multiprocessing. Deterministic sites are recomputed from the
-draws with ``pyro.infer.Predictive``, as Pyro recommends.
+Chains run one after another in this process, chain c seeded ``chain_seed(seed, c)``
+(``seed`` itself for chain 0, a hash of (seed, c) for the others: ppl.infer.methods), so
+runs are reproducible, need no multiprocessing, and runs of nearby seeds share no chain.
+Deterministic sites are recomputed from the draws with ``pyro.infer.Predictive``, as Pyro
+recommends.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from ..runtime.functions import full_data
 from .discrete import enumerable_sites, svi_parts
 from .draws import site_draws
 from .fit import Fit
-from .methods import METHODS
+from .methods import METHODS, chain_seed
 
 RUNNERS = {}
 
@@ -435,8 +437,8 @@ def _mcmc(make_kernel, model, kwargs, opts, progress, method: str) -> Fit:
     for c in range(opts["chains"]):
         if progress:
             print(f"chain {c + 1}/{opts['chains']}", file=sys.stderr)
-        mcmc = _run_chain(make_kernel, kernel_model, kwargs, opts, opts["seed"] + c,
-                          progress, bound)
+        mcmc = _run_chain(make_kernel, kernel_model, kwargs, opts,
+                          chain_seed(opts["seed"], c), progress, bound)
         per_chain.append({k: v.detach() for k, v in mcmc.get_samples().items()})
         diverging.append(_divergences(mcmc))
     chains = {k: torch.stack([pc[k] for pc in per_chain]) for k in per_chain[0]}

@@ -33,13 +33,16 @@ loop over the chains inside each step, with a warning). Each chain draws its own
 (uniform without replacement, the plate's ``_Subsample`` law; the indices are drawn here
 and conditioned into the plate's subsample site), its own momentum noise and its own Gibbs
 draws, so the chains stay independent. Seeds: chain c's starting point is the prior draw
-made after ``pyro.set_rng_seed(seed + c)``, in both modes, so the batched and the
-sequential runs start from the same C points; the dynamics' randomness (noise, minibatches,
-Gibbs) of a batched run then comes from one stream seeded ``dynamics_seed(seed, 0)``,
-whereas the sequential run (``vectorize=false``) reseeds ``dynamics_seed(seed, c)`` before
-chain c's dynamics (a seed derived from (seed, c) by numpy's SeedSequence, so the dynamics
-never replay the normals that drew a starting point, and seeds s and s + 1 share no
-dynamics stream). Chain c of the
+made after ``pyro.set_rng_seed(chain_seed(seed, c))`` (``ppl.infer.methods``: ``seed`` for
+chain 0, ``SeedSequence(seed, spawn_key=(c,))`` for the others), in both modes, so the
+batched and the sequential runs start from the same C points; the dynamics' randomness
+(noise, minibatches, Gibbs) of a batched run then comes from one stream seeded
+``dynamics_seed(seed, 0)``, whereas the sequential run (``vectorize=false``) reseeds
+``dynamics_seed(seed, c)`` before chain c's dynamics. That seed is derived from the
+entropy (seed, c, 0x5347) by numpy's SeedSequence, another input than any chain seed's
+(``seed`` itself, or the entropy seed with spawn key (c,)), so the dynamics never replay
+the normals that drew a starting point (tests/test_sghmc.py checks the seeds apart), and
+seeds s and s + 1 share no dynamics stream and no starting point. Chain c of the
 two runs therefore follows different paths with the same law (tests/test_sghmc.py checks
 the laws); a batched run with one chain is the sequential run's chain 0, step for step.
 During the sampler loop Pyro's validation is off (values stay in their supports through
@@ -63,6 +66,7 @@ from torch.distributions import biject_to
 
 from ..locate import SiteError
 from .fit import Fit
+from .methods import chain_seed
 
 #: evaluate a batched step's chains by vmap (False: a loop over chains; for benchmarks)
 VMAP_CHAINS = True
@@ -196,8 +200,10 @@ def _gibbs_update(specs: dict, held: dict, u: dict, transforms: dict, batch_dims
 
 def dynamics_seed(seed: int, chain: int) -> int:
     """The seed of the dynamics' stream (noise, minibatches, Gibbs draws) of the run whose
-    first chain is ``chain``: derived from (seed, chain) by ``numpy.random.SeedSequence``,
-    so it is none of the starting draws' seeds ``seed + c`` (reseeding with one of those
+    first chain is ``chain``: derived from the entropy (seed, chain, 0x5347) by
+    ``numpy.random.SeedSequence``, an input no starting draw's seed ``chain_seed(seed, c)``
+    comes from (``seed``, or the hash of seed with spawn key (c,)), so it meets none of
+    them but by the chance of two 32-bit hashes meeting (reseeding with one of those
     would replay the normals that drew that chain's start as its first momentum noise)."""
     return int(np.random.SeedSequence([int(seed), int(chain), 0x5347]).generate_state(1)[0])
 
@@ -213,12 +219,12 @@ def run_chains(model, kwargs: dict, opts: dict, chain_ids: list[int],
                progress: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
     """Run the chains ``chain_ids`` together, one batched SGHMC step (module docstring,
     METHODS.md §1) moving all of them; chain c starts from the prior draw seeded
-    ``seed + c`` and the dynamics draw from the stream seeded
+    ``chain_seed(seed, c)`` and the dynamics draw from the stream seeded
     ``dynamics_seed(seed, chain_ids[0])``.
     Returns kept draws {site: [C, S, ...]} and the deterministic sites' shapes."""
     inits = []
     for c in chain_ids:
-        pyro.set_rng_seed(opts["seed"] + c)
+        pyro.set_rng_seed(chain_seed(opts["seed"], c))
         inits.append(_sites(model, kwargs, check=not inits))
     free, gibbs, dets, plates = inits[0]
     if not free and not gibbs:
