@@ -182,3 +182,28 @@ def test_labels_option_is_checked_with_the_others(hmm):
     with pytest.raises(ppl.BdlError) as e:
         hmm.fit(_data(Y), infer="nuts(labels=mapp)")
     assert "did you mean 'map'?" in e.value.render()
+
+
+@pytest.mark.parametrize("labels", ["sample", "map"])
+def test_a_model_of_labels_alone_predicts_them_given_the_new_data(labels, tmp_path):
+    """Every latent a label: the fit keeps no continuous draw, and a prediction on new data
+    draws the labels from p(z | y_new) (sigmoid(6 y) for components at -3 and 3, unit
+    noise), or sets them to its argmax; it drew them from the prior (mean 0.5)."""
+    src = ("model L(y: real[N]) {\n  plate n in N {\n    z ~ Bernoulli(0.5)\n"
+           "    y ~ Normal(where(z == 1, 3.0, -3.0), 1)\n  }\n}\n")
+    m = ppl.compile(src)
+    fit = m.fit({"y": [-3.0, 3.0]}, infer="nuts", samples=1000, warmup=10, chains=2,
+                labels=labels, seed=0)
+    y_new = [0.1, -0.2, 3.0]
+    p1 = [1 / (1 + math.exp(-6 * y)) for y in y_new]
+    fit.save(tmp_path / "run")
+    for pred in (fit.predict({"y": y_new}, seed=0),
+                 m.predict_run(tmp_path / "run", {"y": y_new}, seed=0)):
+        z = pred["z"].double()
+        assert z.shape == (2000, 3)
+        if labels == "map":
+            assert z.tolist() == [[float(p > 0.5) for p in p1]] * 2000
+        else:
+            se = [math.sqrt(p * (1 - p) / 2000) for p in p1]
+            for got, p, e in zip(z.mean(0).tolist(), p1, se, strict=True):
+                assert abs(got - p) < 4 * e + 1e-12

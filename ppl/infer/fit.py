@@ -92,9 +92,16 @@ class Fit:
         post = {k: v for k, v in self.samples.items() if k in self.latents}
         if num_samples is not None:
             post = {k: v[:num_samples] for k, v in post.items()}
+        elif not post and self.discrete:
+            num_samples = int(self.samples[self.discrete[0]].shape[0])
         elif not post and "samples" in self.options:
             # nothing latent: as many predictive draws as the method keeps
             num_samples = int(self.options["samples"])
+        # labels alone were latent: no draw to condition on, and the labels are drawn
+        # from their posterior given the data (an empty guide), not from their prior
+        from .run import _nothing
+
+        guide = _nothing if not post and self.discrete else None
         store = pyro.get_param_store()
         saved = store.get_state()
         store.set_state(self.param_state)
@@ -103,7 +110,7 @@ class Fit:
             with full_data():
                 # summed-out labels as the fit drew them (labels=sample or map)
                 return declared(site_draws(self.model, kwargs, posterior=post or None,
-                                           num_samples=num_samples, sites=sites,
+                                           guide=guide, num_samples=num_samples, sites=sites,
                                            labels=self.options.get("labels", "sample")),
                                 self.layout, lead=1)
         finally:

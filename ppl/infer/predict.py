@@ -184,11 +184,20 @@ def posterior_predictive(model, chains: dict, data: dict, params: dict | None = 
             with full_data():
                 summed = enumerable_sites(trace)
                 post = {k: v for k, v in post.items() if k not in summed}
+                # a run whose latents were all labels: drawn given these data (an empty
+                # guide), not from their prior
+                from .run import _nothing
+
+                labelled = [k for k in summed if k in chains]
+                guide = _nothing if not post and labelled else None
+                if guide is not None and num_samples is None:  # as many as the run drew
+                    num_samples = chains[labelled[0]].shape[0] * chains[labelled[0]].shape[1]
                 problems = shape_problems(post, trace)
                 if problems:
                     raise DrawShapeMismatch(problems)
                 # saved draws in either layout (site_draws); out in the declared one
                 pred = declared(site_draws(model.pyro_model, kwargs, posterior=post or None,
+                                           guide=guide,
                                            num_samples=None if post else num_samples,
                                            labels=labels),
                                 plate_layout(trace), lead=1)
