@@ -313,6 +313,9 @@ class _Lowerer:
         # keeps its argument's shape (cumsum(x)) to cut its result in turn
         self.read_uncut: list[tuple[str, int]] = []
         self.used: set[str] = set()  # names the lowered code reads
+        # names the model's body computes (not the transformed data): a value of the data
+        # alone that reads one (w2 = w[1] of w computed in a plate) is computed there too
+        self.in_body: set[str] = set()
         self.locals: dict[str, str] = {}  # function literal parameters -> Python names
         self.taken = set(cm.symbols) | set(RESERVED)
         self.ir = IRModel(cm.name, filename, [], list(cm.sizes), [], [], [], None,
@@ -419,7 +422,8 @@ class _Lowerer:
             value = self._expr(s.value)
             if info.role == "network":
                 out.append(NetworkOp(s.name, value, self._var(s.name)))
-            elif info.role == "transformed" and top:
+            elif info.role == "transformed" and top \
+                    and not self.in_body.intersection(ast.names_read(s.value)):
                 self.ir.transformed.append(Let(s.name, value, "transformed",
                                                self._var(s.name)))
             else:
@@ -433,6 +437,8 @@ class _Lowerer:
                     # a kernel of fixed settings may be read by transformed data, which
                     # are computed in their own function before the model runs
                     self.ir.transformed.append(let)
+                if not self.ir.transformed or self.ir.transformed[-1] is not let:
+                    self.in_body.add(s.name)
         elif isinstance(s, ast.Param):
             sym = self.cm.symbols[s.name]
             shape = [_dim_code(d) for d in (sym.ty.shape or ())]
@@ -632,6 +638,9 @@ class _Lowerer:
             items = [self._index_item(i) for i in e.indices]
             if id(e) in self.cm.label_vindex:  # w[d] of w = mu[z]: from w's own dims
                 rest = self.cm.label_vindex[id(e)] - len(items)
+                if id(e) in self.cm.plain_index:
+                    # w[0], w[1:], w[idx] of each element's w: torch's indexing, its dims
+                    return Idx(value, [Var("...")] + items + [Sl(None, None)] * rest)
                 self.ir.imports.add("Vindex")
                 return Idx(Call("Vindex", [value], []),
                            [Var("...")] + items + [Sl(None, None)] * rest)
@@ -731,6 +740,12 @@ class _Lowerer:
             x = e.args[0] if e.args else next(k.value for k in e.kwargs if k.name == "x")
             return Call("rt.reduce_elements", [self._expr(x), Lit(name),
                                                Lit(self.cm.elem_reduce[id(e)])], [])
+        if id(e) in self.cm.label_matmul:  # matmul(M, w) of each element's w in plates
+            given = dict(zip(("a", "b"), e.args, strict=False)) | {k.name: k.value
+                                                                   for k in e.kwargs}
+            a, b = given["a"], given["b"]
+            return Call("rt.label_matmul", [self._expr(a), self._expr(b),
+                                            *map(Lit, self.cm.label_matmul[id(e)])], [])
         # a model name spelt like a built-in does not shadow it (the checker's resolution)
         value = name in self.cm.symbols and id(e) not in self.cm.builtin_calls
         b = builtins.lookup(name) if not value else None
@@ -792,7 +807,23 @@ class _Lowerer:
                     for a, x in zip(args, e.args, strict=False)]
             kwargs = [(k, self._size_tensor(v, x.value) if self._of_sizes(x.value) else v)
                       for (k, v), x in zip(kwargs, e.kwargs, strict=False)]
+        if b.name == "where":
+            # a condition of numbers and sizes only (0.9 > 0.5, N > 2, true, or transformed
+            # data of them) is a Python bool in generated code, which torch.where refuses
+            args = [self._bool_tensor(a, x) if i == 0 else a for i, (a, x) in
+                    enumerate(zip(args, e.args, strict=False))]
+            kwargs = [(k, self._bool_tensor(v, x.value) if k == "cond" else v)
+                      for (k, v), x in zip(kwargs, e.kwargs, strict=False)]
         return Call(b.target, args, kwargs)
+
+    def _bool_tensor(self, out, e: ast.Expr):
+        """``torch.as_tensor(out)`` where ``e`` reads no tensor (data, a latent, a param, a
+        plate index): it may be a Python bool."""
+        tensors = ("data", "latent", "deterministic", "param", "index")
+        if any(getattr(self.cm.symbols.get(n), "role", None) in tensors
+               for n in ast.names_read(e)):
+            return out
+        return Call("torch.as_tensor", [out], [])
 
     def _as_real(self, out, e: ast.Expr):
         """``rt.real(out)`` where the checker typed ``e`` int or bool and it is a tensor

@@ -170,6 +170,10 @@ class CheckedModel:
     # plate dim meets the other's own dim (``v`` in ``x2[i, :] * v``): id -> True, read
     # whole
     rows_read: dict[int, frozenset | bool] = field(default_factory=dict)
+    # such an index into each element's own dims (label_vindex) whose items do not vary
+    # along the plates (w[0], w[1:], w[idx] of a global idx): torch's own indexing after
+    # the plate dims, w[..., idx] (Vindex would pair idx's dims with the plates')
+    plain_index: frozenset[int] = frozenset()
 
     @property
     def name(self) -> str:
@@ -420,6 +424,11 @@ class _ModelChecker(LabelLayout):
         self.data_reads: set[str] = set()  # data arguments read in an expression
         self.aligned: dict[int, tuple] = {}  # see CheckedModel.aligned
         self.pads: dict[int, tuple] = {}  # see CheckedModel.pads
+        # binary ops where a per-element operand met a global one whose dim has the plate's
+        # size at the plate's dim (A[0] + u[m] of A: real[K, M] in plate M): id -> (the
+        # per-element operand, its pad, the type with the global's dims its own), used where
+        # a site has per-element dims for them (_per_element), else paired (as w @ X)
+        self._paired: dict[int, tuple] = {}
         self.elem_reduce: dict[int, int] = {}  # see CheckedModel.elem_reduce
         self.label_aligned: dict[int, tuple] = {}  # see CheckedModel.label_aligned
         self.label_vindex: dict[int, int] = {}  # see CheckedModel.label_vindex
@@ -442,6 +451,7 @@ class _ModelChecker(LabelLayout):
         self.global_labels: set[str] = set()
         self.unaligned: dict[int, tuple] = {}  # see CheckedModel.unaligned
         self.self_indexed: dict[int, tuple] = {}  # see CheckedModel.self_indexed
+        self.plain_index: set[int] = set()  # see CheckedModel.plain_index
         # values drawn or computed inside plates -> the plates around their definition
         self.defined_in: dict[str, tuple] = {}
         # values whose plates have closed -> (plate dims, per-element dims) at run time
@@ -465,7 +475,7 @@ class _ModelChecker(LabelLayout):
                             self.elem_reduce, self.label_aligned, self.label_vindex,
                             self.label_dims, self.stacks, self.label_matmul,
                             self.data_indices, frozenset(self.builtin_calls),
-                            rows_read=self.rows_read)
+                            rows_read=self.rows_read, plain_index=frozenset(self.plain_index))
 
     def err(self, msg: str, span: Span, notes: list[str] | None = None) -> None:
         self.errors.append(Diagnostic(msg, span, "error", notes or []))
@@ -1329,11 +1339,13 @@ class _ModelChecker(LabelLayout):
             items = [self._plate_width(i) for i in e.indices if not isinstance(i, ast.Slice)]
             if any(w is None for w in items):
                 return None
-            if any(items) and id(e) in self.label_vindex:  # w[k]: the row's plates and k's
+            if id(e) in self.label_vindex:  # w[k], w[1:]: the row's plates and k's
                 base = self._plate_width(e.value)
                 return None if base is None else max(items + [base])
             if any(items):
                 return max(items)
+            if self._global_index(e):
+                return 0  # u[:], xm[1], A[:, 0] of data: the same for every element
             base = self._plate_width(e.value)
             if base == 0:
                 return 0
@@ -1344,6 +1356,42 @@ class _ModelChecker(LabelLayout):
             widths = [self._plate_width(i) for i in e.items]
             return None if any(w is None for w in widths) else max(widths, default=0)
         return None
+
+    def _global_index(self, e: ast.Index) -> bool:
+        """Whether ``e`` reads data (or a value defined outside every plate) whose leading
+        size is a plate's by indices that are the same for every element: numbers, global
+        values and whole slices (``xm[1]``, ``u[:]``, ``A[:, 0]``). Its value is then the
+        same for every element, as Stan's ``xm[1]`` or ``u`` in the loop: only the bare
+        name is read per element. (A bounded slice, ``u[0:M]``, keeps its old reading.)"""
+        if not isinstance(e.value, ast.Name) or id(e) in self.label_vindex:
+            return False
+        sym = self.symbols.get(e.value.id)
+        if sym is None or not _sized_like_plates(sym) or not sym.ty.shape \
+                or e.value.id in self.global_labels:
+            return False
+        for item in e.indices:
+            if isinstance(item, ast.Slice):
+                if item.start is not None or item.stop is not None:
+                    return False
+            elif self._plate_width(item) != 0:
+                return False
+        return True
+
+    def _element_width(self, e) -> int:
+        """The plate dims of ``e`` when it is a name of a value drawn or computed in plates
+        that are all still open (``w = x2[t]``, ``z`` drawn in ``plate t``), which the
+        language reads as each element's own value (Stan's local ``w`` in the loop): a
+        reduction, index or ``dim`` of it acts on its per-element dims, right of these.
+        0 for any other name (data and values defined outside plates read whole keep their
+        own rules) or expression."""
+        if not isinstance(e, ast.Name) or not self.plate_stack:
+            return 0
+        sym = self.symbols.get(e.id)
+        plates = self.defined_in.get(e.id)
+        if sym is None or not sym.plates or not plates or _sized_like_plates(sym) \
+                or sym.role == "index" or any(p not in self.plate_stack for p in plates):
+            return 0
+        return self._plate_width(e) or 0
 
     def _plates_meet(self, e: ast.BinOp, a: Ty, b: Ty) -> tuple[Ty, Ty] | None:
         """``a`` and ``b`` made to broadcast per plate element, as Stan's loops read them,
@@ -1363,6 +1411,15 @@ class _ModelChecker(LabelLayout):
                 continue
             conflict = self._plate_conflict(mine, width, other)
             owidth = self._plate_width(side)
+            paired = False
+            if conflict is None and owidth == 0:
+                # a global operand's dims are all its own (v: real[M], xm[1], A[0], u[:]):
+                # one landing on the unit dim of a nested plate ([N, 1] in plate N's body)
+                # is not an inner plate's; one of the plate's size on the plate's dim is
+                # read per element (as w @ X) unless a site has per-element dims for it
+                conflict = self._own_on_plate(mine, width, other)
+                paired = conflict is not None and sizes.compare(
+                    conflict[0], sizes.const(1)) != sizes.Relation.EQUAL
             if conflict is None:
                 if owidth is not None and self._plate_conflict(mine, width, other, owidth):
                     # its plate dim meets the other's own dim of the same size (v: real[J]
@@ -1375,6 +1432,12 @@ class _ModelChecker(LabelLayout):
             if owidth is not None and owidth in (0, width) and units > 0:
                 widened = Ty(mine.kind, sizes.widened(mine.shape, width, units), dim=mine.dim,
                              value=mine.value)
+                if self._plate_conflict(widened, width, other) is None and paired:
+                    full = sizes.broadcast(widened.shape, other.shape)[0]
+                    if full is not None:
+                        self._paired[id(e)] = (node, (len(mine.shape) - width, units),
+                                               Ty(mine.kind, full))
+                    continue
                 if self._plate_conflict(widened, width, other) is None:
                     self.pads[id(node)] = (len(mine.shape) - width, units)
                     tys[id(node)] = widened
@@ -1395,6 +1458,20 @@ class _ModelChecker(LabelLayout):
                 elem = len(tys[id(side)].shape) - owidth
                 tys[id(node)] = self._label_pad(node, tys[id(node)], elem)
         return tys[id(e.left)], tys[id(e.right)]
+
+    @staticmethod
+    def _own_on_plate(mine: Ty, width: int, other: Ty) -> tuple | None:
+        """(plate dim's size, other size) where right-aligned broadcasting would put a dim
+        of ``other`` (a global value, all its dims its own) other than 1 on one of
+        ``mine``'s first ``width`` (plate) dims."""
+        start = max(len(mine.shape), len(other.shape)) - len(mine.shape)
+        ostart = start + len(mine.shape) - len(other.shape)
+        for k in range(width):
+            pos = start + k - ostart
+            if pos >= 0 and sizes.compare(other.shape[pos], sizes.const(1)) \
+                    != sizes.Relation.EQUAL:
+                return mine.shape[k], other.shape[pos]
+        return None
 
     @staticmethod
     def _plate_conflict(mine: Ty, width: int, other: Ty, owidth=None) -> tuple | None:
@@ -1445,6 +1522,18 @@ class _ModelChecker(LabelLayout):
                 continue
             have = len(t.shape) - width - own
             if have < 0 or have >= want:
+                continue
+            paired = [self._paired[id(n)] for n in ast.walk(node) if id(n) in self._paired]
+            if paired:
+                # A[0] + u[m] for y: real[M, M]: A[0] is each row's vector, as in Stan;
+                # the per-element operand is widened, not the sum (which paired them)
+                for operand, pad, _ in paired:
+                    self.pads[id(operand)] = pad
+                full = self._paired[id(node)][2] if id(node) in self._paired else \
+                    paired[0][2] if len(paired) == 1 else None
+                padded[pname] = (node, full if full is not None else Ty(
+                    t.kind, sizes.widened(t.shape, width, want - have)))
+                changed = True
                 continue
             padded[pname] = (node, Ty(t.kind, sizes.widened(t.shape, width, want - have)))
             self.pads[id(node)] = (len(t.shape) - width, want - have)
@@ -1785,6 +1874,32 @@ class _ModelChecker(LabelLayout):
         return [f"'{e.id}' is a distribution ({sym.span}); did you mean "
                 f"'{e.id} ~ {fmt.expr(sym.node.value)}'?"]
 
+    def _element_matmul(self, e: ast.Expr, left: ast.Expr, right: ast.Expr, a: Ty,
+                        b: Ty) -> Ty | None:
+        """``M @ w`` or ``v @ w`` inside plates, ``w`` one vector per element (laid out
+        with the plate dims first, ``[T, K]``): each element's product, as Stan's
+        ``M * w[t]`` in the loop (torch's matmul read ``[T, K]`` as one matrix: a size
+        error, or a silent wrong product where T = K). The operands' own dims meet, their
+        plate dims broadcast (``rt.label_matmul``). None where torch's own broadcasting
+        already reads each element's product (a per-element left operand, a per-element
+        matrix on the right)."""
+        wa, wb = self._plate_width(left), self._plate_width(right)
+        if not wb or wa is None or a.shape is None or b.shape is None \
+                or len(a.shape) < wa or len(b.shape) < wb:
+            return None
+        own_a, own_b = a.shape[wa:], b.shape[wb:]
+        if not own_a or not own_b or (len(own_b) > 1 and not (wa and len(own_a) == 1)):
+            return None
+        shape, issues = sizes.matmul(own_a, own_b)
+        self._report(issues, e.span, f"the operands of '@' {sizes.show(own_a)} and "
+                     f"{sizes.show(own_b)} (each element's own)")
+        front, issues = sizes.broadcast(a.shape[:wa], b.shape[:wb])
+        self._report(issues, e.span, "the plate dims of the operands of '@'")
+        if shape is None or front is None:
+            return Ty("real", None)
+        self.label_matmul[id(e)] = (len(own_a), len(own_b))
+        return Ty("real", tuple(front) + tuple(shape))
+
     def _binop(self, e: ast.BinOp) -> Ty:
         a, b = self._expr(e.left), self._expr(e.right)
         if "unknown" in (a.kind, b.kind):
@@ -1808,6 +1923,9 @@ class _ModelChecker(LabelLayout):
                 self.err("'@' needs tensors with at least one dimension; use '*' for scalars",
                          e.span)
                 return UNKNOWN
+            per = self._element_matmul(e, e.left, e.right, a, b) if self.plate_stack else None
+            if per is not None:
+                return per
             self._report(issues, e.span,
                          f"the operands of '@' {sizes.show(a.shape)} and {sizes.show(b.shape)}")
             self._label_matmul(e, a, b)
@@ -1968,10 +2086,15 @@ class _ModelChecker(LabelLayout):
             # w[k] of w = x2[t] (or a latent) of an outer plate t, k an inner plate's index:
             # entry k of the row, as Stan's local w reads it
             entry = self._row_entry(e, item_tys)
-            if not entry and self._reads_outer_layout(e):
+            # w[0], w[1:] of w = x2[t] (or z drawn) in plate t: the element's own entries
+            elem = 0 if entry else self._element_index(e, base)
+            if elem is None:
                 return UNKNOWN
-            width = self._plate_width(e.value) if (not isinstance(e.value, ast.Name) or entry) \
-                and self.plate_stack and id(e) not in self.label_vindex else 0
+            if not entry and not elem and self._reads_outer_layout(e):
+                return UNKNOWN
+            width = elem or (self._plate_width(e.value) if (
+                not isinstance(e.value, ast.Name) or entry) and self.plate_stack
+                and id(e) not in self.label_vindex else 0)
             if width and len(base.shape) > width:
                 # mu[c][0] with c drawn in the plate: mu[c] is one row per element, and
                 # the index reads the row's own dims, from the right (Vindex(mu[c])[...,
@@ -1981,11 +2104,15 @@ class _ModelChecker(LabelLayout):
                 # an index with one value per plate element (x[i][c], c drawn in the
                 # plate) meets the row's plate dims, as Vindex broadcasts them, and picks
                 # within each element's row
+                along = False
                 for k, (item, t) in enumerate(zip(e.indices, item_tys, strict=False)):
                     w = self._plate_width(item) if t is not None and t.shape else 0
+                    along = along or w != 0
                     if w and w <= len(t.shape):
                         front = sizes.broadcast(front, t.shape[:w])[0] or front
                         item_tys[k] = Ty(t.kind, t.shape[w:], dim=t.dim, value=t.value)
+                if not along:
+                    self.plain_index.add(id(e))
         if len(e.indices) > len(base.shape):
             self.err(f"too many indices: the value has {len(base.shape)} "
                      f"dimension{'s' if len(base.shape) != 1 else ''} "
@@ -2034,6 +2161,11 @@ class _ModelChecker(LabelLayout):
         first = next((k for k, (item, t) in enumerate(zip(e.indices, item_tys, strict=False))
                       if t is not None and t.shape and self._plate_width(item)), None)
         if first is None:
+            if self._global_index(e) and any(_whole_slice(i) for i in e.indices):
+                # u[:] (xm[:, 1]) of data whose leading size is a plate's: the explicit
+                # ':' reads the whole dim (as u[0:M] does), not cut to a minibatch
+                self.rows_read[id(e)] = frozenset(
+                    k - rank for k, i in enumerate(e.indices) if _whole_slice(i))
             return
         kept = frozenset(k - rank for k in range(first + 1, rank)
                          if k >= len(e.indices) or isinstance(e.indices[k], ast.Slice))
@@ -2329,6 +2461,32 @@ class _ModelChecker(LabelLayout):
                  f"plate {p.name} at its own dim: an index or slice over that dimension "
                  "would read the layout, not the declared value", e.span, [note])
         return True
+
+    def _element_index(self, e: ast.Index, base: Ty) -> int | None:
+        """The plate dims of ``w`` in ``w[0]``, ``w[-1]``, ``w[1:]`` when ``w`` is each
+        element's own value (:meth:`_element_width`) and the indices fit its per-element
+        dims: they index those, from the right of the plate dims (``w[..., 0]``), as Stan's
+        local ``w[1]`` in the loop (it indexed the plate's dim: row 0 of the minibatch).
+        0 when the rule does not apply (more indices than its own dims, as ``b[:, 1]``
+        reads the declared ``b: real[J, 2]``); None after a located error: an index into
+        one number per element."""
+        width = self._element_width(e.value)
+        if not width or base.shape is None or len(base.shape) < width:
+            return 0
+        own = len(base.shape) - width
+        if len(e.indices) <= own:
+            return width
+        first = e.indices[0] if e.indices else None
+        if own == 0 and not (isinstance(first, ast.Slice) and first.start is None
+                             and first.stop is None):
+            name = e.value.id
+            self.err(f"inside plate {', '.join(self._plate_names())}, '{name}' is one "
+                     f"number per element, so '{fmt.expr(e)}' has nothing to index (it "
+                     "would read the plate's elements)", e.span,
+                     [f"use '{name}' itself; to read another element, index the value it "
+                      "came from before the plate"])
+            return None
+        return 0
 
     def _row_entry(self, e: ast.Index, item_tys: list) -> bool:
         """Whether ``e`` indexes the own dims of a value of an outer plate by an index
@@ -3092,6 +3250,32 @@ class _ModelChecker(LabelLayout):
                       "it as either, and a @ b of two vectors is their dot product"]
                      if x[1].shape else None)
             return UNKNOWN
+        if b.name == "matmul" and self.plate_stack and "a" in bound and "b" in bound:
+            (left, a), (right, b_ty) = bound["a"], bound["b"]
+            per = self._element_matmul(e, left, right, a, b_ty)  # matmul(M, w), as M @ w
+            if per is not None:
+                return per
+            if a.shape is not None and b_ty.shape is not None and a.shape and b_ty.shape:
+                # its shape as a @ b's, so that sum(matmul(w, M)) is one sum per element
+                shape, issues = sizes.matmul(a.shape, b_ty.shape)
+                self._report(issues, e.span, f"the arguments of matmul {sizes.show(a.shape)} "
+                             f"and {sizes.show(b_ty.shape)}")
+                return Ty("real", shape)
+        matrix = _MATRIX_ARGS.get(b.name)
+        if matrix in bound and self.plate_stack and bound[matrix][1].shape is not None:
+            node, t = bound[matrix]
+            width = self._element_width(node) if isinstance(node, ast.Name) \
+                else self._plate_width(node)
+            if width and len(t.shape) - width < 2:
+                # each element's value is a vector (or a number): laid out [T, K], it would
+                # be read as one matrix of the plate's rows (a silent wrong value at T = K)
+                self.err(f"inside plate {', '.join(self._plate_names())}, "
+                         f"{_quote(node)} is one {'vector' if len(t.shape) > width else 'number'}"
+                         f" per element, and {b.name} needs a matrix (two dimensions of its "
+                         "own)", node.span,
+                         ["a vector is neither a row nor a column here: v @ A and A @ v read "
+                          "it as either"] if b.name == "transpose" else None)
+                return UNKNOWN
         if b.name in _ROWS_FIRST and self.plate_stack and any(
                 self._plate_width(node) for _, (node, _t) in bound.items()):
             # their shape rules read the arguments' own dims; a per-element argument is laid
@@ -3205,6 +3389,12 @@ class _ModelChecker(LabelLayout):
                 return UNKNOWN
             if width and b.name == "cat" and "dim" not in bound:
                 kwargs["dim"] = Ty("int", (), value=width)  # each element's own first dim
+            if width and b.name == "cat":
+                # cat([w, v]) of a global v: the same v joins every element's w (rt.cat
+                # broadcasts the items' plate dims), so its type has the plates' dims too
+                joined = self._cat_items(xs)
+                positional = [joined if t is xs[1] else t for t in positional]
+                kwargs["xs"] = joined
             shape = b.shape(positional, kwargs) if b.shape is not None else None
             if b.name == "stack" and xs is not None and xs[1].shape is not None:
                 # the list's items with its length inserted at dim (a list is at dim 0,
@@ -3243,9 +3433,13 @@ class _ModelChecker(LabelLayout):
                     self.err(f"argument {which} of {b.name} must be numeric, not "
                              f"{_a(t.kind)} value", node.span)
                     return UNKNOWN
-        self._own_dim(b, bound)
+        shift = self._own_dim(b, bound)
         if not self._dim_in_range(b, bound) or not self._outer_vectors(b, bound):
             return UNKNOWN
+        if shift:  # sum(w, dim=0) of each element's w: the result keeps the plate dims
+            moved = replace(bound["dim"][1], value=bound["dim"][1].value + shift)
+            positional = [moved if t is bound["dim"][1] else t for t in positional]
+            bound = {**bound, "dim": (bound["dim"][0], moved)}
         if "dim" in b.params and self._dim_moves(b, bound):
             moved = next((n for k, (node, _) in bound.items() if k != "dim"
                           for n in ast.walk(node) if id(n) in self.aligned), None)
@@ -3273,6 +3467,11 @@ class _ModelChecker(LabelLayout):
         per_row = self._element_reduction(e, b, bound)
         if per_row is not None:
             shape = per_row
+        elif matrix in bound and self.plate_stack and shape == () \
+                and bound[matrix][1].shape is not None:
+            # logdet(m) of each element's matrix: one per element, as the runtime's batch
+            width = self._plate_width(bound[matrix][0])
+            shape = tuple(bound[matrix][1].shape[:width]) if width else shape
         kind = b.result
         if kind == "as_first":
             kind = _as_first(positional[0].kind if positional else "real",
@@ -3305,6 +3504,24 @@ class _ModelChecker(LabelLayout):
         self.err(f"{name} takes one value: {name}({x}, {y}) would read {y} as a dim "
                  f"(torch) or as a second value (Stan's f{name})", e.args[1].span, notes)
 
+    def _cat_items(self, xs: tuple) -> Ty:
+        """The list type of cat's items inside plates with every item given the plates'
+        dims its items have together (a global item is each element's, as rt.cat
+        broadcasts it)."""
+        node, t = xs
+        items = list(t.value or ())
+        widths = [self._plate_width(i) or 0 for i in node.items]
+        if len(items) != len(widths) or any(x.shape is None or len(x.shape) < w
+                                            for x, w in zip(items, widths, strict=True)):
+            return t
+        front: tuple | None = ()
+        for x, w in zip(items, widths, strict=True):
+            front = sizes.broadcast(front, x.shape[:w])[0] if front is not None else None
+        if front is None:
+            return t
+        return replace(t, value=[replace(x, shape=tuple(front) + tuple(x.shape[w:]))
+                                 for x, w in zip(items, widths, strict=True)])
+
     def _elementwise_join(self, e: ast.Call, b, xs: tuple, dim) -> int | None:
         """stack/cat inside plates of items with one value per plate element join each
         element's values, as a list literal does (:meth:`_element_items`): without
@@ -3332,10 +3549,10 @@ class _ModelChecker(LabelLayout):
                     len(x.shape) for x in items):
                 return 0
             own = ranks.pop()
-            if own == 0 or len(set(widths)) != 1:
+            if own == 0:
                 self.err(f"inside plate {', '.join(self._plate_names())}, cat joins each "
                          "element's own vectors, and its items here are one number per "
-                         "element or do not all vary along the same plates", e.span,
+                         "element", e.span,
                          ["a list [a, b] stacks per-element numbers (each element's "
                           "[2]); give every item the plate's dims to join vectors"])
                 return None
@@ -3364,7 +3581,9 @@ class _ModelChecker(LabelLayout):
         the value's plate dims (recorded in ``elem_reduce`` for ``rt.reduce_elements``).
         The same for a value computed from a label drawn outside every plate (``sum(mu[z])``
         is one sum per label value, not over the summed-out labels). None otherwise:
-        ``sum(g)`` of a name is over all of it, as documented."""
+        ``sum(g)`` of data or of a value defined outside plates is over all of it, as
+        documented; ``sum(w)`` of a value drawn or computed in the open plates is one sum
+        per element (:meth:`_element_width`)."""
         if b.name not in _DEFAULT_DIMS or "dim" in bound:
             return None
         if self._label_reduction(e, bound):
@@ -3372,11 +3591,13 @@ class _ModelChecker(LabelLayout):
         first = next(iter(bound.values()), None)
         if not self.plate_stack:
             return None
-        if first is None or first[1].shape is None or isinstance(first[0], ast.Name):
+        if first is None or first[1].shape is None or (
+                isinstance(first[0], ast.Name) and not self._element_width(first[0])):
             return None
         # an expression of such values (sum(x[i] * w), Stan's dot_product(x[i], w)) is one
-        # sum per element too: it varies along the plates (it summed over every row)
-        if isinstance(first[0], ast.Index) and not any(
+        # sum per element too: it varies along the plates (it summed over every row); so
+        # is a name of each element's own value (sum(w) of w = x2[t]) and its entries
+        if isinstance(first[0], ast.Index) and id(first[0]) not in self.label_vindex and not any(
                 isinstance(i, ast.Name) and (getattr(
                     self.symbols.get(i.id), "role", "") == "index" or i.id in
                     self.plate_labels) for i in first[0].indices):  # mu[c], c drawn here
@@ -3452,31 +3673,34 @@ class _ModelChecker(LabelLayout):
                 return False
         return True
 
-    def _own_dim(self, b, bound: dict) -> None:
+    def _own_dim(self, b, bound: dict) -> int:
         """``cumsum(v[i], dim=0)`` inside ``plate i``: v[i] is one row per element, laid
         out with the plate's dim first, so a ``dim`` counted from the left would run along
         the plate (a silent wrong value): it is counted within the row's own dims, from
         the right (``dim - own``, as ``label_dims`` records), for a builtin that keeps its
-        argument's shape (cumsum, cumprod, softmax, log_softmax); a reduction's result
-        shape shows such a mistake as a size error."""
+        argument's shape (cumsum, cumprod, softmax, log_softmax) and for a reduction
+        (``sum(x2[t], dim=0)`` is each row's sum), also of a name of each element's own
+        value (``w = x2[t]``, :meth:`_element_width`). For a reduction the plate width,
+        which the result's type adds to that dim, is returned (0 otherwise)."""
         dim, first = bound.get("dim"), next(iter(bound.values()), None)
+        name = first is not None and self._element_width(first[0])
         if not self.plate_stack or dim is None or first is None \
-                or b.shape is not builtins.same_as_first \
-                or not isinstance(dim[0], ast.Number) or isinstance(first[0], ast.Name) \
-                or first[1].shape is None:
-            return
+                or not isinstance(dim[0], ast.Number) or first[1].shape is None \
+                or (isinstance(first[0], ast.Name) and not name):
+            return 0
         d = dim[0].value
         width = self._plate_width(first[0])
         if not isinstance(d, int) or isinstance(d, bool) or d < 0 or not width \
                 or width > len(first[1].shape):
-            return
+            return 0
         own = len(first[1].shape) - width
         if d >= own:
             self.err(f"inside plate {', '.join(self._plate_names())}, each element's value "
                      f"has {own} dim{'s' if own != 1 else ''} of its own, so dim={d} is out "
                      "of range", dim[0].span, ["count it from the right: dim=-1 is the last"])
-            return
+            return 0
         self.label_dims[id(dim[0])] = own
+        return width if b.shape is not builtins.same_as_first else 0
 
     def _dim_moves(self, b, bound: dict) -> bool:
         """Whether a builtin's ``dim`` (given, or its default) reaches into the plate dims
@@ -3743,6 +3967,8 @@ _ELEMENTWISE = ("where", "clamp")
 _SUPPORT_FROM_ARGUMENTS = ("MixtureSameFamily", "Delta")
 # builtins whose dim defaults to every dim (None); the others default to the last (-1)
 # builtins whose shape rule reads their arguments as matrices/vectors of their own
+# builtins whose argument is a matrix (each element's own, inside plates)
+_MATRIX_ARGS = {"transpose": "x", "tril": "m", "cholesky": "a", "logdet": "a", "solve": "a"}
 _ROWS_FIRST = frozenset({"outer", "diag_pre_multiply", "diag_post_multiply", "quad_form_diag"})
 _DEFAULT_DIMS = {"sum": None, "mean": None, "max": None, "min": None, "prod": None,
                  "sd": None, "variance": None}
@@ -3830,6 +4056,10 @@ def _literal_number(node) -> float | None:
     if isinstance(node, ast.Neg) and isinstance(node.operand, ast.Number):
         return -node.operand.value
     return None
+
+
+def _whole_slice(item: ast.Expr) -> bool:
+    return isinstance(item, ast.Slice) and item.start is None and item.stop is None
 
 
 def _sized_like_plates(sym: Symbol) -> bool:

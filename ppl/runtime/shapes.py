@@ -90,8 +90,8 @@ def label_matmul(a, b, left: int, right: int):
     matrices of one row)."""
     a, b = torch.as_tensor(a), torch.as_tensor(b)
     out = (a.unsqueeze(-2) if left == 1 else a) @ (b.unsqueeze(-1) if right == 1 else b)
-    out = out.squeeze(-1) if right == 1 else out
-    return out.squeeze(-2) if left == 1 else out
+    out = out.squeeze(-2) if left == 1 else out  # the row's dim first: it is left of the
+    return out.squeeze(-1) if right == 1 else out  # column's (two vectors: [..., 1, 1])
 
 
 def per_element(x, tail: int, units: int):
