@@ -380,7 +380,7 @@ def _check_infers(program, models, errors, filename="<string>") -> dict[str, Inf
         method = infer_methods.lookup(inf.method)
         if method is not None:
             errors.extend(method_mismatch(inf.method, models[target].model, inf.span))
-            if not errs:  # ranges that depend on several options (seed + chains, ...)
+            if not errs:  # ranges that depend on several options (lr with lr_scalars, ...)
                 merged = {k: o.default for k, o in method.options.items()} | values
                 given_spans = {key: kspan for key, _, kspan in given}
                 errors.extend(Diagnostic(f"option '{key}' of {inf.method}: {problem}",
