@@ -464,6 +464,12 @@ class _Lowerer:
             out.append(op)
         elif isinstance(s, ast.Plate):
             out.append(self._plate(s))
+            for name, dims, tail in self.cm.spread.get(id(s), ()):
+                # w = u in plate n, read after it: one copy per element (Checked.spread)
+                var = self._var(name)
+                out.append(Let(name, Call("rt.plate_spread", [
+                    Var(var or name), ListE([_dim_code(d) for d in dims]), Lit(tail)], []),
+                    "value", var))
 
     def _plate(self, s: ast.Plate) -> PlateOp:
         info = self.cm.plates[id(s)]
@@ -644,6 +650,10 @@ class _Lowerer:
                 self.ir.imports.add("Vindex")
                 return Idx(Call("Vindex", [value], []),
                            [Var("...")] + items + [Sl(None, None)] * rest)
+            if id(e) in self.cm.plate_first:  # A[:, m] in plate m: [M, K], not torch's [K, M]
+                kept, dims = self.cm.plate_first[id(e)]
+                return Call("torch.movedim", [Idx(value, items), Lit(tuple(range(kept))),
+                                              Lit(tuple(range(dims, dims + kept)))], [])
             return Idx(value, items)
         if isinstance(e, ast.Slice):
             return Sl(self._expr(e.start) if e.start is not None else None,

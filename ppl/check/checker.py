@@ -174,6 +174,14 @@ class CheckedModel:
     # along the plates (w[0], w[1:], w[idx] of a global idx): torch's own indexing after
     # the plate dims, w[..., idx] (Vindex would pair idx's dims with the plates')
     plain_index: frozenset[int] = frozenset()
+    # an index whose items with one value per plate element follow a slice (A[:, m] in
+    # plate m, Stan's col(A, m)): id -> (the dims kept before them, their dims), which
+    # lowering moves after them, so the plate dims come first (torch put them last)
+    plate_first: dict[int, tuple[int, int]] = field(default_factory=dict)
+    # a plate statement (by id) -> the values computed in it that do not vary along its
+    # plates (w = u in plate n), with those plates' sizes: copied to each element when
+    # the outermost plate closes (rt.plate_spread), so they keep the leading sizes
+    spread: dict[int, list] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -452,6 +460,8 @@ class _ModelChecker(LabelLayout):
         self.unaligned: dict[int, tuple] = {}  # see CheckedModel.unaligned
         self.self_indexed: dict[int, tuple] = {}  # see CheckedModel.self_indexed
         self.plain_index: set[int] = set()  # see CheckedModel.plain_index
+        self.plate_first: dict[int, tuple[int, int]] = {}  # see CheckedModel.plate_first
+        self.spread: dict[int, list] = {}  # see CheckedModel.spread
         # values drawn or computed inside plates -> the plates around their definition
         self.defined_in: dict[str, tuple] = {}
         # values whose plates have closed -> (plate dims, per-element dims) at run time
@@ -475,7 +485,8 @@ class _ModelChecker(LabelLayout):
                             self.elem_reduce, self.label_aligned, self.label_vindex,
                             self.label_dims, self.stacks, self.label_matmul,
                             self.data_indices, frozenset(self.builtin_calls),
-                            rows_read=self.rows_read, plain_index=frozenset(self.plain_index))
+                            rows_read=self.rows_read, plain_index=frozenset(self.plain_index),
+                            plate_first=self.plate_first, spread=self.spread)
 
     def err(self, msg: str, span: Span, notes: list[str] | None = None) -> None:
         self.errors.append(Diagnostic(msg, span, "error", notes or []))
@@ -849,10 +860,10 @@ class _ModelChecker(LabelLayout):
         if defined_index:
             del self.symbols[s.index]
         if not self.plate_stack:
-            for name in set(self.symbols) - before:
-                self._close(self.symbols[name])
+            for name in sorted(set(self.symbols) - before):
+                self._close(self.symbols[name], s)
 
-    def _close(self, sym: Symbol) -> None:
+    def _close(self, sym: Symbol, plate: ast.Plate) -> None:
         """``sym``, drawn or computed inside plates that have all closed now, is read from
         here on like a value defined outside the plates with those leading sizes (one
         element per plate element: ``u`` of ``plate I { u ~ ... }`` is ``u[i]`` in a later
@@ -870,6 +881,15 @@ class _ModelChecker(LabelLayout):
         if sym.name in self.plate_labels:
             self.closed_labels[sym.name] = plates[0]
         shape = sym.ty.shape
+        if self.det_width.get(sym.name) == 0 and sym.role != "latent" and batch is None \
+                and shape is not None:
+            # w = u in plate n does not vary along it: still one value per element after
+            # it, as a value that does (w = u + 0 * x), [N] ("Plates")
+            self.spread.setdefault(id(plate), []).append(
+                (sym.name, tuple(p.size for p in plates), len(shape)))
+            self.symbols[sym.name] = replace(sym, plates=(), ty=replace(
+                sym.ty, shape=tuple(p.size for p in plates) + tuple(shape)))
+            return
         width = -plates[0].dim
         if width > len(plates) and _laid_out(shape, plates):
             keep = {width + p.dim for p in plates}
@@ -2023,6 +2043,28 @@ class _ModelChecker(LabelLayout):
             out.append(t)
         return out, rank
 
+    def _elementwise_pads(self, bound: dict) -> dict:
+        """``where(c, a, b)`` and ``clamp(x, lo, hi)`` inside plates meet their arguments
+        element by element, as arithmetic does (``m + mu``): an argument with one value
+        per plate element and fewer own dims than another gets unit dims after its plate
+        dims (``rt.per_element``), so its plate dim meets the plate's, not another's own
+        dim (``where(x[n] > 0, x2, 0.5)`` of ``x2: real[N, K]`` in plate n is row n's;
+        it was torch's "size of tensor a (5) must match")."""
+        widths = {k: self._plate_width(node) for k, (node, _) in bound.items()}
+        if not any(widths.values()) or any(
+                w is None or t.shape is None or w > len(t.shape)
+                for w, (_, t) in zip(widths.values(), bound.values(), strict=True)):
+            return bound
+        rank = max(len(t.shape) - widths[k] for k, (_, t) in bound.items())
+        out = dict(bound)
+        for k, (node, t) in bound.items():
+            units = rank - (len(t.shape) - widths[k])
+            if widths[k] and units > 0:
+                self.pads[id(node)] = (len(t.shape) - widths[k], units)
+                out[k] = (node, Ty(t.kind, sizes.widened(t.shape, widths[k], units),
+                                   dim=t.dim, value=t.value))
+        return out
+
     def _index(self, e: ast.Index) -> Ty:
         if isinstance(e.value, ast.Name):  # x[i] reads the data as declared
             base = self._name(e.value, raw=True)
@@ -2149,6 +2191,14 @@ class _ModelChecker(LabelLayout):
                 self._report(issues, item.span, "the index tensors")
                 if advanced is None:
                     return Ty(base.kind, None)
+        if advanced is not None and at and not front and self.plate_stack and any(
+                t is not None and t.shape and self._plate_width(item)
+                for item, t in zip(e.indices, item_tys, strict=False)):
+            # A[:, m] in plate m is column m, one [K] per element (Stan's col(A, m)): its
+            # plate dims first, as every value of the plate has them (torch's [K, M] put
+            # them last: "Shape mismatch inside plate", or a transposed read)
+            self.plate_first[id(e)] = (at, len(advanced))
+            at = 0
         if advanced is not None:
             out[at:at] = list(advanced)
         out.extend(base.shape[len(e.indices):])
@@ -3289,6 +3339,8 @@ class _ModelChecker(LabelLayout):
         if b.name == "where":
             self._unguard_branches(bound, recorded)
         self._label_in_call(e, b.name, list(bound.values()))
+        if self.plate_stack and b.name in _ELEMENTWISE:
+            bound = self._elementwise_pads(bound)
         if not self.plate_stack and b.name in _ELEMENTWISE:
             # a label's value meets vectors elementwise: widened as in arithmetic
             rank = max((len(t.shape) for _, t in bound.values() if t.shape is not None),

@@ -77,6 +77,7 @@ from .shapes import (
     per_element,
     plate_aligned,
     plate_closed,
+    plate_spread,
     transformed,
 )
 from .truncated import Truncated
@@ -96,7 +97,7 @@ __all__ = [
     "guide_in_support", "label_aligned", "label_matmul", "transformed", "log_softmax",
     "logsumexp", "main",
     "max", "mean", "min", "network", "nn", "normal_cdf", "ones", "per_element", "plate_aligned",
-    "plate_closed",
+    "plate_closed", "plate_spread",
     "prod", "real", "reduce_elements",
     "reset_networks", "sample_in_support",
     "scan", "softmax", "softplus", "stack", "sum", "tensor", "transpose", "zeros",

@@ -126,6 +126,17 @@ def plate_unaligned(x, dims, lead: int = 1):
     return _drop(x, [lead + k for k in units])
 
 
+def plate_spread(x, sizes, tail: int):
+    """A value computed in plates of ``sizes`` that does not vary along them (``w = u``
+    in plate N), read after they have closed: one copy per element, the plates' sizes
+    before its own ``tail`` dims ([N] of a number), as a value that varies has them."""
+    x = torch.as_tensor(x)
+    lead = tuple(x.shape[:x.dim() - tail])
+    own = tuple(x.shape[x.dim() - tail:])
+    sizes = tuple(int(n) for n in sizes)
+    return x.reshape(lead + (1,) * len(sizes) + own).expand(lead + sizes + own)
+
+
 def plate_closed(x, dims, tail: int):
     """A value drawn or computed inside plates at ``dims`` (the plates' Pyro dims), read
     after every one of them has closed: the unit dims that nested plates put between its
