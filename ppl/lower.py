@@ -630,6 +630,9 @@ class _Lowerer:
             if origin != local:
                 self.used.add(origin)
                 value = Var(origin)
+                if id(e.value) in self.cm.unaligned:  # z[k] of a latent of closed plates
+                    dims, tail = self.cm.unaligned[id(e.value)]
+                    value = Call("rt.plate_closed", [value, Lit(dims), Lit(tail)], [])
             else:
                 value = self._within(across, e.value)
             # a value read uncut along a dim the result keeps: that dim of the result

@@ -1440,7 +1440,12 @@ class _ModelChecker(LabelLayout):
                 conflict = self._own_on_plate(mine, width, other)
                 paired = conflict is not None and sizes.compare(
                     conflict[0], sizes.const(1)) != sizes.Relation.EQUAL
-            if conflict is None:
+            # two values of the same plates, the other with more dims of its own (x2[n] /
+            # v[gid[n]], [N, 1, K] and [N, 1] under plates n and k): the plate dims meet
+            # the plate dims, as they do where the sizes differ
+            same = conflict is None and owidth == width and \
+                len(other.shape) > len(mine.shape)
+            if conflict is None and not same:
                 if owidth is not None and self._plate_conflict(mine, width, other, owidth):
                     # its plate dim meets the other's own dim of the same size (v: real[J]
                     # in plate j times the row x2[i, :], [I, 1, J]): the entries pair by
@@ -1454,7 +1459,9 @@ class _ModelChecker(LabelLayout):
                              value=mine.value)
                 if self._plate_conflict(widened, width, other) is None and paired:
                     full = sizes.broadcast(widened.shape, other.shape)[0]
-                    if full is not None:
+                    # c[:] + (x2[0] - c[k]): the inner pairing decides for the outer one
+                    if full is not None and not any(id(n) in self._paired
+                                                    for n in ast.walk(node)):
                         self._paired[id(e)] = (node, (len(mine.shape) - width, units),
                                                Ty(mine.kind, full))
                     continue
@@ -2214,8 +2221,7 @@ class _ModelChecker(LabelLayout):
             if self._global_index(e) and any(_whole_slice(i) for i in e.indices):
                 # u[:] (xm[:, 1]) of data whose leading size is a plate's: the explicit
                 # ':' reads the whole dim (as u[0:M] does), not cut to a minibatch
-                self.rows_read[id(e)] = frozenset(
-                    k - rank for k, i in enumerate(e.indices) if _whole_slice(i))
+                self.rows_read[id(e)] = True
             return
         kept = frozenset(k - rank for k in range(first + 1, rank)
                          if k >= len(e.indices) or isinstance(e.indices[k], ast.Slice))
