@@ -373,20 +373,21 @@ model W(N: int, x: real[N], X: real[N, K], w: real[K], y: real[N]) {
 
 
 def test_a_function_that_mixes_elements_reads_the_whole_value_then_is_cut():
-    """cumsum(x), softmax(f), cumsum(X[:, 0]) read element by element in a subsampled plate:
-    the whole value's running sum (softmax), cut to the minibatch (was cumsum of the
-    minibatch alone); softmax(X)[1] stays row by row and softmax(sum(f) * w)[0] whole."""
+    """cumsum(x), softmax(f) read element by element in a subsampled plate: the whole
+    value's running sum (softmax), cut to the minibatch (was cumsum of the minibatch
+    alone); softmax(X)[1] stays row by row and softmax(sum(f) * w)[0] whole. (X[:, 0] is
+    the whole column, one vector for the plate: tests/test_plates26b.py.)"""
     m = ppl.compile("""
 model S(N: int, x: real[N], X: real[N, K], w: real[K], y: real[N]) {
   f: real[N] ~ Normal(0, 1)
   plate i in N batch 2 {
-    y ~ Normal(cumsum(x) + softmax(f) + cumsum(X[:, 0]) + softmax(sum(f) * w)[0]
+    y ~ Normal(cumsum(x) + softmax(f) + softmax(sum(f) * w)[0]
                + cumsum(cumsum(exp(f))) + softmax(X)[1], 1)
   }
 }
 """)
     got, i, (f, x, X, w, y) = _minibatch_density(m, 1)
-    loc = x.cumsum(0)[i] + f.softmax(0)[i] + X[:, 0].cumsum(0)[i] \
+    loc = x.cumsum(0)[i] + f.softmax(0)[i] \
         + (f.sum() * w).softmax(0)[0] + f.exp().cumsum(0).cumsum(0)[i] + X[i].softmax(1)[:, 1]
     assert abs(got - _normal(y[i], loc)) < 1e-4
 

@@ -232,3 +232,21 @@ def test_two_values_of_the_same_plates_meet_by_their_plate_dims():
                    "    plate k in K { }\n  }\n}", {},
                    {"K": K, "v": V, "gid": gid, "xm": XM, "y": Y})
     assert abs(got - _normal(Y, V[gid][:, None] + XM, 0.7)) < 1e-4
+
+
+def test_an_index_written_into_the_data_is_the_whole_vector_in_an_assignment_and_a_factor():
+    """w5 = x[:] / v[gid[n]] and factor(sum(A[0] * u[m])) paired the vector's entries with
+    the plate's elements (x[:] and A[0] have the plate's size): each element's vector."""
+    x, gid = _t(4, seed=22), torch.tensor([2, 0, 3, 1])
+    y6 = torch.bernoulli(torch.full((4, 4), 0.5), generator=torch.Generator().manual_seed(5))
+    got = _density("model F(x: real[N], v: real[M], gid: int[N], y6: int[N, N]) {\n"
+                   "  plate n in N {\n    w5 = x[:] / v[gid[n]]\n"
+                   "    y6 ~ Bernoulli(logits=w5)\n  }\n}", {},
+                   {"x": x, "v": V, "gid": gid, "y6": y6})
+    logits = x / V[gid][:, None]
+    want = float(torch.distributions.Bernoulli(logits=logits).log_prob(y6).sum())
+    assert abs(got - want) < 1e-4
+    got = _density("model F(A: real[K, M], u: real[M]) {\n  a ~ Normal(0, 1)\n"
+                   "  plate m in M {\n    factor(sum(A[0] * u[m]))\n  }\n}", {"a": 0.0},
+                   {"A": A, "u": UM})
+    assert abs(got - (_normal(0.0, 0.0) + float(A[0].sum() * UM.sum()))) < 1e-4

@@ -1438,8 +1438,11 @@ class _ModelChecker(LabelLayout):
                 # is not an inner plate's; one of the plate's size on the plate's dim is
                 # read per element (as w @ X) unless a site has per-element dims for it
                 conflict = self._own_on_plate(mine, width, other)
+                # (an index written into the data, x[:] or A[0], is never paired: it
+                # names the whole vector)
                 paired = conflict is not None and sizes.compare(
-                    conflict[0], sizes.const(1)) != sizes.Relation.EQUAL
+                    conflict[0], sizes.const(1)) != sizes.Relation.EQUAL and not any(
+                    isinstance(n, ast.Index) and self._global_index(n) for n in ast.walk(side))
             # two values of the same plates, the other with more dims of its own (x2[n] /
             # v[gid[n]], [N, 1, K] and [N, 1] under plates n and k): the plate dims meet
             # the plate dims, as they do where the sizes differ
