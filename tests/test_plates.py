@@ -791,7 +791,7 @@ model O(y: real[2, N], a: real[N], b: real[N]) {
 @pytest.mark.parametrize("probs, at, words", [
     ("stack([w, 1 - w], dim=0)", "5:67", "dim=0 is a plate dim: it would stack the plate's"),
     ("cat([w, 1 - w])", "5:45", "cat joins each element's own vectors"),
-    ("[w, y[1:]]", "5:49", "whether this item is one too cannot be told"),
+    ("[w, (2 * y)[1:]]", "5:49", "whether this item is one too cannot be told"),
 ])
 def test_joining_per_element_values_across_the_plate_is_an_error(probs, at, words):
     """stack(..., dim=0) of per-element values would stack the plate's elements with each

@@ -250,3 +250,22 @@ def test_an_index_written_into_the_data_is_the_whole_vector_in_an_assignment_and
                    "  plate m in M {\n    factor(sum(A[0] * u[m]))\n  }\n}", {"a": 0.0},
                    {"A": A, "u": UM})
     assert abs(got - (_normal(0.0, 0.0) + float(A[0].sum() * UM.sum()))) < 1e-4
+
+
+def test_a_bounded_slice_of_plate_data_by_global_indices_is_one_value_for_the_plate():
+    """x2[0, 0:2] and A[0:2, 0] in the body of an outer plate of nested plates were read
+    as the element's row (factor 26.512 where Stan's is 6.628)."""
+    x2, gid = _t(4, K, seed=23), torch.tensor([2, 0, 3, 1])
+    got = _density("model F(M: int, x2: real[N, K], v: real[M], gid: int[N]) {\n"
+                   "  a ~ Normal(0, 1)\n  plate n in N {\n    plate m in M { }\n"
+                   "    factor(x2[0, 0:2] - v[gid[n]])\n  }\n}", {"a": 0.0},
+                   {"M": M, "x2": x2, "v": V, "gid": gid})
+    want = (x2[0, 0:2][None, :] - V[gid][:, None]).sum()
+    assert abs(got - (_normal(0.0, 0.0) + float(want))) < 1e-4
+    x = _t(4, seed=24)
+    got = _density("model F(x: real[N], A: real[K, M]) {\n  a ~ Normal(0, 1)\n"
+                   "  plate n in N {\n    plate k in K {\n"
+                   "      factor(logsumexp(A[0:2, 0] / x[n], dim=0))\n    }\n  }\n}",
+                   {"a": 0.0}, {"x": x, "A": A})
+    want = K * torch.logsumexp(A[0:2, 0][None, :] / x[:, None], -1).sum()
+    assert abs(got - (_normal(0.0, 0.0) + float(want))) < 1e-4

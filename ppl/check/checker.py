@@ -1380,9 +1380,9 @@ class _ModelChecker(LabelLayout):
     def _global_index(self, e: ast.Index) -> bool:
         """Whether ``e`` reads data (or a value defined outside every plate) whose leading
         size is a plate's by indices that are the same for every element: numbers, global
-        values and whole slices (``xm[1]``, ``u[:]``, ``A[:, 0]``). Its value is then the
-        same for every element, as Stan's ``xm[1]`` or ``u`` in the loop: only the bare
-        name is read per element. (A bounded slice, ``u[0:M]``, keeps its old reading.)"""
+        values and slices (``xm[1]``, ``u[:]``, ``A[:, 0]``, ``x2[0, 0:2]``). Its value is
+        then the same for every element, as Stan's ``xm[1]`` or ``u`` in the loop: only
+        the bare name is read per element."""
         if not isinstance(e.value, ast.Name) or id(e) in self.label_vindex:
             return False
         sym = self.symbols.get(e.value.id)
@@ -1391,7 +1391,8 @@ class _ModelChecker(LabelLayout):
             return False
         for item in e.indices:
             if isinstance(item, ast.Slice):
-                if item.start is not None or item.stop is not None:
+                if any(b is not None and self._plate_width(b) != 0
+                       for b in (item.start, item.stop)):
                     return False
             elif self._plate_width(item) != 0:
                 return False
