@@ -44,6 +44,15 @@ def _want(row) -> float:
     return _normal(0.0, 0.0) + _normal(Y, [row(r) for r in X2])
 
 
+def _minibatch(m, data, seed):
+    """One run of the model's Pyro program: its trace (log-probs computed) and plate t's
+    minibatch."""
+    pyro.set_rng_seed(seed)
+    tr = pyro.poutine.trace(m.pyro_model).get_trace(**m.bind(data))
+    tr.compute_log_prob()
+    return tr, tr.nodes["t"]["value"].numpy()
+
+
 CASES = [
     ("w = x2[t]", "sum(w)", lambda r: r.sum()),
     ("w = 2 * x2[t]", "sum(w)", lambda r: 2 * r.sum()),
@@ -94,10 +103,8 @@ def test_each_elements_value_is_reduced_and_indexed_on_its_own_dims(body, expr, 
 def test_under_a_subsampled_plate_the_minibatch_rows_are_reduced_each_on_its_own():
     m = ppl.compile(BASE.format(batch=" batch 2", body="w = x2[t]",
                                 expr="sum(w) + w[0] + mean(w, dim=0)"))
-    pyro.set_rng_seed(1)
-    tr = pyro.poutine.trace(m.pyro_model).get_trace(**m.bind(DATA))
-    tr.compute_log_prob()
-    t, mu = tr.nodes["t"]["value"].numpy(), float(tr.nodes["mu"]["value"])
+    tr, t = _minibatch(m, DATA, 1)
+    mu = float(tr.nodes["mu"]["value"])
     assert len(t) == 2
     loc = mu + X2[t].sum(1) + X2[t, 0] + X2[t].mean(1)
     assert abs(float(tr.nodes["y"]["log_prob_sum"]) - 1.5 * _normal(Y[t], loc)) < 1e-4
@@ -197,3 +204,81 @@ model M(x2: real[T, K], idx: int[J], y2: real[T, J]) {
 }""")
     want = _normal(y2, x2[:, idx] + x2[:, :1])
     assert abs(m.log_density({}, {"x2": x2, "idx": idx, "y2": y2}) - want) < 1e-4
+
+
+VG = np.array([0.4, -1.2, 2.0, 0.7])
+GID = [2, 1, 3]
+XM = np.array([[0.5, -1.0, 2.0, 0.25, 1.5], [1.0, 0.0, -0.5, 3.0, -2.0],
+               [0.2, 0.4, -0.6, 0.8, -1.0]])
+GDATA = {"vg": VG, "gid": GID, "xm": XM, "y": Y}
+GBASE = """model M(vg: real[G], gid: int[T], xm: real[T, J], y: real[T]) {{
+  plate t in T{batch} {{
+    {body}
+    y ~ Normal({expr}, 1)
+  }}
+}}"""
+
+
+def _gwant(loc) -> float:
+    return _normal(Y, loc)
+
+
+@pytest.mark.parametrize("expr, loc", [
+    ("min(vg[gid[t]])", VG[GID]),
+    ("sum(vg[gid[t]]) + max(vg[gid[t]])", 2 * VG[GID]),
+    ("sum(vg[gid])", VG[GID]),
+    ("mean(xm[gid[t] - 1])", XM[np.array(GID) - 1].mean(1)),
+    ("prod(vg[gid[t]] + 1) + sd(vg[gid[t]]) + variance(vg[gid[t]])", VG[GID] + 1),
+    ("sum(xm, dim=1) + logsumexp(xm, dim=-1)", XM.sum(1) + sp.logsumexp(XM, axis=1)),
+    ("sum(xm) + sum(vg)", np.full(3, XM.sum() + VG.sum())),
+])
+def test_a_reduction_of_a_per_element_expression_reduces_the_elements_own_dims(expr, loc):
+    """min(vg[gid[t]]) was the minimum over every element's vg[gid[t]] (-4.57 for -3.63)
+    and sd of one number was the number. Data read whole keep sum(g) over all of g, and
+    a dim of their row that is the same dim as declared (dim=1, dim=-1 of xm)."""
+    m = ppl.compile(GBASE.format(batch="", body="", expr=expr))
+    assert abs(m.log_density({}, GDATA) - _gwant(loc)) < 1e-4
+
+
+def test_under_a_subsampled_plate_a_per_element_index_and_a_row_of_data_reduce_each_row():
+    m = ppl.compile(GBASE.format(batch=" batch 2", body="",
+                                 expr="min(vg[gid[t]]) + sum(xm, dim=-1)"))
+    tr, t = _minibatch(m, GDATA, 2)
+    loc = VG[np.array(GID)[t]] + XM[t].sum(1)
+    assert abs(float(tr.nodes["y"]["log_prob_sum"]) - 1.5 * _normal(Y[t], loc)) < 1e-4
+
+
+@pytest.mark.parametrize("expr, col, says", [
+    ("logsumexp(vg[gid[t]])", 16, "'vg[gid[t]]' has 0 dims of its own per element, so "
+     "logsumexp along dim=-1 would run along the plate's elements"),
+    ("softmax(xm[t, 0])", 16, "'xm[t, 0]' has 0 dims of its own per element, so softmax"),
+    ("cumsum(2 * vg[gid[t]], dim=-1)", 16, "so cumsum along dim=-1 would run along"),
+])
+def test_a_dim_of_one_number_per_element_is_a_located_error(expr, col, says):
+    """logsumexp(vg[gid[t]]) ran along the plate (-3.91 for -3.63, a silent wrong density)."""
+    with pytest.raises(BdlError) as info:
+        ppl.compile(GBASE.format(batch="", body="", expr=expr))
+    (d,) = info.value.diagnostics
+    assert says in d.message and (d.span.line, d.span.col) == (4, col)
+
+
+@pytest.mark.parametrize("expr, col", [("sum(xm, dim=0)", 20), ("logsumexp(xm, dim=0)", 26),
+                                       ("max(xm, dim=0) * 2", 20)])
+def test_a_reduction_over_the_plate_dim_of_data_read_whole_is_not_paired_with_the_plate(
+        expr, col):
+    """sum(xm, dim=0) of xm: real[T, J] read whole in plate t is over all of its dim T as
+    declared (mean(X, 0)[1] stays so), [J] for the whole plate: meeting y[t] it was a
+    size error at run time where T != J and was paired with the plate by position where
+    T = J (a silent wrong density); now the checker's located error for either."""
+    with pytest.raises(BdlError) as info:
+        ppl.compile(f"""model M(xm: real[T, J], y: real[T]) {{
+  plate t in T {{
+    y ~ Normal({expr}, 1)
+  }}
+}}""")
+    (d,) = info.value.diagnostics
+    assert "inside plate t, 'xm' (shape [T, J]) is one value for the whole plate, not one " \
+        "per element" in d.message and (d.span.line, d.span.col) == (3, col)
+    m = ppl.compile(GBASE.format(batch="", body="", expr="sum(xm, dim=0)[1] + mean(xm, 0)[0]"))
+    assert abs(m.log_density({}, GDATA) - _gwant(np.full(3, XM.sum(0)[1] + XM.mean(0)[0]))) \
+        < 1e-4

@@ -1351,6 +1351,9 @@ class _ModelChecker(LabelLayout):
             a, b = self._plate_width(e.left), self._plate_width(e.right)
             return None if a is None or b is None else max(a, b)
         if isinstance(e, ast.Call) and e.func_name is not None \
+                and not self._calls_value(e.func_name) and self._over_plate_dim(e):
+            return 0  # sum(xm, dim=0) of data read whole: over its plate dim, as declared
+        if isinstance(e, ast.Call) and e.func_name is not None \
                 and not self._calls_value(e.func_name):
             widths = [self._plate_width(a) for a in e.args] + \
                      [self._plate_width(k.value) for k in e.kwargs]
@@ -3502,6 +3505,8 @@ class _ModelChecker(LabelLayout):
             moved = replace(bound["dim"][1], value=bound["dim"][1].value + shift)
             positional = [moved if t is bound["dim"][1] else t for t in positional]
             bound = {**bound, "dim": (bound["dim"][0], moved)}
+        if "dim" in b.params and not self._dim_on_plate(e, b, bound):
+            return UNKNOWN
         if "dim" in b.params and self._dim_moves(b, bound):
             moved = next((n for k, (node, _) in bound.items() if k != "dim"
                           for n in ast.walk(node) if id(n) in self.aligned), None)
@@ -3662,13 +3667,58 @@ class _ModelChecker(LabelLayout):
         if isinstance(first[0], ast.Index) and id(first[0]) not in self.label_vindex and not any(
                 isinstance(i, ast.Name) and (getattr(
                     self.symbols.get(i.id), "role", "") == "index" or i.id in
-                    self.plate_labels) for i in first[0].indices):  # mu[c], c drawn here
+                    self.plate_labels) for i in first[0].indices) \
+                and not self._per_element_items(first[0]):  # mu[c], c drawn here
             return None
         width = self._plate_width(first[0])
         if not width or width > len(first[1].shape):
             return None
         self.elem_reduce[id(e)] = len(first[1].shape) - width
         return tuple(first[1].shape[:width])
+
+    def _over_plate_dim(self, e: ast.Call) -> bool:
+        """``sum(xm, dim=0)`` (a reduction, ``dim`` given by a number) of data read whole
+        whose dim 0 is a plate's (``xm: real[N, M]`` in plate n): it reduces over the whole
+        plate dim as declared (``mean(X, 0)[1]``), so the result is the same for every
+        element (``[M]``, not one per element: meeting ``y[n]`` it is the plate-sized
+        value's located error, not paired by position where N = M)."""
+        if e.func_name not in _DEFAULT_DIMS and e.func_name != "logsumexp":
+            return False
+        x = e.args[0] if e.args else next((k.value for k in e.kwargs if k.name == "x"), None)
+        dim = e.args[1] if len(e.args) > 1 else next(
+            (k.value for k in e.kwargs if k.name == "dim"), None)
+        if not isinstance(x, ast.Name) or not isinstance(dim, ast.Number) \
+                or not isinstance(dim.value, int) or dim.value < 0:
+            return False
+        sym = self.symbols.get(x.id)
+        if sym is None or not _sized_like_plates(sym) or x.id in self.global_labels:
+            return False
+        width = self._plate_width(x)
+        return bool(width) and dim.value < width and len(sym.ty.shape or ()) > width
+
+    def _indexed_per_element(self, e) -> bool:
+        """Whether ``e`` varies along the plates only through indices per element
+        (``v[gid[n]]``, ``2 * xm[n, 0]``) and names of each element's own values: no name
+        read whole (``exp(f)``, ``sum(f) * w`` of ``f: real[N]`` read whole are the whole
+        value's, then cut, as documented)."""
+        inside = {id(n) for i in ast.walk(e) if isinstance(i, ast.Index) for n in ast.walk(i)}
+        found = False
+        for n in ast.walk(e):
+            if isinstance(n, ast.Name) and id(n) not in inside and self._plate_width(n) \
+                    and not self._element_width(n):
+                return False
+            if isinstance(n, ast.Index) and (self._per_element_items(n)
+                                             or id(n) in self.label_vindex):
+                found = True
+        return found or bool(self._element_width(e))
+
+    def _per_element_items(self, e: ast.Index) -> bool:
+        """Whether an index item of ``e`` has one value per plate element (``gid[n]`` in
+        ``v[gid[n]]``, ``n + 1``, or ``gid`` of ``gid: int[N]`` read whole in plate n, which
+        is ``gid[n]`` there): ``e`` is then each element's own value, as Stan's
+        ``v[gid[n]]`` in the loop, and a reduction of it reduces that value only."""
+        return any(not isinstance(i, ast.Slice) and self._plate_width(i)
+                   for i in e.indices)
 
     def _whole(self, node: ast.Expr, t: Ty) -> bool:
         """Whether ``t`` is the whole shape of a tensor ``node`` as it is at run time:
@@ -3763,6 +3813,32 @@ class _ModelChecker(LabelLayout):
             return 0
         self.label_dims[id(dim[0])] = own
         return width if b.shape is not builtins.same_as_first else 0
+
+    def _dim_on_plate(self, e: ast.Call, b, bound: dict) -> bool:
+        """``logsumexp(v[gid[n]])`` (also softmax, cumsum, a reduction with ``dim=-1``) of
+        one number per plate element: its dim -1 is the plate's, so it ran along the
+        plate's elements (a silent wrong value). A located error: False when reported.
+        Data and values defined outside plates read whole keep their reading
+        (``logsumexp(g)`` is over all of ``g``)."""
+        dim = bound.get("dim")
+        d = _literal_number(dim[0]) if dim is not None else _DEFAULT_DIMS.get(b.name, -1)
+        first = next(iter(bound.values()), None)
+        if not self.plate_stack or not isinstance(d, int) or isinstance(d, bool) or d >= 0 \
+                or first is None or first[1].shape is None or first[1].kind == "unknown" \
+                or (isinstance(first[0], ast.Name) and not self._element_width(first[0])) \
+                or self._label_read(first[0]) is not None \
+                or not self._indexed_per_element(first[0]):
+            return True
+        width = self._plate_width(first[0])
+        if not width or width > len(first[1].shape) or -d <= len(first[1].shape) - width:
+            return True
+        own = len(first[1].shape) - width
+        self.err(f"inside plate {', '.join(self._plate_names())}, '{fmt.expr(first[0])}' has "
+                 f"{own} dim{'s' if own != 1 else ''} of its own per element, so {b.name} "
+                 f"along dim={d} would run along the plate's elements", e.span,
+                 ["a number per element needs no reduction" if own == 0 else
+                  f"use a dim of the element's own: -{own} to -1"])
+        return False
 
     def _dim_moves(self, b, bound: dict) -> bool:
         """Whether a builtin's ``dim`` (given, or its default) reaches into the plate dims

@@ -248,8 +248,8 @@ def reduce_elements(x, how: str, dims: int):
     (Stan's sum(w[i]) in its loop), its plate dims (and any dims left of them) kept.
     ``dims`` = 0: each element is one number already."""
     x = tensor(x)
-    if dims == 0:
-        return x
+    if dims == 0:  # sd, variance of one number: 0 (rt.sd), with gradient 0
+        return variance(x.unsqueeze(-1), dim=-1) if how in ("sd", "variance") else x
     flat = x.reshape(tuple(x.shape[: x.dim() - dims]) + (-1,))
     if how in ("max", "min"):
         return getattr(flat, how)(dim=-1).values
