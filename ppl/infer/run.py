@@ -752,13 +752,10 @@ def _step(svi, kwargs: dict, step: int, opts: dict, method: str,
 def _bound_by_param(site) -> bool:
     """Whether the support of a traced site has a bound computed from a ``param`` (a
     tensor that requires grad; the prior trace's latent draws do not)."""
-    from torch.distributions import constraints
+    from ..runtime.tails import support_bounds
 
-    c = site["fn"].support
-    while isinstance(c, constraints.independent):
-        c = c.base_constraint
     return any(isinstance(b, torch.Tensor) and b.requires_grad
-               for b in (getattr(c, "lower_bound", None), getattr(c, "upper_bound", None)))
+               for b in support_bounds(site["fn"]))
 
 
 def _left_support(method: str, step: int, opts: dict, site: str, by_param: bool = False):

@@ -275,8 +275,7 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
                 continue
             want = int(exact)
             if want != n:
-                notes = [f"{k} is {bound[k][0]} from {bound[k][1]}"
-                         for k in sorted(str(x) for x in expr.free_symbols) if k in bound]
+                notes = _size_notes(expr, bound)
                 # "declared K + 1 = 4" names the sizes; a literal size is just itself
                 said = f"{shown(expr)} = {want}" if expr.free_symbols else f"{want}"
                 errors.append(_err(f"'{spec.name}' dimension {axis} is {n} but is declared "
@@ -327,18 +326,16 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
         dims = decl.rsplit("[", 1)[1].rstrip("]").split(",") if decl.endswith("]") else []
         for dim in dims:
             try:
-                value = sympy.sympify(dim.strip(), locals=syms).subs(sizes_now)
+                expr = sympy.sympify(dim.strip(), locals=syms)
+                value = expr.subs(sizes_now)
             except (sympy.SympifyError, TypeError, SyntaxError):
                 break
             if value.is_number and not value.is_integer:
-                expr = sympy.sympify(dim.strip(), locals=syms)
                 errors.append(_err(_not_whole(f"latent '{name}'", expr, value), line, col,
                                    _size_notes(expr, bound)))
                 break
             if value.is_number and value == 0:
-                notes = [f"{k} is {bound[k][0]} from {bound[k][1]}"
-                         for k in sorted(str(x) for x in sympy.sympify(
-                             dim.strip(), locals=syms).free_symbols) if k in bound]
+                notes = _size_notes(expr, bound)
                 errors.append(_err(f"latent '{name}' has no elements: {decl.split(': ', 1)[1]}"
                                    f" with {dim.strip()} = 0 (sizes from the data)", line, col,
                                    [*notes, "a latent needs at least one element: give the "
