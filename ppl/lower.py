@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 
 from . import builtins
 from .check import signatures
-from .check.checker import CheckedModel
+from .check.checker import (
+    _DEFAULT_DIMS,
+    _POINTWISE,
+    CheckedModel,
+    _literal_number,
+    _whole_slice,
+)
 from .syntax import ast
 from .syntax.diagnostics import BdlError, Diagnostic
 
@@ -623,7 +629,7 @@ class _Lowerer:
             rows = self.cm.rows_read.get(id(e))
             rows = rows if isinstance(rows, frozenset) else frozenset()
             across = self._join(across, frozenset(
-                k - rank for k, item in at.items() if not _whole(item)) | rows)
+                k - rank for k, item in at.items() if not _whole_slice(item)) | rows)
             outer, self.read_uncut = self.read_uncut, []
             local = self.rename.get(e.value.id) if isinstance(e.value, ast.Name) else None
             origin = self._uncut(local, across, rank) if local is not None else local
@@ -738,11 +744,9 @@ class _Lowerer:
                 dim = e.args[1]
             if dim is None and name not in _ALL_DIMS:
                 return frozenset({-1})
-            if isinstance(dim, ast.Number):
-                d = int(dim.value)
-                return frozenset({d - rank if d >= 0 else d})
-            if isinstance(dim, ast.Neg) and isinstance(dim.operand, ast.Number):
-                return frozenset({-int(dim.operand.value)})
+            d = _literal_number(dim)
+            if d is not None:
+                return frozenset({int(d) - rank if d >= 0 else int(d)})
         if name == "matmul" and key == "a" and rank > 1:
             return frozenset({-1})  # the rows of X in X @ w are X's own
         return True
@@ -888,17 +892,10 @@ class _Lowerer:
                             e)
 
 
-def _whole(item: ast.Expr) -> bool:
-    """An index item that keeps a dim as it is (``:``)."""
-    return isinstance(item, ast.Slice) and item.start is None and item.stop is None
-
-
-# builtins that map each element on its own ("elementwise ..." in their docs)
-_POINTWISE = frozenset(n for n in builtins.names() if (builtins.lookup(n).doc or "")
-                       .startswith("elementwise")) | {"where", "clamp", "normal_cdf"}
 # builtins that read their argument x across one dim (dim=, else the last), or across all
-# of its elements where no dim is given (_ALL_DIMS)
-_ALL_DIMS = frozenset({"sum", "mean", "max", "min", "prod", "sd", "variance"})
+# of its elements where no dim is given (_ALL_DIMS: the checker's, whose dim defaults to
+# every dim); _POINTWISE, the ones that map each element on its own, is the checker's too
+_ALL_DIMS = frozenset(_DEFAULT_DIMS)
 _SAME_SHAPE = frozenset({"cumsum", "cumprod", "softmax", "log_softmax", "sort", "reverse"})
 _ALONG_DIM = _ALL_DIMS | _SAME_SHAPE | {"logsumexp"}
 

@@ -1373,8 +1373,7 @@ class _ModelChecker(LabelLayout):
             if base == 0:
                 return 0
             first = e.indices[0] if e.indices else None
-            full = isinstance(first, ast.Slice) and first.start is None and first.stop is None
-            return base if full else None
+            return base if _whole_slice(first) else None
         if isinstance(e, ast.ListLit):  # stacked per element: the items' plate dims
             widths = [self._plate_width(i) for i in e.items]
             return None if any(w is None for w in widths) else max(widths, default=0)
@@ -2462,7 +2461,7 @@ class _ModelChecker(LabelLayout):
             if len(item.indices) > len(sym.ty.shape):
                 return
             for k, i in enumerate(item.indices):
-                if isinstance(i, ast.Slice) and i.start is None and i.stop is None:
+                if _whole_slice(i):
                     continue
                 plate = next((p for p in self.plate_stack if isinstance(i, ast.Name)
                               and p.index == i.id), None)
@@ -4126,7 +4125,7 @@ def _source_text(e: ast.Expr) -> str:
         return str(e.value)
     if isinstance(e, ast.Name):
         return e.id
-    if isinstance(e, ast.Slice) and e.start is None and e.stop is None:
+    if _whole_slice(e):
         return ":"
     return "..."
 
@@ -4196,7 +4195,8 @@ def _literal_number(node) -> float | None:
     return None
 
 
-def _whole_slice(item: ast.Expr) -> bool:
+def _whole_slice(item: ast.Expr | None) -> bool:
+    """An index item that keeps a dim as it is (``:``)."""
     return isinstance(item, ast.Slice) and item.start is None and item.stop is None
 
 
