@@ -281,6 +281,18 @@ _EXAMPLES = {
 
 
 @pytest.mark.parametrize("name", sorted(signatures.TRUNCATE_CDF))
+def test_the_closed_form_inverse_tails_are_the_ones_listed(name):
+    # rsample picks the closed-form inverse by _INVERTIBLE without calling it: the list
+    # and _inverse_tail's branches must name the same bases
+    from ppl.runtime.truncated import _INVERTIBLE, _inverse_tail
+
+    with torch_defaults("cpu", "float64"):
+        base = getattr(dist, name)(*map(_t, _EXAMPLES[name]))
+        inverts = _inverse_tail(base, _t(-1.0), True) is not None
+    assert inverts == isinstance(base, _INVERTIBLE)
+
+
+@pytest.mark.parametrize("name", sorted(signatures.TRUNCATE_CDF))
 def test_the_tables_say_which_bases_pyro_gives_a_cdf_and_an_icdf(name):
     pyro.set_rng_seed(0)
     with torch_defaults("cpu", "float64"):

@@ -66,6 +66,12 @@ def _unvalidated(d):
     return d
 
 
+# the bases _inverse_tail inverts in closed form, one per branch there
+_INVERTIBLE = (D.Exponential, D.Laplace, Logistic, D.Gumbel, D.Weibull, D.Cauchy,
+               D.HalfCauchy, D.Pareto, D.Kumaraswamy, D.Uniform, D.GeneralizedPareto,
+               SoftLaplace)
+
+
 def _inverse_tail(d, lt, upper):
     """x with log S(x) = lt (``upper``) or log F(x) = lt, in closed form for the bases
     that have one (reparameterised); None for the others."""
@@ -320,7 +326,7 @@ class Truncated(TorchDistribution):
                                 None if n_hi is None else n_hi.double(), u)
             return self._clamp(back(x.to(torch.get_default_dtype())))
         u = torch.rand(shape, dtype=torch.get_default_dtype(), device=_device(self.base))
-        if _inverse_tail(self._raw, torch.zeros(()), True) is not None:
+        if isinstance(self._raw, _INVERTIBLE):
             upper, lt = self._target(u)
             x = torch.where(upper, _inverse_tail(self._raw, lt, True),
                             _inverse_tail(self._raw, lt, False))
