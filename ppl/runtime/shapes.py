@@ -131,10 +131,9 @@ def plate_spread(x, sizes, tail: int):
     in plate N), read after they have closed: one copy per element, the plates' sizes
     before its own ``tail`` dims ([N] of a number), as a value that varies has them."""
     x = torch.as_tensor(x)
-    lead = tuple(x.shape[:x.dim() - tail])
-    own = tuple(x.shape[x.dim() - tail:])
+    cut = x.dim() - tail
     sizes = tuple(int(n) for n in sizes)
-    return x.reshape(lead + (1,) * len(sizes) + own).expand(lead + sizes + own)
+    return per_element(x, tail, len(sizes)).expand(x.shape[:cut] + sizes + x.shape[cut:])
 
 
 def plate_closed(x, dims, tail: int):
