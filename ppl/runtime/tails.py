@@ -179,9 +179,7 @@ def _gamma_tails(a, y):
                                    torch.clamp(y, min=0.0))
     lo, up = safe_log(_inc_gamma(a, y, False)), safe_log(_inc_gamma(a, y, True))
     if bool(torch.isinf(up).any()) and bool((y > 0).any()):
-        ys = torch.where(y > 0, y, 1.0)
-        n = torch.arange(1, _SERIES + 1, dtype=y.dtype, device=y.device)
-        n = n.reshape((-1,) + (1,) * y.dim())
+        ys, n = _series_setup(y)
         # cut where the terms stop falling (exact for a whole a: they reach 0 at n = a)
         ratio = torch.where((a - n).abs() < ys, (a - n) / ys, 0.0)
         terms = torch.cat([torch.ones_like(ratio[:1]), torch.cumprod(ratio, 0)]).sum(0)
@@ -189,14 +187,19 @@ def _gamma_tails(a, y):
                 + safe_log(terms.clamp(min=0.0)))
         up = torch.where(torch.isinf(up) & (y > 0), tail, up)
     if bool(torch.isinf(lo).any()) and bool((y > 0).any()):
-        ys = torch.where(y > 0, y, 1.0)
-        n = torch.arange(1, _SERIES + 1, dtype=y.dtype, device=y.device)
-        n = n.reshape((-1,) + (1,) * y.dim())
+        ys, n = _series_setup(y)
         terms = torch.cumsum(torch.log(ys) - torch.log(a + n), 0)
         series = torch.logsumexp(torch.cat([torch.zeros_like(terms[:1]), terms]), 0)
         tail = a * torch.log(ys) - ys - torch.lgamma(a + 1) + series
         lo = torch.where(torch.isinf(lo) & (y > 0), tail, lo)
     return lo, up
+
+
+def _series_setup(y):
+    """For :func:`_gamma_tails`' series: ``y`` with 1 where it is 0 (its log finite), and
+    the term numbers 1.._SERIES along a new leading dimension."""
+    n = torch.arange(1, _SERIES + 1, dtype=y.dtype, device=y.device)
+    return torch.where(y > 0, y, 1.0), n.reshape((-1,) + (1,) * y.dim())
 
 
 class _IncGamma(torch.autograd.Function):
