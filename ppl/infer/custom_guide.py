@@ -121,18 +121,16 @@ def _ends(c):
     import torch
     from torch.distributions import constraints
 
-    while isinstance(c, constraints.independent):
-        c = c.base_constraint
+    from ..runtime.dependent_support import base_constraint, support_ends
+
+    if not isinstance(base_constraint(c), (
+            type(constraints.real), constraints.greater_than, constraints.greater_than_eq,
+            constraints.less_than, constraints.interval, constraints.half_open_interval)):
+        return None
     inf = torch.tensor(float("inf"))
-    if isinstance(c, type(constraints.real)):
-        return -inf, inf
-    if isinstance(c, (constraints.greater_than, constraints.greater_than_eq)):
-        return torch.as_tensor(c.lower_bound), inf
-    if isinstance(c, constraints.less_than):
-        return -inf, torch.as_tensor(c.upper_bound)
-    if isinstance(c, (constraints.interval, constraints.half_open_interval)):
-        return torch.as_tensor(c.lower_bound), torch.as_tensor(c.upper_bound)
-    return None
+    lo, hi = support_ends(c)
+    return (-inf if lo is None else torch.as_tensor(lo),
+            inf if hi is None else torch.as_tensor(hi))
 
 
 def _outside(g, m, equal: bool):

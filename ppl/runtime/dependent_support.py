@@ -181,14 +181,14 @@ def support_transform(support) -> Transform:
         return IndependentTransform(inner, support.reinterpreted_batch_ndims)
     if type(support).__name__ == "MixtureSameFamilyConstraint":
         inner = support.base_constraint
-        lo, hi = _ends(inner)
+        lo, hi = support_ends(inner)
         if inner is constraints.real or (lo is None and hi is None):
             return biject_to(inner)
         neg, pos = torch.tensor(-torch.inf), torch.tensor(torch.inf)
         lo = neg if lo is None else torch.as_tensor(lo).amin(-1)
         hi = pos if hi is None else torch.as_tensor(hi).amax(-1)
         return _Between(lo, hi)
-    lo, hi = _ends(support)
+    lo, hi = support_ends(support)
     if lo is not None and hi is not None and not (
             bool(torch.isfinite(torch.as_tensor(lo)).all())
             and bool(torch.isfinite(torch.as_tensor(hi)).all())):
@@ -196,8 +196,18 @@ def support_transform(support) -> Transform:
     return biject_to(support)
 
 
-def _ends(support):
-    """(lower, upper) of an interval-like support, None where it has no such end."""
+def base_constraint(support):
+    """``support`` without its independent wrappers (what holds its elements' ends)."""
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    return support
+
+
+def support_ends(support):
+    """(lower, upper) of a support's elements, numbers or tensors as its constraint holds
+    them, None where it has no such end (the real line, a simplex): the one reader of a
+    support's ends (``tails.support_bounds``, ``ppl.infer.custom_guide``)."""
+    support = base_constraint(support)
     return getattr(support, "lower_bound", None), getattr(support, "upper_bound", None)
 
 
@@ -243,5 +253,6 @@ def guide_in_support(name: str, fn):
     return _real_line_draw(name, fn)
 
 
-__all__ = ["SUFFIX", "as_plain_sites", "guide_in_support", "sample_in_support",
-           "support_transform", "unconstrained", "without_jacobian"]
+__all__ = ["SUFFIX", "as_plain_sites", "base_constraint", "guide_in_support",
+           "sample_in_support", "support_ends", "support_transform", "unconstrained",
+           "without_jacobian"]

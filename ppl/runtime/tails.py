@@ -22,7 +22,8 @@ from __future__ import annotations
 import math
 
 import torch
-from pyro.distributions import constraints
+
+from .dependent_support import support_ends
 
 D = torch.distributions
 LOG_HALF = -math.log(2.0)
@@ -43,10 +44,7 @@ def safe_log(p):
 
 def support_bounds(d):
     """(lower, upper) of ``d``'s support as numbers or tensors, None where unbounded."""
-    s = d.support
-    while isinstance(s, constraints.independent):
-        s = s.base_constraint
-    return getattr(s, "lower_bound", None), getattr(s, "upper_bound", None)
+    return support_ends(d.support)
 
 
 def _into_support(d, x):
