@@ -123,6 +123,13 @@ def _log1p_over(x):
     return torch.where(small, 1 - x / 2, torch.log1p(xs) / xs)
 
 
+def gp_quantile(loc, scale, xi, s):
+    """The GeneralizedPareto(loc, scale, xi) value whose log survival is ``-s``:
+    ``loc + scale expm1(xi s) / xi``, ``loc + scale s`` at ``xi = 0``, smooth in ``xi``
+    (:class:`_ParetoQuantile`'s map, and a ``Truncated`` draw's inverse tail)."""
+    return loc + scale * s * _expm1_over(xi * s)
+
+
 class _ParetoQuantile(Transform):
     """The real line onto a GeneralizedPareto's support ``(loc, loc - scale/xi)`` (to
     ``inf`` for a shape ``xi >= 0``) by its quantile function at ``p = sigmoid(u)``:
@@ -145,8 +152,7 @@ class _ParetoQuantile(Transform):
             self.loc, self.scale, self.xi, cache_size)
 
     def _call(self, u):
-        s = torch.nn.functional.softplus(u)
-        return self.loc + self.scale * s * _expm1_over(self.xi * s)
+        return gp_quantile(self.loc, self.scale, self.xi, torch.nn.functional.softplus(u))
 
     def _inverse(self, z):
         y = (z - self.loc) / self.scale
@@ -253,6 +259,6 @@ def guide_in_support(name: str, fn):
     return _real_line_draw(name, fn)
 
 
-__all__ = ["SUFFIX", "as_plain_sites", "base_constraint", "guide_in_support",
+__all__ = ["SUFFIX", "as_plain_sites", "base_constraint", "gp_quantile", "guide_in_support",
            "sample_in_support", "support_ends", "support_transform", "unconstrained",
            "without_jacobian"]

@@ -28,6 +28,7 @@ from types import SimpleNamespace
 import torch
 from pyro.distributions import Logistic, SoftLaplace, TorchDistribution, constraints
 
+from .dependent_support import gp_quantile
 from .tails import (
     LOG_HALF,
     continuous_tails,
@@ -112,12 +113,7 @@ def _inverse_tail(d, lt, upper):
         w = (d.high - d.low) * torch.exp(lt)
         return d.high - w if upper else d.low + w
     if isinstance(d, D.GeneralizedPareto):  # S = (1 + xi z)^(-1/xi), e^-z at xi = 0
-        log_s = lt if upper else log1mexp(lt)
-        xi = d.concentration
-        zero = xi.abs() < 1e-12
-        safe = torch.where(zero, 1.0, xi)
-        z = torch.where(zero, -log_s, torch.expm1(-safe * log_s) / safe)
-        return d.loc + d.scale * z
+        return gp_quantile(d.loc, d.scale, d.concentration, -(lt if upper else log1mexp(lt)))
     if isinstance(d, SoftLaplace):  # S = 2/pi atan(e^-z), F = 2/pi atan(e^z)
         z = _log_tan(math.log(math.pi / 2) + lt)
         return d.loc + d.scale * (-z if upper else z)
