@@ -202,14 +202,23 @@ class Truncated(TorchDistribution):
         """log P(low <= X <= high) under the base, one per batch element."""
         if self.discrete and not has_discrete_tails(self._raw):
             return self._log_mass_grid()
+        return self._normalizer(*self._end_tails())
+
+    def _end_tails(self):
+        """The base's tails at the ends that cut it (:meth:`_tail_pair`, None at an end
+        that cuts nothing): the normaliser's, which :meth:`log_tails` reads too."""
         lo, hi = self._lo, self._hi
         if self.discrete:
             lo, hi = self._bounds
             lo = None if self._lo is None else lo
             hi = None if self._hi is None else hi
-        if lo is None and hi is None:
+        return self._tail_pair(lo, hi)
+
+    def _normalizer(self, at_lo, at_hi):
+        """log P(low <= X <= high) from :meth:`_end_tails`."""
+        if at_lo is None and at_hi is None:
             return self._zeros()
-        return _between(*self._tail_pair(lo, hi)).expand(self.batch_shape)
+        return _between(at_lo, at_hi).expand(self.batch_shape)
 
     def _tail_pair(self, lo, hi):
         """(log P(X < lo), log P(X >= lo), log P(X <= hi), log P(X > hi)); None for an
@@ -289,14 +298,13 @@ class Truncated(TorchDistribution):
             k, ok = k.reshape(lead + k.shape[1:]), ok.reshape(lead + ok.shape[1:])
             under = torch.logsumexp(self._log_pmf(k, ok & (k <= mid)), 0)
             over = torch.logsumexp(self._log_pmf(k, ok & (k > mid)), 0)
+            z = self._log_mass_grid()
         else:
             tails = discrete_tails if self.discrete else continuous_tails
-            at_lo = None if lo is None or (self._lo is None and not self.discrete) else \
-                tails(self._raw, lo - (1.0 if self.discrete else 0.0))
-            at_hi = None if hi is None or self._hi is None else tails(self._raw, hi)
+            at_lo, at_hi = self._end_tails()  # the normaliser's, computed once
             at_mid = tails(self._raw, mid)  # for counts P(X > mid) = P(X >= mid + 1)
             under, over = _between(at_lo, at_mid), _between(at_mid, at_hi)
-        z = self.log_normalizer()
+            z = self._normalizer(at_lo, at_hi)
         zero, ninf = torch.zeros(()), torch.full((), -torch.inf)
         f = torch.where(below, ninf, torch.where(above, zero, (under - z).clamp(max=0.0)))
         s = torch.where(below, zero, torch.where(above, ninf, (over - z).clamp(max=0.0)))
