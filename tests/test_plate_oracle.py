@@ -126,6 +126,41 @@ CASES = [
             "BDL bug (stop 27): A[gid[n]] (one row of M per element of the outer plate n) "
             "minus u[m] pairs the row's M entries with plate m's elements: -625.5125 "
             "instead of -761.1769 (also u + A[gid[n]])"))),
+    pytest.param(
+        _program([P("n", "N", [P("k", "K", [po.Observe("y7", "normal", [po.Reduce("sum", B(
+            "-", Ix("x2", [("i", "n")]), Ix("v", [("i", "k")]))), L(0.7)], ("N", "K"))])])],
+                 [("y7", ("N", "K"))]),
+        id="outer-row-minus-inner-element",
+        marks=pytest.mark.xfail(strict=True, reason=(
+            "BDL bug (stop 27, seed 9429): sum(x2[n] - v[k]) under plates n, k pairs row n's "
+            "K entries with v's (x2[n, j] - v[j]): v[k] is not widened to meet the row"))),
+    pytest.param(
+        _program([P("n", "N", [po.Let("w5", Ix("x2", [("s",), ("c", 1)])), po.Observe(
+            "y7", "normal", [po.Where(Ix("x2", [("i", "n"), ("c", 0)]), L(0.3), B(
+                "-", Ix("v", [("g", "gid", "n")]), V("w5")), L(0.5)), L(1.0)], ("N", "N"))])],
+                 [("y7", ("N", "N"))]),
+        id="where-condition-per-element-meets-plate-sized-vector",
+        marks=pytest.mark.xfail(strict=True, reason=(
+            "BDL bug (stop 27, seed 10548): in where(x2[n, 0] > 0.3, v[gid[n]] - w5, 0.5) with "
+            "w5 = x2[:, 1] ([N], computed in plate n) the condition, one value per element, "
+            "is not widened and meets w5's own N entries"))),
+    pytest.param(
+        _program([P("n", "N", [P("k", "K", [po.Observe("y6", "normal", [B(
+            "*", V("v", ["k"]), po.Where(L(0.5), L(0.5), V("x", ["n"]), Ix("v", [("s",)]))),
+            L(1.0)], ("N", "K", "K"))])])], [("y6", ("N", "K", "K"))]),
+        id="where-of-outer-element-and-vector-meets-inner-element",
+        marks=pytest.mark.xfail(strict=True, reason=(
+            "BDL bug (stop 27, stop-26 seed 1844): v * where(c, x, v[:]) under plates n, k "
+            "(v read as v[k]): v's entries are paired with the where's own K entries, "
+            "with or without batch"))),
+    pytest.param(
+        _program([P("m", "M", [po.Observe("y3", "normal", [B(
+            "+", po.Reduce("logsumexp", L(0.5)), V("m")), L(0.5)], ("M", "M"))])],
+                 [("y3", ("M", "M"))]),
+        id="logsumexp-of-a-number-plus-index",
+        marks=pytest.mark.xfail(strict=True, reason=(
+            "BDL bug (stop 27, stop-26 seed 2576): logsumexp(0.5) + m in plate m meeting "
+            "y3: real[M, M] is not widened (0.5 + m is): m's entries meet y3[m]'s own M"))),
 ]
 
 
