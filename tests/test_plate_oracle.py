@@ -79,88 +79,78 @@ def test_the_oracle_reads_an_index_written_into_plate_data_as_the_whole_value():
 P, V, Ix, L, B = po.Plate, po.Var, po.Index, po.Lit, po.BinOp
 
 
-def _program(top, observed=()):
-    return po.Program(top, {name: (shape, "normal") for name, shape in observed}, {})
+def _program(*top):
+    observed = {st.name: (st.shape, st.dist) for st in po.walk_statements(top)
+                if isinstance(st, po.Observe)}
+    return po.Program(list(top), observed, {})
+
+
+def _normal(name, shape, loc, scale=1.0):
+    return po.Observe(name, "normal", [loc, L(scale)], shape)
+
+
+def _bug(case_id, reason, *top):
+    """A program BDL gets wrong today: a strict xfail, so it flips when fixed."""
+    return pytest.param(_program(*top), id=case_id,
+                        marks=pytest.mark.xfail(strict=True, reason=reason))
 
 
 # Minimal programs, each at seed 1 (N = 4, K = 3, M = 5), compared as the sweep does.
 CASES = [
-    pytest.param(  # u[:] + u in plate m is whole u plus the element's u[m], a vector
-        _program([P("m", "M", [po.Factor(po.Reduce("logsumexp", B(
-            "/", B("+", Ix("u", [("s",)]), V("u", ["m"])),
-            B("+", L(1.5), po.Call("tanh", Ix("u", [("i", "m")])))), dim=-1))])]),
-        id="logsumexp-of-whole-u-plus-u"),
-    pytest.param(  # A[1] is row 1 of A for every element (the oracle once read it per row)
-        _program([P("n", "N", [P("m", "M", [po.Factor(Ix("A", [("c", 1)]))])])]),
-        id="factor-A1-nested"),
-    pytest.param(
-        _program([P("k", "K", [P("m", "M", [po.Factor(Ix("x2", [("c", 1)]))])])]),
-        id="factor-x2-1-nested"),
-    pytest.param(  # sum(A, dim=-1) of bare A in plate k is row k's sum
-        _program([P(None, "M", [P("k", "K", [po.Factor(
-            po.Reduce("sum", V("A", ["k"]), dim=-1))])])]),
-        id="sum-A-dim-1-nested"),
-    pytest.param(
-        _program([P("m", "M", [P("n", "N", [po.Observe("y3", "normal", [
-            B("+", B("*", V("n"), L(0.5)), Ix("x", [("s",)])),
-            B("+", po.Call("softplus", Ix("u", [("i", "m")])), L(0.5))], ("M", "N", "N"))])])],
-                 [("y3", ("M", "N", "N"))]),
-        id="outer-m-inner-n-normal-args-sizes",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "helper PF (stop 27, a): the checker compares Normal's argument sizes before "
-            "padding, N = 4 vs M = 5: a run-time size error instead of the density"))),
-    pytest.param(
-        _program([P("n", "N", [po.Let("w1", Ix("u", [("s",)])), P("m", "M", [po.Factor(
-            B("@", B("-", V("w1"), Ix("u", [("i", "m")])), Ix("A", [("c", 0)])))])])]),
-        id="outer-plate-vector-meets-inner-element",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "BDL bug (stop 27): w1 = u[:] of the outer plate n, read in plate m, pairs its "
-            "M entries with plate m's elements: (w1 - u[m]) is 0, the density 0.0, not "
-            "43.386132 (also for w1 = u + 0 * x[n])"))),
-    pytest.param(
-        _program([P("n", "N", [P("m", "M", [po.Observe("y4", "normal", [
-            B("-", Ix("u", [("i", "m")]), Ix("A", [("g", "gid", "n")])), L(0.5)],
-            ("N", "M", "M"))])])], [("y4", ("N", "M", "M"))]),
-        id="row-by-gid-of-outer-plate-meets-inner-element",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "BDL bug (stop 27): A[gid[n]] (one row of M per element of the outer plate n) "
-            "minus u[m] pairs the row's M entries with plate m's elements: -625.5125 "
-            "instead of -761.1769 (also u + A[gid[n]])"))),
-    pytest.param(
-        _program([P("n", "N", [P("k", "K", [po.Observe("y7", "normal", [po.Reduce("sum", B(
-            "-", Ix("x2", [("i", "n")]), Ix("v", [("i", "k")]))), L(0.7)], ("N", "K"))])])],
-                 [("y7", ("N", "K"))]),
-        id="outer-row-minus-inner-element",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "BDL bug (stop 27, seed 9429): sum(x2[n] - v[k]) under plates n, k pairs row n's "
-            "K entries with v's (x2[n, j] - v[j]): v[k] is not widened to meet the row"))),
-    pytest.param(
-        _program([P("n", "N", [po.Let("w5", Ix("x2", [("s",), ("c", 1)])), po.Observe(
-            "y7", "normal", [po.Where(Ix("x2", [("i", "n"), ("c", 0)]), L(0.3), B(
-                "-", Ix("v", [("g", "gid", "n")]), V("w5")), L(0.5)), L(1.0)], ("N", "N"))])],
-                 [("y7", ("N", "N"))]),
-        id="where-condition-per-element-meets-plate-sized-vector",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "BDL bug (stop 27, seed 10548): in where(x2[n, 0] > 0.3, v[gid[n]] - w5, 0.5) with "
-            "w5 = x2[:, 1] ([N], computed in plate n) the condition, one value per element, "
-            "is not widened and meets w5's own N entries"))),
-    pytest.param(
-        _program([P("n", "N", [P("k", "K", [po.Observe("y6", "normal", [B(
-            "*", V("v", ["k"]), po.Where(L(0.5), L(0.5), V("x", ["n"]), Ix("v", [("s",)]))),
-            L(1.0)], ("N", "K", "K"))])])], [("y6", ("N", "K", "K"))]),
-        id="where-of-outer-element-and-vector-meets-inner-element",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "BDL bug (stop 27, stop-26 seed 1844): v * where(c, x, v[:]) under plates n, k "
-            "(v read as v[k]): v's entries are paired with the where's own K entries, "
-            "with or without batch"))),
-    pytest.param(
-        _program([P("m", "M", [po.Observe("y3", "normal", [B(
-            "+", po.Reduce("logsumexp", L(0.5)), V("m")), L(0.5)], ("M", "M"))])],
-                 [("y3", ("M", "M"))]),
-        id="logsumexp-of-a-number-plus-index",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "BDL bug (stop 27, stop-26 seed 2576): logsumexp(0.5) + m in plate m meeting "
-            "y3: real[M, M] is not widened (0.5 + m is): m's entries meet y3[m]'s own M"))),
+    pytest.param(_program(P("m", "M", [po.Factor(po.Reduce("logsumexp", B(
+        "/", B("+", Ix("u", [("s",)]), V("u", ["m"])),
+        B("+", L(1.5), po.Call("tanh", Ix("u", [("i", "m")])))), dim=-1))])),
+        id="logsumexp-of-whole-u-plus-u"),  # u[:] + u in plate m: u plus the element's u[m]
+    # A[1], x2[1] are row 1 for every element (the stop-26 oracle read them per row)
+    pytest.param(_program(P("n", "N", [P("m", "M", [po.Factor(Ix("A", [("c", 1)]))])])),
+                 id="factor-A1-nested"),
+    pytest.param(_program(P("k", "K", [P("m", "M", [po.Factor(Ix("x2", [("c", 1)]))])])),
+                 id="factor-x2-1-nested"),
+    pytest.param(_program(P(None, "M", [P("k", "K", [po.Factor(
+        po.Reduce("sum", V("A", ["k"]), dim=-1))])])),
+        id="sum-A-dim-1-nested"),  # sum(A, dim=-1) of bare A in plate k is row k's sum
+    _bug("outer-m-inner-n-normal-args-sizes",
+         "helper PF (stop 27, a): the checker compares Normal's argument sizes before "
+         "padding, N = 4 vs M = 5: a run-time size error instead of the density",
+         P("m", "M", [P("n", "N", [po.Observe("y3", "normal", [
+             B("+", B("*", V("n"), L(0.5)), Ix("x", [("s",)])),
+             B("+", po.Call("softplus", Ix("u", [("i", "m")])), L(0.5))],
+             ("M", "N", "N"))])])),
+    _bug("outer-plate-vector-meets-inner-element",
+         "BDL bug (stop 27, seed 8943): w1 = u[:] of the outer plate n, read in plate m, "
+         "pairs its M entries with plate m's elements: (w1 - u[m]) is 0, the density 0.0, "
+         "not 43.386132 (also for w1 = u + 0 * x[n])",
+         P("n", "N", [po.Let("w1", Ix("u", [("s",)])), P("m", "M", [po.Factor(
+             B("@", B("-", V("w1"), Ix("u", [("i", "m")])), Ix("A", [("c", 0)])))])])),
+    _bug("row-by-gid-of-outer-plate-meets-inner-element",
+         "BDL bug (stop 27, seed 7585): A[gid[n]] (one row of M per element of the outer "
+         "plate n) minus u[m] pairs the row's M entries with plate m's elements: -625.5125 "
+         "instead of -761.1769 (also u + A[gid[n]])",
+         P("n", "N", [P("m", "M", [_normal("y4", ("N", "M", "M"), B(
+             "-", Ix("u", [("i", "m")]), Ix("A", [("g", "gid", "n")])), 0.5)])])),
+    _bug("outer-row-minus-inner-element",
+         "BDL bug (stop 27, seed 9429): sum(x2[n] - v[k]) under plates n, k pairs row n's "
+         "K entries with v's (x2[n, j] - v[j]): v[k] is not widened to meet the row",
+         P("n", "N", [P("k", "K", [_normal("y7", ("N", "K"), po.Reduce("sum", B(
+             "-", Ix("x2", [("i", "n")]), Ix("v", [("i", "k")]))), 0.7)])])),
+    _bug("where-condition-per-element-meets-plate-sized-vector",
+         "BDL bug (stop 27, seed 10548): in where(x2[n, 0] > 0.3, v[gid[n]] - w5, 0.5) with "
+         "w5 = x2[:, 1] ([N], computed in plate n) the condition, one value per element, "
+         "is not widened and meets w5's own N entries",
+         P("n", "N", [po.Let("w5", Ix("x2", [("s",), ("c", 1)])), _normal(
+             "y7", ("N", "N"), po.Where(Ix("x2", [("i", "n"), ("c", 0)]), L(0.3), B(
+                 "-", Ix("v", [("g", "gid", "n")]), V("w5")), L(0.5)))])),
+    _bug("where-of-outer-element-and-vector-meets-inner-element",
+         "BDL bug (stop 27, stop-26 seed 1844): v * where(c, x, v[:]) under plates n, k "
+         "(v read as v[k]): v's entries are paired with the where's own K entries, "
+         "with or without batch",
+         P("n", "N", [P("k", "K", [_normal("y6", ("N", "K", "K"), B("*", V("v", ["k"]), po.Where(
+             L(0.5), L(0.5), V("x", ["n"]), Ix("v", [("s",)]))))])])),
+    _bug("logsumexp-of-a-number-plus-index",
+         "BDL bug (stop 27, stop-26 seed 2576): logsumexp(0.5) + m in plate m meeting "
+         "y3: real[M, M] is not widened (0.5 + m is): m's entries meet y3[m]'s own M",
+         P("m", "M", [_normal("y3", ("M", "M"), B(
+             "+", po.Reduce("logsumexp", L(0.5)), V("m")), 0.5)])),
 ]
 
 
