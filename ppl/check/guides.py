@@ -283,10 +283,13 @@ def _literal(e: ast.Expr | None) -> float | None:
     return None
 
 
-def _arg(call: ast.Call, name: str, position: int | None) -> ast.Expr | None:
+def _arg(call: ast.Call, sig, name: str) -> ast.Expr | None:
+    """Argument ``name`` of distribution ``call`` (signature ``sig``), by keyword or by
+    its position where it may be given so; None where it is not given."""
     for k in call.kwargs:
         if k.name == name:
             return k.value
+    position = None if name in sig.keyword_only else sig.params.index(name)
     if position is not None and position < len(call.args):
         return call.args[position]
     return None
@@ -330,12 +333,12 @@ def _dist_support(cm, d: ast.Expr):
     if sig.support is not None:
         return supports.key(sig.support)
     def value(name):
-        e = _arg(d, name, None if name in sig.keyword_only else sig.params.index(name))
+        e = _arg(d, sig, name)
         return supports.MISSING if e is None else _literal(e)
 
     base = None
     if dty.dist == "Truncated":
-        inner = _arg(d, "base_dist", 0)
+        inner = _arg(d, sig, "base_dist")
         base = _dist_support(cm, inner) if inner is not None else None
     return supports.from_arguments(dty.dist, value, base)
 
@@ -362,12 +365,12 @@ def _param_behind(cm, s: ast.Sample):
         if sig is None:
             continue
         for name in supports.FROM_ARGUMENTS.get(sig.name, ()):
-            e = _arg(d, name, None if name in sig.keyword_only else sig.params.index(name))
+            e = _arg(d, sig, name)
             if e is not None:
                 exprs.append(e)
         for name in ("base_dist", "component_distribution"):
             if name in sig.params:
-                e = _arg(d, name, sig.params.index(name))
+                e = _arg(d, sig, name)
                 if e is not None:
                     todo.append(e)
     names, seen = [n for e in exprs for n in ast.names_read(e)], set()
