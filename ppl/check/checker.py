@@ -450,6 +450,10 @@ class _ModelChecker(LabelLayout):
         self.det_width: dict[str, int | None] = {}
         self.fit_errors: list[Diagnostic] = []  # see CheckedModel.fit_errors
         self._dist_bound: dict[int, tuple] = {}  # distribution call -> (signature, bound)
+        # a site's distribution in a plate: its arguments' size issues, held until the
+        # site's per-element padding (_per_element) has put each size on its own dim
+        self._site_dist: ast.Expr | None = None
+        self._held_issues: dict[int, list] = {}
         self._in_builtin = 0  # how many built-in calls' arguments are being checked
         self._in_where = 0  # how many where(cond, a, b) branches are being checked
         self._own_reads: set[int] = set()  # label values read whole in a built-in's call
@@ -953,6 +957,15 @@ class _ModelChecker(LabelLayout):
                                       random=True, node=s, plates=plates)
 
     def _sample(self, s: ast.Sample) -> None:
+        outer, self._site_dist = self._site_dist, s.dist
+        try:
+            self._sample_site(s)
+        finally:
+            self._site_dist = outer
+            for issues, span, what in self._held_issues.pop(id(s.dist), ()):
+                self._report(issues, span, what)
+
+    def _sample_site(self, s: ast.Sample) -> None:
         construct = self._tilde_construct(s)
         if construct is not None:
             self._construct_sample(s, construct)
@@ -1573,6 +1586,9 @@ class _ModelChecker(LabelLayout):
             changed = True
         if not changed:
             return dty
+        # Stan's nested loop: the sizes are compared once each is on its own dim
+        # (n * 0.5 + x[:] with softplus(u[m]) under plates m, n: [N, N] with [M, 1, 1])
+        self._held_issues.pop(id(s.dist), None)
         return Ty("dist", _dist_shape(sig, padded, self), event=dty.event, dist=dty.dist,
                   discrete=dty.discrete, enumerable=dty.enumerable)
 
@@ -3068,8 +3084,11 @@ class _ModelChecker(LabelLayout):
         self._dist_bound[id(e)] = (sig, bound)
         if sig.name == "Truncated":
             return self._truncated(e, bound)
-        return Ty("dist", _dist_shape(sig, bound, self), event=sig.event_rank, dist=sig.name,
-                  discrete=sig.discrete, enumerable=sig.enumerable)
+        held = None
+        if self.plate_stack and e is self._site_dist:
+            held = self._held_issues.setdefault(id(e), [])
+        return Ty("dist", _dist_shape(sig, bound, self, held), event=sig.event_rank,
+                  dist=sig.name, discrete=sig.discrete, enumerable=sig.enumerable)
 
     def _truncated(self, e: ast.Call, bound: dict) -> Ty:
         """``Truncated(D, low=, high=)``: at least one bound, and a univariate D whose
@@ -4315,8 +4334,9 @@ def _is_random(e: ast.Expr, symbols: dict[str, Symbol]) -> bool:
     return any(symbols[n].random for n in _walk_names(e) if n in symbols)
 
 
-def _dist_shape(sig, bound, checker) -> tuple | None:
-    """Batch + event shape of a distribution from its arguments' shapes."""
+def _dist_shape(sig, bound, checker, held: list | None = None) -> tuple | None:
+    """Batch + event shape of a distribution from its arguments' shapes; the arguments'
+    size issues go to ``held`` where given (reported later), else are reported."""
     shapes = {k: t.shape for k, (_, t) in bound.items()}
     if sig.name in ("MultivariateNormal", "MultivariateStudentT", "LowRankMultivariateNormal"):
         return shapes.get("loc")
@@ -4347,7 +4367,10 @@ def _dist_shape(sig, bound, checker) -> tuple | None:
         if t.kind not in TENSOR_KINDS:
             continue
         out, issues = sizes.broadcast(out, t.shape)
-        checker._report(issues, bound[k][0].span, f"the arguments of {sig.name}")
+        if held is not None:
+            held.append((issues, bound[k][0].span, f"the arguments of {sig.name}"))
+        else:
+            checker._report(issues, bound[k][0].span, f"the arguments of {sig.name}")
     return out
 
 
