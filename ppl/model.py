@@ -238,14 +238,29 @@ class Model:
         from .runtime.functions import full_data
         from .runtime.shapes import site_shaped
 
-        # the prior traces below only name the sites: any seed gives the same density, and
-        # a fixed one inside seeded() leaves the caller's random streams where they were;
-        # a latent whose support follows others is a plain site there, read at its value
+        # the first trace names the sites, each latent at its given value as soon as it
+        # is drawn (_at_values), so a site whose parameters or support read a latent is
+        # built from the values given, never from a prior draw that may fall outside its
+        # support; only a latent not given is drawn, with a fixed seed inside seeded()
+        # (the caller's random streams stay where they were). A latent whose support
+        # follows others is a plain site there, read at its value
         with locate.located(self._pseudo), full_data(), seeded(0), as_plain_sites():
             kwargs = self.bind(data)
-            model, held = held_out(self.pyro_model, kwargs,
-                                   missing_optional(self.ir.args, kwargs))
-            prior = pyro.poutine.trace(model).get_trace(**kwargs)
+            reached: dict = {}
+            try:
+                model, held = held_out(_at_values(self.pyro_model, trace_values, reached),
+                                       kwargs, missing_optional(self.ir.args, kwargs))
+                prior = pyro.poutine.trace(model).get_trace(**kwargs)
+            except (ValueError, RuntimeError, IndexError, ZeroDivisionError):
+                # the model stopped at a site built from a latent drawn (not given) or
+                # given a value that does not fit: that is the error to show
+                unset = [f"'{k}' does not fit the latent, {list(shape)} with these data"
+                         if k in trace_values else f"missing value for latent '{k}'"
+                         for k, shape in reached.items() if shape is not None]
+                if unset:
+                    raise BdlError([Diagnostic(f"log_density: {p}") for p in unset],
+                                   self.filename, self.bdl_source) from None
+                raise
             latents, dets = _hidden_sites(model, kwargs, prior)
             problems = [f"'{k}' is optional data left out: pass it in data" for k in held
                         if k in trace_values]
@@ -278,6 +293,38 @@ class Model:
             conditioned = pyro.poutine.condition(model, data=values)
             tr = pyro.poutine.trace(conditioned).get_trace(**kwargs)
             return float(tr.log_prob_sum())
+
+
+def _at_values(model, values: dict, reached: dict):
+    """``model`` with each latent sample site named in ``values`` at that value (the
+    site's dtype, laid out in its shape as :func:`~ppl.runtime.shapes.site_shaped`
+    allows) instead of a prior draw, still latent (not observed): the sites after it are
+    built from the values given. A site not in ``values``, or whose value does not fit,
+    keeps its prior draw and is entered in ``reached`` as name: its shape (``None`` for
+    the sites set), for ``log_density`` to report."""
+    import torch
+    from pyro.poutine.messenger import Messenger
+
+    from .runtime.shapes import site_shaped
+
+    class AtValues(Messenger):
+        def _process_message(self, msg):
+            name = msg["name"]
+            if msg["type"] != "sample" or msg["is_observed"] or msg["value"] is not None:
+                return
+            draw = msg["fn"](*msg["args"], **msg["kwargs"])
+            v = draw
+            if name in values:
+                try:
+                    v = site_shaped(torch.as_tensor(values[name], dtype=draw.dtype),
+                                    draw.shape)
+                except (TypeError, ValueError, RuntimeError):
+                    pass
+            fits = name in values and v.shape == draw.shape
+            reached[name] = None if fits else tuple(draw.shape)
+            msg["value"] = v if fits else draw
+
+    return AtValues()(model)
 
 
 def check_seed(seed, where: str) -> None:
