@@ -759,3 +759,24 @@ def test_log_tails_of_a_truncated_have_finite_gradients_outside_the_interval():
         assert float(got.detach()) == pytest.approx(exact(0.3, x, upper), rel=1e-12)
         assert float(mu.grad) == pytest.approx(
             (exact(0.3 + h, x, upper) - exact(0.3 - h, x, upper)) / (2 * h), rel=1e-6)
+
+
+def test_log_tails_at_a_point_with_no_base_mass_below_is_minus_inf_not_nan():
+    """Exponential(1) cut to [-1, 3] at 0: P(X <= 0) = 0 exactly, beside an element whose
+    bounds lie inside the support (the batched difference -inf - (-inf) gave NaN)."""
+    import math
+
+    import pyro.distributions as dist
+
+    from ppl.runtime.truncated import Truncated
+
+    t = Truncated(dist.Exponential(torch.tensor([1.0, 2.0], dtype=torch.float64)),
+                  low=torch.tensor([-1.0, 1.0], dtype=torch.float64),
+                  high=torch.tensor([3.0, 5.0], dtype=torch.float64))
+    f, s = t.log_tails(torch.tensor(0.0, dtype=torch.float64))
+    assert torch.isneginf(f).all() and (s == 0).all()
+    f, s = t.log_tails(torch.tensor(2.0, dtype=torch.float64))
+    want_f = [math.log((1 - math.exp(-2)) / (1 - math.exp(-3))),
+              math.log((math.exp(-2) - math.exp(-4)) / (math.exp(-2) - math.exp(-10)))]
+    assert f.tolist() == pytest.approx(want_f, rel=1e-12)
+    assert torch.exp(f) + torch.exp(s) == pytest.approx(torch.ones(2, dtype=torch.float64), rel=1e-12)

@@ -444,8 +444,12 @@ def _between(at_lo, at_hi):
         return at_lo[1]
     (f_lo, s_lo), (f_hi, s_hi) = at_lo, at_hi
     upper = f_lo > LOG_HALF
-    via_s = s_lo + log1mexp(torch.where(upper, (s_hi - s_lo).clamp(max=0.0), -1.0))
-    via_f = f_hi + log1mexp(torch.where(upper, -1.0, (f_lo - f_hi).clamp(max=0.0)))
+    # an end with no mass beyond it on the side read (a tail of -inf) makes the other end's
+    # tail -inf too: -inf - (-inf) is NaN, and the interval's mass is then 0 (-inf + finite)
+    gap_s = torch.where(upper & ~torch.isneginf(s_lo), s_hi - s_lo, -1.0)
+    gap_f = torch.where(~upper & ~torch.isneginf(f_hi), f_lo - f_hi, -1.0)
+    via_s = s_lo + log1mexp(gap_s.clamp(max=0.0))
+    via_f = f_hi + log1mexp(gap_f.clamp(max=0.0))
     return torch.where(upper, via_s, via_f)
 
 
