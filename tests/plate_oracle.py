@@ -30,7 +30,9 @@ running the plates as Stan's loops, one element at a time, following docs/langua
   stack of the elements' values, read like data with that leading size; values of an
   inner plate are not read after it closes.
 - `factor(e)` adds the sum of `e`'s entries (per element, in a plate); a site's density
-  is summed over its entries. A `batch` plate is read whole (the harness compares
+  is summed over its entries, and an argument with more entries than the site's value
+  (a loc of `[N, K]` for `y6[k]` of `[K]`) is an error, as BDL's "does not fit" and
+  Stan's size check are. A `batch` plate is read whole (the harness compares
   `log_density`, which runs the full data).
 
 The generator's choices can be turned off by feature (`generate(seed, off={...})`, see
@@ -814,6 +816,8 @@ class Program:
             else:
                 lp = y * args[0] - softplus(args[0])
             shape = np.broadcast_shapes(y.shape, *(np.shape(a) for a in args))
+            if shape != y.shape:  # BDL: an argument larger than the site "does not fit"
+                raise ValueError(f"arguments of shape {shape} for a site of shape {y.shape}")
             return np.sum(np.broadcast_to(lp, shape))
 
         def run(block, env, element):
