@@ -56,3 +56,49 @@ def test_sizes_that_differ_after_widening_are_still_refused():
     data = {"x": _t(4), "u": _t(3), "s": _t(2), "y3": _t(3, 4, 4)}
     with pytest.raises(ppl.BdlError, match="N = 4 but K = 2"):
         m.log_density({}, data)
+
+
+# ---- (b) a whole vector plus the element's number, reduced along its own dim ----
+
+def test_logsumexp_of_the_whole_vector_plus_the_elements_number():
+    """(u[:] + u) / c in plate m is the vector u + u[m] for every m (u[:] whole, u the
+    element's), so logsumexp(..., dim=-1) is each element's own: Stan's
+    log_sum_exp((u + u[m]) / c)."""
+    u, y = _t(3, seed=3), _t(3, seed=4)
+    src = ("model F(u: real[M], c: real, y: real[M]) {\n  plate m in M {\n"
+           "    y ~ Normal(logsumexp((u[:] + u) / c, dim=-1), 1)\n  }\n}")
+    got = float(ppl.compile(src).log_density({}, {"u": u, "c": 1.7, "y": y}))
+    want = sum(_normal(y[m], torch.logsumexp((u + u[m]) / 1.7, -1)) for m in range(3))
+    assert abs(got - want) < 1e-4
+
+
+# ---- (c) a reduction over an inner plate's dim of data read whole ----
+
+KM = """model F(A: real[K, M], y: real[K, M]) {
+  plate k in K {
+    plate m in M {
+      y ~ Normal(READ, 1)
+    }
+  }
+}"""
+
+
+def test_a_reduction_over_an_inner_plates_dim_is_a_located_error():
+    """sum(A, dim=-1) of A: real[K, M] read whole under plates k, m put its [K] on plate
+    m's dim: Pyro's 'Shape mismatch inside plate', or with K = M loc[k, m] = sum(A[m])
+    (a silent wrong density). Refused at compile time, naming plate m."""
+    with pytest.raises(ppl.BdlError, match=r"sum over its dim 1 \(plate m's\)") as err:
+        ppl.compile(KM.replace("READ", "sum(A, dim=-1)"))
+    assert ":4:18:" in str(err.value) and "A_r = sum(A, dim=-1)" in str(err.value)
+
+
+def test_the_reductions_that_keep_the_plate_dims_in_place():
+    """Over the outermost plate dim, sum(A, dim=0) is one [M] for every k (column sums,
+    paired with m); computed before the plates, A_r = sum(A, dim=-1) is row k's sum."""
+    a, y = _t(3, 4, seed=5), _t(3, 4, seed=6)
+    got = float(ppl.compile(KM.replace("READ", "sum(A, dim=0)")).log_density(
+        {}, {"A": a, "y": y}))
+    assert abs(got - _normal(y, a.sum(0).expand(3, 4))) < 1e-4
+    src = KM.replace("  plate k", "  A_r = sum(A, dim=-1)\n  plate k").replace("READ", "A_r")
+    got = float(ppl.compile(src).log_density({}, {"A": a, "y": y}))
+    assert abs(got - _normal(y, a.sum(1)[:, None].expand(3, 4))) < 1e-4

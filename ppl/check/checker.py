@@ -3525,6 +3525,8 @@ class _ModelChecker(LabelLayout):
             bound = {**bound, "dim": (bound["dim"][0], moved)}
         if "dim" in b.params and not self._dim_on_plate(e, b, bound):
             return UNKNOWN
+        if "dim" in b.params and not self._reduces_inner_plate(e, b, bound):
+            return UNKNOWN
         if "dim" in b.params and self._dim_moves(b, bound):
             moved = next((n for k, (node, _) in bound.items() if k != "dim"
                           for n in ast.walk(node) if id(n) in self.aligned), None)
@@ -3856,6 +3858,40 @@ class _ModelChecker(LabelLayout):
                  f"along dim={d} would run along the plate's elements", e.span,
                  ["a number per element needs no reduction" if own == 0 else
                   f"use a dim of the element's own: -{own} to -1"])
+        return False
+
+    def _reduces_inner_plate(self, e: ast.Call, b, bound: dict) -> bool:
+        """``sum(A, dim=-1)`` of data ``A: real[K, M]`` read whole under ``plate k in K {
+        plate m in M { ... } }``: the reduction is over a plate dim that is not the
+        outermost, so the plate dims left of it ([K]) would move right, onto the inner
+        plate's dim (Pyro's 'Shape mismatch inside plate', or paired with m by position
+        where K = M: a silent wrong value). A located error: False when reported. Over
+        the outermost plate dim (``sum(A, dim=0)``) and over the value's own dims, the
+        plate dims keep their places."""
+        if b.shape is builtins.same_as_first or not self.plate_stack:
+            return True
+        dim = bound.get("dim")
+        d = _literal_number(dim[0]) if dim is not None else _DEFAULT_DIMS.get(b.name, -1)
+        first = next(iter(bound.values()), None)
+        if not isinstance(d, int) or isinstance(d, bool) or first is None \
+                or not isinstance(first[0], ast.Name) or first[1].shape is None \
+                or self._element_width(first[0]):
+            return True
+        sym = self.symbols.get(first[0].id)
+        if sym is None or not _sized_like_plates(sym) or first[0].id in self.global_labels \
+                or sym.ty.shape != first[1].shape:
+            return True  # an outer plate's data laid out at its dim ([N, 1]): _dim_moves
+        width, rank = self._plate_width(first[0]), len(first[1].shape)
+        at = d + rank if d < 0 else d
+        if not width or width < 2 or not 0 < at < width:
+            return True
+        name, plate = first[0].id, self.plate_stack[len(self.plate_stack) - width + at]
+        self.err(f"inside plates {', '.join(self._plate_names())}, '{name}' (shape "
+                 f"{sizes.show(first[1].shape)}) has one value per element, and {b.name} "
+                 f"over its dim {at} (plate {plate.name}'s) would leave the plates' other "
+                 "values at the wrong dims", e.span,
+                 [f"compute it before the plates, {name}_r = {fmt.expr(e)}, and read "
+                  f"{name}_r inside (one value per element of the plates left)"])
         return False
 
     def _dim_moves(self, b, bound: dict) -> bool:
