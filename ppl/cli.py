@@ -98,19 +98,43 @@ def cmd_compile(args) -> int:
     from .pipeline import compile_source
 
     text = _read(args.file)
+    out = Path(args.output) if args.output and args.output != "-" else None
+    if out is not None:
+        _check_output_file(out, Path(args.file), args.force)
     compiled = compile_source(text, args.file)
     _print_warnings(compiled.checked.warnings, args.file, text)
     if args.model is not None and args.model not in compiled.ir:
         raise _UserError(f"{args.file}: no model named '{args.model}'")
-    if args.output and args.output != "-":
-        out = Path(args.output)
-        if out.exists() and not args.force:
-            raise _UserError(f"{out} exists; use --force to overwrite it")
-        out.write_text(compiled.python)
+    if out is not None:
+        try:
+            out.write_text(compiled.python)
+        except OSError as e:
+            raise _UserError(f"-o {out}: cannot write it ({e.strerror or e})") from None
         print(f"wrote {out}", file=sys.stderr)
     else:
         sys.stdout.write(compiled.python)
     return 0
+
+
+def _check_output_file(out: Path, source: Path, force: bool) -> None:
+    """``compile -o OUT`` can be written, before anything is compiled: not the model file
+    itself (even with --force), not a folder, not an existing file without --force, and
+    in a folder that exists and is writable."""
+    import os
+
+    if out.resolve() == source.resolve():
+        raise _UserError(f"-o {out} is the model file {source} itself: the generated Python "
+                         "would replace it (choose another output file)")
+    if out.is_dir():
+        raise _UserError(f"-o {out} is a directory (expected a file name, such as "
+                         f"{out / source.with_suffix('.py').name})")
+    if out.exists() and not force:
+        raise _UserError(f"{out} exists; use --force to overwrite it")
+    parent = out.absolute().parent
+    if not parent.is_dir():
+        raise _UserError(f"-o {out}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise _UserError(f"-o {out}: cannot write there (permission denied)")
 
 
 def _default_data(path: str) -> str | None:
@@ -132,11 +156,17 @@ def _load_data(path: str | None) -> tuple[dict, str | None]:
         raise _UserError(str(e)) from None
 
 
+# how bdl run's flags that are also infer options are spelt (Model.resolve_infer)
+_FLAGS = {"seed": "--seed", "device": "--device", "dtype": "--dtype",
+          "jit": "--backend pyro-compiled"}
+
+
 def cmd_run(args) -> int:
 
     from .infer.report import fit_report, sampler_warnings
     from .io.run_folder import (
         RunFolderError,
+        check_creatable,
         check_reads,
         check_writable,
         fit_results,
@@ -165,12 +195,13 @@ def cmd_run(args) -> int:
         overrides["dtype"] = args.dtype
     if args.backend == "pyro-compiled":
         overrides["jit"] = True
-    method, opts = model.resolve_infer(args.infer, **overrides)
+    method, opts = model.resolve_infer(args.infer, flags=_FLAGS, **overrides)
     out = Path(args.out) if args.out else Path("runs") / (
         f"{model.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     try:
         check_writable(out, args.force)
         check_reads(out, data_path)
+        check_creatable(out)  # before the fit, not after it
     except RunFolderError as e:
         raise _UserError(str(e)) from None
     # written as the language writes options, so the line pastes back into --infer
@@ -269,24 +300,30 @@ def _construct_data(model) -> set[str]:
 
 def _note_nan(e, data: dict, model) -> None:
     """A note on a run-time error (raised while the model ran) naming the data arguments
-    that hold NaN: BDL data have no missing-value marker, except where a construct reads
-    them (monotone_dbm's visible units, fractional_sde's observations;
-    :func:`_construct_data`), whose NaN are not named."""
+    that hold inf, and those that hold NaN: BDL data have no missing-value marker, except
+    where a construct reads them (monotone_dbm's visible units, fractional_sde's
+    observations; :func:`_construct_data`), whose NaN are not named."""
     import numpy as np
 
     if e.__cause__ is None or not e.diagnostics:
         return
-    held = []
+    held, infinite = [], []
     skip = _construct_data(model)
     for k, v in data.items():
-        if k in skip:
-            continue
         try:
-            n = int(np.isnan(np.asarray(v, dtype=float)).sum())
-        except (TypeError, ValueError):
+            a = np.asarray(v, dtype=float)
+        except (TypeError, ValueError, OverflowError):
             continue
-        if n:
+        m = int(np.isinf(a).sum())
+        if m:
+            infinite.append(f"'{k}' ({m} inf value{'s' if m != 1 else ''})")
+        n = int(np.isnan(a).sum())
+        if n and k not in skip:
             held.append(f"'{k}' ({n} NaN value{'s' if n != 1 else ''})")
+    if infinite:
+        e.diagnostics[0].notes.append(
+            f"the data hold inf: {', '.join(infinite)}; the model may not be able to use "
+            "an infinite value there")
     if held:
         e.diagnostics[0].notes.append(
             f"the data hold NaN: {', '.join(held)}; NaN is not a missing-value marker "
@@ -319,6 +356,7 @@ def cmd_predict(args) -> int:
     from .io.run_folder import (
         PREDICT_WRITES,
         RunFolderError,
+        check_creatable,
         check_folder,
         predict_record,
         read_record,
@@ -336,6 +374,9 @@ def cmd_predict(args) -> int:
         raise _UserError(str(e)) from None
     compiled = compile_source(text, args.file)
     name = args.model or run.get("model")
+    if args.model is not None and name not in compiled.ir:
+        raise _UserError(f"{args.file}: no model named '{name}' (it has: "
+                         f"{', '.join(compiled.ir)})")
     if name is not None and name not in compiled.ir:
         raise _UserError(f"{post_dir} is a run of model '{name}' (from {run.get('file')}); "
                          f"{args.file} has no model of that name (it has: "
@@ -345,6 +386,7 @@ def cmd_predict(args) -> int:
     out = Path(args.out) if args.out else post_dir
     try:
         check_folder(out)
+        check_creatable(out)  # before the draws, not after them
     except RunFolderError as e:
         raise _UserError(str(e)) from None
     for written in PREDICT_WRITES:
@@ -372,7 +414,10 @@ def cmd_predict(args) -> int:
                             posterior=post_dir, run=run, data_path=args.data,
                             data_hash=data_hash, seed=args.seed, draws=args.draws, pred=pred)
     # in a run folder, recorded in its run.json: removed with the run by bdl run --force
-    written = write_predict(out, pred, record)
+    try:
+        written = write_predict(out, pred, record)
+    except OSError as e:
+        raise _UserError(f"--out {out}: cannot write it ({e.strerror or e})") from None
     from .infer.summary import summarise
 
     shown = {k: v.unsqueeze(0) for k, v in pred.items() if v.dim() >= 1}

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import builtins
 import linecache
+import numbers
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from . import locate
@@ -52,6 +55,7 @@ class Model:
         (``ppl.runtime.data.bind``)."""
         from .runtime import bind
 
+        check_data(data)
         kwargs = bind(self.signature, data or {}, source_text=self.bdl_source,
                       may_omit=may_omit, drawn=drawn)
         if self._transformed is not None:
@@ -59,10 +63,13 @@ class Model:
         return kwargs
 
     # ---- inference ----
-    def resolve_infer(self, infer: str | None = None, **options) -> tuple[str, dict]:
-        """Method and options: the file's infer line, then ``infer``, then ``options``."""
+    def resolve_infer(self, infer: str | None = None, *, flags: dict | None = None,
+                      **options) -> tuple[str, dict]:
+        """Method and options: the file's infer line, then ``infer``, then ``options``
+        (one given in both ``infer`` and ``options`` with different values is an error;
+        ``flags``: how the caller spells ``options``, :func:`merge_infer`)."""
         method, opts = merge_infer(self.infer, infer, guide_block=self.ir.guide is not None,
-                                   model=self.name, **options)
+                                   model=self.name, flags=flags, **options)
         refuse_unfittable(self.checked, method, self.filename, self.bdl_source)
         return method, opts
 
@@ -70,6 +77,9 @@ class Model:
             progress: bool = False, **options):
         """Fit with NUTS/HMC/SVI/MAP; returns a :class:`ppl.infer.fit.Fit`. An error raised
         while a model statement runs is a located :class:`BdlError` (``ppl.locate``)."""
+        check_data(data, "fit")
+        check_type(infer, (str, type(None)), "fit", "infer",
+                   "a str such as 'svi(steps=500)', or None")
         with locate.located(self._pseudo):
             return self._fit(data, infer, progress=progress, **options)
 
@@ -81,6 +91,8 @@ class Model:
         method, opts = self.resolve_infer(infer, **options)
         with torch_defaults(opts["device"], opts["dtype"]):
             kwargs = self.bind(data or {}, drawn=self.checked.drawn())
+            refuse_infinite(kwargs, self.ir.observed, self.signature, self.filename,
+                            self.bdl_source)
             # a fresh start before the model first runs (below, or in the runner)
             import pyro
 
@@ -115,8 +127,23 @@ class Model:
             """Write the run folder ``bdl run --out`` writes (``ppl.io.run_folder``); the
             data, given as arrays, are hashed as the model was given them (bound:
             ``data_hash_kind`` ``"arrays"``)."""
-            from .io.run_folder import RunFolderError, write_run
+            from .io.run_folder import (
+                RunFolderError,
+                check_creatable,
+                check_folder,
+                write_run,
+            )
 
+            check_type(path, (str, os.PathLike), "fit.save", "path", "a str or a Path")
+            what = "fit.save's path"
+            try:
+                check_folder(Path(path), what)
+            except RunFolderError as e:
+                raise FileExistsError(str(e)) from None
+            try:
+                check_creatable(Path(path), what)
+            except RunFolderError as e:
+                raise OSError(str(e)) from None
             try:
                 write_run(Path(path), result, model=self.name, file=self.filename,
                           source=self.bdl_source, data_values=kwargs, force=force)
@@ -163,6 +190,10 @@ class Model:
         if chains and point_estimate(opts.get("method"), opts):
             chains = point_draws(chains, draws or 1000)  # every saved draw is the estimate
         elif chains and draws is not None:
+            saved = max(v.shape[0] * v.shape[1] for v in chains.values())
+            if draws > saved:
+                warnings.warn(f"draws={draws}: the run in {run} saved {saved} posterior "
+                              f"draws; all {saved} are used", stacklevel=2)
             chains = thinned(chains, draws)
         try:
             with locate.located(self._pseudo):
@@ -204,6 +235,8 @@ class Model:
         from .runtime.shapes import declared
 
         check_seed(seed, "sample_prior")
+        check_draw_options("sample_prior", num_samples=num_samples, dtype=dtype,
+                           device=device)
         pyro.set_rng_seed(seed)
         pyro.clear_param_store()
         reset_networks()
@@ -238,6 +271,9 @@ class Model:
         from .runtime.functions import full_data
         from .runtime.shapes import site_shaped
 
+        check_type(trace_values, Mapping, "log_density", "trace_values",
+                   "a dict of latent name: value")
+        check_data(data, "log_density")
         # the first trace names the sites, each latent at its given value as soon as it
         # is drawn (_at_values), so a site whose parameters or support read a latent is
         # built from the values given, never from a prior draw that may fall outside its
@@ -281,18 +317,91 @@ class Model:
                     f"log_density: {p}", notes=[
                         f"the latent sites are: {', '.join(latents) or '(none)'}"])
                     for p in problems], self.filename, self.bdl_source)
-            values = {}
+            values, bad = {}, []
             for k, v in trace_values.items():
+                site = prior.nodes[k]["value"]
                 if not torch.is_tensor(v):
                     # the site's own dtype: a Bernoulli label is a float 0/1, a
                     # Categorical one a long
-                    v = torch.as_tensor(v, dtype=prior.nodes[k]["value"].dtype)
+                    try:
+                        v = torch.as_tensor(v, dtype=site.dtype)
+                    except (TypeError, ValueError, RuntimeError):
+                        bad.append(f"'{k}' is {v!r}: expected a number, a tensor or a "
+                                   "nested list of numbers")
+                        continue
                 # a latent of an outer plate is laid out [N, 1] (Pyro's dims): given as
                 # declared ([N]), it is the same numbers
-                values[k] = site_shaped(v, prior.nodes[k]["value"].shape)
+                values[k] = site_shaped(v, site.shape)
+                if [n for n in values[k].shape if n != 1] != [n for n in site.shape if n != 1]:
+                    bad.append(f"'{k}' is {_dims(v.shape)} but the latent is "
+                               f"{_dims(site.shape)} with these data")
+            if bad:
+                raise BdlError([Diagnostic(f"log_density: {b}") for b in bad], self.filename,
+                               self.bdl_source)
             conditioned = pyro.poutine.condition(model, data=values)
             tr = pyro.poutine.trace(conditioned).get_trace(**kwargs)
             return float(tr.log_prob_sum())
+
+
+def check_type(value, types, where: str, name: str, expected: str) -> None:
+    """The API's one rule for its arguments: an argument of the wrong Python type (the
+    source text, the data dict and its keys, the infer spec, a path) is a ``TypeError``
+    naming it and the type expected; a value of the right type that is wrong (an option
+    out of range, data that do not fit the model) is a :class:`BdlError`."""
+    if not isinstance(value, types):
+        raise TypeError(f"{where}: {name} must be {expected}, not {type(value).__name__}")
+
+
+def check_data(data, where: str = "data") -> None:
+    """``data`` is None or a dict (any mapping) whose keys are str (a ``TypeError``)."""
+    check_type(data, (Mapping, type(None)), where, "data", "a dict of name: value")
+    keys = [k for k in (data or {}) if not isinstance(k, str)]
+    if keys:
+        raise TypeError(f"{where}: data keys must be str (the model's argument names), not "
+                        f"{type(keys[0]).__name__} ({keys[0]!r})")
+
+
+def check_draw_options(where: str, *, num_samples, dtype: str, device: str) -> None:
+    """``num_samples`` a positive integer, ``dtype`` and ``device`` as a fit takes them
+    (float32 or float64; cpu or cuda): else a :class:`BdlError` rendered ``WHERE: ...``."""
+    problems = []
+    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) \
+            or num_samples < 1:
+        problems.append(f"num_samples={num_samples!r}: expected a positive integer")
+    if dtype not in ("float32", "float64"):
+        problems.append(f"dtype={dtype!r}: expected one of float32, float64 (as fit takes "
+                        "it)")
+    if device not in ("cpu", "cuda"):
+        problems.append(f"device={device!r}: expected one of cpu, cuda")
+    if problems:
+        raise BdlError([Diagnostic(p) for p in problems], where)
+
+
+def refuse_infinite(kwargs: dict, observed, signature, filename: str,
+                    text: str | None) -> None:
+    """Observed data holding inf (JSON ``Infinity``, CSV ``inf``) are a :class:`BdlError`
+    at the argument's declaration, in the words of a NaN there ("'y' element 0 is inf"),
+    before a fit that could only fail to start. Data that are not observed (a bound, a
+    scale) may be inf."""
+    import torch
+
+    errs = []
+    for spec in signature.args:
+        v = kwargs.get(spec.name)
+        if spec.name not in observed or not torch.is_tensor(v) \
+                or not v.is_floating_point() or not bool(torch.isinf(v).any()):
+            continue
+        at = torch.isinf(v).nonzero()[0].tolist()
+        where = f" element {at[0] if len(at) == 1 else at}" if at else ""
+        errs.append(Diagnostic(f"'{spec.name}'{where} is {float(v[tuple(at)]):g}; observed "
+                               "data are finite numbers", Span(spec.line, spec.col)
+                               if spec.line else Span(0, 0)))
+    if errs:
+        raise BdlError(errs, filename, text)
+
+
+def _dims(shape) -> str:
+    return "[" + ", ".join(str(int(n)) for n in shape) + "]"
 
 
 def _at_values(model, values: dict, reached: dict):
@@ -351,7 +460,8 @@ def refuse_unfittable(checked, method: str, filename: str, text: str | None) -> 
 
 
 def merge_infer(base: dict | None, infer: str | None = None, *, guide_block: bool = False,
-                model: str | None = None, **options) -> tuple[str, dict]:
+                model: str | None = None, flags: dict | None = None,
+                **options) -> tuple[str, dict]:
     """Method and validated options: ``base`` (a file's infer settings, ``{"method": ...,
     option: value}``; None: nuts), then the spec ``infer`` (``"svi(steps=100)"``; another
     method than base's drops base's options), then ``options``. ``bdl run``, the API and a
@@ -359,7 +469,10 @@ def merge_infer(base: dict | None, infer: str | None = None, *, guide_block: boo
     spec is held to the rules of a file's infer line (an option given twice, a value out
     of its range), its errors located in it (``--infer:1:12``). ``guide_block``: the
     model (named ``model``) has a guide block, which svi then fits with unless an
-    autoguide is asked for (``ppl.infer.custom_guide.choose_guide``)."""
+    autoguide is asked for (``ppl.infer.custom_guide.choose_guide``). An option that
+    ``infer`` and ``options`` both give, with different values, is an error located in the
+    spec that names both (``flags``: how the caller spells each of ``options``, ``--seed``;
+    else ``seed=``); the same value twice is fine."""
     from .check.checker import validate_options
     from .infer.methods import lookup
     from .infer.run import resolve_options
@@ -379,6 +492,12 @@ def merge_infer(base: dict | None, infer: str | None = None, *, guide_block: boo
         method = m
         given.update(values)
         spans = {k: s for k, _, s in spec_given}
+        twice = [Diagnostic(
+            f"option '{k}' is {_shown(values[k])} here but {(flags or {}).get(k, f'{k}=')} "
+            f"gives {_shown(options[k])}: give it once, or the same value in both",
+            spans[k]) for k in options if k in values and not _same(values[k], options[k])]
+        if twice:
+            raise BdlError(twice, "--infer", shown)
     given.update(options)
     values, errs = validate_options(
         method, [(k, v, Span(0, 0)) for k, v in given.items()], Span(0, 0))
@@ -411,6 +530,22 @@ def merge_infer(base: dict | None, infer: str | None = None, *, guide_block: boo
                 notes=["use device=cpu (the default), or a torch built with CUDA on a "
                        "machine with a GPU"])], "infer")
     return method, opts
+
+
+def _same(a, b) -> bool:
+    """Whether two values of one option are the same (1 and 1.0 are; True and 1 not)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - values that do not compare (tensors): not the same
+        return a is b
+
+
+def _shown(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def parse_infer_spec(spec: str) -> tuple[str, dict]:
@@ -469,11 +604,15 @@ def _execute(compiled: Compiled, name: str) -> tuple[dict, str]:
 
 def compile(text: str, filename: str = "<string>", model: str | None = None) -> Model:  # noqa: A001
     """Compile BDL source text; the last model of the text unless ``model`` is given."""
+    check_type(text, str, "ppl.compile", "text", "a str (the BDL source)")
+    check_type(filename, str, "ppl.compile", "filename", "a str")
+    check_type(model, (str, type(None)), "ppl.compile", "model", "a model name (str) or None")
     return Model(compile_source(text, filename), model)
 
 
 def load(path: str | Path, model: str | None = None) -> Model:
     """Compile a ``.bdl`` file (a missing file or a folder is a :class:`BdlError`)."""
+    check_type(path, (str, os.PathLike), "ppl.load", "path", "a str or a Path")
     p = Path(path)
     if not p.is_file():
         what = "is a directory" if p.is_dir() else "no such file"

@@ -102,3 +102,20 @@ def test_the_reductions_that_keep_the_plate_dims_in_place():
     src = KM.replace("  plate k", "  A_r = sum(A, dim=-1)\n  plate k").replace("READ", "A_r")
     got = float(ppl.compile(src).log_density({}, {"A": a, "y": y}))
     assert abs(got - _normal(y, a.sum(1)[:, None].expand(3, 4))) < 1e-4
+
+
+# ---- a number of an inner plate meets a whole vector in an expression of both plates ----
+
+def test_an_inner_plates_number_meets_a_whole_vector_among_outer_plate_values():
+    """(w2 - v) * where(v[1] > v[k], x, v[:]) under plates n, k (fuzz seed 1844): v is
+    v[k], x is x[n] and v[:] the whole vector, so each (n, k) has its own K numbers,
+    Stan's (w2 - v[k]) * (v[1] > v[k] ? x[n] : v). (w2 - v) met v[:]'s K by position
+    (it was widened only against values of the same plates): a silently wrong density."""
+    x, v, u, y = _t(4, seed=7), _t(3, seed=8), _t(5, seed=9), _t(4, 3, 3, seed=10)
+    src = ("model F(x: real[N], v: real[K], u: real[M], y6: real[N, K, K]) {\n"
+           "  w2 = u[0:2][1]\n  plate n in N {\n    plate k in K {\n"
+           "      y6 ~ Normal((w2 - v) * where(v[1] > v[k], x, v[:]), 1.0)\n    }\n  }\n}")
+    got = float(ppl.compile(src).log_density({}, {"x": x, "v": v, "u": u, "y6": y}))
+    want = sum(_normal(y[n, k], (u[1] - v[k]) * torch.where(v[1] > v[k], x[n], v))
+               for n in range(4) for k in range(3))
+    assert abs(got - want) < 1e-4

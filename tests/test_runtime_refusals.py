@@ -205,8 +205,11 @@ def test_an_infer_spec_follows_the_infer_lines_rules_located(spec, said):
     with pytest.raises(ppl.BdlError) as e:
         m.resolve_infer(spec)
     assert str(e.value).splitlines()[:3] == said
-    # a keyword given beside the spec overrides it, as before: not a duplicate
-    assert m.resolve_infer("nuts(seed=4)", seed=5)[1]["seed"] == 5
+    # a keyword given beside the spec with another value is refused (stop 27, S7); the
+    # same value twice is fine
+    with pytest.raises(ppl.BdlError, match="option 'seed' is 4 here but seed= gives 5"):
+        m.resolve_infer("nuts(seed=4)", seed=5)
+    assert m.resolve_infer("nuts(seed=4)", seed=4)[1]["seed"] == 4
 
 
 def test_gp_tasks_with_a_large_scale_train_and_an_impossible_one_is_located(tmp_path,

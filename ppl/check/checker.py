@@ -1462,8 +1462,13 @@ class _ModelChecker(LabelLayout):
             # two values of the same plates, the other with more dims of its own (x2[n] /
             # v[gid[n]], [N, 1, K] and [N, 1] under plates n and k): the plate dims meet
             # the plate dims, as they do where the sizes differ
-            same = conflict is None and owidth == width and \
-                len(other.shape) > len(mine.shape)
+            # (also of more plates around these, where the other's own dims are a whole
+            # vector read by an index written into it: (w2 - v) * where(.., x, v[:]) of v
+            # per element of plate k and x of plate n around it, [K] and [N, K, K])
+            whole = owidth is not None and owidth > width and any(
+                isinstance(n, ast.Index) and self._global_index(n) for n in ast.walk(side))
+            same = conflict is None and (owidth == width or whole) and \
+                len(other.shape) - owidth > len(mine.shape) - width
             if conflict is None and not same:
                 if owidth is not None and self._plate_conflict(mine, width, other, owidth):
                     # its plate dim meets the other's own dim of the same size (v: real[J]
@@ -1473,7 +1478,7 @@ class _ModelChecker(LabelLayout):
                     self.rows_read[id(node)] = True
                 continue
             units = (len(other.shape) - (owidth or 0)) - (len(mine.shape) - width)
-            if owidth is not None and owidth in (0, width) and units > 0:
+            if owidth is not None and (owidth in (0, width) or whole) and units > 0:
                 widened = Ty(mine.kind, sizes.widened(mine.shape, width, units), dim=mine.dim,
                              value=mine.value)
                 if self._plate_conflict(widened, width, other) is None and paired:

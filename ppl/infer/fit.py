@@ -108,6 +108,8 @@ class Fit:
         try:
             # a subsampled plate predicts all its rows, not a random minibatch of them
             with full_data():
+                if post and data is not None:
+                    self._check_shapes(post, kwargs)
                 # summed-out labels as the fit drew them (labels=sample or map)
                 return declared(site_draws(self.model, kwargs, posterior=post or None,
                                            guide=guide, num_samples=num_samples, sites=sites,
@@ -115,3 +117,19 @@ class Fit:
                                 self.layout, lead=1)
         finally:
             store.set_state(saved)
+
+    def _check_shapes(self, post: dict, kwargs: dict) -> None:
+        """A :class:`BdlError` when new data change the shape of a latent the draws hold
+        (another ``J``): in the fit's words, not torch's broadcasting message."""
+        from ..syntax.diagnostics import BdlError, Diagnostic
+        from .predict import shape_problems
+
+        with torch.random.fork_rng(devices=[]):
+            trace = pyro.poutine.trace(self.model).get_trace(**kwargs)
+        problems = shape_problems(post, trace, lead=1)
+        if problems:
+            raise BdlError([Diagnostic(
+                f"fit.predict: the new data do not fit the posterior draws: {p}",
+                notes=["a latent's shape comes from the data's sizes: predict with data "
+                       "of the sizes the model was fitted with"]) for p in problems],
+                "predict")

@@ -5,7 +5,10 @@ ints. An NPZ's arrays are all read here, and a member that is not a ``.npy`` arr
 error. CSV has one column per name; a family of columns ``x[0]``, ``x[1]``... (or
 ``x.0``, ``x.1``...) becomes one vector ``x``, and ``x[0,1]`` a matrix. A CSV is read
 strictly, each error at its ``file:line:col``: a family missing an index, a
-column given twice, a blank cell (``NA``/``NaN`` spell a missing value, read as NaN).
+column given twice, a header ``x[-1]`` (not an index), a blank cell (``NA``/``NaN`` spell
+a missing value, read as NaN). In every format, an integer beyond int64 or a number that
+overflows a 64-bit float (``1e309``) is an error naming the file and key (or cell), and
+so are a key given twice in a JSON object and JSON nested too deeply to read.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import re
 import zipfile
 from pathlib import Path
@@ -23,6 +27,10 @@ import numpy as np
 
 _FAMILY = re.compile(
     r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(\[(?P<idx>[0-9, ]+)\]|\.(?P<dot>[0-9.]+))$")
+# a header written as an element (x[...]) that is not one of a family: x[-1], x[a]
+_BAD_ELEMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\[.*\]$")
+# what a data file's numbers become: int64 and float64 arrays (ppl.runtime.data.bind)
+INT64 = (-(2 ** 63), 2 ** 63 - 1)
 
 
 class DataError(ValueError):
@@ -95,13 +103,78 @@ def _text(p: Path, raw: bytes) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+class _Overflow(float):
+    """A JSON number too large for a float (``1e309``; ``json`` reads it as inf), kept
+    apart from ``Infinity`` so that :func:`_json` names it with its text."""
+
+    text = ""
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        value = _Overflow(value)
+        value.text = text
+    return value
+
+
+def _object(pairs: list) -> dict:
+    """A JSON object; a key given twice is an error (``json`` keeps the last silently)."""
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def number_problem(value) -> str | None:
+    """What keeps the number ``value`` (a JSON or CSV number) from being data: an integer
+    beyond int64, a number too large for a 64-bit float; None when it fits."""
+    if isinstance(value, _Overflow):
+        return f"the number {value.text} is too large: it overflows a 64-bit float (real)"
+    if isinstance(value, int) and not isinstance(value, bool) \
+            and not INT64[0] <= value <= INT64[1]:
+        return (f"the integer {value} is too large: it is beyond a 64-bit integer (int, "
+                f"{INT64[0]} to {INT64[1]})")
+    return None
+
+
+def _bad_number(value, path: tuple = ()) -> tuple[tuple, str] | None:
+    """The first number of the (nested) JSON value ``value`` that :func:`number_problem`
+    refuses: (its path of keys and indexes, the problem), or None."""
+    if isinstance(value, (list, dict)):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for k, v in items:
+            found = _bad_number(v, (*path, k))
+            if found:
+                return found
+        return None
+    why = number_problem(value)
+    return (path, why) if why else None
+
+
 def _json(p: Path, text: str) -> dict:
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_object, parse_float=_float)
     except json.JSONDecodeError as e:
         raise DataError(f"{p}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    except _DuplicateKey as e:
+        raise DataError(f"{p}: key '{e.args[0]}' appears twice in one JSON object (give "
+                        "each key once)") from None
+    except RecursionError:
+        raise DataError(f"{p}: the JSON is nested too deeply to read") from None
     if not isinstance(data, dict):
         raise DataError(f"{p}: expected a JSON object of name: value pairs")
+    found = _bad_number(data)
+    if found:
+        (key, *at), why = found
+        where = f"'{key}'" + (f" element {', '.join(map(str, at))}" if at else "")
+        raise DataError(f"{p}: {where}: {why}")
     return data
 
 
@@ -118,12 +191,17 @@ def _number(text: str, where: str):
     if t.upper() in _MISSING:
         return float("nan")
     try:
-        return int(t)
+        value = int(t)
     except ValueError:
         try:
-            return float(t)
+            value = _float(t) if t.lower().lstrip("+-") not in ("inf", "infinity") \
+                else float(t)
         except ValueError:
             raise DataError(f"{where}: '{text}' is not a number") from None
+    why = number_problem(value)
+    if why:
+        raise DataError(f"{where}: {why}")
+    return value
 
 
 def _cell_cols(line: str) -> list[int]:
@@ -172,6 +250,10 @@ def _csv(p: Path, text: str) -> dict:
     families: dict[str, dict[tuple, tuple[int, list]]] = {}
     for j, (h, values) in enumerate(zip(names, cols, strict=True)):
         m = _FAMILY.match(h)
+        if m is None and _BAD_ELEMENT.match(h):
+            raise DataError(f"{at(0, j)}: column '{h}' is not an element of a family: its "
+                            "index must be whole numbers >= 0 (x[0], x[1], ... or x[0,1] "
+                            "for a matrix)")
         if m:
             idx_text = m.group("idx") or m.group("dot")
             idx = tuple(int(i) for i in re.split(r"[,.]", idx_text.replace(" ", "")) if i)
@@ -193,8 +275,8 @@ def _csv(p: Path, text: str) -> dict:
             raise DataError(f"{at(0, names.index(name))}: column '{name}' and the column "
                             f"family '{first}', ... both give '{name}'")
         shape = tuple(max(i[k] for i in parts) + 1 for k in range(len(next(iter(parts)))))
-        if len(parts) != int(np.prod(shape)):
-            gone = next(i for i in np.ndindex(*shape) if i not in parts)
+        if len(parts) != math.prod(shape):
+            gone = _first_gap(parts, shape)
             spelled = f"{name}[{', '.join(str(i) for i in gone)}]"
             have = ", ".join(names[j] for j, _ in sorted(parts.values()))
             after = parts[min((i for i in parts if i > gone), default=max(parts))][0]
@@ -207,6 +289,21 @@ def _csv(p: Path, text: str) -> dict:
             arr = arr.astype(np.int64)
         out[name] = arr
     return out
+
+
+def _first_gap(parts, shape: tuple) -> tuple:
+    """The first index (in row-major order) below ``shape`` that ``parts`` lacks, found
+    in at most ``len(parts) + 1`` steps: the indexes are not all made (x[99999999999]
+    would be 10**11 of them)."""
+    def indexes(dims):  # row-major, lazily (itertools.product would list each range)
+        if not dims:
+            yield ()
+            return
+        for i in range(dims[0]):
+            for rest in indexes(dims[1:]):
+                yield (i, *rest)
+
+    return next(i for i in indexes(shape) if i not in parts)
 
 
 def _column(values: list):

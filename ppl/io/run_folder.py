@@ -135,23 +135,52 @@ def environment() -> dict:
     }
 
 
-def check_folder(out: Path) -> None:
+def check_folder(out: Path, name: str = "--out") -> None:
     """``out`` is a folder or can be made one: a file at ``out`` or at a folder above it is
-    a RunFolderError (not the OSError that making it would raise)."""
+    a RunFolderError (not the OSError that making it would raise); ``name``: what gave
+    ``out`` (``--out``, ``fit.save's path``)."""
     out = Path(out)
     for p in (out, *out.parents):
         if p.exists():
             if not p.is_dir():
                 what = "is a file" if p == out else f"is under {p}, which is a file"
-                raise RunFolderError(f"{out} {what}; --out names a folder")
+                raise RunFolderError(f"{out} {what}; {name} names a folder")
             return
 
 
 def check_writable(out: Path, force: bool, flag: str = "--force") -> None:
-    """Nothing a user wrote is overwritten without ``force`` (spelt ``flag`` to the user)."""
+    """Nothing a user wrote is overwritten without ``force`` (spelt ``flag`` to the user).
+    A folder that holds only a saved traceback (:data:`TRACEBACKS`, a failed run's) is
+    written without ``force``, that file removed first (:func:`clear_run`)."""
     check_folder(out)
-    if out.exists() and any(out.iterdir()) and not force:
+    if out.exists() and not force and any(p.name not in TRACEBACKS or not p.is_file()
+                                          for p in out.iterdir()):
         raise RunFolderError(f"{out} exists and is not empty; use {flag} to overwrite it")
+
+
+def check_creatable(out: Path, what: str = "--out") -> None:
+    """A RunFolderError, before a fit, when the folder ``out`` cannot be written (made
+    under ``/proc``, a missing drive, a read-only place, under a file): it is made and a
+    file written and removed there, then the folders made for it are removed again, so a
+    fit that fails leaves nothing behind."""
+    import tempfile
+
+    check_folder(out, what)
+    out = Path(out)
+    made = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".bdl-probe-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise RunFolderError(f"{what} {out} cannot be written ({e.strerror or e})") from None
+    finally:
+        for q in made:  # innermost first
+            try:
+                q.rmdir()
+            except OSError:
+                break
 
 
 def recorded_files(out: Path) -> list[str] | None:
@@ -266,6 +295,7 @@ def write_run(out: Path, fit: Fit, *, model: str, file: str | None, source: str,
         "wall_time_s": fit.wall_time, "device": opts.get("device"),
         "samples_layout": "[chains, draws, ...declared shape] per site",
         "point_estimates": point_estimates(fit.params),
+        "sites": sorted(fit.chains),  # samples.npz's (bdl predict checks them)
         **fit_results(fit),
         "files": run_files(fit),
     }
@@ -366,39 +396,92 @@ def run_files(fit: Fit) -> list[str]:
 
 
 def read_record(folder) -> dict:
-    """The run.json record of a run folder (a RunFolderError when it is not one)."""
+    """The run.json record of a run folder (a RunFolderError when it is not one, or its
+    run.json is not JSON, not an object, or lacks what a run of BDL's writes: ``model``
+    and ``model_hash``; an ``infer`` that is not an object)."""
     folder = Path(folder)
     if not (folder / "samples.npz").exists() or not (folder / "run.json").exists():
         raise RunFolderError(f"{folder}: not a run folder (expected samples.npz and run.json "
                              "from 'bdl run' or fit.save)")
-    return json.loads((folder / "run.json").read_text())
+    where = folder / "run.json"
+    try:
+        record = json.loads(where.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise RunFolderError(f"{where}: cannot be read as a run record ({e}); it is written "
+                             "by 'bdl run' or fit.save") from None
+    lacks = ["model", "model_hash"] if not isinstance(record, dict) else \
+        [k for k in ("model", "model_hash") if not isinstance(record.get(k), str)]
+    if lacks:
+        what = "is not a JSON object" if not isinstance(record, dict) else \
+            f"has no {' and no '.join(repr(k) for k in lacks)}"
+        raise RunFolderError(f"{where} {what}: not the record of a run of bdl's ('bdl run' "
+                             "or fit.save write one); re-run 'bdl run'")
+    if not isinstance(record.get("infer", {}), dict):
+        raise RunFolderError(f"{where}: its 'infer' is {type(record['infer']).__name__}, not "
+                             "the object of the run's method and options; re-run 'bdl run'")
+    return record
 
 
 def read_run(folder) -> tuple[dict, dict, dict | None]:
-    """(run.json record, draws {site: [chains, draws, ...]}, params or None)."""
-    import numpy as np
+    """(run.json record, draws {site: [chains, draws, ...]}, params or None). A samples.npz
+    or params.pt that cannot be read, or draws that are not numbers, are a RunFolderError
+    naming the file."""
     import torch
+
+    from .data import DataError, read_data
 
     folder = Path(folder)
     run = read_record(folder)
-    with np.load(folder / "samples.npz") as z:
-        chains = {k: torch.as_tensor(z[k]) for k in z.files}
+    try:
+        arrays = read_data(folder / "samples.npz")[0]
+    except DataError as e:
+        raise RunFolderError(f"{e}: the draws of a run are written by 'bdl run' or "
+                             "fit.save") from None
+    bad = [k for k, a in arrays.items() if a.dtype.kind not in "biuf"]
+    if bad:
+        raise RunFolderError(f"{folder / 'samples.npz'}: the draws of '{bad[0]}' are "
+                             f"{arrays[bad[0]].dtype} values, not numbers")
+    chains = {k: torch.as_tensor(a) for k, a in arrays.items()}
     params = None
     if (folder / "params.pt").exists():
-        params = torch.load(folder / "params.pt", weights_only=True)
+        try:
+            params = torch.load(folder / "params.pt", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - whatever torch meets in a damaged file
+            raise RunFolderError(f"{folder / 'params.pt'}: cannot be read as the run's "
+                                 f"fitted parameters ({type(e).__name__}: {e})") from None
+        if not isinstance(params, dict) or not all(
+                isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in params.items()):
+            raise RunFolderError(f"{folder / 'params.pt'}: not the run's fitted parameters "
+                                 "(a dict of name: tensor, as 'bdl run' writes)")
     return run, chains, params
 
 
 def check_run(record: dict, chains: dict, folder, *, model: str, file: str, source: str,
               latents: list[str]) -> str | None:
-    """The run must be of ``model`` (else a RunFolderError). A model file changed since
-    the run gives the warning to show, which names the latents the run did not sample
-    (they are drawn from their prior); None when the file is unchanged."""
+    """The run must be of ``model`` (else a RunFolderError), and samples.npz must hold
+    every site that run.json's ``sites`` lists (what the run saved) and, when the model
+    file is the one the run fitted, every latent of the model (else a RunFolderError
+    naming them: never prior draws in their place). A model file changed since the run
+    gives the warning to show, which names the latents the run did not sample (they are
+    drawn from their prior); None when the file is unchanged."""
     if record.get("model") not in (None, model):
         raise RunFolderError(f"{folder} is a run of model '{record.get('model')}' (from "
                              f"{record.get('file')}), not of '{model}'")
+    saved = record.get("sites")
+    gone = [n for n in saved if n not in chains] if isinstance(saved, list) else []
+    if gone:
+        raise RunFolderError(f"{Path(folder) / 'samples.npz'} has no draws of "
+                             f"{', '.join(repr(n) for n in gone)}, which the run saved "
+                             "(run.json's 'sites'): the file was changed or replaced; re-run "
+                             "'bdl run'")
+    unsampled = [n for n in latents if n not in chains]
+    if unsampled and record.get("model_hash") == model_hash(source):
+        raise RunFolderError(f"{Path(folder) / 'samples.npz'} has no draws of the latent"
+                             f"{'s' if len(unsampled) > 1 else ''} "
+                             f"{', '.join(repr(n) for n in unsampled)} of model '{model}', "
+                             f"although {file} is the file the run fitted: the run's draws "
+                             "were changed or replaced; re-run 'bdl run'")
     if record.get("model_hash") not in (None, model_hash(source)):
-        unsampled = [n for n in latents if n not in chains]
         return (f"{file} has changed since the run in {folder}"
                 + (f"; its latents {', '.join(unsampled)} were not sampled there and "
                    "are drawn from their prior" if unsampled else ""))

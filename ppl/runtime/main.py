@@ -160,11 +160,12 @@ def _fit(model, signature, infer, transformed, data: dict, progress: bool,
     from ..infer.generated import fit_generated, missing_optional
     from ..infer.report import fit_report, sampler_warnings
     from ..infer.run import torch_defaults
-    from ..model import merge_infer, refuse_unfittable
+    from ..model import merge_infer, refuse_infinite, refuse_unfittable
     from .data import bind
 
     method, opts = merge_infer(infer, spec, guide_block=guide is not None,
                                model=getattr(signature, "name", None),
+                               flags={"seed": "--seed"},
                                **({} if seed is None else {"seed": seed}))
     if checked is not None:
         refuse_unfittable(checked, method, signature.source, text)
@@ -173,6 +174,8 @@ def _fit(model, signature, infer, transformed, data: dict, progress: bool,
                       drawn=checked.drawn() if checked is not None else None)
         if transformed is not None:
             kwargs.update(transformed(**kwargs))
+        if checked is not None:
+            refuse_infinite(kwargs, _observed(checked), signature, signature.source, text)
         # as ``bdl run``: missing optional data are drawn after the fit, not fitted
         with custom_guide.using(guide):
             result = fit_generated(model, kwargs, method, opts,
@@ -182,6 +185,15 @@ def _fit(model, signature, infer, transformed, data: dict, progress: bool,
     for w in sampler_warnings(result, summary):  # as bdl run, on stderr
         print(f"warning: {w}", file=sys.stderr)
     return fit_report(result, summary)
+
+
+def _observed(checked) -> set[str]:
+    """The data arguments of the checked model that a ``~`` observes."""
+    from ..syntax import ast as bdl_ast
+
+    args = {a.name for a in checked.model.args}
+    return {n.name for n in bdl_ast.walk(checked.model.body)
+            if isinstance(n, bdl_ast.Sample) and n.name in args}
 
 
 def _fail(message: str) -> NoReturn:
