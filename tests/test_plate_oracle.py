@@ -112,13 +112,12 @@ CASES = [
     pytest.param(_program(P(None, "M", [P("k", "K", [po.Factor(
         po.Reduce("sum", V("A", ["k"]), dim=-1))])])),
         id="sum-A-dim-1-nested"),  # sum(A, dim=-1) of bare A in plate k is row k's sum
-    _bug("outer-m-inner-n-normal-args-sizes",
-         "helper PF (stop 27, a): the checker compares Normal's argument sizes before "
-         "padding, N = 4 vs M = 5: a run-time size error instead of the density",
+    # fixed in 3495ed2: Normal's argument sizes compared after the per-element widening
+    pytest.param(_program(
          P("m", "M", [P("n", "N", [po.Observe("y3", "normal", [
              B("+", B("*", V("n"), L(0.5)), Ix("x", [("s",)])),
              B("+", po.Call("softplus", Ix("u", [("i", "m")])), L(0.5))],
-             ("M", "N", "N"))])])),
+             ("M", "N", "N"))])])), id="outer-m-inner-n-normal-args-sizes"),
     _bug("outer-plate-vector-meets-inner-element",
          "BDL bug (stop 27, seed 8943): w1 = u[:] of the outer plate n, read in plate m, "
          "pairs its M entries with plate m's elements: (w1 - u[m]) is 0, the density 0.0, "
@@ -143,12 +142,10 @@ CASES = [
          P("n", "N", [po.Let("w5", Ix("x2", [("s",), ("c", 1)])), _normal(
              "y7", ("N", "N"), po.Where(Ix("x2", [("i", "n"), ("c", 0)]), L(0.3), B(
                  "-", Ix("v", [("g", "gid", "n")]), V("w5")), L(0.5)))])),
-    _bug("where-of-outer-element-and-vector-meets-inner-element",
-         "BDL bug (stop 27, stop-26 seed 1844): v * where(c, x, v[:]) under plates n, k "
-         "(v read as v[k]): v's entries are paired with the where's own K entries, "
-         "with or without batch",
-         P("n", "N", [P("k", "K", [_normal("y6", ("N", "K", "K"), B("*", V("v", ["k"]), po.Where(
-             L(0.5), L(0.5), V("x", ["n"]), Ix("v", [("s",)]))))])])),
+    # v * where(c, x, v[:]) under plates n, k (stop-26 seed 1844), fixed in d35ce09
+    pytest.param(_program(P("n", "N", [P("k", "K", [_normal("y6", ("N", "K", "K"), B(
+        "*", V("v", ["k"]), po.Where(L(0.5), L(0.5), V("x", ["n"]), Ix("v", [("s",)]))))])])),
+        id="where-of-outer-element-and-vector-meets-inner-element"),
     _bug("logsumexp-of-a-number-plus-index",
          "BDL bug (stop 27, stop-26 seed 2576): logsumexp(0.5) + m in plate m meeting "
          "y3: real[M, M] is not widened (0.5 + m is): m's entries meet y3[m]'s own M",
