@@ -922,7 +922,7 @@ guide LR {
 }
 """
     m = ppl.compile(src)
-    assert '    pyro.sample("beta", dist.MultivariateNormal(m, scale_tril=L))' in m.source
+    assert '    pyro.sample("beta", rt.MultivariateNormal(m, scale_tril=L))' in m.source
     from ppl.info import model_info
 
     info = model_info(m.checked)

@@ -378,7 +378,7 @@ def test_generated_statements_carry_their_bdl_line_and_comments():
         '    mu = pyro.sample("mu", dist.Normal(0, 1))',
         "    # S need not be positive definite",
         "    # bdl:5:3  y ~ MultivariateNormal(mu * ones(N), covariance_matrix=S)",
-        '    pyro.sample("y", dist.MultivariateNormal(mu * rt.ones(N), covariance_matrix=S), '
+        '    pyro.sample("y", rt.MultivariateNormal(mu * rt.ones(N), covariance_matrix=S), '
         "obs=y)"]
     # a label says it is summed out; a marker too long for the line is cut
     lab = ppl.compile("model L(y: real[N]) {\n  z ~ Categorical([0.5, 0.5])\n  y ~ Normal("

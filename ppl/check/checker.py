@@ -3083,7 +3083,8 @@ class _ModelChecker(LabelLayout):
             elif not wants_dist and not self._literal_in_support(sig, pname, node):
                 ok = False
         if not ok or not self._param_ranks(sig, bound) or not self._literal_args(sig, bound) \
-                or not self._cholesky_as_covariance(sig, bound):
+                or not self._cholesky_as_covariance(sig, bound) \
+                or not self._event_sizes(sig, bound):
             return UNKNOWN
         self._unconstrained_args(sig, bound)
         self._dist_bound[id(e)] = (sig, bound)
@@ -3218,6 +3219,28 @@ class _ModelChecker(LabelLayout):
             ok = False
         return ok
 
+    def _event_sizes(self, sig, bound: dict) -> bool:
+        """Parameters whose sizes count the same thing (a MultivariateNormal's loc D and
+        its D x D matrix, a mixture's K components: ``signatures.EVENT_SIZES``) given
+        sizes that are provably different (``zeros(3)`` with ``eye(2)``). False when
+        reported; sizes that only the data fix are checked when the model runs."""
+        for what, dims in signatures.EVENT_SIZES.get(sig.name, {}).items():
+            seen = []
+            for pname, at in dims:
+                node, t = bound.get(pname, (None, None))
+                if t is None or t.kind not in TENSOR_KINDS or t.shape is None \
+                        or len(t.shape) < -at:
+                    continue
+                d = t.shape[at]
+                for other, o_shape, o_d in seen:
+                    if sizes.compare(d, o_d) == sizes.Relation.DIFFERENT:
+                        self.err(f"{sig.name}: '{pname}' {sizes.show(t.shape)} and '{other}' "
+                                 f"{sizes.show(o_shape)} disagree on {what}: {d} and {o_d} "
+                                 "must be equal", node.span)
+                        return False
+                seen.append((pname, t.shape, d))
+        return True
+
     def _literal_args(self, sig, bound: dict) -> bool:
         """Literal arguments that no value of the others can make valid, as
         ``Normal(0, 0)`` is: ``Uniform(2.5, 1)`` (an empty interval) and an LKJ ``dim``
@@ -3225,12 +3248,14 @@ class _ModelChecker(LabelLayout):
         refuses only when the fit starts. False when reported."""
         low, high = (_literal_number(bound[k][0]) if k in bound else None
                      for k in ("low", "high"))
+        # a count cut to one point keeps it (Stan's T[L, U] with L == U of an integer)
+        point = sig.name == "Truncated" and bound["base_dist"][1].discrete
         if sig.name in ("Uniform", "Truncated") and low is not None and high is not None \
-                and low >= high:
+                and (low > high or low == high and not point):
             note = ("Truncated(D, low=L, high=H) keeps the values of D from L to H"
                     if sig.name == "Truncated" else "Uniform(low, high) draws from low to high")
-            self.err(f"high of {sig.name} must be > low ({low:g}), got {high:g}",
-                     bound["high"][0].span, [note])
+            self.err(f"high of {sig.name} must be {'>=' if point else '>'} low ({low:g}), "
+                     f"got {high:g}", bound["high"][0].span, [note])
             return False
         dim = _literal_number(bound["dim"][0]) if sig.name in ("LKJ", "LKJCholesky") \
             and "dim" in bound else None

@@ -79,9 +79,46 @@ TENSOR_PARAMS = {
 INT_PARAMS = {"Multinomial": ("total_count",)}
 
 
+# Pyro classes whose arguments' sizes the runtime checks first, and whose batch dims it
+# lines up (a mixture's weights varying over an outer plate): ``rt.NAME`` in
+# ppl/runtime/mixtures.py returns Pyro's own class, or names the arguments whose sizes
+# do not fit where Pyro raised a bare AssertionError or torch's reshape error.
+SIZE_CHECKED = frozenset({"GaussianScaleMixture", "MixtureOfDiagNormals",
+                          "MixtureOfDiagNormalsSharedCovariance", "MixtureSameFamily",
+                          "MultivariateNormal"})
+
+
 # Dimensions per draw of the parameters whose constraint the table lacks (Pyro gives
 # Wishart's none): a matrix, checked as the constrained ones are (checker._param_ranks).
-PARAM_RANKS = {"Wishart": {"covariance_matrix": 2, "precision_matrix": 2, "scale_tril": 2}}
+# The mixtures' parameters carry the components dim in their event (locs K x D, logits K),
+# which their constraints (Real(), a number) do not say: read as batch dims, a plate
+# would pair the K components with its elements.
+PARAM_RANKS = {
+    "Wishart": {"covariance_matrix": 2, "precision_matrix": 2, "scale_tril": 2},
+    "MixtureOfDiagNormals": {"locs": 2, "coord_scale": 2, "component_logits": 1},
+    "MixtureOfDiagNormalsSharedCovariance": {"locs": 2, "coord_scale": 1,
+                                             "component_logits": 1},
+    "GaussianScaleMixture": {"coord_scale": 1, "component_logits": 1, "component_scale": 1},
+}
+
+
+# Sizes of a distribution's parameters that must be equal, by what they count: groups of
+# (parameter, dim from the right). Sizes the checker proves different are a compile
+# error (checker._event_sizes); those it cannot compare (K and J of the data) are
+# checked by the runtime (ppl/runtime/mixtures.py), which names both.
+_MATRIX = ("covariance_matrix", "precision_matrix", "scale_tril")
+EVENT_SIZES = {
+    "MultivariateNormal": {"D (coordinates)": (("loc", -1),) + tuple(
+        (m, d) for m in _MATRIX for d in (-1, -2))},
+    "MixtureOfDiagNormals": {
+        "K (components)": (("locs", -2), ("coord_scale", -2), ("component_logits", -1)),
+        "D (coordinates)": (("locs", -1), ("coord_scale", -1))},
+    "MixtureOfDiagNormalsSharedCovariance": {
+        "K (components)": (("locs", -2), ("component_logits", -1)),
+        "D (coordinates)": (("locs", -1), ("coord_scale", -1))},
+    "GaussianScaleMixture": {
+        "K (components)": (("component_logits", -1), ("component_scale", -1))},
+}
 
 
 def target(name: str) -> str:
@@ -89,7 +126,8 @@ def target(name: str) -> str:
     extra = BDL_DISTRIBUTIONS.get(name)
     if extra:
         return extra[1]
-    return f"rt.{name}" if name in TENSOR_PARAMS or name in INT_PARAMS else f"dist.{name}"
+    return f"rt.{name}" if name in TENSOR_PARAMS or name in INT_PARAMS \
+        or name in SIZE_CHECKED else f"dist.{name}"
 
 
 @functools.lru_cache(maxsize=1)

@@ -65,6 +65,13 @@ from .functions import prod_ as prod
 from .functions import sum_ as sum  # noqa: A001
 from .kernels import gram
 from .main import main
+from .mixtures import (  # signatures.SIZE_CHECKED
+    GaussianScaleMixture,
+    MixtureOfDiagNormals,
+    MixtureOfDiagNormalsSharedCovariance,
+    MixtureSameFamily,
+    MultivariateNormal,
+)
 from .nn import network, reset_networks
 from .scan import scan
 from .shapes import (
@@ -88,6 +95,8 @@ __all__ = [
     "RelaxedOneHotCategoricalStraightThrough", "TruncatedPolyaGamma",
     "ZeroInflatedDistribution", "ZeroInflatedNegativeBinomial", "ZeroInflatedPoisson",
     "Multinomial", "Truncated",
+    "GaussianScaleMixture", "MixtureOfDiagNormals", "MixtureOfDiagNormalsSharedCovariance",
+    "MixtureSameFamily", "MultivariateNormal",
     "ArgSpec", "Flat", "IndexCheck", "LabelFree", "Restricted", "Signature", "SizeCheck",
     "arange", "as_index", "batch_size", "bind",
     "cat", "clamp", "cumprod", "cumsum", "diag_post_multiply", "diag_pre_multiply",
