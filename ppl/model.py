@@ -264,6 +264,7 @@ class Model:
         import pyro
         import torch
 
+        from .infer.draws import at_values
         from .infer.generated import held_out, missing_optional
         from .infer.rng import seeded
         from .infer.run import _hidden_sites
@@ -275,7 +276,7 @@ class Model:
                    "a dict of latent name: value")
         check_data(data, "log_density")
         # the first trace names the sites, each latent at its given value as soon as it
-        # is drawn (_at_values), so a site whose parameters or support read a latent is
+        # is drawn (at_values), so a site whose parameters or support read a latent is
         # built from the values given, never from a prior draw that may fall outside its
         # support; only a latent not given is drawn, with a fixed seed inside seeded()
         # (the caller's random streams stay where they were). A latent whose support
@@ -284,7 +285,7 @@ class Model:
             kwargs = self.bind(data)
             reached: dict = {}
             try:
-                model, held = held_out(_at_values(self.pyro_model, trace_values, reached),
+                model, held = held_out(at_values(trace_values, reached)(self.pyro_model),
                                        kwargs, missing_optional(self.ir.args, kwargs))
                 prior = pyro.poutine.trace(model).get_trace(**kwargs)
             except (ValueError, RuntimeError, IndexError, ZeroDivisionError):
@@ -402,38 +403,6 @@ def refuse_infinite(kwargs: dict, observed, signature, filename: str,
 
 def _dims(shape) -> str:
     return "[" + ", ".join(str(int(n)) for n in shape) + "]"
-
-
-def _at_values(model, values: dict, reached: dict):
-    """``model`` with each latent sample site named in ``values`` at that value (the
-    site's dtype, laid out in its shape as :func:`~ppl.runtime.shapes.site_shaped`
-    allows) instead of a prior draw, still latent (not observed): the sites after it are
-    built from the values given. A site not in ``values``, or whose value does not fit,
-    keeps its prior draw and is entered in ``reached`` as name: its shape (``None`` for
-    the sites set), for ``log_density`` to report."""
-    import torch
-    from pyro.poutine.messenger import Messenger
-
-    from .runtime.shapes import site_shaped
-
-    class AtValues(Messenger):
-        def _process_message(self, msg):
-            name = msg["name"]
-            if msg["type"] != "sample" or msg["is_observed"] or msg["value"] is not None:
-                return
-            draw = msg["fn"](*msg["args"], **msg["kwargs"])
-            v = draw
-            if name in values:
-                try:
-                    v = site_shaped(torch.as_tensor(values[name], dtype=draw.dtype),
-                                    draw.shape)
-                except (TypeError, ValueError, RuntimeError):
-                    pass
-            fits = name in values and v.shape == draw.shape
-            reached[name] = None if fits else tuple(draw.shape)
-            msg["value"] = v if fits else draw
-
-    return AtValues()(model)
 
 
 def check_seed(seed, where: str) -> None:

@@ -3,7 +3,8 @@ against the scipy or hand-computed value:
 
 1. ``log_density`` reads its inputs only: a site whose parameters or support follow a
    latent is built from the value given, not from a prior draw (which could fall
-   outside that support and refuse valid values).
+   outside that support and refuse valid values); so do ``fit.predict`` and
+   ``predict_run``, which looked at the model's sites at a prior draw.
 2. ``MixtureSameFamily`` in nested plates with weights that vary over the outer plate.
 3. ``MixtureOfDiagNormals`` (and the shared-covariance form, ``GaussianScaleMixture``,
    a MixtureSameFamily of MultivariateNormals) in a plate: the components dim is part
@@ -104,6 +105,19 @@ def test_values_given_still_checked():
         m.log_density({}, {"y": 0.5})
     with pytest.raises(BdlError, match="'a' does not fit the latent, \\[\\]"):
         m.log_density({"a": [0.1, 0.2]}, {"y": 0.5})
+
+
+def test_predict_looks_at_a_saved_draw_not_a_prior_one(tmp_path):
+    # predict(seed=0) looked at the sites at the seed-0 prior draw a = 1.54 (> y's high)
+    m = ppl.compile(UNIFORM_LOW)
+    fit = m.fit({"y": 0.5}, infer="nuts(samples=20, warmup=20, chains=1, seed=1)")
+    a = fit.samples["a"].reshape(-1)
+    assert bool((a < 0.5).all())
+    fit.save(tmp_path / "run")
+    for pred in (fit.predict({}, seed=0), m.predict_run(tmp_path / "run", {}, seed=0)):
+        y = pred["y"].reshape(-1)
+        assert y.shape == a.shape
+        assert bool(((y >= a) & (y <= 1.0)).all())  # y_i ~ Uniform(a_i, 1)
 
 
 # ---- 2. MixtureSameFamily in nested plates, weights of the outer plate ----

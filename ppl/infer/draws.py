@@ -26,6 +26,41 @@ def simulating() -> bool:
     return _SIMULATING[0] > 0
 
 
+class at_values(Messenger):
+    """Each latent sample site named in ``values`` takes that value (the site's dtype,
+    laid out in its shape as :func:`~ppl.runtime.shapes.site_shaped` allows) instead of a
+    prior draw, and stays latent (not observed, unlike ``poutine.condition``): the sites
+    after it are built from the values given, never from a draw that may fall outside a
+    support that follows it (``y ~ Uniform(a, 1.0)`` at a = 1.54). A site not in
+    ``values``, or whose value does not fit it, keeps its draw and is entered in
+    ``reached`` as name: its shape (the sites set as name: None), for the caller to
+    report. ``Model.log_density`` names the sites so; ``predict`` learns the params'
+    shapes at a saved draw."""
+
+    def __init__(self, values: dict, reached: dict | None = None):
+        super().__init__()
+        self.values = values
+        self.reached = {} if reached is None else reached
+
+    def _process_message(self, msg):
+        from ..runtime.shapes import site_shaped
+
+        if msg["type"] != "sample" or msg["is_observed"] or msg["value"] is not None:
+            return
+        name = msg["name"]
+        draw = msg["fn"](*msg["args"], **msg["kwargs"])
+        v = draw
+        if name in self.values:
+            try:
+                v = site_shaped(torch.as_tensor(self.values[name], dtype=draw.dtype,
+                                                device=draw.device), draw.shape)
+            except (TypeError, ValueError, RuntimeError):
+                pass
+        fits = name in self.values and v.shape == draw.shape
+        self.reached[name] = None if fits else tuple(draw.shape)
+        msg["value"] = v if fits else draw
+
+
 class simulate_observed(Messenger):
     """Observed sites draw a fresh value from their distribution instead (a prior-predictive
     data set), like ``poutine.uncondition``, except where the distribution cannot be
@@ -97,9 +132,11 @@ def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None
     # a look at the model's sites, on a forked stream: it also builds any network not
     # built yet (after another fit, or from a run folder), whose random initial weights
     # would otherwise take draws from the seeded stream (its weights come from the
-    # parameter store), so the same seed gives the same draws either way
+    # parameter store), so the same seed gives the same draws either way; at the first
+    # posterior draw, not a prior one that a support following a latent may refuse
+    look = at_values({k: v[0] for k, v in posterior.items()})(model) if posterior else model
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
-        tr = poutine.trace(model).get_trace(**kwargs)
+        tr = poutine.trace(look).get_trace(**kwargs)
     if guide is not None or posterior:
         from .discrete import enumerable_sites, plate_nesting
 

@@ -122,10 +122,13 @@ class Fit:
         """A :class:`BdlError` when new data change the shape of a latent the draws hold
         (another ``J``): in the fit's words, not torch's broadcasting message."""
         from ..syntax.diagnostics import BdlError, Diagnostic
+        from .draws import at_values
         from .predict import shape_problems
 
+        # at the first draw, not a prior one that a support following a latent may refuse
+        first = at_values({k: v[0] for k, v in post.items()})
         with torch.random.fork_rng(devices=[]):
-            trace = pyro.poutine.trace(self.model).get_trace(**kwargs)
+            trace = pyro.poutine.trace(first(self.model)).get_trace(**kwargs)
         problems = shape_problems(post, trace, lead=1)
         if problems:
             raise BdlError([Diagnostic(

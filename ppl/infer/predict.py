@@ -7,7 +7,7 @@ import torch
 
 from ..runtime.functions import full_data
 from ..runtime.shapes import declared
-from .draws import plate_layout, site_draws
+from .draws import at_values, plate_layout, site_draws
 from .rng import seeded
 from .run import torch_defaults
 
@@ -21,10 +21,13 @@ class ParamsMismatch(ValueError):
         self.problems = problems
 
 
-def needed_params(model, kwargs: dict) -> tuple[dict[str, tuple], object]:
+def needed_params(model, kwargs: dict, at: dict | None = None
+                  ) -> tuple[dict[str, tuple], object]:
     """Name -> shape of every ``pyro.param`` and network weight that ``model`` creates when
     run on ``kwargs`` from an empty param store, and the trace of that run (its sites and
-    their shapes do not depend on the params' values). The caller's store is cleared; the
+    their shapes do not depend on the params' values). ``at``: latent values to run it
+    at (a saved draw, :class:`~ppl.infer.draws.at_values`) rather than prior draws, which
+    may fall outside a support that follows a latent. The caller's store is cleared; the
     random streams are left where they were."""
     from ..runtime import reset_networks
 
@@ -32,7 +35,7 @@ def needed_params(model, kwargs: dict) -> tuple[dict[str, tuple], object]:
     store.clear()
     reset_networks()
     with full_data(), torch.random.fork_rng(devices=[]):
-        trace = pyro.poutine.trace(model.pyro_model).get_trace(**kwargs)
+        trace = pyro.poutine.trace(at_values(at or {})(model.pyro_model)).get_trace(**kwargs)
     shapes = {k: tuple(v.shape) for k, v in store.items()}
     store.clear()
     reset_networks()
@@ -171,7 +174,7 @@ def posterior_predictive(model, chains: dict, data: dict, params: dict | None = 
         reset_networks()
         try:
             kwargs = model.bind(data, may_omit=model.checked.observed_only)
-            needed, trace = needed_params(model, kwargs)
+            needed, trace = needed_params(model, kwargs, {k: v[0] for k, v in post.items()})
             problems = params_problems(needed, params or {})
             if problems:
                 raise ParamsMismatch(problems)
