@@ -213,6 +213,8 @@ def logsumexp_rule(args, kwargs):
         return None
     dim = _dim_arg(kwargs, -1)
     shape = list(args[0].shape)
+    if not shape and dim in (-1, 0):
+        return ()  # of one number, torch's: the number (logsumexp(0.5) + m is [M])
     if not isinstance(dim, int) or not shape or not -len(shape) <= dim < len(shape):
         return None
     del shape[dim]

@@ -118,46 +118,47 @@ CASES = [
              B("+", B("*", V("n"), L(0.5)), Ix("x", [("s",)])),
              B("+", po.Call("softplus", Ix("u", [("i", "m")])), L(0.5))],
              ("M", "N", "N"))])])), id="outer-m-inner-n-normal-args-sizes"),
-    _bug("outer-plate-vector-meets-inner-element",
-         "BDL bug (stop 27, seed 8943): w1 = u[:] of the outer plate n, read in plate m, "
-         "pairs its M entries with plate m's elements: (w1 - u[m]) is 0, the density 0.0, "
-         "not 43.386132 (also for w1 = u + 0 * x[n])",
-         P("n", "N", [po.Let("w1", Ix("u", [("s",)])), P("m", "M", [po.Factor(
-             B("@", B("-", V("w1"), Ix("u", [("i", "m")])), Ix("A", [("c", 0)])))])])),
-    _bug("row-by-gid-of-outer-plate-meets-inner-element",
-         "BDL bug (stop 27, seed 7585): A[gid[n]] (one row of M per element of the outer "
-         "plate n) minus u[m] pairs the row's M entries with plate m's elements: -625.5125 "
-         "instead of -761.1769 (also u + A[gid[n]])",
-         P("n", "N", [P("m", "M", [_normal("y4", ("N", "M", "M"), B(
-             "-", Ix("u", [("i", "m")]), Ix("A", [("g", "gid", "n")])), 0.5)])])),
-    _bug("outer-row-minus-inner-element",
-         "BDL bug (stop 27, seed 9429): sum(x2[n] - v[k]) under plates n, k pairs row n's "
-         "K entries with v's (x2[n, j] - v[j]): v[k] is not widened to meet the row",
-         P("n", "N", [P("k", "K", [_normal("y7", ("N", "K"), po.Reduce("sum", B(
-             "-", Ix("x2", [("i", "n")]), Ix("v", [("i", "k")]))), 0.7)])])),
-    _bug("where-condition-per-element-meets-plate-sized-vector",
-         "BDL bug (stop 27, seed 10548): in where(x2[n, 0] > 0.3, v[gid[n]] - w5, 0.5) with "
-         "w5 = x2[:, 1] ([N], computed in plate n) the condition, one value per element, "
-         "is not widened and meets w5's own N entries",
-         P("n", "N", [po.Let("w5", Ix("x2", [("s",), ("c", 1)])), _normal(
-             "y7", ("N", "N"), po.Where(Ix("x2", [("i", "n"), ("c", 0)]), L(0.3), B(
-                 "-", Ix("v", [("g", "gid", "n")]), V("w5")), L(0.5)))])),
-    # v * where(c, x, v[:]) under plates n, k (stop-26 seed 1844), fixed in d35ce09
-    pytest.param(_program(P("n", "N", [P("k", "K", [_normal("y6", ("N", "K", "K"), B(
-        "*", V("v", ["k"]), po.Where(L(0.5), L(0.5), V("x", ["n"]), Ix("v", [("s",)]))))])])),
-        id="where-of-outer-element-and-vector-meets-inner-element"),
-    _bug("logsumexp-of-a-number-plus-index",
-         "BDL bug (stop 27, stop-26 seed 2576): logsumexp(0.5) + m in plate m meeting "
-         "y3: real[M, M] is not widened (0.5 + m is): m's entries meet y3[m]'s own M",
-         P("m", "M", [_normal("y3", ("M", "M"), B(
-             "+", po.Reduce("logsumexp", L(0.5)), V("m")), 0.5)])),
-    _bug("sum-of-closed-plate-value-plus-global-vector",
-         "BDL bug (stop 27, seed 12598): sum(w3) of w3 = 0.5 from an earlier plate m, plus "
-         "A[0], in plate m meeting y4: real[M, M] is lowered rt.per_element(rt.sum(w3) + "
-         "A[0], 0, 1): A[0]'s M entries go on the plate's dim, one per element",
-         P("m", "M", [po.Let("w3", L(0.5))]),
-         P("m", "M", [_normal("y4", ("M", "M"), B(
-             "+", po.Reduce("sum", V("w3", ["m"])), Ix("A", [("c", 0)])), 0.5)])),
+    # fixed at stop 27 by PF2 (tests/test_plates27b.py has each against its hand density):
+    # w1 = u[:] of the outer plate n read in plate m is each element's own vector, not
+    # paired with plate m's elements (seed 8943; the density was 0.0)
+    pytest.param(_program(P("n", "N", [po.Let("w1", Ix("u", [("s",)])), P("m", "M", [po.Factor(
+        B("@", B("-", V("w1"), Ix("u", [("i", "m")])), Ix("A", [("c", 0)])))])])),
+        id="outer-plate-vector-meets-inner-element"),
+    pytest.param(_program(P("n", "N", [po.Let("w1", B("+", V("u"), B("*", L(0.0), Ix(
+        "x", [("i", "n")])))), P("m", "M", [po.Factor(B("@", B(
+            "-", V("w1"), Ix("u", [("i", "m")])), Ix("A", [("c", 0)])))])])),
+        id="outer-plate-computed-vector-meets-inner-element"),
+    # A[gid[n]] (one row of M per element of the outer plate n) minus u[m] (seed 7585)
+    pytest.param(_program(P("n", "N", [P("m", "M", [_normal("y4", ("N", "M", "M"), B(
+        "-", Ix("u", [("i", "m")]), Ix("A", [("g", "gid", "n")])), 0.5)])])),
+        id="row-by-gid-of-outer-plate-meets-inner-element"),
+    pytest.param(_program(P("n", "N", [P("m", "M", [_normal("y4", ("N", "M", "M"), B(
+        "+", Ix("A", [("g", "gid", "n")]), V("m")), 0.5)])])),
+        id="row-by-gid-of-outer-plate-plus-inner-index"),
+    # sum(x2[n] - v[k]) under plates n, k: v[k] is widened to meet row n (seed 9429)
+    pytest.param(_program(P("n", "N", [P("k", "K", [_normal("y7", ("N", "K"), po.Reduce("sum", B(
+        "-", Ix("x2", [("i", "n")]), Ix("v", [("i", "k")]))), 0.7)])])),
+        id="outer-row-minus-inner-element"),
+    pytest.param(_program(P("k", "K", [P("n", "N", [_normal("y6", ("K", "N", "N"), B(
+        "-", Ix("x2", [("s",), ("i", "k")]), V("n")), 0.7)])])),
+        id="outer-column-minus-inner-index"),
+    # where(x2[n, 0] > 0.3, v[gid[n]] - w5, 0.5) of w5 = x2[:, 1] computed in plate n
+    # (seed 10548)
+    pytest.param(_program(P("n", "N", [po.Let("w5", Ix("x2", [("s",), ("c", 1)])), _normal(
+        "y7", ("N", "N"), po.Where(Ix("x2", [("i", "n"), ("c", 0)]), L(0.3), B(
+            "-", Ix("v", [("g", "gid", "n")]), V("w5")), L(0.5)))])),
+        id="where-condition-per-element-meets-plate-sized-vector"),
+    # logsumexp(0.5) + m in plate m meeting y3: real[M, M] (stop-26 seed 2576)
+    pytest.param(_program(P("m", "M", [_normal("y3", ("M", "M"), B(
+        "+", po.Reduce("logsumexp", L(0.5)), V("m")), 0.5)])),
+        id="logsumexp-of-a-number-plus-index"),
+    # sum(w3) of a closed plate's value is one number for every element (seed 12598)
+    pytest.param(_program(P("m", "M", [po.Let("w3", L(0.5))]), P("m", "M", [_normal(
+        "y4", ("M", "M"), B("+", po.Reduce("sum", V("w3", ["m"])), Ix("A", [("c", 0)])), 0.5)])),
+        id="sum-of-closed-plate-value-plus-global-vector"),
+    pytest.param(_program(P("n", "N", [_normal("y1", ("N", "M"), B(
+        "+", po.Reduce("sum", V("x", ["n"])), Ix("A", [("c", 0)])))])),
+        id="sum-of-plate-data-plus-global-vector"),  # was 'size mismatch' (seed 11709)
 ]
 
 

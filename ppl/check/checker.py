@@ -1366,6 +1366,15 @@ class _ModelChecker(LabelLayout):
         if isinstance(e, ast.Call) and e.func_name is not None \
                 and not self._calls_value(e.func_name) and self._over_plate_dim(e):
             return 0  # sum(xm, dim=0) of data read whole: over its plate dim, as declared
+        if isinstance(e, ast.Call) and e.func_name in _DEFAULT_DIMS and len(e.args) == 1 \
+                and not e.kwargs and not self._calls_value(e.func_name) \
+                and isinstance(e.args[0], ast.Name) and not self._element_width(e.args[0]) \
+                and e.args[0].id not in self.global_labels:
+            # sum(x), max(z1) of a value read whole (data, a closed plate's value): over
+            # all of it, one number for every element (sum(x) + A[0] in plate n with y:
+            # real[N, M] was widened as one per element: 'size mismatch', or with N = M
+            # each row's own sum(x) + A[0] paired with the elements)
+            return 0
         if isinstance(e, ast.Call) and e.func_name is not None \
                 and not self._calls_value(e.func_name):
             widths = [self._plate_width(a) for a in e.args] + \
@@ -1455,18 +1464,23 @@ class _ModelChecker(LabelLayout):
                 # read per element (as w @ X) unless a site has per-element dims for it
                 conflict = self._own_on_plate(mine, width, other)
                 # (an index written into the data, x[:] or A[0], is never paired: it
-                # names the whole vector)
+                # names the whole vector; nor is a value computed in the plates, w1 =
+                # u[:] in plate n read in plate m: each element's own value)
                 paired = conflict is not None and sizes.compare(
-                    conflict[0], sizes.const(1)) != sizes.Relation.EQUAL and not any(
-                    isinstance(n, ast.Index) and self._global_index(n) for n in ast.walk(side))
+                    conflict[0], sizes.const(1)) != sizes.Relation.EQUAL and \
+                    not self._reads_whole(side)
             # two values of the same plates, the other with more dims of its own (x2[n] /
             # v[gid[n]], [N, 1, K] and [N, 1] under plates n and k): the plate dims meet
             # the plate dims, as they do where the sizes differ
             # (also of more plates around these, where the other's own dims are a whole
             # vector read by an index written into it: (w2 - v) * where(.., x, v[:]) of v
             # per element of plate k and x of plate n around it, [K] and [N, K, K])
-            whole = owidth is not None and owidth > width and any(
-                isinstance(n, ast.Index) and self._global_index(n) for n in ast.walk(side))
+            # (and so for anything but the bare name of data meeting an outer plate's row,
+            # whose entries it pairs by position, Stan's dot_product(x2[i], v) below:
+            # sum(x2[n] - v[k]), x2[n] + k, (w1 - u[m]) of w1 = u + 0 * x[n] in plate n
+            # are each element's number widened to meet the row)
+            whole = owidth is not None and owidth > width and (
+                self._reads_whole(side) or not self._bare_data(node))
             same = conflict is None and (owidth == width or whole) and \
                 len(other.shape) - owidth > len(mine.shape) - width
             if conflict is None and not same:
@@ -1509,6 +1523,25 @@ class _ModelChecker(LabelLayout):
                 elem = len(tys[id(side)].shape) - owidth
                 tys[id(node)] = self._label_pad(node, tys[id(node)], elem)
         return tys[id(e.left)], tys[id(e.right)]
+
+    def _reads_whole(self, e) -> bool:
+        """Whether ``e`` reads a value whose own dims are whole per element: an index
+        written into the data (``u[:]``, ``A[0]``) or a value computed in the plates
+        (``w1 = u[:]`` in plate n, each element's own even where it does not vary)."""
+        for n in ast.walk(e):
+            if isinstance(n, ast.Index) and self._global_index(n):
+                return True
+            if isinstance(n, ast.Name):
+                sym = self.symbols.get(n.id)
+                if sym is not None and sym.plates and not _sized_like_plates(sym) \
+                        and sym.role not in ("index", "data"):
+                    return True
+        return False
+
+    def _bare_data(self, e) -> bool:
+        """Whether ``e`` is the bare name of data (or a global value) read per element."""
+        sym = self.symbols.get(e.id) if isinstance(e, ast.Name) else None
+        return sym is not None and _sized_like_plates(sym)
 
     @staticmethod
     def _own_on_plate(mine: Ty, width: int, other: Ty) -> tuple | None:

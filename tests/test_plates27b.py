@@ -1,0 +1,148 @@
+"""Plate programs the plate oracle (tests/plate_oracle.py) found silently wrong at stop 27,
+each against its density written by hand as Stan's loops (docs/language.md "Plates"): a
+value of an outer plate or an outer plate's row meeting an inner plate's number, a
+per-element condition meeting a vector computed in the plate, logsumexp of a number, and
+a reduction of a value read whole (data, a closed plate's value) in a plate."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import ppl
+
+# sizes where every plate differs (the old readings were size errors) and where they are
+# equal (the old readings ran, silently wrong)
+SIZES = [dict(N=2, K=3, M=4), dict(N=3, K=3, M=3)]
+HEAD = ("model F(x: real[N], x2: real[N, K], v: real[K], u: real[M], A: real[K, M], "
+        "gid: int[N]{obs}) {{\n{body}\n}}")
+
+
+def _data(N, K, M):
+    rng = np.random.default_rng(N * 100 + K * 10 + M)
+    return {"x": rng.normal(size=N), "x2": rng.normal(size=(N, K)), "v": rng.normal(size=K),
+            "u": rng.normal(size=M), "A": rng.normal(size=(K, M)),
+            "gid": [int(g) for g in rng.integers(0, K, size=N)]}
+
+
+def _normal(y, loc, scale):
+    y, loc = np.broadcast_arrays(np.asarray(y, float), np.asarray(loc, float))
+    return float(np.sum(-0.5 * ((y - loc) / scale) ** 2 - math.log(scale)
+                        - 0.5 * math.log(2 * math.pi)))
+
+
+def _density(body, obs, data, latents=None):
+    decl = "".join(f", {k}: real[{', '.join(s)}]" for k, s in obs.items())
+    m = ppl.compile(HEAD.format(obs=decl, body=body))
+    return m.log_density({k: torch.tensor(v) for k, v in (latents or {}).items()},
+                         {k: (v if isinstance(v, list) else torch.tensor(v))
+                          for k, v in data.items()})
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+@pytest.mark.parametrize("sz", SIZES)
+@pytest.mark.parametrize("w1", ["u[:]", "u + 0 * x[n]"])
+def test_a_vector_of_the_outer_plate_is_each_elements_whole_vector_in_the_inner(sz, w1):
+    """w1 = u[:] in plate n, read in plate m, is the whole u for every (n, m): Stan's
+    (u - u[m]) * A[1]' (it was paired with plate m's elements: w1 - u[m] was 0)."""
+    d = _data(**sz)
+    got = _density(f"  plate n in N {{\n    w1 = {w1}\n    plate m in M {{\n"
+                   "      factor((w1 - u[m]) @ A[0])\n    }\n  }", {}, d)
+    u, A = d["u"], d["A"]
+    want = sz["N"] * sum((u - u[m]) @ A[0] for m in range(sz["M"]))
+    assert got == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("sz", SIZES)
+@pytest.mark.parametrize("loc, hand", [
+    ("u[m] - A[gid[n]]", lambda d, n, m: d["u"][m] - d["A"][d["gid"][n]]),
+    ("A[gid[n]] + m", lambda d, n, m: d["A"][d["gid"][n]] + m),
+])
+def test_a_row_of_the_outer_plate_meets_the_inner_plates_number(sz, loc, hand):
+    """A[gid[n]] is row gid[n] (M numbers) for every m: y4[n, m] ~ normal(u[m] -
+    A[gid[n]], .5), each of the M entries against the one number u[m]."""
+    N, M = sz["N"], sz["M"]
+    d = _data(**sz)
+    d["y4"] = np.random.default_rng(1).normal(size=(N, M, M))
+    got = _density(f"  plate n in N {{\n    plate m in M {{\n      y4 ~ Normal({loc}, 0.5)\n"
+                   "    }\n  }", {"y4": ("N", "M", "M")}, d)
+    want = sum(_normal(d["y4"][n, m], hand(d, n, m), 0.5) for n in range(N) for m in range(M))
+    assert got == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("sz", SIZES)
+def test_an_outer_row_minus_an_inner_element_is_widened(sz):
+    """sum(x2[n] - v[k]) under plates n, k is Stan's sum(x2[n] - v[k]): the row's K
+    entries each minus the one number v[k] (they were paired with v's entries)."""
+    N, K = sz["N"], sz["K"]
+    d = _data(**sz)
+    d["y7"] = np.random.default_rng(2).normal(size=(N, K))
+    got = _density("  plate n in N {\n    plate k in K {\n"
+                   "      y7 ~ Normal(sum(x2[n] - v[k]), 0.7)\n    }\n  }", {"y7": ("N", "K")}, d)
+    want = sum(_normal(d["y7"][n, k], np.sum(d["x2"][n] - d["v"][k]), 0.7)
+               for n in range(N) for k in range(K))
+    assert got == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("sz", SIZES)
+def test_a_condition_per_element_meets_a_vector_computed_in_the_plate(sz):
+    """w5 = x2[:, 1] in plate n is the column (N numbers) for every n; where(x2[n, 0] >
+    0.3, v[gid[n]] - w5, 0.5) takes element n's condition for all of them."""
+    N = sz["N"]
+    d = _data(**sz)
+    d["y7"] = np.random.default_rng(3).normal(size=(N, N))
+    got = _density("  plate n in N {\n    w5 = x2[:, 1]\n"
+                   "    y7 ~ Normal(where(x2[n, 0] > 0.3, v[gid[n]] - w5, 0.5), 1)\n  }",
+                   {"y7": ("N", "N")}, d)
+    x2, v, gid = d["x2"], d["v"], d["gid"]
+    want = sum(_normal(d["y7"][n], v[gid[n]] - x2[:, 1] if x2[n, 0] > 0.3 else 0.5, 1.0)
+               for n in range(N))
+    assert got == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("sz", SIZES)
+def test_logsumexp_of_a_number_plus_the_plate_index(sz):
+    """logsumexp(0.5) is 0.5; + m is one number per element, widened to y3[m]'s M."""
+    M = sz["M"]
+    d = _data(**sz)
+    d["y3"] = np.random.default_rng(4).normal(size=(M, M))
+    got = _density("  plate m in M {\n    y3 ~ Normal(logsumexp(0.5) + m, 0.5)\n  }",
+                   {"y3": ("M", "M")}, d)
+    want = sum(_normal(d["y3"][m], 0.5 + m, 0.5) for m in range(M))
+    assert got == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("sz", SIZES)
+def test_a_reduction_of_a_value_read_whole_is_one_number_for_every_element(sz):
+    """sum(w3) of a closed plate's w3 = 0.5 is M * 0.5, sum(x) of data x: real[N] is over
+    all of x, max(z1) of a closed plate's latent over all of it: one number, plus A[0]
+    (M numbers) for each row (they were widened as one value per element: 'size
+    mismatch', or with N = M paired with the elements)."""
+    N, M = sz["N"], sz["M"]
+    d = _data(**sz)
+    A0 = d["A"][0]
+    d["y4"] = np.random.default_rng(5).normal(size=(M, M))
+    got = _density("  plate m in M {\n    w3 = 0.5\n  }\n  plate m in M {\n"
+                   "    y4 ~ Normal(sum(w3) + A[0], 0.5)\n  }", {"y4": ("M", "M")}, d)
+    assert got == pytest.approx(_normal(d["y4"], 0.5 * M + A0, 0.5), rel=1e-9)
+    del d["y4"]
+    d["y1"] = np.random.default_rng(6).normal(size=(N, M))
+    got = _density("  plate n in N {\n    y1 ~ Normal(sum(x) + A[0], 1)\n  }",
+                   {"y1": ("N", "M")}, d)
+    assert got == pytest.approx(_normal(d["y1"], d["x"].sum() + A0, 1.0), rel=1e-9)
+    z1 = np.array([0.3, -1.2, 0.8])[:N]
+    got = _density("  plate n in N {\n    z1: real[N] ~ Normal(0, 1)\n  }\n"
+                   "  plate n in N {\n    y1 ~ Normal(max(z1) + A[0], 1)\n  }",
+                   {"y1": ("N", "M")}, d, {"z1": z1})
+    want = _normal(z1, 0.0, 1.0) + _normal(d["y1"], z1.max() + A0, 1.0)
+    assert got == pytest.approx(want, rel=1e-9)
