@@ -70,6 +70,7 @@ from .mixtures import (  # signatures.SIZE_CHECKED
     MixtureOfDiagNormals,
     MixtureOfDiagNormalsSharedCovariance,
     MixtureSameFamily,
+    MixtureSupport,
     MultivariateNormal,
 )
 from .nn import network, reset_networks
@@ -96,7 +97,7 @@ __all__ = [
     "ZeroInflatedDistribution", "ZeroInflatedNegativeBinomial", "ZeroInflatedPoisson",
     "Multinomial", "Truncated",
     "GaussianScaleMixture", "MixtureOfDiagNormals", "MixtureOfDiagNormalsSharedCovariance",
-    "MixtureSameFamily", "MultivariateNormal",
+    "MixtureSameFamily", "MixtureSupport", "MultivariateNormal",
     "ArgSpec", "Flat", "IndexCheck", "LabelFree", "Restricted", "Signature", "SizeCheck",
     "arange", "as_index", "batch_size", "bind",
     "cat", "clamp", "cumprod", "cumsum", "diag_post_multiply", "diag_pre_multiply",

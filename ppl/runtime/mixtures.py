@@ -22,12 +22,15 @@ calls them as ``rt.NAME`` (``ppl.check.signatures.SIZE_CHECKED``):
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
+from torch.distributions import biject_to, transform_to
 
+from ppl.runtime.dependent_support import base_constraint, support_transform
 from ppl.runtime.errors import ArgumentError
 from ppl.runtime.functions import tensor
 
@@ -77,7 +80,104 @@ def MixtureSameFamily(mixture_distribution, component_distribution,  # noqa: N80
         mix = mix.expand(batch)
     if comp.batch_shape != batch + (k,):
         comp = comp.expand(batch + (k,))
-    return dist.MixtureSameFamily(mix, comp, validate_args)
+    return _Mixture(mix, comp, validate_args)
+
+
+def _ends(c):
+    return getattr(c, "lower_bound", None), getattr(c, "upper_bound", None)
+
+
+def _same(b) -> bool:
+    """Whether a bound (a number, a tensor or None) is one value for all components."""
+    return not torch.is_tensor(b) or b.dim() == 0 or bool((b == b[..., :1]).all())
+
+
+class MixtureSupport(constraints.Constraint):
+    """The support of a mixture whose components' supports differ (``Uniform([0, 2],
+    [1, 3])``): the hull of theirs, from the lowest lower end (``lower_bound``) to the
+    highest upper end (``upper_bound``), where torch's constraint asks a value to be in
+    every component's support. The density is the components' union's: where they leave
+    a gap (1.5 above) it is 0 (``log_prob`` -inf, a sampler's proposal there rejected),
+    not a value error. ``biject_to`` and ``transform_to`` map the real line onto the hull."""
+
+    event_dim = 0
+
+    def __init__(self, components):
+        self.components = components
+        self.is_discrete = components.is_discrete
+        lo, hi = _ends(components)
+        self.lower_bound = lo.amin(-1) if torch.is_tensor(lo) and lo.dim() else lo
+        self.upper_bound = hi.amax(-1) if torch.is_tensor(hi) and hi.dim() else hi
+        super().__init__()
+
+    def check(self, value):
+        lo, hi = self.lower_bound, self.upper_bound
+        ok = torch.ones_like(value, dtype=torch.bool)
+        if lo is not None:
+            ok = ok & (value >= lo)
+        if hi is not None:
+            ok = ok & (value <= hi)
+        return ok
+
+    def __repr__(self):
+        return f"MixtureSupport(lower_bound={self.lower_bound}, upper_bound={self.upper_bound})"
+
+
+@biject_to.register(MixtureSupport)
+@transform_to.register(MixtureSupport)
+def _onto_hull(c):
+    return support_transform(c)
+
+
+class _Mixture(dist.MixtureSameFamily):
+    """Pyro's ``MixtureSameFamily`` whose support is its components' when they share one
+    (real, positive, an interval with the same ends: torch's own constraint has no map
+    from the real line, 'Cannot transform MixtureSameFamilyConstraint constraints' for a
+    latent), else the union of theirs (:class:`MixtureSupport`), and whose density at
+    ``x`` is the log-sum over the components whose support holds ``x`` (the others give
+    it no mass; torch's refuses a value outside any one component's support). Its name
+    is Pyro's, as messages show it."""
+
+    @constraints.dependent_property
+    def support(self):
+        comp = self.component_distribution
+        own = comp.support
+        if isinstance(own, constraints.independent) or comp.event_shape:
+            lo, hi = _ends(base_constraint(own))
+            if lo is None and hi is None:
+                return own  # vectors of reals
+            return super().support
+        lo, hi = _ends(own)
+        if _same(lo) and _same(hi):
+            if (lo is None or not torch.is_tensor(lo) or lo.dim() == 0) \
+                    and (hi is None or not torch.is_tensor(hi) or hi.dim() == 0):
+                return own
+            one = copy.copy(own)
+            if torch.is_tensor(lo) and lo.dim():
+                one.lower_bound = lo[..., 0]
+            if torch.is_tensor(hi) and hi.dim():
+                one.upper_bound = hi[..., 0]
+            return one
+        return MixtureSupport(own)
+
+    def log_prob(self, x):
+        if self._validate_args:
+            self._validate_sample(x)
+        x = self._pad(x)
+        comp = self.component_distribution
+        before, comp._validate_args = comp._validate_args, False
+        try:
+            lp = comp.log_prob(x)
+        finally:
+            comp._validate_args = before
+        if isinstance(self.support, MixtureSupport):
+            inside = comp.support.check(x)
+            lp = torch.where(inside, lp, torch.full_like(lp, -torch.inf))
+        log_mix = torch.log_softmax(self.mixture_distribution.logits, dim=-1)
+        return torch.logsumexp(lp + log_mix, dim=-1)
+
+
+_Mixture.__name__ = _Mixture.__qualname__ = "MixtureSameFamily"
 
 
 def _diag_mixture(name: str, locs, coord_scale, component_logits, scale_rank: int):

@@ -1,0 +1,183 @@
+"""Transform findings of stop 27 (helper TJ's exact check of NUTS's potential against
+``-log p(T(u)) - log|J_T(u)|``), each tested against a hand-computed value:
+
+1. A latent ``MixtureSameFamily`` whose components share one support (real, positive,
+   an interval with the same ends) is sampled on it (was 'Cannot transform
+   MixtureSameFamilyConstraint constraints' in every method).
+2. Components whose supports differ (``Uniform([a, a + 2], [a + 1, a + 3])``): the
+   density is the log-sum over the components that hold the value (0 in a gap, not a
+   value error), and the latent is mapped onto the hull of the supports.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer.mcmc.util import initialize_model
+from torch.distributions import biject_to
+
+import ppl
+import ppl.infer.run as run_module
+import ppl.runtime as rt
+
+Y = [0.3, -0.2, 1.1]
+LOG2PI = math.log(2 * math.pi)
+
+
+def _normal_lp(x, mu, s=1.0):
+    return -0.5 * ((x - mu) / s) ** 2 - math.log(s) - 0.5 * LOG2PI
+
+
+def _lik(z):
+    return sum(_normal_lp(y, z) for y in Y)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _potential(m, data, monkeypatch):
+    """NUTS's own potential function for ``m`` (the kernel ``fit`` builds)."""
+    got = {}
+
+    class FakeMCMC:
+        def __init__(self, kernel, **kw):
+            got["kernel"] = kernel
+
+        def run(self, **kwargs):
+            got["kwargs"] = kwargs
+            raise _Stop()
+
+    monkeypatch.setattr(run_module, "MCMC", FakeMCMC)
+    with pytest.raises(_Stop):
+        m.fit(data, infer="nuts(samples=1, warmup=1, chains=1, seed=0)")
+    k = got["kernel"]
+    _, pot, _, _ = initialize_model(k.model, model_kwargs=got["kwargs"])
+    return lambda **v: float(pot({n: torch.tensor(x, dtype=torch.float64) for n, x in v.items()}))
+
+
+@pytest.fixture
+def f64():
+    """Float64 throughout the test, so potentials compare to 1e-9."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
+# ---- 1. components that share one support ----
+
+@pytest.mark.parametrize("comp, support", [
+    ("Normal([a, a + 2], 1)", "real"), ("Gamma([2.0, 5.0], [1.0, 2.0])", "positive"),
+    ("LogNormal([a, a + 1], 1)", "positive")])
+def test_a_mixture_of_one_support_is_a_latent_of_it(comp, support):
+    m = ppl.compile(f"""model M(y: real[N]) {{
+  a ~ Normal(0, 1)
+  z ~ MixtureSameFamily(Categorical(probs=[0.3, 0.7]), {comp})
+  y ~ Normal(z, 1)
+}}""")
+    fit = m.fit({"y": Y}, infer="map(steps=30, seed=0)")
+    z = float(fit.samples["z"].reshape(-1)[0])
+    assert math.isfinite(z) and (support == "real" or z > 0)
+    # the density is torch's mixture density at a value inside every component
+    lp = m.log_density({"a": 0.5, "z": 1.25}, {"y": Y})
+    if comp.startswith("Normal"):
+        want = math.log(0.3 * math.exp(_normal_lp(1.25, 0.5))
+                        + 0.7 * math.exp(_normal_lp(1.25, 2.5)))
+    elif comp.startswith("Gamma"):
+        want = math.log(0.3 * math.exp(dist.Gamma(2.0, 1.0).log_prob(torch.tensor(1.25)).item())
+                        + 0.7 * math.exp(dist.Gamma(5.0, 2.0).log_prob(torch.tensor(1.25)).item()))
+    else:
+        def lnp(mu):
+            return _normal_lp(math.log(1.25), mu) - math.log(1.25)
+        want = math.log(0.3 * math.exp(lnp(0.5)) + 0.7 * math.exp(lnp(1.5)))
+    assert lp == pytest.approx(_normal_lp(0.5, 0.0) + want + _lik(1.25), abs=1e-4)
+
+
+def test_a_shared_support_is_the_components_own():
+    mix = dist.Categorical(probs=torch.tensor([0.3, 0.7]))
+    d = rt.MixtureSameFamily(mix, dist.Uniform(torch.tensor([0.0, 0.0]),
+                                               torch.tensor([2.0, 2.0])))
+    s = d.support
+    assert float(s.lower_bound) == 0.0 and float(s.upper_bound) == 2.0
+    assert float(biject_to(s)(torch.tensor(0.0))) == pytest.approx(1.0)
+    assert rt.MixtureSameFamily(mix, dist.Gamma(torch.tensor([2.0, 5.0]), 1.0)).support \
+        is dist.Gamma(2.0, 1.0).support
+
+
+def test_the_potential_of_a_mixture_of_normals_is_exact(monkeypatch, f64):
+    m = ppl.compile("""model M(y: real[N]) {
+  a ~ Normal(0, 1)
+  z ~ MixtureSameFamily(Categorical(probs=[0.3, 0.7]), Normal([a, a + 2], 1))
+  y ~ Normal(z, 1)
+}""")
+    pot = _potential(m, {"y": Y}, monkeypatch)
+    a, z = 0.4, -0.7
+    mix = math.log(0.3 * math.exp(_normal_lp(z, a)) + 0.7 * math.exp(_normal_lp(z, a + 2)))
+    assert pot(a=a, z=z) == pytest.approx(-(_normal_lp(a, 0) + mix + _lik(z)), abs=1e-9)
+
+
+# ---- 2. components whose supports differ ----
+
+MIX_U = """model M(y: real[N]) {
+  a ~ Normal(0, 1)
+  z ~ MixtureSameFamily(Categorical(probs=[0.3, 0.7]), Uniform([a, a + 2], [a + 1, a + 3]))
+  y ~ Normal(z, 1)
+}"""
+
+
+@pytest.mark.parametrize("z, want", [(0.5, math.log(0.3)), (2.5, math.log(0.7)),
+                                     (1.5, -math.inf)])
+def test_a_mixture_of_uniforms_is_the_union_of_their_densities(z, want):
+    m = ppl.compile(MIX_U)
+    lp = m.log_density({"a": 0.0, "z": z}, {"y": Y})
+    assert lp == pytest.approx(_normal_lp(0.0, 0) + want + _lik(z), abs=1e-4)
+    m2 = ppl.compile("""model M(y: real[N]) {
+  z ~ MixtureSameFamily(Categorical(probs=[0.3, 0.7]), Uniform([0., 2.], [1., 3.]))
+  y ~ Normal(z, 1)
+}""")
+    assert m2.log_density({"z": z}, {"y": Y}) == pytest.approx(want + _lik(z), abs=1e-4)
+
+
+def test_overlapping_components_add_their_mass():
+    d = rt.MixtureSameFamily(dist.Categorical(probs=torch.tensor([0.3, 0.7])),
+                             dist.Uniform(torch.tensor([0.0, 1.0]), torch.tensor([2.0, 3.0])),
+                             validate_args=True)
+    got = d.log_prob(torch.tensor([0.5, 1.5, 2.5]))
+    want = [math.log(0.3 / 2), math.log(0.3 / 2 + 0.7 / 2), math.log(0.7 / 2)]
+    assert got.tolist() == pytest.approx(want, abs=1e-6)
+    with pyro.validation_enabled(True), pytest.raises(ValueError):
+        d.log_prob(torch.tensor(3.5))  # outside the hull: still refused
+
+
+def test_a_latent_of_differing_supports_is_mapped_onto_the_hull(monkeypatch, f64):
+    pot = _potential(ppl.compile(MIX_U), {"y": Y}, monkeypatch)
+    a = 0.25
+    for u, want in ((-2.0, math.log(0.3)), (1.5, math.log(0.7)), (0.0, None)):
+        z = a + 3 / (1 + math.exp(-u))
+        log_j = math.log(3) - math.log1p(math.exp(-u)) - math.log1p(math.exp(u))
+        got = pot(**{"a": a, "z$unconstrained": u})
+        if want is None:  # z = a + 1.5, in the gap
+            assert got == math.inf
+        else:
+            assert got == pytest.approx(-(_normal_lp(a, 0) + want + log_j + _lik(z)),
+                                        abs=1e-9)
+
+
+@pytest.mark.parametrize("infer", ["map(steps=20, seed=0)", "svi(steps=20, seed=0)",
+                                   "nuts(samples=20, warmup=20, chains=1, seed=0)"])
+def test_overlapping_uniform_components_fit(infer):
+    m = ppl.compile("""model M(y: real[N]) {
+  a ~ Normal(0, 1)
+  z ~ MixtureSameFamily(Categorical(probs=[0.3, 0.7]), Uniform([a, a + 0.5], [a + 1, a + 2]))
+  y ~ Normal(z, 1)
+}""")
+    fit = m.fit({"y": Y}, infer=infer)
+    a, z = fit.samples["a"].reshape(-1), fit.samples["z"].reshape(-1)
+    assert bool(((z >= a) & (z <= a + 2)).all())
