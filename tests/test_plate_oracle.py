@@ -159,6 +159,15 @@ CASES = [
     pytest.param(_program(P("n", "N", [_normal("y1", ("N", "M"), B(
         "+", po.Reduce("sum", V("x", ["n"])), Ix("A", [("c", 0)])))])),
         id="sum-of-plate-data-plus-global-vector"),  # was 'size mismatch' (seed 11709)
+    # xm: real[N, M] (A: real[K, M]) read whole in plate m is the whole matrix for every
+    # element, its M not paired with the plate's (seeds 17319, 8261)
+    pytest.param(_program(P("m", "M", [
+        po.Let("w2", B("*", L(2.0), Ix("u", [("i", "m")]))),
+        po.Factor(po.Reduce("mean", B("/", V("xm"), B("+", L(1.5), po.Call("tanh", V("w2"))))))])),
+        id="data-with-the-plates-size-as-a-later-dim-meets-an-element"),
+    pytest.param(_program(P("m", "M", [po.Factor(po.Reduce("sum", B("@", V("v"), B(
+        "-", V("A"), Ix("u", [("i", "m")])))))])),
+        id="vector-at-matrix-minus-an-element"),
 ]
 
 

@@ -146,3 +146,21 @@ def test_a_reduction_of_a_value_read_whole_is_one_number_for_every_element(sz):
                    {"y1": ("N", "M")}, d, {"z1": z1})
     want = _normal(z1, 0.0, 1.0) + _normal(d["y1"], z1.max() + A0, 1.0)
     assert got == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("sz", SIZES)
+@pytest.mark.parametrize("body, hand", [
+    ("w2 = 2 * u[m]\n    factor(mean(xm / (1.5 + tanh(w2))))",
+     lambda d, m: np.mean(d["xm"] / (1.5 + np.tanh(2 * d["u"][m])))),
+    ("factor(sum(v @ (A - u[m])))", lambda d, m: np.sum(d["v"] @ (d["A"] - d["u"][m]))),
+])
+def test_data_read_whole_with_the_plates_size_as_a_later_dim_meets_each_element(
+        sz, body, hand):
+    """xm: real[N, M] (or A: real[K, M]) read whole in plate m is the whole matrix for
+    every element, as Stan's xm in the loop over m; the element's number is widened to
+    meet it (its M was paired with the plate's elements: Pyro's 'Shape mismatch inside
+    plate', an '@' size error, or with N = M a wrong density). Fuzz seeds 17319, 8261."""
+    d = _data(**sz)
+    d["xm"] = np.random.default_rng(7).normal(size=(sz["N"], sz["M"]))
+    got = _density(f"  plate m in M {{\n    {body}\n  }}", {"xm": ("N", "M")}, d)
+    assert got == pytest.approx(sum(hand(d, m) for m in range(sz["M"])), rel=1e-9)

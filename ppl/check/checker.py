@@ -1466,9 +1466,11 @@ class _ModelChecker(LabelLayout):
                 # (an index written into the data, x[:] or A[0], is never paired: it
                 # names the whole vector; nor is a value computed in the plates, w1 =
                 # u[:] in plate n read in plate m: each element's own value)
+                # (nor one whose dim there is not its first: xm: real[N, M] read whole
+                # in plate m is one [N, M] for every element, as Stan's xm in the loop)
                 paired = conflict is not None and sizes.compare(
                     conflict[0], sizes.const(1)) != sizes.Relation.EQUAL and \
-                    not self._reads_whole(side)
+                    not self._reads_whole(side) and conflict[2] == 0
             # two values of the same plates, the other with more dims of its own (x2[n] /
             # v[gid[n]], [N, 1, K] and [N, 1] under plates n and k): the plate dims meet
             # the plate dims, as they do where the sizes differ
@@ -1507,7 +1509,7 @@ class _ModelChecker(LabelLayout):
                     self.pads[id(node)] = (len(mine.shape) - width, units)
                     tys[id(node)] = widened
                     continue
-            size, theirs = conflict
+            size, theirs = conflict[:2]
             self.err(f"inside plate {', '.join(self._plate_names())}, "
                      f"{_quote(node)} has one value per plate element (shape "
                      f"{sizes.show(mine.shape)}) and {_quote(side)} has shape "
@@ -1545,16 +1547,16 @@ class _ModelChecker(LabelLayout):
 
     @staticmethod
     def _own_on_plate(mine: Ty, width: int, other: Ty) -> tuple | None:
-        """(plate dim's size, other size) where right-aligned broadcasting would put a dim
-        of ``other`` (a global value, all its dims its own) other than 1 on one of
-        ``mine``'s first ``width`` (plate) dims."""
+        """(plate dim's size, other size, that dim of ``other``) where right-aligned
+        broadcasting would put a dim of ``other`` (a global value, all its dims its own)
+        other than 1 on one of ``mine``'s first ``width`` (plate) dims."""
         start = max(len(mine.shape), len(other.shape)) - len(mine.shape)
         ostart = start + len(mine.shape) - len(other.shape)
         for k in range(width):
             pos = start + k - ostart
             if pos >= 0 and sizes.compare(other.shape[pos], sizes.const(1)) \
                     != sizes.Relation.EQUAL:
-                return mine.shape[k], other.shape[pos]
+                return mine.shape[k], other.shape[pos], pos
         return None
 
     @staticmethod
