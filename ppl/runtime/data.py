@@ -101,13 +101,23 @@ def _to_tensor(spec: ArgSpec, value, dtype, device) -> torch.Tensor:
         except (ValueError, TypeError):
             raise ValueError("it is a ragged (non-rectangular) or non-numeric array") from None
     if arr.dtype == object:
+        if _has_big_int(value):
+            raise ValueError("it holds an integer too large for int64 (at most "
+                             f"{np.iinfo(np.int64).max})")
         raise ValueError("it is a ragged (non-rectangular) or non-numeric array")
     if spec.base == "int":
         if arr.dtype.kind == "f":
             if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
                 raise ValueError("it is declared int but holds non-integer values")
-        elif arr.dtype.kind not in "iub":
-            raise ValueError(f"it is declared int but holds {_kind_words(arr)}")
+        elif arr.dtype.kind not in "iu" or _has_bool(value):
+            # as for real data: true/false is not a number (declare it bool)
+            raise ValueError("it is declared int but holds true/false values: declare it "
+                             "bool, or write the numbers 0 and 1"
+                             if arr.dtype.kind == "b" or _has_bool(value)
+                             else f"it is declared int but holds {_kind_words(arr)}")
+        if arr.dtype.kind in "uf" and arr.size and np.abs(arr).max() >= 2.0 ** 63:
+            raise ValueError("it holds an integer too large for int64 (at most "
+                             f"{np.iinfo(np.int64).max})")
         return torch.as_tensor(arr.astype(np.int64), device=device)
     if spec.base == "bool":
         if arr.dtype.kind not in "biu" or not np.all((arr == 0) | (arr == 1)):
@@ -121,6 +131,14 @@ def _to_tensor(spec: ArgSpec, value, dtype, device) -> torch.Tensor:
     if arr.dtype.kind not in "iuf":
         raise ValueError(f"it is declared real but holds {_kind_words(arr)}")
     return torch.as_tensor(arr.astype(np.float64), device=device).to(dtype)
+
+
+def _has_big_int(value) -> bool:
+    """Whether a (nested) list holds a Python int beyond int64 (numpy then makes an object
+    array, which would otherwise read as ragged)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) >= 2 ** 63
+    return isinstance(value, (list, tuple)) and any(_has_big_int(v) for v in value)
 
 
 def _has_bool(value) -> bool:
@@ -242,8 +260,11 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
         line, col = (where.line, where.col) if where else (0, 0)
         try:
             raw = np.asarray(data[name])
+            # one number, not a list of one ([8]) nor true/false, as Stan reads a size
+            if raw.ndim != 0 or raw.dtype.kind not in "iuf" or isinstance(data[name], bool):
+                raise ValueError
             v = int(raw.item())
-            if raw.dtype.kind not in "biuf" or v != raw.item():
+            if v != raw.item():
                 raise ValueError
         except (ValueError, TypeError, OverflowError):  # 1e309 is inf: OverflowError
             errors.append(_err(f"size '{name}' (data key '{name}') must be an integer, got "
