@@ -252,6 +252,47 @@ def _site_line(pseudo: str, site: str) -> int | None:
     return None
 
 
+def _parameter_failure(exc: BaseException):
+    """The locals of torch's ``Distribution.__init__`` that refused a parameter (the
+    distribution, the parameter's name, constraint, value and which elements are valid)."""
+    found, tb = None, exc.__traceback__
+    while tb is not None:
+        loc = tb.tb_frame.f_locals
+        if tb.tb_frame.f_code.co_name == "__init__" and {"param", "constraint", "valid",
+                                                          "value"} <= loc.keys():
+            found = loc
+        tb = tb.tb_next
+    return found
+
+
+def parameter_message(exc: BaseException) -> str | None:
+    """A distribution's parameter outside its constraint (torch's "Expected parameter scale
+    (Tensor of shape ()) of distribution Normal(...) to satisfy the constraint ...") in
+    words: "Normal's scale is 0; it must be numbers > 0" (element given when one of many)."""
+    import torch
+
+    loc = _parameter_failure(exc)
+    if loc is None or not str(exc).startswith("Expected parameter "):
+        return None
+    dist, value, valid = loc.get("self"), loc.get("value"), loc.get("valid")
+    if not isinstance(value, torch.Tensor) or not isinstance(valid, torch.Tensor):
+        return None
+    valid = valid.expand(value.shape[: valid.dim()]) if valid.dim() else valid
+    bad = (~valid).nonzero()
+    at: tuple = ()
+    where = ""
+    if bad.numel() and valid.dim():
+        at = tuple(bad[0].tolist())
+        index = [i for i, n in zip(at, valid.shape, strict=True) if n > 1]
+        where = f" element {number_text(index[0] if len(index) == 1 else index)}" if index else ""
+        shown = value[at]
+    else:
+        shown = value
+    words, _ = _support_words(loc.get("constraint"), at, valid.shape)
+    return (f"{type(dist).__name__}'s {loc['param']}{where} is "
+            f"{number_text(shown.detach())}; it must be {words}")
+
+
 def locate(exc: BaseException, pseudo: str | None = None) -> BdlError | None:
     """``exc`` as a located :class:`BdlError` at the innermost generated statement that
     was running when it was raised; else, for Pyro's errors that name a site, at that
@@ -319,7 +360,10 @@ def locate(exc: BaseException, pseudo: str | None = None) -> BdlError | None:
         err = BdlError([Diagnostic(support, span)], filename, text)
         err.not_a_bug = True  # the data is at fault: the CLI saves no traceback
         return err
-    message = bounded(str(original))
+    message = bounded(parameter_message(original) or str(original))
+    refused = _parameter_failure(original)
+    if refused is not None and argument is None:  # point at the argument torch refused
+        span = ref.args.get(refused["param"], span) if hasattr(ref, "args") else span
     if not message.split("Trace Shapes:")[0].strip():
         message = _unsaid(original)
     err = BdlError([Diagnostic(message, span, notes=notes)], filename, text)

@@ -93,7 +93,7 @@ def test_uniform_with_low_above_high_saves_no_traceback(tmp_path, bdl_here):
                   {"y": [1.5], "low": 2.5})
     r = bdl_here("run", *args)
     assert r.returncode == 1, r.stderr
-    assert "m.bdl:3:3: error: Expected parameter low" in r.stderr
+    assert "m.bdl:3:15: error: Uniform's low is 2.5; it must be numbers < 1" in r.stderr
     assert "looks like a bug" not in r.stderr
 
 
@@ -248,8 +248,7 @@ def test_a_model_error_while_the_guide_is_first_built_is_located(tmp_path, bdl_h
                   {"y": [1.0, 2.0]})
     r = bdl_here("run", *args)
     assert r.returncode == 1, r.stderr
-    assert "m.bdl:3:3: error: Expected parameter scale" in r.stderr
-    assert "scale: -50.0" in r.stderr
+    assert "m.bdl:3:17: error: Normal's scale is -50; it must be numbers > 0" in r.stderr
     assert "diverged" not in r.stderr
 
 
