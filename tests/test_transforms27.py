@@ -181,3 +181,56 @@ def test_overlapping_uniform_components_fit(infer):
     fit = m.fit({"y": Y}, infer=infer)
     a, z = fit.samples["a"].reshape(-1), fit.samples["z"].reshape(-1)
     assert bool(((z >= a) & (z <= a + 2)).all())
+
+
+# ---- 3. a declared bound that follows a latent and misses the support ----
+
+BETA_UPPER = """model M(y: real[N]) {
+  a ~ Normal(0.5, 1)
+  z: real<upper=a> ~ Beta(2, 2)
+  y ~ Normal(z, 1)
+}"""
+
+
+def test_an_empty_set_from_a_latent_bound_is_density_zero(monkeypatch, f64):
+    m = ppl.compile(BETA_UPPER)
+    pot = _potential(m, {"y": Y}, monkeypatch)
+    assert pot(**{"a": -0.5, "z$unconstrained": 0.0}) == math.inf
+    # a = 0.6: z = 0.6 sigmoid(u) in (0, 0.6), Beta(2, 2)'s density 6 z (1 - z)
+    a, u = 0.6, 0.3
+    z = a / (1 + math.exp(-u))
+    log_j = math.log(a) - math.log1p(math.exp(-u)) - math.log1p(math.exp(u))
+    want = _normal_lp(a, 0.5) + math.log(6 * z * (1 - z)) + log_j + _lik(z)
+    assert pot(**{"a": a, "z$unconstrained": u}) == pytest.approx(-want, abs=1e-9)
+    assert m.log_density({"a": -0.5, "z": 0.25}, {"y": Y}) == -math.inf
+    assert m.log_density({"a": 0.5, "z": 0.25}, {"y": Y}) == pytest.approx(
+        _normal_lp(0.5, 0.5) + math.log(6 * 0.25 * 0.75) + _lik(0.25), abs=1e-4)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_nuts_starts_where_a_latent_bound_meets_the_support(seed):
+    # a's prior puts 31% below 0, where z's set is empty: the start draws again
+    fit = ppl.compile(BETA_UPPER).fit(
+        {"y": Y}, infer=f"nuts(samples=20, warmup=20, chains=1, seed={seed})")
+    a, z = fit.samples["a"].reshape(-1), fit.samples["z"].reshape(-1)
+    assert bool(((z > 0) & (z < 1) & (z < a)).all())
+
+
+def test_a_lower_bound_above_the_support_is_density_zero():
+    m = ppl.compile("""model M(y: real[N]) {
+  a ~ Normal(0, 1)
+  z: real<lower=a> ~ Uniform(-1, 1)
+  y ~ Normal(z, 1)
+}""")
+    assert m.log_density({"a": 1.5, "z": 0.5}, {"y": Y}) == -math.inf
+    assert m.log_density({"a": 0.0, "z": 0.5}, {"y": Y}) == pytest.approx(
+        _normal_lp(0.0, 0) + math.log(0.5) + _lik(0.5), abs=1e-4)
+
+
+def test_a_data_bound_that_misses_the_support_is_still_an_error():
+    m = ppl.compile("""model M(y: real[N], H: real) {
+  z: real<upper=H> ~ Beta(2, 2)
+  y ~ Normal(z, 1)
+}""")
+    with pytest.raises(Exception, match="have no value in common"):
+        m.fit({"y": Y, "H": -0.5}, infer="map(steps=2, seed=0)")

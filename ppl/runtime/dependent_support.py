@@ -249,7 +249,10 @@ def sample_in_support(name: str, fn):
     """``pyro.sample(name, fn)`` for a ``fn`` whose support follows other latents: draws
     ``name$unconstrained ~ unconstrained(fn)`` and records ``name`` as its image in
     ``fn``'s support at the current bounds (a deterministic site). Under
-    :func:`as_plain_sites` it is ``pyro.sample(name, fn)``."""
+    :func:`as_plain_sites` it is ``pyro.sample(name, fn)``. A declared set that meets
+    none of ``fn``'s support at these bounds (``rt.Restricted``) is density 0 here, not
+    an error: a state a sampler rejects."""
+    _follows(fn)
     if _MODE[0] == "plain":
         return pyro.sample(name, fn)
     return pyro.deterministic(name, _real_line_draw(name, fn, _MODE[0] != "no_jacobian"),
@@ -260,7 +263,14 @@ def guide_in_support(name: str, fn):
     """A guide's draw of a latent that its model draws by :func:`sample_in_support`: the
     same auxiliary site, ``name$unconstrained ~ unconstrained(fn)`` (the law of
     ``t^-1(z)`` for ``z ~ fn``, ``t`` the map onto ``fn``'s own support), returning ``z``."""
-    return _real_line_draw(name, fn)
+    return _real_line_draw(name, _follows(fn))
+
+
+def _follows(fn):
+    """Marks ``fn`` (an ``rt.Restricted``) as one whose bounds follow latents."""
+    if hasattr(fn, "follows"):
+        fn.follows = True
+    return fn
 
 
 __all__ = ["SUFFIX", "as_plain_sites", "base_constraint", "gp_quantile", "guide_in_support",

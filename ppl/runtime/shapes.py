@@ -273,9 +273,17 @@ class Restricted(TorchDistribution):
     def __init__(self, base, constraint, validate_args=None):
         self.base = base
         self._constraint = _within(constraint, base.support)
+        # the elements where the declared set meets none of the support, and why (a data
+        # bound's error, raised at the first draw or density unless rt.sample_in_support
+        # says the bounds follow latents: then those states have density 0, as in Stan)
+        self._empty, self._no_common, self.follows = None, None, False
         if self._constraint is not constraint:
-            _check_meets(constraint, base, self._constraint)
+            self._empty, self._no_common = _check_meets(constraint, base, self._constraint)
         super().__init__(base.batch_shape, base.event_shape, validate_args=False)
+
+    def _refuse(self):
+        if self._no_common is not None and not self.follows:
+            raise ValueError(self._no_common)
 
     @constraints.dependent_property
     def support(self):
@@ -286,6 +294,16 @@ class Restricted(TorchDistribution):
         wider than that support (``s: real<lower=-1> ~ Exponential(1)``) lets a sampler
         propose values the prior excludes, where torch's unvalidated formula is finite
         (NUTS fitted s < 0 in 62% of draws); Stan rejects them the same way."""
+        self._refuse()
+        if self._empty is not None:  # bounds that follow latents met no value: density 0
+            # there, the base's density read at a point of its support (not at the value,
+            # outside it: torch's validation error, or NaN)
+            lp = self.base.log_prob(torch.where(self._empty, _inside(self.base.support),
+                                                value))
+            empty = self._empty
+            while empty.dim() > lp.dim():
+                empty = empty.any(-1)
+            return torch.where(empty, torch.full_like(lp, -torch.inf), lp)
         lp = self.base.log_prob(value)
         support = self.base.support
         if support is constraints.real or support is constraints.real_vector \
@@ -296,12 +314,18 @@ class Restricted(TorchDistribution):
             if inside.shape == lp.shape else lp
 
     def expand(self, batch_shape, _instance=None):
-        return Restricted(self.base.expand(batch_shape), self._constraint)
+        out = Restricted(self.base.expand(batch_shape), self._constraint)
+        out._empty, out._no_common, out.follows = self._empty, self._no_common, self.follows
+        return out
 
     def sample(self, sample_shape=()):
         sample_shape = torch.Size(sample_shape)
+        self._refuse()
         x = self.base.sample(sample_shape)
         c = self._constraint
+        if self._empty is not None:  # no value to draw: a point of the bounds' span, at
+            # density 0, which a fit's initialisation rejects and draws again
+            return ((c.lower_bound + c.upper_bound) / 2 + torch.zeros_like(x)).detach()
         if c is constraints.ordered_vector:
             return x.sort(dim=-1).values
         if c is constraints.positive_ordered_vector:
@@ -323,6 +347,17 @@ class Restricted(TorchDistribution):
                     return torch.where(_broadcast_ok(ok, x), x, inside.to(x.dtype))
             x = torch.where(_broadcast_ok(ok, x), x, self.base.sample(sample_shape))
         raise ValueError(f"could not draw a sample inside {c} by rejection")
+
+
+def _inside(support):
+    """A point of an interval support (its middle, or 1 inside its one end)."""
+    from .dependent_support import support_ends
+
+    lo, hi = support_ends(support)
+    if lo is not None and hi is not None:
+        return (torch.as_tensor(lo) + hi) / 2
+    return torch.as_tensor(0.0 if lo is None and hi is None else
+                           lo + 1 if lo is not None else hi - 1)
 
 
 def _within(c, support):
@@ -360,19 +395,20 @@ def _check_meets(declared, base, met):
     """A declared set that holds none of the base's support (``x: real<lower=1> ~
     Truncated(Normal(0, 1), high=H)`` with data H = 0) is refused here, naming both sets,
     not at 'could not draw a sample inside Interval(lower_bound=1.0, upper_bound=0.0)'.
-    Bounds that follow a latent a sampler moves (they require grad) are not checked: a
-    proposal there is rejected by its density."""
+    Bounds that follow a latent a sampler moves (they require grad) are not refused: a
+    proposal there is rejected by its density. Returns (the empty elements, the message),
+    (None, None) where the sets meet, for :class:`Restricted` to raise."""
     from ..locate import _support_words
 
     lo, hi = getattr(met, "lower_bound", None), getattr(met, "upper_bound", None)
     if lo is None or hi is None:
-        return
+        return None, None
     lo, hi = (torch.as_tensor(b, dtype=torch.get_default_dtype()) for b in (lo, hi))
-    if lo.requires_grad or hi.requires_grad:
-        return
-    empty = lo >= hi
+    empty = (lo >= hi).detach()
     if not bool(empty.any()):
-        return
+        return None, None
+    if lo.requires_grad or hi.requires_grad:
+        return empty, None
     at = tuple(int(i) for i in empty.nonzero()[0])
     where = f" at element {at[0] if len(at) == 1 else list(at)}" if at else ""
     inner = base
@@ -384,9 +420,9 @@ def _check_meets(declared, base, met):
     shape = empty.shape
     mine = _support_words(declared, at, shape)[0]
     theirs = _support_words(base.support, at, shape)[0]
-    raise ValueError(f"the declared set of this latent{where}, {mine}, and {name}'s support, "
-                     f"{theirs}, have no value in common: declare bounds that meet the "
-                     "support, or change the distribution's")
+    return empty, (f"the declared set of this latent{where}, {mine}, and {name}'s support, "
+                   f"{theirs}, have no value in common: declare bounds that meet the "
+                   "support, or change the distribution's")
 
 
 def _bounded_draw(base, c, sample_shape):
