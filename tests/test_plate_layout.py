@@ -209,18 +209,26 @@ model D(y: real[N, M]) {
     assert torch.equal(pred["z"].long(), torch.tensor([[1, 0, 0, 1]] * 30))
 
 
-@pytest.mark.parametrize("decl, read", [("real[N, K]", "x[:, 0]"), ("real[N, M]", "x[:, 0]"),
-                                        ("real[N, M]", "x[:, j]")])
-def test_a_slice_over_an_outer_plate_dim_inside_nested_plates_is_refused(decl, read):
+WHOLE = ("m.bdl:5:23: error: inside plate j, 'x' (shape {shape}) is one value for the whole "
+         "plate, not one per element")
+MOVES = ("m.bdl:5:23: error: inside nested plates, 'x' has one row per element of plate i; a "
+         "slice over that dimension reads it at the wrong plate")
+
+
+@pytest.mark.parametrize("decl, read, message", [
+    ("real[N, K]", "x[:, 0]", WHOLE.format(shape="[N, K]")),
+    ("real[N, M]", "x[:, 0]", WHOLE.format(shape="[N, M]")),
+    ("real[N, M]", "x[:, j]", MOVES)])
+def test_a_slice_over_an_outer_plate_dim_inside_nested_plates_is_refused(decl, read, message):
     # x[:, 0] of x: real[N, M] passed (its dims are the plates') and put N's rows at M's
-    # dim: with N = M it fitted the transpose's column silently
+    # dim: with N = M it fitted the transpose's column silently. An index written into the
+    # data names the whole value (stop 27): x[:, 0] is the whole column, N numbers for one
+    # number y[i, j], refused as Stan refuses a vector for a real
     src = (f"model M(x: {decl}, y: real[N, M]) {{\n  mu ~ Normal(0, 1)\n  plate i in N {{\n"
            f"    plate j in M {{\n      y ~ Normal(mu + {read}, 1)\n    }}\n  }}\n}}\n")
     with pytest.raises(ppl.BdlError) as e:
         ppl.compile(src, "m.bdl")
-    assert str(e.value).startswith(
-        "m.bdl:5:23: error: inside nested plates, 'x' has one row per element of plate i; a "
-        "slice over that dimension reads it at the wrong plate")
+    assert str(e.value).startswith(message)
 
 
 def test_nested_plate_data_read_whole_or_by_both_indices_is_exact():

@@ -15,8 +15,11 @@ import torch
 SEEDS = range(0, 400)
 # Measured at stop 27 over seeds 0..399: 99 refused, 25% (nearly all the located error for a
 # slice over a plate's dim in nested plates, x[0:2] / u[:]; 4 are PF's (a) size error); over
-# seeds 7000..14999, 21%. The bound leaves a margin.
-MAX_REFUSED = 0.32
+# seeds 7000..14999, 21%. After PF2 (such a slice with the same indices for every element
+# reads the whole value): 28 refused over 0..399, 7%; 158 of 3000 over 7000..9999, 5%
+# (a slice by an inner plate's index, a reduction over laid-out dims, a batch plate's
+# latent read after it). The bound leaves a margin.
+MAX_REFUSED = 0.15
 MUST_COVER = {"plate", "nested", "batch", "unnamed", "index", "slice", "gid", "reduce",
               "reduce_dim", "matmul", "where", "factor", "plate_latent"}
 

@@ -164,3 +164,22 @@ def test_data_read_whole_with_the_plates_size_as_a_later_dim_meets_each_element(
     d["xm"] = np.random.default_rng(7).normal(size=(sz["N"], sz["M"]))
     got = _density(f"  plate m in M {{\n    {body}\n  }}", {"xm": ("N", "M")}, d)
     assert got == pytest.approx(sum(hand(d, m) for m in range(sz["M"])), rel=1e-9)
+
+
+@pytest.mark.parametrize("sz", SIZES)
+def test_a_slice_of_outer_plate_data_in_nested_plates_is_the_whole_value(sz):
+    """x[0:2][0] in the body of plate n of nested plates is x[0] for every element, and
+    x2[:, 1] in plate k inside plate n is the whole column (N numbers) for every (n, k):
+    Stan's x2[:, 2] in the loop (both were refused: 'a slice over that dimension reads it
+    at the wrong plate'; an index written into the data names the whole value)."""
+    N, K = sz["N"], sz["K"]
+    d = _data(**sz)
+    rng = np.random.default_rng(8)
+    d["y1"], d["y6"] = rng.normal(size=N), rng.normal(size=(N, K, N))
+    got = _density("  plate n in N {\n    y1 ~ Normal(x[0:2][0] + x[n], 1)\n"
+                   "    plate k in K {\n      y6 ~ Normal(x2[:, 1] + v[k], 1)\n    }\n  }",
+                   {"y1": ("N",), "y6": ("N", "K", "N")}, d)
+    x, x2, v = d["x"], d["x2"], d["v"]
+    want = sum(_normal(d["y1"][n], x[0] + x[n], 1.0) for n in range(N)) + sum(
+        _normal(d["y6"][n, k], x2[:, 1] + v[k], 1.0) for n in range(N) for k in range(K))
+    assert got == pytest.approx(want, rel=1e-9)

@@ -2146,7 +2146,7 @@ class _ModelChecker(LabelLayout):
                 # x: real[N, M] in plates N and M: [N] at M's dim); x[i, :] is a row
                 dropped = any(s and not all(over[k + 1:]) for k, s in enumerate(over))
                 if any(over) and (_runtime_form(sym.ty.shape, plates) != sym.ty.shape
-                                  or dropped):
+                                  or dropped) and not self._global_index(e):
                     # a slice keeps the plate's dimension where the data have it, not at
                     # the plate's Pyro dim, which would pair it with an inner plate
                     index = plates[0].index or "i"
