@@ -234,3 +234,43 @@ def test_a_data_bound_that_misses_the_support_is_still_an_error():
 }""")
     with pytest.raises(Exception, match="have no value in common"):
         m.fit({"y": Y, "H": -0.5}, infer="map(steps=2, seed=0)")
+
+
+# ---- 4. positive_ordered: Stan's map z = cumsum(exp(u)) ----
+
+def test_positive_ordered_is_stans_cumsum_of_exp(monkeypatch, f64):
+    m = ppl.compile("""model M(y: real[N]) {
+  mu: positive_ordered[3] ~ Normal(0, 2)
+  y ~ Normal(mu, 1)
+}""")
+    assert "rt.positive_ordered" in m.source
+    pot = _potential(m, {"y": Y}, monkeypatch)
+    u = [0.0, 6.6, 0.5]  # Pyro's exp(ordered(u)) is exp(1 + e^6.6) there: inf, NaN potential
+    z = [1.0, 1.0 + math.exp(6.6), 1.0 + math.exp(6.6) + math.exp(0.5)]
+    want = sum(_normal_lp(zk, 0, 2) + _normal_lp(y, zk)
+               for zk, y in zip(z, Y, strict=True)) + sum(u)
+    assert pot(mu=u) == pytest.approx(-want, rel=1e-12)
+    # Pyro's own constraint keeps Pyro's map for other users
+    assert not isinstance(biject_to(dist.constraints.positive_ordered_vector),
+                          type(biject_to(rt.positive_ordered)))
+
+
+def test_a_guides_positive_ordered_draw_follows_the_same_map(f64):
+    m = ppl.compile("""model M(y: real[N]) {
+  mu: positive_ordered[2] ~ Normal(0, 2)
+  y ~ Normal(mu[1], 1)
+}
+guide M {
+  param m: real[2] = 0
+  mu: positive_ordered[2] ~ Normal(m, 1)
+}""")
+    assert "constraints.positive_ordered_vector" not in m.source
+    q = rt.transformed(dist.Normal(torch.tensor([0.2, -0.3]), 1.0).to_event(1),
+                       rt.positive_ordered)
+    z = torch.tensor([0.5, 2.0])
+    u = [math.log(0.5), math.log(1.5)]  # log of the increments
+    want = _normal_lp(u[0], 0.2) + _normal_lp(u[1], -0.3) - sum(u)
+    assert float(q.log_prob(z)) == pytest.approx(want, abs=1e-12)
+    fit = m.fit({"y": Y}, infer="svi(steps=20, seed=0)")
+    mu = fit.samples["mu"].reshape(-1, 2)
+    assert bool(((mu[:, 0] > 0) & (mu[:, 1] > mu[:, 0])).all())

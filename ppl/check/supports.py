@@ -37,6 +37,7 @@ CLASSES = {
     "constraints.corr_matrix": "corr_matrix",
     "constraints.ordered_vector": "ordered",
     "constraints.positive_ordered_vector": "positive_ordered",
+    "rt.positive_ordered": "positive_ordered",
     "Sphere": "unit_vector",
     "constraints.sphere": "unit_vector",
     "constraints.lower_cholesky": "cholesky_factor_cov",

@@ -62,7 +62,7 @@ class Symbol:
 # Stan-style constrained types: name -> (trailing event dims from one size, pyro constraint)
 CONSTRAINED_TYPES = {
     "ordered": (1, "constraints.ordered_vector"),
-    "positive_ordered": (1, "constraints.positive_ordered_vector"),
+    "positive_ordered": (1, "rt.positive_ordered"),  # Stan's map (ppl/runtime/ordered.py)
     "simplex": (1, "constraints.simplex"),
     "unit_vector": (1, "constraints.sphere"),
     "cholesky_factor_corr": (2, "constraints.corr_cholesky"),

@@ -74,6 +74,7 @@ from .mixtures import (  # signatures.SIZE_CHECKED
     MultivariateNormal,
 )
 from .nn import network, reset_networks
+from .ordered import positive_ordered
 from .scan import scan
 from .shapes import (
     Flat,
@@ -97,7 +98,7 @@ __all__ = [
     "ZeroInflatedDistribution", "ZeroInflatedNegativeBinomial", "ZeroInflatedPoisson",
     "Multinomial", "Truncated",
     "GaussianScaleMixture", "MixtureOfDiagNormals", "MixtureOfDiagNormalsSharedCovariance",
-    "MixtureSameFamily", "MixtureSupport", "MultivariateNormal",
+    "MixtureSameFamily", "MixtureSupport", "MultivariateNormal", "positive_ordered",
     "ArgSpec", "Flat", "IndexCheck", "LabelFree", "Restricted", "Signature", "SizeCheck",
     "arange", "as_index", "batch_size", "bind",
     "cat", "clamp", "cumprod", "cumsum", "diag_post_multiply", "diag_pre_multiply",

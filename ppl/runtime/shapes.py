@@ -328,7 +328,7 @@ class Restricted(TorchDistribution):
             return ((c.lower_bound + c.upper_bound) / 2 + torch.zeros_like(x)).detach()
         if c is constraints.ordered_vector:
             return x.sort(dim=-1).values
-        if c is constraints.positive_ordered_vector:
+        if isinstance(c, type(constraints.positive_ordered_vector)):
             return x.abs().sort(dim=-1).values
         if not bool(c.check(x).all()):
             mapped = _into_set(c, x)
