@@ -255,13 +255,21 @@ def _site_line(pseudo: str, site: str) -> int | None:
 def _parameter_failure(exc: BaseException):
     """The locals of torch's ``Distribution.__init__`` that refused a parameter (the
     distribution, the parameter's name, constraint, value and which elements are valid)."""
-    found, tb = None, exc.__traceback__
+    import torch
+
+    found, outer, tb = None, None, exc.__traceback__
     while tb is not None:
         loc = tb.tb_frame.f_locals
-        if tb.tb_frame.f_code.co_name == "__init__" and {"param", "constraint", "valid",
-                                                          "value"} <= loc.keys():
-            found = loc
+        if tb.tb_frame.f_code.co_name == "__init__" and isinstance(
+                loc.get("self"), torch.distributions.Distribution):
+            outer = outer or loc["self"]
+            if {"param", "constraint", "valid", "value"} <= loc.keys():
+                found = loc
         tb = tb.tb_next
+    if found is not None and type(found["self"]) is not type(outer):
+        # refused by a distribution built inside the one written (Beta's Dirichlet,
+        # StudentT's Chi2, LogNormal's Normal): its names are not the user's
+        return None
     return found
 
 

@@ -20,6 +20,7 @@ def m():
     (dict(J=True, y=[1.0], c=[1]), "size 'J' (data key 'J') must be an integer, got True"),
     (dict(J=2, y=[1.0, 2.0], c=[1, True]), "declared int but holds true/false values"),
     (dict(J=2, y=[1.0, 2.0], c=[True, False]), "declared int but holds true/false values"),
+    (dict(J=2, y=[1.0, 2.0], c=[1.0, True]), "declared int but holds true/false values"),
     (dict(J=2, y=[1.0, 2.0], c=[1, 2 ** 63]), "integer too large for int64"),
     (dict(J=2, y=[1.0, 2.0], c=[1, 2 ** 64]), "integer too large for int64"),
 ])
@@ -28,6 +29,12 @@ def test_bad_integer_data_is_a_located_error(m, data, words):
         m.log_density({"mu": 0.0}, data)
     assert words in str(e.value)
     assert ":1:" in str(e.value)
+
+
+def test_the_ends_of_int64_are_integers(m):
+    # -2**63 fits (as a float too); only beyond it is refused
+    for c in ([0, -2 ** 63], [0.0, -2.0 ** 63]):
+        assert float(m.log_density({"mu": 0.0}, dict(J=2, y=[1.0, 2.0], c=c))) < -1e36
 
 
 def test_good_integer_data_reads_as_before(m):

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import ppl
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -323,3 +325,19 @@ def test_an_optional_output_of_size_0_runs_and_predicts(tmp_path, bdl_here):
     assert p.returncode == 0, p.stderr
     with np.load(tmp_path / "pred" / "predictive.npz") as z:
         assert z["y_new"].shape == (3, 0)
+
+
+@pytest.mark.parametrize("written, words", [
+    ("Normal(0, a)", "m.bdl:1:62: error: Normal's scale is -1; it must be numbers > 0"),
+    ("Gamma(a, 1)", "m.bdl:1:58: error: Gamma's concentration is -1; it must be numbers > 0"),
+    # refused by a distribution built inside the one written: torch's words, at the statement
+    ("Beta(a, 2)", "m.bdl:1:48: error: Expected parameter concentration"),
+    ("StudentT(a, 0, 1)", "m.bdl:1:48: error: Expected parameter df"),
+    ("LogNormal(0, a)", "m.bdl:1:48: error: Expected parameter scale"),
+])
+def test_an_argument_outside_its_constraint_is_named_as_written(written, words):
+    m = ppl.compile(f"model M(y: real, a: real) {{ mu ~ Normal(0, 1); y ~ {written} }}", "m.bdl")
+    with pytest.raises(ppl.BdlError) as e:
+        m.log_density({"mu": 0.0}, {"y": 0.5, "a": -1.0})
+    assert str(e.value).startswith(words)
+    assert "Dirichlet's" not in str(e.value) and "Chi2's" not in str(e.value)

@@ -10,12 +10,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..io.data import INT64_RANGE
+
 # the seeds numpy accepts (``pyro.set_rng_seed`` seeds numpy too); every chain's seed
 # (:func:`chain_seed`) is one of them whatever the seed and the number of chains
 SEED_MAX = 2**32 - 1
 # an int option's values are 64-bit integers (torch's and numpy's); a budget beyond that
 # is a typo, not a long run
-INT64_MAX = 2**63 - 1
 
 
 def chain_seed(seed: int, chain: int) -> int:
@@ -80,8 +81,8 @@ class Option:
             return None
         if not math.isfinite(value):
             return f"must be a finite number, got {value}"
-        if self.kind is int and not -INT64_MAX - 1 <= value <= INT64_MAX:
-            return f"{value} is beyond a 64-bit integer (at most {INT64_MAX})"
+        if self.kind is int and not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
+            return f"{value} is beyond a 64-bit integer (at most {INT64_RANGE[1]})"
         if in_range(value, self.low, self.high, self.low_open, self.high_open):
             return None
         return f"must be {self.range_words()}"

@@ -29,8 +29,8 @@ _FAMILY = re.compile(
     r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(\[(?P<idx>[0-9, ]+)\]|\.(?P<dot>[0-9.]+))$")
 # a header written as an element (x[...]) that is not one of a family: x[-1], x[a]
 _BAD_ELEMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\[.*\]$")
-# what a data file's numbers become: int64 and float64 arrays (ppl.runtime.data.bind)
-INT64 = (-(2 ** 63), 2 ** 63 - 1)
+# (lowest, highest) int64: what a data file's integers become (ppl.runtime.data.bind)
+INT64_RANGE = (-(2 ** 63), 2 ** 63 - 1)
 
 
 class DataError(ValueError):
@@ -138,9 +138,9 @@ def number_problem(value) -> str | None:
     if isinstance(value, _Overflow):
         return f"the number {value.text} is too large: it overflows a 64-bit float (real)"
     if isinstance(value, int) and not isinstance(value, bool) \
-            and not INT64[0] <= value <= INT64[1]:
+            and not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
         return (f"the integer {value} is too large: it is beyond a 64-bit integer (int, "
-                f"{INT64[0]} to {INT64[1]})")
+                f"{INT64_RANGE[0]} to {INT64_RANGE[1]})")
     return None
 
 

@@ -19,6 +19,7 @@ import sympy
 import torch
 
 from ..check.sizes import shown
+from ..io.data import INT64_RANGE
 from ..syntax.diagnostics import BdlError, Diagnostic, Span
 
 
@@ -39,7 +40,7 @@ class ArgSpec:
 
 
 # the largest size a torch tensor's dimension can take (an int64)
-_MAX_SIZE = 2**63 - 1
+_MAX_SIZE = INT64_RANGE[1]
 
 
 def _names(dim: str) -> set[str]:
@@ -102,22 +103,22 @@ def _to_tensor(spec: ArgSpec, value, dtype, device) -> torch.Tensor:
             raise ValueError("it is a ragged (non-rectangular) or non-numeric array") from None
     if arr.dtype == object:
         if _has_big_int(value):
-            raise ValueError("it holds an integer too large for int64 (at most "
-                             f"{np.iinfo(np.int64).max})")
+            raise ValueError(f"it holds an integer too large for int64 (at most {INT64_RANGE[1]})")
         raise ValueError("it is a ragged (non-rectangular) or non-numeric array")
     if spec.base == "int":
+        if arr.dtype.kind == "b" or _has_bool(value):
+            # as for real data: true/false is not a number (declare it bool)
+            raise ValueError("it is declared int but holds true/false values: declare it "
+                             "bool, or write the numbers 0 and 1")
         if arr.dtype.kind == "f":
             if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
                 raise ValueError("it is declared int but holds non-integer values")
-        elif arr.dtype.kind not in "iu" or _has_bool(value):
-            # as for real data: true/false is not a number (declare it bool)
-            raise ValueError("it is declared int but holds true/false values: declare it "
-                             "bool, or write the numbers 0 and 1"
-                             if arr.dtype.kind == "b" or _has_bool(value)
-                             else f"it is declared int but holds {_kind_words(arr)}")
-        if arr.dtype.kind in "uf" and arr.size and np.abs(arr).max() >= 2.0 ** 63:
-            raise ValueError("it holds an integer too large for int64 (at most "
-                             f"{np.iinfo(np.int64).max})")
+        elif arr.dtype.kind not in "iu":
+            raise ValueError(f"it is declared int but holds {_kind_words(arr)}")
+        # as floats (2**63 - 1 rounds to 2**63): the exact ends, -2**63 <= x < 2**63
+        if arr.dtype.kind in "uf" and arr.size and (
+                float(arr.max()) >= -float(INT64_RANGE[0]) or float(arr.min()) < INT64_RANGE[0]):
+            raise ValueError(f"it holds an integer too large for int64 (at most {INT64_RANGE[1]})")
         return torch.as_tensor(arr.astype(np.int64), device=device)
     if spec.base == "bool":
         if arr.dtype.kind not in "biu" or not np.all((arr == 0) | (arr == 1)):
@@ -137,7 +138,7 @@ def _has_big_int(value) -> bool:
     """Whether a (nested) list holds a Python int beyond int64 (numpy then makes an object
     array, which would otherwise read as ragged)."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return abs(value) >= 2 ** 63
+        return not INT64_RANGE[0] <= value <= INT64_RANGE[1]
     return isinstance(value, (list, tuple)) and any(_has_big_int(v) for v in value)
 
 
