@@ -48,14 +48,14 @@ class Model:
 
     # ---- data ----
     def bind(self, data: dict, may_omit: frozenset[str] = frozenset(),
-             drawn: dict | None = None) -> dict:
+             drawn: dict | None = None, where: str = "bind") -> dict:
         """Data -> the keyword arguments of :attr:`pyro_model` (sizes, transformed data);
         ``may_omit``: required arguments that may be missing; ``drawn`` (a fit's:
         ``CheckedModel.drawn()``): a data key naming a latent is an error at its ``~``
-        (``ppl.runtime.data.bind``)."""
+        (``ppl.runtime.data.bind``); ``where`` names the caller in a wrong-type error."""
         from .runtime import bind
 
-        check_data(data)
+        check_data(data, where)
         kwargs = bind(self.signature, data or {}, source_text=self.bdl_source,
                       may_omit=may_omit, drawn=drawn)
         if self._transformed is not None:
@@ -111,7 +111,7 @@ class Model:
         def binder(d):
             # as `bdl predict`: data the model only observes may be left out (drawn)
             with torch_defaults(device, dtype):
-                return self.bind(d, may_omit=self.checked.observed_only)
+                return self.bind(d, may_omit=self.checked.observed_only, where="predict")
 
         result.binder = binder
         _predict = result.predict
@@ -241,7 +241,8 @@ class Model:
         pyro.clear_param_store()
         reset_networks()
         with locate.located(self._pseudo), torch_defaults(device, dtype), full_data():
-            kwargs = self.bind(data or {}, may_omit=self.checked.observed_only)
+            kwargs = self.bind(data or {}, may_omit=self.checked.observed_only,
+                               where="sample_prior")
             model = simulate_observed()(self.pyro_model)
             out = site_draws(model, kwargs, num_samples=num_samples)
             # every site in its declared layout (a simulated g: real[N] passes in as data)

@@ -173,7 +173,7 @@ def posterior_predictive(model, chains: dict, data: dict, params: dict | None = 
 
         reset_networks()
         try:
-            kwargs = model.bind(data, may_omit=model.checked.observed_only)
+            kwargs = model.bind(data, may_omit=model.checked.observed_only, where="predict")
             needed, trace = needed_params(model, kwargs, {k: v[0] for k, v in post.items()})
             problems = params_problems(needed, params or {})
             if problems:
