@@ -7,6 +7,12 @@
 2. Components whose supports differ (``Uniform([a, a + 2], [a + 1, a + 3])``): the
    density is the log-sum over the components that hold the value (0 in a gap, not a
    value error), and the latent is mapped onto the hull of the supports.
+3. A declared bound that follows a latent and misses the prior's support is density 0
+   (NUTS's potential +inf, log_density -inf), never a run-time error; a data bound's is.
+4. ``positive_ordered`` is Stan's ``z = cumsum(exp(u))`` (Pyro's ``exp(ordered(u))``
+   overflowed), in models and guides.
+5. A GeneralizedPareto latent's density on the real line in closed form (``u`` is
+   Logistic(0, 1)): finite where ``z`` rounds onto the upper end of a shape below -1.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from torch.distributions import biject_to
 import ppl
 import ppl.infer.run as run_module
 import ppl.runtime as rt
+from ppl.runtime.dependent_support import unconstrained
 
 Y = [0.3, -0.2, 1.1]
 LOG2PI = math.log(2 * math.pi)
@@ -274,3 +281,37 @@ guide M {
     fit = m.fit({"y": Y}, infer="svi(steps=20, seed=0)")
     mu = fit.samples["mu"].reshape(-1, 2)
     assert bool(((mu[:, 0] > 0) & (mu[:, 1] > mu[:, 0])).all())
+
+
+# ---- 5. GeneralizedPareto with a shape below -1: z rounds onto the upper end ----
+
+@pytest.mark.parametrize("xi, u", [(-1.5, 25.0), (-1.01, 37.0), (-0.5, 3.0), (0.3, -2.0)])
+def test_a_pareto_latent_is_logistic_on_the_real_line(monkeypatch, f64, xi, u):
+    m = ppl.compile(f"""model M(y: real[N]) {{
+  z ~ GeneralizedPareto(0, 1, {xi})
+  y ~ Normal(z, 1)
+}}""")
+    pot = _potential(m, {"y": Y}, monkeypatch)
+    s = math.log1p(math.exp(u))
+    z = math.expm1(xi * s) / xi
+    # u is Logistic(0, 1): log p(z) + log|t'(u)| = logsigmoid(u) - softplus(u)
+    want = -math.log1p(math.exp(-u)) - s + _lik(z)
+    got = pot(**{"z$unconstrained": u})
+    assert got == pytest.approx(-want, abs=1e-9)
+    if (xi, u) == (-1.5, 25.0):
+        assert got == pytest.approx(28.2935, abs=1e-4)  # was -inf (1.01, 37: NaN)
+
+
+def test_a_pareto_point_estimate_reads_its_density_in_closed_form(f64):
+    # map's density leaves the Jacobian out: log p(t(u)) = -log(scale) - (1 + xi) s,
+    # exact where z rounds onto the end (1 + xi y = exp(xi s) = 3e-17 below)
+    fn = dist.GeneralizedPareto(torch.tensor(0.0), torch.tensor(2.0), torch.tensor(-23.4))
+    d = unconstrained(fn, jacobian=False)
+    u = torch.tensor(1.4)
+    s = math.log1p(math.exp(1.4))
+    assert float(d.log_prob(u)) == pytest.approx(-math.log(2.0) + 22.4 * s, abs=1e-9)
+    # a vector of them (Independent) sums its elements
+    fv = fn.expand([2]).to_event(1)
+    uv = torch.tensor([1.4, -0.5])
+    want = sum(-math.log1p(math.exp(-x)) - math.log1p(math.exp(x)) for x in (1.4, -0.5))
+    assert float(unconstrained(fv).log_prob(uv)) == pytest.approx(want, abs=1e-9)

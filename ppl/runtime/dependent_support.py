@@ -167,10 +167,9 @@ class _ParetoQuantile(Transform):
 def _fn_transform(fn) -> Transform:
     """The map from the real line onto ``fn``'s support: :class:`_ParetoQuantile` for a
     GeneralizedPareto (also of independent dims), else :func:`support_transform`."""
-    base, dims = fn, 0
-    while isinstance(base, Independent):
-        base, dims = base.base_dist, dims + base.reinterpreted_batch_ndims
-    if type(base) is GeneralizedPareto:
+    found = _pareto(fn)
+    if found is not None:
+        base, dims = found
         t = _ParetoQuantile(base.loc, base.scale, base.concentration)
         return IndependentTransform(t, dims) if dims else t
     return support_transform(fn.support)
@@ -228,6 +227,39 @@ class _NoJacobian(TransformedDistribution):
         return self.base_dist.log_prob(self.transforms[0].inv(value))
 
 
+def _pareto(fn):
+    """(the GeneralizedPareto, its independent dims) where ``fn`` is one, else None."""
+    base, dims = fn, 0
+    while isinstance(base, Independent):
+        base, dims = base.base_dist, dims + base.reinterpreted_batch_ndims
+    return (base, dims) if type(base) is GeneralizedPareto else None
+
+
+class _ParetoLine(TransformedDistribution):
+    """``unconstrained(fn)`` of a GeneralizedPareto ``fn`` in closed form: at ``z =
+    t(u)`` (:class:`_ParetoQuantile`, survival ``exp(-s)``, ``s = softplus(u)``) ``1 +
+    xi y = exp(xi s)``, so ``log p(z) = -log(scale) - (1 + xi) s`` and, with ``log|t'(u)|
+    = log(scale) + xi s + logsigmoid(u)``, ``u`` is Logistic(0, 1): ``logsigmoid(u) -
+    s``. Read through ``z``, a shape ``xi < -1`` (density +inf at the upper end) gave
+    -inf or NaN where ``z`` rounds onto that end (``xi = -1.5``, ``u = 25``)."""
+
+    def _terms(self, u, base):
+        return torch.nn.functional.logsigmoid(u) - torch.nn.functional.softplus(u)
+
+    def log_prob(self, value):
+        base, dims = _pareto(self.base_dist)
+        lp = self._terms(value, base)
+        return lp.flatten(-dims).sum(-1) if dims else lp
+
+
+class _ParetoLineNoJacobian(_ParetoLine):
+    """:class:`_ParetoLine` without the log-Jacobian: ``log p(t(u))``."""
+
+    def _terms(self, u, base):
+        s = torch.nn.functional.softplus(u)
+        return -torch.log(base.scale) - (1 + base.concentration) * s
+
+
 def unconstrained(fn, jacobian: bool = True) -> TransformedDistribution:
     """``fn`` seen on the real line through ``t``, the map onto its support at its current
     parameters (``biject_to(fn.support)`` but at an infinite end, :func:`_fn_transform`): Pyro's
@@ -235,7 +267,10 @@ def unconstrained(fn, jacobian: bool = True) -> TransformedDistribution:
     + log|det J_t(u)|`` and ``sample() = t^-1(fn.sample())`` (prior draws of ``t(u)`` are
     exact draws of ``fn``). Its value ``u`` is unvalidated, as ``fn``'s own bounds follow
     other latents. ``jacobian=False``: the density leaves out ``log|det J_t(u)|``."""
-    cls = TransformedDistribution if jacobian else _NoJacobian
+    if _pareto(fn) is not None:  # its closed form, finite where z rounds onto an end
+        cls = _ParetoLine if jacobian else _ParetoLineNoJacobian
+    else:
+        cls = TransformedDistribution if jacobian else _NoJacobian
     return cls(fn, _fn_transform(fn).inv, validate_args=False)
 
 
