@@ -341,3 +341,13 @@ def test_an_argument_outside_its_constraint_is_named_as_written(written, words):
         m.log_density({"mu": 0.0}, {"y": 0.5, "a": -1.0})
     assert str(e.value).startswith(words)
     assert "Dirichlet's" not in str(e.value) and "Chi2's" not in str(e.value)
+
+
+def test_log_density_shows_a_plates_run_time_error_not_its_indices_as_a_missing_latent():
+    # a plate's subsample site is no latent: 'missing value for latent 'n'' hid the error
+    m = ppl.compile("model M(N: int, y: real[N], v: real) {\n"
+                    "  plate n in N { y ~ Normal(0, v - 5) }\n}\n", "m.bdl")
+    with pytest.raises(ppl.BdlError) as e:
+        m.log_density({}, {"N": 2, "y": [1.0, 2.0], "v": 1.0})
+    assert "error: Normal's scale is -4; it must be numbers > 0" in str(e.value)
+    assert "latent 'n'" not in str(e.value)

@@ -43,9 +43,12 @@ class at_values(Messenger):
         self.reached = {} if reached is None else reached
 
     def _process_message(self, msg):
+        from pyro.poutine.subsample_messenger import _Subsample
+
         from ..runtime.shapes import site_shaped
 
-        if msg["type"] != "sample" or msg["is_observed"] or msg["value"] is not None:
+        if msg["type"] != "sample" or msg["is_observed"] or msg["value"] is not None \
+                or isinstance(msg["fn"], _Subsample):  # a plate's indices, not a latent
             return
         name = msg["name"]
         draw = msg["fn"](*msg["args"], **msg["kwargs"])
