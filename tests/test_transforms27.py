@@ -30,6 +30,7 @@ import ppl
 import ppl.infer.run as run_module
 import ppl.runtime as rt
 from ppl.runtime.dependent_support import unconstrained
+from ppl.syntax.diagnostics import BdlError
 
 Y = [0.3, -0.2, 1.1]
 LOG2PI = math.log(2 * math.pi)
@@ -150,6 +151,9 @@ def test_a_mixture_of_uniforms_is_the_union_of_their_densities(z, want):
   y ~ Normal(z, 1)
 }""")
     assert m2.log_density({"z": z}, {"y": Y}) == pytest.approx(want + _lik(z), abs=1e-4)
+    with pytest.raises(BdlError, match=r"'z' is 3.5; MixtureSameFamily is over numbers in "
+                                       r"\[0, 3\]"):
+        m2.log_density({"z": 3.5}, {"y": Y})  # outside the hull
 
 
 def test_overlapping_components_add_their_mass():

@@ -70,7 +70,6 @@ from .mixtures import (  # signatures.SIZE_CHECKED
     MixtureOfDiagNormals,
     MixtureOfDiagNormalsSharedCovariance,
     MixtureSameFamily,
-    MixtureSupport,
     MultivariateNormal,
 )
 from .nn import network, reset_networks
@@ -98,7 +97,7 @@ __all__ = [
     "ZeroInflatedDistribution", "ZeroInflatedNegativeBinomial", "ZeroInflatedPoisson",
     "Multinomial", "Truncated",
     "GaussianScaleMixture", "MixtureOfDiagNormals", "MixtureOfDiagNormalsSharedCovariance",
-    "MixtureSameFamily", "MixtureSupport", "MultivariateNormal", "positive_ordered",
+    "MixtureSameFamily", "MultivariateNormal", "positive_ordered",
     "ArgSpec", "Flat", "IndexCheck", "LabelFree", "Restricted", "Signature", "SizeCheck",
     "arange", "as_index", "batch_size", "bind",
     "cat", "clamp", "cumprod", "cumsum", "diag_post_multiply", "diag_pre_multiply",

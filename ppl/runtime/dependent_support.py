@@ -184,10 +184,6 @@ def support_transform(support) -> Transform:
     if isinstance(support, constraints.independent):
         inner = support_transform(support.base_constraint)
         return IndependentTransform(inner, support.reinterpreted_batch_ndims)
-    if type(support).__name__ == "MixtureSupport":  # ppl.runtime.mixtures: the hull
-        lo, hi = support.lower_bound, support.upper_bound
-        neg, pos = torch.tensor(-torch.inf), torch.tensor(torch.inf)
-        return _Between(neg if lo is None else lo, pos if hi is None else hi)
     if type(support).__name__ == "MixtureSameFamilyConstraint":
         inner = support.base_constraint
         lo, hi = support_ends(inner)

@@ -28,9 +28,8 @@ import math
 import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
-from torch.distributions import biject_to, transform_to
 
-from ppl.runtime.dependent_support import base_constraint, support_transform
+from ppl.runtime.dependent_support import base_constraint
 from ppl.runtime.errors import ArgumentError
 from ppl.runtime.functions import tensor
 
@@ -87,56 +86,21 @@ def _ends(c):
     return getattr(c, "lower_bound", None), getattr(c, "upper_bound", None)
 
 
-def _same(b) -> bool:
-    """Whether a bound (a number, a tensor or None) is one value for all components."""
-    return not torch.is_tensor(b) or b.dim() == 0 or bool((b == b[..., :1]).all())
-
-
-class MixtureSupport(constraints.Constraint):
-    """The support of a mixture whose components' supports differ (``Uniform([0, 2],
-    [1, 3])``): the hull of theirs, from the lowest lower end (``lower_bound``) to the
-    highest upper end (``upper_bound``), where torch's constraint asks a value to be in
-    every component's support. The density is the components' union's: where they leave
-    a gap (1.5 above) it is 0 (``log_prob`` -inf, a sampler's proposal there rejected),
-    not a value error. ``biject_to`` and ``transform_to`` map the real line onto the hull."""
-
-    event_dim = 0
-
-    def __init__(self, components):
-        self.components = components
-        self.is_discrete = components.is_discrete
-        lo, hi = _ends(components)
-        self.lower_bound = lo.amin(-1) if torch.is_tensor(lo) and lo.dim() else lo
-        self.upper_bound = hi.amax(-1) if torch.is_tensor(hi) and hi.dim() else hi
-        super().__init__()
-
-    def check(self, value):
-        lo, hi = self.lower_bound, self.upper_bound
-        ok = torch.ones_like(value, dtype=torch.bool)
-        if lo is not None:
-            ok = ok & (value >= lo)
-        if hi is not None:
-            ok = ok & (value <= hi)
-        return ok
-
-    def __repr__(self):
-        return f"MixtureSupport(lower_bound={self.lower_bound}, upper_bound={self.upper_bound})"
-
-
-@biject_to.register(MixtureSupport)
-@transform_to.register(MixtureSupport)
-def _onto_hull(c):
-    return support_transform(c)
+def _per_component(b) -> bool:
+    """Whether a bound is a tensor with the components dim (one end per component)."""
+    return torch.is_tensor(b) and b.dim() > 0
 
 
 class _Mixture(dist.MixtureSameFamily):
-    """Pyro's ``MixtureSameFamily`` whose support is its components' when they share one
-    (real, positive, an interval with the same ends: torch's own constraint has no map
-    from the real line, 'Cannot transform MixtureSameFamilyConstraint constraints' for a
-    latent), else the union of theirs (:class:`MixtureSupport`), and whose density at
+    """Pyro's ``MixtureSameFamily`` whose support is its components' (real, positive, an
+    interval: torch's own constraint has no map from the real line, 'Cannot transform
+    MixtureSameFamilyConstraint constraints' for a latent), and where their ends differ
+    (``Uniform([0, 2], [1, 3])``) the hull of theirs, the same kind of set from the lowest
+    lower end to the highest upper end, which ``biject_to`` maps onto. Its density at
     ``x`` is the log-sum over the components whose support holds ``x`` (the others give
-    it no mass; torch's refuses a value outside any one component's support). Its name
-    is Pyro's, as messages show it."""
+    it no mass; torch's validation refused a value outside any one component's support):
+    where they leave a gap (1.5 above) it is -inf, not a value error. Its name is Pyro's,
+    as messages show it."""
 
     @constraints.dependent_property
     def support(self):
@@ -148,17 +112,14 @@ class _Mixture(dist.MixtureSameFamily):
                 return own  # vectors of reals
             return super().support
         lo, hi = _ends(own)
-        if _same(lo) and _same(hi):
-            if (lo is None or not torch.is_tensor(lo) or lo.dim() == 0) \
-                    and (hi is None or not torch.is_tensor(hi) or hi.dim() == 0):
-                return own
-            one = copy.copy(own)
-            if torch.is_tensor(lo) and lo.dim():
-                one.lower_bound = lo[..., 0]
-            if torch.is_tensor(hi) and hi.dim():
-                one.upper_bound = hi[..., 0]
-            return one
-        return MixtureSupport(own)
+        if not (_per_component(lo) or _per_component(hi)):
+            return own
+        hull = copy.copy(own)
+        if _per_component(lo):
+            hull.lower_bound = lo.amin(-1)
+        if _per_component(hi):
+            hull.upper_bound = hi.amax(-1)
+        return hull
 
     def log_prob(self, x):
         if self._validate_args:
@@ -170,8 +131,9 @@ class _Mixture(dist.MixtureSameFamily):
             lp = comp.log_prob(x)
         finally:
             comp._validate_args = before
-        if isinstance(self.support, MixtureSupport):
-            inside = comp.support.check(x)
+        own = comp.support
+        if not comp.event_shape and any(_per_component(b) for b in _ends(own)):
+            inside = own.check(x)
             lp = torch.where(inside, lp, torch.full_like(lp, -torch.inf))
         log_mix = torch.log_softmax(self.mixture_distribution.logits, dim=-1)
         return torch.logsumexp(lp + log_mix, dim=-1)
