@@ -61,6 +61,20 @@ def bdl_here():
     return _bdl_here
 
 
+@pytest.fixture
+def float64():
+    """torch's default dtype is float64 for the test (densities compared to 1e-9), and
+    back to what it was after."""
+    import torch
+
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
 def _devices() -> list:
     import torch
 

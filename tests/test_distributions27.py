@@ -29,13 +29,7 @@ from scipy.special import logsumexp
 import ppl
 from ppl.syntax.diagnostics import BdlError
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def _errors(source: str) -> list[str]:

@@ -10,7 +10,6 @@ import collections
 import numpy as np
 import plate_oracle as po
 import pytest
-import torch
 
 SEEDS = range(0, 400)
 # Measured at stop 27 over seeds 0..399: 99 refused, 25% (nearly all the located error for a
@@ -22,14 +21,6 @@ SEEDS = range(0, 400)
 MAX_REFUSED = 0.15
 MUST_COVER = {"plate", "nested", "batch", "unnamed", "index", "slice", "gid", "reduce",
               "reduce_dim", "matmul", "where", "factor", "plate_latent"}
-
-
-@pytest.fixture
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
 
 
 def _report(seed, program, result):

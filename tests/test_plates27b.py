@@ -42,12 +42,7 @@ def _density(body, obs, data, latents=None):
                           for k, v in data.items()})
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 @pytest.mark.parametrize("sz", SIZES)

@@ -68,17 +68,6 @@ def _potential(m, data, monkeypatch):
     return lambda **v: float(pot({n: torch.tensor(x, dtype=torch.float64) for n, x in v.items()}))
 
 
-@pytest.fixture
-def f64():
-    """Float64 throughout the test, so potentials compare to 1e-9."""
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(before)
-
-
 # ---- 1. components that share one support ----
 
 @pytest.mark.parametrize("comp, support", [
@@ -119,7 +108,7 @@ def test_a_shared_support_is_the_components_own():
         is dist.Gamma(2.0, 1.0).support
 
 
-def test_the_potential_of_a_mixture_of_normals_is_exact(monkeypatch, f64):
+def test_the_potential_of_a_mixture_of_normals_is_exact(monkeypatch, float64):
     m = ppl.compile("""model M(y: real[N]) {
   a ~ Normal(0, 1)
   z ~ MixtureSameFamily(Categorical(probs=[0.3, 0.7]), Normal([a, a + 2], 1))
@@ -167,7 +156,7 @@ def test_overlapping_components_add_their_mass():
         d.log_prob(torch.tensor(3.5))  # outside the hull: still refused
 
 
-def test_a_latent_of_differing_supports_is_mapped_onto_the_hull(monkeypatch, f64):
+def test_a_latent_of_differing_supports_is_mapped_onto_the_hull(monkeypatch, float64):
     pot = _potential(ppl.compile(MIX_U), {"y": Y}, monkeypatch)
     a = 0.25
     for u, want in ((-2.0, math.log(0.3)), (1.5, math.log(0.7)), (0.0, None)):
@@ -203,7 +192,7 @@ BETA_UPPER = """model M(y: real[N]) {
 }"""
 
 
-def test_an_empty_set_from_a_latent_bound_is_density_zero(monkeypatch, f64):
+def test_an_empty_set_from_a_latent_bound_is_density_zero(monkeypatch, float64):
     m = ppl.compile(BETA_UPPER)
     pot = _potential(m, {"y": Y}, monkeypatch)
     assert pot(**{"a": -0.5, "z$unconstrained": 0.0}) == math.inf
@@ -249,7 +238,7 @@ def test_a_data_bound_that_misses_the_support_is_still_an_error():
 
 # ---- 4. positive_ordered: Stan's map z = cumsum(exp(u)) ----
 
-def test_positive_ordered_is_stans_cumsum_of_exp(monkeypatch, f64):
+def test_positive_ordered_is_stans_cumsum_of_exp(monkeypatch, float64):
     m = ppl.compile("""model M(y: real[N]) {
   mu: positive_ordered[3] ~ Normal(0, 2)
   y ~ Normal(mu, 1)
@@ -266,7 +255,7 @@ def test_positive_ordered_is_stans_cumsum_of_exp(monkeypatch, f64):
                           type(biject_to(rt.positive_ordered)))
 
 
-def test_a_guides_positive_ordered_draw_follows_the_same_map(f64):
+def test_a_guides_positive_ordered_draw_follows_the_same_map(float64):
     m = ppl.compile("""model M(y: real[N]) {
   mu: positive_ordered[2] ~ Normal(0, 2)
   y ~ Normal(mu[1], 1)
@@ -290,7 +279,7 @@ guide M {
 # ---- 5. GeneralizedPareto with a shape below -1: z rounds onto the upper end ----
 
 @pytest.mark.parametrize("xi, u", [(-1.5, 25.0), (-1.01, 37.0), (-0.5, 3.0), (0.3, -2.0)])
-def test_a_pareto_latent_is_logistic_on_the_real_line(monkeypatch, f64, xi, u):
+def test_a_pareto_latent_is_logistic_on_the_real_line(monkeypatch, float64, xi, u):
     m = ppl.compile(f"""model M(y: real[N]) {{
   z ~ GeneralizedPareto(0, 1, {xi})
   y ~ Normal(z, 1)
@@ -306,7 +295,7 @@ def test_a_pareto_latent_is_logistic_on_the_real_line(monkeypatch, f64, xi, u):
         assert got == pytest.approx(28.2935, abs=1e-4)  # was -inf (1.01, 37: NaN)
 
 
-def test_a_pareto_point_estimate_reads_its_density_in_closed_form(f64):
+def test_a_pareto_point_estimate_reads_its_density_in_closed_form(float64):
     # map's density leaves the Jacobian out: log p(t(u)) = -log(scale) - (1 + xi) s,
     # exact where z rounds onto the end (1 + xi y = exp(xi s) = 3e-17 below)
     fn = dist.GeneralizedPareto(torch.tensor(0.0), torch.tensor(2.0), torch.tensor(-23.4))

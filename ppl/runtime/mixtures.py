@@ -29,7 +29,7 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 
-from ppl.runtime.dependent_support import base_constraint
+from ppl.runtime.dependent_support import support_ends
 from ppl.runtime.errors import ArgumentError
 from ppl.runtime.functions import tensor
 
@@ -82,10 +82,6 @@ def MixtureSameFamily(mixture_distribution, component_distribution,  # noqa: N80
     return _Mixture(mix, comp, validate_args)
 
 
-def _ends(c):
-    return getattr(c, "lower_bound", None), getattr(c, "upper_bound", None)
-
-
 def _per_component(b) -> bool:
     """Whether a bound is a tensor with the components dim (one end per component)."""
     return torch.is_tensor(b) and b.dim() > 0
@@ -107,11 +103,11 @@ class _Mixture(dist.MixtureSameFamily):
         comp = self.component_distribution
         own = comp.support
         if isinstance(own, constraints.independent) or comp.event_shape:
-            lo, hi = _ends(base_constraint(own))
+            lo, hi = support_ends(own)
             if lo is None and hi is None:
                 return own  # vectors of reals
             return super().support
-        lo, hi = _ends(own)
+        lo, hi = support_ends(own)
         if not (_per_component(lo) or _per_component(hi)):
             return own
         hull = copy.copy(own)
@@ -132,7 +128,7 @@ class _Mixture(dist.MixtureSameFamily):
         finally:
             comp._validate_args = before
         own = comp.support
-        if not comp.event_shape and any(_per_component(b) for b in _ends(own)):
+        if not comp.event_shape and any(_per_component(b) for b in support_ends(own)):
             inside = own.check(x)
             lp = torch.where(inside, lp, torch.full_like(lp, -torch.inf))
         log_mix = torch.log_softmax(self.mixture_distribution.logits, dim=-1)
