@@ -362,6 +362,7 @@ def locate(exc: BaseException, pseudo: str | None = None) -> BdlError | None:
     module = "the generated Pyro" if hit[0].startswith("<") else hit[0].rsplit("/", 1)[-1]
     notes = [f"raised while running this statement ({what}, line {lineno} of {module})"
              ] if named is None else list(exc.notes)
+    notes += getattr(exc, "__notes__", [])  # what a fit tried first (ppl.infer.run._tried)
     site = at_site.group(1) if at_site is not None else getattr(ref, "name", None)
     support = support_message(original, site, model)
     if support is not None:  # the statement, the element and the support say it all

@@ -108,9 +108,12 @@ def plate_layout(trace) -> dict[str, tuple]:
 
 def site_layout(model, kwargs: dict) -> dict[str, tuple]:
     """:func:`plate_layout` of one run of ``model`` (on a forked random stream, so the
-    draws that follow are unchanged)."""
+    draws that follow are unchanged), at a draw where the model's distributions take
+    their arguments (``ppl.infer.run._prior_trace``)."""
+    from .run import _prior_trace
+
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
-        return plate_layout(poutine.trace(model).get_trace(**kwargs))
+        return plate_layout(_prior_trace(model, kwargs, 0))
 
 
 def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None,

@@ -407,8 +407,7 @@ def _mcmc(make_kernel, model, kwargs, opts, progress, method: str) -> Fit:
     scale; with such sites none may put the data inside the support (``th ~
     Exponential(0.1)``, ``y ~ Uniform(0, th)``, ``y = 8``: ``th`` in (e^-2, e^2)), and the
     chain then starts from draws from the prior instead (:func:`_run_chain`)."""
-    with pyro.validation_enabled(True):
-        tr = pyro.poutine.trace(model).get_trace(**kwargs)
+    tr = _prior_trace(model, kwargs, opts["seed"])
     checked = check_supports(model, kwargs, tr)
     bound = [name for name, site in tr.nodes.items() if site["type"] == "sample"
              and site["is_observed"] and name not in checked]
@@ -488,6 +487,83 @@ def _unread_flat(model, kwargs, trace) -> list[str]:
 
 
 NO_INIT = "cannot find valid initial params"
+
+# how many starts a fit tries where a start has density 0 (Stan's 100 initialisations)
+INIT_TRIES = 100
+
+
+class _LatentsAsLeaves(Messenger):
+    """Every floating-point latent's value becomes a leaf tensor that requires grad, so
+    that a distribution's argument computed from a latent is seen to follow it."""
+
+    def _pyro_post_sample(self, msg):
+        v = msg["value"]
+        if not msg["is_observed"] and isinstance(v, torch.Tensor) and v.is_floating_point():
+            msg["value"] = v.detach().requires_grad_()
+
+
+def _follows_latents(exc: BaseException) -> bool:
+    """Whether ``exc`` is a distribution refusing an argument that follows a latent or a
+    param: in torch's ``Distribution.__init__`` frame that refused it, the argument's
+    value or its constraint's bounds require grad (``Uniform(a, 1.0)`` at a draw ``a =
+    1.54``; ``Uniform(0.0, a)`` at ``a < 0``). That state has density 0, as in Stan; the
+    refusal of an argument from the data (``Normal(a, s)`` with ``s = -1``) is the
+    model's error."""
+    if not isinstance(exc, ValueError):
+        return False
+    while exc is not None:
+        tb = exc.__traceback__
+        while tb is not None:
+            loc = tb.tb_frame.f_locals
+            if tb.tb_frame.f_code.co_name == "__init__" and {"param", "value", "constraint"} \
+                    <= loc.keys() and isinstance(loc.get("self"),
+                                                 torch.distributions.Distribution):
+                value = loc["value"]
+                if (isinstance(value, torch.Tensor) and value.requires_grad) \
+                        or _holds_grad(loc["constraint"]):
+                    return True
+            tb = tb.tb_next
+        exc = exc.__cause__
+    return False
+
+
+def _refused_as_leaves(model, kwargs: dict) -> bool:
+    """Whether ``model``, run with its latents as leaves that require grad (the random
+    streams where the refused run's were), is refused an argument that follows them."""
+    try:
+        with pyro.validation_enabled(True), torch.enable_grad():
+            pyro.poutine.trace(_LatentsAsLeaves()(model)).get_trace(**kwargs)
+    except ValueError as marked:
+        return _follows_latents(marked)
+    return False
+
+
+def _prior_trace(model, kwargs: dict, seed: int):
+    """A validated prior trace of ``model`` (the fit's structure and its data checks).
+
+    A draw at which a distribution refuses an argument that follows the latents (``a ~
+    Normal(0, 1); y ~ Uniform(a, 1.0)`` at ``a = 1.54``) has density 0, not an error: the
+    model is traced again from other draws (seeded from ``seed``, up to
+    :data:`INIT_TRIES`). A refusal of data arguments is raised at once (the same draw
+    traced with the latents as leaves that require grad shows which it is)."""
+    first = None
+    for k in range(INIT_TRIES):
+        if k:
+            pyro.set_rng_seed(chain_seed(seed, k))
+        state = pyro.util.get_rng_state()
+        try:
+            with pyro.validation_enabled(True):
+                return pyro.poutine.trace(model).get_trace(**kwargs)
+        except ValueError as exc:
+            if first is None:
+                pyro.util.set_rng_state(state)
+                if not _refused_as_leaves(model, kwargs):
+                    raise
+                first = exc
+    first.add_note(f"the model was run at {INIT_TRIES} draws from the prior (seeded by the "
+                   "run's seed): at each a distribution refused an argument that follows "
+                   "the latents, a state of density 0")
+    raise first
 
 
 def _run_chain(make_kernel, model, kwargs, opts, seed: int, progress: bool, bound: list):
@@ -593,7 +669,7 @@ def _subsampled_plates(trace):
 
 
 def _autoguide(model, trace, guide_name: str, opts: dict, latents: list[str],
-               hidden: list[str]):
+               hidden: list[str], init_loc_fn=None):
     """The autoguide ``guide_name`` over the ``latents`` (of ``trace``) other than
     ``hidden`` (labels summed out by the ELBO).
 
@@ -604,6 +680,8 @@ def _autoguide(model, trace, guide_name: str, opts: dict, latents: list[str],
     an AutoNormal with per-plate parameters the latents local to a subsampled plate
     (correlations between the two groups are not modelled)."""
     kwargs = {"rank": opts["rank"]} if guide_name == "lowrank" and opts.get("rank") else {}
+    start = {} if init_loc_fn is None else {"init_loc_fn": init_loc_fn}  # a start again
+    kwargs.update(start)
     shown = poutine.block(model, hide=hidden) if hidden else model
     plates = _subsampled_plates(trace)
     if plates is None:
@@ -620,15 +698,14 @@ def _autoguide(model, trace, guide_name: str, opts: dict, latents: list[str],
     guide = autoguide.AutoGuideList(shown, create_plates=plates)
     if any(k not in local and k not in hidden for k in latents):
         guide.append(_GUIDES[guide_name](poutine.block(model, hide=hidden + local), **kwargs))
-    guide.append(autoguide.AutoNormal(poutine.block(model, expose=local)))
+    guide.append(autoguide.AutoNormal(poutine.block(model, expose=local), **start))
     return guide
 
 
 def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
     if guide_name == "delta":  # a point estimate: the mode in the constrained space
         model = _without_jacobian(model)
-    with pyro.validation_enabled(True):
-        trace = pyro.poutine.trace(model).get_trace(**kwargs)
+    trace = _prior_trace(model, kwargs, opts["seed"])
     checked = check_supports(model, kwargs, trace)
     follows = {name: _bound_by_param(site)  # supports that follow latents (or params)
                for name, site in trace.nodes.items()
@@ -639,6 +716,7 @@ def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
     if discrete:
         # summed out exactly (TraceEnum_ELBO); drawn from their posterior with the rest
         fit_model, elbo = svi_parts(model, trace, bool(opts.get("jit")), opts["particles"])
+    auto = False  # an autoguide, whose start is drawn again where it has density 0
     if len(discrete) == len(latents):
         guide = _empty_guide
     elif guide_name == "custom":
@@ -652,18 +730,22 @@ def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
                                        "and none was given to this fit")], "infer")
         check_guide_supports(model, guide, kwargs)  # where data or latents set them
     else:
+        auto = True
         guide = _autoguide(model, trace, guide_name, opts, latents, discrete)
     decay = opts.get("lr_decay", 1.0)
     lr_args = _lr_per_param(opts["lr"], opts.get("lr_scalars", 0.0))
-    if decay == 1.0:
-        optim = Adam(lr_args)
-    else:  # exponential schedule reaching lr * decay at the last step
+
+    def optimiser():
+        if decay == 1.0:
+            return Adam(lr_args)
+        # exponential schedule reaching lr * decay at the last step
         gamma = decay ** (1.0 / max(1, opts["steps"] - 1))
-        optim = ExponentialLR({"optimizer": torch.optim.Adam,
-                               "optim_args": lr_args, "gamma": gamma})
+        return ExponentialLR({"optimizer": torch.optim.Adam,
+                              "optim_args": lr_args, "gamma": gamma})
+
+    optim = optimiser()
     if elbo is None:
-        elbo = JitTrace_ELBO(num_particles=opts["particles"], ignore_jit_warnings=True) \
-            if opts.get("jit") else Trace_ELBO(num_particles=opts["particles"])
+        elbo = _elbo(opts)
     svi = SVI(fit_model, guide, optim, loss=elbo)
     losses = []
     from tqdm.auto import tqdm  # pyro's own dependency; MCMC's progress bar too
@@ -671,19 +753,45 @@ def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
     bar = tqdm(total=opts["steps"], desc=guide_name, disable=not progress, file=sys.stderr,
                mininterval=0.5)
     every = max(1, opts["steps"] // 100)
-    for step in range(opts["steps"]):
+    from ..syntax.diagnostics import BdlError
+
+    step, tries, first = 0, 1, None
+    while step < opts["steps"]:
         try:
             loss = _step(svi, kwargs, step, opts, method, follows)
-        except ValueError as e:
+        except (ValueError, BdlError) as e:
             if discrete and "share a common poutine.scale" in str(e):
                 raise _label_scale_error(discrete[0]) from None
-            raise
+            if step or not auto or not _zero_start(e):
+                raise
+            first = first or e
+            if tries == INIT_TRIES:
+                raise _tried(first, method) from None
+            # a start of density 0 (an argument or a set that follows the latents refused
+            # at the guide's first draw): drawn again, as Stan does, seeded from the seed
+            pyro.clear_param_store()
+            from ..runtime import reset_networks
+
+            reset_networks()
+            pyro.set_rng_seed(chain_seed(opts["seed"], tries))
+            tries += 1
+            if discrete:
+                fit_model, elbo = svi_parts(model, trace, bool(opts.get("jit")),
+                                            opts["particles"])
+            else:
+                elbo = _elbo(opts)
+            guide = _autoguide(model, trace, guide_name, opts, latents, discrete,
+                               init_to_uniform)
+            optim = optimiser()
+            svi = SVI(fit_model, guide, optim, loss=elbo)
+            continue
         if decay != 1.0:
             optim.step()
         losses.append(loss)
         if step % every == 0 or step == opts["steps"] - 1:
             bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
             bar.update(step + 1 - bar.n)
+        step += 1
     bar.close()
     n = opts["samples"]
     try:
@@ -704,6 +812,36 @@ def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
     f.guide = guide
     f.elbo = [-x for x in losses]
     return f
+
+
+def _elbo(opts: dict):
+    return JitTrace_ELBO(num_particles=opts["particles"], ignore_jit_warnings=True) \
+        if opts.get("jit") else Trace_ELBO(num_particles=opts["particles"])
+
+
+def _zero_start(exc: BaseException) -> bool:
+    """Whether the first step's error ``exc`` says the guide's start has density 0: an
+    infinite ELBO or a draw that leaves a support that follows the latents (the user
+    errors of :func:`_step`), or a distribution refusing an argument that follows them."""
+    from ..syntax.diagnostics import BdlError
+
+    return (isinstance(exc, BdlError) and getattr(exc, "not_a_bug", False)) \
+        or _follows_latents(exc)
+
+
+def _tried(exc: BaseException, method: str) -> BaseException:
+    """``exc``, the first start's error, with a note of the starts that were tried."""
+    from ..syntax.diagnostics import BdlError
+
+    note = (f"{method} tried {INIT_TRIES} starts (the guide's own, then points drawn "
+            "uniformly in (-2, 2) on the unconstrained scale, as Stan's, seeded by the "
+            "run's seed): at each the guide's first draw had density 0")
+    if isinstance(exc, BdlError):
+        exc.diagnostics[0].notes.append(note)
+        exc.args = (exc.render(),)
+    else:
+        exc.add_note(note)
+    return exc
 
 
 def _label_scale_error(label: str):

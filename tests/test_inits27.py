@@ -1,0 +1,128 @@
+"""A start of density 0 is drawn again, as Stan's (stop 27, IN).
+
+Stan draws a start uniformly in (-2, 2) on the unconstrained scale and retries up to 100
+times while the log density is not finite. Here a distribution whose arguments follow the
+latents and are invalid at a state (``y ~ Uniform(a, 1.0)`` at a draw ``a = 1.54``) gives
+that state density 0 under every method (the prior trace of the fit draws again), and
+``map``/``svi`` draw their guide's start again where its first draw has density 0 (``a ~
+Normal(0.5, 1); z: real<upper=a> ~ Beta(2, 2)`` at ``a < 0``). Arguments from the data are
+still the located error.
+"""
+
+import math
+
+import pytest
+import torch
+from pyro.ops.stats import effective_sample_size
+
+import ppl
+from ppl.infer.run import INIT_TRIES
+from ppl.syntax.diagnostics import BdlError
+
+UNIFORM = """model U(y: real) {
+  a ~ Normal(0, 1)
+  y ~ Uniform(a, 1.0)
+}"""
+
+BETA_UPPER = """model Z() {
+  a ~ Normal(0.5, 1)
+  z: real<upper=a> ~ Beta(2, 2)
+}"""
+
+
+def _posterior_mean_of_a() -> tuple[float, float]:
+    """Mean and sd of p(a | y = 0.5) ∝ phi(a) / (1 - a) on a < 0.5 (Uniform(a, 1)'s
+    density at y is 1 / (1 - a) where a <= y), by the midpoint rule on [-12, 0.5]
+    (phi(-12) ~ 1e-32): -0.21120 and 0.60074 (scipy's quad agrees to 1e-8)."""
+    n = 200_000
+    h = 12.5 / n
+    a = -12 + h * (torch.arange(n, dtype=torch.float64) + 0.5)
+    w = torch.exp(-a * a / 2) / (1 - a)
+    m = float((a * w).sum() / w.sum())
+    return m, math.sqrt(float((a * a * w).sum() / w.sum()) - m * m)
+
+
+def test_the_closed_form():
+    m, sd = _posterior_mean_of_a()
+    assert m == pytest.approx(-0.211195, abs=1e-5)
+    assert sd == pytest.approx(0.600745, abs=1e-5)
+
+
+def test_nuts_fits_an_argument_that_follows_a_latent():
+    # seed 0's prior trace drew a = 1.54 (Uniform's low > high): it stopped at once
+    fit = ppl.compile(UNIFORM).fit(
+        {"y": 0.5}, infer="nuts(samples=400, warmup=300, chains=1, seed=0)")
+    a = fit.samples["a"].reshape(-1).double()
+    assert bool((a <= 0.5).all())
+    m, sd = _posterior_mean_of_a()
+    ess = float(effective_sample_size(a.reshape(1, -1, 1), chain_dim=0, sample_dim=1))
+    assert ess > 20
+    assert abs(float(a.mean()) - m) < 4 * sd / math.sqrt(ess)
+
+
+def test_map_and_svi_start_where_an_argument_follows_a_latent():
+    m = ppl.compile(UNIFORM)
+    # the density phi(a) / (1 - a) rises all the way to a = 0.5: its mode is that bound,
+    # where the data leave Uniform(a, 1)'s support. Started (was the prior draw's
+    # refusal), map climbs to it and stops with the error that says so.
+    with pytest.raises(BdlError, match=r"map: at step \d+ of 200 the guide drew latents "
+                       "that put the observed 'y' outside its support"):
+        m.fit({"y": 0.5}, infer="map(steps=200, seed=0)")
+    a = float(m.fit({"y": 0.5}, infer="map(steps=20, seed=0)").samples["a"].reshape(-1)[0])
+    assert -0.5 < a < 0.5
+    fit = m.fit({"y": 0.5}, infer="svi(steps=10, seed=0, samples=200)")
+    assert bool((fit.samples["a"] < 1.0).all())
+
+
+@pytest.mark.parametrize("infer", ["map(steps=300, seed=0)",
+                                   "svi(steps=300, seed=0, guide=delta)"])
+def test_a_point_estimate_starts_again_where_a_latent_bound_empties_a_set(infer):
+    # the guide's own start (a at its prior's median 0.5 less 15 draws' noise; z's
+    # auxiliary at its median) put a below 0: "the ELBO became infinite at step 1"
+    m = ppl.compile(BETA_UPPER)
+    fit = m.fit({}, infer=infer)
+    a, z = float(fit.samples["a"].reshape(-1)[0]), float(fit.samples["z"].reshape(-1)[0])
+    # the joint mode: Beta(2, 2)'s at z = 0.5 and a's prior's at 0.5, with z < a: the
+    # supremum at a = z = 0.5, which 300 steps of lr 0.01 approach from above a
+    assert 0 < z < a
+    assert z == pytest.approx(0.5, abs=0.05) and a == pytest.approx(0.55, abs=0.1)
+    again = m.fit({}, infer=infer)  # the same seed, the same starts, the same fit
+    assert float(again.samples["a"].reshape(-1)[0]) == a
+
+
+def test_the_error_says_which_starts_were_tried():
+    m = ppl.compile("""model Z() {
+  a ~ Normal(0, 1)
+  b = a - 100
+  z: real<upper=b> ~ Beta(2, 2)
+}""")
+    with pytest.raises(BdlError) as e:
+        m.fit({}, infer="map(steps=5, seed=0)")
+    assert "map: the ELBO became infinite at step 1 of 5" in str(e.value)
+    assert f"map tried {INIT_TRIES} starts (the guide's own, then points drawn uniformly " \
+        "in (-2, 2)" in str(e.value)
+
+
+def test_a_prior_that_always_refuses_says_what_was_tried():
+    m = ppl.compile("""model U(y: real) {
+  a ~ Normal(0, 1)
+  y ~ Uniform(a + 20, 1.0)
+}""")
+    with pytest.raises(BdlError) as e:
+        m.fit({"y": 0.5}, infer="nuts(samples=5, warmup=5, chains=1, seed=0)")
+    assert "Uniform's low is" in str(e.value)
+    assert f"run at {INIT_TRIES} draws from the prior" in str(e.value)
+
+
+@pytest.mark.parametrize("infer", ["map(steps=5, seed=0)",
+                                   "nuts(samples=5, warmup=5, chains=1, seed=0)"])
+def test_a_data_argument_outside_its_constraint_is_still_the_located_error(infer):
+    m = ppl.compile("""model D(y: real, s: real) {
+  a ~ Normal(0, 1)
+  y ~ Normal(a, s)
+}""")
+    with pytest.raises(BdlError) as e:
+        m.fit({"y": 0.5, "s": -1.0}, infer=infer)
+    text = str(e.value)
+    assert "3:17: error: Normal's scale is -1; it must be numbers > 0" in text
+    assert "draws from the prior" not in text and "starts" not in text
