@@ -252,9 +252,10 @@ def _site_line(pseudo: str, site: str) -> int | None:
     return None
 
 
-def _parameter_failure(exc: BaseException):
+def _parameter_failure(exc: BaseException, written: bool = True):
     """The locals of torch's ``Distribution.__init__`` that refused a parameter (the
-    distribution, the parameter's name, constraint, value and which elements are valid)."""
+    distribution, the parameter's name, constraint, value and which elements are valid);
+    with ``written`` None where a distribution built inside the one written refused it."""
     import torch
 
     found, outer, tb = None, None, exc.__traceback__
@@ -266,7 +267,7 @@ def _parameter_failure(exc: BaseException):
             if {"param", "constraint", "valid", "value"} <= loc.keys():
                 found = loc
         tb = tb.tb_next
-    if found is not None and type(found["self"]) is not type(outer):
+    if written and found is not None and type(found["self"]) is not type(outer):
         # refused by a distribution built inside the one written (Beta's Dirichlet,
         # StudentT's Chi2, LogNormal's Normal): its names are not the user's
         return None

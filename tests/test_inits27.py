@@ -126,3 +126,18 @@ def test_a_data_argument_outside_its_constraint_is_still_the_located_error(infer
     text = str(e.value)
     assert "3:17: error: Normal's scale is -1; it must be numbers > 0" in text
     assert "draws from the prior" not in text and "starts" not in text
+
+
+def test_a_refused_param_start_is_the_located_error_at_once():
+    # a param requires grad as a latent's leaf does: it was taken for one that follows the
+    # latents (100 prior draws, then a note blaming them); its start is the model's error
+    m = ppl.compile("""model P(y: real) {
+  mu ~ Normal(0, 1)
+  param s: real = -1.0
+  y ~ Normal(mu, s)
+}""")
+    with pytest.raises(BdlError) as e:
+        m.fit({"y": 0.5}, infer="map(steps=5, seed=0)")
+    text = str(e.value)
+    assert "Normal's scale is -1; it must be numbers > 0" in text
+    assert "draws from the prior" not in text and "tried" not in text

@@ -494,7 +494,13 @@ INIT_TRIES = 100
 
 class _LatentsAsLeaves(Messenger):
     """Every floating-point latent's value becomes a leaf tensor that requires grad, so
-    that a distribution's argument computed from a latent is seen to follow it."""
+    that a distribution's argument computed from a latent is seen to follow it. A
+    ``param``'s value is detached: it requires grad too, and an argument from it
+    (``param s: real = -1.0; y ~ Normal(mu, s)``) is the model's error, not density 0."""
+
+    def _pyro_post_param(self, msg):
+        if isinstance(msg["value"], torch.Tensor):
+            msg["value"] = msg["value"].detach()
 
     def _pyro_post_sample(self, msg):
         v = msg["value"]
@@ -503,26 +509,23 @@ class _LatentsAsLeaves(Messenger):
 
 
 def _follows_latents(exc: BaseException) -> bool:
-    """Whether ``exc`` is a distribution refusing an argument that follows a latent or a
-    param: in torch's ``Distribution.__init__`` frame that refused it, the argument's
-    value or its constraint's bounds require grad (``Uniform(a, 1.0)`` at a draw ``a =
-    1.54``; ``Uniform(0.0, a)`` at ``a < 0``). That state has density 0, as in Stan; the
-    refusal of an argument from the data (``Normal(a, s)`` with ``s = -1``) is the
-    model's error."""
+    """Whether ``exc`` is a distribution refusing an argument that follows a latent (or,
+    in an SVI step, a param: :class:`_LatentsAsLeaves` detaches params): in torch's
+    ``Distribution.__init__`` frame that refused it (ppl.locate's ``_parameter_failure``),
+    the argument's value or its constraint's bounds require grad (``Uniform(a, 1.0)`` at
+    a draw ``a = 1.54``; ``Uniform(0.0, a)`` at ``a < 0``). That state has density 0, as
+    in Stan; the refusal of an argument from the data (``Normal(a, s)`` with ``s = -1``)
+    is the model's error."""
+    from ..locate import _parameter_failure
+
     if not isinstance(exc, ValueError):
         return False
     while exc is not None:
-        tb = exc.__traceback__
-        while tb is not None:
-            loc = tb.tb_frame.f_locals
-            if tb.tb_frame.f_code.co_name == "__init__" and {"param", "value", "constraint"} \
-                    <= loc.keys() and isinstance(loc.get("self"),
-                                                 torch.distributions.Distribution):
-                value = loc["value"]
-                if (isinstance(value, torch.Tensor) and value.requires_grad) \
-                        or _holds_grad(loc["constraint"]):
-                    return True
-            tb = tb.tb_next
+        loc = _parameter_failure(exc, written=False)
+        if loc is not None and ((isinstance(loc["value"], torch.Tensor)
+                                 and loc["value"].requires_grad)
+                                or _holds_grad(loc["constraint"])):
+            return True
         exc = exc.__cause__
     return False
 
@@ -555,11 +558,12 @@ def _prior_trace(model, kwargs: dict, seed: int):
             with pyro.validation_enabled(True):
                 return pyro.poutine.trace(model).get_trace(**kwargs)
         except ValueError as exc:
-            if first is None:
-                pyro.util.set_rng_state(state)
-                if not _refused_as_leaves(model, kwargs):
-                    raise
-                first = exc
+            # each draw's refusal is checked: another kind of error at a later draw is
+            # the model's own, raised at once
+            pyro.util.set_rng_state(state)
+            if not _refused_as_leaves(model, kwargs):
+                raise
+            first = first or exc
     first.add_note(f"the model was run at {INIT_TRIES} draws from the prior (seeded by the "
                    "run's seed): at each a distribution refused an argument that follows "
                    "the latents, a state of density 0")
