@@ -141,3 +141,16 @@ def test_a_refused_param_start_is_the_located_error_at_once():
     text = str(e.value)
     assert "Normal's scale is -1; it must be numbers > 0" in text
     assert "draws from the prior" not in text and "tried" not in text
+
+
+def test_an_infinite_elbo_from_the_data_is_raised_at_once():
+    # y = 1e20 in float32: Normal's log density of it is -inf at every start, no bound
+    # follows a latent: the error, without 100 starts and a note that blames them
+    m = ppl.compile("""model N(y: real) {
+  mu ~ Normal(0, 1)
+  y ~ Normal(mu, 1)
+}""")
+    with pytest.raises(BdlError) as e:
+        m.fit({"y": 1e20}, infer="map(steps=5, seed=0)")
+    assert "map: the ELBO became infinite at step 1 of 5" in str(e.value)
+    assert "tried" not in str(e.value)

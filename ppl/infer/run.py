@@ -766,7 +766,7 @@ def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
         except (ValueError, BdlError) as e:
             if discrete and "share a common poutine.scale" in str(e):
                 raise _label_scale_error(discrete[0]) from None
-            if step or not auto or not _zero_start(e):
+            if step or not auto or not _zero_start(e, model, kwargs):
                 raise
             first = first or e
             if tries == INIT_TRIES:
@@ -823,14 +823,47 @@ def _elbo(opts: dict):
         if opts.get("jit") else Trace_ELBO(num_particles=opts["particles"])
 
 
-def _zero_start(exc: BaseException) -> bool:
-    """Whether the first step's error ``exc`` says the guide's start has density 0: an
-    infinite ELBO or a draw that leaves a support that follows the latents (the user
-    errors of :func:`_step`), or a distribution refusing an argument that follows them."""
-    from ..syntax.diagnostics import BdlError
+def _zero_start(exc: BaseException, model, kwargs: dict) -> bool:
+    """Whether the first step's error ``exc`` says the guide's start has density 0: a
+    draw that leaves a support that follows the latents (:func:`_left_support`), a
+    distribution refusing an argument that follows them, or an infinite ELBO where a
+    latent's declared bound follows the latents (``z: real<upper=a> ~ Beta(2, 2)`` at
+    ``a < 0``). Any other error (an infinite ELBO from the data, ``y = 1e20`` in
+    float32) is raised at once: no start mends it."""
+    if getattr(exc, "zero_start", False) or _follows_latents(exc):
+        return True
+    return getattr(exc, "infinite", False) and _bounds_follow_latents(model, kwargs)
 
-    return (isinstance(exc, BdlError) and getattr(exc, "not_a_bug", False)) \
-        or _follows_latents(exc)
+
+def _bounds_follow_latents(model, kwargs: dict) -> bool:
+    """Whether a latent's declared bound follows the latents: its transform to the
+    unconstrained scale holds a tensor that requires grad when the latents are leaves
+    that do (:class:`_LatentsAsLeaves`). A model that cannot be traced so: True."""
+    from .rng import seeded
+
+    try:
+        with seeded(0), torch.enable_grad(), pyro.validation_enabled(False):
+            tr = pyro.poutine.trace(_LatentsAsLeaves()(model)).get_trace(**kwargs)
+    except Exception:  # noqa: BLE001 - cannot tell: a start may have density 0
+        return True
+    return any(t.requires_grad for name, site in tr.nodes.items()
+               if site["type"] == "sample" and not site["is_observed"]
+               for t in _transform_tensors(site["fn"]))
+
+
+def _transform_tensors(obj, depth: int = 0, inside: bool = False):
+    """The tensors held by the transforms of a distribution (through its wrappers)."""
+    from torch.distributions import Distribution, Transform
+
+    if isinstance(obj, torch.Tensor):
+        if inside:
+            yield obj
+    elif isinstance(obj, (list, tuple)):
+        for x in obj:
+            yield from _transform_tensors(x, depth + 1, inside)
+    elif depth < 8 and isinstance(obj, (Distribution, Transform)):
+        for x in vars(obj).values():
+            yield from _transform_tensors(x, depth + 1, inside or isinstance(obj, Transform))
 
 
 def _tried(exc: BaseException, method: str) -> BaseException:
@@ -886,8 +919,10 @@ def _step(svi, kwargs: dict, step: int, opts: dict, method: str,
                 raise
             raise _diverged(method, step, opts, _GUIDE_BROKE) from e
     if not math.isfinite(loss):
-        raise _diverged(method, step, opts,
+        err = _diverged(method, step, opts,
                         f"the ELBO became {'NaN' if math.isnan(loss) else 'infinite'}")
+        err.infinite = math.isinf(loss)  # a start of density 0, where a bound follows
+        raise err
     return loss
 
 
@@ -924,6 +959,7 @@ def _left_support(method: str, step: int, opts: dict, site: str, by_param: bool 
         notes=["the data are not at fault: a guide over the whole real line crosses the "
                "bound; sample with nuts, or declare the latent's bounds so that every "
                "value it may take keeps the data inside"])], "infer")
+    err.zero_start = True  # a start of density 0 where it is the first step
     err.not_a_bug = True  # the CLI saves no traceback
     return err
 
