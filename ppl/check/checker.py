@@ -1053,9 +1053,12 @@ class _ModelChecker(LabelLayout):
             else tuple(shape[len(self.plate_stack):])
         self._label_args(s, dty, own, info.constraint)
         found = self._dist_bound.get(id(s.dist))
-        if not dty.discrete and self.global_labels and found is not None and any(
-                self._reads_label(node) for node, _ in found[1].values()):
-            info.label_free = True  # its value without the label's dims (rt.LabelFree)
+        if not dty.discrete and found is not None and any(
+                self._reads_label(node) or (self.plate_stack and self.plate_labels & set(
+                    ast.names_read(node))) for node, _ in found[1].values()):
+            # its value without the label's dims (rt.LabelFree), whether the label was
+            # drawn outside plates or in the open ones (x ~ Normal(2 * z, 1) beside z)
+            info.label_free = True
         empty = next((d for d in (shape or ())[len(self.plate_stack):]
                       if sizes.compare(d, sizes.const(0)) == sizes.Relation.EQUAL), None)
         if empty is not None:
