@@ -163,6 +163,8 @@ def _support_words(c, at: tuple = (), shape=()) -> tuple[str, bool]:
         "HalfOpenInterval": (f"numbers in [{lo}, {hi})", False),
         "Real": ("numbers (not NaN)", False),
         "Simplex": ("vectors of numbers >= 0 that sum to 1", False),
+        "OrderedVector": ("vectors whose entries increase", False),
+        "PositiveOrderedVector": ("vectors of numbers > 0 whose entries increase", False),
         "Multinomial": (f"vectors of counts >= 0 that sum to at most {hi}", True),
         "PositiveDefinite": ("symmetric positive-definite matrices", False),
         "LowerCholesky": ("lower-triangular matrices with a positive diagonal", False),
@@ -367,7 +369,9 @@ def locate(exc: BaseException, pseudo: str | None = None) -> BdlError | None:
     site = at_site.group(1) if at_site is not None else getattr(ref, "name", None)
     support = support_message(original, site, model)
     if support is not None:  # the statement, the element and the support say it all
-        err = BdlError([Diagnostic(support, span)], filename, text)
+        # with what a fit tried first (its notes), as in the other messages
+        err = BdlError([Diagnostic(support, span, notes=getattr(exc, "__notes__", []))],
+                       filename, text)
         err.not_a_bug = True  # the data is at fault: the CLI saves no traceback
         return err
     message = bounded(parameter_message(original) or str(original))

@@ -154,3 +154,30 @@ def test_an_infinite_elbo_from_the_data_is_raised_at_once():
         m.fit({"y": 1e20}, infer="map(steps=5, seed=0)")
     assert "map: the ELBO became infinite at step 1 of 5" in str(e.value)
     assert "tried" not in str(e.value)
+
+
+def test_a_support_message_keeps_the_notes_of_what_was_tried(monkeypatch):
+    # a refusal that renders as a support message ('y' element 1 is -2; Poisson is over
+    # ...) dropped the exception's notes (a fit's "tried 100 ..."): kept as the others'
+    from ppl.infer import run
+
+    check = run.check_supports
+
+    def noted(*args, **kwargs):  # the fit's data check, which refuses y
+        try:
+            return check(*args, **kwargs)
+        except ValueError as exc:
+            exc.add_note("tried 7 things first")
+            raise
+
+    monkeypatch.setattr(run, "check_supports", noted)
+    m = ppl.compile("""model P(y: int[N]) {
+  lam ~ HalfNormal(5)
+  y ~ Poisson(lam)
+}""", "m.bdl")
+    with pytest.raises(BdlError) as e:
+        m.fit({"y": [1, -2, 3]}, infer="svi(steps=1, seed=0)")
+    text = e.value.render()
+    assert text.split("\n")[0] == "m.bdl:3:3: error: 'y' element 1 is -2; Poisson is over " \
+        "integers >= 0"
+    assert "note: tried 7 things first" in text
