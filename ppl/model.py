@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from . import locate
-from .infer.methods import point_estimate, seed_problem
+from .infer.methods import number_text, point_estimate, seed_problem
 from .pipeline import Compiled, compile_source
 from .syntax.diagnostics import BdlError, Diagnostic, Span
 
@@ -342,7 +342,28 @@ class Model:
                                self.bdl_source)
             conditioned = pyro.poutine.condition(model, data=values)
             tr = pyro.poutine.trace(conditioned).get_trace(**kwargs)
+            outside = [_outside_declared(k, tr.nodes[k]["fn"], values[k]) for k in values
+                       if k in tr.nodes]
+            outside = [o for o in outside if o]
+            if outside:  # a declared set the samplers never leave (Restricted is unvalidated)
+                raise BdlError([Diagnostic(f"log_density: {o}") for o in outside],
+                               self.filename, self.bdl_source)
             return float(tr.log_prob_sum())
+
+
+def _outside_declared(name: str, fn, value) -> str | None:
+    """Why ``value`` of latent ``name`` lies outside the declared set of its site ``fn``
+    (``c: ordered[3]`` at [2, 1, 3], ``s: real<lower=0>`` at -1), or None: such a site
+    (``rt.Restricted``) is not validated by torch, so its density would be finite there."""
+    from .runtime import Restricted
+
+    if not isinstance(fn, Restricted) or fn._empty is not None:
+        return None  # a set that bounds following latents left empty: density 0 there
+    ok = fn.support.check(value)
+    if bool(ok.all()):
+        return None
+    words, _ = locate._support_words(fn.support)
+    return f"'{name}' is {number_text(value.detach())}, outside its declared set ({words})"
 
 
 def check_type(value, types, where: str, name: str, expected: str) -> None:

@@ -308,3 +308,26 @@ def test_a_pareto_point_estimate_reads_its_density_in_closed_form(float64):
     uv = torch.tensor([1.4, -0.5])
     want = sum(-math.log1p(math.exp(-x)) - math.log1p(math.exp(x)) for x in (1.4, -0.5))
     assert float(unconstrained(fv).log_prob(uv)) == pytest.approx(want, abs=1e-9)
+
+
+@pytest.mark.parametrize("declared, value, words", [
+    ("c: ordered[3] ~ Normal(0, 2)", [2.0, 1.0, 3.0], "(vectors whose entries increase)"),
+    ("c: positive_ordered[3] ~ Normal(0, 2)", [2.0, 1.0, 3.0],
+     "(vectors of numbers > 0 whose entries increase)"),
+    ("c: real<lower=0> ~ Normal(0, 2)", -1.0, "(numbers > 0)"),
+    ("c: real<lower=0, upper=1>[2] ~ Normal(0, 2)", [0.5, 1.5], "(numbers in [0, 1])"),
+])
+def test_log_density_refuses_a_value_outside_its_declared_set(declared, value, words):
+    """A declared set is not validated by torch (rt.Restricted), so log_density gave a
+    finite number at c = [2, 1, 3] for an ordered c (-22.63) or -1 for a positive one;
+    inside the set it is the density as before: N(c; 0, 2) summed plus N(0.5; sum c, 1)."""
+    m = ppl.compile(f"model M(y: real) {{ {declared}; y ~ Normal(sum(c), 1) }}")
+    with pytest.raises(ppl.BdlError) as e:
+        m.log_density({"c": value}, {"y": 0.5})
+    assert "outside its declared set " + words in str(e.value)
+    good = [1.0, 2.0, 3.0] if "ordered" in declared else (1.0 if "[2]" not in declared
+                                                           else [0.5, 0.25])
+    c = torch.as_tensor(good, dtype=torch.float64)
+    want = float(torch.distributions.Normal(0.0, 2.0).log_prob(c).sum()
+                 + torch.distributions.Normal(c.sum(), 1.0).log_prob(torch.tensor(0.5)))
+    assert float(m.log_density({"c": good}, {"y": 0.5})) == pytest.approx(want, rel=1e-6)
