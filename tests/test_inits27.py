@@ -200,3 +200,21 @@ def test_a_support_message_keeps_the_notes_of_what_was_tried(monkeypatch):
     assert text.split("\n")[0] == "m.bdl:3:3: error: 'y' element 1 is -2; Poisson is over " \
         "integers >= 0"
     assert "note: tried 7 things first" in text
+
+
+def test_site_layout_leaves_every_random_stream_as_it_was():
+    # seed 0's first draw is refused (a = 1.54): the redraws reseed torch, numpy and
+    # random; only torch's stream was restored after
+    import random
+
+    import numpy as np
+
+    from ppl.infer.draws import site_layout
+
+    model = ppl.compile(UNIFORM).pyro_model
+    pyro.set_rng_seed(0)
+    states = torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+    assert site_layout(model, {"y": torch.tensor(0.5)}) == {}
+    assert torch.equal(torch.get_rng_state(), states[0])
+    assert (np.random.get_state()[1] == states[1]).all()
+    assert random.getstate() == states[2]

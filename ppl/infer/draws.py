@@ -107,12 +107,14 @@ def plate_layout(trace) -> dict[str, tuple]:
 
 
 def site_layout(model, kwargs: dict) -> dict[str, tuple]:
-    """:func:`plate_layout` of one run of ``model`` (on a forked random stream, so the
-    draws that follow are unchanged), at a draw where the model's distributions take
-    their arguments (``ppl.infer.run._prior_trace``)."""
+    """:func:`plate_layout` of one run of ``model`` (seeded 0, with torch's, numpy's and
+    ``random``'s streams restored after, so the draws that follow are unchanged: the
+    redraws reseed all three), at a draw where the model's distributions take their
+    arguments (``ppl.infer.run._prior_trace``)."""
+    from .rng import seeded
     from .run import _prior_trace
 
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+    with torch.no_grad(), seeded(0):
         return plate_layout(_prior_trace(model, kwargs, 0))
 
 
