@@ -163,21 +163,17 @@ def _json(p: Path, text: str) -> dict:
     # number is the whole value walked for its place (a walk doubles the time to read)
     met: list = []
 
-    def float_of(t: str) -> float:
-        value = _float(t)
-        if isinstance(value, _Overflow):
-            met.append(value)
-        return value
-
-    def int_of(t: str) -> int:
-        value = int(t)
-        if not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
-            met.append(value)
-        return value
+    def noted(parse):
+        def read(t: str):
+            value = parse(t)
+            if number_problem(value):
+                met.append(value)
+            return value
+        return read
 
     try:
-        data = json.loads(text, object_pairs_hook=_object, parse_float=float_of,
-                          parse_int=int_of)
+        data = json.loads(text, object_pairs_hook=_object, parse_float=noted(_float),
+                          parse_int=noted(int))
     except json.JSONDecodeError as e:
         raise DataError(f"{p}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
     except _DuplicateKey as e:

@@ -19,7 +19,7 @@ import sympy
 import torch
 
 from ..check.sizes import shown
-from ..io.data import INT64_RANGE
+from ..io.data import INT64_RANGE, number_problem
 from ..syntax.diagnostics import BdlError, Diagnostic, Span
 
 
@@ -137,8 +137,8 @@ def _to_tensor(spec: ArgSpec, value, dtype, device) -> torch.Tensor:
 def _has_big_int(value) -> bool:
     """Whether a (nested) list holds a Python int beyond int64 (numpy then makes an object
     array, which would otherwise read as ragged)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return not INT64_RANGE[0] <= value <= INT64_RANGE[1]
+    if isinstance(value, int):
+        return number_problem(value) is not None  # the data reader's int64 test
     return isinstance(value, (list, tuple)) and any(_has_big_int(v) for v in value)
 
 
