@@ -376,7 +376,7 @@ def test_a_function_that_mixes_elements_reads_the_whole_value_then_is_cut():
     """cumsum(x), softmax(f) read element by element in a subsampled plate: the whole
     value's running sum (softmax), cut to the minibatch (was cumsum of the minibatch
     alone); softmax(X)[1] stays row by row and softmax(sum(f) * w)[0] whole. (X[:, 0] is
-    the whole column, one vector for the plate: tests/test_plates26b.py.)"""
+    the whole column, one vector for the plate: tests/test_plate_whole_reads.py.)"""
     m = ppl.compile("""
 model S(N: int, x: real[N], X: real[N, K], w: real[K], y: real[N]) {
   f: real[N] ~ Normal(0, 1)

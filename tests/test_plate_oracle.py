@@ -112,7 +112,7 @@ CASES = [
              B("+", B("*", V("n"), L(0.5)), Ix("x", [("s",)])),
              B("+", po.Call("softplus", Ix("u", [("i", "m")])), L(0.5))],
              ("M", "N", "N"))])])), id="outer-m-inner-n-normal-args-sizes"),
-    # fixed at stop 27 by PF2 (tests/test_plates27b.py has each against its hand density):
+    # fixed (tests/test_plate_oracle_findings.py has each against its hand density):
     # w1 = u[:] of the outer plate n read in plate m is each element's own vector, not
     # paired with plate m's elements (seed 8943; the density was 0.0)
     pytest.param(_program(P("n", "N", [po.Let("w1", Ix("u", [("s",)])), P("m", "M", [po.Factor(

@@ -1,4 +1,4 @@
-"""Plate leftovers of stop 25: a row read by the outer plate's index under subsampled
+"""Nested and subsampled plate reads: a row read by the outer plate's index under subsampled
 plates, an entry of an outer plate's row read by the inner plate's index, latents
 declared without the plate's size, a factor of an outer plate's value in nested plates,
 one error per mistake, and sizes printed with spaces.

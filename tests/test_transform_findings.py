@@ -1,4 +1,4 @@
-"""Transform findings of stop 27 (helper TJ's exact check of NUTS's potential against
+"""Transform findings of an exact check of NUTS's potential against
 ``-log p(T(u)) - log|J_T(u)|``), each tested against a hand-computed value:
 
 1. A latent ``MixtureSameFamily`` whose components share one support (real, positive,

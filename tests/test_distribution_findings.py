@@ -1,4 +1,4 @@
-"""Distribution-oracle findings of stop 27 (helper DO's fuzz against scipy), each checked
+"""Distribution findings of a fuzz against scipy, each checked
 against the scipy or hand-computed value:
 
 1. ``log_density`` reads its inputs only: a site whose parameters or support follow a

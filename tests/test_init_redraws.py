@@ -1,4 +1,4 @@
-"""A start of density 0 is drawn again, as Stan's (stop 27, IN).
+"""A start of density 0 is drawn again, as Stan's.
 
 Stan draws a start uniformly in (-2, 2) on the unconstrained scale and retries up to 100
 times while the log density is not finite. Here a distribution whose arguments follow the

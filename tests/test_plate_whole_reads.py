@@ -1,4 +1,4 @@
-"""Plate densities of stop 26 found by the oracle fuzz (Stan's loop meaning), each against
+"""Plate densities found by the oracle fuzz (Stan's loop meaning), each against
 the sum written out by hand: an explicit ``[:]`` over a plate-sized dim reads the whole
 dim; an index of plate-sized data that is the same for every element (``xm[1]``,
 ``A[0]``) is one vector for the whole plate, also where it meets a per-element value; a

@@ -1,4 +1,4 @@
-"""Plate densities of stop 27 found by the oracle fuzz (Stan's loop meaning), each against
+"""Plate densities found by the oracle fuzz (Stan's loop meaning), each against
 the sum written out by hand: a distribution's arguments are compared for size after each
 has been widened to the site's per-element shape, so an inner plate's vector and an outer
 plate's number meet as in Stan's nested loop.

@@ -1,4 +1,4 @@
-"""Plate programs the plate oracle (tests/plate_oracle.py) found silently wrong at stop 27,
+"""Plate programs the plate oracle (tests/plate_oracle.py) found silently wrong,
 each against its density written by hand as Stan's loops (docs/language.md "Plates"): a
 value of an outer plate or an outer plate's row meeting an inner plate's number, a
 per-element condition meeting a vector computed in the plate, logsumexp of a number, and

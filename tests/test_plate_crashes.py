@@ -1,4 +1,4 @@
-"""Crashes the plate fuzz found (stop 26), each checked against the density written out
+"""Crashes the plate fuzz found, each checked against the density written out
 by hand (numpy/scipy): a value of the data alone computed from a plate's value after the
 plate (it was hoisted into the transformed data, before the plate ran: NameError), a
 ``where`` whose condition is a Python bool (torch's "got (bool, Tensor, Tensor)"),

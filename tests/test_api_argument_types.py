@@ -1,4 +1,4 @@
-"""The API findings of the stop-27 fuzz (helper CL; fixed by CX). One rule
+"""Python API argument checks. One rule
 (docs/language.md, "Python API"): an argument of the wrong Python type (the source text,
 the data dict or its keys, the infer spec, a path, log_density's values) is a TypeError
 naming the argument and the type expected; a value of the right type that is wrong (an

@@ -1,4 +1,4 @@
-"""The CLI and data-file findings of the stop-27 fuzz (helper CL; fixed by CX): every one a
+"""Bad CLI and data-file input: every one a
 clear error naming the file (and key, cell or option), exit status 1, no traceback and no
 "internal error" — integers beyond int64 and numbers that overflow a float in data files,
 a CSV family with a huge gap, a duplicate JSON key, JSON nested too deeply, a header
