@@ -142,12 +142,17 @@ def _bound_at(b, at: tuple, shape) -> str:
     return number_text(b)
 
 
-def _support_words(c, at: tuple = (), shape=()) -> tuple[str, bool]:
-    """A torch constraint in words (``integers >= 0``), and whether it holds integers; a
-    bound that differs by element is given at the bad element ``at``."""
+def support_words(c, at: tuple = (), shape=()) -> tuple[str, bool]:
+    """A torch constraint ``c`` (a distribution's support, a parameter's constraint, a
+    declared set) in words, ``integers >= 0``, and whether it holds integers: the one
+    wording of a runtime set in located errors (an observed value or a parameter outside
+    it, a latent outside its declared set, sets that do not meet). A bound that differs by
+    element is given at the bad element ``at`` of an array of ``shape``; an unknown
+    constraint is its repr. (The checker words its support keys, not torch constraints:
+    ``ppl.check.guides``.)"""
     name = type(c).__name__.lstrip("_")
     if name == "IndependentConstraint":
-        return _support_words(c.base_constraint, at, shape)
+        return support_words(c.base_constraint, at, shape)
     bound = {k: _bound_at(getattr(c, k), at, shape)
              for k in ("lower_bound", "upper_bound") if hasattr(c, k)}
     lo, hi = bound.get("lower_bound"), bound.get("upper_bound")
@@ -223,7 +228,7 @@ def support_message(exc: BaseException, site: str | None, model=None) -> str | N
         what += f" element {number_text(index[0] if len(index) == 1 else index)}" if index else ""
     else:
         shown = value
-    words, integers = _support_words(loc.get("support"), at, valid.shape)
+    words, integers = support_words(loc.get("support"), at, valid.shape)
     msg = f"{what} is {number_text(shown.detach())}; {type(dist).__name__} is over {words}"
     fractional = bool((shown.detach() % 1 != 0).any())
     typ = _declared(model, site) if integers and fractional and site else None
@@ -299,7 +304,7 @@ def parameter_message(exc: BaseException) -> str | None:
         shown = value[at]
     else:
         shown = value
-    words, _ = _support_words(loc.get("constraint"), at, valid.shape)
+    words, _ = support_words(loc.get("constraint"), at, valid.shape)
     return (f"{type(dist).__name__}'s {loc['param']}{where} is "
             f"{number_text(shown.detach())}; it must be {words}")
 

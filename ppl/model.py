@@ -362,7 +362,7 @@ def _outside_declared(name: str, fn, value) -> str | None:
     ok = fn.support.check(value)
     if bool(ok.all()):
         return None
-    words, _ = locate._support_words(fn.support)
+    words, _ = locate.support_words(fn.support)
     return f"'{name}' is {number_text(value.detach())}, outside its declared set ({words})"
 
 

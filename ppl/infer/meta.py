@@ -203,7 +203,7 @@ def _check_likelihood(model, kwargs: dict, name: str, theta, episode: dict, epis
     site's statement (was a torch error from deep in meta-training: exit 3)."""
     import pyro
 
-    from ..locate import SiteError, _support_words
+    from ..locate import SiteError, support_words
 
     th = theta.detach().clone().requires_grad_(True)
     kw = {**kwargs, **episode}
@@ -231,7 +231,7 @@ def _check_likelihood(model, kwargs: dict, name: str, theta, episode: dict, epis
         if not bool(inside.all()):
             bad = (~inside).nonzero()
             at = tuple(bad[0].tolist()) if inside.dim() else ()
-            words = _support_words(support, at, inside.shape)[0]
+            words = support_words(support, at, inside.shape)[0]
             raise SiteError(f"episodes '{episodes}' give {site} = "
                             f"{number_text(value[at].detach())} (point {at[0] if at else 0} "
                             f"of the first training episode), outside {family}'s support "

@@ -398,7 +398,7 @@ def _check_meets(declared, base, met):
     Bounds that follow a latent a sampler moves (they require grad) are not refused: a
     proposal there is rejected by its density. Returns (the empty elements, the message),
     (None, None) where the sets meet, for :class:`Restricted` to raise."""
-    from ..locate import _support_words
+    from ..locate import support_words
 
     lo, hi = getattr(met, "lower_bound", None), getattr(met, "upper_bound", None)
     if lo is None or hi is None:
@@ -418,8 +418,8 @@ def _check_meets(declared, base, met):
     if hasattr(inner, "base") and name == "Truncated":
         name = f"Truncated {type(inner.base).__name__}"
     shape = empty.shape
-    mine = _support_words(declared, at, shape)[0]
-    theirs = _support_words(base.support, at, shape)[0]
+    mine = support_words(declared, at, shape)[0]
+    theirs = support_words(base.support, at, shape)[0]
     return empty, (f"the declared set of this latent{where}, {mine}, and {name}'s support, "
                    f"{theirs}, have no value in common: declare bounds that meet the "
                    "support, or change the distribution's")
