@@ -153,9 +153,9 @@ def support_words(c, at: tuple = (), shape=()) -> tuple[str, bool]:
     name = type(c).__name__.lstrip("_")
     if name == "IndependentConstraint":
         return support_words(c.base_constraint, at, shape)
-    bound = {k: _bound_at(getattr(c, k), at, shape)
-             for k in ("lower_bound", "upper_bound") if hasattr(c, k)}
-    lo, hi = bound.get("lower_bound"), bound.get("upper_bound")
+    from .runtime.dependent_support import support_ends
+
+    lo, hi = (None if e is None else _bound_at(e, at, shape) for e in support_ends(c))
     words = {
         "Boolean": ("0 or 1", True),
         "IntegerGreaterThan": (f"integers >= {lo}", True),

@@ -35,6 +35,7 @@ import torch
 
 from ..constructs.niw_meta import META_OPTIONS
 from ..runtime import niw_meta as rtn
+from ..runtime.dependent_support import support_ends
 from .meta_eval import evaluate, meta_train
 from .meta_tasks import ModelTask
 from .meta_trainers import NIW, split
@@ -217,11 +218,9 @@ def _check_likelihood(model, kwargs: dict, name: str, theta, episode: dict, epis
         fn = ModelTask._pointwise(node["fn"])
         family = type(fn).__name__
         support = fn.support
-        bounds = [getattr(support, k, None) for k in ("lower_bound", "upper_bound")]
-        while hasattr(support, "base_constraint"):
+        while hasattr(support, "base_constraint"):  # independent, a mixture's: its elements'
             support = support.base_constraint
-            bounds += [getattr(support, k, None) for k in ("lower_bound", "upper_bound")]
-        if any(isinstance(b, torch.Tensor) and b.requires_grad for b in bounds):
+        if any(isinstance(b, torch.Tensor) and b.requires_grad for b in support_ends(support)):
             raise SiteError(f"infer meta: the support of {family} for '{site}' follows the "
                             "weights, so an episode value may fall outside it", site,
                             [LIKELIHOODS])

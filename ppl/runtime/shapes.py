@@ -10,6 +10,8 @@ from pyro.distributions.transforms import CholeskyTransform
 from torch.distributions import biject_to
 from torch.distributions.transforms import ComposeTransform, Transform
 
+from .dependent_support import base_constraint, support_ends
+
 
 def event(d, shape) -> TorchDistribution:
     """Make the per-plate-element shape ``shape`` the event of ``d``.
@@ -325,7 +327,8 @@ class Restricted(TorchDistribution):
         c = self._constraint
         if self._empty is not None:  # no value to draw: a point of the bounds' span, at
             # density 0, which a fit's initialisation rejects and draws again
-            return ((c.lower_bound + c.upper_bound) / 2 + torch.zeros_like(x)).detach()
+            lo, hi = support_ends(c)
+            return ((lo + hi) / 2 + torch.zeros_like(x)).detach()
         if c is constraints.ordered_vector:
             return x.sort(dim=-1).values
         if isinstance(c, type(constraints.positive_ordered_vector)):
@@ -351,8 +354,6 @@ class Restricted(TorchDistribution):
 
 def _inside(support):
     """A point of an interval support (its middle, or 1 inside its one end)."""
-    from .dependent_support import support_ends
-
     lo, hi = support_ends(support)
     if lo is not None and hi is not None:
         return (torch.as_tensor(lo) + hi) / 2
@@ -366,19 +367,17 @@ def _within(c, support):
     maps onto the set where the prior has mass, instead of proposing values it excludes.
     ``c`` itself when the support narrows nothing."""
     tc = torch.distributions.constraints
-    while isinstance(support, tc.independent):
-        support = support.base_constraint
+    support = base_constraint(support)
     bounded = (tc._GreaterThan, tc._GreaterThanEq, tc._LessThan, tc._Interval,
                tc._HalfOpenInterval)
     if not isinstance(c, bounded) or not isinstance(support, bounded):
         return c
 
-    def get(x, name):
-        v = getattr(x, name, None)
-        return None if v is None else torch.as_tensor(v, dtype=torch.get_default_dtype())
+    def ends(x):
+        return [None if v is None else torch.as_tensor(v, dtype=torch.get_default_dtype())
+                for v in support_ends(x)]
 
-    lo, hi = get(c, "lower_bound"), get(c, "upper_bound")
-    s_lo, s_hi = get(support, "lower_bound"), get(support, "upper_bound")
+    (lo, hi), (s_lo, s_hi) = ends(c), ends(support)
     narrower = False
     if s_lo is not None and (lo is None or bool((s_lo > lo).any())):
         lo, narrower = s_lo if lo is None else torch.maximum(lo, s_lo), True
@@ -400,7 +399,7 @@ def _check_meets(declared, base, met):
     (None, None) where the sets meet, for :class:`Restricted` to raise."""
     from ..locate import support_words
 
-    lo, hi = getattr(met, "lower_bound", None), getattr(met, "upper_bound", None)
+    lo, hi = support_ends(met)
     if lo is None or hi is None:
         return None, None
     lo, hi = (torch.as_tensor(b, dtype=torch.get_default_dtype()) for b in (lo, hi))
@@ -441,7 +440,7 @@ def _bounded_draw(base, c, sample_shape):
     if d.event_shape:
         return None
     shape = torch.Size(sample_shape) + d.batch_shape
-    lo, hi = getattr(c, "lower_bound", None), getattr(c, "upper_bound", None)
+    lo, hi = support_ends(c)
     try:
         # in float64, so that a bound 5 to 8 scales out still has a CDF short of 1
         dtype, device = torch.float64, d.mean.device
