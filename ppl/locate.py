@@ -178,15 +178,24 @@ def support_words(c, at: tuple = (), shape=()) -> tuple[str, bool]:
     return words.get(name, (repr(c), False))
 
 
+def _locals_in(exc: BaseException, function: str):
+    """The locals of each frame of ``exc``'s traceback that runs a function named
+    ``function``, outermost first (what the torch check that raised it had in hand);
+    :func:`_frame_locals` finds a generated module's frame by its file."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == function:
+            yield tb.tb_frame.f_locals
+        tb = tb.tb_next
+
+
 def _support_failure(exc: BaseException):
     """The locals of torch's ``Distribution._validate_sample`` that raised ``exc`` (the
     distribution, its support, the value and which elements are valid), or None."""
-    found, tb = None, exc.__traceback__
-    while tb is not None:
-        loc = tb.tb_frame.f_locals
-        if tb.tb_frame.f_code.co_name == "_validate_sample" and "valid" in loc:
+    found = None
+    for loc in _locals_in(exc, "_validate_sample"):
+        if "valid" in loc:
             found = loc
-        tb = tb.tb_next
     return found
 
 
@@ -265,15 +274,12 @@ def _parameter_failure(exc: BaseException, written: bool = True):
     with ``written`` None where a distribution built inside the one written refused it."""
     import torch
 
-    found, outer, tb = None, None, exc.__traceback__
-    while tb is not None:
-        loc = tb.tb_frame.f_locals
-        if tb.tb_frame.f_code.co_name == "__init__" and isinstance(
-                loc.get("self"), torch.distributions.Distribution):
+    found, outer = None, None
+    for loc in _locals_in(exc, "__init__"):
+        if isinstance(loc.get("self"), torch.distributions.Distribution):
             outer = outer or loc["self"]
             if {"param", "constraint", "valid", "value"} <= loc.keys():
                 found = loc
-        tb = tb.tb_next
     if written and found is not None and type(found["self"]) is not type(outer):
         # refused by a distribution built inside the one written (Beta's Dirichlet,
         # StudentT's Chi2, LogNormal's Normal): its names are not the user's
