@@ -22,7 +22,12 @@ running the plates as Stan's loops, one element at a time, following docs/langua
   `sum(xm, dim=0)` over N), then cut to the element where the plate dims are left
   (`sum(x2, dim=1)`, `logsumexp(x2)` are row n's); a reduction of anything else (an
   indexed read, an expression, a value of the plate) is of the element's own value
-  (`sum(x2[n])`, `sum(x2 * v)` are row n's).
+  (`sum(x2[n])`, `sum(x2 * v)` are row n's). Two readings here have a second Stan
+  reading (the bare name as the whole vector), which BDL refuses with a located error
+  spelling both, so the oracle's number is not compared: a bare name meeting an outer
+  plate's row of its size (`u * xm[n]` under plates n, m), and `logsumexp` (or a
+  `dim=-1`) of one number per element that reads a bare name (`logsumexp(u - 0.5)` in
+  plate m).
 - Values drawn or computed in an open plate are each element's own (`w = x2[n]`; `w[0]`
   is its entry 0, `sum(w)` its sum). `w[n]` of such a value in its own plate n is `w`
   itself in BDL (a plate's own elements), not Stan's entry n: the generator does not

@@ -285,6 +285,9 @@ def test_a_reduction_of_an_expression_of_plate_rows_is_one_per_row(nested):
                                                          (x.exp() * w + 1).mean(1)),
                       ("sum(x[i, :] * w)", (x * w).sum(1)), ("sum(w)", w.sum())):
         if nested:
+            # w alone in plate j is w[j]: the whole vector paired with row i is w[:] (the
+            # bare w meeting the row is the located error of tests/test_plate_nested_reads)
+            read = read.replace("* w)", "* w[:])").replace("* w +", "* w[:] +")
             body = (f"  plate i in N {{\n    plate j in M {{\n      z ~ Normal(mu + {read}, 1)"
                     "\n    }\n  }\n")
             zz, loc = z, torch.as_tensor(loc).reshape(-1, 1).expand(2, 3)

@@ -55,15 +55,16 @@ model M(x2: real[I, J], v: real[J], y: real[I, J]) {{
 """
 X2, V, Y = _t(3, 4), _t(4, seed=1), _t(3, 4, seed=2)
 ROWS = [("sum(x2[i, :])", X2.sum(1)), ("mean(x2[i])", X2.mean(1)),
-        ("x2[i, :] @ v", X2 @ V), ("sum(x2[i, :] * v)", X2 @ V)]
+        ("x2[i, :] @ v", X2 @ V), ("sum(x2[i, :] * v[:])", X2 @ V)]
 
 
 @pytest.mark.parametrize("b1, b2", [(" batch 2", " batch 2"), ("", " batch 2"),
                                     (" batch 2", ""), ("", "")])
 @pytest.mark.parametrize("read, row", ROWS)
 def test_a_row_read_by_the_outer_index_is_the_whole_row_under_minibatches(b1, b2, read, row):
-    """sum(x2[i, :] * v) under two batch plates was torch's 'The size of tensor a (4) must
-    match the size of tensor b (2)'; with only plate j subsampled sum(x2[i, :]) summed the
+    """sum(x2[i, :] * v[:]) under two batch plates was torch's 'The size of tensor a (4)
+    must match the size of tensor b (2)' (written with the bare v, which is now the
+    located error below); with only plate j subsampled sum(x2[i, :]) summed the
     minibatch's columns of the row (a wrong density)."""
     m = ppl.compile(ROW.format(b1=b1, b2=b2, read=read))
     tr = _trace(m, {"x2": X2, "y": Y, "v": V})
@@ -74,6 +75,18 @@ def test_a_row_read_by_the_outer_index_is_the_whole_row_under_minibatches(b1, b2
     assert abs(float(tr.nodes["y"]["log_prob_sum"]) - want) < 1e-4
     # the density over all the data is the same model's
     assert abs(m.log_density({}, {"x2": X2, "y": Y, "v": V}) - _normal(Y, row[:, None])) < 1e-4
+
+
+@pytest.mark.parametrize("b2", ["", " batch 2"])
+def test_the_bare_name_meeting_the_rows_entries_says_which_is_meant(b2):
+    """sum(x2[i, :] * v): v is v[j] everywhere else in plate j (sum(x2[i, :] * (v + 0))
+    is v[j] times the row), Stan's v in the loop the whole vector: a located error
+    that spells both (it paired v's entries with the row's, silently)."""
+    (d,) = _errors(ROW.format(b1="", b2=b2, read="sum(x2[i, :] * v)"))
+    assert "'v' is read per element (v[j], one number), but it meets 'x2[i, :]'" in d.message
+    assert (d.span.line, d.span.col) == (5, 22)
+    assert [n for n in d.notes if "x2[i, :] * v[j]" in n or "x2[i, :] * v[:]" in n] == d.notes
+    assert len(d.notes) == 2
 
 
 def test_an_entry_of_the_row_read_by_the_inner_index_under_minibatches():

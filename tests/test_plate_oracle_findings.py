@@ -178,3 +178,71 @@ def test_a_slice_of_outer_plate_data_in_nested_plates_is_the_whole_value(sz):
     want = sum(_normal(d["y1"][n], x[0] + x[n], 1.0) for n in range(N)) + sum(
         _normal(d["y6"][n, k], x2[:, 1] + v[k], 1.0) for n in range(N) for k in range(K))
     assert got == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("sz", SIZES)
+@pytest.mark.parametrize("read, hand", [
+    ("u[m] * xm[n]", lambda d, n, m: d["u"][m] * d["xm"][n]),
+    ("u[:] * xm[n]", lambda d, n, m: d["u"] * d["xm"][n]),
+    ("(u + 0) * xm[n]", lambda d, n, m: d["u"][m] * d["xm"][n]),
+])
+def test_a_number_or_the_whole_vector_meeting_an_outer_plates_row(sz, read, hand):
+    """Under plates n, m the bare u is u[m]; with the row xm[n] (M numbers of its own)
+    Stan's u in the loop is the whole vector, so `u * xm[n]` is refused (seed 11776,
+    below) and each meaning is written out: u[m] * xm[n] is the element's number times
+    the row, u[:] * xm[n] the entries paired, y7[n, m] ~ normal(., 1) by hand."""
+    N, M = sz["N"], sz["M"]
+    d = _data(**sz)
+    d["xm"] = np.random.default_rng(9).normal(size=(N, M))
+    d["y7"] = np.random.default_rng(10).normal(size=(N, M, M))
+    got = _density(f"  plate n in N {{\n    plate m in M {{\n      y7 ~ Normal({read}, 1)\n"
+                   "    }\n  }", {"xm": ("N", "M"), "y7": ("N", "M", "M")}, d)
+    want = sum(_normal(d["y7"][n, m], hand(d, n, m), 1.0) for n in range(N) for m in range(M))
+    assert got == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("sz", SIZES)
+@pytest.mark.parametrize("read, hand", [
+    ("u[m] - 0.5", lambda u, m: u[m] - 0.5),
+    ("logsumexp(u[:] - 0.5)", lambda u, m: np.log(np.sum(np.exp(u - 0.5)))),
+    ("sum(u - 0.5)", lambda u, m: u[m] - 0.5),  # a sum of u read as u[m]: that number
+])
+def test_logsumexp_of_one_number_per_element_or_of_the_whole_vector(sz, read, hand):
+    """In plate m, u - 0.5 is u[m] - 0.5 (sum(u - 0.5) reads it so), and logsumexp of it
+    ran over the whole u (M * logsumexp(u - 0.5)); it is refused now (seed 12902,
+    below), and each meaning is written out: factor adds, by hand, the sum over m."""
+    d = _data(**sz)
+    got = _density(f"  plate m in M {{\n    factor({read})\n  }}", {}, d)
+    assert got == pytest.approx(sum(hand(d["u"], m) for m in range(sz["M"])), rel=1e-9)
+
+
+@pytest.mark.parametrize("body, says, notes", [
+    ("plate n in N {\n    plate m in M {\n      factor(sum(u * xm[n]))\n    }\n  }",
+     "'u' is read per element (u[m], one number), but it meets 'xm[n]'",
+     ["u[m] * xm[n]", "u[:] * xm[n]"]),
+    ("plate m in M {\n    factor(logsumexp(u - 0.5))\n  }",
+     "'u - 0.5' is one number per element (it reads 'u' as u[m]), so logsumexp",
+     ["u - 0.5", "logsumexp(u[:] - 0.5)"]),
+    ("plate m in M {\n    factor(sum(exp(u), dim=-1))\n  }",
+     "'exp(u)' is one number per element (it reads 'u' as u[m]), so sum along dim=-1",
+     ["exp(u)", "sum(exp(u[:]), dim=-1)"]),
+])
+def test_a_program_with_two_loop_readings_is_a_located_error_spelling_both(body, says, notes):
+    with pytest.raises(ppl.BdlError) as info:
+        ppl.compile(HEAD.format(obs=", xm: real[N, M]", body="  " + body))
+    (diag,) = info.value.diagnostics
+    assert says in diag.message and "say which is meant" in diag.message
+    assert [n.rsplit(": ", 1)[1] for n in diag.notes] == notes
+
+
+@pytest.mark.parametrize("seed, says", [
+    (11776, "'u' is read per element (u[m], one number), but it meets 'xm[n]'"),
+    (12902, "'u' is read per element (u[m], one number), but it meets 'A[gid[n], :]'"),
+])
+def test_the_oracle_seeds_of_the_two_readings_are_refused_where_they_are_read(seed, says):
+    """Seeds 11776 (y7 ~ Bernoulli(logits=... u * xm[n] ...) under plates n, m) and 12902
+    (factor(logsumexp(u - A[gid[n], :], dim=0))) disagreed with the oracle: BDL read u
+    whole, the oracle u[m]. Both are now the located error."""
+    import plate_oracle as po
+    result = po.compare(po.generate(seed), seed)
+    assert result["status"] == "refused_compile" and says in result["error"], result

@@ -1491,9 +1491,10 @@ class _ModelChecker(LabelLayout):
             if conflict is None and not same:
                 if owidth is not None and self._plate_conflict(mine, width, other, owidth):
                     # its plate dim meets the other's own dim of the same size (v: real[J]
-                    # in plate j times the row x2[i, :], [I, 1, J]): the entries pair by
-                    # position (sum(x2[i, :] * v) is Stan's dot_product), so v is read whole,
-                    # not cut to plate j's minibatch (lower.py)
+                    # in plate j times the row x2[i, :], [I, 1, J])
+                    if self._bare_data(node):
+                        self._bare_meets_row(e, node, side, other, owidth)
+                        return None
                     self.rows_read[id(node)] = True
                 continue
             units = (len(other.shape) - (owidth or 0)) - (len(mine.shape) - width)
@@ -1528,6 +1529,35 @@ class _ModelChecker(LabelLayout):
                 elem = len(tys[id(side)].shape) - owidth
                 tys[id(node)] = self._label_pad(node, tys[id(node)], elem)
         return tys[id(e.left)], tys[id(e.right)]
+
+    def _bare_meets_row(self, e: ast.BinOp, node: ast.Name, side, other: Ty,
+                        owidth: int) -> None:
+        """The bare name of data read per element (``v: real[J]`` in plate j, ``v[j]``)
+        meeting the entries of an outer plate's row of its size (``x2[i, :] * v``, ``u *
+        xm[n]`` under plates n, m): the bare name is one number per element everywhere
+        else in the plate (``(v + 0) * x2[i, :]`` is ``v[j]`` times the row), while Stan's
+        ``v`` in the loop is the whole vector, paired with the row's entries. Both are
+        meant by someone, so it is a located error that spells each."""
+        plates = self._aligned_plates(self.symbols[node.id].ty.shape)
+        read = f"{node.id}[{', '.join(p.index or 'i' for p in plates)}]"
+
+        def written(name: str) -> str:
+            left, right = (name if x is node else fmt.expr(x) for x in (e.left, e.right))
+            return f"{left} {e.op} {right}"
+
+        unnamed = [p for p in plates if not p.index]
+        first = [f"each element's number {read} with the whole row: {written(read)}"
+                 if not unnamed else
+                 f"for each element's number, give plate {unnamed[0].name} an index "
+                 f"(plate i in {sizes.show((unnamed[0].size,))[1:-1]}) and read "
+                 f"{node.id}[i]"]
+        self.err(f"inside plates {', '.join(self._plate_names())}, '{node.id}' is read per "
+                 f"element ({read}, one number), but it meets '{fmt.expr(side)}', which has "
+                 f"{sizes.show(tuple(other.shape[owidth:]))} numbers of its own, and Stan's "
+                 f"'{node.id}' in the loop would be the whole vector paired with them: say "
+                 "which is meant", e.span,
+                 first + [f"{node.id}'s entries paired with the row's, the same for every "
+                          f"element: {written(node.id + '[:]')}"])
 
     def _reads_whole(self, e) -> bool:
         """Whether ``e`` reads a value whose own dims are whole per element: an index
@@ -3914,19 +3944,60 @@ class _ModelChecker(LabelLayout):
         if not self.plate_stack or not isinstance(d, int) or isinstance(d, bool) or d >= 0 \
                 or first is None or first[1].shape is None or first[1].kind == "unknown" \
                 or (isinstance(first[0], ast.Name) and not self._element_width(first[0])) \
-                or self._label_read(first[0]) is not None \
-                or not self._indexed_per_element(first[0]):
+                or self._label_read(first[0]) is not None:
+            return True
+        indexed = self._indexed_per_element(first[0])
+        bare = [] if indexed or isinstance(first[0], ast.Name) else self._bare_reads(first[0])
+        if not indexed and not bare:
             return True
         width = self._plate_width(first[0])
         if not width or width > len(first[1].shape) or -d <= len(first[1].shape) - width:
             return True
         own = len(first[1].shape) - width
+        if bare:
+            if b.shape is builtins.same_as_first or own:
+                return True  # softmax(f), cumsum(exp(f)): the whole value's, then cut
+            self._reduces_bare_number(e, b, first[0], bare, d)
+            return False
         self.err(f"inside plate {', '.join(self._plate_names())}, '{fmt.expr(first[0])}' has "
                  f"{own} dim{'s' if own != 1 else ''} of its own per element, so {b.name} "
                  f"along dim={d} would run along the plate's elements", e.span,
                  ["a number per element needs no reduction" if own == 0 else
                   f"use a dim of the element's own: -{own} to -1"])
         return False
+
+    def _bare_reads(self, e) -> list:
+        """The bare names of data (or of values defined outside every plate) that ``e``
+        reads per element, outside any index: ``u`` in ``u - 0.5`` in plate m."""
+        inside = {id(n) for i in ast.walk(e) if isinstance(i, ast.Index) for n in ast.walk(i)}
+        return [n for n in ast.walk(e) if isinstance(n, ast.Name) and id(n) not in inside
+                and self._bare_data(n) and self._plate_width(n)]
+
+    def _reduces_bare_number(self, e: ast.Call, b, arg, bare: list, d: int) -> None:
+        """``logsumexp(u - 0.5)`` (or ``sum(2 * u, dim=-1)``) in plate m: ``u - 0.5`` is one
+        number per element (``u`` is read as ``u[m]``, as ``sum(u - 0.5)`` reads it), so
+        the reduction has nothing of the element's own to run along, while Stan's ``u``
+        in the loop is the whole vector. It read the whole vector silently; now a
+        located error that spells both readings."""
+        names = sorted({n.id for n in bare})
+        text = fmt.expr(arg)
+        whole = text
+        for name in names:
+            rank = len(self.symbols[name].ty.shape or ())
+            whole = re.sub(rf"\b{re.escape(name)}\b(?!\s*\[)",
+                           f"{name}[{', '.join(':' * rank)}]", whole)
+        call = fmt.expr(e).replace(text, whole, 1)
+        reads = ", ".join(f"'{n}' as {n}[{', '.join(p.index or 'i' for p in plates)}]"
+                          for n in names for plates in
+                          [self._aligned_plates(self.symbols[n].ty.shape)])
+        self.err(f"inside plate {', '.join(self._plate_names())}, '{text}' is one number per "
+                 f"element (it reads {reads}), so {b.name} along dim={d} has nothing of "
+                 f"the element's own to run along, and Stan's {' and '.join(names)} in the "
+                 f"loop would be {'whole values' if len(names) > 1 else 'the whole value'}: "
+                 "say which is meant", e.span,
+                 [f"each element's own number needs no {b.name} ({b.name} of one number is "
+                  f"that number): {text}",
+                  f"the whole value's, the same for every element: {call}"])
 
     def _reduces_inner_plate(self, e: ast.Call, b, bound: dict) -> bool:
         """``sum(A, dim=-1)`` of data ``A: real[K, M]`` read whole under ``plate k in K {
