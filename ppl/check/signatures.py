@@ -79,6 +79,22 @@ TENSOR_PARAMS = {
 INT_PARAMS = {"Multinomial": ("total_count",)}
 
 
+# Pyro classes whose value indexes their parameters (a tree's edges, a matching's
+# partners), which torch wants integral: int data reach a distribution as floats
+# (``rt.real``), so ``rt.NAME`` (ppl/runtime/combinatorial.py) reads the value as integers.
+# Empirical is there too: Pyro's scores a value of its own shape only (not in a plate).
+LONG_VALUES = frozenset({"OneOneMatching", "OneTwoMatching", "SpanningTree"})
+OWN_CLASSES = LONG_VALUES | {"Empirical"}
+
+
+# Event ranks the generated table gets wrong, read off the class's support: Pyro gives
+# SpanningTree the support of one edge's node (rank 0), but a draw is the tree's V - 1
+# edges, [V - 1, 2]; a matching's support is not fixed in the class (None), a draw is one
+# partner per source, [N]; an Empirical's event is its samples' shape less the weights'
+# (unknown here, left to the runtime: rank 0 read its N samples as a batch).
+EVENT_RANKS = {"SpanningTree": 2, "OneOneMatching": 1, "OneTwoMatching": 1, "Empirical": None}
+
+
 # Pyro classes whose arguments' sizes the runtime checks first, and whose batch dims it
 # lines up (a mixture's weights varying over an outer plate): ``rt.NAME`` in
 # ppl/runtime/mixtures.py returns Pyro's own class, or names the arguments whose sizes
@@ -127,7 +143,7 @@ def target(name: str) -> str:
     if extra:
         return extra[1]
     return f"rt.{name}" if name in TENSOR_PARAMS or name in INT_PARAMS \
-        or name in SIZE_CHECKED else f"dist.{name}"
+        or name in SIZE_CHECKED or name in OWN_CLASSES else f"dist.{name}"
 
 
 @functools.lru_cache(maxsize=1)
@@ -136,7 +152,8 @@ def table() -> dict[str, DistSig]:
     return {name: sig for name, (sig, _) in BDL_DISTRIBUTIONS.items()} | {
         name: DistSig(
             name, tuple(e["params"]), tuple(e["required"]),
-            tuple(tuple(g) for g in e["one_of"]), e["support"], e["event_rank"], e["discrete"],
+            tuple(tuple(g) for g in e["one_of"]), e["support"],
+            EVENT_RANKS.get(name, e["event_rank"]), e["discrete"],
             e["enumerable"], tuple(e["arg_constraints"].items()),
             tuple(e.get("keyword_only", ())),
         )

@@ -5,6 +5,12 @@ re-exported here so the generated source stays short and readable.
 """
 
 from . import kernels, nn
+from .combinatorial import (  # signatures.LONG_VALUES, and Empirical
+    Empirical,
+    OneOneMatching,
+    OneTwoMatching,
+    SpanningTree,
+)
 from .data import ArgSpec, IndexCheck, Signature, SizeCheck, bind
 from .dependent_support import guide_in_support, sample_in_support
 from .functions import (  # the Pyro classes of signatures.TENSOR_PARAMS first
@@ -95,7 +101,8 @@ __all__ = [
     "RelaxedBernoulliStraightThrough", "RelaxedOneHotCategorical",
     "RelaxedOneHotCategoricalStraightThrough", "TruncatedPolyaGamma",
     "ZeroInflatedDistribution", "ZeroInflatedNegativeBinomial", "ZeroInflatedPoisson",
-    "Multinomial", "Truncated",
+    "Multinomial", "Truncated", "OneOneMatching", "OneTwoMatching", "SpanningTree",
+    "Empirical",
     "GaussianScaleMixture", "MixtureOfDiagNormals", "MixtureOfDiagNormalsSharedCovariance",
     "MixtureSameFamily", "MultivariateNormal", "positive_ordered",
     "ArgSpec", "Flat", "IndexCheck", "LabelFree", "Restricted", "Signature", "SizeCheck",
