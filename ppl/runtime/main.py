@@ -47,11 +47,11 @@ def main(model, signature, infer: dict | None, transformed=None,
     source, text = bdl_source(getattr(signature, "source", None), module)
     locate.register_markers(module, source, text, model.__name__)
     try:
-        checked = checked_model(module, source, text, model.__name__)
+        checked, observed = checked_model(module, source, text, model.__name__)
         data = load_data(args.data) if args.data is not None else {}
         with locate.located(module):
             summary = _fit(model, signature, infer, transformed, data, _progress(args),
-                           args.infer, args.seed, checked, text, guide)
+                           args.infer, args.seed, checked, text, guide, observed)
     except (DataError, OSError) as e:
         _fail(str(e))
     except BdlError as e:
@@ -107,11 +107,12 @@ _SKIPPED = ("the checks bdl run makes before a fit (a method that the model cann
 
 def checked_model(module: str, source: str, text: str | None, name: str):
     """The checked model ``name`` (a ``CheckedModel``) of the BDL file ``source`` (its
-    ``text``, None: not found) that the generated module at ``module`` was made from, for
-    the refusals ``bdl run`` makes between checking and fitting: the file is checked again
-    and used only when it still generates this very module (its ``*_INFER`` dicts aside:
-    :func:`_fixed_lines`); else None, and a warning on stderr says why those checks are
-    not made."""
+    ``text``, None: not found) that the generated module at ``module`` was made from, and
+    the names its ``~`` statements observe (its lowered ``IRModel.observed``), for the
+    refusals ``bdl run`` makes between checking and fitting: the file is checked again and
+    used only when it still generates this very module (its ``*_INFER`` dicts aside:
+    :func:`_fixed_lines`); else (None, None), and a warning on stderr says why those
+    checks are not made."""
     from ..pipeline import compile_source
     from ..syntax.diagnostics import BdlError
 
@@ -129,11 +130,11 @@ def checked_model(module: str, source: str, text: str | None, name: str):
         except (BdlError, OSError, UnicodeDecodeError, SyntaxError):
             compiled, same = None, False
         if same and name in compiled.ir:
-            return compiled.checked.models[name]
+            return compiled.checked.models[name], compiled.ir[name].observed
         why = (f"{source} no longer generates {shown} (the model file changed since, "
                f"{shown} was edited, or another version of bdl wrote it)")
     print(f"warning: {why}: {_SKIPPED}", file=sys.stderr)
-    return None
+    return None, None
 
 
 def _fixed_lines(python: str, editable: set[str]) -> list[str]:
@@ -152,10 +153,11 @@ def _fixed_lines(python: str, editable: set[str]) -> list[str]:
 
 def _fit(model, signature, infer, transformed, data: dict, progress: bool,
          spec: str | None = None, seed: int | None = None, checked=None,
-         text: str | None = None, guide=None) -> str:
+         text: str | None = None, guide=None, observed=()) -> str:
     """``checked`` (with the BDL ``text``): the module's checked model, whose refusals
-    (``ppl.model.refuse_unfittable``, a data key naming a latent) are ``bdl run``'s;
-    ``guide``: the module's guide function, if its model file has a guide block."""
+    (``ppl.model.refuse_unfittable``, a data key naming a latent, ``refuse_infinite`` of
+    the ``observed`` data) are ``bdl run``'s; ``guide``: the module's guide function, if
+    its model file has a guide block."""
     from ..infer import custom_guide
     from ..infer.generated import fit_generated, missing_optional
     from ..infer.report import fit_report, sampler_warnings
@@ -175,7 +177,7 @@ def _fit(model, signature, infer, transformed, data: dict, progress: bool,
         if transformed is not None:
             kwargs.update(transformed(**kwargs))
         if checked is not None:
-            refuse_infinite(kwargs, _observed(checked), signature, signature.source, text)
+            refuse_infinite(kwargs, observed, signature, signature.source, text)
         # as ``bdl run``: missing optional data are drawn after the fit, not fitted
         with custom_guide.using(guide):
             result = fit_generated(model, kwargs, method, opts,
@@ -185,15 +187,6 @@ def _fit(model, signature, infer, transformed, data: dict, progress: bool,
     for w in sampler_warnings(result, summary):  # as bdl run, on stderr
         print(f"warning: {w}", file=sys.stderr)
     return fit_report(result, summary)
-
-
-def _observed(checked) -> set[str]:
-    """The data arguments of the checked model that a ``~`` observes."""
-    from ..syntax import ast as bdl_ast
-
-    args = {a.name for a in checked.model.args}
-    return {n.name for n in bdl_ast.walk(checked.model.body)
-            if isinstance(n, bdl_ast.Sample) and n.name in args}
 
 
 def _fail(message: str) -> NoReturn:
