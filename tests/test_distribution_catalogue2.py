@@ -150,6 +150,20 @@ def test_empirical_latent_and_vector_samples():
     assert got == pytest.approx(math.log(w[1]) + math.log(w[2]), abs=1e-12)
 
 
+def test_grouped_normal_normal_against_the_joint_gaussian():
+    # y[n] = mu[g[n]] + N(0, 0.5^2), mu[k] ~ N(0, 1): groups independent Gaussians
+    src = """
+    model M(y: real[N], g: int[N], N: int) {
+      s ~ Gamma(2, 2)
+      y ~ GroupedNormalNormal([0.0, 0.0], [1.0, 1.0], s, g)
+    }"""
+    cov = np.ones((2, 2)) + 0.25 * np.eye(2)
+    want = st.gamma(2, scale=0.5).logpdf(0.5) + st.multivariate_normal(
+        np.zeros(2), cov).logpdf([0.3, -0.2]) + st.norm(0, math.sqrt(1.25)).logpdf(1.0)
+    got = _ld(src, {"s": 0.5}, {"y": [0.3, -0.2, 1.0], "g": [0, 0, 1], "N": 3})
+    assert got == pytest.approx(want, abs=1e-10)
+
+
 # ---- 3. Stable, the directional families, the relaxed ones ----
 
 @pytest.fixture
@@ -260,9 +274,11 @@ def test_relaxed_one_hot_is_the_concrete(name):
 
 # ---- 4. hidden Markov models ----
 
-# The checker's own set of distribution-valued arguments lacks the HMMs' (its owner
-# adds them); until then the densities are checked with the set widened here.
-HMM_DIST_ARGS = {"observation_dist", "initial_dist", "transition_dist", "scale_dist"}
+# The checker's own set of distribution-valued arguments lacks the HMMs' and
+# MaskedMixture's (its owner adds them); until then the densities are checked with the
+# set widened here.
+HMM_DIST_ARGS = {"observation_dist", "initial_dist", "transition_dist", "scale_dist",
+                 "component0", "component1"}
 
 HMM = """
 model M(y: real[T], T: int) {
@@ -356,6 +372,17 @@ def test_gaussian_hmm_against_the_joint_gaussian(hmm_args):
     got = _ld(src, {"a": a}, {"y": y[:, None].tolist(), "T": 3})
     assert got == pytest.approx(want, abs=1e-10)
     assert want == pytest.approx(-3.8956238523, abs=1e-9)
+
+
+def test_masked_mixture_reads_bool_data_as_its_mask(hmm_args):
+    src = """
+    model M(y: real[2], m: bool[2]) {
+      a ~ Normal(0, 1)
+      y ~ MaskedMixture(m, Normal(a, 1), Normal(3, 1))
+    }"""
+    want = st.norm.logpdf(0.2) + st.norm(0.2, 1).logpdf(0.5) + st.norm(3, 1).logpdf(2.5)
+    got = _ld(src, {"a": 0.2}, {"y": [0.5, 2.5], "m": [False, True]})
+    assert got == pytest.approx(want, abs=1e-10)
 
 
 # ---- 5. prior draws ----

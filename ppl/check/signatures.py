@@ -59,7 +59,8 @@ TRUNCATE_PMF = frozenset({"BetaBinomial", "Binomial", "GammaPoisson", "Geometric
 # tensors of the default dtype and returns Pyro's own class (ppl/runtime/functions.py).
 TENSOR_PARAMS = {
     "Delta": ("v",),
-    "GroupedNormalNormal": ("prior_loc", "prior_scale", "obs_scale"),
+    "GroupedNormalNormal": ("prior_loc", "prior_scale", "obs_scale", "group_idx"),
+    "MaskedMixture": ("mask",),
     "OrderedLogistic": ("predictor", "cutpoints"),
     "RelaxedBernoulli": ("temperature",),
     "RelaxedBernoulliStraightThrough": ("temperature",),
@@ -70,6 +71,13 @@ TENSOR_PARAMS = {
     "ZeroInflatedNegativeBinomial": ("gate", "gate_logits"),
     "ZeroInflatedPoisson": ("gate", "gate_logits"),
 }
+
+
+# Of those, the arguments Pyro reads as indices or as a mask, made tensors of this dtype:
+# int and bool data reach a distribution as floats (``rt.real``), which Pyro refused
+# ("group_idx must be a 1-dimensional tensor of indices", "Expected mask to be a
+# BoolTensor").
+PARAM_DTYPES = {"GroupedNormalNormal": {"group_idx": "int64"}, "MaskedMixture": {"mask": "bool"}}
 
 
 # Pyro classes whose parameter here must be a Python int: Multinomial's total_count, one
@@ -92,7 +100,11 @@ OWN_CLASSES = LONG_VALUES | {"Empirical"}
 # edges, [V - 1, 2]; a matching's support is not fixed in the class (None), a draw is one
 # partner per source, [N]; an Empirical's event is its samples' shape less the weights'
 # (unknown here, left to the runtime: rank 0 read its N samples as a batch).
-EVENT_RANKS = {"SpanningTree": 2, "OneOneMatching": 1, "OneTwoMatching": 1, "Empirical": None}
+# GroupedNormalNormal scores its whole vector of observations as one (the groups' means
+# summed out), its arguments sized by groups [G] and observations [N]: rank 0 broadcast
+# them against each other.
+EVENT_RANKS = {"SpanningTree": 2, "OneOneMatching": 1, "OneTwoMatching": 1, "Empirical": None,
+               "GroupedNormalNormal": 1}
 
 
 # Pyro classes whose arguments' sizes the runtime checks first, and whose batch dims it

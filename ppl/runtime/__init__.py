@@ -16,6 +16,7 @@ from .dependent_support import guide_in_support, sample_in_support
 from .functions import (  # the Pyro classes of signatures.TENSOR_PARAMS first
     Delta,
     GroupedNormalNormal,
+    MaskedMixture,
     Multinomial,  # signatures.INT_PARAMS
     OrderedLogistic,
     RelaxedBernoulli,
@@ -97,7 +98,7 @@ from .shapes import (
 from .truncated import Truncated
 
 __all__ = [
-    "Delta", "GroupedNormalNormal", "OrderedLogistic", "RelaxedBernoulli",
+    "Delta", "GroupedNormalNormal", "MaskedMixture", "OrderedLogistic", "RelaxedBernoulli",
     "RelaxedBernoulliStraightThrough", "RelaxedOneHotCategorical",
     "RelaxedOneHotCategoricalStraightThrough", "TruncatedPolyaGamma",
     "ZeroInflatedDistribution", "ZeroInflatedNegativeBinomial", "ZeroInflatedPoisson",

@@ -9,7 +9,7 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 
-from ppl.check.signatures import TENSOR_PARAMS
+from ppl.check.signatures import PARAM_DTYPES, TENSOR_PARAMS
 from ppl.runtime import tails
 from ppl.runtime.errors import ArgumentError
 from ppl.runtime.truncated import Truncated
@@ -29,13 +29,15 @@ def _numbers_as_tensors(name: str):
     reads them as tensors (``v.dim()``, ``temperature.log()``)."""
     cls = getattr(dist, name)
     sig = inspect.signature(cls.__init__)
-    params = TENSOR_PARAMS[name]
+    params, dtypes = TENSOR_PARAMS[name], PARAM_DTYPES.get(name, {})
 
     def make(*args, **kwargs):
         bound = sig.bind_partial(None, *args, **kwargs)
         for p in params:
             if bound.arguments.get(p) is not None:
                 bound.arguments[p] = tensor(bound.arguments[p])
+                if p in dtypes:
+                    bound.arguments[p] = bound.arguments[p].to(getattr(torch, dtypes[p]))
         return cls(*bound.args[1:], **bound.kwargs)
 
     make.__name__ = make.__qualname__ = name
@@ -45,6 +47,7 @@ def _numbers_as_tensors(name: str):
 
 Delta = _numbers_as_tensors("Delta")
 GroupedNormalNormal = _numbers_as_tensors("GroupedNormalNormal")
+MaskedMixture = _numbers_as_tensors("MaskedMixture")
 OrderedLogistic = _numbers_as_tensors("OrderedLogistic")
 RelaxedBernoulli = _numbers_as_tensors("RelaxedBernoulli")
 RelaxedBernoulliStraightThrough = _numbers_as_tensors("RelaxedBernoulliStraightThrough")
