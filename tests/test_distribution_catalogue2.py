@@ -411,3 +411,49 @@ def test_draws_of_the_directional_and_relaxed_families():
     dens = 0.5 * a * ys ** -1.5 * (1 - ys) ** -1.5 / (a * ys ** -0.5 + (1 - ys) ** -0.5) ** 2
     assert abs(r.mean() - np.trapezoid(ys * dens, ys)) < 4 * r.std() / math.sqrt(4000)
     assert abs(e.mean() - 1.4) < 4 * math.sqrt(0.2 * 0.81 + 0.3 * 0.16 + 0.5 * 0.36) / 63.2
+
+
+# ---- 6. HMM arguments whose sizes do not fit, a chain drawn without its length ----
+
+@pytest.mark.parametrize("args, at, want", [
+    ("log([0.6, 0.4]), log([[0.9, 0.1], [0.2, 0.8]]), Normal([0.3, 1.3, 2.0], 1.0)", 95,
+     "DiscreteHMM: 'observation_dist' has batch shape [3] but 'initial_logits' has 2 "
+     "states: its last batch dim must be one per state (2)"),
+    ("log([0.6, 0.4]), log([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0]]), Normal([0.3, 1.3], 1.0)", 64,
+     "DiscreteHMM: 'transition_logits' is [2, 3] but 'initial_logits' has 2 states: it must "
+     "end in 2 x 2 (from, to)"),
+])
+def test_discrete_hmm_sizes_are_located_errors(hmm_args, args, at, want):
+    # were torch's 'The size of tensor a (2) must match the size of tensor b (3)'
+    src = f"model M(y: real[T], T: int) {{ y ~ DiscreteHMM({args}) }}"
+    with pytest.raises(BdlError) as info:
+        ppl.compile(src).log_density({}, {"y": [0.1, 0.5, 1.2], "T": 3})
+    assert want in str(info.value) and f":1:{at}:" in str(info.value)
+
+
+def test_gaussian_hmm_sizes_are_located_errors(hmm_args):
+    # was Pyro's bare AssertionError
+    src = """
+    model M(y: real[T, 1], T: int) {
+      y ~ GaussianHMM(MultivariateNormal([0.0], [[1.0]]), [[0.7, 0.0]],
+                      MultivariateNormal([0.0], [[0.5]]), [[1.0]],
+                      MultivariateNormal([0.0], [[0.2]]))
+    }"""
+    with pytest.raises(BdlError) as info:
+        ppl.compile(src).log_density({}, {"y": [[0.1], [0.5], [1.2]], "T": 3})
+    assert "GaussianHMM: 'transition_matrix' is [1, 2] but 'observation_matrix' [1, 1] has " \
+        "1 hidden and 1 observed coordinates: it must be [1, 1]" in str(info.value)
+    assert ":3:59:" in str(info.value)
+
+
+def test_a_chain_drawn_without_its_length_says_so(hmm_args):
+    # was Pyro's bare AssertionError
+    src = """
+    model M(T: int) {
+      z: real[T] ~ DiscreteHMM(log([0.6, 0.4]), log([[0.9, 0.1], [0.2, 0.8]]),
+                               Normal([0.3, 1.3], 1.0))
+    }"""
+    with pytest.raises(BdlError) as info:
+        ppl.compile(src).sample_prior({"T": 3}, num_samples=2, seed=0)
+    assert "DiscreteHMM is drawn here (a latent, or data left out) and needs the " \
+        "sequence's length: give duration=T" in str(info.value)

@@ -113,7 +113,8 @@ EVENT_RANKS = {"SpanningTree": 2, "OneOneMatching": 1, "OneTwoMatching": 1, "Emp
 # do not fit where Pyro raised a bare AssertionError or torch's reshape error.
 SIZE_CHECKED = frozenset({"GaussianScaleMixture", "MixtureOfDiagNormals",
                           "MixtureOfDiagNormalsSharedCovariance", "MixtureSameFamily",
-                          "MultivariateNormal"})
+                          "MultivariateNormal",
+                          "DiscreteHMM", "GaussianHMM"})  # ppl/runtime/hmm.py
 
 
 # Dimensions per draw of the parameters whose constraint the table lacks (Pyro gives

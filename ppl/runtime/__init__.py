@@ -70,6 +70,7 @@ from .functions import min_ as min  # noqa: A001
 from .functions import pow_ as pow  # noqa: A001
 from .functions import prod_ as prod
 from .functions import sum_ as sum  # noqa: A001
+from .hmm import DiscreteHMM, GaussianHMM  # signatures.SIZE_CHECKED
 from .kernels import gram
 from .main import main
 from .mixtures import (  # signatures.SIZE_CHECKED
@@ -105,7 +106,7 @@ __all__ = [
     "Multinomial", "Truncated", "OneOneMatching", "OneTwoMatching", "SpanningTree",
     "Empirical",
     "GaussianScaleMixture", "MixtureOfDiagNormals", "MixtureOfDiagNormalsSharedCovariance",
-    "MixtureSameFamily", "MultivariateNormal", "positive_ordered",
+    "MixtureSameFamily", "MultivariateNormal", "positive_ordered", "DiscreteHMM", "GaussianHMM",
     "ArgSpec", "Flat", "IndexCheck", "LabelFree", "Restricted", "Signature", "SizeCheck",
     "arange", "as_index", "batch_size", "bind",
     "cat", "clamp", "cumprod", "cumsum", "diag_post_multiply", "diag_pre_multiply",

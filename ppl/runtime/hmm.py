@@ -1,0 +1,99 @@
+"""Pyro's hidden Markov models with their arguments' sizes checked first.
+
+A size that does not fit (``transition_logits`` 2 x 3 for 2 states, an observation
+distribution with 3 components for 2 states, a ``GaussianHMM`` matrix of the wrong
+size) was torch's broadcast error or Pyro's bare ``AssertionError``; here it is an error
+naming the arguments and their sizes, located at the argument by ``ppl.locate``. A chain
+drawn without ``duration`` (a latent, or data left out) was Pyro's bare
+``AssertionError`` too: it says to give ``duration=T``. Generated code calls these as
+``rt.NAME`` (``ppl.check.signatures.SIZE_CHECKED``); each is Pyro's class.
+"""
+
+from __future__ import annotations
+
+import pyro.distributions as dist
+import torch
+
+from ppl.runtime.errors import ArgumentError
+from ppl.runtime.functions import tensor
+
+
+def _shown(shape) -> str:
+    return "[" + ", ".join(str(n) for n in shape) + "]"
+
+
+class _Drawn:
+    """``sample`` of a chain of unknown length says so in words."""
+
+    def sample(self, sample_shape=()):
+        if self.duration is None:
+            raise ValueError(
+                f"{type(self).__name__} is drawn here (a latent, or data left out) and "
+                "needs the sequence's length: give duration=T")
+        return super().sample(torch.Size(sample_shape))
+
+
+class _DiscreteHMM(_Drawn, dist.DiscreteHMM):
+    pass
+
+
+class _GaussianHMM(_Drawn, dist.GaussianHMM):
+    pass
+
+
+_DiscreteHMM.__name__ = _DiscreteHMM.__qualname__ = "DiscreteHMM"
+_GaussianHMM.__name__ = _GaussianHMM.__qualname__ = "GaussianHMM"
+
+
+def DiscreteHMM(initial_logits, transition_logits, observation_dist,  # noqa: N802
+                validate_args=None, duration=None):
+    """``pyro.distributions.DiscreteHMM``: ``initial_logits`` [S], ``transition_logits``
+    [S, S] (or [T, S, S]), ``observation_dist`` with S as its last batch dim."""
+    initial_logits, transition_logits = tensor(initial_logits), tensor(transition_logits)
+    if initial_logits.dim() < 1:
+        raise ArgumentError("DiscreteHMM: 'initial_logits' is a number, not one logit per "
+                            "state", "initial_logits")
+    s = initial_logits.shape[-1]
+    if transition_logits.dim() < 2 or tuple(transition_logits.shape[-2:]) != (s, s):
+        raise ArgumentError(
+            f"DiscreteHMM: 'transition_logits' is {_shown(transition_logits.shape)} but "
+            f"'initial_logits' has {s} states: it must end in {s} x {s} (from, to)",
+            "transition_logits")
+    batch = observation_dist.batch_shape
+    if not batch or batch[-1] != s:
+        raise ArgumentError(
+            f"DiscreteHMM: 'observation_dist' has batch shape {_shown(batch)} but "
+            f"'initial_logits' has {s} states: its last batch dim must be one per state "
+            f"({s})", "observation_dist")
+    return _DiscreteHMM(initial_logits, transition_logits, observation_dist,
+                        validate_args=validate_args, duration=duration)
+
+
+def GaussianHMM(initial_dist, transition_matrix, transition_dist,  # noqa: N802
+                observation_matrix, observation_dist, validate_args=None, duration=None):
+    """``pyro.distributions.GaussianHMM``: H hidden and O observed coordinates,
+    ``transition_matrix`` H x H, ``observation_matrix`` H x O, each ``_dist`` a
+    ``MultivariateNormal`` of H (initial, transition) or O (observation) coordinates."""
+    transition_matrix, observation_matrix = tensor(transition_matrix), tensor(observation_matrix)
+    for arg, d in (("initial_dist", initial_dist), ("transition_dist", transition_dist),
+                   ("observation_dist", observation_dist)):
+        if not isinstance(d, torch.distributions.MultivariateNormal):
+            raise ArgumentError(f"GaussianHMM: '{arg}' is {type(d).__name__}; it must be a "
+                                "MultivariateNormal", arg)
+    if observation_matrix.dim() < 2:
+        raise ArgumentError(f"GaussianHMM: 'observation_matrix' is "
+                            f"{_shown(observation_matrix.shape)}, not an H x O matrix",
+                            "observation_matrix")
+    h, o = observation_matrix.shape[-2:]
+    wants = (("initial_dist", initial_dist.event_shape, (h,), "draws"),
+             ("transition_matrix", transition_matrix.shape[-2:], (h, h), "is"),
+             ("transition_dist", transition_dist.event_shape, (h,), "draws"),
+             ("observation_dist", observation_dist.event_shape, (o,), "draws"))
+    for arg, got, want, verb in wants:
+        if tuple(got) != want:
+            raise ArgumentError(
+                f"GaussianHMM: '{arg}' {verb} {_shown(got)} but 'observation_matrix' "
+                f"{_shown((h, o))} has {h} hidden and {o} observed coordinates: it must be "
+                f"{_shown(want)}", arg)
+    return _GaussianHMM(initial_dist, transition_matrix, transition_dist, observation_matrix,
+                        observation_dist, validate_args=validate_args, duration=duration)
