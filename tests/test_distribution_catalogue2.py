@@ -193,6 +193,17 @@ def test_stable_with_a_latent_stability_and_as_a_latent(levy_s0):
     assert got == pytest.approx(want - math.log(1 / 0.8), abs=1e-6)
 
 
+def test_stable_off_a_half_line_support_is_minus_infinity(levy_s0):
+    # skew 1, stability 0.5: S0 support x >= 0.2 - 1.5 tan(pi / 4) = -1.3 (was NaN)
+    src = "model M(y: real[N], N: int) { plate i in N { y ~ Stable(0.5, 1.0, 1.5, 0.2) } }"
+    assert _ld(src, {}, {"y": [-2.0, 0.7], "N": 2}) == -math.inf
+    want = levy_s0.logpdf(0.7, 0.5, 1.0, loc=0.2, scale=1.5)
+    assert _ld(src, {}, {"y": [0.7], "N": 1}) == pytest.approx(want, abs=1e-6)
+    src = "model M(y: real) { y ~ StableWithLogProb(0.5, -1.0, 1.5, 0.2) }"
+    assert _ld(src, {}, {"y": 2.0}) == -math.inf
+    assert levy_s0.logpdf(2.0, 0.5, -1.0, loc=0.2, scale=1.5) == -math.inf
+
+
 def test_sine_bivariate_von_mises_against_its_series():
     mu, nu, k1, k2, lam = 0.3, -0.5, 2.0, 1.5, 0.7
     m = np.arange(60)

@@ -90,9 +90,11 @@ INT_PARAMS = {"Multinomial": ("total_count",)}
 # Pyro classes whose value indexes their parameters (a tree's edges, a matching's
 # partners), which torch wants integral: int data reach a distribution as floats
 # (``rt.real``), so ``rt.NAME`` (ppl/runtime/combinatorial.py) reads the value as integers.
-# Empirical is there too: Pyro's scores a value of its own shape only (not in a plate).
+# Empirical is there too: Pyro's scores a value of its own shape only (not in a plate);
+# and the stable laws, whose log density off a half-line support was NaN
+# (ppl/runtime/stable.py).
 LONG_VALUES = frozenset({"OneOneMatching", "OneTwoMatching", "SpanningTree"})
-OWN_CLASSES = LONG_VALUES | {"Empirical"}
+OWN_CLASSES = LONG_VALUES | {"Empirical", "Stable", "StableWithLogProb"}
 
 
 # Event ranks the generated table gets wrong, read off the class's support: Pyro gives

@@ -96,6 +96,7 @@ from .shapes import (
     plate_spread,
     transformed,
 )
+from .stable import Stable, StableWithLogProb  # signatures.OWN_CLASSES
 from .truncated import Truncated
 
 __all__ = [
@@ -104,7 +105,7 @@ __all__ = [
     "RelaxedOneHotCategoricalStraightThrough", "TruncatedPolyaGamma",
     "ZeroInflatedDistribution", "ZeroInflatedNegativeBinomial", "ZeroInflatedPoisson",
     "Multinomial", "Truncated", "OneOneMatching", "OneTwoMatching", "SpanningTree",
-    "Empirical",
+    "Empirical", "Stable", "StableWithLogProb",
     "GaussianScaleMixture", "MixtureOfDiagNormals", "MixtureOfDiagNormalsSharedCovariance",
     "MixtureSameFamily", "MultivariateNormal", "positive_ordered", "DiscreteHMM", "GaussianHMM",
     "ArgSpec", "Flat", "IndexCheck", "LabelFree", "Restricted", "Signature", "SizeCheck",
