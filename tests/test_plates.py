@@ -165,20 +165,30 @@ model OA(g: real[N], y: real[N, M]) {
 """
     draws = ppl.compile(src).sample_prior({"N": 5, "M": 3}, num_samples=4, seed=0)
     assert draws["g"].shape == (4, 5) and draws["y"].shape == (4, 5, 3)
-    for bad in ("b * x[:, 0]", "b * sum(x, dim=1)", "b * f[:, 0]"):
-        # (x[:, 0], f[:, 0]: the whole column, one value for the whole plate, stop 27)
-        with pytest.raises(ppl.BdlError, match="inside nested plates|for the whole plate"):
-            ppl.compile(f"""
+    src = """
 model F(x: real[N, D], y: real[N, M]) {{
   b ~ Normal(0, 1)
   f: real[N, D] ~ Normal(0, 1)
   plate N {{
     plate M {{
-      y ~ Normal({bad}, 1)
+      y ~ Normal({read}, 1)
     }}
   }}
 }}
-""")
+"""
+    for bad in ("b * x[:, 0]", "b * f[:, 0]"):
+        # (x[:, 0], f[:, 0]: the whole column, one value for the whole plate, stop 27)
+        with pytest.raises(ppl.BdlError, match="inside nested plates|for the whole plate"):
+            ppl.compile(src.format(read=bad))
+    # sum(x, dim=1): dim 1 is x's own D as declared (Stan's sum(x[n])), not a dim of the
+    # layout [N, 1, D] (it was refused)
+    m = ppl.compile(src.format(read="b * sum(x, dim=1)"))
+    x, y, f = torch.randn(2, 3), torch.randn(2, 4), torch.zeros(2, 3)
+    want = torch.distributions.Normal(0.5 * x.sum(1, keepdim=True), 1).log_prob(y).sum() \
+        + torch.distributions.Normal(0, 1).log_prob(torch.tensor([0.5])).sum() \
+        + torch.distributions.Normal(0, 1).log_prob(f).sum()
+    got = m.log_density({"b": torch.tensor(0.5), "f": f}, {"x": x, "y": y})
+    assert abs(float(got) - float(want)) < 1e-4
 
 
 def test_inner_plate_data_and_both_indices():

@@ -3625,7 +3625,12 @@ class _ModelChecker(LabelLayout):
             return UNKNOWN
         if "dim" in b.params and not self._reduces_inner_plate(e, b, bound):
             return UNKNOWN
-        if "dim" in b.params and self._dim_moves(b, bound):
+        if "dim" in b.params:
+            bound, positional = self._declared_dim(bound, positional)
+        if "dim" in b.params and self._dim_moves(b, bound) \
+                and ("dim" not in bound or id(bound["dim"][0]) not in self.label_dims):
+            # (a dim counted within each element's own dims, _own_dim, reads from the
+            # right whatever the layout: sum(sigmoid(xm), dim=0) in plate n's body)
             moved = next((n for k, (node, _) in bound.items() if k != "dim"
                           for n in ast.walk(node) if id(n) in self.aligned), None)
             if moved is not None:
@@ -3931,6 +3936,27 @@ class _ModelChecker(LabelLayout):
             return 0
         self.label_dims[id(dim[0])] = own
         return width if b.shape is not builtins.same_as_first else 0
+
+    def _declared_dim(self, bound: dict, positional: list) -> tuple[dict, list]:
+        """``logsumexp(A, dim=1)`` of data ``A: real[K, M]`` read whole in the body of an
+        outer plate k of nested plates: A is laid out ``[K, 1, M]`` there, and a ``dim``
+        counted from the left that falls on A's own dims (past its plate dims) is read
+        from the right (``dim - rank``, recorded in ``label_dims``), so it is the dim
+        declared, as Stan's ``log_sum_exp(A[k])`` (it was the located error of a dim
+        that would move with the layout). A dim on a plate dim keeps that error."""
+        dim, first = bound.get("dim"), next(iter(bound.values()), None)
+        if dim is None or first is None or not isinstance(first[0], ast.Name) \
+                or id(first[0]) not in self.aligned:
+            return bound, positional
+        d = _literal_number(dim[0])
+        rank = len(self.symbols[first[0].id].ty.shape or ())
+        if not isinstance(d, int) or isinstance(d, bool) \
+                or not len(self.aligned[id(first[0])]) <= d < rank:
+            return bound, positional
+        self.label_dims[id(dim[0])] = rank
+        moved = replace(dim[1], value=d - rank)
+        return ({**bound, "dim": (dim[0], moved)},
+                [moved if t is dim[1] else t for t in positional])
 
     def _dim_on_plate(self, e: ast.Call, b, bound: dict) -> bool:
         """``logsumexp(v[gid[n]])`` (also softmax, cumsum, a reduction with ``dim=-1``) of
