@@ -274,7 +274,10 @@ class Restricted(TorchDistribution):
 
     def __init__(self, base, constraint, validate_args=None):
         self.base = base
-        self._constraint = _within(constraint, base.support)
+        # read once: a support that follows latents (Uniform(0, a)) holds this evaluation's
+        # values, and each evaluation of the model builds its own Restricted
+        self._base_support = base.support
+        self._constraint = _within(constraint, self._base_support)
         # the elements where the declared set meets none of the support, and why (a data
         # bound's error, raised at the first draw or density unless rt.sample_in_support
         # says the bounds follow latents: then those states have density 0, as in Stan)
@@ -300,14 +303,14 @@ class Restricted(TorchDistribution):
         if self._empty is not None:  # bounds that follow latents met no value: density 0
             # there, the base's density read at a point of its support (not at the value,
             # outside it: torch's validation error, or NaN)
-            lp = self.base.log_prob(torch.where(self._empty, _inside(self.base.support),
+            lp = self.base.log_prob(torch.where(self._empty, _inside(self._base_support),
                                                 value))
             empty = self._empty
             while empty.dim() > lp.dim():
                 empty = empty.any(-1)
             return torch.where(empty, torch.full_like(lp, -torch.inf), lp)
         lp = self.base.log_prob(value)
-        support = self.base.support
+        support = self._base_support
         if support is constraints.real or support is constraints.real_vector \
                 or isinstance(support, torch.distributions.constraints._Dependent):
             return lp
