@@ -228,6 +228,25 @@ def test_sine_bivariate_von_mises_against_its_series():
     assert _ld(src, {"a": 0.3}, {"y": y, "N": 2}) == pytest.approx(want, abs=1e-10)
 
 
+def test_sine_skewed_and_nan_masked_normals():
+    # SineSkewed: base density times 1 + sum_i skew_i sin(x_i - loc_i)
+    src = """
+    model M(y: real[2]) {
+      y ~ SineSkewed(SineBivariateVonMises(0.3, -0.5, 2.0, 1.5, 0.7), [0.2, -0.3])
+    }"""
+    base = _ld("model M(y: real[2]) { y ~ SineBivariateVonMises(0.3, -0.5, 2.0, 1.5, 0.7) }",
+               {}, {"y": [0.4, -0.2]})
+    want = base + math.log1p(0.2 * math.sin(0.4 - 0.3) - 0.3 * math.sin(-0.2 + 0.5))
+    assert _ld(src, {}, {"y": [0.4, -0.2]}) == pytest.approx(want, abs=1e-12)
+    # NaN entries left out: the marginal of the others
+    src = "model M(y: real[2]) { y ~ NanMaskedMultivariateNormal([0.0, 1.0], " \
+        "[[1.0, 0.3], [0.3, 2.0]]) }"
+    assert _ld(src, {}, {"y": [0.3, math.nan]}) == pytest.approx(st.norm.logpdf(0.3), abs=1e-12)
+    src = "model M(y: real[3]) { y ~ NanMaskedNormal(0.5, 2.0) }"
+    assert _ld(src, {}, {"y": [0.3, math.nan, 1.0]}) == \
+        pytest.approx(st.norm(0.5, 2).logpdf([0.3, 1.0]).sum(), abs=1e-12)
+
+
 def test_projected_normal_and_von_mises_3d_closed_forms():
     # 2-D: the angle's density of x ~ N(c, I) projected onto the circle
     c, u = np.array([1.0, 0.5]), np.array([0.6, 0.8])
@@ -422,6 +441,29 @@ def test_draws_of_the_directional_and_relaxed_families():
     dens = 0.5 * a * ys ** -1.5 * (1 - ys) ** -1.5 / (a * ys ** -0.5 + (1 - ys) ** -0.5) ** 2
     assert abs(r.mean() - np.trapezoid(ys * dens, ys)) < 4 * r.std() / math.sqrt(4000)
     assert abs(e.mean() - 1.4) < 4 * math.sqrt(0.2 * 0.81 + 0.3 * 0.16 + 0.5 * 0.36) / 63.2
+
+
+def test_gamma_gaussian_hmm_against_quadrature_over_its_scale(hmm_args):
+    src = """
+    model M(y: real[T, 1], T: int) {
+      y ~ GammaGaussianHMM(Gamma(2.0, 2.0), MultivariateNormal([0.0], [[1.0]]), [[0.7]],
+                           MultivariateNormal([0.0], [[0.5]]), [[1.0]],
+                           MultivariateNormal([0.0], [[0.2]]))
+    }"""
+    a, y = 0.7, np.array([0.1, 0.5, 1.2])
+
+    def cov(s):  # every covariance divided by the Gamma scale s, the initial one too
+        var = [1.0 / s]
+        for _ in range(3):
+            var.append(a * a * var[-1] + 0.5 / s)
+        return np.array([[var[min(i, j) + 1] * a ** abs(i - j) for j in range(3)]
+                         for i in range(3)]) + 0.2 / s * np.eye(3)
+
+    want = math.log(integrate.quad(
+        lambda s: st.gamma(2, scale=0.5).pdf(s)
+        * st.multivariate_normal(np.zeros(3), cov(s)).pdf(y), 0, np.inf, epsabs=1e-14)[0])
+    got = _ld(src, {}, {"y": y[:, None].tolist(), "T": 3})
+    assert got == pytest.approx(want, abs=1e-8)
 
 
 # ---- 6. HMM arguments whose sizes do not fit, a chain drawn without its length ----
