@@ -302,6 +302,62 @@ def test_relaxed_one_hot_is_the_concrete(name):
         pytest.approx(st.gamma(2, scale=0.5).logpdf(0.5) + want, abs=1e-10)
 
 
+def test_sine_bivariate_von_mises_weighted_correlation():
+    # weighted_correlation w is rho = w sqrt(k1 k2)
+    mu, nu, k1, k2 = 0.3, -0.5, 2.0, 1.5
+    lam = 0.4 * math.sqrt(k1 * k2)
+    m = np.arange(60)
+    log_c = math.log(4 * math.pi ** 2 * np.sum(
+        sp.comb(2 * m, m) * (lam ** 2 / (4 * k1 * k2)) ** m * sp.iv(m, k1) * sp.iv(m, k2)))
+    want = (k1 * math.cos(0.4 - mu) + k2 * math.cos(-0.2 - nu)
+            + lam * math.sin(0.4 - mu) * math.sin(-0.2 - nu) - log_c)
+    src = "model M(y: real[2]) { y ~ SineBivariateVonMises(0.3, -0.5, 2.0, 1.5, " \
+        "weighted_correlation=0.4) }"
+    assert _ld(src, {}, {"y": [0.4, -0.2]}) == pytest.approx(want, abs=1e-10)
+
+
+def test_soft_asymmetric_laplace_is_a_laplace_convolved_with_a_normal():
+    # AsymmetricLaplace(0.2, 1.5, 0.7) + Normal(0, softness * scale)
+    def al(x, loc=0.2, scale=1.5, k=0.7):
+        z = (x - loc) / scale
+        return math.exp(-z * k if z >= 0 else z / k) / (scale * (k + 1 / k))
+
+    want = math.log(integrate.quad(lambda e: st.norm(0, 0.75).pdf(e) * al(0.9 - e),
+                                   -20, 20, epsabs=1e-15, limit=200)[0])
+    got = _ld("model M(y: real) { y ~ SoftAsymmetricLaplace(0.2, 1.5, 0.7, 0.5) }", {},
+              {"y": 0.9})
+    assert got == pytest.approx(want, abs=1e-9)
+
+
+def test_log_normal_negative_binomial_is_a_quadrature():
+    # NegativeBinomial(5, logits=0.3 + e), e ~ Normal(0, 0.5), e summed out
+    def nb(y, r, logit):
+        p = 1 / (1 + math.exp(-logit))
+        return math.exp(sp.gammaln(y + r) - sp.gammaln(r) - sp.gammaln(y + 1)
+                        + r * math.log1p(-p) + y * math.log(p))
+
+    want = math.log(integrate.quad(lambda e: st.norm(0, 0.5).pdf(e) * nb(4, 5.0, 0.3 + e),
+                                   -10, 10, epsabs=1e-15)[0])
+    src = "model M(y: int) {{ y ~ LogNormalNegativeBinomial(5.0, 0.3, 0.5{}) }}"
+    # Pyro's default of 8 Gauss-Hermite points is within 2e-5 here; 32 are exact
+    assert _ld(src.format(""), {}, {"y": 4}) == pytest.approx(want, abs=2e-5)
+    assert _ld(src.format(", num_quad_points=32"), {}, {"y": 4}) == \
+        pytest.approx(want, abs=1e-10)
+
+
+def test_coalescent_times_by_hand():
+    # rate r per pair of lineages, times before the leaves: 2 lineages from 0 to -0.1,
+    # 3 to the first coalescence at -0.5, then 2 to the last at -1.2
+    src = """
+    model M(leaves: real[3]) {
+      t: real[2] ~ CoalescentTimes(leaves, 2.0)
+    }"""
+    r = 2.0
+    want = -r * 0.1 - 3 * r * 0.4 + math.log(3 * r) - r * 0.7 + math.log(r)
+    got = _ld(src, {"t": [-1.2, -0.5]}, {"leaves": [0.0, 0.0, -0.1]})
+    assert got == pytest.approx(want, abs=1e-12)
+
+
 # ---- 4. hidden Markov models ----
 
 # The checker's own set of distribution-valued arguments lacks the HMMs' and
