@@ -61,18 +61,31 @@ def bdl_here():
     return _bdl_here
 
 
+@contextlib.contextmanager
+def default_dtype(dtype=None):
+    """torch's default dtype is ``dtype`` within (None: left as it is), and back to what it
+    was before afterwards, whatever ran inside set (a benchmark's ``--dtype``): ``with
+    default_dtype(torch.float32):`` in a test or helper (``from conftest import
+    default_dtype``), the :func:`float64` fixture for a whole test."""
+    import torch
+
+    before = torch.get_default_dtype()
+    if dtype is not None:
+        torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
 @pytest.fixture
 def float64():
     """torch's default dtype is float64 for the test (densities compared to 1e-9), and
     back to what it was after."""
     import torch
 
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         yield
-    finally:
-        torch.set_default_dtype(before)
 
 
 def _devices() -> list:

@@ -12,7 +12,6 @@ Nothing here runs a full fit of the examples (``bdl run`` does that).
 from __future__ import annotations
 
 import ast
-import contextlib
 import importlib.util
 import json
 import runpy
@@ -24,6 +23,7 @@ from pathlib import Path
 import pyro
 import pytest
 import torch
+from conftest import default_dtype
 
 import ppl
 from ppl.runtime import reset_networks
@@ -41,16 +41,6 @@ def _id(item) -> str:
 def _data(path: Path) -> dict:
     data_file = path.with_name(path.stem + ".data.json")
     return json.loads(data_file.read_text()) if data_file.exists() else {}
-
-
-@contextlib.contextmanager
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
 
 
 def _import_file(path: Path, module_name: str):
@@ -103,7 +93,7 @@ def test_standalone_module_matches_embedded_log_density(item, tmp_path):
     module = _import_file(gen, f"bdl_test_gen_{path.stem}_{name}")
     standalone = getattr(module, name)
     assert standalone is not m.pyro_model
-    with _float64():
+    with default_dtype(torch.float64):
         pyro.set_rng_seed(0)
         pyro.clear_param_store()
         reset_networks()

@@ -754,60 +754,50 @@ def test_closed_form_observes_transformed_data():
     assert "observation=rt.fractional_sde.Observation(value=y," in m.source
 
 
-def test_language_objective_equals_moment_elbo():
+def test_language_objective_equals_moment_elbo(float64):
     """control=affine, elbo=moments: svi's objective (Trace_ELBO of the compiled model) is
     moment_elbo at the same control, q(x0) and parameters, to 1e-10, whatever path the
     model draws (zero variance), and its H-gradient is moment_elbo's."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        m, kw, pb = _linear_model("affine")
-        _fresh()
-        pyro.poutine.trace(m.pyro_model).get_trace(**kw)        # creates the parameters
-        store = pyro.get_param_store()
-        ctrl = _random_affine(pb, 1, seed=3)
-        for k in ("a", "c", "log_r"):
-            store[f"z_control$$${k}"].data.copy_(getattr(ctrl, k).data)
-        store["z_hurst"] = torch.tensor(0.35)
-        store["z_x0_loc"] = torch.tensor([0.4])
-        store["z_x0_scale"] = torch.tensor([0.6])
-        H = store["z_hurst"]
-        torch.manual_seed(0)
-        first = _elbo_of(m, kw)
-        torch.manual_seed(1)
-        second = _elbo_of(m, kw)
-        want = _moments(pb, ctrl, H, torch.tensor([0.4]), torch.tensor([0.6]))["elbo"].sum()
-        assert abs(first - float(want.detach())) < 1e-10 and first == second
-        # the prior's value differs by nats: the control matters
-        assert abs(float(want.detach()) - float(_moments(pb, _random_affine(pb, 1, size=0.0), H,
-                                                torch.tensor([0.4]), torch.tensor([0.6]))
-                                       ["elbo"].sum())) > 0.5
-        # dELBO/dH through the model equals moment_elbo's
-        loss = pyro.infer.Trace_ELBO().differentiable_loss(m.pyro_model, lambda **k: None,
-                                                            **kw)
-        raw = store._params["z_hurst"]
-        g_model = torch.autograd.grad(loss, raw)[0]
-        Hc = store["z_hurst"]
-        e = _moments(pb, ctrl, Hc, torch.tensor([0.4]), torch.tensor([0.6]))["elbo"].sum()
-        assert torch.allclose(g_model, -torch.autograd.grad(e, raw)[0], rtol=1e-8)
-    finally:
-        torch.set_default_dtype(old)
+    m, kw, pb = _linear_model("affine")
+    _fresh()
+    pyro.poutine.trace(m.pyro_model).get_trace(**kw)        # creates the parameters
+    store = pyro.get_param_store()
+    ctrl = _random_affine(pb, 1, seed=3)
+    for k in ("a", "c", "log_r"):
+        store[f"z_control$$${k}"].data.copy_(getattr(ctrl, k).data)
+    store["z_hurst"] = torch.tensor(0.35)
+    store["z_x0_loc"] = torch.tensor([0.4])
+    store["z_x0_scale"] = torch.tensor([0.6])
+    H = store["z_hurst"]
+    torch.manual_seed(0)
+    first = _elbo_of(m, kw)
+    torch.manual_seed(1)
+    second = _elbo_of(m, kw)
+    want = _moments(pb, ctrl, H, torch.tensor([0.4]), torch.tensor([0.6]))["elbo"].sum()
+    assert abs(first - float(want.detach())) < 1e-10 and first == second
+    # the prior's value differs by nats: the control matters
+    assert abs(float(want.detach()) - float(_moments(pb, _random_affine(pb, 1, size=0.0), H,
+                                            torch.tensor([0.4]), torch.tensor([0.6]))
+                                   ["elbo"].sum())) > 0.5
+    # dELBO/dH through the model equals moment_elbo's
+    loss = pyro.infer.Trace_ELBO().differentiable_loss(m.pyro_model, lambda **k: None,
+                                                        **kw)
+    raw = store._params["z_hurst"]
+    g_model = torch.autograd.grad(loss, raw)[0]
+    Hc = store["z_hurst"]
+    e = _moments(pb, ctrl, Hc, torch.tensor([0.4]), torch.tensor([0.6]))["elbo"].sum()
+    assert torch.allclose(g_model, -torch.autograd.grad(e, raw)[0], rtol=1e-8)
 
 
-def test_language_optimal_control_gives_the_exact_likelihood(bench):
+def test_language_optimal_control_gives_the_exact_likelihood(bench, float64):
     """control=optimal: the control and q(x0) are the closed-form optimum, so svi's
     objective is the Euler chain's exact (Kalman) log-likelihood of the observed times."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        m, kw, pb = _linear_model("optimal", idx=range(6))   # the filter needs every time
-        _fresh()
-        pyro.poutine.trace(m.pyro_model).get_trace(**kw)
-        pyro.get_param_store()["z_hurst"] = torch.tensor(0.35)
-        logp = _kalman(bench("fsde_hurst"), pb, 0.35)
-        assert abs(_elbo_of(m, kw) - float(logp)) < 1e-8
-    finally:
-        torch.set_default_dtype(old)
+    m, kw, pb = _linear_model("optimal", idx=range(6))   # the filter needs every time
+    _fresh()
+    pyro.poutine.trace(m.pyro_model).get_trace(**kw)
+    pyro.get_param_store()["z_hurst"] = torch.tensor(0.35)
+    logp = _kalman(bench("fsde_hurst"), pb, 0.35)
+    assert abs(_elbo_of(m, kw) - float(logp)) < 1e-8
 
 
 def test_language_svi_recovers_the_mle_hurst(bench):

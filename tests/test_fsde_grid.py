@@ -9,6 +9,7 @@ from pathlib import Path
 import pyro
 import pytest
 import torch
+from conftest import default_dtype
 
 import ppl
 from ppl.runtime import fractional_sde as fs
@@ -36,17 +37,13 @@ def _fresh():
 def _objective(times, elbo="", seed=0):
     """The objective svi maximises (Trace_ELBO, empty guide) of the FOU data on ``times``
     in float64 at the starting parameters (H = 0.5), and the path it drew."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         m = ppl.compile(_SRC.replace(" ELBO", elbo))
         kw = m.bind({"t": times, "idx": FOU["idx"], "y": FOU["y"]})
         _fresh()
         torch.manual_seed(seed)
         tr = pyro.poutine.trace(m.pyro_model).get_trace(**kw)
         return float(tr.log_prob_sum().detach()), tr.nodes["z"]["value"]
-    finally:
-        torch.set_default_dtype(old)
 
 
 def _rounded(t0: float, span: float, T: int = 60, digits: int = 5):

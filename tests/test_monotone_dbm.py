@@ -15,12 +15,8 @@ from ppl.runtime import monotone_dbm as M
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def _double():
-    dtype = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(dtype)
+# every test in float64 (conftest's fixture restores the dtype after; a test may set float32)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def _tiny(seed=0, **kw):

@@ -11,6 +11,7 @@ import numpy as np
 import pyro
 import pytest
 import torch
+from conftest import default_dtype
 
 import ppl
 from ppl.constructs.niw_meta import QUERY_MIXES
@@ -223,16 +224,6 @@ def _sine_setup(seed=0):
     return TK.RegressionTask(net)
 
 
-@contextmanager
-def _float32():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
-
-
 def _paired_sine_runs(configs, *, steps, batch, n_test):
     """One NIW per (name, keyword arguments), each meta-trained on the same sine/line
     episodes from the same initial network and scored on the same meta-test episodes."""
@@ -250,7 +241,7 @@ def _paired_sine_runs(configs, *, steps, batch, n_test):
 
 
 def test_meta_training_beats_no_adaptation_ablation():
-    with _float32():
+    with default_dtype(torch.float32):
         # lr_hyper 0.3 (default 0.1) lets gamma0 leave 1e6 within this short run
         res, trainers = _paired_sine_runs(
             [(v, {"variant": v, "lr_hyper": 0.3}) for v in ("niw", "no_adapt")],
@@ -834,11 +825,8 @@ def _bench_grid(capsys, bad: tuple, argv: list[str]) -> tuple[dict, str]:
         with pytest.raises(SystemExit):
             bench.main(wrong)
         assert msg in capsys.readouterr().err
-    old = torch.get_default_dtype()
-    try:
+    with default_dtype():
         rows = bench.main(argv)
-    finally:
-        torch.set_default_dtype(old)
     return rows, capsys.readouterr().out
 
 
@@ -931,14 +919,11 @@ def test_fewshot_benchmark_rows_columns_and_device(tmp_path, capsys):
             bench.main(["--device", "cuda"])
         assert "CUDA is not available" in capsys.readouterr().err
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    old = torch.get_default_dtype()
-    try:
-        out = tmp_path / "r.json"
+    out = tmp_path / "r.json"
+    with default_dtype():
         rows = bench.main(["--task", "gauss", "--methods", "niw,protonet", "--shots", "1",
                            "--inner", "1", "--episodes", "4", "--batch", "2",
                            "--test-episodes", "3", "--device", device, "--json", str(out)])
-    finally:
-        torch.set_default_dtype(old)
     import json
 
     saved = json.loads(out.read_text())
@@ -954,14 +939,11 @@ def test_fewshot_benchmark_selects_the_lr_and_checkpoint_on_validation_episodes(
     with pytest.raises(SystemExit):
         bench.main(["--lr", "1e-3,5e-3"])        # an lr search needs validation episodes
     assert "needs --val-episodes" in capsys.readouterr().err
-    old = torch.get_default_dtype()
-    try:
+    with default_dtype():
         rows = bench.main(["--task", "gauss", "--methods", "niw_gn,maml1", "--shots", "1",
                            "--inner", "1", "--episodes", "8", "--batch", "2",
                            "--test-episodes", "3", "--val-episodes", "3", "--val-classes",
                            "5", "--val-every", "1", "--lr", "1e-4,2e-2"])
-    finally:
-        torch.set_default_dtype(old)
     printed = capsys.readouterr().out
     for row, r in rows.items():
         assert set(r) >= {"err", "nll", "ece", "lr", "val_err", "best_episode"}
@@ -1544,7 +1526,7 @@ def test_curvature_local_updates_meta_train_below_the_no_adaptation_ablation():
     Issue 7)."""
     common = {"sgld_precision": "newton", "sgld_lr": 3e-4, "lr_hyper": 0.3,
               "kl_episodes": 400}
-    with _float32():
+    with default_dtype(torch.float32):
         res, _ = _paired_sine_runs(
             [("newton", common), ("gauss_newton", {**common, "sgld_precision": "gauss_newton"}),
              ("no_adapt", {**common, "variant": "no_adapt"})],
