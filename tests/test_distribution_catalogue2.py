@@ -122,6 +122,42 @@ def test_one_two_matching_against_every_assignment():
     assert got == pytest.approx(want, abs=1e-10)
 
 
+def test_trees_and_matchings_in_a_plate():
+    # each element its own tree, its own permutation (the logits are one per draw)
+    src = "model M(y: int[N, 2, 2], N: int) { plate i in N { y ~ SpanningTree(" \
+        "[0.1, 0.5, -0.3]) } }"
+    got = _ld(src, {}, {"y": [[[0, 1], [0, 2]], [[0, 1], [1, 2]]], "N": 2})
+    assert got == pytest.approx(_tree_logp([(0, 1), (0, 2)]) + _tree_logp([(0, 1), (1, 2)]),
+                                abs=1e-10)
+    src = "model M(y: int[N, 3], A: real[3, 3], N: int) { plate i in N { y ~ " \
+        "OneOneMatching(A) } }"
+    log_z = logsumexp([sum(LOGITS[i, p[i]] for i in range(3))
+                       for p in itertools.permutations(range(3))])
+    want = LOGITS[0, 0] + LOGITS[1, 1] + LOGITS[2, 2] + LOGITS[0, 2] + LOGITS[1, 0] \
+        + LOGITS[2, 1] - 2 * log_z
+    got = _ld(src, {}, {"y": [[0, 1, 2], [2, 0, 1]], "A": LOGITS.tolist(), "N": 2})
+    assert got == pytest.approx(want, abs=1e-10)
+
+
+@pytest.mark.parametrize("name, want", [
+    ("OneOneMatching", "OneOneMatching: 'logits' is [3, 2], not N x N (one row per source, "
+     "one column per destination)"),
+    ("OneTwoMatching", "OneTwoMatching: 'logits' is [3, 2], not 2M x M (two sources per "
+     "destination)"),
+])
+def test_matching_logits_of_the_wrong_shape(name, want):
+    # from the data: a located error at the argument (was Pyro's bare AssertionError)
+    src = f"model M(y: int[3], A: real[K, J], K: int, J: int) {{ y ~ {name}(A) }}"
+    with pytest.raises(BdlError) as info:
+        ppl.compile(src).log_density({}, {"y": [0, 1, 0], "A": LOGITS[:, :2].tolist()})
+    assert want in str(info.value) and ":1:72:" in str(info.value)
+    # written: a compile error
+    src = "model M(y: int[3]) { y ~ OneOneMatching([[0.1, 0.5], [0.2, 0.0], [-1.0, 0.3]]) }"
+    with pytest.raises(BdlError) as info:
+        ppl.compile(src)
+    assert "disagree on N (its rows and columns): 2 and 3 must be equal" in str(info.value)
+
+
 # ---- 2. Empirical ----
 
 EMP = "Empirical([0.5, 1.0, 2.0], log([0.2, 0.3, 0.5]))"
@@ -524,32 +560,48 @@ def test_gamma_gaussian_hmm_against_quadrature_over_its_scale(hmm_args):
 
 # ---- 6. HMM arguments whose sizes do not fit, a chain drawn without its length ----
 
-@pytest.mark.parametrize("args, at, want", [
-    ("log([0.6, 0.4]), log([[0.9, 0.1], [0.2, 0.8]]), Normal([0.3, 1.3, 2.0], 1.0)", 95,
-     "DiscreteHMM: 'observation_dist' has batch shape [3] but 'initial_logits' has 2 "
-     "states: its last batch dim must be one per state (2)"),
-    ("log([0.6, 0.4]), log([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0]]), Normal([0.3, 1.3], 1.0)", 64,
+@pytest.mark.parametrize("args, data, at, want", [
+    ("log([0.6, 0.4]), log([[0.9, 0.1], [0.2, 0.8]]), Normal(m, 1.0)",
+     {"m": [0.3, 1.3, 2.0]}, 122, "DiscreteHMM: 'observation_dist' has batch shape [3] but "
+     "'initial_logits' has 2 states: its last batch dim must be one per state (2)"),
+    ("log([0.6, 0.4]), P, Normal([0.3, 1.3], 1.0)",
+     {"P": [[0.0, -1.0, -2.0], [-1.0, 0.0, -2.0]]}, 91,
      "DiscreteHMM: 'transition_logits' is [2, 3] but 'initial_logits' has 2 states: it must "
      "end in 2 x 2 (from, to)"),
 ])
-def test_discrete_hmm_sizes_are_located_errors(hmm_args, args, at, want):
+def test_discrete_hmm_sizes_are_located_errors(hmm_args, args, data, at, want):
     # were torch's 'The size of tensor a (2) must match the size of tensor b (3)'
-    src = f"model M(y: real[T], T: int) {{ y ~ DiscreteHMM({args}) }}"
+    src = "model M(y: real[T], T: int, P: real[K, J], m: real[S]) " \
+        f"{{ y ~ DiscreteHMM({args}) }}"
+    full = {"y": [0.1, 0.5, 1.2], "T": 3, "P": [[0.0, -1.0], [-1.0, 0.0]], "m": [0.3, 1.3]}
     with pytest.raises(BdlError) as info:
-        ppl.compile(src).log_density({}, {"y": [0.1, 0.5, 1.2], "T": 3})
+        ppl.compile(src).log_density({}, full | data)
     assert want in str(info.value) and f":1:{at}:" in str(info.value)
+
+
+def test_hmm_sizes_written_are_compile_errors(hmm_args):
+    src = """
+    model M(y: real[T], T: int) {
+      y ~ DiscreteHMM(log([0.6, 0.4]), log([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0]]),
+                      Normal([0.3, 1.3], 1.0))
+    }"""
+    with pytest.raises(BdlError) as info:
+        ppl.compile(src)
+    assert "DiscreteHMM: 'transition_logits' [2, 3] and 'initial_logits' [2] disagree on " \
+        "S (states): 3 and 2 must be equal" in str(info.value)
 
 
 def test_gaussian_hmm_sizes_are_located_errors(hmm_args):
     # was Pyro's bare AssertionError
     src = """
-    model M(y: real[T, 1], T: int) {
-      y ~ GaussianHMM(MultivariateNormal([0.0], [[1.0]]), [[0.7, 0.0]],
+    model M(y: real[T, 1], T: int, A: real[K, J]) {
+      y ~ GaussianHMM(MultivariateNormal([0.0], [[1.0]]), A,
                       MultivariateNormal([0.0], [[0.5]]), [[1.0]],
                       MultivariateNormal([0.0], [[0.2]]))
     }"""
     with pytest.raises(BdlError) as info:
-        ppl.compile(src).log_density({}, {"y": [[0.1], [0.5], [1.2]], "T": 3})
+        ppl.compile(src).log_density({}, {"y": [[0.1], [0.5], [1.2]], "T": 3,
+                                          "A": [[0.7, 0.0]]})
     assert "GaussianHMM: 'transition_matrix' is [1, 2] but 'observation_matrix' [1, 1] has " \
         "1 hidden and 1 observed coordinates: it must be [1, 1]" in str(info.value)
     assert ":3:59:" in str(info.value)

@@ -130,6 +130,10 @@ PARAM_RANKS = {
     "MixtureOfDiagNormalsSharedCovariance": {"locs": 2, "coord_scale": 1,
                                              "component_logits": 1},
     "GaussianScaleMixture": {"coord_scale": 1, "component_logits": 1, "component_scale": 1},
+    # a tree's V (V - 1) / 2 edge logits, a matching's sources x destinations
+    "SpanningTree": {"edge_logits": 1},
+    "OneOneMatching": {"logits": 2},
+    "OneTwoMatching": {"logits": 2},
 }
 
 
@@ -149,6 +153,12 @@ EVENT_SIZES = {
         "D (coordinates)": (("locs", -1), ("coord_scale", -1))},
     "GaussianScaleMixture": {
         "K (components)": (("component_logits", -1), ("component_scale", -1))},
+    "OneOneMatching": {"N (its rows and columns)": (("logits", -2), ("logits", -1))},
+    "DiscreteHMM": {"S (states)": (("initial_logits", -1), ("transition_logits", -2),
+                                   ("transition_logits", -1))},
+    "GaussianHMM": {"H (hidden coordinates)": (("transition_matrix", -2),
+                                               ("transition_matrix", -1),
+                                               ("observation_matrix", -2))},
 }
 
 

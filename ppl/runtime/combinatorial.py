@@ -19,6 +19,12 @@ from __future__ import annotations
 import pyro.distributions as dist
 import torch
 
+from ppl.runtime.errors import ArgumentError
+
+
+def _shown(shape) -> str:
+    return "[" + ", ".join(str(n) for n in shape) + "]"
+
 
 def _as_long(value):
     return value.long() if torch.is_tensor(value) and value.is_floating_point() else value
@@ -40,11 +46,26 @@ class SpanningTree(dist.SpanningTree):
 
 
 class OneOneMatching(dist.OneOneMatching):
+    def __init__(self, logits, *, bp_iters=None, validate_args=None):
+        if logits.dim() != 2 or logits.shape[0] != logits.shape[1]:
+            # Pyro's bare AssertionError
+            raise ArgumentError(f"OneOneMatching: 'logits' is {_shown(logits.shape)}, not "
+                                "N x N (one row per source, one column per destination)",
+                                "logits")
+        super().__init__(logits, bp_iters=bp_iters, validate_args=validate_args)
+
     def log_prob(self, value):
         return super().log_prob(_as_long(value))
 
 
 class OneTwoMatching(dist.OneTwoMatching):
+    def __init__(self, logits, *, bp_iters=None, validate_args=None):
+        if logits.dim() != 2 or logits.shape[0] != 2 * logits.shape[1]:
+            # Pyro's bare AssertionError
+            raise ArgumentError(f"OneTwoMatching: 'logits' is {_shown(logits.shape)}, not "
+                                "2M x M (two sources per destination)", "logits")
+        super().__init__(logits, bp_iters=bp_iters, validate_args=validate_args)
+
     def log_prob(self, value):
         return super().log_prob(_as_long(value))
 
