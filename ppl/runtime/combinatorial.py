@@ -20,10 +20,7 @@ import pyro.distributions as dist
 import torch
 
 from ppl.runtime.errors import ArgumentError
-
-
-def _shown(shape) -> str:
-    return "[" + ", ".join(str(n) for n in shape) + "]"
+from ppl.runtime.mixtures import _shown
 
 
 def _as_long(value):

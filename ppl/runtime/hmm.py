@@ -16,10 +16,7 @@ import torch
 
 from ppl.runtime.errors import ArgumentError
 from ppl.runtime.functions import tensor
-
-
-def _shown(shape) -> str:
-    return "[" + ", ".join(str(n) for n in shape) + "]"
+from ppl.runtime.mixtures import _shown
 
 
 class _Drawn:
