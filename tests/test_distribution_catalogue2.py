@@ -558,6 +558,40 @@ def test_gamma_gaussian_hmm_against_quadrature_over_its_scale(hmm_args):
     assert got == pytest.approx(want, abs=1e-8)
 
 
+def test_gaussian_mrf_is_its_joint_over_the_hidden_path_less_the_path_alone(hmm_args):
+    # log int init(x_-1) prod_t trans(x_t-1, x_t) obs(x_t, y_t) dx less the same with
+    # obs(x_t, .) integrated out, the path x_-1..x_2 in information form
+    src = """
+    model M(y: real[T, 1], T: int) {
+      y ~ GaussianMRF(MultivariateNormal([0.0], [[1.0]]),
+                      MultivariateNormal([0.0, 0.0], [[1.0, 0.5], [0.5, 1.0]]),
+                      MultivariateNormal([0.0, 0.0], [[1.0, 0.3], [0.3, 1.0]]))
+    }"""
+    y = [0.1, 0.5, 1.2]
+    s_t, s_o = np.array([[1, 0.5], [0.5, 1]]), np.array([[1, 0.3], [0.3, 1]])
+
+    def log_integral(observed):
+        prec, h, c = np.zeros((4, 4)), np.zeros(4), -0.5 * math.log(2 * math.pi)
+        prec[0, 0] += 1.0
+        for t in range(3):
+            prec[t:t + 2, t:t + 2] += np.linalg.inv(s_t)
+            c -= 0.5 * math.log(np.linalg.det(2 * math.pi * s_t))
+            if observed:
+                p_o = np.linalg.inv(s_o)
+                prec[t + 1, t + 1] += p_o[0, 0]
+                h[t + 1] -= p_o[0, 1] * y[t]
+                c -= 0.5 * p_o[1, 1] * y[t] ** 2 + 0.5 * math.log(np.linalg.det(2 * math.pi * s_o))
+            else:
+                prec[t + 1, t + 1] += 1 / s_o[0, 0]
+                c -= 0.5 * math.log(2 * math.pi * s_o[0, 0])
+        return c + 0.5 * h @ np.linalg.solve(prec, h) + 2 * math.log(2 * math.pi) \
+            - 0.5 * math.log(np.linalg.det(prec))
+
+    want = log_integral(True) - log_integral(False)
+    got = _ld(src, {}, {"y": [[v] for v in y], "T": 3})
+    assert got == pytest.approx(want, abs=1e-10)
+
+
 # ---- 6. HMM arguments whose sizes do not fit, a chain drawn without its length ----
 
 @pytest.mark.parametrize("args, data, at, want", [
