@@ -287,10 +287,9 @@ def _align_guide(ir: IRModel) -> None:
     event rank would make them differ, ppl.check.guides); a draw with a declared type is
     mapped into its set. A latent the model draws on the real line (``in_support``) is
     drawn there by the guide too, through its own distribution's support."""
-    plated = {op.name for op in _walk_ops(ir.body)
-              if isinstance(op, SampleOp) and enum_dims(op)}
-    real_line = {op.name for op in _walk_ops(ir.body)
-                 if isinstance(op, SampleOp) and op.in_support}
+    drawn = [op for op in _walk_ops(ir.body) if isinstance(op, SampleOp)]
+    plated = {op.name for op in drawn if enum_dims(op)}
+    real_line = {op.name for op in drawn if op.in_support}
     for op in _walk_ops(ir.guide.body):
         if isinstance(op, SampleOp):
             op.enum_plates = op.name in plated
