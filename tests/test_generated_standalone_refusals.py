@@ -63,6 +63,9 @@ def _standalone(tmp_path, capsys, *args) -> tuple[int, str]:
     pytest.param(PLAIN, {"y": [1.0], "mu": 3.0}, [],
                  "m.bdl:2:3: error: 'mu' is given as data but the model draws it",
                  id="data_names_a_latent"),
+    pytest.param(PLAIN, {"y": [1.0, float("inf")]}, [],
+                 "m.bdl:1:9: error: 'y' element 1 is inf; observed data are finite numbers",
+                 id="observed_inf"),
 ])
 def test_standalone_module_refuses_as_bdl_run(tmp_path, monkeypatch, capsys, src, data, args,
                                               head):
