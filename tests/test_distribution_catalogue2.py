@@ -641,6 +641,21 @@ def test_gaussian_hmm_sizes_are_located_errors(hmm_args):
     assert ":3:59:" in str(info.value)
 
 
+def test_linear_hmm_draws_and_says_it_has_no_density(hmm_args):
+    src = """
+    model M(T: int) {
+      z: real[T, 1] ~ LinearHMM(MultivariateNormal([0.0], [[1.0]]), [[0.7]],
+                                MultivariateNormal([0.0], [[0.5]]), [[1.0]],
+                                MultivariateNormal([0.0], [[0.2]]), duration=T)
+    }"""
+    m = ppl.compile(src)
+    assert np.asarray(m.sample_prior({"T": 3}, num_samples=4, seed=0)["z"]).shape == (4, 3, 1)
+    with pytest.raises(BdlError) as info:  # was Pyro's NotImplementedError, unlocated
+        m.log_density({"z": [[0.1], [0.5], [1.2]]}, {"T": 3})
+    assert "LinearHMM has no log density in Pyro, only draws" in str(info.value)
+    assert ":3:7:" in str(info.value)
+
+
 def test_a_chain_drawn_without_its_length_says_so(hmm_args):
     # was Pyro's bare AssertionError
     src = """

@@ -91,10 +91,10 @@ INT_PARAMS = {"Multinomial": ("total_count",)}
 # partners), which torch wants integral: int data reach a distribution as floats
 # (``rt.real``), so ``rt.NAME`` (ppl/runtime/combinatorial.py) reads the value as integers.
 # Empirical is there too: Pyro's scores a value of its own shape only (not in a plate);
-# and the stable laws, whose log density off a half-line support was NaN
-# (ppl/runtime/stable.py).
+# the stable laws, whose log density off a half-line support was NaN
+# (ppl/runtime/stable.py); LinearHMM, which has no density (ppl/runtime/hmm.py).
 LONG_VALUES = frozenset({"OneOneMatching", "OneTwoMatching", "SpanningTree"})
-OWN_CLASSES = LONG_VALUES | {"Empirical", "Stable", "StableWithLogProb"}
+OWN_CLASSES = LONG_VALUES | {"Empirical", "Stable", "StableWithLogProb", "LinearHMM"}
 
 
 # Event ranks the generated table gets wrong, read off the class's support: Pyro gives

@@ -70,7 +70,7 @@ from .functions import min_ as min  # noqa: A001
 from .functions import pow_ as pow  # noqa: A001
 from .functions import prod_ as prod
 from .functions import sum_ as sum  # noqa: A001
-from .hmm import DiscreteHMM, GaussianHMM  # signatures.SIZE_CHECKED
+from .hmm import DiscreteHMM, GaussianHMM, LinearHMM  # signatures.SIZE_CHECKED
 from .kernels import gram
 from .main import main
 from .mixtures import (  # signatures.SIZE_CHECKED
@@ -108,6 +108,7 @@ __all__ = [
     "Empirical", "Stable", "StableWithLogProb",
     "GaussianScaleMixture", "MixtureOfDiagNormals", "MixtureOfDiagNormalsSharedCovariance",
     "MixtureSameFamily", "MultivariateNormal", "positive_ordered", "DiscreteHMM", "GaussianHMM",
+    "LinearHMM",
     "ArgSpec", "Flat", "IndexCheck", "LabelFree", "Restricted", "Signature", "SizeCheck",
     "arange", "as_index", "batch_size", "bind",
     "cat", "clamp", "cumprod", "cumsum", "diag_post_multiply", "diag_pre_multiply",
