@@ -211,14 +211,18 @@ model D(y: real[N, M]) {
 
 WHOLE = ("m.bdl:5:23: error: inside plate j, 'x' (shape {shape}) is one value for the whole "
          "plate, not one per element")
-MOVES = ("m.bdl:5:23: error: inside nested plates, 'x' has one row per element of plate i; a "
-         "slice over that dimension reads it at the wrong plate")
+COLUMN = ("m.bdl:5:18: error: inside plate i, j, 'mu + {read}' has {own} numbers of its own "
+          "per element, which do not fit 'y' (one number per element)")
 
 
 @pytest.mark.parametrize("decl, read, message", [
     ("real[N, K]", "x[:, 0]", WHOLE.format(shape="[N, K]")),
     ("real[N, M]", "x[:, 0]", WHOLE.format(shape="[N, M]")),
-    ("real[N, M]", "x[:, j]", MOVES)])
+    # column j (Stan's x[:, j]), N numbers per element: it was 'a slice over that
+    # dimension reads it at the wrong plate'
+    ("real[N, M]", "x[:, j]", COLUMN.format(read="x[:, j]", own="[N]")),
+    # A[:, j] of A: real[K, M] passed where K = M = N, read against the wrong elements
+    ("real[K, M]", "x[:, j]", COLUMN.format(read="x[:, j]", own="[K]"))])
 def test_a_slice_over_an_outer_plate_dim_inside_nested_plates_is_refused(decl, read, message):
     # x[:, 0] of x: real[N, M] passed (its dims are the plates') and put N's rows at M's
     # dim: with N = M it fitted the transpose's column silently. An index written into the

@@ -283,3 +283,53 @@ def test_a_dim_from_the_left_of_data_laid_out_in_an_outer_plate_is_the_declared_
         d[name] = rng.normal(size=tuple(sz[s] for s in shape))
     got = _density("  " + body, {"xm": ("N", "M"), **obs}, d)
     assert got == pytest.approx(hand(d, K, N, M), rel=1e-9)
+
+
+@pytest.mark.parametrize("sz", SIZES)
+@pytest.mark.parametrize("loc, site, hand", [
+    # column k of x2 (Stan's x2[:, k]), N numbers per (n, k), plus the outer number x[n]
+    ("x2[:, k] + x[n]", ("N", "K", "N"), lambda d, n, k: d["x2"][:, k] + d["x"][n]),
+    ("x[n] * x2[0:2, k]", ("N", "K", "2"), lambda d, n, k: d["x"][n] * d["x2"][0:2, k]),
+    # a value of the inner plate with a dim of its own meets the outer plate's number
+    ("logsumexp(x2[0:2, k], dim=0) + x2[n]", ("N", "K", "K"),
+     lambda d, n, k: _lse(d["x2"][0:2, k]) + d["x2"][n]),
+])
+def test_a_column_read_by_the_inner_plates_index_in_nested_plates(sz, loc, site, hand):
+    """x2[:, k] (x2[0:2, k]) under plates n, k is column k (two of its entries) for every
+    n, as Stan's loop reads it (it was 'a slice over that dimension reads it at the wrong
+    plate'); meeting x[n] (one number of the outer plate) each entry gets it, and an
+    inner plate's number meets row x2[n] whole (both were 'would match the plate's size
+    K with N', or with N = K silently misread had they run)."""
+    N, K = sz["N"], sz["K"]
+    d = _data(**sz)
+    shape = tuple(2 if s == "2" else sz[s] for s in site)
+    d["y9"] = np.random.default_rng(12).normal(size=shape)
+    got = _density(f"  plate n in N {{\n    plate k in K {{\n      y9 ~ Normal({loc}, 1)\n"
+                   "    }\n  }", {"y9": tuple(site)}, d)
+    want = sum(_normal(d["y9"][n, k], hand(d, n, k), 1.0) for n in range(N) for k in range(K))
+    assert got == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("sz", SIZES)
+@pytest.mark.parametrize("body, site, hand", [
+    # plates m, n: u[m] of the outer plate plus row n (x2[n] * x[n]) of the inner one
+    ("plate m in M {\n    plate n in N {\n      y9 ~ Normal(min(u[m]) + x2 * x, 1)\n    }\n  }",
+     ("M", "N", "K"), lambda d, a, b: d["u"][a] + d["x2"][b] * d["x"][b]),
+    # plates k, n: a value of plate n with K of its own meeting k, number of plate k
+    ("plate k in K {\n    plate n in N {\n      w3 = 2 * x2[n]\n"
+     "      y9 ~ Normal(v[0] * k + w3, 1)\n    }\n  }",
+     ("K", "N", "K"), lambda d, a, b: d["v"][0] * a + 2 * d["x2"][b]),
+])
+def test_an_inner_plates_value_with_dims_of_its_own_meets_an_outer_plates_number(
+        sz, body, site, hand):
+    """Each element of the inner plate n has a row (K numbers); the outer plate's number
+    (u[m], k) is widened to meet it, as Stan's loop adds it to each entry (it was
+    'inside plate m, n, one operand has one value per plate element (shape [M, 1]) and
+    one operand has shape [N, K]: '+' would match the plate's size M with N')."""
+    d = _data(**sz)
+    shape = tuple(sz[s] for s in site)
+    d["y9"] = np.random.default_rng(13).normal(size=shape)
+    got = _density("  " + body, {"y9": tuple(site)}, d)
+    want = sum(_normal(d["y9"][a, b], hand(d, a, b), 1.0)
+               for a in range(shape[0]) for b in range(shape[1]))
+    assert got == pytest.approx(want, rel=1e-9)

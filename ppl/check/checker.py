@@ -1460,6 +1460,13 @@ class _ModelChecker(LabelLayout):
             conflict = self._plate_conflict(mine, width, other)
             owidth = self._plate_width(side)
             paired = False
+            inner = owidth is not None and 0 < width < owidth and \
+                len(other.shape) - owidth < len(mine.shape) - width
+            if conflict is not None and inner:
+                # a value of inner plates only with more dims of its own (xm[:, m], [M, N]
+                # under plates n, m) meeting one of more plates (x[n], [N, 1]): the other
+                # is widened to meet it below, when the loop comes to it
+                continue
             if conflict is None and owidth == 0:
                 # a global operand's dims are all its own (v: real[M], xm[1], A[0], u[:]):
                 # one landing on the unit dim of a nested plate ([N, 1] in plate N's body)
@@ -1498,7 +1505,8 @@ class _ModelChecker(LabelLayout):
                     self.rows_read[id(node)] = True
                 continue
             units = (len(other.shape) - (owidth or 0)) - (len(mine.shape) - width)
-            if owidth is not None and (owidth in (0, width) or whole) and units > 0:
+            if owidth is not None and (owidth in (0, width) or whole or 0 < owidth < width) \
+                    and units > 0:
                 widened = Ty(mine.kind, sizes.widened(mine.shape, width, units), dim=mine.dim,
                              value=mine.value)
                 if self._plate_conflict(widened, width, other) is None and paired:
@@ -1665,6 +1673,39 @@ class _ModelChecker(LabelLayout):
         return Ty("dist", _dist_shape(sig, padded, self), event=dty.event, dist=dty.dist,
                   discrete=dty.discrete, enumerable=dty.enumerable)
 
+    def _own_dims_fit(self, s: ast.Sample, shape, dty: Ty) -> bool:
+        """A distribution argument with more dims of its own per plate element than the
+        site has (``A[:, j]``, column j's K numbers, for ``y: real[N, M]`` under plates
+        i, j: one number per element): Stan refuses a vector for a real. Right-aligned,
+        its ``[M, K]`` met the site's ``[N, M]`` as two plate dims, a size error where K
+        differs and, where K = M = N, the column read against the wrong elements
+        silently. False after the located error."""
+        found = self._dist_bound.get(id(s.dist))
+        if not self.plate_stack or found is None or dty.event is None \
+                or len(shape) < len(self.plate_stack):
+            return True
+        sig, bound = found
+        want = max(len(shape) - len(self.plate_stack) - dty.event, 0)
+        needs = dict(sig.arg_constraints)
+        for pname, (node, t) in bound.items():
+            rank = signatures.PARAM_RANKS.get(sig.name, {}).get(pname)
+            rank = _param_rank(needs.get(pname)) if rank is None else rank
+            width = self._plate_width(node)
+            if rank is None or not width or t.kind not in TENSOR_KINDS or t.shape is None \
+                    or width > len(t.shape) or self._label_read(node) is not None:
+                continue
+            have = len(t.shape) - width - rank
+            if have > want:
+                own = sizes.show(tuple(t.shape[width:len(t.shape) - rank]))
+                self.err(f"inside plate {', '.join(self._plate_names())}, '{fmt.expr(node)}' "
+                         f"has {own} numbers of its own per element, which do not fit "
+                         f"'{s.name}' ({'one number' if not want else f'{want} dims'} per "
+                         "element)", node.span,
+                         [f"declare '{s.name}' with those dims after the plates' sizes, or "
+                          "reduce or index the value to the element's own shape"])
+                return False
+        return True
+
     def _fit_shape(self, s: ast.Sample, shape, dty: Ty):
         """Check a declared/data shape against the distribution; return event dims."""
         if shape is None:
@@ -1703,7 +1744,8 @@ class _ModelChecker(LabelLayout):
                 self._defer(shape[i], p, s.name_span, f"dimension {i} of '{s.name}' and the plate")
         full_shape = _runtime_form(shape, self.plate_stack)
         event = dty.event or 0
-        if self._global_on_plate(s, full_shape[: len(full_shape) - event]):
+        if self._global_on_plate(s, full_shape[: len(full_shape) - event]) \
+                or not self._own_dims_fit(s, shape, dty):
             return None
         if dty.shape is not None:
             full, issues = sizes.broadcast(dty.shape, full_shape)
@@ -2179,7 +2221,8 @@ class _ModelChecker(LabelLayout):
                 # x: real[N, M] in plates N and M: [N] at M's dim); x[i, :] is a row
                 dropped = any(s and not all(over[k + 1:]) for k, s in enumerate(over))
                 if any(over) and (_runtime_form(sym.ty.shape, plates) != sym.ty.shape
-                                  or dropped) and not self._global_index(e):
+                                  or dropped) and not self._global_index(e) \
+                        and not self._column_read(e, plates):
                     # a slice keeps the plate's dimension where the data have it, not at
                     # the plate's Pyro dim, which would pair it with an inner plate
                     index = plates[0].index or "i"
@@ -2305,6 +2348,27 @@ class _ModelChecker(LabelLayout):
             out[at:at] = list(advanced)
         out.extend(base.shape[len(e.indices):])
         return Ty(base.kind, tuple(front) + tuple(out))
+
+    def _column_read(self, e: ast.Index, plates: list) -> bool:
+        """``x2[0:2, k]`` (or ``xm[:, m]``) of data whose dims are the plates' in their
+        Pyro layout (``x2: real[N, K]`` under plates n, k): slices whose bounds are the
+        same for every element, then an index by an inner plate's index, read the column
+        as Stan's loop does (``x2[1:2, k]``, one vector per element of plate k), laid out
+        with the plate dims first as ``A[:, m]`` is (``plate_first``). Data laid out with
+        unit dims between its plates (``[N, 1]``) keep the located error."""
+        if _runtime_form(self.symbols[e.value.id].ty.shape, plates) != \
+                self.symbols[e.value.id].ty.shape:
+            return False
+        names = {p.index for p in self.plate_stack if p.index}
+        for k, item in enumerate(e.indices):
+            if isinstance(item, ast.Slice):
+                if any(b is not None and self._plate_width(b) != 0
+                       for b in (item.start, item.stop)):
+                    return False
+            elif not (isinstance(item, ast.Name) and item.id in names
+                      and k < len(plates) and plates[k].index == item.id):
+                return False
+        return True
 
     def _rows_read(self, e: ast.Index, item_tys: list, rank: int) -> None:
         """Record (``rows_read``) the dims ``e`` keeps after an index with one value per
