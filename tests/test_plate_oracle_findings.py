@@ -333,3 +333,34 @@ def test_an_inner_plates_value_with_dims_of_its_own_meets_an_outer_plates_number
     want = sum(_normal(d["y9"][a, b], hand(d, a, b), 1.0)
                for a in range(shape[0]) for b in range(shape[1]))
     assert got == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("sz", SIZES)
+def test_a_column_by_an_outer_plates_per_element_index_reads_the_declared_data(sz):
+    """x2[0:2, gid[n]] under plates n, m is Stan's x2[1:2, gid[n]], two numbers per n
+    (x2 is laid out [N, 1, K] there, and the slice was 'a slice over that dimension
+    reads it at the wrong plate'); under `batch 2` the slice still reads rows 0 and 1 of
+    the whole x2, not of the minibatch (the trace's y9 term, scaled by N / 2)."""
+    import pyro
+
+    N, M = sz["N"], sz["M"]
+    d = _data(**sz)
+    d["y9"] = np.random.default_rng(14).normal(size=(N, M, 2))
+    body = ("  plate n in N{b} {{\n    plate m in M {{\n"
+            "      y9 ~ Normal(x2[0:2, gid[n]] + u[m], 1)\n    }}\n  }}")
+    x2, gid, u, y9 = d["x2"], d["gid"], d["u"], d["y9"]
+
+    def term(n, m):
+        return _normal(y9[n, m], x2[0:2, gid[n]] + u[m], 1.0)
+
+    got = _density(body.format(b=""), {"y9": ("N", "M", "2")}, d)
+    assert got == pytest.approx(sum(term(n, m) for n in range(N) for m in range(M)), rel=1e-9)
+    decl = ", y9: real[N, M, 2]"
+    model = ppl.compile(HEAD.format(obs=decl, body=body.format(b=" batch 2")))
+    pyro.set_rng_seed(3)
+    tr = pyro.poutine.trace(model.pyro_model).get_trace(**model.bind(
+        {k: (v if isinstance(v, list) else torch.tensor(v)) for k, v in d.items()}))
+    tr.compute_log_prob()
+    rows = [int(i) for i in tr.nodes["n"]["value"]]
+    want = N / 2 * sum(term(n, m) for n in rows for m in range(M))
+    assert float(tr.nodes["y9"]["log_prob_sum"]) == pytest.approx(want, rel=1e-9)

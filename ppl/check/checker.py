@@ -2222,7 +2222,7 @@ class _ModelChecker(LabelLayout):
                 dropped = any(s and not all(over[k + 1:]) for k, s in enumerate(over))
                 if any(over) and (_runtime_form(sym.ty.shape, plates) != sym.ty.shape
                                   or dropped) and not self._global_index(e) \
-                        and not self._column_read(e, plates):
+                        and not self._column_read(e):
                     # a slice keeps the plate's dimension where the data have it, not at
                     # the plate's Pyro dim, which would pair it with an inner plate
                     index = plates[0].index or "i"
@@ -2349,26 +2349,22 @@ class _ModelChecker(LabelLayout):
         out.extend(base.shape[len(e.indices):])
         return Ty(base.kind, tuple(front) + tuple(out))
 
-    def _column_read(self, e: ast.Index, plates: list) -> bool:
-        """``x2[0:2, k]`` (or ``xm[:, m]``) of data whose dims are the plates' in their
-        Pyro layout (``x2: real[N, K]`` under plates n, k): slices whose bounds are the
-        same for every element, then an index by an inner plate's index, read the column
-        as Stan's loop does (``x2[1:2, k]``, one vector per element of plate k), laid out
-        with the plate dims first as ``A[:, m]`` is (``plate_first``). Data laid out with
-        unit dims between its plates (``[N, 1]``) keep the located error."""
-        if _runtime_form(self.symbols[e.value.id].ty.shape, plates) != \
-                self.symbols[e.value.id].ty.shape:
-            return False
-        names = {p.index for p in self.plate_stack if p.index}
-        for k, item in enumerate(e.indices):
+    def _column_read(self, e: ast.Index) -> bool:
+        """``x2[0:2, k]`` (``xm[:, m]``, ``x2[:, gid[n]]``) of data whose leading size is a
+        plate's, in nested plates: slices whose bounds are the same for every element,
+        then an index with one value per element, read the declared data as Stan's loop
+        does (``x2[1:2, k]``, one vector per element of plate k), laid out with the plate
+        dims first as ``A[:, m]`` is (``plate_first``), whatever the data's layout."""
+        sliced = False
+        for item in e.indices:
             if isinstance(item, ast.Slice):
+                sliced = True
                 if any(b is not None and self._plate_width(b) != 0
                        for b in (item.start, item.stop)):
                     return False
-            elif not (isinstance(item, ast.Name) and item.id in names
-                      and k < len(plates) and plates[k].index == item.id):
+            elif not sliced or self._plate_width(item) is None:
                 return False
-        return True
+        return sliced
 
     def _rows_read(self, e: ast.Index, item_tys: list, rank: int) -> None:
         """Record (``rows_read``) the dims ``e`` keeps after an index with one value per
