@@ -120,11 +120,16 @@ def site_layout(model, kwargs: dict) -> dict[str, tuple]:
 
 def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None,
                num_samples: int | None = None, sites: list[str] | None = None,
-               labels: str = "sample") -> dict[str, torch.Tensor]:
+               labels: str = "sample", in_support: bool = False) -> dict[str, torch.Tensor]:
     """Stack ``sites`` over draws; ``sites=None``: every unobserved sample site and every
     deterministic site that the posterior does not fix.
 
-    ``posterior[name]`` is [draws, ...]; with ``guide`` each draw comes from the guide.
+    ``posterior[name]`` is [draws, ...]; with ``guide`` each draw comes from the guide,
+    and with ``in_support`` a guide's draw at which a latent's log density is not finite
+    (a state of density 0 of the model: a declared bound that follows the latents left
+    a latent no value) is drawn again, up to ``INIT_TRIES`` times, as a step of the fit
+    is (``ppl.infer.run._step``; not with labels summed out). Without either, a prior
+    draw of density 0 is drawn again (``ppl.infer.run.PriorDraws``).
     A finite-support latent that neither fixes (summed out in the fit) is drawn from its
     exact conditional posterior given the draw and the data (:mod:`ppl.infer.discrete`),
     or with ``labels="map"`` set to that conditional's most probable joint assignment.
@@ -143,8 +148,14 @@ def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None
     # parameter store), so the same seed gives the same draws either way; at the first
     # posterior draw, not a prior one that a support following a latent may refuse
     look = at_values({k: v[0] for k, v in posterior.items()})(model) if posterior else model
+    # prior draws of density 0 (a refused argument that follows the latents) are drawn
+    # again: the draws are of the prior where the model is defined (run.PriorDraws)
+    from .run import INIT_TRIES, PriorDraws
+
+    prior = None if posterior or guide is not None else PriorDraws()
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
-        tr = poutine.trace(look).get_trace(**kwargs)
+        tr = PriorDraws().trace(look, kwargs) if prior is not None else \
+            poutine.trace(look).get_trace(**kwargs)
     if guide is not None or posterior:
         from .discrete import enumerable_sites, plate_nesting
 
@@ -175,8 +186,13 @@ def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None
                          if v["type"] == "sample" and not v["is_observed"]}
                 run = poutine.condition(model, {k: g.nodes[k]["value"] for k in given})
             elif guide is not None:
-                g = poutine.trace(guide).get_trace(**kwargs)
-                run = poutine.replay(model, trace=g)
+                for _ in range(INIT_TRIES if in_support else 1):
+                    g = poutine.trace(guide).get_trace(**kwargs)
+                    run = poutine.replay(model, trace=g)
+                    if in_support:  # a draw of density 0 is drawn again, as in the fit
+                        tr = poutine.trace(run).get_trace(**kwargs)
+                        if not _density_zero(tr):
+                            break
             elif posterior:
                 run = poutine.condition(model, {k: v[i] for k, v in posterior.items()})
             else:
@@ -186,7 +202,10 @@ def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None
                 from .discrete import posterior_draw
 
                 run = posterior_draw(run, discrete, labels)
-            tr = prune_subsample_sites(poutine.trace(run).get_trace(**kwargs))
+            if not in_support or guide is None or discrete is not None:
+                tr = prior.trace(run, kwargs) if prior is not None else \
+                    poutine.trace(run).get_trace(**kwargs)
+            tr = prune_subsample_sites(tr)
             for name, site in tr.nodes.items():
                 if site["type"] != "sample":
                     continue
@@ -201,6 +220,23 @@ def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None
                         value = value.reshape(shapes[name])
                     out.setdefault(name, []).append(value)
     return {k: torch.stack(v) for k, v in out.items()}
+
+
+def _density_zero(trace) -> bool:
+    """Whether a latent site of ``trace`` has a log density that is not finite."""
+    for site in trace.nodes.values():
+        if site["type"] == "sample" and not site["is_observed"] \
+                and not site["infer"].get("_deterministic"):
+            mask = site["mask"]
+            try:
+                lp = site["fn"].log_prob(site["value"])
+                if isinstance(mask, torch.Tensor):
+                    lp = torch.where(mask, lp, torch.zeros_like(lp))
+                if mask is not False and not bool(torch.isfinite(lp).all()):
+                    return True
+            except (ValueError, RuntimeError, NotImplementedError):
+                continue
+    return False
 
 
 __all__ = ["site_draws"]

@@ -570,6 +570,51 @@ def _prior_trace(model, kwargs: dict, seed: int):
     raise first
 
 
+class PriorDraws:
+    """Draws of ``model`` from its prior, one validated trace each (``sample_prior``,
+    ``site_draws`` without a posterior or a guide).
+
+    The model's normalised prior is the prior restricted to the states where it is
+    defined: a draw at which a distribution refuses an argument that follows the latents
+    (``a ~ Normal(0.5, 1); y ~ Uniform(a, 1.0)`` at ``a = 1.54``) has density 0 and is
+    drawn again, as :func:`_prior_trace` does, so the draws kept are exact draws of that
+    restricted prior (rejection sampling). The redraws continue the caller's stream, which
+    the run's seed set: draw ``i`` of a seed is the same every time, and no two draws share
+    a stream (reseeding each refusal as :func:`_prior_trace` does would repeat them). A
+    refusal of a data argument is raised at once; so are the refusals once they outnumber
+    the draws kept by :data:`INIT_TRIES` to 1 (:data:`INIT_TRIES` refusals in a row
+    before the first draw is kept, as Stan's initialisation; a prior that keeps about one
+    draw in 100 or fewer): the first one, with a note of the draws tried."""
+
+    def __init__(self):
+        self.kept = self.refused = 0
+        self.first = None
+
+    def trace(self, model, kwargs: dict):
+        while True:
+            state = pyro.util.get_rng_state()
+            try:
+                with pyro.validation_enabled(True):
+                    tr = pyro.poutine.trace(model).get_trace(**kwargs)
+            except ValueError as exc:
+                after = pyro.util.get_rng_state()
+                pyro.util.set_rng_state(state)  # the refused draw, with its latents as leaves
+                if not _refused_as_leaves(model, kwargs):
+                    raise
+                pyro.util.set_rng_state(after)
+                self.first = self.first or exc
+                self.refused += 1
+                if self.refused >= INIT_TRIES * (self.kept + 1):
+                    self.first.add_note(
+                        f"{self.refused} prior draws were refused and {self.kept} kept: at "
+                        "each refused one a distribution refused an argument that follows "
+                        "the latents, a state of density 0, drawn again")
+                    raise self.first from None
+                continue
+            self.kept += 1
+            return tr
+
+
 def _run_chain(make_kernel, model, kwargs, opts, seed: int, progress: bool, bound: list):
     """One chain of ``make_kernel(model)``, seeded with ``seed``, run to the end.
 
@@ -750,7 +795,10 @@ def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
     optim = optimiser()
     if elbo is None:
         elbo = _elbo(opts)
-    svi = SVI(fit_model, guide, optim, loss=elbo)
+    # each step's model traces, to tell a draw of density 0 from the data's
+    densities = _Densities(model, kwargs)
+    redraw = guide_name != "delta" and guide is not _empty_guide  # draws at random
+    svi = SVI(fit_model, guide, optim, loss=densities.keep(elbo, bool(opts.get("jit"))))
     losses = []
     from tqdm.auto import tqdm  # pyro's own dependency; MCMC's progress bar too
 
@@ -762,11 +810,11 @@ def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
     step, tries, first = 0, 1, None
     while step < opts["steps"]:
         try:
-            loss = _step(svi, kwargs, step, opts, method, follows)
+            loss = _step(svi, kwargs, step, opts, method, follows, densities, redraw)
         except (ValueError, BdlError) as e:
             if discrete and "share a common poutine.scale" in str(e):
                 raise _label_scale_error(discrete[0]) from None
-            if step or not auto or not _zero_start(e, model, kwargs):
+            if step or not auto or not _zero_start(e):
                 raise
             first = first or e
             if tries == INIT_TRIES:
@@ -787,7 +835,7 @@ def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
             guide = _autoguide(model, trace, guide_name, opts, latents, discrete,
                                init_to_uniform)
             optim = optimiser()
-            svi = SVI(fit_model, guide, optim, loss=elbo)
+            svi = SVI(fit_model, guide, optim, loss=densities.keep(elbo, bool(opts.get("jit"))))
             continue
         if decay != 1.0:
             optim.step()
@@ -803,7 +851,8 @@ def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
             raise ValueError("non-finite parameters")
         with torch.no_grad(), full_data():  # every row of a subsampled plate
             pred = site_draws(model, kwargs, guide=guide, num_samples=n,
-                              sites=latents + dets, labels=opts.get("labels", "sample"))
+                              sites=latents + dets, labels=opts.get("labels", "sample"),
+                              in_support=redraw and densities.follow())
     except ValueError as e:
         if _usable_params() and not _in_guide(e):
             raise
@@ -818,21 +867,84 @@ def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
     return f
 
 
+class _Densities:
+    """The model traces of an SVI step's ELBO (:meth:`keep`), so that a step whose ELBO
+    is not finite can say where it came from (:meth:`density_zero`). ``traces`` is
+    emptied before each step; a JIT-compiled step runs no Python and keeps none."""
+
+    def __init__(self, model, kwargs: dict):
+        self.traces: list = []
+        self._model, self._kwargs, self._follow = model, kwargs, None
+
+    def keep(self, elbo, jit: bool = False):
+        """``elbo``, keeping each particle's model trace (its sites' log densities are
+        already computed there): no cost to a step. A JIT-compiled ELBO is left as it is:
+        its traces are of the compiling runs, not of the draws of the loss it gives."""
+        if jit:
+            return elbo
+        get = elbo._get_trace
+
+        def kept(*args, **kwargs):
+            model_trace, guide_trace = get(*args, **kwargs)
+            self.traces.append(model_trace)
+            return model_trace, guide_trace
+
+        elbo._get_trace = kept
+        return elbo
+
+    def follow(self) -> bool:
+        """Whether a latent's declared bound follows the latents (computed once)."""
+        if self._follow is None:
+            self._follow = _bounds_follow_latents(self._model, self._kwargs)
+        return self._follow
+
+    def density_zero(self, loss: float) -> bool:
+        """Whether the step's non-finite ELBO comes from a guide's draw of density 0: the
+        log density is not finite only at latent sites whose distribution follows the
+        latents (holds a tensor that requires grad: a declared bound ``z: real<upper=a>``
+        whose set is empty at ``a < 0``). Not finite at an observed site (``y = 1e20`` in
+        float32, whose Normal log density is -inf at every draw), or at a latent whose
+        distribution is the data's alone, it is not: no draw mends it. Nothing kept (a
+        JIT-compiled step): an infinite ELBO where a latent's declared bound follows the
+        latents (:func:`_bounds_follow_latents`)."""
+        if not self.traces:
+            return math.isinf(loss) and self.follow()
+        bad = [site for tr in self.traces for site in tr.nodes.values()
+               if site["type"] == "sample" and "log_prob" in site
+               and not bool(torch.isfinite(site["log_prob"]).all())]
+        return bool(bad) and all(not site["is_observed"] and any(
+            t.requires_grad for t in _transform_tensors(site["fn"])) for site in bad)
+
+
+def _svi_step(svi, kwargs: dict) -> float:
+    """``svi.step``, except that a step whose loss is not finite moves no parameter (its
+    gradient is NaN or infinite): the caller redraws it or stops."""
+    from pyro.infer.util import torch_item, zero_grads
+
+    with poutine.trace(param_only=True) as capture:
+        loss = torch_item(svi.loss_and_grads(svi.model, svi.guide, **kwargs))
+    params = {site["value"].unconstrained() for site in capture.trace.nodes.values()}
+    if math.isfinite(loss):
+        svi.optim(params)
+    zero_grads(params)
+    return loss
+
+
 def _elbo(opts: dict):
     return JitTrace_ELBO(num_particles=opts["particles"], ignore_jit_warnings=True) \
         if opts.get("jit") else Trace_ELBO(num_particles=opts["particles"])
 
 
-def _zero_start(exc: BaseException, model, kwargs: dict) -> bool:
+def _zero_start(exc: BaseException) -> bool:
     """Whether the first step's error ``exc`` says the guide's start has density 0: a
     draw that leaves a support that follows the latents (:func:`_left_support`), a
-    distribution refusing an argument that follows them, or an infinite ELBO where a
-    latent's declared bound follows the latents (``z: real<upper=a> ~ Beta(2, 2)`` at
-    ``a < 0``). Any other error (an infinite ELBO from the data, ``y = 1e20`` in
-    float32) is raised at once: no start mends it."""
-    if getattr(exc, "zero_start", False) or _follows_latents(exc):
-        return True
-    return getattr(exc, "infinite", False) and _bounds_follow_latents(model, kwargs)
+    distribution refusing an argument that follows them, or a non-finite ELBO that comes
+    from latents whose declared bound follows the latents (``z: real<upper=a> ~ Beta(2,
+    2)`` at ``a < 0``: :meth:`_Densities.density_zero`). Any other error (an infinite
+    ELBO from the data, ``y = 1e20`` in float32, even where such a bound is declared) is
+    raised at once: no start mends it."""
+    return bool(getattr(exc, "zero_start", False) or getattr(exc, "density_zero", False)
+                or _follows_latents(exc))
 
 
 def _bounds_follow_latents(model, kwargs: dict) -> bool:
@@ -897,33 +1009,53 @@ def _label_scale_error(label: str):
 
 
 def _step(svi, kwargs: dict, step: int, opts: dict, method: str,
-          follows: dict[str, bool] | None = None) -> float:
+          follows: dict[str, bool] | None = None, densities: _Densities | None = None,
+          redraw: bool = False) -> float:
     """One SVI step's loss; a non-finite ELBO or guide is the user error
     :func:`_diverged` (Pyro's own NaN warnings, which would only come before it, are
     kept quiet), and a support error at an observed site of ``follows`` (a support that
-    follows the latents, or a param where its value is True) is :func:`_left_support`."""
+    follows the latents, or a param where its value is True) is :func:`_left_support`.
+
+    A step whose ELBO is not finite moves no parameter. Where it comes from the guide's
+    draw having density 0 (``densities``, :meth:`_Densities.density_zero`) and the guide
+    draws at random (``redraw``: not a delta), a step after the first is drawn again, up
+    to :data:`INIT_TRIES` times, as Stan's ADVI drops such draws from its ELBO estimate;
+    the first step's start is drawn again by the caller. The error says whether the
+    ELBO's draw had density 0 (``density_zero``)."""
     follows = follows or {}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Encountered NaN")
-        try:
-            loss = svi.step(**kwargs)
-        except ValueError as e:  # a guide built from parameters the last step made NaN
-            site = re.search(r"at site '([^']+)'", str(e))
-            if site and site.group(1) in follows:
-                raise _left_support(method, step, opts, site.group(1),
-                                    follows[site.group(1)]) from e
-            # the first step builds the guide from its initial parameters, running the
-            # model inside the autoguide: no step has moved them, so an error then is the
-            # model's own (a scale mu - 50 < 0), located as such, never divergence
-            if step == 0 or (_usable_params() and not _in_guide(e)):
-                raise
-            raise _diverged(method, step, opts, _GUIDE_BROKE) from e
-    if not math.isfinite(loss):
-        err = _diverged(method, step, opts,
-                        f"the ELBO became {'NaN' if math.isnan(loss) else 'infinite'}")
-        err.infinite = math.isinf(loss)  # a start of density 0, where a bound follows
-        raise err
-    return loss
+    for _ in range(INIT_TRIES):
+        if densities is not None:
+            densities.traces.clear()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Encountered NaN")
+            try:
+                loss = _svi_step(svi, kwargs)
+            except ValueError as e:  # a guide built from parameters the last step made NaN
+                site = re.search(r"at site '([^']+)'", str(e))
+                if site and site.group(1) in follows:
+                    raise _left_support(method, step, opts, site.group(1),
+                                        follows[site.group(1)]) from e
+                # the first step builds the guide from its initial parameters, running the
+                # model inside the autoguide: no step has moved them, so an error then is
+                # the model's own (a scale mu - 50 < 0), located as such, never divergence
+                if step == 0 or (_usable_params() and not _in_guide(e)):
+                    raise
+                raise _diverged(method, step, opts, _GUIDE_BROKE) from e
+        if math.isfinite(loss):
+            return loss
+        zero = densities is not None and densities.density_zero(loss)
+        if not (zero and redraw and step):
+            break
+    err = _diverged(method, step, opts,
+                    f"the ELBO became {'NaN' if math.isnan(loss) else 'infinite'}")
+    err.density_zero = zero  # at the first step: a start of density 0
+    if zero and redraw and step:
+        err.diagnostics[0].notes.append(
+            f"the guide's draw was drawn again {INIT_TRIES} times at this step: at each "
+            "the model had density 0 there (a latent's declared bound that follows the "
+            "latents left it no value); the guide puts its mass where the model has none")
+        err.args = (err.render(),)
+    raise err
 
 
 def _bound_by_param(site) -> bool:
