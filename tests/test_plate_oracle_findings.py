@@ -319,11 +319,19 @@ def test_a_column_read_by_the_inner_plates_index_in_nested_plates(sz, loc, site,
     ("plate k in K {\n    plate n in N {\n      w3 = 2 * x2[n]\n"
      "      y9 ~ Normal(v[0] * k + w3, 1)\n    }\n  }",
      ("K", "N", "K"), lambda d, a, b: d["v"][0] * a + 2 * d["x2"][b]),
+    # plates n, m: a value of both with K of its own (row n plus m) meets v[gid[n]]
+    ("plate n in N {\n    plate m in M {\n      y9 ~ Normal((x2 + m * 0.5) - v[gid[n]], 1)"
+     "\n    }\n  }",
+     ("N", "M", "K"), lambda d, a, b: d["x2"][a] + b * 0.5 - d["v"][d["gid"][a]]),
+    ("plate n in N {\n    plate k in K {\n"
+     "      y9 ~ Normal(max(A[k] / (1.5 + tanh(n * 0.5)) + x[n], dim=0), 1)\n    }\n  }",
+     ("N", "K"), lambda d, a, b: np.max(d["A"][b] / (1.5 + np.tanh(a * 0.5)) + d["x"][a])),
 ])
 def test_an_inner_plates_value_with_dims_of_its_own_meets_an_outer_plates_number(
         sz, body, site, hand):
     """Each element of the inner plate n has a row (K numbers); the outer plate's number
-    (u[m], k) is widened to meet it, as Stan's loop adds it to each entry (it was
+    (u[m], k, or v[gid[n]] of both plates' value x2 + m) is widened to meet it, as Stan's
+    loop adds it to each entry (it was
     'inside plate m, n, one operand has one value per plate element (shape [M, 1]) and
     one operand has shape [N, K]: '+' would match the plate's size M with N')."""
     d = _data(**sz)

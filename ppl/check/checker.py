@@ -1460,12 +1460,13 @@ class _ModelChecker(LabelLayout):
             conflict = self._plate_conflict(mine, width, other)
             owidth = self._plate_width(side)
             paired = False
-            inner = owidth is not None and 0 < width < owidth and \
+            inner = owidth is not None and 0 < width <= owidth and \
                 len(other.shape) - owidth < len(mine.shape) - width
             if conflict is not None and inner:
-                # a value of inner plates only with more dims of its own (xm[:, m], [M, N]
-                # under plates n, m) meeting one of more plates (x[n], [N, 1]): the other
-                # is widened to meet it below, when the loop comes to it
+                # a value of inner plates only (or of the same plates) with more dims of
+                # its own (xm[:, m], [M, N] under plates n, m; x2 + m, [N, M, K]) meeting
+                # one of more plates with fewer (x[n], c[gid[n]], [N, 1]): the other is
+                # widened to meet it below, when the loop comes to it
                 continue
             if conflict is None and owidth == 0:
                 # a global operand's dims are all its own (v: real[M], xm[1], A[0], u[:]):
