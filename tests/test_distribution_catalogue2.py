@@ -677,17 +677,18 @@ def test_draws_of_stable_and_of_a_gaussian_hmm(levy_s0, hmm_args):
                                   MultivariateNormal([0.0], [[0.5]]), [[1.0]],
                                   MultivariateNormal([0.0], [[0.2]]), duration=T)
     }"""
-    d = ppl.compile(src).sample_prior({"T": 3}, num_samples=4000, seed=5)
+    n = 800  # each draw a run of the model: seconds
+    d = ppl.compile(src).sample_prior({"T": 3}, num_samples=n, seed=5)
     s, y = np.asarray(d["s"]), np.asarray(d["y"])
-    assert s.shape == (4000,) and y.shape == (4000, 3, 1)
+    assert s.shape == (n,) and y.shape == (n, 3, 1)
     # the stable draws' distribution function at three points
     for x in (-1.0, 0.2, 2.0):
         p = levy_s0.cdf(x, 1.5, 0.3, loc=0.2, scale=1.5)
-        assert abs((s <= x).mean() - p) < 4 * math.sqrt(p * (1 - p) / 4000)
+        assert abs((s <= x).mean() - p) < 4 * math.sqrt(p * (1 - p) / n)
     # Var y_t of the chain started one step before t = 0: 0.7^2 var + 0.5, plus 0.2
     var = 1.0
     for t in range(3):
         var = 0.49 * var + 0.5
         want = var + 0.2
-        assert abs(y[:, t, 0].var() - want) < 4 * want * math.sqrt(2 / 4000)
+        assert abs(y[:, t, 0].var() - want) < 4 * want * math.sqrt(2 / n)
 
