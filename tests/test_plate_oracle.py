@@ -166,6 +166,16 @@ CASES = [
     pytest.param(_program(P("m", "M", [po.Factor(po.Reduce("sum", B("@", V("v"), B(
         "-", V("A"), Ix("u", [("i", "m")])))))])),
         id="vector-at-matrix-minus-an-element"),
+    # seed 26119: w1 of plate k (laid out [K, 1, N] there, its N its own) read in a later
+    # batch plate n is cut along dim 1 before it is put back to [K, N] (rt.plate_closed
+    # after w1.index_select(1, n)): torch's 'INDICES element is out of DATA bounds'
+    _bug("closed-plate-value-cut-before-its-layout-is-undone",
+         "lower.py cuts a closed plate's value in its nested layout",
+         P("k", "K", [po.Let("w1", po.Where(po.Reduce("sum", Ix("x2", [("s",), ("i", "k")]),
+                                                      dim=-1), Ix("A", [("i", "k"), ("c", 0)]),
+                                            Ix("x", [("s",)]), Ix("x", [("s",)]))),
+                      P("n", "N", [po.Let("w4", B("*", V("k"), V("A")))])]),
+         P("m", "M", [P("n", "N", [po.Let("w9", Ix("w1", [("c", 1)]))], batch=2)])),
 ]
 
 
