@@ -249,6 +249,11 @@ class Index(Expr):
                 raise IndexError(f"index {k} out of range for size {n}")
             if isinstance(k, np.ndarray) and k.size and not (-n <= k.min() and k.max() < n):
                 raise IndexError(f"gather out of range for size {n}")
+            if isinstance(k, slice):  # Stan's: a slice past the end is an error, not cut
+                lo, hi = (n + b if b is not None and b < 0 else b for b in (k.start, k.stop))
+                lo, hi = lo or 0, n if hi is None else hi
+                if hi > n or lo > hi:
+                    raise IndexError(f"slice {lo}:{hi} out of range for size {n}")
         return value[tuple(key)]
 
     def children(self):

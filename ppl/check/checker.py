@@ -2323,7 +2323,7 @@ class _ModelChecker(LabelLayout):
                 stop = self._static_dim(item.stop, dim)
                 if start is None or stop is None:
                     return Ty(base.kind, None)
-                out.append(_slice_length(start, stop, dim))
+                out.append(self._slice_fits(e, i, item, start, stop, dim))
             elif t.shape == ():
                 if (isinstance(t.value, int) and dim.is_Integer
                         and not (-dim <= t.value < dim)):
@@ -2366,6 +2366,41 @@ class _ModelChecker(LabelLayout):
             elif not sliced or self._plate_width(item) is None:
                 return False
         return sliced
+
+    def _slice_fits(self, e: ast.Index, i: int, item: ast.Slice, start, stop, dim):
+        """The length of slice ``i`` of ``e`` along ``dim``, its ends in range: a stop past
+        the dimension (``u[1:K + 1]`` of ``u: real[M]``) or a start past the stop
+        (``u[K:]``) is an error where it is so for every size, else checked when data bind
+        the sizes (Stan refuses an out-of-range slice; torch would cut it short, and the
+        value would not have the length the checker gives it)."""
+        ends = []
+        for end in (start, stop):
+            if end.is_number and end < 0:
+                end = dim + end  # from the end, as in Python
+            ends.append(end)
+        lo, hi = ends
+        name = fmt.expr(e.value) if isinstance(e.value, ast.Name) else "the value"
+        written = fmt.expr(e)
+        of = f"dimension {i} of {name!r}" if name != "the value" else f"dimension {i}"
+        past = dim - hi
+        if all(x.is_number for x in (dim, *ends)) and past >= 0:
+            return _slice_length(start, stop, dim)  # numbers: x[3:1] is empty, as in Stan
+        if sizes.always_negative(past):
+            self.err(f"the slice {written} ends at {hi.signed()}, past the end of {of} of "
+                     f"size {dim.signed()}", item.span)
+            return _slice_length(start, stop, dim)
+        if not sizes.never_negative(past):
+            self._defer(dim, hi, item.span, f"{of} and the end of the slice {written}",
+                        at_least=True)
+        length = hi - lo
+        if sizes.always_negative(length):
+            self.err(f"the slice {written} starts at {lo.signed()}, past its end "
+                     f"{hi.signed()}", item.span)
+            return sizes.const(0)
+        if not sizes.never_negative(length):
+            self._defer(hi, lo, item.span, f"the end and the start of the slice {written}",
+                        at_least=True)
+        return length
 
     def _rows_read(self, e: ast.Index, item_tys: list, rank: int) -> None:
         """Record (``rows_read``) the dims ``e`` keeps after an index with one value per
