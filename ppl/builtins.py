@@ -268,7 +268,7 @@ _ELEMENTWISE = {
     "logit": "torch.logit", "erf": "torch.erf", "floor": "torch.floor", "round": "torch.round",
 }
 # an int argument gives an int value here (so the result can index)
-_KEEP_INT = ("abs", "floor", "round")
+_KEEP_INT = ("abs", "floor", "round", "square", "relu")
 for _name, _target in _ELEMENTWISE.items():
     register(Builtin(_name, _target, ("x",), 1, shape=same_as_first,
                      result="as_first" if _name in _KEEP_INT else "real",
@@ -300,14 +300,37 @@ def pow_rule(args, kwargs):
     return _broadcast(args[0].shape, args[1].shape) if len(args) == 2 else None
 
 
-def diag_multiply_rule(args, kwargs):
-    """diag_pre_multiply(v, M), diag_post_multiply(M, v), quad_form_diag(M, v): M's shape,
-    for a matrix M and a vector v whose length matches (unknown otherwise)."""
-    if len(args) != 2 or args[0].shape is None or args[1].shape is None:
-        return None
-    v, m = (args[0].shape, args[1].shape) if len(args[0].shape) == 1 else (
-        args[1].shape, args[0].shape)
-    return tuple(m) if len(v) == 1 and len(m) == 2 and v[0] in m else None
+# the dims of M that v's length must match (Stan's): its rows, its columns, both
+SCALED_DIMS = {"diag_pre_multiply": (-2,), "diag_post_multiply": (-1,),
+               "quad_form_diag": (-2, -1)}
+
+
+def diag_multiply_sizes(name: str, v, m) -> tuple:
+    """(shape, mismatches) of diag_pre_multiply(v, M), diag_post_multiply(M, v) or
+    quad_form_diag(M, v) of shapes ``v`` [K] and ``m`` [K, J]: M's shape, v's length
+    against M's rows (pre), columns (post) or both (quad_form_diag: a square M). (None,
+    []) unless ``v`` is a vector and ``m`` a matrix (``Checker._scale_fits``)."""
+    from .check import sizes
+
+    if v is None or m is None or len(v) != 1 or len(m) != 2:
+        return None, []
+    issues = []
+    for d in SCALED_DIMS[name]:
+        rel = sizes.compare(v[0], m[d])
+        if rel != sizes.Relation.EQUAL:
+            issues.append(sizes.Mismatch(v[0], m[d], rel == sizes.Relation.DIFFERENT))
+    return tuple(m), issues
+
+
+def diag_multiply_rule(name: str):
+    """The shape rule of diag_pre_multiply(v, M), diag_post_multiply(M, v) or
+    quad_form_diag(M, v): M's shape, for a matrix M and a vector v (unknown otherwise)."""
+    def rule(args, kwargs):
+        if len(args) != 2:
+            return None
+        v, m = args if name == "diag_pre_multiply" else args[::-1]
+        return diag_multiply_sizes(name, v.shape, m.shape)[0]
+    return rule
 
 
 def outer_rule(args, kwargs):
@@ -326,17 +349,17 @@ def matrix_rule(args, kwargs):
 register(Builtin("pow", "rt.pow", ("x", "y"), 2, shape=pow_rule,
                  doc="elementwise power x ^ y (Stan's pow)"))
 register(Builtin("diag_pre_multiply", "rt.diag_pre_multiply", ("v", "m"), 2,
-                 shape=diag_multiply_rule,
+                 shape=diag_multiply_rule("diag_pre_multiply"),
                  doc="diag(v) @ m, without forming diag(v) (Stan's diag_pre_multiply)"))
 register(Builtin("diag_post_multiply", "rt.diag_post_multiply", ("m", "v"), 2,
-                 shape=diag_multiply_rule,
+                 shape=diag_multiply_rule("diag_post_multiply"),
                  doc="m @ diag(v), without forming diag(v) (Stan's diag_post_multiply)"))
 register(Builtin("quad_form_diag", "rt.quad_form_diag", ("m", "v"), 2,
-                 shape=diag_multiply_rule,
+                 shape=diag_multiply_rule("quad_form_diag"),
                  doc="diag(v) @ m @ diag(v) (Stan's quad_form_diag)"))
-register(Builtin("outer", "rt.outer", ("a", "b"), 2, shape=outer_rule,
+register(Builtin("outer", "rt.outer", ("a", "b"), 2, shape=outer_rule, result="as_first",
                  doc="outer product a b' of two vectors: [len(a), len(b)]"))
-register(Builtin("tril", "rt.tril", ("m",), 1, shape=matrix_rule,
+register(Builtin("tril", "rt.tril", ("m",), 1, shape=matrix_rule, result="as_first",
                  doc="lower triangle of a matrix, zeros above the diagonal"))
 for _name, _doc in (("sd", "sample standard deviation (n - 1, Stan's sd)"),
                     ("variance", "sample variance (n - 1, Stan's variance)")):
@@ -354,18 +377,52 @@ register(Builtin("transpose", "rt.transpose", ("x",), 1, shape=transpose_rule,
                  result="as_first",
                  doc="swap the last two dimensions"))
 register(Builtin("stack", "rt.stack", ("xs", "dim"), 1, doc="stack a list along a new dim"))
+def cat_sizes(shapes: list, dim: int) -> tuple:
+    """(shape, mismatches) of ``cat`` of items of ``shapes`` along ``dim``: their sizes
+    along ``dim`` added (N + M). Along a dim counted from the left (torch.cat) the items
+    have one rank and equal other dims; from the right (``dim < 0``, ``rt.cat``) their
+    other dims broadcast, a shorter item padded with 1s on the left (``cat([S, v],
+    dim=-2)`` of [K, K] and [K] is [K + 1, K], Stan's append_row). (None, []) when
+    unknown or refused elsewhere (ranks, dim out of range: ``Checker._join_ranks``)."""
+    from .check import sizes
+
+    if not shapes or any(s is None for s in shapes):
+        return None, []
+    issues = []
+    if dim >= 0:
+        rank = len(shapes[0])
+        if any(len(s) != rank for s in shapes) or dim >= rank:
+            return None, []
+        for s in shapes[1:]:
+            for k in range(rank):
+                rel = sizes.compare(shapes[0][k], s[k])
+                if k != dim and rel != sizes.Relation.EQUAL:
+                    issues.append(sizes.Mismatch(shapes[0][k], s[k],
+                                                 rel == sizes.Relation.DIFFERENT))
+        shape = list(shapes[0])
+        shape[dim] = sum((s[dim] for s in shapes[1:]), shape[dim])
+        return tuple(shape), issues
+    rank = max(len(s) for s in shapes)
+    if dim < -rank:
+        return None, []
+    padded = [(sizes.ONE,) * (rank - len(s)) + tuple(s) for s in shapes]
+    at = rank + dim
+    rest = padded[0][:at] + (sizes.ONE,) + padded[0][at + 1:]
+    for p in padded[1:]:
+        rest, more = sizes.broadcast(rest, p[:at] + (sizes.ONE,) + p[at + 1:])
+        issues += more
+    joined = sum((p[at] for p in padded[1:]), padded[0][at])
+    return rest[:at] + (joined,) + rest[at + 1:], issues
+
+
 def cat_rule(args, kwargs):
     """cat([a, b], dim): the items' shape with their sizes along dim added (N + M)."""
     items = getattr(args[0], "value", None) if args else None
     d = kwargs.get("dim", args[1] if len(args) > 1 else None)
     dim = 0 if d is None else getattr(d, "value", None)
-    if not isinstance(items, list) or not items or not isinstance(dim, int) \
-            or any(t.shape is None or len(t.shape) != len(items[0].shape) for t in items) \
-            or not -len(items[0].shape) <= dim < len(items[0].shape):
+    if not isinstance(items, list) or not items or not isinstance(dim, int):
         return None
-    shape = list(items[0].shape)
-    shape[dim] = sum((t.shape[dim] for t in items[1:]), shape[dim])
-    return tuple(shape)
+    return cat_sizes([t.shape for t in items], dim)[0]
 
 
 register(Builtin("cat", "rt.cat", ("xs", "dim"), 1, shape=cat_rule,
@@ -379,6 +436,7 @@ register(Builtin("arange", "rt.arange", ("n",), 1, shape=arange_rule, result="in
 register(Builtin("cholesky", "torch.linalg.cholesky", ("a",), 1, shape=same_as_first,
                  doc="lower Cholesky factor"))
 register(Builtin("diag", "torch.diag_embed", ("v",), 1, doc="diagonal matrix from a vector",
+                 result="as_first",
                  shape=lambda args, kwargs: (tuple(args[0].shape) + tuple(args[0].shape[-1:])
                                              if args and args[0].shape else None)))
 register(Builtin("solve", "torch.linalg.solve", ("a", "b"), 2,

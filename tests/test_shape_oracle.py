@@ -18,16 +18,7 @@ import shape_oracle as so
 # (seed, bad): bad is the share of operands generated without regard to fit
 SWEEP = [(seed, 0.0) for seed in range(50)] + [(seed, 0.3) for seed in range(45)]
 # what the sweep finds today outside so.OK (each a class below)
-KNOWN = {
-    (2, 0.3): "torch_refusal",   # where(.., [M, 2 * K], [2 * K, N]): where's sizes unchecked
-    (11, 0.3): "torch_refusal",  # where(v > 0.0, A, u)
-    (17, 0.3): "torch_refusal",  # cat([transpose(B), C]): cat's other dims unchecked
-    (19, 0.3): "torch_refusal",  # where(z > 0.0, [M], [2, K])
-    (22, 0.3): "torch_refusal",  # where(A > 0.0, outer(where(u > 0.0, x, u), ..), ..)
-    (23, 0.3): "torch_refusal",  # where(1.7 > 0.0, cat([A, 1.4], dim=-2), ones(2 * N, K))
-    (34, 0.3): "torch_refusal",  # cat([B * B, diag(u)], dim=1)
-    (40, 0.3): "torch_refusal",  # where(.. [N, 2 * K] > 0.0, .. [N, K], A)
-}
+KNOWN: dict = {}  # (seed, share): status, each a strict xfail until fixed
 MUST_COVER = {"fn", "binop", "index", "slice", "gather", "reduce", "reduce_dim", "along",
               "sort", "matmul", "transpose", "stack", "cat", "list", "outer", "diag", "tril",
               "make", "where", "clamp", "pow", "scale", "linalg", "bad"}
@@ -100,51 +91,48 @@ def test_a_size_mismatch_of_arithmetic_is_refused_by_binding_not_torch(float64):
     assert "size mismatch between the operands of '+' [K, K] and [M]" in out["located"]
 
 
-# ---- the classes the sweep finds, each by its smallest program (strict xfails) ----------
+# ---- the classes the sweep found, each by its smallest program (fixed; new ones: xfails) --
 
-def _bug(case_id, body, sizes, reason):
-    return pytest.param(body, sizes, id=case_id,
-                        marks=pytest.mark.xfail(strict=True, reason=reason))
-
-
+# (id, body, sizes); a new finding goes here as a strict xfail until it is fixed
 FITS = [  # the checker's shape is the run's, or BDL refuses with its own words
-    pytest.param("  w1 = u[1:K + 1]", EQ, id="slice-end-past-the-dim"),  # was [K], ran [3]
-    pytest.param("  w1 = u[K:]", {"N": 4, "K": 6, "M": 5}, id="slice-start-past-the-dim"),
-    _bug("where-of-unequal-sizes", "  w1 = where(S > 0.0, S, u)", N3,
-         "where's broadcast issues are dropped (no deferred K = M): torch's error"),
-    _bug("cat-of-unequal-other-dims", "  w1 = cat([A, C])", N3,
-         "cat_rule adds the dims along dim and never compares the others (K vs N)"),
-    _bug("cat-from-the-right-of-unequal-ranks", "  w1 = cat([S, v], dim=-2)", N3,
-         "rt.cat broadcasts only when the other dims differ: torch.cat of [K, K], [K]"),
-    _bug("diag-pre-multiply-of-a-vector-of-the-columns", "  w1 = diag_pre_multiply(u, B)", N3,
-         "diag_multiply_rule takes a vector whose length is any of the matrix's dims"),
-    _bug("clamp-of-a-list-literal", "  w1 = clamp([v, v], min=0.0)", N3,
-         "the list reaches rt.clamp as a Python list: 'only one element tensors ...'"),
-    _bug("softmax-of-an-int", "  w1 = softmax(arange(N))", N3,
-         "torch has no int softmax; the checker takes int"),
-    _bug("int-data-at-real", "  w1 = g @ A", N3,
-         "torch's matmul of long and double; the checker takes int @ real"),
+    ("slice-end-past-the-dim", "  w1 = u[1:K + 1]", EQ),
+    ("slice-start-past-the-dim", "  w1 = u[K:]", {"N": 4, "K": 6, "M": 5}),
+    ("where-of-unequal-sizes", "  w1 = where(S > 0.0, S, u)", N3),
+    ("where-at-equal-sizes", "  w1 = where(S > 0.0, S, u)", EQ),
+    ("matmul-function-of-unequal-sizes", "  w1 = matmul(B, A)", N3),
+    ("matmul-function-at-equal-sizes", "  w1 = matmul(B, A)", EQ),
+    ("cat-of-unequal-other-dims", "  w1 = cat([A, C])", N3),
+    ("cat-at-equal-sizes", "  w1 = cat([A, C])", EQ),
+    ("cat-from-the-right-of-unequal-ranks", "  w1 = cat([S, v], dim=-2)", N3),
+    ("cat-from-the-right-at-equal-sizes", "  w1 = cat([S, v], dim=-2)", EQ),
+    ("diag-pre-multiply-of-a-vector-of-the-columns", "  w1 = diag_pre_multiply(u, B)", N3),
+    ("diag-pre-multiply-at-equal-sizes", "  w1 = diag_pre_multiply(u, B)", EQ),
+    ("diag-post-multiply-of-a-vector-of-the-rows", "  w1 = diag_post_multiply(B, v)", N3),
+    ("quad-form-diag-of-a-matrix-not-square", "  w1 = quad_form_diag(B, v)", N3),
+    ("clamp-of-a-list-literal", "  w1 = clamp([v, v], min=0.0)", N3),
+    ("clamp-of-a-list-literal-of-ints", "  w1 = clamp([g, g], min=1)", N3),
+    ("softmax-of-an-int", "  w1 = softmax(arange(N))", N3),
+    ("int-data-at-real", "  w1 = g @ A", N3),
 ]
 REFUSED = [  # provably different sizes: a check error, as for '+' and '@'
-    _bug("where-of-provably-different-sizes", "  w1 = where(x > 0.0, x, ones(N + 1))", N3,
-         "where's broadcast issues are dropped"),
-    _bug("matmul-function-of-provably-different-sizes", "  w1 = matmul(v, ones(K + 1))", N3,
-         "matmul() outside plates has no shape rule (v @ ones(K + 1) is refused)"),
-    _bug("cat-of-provably-different-other-dims", "  w1 = cat([S, ones(K, K + 1)])", N3,
-         "cat_rule never compares the other dims"),
-    _bug("diag-pre-multiply-of-a-matrix", "  w1 = diag_pre_multiply(eye(K), S)", N3,
-         "diag_multiply_rule gives up (unknown shape); it runs to [K, K, K]"),
+    ("where-of-provably-different-sizes", "  w1 = where(x > 0.0, x, ones(N + 1))", N3),
+    ("matmul-function-of-provably-different-sizes", "  w1 = matmul(v, ones(K + 1))", N3),
+    ("matmul-function-of-a-number", "  w1 = matmul(2.0, A)", N3),
+    ("cat-of-provably-different-other-dims", "  w1 = cat([S, ones(K, K + 1)])", N3),
+    ("diag-pre-multiply-of-a-matrix", "  w1 = diag_pre_multiply(eye(K), S)", N3),
+    ("diag-pre-multiply-of-provably-different-sizes",
+     "  w1 = diag_pre_multiply(ones(K + 1), S)", N3),
 ]
 
 
-@pytest.mark.parametrize("body,sizes", FITS)
+@pytest.mark.parametrize("body,sizes", [pytest.param(*c[1:], id=c[0]) for c in FITS])
 def test_a_found_program_is_sized_as_it_runs_or_refused(body, sizes, float64):
     out = so.outcome(body, sizes)
     refused = "refused" in out or ("located" in out and not out["torch"])
     assert refused or ("checker" in out and out["checker"] == out["run"]), out
 
 
-@pytest.mark.parametrize("body,sizes", REFUSED)
+@pytest.mark.parametrize("body,sizes", [pytest.param(*c[1:], id=c[0]) for c in REFUSED])
 def test_a_found_program_is_refused_at_check(body, sizes, float64):
     assert "refused" in so.outcome(body, sizes)
 
@@ -193,17 +181,97 @@ def test_a_slice_that_fits_runs_as_the_checker_says(body, want, float64):
     assert out.get("checker") == {"w1": want} and out["run"] == {"w1": want}, out
 
 
-@pytest.mark.xfail(strict=True, reason="matmul() outside plates has no shape rule: unknown")
-def test_matmul_the_function_has_the_shape_of_at(float64):
-    out = so.outcome("  w1 = matmul(A, v)", N3)
-    assert out["checker"]["w1"] == (7,), out
+@pytest.mark.parametrize("body,want", [
+    ("  w1 = matmul(A, v)", (7,)), ("  w1 = matmul(x, A)", (3,)), ("  w1 = matmul(A, B)", (7, 5)),
+    ("  w1 = diag_pre_multiply(v, B)", (3, 5)), ("  w1 = diag_post_multiply(B, u)", (3, 5)),
+    ("  w1 = quad_form_diag(S, v)", (3, 3))])
+def test_matmul_and_diag_multiply_of_fitting_sizes_run_as_the_checker_says(body, want,
+                                                                           float64):
+    out = so.outcome(body, N3)  # N = 7, K = 3, M = 5
+    assert out.get("checker") == {"w1": want} and out["run"] == {"w1": want}, out
 
 
-@pytest.mark.xfail(strict=True, reason="square, outer, diag, tril, transpose and @ of int "
-                   "values are int in torch; the checker says real, so it refuses them as an "
-                   "index ('an index must be an integer')")
+@pytest.mark.parametrize("body,message", [
+    # at binding (N = 7, K = 3, M = 5)
+    ("  w1 = where(S > 0.0, S, u)", "size mismatch between the arguments of where [K, K] "
+     "and [M]: K = 3 but M = 5 (sizes from the data)"),
+    ("  w1 = matmul(B, A)", "size mismatch between the arguments of matmul [K, M] and "
+     "[N, K]: M = 5 but N = 7 (sizes from the data)"),
+    ("  w1 = cat([A, C])", "size mismatch between the items of cat [N, K], [M, N] (dims "
+     "other than dim=0): K = 3 but N = 7 (sizes from the data)"),
+    ("  w1 = cat([B * B, diag(u)], dim=1)", "size mismatch between the items of cat [K, M], "
+     "[M, M] (dims other than dim=1): K = 3 but M = 5 (sizes from the data)"),
+    ("  w1 = diag_pre_multiply(u, B)", "size mismatch between the length of v [M] and the "
+     "rows of m [K, M] in diag_pre_multiply: M = 5 but K = 3 (sizes from the data)"),
+    ("  w1 = diag_post_multiply(B, v)", "size mismatch between the length of v [K] and the "
+     "columns of m [K, M] in diag_post_multiply: K = 3 but M = 5 (sizes from the data)"),
+    ("  w1 = quad_form_diag(B, v)", "size mismatch between the length of v [K] and the rows "
+     "and columns of m [K, M] in quad_form_diag: K = 3 but M = 5 (sizes from the data)"),
+    # at check
+    ("  w1 = cat([S, ones(K, K + 1)])", "size mismatch between the items of cat [K, K], "
+     "[K, K + 1] (dims other than dim=0): K vs K + 1"),
+    ("  w1 = diag_pre_multiply(eye(K), S)", "diag_pre_multiply takes a vector v and a matrix "
+     "m (Stan's), not v [K, K] and m [K, K]"),
+    ("  w1 = quad_form_diag(S, 2.0)", "quad_form_diag takes a vector v and a matrix m "
+     "(Stan's), not v a number and m [K, K]"),
+])
+def test_where_matmul_cat_and_diag_multiply_sizes_are_refused_in_bdls_words(body, message,
+                                                                            float64):
+    out = so.outcome(body, N3)
+    assert message in out.get("located", out.get("refused", "")), out
+    assert not out.get("torch"), out
+
+
+def test_clamp_of_a_list_literal_stacks_it_as_a_list_literal(float64):
+    import torch
+
+    from ppl.runtime import functions as rt
+    got = rt.clamp([torch.tensor([-1.0, 2.0]), torch.tensor([3.0, -4.0])], min=0.0)
+    assert got.tolist() == [[0.0, 2.0], [3.0, 0.0]]
+    got = rt.clamp([torch.tensor([0, 5]), 3], min=1, max=4)  # ints stay ints, 3 broadcast
+    assert got.dtype == torch.int64 and got.tolist() == [[1, 4], [3, 3]]
+    out = so.outcome("  w1 = clamp([g, g], min=1)", N3)
+    assert out["kinds"] == {"w1": ("int", "torch.int64")} and out["run"] == {"w1": (2, 7)}
+
+
+def test_cat_from_the_right_pads_an_item_of_fewer_dims_as_append_row(float64):
+    import torch
+
+    from ppl.runtime import functions as rt
+    S = torch.arange(6.0).reshape(2, 3)
+    v = torch.tensor([10.0, 20.0, 30.0])
+    got = rt.cat([S, v], dim=-2)  # Stan's append_row(S, v'): [3, 3]
+    assert got.tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0], [10.0, 20.0, 30.0]]
+    got = rt.cat([v, S], dim=-2)
+    assert got.tolist() == [[10.0, 20.0, 30.0], [0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    assert rt.cat([S, S], dim=-1).shape == (2, 6)  # equal ranks: torch.cat as before
+
+
 @pytest.mark.parametrize("body,run", [("  w1 = x[square(g)]", (7,)),
-                                      ("  w1 = v[diag(g)]", (7, 7))])
+                                      ("  w1 = v[diag(g)]", (7, 7)),
+                                      ("  w1 = x[relu(g)]", (7,))])
 def test_an_int_value_of_int_data_indexes(body, run, float64):
     out = so.outcome(body, N3)  # g in 0..K - 1: g^2 <= 4 < N, diag(g) in 0..K - 1
     assert out.get("run") == {"w1": run}, out
+
+
+@pytest.mark.parametrize("body,kind", [
+    ("  w1 = square(g)", "int"), ("  w1 = relu(g)", "int"), ("  w1 = outer(g, h)", "int"),
+    ("  w1 = outer(g, v)", "real"), ("  w1 = diag(g)", "int"), ("  w1 = tril(outer(g, g))", "int"),
+    ("  w1 = transpose(outer(g, h))", "int"), ("  w1 = softmax(arange(N))", "real"),
+    ("  w1 = log_softmax(g)", "real"), ("  w1 = softplus(g)", "real"), ("  w1 = elu(g)", "real"),
+    ("  w1 = gelu(g)", "real"), ("  w1 = (1.0 * g) @ A", "real")])
+def test_the_kind_of_a_function_of_ints_is_torchs(body, kind, float64):
+    out = so.outcome(body, N3)
+    dtype = {"int": "torch.int64", "real": "torch.float64"}[kind]
+    assert out.get("kinds") == {"w1": (kind, dtype)}, out
+
+
+@pytest.mark.parametrize("body,message", [
+    ("  w1 = g @ A", "'@' multiplies real matrices and vectors, not an int value"),
+    ("  w1 = matmul(A, g[:K])", "matmul multiplies real matrices and vectors, not an int value"),
+    ("  w1 = (x > 0.0) @ A", "'@' multiplies real matrices and vectors, not a bool value"),
+])
+def test_a_matrix_product_of_ints_is_refused_at_check(body, message, float64):
+    out = so.outcome(body, N3)
+    assert message in out.get("refused", ""), out

@@ -2065,6 +2065,19 @@ class _ModelChecker(LabelLayout):
         self.label_matmul[id(e)] = (len(own_a), len(own_b))
         return Ty("real", tuple(front) + tuple(shape))
 
+    def _real_matmul(self, what: str, operands) -> bool:
+        """A matrix product of int or bool values (``g @ A`` of int data ``g``): torch's
+        matmul takes one floating dtype (long with double is its RuntimeError, long alone
+        fails on a GPU), and Stan's matrices are real. False when reported."""
+        for node, t in operands:
+            if t.kind in ("int", "bool"):
+                text = fmt.expr(node)
+                text = text if isinstance(node, (ast.Name, ast.Call, ast.Index)) else f"({text})"
+                self.err(f"{what} multiplies real matrices and vectors, not {_a(t.kind)} "
+                         "value", node.span, [f"make it real first: 1.0 * {text}"])
+                return False
+        return True
+
     def _binop(self, e: ast.BinOp) -> Ty:
         a, b = self._expr(e.left), self._expr(e.right)
         if "unknown" in (a.kind, b.kind):
@@ -2087,6 +2100,8 @@ class _ModelChecker(LabelLayout):
             if a.shape == () or b.shape == ():
                 self.err("'@' needs tensors with at least one dimension; use '*' for scalars",
                          e.span)
+                return UNKNOWN
+            if not self._real_matmul("'@'", ((e.left, a), (e.right, b))):
                 return UNKNOWN
             per = self._element_matmul(e, e.left, e.right, a, b) if self.plate_stack else None
             if per is not None:
@@ -3525,10 +3540,17 @@ class _ModelChecker(LabelLayout):
                       "it as either, and a @ b of two vectors is their dot product"]
                      if x[1].shape else None)
             return UNKNOWN
-        if b.name == "matmul" and self.plate_stack and "a" in bound and "b" in bound:
+        if b.name == "matmul" and "a" in bound and "b" in bound and (
+                self.plate_stack or not self._reads_label(e)):
             (left, a), (right, b_ty) = bound["a"], bound["b"]
-            per = self._element_matmul(e, left, right, a, b_ty)  # matmul(M, w), as M @ w
-            if per is not None:
+            if a.shape == () or b_ty.shape == ():
+                self.err("matmul needs tensors with at least one dimension; use '*' for "
+                         "scalars", e.span)
+                return UNKNOWN
+            if not self._real_matmul("matmul", ((left, a), (right, b_ty))):
+                return UNKNOWN
+            per = self._element_matmul(e, left, right, a, b_ty) if self.plate_stack else None
+            if per is not None:  # matmul(M, w), as M @ w
                 return per
             if a.shape is not None and b_ty.shape is not None and a.shape and b_ty.shape:
                 # its shape as a @ b's, so that sum(matmul(w, M)) is one sum per element
@@ -3664,6 +3686,8 @@ class _ModelChecker(LabelLayout):
                 if xs is not None and self.plate_stack else 0
             if width is None or not self._join_ranks(b, bound):
                 return UNKNOWN
+            if not width:
+                self._join_sizes(e, b, bound)
             if width and b.name == "cat" and "dim" not in bound:
                 kwargs["dim"] = Ty("int", (), value=width)  # each element's own first dim
             if width and b.name == "cat":
@@ -3711,7 +3735,8 @@ class _ModelChecker(LabelLayout):
                              f"{_a(t.kind)} value", node.span)
                     return UNKNOWN
         shift = self._own_dim(b, bound)
-        if not self._dim_in_range(b, bound) or not self._outer_vectors(b, bound):
+        if not self._dim_in_range(b, bound) or not self._outer_vectors(b, bound) \
+                or not self._scale_fits(e, b, bound):
             return UNKNOWN
         if shift:  # sum(w, dim=0) of each element's w: the result keeps the plate dims
             moved = replace(bound["dim"][1], value=bound["dim"][1].value + shift)
@@ -3746,8 +3771,13 @@ class _ModelChecker(LabelLayout):
         if shape is None and b.name == "where" and kwargs \
                 and all(t.shape is not None for t in kwargs.values()):
             shape = ()  # its arguments broadcast (a label's value is then known [K, 1, T])
-            for t in kwargs.values():
-                shape = sizes.broadcast(shape, t.shape)[0]
+            for k, t in kwargs.items():
+                before = shape
+                shape, issues = sizes.broadcast(shape, t.shape)
+                if not self.plate_stack:  # (in plates, each element's own dims meet)
+                    self._report(issues, bound[k][0].span,
+                                 f"the arguments of where {sizes.show(before)} and "
+                                 f"{sizes.show(t.shape)}")
                 if shape is None:
                     break
         per_row = self._element_reduction(e, b, bound)
@@ -3988,6 +4018,48 @@ class _ModelChecker(LabelLayout):
                      f"takes a dim from {-max(rank, 1)} to {max(rank, 1) - 1}", dim[0].span,
                      ["dims count from 0 on the left, from -1 on the right"])
             return False
+        return True
+
+    def _join_sizes(self, e: ast.Call, b, bound: dict) -> None:
+        """``cat([A, C])`` outside plates: the items' dims other than ``dim`` must be equal
+        (from the left, torch.cat's) or broadcast (``dim`` from the right, ``rt.cat``'s),
+        a check error where they differ for every size, else checked at binding."""
+        xs, dim = bound.get("xs"), bound.get("dim")
+        d = _literal_number(dim[0]) if dim is not None else 0
+        if b.name != "cat" or xs is None or not isinstance(xs[0], ast.ListLit) \
+                or not isinstance(d, int):
+            return
+        items = [(i, self.types.get(id(i), UNKNOWN)) for i in xs[0].items]
+        if not items or not all(self._whole(i, t) for i, t in items):
+            return
+        _, issues = builtins.cat_sizes([t.shape for _, t in items], d)
+        shown = ", ".join(sizes.show(t.shape) for _, t in items)
+        self._report(issues, e.span, f"the items of cat {shown} (dims other than dim={d})")
+
+    def _scale_fits(self, e: ast.Call, b, bound: dict) -> bool:
+        """``diag_pre_multiply(v, M)`` (``diag_post_multiply(M, v)``, ``quad_form_diag(M,
+        v)``) outside plates: Stan's vector and matrix, v as long as M's rows (columns;
+        both), a check error where they differ for every size, else checked at binding. A
+        matrix in v's place ran to three dims. False when reported."""
+        dims = builtins.SCALED_DIMS.get(b.name)
+        if dims is None or "v" not in bound or "m" not in bound \
+                or not all(self._whole(*bound[k]) for k in ("v", "m")):
+            return True
+        (vn, v), (mn, m) = bound["v"], bound["m"]
+        if len(m.shape) == len(v.shape) + 1 >= 3:
+            return True  # a batch of vectors and matrices: torch broadcasts them
+        if len(v.shape) != 1 or len(m.shape) != 2:
+            bad = vn if len(v.shape) != 1 else mn
+            self.err(f"{b.name} takes a vector v and a matrix m (Stan's), not v "
+                     f"{sizes.show(v.shape) if v.shape else 'a number'} and m "
+                     f"{sizes.show(m.shape) if m.shape else 'a number'}", bad.span,
+                     ["diag(v) @ m for a matrix of the diagonal's values"]
+                     if len(v.shape) == 2 else None)
+            return False
+        _, issues = builtins.diag_multiply_sizes(b.name, v.shape, m.shape)
+        which = {(-2,): "rows", (-1,): "columns", (-2, -1): "rows and columns"}[dims]
+        self._report(issues, e.span, f"the length of v {sizes.show(v.shape)} and the {which} "
+                     f"of m {sizes.show(m.shape)} in {b.name}")
         return True
 
     def _outer_vectors(self, b, bound: dict) -> bool:

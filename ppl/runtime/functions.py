@@ -112,9 +112,11 @@ def cat(xs, dim: int = 0) -> torch.Tensor:
     """``xs`` joined along ``dim``. Along a dim counted from the right (each item's own
     dims, as generated for a label's values: ``cat([mu[z], nu])``, ``mu[z]`` [K, 1, D]
     summed out) the items' other dims broadcast first, so ``nu`` [E] meets the label's
-    summed-out dims: [K, 1, D + E]."""
+    summed-out dims: [K, 1, D + E]; an item of fewer dims is padded with 1s on the left
+    (``cat([S, v], dim=-2)`` of [K, K] and [K] is [K + 1, K], Stan's append_row)."""
     xs = [tensor(x) for x in xs]
-    if dim >= 0 or len({x.shape[:dim] + x.shape[x.dim() + dim + 1:] for x in xs}) < 2:
+    if dim >= 0 or len({x.shape[:dim] + x.shape[x.dim() + dim + 1:] for x in xs}) < 2 \
+            and len({x.dim() for x in xs}) < 2:
         return torch.cat(xs, dim=dim)
     rank = max(x.dim() for x in xs)
     xs = [x.reshape((1,) * (rank - x.dim()) + tuple(x.shape)) for x in xs]
@@ -125,23 +127,23 @@ def cat(xs, dim: int = 0) -> torch.Tensor:
 
 
 def softplus(x):
-    return F.softplus(tensor(x))
+    return F.softplus(real(tensor(x)))  # of int values too (torch's is float only)
 
 
 def elu(x):
-    return F.elu(tensor(x))
+    return F.elu(real(tensor(x)))  # of int values too (torch's is float only)
 
 
 def gelu(x):
-    return F.gelu(tensor(x))
+    return F.gelu(real(tensor(x)))  # of int values too (torch's is float only)
 
 
 def softmax(x, dim: int = -1):
-    return torch.softmax(tensor(x), dim=dim)
+    return torch.softmax(real(tensor(x)), dim=dim)  # of int values too (arange(N))
 
 
 def log_softmax(x, dim: int = -1):
-    return torch.log_softmax(tensor(x), dim=dim)
+    return torch.log_softmax(real(tensor(x)), dim=dim)  # of int values too (arange(N))
 
 
 def logsumexp(x, dim: int = -1):
@@ -285,7 +287,11 @@ def clamp(x, min=None, max=None):  # noqa: A002
     """``torch.clamp`` to [min, max]. Numbers come as written (the builtin is ``plain``):
     a whole number beside an int ``x`` is an int, so ``clamp(k, 0, 2)`` stays an int that
     indexes (``th[clamp(k, 0, 2)]``; ``rt.tensor(0)`` of the model's dtype made it real);
-    a real bound (``clamp(k, 0, 2.5)``) makes the result real, as torch promotes."""
+    a real bound (``clamp(k, 0, 2.5)``) makes the result real, as torch promotes. A list
+    literal comes as a list: its items are stacked, as a list literal is elsewhere."""
+    if isinstance(x, (list, tuple)):
+        x = stack([tensor(i, integer=isinstance(i, int) and not isinstance(i, bool))
+                   for i in x])
     x = tensor(x, integer=isinstance(x, int) and not isinstance(x, bool))
 
     def bound(b):
