@@ -280,6 +280,9 @@ def test_more_parentheses_than_python_takes_is_a_located_check_error(tmp_path, b
 _AR1 = ("model AR1(y: real[T]) {\n  b ~ Normal(0, 1)\n  ahead = y[1:]\n"
         "  plate t in T - 1 {\n    ahead ~ Normal(b * y[t], 1)\n  }\n}\n"
         "infer nuts(samples=3, warmup=3, chains=1)\n")
+_AR1_NO_SLICE = ("model AR1(y: real[T]) {\n  b ~ Normal(0, 1)\n  s = 1.0\n"
+                 "  plate t in T - 1 {\n    factor(log_prob(Normal(b * y[t], s), y[t + 1]))\n"
+                 "  }\n}\ninfer nuts(samples=3, warmup=3, chains=1)\n")
 _ARK = ("model ARK(K: int, y: real[T]) {\n  b ~ Normal(0, 1)\n  ahead = y[K:]\n"
         "  plate t in T - K {\n    ahead ~ Normal(b * y[t + K - 1], 1)\n  }\n}\n"
         "infer nuts(samples=3, warmup=3, chains=1)\n")
@@ -287,18 +290,22 @@ _ARK = ("model ARK(K: int, y: real[T]) {\n  b ~ Normal(0, 1)\n  ahead = y[K:]\n"
 
 @pytest.mark.parametrize("text, data, said", [
     # a negative size was torch.arange's RuntimeError "upper bound and lower bound
-    # inconsistent with step sign" with the 'looks like a bug' note
-    (_AR1, {"y": []}, "plate 't' has size T - 1 = -1 (T = 0 from data key 'y')"),
-    (_ARK, {"K": 3, "y": [0.5, 1.0]},
-     "plate 't' has size T - K = -1 (T = 2 from data key 'y', K = 3 from data key 'K')"),
+    # inconsistent with step sign" with the 'looks like a bug' note; the slice before the
+    # plate is now refused first, at binding (a slice must lie in its dimension)
+    (_AR1, {"y": []}, "3:13: error: size mismatch between the end and the start of the "
+     "slice y[1:]: T = 0 but must be at least 1 = 1 (sizes from the data)"),
+    (_ARK, {"K": 3, "y": [0.5, 1.0]}, "3:13: error: size mismatch between the end and the "
+     "start of the slice y[K:]: T = 2 but must be at least K = 3 (sizes from the data)"),
+    (_AR1_NO_SLICE, {"y": []}, "4:3: error: plate 't' has size T - 1 = -1 (T = 0 from data "
+     "key 'y')"),
     # size 0 from one element was "(no elements in the data given)"
-    (_AR1, {"y": [0.5]}, "plate 't' has size T - 1 = 0 (T = 1 from data key 'y')"),
+    (_AR1, {"y": [0.5]}, "4:3: error: plate 't' has size T - 1 = 0 (T = 1 from data key 'y')"),
 ])
 def test_a_plate_size_below_one_names_its_value_and_source(tmp_path, bdl_here, text, data,
                                                             said):
     r = bdl_here("run", *_write(tmp_path, text, data))
     assert r.returncode == 1, r.stderr
-    assert f"m.bdl:4:3: error: {said}\n" in r.stderr
+    assert f"m.bdl:{said}\n" in r.stderr
     assert "looks like a bug" not in r.stderr and "RuntimeError" not in r.stderr
 
 
