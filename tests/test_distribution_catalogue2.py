@@ -28,7 +28,6 @@ from scipy import special as sp
 from scipy.special import logsumexp
 
 import ppl
-from ppl.check import checker
 from ppl.syntax.diagnostics import BdlError
 
 pytestmark = pytest.mark.usefixtures("float64")
@@ -396,22 +395,11 @@ def test_coalescent_times_by_hand():
 
 # ---- 4. hidden Markov models ----
 
-# The checker's own set of distribution-valued arguments lacks the HMMs' and
-# MaskedMixture's (its owner adds them); until then the densities are checked with the
-# set widened here.
-HMM_DIST_ARGS = {"observation_dist", "initial_dist", "transition_dist", "scale_dist",
-                 "component0", "component1"}
-
 HMM = """
 model M(y: real[T], T: int) {
   mu ~ Normal(0, 1)
   y ~ DiscreteHMM(log([0.6, 0.4]), log([[0.9, 0.1], [0.2, 0.8]]), Normal([mu, mu + 1.0], 1.0))
 }"""
-
-
-@pytest.fixture
-def hmm_args(monkeypatch):
-    monkeypatch.setattr(checker, "_DIST_PARAMS", checker._DIST_PARAMS | HMM_DIST_ARGS)
 
 
 def _hmm_paths(y, pi, a, logp_obs) -> float:
@@ -425,12 +413,12 @@ def _hmm_paths(y, pi, a, logp_obs) -> float:
     return float(logsumexp(total))
 
 
-@pytest.mark.xfail(strict=True, reason="checker: observation_dist is not in _DIST_PARAMS")
 def test_hmm_compiles():
+    # an HMM's observation_dist is a distribution argument (was 'must be numeric')
     ppl.compile(HMM)
 
 
-def test_discrete_hmm_against_every_path(hmm_args):
+def test_discrete_hmm_against_every_path():
     pi, a = [0.6, 0.4], [[0.9, 0.1], [0.2, 0.8]]
     y = [0.1, 0.5, 1.2]
     want = st.norm.logpdf(0.3) + _hmm_paths(
@@ -454,7 +442,7 @@ def test_discrete_hmm_against_every_path(hmm_args):
     assert got == pytest.approx(want, abs=1e-10)
 
 
-def test_discrete_hmm_latent_and_its_draws(hmm_args):
+def test_discrete_hmm_latent_and_its_draws():
     src = """
     model M(T: int) {
       z: real[T] ~ DiscreteHMM(log([0.6, 0.4]), log([[0.9, 0.1], [0.2, 0.8]]),
@@ -475,7 +463,7 @@ def test_discrete_hmm_latent_and_its_draws(hmm_args):
         assert abs(draws[:, t].mean() - mean) < 4 * math.sqrt(1.25 / 4000)
 
 
-def test_gaussian_hmm_against_the_joint_gaussian(hmm_args):
+def test_gaussian_hmm_against_the_joint_gaussian():
     src = """
     model M(y: real[T, 1], T: int) {
       a ~ Normal(0.5, 0.1)
@@ -496,7 +484,7 @@ def test_gaussian_hmm_against_the_joint_gaussian(hmm_args):
     assert want == pytest.approx(-3.8956238523, abs=1e-9)
 
 
-def test_masked_mixture_reads_bool_data_as_its_mask(hmm_args):
+def test_masked_mixture_reads_bool_data_as_its_mask():
     src = """
     model M(y: real[2], m: bool[2]) {
       a ~ Normal(0, 1)
@@ -535,7 +523,7 @@ def test_draws_of_the_directional_and_relaxed_families():
     assert abs(e.mean() - 1.4) < 4 * math.sqrt(0.2 * 0.81 + 0.3 * 0.16 + 0.5 * 0.36) / 63.2
 
 
-def test_gamma_gaussian_hmm_against_quadrature_over_its_scale(hmm_args):
+def test_gamma_gaussian_hmm_against_quadrature_over_its_scale():
     src = """
     model M(y: real[T, 1], T: int) {
       y ~ GammaGaussianHMM(Gamma(2.0, 2.0), MultivariateNormal([0.0], [[1.0]]), [[0.7]],
@@ -558,7 +546,7 @@ def test_gamma_gaussian_hmm_against_quadrature_over_its_scale(hmm_args):
     assert got == pytest.approx(want, abs=1e-8)
 
 
-def test_gaussian_mrf_is_its_joint_over_the_hidden_path_less_the_path_alone(hmm_args):
+def test_gaussian_mrf_is_its_joint_over_the_hidden_path_less_the_path_alone():
     # log int init(x_-1) prod_t trans(x_t-1, x_t) obs(x_t, y_t) dx less the same with
     # obs(x_t, .) integrated out, the path x_-1..x_2 in information form
     src = """
@@ -603,7 +591,7 @@ def test_gaussian_mrf_is_its_joint_over_the_hidden_path_less_the_path_alone(hmm_
      "DiscreteHMM: 'transition_logits' is [2, 3] but 'initial_logits' has 2 states: it must "
      "end in 2 x 2 (from, to)"),
 ])
-def test_discrete_hmm_sizes_are_located_errors(hmm_args, args, data, at, want):
+def test_discrete_hmm_sizes_are_located_errors(args, data, at, want):
     # were torch's 'The size of tensor a (2) must match the size of tensor b (3)'
     src = "model M(y: real[T], T: int, P: real[K, J], m: real[S]) " \
         f"{{ y ~ DiscreteHMM({args}) }}"
@@ -613,7 +601,7 @@ def test_discrete_hmm_sizes_are_located_errors(hmm_args, args, data, at, want):
     assert want in str(info.value) and f":1:{at}:" in str(info.value)
 
 
-def test_hmm_sizes_written_are_compile_errors(hmm_args):
+def test_hmm_sizes_written_are_compile_errors():
     src = """
     model M(y: real[T], T: int) {
       y ~ DiscreteHMM(log([0.6, 0.4]), log([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0]]),
@@ -625,7 +613,7 @@ def test_hmm_sizes_written_are_compile_errors(hmm_args):
         "S (states): 3 and 2 must be equal" in str(info.value)
 
 
-def test_gaussian_hmm_sizes_are_located_errors(hmm_args):
+def test_gaussian_hmm_sizes_are_located_errors():
     # was Pyro's bare AssertionError
     src = """
     model M(y: real[T, 1], T: int, A: real[K, J]) {
@@ -641,7 +629,7 @@ def test_gaussian_hmm_sizes_are_located_errors(hmm_args):
     assert ":3:59:" in str(info.value)
 
 
-def test_linear_hmm_draws_and_says_it_has_no_density(hmm_args):
+def test_linear_hmm_draws_and_says_it_has_no_density():
     src = """
     model M(T: int) {
       z: real[T, 1] ~ LinearHMM(MultivariateNormal([0.0], [[1.0]]), [[0.7]],
@@ -656,7 +644,7 @@ def test_linear_hmm_draws_and_says_it_has_no_density(hmm_args):
     assert ":3:7:" in str(info.value)
 
 
-def test_a_chain_drawn_without_its_length_says_so(hmm_args):
+def test_a_chain_drawn_without_its_length_says_so():
     # was Pyro's bare AssertionError
     src = """
     model M(T: int) {
@@ -669,7 +657,7 @@ def test_a_chain_drawn_without_its_length_says_so(hmm_args):
         "sequence's length: give duration=T" in str(info.value)
 
 
-def test_draws_of_stable_and_of_a_gaussian_hmm(levy_s0, hmm_args):
+def test_draws_of_stable_and_of_a_gaussian_hmm(levy_s0):
     src = """
     model M(T: int) {
       s ~ Stable(1.5, 0.3, 1.5, 0.2)

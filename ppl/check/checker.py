@@ -33,7 +33,9 @@ from .types import (
 )
 
 # Distribution parameters that take a distribution, not a tensor.
-_DIST_PARAMS = {"base_dist", "mixture_distribution", "component_distribution", "base"}
+# arguments that take a distribution: any ``*_dist`` / ``*_distribution`` (an HMM's
+# observation_dist, Truncated's base_dist), and these
+_DIST_PARAMS = {"base", "component0", "component1"}
 
 
 @dataclass
@@ -3248,7 +3250,7 @@ class _ModelChecker(LabelLayout):
                          e.span)
                 ok = False
         for pname, (node, t) in bound.items():
-            wants_dist = pname in _DIST_PARAMS or pname.endswith("distribution")
+            wants_dist = pname in _DIST_PARAMS or pname.endswith(("_dist", "distribution"))
             if wants_dist and t.kind not in ("dist", "unknown"):
                 self.err(f"argument '{pname}' of {sig.name} must be a distribution", node.span)
                 ok = False
