@@ -92,9 +92,11 @@ INT_PARAMS = {"Multinomial": ("total_count",)}
 # (``rt.real``), so ``rt.NAME`` (ppl/runtime/combinatorial.py) reads the value as integers.
 # Empirical is there too: Pyro's scores a value of its own shape only (not in a plate);
 # the stable laws, whose log density off a half-line support was NaN
-# (ppl/runtime/stable.py); LinearHMM, which has no density (ppl/runtime/hmm.py).
+# (ppl/runtime/stable.py); LinearHMM, which has no density (ppl/runtime/hmm.py); the LKJ
+# laws and Wishart, mapped by Stan's CPC in logs, never NaN far out (runtime/correlation.py).
 LONG_VALUES = frozenset({"OneOneMatching", "OneTwoMatching", "SpanningTree"})
-OWN_CLASSES = LONG_VALUES | {"Empirical", "Stable", "StableWithLogProb", "LinearHMM"}
+OWN_CLASSES = LONG_VALUES | {"Empirical", "Stable", "StableWithLogProb", "LinearHMM", "LKJ",
+                             "LKJCholesky", "LKJCorrCholesky", "Wishart"}
 
 
 # Event ranks the generated table gets wrong, read off the class's support: Pyro gives

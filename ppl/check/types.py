@@ -65,10 +65,10 @@ CONSTRAINED_TYPES = {
     "positive_ordered": (1, "rt.positive_ordered"),  # Stan's map (ppl/runtime/ordered.py)
     "simplex": (1, "constraints.simplex"),
     "unit_vector": (1, "constraints.sphere"),
-    "cholesky_factor_corr": (2, "constraints.corr_cholesky"),
+    "cholesky_factor_corr": (2, "rt.corr_cholesky"),  # Stan's CPC (runtime/correlation.py)
     "cholesky_factor_cov": (2, "constraints.lower_cholesky"),
-    "corr_matrix": (2, "constraints.corr_matrix"),
-    "cov_matrix": (2, "constraints.positive_definite"),
+    "corr_matrix": (2, "rt.corr_matrix"),
+    "cov_matrix": (2, "rt.cov_matrix"),
 }
 BASE_TYPES = ("real", "int", "bool")
 
@@ -77,7 +77,8 @@ BASE_TYPES = ("real", "int", "bool")
 SUPPORT_OF_CONSTRAINT = {
     "constraints.positive": ("GreaterThan(lower_bound=0.0)", "GreaterThanEq(lower_bound=0.0)"),
     "constraints.simplex": ("Simplex()",),
-    "constraints.corr_cholesky": ("CorrCholesky()",),
-    "constraints.positive_definite": ("PositiveDefinite()",),
+    "rt.corr_cholesky": ("CorrCholesky()",),
+    "rt.corr_matrix": ("CorrMatrix()",),
+    "rt.cov_matrix": ("PositiveDefinite()",),
     "constraints.unit_interval": ("Interval(lower_bound=0.0, upper_bound=1.0)",),
 }

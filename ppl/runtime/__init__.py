@@ -11,6 +11,15 @@ from .combinatorial import (  # signatures.LONG_VALUES, and Empirical
     OneTwoMatching,
     SpanningTree,
 )
+from .correlation import (  # signatures.OWN_CLASSES; types.CONSTRAINED_TYPES
+    LKJ,
+    LKJCholesky,
+    LKJCorrCholesky,
+    Wishart,
+    corr_cholesky,
+    corr_matrix,
+    cov_matrix,
+)
 from .data import ArgSpec, IndexCheck, Signature, SizeCheck, bind
 from .dependent_support import guide_in_support, sample_in_support
 from .functions import (  # the Pyro classes of signatures.TENSOR_PARAMS first
@@ -108,7 +117,8 @@ __all__ = [
     "Empirical", "Stable", "StableWithLogProb",
     "GaussianScaleMixture", "MixtureOfDiagNormals", "MixtureOfDiagNormalsSharedCovariance",
     "MixtureSameFamily", "MultivariateNormal", "positive_ordered", "DiscreteHMM", "GaussianHMM",
-    "LinearHMM",
+    "LinearHMM", "LKJ", "LKJCholesky", "LKJCorrCholesky", "Wishart", "corr_cholesky",
+    "corr_matrix", "cov_matrix",
     "ArgSpec", "Flat", "IndexCheck", "LabelFree", "Restricted", "Signature", "SizeCheck",
     "arange", "as_index", "batch_size", "bind",
     "cat", "clamp", "cumprod", "cumsum", "diag_post_multiply", "diag_pre_multiply",

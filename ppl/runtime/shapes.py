@@ -495,10 +495,10 @@ def _into_set(c, x):
     if c is constraints.lower_cholesky:
         tril = x.tril(-1)
         return tril + torch.diag_embed(x.diagonal(dim1=-2, dim2=-1).abs().clamp_min(1e-3))
-    if c is constraints.positive_definite:
+    if isinstance(c, type(constraints.positive_definite)):  # rt.cov_matrix too
         k = x.shape[-1]
         return x @ x.transpose(-1, -2) / k + torch.eye(k, dtype=x.dtype, device=x.device)
-    if c is constraints.corr_cholesky or c is constraints.corr_matrix:
+    if isinstance(c, (type(constraints.corr_cholesky), type(constraints.corr_matrix))):
         rows, cols = torch.tril_indices(x.shape[-1], x.shape[-1], -1, device=x.device)
         return biject_to(c)(x[..., rows, cols])
     if c is constraints.simplex:
