@@ -148,8 +148,10 @@ def support_words(c, at: tuple = (), shape=()) -> tuple[str, bool]:
     wording of a runtime set in located errors (an observed value or a parameter outside
     it, a latent outside its declared set, sets that do not meet). A bound that differs by
     element is given at the bad element ``at`` of an array of ``shape``; an unknown
-    constraint is its repr. (The checker words its support keys, not torch constraints:
-    ``ppl.check.guides``.)"""
+    constraint is its class's name (torch's ``Constraint.__repr__`` cuts the first letter,
+    taking it for an underscore: Pyro's ``OneOneMatchingConstraint`` was
+    "neOneMatchingConstraint()"). (The checker words its support keys, not torch
+    constraints: ``ppl.check.guides``.)"""
     name = type(c).__name__.lstrip("_")
     if name == "IndependentConstraint":
         return support_words(c.base_constraint, at, shape)
@@ -174,8 +176,18 @@ def support_words(c, at: tuple = (), shape=()) -> tuple[str, bool]:
         "PositiveDefinite": ("symmetric positive-definite matrices", False),
         "LowerCholesky": ("lower-triangular matrices with a positive diagonal", False),
         "CorrCholesky": ("Cholesky factors of correlation matrices", False),
+        "Sphere": ("unit vectors (norm 1)", False),
     }
-    return words.get(name, (repr(c), False))
+    if name == "OneOneMatchingConstraint":  # a partner per source, each destination once
+        return f"permutations of 0..{c.num_nodes - 1} (each destination once)", True
+    if name == "OneTwoMatchingConstraint":
+        return (f"vectors of {c.num_sources} destinations in 0..{c.num_destins - 1}, each "
+                "destination twice"), True
+    if name == "CoalescentTimesConstraint":  # Pyro's _make_phylogeny: lineages > 0
+        order = "increasing times" if c.ordered else "times"
+        return (f"{order}, each with at least 2 lineages to merge (the leaf times later "
+                "than it less the coalescence times later than it)"), False
+    return words.get(name, (name, False))
 
 
 def _locals_in(exc: BaseException, function: str):

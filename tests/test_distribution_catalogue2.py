@@ -157,6 +157,47 @@ def test_matching_logits_of_the_wrong_shape(name, want):
     assert "disagree on N (its rows and columns): 2 and 3 must be equal" in str(info.value)
 
 
+@pytest.mark.filterwarnings("ignore:Matching is not binary")
+@pytest.mark.parametrize("src, data, want", [
+    ("model M(y: real[2]) { y ~ ProjectedNormal([1.0, 0.5]) }", {"y": [1.0, 1.0]},
+     "'y' is [1, 1]; ProjectedNormal is over unit vectors (norm 1)"),
+    ("model M(y: int[3], A: real[3, 3]) { y ~ OneOneMatching(A) }",
+     {"y": [0, 0, 1], "A": LOGITS.tolist()},
+     "'y' is [0, 0, 1]; OneOneMatching is over permutations of 0..2 (each destination once)"),
+    ("model M(y: int[4], L: real[4, 2]) { y ~ OneTwoMatching(L) }",
+     {"y": [0, 0, 0, 1], "L": [[0.0, 0.0]] * 4},
+     "'y' is [0, 0, 0, 1]; OneTwoMatching is over vectors of 4 destinations in 0..1, each "
+     "destination twice"),
+    ("model M(y: int[2, 2]) { y ~ SpanningTree([0.1, 0.5, -0.3]) }", {"y": [[0, 1], [0, 1]]},
+     "SpanningTree's value [[0, 1], [0, 1]] is not a spanning tree of 3 nodes as Pyro writes "
+     "one: 2 edges [a, b] of nodes 0..2, a < b, sorted by b then by a, that join every node"),
+    ("model M(leaves: real[3], t: real[2]) { t ~ CoalescentTimes(leaves, 2.0) }",
+     {"leaves": [0.0, 0.0, -0.1], "t": [-0.5, -1.2]},
+     "'t' is [-0.5, -1.2]; CoalescentTimes is over increasing times, each with at least 2 "
+     "lineages to merge (the leaf times later than it less the coalescence times later "
+     "than it)"),
+])
+def test_a_value_outside_the_support_in_words(src, data, want):
+    # were the class's repr: "Sphere", torch's slice of a name without its underscore
+    # ("neOneMatchingConstraint()"), Pyro's "Edges are not sorted colexicographically"
+    with pytest.raises(BdlError) as info:
+        ppl.compile(src).log_density({}, data)
+    assert f"error: {want}\n" in str(info.value)
+
+
+def test_an_unworded_support_is_its_class_name():
+    from torch.distributions import constraints
+
+    from ppl.locate import support_words
+
+    class EvenInteger(constraints.Constraint):
+        def check(self, value):
+            return value % 2 == 0
+
+    assert repr(EvenInteger()) == "venInteger()"  # torch's slice
+    assert support_words(EvenInteger()) == ("EvenInteger", False)
+
+
 # ---- 2. Empirical ----
 
 EMP = "Empirical([0.5, 1.0, 2.0], log([0.2, 0.3, 0.5]))"

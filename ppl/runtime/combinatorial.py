@@ -39,7 +39,17 @@ class SpanningTree(dist.SpanningTree):
         super().__init__(edge_logits, sampler_options, validate_args)
 
     def log_prob(self, value):
-        return super().log_prob(_as_long(value))
+        value = _as_long(value)
+        if self._validate_args:
+            try:
+                self.validate_edges(value)
+            except ValueError:  # Pyro's "Edges are not sorted colexicographically: tensor"
+                v = self.num_vertices
+                raise ValueError(
+                    f"SpanningTree's value {value.tolist()} is not a spanning tree of {v} "
+                    f"nodes as Pyro writes one: {v - 1} edges [a, b] of nodes 0..{v - 1}, "
+                    "a < b, sorted by b then by a, that join every node") from None
+        return super().log_prob(value)
 
 
 class OneOneMatching(dist.OneOneMatching):
