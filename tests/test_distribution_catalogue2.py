@@ -434,6 +434,30 @@ def test_coalescent_times_by_hand():
     assert got == pytest.approx(want, abs=1e-12)
 
 
+COALESCENT_WORDS = ("is over increasing times, each with at least 2 lineages to merge (the "
+                    "leaf times later than it less the coalescence times later than it)")
+
+
+@pytest.mark.parametrize("law", ["CoalescentTimes(leaves, 2.0)",
+                                 "CoalescentTimesWithRate(leaves, [2.0, 2.0])"])
+@pytest.mark.parametrize("t", [[-1.2, 0.5], [0.5, 0.7]])
+def test_a_coalescence_with_no_lineage_to_merge_is_a_located_error(law, t):
+    # a coalescence later than the leaves: Pyro's support check read index -1 (torch's
+    # raw "index -1 is out of bounds" RuntimeError); rt.CoalescentTimes counts lineages
+    # (observed: CoalescentTimesWithRate draws nothing, Pyro has no sampler for it)
+    name = law.split("(")[0]
+    src = f"model M(leaves: real[3], t: real[2]) {{ t ~ {law} }}"
+    with pytest.raises(BdlError) as info:
+        ppl.compile(src).log_density({}, {"leaves": [0.0, 0.0, -0.1], "t": t})
+    assert f"error: 't' is {t}; {name} {COALESCENT_WORDS}\n" in str(info.value)
+    assert ":1:40:" in str(info.value)
+    # the values it takes keep their density: 2 lineages from 0 to -0.05, where they
+    # merge, 2 again from -0.1 to -1.2, rate 2 per pair
+    want = -2.0 * 0.05 + math.log(2.0) - 2.0 * 1.1 + math.log(2.0)
+    assert _ld(src, {}, {"leaves": [0.0, 0.0, -0.1], "t": [-1.2, -0.05]}) == \
+        pytest.approx(want, abs=1e-12)
+
+
 # ---- 4. hidden Markov models ----
 
 HMM = """

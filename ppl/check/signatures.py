@@ -93,10 +93,13 @@ INT_PARAMS = {"Multinomial": ("total_count",)}
 # Empirical is there too: Pyro's scores a value of its own shape only (not in a plate);
 # the stable laws, whose log density off a half-line support was NaN
 # (ppl/runtime/stable.py); LinearHMM, which has no density (ppl/runtime/hmm.py); the LKJ
-# laws and Wishart, mapped by Stan's CPC in logs, never NaN far out (runtime/correlation.py).
+# laws and Wishart, mapped by Stan's CPC in logs, never NaN far out (runtime/correlation.py);
+# the coalescent laws, whose support check raised torch's raw "index -1" RuntimeError at a
+# coalescence with no lineage before it (runtime/coalescent.py).
 LONG_VALUES = frozenset({"OneOneMatching", "OneTwoMatching", "SpanningTree"})
 OWN_CLASSES = LONG_VALUES | {"Empirical", "Stable", "StableWithLogProb", "LinearHMM", "LKJ",
-                             "LKJCholesky", "LKJCorrCholesky", "Wishart"}
+                             "LKJCholesky", "LKJCorrCholesky", "Wishart", "CoalescentTimes",
+                             "CoalescentTimesWithRate"}
 
 
 # Event ranks the generated table gets wrong, read off the class's support: Pyro gives

@@ -5,6 +5,7 @@ re-exported here so the generated source stays short and readable.
 """
 
 from . import kernels, nn
+from .coalescent import CoalescentTimes, CoalescentTimesWithRate  # signatures.OWN_CLASSES
 from .combinatorial import (  # signatures.LONG_VALUES, and Empirical
     Empirical,
     OneOneMatching,
@@ -114,7 +115,7 @@ __all__ = [
     "RelaxedOneHotCategoricalStraightThrough", "TruncatedPolyaGamma",
     "ZeroInflatedDistribution", "ZeroInflatedNegativeBinomial", "ZeroInflatedPoisson",
     "Multinomial", "Truncated", "OneOneMatching", "OneTwoMatching", "SpanningTree",
-    "Empirical", "Stable", "StableWithLogProb",
+    "Empirical", "Stable", "StableWithLogProb", "CoalescentTimes", "CoalescentTimesWithRate",
     "GaussianScaleMixture", "MixtureOfDiagNormals", "MixtureOfDiagNormalsSharedCovariance",
     "MixtureSameFamily", "MultivariateNormal", "positive_ordered", "DiscreteHMM", "GaussianHMM",
     "LinearHMM", "LKJ", "LKJCholesky", "LKJCorrCholesky", "Wishart", "corr_cholesky",
