@@ -7,6 +7,8 @@ computed by hand, entry by entry, with ``log(1 - tanh(u)^2) = -2 log cosh(u)``.
 2. ``LKJ`` and ``Wishart`` latents whose ``L Lᵀ`` rounding leaves not positive definite
    have potential +inf (density 0), where torch's composed map raised a Cholesky error
    (Pyro's NUTS: a NaN potential, a divergence); their potentials are unchanged nearer in.
+3. A guide's ``ordered`` draw far out rounds to equal entries: its density is read off the
+   draw on the real line (exact), and svi started there runs (was a validation error).
 """
 
 from __future__ import annotations
@@ -208,3 +210,47 @@ def test_a_declared_corr_matrix_on_lkj_is_lkjs_own_map(monkeypatch):
     lp = 2 * (log_diag[1] + log_diag[2]) + _lkj_norm(3, 2.0)
     want = -(lp + logj + 2 * log_diag[0] + 1 * log_diag[1] + LY)
     assert pot(R=u) == pytest.approx(want, rel=1e-12)
+
+
+# ---- 3. an ordered guide draw far out ----
+
+@pytest.mark.parametrize("dtype, far", [(torch.float64, 40.0), (torch.float32, 20.0)])
+def test_an_ordered_guide_draw_far_out_has_its_exact_density(dtype, far):
+    """``mu: ordered[3] ~ Normal(m, 1)`` in a guide at m = [far, -far, -far]: the draw
+    ``x0 + cumsum(exp(x[1:]))`` rounds to equal entries, whose inverse had log 0
+    increments (and Pyro's validation refused it). Its density is read off the draw on
+    the real line: Normal's at x less the map's log-Jacobian sum(x[1:])."""
+    from pyro.distributions import constraints
+
+    import ppl.runtime as rt
+
+    loc = torch.tensor([far, -far, -far], dtype=dtype)
+    base = dist.Normal(loc, torch.ones(3, dtype=dtype)).to_event(1)
+    torch.manual_seed(0)
+    x = base.rsample()
+    torch.manual_seed(0)
+    guide = rt.transformed(base, constraints.ordered_vector)
+    z = guide.rsample()
+    assert z[0] == z[1] == z[2]  # the increments are below z's rounding
+    want = float(base.log_prob(x)) - float(x[1:].sum())
+    assert float(guide.log_prob(z)) == pytest.approx(want, rel=1e-6 if far == 20.0 else 1e-12)
+
+
+def test_svi_with_an_ordered_guide_started_far_out_runs():
+    """Started at m = [40, -40, -40] (equal entries in every draw), svi steps from there:
+    the ELBO's gradient in m[0] keeps one sign, so Adam moves it lr = 0.05 a step (it
+    was "'mu' is [40.0057, 40.0057, 40.0057]; _Into is over vectors whose entries
+    increase" at the first step)."""
+    m = ppl.compile("""
+model M(y: real[N]) {
+  mu: ordered[3] ~ Normal(0, 30)
+  y ~ Normal(sum(mu), 1)
+}
+guide M {
+  param m: real[3] = [40.0, -40.0, -40.0]
+  param s: real<lower=0>[3] = 0.01
+  mu: ordered[3] ~ Normal(m, s)
+}
+""")
+    fit = m.fit({"y": [0.3, 1.9]}, infer="svi", steps=20, lr=0.05, seed=0)
+    assert float(fit.params["m"][0]) == pytest.approx(40.0 - 20 * 0.05, abs=0.02)

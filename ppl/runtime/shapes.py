@@ -250,11 +250,26 @@ class _Into(TransformedDistribution):
 
     def __init__(self, base, constraint, validate_args=None):
         self._into = constraint
-        super().__init__(base, biject_to(constraint), validate_args=validate_args)
+        # cached: the density of a draw of its own reads the draw on the real line, not
+        # the inverse of its rounded image (an ordered draw at u = [40, -40] is [40, 40]
+        # in float64, [20, 20] at u = [20, -20] in float32: log 0 increments, and
+        # Pyro's validation refused it as not increasing)
+        super().__init__(base, biject_to(constraint).with_cache(1),
+                         validate_args=validate_args)
 
     @constraints.dependent_property
     def support(self):
         return self._into
+
+    def log_prob(self, value):
+        own = self.transforms[-1]._cached_x_y[1] is value
+        if not (own and self._validate_args):
+            return super().log_prob(value)
+        self._validate_args = False  # its own draw: in the set up to rounding
+        try:
+            return super().log_prob(value)
+        finally:
+            self._validate_args = True
 
     def expand(self, batch_shape, _instance=None):
         return _Into(self.base_dist.expand(batch_shape), self._into)
