@@ -254,3 +254,18 @@ guide M {
 """)
     fit = m.fit({"y": [0.3, 1.9]}, infer="svi", steps=20, lr=0.05, seed=0)
     assert float(fit.params["m"][0]) == pytest.approx(40.0 - 20 * 0.05, abs=0.02)
+
+
+def test_lkj_observed_density_and_support_error():
+    """rt.LKJ's density at an observed 2 x 2 correlation matrix is the Beta form
+    (1 - r^2)^(eta - 1) / (2^(2 eta - 1) B(eta, eta)); a value outside the set is the
+    located support error in words (torch's check, as before)."""
+    m = ppl.compile("model M(R: real[2, 2]) {\n  R ~ LKJ(2, 2.0)\n}\n")
+    got = m.log_density({}, {"R": [[1.0, 0.3], [0.3, 1.0]]})
+    assert got == pytest.approx(math.log(0.91 * 6 / 8), rel=1e-6)
+    with pytest.raises(ppl.BdlError, match="LKJ is over CorrMatrix"):
+        m.log_density({}, {"R": [[1.0, 0.3], [0.2, 1.0]]})
+    m = ppl.compile("model M(L: real[3, 3]) {\n  L ~ LKJCholesky(3, 2.0)\n}\n")
+    with pytest.raises(ppl.BdlError, match="LKJCholesky is over Cholesky factors of "
+                                           "correlation matrices"):
+        m.log_density({}, {"L": [[1.0, 0, 0], [0.5, 0.5, 0], [0, 0, 1]]})

@@ -216,10 +216,15 @@ def _symmetric(value):
         <= 1e-6 * value.abs().nan_to_num(posinf=1.0).flatten(-2).amax(-1).clamp_min(1.0)
 
 
-def _refuse(name, value, ok):
-    if not bool(ok.all()):
+def _validate_sample(self, value, valid):
+    """torch's support check with ``valid`` computed by the caller (the set's closure, or
+    its checks less positive definiteness, which rounding decides): raised from a function
+    of torch's name with its locals, which ``ppl.locate`` puts in words."""
+    support = self.support
+    if not bool(valid.all()):
         raise ValueError(f"Expected value argument ({type(value).__name__} of shape "
-                         f"{tuple(value.shape)}) to be within the support of {name}")
+                         f"{tuple(value.shape)}) to be within the support ({support!r}) of "
+                         f"the distribution {self!r}, but found invalid values:\n{value}")
 
 
 class LKJCholesky(dist.LKJCholesky):
@@ -235,8 +240,8 @@ class LKJCholesky(dist.LKJCholesky):
             diag = value.diagonal(dim1=-2, dim2=-1)
             norm = torch.linalg.norm(value.detach(), dim=-1)
             tol = torch.finfo(value.dtype).eps * value.size(-1) * 10
-            _refuse("LKJCholesky", value, tri & (diag >= 0).all(-1)
-                    & ((norm - 1).abs() <= tol).all(-1))
+            _validate_sample(self, value, tri & (diag >= 0).all(-1)
+                             & ((norm - 1).abs() <= tol).all(-1))
         diag = value.diagonal(dim1=-2, dim2=-1)[..., 1:]
         eta = self.concentration.to(value.dtype)  # a literal's float32: the value's dtype
         order = torch.arange(2, self.dim + 1, device=value.device, dtype=value.dtype)
@@ -281,7 +286,8 @@ class LKJ(dist.LKJ):
     def log_prob(self, value):
         if self._validate_args:  # symmetric, unit diagonal; definiteness is the density's
             diag = value.diagonal(dim1=-2, dim2=-1)
-            _refuse("LKJ", value, _symmetric(value) & ((diag - 1).abs() < 1e-6).all(-1))
+            _validate_sample(self, value,
+                             _symmetric(value) & ((diag - 1).abs() < 1e-6).all(-1))
         chol, ok = _factor(value)
         lp = self.base_dist.log_prob(chol) \
             + CorrMatrixCholeskyTransform().log_abs_det_jacobian(value, chol)
@@ -305,7 +311,7 @@ class Wishart(dist.Wishart):
 
     def log_prob(self, value):
         if self._validate_args:
-            _refuse("Wishart", value, _symmetric(value))
+            _validate_sample(self, value, _symmetric(value))
         _, ok = _factor(value)
         eye = torch.eye(value.shape[-1], dtype=value.dtype, device=value.device)
         validate, self._validate_args = self._validate_args, False
