@@ -490,6 +490,7 @@ class _Lowerer:
             index = self._fresh(f"idx_{info.name}")
         subsampled = []
         for data, axis in info.subsampled:
+            axis = self._laid_out_axis(s, data, axis)
             local = self._fresh(f"{data}_{info.name}")
             origin = self.rename.get(data, data)
             subsampled.append((origin, local, axis, data in self.cm.observed_only))
@@ -504,6 +505,31 @@ class _Lowerer:
         self.indices = saved_indices
         return PlateOp(info.name, size, batch, info.dim, index, subsampled, body,
                        align_index=s.index is not None and info.dim != -1)
+
+    def _laid_out_axis(self, s: ast.Plate, data: str, axis: int) -> int:
+        """The dim of ``data``'s value that batch plate ``s`` cuts at ``axis`` of its
+        declared shape. A value of closed nested plates is still laid out with their unit
+        dims ([K, 1, N] for w of plate k at dim -2, its own N): its reads put it back
+        (``rt.plate_closed``, ``CheckedModel.unaligned``), but the cut comes first, so
+        its axis skips those unit dims (w's N is dim 2, not the unit dim 1: torch's
+        'INDICES element is out of DATA bounds')."""
+        layout = next((self.cm.unaligned[id(n)] for n in ast.walk(s)
+                       if isinstance(n, ast.Name) and n.id == data
+                       and id(n) in self.cm.unaligned), None)
+        shape = self.cm.symbols[data].ty.shape if data in self.cm.symbols else None
+        if layout is None or shape is None:
+            return axis
+        dims, tail = layout
+        width = -min(dims)
+        kept = sorted(width + d for d in dims)  # the plates' dims among the laid-out width
+        rank = len(shape)
+        axis = axis + rank if axis < 0 else axis
+        lead = rank - tail - len(kept)
+        if axis < lead:
+            return axis
+        if axis < lead + len(kept):
+            return lead + kept[axis - lead]
+        return axis + width - len(kept)
 
     def _construct(self, s: ast.Sample) -> ConstructOp:
         b = builtins.lookup(s.dist.func_name)

@@ -166,16 +166,18 @@ CASES = [
     pytest.param(_program(P("m", "M", [po.Factor(po.Reduce("sum", B("@", V("v"), B(
         "-", V("A"), Ix("u", [("i", "m")])))))])),
         id="vector-at-matrix-minus-an-element"),
-    # seed 26119: w1 of plate k (laid out [K, 1, N] there, its N its own) read in a later
-    # batch plate n is cut along dim 1 before it is put back to [K, N] (rt.plate_closed
-    # after w1.index_select(1, n)): torch's 'INDICES element is out of DATA bounds'
-    _bug("closed-plate-value-cut-before-its-layout-is-undone",
-         "lower.py cuts a closed plate's value in its nested layout",
-         P("k", "K", [po.Let("w1", po.Where(po.Reduce("sum", Ix("x2", [("s",), ("i", "k")]),
-                                                      dim=-1), Ix("A", [("i", "k"), ("c", 0)]),
-                                            Ix("x", [("s",)]), Ix("x", [("s",)]))),
-                      P("n", "N", [po.Let("w4", B("*", V("k"), V("A")))])]),
-         P("m", "M", [P("n", "N", [po.Let("w9", Ix("w1", [("c", 1)]))], batch=2)])),
+    # fixed (seed 26119; test_a_closed_plate_value_is_cut_in_its_nested_layout): w1 of
+    # plate k (laid out [K, 1, N] there, its N its own) read in a later batch plate n was
+    # cut along dim 1 before it was put back to [K, N] (rt.plate_closed after
+    # w1.index_select(1, n)): torch's 'INDICES element is out of DATA bounds'
+    pytest.param(_program(
+        P("k", "K", [po.Let("w1", po.Where(po.Reduce("sum", Ix("x2", [("s",), ("i", "k")]),
+                                                     dim=-1), Ix("A", [("i", "k"), ("c", 0)]),
+                                           Ix("x", [("s",)]), Ix("x", [("s",)]))),
+                     P("n", "N", [po.Let("w4", B("*", V("k"), V("A")))])]),
+        P("m", "M", [P("n", "N", [po.Let("w9", Ix("w1", [("c", 1)])),
+                                  po.Factor(V("w9"))], batch=2)])),
+        id="closed-plate-value-cut-in-its-nested-layout"),
 ]
 
 
@@ -183,3 +185,35 @@ CASES = [
 def test_a_known_plate_program_agrees_with_the_loop_oracle(program, float64):
     result = po.compare(program, 1)
     assert result["status"] == "agree", _report(1, program, result)
+
+
+@pytest.mark.parametrize("batch", ["", "batch 2", "batch 4"])
+def test_a_closed_plate_value_is_cut_in_its_nested_layout(batch, float64):
+    """w1 of plate k, which holds plate m (so plate k is at dim -2), is [K, 1, N] in the
+    plates and [K, N] after them; a later plate n with a batch cuts it along N, its dim 2
+    there (lower._laid_out_axis), not the unit dim 1 (torch's 'INDICES element is out of
+    DATA bounds'). m.log_density runs the whole plate. By hand, N = 4, M = 2: w1[k] =
+    x * A[k, 0]; factor(w1[2, n] + w1[0]) is N w1[2, n] + sum(w1[0]) per element (w1[0]
+    is row 0 for every element), so 2 * 4 * (1.5 + 0.1) * sum(x) = 23.04 in all."""
+    import ppl
+
+    src = f"""
+    model F(x: real[N], A: real[K, M]) {{
+      plate k in K {{
+        w1 = x * A[k, 0]
+        plate m in M {{
+          w4 = k * A[k, m]
+        }}
+      }}
+      plate m in M {{
+        plate n in N {batch} {{
+          factor(w1[2, n] + w1[0])
+        }}
+      }}
+    }}"""
+    x = [0.5, -1.0, 2.0, 0.3]
+    a = [[0.1, 0.2], [0.7, -0.4], [1.5, 0.0]]
+    want = 2 * 4 * (1.5 + 0.1) * sum(x)
+    assert want == pytest.approx(23.04, abs=1e-12)
+    got = float(ppl.compile(src).log_density({}, {"x": x, "A": a}))
+    assert got == pytest.approx(want, abs=1e-12)
