@@ -77,9 +77,10 @@ def test_the_cli_reports_it_with_exit_status_1(tmp_path, capsys):
 
 def test_a_library_failure_keeps_its_traceback_for_a_report(tmp_path, capsys):
     src = tmp_path / "m.bdl"
-    src.write_text("model M(y: real[N], k: int) {\n  mu: real[N] ~ Normal(0, 1)\n"
-                   "  y ~ Normal(mu[k * 3], 1)\n}\ninfer map(steps=2)\n")
-    (tmp_path / "m.data.json").write_text('{"y": [1.0, 2.0], "k": 1}')
+    # (an index of sizes, mu[k * 3] of an int k, is checked at binding: one from data is not)
+    src.write_text("model M(y: real[N], k: int[1]) {\n  mu: real[N] ~ Normal(0, 1)\n"
+                   "  y ~ Normal(mu[k[0] * 3], 1)\n}\ninfer map(steps=2)\n")
+    (tmp_path / "m.data.json").write_text('{"y": [1.0, 2.0], "k": [1]}')
     rc = main(["run", str(src), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 1

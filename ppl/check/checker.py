@@ -2332,7 +2332,8 @@ class _ModelChecker(LabelLayout):
         for i, (item, t) in enumerate(zip(e.indices, item_tys, strict=False)):
             dim = base.shape[i]
             if t is not None:
-                self._data_index(e, item, dim)
+                if not (t.shape == () and t.dim is not None and not t.dim.is_number):
+                    self._data_index(e, item, dim)  # (a size expression: _size_index)
                 self._plate_index_size(e, i, item, dim)
                 self._plate_index_shift(e, i, item, dim)
             if t is None:
@@ -2345,6 +2346,8 @@ class _ModelChecker(LabelLayout):
                 if (isinstance(t.value, int) and dim.is_Integer
                         and not (-dim <= t.value < dim)):
                     self.err(f"index {t.value} is out of range for size {dim}", item.span)
+                elif t.dim is not None and not t.dim.is_number:
+                    self._size_index(e, i, item, t.dim, dim)
             elif t.shape is None:
                 return Ty(base.kind, None)
             elif advanced is None:
@@ -2390,15 +2393,18 @@ class _ModelChecker(LabelLayout):
         (``u[K:]``) is an error where it is so for every size, else checked when data bind
         the sizes (Stan refuses an out-of-range slice; torch would cut it short, and the
         value would not have the length the checker gives it)."""
-        ends = []
-        for end in (start, stop):
-            if end.is_number and end < 0:
-                end = dim + end  # from the end, as in Python
-            ends.append(end)
-        lo, hi = ends
         name = fmt.expr(e.value) if isinstance(e.value, ast.Name) else "the value"
         written = fmt.expr(e)
         of = f"dimension {i} of {name!r}" if name != "the value" else f"dimension {i}"
+        ends = []
+        for which, end in (("starts", start), ("ends", stop)):
+            if end.is_number and end < 0:
+                end = dim + end  # a literal from the end, as in Python
+            elif not end.is_number and not self._signed_end(written, which, end, dim,
+                                                            item.span):
+                return _slice_length(start, stop, dim)
+            ends.append(end)
+        lo, hi = ends
         past = dim - hi
         if all(x.is_number for x in (dim, *ends)) and past >= 0:
             return _slice_length(start, stop, dim)  # numbers: x[3:1] is empty, as in Stan
@@ -2418,6 +2424,53 @@ class _ModelChecker(LabelLayout):
             self._defer(hi, lo, item.span, f"the end and the start of the slice {written}",
                         at_least=True)
         return length
+
+    def _size_index(self, e: ast.Index, i: int, item: ast.Expr, idx, dim) -> None:
+        """An index written with sizes (``x[K - 3]``, ``v[K]``) counts from 0 and reads
+        inside its dimension: negative (read from the end by torch: only a literal negative
+        number counts from the end) or past the end for every size is an error, for some
+        sizes checked when data bind them. Not in a branch of ``where``, whose condition
+        may mask the read (``where(K > 2, x[K - 3], 0.0)``)."""
+        if self._in_where:
+            return
+        written = fmt.expr(e)
+        name = fmt.expr(e.value) if isinstance(e.value, ast.Name) else None
+        of = f"dimension {i} of {name!r}" if name else f"dimension {i}"
+        past = dim - idx - 1
+        if sizes.always_negative(idx):
+            self.err(f"the index {written} is {idx.signed()}, which is negative for every "
+                     "size: only a literal negative number counts from the end", item.span,
+                     [f"count from the end with the dimension's size: {(dim + idx).signed()}"])
+        elif sizes.always_negative(past):
+            self.err(f"the index {written} reads {idx.signed()}, past the end of {of} of "
+                     f"size {dim.signed()}", item.span, ["indices are 0-based: the last is "
+                                                         f"{(dim - 1).signed()}"])
+        else:
+            if not sizes.never_negative(idx):
+                self._defer(idx.signed(), "0", item.span, f"the index {written}",
+                            at_least=True)
+            if not sizes.never_negative(past):
+                self._defer(dim, idx + 1, item.span, f"{of} and the index {written}",
+                            at_least=True)
+
+    def _signed_end(self, written: str, which: str, end, dim, span: Span) -> bool:
+        """A slice's start or stop written with sizes counts from 0, never from the end:
+        only a literal negative number does (``x[-2:]``). One negative for every size
+        (``x[-K - 1:]``) is an error (False), one negative for some (``x[K - 2:]`` at K =
+        1, ``x[:-K]``) is checked when data bind the sizes, so that Python's count from
+        the end never switches on silently (the checker's length ``M - K + 2`` would not
+        be the value's)."""
+        if sizes.always_negative(end):
+            self.err(f"the slice {written} {which} at {end.signed()}, which is negative for "
+                     "every size: only a literal negative number counts from the end",
+                     span, [f"count from the end with the dimension's size: "
+                            f"{(dim + end).signed()}"])
+            return False
+        if not sizes.never_negative(end):
+            self._defer(end.signed(), "0", span,
+                        f"the {'start' if which == 'starts' else 'stop'} of the slice "
+                        f"{written}", at_least=True)
+        return True
 
     def _rows_read(self, e: ast.Index, item_tys: list, rank: int) -> None:
         """Record (``rows_read``) the dims ``e`` keeps after an index with one value per

@@ -53,8 +53,10 @@ class SizeCheck:
     """Two dimensions that must be equal once the data fix the sizes; ``at_least``:
     ``left`` may be larger (a dimension read by a plate's index up to the plate's size).
     ``at_least`` with ``right`` "0": ``left`` is the shift ``e`` of a plate index
-    ``y[t + e]`` (``L - 1``), which t = 0 reads; ``what`` says so (``y[t + L - 1] at t = 0
-    reads y[L - 1]``) and a negative value is refused as torch's wrap."""
+    ``y[t + e]`` (``L - 1``), which t = 0 reads (``what``: ``y[t + L - 1] at t = 0 reads
+    y[L - 1]``), or an index or a slice's start or stop written with sizes (``what``:
+    ``the start of the slice x[K - 2:]``, ``the index x[K - 3]``), and a negative value
+    is refused as torch's wrap."""
 
     left: str
     right: str
@@ -332,11 +334,18 @@ def bind(sig: Signature, data: dict, *, device=None, dtype=None, source_text: st
                      if k in bound]
             need = "but must be at least" if chk.at_least else "but"
             if chk.at_least and chk.right == "0":  # a shifted plate index at its first value
+                if " slice " in chk.what or chk.what.startswith("the index "):
+                    how = ("an index or a slice's start and stop written with sizes counts "
+                           "from 0, as Stan's does (only a literal number, x[-1], x[:-1], "
+                           "counts from the end): sizes that keep it >= 0, or count from "
+                           "the dimension's size (x[N - K], x[:N - K] for all but the last "
+                           "K)")
+                else:
+                    how = ("the plate reads it at its first index, 0: give the shifted "
+                           "values their own name and plate, or sizes that keep it >= 0")
                 errors.append(_err(f"{chk.what}: {chk.left} = {left} is negative, which torch "
                                    f"counts from the end (sizes from the data)", chk.line,
-                                   chk.col, [*notes, "the plate reads it at its first index, "
-                                             "0: give the shifted values their own name and "
-                                             "plate, or sizes that keep it >= 0"]))
+                                   chk.col, [*notes, how]))
                 continue
             errors.append(_err(f"size mismatch between {chk.what}: {chk.left} = {left} {need} "
                                f"{chk.right} = {right} (sizes from the data)", chk.line, chk.col,
