@@ -176,6 +176,8 @@ def support_words(c, at: tuple = (), shape=()) -> tuple[str, bool]:
         "PositiveDefinite": ("symmetric positive-definite matrices", False),
         "LowerCholesky": ("lower-triangular matrices with a positive diagonal", False),
         "CorrCholesky": ("Cholesky factors of correlation matrices", False),
+        "CorrMatrix": ("correlation matrices (symmetric positive-definite, unit diagonal)",
+                       False),
         "Sphere": ("unit vectors (norm 1)", False),
     }
     if name == "OneOneMatchingConstraint":  # a partner per source, each destination once

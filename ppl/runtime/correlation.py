@@ -216,6 +216,20 @@ def _symmetric(value):
         <= 1e-6 * value.abs().nan_to_num(posinf=1.0).flatten(-2).amax(-1).clamp_min(1.0)
 
 
+def _not_indefinite(value):
+    """False where ``value`` has an eigenvalue below ``-sqrt(eps)`` times its largest in
+    magnitude: a matrix that is not positive definite by more than rounding (data outside
+    the set, the located support error), where ``L Lᵀ`` of a far-out factor is off by
+    ``~ eps`` (density 0, :func:`_factor`). Non-finite values pass (density 0)."""
+    v = value.detach()
+    finite = torch.isfinite(v).flatten(-2).all(-1)
+    eye = torch.eye(v.shape[-1], dtype=v.dtype, device=v.device)
+    safe = torch.where(finite[..., None, None], v, eye)
+    eig = torch.linalg.eigvalsh((safe + safe.transpose(-1, -2)) / 2)
+    tol = math.sqrt(torch.finfo(v.dtype).eps) * eig.abs().amax(-1)
+    return ~finite | (eig[..., 0] >= -tol)
+
+
 def _validate_sample(self, value, valid):
     """torch's support check with ``valid`` computed by the caller (the set's closure, or
     its checks less positive definiteness, which rounding decides): raised from a function
@@ -284,10 +298,10 @@ class LKJ(dist.LKJ):
         self.base_dist = LKJCholesky(dim, concentration, validate_args=validate_args)
 
     def log_prob(self, value):
-        if self._validate_args:  # symmetric, unit diagonal; definiteness is the density's
+        if self._validate_args:  # symmetric, unit diagonal, definite but for rounding
             diag = value.diagonal(dim1=-2, dim2=-1)
-            _validate_sample(self, value,
-                             _symmetric(value) & ((diag - 1).abs() < 1e-6).all(-1))
+            _validate_sample(self, value, _symmetric(value) & _not_indefinite(value)
+                             & ((diag - 1).abs() < 1e-6).all(-1))
         chol, ok = _factor(value)
         lp = self.base_dist.log_prob(chol) \
             + CorrMatrixCholeskyTransform().log_abs_det_jacobian(value, chol)
@@ -311,7 +325,7 @@ class Wishart(dist.Wishart):
 
     def log_prob(self, value):
         if self._validate_args:
-            _validate_sample(self, value, _symmetric(value))
+            _validate_sample(self, value, _symmetric(value) & _not_indefinite(value))
         _, ok = _factor(value)
         eye = torch.eye(value.shape[-1], dtype=value.dtype, device=value.device)
         validate, self._validate_args = self._validate_args, False
