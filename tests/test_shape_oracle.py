@@ -275,3 +275,57 @@ def test_the_kind_of_a_function_of_ints_is_torchs(body, kind, float64):
 def test_a_matrix_product_of_ints_is_refused_at_check(body, message, float64):
     out = so.outcome(body, N3)
     assert message in out.get("refused", ""), out
+
+
+# inside a plate: where's arguments, cat's items (dims other than the joined one) and
+# diag_pre_multiply's vector and matrix meet as each element's values do (Stan's loop)
+@pytest.mark.parametrize("call,where,message", [
+    ("where(x[n] > 0.0, v, u)", "located", "size mismatch between the arguments of where "
+     "[N, K] and [M]: K = 3 but M = 5 (sizes from the data)"),
+    ("where(A[n] > 0.0, A[n], ones(K + 1))", "refused", "size mismatch between the "
+     "arguments of where [N, K] and [K + 1]: K vs K + 1"),
+    ("cat([S * x[n], B])", "located", "size mismatch between the items of cat [N, K, K], "
+     "[N, K, M] (dims other than the one joined): K = 3 but M = 5"),
+    ("cat([S * x[n], transpose(B)], dim=-1)", "located", "K = 3 but M = 5"),
+    ("cat([S * x[n], ones(2, K + 1)])", "refused", "size mismatch between the items of cat "
+     "[N, K, K], [N, 2, K + 1] (dims other than the one joined): K vs K + 1"),
+    ("cat([S, B]) * x[n]", "located", "size mismatch between the items of cat [K, K], "
+     "[K, M] (dims other than dim=0): K = 3 but M = 5"),
+    ("diag_pre_multiply(u, B) * x[n]", "located", "size mismatch between the length of v [M] "
+     "and the rows of m [K, M] in diag_pre_multiply: M = 5 but K = 3"),
+    ("diag_post_multiply(B, v) * x[n]", "located", "the length of v [K] and the columns of m "
+     "[K, M] in diag_post_multiply: K = 3 but M = 5"),
+    ("quad_form_diag(S, ones(K + 1)) * x[n]", "refused", "the length of v [K + 1] and the "
+     "rows and columns of m [K, K] in quad_form_diag"),
+])
+def test_sizes_in_a_plate_are_checked_as_outside_it(call, where, message, float64):
+    out = so.outcome(f"  plate n in N {{\n    w1 = {call}\n  }}", N3)
+    assert message in out.get(where, ""), out
+
+
+def test_fitting_sizes_in_a_plate_give_each_elements_density(float64):
+    import torch
+
+    import ppl
+    model = ppl.compile(
+        "model T(x: real[N], v: real[K], u: real[M], S: real[K, K], B: real[K, M], "
+        "y: real[N]) {\n  mu ~ Normal(0, 1)\n  plate n in N {\n"
+        "    w = sum(where(x[n] > 0.0, v, u)) + sum(cat([S * x[n], B]))"
+        " + sum(diag_pre_multiply(v, B))\n    y ~ Normal(w + mu, 1)\n  }\n}\n")
+    rng = np.random.default_rng(3)
+    d = {"x": [0.5, -1.0, 2.0], "v": rng.normal(size=2), "u": rng.normal(size=2),
+         "S": rng.normal(size=(2, 2)), "B": rng.normal(size=(2, 2)), "y": [0.1, -0.3, 1.2]}
+    got = model.log_density({"mu": torch.tensor(0.25)}, {k: np.asarray(v).tolist()
+                                                        for k, v in d.items()})
+    want = -0.5 * 0.25 ** 2 - 0.5 * np.log(2 * np.pi)
+    for xn, yn in zip(d["x"], d["y"], strict=True):
+        w = (d["v"] if xn > 0 else d["u"]).sum() + (d["S"] * xn).sum() + d["B"].sum() \
+            + (d["v"][:, None] * d["B"]).sum()
+        want += -0.5 * (yn - w - 0.25) ** 2 - 0.5 * np.log(2 * np.pi)
+    assert float(got) == pytest.approx(want, abs=1e-9)
+    # at K = 2, M = 3 the same model is refused at binding, not torch's broadcast error
+    d3 = dict(d, u=[0.0, 1.0, 2.0], B=np.ones((2, 3)))
+    with pytest.raises(ppl.BdlError, match=r"the arguments of where \[N, K\] and \[M\]: "
+                       r"K = 2 but M = 3"):
+        model.log_density({"mu": torch.tensor(0.25)}, {k: np.asarray(v).tolist()
+                                                      for k, v in d3.items()})

@@ -3751,6 +3751,7 @@ class _ModelChecker(LabelLayout):
                 joined = self._cat_items(xs)
                 positional = [joined if t is xs[1] else t for t in positional]
                 kwargs["xs"] = joined
+                self._element_join_sizes(e, joined, kwargs["dim"].value)
             shape = b.shape(positional, kwargs) if b.shape is not None else None
             if b.name == "stack" and xs is not None and xs[1].shape is not None:
                 # the list's items with its length inserted at dim (a list is at dim 0,
@@ -3829,10 +3830,12 @@ class _ModelChecker(LabelLayout):
             for k, t in kwargs.items():
                 before = shape
                 shape, issues = sizes.broadcast(shape, t.shape)
-                if not self.plate_stack:  # (in plates, each element's own dims meet)
-                    self._report(issues, bound[k][0].span,
-                                 f"the arguments of where {sizes.show(before)} and "
-                                 f"{sizes.show(t.shape)}")
+                # (in plates the arguments as _elementwise_pads laid them out: each
+                # element's own dims meet, its plate dims the plate's: x2[n] and u in
+                # plate n are [N, K] and [M], Stan's K = M)
+                self._report(issues, bound[k][0].span,
+                             f"the arguments of where {sizes.show(before)} and "
+                             f"{sizes.show(t.shape)}")
                 if shape is None:
                     break
         per_row = self._element_reduction(e, b, bound)
@@ -4057,7 +4060,7 @@ class _ModelChecker(LabelLayout):
                 or not isinstance(d, int) or d < 0:
             return True
         items = [(i, self.types.get(id(i), UNKNOWN)) for i in xs[0].items]
-        if not items or not all(self._whole(i, t) for i, t in items):
+        if not items or not all(self._global_here(i, t) for i, t in items):
             return True
         (first, t0), rank = items[0], len(items[0][1].shape)
         for node, t in items[1:]:
@@ -4076,7 +4079,8 @@ class _ModelChecker(LabelLayout):
         return True
 
     def _join_sizes(self, e: ast.Call, b, bound: dict) -> None:
-        """``cat([A, C])`` outside plates: the items' dims other than ``dim`` must be equal
+        """``cat([A, C])`` outside plates (or of values that do not vary along the plates
+        around it, :meth:`_global_here`): the items' dims other than ``dim`` must be equal
         (from the left, torch.cat's) or broadcast (``dim`` from the right, ``rt.cat``'s),
         a check error where they differ for every size, else checked at binding."""
         xs, dim = bound.get("xs"), bound.get("dim")
@@ -4085,21 +4089,48 @@ class _ModelChecker(LabelLayout):
                 or not isinstance(d, int):
             return
         items = [(i, self.types.get(id(i), UNKNOWN)) for i in xs[0].items]
-        if not items or not all(self._whole(i, t) for i, t in items):
+        if not items or not all(self._global_here(i, t) for i, t in items):
             return
         _, issues = builtins.cat_sizes([t.shape for _, t in items], d)
         shown = ", ".join(sizes.show(t.shape) for _, t in items)
         self._report(issues, e.span, f"the items of cat {shown} (dims other than dim={d})")
 
+    def _element_join_sizes(self, e: ast.Call, joined: Ty, d) -> None:
+        """``cat([S * x[n], A])`` inside plates: each element's items joined along their
+        own ``dim`` (the generated code counts it from the right, ``rt.cat``), their other
+        own dims equal as Stan's ``append_row`` needs (``[K, K]`` and ``[K, M]``: K = M), a
+        check error where they differ for every size, else checked at binding (was
+        torch's "Attempting to broadcast a dimension")."""
+        items = list(joined.value or ())
+        if not isinstance(d, int) or not items or any(t.shape is None for t in items):
+            return
+        rank = len(items[0].shape)
+        if any(len(t.shape) != rank for t in items) or not -rank <= d < rank:
+            return
+        _, issues = builtins.cat_sizes([t.shape for t in items], d - rank if d >= 0 else d)
+        shown = ", ".join(sizes.show(t.shape) for t in items)
+        self._report(issues, e.span, f"the items of cat {shown} (dims other than the one "
+                     "joined)")
+
+    def _global_here(self, node: ast.Expr, t: Ty) -> bool:
+        """Whether ``t`` is the whole shape of ``node`` at run time: :meth:`_whole`, or
+        inside plates a value that does not vary along them (``u`` of ``u: real[M]`` in
+        plate n, laid out as declared)."""
+        if not self.plate_stack:
+            return self._whole(node, t)
+        return t.kind in TENSOR_KINDS and t.shape is not None \
+            and self._label_read(node) is None and self._plate_width(node) == 0
+
     def _scale_fits(self, e: ast.Call, b, bound: dict) -> bool:
         """``diag_pre_multiply(v, M)`` (``diag_post_multiply(M, v)``, ``quad_form_diag(M,
-        v)``) outside plates: Stan's vector and matrix, v as long as M's rows (columns;
-        both), a check error where they differ for every size, else checked at binding. A
-        matrix in v's place ran to three dims. False when reported."""
+        v)``) outside plates, or of values that do not vary along them: Stan's vector and
+        matrix, v as long as M's rows (columns; both), a check error where they differ for
+        every size, else checked at binding. A matrix in v's place ran to three dims.
+        False when reported."""
         dims = builtins.SCALED_DIMS.get(b.name)
         if dims is None or "v" not in bound or "m" not in bound \
-                or not all(self._whole(*bound[k]) for k in ("v", "m")):
-            return True
+                or not all(self._global_here(*bound[k]) for k in ("v", "m")):
+            return True  # (in plates, values that vary along them are refused before)
         (vn, v), (mn, m) = bound["v"], bound["m"]
         if len(m.shape) == len(v.shape) + 1 >= 3:
             return True  # a batch of vectors and matrices: torch broadcasts them
