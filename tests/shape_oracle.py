@@ -4,7 +4,8 @@
 `v: real[K]`, `u: real[M]`, `A: real[N, K]`, `B: real[K, M]`, `S: real[K, K]`,
 `C: real[M, N]`, `g: int[N]` with values in 0..K-1, `h: int[M]` in 0..N-1) and one scalar
 latent `z`, then a few locals `wI = expr`: elementwise functions, broadcasting arithmetic,
-constant indexes, slices with symbolic ends (`e[1:N]`, `e[:K - 1]`, `e[:, 1:]`), int
+constant indexes, slices with symbolic ends (`e[1:N]`, `e[:K - 1]`, `e[:, 1:]`, `e[K - 3:]`;
+with `bad` > 0 also ends negative at some sizes, `e[K - 4:]`, `e[:3 - K]`), int
 gathers (`v[g]`), reductions with and without `dim=`, `cumsum`/`softmax`/`sort`, `@`,
 `transpose`, `stack`/`cat` with `dim=`, list literals, `outer`, `diag`, `tril`, `eye`,
 `zeros`, `ones`, `arange`, `where`, `clamp`, `pow`, `diag_pre_multiply` and its kin, and
@@ -239,7 +240,12 @@ class Index(Expr):
             if it[0] == "c":
                 key.append(it[1])
             elif it[0] == "s":
-                key.append(slice(_bound_value(it[1], sizes), _bound_value(it[2], sizes)))
+                ends = [_bound_value(b, sizes) for b in it[1:]]
+                if any(isinstance(b, dict) and e < 0 for b, e in zip(it[1:], ends,
+                                                                     strict=True)):
+                    # Stan's: only a literal negative number counts from the end
+                    raise IndexError(f"a slice end of sizes is negative: {ends}")
+                key.append(slice(*ends))
             else:
                 key.append(env[it[1]])
         if len(key) > value.ndim:
@@ -472,6 +478,35 @@ class Typed:
 
 def _shape_of(names) -> tuple:
     return tuple(dim(n) for n in names)
+
+
+def signed_slices(n: dict, bad: bool) -> list:
+    """(start, stop, length) of slices of a dim n whose start or stop is a difference of
+    sizes: ``K - 3``, >= 0 at every size set here (0 at K = 3), and with ``bad`` ones
+    negative at some, which Python would read from the end and BDL must refuse at
+    binding (``x[K - 4:]`` at K = 3, ``x[:3 - K]`` at K = 4)."""
+    k = dim("K")
+    out = [(dim_add(k, dim(-3)), None, dim_add(n, dim_add(dim(3), k, -1)))]
+    if bad:
+        out.append((dim_add(k, dim(-4)), None, dim_add(n, dim_add(dim(4), k, -1))))
+        out.append((None, dim_add(dim(3), k, -1), dim_add(dim(3), k, -1)))
+    return out
+
+
+def signed_slice_programs(name: str) -> list:
+    """One-line programs ``w1 = name[...]`` of every slice of :func:`signed_slices` along
+    each dim of the data ``name``: (program, whether its ends are >= 0 at every size
+    set)."""
+    shape = _shape_of(DATA[name][0])
+    out = []
+    for axis, n in enumerate(shape):
+        for start, stop, length in signed_slices(n, True):
+            items = [("s", None, None)] * axis + [("s", start, stop)]
+            typed = Typed(Index(Var(name), items), shape[:axis] + (length,) + shape[axis + 1:])
+            fits = all(dim_at(b, sizes) >= 0 for b in (start, stop) if b is not None
+                       for sizes in SIZE_SETS)
+            out.append((Program([("w1", typed)]), fits))
+    return out
 
 
 class Generator:
@@ -765,6 +800,7 @@ class Generator:
             (1, 3, dim(2)),
             (None, None, n),
         ]
+        choices += signed_slices(n, bool(self.bad))
         if len(n) == 1 and list(n.values())[0] == 1 and () not in n:
             # a slice by another size that fits in every size set here: K <= N, M
             name = next(iter(n))[0]
@@ -830,7 +866,18 @@ class Program:
         self.feature_set = set(features)
 
     def features(self):
-        return set(self.feature_set)
+        """The generator's features, and (read off the program itself) whether a slice
+        starts or stops at a difference of sizes: >= 0 at every size set ("slice_sizes",
+        K - 3), or negative at some ("slice_negative", K - 4, 3 - K)."""
+        out = set(self.feature_set)
+        for _, t in self.statements:
+            for e in walk(t.expr):
+                for it in e.items if isinstance(e, Index) else ():
+                    for b in it[1:] if it[0] == "s" else ():
+                        if isinstance(b, dict) and len(b) > 1:
+                            low = min(dim_at(b, sizes) for sizes in SIZE_SETS)
+                            out.add("slice_sizes" if low >= 0 else "slice_negative")
+        return out
 
     def source(self):
         args = ", ".join(f"{n}: {k}[{', '.join(s)}]" for n, (s, k) in DATA.items())

@@ -19,7 +19,8 @@ import shape_oracle as so
 SWEEP = [(seed, 0.0) for seed in range(50)] + [(seed, 0.3) for seed in range(45)]
 # what the sweep finds today outside so.OK (each a class below)
 KNOWN: dict = {}  # (seed, share): status, each a strict xfail until fixed
-MUST_COVER = {"fn", "binop", "index", "slice", "gather", "reduce", "reduce_dim", "along",
+MUST_COVER = {"fn", "binop", "index", "slice", "slice_negative", "gather",
+              "reduce", "reduce_dim", "along",
               "sort", "matmul", "transpose", "stack", "cat", "list", "outer", "diag", "tril",
               "make", "where", "clamp", "pow", "scale", "linalg", "bad"}
 N3 = {"N": 7, "K": 3, "M": 5}    # unequal sizes
@@ -329,3 +330,17 @@ def test_fitting_sizes_in_a_plate_give_each_elements_density(float64):
                        r"K = 2 but M = 3"):
         model.log_density({"mu": torch.tensor(0.25)}, {k: np.asarray(v).tolist()
                                                       for k, v in d3.items()})
+
+
+@pytest.mark.parametrize("name", ["x", "A", "B", "C"])
+def test_slices_of_size_differences_agree_or_are_refused_at_binding(name, float64):
+    """Every slice of so.signed_slices along each dim of the data: those whose ends are
+    >= 0 at the three size sets agree with numpy (Stan's reading), those negative at one
+    (K - 4 at K = 3, 3 - K at K = 4) are refused at binding, not read from the end."""
+    statuses = []
+    for program, fits in so.signed_slice_programs(name):
+        result = so.compare(program, 0)
+        statuses.append(result["status"])
+        assert result["status"] == ("agree" if fits else "refused_run"), \
+            _report(name, program, result)
+    assert statuses.count("agree") == statuses.count("refused_run") / 2 > 0, statuses
