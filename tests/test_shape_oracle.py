@@ -298,6 +298,8 @@ def test_a_matrix_product_of_ints_is_refused_at_check(body, message, float64):
      "[K, M] in diag_post_multiply: K = 3 but M = 5"),
     ("quad_form_diag(S, ones(K + 1)) * x[n]", "refused", "the length of v [K + 1] and the "
      "rows and columns of m [K, K] in quad_form_diag"),
+    ("clamp(A[n], max=u)", "located", "size mismatch between the arguments of clamp [N, K] "
+     "and [M]: K = 3 but M = 5"),
 ])
 def test_sizes_in_a_plate_are_checked_as_outside_it(call, where, message, float64):
     out = so.outcome(f"  plate n in N {{\n    w1 = {call}\n  }}", N3)
@@ -344,3 +346,19 @@ def test_slices_of_size_differences_agree_or_are_refused_at_binding(name, float6
         assert result["status"] == ("agree" if fits else "refused_run"), \
             _report(name, program, result)
     assert statuses.count("agree") == statuses.count("refused_run") / 2 > 0, statuses
+
+
+@pytest.mark.parametrize("body,where,want", [
+    ("  w1 = clamp(z, max=v)", "checker", {"w1": (3,)}),  # was () beside torch's [3]
+    ("  w1 = clamp(v, max=A)", "checker", {"w1": (7, 3)}),  # was (3,)
+    ("  w1 = clamp(v, max=u)", "located", "size mismatch between the arguments of clamp [K] "
+     "and [M]: K = 3 but M = 5"),
+    ("  w1 = clamp(v, min=ones(K + 1))", "refused", "size mismatch between the arguments of "
+     "clamp [K] and [K + 1]: K vs K + 1"),
+])
+def test_clamps_tensor_bounds_broadcast_with_x_as_wheres_arguments(body, where, want, float64):
+    out = so.outcome(body, N3)
+    if where == "checker":
+        assert out.get("checker") == want and out["run"] == want, out
+    else:
+        assert want in out.get(where, ""), out

@@ -3838,6 +3838,19 @@ class _ModelChecker(LabelLayout):
                              f"{sizes.show(t.shape)}")
                 if shape is None:
                     break
+        if b.name == "clamp" and shape is not None and kwargs.keys() & {"min", "max"} \
+                and all(t.shape is not None for t in kwargs.values()):
+            # tensor bounds broadcast with x as where's arguments do (clamp(z, max=v) is
+            # [K]; clamp(v, max=u) of [K] and [M] is checked: torch's size error)
+            for k in ("min", "max"):
+                if k in kwargs:
+                    before = shape
+                    shape, issues = sizes.broadcast(shape, kwargs[k].shape)
+                    self._report(issues, bound[k][0].span,
+                                 f"the arguments of clamp {sizes.show(before)} and "
+                                 f"{sizes.show(kwargs[k].shape)}")
+                    if shape is None:
+                        break
         per_row = self._element_reduction(e, b, bound)
         if per_row is not None:
             shape = per_row
