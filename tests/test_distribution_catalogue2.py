@@ -82,11 +82,17 @@ def test_spanning_tree_draws_each_tree_by_its_probability():
 
 
 def test_spanning_tree_edge_count_is_a_located_error():
+    # written: a compile error at the argument (was found when the model ran)
     with pytest.raises(BdlError) as info:
-        ppl.compile("model M(y: int[2, 2]) { y ~ SpanningTree([0.1, 0.5]) }").log_density(
-            {}, {"y": [[0, 1], [0, 2]]})
+        ppl.compile("model M(y: int[2, 2]) { y ~ SpanningTree([0.1, 0.5]) }")
     assert "edge_logits has 2 elements: it needs one per pair of nodes" in str(info.value)
-    assert ":1:25:" in str(info.value)
+    assert ":1:42:" in str(info.value)
+    # from the data: when the model runs
+    m = ppl.compile("model M(e: real[E], E: int) { z ~ SpanningTree(e) }")
+    with pytest.raises(BdlError) as info:
+        m.sample_prior({"e": [0.1, 0.5], "E": 2}, num_samples=1)
+    assert "edge_logits has 2 elements: it needs one per pair of nodes" in str(info.value)
+    assert ":1:31:" in str(info.value)
 
 
 LOGITS = np.array([[0.1, 0.5, -0.3], [0.2, 0.0, 1.0], [-1.0, 0.3, 0.4]])
@@ -226,6 +232,58 @@ def test_empirical_latent_and_vector_samples():
     assert got == pytest.approx(math.log(w[1]) + math.log(w[2]), abs=1e-12)
 
 
+def test_empirical_real_data_is_no_discrete_warning():
+    # its values are its samples, real numbers here: was "'y' is real but Empirical is a
+    # discrete distribution"
+    m = ppl.compile(f"model M(y: real) {{ y ~ {EMP} }}")
+    assert m.warnings == []
+    assert [w.message for w in ppl.compile("model M(y: real) { y ~ Poisson(2) }").warnings] \
+        == ["'y' is real but Poisson is a discrete distribution"]
+
+
+def test_empirical_latent_of_numbers_is_summed_out_in_a_fit():
+    # p(z | y = 1) is w_k N(1; s_k, 1) normalised; was refused as "values are vectors"
+    src = f"model M(y: real) {{ z ~ {EMP}; y ~ Normal(z, 1) }}"
+    m = ppl.compile(src)
+    assert m.warnings == []
+    post = np.array([0.2, 0.3, 0.5]) * st.norm.pdf(1.0, [0.5, 1.0, 2.0], 1.0)
+    post /= post.sum()  # [0.2263, 0.3847, 0.3889]
+    n = 1000
+    for infer, opts in (("nuts", {"warmup": 20, "chains": 1}), ("svi", {"steps": 5})):
+        z = np.asarray(m.fit({"y": 1.0}, infer=infer, seed=1, samples=n, **opts).samples["z"])
+        assert z.shape == (n,)
+        freq = np.array([(z == v).mean() for v in (0.5, 1.0, 2.0)])
+        assert freq.sum() == pytest.approx(1.0)  # no value but the samples
+        assert np.all(np.abs(freq - post) < 4 * np.sqrt(post * (1 - post) / n)), (infer, freq)
+    # labels=map: the mode, 2.0 (0.3889 against 0.3847 at 1.0)
+    assert m.fit({"y": 1.0}, infer="map", seed=0, labels="map").samples["z"].tolist() == [2.0]
+    # in a plate beside a continuous latent, the kinds and shapes of a fit's draws
+    src = f"""
+    model M(y: real[N], N: int) {{
+      s ~ HalfNormal(1)
+      plate i in N {{ z ~ {EMP}; y ~ Normal(z, s) }}
+    }}"""
+    fit = ppl.compile(src).fit({"y": [0.4, 2.1, 1.1], "N": 3}, infer="nuts", seed=1,
+                               warmup=50, samples=50, chains=1)
+    assert fit.samples["z"].shape == (50, 3) and set(np.unique(fit.samples["z"])) <= \
+        {0.5, 1.0, 2.0}
+
+
+def test_empirical_latent_of_vectors_is_refused_by_a_fit_with_its_rewrite():
+    src = "model M(y: real[2]) { z ~ Empirical([[0.0, 1.0], [1.0, 0.0]], [0.0, 1.0]); " \
+        "y ~ Normal(z, 1) }"
+    m = ppl.compile(src)
+    (w,) = m.warnings
+    assert "'z' is a discrete latent whose values are vectors (Empirical)" in w.message
+    assert w.notes == ["draw a row's index and read the row: k ~ Categorical("
+                       "logits=log_weights), then samples[k]"]
+    with pytest.raises(BdlError, match="values are vectors"):
+        m.fit({"y": [0.0, 1.0]}, infer="svi", steps=2, samples=2)
+    # its draws are the rows: shape [2]
+    z = np.asarray(m.sample_prior({"y": [0.0, 1.0]}, num_samples=5, seed=0)["z"])
+    assert z.shape == (5, 2) and np.all(z.sum(1) == 1.0)
+
+
 def test_grouped_normal_normal_against_the_joint_gaussian():
     # y[n] = mu[g[n]] + N(0, 0.5^2), mu[k] ~ N(0, 1): groups independent Gaussians
     src = """
@@ -242,12 +300,16 @@ def test_grouped_normal_normal_against_the_joint_gaussian():
 
 # ---- 3. Stable, the directional families, the relaxed ones ----
 
-@pytest.fixture
-def levy_s0():
+def _levy(parameterization):
     old = st.levy_stable.parameterization
-    st.levy_stable.parameterization = "S0"
+    st.levy_stable.parameterization = parameterization
     yield st.levy_stable
     st.levy_stable.parameterization = old
+
+
+@pytest.fixture
+def levy_s0():
+    yield from _levy("S0")
 
 
 @pytest.mark.parametrize("alpha, beta", [(1.5, 0.3), (1.9, 0.5), (0.7, -1.0), (2.0, 0.0)])
@@ -278,6 +340,60 @@ def test_stable_off_a_half_line_support_is_minus_infinity(levy_s0):
     src = "model M(y: real) { y ~ StableWithLogProb(0.5, -1.0, 1.5, 0.2) }"
     assert _ld(src, {}, {"y": 2.0}) == -math.inf
     assert levy_s0.logpdf(2.0, 0.5, -1.0, loc=0.2, scale=1.5) == -math.inf
+
+
+@pytest.fixture
+def levy_s1():
+    yield from _levy("S1")
+
+
+@pytest.mark.parametrize("alpha, beta, y", [
+    (1.5, 0.3, 0.7), (1.9, 0.5, -2.0), (1.2, -0.6, 3.0), (0.7, -1.0, -2.0), (0.5, 1.0, 0.7),
+    (1.0, 0.5, 0.7)])
+def test_stable_in_s_coordinates_is_scipys_s1(levy_s1, alpha, beta, y):
+    # was Pyro's tan of the shifted value: -1.697 at (1.5, 0.3, 0.7), scipy -1.817
+    src = f'model M(y: real) {{ y ~ Stable({alpha}, {beta}, 1.5, 0.2, coords="S") }}'
+    # scipy's pdf, not its logpdf: only pdf moves loc by (2 / pi) beta scale log(scale)
+    # at stability 1 (Nolan's S1; logpdf there is S0's)
+    want = math.log(levy_s1.pdf(y, alpha, beta, loc=0.2, scale=1.5))
+    assert _ld(src, {}, {"y": y}) == pytest.approx(want, abs=1e-6 if alpha != 1 else 1e-3)
+
+
+def test_stable_s_coordinates_off_the_half_line_and_as_a_latent(levy_s1):
+    # skew 1, stability 0.5: S1 support x >= loc = 0.2 (S0's is x >= -1.3)
+    src = 'model M(y: real) { y ~ StableWithLogProb(0.5, 1.0, 1.5, 0.2, coords="S") }'
+    assert _ld(src, {}, {"y": 0.1}) == -math.inf
+    assert _ld(src.replace(', coords="S"', ""), {}, {"y": 0.1}) > -3
+    src = 'model M() { s ~ Uniform(1.1, 1.9); z ~ Stable(s, 0.3, 1.5, 0.2, "S") }'
+    want = math.log(1 / 0.8) + math.log(levy_s1.pdf(0.7, 1.5, 0.3, loc=0.2, scale=1.5))
+    assert _ld(src, {"s": 1.5, "z": 0.7}, {}) == pytest.approx(want, abs=1e-6)
+    # "S0" written is the default
+    s0 = _ld(src.replace('"S"', '"S0"'), {"s": 1.5, "z": 0.7}, {})
+    assert s0 == _ld(src.replace(', "S"', ""), {"s": 1.5, "z": 0.7}, {})
+    assert s0 == pytest.approx(-1.4856996, abs=1e-6)  # scipy's S0, as above
+
+
+def test_stable_s_draws_against_scipys_s1(levy_s1):
+    # S1 = S0 shifted by scale * skew * tan(pi stability / 2): 1.5 * 0.3 tan(0.75 pi)
+    # and at stability 1, where S1's loc is moved by (2 / pi) skew scale log(scale), 1.68
+    # here (Pyro's draws left it out: P(s <= 1) 0.48, not 0.33); each draw a run of the
+    # model, so few
+    n = 500
+    for law, x in (("1.5, 0.3, 1.5, 0.2", (-1.0, 0.2, 2.0)), ("1.0, 0.8, 3.0, 0.0", (1.0,))):
+        src = f'model M() {{ s ~ Stable({law}, coords="S") }}'
+        s = np.asarray(ppl.compile(src).sample_prior({}, num_samples=n, seed=7)["s"])
+        args = [float(v) for v in law.split(", ")]
+        for v in x:
+            p = levy_s1.cdf(v, *args[:2], scale=args[2], loc=args[3])
+            assert abs((s <= v).mean() - p) < 4 * math.sqrt(p * (1 - p) / n), (law, v)
+
+
+@pytest.mark.parametrize("arg, got", [('coords="S1"', '"S1"'), ("coords=1", "an int value")])
+def test_stable_coords_other_than_s0_or_s_are_compile_errors(arg, got):
+    with pytest.raises(BdlError) as info:
+        ppl.compile(f"model M(y: real) {{ y ~ Stable(1.5, 0.3, 1.5, 0.2, {arg}) }}")
+    assert f"""'coords' of Stable must be one of "S0", "S", written as a string; got {got}""" \
+        in str(info.value)
 
 
 def test_sine_bivariate_von_mises_against_its_series():
@@ -376,6 +492,59 @@ def test_relaxed_one_hot_is_the_concrete(name):
     }}"""
     assert _ld(src, {"t": 0.5}, {"y": x.tolist()}) == \
         pytest.approx(st.gamma(2, scale=0.5).logpdf(0.5) + want, abs=1e-10)
+
+
+@pytest.mark.parametrize("src, at, want", [
+    ("model M(y: real[3]) { y ~ ProjectedNormal([1.0, 0.5]) }", 27,
+     "size mismatch between the distribution [2] and 'y' [3]: 2 vs 3"),
+    ("model M() { z: real[3] ~ ProjectedNormal([1.0, 0.5]) }", 26,
+     "size mismatch between the distribution [2] and 'z' [3]: 2 vs 3"),
+    ("model M(y: real[N, 3], N: int, a: real[N]) { plate i in N { "
+     "y ~ SineBivariateVonMises(a, -0.5, 2.0, 1.5, 0.7) } }", 65,
+     "size mismatch between the distribution [N, 2] and 'y' [N, 3]: 2 vs 3"),
+    ("model M(y: real[3]) { y ~ RelaxedOneHotCategorical(0.5, probs=[0.2, 0.8]) }", 27,
+     "size mismatch between the distribution [2] and 'y' [3]: 2 vs 3"),
+    ("model M(y: int[3, 2]) { y ~ SpanningTree([0.1, 0.5, -0.3]) }", 29,
+     "size mismatch between the distribution [2, 2] and 'y' [3, 2]: 2 vs 3"),
+    ("model M(y: int[N, 3], e: real[E], N: int, E: int) { y ~ SpanningTree(e) }", 53,
+     "'y' is [N, 3] per draw, but a SpanningTree's value is its V - 1 edges, each a pair "
+     "of nodes [a, b]: [V - 1, 2]"),
+    ("model M(y: real[2]) { y ~ Empirical([[0.0, 1.0, 3.0], [1.0, 1.0, 3.0]], [0.0, 1.0]) }",
+     27, "size mismatch between the distribution [3] and 'y' [2]: 3 vs 2"),
+])
+def test_value_sizes_against_the_arguments_are_compile_errors(src, at, want):
+    # were found when the model ran (or, for a latent, drawn at the arguments' size)
+    with pytest.raises(BdlError) as info:
+        ppl.compile(src)
+    assert want in str(info.value) and f":1:{at}:" in str(info.value)
+
+
+@pytest.mark.parametrize("src, data, want", [
+    ("model M(y: real[D], c: real[K], D: int, K: int) { y ~ ProjectedNormal(c) }",
+     {"y": [1.0, 0.0, 0.0], "c": [1.0, 2.0], "D": 3, "K": 2},
+     "size mismatch between the distribution [K] and 'y' [D]: K = 2 but D = 3"),
+    ("model M(y: real[K], p: real[J], J: int, K: int) "
+     "{ y ~ RelaxedOneHotCategorical(0.5, probs=p) }",
+     {"y": [0.5, 0.3, 0.2], "p": [0.4, 0.6], "J": 2, "K": 3},
+     "size mismatch between the distribution [J] and 'y' [K]: J = 2 but K = 3"),
+    ("model M(y: int[V, 2], e: real[E], E: int, V: int) { y ~ SpanningTree(e) }",
+     {"y": [[0, 1], [0, 2]], "V": 2, "e": [0.1, 0.5, 0.2, 0.1, 0.0, 0.3], "E": 6},
+     "size mismatch between SpanningTree's 'edge_logits' [E] and 'y' [V, 2] (a tree of n "
+     "nodes: n (n - 1) / 2 logits, n - 1 edges): 2 * E = 12 but V * V + V = 6"),
+])
+def test_value_sizes_from_the_data_are_located_errors(src, data, want):
+    m = ppl.compile(src)
+    with pytest.raises(BdlError) as info:
+        m.log_density({}, data)
+    assert want in str(info.value)
+
+
+def test_spanning_tree_value_of_a_size_from_the_data():
+    src = "model M(y: int[V, 2], e: real[E], E: int, V: int) { y ~ SpanningTree(e) }"
+    data = {"y": [[0, 1], [0, 2]], "V": 2, "e": [0.1, 0.5, -0.3], "E": 3}
+    assert _ld(src, {}, data) == pytest.approx(_ld(
+        "model M(y: int[2, 2]) { y ~ SpanningTree([0.1, 0.5, -0.3]) }", {}, {"y": data["y"]}),
+        abs=1e-12)
 
 
 def test_sine_bivariate_von_mises_weighted_correlation():

@@ -1001,7 +1001,8 @@ class _ModelChecker(LabelLayout):
                 info.obs_align = tuple(p.dim for p in self.plate_stack)
             info.obs_cast = existing.ty.kind in ("int", "bool")
             self._label_args(s, dty, info.event_dims, None)
-            if dty.discrete and existing.ty.kind == "real":
+            if dty.discrete and existing.ty.kind == "real" and dty.dist != "Empirical":
+                # (an Empirical's values are its samples, numbers of any kind)
                 self.warn(f"'{s.name}' is real but {dty.dist} is a discrete distribution",
                           s.name_span)
             self.sites[id(s)] = info
@@ -1045,10 +1046,10 @@ class _ModelChecker(LabelLayout):
                     shape = _runtime_form(shape, self.plate_stack)
                 elif len(self.errors) > before:
                     shape = None  # its shape is refused: no follow-on errors where it is read
-            kind = "int" if dty.discrete else "real"
+            kind = self._latent_kind(s, dty)
         else:
             shape = self._latent_shape(s, dty)
-            kind = "int" if dty.discrete else "real"
+            kind = self._latent_kind(s, dty)
         if constraint is not None and not _support_matches(constraint, dty):
             info.constraint = constraint
         own = info.event_dims if s.type is not None or shape is None \
@@ -1084,6 +1085,14 @@ class _ModelChecker(LabelLayout):
         self.sites[id(s)] = info
         self.symbols[s.name] = Symbol(s.name, "latent", Ty(kind, shape), s.name_span,
                                       random=True, node=s, plates=plates)
+
+    def _latent_kind(self, s: ast.Sample, dty: Ty) -> str:
+        """int for a discrete latent, real for a continuous one; an Empirical's values
+        are its samples, of their kind (real samples: a real latent, not an index)."""
+        found = self._dist_bound.get(id(s.dist))
+        if dty.dist == "Empirical" and found is not None and "samples" in found[1]:
+            return "int" if found[1]["samples"][1].kind in ("int", "bool") else "real"
+        return "int" if dty.discrete else "real"
 
     def _support_follows(self, e: ast.Expr, seen: frozenset = frozenset()) -> bool:
         """Whether the support of the distribution ``e`` follows latents or params, so that
@@ -1122,14 +1131,16 @@ class _ModelChecker(LabelLayout):
                              ["observe it as data, or marginalise it by hand "
                               "(a finite truncation with Categorical, or a mixture)"])
             return
-        sig = signatures.lookup(dty.dist) if dty.dist else None
-        if sig is not None and sig.event_rank != 0:
+        if dty.event != 0:
             # Pyro sums it out in the fit, but infer_discrete cannot draw its values after
-            # (a raw ValueError 'Invalid tensor shape' from its packing of event dims)
+            # (a raw ValueError 'Invalid tensor shape' from its packing of event dims); an
+            # Empirical of numbers (samples [N]) is summed out as a label is
             self._unfittable(f"'{s.name}' is a discrete latent whose values are vectors "
                              f"({dty.dist}): Pyro cannot draw them from the posterior after "
                              "summing them out", s.dist.span,
-                             ["draw a label and one-hot it: z ~ Categorical(p), then "
+                             ["draw a row's index and read the row: k ~ Categorical("
+                              "logits=log_weights), then samples[k]" if dty.dist == "Empirical"
+                              else "draw a label and one-hot it: z ~ Categorical(p), then "
                               "eye(K)[z]"])
             return
         if shape is None or dty.event is None:
@@ -1759,7 +1770,36 @@ class _ModelChecker(LabelLayout):
             self._report(issues, s.dist.span,
                          f"the distribution {sizes.show(dty.shape)} and '{s.name}' "
                          f"{sizes.show(full_shape)}")
+        elif dty.dist == "SpanningTree" and not self._spanning_tree_value(
+                s, tuple(shape[len(pshape):])):
+            return None
         return tuple(shape[len(pshape):])
+
+    def _spanning_tree_value(self, s: ast.Sample, own: tuple) -> bool:
+        """A SpanningTree's value, V - 1 edges [a, b] ([V - 1, 2]), against its
+        V (V - 1) / 2 edge logits where a size name leaves V open (written sizes are the
+        distribution's shape, :func:`_dist_shape`): E edges of the tree need E (E + 1) / 2
+        logits. A compile error where provably not, else checked when data bind the sizes.
+        False when reported."""
+        found = self._dist_bound.get(id(s.dist))
+        node, t = found[1].get("edge_logits", (None, None)) if found else (None, None)
+        if t is None or t.kind not in TENSOR_KINDS or not t.shape:
+            return True
+        if len(own) != 2 or sizes.compare(own[1], sizes.const(2)) == sizes.Relation.DIFFERENT:
+            self.err(f"'{s.name}' is {sizes.show(own)} per draw, but a SpanningTree's value is "
+                     "its V - 1 edges, each a pair of nodes [a, b]: [V - 1, 2]", s.name_span)
+            return False
+        logits, edges = t.shape[-1], own[0]
+        what = (f"SpanningTree's 'edge_logits' {sizes.show(t.shape)} and '{s.name}' "
+                f"{sizes.show(own)} (a tree of n nodes: n (n - 1) / 2 logits, n - 1 edges)")
+        rel = sizes.compare(2 * logits, edges * (edges + 1))
+        if rel == sizes.Relation.DIFFERENT:
+            self.err(f"size mismatch between {what}: 2 * {logits} must be "
+                     f"{edges * (edges + 1)}", s.dist.span)
+            return False
+        if rel == sizes.Relation.UNKNOWN:
+            self._defer(2 * logits, edges * (edges + 1), s.dist.span, what)
+        return True
 
     def _assign(self, s: ast.Assign) -> None:
         if isinstance(s.value, ast.FunctionLit):
@@ -3311,6 +3351,15 @@ class _ModelChecker(LabelLayout):
                 self.err(f"argument '{pname}' of {sig.name} must be numeric, not a {t.kind} "
                          "value", node.span)
                 ok = False
+            elif pname in signatures.STRING_PARAMS.get(sig.name, {}):
+                words = signatures.STRING_PARAMS[sig.name][pname]
+                if not isinstance(node, ast.String) or node.value not in words:
+                    said = f'"{node.value}"' if isinstance(node, ast.String) else \
+                        f"{_a(t.kind)} value"
+                    shown = ", ".join(f'"{w}"' for w in words)
+                    self.err(f"'{pname}' of {sig.name} must be one of {shown}, written as a "
+                             f"string; got {said}", node.span)
+                    ok = False
             elif not wants_dist and t.kind == "string":
                 self.err(f"'{pname}' of {sig.name} must be a number, not a string", node.span)
                 ok = False
@@ -3327,7 +3376,7 @@ class _ModelChecker(LabelLayout):
         held = None
         if self.plate_stack and e is self._site_dist:
             held = self._held_issues.setdefault(id(e), [])
-        return Ty("dist", _dist_shape(sig, bound, self, held), event=sig.event_rank,
+        return Ty("dist", _dist_shape(sig, bound, self, held), event=_event_rank(sig, bound),
                   dist=sig.name, discrete=sig.discrete, enumerable=sig.enumerable)
 
     def _truncated(self, e: ast.Call, bound: dict) -> Ty:
@@ -3458,6 +3507,15 @@ class _ModelChecker(LabelLayout):
         its D x D matrix, a mixture's K components: ``signatures.EVENT_SIZES``) given
         sizes that are provably different (``zeros(3)`` with ``eye(2)``). False when
         reported; sizes that only the data fix are checked when the model runs."""
+        node, t = bound.get("edge_logits", (None, None)) if sig.name == "SpanningTree" \
+            else (None, None)
+        if t is not None and t.kind in TENSOR_KINDS and t.shape and t.shape[-1].is_Integer \
+                and _tree_nodes(t.shape[-1]) is None:
+            # as rt.SpanningTree says it of a count from the data
+            self.err(f"SpanningTree's edge_logits has {t.shape[-1]} elements: it needs one "
+                     "per pair of nodes, V (V - 1) / 2 for V nodes (1, 3, 6, 10, ...)",
+                     node.span)
+            return False
         for what, dims in signatures.EVENT_SIZES.get(sig.name, {}).items():
             seen = []
             for pname, at in dims:
@@ -4828,7 +4886,22 @@ def _dist_shape(sig, bound, checker, held: list | None = None) -> tuple | None:
         s, ev = comp[1].shape, comp[1].event
         batch = s[: len(s) - ev]
         return None if not batch else tuple(batch[:-1]) + tuple(s[len(s) - ev:])
-    if sig.event_rank != 0:
+    # a value [D] of concentration [D]; a simplex [K] of probs [K] (the temperature one
+    # number per draw); V - 1 edges [a, b] from V (V - 1) / 2 logits, V read off written
+    # sizes (a size V's: checker._spanning_tree_value); a sample row of samples [N, ...]
+    if sig.name == "ProjectedNormal":
+        return shapes.get("concentration")
+    if sig.name.startswith("RelaxedOneHotCategorical"):
+        return shapes.get("probs", shapes.get("logits"))
+    if sig.name == "SpanningTree":
+        e = shapes.get("edge_logits")
+        v = _tree_nodes(e[-1]) if e and e[-1].is_Integer else None
+        return None if v is None else (sizes.const(v - 1), sizes.const(2))
+    if sig.name == "Empirical":
+        rank = _event_rank(sig, bound)
+        s = shapes.get("samples")
+        return None if rank is None else tuple(s[: len(s) - rank - 1] + s[len(s) - rank:])
+    if sig.event_rank != 0 and sig.name != "SineBivariateVonMises":
         return None
     out: tuple | None = ()
     for k, (_, t) in bound.items():
@@ -4839,7 +4912,24 @@ def _dist_shape(sig, bound, checker, held: list | None = None) -> tuple | None:
             held.append((issues, bound[k][0].span, f"the arguments of {sig.name}"))
         else:
             checker._report(issues, bound[k][0].span, f"the arguments of {sig.name}")
+    if sig.name == "SineBivariateVonMises" and out is not None:
+        return out + (sizes.const(2),)  # a pair of angles (phi, psi) per draw
     return out
+
+
+def _tree_nodes(edges) -> int | None:
+    """V of a tree on V nodes with ``edges`` = V (V - 1) / 2 pairs, None when no V has."""
+    v = round((1 + (1 + 8 * int(edges.value)) ** 0.5) / 2)
+    return v if v >= 2 and v * (v - 1) // 2 == edges.value else None
+
+
+def _event_rank(sig, bound) -> int | None:
+    """The table's event rank; an Empirical's is its samples' dims past its weights'
+    (samples [N] of weights [N]: numbers; [N, D]: vectors), None when either is unknown."""
+    if sig.name != "Empirical":
+        return sig.event_rank
+    s, w = (bound[k][1].shape if k in bound else None for k in ("samples", "log_weights"))
+    return None if s is None or w is None or len(s) < len(w) else len(s) - len(w)
 
 
 # Stan's container types, and how BDL writes them

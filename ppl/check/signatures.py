@@ -80,6 +80,13 @@ TENSOR_PARAMS = {
 PARAM_DTYPES = {"GroupedNormalNormal": {"group_idx": "int64"}, "MaskedMixture": {"mask": "bool"}}
 
 
+# Parameters that take one of a few words, written as a string literal: a stable law's
+# coordinates, Nolan's S0 (Pyro's default; continuous in the stability) or S (the
+# characteristic function's own, whose location jumps at stability 1). Any other
+# string for a distribution's parameter is refused (it must be a number).
+STRING_PARAMS = {name: {"coords": ("S0", "S")} for name in ("Stable", "StableWithLogProb")}
+
+
 # Pyro classes whose parameter here must be a Python int: Multinomial's total_count, one
 # count for all rows. A tensor there (``y ~ Multinomial(sum(y), theta)``) was Pyro's
 # misleading "inhomogeneous total_count is not supported"; ``rt.Multinomial`` reads a

@@ -105,7 +105,8 @@ def _sites(model, kwargs, check: bool = False):
             continue
         elif "bdl_gibbs" in site["infer"]:
             gibbs[name] = (site["infer"]["bdl_gibbs"], site["value"].detach())
-        elif site["fn"].support.is_discrete:
+        elif site["fn"].support.is_discrete or getattr(site["fn"], "has_enumerate_support",
+                                                       False):  # Empirical: support Real()
             raise _discrete_latent(name)
         else:
             local = next((f.name for f in site["cond_indep_stack"]
