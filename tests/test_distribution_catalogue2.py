@@ -914,3 +914,42 @@ def test_draws_of_stable_and_of_a_gaussian_hmm(levy_s0):
         want = var + 0.2
         assert abs(y[:, t, 0].var() - want) < 4 * want * math.sqrt(2 / n)
 
+
+
+# ---- 7. a declared set too small for rejection: drawn by the inverse CDF ----
+
+def _truncated_mean(pdf, lo, hi) -> float:
+    return integrate.quad(lambda x: x * pdf(x), lo, hi)[0] / integrate.quad(pdf, lo, hi)[0]
+
+
+@pytest.mark.parametrize("law, lo, hi, pdf", [
+    # Beta has neither cdf nor icdf in torch: the density's quadrature
+    ("Beta(2, 2)", 0.0, 0.002, lambda x: st.beta.pdf(x, 2, 2)),
+    # Gamma has a cdf, no icdf: bisection (P[30, 30.01] ~ 4e-13)
+    ("Gamma(2, 1)", 30.0, 30.01, lambda x: st.gamma.pdf(x, 2)),
+])
+def test_a_tiny_set_is_drawn_inside_with_its_truncated_mean(law, lo, hi, pdf):
+    # was 'could not draw a sample inside Interval(0.0, 0.002) by rejection'
+    src = f"model M(lo: real, hi: real) {{ z: real<lower=lo, upper=hi> ~ {law} }}"
+    n = 2000
+    z = np.asarray(ppl.compile(src).sample_prior({"lo": lo, "hi": hi}, n, seed=3)["z"])
+    assert z.shape == (n,) and ((z >= lo) & (z <= hi)).all()
+    want = _truncated_mean(pdf, lo, hi)
+    sd = math.sqrt(integrate.quad(lambda x: (x - want) ** 2 * pdf(x), lo, hi)[0]
+                   / integrate.quad(pdf, lo, hi)[0])
+    assert abs(z.mean() - want) < 4 * sd / math.sqrt(n)
+    assert sd > 0.2 * (hi - lo)  # spread over the set, not one point of it
+
+
+def test_a_bound_that_follows_a_latent_draws_inside_it():
+    # the finding: a ~ Normal(0.5, 1) put a's at 0.002, where Beta(2, 2) below it stopped
+    # sample_prior; given a in (0, 1), z / a has density 6 t (1 - a t) / (3 - 2 a) on [0, 1]
+    src = "model M(N: int) { a ~ Normal(0.5, 1)\n z: real<upper=a> ~ Beta(2, 2) }"
+    d = ppl.compile(src).sample_prior({"N": 3}, 2000, seed=3)
+    a, z = np.asarray(d["a"]), np.asarray(d["z"])
+    inside = (a > 0) & (a < 1)
+    assert inside.sum() > 500 and ((z[inside] >= 0) & (z[inside] <= a[inside])).all()
+    t, ai = z[inside] / a[inside], a[inside]
+    # E[t | a] = (2 - 1.5 a) / (3 - 2 a)
+    resid = t - (2 - 1.5 * ai) / (3 - 2 * ai)
+    assert abs(resid.mean()) < 4 * resid.std() / math.sqrt(len(t))
