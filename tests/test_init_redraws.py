@@ -367,3 +367,33 @@ def test_an_infinite_elbo_from_the_data_is_raised_at_once_beside_a_following_bou
     # the same model at a start of density 0 (its bound's set empty) still starts again
     fit = ppl.compile(BOUND_AND_DATA).fit({"y": 0.5}, infer="map(steps=50, seed=0)")
     assert 0 < float(fit.samples["z"].reshape(-1)[0]) < float(fit.samples["a"].reshape(-1)[0])
+
+
+def test_guide_draws_that_always_have_density_0_are_the_located_error():
+    # site_draws(in_support=True) after a fit: a guide that puts a below 0 empties z's
+    # set at every draw; the 100th was kept at density 0 (z = -0.5, outside [0, a]) unsaid
+    import pyro.distributions as dist
+
+    from ppl import locate
+    from ppl.infer.draws import site_draws
+
+    m = ppl.compile(BETA_UPPER)
+
+    def guide():
+        pyro.sample("a", dist.Normal(-3.0, 0.1))
+
+    pyro.set_rng_seed(0)
+    with pytest.raises(BdlError) as e, locate.located(m._pseudo):
+        site_draws(m.pyro_model, {}, guide=guide, num_samples=5, in_support=True)
+    said = str(e.value)
+    assert ":3:3: error: the guide's draws put the latent 'z' where the model has " \
+        "density 0" in said
+    assert f"at draw 1 of 5, {INIT_TRIES} draws of the guide in a row were refused" in said
+
+    # a guide with mass where the model has density: each of its draws kept, inside z's set
+    def inside():
+        pyro.sample("a", dist.Normal(0.6, 0.01))
+
+    out = site_draws(m.pyro_model, {}, guide=inside, num_samples=50, in_support=True)
+    a, z = out["a"], out["z"]
+    assert a.shape == z.shape == (50,) and bool(((0 < z) & (z < a)).all())

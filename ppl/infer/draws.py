@@ -191,8 +191,12 @@ def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None
                     run = poutine.replay(model, trace=g)
                     if in_support:  # a draw of density 0 is drawn again, as in the fit
                         tr = poutine.trace(run).get_trace(**kwargs)
-                        if not _density_zero(tr):
+                        zero = _density_zero(tr)
+                        if zero is None:
                             break
+                else:
+                    if in_support:  # kept none: the last was kept at density 0, unsaid
+                        raise _all_refused(zero, i, n)
             elif posterior:
                 run = poutine.condition(model, {k: v[i] for k, v in posterior.items()})
             else:
@@ -222,9 +226,26 @@ def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None
     return {k: torch.stack(v) for k, v in out.items()}
 
 
-def _density_zero(trace) -> bool:
-    """Whether a latent site of ``trace`` has a log density that is not finite."""
-    for site in trace.nodes.values():
+def _all_refused(site: str, i: int, n: int):
+    """The located error at ``site`` where :data:`INIT_TRIES` draws of the guide in a row
+    had density 0 there (for draw ``i`` of ``n``), as the fit's own redraws say
+    (``ppl.infer.run._step``); the last of them was kept, silently."""
+    from ..locate import SiteError
+    from .run import INIT_TRIES
+
+    site = site[:-len(SUFFIX)] if site.endswith(SUFFIX) else site  # z, not z on the line
+    return SiteError(
+        f"the guide's draws put the latent '{site}' where the model has density 0: its "
+        "log density was not finite at each of them (a declared bound, or an argument, "
+        "that follows the latents left it no value)", site,
+        [f"at draw {i + 1} of {n}, {INIT_TRIES} draws of the guide in a row were refused: "
+         "at each the model had density 0, and it was drawn again; the guide puts its "
+         "mass where the model has none"])
+
+
+def _density_zero(trace) -> str | None:
+    """The first latent site of ``trace`` whose log density is not finite, else None."""
+    for name, site in trace.nodes.items():
         if site["type"] == "sample" and not site["is_observed"] \
                 and not site["infer"].get("_deterministic"):
             mask = site["mask"]
@@ -233,10 +254,10 @@ def _density_zero(trace) -> bool:
                 if isinstance(mask, torch.Tensor):
                     lp = torch.where(mask, lp, torch.zeros_like(lp))
                 if mask is not False and not bool(torch.isfinite(lp).all()):
-                    return True
+                    return name
             except (ValueError, RuntimeError, NotImplementedError):
                 continue
-    return False
+    return None
 
 
 __all__ = ["site_draws"]
