@@ -160,7 +160,15 @@ def test_matching_logits_of_the_wrong_shape(name, want):
     src = "model M(y: int[3]) { y ~ OneOneMatching([[0.1, 0.5], [0.2, 0.0], [-1.0, 0.3]]) }"
     with pytest.raises(BdlError) as info:
         ppl.compile(src)
-    assert "disagree on N (its rows and columns): 2 and 3 must be equal" in str(info.value)
+    # one argument, named once (was "'logits' [3, 2] and 'logits' [3, 2] disagree on N")
+    assert "OneOneMatching: 'logits' is [3, 2], not square: N (sources and destinations) " \
+        "counts both its rows and its columns" in str(info.value)
+    assert ":1:41:" in str(info.value) and "disagree" not in str(info.value)
+    # so is a data argument of a declared shape
+    src = "model M(y: int[3], A: real[3, 2]) { y ~ OneOneMatching(A) }"
+    with pytest.raises(BdlError, match=r":1:56: error: OneOneMatching: 'logits' is \[3, 2\], "
+                       "not square"):
+        ppl.compile(src)
 
 
 @pytest.mark.filterwarnings("ignore:Matching is not binary")

@@ -3525,6 +3525,12 @@ class _ModelChecker(LabelLayout):
                     continue
                 d = t.shape[at]
                 for other, o_shape, o_d in seen:
+                    if sizes.compare(d, o_d) == sizes.Relation.DIFFERENT and other == pname:
+                        # one argument's rows and columns (a matching's N x N logits)
+                        self.err(f"{sig.name}: '{pname}' is {sizes.show(t.shape)}, not "
+                                 f"square: {what} counts both its rows and its columns",
+                                 node.span)
+                        return False
                     if sizes.compare(d, o_d) == sizes.Relation.DIFFERENT:
                         self.err(f"{sig.name}: '{pname}' {sizes.show(t.shape)} and '{other}' "
                                  f"{sizes.show(o_shape)} disagree on {what}: {d} and {o_d} "

@@ -165,7 +165,7 @@ EVENT_SIZES = {
         "D (coordinates)": (("locs", -1), ("coord_scale", -1))},
     "GaussianScaleMixture": {
         "K (components)": (("component_logits", -1), ("component_scale", -1))},
-    "OneOneMatching": {"N (its rows and columns)": (("logits", -2), ("logits", -1))},
+    "OneOneMatching": {"N (sources and destinations)": (("logits", -2), ("logits", -1))},
     "DiscreteHMM": {"S (states)": (("initial_logits", -1), ("transition_logits", -2),
                                    ("transition_logits", -1))},
     "GaussianHMM": {"H (hidden coordinates)": (("transition_matrix", -2),
