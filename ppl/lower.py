@@ -490,11 +490,13 @@ class _Lowerer:
             index = self._fresh(f"idx_{info.name}")
         subsampled = []
         for data, axis in info.subsampled:
-            axis = self._laid_out_axis(s, data, axis)
             local = self._fresh(f"{data}_{info.name}")
             origin = self.rename.get(data, data)
-            subsampled.append((origin, local, axis, data in self.cm.observed_only))
+            subsampled.append((origin, local, self._laid_out_axis(s, data, axis),
+                               data in self.cm.observed_only))
             self.rename[data] = local
+            # the declared axis: reads compare it with their own dims (w1[2, n] reads w1
+            # uncut along its N, dim 1 of [K, N], wherever the cut was in the layout)
             self.sub_origin[local] = (origin, s.index or index, axis)
         if s.index is not None:
             self.indices.add(s.index)
@@ -655,6 +657,8 @@ class _Lowerer:
             rows = rows if isinstance(rows, frozenset) else frozenset()
             across = self._join(across, frozenset(
                 k - rank for k, item in at.items() if not _whole_slice(item)) | rows)
+            if self._whole_index(e):
+                across = True
             outer, self.read_uncut = self.read_uncut, []
             local = self.rename.get(e.value.id) if isinstance(e.value, ast.Name) else None
             origin = self._uncut(local, across, rank) if local is not None else local
@@ -724,6 +728,23 @@ class _Lowerer:
         body = self._expr(e.body)
         self.locals = saved
         return Fn(params, body)
+
+    def _whole_index(self, e: ast.Index) -> bool:
+        """Whether ``e`` indexes a name by items that are each one number, the same for
+        every element (``x2[0]``, ``w1[0]`` of a closed plate's value, ``x2[0, 0:2]``): it
+        names the whole value (docs "Only the bare name is read per element"), so the dims
+        it keeps are read whole, never cut to a batch plate's minibatch. (``x2[0]`` of
+        ``x2: real[K, N]`` under plates m and n batch 2 summed the minibatch's 2 entries
+        of row 0, each scaled by N / B: on average B / N of the full density.) An item with
+        one value per element (``n``, ``gid[n]``) has the plates' dims in its type."""
+        if not isinstance(e.value, ast.Name) or id(e) in self.cm.label_vindex \
+                or id(e) in self.cm.self_indexed or id(e) in self.cm.plate_first:
+            return False
+        for item in e.indices:
+            bounds = (item.start, item.stop) if isinstance(item, ast.Slice) else (item,)
+            if any(b is not None and self.cm.ty(b).shape != () for b in bounds):
+                return False
+        return True
 
     def _uncut(self, local: str, across, rank: int) -> str:
         """The name to read for ``local``: the value before the plates that cut it to their

@@ -1,0 +1,119 @@
+"""A minibatch's log density is an unbiased estimate of the full density: averaged over
+ALL C(N, B) minibatches of `plate n in N batch B` (enumerated, each fixed by conditioning
+the plate's subsample site, Pyro's N / B scale applied by the trace) it equals the full
+density written out by hand, exactly. A value read whole in the plate (`x2[0]` of data,
+`w1[0]` of a closed plate's value: docs "Plates", only the bare name is read per element)
+is the same for every element, so each minibatch is exactly N times its term; read per
+element (`x2[0, n]`, `xNK[n]`) the minibatches differ and only their average is the full
+density. `m.log_density` runs the whole plate, so it cannot show a cut whole value.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pyro
+import pytest
+import torch
+
+import ppl
+
+N, K, M, B = 4, 3, 2, 2
+X = [0.5, -1.0, 2.0, 0.3]
+A = [[0.1, 0.2], [0.7, -0.4], [1.5, 0.0]]
+XKN = [[0.25, -0.5, 1.0, 2.0], [1.5, 0.75, -2.0, 0.5], [0.0, 1.0, -1.0, 3.0]]  # real[K, N]
+XNK = [list(r) for r in zip(*XKN, strict=True)]  # real[N, K]
+HEAD = "model F(x: real[N], A: real[K, M], xKN: real[K, N], xNK: real[N, K]) {\n"
+# w1 = x * A[k, 0] of plate k, which holds a plate m (so w1 is [K, 1, N] there, [K, N]
+# after it: the layout lower._laid_out_axis cuts)
+CLOSED_NESTED = "plate k in K {\n w1 = x * A[k, 0]\n plate m in M {\n w4 = k * A[k, m]\n }\n}\n"
+CLOSED = "plate k in K {\n w1 = x * A[k, 0]\n}\n"
+ROW0, W1_0, W1_2 = sum(XKN[0]), 0.1 * sum(X), 1.5 * sum(X)  # -> 2.75, 0.18, 2.7
+DATA = {"x": X, "A": A, "xKN": XKN, "xNK": XNK}
+
+
+def _minibatch_densities(src: str) -> tuple[float, dict]:
+    """The full density (m.log_density) and each minibatch's traced log density."""
+    m = ppl.compile(HEAD + src + "}\n")
+    kwargs = m.bind(DATA)
+    out = {}
+    for subset in itertools.combinations(range(N), B):
+        model = pyro.poutine.condition(m.pyro_model, {"n": torch.tensor(subset)})
+        out[subset] = float(pyro.poutine.trace(model).get_trace(**kwargs).log_prob_sum())
+    return float(m.log_density({}, DATA)), out
+
+
+# (body, the full density by hand, whether the term is the same for every element)
+WHOLE = {
+    # row 0 of data whose plate-sized dim N is its second, in plates m and n: per
+    # element sum(row 0); M * N of them (it was cut to the minibatch's 2 entries of the
+    # row: on average B / N of the density, 0.5 * 22.0)
+    "data-row-nested": ("plate m in M {\n plate n in N batch 2 {\n factor(xKN[0])\n }\n}\n",
+                        M * N * ROW0),
+    "data-row-single": ("plate n in N batch 2 {\n factor(xKN[0])\n }\n", N * ROW0),
+    "data-row-plate-first-nested": (
+        "plate m in M {\n plate n in N batch 2 {\n factor(xNK[0])\n }\n}\n",
+        M * N * sum(XNK[0])),
+    "data-row-slice-nested": (
+        "plate m in M {\n plate n in N batch 2 {\n factor(xKN[0, 1:3])\n }\n}\n",
+        M * N * (XKN[0][1] + XKN[0][2])),
+    # helper LF's: w1[0] is row 0 of a closed plate's value, 0.18 for every element,
+    # 2 * 4 * 0.18 = 1.44 (the minibatches {0, 1} and {1, 3} were -0.4 and -0.56)
+    "closed-row-nested": (CLOSED_NESTED + "plate m in M {\n plate n in N batch 2 {\n"
+                          " factor(w1[0])\n }\n}\n", M * N * W1_0),
+    "closed-row-single": (CLOSED + "plate n in N batch 2 {\n factor(w1[0])\n}\n", N * W1_0),
+    "closed-row-outer-batch": (CLOSED + "plate n in N batch 2 {\n plate m in M {\n"
+                               " factor(w1[0])\n }\n}\n", M * N * W1_0),
+}
+PER_ELEMENT = {
+    "data-entry-nested": ("plate m in M {\n plate n in N batch 2 {\n factor(xKN[0, n])\n }\n}\n",
+                          M * ROW0),
+    "data-entry-of-row": ("plate m in M {\n plate n in N batch 2 {\n factor(xKN[0][n])\n }\n}\n",
+                          M * ROW0),
+    "data-own-row": ("plate m in M {\n plate n in N batch 2 {\n factor(xNK[n])\n }\n}\n",
+                     M * sum(map(sum, XNK))),
+    "data-bare": ("plate n in N batch 2 {\n factor(x)\n}\n", sum(X)),
+    # w1[2, n] read w1 cut in its layout and indexed again (torch's IndexError)
+    "closed-entry-nested": (CLOSED_NESTED + "plate m in M {\n plate n in N batch 2 {\n"
+                            " factor(w1[2, n])\n }\n}\n", M * W1_2),
+    "closed-entry-single": (CLOSED + "plate n in N batch 2 {\n factor(w1[0, n])\n}\n", W1_0),
+}
+
+
+@pytest.mark.parametrize("name", list(WHOLE) + list(PER_ELEMENT))
+def test_the_average_over_every_minibatch_is_the_full_density(name, float64):
+    src, want = WHOLE.get(name) or PER_ELEMENT[name]
+    full, each = _minibatch_densities(src)
+    assert len(each) == 6  # C(4, 2)
+    assert full == pytest.approx(want, abs=1e-12)
+    assert sum(each.values()) / len(each) == pytest.approx(want, abs=1e-12)
+    if name in WHOLE:  # the same term for every element: each minibatch is exact
+        assert all(v == pytest.approx(want, abs=1e-12) for v in each.values()), each
+    else:  # a real estimate: the minibatches differ
+        assert max(each.values()) - min(each.values()) > 0.1, each
+
+
+def test_lf_minibatches_of_a_closed_plate_row(float64):
+    """The two traced runs helper LF saw (-0.4 for {0, 1}: 2 * 2 * 2 * 0.1 * (0.5 - 1),
+    -0.56 for {1, 3}) are now 1.44, the full density, as every minibatch is."""
+    _, each = _minibatch_densities(WHOLE["closed-row-nested"][0])
+    assert each[(0, 1)] == pytest.approx(1.44, abs=1e-12)
+    assert each[(1, 3)] == pytest.approx(1.44, abs=1e-12)
+
+
+def test_an_observed_row_read_whole_in_a_nested_batch_plate(float64):
+    """y[m, n] ~ Normal(xKN[0], 1) with y: real[M, N, N]: row 0 whole for every element,
+    so the minibatches' average (over all 6) is the full density by hand."""
+    src = ("model F(xKN: real[K, N], y: real[M, N, N]) {\n plate m in M {\n"
+           " plate n in N batch 2 {\n y ~ Normal(xKN[0], 1)\n }\n }\n}\n")
+    y = torch.arange(M * N * N, dtype=torch.float64).reshape(M, N, N) / 8 - 2
+    data = {"xKN": XKN, "y": y}
+    want = float(torch.distributions.Normal(torch.tensor(XKN[0]), 1.0).log_prob(y).sum())
+    m = ppl.compile(src)
+    kwargs = m.bind(data)
+    each = []
+    for subset in itertools.combinations(range(N), B):
+        model = pyro.poutine.condition(m.pyro_model, {"n": torch.tensor(subset)})
+        each.append(float(pyro.poutine.trace(model).get_trace(**kwargs).log_prob_sum()))
+    assert float(m.log_density({}, data)) == pytest.approx(want, abs=1e-9)
+    assert sum(each) / len(each) == pytest.approx(want, abs=1e-9)
