@@ -576,11 +576,23 @@ class _Lowerer:
     def _expr(self, e: ast.Expr):
         if self.cm.rows_read.get(id(e)) is True and self.across is not True:
             return self._within(True, e)  # v of x2[i, :] * v: pairs with the row's own dim
-        out = self._expr_inner(e)
+        pad = self.cm.pads.get(id(e))
+        saved = self.across
+        if pad is not None and isinstance(saved, frozenset):
+            # dims read across, from the right of the widened value: its own dims stay,
+            # the unit dims inserted are none of its, the plate dims left of them move
+            # by their number (x in logsumexp(A[0:2, 0] / (1.5 + tanh(x)), dim=0) in plate
+            # n batch 2 is [N, 1]: its dim -1 is no dim of x, which stays cut)
+            tail, units = pad
+            self.across = frozenset(d if d >= -tail else d + units for d in saved
+                                    if not -tail - units <= d < -tail)
+        try:
+            out = self._expr_inner(e)
+        finally:
+            self.across = saved
         moved = self.cm.label_aligned.get(id(e))
         if moved is not None:  # computed from a label: its own dims onto plate dims
             out = Call("rt.label_aligned", [out, Lit(moved[0]), Lit(moved[1])], [])
-        pad = self.cm.pads.get(id(e))
         if pad is not None:  # one value per plate element, widened to the site's elements
             return Call("rt.per_element", [out, Lit(pad[0]), Lit(pad[1])], [])
         return out
@@ -659,6 +671,12 @@ class _Lowerer:
                 k - rank for k, item in at.items() if not _whole_slice(item)) | rows)
             if self._whole_index(e):
                 across = True
+            elif isinstance(e.value, ast.Name) and id(e) not in self.cm.label_vindex \
+                    and id(e) not in self.cm.self_indexed:
+                # an explicit ':' reads the whole dim, as 0:M does (xm[:, m] under plates
+                # N batch 2 and m is column m, N numbers: it read the minibatch's 2)
+                across = self._join(across, frozenset(
+                    k - rank for k, item in at.items() if _whole_slice(item)))
             outer, self.read_uncut = self.read_uncut, []
             local = self.rename.get(e.value.id) if isinstance(e.value, ast.Name) else None
             origin = self._uncut(local, across, rank) if local is not None else local
@@ -791,6 +809,11 @@ class _Lowerer:
             if dim is None and name not in _ALL_DIMS:
                 return frozenset({-1})
             d = _literal_number(dim)
+            if d is not None and id(dim) in self.cm.label_dims:
+                # counted on each element's own dims (logsumexp(xm - u[:], dim=0) in plate
+                # n is over xm[n]'s M): the dim lowered, from the right; read as the
+                # declared dim 0, xm was read uncut against the minibatch's other values
+                return frozenset({int(d) - self.cm.label_dims[id(dim)]})
             if d is not None:
                 return frozenset({int(d) - rank if d >= 0 else int(d)})
         if name == "matmul" and key == "a" and rank > 1:

@@ -57,6 +57,12 @@ WHOLE = {
     "data-row-slice-nested": (
         "plate m in M {\n plate n in N batch 2 {\n factor(xKN[0, 1:3])\n }\n}\n",
         M * N * (XKN[0][1] + XKN[0][2])),
+    # column k of data whose leading size is the batch plate's, under plates n and k: the
+    # explicit ':' reads the whole dim, N numbers for every element (it read the
+    # minibatch's 2; a site with N numbers of its own stopped with torch's size error)
+    "data-column-outer-batch": (
+        "plate n in N batch 2 {\n plate k in K {\n factor(xNK[:, k])\n }\n}\n",
+        N * sum(map(sum, XNK))),
     # helper LF's: w1[0] is row 0 of a closed plate's value, 0.18 for every element,
     # 2 * 4 * 0.18 = 1.44 (the minibatches {0, 1} and {1, 3} were -0.4 and -0.56)
     "closed-row-nested": (CLOSED_NESTED + "plate m in M {\n plate n in N batch 2 {\n"
@@ -73,6 +79,22 @@ PER_ELEMENT = {
     "data-own-row": ("plate m in M {\n plate n in N batch 2 {\n factor(xNK[n])\n }\n}\n",
                      M * sum(map(sum, XNK))),
     "data-bare": ("plate n in N batch 2 {\n factor(x)\n}\n", sum(X)),
+    # dim=0 of an expression of the data, each element's own value (docs "Plates"):
+    # logsumexp(xNK[n] - A[:, 0]); read as the declared dim 0, the plate's, xNK was read
+    # uncut, N rows in a minibatch of 2 (torch's size error meeting x[n]; the plate
+    # oracle's seed 1714)
+    "data-own-dim-reduced": (
+        "plate n in N batch 2 {\n factor(logsumexp(xNK - A[:, 0], dim=0) + x)\n}\n",
+        sum(float(torch.logsumexp(torch.tensor(r, dtype=torch.float64) - torch.tensor(
+            A, dtype=torch.float64)[:, 0], 0)) for r in XNK)
+        + sum(X)),
+    # x read per element and widened to [N, 1] against A[0:2, 0]'s 2 entries: dim=0 is
+    # the entries' dim, none of x's, so x stays cut (the plate oracle's seed 2772)
+    "widened-own-dim-reduced": (
+        "plate n in N batch 2 {\n factor(logsumexp(A[0:2, 0] / (1.5 + tanh(x)), dim=0))\n}\n",
+        sum(float(torch.logsumexp(torch.tensor([0.1, 0.7], dtype=torch.float64)
+                                  / (1.5 + torch.tanh(torch.tensor(v, dtype=torch.float64))),
+                                  0)) for v in X)),
     # w1[2, n] read w1 cut in its layout and indexed again (torch's IndexError)
     "closed-entry-nested": (CLOSED_NESTED + "plate m in M {\n plate n in N batch 2 {\n"
                             " factor(w1[2, n])\n }\n}\n", M * W1_2),
