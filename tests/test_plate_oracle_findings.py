@@ -372,3 +372,49 @@ def test_a_column_by_an_outer_plates_per_element_index_reads_the_declared_data(s
     rows = [int(i) for i in tr.nodes["n"]["value"]]
     want = N / 2 * sum(term(n, m) for n in rows for m in range(M))
     assert float(tr.nodes["y9"]["log_prob_sum"]) == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("sz", SIZES)
+@pytest.mark.parametrize("read, hand", [
+    # B: real[N, N]: row n (N numbers) with x[n], or with the whole x paired (the dot)
+    ("sum(B[n, :] * x[n])", lambda d, n: np.sum(d["B"][n] * d["x"][n])),
+    ("sum(B[n, :] * x[:])", lambda d, n: d["B"][n] @ d["x"]),
+    ("B[n, :] @ x", lambda d, n: d["B"][n] @ d["x"]),
+    ("sum(x[n] - B[n])", lambda d, n: np.sum(d["x"][n] - d["B"][n])),
+    # x2: real[N, K] and v: real[K]: v's size is not the plate's, so the bare v is the
+    # whole vector even where K = N (the second SIZES)
+    ("sum(x2[n, :] * v)", lambda d, n: d["x2"][n] @ d["v"]),
+    ("sum(x2[n, :] * x)", lambda d, n: np.sum(d["x2"][n] * d["x"][n])),
+])
+def test_a_plates_row_meets_the_elements_number_or_the_whole_vector(sz, read, hand):
+    """In one plate n, the row B[n, :] of B: real[N, N] has N numbers of its own; x[n]
+    times it is the element's number times the row, x[:] times it Stan's dot product
+    (as B[n, :] @ x), factor adds the sum over n by hand."""
+    N = sz["N"]
+    d = _data(**sz)
+    d["B"] = np.random.default_rng(15).normal(size=(N, N))
+    got = _density(f"  plate n in N {{\n    factor({read})\n  }}", {"B": ("N", "N")}, d)
+    assert got == pytest.approx(sum(hand(d, n) for n in range(N)), rel=1e-9)
+
+
+@pytest.mark.parametrize("read, col, row, notes", [
+    ("sum(B[n, :] * x)", 20, "B[n, :]", ["B[n, :] * x[n]", "B[n, :] * x[:]"]),
+    ("sum(x * B[n])", 20, "B[n]", ["x[n] * B[n]", "x[:] * B[n]"]),
+    ("x - B[n, :]", 16, "B[n, :]", ["x[n] - B[n, :]", "x[:] - B[n, :]"]),
+    ("2 * (B[n] + x)", 21, "B[n]", ["B[n] + x[n]", "B[n] + x[:]"]),
+])
+def test_the_bare_name_meeting_its_plates_row_in_one_plate_says_which_is_meant(
+        read, col, row, notes):
+    """sum(B[n, :] * x) in plate n read x as x[n] (each element's number times the row)
+    while B[n, :] @ x was the dot product with the whole x, Stan's x in the loop: the
+    same two loop readings as under two plates, now the located error spelling both."""
+    with pytest.raises(ppl.BdlError) as info:
+        ppl.compile(HEAD.format(obs=", B: real[N, N], y: real[N, N]",
+                                body=f"  plate n in N {{\n    y ~ Normal({read}, 1)\n  }}"))
+    (diag,) = info.value.diagnostics
+    assert diag.message == (
+        f"inside plate n, 'x' is read per element (x[n], one number), but it meets '{row}', "
+        "which has [N] numbers of its own, and Stan's 'x' in the loop would be the whole "
+        "vector paired with them: say which is meant")
+    assert (diag.span.line, diag.span.col) == (3, col)
+    assert [n.rsplit(": ", 1)[1] for n in diag.notes] == notes

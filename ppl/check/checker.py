@@ -1509,6 +1509,13 @@ class _ModelChecker(LabelLayout):
                 self._reads_whole(side) or not self._bare_data(node))
             same = conflict is None and (owidth == width or whole) and \
                 len(other.shape) - owidth > len(mine.shape) - width
+            if same and self._bare_data(node) and \
+                    self._plate_conflict(mine, width, other, owidth):
+                # the bare name's plate dim would land on the other's own dim of its size
+                # (sum(A[j, :] * w) in plate j, A: real[N, N], w: real[N]): w[j] times the
+                # row, or Stan's whole w paired with it (A[j, :] @ w), as in nested plates
+                self._bare_meets_row(e, node, side, other, owidth)
+                return None
             if conflict is None and not same:
                 if owidth is not None and self._plate_conflict(mine, width, other, owidth):
                     # its plate dim meets the other's own dim of the same size (v: real[J]
@@ -1573,7 +1580,9 @@ class _ModelChecker(LabelLayout):
                  f"for each element's number, give plate {unnamed[0].name} an index "
                  f"(plate i in {sizes.show((unnamed[0].size,))[1:-1]}) and read "
                  f"{node.id}[i]"]
-        self.err(f"inside plates {', '.join(self._plate_names())}, '{node.id}' is read per "
+        names = self._plate_names()
+        self.err(f"inside plate{'s' if len(names) > 1 else ''} {', '.join(names)}, "
+                 f"'{node.id}' is read per "
                  f"element ({read}, one number), but it meets '{fmt.expr(side)}', which has "
                  f"{sizes.show(tuple(other.shape[owidth:]))} numbers of its own, and Stan's "
                  f"'{node.id}' in the loop would be the whole vector paired with them: say "
