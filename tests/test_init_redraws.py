@@ -109,12 +109,15 @@ def test_a_point_estimate_starts_again_where_a_latent_bound_empties_a_set(infer)
     assert float(other.samples["a"].reshape(-1)[0]) == a
 
 
-def test_the_error_says_which_starts_were_tried():
-    m = ppl.compile("""model Z() {
+NEVER_MEETS = """model Z() {
   a ~ Normal(0, 1)
   b = a - 100
   z: real<upper=b> ~ Beta(2, 2)
-}""")
+}"""
+
+
+def test_the_error_says_which_starts_were_tried():
+    m = ppl.compile(NEVER_MEETS)
     with pytest.raises(BdlError) as e:
         m.fit({}, infer="map(steps=5, seed=0)")
     assert "map: the ELBO became infinite at step 1 of 5" in str(e.value)
@@ -397,3 +400,50 @@ def test_guide_draws_that_always_have_density_0_are_the_located_error():
     out = site_draws(m.pyro_model, {}, guide=inside, num_samples=50, in_support=True)
     a, z = out["a"], out["z"]
     assert a.shape == z.shape == (50,) and bool(((0 < z) & (z < a)).all())
+
+
+EMPTY_BELOW = """model M() {
+  a ~ Normal(0, 1)
+  z: real<upper=a> ~ Beta(2, 2)
+}"""
+
+
+def test_sample_prior_draws_again_where_a_declared_set_is_empty():
+    # Beta's (0, 1) meets z's (-inf, a) in nothing at a <= 0 (half of a's draws): z's
+    # draw was the set's midpoint a / 2, at density 0, and kept. The model's prior is
+    # N(0, 1) restricted to a > 0 times Beta(2, 2) on (0, min(a, 1)), unnormalised in z as
+    # Stan's: a | a > 0 is half-normal (mean sqrt(2 / pi), variance 1 - 2 / pi), z | a is
+    # Beta(2, 2) truncated to (0, t), t = min(a, 1): F(z) / F(t) is uniform, F(x) = 3x^2 -
+    # 2x^3, and E[z | a] = t (2 - 1.5 t) / (3 - 2 t)
+    from scipy.stats import halfnorm, kstest
+
+    n = 200
+    out = ppl.compile(EMPTY_BELOW).sample_prior(num_samples=n, seed=0)
+    a, z = out["a"].double(), out["z"].double()
+    assert a.shape == z.shape == (n,)
+    assert bool((a > 0).all()) and bool(((0 < z) & (z < torch.clamp(a, max=1.0))).all())
+    mean, var = math.sqrt(2 / math.pi), 1 - 2 / math.pi
+    assert abs(float(a.mean()) - mean) < 4 * math.sqrt(var / n)
+    assert kstest(a.numpy(), halfnorm.cdf).pvalue > 1e-3
+    t = torch.clamp(a, max=1.0)
+
+    def cdf(x):
+        return 3 * x * x - 2 * x ** 3
+
+    assert kstest((cdf(z) / cdf(t)).numpy(), "uniform").pvalue > 1e-3
+    resid = z - t * (2 - 1.5 * t) / (3 - 2 * t)
+    assert abs(float(resid.mean())) < 4 * float(resid.std()) / math.sqrt(n)
+    again = ppl.compile(EMPTY_BELOW).sample_prior(num_samples=20, seed=0)  # the same draws
+    assert torch.equal(again["a"], out["a"][:20]) and torch.equal(again["z"], out["z"][:20])
+
+
+def test_sample_prior_whose_declared_set_is_always_empty_is_the_located_error():
+    # z's set (-inf, a - 100) never meets Beta's (0, 1): each draw was kept at density 0
+    # (z = (a - 100) / 2, outside Beta's support) without a word
+    m = ppl.compile(NEVER_MEETS)
+    with pytest.raises(BdlError) as e:
+        m.sample_prior(num_samples=10, seed=0)
+    said = str(e.value)
+    assert ":4:3: error: the declared set of this latent, numbers < -98.4" in said
+    assert "and Beta's support, numbers in [0, 1], have no value in common" in said
+    assert f"{INIT_TRIES} prior draws were refused and 0 kept" in said

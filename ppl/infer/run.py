@@ -584,7 +584,12 @@ class PriorDraws:
     refusal of a data argument is raised at once; so are the refusals once they outnumber
     the draws kept by :data:`INIT_TRIES` to 1 (:data:`INIT_TRIES` refusals in a row
     before the first draw is kept, as Stan's initialisation; a prior that keeps about one
-    draw in 100 or fewer): the first one, with a note of the draws tried."""
+    draw in 100 or fewer): the first one, with a note of the draws tried.
+
+    A latent whose declared set follows the latents and meets none of its distribution's
+    support at a draw (``a ~ Normal(0, 1); z: real<upper=a> ~ Beta(2, 2)`` at ``a <= 0``:
+    ``rt.Restricted``'s empty set, whose draw is a point of density 0) makes such a draw
+    too (:func:`_empty_set`), drawn again the same way."""
 
     def __init__(self):
         self.kept = self.refused = 0
@@ -602,17 +607,65 @@ class PriorDraws:
                 if not _refused_as_leaves(model, kwargs):
                     raise
                 pyro.util.set_rng_state(after)
-                self.first = self.first or exc
-                self.refused += 1
-                if self.refused >= INIT_TRIES * (self.kept + 1):
-                    self.first.add_note(
-                        f"{self.refused} prior draws were refused and {self.kept} kept: at "
-                        "each refused one a distribution refused an argument that follows "
-                        "the latents, a state of density 0, drawn again")
-                    raise self.first from None
+                self._refuse(exc)
+                continue
+            empty = _empty_set(tr)
+            if empty is not None:
+                self._refuse(empty)
                 continue
             self.kept += 1
             return tr
+
+    def _refuse(self, exc: BaseException) -> None:
+        """Counts a refused draw (``exc``, its error); raises the first one, with a note,
+        once the refusals outnumber the draws kept by :data:`INIT_TRIES` to 1."""
+        self.first = self.first or exc
+        self.refused += 1
+        if self.refused < INIT_TRIES * (self.kept + 1):
+            return
+        self.first.add_note(
+            f"{self.refused} prior draws were refused and {self.kept} kept: at each refused "
+            "one a distribution refused an argument that follows the latents, or a latent's "
+            "declared set that follows them met none of its distribution's support, a state "
+            "of density 0, drawn again")
+        raise self.first from None
+
+
+def _restricted_of(fn):
+    """The ``rt.Restricted`` under ``fn``'s wrappers (its view on the real line,
+    Independent, expanded, masked), else None."""
+    from ..runtime.shapes import Restricted
+
+    for _ in range(16):
+        if isinstance(fn, Restricted):
+            return fn
+        fn = getattr(fn, "base_dist", None)
+    return None
+
+
+def _empty_set(trace):
+    """The located error of the first latent site of ``trace`` whose declared set, with
+    bounds that follow the latents, meets none of its distribution's support at this
+    draw (``rt.Restricted``'s empty elements, where its log density is -inf: its draw
+    there is a point of density 0, not a draw of the prior), else None."""
+    from ..locate import SiteError
+    from ..runtime.dependent_support import SUFFIX
+
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or site["is_observed"] or site["mask"] is False:
+            continue
+        r = _restricted_of(site["fn"])
+        if r is None or r._empty is None or not bool(r._empty.any()):
+            continue
+        lp = site["fn"].log_prob(site["value"])
+        if isinstance(site["mask"], torch.Tensor):
+            lp = torch.where(site["mask"], lp, torch.zeros_like(lp))
+        if bool(torch.isfinite(lp).all()):
+            continue
+        latent = name[:-len(SUFFIX)] if name.endswith(SUFFIX) else name
+        return SiteError(r._no_common or f"the declared set of the latent '{latent}' and "
+                         "its distribution's support have no value in common", latent)
+    return None
 
 
 def _run_chain(make_kernel, model, kwargs, opts, seed: int, progress: bool, bound: list):
