@@ -128,7 +128,11 @@ EVENT_RANKS = {"SpanningTree": 2, "OneOneMatching": 1, "OneTwoMatching": 1, "Emp
 SIZE_CHECKED = frozenset({"GaussianScaleMixture", "MixtureOfDiagNormals",
                           "MixtureOfDiagNormalsSharedCovariance", "MixtureSameFamily",
                           "MultivariateNormal",
-                          "DiscreteHMM", "GaussianHMM"})  # ppl/runtime/hmm.py
+                          "DiscreteHMM", "GaussianHMM", "IndependentHMM"})  # runtime/hmm.py
+
+# Runtime classes generated code reaches through their module (ppl/runtime/__init__.py
+# does not name them): IndependentHMM, which draws through its base's ``sample``.
+RUNTIME_PATHS = {"IndependentHMM": "rt.hmm.IndependentHMM"}
 
 
 # Dimensions per draw of the parameters whose constraint the table lacks (Pyro gives
@@ -179,6 +183,8 @@ def target(name: str) -> str:
     extra = BDL_DISTRIBUTIONS.get(name)
     if extra:
         return extra[1]
+    if name in RUNTIME_PATHS:
+        return RUNTIME_PATHS[name]
     return f"rt.{name}" if name in TENSOR_PARAMS or name in INT_PARAMS \
         or name in SIZE_CHECKED or name in OWN_CLASSES else f"dist.{name}"
 

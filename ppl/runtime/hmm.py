@@ -7,12 +7,19 @@ naming the arguments and their sizes, located at the argument by ``ppl.locate``.
 drawn without ``duration`` (a latent, or data left out) was Pyro's bare
 ``AssertionError`` too: it says to give ``duration=T``. Generated code calls these as
 ``rt.NAME`` (``ppl.check.signatures.SIZE_CHECKED``); each is Pyro's class.
+
+``IndependentHMM(base_dist)`` is D chains of one observed coordinate each, the value
+``[T, D]``: its base is an HMM whose batch ends in D and whose draws are ``[T, 1]``
+(Pyro's bare ``AssertionError`` otherwise, here in words), and it draws through the
+base's ``sample`` (Pyro's went through ``rsample``, which ``DiscreteHMM`` lacks: a
+latent of it stopped with "DiscreteHMM.rsample is not implemented").
 """
 
 from __future__ import annotations
 
 import pyro.distributions as dist
 import torch
+from pyro.distributions.hmm import HiddenMarkovModel
 
 from ppl.runtime.errors import ArgumentError
 from ppl.runtime.functions import tensor
@@ -105,3 +112,53 @@ class LinearHMM(dist.LinearHMM):
             "LinearHMM has no log density in Pyro, only draws (Pyro fits it through "
             "LinearHMMReparam, which BDL does not apply); with MultivariateNormal noises "
             "GaussianHMM is the same law, with a density")
+
+
+def _timed(event) -> str:
+    """An HMM's event with its time dim as T."""
+    return "[" + ", ".join(["T"] + [str(n) for n in event[1:]]) + "]"
+
+
+class _IndependentHMM(dist.IndependentHMM):
+    """Draws through the base's ``sample`` (a ``DiscreteHMM`` has no ``rsample``), and a
+    value whose length is not the chains' says so."""
+
+    def sample(self, sample_shape=()):
+        with torch.no_grad():
+            base = self.base_dist.sample(torch.Size(sample_shape))
+        return base.squeeze(-1).transpose(-1, -2)
+
+    def log_prob(self, value):
+        t = self.base_dist.duration
+        if t is not None and value.dim() >= 2 and value.shape[-2] != t:
+            raise ValueError(
+                f"IndependentHMM: the value has {value.shape[-2]} time steps but its chains' "
+                f"parameters have {t} (Pyro reads the dim left of a transition matrix, and "
+                "the last batch dim of an observation distribution before its states, as "
+                "time: the D chains' parameters of a homogeneous chain need a time dim of "
+                "1 there, transition [D, 1, S, S])")
+        return super().log_prob(value)
+
+
+_IndependentHMM.__name__ = _IndependentHMM.__qualname__ = "IndependentHMM"
+
+
+def IndependentHMM(base_dist):  # noqa: N802
+    """``pyro.distributions.IndependentHMM``: ``base_dist`` an HMM of D chains (its last
+    batch dim), each observing one coordinate (draws ``[T, 1]``); the value is ``[T, D]``."""
+    if not isinstance(base_dist, HiddenMarkovModel):
+        raise ArgumentError(f"IndependentHMM: 'base_dist' is {type(base_dist).__name__}; it "
+                            "must be an HMM (DiscreteHMM, GaussianHMM, ...)", "base_dist")
+    if not base_dist.batch_shape:
+        raise ArgumentError(
+            "IndependentHMM: 'base_dist' has no batch dims: its last batch dim must count "
+            "the independent chains (D), e.g. DiscreteHMM's initial_logits [D, S]",
+            "base_dist")
+    name, event = type(base_dist).__name__, tuple(base_dist.event_shape)
+    if len(event) != 2 or event[-1] != 1:
+        raise ArgumentError(
+            f"IndependentHMM: 'base_dist' draws {_timed(event)} per chain; each chain must "
+            "draw [T, 1], one coordinate as a vector (an observation distribution whose "
+            f"event is [1], a MultivariateNormal of 1 coordinate; {name}'s "
+            "observation_dist of numbers draws [T])", "base_dist")
+    return _IndependentHMM(base_dist)

@@ -1,0 +1,120 @@
+"""Leftovers of tests/test_distribution_catalogue2.py, each against an exact reference:
+
+1. ``IndependentHMM``: D chains of one observed coordinate each, the value ``[T, D]``:
+   its density is the sum over the chains of each chain's sum over its state paths (a
+   ``DiscreteHMM`` base), or of each chain's joint Gaussian (a ``GaussianHMM`` base).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.stats as st
+from test_distribution_catalogue2 import _hmm_paths, _ld
+
+import ppl
+from ppl.syntax.diagnostics import BdlError
+
+pytestmark = pytest.mark.usefixtures("float64")
+
+
+# ---- 1. IndependentHMM ----
+
+PIS = [[0.6, 0.4], [0.5, 0.5]]
+AS = [[[0.9, 0.1], [0.2, 0.8]], [[0.7, 0.3], [0.4, 0.6]]]
+MUS = [[0.3, 1.3], [0.0, 2.0]]
+Y = [[0.1, 0.2], [0.5, 0.3], [1.2, -0.4]]
+# D = 2 chains of S = 2 states: the chains' dim first, then Pyro's time dim (1: a
+# homogeneous chain), then the states; each chain observes a MultivariateNormal of 1
+# coordinate (a chain's draw is [T, 1])
+IHMM = ("IndependentHMM(DiscreteHMM(log([[0.6, 0.4], [0.5, 0.5]]), "
+        "log([[[[0.9, 0.1], [0.2, 0.8]]], [[[0.7, 0.3], [0.4, 0.6]]]]), "
+        "MultivariateNormal([[[[{m}], [{m} + 1.0]]], [[[0.0], [2.0]]]], [[1.0]]){dur}))")
+
+
+def _chains(y, mu0=0.3) -> float:
+    mus = [[mu0, mu0 + 1.0], MUS[1]]
+    return sum(_hmm_paths([row[d] for row in y], PIS[d], AS[d],
+                          lambda v, s, d=d: st.norm.logpdf(v, mus[d][s], 1.0))
+               for d in range(2))
+
+
+def test_independent_hmm_is_the_sum_of_its_chains():
+    src = f"model M(y: real[T, 2], T: int) {{ m ~ Normal(0, 1)\n y ~ " \
+        f"{IHMM.format(m='m', dur='')} }}"
+    want = st.norm.logpdf(0.3) + _chains(Y)
+    assert want == pytest.approx(-8.3562113823, abs=1e-9)
+    assert _ld(src, {"m": 0.3}, {"y": Y, "T": 3}) == pytest.approx(want, abs=1e-10)
+    # in a plate, its length given
+    src = f"model M(y: real[N, T, 2], N: int, T: int) {{ plate i in N {{ y ~ " \
+        f"{IHMM.format(m='0.3', dur=', duration=T')} }} }}"
+    y2 = [Y, [[1.0, -1.0], [0.0, 0.5], [2.0, 2.5]]]
+    got = _ld(src, {}, {"y": y2, "N": 2, "T": 3})
+    assert got == pytest.approx(_chains(y2[0]) + _chains(y2[1]), abs=1e-10)
+
+
+def test_independent_gaussian_hmm_is_its_chains_joint_gaussians():
+    # chain d: x_-1 ~ N(0, 1), x_t = a_d x_t-1 + N(0, 0.5), y_t = x_t + N(0, 0.2)
+    src = """
+    model M(y: real[T, 2], T: int) {
+      y ~ IndependentHMM(GaussianHMM(MultivariateNormal([[0.0], [0.0]], [[1.0]]),
+                                     [[[[0.7]]], [[[0.5]]]],
+                                     MultivariateNormal([[[0.0]], [[0.0]]], [[0.5]]),
+                                     [[[[1.0]]], [[[1.0]]]],
+                                     MultivariateNormal([[[0.0]], [[0.0]]], [[0.2]])))
+    }"""
+    want = 0.0
+    for d, a in enumerate([0.7, 0.5]):
+        var = [1.0]
+        for _ in range(3):
+            var.append(a * a * var[-1] + 0.5)
+        cov = np.array([[var[min(s, t) + 1] * a ** abs(s - t) for t in range(3)]
+                        for s in range(3)]) + 0.2 * np.eye(3)
+        want += st.multivariate_normal(np.zeros(3), cov).logpdf([row[d] for row in Y])
+    assert _ld(src, {}, {"y": Y, "T": 3}) == pytest.approx(want, abs=1e-10)
+
+
+def test_independent_hmm_latent_and_its_draws():
+    # was "DiscreteHMM.rsample is not implemented in Pyro": Pyro's IndependentHMM drew
+    # through its base's rsample, which a DiscreteHMM has not
+    src = f"model M(T: int) {{ z: real[T, 2] ~ {IHMM.format(m='0.3', dur=', duration=T')} }}"
+    m = ppl.compile(src)
+    assert float(m.log_density({"z": Y}, {"T": 3})) == pytest.approx(_chains(Y), abs=1e-10)
+    n = 4000
+    z = np.asarray(m.sample_prior({"T": 3}, num_samples=n, seed=2)["z"])
+    assert z.shape == (n, 3, 2)
+    # E z_t of chain d: its state's mean, the chain started one step before t = 0
+    for d in range(2):
+        p = np.array(PIS[d])
+        for t in range(3):
+            p = p @ np.array(AS[d])
+            mean = p @ np.array([[0.3, 1.3], MUS[1]][d])
+            assert abs(z[:, t, d].mean() - mean) < 4 * z[:, t, d].std() / math.sqrt(n)
+
+
+@pytest.mark.parametrize("base, at, want", [
+    # a chain of numbers: each chain's draw is [T], not [T, 1]
+    ("DiscreteHMM(log([[0.6, 0.4], [0.5, 0.5]]), log([[[[0.9, 0.1], [0.2, 0.8]]], "
+     "[[[0.7, 0.3], [0.4, 0.6]]]]), Normal([[[0.3, 1.3]], [[0.0, 2.0]]], 1.0))", 53,
+     "IndependentHMM: 'base_dist' draws [T] per chain; each chain must draw [T, 1]"),
+    # one chain: no batch dim to count the chains
+    ("DiscreteHMM(log([0.6, 0.4]), log([[0.9, 0.1], [0.2, 0.8]]), "
+     "MultivariateNormal([[0.3], [1.3]], [[1.0]]))", 53,
+     "IndependentHMM: 'base_dist' has no batch dims: its last batch dim must count the "
+     "independent chains (D)"),
+    # the chains' transitions without a time dim: [2, 1, 1] is read as 2 time steps
+    ("GaussianHMM(MultivariateNormal([[0.0], [0.0]], [[1.0]]), [[[0.7]], [[0.5]]], "
+     "MultivariateNormal([[0.0], [0.0]], [[0.5]]), [[[1.0]], [[1.0]]], "
+     "MultivariateNormal([[0.0], [0.0]], [[0.2]]))", 34,
+     "IndependentHMM: the value has 3 time steps but its chains' parameters have 2"),
+])
+def test_independent_hmm_bases_that_do_not_fit_in_words(base, at, want):
+    # were Pyro's bare AssertionError, and torch's "The right-most size of value must
+    # match event_shape: torch.Size([2, 3, 1]) vs (2, 1)"
+    src = f"model M(y: real[T, 2], T: int) {{ y ~ IndependentHMM({base}) }}"
+    with pytest.raises(BdlError) as info:
+        ppl.compile(src).log_density({}, {"y": Y, "T": 3})
+    assert want in str(info.value) and f":1:{at}:" in str(info.value)
+
