@@ -63,6 +63,12 @@ WHOLE = {
     "data-column-outer-batch": (
         "plate n in N batch 2 {\n plate k in K {\n factor(xNK[:, k])\n }\n}\n",
         N * sum(map(sum, XNK))),
+    # sum(xNK, dim=0) in the body of batch plate n, xNK laid out [N, 1, K] there: over
+    # its N as declared (the whole data's column sums, the same for every element; it
+    # was 'laid out at the plates' dims, so sum ... would not read it as declared')
+    "data-column-sums-outer-batch": (
+        "plate n in N batch 2 {\n factor(sum(xNK, dim=0)[0])\n plate m in M {\n"
+        " factor(A[0, m])\n }\n}\n", N * (sum(r[0] for r in XNK) + 0.1 + 0.2)),
     # helper LF's: w1[0] is row 0 of a closed plate's value, 0.18 for every element,
     # 2 * 4 * 0.18 = 1.44 (the minibatches {0, 1} and {1, 3} were -0.4 and -0.56)
     "closed-row-nested": (CLOSED_NESTED + "plate m in M {\n plate n in N batch 2 {\n"

@@ -3876,7 +3876,7 @@ class _ModelChecker(LabelLayout):
         if "dim" in b.params and not self._reduces_inner_plate(e, b, bound):
             return UNKNOWN
         if "dim" in b.params:
-            bound, positional = self._declared_dim(bound, positional)
+            bound, positional = self._declared_dim(b, bound, positional)
         if "dim" in b.params and self._dim_moves(b, bound) \
                 and ("dim" not in bound or id(bound["dim"][0]) not in self.label_dims):
             # (a dim counted within each element's own dims, _own_dim, reads from the
@@ -4277,22 +4277,35 @@ class _ModelChecker(LabelLayout):
         self.label_dims[id(dim[0])] = own
         return width if b.shape is not builtins.same_as_first else 0
 
-    def _declared_dim(self, bound: dict, positional: list) -> tuple[dict, list]:
+    def _declared_dim(self, b, bound: dict, positional: list) -> tuple[dict, list]:
         """``logsumexp(A, dim=1)`` of data ``A: real[K, M]`` read whole in the body of an
         outer plate k of nested plates: A is laid out ``[K, 1, M]`` there, and a ``dim``
         counted from the left that falls on A's own dims (past its plate dims) is read
         from the right (``dim - rank``, recorded in ``label_dims``), so it is the dim
         declared, as Stan's ``log_sum_exp(A[k])`` (it was the located error of a dim
-        that would move with the layout). A dim on a plate dim keeps that error."""
-        dim, first = bound.get("dim"), next(iter(bound.values()), None)
-        if dim is None or first is None or not isinstance(first[0], ast.Name) \
-                or id(first[0]) not in self.aligned:
+        that would move with the layout). A reduction along a plate dim (``sum(x2,
+        dim=0)`` of ``x2: real[N, K]`` in plate n's body) reads the data as declared, not
+        laid out: over its dim N, one ``[K]`` for the whole plate, as Stan's column sums
+        of the whole ``x2`` in the loop and as in one plate (it was that located error).
+        A function keeping the plate dim (``softmax(x2, dim=0)``) keeps the error."""
+        dim, first = bound.get("dim"), next(iter(bound.items()), None)
+        if dim is None or first is None or not isinstance(first[1][0], ast.Name) \
+                or id(first[1][0]) not in self.aligned:
             return bound, positional
+        key, (node, ty) = first
         d = _literal_number(dim[0])
-        rank = len(self.symbols[first[0].id].ty.shape or ())
-        if not isinstance(d, int) or isinstance(d, bool) \
-                or not len(self.aligned[id(first[0])]) <= d < rank:
+        rank = len(self.symbols[node.id].ty.shape or ())
+        if not isinstance(d, int) or isinstance(d, bool) or not 0 <= d < rank:
             return bound, positional
+        if d < len(self.aligned[id(node)]):
+            if b.shape is builtins.same_as_first or b.name not in _ALONG_PLATE:
+                return bound, positional
+            declared = self.symbols[node.id].ty
+            del self.aligned[id(node)]
+            self._own_reads.add(id(node))
+            self.types[id(node)] = declared
+            return ({**bound, key: (node, declared)},
+                    [declared if t is ty else t for t in positional])
         self.label_dims[id(dim[0])] = rank
         moved = replace(dim[1], value=d - rank)
         return ({**bound, "dim": (dim[0], moved)},
@@ -4667,6 +4680,8 @@ _SUPPORT_FROM_ARGUMENTS = ("MixtureSameFamily", "Delta")
 # builtins whose argument is a matrix (each element's own, inside plates)
 _MATRIX_ARGS = {"transpose": "x", "tril": "m", "cholesky": "a", "logdet": "a", "solve": "a"}
 _ROWS_FIRST = frozenset({"outer", "diag_pre_multiply", "diag_post_multiply", "quad_form_diag"})
+# reductions whose dim= may run along a plate dim of data read whole (_declared_dim)
+_ALONG_PLATE = frozenset({"sum", "mean", "max", "min", "prod", "logsumexp", "sd", "variance"})
 _DEFAULT_DIMS = {"sum": None, "mean": None, "max": None, "min": None, "prod": None,
                  "sd": None, "variance": None}
 # builtins that map each element on its own: a value's layout does not change them
