@@ -118,3 +118,22 @@ def test_independent_hmm_bases_that_do_not_fit_in_words(base, at, want):
         ppl.compile(src).log_density({}, {"y": Y, "T": 3})
     assert want in str(info.value) and f":1:{at}:" in str(info.value)
 
+
+
+# ---- 2. Empirical draws in the fit's dtype ----
+
+@pytest.mark.parametrize("infer", ["svi(steps=3, samples=20)",
+                                   "nuts(warmup=5, samples=10, chains=1)"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_empirical_draws_are_the_fits_dtype_and_its_samples(infer, dtype):
+    # an Empirical latent's draws are in the fit's dtype, as every latent's are (svi's
+    # default float32, nuts' float64: docs "dtype and device"), its samples (data here,
+    # given as float64) converted to it like all real data: each draw is one of them
+    src = "model M(y: real, s: real[3]) { e ~ Empirical(s, log([0.2, 0.3, 0.5]))\n" \
+        " mu ~ Normal(0, 1)\n y ~ Normal(mu + e, 1) }"
+    s = np.array([0.1, 0.2, 0.3])
+    fit = ppl.compile(src).fit({"y": 1.0, "s": s}, infer=infer.replace(")", f", dtype={dtype})"),
+                               seed=0)
+    e, mu = fit.samples["e"], fit.samples["mu"]
+    assert str(e.dtype) == str(mu.dtype) == f"torch.{dtype}"
+    assert set(np.unique(e.numpy())) <= set(s.astype(dtype))
