@@ -137,3 +137,29 @@ def test_empirical_draws_are_the_fits_dtype_and_its_samples(infer, dtype):
     e, mu = fit.samples["e"], fit.samples["mu"]
     assert str(e.dtype) == str(mu.dtype) == f"torch.{dtype}"
     assert set(np.unique(e.numpy())) <= set(s.astype(dtype))
+
+
+# ---- 4. OneTwoMatching's literal logits of the wrong shape ----
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="needs the ppl/check/checker.py hunk of helper DI4's report "
+                   "(signatures.EVENT_MULTIPLES read by _event_sizes), then drop this mark")
+def test_one_two_matching_logits_written_of_the_wrong_shape_is_a_compile_error():
+    # was found only when the model ran (rt.OneTwoMatching's words, at the statement)
+    src = "model M(y: int[3]) { y ~ OneTwoMatching([[0.1, 0.5], [0.2, 0.0], [-1.0, 0.3]]) }"
+    try:
+        ppl.compile(src)
+    except BdlError as e:
+        text = str(e)
+    else:
+        text = ""
+    assert ":1:41: error: OneTwoMatching: 'logits' is [3, 2], not 2M x M (two sources " \
+        "per destination)" in text
+    # 2M x M written, or of sizes the data fix, compiles
+    ppl.compile("model M(y: int[4]) { y ~ OneTwoMatching([[0.1, 0.5], [0.2, 0.0], "
+                "[-1.0, 0.3], [0.4, 0.9]]) }")
+    ppl.compile("model M(y: int[N], L: real[N, K], N: int, K: int) { y ~ OneTwoMatching(L) }")
+    # so is data of a declared shape
+    with pytest.raises(BdlError, match=r":1:56: error: OneTwoMatching: 'logits' is \[6, 2\], "
+                       r"not 2M x M"):
+        ppl.compile("model M(y: int[6], L: real[6, 2]) { y ~ OneTwoMatching(L) }")

@@ -178,6 +178,13 @@ EVENT_SIZES = {
 }
 
 
+# One argument's rows a multiple of its columns, which EVENT_SIZES (sizes equal) cannot
+# say: (parameter, rows dim, columns dim, how many rows per column, the shape in words).
+# A OneTwoMatching's logits are 2M x M (rt.OneTwoMatching says it of sizes the data fix).
+EVENT_MULTIPLES = {"OneTwoMatching": ("logits", -2, -1, 2, "2M x M (two sources per "
+                                      "destination)")}
+
+
 def target(name: str) -> str:
     """How generated code spells the distribution ``name``."""
     extra = BDL_DISTRIBUTIONS.get(name)
