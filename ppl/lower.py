@@ -586,10 +586,19 @@ class _Lowerer:
             tail, units = pad
             self.across = frozenset(d if d >= -tail else d + units for d in saved
                                     if not -tail - units <= d < -tail)
+        recorded = len(self.read_uncut)
         try:
             out = self._expr_inner(e)
         finally:
             self.across = saved
+        if pad is not None:
+            # the dims of values read uncut, from the right of the widened value: the
+            # plate dims left of the unit dims move by their number (x in cumsum(x *
+            # A[0:2, 0], dim=-2) in plate n batch 2, [N] widened to [N, 1]: its plate dim
+            # -1 is the widened value's -2, where cumsum's result is cut again)
+            tail, units = pad
+            self.read_uncut[recorded:] = [(index, d if d >= -tail else d - units)
+                                          for index, d in self.read_uncut[recorded:]]
         moved = self.cm.label_aligned.get(id(e))
         if moved is not None:  # computed from a label: its own dims onto plate dims
             out = Call("rt.label_aligned", [out, Lit(moved[0]), Lit(moved[1])], [])

@@ -29,6 +29,15 @@ HEAD = "model F(x: real[N], A: real[K, M], xKN: real[K, N], xNK: real[N, K]) {\n
 CLOSED_NESTED = "plate k in K {\n w1 = x * A[k, 0]\n plate m in M {\n w4 = k * A[k, m]\n }\n}\n"
 CLOSED = "plate k in K {\n w1 = x * A[k, 0]\n}\n"
 ROW0, W1_0, W1_2 = sum(XKN[0]), 0.1 * sum(X), 1.5 * sum(X)  # -> 2.75, 0.18, 2.7
+
+
+def _t(v):
+    return torch.tensor(v, dtype=torch.float64)
+
+
+# running sums along N of x[n] * A[0:2, 0] and of xNK[n] + transpose(A), all entries
+CUM_XA = float(torch.cumsum(torch.outer(_t(X), _t([0.1, 0.7])), 0).sum())  # 2.64
+CUM_XNK_AT = float(torch.cumsum(_t(XNK)[:, None, :] + _t(A).T[None], 0).sum())  # 45.5
 DATA = {"x": X, "A": A, "xKN": XKN, "xNK": XNK}
 
 
@@ -101,6 +110,22 @@ PER_ELEMENT = {
         sum(float(torch.logsumexp(torch.tensor([0.1, 0.7], dtype=torch.float64)
                                   / (1.5 + torch.tanh(torch.tensor(v, dtype=torch.float64))),
                                   0)) for v in X)),
+    # a function along the plate dim of a value with a per-element number widened in it
+    # (x, [N] -> [N, 1] against A[0:2, 0]'s 2 entries) is the whole value's, then cut:
+    # the cut is at the widened value's plate dim -2, not x's own -1 (torch's 'Shape
+    # mismatch inside plate('n') ... 2 vs 4'), also with own dims (xNK, [N, 1, K])
+    "widened-cumsum-along-plate": (
+        "plate n in N batch 2 {\n factor(cumsum(x * A[0:2, 0], dim=-2))\n}\n",
+        CUM_XA),
+    "widened-cumsum-along-plate-nested": (
+        "plate m in M {\n plate n in N batch 2 {\n factor(cumsum(x * A[0:2, 0], dim=-2))"
+        "\n }\n}\n",
+        M * CUM_XA),
+    "widened-softmax-along-plate": (
+        "plate n in N batch 2 {\n factor(softmax(x * A[0:2, 0], dim=-2))\n}\n", 2.0),
+    "widened-own-dims-cumsum-along-plate": (
+        "plate n in N batch 2 {\n factor(cumsum(xNK + transpose(A), dim=-3))\n}\n",
+        CUM_XNK_AT),
     # w1[2, n] read w1 cut in its layout and indexed again (torch's IndexError)
     "closed-entry-nested": (CLOSED_NESTED + "plate m in M {\n plate n in N batch 2 {\n"
                             " factor(w1[2, n])\n }\n}\n", M * W1_2),
