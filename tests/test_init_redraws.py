@@ -447,3 +447,101 @@ def test_sample_prior_whose_declared_set_is_always_empty_is_the_located_error():
     assert ":4:3: error: the declared set of this latent, numbers < -98.4" in said
     assert "and Beta's support, numbers in [0, 1], have no value in common" in said
     assert f"{INIT_TRIES} prior draws were refused and 0 kept" in said
+
+
+LABELLED = """model L(y: real) {
+  a ~ Normal(0, 1)
+  z: real<upper=a> ~ Beta(2, 2)
+  k ~ Bernoulli(0.5)
+  y ~ Normal(k, 1)
+}"""
+
+
+def _beta22_cdf(x):
+    return 3 * x * x - 2 * x ** 3
+
+
+def _labelled_draws(guide, n: int) -> dict:
+    """site_draws of LABELLED at y = 0.7 from ``guide``, checked for density 0 (k summed
+    out in the fit, drawn from p(k | the draw, y) after it)."""
+    from ppl import locate
+    from ppl.infer.draws import site_draws
+
+    m = ppl.compile(LABELLED)
+    pyro.set_rng_seed(0)
+    with locate.located(m._pseudo):
+        return site_draws(m.pyro_model, {"y": torch.tensor(0.7)}, guide=guide,
+                          num_samples=n, in_support=True)
+
+
+def test_guide_draws_with_labels_summed_out_are_drawn_again_where_density_0():
+    # the guide's draws of a were taken as they came where labels are summed out (a <= 0
+    # in 31% of N(0.1, 0.2): z's set empty, z at its midpoint a / 2, density 0). Kept,
+    # they are the guide's law restricted to where the model has density: a ~ N(0.1, 0.2)
+    # truncated to a > 0, z | a Beta(2, 2) on (0, min(a, 1)) (z is not in the guide: its
+    # prior given a), and k independent of both: p(k = 1 | y = 0.7) = phi(0.3) / (phi(0.7)
+    # + phi(0.3)) = 0.54983
+    import pyro.distributions as dist
+    from scipy.stats import kstest, norm, truncnorm
+
+    def guide(**kwargs):
+        pyro.sample("a", dist.Normal(0.1, 0.2))
+
+    n = 60  # each draw runs infer_discrete: ~30 ms
+    out = _labelled_draws(guide, n)
+    a, z, k = out["a"].double(), out["z"].double(), out["k"].double()
+    assert a.shape == z.shape == k.shape == (n,)
+    t = torch.clamp(a, max=1.0)
+    assert bool((a > 0).all()) and bool(((0 < z) & (z < t)).all())
+    law = truncnorm(-0.5, math.inf, loc=0.1, scale=0.2)
+    assert law.mean() == pytest.approx(0.1 + 0.2 * norm.pdf(0.5) / norm.cdf(0.5), abs=1e-12)
+    assert abs(float(a.mean()) - law.mean()) < 4 * law.std() / math.sqrt(n)
+    assert kstest(a.numpy(), law.cdf).pvalue > 1e-3
+    assert kstest((_beta22_cdf(z) / _beta22_cdf(t)).numpy(), "uniform").pvalue > 1e-3
+    p1 = norm.pdf(0.3) / (norm.pdf(0.7) + norm.pdf(0.3))
+    assert p1 == pytest.approx(0.54983, abs=1e-5)
+    assert abs(float(k.mean()) - p1) < 4 * math.sqrt(p1 * (1 - p1) / n)
+
+
+def test_guide_draws_with_labels_that_always_have_density_0_are_the_located_error(
+        monkeypatch):
+    # as without labels: the located error at z (the last draw was kept at density 0,
+    # unsaid). The redraws are bounded at 10 here: each runs infer_discrete
+    import pyro.distributions as dist
+
+    from ppl.infer import run
+
+    monkeypatch.setattr(run, "INIT_TRIES", 10)
+
+    def outside(**kwargs):
+        pyro.sample("a", dist.Normal(-3.0, 0.1))
+
+    with pytest.raises(BdlError) as e:
+        _labelled_draws(outside, 5)
+    said = str(e.value)
+    assert ":3:3: error: the guide's draws put the latent 'z' where the model has " \
+        "density 0" in said
+    assert "at draw 1 of 5, 10 draws of the guide in a row were refused" in said
+
+
+def test_svi_with_labels_summed_out_draws_a_later_step_again(monkeypatch):
+    # TraceEnum_ELBO's steps: a's guide starts at the prior's median 0, so half its draws
+    # put a <= 0 (z's set empty, the ELBO -inf); seed 0's second step drew such a state
+    # twice and was drawn again, not stopped; the fit's draws each have density
+    from ppl.infer import run
+
+    losses = []
+    step = run._svi_step
+
+    def kept(svi, kwargs):
+        losses.append(step(svi, kwargs))
+        return losses[-1]
+
+    monkeypatch.setattr(run, "_svi_step", kept)
+    fit = ppl.compile(LABELLED).fit({"y": 0.7}, infer="svi(steps=20, seed=0, samples=50, "
+                                    "lr=0.05)")
+    assert math.isfinite(losses[0]) and losses[1:3] == [math.inf, math.inf]
+    assert len(losses) == 22 and all(math.isfinite(x) for x in losses[3:])
+    a, z = fit.samples["a"].reshape(-1), fit.samples["z"].reshape(-1)
+    assert a.shape == (50,) and bool(((0 < z) & (z < a)).all())
+    assert set(fit.samples["k"].reshape(-1).tolist()) <= {0, 1}

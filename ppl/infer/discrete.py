@@ -55,12 +55,15 @@ class _MaskFresh(Messenger):
     conditioned, replayed nor enumerated: a left-out ``y_new`` below a label), so that
     ``infer_discrete`` scores each label by the data and the fixed draw only. Without it
     every enumerated label would come with its own random ``y_new``, whose density would
-    pull the labels' posterior towards uniform."""
+    pull the labels' posterior towards uniform. The site's own mask is kept in its
+    ``infer["_fresh_mask"]``: left out of the labels' conditional, not out of the draw's
+    density (``ppl.infer.draws``'s check of density 0 reads it)."""
 
     def _pyro_sample(self, msg):
         if msg["is_observed"] or msg["done"] or msg["infer"].get("_deterministic") \
                 or getattr(msg["fn"], "has_enumerate_support", False):
             return
+        msg["infer"] = {**msg["infer"], "_fresh_mask": msg["mask"]}
         msg["mask"] = False
 
 

@@ -128,7 +128,8 @@ def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None
     and with ``in_support`` a guide's draw at which a latent's log density is not finite
     (a state of density 0 of the model: a declared bound that follows the latents left
     a latent no value) is drawn again, up to ``INIT_TRIES`` times, as a step of the fit
-    is (``ppl.infer.run._step``; not with labels summed out). Without either, a prior
+    is (``ppl.infer.run._step``; with labels summed out, the draw with its labels drawn
+    from their conditional: :func:`_labelled`). Without either, a prior
     draw of density 0 is drawn again (``ppl.infer.run.PriorDraws``).
     A finite-support latent that neither fixes (summed out in the fit) is drawn from its
     exact conditional posterior given the draw and the data (:mod:`ppl.infer.discrete`),
@@ -181,10 +182,21 @@ def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None
                 # conditioned, not replayed: a replayed site is 'done' before Pyro's
                 # enumeration sees it, so a latent whose density reads a label summed out
                 # (rt.LabelFree) would lose the label's dim in its log density
-                g = poutine.trace(guide).get_trace(**kwargs)
-                given = {k for k, v in g.nodes.items()
-                         if v["type"] == "sample" and not v["is_observed"]}
-                run = poutine.condition(model, {k: g.nodes[k]["value"] for k in given})
+                for _ in range(INIT_TRIES if in_support else 1):
+                    g = poutine.trace(guide).get_trace(**kwargs)
+                    given = {k for k, v in g.nodes.items()
+                             if v["type"] == "sample" and not v["is_observed"]}
+                    run = poutine.condition(model, {k: g.nodes[k]["value"] for k in given})
+                    if not in_support:
+                        break
+                    # the labels drawn from their conditional given the draw: an assignment
+                    # of density 0 is drawn only where every one has density 0 (or none
+                    # can be drawn), so the draw has density 0 where this one has
+                    tr, zero = _labelled(run, discrete, labels, kwargs, given)
+                    if zero is None:
+                        break
+                else:
+                    raise _all_refused(zero, i, n)
             elif guide is not None:
                 for _ in range(INIT_TRIES if in_support else 1):
                     g = poutine.trace(guide).get_trace(**kwargs)
@@ -201,12 +213,13 @@ def site_draws(model, kwargs: dict, *, posterior: dict | None = None, guide=None
                 run = poutine.condition(model, {k: v[i] for k, v in posterior.items()})
             else:
                 run = model
-            if discrete is not None:
-                # marginalised in the fit: drawn from p(z | this draw, data), not the prior
-                from .discrete import posterior_draw
+            if not in_support or guide is None:
+                if discrete is not None:
+                    # marginalised in the fit: drawn from p(z | this draw, data), not the
+                    # prior
+                    from .discrete import posterior_draw
 
-                run = posterior_draw(run, discrete, labels)
-            if not in_support or guide is None or discrete is not None:
+                    run = posterior_draw(run, discrete, labels)
                 tr = prior.trace(run, kwargs) if prior is not None else \
                     poutine.trace(run).get_trace(**kwargs)
             tr = prune_subsample_sites(tr)
@@ -243,12 +256,29 @@ def _all_refused(site: str, i: int, n: int):
          "mass where the model has none"])
 
 
-def _density_zero(trace) -> str | None:
-    """The first latent site of ``trace`` whose log density is not finite, else None."""
+def _labelled(run, nesting: int, labels: str, kwargs: dict, given: set):
+    """(the trace of ``run``, the model conditioned on a guide's draw ``given``, with its
+    labels drawn from their conditional (``ppl.infer.discrete.posterior_draw``), the
+    first latent at which it has density 0 or None). The conditional draws an assignment
+    of density 0 only where every one has density 0 (``z: real<upper=(a + k)>`` at ``a <=
+    -1``; at ``-1 < a <= 0`` it draws ``k = 1``), so the draw has density 0 just where it
+    has with these labels. Sites drawn afresh are read under their own masks
+    (``_fresh_mask``), not the conditional's."""
+    from .discrete import posterior_draw
+
+    tr = poutine.trace(posterior_draw(run, nesting, labels)).get_trace(**kwargs)
+    return tr, _density_zero(tr, given)
+
+
+def _density_zero(trace, given: set = frozenset()) -> str | None:
+    """The first latent site of ``trace`` (or site named in ``given``: a guide's draw the
+    model was conditioned on) whose log density is not finite where its mask holds, else
+    None."""
     for name, site in trace.nodes.items():
-        if site["type"] == "sample" and not site["is_observed"] \
+        if site["type"] == "sample" and (not site["is_observed"] or name in given) \
                 and not site["infer"].get("_deterministic"):
-            mask = site["mask"]
+            # a site drawn afresh beside labels: its own mask, not posterior_draw's
+            mask = site["infer"].get("_fresh_mask", site["mask"])
             try:
                 lp = site["fn"].log_prob(site["value"])
                 if isinstance(mask, torch.Tensor):
