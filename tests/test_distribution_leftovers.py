@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pyro.distributions as dist
 import pytest
 import scipy.stats as st
 from test_distribution_catalogue2 import _hmm_paths, _ld
@@ -82,7 +83,7 @@ def test_independent_hmm_latent_and_its_draws():
     src = f"model M(T: int) {{ z: real[T, 2] ~ {IHMM.format(m='0.3', dur=', duration=T')} }}"
     m = ppl.compile(src)
     assert float(m.log_density({"z": Y}, {"T": 3})) == pytest.approx(_chains(Y), abs=1e-10)
-    n = 4000
+    n = 300  # each draw a run of the model
     z = np.asarray(m.sample_prior({"T": 3}, num_samples=n, seed=2)["z"])
     assert z.shape == (n, 3, 2)
     # E z_t of chain d: its state's mean, the chain started one step before t = 0
@@ -163,3 +164,61 @@ def test_one_two_matching_logits_written_of_the_wrong_shape_is_a_compile_error()
     with pytest.raises(BdlError, match=r":1:56: error: OneTwoMatching: 'logits' is \[6, 2\], "
                        r"not 2M x M"):
         ppl.compile("model M(y: int[6], L: real[6, 2]) { y ~ OneTwoMatching(L) }")
+
+
+# ---- 5. a homogeneous HMM in a plate without duration=T ----
+
+POISSON_HMM = """
+model M(y: int[N, T], N: int, T: int) {
+  lam: real<lower=0>[2] ~ Gamma(2, 1)
+  plate i in N {
+    y ~ DiscreteHMM(log([0.5, 0.5]), log([[0.9, 0.1], [0.2, 0.8]]), Poisson(lam))
+  }
+}"""
+Y2 = [[0, 3, 5, 1], [2, 2, 0, 0]]
+
+
+def _poisson_chains(rows) -> float:
+    return sum(st.gamma(2).logpdf(v) for v in (1.0, 4.0)) + sum(
+        _hmm_paths(row, [0.5, 0.5], AS[0], lambda v, s: st.poisson.logpmf(v, [1.0, 4.0][s]))
+        for row in rows)
+
+
+def test_with_duration_is_the_chain_of_that_length():
+    import torch
+
+    from ppl.runtime.hmm import DiscreteHMM, IndependentHMM, with_duration
+    lam = torch.tensor([1.0, 4.0])
+    d = DiscreteHMM(torch.tensor(PIS[0]).log(), torch.tensor(AS[0]).log(),
+                    dist.Poisson(lam))
+    assert d.duration is None and d.event_shape == (1,)
+    d4 = with_duration(d, 4)
+    assert d4.duration == 4 and d4.event_shape == (4,) and d.event_shape == (1,)
+    want = _hmm_paths(Y2[0], PIS[0], AS[0], lambda v, s: st.poisson.logpmf(v, [1.0, 4.0][s]))
+    assert float(d4.log_prob(torch.tensor(Y2[0], dtype=torch.float64))) == \
+        pytest.approx(want, abs=1e-10)
+    assert d4.sample((3,)).shape == (3, 4) and d4.expand([2]).event_shape == (4,)
+    assert with_duration(d4, 4) is d4 and with_duration(d, 1) is d
+    # an IndependentHMM's base gets the length too
+    base = DiscreteHMM(torch.tensor(PIS).log(), torch.tensor(AS).log().unsqueeze(-3),
+                       dist.MultivariateNormal(torch.tensor(MUS).reshape(2, 1, 2, 1),
+                                               torch.eye(1)))
+    ind = with_duration(IndependentHMM(base), 3)
+    assert ind.event_shape == (3, 2) and ind.base_dist.duration == 3
+    assert ind.sample((5,)).shape == (5, 3, 2)
+    assert float(ind.log_prob(torch.tensor(Y))) == pytest.approx(_chains(Y), abs=1e-10)
+
+
+@pytest.mark.xfail(strict=True, raises=BdlError,
+                   reason="needs the ppl/runtime/shapes.py hunk of helper DI4's report "
+                   "(event() gives a homogeneous HMM the value's length), then drop this mark")
+def test_a_homogeneous_hmm_in_a_plate_takes_the_values_length():
+    # was "event shape (1,) does not match (4,)" at the statement: duration=T had to be
+    # spelled out (tests/test_distribution_catalogue2.py gives it)
+    got = _ld(POISSON_HMM, {"lam": [1.0, 4.0]}, {"y": Y2, "N": 2, "T": 4})
+    assert got == pytest.approx(_poisson_chains(Y2), abs=1e-10)
+    # optional data left out are drawn, T long
+    src = POISSON_HMM.replace("M(y: int[N, T], N: int, T: int)",
+                              "M(N: int, T: int, y: int[N, T]?)")
+    d = ppl.compile(src).sample_prior({"N": 2, "T": 4}, num_samples=3, seed=0)
+    assert tuple(d["y"].shape) == (3, 2, 4)

@@ -17,6 +17,8 @@ latent of it stopped with "DiscreteHMM.rsample is not implemented").
 
 from __future__ import annotations
 
+import copy
+
 import pyro.distributions as dist
 import torch
 from pyro.distributions.hmm import HiddenMarkovModel
@@ -35,6 +37,24 @@ class _Drawn:
                 f"{type(self).__name__} is drawn here (a latent, or data left out) and "
                 "needs the sequence's length: give duration=T")
         return super().sample(torch.Size(sample_shape))
+
+
+def with_duration(d, duration: int):
+    """``d`` as a chain of ``duration`` steps where no parameter fixes its length (a
+    homogeneous HMM: ``duration`` None, its event's time dim 1), for a value whose
+    length the model declares (``shapes.event`` in a plate, which reads the event whole:
+    its "event shape (1,) does not match (4,)" asked for ``duration=T``); ``d`` itself
+    otherwise. An ``IndependentHMM``'s base gets the length too."""
+    if getattr(d, "duration", 0) is not None or not d.event_shape \
+            or d.event_shape[0] != 1 or duration == 1:
+        return d
+    new = copy.copy(d)
+    if isinstance(d, dist.IndependentHMM):
+        new.base_dist = with_duration(d.base_dist, duration)
+    else:
+        new._duration = int(duration)
+    new._event_shape = torch.Size((int(duration),)) + d.event_shape[1:]
+    return new
 
 
 class _DiscreteHMM(_Drawn, dist.DiscreteHMM):
