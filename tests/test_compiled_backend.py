@@ -31,7 +31,7 @@ def _linreg():
 
 def test_compiled_svi_matches_eager_on_device(device):
     m, data = _linreg()
-    eager, jit = (m.fit(data, infer="svi", steps=1500, samples=2000, seed=3, device=device,
+    eager, jit = (m.fit(data, infer="svi", steps=500, samples=2000, seed=3, device=device,
                         dtype="float64", jit=flag) for flag in (False, True))
     for k in ("alpha", "beta", "sigma"):
         a, b = eager.samples[k], jit.samples[k]

@@ -105,10 +105,10 @@ def test_in_a_plate_and_predictions_reproduce_the_posterior_draws():
            "    z ~ Uniform(a, a + 1)\n    y ~ Normal(z, 0.1)\n  }\n}\n")
     m = ppl.compile(src, "m.bdl")
     assert 'z = rt.sample_in_support("z", dist.Uniform(a, a + 1))' in m.source
-    fit = m.fit({"y": [0.2, 0.9, 0.5]}, infer="nuts", samples=200, warmup=200, chains=1,
+    fit = m.fit({"y": [0.2, 0.9, 0.5]}, infer="nuts", samples=50, warmup=50, chains=1,
                 seed=0)
     a, z = fit.samples["a"], fit.samples["z"]
-    assert z.shape == (200, 3)
+    assert z.shape == (50, 3)
     assert bool(((z > a[:, None]) & (z < a[:, None] + 1)).all())
     pred = fit.predict(None, sites=["z"])
     assert torch.equal(pred["z"], z)  # conditioned on z itself, not redrawn
