@@ -807,6 +807,8 @@ def _autoguide(model, trace, guide_name: str, opts: dict, latents: list[str],
 def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
     if guide_name == "delta":  # a point estimate: the mode in the constrained space
         model = _without_jacobian(model)
+    if _jit_refused(model, kwargs, opts, method):
+        opts = {**opts, "jit": False}
     trace = _prior_trace(model, kwargs, opts["seed"])
     checked = check_supports(model, kwargs, trace)
     follows = {name: _bound_by_param(site)  # supports that follow latents (or params)
@@ -958,8 +960,10 @@ class _Densities:
         whose set is empty at ``a < 0``). Not finite at an observed site (``y = 1e20`` in
         float32, whose Normal log density is -inf at every draw), or at a latent whose
         distribution is the data's alone, it is not: no draw mends it. Nothing kept (a
-        JIT-compiled step): an infinite ELBO where a latent's declared bound follows the
-        latents (:func:`_bounds_follow_latents`)."""
+        JIT-compiled step; a fit compiles only where no latent's declared bound follows
+        the latents, :func:`_jit_refused`, or where that cannot be told): an infinite
+        ELBO where a latent's declared bound follows the latents
+        (:func:`_bounds_follow_latents`)."""
         if not self.traces:
             return math.isinf(loss) and self.follow()
         bad = [site for tr in self.traces for site in tr.nodes.values()
@@ -1001,19 +1005,52 @@ def _zero_start(exc: BaseException) -> bool:
 
 
 def _bounds_follow_latents(model, kwargs: dict) -> bool:
-    """Whether a latent's declared bound follows the latents: its transform to the
+    """Whether a latent's declared bound follows the latents (:func:`_following_bounds`).
+    A model that cannot be traced so: True."""
+    names = _following_bounds(model, kwargs)
+    return names is None or bool(names)
+
+
+def _following_bounds(model, kwargs: dict) -> list[str] | None:
+    """The latents whose declared bound follows the latents: their transform to the
     unconstrained scale holds a tensor that requires grad when the latents are leaves
-    that do (:class:`_LatentsAsLeaves`). A model that cannot be traced so: True."""
+    that do (:class:`_LatentsAsLeaves`); ``z``, not its draw on the real line. None for
+    a model that cannot be traced so."""
+    from ..runtime.dependent_support import SUFFIX
     from .rng import seeded
 
     try:
         with seeded(0), torch.enable_grad(), pyro.validation_enabled(False):
             tr = pyro.poutine.trace(_LatentsAsLeaves()(model)).get_trace(**kwargs)
     except Exception:  # noqa: BLE001 - cannot tell: a start may have density 0
-        return True
-    return any(t.requires_grad for name, site in tr.nodes.items()
-               if site["type"] == "sample" and not site["is_observed"]
-               for t in _transform_tensors(site["fn"]))
+        return None
+    return [name[:-len(SUFFIX)] if name.endswith(SUFFIX) else name
+            for name, site in tr.nodes.items()
+            if site["type"] == "sample" and not site["is_observed"]
+            and any(t.requires_grad for t in _transform_tensors(site["fn"]))]
+
+
+def _jit_refused(model, kwargs: dict, opts: dict, method: str) -> bool:
+    """Whether ``jit=true`` is set aside for this fit: a latent's declared bound follows
+    the latents (``z: real<upper=a> ~ Beta(2, 2)``). ``torch.jit.trace`` records one
+    path through the model's Python, at the first step's draw, and such a bound takes
+    branches by its values at each draw (whether its set is empty, so the density is 0;
+    whether it narrows to the distribution's support, ``min(a, 1)`` here): compiled, the
+    ELBO at other draws is wrong (finite where the model has density 0, or the reverse,
+    or another number). The fit then runs uncompiled, the same fit as ``jit=false``, with
+    a warning that names the latent."""
+    if not opts.get("jit"):
+        return False
+    names = _following_bounds(model, kwargs)
+    if not names:
+        return False
+    warnings.warn(
+        f"{method}: jit=true is not used: the declared bound of the latent '{names[0]}' "
+        "follows the latents, and a JIT-compiled ELBO keeps the branches the bound took "
+        "at its first draw (an empty set, density 0; a set narrowed to the "
+        "distribution's support), which are wrong at other draws; the ELBO runs "
+        "uncompiled, the same fit as jit=false", stacklevel=2)
+    return True
 
 
 def _transform_tensors(obj, depth: int = 0, inside: bool = False):
