@@ -567,21 +567,29 @@ def test_jit_is_set_aside_where_a_declared_bound_follows_the_latents(src, data):
         assert torch.equal(compiled.samples[k], plain.samples[k])
 
 
-def test_jit_still_compiles_where_no_bound_follows_the_latents():
+def test_jit_still_compiles_where_no_declared_bound_follows_the_latents():
+    # data bounds, and a support that follows a latent with no declared set (its map onto
+    # (a, a + 1) is one formula at every draw): no warning, compiled
     import warnings
 
     from pyro.infer import JitTrace_ELBO
 
     from ppl.infer import run
 
-    m = ppl.compile("""model N(y: real) {
+    for src, data, follow in [("""model N(y: real) {
   mu ~ Normal(0, 1)
   s: real<lower=0> ~ HalfNormal(1)
   y ~ Normal(mu, s)
-}""")
-    kwargs = {"y": torch.tensor(0.5)}
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert not run._jit_refused(m.pyro_model, kwargs, {"jit": True}, "svi")
-    assert run._following_bounds(m.pyro_model, kwargs) == []
+}""", {"y": 0.5}, []), ("""model U(y: real[N]) {
+  a ~ Normal(0, 1)
+  z ~ Uniform(a, a + 1)
+  y ~ Normal(z, 0.1)
+}""", {"y": [0.2, 0.9, 0.5]}, ["z"])]:
+        m = ppl.compile(src)
+        kwargs = m.bind(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert not run._jit_refused(m.pyro_model, kwargs, {"jit": True}, "svi")
+        assert run._following_bounds(m.pyro_model, kwargs) == follow
+        assert run._following_bounds(m.pyro_model, kwargs, declared=True) == []
     assert isinstance(run._elbo({"jit": True, "particles": 1}), JitTrace_ELBO)

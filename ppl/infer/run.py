@@ -1011,11 +1011,13 @@ def _bounds_follow_latents(model, kwargs: dict) -> bool:
     return names is None or bool(names)
 
 
-def _following_bounds(model, kwargs: dict) -> list[str] | None:
+def _following_bounds(model, kwargs: dict, declared: bool = False) -> list[str] | None:
     """The latents whose declared bound follows the latents: their transform to the
     unconstrained scale holds a tensor that requires grad when the latents are leaves
-    that do (:class:`_LatentsAsLeaves`); ``z``, not its draw on the real line. None for
-    a model that cannot be traced so."""
+    that do (:class:`_LatentsAsLeaves`); ``z``, not its draw on the real line. A support
+    that follows them counts too (``z ~ Uniform(a, a + 1)``), unless ``declared``: then
+    only latents with a declared set (``rt.Restricted``). None for a model that cannot be
+    traced so."""
     from ..runtime.dependent_support import SUFFIX
     from .rng import seeded
 
@@ -1027,7 +1029,8 @@ def _following_bounds(model, kwargs: dict) -> list[str] | None:
     return [name[:-len(SUFFIX)] if name.endswith(SUFFIX) else name
             for name, site in tr.nodes.items()
             if site["type"] == "sample" and not site["is_observed"]
-            and any(t.requires_grad for t in _transform_tensors(site["fn"]))]
+            and any(t.requires_grad for t in _transform_tensors(site["fn"]))
+            and not (declared and _restricted_of(site["fn"]) is None)]
 
 
 def _jit_refused(model, kwargs: dict, opts: dict, method: str) -> bool:
@@ -1038,10 +1041,11 @@ def _jit_refused(model, kwargs: dict, opts: dict, method: str) -> bool:
     whether it narrows to the distribution's support, ``min(a, 1)`` here): compiled, the
     ELBO at other draws is wrong (finite where the model has density 0, or the reverse,
     or another number). The fit then runs uncompiled, the same fit as ``jit=false``, with
-    a warning that names the latent."""
+    a warning that names the latent. A support that follows the latents with no declared
+    set (``z ~ Uniform(a, a + 1)``) maps by the same formula at every draw: compiled."""
     if not opts.get("jit"):
         return False
-    names = _following_bounds(model, kwargs)
+    names = _following_bounds(model, kwargs, declared=True)
     if not names:
         return False
     warnings.warn(
