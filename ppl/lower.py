@@ -631,13 +631,14 @@ class _Lowerer:
             if e.id in self.locals:
                 return Var(self.locals[e.id])
             if e.id in self.cm.symbols or e.id in self.indices:
-                name = self._uncut(self.rename.get(e.id, e.id), self.across,
-                                   len(self.cm.ty(e).shape or ()))
+                name, recut = self._uncut(self.rename.get(e.id, e.id), self.across,
+                                          len(self.cm.ty(e).shape or ()))
                 self.used.add(name)
                 var = Var(name)
                 if id(e) in self.cm.unaligned:  # a value of plates that have closed
                     dims, tail = self.cm.unaligned[id(e)]
                     var = Call("rt.plate_closed", [var, Lit(dims), Lit(tail)], [])
+                var = self._recut(var, recut)
                 if id(e) in self.cm.aligned:  # data of outer plates, at their Pyro dims
                     return Call("rt.plate_aligned", [var, Lit(self.cm.aligned[id(e)])], [])
                 return var
@@ -678,29 +679,37 @@ class _Lowerer:
             rows = rows if isinstance(rows, frozenset) else frozenset()
             across = self._join(across, frozenset(
                 k - rank for k, item in at.items() if not _whole_slice(item)) | rows)
+            whole = frozenset()  # dims the result keeps whole, the same for every element
             if self._whole_index(e):
-                across = True
+                across, whole = True, frozenset(range(-rank, 0))
             elif isinstance(e.value, ast.Name) and id(e) not in self.cm.label_vindex \
                     and id(e) not in self.cm.self_indexed:
                 # an explicit ':' reads the whole dim, as 0:M does (xm[:, m] under plates
                 # N batch 2 and m is column m, N numbers: it read the minibatch's 2)
                 across = self._join(across, frozenset(
                     k - rank for k, item in at.items() if _whole_slice(item)))
+                # (a slice's dims, ':' or with bounds, are each element's own: read whole)
+                whole = frozenset(k - rank for k, item in at.items()
+                                  if isinstance(item, ast.Slice))
             outer, self.read_uncut = self.read_uncut, []
             local = self.rename.get(e.value.id) if isinstance(e.value, ast.Name) else None
-            origin = self._uncut(local, across, rank) if local is not None else local
+            origin, recut = self._uncut(local, across, rank) if local is not None \
+                else (local, [])
             if origin != local:
                 self.used.add(origin)
                 value = Var(origin)
                 if id(e.value) in self.cm.unaligned:  # z[k] of a latent of closed plates
                     dims, tail = self.cm.unaligned[id(e.value)]
                     value = Call("rt.plate_closed", [value, Lit(dims), Lit(tail)], [])
+                value = self._recut(value, recut)
             else:
                 value = self._within(across, e.value)
             # a value read uncut along a dim the result keeps: that dim of the result
+            # (not one read whole, each element's own: softmax(xNM[:, m]) under plates n
+            # batch 2 and m is the whole column's, cut by n, torch's IndexError)
             self.read_uncut = outer + [(index, kept.index(d + rank) - len(kept))
                                        for index, d in self.read_uncut
-                                       if d + rank in kept and d not in rows]
+                                       if d + rank in kept and d not in rows | whole]
             if id(e) in self.cm.self_indexed:
                 # a[j] of a value drawn in plate j: a is one element per plate element
                 drop, width = self.cm.self_indexed[id(e)]
@@ -773,17 +782,34 @@ class _Lowerer:
                 return False
         return True
 
-    def _uncut(self, local: str, across, rank: int) -> str:
+    def _uncut(self, local: str, across, rank: int) -> tuple[str, list]:
         """The name to read for ``local``: the value before the plates that cut it to their
-        minibatch along a dim read ``across`` (:attr:`across`), else ``local`` itself."""
+        minibatch along a dim read ``across`` (:attr:`across`), else ``local`` itself; and
+        the cuts of plates inside those, along dims not read across, that the value read
+        lost and :meth:`_recut` makes again (sum(xNM, dim=0) under plates n batch 2 and m
+        batch 1 is over all N rows of the minibatch's column, paired with m: it read xNM
+        before both cuts, [M] against m's 1, Pyro's 'Shape mismatch inside plate')."""
         out = cut = local
+        skipped, recut = [], []
         while across is not None and cut in self.sub_origin:
             cut, index, axis = self.sub_origin[cut]
             axis = axis - rank if axis >= 0 else axis  # a label's value's: from the right
             if across is True or axis in across:
                 out = cut
                 self.read_uncut.append((index, axis))
-        return out
+                recut, skipped = recut + skipped, []
+            else:
+                skipped.append((index, axis))
+        return out, recut
+
+    @staticmethod
+    def _recut(value, recut: list):
+        """``value`` cut again to the minibatch of each plate in ``recut`` (index, dim from
+        the right); the index flat, as a nested plate's is laid out at its dim."""
+        for index, axis in recut:
+            value = Call("torch.index_select", [value, Lit(axis),
+                                                Call("torch.flatten", [Var(index)], [])], [])
+        return value
 
     @staticmethod
     def _join(a, b):

@@ -11,6 +11,7 @@ density. `m.log_density` runs the whole plate, so it cannot show a cut whole val
 from __future__ import annotations
 
 import itertools
+import math
 
 import pyro
 import pytest
@@ -41,15 +42,29 @@ CUM_XNK_AT = float(torch.cumsum(_t(XNK)[:, None, :] + _t(A).T[None], 0).sum())  
 DATA = {"x": X, "A": A, "xKN": XKN, "xNK": XNK}
 
 
+def _enumerate(src: str, data: dict, plates: dict, latents: dict | None = None):
+    """The full density (m.log_density at the latents' full values) and the traced log
+    density of every minibatch of every batch plate (``plates``: name -> (size, batch)),
+    keyed by the plates' subsets; each latent drawn in a batch plate is conditioned on
+    its minibatch's rows (``latents``: name -> (full value, subsets -> those rows))."""
+    m = ppl.compile(src)
+    kwargs = m.bind(data)
+    out = {}
+    for subsets in itertools.product(*(itertools.combinations(range(size), b)
+                                       for size, b in plates.values())):
+        cond = {p: torch.tensor(sub) for p, sub in zip(plates, subsets, strict=True)}
+        cond |= {k: cut(dict(zip(plates, subsets, strict=True)))
+                 for k, (_, cut) in (latents or {}).items()}
+        model = pyro.poutine.condition(m.pyro_model, cond)
+        out[subsets] = float(pyro.poutine.trace(model).get_trace(**kwargs).log_prob_sum())
+    full = m.log_density({k: _t(v) for k, (v, _) in (latents or {}).items()}, data)
+    return float(full), out
+
+
 def _minibatch_densities(src: str) -> tuple[float, dict]:
     """The full density (m.log_density) and each minibatch's traced log density."""
-    m = ppl.compile(HEAD + src + "}\n")
-    kwargs = m.bind(DATA)
-    out = {}
-    for subset in itertools.combinations(range(N), B):
-        model = pyro.poutine.condition(m.pyro_model, {"n": torch.tensor(subset)})
-        out[subset] = float(pyro.poutine.trace(model).get_trace(**kwargs).log_prob_sum())
-    return float(m.log_density({}, DATA)), out
+    full, out = _enumerate(HEAD + src + "}\n", DATA, {"n": (N, B)})
+    return full, {k[0]: v for k, v in out.items()}
 
 
 # (body, the full density by hand, whether the term is the same for every element)
@@ -78,6 +93,14 @@ WHOLE = {
     "data-column-sums-outer-batch": (
         "plate n in N batch 2 {\n factor(sum(xNK, dim=0)[0])\n plate m in M {\n"
         " factor(A[0, m])\n }\n}\n", N * (sum(r[0] for r in XNK) + 0.1 + 0.2)),
+    # a slice reads the whole value's entries (docs "Plates"): a function of it is not cut
+    # again by the plate (cumsum(x[0:3]) was cut by n: torch's 'index out of range';
+    # softmax(xNK[0:2, k]) by n laid out [2, 1]: 'Index is supposed to be a vector')
+    "data-slice-cumsum": ("plate n in N batch 2 {\n factor(cumsum(x[0:3]))\n}\n",
+                          N * (0.5 - 0.5 + 1.5)),
+    "data-column-slice-softmax-outer-batch": (
+        "plate n in N batch 2 {\n plate k in K {\n factor(softmax(xNK[0:2, k]) * A[k, 0])\n"
+        " }\n}\n", N * sum(r[0] for r in A)),
     # helper LF's: w1[0] is row 0 of a closed plate's value, 0.18 for every element,
     # 2 * 4 * 0.18 = 1.44 (the minibatches {0, 1} and {1, 3} were -0.4 and -0.56)
     "closed-row-nested": (CLOSED_NESTED + "plate m in M {\n plate n in N batch 2 {\n"
@@ -126,6 +149,14 @@ PER_ELEMENT = {
     "widened-own-dims-cumsum-along-plate": (
         "plate n in N batch 2 {\n factor(cumsum(xNK + transpose(A), dim=-3))\n}\n",
         CUM_XNK_AT),
+    # x[:] is the whole x for every element, so its running sums are too (they were cut
+    # by n: each element's own cumsum(x)[n], 4.84 on average against 5.94)
+    "data-whole-cumsum-times-element": (
+        "plate n in N batch 2 {\n factor(cumsum(x[:]) * x)\n}\n",
+        sum(X) * float(torch.cumsum(_t(X), 0).sum())),
+    "data-column-softmax-outer-batch": (
+        "plate n in N batch 2 {\n plate k in K {\n factor(softmax(xNK[:, k]) * xNK[n, k])\n"
+        " }\n}\n", sum(map(sum, XNK))),
     # w1[2, n] read w1 cut in its layout and indexed again (torch's IndexError)
     "closed-entry-nested": (CLOSED_NESTED + "plate m in M {\n plate n in N batch 2 {\n"
                             " factor(w1[2, n])\n }\n}\n", M * W1_2),
@@ -170,3 +201,96 @@ def test_an_observed_row_read_whole_in_a_nested_batch_plate(float64):
         each.append(float(pyro.poutine.trace(model).get_trace(**kwargs).log_prob_sum()))
     assert float(m.log_density({}, data)) == pytest.approx(want, abs=1e-9)
     assert sum(each) / len(each) == pytest.approx(want, abs=1e-9)
+
+
+# two batch plates (nested: n batch 2 around m batch 1; siblings: n batch 2 and k batch
+# 2) and latents drawn in batch plates, conditioned on each minibatch's rows: their
+# density terms are scaled N / B (and M / 1) as the observed ones are, so the average
+# over every pair of minibatches is the full density by hand
+XNM = [[0.2, -0.3], [1.0, 0.5], [-1.5, 0.25], [0.75, 2.0]]
+YNM = [[0.1, 0.4], [-0.2, 1.3], [0.9, -0.7], [0.0, 0.6]]
+YK = [0.3, -1.0, 0.8]
+Z, ZK = [0.3, -0.2, 1.1, 0.4], [0.2, -0.5, 0.9]
+W = [[0.5, -0.1], [0.2, 0.3], [-0.4, 0.8], [1.2, -0.6]]
+HEAD2 = "model G(x: real[N], A: real[K, M], xNM: real[N, M], yNM: real[N, M], yK: real[K]) {\n"
+DATA2 = {"x": X, "A": A, "xNM": XNM, "yNM": YNM, "yK": YK}
+NESTED, SIBLINGS = {"n": (N, 2), "m": (M, 1)}, {"n": (N, 2), "k": (K, 2)}
+
+
+def _lognormal(y, loc):
+    return float(torch.distributions.Normal(_t(loc), 1.0).log_prob(_t(y)).sum())
+
+
+def _rows(value, plate):
+    return lambda sub: _t(value)[list(sub[plate])]
+
+
+NM = [(n, m) for n in range(N) for m in range(M)]
+MANY = {
+    "nested-observed": (
+        "plate n in N batch 2 {\n factor(x)\n plate m in M batch 1 {\n"
+        " yNM ~ Normal(x[n] + A[0, m], 1)\n }\n}\n", NESTED, {},
+        sum(X) + sum(_lognormal(YNM[n][m], X[n] + A[0][m]) for n, m in NM)),
+    # over the outer plate's dim N, one [M] paired with m: read before both cuts it was
+    # [M] against m's minibatch of 1 (Pyro's 'Shape mismatch inside plate('m')')
+    "nested-column-sums": (
+        "plate n in N batch 2 {\n plate m in M batch 1 {\n"
+        " factor(sum(xNM, dim=0) * x[n])\n }\n}\n", NESTED, {},
+        sum(sum(XNM[i][m] for i in range(N)) * X[n] for n, m in NM)),
+    # column m whole (N numbers, each element's own): its softmax is not cut by n
+    # (it was, by n laid out [2, 1]: torch's 'Index is supposed to be a vector')
+    "nested-softmax-of-a-column": (
+        "plate n in N batch 2 {\n plate m in M batch 1 {\n"
+        " factor(softmax(xNM[:, m]) * A[0, m])\n }\n}\n", NESTED, {},
+        N * sum(A[0])),
+    "siblings": (
+        "plate n in N batch 2 {\n factor(x * xNM[n, 0])\n}\n"
+        "plate k in K batch 2 {\n yK ~ Normal(A[k, 0] + sum(x), 1)\n}\n", SIBLINGS, {},
+        sum(X[n] * XNM[n][0] for n in range(N))
+        + sum(_lognormal(YK[k], A[k][0] + sum(X)) for k in range(K))),
+    "latent-in-a-batch-plate": (
+        "plate n in N batch 2 {\n z ~ Normal(x, 1)\n factor(z * xNM[n, 1])\n}\n",
+        {"n": (N, 2)}, {"z": (Z, _rows(Z, "n"))},
+        sum(_lognormal(Z[n], X[n]) + Z[n] * XNM[n][1] for n in range(N))),
+    "latent-in-nested-batch-plates": (
+        "plate n in N batch 2 {\n plate m in M batch 1 {\n w ~ Normal(A[0, m] + x[n], 1)\n"
+        " yNM ~ Normal(w, 1)\n }\n}\n", NESTED,
+        {"w": (W, lambda sub: _t(W)[list(sub["n"])][:, list(sub["m"])])},
+        sum(_lognormal(W[n][m], A[0][m] + X[n]) + _lognormal(YNM[n][m], W[n][m])
+            for n, m in NM)),
+    # z of the outer plate is [B, 1] in the model, one number per row of plate m
+    "latent-of-the-outer-batch-plate-read-inside": (
+        "plate n in N batch 2 {\n z ~ Normal(x, 1)\n plate m in M batch 1 {\n"
+        " yNM ~ Normal(z * A[0, m], 1)\n }\n}\n", NESTED,
+        {"z": (Z, lambda sub: _t(Z)[list(sub["n"])][:, None])},
+        sum(_lognormal(Z[n], X[n]) for n in range(N))
+        + sum(_lognormal(YNM[n][m], Z[n] * A[0][m]) for n, m in NM)),
+    "latent-in-a-sibling-batch-plate": (
+        "plate k in K batch 2 {\n zk ~ Normal(A[k, 0], 1)\n yK ~ Normal(zk + sum(x), 1)\n}\n"
+        "plate n in N batch 2 {\n factor(x)\n}\n", {"k": (K, 2), "n": (N, 2)},
+        {"zk": (ZK, _rows(ZK, "k"))},
+        sum(_lognormal(ZK[k], A[k][0]) + _lognormal(YK[k], ZK[k] + sum(X)) for k in range(K))
+        + sum(X)),
+}
+
+
+@pytest.mark.parametrize("name", list(MANY))
+def test_the_average_over_the_minibatches_of_every_batch_plate_is_the_full_density(
+        name, float64):
+    src, plates, latents, want = MANY[name]
+    full, each = _enumerate(HEAD2 + src + "}\n", DATA2, plates, latents)
+    count = 1
+    for size, b in plates.values():
+        count *= math.comb(size, b)
+    assert len(each) == count
+    assert full == pytest.approx(want, abs=1e-12)
+    assert sum(each.values()) / len(each) == pytest.approx(want, abs=1e-12)
+
+
+def test_a_latents_term_in_one_minibatch_is_scaled_n_over_b(float64):
+    """The minibatch {1, 3} of z ~ Normal(x, 1) in plate n batch 2: N / B times the two
+    rows' terms, the latent's as the factor's."""
+    src, plates, latents, _ = MANY["latent-in-a-batch-plate"]
+    _, each = _enumerate(HEAD2 + src + "}\n", DATA2, plates, latents)
+    want = N / 2 * sum(_lognormal(Z[n], X[n]) + Z[n] * XNM[n][1] for n in (1, 3))
+    assert each[((1, 3),)] == pytest.approx(want, abs=1e-12)
