@@ -406,6 +406,15 @@ def test_a_column_by_an_outer_plates_per_element_index_reads_the_declared_data(s
     # whole vector even where K = N (the second SIZES)
     ("sum(x2[n, :] * v)", lambda d, n: d["x2"][n] @ d["v"]),
     ("sum(x2[n, :] * x)", lambda d, n: np.sum(d["x2"][n] * d["x"][n])),
+    # pow meets its arguments per element as ^ does (pow(exp(x2[n]), x) was torch's 'size
+    # of tensor a (3) must match', or with K = N x's entries paired with the row's)
+    ("sum(pow(exp(x2[n]), x))", lambda d, n: np.sum(np.exp(d["x2"][n]) ** d["x"][n])),
+    ("sum(pow(exp(B[n, :]), x[:]))", lambda d, n: np.sum(np.exp(d["B"][n]) ** d["x"])),
+    ("sum(pow(exp(B[n, :]), x[n]))", lambda d, n: np.sum(np.exp(d["B"][n]) ** d["x"][n])),
+    # both bare: each its element's (x[n] times row n of B), no row written out
+    ("sum(B * x)", lambda d, n: np.sum(d["B"][n] * d["x"][n])),
+    ("sum(where(x > 0, exp(B), 0.5))", lambda d, n: np.sum(np.exp(d["B"][n]) if d["x"][n] > 0
+                                                              else 0.5 * np.ones(len(d["x"])))),
 ])
 def test_a_plates_row_meets_the_elements_number_or_the_whole_vector(sz, read, hand):
     """In one plate n, the row B[n, :] of B: real[N, N] has N numbers of its own; x[n]
@@ -423,6 +432,10 @@ def test_a_plates_row_meets_the_elements_number_or_the_whole_vector(sz, read, ha
     ("sum(x * B[n])", 20, "B[n]", ["x[n] * B[n]", "x[:] * B[n]"]),
     ("x - B[n, :]", 16, "B[n, :]", ["x[n] - B[n, :]", "x[:] - B[n, :]"]),
     ("2 * (B[n] + x)", 21, "B[n]", ["B[n] + x[n]", "B[n] + x[:]"]),
+    ("pow(exp(B[n]), x)", 16, "exp(B[n])", ["pow(exp(B[n]), x[n])", "pow(exp(B[n]), x[:])"]),
+    ("where(B[n, :] > 0, x, 0.5)", 16, "B[n, :] > 0",
+     ["where(B[n, :] > 0, x[n], 0.5)", "where(B[n, :] > 0, x[:], 0.5)"]),
+    ("clamp(B[n], min=x)", 16, "B[n]", ["clamp(B[n], min=x[n])", "clamp(B[n], min=x[:])"]),
 ])
 def test_the_bare_name_meeting_its_plates_row_in_one_plate_says_which_is_meant(
         read, col, row, notes):

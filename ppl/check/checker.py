@@ -1509,7 +1509,7 @@ class _ModelChecker(LabelLayout):
                 self._reads_whole(side) or not self._bare_data(node))
             same = conflict is None and (owidth == width or whole) and \
                 len(other.shape) - owidth > len(mine.shape) - width
-            if same and self._bare_data(node) and \
+            if same and self._bare_data(node) and not self._bare_only(side) and \
                     self._plate_conflict(mine, width, other, owidth):
                 # the bare name's plate dim would land on the other's own dim of its size
                 # (sum(A[j, :] * w) in plate j, A: real[N, N], w: real[N]): w[j] times the
@@ -1571,6 +1571,9 @@ class _ModelChecker(LabelLayout):
         read = f"{node.id}[{', '.join(p.index or 'i' for p in plates)}]"
 
         def written(name: str) -> str:
+            if isinstance(e, ast.Call):  # pow(A[j, :], w): the call with the name so read
+                text = fmt.expr(e)
+                return re.sub(rf"\b{re.escape(node.id)}\b(?!\s*\[)", lambda _: name, text)
             left, right = (name if x is node else fmt.expr(x) for x in (e.left, e.right))
             return f"{left} {e.op} {right}"
 
@@ -1603,6 +1606,15 @@ class _ModelChecker(LabelLayout):
                         and sym.role not in ("index", "data"):
                     return True
         return False
+
+    def _bare_only(self, e) -> bool:
+        """Whether ``e`` reads no index and only bare names of data (``xNN``, ``exp(xNN)``
+        in plate n): each name its element's row, as the bare name meeting it is its
+        element's number (``x * xNN`` is ``x[n] * xNN[n]``), with no row written out
+        whose entries Stan's whole ``x`` would pair with."""
+        names = [n for n in ast.walk(e) if isinstance(n, ast.Name)]
+        return not any(isinstance(n, ast.Index) for n in ast.walk(e)) and all(
+            self._bare_data(n) or not self._plate_width(n) for n in names)
 
     def _bare_data(self, e) -> bool:
         """Whether ``e`` is the bare name of data (or a global value) read per element."""
@@ -2254,13 +2266,16 @@ class _ModelChecker(LabelLayout):
             out.append(t)
         return out, rank
 
-    def _elementwise_pads(self, bound: dict) -> dict:
-        """``where(c, a, b)`` and ``clamp(x, lo, hi)`` inside plates meet their arguments
-        element by element, as arithmetic does (``m + mu``): an argument with one value
-        per plate element and fewer own dims than another gets unit dims after its plate
-        dims (``rt.per_element``), so its plate dim meets the plate's, not another's own
-        dim (``where(x[n] > 0, x2, 0.5)`` of ``x2: real[N, K]`` in plate n is row n's;
-        it was torch's "size of tensor a (5) must match")."""
+    def _elementwise_pads(self, bound: dict, e: ast.Call) -> dict | None:
+        """``where(c, a, b)``, ``clamp(x, lo, hi)`` and ``pow(x, y)`` inside plates meet
+        their arguments element by element, as arithmetic does (``m + mu``, ``x ^ y``): an
+        argument with one value per plate element and fewer own dims than another gets
+        unit dims after its plate dims (``rt.per_element``), so its plate dim meets the
+        plate's, not another's own dim (``where(x[n] > 0, x2, 0.5)`` of ``x2: real[N, K]``
+        in plate n is row n's; it was torch's "size of tensor a (5) must match", and
+        ``pow(x2[n], x)`` too). The bare name of data meeting a row of its size there
+        (``pow(A[j, :], w)``) is the located error of two loop readings, as with ``^``;
+        None after it."""
         widths = {k: self._plate_width(node) for k, (node, _) in bound.items()}
         if not any(widths.values()) or any(
                 w is None or t.shape is None or w > len(t.shape)
@@ -2270,6 +2285,15 @@ class _ModelChecker(LabelLayout):
         out = dict(bound)
         for k, (node, t) in bound.items():
             units = rank - (len(t.shape) - widths[k])
+            side = next(((n, o, widths[j]) for j, (n, o) in bound.items()
+                         if widths[j] and len(o.shape) - widths[j] == rank), None)
+            if widths[k] and units > 0 and side is not None and self._bare_data(node) \
+                    and not self._bare_only(side[0]) \
+                    and self._plate_conflict(t, widths[k], side[1]) is None \
+                    and self._plate_conflict(t, widths[k], side[1], side[2]):
+                # pow(A[j, :], w) in plate j: w[j] per element, or Stan's whole w paired
+                self._bare_meets_row(e, node, side[0], side[1], side[2])
+                return None
             if widths[k] and units > 0:
                 self.pads[id(node)] = (len(t.shape) - widths[k], units)
                 out[k] = (node, Ty(t.kind, sizes.widened(t.shape, widths[k], units),
@@ -3715,7 +3739,9 @@ class _ModelChecker(LabelLayout):
             self._unguard_branches(bound, recorded)
         self._label_in_call(e, b.name, list(bound.values()))
         if self.plate_stack and b.name in _ELEMENTWISE:
-            bound = self._elementwise_pads(bound)
+            bound = self._elementwise_pads(bound, e)
+            if bound is None:
+                return UNKNOWN
         if not self.plate_stack and b.name in _ELEMENTWISE:
             # a label's value meets vectors elementwise: widened as in arithmetic
             rank = max((len(t.shape) for _, t in bound.values() if t.shape is not None),
@@ -4671,7 +4697,7 @@ _PYRO_METHODS = {
              "log_prob({d}, {name}), 0.0)))"),
 }
 # builtins whose tensor arguments broadcast against each other element by element
-_ELEMENTWISE = ("where", "clamp")
+_ELEMENTWISE = ("where", "clamp", "pow")
 # distributions whose support is their arguments' (a mixture of Poissons, Delta(3.0)):
 # discrete or not by what they are given, so an int declaration is not refused
 _SUPPORT_FROM_ARGUMENTS = ("MixtureSameFamily", "Delta")
