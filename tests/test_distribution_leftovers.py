@@ -209,9 +209,6 @@ def test_with_duration_is_the_chain_of_that_length():
     assert float(ind.log_prob(torch.tensor(Y))) == pytest.approx(_chains(Y), abs=1e-10)
 
 
-@pytest.mark.xfail(strict=True, raises=BdlError,
-                   reason="needs the ppl/runtime/shapes.py hunk of helper DI4's report "
-                   "(event() gives a homogeneous HMM the value's length), then drop this mark")
 def test_a_homogeneous_hmm_in_a_plate_takes_the_values_length():
     # was "event shape (1,) does not match (4,)" at the statement: duration=T had to be
     # spelled out (tests/test_distribution_catalogue2.py gives it)

@@ -23,6 +23,10 @@ def event(d, shape) -> TorchDistribution:
     """
     shape = torch.Size(int(s) for s in shape)
     ev = len(d.event_shape)
+    if ev and getattr(d, "duration", 0) is None:  # a homogeneous HMM: the value's length
+        from .hmm import with_duration
+
+        d = with_duration(d, shape[len(shape) - ev])
     extra = shape[: len(shape) - ev]
     if tuple(shape[len(shape) - ev:]) != tuple(d.event_shape):
         raise ValueError(f"event shape {tuple(d.event_shape)} does not match {tuple(shape)}")
@@ -672,7 +676,7 @@ class Flat(TorchDistribution):
     def log_prob(self, value):
         # 0, kept on value's graph (gradient 0): a NUTS potential of Flat sites alone had
         # no grad_fn (torch's "does not require grad"); zeros_like drops the graph
-        return value * 0
+        return torch.where(torch.isfinite(value), value * 0, -torch.inf)
 
     def sample(self, sample_shape=()):
         shape = torch.Size(sample_shape) + self.batch_shape + self.event_shape
