@@ -212,9 +212,12 @@ YNM = [[0.1, 0.4], [-0.2, 1.3], [0.9, -0.7], [0.0, 0.6]]
 YK = [0.3, -1.0, 0.8]
 Z, ZK = [0.3, -0.2, 1.1, 0.4], [0.2, -0.5, 0.9]
 W = [[0.5, -0.1], [0.2, 0.3], [-0.4, 0.8], [1.2, -0.6]]
-HEAD2 = "model G(x: real[N], A: real[K, M], xNM: real[N, M], yNM: real[N, M], yK: real[K]) {\n"
-DATA2 = {"x": X, "A": A, "xNM": XNM, "yNM": YNM, "yK": YK}
+BNN = [[0.1 * (i - j) + 0.05 * i * j for j in range(N)] for i in range(N)]
+HEAD2 = ("model G(x: real[N], A: real[K, M], xNM: real[N, M], yNM: real[N, M], yK: real[K], "
+         "B: real[N, N]) {\n")
+DATA2 = {"x": X, "A": A, "xNM": XNM, "yNM": YNM, "yK": YK, "B": BNN}
 NESTED, SIBLINGS = {"n": (N, 2), "m": (M, 1)}, {"n": (N, 2), "k": (K, 2)}
+PAIRS = {"i": (N, 2), "j": (N, 2)}  # two batch plates of one size, nested
 
 
 def _lognormal(y, loc):
@@ -265,6 +268,12 @@ MANY = {
         {"z": (Z, lambda sub: _t(Z)[list(sub["n"])][:, None])},
         sum(_lognormal(Z[n], X[n]) for n in range(N))
         + sum(_lognormal(YNM[n][m], Z[n] * A[0][m]) for n, m in NM)),
+    "pairs-of-one-size": (
+        "plate i in N batch 2 {\n z ~ Normal(x, 1)\n plate j in N batch 2 {\n"
+        " factor(z * B[i, j] + sum(B[i, :]))\n }\n}\n", PAIRS,
+        {"z": (Z, lambda sub: _t(Z)[list(sub["i"])][:, None])},
+        sum(_lognormal(Z[i], X[i]) for i in range(N))
+        + sum(Z[i] * BNN[i][j] + sum(BNN[i]) for i in range(N) for j in range(N))),
     "latent-in-a-sibling-batch-plate": (
         "plate k in K batch 2 {\n zk ~ Normal(A[k, 0], 1)\n yK ~ Normal(zk + sum(x), 1)\n}\n"
         "plate n in N batch 2 {\n factor(x)\n}\n", {"k": (K, 2), "n": (N, 2)},
