@@ -236,11 +236,26 @@ class _InSupport(TorchDistribution):
         return self.base.sample(torch.Size(sample_shape))
 
     def log_prob(self, value):
-        lp = self.base.log_prob(value)
+        lp = _unvalidated(self.base).log_prob(value)
         inside = self.base.support.check(value)
         while inside.dim() > lp.dim():  # a support over fewer event dims than the site's
             inside = inside.all(-1)
         return torch.where(inside, lp, torch.full_like(lp, -math.inf))
+
+
+def _unvalidated(fn):
+    """``fn`` (and the distributions under its wrappers) without torch's check of the
+    value: :class:`_InSupport` gives -inf outside the support where a validated fit (svi,
+    map) would raise."""
+    import copy
+
+    if not getattr(fn, "_validate_args", False) and not hasattr(fn, "base_dist"):
+        return fn
+    fn = copy.copy(fn)
+    fn._validate_args = False
+    if isinstance(getattr(fn, "base_dist", None), torch.distributions.Distribution):
+        fn.base_dist = _unvalidated(fn.base_dist)
+    return fn
 
 
 class _RejectOutside(Messenger):
@@ -288,12 +303,117 @@ def check_supports(model, kwargs: dict, trace) -> set[str]:
         with seeded(0), full_data(), torch.no_grad(), pyro.validation_enabled(True):
             trace = pyro.poutine.trace(model).get_trace(**kwargs)
     checked = _latent_free_observed(model, kwargs, trace)
-    with pyro.validation_enabled(True):
-        trace.compute_log_prob(site_filter=lambda name, site: name in checked)
-    for site in trace.nodes.values():  # the runner's trace, left as it was
-        site.pop("log_prob", None)
-        site.pop("unscaled_log_prob", None)
+    labelled = _label_supports(model, kwargs, trace)
+    try:
+        with pyro.validation_enabled(True):
+            trace.compute_log_prob(
+                site_filter=lambda name, site: name in checked and name not in labelled)
+        for name, inside in labelled.items():
+            if name in checked and not bool(inside.all()):
+                _outside_every_label(trace, name, inside)
+    finally:
+        for site in trace.nodes.values():  # the runner's trace, left as it was
+            site.pop("log_prob", None)
+            site.pop("unscaled_log_prob", None)
     return checked
+
+
+def labelled_supports(model, kwargs: dict, trace, checked) -> list[str]:
+    """The observed sites of ``trace`` whose support follows the labels summed out and
+    leaves out the data at some of their values (``k ~ Categorical(w); y ~ Uniform(0,
+    b[k])`` at ``y = 0.7``, ``b = [0.5, 2.0]``): their log density is -inf at those
+    values in the fit (:class:`_RejectOutside`), where a validated one would stop."""
+    return [name for name in _label_supports(model, kwargs, trace) if name in checked]
+
+
+def _label_supports(model, kwargs: dict, trace) -> dict:
+    """The observed sites of ``trace`` whose support follows a label (a finite-support
+    latent, summed out in the fit) and leaves out its data at some value of the labels,
+    each with where its data are inside the support at some value (a mask over the site's
+    plate elements). The model is run with its labels enumerated (Pyro's parallel
+    enumeration, as the fit sums them out) and its other latents at their values in
+    ``trace``; a support follows a label where a tensor it holds (a bound) has an
+    enumerated dim. A model that cannot be run so: none (checked at the draw, as
+    before)."""
+    from .discrete import enumerated, plate_nesting
+    from .rng import seeded
+
+    if not enumerable_sites(trace):
+        return {}
+    nesting = plate_nesting(trace)
+    leaves = {name: site["value"].detach()
+              for name, site in trace.nodes.items()
+              if site["type"] == "sample" and not site["is_observed"]
+              and isinstance(site["value"], torch.Tensor)
+              and site["value"].is_floating_point()
+              and not getattr(site["fn"], "has_enumerate_support", False)}
+    run = poutine.enum(enumerated(poutine.condition(model, data=leaves)),
+                       first_available_dim=-1 - nesting)
+    full = full_data() if _subsampled_plates(trace) is not None else contextlib.nullcontext()
+    try:
+        with seeded(0), full, torch.no_grad(), pyro.validation_enabled(False):
+            tr = pyro.poutine.trace(run).get_trace(**kwargs)
+    except Exception:  # noqa: BLE001 - not enumerable so: checked at the draw
+        return {}
+    out = {}
+    for name, site in tr.nodes.items():
+        if site["type"] != "sample" or not site["is_observed"] or name not in trace.nodes:
+            continue
+        fn, value = site["fn"], site["value"]
+        try:
+            inside = fn.support.check(value)
+        except Exception:  # noqa: BLE001 - a support that cannot be checked so
+            continue
+        inside = torch.broadcast_to(inside, torch.broadcast_shapes(inside.shape,
+                                                                   fn.batch_shape))
+        if inside.dim() <= nesting or not any(
+                t.dim() > nesting and t.shape[:t.dim() - nesting].numel() > 1
+                for t in _constraint_tensors(fn.support)):
+            continue  # no label's dim in its bounds: the same support at every value
+        mask = site["mask"]
+        if isinstance(mask, torch.Tensor):
+            inside = inside | ~mask
+        flat = inside.reshape((-1,) + inside.shape[inside.dim() - nesting:])
+        some = flat.any(0)
+        if bool(flat.all()):
+            continue  # inside at every value of the labels: no refusal anywhere
+        out[name] = some
+    return out
+
+
+def _outside_every_label(trace, name: str, inside) -> None:
+    """Raises the located error of the observed ``name`` of ``trace``, whose data are
+    outside its support at every value of the labels where ``inside`` is False: torch's
+    check of the support at the labels ``trace`` drew, of those elements only (the
+    others, inside at another value of the labels, are shown the draw's support at a
+    value inside it), with a note that no value of the labels holds them."""
+    site = trace.nodes[name]
+    value = site["value"]
+    shown = value
+    try:
+        batch = value.dim() - site["fn"].event_dim
+        some = inside.reshape(inside.shape[max(0, inside.dim() - batch):]) \
+            if inside.dim() > batch else inside
+        some = some.reshape(some.shape + (1,) * (value.dim() - some.dim()))
+        with torch.no_grad():
+            shown = torch.where(some, site["fn"].sample().to(value.dtype), value)
+    except Exception:  # noqa: BLE001 - shown as it is, at the draw's labels
+        shown = value
+    names = enumerable_sites(trace)
+    labels = ("label " if len(names) == 1 else "labels ") + ", ".join(f"'{k}'" for k in names)
+    them = "it" if len(names) == 1 else "them"
+    site["value"] = shown
+    try:
+        with pyro.validation_enabled(True):
+            trace.compute_log_prob(site_filter=lambda n, s: n == name)
+    except ValueError as exc:
+        exc.add_note(f"its support follows the {labels} (summed out), and no value of "
+                     f"{them} holds these data; shown at a draw of {them} from the prior")
+        raise
+    finally:
+        site["value"] = value
+    raise ValueError(f"Error while computing log_prob at site '{name}': its data are "
+                     f"outside its support at every value of the {labels}")
 
 
 def _latent_free_observed(model, kwargs: dict, trace) -> set[str]:
@@ -409,6 +529,9 @@ def _mcmc(make_kernel, model, kwargs, opts, progress, method: str) -> Fit:
     chain then starts from draws from the prior instead (:func:`_run_chain`)."""
     tr = _prior_trace(model, kwargs, opts["seed"])
     checked = check_supports(model, kwargs, tr)
+    labelled = labelled_supports(model, kwargs, tr, checked)
+    if labelled:  # data outside the support at some labels: density 0 there
+        model = _RejectOutside(labelled)(model)
     bound = [name for name, site in tr.nodes.items() if site["type"] == "sample"
              and site["is_observed"] and name not in checked]
     reject = bound and method == "nuts"
@@ -811,6 +934,9 @@ def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
         opts = {**opts, "jit": False}
     trace = _prior_trace(model, kwargs, opts["seed"])
     checked = check_supports(model, kwargs, trace)
+    labelled = labelled_supports(model, kwargs, trace, checked)
+    if labelled:  # data outside the support at some labels: density 0 there
+        model = _RejectOutside(labelled)(model)
     follows = {name: _bound_by_param(site)  # supports that follow latents (or params)
                for name, site in trace.nodes.items()
                if site["type"] == "sample" and site["is_observed"] and name not in checked}
