@@ -593,3 +593,25 @@ def test_jit_still_compiles_where_no_declared_bound_follows_the_latents():
         assert run._following_bounds(m.pyro_model, kwargs) == follow
         assert run._following_bounds(m.pyro_model, kwargs, declared=True) == []
     assert isinstance(run._elbo({"jit": True, "particles": 1}), JitTrace_ELBO)
+
+
+@pytest.mark.parametrize("method", ["nuts", "hmc"])
+@pytest.mark.parametrize("src, data", [(BETA_UPPER, {}), (LABELLED, {"y": 0.7})])
+def test_a_sampler_sets_jit_aside_where_a_declared_bound_follows_the_latents(method, src,
+                                                                            data):
+    # NUTS's potential is traced as svi's ELBO is, with the same fixed branches: traced at
+    # (a, z_unconstrained) = (0.3, 0), BETA_UPPER's compiled potential read z's set (0,
+    # min(a, 1)) as (0, a) ever after: 2.28198 at (1.5, 0) where the model's is 2.39977,
+    # inf at (2, 1) and (3, 2) where it is 3.50523 and 6.75989 (equal below a = 1). Such
+    # a fit runs uncompiled, with a warning: the same draws as jit=false, to the bit
+    m = ppl.compile(src)
+    infer = f"{method}(samples=10, warmup=10, chains=1, seed=0{{}})"
+    with pytest.warns(UserWarning, match=f"{method}: jit=true is not used: the declared "
+                      "bound of the latent 'z' follows the latents, and a JIT-compiled "
+                      "potential keeps"):
+        compiled = m.fit(data, infer=infer.format(", jit=true"))
+    plain = m.fit(data, infer=infer.format(""))
+    assert compiled.divergences == plain.divergences
+    assert set(compiled.samples) == set(plain.samples)
+    for k in plain.samples:
+        assert torch.equal(compiled.samples[k], plain.samples[k])

@@ -142,6 +142,9 @@ def _hidden_sites(model, kwargs, trace=None) -> tuple[list[str], list[str]]:
 
 @runner("nuts")
 def _nuts(model, kwargs, opts, progress=False):
+    if _jit_refused(model, kwargs, opts, "nuts"):
+        opts = {**opts, "jit": False}
+
     def kernel(model, init_strategy=init_to_uniform):
         return NUTS(model, target_accept_prob=opts["target_accept"],
                     max_tree_depth=opts["max_tree_depth"], full_mass=opts["dense_mass"],
@@ -152,6 +155,9 @@ def _nuts(model, kwargs, opts, progress=False):
 
 @runner("hmc")
 def _hmc(model, kwargs, opts, progress=False):
+    if _jit_refused(model, kwargs, opts, "hmc"):
+        opts = {**opts, "jit": False}
+
     def kernel(model, init_strategy=init_to_uniform):
         return HMC(model, step_size=opts["step_size"], num_steps=opts["num_steps"],
                    target_accept_prob=opts["target_accept"], full_mass=opts["dense_mass"],
@@ -1165,20 +1171,22 @@ def _jit_refused(model, kwargs: dict, opts: dict, method: str) -> bool:
     path through the model's Python, at the first step's draw, and such a bound takes
     branches by its values at each draw (whether its set is empty, so the density is 0;
     whether it narrows to the distribution's support, ``min(a, 1)`` here): compiled, the
-    ELBO at other draws is wrong (finite where the model has density 0, or the reverse,
-    or another number). The fit then runs uncompiled, the same fit as ``jit=false``, with
-    a warning that names the latent. A support that follows the latents with no declared
-    set (``z ~ Uniform(a, a + 1)``) maps by the same formula at every draw: compiled."""
+    ELBO (svi, map) or the potential (nuts, hmc) at other draws is wrong (finite where
+    the model has density 0, or the reverse, or another number). The fit then runs
+    uncompiled, the same fit as ``jit=false``, with a warning that names the latent. A
+    support that follows the latents with no declared set (``z ~ Uniform(a, a + 1)``)
+    maps by the same formula at every draw: compiled."""
     if not opts.get("jit"):
         return False
     names = _following_bounds(model, kwargs, declared=True)
     if not names:
         return False
+    what = "potential" if method in SAMPLERS else "ELBO"
     warnings.warn(
         f"{method}: jit=true is not used: the declared bound of the latent '{names[0]}' "
-        "follows the latents, and a JIT-compiled ELBO keeps the branches the bound took "
+        f"follows the latents, and a JIT-compiled {what} keeps the branches the bound took "
         "at its first draw (an empty set, density 0; a set narrowed to the "
-        "distribution's support), which are wrong at other draws; the ELBO runs "
+        f"distribution's support), which are wrong at other draws; the {what} runs "
         "uncompiled, the same fit as jit=false", stacklevel=2)
     return True
 
