@@ -347,10 +347,29 @@ class Restricted(TorchDistribution):
         self._refuse()
         x = self.base.sample(sample_shape)
         c = self._constraint
-        if self._empty is not None:  # no value to draw: a point of the bounds' span, at
-            # density 0, which a fit's initialisation rejects and draws again
+        if self._empty is not None:  # no value to draw where the set is empty: a point of
+            # the bounds' span there, at density 0, which a fit's initialisation rejects
+            # and draws again; the other elements drawn from their sets, as below
             lo, hi = support_ends(c)
-            return ((lo + hi) / 2 + torch.zeros_like(x)).detach()
+            mid = ((lo + hi) / 2 + torch.zeros_like(x)).detach()
+            if bool(self._empty.all()):
+                return mid
+            # the empty elements drawn from the base's whole support (then replaced)
+            s_lo, s_hi = support_ends(base_constraint(self._base_support))
+            s_lo = s_hi - 1 if s_lo is None else s_lo
+            s_hi = s_lo + 1 if s_hi is None else s_hi
+            like = {"dtype": x.dtype, "device": x.device}
+            lo, hi, s_lo, s_hi = (torch.as_tensor(b, **like).detach()
+                                  for b in (lo, hi, s_lo, s_hi))
+            c = constraints.interval(torch.where(self._empty, s_lo, lo),
+                                     torch.where(self._empty, s_hi, hi))
+            return torch.where(self._empty, mid, self._draw(x, sample_shape, c))
+        return self._draw(x, sample_shape, c)
+
+    def _draw(self, x, sample_shape, c):
+        """``x``, the base's draws, brought into the set ``c``: sorted for ordered vectors,
+        mapped for sets rejection cannot hit, else drawn again where outside (then by the
+        inverse CDF)."""
         if c is constraints.ordered_vector:
             return x.sort(dim=-1).values
         if isinstance(c, type(constraints.positive_ordered_vector)):
