@@ -463,3 +463,21 @@ def test_a_function_keeping_the_plate_dim_of_laid_out_data_is_still_refused():
     (diag,) = info.value.diagnostics
     assert "'x2' is laid out at the plates' dims, so softmax over its dims" in diag.message
     assert diag.notes[0].startswith("compute it before the plates")
+
+
+@pytest.mark.parametrize("sz", SIZES)
+def test_bare_data_of_both_plates_meeting_the_outer_row_is_the_elements_number(sz):
+    """x2: real[N, K] bare under plates n, k is x2[n, k]; meeting row x2[n] (K numbers)
+    it is that number against each entry: Stan's whole x2 (a matrix) could not pair with
+    the row, so there is one reading and no error (the plate oracle's seed 1246, w9 =
+    ((w2[0] * x2[n]) - x2) * x2, was refused by the one-plate rule at first)."""
+    N, K = sz["N"], sz["K"]
+    d = _data(**sz)
+    d["y9"] = np.random.default_rng(17).normal(size=(N, K, K))
+    got = _density("  plate n in N {\n    plate k in K {\n      y9 ~ Normal(x2[n] - x2, 1)\n"
+                   "    }\n  }", {"y9": ("N", "K", "K")}, d)
+    want = sum(_normal(d["y9"][n, k], d["x2"][n] - d["x2"][n, k], 1.0)
+               for n in range(N) for k in range(K))
+    assert got == pytest.approx(want, rel=1e-9)
+    import plate_oracle as po
+    assert po.compare(po.generate(1246), 1246)["status"] == "agree"

@@ -1510,6 +1510,7 @@ class _ModelChecker(LabelLayout):
             same = conflict is None and (owidth == width or whole) and \
                 len(other.shape) - owidth > len(mine.shape) - width
             if same and self._bare_data(node) and not self._bare_only(side) and \
+                    self._pairs_whole(node, other, owidth) and \
                     self._plate_conflict(mine, width, other, owidth):
                 # the bare name's plate dim would land on the other's own dim of its size
                 # (sum(A[j, :] * w) in plate j, A: real[N, N], w: real[N]): w[j] times the
@@ -1606,6 +1607,17 @@ class _ModelChecker(LabelLayout):
                         and sym.role not in ("index", "data"):
                     return True
         return False
+
+    def _pairs_whole(self, node: ast.Name, other: Ty, owidth: int) -> bool:
+        """Whether the whole value of the bare name ``node`` (as declared) fits the own dims
+        of ``other`` entry by entry, as Stan's whole value in the loop would pair with them
+        (``w: real[N]`` with ``A[j, :]``'s N). Data of more dims (``x2: real[N, K]`` under
+        plates n, k meeting row ``x2[n]``'s K) cannot: only ``x2[n, k]`` is meant."""
+        declared = tuple(self.symbols[node.id].ty.shape or ())
+        own = tuple(other.shape[owidth:])
+        return len(declared) <= len(own) and all(
+            sizes.compare(a, b) == sizes.Relation.EQUAL
+            for a, b in zip(reversed(declared), reversed(own), strict=False))
 
     def _bare_only(self, e) -> bool:
         """Whether ``e`` reads no index and only bare names of data (``xNN``, ``exp(xNN)``
@@ -2289,6 +2301,7 @@ class _ModelChecker(LabelLayout):
                          if widths[j] and len(o.shape) - widths[j] == rank), None)
             if widths[k] and units > 0 and side is not None and self._bare_data(node) \
                     and not self._bare_only(side[0]) \
+                    and self._pairs_whole(node, side[1], side[2]) \
                     and self._plate_conflict(t, widths[k], side[1]) is None \
                     and self._plate_conflict(t, widths[k], side[1], side[2]):
                 # pow(A[j, :], w) in plate j: w[j] per element, or Stan's whole w paired
