@@ -142,9 +142,6 @@ def test_empirical_draws_are_the_fits_dtype_and_its_samples(infer, dtype):
 
 # ---- 4. OneTwoMatching's literal logits of the wrong shape ----
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="needs the ppl/check/checker.py hunk of helper DI4's report "
-                   "(signatures.EVENT_MULTIPLES read by _event_sizes), then drop this mark")
 def test_one_two_matching_logits_written_of_the_wrong_shape_is_a_compile_error():
     # was found only when the model ran (rt.OneTwoMatching's words, at the statement)
     src = "model M(y: int[3]) { y ~ OneTwoMatching([[0.1, 0.5], [0.2, 0.0], [-1.0, 0.3]]) }"

@@ -3562,6 +3562,16 @@ class _ModelChecker(LabelLayout):
                      "per pair of nodes, V (V - 1) / 2 for V nodes (1, 3, 6, 10, ...)",
                      node.span)
             return False
+        multiple = signatures.EVENT_MULTIPLES.get(sig.name)
+        node, t = bound.get(multiple[0], (None, None)) if multiple else (None, None)
+        if t is not None and t.kind in TENSOR_KINDS and t.shape is not None \
+                and len(t.shape) >= 2 and sizes.compare(
+                    t.shape[multiple[1]], t.shape[multiple[2]] * multiple[3]) \
+                == sizes.Relation.DIFFERENT:
+            # as rt.OneTwoMatching says it of sizes from the data
+            self.err(f"{sig.name}: '{multiple[0]}' is {sizes.show(t.shape)}, not "
+                     f"{multiple[4]}", node.span)
+            return False
         for what, dims in signatures.EVENT_SIZES.get(sig.name, {}).items():
             seen = []
             for pname, at in dims:
