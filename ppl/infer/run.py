@@ -368,10 +368,10 @@ def _label_supports(model, kwargs: dict, trace) -> dict:
         fn, value = site["fn"], site["value"]
         try:
             inside = fn.support.check(value)
-        except Exception:  # noqa: BLE001 - a support that cannot be checked so
-            continue
-        inside = torch.broadcast_to(inside, torch.broadcast_shapes(inside.shape,
-                                                                   fn.batch_shape))
+            inside = torch.broadcast_to(inside, torch.broadcast_shapes(inside.shape,
+                                                                       fn.batch_shape))
+        except Exception:  # noqa: BLE001 - a support that cannot be checked so (a
+            continue  # factor's term, batch shape [..., 0]): checked at the draw
         if inside.dim() <= nesting or not any(
                 t.dim() > nesting and t.shape[:t.dim() - nesting].numel() > 1
                 for t in _constraint_tensors(fn.support)):
