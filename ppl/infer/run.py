@@ -288,7 +288,7 @@ def _divergences(mcmc: MCMC, public: bool | None = None) -> int:
     return sum(len(d.get("divergences", [])) for d in getattr(mcmc, "_diagnostics", []))
 
 
-def check_supports(model, kwargs: dict, trace) -> set[str]:
+def check_supports(model, kwargs: dict, trace, labelled: dict | None = None) -> set[str]:
     """Every observed value in a support that the data alone fix, or Pyro's error naming
     the site (``Error while computing log_prob at site 'y'``, located at its statement by
     ``ppl.locate``), before any method moves. SVI meets the error at its first step
@@ -302,19 +302,26 @@ def check_supports(model, kwargs: dict, trace) -> set[str]:
     ``y = 8`` is valid data that a draw ``th = 7.7`` would refuse. One validated log
     density of those sites is taken. A model with subsampled plates is traced once more
     over all its rows (random streams restored), so that no row escapes. Returns the
-    names of the observed sites checked."""
+    names of the observed sites checked; ``labelled``, where given, gets those of them
+    whose support follows the labels summed out and leaves out their data at some of the
+    labels' values (``k ~ Categorical(w); y ~ Uniform(0, b[k])`` at ``y = 0.7``, ``b =
+    [0.5, 2.0]``), each with where its data are inside at some value
+    (:func:`_label_supports`): their log density is -inf at those values in the fit
+    (:class:`_RejectOutside`), where a validated one would stop."""
     if _subsampled_plates(trace) is not None:
         from .rng import seeded
 
         with seeded(0), full_data(), torch.no_grad(), pyro.validation_enabled(True):
             trace = pyro.poutine.trace(model).get_trace(**kwargs)
     checked = _latent_free_observed(model, kwargs, trace)
-    labelled = _label_supports(model, kwargs, trace)
+    found = _label_supports(model, kwargs, trace)
+    if labelled is not None:
+        labelled.update((name, inside) for name, inside in found.items() if name in checked)
     try:
         with pyro.validation_enabled(True):
             trace.compute_log_prob(
-                site_filter=lambda name, site: name in checked and name not in labelled)
-        for name, inside in labelled.items():
+                site_filter=lambda name, site: name in checked and name not in found)
+        for name, inside in found.items():
             if name in checked and not bool(inside.all()):
                 _outside_every_label(trace, name, inside)
     finally:
@@ -322,14 +329,6 @@ def check_supports(model, kwargs: dict, trace) -> set[str]:
             site.pop("log_prob", None)
             site.pop("unscaled_log_prob", None)
     return checked
-
-
-def labelled_supports(model, kwargs: dict, trace, checked) -> list[str]:
-    """The observed sites of ``trace`` whose support follows the labels summed out and
-    leaves out the data at some of their values (``k ~ Categorical(w); y ~ Uniform(0,
-    b[k])`` at ``y = 0.7``, ``b = [0.5, 2.0]``): their log density is -inf at those
-    values in the fit (:class:`_RejectOutside`), where a validated one would stop."""
-    return [name for name in _label_supports(model, kwargs, trace) if name in checked]
 
 
 def _label_supports(model, kwargs: dict, trace) -> dict:
@@ -534,10 +533,10 @@ def _mcmc(make_kernel, model, kwargs, opts, progress, method: str) -> Fit:
     Exponential(0.1)``, ``y ~ Uniform(0, th)``, ``y = 8``: ``th`` in (e^-2, e^2)), and the
     chain then starts from draws from the prior instead (:func:`_run_chain`)."""
     tr = _prior_trace(model, kwargs, opts["seed"])
-    checked = check_supports(model, kwargs, tr)
-    labelled = labelled_supports(model, kwargs, tr, checked)
+    labelled: dict = {}
+    checked = check_supports(model, kwargs, tr, labelled)
     if labelled:  # data outside the support at some labels: density 0 there
-        model = _RejectOutside(labelled)(model)
+        model = _RejectOutside(list(labelled))(model)
     bound = [name for name, site in tr.nodes.items() if site["type"] == "sample"
              and site["is_observed"] and name not in checked]
     reject = bound and method == "nuts"
@@ -939,10 +938,10 @@ def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
     if _jit_refused(model, kwargs, opts, method):
         opts = {**opts, "jit": False}
     trace = _prior_trace(model, kwargs, opts["seed"])
-    checked = check_supports(model, kwargs, trace)
-    labelled = labelled_supports(model, kwargs, trace, checked)
+    labelled: dict = {}
+    checked = check_supports(model, kwargs, trace, labelled)
     if labelled:  # data outside the support at some labels: density 0 there
-        model = _RejectOutside(labelled)(model)
+        model = _RejectOutside(list(labelled))(model)
     follows = {name: _bound_by_param(site)  # supports that follow latents (or params)
                for name, site in trace.nodes.items()
                if site["type"] == "sample" and site["is_observed"] and name not in checked}
