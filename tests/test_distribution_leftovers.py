@@ -108,16 +108,43 @@ def test_independent_hmm_latent_and_its_draws():
     # the chains' transitions without a time dim: [2, 1, 1] is read as 2 time steps
     ("GaussianHMM(MultivariateNormal([[0.0], [0.0]], [[1.0]]), [[[0.7]], [[0.5]]], "
      "MultivariateNormal([[0.0], [0.0]], [[0.5]]), [[[1.0]], [[1.0]]], "
-     "MultivariateNormal([[0.0], [0.0]], [[0.2]]))", 34,
-     "IndependentHMM: the value has 3 time steps but its chains' parameters have 2"),
+     "MultivariateNormal([[0.0], [0.0]], [[0.2]]))", 53,
+     "IndependentHMM: the base's 'transition_matrix' is [2, 1, 1]: Pyro reads its leading "
+     "2 as 2 time steps shared by the chains, not as the 2 chains; write [2, 1, 1, 1] for "
+     "one homogeneous chain each, or [1, 2, 1, 1] for steps that change with time"),
+    # a time-varying chain of 3 steps shared by 2 chains: the value's 3 rows are not 2
+    ("DiscreteHMM(log([[0.6, 0.4], [0.5, 0.5]]), log([[[1, 1], [1, 1]], [[1, 1], [1, 1]], "
+     "[[1, 1], [1, 1]]]), MultivariateNormal([[[[0.3], [1.3]]], [[[0.0], [2.0]]]], "
+     "[[1.0]]))", 34,
+     "IndependentHMM: the value has 2 time steps but its chains' parameters have 3"),
 ])
 def test_independent_hmm_bases_that_do_not_fit_in_words(base, at, want):
     # were Pyro's bare AssertionError, and torch's "The right-most size of value must
     # match event_shape: torch.Size([2, 3, 1]) vs (2, 1)"
     src = f"model M(y: real[T, 2], T: int) {{ y ~ IndependentHMM({base}) }}"
+    y = Y[:2] if "have 3" in want else Y
     with pytest.raises(BdlError) as info:
-        ppl.compile(src).log_density({}, {"y": Y, "T": 3})
+        ppl.compile(src).log_density({}, {"y": y, "T": len(y)})
     assert want in str(info.value) and f":1:{at}:" in str(info.value)
+
+
+def test_independent_hmm_chains_transitions_read_as_time_refused_when_t_is_d():
+    # D = 2 chains of S = 2 states, T = 2 steps: transitions written [D, S, S] (one per
+    # chain) were read by Pyro as 2 time steps shared by both chains, silently: density
+    # -4.8373 against the chains' own -4.8072 (with [D, 1, S, S])
+    trans = "log([[[0.9, 0.1], [0.2, 0.8]], [[0.7, 0.3], [0.4, 0.6]]])"
+    per_chain = "log([[[[0.9, 0.1], [0.2, 0.8]]], [[[0.7, 0.3], [0.4, 0.6]]]])"
+    obs = "MultivariateNormal([[[[0.3], [1.3]]], [[[0.0], [2.0]]]], [[1.0]])"
+    src = ("model M(y: real[T, 2], T: int) {{ y ~ IndependentHMM(DiscreteHMM("
+           "log([[0.6, 0.4], [0.5, 0.5]]), {t}, {o})) }}")
+    good = src.format(t=per_chain, o=obs)
+    want = _chains(Y[:2])
+    assert _ld(good, {}, {"y": Y[:2], "T": 2}) == pytest.approx(want, abs=1e-10)
+    with pytest.raises(BdlError) as info:
+        ppl.compile(src.format(t=trans, o=obs)).log_density({}, {"y": Y[:2], "T": 2})
+    msg = str(info.value)
+    assert "'transition_logits' is [2, 2, 2]: Pyro reads its leading 2 as 2 time steps" in msg
+    assert "write [2, 1, 2, 2] for one homogeneous chain each" in msg and ":1:53:" in msg
 
 
 

@@ -89,8 +89,13 @@ def DiscreteHMM(initial_logits, transition_logits, observation_dist,  # noqa: N8
             f"DiscreteHMM: 'observation_dist' has batch shape {_shown(batch)} but "
             f"'initial_logits' has {s} states: its last batch dim must be one per state "
             f"({s})", "observation_dist")
-    return _DiscreteHMM(initial_logits, transition_logits, observation_dist,
-                        validate_args=validate_args, duration=duration)
+    out = _DiscreteHMM(initial_logits, transition_logits, observation_dist,
+                       validate_args=validate_args, duration=duration)
+    out._bare_time = _bare_time((("transition_logits", transition_logits.shape[:-2],
+                                  transition_logits.shape),
+                                 ("observation_dist", observation_dist.batch_shape[:-1],
+                                  observation_dist.batch_shape)))
+    return out
 
 
 def GaussianHMM(initial_dist, transition_matrix, transition_dist,  # noqa: N802
@@ -119,8 +124,25 @@ def GaussianHMM(initial_dist, transition_matrix, transition_dist,  # noqa: N802
                 f"GaussianHMM: '{arg}' {verb} {_shown(got)} but 'observation_matrix' "
                 f"{_shown((h, o))} has {h} hidden and {o} observed coordinates: it must be "
                 f"{_shown(want)}", arg)
-    return _GaussianHMM(initial_dist, transition_matrix, transition_dist, observation_matrix,
-                        observation_dist, validate_args=validate_args, duration=duration)
+    out = _GaussianHMM(initial_dist, transition_matrix, transition_dist, observation_matrix,
+                       observation_dist, validate_args=validate_args, duration=duration)
+    out._bare_time = _bare_time((
+        ("transition_matrix", transition_matrix.shape[:-2], transition_matrix.shape),
+        ("transition_dist", transition_dist.batch_shape, transition_dist.batch_shape),
+        ("observation_matrix", observation_matrix.shape[:-2], observation_matrix.shape),
+        ("observation_dist", observation_dist.batch_shape, observation_dist.batch_shape)))
+    return out
+
+
+def _bare_time(args) -> tuple | None:
+    """The first argument whose dims left of its own (a transition's S x S, an
+    observation's states) are its time dim alone, of length above 1: ``(name, time
+    length, shape)``. Pyro reads that dim as time, never as a batch of chains, so under
+    ``IndependentHMM`` a ``[D, S, S]`` meant as one chain each is read as D time steps."""
+    for name, time, shape in args:
+        if len(time) == 1 and time[0] > 1:
+            return name, int(time[0]), tuple(shape)
+    return None
 
 
 class LinearHMM(dist.LinearHMM):
@@ -181,4 +203,13 @@ def IndependentHMM(base_dist):  # noqa: N802
             "draw [T, 1], one coordinate as a vector (an observation distribution whose "
             f"event is [1], a MultivariateNormal of 1 coordinate; {name}'s "
             "observation_dist of numbers draws [T])", "base_dist")
+    bare = getattr(base_dist, "_bare_time", None)
+    if bare is not None and bare[1] == base_dist.batch_shape[-1]:
+        arg, d, shape = bare
+        raise ArgumentError(
+            f"IndependentHMM: the base's '{arg}' is {_shown(shape)}: Pyro reads its "
+            f"leading {d} as {d} time steps shared by the chains, not as the {d} chains; "
+            f"write {_shown((d, 1) + shape[1:])} for one homogeneous chain each, or "
+            f"{_shown((1,) + shape)} for steps that change with time, shared by the chains",
+            "base_dist")
     return _IndependentHMM(base_dist)
