@@ -83,9 +83,9 @@ def test_missing_file_is_a_user_error(tmp_path):
     assert r.stderr.strip() == f"bdl: error: {tmp_path / 'nope.bdl'}: no such file"
 
 
-def test_compile_then_run_the_emitted_file(linreg, tmp_path, bdl_here):
+def test_compile_then_run_the_emitted_file(linreg, tmp_path, bdl_here, monkeypatch):
     out = tmp_path / "linreg.py"
-    r = bdl("compile", linreg, "-o", out)
+    r = bdl_here("compile", linreg, "-o", out)  # (bdl in a process of its own: test_run_writes_...)
     assert r.returncode == 0, r.stderr
     # the generated module runs on its own with ppl installed
     run = subprocess.run([sys.executable, str(out), str(tmp_path / "linreg.data.json")],
@@ -99,7 +99,8 @@ def test_compile_then_run_the_emitted_file(linreg, tmp_path, bdl_here):
     assert again.returncode == 1 and "use --force" in again.stderr
     assert bdl_here("compile", linreg, "-o", out, "--force").returncode == 0
     # "-o -" is standard output, not a file named "-"
-    dash = bdl("compile", linreg, "-o", "-", cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    dash = bdl_here("compile", linreg, "-o", "-")
     assert dash.returncode == 0 and dash.stdout == out.read_text()
     assert not (tmp_path / "-").exists()
 
@@ -121,7 +122,7 @@ def test_run_writes_outputs_and_predict_uses_them(linreg, tmp_path, bdl_here):
     # an existing, non-empty run folder is not overwritten
     again = bdl_here("run", linreg, "--out", out, "-q")
     assert again.returncode == 1 and "--force" in again.stderr
-    pred = bdl("predict", linreg, "--posterior", out, "--data", tmp_path / "new.json")
+    pred = bdl_here("predict", linreg, "--posterior", out, "--data", tmp_path / "new.json")
     assert pred.returncode == 0, pred.stderr
     with np.load(out / "samples.npz") as z:
         mean_at_4 = (z["alpha"] + 4 * z["beta"]).reshape(-1)

@@ -275,7 +275,7 @@ def test_standalone_module_command_line(tmp_path, monkeypatch, capsys):
         assert "Traceback" not in r.stderr
 
 
-def test_standalone_module_prints_what_bdl_run_prints(tmp_path):
+def test_standalone_module_prints_what_bdl_run_prints(tmp_path, monkeypatch, capsys):
     """The module run on its own goes through the same fit as `ppl.compile`: missing
     optional data are drawn after the fit (not fitted as latents), a construct's method
     (sghmc) resolves, and the summary, final ELBO and point estimates equal the API's."""
@@ -291,8 +291,7 @@ def test_standalone_module_prints_what_bdl_run_prints(tmp_path):
     gen = tmp_path / "r.py"
     gen.write_text(m.source)
     (tmp_path / "d.json").write_text(json.dumps(data))
-    r = subprocess.run([sys.executable, str(gen), "d.json", "--quiet"], capture_output=True,
-                       text=True, cwd=tmp_path, timeout=300)
+    r = _run_script_here(gen, "d.json", "--quiet", monkeypatch=monkeypatch, capsys=capsys)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == fit_report(fit).strip()
     assert "final ELBO" in r.stdout and "a = " in r.stdout and "y_new[3]" in r.stdout

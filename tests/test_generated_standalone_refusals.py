@@ -14,7 +14,8 @@ from ppl.cli import main as bdl_main
 from ppl.runtime.main import main as module_main
 
 VECTOR_LABEL = ("model M(y: real[N]) {\n  w ~ Dirichlet(ones(2))\n  z: int[N] ~ Categorical(w)\n"
-                "  y ~ Normal(z * 1.0, 1)\n}\ninfer svi(steps=2)\n")
+                "  y ~ Normal(z * 1.0, 1)\n}\ninfer svi(steps=2, samples=20)\n")
+# (samples=20: a fit of it runs the model once per draw; 1000, svi's default, took 7 s)
 PLAIN = "model M(y: real[N]) {\n  mu ~ Normal(0, 1)\n  y ~ Normal(mu, 1)\n}\ninfer svi(steps=2)\n"
 SKIPPED = ("the checks bdl run makes before a fit (a method that the model cannot be fitted "
            "by, a statement that no fit can run, data naming a latent) are not made")
