@@ -148,6 +148,38 @@ def test_independent_hmm_chains_transitions_read_as_time_refused_when_t_is_d():
 
 
 
+def test_homogeneous_hmm_latent_outside_plates_takes_its_declared_length():
+    # was "DiscreteHMM is drawn here ... give duration=T" outside plates (in a plate the
+    # declared length already reached it): a homogeneous chain has no length of its own
+    src = ("model M(T: int) {\n  z: real[T] ~ DiscreteHMM(log([0.5, 0.5]), "
+           "log([[0.9, 0.1], [0.2, 0.8]]), Normal([0.0, 3.0], 1.0))\n}")
+    m = ppl.compile(src)
+    z = [0.1, 0.2, 3.0, 2.5]
+    want = _hmm_paths(z, [0.5, 0.5], [[0.9, 0.1], [0.2, 0.8]],
+                      lambda v, s: st.norm.logpdf(v, [0.0, 3.0][s], 1.0))
+    assert float(m.log_density({"z": z}, {"T": 4})) == pytest.approx(want, abs=1e-5)
+    n = 400
+    draws = np.asarray(m.sample_prior({"T": 4}, num_samples=n, seed=1)["z"])
+    assert draws.shape == (n, 4)
+    p = np.array([0.5, 0.5])
+    for t in range(4):  # the chain starts one step before t = 0
+        p = p @ np.array([[0.9, 0.1], [0.2, 0.8]])
+        mean = p @ np.array([0.0, 3.0])
+        assert abs(draws[:, t].mean() - mean) < 4 * draws[:, t].std() / math.sqrt(n)
+
+
+def test_a_time_varying_chain_of_other_steps_than_the_value_says_both():
+    # was torch's "event shape (3,) does not match (2,)" in a plate (and under the declared
+    # type outside plates), here the chain's own words
+    src = ("model M(y: real[T], T: int) {\n  y ~ DiscreteHMM(log([0.5, 0.5]), log([[[0.9, "
+           "0.1], [0.2, 0.8]], [[0.9, 0.1], [0.2, 0.8]], [[0.9, 0.1], [0.2, 0.8]]]), "
+           "Normal([0.0, 3.0], 1.0))\n}")
+    with pytest.raises(BdlError) as info:
+        ppl.compile(src).log_density({}, {"y": [0.1, 0.2], "T": 2})
+    assert "<string>:2:3: error: DiscreteHMM: the value has 2 time steps but its " \
+        "parameters have 3" in str(info.value)
+
+
 # ---- 2. Empirical draws in the fit's dtype ----
 
 @pytest.mark.parametrize("infer", ["svi(steps=3, samples=20)",

@@ -182,7 +182,7 @@ def _dims(dims) -> str:
 def _dist(op: ir.SampleOp) -> str:
     d = expr(op.dist, 9)
     if op.event:
-        if op.in_plate or op.event_rank is None:
+        if op.in_plate or op.event_rank is None or _timed(op.dist):
             d = f"rt.event({d}, {_dims(op.event)})"
         else:
             batch = op.event[: len(op.event) - op.event_rank]
@@ -191,6 +191,14 @@ def _dist(op: ir.SampleOp) -> str:
     if op.constraint is not None:
         d = f"rt.{'transformed' if op.into else 'Restricted'}({d}, {expr(op.constraint)})"
     return f"rt.LabelFree({d})" if op.label_free else d
+
+
+def _timed(d) -> bool:
+    """``d`` is a hidden Markov model (``signatures.TIMED``): ``rt.event`` gives a
+    homogeneous chain the declared length."""
+    from ppl.check.signatures import TIMED
+
+    return isinstance(d, ir.Call) and d.target.rsplit(".", 1)[-1] in TIMED
 
 
 def _sampler(op: ir.SampleOp, guide: bool) -> str:

@@ -130,6 +130,12 @@ SIZE_CHECKED = frozenset({"GaussianScaleMixture", "MixtureOfDiagNormals",
                           "MultivariateNormal",
                           "DiscreteHMM", "GaussianHMM", "IndependentHMM"})  # runtime/hmm.py
 
+# Hidden Markov models, whose length a homogeneous chain takes from its value: a site of
+# one with a declared length goes through ``rt.event`` (``ppl.runtime.hmm.with_duration``)
+# in or out of plates, so a latent ``z: real[T] ~ DiscreteHMM(...)`` needs no duration=T.
+TIMED = frozenset({"DiscreteHMM", "GammaGaussianHMM", "GaussianHMM", "IndependentHMM",
+                   "LinearHMM"})
+
 # Runtime classes generated code reaches through their module (ppl/runtime/__init__.py
 # does not name them): IndependentHMM, which draws through its base's ``sample``.
 RUNTIME_PATHS = {"IndependentHMM": "rt.hmm.IndependentHMM"}

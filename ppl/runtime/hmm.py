@@ -161,6 +161,23 @@ def _timed(event) -> str:
     return "[" + ", ".join(["T"] + [str(n) for n in event[1:]]) + "]"
 
 
+def steps_fit(d, steps: int) -> None:
+    """Raise where the HMM ``d`` (or an ``IndependentHMM``) has parameters of a fixed
+    number of time steps other than the value's ``steps``, in words: torch's was "event
+    shape (3, 2) does not match (2, 2)"."""
+    chains, t = isinstance(d, dist.IndependentHMM), d.duration
+    if t is None or t == steps:
+        return
+    whose = "its chains' parameters" if chains else "its parameters"
+    fix = ("the D chains' parameters of a homogeneous chain need a time dim of 1 there, "
+           "transition [D, 1, S, S]" if chains else "a chain whose steps do not change "
+           "with time has no time dim: transition [S, S]")
+    raise ValueError(
+        f"{type(d).__name__}: the value has {steps} time steps but {whose} have {t} "
+        "(Pyro reads the dim left of a transition matrix, and the last batch dim of an "
+        f"observation distribution before its states, as time: {fix})")
+
+
 class _IndependentHMM(dist.IndependentHMM):
     """Draws through the base's ``sample`` (a ``DiscreteHMM`` has no ``rsample``), and a
     value whose length is not the chains' says so."""
@@ -171,14 +188,8 @@ class _IndependentHMM(dist.IndependentHMM):
         return base.squeeze(-1).transpose(-1, -2)
 
     def log_prob(self, value):
-        t = self.base_dist.duration
-        if t is not None and value.dim() >= 2 and value.shape[-2] != t:
-            raise ValueError(
-                f"IndependentHMM: the value has {value.shape[-2]} time steps but its chains' "
-                f"parameters have {t} (Pyro reads the dim left of a transition matrix, and "
-                "the last batch dim of an observation distribution before its states, as "
-                "time: the D chains' parameters of a homogeneous chain need a time dim of "
-                "1 there, transition [D, 1, S, S])")
+        if value.dim() >= 2:
+            steps_fit(self, value.shape[-2])
         return super().log_prob(value)
 
 

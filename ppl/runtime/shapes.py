@@ -23,10 +23,12 @@ def event(d, shape) -> TorchDistribution:
     """
     shape = torch.Size(int(s) for s in shape)
     ev = len(d.event_shape)
-    if ev and getattr(d, "duration", 0) is None:  # a homogeneous HMM: the value's length
-        from .hmm import with_duration
+    if ev and hasattr(d, "duration"):  # Pyro's HMMs, IndependentHMM among them
+        from .hmm import steps_fit, with_duration
 
+        # a homogeneous HMM takes the value's length; a time-varying one must have it
         d = with_duration(d, shape[len(shape) - ev])
+        steps_fit(d, shape[len(shape) - ev])
     extra = shape[: len(shape) - ev]
     if tuple(shape[len(shape) - ev:]) != tuple(d.event_shape):
         raise ValueError(f"event shape {tuple(d.event_shape)} does not match {tuple(shape)}")
