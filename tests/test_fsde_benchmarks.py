@@ -105,9 +105,12 @@ def test_kalman_loglik_of_several_series_is_the_sum_of_single_filters(bench):
 
 def test_mle_profile_is_the_maximum_over_the_other_parameters(bench):
     """mle_hurst's profile log-likelihood at each H is the maximum of the Kalman
-    likelihood over (theta, mu, sigma): Nelder-Mead from several starts, run separately
-    for each H, does not beat it (by more than 1e-3 nats); and the profile is that
-    likelihood at some parameters, so it cannot exceed the best found by more either."""
+    likelihood over (theta, mu, sigma): Nelder-Mead from two starts away from the
+    profile's own (zero), run separately for each H, does not beat it (by more than
+    1e-3 nats); and the profile is that
+    likelihood at some parameters, so it cannot exceed the best found by more either.
+    (Three starts to xatol 1e-6 / fatol 1e-8 all ended within 1e-6 nats of the profile;
+    fatol 1e-6 is still a thousandth of the 1e-3 bound.)"""
     from scipy.optimize import minimize
 
     fh = bench("fsde_hurst")
@@ -126,8 +129,8 @@ def test_mle_profile_is_the_maximum_over_the_other_parameters(bench):
             sp = torch.nn.functional.softplus
             return -float(fh.kalman_loglik(tt, yt, w, g, sp(th + 1.0), mu, sp(sg + 0.5))[0])
         best = min(minimize(nll, x0, method="Nelder-Mead",
-                            options={"xatol": 1e-6, "fatol": 1e-8, "maxiter": 4000}).fun
-                   for x0 in ([0.0, 0.0, 0.0], [2.0, 0.5, -1.0], [-1.0, -0.5, 1.0]))
+                            options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 4000}).fun
+                   for x0 in ([2.0, 0.5, -1.0], [-1.0, -0.5, 1.0]))
         assert p >= -best - 1e-3 and p <= -best + 1e-3, (H, p, -best)
 
 
