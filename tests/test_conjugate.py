@@ -51,6 +51,9 @@ MIN_ESS = 100
 # stays well above MIN_ESS on these one- and two-parameter posteriors
 NUTS = dict(infer="nuts", samples=500, warmup=300, chains=1, seed=1)
 SVI = dict(infer="svi", steps=1500, lr=0.05, lr_decay=0.02, samples=2000, seed=1)
+# the one-parameter posteriors settle in 800 steps: at seeds 1-4 their worst error was
+# under half of the tolerances below (mean and sd, Monte Carlo term plus allowance)
+SVI_STEPS = {"normal_normal": 800, "beta_binomial": 800, "gamma_poisson": 800}
 SVI_MEAN_ALLOWANCE = 0.15   # optimiser noise, in posterior sds
 SVI_SD_ALLOWANCE = 0.05     # optimiser noise, relative
 
@@ -233,7 +236,7 @@ def test_nuts_matches_exact_posterior(case):
 def test_svi_matches_best_meanfield_normal(case):
     src, make = CASES[case]
     data, exact, best = make()
-    fit = ppl.compile(src).fit(data, **SVI)
+    fit = ppl.compile(src).fit(data, **{**SVI, "steps": SVI_STEPS.get(case, SVI["steps"])})
     check_svi(fit, best)
     if case == "linear_regression":
         # mean-field on correlated coefficients: sds well below the exact ones, so the
