@@ -44,6 +44,11 @@ def test_construct_fit_lives_on_the_device(name, device, tmp_path, monkeypatch):
     path = _example(name)
     m = ppl.load(path)
     data = json.loads(path.with_name(f"{name}.data.json").read_text())
+    if name == "np_gp":
+        # the targets given: left out, the fit draws 1000 posterior-predictive runs of the
+        # network (90% of this test's time); its 1000 predictive draws of yt are still
+        # kept, and checked below, on the device
+        data["yt"] = [[0.0]] * len(data["xt"])
     fit = m.fit(data, device=device, seed=0, **CONSTRUCT_EXAMPLES[name])
 
     wrong = [(k, str(v.device)) for k, v in fit.samples.items()

@@ -36,7 +36,7 @@ def test_empty_hidden_is_one_linear_layer():
 
 def test_map_of_a_linear_network_is_least_squares():
     """y = 1.75 x0 + 2/3 x1 + 0.25 is the least-squares fit of the 4 points."""
-    fit = ppl.compile(SRC.format(prior="")).fit(DATA, infer="map", steps=2000, lr=0.05,
+    fit = ppl.compile(SRC.format(prior="")).fit(DATA, infer="map", steps=500, lr=0.05,
                                                 seed=0)
     w, b = fit.params["f$$$net.0.weight"], fit.params["f$$$net.0.bias"]
     got = torch.cat([w[0], b]).double()
@@ -52,7 +52,7 @@ def test_gaussian_prior_on_a_linear_network_is_ridge():
     m = ppl.compile(SRC.format(prior="f ~ gaussian_prior(2.0)"))
     prior = m.sample_prior(DATA, num_samples=3, seed=0)
     assert prior["f.W0"].shape == (3, 1, 2) and prior["f.b0"].shape == (3, 1)
-    fit = m.fit(DATA, infer="map", steps=2000, lr=0.05, seed=0)
+    fit = m.fit(DATA, infer="map", steps=500, lr=0.05, seed=0)
     a = torch.cat([X / 2 ** 0.5, torch.ones(4, 1, dtype=torch.float64)], 1)
     ridge = torch.linalg.solve(a.T @ a + torch.eye(3, dtype=torch.float64) / 4, a.T @ Y)
     got = torch.cat([fit.samples["f.W0"].reshape(-1), fit.samples["f.b0"].reshape(-1)])

@@ -44,9 +44,13 @@ def test_toy1d_data_has_the_gap_and_the_gp_noise():
 
 def test_toy1d_tiny_run_tables_plots_and_w1(tmp_path):
     bench = _bench("toy1d")
+    # half the tiny SGHMC (150 steps a chain, 10 kept): the sampler only has to run for
+    # the table's columns and the posterior plot; W1 and matching keep the tiny budget.
+    # One curve point fewer than the --match-only test (which covers the points between)
+    bench.SIZES["tiny"] = dict(bench.SIZES["tiny"], warmup=100, thin=5)
     out = tmp_path / "r.json"
     rows = bench.main(["--size", "tiny", "--priors", "fg,gpig", "--w1-steps", "100",
-                       "--curve-points", "2",
+                       "--curve-points", "1",
                        "--out", str(tmp_path / "figs"), "--json", str(out)])
     assert json.loads(out.read_text()) == rows
     for name in ("fg", "gpig"):
@@ -101,7 +105,9 @@ def test_benchmarks_refuse_cuda_without_cuda():
 def test_prior_fit_speed_tiny_run(tmp_path):
     bench = _bench("prior_fit_speed")
     out = tmp_path / "s.json"
-    rows = bench.main(["--steps", "3", "--hidden", "8", "--warm-steps", "5", "--eval-sets",
+    # two outer steps: the fewest that run the warm critic's later steps (a reference
+    # step costs 200 critic steps)
+    rows = bench.main(["--steps", "2", "--hidden", "8", "--warm-steps", "5", "--eval-sets",
                        "2", "--w1-steps", "20", "--json", str(out)])
     assert json.loads(out.read_text()) == rows
     assert set(rows) == {"fg", "reference", "warm"}
