@@ -961,15 +961,16 @@ def test_held_out_site_with_a_value_is_unobserved_in_the_closed_form():
 def test_optimal_sample_prior_ignores_the_data_and_predict_follows_them():
     """control=optimal conditions the path on the data in closed form; sample_prior (the
     observed sites simulated) must not: with y = +10 or -10 at every observed time the
-    prior draws of z agree (200 draws each, path sd <= 1.2: the mean gap within 0.6, about
-    4 se) and stay near the prior (|mean| < 1). fit.predict with other data follows those
+    prior draws of z agree (100 draws each, path sd <= 1.2: the mean gap's se is
+    1.2 sqrt(2 / 100) = 0.17, the bound 0.7 about 4 se) and stay near the prior
+    (|mean| < 1). fit.predict with other data follows those
     data (the control is the optimum for the data given: documented)."""
     m = ppl.compile(_LINEAR_SRC.replace("CONTROL", "optimal"))
     idx = torch.tensor([0, 2, 3, 5])
-    up = m.sample_prior(_linear_data(y=torch.full((4,), 10.0)), num_samples=200, seed=0)
-    down = m.sample_prior(_linear_data(y=torch.full((4,), -10.0)), num_samples=200, seed=1)
+    up = m.sample_prior(_linear_data(y=torch.full((4,), 10.0)), num_samples=100, seed=0)
+    down = m.sample_prior(_linear_data(y=torch.full((4,), -10.0)), num_samples=100, seed=1)
     zu, zd = up["z"][:, idx, 0].mean(0), down["z"][:, idx, 0].mean(0)
-    assert (zu - zd).abs().max() < 0.6 and zu.abs().max() < 1.0 and zd.abs().max() < 1.0
+    assert (zu - zd).abs().max() < 0.7 and zu.abs().max() < 1.0 and zd.abs().max() < 1.0
     assert up["y"].abs().mean() < 2.0                   # simulated, not the data (10)
     fit = m.fit(_linear_data(), infer="svi", steps=2, samples=1, seed=0)
     pred = fit.predict(_linear_data(y=torch.full((4,), 10.0)), num_samples=20, seed=0)
