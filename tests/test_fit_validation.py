@@ -128,12 +128,13 @@ def test_nuts_rejects_proposals_outside_a_support_set_by_a_latent():
 
     src = "model P(y: real[N]) {\n  s ~ Uniform(0, 5)\n  y ~ Pareto(s, 3)\n}\n"
     m = ppl.compile(src, filename="m.bdl")
-    f = m.fit({"y": [1.2, 2.0, 4.0]}, infer="nuts", samples=300, warmup=300, chains=2,
+    # one chain: the bound is 4 s.e. at the run's own ESS (the old bias was 34 sd)
+    f = m.fit({"y": [1.2, 2.0, 4.0]}, infer="nuts", samples=300, warmup=150, chains=1,
               seed=0)
     draws = f.samples["s"]
-    assert draws.shape == (600,)
+    assert draws.shape == (300,)
     assert float(draws.max()) <= 1.2
-    ess = float(effective_sample_size(draws.reshape(2, 300)))
+    ess = float(effective_sample_size(draws.reshape(1, 300)))
     se = 1.2 * math.sqrt(10 / 12 - (10 / 11) ** 2) / math.sqrt(ess)
     assert ess > 20
     assert abs(float(draws.mean()) - 1.2 * 10 / 11) < 4 * se

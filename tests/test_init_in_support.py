@@ -21,11 +21,13 @@ def test_a_latent_bound_beyond_pyros_uniform_init_fits_its_exact_posterior():
     sd = math.sqrt(quad(lambda t: t * math.exp(-0.1 * t), 8, math.inf)[0] / z - mean ** 2)
     assert mean == pytest.approx(14.4666, abs=1e-4)  # 10 e^-0.8 / E1(0.8)
     m = ppl.compile(SRC.replace("RATE", "0.1"), filename="m.bdl")
-    f = m.fit({"y": 8.0}, infer="nuts", samples=400, warmup=200, chains=2, seed=1)
+    # one chain (chains run one after another, each started alike): 4 s.e. at its ESS
+    # (74 to 106 at seeds 1-3; 37 at 400 draws)
+    f = m.fit({"y": 8.0}, infer="nuts", samples=700, warmup=150, chains=1, seed=1)
     draws = f.samples["th"]
-    assert draws.shape == (800,)
+    assert draws.shape == (700,)
     assert float(draws.min()) >= 8.0
-    ess = float(effective_sample_size(draws.reshape(2, 400)))
+    ess = float(effective_sample_size(draws.reshape(1, 700)))
     assert ess > 40
     assert abs(float(draws.mean()) - mean) < 4 * sd / math.sqrt(ess)
 
