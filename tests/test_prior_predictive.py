@@ -114,16 +114,18 @@ model Loc(y: real[N], y_new: real[N]?) {
     y_new ~ Normal(theta, 0.1)
   }
 }
-infer svi(steps=2000, lr=0.05, lr_decay=0.02, samples=200, guide=GUIDE)
+infer svi(steps=600, lr=0.2, lr_decay=0.05, samples=200, guide=GUIDE)
 """.replace("GUIDE", guide))
     y = [k / 4 for k in range(20)]
     fit = m.fit({"y": y}, seed=0)
     assert fit.samples["theta"].shape == (200, 20) and fit.samples["y_new"].shape == (200, 20)
-    # theta_i's posterior: mean within 0.01 of y_i (shrinkage 0.01 / 1.01), sd 0.1
+    # theta_i's posterior: mean within 0.01 of y_i (shrinkage 0.01 / 1.01), sd 0.1; over
+    # seeds 0-2 and the three guides the fitted means were within 0.074 of y
     err = (fit.samples["theta"].mean(0) - torch.tensor(y)).abs().max()
     assert float(err) < 0.3
     # mu's exact posterior, theta summed out: y_i ~ N(mu, 1.01), prior N(0, 25), so
     # precision 1/25 + 20/1.01 and mean (47.5/1.01)/precision = 2.370, sd 0.224; a
     # Gaussian model's mean-field optimum has the exact mean; 0.2 allows the minibatch
-    # noise left after the decayed steps and the draws' mean (0.016)
+    # noise left after the decayed steps and the draws' mean (0.016): over seeds 0-2 and
+    # the three guides (600 steps, lr 0.2 decayed to 0.01) within 0.114
     assert abs(float(fit.samples["mu"].mean()) - 2.370) < 0.2
