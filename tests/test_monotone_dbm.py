@@ -769,7 +769,8 @@ def test_benchmark_resume_equals_one_run(tmp_path, bench):
 
     torch.set_default_dtype(torch.float32)
     mdbm = bench("mdbm_digits")
-    base = ["--train", "48", "--test", "16", "--batch", "16", "--hidden", "8",
+    # two batches an epoch, so a resumed epoch has more than one step to replay
+    base = ["--train", "32", "--test", "16", "--batch", "16", "--hidden", "8",
             "--fractions", "0.4", "--models", "monotone,baseline", "--no-solver-table",
             "--no-hidden-use"]
     one, two = tmp_path / "one", tmp_path / "two"
