@@ -143,7 +143,8 @@ def test_fou_example_fits_end_to_end():
     path = ROOT / "examples" / "fou.bdl"
     data = json.loads(path.with_suffix(".data.json").read_text())
     m = ppl.load(str(path))
-    fit = m.fit(data, infer="svi", steps=80, lr=0.02, samples=16, seed=0)
+    # 50 steps (was 80): at seeds 0-2 the RMS was 0.37-0.40, two thirds of the bound
+    fit = m.fit(data, infer="svi", steps=50, lr=0.02, samples=16, seed=0)
     H = pyro.param("z_hurst").item()
     assert 0.0 < H < 1.0 and H != 0.5
     z = fit.samples["z"]
