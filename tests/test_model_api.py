@@ -299,13 +299,15 @@ model Censored(x: real[T], c: real[K]) {
 
 
 @pytest.mark.parametrize("infer", ["map(steps=300, lr=0.05)",
-                                   "svi(steps=600, lr=0.05, particles=4)"])
+                                   "svi(steps=300, lr=0.1, lr_decay=0.05, particles=2)"])
 def test_a_vector_factor_outside_plates_is_summed_under_svi_and_map(infer):
     """factor(v) of a vector v outside plates adds sum(v), as Stan's target += does (svi
     and map failed with Pyro's 'invalid log_prob shape'; nuts summed already). With
     mu ~ Normal(0, 1) and the factor log N(y | mu, 1) summed over y, the posterior is
     Normal(sum(y) / (N + 1), 1 / sqrt(N + 1)): mean(y) * N / (N + 1) = 2.0 for y = 1..4,
-    the MAP and the autoguide's loc alike."""
+    the MAP and the autoguide's loc alike. 2000 draws of sd 0.447: 4 s.e. 0.04 of the
+    mean; over seeds 0-3 the svi fit's draws ended within 0.037 of 2.0 and 7.7 % of the
+    sd (bounds 0.05 and 15 %)."""
     m = ppl.compile("model M(y: real[N]) {\n  mu ~ Normal(0, 1)\n"
                     "  factor(log_prob(Normal(mu, 1), y))\n}\n")
     assert ".sum(-1))" in m.source
