@@ -166,7 +166,9 @@ def test_plate_guide_reaches_the_mean_field_optimum_of_a_gaussian_hierarchy():
 def test_guide_of_a_model_with_summed_out_labels():
     """A two-cluster mixture: the labels z are summed out (TraceEnum_ELBO) with the
     guide over the cluster means only, and drawn from their conditional after the fit;
-    well separated data put each mean near its cluster's average."""
+    well separated data put each mean near its cluster's average (seeds 0-3, 150 steps at
+    lr 0.1: within 0.135 of it, bound 0.3; every label drawn as its cluster's in all 200
+    draws)."""
     src = """
 model Mix(y: real[N]) {
   mu0 ~ Normal(-2, 1)
@@ -184,7 +186,8 @@ guide Mix {
 }
 """
     y = [-2.1, -1.5, -2.5, 2.2, 1.8, 2.5]
-    fit = ppl.compile(src).fit({"y": y}, infer="svi", steps=400, lr=0.05, seed=0)
+    fit = ppl.compile(src).fit({"y": y}, infer="svi", steps=150, lr=0.1, samples=200,
+                               seed=0)
     assert float(fit.params["a"]) == pytest.approx(-2.0, abs=0.3)
     assert float(fit.params["b"]) == pytest.approx(2.1, abs=0.3)
     z = fit.samples["z"].double().mean(0)
