@@ -180,6 +180,21 @@ def test_a_time_varying_chain_of_other_steps_than_the_value_says_both():
         "parameters have 3" in str(info.value)
 
 
+def test_a_homogeneous_gaussian_mrf_in_a_plate_is_the_sum_of_its_rows():
+    # was "event shape (1, 1) does not match (3, 1)": in a plate the value's declared [T, 1]
+    # met the MRF's homogeneous event; outside plates its density (checked against the
+    # path integral in test_distribution_catalogue2) read the value's length
+    mrf = ("GaussianMRF(MultivariateNormal([0.0], [[1.0]]), MultivariateNormal([0.0, 0.0], "
+           "[[1.0, 0.5], [0.5, 1.0]]), MultivariateNormal([0.0, 0.0], [[1.0, 0.3], "
+           "[0.3, 1.0]]))")
+    plated = f"model M(y: real[N, T, 1], N: int, T: int) {{ plate i in N {{ y ~ {mrf} }} }}"
+    one = f"model M(y: real[T, 1], T: int) {{ y ~ {mrf} }}"
+    y = [[[0.1], [0.5], [1.2]], [[0.0], [0.2], [0.3]]]
+    rows = [_ld(one, {}, {"y": row, "T": 3}) for row in y]
+    assert sum(rows) == pytest.approx(-6.2912629, abs=1e-6)
+    assert _ld(plated, {}, {"y": y, "N": 2, "T": 3}) == pytest.approx(sum(rows), abs=1e-9)
+
+
 # ---- 2. Empirical draws in the fit's dtype ----
 
 @pytest.mark.parametrize("infer", ["svi(steps=3, samples=20)",

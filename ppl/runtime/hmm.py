@@ -45,13 +45,13 @@ def with_duration(d, duration: int):
     length the model declares (``shapes.event`` in a plate, which reads the event whole:
     its "event shape (1,) does not match (4,)" asked for ``duration=T``); ``d`` itself
     otherwise. An ``IndependentHMM``'s base gets the length too."""
-    if getattr(d, "duration", 0) is not None or not d.event_shape \
-            or d.event_shape[0] != 1 or duration == 1:
+    homogeneous = isinstance(d, dist.GaussianMRF) or getattr(d, "duration", 0) is None
+    if not homogeneous or not d.event_shape or d.event_shape[0] != 1 or duration == 1:
         return d
     new = copy.copy(d)
     if isinstance(d, dist.IndependentHMM):
         new.base_dist = with_duration(d.base_dist, duration)
-    else:
+    elif not isinstance(d, dist.GaussianMRF):  # an MRF's density reads the value's length
         new._duration = int(duration)
     new._event_shape = torch.Size((int(duration),)) + d.event_shape[1:]
     return new
@@ -165,7 +165,7 @@ def steps_fit(d, steps: int) -> None:
     """Raise where the HMM ``d`` (or an ``IndependentHMM``) has parameters of a fixed
     number of time steps other than the value's ``steps``, in words: torch's was "event
     shape (3, 2) does not match (2, 2)"."""
-    chains, t = isinstance(d, dist.IndependentHMM), d.duration
+    chains, t = isinstance(d, dist.IndependentHMM), getattr(d, "duration", None)
     if t is None or t == steps:
         return
     whose = "its chains' parameters" if chains else "its parameters"

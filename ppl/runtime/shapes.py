@@ -5,7 +5,12 @@ from __future__ import annotations
 import math
 
 import torch
-from pyro.distributions import TorchDistribution, TransformedDistribution, constraints
+from pyro.distributions import (
+    GaussianMRF,
+    TorchDistribution,
+    TransformedDistribution,
+    constraints,
+)
 from pyro.distributions.transforms import CholeskyTransform
 from torch.distributions import biject_to
 from torch.distributions.transforms import ComposeTransform, Transform
@@ -23,7 +28,7 @@ def event(d, shape) -> TorchDistribution:
     """
     shape = torch.Size(int(s) for s in shape)
     ev = len(d.event_shape)
-    if ev and hasattr(d, "duration"):  # Pyro's HMMs, IndependentHMM among them
+    if ev and (hasattr(d, "duration") or isinstance(d, GaussianMRF)):  # Pyro's HMMs
         from .hmm import steps_fit, with_duration
 
         # a homogeneous HMM takes the value's length; a time-varying one must have it
