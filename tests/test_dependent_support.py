@@ -110,9 +110,12 @@ def test_declared_bound_following_a_latent_matches_quadrature():
 
 @pytest.fixture(scope="module")
 def svi_u1():
-    """One AutoNormal fit of U1, shared by the two tests that read it."""
-    return ppl.compile(U1, "m.bdl").fit({}, infer="svi", steps=1500, lr=0.02, samples=2000,
-                                        seed=0)
+    """One AutoNormal fit of U1, shared by the two tests that read it. The step size decays
+    (0.05 to 0.001 over 800 steps): at a constant 0.02 for 1500 steps the final iterate
+    wandered, a's mean 0.19 at seed 1 against the 0.1 bound; decayed, seeds 0-3 end within
+    0.028 of a's mean 0, 0.072 of its sd 1 and 0.086 of logit(z - a)'s mean 0."""
+    return ppl.compile(U1, "m.bdl").fit({}, infer="svi", steps=800, lr=0.05, lr_decay=0.02,
+                                        samples=2000, seed=0)
 
 
 def test_svi_autonormal_recovers_the_exact_marginal(svi_u1):
