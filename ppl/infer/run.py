@@ -288,7 +288,7 @@ def _divergences(mcmc: MCMC, public: bool | None = None) -> int:
     return sum(len(d.get("divergences", [])) for d in getattr(mcmc, "_diagnostics", []))
 
 
-def check_supports(model, kwargs: dict, trace, labelled: dict | None = None) -> set[str]:
+def check_supports(model, kwargs: dict, trace, labelled: set | None = None) -> set[str]:
     """Every observed value in a support that the data alone fix, or Pyro's error naming
     the site (``Error while computing log_prob at site 'y'``, located at its statement by
     ``ppl.locate``), before any method moves. SVI meets the error at its first step
@@ -305,9 +305,8 @@ def check_supports(model, kwargs: dict, trace, labelled: dict | None = None) -> 
     names of the observed sites checked; ``labelled``, where given, gets those of them
     whose support follows the labels summed out and leaves out their data at some of the
     labels' values (``k ~ Categorical(w); y ~ Uniform(0, b[k])`` at ``y = 0.7``, ``b =
-    [0.5, 2.0]``), each with where its data are inside at some value
-    (:func:`_label_supports`): their log density is -inf at those values in the fit
-    (:class:`_RejectOutside`), where a validated one would stop."""
+    [0.5, 2.0]``; :func:`_label_supports`): their log density is -inf at those values in
+    the fit (:func:`supports_checked`), where a validated one would stop."""
     if _subsampled_plates(trace) is not None:
         from .rng import seeded
 
@@ -316,7 +315,7 @@ def check_supports(model, kwargs: dict, trace, labelled: dict | None = None) -> 
     checked = _latent_free_observed(model, kwargs, trace)
     found = _label_supports(model, kwargs, trace)
     if labelled is not None:
-        labelled.update((name, inside) for name, inside in found.items() if name in checked)
+        labelled.update(name for name in found if name in checked)
     try:
         with pyro.validation_enabled(True):
             trace.compute_log_prob(
@@ -329,6 +328,15 @@ def check_supports(model, kwargs: dict, trace, labelled: dict | None = None) -> 
             site.pop("log_prob", None)
             site.pop("unscaled_log_prob", None)
     return checked
+
+
+def supports_checked(model, kwargs: dict, trace) -> tuple:
+    """:func:`check_supports` at a fit's start: ``(model, checked)``, the model wrapped in
+    :class:`_RejectOutside` where data lie outside a support at some of the labels'
+    values (density 0 there), and the names of the observed sites checked."""
+    labelled: set = set()
+    checked = check_supports(model, kwargs, trace, labelled)
+    return (_RejectOutside(labelled)(model) if labelled else model), checked
 
 
 def _label_supports(model, kwargs: dict, trace) -> dict:
@@ -533,10 +541,7 @@ def _mcmc(make_kernel, model, kwargs, opts, progress, method: str) -> Fit:
     Exponential(0.1)``, ``y ~ Uniform(0, th)``, ``y = 8``: ``th`` in (e^-2, e^2)), and the
     chain then starts from draws from the prior instead (:func:`_run_chain`)."""
     tr = _prior_trace(model, kwargs, opts["seed"])
-    labelled: dict = {}
-    checked = check_supports(model, kwargs, tr, labelled)
-    if labelled:  # data outside the support at some labels: density 0 there
-        model = _RejectOutside(list(labelled))(model)
+    model, checked = supports_checked(model, kwargs, tr)
     bound = [name for name, site in tr.nodes.items() if site["type"] == "sample"
              and site["is_observed"] and name not in checked]
     reject = bound and method == "nuts"
@@ -938,10 +943,7 @@ def _svi_fit(model, kwargs, opts, guide_name, progress, method: str) -> Fit:
     if _jit_refused(model, kwargs, opts, method):
         opts = {**opts, "jit": False}
     trace = _prior_trace(model, kwargs, opts["seed"])
-    labelled: dict = {}
-    checked = check_supports(model, kwargs, trace, labelled)
-    if labelled:  # data outside the support at some labels: density 0 there
-        model = _RejectOutside(list(labelled))(model)
+    model, checked = supports_checked(model, kwargs, trace)
     follows = {name: _bound_by_param(site)  # supports that follow latents (or params)
                for name, site in trace.nodes.items()
                if site["type"] == "sample" and site["is_observed"] and name not in checked}
